@@ -1,0 +1,3 @@
+"""Multi-cluster HTTP gateway for Kubernetes."""
+
+__version__ = "0.1.0"
