@@ -1,0 +1,108 @@
+"""Child processes of the local cluster: start one, wait for its ready line, stop it by pid.
+
+Every devcluster server (API server, backend pod) runs as ``python -m gateway.devcluster.<x>``
+and prints exactly one line starting with ``READY`` on stdout once its socket listens. Tests
+need real processes because they kill them with SIGKILL and freeze them with SIGSTOP.
+"""
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+READY_PREFIX = "READY "
+
+# The checkout (or site-packages) that holds the ``gateway`` package: children must import the
+# same code as their parent even when it is not installed.
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+class ChildFailed(RuntimeError):
+    """A child exited or stayed silent before printing its ready line."""
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = _PACKAGE_ROOT + (os.pathsep + path if path else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def spawn(module: str, args: list[str], timeout: float = 15.0) -> tuple[subprocess.Popen, str]:
+    """Start ``python -m module *args`` and return it with its ready line (prefix stripped).
+
+    The child gets ``--parent-pid`` so it exits by itself if we die without stopping it
+    (a killed pytest must not leave servers holding ports).
+    """
+    argv = [sys.executable, "-m", module, *args, "--parent-pid", str(os.getpid())]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            env=child_env(), bufsize=0)
+    try:
+        return proc, _read_ready_line(proc, timeout)
+    except BaseException:
+        stop(proc, timeout=2.0)
+        raise
+
+
+def _read_ready_line(proc: subprocess.Popen, timeout: float) -> str:
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    data = b""
+    while b"\n" not in data:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ChildFailed(f"{proc.args[2]} (pid {proc.pid}) not ready after {timeout}s")
+        readable, _, _ = select.select([fd], [], [], remaining)
+        if readable:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                code = proc.wait(timeout=5)
+                raise ChildFailed(f"{proc.args[2]} (pid {proc.pid}) exited with {code} before ready")
+            data += chunk
+    line = data.split(b"\n", 1)[0].decode()
+    if not line.startswith(READY_PREFIX):
+        raise ChildFailed(f"{proc.args[2]}: unexpected first line {line!r}")
+    return line[len(READY_PREFIX):]
+
+
+def stop(proc: subprocess.Popen, timeout: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout``; works on a SIGSTOPped child too."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGCONT)    # a stopped process only sees SIGTERM once resumed
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def watch_parent(loop, parent_pid: int | None, on_orphaned, interval: float = 1.0) -> None:
+    """In a child: call ``on_orphaned()`` once ``parent_pid`` is no longer our parent (it died)."""
+    if not parent_pid:
+        return
+
+    def check() -> None:
+        if os.getppid() != parent_pid:
+            on_orphaned()
+        else:
+            loop.call_later(interval, check)
+
+    loop.call_later(interval, check)
+
+
+def announce(line: str) -> None:
+    """Print the ready line the parent waits for."""
+    sys.stdout.write(READY_PREFIX + line + "\n")
+    sys.stdout.flush()

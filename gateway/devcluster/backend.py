@@ -1,0 +1,642 @@
+"""httpbin-like HTTP/1.1 backends: the "pods" of the local clusters.
+
+Each backend listens on its own loopback address (127.0.0.x: Linux routes all of 127/8 to ``lo``)
+and says who it is in every answer, so a test can see which cluster and pod served a request.
+
+Endpoints (any method unless noted)::
+
+    /status/<code>     answer <code> (identity JSON body unless 204/304)
+    /delay/<seconds>   answer after <seconds> (float) without blocking the loop
+    /bytes/<n>         n bytes, Content-Length, written 64 KiB at a time under flow control
+    /stream/<n>        n bytes, Transfer-Encoding: chunked, 16 KiB chunks under flow control
+    /echo              the request body streamed back (same framing: Content-Length or chunked)
+    /upload            consume the body, answer {"received": n, "sha256": hex}
+    /close             answer with Connection: close, then close
+    /headers           {"headers": {...}}
+    /_backend/stats    request counters (not counted themselves); /_backend/reset zeroes them
+    anything else      200 {"cluster", "pod", "address", "method", "path", "query", "headers"}
+
+Body bytes of /bytes and /stream are deterministic: byte ``i`` is ``i % 256``.
+
+One connection serves its requests strictly in order (HTTP/1.1 pipelining); a request that
+needs no body is answered once its body has been read and discarded. Bodies are never held
+whole: reading pauses when 1 MiB is queued unread, writing waits for ``resume_writing``.
+
+Run one with ``python -m gateway.devcluster.backend --host 127.0.0.2 --port 8000 --cluster a
+--pod httpbin-a-0``; it prints ``READY http://127.0.0.2:8000 cluster=a pod=httpbin-a-0 pid=N``.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import http.client
+import os
+import signal
+import subprocess
+from collections import Counter, deque
+from http import HTTPStatus
+from typing import Awaitable, Callable
+
+import orjson
+
+from . import _process
+
+try:
+    import httptools
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("gateway.devcluster.backend needs httptools: pip install 'gateway[test]'") from exc
+
+CHUNK = 64 * 1024
+STREAM_CHUNK = 16 * 1024
+# 64 KiB where byte i is i % 256; 65536 and 16384 are multiples of 256, so every chunk continues
+# the sequence and clients can verify any offset.
+_PATTERN = bytes(range(256)) * (CHUNK // 256)
+_STREAM_FRAME = b"%x\r\n" % STREAM_CHUNK + _PATTERN[:STREAM_CHUNK] + b"\r\n"
+
+# Request bodies: pause reading above HIGH bytes queued unread, resume below LOW.
+_BODY_HIGH = 1 << 20
+_BODY_LOW = 256 << 10
+# Transport write buffer: pause_writing() above this. A few chunks in flight keep the socket busy.
+_WRITE_HIGH = 4 * CHUNK
+
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+def path_prefix(path: str) -> str:
+    """The counter key of a path: "/" plus its first segment ("/status/503" -> "/status")."""
+    first = path.split("/", 2)[1] if path.startswith("/") else path
+    return "/" + first
+
+
+class BackendStats:
+    """Requests served, in total and per path prefix, readable in-process and over HTTP."""
+
+    __slots__ = ("total", "by_prefix")
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.by_prefix: Counter[str] = Counter()
+
+    def record(self, path: str) -> None:
+        self.total += 1
+        self.by_prefix[path_prefix(path)] += 1
+
+    def reset(self) -> None:
+        self.total = 0
+        self.by_prefix.clear()
+
+    def as_dict(self) -> dict:
+        return {"requests": self.total, "paths": dict(self.by_prefix)}
+
+
+class Backend:
+    """A listening backend: identity, counters, open connections."""
+
+    def __init__(self, host: str, port: int, cluster: str, pod: str) -> None:
+        self.host = host
+        self.port = port
+        self.cluster = cluster
+        self.pod = pod
+        self.stats = BackendStats()
+        self._server: asyncio.AbstractServer | None = None
+        self._connections: set[_Connection] = set()
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+    async def start(self) -> "Backend":
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Connection(self), self.host, self.port, reuse_address=True, backlog=1024)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def close(self) -> None:
+        """Stop listening and close every connection (pending writes are flushed first)."""
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._connections):
+            conn.close()
+
+    async def wait_closed(self) -> None:
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def serve_forever(self) -> None:
+        assert self._server is not None, "start() first"
+        await self._server.serve_forever()
+
+
+async def start_backend(host: str, port: int, cluster: str, pod: str) -> Backend:
+    """Start a backend on the running loop and return it once it listens (``port`` 0: any)."""
+    return await Backend(host, port, cluster, pod).start()
+
+
+async def run_backend(host: str, port: int, cluster: str, pod: str) -> None:
+    """Serve a backend until cancelled."""
+    backend = await start_backend(host, port, cluster, pod)
+    try:
+        await backend.serve_forever()
+    finally:
+        backend.close()
+
+
+class _Request:
+    __slots__ = ("method", "path", "query", "headers", "keep_alive", "content_length", "chunked",
+                 "expect_continue", "handler", "wants_body", "complete", "chunks", "buffered",
+                 "waiter")
+
+    def __init__(self, method: str, path: str, query: str, headers: dict[str, str],
+                 keep_alive: bool) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.keep_alive = keep_alive
+        lowered = {name.lower(): value for name, value in headers.items()}
+        length = lowered.get("content-length")
+        self.content_length = int(length) if length is not None else None
+        self.chunked = "chunked" in lowered.get("transfer-encoding", "").lower()
+        self.expect_continue = lowered.get("expect", "").lower() == "100-continue"
+        self.handler, self.wants_body = _route(path)
+        self.complete = False
+        self.chunks: deque[bytes] = deque()
+        self.buffered = 0
+        self.waiter: asyncio.Future | None = None
+
+    def wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: parse requests, answer them one at a time in order."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        # Parsing side: the request whose bytes are arriving.
+        self._url = b""
+        self._header_list: list[tuple[str, str]] = []
+        self._parsing: _Request | None = None
+        # Answering side: requests in arrival order; the head one is being answered.
+        self._queue: deque[_Request] = deque()
+        self._task: asyncio.Task | None = None
+        self._closing = False
+        self._read_paused = False
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future | None = None
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.set_write_buffer_limits(high=_WRITE_HIGH)
+        self.backend._connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(400, "upgrade not supported")
+        except httptools.HttpParserError as exc:
+            self._fail(400, f"bad request: {exc}")
+
+    def connection_lost(self, exc) -> None:
+        self._closing = True
+        self.backend._connections.discard(self)
+        if self._task is not None:
+            self._task.cancel()
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_exception(ConnectionResetError("client went away"))
+        for req in self._queue:
+            req.wake()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    # -- httptools callbacks ----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._header_list = []
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_list.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        url = httptools.parse_url(self._url)
+        headers: dict[str, str] = {}
+        for name, value in self._header_list:
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        path = url.path.decode("latin-1")
+        req = _Request(self.parser.get_method().decode("ascii"), path,
+                       (url.query or b"").decode("latin-1"), headers, self.parser.should_keep_alive())
+        if not path.startswith("/_backend/"):
+            self.backend.stats.record(path)
+        self._parsing = req
+        self._queue.append(req)
+        self._maybe_start()
+
+    def on_body(self, body: bytes) -> None:
+        req = self._parsing
+        if req is None or not req.wants_body:
+            return  # discarded: the handler does not read bodies
+        req.chunks.append(body)
+        req.buffered += len(body)
+        req.wake()
+        if req.buffered > _BODY_HIGH and not self._read_paused:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def on_message_complete(self) -> None:
+        req = self._parsing
+        self._parsing = None
+        if req is not None:
+            req.complete = True
+            req.wake()
+        self._maybe_start()
+
+    # -- answering --------------------------------------------------------------------------
+
+    def _maybe_start(self) -> None:
+        """Answer queued requests in order: sync handlers inline, async ones in a task."""
+        while self._task is None and self._queue and not self._closing:
+            req = self._queue[0]
+            if req.expect_continue and not req.complete:
+                req.expect_continue = False
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            if asyncio.iscoroutinefunction(req.handler):
+                self._task = self.loop.create_task(self._run(req))
+                return
+            if not req.complete:
+                return  # answer once the body is consumed, as most servers do
+            self._queue.popleft()
+            status, body, extra = req.handler(self, req)
+            self.send(req, status, body, extra)
+            self._finish(req, close="Connection" in dict(extra))
+
+    async def _run(self, req: _Request) -> None:
+        try:
+            await req.handler(self, req)
+        except (ConnectionError, asyncio.CancelledError):
+            return  # the client went away mid-answer
+        except Exception:
+            self.close()  # the head may be out already: closing is the only safe answer
+            raise
+        finally:
+            self._task = None
+        self._queue.popleft()
+        self._finish(req)
+
+    def _finish(self, req: _Request, close: bool = False) -> None:
+        if close or not req.keep_alive:
+            self.close()
+        elif self._task is None:
+            self._maybe_start()
+
+    def close(self) -> None:
+        self._closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _fail(self, status: int, message: str) -> None:
+        if not self._closing:
+            body = orjson.dumps({"error": message})
+            self.transport.write(self.head(status, [("Content-Type", "application/json"),
+                                                    ("Content-Length", str(len(body))),
+                                                    ("Connection", "close")]) + body)
+        self.close()
+
+    def head(self, status: int, headers: list[tuple[str, str]]) -> bytes:
+        lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}",
+                 "Server: devcluster-backend"]
+        lines.extend(f"{name}: {value}" for name, value in headers)
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def send(self, req: _Request, status: int, body: bytes,
+             extra: list[tuple[str, str]] = (), content_type: str = "application/json") -> None:
+        """Write a complete response with a known body."""
+        headers = list(extra)
+        if status not in _NO_BODY_STATUSES:
+            headers += [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+        if not req.keep_alive and ("Connection", "close") not in headers:
+            headers.append(("Connection", "close"))
+        data = self.head(status, headers)
+        if req.method != "HEAD" and status not in _NO_BODY_STATUSES:
+            data += body
+        self.transport.write(data)
+
+    def start_response(self, req: _Request, status: int, headers: list[tuple[str, str]]) -> None:
+        """Write only the head of a streamed response."""
+        if not req.keep_alive:
+            headers = headers + [("Connection", "close")]
+        self.transport.write(self.head(status, headers))
+
+    async def drain(self) -> None:
+        """Wait until the transport wants more (the client reads as fast as we write)."""
+        if self._closing and self.transport.is_closing():
+            raise ConnectionResetError("connection closed")
+        if self._write_paused:
+            self._drain_waiter = self.loop.create_future()
+            await self._drain_waiter
+
+    async def read_body(self, req: _Request) -> bytes:
+        """The next piece of ``req``'s body, b"" at its end."""
+        while not req.chunks:
+            if req.complete:
+                return b""
+            if self._closing:
+                raise ConnectionResetError("connection closed")
+            req.waiter = self.loop.create_future()
+            await req.waiter
+        chunk = req.chunks.popleft()
+        req.buffered -= len(chunk)
+        if self._read_paused and req.buffered <= _BODY_LOW:
+            self._read_paused = False
+            self.transport.resume_reading()
+        return chunk
+
+    def identity(self, req: _Request) -> dict:
+        backend = self.backend
+        return {"cluster": backend.cluster, "pod": backend.pod, "address": backend.address,
+                "method": req.method, "path": req.path, "query": req.query, "headers": req.headers}
+
+
+# -- handlers: sync ones return (status, body, extra headers); async ones write themselves ----
+
+Response = tuple[int, bytes, list[tuple[str, str]]]
+
+
+def _anything(conn: _Connection, req: _Request) -> Response:
+    return 200, orjson.dumps(conn.identity(req)), []
+
+
+def _headers(conn: _Connection, req: _Request) -> Response:
+    return 200, orjson.dumps({"headers": req.headers}), []
+
+
+def _status(conn: _Connection, req: _Request) -> Response:
+    code = _int_arg(req.path)
+    if code is None or not 200 <= code <= 599:
+        return _bad_argument(req.path)
+    return code, orjson.dumps(conn.identity(req)), []
+
+
+def _close(conn: _Connection, req: _Request) -> Response:
+    return 200, orjson.dumps(conn.identity(req)), [("Connection", "close")]
+
+
+def _stats(conn: _Connection, req: _Request) -> Response:
+    return 200, orjson.dumps(conn.backend.stats.as_dict()), []
+
+
+def _reset(conn: _Connection, req: _Request) -> Response:
+    conn.backend.stats.reset()
+    return _stats(conn, req)
+
+
+async def _delay(conn: _Connection, req: _Request) -> None:
+    seconds = _float_arg(req.path)
+    if seconds is None or seconds < 0:
+        status, body, extra = _bad_argument(req.path)
+    else:
+        await asyncio.sleep(seconds)
+        status, body, extra = 200, orjson.dumps(conn.identity(req)), []
+    await _wait_body_end(conn, req)
+    conn.send(req, status, body, extra)
+
+
+async def _bytes(conn: _Connection, req: _Request) -> None:
+    size = _int_arg(req.path)
+    if size is None or size < 0:
+        conn.send(req, *_bad_argument(req.path))
+        return
+    conn.start_response(req, 200, [("Content-Type", "application/octet-stream"),
+                                   ("Content-Length", str(size))])
+    if req.method == "HEAD":
+        return
+    remaining = size
+    while remaining:
+        n = min(remaining, CHUNK)
+        conn.transport.write(_PATTERN if n == CHUNK else _PATTERN[:n])
+        remaining -= n
+        await conn.drain()
+
+
+async def _stream(conn: _Connection, req: _Request) -> None:
+    size = _int_arg(req.path)
+    if size is None or size < 0:
+        conn.send(req, *_bad_argument(req.path))
+        return
+    conn.start_response(req, 200, [("Content-Type", "application/octet-stream"),
+                                   ("Transfer-Encoding", "chunked")])
+    if req.method == "HEAD":
+        return
+    remaining = size
+    while remaining >= STREAM_CHUNK:
+        conn.transport.write(_STREAM_FRAME)
+        remaining -= STREAM_CHUNK
+        await conn.drain()
+    if remaining:
+        conn.transport.write(b"%x\r\n" % remaining + _PATTERN[:remaining] + b"\r\n")
+    conn.transport.write(b"0\r\n\r\n")
+
+
+async def _echo(conn: _Connection, req: _Request) -> None:
+    content_type = next((v for k, v in req.headers.items() if k.lower() == "content-type"),
+                        "application/octet-stream")
+    chunked = req.content_length is None and req.chunked
+    framing = (("Transfer-Encoding", "chunked") if chunked
+               else ("Content-Length", str(req.content_length or 0)))
+    conn.start_response(req, 200, [("Content-Type", content_type), framing])
+    while chunk := await conn.read_body(req):
+        if req.method == "HEAD":
+            continue
+        conn.transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+        await conn.drain()
+    if chunked and req.method != "HEAD":
+        conn.transport.write(b"0\r\n\r\n")
+
+
+async def _upload(conn: _Connection, req: _Request) -> None:
+    digest = hashlib.sha256()
+    received = 0
+    while chunk := await conn.read_body(req):
+        digest.update(chunk)
+        received += len(chunk)
+    body = {"received": received, "sha256": digest.hexdigest(),
+            "cluster": conn.backend.cluster, "pod": conn.backend.pod}
+    conn.send(req, 200, orjson.dumps(body))
+
+
+async def _wait_body_end(conn: _Connection, req: _Request) -> None:
+    while not req.complete and not conn._closing:
+        req.waiter = conn.loop.create_future()
+        await req.waiter
+
+
+def _bad_argument(path: str) -> Response:
+    return 400, orjson.dumps({"error": f"bad argument in {path}"}), []
+
+
+def _int_arg(path: str) -> int | None:
+    try:
+        return int(path.split("/")[2])
+    except (IndexError, ValueError):
+        return None
+
+
+def _float_arg(path: str) -> float | None:
+    try:
+        return float(path.split("/")[2])
+    except (IndexError, ValueError):
+        return None
+
+
+Handler = Callable[[_Connection, _Request], "Response | Awaitable[None]"]
+
+# (prefix, handler, wants_body); the first match wins, exact paths end without "/".
+_ROUTES: tuple[tuple[str, Handler, bool], ...] = (
+    ("/status/", _status, False),
+    ("/delay/", _delay, False),
+    ("/bytes/", _bytes, False),
+    ("/stream/", _stream, False),
+    ("/echo", _echo, True),
+    ("/upload", _upload, True),
+    ("/close", _close, False),
+    ("/headers", _headers, False),
+    ("/_backend/stats", _stats, False),
+    ("/_backend/reset", _reset, False),
+)
+
+
+def _route(path: str) -> tuple[Handler, bool]:
+    for prefix, handler, wants_body in _ROUTES:
+        if path.startswith(prefix) and (prefix.endswith("/") or len(path) == len(prefix)):
+            return handler, wants_body
+    return _anything, False
+
+
+# -- running it in a process ---------------------------------------------------------------
+
+
+class BackendProcess:
+    """A backend in its own process, so a test can SIGKILL or SIGSTOP it.
+
+    ``port`` 0 lets the child pick one; ``port`` holds the real one after ``start()``.
+    """
+
+    def __init__(self, host: str, port: int, cluster: str, pod: str) -> None:
+        self.host = host
+        self.port = port
+        self.cluster = cluster
+        self.pod = pod
+        self._proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 15.0) -> "BackendProcess":
+        args = ["--host", self.host, "--port", str(self.port),
+                "--cluster", self.cluster, "--pod", self.pod]
+        self._proc, line = _process.spawn("gateway.devcluster.backend", args, timeout)
+        self.port = int(line.split()[0].rsplit(":", 1)[1])
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None, "not started"
+        return self._proc.pid
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def send_signal(self, sig: int) -> None:
+        """Deliver ``sig``; SIGKILL/SIGTERM/SIGINT also wait for (reap) the process."""
+        if not self.running:
+            return
+        self._proc.send_signal(sig)
+        if sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
+            if sig != signal.SIGKILL:
+                self._proc.send_signal(signal.SIGCONT)
+            self._proc.wait(timeout=10)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        self.send_signal(sig)
+
+    def freeze(self) -> None:
+        """SIGSTOP: the socket still accepts (kernel backlog) but nothing answers."""
+        self.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.send_signal(signal.SIGCONT)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._proc is not None:
+            _process.stop(self._proc, timeout)
+
+    def stats(self, timeout: float = 5.0) -> dict:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        try:
+            conn.request("GET", "/_backend/stats")
+            return orjson.loads(conn.getresponse().read())
+        finally:
+            conn.close()
+
+    def __enter__(self) -> "BackendProcess":
+        return self.start() if self._proc is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    loop = asyncio.get_running_loop()
+    backend = await start_backend(args.host, args.port, args.cluster, args.pod)
+    done = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, done.set)
+    _process.watch_parent(loop, args.parent_pid, done.set)
+    _process.announce(f"{backend.url} cluster={backend.cluster} pod={backend.pod} pid={os.getpid()}")
+    await done.wait()
+    backend.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvloop
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--cluster", required=True)
+    parser.add_argument("--pod", required=True)
+    parser.add_argument("--parent-pid", type=int, help="exit when this process is gone")
+    uvloop.run(_serve(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
