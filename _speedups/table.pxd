@@ -1,0 +1,50 @@
+# C-level interface of _speedups.table, for the proxy protocol:
+#     from _speedups.table cimport EndpointTable, FLAG_EJECTED
+cimport cython
+
+# Health flag bits, one per cause (Envoy's idea): an endpoint is healthy iff
+# no bit is set.  cpdef: also plain ints at Python level.  Bit 30 is reserved
+# for pick()'s exclude marks (_EXCLUDED in table.pyx).
+cpdef enum:
+    FLAG_ACTIVE_FAILED = 1      # failed active health checks
+    FLAG_EJECTED = 2            # passive outlier ejection
+    FLAG_DRAINING = 4           # not ready / terminating
+
+
+# Per-endpoint state, one struct per endpoint: pick() reads flags and weight
+# and writes current of every endpoint, so keeping them side by side means
+# one cache line per endpoint visited.
+cdef struct _Peer:
+    long long current           # smooth WRR current weight; long long: sum of n int weights
+    int weight                  # effective weight, >= 1
+    int flags                   # health flag bits, 0 = healthy
+    int inflight                # requests in progress
+    int cluster                 # index into EndpointTable.clusters
+
+
+@cython.final
+cdef class EndpointTable:
+    cdef _Peer *_peers
+    cdef Py_ssize_t _n
+    cdef dict _index                        # key -> index
+    cdef readonly tuple endpoints           # the objects given to update(), by index
+    cdef readonly tuple clusters            # distinct cluster names, by first appearance
+    cdef readonly unsigned long long generation  # +1 whenever update() moves indices
+
+    cpdef update(self, endpoints)
+    cpdef int pick(self, object exclude=*) except -2
+    cpdef object endpoint(self, int i)
+    cpdef int cluster_index(self, int i) except -1
+    cpdef set_flags(self, int i, int flags)
+    cpdef add_flag(self, int i, int flag)
+    cpdef clear_flag(self, int i, int flag)
+    cpdef int flags(self, int i) except -1
+    cpdef int index_of(self, object key) except -2
+    cpdef acquire(self, int i)
+    cpdef release(self, int i)
+    cpdef int inflight(self, int i) except -1
+    cpdef int healthy_count(self)
+
+    cdef int _pick(self) noexcept
+    cdef int _mark(self, object exclude) except -1
+    cdef int _check(self, int i) except -1

@@ -1,0 +1,69 @@
+"""Per-service endpoint table with nginx's smooth weighted round robin (compiled)."""
+from typing import Any, Hashable, Iterable, Protocol, Sequence, final
+
+FLAG_ACTIVE_FAILED: int
+"""Failed active health checks."""
+FLAG_EJECTED: int
+"""Ejected by passive outlier detection."""
+FLAG_DRAINING: int
+"""Not ready or terminating."""
+
+class EndpointLike(Protocol):
+    @property
+    def key(self) -> Hashable: ...
+    @property
+    def weight(self) -> int: ...
+    @property
+    def cluster(self) -> str: ...
+
+@final
+class EndpointTable:
+    """Endpoints of one service; healthy iff flags == 0.
+
+    Indices are valid until an ``update()`` that bumps ``generation``.
+    """
+
+    @property
+    def endpoints(self) -> tuple[Any, ...]:
+        """The endpoint objects given to the last ``update()``, by index."""
+    @property
+    def clusters(self) -> tuple[str, ...]:
+        """Distinct cluster names, in order of first appearance."""
+    @property
+    def generation(self) -> int:
+        """Incremented by every ``update()`` that changes which key has which index."""
+
+    def __init__(self, endpoints: Iterable[EndpointLike] = ()) -> None: ...
+    def __len__(self) -> int: ...
+    def update(self, endpoints: Iterable[EndpointLike]) -> None:
+        """Replace the endpoints; current weight, flags and in-flight follow the key.
+
+        New keys start at zero.  Raises ValueError (table unchanged) on a
+        duplicate key or a weight < 1.
+        """
+    def pick(self, exclude: Sequence[int] | None = None) -> int:
+        """Next index by smooth WRR over healthy endpoints not in ``exclude``; -1 if none."""
+    def endpoint(self, i: int) -> Any:
+        """The endpoint object at index ``i``."""
+    def cluster_index(self, i: int) -> int:
+        """Index into ``clusters`` of endpoint ``i``'s cluster."""
+    def set_flags(self, i: int, flags: int) -> None:
+        """Set all health flag bits of endpoint ``i`` (bits 0-29)."""
+    def add_flag(self, i: int, flag: int) -> None:
+        """Set health flag bit(s) ``flag`` on endpoint ``i``."""
+    def clear_flag(self, i: int, flag: int) -> None:
+        """Clear health flag bit(s) ``flag`` on endpoint ``i``."""
+    def flags(self, i: int) -> int:
+        """Health flag bits of endpoint ``i``; 0 means healthy."""
+    def index_of(self, key: Hashable) -> int:
+        """Index of the endpoint with ``key``, or -1."""
+    def acquire(self, i: int) -> None:
+        """Count one more request in flight to endpoint ``i``."""
+    def release(self, i: int) -> None:
+        """Count one request less in flight to endpoint ``i`` (never below 0)."""
+    def inflight(self, i: int) -> int:
+        """Requests in flight to endpoint ``i``."""
+    def healthy_count(self) -> int:
+        """Number of endpoints with no flag set."""
+    def state(self) -> list[dict[str, Any]]:
+        """Per endpoint: key, cluster, weight, current, flags, inflight."""

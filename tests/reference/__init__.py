@@ -1,0 +1,1 @@
+"""Plain-Python reference implementations of the compiled algorithms (test oracles, bench baselines)."""
