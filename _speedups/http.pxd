@@ -1,0 +1,49 @@
+# Typed interface of _speedups.http, so the proxy reads head fields at C speed.
+
+cdef class MessageHead:
+    cdef public list headers            # [(lower-case name, name, value)], hop-by-hop removed
+    cdef public int minor               # HTTP/1.<minor>
+    cdef public long long content_length  # -1 when absent
+    cdef public bint chunked
+    cdef public bint keep_alive
+    cdef public bytes connection
+    cdef public bytes upgrade           # the Upgrade value when "Connection: upgrade" asks for it
+    cdef public frozenset extra_hop     # names listed in Connection, dropped too
+    cdef public Py_ssize_t head_size
+
+cdef class RequestHead(MessageHead):
+    cdef public bytes method
+    cdef public bytes target            # path and query, as received
+    cdef public bytes path              # without the query
+    cdef public bytes host
+    cdef public bytes request_id
+    cdef public bytes forwarded_for
+    cdef public bytes via
+    cdef public bint expect_continue
+
+cdef class ResponseHead(MessageHead):
+    cdef public int status
+    cdef public bytes reason
+
+cdef class BodyFramer:
+    cdef public int mode
+    cdef public long long remaining
+    cdef public long long received
+    cdef public bint done
+    cdef int state
+    cdef int size_digits
+    cdef int error_status
+    cpdef reset(self, int mode, long long length)
+    cpdef Py_ssize_t feed(self, bytes data, Py_ssize_t start) except -2
+    cdef Py_ssize_t _feed_chunked(self, const char *buf, Py_ssize_t pos, Py_ssize_t n) except -2
+    cdef int _fail(self, str reason) except -1
+
+cpdef Py_ssize_t find_head_end(bytes data, Py_ssize_t start) except -2
+cpdef RequestHead parse_request(bytes data, Py_ssize_t end, Py_ssize_t max_headers=*)
+cpdef ResponseHead parse_response(bytes data, Py_ssize_t end, Py_ssize_t max_headers=*)
+cpdef int response_framing(ResponseHead head, bytes request_method) except -1
+cpdef bytes build_request_head(RequestHead head, bytes target, bytes host, bytes client_ip,
+                               bytes request_id, bytes via, bint upgrade)
+cpdef bytes build_response_head(ResponseHead head, int framing, bint keep_alive)
+cpdef bytes build_interim_head(ResponseHead head)
+cpdef bytes build_error_response(int status, str message, bytes request_id, bint keep_alive)

@@ -1,0 +1,160 @@
+from _speedups.http cimport BodyFramer, RequestHead, ResponseHead
+from _speedups.router cimport Router
+from _speedups.table cimport EndpointTable
+
+
+cdef class Upstream:
+    cdef readonly tuple key                 # (cluster, ip, port)
+    cdef readonly str ip
+    cdef readonly int port
+    cdef public int weight
+    cdef readonly str cluster
+    cdef readonly str host                  # "ip:port", as logged
+    cdef readonly bytes host_bytes
+    cdef list idle                          # pooled UpstreamProtocol, LIFO
+    cdef public bint removed
+    cdef public long long requests
+    cdef public long long failures
+    cdef public int max_idle
+    cdef UpstreamProtocol take_idle(self)
+    cdef void give_back(self, UpstreamProtocol conn, double now)
+    cpdef int close_idle(self, double older_than) except -1
+
+
+cdef class Service:
+    cdef readonly str key
+    cdef readonly EndpointTable table
+
+
+cdef class Route:
+    cdef readonly str name
+    cdef readonly tuple services            # of Service
+    cdef readonly EndpointTable split       # weighted choice among services; None for one
+    cdef readonly bytes rewrite_from
+    cdef readonly bytes rewrite_to
+    cdef readonly double timeout
+    cdef readonly int attempts
+    cdef readonly bint retry_5xx
+    cdef readonly bint retry_timeout
+    cdef readonly double per_try_timeout
+    cdef Service pick_service(self)
+
+
+cdef class ProxyContext:
+    cdef readonly object loop
+    cdef readonly Router router
+    cdef public double connect_timeout
+    cdef public double response_timeout
+    cdef public double idle_timeout
+    cdef public double header_timeout
+    cdef public Py_ssize_t max_head_size
+    cdef public Py_ssize_t max_headers
+    cdef public object access_log
+    cdef public bytes via
+    cdef bytes request_id_prefix
+    cdef unsigned long long request_counter
+    cdef readonly set connections
+    cdef public bint draining
+    cdef public object on_upstream_result   # f(service, upstream, failure kind or None)
+    cdef readonly dict stats
+    cdef object ticker
+    cdef double tick_interval
+    cdef bytes next_request_id(self)
+
+
+cdef class UpstreamProtocol:
+    cdef readonly Upstream upstream
+    cdef DownstreamProtocol owner
+    cdef object transport
+    cdef bint closed
+    cdef bint eof
+    cdef bint upstream_extra                # sent bytes past its response: out of sync
+    cdef double idle_since
+    cdef void close(self)
+    cdef void abort(self)
+
+
+cdef class DownstreamProtocol:
+    # per connection
+    cdef ProxyContext ctx
+    cdef object transport
+    cdef str client
+    cdef bytes client_bytes
+    cdef int state
+    cdef bytes buf                          # received, not yet consumed
+    cdef Py_ssize_t scan_from
+    cdef int read_paused                    # PAUSE_* reasons
+    cdef int deadline_kind
+    cdef double deadline
+    cdef double total_deadline
+    cdef bint client_eof
+    cdef bint keep_alive
+    cdef UpstreamProtocol up
+    cdef int connect_id                     # invalidates callbacks of abandoned connects
+    # per request
+    cdef RequestHead head
+    cdef bytes request_id
+    cdef Route route
+    cdef Service service
+    cdef bytes upstream_target
+    cdef Upstream upstream
+    cdef int endpoint_index
+    cdef unsigned long long table_generation
+    cdef list tried                         # Upstreams tried, in order
+    cdef list tried_hosts
+    cdef int attempts
+    cdef BodyFramer req_framer
+    cdef BodyFramer resp_framer
+    cdef ResponseHead resp_head
+    cdef bytes resp_buf
+    cdef bint response_started
+    cdef bint got_response_byte
+    cdef list pending
+    cdef Py_ssize_t pending_size
+    cdef list replay
+    cdef Py_ssize_t replay_size
+    cdef bint replayable
+    cdef int status
+    cdef str error
+    cdef double t_start
+    cdef double t_try
+    cdef double t_connect
+    cdef double t_response
+    cdef long long bytes_sent
+    cdef long long bytes_received
+
+    cdef void pause_reading(self, int reason)
+    cdef void resume_reading(self, int reason)
+    cdef void process(self)
+    cdef bint read_head(self) except -1
+    cdef void reject(self, int status, str reason)
+    cdef void start_request(self, RequestHead head)
+    cdef bytes rewrite_target(self, bytes target)
+    cdef void try_upstream(self)
+    cdef void connect(self, Upstream upstream)
+    cdef void on_connected(self, object task, object timer, int connect_id, Upstream upstream)
+    cdef void send_head(self, UpstreamProtocol conn)
+    cdef void send_body(self, bytes chunk)
+    cdef void request_sent_whole(self)
+    cdef void arm_response_timer(self)
+    cdef void upstream_data(self, UpstreamProtocol conn, bytes data)
+    cdef bint read_response_head(self, Py_ssize_t end) except -1
+    cdef void on_final_head(self, ResponseHead head)
+    cdef void forward_response_body(self, bytes data)
+    cdef void start_tunnel(self, ResponseHead head)
+    cdef void upstream_gone(self, UpstreamProtocol conn, object exc)
+    cdef bint retry_allowed(self, bint sent)
+    cdef void upstream_failed(self, int connect_id, Upstream upstream, str kind, str reason, bint before_send)
+    cdef void bad_response(self, str reason)
+    cdef void abort_response(self, str reason)
+    cdef void report(self, object kind, bint ok)
+    cdef void set_deadline(self, int kind, double delay)
+    cdef void check_deadlines(self, double now)
+    cdef void upstream_timed_out(self, bint per_try, str what)
+    cdef void release_endpoint(self)
+    cdef void respond_error(self, int status, str message)
+    cdef void fail_request(self, int status, str reason)
+    cdef void finish_exchange(self)
+    cdef void finish_request(self, bint completed)
+    cdef void log_request(self)
+    cpdef close(self)

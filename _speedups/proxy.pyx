@@ -1,0 +1,1000 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The request path: a downstream protocol paired with pooled upstream protocols.
+
+Callback protocols only (as uvloop's own benchmarks do): no coroutine, task or
+future per request.  A task appears only to open a new upstream connection,
+which the pool makes rare.  Bytes are moved with ``transport.write``, flow
+control with ``pause_reading``/``resume_reading``; bodies are never buffered
+whole in either direction.
+
+One request is in flight per client connection; pipelined requests wait in the
+connection's buffer and are answered in order.  The per-request state lives in
+the DownstreamProtocol's fields (reset per request) rather than in a new object.
+
+Policy lives elsewhere: which route, which service and the retry settings come
+from the snapshot objects (Route, Service) built by ``gateway.dataplane``; what
+happens with passive failure reports is the context's ``on_upstream_result``.
+"""
+import time as _time
+from asyncio import CancelledError
+
+from libc.stdint cimport uint64_t
+
+from _speedups.http cimport (
+    BodyFramer, RequestHead, ResponseHead, build_error_response, build_interim_head,
+    build_request_head, build_response_head, find_head_end, parse_request, parse_response,
+    response_framing)
+from _speedups.http import HttpError, FRAMING_CHUNKED, FRAMING_LENGTH, FRAMING_NONE, FRAMING_UNTIL_CLOSE
+from _speedups.router cimport Router
+from _speedups.table cimport EndpointTable
+
+cdef object monotonic = _time.monotonic
+cdef object wall_time = _time.time
+
+# Downstream states.
+DEF S_IDLE = 0          # waiting for (the rest of) a request head
+DEF S_BODY = 1          # streaming the request body upstream
+DEF S_WAIT = 2          # request received whole; waiting for / streaming the response
+DEF S_TUNNEL = 3        # after 101 Switching Protocols: bytes both ways
+DEF S_CLOSED = 4
+
+# Reasons for pausing the client's reads (a bit each, so they overlap safely).
+DEF PAUSE_UPSTREAM_FULL = 1     # upstream's write buffer is full
+DEF PAUSE_PENDING = 2           # body waiting for a connection passed the limit
+DEF PAUSE_PIPELINE = 4          # pipelined requests waiting passed the limit
+
+DEF PENDING_LIMIT = 262144      # bytes of request body held while connecting
+DEF REPLAY_LIMIT = 65536        # bytes of request body kept so the request can be retried
+DEF PIPELINE_LIMIT = 65536
+
+# What a connection's deadline is for.
+DEF D_NONE = 0
+DEF D_IDLE = 1          # keep-alive connection with no request
+DEF D_HEADER = 2        # a request head is arriving
+DEF D_RESPONSE = 3      # waiting for the response head (per try)
+
+# Failure kinds reported to the context (passive health) and written to the log.
+KIND_CONNECT = "connect_failed"
+KIND_CONNECT_TIMEOUT = "connect_timeout"
+KIND_RESET = "upstream_reset"
+KIND_TIMEOUT = "upstream_timeout"
+KIND_BAD_RESPONSE = "bad_response"
+KIND_5XX = "upstream_5xx"
+
+cdef bytes EMPTY = b""
+cdef bytes CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+cdef class Upstream:
+    """One endpoint as the data plane sees it: its address and its idle connections.
+
+    Kept by identity across snapshots (``key`` = (cluster, ip, port)), so its
+    pool and counters survive endpoint-list updates.
+    """
+
+    def __init__(self, tuple key, str ip, int port, int weight, str cluster):
+        self.key = key
+        self.ip = ip
+        self.port = port
+        self.weight = weight
+        self.cluster = cluster
+        self.host = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        self.host_bytes = self.host.encode()
+        self.idle = []
+        self.removed = False
+        self.requests = 0
+        self.failures = 0
+        self.max_idle = 64
+
+    cdef UpstreamProtocol take_idle(self):
+        cdef UpstreamProtocol conn
+        while self.idle:
+            conn = self.idle.pop()          # LIFO: the warmest connection first
+            if not conn.closed and not conn.eof:
+                return conn
+        return None
+
+    cdef void give_back(self, UpstreamProtocol conn, double now):
+        if self.removed or len(self.idle) >= self.max_idle or conn.closed or conn.eof:
+            conn.close()
+            return
+        conn.owner = None
+        conn.idle_since = now
+        self.idle.append(conn)
+
+    cpdef int close_idle(self, double older_than) except -1:
+        """Close pooled connections idle since before ``older_than`` (all when it is inf)."""
+        cdef UpstreamProtocol conn
+        keep = []
+        for conn in self.idle:
+            if conn.idle_since < older_than and not conn.closed:
+                conn.close()
+            elif not conn.closed:
+                keep.append(conn)
+        self.idle = keep
+        return len(keep)
+
+    def idle_count(self):
+        return len(self.idle)
+
+
+cdef class Service:
+    """A merged service of the snapshot: its endpoint table and the Upstream per index."""
+
+    def __init__(self, str key, EndpointTable table):
+        self.key = key
+        self.table = table
+
+
+cdef class Route:
+    """A route of the snapshot, prepared for the request path."""
+
+    def __init__(self, str name, tuple services, EndpointTable split, bytes rewrite_from,
+                 bytes rewrite_to, double timeout, int attempts, bint retry_5xx,
+                 bint retry_timeout, double per_try_timeout):
+        self.name = name
+        self.services = services
+        self.split = split
+        self.rewrite_from = rewrite_from
+        self.rewrite_to = rewrite_to
+        self.timeout = timeout
+        self.attempts = attempts
+        self.retry_5xx = retry_5xx
+        self.retry_timeout = retry_timeout
+        self.per_try_timeout = per_try_timeout
+
+    cdef Service pick_service(self):
+        cdef int i
+        if self.split is None:
+            return self.services[0]
+        i = self.split.pick(None)
+        return self.services[i if i >= 0 else 0]
+
+
+cdef class ProxyContext:
+    """What every connection of a worker shares: the current snapshot, settings, log."""
+
+    def __init__(self, loop, *, double connect_timeout=1.0, double response_timeout=15.0,
+                 double idle_timeout=60.0, double header_timeout=10.0,
+                 Py_ssize_t max_head_size=65536, Py_ssize_t max_headers=100,
+                 access_log=None, via=b"1.1 gateway", request_id_prefix=b"gw"):
+        self.loop = loop
+        self.router = Router(())
+        self.connect_timeout = connect_timeout
+        self.response_timeout = response_timeout
+        self.idle_timeout = idle_timeout
+        self.header_timeout = header_timeout
+        self.max_head_size = max_head_size
+        self.max_headers = max_headers
+        self.access_log = access_log
+        self.via = via
+        self.request_id_prefix = request_id_prefix + b"-"
+        self.request_counter = 0
+        self.connections = set()
+        self.draining = False
+        self.on_upstream_result = None
+        self.ticker = None
+        self.stats = {"requests": 0, "responses_2xx": 0, "responses_3xx": 0, "responses_4xx": 0,
+                      "responses_5xx": 0, "retries": 0, "upstream_connects": 0,
+                      "connect_failures": 0, "downstream_connections": 0}
+
+    def set_router(self, Router router):
+        self.router = router
+
+    def start_ticker(self, double interval=0.1):
+        """Check every connection's deadlines each ``interval`` seconds."""
+        self.tick_interval = interval
+        self.ticker = self.loop.call_later(interval, self.tick)
+
+    def stop_ticker(self):
+        if self.ticker is not None:
+            self.ticker.cancel()
+            self.ticker = None
+
+    def tick(self):
+        cdef DownstreamProtocol conn
+        cdef double now = monotonic()
+        for conn in list(self.connections):
+            if conn.deadline_kind != D_NONE or conn.total_deadline > 0:
+                conn.check_deadlines(now)
+        self.ticker = self.loop.call_later(self.tick_interval, self.tick)
+
+    cdef bytes next_request_id(self):
+        self.request_counter += 1
+        return self.request_id_prefix + b"%x" % self.request_counter
+
+    def protocol_factory(self):
+        return DownstreamProtocol(self)
+
+    def close_idle_connections(self):
+        """For graceful shutdown: close client connections with no request in progress."""
+        cdef DownstreamProtocol conn
+        for conn in list(self.connections):
+            if conn.state == S_IDLE and not conn.buf:
+                conn.close()
+
+    def active_connections(self):
+        return len(self.connections)
+
+
+cdef class UpstreamProtocol:
+    """A connection to one endpoint; lent to one downstream request at a time."""
+
+    def __init__(self, Upstream upstream):
+        self.upstream = upstream
+        self.owner = None
+        self.transport = None
+        self.closed = False
+        self.eof = False
+        self.idle_since = 0.0
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, bytes data):
+        if self.owner is not None:
+            self.owner.upstream_data(self, data)
+        else:
+            self.close()                    # bytes on an idle connection: it is out of sync
+
+    def eof_received(self):
+        self.eof = True
+        if self.owner is not None:
+            self.owner.upstream_gone(self, None)
+        return False
+
+    def connection_lost(self, exc):
+        self.closed = True
+        self.eof = True
+        if self.owner is not None:
+            self.owner.upstream_gone(self, exc)
+
+    def pause_writing(self):
+        if self.owner is not None:
+            self.owner.pause_reading(PAUSE_UPSTREAM_FULL)
+
+    def resume_writing(self):
+        if self.owner is not None:
+            self.owner.resume_reading(PAUSE_UPSTREAM_FULL)
+
+    cdef void close(self):
+        self.owner = None
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+
+    cdef void abort(self):
+        self.owner = None
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.abort()
+
+
+cdef class DownstreamProtocol:
+    """One client connection."""
+
+    def __init__(self, ProxyContext ctx):
+        self.ctx = ctx
+        self.state = S_IDLE
+        self.buf = EMPTY
+        self.scan_from = 0
+        self.read_paused = 0
+        self.deadline_kind = D_NONE
+        self.total_deadline = 0
+        self.client_eof = False
+        self.up = None
+
+    # -- asyncio.Protocol -------------------------------------------------
+
+    def connection_made(self, transport):
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.client = peer[0] if peer else "-"
+        self.client_bytes = self.client.encode()
+        self.ctx.connections.add(self)
+        self.ctx.stats["downstream_connections"] += 1
+        self.set_deadline(D_IDLE, self.ctx.idle_timeout)
+
+    def data_received(self, bytes data):
+        if self.state == S_TUNNEL:
+            if self.up is not None:
+                self.up.transport.write(data)
+            return
+        if self.buf:
+            self.buf += data
+        else:
+            self.buf = data
+        self.process()
+
+    def eof_received(self):
+        if self.state == S_TUNNEL and self.up is not None and self.up.transport.can_write_eof():
+            self.up.transport.write_eof()   # half-close through the tunnel
+            return True
+        if self.state == S_IDLE and not self.buf:
+            self.close()
+            return False
+        # The client stopped sending but may still read the answer to its request.
+        self.client_eof = True
+        return True
+
+    def connection_lost(self, exc):
+        self.ctx.connections.discard(self)
+        self.deadline_kind = D_NONE
+        if self.state != S_IDLE and self.state != S_CLOSED and self.head is not None:
+            if self.up is not None:
+                self.up.abort()
+                self.up = None
+            if not self.response_started and self.state != S_TUNNEL:
+                self.status = 499           # nginx's "client closed request"
+                self.error = "client closed connection"
+            self.finish_request(False)
+        self.state = S_CLOSED
+        self.buf = EMPTY
+
+    def pause_writing(self):
+        if self.up is not None:
+            self.up.transport.pause_reading()
+
+    def resume_writing(self):
+        if self.up is not None and not self.up.closed:
+            self.up.transport.resume_reading()
+
+    # -- reading requests -------------------------------------------------
+
+    cdef void pause_reading(self, int reason):
+        if self.read_paused == 0 and self.state != S_CLOSED:
+            self.transport.pause_reading()
+        self.read_paused |= reason
+
+    cdef void resume_reading(self, int reason):
+        if self.read_paused == 0:
+            return
+        self.read_paused &= ~reason
+        if self.read_paused == 0 and self.state != S_CLOSED:
+            self.transport.resume_reading()
+
+    cdef void process(self):
+        """Consume buffered bytes as far as the current state allows."""
+        cdef Py_ssize_t end
+        cdef bytes chunk
+        while self.state != S_CLOSED:
+            if self.state == S_IDLE:
+                if not self.buf:
+                    return
+                if not self.read_head():
+                    return
+            elif self.state == S_BODY:
+                if not self.buf:
+                    return
+                try:
+                    end = self.req_framer.feed(self.buf, 0)
+                except HttpError as err:
+                    self.fail_request(err.status, err.reason)
+                    return
+                if end == len(self.buf):
+                    chunk = self.buf
+                    self.buf = EMPTY
+                else:
+                    chunk = self.buf[:end]
+                    self.buf = self.buf[end:]
+                self.bytes_received += len(chunk)
+                self.send_body(chunk)
+                if self.req_framer.done:
+                    self.request_sent_whole()
+            else:
+                # S_WAIT: bytes now are pipelined requests; keep them for later.
+                if len(self.buf) > PIPELINE_LIMIT:
+                    self.pause_reading(PAUSE_PIPELINE)
+                return
+
+    cdef bint read_head(self) except -1:
+        """Parse a complete head from the buffer and start its request; False if incomplete."""
+        cdef Py_ssize_t end = find_head_end(self.buf, self.scan_from)
+        cdef RequestHead head
+        if end < 0:
+            if len(self.buf) > self.ctx.max_head_size:
+                self.reject(431, "request head too large")
+                return False
+            self.scan_from = max(0, len(self.buf) - 3)
+            if self.deadline_kind != D_HEADER:
+                self.set_deadline(D_HEADER, self.ctx.header_timeout)
+            return False
+        self.scan_from = 0
+        try:
+            head = parse_request(self.buf, end, self.ctx.max_headers)
+        except HttpError as err:
+            self.reject(err.status, err.reason)
+            return False
+        self.bytes_received = end
+        self.buf = self.buf[end:] if end < len(self.buf) else EMPTY
+        self.start_request(head)
+        return True
+
+    cdef void reject(self, int status, str reason):
+        """Answer a request we cannot parse and close: its framing is unknown."""
+        self.head = None
+        self.transport.write(build_error_response(status, reason, b"-", False))
+        self.ctx.stats["responses_4xx" if status < 500 else "responses_5xx"] += 1
+        if self.ctx.access_log is not None:
+            self.ctx.access_log.log({"time": _rfc3339(wall_time()), "client": self.client,
+                                     "status": status, "error": reason})
+        self.close()
+
+    # -- one request ------------------------------------------------------
+
+    cdef void start_request(self, RequestHead head):
+        cdef ProxyContext ctx = self.ctx
+        cdef object route
+        self.head = head
+        self.t_start = monotonic()
+        self.request_id = head.request_id if head.request_id is not None else ctx.next_request_id()
+        self.status = 0
+        self.error = None
+        self.attempts = 0
+        self.tried = None
+        self.tried_hosts = None
+        self.response_started = False
+        self.resp_head = None
+        self.resp_buf = EMPTY
+        self.bytes_sent = 0
+        self.pending = None
+        self.pending_size = 0
+        self.replay = []
+        self.replay_size = 0
+        self.replayable = True
+        self.upstream = None
+        self.endpoint_index = -1
+        self.service = None
+        self.t_connect = -1.0
+        self.t_response = -1.0
+        self.route = None
+        self.deadline_kind = D_NONE
+        self.total_deadline = 0
+        self.keep_alive = head.keep_alive and head.minor == 1 and not ctx.draining
+        ctx.stats["requests"] += 1
+        if head.chunked:
+            self.req_framer = BodyFramer(FRAMING_CHUNKED, 0, 400)
+        elif head.content_length > 0:
+            self.req_framer = BodyFramer(FRAMING_LENGTH, head.content_length, 400)
+        else:
+            self.req_framer = None
+        self.state = S_BODY if self.req_framer is not None else S_WAIT
+        route = ctx.router.match(head)
+        if route is None:
+            self.respond_error(404, "no route matches this request")
+            return
+        self.route = <Route>route
+        self.service = self.route.pick_service()
+        self.upstream_target = self.rewrite_target(head.target)
+        if self.route.timeout > 0:
+            self.total_deadline = self.t_start + self.route.timeout
+        self.try_upstream()
+
+    cdef bytes rewrite_target(self, bytes target):
+        cdef Route route = self.route
+        if route.rewrite_from is None or not target.startswith(route.rewrite_from):
+            return target
+        rest = target[len(route.rewrite_from):]
+        if route.rewrite_to.endswith(b"/") and rest.startswith(b"/"):
+            rest = rest[1:]
+        elif rest and not route.rewrite_to.endswith(b"/") and not rest[:1] in (b"/", b"?"):
+            rest = b"/" + rest
+        return (route.rewrite_to + rest) or b"/"
+
+    cdef void try_upstream(self):
+        """Pick an endpoint not tried yet and send the request to it."""
+        cdef EndpointTable table = self.service.table
+        cdef Upstream upstream
+        cdef UpstreamProtocol conn
+        cdef int index
+        if self.tried is None:
+            index = table.pick(None)
+        else:
+            # By identity: the table's indices may have moved since the last try.
+            index = table.pick(tuple([table.index_of(u.key) for u in self.tried]))
+            if index < 0:
+                index = table.pick(None)    # every endpoint tried: any healthy one will do
+        if index < 0:
+            if self.attempts == 0:
+                self.respond_error(503, f"no healthy endpoint for service {self.service.key}")
+            else:
+                self.respond_error(502, self.error or "upstream failed")
+            return
+        upstream = <Upstream>table.endpoint(index)
+        self.attempts += 1
+        self.endpoint_index = index
+        self.upstream = upstream
+        if self.tried is None:
+            self.tried = [upstream]
+        else:
+            self.tried.append(upstream)
+        if self.attempts > 1:
+            self.ctx.stats["retries"] += 1
+            if self.tried_hosts is None:
+                self.tried_hosts = []
+            self.tried_hosts.append(upstream.host)
+        table.acquire(index)
+        self.table_generation = table.generation
+        upstream.requests += 1
+        self.got_response_byte = False
+        conn = upstream.take_idle()
+        if conn is not None:
+            self.t_connect = 0.0
+            self.send_head(conn)
+        else:
+            self.connect(upstream)
+
+    cdef void connect(self, Upstream upstream):
+        cdef ProxyContext ctx = self.ctx
+        ctx.stats["upstream_connects"] += 1
+        self.t_try = monotonic()
+        self.connect_id += 1
+        task = ctx.loop.create_task(ctx.loop.create_connection(
+            lambda: UpstreamProtocol(upstream), upstream.ip, upstream.port))
+        timer = ctx.loop.call_later(ctx.connect_timeout, task.cancel)
+        cdef int connect_id = self.connect_id
+        task.add_done_callback(lambda t: self.on_connected(t, timer, connect_id, upstream))
+
+    cdef void on_connected(self, object task, object timer, int connect_id, Upstream upstream):
+        cdef UpstreamProtocol conn
+        timer.cancel()
+        try:
+            conn = <UpstreamProtocol>task.result()[1]
+        except CancelledError:
+            self.upstream_failed(connect_id, upstream, KIND_CONNECT_TIMEOUT,
+                                 f"connect to {upstream.host} timed out", True)
+            return
+        except OSError as exc:
+            self.upstream_failed(connect_id, upstream, KIND_CONNECT,
+                                 f"connect to {upstream.host} failed: {exc.strerror or exc}", True)
+            return
+        if connect_id != self.connect_id or self.state == S_CLOSED or self.upstream is not upstream:
+            upstream.give_back(conn, monotonic())   # this request moved on; keep the connection
+            return
+        self.t_connect = monotonic() - self.t_try
+        self.send_head(conn)
+
+    cdef void send_head(self, UpstreamProtocol conn):
+        cdef RequestHead head = self.head
+        conn.owner = self
+        self.up = conn
+        self.t_try = monotonic()
+        host = head.host if head.host is not None else self.upstream.host_bytes
+        conn.transport.write(build_request_head(
+            head, self.upstream_target, host, self.client_bytes, self.request_id, self.ctx.via,
+            head.upgrade is not None))
+        if self.replay:
+            for chunk in self.replay:
+                conn.transport.write(chunk)
+        elif self.pending is not None:
+            for chunk in self.pending:
+                conn.transport.write(chunk)
+        self.pending = None
+        self.pending_size = 0
+        self.resume_reading(PAUSE_PENDING)
+        if self.state == S_WAIT:
+            self.arm_response_timer()
+
+    cdef void send_body(self, bytes chunk):
+        if self.replayable:
+            if self.replay_size + len(chunk) <= REPLAY_LIMIT:
+                self.replay.append(chunk)
+                self.replay_size += len(chunk)
+            else:
+                self.replayable = False
+                self.replay = []
+        if self.up is not None:
+            self.up.transport.write(chunk)
+            return
+        if self.replayable:
+            return                          # sent from the replay list once connected
+        if self.pending is None:
+            self.pending = []
+        self.pending.append(chunk)
+        self.pending_size += len(chunk)
+        if self.pending_size > PENDING_LIMIT:
+            self.pause_reading(PAUSE_PENDING)
+
+    cdef void request_sent_whole(self):
+        self.state = S_WAIT
+        if self.up is not None and self.resp_head is None:
+            self.arm_response_timer()
+        if self.resp_head is not None and self.resp_framer is not None and self.resp_framer.done:
+            self.finish_exchange()          # the answer came before the body was done
+        elif self.buf:
+            self.process()
+
+    cdef void arm_response_timer(self):
+        cdef Route route = self.route
+        self.set_deadline(D_RESPONSE, route.per_try_timeout if route.per_try_timeout > 0
+                          else self.ctx.response_timeout)
+
+    # -- the response -----------------------------------------------------
+
+    cdef void upstream_data(self, UpstreamProtocol conn, bytes data):
+        cdef Py_ssize_t end
+        if conn is not self.up:
+            conn.close()
+            return
+        self.got_response_byte = True
+        if self.state == S_TUNNEL:
+            self.transport.write(data)
+            return
+        if self.resp_head is None:
+            self.resp_buf = self.resp_buf + data if self.resp_buf else data
+            while self.resp_head is None:
+                end = find_head_end(self.resp_buf, 0)
+                if end < 0:
+                    if len(self.resp_buf) > self.ctx.max_head_size:
+                        self.bad_response("response head too large")
+                    return
+                if not self.read_response_head(end):
+                    return
+            data = self.resp_buf
+            self.resp_buf = EMPTY
+            if self.state == S_TUNNEL:
+                if data:
+                    self.transport.write(data)
+                return
+        self.forward_response_body(data)
+
+    cdef bint read_response_head(self, Py_ssize_t end) except -1:
+        cdef ResponseHead head
+        cdef bytes rest
+        try:
+            head = parse_response(self.resp_buf, end, self.ctx.max_headers)
+        except HttpError as err:
+            self.bad_response(err.reason)
+            return False
+        rest = self.resp_buf[end:]
+        self.resp_buf = rest
+        if head.status == 101:
+            if self.head.upgrade is None:
+                self.bad_response("101 Switching Protocols to a request that asked for no upgrade")
+                return False
+            self.start_tunnel(head)
+            return True
+        if head.status < 200:
+            # 1xx: forward to HTTP/1.1 clients, then wait for the final head.
+            if self.head.minor == 1:
+                self.transport.write(build_interim_head(head) if head.status != 100 else CONTINUE_100)
+            return True
+        self.on_final_head(head)
+        return True
+
+    cdef void on_final_head(self, ResponseHead head):
+        cdef Route route = self.route
+        cdef int framing = response_framing(head, self.head.method)
+        cdef bint retried = False
+        self.t_response = monotonic() - self.t_try
+        if head.status >= 500 and route.retry_5xx and head.status in (502, 503, 504):
+            self.report(KIND_5XX, False)
+            if self.retry_allowed(True):
+                retried = True
+                self.up.close()
+                self.up = None
+                self.release_endpoint()
+                self.error = f"upstream {self.upstream.host} answered {head.status}"
+                self.try_upstream()
+                return
+        self.resp_head = head
+        self.status = head.status
+        self.response_started = True
+        self.deadline_kind = D_NONE
+        if framing == FRAMING_UNTIL_CLOSE:
+            self.keep_alive = False         # the body ends when the upstream closes
+        if self.state == S_BODY and not self.req_framer.done:
+            self.keep_alive = False         # the client's body would have to be drained
+        self.resp_framer = BodyFramer(framing, head.content_length, 502)
+        cdef bytes out = build_response_head(head, framing, self.keep_alive)
+        self.bytes_sent = len(out)
+        self.transport.write(out)
+        if head.status < 500:
+            self.report(None, True)
+        if self.resp_framer.done:
+            self.finish_exchange()
+
+    cdef void forward_response_body(self, bytes data):
+        cdef Py_ssize_t end
+        if not data:
+            return
+        try:
+            end = self.resp_framer.feed(data, 0)
+        except HttpError as err:
+            self.abort_response(err.reason)
+            return
+        if end == len(data):
+            self.transport.write(data)
+            self.bytes_sent += end
+        else:
+            # Bytes past the end of the response: that upstream connection is out of sync.
+            self.transport.write(data[:end])
+            self.bytes_sent += end
+            self.up.upstream_extra = True
+        if self.resp_framer.done:
+            self.finish_exchange()
+
+    cdef void start_tunnel(self, ResponseHead head):
+        self.resp_head = head
+        self.status = 101
+        self.response_started = True
+        self.deadline_kind = D_NONE
+        self.total_deadline = 0
+        cdef bytes out = build_response_head(head, FRAMING_NONE, True)
+        self.bytes_sent = len(out)
+        self.transport.write(out)
+        self.state = S_TUNNEL
+        if self.buf:
+            self.up.transport.write(self.buf)
+            self.buf = EMPTY
+        self.resume_reading(PAUSE_PENDING | PAUSE_PIPELINE)
+
+    cdef void upstream_gone(self, UpstreamProtocol conn, object exc):
+        """The upstream connection ended (EOF or loss) while lent to this request."""
+        if conn is not self.up:
+            return
+        if self.state == S_TUNNEL:
+            self.up = None
+            self.finish_request(False)
+            self.close()
+            return
+        if self.resp_head is not None:
+            if self.resp_framer.mode == FRAMING_UNTIL_CLOSE:
+                self.up = None
+                self.finish_exchange()
+            else:
+                self.abort_response("upstream closed the connection mid-response")
+            return
+        if self.resp_buf:
+            self.bad_response("upstream closed the connection mid-head")
+            return
+        # No response byte: retry when the request was never sent or is idempotent.
+        reason = f"upstream {self.upstream.host} closed the connection before responding"
+        self.upstream_failed(self.connect_id, self.upstream, KIND_RESET, reason, False)
+
+    cdef bint retry_allowed(self, bint sent):
+        """The retry rule: a request never sent may go elsewhere; a sent one only if idempotent."""
+        if self.attempts >= self.route.attempts or self.response_started:
+            return False
+        if not self.replayable:
+            return False
+        if sent and not self.head.idempotent:
+            return False
+        return True
+
+    cdef void upstream_failed(self, int connect_id, Upstream upstream, str kind, str reason, bint before_send):
+        if connect_id != self.connect_id or self.state == S_CLOSED or self.upstream is not upstream:
+            return
+        if kind == KIND_CONNECT or kind == KIND_CONNECT_TIMEOUT:
+            self.ctx.stats["connect_failures"] += 1
+        upstream.failures += 1
+        self.report(kind, False)
+        if self.up is not None:
+            self.up.abort()
+            self.up = None
+        self.release_endpoint()
+        self.error = reason
+        if self.retry_allowed(not before_send):
+            self.try_upstream()
+        else:
+            self.respond_error(504 if kind == KIND_TIMEOUT else 502, reason)
+
+    cdef void bad_response(self, str reason):
+        self.report(KIND_BAD_RESPONSE, False)
+        if self.up is not None:
+            self.up.abort()
+            self.up = None
+        self.respond_error(502, f"upstream {self.upstream.host} sent a malformed response ({reason})")
+
+    cdef void abort_response(self, str reason):
+        """The response started but cannot be completed: the client connection must end."""
+        self.error = reason
+        self.report(KIND_BAD_RESPONSE, False)
+        if self.up is not None:
+            self.up.abort()
+            self.up = None
+        self.keep_alive = False
+        self.finish_request(False)
+        self.transport.abort()
+
+    cdef void report(self, object kind, bint ok):
+        handler = self.ctx.on_upstream_result
+        if handler is not None and self.upstream is not None:
+            handler(self.service, self.upstream, kind)
+
+    # -- deadlines ------------------------------------------------------
+    # Checked by ProxyContext.tick() a few times a second: no timer object is
+    # made per request, and a timeout fires within one tick of its deadline.
+
+    cdef void set_deadline(self, int kind, double delay):
+        self.deadline_kind = kind
+        self.deadline = monotonic() + delay
+
+    cdef void check_deadlines(self, double now):
+        cdef int kind = self.deadline_kind
+        if self.total_deadline > 0 and now >= self.total_deadline and self.state in (S_BODY, S_WAIT):
+            self.total_deadline = 0
+            if self.response_started:
+                self.abort_response("route timeout during the response")
+            else:
+                self.upstream_timed_out(False, "route timeout")
+            return
+        if kind == D_NONE or now < self.deadline:
+            return
+        self.deadline_kind = D_NONE
+        if kind == D_IDLE:
+            if self.state == S_IDLE and not self.buf:
+                self.close()
+        elif kind == D_HEADER:
+            if self.state == S_IDLE:
+                self.reject(408, "timed out reading the request head")
+        elif kind == D_RESPONSE:
+            if self.state in (S_BODY, S_WAIT) and not self.response_started and self.up is not None:
+                self.upstream_timed_out(True, "timed out")
+
+    cdef void upstream_timed_out(self, bint per_try, str what):
+        reason = f"upstream {self.upstream.host if self.upstream is not None else '-'} {what}"
+        self.report(KIND_TIMEOUT, False)
+        if self.up is not None:
+            self.up.abort()
+            self.up = None
+        self.connect_id += 1                # a connect in progress no longer concerns us
+        if per_try and self.route.retry_timeout and self.retry_allowed(True):
+            self.release_endpoint()
+            self.error = reason
+            self.try_upstream()
+            return
+        self.respond_error(504, reason)
+
+    # -- ending a request -------------------------------------------------
+
+    cdef void release_endpoint(self):
+        cdef EndpointTable table
+        cdef int index = self.endpoint_index
+        if index < 0 or self.service is None:
+            return
+        table = self.service.table
+        if table.generation != self.table_generation:
+            index = table.index_of(self.upstream.key)   # the table changed under this request
+        if index >= 0:
+            table.release(index)
+        self.endpoint_index = -1
+
+    cdef void respond_error(self, int status, str message):
+        """Answer with the gateway's own error (before any response byte was sent)."""
+        cdef bytes out
+        self.status = status
+        if self.error is None:
+            self.error = message
+        if self.state == S_BODY and (self.req_framer is None or not self.req_framer.done):
+            self.keep_alive = False         # the rest of the body is unread: close after
+        out = build_error_response(status, message, self.request_id, self.keep_alive)
+        self.bytes_sent = len(out)
+        self.transport.write(out)
+        self.response_started = True
+        if self.up is not None:
+            self.up.abort()
+            self.up = None
+        self.connect_id += 1
+        self.finish_request(True)
+
+    cdef void fail_request(self, int status, str reason):
+        """A framing error in the request body: nothing more can be read."""
+        if self.up is not None:
+            self.up.abort()
+            self.up = None
+        self.keep_alive = False
+        if self.response_started:
+            self.error = reason
+            self.finish_request(False)
+            self.close()
+        else:
+            self.respond_error(status, reason)
+
+    cdef void finish_exchange(self):
+        """The response is complete: return the upstream connection, then finish."""
+        cdef UpstreamProtocol conn = self.up
+        cdef bint reusable
+        if self.state == S_BODY:
+            # The upstream answered before the request body was all sent: close both.
+            self.keep_alive = False
+        if conn is not None:
+            reusable = (self.resp_head.keep_alive and self.state == S_WAIT
+                        and self.resp_framer.mode != FRAMING_UNTIL_CLOSE and not conn.upstream_extra
+                        and self.head.minor == 1)
+            self.up = None
+            if reusable:
+                self.upstream.give_back(conn, monotonic())
+            else:
+                conn.close()
+        self.finish_request(True)
+
+    cdef void finish_request(self, bint completed):
+        """Log, count, release; then read the next request or close."""
+        cdef ProxyContext ctx = self.ctx
+        cdef int status = self.status
+        self.release_endpoint()
+        if status >= 500:
+            ctx.stats["responses_5xx"] += 1
+        elif status >= 400:
+            ctx.stats["responses_4xx"] += 1
+        elif status >= 300:
+            ctx.stats["responses_3xx"] += 1
+        elif status >= 200:
+            ctx.stats["responses_2xx"] += 1
+        if ctx.access_log is not None:
+            self.log_request()
+        self.head = None
+        self.resp_head = None
+        self.replay = None
+        self.pending = None
+        self.route = None
+        if not completed or self.state == S_CLOSED:
+            return
+        if self.state == S_TUNNEL:
+            return
+        if not self.keep_alive or ctx.draining:
+            self.close()
+            return
+        self.state = S_IDLE
+        self.total_deadline = 0
+        self.resume_reading(PAUSE_PIPELINE | PAUSE_PENDING | PAUSE_UPSTREAM_FULL)
+        if self.buf:
+            self.deadline_kind = D_NONE
+            self.process()
+        elif self.client_eof:
+            self.close()
+        else:
+            self.set_deadline(D_IDLE, ctx.idle_timeout)
+
+    cdef void log_request(self):
+        cdef RequestHead head = self.head
+        cdef Upstream upstream = self.upstream
+        entry = {
+            "time": _rfc3339(wall_time()),
+            "request_id": self.request_id.decode("latin-1"),
+            "client": self.client,
+            "method": head.method.decode("latin-1"),
+            "host": head.host.decode("latin-1") if head.host is not None else None,
+            "path": head.target.decode("latin-1"),
+            "status": self.status,
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+            "duration_ms": round((monotonic() - self.t_start) * 1000.0, 3),
+            "route": self.route.name if self.route is not None else None,
+            "upstream_service": self.service.key if self.service is not None else None,
+            "upstream_host": upstream.host if upstream is not None else None,
+            "upstream_cluster": upstream.cluster if upstream is not None else None,
+            "attempts": self.attempts,
+            "upstream_connect_ms": round(self.t_connect * 1000.0, 3) if self.t_connect >= 0 else None,
+            "upstream_response_ms": round(self.t_response * 1000.0, 3) if self.t_response >= 0 else None,
+        }
+        if self.tried_hosts is not None:
+            entry["tried_hosts"] = self.tried_hosts
+        if self.error is not None:
+            entry["error"] = self.error
+        self.ctx.access_log.log(entry)
+
+    cpdef close(self):
+        if self.state != S_CLOSED:
+            self.state = S_CLOSED
+            self.deadline_kind = D_NONE
+            self.transport.close()
+        if self.up is not None:
+            self.up.abort()
+            self.up = None
+
+
+# RFC 3339 with milliseconds; the seconds part is formatted once per second.
+cdef double _ts_second = -1.0
+cdef str _ts_prefix = ""
+
+cdef str _rfc3339(double now):
+    global _ts_second, _ts_prefix
+    cdef double second = <double>(<long long>now)
+    if second != _ts_second:
+        _ts_second = second
+        _ts_prefix = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(second))
+    return "%s.%03dZ" % (_ts_prefix, <int>((now - second) * 1000.0))

@@ -1,0 +1,23 @@
+from _speedups.http cimport RequestHead
+
+cdef class RouteMatcher:
+    cdef readonly int index
+    cdef readonly object target
+    cdef readonly int path_kind
+    cdef readonly bytes path_bytes
+    cdef readonly object path_regex
+    cdef readonly frozenset host_exact
+    cdef readonly tuple host_suffixes
+    cdef readonly bint any_host
+    cdef readonly frozenset methods
+    cdef readonly tuple headers
+    cdef bint matches(self, RequestHead head, bytes host, object path_str)
+    cdef bint _host_matches(self, bytes host)
+    cdef bint _headers_match(self, RequestHead head)
+
+cdef class Router:
+    cdef readonly tuple matchers
+    cdef readonly tuple unindexed
+    cdef readonly dict index
+    cdef readonly bint has_regex
+    cpdef object match(self, RequestHead head)

@@ -1,0 +1,144 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Route matching, prepared once per snapshot and run once per request.
+
+Routes are tried in declared order and the first that matches wins (Envoy's
+rule: predictable, and the config reads top to bottom).  Everything a match
+needs (lower-cased hosts, compiled regexes, method sets) is prepared when the
+Router is built, so matching allocates nothing but a str for regex paths.
+
+Large route sets: routes whose path is an exact or prefix match are indexed by
+their first path segment, so a request only tries the routes that could match
+it plus the "unindexable" ones (regex or "/"), in declared order.
+"""
+from _speedups.http cimport RequestHead
+
+DEF PATH_ANY = 0
+DEF PATH_PREFIX = 1
+DEF PATH_EXACT = 2
+DEF PATH_REGEX = 3
+
+
+cdef class RouteMatcher:
+    """The conditions of one route; the route's target is any object in ``target``."""
+
+    def __init__(self, int index, object target, str path_kind, object path_value,
+                 hosts=(), methods=(), headers=()):
+        self.index = index
+        self.target = target
+        self.path_kind = {"any": PATH_ANY, "prefix": PATH_PREFIX,
+                          "exact": PATH_EXACT, "regex": PATH_REGEX}[path_kind]
+        if self.path_kind == PATH_REGEX:
+            self.path_regex = path_value          # a compiled re.Pattern over str
+            self.path_bytes = b""
+        else:
+            self.path_bytes = (path_value or "/").encode()
+        exact = [h.lower().encode() for h in hosts if not h.startswith("*.")]
+        self.host_exact = frozenset(exact)
+        self.host_suffixes = tuple(h[1:].lower().encode() for h in hosts if h.startswith("*."))
+        self.any_host = not hosts
+        self.methods = frozenset(m.upper().encode() for m in methods) if methods else None
+        # headers: (lower-case name bytes, kind, value) with kind in exact|present|absent|regex
+        self.headers = tuple(headers)
+
+    cdef bint matches(self, RequestHead head, bytes host, object path_str):
+        cdef bytes path = head.path
+        if self.path_kind == PATH_PREFIX:
+            if not path.startswith(self.path_bytes):
+                return False
+        elif self.path_kind == PATH_EXACT:
+            if path != self.path_bytes:
+                return False
+        elif self.path_kind == PATH_REGEX:
+            if self.path_regex.match(path_str) is None:
+                return False
+        if self.methods is not None and head.method not in self.methods:
+            return False
+        if not self.any_host and not self._host_matches(host):
+            return False
+        if self.headers and not self._headers_match(head):
+            return False
+        return True
+
+    cdef bint _host_matches(self, bytes host):
+        if host in self.host_exact:
+            return True
+        for suffix in self.host_suffixes:
+            # "*.example.com" matches "a.example.com", not "example.com"
+            if host.endswith(suffix) and len(host) > len(suffix):
+                return True
+        return False
+
+    cdef bint _headers_match(self, RequestHead head):
+        for lname, kind, expected in self.headers:
+            value = head.header(lname)
+            if kind == "present":
+                if value is None:
+                    return False
+            elif kind == "absent":
+                if value is not None:
+                    return False
+            elif value is None:
+                return False
+            elif kind == "exact":
+                if value != expected:
+                    return False
+            elif expected.search(value.decode("latin-1")) is None:
+                return False
+        return True
+
+
+cdef bytes _first_segment(bytes path):
+    """"/api/v1/x" -> b"api"; "/" -> b""."""
+    cdef Py_ssize_t end = path.find(b"/", 1)
+    return path[1:] if end < 0 else path[1:end]
+
+
+cdef class Router:
+    """First-match-wins route table with a first-segment index."""
+
+    def __init__(self, matchers):
+        self.matchers = tuple(matchers)
+        self.has_regex = any(m.path_kind == PATH_REGEX for m in self.matchers)
+        # An indexed route is a prefix or exact route whose first segment is complete,
+        # e.g. prefix "/api/" or exact "/api"; prefix "/ap" could match "/apple".
+        index = {}
+        unindexed = []
+        for m in self.matchers:
+            seg = self._segment_key(m)
+            if seg is None:
+                unindexed.append(m)
+            else:
+                index.setdefault(seg, []).append(m)
+        self.unindexed = tuple(unindexed)
+        self.index = {seg: self._merge(routes, unindexed) for seg, routes in index.items()}
+
+    @staticmethod
+    def _segment_key(RouteMatcher m):
+        if m.path_kind == PATH_EXACT:
+            return _first_segment(m.path_bytes)
+        if m.path_kind == PATH_PREFIX:
+            end = m.path_bytes.find(b"/", 1)
+            if end > 0:
+                return m.path_bytes[1:end]
+        return None
+
+    @staticmethod
+    def _merge(routes, unindexed):
+        return tuple(sorted(list(routes) + list(unindexed), key=lambda m: m.index))
+
+    cpdef object match(self, RequestHead head):
+        """The target of the first route matching ``head``, or None."""
+        cdef bytes host = head.host or b""
+        cdef Py_ssize_t colon
+        cdef RouteMatcher m
+        if host:
+            colon = host.rfind(b":")
+            if colon >= 0 and host.find(b"]", colon) < 0:
+                host = host[:colon]
+            host = host.lower()
+        path_str = head.path.decode("latin-1") if self.has_regex else None
+        candidates = self.index.get(_first_segment(head.path), self.unindexed) if self.index else self.matchers
+        for m in candidates:
+            if m.matches(head, host, path_str):
+                return m.target
+        return None

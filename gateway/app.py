@@ -1,0 +1,173 @@
+"""One gateway process: control plane (sources, registry) and the data plane it feeds.
+
+Data flows one way: config -> sources -> registry -> snapshot -> data plane.
+Nothing on the request path waits for the control plane: the proxy always
+serves from the last snapshot applied.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+
+from gateway.accesslog import AccessLog
+from gateway.config import Config, ConfigError, load_config
+from gateway.dataplane import DataPlane, ProxyContext
+from gateway.registry import Registry
+from gateway.snapshot import Snapshot
+from gateway.sources.base import Source
+from gateway.sources.static import StaticSource
+
+log = logging.getLogger("gateway")
+
+MAINTENANCE_INTERVAL = 1.0      # seconds between pool clean-ups
+
+
+def build_source(config) -> Source:
+    if config.type == "static":
+        return StaticSource(config)
+    if config.type == "kubernetes":
+        from gateway.sources.kubernetes import KubernetesSource
+        return KubernetesSource(config)
+    raise ValueError(f"unknown source type {config.type!r}")
+
+
+class Gateway:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.started = time.time()
+        self.ctx: ProxyContext | None = None
+        self.dataplane: DataPlane | None = None
+        self.registry: Registry | None = None
+        self.access_log: AccessLog | None = None
+        self.server: asyncio.base_events.Server | None = None
+        self._maintenance: asyncio.TimerHandle | None = None
+        self._stopped = asyncio.Event()
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        if cfg.access_log.path is not None:
+            self.access_log = AccessLog(loop, cfg.access_log.path, cfg.access_log.buffer_bytes,
+                                        cfg.access_log.flush_interval)
+        t = cfg.timeouts
+        self.ctx = ProxyContext(loop, connect_timeout=t.connect, response_timeout=t.response_header,
+                                idle_timeout=t.downstream_idle, header_timeout=t.downstream_header,
+                                access_log=self.access_log)
+        self.dataplane = DataPlane(self.ctx)
+        self.dataplane.apply_config(cfg)
+        self.registry = Registry(cfg.services, [build_source(s) for s in cfg.sources],
+                                 self._publish)
+        self.registry.start()
+        self.server = await loop.create_server(
+            self.ctx.protocol_factory, cfg.listen.host, cfg.listen.port,
+            reuse_port=True, backlog=4096)
+        self.ctx.start_ticker()
+        self._maintenance = loop.call_later(MAINTENANCE_INTERVAL, self._maintain)
+        log.info("listening", extra={"fields": {"listen": str(cfg.listen), "routes": len(cfg.routes),
+                                                  "services": len(cfg.services),
+                                                  "sources": len(cfg.sources)}})
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (useful with ``listen: 127.0.0.1:0``)."""
+        return self.server.sockets[0].getsockname()[1]
+
+    def _publish(self, snapshot: Snapshot) -> None:
+        self.dataplane.apply_snapshot(snapshot)
+        log.info("snapshot applied", extra={"fields": {
+            "version": snapshot.version,
+            "endpoints": {k: [e.host for e in v] for k, v in snapshot.services.items()}}})
+
+    def _maintain(self) -> None:
+        self.dataplane.close_idle_upstreams(self.config.timeouts.upstream_idle)
+        self._maintenance = asyncio.get_running_loop().call_later(MAINTENANCE_INTERVAL, self._maintain)
+
+    async def stop(self, drain_timeout: float | None = None) -> None:
+        """Graceful: stop accepting, let in-flight requests finish, then close everything."""
+        deadline = time.monotonic() + (self.config.timeouts.drain if drain_timeout is None else drain_timeout)
+        if self.server is not None:
+            self.server.close()
+        ctx = self.ctx
+        if ctx is not None:
+            ctx.draining = True             # responses now say "Connection: close"
+            ctx.close_idle_connections()
+            while ctx.active_connections() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+                ctx.close_idle_connections()
+            for conn in list(ctx.connections):
+                conn.close()
+            ctx.stop_ticker()
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+        if self.registry is not None:
+            await self.registry.stop()
+        if self.dataplane is not None:
+            self.dataplane.close_all_upstreams()
+        if self.access_log is not None:
+            self.access_log.close()
+        self._stopped.set()
+
+    # -- reload -------------------------------------------------------------
+
+    def reload(self, config: Config) -> None:
+        """Apply a new valid config: routes and services change in place; sources are rebuilt."""
+        old = self.config
+        self.config = config
+        self.dataplane.apply_config(config)
+        if config.sources != old.sources:
+            asyncio.ensure_future(self._replace_sources(config))
+        else:
+            self.registry.replace_services(config.services)
+        log.info("config reloaded", extra={"fields": {"routes": len(config.routes)}})
+
+    async def _replace_sources(self, config: Config) -> None:
+        old = self.registry
+        self.registry = Registry(config.services, [build_source(s) for s in config.sources],
+                                 self._publish)
+        self.registry.version = old.version
+        self.registry.start()
+        await old.stop()
+
+    def reload_from_file(self) -> bool:
+        try:
+            config = load_config(self.config.path)
+        except ConfigError as err:
+            log.error("reload refused: config invalid; keeping the running config",
+                      extra={"fields": {"errors": err.errors}})
+            return False
+        self.reload(config)
+        return True
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+
+async def serve(config: Config) -> int:
+    """Run until SIGTERM/SIGINT; SIGHUP reloads the config file."""
+    gateway = Gateway(config)
+    loop = asyncio.get_running_loop()
+    try:
+        await gateway.start()
+    except OSError as exc:
+        log.error("cannot listen", extra={"fields": {"listen": str(config.listen), "error": str(exc)}})
+        return 2
+    stopping = []
+
+    def on_stop(signame: str) -> None:
+        if not stopping:
+            stopping.append(signame)
+            log.info("draining", extra={"fields": {"signal": signame}})
+            asyncio.ensure_future(gateway.stop())
+
+    loop.add_signal_handler(signal.SIGTERM, on_stop, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, on_stop, "SIGINT")
+    if config.path:
+        loop.add_signal_handler(signal.SIGHUP, gateway.reload_from_file)
+    await gateway.wait_stopped()
+    log.info("stopped")
+    return 0
+

@@ -1,0 +1,98 @@
+"""The ``gateway`` command.
+
+Exit codes: 0 success; 1 invalid config (every problem printed with its key
+path); 2 cannot start (port in use, missing build); 3 the demo saw failed requests.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from gateway import __version__
+
+
+def _cmd_validate(args) -> int:
+    from gateway.config import ConfigError, load_config
+    try:
+        config = load_config(args.config)
+    except ConfigError as err:
+        for line in err.errors:
+            print(f"{args.config}: {line}", file=sys.stderr)
+        print(f"{args.config}: {len(err.errors)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"{args.config}: ok ({len(config.sources)} sources, {len(config.services)} services, "
+          f"{len(config.routes)} routes)")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from gateway.config import ConfigError, load_config
+    from gateway.logs import setup_logging
+    try:
+        config = load_config(args.config)
+    except ConfigError as err:
+        for line in err.errors:
+            print(f"{args.config}: {line}", file=sys.stderr)
+        print("gateway: not started: the config is invalid", file=sys.stderr)
+        return 1
+    setup_logging(args.log_level, json=not args.plain_logs)
+    import uvloop
+
+    from gateway.app import serve
+    return uvloop.run(serve(config))
+
+
+def _cmd_version(args) -> int:
+    print(f"gateway {__version__}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from gateway.demo import main as demo_main
+    return demo_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description="Multi-cluster HTTP gateway for Kubernetes")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the gateway")
+    p.add_argument("--config", "-c", required=True, help="YAML config file")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--plain-logs", action="store_true", help="human-readable logs instead of JSON")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("validate", help="check a config file and print every problem")
+    p.add_argument("--config", "-c", required=True)
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("version", help="print the version")
+    p.set_defaults(func=_cmd_version)
+
+    try:
+        from gateway.demo import add_arguments as demo_arguments
+    except ImportError:
+        demo_arguments = None
+    if demo_arguments is not None:
+        p = sub.add_parser("demo", help="two local clusters, the gateway and a request loop")
+        demo_arguments(p)
+        p.set_defaults(func=_cmd_demo)
+
+    try:
+        from gateway.devcluster import cli as devcluster_cli
+    except ImportError:
+        devcluster_cli = None
+    if devcluster_cli is not None:
+        p = sub.add_parser("devcluster", help="a local Kubernetes API server with backends")
+        devcluster_cli.add_arguments(p)
+        p.set_defaults(func=devcluster_cli.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
