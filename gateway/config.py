@@ -2,10 +2,56 @@
 
 Every problem found is reported with its key path (``routes[0].match.path.prefix:
 must start with "/"``), all of them at once; nothing half-valid is returned.
+
+The file (durations: "250ms", "2s", "1m30s", "1h" or seconds; sizes: "64KiB", "10KB" or bytes)::
+
+    listen: 0.0.0.0:8080                # host:port, IPv6 as [::1]:8080
+    admin: 127.0.0.1:9901               # off or null: no admin API
+    access_log: {path: stdout, buffer: 64KiB, flush_interval: 1s}   # stdout|stderr|/file|off
+    timeouts: {connect: 1s, response_header: 15s, downstream_idle: 60s,
+               downstream_header: 10s, upstream_idle: 60s, drain: 20s}
+    sources:                            # weight: 1..10000, default 100
+      - name: zone-a
+        type: static
+        services:                       # endpoint: "ip:port", "ip" (the service's port),
+          - name: httpbin               # "[v6]:port", or {address: ..., weight: 1..1000}
+            namespace: default
+            endpoints: ["127.0.0.2:8000", {address: "127.0.0.3:8000", weight: 2}]
+      - {name: cluster-a, type: kubernetes, kubeconfig: ~/.kube/a.yaml, context: zone-a,
+         namespaces: [default]}         # kubeconfig default: $KUBECONFIG or ~/.kube/config
+      - {name: local, type: kubernetes, in_cluster: true}
+    services:                           # port: number or port name; sources: default all
+      - {name: httpbin, namespace: default, port: 8000, sources: [zone-a, cluster-a]}
+    routes:
+      - name: test
+        match:                          # all optional; no path: prefix "/"
+          path: {prefix: /test}         # exactly one of prefix | exact | regex
+          host: "*.example.com"         # string or list: exact or "*." wildcard
+          method: [GET, HEAD]           # string or list
+          headers: [{name: x-env, exact: prod}, {name: x-debug, present: true},
+                    {name: x-v, regex: "^v[12]$"}]
+        service: default/httpbin        # "ns/name" or "name" (namespace "default"), or:
+        # backends: [{service: httpbin, weight: 90}, {service: canary, weight: 10}]
+        rewrite: {prefix: /}            # replaces the matched path prefix
+        timeout: 15s                    # whole request; default none
+        retries: {attempts: 2, on_5xx: false, on_timeout: false, per_try_timeout: 2s}
+
+Names (sources, services, namespaces, routes) are DNS labels.  Hosts and header names are
+lower-cased, methods upper-cased.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import difflib
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field, fields
+from functools import partial
+from typing import Any, Callable, Iterable
+
+import yaml
+
+from gateway.units import parse_duration, parse_size
 
 DEFAULT_NAMESPACE = "default"
 DEFAULT_SOURCE_WEIGHT = 100
@@ -143,9 +189,609 @@ class Config:
 
 def load_config(path: str) -> Config:
     """Read and validate a YAML config file; raise ConfigError naming every problem."""
-    raise NotImplementedError
+    try:
+        # Binary, so that PyYAML detects the encoding and reports bad bytes with a position.
+        with open(path, "rb") as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: file not found"]) from None
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read: {e.strerror or e}"]) from None
+    except yaml.YAMLError as e:
+        raise ConfigError([_yaml_error(path, e)]) from None
+    return parse_config(data, path=path)
 
 
 def parse_config(data: object, path: str | None = None) -> Config:
     """Validate an already-parsed YAML document."""
-    raise NotImplementedError
+    if data is None:
+        raise ConfigError(["empty config"])
+    if not isinstance(data, dict):
+        raise ConfigError([f"the top level must be a mapping, got {_show(data)}"])
+    errs: list[str] = []
+    _keys(data, "", errs, _TOP_KEYS)
+    top = _kwargs(data, "", errs, {"listen": _address, "access_log": _access_log,
+                                   "timeouts": _timeouts})
+    if "admin" in data:  # absent: the default address; null or off: no admin API
+        top["admin"] = None if _is_off(data["admin"]) else _address(data["admin"], "admin", errs)
+
+    # Sections in dependency order: services name sources, routes name services.
+    sources = _parse_each(data.get("sources"), "sources", errs, _source)
+    _unique(((f"{p}.name", s.name) for p, s in sources), "source name", errs)
+    source_names = {s.name for _, s in sources if s.name}
+
+    services = _parse_each(data.get("services"), "services", errs,
+                           partial(_service, sources=source_names))
+    _unique(((p, s.key) for p, s in services if s.name and s.namespace), "service", errs)
+    service_keys = {s.key for _, s in services}
+
+    routes = _parse_each(data.get("routes"), "routes", errs, partial(_route, services=service_keys))
+    _unique(((f"{p}.name", r.name) for p, r in routes), "route name", errs)
+
+    if errs:
+        raise ConfigError(errs)
+    return Config(**top, sources=tuple(s for _, s in sources),
+                  services=tuple(s for _, s in services),
+                  routes=tuple(r for _, r in routes), path=path)
+
+
+def _yaml_error(path: str, e: yaml.YAMLError) -> str:
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(e, "problem", None) or " ".join(str(e).split())
+    context = getattr(e, "context", None)
+    return f"{path}: invalid YAML{where}: {problem}" + (f" ({context})" if context else "")
+
+
+# --- Reporting and typed helpers -------------------------------------------------------------
+#
+# Each helper takes (value, path, errs), appends "path: problem" for a bad value and returns
+# the parsed value, or None when it was bad: parsing goes on so that every error is reported,
+# and the Config is never built if there was one.
+
+_Errors = list[str]
+_Parser = Callable[[Any, str, _Errors], Any]
+
+_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_HOSTNAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_ROUTE_HOST = re.compile(r"(\*\.)?" + _HOSTNAME.pattern)
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")     # RFC 9110 section 5.6.2
+
+
+def _at(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _err(errs: _Errors, path: str, problem: str) -> None:
+    errs.append(f"{path}: {problem}" if path else problem)
+
+
+def _show(value: Any) -> str:
+    """A value as it was written in YAML, for "got ..." in messages."""
+    if isinstance(value, str):
+        return f'"{value}"'
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def _is_off(value: Any) -> bool:
+    # YAML 1.1 (PyYAML) reads a bare `off` as false.
+    return value is None or value is False or value == "off"
+
+
+def _keys(value: Any, path: str, errs: _Errors, allowed: Iterable[str],
+          required: Iterable[str] = ()) -> dict | None:
+    """A mapping with only ``allowed`` keys, ``required`` ones set; unknown keys get a hint."""
+    if not isinstance(value, dict):
+        _err(errs, path, f"must be a mapping, got {_show(value)}")
+        return None
+    allowed = list(allowed)
+    for key in value:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f' (did you mean "{close[0]}"?)' if close else ""
+            _err(errs, path, f'unknown key "{key}"{hint}')
+    for key in required:
+        if value.get(key) is None:
+            _err(errs, _at(path, key), "required")
+    return value
+
+
+def _opt(d: dict, key: str, parse: _Parser, path: str, errs: _Errors, default: Any = None) -> Any:
+    """``d[key]`` parsed; absent or null gives ``default`` (required keys are checked by _keys)."""
+    value = d.get(key)
+    return default if value is None else parse(value, _at(path, key), errs)
+
+
+def _kwargs(d: dict, path: str, errs: _Errors, parsers: dict[str, _Parser]) -> dict[str, Any]:
+    """The keys of ``d`` that are set, parsed; the dataclass supplies defaults for the rest."""
+    return {key: parse(d[key], _at(path, key), errs)
+            for key, parse in parsers.items() if d.get(key) is not None}
+
+
+def _str(value: Any, path: str, errs: _Errors, empty: bool = False) -> str | None:
+    if not isinstance(value, str):
+        _err(errs, path, f"must be a string, got {_show(value)}")
+        return None
+    if not value and not empty:
+        _err(errs, path, "must not be empty")
+        return None
+    return value
+
+
+def _int(value: Any, path: str, errs: _Errors, lo: int, hi: int) -> int | None:
+    # bool is an int in Python, but `weight: true` is a mistake, not 1.
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        _err(errs, path, f"must be an integer from {lo} to {hi}")
+        return None
+    return value
+
+
+def _bool(value: Any, path: str, errs: _Errors) -> bool | None:
+    if not isinstance(value, bool):
+        _err(errs, path, f"must be true or false, got {_show(value)}")
+        return None
+    return value
+
+
+def _duration(value: Any, path: str, errs: _Errors) -> float | None:
+    try:
+        seconds = parse_duration(value)
+    except ValueError as e:
+        _err(errs, path, str(e))
+        return None
+    if seconds <= 0:
+        _err(errs, path, "must be greater than 0")
+        return None
+    return seconds
+
+
+def _size(value: Any, path: str, errs: _Errors) -> int | None:
+    try:
+        return parse_size(value)
+    except ValueError as e:
+        _err(errs, path, str(e))
+        return None
+
+
+def _list(value: Any, path: str, errs: _Errors) -> list[tuple[str, Any]]:
+    """The items of a list, each with its path; [] (and an error) for anything else."""
+    if not isinstance(value, list):
+        _err(errs, path, f"must be a list, got {_show(value)}")
+        return []
+    return [(f"{path}[{i}]", item) for i, item in enumerate(value)]
+
+
+def _parse_each(value: Any, path: str, errs: _Errors, parse: _Parser) -> list[tuple[str, Any]]:
+    """(path, parsed) for each good item of a list; null is an empty list."""
+    items = [] if value is None else _list(value, path, errs)
+    return [(p, x) for p, item in items if (x := parse(item, p, errs)) is not None]
+
+
+def _list_of(parse: _Parser) -> _Parser:
+    """A parser of lists whose items ``parse`` parses (bad items are reported and left out)."""
+    def parse_list(value: Any, path: str, errs: _Errors) -> tuple:
+        return tuple(x for _, x in _parse_each(value, path, errs, parse))
+    return parse_list
+
+
+def _str_list(value: Any, path: str, errs: _Errors) -> list[tuple[str, str]]:
+    """A string or a list of strings, each with its path."""
+    items = [(path, value)] if isinstance(value, str) else _list(value, path, errs)
+    return [(p, s) for p, item in items if (s := _str(item, p, errs)) is not None]
+
+
+def _unique(keys: Iterable[tuple[str, Any]], what: str, errs: _Errors) -> None:
+    seen = set()
+    for path, key in keys:
+        if key in seen:
+            _err(errs, path, f'duplicate {what} "{key}"')
+        seen.add(key)
+
+
+def _name(value: Any, path: str, errs: _Errors) -> str | None:
+    """A Kubernetes-style DNS label, so names fit in metrics, logs and URLs unquoted."""
+    name = _str(value, path, errs)
+    if name is not None and not _LABEL.fullmatch(name):
+        _err(errs, path, f'must be a DNS label (lowercase letters, digits and "-", '
+                         f'at most 63), got "{name}"')
+        return None
+    return name
+
+
+def _token(value: Any, path: str, errs: _Errors, what: str) -> str | None:
+    text = _str(value, path, errs)
+    if text is not None and not _TOKEN.fullmatch(text):
+        _err(errs, path, f'invalid {what} "{text}" (must be an HTTP token)')
+        return None
+    return text
+
+
+def _regex(value: Any, path: str, errs: _Errors) -> str | None:
+    text = _str(value, path, errs)
+    if text is None:
+        return None
+    try:
+        re.compile(text)
+    except re.error as e:
+        _err(errs, path, f"invalid regex: {e}")
+        return None
+    return text
+
+
+# --- Addresses ---------------------------------------------------------------------------------
+
+def _ip(text: str) -> str | None:
+    """The canonical form of an IP address, so that one address is spelled one way."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
+def _split_host_port(text: str) -> tuple[str, str | None]:
+    """"host:port", "host", "[v6]:port", "[v6]" or a bare IPv6 address -> (host, port or None)."""
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or rest[:1] not in ("", ":") or ":" not in host:
+            raise ValueError(text)
+        return host, (rest[1:] if rest else None)
+    if text.count(":") == 1:
+        host, port = text.split(":")
+        return host, port
+    return text, None
+
+
+def _port_number(text: str) -> int | None:
+    if text.isascii() and text.isdigit() and 1 <= int(text) <= 65535:
+        return int(text)
+    return None
+
+
+def _address(value: Any, path: str, errs: _Errors) -> Address | None:
+    """A "host:port" to listen on; the host is an IP address or a name such as localhost."""
+    expected = f'expected "host:port", got {_show(value)}'
+    try:
+        host, port = _split_host_port(value) if isinstance(value, str) else ("", None)
+    except ValueError:
+        host, port = "", None
+    ip = _ip(host)
+    if port is None or not (ip or _HOSTNAME.fullmatch(host.lower())):
+        _err(errs, path, expected)
+        return None
+    number = _port_number(port)
+    if number is None:
+        _err(errs, path, f'port must be from 1 to 65535, got "{port}"')
+        return None
+    return Address(ip or host.lower(), number)
+
+
+# --- Sections -----------------------------------------------------------------------------------
+
+_TOP_KEYS = ("listen", "admin", "access_log", "timeouts", "sources", "services", "routes")
+_KUBERNETES_KEYS = ("kubeconfig", "context", "in_cluster", "namespaces")
+_SOURCE_KEYS = ("name", "type", "weight", "services", *_KUBERNETES_KEYS)
+_ROUTE_KEYS = ("name", "match", "service", "backends", "rewrite", "timeout", "retries")
+
+_SOURCE_WEIGHT = partial(_int, lo=1, hi=10_000)
+_ENDPOINT_WEIGHT = partial(_int, lo=1, hi=1000)
+_BACKEND_WEIGHT = partial(_int, lo=1, hi=10_000)
+_ATTEMPTS = partial(_int, lo=1, hi=10)
+
+
+def _access_log(value: Any, path: str, errs: _Errors) -> AccessLogConfig:
+    d = _keys(value, path, errs, ("path", "buffer", "flush_interval"))
+    if d is None:
+        return AccessLogConfig()
+    kw = _kwargs(d, path, errs, {"buffer": _size, "flush_interval": _duration})
+    if "buffer" in kw:
+        kw["buffer_bytes"] = kw.pop("buffer")
+    if "path" in d:
+        p = d["path"]
+        kw["path"] = None if _is_off(p) else _str(p, _at(path, "path"), errs)
+    return AccessLogConfig(**kw)
+
+
+def _timeouts(value: Any, path: str, errs: _Errors) -> Timeouts:
+    names = [f.name for f in fields(Timeouts)]
+    d = _keys(value, path, errs, names)
+    return Timeouts(**_kwargs(d, path, errs, dict.fromkeys(names, _duration))) if d else Timeouts()
+
+
+def _source(value: Any, path: str, errs: _Errors) -> SourceConfig | None:
+    d = _keys(value, path, errs, _SOURCE_KEYS, required=("name", "type"))
+    if d is None:
+        return None
+    name = _opt(d, "name", _name, path, errs)
+    weight = _opt(d, "weight", _SOURCE_WEIGHT, path, errs, DEFAULT_SOURCE_WEIGHT)
+    kind = d.get("type")
+    if kind == "static":
+        return SourceConfig(name, kind, weight, services=_static_services(d, path, errs))
+    if kind == "kubernetes":
+        return _kubernetes_source(d, path, errs, name, weight)
+    if kind is not None:
+        _err(errs, _at(path, "type"), f'must be "static" or "kubernetes", got {_show(kind)}')
+    # Still returned, so that references to its name do not add "unknown source" errors.
+    return SourceConfig(name, kind, weight)
+
+
+def _static_services(d: dict, path: str, errs: _Errors) -> tuple[StaticService, ...]:
+    for key in _KUBERNETES_KEYS:
+        if key in d:
+            _err(errs, _at(path, key), "not allowed for a static source")
+    if d.get("services") is None:
+        _err(errs, _at(path, "services"), "required for a static source")
+        return ()
+    services = _parse_each(d["services"], _at(path, "services"), errs, _static_service)
+    _unique(((p, f"{s.namespace}/{s.name}") for p, s in services if s.name), "service", errs)
+    return tuple(s for _, s in services)
+
+
+def _static_service(value: Any, path: str, errs: _Errors) -> StaticService | None:
+    d = _keys(value, path, errs, ("name", "namespace", "endpoints"), required=("name", "endpoints"))
+    if d is None:
+        return None
+    return StaticService(namespace=_opt(d, "namespace", _name, path, errs, DEFAULT_NAMESPACE),
+                         name=_opt(d, "name", _name, path, errs),
+                         endpoints=_opt(d, "endpoints", _list_of(_endpoint), path, errs, ()))
+
+
+def _endpoint(value: Any, path: str, errs: _Errors) -> StaticEndpoint | None:
+    """"ip:port", "ip" (the service's port), "[v6]:port", or {address, weight}."""
+    if not isinstance(value, dict):
+        return _endpoint_address(value, path, errs, weight=1)
+    d = _keys(value, path, errs, ("address", "weight"), required=("address",))
+    weight = _opt(d, "weight", _ENDPOINT_WEIGHT, path, errs, 1)
+    if d.get("address") is None:
+        return None
+    return _endpoint_address(d["address"], _at(path, "address"), errs, weight)
+
+
+def _endpoint_address(value: Any, path: str, errs: _Errors, weight: int) -> StaticEndpoint | None:
+    if not isinstance(value, str):
+        _err(errs, path, f'expected "ip:port", "ip" or {{address, weight}}, got {_show(value)}')
+        return None
+    try:
+        host, port = _split_host_port(value)
+    except ValueError:
+        _err(errs, path, f'expected "ip:port", got {_show(value)}')
+        return None
+    ip = _ip(host)
+    if ip is None:
+        # Refused, not resolved: a name resolved once at load would pin a stale address.
+        _err(errs, path, f'"{host}" is not an IP address (static endpoints take IP addresses)')
+        return None
+    number = None if port is None else _port_number(port)
+    if port is not None and number is None:
+        _err(errs, path, f'port must be from 1 to 65535, got "{port}"')
+        return None
+    return StaticEndpoint(ip, number, weight)
+
+
+def _kubernetes_source(d: dict, path: str, errs: _Errors, name: str | None,
+                       weight: int | None) -> SourceConfig:
+    if "services" in d:
+        _err(errs, _at(path, "services"),
+             "not allowed for a kubernetes source (its services come from the cluster)")
+    in_cluster = _opt(d, "in_cluster", _bool, path, errs, False)
+    namespaces = _opt(d, "namespaces", _list_of(_name), path, errs, ())
+    kubeconfig = context = None
+    if in_cluster:
+        for key in ("kubeconfig", "context"):
+            if d.get(key) is not None:
+                _err(errs, _at(path, key), "not allowed with in_cluster: true")
+    else:
+        context = _opt(d, "context", _str, path, errs)
+        kubeconfig = _opt(d, "kubeconfig", _kubeconfig_path, path, errs)
+        # Without an explicit kubeconfig the source resolves $KUBECONFIG or ~/.kube/config
+        # itself; that depends on where the gateway runs, so it is not checked here.
+        if kubeconfig is not None and context is not None:
+            _check_context(kubeconfig, context, _at(path, "context"), errs)
+    return SourceConfig(name, "kubernetes", weight, kubeconfig=kubeconfig, context=context,
+                        in_cluster=bool(in_cluster), namespaces=namespaces)
+
+
+def _kubeconfig_path(value: Any, path: str, errs: _Errors) -> str | None:
+    text = _str(value, path, errs)
+    if text is None:
+        return None
+    expanded = os.path.expanduser(text)
+    if not os.path.isfile(expanded):
+        _err(errs, path, f"file not found: {expanded}")
+        return None
+    return expanded
+
+
+def _check_context(kubeconfig: str, context: str, path: str, errs: _Errors) -> None:
+    """A context missing from the kubeconfig fails at startup; say so now, with the choices."""
+    try:
+        with open(kubeconfig, "rb") as f:
+            doc = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as e:
+        _err(errs, path, f"cannot read the contexts of {kubeconfig}: {' '.join(str(e).split())}")
+        return
+    contexts = doc.get("contexts") if isinstance(doc, dict) else None
+    if not isinstance(contexts, list):
+        contexts = []
+    names = [c["name"] for c in contexts if isinstance(c, dict) and isinstance(c.get("name"), str)]
+    if context not in names:
+        _err(errs, path, f'context "{context}" not found in {kubeconfig} '
+                         f'(available: {", ".join(names) or "none"})')
+
+
+def _service(value: Any, path: str, errs: _Errors, sources: set[str]) -> ServiceConfig | None:
+    d = _keys(value, path, errs, ("name", "namespace", "port", "sources"),
+              required=("name", "port"))
+    if d is None:
+        return None
+    namespace = _opt(d, "namespace", _name, path, errs, DEFAULT_NAMESPACE)
+    name = _opt(d, "name", _name, path, errs)
+    port = _opt(d, "port", _port, path, errs)
+    names = []
+    for p, source in _opt(d, "sources", _str_list, path, errs, []):
+        if source in sources:
+            names.append(source)
+        else:
+            _err(errs, p, f'unknown source "{source}"')
+    return ServiceConfig(namespace, name, port, tuple(names))
+
+
+def _port(value: Any, path: str, errs: _Errors) -> int | str | None:
+    """A Service port: its number, or its name (each source resolves the name)."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)    # a quoted number is still a number
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535:
+        return value
+    _err(errs, path, f"must be a port number from 1 to 65535 or a port name, got {_show(value)}")
+    return None
+
+
+def _route(value: Any, path: str, errs: _Errors, services: set[str]) -> RouteConfig | None:
+    d = _keys(value, path, errs, _ROUTE_KEYS, required=("name",))
+    if d is None:
+        return None
+    match = _opt(d, "match", _match, path, errs, RouteMatch(path_prefix="/"))
+    rewrite = partial(_rewrite, match=match)
+    return RouteConfig(name=_opt(d, "name", _name, path, errs),
+                       match=match,
+                       backends=_backends(d, path, errs, services),
+                       rewrite_prefix=_opt(d, "rewrite", rewrite, path, errs),
+                       timeout=_opt(d, "timeout", _duration, path, errs),
+                       retries=_opt(d, "retries", _retries, path, errs, RetryPolicy()))
+
+
+def _match(value: Any, path: str, errs: _Errors) -> RouteMatch | None:
+    d = _keys(value, path, errs, ("path", "host", "method", "headers"))
+    if d is None:
+        return None
+    path_kw = _opt(d, "path", _path_match, path, errs, {"path_prefix": "/"})
+    return RouteMatch(**(path_kw or {}),
+                      hosts=_opt(d, "host", _hosts, path, errs, ()),
+                      methods=_opt(d, "method", _methods, path, errs, ()),
+                      headers=_opt(d, "headers", _list_of(_header_match), path, errs, ()))
+
+
+def _path_match(value: Any, path: str, errs: _Errors) -> dict[str, str] | None:
+    """Exactly one of prefix, exact, regex, as RouteMatch keyword arguments."""
+    d = _keys(value, path, errs, ("prefix", "exact", "regex"))
+    if d is None:
+        return None
+    given = [key for key in ("prefix", "exact", "regex") if d.get(key) is not None]
+    if len(given) != 1:
+        _err(errs, path, "needs exactly one of prefix, exact, regex")
+        return None
+    kind = given[0]
+    p = _at(path, kind)
+    text = _regex(d[kind], p, errs) if kind == "regex" else _str(d[kind], p, errs)
+    if text is None:
+        return None
+    if kind != "regex" and not text.startswith("/"):
+        _err(errs, p, 'must start with "/"')
+        return None
+    return {f"path_{kind}": text}
+
+
+def _hosts(value: Any, path: str, errs: _Errors) -> tuple[str, ...]:
+    hosts = []
+    for p, text in _str_list(value, path, errs):
+        host = text.lower()     # DNS names are case-insensitive; the matcher compares lower-case
+        if _ROUTE_HOST.fullmatch(host):
+            hosts.append(host)
+        else:
+            _err(errs, p, f'invalid host "{text}" (an exact name or "*." and a name)')
+    return tuple(hosts)
+
+
+def _methods(value: Any, path: str, errs: _Errors) -> tuple[str, ...]:
+    # Methods are case-sensitive (RFC 9110 9.1), but a lower-case "get" here is a typo for GET.
+    return tuple(m.upper() for p, text in _str_list(value, path, errs)
+                 if (m := _token(text, p, errs, "method")) is not None)
+
+
+def _header_match(value: Any, path: str, errs: _Errors) -> HeaderMatch | None:
+    d = _keys(value, path, errs, ("name", "exact", "regex", "present"), required=("name",))
+    if d is None:
+        return None
+    if sum(d.get(key) is not None for key in ("exact", "regex", "present")) != 1:
+        _err(errs, path, "needs exactly one of exact, regex, present")
+    name = _opt(d, "name", partial(_token, what="header name"), path, errs)
+    return HeaderMatch(name=name and name.lower(),
+                       exact=_opt(d, "exact", partial(_str, empty=True), path, errs),
+                       regex=_opt(d, "regex", _regex, path, errs),
+                       present=_opt(d, "present", _bool, path, errs))
+
+
+def _backends(d: dict, path: str, errs: _Errors, services: set[str]) -> tuple[WeightedBackend, ...]:
+    """``service: x`` (one backend) or ``backends: [...]``: exactly one of them."""
+    has_service, has_backends = d.get("service") is not None, d.get("backends") is not None
+    if has_service and has_backends:
+        _err(errs, path, '"service" and "backends" are mutually exclusive')
+        return ()
+    if has_service:
+        key = _service_ref(d["service"], _at(path, "service"), errs, services)
+        return (WeightedBackend(key),) if key else ()
+    if not has_backends:
+        _err(errs, path, 'needs "service" or "backends"')
+        return ()
+    p = _at(path, "backends")
+    if d["backends"] == []:
+        _err(errs, p, "must not be empty")
+    return _list_of(partial(_backend, services=services))(d["backends"], p, errs)
+
+
+def _backend(value: Any, path: str, errs: _Errors, services: set[str]) -> WeightedBackend | None:
+    d = _keys(value, path, errs, ("service", "weight"), required=("service",))
+    if d is None:
+        return None
+    key = _opt(d, "service", partial(_service_ref, services=services), path, errs)
+    weight = _opt(d, "weight", _BACKEND_WEIGHT, path, errs, 1)
+    return WeightedBackend(key, weight) if key else None
+
+
+def _service_ref(value: Any, path: str, errs: _Errors, services: set[str]) -> str | None:
+    """"namespace/name" or "name" (in the default namespace), which ``services`` must define."""
+    text = _str(value, path, errs)
+    if text is None:
+        return None
+    parts = text.split("/")
+    if len(parts) == 1:
+        parts.insert(0, DEFAULT_NAMESPACE)
+    if len(parts) != 2 or not all(_LABEL.fullmatch(part) for part in parts):
+        _err(errs, path, f'expected "namespace/name" or "name", got "{text}"')
+        return None
+    key = "/".join(parts)
+    if key not in services:
+        _err(errs, path, f'unknown service "{key}" (not in services)')
+        return None
+    return key
+
+
+def _rewrite(value: Any, path: str, errs: _Errors, match: RouteMatch | None) -> str | None:
+    d = _keys(value, path, errs, ("prefix",), required=("prefix",))
+    if d is None or d.get("prefix") is None:
+        return None
+    p = _at(path, "prefix")
+    prefix = _str(d["prefix"], p, errs)
+    if prefix is None:
+        return None
+    if not prefix.startswith("/"):
+        _err(errs, p, 'must start with "/"')
+    elif match is not None and (match.path_exact is not None or match.path_regex is not None):
+        _err(errs, p, "requires a path prefix match")    # nothing else says what to replace
+    return prefix
+
+
+def _retries(value: Any, path: str, errs: _Errors) -> RetryPolicy:
+    d = _keys(value, path, errs, ("attempts", "on_5xx", "on_timeout", "per_try_timeout"))
+    if d is None:
+        return RetryPolicy()
+    return RetryPolicy(**_kwargs(d, path, errs, {"attempts": _ATTEMPTS, "on_5xx": _bool,
+                                                 "on_timeout": _bool,
+                                                 "per_try_timeout": _duration}))
