@@ -15,6 +15,7 @@ cdef class Upstream:
     cdef public bint removed
     cdef public long long requests
     cdef public long long failures
+    cdef public int consecutive_failures    # reported to passive health on change only
     cdef public int max_idle
     cdef UpstreamProtocol take_idle(self)
     cdef void give_back(self, UpstreamProtocol conn, double now)
@@ -57,6 +58,10 @@ cdef class ProxyContext:
     cdef public bint draining
     cdef public object on_upstream_result   # f(service, upstream, failure kind or None)
     cdef readonly dict stats
+    cdef public long requests_in_flight
+    cdef public long retries_in_flight      # sent requests being retried (budgeted)
+    cdef public double retry_budget_ratio
+    cdef public long retry_budget_min
     cdef object ticker
     cdef double tick_interval
     cdef bytes next_request_id(self)
@@ -103,6 +108,7 @@ cdef class DownstreamProtocol:
     cdef list tried                         # Upstreams tried, in order
     cdef list tried_hosts
     cdef int attempts
+    cdef bint budgeted_retry
     cdef BodyFramer req_framer
     cdef BodyFramer resp_framer
     cdef ResponseHead resp_head
@@ -131,6 +137,7 @@ cdef class DownstreamProtocol:
     cdef void start_request(self, RequestHead head)
     cdef bytes rewrite_target(self, bytes target)
     cdef void try_upstream(self)
+    cdef int pick_retry(self, EndpointTable table) except -2
     cdef void connect(self, Upstream upstream)
     cdef void on_connected(self, object task, object timer, int connect_id, Upstream upstream)
     cdef void send_head(self, UpstreamProtocol conn)

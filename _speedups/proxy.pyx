@@ -84,6 +84,7 @@ cdef class Upstream:
         self.removed = False
         self.requests = 0
         self.failures = 0
+        self.consecutive_failures = 0
         self.max_idle = 64
 
     cdef UpstreamProtocol take_idle(self):
@@ -173,6 +174,10 @@ cdef class ProxyContext:
         self.connections = set()
         self.draining = False
         self.on_upstream_result = None
+        self.requests_in_flight = 0
+        self.retries_in_flight = 0
+        self.retry_budget_ratio = 0.2
+        self.retry_budget_min = 3
         self.ticker = None
         self.stats = {"requests": 0, "responses_2xx": 0, "responses_3xx": 0, "responses_4xx": 0,
                       "responses_5xx": 0, "retries": 0, "upstream_connects": 0,
@@ -453,6 +458,8 @@ cdef class DownstreamProtocol:
         self.deadline_kind = D_NONE
         self.total_deadline = 0
         self.keep_alive = head.keep_alive and head.minor == 1 and not ctx.draining
+        self.budgeted_retry = False
+        ctx.requests_in_flight += 1
         ctx.stats["requests"] += 1
         if head.chunked:
             self.req_framer = BodyFramer(FRAMING_CHUNKED, 0, 400)
@@ -492,10 +499,7 @@ cdef class DownstreamProtocol:
         if self.tried is None:
             index = table.pick(None)
         else:
-            # By identity: the table's indices may have moved since the last try.
-            index = table.pick(tuple([table.index_of(u.key) for u in self.tried]))
-            if index < 0:
-                index = table.pick(None)    # every endpoint tried: any healthy one will do
+            index = self.pick_retry(table)
         if index < 0:
             if self.attempts == 0:
                 self.respond_error(503, f"no healthy endpoint for service {self.service.key}")
@@ -525,6 +529,21 @@ cdef class DownstreamProtocol:
             self.send_head(conn)
         else:
             self.connect(upstream)
+
+    cdef int pick_retry(self, EndpointTable table) except -2:
+        """A retry goes to another cluster if one can take it, else to an endpoint not tried yet."""
+        cdef Upstream u
+        cdef int i, index
+        # By identity: the table's indices may have moved since the last try.
+        tried_idx = [table.index_of(u.key) for u in self.tried]
+        tried_clusters = {u.cluster for u in self.tried}
+        same_clusters = [i for i in range(len(table)) if table.endpoint(i).cluster in tried_clusters]
+        index = table.pick(tuple(same_clusters))
+        if index < 0:
+            index = table.pick(tuple(tried_idx))
+        if index < 0:
+            index = table.pick(None)        # every endpoint tried: any healthy one will do
+        return index
 
     cdef void connect(self, Upstream upstream):
         cdef ProxyContext ctx = self.ctx
@@ -667,12 +686,10 @@ cdef class DownstreamProtocol:
     cdef void on_final_head(self, ResponseHead head):
         cdef Route route = self.route
         cdef int framing = response_framing(head, self.head.method)
-        cdef bint retried = False
         self.t_response = monotonic() - self.t_try
-        if head.status >= 500 and route.retry_5xx and head.status in (502, 503, 504):
+        if head.status == 502 or head.status == 503 or head.status == 504:
             self.report(KIND_5XX, False)
-            if self.retry_allowed(True):
-                retried = True
+            if route.retry_5xx and self.retry_allowed(True):
                 self.up.close()
                 self.up = None
                 self.release_endpoint()
@@ -755,13 +772,28 @@ cdef class DownstreamProtocol:
         self.upstream_failed(self.connect_id, self.upstream, KIND_RESET, reason, False)
 
     cdef bint retry_allowed(self, bint sent):
-        """The retry rule: a request never sent may go elsewhere; a sent one only if idempotent."""
+        """The retry rule: a request never sent may go elsewhere; a sent one only if idempotent.
+
+        Retries of sent requests also draw on a budget (a share of the requests in
+        flight, as Envoy's retry budget), so that during an outage retries cannot
+        multiply the load on upstreams.  A request never sent costs its upstream
+        nothing and is not budgeted.
+        """
+        cdef ProxyContext ctx = self.ctx
         if self.attempts >= self.route.attempts or self.response_started:
             return False
         if not self.replayable:
             return False
-        if sent and not self.head.idempotent:
-            return False
+        if sent:
+            if not self.head.idempotent:
+                return False
+            if ctx.retries_in_flight >= max(ctx.retry_budget_min,
+                                            ctx.retry_budget_ratio * ctx.requests_in_flight):
+                self.error = (self.error or "") + " (retry budget exhausted)"
+                return False
+            if not self.budgeted_retry:
+                self.budgeted_retry = True
+                ctx.retries_in_flight += 1
         return True
 
     cdef void upstream_failed(self, int connect_id, Upstream upstream, str kind, str reason, bint before_send):
@@ -800,9 +832,19 @@ cdef class DownstreamProtocol:
         self.transport.abort()
 
     cdef void report(self, object kind, bint ok):
+        """Feed passive health: every failure, and a success only when it ends a run of failures."""
+        cdef Upstream upstream = self.upstream
+        if upstream is None:
+            return
+        if ok:
+            if upstream.consecutive_failures == 0:
+                return                      # the common case: nothing to tell, no Python call
+            upstream.consecutive_failures = 0
+        else:
+            upstream.consecutive_failures += 1
         handler = self.ctx.on_upstream_result
-        if handler is not None and self.upstream is not None:
-            handler(self.service, self.upstream, kind)
+        if handler is not None:
+            handler(self.service, upstream, kind)
 
     # -- deadlines ------------------------------------------------------
     # Checked by ProxyContext.tick() a few times a second: no timer object is
@@ -916,6 +958,10 @@ cdef class DownstreamProtocol:
         cdef ProxyContext ctx = self.ctx
         cdef int status = self.status
         self.release_endpoint()
+        ctx.requests_in_flight -= 1
+        if self.budgeted_retry:
+            ctx.retries_in_flight -= 1
+            self.budgeted_retry = False
         if status >= 500:
             ctx.stats["responses_5xx"] += 1
         elif status >= 400:

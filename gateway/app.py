@@ -14,6 +14,7 @@ import time
 from gateway.accesslog import AccessLog
 from gateway.config import Config, ConfigError, load_config
 from gateway.dataplane import DataPlane, ProxyContext
+from gateway.health import HealthManager
 from gateway.registry import Registry
 from gateway.snapshot import Snapshot
 from gateway.sources.base import Source
@@ -40,6 +41,7 @@ class Gateway:
         self.ctx: ProxyContext | None = None
         self.dataplane: DataPlane | None = None
         self.registry: Registry | None = None
+        self.health: HealthManager | None = None
         self.access_log: AccessLog | None = None
         self.server: asyncio.base_events.Server | None = None
         self._maintenance: asyncio.TimerHandle | None = None
@@ -59,8 +61,11 @@ class Gateway:
                                 access_log=self.access_log)
         self.dataplane = DataPlane(self.ctx)
         self.dataplane.apply_config(cfg)
+        self.health = HealthManager(cfg.services, self._publish)
+        self.health.start()
+        self.ctx.on_upstream_result = self._upstream_result
         self.registry = Registry(cfg.services, [build_source(s) for s in cfg.sources],
-                                 self._publish)
+                                 self.health.update)
         self.registry.start()
         self.server = await loop.create_server(
             self.ctx.protocol_factory, cfg.listen.host, cfg.listen.port,
@@ -80,7 +85,11 @@ class Gateway:
         self.dataplane.apply_snapshot(snapshot)
         log.info("snapshot applied", extra={"fields": {
             "version": snapshot.version,
-            "endpoints": {k: [e.host for e in v] for k, v in snapshot.services.items()}}})
+            "endpoints": {k: [e.host + ("" if not e.flags else f" (flags {e.flags})") for e in v]
+                          for k, v in snapshot.services.items()}}})
+
+    def _upstream_result(self, service, upstream, kind) -> None:
+        self.health.report(service.key, upstream.key, kind)
 
     def _maintain(self) -> None:
         self.dataplane.close_idle_upstreams(self.config.timeouts.upstream_idle)
@@ -105,6 +114,8 @@ class Gateway:
             self._maintenance.cancel()
         if self.registry is not None:
             await self.registry.stop()
+        if self.health is not None:
+            await self.health.stop()
         if self.dataplane is not None:
             self.dataplane.close_all_upstreams()
         if self.access_log is not None:
@@ -118,6 +129,8 @@ class Gateway:
         old = self.config
         self.config = config
         self.dataplane.apply_config(config)
+        if config.services != old.services:
+            self.health.replace_services(config.services)
         if config.sources != old.sources:
             asyncio.ensure_future(self._replace_sources(config))
         else:
@@ -127,7 +140,7 @@ class Gateway:
     async def _replace_sources(self, config: Config) -> None:
         old = self.registry
         self.registry = Registry(config.services, [build_source(s) for s in config.sources],
-                                 self._publish)
+                                 self.health.update)
         self.registry.version = old.version
         self.registry.start()
         await old.stop()

@@ -122,11 +122,40 @@ class SourceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthCheckConfig:
+    """Active checks, run once per endpoint by the control plane."""
+
+    type: str = "http"                  # "http" (GET path, status in expected) or "tcp" (connect)
+    path: str = "/"
+    host: str | None = None             # Host header; default: the endpoint address
+    expected_statuses: tuple[tuple[int, int], ...] = ((200, 399),)   # inclusive ranges
+    interval: float = 1.0
+    timeout: float = 0.5
+    jitter: float = 0.1                 # up to this much added to each interval
+    healthy_threshold: int = 2          # consecutive passes to turn healthy
+    unhealthy_threshold: int = 2        # consecutive failures to turn unhealthy
+    initially_healthy: bool = True      # does a new endpoint serve before its first pass?
+
+
+@dataclass(frozen=True, slots=True)
+class OutlierConfig:
+    """Passive detection from the request path: eject after consecutive failures."""
+
+    consecutive_failures: int = 3       # connect failures, resets, timeouts, bad responses
+    consecutive_5xx: int = 0            # 502/503/504 answers; 0: not counted
+    base_ejection_time: float = 5.0     # first ejection; the n-th lasts n times as long ...
+    max_ejection_time: float = 60.0     # ... up to this
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceConfig:
     namespace: str
     name: str
     port: int | str                     # Service port number or port name
     sources: tuple[str, ...] = ()       # empty: every source
+    health_check: HealthCheckConfig | None = None
+    outlier_detection: OutlierConfig | None = field(default_factory=OutlierConfig)
+    panic_threshold: float = 0.5        # healthy share below which panic routing starts
 
     @property
     def key(self) -> str:
@@ -625,7 +654,8 @@ def _check_context(kubeconfig: str, context: str, path: str, errs: _Errors) -> N
 
 
 def _service(value: Any, path: str, errs: _Errors, sources: set[str]) -> ServiceConfig | None:
-    d = _keys(value, path, errs, ("name", "namespace", "port", "sources"),
+    d = _keys(value, path, errs, ("name", "namespace", "port", "sources", "health_check",
+                                  "outlier_detection", "panic_threshold"),
               required=("name", "port"))
     if d is None:
         return None
@@ -638,7 +668,99 @@ def _service(value: Any, path: str, errs: _Errors, sources: set[str]) -> Service
             names.append(source)
         else:
             _err(errs, p, f'unknown source "{source}"')
-    return ServiceConfig(namespace, name, port, tuple(names))
+    health = _opt(d, "health_check", _health_check, path, errs)
+    outlier = OutlierConfig()
+    if "outlier_detection" in d:
+        outlier = None if _is_off(d["outlier_detection"]) else _outlier(
+            d["outlier_detection"], _at(path, "outlier_detection"), errs)
+    panic = _opt(d, "panic_threshold", _share, path, errs, 0.5)
+    return ServiceConfig(namespace, name, port, tuple(names), health, outlier, panic)
+
+
+_HEALTH_KEYS = ("type", "path", "host", "expected_statuses", "interval", "timeout", "jitter",
+                "healthy_threshold", "unhealthy_threshold", "initially_healthy")
+_THRESHOLD = partial(_int, lo=1, hi=100)
+
+
+def _health_check(value: Any, path: str, errs: _Errors) -> HealthCheckConfig | None:
+    d = _keys(value, path, errs, _HEALTH_KEYS)
+    if d is None:
+        return None
+    kw = _kwargs(d, path, errs, {
+        "path": _absolute_path, "host": _str, "expected_statuses": _status_ranges,
+        "interval": _duration, "timeout": _duration, "healthy_threshold": _THRESHOLD,
+        "unhealthy_threshold": _THRESHOLD, "initially_healthy": _bool})
+    if "jitter" in d:
+        kw["jitter"] = _non_negative_duration(d["jitter"], _at(path, "jitter"), errs)
+    if "type" in d:
+        if d["type"] in ("http", "tcp"):
+            kw["type"] = d["type"]
+        else:
+            _err(errs, _at(path, "type"), f'must be "http" or "tcp", got {_show(d["type"])}')
+    check = HealthCheckConfig(**{k: v for k, v in kw.items() if v is not None})
+    if check.timeout >= check.interval:
+        _err(errs, _at(path, "timeout"), "must be shorter than the interval")
+    return check
+
+
+def _outlier(value: Any, path: str, errs: _Errors) -> OutlierConfig | None:
+    d = _keys(value, path, errs, ("consecutive_failures", "consecutive_5xx",
+                                  "base_ejection_time", "max_ejection_time"))
+    if d is None:
+        return None
+    kw = _kwargs(d, path, errs, {
+        "consecutive_failures": partial(_int, lo=1, hi=1000), "consecutive_5xx": partial(_int, lo=0, hi=1000),
+        "base_ejection_time": _duration, "max_ejection_time": _duration})
+    return OutlierConfig(**{k: v for k, v in kw.items() if v is not None})
+
+
+def _absolute_path(value: Any, path: str, errs: _Errors) -> str | None:
+    text = _str(value, path, errs)
+    if text is not None and not text.startswith("/"):
+        _err(errs, path, 'must start with "/"')
+        return None
+    return text
+
+
+def _status_ranges(value: Any, path: str, errs: _Errors) -> tuple[tuple[int, int], ...] | None:
+    """[200, "200-299", ...] as inclusive (low, high) ranges."""
+    ranges = []
+    for p, item in _list(value, path, errs):
+        low = high = None
+        if isinstance(item, int) and not isinstance(item, bool):
+            low = high = item
+        elif isinstance(item, str) and re.fullmatch(r"\d{3}-\d{3}", item):
+            low, high = (int(x) for x in item.split("-"))
+        if low is None or not 100 <= low <= high <= 599:
+            _err(errs, p, f'must be a status code or a range like "200-299", got {_show(item)}')
+        else:
+            ranges.append((low, high))
+    return tuple(ranges) or None
+
+
+def _share(value: Any, path: str, errs: _Errors) -> float | None:
+    """A fraction: 0.5 or "50%"."""
+    if isinstance(value, str) and value.endswith("%"):
+        try:
+            value = float(value[:-1]) / 100
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        _err(errs, path, f'must be a share from 0 to 1 or "0%" to "100%", got {_show(value)}')
+        return None
+    return float(value)
+
+
+def _non_negative_duration(value: Any, path: str, errs: _Errors) -> float | None:
+    try:
+        seconds = parse_duration(value)
+    except ValueError as e:
+        _err(errs, path, str(e))
+        return None
+    if seconds < 0:
+        _err(errs, path, "must not be negative")
+        return None
+    return seconds
 
 
 def _port(value: Any, path: str, errs: _Errors) -> int | str | None:

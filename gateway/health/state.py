@@ -1,0 +1,141 @@
+"""The health state machine of one endpoint, kept per (service, cluster, address).
+
+One flag per cause, as Envoy does: failed active checks and passive ejection
+are separate bits, and an endpoint is healthy when no bit is set.  Both have
+hysteresis: active health flips only after N consecutive opposite results, and
+an ejection lasts a time that grows with each repeated ejection.
+
+Pure and clock-free (``now`` is passed in) so that the transitions can be tested
+exactly.
+"""
+from __future__ import annotations
+
+from gateway.config import HealthCheckConfig, OutlierConfig
+
+FLAG_ACTIVE_FAILED = 1          # same bits as _speedups.table
+FLAG_EJECTED = 2
+
+# Failure kinds reported by the request path (see _speedups/proxy.pyx).
+GATEWAY_ERRORS = frozenset({"connect_failed", "connect_timeout", "upstream_reset",
+                            "upstream_timeout", "bad_response"})
+KIND_5XX = "upstream_5xx"
+
+
+class EndpointHealth:
+    __slots__ = ("check", "outlier", "active_failed", "passes", "fails",
+                 "consecutive_errors", "consecutive_5xx", "ejections", "ejected_until",
+                 "last_ejection_end", "last_probe", "last_error")
+
+    def __init__(self, check: HealthCheckConfig | None, outlier: OutlierConfig | None) -> None:
+        self.check = check
+        self.outlier = outlier
+        self.active_failed = check is not None and not check.initially_healthy
+        self.passes = 0
+        self.fails = 0
+        self.consecutive_errors = 0
+        self.consecutive_5xx = 0
+        self.ejections = 0
+        self.ejected_until = 0.0
+        self.last_ejection_end = 0.0
+        self.last_probe: float | None = None
+        self.last_error: str | None = None
+
+    @property
+    def flags(self) -> int:
+        return (FLAG_ACTIVE_FAILED if self.active_failed else 0) | (
+            FLAG_EJECTED if self.ejected_until else 0)
+
+    # -- active checks --------------------------------------------------------
+
+    def record_probe(self, ok: bool, now: float, error: str | None = None) -> bool:
+        """Count one probe result; True when the active flag changed."""
+        self.last_probe = now
+        if ok:
+            self.fails = 0
+            self.passes += 1
+            if self.active_failed and self.passes >= self.check.healthy_threshold:
+                self.active_failed = False
+                self.last_error = None
+                # Active checks pass: a passive ejection need not wait out its time.
+                self.ejected_until = 0.0 if self.ejected_until else self.ejected_until
+                return True
+            return False
+        self.passes = 0
+        self.fails += 1
+        self.last_error = error
+        if not self.active_failed and self.fails >= self.check.unhealthy_threshold:
+            self.active_failed = True
+            return True
+        return False
+
+    # -- passive outlier detection ---------------------------------------------
+
+    def record_request(self, kind: str | None, now: float) -> bool:
+        """Count one request outcome from the data plane; True when ejected now."""
+        if self.outlier is None:
+            return False
+        if kind is None:
+            self.consecutive_errors = 0
+            self.consecutive_5xx = 0
+            return False
+        if kind == KIND_5XX:
+            self.consecutive_5xx += 1
+            tripped = 0 < self.outlier.consecutive_5xx <= self.consecutive_5xx
+        elif kind in GATEWAY_ERRORS:
+            self.consecutive_errors += 1
+            tripped = self.consecutive_errors >= self.outlier.consecutive_failures
+        else:
+            return False
+        self.last_error = kind
+        if not tripped or self.ejected_until:
+            return False
+        self._eject(now)
+        return True
+
+    def _eject(self, now: float) -> None:
+        # An endpoint that behaved for a whole max_ejection_time starts its count afresh.
+        if self.last_ejection_end and now - self.last_ejection_end > self.outlier.max_ejection_time:
+            self.ejections = 0
+        self.ejections += 1
+        duration = min(self.outlier.max_ejection_time, self.outlier.base_ejection_time * self.ejections)
+        self.ejected_until = now + duration
+        self.consecutive_errors = 0
+        self.consecutive_5xx = 0
+
+    def expire(self, now: float) -> bool:
+        """End an ejection whose time is up; True when it ended."""
+        if self.ejected_until and now >= self.ejected_until:
+            self.ejected_until = 0.0
+            self.last_ejection_end = now
+            return True
+        return False
+
+    def describe(self, now: float) -> dict:
+        causes = []
+        if self.active_failed:
+            causes.append("active_check_failed")
+        if self.ejected_until:
+            causes.append("ejected")
+        return {"healthy": not causes, "causes": causes,
+                "ejected_for_s": round(self.ejected_until - now, 3) if self.ejected_until else None,
+                "ejections": self.ejections, "last_error": self.last_error}
+
+
+def effective_flags(clusters: list[str], raw: list[int], panic_threshold: float) -> tuple[list[int], bool]:
+    """The flags the endpoint table gets, with cluster-aware panic routing.
+
+    Envoy's panic rule (below the threshold, balance over every endpoint) is wrong
+    for a service merged from clusters: a dead cluster is half the endpoints or
+    more, and panic would send traffic straight back to it.  Here a cluster is a
+    failure domain: in panic, endpoints are restored only in clusters that still
+    have a healthy endpoint; only when no cluster has one is every endpoint tried.
+    Returns (flags, in_panic).
+    """
+    total = len(raw)
+    healthy = sum(1 for f in raw if f == 0)
+    if total == 0 or (healthy and healthy >= panic_threshold * total):
+        return raw, False
+    alive = {c for c, f in zip(clusters, raw) if f == 0}
+    if not alive:
+        return [0] * total, True
+    return [0 if c in alive else f for c, f in zip(clusters, raw)], True

@@ -1,0 +1,400 @@
+"""Kubernetes sources: one cluster's Services and EndpointSlices, watched live.
+
+The official client is synchronous, so each list+watch loop runs in its own
+thread and hands what it sees to the event loop with ``call_soon_threadsafe``;
+all state is read and written on the loop thread only.
+
+Per resource (EndpointSlices and Services; v1 Endpoints when the cluster has no
+``discovery.k8s.io/v1``) and per namespace scope, a loop:
+
+1. lists (paginated) and *replaces* that scope's objects in one step, so a
+   relist never shows a window with zero endpoints;
+2. watches from the list's resourceVersion with bookmarks, applying events;
+3. on 410 Gone goes back to 1; on a lost connection marks the source stale,
+   keeps the last known endpoints (an API outage must not empty a cluster whose
+   pods still answer; health checks decide whether they serve), backs off with
+   jitter and goes back to 1.
+
+A service exists in this source while its Service object does: deleting the
+Service removes its addresses at once, even before its slices are collected.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from gateway.config import SourceConfig
+from gateway.sources.base import ServiceKey, Source, SourceEndpoint, SourceState
+
+log = logging.getLogger("gateway.sources.kubernetes")
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+WATCH_TIMEOUT = 240             # seconds a watch request lasts before it is renewed
+CONNECT_TIMEOUT = 3.0
+READ_TIMEOUT = WATCH_TIMEOUT + 30   # a watch with bookmarks is never silent this long
+LIST_PAGE = 500
+BACKOFF_MIN, BACKOFF_MAX = 0.2, 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Port:
+    name: str                   # "" when unnamed
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class _SliceView:
+    """The part of an EndpointSlice (or v1 Endpoints) the gateway uses."""
+
+    service: str
+    ports: tuple[_Port, ...]
+    endpoints: tuple[SourceEndpoint, ...]   # port 0: resolved per lookup
+
+
+@dataclass(frozen=True, slots=True)
+class _ServicePort:
+    name: str
+    port: int
+    target: int | str | None
+
+
+def _slice_view(obj) -> _SliceView | None:
+    labels = obj.metadata.labels or {}
+    service = labels.get(SERVICE_NAME_LABEL)
+    if not service or obj.address_type not in ("IPv4", "IPv6"):
+        return None
+    ports = tuple(_Port(p.name or "", p.port) for p in (obj.ports or ()) if p.port is not None)
+    endpoints = []
+    for ep in obj.endpoints or ():
+        cond = ep.conditions
+        # API conventions: a nil "ready" means unknown and is taken as ready;
+        # nil "serving" follows "ready"; nil "terminating" is false.
+        ready = True if cond is None or cond.ready is None else bool(cond.ready)
+        serving = ready if cond is None or cond.serving is None else bool(cond.serving)
+        terminating = bool(cond is not None and cond.terminating)
+        for ip in ep.addresses or ():
+            endpoints.append(SourceEndpoint(ip=ip, port=0, ready=ready and not terminating,
+                                            serving=serving, terminating=terminating, zone=ep.zone))
+    return _SliceView(service, ports, tuple(endpoints))
+
+
+def _endpoints_view(obj) -> list[tuple[str, _SliceView]]:
+    """v1 Endpoints as slices, one per subset (a subset has its own ports)."""
+    views = []
+    for i, subset in enumerate(obj.subsets or ()):
+        ports = tuple(_Port(p.name or "", p.port) for p in (subset.ports or ()))
+        eps = [SourceEndpoint(ip=a.ip, port=0) for a in (subset.addresses or ())]
+        eps += [SourceEndpoint(ip=a.ip, port=0, ready=False, serving=False)
+                for a in (subset.not_ready_addresses or ())]
+        views.append((f"{obj.metadata.name}#{i}", _SliceView(obj.metadata.name, ports, tuple(eps))))
+    return views
+
+
+def _service_ports(obj) -> tuple[_ServicePort, ...]:
+    return tuple(_ServicePort(p.name or "", p.port, p.target_port) for p in (obj.spec.ports or ()))
+
+
+class KubernetesSource(Source):
+    kind = "kubernetes"
+
+    def __init__(self, config: SourceConfig) -> None:
+        super().__init__(config.name, config.weight)
+        self.config = config
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._watches: list = []
+        # (namespace, object name) -> view; written on the loop thread only
+        self._slices: dict[tuple[str, str], _SliceView] = {}
+        self._services: dict[tuple[str, str], tuple[_ServicePort, ...]] = {}
+        self._synced_loops: set[str] = set()
+        self._loop_names: list[str] = []
+        self._failing: set[str] = set()
+        self.last_event: float | None = None
+        self.events = 0
+        self.uses_endpointslices: bool | None = None
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def start(self, on_change: Callable[[], None]) -> None:
+        super().start(on_change)
+        self._loop = asyncio.get_running_loop()
+        thread = threading.Thread(target=self._bootstrap, name=f"k8s-{self.name}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for w in list(self._watches):
+            w.stop()
+
+    def _bootstrap(self) -> None:
+        """Build the API client, detect EndpointSlice support, start one loop per resource and scope."""
+        try:
+            from kubernetes import client
+            api = self._api_client()
+            self.uses_endpointslices = self._has_endpointslices(api)
+        except Exception as exc:                    # bad kubeconfig, unreachable at start, ...
+            self._post(self._set_error, f"cannot connect: {exc}")
+            self._retry_bootstrap()
+            return
+        core = client.CoreV1Api(api)
+        discovery = client.DiscoveryV1Api(api)
+        scopes = list(self.config.namespaces) or [None]
+        for ns in scopes:
+            if self.uses_endpointslices:
+                fn = (discovery.list_namespaced_endpoint_slice if ns else
+                      discovery.list_endpoint_slice_for_all_namespaces)
+                self._spawn(f"endpointslices/{ns or '*'}", fn, ns, self._replace_slices, self._slice_event)
+            else:
+                fn = core.list_namespaced_endpoints if ns else core.list_endpoints_for_all_namespaces
+                self._spawn(f"endpoints/{ns or '*'}", fn, ns, self._replace_endpoints, self._endpoints_event)
+            fn = core.list_namespaced_service if ns else core.list_service_for_all_namespaces
+            self._spawn(f"services/{ns or '*'}", fn, ns, self._replace_services, self._service_event)
+
+    def _retry_bootstrap(self) -> None:
+        delay = BACKOFF_MAX
+        if not self._stopping.wait(delay):
+            self._bootstrap()
+
+    def _api_client(self):
+        from kubernetes import client, config as kconfig
+        if self.config.in_cluster:
+            configuration = client.Configuration()
+            kconfig.load_incluster_config(client_configuration=configuration)
+            return client.ApiClient(configuration)
+        return kconfig.new_client_from_config(config_file=self.config.kubeconfig,
+                                              context=self.config.context)
+
+    def _has_endpointslices(self, api) -> bool:
+        from kubernetes import client
+        from kubernetes.client.rest import ApiException
+        try:
+            client.DiscoveryV1Api(api).get_api_resources(_request_timeout=(CONNECT_TIMEOUT, 10))
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                log.info("no discovery.k8s.io/v1 in this cluster: watching v1 Endpoints",
+                         extra={"fields": {"source": self.name}})
+                return False
+            raise
+
+    def _spawn(self, name, list_fn, namespace, replace, apply_event) -> None:
+        self._loop_names.append(name)
+        thread = threading.Thread(target=self._list_watch, name=f"k8s-{self.name}-{name}",
+                                  args=(name, list_fn, namespace, replace, apply_event), daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    # -- the list+watch loop (runs in its thread) -------------------------------
+
+    def _list_watch(self, name, list_fn, namespace, replace, apply_event) -> None:
+        from kubernetes import watch
+        from kubernetes.client.rest import ApiException
+        kwargs = {"namespace": namespace} if namespace else {}
+        failures = 0
+        rv = None
+        while not self._stopping.is_set():
+            try:
+                if rv is None:
+                    items, rv = self._list_all(list_fn, kwargs)
+                    self._post(replace, namespace, items, name)
+                w = watch.Watch()
+                self._watches.append(w)
+                try:
+                    for event in w.stream(list_fn, resource_version=rv, allow_watch_bookmarks=True,
+                                          timeout_seconds=WATCH_TIMEOUT,
+                                          _request_timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), **kwargs):
+                        if self._stopping.is_set():
+                            break
+                        if event["type"] != "BOOKMARK":
+                            self._post(apply_event, event["type"], event["object"])
+                        failures = 0
+                    rv = w.resource_version or rv
+                finally:
+                    self._watches.remove(w)
+                failures = 0
+            except ApiException as exc:
+                if exc.status == 410:               # our resourceVersion is too old: relist
+                    log.info("watch expired (410 Gone); relisting",
+                             extra={"fields": {"source": self.name, "resource": name}})
+                    rv = None
+                    continue
+                failures += 1
+                rv = None
+                self._post(self._loop_failed, name, f"API error {exc.status}: {exc.reason}")
+            except Exception as exc:                # connection refused, reset, timeout, TLS ...
+                failures += 1
+                rv = None
+                self._post(self._loop_failed, name, f"{type(exc).__name__}: {exc}")
+            if failures:
+                delay = min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
+                self._stopping.wait(delay)
+
+    @staticmethod
+    def _list_all(list_fn, kwargs) -> tuple[list, str]:
+        items, token = [], None
+        while True:
+            page = list_fn(limit=LIST_PAGE, _continue=token, _request_timeout=(CONNECT_TIMEOUT, 30),
+                           **kwargs)
+            items.extend(page.items or ())
+            token = page.metadata._continue
+            if not token:
+                return items, page.metadata.resource_version
+
+    def _post(self, fn, *args) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            try:
+                self._loop.call_soon_threadsafe(fn, *args)
+            except RuntimeError:
+                pass                                # loop closed while we were posting
+
+    # -- state updates (loop thread) ------------------------------------------
+
+    def _replace_slices(self, namespace, items, loop_name) -> None:
+        fresh = {}
+        for obj in items:
+            view = _slice_view(obj)
+            if view is not None:
+                fresh[(obj.metadata.namespace, obj.metadata.name)] = view
+        self._replace(self._slices, namespace, fresh)
+        self._synced(loop_name)
+
+    def _replace_endpoints(self, namespace, items, loop_name) -> None:
+        fresh = {}
+        for obj in items:
+            for key, view in _endpoints_view(obj):
+                fresh[(obj.metadata.namespace, key)] = view
+        self._replace(self._slices, namespace, fresh)
+        self._synced(loop_name)
+
+    def _replace_services(self, namespace, items, loop_name) -> None:
+        fresh = {(o.metadata.namespace, o.metadata.name): _service_ports(o) for o in items}
+        self._replace(self._services, namespace, fresh)
+        self._synced(loop_name)
+
+    @staticmethod
+    def _replace(store: dict, namespace, fresh: dict) -> None:
+        for key in [k for k in store if namespace is None or k[0] == namespace]:
+            if key not in fresh:
+                del store[key]
+        store.update(fresh)
+
+    def _slice_event(self, kind: str, obj) -> None:
+        key = (obj.metadata.namespace, obj.metadata.name)
+        view = _slice_view(obj) if kind != "DELETED" else None
+        if view is None:
+            self._slices.pop(key, None)
+        else:
+            self._slices[key] = view
+        self._event()
+
+    def _endpoints_event(self, kind: str, obj) -> None:
+        ns, name = obj.metadata.namespace, obj.metadata.name
+        for key in [k for k in self._slices if k[0] == ns and k[1].split("#")[0] == name]:
+            del self._slices[key]
+        if kind != "DELETED":
+            for key, view in _endpoints_view(obj):
+                self._slices[(ns, key)] = view
+        self._event()
+
+    def _service_event(self, kind: str, obj) -> None:
+        key = (obj.metadata.namespace, obj.metadata.name)
+        if kind == "DELETED":
+            self._services.pop(key, None)
+        else:
+            self._services[key] = _service_ports(obj)
+        self._event()
+
+    def _event(self) -> None:
+        self.events += 1
+        self.last_event = time.time()
+        self._changed()
+
+    def _synced(self, loop_name: str) -> None:
+        self._synced_loops.add(loop_name)
+        if loop_name in self._failing:
+            self._failing.discard(loop_name)
+            if not self._failing:
+                log.info("cluster API reachable again", extra={"fields": {"source": self.name}})
+        if not self._failing and self._synced_loops.issuperset(self._loop_names):
+            self.state = SourceState.SYNCED
+            self.error = None
+        self.last_event = time.time()
+        self._changed()
+
+    def _loop_failed(self, loop_name: str, error: str) -> None:
+        first = not self._failing
+        self._failing.add(loop_name)
+        self.error = error
+        if self.state == SourceState.SYNCED or self.state == SourceState.STALE:
+            self.state = SourceState.STALE
+        else:
+            self.state = SourceState.ERROR
+        if first:   # once per outage, not per retry
+            log.warning("cluster API unreachable; keeping the last known endpoints (stale)",
+                        extra={"fields": {"source": self.name, "error": error}})
+        self._changed()
+
+    def _set_error(self, error: str) -> None:
+        if self.error != error:
+            log.error("source cannot start", extra={"fields": {"source": self.name, "error": error}})
+        self.state = SourceState.ERROR
+        self.error = error
+        self._changed()
+
+    # -- the Source interface ---------------------------------------------------
+
+    def endpoints(self, service: ServiceKey, port: int | str) -> list[SourceEndpoint] | None:
+        svc_ports = self._services.get((service.namespace, service.name))
+        if svc_ports is None:
+            return None
+        wanted = _port_name(svc_ports, port)
+        result = []
+        for (ns, _), view in self._slices.items():
+            if ns != service.namespace or view.service != service.name:
+                continue
+            target = _target_port(view.ports, wanted, port)
+            if target is None:
+                continue
+            for ep in view.endpoints:
+                result.append(SourceEndpoint(ip=ep.ip, port=target, ready=ep.ready, serving=ep.serving,
+                                             terminating=ep.terminating, zone=ep.zone))
+        return result
+
+    def status(self) -> dict:
+        return {**super().status(), "services": len(self._services), "slices": len(self._slices),
+                "events": self.events, "last_event": self.last_event,
+                "api": ("discovery.k8s.io/v1" if self.uses_endpointslices else
+                        "v1/endpoints" if self.uses_endpointslices is False else None)}
+
+
+def _port_name(svc_ports: tuple[_ServicePort, ...], port: int | str) -> str | None:
+    """The Service port's name for the configured port (number or name); None if unknown."""
+    if isinstance(port, str):
+        return port
+    for p in svc_ports:
+        if p.port == port:
+            return p.name
+    return None
+
+
+def _target_port(ports: tuple[_Port, ...], name: str | None, configured: int | str) -> int | None:
+    """The endpoints' port for the Service port: slices name their ports like the Service does."""
+    if name is not None:
+        for p in ports:
+            if p.name == name:
+                return p.port
+        return None
+    if isinstance(configured, int):
+        if len(ports) == 1:
+            return ports[0].port
+        for p in ports:
+            if p.port == configured:
+                return p.port
+    return None
