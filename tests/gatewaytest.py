@@ -112,6 +112,16 @@ class AccessLog:
         entries = self.wait_count(mark + count, timeout)
         return entries[mark:mark + count]
 
+    def matching(self, predicate: Callable[[dict], bool], n: int = 1, timeout: float = 10.0) -> list[dict]:
+        """The entries for which ``predicate`` holds, once there are at least ``n``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [e for e in self.entries() if predicate(e)]
+            if len(found) >= n or time.monotonic() > deadline:
+                assert len(found) >= n, f"{len(found)} matching access log lines, expected {n}"
+                return found
+            time.sleep(0.05)
+
     def by_ids(self, ids: Iterable[str], timeout: float = 10.0) -> dict[str, dict]:
         """The entries with these request ids (waits until all are there)."""
         wanted = set(ids)
