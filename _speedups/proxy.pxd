@@ -106,7 +106,6 @@ cdef class DownstreamProtocol:
     cdef int endpoint_index
     cdef unsigned long long table_generation
     cdef list tried                         # Upstreams tried, in order
-    cdef list tried_hosts
     cdef int attempts
     cdef bint budgeted_retry
     cdef BodyFramer req_framer

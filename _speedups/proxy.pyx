@@ -439,7 +439,6 @@ cdef class DownstreamProtocol:
         self.error = None
         self.attempts = 0
         self.tried = None
-        self.tried_hosts = None
         self.response_started = False
         self.resp_head = None
         self.resp_buf = EMPTY
@@ -516,9 +515,6 @@ cdef class DownstreamProtocol:
             self.tried.append(upstream)
         if self.attempts > 1:
             self.ctx.stats["retries"] += 1
-            if self.tried_hosts is None:
-                self.tried_hosts = []
-            self.tried_hosts.append(upstream.host)
         table.acquire(index)
         self.table_generation = table.generation
         upstream.requests += 1
@@ -1017,8 +1013,8 @@ cdef class DownstreamProtocol:
             "upstream_connect_ms": round(self.t_connect * 1000.0, 3) if self.t_connect >= 0 else None,
             "upstream_response_ms": round(self.t_response * 1000.0, 3) if self.t_response >= 0 else None,
         }
-        if self.tried_hosts is not None:
-            entry["tried_hosts"] = self.tried_hosts
+        if self.attempts > 1:
+            entry["tried_hosts"] = [u.host for u in self.tried]
         if self.error is not None:
             entry["error"] = self.error
         self.ctx.access_log.log(entry)

@@ -23,6 +23,7 @@ from gateway.sources.static import StaticSource
 log = logging.getLogger("gateway")
 
 MAINTENANCE_INTERVAL = 1.0      # seconds between pool clean-ups
+INITIAL_SYNC_TIMEOUT = 10.0     # wait this long for sources before listening anyway
 
 
 def build_source(config) -> Source:
@@ -67,6 +68,11 @@ class Gateway:
         self.registry = Registry(cfg.services, [build_source(s) for s in cfg.sources],
                                  self.health.update)
         self.registry.start()
+        # Warm up before taking traffic (as Envoy warms clusters): listening with no
+        # endpoints yet would answer the first requests 503.
+        waiting = await self.registry.wait_synced(INITIAL_SYNC_TIMEOUT)
+        if waiting:
+            log.warning("listening before these sources synced", extra={"fields": {"sources": waiting}})
         self.server = await loop.create_server(
             self.ctx.protocol_factory, cfg.listen.host, cfg.listen.port,
             reuse_port=True, backlog=4096)

@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 
 from gateway.config import ServiceConfig
 from gateway.snapshot import EndpointSpec, Snapshot
-from gateway.sources.base import ServiceKey, Source
+from gateway.sources.base import ServiceKey, Source, SourceState
 
 log = logging.getLogger("gateway.registry")
 
@@ -53,6 +53,15 @@ class Registry:
         for source in self.sources:
             source.start(self.changed)
         self.rebuild()
+
+    async def wait_synced(self, timeout: float) -> list[str]:
+        """Wait until every source has a first complete view (or failed); the names still starting."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            waiting = [s.name for s in self.sources if s.state == SourceState.STARTING]
+            if not waiting or asyncio.get_running_loop().time() >= deadline:
+                return waiting
+            await asyncio.sleep(0.02)
 
     async def stop(self) -> None:
         await asyncio.gather(*(source.stop() for source in self.sources))

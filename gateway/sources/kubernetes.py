@@ -220,6 +220,8 @@ class KubernetesSource(Source):
                     self._watches.remove(w)
                 failures = 0
             except ApiException as exc:
+                if self._stopping.is_set():
+                    break
                 if exc.status == 410:               # our resourceVersion is too old: relist
                     log.info("watch expired (410 Gone); relisting",
                              extra={"fields": {"source": self.name, "resource": name}})
@@ -229,6 +231,8 @@ class KubernetesSource(Source):
                 rv = None
                 self._post(self._loop_failed, name, f"API error {exc.status}: {exc.reason}")
             except Exception as exc:                # connection refused, reset, timeout, TLS ...
+                if self._stopping.is_set():
+                    break
                 failures += 1
                 rv = None
                 self._post(self._loop_failed, name, f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,384 @@
+"""``gateway demo``: watch a curl loop keep answering while cluster A goes away.
+
+Starts two local clusters (an API server and httpbin pods on 127.0.0.x each),
+the gateway associated with both, and ``while :; do curl http://<gateway>/test; done``.
+Once a second it prints the requests per ``upstream_host`` and ``upstream_cluster``
+(read from the gateway's access log) and the failures so far (from curl). A third
+of the way in it breaks cluster A, two thirds in it repairs it, and at the end it
+prints a summary. Exit status 3 if any request failed.
+
+Scenarios (what happens to cluster A):
+  graceful  httpbin removed: Service and EndpointSlice deleted, pods stopped
+  crash     the pods are killed (connections refused) while the API still lists them
+  down      the pods and the API server are killed together
+  hang      the pods freeze (SIGSTOP): connections accepted, no answer
+"""
+from __future__ import annotations
+
+import argparse
+import calendar
+import collections
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+SCENARIOS = ("graceful", "crash", "down", "hang")
+FAULT_TEXT = {
+    "graceful": "httpbin removed from cluster A (Service + EndpointSlice deleted, pods stopped)",
+    "crash": "cluster A's pods killed (connections refused; the API still lists them)",
+    "down": "cluster A's pods and API server killed",
+    "hang": "cluster A's pods frozen with SIGSTOP (connections accepted, never answered)",
+}
+REPAIR_TEXT = {
+    "graceful": "httpbin restored in cluster A",
+    "crash": "cluster A's pods restarted",
+    "down": "cluster A's API server and pods restarted",
+    "hang": "cluster A's pods thawed with SIGCONT",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scenario", choices=SCENARIOS, default="graceful")
+    parser.add_argument("--duration", type=float, default=30.0,
+                        help="seconds in all: a third before the fault, a third during, a third after")
+    parser.add_argument("--pods", type=int, default=1, help="httpbin pods per cluster (1-4)")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object last")
+    parser.add_argument("--state-dir", help="keep clusters' files here (default: a temporary directory)")
+    parser.add_argument("--quiet", action="store_true", help="no per-second lines")
+
+
+# -- the request loop ---------------------------------------------------------------
+
+
+class RequestLoop:
+    """``while :; do curl ...; done`` in bash (the gateway's own client if curl is missing)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.results: list[tuple[float, str]] = []     # (time, status or error)
+        self._proc: subprocess.Popen | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.client = "curl" if shutil.which("curl") else "python"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._proc is not None:
+            try:
+                os.killpg(self._proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            self._proc.wait(5)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        if self.client == "curl":
+            self._run_curl()
+        else:
+            self._run_python()
+
+    def _run_curl(self) -> None:
+        script = f'while :; do curl -s -o /dev/null -m 10 -w "%{{http_code}}\\n" {self.url}; done'
+        self._proc = subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE,
+                                      start_new_session=True, text=True)
+        for line in self._proc.stdout:
+            if self._stop.is_set():
+                break
+            code = line.strip()
+            self.results.append((time.time(), code if code != "000" else "connection error"))
+
+    def _run_python(self) -> None:
+        import urllib.error
+        import urllib.request
+        while not self._stop.is_set():
+            try:
+                with urllib.request.urlopen(self.url, timeout=10) as resp:
+                    resp.read()
+                    status = str(resp.status)
+            except urllib.error.HTTPError as err:
+                status = str(err.code)
+            except OSError as err:
+                status = f"connection error: {err}"
+            self.results.append((time.time(), status))
+
+    def failures(self, since: float = 0.0, until: float = float("inf")) -> int:
+        return sum(1 for t, s in self.results if since <= t < until and not s.startswith("2"))
+
+
+# -- the access log ------------------------------------------------------------------
+
+
+class AccessLogTail:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.entries: list[dict] = []
+        self._offset = 0
+        self._partial = b""
+
+    def read_new(self) -> list[dict]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        self._offset += len(data)
+        data = self._partial + data
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        new = [orjson.loads(line) for line in lines if line.strip()]
+        self.entries.extend(new)
+        return new
+
+
+def _epoch(entry: dict) -> float:
+    t = entry["time"]           # 2026-11-25T09:05:10.341Z
+    return calendar.timegm(time.strptime(t[:19], "%Y-%m-%dT%H:%M:%S")) + float("0" + t[19:-1])
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+@dataclass
+class Timeline:
+    start: float = 0.0
+    fault: float = 0.0
+    repair: float = 0.0
+    end: float = 0.0
+    events: list[tuple[float, str]] = field(default_factory=list)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _write_config(state: Path, port: int, a, b) -> Path:
+    config = f"""# written by `gateway demo`
+listen: 127.0.0.1:{port}
+admin: 127.0.0.1:{_free_port()}
+access_log: {{path: {state / 'access.log'}, flush_interval: 100ms}}
+sources:
+  - {{name: cluster-a, type: kubernetes, kubeconfig: {a.kubeconfig}, namespaces: [default]}}
+  - {{name: cluster-b, type: kubernetes, kubeconfig: {b.kubeconfig}, namespaces: [default]}}
+services:
+  - name: httpbin
+    port: http
+    health_check: {{type: http, path: /healthz, interval: 500ms, timeout: 300ms, jitter: 50ms,
+                    healthy_threshold: 2, unhealthy_threshold: 2}}
+routes:
+  - name: test
+    match: {{path: {{prefix: /test}}}}
+    service: default/httpbin
+    retries: {{attempts: 3, on_timeout: true, per_try_timeout: 1s}}
+"""
+    path = state / "gateway.yaml"
+    path.write_text(config)
+    return path
+
+
+def _wait_listening(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the gateway exited with status {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("the gateway did not start listening")
+
+
+def _break(scenario: str, a) -> None:
+    if scenario == "graceful":
+        a.remove_service()
+    elif scenario == "crash":
+        a.kill_backends(signal.SIGKILL)
+    elif scenario == "down":
+        a.kill_backends(signal.SIGKILL)
+        a.stop_api()
+    elif scenario == "hang":
+        a.kill_backends(signal.SIGSTOP)
+
+
+def _repair(scenario: str, a) -> None:
+    if scenario == "graceful":
+        a.restore_service()
+    elif scenario == "crash":
+        a.start_backends()
+    elif scenario == "down":
+        a.start_api()
+        a.start_backends()
+    elif scenario == "hang":
+        a.kill_backends(signal.SIGCONT)
+
+
+def _live_line(t: float, phase: str, new: list[dict], loop: RequestLoop) -> str:
+    by_host = collections.Counter((e.get("upstream_host"), e.get("upstream_cluster")) for e in new)
+    hosts = "  ".join(f"{h} ({c}) {n:4d}" for (h, c), n in sorted(by_host.items(), key=lambda x: str(x[0])))
+    return (f"t={t:5.1f}s  {phase:<7} {len(new):4d} req/s  failures so far {loop.failures():3d}   "
+            f"{hosts or '-'}")
+
+
+def run_demo(scenario: str, duration: float, pods: int, state: Path, quiet: bool) -> dict:
+    from gateway.devcluster.cluster import LocalCluster
+
+    pods = max(1, min(pods, 4))
+    a_ips = [f"127.0.0.{2 + 2 * i}" for i in range(pods)]      # .2 .4 .6 .8
+    b_ips = [f"127.0.0.{3 + 2 * i}" for i in range(pods)]      # .3 .5 .7 .9
+    say = print if not quiet else (lambda *a, **k: None)
+    say(f"starting cluster A (pods {', '.join(a_ips)}) and cluster B (pods {', '.join(b_ips)}) ...")
+    a = LocalCluster("a", state / "cluster-a", a_ips, port=0)
+    b = LocalCluster("b", state / "cluster-b", b_ips, port=0)
+    gateway = loop = None
+    timeline = Timeline()
+    try:
+        a.start()
+        b.start()
+        port = _free_port()
+        config = _write_config(state, port, a, b)
+        gateway = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config)],
+                                   stdout=subprocess.DEVNULL, stderr=open(state / "gateway.log", "wb"))
+        _wait_listening(port, gateway)
+        url = f"http://127.0.0.1:{port}/test"
+        say(f"gateway on {url}; config {config}; logs in {state}")
+        say(f"request loop: while :; do curl -s {url}; done\n")
+        tail = AccessLogTail(state / "access.log")
+        loop = RequestLoop(url)
+        timeline.start = time.time()
+        timeline.fault = timeline.start + duration / 3
+        timeline.repair = timeline.start + 2 * duration / 3
+        timeline.end = timeline.start + duration
+        loop.start()
+        phase = "before"
+        next_tick = timeline.start + 1.0
+        while time.time() < timeline.end:
+            now = time.time()
+            if phase == "before" and now >= timeline.fault:
+                timeline.fault = time.time()
+                _break(scenario, a)
+                timeline.events.append((timeline.fault, FAULT_TEXT[scenario]))
+                say(f"\n>>> {FAULT_TEXT[scenario]}\n")
+                phase = "fault"
+            elif phase == "fault" and now >= timeline.repair:
+                timeline.repair = time.time()
+                _repair(scenario, a)
+                timeline.events.append((timeline.repair, REPAIR_TEXT[scenario]))
+                say(f"\n>>> {REPAIR_TEXT[scenario]}\n")
+                phase = "after"
+            if now >= next_tick:
+                new = tail.read_new()
+                say(_live_line(now - timeline.start, phase, new, loop))
+                next_tick += 1.0
+            time.sleep(0.05)
+        loop.stop()
+        timeline.end = time.time()
+    finally:
+        if loop is not None:
+            loop.stop()
+        if gateway is not None:
+            gateway.send_signal(signal.SIGTERM)
+            try:
+                gateway.wait(15)
+            except subprocess.TimeoutExpired:
+                gateway.kill()
+                gateway.wait()
+        a.close()
+        b.close()
+    time.sleep(0.05)
+    tail.read_new()
+    return summarize(scenario, timeline, tail.entries, loop)
+
+
+def _split(entries: list[dict]) -> dict:
+    clusters = collections.Counter(e.get("upstream_cluster") or "-" for e in entries)
+    hosts = collections.Counter(e.get("upstream_host") or "-" for e in entries)
+    n = len(entries) or 1
+    return {"requests": len(entries),
+            "clusters": {c: {"requests": k, "share": round(k / n, 4)} for c, k in sorted(clusters.items())},
+            "hosts": {h: {"requests": k, "share": round(k / n, 4)} for h, k in sorted(hosts.items())}}
+
+
+def summarize(scenario: str, tl: Timeline, entries: list[dict], loop: RequestLoop) -> dict:
+    timed = [(_epoch(e), e) for e in entries]
+    a_hosts = {e["upstream_host"] for e in entries if e.get("upstream_cluster") == "cluster-a"}
+
+    def touched_a(e: dict) -> bool:   # served by A, or tried on A before a retry
+        return e.get("upstream_cluster") == "cluster-a" or bool(a_hosts.intersection(e.get("tried_hosts", ())))
+
+    on_a_after_fault = [t for t, e in timed if tl.fault <= t < tl.repair and touched_a(e)]
+    first_a_after_repair = min((t for t, e in timed if t >= tl.repair and e.get("upstream_cluster") == "cluster-a"),
+                               default=None)
+    last_a = max(on_a_after_fault, default=None)
+    settled = first_a_after_repair if first_a_after_repair is not None else tl.end
+    phases = {
+        "before": _split([e for t, e in timed if tl.start <= t < tl.fault]),
+        "during": _split([e for t, e in timed if tl.fault <= t < tl.repair]),
+        "after": _split([e for t, e in timed if settled <= t <= tl.end]),
+    }
+    for name, (lo, hi) in {"before": (tl.start, tl.fault), "during": (tl.fault, tl.repair),
+                           "after": (settled, tl.end)}.items():
+        phases[name]["failures"] = loop.failures(lo, hi)
+    statuses = collections.Counter(s for _, s in loop.results)
+    durations = sorted(e["duration_ms"] for t, e in timed if tl.fault <= t < tl.repair)
+    return {
+        "scenario": scenario,
+        "client": loop.client,
+        "requests": len(loop.results),
+        "failures": loop.failures(),
+        "statuses": dict(statuses),
+        "fault_to_last_request_on_a_s": round(last_a - tl.fault, 3) if last_a is not None else 0.0,
+        "requests_on_a_after_fault": len(on_a_after_fault),
+        "served_by_a_after_fault": sum(1 for t, e in timed if tl.fault <= t < tl.repair
+                                       and e.get("upstream_cluster") == "cluster-a"),
+        "repair_to_first_request_on_a_s": (round(first_a_after_repair - tl.repair, 3)
+                                           if first_a_after_repair is not None else None),
+        "max_latency_during_ms": durations[-1] if durations else None,
+        "retried_requests": sum(1 for e in entries if e.get("attempts", 1) > 1),
+        "phases": phases,
+        "events": [{"t": round(t - tl.start, 3), "what": what} for t, what in tl.events],
+    }
+
+
+def print_summary(s: dict) -> None:
+    print(f"\nsummary: scenario {s['scenario']}, {s['requests']} requests by {s['client']}, "
+          f"{s['failures']} failed")
+    print(f"{'phase':<8} {'requests':>8} {'failures':>8} {'cluster-a':>10} {'cluster-b':>10}")
+    for name in ("before", "during", "after"):
+        p = s["phases"][name]
+        share = {c: v["share"] for c, v in p["clusters"].items()}
+        print(f"{name:<8} {p['requests']:>8} {p['failures']:>8} {share.get('cluster-a', 0):>10.1%} "
+              f"{share.get('cluster-b', 0):>10.1%}")
+    print(f"last request sent to cluster A {s['fault_to_last_request_on_a_s']}s after the fault "
+          f"({s['requests_on_a_after_fault']} tried on A after it, {s['served_by_a_after_fault']} answered by A)")
+    rec = s["repair_to_first_request_on_a_s"]
+    print(f"first request on cluster A {rec}s after the repair" if rec is not None
+          else "cluster A did not serve again before the end")
+    print(f"requests retried on another endpoint: {s['retried_requests']}; "
+          f"slowest request during the fault: {s['max_latency_during_ms']} ms")
+    print("'after' counts from the first request on cluster A after the repair.")
+
+
+def main(args: argparse.Namespace) -> int:
+    state = Path(args.state_dir) if args.state_dir else Path(tempfile.mkdtemp(prefix="gateway-demo-"))
+    state.mkdir(parents=True, exist_ok=True)
+    summary = run_demo(args.scenario, args.duration, args.pods, state, args.quiet)
+    print_summary(summary)
+    if args.json:
+        print(orjson.dumps(summary).decode())
+    return 3 if summary["failures"] else 0
