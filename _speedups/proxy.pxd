@@ -3,6 +3,18 @@ from _speedups.router cimport Router
 from _speedups.table cimport EndpointTable
 
 
+cdef enum:
+    N_BUCKETS = 14                      # len(LATENCY_BOUNDS) + 1 (+Inf)
+
+
+cdef class TrafficStats:
+    cdef long long by_class[6]              # [0]: no status (client gone), [1..5]: 1xx..5xx
+    cdef long long buckets[N_BUCKETS]
+    cdef readonly double latency_sum
+    cdef readonly long long count
+    cdef inline void record(self, int status, double seconds)
+
+
 cdef class Upstream:
     cdef readonly tuple key                 # (cluster, ip, port)
     cdef readonly str ip
@@ -17,6 +29,7 @@ cdef class Upstream:
     cdef public long long failures
     cdef public int consecutive_failures    # reported to passive health on change only
     cdef public int max_idle
+    cdef readonly TrafficStats traffic
     cdef UpstreamProtocol take_idle(self)
     cdef void give_back(self, UpstreamProtocol conn, double now)
     cpdef int close_idle(self, double older_than) except -1
@@ -38,6 +51,7 @@ cdef class Route:
     cdef readonly bint retry_5xx
     cdef readonly bint retry_timeout
     cdef readonly double per_try_timeout
+    cdef readonly TrafficStats traffic
     cdef Service pick_service(self)
 
 
@@ -162,5 +176,5 @@ cdef class DownstreamProtocol:
     cdef void fail_request(self, int status, str reason)
     cdef void finish_exchange(self)
     cdef void finish_request(self, bint completed)
-    cdef void log_request(self)
+    cdef void log_request(self, double duration)
     cpdef close(self)

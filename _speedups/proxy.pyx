@@ -61,7 +61,40 @@ KIND_TIMEOUT = "upstream_timeout"
 KIND_BAD_RESPONSE = "bad_response"
 KIND_5XX = "upstream_5xx"
 
+# Latency histogram bucket upper bounds (seconds), Prometheus-style; the last is +Inf.
+LATENCY_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+cdef double[13] _BOUNDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+
 cdef bytes EMPTY = b""
+
+
+cdef class TrafficStats:
+    """Counters of one upstream or route: responses by status class and a latency histogram."""
+
+    def __cinit__(self):
+        cdef int i
+        for i in range(6):
+            self.by_class[i] = 0
+        for i in range(N_BUCKETS):
+            self.buckets[i] = 0
+        self.latency_sum = 0.0
+        self.count = 0
+
+    cdef inline void record(self, int status, double seconds):
+        cdef int i = 0
+        self.count += 1
+        self.by_class[status // 100 if 100 <= status < 600 else 0] += 1
+        self.latency_sum += seconds
+        while i < N_BUCKETS - 1 and seconds > _BOUNDS[i]:
+            i += 1
+        self.buckets[i] += 1
+
+    def as_dict(self):
+        return {"requests": self.count,
+                "responses": {f"{c}xx": self.by_class[c] for c in range(1, 6)},
+                "errors_no_status": self.by_class[0],
+                "latency_buckets": [self.buckets[i] for i in range(N_BUCKETS)],
+                "latency_sum": self.latency_sum}
 cdef bytes CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -86,6 +119,7 @@ cdef class Upstream:
         self.failures = 0
         self.consecutive_failures = 0
         self.max_idle = 64
+        self.traffic = TrafficStats()
 
     cdef UpstreamProtocol take_idle(self):
         cdef UpstreamProtocol conn
@@ -143,6 +177,7 @@ cdef class Route:
         self.retry_5xx = retry_5xx
         self.retry_timeout = retry_timeout
         self.per_try_timeout = per_try_timeout
+        self.traffic = TrafficStats()
 
     cdef Service pick_service(self):
         cdef int i
@@ -966,8 +1001,13 @@ cdef class DownstreamProtocol:
             ctx.stats["responses_3xx"] += 1
         elif status >= 200:
             ctx.stats["responses_2xx"] += 1
+        cdef double duration = monotonic() - self.t_start
+        if self.upstream is not None:
+            self.upstream.traffic.record(status, duration)
+        if self.route is not None:
+            self.route.traffic.record(status, duration)
         if ctx.access_log is not None:
-            self.log_request()
+            self.log_request(duration)
         self.head = None
         self.resp_head = None
         self.replay = None
@@ -991,7 +1031,7 @@ cdef class DownstreamProtocol:
         else:
             self.set_deadline(D_IDLE, ctx.idle_timeout)
 
-    cdef void log_request(self):
+    cdef void log_request(self, double duration):
         cdef RequestHead head = self.head
         cdef Upstream upstream = self.upstream
         entry = {
@@ -1004,7 +1044,7 @@ cdef class DownstreamProtocol:
             "status": self.status,
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
-            "duration_ms": round((monotonic() - self.t_start) * 1000.0, 3),
+            "duration_ms": round(duration * 1000.0, 3),
             "route": self.route.name if self.route is not None else None,
             "upstream_service": self.service.key if self.service is not None else None,
             "upstream_host": upstream.host if upstream is not None else None,
