@@ -1,0 +1,299 @@
+"""The resources the local API server serves: their discovery data, defaults and validation.
+
+Defaults follow what a real API server fills in so that clients see the same shapes: Service
+``type``/``clusterIP``/``sessionAffinity``/``ports[].protocol``/``targetPort``, EndpointSlice and
+Endpoints port protocols, the namespace's ``kubernetes.io/metadata.name`` label. Validation
+covers what a client is likely to get wrong (names, ports, address types, IP syntax,
+immutable fields), not every rule of the real server.
+
+Unlike a real server, loopback addresses (127.0.0.0/8) are accepted in Endpoints and
+EndpointSlices: the local cluster's pods live there.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+_ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+_NAMESPACE_VERBS = ("create", "delete", "get", "list", "patch", "update", "watch")
+_BASIC_FIELDS = frozenset({"metadata.name", "metadata.namespace"})
+
+
+@dataclass(frozen=True)
+class Resource:
+    name: str                      # plural, as in URLs: "endpointslices"
+    singular: str
+    kind: str
+    group: str                     # "" is the core group
+    version: str
+    namespaced: bool
+    short_names: tuple[str, ...] = ()
+    verbs: tuple[str, ...] = _ALL_VERBS
+    fields: frozenset[str] = _BASIC_FIELDS        # what fieldSelector may use
+    create_on_update: bool = False                # PUT of a missing object creates it
+    return_deleted_object: bool = False           # DELETE answers the object, not a Status
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def list_kind(self) -> str:
+        return self.kind + "List"
+
+    def discovery_entry(self) -> dict:
+        entry = {"name": self.name, "singularName": self.singular, "namespaced": self.namespaced,
+                 "kind": self.kind, "verbs": list(self.verbs)}
+        if self.short_names:
+            entry["shortNames"] = list(self.short_names)
+        return entry
+
+
+NAMESPACES = Resource("namespaces", "namespace", "Namespace", "", "v1", False, ("ns",),
+                      verbs=_NAMESPACE_VERBS, fields=_BASIC_FIELDS | {"status.phase"})
+SERVICES = Resource("services", "service", "Service", "", "v1", True, ("svc",),
+                    fields=_BASIC_FIELDS | {"spec.clusterIP", "spec.type"},
+                    return_deleted_object=True)
+ENDPOINTS = Resource("endpoints", "endpoints", "Endpoints", "", "v1", True, ("ep",),
+                     create_on_update=True)
+ENDPOINT_SLICES = Resource("endpointslices", "endpointslice", "EndpointSlice", "discovery.k8s.io",
+                           "v1", True, fields=_BASIC_FIELDS | {"addressType"})
+
+CORE = (NAMESPACES, SERVICES, ENDPOINTS)
+DISCOVERY_GROUP = "discovery.k8s.io"
+ALL = CORE + (ENDPOINT_SLICES,)
+BY_NAME = {r.name: r for r in ALL}
+
+
+# -- discovery documents ----------------------------------------------------------------------
+
+
+def api_versions(server_address: str) -> dict:
+    """GET /api"""
+    return {"kind": "APIVersions", "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}]}
+
+
+def resource_list(group_version: str, resources: tuple[Resource, ...]) -> dict:
+    """GET /api/v1, /apis/<group>/<version>"""
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
+            "resources": [r.discovery_entry() for r in resources]}
+
+
+def api_group(name: str, version: str) -> dict:
+    gv = {"groupVersion": f"{name}/{version}", "version": version}
+    return {"kind": "APIGroup", "apiVersion": "v1", "name": name, "versions": [gv],
+            "preferredVersion": gv}
+
+
+def api_group_list(with_discovery_group: bool) -> dict:
+    """GET /apis"""
+    groups = [api_group(DISCOVERY_GROUP, "v1")] if with_discovery_group else []
+    for group in groups:
+        del group["kind"], group["apiVersion"]      # list members carry no type meta
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+
+
+def version_info() -> dict:
+    return {"major": "1", "minor": "31", "gitVersion": "v1.31.0-devcluster", "gitCommit": "",
+            "gitTreeState": "clean", "buildDate": "2024-08-13T00:00:00Z", "goVersion": "go1.22.5",
+            "compiler": "gc", "platform": "linux/amd64"}
+
+
+# -- validation and defaults ------------------------------------------------------------------
+
+
+class Invalid(ValueError):
+    """422 Invalid; ``causes`` are (field, message) pairs."""
+
+    def __init__(self, kind: str, name: str, causes: list[tuple[str, str]]) -> None:
+        self.kind, self.name, self.causes = kind, name, causes
+        detail = ", ".join(f"{field}: {message}" for field, message in causes)
+        super().__init__(f'{kind} "{name}" is invalid: {detail}')
+
+
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_PROTOCOLS = ("TCP", "UDP", "SCTP")
+
+
+def _check_name(resource: Resource, name: str, causes: list) -> None:
+    if resource is SERVICES:
+        ok, limit, what = _DNS1035_LABEL.match(name), 63, "a DNS-1035 label"
+    elif resource is NAMESPACES:
+        ok, limit, what = _DNS1123_LABEL.match(name), 63, "a DNS-1123 label"
+    else:
+        ok, limit, what = _DNS1123_SUBDOMAIN.match(name), 253, "a DNS-1123 subdomain"
+    if not ok or len(name) > limit:
+        causes.append(("metadata.name", f"Invalid value: {name!r}: must be {what}"))
+
+
+def _check_string_map(obj: dict, field: str, causes: list) -> None:
+    value = obj.get("metadata", {}).get(field)
+    if value is None:
+        return
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        causes.append((f"metadata.{field}", "must be a map of strings"))
+
+
+def _check_port(value: object, field: str, causes: list, required: bool = True) -> None:
+    if value is None and not required:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
+        causes.append((field, f"Invalid value: {value!r}: must be between 1 and 65535, inclusive"))
+
+
+def _check_protocol(port: dict, field: str, causes: list) -> None:
+    port.setdefault("protocol", "TCP")
+    if port["protocol"] not in _PROTOCOLS:
+        causes.append((f"{field}.protocol", f"Unsupported value: {port['protocol']!r}"))
+
+
+def _check_ip(value: object, family: int | None, field: str, causes: list) -> None:
+    try:
+        ip = ipaddress.ip_address(value)
+    except (TypeError, ValueError):
+        causes.append((field, f"Invalid value: {value!r}: must be a valid IP address"))
+        return
+    if family is not None and ip.version != family:
+        causes.append((field, f"Invalid value: {value!r}: must be an IPv{family} address"))
+    # A real server also rejects loopback and link-local here; we accept them on purpose.
+
+
+def _items(value: object, field: str, causes: list) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        causes.append((field, "must be a list"))
+        return []
+    return value
+
+
+def _namespace(obj: dict, old: dict | None, causes: list) -> None:
+    name = obj["metadata"]["name"]
+    obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = name
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("finalizers", ["kubernetes"])
+    obj["status"] = {"phase": "Active"}
+
+
+def _service(obj: dict, old: dict | None, causes: list) -> None:
+    spec = obj.setdefault("spec", {})
+    if not isinstance(spec, dict):
+        causes.append(("spec", "must be an object"))
+        return
+    spec.setdefault("type", "ClusterIP")
+    spec.setdefault("sessionAffinity", "None")
+    ports = _items(spec.get("ports"), "spec.ports", causes)
+    if not ports and spec["type"] != "ExternalName":
+        causes.append(("spec.ports", "Required value"))
+    for i, port in enumerate(ports):
+        field = f"spec.ports[{i}]"
+        if not isinstance(port, dict):
+            causes.append((field, "must be an object"))
+            continue
+        _check_port(port.get("port"), f"{field}.port", causes)
+        _check_protocol(port, field, causes)
+        port.setdefault("targetPort", port.get("port"))
+        if len(ports) > 1 and not port.get("name"):
+            causes.append((f"{field}.name", "Required value"))
+    if spec["type"] != "ExternalName":
+        spec.setdefault("ipFamilies", ["IPv4"])
+        spec.setdefault("ipFamilyPolicy", "SingleStack")
+        spec.setdefault("internalTrafficPolicy", "Cluster")
+    old_ip = (old or {}).get("spec", {}).get("clusterIP")
+    if old_ip is not None:
+        if spec.get("clusterIP") in (None, ""):
+            spec["clusterIP"] = old_ip
+        elif spec["clusterIP"] != old_ip:
+            causes.append(("spec.clusterIP", "Invalid value: field is immutable"))
+    if spec.get("clusterIP") not in (None, "", "None"):
+        _check_ip(spec["clusterIP"], None, "spec.clusterIP", causes)
+    if spec.get("clusterIP") and "clusterIPs" not in spec:
+        spec["clusterIPs"] = [spec["clusterIP"]]
+    obj.setdefault("status", {"loadBalancer": {}})
+
+
+def _endpoint_slice(obj: dict, old: dict | None, causes: list) -> None:
+    address_type = obj.get("addressType")
+    if address_type not in ("IPv4", "IPv6", "FQDN"):
+        causes.append(("addressType", f"Unsupported value: {address_type!r}: supported values: "
+                                      '"FQDN", "IPv4", "IPv6"'))
+    if old is not None and address_type != old.get("addressType"):
+        causes.append(("addressType", "Invalid value: field is immutable"))
+    family = {"IPv4": 4, "IPv6": 6}.get(address_type)
+    endpoints = _items(obj.get("endpoints"), "endpoints", causes)
+    for i, endpoint in enumerate(endpoints):
+        field = f"endpoints[{i}]"
+        addresses = _items(endpoint.get("addresses") if isinstance(endpoint, dict) else None,
+                           f"{field}.addresses", causes)
+        if not 1 <= len(addresses) <= 100:
+            causes.append((f"{field}.addresses", "must contain at least 1 address"))
+        if family is not None:
+            for j, address in enumerate(addresses):
+                _check_ip(address, family, f"{field}.addresses[{j}]", causes)
+    ports = _items(obj.get("ports"), "ports", causes)
+    for i, port in enumerate(ports):
+        if not isinstance(port, dict):
+            causes.append((f"ports[{i}]", "must be an object"))
+            continue
+        _check_port(port.get("port"), f"ports[{i}].port", causes, required=False)
+        _check_protocol(port, f"ports[{i}]", causes)
+    # A real server stores empty lists as nil and serves them as null (no omitempty on these
+    # fields); clients must cope with "endpoints": null, so we serve it the same way.
+    obj["endpoints"] = endpoints or None
+    obj["ports"] = ports or None
+
+
+def _endpoints(obj: dict, old: dict | None, causes: list) -> None:
+    subsets = _items(obj.get("subsets"), "subsets", causes)
+    for i, subset in enumerate(subsets):
+        field = f"subsets[{i}]"
+        if not isinstance(subset, dict):
+            causes.append((field, "must be an object"))
+            continue
+        for key in ("addresses", "notReadyAddresses"):
+            for j, address in enumerate(_items(subset.get(key), f"{field}.{key}", causes)):
+                _check_ip((address or {}).get("ip"), None, f"{field}.{key}[{j}].ip", causes)
+        for j, port in enumerate(_items(subset.get("ports"), f"{field}.ports", causes)):
+            _check_port((port or {}).get("port"), f"{field}.ports[{j}].port", causes)
+            if isinstance(port, dict):
+                _check_protocol(port, f"{field}.ports[{j}]", causes)
+    if subsets:
+        obj["subsets"] = subsets
+    else:
+        obj.pop("subsets", None)   # omitempty on Endpoints.subsets
+
+
+_PREPARE = {"namespaces": _namespace, "services": _service,
+            "endpointslices": _endpoint_slice, "endpoints": _endpoints}
+
+
+def prepare(resource: Resource, obj: dict, old: dict | None = None) -> dict:
+    """Default and validate ``obj`` (modified in place, returned); raise Invalid.
+
+    ``old`` is the stored object on update, for immutable fields.
+    """
+    causes: list[tuple[str, str]] = []
+    meta = obj.get("metadata")
+    name = meta.get("name", "") if isinstance(meta, dict) else ""
+    if obj.get("kind") not in (None, resource.kind):
+        causes.append(("kind", f"Invalid value: {obj['kind']!r}: must be {resource.kind}"))
+    if obj.get("apiVersion") not in (None, resource.api_version):
+        causes.append(("apiVersion", f"Invalid value: {obj['apiVersion']!r}: must be {resource.api_version}"))
+    if not isinstance(meta, dict):
+        causes.append(("metadata", "Required value"))
+        raise Invalid(resource.kind, name, causes)
+    if not name:
+        causes.append(("metadata.name", "Required value: name or generateName is required"))
+    else:
+        _check_name(resource, name, causes)
+    _check_string_map(obj, "labels", causes)
+    _check_string_map(obj, "annotations", causes)
+    obj["kind"], obj["apiVersion"] = resource.kind, resource.api_version
+    _PREPARE[resource.name](obj, old, causes)
+    if causes:
+        raise Invalid(resource.kind, name, causes)
+    return obj
