@@ -118,6 +118,11 @@ def _qualified(resource: Resource) -> str:
     return f"{resource.name}.{resource.group}" if resource.group else resource.name
 
 
+def _method_not_allowed() -> ApiError:
+    return ApiError(405, "MethodNotAllowed",
+                    "the server does not allow this method on the requested resource")
+
+
 def _bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
 
@@ -485,7 +490,8 @@ class ApiServer:
         document = self._document(path)
         if document is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource",
-                           {"causes": [{"reason": "UnexpectedServerResponse", "message": "404 page not found"}]})
+                           {"causes": [{"reason": "UnexpectedServerResponse",
+                                        "message": "404 page not found"}]})
         return 200, document
 
     def _document(self, path: str) -> dict | str | None:
@@ -537,8 +543,10 @@ class ApiServer:
         if method == "PATCH" and not collection:
             return 200, self._patch(target, request)
         if method == "DELETE":
-            return 200, self._delete_collection(target, request) if collection else self._delete(target, request)
-        raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource")
+            if collection:
+                return 200, self._delete_collection(target, request)
+            return 200, self._delete(target, request)
+        raise _method_not_allowed()
 
     def _body(self, request: Request) -> dict:
         ctype = request.headers.get("content-type", "application/json").split(";")[0].strip()
@@ -548,7 +556,8 @@ class ApiServer:
             elif ctype == "application/json" or ctype.endswith("+json"):
                 body = orjson.loads(request.body)
             else:
-                raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - accepted media types include: application/json, application/yaml")
+                raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown "
+                               "format - accepted media types include: application/json, application/yaml")
         except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
             raise _bad_request(f"error decoding request body: {exc}") from None
         if not isinstance(body, (dict, list)):
@@ -643,7 +652,8 @@ class ApiServer:
             raise _bad_request("the request body must be a JSON object")
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
-            raise _invalid(Invalid(target.resource.kind, "", [("metadata", "must be an object")]), target.resource)
+            problem = Invalid(target.resource.kind, "", [("metadata", "must be an object")])
+            raise _invalid(problem, target.resource)
         if target.resource.namespaced:
             if meta.get("namespace") not in (None, "", target.namespace):
                 raise _bad_request("the namespace of the provided object does not match the "
@@ -692,7 +702,8 @@ class ApiServer:
         if expected_rv not in (None, "") and expected_rv != old_meta["resourceVersion"]:
             raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {_qualified(resource)} '
                            f'"{old_meta["name"]}": the object has been modified; please apply your '
-                           f'changes to the latest version and try again', _details(resource, old_meta["name"]))
+                           f'changes to the latest version and try again',
+                           _details(resource, old_meta["name"]))
         try:
             prepare(resource, obj, old)
         except Invalid as exc:
@@ -759,7 +770,7 @@ class ApiServer:
 
     def _delete_collection(self, target: Target, request: Request) -> dict:
         if target.resource is NAMESPACES:
-            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+            raise _method_not_allowed()
         predicate = self._predicate(target, request)
         for obj in self.store.items(target.resource.name):
             if predicate(obj):
@@ -777,7 +788,8 @@ class ApiServer:
         initial_events = self._initial_events(target, stream, query)   # raises before any byte is sent
         writer.write(_head(200, [("Content-Type", "application/json"), ("Transfer-Encoding", "chunked")]))
         if initial_events is None:       # the resourceVersion is compacted: one ERROR event, then end
-            writer.write(_chunk(_expired_event(Expired(int(query["resourceVersion"]), self.store.compacted_rv))))
+            expired = Expired(int(query["resourceVersion"]), self.store.compacted_rv)
+            writer.write(_chunk(_expired_event(expired)))
             writer.write(b"0\r\n\r\n")
             await writer.drain()
             return True
@@ -859,7 +871,8 @@ class ApiServer:
         self._ensure(SERVICES, {"metadata": {"name": "kubernetes", "namespace": "default",
                                              "labels": {"component": "apiserver", "provider": "kubernetes"}},
                                 "spec": {"clusterIP": "10.96.0.1", "ports": [
-                                    {"name": "https", "port": 443, "protocol": "TCP", "targetPort": self.port}]}})
+                                    {"name": "https", "port": 443, "protocol": "TCP",
+                                     "targetPort": self.port}]}})
         self._ensure(ENDPOINTS, {"metadata": {"name": "kubernetes", "namespace": "default"},
                                  "subsets": [{"addresses": [{"ip": self.host}], "ports": [port]}]})
         self._ensure(ENDPOINT_SLICES, {

@@ -176,7 +176,8 @@ def _existing_slice(discovery: client.DiscoveryV1Api, layout: ServiceLayout) -> 
     return slices[0].metadata.name if slices else None
 
 
-def delete_service_objects(api: client.ApiClient, namespace: str = "default", service: str = "httpbin") -> None:
+def delete_service_objects(api: client.ApiClient, namespace: str = "default",
+                           service: str = "httpbin") -> None:
     """Delete the Service, its EndpointSlices and its Endpoints; missing ones are fine."""
     core = client.CoreV1Api(api)
     _ignore_missing(core.delete_namespaced_service, service, namespace)
