@@ -34,6 +34,7 @@ def gw(backend_a, backend_b, closer, tmp_path_factory):
             static_source("zone-a", {"httpbin": [a], "refused-only": [REFUSED],
                                      "failover-get": [REFUSED, a], "failover-post": [REFUSED, a],
                                      "failover-log": [REFUSED, a], "failover-ejecting": [REFUSED, a],
+                                     "failover-big": [REFUSED, a],
                                      "closer-pair": [closer.address, b], "empty": []}),
             static_source("zone-x", {"elsewhere": [b]}),
         ],
@@ -45,6 +46,7 @@ def gw(backend_a, backend_b, closer, tmp_path_factory):
             {"name": "failover-post", "port": 80, "outlier_detection": "off"},
             {"name": "failover-log", "port": 80, "outlier_detection": "off"},
             {"name": "failover-ejecting", "port": 80},      # default outlier detection
+            {"name": "failover-big", "port": 80, "outlier_detection": "off"},
             {"name": "closer-pair", "port": 80, "outlier_detection": "off"},
             {"name": "empty", "port": 80},
             {"name": "unlisted", "port": 80, "sources": ["zone-x"]},
@@ -59,6 +61,8 @@ def gw(backend_a, backend_b, closer, tmp_path_factory):
             *({"name": name, "match": {"path": {"prefix": f"/{name}/"}}, "service": name,
                "retries": {"attempts": 2}}
               for name in ("failover-get", "failover-post", "failover-log", "failover-ejecting")),
+            {"name": "failover-big", "match": {"path": {"prefix": "/failover-big/"}},
+             "service": "failover-big", "retries": {"attempts": 2}, "rewrite": {"prefix": "/"}},
             {"name": "closer", "match": {"path": {"prefix": "/closer"}}, "service": "closer-pair",
              "retries": {"attempts": 2}},
         ],
@@ -158,6 +162,23 @@ def test_refused_endpoint_is_retried_on_the_other_one(gw, backend_a, method):
             assert e.get("tried_hosts") and e["tried_hosts"][-1] == backend_a.address, e
         else:
             assert e["attempts"] == 1 and "tried_hosts" not in e, e
+
+
+def test_large_post_to_refused_endpoint_is_retried_whole(gw, backend_a):
+    """A refused connect means nothing was sent, whatever the body size: a 200 KiB POST (more
+    than the gateway keeps for replays) still goes to the other endpoint, whole."""
+    body = bytes(range(256)) * 800                      # 200 KiB
+    ids = [f"fo-big-{i}" for i in range(6)]
+    results = []
+    with gw.client() as client:
+        for rid in ids:
+            resp = client.request("POST", "/failover-big/upload", {"X-Request-Id": rid}, body=body)
+            results.append((resp.status, resp.json().get("received") if resp.status == 200 else resp.body))
+            if resp.closes:
+                break
+    assert results == [(200, len(body))] * len(ids)
+    entries = gw.log.by_ids(ids).values()
+    assert sum(1 for e in entries if e["attempts"] == 2) == 3
 
 
 def test_upstream_closing_without_answer_get_is_retried(gw, closer, backend_b):

@@ -6,9 +6,11 @@ body would grow by about its size (64 MiB).  The assertion is that it grows by <
 from __future__ import annotations
 
 import hashlib
+import socket
 import threading
 import time
 
+import orjson
 import pytest
 
 from gatewaytest import GatewayProcess, RssSampler, encode_chunked, static_source
@@ -119,3 +121,125 @@ def test_upload_64mib(gw, chunked):
     entry = gw.log.by_ids([rid])[rid]
     assert entry["status"] == 200
     assert entry["bytes_received"] >= SIZE
+
+
+class SlowAcceptUpstream:
+    """An upstream whose connections take ~1 s to establish: its accept queue (listen(0)) is
+    held full by one connection of ours, so the gateway's SYN is dropped and retransmitted.
+
+    It answers each request with the size and sha256 of the body it received (reading
+    Content-Length bytes, bounded in time), so a body that lost bytes on the way shows.
+    """
+
+    def __init__(self, host: str, hold: float = 0.3) -> None:
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind((host, 0))
+        self.listener.listen(0)
+        self.address = "%s:%d" % self.listener.getsockname()
+        self.filler = socket.create_connection(self.listener.getsockname(), timeout=2)
+        self.hold = hold
+        self._armed = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def arm(self) -> None:
+        """Start accepting ``hold`` seconds from now (after the gateway's SYN was dropped)."""
+        self._armed.set()
+
+    def _run(self) -> None:
+        if not self._armed.wait(30) or self._stop.wait(self.hold):
+            return
+        self.filler.close()                  # its queued connection is accepted and ends at once
+        self.listener.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(1.5)
+                try:
+                    self._serve(conn)
+                except OSError:
+                    pass
+
+    @staticmethod
+    def _serve(conn) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return                       # the filler: closed without a request
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        digest = hashlib.sha256(body[:length])
+        received = len(body[:length])
+        try:
+            while received < length:
+                chunk = conn.recv(min(65536, length - received))
+                if not chunk:
+                    break
+                digest.update(chunk)
+                received += len(chunk)
+        except socket.timeout:
+            pass
+        answer = orjson.dumps({"received": received, "sha256": digest.hexdigest()})
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._armed.set()
+        self.filler.close()
+        self.listener.close()
+        self._thread.join(timeout=5)
+
+
+@pytest.fixture
+def slow_accept():
+    server = SlowAcceptUpstream("127.0.0.7")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def slow_gw(slow_accept, tmp_path):
+    config = {
+        "sources": [static_source("zone-s", {"slow": [slow_accept.address]})],
+        "services": [{"name": "slow", "port": 80, "outlier_detection": "off"}],
+        "routes": [{"name": "slow", "match": {"path": {"prefix": "/"}}, "service": "slow",
+                    "retries": {"attempts": 1}}],
+        "timeouts": {"connect": "5s"},
+    }
+    proc = GatewayProcess(config, tmp_path).start()
+    yield proc
+    proc.stop()
+
+
+def test_body_arriving_while_upstream_connect_is_slow_is_forwarded_whole(slow_gw, slow_accept):
+    """A POST whose body arrives in two parts (32 KiB with the head, 224 KiB later) while the
+    upstream connection is still being established must reach the upstream byte for byte."""
+    first = bytes(range(256)) * 128                     # 32 KiB: fits the replay buffer
+    rest = hashlib.sha256(b"rest").digest() * 7168      # 224 KiB: overflows it
+    body = first + rest
+    with slow_gw.client(timeout=15) as client:
+        client.send(client.build("POST", "/upload", [("X-Request-Id", "slow-1")]).replace(
+            b"\r\n\r\n", b"\r\nContent-Length: %d\r\n\r\n" % len(body), 1) + first)
+        slow_accept.arm()
+        time.sleep(0.15)                                # the gateway is still connecting
+        client.send(rest)
+        resp = client.read_response("POST")
+    assert resp.status == 200, resp.body[:300]
+    got = resp.json()
+    assert got["received"] == len(body), f"upstream received {got['received']} of {len(body)} body bytes"
+    assert got["sha256"] == hashlib.sha256(body).hexdigest()
+    entry = slow_gw.log.by_ids(["slow-1"])["slow-1"]
+    assert entry["upstream_connect_ms"] >= 200          # the connect really was slow
