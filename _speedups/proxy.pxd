@@ -133,6 +133,7 @@ cdef class DownstreamProtocol:
     cdef list replay
     cdef Py_ssize_t replay_size
     cdef bint replayable
+    cdef bint written_upstream              # some attempt wrote to an upstream
     cdef int status
     cdef str error
     cdef double t_start

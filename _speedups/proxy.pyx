@@ -483,6 +483,7 @@ cdef class DownstreamProtocol:
         self.replay = []
         self.replay_size = 0
         self.replayable = True
+        self.written_upstream = False
         self.upstream = None
         self.endpoint_index = -1
         self.service = None
@@ -615,12 +616,13 @@ cdef class DownstreamProtocol:
         conn.transport.write(build_request_head(
             head, self.upstream_target, host, self.client_bytes, self.request_id, self.ctx.via,
             head.upgrade is not None))
-        if self.replay:
-            for chunk in self.replay:
+        # A retry after an attempt that wrote to its upstream resends the whole body so
+        # far (kept in ``replay``); otherwise ``pending`` holds all not yet written.
+        body = self.replay if self.written_upstream else self.pending
+        if body:
+            for chunk in body:
                 conn.transport.write(chunk)
-        elif self.pending is not None:
-            for chunk in self.pending:
-                conn.transport.write(chunk)
+        self.written_upstream = True
         self.pending = None
         self.pending_size = 0
         self.resume_reading(PAUSE_PENDING)
@@ -633,13 +635,11 @@ cdef class DownstreamProtocol:
                 self.replay.append(chunk)
                 self.replay_size += len(chunk)
             else:
-                self.replayable = False
-                self.replay = []
+                self.replayable = False     # too large to keep: a sent request is not retried
+                self.replay = None
         if self.up is not None:
             self.up.transport.write(chunk)
             return
-        if self.replayable:
-            return                          # sent from the replay list once connected
         if self.pending is None:
             self.pending = []
         self.pending.append(chunk)
@@ -813,8 +813,8 @@ cdef class DownstreamProtocol:
         cdef ProxyContext ctx = self.ctx
         if self.attempts >= self.route.attempts or self.response_started:
             return False
-        if not self.replayable:
-            return False
+        if self.written_upstream and not self.replayable:
+            return False                    # part of the body is gone: it cannot be sent again
         if sent:
             if not self.head.idempotent:
                 return False
