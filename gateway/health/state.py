@@ -57,7 +57,10 @@ class EndpointHealth:
                 self.active_failed = False
                 self.last_error = None
                 # Active checks pass: a passive ejection need not wait out its time.
-                self.ejected_until = 0.0 if self.ejected_until else self.ejected_until
+                # It ends now, and counts as ended for the reset of the ejection count.
+                if self.ejected_until:
+                    self.ejected_until = 0.0
+                    self.last_ejection_end = now
                 return True
             return False
         self.passes = 0
@@ -133,7 +136,9 @@ def effective_flags(clusters: list[str], raw: list[int], panic_threshold: float)
     """
     total = len(raw)
     healthy = sum(1 for f in raw if f == 0)
-    if total == 0 or (healthy and healthy >= panic_threshold * total):
+    # healthy / total, not healthy >= threshold * total: 0.07 * 100 is 7.000000000000001,
+    # which would put 7 healthy of 100 below a threshold of 0.07 it is exactly at.
+    if total == 0 or (healthy and healthy / total >= panic_threshold):
         return raw, False
     alive = {c for c, f in zip(clusters, raw) if f == 0}
     if not alive:
