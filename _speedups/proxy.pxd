@@ -126,6 +126,7 @@ cdef class DownstreamProtocol:
     cdef BodyFramer resp_framer
     cdef ResponseHead resp_head
     cdef bytes resp_buf
+    cdef bytes head_out                     # response head not yet written (joins the body)
     cdef bint response_started
     cdef bint got_response_byte
     cdef list pending
@@ -160,7 +161,7 @@ cdef class DownstreamProtocol:
     cdef void arm_response_timer(self)
     cdef void upstream_data(self, UpstreamProtocol conn, bytes data)
     cdef bint read_response_head(self, Py_ssize_t end) except -1
-    cdef void on_final_head(self, ResponseHead head)
+    cdef bint on_final_head(self, ResponseHead head) except -1
     cdef void forward_response_body(self, bytes data)
     cdef void start_tunnel(self, ResponseHead head)
     cdef void upstream_gone(self, UpstreamProtocol conn, object exc)

@@ -46,6 +46,7 @@ DEF PAUSE_PIPELINE = 4          # pipelined requests waiting passed the limit
 DEF PENDING_LIMIT = 262144      # bytes of request body held while connecting
 DEF REPLAY_LIMIT = 65536        # bytes of request body kept so the request can be retried
 DEF PIPELINE_LIMIT = 65536
+DEF COALESCE_LIMIT = 16384      # body bytes copied to join the head in one write
 
 # What a connection's deadline is for.
 DEF D_NONE = 0
@@ -476,6 +477,7 @@ cdef class DownstreamProtocol:
         self.tried = None
         self.response_started = False
         self.resp_head = None
+        self.head_out = None
         self.resp_buf = EMPTY
         self.bytes_sent = 0
         self.pending = None
@@ -711,10 +713,10 @@ cdef class DownstreamProtocol:
             if self.head.minor == 1:
                 self.transport.write(build_interim_head(head) if head.status != 100 else CONTINUE_100)
             return True
-        self.on_final_head(head)
-        return True
+        return self.on_final_head(head)
 
-    cdef void on_final_head(self, ResponseHead head):
+    cdef bint on_final_head(self, ResponseHead head) except -1:
+        """Take the final response head; False when the request went to another endpoint instead."""
         cdef Route route = self.route
         cdef int framing = response_framing(head, self.head.method)
         self.t_response = monotonic() - self.t_try
@@ -725,8 +727,9 @@ cdef class DownstreamProtocol:
                 self.up = None
                 self.release_endpoint()
                 self.error = f"upstream {self.upstream.host} answered {head.status}"
+                self.resp_buf = EMPTY
                 self.try_upstream()
-                return
+                return False
         self.resp_head = head
         self.status = head.status
         self.response_started = True
@@ -736,31 +739,37 @@ cdef class DownstreamProtocol:
         if self.state == S_BODY and not self.req_framer.done:
             self.keep_alive = False         # the client's body would have to be drained
         self.resp_framer = BodyFramer(framing, head.content_length, 502)
-        cdef bytes out = build_response_head(head, framing, self.keep_alive)
-        self.bytes_sent = len(out)
-        self.transport.write(out)
+        # Written with the first body bytes by forward_response_body: one syscall, not two.
+        self.head_out = build_response_head(head, framing, self.keep_alive)
         if head.status < 500:
             self.report(None, True)
-        if self.resp_framer.done:
-            self.finish_exchange()
+        return True
 
     cdef void forward_response_body(self, bytes data):
-        cdef Py_ssize_t end
-        if not data:
-            return
-        try:
-            end = self.resp_framer.feed(data, 0)
-        except HttpError as err:
-            self.abort_response(err.reason)
-            return
-        if end == len(data):
-            self.transport.write(data)
-            self.bytes_sent += end
-        else:
+        cdef Py_ssize_t end = 0
+        cdef bytes head_out = self.head_out
+        if data and not self.resp_framer.done:
+            try:
+                end = self.resp_framer.feed(data, 0)
+            except HttpError as err:
+                self.abort_response(err.reason)
+                return
+        if end < len(data):
             # Bytes past the end of the response: that upstream connection is out of sync.
-            self.transport.write(data[:end])
-            self.bytes_sent += end
             self.up.upstream_extra = True
+            data = data[:end]
+        self.bytes_sent += end
+        if head_out is not None:
+            self.head_out = None
+            self.bytes_sent += len(head_out)
+            if not data:
+                self.transport.write(head_out)
+            elif end <= COALESCE_LIMIT:
+                self.transport.write(head_out + data)
+            else:
+                self.transport.writelines((head_out, data))    # one writev, no copy
+        elif data:
+            self.transport.write(data)
         if self.resp_framer.done:
             self.finish_exchange()
 
