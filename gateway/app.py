@@ -46,6 +46,7 @@ class Gateway:
         self.access_log: AccessLog | None = None
         self.server: asyncio.base_events.Server | None = None
         self._maintenance: asyncio.TimerHandle | None = None
+        self.admin = None                 # gateway.admin.server.AdminServer
         self._stopped = asyncio.Event()
 
     # -- lifecycle ----------------------------------------------------------
@@ -78,6 +79,10 @@ class Gateway:
             reuse_port=True, backlog=4096)
         self.ctx.start_ticker()
         self._maintenance = loop.call_later(MAINTENANCE_INTERVAL, self._maintain)
+        if cfg.admin is not None:
+            from gateway.admin.server import AdminServer
+            self.admin = AdminServer(self)
+            await self.admin.start()
         log.info("listening", extra={"fields": {"listen": str(cfg.listen), "routes": len(cfg.routes),
                                                   "services": len(cfg.services),
                                                   "sources": len(cfg.sources)}})
@@ -124,6 +129,8 @@ class Gateway:
             await self.health.stop()
         if self.dataplane is not None:
             self.dataplane.close_all_upstreams()
+        if self.admin is not None:
+            await self.admin.stop()
         if self.access_log is not None:
             self.access_log.close()
         self._stopped.set()

@@ -78,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
         demo_arguments(p)
         p.set_defaults(func=_cmd_demo)
 
+    from gateway.admin import cli as admin_cli
+    admin_cli.add_commands(sub)     # status, sources, services, routes, explain, source/service/route
+
+    from gateway import logcenter
+    p = sub.add_parser("logs", help="filter and summarize the access log (counts, shares, latency)")
+    logcenter.add_arguments(p)
+    p.set_defaults(func=logcenter.main)
+
     try:
         from gateway.devcluster import cli as devcluster_cli
     except ImportError:

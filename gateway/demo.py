@@ -257,6 +257,8 @@ def run_demo(scenario: str, duration: float, pods: int, state: Path, quiet: bool
         _wait_listening(port, gateway)
         url = f"http://127.0.0.1:{port}/test"
         say(f"gateway on {url}; config {config}; logs in {state}")
+        admin = next(line.split()[1] for line in config.read_text().splitlines() if line.startswith("admin:"))
+        say(f"dashboard: http://{admin}/   (CLI: gateway services --admin http://{admin})")
         say(f"request loop: while :; do curl -s {url}; done\n")
         tail = AccessLogTail(state / "access.log")
         loop = RequestLoop(url)

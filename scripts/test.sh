@@ -2,5 +2,9 @@
 # Set up (see setup.sh) and run every test.  Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The dashboard test drives a real headless Chromium (Debian's chromium + chromium-driver).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    export GATEWAY_APT_EXTRA="${GATEWAY_APT_EXTRA:-} chromium chromium-driver"
+fi
 bash scripts/setup.sh
 exec .venv/bin/python -m pytest -q "$@"

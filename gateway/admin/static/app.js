@@ -1,0 +1,253 @@
+// The gateway console: reads the admin API (same origin) and draws it. No build step, no CDN.
+"use strict";
+
+const COLORS = ["#2f5fb3", "#d2691e", "#1f8a4c", "#8e44ad", "#c23b32", "#16a2b8", "#7f8c8d", "#b7791f"];
+const REFRESH_MS = 1000;
+let activeTab = "services";
+let timer = null;
+
+// -- small DOM helpers (text is always set as text: nothing from the API becomes markup) ----
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+function svg(tag, attrs) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  return node;
+}
+
+async function api(path) {
+  const resp = await fetch(path, {cache: "no-store"});
+  if (!resp.ok && resp.status !== 503) throw new Error(`${path}: HTTP ${resp.status}`);
+  return resp.json();
+}
+
+const pct = x => (x * 100).toFixed(1) + "%";
+const num = x => (x === null || x === undefined) ? "-" : String(x);
+
+function age(seconds) {
+  if (seconds === null || seconds === undefined) return "-";
+  if (seconds < 120) return `${seconds.toFixed(0)}s ago`;
+  if (seconds < 7200) return `${(seconds / 60).toFixed(0)}m ago`;
+  return `${(seconds / 3600).toFixed(1)}h ago`;
+}
+
+function badge(text, kind) {
+  return el("span", {class: `badge ${kind}`, text});
+}
+
+function stateBadge(state) {
+  return badge(state, state === "synced" ? "ok" : state === "stale" || state === "starting" ? "warn" : "bad");
+}
+
+function shareBar(share) {
+  const bar = el("span", {class: "share"}, el("span"));
+  bar.firstChild.style.width = pct(share);
+  return el("span", {}, bar, pct(share));
+}
+
+function matchText(m) {
+  const [kind, value] = Object.entries(m.path)[0];
+  let text = kind === "prefix" ? `${value}*` : kind === "exact" ? value : `~${value}`;
+  if (m.hosts.length) text = m.hosts.join(",") + text;
+  if (m.methods.length) text = m.methods.join(",") + " " + text;
+  for (const h of m.headers) text += ` [${h.name}${"exact" in h ? "=" + h.exact : "regex" in h ? "~" + h.regex : h.present ? "" : " absent"}]`;
+  return text;
+}
+
+// -- header ----------------------------------------------------------------------------------
+
+async function refreshStatus() {
+  const box = document.getElementById("status");
+  try {
+    const s = await api("/status");
+    box.replaceChildren(
+      el("b", {text: `v${s.version}`}), ` up ${s.uptime_s.toFixed(0)}s · `,
+      s.ready ? badge("ready", "ok") : badge("not ready", "bad"),
+      ` · config ${s.config.version} · snapshot v${s.snapshot.version} · `,
+      `${s.stats.requests || 0} requests · ${s.connections} connections`);
+  } catch (e) {
+    box.replaceChildren(el("span", {class: "error", text: `admin API unreachable (${e.message})`}));
+  }
+}
+
+// -- tabs ------------------------------------------------------------------------------------
+
+async function renderSources() {
+  const rows = (await api("/sources")).map(s => el("tr", {"data-source": s.name},
+    el("td", {text: s.name}), el("td", {text: s.type}), el("td", {class: "num", text: s.weight}),
+    el("td", {}, stateBadge(s.state)), el("td", {class: "num", text: s.services}),
+    el("td", {class: "num", text: s.endpoints}), el("td", {text: age(s.last_event_age_s)}),
+    el("td", {text: s.kubeconfig ? s.kubeconfig + (s.context ? ` (${s.context})` : "") : s.in_cluster ? "in-cluster" : "-"}),
+    el("td", {class: "reason", text: s.error || ""})));
+  document.querySelector("#sources-table tbody").replaceChildren(...rows);
+}
+
+function endpointRow(e) {
+  const health = e.healthy ? badge("healthy", "ok") : e.causes.map(c => badge(c.replaceAll("_", " "), "bad"));
+  return el("tr", {class: "endpoint", "data-cluster": e.cluster, "data-address": e.address,
+                   "data-serving": e.serving ? "yes" : "no"},
+    el("td", {text: e.address}), el("td", {class: "num", text: e.weight}), el("td", {}, health),
+    el("td", {}, e.serving ? badge("serving", "ok") : badge("not serving", "bad")),
+    el("td", {}, shareBar(e.share)), el("td", {class: "num", text: e.requests}),
+    el("td", {class: "num", text: e.errors}), el("td", {class: "num", text: e.in_flight}),
+    el("td", {class: "num", text: e.idle_connections}), el("td", {class: "reason", text: e.reason || ""}));
+}
+
+async function renderServices() {
+  const services = await api("/services");
+  const cards = services.map(svc => {
+    const clusters = svc.clusters.map(c => {
+      const eps = svc.endpoints.filter(e => e.cluster === c.cluster);
+      const body = eps.length
+        ? el("table", {class: "grid"},
+            el("thead", {}, el("tr", {}, ["Address", "Weight", "Health", "Serving", "Share", "Requests",
+                                          "Errors", "In flight", "Idle conns", "Why"].map(h => el("th", {text: h})))),
+            el("tbody", {}, eps.map(endpointRow)))
+        : el("div", {class: "muted", text: c.reason || "no endpoints"});
+      return el("div", {class: "cluster", "data-cluster": c.cluster},
+        el("h3", {}, c.cluster, stateBadge(c.source_state || "unknown"),
+           el("span", {class: "muted", text: `${c.serving}/${c.endpoints} serving · share ${pct(c.share)}`})),
+        body);
+    });
+    return el("div", {class: "card service", "data-service": svc.key},
+      el("div", {class: "title"}, el("span", {class: "name", text: svc.key}),
+         el("span", {class: "muted", text: `port ${svc.port} · ${svc.serving}/${svc.endpoints.length} endpoints serving`}),
+         svc.panic ? badge("panic routing", "warn") : null),
+      clusters);
+  });
+  document.getElementById("services-list").replaceChildren(...cards);
+}
+
+async function renderRoutes() {
+  const rows = (await api("/routes")).map(r => el("tr", {"data-route": r.name},
+    el("td", {class: "num", text: r.index}), el("td", {text: r.name}), el("td", {text: matchText(r.match)}),
+    el("td", {text: r.backends.map(b => b.service + (r.backends.length > 1 ? ` (${b.weight})` : "")).join(", ")}),
+    el("td", {class: "num", text: r.requests}), el("td", {class: "num", text: r.responses["2xx"] || 0}),
+    el("td", {class: "num", text: r.responses["4xx"] || 0}), el("td", {class: "num", text: r.responses["5xx"] || 0})));
+  document.querySelector("#routes-table tbody").replaceChildren(...rows);
+}
+
+async function explain(event) {
+  event.preventDefault();
+  const form = new FormData(event.target);
+  const q = new URLSearchParams({path: form.get("path"), method: form.get("method") || "GET"});
+  if (form.get("host")) q.set("host", form.get("host"));
+  const out = document.getElementById("explain-out");
+  const resp = await fetch("/debug/route?" + q);
+  const x = await resp.json();
+  if (!resp.ok) { out.textContent = x.error; return; }
+  const lines = [];
+  if (!x.route) lines.push(`no route: ${x.reason}`);
+  else {
+    lines.push(`route ${x.route.name} (#${x.route.index}: ${matchText(x.route.match)}) -> upstream path ${x.upstream_path}`);
+    for (const b of x.backends) {
+      lines.push(`  service ${b.service} share ${pct(b.share)}${b.panic ? " PANIC" : ""}${b.reason ? " -- " + b.reason : ""}`);
+      for (const c of b.clusters) {
+        lines.push(`    cluster ${c.cluster} (${c.source_state}) share ${pct(c.share)}${c.reason ? " -- " + c.reason : ""}`);
+        for (const e of c.endpoints) lines.push(`      ${e.address.padEnd(22)} share ${pct(e.share).padStart(6)}${e.reason ? "  -- " + e.reason : ""}`);
+      }
+    }
+  }
+  out.textContent = lines.join("\n");
+}
+
+// -- traffic chart ---------------------------------------------------------------------------
+
+function drawChart(container, times, series) {
+  const W = 900, H = 240, L = 48, R = 12, T = 10, B = 26;
+  const chart = svg("svg", {viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img"});
+  const names = Object.keys(series).sort();
+  let max = 1;
+  for (const n of names) for (const v of series[n].rates) max = Math.max(max, v);
+  max = niceMax(max);
+  const t0 = times.length ? times[0] : 0, t1 = times.length ? times[times.length - 1] : 1;
+  const x = t => L + (t1 > t0 ? (t - t0) / (t1 - t0) : 1) * (W - L - R);
+  const y = v => T + (1 - v / max) * (H - T - B);
+  for (let i = 0; i <= 4; i++) {
+    const v = max * i / 4;
+    chart.append(svg("line", {x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: "#e3e6ea"}));
+    const label = svg("text", {x: L - 6, y: y(v) + 4, "text-anchor": "end", "font-size": 11, fill: "#6a7380"});
+    label.textContent = v % 1 ? v.toFixed(1) : String(v);
+    chart.append(label);
+  }
+  for (const [frac, anchor] of [[0, "start"], [0.5, "middle"], [1, "end"]]) {
+    if (!times.length) break;
+    const t = t0 + frac * (t1 - t0);
+    const label = svg("text", {x: x(t), y: H - 8, "text-anchor": anchor, "font-size": 11, fill: "#6a7380"});
+    label.textContent = `-${Math.round(t1 - t)}s`;
+    chart.append(label);
+  }
+  const legend = el("div", {class: "legend"});
+  names.forEach((name, i) => {
+    const color = COLORS[i % COLORS.length];
+    const rates = series[name].rates;
+    if (rates.length) {
+      const points = rates.map((v, j) => `${x(times[j]).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
+      chart.append(svg("polyline", {points, fill: "none", stroke: color, "stroke-width": 2,
+                                    "stroke-linejoin": "round", "data-series": name}));
+    }
+    const last = rates.length ? rates[rates.length - 1] : 0;
+    const item = el("span", {"data-series": name}, el("i"), `${name}${series[name].cluster ? " (" + series[name].cluster + ")" : ""}: ${last.toFixed(1)}/s`);
+    item.firstChild.style.background = color;
+    legend.append(item);
+  });
+  container.replaceChildren(chart, legend);
+}
+
+function niceMax(v) {
+  const p = Math.pow(10, Math.floor(Math.log10(v)));
+  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+  return 10 * p;
+}
+
+async function renderTraffic() {
+  const seconds = document.getElementById("window").value;
+  const t = await api(`/traffic?seconds=${seconds}`);
+  const clusters = {};
+  for (const [name, rates] of Object.entries(t.clusters)) clusters[name] = {rates};
+  drawChart(document.getElementById("chart-hosts"), t.times, t.hosts);
+  drawChart(document.getElementById("chart-clusters"), t.times, clusters);
+}
+
+// -- refresh loop ----------------------------------------------------------------------------
+
+const RENDER = {sources: renderSources, services: renderServices, routes: renderRoutes, traffic: renderTraffic};
+
+async function refresh() {
+  clearTimeout(timer);
+  try {
+    await Promise.all([refreshStatus(), RENDER[activeTab]()]);
+  } catch (e) {
+    console.warn(e);
+  }
+  timer = setTimeout(refresh, REFRESH_MS);
+}
+
+function show(tab) {
+  activeTab = tab;
+  for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("active", b.dataset.tab === tab);
+  for (const s of document.querySelectorAll("main > section")) s.hidden = s.id !== tab;
+  history.replaceState(null, "", "#" + tab);
+  refresh();
+}
+
+document.getElementById("tabs").addEventListener("click", e => {
+  if (e.target.dataset.tab) show(e.target.dataset.tab);
+});
+document.getElementById("explain-form").addEventListener("submit", explain);
+document.getElementById("window").addEventListener("change", refresh);
+show(RENDER[location.hash.slice(1)] ? location.hash.slice(1) : "services");

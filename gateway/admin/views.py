@@ -1,0 +1,511 @@
+"""What the console shows of a running gateway, as JSON-able dicts.
+
+This is the only module that reads the gateway's internals (its config, registry and
+sources, health manager, data plane and proxy context).  The admin HTTP handlers, the
+Prometheus text, the dashboard and the CLI (through the HTTP API) see the gateway only
+through these functions.  When the data plane moves into worker processes, this is the
+one place that changes: it will read what the workers report instead of their objects.
+
+Nothing here mutates the gateway, and nothing here is on the request path.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import time
+from typing import Any, NamedTuple
+
+from gateway import __version__
+from gateway.config import Address, Config, RouteConfig, ServiceConfig
+from gateway.sources.base import ServiceKey, SourceState
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """A config object as JSON-able data: dataclasses as dicts, addresses as "host:port"."""
+    if isinstance(value, Address):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _source_states(gw) -> dict[str, str]:
+    registry = gw.registry
+    return {} if registry is None else {s.name: s.state.value for s in registry.sources}
+
+
+def _upstreams_by_address(gw) -> dict[tuple[str, str], Any]:
+    """(cluster, "ip:port") -> the data plane's Upstream."""
+    dp = gw.dataplane
+    return {} if dp is None else {(u.cluster, u.host): u for u in dp.upstreams.values()}
+
+
+def _round(x: float) -> float:
+    return round(x, 4)
+
+
+# --- status and readiness ----------------------------------------------------------------
+
+
+def config_version(gw) -> str:
+    """A short hash of the running config: changes whenever the config does (the ETag)."""
+    return hashlib.sha256(repr(gw.config).encode()).hexdigest()[:16]
+
+
+def config_path(gw) -> str | None:
+    return gw.config.path
+
+
+def readiness(gw) -> tuple[bool, dict]:
+    """Ready: listening for clients, not draining, and every source has had a first view.
+
+    A source that failed for good ("error") does not hold readiness back: waiting would not
+    help, and the other sources may serve; it shows in ``sources`` instead.
+    """
+    listening = gw.server is not None and bool(gw.server.sockets)
+    draining = gw.ctx is not None and bool(gw.ctx.draining)
+    starting = [s.name for s in (gw.registry.sources if gw.registry else ())
+                if s.state == SourceState.STARTING]
+    ready = listening and not draining and not starting
+    return ready, {"ready": ready, "listening": listening, "draining": draining,
+                   "sources_not_synced": starting}
+
+
+def status(gw) -> dict:
+    cfg: Config = gw.config
+    ctx, dp, health, registry = gw.ctx, gw.dataplane, gw.health, gw.registry
+    ready, _ = readiness(gw)
+    snapshot_version = dp.snapshot_version if dp is not None else 0
+    return {
+        "version": __version__,
+        "pid": os.getpid(),
+        "started": gw.started,
+        "uptime_s": round(time.time() - gw.started, 3),
+        "ready": ready,
+        "listen": str(cfg.listen),
+        "port": gw.port if gw.server is not None else None,
+        "admin": str(cfg.admin) if cfg.admin is not None else None,
+        "config": {"path": cfg.path, "version": config_version(gw),
+                   "sources": len(cfg.sources), "services": len(cfg.services),
+                   "routes": len(cfg.routes)},
+        "snapshot": {"version": snapshot_version,
+                     "registry_version": registry.version if registry is not None else 0,
+                     "health_version": health.version if health is not None else 0},
+        # One entry per process serving requests (today: this one).
+        "workers": [{"pid": os.getpid(), "snapshot_version": snapshot_version}],
+        "connections": ctx.active_connections() if ctx is not None else 0,
+        "requests_in_flight": ctx.requests_in_flight if ctx is not None else 0,
+        "stats": dict(ctx.stats) if ctx is not None else {},
+    }
+
+
+# --- sources -------------------------------------------------------------------------------
+
+
+def sources(gw) -> list[dict]:
+    configs = {s.name: s for s in gw.config.sources}
+    services = gw.config.services
+    now = time.time()
+    out = []
+    for source in (gw.registry.sources if gw.registry else ()):
+        info = source.status()
+        cfg = configs.get(source.name)
+        has = endpoints = 0
+        for svc in services:
+            if svc.sources and source.name not in svc.sources:
+                continue
+            eps = source.endpoints(ServiceKey(svc.namespace, svc.name), svc.port)
+            if eps is not None:
+                has += 1
+                endpoints += sum(1 for e in eps if e.ready)
+        last = info.get("last_event")
+        out.append({
+            "name": source.name,
+            "type": source.kind,
+            "weight": source.weight,
+            "state": source.state.value,
+            "error": source.error,
+            "last_event": last,
+            "last_event_age_s": round(now - last, 3) if last else None,
+            "events": info.get("events"),
+            "api": info.get("api"),
+            # Paths only: a kubeconfig's credentials are never read into the answer.
+            "kubeconfig": cfg.kubeconfig if cfg else None,
+            "context": cfg.context if cfg else None,
+            "in_cluster": cfg.in_cluster if cfg else False,
+            "namespaces": list(cfg.namespaces) if cfg else [],
+            "services_known": info.get("services"),
+            "services": has,            # configured services this source has
+            "endpoints": endpoints,     # their ready endpoints here
+        })
+    return out
+
+
+# --- services and endpoints --------------------------------------------------------------
+
+
+def _endpoint_reason(ep: dict, source_state: str | None) -> str | None:
+    """Why an endpoint gets no new requests (None when it gets some)."""
+    if ep["serving"]:
+        return None
+    why = []
+    for cause in ep["causes"]:
+        if cause == "ejected":
+            left = ep.get("ejected_for_s")
+            why.append(f"ejected by outlier detection (ejection #{ep.get('ejections')}"
+                       + (f", {left:.1f}s left" if left else "") + ")")
+        elif cause == "active_check_failed":
+            err = ep.get("last_error")
+            why.append("failing active health checks" + (f" ({err})" if err else ""))
+        else:
+            why.append(cause)
+    if source_state == SourceState.STALE.value:
+        why.append("its source is stale (API unreachable; last known endpoints kept)")
+    return "; ".join(why) or "not serving"
+
+
+def _service_endpoints(gw, svc: ServiceConfig) -> list[dict]:
+    health, dp = gw.health, gw.dataplane
+    states = _source_states(gw)
+    upstreams = _upstreams_by_address(gw)
+    table = dp.services[svc.key].table if dp is not None and svc.key in dp.services else None
+    described = health.describe(svc.key) if health is not None else []
+    serving_weight = sum(ep["weight"] for ep in described if ep["serving"])
+    out = []
+    for ep in described:
+        up = upstreams.get((ep["cluster"], ep["address"]))
+        traffic = up.traffic.as_dict() if up is not None else None
+        index = table.index_of(up.key) if table is not None and up is not None else -1
+        source_state = states.get(ep["cluster"])
+        row = {
+            "address": ep["address"],
+            "cluster": ep["cluster"],
+            "weight": ep["weight"],
+            "healthy": ep["healthy"],
+            "causes": ep["causes"],
+            "serving": ep["serving"],
+            "share": _round(ep["weight"] / serving_weight) if ep["serving"] and serving_weight else 0.0,
+            "ejected_for_s": ep.get("ejected_for_s"),
+            "ejections": ep.get("ejections", 0),
+            "last_error": ep.get("last_error"),
+            "source_state": source_state,
+            "requests": up.requests if up is not None else 0,
+            "errors": up.failures if up is not None else 0,
+            "responses": traffic["responses"] if traffic else {},
+            "in_flight": table.inflight(index) if index >= 0 else 0,
+            "idle_connections": up.idle_count() if up is not None else 0,
+        }
+        row["reason"] = _endpoint_reason(row, source_state)
+        if row["serving"] and row["causes"]:
+            row["reason"] = "panic routing: serving although " + ", ".join(row["causes"])
+        out.append(row)
+    return out
+
+
+def _cluster_summary(gw, svc: ServiceConfig, endpoints: list[dict]) -> list[dict]:
+    """Per source that may have the service: its endpoints, share, and why it has none."""
+    states = _source_states(gw)
+    key = ServiceKey(svc.namespace, svc.name)
+    out = []
+    for source in (gw.registry.sources if gw.registry else ()):
+        if svc.sources and source.name not in svc.sources:
+            continue
+        mine = [e for e in endpoints if e["cluster"] == source.name]
+        share = _round(sum(e["share"] for e in mine))
+        reason = None
+        if not mine:
+            listed = source.endpoints(key, svc.port)
+            if listed is None:
+                reason = f"{svc.key} not found in this source"
+            elif not any(e.ready for e in listed):
+                reason = f"no ready endpoints for {svc.key} ({len(listed)} listed, none ready)"
+            else:
+                reason = "its addresses are already served through an earlier source"
+            if states.get(source.name) not in (None, SourceState.SYNCED.value):
+                reason += f"; source {states[source.name]}"
+        elif share == 0:
+            reason = "no endpoint serving: " + "; ".join(sorted({e["reason"] for e in mine if e["reason"]}))
+        out.append({"cluster": source.name, "source_state": states.get(source.name),
+                    "endpoints": len(mine), "serving": sum(1 for e in mine if e["serving"]),
+                    "share": share, "reason": reason})
+    return out
+
+
+def _service(gw, svc: ServiceConfig) -> dict:
+    endpoints = _service_endpoints(gw, svc)
+    check = svc.health_check
+    return {
+        "key": svc.key,
+        "namespace": svc.namespace,
+        "name": svc.name,
+        "port": svc.port,
+        "sources": list(svc.sources) or [s.name for s in gw.config.sources],
+        "panic": bool(gw.health.panic.get(svc.key, False)) if gw.health is not None else False,
+        "panic_threshold": svc.panic_threshold,
+        "health_check": ({"type": check.type, "path": check.path, "interval_s": check.interval}
+                         if check is not None else None),
+        "outlier_detection": svc.outlier_detection is not None,
+        "endpoints": endpoints,
+        "serving": sum(1 for e in endpoints if e["serving"]),
+        "clusters": _cluster_summary(gw, svc, endpoints),
+    }
+
+
+def services(gw) -> list[dict]:
+    return [_service(gw, svc) for svc in gw.config.services]
+
+
+def service(gw, key: str) -> dict | None:
+    for svc in gw.config.services:
+        if svc.key == key:
+            return _service(gw, svc)
+    return None
+
+
+# --- routes ------------------------------------------------------------------------------
+
+
+def _match(rc: RouteConfig) -> dict:
+    m = rc.match
+    path = ({"exact": m.path_exact} if m.path_exact is not None else
+            {"regex": m.path_regex} if m.path_regex is not None else
+            {"prefix": m.path_prefix or "/"})
+    return {"path": path, "hosts": list(m.hosts), "methods": list(m.methods),
+            "headers": [{k: v for k, v in dataclasses.asdict(h).items() if v is not None}
+                        for h in m.headers]}
+
+
+def _route_traffic(gw) -> dict[str, dict]:
+    dp = gw.dataplane
+    return {} if dp is None else {r.name: r.traffic.as_dict() for r in dp.routes}
+
+
+def _route(rc: RouteConfig, index: int, traffic: dict | None) -> dict:
+    return {
+        "name": rc.name,
+        "index": index,
+        "match": _match(rc),
+        "backends": [{"service": b.service, "weight": b.weight} for b in rc.backends],
+        "rewrite_prefix": rc.rewrite_prefix,
+        "timeout_s": rc.timeout,
+        "retries": _plain(rc.retries),
+        "requests": traffic["requests"] if traffic else 0,
+        "responses": traffic["responses"] if traffic else {},
+    }
+
+
+def routes(gw) -> list[dict]:
+    traffic = _route_traffic(gw)
+    return [_route(rc, i, traffic.get(rc.name)) for i, rc in enumerate(gw.config.routes)]
+
+
+def route(gw, name: str) -> dict | None:
+    for i, rc in enumerate(gw.config.routes):
+        if rc.name == name:
+            return _route(rc, i, _route_traffic(gw).get(name))
+    return None
+
+
+def config(gw) -> dict:
+    """The running config (paths to kubeconfigs, never their contents)."""
+    return _plain(gw.config)
+
+
+# --- which route, which service, which endpoint ------------------------------------------
+
+
+def explain(gw, method: str, host: str | None, path: str,
+            headers: list[tuple[str, str]] = ()) -> dict:
+    """Run the data plane's own router on a synthetic request; each backend's share.
+
+    Raises ValueError (with the parser's reason) when the request could not be sent at all.
+    """
+    from _speedups.http import HttpError, find_head_end, parse_request
+
+    # Without a host, an HTTP/1.0 request (no Host header needed) matches host-less routes only.
+    lines = [f"{method} {path} HTTP/1.1" if host else f"{method} {path} HTTP/1.0"]
+    if host:
+        lines.append(f"Host: {host}")
+    lines += [f"{k}: {v}" for k, v in headers]
+    try:
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        head = parse_request(data, find_head_end(data, 0))
+    except (HttpError, UnicodeEncodeError) as exc:
+        raise ValueError(f"not a valid request: {exc}") from None
+    answer: dict = {"request": {"method": method, "host": host, "path": path,
+                                "headers": [list(h) for h in headers]}}
+    matched = gw.ctx.router.match(head)
+    if matched is None:
+        answer.update(route=None, status=404, reason="no route matches (the gateway answers 404)")
+        return answer
+    index = gw.dataplane.routes.index(matched)
+    rc = gw.config.routes[index]
+    answer["route"] = _route(rc, index, _route_traffic(gw).get(rc.name))
+    target = path
+    if rc.rewrite_prefix is not None and rc.match.path_prefix:
+        target = rc.rewrite_prefix + path[len(rc.match.path_prefix):]
+        if target.startswith("//"):
+            target = target[1:]
+    answer["upstream_path"] = target
+    total = sum(b.weight for b in rc.backends)
+    backends = []
+    configs = {s.key: s for s in gw.config.services}
+    for b in rc.backends:
+        svc = _service(gw, configs[b.service])
+        share = b.weight / total
+        for e in svc["endpoints"]:
+            e["share"] = _round(e["share"] * share)
+        for c in svc["clusters"]:
+            c["share"] = _round(c["share"] * share)
+            c["endpoints"] = [e for e in svc["endpoints"] if e["cluster"] == c["cluster"]]
+        reason = None
+        if not svc["serving"]:
+            reason = ("no endpoint serves: requests picked for this service get 503"
+                      if svc["endpoints"] else "no endpoints at all: requests get 503")
+        backends.append({"service": b.service, "weight": b.weight, "share": _round(share),
+                         "panic": svc["panic"], "serving": svc["serving"], "reason": reason,
+                         "clusters": svc["clusters"]})
+    answer["backends"] = backends
+    answer["status"] = 200 if any(b["serving"] for b in backends) else 503
+    return answer
+
+
+# --- traffic samples and metrics ---------------------------------------------------------
+
+
+def traffic_counters(gw) -> dict[str, tuple[str, int]]:
+    """"ip:port" -> (cluster, requests answered so far): sampled once a second for /traffic."""
+    dp = gw.dataplane
+    return {} if dp is None else {u.host: (u.cluster, u.traffic.count) for u in dp.upstreams.values()}
+
+
+class Family(NamedTuple):
+    """One Prometheus metric family: samples are (name suffix, labels, value)."""
+
+    name: str
+    type: str
+    help: str
+    samples: list[tuple[str, dict[str, str], float]]
+
+
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+def _histogram(fam: Family, labels: dict, traffic: dict) -> None:
+    from _speedups.proxy import LATENCY_BOUNDS
+    cumulative = 0
+    for bound, n in zip((*LATENCY_BOUNDS, float("inf")), traffic["latency_buckets"]):
+        cumulative += n
+        fam.samples.append(("_bucket", {**labels, "le": "+Inf" if bound == float("inf") else repr(bound)},
+                            cumulative))
+    fam.samples.append(("_sum", labels, traffic["latency_sum"]))
+    fam.samples.append(("_count", labels, traffic["requests"]))
+
+
+def _by_class(fam: Family, labels: dict, traffic: dict) -> None:
+    for cls in STATUS_CLASSES:
+        fam.samples.append(("", {**labels, "status_class": cls}, traffic["responses"][cls]))
+    # Requests that ended with no response status (the client left first).
+    fam.samples.append(("", {**labels, "status_class": "none"}, traffic["errors_no_status"]))
+
+
+def metric_families(gw) -> list[Family]:
+    ctx, dp, health, cfg = gw.ctx, gw.dataplane, gw.health, gw.config
+    stats = ctx.stats if ctx is not None else {}
+    now = time.time()
+    fams: list[Family] = []
+
+    def family(name: str, kind: str, text: str) -> Family:
+        fam = Family(name, kind, text, [])
+        fams.append(fam)
+        return fam
+
+    family("gateway_info", "gauge", "Build and config of this gateway.").samples.append(
+        ("", {"version": __version__, "config_version": config_version(gw)}, 1))
+    family("gateway_start_time_seconds", "gauge", "Start time, seconds since the epoch.").samples.append(
+        ("", {}, gw.started))
+    family("gateway_snapshot_version", "gauge", "Version of the snapshot the data plane serves.").samples.append(
+        ("", {}, dp.snapshot_version if dp is not None else 0))
+    family("gateway_downstream_connections", "gauge", "Open client connections.").samples.append(
+        ("", {}, ctx.active_connections() if ctx is not None else 0))
+    family("gateway_requests_in_flight", "gauge", "Requests being proxied now.").samples.append(
+        ("", {}, ctx.requests_in_flight if ctx is not None else 0))
+    family("gateway_requests_total", "counter",
+           "Requests read from clients (routed or not).").samples.append(("", {}, stats.get("requests", 0)))
+    fam = family("gateway_responses_total", "counter", "Responses sent to clients by status class.")
+    for cls in ("2xx", "3xx", "4xx", "5xx"):
+        fam.samples.append(("", {"status_class": cls}, stats.get(f"responses_{cls}", 0)))
+    family("gateway_retries_total", "counter",
+           "Requests sent again to another endpoint.").samples.append(("", {}, stats.get("retries", 0)))
+    family("gateway_upstream_connects_total", "counter",
+           "Upstream connections opened.").samples.append(("", {}, stats.get("upstream_connects", 0)))
+    family("gateway_upstream_connect_failures_total", "counter",
+           "Upstream connections refused or timed out.").samples.append(
+        ("", {}, stats.get("connect_failures", 0)))
+
+    # Per route.
+    route_req = family("gateway_route_requests_total", "counter",
+                       "Requests answered per route, by response status class.")
+    route_lat = family("gateway_route_request_duration_seconds", "histogram",
+                       "Request duration per route (first byte in to last byte out).")
+    for r in (dp.routes if dp is not None else ()):
+        t = r.traffic.as_dict()
+        _by_class(route_req, {"route": r.name}, t)
+        _histogram(route_lat, {"route": r.name}, t)
+
+    # Per upstream endpoint.
+    owner: dict[tuple, str] = {}
+    for key, svc in (dp.services.items() if dp is not None else ()):
+        for up in svc.table.endpoints:
+            owner.setdefault(up.key, key)
+    up_req = family("gateway_upstream_requests_total", "counter",
+                    "Requests answered through each upstream endpoint, by response status class.")
+    up_lat = family("gateway_upstream_request_duration_seconds", "histogram",
+                    "Request duration per upstream endpoint.")
+    up_fail = family("gateway_upstream_failures_total", "counter",
+                     "Failed tries per upstream endpoint (connect failures, resets, timeouts).")
+    up_idle = family("gateway_upstream_idle_connections", "gauge",
+                     "Pooled keep-alive connections per upstream endpoint.")
+    for up in (dp.upstreams.values() if dp is not None else ()):
+        labels = {"service": owner.get(up.key, ""), "upstream_cluster": up.cluster, "upstream_host": up.host}
+        t = up.traffic.as_dict()
+        _by_class(up_req, labels, t)
+        _histogram(up_lat, labels, t)
+        up_fail.samples.append(("", labels, up.failures))
+        up_idle.samples.append(("", labels, up.idle_count()))
+
+    # Endpoint health.
+    serving = family("gateway_endpoint_serving", "gauge",
+                     "1 when the endpoint receives new requests, 0 when not.")
+    healthy = family("gateway_endpoint_healthy", "gauge", "1 when no health flag is set.")
+    ejected = family("gateway_endpoint_ejected", "gauge", "1 while ejected by outlier detection.")
+    ejections = family("gateway_endpoint_ejections", "gauge",
+                       "Ejections in the endpoint's current streak (passive outlier detection).")
+    panic = family("gateway_service_panic", "gauge", "1 while the service is in panic routing.")
+    for svc in cfg.services:
+        for ep in (health.describe(svc.key) if health is not None else ()):
+            labels = {"service": svc.key, "upstream_cluster": ep["cluster"], "upstream_host": ep["address"]}
+            serving.samples.append(("", labels, 1 if ep["serving"] else 0))
+            healthy.samples.append(("", labels, 1 if ep["healthy"] else 0))
+            ejected.samples.append(("", labels, 1 if "ejected" in ep["causes"] else 0))
+            ejections.samples.append(("", labels, ep.get("ejections", 0)))
+        panic.samples.append(("", {"service": svc.key},
+                              1 if health is not None and health.panic.get(svc.key) else 0))
+
+    # Sources.
+    state = family("gateway_source_state", "gauge", "1 for the state each source is in.")
+    age = family("gateway_source_last_event_age_seconds", "gauge",
+                 "Seconds since a source last saw a change (watch event or list).")
+    for source in (gw.registry.sources if gw.registry else ()):
+        for s in SourceState:
+            state.samples.append(("", {"source": source.name, "type": source.kind, "state": s.value},
+                                  1 if source.state == s else 0))
+        last = source.status().get("last_event")
+        if last:
+            age.samples.append(("", {"source": source.name}, round(now - last, 3)))
+    return fams

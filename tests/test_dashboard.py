@@ -1,0 +1,191 @@
+"""The web dashboard in a real headless Chromium, over a gateway fed by two local Kubernetes
+clusters: the Services view shows both clusters' endpoints, then one once httpbin is removed
+from cluster A; the Traffic view's per-cluster lines follow.  Screenshots go to artifacts/.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` (scripts/test.sh installs them).
+"""
+from __future__ import annotations
+
+import collections
+import http.client
+import shutil
+import threading
+import time
+
+import orjson
+import pytest
+
+from gatewaytest import REPO, GatewayProcess, free_port
+
+pytestmark = pytest.mark.timeout(120)
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+ARTIFACTS = REPO / "artifacts"
+
+
+def admin_get(port: int, path: str):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return orjson.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="module")
+def clusters(tmp_path_factory):
+    from gateway.devcluster.cluster import LocalCluster
+    state = tmp_path_factory.mktemp("clusters")
+    a = LocalCluster("a", state / "a", ["127.0.0.22"], port=0)
+    b = LocalCluster("b", state / "b", ["127.0.0.23"], port=0)
+    try:
+        a.start()
+        b.start()
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def gw(clusters, tmp_path_factory):
+    a, b = clusters
+    admin = free_port()
+    config = {
+        "admin": f"127.0.0.1:{admin}",
+        "sources": [
+            {"name": "cluster-a", "type": "kubernetes", "kubeconfig": str(a.kubeconfig), "namespaces": ["default"]},
+            {"name": "cluster-b", "type": "kubernetes", "kubeconfig": str(b.kubeconfig), "namespaces": ["default"]},
+        ],
+        "services": [{"name": "httpbin", "port": "http",
+                      "health_check": {"path": "/healthz", "interval": "300ms", "timeout": "200ms"}}],
+        "routes": [{"name": "test", "match": {"path": {"prefix": "/test"}}, "service": "httpbin",
+                    "retries": {"attempts": 3}}],
+    }
+    g = GatewayProcess(config, tmp_path_factory.mktemp("dashboard"), "dashboard").start()
+    g.admin_port = admin
+    try:
+        wait_for(lambda: _ready(admin), 15, "the admin API to say ready")
+        yield g
+    finally:
+        g.stop()
+
+
+def _ready(port: int) -> bool:
+    try:
+        return admin_get(port, "/ready")["ready"]
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
+        pytest.skip(f"{CHROMIUM} or {CHROMEDRIVER} missing: install Debian's chromium and chromium-driver "
+                    "(scripts/test.sh does)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-dev-shm-usage", "--window-size=1300,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(20)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+class Load:
+    """A bounded request loop through the gateway (so the Traffic chart has lines)."""
+
+    def __init__(self, g: GatewayProcess, limit_s: float = 60.0) -> None:
+        self.g, self.limit_s = g, limit_s
+        self.statuses: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.limit_s
+        with self.g.client() as c:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                self.statuses.append(c.request("GET", "/test").status)
+                time.sleep(0.01)
+
+    def __enter__(self) -> "Load":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+
+def endpoint_rows(driver) -> list[tuple[str, str]]:
+    from selenium.webdriver.common.by import By
+    return sorted((row.get_attribute("data-cluster"), row.get_attribute("data-address"))
+                  for row in driver.find_elements(By.CSS_SELECTOR, "#services tr.endpoint"))
+
+
+def test_sources_api_shows_kubernetes_state(gw, clusters):
+    a, _ = clusters
+    sources = {s["name"]: s for s in admin_get(gw.admin_port, "/sources")}
+    s = sources["cluster-a"]
+    assert (s["type"], s["state"], s["kubeconfig"], s["services"], s["endpoints"]) == \
+        ("kubernetes", "synced", str(a.kubeconfig), 1, 1)
+    assert s["api"] == "discovery.k8s.io/v1" and s["last_event_age_s"] is not None
+    text = orjson.dumps(admin_get(gw.admin_port, "/config")).decode()
+    assert "client-key" not in text and "token" not in text       # paths only, never credentials
+
+
+def test_services_view_follows_cluster_a_removal(gw, clusters, browser):
+    from selenium.webdriver.common.by import By
+    a, b = clusters
+    a_ep, b_ep = f"{a.pod_ips[0]}:{a.port}", f"{b.pod_ips[0]}:{b.port}"
+    ARTIFACTS.mkdir(exist_ok=True)
+    with Load(gw) as load:
+        browser.get(f"http://127.0.0.1:{gw.admin_port}/#services")
+        assert browser.title == "gateway console"
+        wait_for(lambda: endpoint_rows(browser) == [("cluster-a", a_ep), ("cluster-b", b_ep)], 15,
+                 "both clusters' endpoints in the Services view")
+        serving = {r.get_attribute("data-address"): r.get_attribute("data-serving")
+                   for r in browser.find_elements(By.CSS_SELECTOR, "#services tr.endpoint")}
+        assert serving == {a_ep: "yes", b_ep: "yes"}
+        browser.save_screenshot(str(ARTIFACTS / "dashboard-before.png"))
+        time.sleep(3)                       # a few seconds of traffic on both clusters
+
+        a.remove_service()
+        wait_for(lambda: endpoint_rows(browser) == [("cluster-b", b_ep)], 15,
+                 "only cluster B's endpoint after removing httpbin from cluster A")
+        reason = browser.find_element(By.CSS_SELECTOR, '#services .cluster[data-cluster="cluster-a"]').text
+        assert "not found in this source" in reason
+        browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
+
+        # Traffic: cluster A's line drops to zero while cluster B's carries everything.
+        def a_stopped():
+            t = admin_get(gw.admin_port, "/traffic?seconds=60")
+            return t["clusters"]["cluster-a"][-2:] == [0.0, 0.0] and t["clusters"]["cluster-b"][-1] > 0 and t
+        t = wait_for(a_stopped, 10, "cluster A's request rate to fall to 0", interval=0.5)
+        assert max(t["clusters"]["cluster-a"]) > 0      # it was serving before
+        browser.find_element(By.CSS_SELECTOR, 'nav button[data-tab="traffic"]').click()
+        wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#chart-clusters polyline")) == 2, 10,
+                 "two lines in the per-cluster chart")
+        legend = browser.find_element(By.CSS_SELECTOR, "#chart-hosts .legend").text
+        assert a_ep in legend or "cluster-a" in legend
+        assert b_ep in legend
+        browser.save_screenshot(str(ARTIFACTS / "dashboard-traffic.png"))
+    assert load.statuses and set(load.statuses) == {200}, collections.Counter(load.statuses)
