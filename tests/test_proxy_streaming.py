@@ -27,6 +27,9 @@ def gw(backend_a, tmp_path_factory):
         "services": [{"name": "httpbin", "port": 80}],
         "routes": [{"name": "all", "match": {"path": {"prefix": "/"}}, "service": "httpbin",
                     "timeout": "60s"}],
+        # Short, so that a request stuck on a pooled connection fails fast (response heads
+        # from the backend take milliseconds).
+        "timeouts": {"response_header": "3s"},
     }
     proc = GatewayProcess(config, tmp_path_factory.mktemp("streaming")).start()
     yield proc
@@ -85,6 +88,24 @@ def test_download_64mib_slow_reader(gw, pattern_digest, path):
     entry = gw.log.by_ids([f"dl{path}"])[f"dl{path}"]
     assert entry["status"] == 200
     assert entry["bytes_sent"] >= SIZE
+
+
+def test_pooled_connection_usable_after_slow_downloads(gw):
+    """After a download read slowly by the client (the gateway paused reading its upstream
+    connection meanwhile), that upstream connection goes back to the pool: it must be able to
+    serve the next request."""
+    results = []
+    with gw.client(timeout=10) as client:
+        for i in range(8):
+            client.send(client.build("GET", "/bytes/2097152"))
+            resp = client.read_head()
+            size = client.read_body(resp, "GET", lambda b: None, piece=PIECE,
+                                    pace=Pacer(16 * 1024 * 1024))
+            after = client.request("GET", f"/anything/after-{i}", {"X-Request-Id": f"after-{i}"})
+            results.append((resp.status, size, after.status))
+            if after.status != 200:
+                break
+    assert results == [(200, 2097152, 200)] * 8
 
 
 def generate_upload(sink, chunked: bool) -> str:
