@@ -23,6 +23,8 @@ cdef class Upstream:
     cdef readonly str cluster
     cdef readonly str host                  # "ip:port", as logged
     cdef readonly bytes host_bytes
+    cdef readonly bytes json_host           # JSON-encoded once, for the access log
+    cdef readonly bytes json_cluster
     cdef list idle                          # pooled UpstreamProtocol, LIFO
     cdef public bint removed
     cdef public long long requests
@@ -37,11 +39,13 @@ cdef class Upstream:
 
 cdef class Service:
     cdef readonly str key
+    cdef readonly bytes json_key
     cdef readonly EndpointTable table
 
 
 cdef class Route:
     cdef readonly str name
+    cdef readonly bytes json_name
     cdef readonly tuple services            # of Service
     cdef readonly EndpointTable split       # weighted choice among services; None for one
     cdef readonly bytes rewrite_from
@@ -64,7 +68,10 @@ cdef class ProxyContext:
     cdef public double header_timeout
     cdef public Py_ssize_t max_head_size
     cdef public Py_ssize_t max_headers
-    cdef public object access_log
+    cdef readonly object access_log
+    cdef list log_parts                     # the access log's buffer, appended to directly
+    cdef Py_ssize_t log_size
+    cdef Py_ssize_t log_limit
     cdef public bytes via
     cdef bytes request_id_prefix
     cdef unsigned long long request_counter
@@ -79,6 +86,7 @@ cdef class ProxyContext:
     cdef object ticker
     cdef double tick_interval
     cdef bytes next_request_id(self)
+    cdef void write_log_line(self, bytes line)
 
 
 cdef class UpstreamProtocol:
@@ -88,7 +96,10 @@ cdef class UpstreamProtocol:
     cdef bint closed
     cdef bint eof
     cdef bint upstream_extra                # sent bytes past its response: out of sync
+    cdef bint paused                        # reading paused because the client is slow
     cdef double idle_since
+    cdef void pause(self)
+    cdef void resume(self)
     cdef void close(self)
     cdef void abort(self)
 
@@ -180,3 +191,4 @@ cdef class DownstreamProtocol:
     cdef void finish_request(self, bint completed)
     cdef void log_request(self, double duration)
     cpdef close(self)
+    cpdef internal_error(self, object exc)

@@ -15,8 +15,12 @@ Policy lives elsewhere: which route, which service and the retry settings come
 from the snapshot objects (Route, Service) built by ``gateway.dataplane``; what
 happens with passive failure reports is the context's ``on_upstream_result``.
 """
+import logging
 import time as _time
 from asyncio import CancelledError
+
+from orjson import dumps as _orjson_dumps
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 
 from libc.stdint cimport uint64_t
 
@@ -28,6 +32,7 @@ from _speedups.http import HttpError, FRAMING_CHUNKED, FRAMING_LENGTH, FRAMING_N
 from _speedups.router cimport Router
 from _speedups.table cimport EndpointTable
 
+cdef object _log = logging.getLogger("gateway.proxy")
 cdef object monotonic = _time.monotonic
 cdef object wall_time = _time.time
 
@@ -114,6 +119,8 @@ cdef class Upstream:
         self.cluster = cluster
         self.host = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
         self.host_bytes = self.host.encode()
+        self.json_host = _orjson_dumps(self.host)
+        self.json_cluster = _orjson_dumps(cluster)
         self.idle = []
         self.removed = False
         self.requests = 0
@@ -134,6 +141,7 @@ cdef class Upstream:
         if self.removed or len(self.idle) >= self.max_idle or conn.closed or conn.eof:
             conn.close()
             return
+        conn.resume()                       # it may have been paused for a slow client
         conn.owner = None
         conn.idle_since = now
         self.idle.append(conn)
@@ -159,6 +167,7 @@ cdef class Service:
 
     def __init__(self, str key, EndpointTable table):
         self.key = key
+        self.json_key = _orjson_dumps(key)
         self.table = table
 
 
@@ -169,6 +178,7 @@ cdef class Route:
                  bytes rewrite_to, double timeout, int attempts, bint retry_5xx,
                  bint retry_timeout, double per_try_timeout):
         self.name = name
+        self.json_name = _orjson_dumps(name)
         self.services = services
         self.split = split
         self.rewrite_from = rewrite_from
@@ -203,7 +213,7 @@ cdef class ProxyContext:
         self.header_timeout = header_timeout
         self.max_head_size = max_head_size
         self.max_headers = max_headers
-        self.access_log = access_log
+        self.set_access_log(access_log)
         self.via = via
         self.request_id_prefix = request_id_prefix + b"-"
         self.request_counter = 0
@@ -217,10 +227,24 @@ cdef class ProxyContext:
         self.ticker = None
         self.stats = {"requests": 0, "responses_2xx": 0, "responses_3xx": 0, "responses_4xx": 0,
                       "responses_5xx": 0, "retries": 0, "upstream_connects": 0,
-                      "connect_failures": 0, "downstream_connections": 0}
+                      "connect_failures": 0, "downstream_connections": 0, "internal_errors": 0}
 
     def set_router(self, Router router):
         self.router = router
+
+    def set_access_log(self, access_log):
+        """``access_log`` has ``parts`` (a list of lines), ``limit`` (bytes) and ``flush()``."""
+        self.access_log = access_log
+        self.log_parts = access_log.parts if access_log is not None else None
+        self.log_limit = access_log.limit if access_log is not None else 0
+        self.log_size = 0
+
+    cdef void write_log_line(self, bytes line):
+        self.log_parts.append(line)
+        self.log_size += len(line)
+        if self.log_size >= self.log_limit:
+            self.log_size = 0
+            self.access_log.flush()
 
     def start_ticker(self, double interval=0.1):
         """Check every connection's deadlines each ``interval`` seconds."""
@@ -237,7 +261,10 @@ cdef class ProxyContext:
         cdef double now = monotonic()
         for conn in list(self.connections):
             if conn.deadline_kind != D_NONE or conn.total_deadline > 0:
-                conn.check_deadlines(now)
+                try:
+                    conn.check_deadlines(now)
+                except Exception as exc:
+                    conn.internal_error(exc)
         self.ticker = self.loop.call_later(self.tick_interval, self.tick)
 
     cdef bytes next_request_id(self):
@@ -267,28 +294,41 @@ cdef class UpstreamProtocol:
         self.transport = None
         self.closed = False
         self.eof = False
+        self.paused = False
         self.idle_since = 0.0
 
     def connection_made(self, transport):
         self.transport = transport
 
     def data_received(self, bytes data):
-        if self.owner is not None:
-            self.owner.upstream_data(self, data)
-        else:
+        cdef DownstreamProtocol owner = self.owner
+        if owner is None:
             self.close()                    # bytes on an idle connection: it is out of sync
+            return
+        try:
+            owner.upstream_data(self, data)
+        except Exception as exc:
+            owner.internal_error(exc)
 
     def eof_received(self):
+        cdef DownstreamProtocol owner = self.owner
         self.eof = True
-        if self.owner is not None:
-            self.owner.upstream_gone(self, None)
+        if owner is not None:
+            try:
+                owner.upstream_gone(self, None)
+            except Exception as exc:
+                owner.internal_error(exc)
         return False
 
     def connection_lost(self, exc):
+        cdef DownstreamProtocol owner = self.owner
         self.closed = True
         self.eof = True
-        if self.owner is not None:
-            self.owner.upstream_gone(self, exc)
+        if owner is not None:
+            try:
+                owner.upstream_gone(self, exc)
+            except Exception as err:
+                owner.internal_error(err)
 
     def pause_writing(self):
         if self.owner is not None:
@@ -297,6 +337,16 @@ cdef class UpstreamProtocol:
     def resume_writing(self):
         if self.owner is not None:
             self.owner.resume_reading(PAUSE_UPSTREAM_FULL)
+
+    cdef void pause(self):
+        if not self.paused and not self.closed:
+            self.paused = True
+            self.transport.pause_reading()
+
+    cdef void resume(self):
+        if self.paused and not self.closed:
+            self.paused = False
+            self.transport.resume_reading()
 
     cdef void close(self):
         self.owner = None
@@ -347,7 +397,29 @@ cdef class DownstreamProtocol:
             self.buf += data
         else:
             self.buf = data
-        self.process()
+        try:
+            self.process()
+        except Exception as exc:
+            self.internal_error(exc)
+
+    cpdef internal_error(self, object exc):
+        """A bug reached a callback: log it, answer 500 if nothing was sent yet, close.
+
+        Only this connection is affected; the exception never reaches the event
+        loop (which would close the transport and leave the client waiting).
+        """
+        _log.error("internal error on the request path", exc_info=exc)
+        self.ctx.stats["internal_errors"] += 1
+        if self.up is not None:
+            self.up.abort()
+            self.up = None
+        if self.state != S_CLOSED:
+            if self.head is not None and not self.response_started:
+                self.transport.write(build_error_response(500, "internal error in the gateway",
+                                                          self.request_id, False))
+            self.state = S_CLOSED
+            self.deadline_kind = D_NONE
+            self.transport.close()
 
     def eof_received(self):
         if self.state == S_TUNNEL and self.up is not None and self.up.transport.can_write_eof():
@@ -376,11 +448,11 @@ cdef class DownstreamProtocol:
 
     def pause_writing(self):
         if self.up is not None:
-            self.up.transport.pause_reading()
+            self.up.pause()                 # the client is slow: stop reading its response
 
     def resume_writing(self):
-        if self.up is not None and not self.up.closed:
-            self.up.transport.resume_reading()
+        if self.up is not None:
+            self.up.resume()
 
     # -- reading requests -------------------------------------------------
 
@@ -459,8 +531,8 @@ cdef class DownstreamProtocol:
         self.transport.write(build_error_response(status, reason, b"-", False))
         self.ctx.stats["responses_4xx" if status < 500 else "responses_5xx"] += 1
         if self.ctx.access_log is not None:
-            self.ctx.access_log.log({"time": _rfc3339(wall_time()), "client": self.client,
-                                     "status": status, "error": reason})
+            self.ctx.write_log_line(b'{"time":"%s","client":"%s","status":%d,"error":%s}\n' % (
+                _timestamp(wall_time()), self.client_bytes, status, _dumps(reason)))
         self.close()
 
     # -- one request ------------------------------------------------------
@@ -588,7 +660,13 @@ cdef class DownstreamProtocol:
             lambda: UpstreamProtocol(upstream), upstream.ip, upstream.port))
         timer = ctx.loop.call_later(ctx.connect_timeout, task.cancel)
         cdef int connect_id = self.connect_id
-        task.add_done_callback(lambda t: self.on_connected(t, timer, connect_id, upstream))
+        task.add_done_callback(lambda t: self.guarded_on_connected(t, timer, connect_id, upstream))
+
+    def guarded_on_connected(self, task, timer, int connect_id, Upstream upstream):
+        try:
+            self.on_connected(task, timer, connect_id, upstream)
+        except Exception as exc:
+            self.internal_error(exc)
 
     cdef void on_connected(self, object task, object timer, int connect_id, Upstream upstream):
         cdef UpstreamProtocol conn
@@ -1041,32 +1119,31 @@ cdef class DownstreamProtocol:
             self.set_deadline(D_IDLE, ctx.idle_timeout)
 
     cdef void log_request(self, double duration):
+        """Render the access log line as bytes here: no dict, no encoder call per request.
+
+        Names set by the config (route, service, cluster, upstream host) were
+        JSON-encoded once per snapshot; only what the client sent is escaped now.
+        """
         cdef RequestHead head = self.head
         cdef Upstream upstream = self.upstream
-        entry = {
-            "time": _rfc3339(wall_time()),
-            "request_id": self.request_id.decode("latin-1"),
-            "client": self.client,
-            "method": head.method.decode("latin-1"),
-            "host": head.host.decode("latin-1") if head.host is not None else None,
-            "path": head.target.decode("latin-1"),
-            "status": self.status,
-            "bytes_sent": self.bytes_sent,
-            "bytes_received": self.bytes_received,
-            "duration_ms": round(duration * 1000.0, 3),
-            "route": self.route.name if self.route is not None else None,
-            "upstream_service": self.service.key if self.service is not None else None,
-            "upstream_host": upstream.host if upstream is not None else None,
-            "upstream_cluster": upstream.cluster if upstream is not None else None,
-            "attempts": self.attempts,
-            "upstream_connect_ms": round(self.t_connect * 1000.0, 3) if self.t_connect >= 0 else None,
-            "upstream_response_ms": round(self.t_response * 1000.0, 3) if self.t_response >= 0 else None,
-        }
+        cdef bytes extra = EMPTY
         if self.attempts > 1:
-            entry["tried_hosts"] = [u.host for u in self.tried]
+            extra = b',"tried_hosts":' + _dumps([u.host for u in self.tried])
         if self.error is not None:
-            entry["error"] = self.error
-        self.ctx.access_log.log(entry)
+            extra += b',"error":' + _dumps(self.error)
+        line = (b'{"time":"%s","request_id":%s,"client":"%s","method":"%s","host":%s,"path":%s,'
+                b'"status":%d,"bytes_sent":%d,"bytes_received":%d,"duration_ms":%.3f,'
+                b'"route":%s,"upstream_service":%s,"upstream_host":%s,"upstream_cluster":%s,'
+                b'"attempts":%d,"upstream_connect_ms":%s,"upstream_response_ms":%s%s}\n') % (
+            _timestamp(wall_time()), json_string(self.request_id), self.client_bytes, head.method,
+            json_string(head.host) if head.host is not None else b"null", json_string(head.target),
+            self.status, self.bytes_sent, self.bytes_received, duration * 1000.0,
+            self.route.json_name if self.route is not None else b"null",
+            self.service.json_key if self.service is not None else b"null",
+            upstream.json_host if upstream is not None else b"null",
+            upstream.json_cluster if upstream is not None else b"null",
+            self.attempts, _ms(self.t_connect), _ms(self.t_response), extra)
+        self.ctx.write_log_line(line)
 
     cpdef close(self):
         if self.state != S_CLOSED:
@@ -1080,12 +1157,34 @@ cdef class DownstreamProtocol:
 
 # RFC 3339 with milliseconds; the seconds part is formatted once per second.
 cdef double _ts_second = -1.0
-cdef str _ts_prefix = ""
+cdef bytes _ts_prefix = b""
 
-cdef str _rfc3339(double now):
+cdef bytes _timestamp(double now):
     global _ts_second, _ts_prefix
     cdef double second = <double>(<long long>now)
     if second != _ts_second:
         _ts_second = second
-        _ts_prefix = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(second))
-    return "%s.%03dZ" % (_ts_prefix, <int>((now - second) * 1000.0))
+        _ts_prefix = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(second)).encode()
+    return b"%s.%03dZ" % (_ts_prefix, <int>((now - second) * 1000.0))
+
+
+cdef str _rfc3339(double now):
+    return _timestamp(now).decode()
+
+
+cdef inline bytes _ms(double seconds):
+    return b"%.3f" % (seconds * 1000.0) if seconds >= 0 else b"null"
+
+
+cdef bytes _dumps(object value):
+    return _orjson_dumps(value)
+
+
+cpdef bytes json_string(bytes value):
+    """``value`` as a JSON string literal (bytes taken as Latin-1, as HTTP defines them)."""
+    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(value)
+    cdef Py_ssize_t i, n = PyBytes_GET_SIZE(value)
+    for i in range(n):
+        if p[i] < 0x20 or p[i] >= 0x7f or p[i] == 34 or p[i] == 92:    # control, non-ASCII, " or \\
+            return _orjson_dumps(value.decode("latin-1"))
+    return b'"' + value + b'"'

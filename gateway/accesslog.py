@@ -23,10 +23,10 @@ class AccessLog:
                  flush_interval: float = 1.0, max_backlog: int = 64 * 1024 * 1024) -> None:
         self._loop = loop
         self._path = path
-        self._limit = buffer_bytes
+        self.limit = buffer_bytes
         self._interval = flush_interval
         self._max_backlog = max_backlog
-        self._parts: list[bytes] = []
+        self.parts: list[bytes] = []     # the proxy appends rendered lines here directly
         self._size = 0
         self._backlog = 0                   # bytes handed to the writer, not yet written
         self._lock = threading.Lock()
@@ -37,17 +37,18 @@ class AccessLog:
         self._timer = loop.call_later(flush_interval, self._periodic_flush)
 
     def log(self, entry: dict) -> None:
+        """Log a line made in Python (the request path renders its own, see _speedups.proxy)."""
         line = orjson.dumps(entry, option=_APPEND_NEWLINE)
-        self._parts.append(line)
+        self.parts.append(line)
         self._size += len(line)
-        if self._size >= self._limit:
+        if self._size >= self.limit:
             self.flush()
 
     def flush(self) -> None:
-        if not self._parts:
+        if not self.parts:
             return
-        data = b"".join(self._parts)
-        self._parts.clear()
+        data = b"".join(self.parts)
+        self.parts.clear()              # in place: the proxy holds this list
         self._size = 0
         with self._lock:
             if self._backlog + len(data) > self._max_backlog:
