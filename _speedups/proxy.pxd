@@ -68,6 +68,12 @@ cdef class ProxyContext:
     cdef public double header_timeout
     cdef public Py_ssize_t max_head_size
     cdef public Py_ssize_t max_headers
+    cdef public Py_ssize_t max_uri
+    cdef public long long max_body
+    cdef public Py_ssize_t max_response_head
+    cdef public Py_ssize_t max_connections
+    cdef public long max_requests_per_connection
+    cdef public double body_idle_timeout
     cdef readonly object access_log
     cdef list log_parts                     # the access log's buffer, appended to directly
     cdef Py_ssize_t log_size
@@ -114,6 +120,7 @@ cdef class DownstreamProtocol:
     cdef bytes buf                          # received, not yet consumed
     cdef Py_ssize_t scan_from
     cdef int read_paused                    # PAUSE_* reasons
+    cdef long requests_served
     cdef int deadline_kind
     cdef double deadline
     cdef double total_deadline

@@ -58,6 +58,7 @@ DEF D_NONE = 0
 DEF D_IDLE = 1          # keep-alive connection with no request
 DEF D_HEADER = 2        # a request head is arriving
 DEF D_RESPONSE = 3      # waiting for the response head (per try)
+DEF D_BODY = 4          # waiting for more of the request body
 
 # Failure kinds reported to the context (passive health) and written to the log.
 KIND_CONNECT = "connect_failed"
@@ -204,6 +205,9 @@ cdef class ProxyContext:
     def __init__(self, loop, *, double connect_timeout=1.0, double response_timeout=15.0,
                  double idle_timeout=60.0, double header_timeout=10.0,
                  Py_ssize_t max_head_size=65536, Py_ssize_t max_headers=100,
+                 Py_ssize_t max_uri=8192, long long max_body=0, Py_ssize_t max_response_head=65536,
+                 Py_ssize_t max_connections=10000, long max_requests_per_connection=10000,
+                 double body_idle_timeout=30.0,
                  access_log=None, via=b"1.1 gateway", request_id_prefix=b"gw"):
         self.loop = loop
         self.router = Router(())
@@ -213,6 +217,12 @@ cdef class ProxyContext:
         self.header_timeout = header_timeout
         self.max_head_size = max_head_size
         self.max_headers = max_headers
+        self.max_uri = max_uri
+        self.max_body = max_body
+        self.max_response_head = max_response_head
+        self.max_connections = max_connections
+        self.max_requests_per_connection = max_requests_per_connection
+        self.body_idle_timeout = body_idle_timeout
         self.set_access_log(access_log)
         self.via = via
         self.request_id_prefix = request_id_prefix + b"-"
@@ -227,7 +237,8 @@ cdef class ProxyContext:
         self.ticker = None
         self.stats = {"requests": 0, "responses_2xx": 0, "responses_3xx": 0, "responses_4xx": 0,
                       "responses_5xx": 0, "retries": 0, "upstream_connects": 0,
-                      "connect_failures": 0, "downstream_connections": 0, "internal_errors": 0}
+                      "connect_failures": 0, "downstream_connections": 0, "internal_errors": 0,
+                      "connections_refused": 0}
 
     def set_router(self, Router router):
         self.router = router
@@ -372,6 +383,7 @@ cdef class DownstreamProtocol:
         self.buf = EMPTY
         self.scan_from = 0
         self.read_paused = 0
+        self.requests_served = 0
         self.deadline_kind = D_NONE
         self.total_deadline = 0
         self.client_eof = False
@@ -384,6 +396,13 @@ cdef class DownstreamProtocol:
         peer = transport.get_extra_info("peername")
         self.client = peer[0] if peer else "-"
         self.client_bytes = self.client.encode()
+        if len(self.ctx.connections) >= self.ctx.max_connections:
+            # Over the limit: close at once rather than queue work we cannot bound.
+            self.ctx.stats["connections_refused"] += 1
+            _log.warning("connection refused: limits.max_connections reached (%d)", self.ctx.max_connections)
+            self.state = S_CLOSED
+            transport.abort()
+            return
         self.ctx.connections.add(self)
         self.ctx.stats["downstream_connections"] += 1
         self.set_deadline(D_IDLE, self.ctx.idle_timeout)
@@ -493,9 +512,14 @@ cdef class DownstreamProtocol:
                     chunk = self.buf[:end]
                     self.buf = self.buf[end:]
                 self.bytes_received += len(chunk)
+                if self.ctx.max_body and self.req_framer.received > self.ctx.max_body:
+                    self.fail_request(413, f"request body larger than limits.max_body ({self.ctx.max_body} bytes)")
+                    return
                 self.send_body(chunk)
                 if self.req_framer.done:
                     self.request_sent_whole()
+                elif self.deadline_kind == D_BODY:
+                    self.deadline = monotonic() + self.ctx.body_idle_timeout
             else:
                 # S_WAIT: bytes now are pipelined requests; keep them for later.
                 if len(self.buf) > PIPELINE_LIMIT:
@@ -508,17 +532,26 @@ cdef class DownstreamProtocol:
         cdef RequestHead head
         if end < 0:
             if len(self.buf) > self.ctx.max_head_size:
-                self.reject(431, "request head too large")
+                if self.buf.find(b"\n", 0, self.ctx.max_uri) < 0:
+                    self.reject(414, "request target too long")
+                else:
+                    self.reject(431, "request head too large")
                 return False
             self.scan_from = max(0, len(self.buf) - 3)
             if self.deadline_kind != D_HEADER:
                 self.set_deadline(D_HEADER, self.ctx.header_timeout)
             return False
         self.scan_from = 0
+        if end > self.ctx.max_head_size:
+            self.reject(431, "request head too large")
+            return False
         try:
             head = parse_request(self.buf, end, self.ctx.max_headers)
         except HttpError as err:
             self.reject(err.status, err.reason)
+            return False
+        if len(head.target) > self.ctx.max_uri:
+            self.reject(414, "request target too long")
             return False
         self.bytes_received = end
         self.buf = self.buf[end:] if end < len(self.buf) else EMPTY
@@ -566,7 +599,9 @@ cdef class DownstreamProtocol:
         self.route = None
         self.deadline_kind = D_NONE
         self.total_deadline = 0
-        self.keep_alive = head.keep_alive and head.minor == 1 and not ctx.draining
+        self.requests_served += 1
+        self.keep_alive = (head.keep_alive and head.minor == 1 and not ctx.draining
+                           and self.requests_served < ctx.max_requests_per_connection)
         self.budgeted_retry = False
         ctx.requests_in_flight += 1
         ctx.stats["requests"] += 1
@@ -577,6 +612,11 @@ cdef class DownstreamProtocol:
         else:
             self.req_framer = None
         self.state = S_BODY if self.req_framer is not None else S_WAIT
+        if ctx.max_body and head.content_length > ctx.max_body:
+            self.respond_error(413, f"request body larger than limits.max_body ({ctx.max_body} bytes)")
+            return
+        if self.state == S_BODY:
+            self.set_deadline(D_BODY, ctx.body_idle_timeout)
         route = ctx.router.match(head)
         if route is None:
             self.respond_error(404, "no route matches this request")
@@ -757,7 +797,7 @@ cdef class DownstreamProtocol:
             while self.resp_head is None:
                 end = find_head_end(self.resp_buf, 0)
                 if end < 0:
-                    if len(self.resp_buf) > self.ctx.max_head_size:
+                    if len(self.resp_buf) > self.ctx.max_response_head:
                         self.bad_response("response head too large")
                     return
                 if not self.read_response_head(end):
@@ -993,6 +1033,9 @@ cdef class DownstreamProtocol:
         elif kind == D_RESPONSE:
             if self.state in (S_BODY, S_WAIT) and not self.response_started and self.up is not None:
                 self.upstream_timed_out(True, "timed out")
+        elif kind == D_BODY:
+            if self.state == S_BODY:
+                self.fail_request(408, "timed out reading the request body")
 
     cdef void upstream_timed_out(self, bint per_try, str what):
         reason = f"upstream {self.upstream.host if self.upstream is not None else '-'} {what}"

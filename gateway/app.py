@@ -57,9 +57,14 @@ class Gateway:
         if cfg.access_log.path is not None:
             self.access_log = AccessLog(loop, cfg.access_log.path, cfg.access_log.buffer_bytes,
                                         cfg.access_log.flush_interval)
-        t = cfg.timeouts
+        t, lim = cfg.timeouts, cfg.limits
         self.ctx = ProxyContext(loop, connect_timeout=t.connect, response_timeout=t.response_header,
                                 idle_timeout=t.downstream_idle, header_timeout=t.downstream_header,
+                                body_idle_timeout=t.body_idle, max_head_size=lim.max_request_head,
+                                max_headers=lim.max_headers, max_uri=lim.max_uri, max_body=lim.max_body,
+                                max_response_head=lim.max_response_head,
+                                max_connections=lim.max_connections,
+                                max_requests_per_connection=lim.max_requests_per_connection,
                                 access_log=self.access_log)
         self.dataplane = DataPlane(self.ctx)
         self.dataplane.apply_config(cfg)

@@ -90,7 +90,21 @@ class Timeouts:
     downstream_idle: float = 60.0       # keep-alive connection with no request
     downstream_header: float = 10.0     # first byte of a request -> its complete head
     upstream_idle: float = 60.0         # pooled upstream connection unused
+    body_idle: float = 30.0             # request body: longest pause between two reads
     drain: float = 20.0                 # graceful shutdown deadline
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-request and per-worker bounds; each breach gets its status code and a log line."""
+
+    max_request_head: int = 64 * 1024   # request line + fields -> 431
+    max_uri: int = 8 * 1024             # request target -> 414
+    max_headers: int = 100              # field lines -> 431
+    max_body: int = 1024 ** 3           # request body bytes -> 413 (0: no limit)
+    max_response_head: int = 64 * 1024  # from an upstream -> 502
+    max_connections: int = 10_000       # client connections per worker; more are closed at once
+    max_requests_per_connection: int = 10_000   # then "Connection: close"
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +224,7 @@ class Config:
     admin: Address | None = Address("127.0.0.1", 9901)
     access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
     timeouts: Timeouts = field(default_factory=Timeouts)
+    limits: Limits = field(default_factory=Limits)
     sources: tuple[SourceConfig, ...] = ()
     services: tuple[ServiceConfig, ...] = ()
     routes: tuple[RouteConfig, ...] = ()
@@ -240,7 +255,7 @@ def parse_config(data: object, path: str | None = None) -> Config:
     errs: list[str] = []
     _keys(data, "", errs, _TOP_KEYS)
     top = _kwargs(data, "", errs, {"listen": _address, "access_log": _access_log,
-                                   "timeouts": _timeouts})
+                                   "timeouts": _timeouts, "limits": _limits})
     if "admin" in data:  # absent: the default address; null or off: no admin API
         top["admin"] = None if _is_off(data["admin"]) else _address(data["admin"], "admin", errs)
 
@@ -502,7 +517,7 @@ def _address(value: Any, path: str, errs: _Errors) -> Address | None:
 
 # --- Sections -----------------------------------------------------------------------------------
 
-_TOP_KEYS = ("listen", "admin", "access_log", "timeouts", "sources", "services", "routes")
+_TOP_KEYS = ("listen", "admin", "access_log", "timeouts", "limits", "sources", "services", "routes")
 _KUBERNETES_KEYS = ("kubeconfig", "context", "in_cluster", "namespaces")
 _SOURCE_KEYS = ("name", "type", "weight", "services", *_KUBERNETES_KEYS)
 _ROUTE_KEYS = ("name", "match", "service", "backends", "rewrite", "timeout", "retries")
@@ -530,6 +545,26 @@ def _timeouts(value: Any, path: str, errs: _Errors) -> Timeouts:
     names = [f.name for f in fields(Timeouts)]
     d = _keys(value, path, errs, names)
     return Timeouts(**_kwargs(d, path, errs, dict.fromkeys(names, _duration))) if d else Timeouts()
+
+
+_LIMIT_PARSERS: dict[str, _Parser] = {
+    "max_request_head": _size, "max_uri": _size, "max_body": _size, "max_response_head": _size,
+    "max_headers": partial(_int, lo=1, hi=10_000),
+    "max_connections": partial(_int, lo=1, hi=1_000_000),
+    "max_requests_per_connection": partial(_int, lo=1, hi=100_000_000),
+}
+
+
+def _limits(value: Any, path: str, errs: _Errors) -> Limits:
+    d = _keys(value, path, errs, _LIMIT_PARSERS)
+    if d is None:
+        return Limits()
+    kw = {k: v for k, v in _kwargs(d, path, errs, _LIMIT_PARSERS).items() if v is not None}
+    for key in ("max_request_head", "max_uri", "max_response_head"):
+        if kw.get(key) == 0:
+            _err(errs, _at(path, key), "must be greater than 0")
+            kw.pop(key)
+    return Limits(**kw)
 
 
 def _source(value: Any, path: str, errs: _Errors) -> SourceConfig | None:
