@@ -136,7 +136,9 @@ def test_full_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.listen == Address("0.0.0.0", 8080)
     assert config.admin == Address("127.0.0.1", 9901)
     assert config.access_log == AccessLogConfig("stdout", 64 * 1024, 1.0)
-    assert config.timeouts == Timeouts(1.0, 15.0, 60.0, 10.0, 60.0, 20.0)
+    assert config.timeouts == Timeouts(connect=1.0, response_header=15.0, downstream_idle=60.0,
+                                       downstream_header=10.0, upstream_idle=60.0, body_idle=30.0,
+                                       drain=20.0)
 
     zone_a, zone_b, cluster_a, local = config.sources
     assert (zone_a.name, zone_a.type, zone_a.weight) == ("zone-a", "static", 100)
