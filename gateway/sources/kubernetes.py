@@ -135,14 +135,18 @@ class KubernetesSource(Source):
 
     def _bootstrap(self) -> None:
         """Build the API client, detect EndpointSlice support, start one loop per resource and scope."""
-        try:
-            from kubernetes import client
-            api = self._api_client()
-            self.uses_endpointslices = self._has_endpointslices(api)
-        except Exception as exc:                    # bad kubeconfig, unreachable at start, ...
-            self._post(self._set_error, f"cannot connect: {exc}")
-            self._retry_bootstrap()
-            return
+        from kubernetes import client
+        # A loop, not a retry that calls _bootstrap again: that recursion grew the stack by two
+        # frames every BACKOFF_MAX seconds for as long as the source could not start.
+        while True:
+            try:
+                api = self._api_client()
+                self.uses_endpointslices = self._has_endpointslices(api)
+                break
+            except Exception as exc:                # bad kubeconfig, bad token, unreachable at start ...
+                self._post(self._set_error, f"cannot connect: {_describe(exc)}")
+                if self._stopping.wait(BACKOFF_MAX):
+                    return
         core = client.CoreV1Api(api)
         discovery = client.DiscoveryV1Api(api)
         scopes = list(self.config.namespaces) or [None]
@@ -157,19 +161,19 @@ class KubernetesSource(Source):
             fn = core.list_namespaced_service if ns else core.list_service_for_all_namespaces
             self._spawn(f"services/{ns or '*'}", fn, ns, self._replace_services, self._service_event)
 
-    def _retry_bootstrap(self) -> None:
-        delay = BACKOFF_MAX
-        if not self._stopping.wait(delay):
-            self._bootstrap()
-
     def _api_client(self):
         from kubernetes import client, config as kconfig
+        configuration = client.Configuration()
         if self.config.in_cluster:
-            configuration = client.Configuration()
             kconfig.load_incluster_config(client_configuration=configuration)
-            return client.ApiClient(configuration)
-        return kconfig.new_client_from_config(config_file=self.config.kubeconfig,
-                                              context=self.config.context)
+        else:
+            kconfig.load_kube_config(config_file=self.config.kubeconfig, context=self.config.context,
+                                     client_configuration=configuration)
+        # No urllib3 retries: they come at once, without backoff, and log a warning each
+        # ("Retrying (Retry(total=2...))", three per request while the API is down). The
+        # list+watch loop retries with backoff and jitter and warns once per outage.
+        configuration.retries = 0
+        return client.ApiClient(configuration)
 
     def _has_endpointslices(self, api) -> bool:
         from kubernetes import client
@@ -376,6 +380,16 @@ class KubernetesSource(Source):
                 "events": self.events, "last_event": self.last_event,
                 "api": ("discovery.k8s.io/v1" if self.uses_endpointslices else
                         "v1/endpoints" if self.uses_endpointslices is False else None)}
+
+
+def _describe(exc: Exception) -> str:
+    """One line for the log.  str(ApiException) spans lines and carries the response headers,
+    which on a real API server differ on every answer (Date, Audit-Id): _set_error, which logs
+    only a changed error, then logged the same failure again on every retry."""
+    from kubernetes.client.rest import ApiException
+    if isinstance(exc, ApiException):
+        return f"API error {exc.status}: {exc.reason}"
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
 def _port_name(svc_ports: tuple[_ServicePort, ...], port: int | str) -> str | None:
