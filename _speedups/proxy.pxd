@@ -140,6 +140,7 @@ cdef class DownstreamProtocol:
     cdef list tried                         # Upstreams tried, in order
     cdef int attempts
     cdef bint budgeted_retry
+    cdef bint budget_refused
     cdef BodyFramer req_framer
     cdef BodyFramer resp_framer
     cdef ResponseHead resp_head
@@ -184,6 +185,7 @@ cdef class DownstreamProtocol:
     cdef void start_tunnel(self, ResponseHead head)
     cdef void upstream_gone(self, UpstreamProtocol conn, object exc)
     cdef bint retry_allowed(self, bint sent)
+    cdef bint other_cluster_available(self)
     cdef void upstream_failed(self, int connect_id, Upstream upstream, str kind, str reason, bint before_send)
     cdef void bad_response(self, str reason)
     cdef void abort_response(self, str reason)

@@ -177,7 +177,7 @@ cdef class Route:
 
     def __init__(self, str name, tuple services, EndpointTable split, bytes rewrite_from,
                  bytes rewrite_to, double timeout, int attempts, bint retry_5xx,
-                 bint retry_timeout, double per_try_timeout):
+                 bint retry_timeout, double per_try_timeout, TrafficStats traffic=None):
         self.name = name
         self.json_name = _orjson_dumps(name)
         self.services = services
@@ -189,7 +189,7 @@ cdef class Route:
         self.retry_5xx = retry_5xx
         self.retry_timeout = retry_timeout
         self.per_try_timeout = per_try_timeout
-        self.traffic = TrafficStats()
+        self.traffic = traffic if traffic is not None else TrafficStats()   # kept across reloads
 
     cdef Service pick_service(self):
         cdef int i
@@ -291,6 +291,16 @@ cdef class ProxyContext:
         for conn in list(self.connections):
             if conn.state == S_IDLE and not conn.buf:
                 conn.close()
+
+    def drain_idle_connections(self, double grace):
+        """Shutting down: idle connections close within ``grace`` unless a request comes first."""
+        cdef DownstreamProtocol conn
+        cdef double deadline = monotonic() + grace
+        for conn in list(self.connections):
+            if conn.state == S_IDLE and not conn.buf:
+                if conn.deadline_kind != D_IDLE or conn.deadline > deadline:
+                    conn.deadline_kind = D_IDLE
+                    conn.deadline = deadline
 
     def active_connections(self):
         return len(self.connections)
@@ -603,6 +613,7 @@ cdef class DownstreamProtocol:
         self.keep_alive = (head.keep_alive and head.minor == 1 and not ctx.draining
                            and self.requests_served < ctx.max_requests_per_connection)
         self.budgeted_retry = False
+        self.budget_refused = False
         ctx.requests_in_flight += 1
         ctx.stats["requests"] += 1
         if head.chunked:
@@ -932,27 +943,44 @@ cdef class DownstreamProtocol:
     cdef bint retry_allowed(self, bint sent):
         """The retry rule: a request never sent may go elsewhere; a sent one only if idempotent.
 
-        Retries of sent requests also draw on a budget (a share of the requests in
-        flight, as Envoy's retry budget), so that during an outage retries cannot
-        multiply the load on upstreams.  A request never sent costs its upstream
-        nothing and is not budgeted.
+        Retries of sent requests within one cluster draw on a budget (a share of
+        the requests in flight, as Envoy's retry budget), so that retries cannot
+        multiply the load on a struggling service.  Two kinds are not budgeted:
+        a request never sent costs its upstream nothing, and a retry that fails
+        over to another cluster is the failover itself -- budgeting it made
+        concurrent requests caught by a hung cluster fail (at most one such
+        retry per request: later ones land in a tried cluster and are budgeted).
         """
         cdef ProxyContext ctx = self.ctx
         if self.attempts >= self.route.attempts or self.response_started:
             return False
         if self.written_upstream and not self.replayable:
             return False                    # part of the body is gone: it cannot be sent again
-        if sent:
-            if not self.head.idempotent:
-                return False
-            if ctx.retries_in_flight >= max(ctx.retry_budget_min,
-                                            ctx.retry_budget_ratio * ctx.requests_in_flight):
-                self.error = (self.error or "") + " (retry budget exhausted)"
-                return False
-            if not self.budgeted_retry:
-                self.budgeted_retry = True
-                ctx.retries_in_flight += 1
+        if not sent:
+            return True
+        if not self.head.idempotent:
+            return False
+        if self.other_cluster_available():
+            return True
+        if ctx.retries_in_flight >= max(ctx.retry_budget_min,
+                                        ctx.retry_budget_ratio * ctx.requests_in_flight):
+            self.budget_refused = True
+            return False
+        if not self.budgeted_retry:
+            self.budgeted_retry = True
+            ctx.retries_in_flight += 1
         return True
+
+    cdef bint other_cluster_available(self):
+        """Is there a serving endpoint in a cluster this request has not tried?"""
+        cdef EndpointTable table = self.service.table
+        cdef Upstream u
+        cdef int i
+        tried_clusters = {u.cluster for u in self.tried}
+        for i in range(len(table)):
+            if table.flags(i) == 0 and (<Upstream>table.endpoint(i)).cluster not in tried_clusters:
+                return True
+        return False
 
     cdef void upstream_failed(self, int connect_id, Upstream upstream, str kind, str reason, bint before_send):
         if connect_id != self.connect_id or self.state == S_CLOSED or self.upstream is not upstream:
@@ -1039,6 +1067,7 @@ cdef class DownstreamProtocol:
 
     cdef void upstream_timed_out(self, bint per_try, str what):
         reason = f"upstream {self.upstream.host if self.upstream is not None else '-'} {what}"
+        self.error = reason
         self.report(KIND_TIMEOUT, False)
         if self.up is not None:
             self.up.abort()
@@ -1173,7 +1202,7 @@ cdef class DownstreamProtocol:
         if self.attempts > 1:
             extra = b',"tried_hosts":' + _dumps([u.host for u in self.tried])
         if self.error is not None:
-            extra += b',"error":' + _dumps(self.error)
+            extra += b',"error":' + _dumps(self.error + (" (retry budget exhausted)" if self.budget_refused else ""))
         line = (b'{"time":"%s","request_id":%s,"client":"%s","method":"%s","host":%s,"path":%s,'
                 b'"status":%d,"bytes_sent":%d,"bytes_received":%d,"duration_ms":%.3f,'
                 b'"route":%s,"upstream_service":%s,"upstream_host":%s,"upstream_cluster":%s,'

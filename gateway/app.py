@@ -24,6 +24,7 @@ log = logging.getLogger("gateway")
 
 MAINTENANCE_INTERVAL = 1.0      # seconds between pool clean-ups
 INITIAL_SYNC_TIMEOUT = 10.0     # wait this long for sources before listening anyway
+DRAIN_IDLE_GRACE = 1.0          # on shutdown, idle keep-alive connections close after this
 
 
 def build_source(config) -> Source:
@@ -118,11 +119,13 @@ class Gateway:
             self.server.close()
         ctx = self.ctx
         if ctx is not None:
-            ctx.draining = True             # responses now say "Connection: close"
-            ctx.close_idle_connections()
+            # Responses now say "Connection: close".  An idle keep-alive connection
+            # gets a moment to send its next request (answered, then closed) before
+            # it is closed: closing it at once races a client already sending.
+            ctx.draining = True
+            ctx.drain_idle_connections(DRAIN_IDLE_GRACE)
             while ctx.active_connections() and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-                ctx.close_idle_connections()
             for conn in list(ctx.connections):
                 conn.close()
             ctx.stop_ticker()
@@ -143,7 +146,13 @@ class Gateway:
     # -- reload -------------------------------------------------------------
 
     def reload(self, config: Config) -> None:
-        """Apply a new valid config: routes and services change in place; sources are rebuilt."""
+        """Apply a new valid config without dropping a request.
+
+        Routes and services change in place (in-flight requests keep the objects
+        they hold); health state of unchanged services is kept; unchanged sources
+        keep watching, and new ones warm up before they are used; a new listen
+        address is bound before the old one stops accepting.
+        """
         old = self.config
         self.config = config
         self.dataplane.apply_config(config)
@@ -153,15 +162,37 @@ class Gateway:
             asyncio.ensure_future(self._replace_sources(config))
         else:
             self.registry.replace_services(config.services)
-        log.info("config reloaded", extra={"fields": {"routes": len(config.routes)}})
+        if config.listen != old.listen:
+            asyncio.ensure_future(self._rebind(config))
+        log.info("config reloaded", extra={"fields": {"routes": len(config.routes),
+                                                        "services": len(config.services),
+                                                        "sources": len(config.sources)}})
 
     async def _replace_sources(self, config: Config) -> None:
         old = self.registry
-        self.registry = Registry(config.services, [build_source(s) for s in config.sources],
-                                 self.health.update)
-        self.registry.version = old.version
-        self.registry.start()
-        await old.stop()
+        kept = {s.config: s for s in old.sources if s.config in config.sources}
+        sources = [kept.get(sc) or build_source(sc) for sc in config.sources]
+        fresh = Registry(config.services, sources, self.health.update)
+        fresh.version = old.version
+        new_sources = [s for s in sources if s not in kept.values()]
+        for source in new_sources:
+            source.start(fresh.changed)
+        waiting = await fresh.wait_synced(INITIAL_SYNC_TIMEOUT, new_sources)
+        if waiting:
+            log.warning("using new sources before they synced", extra={"fields": {"sources": waiting}})
+        for source in kept.values():
+            source.rebind(fresh.changed)
+        self.registry = fresh
+        fresh.rebuild()
+        await asyncio.gather(*(s.stop() for s in old.sources if s not in kept.values()))
+
+    async def _rebind(self, config: Config) -> None:
+        old = self.server
+        self.server = await asyncio.get_running_loop().create_server(
+            self.ctx.protocol_factory, config.listen.host, config.listen.port,
+            reuse_port=True, backlog=4096)
+        old.close()                         # open connections keep being served
+        log.info("listening on a new address", extra={"fields": {"listen": str(config.listen)}})
 
     def reload_from_file(self) -> bool:
         try:

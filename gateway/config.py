@@ -529,6 +529,8 @@ _ATTEMPTS = partial(_int, lo=1, hi=10)
 
 
 def _access_log(value: Any, path: str, errs: _Errors) -> AccessLogConfig:
+    if _is_off(value):                      # `access_log: off`
+        return AccessLogConfig(path=None)
     d = _keys(value, path, errs, ("path", "buffer", "flush_interval"))
     if d is None:
         return AccessLogConfig()

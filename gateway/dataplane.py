@@ -50,14 +50,15 @@ class DataPlane:
         for svc in config.services:
             if svc.key not in self.services:
                 self.services[svc.key] = Service(svc.key, EndpointTable())
-        routes = [self._route(rc) for rc in config.routes]
+        previous = {route.name: route for route in self.routes}
+        routes = [self._route(rc, previous.get(rc.name)) for rc in config.routes]
         matchers = [self._matcher(i, rc, route) for i, (rc, route) in enumerate(zip(config.routes, routes))]
         self.routes = routes
         self.ctx.set_router(Router(matchers))
         for key in set(self.services) - {svc.key for svc in config.services}:
             self._retire_service(key)
 
-    def _route(self, rc: RouteConfig) -> Route:
+    def _route(self, rc: RouteConfig, previous: Route | None) -> Route:
         services = tuple(self.services[b.service] for b in rc.backends)
         split = None
         if len(services) > 1:
@@ -68,7 +69,8 @@ class DataPlane:
         retries = rc.retries
         return Route(rc.name, services, split, rewrite_from, rewrite_to, rc.timeout or 0.0,
                      retries.attempts, retries.on_5xx, retries.on_timeout,
-                     retries.per_try_timeout or 0.0)
+                     retries.per_try_timeout or 0.0,
+                     previous.traffic if previous is not None else None)
 
     @staticmethod
     def _matcher(index: int, rc: RouteConfig, route: Route) -> RouteMatcher:

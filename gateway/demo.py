@@ -352,6 +352,7 @@ def summarize(scenario: str, tl: Timeline, entries: list[dict], loop: RequestLoo
                                            if first_a_after_repair is not None else None),
         "max_latency_during_ms": durations[-1] if durations else None,
         "retried_requests": sum(1 for e in entries if e.get("attempts", 1) > 1),
+        "access_log_lines": len(entries),
         "phases": phases,
         "events": [{"t": round(t - tl.start, 3), "what": what} for t, what in tl.events],
     }
@@ -381,6 +382,10 @@ def main(args: argparse.Namespace) -> int:
     state.mkdir(parents=True, exist_ok=True)
     summary = run_demo(args.scenario, args.duration, args.pods, state, args.quiet)
     print_summary(summary)
+    broken = summary["requests"] and not summary["access_log_lines"]
+    if broken:
+        print("the gateway wrote no access log lines: the split above cannot be trusted",
+              file=sys.stderr)
     if args.json:
         print(orjson.dumps(summary).decode())
-    return 3 if summary["failures"] else 0
+    return 3 if summary["failures"] or broken else 0

@@ -54,11 +54,12 @@ class Registry:
             source.start(self.changed)
         self.rebuild()
 
-    async def wait_synced(self, timeout: float) -> list[str]:
-        """Wait until every source has a first complete view (or failed); the names still starting."""
+    async def wait_synced(self, timeout: float, sources: list[Source] | None = None) -> list[str]:
+        """Wait until the sources have a first complete view (or failed); the names still starting."""
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
-            waiting = [s.name for s in self.sources if s.state == SourceState.STARTING]
+            waiting = [s.name for s in (self.sources if sources is None else sources)
+                       if s.state == SourceState.STARTING]
             if not waiting or asyncio.get_running_loop().time() >= deadline:
                 return waiting
             await asyncio.sleep(0.02)

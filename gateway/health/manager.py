@@ -54,10 +54,15 @@ class HealthManager:
         self._probes.clear()
 
     def replace_services(self, services: tuple[ServiceConfig, ...]) -> None:
+        """New service configs; services whose health settings did not change keep their state."""
+        old = self.services
         self.services = {s.key: s for s in services}
-        for key in list(self._probes):
-            self._stop_probe(key)
-        self.states.clear()
+        for key in list(self.states):
+            before, after = old.get(key[0]), self.services.get(key[0])
+            if after is None or before is None or (before.health_check, before.outlier_detection) != (
+                    after.health_check, after.outlier_detection):
+                self.states.pop(key)
+                self._stop_probe(key)
         self.update(self.source_snapshot)
 
     # -- inputs -------------------------------------------------------------

@@ -47,7 +47,8 @@ class Source(abc.ABC):
 
     kind: str = "abstract"
 
-    def __init__(self, name: str, weight: int) -> None:
+    def __init__(self, name: str, weight: int, config=None) -> None:
+        self.config = config                # the SourceConfig it was built from
         self.name = name
         self.weight = weight
         self.state = SourceState.STARTING
@@ -56,6 +57,10 @@ class Source(abc.ABC):
 
     def start(self, on_change: Callable[[], None]) -> None:
         """Begin watching; call ``on_change`` (on the event loop) after every change."""
+        self._on_change = on_change
+
+    def rebind(self, on_change: Callable[[], None]) -> None:
+        """Report changes to a new registry (a reload kept this source running)."""
         self._on_change = on_change
 
     async def stop(self) -> None:

@@ -36,7 +36,9 @@ log = logging.getLogger("gateway.sources.kubernetes")
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 WATCH_TIMEOUT = 240             # seconds a watch request lasts before it is renewed
 CONNECT_TIMEOUT = 3.0
-READ_TIMEOUT = WATCH_TIMEOUT + 30   # a watch with bookmarks is never silent this long
+# An API server sends a bookmark at least once a minute on a watch that asked for
+# them: a longer silence means it hangs, and the source is marked stale.
+READ_TIMEOUT = 90
 LIST_PAGE = 500
 BACKOFF_MIN, BACKOFF_MAX = 0.2, 10.0
 
@@ -103,7 +105,7 @@ class KubernetesSource(Source):
     kind = "kubernetes"
 
     def __init__(self, config: SourceConfig) -> None:
-        super().__init__(config.name, config.weight)
+        super().__init__(config.name, config.weight, config)
         self.config = config
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = threading.Event()
@@ -256,6 +258,8 @@ class KubernetesSource(Source):
                 return items, page.metadata.resource_version
 
     def _post(self, fn, *args) -> None:
+        if self._stopping.is_set():
+            return                                  # a stopped source reports nothing more
         if self._loop is not None and not self._loop.is_closed():
             try:
                 self._loop.call_soon_threadsafe(fn, *args)

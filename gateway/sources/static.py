@@ -9,7 +9,7 @@ class StaticSource(Source):
     kind = "static"
 
     def __init__(self, config: SourceConfig) -> None:
-        super().__init__(config.name, config.weight)
+        super().__init__(config.name, config.weight, config)
         self._services = {ServiceKey(s.namespace, s.name): s.endpoints for s in config.services}
 
     def start(self, on_change) -> None:
