@@ -31,6 +31,7 @@ cdef class Upstream:
     cdef public long long failures
     cdef public int consecutive_failures    # reported to passive health on change only
     cdef public int max_idle
+    cdef public int reported_idle           # in worker processes (multi-worker control plane)
     cdef readonly TrafficStats traffic
     cdef UpstreamProtocol take_idle(self)
     cdef void give_back(self, UpstreamProtocol conn, double now)
@@ -83,6 +84,7 @@ cdef class ProxyContext:
     cdef unsigned long long request_counter
     cdef readonly set connections
     cdef public bint draining
+    cdef public long reported_connections   # in worker processes (multi-worker control plane)
     cdef public object on_upstream_result   # f(service, upstream, failure kind or None)
     cdef readonly dict stats
     cdef public long requests_in_flight

@@ -96,6 +96,19 @@ cdef class TrafficStats:
             i += 1
         self.buckets[i] += 1
 
+    def set_from(self, dict totals):
+        """Load counters added up over worker processes (the inverse of as_dict)."""
+        cdef int i
+        self.count = totals.get("requests", 0)
+        responses = totals.get("responses", {})
+        self.by_class[0] = totals.get("errors_no_status", 0)
+        for i in range(1, 6):
+            self.by_class[i] = responses.get(f"{i}xx", 0)
+        buckets = totals.get("latency_buckets", [])
+        for i in range(N_BUCKETS):
+            self.buckets[i] = buckets[i] if i < len(buckets) else 0
+        self.latency_sum = totals.get("latency_sum", 0.0)
+
     def as_dict(self):
         return {"requests": self.count,
                 "responses": {f"{c}xx": self.by_class[c] for c in range(1, 6)},
@@ -128,6 +141,7 @@ cdef class Upstream:
         self.failures = 0
         self.consecutive_failures = 0
         self.max_idle = 64
+        self.reported_idle = 0
         self.traffic = TrafficStats()
 
     cdef UpstreamProtocol take_idle(self):
@@ -160,7 +174,7 @@ cdef class Upstream:
         return len(keep)
 
     def idle_count(self):
-        return len(self.idle)
+        return len(self.idle) + self.reported_idle
 
 
 cdef class Service:
@@ -230,6 +244,7 @@ cdef class ProxyContext:
         self.connections = set()
         self.draining = False
         self.on_upstream_result = None
+        self.reported_connections = 0
         self.requests_in_flight = 0
         self.retries_in_flight = 0
         self.retry_budget_ratio = 0.2
@@ -303,7 +318,7 @@ cdef class ProxyContext:
                     conn.deadline = deadline
 
     def active_connections(self):
-        return len(self.connections)
+        return len(self.connections) + self.reported_connections
 
 
 cdef class UpstreamProtocol:

@@ -8,23 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
+from dataclasses import replace
 
-from gateway.accesslog import AccessLog
-from gateway.config import Config, ConfigError, load_config
+from gateway.config import AccessLogConfig, Config, ConfigError, load_config
 from gateway.dataplane import DataPlane, ProxyContext
 from gateway.health import HealthManager
 from gateway.registry import Registry
 from gateway.snapshot import Snapshot
 from gateway.sources.base import Source
 from gateway.sources.static import StaticSource
+from gateway.supervisor import Supervisor
+from gateway.worker import Worker
 
 log = logging.getLogger("gateway")
 
-MAINTENANCE_INTERVAL = 1.0      # seconds between pool clean-ups
 INITIAL_SYNC_TIMEOUT = 10.0     # wait this long for sources before listening anyway
-DRAIN_IDLE_GRACE = 1.0          # on shutdown, idle keep-alive connections close after this
+_NO_LOG = AccessLogConfig(path=None)    # the control plane's shadow data plane serves nothing
 
 
 def build_source(config) -> Source:
@@ -37,38 +39,50 @@ def build_source(config) -> Source:
 
 
 class Gateway:
-    def __init__(self, config: Config) -> None:
+    """The control plane of a gateway, and its data plane: in this process (``workers: 1``)
+    or in worker processes (``workers: N``), which the views below see summed up."""
+
+    def __init__(self, config: Config, log_level: str = "info") -> None:
         self.config = config
+        self.log_level = log_level
         self.started = time.time()
-        self.ctx: ProxyContext | None = None
-        self.dataplane: DataPlane | None = None
+        self.worker: Worker | None = None       # in multi-worker mode: a shadow, not listening
+        self.supervisor: Supervisor | None = None
         self.registry: Registry | None = None
         self.health: HealthManager | None = None
-        self.access_log: AccessLog | None = None
-        self.server: asyncio.base_events.Server | None = None
-        self._maintenance: asyncio.TimerHandle | None = None
-        self.admin = None                 # gateway.admin.server.AdminServer
+        self.admin = None                       # gateway.admin.server.AdminServer
+        self._stats_timer: asyncio.TimerHandle | None = None
         self._stopped = asyncio.Event()
+
+    # The admin views read these, in either mode.
+    @property
+    def ctx(self) -> ProxyContext | None:
+        return self.worker.ctx if self.worker else None
+
+    @property
+    def dataplane(self) -> DataPlane | None:
+        return self.worker.dataplane if self.worker else None
+
+    @property
+    def access_log(self):
+        return self.worker.access_log if self.worker else None
+
+    @property
+    def server(self):
+        return self.worker.server if self.worker else None
+
+    @property
+    def multi_worker(self) -> bool:
+        return self.config.workers > 1
 
     # -- lifecycle ----------------------------------------------------------
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
         cfg = self.config
-        if cfg.access_log.path is not None:
-            self.access_log = AccessLog(loop, cfg.access_log.path, cfg.access_log.buffer_bytes,
-                                        cfg.access_log.flush_interval)
-        t, lim = cfg.timeouts, cfg.limits
-        self.ctx = ProxyContext(loop, connect_timeout=t.connect, response_timeout=t.response_header,
-                                idle_timeout=t.downstream_idle, header_timeout=t.downstream_header,
-                                body_idle_timeout=t.body_idle, max_head_size=lim.max_request_head,
-                                max_headers=lim.max_headers, max_uri=lim.max_uri, max_body=lim.max_body,
-                                max_response_head=lim.max_response_head,
-                                max_connections=lim.max_connections,
-                                max_requests_per_connection=lim.max_requests_per_connection,
-                                access_log=self.access_log)
-        self.dataplane = DataPlane(self.ctx)
-        self.dataplane.apply_config(cfg)
+        if self.multi_worker and not cfg.path:
+            raise ValueError("workers > 1 needs a config file (workers load it themselves)")
+        self.worker = Worker(cfg if not self.multi_worker else replace(cfg, access_log=_NO_LOG))
+        self.worker.build()
         self.health = HealthManager(cfg.services, self._publish)
         self.health.start()
         self.ctx.on_upstream_result = self._upstream_result
@@ -80,26 +94,30 @@ class Gateway:
         waiting = await self.registry.wait_synced(INITIAL_SYNC_TIMEOUT)
         if waiting:
             log.warning("listening before these sources synced", extra={"fields": {"sources": waiting}})
-        self.server = await loop.create_server(
-            self.ctx.protocol_factory, cfg.listen.host, cfg.listen.port,
-            reuse_port=True, backlog=4096)
-        self.ctx.start_ticker()
-        self._maintenance = loop.call_later(MAINTENANCE_INTERVAL, self._maintain)
+        if self.multi_worker:
+            self.supervisor = Supervisor(cfg.workers, cfg.path, self.log_level, self.health.report)
+            await self.supervisor.start(self.health.snapshot)
+            self._stats_timer = asyncio.get_running_loop().call_later(1.0, self._collect_stats)
+        else:
+            await self.worker.listen()
         if cfg.admin is not None:
             from gateway.admin.server import AdminServer
             self.admin = AdminServer(self)
             await self.admin.start()
-        log.info("listening", extra={"fields": {"listen": str(cfg.listen), "routes": len(cfg.routes),
+        log.info("listening", extra={"fields": {"listen": str(cfg.listen), "workers": cfg.workers,
+                                                  "routes": len(cfg.routes),
                                                   "services": len(cfg.services),
                                                   "sources": len(cfg.sources)}})
 
     @property
     def port(self) -> int:
-        """The port actually bound (useful with ``listen: 127.0.0.1:0``)."""
-        return self.server.sockets[0].getsockname()[1]
+        """The port actually bound (useful with ``listen: 127.0.0.1:0`` and one worker)."""
+        return self.worker.port if self.worker.server else self.config.listen.port
 
     def _publish(self, snapshot: Snapshot) -> None:
-        self.dataplane.apply_snapshot(snapshot)
+        self.worker.apply_snapshot(snapshot)
+        if self.supervisor is not None:
+            self.supervisor.publish(snapshot)
         log.info("snapshot applied", extra={"fields": {
             "version": snapshot.version,
             "endpoints": {k: [e.host + ("" if not e.flags else f" (flags {e.flags})") for e in v]
@@ -108,39 +126,46 @@ class Gateway:
     def _upstream_result(self, service, upstream, kind) -> None:
         self.health.report(service.key, upstream.key, kind)
 
-    def _maintain(self) -> None:
-        self.dataplane.close_idle_upstreams(self.config.timeouts.upstream_idle)
-        self._maintenance = asyncio.get_running_loop().call_later(MAINTENANCE_INTERVAL, self._maintain)
+    def _collect_stats(self) -> None:
+        """Copy the workers' summed counters into the shadow data plane the views read."""
+        totals = self.supervisor.totals()
+        ctx, dp = self.ctx, self.dataplane
+        ctx.stats.update(totals.get("stats", {}))
+        ctx.reported_connections = sum(w["connections"] for w in self.supervisor.status())
+        for key, up in dp.upstreams.items():
+            counts = totals.get("upstreams", {}).get("|".join(map(str, key)))
+            if counts:
+                up.traffic.set_from(counts)
+                up.reported_idle = counts.get("idle", 0)
+        for route in dp.routes:
+            counts = totals.get("routes", {}).get(route.name)
+            if counts:
+                route.traffic.set_from(counts)
+        self._stats_timer = asyncio.get_running_loop().call_later(1.0, self._collect_stats)
+
+    def worker_status(self) -> list[dict]:
+        if self.supervisor is None:
+            return [{"id": 0, "pid": os.getpid(), "ready": True,
+                     "snapshot_version": self.dataplane.snapshot_version,
+                     "connections": self.ctx.active_connections()}]
+        return self.supervisor.status()
 
     async def stop(self, drain_timeout: float | None = None) -> None:
         """Graceful: stop accepting, let in-flight requests finish, then close everything."""
-        deadline = time.monotonic() + (self.config.timeouts.drain if drain_timeout is None else drain_timeout)
-        if self.server is not None:
-            self.server.close()
-        ctx = self.ctx
-        if ctx is not None:
-            # Responses now say "Connection: close".  An idle keep-alive connection
-            # gets a moment to send its next request (answered, then closed) before
-            # it is closed: closing it at once races a client already sending.
-            ctx.draining = True
-            ctx.drain_idle_connections(DRAIN_IDLE_GRACE)
-            while ctx.active_connections() and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            for conn in list(ctx.connections):
-                conn.close()
-            ctx.stop_ticker()
-        if self._maintenance is not None:
-            self._maintenance.cancel()
+        timeout = self.config.timeouts.drain if drain_timeout is None else drain_timeout
+        if self._stats_timer is not None:
+            self._stats_timer.cancel()
+        if self.supervisor is not None:
+            await self.supervisor.stop(timeout)
+            self.ctx.reported_connections = 0   # the workers are gone; the shadow has none
+        if self.worker is not None:
+            await self.worker.drain(timeout)
         if self.registry is not None:
             await self.registry.stop()
         if self.health is not None:
             await self.health.stop()
-        if self.dataplane is not None:
-            self.dataplane.close_all_upstreams()
         if self.admin is not None:
             await self.admin.stop()
-        if self.access_log is not None:
-            self.access_log.close()
         self._stopped.set()
 
     # -- reload -------------------------------------------------------------
@@ -154,16 +179,22 @@ class Gateway:
         address is bound before the old one stops accepting.
         """
         old = self.config
+        if self.multi_worker and config.workers != old.workers:
+            log.warning("a new worker count takes effect at restart",
+                        extra={"fields": {"workers": old.workers, "configured": config.workers}})
+            config = replace(config, workers=old.workers)
         self.config = config
-        self.dataplane.apply_config(config)
+        if self.supervisor is not None:
+            self.worker.apply_config(replace(config, access_log=_NO_LOG))
+            self.supervisor.reload(config.path)
+        else:
+            self.worker.apply_config(config)
         if config.services != old.services:
             self.health.replace_services(config.services)
         if config.sources != old.sources:
             asyncio.ensure_future(self._replace_sources(config))
         else:
             self.registry.replace_services(config.services)
-        if config.listen != old.listen:
-            asyncio.ensure_future(self._rebind(config))
         log.info("config reloaded", extra={"fields": {"routes": len(config.routes),
                                                         "services": len(config.services),
                                                         "sources": len(config.sources)}})
@@ -186,14 +217,6 @@ class Gateway:
         fresh.rebuild()
         await asyncio.gather(*(s.stop() for s in old.sources if s not in kept.values()))
 
-    async def _rebind(self, config: Config) -> None:
-        old = self.server
-        self.server = await asyncio.get_running_loop().create_server(
-            self.ctx.protocol_factory, config.listen.host, config.listen.port,
-            reuse_port=True, backlog=4096)
-        old.close()                         # open connections keep being served
-        log.info("listening on a new address", extra={"fields": {"listen": str(config.listen)}})
-
     def reload_from_file(self) -> bool:
         try:
             config = load_config(self.config.path)
@@ -208,9 +231,9 @@ class Gateway:
         await self._stopped.wait()
 
 
-async def serve(config: Config) -> int:
+async def serve(config: Config, log_level: str = "info") -> int:
     """Run until SIGTERM/SIGINT; SIGHUP reloads the config file."""
-    gateway = Gateway(config)
+    gateway = Gateway(config, log_level)
     loop = asyncio.get_running_loop()
     try:
         await gateway.start()

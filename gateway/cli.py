@@ -39,7 +39,7 @@ def _cmd_run(args) -> int:
     import uvloop
 
     from gateway.app import serve
-    return uvloop.run(serve(config))
+    return uvloop.run(serve(config, args.log_level))
 
 
 def _cmd_version(args) -> int:

@@ -221,6 +221,7 @@ class RouteConfig:
 @dataclass(frozen=True, slots=True)
 class Config:
     listen: Address = Address("0.0.0.0", 8080)
+    workers: int = 1                        # data-plane processes; "auto": one per CPU
     admin: Address | None = Address("127.0.0.1", 9901)
     access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -254,7 +255,7 @@ def parse_config(data: object, path: str | None = None) -> Config:
         raise ConfigError([f"the top level must be a mapping, got {_show(data)}"])
     errs: list[str] = []
     _keys(data, "", errs, _TOP_KEYS)
-    top = _kwargs(data, "", errs, {"listen": _address, "access_log": _access_log,
+    top = _kwargs(data, "", errs, {"listen": _address, "workers": _workers, "access_log": _access_log,
                                    "timeouts": _timeouts, "limits": _limits})
     if "admin" in data:  # absent: the default address; null or off: no admin API
         top["admin"] = None if _is_off(data["admin"]) else _address(data["admin"], "admin", errs)
@@ -517,7 +518,7 @@ def _address(value: Any, path: str, errs: _Errors) -> Address | None:
 
 # --- Sections -----------------------------------------------------------------------------------
 
-_TOP_KEYS = ("listen", "admin", "access_log", "timeouts", "limits", "sources", "services", "routes")
+_TOP_KEYS = ("listen", "workers", "admin", "access_log", "timeouts", "limits", "sources", "services", "routes")
 _KUBERNETES_KEYS = ("kubeconfig", "context", "in_cluster", "namespaces")
 _SOURCE_KEYS = ("name", "type", "weight", "services", *_KUBERNETES_KEYS)
 _ROUTE_KEYS = ("name", "match", "service", "backends", "rewrite", "timeout", "retries")
@@ -526,6 +527,12 @@ _SOURCE_WEIGHT = partial(_int, lo=1, hi=10_000)
 _ENDPOINT_WEIGHT = partial(_int, lo=1, hi=1000)
 _BACKEND_WEIGHT = partial(_int, lo=1, hi=10_000)
 _ATTEMPTS = partial(_int, lo=1, hi=10)
+
+
+def _workers(value: Any, path: str, errs: _Errors) -> int | None:
+    if value == "auto":
+        return os.cpu_count() or 1
+    return _int(value, path, errs, 1, 256)
 
 
 def _access_log(value: Any, path: str, errs: _Errors) -> AccessLogConfig:

@@ -32,6 +32,17 @@ class Snapshot:
     version: int
     services: dict[str, tuple[EndpointSpec, ...]] = field(default_factory=dict)  # "ns/name" ->
 
+    def to_wire(self) -> dict:
+        """Compact form sent to worker processes."""
+        return {"t": "snapshot", "v": self.version,
+                "services": {key: [[e.cluster, e.ip, e.port, e.weight, e.flags] for e in eps]
+                             for key, eps in self.services.items()}}
+
+    @classmethod
+    def from_wire(cls, message: dict) -> "Snapshot":
+        return cls(message["v"], {key: tuple(EndpointSpec(*e) for e in eps)
+                                  for key, eps in message["services"].items()})
+
     def to_json(self) -> dict:
         return {"version": self.version,
                 "services": {key: [{"cluster": e.cluster, "address": e.host, "weight": e.weight,

@@ -120,7 +120,8 @@ def test_healthz_ready_status(gw):
     assert s["config"]["path"] == str(gw.config_path)
     assert headers["etag"] == f'"{s["config"]["version"]}"'
     assert s["snapshot"]["version"] >= 1
-    assert s["workers"] == [{"pid": gw.pid, "snapshot_version": s["snapshot"]["version"]}]
+    assert [(w["pid"], w["snapshot_version"], w["ready"]) for w in s["workers"]] == [
+        (gw.pid, s["snapshot"]["version"], True)]
 
 
 def test_sources(gw):

@@ -67,7 +67,10 @@ def readiness(gw) -> tuple[bool, dict]:
     A source that failed for good ("error") does not hold readiness back: waiting would not
     help, and the other sources may serve; it shows in ``sources`` instead.
     """
-    listening = gw.server is not None and bool(gw.server.sockets)
+    if gw.supervisor is not None:
+        listening = all(w["ready"] for w in gw.worker_status())
+    else:
+        listening = gw.server is not None and bool(gw.server.sockets)
     draining = gw.ctx is not None and bool(gw.ctx.draining)
     starting = [s.name for s in (gw.registry.sources if gw.registry else ())
                 if s.state == SourceState.STARTING]
@@ -88,7 +91,7 @@ def status(gw) -> dict:
         "uptime_s": round(time.time() - gw.started, 3),
         "ready": ready,
         "listen": str(cfg.listen),
-        "port": gw.port if gw.server is not None else None,
+        "port": gw.port if gw.server is not None or gw.supervisor is not None else None,
         "admin": str(cfg.admin) if cfg.admin is not None else None,
         "config": {"path": cfg.path, "version": config_version(gw),
                    "sources": len(cfg.sources), "services": len(cfg.services),
@@ -96,8 +99,9 @@ def status(gw) -> dict:
         "snapshot": {"version": snapshot_version,
                      "registry_version": registry.version if registry is not None else 0,
                      "health_version": health.version if health is not None else 0},
-        # One entry per process serving requests (today: this one).
-        "workers": [{"pid": os.getpid(), "snapshot_version": snapshot_version}],
+        # One entry per process serving requests, with the snapshot version it runs.
+        "workers": gw.worker_status(),
+        "worker_restarts": gw.supervisor.restarts if gw.supervisor is not None else 0,
         "connections": ctx.active_connections() if ctx is not None else 0,
         "requests_in_flight": ctx.requests_in_flight if ctx is not None else 0,
         "stats": dict(ctx.stats) if ctx is not None else {},

@@ -1,0 +1,184 @@
+"""Worker processes of a multi-worker gateway, seen from the control plane.
+
+The control plane (sources, registry, health, admin) runs once, in the main
+process; each worker process runs a data plane with its own SO_REUSEPORT
+listener (see gateway.worker).  The supervisor starts them, sends them the
+config and every snapshot, restarts one that dies, feeds their passive-health
+reports to the health manager, and adds up their counters.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import subprocess
+import sys
+import time
+from typing import Callable
+
+import orjson
+
+from gateway.snapshot import Snapshot
+
+log = logging.getLogger("gateway.supervisor")
+
+RESTART_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)     # seconds, by consecutive quick deaths
+
+
+class WorkerHandle:
+    """One worker process and the socket pair to it."""
+
+    def __init__(self, worker_id: int) -> None:
+        self.id = worker_id
+        self.proc: subprocess.Popen | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.snapshot_version = 0
+        self.ready = False
+        self.stats: dict = {}
+        self.started = 0.0
+        self.quick_deaths = 0
+
+    def send(self, message: dict) -> None:
+        if self.writer is not None and not self.writer.is_closing():
+            self.writer.write(orjson.dumps(message) + b"\n")
+
+
+class Supervisor:
+    def __init__(self, count: int, config_path: str, log_level: str,
+                 on_report: Callable[[str, tuple, str | None], None]) -> None:
+        self.count = count
+        self.config_path = config_path
+        self.log_level = log_level
+        self.on_report = on_report
+        self.workers = [WorkerHandle(i) for i in range(count)]
+        self.snapshot: Snapshot | None = None
+        self.retired: dict = {}             # counters of workers that died, so totals never drop
+        self.stopping = False
+        self.restarts = 0
+        self._tasks: set[asyncio.Task] = set()
+
+    async def start(self, snapshot: Snapshot, timeout: float = 30.0) -> None:
+        self.snapshot = snapshot
+        for handle in self.workers:
+            await self._spawn(handle)
+        deadline = time.monotonic() + timeout
+        while not all(h.ready for h in self.workers):
+            if time.monotonic() > deadline:
+                raise RuntimeError("workers did not become ready")
+            await asyncio.sleep(0.02)
+
+    async def _spawn(self, handle: WorkerHandle) -> None:
+        parent, child = socket.socketpair()
+        handle.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.worker", "--fd", str(child.fileno()),
+             "--id", str(handle.id), "--log-level", self.log_level],
+            pass_fds=(child.fileno(),))
+        child.close()
+        handle.started = time.monotonic()
+        handle.ready = False
+        reader, writer = await asyncio.open_connection(sock=parent)
+        handle.writer = writer
+        handle.send({"t": "config", "path": self.config_path})
+        handle.send(self.snapshot.to_wire())
+        task = asyncio.ensure_future(self._read(handle, reader))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        log.info("worker started", extra={"fields": {"worker": handle.id, "pid": handle.proc.pid}})
+
+    async def _read(self, handle: WorkerHandle, reader: asyncio.StreamReader) -> None:
+        while line := await reader.readline():
+            message = orjson.loads(line)
+            kind = message["t"]
+            if kind == "report":
+                self.on_report(message["s"], tuple(message["e"]), message["k"])
+            elif kind == "stats":
+                handle.stats = message
+                handle.snapshot_version = message["snapshot"]
+            elif kind == "ack":
+                handle.snapshot_version = message["v"]
+            elif kind == "ready":
+                handle.ready = True
+        await self._on_exit(handle)
+
+    async def _on_exit(self, handle: WorkerHandle) -> None:
+        proc = handle.proc
+        code = await asyncio.get_running_loop().run_in_executor(None, proc.wait)
+        self._retire(handle)
+        if self.stopping:
+            return
+        lived = time.monotonic() - handle.started
+        handle.quick_deaths = handle.quick_deaths + 1 if lived < 10 else 0
+        delay = RESTART_BACKOFF[min(handle.quick_deaths, len(RESTART_BACKOFF) - 1)]
+        log.error("worker died; restarting", extra={"fields": {
+            "worker": handle.id, "pid": proc.pid, "exit": code, "restart_in_s": delay}})
+        self.restarts += 1
+        await asyncio.sleep(delay)
+        if not self.stopping:
+            await self._spawn(handle)
+
+    def _retire(self, handle: WorkerHandle) -> None:
+        """Keep a dead worker's counters so that totals never go down."""
+        if handle.stats:
+            self.retired = _add(self.retired, _counters(handle.stats, gauges=False))
+        handle.stats = {}
+        handle.ready = False
+        handle.writer = None
+
+    def publish(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        message = snapshot.to_wire()
+        for handle in self.workers:
+            handle.send(message)
+
+    def reload(self, config_path: str) -> None:
+        self.config_path = config_path
+        for handle in self.workers:
+            handle.send({"t": "config", "path": config_path})
+
+    async def stop(self, drain_timeout: float) -> None:
+        self.stopping = True
+        for handle in self.workers:
+            handle.send({"t": "drain", "timeout": drain_timeout})
+        deadline = time.monotonic() + drain_timeout + 5
+        for handle in self.workers:
+            proc = handle.proc
+            while proc is not None and proc.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if proc is not None and proc.poll() is None:
+                log.error("worker did not drain in time; killing it", extra={"fields": {"pid": proc.pid}})
+                proc.kill()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def totals(self) -> dict:
+        """Counters added up over every worker, living and retired."""
+        total = self.retired
+        for handle in self.workers:
+            if handle.stats:
+                total = _add(total, _counters(handle.stats))
+        return total
+
+    def status(self) -> list[dict]:
+        return [{"id": h.id, "pid": h.proc.pid if h.proc else None, "ready": h.ready,
+                 "snapshot_version": h.snapshot_version,
+                 "connections": h.stats.get("connections", 0)} for h in self.workers]
+
+
+def _counters(stats: dict, gauges: bool = True) -> dict:
+    upstreams = stats.get("upstreams", {})
+    if not gauges:      # a dead worker's idle connections are gone; its counts are not
+        upstreams = {k: {f: v for f, v in u.items() if f != "idle"} for k, u in upstreams.items()}
+    return {"stats": stats.get("stats", {}), "upstreams": upstreams, "routes": stats.get("routes", {})}
+
+
+def _add(a, b):
+    """Add nested counters: numbers add, dicts merge, lists add element-wise."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = dict(a)
+        for key, value in b.items():
+            out[key] = _add(out[key], value) if key in out else value
+        return out
+    if isinstance(a, list) and isinstance(b, list):
+        return [x + y for x, y in zip(a, b)]
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a + b
+    return b

@@ -1,0 +1,237 @@
+"""The data plane of one process, and the worker process that runs one.
+
+``Worker`` owns what the request path needs in a process: the proxy context,
+the data plane objects, the access log and the SO_REUSEPORT listener.  With
+``workers: 1`` the gateway runs one in its own process next to the control
+plane; with more, the supervisor starts ``python -m gateway.worker`` processes
+that each run one and talk to the control plane over a socket pair:
+
+    control plane -> worker   config (a file path), snapshot, drain
+    worker -> control plane   ready, ack (snapshot version), report (passive
+                              health), stats (every second)
+
+Messages are orjson objects, one per line.  A worker never waits for the
+control plane on the request path: it serves from the last snapshot it got.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+
+import orjson
+
+from gateway.accesslog import AccessLog
+from gateway.config import Config, load_config
+from gateway.dataplane import DataPlane, ProxyContext
+from gateway.snapshot import Snapshot
+
+log = logging.getLogger("gateway.worker")
+
+MAINTENANCE_INTERVAL = 1.0      # seconds between pool clean-ups
+DRAIN_IDLE_GRACE = 1.0          # on shutdown, idle keep-alive connections close after this
+STATS_INTERVAL = 1.0
+
+
+class Worker:
+    """Listener + proxy context + data plane + access log of one process."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.ctx: ProxyContext | None = None
+        self.dataplane: DataPlane | None = None
+        self.access_log: AccessLog | None = None
+        self.server: asyncio.base_events.Server | None = None
+        self._maintenance: asyncio.TimerHandle | None = None
+
+    def build(self) -> None:
+        """Everything but the listener (the control plane of a multi-worker gateway stops here)."""
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        if cfg.access_log.path is not None:
+            self.access_log = AccessLog(loop, cfg.access_log.path, cfg.access_log.buffer_bytes,
+                                        cfg.access_log.flush_interval)
+        self.ctx = ProxyContext(loop, access_log=self.access_log)
+        self._apply_settings(cfg)
+        self.dataplane = DataPlane(self.ctx)
+        self.dataplane.apply_config(cfg)
+
+    async def listen(self) -> None:
+        self.server = await self._bind(self.config)
+        self.ctx.start_ticker()
+        self._maintenance = asyncio.get_running_loop().call_later(MAINTENANCE_INTERVAL, self._maintain)
+
+    def _apply_settings(self, cfg: Config) -> None:
+        ctx, t, lim = self.ctx, cfg.timeouts, cfg.limits
+        ctx.connect_timeout = t.connect
+        ctx.response_timeout = t.response_header
+        ctx.idle_timeout = t.downstream_idle
+        ctx.header_timeout = t.downstream_header
+        ctx.body_idle_timeout = t.body_idle
+        ctx.max_head_size = lim.max_request_head
+        ctx.max_headers = lim.max_headers
+        ctx.max_uri = lim.max_uri
+        ctx.max_body = lim.max_body
+        ctx.max_response_head = lim.max_response_head
+        ctx.max_connections = lim.max_connections
+        ctx.max_requests_per_connection = lim.max_requests_per_connection
+
+    async def _bind(self, cfg: Config):
+        return await asyncio.get_running_loop().create_server(
+            self.ctx.protocol_factory, cfg.listen.host, cfg.listen.port, reuse_port=True, backlog=4096)
+
+    def _maintain(self) -> None:
+        self.dataplane.close_idle_upstreams(self.config.timeouts.upstream_idle)
+        self._maintenance = asyncio.get_running_loop().call_later(MAINTENANCE_INTERVAL, self._maintain)
+
+    @property
+    def port(self) -> int:
+        return self.server.sockets[0].getsockname()[1]
+
+    def apply_config(self, config: Config) -> None:
+        """Routes, services, timeouts and limits change in place; a new address is bound first."""
+        old = self.config
+        self.config = config
+        self._apply_settings(config)
+        self.dataplane.apply_config(config)
+        if self.server is not None and config.listen != old.listen:
+            asyncio.ensure_future(self._rebind(config))
+
+    async def _rebind(self, config: Config) -> None:
+        old = self.server
+        self.server = await self._bind(config)
+        old.close()                         # open connections keep being served
+        log.info("listening on a new address", extra={"fields": {"listen": str(config.listen)}})
+
+    def apply_snapshot(self, snapshot: Snapshot) -> None:
+        self.dataplane.apply_snapshot(snapshot)
+
+    async def drain(self, timeout: float) -> None:
+        """Stop accepting, let in-flight requests finish (up to ``timeout``), close everything.
+
+        Responses now say "Connection: close".  An idle keep-alive connection
+        gets a moment to send its next request (answered, then closed) before it
+        is closed: closing it at once races a client that is already sending.
+        """
+        deadline = time.monotonic() + timeout
+        if self.server is not None:
+            self.server.close()
+        ctx = self.ctx
+        if ctx is not None:
+            ctx.draining = True
+            ctx.drain_idle_connections(DRAIN_IDLE_GRACE)
+            while ctx.active_connections() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            for conn in list(ctx.connections):
+                conn.close()
+            ctx.stop_ticker()
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+        if self.dataplane is not None:
+            self.dataplane.close_all_upstreams()
+        if self.access_log is not None:
+            self.access_log.close()
+
+    def stats(self) -> dict:
+        """Counters for the control plane, which adds up those of every worker."""
+        dp = self.dataplane
+        return {
+            "stats": dict(self.ctx.stats),
+            "connections": self.ctx.active_connections(),
+            "snapshot": dp.snapshot_version,
+            "upstreams": {"|".join(map(str, key)): {**up.traffic.as_dict(), "idle": up.idle_count()}
+                          for key, up in dp.upstreams.items()},
+            "routes": {route.name: route.traffic.as_dict() for route in dp.routes},
+        }
+
+
+# -- the worker process -----------------------------------------------------------
+
+
+class _Channel:
+    """Newline-delimited orjson messages over the socket pair to the control plane."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    def send(self, message: dict) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(orjson.dumps(message) + b"\n")
+
+    async def receive(self) -> dict | None:
+        line = await self.reader.readline()
+        return orjson.loads(line) if line else None
+
+
+async def run_worker(fd: int, worker_id: int) -> int:
+    sock = socket.socket(fileno=fd)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    channel = _Channel(reader, writer)
+    loop = asyncio.get_running_loop()
+    # The control plane decides when to stop: signals to the process group
+    # (Ctrl-C at a terminal) must not kill workers before they drain.
+    loop.add_signal_handler(signal.SIGINT, lambda: None)
+    loop.add_signal_handler(signal.SIGTERM, lambda: None)
+    worker: Worker | None = None
+    stats_timer = None
+
+    def report(service, upstream, kind) -> None:
+        channel.send({"t": "report", "s": service.key, "e": list(upstream.key), "k": kind})
+
+    def send_stats() -> None:
+        nonlocal stats_timer
+        channel.send({"t": "stats", **worker.stats()})
+        stats_timer = loop.call_later(STATS_INTERVAL, send_stats)
+
+    while (message := await channel.receive()) is not None:
+        kind = message["t"]
+        if kind == "config":
+            config = load_config(message["path"])
+            if worker is None:
+                worker = Worker(config)
+                worker.build()
+                worker.ctx.on_upstream_result = report
+            else:
+                worker.apply_config(config)
+        elif kind == "snapshot":
+            worker.apply_snapshot(Snapshot.from_wire(message))
+            channel.send({"t": "ack", "v": message["v"]})
+            if worker.server is None:       # first snapshot: now it can serve
+                await worker.listen()
+                channel.send({"t": "ready", "pid": os.getpid(), "id": worker_id})
+                send_stats()
+        elif kind == "drain":
+            if stats_timer is not None:
+                stats_timer.cancel()
+            if worker is not None:
+                await worker.drain(message["timeout"])
+                channel.send({"t": "stats", **worker.stats()})
+            channel.send({"t": "drained"})
+            await writer.drain()
+            return 0
+    # The control plane went away without a word: drain and leave.
+    if worker is not None:
+        await worker.drain(worker.config.timeouts.drain)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gateway-worker")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--id", type=int, default=0)
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    from gateway.logs import setup_logging
+    setup_logging(args.log_level)
+    import uvloop
+    return uvloop.run(run_worker(args.fd, args.id))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
