@@ -32,6 +32,8 @@ cdef class Upstream:
     cdef public int consecutive_failures    # reported to passive health on change only
     cdef public int max_idle
     cdef public int reported_idle           # in worker processes (multi-worker control plane)
+    cdef public object ssl                  # SSLContext when the service speaks TLS, else None
+    cdef public str server_hostname
     cdef readonly TrafficStats traffic
     cdef UpstreamProtocol take_idle(self)
     cdef void give_back(self, UpstreamProtocol conn, double now)
@@ -115,6 +117,7 @@ cdef class UpstreamProtocol:
 cdef class DownstreamProtocol:
     # per connection
     cdef ProxyContext ctx
+    cdef bytes proto
     cdef object transport
     cdef str client
     cdef bytes client_bytes

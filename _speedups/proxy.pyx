@@ -142,6 +142,8 @@ cdef class Upstream:
         self.consecutive_failures = 0
         self.max_idle = 64
         self.reported_idle = 0
+        self.ssl = None
+        self.server_hostname = None
         self.traffic = TrafficStats()
 
     cdef UpstreamProtocol take_idle(self):
@@ -300,6 +302,9 @@ cdef class ProxyContext:
     def protocol_factory(self):
         return DownstreamProtocol(self)
 
+    def tls_protocol_factory(self):
+        return DownstreamProtocol(self, b"https")
+
     def close_idle_connections(self):
         """For graceful shutdown: close client connections with no request in progress."""
         cdef DownstreamProtocol conn
@@ -402,8 +407,9 @@ cdef class UpstreamProtocol:
 cdef class DownstreamProtocol:
     """One client connection."""
 
-    def __init__(self, ProxyContext ctx):
+    def __init__(self, ProxyContext ctx, bytes proto=b"http"):
         self.ctx = ctx
+        self.proto = proto                  # X-Forwarded-Proto: "https" behind a TLS listener
         self.state = S_IDLE
         self.buf = EMPTY
         self.scan_from = 0
@@ -722,8 +728,14 @@ cdef class DownstreamProtocol:
         ctx.stats["upstream_connects"] += 1
         self.t_try = monotonic()
         self.connect_id += 1
-        task = ctx.loop.create_task(ctx.loop.create_connection(
-            lambda: UpstreamProtocol(upstream), upstream.ip, upstream.port))
+        if upstream.ssl is None:
+            connecting = ctx.loop.create_connection(lambda: UpstreamProtocol(upstream), upstream.ip,
+                                                    upstream.port)
+        else:
+            connecting = ctx.loop.create_connection(
+                lambda: UpstreamProtocol(upstream), upstream.ip, upstream.port, ssl=upstream.ssl,
+                server_hostname=upstream.server_hostname, ssl_handshake_timeout=ctx.connect_timeout)
+        task = ctx.loop.create_task(connecting)
         timer = ctx.loop.call_later(ctx.connect_timeout, task.cancel)
         cdef int connect_id = self.connect_id
         task.add_done_callback(lambda t: self.guarded_on_connected(t, timer, connect_id, upstream))
@@ -761,7 +773,7 @@ cdef class DownstreamProtocol:
         host = head.host if head.host is not None else self.upstream.host_bytes
         conn.transport.write(build_request_head(
             head, self.upstream_target, host, self.client_bytes, self.request_id, self.ctx.via,
-            head.upgrade is not None))
+            head.upgrade is not None, self.proto))
         # A retry after an attempt that wrote to its upstream resends the whole body so
         # far (kept in ``replay``); otherwise ``pending`` holds all not yet written.
         body = self.replay if self.written_upstream else self.pending

@@ -108,6 +108,30 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class Certificate:
+    cert: str                           # PEM chain file
+    key: str                            # PEM key file
+
+
+@dataclass(frozen=True, slots=True)
+class TlsListener:
+    """An HTTPS listener beside the plain one; SNI picks the certificate by its names."""
+
+    listen: Address
+    certificates: tuple[Certificate, ...]   # the first is the default
+    min_version: str = "1.2"                # "1.2" or "1.3"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTls:
+    """TLS from the gateway to a service's endpoints; verification is on unless turned off."""
+
+    ca: str | None = None               # CA bundle; None: the system's
+    sni: str | None = None              # server name sent and verified
+    verify: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class StaticEndpoint:
     host: str
     port: int | None                    # None: the service's port
@@ -170,6 +194,7 @@ class ServiceConfig:
     health_check: HealthCheckConfig | None = None
     outlier_detection: OutlierConfig | None = field(default_factory=OutlierConfig)
     panic_threshold: float = 0.5        # healthy share below which panic routing starts
+    tls: UpstreamTls | None = None      # connect to endpoints with TLS
 
     @property
     def key(self) -> str:
@@ -221,8 +246,10 @@ class RouteConfig:
 @dataclass(frozen=True, slots=True)
 class Config:
     listen: Address = Address("0.0.0.0", 8080)
+    tls: TlsListener | None = None
     workers: int = 1                        # data-plane processes; "auto": one per CPU
     admin: Address | None = Address("127.0.0.1", 9901)
+    admin_token: str | None = field(default=None, repr=False)   # read from admin.token_file
     access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
     timeouts: Timeouts = field(default_factory=Timeouts)
     limits: Limits = field(default_factory=Limits)
@@ -255,10 +282,11 @@ def parse_config(data: object, path: str | None = None) -> Config:
         raise ConfigError([f"the top level must be a mapping, got {_show(data)}"])
     errs: list[str] = []
     _keys(data, "", errs, _TOP_KEYS)
-    top = _kwargs(data, "", errs, {"listen": _address, "workers": _workers, "access_log": _access_log,
+    top = _kwargs(data, "", errs, {"listen": _address, "tls": _tls_listener, "workers": _workers,
+                                   "access_log": _access_log,
                                    "timeouts": _timeouts, "limits": _limits})
     if "admin" in data:  # absent: the default address; null or off: no admin API
-        top["admin"] = None if _is_off(data["admin"]) else _address(data["admin"], "admin", errs)
+        top["admin"], top["admin_token"] = _admin(data["admin"], "admin", errs)
 
     # Sections in dependency order: services name sources, routes name services.
     sources = _parse_each(data.get("sources"), "sources", errs, _source)
@@ -518,7 +546,7 @@ def _address(value: Any, path: str, errs: _Errors) -> Address | None:
 
 # --- Sections -----------------------------------------------------------------------------------
 
-_TOP_KEYS = ("listen", "workers", "admin", "access_log", "timeouts", "limits", "sources", "services", "routes")
+_TOP_KEYS = ("listen", "tls", "workers", "admin", "access_log", "timeouts", "limits", "sources", "services", "routes")
 _KUBERNETES_KEYS = ("kubeconfig", "context", "in_cluster", "namespaces")
 _SOURCE_KEYS = ("name", "type", "weight", "services", *_KUBERNETES_KEYS)
 _ROUTE_KEYS = ("name", "match", "service", "backends", "rewrite", "timeout", "retries")
@@ -527,6 +555,39 @@ _SOURCE_WEIGHT = partial(_int, lo=1, hi=10_000)
 _ENDPOINT_WEIGHT = partial(_int, lo=1, hi=1000)
 _BACKEND_WEIGHT = partial(_int, lo=1, hi=10_000)
 _ATTEMPTS = partial(_int, lo=1, hi=10)
+
+
+def _admin(value: Any, path: str, errs: _Errors) -> tuple[Address | None, str | None]:
+    """``admin: host:port`` or ``{listen: host:port, token_file: path}``.
+
+    Bound to anything but loopback, the admin API must have a token: it can
+    change routes and sources.
+    """
+    if _is_off(value):
+        return None, None
+    token = None
+    if isinstance(value, dict):
+        d = _keys(value, path, errs, ("listen", "token_file"), required=("listen",))
+        address = _opt(d, "listen", _address, path, errs) if d else None
+        token_file = _opt(d, "token_file", _readable_file, path, errs) if d else None
+        if token_file:
+            token = open(token_file, encoding="utf-8").read().strip()
+            if len(token) < 16:
+                _err(errs, _at(path, "token_file"), "the token must be at least 16 characters")
+                token = None
+    else:
+        address = _address(value, path, errs)
+    if address is not None and token is None and not _is_loopback(address.host):
+        _err(errs, path, f"the admin API on {address.host} (not loopback) needs a token: "
+                         "admin: {listen: ..., token_file: ...}")
+    return address, token
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _workers(value: Any, path: str, errs: _Errors) -> int | None:
@@ -699,7 +760,7 @@ def _check_context(kubeconfig: str, context: str, path: str, errs: _Errors) -> N
 
 def _service(value: Any, path: str, errs: _Errors, sources: set[str]) -> ServiceConfig | None:
     d = _keys(value, path, errs, ("name", "namespace", "port", "sources", "health_check",
-                                  "outlier_detection", "panic_threshold"),
+                                  "outlier_detection", "panic_threshold", "tls"),
               required=("name", "port"))
     if d is None:
         return None
@@ -718,7 +779,62 @@ def _service(value: Any, path: str, errs: _Errors, sources: set[str]) -> Service
         outlier = None if _is_off(d["outlier_detection"]) else _outlier(
             d["outlier_detection"], _at(path, "outlier_detection"), errs)
     panic = _opt(d, "panic_threshold", _share, path, errs, 0.5)
-    return ServiceConfig(namespace, name, port, tuple(names), health, outlier, panic)
+    tls = _opt(d, "tls", _upstream_tls, path, errs)
+    return ServiceConfig(namespace, name, port, tuple(names), health, outlier, panic, tls)
+
+
+def _readable_file(value: Any, path: str, errs: _Errors) -> str | None:
+    text = _str(value, path, errs)
+    if text is None:
+        return None
+    text = os.path.expanduser(text)
+    if not os.path.isfile(text):
+        _err(errs, path, f"file not found: {text}")
+        return None
+    return text
+
+
+def _tls_listener(value: Any, path: str, errs: _Errors) -> TlsListener | None:
+    d = _keys(value, path, errs, ("listen", "certificates", "min_version"),
+              required=("listen", "certificates"))
+    if d is None:
+        return None
+    listen = _opt(d, "listen", _address, path, errs)
+    certs = []
+    for p, item in _list(d.get("certificates"), _at(path, "certificates"), errs):
+        c = _keys(item, p, errs, ("cert", "key"), required=("cert", "key"))
+        if c is not None:
+            cert = _opt(c, "cert", _readable_file, p, errs)
+            key = _opt(c, "key", _readable_file, p, errs)
+            if cert and key:
+                _check_certificate(cert, key, p, errs)
+                certs.append(Certificate(cert, key))
+    if not certs and d.get("certificates") is not None:
+        _err(errs, _at(path, "certificates"), "at least one certificate is needed")
+    version = str(d.get("min_version", "1.2"))
+    if version not in ("1.2", "1.3"):
+        _err(errs, _at(path, "min_version"), f'must be "1.2" or "1.3", got {_show(d.get("min_version"))}')
+    if listen is None or not certs:
+        return None
+    return TlsListener(listen, tuple(certs), version)
+
+
+def _check_certificate(cert: str, key: str, path: str, errs: _Errors) -> None:
+    import ssl
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        _err(errs, path, f"cannot load the certificate and key: {exc}")
+
+
+def _upstream_tls(value: Any, path: str, errs: _Errors) -> UpstreamTls | None:
+    if value is True:
+        return UpstreamTls()
+    d = _keys(value, path, errs, ("ca", "sni", "verify"))
+    if d is None:
+        return None
+    kw = _kwargs(d, path, errs, {"ca": _readable_file, "sni": _str, "verify": _bool})
+    return UpstreamTls(**{k: v for k, v in kw.items() if v is not None})
 
 
 _HEALTH_KEYS = ("type", "path", "host", "expected_statuses", "interval", "timeout", "jitter",

@@ -43,10 +43,14 @@ class DataPlane:
         self.upstreams: dict[tuple[str, str, int], Upstream] = {}
         self.routes: list[Route] = []
         self.snapshot_version = 0
+        self.upstream_tls: dict[str, tuple[object, str | None]] = {}   # service -> (SSLContext, SNI)
 
     # -- config: services and routes -------------------------------------
 
     def apply_config(self, config: Config) -> None:
+        from gateway.tls import upstream_context
+        self.upstream_tls = {svc.key: (upstream_context(svc.tls), svc.tls.sni)
+                             for svc in config.services if svc.tls is not None}
         for svc in config.services:
             if svc.key not in self.services:
                 self.services[svc.key] = Service(svc.key, EndpointTable())
@@ -104,7 +108,8 @@ class DataPlane:
             service = self.services.get(key)
             if service is None:
                 continue                    # not routed by this config
-            upstreams = [self._upstream(spec) for spec in specs]
+            tls = self.upstream_tls.get(key)
+            upstreams = [self._upstream(spec, tls) for spec in specs]
             seen.update(spec.key for spec in specs)
             service.table.update(upstreams)
             for i, spec in enumerate(specs):
@@ -113,12 +118,16 @@ class DataPlane:
             self._retire_upstream(key)
         self.snapshot_version = snapshot.version
 
-    def _upstream(self, spec: EndpointSpec) -> Upstream:
+    def _upstream(self, spec: EndpointSpec, tls: tuple | None) -> Upstream:
         upstream = self.upstreams.get(spec.key)
         if upstream is None:
             upstream = self.upstreams[spec.key] = Upstream(spec.key, spec.ip, spec.port,
                                                            spec.weight, spec.cluster)
         upstream.weight = spec.weight
+        if tls is not None:
+            upstream.ssl, upstream.server_hostname = tls[0], tls[1] or spec.ip
+        else:
+            upstream.ssl, upstream.server_hostname = None, None
         return upstream
 
     def _retire_upstream(self, key: tuple[str, str, int]) -> None:

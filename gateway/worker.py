@@ -30,6 +30,7 @@ from gateway.accesslog import AccessLog
 from gateway.config import Config, load_config
 from gateway.dataplane import DataPlane, ProxyContext
 from gateway.snapshot import Snapshot
+from gateway.tls import ServerTls
 
 log = logging.getLogger("gateway.worker")
 
@@ -47,6 +48,8 @@ class Worker:
         self.dataplane: DataPlane | None = None
         self.access_log: AccessLog | None = None
         self.server: asyncio.base_events.Server | None = None
+        self.tls: ServerTls | None = None
+        self.tls_server: asyncio.base_events.Server | None = None
         self._maintenance: asyncio.TimerHandle | None = None
 
     def build(self) -> None:
@@ -63,6 +66,8 @@ class Worker:
 
     async def listen(self) -> None:
         self.server = await self._bind(self.config)
+        if self.config.tls is not None:
+            await self._bind_tls(self.config)
         self.ctx.start_ticker()
         self._maintenance = asyncio.get_running_loop().call_later(MAINTENANCE_INTERVAL, self._maintain)
 
@@ -85,8 +90,20 @@ class Worker:
         return await asyncio.get_running_loop().create_server(
             self.ctx.protocol_factory, cfg.listen.host, cfg.listen.port, reuse_port=True, backlog=4096)
 
+    async def _bind_tls(self, cfg: Config) -> None:
+        old = self.tls_server
+        self.tls = ServerTls(cfg.tls)
+        self.tls_server = await asyncio.get_running_loop().create_server(
+            self.ctx.tls_protocol_factory, cfg.tls.listen.host, cfg.tls.listen.port,
+            ssl=self.tls.default, ssl_handshake_timeout=cfg.timeouts.downstream_header,
+            reuse_port=True, backlog=4096)
+        if old is not None:
+            old.close()
+
     def _maintain(self) -> None:
         self.dataplane.close_idle_upstreams(self.config.timeouts.upstream_idle)
+        if self.tls is not None:
+            self.tls.reload_if_changed()    # renewed certificate files apply without a restart
         self._maintenance = asyncio.get_running_loop().call_later(MAINTENANCE_INTERVAL, self._maintain)
 
     @property
@@ -101,6 +118,15 @@ class Worker:
         self.dataplane.apply_config(config)
         if self.server is not None and config.listen != old.listen:
             asyncio.ensure_future(self._rebind(config))
+        if self.server is not None:
+            if config.tls != old.tls:
+                if config.tls is None:
+                    self.tls_server.close()
+                    self.tls_server = self.tls = None
+                else:
+                    asyncio.ensure_future(self._bind_tls(config))
+            elif self.tls is not None:
+                self.tls.reload()           # a reload also picks up renewed certificates
 
     async def _rebind(self, config: Config) -> None:
         old = self.server
@@ -121,6 +147,8 @@ class Worker:
         deadline = time.monotonic() + timeout
         if self.server is not None:
             self.server.close()
+        if self.tls_server is not None:
+            self.tls_server.close()
         ctx = self.ctx
         if ctx is not None:
             ctx.draining = True

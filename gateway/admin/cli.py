@@ -40,6 +40,9 @@ def call(admin: str, method: str, path: str, body=None, if_match: str | None = N
         req.add_header("Content-Type", "application/json")
     if if_match:
         req.add_header("If-Match", f'"{if_match.strip(chr(34))}"')
+    token = os.environ.get("GATEWAY_ADMIN_TOKEN")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             raw = resp.read()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hmac
 import logging
 import re
 import time
@@ -141,6 +142,7 @@ class AdminServer:
         await self.http.close()
 
     async def handle(self, req: Request) -> Response:
+        self._authorize(req)
         allowed = []
         for method, pattern, handler in self._routes:
             m = pattern.match(req.path)
@@ -152,6 +154,16 @@ class AdminServer:
         if allowed:
             raise HttpProblem(405, f"{req.method} not allowed on {req.path}", allowed=allowed)
         raise HttpProblem(404, f"nothing at {req.path}")
+
+    def _authorize(self, req: Request) -> None:
+        """With a token configured, every request but the probes must carry it."""
+        token = self.gateway.config.admin_token
+        if token is None or req.path in ("/healthz", "/ready"):
+            return
+        sent = req.headers.get("authorization", "")
+        expected = f"Bearer {token}"
+        if not hmac.compare_digest(sent.encode(), expected.encode()):   # constant time
+            raise HttpProblem(401, "a bearer token is required (Authorization: Bearer ...)")
 
     def _etag(self) -> list[tuple[str, str]]:
         return [("ETag", f'"{views.config_version(self.gateway)}"')]

@@ -316,8 +316,10 @@ def route(gw, name: str) -> dict | None:
 
 
 def config(gw) -> dict:
-    """The running config (paths to kubeconfigs, never their contents)."""
-    return _plain(gw.config)
+    """The running config (paths to kubeconfigs, never their contents; never the admin token)."""
+    plain = _plain(gw.config)
+    plain["admin_token"] = "(set)" if gw.config.admin_token else None
+    return plain
 
 
 # --- which route, which service, which endpoint ------------------------------------------
