@@ -191,6 +191,14 @@ def cmd_status(args) -> int:
     return _get(args, "/status", print_status)
 
 
+def cmd_reload(args) -> int:
+    """Re-read the config file, as SIGHUP does; an invalid file is refused with its key paths."""
+    data = call(args.admin, "POST", "/reload")
+    print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() if args.json
+          else f"reloaded: config version {data.get('version', '?')}")
+    return 0
+
+
 def cmd_sources(args) -> int:
     return _get(args, "/sources", print_sources)
 
@@ -322,6 +330,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         return p
 
     command(sub, "status", cmd_status, "the running gateway: version, uptime, config, snapshot")
+    command(sub, "reload", cmd_reload, "re-read the config file (like SIGHUP)")
     command(sub, "sources", cmd_sources, "sources (clusters) and their sync state")
     p = command(sub, "services", cmd_services, "merged services: each cluster's endpoints and health")
     p.add_argument("service", nargs="?", help="only this service (ns/name)")
