@@ -412,14 +412,14 @@ def _bool(value: Any, path: str, errs: _Errors) -> bool | None:
     return value
 
 
-def _duration(value: Any, path: str, errs: _Errors) -> float | None:
+def _duration(value: Any, path: str, errs: _Errors, zero: bool = False) -> float | None:
     try:
         seconds = parse_duration(value)
     except ValueError as e:
         _err(errs, path, str(e))
         return None
-    if seconds <= 0:
-        _err(errs, path, "must be greater than 0")
+    if seconds < 0 or (seconds == 0 and not zero):
+        _err(errs, path, "must not be negative" if zero else "must be greater than 0")
         return None
     return seconds
 
@@ -569,7 +569,7 @@ def _admin(value: Any, path: str, errs: _Errors) -> tuple[Address | None, str | 
     if isinstance(value, dict):
         d = _keys(value, path, errs, ("listen", "token_file"), required=("listen",))
         address = _opt(d, "listen", _address, path, errs) if d else None
-        token_file = _opt(d, "token_file", _readable_file, path, errs) if d else None
+        token_file = _opt(d, "token_file", _existing_file, path, errs) if d else None
         if token_file:
             token = open(token_file, encoding="utf-8").read().strip()
             if len(token) < 16:
@@ -721,7 +721,7 @@ def _kubernetes_source(d: dict, path: str, errs: _Errors, name: str | None,
                 _err(errs, _at(path, key), "not allowed with in_cluster: true")
     else:
         context = _opt(d, "context", _str, path, errs)
-        kubeconfig = _opt(d, "kubeconfig", _kubeconfig_path, path, errs)
+        kubeconfig = _opt(d, "kubeconfig", _existing_file, path, errs)
         # Without an explicit kubeconfig the source resolves $KUBECONFIG or ~/.kube/config
         # itself; that depends on where the gateway runs, so it is not checked here.
         if kubeconfig is not None and context is not None:
@@ -730,7 +730,8 @@ def _kubernetes_source(d: dict, path: str, errs: _Errors, name: str | None,
                         in_cluster=bool(in_cluster), namespaces=namespaces)
 
 
-def _kubeconfig_path(value: Any, path: str, errs: _Errors) -> str | None:
+def _existing_file(value: Any, path: str, errs: _Errors) -> str | None:
+    """A path (\"~\" expanded) to a file that exists."""
     text = _str(value, path, errs)
     if text is None:
         return None
@@ -783,17 +784,6 @@ def _service(value: Any, path: str, errs: _Errors, sources: set[str]) -> Service
     return ServiceConfig(namespace, name, port, tuple(names), health, outlier, panic, tls)
 
 
-def _readable_file(value: Any, path: str, errs: _Errors) -> str | None:
-    text = _str(value, path, errs)
-    if text is None:
-        return None
-    text = os.path.expanduser(text)
-    if not os.path.isfile(text):
-        _err(errs, path, f"file not found: {text}")
-        return None
-    return text
-
-
 def _tls_listener(value: Any, path: str, errs: _Errors) -> TlsListener | None:
     d = _keys(value, path, errs, ("listen", "certificates", "min_version"),
               required=("listen", "certificates"))
@@ -804,8 +794,8 @@ def _tls_listener(value: Any, path: str, errs: _Errors) -> TlsListener | None:
     for p, item in _list(d.get("certificates"), _at(path, "certificates"), errs):
         c = _keys(item, p, errs, ("cert", "key"), required=("cert", "key"))
         if c is not None:
-            cert = _opt(c, "cert", _readable_file, p, errs)
-            key = _opt(c, "key", _readable_file, p, errs)
+            cert = _opt(c, "cert", _existing_file, p, errs)
+            key = _opt(c, "key", _existing_file, p, errs)
             if cert and key:
                 _check_certificate(cert, key, p, errs)
                 certs.append(Certificate(cert, key))
@@ -833,7 +823,7 @@ def _upstream_tls(value: Any, path: str, errs: _Errors) -> UpstreamTls | None:
     d = _keys(value, path, errs, ("ca", "sni", "verify"))
     if d is None:
         return None
-    kw = _kwargs(d, path, errs, {"ca": _readable_file, "sni": _str, "verify": _bool})
+    kw = _kwargs(d, path, errs, {"ca": _existing_file, "sni": _str, "verify": _bool})
     return UpstreamTls(**{k: v for k, v in kw.items() if v is not None})
 
 
@@ -851,7 +841,7 @@ def _health_check(value: Any, path: str, errs: _Errors) -> HealthCheckConfig | N
         "interval": _duration, "timeout": _duration, "healthy_threshold": _THRESHOLD,
         "unhealthy_threshold": _THRESHOLD, "initially_healthy": _bool})
     if "jitter" in d:
-        kw["jitter"] = _non_negative_duration(d["jitter"], _at(path, "jitter"), errs)
+        kw["jitter"] = _duration(d["jitter"], _at(path, "jitter"), errs, zero=True)
     if "type" in d:
         if d["type"] in ("http", "tcp"):
             kw["type"] = d["type"]
@@ -910,17 +900,6 @@ def _share(value: Any, path: str, errs: _Errors) -> float | None:
         return None
     return float(value)
 
-
-def _non_negative_duration(value: Any, path: str, errs: _Errors) -> float | None:
-    try:
-        seconds = parse_duration(value)
-    except ValueError as e:
-        _err(errs, path, str(e))
-        return None
-    if seconds < 0:
-        _err(errs, path, "must not be negative")
-        return None
-    return seconds
 
 
 def _port(value: Any, path: str, errs: _Errors) -> int | str | None:
