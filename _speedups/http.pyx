@@ -12,7 +12,12 @@ rule of RFC 9112 that matters for request smuggling is decided here, in one plac
 * Content-Length must be one decimal value; Transfer-Encoding only a lone
   "chunked"; both together -> 400 (section 6.1 / 6.3);
 * only origin-form targets are accepted (no absolute or asterisk form);
-* field values may not hold NUL or other control bytes (RFC 9110 section 5.5).
+* field values may not hold NUL or other control bytes (RFC 9110 section 5.5);
+* an HTTP-version is "HTTP/" DIGIT "." DIGIT (else 400; 1.0 and 1.1 only, else 505);
+* Host must be present once in HTTP/1.1 and hold only host[:port] characters
+  (RFC 9112 section 3.2: a Host with an invalid value is answered 400);
+* trailer fields after the last chunk are field lines: a token, a colon, a value
+  (section 7.1.2), since they are forwarded as received.
 
 httptools (llhttp) is kept as an independent oracle in the tests.
 """
@@ -35,6 +40,7 @@ class HttpError(Exception):
 cdef unsigned char TOKEN[256]        # RFC 9110 tchar
 cdef unsigned char FIELD_VALUE[256]  # VCHAR, obs-text, SP, HTAB
 cdef unsigned char TARGET[256]       # visible ASCII in a request-target
+cdef unsigned char HOST[256]         # RFC 3986 reg-name, IP-literal and port characters
 cdef unsigned char LOWER[256]
 cdef unsigned char HEXVAL[256]
 
@@ -44,6 +50,7 @@ cdef void _init_tables():
         TOKEN[c] = (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122) or c in b"!#$%&'*+-.^_`|~"
         FIELD_VALUE[c] = (0x21 <= c <= 0x7e) or c >= 0x80 or c == 0x20 or c == 0x09
         TARGET[c] = 0x21 <= c <= 0x7e
+        HOST[c] = (48 <= c <= 58) or (65 <= c <= 90) or (97 <= c <= 122) or c in b"-._~!$&'()*+,;=%[]"
         LOWER[c] = c + 32 if 65 <= c <= 90 else c
         if 48 <= c <= 57:
             HEXVAL[c] = c - 48
@@ -223,6 +230,9 @@ cdef Py_ssize_t _parse_fields(MessageHead head, const char *buf, Py_ssize_t pos,
         elif req is not None:
             if lname == H_HOST:
                 host_count += 1
+                for i in range(vstart, vend):
+                    if not HOST[<unsigned char>buf[i]]:
+                        raise HttpError(400, "invalid Host header")
                 req.host = value
             elif lname == H_REQUEST_ID:
                 req.request_id = value
@@ -284,7 +294,8 @@ cpdef RequestHead parse_request(bytes data, Py_ssize_t end, Py_ssize_t max_heade
         raise HttpError(400, "invalid request target")
     if buf[sp1 + 1] != b'/':
         raise HttpError(400, "only origin-form request targets are accepted")
-    if eol - sp2 - 1 != 8 or memcmp(buf + sp2 + 1, b"HTTP/", 5) != 0 or buf[sp2 + 7] != b'.':
+    if (eol - sp2 - 1 != 8 or memcmp(buf + sp2 + 1, b"HTTP/", 5) != 0 or buf[sp2 + 7] != b'.'
+            or not (b'0' <= buf[sp2 + 6] <= b'9') or not (b'0' <= buf[sp2 + 8] <= b'9')):
         raise HttpError(400, "invalid HTTP version")
     if buf[sp2 + 6] != b'1' or not (buf[sp2 + 8] == b'0' or buf[sp2 + 8] == b'1'):
         raise HttpError(505, "HTTP version not supported")
@@ -317,7 +328,8 @@ cpdef ResponseHead parse_response(bytes data, Py_ssize_t end, Py_ssize_t max_hea
     try:
         eol = _find_line_end(buf, 0, end)
         # "HTTP/1.x NNN reason"
-        if eol < 12 or memcmp(buf, b"HTTP/1.", 7) != 0 or buf[8] != b' ' or (eol > 12 and buf[12] != b' '):
+        if (eol < 12 or memcmp(buf, b"HTTP/1.", 7) != 0 or not (b'0' <= buf[7] <= b'9')
+                or buf[8] != b' ' or (eol > 12 and buf[12] != b' ')):
             raise HttpError(502, "invalid status line from upstream")
         if not (b'0' <= buf[9] <= b'9' and b'0' <= buf[10] <= b'9' and b'0' <= buf[11] <= b'9'):
             raise HttpError(502, "invalid status code from upstream")
@@ -340,7 +352,7 @@ cpdef ResponseHead parse_response(bytes data, Py_ssize_t end, Py_ssize_t max_hea
 
 cdef enum ChunkState:
     CH_SIZE_START, CH_SIZE, CH_EXT, CH_SIZE_LF, CH_DATA, CH_DATA_CR, CH_DATA_LF,
-    CH_TRAILER_START, CH_TRAILER, CH_TRAILER_LF, CH_END_LF, CH_DONE
+    CH_TRAILER_START, CH_TRAILER_NAME, CH_TRAILER, CH_TRAILER_LF, CH_END_LF, CH_DONE
 
 FRAMING_NONE = 0
 FRAMING_LENGTH = 1
@@ -442,13 +454,19 @@ cdef class BodyFramer:
                 if c == b'\r':
                     self.state = CH_END_LF
                 elif TOKEN[c]:
-                    self.state = CH_TRAILER
+                    self.state = CH_TRAILER_NAME
                 else:
+                    self._fail("invalid trailer field")
+            elif self.state == CH_TRAILER_NAME:
+                # A token up to the colon: "X y" or "X : y" would be read otherwise upstream.
+                if c == b':':
+                    self.state = CH_TRAILER
+                elif not TOKEN[c]:
                     self._fail("invalid trailer field")
             elif self.state == CH_TRAILER:
                 if c == b'\r':
                     self.state = CH_TRAILER_LF
-                elif not (FIELD_VALUE[c] or c == b':'):
+                elif not FIELD_VALUE[c]:
                     self._fail("invalid trailer field")
             elif self.state == CH_TRAILER_LF:
                 if c != b'\n':
@@ -485,7 +503,7 @@ cdef bytes CRLF = b"\r\n"
 cdef bytes COLON_SP = b": "
 
 cpdef bytes build_request_head(RequestHead head, bytes target, bytes host, bytes client_ip,
-                               bytes request_id, bytes via, bint upgrade):
+                               bytes request_id, bytes via, bint upgrade, bytes proto=b"http"):
     """The head sent upstream: the client's fields minus hop-by-hop ones, plus proxy fields."""
     cdef list parts = [head.method, b" ", target, b" HTTP/1.1\r\nHost: ", host, CRLF]
     for _, name, value in head.headers:
@@ -496,7 +514,7 @@ cpdef bytes build_request_head(RequestHead head, bytes target, bytes host, bytes
         parts += (b"Content-Length: ", str(head.content_length).encode(), CRLF)
     parts += (b"X-Forwarded-For: ", client_ip if head.forwarded_for is None
               else head.forwarded_for + b", " + client_ip,
-              b"\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: ", head.host or host,
+              b"\r\nX-Forwarded-Proto: ", proto, b"\r\nX-Forwarded-Host: ", head.host or host,
               b"\r\nX-Request-Id: ", request_id,
               b"\r\nVia: ", via if head.via is None else head.via + b", " + via, CRLF)
     if upgrade:

@@ -731,7 +731,7 @@ def _kubernetes_source(d: dict, path: str, errs: _Errors, name: str | None,
 
 
 def _existing_file(value: Any, path: str, errs: _Errors) -> str | None:
-    """A path (\"~\" expanded) to a file that exists."""
+    """A path ("~" expanded) to a file that exists."""
     text = _str(value, path, errs)
     if text is None:
         return None

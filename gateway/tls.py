@@ -35,6 +35,7 @@ class ServerTls:
         self.config = config
         self.contexts = [self._context(cert) for cert in config.certificates]
         self.by_name: dict[str, ssl.SSLContext] = {}
+        self.names = [certificate_names(cert.cert) for cert in config.certificates]
         self._mtimes: dict[str, float] = {}
         self._index_names()
         self._remember_mtimes()
@@ -53,8 +54,8 @@ class ServerTls:
 
     def _index_names(self) -> None:
         self.by_name.clear()
-        for cert, context in zip(self.config.certificates, self.contexts):
-            for name in certificate_names(cert.cert):
+        for names, context in zip(self.names, self.contexts):
+            for name in names:
                 self.by_name.setdefault(name, context)
 
     def _select(self, sslobj: ssl.SSLObject, server_name: str | None, _ctx) -> None:
@@ -74,10 +75,17 @@ class ServerTls:
 
     def reload(self) -> None:
         """Load every certificate again; a pair that fails to load keeps the old one."""
-        for cert, context in zip(self.config.certificates, self.contexts):
+        for i, (cert, context) in enumerate(zip(self.config.certificates, self.contexts)):
             try:
+                # Try the files on a scratch context first: a load_cert_chain that fails on the
+                # key (say, a new certificate beside the old key) has already replaced the live
+                # context's certificate, and every handshake on it would fail.  Read the names
+                # before touching the live context too (an unreadable file raises there).
+                self._context(cert)
+                names = certificate_names(cert.cert)
                 context.load_cert_chain(cert.cert, cert.key)
-            except (ssl.SSLError, OSError) as exc:
+                self.names[i] = names
+            except (ssl.SSLError, OSError, ValueError) as exc:
                 log.error("certificate reload failed; keeping the loaded one",
                           extra={"fields": {"cert": cert.cert, "error": str(exc)}})
         self._index_names()
