@@ -152,7 +152,6 @@ cdef class DownstreamProtocol:
     cdef bytes resp_buf
     cdef bytes head_out                     # response head not yet written (joins the body)
     cdef bint response_started
-    cdef bint got_response_byte
     cdef list pending
     cdef Py_ssize_t pending_size
     cdef list replay

@@ -70,7 +70,8 @@ KIND_5XX = "upstream_5xx"
 
 # Latency histogram bucket upper bounds (seconds), Prometheus-style; the last is +Inf.
 LATENCY_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-cdef double[13] _BOUNDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+cdef double[13] _BOUNDS = [    # LATENCY_BOUNDS as a C array, for record()
+   0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
 
 cdef bytes EMPTY = b""
 
@@ -700,7 +701,6 @@ cdef class DownstreamProtocol:
         table.acquire(index)
         self.table_generation = table.generation
         upstream.requests += 1
-        self.got_response_byte = False
         conn = upstream.take_idle()
         if conn is not None:
             self.t_connect = 0.0
@@ -826,7 +826,6 @@ cdef class DownstreamProtocol:
         if conn is not self.up:
             conn.close()
             return
-        self.got_response_byte = True
         if self.state == S_TUNNEL:
             self.transport.write(data)
             return
@@ -1266,9 +1265,6 @@ cdef bytes _timestamp(double now):
         _ts_prefix = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(second)).encode()
     return b"%s.%03dZ" % (_ts_prefix, <int>((now - second) * 1000.0))
 
-
-cdef str _rfc3339(double now):
-    return _timestamp(now).decode()
 
 
 cdef inline bytes _ms(double seconds):
