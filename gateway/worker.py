@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import logging
 import os
 import signal
@@ -131,7 +132,7 @@ class Worker:
     async def _rebind(self, config: Config) -> None:
         old = self.server
         self.server = await self._bind(config)
-        old.close()                         # open connections keep being served
+        await self._close_listener(old)     # open connections keep being served
         log.info("listening on a new address", extra={"fields": {"listen": str(config.listen)}})
 
     def apply_snapshot(self, snapshot: Snapshot) -> None:
@@ -145,13 +146,14 @@ class Worker:
         is closed: closing it at once races a client that is already sending.
         """
         deadline = time.monotonic() + timeout
-        if self.server is not None:
-            self.server.close()
-        if self.tls_server is not None:
-            self.tls_server.close()
         ctx = self.ctx
         if ctx is not None:
-            ctx.draining = True
+            ctx.draining = True         # what the listeners still hand over is answered with close
+        if self.server is not None:
+            await self._close_listener(self.server)
+        if self.tls_server is not None:
+            await self._close_listener(self.tls_server, tls=True)
+        if ctx is not None:
             ctx.drain_idle_connections(DRAIN_IDLE_GRACE)
             while ctx.active_connections() and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
@@ -165,6 +167,50 @@ class Worker:
         if self.access_log is not None:
             self.access_log.close()
 
+    async def _close_listener(self, server, tls: bool = False) -> None:
+        """Stop listening without resetting connections the kernel has already accepted.
+
+        Closing a listening socket resets the connections waiting in its accept queue
+        (SO_REUSEPORT does not hand them to another worker), and their clients have
+        written requests by then.  So first make the socket refuse new handshakes (a
+        socket filter that drops every packet: the client's SYN is retried a second later,
+        to another worker or refused), then accept what is queued and serve it, then close.
+        """
+        loop = asyncio.get_running_loop()
+        factory, extra = self.ctx.protocol_factory, {}
+        if tls:
+            factory = self.ctx.tls_protocol_factory
+            extra = {"ssl": self.tls.default,
+                     "ssl_handshake_timeout": self.config.timeouts.downstream_header}
+        accepted = []
+        for pseudo in server.sockets:
+            listener = socket.socket(fileno=os.dup(pseudo.fileno()))
+            try:
+                _drop_all_packets(listener)
+                listener.setblocking(False)
+                while len(accepted) < 4096:
+                    conn, _ = listener.accept()
+                    accepted.append(conn)
+            except OSError:         # BlockingIOError: the queue is empty
+                pass
+            finally:
+                listener.close()
+        server.close()
+
+        async def adopt(conn: socket.socket) -> None:
+            try:
+                # A child made after the filter went on would inherit it: take it off.
+                conn.setsockopt(socket.SOL_SOCKET, _SO_DETACH_FILTER, 0)
+            except OSError:
+                pass
+            conn.setblocking(False)
+            try:
+                await loop.connect_accepted_socket(factory, conn, **extra)
+            except OSError:         # reset meanwhile, or a failed TLS handshake
+                conn.close()
+
+        await asyncio.gather(*(adopt(conn) for conn in accepted))
+
     def stats(self) -> dict:
         """Counters for the control plane, which adds up those of every worker."""
         dp = self.dataplane
@@ -176,6 +222,26 @@ class Worker:
                           for key, up in dp.upstreams.items()},
             "routes": {route.name: route.traffic.as_dict() for route in dp.routes},
         }
+
+
+_SO_ATTACH_FILTER = 26
+_SO_DETACH_FILTER = 27
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8),
+                ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def _drop_all_packets(sock: socket.socket) -> None:
+    """Attach a classic BPF program that keeps 0 bytes of every packet (BPF_RET|BPF_K 0)."""
+    insn = _SockFilter(0x06, 0, 0, 0)
+    prog = _SockFprog(1, ctypes.pointer(insn))
+    sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, bytes(prog))
 
 
 # -- the worker process -----------------------------------------------------------
