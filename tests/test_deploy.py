@@ -5,11 +5,12 @@ No container engine and no Kubernetes cluster run here, so what can be checked w
 * every manifest is valid for its kind: it parses, deserializes into the ``kubernetes`` client's
   model and serializes back unchanged (a misspelt or misplaced field would be dropped);
 * the pieces agree with each other and with the gateway: RBAC grants read access to exactly
-  what a kubernetes source watches, the probes and the Service reach the port the ConfigMap's
-  gateway.yaml listens on, the mounts put the config and the kubeconfig where gateway.yaml and
-  the image's CMD expect them, the grace period outlasts the preStop sleep plus the drain;
-* the ConfigMap's gateway.yaml passes ``gateway validate`` (with its cluster credentials,
-  which only exist in a pod, replaced by a kubeconfig written here);
+  what a kubernetes source watches, the Service reaches the port the ConfigMap's gateway.yaml
+  listens on and the probes the admin API's /ready and /healthz (on the pod IP, token
+  required), the mounts put the config, the kubeconfig and the admin token where gateway.yaml
+  and the image's CMD expect them, the grace period outlasts the preStop sleep plus the drain;
+* the ConfigMap's gateway.yaml passes ``gateway validate`` (with its credentials, which only
+  exist in a pod, replaced by a kubeconfig and an admin token file written here);
 * the Dockerfile has the intended structure, and its build steps work outside docker: the
   build stage's ``pip wheel`` commands on exactly what its COPY lines take from the build
   context (after .dockerignore), then the final stage's install, wheels only, into a fresh
@@ -39,7 +40,9 @@ DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "kubernetes"
 DOCKERFILE = DEPLOY / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
-SECRET_TEMPLATE = "secret-kubeconfig-cluster-b.yaml"    # a template: not in kustomization.yaml
+# Templates of Secrets made from real credentials: not in kustomization.yaml.
+SECRET_TEMPLATES = {"secret-kubeconfig-cluster-b.yaml", "secret-admin-token.yaml"}
+ADMIN_TOKEN_FILE = "/etc/gateway/admin/token"
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -95,14 +98,15 @@ def test_manifest_is_valid_for_its_kind(name, doc):
         assert doc["metadata"]["namespace"] == "gateway", name
 
 
-def test_kustomization_lists_every_manifest_but_the_secret_template():
+def test_kustomization_lists_every_manifest_but_the_secret_templates():
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     resources = kustomization["resources"]
     assert kustomization["namespace"] == "gateway"
     assert all((K8S / r).is_file() for r in resources), resources
-    # The Secret is created from a real kubeconfig file (README); applying the template with
-    # the rest would overwrite it with the placeholder on every `kubectl apply -k`.
-    assert sorted(resources) == sorted(p.name for p in manifest_files() if p.name != SECRET_TEMPLATE)
+    # The Secrets are created from a real kubeconfig file and a random token (README); applying
+    # a template with the rest would overwrite it with the placeholder on every `kubectl apply -k`.
+    assert SECRET_TEMPLATES <= {p.name for p in manifest_files()}
+    assert sorted(resources) == sorted(p.name for p in manifest_files() if p.name not in SECRET_TEMPLATES)
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
@@ -110,7 +114,7 @@ def test_kustomize_builds_the_listed_objects():
     out = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True,
                          timeout=30, check=True).stdout
     built = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(out) if d}
-    listed = {(d["kind"], d["metadata"]["name"]) for n, d in all_objects() if n != SECRET_TEMPLATE}
+    listed = {(d["kind"], d["metadata"]["name"]) for n, d in all_objects() if n not in SECRET_TEMPLATES}
     assert built == listed
 
 
@@ -162,22 +166,30 @@ current-context: test
 """
 
 
+FAKE_ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
+
+
 @pytest.fixture
 def validatable_config(tmp_path) -> Path:
-    """The ConfigMap's gateway.yaml with its cluster credentials pointed at a kubeconfig here.
+    """The ConfigMap's gateway.yaml with its credentials pointed at files written here.
 
-    In a pod, ``in_cluster: true`` reads the ServiceAccount token and the `cluster-b` kubeconfig
-    is the mounted Secret; neither exists on this machine, and validation checks that a
-    kubeconfig file exists. Everything else (listen, admin, timeouts, services, routes, the
-    sources' names and namespaces) is validated as written.
+    In a pod, ``in_cluster: true`` reads the ServiceAccount token, and the `cluster-b`
+    kubeconfig and the admin token are the mounted Secrets; none exists on this machine, and
+    validation reads the kubeconfig and token files. Everything else (listen, the admin
+    address, timeouts, services, routes, the sources' names and namespaces) is validated as
+    written.
     """
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(FAKE_KUBECONFIG)
+    token = tmp_path / "admin-token"
+    token.write_text(FAKE_ADMIN_TOKEN + "\n")
     config = configmap_gateway_yaml()
     for source in config["sources"]:
         if source.get("type") == "kubernetes":
             source.pop("in_cluster", None)
             source["kubeconfig"] = str(kubeconfig)
+    assert config["admin"]["token_file"] == ADMIN_TOKEN_FILE
+    config["admin"]["token_file"] = str(token)
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -187,6 +199,10 @@ def test_configmap_config_needs_only_the_credentials_rewritten():
     with pytest.raises(ConfigError) as err:
         parse_config(configmap_gateway_yaml())
     assert err.value.errors == [
+        f"admin.token_file: file not found: {ADMIN_TOKEN_FILE}",
+        # without its token file, the admin API on the pod IP is refused: it never runs open
+        "admin: the admin API on 0.0.0.0 (not loopback) needs a token: "
+        "admin: {listen: ..., token_file: ...}",
         "sources[1].kubeconfig: file not found: /etc/gateway/clusters/cluster-b/kubeconfig"]
 
 
@@ -226,7 +242,7 @@ def test_probes_reach_what_the_gateway_listens_on(validatable_config):
     assert config.listen.port == container_port("http")
     assert not is_loopback(config.listen.host)       # the kubelet and the Service use the pod IP
     expected_path = {"readinessProbe": "/ready", "livenessProbe": "/healthz", "startupProbe": None}
-    assert c.get("readinessProbe") and c.get("livenessProbe")
+    assert c.get("readinessProbe") and c.get("livenessProbe") and c.get("startupProbe")
     for kind, path in expected_path.items():
         probe = c.get(kind)
         if probe is None:
@@ -238,10 +254,18 @@ def test_probes_reach_what_the_gateway_listens_on(validatable_config):
             assert container_port(probe["httpGet"]["port"]) == config.admin.port, kind
             if path:
                 assert probe["httpGet"]["path"] == path, kind
+            # The kubelet sends no token: only these two paths answer without one.
+            assert probe["httpGet"]["path"] in ("/ready", "/healthz"), kind
+            assert "httpHeaders" not in probe["httpGet"], kind
         else:
             assert container_port(probe["tcpSocket"]["port"]) == config.listen.port, kind
-    # The admin API stays on loopback until it can require a token (it can change the config).
-    assert config.admin is not None and is_loopback(config.admin.host)
+    # Every probe asks the gateway itself (a TCP connect is answered by the kernel).
+    assert all("httpGet" in c[kind] for kind in expected_path), "httpGet probes on the admin API"
+    # The admin API listens on the pod IP only because it requires a token there (it can
+    # change the config); validation refuses it otherwise.
+    assert config.admin is not None and not is_loopback(config.admin.host)
+    assert config.admin_token == FAKE_ADMIN_TOKEN
+    assert container_port("admin") == config.admin.port == 9901
 
 
 def test_service_sends_port_80_to_the_listener(validatable_config):
@@ -341,7 +365,7 @@ def mounted_files() -> dict[str, tuple[str, str, str]]:
     return files
 
 
-def test_config_and_kubeconfig_are_mounted_where_gateway_yaml_says():
+def test_config_kubeconfig_and_admin_token_are_mounted_where_gateway_yaml_says():
     files = mounted_files()
     args = container()["args"]
     config_path = args[args.index("--config") + 1]
@@ -354,6 +378,24 @@ def test_config_and_kubeconfig_are_mounted_where_gateway_yaml_says():
             kind, name, key = files[source["kubeconfig"]]
             assert (kind, name) == ("secret", secret["metadata"]["name"])
             assert key in secret["stringData"]
+    token_secret = the("Secret", "gateway-admin-token")
+    token_file = configmap_gateway_yaml()["admin"]["token_file"]
+    assert token_file == ADMIN_TOKEN_FILE
+    kind, name, key = files[token_file]
+    assert (kind, name) == ("secret", token_secret["metadata"]["name"])
+    assert key in token_secret["stringData"]
+
+
+def test_admin_token_template_fails_closed(validatable_config, tmp_path):
+    """Applied by mistake, the template's placeholder is refused (too short): the gateway does
+    not start rather than run its admin API with a token published in this repository."""
+    placeholder = tmp_path / "placeholder-token"
+    placeholder.write_text(the("Secret", "gateway-admin-token")["stringData"]["token"])
+    config = yaml.safe_load(validatable_config.read_text())
+    config["admin"]["token_file"] = str(placeholder)
+    with pytest.raises(ConfigError) as err:
+        parse_config(config)
+    assert "admin.token_file: the token must be at least 16 characters" in err.value.errors
 
 
 # --- Dockerfile --------------------------------------------------------------------------------
