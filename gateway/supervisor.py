@@ -18,6 +18,7 @@ from typing import Callable
 
 import orjson
 
+from gateway.config import Address, ConfigError, load_config
 from gateway.snapshot import Snapshot
 
 log = logging.getLogger("gateway.supervisor")
@@ -37,6 +38,7 @@ class WorkerHandle:
         self.stats: dict = {}
         self.started = 0.0
         self.quick_deaths = 0
+        self.listener: socket.socket | None = None     # this slot's listening socket, if held
 
     def send(self, message: dict) -> None:
         if self.writer is not None and not self.writer.is_closing():
@@ -56,9 +58,11 @@ class Supervisor:
         self.stopping = False
         self.restarts = 0
         self._tasks: set[asyncio.Task] = set()
+        self.listen: Address | None = None
 
     async def start(self, snapshot: Snapshot, timeout: float = 30.0) -> None:
         self.snapshot = snapshot
+        self.listen = _listen_address(self.config_path)
         for handle in self.workers:
             await self._spawn(handle)
         deadline = time.monotonic() + timeout
@@ -69,10 +73,14 @@ class Supervisor:
 
     async def _spawn(self, handle: WorkerHandle) -> None:
         parent, child = socket.socketpair()
-        handle.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.worker", "--fd", str(child.fileno()),
-             "--id", str(handle.id), "--log-level", self.log_level],
-            pass_fds=(child.fileno(),))
+        args = [sys.executable, "-m", "gateway.worker", "--fd", str(child.fileno()),
+                "--id", str(handle.id), "--log-level", self.log_level]
+        fds = [child.fileno()]
+        listener = self._listener(handle)
+        if listener is not None:
+            args += ["--listen-fd", str(listener.fileno())]
+            fds.append(listener.fileno())
+        handle.proc = subprocess.Popen(args, pass_fds=fds)
         child.close()
         handle.started = time.monotonic()
         handle.ready = False
@@ -130,13 +138,41 @@ class Supervisor:
         for handle in self.workers:
             handle.send(message)
 
+    def _listener(self, handle: WorkerHandle) -> socket.socket | None:
+        """The slot's SO_REUSEPORT listening socket, made once and kept open here.
+
+        A worker serves on a copy.  When it dies, the socket stays open: connections the
+        kernel has queued on it (or queues while the worker restarts) wait for the next
+        worker of the slot instead of being reset with the dead process's last copy.
+        None (the worker binds its own) when the address is not one plain host:port.
+        """
+        if handle.listener is None and self.listen is not None:
+            try:
+                handle.listener = _bind_listener(self.listen)
+            except OSError as exc:
+                log.warning("cannot hold a listening socket; the worker binds its own",
+                            extra={"fields": {"listen": str(self.listen), "error": str(exc)}})
+        return handle.listener
+
+    def _release_listeners(self) -> None:
+        """Close the copies held here: a worker's own copy is then the last one."""
+        for handle in self.workers:
+            if handle.listener is not None:
+                handle.listener.close()
+                handle.listener = None
+
     def reload(self, config_path: str) -> None:
         self.config_path = config_path
+        listen = _listen_address(config_path)
+        if listen != self.listen:           # workers bind the new address themselves
+            self._release_listeners()
+            self.listen = listen
         for handle in self.workers:
             handle.send({"t": "config", "path": config_path})
 
     async def stop(self, drain_timeout: float) -> None:
         self.stopping = True
+        self._release_listeners()
         for handle in self.workers:
             handle.send({"t": "drain", "timeout": drain_timeout})
         deadline = time.monotonic() + drain_timeout + 5
@@ -161,6 +197,35 @@ class Supervisor:
         return [{"id": h.id, "pid": h.proc.pid if h.proc else None, "ready": h.ready,
                  "snapshot_version": h.snapshot_version,
                  "connections": h.stats.get("connections", 0)} for h in self.workers]
+
+
+def _listen_address(config_path: str) -> Address | None:
+    try:
+        return load_config(config_path).listen
+    except ConfigError:
+        return None
+
+
+def _bind_listener(address: Address) -> socket.socket | None:
+    """A listening socket as the worker's own ``create_server(reuse_port=True)`` would make
+    it, when the host resolves to exactly one address (else None: the worker binds)."""
+    infos = socket.getaddrinfo(address.host or None, address.port, type=socket.SOCK_STREAM,
+                               flags=socket.AI_PASSIVE)
+    if len({info[4] for info in infos}) != 1:
+        return None
+    family, kind, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(sockaddr)
+        sock.listen(4096)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _counters(stats: dict, gauges: bool = True) -> dict:

@@ -65,8 +65,9 @@ class Worker:
         self.dataplane = DataPlane(self.ctx)
         self.dataplane.apply_config(cfg)
 
-    async def listen(self) -> None:
-        self.server = await self._bind(self.config)
+    async def listen(self, sock: socket.socket | None = None) -> None:
+        """Serve on ``sock`` (a listening socket the supervisor holds) or bind the config's address."""
+        self.server = await self._bind(self.config, sock)
         if self.config.tls is not None:
             await self._bind_tls(self.config)
         self.ctx.start_ticker()
@@ -87,7 +88,10 @@ class Worker:
         ctx.max_connections = lim.max_connections
         ctx.max_requests_per_connection = lim.max_requests_per_connection
 
-    async def _bind(self, cfg: Config):
+    async def _bind(self, cfg: Config, sock: socket.socket | None = None):
+        if sock is not None:
+            return await asyncio.get_running_loop().create_server(
+                self.ctx.protocol_factory, sock=sock, backlog=4096)
         return await asyncio.get_running_loop().create_server(
             self.ctx.protocol_factory, cfg.listen.host, cfg.listen.port, reuse_port=True, backlog=4096)
 
@@ -263,7 +267,7 @@ class _Channel:
         return orjson.loads(line) if line else None
 
 
-async def run_worker(fd: int, worker_id: int) -> int:
+async def run_worker(fd: int, worker_id: int, listen_fd: int | None = None) -> int:
     sock = socket.socket(fileno=fd)
     reader, writer = await asyncio.open_connection(sock=sock)
     channel = _Channel(reader, writer)
@@ -297,7 +301,7 @@ async def run_worker(fd: int, worker_id: int) -> int:
             worker.apply_snapshot(Snapshot.from_wire(message))
             channel.send({"t": "ack", "v": message["v"]})
             if worker.server is None:       # first snapshot: now it can serve
-                await worker.listen()
+                await worker.listen(socket.socket(fileno=listen_fd) if listen_fd is not None else None)
                 channel.send({"t": "ready", "pid": os.getpid(), "id": worker_id})
                 send_stats()
         elif kind == "drain":
@@ -319,12 +323,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gateway-worker")
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--id", type=int, default=0)
+    parser.add_argument("--listen-fd", type=int, default=None,
+                        help="a listening socket to serve on (held by the supervisor)")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     from gateway.logs import setup_logging
     setup_logging(args.log_level)
     import uvloop
-    return uvloop.run(run_worker(args.fd, args.id))
+    return uvloop.run(run_worker(args.fd, args.id, args.listen_fd))
 
 
 if __name__ == "__main__":
