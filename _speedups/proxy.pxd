@@ -86,6 +86,7 @@ cdef class ProxyContext:
     cdef unsigned long long request_counter
     cdef readonly set connections
     cdef public bint draining
+    cdef public double drain_grace          # idle keep-alive connections close this soon when draining
     cdef public long reported_connections   # in worker processes (multi-worker control plane)
     cdef public object on_upstream_result   # f(service, upstream, failure kind or None)
     cdef readonly dict stats

@@ -16,6 +16,7 @@ from the snapshot objects (Route, Service) built by ``gateway.dataplane``; what
 happens with passive failure reports is the context's ``on_upstream_result``.
 """
 import logging
+import os as _os
 import time as _time
 from asyncio import CancelledError
 
@@ -225,7 +226,7 @@ cdef class ProxyContext:
                  Py_ssize_t max_uri=8192, long long max_body=0, Py_ssize_t max_response_head=65536,
                  Py_ssize_t max_connections=10000, long max_requests_per_connection=10000,
                  double body_idle_timeout=30.0,
-                 access_log=None, via=b"1.1 gateway", request_id_prefix=b"gw"):
+                 access_log=None, via=b"1.1 gateway", request_id_prefix=None):
         self.loop = loop
         self.router = Router(())
         self.connect_timeout = connect_timeout
@@ -242,11 +243,13 @@ cdef class ProxyContext:
         self.body_idle_timeout = body_idle_timeout
         self.set_access_log(access_log)
         self.via = via
-        self.request_id_prefix = request_id_prefix + b"-"
+        # Random per process: ids stay unique across workers, restarts and replicas.
+        self.request_id_prefix = (request_id_prefix or _os.urandom(4).hex().encode()) + b"-"
         self.request_counter = 0
         self.connections = set()
         self.draining = False
         self.on_upstream_result = None
+        self.drain_grace = 1.0
         self.reported_connections = 0
         self.requests_in_flight = 0
         self.retries_in_flight = 0
@@ -317,6 +320,7 @@ cdef class ProxyContext:
         """Shutting down: idle connections close within ``grace`` unless a request comes first."""
         cdef DownstreamProtocol conn
         cdef double deadline = monotonic() + grace
+        self.drain_grace = grace
         for conn in list(self.connections):
             if conn.state == S_IDLE and not conn.buf:
                 if conn.deadline_kind != D_IDLE or conn.deadline > deadline:
@@ -1202,7 +1206,7 @@ cdef class DownstreamProtocol:
             return
         if self.state == S_TUNNEL:
             return
-        if not self.keep_alive or ctx.draining:
+        if not self.keep_alive:
             self.close()
             return
         self.state = S_IDLE
@@ -1213,6 +1217,10 @@ cdef class DownstreamProtocol:
             self.process()
         elif self.client_eof:
             self.close()
+        elif ctx.draining:
+            # This response went out before the drain began, without "Connection: close":
+            # the client may send another request, which is answered with it.
+            self.set_deadline(D_IDLE, min(ctx.idle_timeout, ctx.drain_grace))
         else:
             self.set_deadline(D_IDLE, ctx.idle_timeout)
 

@@ -79,8 +79,8 @@ class Gateway:
 
     async def start(self) -> None:
         cfg = self.config
-        if self.multi_worker and not cfg.path:
-            raise ValueError("workers > 1 needs a config file (workers load it themselves)")
+        if self.multi_worker and cfg.document is None:
+            raise ValueError("workers > 1 needs a config parsed from YAML (workers get its document)")
         self.worker = Worker(cfg if not self.multi_worker else replace(cfg, access_log=_NO_LOG))
         self.worker.build()
         self.health = HealthManager(cfg.services, self._publish)
@@ -95,7 +95,7 @@ class Gateway:
         if waiting:
             log.warning("listening before these sources synced", extra={"fields": {"sources": waiting}})
         if self.multi_worker:
-            self.supervisor = Supervisor(cfg.workers, cfg.path, self.log_level, self.health.report)
+            self.supervisor = Supervisor(cfg.workers, cfg, self.log_level, self.health.report)
             await self.supervisor.start(self.health.snapshot)
             self._stats_timer = asyncio.get_running_loop().call_later(1.0, self._collect_stats)
         else:
@@ -186,7 +186,7 @@ class Gateway:
         self.config = config
         if self.supervisor is not None:
             self.worker.apply_config(replace(config, access_log=_NO_LOG))
-            self.supervisor.reload(config.path)
+            self.supervisor.reload(config)
         else:
             self.worker.apply_config(config)
         if config.services != old.services:

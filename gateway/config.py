@@ -257,6 +257,9 @@ class Config:
     services: tuple[ServiceConfig, ...] = ()
     routes: tuple[RouteConfig, ...] = ()
     path: str | None = None                 # the file it was read from
+    # The validated YAML document, so that worker processes get exactly this config
+    # rather than whatever the file holds when they (re)start.
+    document: dict | None = field(default=None, repr=False, compare=False)
 
 
 def load_config(path: str) -> Config:
@@ -301,6 +304,7 @@ def parse_config(data: object, path: str | None = None) -> Config:
     routes = _parse_each(data.get("routes"), "routes", errs, partial(_route, services=service_keys))
     _unique(((f"{p}.name", r.name) for p, r in routes), "route name", errs)
 
+    top["document"] = data
     if errs:
         raise ConfigError(errs)
     return Config(**top, sources=tuple(s for _, s in sources),
@@ -571,16 +575,26 @@ def _admin(value: Any, path: str, errs: _Errors) -> tuple[Address | None, str | 
         address = _opt(d, "listen", _address, path, errs) if d else None
         token_file = _opt(d, "token_file", _existing_file, path, errs) if d else None
         if token_file:
-            token = open(token_file, encoding="utf-8").read().strip()
-            if len(token) < 16:
-                _err(errs, _at(path, "token_file"), "the token must be at least 16 characters")
-                token = None
+            token = _read_token(token_file, _at(path, "token_file"), errs)
     else:
         address = _address(value, path, errs)
     if address is not None and token is None and not _is_loopback(address.host):
         _err(errs, path, f"the admin API on {address.host} (not loopback) needs a token: "
                          "admin: {listen: ..., token_file: ...}")
     return address, token
+
+
+def _read_token(token_file: str, path: str, errs: _Errors) -> str | None:
+    try:
+        with open(token_file, encoding="utf-8") as f:
+            token = f.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        _err(errs, path, f"cannot read the token: {exc}")
+        return None
+    if len(token) < 16:
+        _err(errs, path, "the token must be at least 16 characters")
+        return None
+    return token
 
 
 def _is_loopback(host: str) -> bool:

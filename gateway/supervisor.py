@@ -18,7 +18,7 @@ from typing import Callable
 
 import orjson
 
-from gateway.config import Address, ConfigError, load_config
+from gateway.config import Address, Config
 from gateway.snapshot import Snapshot
 
 log = logging.getLogger("gateway.supervisor")
@@ -46,10 +46,10 @@ class WorkerHandle:
 
 
 class Supervisor:
-    def __init__(self, count: int, config_path: str, log_level: str,
+    def __init__(self, count: int, config: Config, log_level: str,
                  on_report: Callable[[str, tuple, str | None], None]) -> None:
         self.count = count
-        self.config_path = config_path
+        self.config = config
         self.log_level = log_level
         self.on_report = on_report
         self.workers = [WorkerHandle(i) for i in range(count)]
@@ -62,7 +62,7 @@ class Supervisor:
 
     async def start(self, snapshot: Snapshot, timeout: float = 30.0) -> None:
         self.snapshot = snapshot
-        self.listen = _listen_address(self.config_path)
+        self.listen = self.config.listen
         for handle in self.workers:
             await self._spawn(handle)
         deadline = time.monotonic() + timeout
@@ -86,7 +86,7 @@ class Supervisor:
         handle.ready = False
         reader, writer = await asyncio.open_connection(sock=parent)
         handle.writer = writer
-        handle.send({"t": "config", "path": self.config_path})
+        handle.send(_config_message(self.config))
         handle.send(self.snapshot.to_wire())
         task = asyncio.ensure_future(self._read(handle, reader))
         self._tasks.add(task)
@@ -161,14 +161,14 @@ class Supervisor:
                 handle.listener.close()
                 handle.listener = None
 
-    def reload(self, config_path: str) -> None:
-        self.config_path = config_path
-        listen = _listen_address(config_path)
-        if listen != self.listen:           # workers bind the new address themselves
+    def reload(self, config: Config) -> None:
+        self.config = config
+        if config.listen != self.listen:    # workers bind the new address themselves
             self._release_listeners()
-            self.listen = listen
+            self.listen = config.listen
+        message = _config_message(config)
         for handle in self.workers:
-            handle.send({"t": "config", "path": config_path})
+            handle.send(message)
 
     async def stop(self, drain_timeout: float) -> None:
         self.stopping = True
@@ -199,11 +199,10 @@ class Supervisor:
                  "connections": h.stats.get("connections", 0)} for h in self.workers]
 
 
-def _listen_address(config_path: str) -> Address | None:
-    try:
-        return load_config(config_path).listen
-    except ConfigError:
-        return None
+def _config_message(config: Config) -> dict:
+    """The validated document itself: a worker (re)started later must not read a file that
+    may have changed, or become invalid, since the control plane validated it."""
+    return {"t": "config", "path": config.path, "document": config.document}
 
 
 def _bind_listener(address: Address) -> socket.socket | None:

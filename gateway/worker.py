@@ -28,7 +28,7 @@ import time
 import orjson
 
 from gateway.accesslog import AccessLog
-from gateway.config import Config, load_config
+from gateway.config import Config, parse_config
 from gateway.dataplane import DataPlane, ProxyContext
 from gateway.snapshot import Snapshot
 from gateway.tls import ServerTls
@@ -290,7 +290,7 @@ async def run_worker(fd: int, worker_id: int, listen_fd: int | None = None) -> i
     while (message := await channel.receive()) is not None:
         kind = message["t"]
         if kind == "config":
-            config = load_config(message["path"])
+            config = parse_config(message["document"], path=message["path"])
             if worker is None:
                 worker = Worker(config)
                 worker.build()

@@ -21,7 +21,8 @@ MAX_BODY = 1024 * 1024
 IDLE_TIMEOUT = 30.0             # keep-alive connection with no request
 READ_TIMEOUT = 10.0             # a started request's head or body
 
-REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 404: "Not Found",
+REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
+           404: "Not Found",
            405: "Method Not Allowed", 409: "Conflict", 411: "Length Required",
            413: "Content Too Large", 431: "Request Header Fields Too Large",
            500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable"}
