@@ -11,7 +11,7 @@ cpdef enum:
     FLAG_DRAINING = 4           # not ready / terminating
 
 
-# Per-endpoint state, one struct per endpoint: pick() reads flags and weight
+# Per-endpoint state, one struct per endpoint: smooth WRR reads flags and weight
 # and writes current of every endpoint, so keeping them side by side means
 # one cache line per endpoint visited.
 cdef struct _Peer:
@@ -20,11 +20,35 @@ cdef struct _Peer:
     int flags                   # health flag bits, 0 = healthy
     int inflight                # requests in progress
     int cluster                 # index into EndpointTable.clusters
+    # EDF (large tables): the next deadline is due + due_frac / weight, in units
+    # of one scheduling cycle.  Exact integers, not a double: no drift, and equal
+    # deadlines compare equal (ties go to the lower index).
+    unsigned long long due
+    int due_frac                # 0 <= due_frac < weight
+    int heap_pos                # index in _Core.heap, -1 when not scheduled (flagged)
+
+
+# All C state of a table behind one pointer.  The EndpointTable object keeps the
+# size and field offsets it had before EDF, so a proxy module built against the
+# older .pxd still reads ``generation`` at the right place.
+cdef struct _Core:
+    _Peer *peers
+    int *heap                   # EDF: healthy endpoints, a binary min-heap by (deadline, index)
+    int *marks                  # indices pick() marked _EXCLUDED, to clear afterwards
+    int *stack                  # EDF pick(exclude): heap positions still to visit
+    int heap_len
+    int nmarks
+    int edf                     # 1 when this table schedules by EDF (len > edf_threshold)
+    int edf_threshold
+    # EDF virtual time: the deadline of the last pick, now_due + now_frac / now_weight.
+    unsigned long long now_due
+    int now_frac
+    int now_weight
 
 
 @cython.final
 cdef class EndpointTable:
-    cdef _Peer *_peers
+    cdef _Core *_core
     cdef Py_ssize_t _n
     cdef dict _index                        # key -> index
     cdef readonly tuple endpoints           # the objects given to update(), by index
@@ -48,3 +72,5 @@ cdef class EndpointTable:
     cdef int _pick(self) noexcept
     cdef int _mark(self, object exclude) except -1
     cdef int _check(self, int i) except -1
+    # New methods go after the old ones: the vtable order is the declaration order.
+    cdef void _set_flags(self, int i, int flags) noexcept

@@ -1,5 +1,9 @@
-"""Per-service endpoint table with nginx's smooth weighted round robin (compiled)."""
-from typing import Any, Hashable, Iterable, Protocol, Sequence, final
+"""Per-service endpoint table (compiled): nginx's smooth weighted round robin for
+small tables, earliest deadline first (O(log n) per pick) above ``edf_threshold``."""
+from typing import Any, Hashable, Iterable, Literal, Protocol, Sequence, final
+
+EDF_THRESHOLD: int
+"""Default ``edf_threshold``: tables with more endpoints schedule by EDF (64)."""
 
 FLAG_ACTIVE_FAILED: int
 """Failed active health checks."""
@@ -33,16 +37,32 @@ class EndpointTable:
     def generation(self) -> int:
         """Incremented by every ``update()`` that changes which key has which index."""
 
-    def __init__(self, endpoints: Iterable[EndpointLike] = ()) -> None: ...
+    @property
+    def edf_threshold(self) -> int:
+        """Tables with more endpoints than this schedule by EDF, others by smooth WRR."""
+    @property
+    def scheduler(self) -> Literal["wrr", "edf"]:
+        """The regime of the current endpoint list."""
+
+    def __init__(self, endpoints: Iterable[EndpointLike] = (),
+                 edf_threshold: int = ...) -> None:
+        """Raises ValueError if ``edf_threshold`` < 0."""
     def __len__(self) -> int: ...
     def update(self, endpoints: Iterable[EndpointLike]) -> None:
-        """Replace the endpoints; current weight, flags and in-flight follow the key.
+        """Replace the endpoints; flags, in-flight and the schedule follow the key.
 
-        New keys start at zero.  Raises ValueError (table unchanged) on a
-        duplicate key or a weight < 1.
+        Smooth WRR carries ``current``; EDF carries the deadline of a healthy
+        endpoint whose weight is unchanged, and schedules the others at their
+        next grid point after the current time (no burst).  New keys start at
+        zero.  Crossing ``edf_threshold`` starts the new regime afresh.  Raises
+        ValueError (table unchanged) on a duplicate key or a weight < 1.
         """
     def pick(self, exclude: Sequence[int] | None = None) -> int:
-        """Next index by smooth WRR over healthy endpoints not in ``exclude``; -1 if none."""
+        """Next index over healthy endpoints not in ``exclude``; -1 if none.
+
+        Smooth WRR (O(n)) up to ``edf_threshold`` endpoints, EDF (O(log n),
+        plus the excluded endpoints at the top of the schedule) above.
+        """
     def endpoint(self, i: int) -> Any:
         """The endpoint object at index ``i``."""
     def cluster_index(self, i: int) -> int:
@@ -65,5 +85,10 @@ class EndpointTable:
         """Requests in flight to endpoint ``i``."""
     def healthy_count(self) -> int:
         """Number of endpoints with no flag set."""
+    def deadline(self, i: int) -> tuple[int, int, int] | None:
+        """EDF: the next deadline of endpoint ``i`` as (whole cycles, numerator, weight).
+
+        None when it is not scheduled (flagged) or the table uses smooth WRR.
+        """
     def state(self) -> list[dict[str, Any]]:
         """Per endpoint: key, cluster, weight, current, flags, inflight."""
