@@ -254,6 +254,11 @@ def _difference_class(data: bytes, head, end: int, stop: int | None, exc: Except
     if head.method not in LLHTTP_METHODS:
         return "method"                 # llhttp knows a fixed list; RFC 9110 9.1: any token
     text = str(exc)
+    if head.chunked and ("Transfer-Encoding" in text or "Content-Length" in text):
+        trailers = data[end:stop if stop is not None else len(data)].lower()
+        if b"\r\n0\r\n" in b"\r\n" + trailers and (b"transfer-encoding" in trailers
+                                                   or b"content-length" in trailers):
+            return "trailer-framing-field"
     if head.chunked and ("chunk extension" in text or "chunk_extension" in text):
         ext_bytes = data[end:stop if stop is not None else len(data)]
         if any(c >= 0x80 for c in ext_bytes) or b"\t" in ext_bytes or b" " in ext_bytes \
@@ -340,6 +345,15 @@ ACCEPTED_DIFFERENCES = {
                         "field-value bytes there (no CR, LF or other controls) and forward them "
                         "unchanged.  llhttp is right by the letter of RFC 9112 7.1.1; ours is "
                         "safe because every reading of the line still ends at the same CR LF."),
+    "trailer-framing-field": (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                              b"0\r\nTransfer-Encoding: chunked\r\n\r\n",
+                              "llhttp applies its header rules to trailers and refuses a second "
+                              "Transfer-Encoding there; we forward trailer lines unchanged.  RFC 9110 "
+                              "6.5.1: a sender must not put framing fields in trailers and a recipient "
+                              "must not merge them into the header section; the body's framing is "
+                              "decided before trailers, so both readings end the message at the same "
+                              "byte.  Refusing would be stricter (defence against upstreams that merge "
+                              "trailers); not a framing disagreement."),
 }
 
 
