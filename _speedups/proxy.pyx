@@ -436,6 +436,10 @@ cdef class DownstreamProtocol:
             # Over the limit: close at once rather than queue work we cannot bound.
             self.ctx.stats["connections_refused"] += 1
             _log.warning("connection refused: limits.max_connections reached (%d)", self.ctx.max_connections)
+            if self.ctx.access_log is not None:
+                self.ctx.write_log_line(b'{"time":"%s","client":"%s","status":0,"error":%s}\n' % (
+                    _timestamp(wall_time()), self.client_bytes,
+                    _dumps("connection refused: limits.max_connections reached")))
             self.state = S_CLOSED
             transport.abort()
             return
@@ -841,6 +845,9 @@ cdef class DownstreamProtocol:
                     if len(self.resp_buf) > self.ctx.max_response_head:
                         self.bad_response("response head too large")
                     return
+                if end > self.ctx.max_response_head:
+                    self.bad_response("response head too large")
+                    return
                 if not self.read_response_head(end):
                     return
             data = self.resp_buf
@@ -911,7 +918,12 @@ cdef class DownstreamProtocol:
             try:
                 end = self.resp_framer.feed(data, 0)
             except HttpError as err:
-                self.abort_response(err.reason)
+                if head_out is not None:    # nothing reached the client yet: it gets a 502
+                    self.head_out = None
+                    self.response_started = False
+                    self.bad_response(err.reason)
+                else:
+                    self.abort_response(err.reason)
                 return
         if end < len(data):
             # Bytes past the end of the response: that upstream connection is out of sync.

@@ -62,7 +62,7 @@ LIMIT_CASES = [
     ("max_response_head", f"upstream head over limits.max_response_head ({MAX_RESPONSE_HEAD}), "
      "its end in a later read", "502; that upstream connection closed", "status 502 + error"),
     ("max_response_head", "the same head arriving whole in one read",
-     "**forwarded (200): open bug in proxy.pyx**, test marked xfail(strict)", "status 200"),
+     "502; that upstream connection closed", "status 502 + error"),
 ]
 
 BIG_HEAD = b"HTTP/1.1 200 OK\r\n" + b"X-Big: " + b"b" * (MAX_RESPONSE_HEAD * 2) + b"\r\nContent-Length: 2\r\n\r\nok"
@@ -339,9 +339,6 @@ def test_response_head_over_max_response_head_502(gw, upstream):
     _upstream_head_too_large(gw, upstream, "/big-head-split")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "proxy.pyx upstream_data checks limits.max_response_head only while the head's end is not "
-    "yet in the buffer: a whole oversized head arriving in one read is accepted and forwarded"))
 def test_response_head_over_limit_in_one_read_502(gw, upstream):
     _upstream_head_too_large(gw, upstream, "/big-head")
 
