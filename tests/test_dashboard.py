@@ -34,9 +34,13 @@ def admin_get(port: int, path: str):
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
+    from selenium.common.exceptions import StaleElementReferenceException
     deadline = time.monotonic() + timeout
     while True:
-        value = predicate()
+        try:
+            value = predicate()
+        except StaleElementReferenceException:
+            value = None            # the page redrew its rows between find and read: look again
         if value:
             return value
         assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
@@ -171,7 +175,8 @@ def test_services_view_follows_cluster_a_removal(gw, clusters, browser):
         a.remove_service()
         wait_for(lambda: endpoint_rows(browser) == [("cluster-b", b_ep)], 15,
                  "only cluster B's endpoint after removing httpbin from cluster A")
-        reason = browser.find_element(By.CSS_SELECTOR, '#services .cluster[data-cluster="cluster-a"]').text
+        reason = wait_for(lambda: browser.find_element(
+            By.CSS_SELECTOR, '#services .cluster[data-cluster="cluster-a"]').text, 5, "cluster A's row")
         assert "not found in this source" in reason
         browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
 

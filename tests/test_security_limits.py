@@ -50,7 +50,7 @@ LIMIT_CASES = [
      f"answer {MAX_REQUESTS} has Connection: close, then close", "one line per request"),
     ("max_connections", f"{MAX_CONNECTIONS} + 4 connections (limit {MAX_CONNECTIONS})",
      "the 4 extra closed at once; the others keep being served",
-     "no access-log line (no request); a warning in the gateway's log"),
+     "an access-log line per refused connection (status 0) and a warning in the gateway's log"),
     ("timeouts.downstream_header", f"head trickled a byte per 100 ms ({HEADER_TIMEOUT:g} s timeout)",
      f"408 about {HEADER_TIMEOUT:g} s after the first byte, close", "status 408 + error"),
     ("timeouts.body_idle", f"body stops for longer than {BODY_IDLE:g} s", "408, close",

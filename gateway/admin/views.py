@@ -318,7 +318,9 @@ def route(gw, name: str) -> dict | None:
 def config(gw) -> dict:
     """The running config (paths to kubeconfigs, never their contents; never the admin token)."""
     plain = _plain(gw.config)
-    plain["admin_token"] = "(set)" if gw.config.admin_token else None
+    del plain["document"]                   # the raw YAML the above was parsed from
+    del plain["admin_token"]
+    plain["admin_auth"] = "bearer" if gw.config.admin_token else "none"
     return plain
 
 
