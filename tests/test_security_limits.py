@@ -246,6 +246,8 @@ def test_connections_over_max_connections_closed_others_served(gw_few_connection
                 pass
             assert c.wait_closed(5.0), "a connection over max_connections was kept"
             assert not c.extra, "a connection over max_connections was answered"
+        refused = gw.log.matching(lambda e: "max_connections" in (e.get("error") or ""), n=4)
+        assert len(refused) == 4 and all(e["status"] == 0 for e in refused), refused
         for round_ in range(3):
             for c in kept:
                 resp = c.request("GET", f"/rec/kept-{round_}")
