@@ -143,8 +143,10 @@ cpdef Py_ssize_t find_head_end(bytes data, Py_ssize_t start) except -2:
     refused at once instead of waiting for a CR LF CR LF that never comes.
     """
     cdef Py_ssize_t crlf = data.find(b"\r\n\r\n", start)
-    cdef Py_ssize_t lflf = data.find(b"\n\n", start)
-    if lflf >= 0 and (crlf < 0 or lflf < crlf):
+    # Only up to the CR LF CR LF: the bytes after it are the body (a 16 KiB response
+    # body scanned here cost a third of the gateway's CPU in a profile).
+    cdef Py_ssize_t lflf = data.find(b"\n\n", start, crlf if crlf >= 0 else PyBytes_GET_SIZE(data))
+    if lflf >= 0:
         return lflf + 2
     return crlf + 4 if crlf >= 0 else -1
 

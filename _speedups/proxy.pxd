@@ -152,6 +152,7 @@ cdef class DownstreamProtocol:
     cdef ResponseHead resp_head
     cdef bytes resp_buf
     cdef bytes head_out                     # response head not yet written (joins the body)
+    cdef bytes held_body                    # body of a small response, held to go out with it
     cdef bint response_started
     cdef list pending
     cdef Py_ssize_t pending_size

@@ -53,6 +53,7 @@ DEF PENDING_LIMIT = 262144      # bytes of request body held while connecting
 DEF REPLAY_LIMIT = 65536        # bytes of request body kept so the request can be retried
 DEF PIPELINE_LIMIT = 65536
 DEF COALESCE_LIMIT = 16384      # body bytes copied to join the head in one write
+DEF HOLD_LIMIT = 65536          # a sized response this small is written whole, in one write
 
 # What a connection's deadline is for.
 DEF D_NONE = 0
@@ -623,6 +624,7 @@ cdef class DownstreamProtocol:
         self.response_started = False
         self.resp_head = None
         self.head_out = None
+        self.held_body = None
         self.resp_buf = EMPTY
         self.bytes_sent = 0
         self.pending = None
@@ -931,11 +933,21 @@ cdef class DownstreamProtocol:
             data = data[:end]
         self.bytes_sent += end
         if head_out is not None:
+            if self.held_body is not None:
+                data = self.held_body + data
+            if (not self.resp_framer.done and self.resp_framer.mode == FRAMING_LENGTH
+                    and len(data) + self.resp_framer.remaining <= HOLD_LIMIT):
+                # A small response split over reads is written whole once complete, in one
+                # syscall, as nginx's proxy buffering does; until then the client has seen
+                # nothing, so a failing upstream still gets it a clean 502.
+                self.held_body = data
+                return
+            self.held_body = None
             self.head_out = None
             self.bytes_sent += len(head_out)
             if not data:
                 self.transport.write(head_out)
-            elif end <= COALESCE_LIMIT:
+            elif len(data) <= COALESCE_LIMIT:
                 self.transport.write(head_out + data)
             else:
                 self.transport.writelines((head_out, data))    # one writev, no copy
@@ -971,7 +983,12 @@ cdef class DownstreamProtocol:
         if self.resp_head is not None:
             if self.resp_framer.mode == FRAMING_UNTIL_CLOSE:
                 self.up = None
+                self.forward_response_body(EMPTY)   # a head still held goes out now
                 self.finish_exchange()
+            elif self.head_out is not None:     # held: nothing has reached the client
+                self.head_out = self.held_body = None
+                self.response_started = False
+                self.bad_response("upstream closed the connection mid-response")
             else:
                 self.abort_response("upstream closed the connection mid-response")
             return
