@@ -20,6 +20,7 @@ import orjson
 
 from gateway.config import Address, Config
 from gateway.snapshot import Snapshot
+from gateway.worker import MESSAGE_LIMIT
 
 log = logging.getLogger("gateway.supervisor")
 
@@ -84,7 +85,7 @@ class Supervisor:
         child.close()
         handle.started = time.monotonic()
         handle.ready = False
-        reader, writer = await asyncio.open_connection(sock=parent)
+        reader, writer = await asyncio.open_connection(sock=parent, limit=MESSAGE_LIMIT)
         handle.writer = writer
         handle.send(_config_message(self.config))
         handle.send(self.snapshot.to_wire())

@@ -38,6 +38,9 @@ log = logging.getLogger("gateway.worker")
 MAINTENANCE_INTERVAL = 1.0      # seconds between pool clean-ups
 DRAIN_IDLE_GRACE = 1.0          # on shutdown, idle keep-alive connections close after this
 STATS_INTERVAL = 1.0
+# One message is one line: a snapshot of 10,000 endpoints is ~500 KiB, far past
+# StreamReader's 64 KiB default, after which the worker would never start.
+MESSAGE_LIMIT = 256 * 1024 * 1024
 
 
 class Worker:
@@ -269,7 +272,7 @@ class _Channel:
 
 async def run_worker(fd: int, worker_id: int, listen_fd: int | None = None) -> int:
     sock = socket.socket(fileno=fd)
-    reader, writer = await asyncio.open_connection(sock=sock)
+    reader, writer = await asyncio.open_connection(sock=sock, limit=MESSAGE_LIMIT)
     channel = _Channel(reader, writer)
     loop = asyncio.get_running_loop()
     # The control plane decides when to stop: signals to the process group
