@@ -717,11 +717,23 @@ def parse_args(argv=None):
     return args
 
 
+TOOL_PACKAGES = {"wrk": "wrk", "nginx": "nginx-light", "haproxy": "haproxy", "taskset": "util-linux"}
+
+
 def check_tools() -> None:
-    missing = [t for t in ("wrk", "nginx", "haproxy", "taskset") if shutil.which(t) is None]
+    """Install the missing load generator and reference proxies from the OS packages."""
+    missing = [t for t in TOOL_PACKAGES if shutil.which(t) is None]
+    if missing and os.geteuid() == 0 and shutil.which("apt-get"):
+        packages = sorted({TOOL_PACKAGES[t] for t in missing})
+        print(f"installing {' '.join(packages)} with apt-get ...", flush=True)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *packages], check=True, env=env,
+                       stdout=subprocess.DEVNULL)
+        missing = [t for t in TOOL_PACKAGES if shutil.which(t) is None]
     if missing:
         raise BenchError(f"missing tools: {', '.join(missing)} "
-                         "(apt-get install -y wrk nginx-light haproxy util-linux)")
+                         f"(apt-get install -y {' '.join(TOOL_PACKAGES[t] for t in missing)})")
     if (os.cpu_count() or 1) < 2:
         raise BenchError("needs 2 CPUs (proxies on CPU 0, wrk and backends on CPU 1)")
 
