@@ -179,7 +179,7 @@ class Gateway:
         address is bound before the old one stops accepting.
         """
         old = self.config
-        if self.multi_worker and config.workers != old.workers:
+        if config.workers != old.workers:
             log.warning("a new worker count takes effect at restart",
                         extra={"fields": {"workers": old.workers, "configured": config.workers}})
             config = replace(config, workers=old.workers)
