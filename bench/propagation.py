@@ -25,7 +25,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from gateway.demo import free_port, wait_listening  # noqa: E402  (needs REPO on the path)
 
 DEFAULT_CHANGES = 50
 CHANGE_TIMEOUT = 5.0            # seconds one change may take to show before we give up
@@ -170,25 +171,6 @@ def measure(discovery, namespace: str, slice_name: str, host: str, port: int, pa
 # -- the standalone run ----------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_listening(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the gateway exited with status {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("the gateway did not start listening")
-
-
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGTERM)
@@ -206,7 +188,7 @@ def run(changes: int, state: Path, ips: tuple[str, str], quiet: bool = False) ->
     gateway = None
     try:
         cluster.start()
-        port = _free_port()
+        port = free_port()
         config = state / "gateway.yaml"
         config.write_text(
             f"listen: 127.0.0.1:{port}\nadmin: off\naccess_log: {{path: off}}\n"
@@ -218,7 +200,7 @@ def run(changes: int, state: Path, ips: tuple[str, str], quiet: bool = False) ->
             gateway = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config)],
                                        cwd=str(REPO), stdin=subprocess.DEVNULL,
                                        stdout=subprocess.DEVNULL, stderr=err)
-        _wait_listening(port, gateway)
+        wait_listening(port, gateway)
         say = (lambda *a: None) if quiet else print
         say(f"cluster A: pods {', '.join(ips)}; gateway 127.0.0.1:{port}; {changes} changes")
         return measure(cluster.discovery_v1(), cluster.layout.namespace, cluster.layout.slice_name,

@@ -161,7 +161,7 @@ class Timeline:
     events: list[tuple[float, str]] = field(default_factory=list)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -170,7 +170,7 @@ def _free_port() -> int:
 def _write_config(state: Path, port: int, a, b) -> Path:
     config = f"""# written by `gateway demo`
 listen: 127.0.0.1:{port}
-admin: 127.0.0.1:{_free_port()}
+admin: 127.0.0.1:{free_port()}
 access_log: {{path: {state / 'access.log'}, flush_interval: 100ms}}
 sources:
   - {{name: cluster-a, type: kubernetes, kubeconfig: {a.kubeconfig}, namespaces: [default]}}
@@ -191,7 +191,7 @@ routes:
     return path
 
 
-def _wait_listening(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
+def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -250,11 +250,11 @@ def run_demo(scenario: str, duration: float, pods: int, state: Path, quiet: bool
     try:
         a.start()
         b.start()
-        port = _free_port()
+        port = free_port()
         config = _write_config(state, port, a, b)
         gateway = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config)],
                                    stdout=subprocess.DEVNULL, stderr=open(state / "gateway.log", "wb"))
-        _wait_listening(port, gateway)
+        wait_listening(port, gateway)
         url = f"http://127.0.0.1:{port}/test"
         say(f"gateway on {url}; config {config}; logs in {state}")
         admin = next(line.split()[1] for line in config.read_text().splitlines() if line.startswith("admin:"))
