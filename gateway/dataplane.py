@@ -40,7 +40,8 @@ class DataPlane:
     def __init__(self, ctx: ProxyContext) -> None:
         self.ctx = ctx
         self.services: dict[str, Service] = {}
-        self.upstreams: dict[tuple[str, str, int], Upstream] = {}
+        # (TLS pool: "" or the service, cluster, ip, port) -> Upstream
+        self.upstreams: dict[tuple[str, str, str, int], Upstream] = {}
         self.routes: list[Route] = []
         self.snapshot_version = 0
         self.upstream_tls: dict[str, tuple[object, str | None]] = {}   # service -> (SSLContext, SNI)
@@ -103,14 +104,18 @@ class DataPlane:
     # -- snapshots: endpoints ---------------------------------------------
 
     def apply_snapshot(self, snapshot: Snapshot) -> None:
-        seen: set[tuple[str, str, int]] = set()
+        seen: set[tuple] = set()
         for key, specs in snapshot.services.items():
             service = self.services.get(key)
             if service is None:
                 continue                    # not routed by this config
             tls = self.upstream_tls.get(key)
-            upstreams = [self._upstream(spec, tls) for spec in specs]
-            seen.update(spec.key for spec in specs)
+            # Plain connections to an endpoint are shared by every service that reaches it;
+            # a service with TLS settings gets its own, so that its CA, SNI and verification
+            # are never replaced by another service's, nor its pooled connections reused.
+            pool = key if tls is not None else ""
+            upstreams = [self._upstream(pool, spec, tls) for spec in specs]
+            seen.update((pool, *spec.key) for spec in specs)
             service.table.update(upstreams)
             for i, spec in enumerate(specs):
                 service.table.set_flags(i, spec.flags)
@@ -118,19 +123,17 @@ class DataPlane:
             self._retire_upstream(key)
         self.snapshot_version = snapshot.version
 
-    def _upstream(self, spec: EndpointSpec, tls: tuple | None) -> Upstream:
-        upstream = self.upstreams.get(spec.key)
+    def _upstream(self, pool: str, spec: EndpointSpec, tls: tuple | None) -> Upstream:
+        upstream = self.upstreams.get((pool, *spec.key))
         if upstream is None:
-            upstream = self.upstreams[spec.key] = Upstream(spec.key, spec.ip, spec.port,
-                                                           spec.weight, spec.cluster)
+            upstream = self.upstreams[(pool, *spec.key)] = Upstream(spec.key, spec.ip, spec.port,
+                                                                    spec.weight, spec.cluster)
         upstream.weight = spec.weight
         if tls is not None:
             upstream.ssl, upstream.server_hostname = tls[0], tls[1] or spec.ip
-        else:
-            upstream.ssl, upstream.server_hostname = None, None
         return upstream
 
-    def _retire_upstream(self, key: tuple[str, str, int]) -> None:
+    def _retire_upstream(self, key: tuple) -> None:
         # In-flight requests finish on their connection; it is closed, not pooled, after.
         upstream = self.upstreams.pop(key)
         upstream.removed = True

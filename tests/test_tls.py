@@ -415,11 +415,6 @@ def test_upstream_tls_without_verification(setup):
     assert resp.json()["tls"] is True and resp.json()["port"] == setup.upstream.ports[2]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (gateway/dataplane.py): Upstream objects and their connection pools are keyed by "
-    "(cluster, ip, port), not by service, so two services that reach the same endpoint share "
-    "one TLS setting (the last applied) and each other's pooled connections: a service with "
-    "verification on can be sent over a connection made with verify: false"))
 def test_same_endpoint_in_two_services_keeps_each_services_tls_settings(setup):
     with setup.gw.client() as client:
         no_verify = client.request("GET", "/shared-no-verify/x").status
