@@ -28,7 +28,8 @@ cdef class ResponseHead(MessageHead):
 cdef class BodyFramer:
     cdef public int mode
     cdef public long long remaining
-    cdef public long long received
+    cdef public long long received          # bytes on the wire, framing included
+    cdef public long long payload           # body bytes, without chunk framing
     cdef public bint done
     cdef int state
     cdef int size_digits

@@ -375,6 +375,7 @@ cdef class BodyFramer:
         self.state = CH_SIZE_START
         self.size_digits = 0
         self.received = 0
+        self.payload = 0
         self.done = mode == FRAMING_NONE or (mode == FRAMING_LENGTH and length == 0)
 
     cpdef Py_ssize_t feed(self, bytes data, Py_ssize_t start) except -2:
@@ -392,11 +393,13 @@ cdef class BodyFramer:
                 take = <Py_ssize_t>self.remaining
             self.remaining -= take
             self.received += take
+            self.payload += take
             if self.remaining == 0:
                 self.done = True
             return start + take
         if self.mode == FRAMING_UNTIL_CLOSE:
             self.received += n - start
+            self.payload += n - start
             return n
         end = self._feed_chunked(PyBytes_AS_STRING(data), start, n)
         self.received += end - start
@@ -412,6 +415,7 @@ cdef class BodyFramer:
                 if take > self.remaining:
                     take = <Py_ssize_t>self.remaining
                 self.remaining -= take
+                self.payload += take
                 pos += take
                 if self.remaining == 0:
                     self.state = CH_DATA_CR

@@ -553,7 +553,7 @@ cdef class DownstreamProtocol:
                     chunk = self.buf[:end]
                     self.buf = self.buf[end:]
                 self.bytes_received += len(chunk)
-                if self.ctx.max_body and self.req_framer.received > self.ctx.max_body:
+                if self.ctx.max_body and self.req_framer.payload > self.ctx.max_body:
                     self.fail_request(413, f"request body larger than limits.max_body ({self.ctx.max_body} bytes)")
                     return
                 self.send_body(chunk)

@@ -32,9 +32,11 @@ LIMITS = {"max_request_head": MAX_REQUEST_HEAD, "max_uri": MAX_URI, "max_headers
 LIMIT_CASES = [
     ("max_body", f"Content-Length {MAX_BODY + 1} > limits.max_body ({MAX_BODY})",
      "413 before any upstream byte, close", "status 413 + error"),
-    ("max_body", f"chunked body passing limits.max_body ({MAX_BODY}; counted on the wire)",
+    ("max_body", f"chunked body passing limits.max_body ({MAX_BODY} payload bytes)",
      "413, close; the upstream connection that had the head is reset", "status 413 + error"),
     ("max_body", f"Content-Length exactly {MAX_BODY}", "forwarded (200)", "status 200"),
+    ("max_body", f"chunked, exactly {MAX_BODY} payload bytes in 100-byte chunks",
+     "forwarded (200): chunk framing is not counted", "status 200"),
     ("max_uri", f"request target of {MAX_URI + 1} bytes > limits.max_uri ({MAX_URI})",
      "414, close", "status 414 + error"),
     ("max_uri", f"request line of {MAX_REQUEST_HEAD * 2} bytes, no line end yet", "414, close",
@@ -151,6 +153,20 @@ def test_body_of_exactly_max_body_is_forwarded(gw, upstream):
     fwd = [r for r in upstream.requests() if r.target == b"/rec/exact"]
     assert len(fwd) == 1 and fwd[0].body == b"e" * MAX_BODY
     assert _logged(gw, "/rec/exact")["status"] == 200
+
+
+def test_chunked_body_of_exactly_max_body_payload_is_forwarded(gw, upstream):
+    """The limit counts payload, not chunk-size lines: 100 chunks add ~700 framing bytes."""
+    chunks = [b"c" * 100] * (MAX_BODY // 100)
+    wire = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
+    assert len(wire) > MAX_BODY + 500
+    with gw.client() as client:
+        client.send(Client.build("POST", "/rec/exact-chunked", [("Transfer-Encoding", "chunked")]) + wire)
+        resp = client.read_response("POST")
+        assert resp.status == 200
+    fwd = [r for r in upstream.requests() if r.target == b"/rec/exact-chunked"]
+    assert len(fwd) == 1
+    assert _logged(gw, "/rec/exact-chunked")["status"] == 200
 
 
 def test_target_over_max_uri_414(gw, upstream):
