@@ -39,12 +39,13 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+
+from run import Proc, free_port, process_tree  # bench/run.py: one copy of the process helpers
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -57,25 +58,6 @@ class SetupError(Exception):
 
 
 # -- processes -------------------------------------------------------------------
-
-def process_tree(root: int) -> list[int]:
-    """``root`` and its descendants, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
-
 
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -97,56 +79,11 @@ def pinned(argv: list[str], cpu: str) -> list[str]:
     return argv
 
 
-class Proc:
-    """A process we started, in its own session, with its output in a log file."""
-
-    def __init__(self, name: str, argv: list[str], logdir: Path, cwd: Path | None = None) -> None:
-        self.name = name
-        self.log_path = logdir / f"{name}.log"
-        self._log = open(self.log_path, "wb")
-        self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log,
-                                      stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
-        self.pid = self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def log_tail(self, lines: int = 15) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM the pid we started, then SIGKILL it and any descendant still there."""
-        if self.alive():
-            tree = process_tree(self.pid)
-            try:
-                os.kill(self.pid, signal.SIGTERM)
-                self.popen.wait(timeout)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-            for pid in tree:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            try:
-                self.popen.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
-        self._log.close()
-
-
 # -- the setup -------------------------------------------------------------------
 
 def backend_addresses(count: int) -> list[str]:
     """127.1.0.1 ... : 250 per /24, never .0 or .255."""
     return [f"127.{1 + i // 62_500}.{(i // 250) % 250}.{1 + i % 250}" for i in range(count)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def nginx_conf(tmp: Path, addresses: list[str], port: int) -> str:
@@ -240,7 +177,7 @@ class Setup:
 
     def start(self) -> None:
         addresses = backend_addresses(self.endpoints)
-        backend_port = free_port()
+        backend_port = free_port("127.0.0.1")
         # One nginx per 5,000 addresses: a listening socket plus a pooled
         # connection per address must stay under the fd limit (20,000 here).
         for k in range(0, len(addresses), ADDRESSES_PER_NGINX):
@@ -252,7 +189,7 @@ class Setup:
                 ["nginx", "-p", str(prefix), "-e", "stderr", "-c", str(prefix / "nginx.conf")],
                 LOAD_CPU))
             self._wait(lambda: self._backend_ok(part[-1], backend_port), backend, 30, prefix.name)
-        self.port = free_port()
+        self.port = free_port("127.0.0.1")
         conf = self.tmp / "gateway.yaml"
         conf.write_text(gateway_conf(self.port, addresses, backend_port, self.workers,
                                      self.upstream_idle))
