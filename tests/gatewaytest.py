@@ -599,3 +599,53 @@ def upstream_connections(pid: int, addresses: Iterable[str]) -> set[tuple[str, s
             if state == "01" and remote in wanted and inode in inodes:
                 found.add((local, remote))
     return found
+
+
+class AdminClient:
+    """Plain HTTP/1.1 to a gateway's admin port: (status, lower-case headers, body), JSON decoded."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def request(self, method: str, path: str, body=None, headers: dict | None = None):
+        import http.client
+
+        import orjson
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            data = orjson.dumps(body) if body is not None else None
+            conn.request(method, path, body=data, headers=headers or {})
+            resp = conn.getresponse()
+            raw = resp.read()
+            ctype = resp.getheader("content-type", "")
+            payload = orjson.loads(raw) if ctype.startswith("application/json") and raw else raw
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, payload
+        finally:
+            conn.close()
+
+    def get(self, path: str):
+        status, _, body = self.request("GET", path)
+        assert status == 200, (path, status, body)
+        return body
+
+    def wait(self, path: str, predicate, timeout: float = 10.0):
+        """GET ``path`` until ``predicate(body)`` holds (bounded)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            body = self.get(path)
+            if predicate(body):
+                return body
+            assert time.monotonic() < deadline, f"{path}: condition not met in {timeout}s: {body}"
+            time.sleep(0.05)
+
+    def wait_up(self, proc, timeout: float = 20.0) -> None:
+        """Until the admin port answers; fails at once if ``proc`` (a Popen) exited."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.request("GET", "/healthz")
+                return
+            except OSError:
+                assert proc.poll() is None, f"gateway exited with {proc.returncode}"
+                assert time.monotonic() < deadline, "admin API did not come up"
+                time.sleep(0.05)

@@ -7,50 +7,14 @@ where nothing listens, so that one endpoint fails its health checks.
 """
 from __future__ import annotations
 
-import http.client
 import time
 
-import orjson
 import pytest
 import yaml
 
-from gatewaytest import GatewayProcess, free_port
+from gatewaytest import AdminClient as Admin, GatewayProcess, free_port
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class Admin:
-    """Plain HTTP/1.1 to the admin port: (status, headers, decoded body)."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    def request(self, method: str, path: str, body=None, headers: dict | None = None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            data = orjson.dumps(body) if body is not None else None
-            conn.request(method, path, body=data, headers=headers or {})
-            resp = conn.getresponse()
-            raw = resp.read()
-            ctype = resp.getheader("content-type", "")
-            payload = orjson.loads(raw) if ctype.startswith("application/json") and raw else raw
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, payload
-        finally:
-            conn.close()
-
-    def get(self, path: str):
-        status, _, body = self.request("GET", path)
-        assert status == 200, (path, status, body)
-        return body
-
-    def wait(self, path: str, predicate, timeout: float = 10.0):
-        deadline = time.monotonic() + timeout
-        while True:
-            body = self.get(path)
-            if predicate(body):
-                return body
-            assert time.monotonic() < deadline, f"{path}: condition not met in {timeout}s: {body}"
-            time.sleep(0.05)
 
 
 def endpoint(services: list[dict], address: str) -> dict:

@@ -24,55 +24,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from gatewaytest import Client, GatewayProcess, PeerClosed, free_port, static_source
+from gatewaytest import AdminClient as Admin, Client, GatewayProcess, PeerClosed, free_port, static_source
 
 pytestmark = pytest.mark.timeout(60)
 
 
 # -- the admin API -------------------------------------------------------------------------------
-
-
-class Admin:
-    """Plain HTTP/1.1 to the admin port; JSON bodies decoded."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    def request(self, method: str, path: str):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request(method, path)
-            resp = conn.getresponse()
-            raw = resp.read()
-            ctype = resp.getheader("content-type", "")
-            return resp.status, (orjson.loads(raw) if ctype.startswith("application/json") and raw else raw)
-        finally:
-            conn.close()
-
-    def get(self, path: str):
-        status, body = self.request("GET", path)
-        assert status == 200, (path, status, body)
-        return body
-
-    def wait(self, path: str, predicate, timeout: float = 10.0):
-        deadline = time.monotonic() + timeout
-        while True:
-            body = self.get(path)
-            if predicate(body):
-                return body
-            assert time.monotonic() < deadline, f"{path}: condition not met in {timeout}s: {body}"
-            time.sleep(0.05)
-
-    def wait_up(self, proc, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.request("GET", "/healthz")
-                return
-            except OSError:
-                assert proc.poll() is None, f"gateway exited with {proc.returncode}"
-                assert time.monotonic() < deadline, "admin API did not come up"
-                time.sleep(0.05)
 
 
 # -- the gateway under test ------------------------------------------------------------------------
@@ -433,7 +390,7 @@ def test_health_probes_run_once_whatever_the_worker_count(tmp_path, backend_a, b
 
 def _scrape(admin: Admin) -> dict:
     from prometheus_client.parser import text_string_to_metric_families
-    status, text = admin.request("GET", "/metrics")
+    status, _, text = admin.request("GET", "/metrics")
     assert status == 200
     samples: dict = {}
     for fam in text_string_to_metric_families(text.decode()):
