@@ -204,28 +204,34 @@ def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> 
     raise RuntimeError("the gateway did not start listening")
 
 
-def _break(scenario: str, a) -> None:
+def break_cluster(scenario: str, cluster) -> None:
+    """Do to ``cluster`` (a LocalCluster) what the scenario says (see the module docstring)."""
     if scenario == "graceful":
-        a.remove_service()
+        cluster.remove_service()
     elif scenario == "crash":
-        a.kill_backends(signal.SIGKILL)
+        cluster.kill_backends(signal.SIGKILL)
     elif scenario == "down":
-        a.kill_backends(signal.SIGKILL)
-        a.stop_api()
+        cluster.kill_backends(signal.SIGKILL)
+        cluster.stop_api()
     elif scenario == "hang":
-        a.kill_backends(signal.SIGSTOP)
+        cluster.kill_backends(signal.SIGSTOP)
+    else:
+        raise ValueError(f"unknown scenario {scenario!r}")
 
 
-def _repair(scenario: str, a) -> None:
+def repair_cluster(scenario: str, cluster) -> None:
+    """Undo ``break_cluster``."""
     if scenario == "graceful":
-        a.restore_service()
+        cluster.restore_service()
     elif scenario == "crash":
-        a.start_backends()
+        cluster.start_backends()
     elif scenario == "down":
-        a.start_api()
-        a.start_backends()
+        cluster.start_api()
+        cluster.start_backends()
     elif scenario == "hang":
-        a.kill_backends(signal.SIGCONT)
+        cluster.kill_backends(signal.SIGCONT)
+    else:
+        raise ValueError(f"unknown scenario {scenario!r}")
 
 
 def _live_line(t: float, phase: str, new: list[dict], loop: RequestLoop) -> str:
@@ -273,13 +279,13 @@ def run_demo(scenario: str, duration: float, pods: int, state: Path, quiet: bool
             now = time.time()
             if phase == "before" and now >= timeline.fault:
                 timeline.fault = time.time()
-                _break(scenario, a)
+                break_cluster(scenario, a)
                 timeline.events.append((timeline.fault, FAULT_TEXT[scenario]))
                 say(f"\n>>> {FAULT_TEXT[scenario]}\n")
                 phase = "fault"
             elif phase == "fault" and now >= timeline.repair:
                 timeline.repair = time.time()
-                _repair(scenario, a)
+                repair_cluster(scenario, a)
                 timeline.events.append((timeline.repair, REPAIR_TEXT[scenario]))
                 say(f"\n>>> {REPAIR_TEXT[scenario]}\n")
                 phase = "after"

@@ -15,7 +15,6 @@ the fault to the last request sent to A and the slowest request are printed (run
 """
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.demo import break_cluster, repair_cluster
 from gateway.devcluster.cluster import LocalCluster
 from gatewaytest import Client, GatewayProcess
 
@@ -146,34 +146,6 @@ def gateway_config(a: LocalCluster, b: LocalCluster) -> dict:
     }
 
 
-def break_a(mode: str, a: LocalCluster) -> None:
-    if mode == "graceful":
-        a.remove_service()
-    elif mode == "crash":
-        a.kill_backends(signal.SIGKILL)
-    elif mode == "down":
-        a.kill_backends(signal.SIGKILL)
-        a.stop_api()
-    elif mode == "hang":
-        a.kill_backends(signal.SIGSTOP)
-    else:
-        raise ValueError(mode)
-
-
-def repair_a(mode: str, a: LocalCluster) -> None:
-    if mode == "graceful":
-        a.restore_service()
-    elif mode in ("crash", "panic"):
-        a.start_backends()
-    elif mode == "down":
-        a.start_api()
-        a.start_backends()
-    elif mode == "hang":
-        a.kill_backends(signal.SIGCONT)
-    else:
-        raise ValueError(mode)
-
-
 def wait_both_clusters_serve(gw: GatewayProcess, timeout: float = 15.0) -> None:
     """Bounded warm-up: requests until both clusters have answered."""
     seen: set[str] = set()
@@ -232,10 +204,10 @@ def run_failover(tmp_path: Path, mode: str, a_pods: int = 1, b_pods: int = 1) ->
         load = Load(gw.host, gw.port, mode).start(deadline=start + BEFORE + DURING + BACK_WITHIN + AFTER + 5)
         time.sleep(BEFORE)
         fault = time.time()
-        break_a("crash" if mode == "panic" else mode, a)
+        break_cluster("crash" if mode == "panic" else mode, a)
         time.sleep(max(0.0, fault + DURING - time.time()))
         repair = time.time()
-        repair_a(mode, a)
+        repair_cluster("crash" if mode == "panic" else mode, a)
         back = None
         limit = time.time() + BACK_WITHIN
         while back is None and time.time() < limit:
