@@ -7,6 +7,11 @@ cdef enum:
     N_BUCKETS = 14                      # len(LATENCY_BOUNDS) + 1 (+Inf)
 
 
+cdef enum:                              # ProxyContext.counters (STAT_NAMES in proxy.pyx)
+    ST_REQUESTS, ST_2XX, ST_3XX, ST_4XX, ST_5XX, ST_RETRIES, ST_UPSTREAM_CONNECTS,
+    ST_CONNECT_FAILURES, ST_CONNECTIONS, ST_INTERNAL_ERRORS, ST_REFUSED, N_STATS
+
+
 cdef class TrafficStats:
     cdef long long by_class[6]              # [0]: no status (client gone), [1..5]: 1xx..5xx
     cdef long long buckets[N_BUCKETS]
@@ -89,7 +94,7 @@ cdef class ProxyContext:
     cdef public double drain_grace          # idle keep-alive connections close this soon when draining
     cdef public long reported_connections   # in worker processes (multi-worker control plane)
     cdef public object on_upstream_result   # f(service, upstream, failure kind or None)
-    cdef readonly dict stats
+    cdef long long counters[N_STATS]        # bumped per request; read as .stats
     cdef public long requests_in_flight
     cdef public long retries_in_flight      # sent requests being retried (budgeted)
     cdef public double retry_budget_ratio

@@ -70,6 +70,11 @@ KIND_TIMEOUT = "upstream_timeout"
 KIND_BAD_RESPONSE = "bad_response"
 KIND_5XX = "upstream_5xx"
 
+# ProxyContext.counters, by index (enum in proxy.pxd), and their names in .stats.
+STAT_NAMES = ("requests", "responses_2xx", "responses_3xx", "responses_4xx", "responses_5xx",
+              "retries", "upstream_connects", "connect_failures", "downstream_connections",
+              "internal_errors", "connections_refused")
+
 # Latency histogram bucket upper bounds (seconds), Prometheus-style; the last is +Inf.
 LATENCY_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 cdef double[13] _BOUNDS = [    # LATENCY_BOUNDS as a C array, for record()
@@ -257,13 +262,23 @@ cdef class ProxyContext:
         self.retry_budget_ratio = 0.2
         self.retry_budget_min = 3
         self.ticker = None
-        self.stats = {"requests": 0, "responses_2xx": 0, "responses_3xx": 0, "responses_4xx": 0,
-                      "responses_5xx": 0, "retries": 0, "upstream_connects": 0,
-                      "connect_failures": 0, "downstream_connections": 0, "internal_errors": 0,
-                      "connections_refused": 0}
+        cdef int i
+        for i in range(N_STATS):
+            self.counters[i] = 0
 
     def set_router(self, Router router):
         self.router = router
+
+    @property
+    def stats(self):
+        """The counters as a dict (built when asked: the request path bumps C integers)."""
+        return {name: self.counters[i] for i, name in enumerate(STAT_NAMES)}
+
+    def load_stats(self, dict totals):
+        """Set the counters to totals summed over worker processes (multi-worker control plane)."""
+        cdef int i
+        for i, name in enumerate(STAT_NAMES):
+            self.counters[i] = totals.get(name, 0)
 
     def set_access_log(self, access_log):
         """``access_log`` has ``parts`` (a list of lines), ``limit`` (bytes) and ``flush()``."""
@@ -435,7 +450,7 @@ cdef class DownstreamProtocol:
         self.client_bytes = self.client.encode()
         if len(self.ctx.connections) >= self.ctx.max_connections:
             # Over the limit: close at once rather than queue work we cannot bound.
-            self.ctx.stats["connections_refused"] += 1
+            self.ctx.counters[ST_REFUSED] += 1
             _log.warning("connection refused: limits.max_connections reached (%d)", self.ctx.max_connections)
             if self.ctx.access_log is not None:
                 self.ctx.write_log_line(b'{"time":"%s","client":"%s","status":0,"error":%s}\n' % (
@@ -445,7 +460,7 @@ cdef class DownstreamProtocol:
             transport.abort()
             return
         self.ctx.connections.add(self)
-        self.ctx.stats["downstream_connections"] += 1
+        self.ctx.counters[ST_CONNECTIONS] += 1
         self.set_deadline(D_IDLE, self.ctx.idle_timeout)
 
     def data_received(self, bytes data):
@@ -469,7 +484,7 @@ cdef class DownstreamProtocol:
         loop (which would close the transport and leave the client waiting).
         """
         _log.error("internal error on the request path", exc_info=exc)
-        self.ctx.stats["internal_errors"] += 1
+        self.ctx.counters[ST_INTERNAL_ERRORS] += 1
         if self.up is not None:
             self.up.abort()
             self.up = None
@@ -603,7 +618,7 @@ cdef class DownstreamProtocol:
         """Answer a request we cannot parse and close: its framing is unknown."""
         self.head = None
         self.transport.write(build_error_response(status, reason, b"-", False))
-        self.ctx.stats["responses_4xx" if status < 500 else "responses_5xx"] += 1
+        self.ctx.counters[ST_4XX if status < 500 else ST_5XX] += 1
         if self.ctx.access_log is not None:
             self.ctx.write_log_line(b'{"time":"%s","client":"%s","status":%d,"error":%s}\n' % (
                 _timestamp(wall_time()), self.client_bytes, status, _dumps(reason)))
@@ -647,7 +662,7 @@ cdef class DownstreamProtocol:
         self.budgeted_retry = False
         self.budget_refused = False
         ctx.requests_in_flight += 1
-        ctx.stats["requests"] += 1
+        ctx.counters[ST_REQUESTS] += 1
         if head.chunked:
             self.req_framer = BodyFramer(FRAMING_CHUNKED, 0, 400)
         elif head.content_length > 0:
@@ -707,7 +722,7 @@ cdef class DownstreamProtocol:
         else:
             self.tried.append(upstream)
         if self.attempts > 1:
-            self.ctx.stats["retries"] += 1
+            self.ctx.counters[ST_RETRIES] += 1
         table.acquire(index)
         self.table_generation = table.generation
         upstream.requests += 1
@@ -735,7 +750,7 @@ cdef class DownstreamProtocol:
 
     cdef void connect(self, Upstream upstream):
         cdef ProxyContext ctx = self.ctx
-        ctx.stats["upstream_connects"] += 1
+        ctx.counters[ST_UPSTREAM_CONNECTS] += 1
         self.t_try = monotonic()
         self.connect_id += 1
         if upstream.ssl is None:
@@ -1045,7 +1060,7 @@ cdef class DownstreamProtocol:
         if connect_id != self.connect_id or self.state == S_CLOSED or self.upstream is not upstream:
             return
         if kind == KIND_CONNECT or kind == KIND_CONNECT_TIMEOUT:
-            self.ctx.stats["connect_failures"] += 1
+            self.ctx.counters[ST_CONNECT_FAILURES] += 1
         upstream.failures += 1
         self.report(kind, False)
         if self.up is not None:
@@ -1212,13 +1227,13 @@ cdef class DownstreamProtocol:
             ctx.retries_in_flight -= 1
             self.budgeted_retry = False
         if status >= 500:
-            ctx.stats["responses_5xx"] += 1
+            ctx.counters[ST_5XX] += 1
         elif status >= 400:
-            ctx.stats["responses_4xx"] += 1
+            ctx.counters[ST_4XX] += 1
         elif status >= 300:
-            ctx.stats["responses_3xx"] += 1
+            ctx.counters[ST_3XX] += 1
         elif status >= 200:
-            ctx.stats["responses_2xx"] += 1
+            ctx.counters[ST_2XX] += 1
         cdef double duration = monotonic() - self.t_start
         if self.upstream is not None:
             self.upstream.traffic.record(status, duration)

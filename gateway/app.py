@@ -130,7 +130,7 @@ class Gateway:
         """Copy the workers' summed counters into the shadow data plane the views read."""
         totals = self.supervisor.totals()
         ctx, dp = self.ctx, self.dataplane
-        ctx.stats.update(totals.get("stats", {}))
+        ctx.load_stats(totals.get("stats", {}))
         ctx.reported_connections = sum(w["connections"] for w in self.supervisor.status())
         for key, up in dp.upstreams.items():
             counts = totals.get("upstreams", {}).get("|".join(map(str, key)))
