@@ -18,10 +18,12 @@ cdef class TrafficStats:
     cdef readonly double latency_sum
     cdef readonly long long count
     cdef inline void record(self, int status, double seconds)
+    cpdef list as_list(self)
 
 
 cdef class Upstream:
     cdef readonly tuple key                 # (cluster, ip, port)
+    cdef readonly str pool                  # "" (shared) or the TLS service that owns it
     cdef readonly str ip
     cdef readonly int port
     cdef public int weight
@@ -34,12 +36,18 @@ cdef class Upstream:
     cdef public bint removed
     cdef public long long requests
     cdef public long long failures
-    cdef public int consecutive_failures    # reported to passive health on change only
+    cdef public int inflight                # requests sent (or being sent) to it now
+    # Passive health is decided by the control plane: every failure is reported, and a
+    # success only while this is set (after a failure here, or when the control plane
+    # asks because another worker reported one).
+    cdef public bint report_success
     cdef public int max_idle
-    cdef public int reported_idle           # in worker processes (multi-worker control plane)
+    cdef bint touched                       # in ctx.touched since the last report
+    cdef list touched_sink                  # ProxyContext.touched, or None
     cdef public object ssl                  # SSLContext when the service speaks TLS, else None
     cdef public str server_hostname
     cdef readonly TrafficStats traffic
+    cdef void touch(self)
     cdef UpstreamProtocol take_idle(self)
     cdef void give_back(self, UpstreamProtocol conn, double now)
     cpdef int close_idle(self, double older_than) except -1
@@ -64,6 +72,9 @@ cdef class Route:
     cdef readonly bint retry_timeout
     cdef readonly double per_try_timeout
     cdef readonly TrafficStats traffic
+    cdef bint touched
+    cdef list touched_sink
+    cdef void touch(self)
     cdef Service pick_service(self)
 
 
@@ -92,9 +103,9 @@ cdef class ProxyContext:
     cdef readonly set connections
     cdef public bint draining
     cdef public double drain_grace          # idle keep-alive connections close this soon when draining
-    cdef public long reported_connections   # in worker processes (multi-worker control plane)
     cdef public object on_upstream_result   # f(service, upstream, failure kind or None)
     cdef long long counters[N_STATS]        # bumped per request; read as .stats
+    cdef readonly list touched              # Upstreams and Routes whose counters moved
     cdef public long requests_in_flight
     cdef public long retries_in_flight      # sent requests being retried (budgeted)
     cdef public double retry_budget_ratio

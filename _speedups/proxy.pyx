@@ -104,18 +104,17 @@ cdef class TrafficStats:
             i += 1
         self.buckets[i] += 1
 
-    def set_from(self, dict totals):
-        """Load counters added up over worker processes (the inverse of as_dict)."""
+    cpdef list as_list(self):
+        """Flat, for the worker's report: [count, by_class[0..5], buckets..., latency_sum]
+        (gateway.stats.traffic_dict turns it into the as_dict shape)."""
         cdef int i
-        self.count = totals.get("requests", 0)
-        responses = totals.get("responses", {})
-        self.by_class[0] = totals.get("errors_no_status", 0)
-        for i in range(1, 6):
-            self.by_class[i] = responses.get(f"{i}xx", 0)
-        buckets = totals.get("latency_buckets", [])
+        out = [self.count]
+        for i in range(6):
+            out.append(self.by_class[i])
         for i in range(N_BUCKETS):
-            self.buckets[i] = buckets[i] if i < len(buckets) else 0
-        self.latency_sum = totals.get("latency_sum", 0.0)
+            out.append(self.buckets[i])
+        out.append(self.latency_sum)
+        return out
 
     def as_dict(self):
         return {"requests": self.count,
@@ -130,11 +129,15 @@ cdef class Upstream:
     """One endpoint as the data plane sees it: its address and its idle connections.
 
     Kept by identity across snapshots (``key`` = (cluster, ip, port)), so its
-    pool and counters survive endpoint-list updates.
+    pool and counters survive endpoint-list updates.  ``touched`` is the list
+    (``ProxyContext.touched``) it joins when its counters move, so that a worker
+    reports only what changed.
     """
 
-    def __init__(self, tuple key, str ip, int port, int weight, str cluster):
+    def __init__(self, tuple key, str ip, int port, int weight, str cluster, list touched=None,
+                 str pool=""):
         self.key = key
+        self.pool = pool
         self.ip = ip
         self.port = port
         self.weight = weight
@@ -147,12 +150,24 @@ cdef class Upstream:
         self.removed = False
         self.requests = 0
         self.failures = 0
-        self.consecutive_failures = 0
+        self.inflight = 0
+        self.report_success = False
         self.max_idle = 64
-        self.reported_idle = 0
+        self.touched = False
+        self.touched_sink = touched
         self.ssl = None
         self.server_hostname = None
         self.traffic = TrafficStats()
+
+    cdef void touch(self):
+        if not self.touched and self.touched_sink is not None:
+            self.touched = True
+            self.touched_sink.append(self)
+
+    def counters(self):
+        """[requests, failures, inflight, idle, *traffic.as_list()], for the worker's report."""
+        self.touched = False
+        return [self.requests, self.failures, self.inflight, len(self.idle), *self.traffic.as_list()]
 
     cdef UpstreamProtocol take_idle(self):
         cdef UpstreamProtocol conn
@@ -170,21 +185,26 @@ cdef class Upstream:
         conn.owner = None
         conn.idle_since = now
         self.idle.append(conn)
+        self.touch()
 
     cpdef int close_idle(self, double older_than) except -1:
         """Close pooled connections idle since before ``older_than`` (all when it is inf)."""
         cdef UpstreamProtocol conn
+        if not self.idle:
+            return 0
         keep = []
         for conn in self.idle:
             if conn.idle_since < older_than and not conn.closed:
                 conn.close()
             elif not conn.closed:
                 keep.append(conn)
+        if len(keep) != len(self.idle):
+            self.touch()
         self.idle = keep
         return len(keep)
 
     def idle_count(self):
-        return len(self.idle) + self.reported_idle
+        return len(self.idle)
 
 
 cdef class Service:
@@ -201,7 +221,8 @@ cdef class Route:
 
     def __init__(self, str name, tuple services, EndpointTable split, bytes rewrite_from,
                  bytes rewrite_to, double timeout, int attempts, bint retry_5xx,
-                 bint retry_timeout, double per_try_timeout, TrafficStats traffic=None):
+                 bint retry_timeout, double per_try_timeout, TrafficStats traffic=None,
+                 list touched=None):
         self.name = name
         self.json_name = _exact_json(name)
         self.services = services
@@ -214,6 +235,18 @@ cdef class Route:
         self.retry_timeout = retry_timeout
         self.per_try_timeout = per_try_timeout
         self.traffic = traffic if traffic is not None else TrafficStats()   # kept across reloads
+        self.touched = False
+        self.touched_sink = touched
+
+    cdef void touch(self):
+        if not self.touched and self.touched_sink is not None:
+            self.touched = True
+            self.touched_sink.append(self)
+
+    def counters(self):
+        """``traffic.as_list()``, for the worker's report."""
+        self.touched = False
+        return self.traffic.as_list()
 
     cdef Service pick_service(self):
         cdef int i
@@ -256,7 +289,7 @@ cdef class ProxyContext:
         self.draining = False
         self.on_upstream_result = None
         self.drain_grace = 1.0
-        self.reported_connections = 0
+        self.touched = []
         self.requests_in_flight = 0
         self.retries_in_flight = 0
         self.retry_budget_ratio = 0.2
@@ -274,11 +307,15 @@ cdef class ProxyContext:
         """The counters as a dict (built when asked: the request path bumps C integers)."""
         return {name: self.counters[i] for i, name in enumerate(STAT_NAMES)}
 
-    def load_stats(self, dict totals):
-        """Set the counters to totals summed over worker processes (multi-worker control plane)."""
-        cdef int i
-        for i, name in enumerate(STAT_NAMES):
-            self.counters[i] = totals.get(name, 0)
+    def counter_list(self):
+        """The counters in STAT_NAMES order, for the worker's report."""
+        return [self.counters[i] for i in range(N_STATS)]
+
+    def take_touched(self):
+        """The Upstreams and Routes whose counters moved since the last call."""
+        out = list(self.touched)
+        del self.touched[:]
+        return out
 
     def set_access_log(self, access_log):
         """``access_log`` has ``parts`` (a list of lines), ``limit`` (bytes) and ``flush()``."""
@@ -344,7 +381,7 @@ cdef class ProxyContext:
                     conn.deadline = deadline
 
     def active_connections(self):
-        return len(self.connections) + self.reported_connections
+        return len(self.connections)
 
 
 cdef class UpstreamProtocol:
@@ -726,6 +763,8 @@ cdef class DownstreamProtocol:
         table.acquire(index)
         self.table_generation = table.generation
         upstream.requests += 1
+        upstream.inflight += 1
+        upstream.touch()
         conn = upstream.take_idle()
         if conn is not None:
             self.t_connect = 0.0
@@ -1097,11 +1136,11 @@ cdef class DownstreamProtocol:
         if upstream is None:
             return
         if ok:
-            if upstream.consecutive_failures == 0:
+            if not upstream.report_success:
                 return                      # the common case: nothing to tell, no Python call
-            upstream.consecutive_failures = 0
+            upstream.report_success = False
         else:
-            upstream.consecutive_failures += 1
+            upstream.report_success = True
         handler = self.ctx.on_upstream_result
         if handler is not None:
             handler(self.service, upstream, kind)
@@ -1161,6 +1200,8 @@ cdef class DownstreamProtocol:
         cdef int index = self.endpoint_index
         if index < 0 or self.service is None:
             return
+        self.upstream.inflight -= 1
+        self.upstream.touch()
         table = self.service.table
         if table.generation != self.table_generation:
             index = table.index_of(self.upstream.key)   # the table changed under this request
@@ -1237,8 +1278,10 @@ cdef class DownstreamProtocol:
         cdef double duration = monotonic() - self.t_start
         if self.upstream is not None:
             self.upstream.traffic.record(status, duration)
+            self.upstream.touch()
         if self.route is not None:
             self.route.traffic.record(status, duration)
+            self.route.touch()
         if ctx.access_log is not None:
             self.log_request(duration)
         self.head = None

@@ -1,8 +1,9 @@
 """One gateway process: control plane (sources, registry) and the data plane it feeds.
 
-Data flows one way: config -> sources -> registry -> snapshot -> data plane.
-Nothing on the request path waits for the control plane: the proxy always
-serves from the last snapshot applied.
+Data flows one way: config -> sources -> registry -> health -> deltas -> data
+plane, in this process (``workers: 1``) or in worker processes, by the same
+messages.  Nothing on the request path waits for the control plane: the proxy
+always serves from the last view applied.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import time
 from dataclasses import replace
 
@@ -17,16 +19,17 @@ from gateway.config import AccessLogConfig, Config, ConfigError, load_config
 from gateway.dataplane import DataPlane, ProxyContext
 from gateway.health import HealthManager
 from gateway.registry import Registry
-from gateway.snapshot import Snapshot
+from gateway.snapshot import Delta
 from gateway.sources.base import Source
 from gateway.sources.static import StaticSource
-from gateway.supervisor import Supervisor
-from gateway.worker import Worker
+from gateway.stats import Stats
+from gateway.supervisor import Supervisor, WorkerStartError
+from gateway.worker import STATS_INTERVAL, Worker
 
 log = logging.getLogger("gateway")
 
 INITIAL_SYNC_TIMEOUT = 10.0     # wait this long for sources before listening anyway
-_NO_LOG = AccessLogConfig(path=None)    # the control plane's shadow data plane serves nothing
+_NO_LOG = AccessLogConfig(path=None)    # the control plane's routing-only data plane serves nothing
 
 
 def build_source(config) -> Source:
@@ -40,13 +43,17 @@ def build_source(config) -> Source:
 
 class Gateway:
     """The control plane of a gateway, and its data plane: in this process (``workers: 1``)
-    or in worker processes (``workers: N``), which the views below see summed up."""
+    or in worker processes (``workers: N``), whose counters ``stats`` adds up."""
 
     def __init__(self, config: Config, log_level: str = "info") -> None:
         self.config = config
         self.log_level = log_level
         self.started = time.time()
-        self.worker: Worker | None = None       # in multi-worker mode: a shadow, not listening
+        self.exit_code = 0
+        self.stats = Stats()
+        # With workers: N, a data plane that only routes (for /debug/route): it gets the
+        # config, never endpoints, and serves nothing.
+        self.worker: Worker | None = None
         self.supervisor: Supervisor | None = None
         self.registry: Registry | None = None
         self.health: HealthManager | None = None
@@ -79,13 +86,10 @@ class Gateway:
 
     async def start(self) -> None:
         cfg = self.config
-        if self.multi_worker and cfg.document is None:
-            raise ValueError("workers > 1 needs a config parsed from YAML (workers get its document)")
         self.worker = Worker(cfg if not self.multi_worker else replace(cfg, access_log=_NO_LOG))
         self.worker.build()
-        self.health = HealthManager(cfg.services, self._publish)
+        self.health = HealthManager(cfg.services, self._publish, self._suspect)
         self.health.start()
-        self.ctx.on_upstream_result = self._upstream_result
         self.registry = Registry(cfg.services, [build_source(s) for s in cfg.sources],
                                  self.health.update)
         self.registry.start()
@@ -95,11 +99,14 @@ class Gateway:
         if waiting:
             log.warning("listening before these sources synced", extra={"fields": {"sources": waiting}})
         if self.multi_worker:
-            self.supervisor = Supervisor(cfg.workers, cfg, self.log_level, self.health.report)
-            await self.supervisor.start(self.health.snapshot)
-            self._stats_timer = asyncio.get_running_loop().call_later(1.0, self._collect_stats)
+            self.supervisor = Supervisor(cfg.workers, cfg, self.log_level, on_report=self.health.report,
+                                         stats=self.stats, snapshot=self.health.snapshot,
+                                         on_fatal=self._fatal)
+            await self.supervisor.start()
         else:
+            self.ctx.on_upstream_result = self._upstream_result
             await self.worker.listen()
+            self._stats_timer = asyncio.get_running_loop().call_later(STATS_INTERVAL, self._collect_stats)
         if cfg.admin is not None:
             from gateway.admin.server import AdminServer
             self.admin = AdminServer(self)
@@ -114,40 +121,55 @@ class Gateway:
         """The port actually bound (useful with ``listen: 127.0.0.1:0`` and one worker)."""
         return self.worker.port if self.worker.server else self.config.listen.port
 
-    def _publish(self, snapshot: Snapshot) -> None:
-        self.worker.apply_snapshot(snapshot)
+    @property
+    def view_version(self) -> int:
+        """The version of the endpoint view the control plane publishes."""
+        return self.health.version if self.health is not None else 0
+
+    def _publish(self, delta: Delta) -> None:
         if self.supervisor is not None:
-            self.supervisor.publish(snapshot)
-        log.info("snapshot applied", extra={"fields": {
-            "version": snapshot.version,
-            "endpoints": {k: [e.host + ("" if not e.flags else f" (flags {e.flags})") for e in v]
-                          for k, v in snapshot.services.items()}}})
+            self.supervisor.publish(delta)
+        elif not self.multi_worker and not self.worker.apply_delta(delta):
+            self.worker.apply_full(self.health.snapshot())
+        # The services this delta changed, as they are now (not the whole view: at 1,000
+        # services a line per change would otherwise carry every endpoint).
+        current = self.health.current
+        log.info("endpoints changed", extra={"fields": {
+            "version": delta.version,
+            "endpoints": {key: None if key not in current else
+                          [e.host + ("" if not e.flags else f" (flags {e.flags})") for e in current[key]]
+                          for key in (*delta.services, *delta.flags)}}})
+
+    def _suspect(self, service_key: str, endpoint_key: tuple) -> None:
+        if self.supervisor is not None:
+            self.supervisor.suspect(service_key, endpoint_key)
+        elif not self.multi_worker:
+            self.dataplane.suspect(service_key, endpoint_key)
 
     def _upstream_result(self, service, upstream, kind) -> None:
         self.health.report(service.key, upstream.key, kind)
 
+    def refresh_stats(self) -> Stats:
+        """The counters, current (the in-process worker reports when asked; workers every second)."""
+        if not self.multi_worker and self.worker is not None and self.worker.ctx is not None:
+            self.stats.receive(0, self.worker.report())
+        return self.stats
+
     def _collect_stats(self) -> None:
-        """Copy the workers' summed counters into the shadow data plane the views read."""
-        totals = self.supervisor.totals()
-        ctx, dp = self.ctx, self.dataplane
-        ctx.load_stats(totals.get("stats", {}))
-        ctx.reported_connections = sum(w["connections"] for w in self.supervisor.status())
-        for key, up in dp.upstreams.items():
-            counts = totals.get("upstreams", {}).get("|".join(map(str, key)))
-            if counts:
-                up.traffic.set_from(counts)
-                up.reported_idle = counts.get("idle", 0)
-        for route in dp.routes:
-            counts = totals.get("routes", {}).get(route.name)
-            if counts:
-                route.traffic.set_from(counts)
-        self._stats_timer = asyncio.get_running_loop().call_later(1.0, self._collect_stats)
+        self.refresh_stats()
+        self._stats_timer = asyncio.get_running_loop().call_later(STATS_INTERVAL, self._collect_stats)
+
+    def _fatal(self, message: str) -> None:
+        """The data plane cannot run: stop, and exit non-zero."""
+        print(f"gateway: {message}", file=sys.stderr)
+        self.exit_code = 1
+        asyncio.ensure_future(self.stop(0))
 
     def worker_status(self) -> list[dict]:
         if self.supervisor is None:
-            return [{"id": 0, "pid": os.getpid(), "ready": True,
-                     "snapshot_version": self.dataplane.snapshot_version,
-                     "connections": self.ctx.active_connections()}]
+            return [{"id": 0, "pid": os.getpid(), "ready": self.server is not None,
+                     "snapshot_version": self.dataplane.snapshot_version if self.dataplane else 0,
+                     "connections": self.ctx.active_connections() if self.ctx else 0}]
         return self.supervisor.status()
 
     async def stop(self, drain_timeout: float | None = None) -> None:
@@ -157,7 +179,6 @@ class Gateway:
             self._stats_timer.cancel()
         if self.supervisor is not None:
             await self.supervisor.stop(timeout)
-            self.ctx.reported_connections = 0   # the workers are gone; the shadow has none
         if self.worker is not None:
             await self.worker.drain(timeout)
         if self.registry is not None:
@@ -205,6 +226,7 @@ class Gateway:
         sources = [kept.get(sc) or build_source(sc) for sc in config.sources]
         fresh = Registry(config.services, sources, self.health.update)
         fresh.version = old.version
+        fresh.merged = dict(old.merged)         # publish only what the new sources change
         new_sources = [s for s in sources if s not in kept.values()]
         for source in new_sources:
             source.start(fresh.changed)
@@ -232,27 +254,51 @@ class Gateway:
 
 
 async def serve(config: Config, log_level: str = "info") -> int:
-    """Run until SIGTERM/SIGINT; SIGHUP reloads the config file."""
+    """Run until SIGTERM/SIGINT; SIGHUP reloads the config file.
+
+    The handlers are in place before anything starts: a signal during the start
+    (which waits for sources and workers) is held and acted on once it is done.
+    """
     gateway = Gateway(config, log_level)
     loop = asyncio.get_running_loop()
-    try:
-        await gateway.start()
-    except OSError as exc:
-        log.error("cannot listen", extra={"fields": {"listen": str(config.listen), "error": str(exc)}})
-        return 2
-    stopping = []
+    stopping: list[str] = []
+    started = False
+    reload_pending = False
 
     def on_stop(signame: str) -> None:
         if not stopping:
             stopping.append(signame)
             log.info("draining", extra={"fields": {"signal": signame}})
-            asyncio.ensure_future(gateway.stop())
+            if started:
+                asyncio.ensure_future(gateway.stop())
+
+    def on_reload() -> None:
+        nonlocal reload_pending
+        if not config.path:
+            log.warning("SIGHUP: no config file to reload")
+        elif started:
+            gateway.reload_from_file()
+        else:
+            reload_pending = True
 
     loop.add_signal_handler(signal.SIGTERM, on_stop, "SIGTERM")
     loop.add_signal_handler(signal.SIGINT, on_stop, "SIGINT")
-    if config.path:
-        loop.add_signal_handler(signal.SIGHUP, gateway.reload_from_file)
+    loop.add_signal_handler(signal.SIGHUP, on_reload)
+    try:
+        await gateway.start()
+    except OSError as exc:
+        log.error("cannot listen", extra={"fields": {"listen": str(config.listen), "error": str(exc)}})
+        await gateway.stop(0)
+        return 2
+    except WorkerStartError as exc:
+        print(f"gateway: not started: {exc}", file=sys.stderr)
+        await gateway.stop(0)
+        return 1
+    started = True
+    if stopping:
+        asyncio.ensure_future(gateway.stop())
+    elif reload_pending:
+        gateway.reload_from_file()
     await gateway.wait_stopped()
     log.info("stopped")
-    return 0
-
+    return gateway.exit_code

@@ -26,6 +26,10 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_run(args) -> int:
+    import signal
+    # Until the event loop takes SIGHUP over (after the config is read), a reload
+    # request must not kill the process, which is the default action.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from gateway.config import ConfigError, load_config
     from gateway.logs import setup_logging
     try:

@@ -1,6 +1,7 @@
-"""Turns config and snapshots into the objects the request path reads.
+"""Turns config and endpoint changes into the objects the request path reads.
 
-Built once per config or snapshot change, never per request.  Objects are kept
+Built once per config change or delta, never per request, and only for the
+services a delta names.  Objects are kept
 by identity across changes: a Service keeps its EndpointTable (and so its
 smooth-WRR state) and an endpoint keeps its Upstream (and so its pool of
 keep-alive connections) as long as it stays in the snapshot.
@@ -12,7 +13,7 @@ import time
 from typing import NamedTuple
 
 from gateway.config import Config, RouteConfig
-from gateway.snapshot import EndpointSpec, Snapshot
+from gateway.snapshot import Delta, Endpoints, EndpointSpec, Snapshot
 
 try:
     from _speedups.proxy import ProxyContext, Route, Service, Upstream
@@ -44,17 +45,27 @@ class DataPlane:
         self.upstreams: dict[tuple[str, str, str, int], Upstream] = {}
         self.routes: list[Route] = []
         self.snapshot_version = 0
+        self.view: dict[str, Endpoints] = {}    # every service's endpoints, routed or not
+        self._users: dict[tuple, int] = {}      # upstream key -> services using it
+        self._used_by: dict[str, list[tuple]] = {}
         self.upstream_tls: dict[str, tuple[object, str | None]] = {}   # service -> (SSLContext, SNI)
+        self.upstream_tls_config: dict = {}
 
     # -- config: services and routes -------------------------------------
 
     def apply_config(self, config: Config) -> None:
         from gateway.tls import upstream_context
-        self.upstream_tls = {svc.key: (upstream_context(svc.tls), svc.tls.sni)
-                             for svc in config.services if svc.tls is not None}
+        tls_before = self.upstream_tls_config
+        self.upstream_tls_config = {svc.key: svc.tls for svc in config.services if svc.tls is not None}
+        self.upstream_tls = {key: (upstream_context(tls), tls.sni)
+                             for key, tls in self.upstream_tls_config.items()}
+        fresh = []
         for svc in config.services:
             if svc.key not in self.services:
                 self.services[svc.key] = Service(svc.key, EndpointTable())
+                fresh.append(svc.key)
+            elif tls_before.get(svc.key) != svc.tls:
+                fresh.append(svc.key)       # its upstreams (and pool) follow the new TLS settings
         previous = {route.name: route for route in self.routes}
         routes = [self._route(rc, previous.get(rc.name)) for rc in config.routes]
         matchers = [self._matcher(i, rc, route) for i, (rc, route) in enumerate(zip(config.routes, routes))]
@@ -62,6 +73,9 @@ class DataPlane:
         self.ctx.set_router(Router(matchers))
         for key in set(self.services) - {svc.key for svc in config.services}:
             self._retire_service(key)
+        for key in fresh:                   # endpoints known before the service was routed
+            if key in self.view:
+                self._set_members(key, self.view[key])
 
     def _route(self, rc: RouteConfig, previous: Route | None) -> Route:
         services = tuple(self.services[b.service] for b in rc.backends)
@@ -75,7 +89,7 @@ class DataPlane:
         return Route(rc.name, services, split, rewrite_from, rewrite_to, rc.timeout or 0.0,
                      retries.attempts, retries.on_5xx, retries.on_timeout,
                      retries.per_try_timeout or 0.0,
-                     previous.traffic if previous is not None else None)
+                     previous.traffic if previous is not None else None, self.ctx.touched)
 
     @staticmethod
     def _matcher(index: int, rc: RouteConfig, route: Route) -> RouteMatcher:
@@ -101,33 +115,85 @@ class DataPlane:
                 headers.append((name, "regex", re.compile(h.regex)))
         return RouteMatcher(index, route, kind, value, m.hosts, m.methods, headers)
 
-    # -- snapshots: endpoints ---------------------------------------------
+    # -- endpoints: the whole view, or deltas -----------------------------
 
-    def apply_snapshot(self, snapshot: Snapshot) -> None:
-        seen: set[tuple] = set()
+    def apply_full(self, snapshot: Snapshot) -> None:
+        """Make the view ``snapshot``'s (a worker's first state, or after a version gap)."""
+        for key in [k for k in self.view if k not in snapshot.services]:
+            self._set_members(key, None)
         for key, specs in snapshot.services.items():
-            service = self.services.get(key)
-            if service is None:
-                continue                    # not routed by this config
-            tls = self.upstream_tls.get(key)
-            # Plain connections to an endpoint are shared by every service that reaches it;
-            # a service with TLS settings gets its own, so that its CA, SNI and verification
-            # are never replaced by another service's, nor its pooled connections reused.
-            pool = key if tls is not None else ""
-            upstreams = [self._upstream(pool, spec, tls) for spec in specs]
-            seen.update((pool, *spec.key) for spec in specs)
-            service.table.update(upstreams)
-            for i, spec in enumerate(specs):
-                service.table.set_flags(i, spec.flags)
-        for key in set(self.upstreams) - seen:
-            self._retire_upstream(key)
+            if self.view.get(key) != specs:
+                self._set_members(key, specs)
         self.snapshot_version = snapshot.version
+
+    def apply_delta(self, delta: Delta) -> bool:
+        """Apply the next delta; False (nothing applied) when it is not the next version."""
+        if delta.version != self.snapshot_version + 1:
+            return False
+        for key, specs in delta.services.items():
+            self._set_members(key, specs)
+        for key, pairs in delta.flags.items():
+            self._set_flags(key, pairs)
+        self.snapshot_version = delta.version
+        return True
+
+    def suspect(self, service_key: str, endpoint_key: tuple[str, str, int]) -> None:
+        """Passive health wants the next success to this endpoint (see gateway.health.manager)."""
+        for pool in ("", service_key):
+            upstream = self.upstreams.get((pool, *endpoint_key))
+            if upstream is not None:
+                upstream.report_success = True
+
+    def _set_members(self, key: str, specs: Endpoints | None) -> None:
+        if specs is None:
+            self.view.pop(key, None)
+        else:
+            self.view[key] = specs
+        service = self.services.get(key)
+        if service is None:
+            return                          # not routed by this config (yet)
+        tls = self.upstream_tls.get(key)
+        # Plain connections to an endpoint are shared by every service that reaches it;
+        # a service with TLS settings gets its own, so that its CA, SNI and verification
+        # are never replaced by another service's, nor its pooled connections reused.
+        pool = key if tls is not None else ""
+        upstreams = [self._upstream(pool, spec, tls) for spec in specs or ()]
+        service.table.update(upstreams)
+        for i, spec in enumerate(specs or ()):
+            service.table.set_flags(i, spec.flags)
+        self._set_users(key, [(pool, *spec.key) for spec in specs or ()])
+
+    def _set_flags(self, key: str, pairs) -> None:
+        specs = list(self.view[key])
+        for i, flags in pairs:
+            s = specs[i]
+            specs[i] = EndpointSpec(s.cluster, s.ip, s.port, s.weight, flags)
+        self.view[key] = tuple(specs)
+        service = self.services.get(key)
+        if service is not None:
+            for i, flags in pairs:
+                service.table.set_flags(i, flags)
+
+    def _set_users(self, service_key: str, keys: list[tuple]) -> None:
+        """Count which services use each upstream; one no service uses is retired."""
+        before = self._used_by.pop(service_key, ())
+        if keys:
+            self._used_by[service_key] = keys
+        for key in keys:
+            self._users[key] = self._users.get(key, 0) + 1
+        for key in before:
+            left = self._users[key] - 1
+            if left:
+                self._users[key] = left
+            else:
+                del self._users[key]
+                self._retire_upstream(key)
 
     def _upstream(self, pool: str, spec: EndpointSpec, tls: tuple | None) -> Upstream:
         upstream = self.upstreams.get((pool, *spec.key))
         if upstream is None:
-            upstream = self.upstreams[(pool, *spec.key)] = Upstream(spec.key, spec.ip, spec.port,
-                                                                    spec.weight, spec.cluster)
+            upstream = self.upstreams[(pool, *spec.key)] = Upstream(
+                spec.key, spec.ip, spec.port, spec.weight, spec.cluster, self.ctx.touched, pool)
         upstream.weight = spec.weight
         if tls is not None:
             upstream.ssl, upstream.server_hostname = tls[0], tls[1] or spec.ip
@@ -142,6 +208,7 @@ class DataPlane:
     def _retire_service(self, key: str) -> None:
         service = self.services.pop(key)
         service.table.update([])
+        self._set_users(key, [])
 
     def close_idle_upstreams(self, idle_timeout: float) -> None:
         """Close pooled connections unused for ``idle_timeout`` seconds (run periodically)."""

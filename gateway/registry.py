@@ -5,6 +5,11 @@ source that has it (restricted to the service's ``sources:`` when given), each
 tagged with its source as ``cluster`` and weighted by source weight times
 endpoint weight.  The same address from two sources is one endpoint: the first
 source in config order names its cluster.
+
+Work follows the change: a source names the services a watch event touched, and
+only those are merged again (coalesced per loop iteration); what differs is
+published as ``{service key: endpoints}``, ``None`` for a service no longer
+configured.
 """
 from __future__ import annotations
 
@@ -13,13 +18,15 @@ import logging
 from typing import Callable, Iterable
 
 from gateway.config import ServiceConfig
-from gateway.snapshot import EndpointSpec, Snapshot
+from gateway.snapshot import Endpoints, EndpointSpec
 from gateway.sources.base import ServiceKey, Source, SourceState
 
 log = logging.getLogger("gateway.registry")
 
+Changes = dict[str, Endpoints | None]
 
-def merge_service(service: ServiceConfig, sources: Iterable[Source]) -> tuple[EndpointSpec, ...]:
+
+def merge_service(service: ServiceConfig, sources: Iterable[Source]) -> Endpoints:
     """The merged endpoint list of one service."""
     allowed = set(service.sources)
     merged: dict[tuple[str, int], EndpointSpec] = {}
@@ -38,16 +45,24 @@ def merge_service(service: ServiceConfig, sources: Iterable[Source]) -> tuple[En
 
 
 class Registry:
-    """Rebuilds the snapshot when a source changes, at most once per loop iteration."""
+    """The merged services, kept current by re-merging the services sources name."""
 
     def __init__(self, services: tuple[ServiceConfig, ...], sources: list[Source],
-                 publish: Callable[[Snapshot], None]) -> None:
-        self.services = services
+                 publish: Callable[[Changes], None]) -> None:
         self.sources = sources
         self._publish = publish
+        self.services: dict[str, ServiceConfig] = {}
+        self._by_name: dict[ServiceKey, str] = {}
+        self._set_services(services)
+        self.merged: dict[str, Endpoints] = {}
+        self._dirty: set[str] = set()
         self._scheduled = False
-        self.version = 0
-        self.snapshot = Snapshot(0)
+        self.version = 0                    # grows by one per published change
+        self.merges = 0                     # services merged so far (work done, for tests)
+
+    def _set_services(self, services: tuple[ServiceConfig, ...]) -> None:
+        self.services = {svc.key: svc for svc in services}
+        self._by_name = {ServiceKey(svc.namespace, svc.name): svc.key for svc in services}
 
     def start(self) -> None:
         for source in self.sources:
@@ -67,21 +82,47 @@ class Registry:
     async def stop(self) -> None:
         await asyncio.gather(*(source.stop() for source in self.sources))
 
-    def changed(self) -> None:
-        """A source's view changed; coalesce bursts of watch events into one rebuild."""
-        if not self._scheduled:
+    def changed(self, source: Source, keys: frozenset[ServiceKey]) -> None:
+        """A source's view of ``keys`` changed; bursts of watch events merge once per iteration."""
+        by_name = self._by_name
+        self._dirty.update(by_name[k] for k in keys if k in by_name)
+        if self._dirty and not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self.rebuild)
+            asyncio.get_running_loop().call_soon(self.flush)
 
-    def rebuild(self) -> Snapshot:
+    def flush(self, gone: Changes | None = None) -> Changes:
+        """Merge the services marked changed; publish and return the ones that differ
+        (with ``gone``: services no longer configured, published as None)."""
         self._scheduled = False
-        services = {svc.key: merge_service(svc, self.sources) for svc in self.services}
-        if services != self.snapshot.services:
+        dirty, self._dirty = self._dirty, set()
+        changes: Changes = dict(gone or {})
+        for key in dirty:
+            svc = self.services.get(key)
+            if svc is None:
+                continue
+            endpoints = merge_service(svc, self.sources)
+            self.merges += 1
+            if self.merged.get(key) != endpoints:
+                self.merged[key] = endpoints
+                changes[key] = endpoints
+        if changes:
             self.version += 1
-            self.snapshot = Snapshot(self.version, services)
-            self._publish(self.snapshot)
-        return self.snapshot
+            self._publish(changes)
+        return changes
 
-    def replace_services(self, services: tuple[ServiceConfig, ...]) -> None:
-        self.services = services
-        self.rebuild()
+    def rebuild(self) -> Changes:
+        """Merge every service (at start, and when the sources change)."""
+        return self._reconcile(set(self.services))
+
+    def replace_services(self, services: tuple[ServiceConfig, ...]) -> Changes:
+        """New service configs; unchanged ones keep their merge, the others are merged again."""
+        old = self.services
+        self._set_services(services)
+        return self._reconcile({key for key, svc in self.services.items() if old.get(key) != svc})
+
+    def _reconcile(self, dirty: set[str]) -> Changes:
+        gone: Changes = {key: None for key in self.merged if key not in self.services}
+        for key in gone:
+            del self.merged[key]
+        self._dirty |= dirty
+        return self.flush(gone)

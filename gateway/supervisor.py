@@ -3,8 +3,12 @@
 The control plane (sources, registry, health, admin) runs once, in the main
 process; each worker process runs a data plane with its own SO_REUSEPORT
 listener (see gateway.worker).  The supervisor starts them, sends them the
-config and every snapshot, restarts one that dies, feeds their passive-health
-reports to the health manager, and adds up their counters.
+data-plane spec, the whole endpoint view once and then each delta (encoded once,
+the same bytes to every worker), restarts one that dies, feeds their
+passive-health reports to the health manager and their counters to
+gateway.stats.  A worker slot that dies before it is ready ``MAX_FAILED_STARTS``
+times in a row stops the gateway: a port held open with nobody serving it is
+worse than a clear exit.
 """
 from __future__ import annotations
 
@@ -12,19 +16,18 @@ import asyncio
 import logging
 import socket
 import subprocess
-import sys
 import time
 from typing import Callable
 
-import orjson
-
 from gateway.config import Address, Config
-from gateway.snapshot import Snapshot
-from gateway.worker import MESSAGE_LIMIT
+from gateway.snapshot import Delta, Snapshot
+from gateway.stats import Stats
+from gateway.worker import MESSAGE_LIMIT, encode, encode_spec, read_message, spawn_command
 
 log = logging.getLogger("gateway.supervisor")
 
 RESTART_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)     # seconds, by consecutive quick deaths
+MAX_FAILED_STARTS = 5
 
 
 class WorkerHandle:
@@ -36,45 +39,63 @@ class WorkerHandle:
         self.writer: asyncio.StreamWriter | None = None
         self.snapshot_version = 0
         self.ready = False
-        self.stats: dict = {}
+        self.connections = 0
         self.started = 0.0
         self.quick_deaths = 0
+        self.failed_starts = 0              # deaths before ready, in a row
         self.listener: socket.socket | None = None     # this slot's listening socket, if held
 
-    def send(self, message: dict) -> None:
+    def send(self, frame: bytes) -> None:
         if self.writer is not None and not self.writer.is_closing():
-            self.writer.write(orjson.dumps(message) + b"\n")
+            self.writer.write(frame)
+
+
+class WorkerStartError(RuntimeError):
+    pass
 
 
 class Supervisor:
-    def __init__(self, count: int, config: Config, log_level: str,
-                 on_report: Callable[[str, tuple, str | None], None]) -> None:
+    def __init__(self, count: int, config: Config, log_level: str, *,
+                 on_report: Callable[[str, tuple, str | None], None], stats: Stats,
+                 snapshot: Callable[[], Snapshot],
+                 on_fatal: Callable[[str], None] | None = None) -> None:
         self.count = count
         self.config = config
         self.log_level = log_level
         self.on_report = on_report
+        self.stats = stats
+        self.snapshot = snapshot            # the whole current view, when a worker needs it
+        self.on_fatal = on_fatal
         self.workers = [WorkerHandle(i) for i in range(count)]
-        self.snapshot: Snapshot | None = None
-        self.retired: dict = {}             # counters of workers that died, so totals never drop
         self.stopping = False
         self.restarts = 0
         self._tasks: set[asyncio.Task] = set()
+        self._spec = encode_spec(config)
+        self._starting = False
         self.listen: Address | None = None
 
-    async def start(self, snapshot: Snapshot, timeout: float = 30.0) -> None:
-        self.snapshot = snapshot
+    async def start(self, timeout: float = 30.0) -> None:
+        """Start every worker; WorkerStartError (the others stopped) if one dies first."""
         self.listen = self.config.listen
-        for handle in self.workers:
-            await self._spawn(handle)
-        deadline = time.monotonic() + timeout
-        while not all(h.ready for h in self.workers):
-            if time.monotonic() > deadline:
-                raise RuntimeError("workers did not become ready")
-            await asyncio.sleep(0.02)
+        self._starting = True
+        try:
+            for handle in self.workers:
+                await self._spawn(handle)
+            deadline = time.monotonic() + timeout
+            while not all(h.ready for h in self.workers):
+                failed = [h for h in self.workers if h.failed_starts]
+                if failed or time.monotonic() > deadline:
+                    await self.stop(0)
+                    raise WorkerStartError(
+                        f"worker {failed[0].id} exited before it was ready (its error is above)"
+                        if failed else f"workers did not become ready within {timeout:g}s")
+                await asyncio.sleep(0.02)
+        finally:
+            self._starting = False
 
     async def _spawn(self, handle: WorkerHandle) -> None:
         parent, child = socket.socketpair()
-        args = [sys.executable, "-m", "gateway.worker", "--fd", str(child.fileno()),
+        args = [*spawn_command(), "--fd", str(child.fileno()),
                 "--id", str(handle.id), "--log-level", self.log_level]
         fds = [child.fileno()]
         listener = self._listener(handle)
@@ -87,36 +108,56 @@ class Supervisor:
         handle.ready = False
         reader, writer = await asyncio.open_connection(sock=parent, limit=MESSAGE_LIMIT)
         handle.writer = writer
-        handle.send(_config_message(self.config))
-        handle.send(self.snapshot.to_wire())
+        handle.send(self._spec)
+        self._send_full(handle)
         task = asyncio.ensure_future(self._read(handle, reader))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         log.info("worker started", extra={"fields": {"worker": handle.id, "pid": handle.proc.pid}})
 
+    def _send_full(self, handle: WorkerHandle) -> None:
+        handle.send(encode(self.snapshot().to_wire()))
+
     async def _read(self, handle: WorkerHandle, reader: asyncio.StreamReader) -> None:
-        while line := await reader.readline():
-            message = orjson.loads(line)
+        while (message := await read_message(reader)) is not None:
             kind = message["t"]
             if kind == "report":
                 self.on_report(message["s"], tuple(message["e"]), message["k"])
             elif kind == "stats":
-                handle.stats = message
-                handle.snapshot_version = message["snapshot"]
+                self.stats.receive(handle.id, message)
+                handle.connections = message["connections"]
             elif kind == "ack":
                 handle.snapshot_version = message["v"]
+            elif kind == "resync":
+                log.warning("worker fell behind; sending the whole view",
+                            extra={"fields": {"worker": handle.id, "has": message["have"]}})
+                self._send_full(handle)
             elif kind == "ready":
                 handle.ready = True
+                handle.failed_starts = 0
         await self._on_exit(handle)
 
     async def _on_exit(self, handle: WorkerHandle) -> None:
         proc = handle.proc
         code = await asyncio.get_running_loop().run_in_executor(None, proc.wait)
+        was_ready = handle.ready
         self._retire(handle)
         if self.stopping:
             return
+        if not was_ready:
+            handle.failed_starts += 1
+            if self._starting:
+                return                      # start() reports it and stops the gateway
         lived = time.monotonic() - handle.started
         handle.quick_deaths = handle.quick_deaths + 1 if lived < 10 else 0
+        if handle.failed_starts >= MAX_FAILED_STARTS:
+            message = (f"worker {handle.id} failed to start {handle.failed_starts} times in a row "
+                       f"(last exit code {code}); stopping the gateway")
+            log.error(message)
+            self.stopping = True
+            if self.on_fatal is not None:
+                self.on_fatal(message)
+            return
         delay = RESTART_BACKOFF[min(handle.quick_deaths, len(RESTART_BACKOFF) - 1)]
         log.error("worker died; restarting", extra={"fields": {
             "worker": handle.id, "pid": proc.pid, "exit": code, "restart_in_s": delay}})
@@ -127,17 +168,20 @@ class Supervisor:
 
     def _retire(self, handle: WorkerHandle) -> None:
         """Keep a dead worker's counters so that totals never go down."""
-        if handle.stats:
-            self.retired = _add(self.retired, _counters(handle.stats, gauges=False))
-        handle.stats = {}
+        self.stats.retire(handle.id)
+        handle.connections = 0
         handle.ready = False
         handle.writer = None
 
-    def publish(self, snapshot: Snapshot) -> None:
-        self.snapshot = snapshot
-        message = snapshot.to_wire()
+    def publish(self, delta: Delta) -> None:
+        self.broadcast(encode(delta.to_wire()))
+
+    def suspect(self, service_key: str, endpoint_key: tuple) -> None:
+        self.broadcast(encode({"t": "suspect", "s": service_key, "e": list(endpoint_key)}))
+
+    def broadcast(self, frame: bytes) -> None:
         for handle in self.workers:
-            handle.send(message)
+            handle.send(frame)
 
     def _listener(self, handle: WorkerHandle) -> socket.socket | None:
         """The slot's SO_REUSEPORT listening socket, made once and kept open here.
@@ -167,15 +211,13 @@ class Supervisor:
         if config.listen != self.listen:    # workers bind the new address themselves
             self._release_listeners()
             self.listen = config.listen
-        message = _config_message(config)
-        for handle in self.workers:
-            handle.send(message)
+        self._spec = encode_spec(config)
+        self.broadcast(self._spec)
 
     async def stop(self, drain_timeout: float) -> None:
         self.stopping = True
         self._release_listeners()
-        for handle in self.workers:
-            handle.send({"t": "drain", "timeout": drain_timeout})
+        self.broadcast(encode({"t": "drain", "timeout": drain_timeout}))
         deadline = time.monotonic() + drain_timeout + 5
         for handle in self.workers:
             proc = handle.proc
@@ -186,24 +228,10 @@ class Supervisor:
                 proc.kill()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def totals(self) -> dict:
-        """Counters added up over every worker, living and retired."""
-        total = self.retired
-        for handle in self.workers:
-            if handle.stats:
-                total = _add(total, _counters(handle.stats))
-        return total
-
     def status(self) -> list[dict]:
         return [{"id": h.id, "pid": h.proc.pid if h.proc else None, "ready": h.ready,
-                 "snapshot_version": h.snapshot_version,
-                 "connections": h.stats.get("connections", 0)} for h in self.workers]
-
-
-def _config_message(config: Config) -> dict:
-    """The validated document itself: a worker (re)started later must not read a file that
-    may have changed, or become invalid, since the control plane validated it."""
-    return {"t": "config", "path": config.path, "document": config.document}
+                 "snapshot_version": h.snapshot_version, "connections": h.connections}
+                for h in self.workers]
 
 
 def _bind_listener(address: Address) -> socket.socket | None:
@@ -226,24 +254,3 @@ def _bind_listener(address: Address) -> socket.socket | None:
         sock.close()
         raise
     return sock
-
-
-def _counters(stats: dict, gauges: bool = True) -> dict:
-    upstreams = stats.get("upstreams", {})
-    if not gauges:      # a dead worker's idle connections are gone; its counts are not
-        upstreams = {k: {f: v for f, v in u.items() if f != "idle"} for k, u in upstreams.items()}
-    return {"stats": stats.get("stats", {}), "upstreams": upstreams, "routes": stats.get("routes", {})}
-
-
-def _add(a, b):
-    """Add nested counters: numbers add, dicts merge, lists add element-wise."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = dict(a)
-        for key, value in b.items():
-            out[key] = _add(out[key], value) if key in out else value
-        return out
-    if isinstance(a, list) and isinstance(b, list):
-        return [x + y for x, y in zip(a, b)]
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return a + b
-    return b

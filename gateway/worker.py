@@ -3,15 +3,20 @@
 ``Worker`` owns what the request path needs in a process: the proxy context,
 the data plane objects, the access log and the SO_REUSEPORT listener.  With
 ``workers: 1`` the gateway runs one in its own process next to the control
-plane; with more, the supervisor starts ``python -m gateway.worker`` processes
+plane; with more, the supervisor starts worker processes (``spawn_command``)
 that each run one and talk to the control plane over a socket pair:
 
-    control plane -> worker   config (a file path), snapshot, drain
-    worker -> control plane   ready, ack (snapshot version), report (passive
-                              health), stats (every second)
+    control plane -> worker   config (the validated data-plane spec), full (the
+                              whole endpoint view), delta, suspect, drain
+    worker -> control plane   ready, ack (view version), resync (a version gap:
+                              send the whole view), report (passive health),
+                              stats (what moved, every second)
 
-Messages are orjson objects, one per line.  A worker never waits for the
-control plane on the request path: it serves from the last snapshot it got.
+Each message is a frame: a 4-byte length, a codec byte, then orjson (or, for the
+config spec, a pickle of the frozen config objects, which carry no file paths to
+read again: the worker never parses or validates the config file).  A worker
+never waits for the control plane on the request path: it serves from the last
+view it got.
 """
 from __future__ import annotations
 
@@ -20,17 +25,20 @@ import asyncio
 import ctypes
 import logging
 import os
+import pickle
 import signal
 import socket
+import struct
 import sys
 import time
+from dataclasses import replace
 
 import orjson
 
 from gateway.accesslog import AccessLog
-from gateway.config import Config, parse_config
-from gateway.dataplane import DataPlane, ProxyContext
-from gateway.snapshot import Snapshot
+from gateway.config import Config
+from gateway.dataplane import DataPlane, ProxyContext, Upstream
+from gateway.snapshot import Delta, Snapshot
 from gateway.tls import ServerTls
 
 log = logging.getLogger("gateway.worker")
@@ -38,9 +46,52 @@ log = logging.getLogger("gateway.worker")
 MAINTENANCE_INTERVAL = 1.0      # seconds between pool clean-ups
 DRAIN_IDLE_GRACE = 1.0          # on shutdown, idle keep-alive connections close after this
 STATS_INTERVAL = 1.0
-# One message is one line: a snapshot of 10,000 endpoints is ~500 KiB, far past
-# StreamReader's 64 KiB default, after which the worker would never start.
-MESSAGE_LIMIT = 256 * 1024 * 1024
+MESSAGE_LIMIT = 256 * 1024 * 1024       # a full view of 100,000 endpoints is ~5 MiB
+_FRAME = struct.Struct("!IB")           # payload length, codec
+_JSON, _PICKLE = 0, 1
+
+
+def encode(message: dict) -> bytes:
+    """One frame; encoded once, the same bytes go to every worker."""
+    payload = orjson.dumps(message)
+    return _FRAME.pack(len(payload), _JSON) + payload
+
+
+def encode_spec(config: Config) -> bytes:
+    """The config message: what a data plane needs, validated, with no file to read again."""
+    spec = replace(config, document=None, sources=(), admin_token=None)
+    payload = pickle.dumps({"t": "config", "spec": spec}, protocol=pickle.HIGHEST_PROTOCOL)
+    return _FRAME.pack(len(payload), _PICKLE) + payload
+
+
+async def read_message(reader: asyncio.StreamReader) -> dict | None:
+    try:
+        head = await reader.readexactly(_FRAME.size)
+        length, codec = _FRAME.unpack(head)
+        if length > MESSAGE_LIMIT:
+            raise ValueError(f"message of {length} bytes is over the limit")
+        payload = await reader.readexactly(length)
+    except asyncio.IncompleteReadError:
+        return None
+    # The peer is this gateway's own process (a socket pair made by the supervisor).
+    return pickle.loads(payload) if codec == _PICKLE else orjson.loads(payload)
+
+
+def spawn_command() -> list[str]:
+    """How to start a worker so that it runs the code this process runs.
+
+    ``python -m gateway.worker`` puts the current directory first on ``sys.path``: started
+    from a checkout, a worker imported the uncompiled sources there instead of the
+    installed wheel, and died.  ``-P`` keeps the current directory out; the directories
+    this process imported ``gateway`` and ``_speedups`` from go first instead.
+    """
+    import _speedups
+    import gateway
+    roots = list(dict.fromkeys(os.path.dirname(os.path.dirname(os.path.abspath(m.__file__)))
+                               for m in (gateway, _speedups)))
+    boot = (f"import sys; sys.path[:0] = {roots!r}; "
+            "from gateway.worker import main; sys.exit(main(sys.argv[1:]))")
+    return [sys.executable, "-P", "-c", boot]
 
 
 class Worker:
@@ -142,8 +193,11 @@ class Worker:
         await self._close_listener(old)     # open connections keep being served
         log.info("listening on a new address", extra={"fields": {"listen": str(config.listen)}})
 
-    def apply_snapshot(self, snapshot: Snapshot) -> None:
-        self.dataplane.apply_snapshot(snapshot)
+    def apply_full(self, snapshot: Snapshot) -> None:
+        self.dataplane.apply_full(snapshot)
+
+    def apply_delta(self, delta: Delta) -> bool:
+        return self.dataplane.apply_delta(delta)
 
     async def drain(self, timeout: float) -> None:
         """Stop accepting, let in-flight requests finish (up to ``timeout``), close everything.
@@ -218,17 +272,18 @@ class Worker:
 
         await asyncio.gather(*(adopt(conn) for conn in accepted))
 
-    def stats(self) -> dict:
-        """Counters for the control plane, which adds up those of every worker."""
-        dp = self.dataplane
-        return {
-            "stats": dict(self.ctx.stats),
-            "connections": self.ctx.active_connections(),
-            "snapshot": dp.snapshot_version,
-            "upstreams": {"|".join(map(str, key)): {**up.traffic.as_dict(), "idle": up.idle_count()}
-                          for key, up in dp.upstreams.items()},
-            "routes": {route.name: route.traffic.as_dict() for route in dp.routes},
-        }
+    def report(self) -> dict:
+        """What moved since the last report, for gateway.stats (which adds up every worker's)."""
+        ctx = self.ctx
+        upstreams, routes = [], {}
+        for obj in ctx.take_touched():
+            if isinstance(obj, Upstream):
+                upstreams.append([obj.pool, *obj.key, *obj.counters()])
+            else:
+                routes[obj.name] = obj.counters()
+        return {"counters": ctx.counter_list(), "connections": ctx.active_connections(),
+                "in_flight": ctx.requests_in_flight, "snapshot": self.dataplane.snapshot_version,
+                "upstreams": upstreams, "routes": routes}
 
 
 _SO_ATTACH_FILTER = 26
@@ -255,7 +310,7 @@ def _drop_all_packets(sock: socket.socket) -> None:
 
 
 class _Channel:
-    """Newline-delimited orjson messages over the socket pair to the control plane."""
+    """Frames to and from the control plane over the socket pair."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
@@ -263,11 +318,10 @@ class _Channel:
 
     def send(self, message: dict) -> None:
         if not self.writer.is_closing():
-            self.writer.write(orjson.dumps(message) + b"\n")
+            self.writer.write(encode(message))
 
     async def receive(self) -> dict | None:
-        line = await self.reader.readline()
-        return orjson.loads(line) if line else None
+        return await read_message(self.reader)
 
 
 async def run_worker(fd: int, worker_id: int, listen_fd: int | None = None) -> int:
@@ -275,44 +329,52 @@ async def run_worker(fd: int, worker_id: int, listen_fd: int | None = None) -> i
     reader, writer = await asyncio.open_connection(sock=sock, limit=MESSAGE_LIMIT)
     channel = _Channel(reader, writer)
     loop = asyncio.get_running_loop()
-    # The control plane decides when to stop: signals to the process group
-    # (Ctrl-C at a terminal) must not kill workers before they drain.
-    loop.add_signal_handler(signal.SIGINT, lambda: None)
-    loop.add_signal_handler(signal.SIGTERM, lambda: None)
     worker: Worker | None = None
     stats_timer = None
+    resyncing = False
 
     def report(service, upstream, kind) -> None:
         channel.send({"t": "report", "s": service.key, "e": list(upstream.key), "k": kind})
 
     def send_stats() -> None:
         nonlocal stats_timer
-        channel.send({"t": "stats", **worker.stats()})
+        channel.send({"t": "stats", **worker.report()})
         stats_timer = loop.call_later(STATS_INTERVAL, send_stats)
 
     while (message := await channel.receive()) is not None:
         kind = message["t"]
         if kind == "config":
-            config = parse_config(message["document"], path=message["path"])
+            config = message["spec"]
             if worker is None:
                 worker = Worker(config)
                 worker.build()
                 worker.ctx.on_upstream_result = report
             else:
                 worker.apply_config(config)
-        elif kind == "snapshot":
-            worker.apply_snapshot(Snapshot.from_wire(message))
+        elif kind == "delta":
+            if resyncing:
+                continue                    # the whole view is on its way
+            if worker.apply_delta(Delta.from_wire(message)):
+                channel.send({"t": "ack", "v": message["v"]})
+            else:
+                resyncing = True
+                channel.send({"t": "resync", "have": worker.dataplane.snapshot_version})
+        elif kind == "full":
+            resyncing = False
+            worker.apply_full(Snapshot.from_wire(message))
             channel.send({"t": "ack", "v": message["v"]})
-            if worker.server is None:       # first snapshot: now it can serve
+            if worker.server is None:       # first view: now it can serve
                 await worker.listen(socket.socket(fileno=listen_fd) if listen_fd is not None else None)
                 channel.send({"t": "ready", "pid": os.getpid(), "id": worker_id})
                 send_stats()
+        elif kind == "suspect":
+            worker.dataplane.suspect(message["s"], tuple(message["e"]))
         elif kind == "drain":
             if stats_timer is not None:
                 stats_timer.cancel()
             if worker is not None:
                 await worker.drain(message["timeout"])
-                channel.send({"t": "stats", **worker.stats()})
+                channel.send({"t": "stats", **worker.report()})
             channel.send({"t": "drained"})
             await writer.drain()
             return 0
@@ -323,6 +385,10 @@ async def run_worker(fd: int, worker_id: int, listen_fd: int | None = None) -> i
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The control plane decides when to stop and reload: signals to the process group
+    # (Ctrl-C at a terminal, a hangup) must not kill a worker, from its first instant.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
     parser = argparse.ArgumentParser(prog="gateway-worker")
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--id", type=int, default=0)

@@ -6,6 +6,8 @@ rule is then fed into a real compiled ``EndpointTable`` to check where picks lan
 """
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from _speedups.table import EndpointTable
@@ -13,7 +15,7 @@ from gateway.config import HealthCheckConfig, OutlierConfig, ServiceConfig
 from gateway.health.manager import HealthManager
 from gateway.health.state import (FLAG_ACTIVE_FAILED, FLAG_EJECTED, GATEWAY_ERRORS, KIND_5XX,
                                   EndpointHealth, effective_flags)
-from gateway.snapshot import EndpointSpec, Snapshot
+from gateway.snapshot import Delta, EndpointSpec
 
 A = FLAG_ACTIVE_FAILED
 E = FLAG_EJECTED
@@ -359,27 +361,52 @@ def test_table_in_total_outage_panics_over_every_endpoint():
 
 
 def test_manager_publishes_ejections_with_cluster_aware_flags():
+    asyncio.run(_manager_publishes_ejections())
+
+
+async def _manager_publishes_ejections():
     service = ServiceConfig("default", "httpbin", "http", health_check=None,
                             outlier_detection=OutlierConfig(consecutive_failures=2, base_ejection_time=5.0))
-    published: list[Snapshot] = []
-    manager = HealthManager((service,), published.append)
+    published: list[Delta] = []
+    suspects: list[tuple] = []
+    manager = HealthManager((service,), published.append, lambda s, e: suspects.append((s, e)))
     endpoints = tuple(specs(3, 1))
-    manager.update(Snapshot(1, {"default/httpbin": endpoints}))
+    manager.update({"default/httpbin": endpoints})
     assert [e.flags for e in published[-1].services["default/httpbin"]] == [0, 0, 0, 0]
     versions = len(published)
     for ep in endpoints[:3]:
         manager.report("default/httpbin", ep.key, "connect_failed")
+    await asyncio.sleep(0)
     assert len(published) == versions, "one failure each is below the threshold: nothing to publish"
+    assert suspects == [("default/httpbin", ep.key) for ep in endpoints[:3]], \
+        "the first failure of a run asks every worker for the next success"
     for ep in endpoints[:3]:
         manager.report("default/httpbin", ep.key, "connect_failed")
-    flags = [e.flags for e in manager.snapshot.services["default/httpbin"]]
+    await asyncio.sleep(0)
+    assert len(published) == versions + 1, "three ejections in one loop iteration: one delta"
+    delta = published[-1]
+    assert delta.version == published[-2].version + 1
+    assert not delta.services, "health only: no membership"
+    assert delta.flags == {"default/httpbin": ((0, E), (1, E), (2, E))}
+    flags = [e.flags for e in manager.snapshot().services["default/httpbin"]]
     assert flags == [E, E, E, 0]
     assert manager.panic["default/httpbin"] is True
     described = manager.describe("default/httpbin")
     assert [d["serving"] for d in described] == [False, False, False, True]
-    # A new snapshot from the registry (same endpoints) keeps the health state.
-    manager.update(Snapshot(2, {"default/httpbin": endpoints}))
-    assert [e.flags for e in manager.snapshot.services["default/httpbin"]] == [E, E, E, 0]
+    # The same membership again (a slice update that changed nothing here) keeps the state.
+    manager.update({"default/httpbin": endpoints})
+    assert [e.flags for e in manager.snapshot().services["default/httpbin"]] == [E, E, E, 0]
     # An unknown endpoint or service is ignored.
     manager.report("default/httpbin", ("cluster-c", "127.0.0.9", 1), "connect_failed")
     manager.report("default/other", endpoints[0].key, "connect_failed")
+    # A success from any worker ends a run: a failure after it starts counting again.
+    manager.report("default/httpbin", endpoints[3].key, "connect_failed")
+    manager.report("default/httpbin", endpoints[3].key, None)
+    manager.report("default/httpbin", endpoints[3].key, "connect_failed")
+    await asyncio.sleep(0)
+    assert [e.flags for e in manager.snapshot().services["default/httpbin"]] == [E, E, E, 0]
+    # The service leaves the config's view: published as None.
+    manager.update({"default/httpbin": None})
+    assert published[-1].services == {"default/httpbin": None}
+    assert manager.snapshot().services == {}
+    await manager.stop()

@@ -6,7 +6,7 @@ cluster A's pod on 127.0.0.2, cluster B's on 127.0.0.3, both on the same port. A
 process watches both with ``type: kubernetes`` sources and merges ``default/httpbin``.
 
 What the gateway routes is read from two places it writes itself: its JSON log on stderr
-("snapshot applied" with each service's endpoint list, warnings, errors) and its access log
+("endpoints changed" with each changed service's endpoint list, warnings, errors) and its access log
 (``upstream_host``, ``upstream_cluster``). No mocks; every wait is bounded; every process is
 stopped by pid in a fixture's finalizer. Module-scoped clusters and gateway; a test that changes
 a cluster puts it back and waits until the gateway has seen it.
@@ -149,8 +149,21 @@ def log_records(gw: GatewayProcess) -> list[dict]:
 
 
 def tables(gw: GatewayProcess, since: int = 0) -> list[dict]:
-    """The endpoint lists of every snapshot the gateway applied (after the first ``since`` log lines)."""
-    return [r["endpoints"] for r in log_records(gw)[since:] if r.get("message") == "snapshot applied"]
+    """The whole endpoint view after each change the gateway applied whose log line comes
+    after the first ``since`` (each "endpoints changed" line names the services it changed)."""
+    view: dict = {}
+    out = []
+    for i, r in enumerate(log_records(gw)):
+        if r.get("message") != "endpoints changed":
+            continue
+        for key, hosts in r["endpoints"].items():
+            if hosts is None:
+                view.pop(key, None)
+            else:
+                view[key] = hosts
+        if i >= since:
+            out.append(dict(view))
+    return out
 
 
 def wait_table(gw: GatewayProcess, service: str, expected: set[str], timeout: float = 10.0) -> list[str]:

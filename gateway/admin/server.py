@@ -39,7 +39,11 @@ STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; ch
 
 
 class TrafficSampler:
-    """Counters of requests per upstream, sampled once a second into a ring buffer."""
+    """Requests answered per upstream, taken once a second into a ring buffer.
+
+    Each sample holds only the endpoints that answered in its second, so an idle
+    gateway with thousands of endpoints samples nothing and keeps nothing.
+    """
 
     def __init__(self, read: Callable[[], dict[str, tuple[str, int]]], size: int = TRAFFIC_SAMPLES) -> None:
         self.read = read
@@ -47,7 +51,9 @@ class TrafficSampler:
         self._timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
-        self._tick()
+        self.read()                         # what came before the first sample is not a rate
+        self._last = time.time()
+        self._timer = asyncio.get_running_loop().call_later(TRAFFIC_INTERVAL, self._tick)
 
     def stop(self) -> None:
         if self._timer is not None:
@@ -55,31 +61,30 @@ class TrafficSampler:
             self._timer = None
 
     def _tick(self) -> None:
-        self.samples.append((time.time(), self.read()))
+        now = time.time()
+        self.samples.append((self._last, now, self.read()))
+        self._last = now
         self._timer = asyncio.get_running_loop().call_later(TRAFFIC_INTERVAL, self._tick)
 
     def series(self, seconds: float = 300.0) -> dict:
-        """Requests per second between consecutive samples, per upstream_host and upstream_cluster."""
+        """Requests per second in each sample, per upstream_host and upstream_cluster."""
         samples = list(self.samples)
         if samples:
-            cutoff = samples[-1][0] - seconds
-            while len(samples) > 2 and samples[1][0] < cutoff:
-                samples.pop(0)
+            cutoff = samples[-1][1] - seconds
+            samples = [s for s in samples if s[1] >= cutoff]
         times: list[float] = []
         hosts: dict[str, dict] = {}
         clusters: dict[str, list[float]] = {}
-        for n, ((t0, before), (t1, after)) in enumerate(zip(samples, samples[1:])):
+        for n, (t0, t1, answered) in enumerate(samples):
             dt = max(t1 - t0, 1e-6)
             times.append(round(t1, 3))
             per_cluster: dict[str, float] = collections.defaultdict(float)
-            for host, (cluster, count) in after.items():
-                prev = before.get(host, (cluster, 0))[1]
-                delta = count - prev if count >= prev else count   # a new Upstream counts from 0
-                per_cluster[cluster] += delta
+            for host, (cluster, count) in answered.items():
+                per_cluster[cluster] += count
                 series = hosts.setdefault(host, {"cluster": cluster, "rates": [0.0] * n})
-                series["rates"].append(round(delta / dt, 3))
+                series["rates"].append(round(count / dt, 3))
             for series in hosts.values():
-                if len(series["rates"]) < n + 1:        # gone from the snapshot
+                if len(series["rates"]) < n + 1:        # nothing answered in this second
                     series["rates"].append(0.0)
             for cluster in per_cluster.keys() | clusters.keys():
                 clusters.setdefault(cluster, [0.0] * n).append(round(per_cluster.get(cluster, 0.0) / dt, 3))
@@ -93,7 +98,7 @@ class AdminServer:
     def __init__(self, gateway) -> None:
         self.gateway = gateway
         self.http = HttpServer(self.handle)
-        self.traffic = TrafficSampler(lambda: views.traffic_counters(gateway))
+        self.traffic = TrafficSampler(lambda: views.traffic_answered(gateway))
         self._lock = asyncio.Lock()
         self._routes: list[Route] = []
         seg = r"([^/]+)"

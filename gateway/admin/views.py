@@ -1,10 +1,10 @@
 """What the console shows of a running gateway, as JSON-able dicts.
 
 This is the only module that reads the gateway's internals (its config, registry and
-sources, health manager, data plane and proxy context).  The admin HTTP handlers, the
-Prometheus text, the dashboard and the CLI (through the HTTP API) see the gateway only
-through these functions.  When the data plane moves into worker processes, this is the
-one place that changes: it will read what the workers report instead of their objects.
+sources, health manager, and the counters the workers report, ``gateway.stats``).  The
+admin HTTP handlers, the Prometheus text, the dashboard and the CLI (through the HTTP
+API) see the gateway only through these functions, and see the same numbers whether
+one process or N workers serve.
 
 Nothing here mutates the gateway, and nothing here is on the request path.
 """
@@ -39,10 +39,14 @@ def _source_states(gw) -> dict[str, str]:
     return {} if registry is None else {s.name: s.state.value for s in registry.sources}
 
 
-def _upstreams_by_address(gw) -> dict[tuple[str, str], Any]:
-    """(cluster, "ip:port") -> the data plane's Upstream."""
-    dp = gw.dataplane
-    return {} if dp is None else {(u.cluster, u.host): u for u in dp.upstreams.values()}
+def _host(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def _upstreams_by_address(gw) -> dict[tuple[str, str], dict]:
+    """(cluster, "ip:port") -> the endpoint's counters, added up over every worker."""
+    return {(c, _host(ip, port)): counts
+            for (c, ip, port), counts in gw.refresh_stats().upstreams().items()}
 
 
 def _round(x: float) -> float:
@@ -71,7 +75,8 @@ def readiness(gw) -> tuple[bool, dict]:
         listening = all(w["ready"] for w in gw.worker_status())
     else:
         listening = gw.server is not None and bool(gw.server.sockets)
-    draining = gw.ctx is not None and bool(gw.ctx.draining)
+    draining = bool(gw.supervisor.stopping) if gw.supervisor is not None else (
+        gw.ctx is not None and bool(gw.ctx.draining))
     starting = [s.name for s in (gw.registry.sources if gw.registry else ())
                 if s.state == SourceState.STARTING]
     ready = listening and not draining and not starting
@@ -81,9 +86,9 @@ def readiness(gw) -> tuple[bool, dict]:
 
 def status(gw) -> dict:
     cfg: Config = gw.config
-    ctx, dp, health, registry = gw.ctx, gw.dataplane, gw.health, gw.registry
+    health, registry = gw.health, gw.registry
+    stats = gw.refresh_stats()
     ready, _ = readiness(gw)
-    snapshot_version = dp.snapshot_version if dp is not None else 0
     return {
         "version": __version__,
         "pid": os.getpid(),
@@ -96,15 +101,15 @@ def status(gw) -> dict:
         "config": {"path": cfg.path, "version": config_version(gw),
                    "sources": len(cfg.sources), "services": len(cfg.services),
                    "routes": len(cfg.routes)},
-        "snapshot": {"version": snapshot_version,
+        "snapshot": {"version": gw.view_version,
                      "registry_version": registry.version if registry is not None else 0,
                      "health_version": health.version if health is not None else 0},
         # One entry per process serving requests, with the snapshot version it runs.
         "workers": gw.worker_status(),
         "worker_restarts": gw.supervisor.restarts if gw.supervisor is not None else 0,
-        "connections": ctx.active_connections() if ctx is not None else 0,
-        "requests_in_flight": ctx.requests_in_flight if ctx is not None else 0,
-        "stats": dict(ctx.stats) if ctx is not None else {},
+        "connections": stats.connections(),
+        "requests_in_flight": stats.in_flight(),
+        "stats": stats.counters(),
     }
 
 
@@ -174,17 +179,15 @@ def _endpoint_reason(ep: dict, source_state: str | None) -> str | None:
 
 
 def _service_endpoints(gw, svc: ServiceConfig) -> list[dict]:
-    health, dp = gw.health, gw.dataplane
+    health = gw.health
     states = _source_states(gw)
     upstreams = _upstreams_by_address(gw)
-    table = dp.services[svc.key].table if dp is not None and svc.key in dp.services else None
     described = health.describe(svc.key) if health is not None else []
     serving_weight = sum(ep["weight"] for ep in described if ep["serving"])
     out = []
     for ep in described:
         up = upstreams.get((ep["cluster"], ep["address"]))
-        traffic = up.traffic.as_dict() if up is not None else None
-        index = table.index_of(up.key) if table is not None and up is not None else -1
+        traffic = up["traffic"] if up is not None else None
         source_state = states.get(ep["cluster"])
         row = {
             "address": ep["address"],
@@ -198,11 +201,11 @@ def _service_endpoints(gw, svc: ServiceConfig) -> list[dict]:
             "ejections": ep.get("ejections", 0),
             "last_error": ep.get("last_error"),
             "source_state": source_state,
-            "requests": up.requests if up is not None else 0,
-            "errors": up.failures if up is not None else 0,
+            "requests": up["requests"] if up is not None else 0,
+            "errors": up["failures"] if up is not None else 0,
             "responses": traffic["responses"] if traffic else {},
-            "in_flight": table.inflight(index) if index >= 0 else 0,
-            "idle_connections": up.idle_count() if up is not None else 0,
+            "in_flight": up["in_flight"] if up is not None else 0,
+            "idle_connections": up["idle"] if up is not None else 0,
         }
         row["reason"] = _endpoint_reason(row, source_state)
         if row["serving"] and row["causes"]:
@@ -285,8 +288,7 @@ def _match(rc: RouteConfig) -> dict:
 
 
 def _route_traffic(gw) -> dict[str, dict]:
-    dp = gw.dataplane
-    return {} if dp is None else {r.name: r.traffic.as_dict() for r in dp.routes}
+    return gw.refresh_stats().routes()
 
 
 def _route(rc: RouteConfig, index: int, traffic: dict | None) -> dict:
@@ -386,10 +388,11 @@ def explain(gw, method: str, host: str | None, path: str,
 # --- traffic samples and metrics ---------------------------------------------------------
 
 
-def traffic_counters(gw) -> dict[str, tuple[str, int]]:
-    """"ip:port" -> (cluster, requests answered so far): sampled once a second for /traffic."""
-    dp = gw.dataplane
-    return {} if dp is None else {u.host: (u.cluster, u.traffic.count) for u in dp.upstreams.values()}
+def traffic_answered(gw) -> dict[str, tuple[str, int]]:
+    """"ip:port" -> (cluster, requests answered since the last call): sampled each second
+    for /traffic; it costs what changed, not the number of endpoints."""
+    return {_host(ip, port): (cluster, n)
+            for (cluster, ip, port), n in gw.refresh_stats().take_answered().items()}
 
 
 class Family(NamedTuple):
@@ -423,8 +426,9 @@ def _by_class(fam: Family, labels: dict, traffic: dict) -> None:
 
 
 def metric_families(gw) -> list[Family]:
-    ctx, dp, health, cfg = gw.ctx, gw.dataplane, gw.health, gw.config
-    stats = ctx.stats if ctx is not None else {}
+    health, cfg = gw.health, gw.config
+    totals = gw.refresh_stats()
+    stats = totals.counters()
     now = time.time()
     fams: list[Family] = []
 
@@ -438,11 +442,11 @@ def metric_families(gw) -> list[Family]:
     family("gateway_start_time_seconds", "gauge", "Start time, seconds since the epoch.").samples.append(
         ("", {}, gw.started))
     family("gateway_snapshot_version", "gauge", "Version of the snapshot the data plane serves.").samples.append(
-        ("", {}, dp.snapshot_version if dp is not None else 0))
+        ("", {}, gw.view_version))
     family("gateway_downstream_connections", "gauge", "Open client connections.").samples.append(
-        ("", {}, ctx.active_connections() if ctx is not None else 0))
+        ("", {}, totals.connections()))
     family("gateway_requests_in_flight", "gauge", "Requests being proxied now.").samples.append(
-        ("", {}, ctx.requests_in_flight if ctx is not None else 0))
+        ("", {}, totals.in_flight()))
     family("gateway_requests_total", "counter",
            "Requests read from clients (routed or not).").samples.append(("", {}, stats.get("requests", 0)))
     fam = family("gateway_responses_total", "counter", "Responses sent to clients by status class.")
@@ -461,16 +465,18 @@ def metric_families(gw) -> list[Family]:
                        "Requests answered per route, by response status class.")
     route_lat = family("gateway_route_request_duration_seconds", "histogram",
                        "Request duration per route (first byte in to last byte out).")
-    for r in (dp.routes if dp is not None else ()):
-        t = r.traffic.as_dict()
-        _by_class(route_req, {"route": r.name}, t)
-        _histogram(route_lat, {"route": r.name}, t)
+    route_traffic = totals.routes()
+    for rc in cfg.routes:
+        t = route_traffic.get(rc.name)
+        if t is not None:
+            _by_class(route_req, {"route": rc.name}, t)
+            _histogram(route_lat, {"route": rc.name}, t)
 
-    # Per upstream endpoint.
+    # Per upstream endpoint (those the current view has).
     owner: dict[tuple, str] = {}
-    for key, svc in (dp.services.items() if dp is not None else ()):
-        for up in svc.table.endpoints:
-            owner.setdefault(up.key, key)
+    for key, endpoints in (health.current.items() if health is not None else ()):
+        for ep in endpoints:
+            owner.setdefault(ep.key, key)
     up_req = family("gateway_upstream_requests_total", "counter",
                     "Requests answered through each upstream endpoint, by response status class.")
     up_lat = family("gateway_upstream_request_duration_seconds", "histogram",
@@ -479,13 +485,15 @@ def metric_families(gw) -> list[Family]:
                      "Failed tries per upstream endpoint (connect failures, resets, timeouts).")
     up_idle = family("gateway_upstream_idle_connections", "gauge",
                      "Pooled keep-alive connections per upstream endpoint.")
-    for up in (dp.upstreams.values() if dp is not None else ()):
-        labels = {"service": owner.get(up.key, ""), "upstream_cluster": up.cluster, "upstream_host": up.host}
-        t = up.traffic.as_dict()
+    for key, up in totals.upstreams().items():
+        if key not in owner:
+            continue
+        labels = {"service": owner[key], "upstream_cluster": key[0], "upstream_host": _host(*key[1:])}
+        t = up["traffic"]
         _by_class(up_req, labels, t)
         _histogram(up_lat, labels, t)
-        up_fail.samples.append(("", labels, up.failures))
-        up_idle.samples.append(("", labels, up.idle_count()))
+        up_fail.samples.append(("", labels, up["failures"]))
+        up_idle.samples.append(("", labels, up["idle"]))
 
     # Endpoint health.
     serving = family("gateway_endpoint_serving", "gauge",

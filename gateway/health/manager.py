@@ -1,46 +1,61 @@
 """Decides which endpoints serve: active probes + passive reports -> flags per endpoint.
 
-Sits between the registry and the data plane: it receives each merged snapshot,
-keeps one EndpointHealth per (service, cluster, ip, port) across snapshots
-(state survives slice updates and endpoint churn), runs the probes once per
-endpoint in the control plane, and publishes the snapshot again with each
-endpoint's effective flags whenever health changes.
+Sits between the registry and the data plane.  It receives the registry's
+per-service membership changes, keeps one EndpointHealth per (service, cluster,
+ip, port) across them (state survives slice updates and endpoint churn), runs
+the probes once per endpoint in the control plane, and publishes ``Delta``s: a
+membership change with the endpoints' effective flags, or, when only health
+changed, the ``(index, flags)`` pairs of the one service concerned.
+
+Passive health is decided here, for every worker at once: workers report each
+failed try and, for an endpoint under suspicion, the next success.  When a
+failure starts a run, ``suspect`` tells every worker to report its next success
+to that endpoint, so that "consecutive" means the same with 1 or N workers.
 """
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import random
 import time
-from dataclasses import replace
+from collections import deque
 from typing import Callable
 
 from gateway.config import ServiceConfig
 from gateway.health.probe import probe
 from gateway.health.state import EndpointHealth, effective_flags
-from gateway.snapshot import EndpointSpec, Snapshot
+from gateway.registry import Changes
+from gateway.snapshot import Delta, Endpoints, EndpointSpec, Snapshot
 
 log = logging.getLogger("gateway.health")
 
 EXPIRY_TICK = 0.25              # how often ejections are checked for expiry
 FORGET_AFTER = 600.0            # health of an endpoint gone this long is dropped
 
-_Key = tuple[str, tuple[str, str, int]]     # (service, endpoint key)
+EndpointKey = tuple[str, str, int]          # (cluster, ip, port)
+_Key = tuple[str, EndpointKey]              # (service, endpoint key)
 
 
 class HealthManager:
-    def __init__(self, services: tuple[ServiceConfig, ...], publish: Callable[[Snapshot], None]) -> None:
+    def __init__(self, services: tuple[ServiceConfig, ...], publish: Callable[[Delta], None],
+                 suspect: Callable[[str, EndpointKey], None] | None = None) -> None:
         self._publish = publish
+        self._suspect = suspect
         self.services = {s.key: s for s in services}
         self.states: dict[_Key, EndpointHealth] = {}
-        self._gone_since: dict[_Key, float] = {}
-        self._probes: dict[_Key, asyncio.Task] = {}
-        self.source_snapshot = Snapshot(0)
-        self.snapshot = Snapshot(0)
+        self.source: dict[str, Endpoints] = {}      # membership, as merged by the registry
+        self.current: dict[str, Endpoints] = {}     # with effective flags, as published
         self.panic: dict[str, bool] = {}
         self.version = 0
+        self._probes: dict[_Key, asyncio.Task] = {}
+        self._expiries: list[tuple[float, _Key]] = []       # heap of ejection ends
+        self._gone_since: dict[_Key, float] = {}
+        self._gone_order: deque[tuple[float, _Key]] = deque()
+        self._members_changed: set[str] = set()
+        self._flags_changed: set[str] = set()
+        self._scheduled = False
         self._timer: asyncio.TimerHandle | None = None
-        self._dirty = False
 
     def start(self) -> None:
         self._timer = asyncio.get_running_loop().call_later(EXPIRY_TICK, self._tick)
@@ -53,6 +68,10 @@ class HealthManager:
         await asyncio.gather(*self._probes.values(), return_exceptions=True)
         self._probes.clear()
 
+    def snapshot(self) -> Snapshot:
+        """The whole current view (for a worker that starts or fell behind)."""
+        return Snapshot(self.version, dict(self.current))
+
     def replace_services(self, services: tuple[ServiceConfig, ...]) -> None:
         """New service configs; services whose health settings did not change keep their state."""
         old = self.services
@@ -63,44 +82,62 @@ class HealthManager:
                     after.health_check, after.outlier_detection):
                 self.states.pop(key)
                 self._stop_probe(key)
-        self.update(self.source_snapshot)
+        changed = [k for k in self.source if old.get(k) != self.services.get(k)]
+        self.update({k: self.source[k] for k in changed})
 
     # -- inputs -------------------------------------------------------------
 
-    def update(self, snapshot: Snapshot) -> None:
-        """A new merged snapshot from the registry."""
-        self.source_snapshot = snapshot
+    def update(self, changes: Changes) -> None:
+        """Membership changes from the registry: ``{service: endpoints or None}``."""
         now = time.monotonic()
-        present = set()
-        for service_key, endpoints in snapshot.services.items():
+        for service_key, endpoints in changes.items():
+            before = self.source.get(service_key, ())
+            if endpoints is None:
+                self.source.pop(service_key, None)
+                endpoints = ()
+            else:
+                self.source[service_key] = endpoints
+            present = {ep.key for ep in endpoints}
+            for ep in before:
+                if ep.key not in present:
+                    self._gone((service_key, ep.key), now)
             config = self.services.get(service_key)
-            if config is None:
-                continue
             for ep in endpoints:
-                key = (service_key, ep.key)
-                present.add(key)
-                self._gone_since.pop(key, None)
-                if key not in self.states:
-                    self.states[key] = EndpointHealth(config.health_check, config.outlier_detection)
-                if config.health_check is not None and key not in self._probes:
-                    self._probes[key] = asyncio.ensure_future(self._probe_loop(key, ep, config))
-        for key in list(self._probes):
-            if key not in present:
-                self._stop_probe(key)
-        for key in self.states:
-            if key not in present:
-                self._gone_since.setdefault(key, now)
-        self._republish()
+                self._present((service_key, ep.key), ep, config)
+            self._members_changed.add(service_key)
+        self._flush()
 
-    def report(self, service_key: str, endpoint_key: tuple[str, str, int], kind: str | None) -> None:
-        """A request outcome from the data plane (kind None: success after failures)."""
+    def _present(self, key: _Key, ep: EndpointSpec, config: ServiceConfig | None) -> None:
+        self._gone_since.pop(key, None)
+        if config is None:
+            return
+        if key not in self.states:
+            self.states[key] = EndpointHealth(config.health_check, config.outlier_detection)
+        if config.health_check is not None and key not in self._probes:
+            self._probes[key] = asyncio.ensure_future(self._probe_loop(key, ep, config))
+
+    def _gone(self, key: _Key, now: float) -> None:
+        self._stop_probe(key)
+        if key in self.states and key not in self._gone_since:
+            self._gone_since[key] = now
+            self._gone_order.append((now, key))
+
+    def report(self, service_key: str, endpoint_key: EndpointKey, kind: str | None) -> None:
+        """A request outcome from a worker (kind None: a success while under suspicion)."""
         state = self.states.get((service_key, endpoint_key))
-        if state is not None and state.record_request(kind, time.monotonic()):
+        if state is None:
+            return
+        clean = not (state.consecutive_errors or state.consecutive_5xx)
+        now = time.monotonic()
+        if state.record_request(kind, now):
             log.warning("endpoint ejected", extra={"fields": {
                 "service": service_key, "cluster": endpoint_key[0],
                 "endpoint": f"{endpoint_key[1]}:{endpoint_key[2]}", "cause": kind,
-                "ejection": state.ejections, "seconds": round(state.ejected_until - time.monotonic(), 1)}})
-            self._republish()
+                "ejection": state.ejections, "seconds": round(state.ejected_until - now, 1)}})
+            heapq.heappush(self._expiries, (state.ejected_until, (service_key, endpoint_key)))
+            self._health_changed(service_key)
+        elif clean and (state.consecutive_errors or state.consecutive_5xx) and self._suspect:
+            self._suspect(service_key, endpoint_key)
 
     # -- probing ---------------------------------------------------------------
 
@@ -115,7 +152,7 @@ class HealthManager:
                 log.warning("endpoint %s", "healthy" if error is None else "unhealthy",
                             extra={"fields": {"service": key[0], "cluster": ep.cluster,
                                               "endpoint": ep.host, "error": error}})
-                self._republish()
+                self._health_changed(key[0])
             await asyncio.sleep(check.interval + random.uniform(0, check.jitter))
 
     def _stop_probe(self, key: _Key) -> None:
@@ -124,47 +161,77 @@ class HealthManager:
             task.cancel()
 
     def _tick(self) -> None:
+        """End the ejections that are due and forget endpoints long gone: both in time order,
+        so an idle tick costs nothing however many endpoints there are."""
         now = time.monotonic()
-        changed = False
-        for state in self.states.values():
-            changed |= state.expire(now)
-        for key, since in list(self._gone_since.items()):
-            if now - since > FORGET_AFTER:
+        while self._expiries and self._expiries[0][0] <= now:
+            _, key = heapq.heappop(self._expiries)
+            state = self.states.get(key)
+            if state is not None and state.expire(now):
+                self._health_changed(key[0])
+        while self._gone_order and now - self._gone_order[0][0] > FORGET_AFTER:
+            since, key = self._gone_order.popleft()
+            if self._gone_since.get(key) == since:
                 del self._gone_since[key]
                 self.states.pop(key, None)
-        if changed:
-            self._republish()
         self._timer = asyncio.get_running_loop().call_later(EXPIRY_TICK, self._tick)
 
     # -- output -------------------------------------------------------------
 
-    def _republish(self) -> None:
-        services = {}
-        for service_key, endpoints in self.source_snapshot.services.items():
-            config = self.services.get(service_key)
-            if config is None:
-                services[service_key] = endpoints
+    def _health_changed(self, service_key: str) -> None:
+        self._flags_changed.add(service_key)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Publish what changed since the last delta: memberships whole, health as flag pairs."""
+        self._scheduled = False
+        members, self._members_changed = self._members_changed, set()
+        flagged, self._flags_changed = self._flags_changed - members, set()
+        delta_services: dict[str, Endpoints | None] = {}
+        delta_flags: dict[str, tuple[tuple[int, int], ...]] = {}
+        for key in members:
+            if key not in self.source:
+                self.current.pop(key, None)
+                self.panic.pop(key, None)
+                delta_services[key] = None
+            else:
+                self.current[key] = delta_services[key] = self._effective(key, self.source[key])
+        for key in flagged:
+            if key not in self.source:
                 continue
-            raw = [self.states[(service_key, ep.key)].flags for ep in endpoints]
-            flags, panic = effective_flags([ep.cluster for ep in endpoints], raw, config.panic_threshold)
-            if panic != self.panic.get(service_key, False):
-                log.warning("panic routing %s", "on" if panic else "off", extra={"fields": {
-                    "service": service_key, "healthy": raw.count(0), "endpoints": len(raw)}})
-            self.panic[service_key] = panic
-            services[service_key] = tuple(
-                ep if ep.flags == f else replace(ep, flags=f) for ep, f in zip(endpoints, flags))
-        if services == self.snapshot.services and self.snapshot.version:
-            return
-        self.version += 1
-        self.snapshot = Snapshot(self.version, services)
-        self._publish(self.snapshot)
+            old, new = self.current[key], self._effective(key, self.source[key])
+            pairs = tuple((i, n.flags) for i, (o, n) in enumerate(zip(old, new)) if o.flags != n.flags)
+            if pairs:
+                self.current[key] = new
+                delta_flags[key] = pairs
+        if delta_services or delta_flags:
+            self.version += 1
+            self._publish(Delta(self.version, delta_services, delta_flags))
+
+    def _effective(self, service_key: str, endpoints: Endpoints) -> Endpoints:
+        """The endpoints with their flags, panic routing applied."""
+        config = self.services.get(service_key)
+        if config is None:
+            return endpoints
+        states = self.states
+        raw = [states[(service_key, ep.key)].flags if (service_key, ep.key) in states else 0
+               for ep in endpoints]
+        flags, panic = effective_flags([ep.cluster for ep in endpoints], raw, config.panic_threshold)
+        if panic != self.panic.get(service_key, False):
+            log.warning("panic routing %s", "on" if panic else "off", extra={"fields": {
+                "service": service_key, "healthy": raw.count(0), "endpoints": len(raw)}})
+        self.panic[service_key] = panic
+        return tuple(ep if ep.flags == f else EndpointSpec(ep.cluster, ep.ip, ep.port, ep.weight, f)
+                     for ep, f in zip(endpoints, flags))
 
     def describe(self, service_key: str) -> list[dict]:
         """Each endpoint with its health and why, for the admin API."""
         now = time.monotonic()
         out = []
-        effective = {ep.key: ep.flags for ep in self.snapshot.services.get(service_key, ())}
-        for ep in self.source_snapshot.services.get(service_key, ()):
+        effective = {ep.key: ep.flags for ep in self.current.get(service_key, ())}
+        for ep in self.source.get(service_key, ()):
             state = self.states.get((service_key, ep.key))
             info = state.describe(now) if state else {"healthy": True, "causes": []}
             info.update(cluster=ep.cluster, address=ep.host, weight=ep.weight,

@@ -2,6 +2,8 @@
 
 A source knows, for some services, which addresses serve them.  The registry
 asks each source for the services named in the config and merges the answers.
+A source says *which* services changed (``on_change(source, keys)``), so that the
+registry re-merges those and nothing else.
 Sources run on the control-plane event loop; one that has to block (the
 Kubernetes client is synchronous) does so in its own threads and reports back
 with ``loop.call_soon_threadsafe``.
@@ -11,7 +13,7 @@ from __future__ import annotations
 import abc
 import enum
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 
 class ServiceKey(NamedTuple):
@@ -35,6 +37,10 @@ class SourceEndpoint:
     zone: str | None = None
 
 
+# on_change(source, keys): ``keys`` are the services whose endpoints may have changed.
+OnChange = Callable[["Source", frozenset["ServiceKey"]], None]
+
+
 class SourceState(enum.Enum):
     STARTING = "starting"       # no complete view yet
     SYNCED = "synced"           # the view is current
@@ -53,13 +59,13 @@ class Source(abc.ABC):
         self.weight = weight
         self.state = SourceState.STARTING
         self.error: str | None = None
-        self._on_change: Callable[[], None] | None = None
+        self._on_change: OnChange | None = None
 
-    def start(self, on_change: Callable[[], None]) -> None:
+    def start(self, on_change: OnChange) -> None:
         """Begin watching; call ``on_change`` (on the event loop) after every change."""
         self._on_change = on_change
 
-    def rebind(self, on_change: Callable[[], None]) -> None:
+    def rebind(self, on_change: OnChange) -> None:
         """Report changes to a new registry (a reload kept this source running)."""
         self._on_change = on_change
 
@@ -79,6 +85,7 @@ class Source(abc.ABC):
         return {"name": self.name, "type": self.kind, "weight": self.weight,
                 "state": self.state.value, "error": self.error}
 
-    def _changed(self) -> None:
-        if self._on_change is not None:
-            self._on_change()
+    def _changed(self, keys: Iterable[ServiceKey]) -> None:
+        keys = frozenset(keys)
+        if keys and self._on_change is not None:
+            self._on_change(self, keys)

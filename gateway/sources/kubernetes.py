@@ -9,11 +9,17 @@ Per resource (EndpointSlices and Services; v1 Endpoints when the cluster has no
 
 1. lists (paginated) and *replaces* that scope's objects in one step, so a
    relist never shows a window with zero endpoints;
-2. watches from the list's resourceVersion with bookmarks, applying events;
+2. watches from the list's resourceVersion with bookmarks, applying events; the
+   resume point follows every event and bookmark;
 3. on 410 Gone goes back to 1; on a lost connection marks the source stale,
    keeps the last known endpoints (an API outage must not empty a cluster whose
    pods still answer; health checks decide whether they serve), backs off with
-   jitter and goes back to 1.
+   jitter and watches again from the last version seen (a LIST of a big cluster
+   is the expensive call: only 410 says the history is gone and asks for one).
+
+Every change reports the services it touched (a slice names its Service in a
+label), so the registry re-merges those only; slices are indexed by service, so
+a lookup costs the service's slices, not the cluster's.
 
 A service exists in this source while its Service object does: deleting the
 Service removes its addresses at once, even before its slices are collected.
@@ -111,9 +117,12 @@ class KubernetesSource(Source):
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._watches: list = []
-        # (namespace, object name) -> view; written on the loop thread only
+        # (namespace, object name) -> view, and the same views by (namespace, service);
+        # written on the loop thread only
         self._slices: dict[tuple[str, str], _SliceView] = {}
+        self._by_service: dict[tuple[str, str], dict[str, _SliceView]] = {}
         self._services: dict[tuple[str, str], tuple[_ServicePort, ...]] = {}
+        self.lists = 0                      # LIST calls made (each page counted once per list)
         self._synced_loops: set[str] = set()
         self._loop_names: list[str] = []
         self._failing: set[str] = set()
@@ -206,25 +215,26 @@ class KubernetesSource(Source):
         failures = 0
         rv = None
         while not self._stopping.is_set():
+            w = None
             try:
                 if rv is None:
                     items, rv = self._list_all(list_fn, kwargs)
+                    self.lists += 1
+                    failures = 0
                     self._post(replace, namespace, items, name)
                 w = watch.Watch()
                 self._watches.append(w)
-                try:
-                    for event in w.stream(list_fn, resource_version=rv, allow_watch_bookmarks=True,
-                                          timeout_seconds=WATCH_TIMEOUT,
-                                          _request_timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), **kwargs):
-                        if self._stopping.is_set():
-                            break
-                        if event["type"] != "BOOKMARK":
-                            self._post(apply_event, event["type"], event["object"])
+                for event in w.stream(list_fn, resource_version=rv, allow_watch_bookmarks=True,
+                                      timeout_seconds=WATCH_TIMEOUT,
+                                      _request_timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), **kwargs):
+                    if self._stopping.is_set():
+                        break
+                    if failures:                    # resumed after an outage, nothing missed
                         failures = 0
-                    rv = w.resource_version or rv
-                finally:
-                    self._watches.remove(w)
-                failures = 0
+                        self._post(self._synced, name)
+                    if event["type"] != "BOOKMARK":
+                        self._post(apply_event, event["type"], event["object"])
+                    rv = w.resource_version or rv   # bookmarks move it too
             except ApiException as exc:
                 if self._stopping.is_set():
                     break
@@ -234,14 +244,15 @@ class KubernetesSource(Source):
                     rv = None
                     continue
                 failures += 1
-                rv = None
                 self._post(self._loop_failed, name, f"API error {exc.status}: {exc.reason}")
             except Exception as exc:                # connection refused, reset, timeout, TLS ...
                 if self._stopping.is_set():
                     break
                 failures += 1
-                rv = None
                 self._post(self._loop_failed, name, f"{type(exc).__name__}: {exc}")
+            finally:
+                if w is not None:
+                    self._watches.remove(w)
             if failures:
                 delay = min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
                 self._stopping.wait(delay)
@@ -274,7 +285,7 @@ class KubernetesSource(Source):
             view = _slice_view(obj)
             if view is not None:
                 fresh[(obj.metadata.namespace, obj.metadata.name)] = view
-        self._replace(self._slices, namespace, fresh)
+        self._changed(self._replace_slice_scope(namespace, fresh))
         self._synced(loop_name)
 
     def _replace_endpoints(self, namespace, items, loop_name) -> None:
@@ -282,38 +293,69 @@ class KubernetesSource(Source):
         for obj in items:
             for key, view in _endpoints_view(obj):
                 fresh[(obj.metadata.namespace, key)] = view
-        self._replace(self._slices, namespace, fresh)
+        self._changed(self._replace_slice_scope(namespace, fresh))
         self._synced(loop_name)
 
     def _replace_services(self, namespace, items, loop_name) -> None:
         fresh = {(o.metadata.namespace, o.metadata.name): _service_ports(o) for o in items}
-        self._replace(self._services, namespace, fresh)
+        touched = set()
+        for key in [k for k in self._services if namespace is None or k[0] == namespace]:
+            if key not in fresh:
+                del self._services[key]
+                touched.add(key)
+        for key, ports in fresh.items():
+            if self._services.get(key) != ports:
+                self._services[key] = ports
+                touched.add(key)
+        self._changed(ServiceKey(*k) for k in touched)
         self._synced(loop_name)
 
-    @staticmethod
-    def _replace(store: dict, namespace, fresh: dict) -> None:
-        for key in [k for k in store if namespace is None or k[0] == namespace]:
+    def _replace_slice_scope(self, namespace, fresh: dict) -> set[ServiceKey]:
+        """A relist: the scope's slices become ``fresh``; the services whose slices differ."""
+        touched: set[ServiceKey] = set()
+        for key in [k for k in self._slices if namespace is None or k[0] == namespace]:
             if key not in fresh:
-                del store[key]
-        store.update(fresh)
+                touched |= self._set_slice(key, None)
+        for key, view in fresh.items():
+            if self._slices.get(key) != view:
+                touched |= self._set_slice(key, view)
+        return touched
+
+    def _set_slice(self, key: tuple[str, str], view: _SliceView | None) -> set[ServiceKey]:
+        """Store (or with None drop) one slice; the services it belonged to or now belongs to."""
+        namespace, name = key
+        touched = set()
+        old = self._slices.pop(key, None)
+        if old is not None:
+            group = self._by_service.get((namespace, old.service))
+            if group is not None:
+                group.pop(name, None)
+                if not group:
+                    del self._by_service[(namespace, old.service)]
+            touched.add(ServiceKey(namespace, old.service))
+        if view is not None:
+            self._slices[key] = view
+            self._by_service.setdefault((namespace, view.service), {})[name] = view
+            touched.add(ServiceKey(namespace, view.service))
+        return touched
 
     def _slice_event(self, kind: str, obj) -> None:
         key = (obj.metadata.namespace, obj.metadata.name)
         view = _slice_view(obj) if kind != "DELETED" else None
-        if view is None:
-            self._slices.pop(key, None)
-        else:
-            self._slices[key] = view
-        self._event()
+        self._event(self._set_slice(key, view))
 
     def _endpoints_event(self, kind: str, obj) -> None:
         ns, name = obj.metadata.namespace, obj.metadata.name
-        for key in [k for k in self._slices if k[0] == ns and k[1].split("#")[0] == name]:
-            del self._slices[key]
+        touched = set()
+        # An Endpoints object is stored as one view per subset, named "name#i".
+        group = self._by_service.get((ns, name), {})
+        for view_name in [n for n in group if n.split("#")[0] == name]:
+            touched |= self._set_slice((ns, view_name), None)
         if kind != "DELETED":
             for key, view in _endpoints_view(obj):
-                self._slices[(ns, key)] = view
-        self._event()
+                touched |= self._set_slice((ns, key), view)
+        touched.add(ServiceKey(ns, name))
+        self._event(touched)
 
     def _service_event(self, kind: str, obj) -> None:
         key = (obj.metadata.namespace, obj.metadata.name)
@@ -321,12 +363,12 @@ class KubernetesSource(Source):
             self._services.pop(key, None)
         else:
             self._services[key] = _service_ports(obj)
-        self._event()
+        self._event({ServiceKey(*key)})
 
-    def _event(self) -> None:
+    def _event(self, touched: set[ServiceKey]) -> None:
         self.events += 1
         self.last_event = time.time()
-        self._changed()
+        self._changed(touched)
 
     def _synced(self, loop_name: str) -> None:
         self._synced_loops.add(loop_name)
@@ -338,7 +380,6 @@ class KubernetesSource(Source):
             self.state = SourceState.SYNCED
             self.error = None
         self.last_event = time.time()
-        self._changed()
 
     def _loop_failed(self, loop_name: str, error: str) -> None:
         first = not self._failing
@@ -351,14 +392,12 @@ class KubernetesSource(Source):
         if first:   # once per outage, not per retry
             log.warning("cluster API unreachable; keeping the last known endpoints (stale)",
                         extra={"fields": {"source": self.name, "error": error}})
-        self._changed()
 
     def _set_error(self, error: str) -> None:
         if self.error != error:
             log.error("source cannot start", extra={"fields": {"source": self.name, "error": error}})
         self.state = SourceState.ERROR
         self.error = error
-        self._changed()
 
     # -- the Source interface ---------------------------------------------------
 
@@ -368,9 +407,7 @@ class KubernetesSource(Source):
             return None
         wanted = _port_name(svc_ports, port)
         result = []
-        for (ns, _), view in self._slices.items():
-            if ns != service.namespace or view.service != service.name:
-                continue
+        for view in self._by_service.get((service.namespace, service.name), {}).values():
             target = _target_port(view.ports, wanted, port)
             if target is None:
                 continue
@@ -381,7 +418,7 @@ class KubernetesSource(Source):
 
     def status(self) -> dict:
         return {**super().status(), "services": len(self._services), "slices": len(self._slices),
-                "events": self.events, "last_event": self.last_event,
+                "events": self.events, "lists": self.lists, "last_event": self.last_event,
                 "api": ("discovery.k8s.io/v1" if self.uses_endpointslices else
                         "v1/endpoints" if self.uses_endpointslices is False else None)}
 

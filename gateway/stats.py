@@ -1,0 +1,144 @@
+"""One set of counters for the whole gateway, however many workers serve.
+
+Counters live where they are produced: in each worker's proxy objects.  A worker
+reports every second what moved since its last report (``Worker.report``): its
+context counters and gauges, and the upstreams and routes it touched, each as a
+flat list of absolute values.  ``Stats`` keeps each worker's latest values and
+adds them up when the admin API, the dashboard or ``/metrics`` ask.  With
+``workers: 1`` the in-process worker's reports take the same path.
+
+A worker that dies leaves its counters behind (totals never go down) and its
+gauges (connections, requests in flight, idle connections) at zero.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+from _speedups.proxy import LATENCY_BOUNDS, STAT_NAMES
+
+# An upstream's list: [requests, failures, inflight, idle, *traffic]; a route's: traffic.
+# traffic = [count, by_class[0..5], buckets[N_BUCKETS], latency_sum] (TrafficStats.as_list)
+UPSTREAM_GAUGES = (2, 3)
+N_BUCKETS = len(LATENCY_BOUNDS) + 1
+TRAFFIC_LEN = 1 + 6 + N_BUCKETS + 1
+
+EndpointKey = tuple[str, str, int]          # (cluster, ip, port)
+
+
+def traffic_dict(values: list) -> dict:
+    """A traffic list in the shape of ``TrafficStats.as_dict()``."""
+    return {"requests": values[0],
+            "responses": {f"{c}xx": values[1 + c] for c in range(1, 6)},
+            "errors_no_status": values[1],
+            "latency_buckets": list(values[7:7 + N_BUCKETS]),
+            "latency_sum": values[7 + N_BUCKETS]}
+
+
+def _add_into(total: list, values: list) -> None:
+    for i, v in enumerate(values):
+        total[i] += v
+
+
+class WorkerCounters:
+    """The latest values one worker reported."""
+
+    __slots__ = ("counters", "connections", "in_flight", "snapshot", "upstreams", "routes")
+
+    def __init__(self) -> None:
+        self.counters = [0] * len(STAT_NAMES)
+        self.connections = 0
+        self.in_flight = 0
+        self.snapshot = 0
+        self.upstreams: dict[tuple, list] = {}      # (pool, cluster, ip, port) -> values
+        self.routes: dict[str, list] = {}
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.workers: dict[int, WorkerCounters] = {}
+        self.retired = WorkerCounters()
+        # Requests answered per endpoint since the traffic sampler last took them.
+        self._answered: dict[EndpointKey, int] = defaultdict(int)
+
+    def receive(self, worker_id: int, report: dict) -> None:
+        w = self.workers.get(worker_id)
+        if w is None:
+            w = self.workers[worker_id] = WorkerCounters()
+        w.counters = report["counters"]
+        w.connections = report["connections"]
+        w.in_flight = report["in_flight"]
+        w.snapshot = report["snapshot"]
+        for row in report["upstreams"]:
+            key, values = tuple(row[:4]), row[4:]
+            before = w.upstreams.get(key)
+            answered = values[4] - (before[4] if before is not None else 0)
+            if answered > 0:
+                self._answered[key[1:]] += answered
+            w.upstreams[key] = values
+        w.routes.update(report["routes"])
+
+    def retire(self, worker_id: int) -> None:
+        """A worker is gone: keep its counters, drop its gauges."""
+        w = self.workers.pop(worker_id, None)
+        if w is None:
+            return
+        r = self.retired
+        _add_into(r.counters, w.counters)
+        for key, values in w.upstreams.items():
+            kept = list(values)
+            for i in UPSTREAM_GAUGES:
+                kept[i] = 0
+            if key in r.upstreams:
+                _add_into(r.upstreams[key], kept)
+            else:
+                r.upstreams[key] = kept
+        for name, values in w.routes.items():
+            if name in r.routes:
+                _add_into(r.routes[name], values)
+            else:
+                r.routes[name] = list(values)
+
+    def take_answered(self) -> dict[EndpointKey, int]:
+        """Requests answered per endpoint since the last call (for the traffic graphs)."""
+        answered, self._answered = self._answered, defaultdict(int)
+        return answered
+
+    # -- totals, computed when asked ----------------------------------------------------
+
+    def _all(self) -> list[WorkerCounters]:
+        return [self.retired, *self.workers.values()]
+
+    def counters(self) -> dict[str, int]:
+        total = [0] * len(STAT_NAMES)
+        for w in self._all():
+            _add_into(total, w.counters)
+        return dict(zip(STAT_NAMES, total))
+
+    def connections(self) -> int:
+        return sum(w.connections for w in self.workers.values())
+
+    def in_flight(self) -> int:
+        return sum(w.in_flight for w in self.workers.values())
+
+    def upstreams(self) -> dict[EndpointKey, dict]:
+        """Per endpoint (summed over pools and workers): requests, failures, in_flight, idle, traffic."""
+        sums: dict[EndpointKey, list] = {}
+        for w in self._all():
+            for key, values in w.upstreams.items():
+                endpoint = key[1:]
+                if endpoint in sums:
+                    _add_into(sums[endpoint], values)
+                else:
+                    sums[endpoint] = list(values)
+        return {key: {"requests": v[0], "failures": v[1], "in_flight": v[2], "idle": v[3],
+                      "traffic": traffic_dict(v[4:])} for key, v in sums.items()}
+
+    def routes(self) -> dict[str, dict]:
+        sums: dict[str, list] = {}
+        for w in self._all():
+            for name, values in w.routes.items():
+                if name in sums:
+                    _add_into(sums[name], values)
+                else:
+                    sums[name] = list(values)
+        return {name: traffic_dict(v) for name, v in sums.items()}
