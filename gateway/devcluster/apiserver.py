@@ -21,7 +21,8 @@ therefore for the gateway, which cannot tell it from a real server:
   object leaving a label selector's match is sent as DELETED, entering it as ADDED;
 * one global resourceVersion counter; state (with the event history) persisted in the state
   directory, so a restart keeps objects and resourceVersions and watches can resume;
-* test hooks outside ``/api``: ``GET /_devcluster/state``, ``POST /_devcluster/expire-history``
+* test hooks outside ``/api``: ``GET /_devcluster/state`` (with ``lists``: the LIST
+  requests served per resource since this process started, continue pages not counted), ``POST /_devcluster/expire-history``
   (every older resourceVersion now gets 410), ``POST /_devcluster/drop-watches[?graceful=true]``,
   ``POST /_devcluster/pause?seconds=N`` (stop listening and cut every connection for N seconds;
   SIGUSR1 / SIGUSR2 pause and resume the process indefinitely).
@@ -343,6 +344,7 @@ class ApiServer:
         self._handlers: set[asyncio.Task] = set()
         self._watches: set[WatchStream] = set()
         self._resume_handle: asyncio.TimerHandle | None = None
+        self.lists: dict[str, int] = {}     # resource name -> LIST calls (first pages)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -427,7 +429,7 @@ class ApiServer:
         return {"name": self.name, "url": self.url, "resourceVersion": str(self.store.rv),
                 "compactedResourceVersion": str(self.store.compacted_rv),
                 "watches": len(self._watches), "connections": len(self._connections),
-                "endpointSlices": self.endpoint_slices, "pid": os.getpid()}
+                "endpointSlices": self.endpoint_slices, "pid": os.getpid(), "lists": dict(self.lists)}
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -592,6 +594,8 @@ class ApiServer:
         resource, query = target.resource, request.query
         predicate = self._predicate(target, request)
         limit = int(_number(query.get("limit") or "0", "limit"))
+        if not query.get("continue"):
+            self.lists[resource.name] = self.lists.get(resource.name, 0) + 1
         rv, start = self._list_version(resource, query)
         try:
             items = self.store.items_at(resource.name, rv)

@@ -1,0 +1,150 @@
+"""One state for N workers: the same traffic gives the same numbers with 1 and 2 workers.
+
+Workers own their counters and report what moved; the control plane adds them up for
+/services and /metrics.  Passive health is decided once, in the control plane, from what
+every worker reports, so a threshold of N consecutive failures means N whatever the
+worker count.  Real gateway and worker processes, real backends, a refused port.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+
+from gatewaytest import free_port, static_source
+from test_workers import _scrape, _total, start_gateway
+
+pytestmark = pytest.mark.timeout(90)
+
+N = 60          # requests to each service
+
+
+def _config(backend_a, backend_b, dead: str, workers: int, **extra) -> dict:
+    cfg = {
+        "workers": workers,
+        "admin": f"127.0.0.1:{free_port()}",
+        "timeouts": {"drain": "2s"},
+        "sources": [static_source("zone-a", {"live": [backend_a.address], "dead": [dead]}),
+                    static_source("zone-b", {"live": [backend_b.address]})],
+        "services": [{"name": "live", "port": 8000},
+                     # No ejection: every request to it fails the same way with any worker count.
+                     {"name": "dead", "port": 8000, "outlier_detection": "off"}],
+        "routes": [{"name": "live", "match": {"path": {"prefix": "/live"}}, "service": "live"},
+                   {"name": "dead", "match": {"path": {"prefix": "/dead"}}, "service": "dead",
+                    "retries": {"attempts": 1}}],
+    }
+    cfg.update(extra)
+    return cfg
+
+
+def _send_spread(g, path: str, n: int) -> Counter:
+    """``n`` requests, each on a new connection (SO_REUSEPORT spreads them over workers);
+    the statuses seen."""
+    statuses: Counter = Counter()
+    for i in range(n):
+        with g.client() as c:
+            statuses[c.request("GET", f"{path}/{i}").status] += 1
+    return statuses
+
+
+def _workers_that_served(g, n: int) -> set[str]:
+    """Request ids start with a random per-process prefix: which processes answered."""
+    return {e["request_id"].split("-")[0] for e in g.log.wait_count(n, timeout=10)}
+
+
+def _run(tmp_path, backend_a, backend_b, workers: int) -> tuple[dict, dict, set]:
+    dead = f"127.0.0.1:{free_port()}"
+    g, admin = start_gateway(tmp_path / f"w{workers}", _config(backend_a, backend_b, dead, workers))
+    try:
+        assert _send_spread(g, "/live", N) == {200: N}
+        assert _send_spread(g, "/dead", N) == {502: N}
+        served = _workers_that_served(g, 2 * N)
+        # Workers report once a second: wait until every request is counted.
+        admin.wait("/status", lambda s: s["stats"].get("requests") == 2 * N, timeout=5)
+        services = {s["key"]: s for s in admin.get("/services")}
+        metrics = _scrape(admin)
+        return services, metrics, served
+    finally:
+        g.stop()
+
+
+def _endpoint_rows(services: dict) -> dict:
+    rows = {}
+    for key, svc in services.items():
+        for e in svc["endpoints"]:
+            address = "dead" if key == "default/dead" else e["address"]
+            rows[(key, e["cluster"], address)] = {f: e[f] for f in (
+                "requests", "errors", "responses", "in_flight", "serving", "healthy")}
+    return rows
+
+
+METRICS = ("gateway_requests_total", "gateway_responses_total", "gateway_retries_total",
+           "gateway_upstream_connect_failures_total", "gateway_requests_in_flight",
+           "gateway_route_requests_total", "gateway_route_request_duration_seconds_count",
+           "gateway_upstream_requests_total", "gateway_upstream_failures_total",
+           "gateway_upstream_request_duration_seconds_count")
+
+
+def _metric_totals(metrics: dict) -> dict:
+    out = {}
+    for name in METRICS:
+        for labels, value in metrics.get(name, ()):
+            labels = dict(labels)
+            if "upstream_host" in labels and labels.get("service") == "default/dead":
+                labels["upstream_host"] = "dead"    # a different refused port in each run
+            out[(name, tuple(sorted(labels.items())))] = value
+    return out
+
+
+def test_one_and_two_workers_report_the_same_totals(tmp_path, backend_a, backend_b):
+    one = _run(tmp_path, backend_a, backend_b, workers=1)
+    two = _run(tmp_path, backend_a, backend_b, workers=2)
+    assert len(two[2]) == 2, f"both workers must have served: {two[2]}"
+    rows1, rows2 = _endpoint_rows(one[0]), _endpoint_rows(two[0])
+    assert rows1 == rows2
+    dead = rows2[("default/dead", "zone-a", "dead")]
+    assert dead["requests"] == N and dead["errors"] == N, dead
+    live = sum(r["requests"] for k, r in rows2.items() if k[0] == "default/live")
+    assert live == N
+    m1, m2 = _metric_totals(one[1]), _metric_totals(two[1])
+    assert m1 == m2
+    assert _total(two[1], "gateway_upstream_failures_total") == N
+    assert _total(two[1], "gateway_upstream_connect_failures_total") == N
+    assert _total(two[1], "gateway_responses_total", status_class="5xx") == N
+    assert _total(two[1], "gateway_requests_in_flight") == 0
+
+
+def test_passive_ejection_counts_failures_across_workers(tmp_path, backend_a, backend_b):
+    """consecutive_failures: 4 with 2 workers: ejected after the 4th failure in total, though
+    neither worker alone saw 4 (a per-worker count would need up to 7)."""
+    dead = f"127.0.0.1:{free_port()}"
+    cfg = _config(backend_a, backend_b, dead, workers=2)
+    cfg["services"][0]["outlier_detection"] = {"consecutive_failures": 4, "base_ejection_time": "30s"}
+    cfg["sources"][0] = static_source("zone-a", {"live": [backend_a.address, dead]})
+    g, admin = start_gateway(tmp_path, cfg)
+    try:
+        def dead_row() -> dict:
+            svc = admin.get("/services/default/live")
+            return next(e for e in svc["endpoints"] if e["address"] == dead)
+
+        statuses = Counter()
+        for i in range(40):
+            with g.client() as c:
+                statuses[c.request("GET", f"/live/{i}").status] += 1
+            time.sleep(0.02)                # each report reaches the control plane first
+            if "ejected" in dead_row()["causes"]:
+                break
+        assert statuses == {200: sum(statuses.values())}, "retries hide every failure"
+        assert "ejected" in dead_row()["causes"]
+        assert len(_workers_that_served(g, sum(statuses.values()))) == 2
+        # Stats arrive once a second: the failures counted on the dead endpoint are exactly 4.
+        admin.wait("/services/default/live", lambda s: sum(
+            e["errors"] for e in s["endpoints"] if e["address"] == dead) >= 4, timeout=5)
+        assert dead_row()["errors"] == 4, dead_row()
+        # Ejected everywhere: more traffic never reaches it.
+        _send_spread(g, "/live", 20)
+        time.sleep(1.5)
+        assert dead_row()["errors"] == 4
+    finally:
+        g.stop()
