@@ -439,6 +439,35 @@ def test_api_server_restart_loses_nothing_and_the_watch_resumes(gw, clusters):
     wait_table(gw, SVC, both)
 
 
+def test_dropped_watches_and_an_api_restart_resume_without_a_list(gw, clusters):
+    """A LIST of a big cluster is the expensive call: a dropped watch, or an API server that
+    restarts with its history, resumes from the last version seen; only 410 relists."""
+    a, b = clusters
+    both = {host(A_IP, a), host(B_IP, b)}
+    listed = a.api.state()["lists"]        # since this API process started
+    assert a.api.drop_watches() >= 2
+    a.set_ready(A_IP, False)                # written while the watches reconnect
+    try:
+        wait_table(gw, SVC, {host(B_IP, b)})
+    finally:
+        a.set_ready(A_IP, True)
+    wait_table(gw, SVC, both)
+    assert a.api.state()["lists"] == listed, "a dropped watch relisted"
+    a.stop_api()
+    time.sleep(1.0)                         # a few reconnect attempts against a closed port
+    a.start_api()                           # a new process: its LIST counts start at zero
+    a.set_ready(A_IP, False)
+    try:
+        wait_table(gw, SVC, {host(B_IP, b)})
+    finally:
+        a.set_ready(A_IP, True)
+    wait_table(gw, SVC, both)
+    deadline = time.monotonic() + 10        # both watches back (one may still be in backoff)
+    while a.api.state()["watches"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert a.api.state()["lists"] == {}, "the restart relisted"
+
+
 def test_forced_410_relists_without_a_window_of_zero_endpoints(gw, clusters):
     a, b = clusters
     both = {host(A_IP, a), host(B_IP, b)}
@@ -448,6 +477,7 @@ def test_forced_410_relists_without_a_window_of_zero_endpoints(gw, clusters):
         a.api.expire_history()
         dropped = a.api.drop_watches(graceful=True)     # the watchers come back with an old version
         assert dropped >= 2
+        listed = a.api.state()["lists"]
         wait_log(gw, lambda r: r.get("message", "").startswith("watch expired (410")
                  and r.get("source") == "cluster-a", since=mark)
         t = time.monotonic()
@@ -457,7 +487,10 @@ def test_forced_410_relists_without_a_window_of_zero_endpoints(gw, clusters):
     assert_tables_complete(gw, mark, both)
     assert not [r for r in log_records(gw)[mark:] if r.get("level") in ("warning", "error")
                 and r.get("logger") == LOG_SOURCE], "a 410 is routine: no warning"
-    # Relisted and watching again.
+    # Relisted (once per resource watched) and watching again.
+    relisted = a.api.state()["lists"]
+    assert relisted.get("endpointslices", 0) == listed.get("endpointslices", 0) + 1, (listed, relisted)
+    assert relisted.get("services", 0) == listed.get("services", 0) + 1, (listed, relisted)
     try:
         a.set_ready(A_IP, False)
         wait_table(gw, SVC, {host(B_IP, b)})
