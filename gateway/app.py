@@ -271,6 +271,8 @@ async def serve(config: Config, log_level: str = "info") -> int:
             log.info("draining", extra={"fields": {"signal": signame}})
             if started:
                 asyncio.ensure_future(gateway.stop())
+            else:
+                starting.cancel()           # nothing is served yet: stop waiting for it
 
     def on_reload() -> None:
         nonlocal reload_pending
@@ -284,10 +286,15 @@ async def serve(config: Config, log_level: str = "info") -> int:
     loop.add_signal_handler(signal.SIGTERM, on_stop, "SIGTERM")
     loop.add_signal_handler(signal.SIGINT, on_stop, "SIGINT")
     loop.add_signal_handler(signal.SIGHUP, on_reload)
+    starting = asyncio.ensure_future(gateway.start())
     try:
-        await gateway.start()
+        await starting
+    except asyncio.CancelledError:
+        await gateway.stop(0)
+        log.info("stopped before it started")
+        return 0
     except OSError as exc:
-        log.error("cannot listen", extra={"fields": {"listen": str(config.listen), "error": str(exc)}})
+        log.error("cannot start", extra={"fields": {"listen": str(config.listen), "error": str(exc)}})
         await gateway.stop(0)
         return 2
     except WorkerStartError as exc:
@@ -295,9 +302,7 @@ async def serve(config: Config, log_level: str = "info") -> int:
         await gateway.stop(0)
         return 1
     started = True
-    if stopping:
-        asyncio.ensure_future(gateway.stop())
-    elif reload_pending:
+    if reload_pending:
         gateway.reload_from_file()
     await gateway.wait_stopped()
     log.info("stopped")

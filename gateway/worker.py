@@ -112,6 +112,10 @@ class Worker:
         loop = asyncio.get_running_loop()
         cfg = self.config
         if cfg.access_log.path is not None:
+            if cfg.access_log.path not in ("stdout", "stderr"):
+                # Fail here, at start, with the reason: the writer thread opens the file
+                # later, and its failure would only lose every line, silently.
+                open(cfg.access_log.path, "ab").close()
             self.access_log = AccessLog(loop, cfg.access_log.path, cfg.access_log.buffer_bytes,
                                         cfg.access_log.flush_interval)
         self.ctx = ProxyContext(loop, access_log=self.access_log)
