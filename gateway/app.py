@@ -227,12 +227,20 @@ class Gateway:
         self.reload(config)
         return True
 
+    def reopen_logs(self) -> None:
+        """SIGUSR1 (or POST /logs/reopen): reopen the access log file, which logrotate moved."""
+        if self.supervisor is not None:
+            self.supervisor.reopen_logs()
+        elif self.access_log is not None:
+            self.access_log.reopen()
+        log.info("reopening the access log", extra={"fields": {"path": self.config.access_log.path}})
+
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
 
 
 async def serve(config: Config, log_level: str = "info") -> int:
-    """Run until SIGTERM/SIGINT; SIGHUP reloads the config file."""
+    """Run until SIGTERM/SIGINT; SIGHUP reloads the config file; SIGUSR1 reopens the access log."""
     gateway = Gateway(config, log_level)
     loop = asyncio.get_running_loop()
     try:
@@ -252,6 +260,7 @@ async def serve(config: Config, log_level: str = "info") -> int:
     loop.add_signal_handler(signal.SIGINT, on_stop, "SIGINT")
     if config.path:
         loop.add_signal_handler(signal.SIGHUP, gateway.reload_from_file)
+    loop.add_signal_handler(signal.SIGUSR1, gateway.reopen_logs)
     await gateway.wait_stopped()
     log.info("stopped")
     return 0

@@ -171,6 +171,11 @@ class Supervisor:
         for handle in self.workers:
             handle.send(message)
 
+    def reopen_logs(self) -> None:
+        """Each worker reopens its access log file (after logrotate moved it)."""
+        for handle in self.workers:
+            handle.send({"t": "reopen"})
+
     async def stop(self, drain_timeout: float) -> None:
         self.stopping = True
         self._release_listeners()

@@ -6,7 +6,7 @@ the data plane objects, the access log and the SO_REUSEPORT listener.  With
 plane; with more, the supervisor starts ``python -m gateway.worker`` processes
 that each run one and talk to the control plane over a socket pair:
 
-    control plane -> worker   config (a file path), snapshot, drain
+    control plane -> worker   config (a file path), snapshot, drain, reopen (the access log)
     worker -> control plane   ready, ack (snapshot version), report (passive
                               health), stats (every second)
 
@@ -27,7 +27,7 @@ import time
 
 import orjson
 
-from gateway.accesslog import AccessLog
+from gateway.accesslog import AccessLog, replace_access_log
 from gateway.config import Config, parse_config
 from gateway.dataplane import DataPlane, ProxyContext
 from gateway.snapshot import Snapshot
@@ -124,6 +124,9 @@ class Worker:
         self.config = config
         self._apply_settings(config)
         self.dataplane.apply_config(config)
+        if config.access_log != old.access_log:
+            self.access_log = replace_access_log(self.ctx, self.access_log, config.access_log,
+                                                 asyncio.get_running_loop())
         if self.server is not None and config.listen != old.listen:
             asyncio.ensure_future(self._rebind(config))
         if self.server is not None:
@@ -307,6 +310,9 @@ async def run_worker(fd: int, worker_id: int, listen_fd: int | None = None) -> i
                 await worker.listen(socket.socket(fileno=listen_fd) if listen_fd is not None else None)
                 channel.send({"t": "ready", "pid": os.getpid(), "id": worker_id})
                 send_stats()
+        elif kind == "reopen":             # SIGUSR1 to the main process: logrotate moved the file
+            if worker is not None and worker.access_log is not None:
+                worker.access_log.reopen()
         elif kind == "drain":
             if stats_timer is not None:
                 stats_timer.cancel()

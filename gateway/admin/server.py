@@ -9,6 +9,7 @@ the config file (``gateway.admin.changes``).
     POST /sources /services /routes          (add; ?at=N inserts a route at index N)
     PUT, DELETE /sources/{name} /services/{ns}/{name} /routes/{name}
     POST /reload                             (re-read the config file, like SIGHUP)
+    POST /logs/reopen                        (reopen the access log file, like SIGUSR1)
     GET  /  /static/{file}                   (the dashboard)
 
 Changes are serialized by one lock.  Every answer about the config carries its version
@@ -108,6 +109,7 @@ class AdminServer:
             ("GET", "/traffic", self.traffic_series),
             ("GET", "/debug/route", self.explain),
             ("POST", "/reload", self.reload),
+            ("POST", "/logs/reopen", self.reopen_logs),
             ("GET", "/sources", self.sources),
             ("POST", "/sources", self.add("sources")),
             ("PUT", f"/sources/{seg}", self.replace("sources")),
@@ -299,6 +301,10 @@ class AdminServer:
             return json_response({"ok": True, "op": op, section[:-1]: name,
                                   "version": views.config_version(gw)},
                                  201 if op == "add" else 200, headers=self._etag())
+
+    async def reopen_logs(self, req: Request) -> Response:
+        self.gateway.reopen_logs()
+        return json_response({"ok": True, "path": self.gateway.config.access_log.path})
 
     async def reload(self, req: Request) -> Response:
         gw = self.gateway
