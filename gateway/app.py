@@ -195,6 +195,9 @@ class Gateway:
             asyncio.ensure_future(self._replace_sources(config))
         else:
             self.registry.replace_services(config.services)
+        if (config.admin, config.admin_options) != (old.admin, old.admin_options) or self.admin is None:
+            from gateway.admin.server import follow_reload
+            asyncio.ensure_future(follow_reload(self))      # admin: follows a reload too
         log.info("config reloaded", extra={"fields": {"routes": len(config.routes),
                                                         "services": len(config.services),
                                                         "sources": len(config.sources)}})
