@@ -14,7 +14,7 @@ document.getElementById("login-form").addEventListener("submit", async event => 
     const answer = await resp.json();
     if (!resp.ok) { error.textContent = answer.error || `HTTP ${resp.status}`; return; }
     input.value = "";
-    location.replace("/");
+    location.replace("/" + location.hash);     // the tab it was sent here from
   } catch (e) {
     error.textContent = `admin API unreachable (${e.message})`;
   }
