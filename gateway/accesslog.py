@@ -5,9 +5,15 @@ memory and handed to a writer thread when the buffer passes its size or every
 ``flush_interval``, so a slow disk or a blocked stdout pipe never stalls the
 request path.  If the writer falls behind by more than ``max_backlog`` bytes,
 new lines are dropped and counted rather than growing memory without bound.
+
+``reopen()`` (SIGUSR1, for logrotate) and ``replace_access_log`` (a reload with new
+access_log settings) lose no line and write none twice: what was logged before goes,
+in order, to the file that was open; what is logged after, to the new one.  Both work
+by message through the writer's queue, so the writer switches files between two writes.
 """
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 from queue import SimpleQueue
@@ -16,6 +22,9 @@ from typing import BinaryIO
 import orjson
 
 _APPEND_NEWLINE = orjson.OPT_APPEND_NEWLINE
+_REOPEN = object()                  # queued: close the file and open the path again
+
+log = logging.getLogger("gateway.accesslog")
 
 
 class AccessLog:
@@ -30,7 +39,7 @@ class AccessLog:
         self._size = 0
         self._backlog = 0                   # bytes handed to the writer, not yet written
         self._lock = threading.Lock()
-        self._queue: SimpleQueue[bytes | None] = SimpleQueue()
+        self._queue: SimpleQueue = SimpleQueue()     # bytes, _REOPEN, or None (the end)
         self.dropped = 0
         self._thread = threading.Thread(target=self._write_loop, name="access-log", daemon=True)
         self._thread.start()
@@ -61,12 +70,24 @@ class AccessLog:
         self.flush()
         self._timer = self._loop.call_later(self._interval, self._periodic_flush)
 
-    def close(self) -> None:
-        """Flush what is buffered and wait for the writer to finish."""
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def reopen(self) -> None:
+        """Write what is buffered to the file open now, then open the path again (a new file
+        if logrotate moved the old one away).  stdout and stderr are not reopened."""
+        self.flush()
+        self._queue.put(_REOPEN)
+
+    def close(self, wait: bool = True) -> None:
+        """Flush what is buffered; the writer writes it, closes the file and ends.
+        ``wait``: block until it has (a reload does not hold the event loop for a disk)."""
         self._timer.cancel()
         self.flush()
         self._queue.put(None)
-        self._thread.join(timeout=10)
+        if wait:
+            self._thread.join(timeout=10)
 
     def _open(self) -> tuple[BinaryIO, bool]:
         if self._path == "stdout":
@@ -79,6 +100,9 @@ class AccessLog:
         out, owned = self._open()
         try:
             while (data := self._queue.get()) is not None:
+                if data is _REOPEN:
+                    out, owned = self._reopen(out, owned)
+                    continue
                 try:
                     out.write(data)
                     out.flush()
@@ -89,3 +113,29 @@ class AccessLog:
         finally:
             if owned:
                 out.close()
+
+    def _reopen(self, out: BinaryIO, owned: bool) -> tuple[BinaryIO, bool]:
+        if not owned:
+            return out, owned
+        try:
+            fresh = open(self._path, "ab")
+        except OSError as exc:      # keep writing where we were rather than lose lines
+            log.error("cannot reopen the access log; still writing to the open file",
+                      extra={"fields": {"path": self._path, "error": str(exc)}})
+            return out, owned
+        out.close()
+        return fresh, True
+
+
+def replace_access_log(ctx, current: AccessLog | None, config, loop) -> AccessLog | None:
+    """New access_log settings (a reload): the proxy logs to a new AccessLog from now on,
+    and the old one writes what it holds, then closes its file (no line lost, none twice)."""
+    fresh = None
+    if config.path is not None:
+        fresh = AccessLog(loop, config.path, config.buffer_bytes, config.flush_interval)
+    ctx.set_access_log(fresh)           # first: lines logged from here on go to the new one
+    if current is not None:
+        current.close(wait=False)
+    log.info("access log settings applied", extra={"fields": {
+        "path": config.path, "buffer": config.buffer_bytes, "flush_interval": config.flush_interval}})
+    return fresh

@@ -216,6 +216,9 @@ class Gateway:
             asyncio.ensure_future(self._replace_sources(config))
         else:
             self.registry.replace_services(config.services)
+        if (config.admin, config.admin_options) != (old.admin, old.admin_options) or self.admin is None:
+            from gateway.admin.server import follow_reload
+            asyncio.ensure_future(follow_reload(self))      # admin: follows a reload too
         log.info("config reloaded", extra={"fields": {"routes": len(config.routes),
                                                         "services": len(config.services),
                                                         "sources": len(config.sources)}})
@@ -249,12 +252,21 @@ class Gateway:
         self.reload(config)
         return True
 
+    def reopen_logs(self) -> None:
+        """SIGUSR1 (or POST /logs/reopen): reopen the access log file, which logrotate moved."""
+        if self.supervisor is not None:
+            self.supervisor.reopen_logs()
+        elif self.access_log is not None:
+            self.access_log.reopen()
+        log.info("reopening the access log", extra={"fields": {"path": self.config.access_log.path}})
+
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
 
 
 async def serve(config: Config, log_level: str = "info") -> int:
-    """Run until SIGTERM/SIGINT; SIGHUP reloads the config file.
+    """Run until SIGTERM/SIGINT; SIGHUP reloads the config file;
+    SIGUSR1 reopens the access log.
 
     The handlers are in place before anything starts: a signal during the start
     (which waits for sources and workers) is held and acted on once it is done.
@@ -286,6 +298,7 @@ async def serve(config: Config, log_level: str = "info") -> int:
     loop.add_signal_handler(signal.SIGTERM, on_stop, "SIGTERM")
     loop.add_signal_handler(signal.SIGINT, on_stop, "SIGINT")
     loop.add_signal_handler(signal.SIGHUP, on_reload)
+    loop.add_signal_handler(signal.SIGUSR1, gateway.reopen_logs)
     starting = asyncio.ensure_future(gateway.start())
     try:
         await starting

@@ -6,6 +6,7 @@ path); 2 cannot start (port in use, missing build); 3 the demo saw failed reques
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from gateway import __version__
@@ -43,7 +44,17 @@ def _cmd_run(args) -> int:
     import uvloop
 
     from gateway.app import serve
-    return uvloop.run(serve(config, args.log_level))
+    if args.pid_file:       # for `gateway logs --reopen --pid-file` (logrotate) and init scripts
+        with open(args.pid_file, "w", encoding="ascii") as f:
+            f.write(f"{os.getpid()}\n")
+    try:
+        return uvloop.run(serve(config, args.log_level))
+    finally:
+        if args.pid_file:
+            try:
+                os.unlink(args.pid_file)
+            except OSError:
+                pass
 
 
 def _cmd_version(args) -> int:
@@ -64,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", required=True, help="YAML config file")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--plain-logs", action="store_true", help="human-readable logs instead of JSON")
+    p.add_argument("--pid-file", help="write the main process id here (removed at exit)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("validate", help="check a config file and print every problem")

@@ -6,7 +6,9 @@ must start with "/"``), all of them at once; nothing half-valid is returned.
 The file (durations: "250ms", "2s", "1m30s", "1h" or seconds; sizes: "64KiB", "10KB" or bytes)::
 
     listen: 0.0.0.0:8080                # host:port, IPv6 as [::1]:8080
-    admin: 127.0.0.1:9901               # off or null: no admin API
+    admin: 127.0.0.1:9901               # off or null: no admin API; or (docs/security.md):
+    # admin: {listen: 0.0.0.0:9901, token_file: F, read_token_file: F, metrics_token_file: F,
+    #         session_ttl: 12h, tls: {cert: F, key: F}}
     access_log: {path: stdout, buffer: 64KiB, flush_interval: 1s}   # stdout|stderr|/file|off
     timeouts: {connect: 1s, response_header: 15s, downstream_idle: 60s,
                downstream_header: 10s, upstream_idle: 60s, drain: 20s}
@@ -132,6 +134,17 @@ class UpstreamTls:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminOptions:
+    """The admin API's other scopes, browser sessions and TLS (the write token is
+    ``Config.admin_token``).  Tokens are read from files and never shown."""
+
+    read_token: str | None = field(default=None, repr=False)      # GET/HEAD only
+    metrics_token: str | None = field(default=None, repr=False)   # GET /metrics only
+    session_ttl: float = 12 * 3600.0    # a dashboard login lasts this long (seconds)
+    tls: Certificate | None = None      # serve the admin API over HTTPS (cookies then Secure)
+
+
+@dataclass(frozen=True, slots=True)
 class StaticEndpoint:
     host: str
     port: int | None                    # None: the service's port
@@ -250,6 +263,7 @@ class Config:
     workers: int = 1                        # data-plane processes; "auto": one per CPU
     admin: Address | None = Address("127.0.0.1", 9901)
     admin_token: str | None = field(default=None, repr=False)   # read from admin.token_file
+    admin_options: AdminOptions = field(default_factory=AdminOptions)
     access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
     timeouts: Timeouts = field(default_factory=Timeouts)
     limits: Limits = field(default_factory=Limits)
@@ -289,7 +303,7 @@ def parse_config(data: object, path: str | None = None) -> Config:
                                    "access_log": _access_log,
                                    "timeouts": _timeouts, "limits": _limits})
     if "admin" in data:  # absent: the default address; null or off: no admin API
-        top["admin"], top["admin_token"] = _admin(data["admin"], "admin", errs)
+        top["admin"], top["admin_token"], top["admin_options"] = _admin(data["admin"], "admin", errs)
 
     # Sections in dependency order: services name sources, routes name services.
     sources = _parse_each(data.get("sources"), "sources", errs, _source)
@@ -561,27 +575,67 @@ _BACKEND_WEIGHT = partial(_int, lo=1, hi=10_000)
 _ATTEMPTS = partial(_int, lo=1, hi=10)
 
 
-def _admin(value: Any, path: str, errs: _Errors) -> tuple[Address | None, str | None]:
-    """``admin: host:port`` or ``{listen: host:port, token_file: path}``.
+_ADMIN_KEYS = ("listen", "token_file", "read_token_file", "metrics_token_file", "session_ttl", "tls")
+
+
+def _admin(value: Any, path: str, errs: _Errors) -> tuple[Address | None, str | None, AdminOptions]:
+    """``admin: host:port`` or ``{listen: host:port, token_file: path, ...}``.
 
     Bound to anything but loopback, the admin API must have a token: it can
-    change routes and sources.
+    change routes and sources.  ``token_file`` is the write token (everything);
+    ``read_token_file`` reads only, ``metrics_token_file`` reads /metrics only
+    (for a Prometheus scrape); both need ``token_file`` (without it the API is
+    open on loopback, and a narrower token would guard nothing).
     """
     if _is_off(value):
-        return None, None
+        return None, None, AdminOptions()
     token = None
+    options: dict[str, Any] = {}
     if isinstance(value, dict):
-        d = _keys(value, path, errs, ("listen", "token_file"), required=("listen",))
+        d = _keys(value, path, errs, _ADMIN_KEYS, required=("listen",))
         address = _opt(d, "listen", _address, path, errs) if d else None
-        token_file = _opt(d, "token_file", _existing_file, path, errs) if d else None
-        if token_file:
-            token = _read_token(token_file, _at(path, "token_file"), errs)
+        tokens: dict[str, str | None] = {}
+        for key in ("token_file", "read_token_file", "metrics_token_file"):
+            token_file = _opt(d, key, _existing_file, path, errs) if d else None
+            if token_file:
+                tokens[key] = _read_token(token_file, _at(path, key), errs)
+        token = tokens.get("token_file")
+        for key in ("read_token_file", "metrics_token_file"):
+            if key in tokens and "token_file" not in (d or {}):
+                _err(errs, _at(path, key), "needs admin.token_file (the write token) beside it")
+        seen: dict[str, str] = {}
+        for key, text in tokens.items():
+            if text is not None and text in seen:   # one token in two scopes: the wider one wins
+                _err(errs, _at(path, key), f"the same token as admin.{seen[text]}: give each scope its own")
+            elif text is not None:
+                seen[text] = key
+        options["read_token"] = tokens.get("read_token_file")
+        options["metrics_token"] = tokens.get("metrics_token_file")
+        if d and "session_ttl" in d:
+            ttl = _duration(d["session_ttl"], _at(path, "session_ttl"), errs)
+            if ttl is not None:
+                options["session_ttl"] = ttl
+        if d and "tls" in d:
+            options["tls"] = _admin_tls(d["tls"], _at(path, "tls"), errs)
     else:
         address = _address(value, path, errs)
     if address is not None and token is None and not _is_loopback(address.host):
         _err(errs, path, f"the admin API on {address.host} (not loopback) needs a token: "
                          "admin: {listen: ..., token_file: ...}")
-    return address, token
+    return address, token, AdminOptions(**options)
+
+
+def _admin_tls(value: Any, path: str, errs: _Errors) -> Certificate | None:
+    c = _keys(value, path, errs, ("cert", "key"), required=("cert", "key"))
+    if c is None:
+        return None
+    cert = _opt(c, "cert", _existing_file, path, errs)
+    key = _opt(c, "key", _existing_file, path, errs)
+    if not (cert and key):
+        return None
+    before = len(errs)
+    _check_certificate(cert, key, path, errs)
+    return Certificate(cert, key) if len(errs) == before else None
 
 
 def _read_token(token_file: str, path: str, errs: _Errors) -> str | None:

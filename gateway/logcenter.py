@@ -284,6 +284,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--admin", default=os.environ.get("GATEWAY_ADMIN", "http://127.0.0.1:9901"),
                    help="with no FILE and no piped input: read the running gateway's log file")
+    rotate = p.add_argument_group("rotation (logrotate's postrotate)")
+    rotate.add_argument("--reopen", action="store_true",
+                        help="make the running gateway reopen its access log file: SIGUSR1 to "
+                             "--pid/--pid-file, else POST /logs/reopen on --admin")
+    rotate.add_argument("--pid", type=int, help="with --reopen: the gateway's main process")
+    rotate.add_argument("--pid-file", help="with --reopen: a file holding it (gateway run --pid-file)")
 
 
 def _streams(args) -> list[IO[bytes]]:
@@ -299,6 +305,12 @@ def _streams(args) -> list[IO[bytes]]:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.reopen:
+        from gateway import reopen
+        return reopen.main(args)
+    if args.pid is not None or args.pid_file is not None:
+        print("gateway logs: --pid and --pid-file go with --reopen", file=sys.stderr)
+        return 1
     by = ALIASES.get(args.by, args.by)
     try:
         codes, classes = parse_status_filter(args.status) if args.status else (set(), set())

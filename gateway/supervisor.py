@@ -214,6 +214,10 @@ class Supervisor:
         self._spec = encode_spec(config)
         self.broadcast(self._spec)
 
+    def reopen_logs(self) -> None:
+        """Each worker reopens its access log file (after logrotate moved it)."""
+        self.broadcast(encode({"t": "reopen"}))
+
     async def stop(self, drain_timeout: float) -> None:
         self.stopping = True
         self._release_listeners()

@@ -7,7 +7,8 @@ plane; with more, the supervisor starts worker processes (``spawn_command``)
 that each run one and talk to the control plane over a socket pair:
 
     control plane -> worker   config (the validated data-plane spec), full (the
-                              whole endpoint view), delta, suspect, drain
+                              whole endpoint view), delta, suspect, drain,
+                              reopen (the access log)
     worker -> control plane   ready, ack (view version), resync (a version gap:
                               send the whole view), report (passive health),
                               stats (what moved, every second)
@@ -35,8 +36,8 @@ from dataclasses import replace
 
 import orjson
 
-from gateway.accesslog import AccessLog
-from gateway.config import Config
+from gateway.accesslog import AccessLog, replace_access_log
+from gateway.config import AdminOptions, Config
 from gateway.dataplane import DataPlane, ProxyContext, Upstream
 from gateway.snapshot import Delta, Snapshot
 from gateway.tls import ServerTls
@@ -59,7 +60,8 @@ def encode(message: dict) -> bytes:
 
 def encode_spec(config: Config) -> bytes:
     """The config message: what a data plane needs, validated, with no file to read again."""
-    spec = replace(config, document=None, sources=(), admin_token=None)
+    # No sources (kubeconfigs), no admin tokens: a worker has no use for them.
+    spec = replace(config, document=None, sources=(), admin_token=None, admin_options=AdminOptions())
     payload = pickle.dumps({"t": "config", "spec": spec}, protocol=pickle.HIGHEST_PROTOCOL)
     return _FRAME.pack(len(payload), _PICKLE) + payload
 
@@ -179,6 +181,9 @@ class Worker:
         self.config = config
         self._apply_settings(config)
         self.dataplane.apply_config(config)
+        if config.access_log != old.access_log:
+            self.access_log = replace_access_log(self.ctx, self.access_log, config.access_log,
+                                                 asyncio.get_running_loop())
         if self.server is not None and config.listen != old.listen:
             asyncio.ensure_future(self._rebind(config))
         if self.server is not None:
@@ -373,6 +378,9 @@ async def run_worker(fd: int, worker_id: int, listen_fd: int | None = None) -> i
                 send_stats()
         elif kind == "suspect":
             worker.dataplane.suspect(message["s"], tuple(message["e"]))
+        elif kind == "reopen":             # SIGUSR1 to the main process: logrotate moved the file
+            if worker is not None and worker.access_log is not None:
+                worker.access_log.reopen()
         elif kind == "drain":
             if stats_timer is not None:
                 stats_timer.cancel()

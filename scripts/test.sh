@@ -7,4 +7,5 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
     export GATEWAY_APT_EXTRA="${GATEWAY_APT_EXTRA:-} chromium chromium-driver"
 fi
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest -q "$@"
+# -rs: the reason of every skipped test is printed (a missing chromium, say).
+exec .venv/bin/python -m pytest -q -rs "$@"

@@ -173,10 +173,11 @@ class GatewayProcess:
         self.log = AccessLog(self.log_path)
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 20.0) -> "GatewayProcess":
+    def start(self, timeout: float = 20.0, args: Iterable[str] = ()) -> "GatewayProcess":
+        """``args``: more options of ``gateway run`` (``--pid-file``, say)."""
         with open(self.out_path, "wb") as out:
             self.proc = subprocess.Popen(
-                [PYTHON, "-m", "gateway", "run", "--config", str(self.config_path)],
+                [PYTHON, "-m", "gateway", "run", "--config", str(self.config_path), *args],
                 cwd=str(REPO), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         try:
             wait_listening(self.host, self.port, timeout, self.proc)

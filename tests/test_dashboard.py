@@ -194,3 +194,115 @@ def test_services_view_follows_cluster_a_removal(gw, clusters, browser):
         assert b_ep in legend
         browser.save_screenshot(str(ARTIFACTS / "dashboard-traffic.png"))
     assert load.statuses and set(load.statuses) == {200}, collections.Counter(load.statuses)
+
+
+# -- the console behind its tokens -------------------------------------------------------------
+
+WRITE_TOKEN = "dashboard-write-token-0123456789"
+READ_TOKEN = "dashboard-read-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def secured_gw(backend_a, tmp_path_factory):
+    from gatewaytest import static_source
+    work = tmp_path_factory.mktemp("dashboard-secured")
+    (work / "write-token").write_text(WRITE_TOKEN + "\n")
+    (work / "read-token").write_text(READ_TOKEN + "\n")
+    admin = free_port()
+    config = {
+        "admin": {"listen": f"127.0.0.1:{admin}", "token_file": str(work / "write-token"),
+                  "read_token_file": str(work / "read-token")},
+        "sources": [static_source("zone-a", {"httpbin": [backend_a.address]})],
+        "services": [{"name": "httpbin", "port": 80}],
+        "routes": [{"name": "extra", "match": {"path": {"prefix": "/extra"}}, "service": "httpbin"},
+                   {"name": "all", "match": {"path": {"prefix": "/"}}, "service": "httpbin"}],
+    }
+    g = GatewayProcess(config, work, "secured").start()
+    g.admin_port = admin
+    try:
+        wait_for(lambda: _ready(admin), 15, "the admin API to say ready")
+        yield g
+    finally:
+        g.stop()
+
+
+def on_login_page(browser) -> bool:
+    from urllib.parse import urlsplit
+    return urlsplit(browser.current_url).path == "/login"     # a redirect keeps the #fragment
+
+
+def sign_in(browser, port: int, token: str) -> None:
+    from selenium.webdriver.common.by import By
+    browser.get(f"http://127.0.0.1:{port}/#services")
+    wait_for(lambda: on_login_page(browser), 10, "the redirect to the login page")
+    field = browser.find_element(By.ID, "token")
+    field.send_keys(token)
+    browser.find_element(By.ID, "login-submit").click()
+    wait_for(lambda: not on_login_page(browser), 10, "the dashboard after signing in")
+    assert browser.current_url.endswith("/#services")        # back where it was sent from
+
+
+def remove_route(browser, name: str) -> str:
+    """Click the route's remove button, confirm, and return what the console says."""
+    from selenium.webdriver.common.by import By
+    browser.find_element(By.CSS_SELECTOR, 'nav button[data-tab="routes"]').click()
+    button = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, f'button[data-remove-route="{name}"]'),
+                      10, f"route {name}'s remove button")[0]
+    button.click()
+    wait_for(lambda: _alert(browser), 5, "the confirmation").accept()
+    return wait_for(lambda: browser.find_element(By.ID, "action-result").text, 10, "the console's answer")
+
+
+def _alert(browser):
+    from selenium.common.exceptions import NoAlertPresentException
+    try:
+        return browser.switch_to.alert
+    except NoAlertPresentException:
+        return None
+
+
+def test_console_behind_tokens_login_write_and_read_scopes(secured_gw, browser):
+    from selenium.webdriver.common.by import By
+    port = secured_gw.admin_port
+    browser.delete_all_cookies()
+    # Without a session the browser gets the login page, not the dashboard (nor a bare 401).
+    browser.get(f"http://127.0.0.1:{port}/")
+    wait_for(lambda: on_login_page(browser), 10, "the login page")
+    assert "Sign in" in browser.find_element(By.ID, "login-form").text
+    # A wrong token is refused on the page.
+    browser.find_element(By.ID, "token").send_keys("not-the-token-at-all")
+    browser.find_element(By.ID, "login-submit").click()
+    assert wait_for(lambda: browser.find_element(By.ID, "login-error").text, 10, "the error") == "wrong token"
+
+    # The write token: the dashboard shows the services, and a change from it goes through.
+    sign_in(browser, port, WRITE_TOKEN)
+    wait_for(lambda: endpoint_rows(browser) == [("zone-a", secured_gw.config["sources"][0]["services"][0]["endpoints"][0])],
+             15, "the service's endpoint in the Services view")
+    assert browser.find_element(By.ID, "scope").text == "write access"
+    cookie = browser.get_cookie("gateway_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert browser.execute_script("return document.cookie") == ""      # no script can read it
+    answer = remove_route(browser, "extra")
+    assert answer.startswith("DELETE /routes/extra: done"), answer
+    assert "name: extra" not in secured_gw.config_path.read_text()
+    wait_for(lambda: not browser.find_elements(By.CSS_SELECTOR, 'tr[data-route="extra"]'), 10, "the route gone")
+    browser.save_screenshot(str(ARTIFACTS / "dashboard-write.png"))
+
+    # Signing out ends the session: the dashboard sends the browser back to the login page.
+    browser.find_element(By.ID, "logout").click()
+    wait_for(lambda: on_login_page(browser), 10, "the login page after signing out")
+    browser.get(f"http://127.0.0.1:{port}/")
+    wait_for(lambda: on_login_page(browser), 10, "the login page again")
+
+    # The read token: the dashboard reads, and the same kind of change is refused with 403.
+    sign_in(browser, port, READ_TOKEN)
+    wait_for(lambda: endpoint_rows(browser), 15, "the Services view with the read token")
+    assert browser.find_element(By.ID, "scope").text == "read access"
+    answer = remove_route(browser, "all")
+    assert answer == ("DELETE /routes/all refused (403): read-only access (signed in with the read token): "
+                      "DELETE /routes/all needs the write token"), answer
+    assert "name: all" in secured_gw.config_path.read_text()
+    browser.find_element(By.ID, "reload-config").click()
+    wait_for(lambda: "POST /reload refused (403)" in browser.find_element(By.ID, "action-result").text, 10,
+             "the refused reload")
+    browser.save_screenshot(str(ARTIFACTS / "dashboard-read.png"))

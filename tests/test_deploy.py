@@ -43,6 +43,10 @@ DOCKERIGNORE = REPO / ".dockerignore"
 # Templates of Secrets made from real credentials: not in kustomization.yaml.
 SECRET_TEMPLATES = {"secret-kubeconfig-cluster-b.yaml", "secret-admin-token.yaml"}
 ADMIN_TOKEN_FILE = "/etc/gateway/admin/token"
+# admin.<key> -> where the ConfigMap says it is (each a key of the Secret gateway-admin-token)
+ADMIN_TOKEN_FILES = {"token_file": ADMIN_TOKEN_FILE,
+                     "read_token_file": "/etc/gateway/admin/read-token",
+                     "metrics_token_file": "/etc/gateway/admin/metrics-token"}
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -167,6 +171,8 @@ current-context: test
 
 
 FAKE_ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
+FAKE_TOKENS = {"token_file": FAKE_ADMIN_TOKEN, "read_token_file": "test-read-token-0123456789abcdef",
+               "metrics_token_file": "test-metrics-token-0123456789abcdef"}
 
 
 @pytest.fixture
@@ -181,15 +187,16 @@ def validatable_config(tmp_path) -> Path:
     """
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(FAKE_KUBECONFIG)
-    token = tmp_path / "admin-token"
-    token.write_text(FAKE_ADMIN_TOKEN + "\n")
     config = configmap_gateway_yaml()
     for source in config["sources"]:
         if source.get("type") == "kubernetes":
             source.pop("in_cluster", None)
             source["kubeconfig"] = str(kubeconfig)
-    assert config["admin"]["token_file"] == ADMIN_TOKEN_FILE
-    config["admin"]["token_file"] = str(token)
+    for key, path in ADMIN_TOKEN_FILES.items():
+        assert config["admin"][key] == path
+        token = tmp_path / f"admin-{key}"
+        token.write_text(FAKE_TOKENS[key] + "\n")
+        config["admin"][key] = str(token)
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -199,7 +206,7 @@ def test_configmap_config_needs_only_the_credentials_rewritten():
     with pytest.raises(ConfigError) as err:
         parse_config(configmap_gateway_yaml())
     assert err.value.errors == [
-        f"admin.token_file: file not found: {ADMIN_TOKEN_FILE}",
+        *(f"admin.{key}: file not found: {path}" for key, path in ADMIN_TOKEN_FILES.items()),
         # without its token file, the admin API on the pod IP is refused: it never runs open
         "admin: the admin API on 0.0.0.0 (not loopback) needs a token: "
         "admin: {listen: ..., token_file: ...}",
@@ -265,6 +272,9 @@ def test_probes_reach_what_the_gateway_listens_on(validatable_config):
     # change the config); validation refuses it otherwise.
     assert config.admin is not None and not is_loopback(config.admin.host)
     assert config.admin_token == FAKE_ADMIN_TOKEN
+    # The scrape and the read-only console have their own, narrower tokens.
+    assert config.admin_options.read_token == FAKE_TOKENS["read_token_file"]
+    assert config.admin_options.metrics_token == FAKE_TOKENS["metrics_token_file"]
     assert container_port("admin") == config.admin.port == 9901
 
 
@@ -379,23 +389,28 @@ def test_config_kubeconfig_and_admin_token_are_mounted_where_gateway_yaml_says()
             assert (kind, name) == ("secret", secret["metadata"]["name"])
             assert key in secret["stringData"]
     token_secret = the("Secret", "gateway-admin-token")
-    token_file = configmap_gateway_yaml()["admin"]["token_file"]
-    assert token_file == ADMIN_TOKEN_FILE
-    kind, name, key = files[token_file]
-    assert (kind, name) == ("secret", token_secret["metadata"]["name"])
-    assert key in token_secret["stringData"]
+    for admin_key, path in ADMIN_TOKEN_FILES.items():
+        token_file = configmap_gateway_yaml()["admin"][admin_key]
+        assert token_file == path
+        kind, name, key = files[token_file]
+        assert (kind, name) == ("secret", token_secret["metadata"]["name"]), admin_key
+        assert key in token_secret["stringData"], admin_key
 
 
 def test_admin_token_template_fails_closed(validatable_config, tmp_path):
     """Applied by mistake, the template's placeholder is refused (too short): the gateway does
     not start rather than run its admin API with a token published in this repository."""
-    placeholder = tmp_path / "placeholder-token"
-    placeholder.write_text(the("Secret", "gateway-admin-token")["stringData"]["token"])
+    placeholders = the("Secret", "gateway-admin-token")["stringData"]
     config = yaml.safe_load(validatable_config.read_text())
-    config["admin"]["token_file"] = str(placeholder)
+    for admin_key, secret_key in (("token_file", "token"), ("read_token_file", "read-token"),
+                                  ("metrics_token_file", "metrics-token")):
+        placeholder = tmp_path / f"placeholder-{secret_key}"
+        placeholder.write_text(placeholders[secret_key])
+        config["admin"][admin_key] = str(placeholder)
     with pytest.raises(ConfigError) as err:
         parse_config(config)
-    assert "admin.token_file: the token must be at least 16 characters" in err.value.errors
+    for admin_key in ADMIN_TOKEN_FILES:
+        assert f"admin.{admin_key}: the token must be at least 16 characters" in err.value.errors
 
 
 # --- Dockerfile --------------------------------------------------------------------------------

@@ -21,8 +21,8 @@ MAX_BODY = 1024 * 1024
 IDLE_TIMEOUT = 30.0             # keep-alive connection with no request
 READ_TIMEOUT = 10.0             # a started request's head or body
 
-REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
-           404: "Not Found",
+REASONS = {200: "OK", 201: "Created", 204: "No Content", 303: "See Other", 400: "Bad Request",
+           401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
            405: "Method Not Allowed", 409: "Conflict", 411: "Length Required",
            413: "Content Too Large", 431: "Request Header Fields Too Large",
            500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable"}
@@ -45,6 +45,7 @@ class Request:
     query: dict[str, list[str]]
     headers: dict[str, str]             # lower-case names; repeated headers joined with ", "
     body: bytes = b""
+    principal: object = None            # who sent it (gateway.admin.auth.Principal)
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         values = self.query.get(name)
@@ -81,8 +82,13 @@ class HttpServer:
         self.server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
-    async def start(self, host: str, port: int) -> None:
-        self.server = await asyncio.start_server(self._serve, host, port, limit=MAX_HEAD)
+    async def start(self, host: str, port: int, ssl=None) -> None:
+        self.server = await asyncio.start_server(self._serve, host, port, limit=MAX_HEAD, ssl=ssl,
+                                                 ssl_handshake_timeout=READ_TIMEOUT if ssl else None)
+
+    def stop_accepting(self) -> None:
+        if self.server is not None:
+            self.server.close()
 
     @property
     def address(self) -> tuple[str, int]:

@@ -9,7 +9,9 @@ the config file (``gateway.admin.changes``).
     POST /sources /services /routes          (add; ?at=N inserts a route at index N)
     PUT, DELETE /sources/{name} /services/{ns}/{name} /routes/{name}
     POST /reload                             (re-read the config file, like SIGHUP)
+    POST /logs/reopen                        (reopen the access log file, like SIGUSR1)
     GET  /  /static/{file}                   (the dashboard)
+    GET, POST /login   GET /session   POST /logout   (dashboard sign-in: gateway.admin.auth)
 
 Changes are serialized by one lock.  Every answer about the config carries its version
 as ``ETag``; a change sent with ``If-Match`` naming another version gets 409.
@@ -18,14 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import hmac
 import logging
 import re
+import ssl
 import time
 from importlib import resources
 from typing import Awaitable, Callable
 
-from gateway.admin import changes, metrics, views
+from gateway.admin import auth, changes, metrics, views
 from gateway.admin.http import HttpProblem, HttpServer, Request, Response, json_response
 from gateway.config import ConfigError, load_config, parse_config
 
@@ -33,6 +35,11 @@ log = logging.getLogger("gateway.admin")
 
 TRAFFIC_INTERVAL = 1.0          # seconds between samples of the traffic counters
 TRAFFIC_SAMPLES = 600           # ten minutes of them
+REBIND_GRACE = 1.0              # after a rebind, connections to the old address get this long
+# The dashboard's pages run only their own scripts and cannot be framed (clickjacking).
+PAGE_HEADERS = [("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; form-action 'self'"),
+                ("X-Frame-Options", "DENY"), ("X-Content-Type-Options", "nosniff"),
+                ("Referrer-Policy", "no-referrer")]
 
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                 ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
@@ -94,16 +101,43 @@ class TrafficSampler:
 Route = tuple[str, "re.Pattern[str]", Callable[..., Awaitable[Response]]]
 
 
+async def follow_reload(gateway) -> None:
+    """The ``admin:`` settings of a reloaded config apply without a restart: the admin API
+    starts, stops, or moves to its new address or certificate; new tokens apply at once."""
+    cfg = gateway.config
+    try:
+        if cfg.admin is None:
+            if gateway.admin is not None:
+                admin, gateway.admin = gateway.admin, None
+                await admin.stop()
+                log.info("admin API stopped (admin: off)")
+        elif gateway.admin is None:
+            admin = AdminServer(gateway)
+            await admin.start()
+            gateway.admin = admin
+        else:
+            await gateway.admin.follow_config()
+    except (OSError, ssl.SSLError) as exc:
+        log.error("admin: cannot apply the new admin settings",
+                  extra={"fields": {"admin": str(cfg.admin), "error": str(exc)}})
+
+
 class AdminServer:
     def __init__(self, gateway) -> None:
         self.gateway = gateway
         self.http = HttpServer(self.handle)
+        self.auth = auth.Authenticator()
+        self.bound: tuple = ()              # (Address, TLS certificate) the server listens with
         self.traffic = TrafficSampler(lambda: views.traffic_answered(gateway))
         self._lock = asyncio.Lock()
         self._routes: list[Route] = []
         seg = r"([^/]+)"
         for method, pattern, handler in [
             ("GET", "/", self.index),
+            ("GET", "/login", self.login_page),
+            ("POST", "/login", self.login),
+            ("POST", "/logout", self.logout),
+            ("GET", "/session", self.session),
             ("GET", f"/static/{seg}", self.static),
             ("GET", "/healthz", self.healthz),
             ("GET", "/ready", self.ready),
@@ -113,6 +147,7 @@ class AdminServer:
             ("GET", "/traffic", self.traffic_series),
             ("GET", "/debug/route", self.explain),
             ("POST", "/reload", self.reload),
+            ("POST", "/logs/reopen", self.reopen_logs),
             ("GET", "/sources", self.sources),
             ("POST", "/sources", self.add("sources")),
             ("PUT", f"/sources/{seg}", self.replace("sources")),
@@ -131,12 +166,27 @@ class AdminServer:
             self._routes.append((method, re.compile(pattern + r"/?\Z" if pattern != "/" else r"/\Z"), handler))
 
     async def start(self) -> None:
-        address = self.gateway.config.admin
-        await self.http.start(address.host, address.port)
+        await self._listen(self.http)
         self.traffic.start()
-        host, port = self.http.address
+
+    async def _listen(self, http: HttpServer) -> None:
+        cfg = self.gateway.config
+        address, cert = cfg.admin, cfg.admin_options.tls
+        context = None
+        if cert is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.load_cert_chain(cert.cert, cert.key)
+        await http.start(address.host, address.port, ssl=context)
+        self.bound = (address, cert)
+        host, port = http.address
+        scheme = "https" if cert is not None else "http"
         log.info("admin listening", extra={"fields": {"admin": f"{host}:{port}",
-                                                       "dashboard": f"http://{host}:{port}/"}})
+                                                       "dashboard": f"{scheme}://{host}:{port}/"}})
+
+    @property
+    def secure(self) -> bool:
+        return self.bound[1] is not None if self.bound else False
 
     @property
     def port(self) -> int:
@@ -146,8 +196,37 @@ class AdminServer:
         self.traffic.stop()
         await self.http.close()
 
+    async def follow_config(self) -> None:
+        """After a reload: listen on the new address (or with the new certificate) first, then
+        let the old listener go; sessions are kept (tokens are read per request, and a session
+        whose token changed ends by itself).  If the new address cannot be bound the old
+        one keeps serving, and the error is logged."""
+        cfg = self.gateway.config
+        if (cfg.admin, cfg.admin_options.tls) == self.bound:
+            return
+        fresh = HttpServer(self.handle)
+        try:
+            await self._listen(fresh)
+        except (OSError, ssl.SSLError) as exc:
+            log.error("admin: cannot listen on the new address; still on the old one",
+                      extra={"fields": {"admin": str(cfg.admin), "error": str(exc)}})
+            return
+        old, self.http = self.http, fresh
+        # Stop accepting at once; a request in progress (the POST /reload that got us here)
+        # still gets its answer before the old connections are closed.
+        old.stop_accepting()
+        asyncio.get_running_loop().call_later(REBIND_GRACE, lambda: asyncio.ensure_future(old.close()))
+
     async def handle(self, req: Request) -> Response:
-        self._authorize(req)
+        try:
+            principal = self.auth.authenticate(req, self.gateway.config, self.secure)
+        except auth.Unauthenticated:
+            # A browser opening a page is sent to the login page; an API client gets the 401.
+            if req.method == "GET" and "text/html" in req.headers.get("accept", "") and req.path == "/":
+                return Response(303, b"", "text/plain", [("Location", "/login")])
+            raise
+        self.auth.authorize(req, principal)
+        req.principal = principal
         allowed = []
         for method, pattern, handler in self._routes:
             m = pattern.match(req.path)
@@ -159,16 +238,6 @@ class AdminServer:
         if allowed:
             raise HttpProblem(405, f"{req.method} not allowed on {req.path}", allowed=allowed)
         raise HttpProblem(404, f"nothing at {req.path}")
-
-    def _authorize(self, req: Request) -> None:
-        """With a token configured, every request but the probes must carry it."""
-        token = self.gateway.config.admin_token
-        if token is None or req.path in ("/healthz", "/ready"):
-            return
-        sent = req.headers.get("authorization", "")
-        expected = f"Bearer {token}"
-        if not hmac.compare_digest(sent.encode(), expected.encode()):   # constant time
-            raise HttpProblem(401, "a bearer token is required (Authorization: Bearer ...)")
 
     def _etag(self) -> list[tuple[str, str]]:
         return [("ETag", f'"{views.config_version(self.gateway)}"')]
@@ -241,6 +310,50 @@ class AdminServer:
     async def index(self, req: Request) -> Response:
         return await self.static(req, "index.html")
 
+    # -- signing in (see gateway.admin.auth) --------------------------------------------
+
+    async def login_page(self, req: Request) -> Response:
+        if self.gateway.config.admin_token is None:     # nothing to sign in to
+            return Response(303, b"", "text/plain", [("Location", "/")])
+        return await self.static(req, "login.html")
+
+    async def login(self, req: Request) -> Response:
+        """``{"token": "..."}`` -> a session cookie for the token's scope."""
+        cfg = self.gateway.config
+        if cfg.admin_token is None:
+            raise HttpProblem(409, "the admin API has no token: there is nothing to sign in to")
+        # Login CSRF: another site's page must not sign this browser in (to a session it chose).
+        self.auth.check_origin(req, self.secure)
+        body = req.json()
+        token = body.get("token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token.strip():
+            raise HttpProblem(400, 'send {"token": "..."}')
+        scope = auth.match_token(cfg, token.strip())
+        if scope is None or scope == auth.METRICS:
+            log.warning("admin sign-in refused: wrong token")
+            raise HttpProblem(401, "wrong token" if scope is None else
+                              "the metrics token reads /metrics only: sign in with the write or read token")
+        ttl = cfg.admin_options.session_ttl
+        session_id, session = self.auth.sessions.create(scope, token.strip(), ttl)
+        log.info("admin sign-in", extra={"fields": {"scope": scope, "sessions": len(self.auth.sessions)}})
+        return json_response({"ok": True, "scope": scope, "expires_in_s": ttl},
+                             headers=[("Set-Cookie", auth.session_cookie(session_id, ttl, self.secure))])
+
+    async def logout(self, req: Request) -> Response:
+        session_id = auth.cookie_value(req)
+        if session_id:
+            self.auth.sessions.drop(session_id)
+        return json_response({"ok": True}, headers=[("Set-Cookie", auth.cleared_cookie(self.secure))])
+
+    async def session(self, req: Request) -> Response:
+        """Who the dashboard is: scope, and the CSRF token its changes must send back."""
+        p: auth.Principal = req.principal
+        answer = {"scope": p.scope, "via": p.via, "csrf_token": None, "expires_in_s": None}
+        if p.session is not None:
+            answer["csrf_token"] = p.session.csrf
+            answer["expires_in_s"] = round(p.session.expires - time.monotonic())
+        return json_response(answer)
+
     async def static(self, req: Request, name: str) -> Response:
         suffix = name[name.rfind("."):] if "." in name else ""
         if suffix not in STATIC_TYPES or "/" in name or name.startswith("."):
@@ -249,7 +362,7 @@ class AdminServer:
             body = resources.files("gateway.admin").joinpath("static", name).read_bytes()
         except (FileNotFoundError, IsADirectoryError):
             raise HttpProblem(404, f"no file {name}") from None
-        return Response(200, body, STATIC_TYPES[suffix])
+        return Response(200, body, STATIC_TYPES[suffix], list(PAGE_HEADERS))
 
     # -- changes ------------------------------------------------------------------------
 
@@ -304,6 +417,10 @@ class AdminServer:
             return json_response({"ok": True, "op": op, section[:-1]: name,
                                   "version": views.config_version(gw)},
                                  201 if op == "add" else 200, headers=self._etag())
+
+    async def reopen_logs(self, req: Request) -> Response:
+        self.gateway.reopen_logs()
+        return json_response({"ok": True, "path": self.gateway.config.access_log.path})
 
     async def reload(self, req: Request) -> Response:
         gw = self.gateway

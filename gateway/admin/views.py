@@ -322,7 +322,14 @@ def config(gw) -> dict:
     plain = _plain(gw.config)
     del plain["document"]                   # the raw YAML the above was parsed from
     del plain["admin_token"]
+    options = plain.pop("admin_options", {})
     plain["admin_auth"] = "bearer" if gw.config.admin_token else "none"
+    # Which scopes have a token, never the tokens themselves.
+    plain["admin_scopes"] = [scope for scope, token in (
+        ("write", gw.config.admin_token), ("read", gw.config.admin_options.read_token),
+        ("metrics", gw.config.admin_options.metrics_token)) if token]
+    plain["admin_session_ttl"] = options.get("session_ttl")
+    plain["admin_tls"] = options.get("tls")
     return plain
 
 

@@ -23,7 +23,7 @@ from collections import deque
 from typing import Callable
 
 from gateway.config import ServiceConfig
-from gateway.health.probe import probe
+from gateway.health.probe import ProbeTlsContexts, probe
 from gateway.health.state import EndpointHealth, effective_flags
 from gateway.registry import Changes
 from gateway.snapshot import Delta, Endpoints, EndpointSpec, Snapshot
@@ -56,6 +56,7 @@ class HealthManager:
         self._flags_changed: set[str] = set()
         self._scheduled = False
         self._timer: asyncio.TimerHandle | None = None
+        self.probe_tls = ProbeTlsContexts()     # services with tls: are probed over TLS
 
     def start(self) -> None:
         self._timer = asyncio.get_running_loop().call_later(EXPIRY_TICK, self._tick)
@@ -76,6 +77,7 @@ class HealthManager:
         """New service configs; services whose health settings did not change keep their state."""
         old = self.services
         self.services = {s.key: s for s in services}
+        self.probe_tls.reset()
         for key in list(self.states):
             before, after = old.get(key[0]), self.services.get(key[0])
             if after is None or before is None or (before.health_check, before.outlier_detection) != (
@@ -147,7 +149,9 @@ class HealthManager:
         # Spread the first probes over one interval so they do not all fire at once.
         await asyncio.sleep(random.uniform(0, min(check.interval, 0.2)))
         while True:
-            error = await probe(ep.ip, ep.port, check)
+            # The service's current TLS settings: a reload may change them, not the check.
+            tls = self.probe_tls.get(self.services.get(key[0], config).tls)
+            error = await probe(ep.ip, ep.port, check, tls)
             if state.record_probe(error is None, time.monotonic(), error):
                 log.warning("endpoint %s", "healthy" if error is None else "unhealthy",
                             extra={"fields": {"service": key[0], "cluster": ep.cluster,

@@ -5,6 +5,9 @@ const COLORS = ["#2f5fb3", "#d2691e", "#1f8a4c", "#8e44ad", "#c23b32", "#16a2b8"
 const REFRESH_MS = 1000;
 let activeTab = "services";
 let timer = null;
+// Who we are (GET /session): the scope, and with a session cookie the CSRF token that every
+// change sends back in X-CSRF-Token (a page of another site can neither read nor send it).
+let session = {scope: null, via: null, csrf_token: null};
 
 // -- small DOM helpers (text is always set as text: nothing from the API becomes markup) ----
 
@@ -29,10 +32,43 @@ function svg(tag, attrs) {
   return node;
 }
 
+function signIn() {
+  location.replace("/login");
+}
+
 async function api(path) {
   const resp = await fetch(path, {cache: "no-store"});
+  if (resp.status === 401) { signIn(); throw new Error("signed out"); }
   if (!resp.ok && resp.status !== 503) throw new Error(`${path}: HTTP ${resp.status}`);
   return resp.json();
+}
+
+// A change (POST/PUT/DELETE): the answer, or the gateway's reason for refusing it, is shown.
+async function change(method, path, body) {
+  const headers = {};
+  if (session.csrf_token) headers["X-CSRF-Token"] = session.csrf_token;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const resp = await fetch(path, {method, headers, cache: "no-store",
+                                  body: body === undefined ? undefined : JSON.stringify(body)});
+  if (resp.status === 401) { signIn(); return null; }
+  const answer = await resp.json().catch(() => ({error: `HTTP ${resp.status}`}));
+  const box = document.getElementById("action-result");
+  box.className = "action-result " + (resp.ok ? "ok" : "error");
+  box.dataset.status = String(resp.status);
+  box.textContent = resp.ok ? `${method} ${path}: done (config ${answer.version || "-"})`
+                            : `${method} ${path} refused (${resp.status}): ${answer.error}`;
+  return resp.ok ? answer : null;
+}
+
+async function loadSession() {
+  const resp = await fetch("/session", {cache: "no-store"});
+  if (resp.status === 401) { signIn(); return false; }
+  session = await resp.json();
+  const scope = document.getElementById("scope");
+  scope.dataset.scope = session.scope || "";
+  scope.textContent = session.via === "open" ? "no token (loopback)" : `${session.scope} access`;
+  document.getElementById("logout").hidden = session.via !== "session";
+  return true;
 }
 
 const pct = x => (x * 100).toFixed(1) + "%";
@@ -137,7 +173,8 @@ async function renderRoutes() {
     el("td", {class: "num", text: r.index}), el("td", {text: r.name}), el("td", {text: matchText(r.match)}),
     el("td", {text: r.backends.map(b => b.service + (r.backends.length > 1 ? ` (${b.weight})` : "")).join(", ")}),
     el("td", {class: "num", text: r.requests}), el("td", {class: "num", text: r.responses["2xx"] || 0}),
-    el("td", {class: "num", text: r.responses["4xx"] || 0}), el("td", {class: "num", text: r.responses["5xx"] || 0})));
+    el("td", {class: "num", text: r.responses["4xx"] || 0}), el("td", {class: "num", text: r.responses["5xx"] || 0}),
+    el("td", {}, el("button", {type: "button", class: "remove", "data-remove-route": r.name, text: "remove"}))));
   document.querySelector("#routes-table tbody").replaceChildren(...rows);
 }
 
@@ -250,4 +287,18 @@ document.getElementById("tabs").addEventListener("click", e => {
 });
 document.getElementById("explain-form").addEventListener("submit", explain);
 document.getElementById("window").addEventListener("change", refresh);
-show(RENDER[location.hash.slice(1)] ? location.hash.slice(1) : "services");
+document.querySelector("#routes-table tbody").addEventListener("click", async e => {
+  const name = e.target.dataset.removeRoute;
+  if (name && confirm(`Remove route ${name}? (the config file is rewritten)`)) {
+    await change("DELETE", `/routes/${encodeURIComponent(name)}`);
+    refresh();
+  }
+});
+document.getElementById("reload-config").addEventListener("click", () => change("POST", "/reload"));
+document.getElementById("logout").addEventListener("click", async () => {
+  await change("POST", "/logout");
+  signIn();
+});
+loadSession().then(ok => {
+  if (ok) show(RENDER[location.hash.slice(1)] ? location.hash.slice(1) : "services");
+});

@@ -1,0 +1,120 @@
+"""The README's commands and config, checked against the real CLI and config parser.
+
+* Every key of the README's big YAML example is one the parser knows: validating it
+  gives only "file not found" errors (its kubeconfigs and certificates are examples).
+* "Running it yourself": `gateway validate --config examples/static.yaml`, the two
+  backend commands, `gateway run` on that file and the curl line (ports moved to free ones).
+* "Console": every `gateway ...` line of its command block runs with exit 0 against
+  that running gateway (GATEWAY_ADMIN points the CLI at it, as the README says).
+"""
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import urllib.request
+
+import orjson
+import pytest
+import yaml
+
+from gatewaytest import PYTHON, REPO, free_port, stop_process, wait_listening
+
+pytestmark = pytest.mark.timeout(90)
+
+README = (REPO / "README.md").read_text()
+
+
+def blocks(after_heading: str, lang: str = "") -> list[str]:
+    """The fenced blocks of the section that starts with ``after_heading``."""
+    section = README.split(after_heading, 1)[1].split("\n## ", 1)[0]
+    return re.findall(rf"```{lang}\n(.*?)```", section, re.S)
+
+
+def commands(block: str) -> list[str]:
+    out = []
+    for line in block.splitlines():
+        line = line.split("  #", 1)[0].strip()
+        if line.startswith("gateway "):
+            if " | " in line:                   # "gateway status | sources | ...": one each
+                out += ["gateway " + part.strip() for part in line[len("gateway "):].split("|")]
+            else:
+                out.append(line)
+    return out
+
+
+def run_cli(line: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    argv = shlex.split(line)
+    assert argv[0] == "gateway"
+    return subprocess.run([PYTHON, "-m", "gateway", *argv[1:]], cwd=str(REPO), capture_output=True,
+                          text=True, timeout=30, env=env)
+
+
+def test_every_key_of_the_config_example_exists():
+    from gateway.config import ConfigError, parse_config
+    (example,) = blocks("## Configuration", "yaml")
+    with pytest.raises(ConfigError) as err:
+        parse_config(yaml.safe_load(example))
+    # A certificate whose files are missing is dropped, so "at least one" follows from those.
+    others = [e for e in err.value.errors if "file not found" not in e
+              and e != "tls.certificates: at least one certificate is needed"]
+    assert not others, others
+
+
+def test_running_it_yourself_and_the_console_commands(tmp_path):
+    import os
+    (block,) = blocks("## Running it yourself")
+    lines = [line.split("  #", 1)[0].strip() for line in block.splitlines()]
+    validate = next(line for line in lines if line.startswith("gateway validate"))
+    result = run_cli(validate)
+    assert result.returncode == 0, result.stderr
+
+    # The example on free ports: its backends, then the gateway.
+    config = yaml.safe_load((REPO / "examples/static.yaml").read_text())
+    listen, admin = free_port(), free_port()
+    config["listen"], config["admin"] = f"127.0.0.1:{listen}", f"127.0.0.1:{admin}"
+    log_path = tmp_path / "access.log"
+    config["access_log"] = {"path": str(log_path), "flush_interval": "100ms"}
+    procs = []
+    try:
+        addresses = []
+        for line in lines:
+            if line.startswith("python -m gateway.devcluster.backend"):
+                argv = shlex.split(line.rstrip("&").strip())
+                port = free_port(argv[argv.index("--host") + 1])
+                argv[argv.index("--port") + 1] = str(port)
+                procs.append(subprocess.Popen([PYTHON, *argv[1:]], cwd=str(REPO)))
+                host = argv[argv.index("--host") + 1]
+                wait_listening(host, port, 20, procs[-1])
+                addresses.append(f"{host}:{port}")
+        assert len(addresses) == 2
+        for source, address in zip(config["sources"], addresses):
+            source["services"][0]["endpoints"] = [address]
+        path = tmp_path / "static.yaml"
+        path.write_text(yaml.safe_dump(config))
+        run = next(line for line in lines if line.startswith("gateway run"))
+        argv = shlex.split(run.replace("examples/static.yaml", str(path)))
+        procs.append(subprocess.Popen([PYTHON, "-m", "gateway", *argv[1:]], cwd=str(REPO),
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_listening("127.0.0.1", admin, 20, procs[-1])
+        curl = next(line for line in lines if line.startswith("curl"))
+        url = shlex.split(curl)[-1].replace(":8080", f":{listen}")
+        pods = set()
+        for _ in range(4):                      # "alternates between the two backends"
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                assert resp.status == 200
+                pods.add(orjson.loads(resp.read())["pod"])
+        assert len(pods) == 2, pods
+
+        env = {**os.environ, "GATEWAY_ADMIN": f"http://127.0.0.1:{admin}"}
+        env.pop("GATEWAY_ADMIN_TOKEN", None)
+        (console,) = blocks("## Console")[:1]
+        lines = commands(console)
+        assert any(line.startswith("gateway route add api ") for line in lines)
+        for line in lines:
+            result = run_cli(line.replace("access.log", str(log_path)), env)
+            assert result.returncode == 0, (line, result.stdout, result.stderr)
+        assert "name: api" in path.read_text()          # the route add was written back
+    finally:
+        for proc in reversed(procs):
+            stop_process(proc)
