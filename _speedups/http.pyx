@@ -568,18 +568,25 @@ cpdef bytes build_interim_head(ResponseHead head):
     return b"".join(parts)
 
 
-_REASONS = {400: b"Bad Request", 404: b"Not Found", 408: b"Request Timeout",
+_REASONS = {307: b"Temporary Redirect", 400: b"Bad Request", 404: b"Not Found", 408: b"Request Timeout",
             413: b"Content Too Large", 414: b"URI Too Long", 431: b"Request Header Fields Too Large",
             502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout",
             505: b"HTTP Version Not Supported", 500: b"Internal Server Error"}
 
 
-cpdef bytes build_error_response(int status, str message, bytes request_id, bint keep_alive):
-    """A short text/plain answer the gateway makes itself; the body says which error it is."""
+cpdef bytes build_error_response(int status, str message, bytes request_id, bint keep_alive,
+                                 bytes location=None, bint with_body=True):
+    """A short text/plain answer the gateway makes itself; the body says which error it is.
+
+    ``location`` (a redirect's target) must be a path the gateway made: visible ASCII only.
+    ``with_body`` is false for an answer to HEAD: Content-Length says the size, no body
+    follows (RFC 9110 9.3.2), or a keep-alive client would read it as the next response.
+    """
     cdef bytes body = message.encode() + b"\n"
     return b"".join((
         b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Error")),
         b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: ", str(len(body)).encode(),
         b"\r\nX-Request-Id: ", request_id or b"-",
+        b"\r\nLocation: " + location if location is not None else b"",
         b"\r\n" if keep_alive else b"\r\nConnection: close\r\n",
-        b"Server: gateway\r\n\r\n", body))
+        b"Server: gateway\r\n\r\n", body if with_body else b""))

@@ -29,7 +29,7 @@ import orjson
 
 from gateway.accesslog import AccessLog
 from gateway.config import Config, parse_config
-from gateway.dataplane import DataPlane, ProxyContext
+from gateway.dataplane import DataPlane, PathPolicy, ProxyContext
 from gateway.snapshot import Snapshot
 from gateway.tls import ServerTls
 
@@ -90,6 +90,9 @@ class Worker:
         ctx.max_response_head = lim.max_response_head
         ctx.max_connections = lim.max_connections
         ctx.max_requests_per_connection = lim.max_requests_per_connection
+        path = cfg.http.path
+        ctx.path_policy = PathPolicy(path.normalize, path.merge_slashes, path.escaped_slashes,
+                                     path.forward == "original")
 
     async def _bind(self, cfg: Config, sock: socket.socket | None = None):
         if sock is not None:
