@@ -75,6 +75,7 @@ cdef bytes H_FORWARDED_FOR = b"x-forwarded-for"
 cdef bytes H_FORWARDED_PROTO = b"x-forwarded-proto"
 cdef bytes H_FORWARDED_HOST = b"x-forwarded-host"
 cdef bytes H_VIA = b"via"
+cdef bytes H_REAL_IP = b"x-real-ip"
 cdef bytes H_KEEP_ALIVE = b"keep-alive"
 cdef bytes H_PROXY_CONNECTION = b"proxy-connection"
 cdef bytes H_TE = b"te"
@@ -84,7 +85,7 @@ cdef bytes H_TRAILER = b"trailer"
 cdef frozenset DROPPED_REQUEST = frozenset((
     H_CONTENT_LENGTH, H_TRANSFER_ENCODING, H_CONNECTION, H_UPGRADE, H_KEEP_ALIVE,
     H_PROXY_CONNECTION, H_TE, H_TRAILER, H_REQUEST_ID, H_FORWARDED_FOR,
-    H_FORWARDED_PROTO, H_FORWARDED_HOST, H_VIA, H_HOST))
+    H_FORWARDED_PROTO, H_FORWARDED_HOST, H_VIA, H_HOST, H_REAL_IP))
 cdef frozenset DROPPED_RESPONSE = frozenset((
     H_CONTENT_LENGTH, H_TRANSFER_ENCODING, H_CONNECTION, H_UPGRADE, H_KEEP_ALIVE,
     H_PROXY_CONNECTION, H_TE, H_TRAILER))
@@ -242,7 +243,8 @@ cdef Py_ssize_t _parse_fields(MessageHead head, const char *buf, Py_ssize_t pos,
                 req.forwarded_for = value if req.forwarded_for is None else req.forwarded_for + b", " + value
             elif lname == H_VIA:
                 req.via = value if req.via is None else req.via + b", " + value
-            # X-Forwarded-Proto/-Host from the client are not trusted: the proxy sets them.
+            # X-Forwarded-Proto/-Host and X-Real-IP from the client are not trusted: the
+            # proxy sets them.
     if has_te and cl_count:
         raise HttpError(400, "both Content-Length and Transfer-Encoding")
     if is_request and host_count > 1:
@@ -509,8 +511,13 @@ cdef bytes CRLF = b"\r\n"
 cdef bytes COLON_SP = b": "
 
 cpdef bytes build_request_head(RequestHead head, bytes target, bytes host, bytes client_ip,
-                               bytes request_id, bytes via, bint upgrade, bytes proto=b"http"):
-    """The head sent upstream: the client's fields minus hop-by-hop ones, plus proxy fields."""
+                               bytes request_id, bytes via, bint upgrade, bytes proto=b"http",
+                               bytes real_ip=None):
+    """The head sent upstream: the client's fields minus hop-by-hop ones, plus proxy fields.
+
+    ``client_ip`` is the peer, appended to X-Forwarded-For; ``real_ip`` (default: the peer)
+    is the client address the gateway decided on (trusted proxies), sent as X-Real-IP.
+    """
     cdef list parts = [head.method, b" ", target, b" HTTP/1.1\r\nHost: ", host, CRLF]
     for _, name, value in head.headers:
         parts += (name, COLON_SP, value, CRLF)
@@ -521,6 +528,7 @@ cpdef bytes build_request_head(RequestHead head, bytes target, bytes host, bytes
     parts += (b"X-Forwarded-For: ", client_ip if head.forwarded_for is None
               else head.forwarded_for + b", " + client_ip,
               b"\r\nX-Forwarded-Proto: ", proto, b"\r\nX-Forwarded-Host: ", head.host or host,
+              b"\r\nX-Real-IP: ", real_ip if real_ip is not None else client_ip,
               b"\r\nX-Request-Id: ", request_id,
               b"\r\nVia: ", via if head.via is None else head.via + b", " + via, CRLF)
     if upgrade:

@@ -1,4 +1,5 @@
 from _speedups.http cimport BodyFramer, RequestHead, ResponseHead
+from _speedups.forwarded cimport TrustedProxies
 from _speedups.path cimport PathPolicy
 from _speedups.router cimport Router
 from _speedups.table cimport EndpointTable
@@ -84,6 +85,7 @@ cdef class ProxyContext:
     cdef public long max_requests_per_connection
     cdef public double body_idle_timeout
     cdef public PathPolicy path_policy      # how paths are read before route matching
+    cdef public TrustedProxies trusted_proxies  # whose X-Forwarded-For is believed; None: nobody's
     cdef readonly object access_log
     cdef list log_parts                     # the access log's buffer, appended to directly
     cdef Py_ssize_t log_size
@@ -144,6 +146,7 @@ cdef class DownstreamProtocol:
     # per request
     cdef RequestHead head
     cdef bytes norm_target                  # normalized path + query; None when unchanged
+    cdef bytes client_ip                    # the client: the peer, or found in X-Forwarded-For
     cdef bytes request_id
     cdef Route route
     cdef Service service

@@ -250,6 +250,7 @@ cdef class ProxyContext:
         self.max_requests_per_connection = max_requests_per_connection
         self.body_idle_timeout = body_idle_timeout
         self.path_policy = PathPolicy()
+        self.trusted_proxies = None
         self.set_access_log(access_log)
         self.via = via
         # Random per process: ids stay unique across workers, restarts and replicas.
@@ -634,6 +635,9 @@ cdef class DownstreamProtocol:
         cdef object route
         self.head = head
         self.norm_target = None
+        self.client_ip = self.client_bytes
+        if ctx.trusted_proxies is not None and head.forwarded_for is not None:
+            self.client_ip = ctx.trusted_proxies.client(self.client_bytes, head.forwarded_for)
         self.t_start = monotonic()
         self.request_id = head.request_id if head.request_id is not None else ctx.next_request_id()
         self.status = 0
@@ -833,7 +837,7 @@ cdef class DownstreamProtocol:
         host = head.host if head.host is not None else self.upstream.host_bytes
         conn.transport.write(build_request_head(
             head, self.upstream_target, host, self.client_bytes, self.request_id, self.ctx.via,
-            head.upgrade is not None, self.proto))
+            head.upgrade is not None, self.proto, self.client_ip))
         # A retry after an attempt that wrote to its upstream resends the whole body so
         # far (kept in ``replay``); otherwise ``pending`` holds all not yet written.
         body = self.replay if self.written_upstream else self.pending
@@ -1315,6 +1319,8 @@ cdef class DownstreamProtocol:
         cdef bytes extra = EMPTY
         if self.norm_target is not None:
             extra = b',"normalized_path":' + json_string(self.norm_target)
+        if self.client_ip is not self.client_bytes:
+            extra += b',"peer":"' + self.client_bytes + b'"'
         if self.attempts > 1:
             extra += b',"tried_hosts":' + _dumps([u.host for u in self.tried])
         if self.error is not None:
@@ -1323,7 +1329,7 @@ cdef class DownstreamProtocol:
                 b'"status":%d,"bytes_sent":%d,"bytes_received":%d,"duration_ms":%.3f,'
                 b'"route":%s,"upstream_service":%s,"upstream_host":%s,"upstream_cluster":%s,'
                 b'"attempts":%d,"upstream_connect_ms":%s,"upstream_response_ms":%s%s}\n') % (
-            _timestamp(wall_time()), json_string(self.request_id), self.client_bytes, head.method,
+            _timestamp(wall_time()), json_string(self.request_id), self.client_ip, head.method,
             json_string(head.host) if head.host is not None else b"null", json_string(head.target),
             self.status, self.bytes_sent, self.bytes_received, duration * 1000.0,
             self.route.json_name if self.route is not None else b"null",

@@ -722,9 +722,9 @@ def _trusted_proxies(value: Any, path: str, errs: _Errors) -> TrustedProxies | N
         hops = _int(d["hops"], _at(path, "hops"), errs, 1, 64)
         return TrustedProxies(hops=hops) if hops is not None else None
     p = _at(path, "cidrs")
-    items = _str_list(d["cidrs"], p, errs)
-    if not items and isinstance(d["cidrs"], list):
+    if d["cidrs"] == []:
         _err(errs, p, "must not be empty")
+    items = _str_list(d["cidrs"], p, errs)
     cidrs = []
     for item_path, text in items:
         try:

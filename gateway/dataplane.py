@@ -15,6 +15,7 @@ from gateway.config import Config, RouteConfig
 from gateway.snapshot import EndpointSpec, Snapshot
 
 try:
+    from _speedups.forwarded import TrustedProxies
     from _speedups.path import PathPolicy
     from _speedups.proxy import ProxyContext, Route, Service, Upstream
     from _speedups.router import RouteMatcher, Router
@@ -24,7 +25,7 @@ except ImportError as exc:  # pragma: no cover - depends on the build
         f"the gateway's compiled modules are missing ({exc}); build them with "
         "`pip install .` or, in a checkout, `python setup.py build_ext --inplace`") from exc
 
-__all__ = ["DataPlane", "PathPolicy", "ProxyContext"]
+__all__ = ["DataPlane", "PathPolicy", "ProxyContext", "TrustedProxies"]
 
 log = logging.getLogger("gateway.dataplane")
 

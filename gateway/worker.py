@@ -29,7 +29,7 @@ import orjson
 
 from gateway.accesslog import AccessLog
 from gateway.config import Config, parse_config
-from gateway.dataplane import DataPlane, PathPolicy, ProxyContext
+from gateway.dataplane import DataPlane, PathPolicy, ProxyContext, TrustedProxies
 from gateway.snapshot import Snapshot
 from gateway.tls import ServerTls
 
@@ -93,6 +93,9 @@ class Worker:
         path = cfg.http.path
         ctx.path_policy = PathPolicy(path.normalize, path.merge_slashes, path.escaped_slashes,
                                      path.forward == "original")
+        trusted = cfg.http.trusted_proxies
+        ctx.trusted_proxies = (None if trusted is None
+                               else TrustedProxies(trusted.cidrs, trusted.hops))   # parsed once here
 
     async def _bind(self, cfg: Config, sock: socket.socket | None = None):
         if sock is not None:
