@@ -51,24 +51,27 @@ def send(gw, source: str, headers: list[tuple[str, str]]):
     return gw.log.by_ids([rid])[rid], seen
 
 
-@pytest.mark.parametrize("source, xff, client", [
-    (LB, ["203.0.113.7"], "203.0.113.7"),
-    # walked from the right: the trusted hop 10.1.2.3 skipped, the client's own claim ignored
-    (LB, ["198.51.100.9, 203.0.113.7, 10.1.2.3"], "203.0.113.7"),
-    (LB, ["198.51.100.9", "203.0.113.7,10.1.2.3"], "203.0.113.7"),   # two field lines, one list
-    (LB, [], LB),                                                     # no header: the peer
-    (LB, ["10.0.0.9, 10.0.0.8"], "10.0.0.9"),                         # all trusted: the leftmost
-    (LB, ["203.0.113.7:4711"], "203.0.113.7"),                        # a port is not part of it
-    (LB, ["[2001:db9::7]:443, 2001:db8::1"], "2001:db9::7"),
-    # not an address: the walk ends at the nearest trusted hop, never at the garbage
-    (LB, ['evil", "status": 1, "x": "y, 10.0.0.8'], "10.0.0.8"),
-    (LB, ["unknown"], LB),
-    # an untrusted peer's header proves nothing, however it looks
-    (STRANGER, ["203.0.113.7"], STRANGER),
-    (STRANGER, ["10.0.0.1"], STRANGER),
-    (STRANGER, [f"{LB}, 10.0.0.1"], STRANGER),
-])
-def test_client_address(gw, source, xff, client):
+# (peer, X-Forwarded-For lines, the client decided, why); also a table in docs/security.md.
+XFF_CASES = [
+    (LB, ["203.0.113.7"], "203.0.113.7", "the trusted proxy's entry"),
+    (LB, ["198.51.100.9, 203.0.113.7, 10.1.2.3"], "203.0.113.7",
+     "walked from the right: the trusted hop skipped, the client's own claim on the left ignored"),
+    (LB, ["198.51.100.9", "203.0.113.7,10.1.2.3"], "203.0.113.7", "two field lines are one list"),
+    (LB, [], LB, "no header: the peer"),
+    (LB, ["10.0.0.9, 10.0.0.8"], "10.0.0.9", "every entry trusted: the leftmost"),
+    (LB, ["203.0.113.7:4711"], "203.0.113.7", "a port is not part of the address"),
+    (LB, ["[2001:db9::7]:443, 2001:db8::1"], "2001:db9::7", "IPv6, bracketed with a port"),
+    (LB, ['evil", "status": 1, "x": "y, 10.0.0.8'], "10.0.0.8",
+     "not an address: the walk stops at the nearest trusted hop (the log line stays JSON)"),
+    (LB, ["unknown"], LB, "not an address, no trusted hop before it: the peer"),
+    (STRANGER, ["203.0.113.7"], STRANGER, "an untrusted peer's header proves nothing"),
+    (STRANGER, ["10.0.0.1"], STRANGER, "not even when it names a trusted address"),
+    (STRANGER, [f"{LB}, 10.0.0.1"], STRANGER, "nor a chain of them"),
+]
+
+
+@pytest.mark.parametrize("source, xff, client, why", XFF_CASES, ids=[c[3] for c in XFF_CASES])
+def test_client_address(gw, source, xff, client, why):
     entry, seen = send(gw, source, [("X-Forwarded-For", v) for v in xff])
     assert entry["client"] == client
     assert seen["x-real-ip"] == client
