@@ -9,8 +9,12 @@ route that matched, the original and the normalized path are read from its acces
 from __future__ import annotations
 
 import itertools
+import os
+import signal
+import time
 
 import pytest
+import yaml
 
 from gatewaytest import GatewayProcess, static_source
 
@@ -207,3 +211,27 @@ def test_normalization_off_is_the_old_behaviour(gw_off):
         resp, entry, seen = through(gw_off, target)
         assert (resp.status, entry["route"], seen) == (200, "public", target)
         assert "normalized_path" not in entry
+
+
+def test_settings_reach_every_worker_and_follow_a_reload(backend_a, backend_b, tmp_path):
+    """With two worker processes, http.path comes from the config each worker gets, and a
+    SIGHUP with other settings changes the answer in every one of them."""
+    cfg = config(backend_a, backend_b, {"escaped_slashes": "keep"})
+    cfg["workers"] = 2
+    g = GatewayProcess(cfg, tmp_path).start()
+    try:
+        def answers(n: int = 12) -> set[int]:
+            # Fresh connections, so that SO_REUSEPORT spreads them over both workers.
+            return {through(g, "/public/..%2ftest")[0].status for _ in range(n)}
+
+        assert answers() == {200}
+        g.config["http"] = {"path": {"escaped_slashes": "reject"}}
+        g.config_path.write_text(yaml.safe_dump(g.config, sort_keys=False))
+        os.kill(g.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while answers(4) != {400}:
+            assert time.monotonic() < deadline, "the reload did not change the path policy"
+            time.sleep(0.1)
+        assert answers(20) == {400}
+    finally:
+        g.stop()
