@@ -44,7 +44,9 @@ cpdef RequestHead parse_request(bytes data, Py_ssize_t end, Py_ssize_t max_heade
 cpdef ResponseHead parse_response(bytes data, Py_ssize_t end, Py_ssize_t max_headers=*)
 cpdef int response_framing(ResponseHead head, bytes request_method) except -1
 cpdef bytes build_request_head(RequestHead head, bytes target, bytes host, bytes client_ip,
-                               bytes request_id, bytes via, bint upgrade, bytes proto=*)
+                               bytes request_id, bytes via, bint upgrade, bytes proto=*,
+                               bytes real_ip=*)
 cpdef bytes build_response_head(ResponseHead head, int framing, bint keep_alive)
 cpdef bytes build_interim_head(ResponseHead head)
-cpdef bytes build_error_response(int status, str message, bytes request_id, bint keep_alive)
+cpdef bytes build_error_response(int status, str message, bytes request_id, bint keep_alive,
+                                 bytes location=*, bint with_body=*)

@@ -75,6 +75,7 @@ cdef bytes H_FORWARDED_FOR = b"x-forwarded-for"
 cdef bytes H_FORWARDED_PROTO = b"x-forwarded-proto"
 cdef bytes H_FORWARDED_HOST = b"x-forwarded-host"
 cdef bytes H_VIA = b"via"
+cdef bytes H_REAL_IP = b"x-real-ip"
 cdef bytes H_KEEP_ALIVE = b"keep-alive"
 cdef bytes H_PROXY_CONNECTION = b"proxy-connection"
 cdef bytes H_TE = b"te"
@@ -84,7 +85,7 @@ cdef bytes H_TRAILER = b"trailer"
 cdef frozenset DROPPED_REQUEST = frozenset((
     H_CONTENT_LENGTH, H_TRANSFER_ENCODING, H_CONNECTION, H_UPGRADE, H_KEEP_ALIVE,
     H_PROXY_CONNECTION, H_TE, H_TRAILER, H_REQUEST_ID, H_FORWARDED_FOR,
-    H_FORWARDED_PROTO, H_FORWARDED_HOST, H_VIA, H_HOST))
+    H_FORWARDED_PROTO, H_FORWARDED_HOST, H_VIA, H_HOST, H_REAL_IP))
 cdef frozenset DROPPED_RESPONSE = frozenset((
     H_CONTENT_LENGTH, H_TRANSFER_ENCODING, H_CONNECTION, H_UPGRADE, H_KEEP_ALIVE,
     H_PROXY_CONNECTION, H_TE, H_TRAILER))
@@ -242,7 +243,8 @@ cdef Py_ssize_t _parse_fields(MessageHead head, const char *buf, Py_ssize_t pos,
                 req.forwarded_for = value if req.forwarded_for is None else req.forwarded_for + b", " + value
             elif lname == H_VIA:
                 req.via = value if req.via is None else req.via + b", " + value
-            # X-Forwarded-Proto/-Host from the client are not trusted: the proxy sets them.
+            # X-Forwarded-Proto/-Host and X-Real-IP from the client are not trusted: the
+            # proxy sets them.
     if has_te and cl_count:
         raise HttpError(400, "both Content-Length and Transfer-Encoding")
     if is_request and host_count > 1:
@@ -509,8 +511,13 @@ cdef bytes CRLF = b"\r\n"
 cdef bytes COLON_SP = b": "
 
 cpdef bytes build_request_head(RequestHead head, bytes target, bytes host, bytes client_ip,
-                               bytes request_id, bytes via, bint upgrade, bytes proto=b"http"):
-    """The head sent upstream: the client's fields minus hop-by-hop ones, plus proxy fields."""
+                               bytes request_id, bytes via, bint upgrade, bytes proto=b"http",
+                               bytes real_ip=None):
+    """The head sent upstream: the client's fields minus hop-by-hop ones, plus proxy fields.
+
+    ``client_ip`` is the peer, appended to X-Forwarded-For; ``real_ip`` (default: the peer)
+    is the client address the gateway decided on (trusted proxies), sent as X-Real-IP.
+    """
     cdef list parts = [head.method, b" ", target, b" HTTP/1.1\r\nHost: ", host, CRLF]
     for _, name, value in head.headers:
         parts += (name, COLON_SP, value, CRLF)
@@ -521,6 +528,7 @@ cpdef bytes build_request_head(RequestHead head, bytes target, bytes host, bytes
     parts += (b"X-Forwarded-For: ", client_ip if head.forwarded_for is None
               else head.forwarded_for + b", " + client_ip,
               b"\r\nX-Forwarded-Proto: ", proto, b"\r\nX-Forwarded-Host: ", head.host or host,
+              b"\r\nX-Real-IP: ", real_ip if real_ip is not None else client_ip,
               b"\r\nX-Request-Id: ", request_id,
               b"\r\nVia: ", via if head.via is None else head.via + b", " + via, CRLF)
     if upgrade:
@@ -568,18 +576,25 @@ cpdef bytes build_interim_head(ResponseHead head):
     return b"".join(parts)
 
 
-_REASONS = {400: b"Bad Request", 404: b"Not Found", 408: b"Request Timeout",
+_REASONS = {307: b"Temporary Redirect", 400: b"Bad Request", 404: b"Not Found", 408: b"Request Timeout",
             413: b"Content Too Large", 414: b"URI Too Long", 431: b"Request Header Fields Too Large",
             502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout",
             505: b"HTTP Version Not Supported", 500: b"Internal Server Error"}
 
 
-cpdef bytes build_error_response(int status, str message, bytes request_id, bint keep_alive):
-    """A short text/plain answer the gateway makes itself; the body says which error it is."""
+cpdef bytes build_error_response(int status, str message, bytes request_id, bint keep_alive,
+                                 bytes location=None, bint with_body=True):
+    """A short text/plain answer the gateway makes itself; the body says which error it is.
+
+    ``location`` (a redirect's target) must be a path the gateway made: visible ASCII only.
+    ``with_body`` is false for an answer to HEAD: Content-Length says the size, no body
+    follows (RFC 9110 9.3.2), or a keep-alive client would read it as the next response.
+    """
     cdef bytes body = message.encode() + b"\n"
     return b"".join((
         b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Error")),
         b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: ", str(len(body)).encode(),
         b"\r\nX-Request-Id: ", request_id or b"-",
+        b"\r\nLocation: " + location if location is not None else b"",
         b"\r\n" if keep_alive else b"\r\nConnection: close\r\n",
-        b"Server: gateway\r\n\r\n", body))
+        b"Server: gateway\r\n\r\n", body if with_body else b""))

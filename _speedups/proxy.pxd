@@ -1,4 +1,6 @@
 from _speedups.http cimport BodyFramer, RequestHead, ResponseHead
+from _speedups.forwarded cimport TrustedProxies
+from _speedups.path cimport PathPolicy
 from _speedups.router cimport Router
 from _speedups.table cimport EndpointTable
 
@@ -93,6 +95,8 @@ cdef class ProxyContext:
     cdef public Py_ssize_t max_connections
     cdef public long max_requests_per_connection
     cdef public double body_idle_timeout
+    cdef public PathPolicy path_policy      # how paths are read before route matching
+    cdef public TrustedProxies trusted_proxies  # whose X-Forwarded-For is believed; None: nobody's
     cdef readonly object access_log
     cdef list log_parts                     # the access log's buffer, appended to directly
     cdef Py_ssize_t log_size
@@ -152,6 +156,8 @@ cdef class DownstreamProtocol:
     cdef int connect_id                     # invalidates callbacks of abandoned connects
     # per request
     cdef RequestHead head
+    cdef bytes norm_target                  # normalized path + query; None when unchanged
+    cdef bytes client_ip                    # the client: the peer, or found in X-Forwarded-For
     cdef bytes request_id
     cdef Route route
     cdef Service service
@@ -191,6 +197,7 @@ cdef class DownstreamProtocol:
     cdef bint read_head(self) except -1
     cdef void reject(self, int status, str reason)
     cdef void start_request(self, RequestHead head)
+    cdef bint normalize_path(self, RequestHead head) except -1
     cdef bytes rewrite_target(self, bytes target)
     cdef void try_upstream(self)
     cdef int pick_retry(self, EndpointTable table) except -2
@@ -216,7 +223,7 @@ cdef class DownstreamProtocol:
     cdef void check_deadlines(self, double now)
     cdef void upstream_timed_out(self, bint per_try, str what)
     cdef void release_endpoint(self)
-    cdef void respond_error(self, int status, str message)
+    cdef void respond_error(self, int status, str message, bytes location=*)
     cdef void fail_request(self, int status, str reason)
     cdef void finish_exchange(self)
     cdef void finish_request(self, bint completed)

@@ -30,6 +30,8 @@ from _speedups.http cimport (
     build_request_head, build_response_head, find_head_end, parse_request, parse_response,
     response_framing)
 from _speedups.http import HttpError, FRAMING_CHUNKED, FRAMING_LENGTH, FRAMING_NONE, FRAMING_UNTIL_CLOSE
+from _speedups.path cimport (
+    NORM_OK, NORM_REDIRECT, PATH_FORWARD_ORIGINAL, PathPolicy, outcome_reason)
 from _speedups.router cimport Router
 from _speedups.table cimport EndpointTable
 
@@ -280,6 +282,8 @@ cdef class ProxyContext:
         self.max_connections = max_connections
         self.max_requests_per_connection = max_requests_per_connection
         self.body_idle_timeout = body_idle_timeout
+        self.path_policy = PathPolicy()
+        self.trusted_proxies = None
         self.set_access_log(access_log)
         self.via = via
         # Random per process: ids stay unique across workers, restarts and replicas.
@@ -667,6 +671,10 @@ cdef class DownstreamProtocol:
         cdef ProxyContext ctx = self.ctx
         cdef object route
         self.head = head
+        self.norm_target = None
+        self.client_ip = self.client_bytes
+        if ctx.trusted_proxies is not None and head.forwarded_for is not None:
+            self.client_ip = ctx.trusted_proxies.client(self.client_bytes, head.forwarded_for)
         self.t_start = monotonic()
         self.request_id = head.request_id if head.request_id is not None else ctx.next_request_id()
         self.status = 0
@@ -712,16 +720,47 @@ cdef class DownstreamProtocol:
             return
         if self.state == S_BODY:
             self.set_deadline(D_BODY, ctx.body_idle_timeout)
+        if not self.normalize_path(head):
+            return
         route = ctx.router.match(head)
         if route is None:
             self.respond_error(404, "no route matches this request")
             return
         self.route = <Route>route
         self.service = self.route.pick_service()
-        self.upstream_target = self.rewrite_target(head.target)
+        target = head.target
+        # A rewrite replaces the prefix the route matched, which only the normalized path
+        # is known to start with: it applies to that one even when the original is forwarded.
+        if self.norm_target is not None and (self.route.rewrite_from is not None
+                                             or not ctx.path_policy.flags & PATH_FORWARD_ORIGINAL):
+            target = self.norm_target
+        self.upstream_target = self.rewrite_target(target)
         if self.route.timeout > 0:
             self.total_deadline = self.t_start + self.route.timeout
         self.try_upstream()
+
+    cdef bint normalize_path(self, RequestHead head) except -1:
+        """Route on the normalized path (``_speedups/path.pyx``); False when answered here instead.
+
+        ``head.path`` becomes the normalized path; ``head.target`` stays as received,
+        for the access log and for ``forward: original``.
+        """
+        cdef int outcome = NORM_OK
+        cdef bytes path = head.path
+        cdef bytes normalized = self.ctx.path_policy.normalize(path, &outcome)
+        if outcome == NORM_OK and normalized is path:
+            return True                     # the common case: nothing to do, nothing allocated
+        if normalized is not None:
+            self.norm_target = normalized + head.target[len(path):]   # the query is untouched
+        if outcome == NORM_OK:
+            head.path = normalized
+            return True
+        if outcome == NORM_REDIRECT:
+            self.respond_error(307, "escaped slash in the request path: redirected",
+                               self.norm_target)
+        else:
+            self.respond_error(400, outcome_reason(outcome))
+        return False
 
     cdef bytes rewrite_target(self, bytes target):
         cdef Route route = self.route
@@ -837,7 +876,7 @@ cdef class DownstreamProtocol:
         host = head.host if head.host is not None else self.upstream.host_bytes
         conn.transport.write(build_request_head(
             head, self.upstream_target, host, self.client_bytes, self.request_id, self.ctx.via,
-            head.upgrade is not None, self.proto))
+            head.upgrade is not None, self.proto, self.client_ip))
         # A retry after an attempt that wrote to its upstream resends the whole body so
         # far (kept in ``replay``); otherwise ``pending`` holds all not yet written.
         body = self.replay if self.written_upstream else self.pending
@@ -1209,15 +1248,16 @@ cdef class DownstreamProtocol:
             table.release(index)
         self.endpoint_index = -1
 
-    cdef void respond_error(self, int status, str message):
-        """Answer with the gateway's own error (before any response byte was sent)."""
+    cdef void respond_error(self, int status, str message, bytes location=None):
+        """Answer with the gateway's own error or redirect (before any response byte was sent)."""
         cdef bytes out
         self.status = status
         if self.error is None:
             self.error = message
         if self.state == S_BODY and (self.req_framer is None or not self.req_framer.done):
             self.keep_alive = False         # the rest of the body is unread: close after
-        out = build_error_response(status, message, self.request_id, self.keep_alive)
+        out = build_error_response(status, message, self.request_id, self.keep_alive, location,
+                                   self.head is None or self.head.method != b"HEAD")
         self.bytes_sent = len(out)
         self.transport.write(out)
         self.response_started = True
@@ -1320,15 +1360,19 @@ cdef class DownstreamProtocol:
         cdef RequestHead head = self.head
         cdef Upstream upstream = self.upstream
         cdef bytes extra = EMPTY
+        if self.norm_target is not None:
+            extra = b',"normalized_path":' + json_string(self.norm_target)
+        if self.client_ip is not self.client_bytes:
+            extra += b',"peer":"' + self.client_bytes + b'"'
         if self.attempts > 1:
-            extra = b',"tried_hosts":' + _dumps([u.host for u in self.tried])
+            extra += b',"tried_hosts":' + _dumps([u.host for u in self.tried])
         if self.error is not None:
             extra += b',"error":' + _dumps(self.error + (" (retry budget exhausted)" if self.budget_refused else ""))
         line = (b'{"time":"%s","request_id":%s,"client":"%s","method":"%s","host":%s,"path":%s,'
                 b'"status":%d,"bytes_sent":%d,"bytes_received":%d,"duration_ms":%.3f,'
                 b'"route":%s,"upstream_service":%s,"upstream_host":%s,"upstream_cluster":%s,'
                 b'"attempts":%d,"upstream_connect_ms":%s,"upstream_response_ms":%s%s}\n') % (
-            _timestamp(wall_time()), json_string(self.request_id), self.client_bytes, head.method,
+            _timestamp(wall_time()), json_string(self.request_id), self.client_ip, head.method,
             json_string(head.host) if head.host is not None else b"null", json_string(head.target),
             self.status, self.bytes_sent, self.bytes_received, duration * 1000.0,
             self.route.json_name if self.route is not None else b"null",

@@ -12,6 +12,11 @@ The file (durations: "250ms", "2s", "1m30s", "1h" or seconds; sizes: "64KiB", "1
     access_log: {path: stdout, buffer: 64KiB, flush_interval: 1s}   # stdout|stderr|/file|off
     timeouts: {connect: 1s, response_header: 15s, downstream_idle: 60s,
                downstream_header: 10s, upstream_idle: 60s, drain: 20s}
+    http:
+      path: {normalize: true, merge_slashes: true,     # before route matching (RFC 3986 6.2.2)
+             escaped_slashes: reject,                  # %2F %5C, backslash: keep | reject | unescape_and_redirect
+             forward: normalized}                      # what goes upstream: normalized | original
+      trusted_proxies: {cidrs: [10.0.0.0/8]}           # or {hops: 1}; default: trust no one
     sources:                            # weight: 1..10000, default 100
       - name: zone-a
         type: static
@@ -107,6 +112,30 @@ class Limits:
     max_response_head: int = 64 * 1024  # from an upstream -> 502
     max_connections: int = 10_000       # client connections per worker; more are closed at once
     max_requests_per_connection: int = 10_000   # then "Connection: close"
+
+
+@dataclass(frozen=True, slots=True)
+class PathConfig:
+    """How a request path is read before route matching (``_speedups/path.pyx`` says how)."""
+
+    normalize: bool = True              # decode %XX of unreserved bytes, remove dot segments
+    merge_slashes: bool = True          # "//" -> "/"
+    escaped_slashes: str = "reject"     # %2F, %5C, raw backslash: keep | reject | unescape_and_redirect
+    forward: str = "normalized"         # sent upstream: "normalized" | "original"
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedProxies:
+    """Whose X-Forwarded-For is believed; exactly one of ``cidrs`` and ``hops`` is set."""
+
+    cidrs: tuple[str, ...] = ()         # peers in these networks are proxies; "10.0.0.0/8"
+    hops: int = 0                       # or: this many proxies in front, whatever their address
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    path: PathConfig = field(default_factory=PathConfig)
+    trusted_proxies: TrustedProxies | None = None   # None: the peer is the client
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +296,7 @@ class Config:
     access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
     timeouts: Timeouts = field(default_factory=Timeouts)
     limits: Limits = field(default_factory=Limits)
+    http: HttpConfig = field(default_factory=HttpConfig)
     sources: tuple[SourceConfig, ...] = ()
     services: tuple[ServiceConfig, ...] = ()
     routes: tuple[RouteConfig, ...] = ()
@@ -301,7 +331,7 @@ def parse_config(data: object, path: str | None = None) -> Config:
     _keys(data, "", errs, _TOP_KEYS)
     top = _kwargs(data, "", errs, {"listen": _address, "tls": _tls_listener, "workers": _workers,
                                    "access_log": _access_log,
-                                   "timeouts": _timeouts, "limits": _limits})
+                                   "timeouts": _timeouts, "limits": _limits, "http": _http})
     if "admin" in data:  # absent: the default address; null or off: no admin API
         top["admin"], top["admin_token"], top["admin_options"] = _admin(data["admin"], "admin", errs)
 
@@ -564,7 +594,8 @@ def _address(value: Any, path: str, errs: _Errors) -> Address | None:
 
 # --- Sections -----------------------------------------------------------------------------------
 
-_TOP_KEYS = ("listen", "tls", "workers", "admin", "access_log", "timeouts", "limits", "sources", "services", "routes")
+_TOP_KEYS = ("listen", "tls", "workers", "admin", "access_log", "timeouts", "limits", "http",
+             "sources", "services", "routes")
 _KUBERNETES_KEYS = ("kubeconfig", "context", "in_cluster", "namespaces")
 _SOURCE_KEYS = ("name", "type", "weight", "services", *_KUBERNETES_KEYS)
 _ROUTE_KEYS = ("name", "match", "service", "backends", "rewrite", "timeout", "retries")
@@ -703,6 +734,67 @@ def _limits(value: Any, path: str, errs: _Errors) -> Limits:
             _err(errs, _at(path, key), "must be greater than 0")
             kw.pop(key)
     return Limits(**kw)
+
+
+def _http(value: Any, path: str, errs: _Errors) -> HttpConfig:
+    d = _keys(value, path, errs, ("path", "trusted_proxies"))
+    if d is None:
+        return HttpConfig()
+    return HttpConfig(**_kwargs(d, path, errs, {"path": _path_config,
+                                                "trusted_proxies": _trusted_proxies}))
+
+
+def _choice(value: Any, path: str, errs: _Errors, choices: tuple[str, ...]) -> str | None:
+    if value not in choices:
+        _err(errs, path, f"must be one of {', '.join(choices)}, got {_show(value)}")
+        return None
+    return value
+
+
+_PATH_PARSERS: dict[str, _Parser] = {
+    "normalize": _bool, "merge_slashes": _bool,
+    "escaped_slashes": partial(_choice, choices=("keep", "reject", "unescape_and_redirect")),
+    "forward": partial(_choice, choices=("normalized", "original")),
+}
+
+
+def _path_config(value: Any, path: str, errs: _Errors) -> PathConfig:
+    d = _keys(value, path, errs, _PATH_PARSERS)
+    if d is None:
+        return PathConfig()
+    return PathConfig(**{k: v for k, v in _kwargs(d, path, errs, _PATH_PARSERS).items() if v is not None})
+
+
+def _trusted_proxies(value: Any, path: str, errs: _Errors) -> TrustedProxies | None:
+    d = _keys(value, path, errs, ("cidrs", "hops"))
+    if d is None:
+        return None
+    if (d.get("cidrs") is None) == (d.get("hops") is None):
+        _err(errs, path, "needs exactly one of cidrs, hops")
+        return None
+    if d.get("hops") is not None:
+        hops = _int(d["hops"], _at(path, "hops"), errs, 1, 64)
+        return TrustedProxies(hops=hops) if hops is not None else None
+    p = _at(path, "cidrs")
+    if d["cidrs"] == []:
+        _err(errs, p, "must not be empty")
+    items = _str_list(d["cidrs"], p, errs)
+    cidrs = []
+    for item_path, text in items:
+        try:
+            cidrs.append(str(ipaddress.ip_network(text.strip(), strict=True)))
+        except ValueError as e:
+            loose = _loose_network(text)
+            hint = f" (did you mean {loose}?)" if loose else ""
+            _err(errs, item_path, f'invalid network "{text}": {e}{hint}')
+    return TrustedProxies(cidrs=tuple(cidrs)) if cidrs and len(cidrs) == len(items) else None
+
+
+def _loose_network(text: str) -> str | None:
+    try:
+        return str(ipaddress.ip_network(text.strip(), strict=False))
+    except ValueError:
+        return None
 
 
 def _source(value: Any, path: str, errs: _Errors) -> SourceConfig | None:

@@ -16,6 +16,8 @@ from gateway.config import Config, RouteConfig
 from gateway.snapshot import Delta, Endpoints, EndpointSpec, Snapshot
 
 try:
+    from _speedups.forwarded import TrustedProxies
+    from _speedups.path import PathPolicy
     from _speedups.proxy import ProxyContext, Route, Service, Upstream
     from _speedups.router import RouteMatcher, Router
     from _speedups.table import EndpointTable
@@ -23,6 +25,8 @@ except ImportError as exc:  # pragma: no cover - depends on the build
     raise ImportError(
         f"the gateway's compiled modules are missing ({exc}); build them with "
         "`pip install .` or, in a checkout, `python setup.py build_ext --inplace`") from exc
+
+__all__ = ["DataPlane", "PathPolicy", "ProxyContext", "TrustedProxies"]
 
 log = logging.getLogger("gateway.dataplane")
 

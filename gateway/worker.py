@@ -38,7 +38,7 @@ import orjson
 
 from gateway.accesslog import AccessLog, replace_access_log
 from gateway.config import AdminOptions, Config
-from gateway.dataplane import DataPlane, ProxyContext, Upstream
+from gateway.dataplane import DataPlane, PathPolicy, ProxyContext, TrustedProxies, Upstream
 from gateway.snapshot import Delta, Snapshot
 from gateway.tls import ServerTls
 
@@ -147,6 +147,12 @@ class Worker:
         ctx.max_response_head = lim.max_response_head
         ctx.max_connections = lim.max_connections
         ctx.max_requests_per_connection = lim.max_requests_per_connection
+        path = cfg.http.path
+        ctx.path_policy = PathPolicy(path.normalize, path.merge_slashes, path.escaped_slashes,
+                                     path.forward == "original")
+        trusted = cfg.http.trusted_proxies
+        ctx.trusted_proxies = (None if trusted is None
+                               else TrustedProxies(trusted.cidrs, trusted.hops))   # parsed once here
 
     async def _bind(self, cfg: Config, sock: socket.socket | None = None):
         if sock is not None:

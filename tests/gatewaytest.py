@@ -197,8 +197,8 @@ class GatewayProcess:
         except FileNotFoundError:
             return ""
 
-    def client(self, timeout: float = 10.0) -> "Client":
-        return Client(self.host, self.port, timeout=timeout)
+    def client(self, timeout: float = 10.0, source: str | None = None) -> "Client":
+        return Client(self.host, self.port, timeout=timeout, source=source)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -244,8 +244,11 @@ class Response:
 class Client:
     """One client connection.  ``request`` sends and reads; lower-level pieces are public."""
 
-    def __init__(self, host: str, port: int, timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, host: str, port: int, timeout: float = 10.0, source: str | None = None) -> None:
+        # ``source``: the local address to connect from (any of 127/8 on loopback), so that a
+        # test can be a client from a chosen address.
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = bytearray()
         self.timeout = timeout

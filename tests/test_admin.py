@@ -8,6 +8,7 @@ where nothing listens, so that one endpoint fails its health checks.
 from __future__ import annotations
 
 import time
+from urllib.parse import urlencode
 
 import pytest
 import yaml
@@ -143,6 +144,13 @@ def test_explain_route_and_shares(gw, backend_a, backend_b, dead_address):
     assert shares[backend_a.address] == (0.5, None)
     assert shares[backend_b.address] == (0.5, None)
     assert shares[dead_address][0] == 0 and "active health checks" in shares[dead_address][1]
+
+    # The explanation routes on the normalized path, as the data plane does.
+    x = gw.admin.get("/debug/route?" + urlencode({"path": "/elsewhere/%2e%2e/test/x?q=..", "host": "a.b"}))
+    assert x["route"]["name"] == "test" and x["normalized_path"] == "/test/x?q=.."
+    assert x["upstream_path"] == "/test/x?q=.."
+    x = gw.admin.get("/debug/route?" + urlencode({"path": "/test/..%2fx"}))
+    assert x["route"] is None and x["status"] == 400 and "escaped slash" in x["reason"]
 
     miss = gw.admin.get("/debug/route?path=/elsewhere")
     assert miss["route"] is None and miss["status"] == 404

@@ -15,10 +15,13 @@ from gateway.config import (
     Address,
     ConfigError,
     HeaderMatch,
+    HttpConfig,
+    PathConfig,
     RetryPolicy,
     RouteMatch,
     StaticEndpoint,
     Timeouts,
+    TrustedProxies,
     WeightedBackend,
     load_config,
     parse_config,
@@ -173,6 +176,8 @@ def test_defaults() -> None:
     assert config.admin == Address("127.0.0.1", 9901)
     assert config.access_log == AccessLogConfig()
     assert config.timeouts == Timeouts()
+    # Paths normalized, escaped slashes refused, the normalized path forwarded; nobody trusted.
+    assert config.http == HttpConfig(PathConfig(True, True, "reject", "normalized"), None)
     assert config.path is None
     assert config.sources[0].weight == 100
     assert config.sources[0].services[0].namespace == "default"
@@ -196,6 +201,16 @@ def test_minimal_documents() -> None:
     ({"access_log": {"path": "/var/log/gw.log", "buffer": "1MiB"}}, "access_log",
      AccessLogConfig("/var/log/gw.log", 1 << 20, 1.0)),
     ({"timeouts": {"connect": "250ms", "drain": 5}}, "timeouts", Timeouts(connect=0.25, drain=5.0)),
+    ({"http": {}}, "http", HttpConfig()),
+    ({"http": {"path": {"escaped_slashes": "keep", "forward": "original", "merge_slashes": False}}},
+     "http", HttpConfig(PathConfig(escaped_slashes="keep", forward="original", merge_slashes=False))),
+    ({"http": {"path": {"normalize": False, "escaped_slashes": "unescape_and_redirect"}}}, "http",
+     HttpConfig(PathConfig(normalize=False, escaped_slashes="unescape_and_redirect"))),
+    ({"http": {"trusted_proxies": {"cidrs": ["10.0.0.0/8", "192.0.2.1", "2001:DB8::/32"]}}}, "http",
+     HttpConfig(trusted_proxies=TrustedProxies(cidrs=("10.0.0.0/8", "192.0.2.1/32", "2001:db8::/32")))),
+    ({"http": {"trusted_proxies": {"cidrs": "10.0.0.0/8"}}}, "http",
+     HttpConfig(trusted_proxies=TrustedProxies(cidrs=("10.0.0.0/8",)))),
+    ({"http": {"trusted_proxies": {"hops": 2}}}, "http", HttpConfig(trusted_proxies=TrustedProxies(hops=2))),
 ])
 def test_top_level_values(changes: dict, attr: str, expected: object) -> None:
     assert getattr(parse_config(changed(changes)), attr) == expected
@@ -405,6 +420,27 @@ INVALID = [
     ({"routes.0.retries": {"on_timeout": 1}}, "routes[0].retries.on_timeout: must be true or false, got 1"),
     ({"routes.0.retries": {"per_try_timeout": 0}}, "routes[0].retries.per_try_timeout: must be greater than 0"),
     ({"routes.0.retries": {"atempts": 2}}, 'routes[0].retries: unknown key "atempts" (did you mean "attempts"?)'),
+    ({"http": 1}, "http: must be a mapping, got 1"),
+    ({"http": {"paths": {}}}, 'http: unknown key "paths" (did you mean "path"?)'),
+    ({"http": {"path": {"normalize": "yes"}}}, 'http.path.normalize: must be true or false, got "yes"'),
+    ({"http": {"path": {"merge_slashes": 0}}}, "http.path.merge_slashes: must be true or false, got 0"),
+    ({"http": {"path": {"escaped_slashes": "decode"}}},
+     'http.path.escaped_slashes: must be one of keep, reject, unescape_and_redirect, got "decode"'),
+    ({"http": {"path": {"forward": "raw"}}}, 'http.path.forward: must be one of normalized, original, got "raw"'),
+    ({"http": {"path": {"normalise": True}}}, 'http.path: unknown key "normalise" (did you mean "normalize"?)'),
+    ({"http": {"trusted_proxies": {}}}, "http.trusted_proxies: needs exactly one of cidrs, hops"),
+    ({"http": {"trusted_proxies": {"cidrs": ["10.0.0.0/8"], "hops": 1}}},
+     "http.trusted_proxies: needs exactly one of cidrs, hops"),
+    ({"http": {"trusted_proxies": {"cidrs": []}}}, "http.trusted_proxies.cidrs: must not be empty"),
+    ({"http": {"trusted_proxies": {"cidrs": ["10.0.0.0/8", "10.0.0.1/8"]}}},
+     'http.trusted_proxies.cidrs[1]: invalid network "10.0.0.1/8": 10.0.0.1/8 has host bits set '
+     '(did you mean 10.0.0.0/8?)'),
+    ({"http": {"trusted_proxies": {"cidrs": ["lb.internal"]}}},
+     "http.trusted_proxies.cidrs[0]: invalid network \"lb.internal\": 'lb.internal' does not appear "
+     "to be an IPv4 or IPv6 network"),
+    ({"http": {"trusted_proxies": {"cidrs": [8]}}}, "http.trusted_proxies.cidrs[0]: must be a string, got 8"),
+    ({"http": {"trusted_proxies": {"hops": 0}}}, "http.trusted_proxies.hops: must be an integer from 1 to 64"),
+    ({"http": {"trusted_proxies": {"hops": "2"}}}, "http.trusted_proxies.hops: must be an integer from 1 to 64"),
 ]
 
 

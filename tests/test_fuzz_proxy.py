@@ -6,11 +6,12 @@ requesting on another connection (to the devcluster backend).  For every example
 
 * the gateway process is alive and the steady client is still being answered;
 * the exchange ends within the gateway's timeouts (the client socket times out otherwise);
-* the answers are those the compiled parser predicts, run here in process on the same bytes
-  (``expect``): 200 for each forwarded request, then the rejection status and a closed
-  connection, or 408 for a head or body that never completes;
+* the answers are those the compiled parser and path normalizer predict, run here in process
+  on the same bytes (``expect``): 200 for each forwarded request, 400 for a refused path (the
+  connection kept when no body follows), then the rejection status and a closed connection,
+  or 408 for a head or body that never completes;
 * every request forwarded upstream has the framing the gateway parsed: same method and
-  target, chunked stays chunked with identical chunk bytes (extensions and trailers
+  target (normalized as the gateway's default ``http.path`` does), chunked stays chunked with identical chunk bytes (extensions and trailers
   included), Content-Length identical with identical body bytes; and no other byte reaches
   the upstream (a broken chunked body may leave a partial request, on a connection the
   gateway then resets).
@@ -28,6 +29,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from _speedups.http import FRAMING_CHUNKED, BodyFramer, HttpError, find_head_end, parse_request
+from _speedups.path import PathPolicy
 from gatewaytest import Client, GatewayProcess, PeerClosed, static_source
 from test_fuzz_parser import body_mutated_request, mutated_request, request
 from test_security_smuggling import RecordingUpstream
@@ -40,6 +42,7 @@ MAX_WAITED = 12                     # incomplete examples per run that wait for 
 STEADY = b"/anything/steady"
 # The gateway's default limits (the fuzz gateway keeps them).
 MAX_HEAD, MAX_URI, MAX_HEADERS, MAX_BODY = 64 * 1024, 8 * 1024, 100, 1024 ** 3
+PATH_POLICY = PathPolicy()          # the default http.path settings, which the gateway keeps
 
 SETTINGS = dict(deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -47,51 +50,68 @@ SETTINGS = dict(deadline=None, derandomize=True,
 
 @dataclass
 class Expected:
-    forwarded: list                 # [(RequestHead, raw body bytes)] answered 200, in order
+    forwarded: list                 # [(RequestHead, raw body bytes, target sent)] answered 200, in order
+    answers: list                   # (method, status) of each request answered before the end, in order
     end: str                        # "reject", "body-error", "wait-head", "wait-body", "close", "open"
     status: int = 0                 # for "reject" / "body-error"
 
 
 def expect(data: bytes) -> Expected:
     """What the gateway must do with ``data``, from the same compiled functions it runs."""
-    forwarded = []
+    forwarded: list = []
+    answers: list[int] = []
     pos = 0
+
+    def ends(end: str, status: int = 0) -> Expected:
+        return Expected(forwarded, answers, end, status)
+
     for _ in range(16):
         rest = data[pos:]
         if not rest:
-            return Expected(forwarded, "open")
+            return ends("open")
         end = find_head_end(rest, 0)
         if end < 0:
             if len(rest) > MAX_HEAD:
-                return Expected(forwarded, "reject", 414 if rest.find(b"\n", 0, MAX_URI) < 0 else 431)
-            return Expected(forwarded, "wait-head")
+                return ends("reject", 414 if rest.find(b"\n", 0, MAX_URI) < 0 else 431)
+            return ends("wait-head")
         if end > MAX_HEAD:
-            return Expected(forwarded, "reject", 431)
+            return ends("reject", 431)
         try:
             head = parse_request(rest, end, MAX_HEADERS)
         except HttpError as err:
-            return Expected(forwarded, "reject", err.status)
+            return ends("reject", err.status)
         if len(head.target) > MAX_URI:
-            return Expected(forwarded, "reject", 414)
+            return ends("reject", 414)
         if head.content_length > MAX_BODY:
-            return Expected(forwarded, "reject", 413)
-        assume(not head.path.startswith(STEADY))
+            return ends("reject", 413)
+        refused, normalized = PATH_POLICY(head.path)
+        if refused:
+            # Answered before the body is read: with a body unread the connection must close.
+            if head.chunked or head.content_length > 0:
+                return ends("reject", refused)
+            answers.append((head.method, refused))
+            pos += end
+            if not (head.keep_alive and head.minor == 1):
+                return ends("close")
+            continue
+        assume(not normalized.startswith(STEADY))
         if head.chunked:
             framer = BodyFramer(FRAMING_CHUNKED, 0, 400)
             try:
                 stop = framer.feed(rest, end)
             except HttpError as err:
-                return Expected(forwarded, "body-error", err.status)
+                return ends("body-error", err.status)
             if not framer.done:
-                return Expected(forwarded, "wait-body")
+                return ends("wait-body")
         else:
             stop = end + max(head.content_length, 0)
             if stop > len(rest):
-                return Expected(forwarded, "wait-body")
-        forwarded.append((head, rest[end:stop]))
+                return ends("wait-body")
+        forwarded.append((head, rest[end:stop], normalized + head.target[len(head.path):]))
+        answers.append((head.method, 200))
         pos += stop
         if not (head.keep_alive and head.minor == 1):
-            return Expected(forwarded, "close")
+            return ends("close")
     assume(False)                   # more pipelined requests than this test follows
 
 
@@ -197,9 +217,9 @@ def _check_example(gw, upstream, steady, run: Run, data: bytes, cuts: list[int])
                 pos = cut
         except OSError:
             assert exp.end in ("reject", "body-error", "close"), "the gateway closed on a good request"
-        for head, _ in exp.forwarded:
-            resp = client.read_response(head.method.decode("latin-1"))
-            assert resp.status == 200, (resp.status, resp.body, data)
+        for method, status in exp.answers:
+            resp = client.read_response(method.decode("latin-1"))
+            assert resp.status == status, (resp.status, resp.body, data)
         if exp.end in ("reject", "body-error"):
             try:
                 resp = client.read_response("GET")
@@ -222,8 +242,8 @@ def _check_example(gw, upstream, steady, run: Run, data: bytes, cuts: list[int])
     assert upstream.wait(lambda conns: sum(len(c.requests) for c in conns) >= want), "request not forwarded"
     new = upstream.requests()[len(requests_before):]
     assert len(new) == len(exp.forwarded), (new, data)
-    for (head, body), got in zip(exp.forwarded, new):
-        assert (got.method, got.target) == (head.method, head.target)
+    for (head, body, target), got in zip(exp.forwarded, new):
+        assert (got.method, got.target) == (head.method, target)
         if head.chunked:
             assert got.field(b"transfer-encoding") == [b"chunked"] and not got.field(b"content-length")
         elif head.content_length >= 0:

@@ -618,6 +618,27 @@ def security_table() -> str:
         shown = repr(rc.raw)[2:-1]
         shown = (shown if len(shown) <= 80 else shown[:77] + "...").replace("|", "\\|")
         out.append(f"| {rc.name} | `{shown}` | {answers[rc.outcome]} |")
+    import test_path_normalization as paths
+    import test_trusted_proxies as xff
+    out += ["", "### Request paths", "",
+            f"{len(paths.PATH_CASES)} paths through a gateway with the default `http.path` settings "
+            "(`tests/test_path_normalization.py`; routes `/public/`, `/test`, `/api/v1/` rewritten to "
+            "`/v2/`, and `/`).  *upstream* is the path and query the backend received; a refused "
+            "path reaches no upstream.", "",
+            "| input | answer | route | upstream | why |", "|---|---|---|---|---|"]
+    for target, status, route, upstream, why in paths.PATH_CASES:
+        shown = target.replace("|", "\\|")
+        out.append(f"| `{shown}` | {status} | {route or '-'} | {f'`{upstream}`' if upstream else 'nothing'} "
+                   f"| {why} |")
+    out += ["", "### X-Forwarded-For and the client address", "",
+            f"{len(xff.XFF_CASES)} requests through a gateway with `http.trusted_proxies: {{cidrs: "
+            f"[{xff.LB}/32, 10.0.0.0/8, 2001:db8::/32]}}` (`tests/test_trusted_proxies.py`).  "
+            "*client* is the access log's `client` and the X-Real-IP sent upstream; X-Forwarded-For "
+            "always goes on with the peer appended.", "",
+            "| peer | X-Forwarded-For | client | why |", "|---|---|---|---|"]
+    for source, lines, client, why in xff.XFF_CASES:
+        shown = " / ".join(f"`{v}`" for v in lines).replace("|", "\\|") or "(none)"
+        out.append(f"| {source} | {shown} | {client} | {why} |")
     out += ["", "### Limits and timeouts", "",
             "`tests/test_security_limits.py`, with the small limits its gateway is configured with.", "",
             "| breach | answer | access log |", "|---|---|---|"]

@@ -356,6 +356,22 @@ def explain(gw, method: str, host: str | None, path: str,
         raise ValueError(f"not a valid request: {exc}") from None
     answer: dict = {"request": {"method": method, "host": host, "path": path,
                                 "headers": [list(h) for h in headers]}}
+    # The data plane routes on the normalized path (http.path): so does the explanation.
+    policy = gw.ctx.path_policy
+    status, normalized = policy(head.path)
+    query = head.target[len(head.path):]
+    if status == 400:
+        answer.update(route=None, status=400, reason=f"{normalized} (the gateway answers 400)")
+        return answer
+    if status == 307:
+        location = (normalized + query).decode("latin-1")
+        answer.update(route=None, status=307, location=location,
+                      reason=f"escaped slash: the gateway redirects to {location}")
+        return answer
+    normalized_target = path
+    if normalized is not head.path:
+        normalized_target = answer["normalized_path"] = (normalized + query).decode("latin-1")
+        head.path = normalized
     matched = gw.ctx.router.match(head)
     if matched is None:
         answer.update(route=None, status=404, reason="no route matches (the gateway answers 404)")
@@ -363,9 +379,11 @@ def explain(gw, method: str, host: str | None, path: str,
     index = gw.dataplane.routes.index(matched)
     rc = gw.config.routes[index]
     answer["route"] = _route(rc, index, _route_traffic(gw).get(rc.name))
-    target = path
-    if rc.rewrite_prefix is not None and rc.match.path_prefix:
-        target = rc.rewrite_prefix + path[len(rc.match.path_prefix):]
+    # As _speedups/proxy.pyx sends it: a rewrite applies to the normalized path.
+    rewrites = rc.rewrite_prefix is not None and rc.match.path_prefix
+    target = path if policy.forward_original and not rewrites else normalized_target
+    if rewrites:
+        target = rc.rewrite_prefix + target[len(rc.match.path_prefix):]
         if target.startswith("//"):
             target = target[1:]
     answer["upstream_path"] = target
