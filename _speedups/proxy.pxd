@@ -23,7 +23,14 @@ cdef class TrafficStats:
     cpdef list as_list(self)
 
 
-cdef class Upstream:
+cdef class Reported:
+    """Counters a worker reports: ``touch()`` puts it in ProxyContext.touched once per report."""
+    cdef bint touched
+    cdef list touched_sink                  # ProxyContext.touched, or None
+    cdef void touch(self)
+
+
+cdef class Upstream(Reported):
     cdef readonly tuple key                 # (cluster, ip, port)
     cdef readonly str pool                  # "" (shared) or the TLS service that owns it
     cdef readonly str ip
@@ -44,12 +51,9 @@ cdef class Upstream:
     # asks because another worker reported one).
     cdef public bint report_success
     cdef public int max_idle
-    cdef bint touched                       # in ctx.touched since the last report
-    cdef list touched_sink                  # ProxyContext.touched, or None
     cdef public object ssl                  # SSLContext when the service speaks TLS, else None
     cdef public str server_hostname
     cdef readonly TrafficStats traffic
-    cdef void touch(self)
     cdef UpstreamProtocol take_idle(self)
     cdef void give_back(self, UpstreamProtocol conn, double now)
     cpdef int close_idle(self, double older_than) except -1
@@ -61,7 +65,7 @@ cdef class Service:
     cdef readonly EndpointTable table
 
 
-cdef class Route:
+cdef class Route(Reported):
     cdef readonly str name
     cdef readonly bytes json_name
     cdef readonly tuple services            # of Service
@@ -74,9 +78,6 @@ cdef class Route:
     cdef readonly bint retry_timeout
     cdef readonly double per_try_timeout
     cdef readonly TrafficStats traffic
-    cdef bint touched
-    cdef list touched_sink
-    cdef void touch(self)
     cdef Service pick_service(self)
 
 

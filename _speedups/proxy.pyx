@@ -127,7 +127,17 @@ cdef class TrafficStats:
 cdef bytes CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-cdef class Upstream:
+cdef class Reported:
+    """What a worker reports on: it joins ``touched_sink`` when its counters move, once
+    until the next report, so that a report costs what changed, not every endpoint."""
+
+    cdef void touch(self):
+        if not self.touched and self.touched_sink is not None:
+            self.touched = True
+            self.touched_sink.append(self)
+
+
+cdef class Upstream(Reported):
     """One endpoint as the data plane sees it: its address and its idle connections.
 
     Kept by identity across snapshots (``key`` = (cluster, ip, port)), so its
@@ -160,11 +170,6 @@ cdef class Upstream:
         self.ssl = None
         self.server_hostname = None
         self.traffic = TrafficStats()
-
-    cdef void touch(self):
-        if not self.touched and self.touched_sink is not None:
-            self.touched = True
-            self.touched_sink.append(self)
 
     def counters(self):
         """[requests, failures, inflight, idle, *traffic.as_list()], for the worker's report."""
@@ -218,7 +223,7 @@ cdef class Service:
         self.table = table
 
 
-cdef class Route:
+cdef class Route(Reported):
     """A route of the snapshot, prepared for the request path."""
 
     def __init__(self, str name, tuple services, EndpointTable split, bytes rewrite_from,
@@ -239,11 +244,6 @@ cdef class Route:
         self.traffic = traffic if traffic is not None else TrafficStats()   # kept across reloads
         self.touched = False
         self.touched_sink = touched
-
-    cdef void touch(self):
-        if not self.touched and self.touched_sink is not None:
-            self.touched = True
-            self.touched_sink.append(self)
 
     def counters(self):
         """``traffic.as_list()``, for the worker's report."""

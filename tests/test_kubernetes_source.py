@@ -488,6 +488,14 @@ def test_forced_410_relists_without_a_window_of_zero_endpoints(gw, clusters):
     assert not [r for r in log_records(gw)[mark:] if r.get("level") in ("warning", "error")
                 and r.get("logger") == LOG_SOURCE], "a 410 is routine: no warning"
     # Relisted (once per resource watched) and watching again.
+    deadline = time.monotonic() + 10
+    while True:
+        relisted = a.api.state()["lists"]
+        if all(relisted.get(r, 0) > listed.get(r, 0) for r in ("endpointslices", "services")) \
+                or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    time.sleep(0.5)                         # no second relist follows
     relisted = a.api.state()["lists"]
     assert relisted.get("endpointslices", 0) == listed.get("endpointslices", 0) + 1, (listed, relisted)
     assert relisted.get("services", 0) == listed.get("services", 0) + 1, (listed, relisted)

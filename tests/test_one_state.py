@@ -25,12 +25,15 @@ def _config(backend_a, backend_b, dead: str, workers: int, **extra) -> dict:
         "workers": workers,
         "admin": f"127.0.0.1:{free_port()}",
         "timeouts": {"drain": "2s"},
+        # One endpoint per service: which endpoint serves does not depend on how the
+        # requests fell on the workers (each balances on its own).
         "sources": [static_source("zone-a", {"live": [backend_a.address], "dead": [dead]}),
-                    static_source("zone-b", {"live": [backend_b.address]})],
-        "services": [{"name": "live", "port": 8000},
+                    static_source("zone-b", {"other": [backend_b.address]})],
+        "services": [{"name": "live", "port": 8000}, {"name": "other", "port": 8000},
                      # No ejection: every request to it fails the same way with any worker count.
                      {"name": "dead", "port": 8000, "outlier_detection": "off"}],
         "routes": [{"name": "live", "match": {"path": {"prefix": "/live"}}, "service": "live"},
+                   {"name": "other", "match": {"path": {"prefix": "/other"}}, "service": "other"},
                    {"name": "dead", "match": {"path": {"prefix": "/dead"}}, "service": "dead",
                     "retries": {"attempts": 1}}],
     }
@@ -58,10 +61,11 @@ def _run(tmp_path, backend_a, backend_b, workers: int) -> tuple[dict, dict, set]
     g, admin = start_gateway(tmp_path / f"w{workers}", _config(backend_a, backend_b, dead, workers))
     try:
         assert _send_spread(g, "/live", N) == {200: N}
+        assert _send_spread(g, "/other", N) == {200: N}
         assert _send_spread(g, "/dead", N) == {502: N}
-        served = _workers_that_served(g, 2 * N)
+        served = _workers_that_served(g, 3 * N)
         # Workers report once a second: wait until every request is counted.
-        admin.wait("/status", lambda s: s["stats"].get("requests") == 2 * N, timeout=5)
+        admin.wait("/status", lambda s: s["stats"].get("requests") == 3 * N, timeout=5)
         services = {s["key"]: s for s in admin.get("/services")}
         metrics = _scrape(admin)
         return services, metrics, served
@@ -105,8 +109,7 @@ def test_one_and_two_workers_report_the_same_totals(tmp_path, backend_a, backend
     assert rows1 == rows2
     dead = rows2[("default/dead", "zone-a", "dead")]
     assert dead["requests"] == N and dead["errors"] == N, dead
-    live = sum(r["requests"] for k, r in rows2.items() if k[0] == "default/live")
-    assert live == N
+    assert [r["requests"] for k, r in rows2.items() if k[0] != "default/dead"] == [N, N]
     m1, m2 = _metric_totals(one[1]), _metric_totals(two[1])
     assert m1 == m2
     assert _total(two[1], "gateway_upstream_failures_total") == N
@@ -121,7 +124,8 @@ def test_passive_ejection_counts_failures_across_workers(tmp_path, backend_a, ba
     dead = f"127.0.0.1:{free_port()}"
     cfg = _config(backend_a, backend_b, dead, workers=2)
     cfg["services"][0]["outlier_detection"] = {"consecutive_failures": 4, "base_ejection_time": "30s"}
-    cfg["sources"][0] = static_source("zone-a", {"live": [backend_a.address, dead]})
+    cfg["sources"] = [static_source("zone-a", {"live": [backend_a.address, dead]}),
+                      static_source("zone-b", {"live": [backend_b.address]})]
     g, admin = start_gateway(tmp_path, cfg)
     try:
         def dead_row() -> dict:

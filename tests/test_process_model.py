@@ -20,21 +20,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gatewaytest import PYTHON, REPO, AdminClient, Client, free_port, static_source, wait_listening
+from gatewaytest import PYTHON, REPO, AdminClient, Client, free_port, wait_listening
+from test_workers import base_config
 
 
-def _config(backend_a, backend_b, workdir: Path, **extra) -> dict:
-    cfg = {
-        "listen": f"127.0.0.1:{free_port()}",
-        "admin": f"127.0.0.1:{free_port()}",
-        "workers": 2,
-        "access_log": {"path": str(workdir / "access.log"), "flush_interval": "100ms"},
-        "timeouts": {"drain": "2s"},
-        "sources": [static_source("zone-a", {"httpbin": [backend_a.address]}),
-                    static_source("zone-b", {"httpbin": [backend_b.address]})],
-        "services": [{"name": "httpbin", "port": 8000}],
-        "routes": [{"name": "test", "match": {"path": {"prefix": "/test"}}, "service": "httpbin"}],
-    }
+def _config(backend_a, backend_b, workdir: Path, workers: int = 2, **extra) -> dict:
+    """test_workers' two-cluster config, with its own listen address and access log file."""
+    cfg = base_config(backend_a, backend_b, workers, listen=f"127.0.0.1:{free_port()}",
+                      access_log={"path": str(workdir / "access.log"), "flush_interval": "100ms"},
+                      timeouts={"drain": "2s"})
     cfg.update(extra)
     return cfg
 

@@ -326,7 +326,7 @@ class ApiServer:
     def __init__(self, state_dir: str | os.PathLike, *, name: str = "local", host: str = "127.0.0.1",
                  port: int = 0, endpoint_slices: bool = True, bookmark_interval: float = 1.0,
                  history_size: int = 1000, watch_timeout: float = DEFAULT_WATCH_TIMEOUT,
-                 log_requests: bool = False) -> None:
+                 log_requests: bool = False, persist: bool = True) -> None:
         self.state_dir = Path(state_dir)
         self.name = name
         self.host = host
@@ -335,7 +335,9 @@ class ApiServer:
         self.bookmark_interval = bookmark_interval
         self.watch_timeout = watch_timeout
         self.log_requests = log_requests
-        self.store = Store(self.state_dir / "state.json", history_size)
+        # persist=False keeps the data in memory only: each write rewrites the whole state
+        # file otherwise, which at 100,000 endpoints costs more than the write (bench/scale.py).
+        self.store = Store(self.state_dir / "state.json" if persist else None, history_size)
         self.credentials: certs.Credentials | None = None
         self.kubeconfig_path = self.state_dir / "kubeconfig.yaml"
         self._server: asyncio.AbstractServer | None = None
@@ -933,8 +935,9 @@ class ApiServerProcess:
 
     def __init__(self, state_dir: str | os.PathLike, *, name: str = "local", port: int = 0,
                  endpoint_slices: bool = True, bookmark_interval: float = 1.0,
-                 history_size: int = 1000, host: str = "127.0.0.1") -> None:
+                 history_size: int = 1000, host: str = "127.0.0.1", persist: bool = True) -> None:
         self.state_dir = Path(state_dir)
+        self.persist = persist
         self.name, self.port, self.host = name, port, host
         self.endpoint_slices = endpoint_slices
         self.bookmark_interval = bookmark_interval
@@ -947,6 +950,8 @@ class ApiServerProcess:
                 "--history-size", str(self.history_size)]
         if not self.endpoint_slices:
             args.append("--no-endpointslices")
+        if not self.persist:
+            args.append("--in-memory")
         if self._proc is not None:
             _process.stop(self._proc)     # reap a previous (killed) process and close its pipe
         self._proc, line = _process.spawn("gateway.devcluster.apiserver", args, timeout)
@@ -1060,7 +1065,8 @@ async def _serve(args: argparse.Namespace) -> None:
     server = ApiServer(args.state_dir, name=args.name, host=args.host, port=args.port,
                        endpoint_slices=not args.no_endpointslices,
                        bookmark_interval=args.bookmark_interval, history_size=args.history_size,
-                       watch_timeout=args.watch_timeout, log_requests=args.log_requests)
+                       watch_timeout=args.watch_timeout, log_requests=args.log_requests,
+                       persist=not args.in_memory)
     await server.start()
     done = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -1089,6 +1095,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--watch-timeout", type=float, default=DEFAULT_WATCH_TIMEOUT,
                         help="seconds a watch lasts when the client sets no timeoutSeconds")
     parser.add_argument("--log-requests", action="store_true", help="one stderr line per request")
+    parser.add_argument("--in-memory", action="store_true",
+                        help="keep objects in memory only (a restart starts empty)")
     parser.add_argument("--parent-pid", type=int, help="exit when this process is gone")
     uvloop.run(_serve(parser.parse_args(argv)))
 
