@@ -30,6 +30,7 @@ import http.client
 import json
 import os
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -43,7 +44,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 import propagation  # noqa: E402
-from run import CLK_TCK, Proc, build_extensions, cpu_delta_seconds, cpu_ticks, export_ref, free_port, process_tree  # noqa: E402
+from run import Proc, build_extensions, export_ref, free_port, process_tree  # noqa: E402
 
 NS = "default"
 POD_PORT = 8000
@@ -142,6 +143,20 @@ def wait_ready(admin: int, proc: Proc, timeout: float) -> float:
     raise TimeoutError(f"not ready within {timeout}s:\n{proc.log_tail()}")
 
 
+def worker_apply_ms(admin: int) -> float | None:
+    """The slowest worker's p99 delay from a delta's publication to its ack (workers: N)."""
+    conn = http.client.HTTPConnection("127.0.0.1", admin, timeout=5)
+    try:
+        conn.request("GET", "/status")
+        workers = json.loads(conn.getresponse().read())["workers"]
+    except (OSError, ValueError, KeyError):
+        return None
+    finally:
+        conn.close()
+    p99 = [w["apply_ms"]["p99"] for w in workers if w.get("apply_ms")]
+    return max(p99) if p99 else None
+
+
 def rss_mib(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -153,12 +168,30 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time of every thread of ``pids`` from schedstat (nanoseconds: clock ticks of 10 ms
+    are too coarse for a change that costs a fraction of a millisecond)."""
+    total = 0
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except OSError:
+                pass
+    return total / 1e9
+
+
 def tree_cpu(pid: int, seconds: float) -> float:
     """Share of one core the process tree used over ``seconds`` (sleeping meanwhile)."""
     pids = process_tree(pid)
-    before, t0 = cpu_ticks(pids), time.monotonic()
+    before, t0 = cpu_seconds(pids), time.monotonic()
     time.sleep(seconds)
-    return cpu_delta_seconds(before, cpu_ticks(pids)) / (time.monotonic() - t0)
+    return (cpu_seconds(pids) - before) / (time.monotonic() - t0)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -198,21 +231,25 @@ class Churn(threading.Thread):
 
 
 def cpu_per_change(gw: Proc, cluster: Cluster, services: int, endpoints: int, changes: int,
-                   idle_share: float) -> float:
-    """ms of gateway CPU per endpoint change (writes spaced 50 ms, nobody polling)."""
+                   idle_share: float, gap: float) -> float:
+    """ms of gateway CPU per endpoint change (writes ``gap`` apart, nobody polling; the gap
+    must outlast one change's processing or the gateway coalesces them)."""
     _, discovery = cluster.clients()
     pids = process_tree(gw.pid)
-    before, t0 = cpu_ticks(pids), time.monotonic()
+    before, t0 = cpu_seconds(pids), time.monotonic()
     for k in range(changes):
-        name = f"svc-{1 + k % (services - 1)}"
-        ready = k % 2 == 1          # odd writes restore what even writes took away
+        name = f"svc-{1 + (k // 2) % (services - 1)}"
+        ready = k % 2 == 1          # each service: one endpoint out, then back
         discovery.patch_namespaced_endpoint_slice(name, NS, [
             {"op": "replace", "path": "/endpoints/0/conditions",
              "value": {"ready": ready, "serving": ready, "terminating": False}}],
             _content_type="application/json-patch+json")
-        time.sleep(0.05)
-    time.sleep(0.3)
-    used = cpu_delta_seconds(before, cpu_ticks(pids)) - idle_share * (time.monotonic() - t0)
+        time.sleep(gap)
+    time.sleep(max(0.3, gap))
+    used = cpu_seconds(pids) - before - idle_share * (time.monotonic() - t0)
+    if os.environ.get("SCALE_DEBUG"):
+        print(f"cpu_per_change: pids {pids} used {used:.4f}s idle {idle_share:.4f} "
+              f"elapsed {time.monotonic() - t0:.2f}s", file=sys.stderr)
     return max(0.0, used) / changes * 1000
 
 
@@ -242,10 +279,12 @@ def one_size(args, src: Path, state: Path, n_clusters: int, services: int, endpo
                 _, discovery = clusters[0].clients()
                 prop = propagation.measure(discovery, NS, FLIP_SERVICE, "127.0.0.1", port,
                                            f"/{FLIP_SERVICE}/x", changes=args.flips)
-                cpu_change = cpu_per_change(gw, clusters[-1], services, endpoints, args.flips, idle)
+                apply_ms = worker_apply_ms(admin)
+                cpu_change = cpu_per_change(gw, clusters[-1], services, endpoints, 4 * args.flips, idle,
+                                            args.change_gap)
                 churn = Churn(clusters[-1], services, endpoints, 0, args.churn, args.churn_seconds)
                 pids = process_tree(gw.pid)
-                before, tc = cpu_ticks(pids), time.monotonic()
+                before, tc = cpu_seconds(pids), time.monotonic()
                 churn.start()
                 time.sleep(0.5)
                 try:
@@ -257,7 +296,7 @@ def one_size(args, src: Path, state: Path, n_clusters: int, services: int, endpo
                 churn.stop.set()
                 churn.join(10)
                 churn_rate = churn.writes / (time.monotonic() - tc)
-                churn_cpu = cpu_delta_seconds(before, cpu_ticks(pids)) / (time.monotonic() - tc)
+                churn_cpu = (cpu_seconds(pids) - before) / (time.monotonic() - tc)
                 results.append({
                     "clusters": n_clusters, "services": services, "endpoints_per_service": endpoints,
                     "endpoints": n_clusters * services * endpoints, "workers": workers,
@@ -266,6 +305,7 @@ def one_size(args, src: Path, state: Path, n_clusters: int, services: int, endpo
                     "idle_cpu_pct": round(idle * 100, 2),
                     "propagation_ms": _ms(prop.delays),
                     "cpu_per_change_ms": round(cpu_change, 3),
+                    "worker_apply_p99_ms": apply_ms,
                     "churn_per_s": round(churn_rate, 1), "churn_cpu_pct": round(churn_cpu * 100, 1),
                     "propagation_under_churn_ms": _ms(under) if under else None,
                 })
@@ -287,14 +327,15 @@ def _ms(delays: list[float]) -> dict:
 
 def render(rows: list[dict]) -> str:
     head = ("| endpoints | services | workers | ready s | RSS MiB (per process) | idle CPU % | "
-            "propagation ms med / p99 / max | CPU ms / change | churn /s | p99 under churn ms |")
-    out = [head, "|" + "---|" * 10]
+            "propagation ms med / p99 / max | to every worker p99 ms | CPU ms / change | churn /s | "
+            "p99 under churn ms |")
+    out = [head, "|" + "---|" * 11]
     for r in rows:
         p, u = r["propagation_ms"], r["propagation_under_churn_ms"] or {"p99": "timeout (5 s)"}
         out.append(f"| {r['endpoints']:,} | {r['clusters']}x{r['services']:,} | {r['workers']} | "
                    f"{r['ready_s']} | {r['rss_total_mib']} ({', '.join(str(v) for v in r['rss_mib'].values())}) | "
                    f"{r['idle_cpu_pct']} | {p['median']} / {p['p99']} / {p['max']} | "
-                   f"{r['cpu_per_change_ms']} | {r['churn_per_s']} | {u['p99']} |")
+                   f"{r.get('worker_apply_p99_ms') or '-'} | {r['cpu_per_change_ms']} | {r['churn_per_s']} | {u['p99']} |")
     return "\n".join(out)
 
 
@@ -307,10 +348,13 @@ def main(argv=None) -> int:
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle CPU measurement")
     parser.add_argument("--churn", type=float, default=100.0, help="endpoint changes per second")
     parser.add_argument("--churn-seconds", type=float, default=30.0, help="upper bound")
+    parser.add_argument("--change-gap", type=float, default=0.02,
+                        help="seconds between the writes of the CPU-per-change measurement")
     parser.add_argument("--ref", help="measure this commit instead of the working tree (exported, built)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     args.workers = [int(w) for w in args.workers.split(",")]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))     # run the finally blocks: stop by pid
     rows = []
     with tempfile.TemporaryDirectory(prefix="gateway-scale-") as tmp:
         src = REPO

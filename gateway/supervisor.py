@@ -13,6 +13,7 @@ worse than a clear exit.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import socket
 import subprocess
@@ -28,6 +29,7 @@ log = logging.getLogger("gateway.supervisor")
 
 RESTART_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)     # seconds, by consecutive quick deaths
 MAX_FAILED_STARTS = 5
+APPLY_SAMPLES = 1000                # delta -> ack delays kept per worker
 
 
 class WorkerHandle:
@@ -43,6 +45,9 @@ class WorkerHandle:
         self.started = 0.0
         self.quick_deaths = 0
         self.failed_starts = 0              # deaths before ready, in a row
+        # Seconds from a delta's publication to this worker's ack: how long a change
+        # (a health flip, a watch event) takes to reach it.
+        self.apply_delays: collections.deque[float] = collections.deque(maxlen=APPLY_SAMPLES)
         self.listener: socket.socket | None = None     # this slot's listening socket, if held
 
     def send(self, frame: bytes) -> None:
@@ -72,6 +77,7 @@ class Supervisor:
         self._tasks: set[asyncio.Task] = set()
         self._spec = encode_spec(config)
         self._starting = False
+        self._published: collections.OrderedDict[int, float] = collections.OrderedDict()
         self.listen: Address | None = None
 
     async def start(self, timeout: float = 30.0) -> None:
@@ -128,6 +134,9 @@ class Supervisor:
                 handle.connections = message["connections"]
             elif kind == "ack":
                 handle.snapshot_version = message["v"]
+                published = self._published.get(message["v"])
+                if published is not None:
+                    handle.apply_delays.append(time.monotonic() - published)
             elif kind == "resync":
                 log.warning("worker fell behind; sending the whole view",
                             extra={"fields": {"worker": handle.id, "has": message["have"]}})
@@ -174,6 +183,9 @@ class Supervisor:
         handle.writer = None
 
     def publish(self, delta: Delta) -> None:
+        self._published[delta.version] = time.monotonic()
+        while len(self._published) > APPLY_SAMPLES:
+            self._published.popitem(last=False)
         self.broadcast(encode(delta.to_wire()))
 
     def suspect(self, service_key: str, endpoint_key: tuple) -> None:
@@ -234,7 +246,8 @@ class Supervisor:
 
     def status(self) -> list[dict]:
         return [{"id": h.id, "pid": h.proc.pid if h.proc else None, "ready": h.ready,
-                 "snapshot_version": h.snapshot_version, "connections": h.connections}
+                 "snapshot_version": h.snapshot_version, "connections": h.connections,
+                 "apply_ms": _delays_ms(h.apply_delays)}
                 for h in self.workers]
 
 
@@ -258,3 +271,14 @@ def _bind_listener(address: Address) -> socket.socket | None:
         sock.close()
         raise
     return sock
+
+
+def _delays_ms(delays) -> dict | None:
+    """Median, p99 and max of the recent publish -> ack delays, in ms."""
+    if not delays:
+        return None
+    d = sorted(delays)
+
+    def ms(q: float) -> float:
+        return round(d[min(len(d) - 1, int(q * (len(d) - 1) + 0.5))] * 1000, 3)
+    return {"samples": len(d), "median": ms(0.5), "p99": ms(0.99), "max": ms(1.0)}

@@ -291,7 +291,9 @@ class Worker:
         """What moved since the last report, for gateway.stats (which adds up every worker's)."""
         ctx = self.ctx
         upstreams, routes = [], {}
-        for obj in ctx.take_touched():
+        touched = ctx.take_touched()
+        self.dataplane.note_touched(touched)
+        for obj in touched:
             if isinstance(obj, Upstream):
                 upstreams.append([obj.pool, *obj.key, *obj.counters()])
             else:

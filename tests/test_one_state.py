@@ -142,6 +142,9 @@ def test_passive_ejection_counts_failures_across_workers(tmp_path, backend_a, ba
         assert statuses == {200: sum(statuses.values())}, "retries hide every failure"
         assert "ejected" in dead_row()["causes"]
         assert len(_workers_that_served(g, sum(statuses.values()))) == 2
+        # The ejection was a delta: every worker acknowledged it, and /status says how fast.
+        delays = [w["apply_ms"] for w in admin.get("/status")["workers"]]
+        assert all(d and d["samples"] >= 1 and 0 < d["max"] < 1000 for d in delays), delays
         # Stats arrive once a second: the failures counted on the dead endpoint are exactly 4.
         admin.wait("/services/default/live", lambda s: sum(
             e["errors"] for e in s["endpoints"] if e["address"] == dead) >= 4, timeout=5)
@@ -150,5 +153,25 @@ def test_passive_ejection_counts_failures_across_workers(tmp_path, backend_a, ba
         _send_spread(g, "/live", 20)
         time.sleep(1.5)
         assert dead_row()["errors"] == 4
+    finally:
+        g.stop()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_idle_upstream_connections_are_closed_and_shown(tmp_path, backend_a, backend_b, workers):
+    """Pooled connections close after timeouts.upstream_idle; /services shows the pool grow and
+    empty (the sweep looks only at upstreams that served, and reports what it closed)."""
+    dead = f"127.0.0.1:{free_port()}"
+    cfg = _config(backend_a, backend_b, dead, workers, timeouts={"drain": "2s", "upstream_idle": "1s"})
+    g, admin = start_gateway(tmp_path, cfg)
+    try:
+        def idle() -> int:
+            svc = admin.get("/services/default/live")
+            return sum(e["idle_connections"] for e in svc["endpoints"])
+
+        with g.client() as c:
+            assert [c.request("GET", f"/live/{i}").status for i in range(5)] == [200] * 5
+        admin.wait("/services/default/live", lambda s: idle() >= 1, timeout=5)
+        admin.wait("/services/default/live", lambda s: idle() == 0, timeout=6)
     finally:
         g.stop()
