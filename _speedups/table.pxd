@@ -26,6 +26,7 @@ cdef struct _Peer:
     unsigned long long due
     int due_frac                # 0 <= due_frac < weight
     int heap_pos                # index in _Core.heap, -1 when not scheduled (flagged)
+    int level                   # index into _Core.level_*, 0 in a one-level table
 
 
 # All C state of a table behind one pointer.  The EndpointTable object keeps the
@@ -44,6 +45,13 @@ cdef struct _Core:
     unsigned long long now_due
     int now_frac
     int now_weight
+    # Priority levels (distinct priorities, ascending): a pick first chooses a level by
+    # smooth WRR over the levels' loads (basis points from the control plane), then an
+    # endpoint of that level.  nlevels <= 1: no level step at all.
+    int nlevels
+    int *level_priority
+    int *level_load
+    long long *level_current
 
 
 @cython.final
@@ -55,7 +63,7 @@ cdef class EndpointTable:
     cdef readonly tuple clusters            # distinct cluster names, by first appearance
     cdef readonly unsigned long long generation  # +1 whenever update() moves indices
 
-    cpdef update(self, endpoints)
+    cpdef update(self, endpoints, priorities=*)
     cpdef int pick(self, object exclude=*) except -2
     cpdef object endpoint(self, int i)
     cpdef int cluster_index(self, int i) except -1
@@ -74,3 +82,5 @@ cdef class EndpointTable:
     cdef int _check(self, int i) except -1
     # New methods go after the old ones: the vtable order is the declaration order.
     cdef void _set_flags(self, int i, int flags) noexcept
+    cpdef set_loads(self, loads)
+    cdef void _carry_loads(self, _Core *prev, _Core *c, list distinct)

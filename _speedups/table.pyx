@@ -29,6 +29,15 @@ time (EDF): a new snapshot must neither restart the rotation, nor burst-pick
 new endpoints, nor forget an ejection.  Crossing the threshold starts the new
 regime afresh.  Indices move only when ``generation`` does; re-resolve held
 ones with index_of().
+
+Priority levels (update(endpoints, priorities)): the control plane decides what
+share of requests each level gets (gateway.health.state.plan_levels, Envoy's
+priority load) and sends it as basis points (set_loads).  A pick chooses the
+level by smooth WRR over those loads, so the shares hold exactly over any
+window and not just on average, then the endpoint within the level by the
+table's scheduler restricted to it; a level with no eligible endpoint left
+(everything excluded by a retry) falls through to the others, best first.  A
+table whose endpoints are all at one level skips the level step.
 """
 cimport cython
 from libc.limits cimport LLONG_MIN
@@ -50,21 +59,27 @@ EDF_THRESHOLD = 64
 
 # -- the C state -----------------------------------------------------------------
 
-cdef _Core *_core_new(Py_ssize_t n, bint edf, int edf_threshold) noexcept:
-    """calloc'd: every endpoint starts with current 0, flags 0, inflight 0."""
+cdef _Core *_core_new(Py_ssize_t n, bint edf, int edf_threshold, int nlevels=1) noexcept:
+    """calloc'd: every endpoint starts with current 0, flags 0, inflight 0, level 0."""
     cdef Py_ssize_t m = n if n else 1
+    cdef int nl = nlevels if nlevels > 0 else 1
     cdef _Core *c = <_Core *>calloc(1, sizeof(_Core))
     if c == NULL:
         return NULL
     c.edf = edf
     c.edf_threshold = edf_threshold
     c.now_weight = 1
+    c.nlevels = nlevels
     c.peers = <_Peer *>calloc(m, sizeof(_Peer))
     c.marks = <int *>malloc(m * sizeof(int))
+    c.level_priority = <int *>calloc(nl, sizeof(int))
+    c.level_load = <int *>calloc(nl, sizeof(int))
+    c.level_current = <long long *>calloc(nl, sizeof(long long))
     if edf:
         c.heap = <int *>malloc(m * sizeof(int))
         c.stack = <int *>malloc(m * sizeof(int))
-    if c.peers == NULL or c.marks == NULL or (edf and (c.heap == NULL or c.stack == NULL)):
+    if (c.peers == NULL or c.marks == NULL or (edf and (c.heap == NULL or c.stack == NULL))
+            or c.level_priority == NULL or c.level_load == NULL or c.level_current == NULL):
         _core_free(c)
         return NULL
     return c
@@ -76,6 +91,9 @@ cdef void _core_free(_Core *c) noexcept:
         free(c.marks)
         free(c.heap)
         free(c.stack)
+        free(c.level_priority)
+        free(c.level_load)
+        free(c.level_current)
         free(c)
 
 
@@ -88,11 +106,16 @@ cdef inline void _clear_marks(_Core *c) noexcept:
 
 # -- smooth weighted round robin (small tables) ------------------------------------
 
-cdef int _pick_wrr(_Peer *p, Py_ssize_t n) noexcept:
+cdef inline bint _skip(const _Peer *x, int level) noexcept:
+    """Not eligible: flagged or excluded, or (level >= 0) of another level."""
+    return x.flags != 0 or (level >= 0 and x.level != level)
+
+
+cdef int _pick_wrr(_Peer *p, Py_ssize_t n, int level) noexcept:
     cdef Py_ssize_t i, best = -1
     cdef long long total = 0, best_current = LLONG_MIN   # any current beats it
     for i in range(n):
-        if p[i].flags:                          # unhealthy or excluded
+        if _skip(&p[i], level):                 # unhealthy, excluded or another level
             continue
         p[i].current += p[i].weight
         total += p[i].weight
@@ -204,7 +227,7 @@ cdef void _heapify(_Core *c) noexcept:
         _sift_down(c, pos)
 
 
-cdef int _pick_edf(_Core *c) noexcept:
+cdef int _pick_edf(_Core *c, int level) noexcept:
     cdef int *h = c.heap
     cdef int *stack = c.stack
     cdef _Peer *p = c.peers
@@ -212,10 +235,12 @@ cdef int _pick_edf(_Core *c) noexcept:
     cdef int pos = 0, best = -1, top = 0, child, end, i
     if c.heap_len == 0:
         return -1
-    if p[h[0]].flags & _EXCLUDED:
-        # The earliest eligible endpoint is a child of an excluded one: walk the
-        # excluded top of the heap (each node once, so at most heap_len steps)
-        # and take the earliest eligible node met at its border.
+    if _skip(&p[h[0]], level):
+        # The earliest eligible endpoint is a child of an excluded one (or one of
+        # another level): walk the ineligible top of the heap (each node once, so
+        # at most heap_len steps) and take the earliest eligible node at its border.
+        # The heap holds only unflagged endpoints, so _skip is "excluded or
+        # another level" here.
         stack[0] = 0
         top = 1
         while top:
@@ -225,7 +250,7 @@ cdef int _pick_edf(_Core *c) noexcept:
             end = child + 2 if child + 2 <= c.heap_len else c.heap_len
             while child < end:
                 i = h[child]
-                if p[i].flags & _EXCLUDED:
+                if _skip(&p[i], level):
                     stack[top] = child
                     top += 1
                 elif best < 0 or _before(p, i, h[best]):
@@ -244,6 +269,42 @@ cdef int _pick_edf(_Core *c) noexcept:
         x.due += 1
         x.due_frac = 0
     _sift_down(c, pos)          # a later deadline only moves down
+    return i
+
+
+# -- priority levels ------------------------------------------------------------
+
+cdef int _pick_level(_Core *c) noexcept:
+    """Smooth WRR over the levels' loads; -1 when no level has load."""
+    cdef int l, best = -1
+    cdef long long total = 0, best_current = LLONG_MIN
+    for l in range(c.nlevels):
+        if c.level_load[l] <= 0:
+            continue
+        c.level_current[l] += c.level_load[l]
+        total += c.level_load[l]
+        if c.level_current[l] > best_current:
+            best = l
+            best_current = c.level_current[l]
+    if best >= 0:
+        c.level_current[best] -= total
+    return best
+
+
+cdef inline int _pick_in(_Core *c, Py_ssize_t n, int level) noexcept:
+    return _pick_edf(c, level) if c.edf else _pick_wrr(c.peers, n, level)
+
+
+cdef int _pick_levels(_Core *c, Py_ssize_t n) noexcept:
+    cdef int l, i = -1
+    cdef int chosen = _pick_level(c)
+    if chosen >= 0:
+        i = _pick_in(c, n, chosen)
+    for l in range(c.nlevels):      # nothing eligible there: the other levels, best first
+        if i >= 0:
+            break
+        if l != chosen:
+            i = _pick_in(c, n, l)
     return i
 
 
@@ -286,9 +347,14 @@ cdef class EndpointTable:
         """"wrr" (smooth weighted round robin) or "edf" (earliest deadline first)."""
         return "edf" if self._core.edf else "wrr"
 
-    cpdef update(self, endpoints):
+    cpdef update(self, endpoints, priorities=None):
+        """``priorities``: one int per endpoint (its priority level), or None (all 0)."""
         cdef tuple eps = tuple(endpoints)
         cdef Py_ssize_t i, n = len(eps)
+        cdef tuple prios = tuple(priorities) if priorities is not None else ()
+        cdef list distinct = sorted(set(prios))
+        cdef dict level_of = {p: l for l, p in enumerate(distinct)}
+        cdef int l, nlevels = len(distinct)
         cdef Py_ssize_t old
         cdef int w
         cdef bint moved = n != self._n
@@ -297,7 +363,9 @@ cdef class EndpointTable:
         cdef _Core *prev = self._core
         cdef bint edf = n > prev.edf_threshold
         cdef bint carry_due = edf and prev.edf      # same regime: deadlines stay comparable
-        cdef _Core *c = _core_new(n, edf, prev.edf_threshold)
+        if prios and len(prios) != n:
+            raise ValueError(f"{len(prios)} priorities for {n} endpoints")
+        cdef _Core *c = _core_new(n, edf, prev.edf_threshold, nlevels if nlevels > 1 else 0)
         if c == NULL:
             raise MemoryError()
         cdef _Peer *peers = c.peers
@@ -315,6 +383,8 @@ cdef class EndpointTable:
                 peers[i].weight = w
                 peers[i].cluster = clusters.setdefault(ep.cluster, len(clusters))
                 peers[i].heap_pos = -1          # -1: take a deadline after now (EDF)
+                if c.nlevels > 1:
+                    peers[i].level = level_of[prios[i]]
                 o = self._index.get(key)
                 if o is None:
                     moved = True
@@ -333,6 +403,8 @@ cdef class EndpointTable:
         except BaseException:
             _core_free(c)       # a bad list leaves the table as it was
             raise
+        if c.nlevels > 1:
+            self._carry_loads(prev, c, distinct)
         if edf:
             if carry_due:
                 c.now_due, c.now_frac, c.now_weight = prev.now_due, prev.now_frac, prev.now_weight
@@ -354,6 +426,40 @@ cdef class EndpointTable:
         self.clusters = tuple(clusters)
         if moved:
             self.generation += 1
+
+    cdef void _carry_loads(self, _Core *prev, _Core *c, list distinct):
+        """Levels keep their load (and WRR position) by priority across an update;
+        a new level has no load until set_loads gives it one."""
+        cdef int l, k
+        for l in range(c.nlevels):
+            c.level_priority[l] = distinct[l]
+            for k in range(prev.nlevels):
+                if prev.level_priority[k] == c.level_priority[l]:
+                    c.level_load[l] = prev.level_load[k]
+                    c.level_current[l] = prev.level_current[k]
+
+    cpdef set_loads(self, loads):
+        """Each level's share of requests: (priority, weight) pairs, e.g. basis points.
+
+        A level not named gets 0 (only a retry that finds nothing elsewhere goes there);
+        a priority with no endpoint is ignored.  No effect on a one-level table.
+        """
+        cdef _Core *c = self._core
+        cdef int l
+        cdef dict by_priority = {}
+        for priority, weight in loads:
+            if weight < 0:
+                raise ValueError(f"load of priority {priority} must be >= 0, got {weight}")
+            by_priority[priority] = weight
+        for l in range(c.nlevels):
+            c.level_load[l] = by_priority.get(c.level_priority[l], 0)
+            c.level_current[l] = 0
+
+    @property
+    def levels(self):
+        """(priority, load) per level, best first; () when all endpoints are at one level."""
+        cdef _Core *c = self._core
+        return tuple((c.level_priority[l], c.level_load[l]) for l in range(c.nlevels))
 
     cpdef int pick(self, object exclude=None) except -2:
         """Index of the next endpoint, or -1 if no healthy one is left."""
@@ -379,7 +485,7 @@ cdef class EndpointTable:
 
     cdef int _pick(self) noexcept:
         cdef _Core *c = self._core
-        cdef int i = _pick_edf(c) if c.edf else _pick_wrr(c.peers, self._n)
+        cdef int i = _pick_levels(c, self._n) if c.nlevels > 1 else _pick_in(c, self._n, -1)
         if c.nmarks:
             _clear_marks(c)
         return i
@@ -471,7 +577,8 @@ cdef class EndpointTable:
         return (x.due, x.due_frac, x.weight)
 
     def state(self):
-        """Per endpoint: key, cluster, weight, current, flags, inflight (admin API)."""
+        """Per endpoint: key, cluster, weight, current, flags, inflight, and priority in a
+        table with levels (admin API)."""
         cdef Py_ssize_t i
         cdef _Peer *p
         out = []
@@ -480,4 +587,6 @@ cdef class EndpointTable:
             out.append({"key": self.endpoints[i].key, "cluster": self.clusters[p.cluster],
                         "weight": p.weight, "current": p.current, "flags": p.flags,
                         "inflight": p.inflight})
+            if self._core.nlevels > 1:
+                out[i]["priority"] = self._core.level_priority[p.level]
         return out

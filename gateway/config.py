@@ -52,7 +52,7 @@ import difflib
 import ipaddress
 import os
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from typing import Any, Callable, Iterable
 
@@ -192,6 +192,7 @@ class SourceConfig:
     name: str
     type: str                           # "static" | "kubernetes"
     weight: int = DEFAULT_SOURCE_WEIGHT
+    priority: int = 0                   # 0 = most preferred; higher levels take spill-over
     # static
     services: tuple[StaticService, ...] = ()
     # kubernetes
@@ -237,6 +238,19 @@ class ServiceConfig:
     outlier_detection: OutlierConfig | None = field(default_factory=OutlierConfig)
     panic_threshold: float = 0.5        # healthy share below which panic routing starts
     tls: UpstreamTls | None = None      # connect to endpoints with TLS
+    # Priority level of each source for this service, resolved at parse time from
+    # sources[].priority and the service's prefer/priorities (sorted (source, level)
+    # pairs; a source not listed is level 0).  Empty: every source at level 0.
+    priorities: tuple[tuple[str, int], ...] = ()
+    # Envoy's overprovisioning factor: a level with healthy share h takes min(1, h * factor)
+    # of the load, so it keeps all of it until 1 / factor (71% at 1.4) of it is healthy.
+    overprovisioning_factor: float = 1.4
+
+    def priority_of(self, source: str) -> int:
+        for name, level in self.priorities:
+            if name == source:
+                return level
+        return 0
 
     @property
     def key(self) -> str:
@@ -338,7 +352,7 @@ def parse_config(data: object, path: str | None = None) -> Config:
     # Sections in dependency order: services name sources, routes name services.
     sources = _parse_each(data.get("sources"), "sources", errs, _source)
     _unique(((f"{p}.name", s.name) for p, s in sources), "source name", errs)
-    source_names = {s.name for _, s in sources if s.name}
+    source_names = {s.name: s.priority for _, s in sources if s.name}    # name -> priority
 
     services = _parse_each(data.get("services"), "services", errs,
                            partial(_service, sources=source_names))
@@ -597,10 +611,11 @@ def _address(value: Any, path: str, errs: _Errors) -> Address | None:
 _TOP_KEYS = ("listen", "tls", "workers", "admin", "access_log", "timeouts", "limits", "http",
              "sources", "services", "routes")
 _KUBERNETES_KEYS = ("kubeconfig", "context", "in_cluster", "namespaces")
-_SOURCE_KEYS = ("name", "type", "weight", "services", *_KUBERNETES_KEYS)
+_SOURCE_KEYS = ("name", "type", "weight", "priority", "services", *_KUBERNETES_KEYS)
 _ROUTE_KEYS = ("name", "match", "service", "backends", "rewrite", "timeout", "retries")
 
 _SOURCE_WEIGHT = partial(_int, lo=1, hi=10_000)
+_PRIORITY = partial(_int, lo=0, hi=100)
 _ENDPOINT_WEIGHT = partial(_int, lo=1, hi=1000)
 _BACKEND_WEIGHT = partial(_int, lo=1, hi=10_000)
 _ATTEMPTS = partial(_int, lo=1, hi=10)
@@ -803,15 +818,18 @@ def _source(value: Any, path: str, errs: _Errors) -> SourceConfig | None:
         return None
     name = _opt(d, "name", _name, path, errs)
     weight = _opt(d, "weight", _SOURCE_WEIGHT, path, errs, DEFAULT_SOURCE_WEIGHT)
+    priority = _opt(d, "priority", _PRIORITY, path, errs, 0)
     kind = d.get("type")
     if kind == "static":
-        return SourceConfig(name, kind, weight, services=_static_services(d, path, errs))
-    if kind == "kubernetes":
-        return _kubernetes_source(d, path, errs, name, weight)
-    if kind is not None:
-        _err(errs, _at(path, "type"), f'must be "static" or "kubernetes", got {_show(kind)}')
-    # Still returned, so that references to its name do not add "unknown source" errors.
-    return SourceConfig(name, kind, weight)
+        source = SourceConfig(name, kind, weight, services=_static_services(d, path, errs))
+    elif kind == "kubernetes":
+        source = _kubernetes_source(d, path, errs, name, weight)
+    else:
+        if kind is not None:
+            _err(errs, _at(path, "type"), f'must be "static" or "kubernetes", got {_show(kind)}')
+        # Still returned, so that references to its name do not add "unknown source" errors.
+        source = SourceConfig(name, kind, weight)
+    return replace(source, priority=priority or 0)
 
 
 def _static_services(d: dict, path: str, errs: _Errors) -> tuple[StaticService, ...]:
@@ -919,9 +937,10 @@ def _check_context(kubeconfig: str, context: str, path: str, errs: _Errors) -> N
                          f'(available: {", ".join(names) or "none"})')
 
 
-def _service(value: Any, path: str, errs: _Errors, sources: set[str]) -> ServiceConfig | None:
+def _service(value: Any, path: str, errs: _Errors, sources: dict[str, int]) -> ServiceConfig | None:
     d = _keys(value, path, errs, ("name", "namespace", "port", "sources", "health_check",
-                                  "outlier_detection", "panic_threshold", "tls"),
+                                  "outlier_detection", "panic_threshold", "tls", "prefer",
+                                  "priorities", "overprovisioning_factor"),
               required=("name", "port"))
     if d is None:
         return None
@@ -941,7 +960,54 @@ def _service(value: Any, path: str, errs: _Errors, sources: set[str]) -> Service
             d["outlier_detection"], _at(path, "outlier_detection"), errs)
     panic = _opt(d, "panic_threshold", _share, path, errs, 0.5)
     tls = _opt(d, "tls", _upstream_tls, path, errs)
-    return ServiceConfig(namespace, name, port, tuple(names), health, outlier, panic, tls)
+    priorities = _service_priorities(d, path, errs, sources)
+    factor = _opt(d, "overprovisioning_factor", _factor, path, errs, 1.4)
+    return ServiceConfig(namespace, name, port, tuple(names), health, outlier, panic, tls,
+                         priorities, factor)
+
+
+def _service_priorities(d: dict, path: str, errs: _Errors,
+                        sources: dict[str, int]) -> tuple[tuple[str, int], ...]:
+    """Each source's priority level for this service.
+
+    ``prefer: [a, b]`` puts a at level 0, b at 1 and every other source after them (in
+    its sources[].priority order), so each gateway replica can prefer its own zone's
+    cluster; ``priorities: {a: 0, b: 1}`` sets levels by name, the rest keep theirs.
+    """
+    levels = dict(sources)
+    if "prefer" in d and "priorities" in d:
+        _err(errs, _at(path, "prefer"), "use prefer or priorities, not both")
+    elif "prefer" in d:
+        prefer = _opt(d, "prefer", _str_list, path, errs, [])
+        for p, name in prefer:
+            if name not in sources:
+                _err(errs, p, f'unknown source "{name}"')
+        listed = [name for _, name in prefer]
+        _unique(prefer, "source", errs)
+        levels = {name: len(listed) + level for name, level in sources.items()}
+        levels.update({name: i for i, name in enumerate(listed)})
+    elif "priorities" in d:
+        value, where = d["priorities"], _at(path, "priorities")
+        if not isinstance(value, dict):
+            _err(errs, where, f"must be a mapping of source name to level, got {_show(value)}")
+        else:
+            for name, level in value.items():
+                if name not in sources:
+                    _err(errs, _at(where, str(name)), f'unknown source "{name}"')
+                    continue
+                parsed = _PRIORITY(level, _at(where, name), errs)
+                if parsed is not None:
+                    levels[name] = parsed
+    if not any(levels.values()):
+        return ()               # one level: today's balancing over every endpoint
+    return tuple(sorted(levels.items()))
+
+
+def _factor(value: Any, path: str, errs: _Errors) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= 100:
+        _err(errs, path, f"must be a number from 1 to 100, got {_show(value)}")
+        return None
+    return float(value)
 
 
 def _tls_listener(value: Any, path: str, errs: _Errors) -> TlsListener | None:

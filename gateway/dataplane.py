@@ -50,6 +50,7 @@ class DataPlane:
         self.routes: list[Route] = []
         self.snapshot_version = 0
         self.view: dict[str, Endpoints] = {}    # every service's endpoints, routed or not
+        self.loads: dict[str, tuple] = {}       # multi-level services: (priority, basis points)
         self._users: dict[tuple, int] = {}      # upstream key -> services using it
         self._used_by: dict[str, list[tuple]] = {}
         self._pooled: set[Upstream] = set()     # upstreams that may hold idle connections
@@ -129,6 +130,8 @@ class DataPlane:
         for key, specs in snapshot.services.items():
             if self.view.get(key) != specs:
                 self._set_members(key, specs)
+        for key, loads in snapshot.loads.items():
+            self._set_loads(key, loads)
         self.snapshot_version = snapshot.version
 
     def apply_delta(self, delta: Delta) -> bool:
@@ -139,6 +142,8 @@ class DataPlane:
             self._set_members(key, specs)
         for key, pairs in delta.flags.items():
             self._set_flags(key, pairs)
+        for key, loads in delta.loads.items():
+            self._set_loads(key, loads)
         self.snapshot_version = delta.version
         return True
 
@@ -152,6 +157,7 @@ class DataPlane:
     def _set_members(self, key: str, specs: Endpoints | None) -> None:
         if specs is None:
             self.view.pop(key, None)
+            self.loads.pop(key, None)
         else:
             self.view[key] = specs
         service = self.services.get(key)
@@ -163,7 +169,10 @@ class DataPlane:
         # are never replaced by another service's, nor its pooled connections reused.
         pool = key if tls is not None else ""
         upstreams = [self._upstream(pool, spec, tls) for spec in specs or ()]
-        service.table.update(upstreams)
+        priorities = [spec.priority for spec in specs or ()]
+        service.table.update(upstreams, priorities if any(priorities) else None)
+        if key in self.loads:
+            service.table.set_loads(self.loads[key])
         for i, spec in enumerate(specs or ()):
             service.table.set_flags(i, spec.flags)
         self._set_users(key, [(pool, *spec.key) for spec in specs or ()])
@@ -172,12 +181,18 @@ class DataPlane:
         specs = list(self.view[key])
         for i, flags in pairs:
             s = specs[i]
-            specs[i] = EndpointSpec(s.cluster, s.ip, s.port, s.weight, flags)
+            specs[i] = s.with_flags(flags)
         self.view[key] = tuple(specs)
         service = self.services.get(key)
         if service is not None:
             for i, flags in pairs:
                 service.table.set_flags(i, flags)
+
+    def _set_loads(self, key: str, loads) -> None:
+        self.loads[key] = loads
+        service = self.services.get(key)
+        if service is not None:
+            service.table.set_loads(loads)
 
     def _set_users(self, service_key: str, keys: list[tuple]) -> None:
         """Count which services use each upstream; one no service uses is retired."""

@@ -6,7 +6,11 @@ The data plane's view is a dict ``"namespace/name" -> endpoints``.  It changes b
 * membership: a service's whole endpoint list (with health flags), or ``None`` when
   the service is gone; sent only for the services a watch event touched;
 * flags: ``(index, flags)`` pairs for a service whose membership did not change;
-  a health flip is one small message, applied with ``EndpointTable.set_flags``.
+  a health flip is one small message, applied with ``EndpointTable.set_flags``;
+* loads: for a service with more than one priority level, each level's share of the
+  requests as ``(priority, basis points)`` pairs (see gateway.health.state.plan_levels),
+  sent with a membership change and whenever health moves them; applied with
+  ``EndpointTable.set_loads``.
 
 A ``Snapshot`` (the whole view) is sent only when a worker starts or asks for it
 because it saw a version gap.  Every message is encoded once and the same bytes go
@@ -29,6 +33,10 @@ class EndpointSpec:
     port: int
     weight: int
     flags: int = 0          # health flag bits (see _speedups.table); 0 = healthy
+    priority: int = 0       # the service's priority level of this endpoint's cluster
+
+    def with_flags(self, flags: int) -> "EndpointSpec":
+        return EndpointSpec(self.cluster, self.ip, self.port, self.weight, flags, self.priority)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -45,13 +53,16 @@ class Snapshot:
 
     version: int
     services: dict[str, Endpoints] = field(default_factory=dict)   # "ns/name" ->
+    loads: dict[str, Loads] = field(default_factory=dict)           # multi-level services only
 
     def to_wire(self) -> dict:
-        return {"t": "full", "v": self.version, "services": _services_to_wire(self.services)}
+        return {"t": "full", "v": self.version, "services": _services_to_wire(self.services),
+                "loads": _loads_to_wire(self.loads)}
 
     @classmethod
     def from_wire(cls, message: dict) -> "Snapshot":
-        return cls(message["v"], {k: _endpoints(e) for k, e in message["services"].items()})
+        return cls(message["v"], {k: _endpoints(e) for k, e in message["services"].items()},
+                   _loads(message.get("loads", {})))
 
     def to_json(self) -> dict:
         return {"version": self.version,
@@ -67,20 +78,23 @@ class Delta:
     version: int
     services: dict[str, Endpoints | None] = field(default_factory=dict)    # membership
     flags: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    loads: dict[str, Loads] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.services or self.flags)
+        return bool(self.services or self.flags or self.loads)
 
     def to_wire(self) -> dict:
         return {"t": "delta", "v": self.version,
                 "services": {k: None if e is None else _endpoint_rows(e) for k, e in self.services.items()},
-                "flags": {k: [list(p) for p in pairs] for k, pairs in self.flags.items()}}
+                "flags": {k: [list(p) for p in pairs] for k, pairs in self.flags.items()},
+                "loads": _loads_to_wire(self.loads)}
 
     @classmethod
     def from_wire(cls, message: dict) -> "Delta":
         return cls(message["v"],
                    {k: None if e is None else _endpoints(e) for k, e in message["services"].items()},
-                   {k: tuple((i, f) for i, f in pairs) for k, pairs in message["flags"].items()})
+                   {k: tuple((i, f) for i, f in pairs) for k, pairs in message["flags"].items()},
+                   _loads(message.get("loads", {})))
 
     def apply_to(self, services: dict[str, Endpoints]) -> None:
         """Change a view (a dict like ``Snapshot.services``) in place."""
@@ -92,13 +106,23 @@ class Delta:
         for key, pairs in self.flags.items():
             endpoints = list(services[key])
             for i, flags in pairs:
-                e = endpoints[i]
-                endpoints[i] = EndpointSpec(e.cluster, e.ip, e.port, e.weight, flags)
+                endpoints[i] = endpoints[i].with_flags(flags)
             services[key] = tuple(endpoints)
 
 
+Loads = tuple[tuple[int, int], ...]     # (priority, basis points of the requests)
+
+
+def _loads_to_wire(loads: dict[str, Loads]) -> dict[str, list[list[int]]]:
+    return {k: [list(p) for p in pairs] for k, pairs in loads.items()}
+
+
+def _loads(wire: dict) -> dict[str, Loads]:
+    return {k: tuple((p, bp) for p, bp in pairs) for k, pairs in wire.items()}
+
+
 def _endpoint_rows(endpoints: Endpoints) -> list[list]:
-    return [[e.cluster, e.ip, e.port, e.weight, e.flags] for e in endpoints]
+    return [[e.cluster, e.ip, e.port, e.weight, e.flags, e.priority] for e in endpoints]
 
 
 def _services_to_wire(services: dict[str, Endpoints]) -> dict[str, list[list]]:

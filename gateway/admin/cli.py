@@ -128,6 +128,7 @@ def print_services(services: list[dict]) -> None:
             print()
         panic = "  PANIC ROUTING" if svc["panic"] else ""
         print(f"{svc['key']}  port {svc['port']}  serving {svc['serving']}/{len(svc['endpoints'])}{panic}")
+        _print_levels(svc["levels"], "  ")
         rows = []
         for e in sorted(svc["endpoints"], key=lambda e: (e["cluster"], e["address"])):
             health = "healthy" if e["healthy"] else ",".join(e["causes"])
@@ -139,6 +140,16 @@ def print_services(services: list[dict]) -> None:
                 rows.append([c["cluster"], None, None, None, "no", _pct(0), None, None, None, c["reason"]])
         print(table(["CLUSTER", "ADDRESS", "WEIGHT", "HEALTH", "SERVING", "SHARE", "REQUESTS",
                      "ERRORS", "IDLE", "REASON"], rows, indent="  "))
+
+
+def _print_levels(levels: list[dict], indent: str) -> None:
+    """Priority levels, only for a service that has more than one."""
+    if len(levels) < 2:
+        return
+    for lv in levels:
+        print(f"{indent}priority {lv['priority']} ({', '.join(lv['clusters'])})  "
+              f"{lv['healthy']}/{lv['endpoints']} healthy  load {lv['load_pct']}%"
+              + ("  PANIC" if lv["panic"] else "") + f"  -- {lv['why']}")
 
 
 def print_routes(routes: list[dict]) -> None:
@@ -166,6 +177,7 @@ def print_explain(x: dict) -> None:
         panic = "  PANIC ROUTING" if b["panic"] else ""
         print(f"  service  {b['service']}  share {_pct(b['share'])}{panic}"
               + (f"  -- {b['reason']}" if b["reason"] else ""))
+        _print_levels(b["levels"], "    ")
         for c in b["clusters"]:
             print(f"    cluster {c['cluster']} ({c['source_state']})  share {_pct(c['share'])}"
                   + (f"  -- {c['reason']}" if c["reason"] else ""))

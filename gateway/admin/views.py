@@ -183,9 +183,17 @@ def _service_endpoints(gw, svc: ServiceConfig) -> list[dict]:
     states = _source_states(gw)
     upstreams = _upstreams_by_address(gw)
     described = health.describe(svc.key) if health is not None else []
-    serving_weight = sum(ep["weight"] for ep in described if ep["serving"])
+    # An endpoint's share: its level's load, split by weight over the level's serving endpoints.
+    loads = {lv.priority: lv.load for lv in health.levels.get(svc.key, ())} if health else {}
+    serving_weight: dict[int, int] = {}
+    for ep in described:
+        if ep["serving"]:
+            level = svc.priority_of(ep["cluster"])
+            serving_weight[level] = serving_weight.get(level, 0) + ep["weight"]
     out = []
     for ep in described:
+        level = svc.priority_of(ep["cluster"])
+        level_weight = serving_weight.get(level, 0)
         up = upstreams.get((ep["cluster"], ep["address"]))
         traffic = up["traffic"] if up is not None else None
         source_state = states.get(ep["cluster"])
@@ -196,7 +204,9 @@ def _service_endpoints(gw, svc: ServiceConfig) -> list[dict]:
             "healthy": ep["healthy"],
             "causes": ep["causes"],
             "serving": ep["serving"],
-            "share": _round(ep["weight"] / serving_weight) if ep["serving"] and serving_weight else 0.0,
+            "priority": level,
+            "share": (_round(loads.get(level, 1.0) * ep["weight"] / level_weight)
+                      if ep["serving"] and level_weight else 0.0),
             "ejected_for_s": ep.get("ejected_for_s"),
             "ejections": ep.get("ejections", 0),
             "last_error": ep.get("last_error"),
@@ -237,7 +247,8 @@ def _cluster_summary(gw, svc: ServiceConfig, endpoints: list[dict]) -> list[dict
                 reason += f"; source {states[source.name]}"
         elif share == 0:
             reason = "no endpoint serving: " + "; ".join(sorted({e["reason"] for e in mine if e["reason"]}))
-        out.append({"cluster": source.name, "source_state": states.get(source.name),
+        out.append({"cluster": source.name, "priority": svc.priority_of(source.name),
+                    "source_state": states.get(source.name),
                     "endpoints": len(mine), "serving": sum(1 for e in mine if e["serving"]),
                     "share": share, "reason": reason})
     return out
@@ -260,6 +271,9 @@ def _service(gw, svc: ServiceConfig) -> dict:
         "endpoints": endpoints,
         "serving": sum(1 for e in endpoints if e["serving"]),
         "clusters": _cluster_summary(gw, svc, endpoints),
+        "overprovisioning_factor": svc.overprovisioning_factor,
+        # Priority levels, best first: each one's healthy capacity, share of requests and why.
+        "levels": [lv.describe() for lv in gw.health.levels.get(svc.key, ())] if gw.health else [],
     }
 
 
@@ -395,6 +409,8 @@ def explain(gw, method: str, host: str | None, path: str,
         share = b.weight / total
         for e in svc["endpoints"]:
             e["share"] = _round(e["share"] * share)
+        for level in svc["levels"]:
+            level["share"] = _round(level["load_pct"] / 100 * share)
         for c in svc["clusters"]:
             c["share"] = _round(c["share"] * share)
             c["endpoints"] = [e for e in svc["endpoints"] if e["cluster"] == c["cluster"]]
@@ -404,7 +420,7 @@ def explain(gw, method: str, host: str | None, path: str,
                       if svc["endpoints"] else "no endpoints at all: requests get 503")
         backends.append({"service": b.service, "weight": b.weight, "share": _round(share),
                          "panic": svc["panic"], "serving": svc["serving"], "reason": reason,
-                         "clusters": svc["clusters"]})
+                         "clusters": svc["clusters"], "levels": svc["levels"]})
     answer["backends"] = backends
     answer["status"] = 200 if any(b["serving"] for b in backends) else 503
     return answer

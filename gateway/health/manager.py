@@ -24,9 +24,9 @@ from typing import Callable
 
 from gateway.config import ServiceConfig
 from gateway.health.probe import ProbeTlsContexts, probe
-from gateway.health.state import EndpointHealth, effective_flags
+from gateway.health.state import EndpointHealth, Level, plan_levels
 from gateway.registry import Changes
-from gateway.snapshot import Delta, Endpoints, EndpointSpec, Snapshot
+from gateway.snapshot import Delta, Endpoints, EndpointSpec, Loads, Snapshot
 
 log = logging.getLogger("gateway.health")
 
@@ -47,6 +47,8 @@ class HealthManager:
         self.source: dict[str, Endpoints] = {}      # membership, as merged by the registry
         self.current: dict[str, Endpoints] = {}     # with effective flags, as published
         self.panic: dict[str, bool] = {}
+        self.levels: dict[str, list[Level]] = {}    # priority levels with load and why
+        self.loads: dict[str, Loads] = {}           # multi-level services, as published
         self.version = 0
         self._probes: dict[_Key, asyncio.Task] = {}
         self._expiries: list[tuple[float, _Key]] = []       # heap of ejection ends
@@ -71,7 +73,7 @@ class HealthManager:
 
     def snapshot(self) -> Snapshot:
         """The whole current view (for a worker that starts or fell behind)."""
-        return Snapshot(self.version, dict(self.current))
+        return Snapshot(self.version, dict(self.current), dict(self.loads))
 
     def replace_services(self, services: tuple[ServiceConfig, ...]) -> None:
         """New service configs; services whose health settings did not change keep their state."""
@@ -195,24 +197,32 @@ class HealthManager:
         flagged, self._flags_changed = self._flags_changed - members, set()
         delta_services: dict[str, Endpoints | None] = {}
         delta_flags: dict[str, tuple[tuple[int, int], ...]] = {}
+        delta_loads: dict[str, Loads] = {}
         for key in members:
             if key not in self.source:
                 self.current.pop(key, None)
                 self.panic.pop(key, None)
+                self.levels.pop(key, None)
+                self.loads.pop(key, None)
                 delta_services[key] = None
             else:
                 self.current[key] = delta_services[key] = self._effective(key, self.source[key])
+                if key in self.loads:
+                    delta_loads[key] = self.loads[key]
         for key in flagged:
             if key not in self.source:
                 continue
+            old_loads = self.loads.get(key)
             old, new = self.current[key], self._effective(key, self.source[key])
             pairs = tuple((i, n.flags) for i, (o, n) in enumerate(zip(old, new)) if o.flags != n.flags)
             if pairs:
                 self.current[key] = new
                 delta_flags[key] = pairs
-        if delta_services or delta_flags:
+            if self.loads.get(key) != old_loads and key in self.loads:
+                delta_loads[key] = self.loads[key]
+        if delta_services or delta_flags or delta_loads:
             self.version += 1
-            self._publish(Delta(self.version, delta_services, delta_flags))
+            self._publish(Delta(self.version, delta_services, delta_flags, delta_loads))
 
     def _effective(self, service_key: str, endpoints: Endpoints) -> Endpoints:
         """The endpoints with their flags, panic routing applied."""
@@ -222,13 +232,22 @@ class HealthManager:
         states = self.states
         raw = [states[(service_key, ep.key)].flags if (service_key, ep.key) in states else 0
                for ep in endpoints]
-        flags, panic = effective_flags([ep.cluster for ep in endpoints], raw, config.panic_threshold)
+        priorities = [config.priority_of(ep.cluster) for ep in endpoints]
+        flags, levels = plan_levels(priorities, [ep.cluster for ep in endpoints], raw,
+                                    config.panic_threshold, config.overprovisioning_factor)
+        panic = any(level.panic for level in levels)
         if panic != self.panic.get(service_key, False):
             log.warning("panic routing %s", "on" if panic else "off", extra={"fields": {
                 "service": service_key, "healthy": raw.count(0), "endpoints": len(raw)}})
         self.panic[service_key] = panic
-        return tuple(ep if ep.flags == f else EndpointSpec(ep.cluster, ep.ip, ep.port, ep.weight, f)
-                     for ep, f in zip(endpoints, flags))
+        self.levels[service_key] = levels
+        if len(levels) > 1:
+            self.loads[service_key] = _basis_points(levels)
+        else:
+            self.loads.pop(service_key, None)
+        return tuple(ep if (ep.flags, ep.priority) == (f, p)
+                     else EndpointSpec(ep.cluster, ep.ip, ep.port, ep.weight, f, p)
+                     for ep, f, p in zip(endpoints, flags, priorities))
 
     def describe(self, service_key: str) -> list[dict]:
         """Each endpoint with its health and why, for the admin API."""
@@ -242,3 +261,13 @@ class HealthManager:
                         serving=effective.get(ep.key, 0) == 0)
             out.append(info)
         return out
+
+
+def _basis_points(levels: list[Level]) -> Loads:
+    """Loads as whole basis points that add up to exactly 10,000 (the rounding goes to the
+    best level with load), so that the data plane's level scheduler needs no floats."""
+    points = [int(level.load * 10_000) for level in levels]
+    if any(points):
+        first = next(i for i, p in enumerate(points) if p)
+        points[first] += 10_000 - sum(points)
+    return tuple((level.priority, p) for level, p in zip(levels, points))

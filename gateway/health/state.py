@@ -144,3 +144,111 @@ def effective_flags(clusters: list[str], raw: list[int], panic_threshold: float)
     if not alive:
         return [0] * total, True
     return [0 if c in alive else f for c, f in zip(clusters, raw)], True
+
+
+class Level:
+    """One priority level of a service: what it has and the share of requests it gets."""
+
+    __slots__ = ("priority", "clusters", "endpoints", "healthy", "health", "load", "panic", "why")
+
+    def __init__(self, priority: int, clusters: list[str], endpoints: int, healthy: int,
+                 health: float) -> None:
+        self.priority = priority
+        self.clusters = clusters
+        self.endpoints = endpoints
+        self.healthy = healthy
+        self.health = health        # min(1, healthy share x overprovisioning factor)
+        self.load = 0.0             # share of the service's requests, 0..1
+        self.panic = False
+        self.why = ""
+
+    def describe(self) -> dict:
+        return {"priority": self.priority, "clusters": self.clusters, "endpoints": self.endpoints,
+                "healthy": self.healthy, "health_pct": round(self.health * 100, 1),
+                "load_pct": round(self.load * 100, 1), "panic": self.panic, "why": self.why}
+
+
+def level_loads(health: list[float]) -> list[float]:
+    """Envoy's priority load (load_balancer_impl.cc, recalculatePerPriorityState).
+
+    Each level, best first, takes min(remaining, health / total health), where a level's
+    health is min(1, healthy share x overprovisioning factor) and the total is capped at 1:
+    while the levels together have 100% of healthy capacity the best ones fill first and the
+    rest spills down; below that the loads are normalized so they still add up to 1.
+    All levels at 0: everything to the best level (it is in panic then, see plan_levels).
+    """
+    total = min(1.0, sum(health))
+    if total <= 0:
+        return [1.0] + [0.0] * (len(health) - 1)
+    loads, remaining = [], 1.0
+    for h in health:
+        load = min(remaining, h / total)
+        loads.append(load)
+        remaining -= load
+    return loads
+
+
+def plan_levels(priorities: list[int], clusters: list[str], raw: list[int], panic_threshold: float,
+                factor: float) -> tuple[list[int], list[Level]]:
+    """The flags the endpoint table gets and each priority level's load.
+
+    Panic, as Envoy applies it with priorities (docs: panic_threshold): only while the levels
+    together are short of 100% healthy capacity, a level whose healthy share is under the
+    threshold serves over all its endpoints, and here only in its clusters that still have
+    a healthy endpoint (a cluster is a failure domain: see effective_flags).  A level with no
+    healthy endpoint gets no load, so traffic never goes into a dead cluster while another
+    has healthy endpoints; when no endpoint at all is healthy every endpoint is tried.
+    """
+    if not raw:
+        return [], []
+    by_priority: dict[int, list[int]] = {}
+    for i, p in enumerate(priorities):
+        by_priority.setdefault(p, []).append(i)
+    levels = []
+    for p in sorted(by_priority):
+        members = by_priority[p]
+        healthy = sum(1 for i in members if raw[i] == 0)
+        levels.append(Level(p, sorted({clusters[i] for i in members}), len(members), healthy,
+                            min(1.0, healthy / len(members) * factor)))
+    for level, load in zip(levels, level_loads([lv.health for lv in levels])):
+        level.load = load
+    flags = list(raw)
+    short = sum(lv.health for lv in levels) < 1.0
+    if not any(f == 0 for f in raw):
+        flags = [0] * len(raw)
+        for level in levels:
+            level.panic = True
+            level.why = "no healthy endpoint in any level: every endpoint is tried"
+        levels[0].why += "; all load to the best level" if len(levels) > 1 else ""
+        return flags, levels
+    for level, members in zip(levels, (by_priority[lv.priority] for lv in levels)):
+        share = level.healthy / level.endpoints
+        # healthy / total, not healthy >= threshold * total: see effective_flags.
+        # One level keeps the panic rule it had before levels existed (effective_flags).
+        if (short or len(levels) == 1) and level.healthy and share < panic_threshold:
+            level.panic = True
+            alive = {clusters[i] for i in members if raw[i] == 0}
+            for i in members:
+                if clusters[i] in alive:
+                    flags[i] = 0
+        level.why = _why(level, levels, short)
+    return flags, levels
+
+
+def _why(level: Level, levels: list[Level], short: bool) -> str:
+    if level.panic:
+        return (f"panic: {level.healthy}/{level.endpoints} healthy is under the panic threshold "
+                "and the levels together are short of capacity; serving over every endpoint "
+                "of its clusters with a healthy one")
+    if level.healthy == 0:
+        return "no healthy endpoint: no load"
+    above = [lv for lv in levels if lv.priority < level.priority]
+    if not above:
+        if level.load >= 1.0:
+            return f"best level, {level.healthy}/{level.endpoints} healthy: all load"
+        return (f"best level, {level.healthy}/{level.endpoints} healthy x overprovisioning: "
+                f"{level.health:.1%} of capacity, the rest spills to the next level")
+    if level.load <= 0:
+        return "better levels have enough healthy capacity"
+    return (f"takes what better levels cannot: {level.load:.1%}"
+            + ("; loads normalized, all levels are short of capacity" if short else ""))

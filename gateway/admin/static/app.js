@@ -163,9 +163,18 @@ async function renderServices() {
       el("div", {class: "title"}, el("span", {class: "name", text: svc.key}),
          el("span", {class: "muted", text: `port ${svc.port} · ${svc.serving}/${svc.endpoints.length} endpoints serving`}),
          svc.panic ? badge("panic routing", "warn") : null),
+      levelList(svc.levels),
       clusters);
   });
   document.getElementById("services-list").replaceChildren(...cards);
+}
+
+// Priority levels (only when a service has more than one): share of requests and why.
+function levelList(levels) {
+  if (!levels || levels.length < 2) return null;
+  return el("ul", {class: "levels"}, levels.map(lv => el("li", {"data-priority": lv.priority,
+    text: `priority ${lv.priority} (${lv.clusters.join(", ")}): ${lv.healthy}/${lv.endpoints} healthy, ` +
+          `load ${lv.load_pct}%${lv.panic ? " PANIC" : ""} -- ${lv.why}`})));
 }
 
 async function renderRoutes() {
@@ -193,6 +202,8 @@ async function explain(event) {
     lines.push(`route ${x.route.name} (#${x.route.index}: ${matchText(x.route.match)}) -> upstream path ${x.upstream_path}`);
     for (const b of x.backends) {
       lines.push(`  service ${b.service} share ${pct(b.share)}${b.panic ? " PANIC" : ""}${b.reason ? " -- " + b.reason : ""}`);
+      if (b.levels && b.levels.length > 1)
+        for (const lv of b.levels) lines.push(`    priority ${lv.priority} (${lv.clusters.join(", ")}) load ${lv.load_pct}% -- ${lv.why}`);
       for (const c of b.clusters) {
         lines.push(`    cluster ${c.cluster} (${c.source_state}) share ${pct(c.share)}${c.reason ? " -- " + c.reason : ""}`);
         for (const e of c.endpoints) lines.push(`      ${e.address.padEnd(22)} share ${pct(e.share).padStart(6)}${e.reason ? "  -- " + e.reason : ""}`);
