@@ -11,7 +11,7 @@ cdef enum:
 
 cdef enum:                              # ProxyContext.counters (STAT_NAMES in proxy.pyx)
     ST_REQUESTS, ST_2XX, ST_3XX, ST_4XX, ST_5XX, ST_RETRIES, ST_UPSTREAM_CONNECTS,
-    ST_CONNECT_FAILURES, ST_CONNECTIONS, ST_INTERNAL_ERRORS, ST_REFUSED, N_STATS
+    ST_CONNECT_FAILURES, ST_CONNECTIONS, ST_INTERNAL_ERRORS, ST_REFUSED, ST_REDISPATCHED, N_STATS
 
 
 cdef class TrafficStats:
@@ -231,3 +231,4 @@ cdef class DownstreamProtocol:
     cdef void log_request(self, double duration)
     cpdef close(self)
     cpdef internal_error(self, object exc)
+    cdef bint redispatch(self, Upstream upstream)

@@ -75,7 +75,7 @@ KIND_5XX = "upstream_5xx"
 # ProxyContext.counters, by index (enum in proxy.pxd), and their names in .stats.
 STAT_NAMES = ("requests", "responses_2xx", "responses_3xx", "responses_4xx", "responses_5xx",
               "retries", "upstream_connects", "connect_failures", "downstream_connections",
-              "internal_errors", "connections_refused")
+              "internal_errors", "connections_refused", "redispatched")
 
 # Latency histogram bucket upper bounds (seconds), Prometheus-style; the last is +Inf.
 LATENCY_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -355,6 +355,28 @@ cdef class ProxyContext:
                 except Exception as exc:
                     conn.internal_error(exc)
         self.ticker = self.loop.call_later(self.tick_interval, self.tick)
+
+    def redispatch(self, Service service, upstreams):
+        """Send ``service``'s requests waiting on these (just ejected or removed) endpoints
+        elsewhere.  By service: health is per service, while an Upstream may be shared.
+
+        Called by the data plane when it applies flags that take an endpoint out or a
+        membership change that drops it, so rarely that a scan of the connections (as
+        tick() makes several times a second) beats keeping a per-endpoint set of waiting
+        requests on the hot path.  Returns how many requests moved.
+        """
+        cdef DownstreamProtocol conn
+        cdef int moved = 0
+        gone = set(upstreams)
+        if not gone:
+            return 0
+        for conn in list(self.connections):
+            if conn.service is service and conn.upstream is not None and conn.upstream in gone:
+                try:
+                    moved += conn.redispatch(conn.upstream)
+                except Exception as exc:
+                    conn.internal_error(exc)
+        return moved
 
     cdef bytes next_request_id(self):
         self.request_counter += 1
@@ -1216,6 +1238,30 @@ cdef class DownstreamProtocol:
         elif kind == D_BODY:
             if self.state == S_BODY:
                 self.fail_request(408, "timed out reading the request body")
+
+    cdef bint redispatch(self, Upstream upstream):
+        """This request's endpoint was ejected while it waits for the response head: when it
+        is idempotent and has a retry left, send it to another endpoint (another cluster
+        first, as any retry) now rather than at its timeout.  A hung endpoint would hold it
+        for the whole response timeout; an ejected one is not expected to answer soon.
+        Nothing is reported to passive health: the endpoint is out already.  A request still
+        connecting is left to its (short) connect timeout; a non-idempotent one keeps
+        waiting, since the endpoint may yet process it.
+        """
+        if (self.upstream is not upstream or self.up is None or self.resp_head is not None
+                or self.resp_buf or (self.state != S_WAIT and self.state != S_BODY)):
+            return False
+        if not self.retry_allowed(True):
+            return False
+        self.error = f"upstream {upstream.host} was ejected while the request waited for its answer"
+        self.up.abort()
+        self.up = None
+        self.connect_id += 1
+        self.deadline_kind = D_NONE
+        self.release_endpoint()
+        self.ctx.counters[ST_REDISPATCHED] += 1
+        self.try_upstream()
+        return True
 
     cdef void upstream_timed_out(self, bint per_try, str what):
         reason = f"upstream {self.upstream.host if self.upstream is not None else '-'} {what}"

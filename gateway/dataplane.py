@@ -168,6 +168,7 @@ class DataPlane:
         # a service with TLS settings gets its own, so that its CA, SNI and verification
         # are never replaced by another service's, nor its pooled connections reused.
         pool = key if tls is not None else ""
+        serving_before = self._serving(service)
         upstreams = [self._upstream(pool, spec, tls) for spec in specs or ()]
         priorities = [spec.priority for spec in specs or ()]
         service.table.update(upstreams, priorities if any(priorities) else None)
@@ -175,6 +176,7 @@ class DataPlane:
             service.table.set_loads(self.loads[key])
         for i, spec in enumerate(specs or ()):
             service.table.set_flags(i, spec.flags)
+        self._redispatch(service, serving_before - self._serving(service))
         self._set_users(key, [(pool, *spec.key) for spec in specs or ()])
 
     def _set_flags(self, key: str, pairs) -> None:
@@ -185,8 +187,27 @@ class DataPlane:
         self.view[key] = tuple(specs)
         service = self.services.get(key)
         if service is not None:
+            table = service.table
+            out = [table.endpoint(i) for i, flags in pairs if flags and table.flags(i) == 0]
             for i, flags in pairs:
-                service.table.set_flags(i, flags)
+                table.set_flags(i, flags)
+            self._redispatch(service, out)
+
+    @staticmethod
+    def _serving(service: Service) -> set[Upstream]:
+        table = service.table
+        return {table.endpoint(i) for i in range(len(table)) if table.flags(i) == 0}
+
+    def _redispatch(self, service: Service, taken_out) -> None:
+        """Requests waiting for an answer from endpoints just taken out go elsewhere now
+        (see DownstreamProtocol.redispatch), after the table changed, so that they cannot
+        pick the same endpoint again."""
+        if taken_out:
+            moved = self.ctx.redispatch(service, taken_out)
+            if moved:
+                log.info("re-dispatched requests from ejected endpoints", extra={"fields": {
+                    "service": service.key, "requests": moved,
+                    "endpoints": sorted(u.host for u in taken_out)}})
 
     def _set_loads(self, key: str, loads) -> None:
         self.loads[key] = loads

@@ -495,6 +495,9 @@ def metric_families(gw) -> list[Family]:
         fam.samples.append(("", {"status_class": cls}, stats.get(f"responses_{cls}", 0)))
     family("gateway_retries_total", "counter",
            "Requests sent again to another endpoint.").samples.append(("", {}, stats.get("retries", 0)))
+    family("gateway_redispatched_total", "counter",
+           "Requests sent to another endpoint at once because theirs was ejected while they "
+           "waited for its answer.").samples.append(("", {}, stats.get("redispatched", 0)))
     family("gateway_upstream_connects_total", "counter",
            "Upstream connections opened.").samples.append(("", {}, stats.get("upstream_connects", 0)))
     family("gateway_upstream_connect_failures_total", "counter",

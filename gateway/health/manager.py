@@ -150,7 +150,9 @@ class HealthManager:
         state = self.states[key]
         # Spread the first probes over one interval so they do not all fire at once.
         await asyncio.sleep(random.uniform(0, min(check.interval, 0.2)))
+        loop = asyncio.get_running_loop()
         while True:
+            started = loop.time()
             # The service's current TLS settings: a reload may change them, not the check.
             tls = self.probe_tls.get(self.services.get(key[0], config).tls)
             error = await probe(ep.ip, ep.port, check, tls)
@@ -159,7 +161,12 @@ class HealthManager:
                             extra={"fields": {"service": key[0], "cluster": ep.cluster,
                                               "endpoint": ep.host, "error": error}})
                 self._health_changed(key[0])
-            await asyncio.sleep(check.interval + random.uniform(0, check.jitter))
+            # Probes start every interval (+ jitter), not an interval after the last one
+            # ended: a hung endpoint makes every probe last its whole timeout, which would
+            # otherwise add timeout x unhealthy_threshold to the time it takes to eject it
+            # (and to how long requests waiting on it wait before they are re-dispatched).
+            next_start = started + check.interval + random.uniform(0, check.jitter)
+            await asyncio.sleep(max(0.0, next_start - loop.time()))
 
     def _stop_probe(self, key: _Key) -> None:
         task = self._probes.pop(key, None)
