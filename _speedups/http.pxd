@@ -49,4 +49,4 @@ cpdef bytes build_request_head(RequestHead head, bytes target, bytes host, bytes
 cpdef bytes build_response_head(ResponseHead head, int framing, bint keep_alive)
 cpdef bytes build_interim_head(ResponseHead head)
 cpdef bytes build_error_response(int status, str message, bytes request_id, bint keep_alive,
-                                 bytes location=*, bint with_body=*)
+                                 bytes location=*, bint with_body=*, bytes extra_header=*)

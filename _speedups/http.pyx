@@ -583,12 +583,13 @@ _REASONS = {307: b"Temporary Redirect", 400: b"Bad Request", 404: b"Not Found", 
 
 
 cpdef bytes build_error_response(int status, str message, bytes request_id, bint keep_alive,
-                                 bytes location=None, bint with_body=True):
+                                 bytes location=None, bint with_body=True, bytes extra_header=None):
     """A short text/plain answer the gateway makes itself; the body says which error it is.
 
     ``location`` (a redirect's target) must be a path the gateway made: visible ASCII only.
     ``with_body`` is false for an answer to HEAD: Content-Length says the size, no body
     follows (RFC 9110 9.3.2), or a keep-alive client would read it as the next response.
+    ``extra_header``: one more "Name: value" line the gateway made (no CR/LF in it).
     """
     cdef bytes body = message.encode() + b"\n"
     return b"".join((
@@ -596,5 +597,6 @@ cpdef bytes build_error_response(int status, str message, bytes request_id, bint
         b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: ", str(len(body)).encode(),
         b"\r\nX-Request-Id: ", request_id or b"-",
         b"\r\nLocation: " + location if location is not None else b"",
+        b"\r\n" + extra_header if extra_header is not None else b"",
         b"\r\n" if keep_alive else b"\r\nConnection: close\r\n",
         b"Server: gateway\r\n\r\n", body if with_body else b""))

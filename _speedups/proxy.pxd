@@ -11,7 +11,8 @@ cdef enum:
 
 cdef enum:                              # ProxyContext.counters (STAT_NAMES in proxy.pyx)
     ST_REQUESTS, ST_2XX, ST_3XX, ST_4XX, ST_5XX, ST_RETRIES, ST_UPSTREAM_CONNECTS,
-    ST_CONNECT_FAILURES, ST_CONNECTIONS, ST_INTERNAL_ERRORS, ST_REFUSED, ST_REDISPATCHED, N_STATS
+    ST_CONNECT_FAILURES, ST_CONNECTIONS, ST_INTERNAL_ERRORS, ST_REFUSED, ST_REDISPATCHED,
+    ST_OVERFLOW_CONNECTIONS, ST_OVERFLOW_PENDING, ST_OVERFLOW_REQUESTS, ST_OVERFLOW_RETRIES, N_STATS
 
 
 cdef class TrafficStats:
@@ -63,6 +64,16 @@ cdef class Service:
     cdef readonly str key
     cdef readonly bytes json_key
     cdef readonly EndpointTable table
+    # Circuit breakers (0: no limit), set from the config, and what they count.
+    cdef public int max_connections         # upstream connections opened for it, still open
+    cdef public int max_pending             # its requests waiting for a new connection
+    cdef public int max_requests            # its requests in flight
+    cdef public int max_retries             # its requests that are retrying, concurrently
+    cdef readonly int connections
+    cdef readonly int pending
+    cdef readonly int active_requests
+    cdef readonly int active_retries
+    cdef public frozenset outlier_statuses  # answers passive health counts as 5xx
 
 
 cdef class Route(Reported):
@@ -130,6 +141,7 @@ cdef class UpstreamProtocol:
     cdef bint upstream_extra                # sent bytes past its response: out of sync
     cdef bint paused                        # reading paused because the client is slow
     cdef double idle_since
+    cdef Service breaker                    # counts this connection in max_connections
     cdef void pause(self)
     cdef void resume(self)
     cdef void close(self)
@@ -170,6 +182,8 @@ cdef class DownstreamProtocol:
     cdef int attempts
     cdef bint budgeted_retry
     cdef bint budget_refused
+    cdef Service breaker_service            # counts this request in max_requests
+    cdef bint breaker_retry                 # ... and in max_retries
     cdef BodyFramer req_framer
     cdef BodyFramer resp_framer
     cdef ResponseHead resp_head
@@ -224,7 +238,8 @@ cdef class DownstreamProtocol:
     cdef void check_deadlines(self, double now)
     cdef void upstream_timed_out(self, bint per_try, str what)
     cdef void release_endpoint(self)
-    cdef void respond_error(self, int status, str message, bytes location=*)
+    cdef void respond_error(self, int status, str message, bytes location=*, bytes extra_header=*)
+    cdef bint over_limit(self, Service service, int limit, int count, bytes name, int stat)
     cdef void fail_request(self, int status, str reason)
     cdef void finish_exchange(self)
     cdef void finish_request(self, bint completed)

@@ -75,7 +75,9 @@ KIND_5XX = "upstream_5xx"
 # ProxyContext.counters, by index (enum in proxy.pxd), and their names in .stats.
 STAT_NAMES = ("requests", "responses_2xx", "responses_3xx", "responses_4xx", "responses_5xx",
               "retries", "upstream_connects", "connect_failures", "downstream_connections",
-              "internal_errors", "connections_refused", "redispatched")
+              "internal_errors", "connections_refused", "redispatched",
+              "overflow_max_connections", "overflow_max_pending", "overflow_max_requests",
+              "overflow_max_retries")
 
 # Latency histogram bucket upper bounds (seconds), Prometheus-style; the last is +Inf.
 LATENCY_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -221,6 +223,14 @@ cdef class Service:
         self.key = key
         self.json_key = _exact_json(key)
         self.table = table
+        self.outlier_statuses = frozenset((502, 503, 504))
+
+    def breaker_state(self):
+        """{limit: (in use, max or 0)}, for the admin API and tests."""
+        return {"max_connections": (self.connections, self.max_connections),
+                "max_pending": (self.pending, self.max_pending),
+                "max_requests": (self.active_requests, self.max_requests),
+                "max_retries": (self.active_retries, self.max_retries)}
 
 
 cdef class Route(Reported):
@@ -449,6 +459,9 @@ cdef class UpstreamProtocol:
         cdef DownstreamProtocol owner = self.owner
         self.closed = True
         self.eof = True
+        if self.breaker is not None:
+            self.breaker.connections -= 1
+            self.breaker = None
         if owner is not None:
             try:
                 owner.upstream_gone(self, exc)
@@ -728,6 +741,8 @@ cdef class DownstreamProtocol:
                            and self.requests_served < ctx.max_requests_per_connection)
         self.budgeted_retry = False
         self.budget_refused = False
+        self.breaker_service = None
+        self.breaker_retry = False
         ctx.requests_in_flight += 1
         ctx.counters[ST_REQUESTS] += 1
         if head.chunked:
@@ -750,6 +765,11 @@ cdef class DownstreamProtocol:
             return
         self.route = <Route>route
         self.service = self.route.pick_service()
+        if self.over_limit(self.service, self.service.max_requests, self.service.active_requests,
+                           b"max_requests", ST_OVERFLOW_REQUESTS):
+            return
+        self.breaker_service = self.service
+        self.service.active_requests += 1
         target = head.target
         # A rewrite replaces the prefix the route matched, which only the normalized path
         # is known to start with: it applies to that one even when the original is forwarded.
@@ -804,6 +824,12 @@ cdef class DownstreamProtocol:
         if self.tried is None:
             index = table.pick(None)
         else:
+            if not self.breaker_retry:
+                if self.over_limit(self.service, self.service.max_retries,
+                                   self.service.active_retries, b"max_retries", ST_OVERFLOW_RETRIES):
+                    return
+                self.breaker_retry = True
+                self.service.active_retries += 1
             index = self.pick_retry(table)
         if index < 0:
             if self.attempts == 0:
@@ -848,8 +874,27 @@ cdef class DownstreamProtocol:
             index = table.pick(None)        # every endpoint tried: any healthy one will do
         return index
 
+    cdef bint over_limit(self, Service service, int limit, int count, bytes name, int stat):
+        """Answer 503 naming the circuit breaker when ``count`` is at ``limit`` (0: none)."""
+        if limit <= 0 or count < limit:
+            return False
+        self.ctx.counters[stat] += 1
+        self.respond_error(503, f"circuit breaker open: service {service.key} is at "
+                                f"{name.decode()} ({limit})", None, b"X-Gateway-Overloaded: " + name)
+        return True
+
     cdef void connect(self, Upstream upstream):
         cdef ProxyContext ctx = self.ctx
+        cdef Service service = self.service
+        if self.over_limit(service, service.max_connections, service.connections,
+                           b"max_connections", ST_OVERFLOW_CONNECTIONS):
+            return
+        if self.over_limit(service, service.max_pending, service.pending,
+                           b"max_pending", ST_OVERFLOW_PENDING):
+            return
+        # Counted from the connect on: a connection being opened is one (as Envoy counts).
+        service.connections += 1
+        service.pending += 1
         ctx.counters[ST_UPSTREAM_CONNECTS] += 1
         self.t_try = monotonic()
         self.connect_id += 1
@@ -863,9 +908,17 @@ cdef class DownstreamProtocol:
         task = ctx.loop.create_task(connecting)
         timer = ctx.loop.call_later(ctx.connect_timeout, task.cancel)
         cdef int connect_id = self.connect_id
-        task.add_done_callback(lambda t: self.guarded_on_connected(t, timer, connect_id, upstream))
+        task.add_done_callback(lambda t: self.guarded_on_connected(t, timer, connect_id, upstream,
+                                                                   service))
 
-    def guarded_on_connected(self, task, timer, int connect_id, Upstream upstream):
+    def guarded_on_connected(self, task, timer, int connect_id, Upstream upstream, Service service):
+        # Each connect() is one pending slot and one connection until here; a connection
+        # that was made keeps its slot until it closes (UpstreamProtocol.connection_lost).
+        service.pending -= 1
+        if task.cancelled() or task.exception() is not None:
+            service.connections -= 1
+        else:
+            (<UpstreamProtocol>task.result()[1]).breaker = service
         try:
             self.on_connected(task, timer, connect_id, upstream)
         except Exception as exc:
@@ -1003,8 +1056,9 @@ cdef class DownstreamProtocol:
         cdef Route route = self.route
         cdef int framing = response_framing(head, self.head.method)
         self.t_response = monotonic() - self.t_try
-        if head.status == 502 or head.status == 503 or head.status == 504:
+        if head.status >= 500 and head.status in self.service.outlier_statuses:
             self.report(KIND_5XX, False)
+        if head.status == 502 or head.status == 503 or head.status == 504:
             if route.retry_5xx and self.retry_allowed(True):
                 self.up.close()
                 self.up = None
@@ -1294,7 +1348,8 @@ cdef class DownstreamProtocol:
             table.release(index)
         self.endpoint_index = -1
 
-    cdef void respond_error(self, int status, str message, bytes location=None):
+    cdef void respond_error(self, int status, str message, bytes location=None,
+                            bytes extra_header=None):
         """Answer with the gateway's own error or redirect (before any response byte was sent)."""
         cdef bytes out
         self.status = status
@@ -1303,7 +1358,7 @@ cdef class DownstreamProtocol:
         if self.state == S_BODY and (self.req_framer is None or not self.req_framer.done):
             self.keep_alive = False         # the rest of the body is unread: close after
         out = build_error_response(status, message, self.request_id, self.keep_alive, location,
-                                   self.head is None or self.head.method != b"HEAD")
+                                   self.head is None or self.head.method != b"HEAD", extra_header)
         self.bytes_sent = len(out)
         self.transport.write(out)
         self.response_started = True
@@ -1350,6 +1405,12 @@ cdef class DownstreamProtocol:
         cdef int status = self.status
         self.release_endpoint()
         ctx.requests_in_flight -= 1
+        if self.breaker_service is not None:
+            self.breaker_service.active_requests -= 1
+            if self.breaker_retry:
+                self.breaker_service.active_retries -= 1
+            self.breaker_service = None
+            self.breaker_retry = False
         if self.budgeted_retry:
             ctx.retries_in_flight -= 1
             self.budgeted_retry = False

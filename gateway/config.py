@@ -112,6 +112,10 @@ class Limits:
     max_response_head: int = 64 * 1024  # from an upstream -> 502
     max_connections: int = 10_000       # client connections per worker; more are closed at once
     max_requests_per_connection: int = 10_000   # then "Connection: close"
+    # Retries of sent requests within one cluster, in flight per worker, are at most this
+    # share of the requests in flight, or this many if that is more (Envoy's retry budget).
+    retry_budget_share: float = 0.2
+    retry_budget_min: int = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,9 +227,22 @@ class OutlierConfig:
     """Passive detection from the request path: eject after consecutive failures."""
 
     consecutive_failures: int = 3       # connect failures, resets, timeouts, bad responses
-    consecutive_5xx: int = 0            # 502/503/504 answers; 0: not counted
+    consecutive_5xx: int = 0            # answers with a status in ``statuses``; 0: not counted
+    # What counts as a "5xx" for consecutive_5xx: the gateway-ish ones by default; a 500 is
+    # most often the application's own error, so counting it is a choice (add 500).
+    statuses: tuple[int, ...] = (502, 503, 504)
     base_ejection_time: float = 5.0     # first ejection; the n-th lasts n times as long ...
     max_ejection_time: float = 60.0     # ... up to this
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreakers:
+    """Per-service limits (0: none); a request over one gets 503 and X-Gateway-Overloaded."""
+
+    max_connections: int = 0            # upstream connections opened for it and still open
+    max_pending: int = 0                # requests waiting for a new upstream connection
+    max_requests: int = 0               # requests in flight
+    max_retries: int = 0                # requests retrying at the same time
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +262,7 @@ class ServiceConfig:
     # Envoy's overprovisioning factor: a level with healthy share h takes min(1, h * factor)
     # of the load, so it keeps all of it until 1 / factor (71% at 1.4) of it is healthy.
     overprovisioning_factor: float = 1.4
+    circuit_breakers: CircuitBreakers = field(default_factory=CircuitBreakers)
 
     def priority_of(self, source: str) -> int:
         for name, level in self.priorities:
@@ -736,6 +754,8 @@ _LIMIT_PARSERS: dict[str, _Parser] = {
     "max_headers": partial(_int, lo=1, hi=10_000),
     "max_connections": partial(_int, lo=1, hi=1_000_000),
     "max_requests_per_connection": partial(_int, lo=1, hi=100_000_000),
+    "retry_budget_share": lambda value, path, errs: _share(value, path, errs),   # defined below
+    "retry_budget_min": partial(_int, lo=0, hi=1_000_000),
 }
 
 
@@ -940,7 +960,7 @@ def _check_context(kubeconfig: str, context: str, path: str, errs: _Errors) -> N
 def _service(value: Any, path: str, errs: _Errors, sources: dict[str, int]) -> ServiceConfig | None:
     d = _keys(value, path, errs, ("name", "namespace", "port", "sources", "health_check",
                                   "outlier_detection", "panic_threshold", "tls", "prefer",
-                                  "priorities", "overprovisioning_factor"),
+                                  "priorities", "overprovisioning_factor", "circuit_breakers"),
               required=("name", "port"))
     if d is None:
         return None
@@ -962,8 +982,19 @@ def _service(value: Any, path: str, errs: _Errors, sources: dict[str, int]) -> S
     tls = _opt(d, "tls", _upstream_tls, path, errs)
     priorities = _service_priorities(d, path, errs, sources)
     factor = _opt(d, "overprovisioning_factor", _factor, path, errs, 1.4)
+    breakers = _opt(d, "circuit_breakers", _circuit_breakers, path, errs, CircuitBreakers())
     return ServiceConfig(namespace, name, port, tuple(names), health, outlier, panic, tls,
-                         priorities, factor)
+                         priorities, factor, breakers)
+
+
+_LIMIT = partial(_int, lo=1, hi=1_000_000)
+
+
+def _circuit_breakers(value: Any, path: str, errs: _Errors) -> CircuitBreakers:
+    d = _keys(value, path, errs, [f.name for f in fields(CircuitBreakers)])
+    if d is None:
+        return CircuitBreakers()
+    return CircuitBreakers(**_kwargs(d, path, errs, {f.name: _LIMIT for f in fields(CircuitBreakers)}))
 
 
 def _service_priorities(d: dict, path: str, errs: _Errors,
@@ -1081,12 +1112,16 @@ def _health_check(value: Any, path: str, errs: _Errors) -> HealthCheckConfig | N
 
 def _outlier(value: Any, path: str, errs: _Errors) -> OutlierConfig | None:
     d = _keys(value, path, errs, ("consecutive_failures", "consecutive_5xx",
-                                  "base_ejection_time", "max_ejection_time"))
+                                  "base_ejection_time", "max_ejection_time", "statuses"))
     if d is None:
         return None
     kw = _kwargs(d, path, errs, {
         "consecutive_failures": partial(_int, lo=1, hi=1000), "consecutive_5xx": partial(_int, lo=0, hi=1000),
-        "base_ejection_time": _duration, "max_ejection_time": _duration})
+        "base_ejection_time": _duration, "max_ejection_time": _duration,
+        "statuses": _list_of(partial(_int, lo=500, hi=599))})
+    if kw.get("statuses") == ():
+        _err(errs, _at(path, "statuses"), "must list at least one status from 500 to 599")
+        kw.pop("statuses")
     return OutlierConfig(**{k: v for k, v in kw.items() if v is not None})
 
 

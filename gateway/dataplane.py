@@ -56,12 +56,14 @@ class DataPlane:
         self._pooled: set[Upstream] = set()     # upstreams that may hold idle connections
         self.upstream_tls: dict[str, tuple[object, str | None]] = {}   # service -> (SSLContext, SNI)
         self.upstream_tls_config: dict = {}
+        self.own_pool: set[str] = set()         # services with max_connections (see _set_members)
 
     # -- config: services and routes -------------------------------------
 
     def apply_config(self, config: Config) -> None:
         from gateway.tls import upstream_context
-        tls_before = self.upstream_tls_config
+        tls_before, own_before = self.upstream_tls_config, self.own_pool
+        self.own_pool = {svc.key for svc in config.services if svc.circuit_breakers.max_connections}
         self.upstream_tls_config = {svc.key: svc.tls for svc in config.services if svc.tls is not None}
         self.upstream_tls = {key: (upstream_context(tls), tls.sni)
                              for key, tls in self.upstream_tls_config.items()}
@@ -70,8 +72,13 @@ class DataPlane:
             if svc.key not in self.services:
                 self.services[svc.key] = Service(svc.key, EndpointTable())
                 fresh.append(svc.key)
-            elif tls_before.get(svc.key) != svc.tls:
-                fresh.append(svc.key)       # its upstreams (and pool) follow the new TLS settings
+            elif tls_before.get(svc.key) != svc.tls or (svc.key in own_before) != (svc.key in self.own_pool):
+                fresh.append(svc.key)       # its upstreams (and pool) follow the new settings
+            service, limits = self.services[svc.key], svc.circuit_breakers
+            service.max_connections, service.max_pending = limits.max_connections, limits.max_pending
+            service.max_requests, service.max_retries = limits.max_requests, limits.max_retries
+            outlier = svc.outlier_detection
+            service.outlier_statuses = frozenset(outlier.statuses if outlier else (502, 503, 504))
         previous = {route.name: route for route in self.routes}
         routes = [self._route(rc, previous.get(rc.name)) for rc in config.routes]
         matchers = [self._matcher(i, rc, route) for i, (rc, route) in enumerate(zip(config.routes, routes))]
@@ -167,7 +174,9 @@ class DataPlane:
         # Plain connections to an endpoint are shared by every service that reaches it;
         # a service with TLS settings gets its own, so that its CA, SNI and verification
         # are never replaced by another service's, nor its pooled connections reused.
-        pool = key if tls is not None else ""
+        # So does a service with max_connections: the connections it counts are then its own,
+        # not pooled ones another service opened (nor its own lent to another service).
+        pool = key if tls is not None or key in self.own_pool else ""
         serving_before = self._serving(service)
         upstreams = [self._upstream(pool, spec, tls) for spec in specs or ()]
         priorities = [spec.priority for spec in specs or ()]

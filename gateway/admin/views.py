@@ -272,6 +272,7 @@ def _service(gw, svc: ServiceConfig) -> dict:
         "serving": sum(1 for e in endpoints if e["serving"]),
         "clusters": _cluster_summary(gw, svc, endpoints),
         "overprovisioning_factor": svc.overprovisioning_factor,
+        "circuit_breakers": _plain(svc.circuit_breakers),
         # Priority levels, best first: each one's healthy capacity, share of requests and why.
         "levels": [lv.describe() for lv in gw.health.levels.get(svc.key, ())] if gw.health else [],
     }
@@ -498,6 +499,10 @@ def metric_families(gw) -> list[Family]:
     family("gateway_redispatched_total", "counter",
            "Requests sent to another endpoint at once because theirs was ejected while they "
            "waited for its answer.").samples.append(("", {}, stats.get("redispatched", 0)))
+    fam = family("gateway_circuit_breaker_overflows_total", "counter",
+                 "Requests answered 503 because a service's circuit breaker was at its limit.")
+    for limit in ("max_connections", "max_pending", "max_requests", "max_retries"):
+        fam.samples.append(("", {"limit": limit}, stats.get(f"overflow_{limit}", 0)))
     family("gateway_upstream_connects_total", "counter",
            "Upstream connections opened.").samples.append(("", {}, stats.get("upstream_connects", 0)))
     family("gateway_upstream_connect_failures_total", "counter",
