@@ -74,6 +74,9 @@ cdef class Service:
     cdef readonly int active_requests
     cdef readonly int active_retries
     cdef public frozenset outlier_statuses  # answers passive health counts as 5xx
+    cdef public bytes hash_header           # ring_hash on this request header (lower case) ...
+    cdef public bint hash_source_ip         # ... or on the client address
+    cdef public bint observe_latency        # peak_ewma: feed response times to the table
 
 
 cdef class Route(Reported):
@@ -240,6 +243,7 @@ cdef class DownstreamProtocol:
     cdef void release_endpoint(self)
     cdef void respond_error(self, int status, str message, bytes location=*, bytes extra_header=*)
     cdef bint over_limit(self, Service service, int limit, int count, bytes name, int stat)
+    cdef void set_hash_key(self, EndpointTable table)
     cdef void fail_request(self, int status, str reason)
     cdef void finish_exchange(self)
     cdef void finish_request(self, bint completed)

@@ -33,7 +33,7 @@ from _speedups.http import HttpError, FRAMING_CHUNKED, FRAMING_LENGTH, FRAMING_N
 from _speedups.path cimport (
     NORM_OK, NORM_REDIRECT, PATH_FORWARD_ORIGINAL, PathPolicy, outcome_reason)
 from _speedups.router cimport Router
-from _speedups.table cimport EndpointTable
+from _speedups.table cimport EndpointTable, hash_bytes
 
 cdef object _log = logging.getLogger("gateway.proxy")
 cdef object monotonic = _time.monotonic
@@ -821,6 +821,8 @@ cdef class DownstreamProtocol:
         cdef Upstream upstream
         cdef UpstreamProtocol conn
         cdef int index
+        if self.service.hash_header is not None or self.service.hash_source_ip:
+            self.set_hash_key(table)
         if self.tried is None:
             index = table.pick(None)
         else:
@@ -873,6 +875,16 @@ cdef class DownstreamProtocol:
         if index < 0:
             index = table.pick(None)        # every endpoint tried: any healthy one will do
         return index
+
+    cdef void set_hash_key(self, EndpointTable table):
+        """ring_hash: the key of this request, before every pick (another request may have
+        set its own in between).  No header: the request id, so such requests spread."""
+        cdef bytes value = None
+        if self.service.hash_source_ip:
+            value = self.client_ip
+        else:
+            value = self.head.header(self.service.hash_header)
+        table.set_key(hash_bytes(value if value is not None else self.request_id))
 
     cdef bint over_limit(self, Service service, int limit, int count, bytes name, int stat):
         """Answer 503 naming the circuit breaker when ``count`` is at ``limit`` (0: none)."""
@@ -1055,7 +1067,15 @@ cdef class DownstreamProtocol:
         """Take the final response head; False when the request went to another endpoint instead."""
         cdef Route route = self.route
         cdef int framing = response_framing(head, self.head.method)
-        self.t_response = monotonic() - self.t_try
+        cdef double now = monotonic()
+        cdef int index
+        self.t_response = now - self.t_try
+        if self.service.observe_latency:
+            index = self.endpoint_index
+            if self.service.table.generation != self.table_generation:
+                index = self.service.table.index_of(self.upstream.key)
+            if index >= 0:
+                self.service.table.observe(index, self.t_response, now)
         if head.status >= 500 and head.status in self.service.outlier_statuses:
             self.report(KIND_5XX, False)
         if head.status == 502 or head.status == 503 or head.status == 504:

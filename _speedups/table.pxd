@@ -6,9 +6,19 @@ cimport cython
 # no bit is set.  cpdef: also plain ints at Python level.  Bit 30 is reserved
 # for pick()'s exclude marks (_EXCLUDED in table.pyx).
 cpdef enum:
+    POLICY_ROUND_ROBIN = 0      # smooth WRR, EDF for big tables
+    POLICY_LEAST_REQUEST = 1    # power of two choices by in-flight / weight
+    POLICY_RANDOM = 2           # weighted random
+    POLICY_RING_HASH = 3        # consistent hashing on a key (Ketama-style ring)
+    POLICY_PEAK_EWMA = 4        # power of two choices by latency EWMA x (in-flight + 1) / weight
+
+cpdef enum:
     FLAG_ACTIVE_FAILED = 1      # failed active health checks
     FLAG_EJECTED = 2            # passive outlier ejection
     FLAG_DRAINING = 4           # not ready / terminating
+
+
+cpdef unsigned long long hash_bytes(bytes data)
 
 
 # Per-endpoint state, one struct per endpoint: smooth WRR reads flags and weight
@@ -27,6 +37,8 @@ cdef struct _Peer:
     int due_frac                # 0 <= due_frac < weight
     int heap_pos                # index in _Core.heap, -1 when not scheduled (flagged)
     int level                   # index into _Core.level_*, 0 in a one-level table
+    double ewma                 # peak_ewma: decayed response time (s), peak-sensitive
+    double ewma_stamp           # when ewma was last updated (monotonic s)
 
 
 # All C state of a table behind one pointer.  The EndpointTable object keeps the
@@ -52,6 +64,15 @@ cdef struct _Core:
     int *level_priority
     int *level_load
     long long *level_current
+    # Selection policy (POLICY_*): smooth WRR / EDF, or one of the others below, which
+    # never build the EDF heap.
+    int policy
+    unsigned long long rng      # xorshift64* state (random, the two choices)
+    unsigned long long key      # ring_hash: the request's key hash, set before pick()
+    unsigned long long *ring    # ring_hash: sorted points (hash << 20 | endpoint index)
+    int ring_len
+    double decay                # peak_ewma: time constant (s)
+    int uniform                 # every endpoint has the same weight
 
 
 @cython.final
@@ -84,3 +105,5 @@ cdef class EndpointTable:
     cdef void _set_flags(self, int i, int flags) noexcept
     cpdef set_loads(self, loads)
     cdef void _carry_loads(self, _Core *prev, _Core *c, list distinct)
+    cpdef set_key(self, unsigned long long key)
+    cpdef observe(self, int i, double seconds, double now)

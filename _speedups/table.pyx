@@ -30,6 +30,16 @@ new endpoints, nor forget an ejection.  Crossing the threshold starts the new
 regime afresh.  Indices move only when ``generation`` does; re-resolve held
 ones with index_of().
 
+Other policies (``policy=``), all over the same eligible set (flags, exclude, level):
+``random`` (weighted, O(n)); ``least_request`` and ``peak_ewma``, the power of two
+choices (two endpoints drawn at random, the one with the lower cost wins: in-flight + 1
+over weight, as Envoy's active_request_bias = 1; times the latency EWMA for peak_ewma,
+as Finagle and Linkerd do); ``ring_hash``, a Ketama-style ring of points per endpoint
+in proportion to its weight, searched from the request's key hash (set_key) to the
+first eligible endpoint: removing one of N endpoints moves only the keys that were
+on it (~1/N), which go to the next points.  Ring points are hashed from the endpoint
+key's text with FNV-1a, not Python's hash(), so every worker builds the same ring.
+
 Priority levels (update(endpoints, priorities)): the control plane decides what
 share of requests each level gets (gateway.health.state.plan_levels, Envoy's
 priority load) and sends it as basis points (set_loads).  A pick chooses the
@@ -41,7 +51,8 @@ table whose endpoints are all at one level skips the level step.
 """
 cimport cython
 from libc.limits cimport LLONG_MIN
-from libc.stdlib cimport calloc, free, malloc
+from libc.math cimport exp, log2
+from libc.stdlib cimport calloc, free, malloc, qsort
 
 # pick() marks excluded endpoints with this bit, so that the WRR loop tests one
 # int per endpoint and the EDF walk one per heap node; _clear_marks() removes
@@ -55,6 +66,10 @@ cdef enum:
 # every table of a typical service (a handful of pods per cluster) on smooth
 # WRR, which interleaves better.
 EDF_THRESHOLD = 64
+
+POLICIES = {"round_robin": POLICY_ROUND_ROBIN, "least_request": POLICY_LEAST_REQUEST,
+            "random": POLICY_RANDOM, "ring_hash": POLICY_RING_HASH, "peak_ewma": POLICY_PEAK_EWMA}
+_POLICY_NAMES = {v: k for k, v in POLICIES.items()}
 
 
 # -- the C state -----------------------------------------------------------------
@@ -78,6 +93,8 @@ cdef _Core *_core_new(Py_ssize_t n, bint edf, int edf_threshold, int nlevels=1) 
     if edf:
         c.heap = <int *>malloc(m * sizeof(int))
         c.stack = <int *>malloc(m * sizeof(int))
+    c.rng = 0x9E3779B97F4A7C15
+    c.decay = 10.0
     if (c.peers == NULL or c.marks == NULL or (edf and (c.heap == NULL or c.stack == NULL))
             or c.level_priority == NULL or c.level_load == NULL or c.level_current == NULL):
         _core_free(c)
@@ -94,6 +111,7 @@ cdef void _core_free(_Core *c) noexcept:
         free(c.level_priority)
         free(c.level_load)
         free(c.level_current)
+        free(c.ring)
         free(c)
 
 
@@ -291,8 +309,185 @@ cdef int _pick_level(_Core *c) noexcept:
     return best
 
 
+# -- other policies ------------------------------------------------------------------
+
+cdef inline unsigned long long _next_random(_Core *c) noexcept:
+    """xorshift64*: fast, good enough to spread picks, no Python call."""
+    cdef unsigned long long x = c.rng
+    x ^= x >> 12
+    x ^= x << 25
+    x ^= x >> 27
+    c.rng = x
+    return x * <unsigned long long>2685821657736338717ULL
+
+
+cdef int _pick_random(_Core *c, Py_ssize_t n, int level) noexcept:
+    cdef Py_ssize_t i
+    cdef long long total = 0, r
+    cdef _Peer *p = c.peers
+    for i in range(n):
+        if not _skip(&p[i], level):
+            total += p[i].weight
+    if total == 0:
+        return -1
+    r = <long long>(_next_random(c) % <unsigned long long>total)
+    for i in range(n):
+        if not _skip(&p[i], level):
+            r -= p[i].weight
+            if r < 0:
+                return <int>i
+    return -1
+
+
+cdef int _random_eligible(_Core *c, Py_ssize_t n, int level, int other) noexcept:
+    """A uniformly drawn eligible endpoint other than ``other``; -1 if none.
+
+    A few draws first (almost always enough), then one scan, so it stays bounded
+    when most endpoints are flagged or excluded.
+    """
+    cdef int tries, i
+    cdef Py_ssize_t j, count = 0, k
+    for tries in range(8):
+        i = <int>(_next_random(c) % <unsigned long long>n)
+        if i != other and not _skip(&c.peers[i], level):
+            return i
+    for j in range(n):
+        if j != other and not _skip(&c.peers[j], level):
+            count += 1
+    if count == 0:
+        return -1
+    k = <Py_ssize_t>(_next_random(c) % <unsigned long long>count)
+    for j in range(n):
+        if j != other and not _skip(&c.peers[j], level):
+            if k == 0:
+                return <int>j
+            k -= 1
+    return -1
+
+
+cdef inline double _cost(_Core *c, _Peer *x) noexcept:
+    # Weight is in the draw (see _pick_two_choices), so not in the cost again.
+    cdef double load = x.inflight + 1.0
+    if c.policy == POLICY_PEAK_EWMA:
+        # An endpoint not measured yet costs as if answering in 1 ms: tried soon, not flooded.
+        return load * (x.ewma if x.ewma > 0 else 0.001)
+    return load
+
+
+cdef int _pick_two_choices(_Core *c, Py_ssize_t n, int level) noexcept:
+    cdef int a, b
+    if n == 0:
+        return -1
+    if not c.uniform:
+        # Unequal weights: both candidates drawn by weight (O(n)), so that an idle
+        # service splits by weight, and the cost (load) decides between them.
+        a = _pick_random(c, n, level)
+        if a < 0:
+            return -1
+        b = _pick_random(c, n, level)
+        return b if _cost(c, &c.peers[b]) < _cost(c, &c.peers[a]) else a
+    a = _random_eligible(c, n, level, -1)
+    if a < 0:
+        return -1
+    b = _random_eligible(c, n, level, a)
+    if b < 0:
+        return a
+    return b if _cost(c, &c.peers[b]) < _cost(c, &c.peers[a]) else a
+
+
+cdef int _pick_ring(_Core *c, int level) noexcept:
+    """The first eligible endpoint at or after the key's point, walking round once."""
+    cdef int lo = 0, hi = c.ring_len, mid, k, i
+    cdef unsigned long long want = c.key >> 20
+    if hi == 0:
+        return -1
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if (c.ring[mid] >> 20) < want:
+            lo = mid + 1
+        else:
+            hi = mid
+    for k in range(c.ring_len):
+        i = <int>(c.ring[(lo + k) % c.ring_len] & 0xFFFFF)
+        if not _skip(&c.peers[i], level):
+            return i
+    return -1
+
+
+cdef inline unsigned long long _mix(unsigned long long x) noexcept:
+    """splitmix64's finalizer: spreads the points of one endpoint over the ring."""
+    x ^= x >> 30
+    x *= <unsigned long long>0xBF58476D1CE4E5B9ULL
+    x ^= x >> 27
+    x *= <unsigned long long>0x94D049BB133111EBULL
+    x ^= x >> 31
+    return x
+
+
+cpdef unsigned long long hash_bytes(bytes data):
+    """FNV-1a 64 of ``data``, mixed: the same in every process (unlike hash())."""
+    cdef unsigned long long h = 0xCBF29CE484222325ULL
+    cdef const unsigned char *s = data
+    cdef Py_ssize_t i
+    for i in range(len(data)):
+        h ^= s[i]
+        h *= <unsigned long long>0x100000001B3ULL
+    return _mix(h)
+
+
+cdef int _cmp_points(const void *a, const void *b) noexcept nogil:
+    cdef unsigned long long x = (<unsigned long long *>a)[0]
+    cdef unsigned long long y = (<unsigned long long *>b)[0]
+    return -1 if x < y else (1 if x > y else 0)
+
+
+# About 1,000 points per endpoint on average (Ketama uses 160: with 100, a share was off by
+# a quarter of itself), at most 2**18 points (2 MiB) for huge tables.  Points are the
+# weight times a power of two, so that removing one endpoint leaves the other endpoints'
+# points where they were (a scale from n or the total weight would move them all, and
+# then ~2x the keys move); the power changes only when the total weight doubles or halves.
+cdef Py_ssize_t _RING_MAX = 1 << 18
+
+
+cdef int _build_ring(_Core *c, Py_ssize_t n, tuple eps) except -1:
+    cdef long long total = 0
+    cdef Py_ssize_t i, size, m = 0, points, r
+    cdef unsigned long long base
+    if n == 0:
+        return 0
+    if n >= (1 << 20):
+        raise ValueError("ring_hash supports fewer than 2**20 endpoints")
+    for i in range(n):
+        total += c.peers[i].weight
+    shift = round(log2(1000.0 * n / total))
+    while shift > -62 and (total << shift if shift >= 0 else total >> -shift) > _RING_MAX:
+        shift -= 1
+    counts = [max(1, c.peers[i].weight << shift if shift >= 0 else c.peers[i].weight >> -shift)
+              for i in range(n)]
+    c.ring = <unsigned long long *>malloc(sum(counts) * sizeof(unsigned long long))
+    if c.ring == NULL:
+        raise MemoryError()
+    for i in range(n):
+        base = hash_bytes(repr(eps[i].key).encode())
+        points = counts[i]
+        for r in range(points):
+            c.ring[m] = ((_mix(base + <unsigned long long>r) & ~(<unsigned long long>0xFFFFF))
+                         | <unsigned long long>i)
+            m += 1
+    c.ring_len = <int>m
+    qsort(c.ring, m, sizeof(unsigned long long), _cmp_points)
+    return 0
+
+
 cdef inline int _pick_in(_Core *c, Py_ssize_t n, int level) noexcept:
-    return _pick_edf(c, level) if c.edf else _pick_wrr(c.peers, n, level)
+    cdef int policy = c.policy
+    if policy == POLICY_ROUND_ROBIN:
+        return _pick_edf(c, level) if c.edf else _pick_wrr(c.peers, n, level)
+    if policy == POLICY_RING_HASH:
+        return _pick_ring(c, level)
+    if policy == POLICY_RANDOM:
+        return _pick_random(c, n, level)
+    return _pick_two_choices(c, n, level)
 
 
 cdef int _pick_levels(_Core *c, Py_ssize_t n) noexcept:
@@ -321,10 +516,17 @@ cdef class EndpointTable:
         self.clusters = ()
         self.generation = 0
 
-    def __init__(self, endpoints=(), int edf_threshold=EDF_THRESHOLD):
+    def __init__(self, endpoints=(), int edf_threshold=EDF_THRESHOLD, str policy="round_robin",
+                 double decay=10.0):
         if edf_threshold < 0:
             raise ValueError(f"edf_threshold must be >= 0, got {edf_threshold}")
+        if policy not in POLICIES:
+            raise ValueError(f"unknown policy {policy!r}; one of {', '.join(POLICIES)}")
+        if decay <= 0:
+            raise ValueError(f"decay must be > 0, got {decay}")
         self._core.edf_threshold = edf_threshold
+        self._core.policy = POLICIES[policy]
+        self._core.decay = decay
         self.update(endpoints)
 
     def __dealloc__(self):
@@ -347,6 +549,10 @@ cdef class EndpointTable:
         """"wrr" (smooth weighted round robin) or "edf" (earliest deadline first)."""
         return "edf" if self._core.edf else "wrr"
 
+    @property
+    def policy(self):
+        return _POLICY_NAMES[self._core.policy]
+
     cpdef update(self, endpoints, priorities=None):
         """``priorities``: one int per endpoint (its priority level), or None (all 0)."""
         cdef tuple eps = tuple(endpoints)
@@ -361,13 +567,14 @@ cdef class EndpointTable:
         cdef dict index = {}
         cdef dict clusters = {}
         cdef _Core *prev = self._core
-        cdef bint edf = n > prev.edf_threshold
+        cdef bint edf = n > prev.edf_threshold and prev.policy == POLICY_ROUND_ROBIN
         cdef bint carry_due = edf and prev.edf      # same regime: deadlines stay comparable
         if prios and len(prios) != n:
             raise ValueError(f"{len(prios)} priorities for {n} endpoints")
         cdef _Core *c = _core_new(n, edf, prev.edf_threshold, nlevels if nlevels > 1 else 0)
         if c == NULL:
             raise MemoryError()
+        c.policy, c.rng, c.decay, c.key = prev.policy, prev.rng, prev.decay, prev.key
         cdef _Peer *peers = c.peers
         cdef _Peer *q
         try:
@@ -394,12 +601,20 @@ cdef class EndpointTable:
                 q = &prev.peers[old]
                 peers[i].flags = q.flags & ~_EXCLUDED
                 peers[i].inflight = q.inflight
+                peers[i].ewma = q.ewma
+                peers[i].ewma_stamp = q.ewma_stamp
                 if not edf:
                     peers[i].current = q.current    # 0 if it was EDF: WRR starts afresh
                 elif carry_due and q.heap_pos >= 0 and q.weight == w:
                     peers[i].due = q.due
                     peers[i].due_frac = q.due_frac
                     peers[i].heap_pos = 0       # 0: keep this deadline
+            c.uniform = 1
+            for i in range(1, n):
+                if peers[i].weight != peers[0].weight:
+                    c.uniform = 0
+            if c.policy == POLICY_RING_HASH:
+                _build_ring(c, n, eps)
         except BaseException:
             _core_free(c)       # a bad list leaves the table as it was
             raise
@@ -460,6 +675,30 @@ cdef class EndpointTable:
         """(priority, load) per level, best first; () when all endpoints are at one level."""
         cdef _Core *c = self._core
         return tuple((c.level_priority[l], c.level_load[l]) for l in range(c.nlevels))
+
+    cpdef set_key(self, unsigned long long key):
+        """ring_hash: the request's key hash (hash_bytes) for the picks that follow."""
+        self._core.key = key
+
+    cpdef observe(self, int i, double seconds, double now):
+        """peak_ewma: a response time of endpoint ``i``.  A slower answer than the average
+        is taken at once (the peak: a slowing endpoint loses load immediately); a faster one
+        pulls the average down with weight 1 - exp(-elapsed / decay), so an endpoint recovers
+        over about ``decay`` seconds, as Finagle's and Linkerd's peak EWMA."""
+        cdef _Peer *x
+        cdef double w
+        self._check(i)
+        x = &self._core.peers[i]
+        if seconds > x.ewma:
+            x.ewma = seconds
+        else:
+            w = exp(-(now - x.ewma_stamp) / self._core.decay) if now > x.ewma_stamp else 1.0
+            x.ewma = x.ewma * w + seconds * (1.0 - w)
+        x.ewma_stamp = now
+
+    def ewma(self, int i):
+        self._check(i)
+        return self._core.peers[i].ewma
 
     cpdef int pick(self, object exclude=None) except -2:
         """Index of the next endpoint, or -1 if no healthy one is left."""

@@ -236,6 +236,19 @@ class OutlierConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LbConfig:
+    """How a service picks among its endpoints (compiled, in _speedups/table.pyx)."""
+
+    policy: str = "round_robin"         # | least_request | random | ring_hash | peak_ewma
+    header: str | None = None           # ring_hash: key from this request header ...
+    source_ip: bool = False             # ... or from the client address
+    decay: float = 10.0                 # peak_ewma: seconds for a faster latency to count fully
+
+
+LB_POLICIES = ("round_robin", "least_request", "random", "ring_hash", "peak_ewma")
+
+
+@dataclass(frozen=True, slots=True)
 class CircuitBreakers:
     """Per-service limits (0: none); a request over one gets 503 and X-Gateway-Overloaded."""
 
@@ -263,6 +276,7 @@ class ServiceConfig:
     # of the load, so it keeps all of it until 1 / factor (71% at 1.4) of it is healthy.
     overprovisioning_factor: float = 1.4
     circuit_breakers: CircuitBreakers = field(default_factory=CircuitBreakers)
+    lb: LbConfig = field(default_factory=LbConfig)
 
     def priority_of(self, source: str) -> int:
         for name, level in self.priorities:
@@ -960,7 +974,7 @@ def _check_context(kubeconfig: str, context: str, path: str, errs: _Errors) -> N
 def _service(value: Any, path: str, errs: _Errors, sources: dict[str, int]) -> ServiceConfig | None:
     d = _keys(value, path, errs, ("name", "namespace", "port", "sources", "health_check",
                                   "outlier_detection", "panic_threshold", "tls", "prefer",
-                                  "priorities", "overprovisioning_factor", "circuit_breakers"),
+                                  "priorities", "overprovisioning_factor", "circuit_breakers", "lb"),
               required=("name", "port"))
     if d is None:
         return None
@@ -983,8 +997,34 @@ def _service(value: Any, path: str, errs: _Errors, sources: dict[str, int]) -> S
     priorities = _service_priorities(d, path, errs, sources)
     factor = _opt(d, "overprovisioning_factor", _factor, path, errs, 1.4)
     breakers = _opt(d, "circuit_breakers", _circuit_breakers, path, errs, CircuitBreakers())
+    lb = _opt(d, "lb", _lb, path, errs, LbConfig())
     return ServiceConfig(namespace, name, port, tuple(names), health, outlier, panic, tls,
-                         priorities, factor, breakers)
+                         priorities, factor, breakers, lb)
+
+
+def _lb(value: Any, path: str, errs: _Errors) -> LbConfig:
+    d = _keys(value, path, errs, ("policy", "header", "source_ip", "decay"))
+    if d is None:
+        return LbConfig()
+    kw = {k: v for k, v in _kwargs(d, path, errs, {
+        "policy": partial(_choice, choices=LB_POLICIES), "header": _token_name,
+        "source_ip": _bool, "decay": _duration}).items() if v is not None}
+    lb = LbConfig(**kw)
+    keyed = lb.header is not None or lb.source_ip
+    if lb.policy == "ring_hash" and lb.header is not None and lb.source_ip:
+        _err(errs, _at(path, "header"), "use header or source_ip, not both")
+    elif lb.policy == "ring_hash" and not keyed:
+        _err(errs, _at(path, "policy"), "ring_hash needs a key: header: <name> or source_ip: true")
+    elif lb.policy != "ring_hash" and keyed:
+        _err(errs, _at(path, "header" if lb.header is not None else "source_ip"),
+             f"only for policy ring_hash, not {lb.policy}")
+    if "decay" in d and lb.policy != "peak_ewma":
+        _err(errs, _at(path, "decay"), f"only for policy peak_ewma, not {lb.policy}")
+    return lb
+
+
+def _token_name(value: Any, path: str, errs: _Errors) -> str | None:
+    return _token(value, path, errs, "header name")
 
 
 _LIMIT = partial(_int, lo=1, hi=1_000_000)

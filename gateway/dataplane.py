@@ -57,6 +57,7 @@ class DataPlane:
         self.upstream_tls: dict[str, tuple[object, str | None]] = {}   # service -> (SSLContext, SNI)
         self.upstream_tls_config: dict = {}
         self.own_pool: set[str] = set()         # services with max_connections (see _set_members)
+        self._decay: dict[str, float] = {}      # peak_ewma decay each service's table has
 
     # -- config: services and routes -------------------------------------
 
@@ -69,12 +70,21 @@ class DataPlane:
                              for key, tls in self.upstream_tls_config.items()}
         fresh = []
         for svc in config.services:
-            if svc.key not in self.services:
-                self.services[svc.key] = Service(svc.key, EndpointTable())
+            lb = svc.lb
+            old = self.services.get(svc.key)
+            if old is None or old.table.policy != lb.policy or self._decay.get(svc.key) != lb.decay:
+                # A new policy is a new table (and so a new Service); requests in flight keep
+                # the old one until they end.
+                self.services[svc.key] = Service(svc.key, EndpointTable(policy=lb.policy,
+                                                                        decay=lb.decay))
+                self._decay[svc.key] = lb.decay
                 fresh.append(svc.key)
             elif tls_before.get(svc.key) != svc.tls or (svc.key in own_before) != (svc.key in self.own_pool):
                 fresh.append(svc.key)       # its upstreams (and pool) follow the new settings
             service, limits = self.services[svc.key], svc.circuit_breakers
+            service.hash_header = lb.header.lower().encode() if lb.header else None
+            service.hash_source_ip = lb.source_ip
+            service.observe_latency = lb.policy == "peak_ewma"
             service.max_connections, service.max_pending = limits.max_connections, limits.max_pending
             service.max_requests, service.max_retries = limits.max_requests, limits.max_retries
             outlier = svc.outlier_detection
