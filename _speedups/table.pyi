@@ -3,6 +3,16 @@ small tables, earliest deadline first (O(log n) per pick) above ``edf_threshold`
 from typing import Any, Hashable, Iterable, Literal, Protocol, Sequence, final
 
 EDF_THRESHOLD: int
+POLICIES: dict[str, int]
+"""round_robin, least_request, random, ring_hash, peak_ewma -> POLICY_* value."""
+POLICY_ROUND_ROBIN: int
+POLICY_LEAST_REQUEST: int
+POLICY_RANDOM: int
+POLICY_RING_HASH: int
+POLICY_PEAK_EWMA: int
+
+def hash_bytes(data: bytes) -> int:
+    """FNV-1a 64 of ``data``, mixed; the same in every process (ring_hash keys)."""
 """Default ``edf_threshold``: tables with more endpoints schedule by EDF (64)."""
 
 FLAG_ACTIVE_FAILED: int
@@ -45,10 +55,24 @@ class EndpointTable:
         """The regime of the current endpoint list."""
 
     def __init__(self, endpoints: Iterable[EndpointLike] = (),
-                 edf_threshold: int = ...) -> None:
+                 edf_threshold: int = ..., policy: str = "round_robin",
+                 decay: float = 10.0) -> None:
         """Raises ValueError if ``edf_threshold`` < 0."""
     def __len__(self) -> int: ...
-    def update(self, endpoints: Iterable[EndpointLike]) -> None:
+    @property
+    def policy(self) -> str: ...
+    @property
+    def levels(self) -> tuple[tuple[int, int], ...]:
+        """(priority, load) per priority level, best first; () for one level."""
+    def set_loads(self, loads: Iterable[tuple[int, int]]) -> None:
+        """Each level's share of picks, as (priority, weight) pairs (basis points)."""
+    def set_key(self, key: int) -> None:
+        """ring_hash: the key hash for the picks that follow."""
+    def observe(self, i: int, seconds: float, now: float) -> None:
+        """peak_ewma: a response time of endpoint ``i`` at monotonic time ``now``."""
+    def ewma(self, i: int) -> float: ...
+    def update(self, endpoints: Iterable[EndpointLike],
+               priorities: Sequence[int] | None = None) -> None:
         """Replace the endpoints; flags, in-flight and the schedule follow the key.
 
         Smooth WRR carries ``current``; EDF carries the deadline of a healthy
