@@ -46,7 +46,12 @@ class Gateway:
     or in worker processes (``workers: N``), whose counters ``stats`` adds up."""
 
     def __init__(self, config: Config, log_level: str = "info") -> None:
+        # file_config: what the file (or the admin API) says; config: what runs, which with
+        # gateway_api adds the routes and services of the cluster's HTTPRoutes.
+        self.file_config = config
         self.config = config
+        self.gatewayapi = None                  # gateway.gatewayapi.controller.GatewayApiController
+        self._started = False
         self.log_level = log_level
         self.started = time.time()
         self.exit_code = 0
@@ -85,7 +90,9 @@ class Gateway:
     # -- lifecycle ----------------------------------------------------------
 
     async def start(self) -> None:
-        cfg = self.config
+        if self.file_config.gateway_api is not None:
+            await self._start_gatewayapi()
+        cfg = self.config = self._effective()
         self.worker = Worker(cfg if not self.multi_worker else replace(cfg, access_log=_NO_LOG))
         self.worker.build()
         self.health = HealthManager(cfg.services, self._publish, self._suspect)
@@ -111,10 +118,41 @@ class Gateway:
             from gateway.admin.server import AdminServer
             self.admin = AdminServer(self)
             await self.admin.start()
+        self._started = True
         log.info("listening", extra={"fields": {"listen": str(cfg.listen), "workers": cfg.workers,
                                                   "routes": len(cfg.routes),
                                                   "services": len(cfg.services),
                                                   "sources": len(cfg.sources)}})
+
+    # -- routes from Kubernetes ----------------------------------------------
+
+    async def _start_gatewayapi(self) -> None:
+        from gateway.gatewayapi.controller import GatewayApiController
+        cfg = self.file_config
+        self.gatewayapi = GatewayApiController(cfg.gateway_api, cfg.sources, self._routes_changed)
+        self.gatewayapi.start({s.key: s for s in cfg.services})
+        waiting = await self.gatewayapi.wait_synced(INITIAL_SYNC_TIMEOUT)
+        if waiting:
+            log.warning("listening before these Gateway API watches synced",
+                        extra={"fields": {"watches": waiting}})
+
+    def _effective(self) -> Config:
+        """The file's config plus the routes (and the services they name) of the HTTPRoutes."""
+        file = self.file_config
+        t = self.gatewayapi.translation if self.gatewayapi is not None else None
+        if t is None:
+            return file
+        known = {s.key for s in file.services}
+        services = file.services + tuple(s for s in t.services if s.key not in known)
+        # One order for both: the spec's precedence across every route of the listener.
+        return replace(file, routes=file.routes + tuple(t.routes), services=services,
+                       route_order="precedence")
+
+    def _routes_changed(self, translation) -> None:
+        if not self._started:
+            return                      # start() reads the translation itself
+        self._apply(self._effective())
+        log.info("routes from the Gateway API applied", extra={"fields": {"routes": len(translation.routes)}})
 
     @property
     def port(self) -> int:
@@ -185,6 +223,8 @@ class Gateway:
             await self.registry.stop()
         if self.health is not None:
             await self.health.stop()
+        if self.gatewayapi is not None:
+            await self.gatewayapi.stop()
         if self.admin is not None:
             await self.admin.stop()
         self._stopped.set()
@@ -192,6 +232,14 @@ class Gateway:
     # -- reload -------------------------------------------------------------
 
     def reload(self, config: Config) -> None:
+        """Apply a new valid config from the file (or the admin API), with the routes from
+        Kubernetes added (see _effective)."""
+        self.file_config = config
+        if self.gatewayapi is not None:
+            self.gatewayapi.set_file_services({s.key: s for s in config.services})
+        self._apply(self._effective())
+
+    def _apply(self, config: Config) -> None:
         """Apply a new valid config without dropping a request.
 
         Routes and services change in place (in-flight requests keep the objects

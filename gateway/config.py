@@ -335,6 +335,17 @@ class RouteConfig:
                     or self.direct_status is not None)
 
 
+DEFAULT_CONTROLLER_NAME = "gateway.example/multi-cluster"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayApiConfig:
+    """Routes from Kubernetes: the Gateway API objects of ``sources`` configure this gateway."""
+    controller_name: str = DEFAULT_CONTROLLER_NAME   # GatewayClass.spec.controllerName we implement
+    sources: tuple[str, ...] = ()       # kubernetes sources read for Gateway API objects; (): all
+    write_status: bool = True           # write HTTPRoute/Gateway/GatewayClass status back
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     listen: Address = Address("0.0.0.0", 8080)
@@ -353,6 +364,7 @@ class Config:
     # "declared": first match in file order wins; "precedence": the Gateway API's order
     # (gateway.routing.precedence_order), whatever the file order.
     route_order: str = "declared"
+    gateway_api: GatewayApiConfig | None = None
     path: str | None = None                 # the file it was read from
     # The validated YAML document, so that worker processes get exactly this config
     # rather than whatever the file holds when they (re)start.
@@ -400,6 +412,9 @@ def parse_config(data: object, path: str | None = None) -> Config:
 
     routes = _parse_each(data.get("routes"), "routes", errs, partial(_route, services=service_keys))
     _unique(((f"{p}.name", r.name) for p, r in routes), "route name", errs)
+    if data.get("gateway_api") is not None:
+        kubernetes_sources = [s.name for _, s in sources if s.type == "kubernetes"]
+        top["gateway_api"] = _gateway_api(data["gateway_api"], "gateway_api", errs, kubernetes_sources)
 
     top["document"] = data
     if errs:
@@ -648,7 +663,7 @@ def _address(value: Any, path: str, errs: _Errors) -> Address | None:
 # --- Sections -----------------------------------------------------------------------------------
 
 _TOP_KEYS = ("listen", "tls", "workers", "admin", "access_log", "timeouts", "limits", "http",
-             "sources", "services", "routes", "route_order")
+             "sources", "services", "routes", "route_order", "gateway_api")
 _KUBERNETES_KEYS = ("kubeconfig", "context", "in_cluster", "namespaces")
 _SOURCE_KEYS = ("name", "type", "weight", "services", *_KUBERNETES_KEYS)
 _ROUTE_KEYS = ("name", "match", "service", "backends", "rewrite", "timeout", "retries",
@@ -1149,6 +1164,31 @@ def _route(value: Any, path: str, errs: _Errors, services: set[str]) -> RouteCon
                        response_headers=_opt(d, "response_headers", _header_filter, path, errs),
                        redirect=redirect,
                        mirrors=_opt(d, "mirrors", partial(_mirrors, services=services), path, errs, ()))
+
+
+_CONTROLLER_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/[A-Za-z0-9/\-._~%!$&'()*+,;=:]+")
+
+
+def _gateway_api(value: Any, path: str, errs: _Errors, kubernetes_sources: list[str]) -> GatewayApiConfig | None:
+    if value is True or value == {}:
+        value = {}
+    d = _keys(value, path, errs, ("controller_name", "sources", "write_status"))
+    if d is None:
+        return None
+    name = _opt(d, "controller_name", _str, path, errs, DEFAULT_CONTROLLER_NAME)
+    if name is not None and not _CONTROLLER_NAME.fullmatch(name):
+        _err(errs, _at(path, "controller_name"), f'must be "domain/path" (a GatewayClass controllerName), got "{name}"')
+    names = []
+    for p, text in _str_list(d.get("sources") or [], _at(path, "sources"), errs):
+        if text not in kubernetes_sources:
+            _err(errs, p, f'unknown kubernetes source "{text}" (kubernetes sources: '
+                          f'{", ".join(kubernetes_sources) or "none"})')
+        names.append(text)
+    if not kubernetes_sources:
+        _err(errs, path, "needs a kubernetes source to read the Gateway API objects from")
+    return GatewayApiConfig(controller_name=name or DEFAULT_CONTROLLER_NAME,
+                            sources=tuple(names) or tuple(kubernetes_sources),
+                            write_status=_opt(d, "write_status", _bool, path, errs, True))
 
 
 def _route_order(value: Any, path: str, errs: _Errors) -> str | None:

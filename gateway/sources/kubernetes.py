@@ -173,18 +173,7 @@ class KubernetesSource(Source):
             self._spawn(f"services/{ns or '*'}", fn, ns, self._replace_services, self._service_event)
 
     def _api_client(self):
-        from kubernetes import client, config as kconfig
-        configuration = client.Configuration()
-        if self.config.in_cluster:
-            kconfig.load_incluster_config(client_configuration=configuration)
-        else:
-            kconfig.load_kube_config(config_file=self.config.kubeconfig, context=self.config.context,
-                                     client_configuration=configuration)
-        # No urllib3 retries: they come at once, without backoff, and log a warning each
-        # ("Retrying (Retry(total=2...))", three per request while the API is down). The
-        # list+watch loop retries with backoff and jitter and warns once per outage.
-        configuration.retries = 0
-        return client.ApiClient(configuration)
+        return api_client(self.config)
 
     def _has_endpointslices(self, api) -> bool:
         from kubernetes import client
@@ -421,6 +410,22 @@ class KubernetesSource(Source):
                 "events": self.events, "lists": self.lists, "last_event": self.last_event,
                 "api": ("discovery.k8s.io/v1" if self.uses_endpointslices else
                         "v1/endpoints" if self.uses_endpointslices is False else None)}
+
+
+def api_client(config: SourceConfig):
+    """The official client's ApiClient for a kubernetes source (kubeconfig or in-cluster)."""
+    from kubernetes import client, config as kconfig
+    configuration = client.Configuration()
+    if config.in_cluster:
+        kconfig.load_incluster_config(client_configuration=configuration)
+    else:
+        kconfig.load_kube_config(config_file=config.kubeconfig, context=config.context,
+                                 client_configuration=configuration)
+    # No urllib3 retries: they come at once, without backoff, and log a warning each
+    # ("Retrying (Retry(total=2...))", three per request while the API is down). The
+    # list+watch loop retries with backoff and jitter and warns once per outage.
+    configuration.retries = 0
+    return client.ApiClient(configuration)
 
 
 def _describe(exc: Exception) -> str:
