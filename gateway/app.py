@@ -32,12 +32,14 @@ INITIAL_SYNC_TIMEOUT = 10.0     # wait this long for sources before listening an
 _NO_LOG = AccessLogConfig(path=None)    # the control plane's routing-only data plane serves nothing
 
 
-def build_source(config) -> Source:
+def build_source(config, exported_only: bool = False) -> Source:
+    """``exported_only``: ``multicluster.merge: exported`` (a kubernetes source serves only
+    services its cluster exports with a ServiceExport)."""
     if config.type == "static":
         return StaticSource(config)
     if config.type == "kubernetes":
         from gateway.sources.kubernetes import KubernetesSource
-        return KubernetesSource(config)
+        return KubernetesSource(config, exported_only)
     raise ValueError(f"unknown source type {config.type!r}")
 
 
@@ -97,7 +99,8 @@ class Gateway:
         self.worker.build()
         self.health = HealthManager(cfg.services, self._publish, self._suspect)
         self.health.start()
-        self.registry = Registry(cfg.services, [build_source(s) for s in cfg.sources],
+        exported = cfg.multicluster.merge == "exported"
+        self.registry = Registry(cfg.services, [build_source(s, exported) for s in cfg.sources],
                                  self.health.update)
         self.registry.start()
         # Warm up before taking traffic (as Envoy warms clusters): listening with no
@@ -260,7 +263,7 @@ class Gateway:
             self.worker.apply_config(config)
         if config.services != old.services:
             self.health.replace_services(config.services)
-        if config.sources != old.sources:
+        if (config.sources, config.multicluster) != (old.sources, old.multicluster):
             asyncio.ensure_future(self._replace_sources(config))
         else:
             self.registry.replace_services(config.services)
@@ -273,8 +276,10 @@ class Gateway:
 
     async def _replace_sources(self, config: Config) -> None:
         old = self.registry
-        kept = {s.config: s for s in old.sources if s.config in config.sources}
-        sources = [kept.get(sc) or build_source(sc) for sc in config.sources]
+        exported = config.multicluster.merge == "exported"
+        kept = {s.config: s for s in old.sources if s.config in config.sources
+                and getattr(s, "exported_only", False) == (exported and s.config.type == "kubernetes")}
+        sources = [kept.get(sc) or build_source(sc, exported) for sc in config.sources]
         fresh = Registry(config.services, sources, self.health.update)
         fresh.version = old.version
         fresh.merged = dict(old.merged)         # publish only what the new sources change

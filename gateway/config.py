@@ -347,6 +347,12 @@ class GatewayApiConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MultiClusterConfig:
+    """KEP-1645 Multi-Cluster Services: which clusters' endpoints join a merged service."""
+    merge: str = "all"          # "all": every same-name Service; "exported": only with a ServiceExport
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     listen: Address = Address("0.0.0.0", 8080)
     tls: TlsListener | None = None
@@ -365,6 +371,7 @@ class Config:
     # (gateway.routing.precedence_order), whatever the file order.
     route_order: str = "declared"
     gateway_api: GatewayApiConfig | None = None
+    multicluster: MultiClusterConfig = field(default_factory=MultiClusterConfig)
     path: str | None = None                 # the file it was read from
     # The validated YAML document, so that worker processes get exactly this config
     # rather than whatever the file holds when they (re)start.
@@ -396,6 +403,7 @@ def parse_config(data: object, path: str | None = None) -> Config:
     _keys(data, "", errs, _TOP_KEYS)
     top = _kwargs(data, "", errs, {"listen": _address, "tls": _tls_listener, "workers": _workers,
                                    "access_log": _access_log, "route_order": _route_order,
+                                   "multicluster": _multicluster,
                                    "timeouts": _timeouts, "limits": _limits, "http": _http})
     if "admin" in data:  # absent: the default address; null or off: no admin API
         top["admin"], top["admin_token"], top["admin_options"] = _admin(data["admin"], "admin", errs)
@@ -663,7 +671,7 @@ def _address(value: Any, path: str, errs: _Errors) -> Address | None:
 # --- Sections -----------------------------------------------------------------------------------
 
 _TOP_KEYS = ("listen", "tls", "workers", "admin", "access_log", "timeouts", "limits", "http",
-             "sources", "services", "routes", "route_order", "gateway_api")
+             "sources", "services", "routes", "route_order", "gateway_api", "multicluster")
 _KUBERNETES_KEYS = ("kubeconfig", "context", "in_cluster", "namespaces")
 _SOURCE_KEYS = ("name", "type", "weight", "services", *_KUBERNETES_KEYS)
 _ROUTE_KEYS = ("name", "match", "service", "backends", "rewrite", "timeout", "retries",
@@ -1189,6 +1197,17 @@ def _gateway_api(value: Any, path: str, errs: _Errors, kubernetes_sources: list[
     return GatewayApiConfig(controller_name=name or DEFAULT_CONTROLLER_NAME,
                             sources=tuple(names) or tuple(kubernetes_sources),
                             write_status=_opt(d, "write_status", _bool, path, errs, True))
+
+
+def _multicluster(value: Any, path: str, errs: _Errors) -> MultiClusterConfig | None:
+    d = _keys(value, path, errs, ("merge",))
+    if d is None:
+        return None
+    merge = d.get("merge", "all")
+    if merge not in ("all", "exported"):
+        _err(errs, _at(path, "merge"), f'must be "all" or "exported", got {_show(merge)}')
+        return None
+    return MultiClusterConfig(merge=merge)
 
 
 def _route_order(value: Any, path: str, errs: _Errors) -> str | None:

@@ -260,7 +260,23 @@ def _service(gw, svc: ServiceConfig) -> dict:
         "endpoints": endpoints,
         "serving": sum(1 for e in endpoints if e["serving"]),
         "clusters": _cluster_summary(gw, svc, endpoints),
+        **({"port_conflict": conflict} if (conflict := port_conflict(gw, svc)) else {}),
     }
+
+
+def port_conflict(gw, svc: ServiceConfig) -> dict | None:
+    """Clusters whose Service of this name declares other ports (KEP-1645: ports merge by name,
+    so two clusters disagreeing on a name's number is a conflict): {cluster: {name: port}}."""
+    if gw.registry is None:
+        return None
+    declared = {}
+    for source in gw.registry.sources:
+        ports = getattr(source, "_services", {}).get((svc.namespace, svc.name))
+        if ports is not None:
+            declared[source.name] = {p.name: p.port for p in ports}
+    if len({tuple(sorted(p.items())) for p in declared.values()}) <= 1:
+        return None
+    return declared
 
 
 def services(gw) -> list[dict]:
