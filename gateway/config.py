@@ -344,6 +344,9 @@ class GatewayApiConfig:
     controller_name: str = DEFAULT_CONTROLLER_NAME   # GatewayClass.spec.controllerName we implement
     sources: tuple[str, ...] = ()       # kubernetes sources read for Gateway API objects; (): all
     write_status: bool = True           # write HTTPRoute/Gateway/GatewayClass status back
+    # "namespace/name" of the Gateway console route changes attach to: with it, the admin API
+    # writes routes as HTTPRoutes (every replica sees them); without it, to the file.
+    console_gateway: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -1180,7 +1183,7 @@ _CONTROLLER_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-
 def _gateway_api(value: Any, path: str, errs: _Errors, kubernetes_sources: list[str]) -> GatewayApiConfig | None:
     if value is True or value == {}:
         value = {}
-    d = _keys(value, path, errs, ("controller_name", "sources", "write_status"))
+    d = _keys(value, path, errs, ("controller_name", "sources", "write_status", "console_gateway"))
     if d is None:
         return None
     name = _opt(d, "controller_name", _str, path, errs, DEFAULT_CONTROLLER_NAME)
@@ -1194,9 +1197,13 @@ def _gateway_api(value: Any, path: str, errs: _Errors, kubernetes_sources: list[
         names.append(text)
     if not kubernetes_sources:
         _err(errs, path, "needs a kubernetes source to read the Gateway API objects from")
+    console = _opt(d, "console_gateway", _str, path, errs)
+    if console is not None and not (len(console.split("/")) == 2 and all(_LABEL.fullmatch(p) for p in console.split("/"))):
+        _err(errs, _at(path, "console_gateway"), f'expected "namespace/name" of a Gateway, got "{console}"')
     return GatewayApiConfig(controller_name=name or DEFAULT_CONTROLLER_NAME,
                             sources=tuple(names) or tuple(kubernetes_sources),
-                            write_status=_opt(d, "write_status", _bool, path, errs, True))
+                            write_status=_opt(d, "write_status", _bool, path, errs, True),
+                            console_gateway=console)
 
 
 def _multicluster(value: Any, path: str, errs: _Errors) -> MultiClusterConfig | None:
