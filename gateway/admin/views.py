@@ -271,7 +271,9 @@ def port_conflict(gw, svc: ServiceConfig) -> dict | None:
         return None
     declared = {}
     for source in gw.registry.sources:
-        ports = getattr(source, "_services", {}).get((svc.namespace, svc.name))
+        if source.kind != "kubernetes":
+            continue                    # static endpoints have no Service ports to disagree on
+        ports = source._services.get((svc.namespace, svc.name))
         if ports is not None:
             declared[source.name] = {p.name: p.port for p in ports}
     if len({tuple(sorted(p.items())) for p in declared.values()}) <= 1:
