@@ -133,6 +133,8 @@ def test_clusters_disagreeing_on_ports_show_a_conflict(clusters, backend_a, tmp_
                          "services": [{"name": "ports", "port": "http"}, {"name": "web", "port": 80}],
                          "routes": [{"name": "web", "match": {}, "service": "web"}]}, tmp_path).start()
     try:
+        from gatewaytest import AdminClient
+        AdminClient(admin).wait_up(gw.proc)     # the proxy listens before the admin API does
         def conflict():
             with urllib.request.urlopen(f"http://127.0.0.1:{admin}/services/default/ports", timeout=5) as r:
                 return json.loads(r.read()).get("port_conflict")
