@@ -1,4 +1,5 @@
 from _speedups.http cimport BodyFramer, RequestHead, ResponseHead
+from _speedups.filters cimport RouteFilters
 from _speedups.forwarded cimport TrustedProxies
 from _speedups.path cimport PathPolicy
 from _speedups.router cimport Router
@@ -92,6 +93,7 @@ cdef class Route(Reported):
     cdef readonly bint retry_timeout
     cdef readonly double per_try_timeout
     cdef readonly TrafficStats traffic
+    cdef public RouteFilters filters        # None: no filters (the common, cheapest case)
     cdef Service pick_service(self)
 
 
@@ -217,6 +219,8 @@ cdef class DownstreamProtocol:
     cdef void start_request(self, RequestHead head)
     cdef bint normalize_path(self, RequestHead head) except -1
     cdef bytes rewrite_target(self, bytes target)
+    cdef bint answer_by_filters(self, RouteFilters filters, RequestHead head) except -1
+    cdef void apply_request_filters(self, RouteFilters filters, RequestHead head)
     cdef void try_upstream(self)
     cdef int pick_retry(self, EndpointTable table) except -2
     cdef void connect(self, Upstream upstream)

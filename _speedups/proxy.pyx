@@ -32,6 +32,7 @@ from _speedups.http cimport (
 from _speedups.http import HttpError, FRAMING_CHUNKED, FRAMING_LENGTH, FRAMING_NONE, FRAMING_UNTIL_CLOSE
 from _speedups.path cimport (
     NORM_OK, NORM_REDIRECT, PATH_FORWARD_ORIGINAL, PathPolicy, outcome_reason)
+from _speedups.filters cimport RouteFilters
 from _speedups.router cimport Router
 from _speedups.table cimport EndpointTable, hash_bytes
 
@@ -764,6 +765,8 @@ cdef class DownstreamProtocol:
             self.respond_error(404, "no route matches this request")
             return
         self.route = <Route>route
+        if self.route.filters is not None and self.answer_by_filters(self.route.filters, head):
+            return
         self.service = self.route.pick_service()
         if self.over_limit(self.service, self.service.max_requests, self.service.active_requests,
                            b"max_requests", ST_OVERFLOW_REQUESTS):
@@ -777,6 +780,8 @@ cdef class DownstreamProtocol:
                                              or not ctx.path_policy.flags & PATH_FORWARD_ORIGINAL):
             target = self.norm_target
         self.upstream_target = self.rewrite_target(target)
+        if self.route.filters is not None:
+            self.apply_request_filters(self.route.filters, head)
         if self.route.timeout > 0:
             self.total_deadline = self.t_start + self.route.timeout
         self.try_upstream()
@@ -803,6 +808,37 @@ cdef class DownstreamProtocol:
         else:
             self.respond_error(400, outcome_reason(outcome))
         return False
+
+    cdef bint answer_by_filters(self, RouteFilters filters, RequestHead head) except -1:
+        """True when the route's filters answer the request here (redirect, or no valid backend)."""
+        if filters.direct_status:
+            self.respond_error(filters.direct_status, filters.direct_reason)
+            return True
+        if filters.redirect is not None:
+            self.respond_error(filters.redirect.status, "redirected",
+                               filters.redirect.location(head, self.proto))
+            return True
+        return False
+
+    cdef void apply_request_filters(self, RouteFilters filters, RequestHead head):
+        """URLRewrite's path, RequestHeaderModifier and RequestMirror, once per request (a
+        retry resends what they made)."""
+        if filters.rewrite_path is not None:
+            self.upstream_target = filters.rewrite_target(self.upstream_target)
+        if filters.request_headers is not None:
+            head.headers = filters.request_headers.apply(head.headers)
+        if filters.mirrors and head.content_length <= 0 and not head.chunked:
+            # Bodiless requests only: a copy of a body would have to be buffered or would
+            # hold the main request back. A mirror never fails this request: it only queues.
+            host = filters.rewrite_host or head.host or b""
+            copy = build_request_head(head, self.upstream_target, host, self.client_bytes,
+                                      self.request_id, self.ctx.via, False, self.proto, self.client_ip)
+            for mirror in filters.mirrors:
+                try:
+                    mirror(copy)
+                except Exception:
+                    self.ctx.counters[ST_INTERNAL_ERRORS] += 1
+                    _log.exception("request mirror failed")
 
     cdef bytes rewrite_target(self, bytes target):
         cdef Route route = self.route
@@ -961,6 +997,8 @@ cdef class DownstreamProtocol:
         self.up = conn
         self.t_try = monotonic()
         host = head.host if head.host is not None else self.upstream.host_bytes
+        if self.route.filters is not None and self.route.filters.rewrite_host is not None:
+            host = self.route.filters.rewrite_host     # URLRewrite; X-Forwarded-Host keeps the client's
         conn.transport.write(build_request_head(
             head, self.upstream_target, host, self.client_bytes, self.request_id, self.ctx.via,
             head.upgrade is not None, self.proto, self.client_ip))
@@ -1096,6 +1134,8 @@ cdef class DownstreamProtocol:
         if self.state == S_BODY and not self.req_framer.done:
             self.keep_alive = False         # the client's body would have to be drained
         self.resp_framer = BodyFramer(framing, head.content_length, 502)
+        if route.filters is not None and route.filters.response_headers is not None:
+            head.headers = route.filters.response_headers.apply(head.headers)
         # Written with the first body bytes by forward_response_body: one syscall, not two.
         self.head_out = build_response_head(head, framing, self.keep_alive)
         if head.status < 500:

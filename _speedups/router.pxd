@@ -11,7 +11,9 @@ cdef class RouteMatcher:
     cdef readonly bint any_host
     cdef readonly frozenset methods
     cdef readonly tuple headers
+    cdef readonly tuple queries
     cdef bint matches(self, RequestHead head, bytes host, object path_str)
+    cdef bint _queries_match(self, RequestHead head)
     cdef bint _host_matches(self, bytes host)
     cdef bint _headers_match(self, RequestHead head)
 

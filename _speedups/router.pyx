@@ -1,8 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Route matching, prepared once per snapshot and run once per request.
 
-Routes are tried in declared order and the first that matches wins (Envoy's
-rule: predictable, and the config reads top to bottom).  Everything a match
+Routes are tried in the order the snapshot gives and the first that matches wins:
+declared order by default (Envoy's rule: predictable, the config reads top to bottom),
+or the Gateway API's precedence, which ``gateway.routing`` sorts once per snapshot.  Everything a match
 needs (lower-cased hosts, compiled regexes, method sets) is prepared when the
 Router is built, so matching allocates nothing but a str for regex paths.
 
@@ -16,20 +17,47 @@ DEF PATH_ANY = 0
 DEF PATH_PREFIX = 1
 DEF PATH_EXACT = 2
 DEF PATH_REGEX = 3
+DEF PATH_SEGMENT = 4        # whole segments: "/foo" matches "/foo" and "/foo/x", not "/foobar"
+
+
+cdef bytes _query_value(bytes target, bytes name):
+    """The value of the first ``name=`` parameter of ``target``'s query, or None.
+
+    The Gateway API lets the first of repeated parameters decide (as Envoy does); a value
+    is percent-decoded before comparing, as a name is written decoded in the route."""
+    cdef Py_ssize_t q = target.find(b"?")
+    if q < 0:
+        return None
+    for part in target[q + 1:].split(b"&"):
+        key, eq, value = part.partition(b"=")
+        if b"%" in key or b"+" in key:
+            key = _unquote(key)
+        if key == name:
+            return _unquote(value) if (b"%" in value or b"+" in value) else value
+    return None
+
+
+cdef bytes _unquote(bytes text):
+    from urllib.parse import unquote_to_bytes
+    return unquote_to_bytes(text.replace(b"+", b" "))
 
 
 cdef class RouteMatcher:
     """The conditions of one route; the route's target is any object in ``target``."""
 
     def __init__(self, int index, object target, str path_kind, object path_value,
-                 hosts=(), methods=(), headers=()):
+                 hosts=(), methods=(), headers=(), queries=()):
         self.index = index
         self.target = target
-        self.path_kind = {"any": PATH_ANY, "prefix": PATH_PREFIX,
-                          "exact": PATH_EXACT, "regex": PATH_REGEX}[path_kind]
+        self.path_kind = {"any": PATH_ANY, "prefix": PATH_PREFIX, "exact": PATH_EXACT,
+                          "regex": PATH_REGEX, "segment_prefix": PATH_SEGMENT}[path_kind]
         if self.path_kind == PATH_REGEX:
             self.path_regex = path_value          # a compiled re.Pattern over str
             self.path_bytes = b""
+        elif self.path_kind == PATH_SEGMENT:
+            self.path_bytes = path_value.rstrip("/").encode()
+            if not self.path_bytes:
+                self.path_kind = PATH_ANY         # "/" is every path
         else:
             self.path_bytes = (path_value or "/").encode()
         exact = [h.lower().encode() for h in hosts if not h.startswith("*.")]
@@ -39,6 +67,8 @@ cdef class RouteMatcher:
         self.methods = frozenset(m.upper().encode() for m in methods) if methods else None
         # headers: (lower-case name bytes, kind, value) with kind in exact|present|absent|regex
         self.headers = tuple(headers)
+        # queries: (name bytes, kind, value) with kind exact (bytes) | regex (re.Pattern over str)
+        self.queries = tuple(queries)
 
     cdef bint matches(self, RequestHead head, bytes host, object path_str):
         cdef bytes path = head.path
@@ -47,6 +77,10 @@ cdef class RouteMatcher:
                 return False
         elif self.path_kind == PATH_EXACT:
             if path != self.path_bytes:
+                return False
+        elif self.path_kind == PATH_SEGMENT:
+            if not path.startswith(self.path_bytes) or (
+                    len(path) > len(self.path_bytes) and path[len(self.path_bytes)] != 47):   # "/"
                 return False
         elif self.path_kind == PATH_REGEX:
             if self.path_regex.match(path_str) is None:
@@ -57,6 +91,20 @@ cdef class RouteMatcher:
             return False
         if self.headers and not self._headers_match(head):
             return False
+        if self.queries and not self._queries_match(head):
+            return False
+        return True
+
+    cdef bint _queries_match(self, RequestHead head):
+        for name, kind, expected in self.queries:
+            value = _query_value(head.target, name)
+            if value is None:
+                return False
+            if kind == "exact":
+                if value != expected:
+                    return False
+            elif expected.search(value.decode("latin-1")) is None:
+                return False
         return True
 
     cdef bint _host_matches(self, bytes host):
@@ -116,6 +164,8 @@ cdef class Router:
     def _segment_key(RouteMatcher m):
         if m.path_kind == PATH_EXACT:
             return _first_segment(m.path_bytes)
+        if m.path_kind == PATH_SEGMENT:
+            return _first_segment(m.path_bytes)     # "/api" and "/api/v1" both need "api" first
         if m.path_kind == PATH_PREFIX:
             end = m.path_bytes.find(b"/", 1)
             if end > 0:

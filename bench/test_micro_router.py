@@ -7,6 +7,9 @@ The request matches the *last* route (the worst case of first-match):
 * ``prefix``: routes ``/svc-<i>/`` with distinct first segments.  The compiled
   Router indexes them by first segment, so it tries one route whatever n is;
   the reference loop (``tests/reference/router.py``) tries all n.
+* ``segment_query``: Gateway API routes, a segment-wise ``/svc-<i>`` prefix and a query
+  match ``v=2`` each (what HTTPRoutes give): indexed like ``prefix``, plus one query scan
+  of the matched route; compare with ``prefix`` for what the Gateway API matching costs.
 * ``regex``: routes ``^/svc-<i>/[a-z]+$``.  A regex cannot be indexed: both try
   every route in order, one ``re.match`` each, so both grow linearly with n and
   the compiled Router only saves the loop overhead around the regex calls.
@@ -32,6 +35,8 @@ def head_for(path: str):
 def route_args(n: int, kind: str):
     if kind == "prefix":
         return [(i, i, "prefix", f"/svc-{i}/") for i in range(n)]
+    if kind == "segment_query":
+        return [(i, i, "segment_prefix", f"/svc-{i}", (), (), (), [(b"v", "exact", b"2")]) for i in range(n)]
     return [(i, i, "regex", re.compile(f"^/svc-{i}/[a-z]+$")) for i in range(n)]
 
 
@@ -43,12 +48,12 @@ def build(impl: str, n: int, kind: str):
 
 
 @pytest.mark.parametrize("impl", ["compiled", "reference"])
-@pytest.mark.parametrize("kind", ["prefix", "regex"])
+@pytest.mark.parametrize("kind", ["prefix", "segment_query", "regex"])
 @pytest.mark.parametrize("n", [10, 1000])
 def test_match_last_route(benchmark, impl, kind, n):
     benchmark.group = f"route n={n} {kind}, last route matches"
     router = build(impl, n, kind)
-    head = head_for(f"/svc-{n - 1}/items")
+    head = head_for(f"/svc-{n - 1}/items" + ("?a=1&v=2" if kind == "segment_query" else ""))
     assert benchmark(router.match, head) == n - 1
 
 

@@ -32,12 +32,14 @@ INITIAL_SYNC_TIMEOUT = 10.0     # wait this long for sources before listening an
 _NO_LOG = AccessLogConfig(path=None)    # the control plane's routing-only data plane serves nothing
 
 
-def build_source(config) -> Source:
+def build_source(config, exported_only: bool = False) -> Source:
+    """``exported_only``: ``multicluster.merge: exported`` (a kubernetes source serves only
+    services its cluster exports with a ServiceExport)."""
     if config.type == "static":
         return StaticSource(config)
     if config.type == "kubernetes":
         from gateway.sources.kubernetes import KubernetesSource
-        return KubernetesSource(config)
+        return KubernetesSource(config, exported_only)
     raise ValueError(f"unknown source type {config.type!r}")
 
 
@@ -46,7 +48,12 @@ class Gateway:
     or in worker processes (``workers: N``), whose counters ``stats`` adds up."""
 
     def __init__(self, config: Config, log_level: str = "info") -> None:
+        # file_config: what the file (or the admin API) says; config: what runs, which with
+        # gateway_api adds the routes and services of the cluster's HTTPRoutes.
+        self.file_config = config
         self.config = config
+        self.gatewayapi = None                  # gateway.gatewayapi.controller.GatewayApiController
+        self._started = False
         self.log_level = log_level
         self.started = time.time()
         self.exit_code = 0
@@ -85,12 +92,15 @@ class Gateway:
     # -- lifecycle ----------------------------------------------------------
 
     async def start(self) -> None:
-        cfg = self.config
+        if self.file_config.gateway_api is not None:
+            await self._start_gatewayapi()
+        cfg = self.config = self._effective()
         self.worker = Worker(cfg if not self.multi_worker else replace(cfg, access_log=_NO_LOG))
         self.worker.build()
         self.health = HealthManager(cfg.services, self._publish, self._suspect)
         self.health.start()
-        self.registry = Registry(cfg.services, [build_source(s) for s in cfg.sources],
+        exported = cfg.multicluster.merge == "exported"
+        self.registry = Registry(cfg.services, [build_source(s, exported) for s in cfg.sources],
                                  self.health.update)
         self.registry.start()
         # Warm up before taking traffic (as Envoy warms clusters): listening with no
@@ -111,10 +121,41 @@ class Gateway:
             from gateway.admin.server import AdminServer
             self.admin = AdminServer(self)
             await self.admin.start()
+        self._started = True
         log.info("listening", extra={"fields": {"listen": str(cfg.listen), "workers": cfg.workers,
                                                   "routes": len(cfg.routes),
                                                   "services": len(cfg.services),
                                                   "sources": len(cfg.sources)}})
+
+    # -- routes from Kubernetes ----------------------------------------------
+
+    async def _start_gatewayapi(self) -> None:
+        from gateway.gatewayapi.controller import GatewayApiController
+        cfg = self.file_config
+        self.gatewayapi = GatewayApiController(cfg.gateway_api, cfg.sources, self._routes_changed)
+        self.gatewayapi.start({s.key: s for s in cfg.services})
+        waiting = await self.gatewayapi.wait_synced(INITIAL_SYNC_TIMEOUT)
+        if waiting:
+            log.warning("listening before these Gateway API watches synced",
+                        extra={"fields": {"watches": waiting}})
+
+    def _effective(self) -> Config:
+        """The file's config plus the routes (and the services they name) of the HTTPRoutes."""
+        file = self.file_config
+        t = self.gatewayapi.translation if self.gatewayapi is not None else None
+        if t is None:
+            return file
+        known = {s.key for s in file.services}
+        services = file.services + tuple(s for s in t.services if s.key not in known)
+        # One order for both: the spec's precedence across every route of the listener.
+        return replace(file, routes=file.routes + tuple(t.routes), services=services,
+                       route_order="precedence")
+
+    def _routes_changed(self, translation) -> None:
+        if not self._started:
+            return                      # start() reads the translation itself
+        self._apply(self._effective())
+        log.info("routes from the Gateway API applied", extra={"fields": {"routes": len(translation.routes)}})
 
     @property
     def port(self) -> int:
@@ -185,6 +226,8 @@ class Gateway:
             await self.registry.stop()
         if self.health is not None:
             await self.health.stop()
+        if self.gatewayapi is not None:
+            await self.gatewayapi.stop()
         if self.admin is not None:
             await self.admin.stop()
         self._stopped.set()
@@ -192,6 +235,14 @@ class Gateway:
     # -- reload -------------------------------------------------------------
 
     def reload(self, config: Config) -> None:
+        """Apply a new valid config from the file (or the admin API), with the routes from
+        Kubernetes added (see _effective)."""
+        self.file_config = config
+        if self.gatewayapi is not None:
+            self.gatewayapi.set_file_services({s.key: s for s in config.services})
+        self._apply(self._effective())
+
+    def _apply(self, config: Config) -> None:
         """Apply a new valid config without dropping a request.
 
         Routes and services change in place (in-flight requests keep the objects
@@ -212,7 +263,7 @@ class Gateway:
             self.worker.apply_config(config)
         if config.services != old.services:
             self.health.replace_services(config.services)
-        if config.sources != old.sources:
+        if (config.sources, config.multicluster) != (old.sources, old.multicluster):
             asyncio.ensure_future(self._replace_sources(config))
         else:
             self.registry.replace_services(config.services)
@@ -225,8 +276,10 @@ class Gateway:
 
     async def _replace_sources(self, config: Config) -> None:
         old = self.registry
-        kept = {s.config: s for s in old.sources if s.config in config.sources}
-        sources = [kept.get(sc) or build_source(sc) for sc in config.sources]
+        exported = config.multicluster.merge == "exported"
+        kept = {s.config: s for s in old.sources if s.config in config.sources
+                and getattr(s, "exported_only", False) == (exported and s.config.type == "kubernetes")}
+        sources = [kept.get(sc) or build_source(sc, exported) for sc in config.sources]
         fresh = Registry(config.services, sources, self.health.update)
         fresh.version = old.version
         fresh.merged = dict(old.merged)         # publish only what the new sources change

@@ -298,13 +298,29 @@ class HeaderMatch:
 
 
 @dataclass(frozen=True, slots=True)
+class QueryMatch:
+    name: str                           # case-sensitive, as the Gateway API says
+    exact: str | None = None
+    regex: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RouteMatch:
     path_prefix: str | None = None
     path_exact: str | None = None
     path_regex: str | None = None
+    # The Gateway API's PathPrefix: whole segments, "/foo" matches "/foo" and "/foo/bar", not
+    # "/foobar" (Envoy's path_separated_prefix); kept without a trailing "/".
+    path_segment_prefix: str | None = None
     hosts: tuple[str, ...] = ()         # exact "a.example.com" or wildcard "*.example.com"; lower-cased
     methods: tuple[str, ...] = ()       # upper-cased
     headers: tuple[HeaderMatch, ...] = ()
+    queries: tuple[QueryMatch, ...] = ()
+
+    @property
+    def matched_prefix(self) -> str | None:
+        """The prefix a prefix rewrite or redirect replaces."""
+        return self.path_segment_prefix if self.path_segment_prefix is not None else self.path_prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,13 +338,67 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class HeaderFilter:
+    """The Gateway API's Request/ResponseHeaderModifier: set replaces, add appends, remove drops."""
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()            # lower-cased
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """The Gateway API's RequestRedirect; None fields keep the request's value."""
+    scheme: str | None = None
+    host: str | None = None
+    port: int | None = None
+    full_path: str | None = None
+    prefix: str | None = None               # replaces the matched prefix
+    status: int = 302
+
+
+@dataclass(frozen=True, slots=True)
 class RouteConfig:
     name: str
     match: RouteMatch
-    backends: tuple[WeightedBackend, ...]   # "service: x" is one backend of weight 1
+    backends: tuple[WeightedBackend, ...]   # "service: x" is one backend of weight 1; () with redirect
     rewrite_prefix: str | None = None
     timeout: float | None = None            # whole request, seconds; None: no total limit
     retries: RetryPolicy = field(default_factory=RetryPolicy)
+    rewrite_full_path: str | None = None
+    rewrite_host: str | None = None
+    request_headers: HeaderFilter | None = None
+    response_headers: HeaderFilter | None = None
+    redirect: Redirect | None = None
+    mirrors: tuple[str, ...] = ()           # services that get a copy of each request
+    # The gateway's own answer instead of a backend: what the Gateway API asks for a rule
+    # whose backendRefs are all invalid (500). Not a file key.
+    direct_status: int | None = None
+
+    @property
+    def has_filters(self) -> bool:
+        return bool(self.request_headers or self.response_headers or self.redirect or self.mirrors
+                    or self.rewrite_host or self.rewrite_full_path is not None
+                    or self.direct_status is not None)
+
+
+DEFAULT_CONTROLLER_NAME = "gateway.example/multi-cluster"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayApiConfig:
+    """Routes from Kubernetes: the Gateway API objects of ``sources`` configure this gateway."""
+    controller_name: str = DEFAULT_CONTROLLER_NAME   # GatewayClass.spec.controllerName we implement
+    sources: tuple[str, ...] = ()       # kubernetes sources read for Gateway API objects; (): all
+    write_status: bool = True           # write HTTPRoute/Gateway/GatewayClass status back
+    # "namespace/name" of the Gateway console route changes attach to: with it, the admin API
+    # writes routes as HTTPRoutes (every replica sees them); without it, to the file.
+    console_gateway: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MultiClusterConfig:
+    """KEP-1645 Multi-Cluster Services: which clusters' endpoints join a merged service."""
+    merge: str = "all"          # "all": every same-name Service; "exported": only with a ServiceExport
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +416,11 @@ class Config:
     sources: tuple[SourceConfig, ...] = ()
     services: tuple[ServiceConfig, ...] = ()
     routes: tuple[RouteConfig, ...] = ()
+    # "declared": first match in file order wins; "precedence": the Gateway API's order
+    # (gateway.routing.precedence_order), whatever the file order.
+    route_order: str = "declared"
+    gateway_api: GatewayApiConfig | None = None
+    multicluster: MultiClusterConfig = field(default_factory=MultiClusterConfig)
     path: str | None = None                 # the file it was read from
     # The validated YAML document, so that worker processes get exactly this config
     # rather than whatever the file holds when they (re)start.
@@ -376,7 +451,8 @@ def parse_config(data: object, path: str | None = None) -> Config:
     errs: list[str] = []
     _keys(data, "", errs, _TOP_KEYS)
     top = _kwargs(data, "", errs, {"listen": _address, "tls": _tls_listener, "workers": _workers,
-                                   "access_log": _access_log,
+                                   "access_log": _access_log, "route_order": _route_order,
+                                   "multicluster": _multicluster,
                                    "timeouts": _timeouts, "limits": _limits, "http": _http})
     if "admin" in data:  # absent: the default address; null or off: no admin API
         top["admin"], top["admin_token"], top["admin_options"] = _admin(data["admin"], "admin", errs)
@@ -393,6 +469,9 @@ def parse_config(data: object, path: str | None = None) -> Config:
 
     routes = _parse_each(data.get("routes"), "routes", errs, partial(_route, services=service_keys))
     _unique(((f"{p}.name", r.name) for p, r in routes), "route name", errs)
+    if data.get("gateway_api") is not None:
+        kubernetes_sources = [s.name for _, s in sources if s.type == "kubernetes"]
+        top["gateway_api"] = _gateway_api(data["gateway_api"], "gateway_api", errs, kubernetes_sources)
 
     top["document"] = data
     if errs:
@@ -641,10 +720,11 @@ def _address(value: Any, path: str, errs: _Errors) -> Address | None:
 # --- Sections -----------------------------------------------------------------------------------
 
 _TOP_KEYS = ("listen", "tls", "workers", "admin", "access_log", "timeouts", "limits", "http",
-             "sources", "services", "routes")
+             "sources", "services", "routes", "route_order", "gateway_api", "multicluster")
 _KUBERNETES_KEYS = ("kubeconfig", "context", "in_cluster", "namespaces")
 _SOURCE_KEYS = ("name", "type", "weight", "priority", "services", *_KUBERNETES_KEYS)
-_ROUTE_KEYS = ("name", "match", "service", "backends", "rewrite", "timeout", "retries")
+_ROUTE_KEYS = ("name", "match", "service", "backends", "rewrite", "timeout", "retries",
+               "request_headers", "response_headers", "redirect", "mirrors")
 
 _SOURCE_WEIGHT = partial(_int, lo=1, hi=10_000)
 _PRIORITY = partial(_int, lo=0, hi=100)
@@ -1220,34 +1300,94 @@ def _route(value: Any, path: str, errs: _Errors, services: set[str]) -> RouteCon
     if d is None:
         return None
     match = _opt(d, "match", _match, path, errs, RouteMatch(path_prefix="/"))
-    rewrite = partial(_rewrite, match=match)
+    rewrite = _opt(d, "rewrite", partial(_rewrite, match=match), path, errs, {})
+    redirect = _opt(d, "redirect", partial(_redirect, match=match), path, errs)
+    if redirect is not None and (d.get("service") is not None or d.get("backends") is not None):
+        _err(errs, _at(path, "redirect"), 'a redirect answers the request itself: no "service" or "backends"')
     return RouteConfig(name=_opt(d, "name", _name, path, errs),
                        match=match,
-                       backends=_backends(d, path, errs, services),
-                       rewrite_prefix=_opt(d, "rewrite", rewrite, path, errs),
+                       backends=() if redirect is not None else _backends(d, path, errs, services),
+                       rewrite_prefix=rewrite.get("prefix"),
+                       rewrite_full_path=rewrite.get("full_path"),
+                       rewrite_host=rewrite.get("host"),
                        timeout=_opt(d, "timeout", _duration, path, errs),
-                       retries=_opt(d, "retries", _retries, path, errs, RetryPolicy()))
+                       retries=_opt(d, "retries", _retries, path, errs, RetryPolicy()),
+                       request_headers=_opt(d, "request_headers", _header_filter, path, errs),
+                       response_headers=_opt(d, "response_headers", _header_filter, path, errs),
+                       redirect=redirect,
+                       mirrors=_opt(d, "mirrors", partial(_mirrors, services=services), path, errs, ()))
+
+
+_CONTROLLER_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/[A-Za-z0-9/\-._~%!$&'()*+,;=:]+")
+
+
+def _gateway_api(value: Any, path: str, errs: _Errors, kubernetes_sources: list[str]) -> GatewayApiConfig | None:
+    if value is True or value == {}:
+        value = {}
+    d = _keys(value, path, errs, ("controller_name", "sources", "write_status", "console_gateway"))
+    if d is None:
+        return None
+    name = _opt(d, "controller_name", _str, path, errs, DEFAULT_CONTROLLER_NAME)
+    if name is not None and not _CONTROLLER_NAME.fullmatch(name):
+        _err(errs, _at(path, "controller_name"), f'must be "domain/path" (a GatewayClass controllerName), got "{name}"')
+    names = []
+    for p, text in _str_list(d.get("sources") or [], _at(path, "sources"), errs):
+        if text not in kubernetes_sources:
+            _err(errs, p, f'unknown kubernetes source "{text}" (kubernetes sources: '
+                          f'{", ".join(kubernetes_sources) or "none"})')
+        names.append(text)
+    if not kubernetes_sources:
+        _err(errs, path, "needs a kubernetes source to read the Gateway API objects from")
+    console = _opt(d, "console_gateway", _str, path, errs)
+    if console is not None and not (len(console.split("/")) == 2 and all(_LABEL.fullmatch(p) for p in console.split("/"))):
+        _err(errs, _at(path, "console_gateway"), f'expected "namespace/name" of a Gateway, got "{console}"')
+    return GatewayApiConfig(controller_name=name or DEFAULT_CONTROLLER_NAME,
+                            sources=tuple(names) or tuple(kubernetes_sources),
+                            write_status=_opt(d, "write_status", _bool, path, errs, True),
+                            console_gateway=console)
+
+
+def _multicluster(value: Any, path: str, errs: _Errors) -> MultiClusterConfig | None:
+    d = _keys(value, path, errs, ("merge",))
+    if d is None:
+        return None
+    merge = d.get("merge", "all")
+    if merge not in ("all", "exported"):
+        _err(errs, _at(path, "merge"), f'must be "all" or "exported", got {_show(merge)}')
+        return None
+    return MultiClusterConfig(merge=merge)
+
+
+def _route_order(value: Any, path: str, errs: _Errors) -> str | None:
+    if value not in ("declared", "precedence"):
+        _err(errs, path, f'must be "declared" or "precedence", got {_show(value)}')
+        return None
+    return value
 
 
 def _match(value: Any, path: str, errs: _Errors) -> RouteMatch | None:
-    d = _keys(value, path, errs, ("path", "host", "method", "headers"))
+    d = _keys(value, path, errs, ("path", "host", "method", "headers", "query"))
     if d is None:
         return None
     path_kw = _opt(d, "path", _path_match, path, errs, {"path_prefix": "/"})
     return RouteMatch(**(path_kw or {}),
                       hosts=_opt(d, "host", _hosts, path, errs, ()),
                       methods=_opt(d, "method", _methods, path, errs, ()),
-                      headers=_opt(d, "headers", _list_of(_header_match), path, errs, ()))
+                      headers=_opt(d, "headers", _list_of(_header_match), path, errs, ()),
+                      queries=_opt(d, "query", _list_of(_query_match), path, errs, ()))
+
+
+_PATH_KINDS = ("prefix", "segment_prefix", "exact", "regex")
 
 
 def _path_match(value: Any, path: str, errs: _Errors) -> dict[str, str] | None:
-    """Exactly one of prefix, exact, regex, as RouteMatch keyword arguments."""
-    d = _keys(value, path, errs, ("prefix", "exact", "regex"))
+    """Exactly one of prefix, segment_prefix, exact, regex, as RouteMatch keyword arguments."""
+    d = _keys(value, path, errs, _PATH_KINDS)
     if d is None:
         return None
-    given = [key for key in ("prefix", "exact", "regex") if d.get(key) is not None]
+    given = [key for key in _PATH_KINDS if d.get(key) is not None]
     if len(given) != 1:
-        _err(errs, path, "needs exactly one of prefix, exact, regex")
+        _err(errs, path, "needs exactly one of prefix, segment_prefix, exact, regex")
         return None
     kind = given[0]
     p = _at(path, kind)
@@ -1257,7 +1397,112 @@ def _path_match(value: Any, path: str, errs: _Errors) -> dict[str, str] | None:
     if kind != "regex" and not text.startswith("/"):
         _err(errs, p, 'must start with "/"')
         return None
+    if kind == "segment_prefix":
+        text = text.rstrip("/") or "/"      # "/foo/" is "/foo": both match "/foo" and "/foo/x"
     return {f"path_{kind}": text}
+
+
+def _query_match(value: Any, path: str, errs: _Errors) -> QueryMatch | None:
+    d = _keys(value, path, errs, ("name", "exact", "regex"), required=("name",))
+    if d is None:
+        return None
+    if sum(d.get(key) is not None for key in ("exact", "regex")) != 1:
+        _err(errs, path, "needs exactly one of exact, regex")
+    return QueryMatch(name=_opt(d, "name", _str, path, errs),
+                      exact=_opt(d, "exact", partial(_str, empty=True), path, errs),
+                      regex=_opt(d, "regex", _regex, path, errs))
+
+
+# Fields the gateway itself writes from the message's framing and routing: changing them
+# through a filter would desynchronize the framing (request smuggling) or the routing.
+_FRAMING_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "upgrade",
+                              "keep-alive", "te", "trailer", "proxy-connection"})
+
+
+def _header_filter(value: Any, path: str, errs: _Errors) -> HeaderFilter | None:
+    d = _keys(value, path, errs, ("set", "add", "remove"))
+    if d is None:
+        return None
+    remove = tuple(name.lower() for p, text in _str_list(d.get("remove") or [], _at(path, "remove"), errs)
+                   if (name := _token(text, p, errs, "header name")) is not None)
+    hf = HeaderFilter(set=_opt(d, "set", _header_pairs, path, errs, ()),
+                      add=_opt(d, "add", _header_pairs, path, errs, ()),
+                      remove=remove)
+    for key, names in (("set", [n for n, _ in hf.set]), ("add", [n for n, _ in hf.add]), ("remove", remove)):
+        for name in names:
+            if name.lower() in _FRAMING_HEADERS:
+                _err(errs, _at(path, key), f'"{name}" is written by the gateway itself '
+                                           f'(use rewrite.host for Host)')
+    return hf
+
+
+def _header_pairs(value: Any, path: str, errs: _Errors) -> tuple[tuple[str, str], ...]:
+    """[{name, value}] (the Gateway API's shape) or a mapping name: value."""
+    if isinstance(value, dict):
+        value = [{"name": k, "value": v} for k, v in value.items()]
+    pairs = []
+    for p, item in _list(value, path, errs):
+        d = _keys(item, p, errs, ("name", "value"), required=("name", "value"))
+        if d is None:
+            continue
+        name = _opt(d, "name", partial(_token, what="header name"), p, errs)
+        text = _opt(d, "value", partial(_str, empty=True), p, errs)
+        if text is not None and ("\r" in text or "\n" in text or "\0" in text):
+            _err(errs, _at(p, "value"), "must not contain CR, LF or NUL")
+            continue
+        if name is not None and text is not None:
+            pairs.append((name, text))
+    return tuple(pairs)
+
+
+_REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+
+
+def _redirect(value: Any, path: str, errs: _Errors, match: RouteMatch | None) -> Redirect | None:
+    d = _keys(value, path, errs, ("scheme", "host", "port", "path", "status"))
+    if d is None:
+        return None
+    scheme = _opt(d, "scheme", _str, path, errs)
+    if scheme is not None and scheme not in ("http", "https"):
+        _err(errs, _at(path, "scheme"), f'must be "http" or "https", got "{scheme}"')
+    host = _opt(d, "host", _str, path, errs)
+    if host is not None and not _HOSTNAME.fullmatch(host.lower()):
+        _err(errs, _at(path, "host"), f'invalid host "{host}"')
+    status = _opt(d, "status", partial(_int, lo=300, hi=399), path, errs, 302)
+    if status is not None and status not in _REDIRECT_STATUSES:
+        _err(errs, _at(path, "status"), "must be one of 301, 302, 303, 307, 308")
+    paths = _opt(d, "path", partial(_replace_path, match=match), path, errs, {})
+    return Redirect(scheme=scheme, host=host and host.lower(),
+                    port=_opt(d, "port", partial(_int, lo=1, hi=65535), path, errs),
+                    full_path=paths.get("full_path"), prefix=paths.get("prefix"),
+                    status=status or 302)
+
+
+def _replace_path(value: Any, path: str, errs: _Errors, match: RouteMatch | None) -> dict:
+    """{full: /x} (ReplaceFullPath) or {prefix: /y} (ReplacePrefixMatch, needs a prefix match)."""
+    d = _keys(value, path, errs, ("full", "prefix"))
+    if d is None:
+        return {}
+    if sum(d.get(key) is not None for key in ("full", "prefix")) != 1:
+        _err(errs, path, "needs exactly one of full, prefix")
+        return {}
+    key = "full" if d.get("full") is not None else "prefix"
+    p = _at(path, key)
+    text = _str(d[key], p, errs)
+    if text is None:
+        return {}
+    if not text.startswith("/"):
+        _err(errs, p, 'must start with "/"')
+        return {}
+    if key == "prefix" and match is not None and match.matched_prefix is None:
+        _err(errs, p, "requires a path prefix match")
+        return {}
+    return {"full_path": text} if key == "full" else {"prefix": text}
+
+
+def _mirrors(value: Any, path: str, errs: _Errors, services: set[str]) -> tuple[str, ...]:
+    return tuple(key for p, text in _str_list(value, path, errs)
+                 if (key := _service_ref(text, p, errs, services)) is not None)
 
 
 def _hosts(value: Any, path: str, errs: _Errors) -> tuple[str, ...]:
@@ -1335,19 +1580,38 @@ def _service_ref(value: Any, path: str, errs: _Errors, services: set[str]) -> st
     return key
 
 
-def _rewrite(value: Any, path: str, errs: _Errors, match: RouteMatch | None) -> str | None:
-    d = _keys(value, path, errs, ("prefix",), required=("prefix",))
-    if d is None or d.get("prefix") is None:
-        return None
-    p = _at(path, "prefix")
-    prefix = _str(d["prefix"], p, errs)
-    if prefix is None:
-        return None
-    if not prefix.startswith("/"):
-        _err(errs, p, 'must start with "/"')
-    elif match is not None and (match.path_exact is not None or match.path_regex is not None):
-        _err(errs, p, "requires a path prefix match")    # nothing else says what to replace
-    return prefix
+def _rewrite(value: Any, path: str, errs: _Errors, match: RouteMatch | None) -> dict:
+    """{prefix: /x} or {full_path: /x}, and/or {host: h} (the Gateway API's URLRewrite)."""
+    d = _keys(value, path, errs, ("prefix", "full_path", "host"))
+    if d is None:
+        return {}
+    out = {}
+    if d.get("prefix") is not None and d.get("full_path") is not None:
+        _err(errs, path, '"prefix" and "full_path" are mutually exclusive')
+        return {}
+    if d.get("prefix") is None and d.get("full_path") is None and d.get("host") is None:
+        _err(errs, path, "needs prefix, full_path or host")
+        return {}
+    for key in ("prefix", "full_path"):
+        if d.get(key) is None:
+            continue
+        p = _at(path, key)
+        text = _str(d[key], p, errs)
+        if text is None:
+            continue
+        if not text.startswith("/"):
+            _err(errs, p, 'must start with "/"')
+        elif key == "prefix" and match is not None and match.matched_prefix is None:
+            _err(errs, p, "requires a path prefix match")    # nothing else says what to replace
+        else:
+            out[key] = text
+    host = _opt(d, "host", _str, path, errs)
+    if host is not None:
+        if _HOSTNAME.fullmatch(host.lower()):
+            out["host"] = host.lower()
+        else:
+            _err(errs, _at(path, "host"), f'invalid host "{host}"')
+    return out
 
 
 def _retries(value: Any, path: str, errs: _Errors) -> RetryPolicy:

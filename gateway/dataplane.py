@@ -12,10 +12,13 @@ import logging
 import time
 from typing import NamedTuple
 
-from gateway.config import Config, RouteConfig
+from gateway.config import Config, HeaderFilter, RouteConfig
+from gateway.mirror import Mirror
+from gateway.routing import precedence_order
 from gateway.snapshot import Delta, Endpoints, EndpointSpec, Snapshot
 
 try:
+    from _speedups.filters import HeaderModifier, PathRewrite, Redirect, RouteFilters
     from _speedups.forwarded import TrustedProxies
     from _speedups.path import PathPolicy
     from _speedups.proxy import ProxyContext, Route, Service, Upstream
@@ -39,6 +42,10 @@ class _Backend(NamedTuple):
     cluster: str
 
 
+def _header_modifier(hf: HeaderFilter | None) -> HeaderModifier | None:
+    return HeaderModifier(hf.set, hf.add, hf.remove) if hf else None
+
+
 class DataPlane:
     """Owns the routing table, services and upstreams of one worker."""
 
@@ -48,6 +55,7 @@ class DataPlane:
         # (TLS pool: "" or the service, cluster, ip, port) -> Upstream
         self.upstreams: dict[tuple[str, str, str, int], Upstream] = {}
         self.routes: list[Route] = []
+        self.route_configs: list[RouteConfig] = []     # in the router's order, beside routes
         self.snapshot_version = 0
         self.view: dict[str, Endpoints] = {}    # every service's endpoints, routed or not
         self.loads: dict[str, tuple] = {}       # multi-level services: (priority, basis points)
@@ -90,9 +98,11 @@ class DataPlane:
             outlier = svc.outlier_detection
             service.outlier_statuses = frozenset(outlier.statuses if outlier else (502, 503, 504))
         previous = {route.name: route for route in self.routes}
-        routes = [self._route(rc, previous.get(rc.name)) for rc in config.routes]
-        matchers = [self._matcher(i, rc, route) for i, (rc, route) in enumerate(zip(config.routes, routes))]
+        ordered = precedence_order(config.routes) if config.route_order == "precedence" else config.routes
+        routes = [self._route(rc, previous.get(rc.name)) for rc in ordered]
+        matchers = [self._matcher(i, rc, route) for i, (rc, route) in enumerate(zip(ordered, routes))]
         self.routes = routes
+        self.route_configs = list(ordered)
         self.ctx.set_router(Router(matchers))
         for key in set(self.services) - {svc.key for svc in config.services}:
             self._retire_service(key)
@@ -105,14 +115,34 @@ class DataPlane:
         split = None
         if len(services) > 1:
             split = EndpointTable([_Backend(b.service, b.weight, "") for b in rc.backends])
-        prefix = rc.match.path_prefix
-        rewrite_from = prefix.encode() if rc.rewrite_prefix is not None and prefix else None
         rewrite_to = rc.rewrite_prefix.encode() if rc.rewrite_prefix is not None else None
+        prefix = rc.match.matched_prefix
+        rewrite_from = prefix.encode() if rc.rewrite_prefix is not None and prefix else None
         retries = rc.retries
-        return Route(rc.name, services, split, rewrite_from, rewrite_to, rc.timeout or 0.0,
-                     retries.attempts, retries.on_5xx, retries.on_timeout,
-                     retries.per_try_timeout or 0.0,
-                     previous.traffic if previous is not None else None, self.ctx.touched)
+        route = Route(rc.name, services, split, rewrite_from, rewrite_to, rc.timeout or 0.0,
+                      retries.attempts, retries.on_5xx, retries.on_timeout,
+                      retries.per_try_timeout or 0.0,
+                      previous.traffic if previous is not None else None, self.ctx.touched)
+        if rc.has_filters:
+            route.filters = self._filters(rc)
+        return route
+
+    def _filters(self, rc: RouteConfig) -> RouteFilters:
+        """The route's filters, prepared for the request path (see _speedups/filters.pyx)."""
+        redirect = None
+        if rc.redirect is not None:
+            r = rc.redirect
+            path = None
+            if r.full_path is not None:
+                path = PathRewrite(r.full_path)
+            elif r.prefix is not None:
+                path = PathRewrite(r.prefix, rc.match.matched_prefix)
+            redirect = Redirect(r.status, r.scheme, r.host, r.port, path)
+        rewrite_path = PathRewrite(rc.rewrite_full_path) if rc.rewrite_full_path is not None else None
+        mirrors = tuple(Mirror(self.ctx.loop, self.services[key]) for key in rc.mirrors)
+        return RouteFilters(_header_modifier(rc.request_headers), _header_modifier(rc.response_headers),
+                            redirect, rewrite_path, rc.rewrite_host, mirrors, rc.direct_status or 0,
+                            "no valid backend for this route rule" if rc.direct_status == 500 else None)
 
     @staticmethod
     def _matcher(index: int, rc: RouteConfig, route: Route) -> RouteMatcher:
@@ -122,6 +152,8 @@ class DataPlane:
             kind, value = "regex", re.compile(m.path_regex)
         elif m.path_exact is not None:
             kind, value = "exact", m.path_exact
+        elif m.path_segment_prefix not in (None, "/"):
+            kind, value = "segment_prefix", m.path_segment_prefix
         elif m.path_prefix not in (None, "/"):
             kind, value = "prefix", m.path_prefix
         else:
@@ -136,7 +168,10 @@ class DataPlane:
             else:
                 import re
                 headers.append((name, "regex", re.compile(h.regex)))
-        return RouteMatcher(index, route, kind, value, m.hosts, m.methods, headers)
+        import re
+        queries = [(q.name.encode(), "exact", q.exact.encode()) if q.exact is not None
+                   else (q.name.encode(), "regex", re.compile(q.regex)) for q in m.queries]
+        return RouteMatcher(index, route, kind, value, m.hosts, m.methods, headers, queries)
 
     # -- endpoints: the whole view, or deltas -----------------------------
 

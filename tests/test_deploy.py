@@ -122,25 +122,54 @@ def test_kustomize_builds_the_listed_objects():
     assert built == listed
 
 
-def test_rbac_grants_only_read_access_to_endpoints():
-    role = the("ClusterRole")
-    grants = set()
+def _grants(role: dict) -> dict[tuple[str, str], set[str]]:
+    grants: dict[tuple[str, str], set[str]] = {}
     for rule in role["rules"]:
         assert set(rule) == {"apiGroups", "resources", "verbs"}, rule   # no resourceNames, URLs
-        assert sorted(rule["verbs"]) == ["get", "list", "watch"], rule
-        grants |= {(g, r) for g in rule["apiGroups"] for r in rule["resources"]}
-    assert grants == {("", "services"), ("", "endpoints"), ("discovery.k8s.io", "endpointslices")}
+        for g in rule["apiGroups"]:
+            for r in rule["resources"]:
+                grants.setdefault((g, r), set()).update(rule["verbs"])
+    return grants
+
+
+READ = {"get", "list", "watch"}
+
+
+def test_rbac_grants_only_read_access_to_endpoints():
+    role = the("ClusterRole", "gateway-endpoint-reader")
+    grants = _grants(role)
+    assert set(grants) == {("", "services"), ("", "endpoints"), ("discovery.k8s.io", "endpointslices"),
+                           ("multicluster.x-k8s.io", "serviceexports"),
+                           ("multicluster.x-k8s.io", "serviceimports")}
+    assert all(verbs == READ for verbs in grants.values()), grants
     assert not [d for _, d in all_objects() if d["kind"] in ("Role", "RoleBinding")]
 
-    binding = the("ClusterRoleBinding")
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                                  "name": role["metadata"]["name"]}
     sa = the("ServiceAccount")
     pod = the("Deployment")["spec"]["template"]["spec"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
-                                    "namespace": sa["metadata"]["namespace"]}]
+    for name in ("gateway-endpoint-reader", "gateway-route-controller"):
+        binding = the("ClusterRoleBinding", name)
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                      "name": name}
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
+                                        "namespace": sa["metadata"]["namespace"]}]
     assert pod["serviceAccountName"] == sa["metadata"]["name"]
     assert pod.get("automountServiceAccountToken", True)      # in_cluster reads the token
+
+
+def test_route_controller_reads_gateway_api_writes_status_and_httproutes_only():
+    grants = _grants(the("ClusterRole", "gateway-route-controller"))
+    gw = "gateway.networking.k8s.io"
+    for kind in ("gatewayclasses", "gateways", "referencegrants"):
+        assert grants[(gw, kind)] == READ, kind
+    for kind in ("gatewayclasses/status", "gateways/status", "httproutes/status"):
+        assert grants[(gw, kind)] == {"patch", "update"}, kind
+    assert grants[("", "namespaces")] == READ
+    # The console writes routes as HTTPRoutes because the ConfigMap says console_gateway.
+    assert configmap_gateway_yaml()["gateway_api"]["console_gateway"]
+    assert grants[(gw, "httproutes")] == READ | {"create", "delete", "patch", "update"}
+    assert set(grants) == {(gw, k) for k in ("gatewayclasses", "gateways", "httproutes", "referencegrants",
+                                             "gatewayclasses/status", "gateways/status", "httproutes/status")} \
+        | {("", "namespaces")}
 
 
 def test_rbac_covers_what_the_kubernetes_source_lists():
@@ -150,8 +179,19 @@ def test_rbac_covers_what_the_kubernetes_source_lists():
                            source))
     resources = {"endpoint_slice": "endpointslices", "endpoints": "endpoints", "service": "services"}
     assert calls and calls <= resources.keys(), calls
-    granted = {r for rule in the("ClusterRole")["rules"] for r in rule["resources"]}
+    granted = {r for rule in the("ClusterRole", "gateway-endpoint-reader")["rules"] for r in rule["resources"]}
     assert {resources[c] for c in calls} <= granted
+    assert '"serviceexports"' in source and "serviceexports" in granted
+
+
+def test_rbac_covers_what_the_gateway_api_controller_watches():
+    from gateway.gatewayapi.controller import ROUTE_KINDS, SERVICE_KINDS
+    routes = _grants(the("ClusterRole", "gateway-route-controller"))
+    readers = _grants(the("ClusterRole", "gateway-endpoint-reader"))
+    for _, group, _, plural, _ in ROUTE_KINDS:
+        assert READ <= routes.get((group or "", plural), set()), plural
+    for _, group, _, plural, _ in SERVICE_KINDS:
+        assert READ <= readers.get((group or "", plural), set()), plural
 
 
 # --- the ConfigMap's gateway.yaml ------------------------------------------------------------

@@ -109,6 +109,8 @@ path_condition = st.one_of(
     st.tuples(st.just("prefix"), path.map(lambda p: p + "/")),
     st.tuples(st.just("prefix"), path.map(lambda p: p[:-1] if len(p) > 2 else p)),   # mid-segment
     st.tuples(st.just("exact"), path),
+    st.tuples(st.just("segment_prefix"), path),
+    st.tuples(st.just("segment_prefix"), path.map(lambda p: p + "/")),
     st.tuples(st.just("regex"), st.sampled_from(REGEXES).map(re.compile)),
 )
 hosts = st.lists(st.sampled_from(["example.com", "*.example.com", "API.Example.com", "other.org"]),
@@ -117,13 +119,17 @@ methods = st.lists(st.sampled_from(["GET", "POST", "delete"]), max_size=2, uniqu
 HEADER_CONDITIONS = [(b"x-a", "exact", b"1"), (b"x-a", "present", None), (b"x-b", "absent", None),
                      (b"x-b", "regex", re.compile("^v[0-9]"))]
 headers = st.lists(st.sampled_from(HEADER_CONDITIONS), max_size=2)
-route = st.tuples(path_condition, hosts, methods, headers).map(
-    lambda t: (t[0][0], t[0][1], t[1], t[2], t[3]))
+QUERY_CONDITIONS = [(b"v", "exact", b"2"), (b"v", "exact", b""), (b"q", "regex", re.compile("^[0-9]+$")),
+                    (b"a b", "exact", b"c")]
+queries = st.lists(st.sampled_from(QUERY_CONDITIONS), max_size=2)
+route = st.tuples(path_condition, hosts, methods, headers, queries).map(
+    lambda t: (t[0][0], t[0][1], t[1], t[2], t[3], t[4]))
 
 request_heads = st.builds(
     request,
     method=st.sampled_from(["GET", "POST", "DELETE", "PUT"]),
-    target=st.tuples(path, st.sampled_from(["", "/", "?q=1", "/x?y"])).map("".join),
+    target=st.tuples(path, st.sampled_from(["", "/", "?q=1", "/x?y", "?v=2", "?v=1&v=2", "?v=%32&q=12",
+                                            "?v=", "?a+b=c", "?a%20b=c&v=2", "?q=1x"])).map("".join),
     host=st.sampled_from([None, "example.com", "Example.COM:8080", "a.example.com", "api.example.com",
                           "other.org", "[::1]:8080", "example.com.evil"]),
     headers=st.lists(st.sampled_from([("X-A", "1"), ("X-A", "2"), ("X-B", "v1"), ("X-B", "x")]),

@@ -4,14 +4,20 @@ A change is applied to the file's raw document (not to the typed Config), so tha
 everything else in the file stays as written; the result is validated whole with
 ``parse_config`` (errors name the key path), and only a valid result is written back
 (atomically: a temporary file in the same directory, fsync, rename) and applied.
-Comments in the file are not kept: PyYAML does not read them.
+
+The file is written back with ruamel.yaml's round-trip mode: the same change is made on the
+document as ruamel read it, so the user's comments, key order and layout stay (PyYAML, which
+validates, does not read comments). A file that cannot be written (read-only mode bits, as a
+ConfigMap mount has, or a read-only file system) is a 409 naming the file, before anything
+is applied.
 """
 from __future__ import annotations
 
 import copy
+import errno
+import io
 import os
 import tempfile
-import time
 
 import yaml
 
@@ -95,11 +101,61 @@ def read_raw(path: str) -> dict:
     return data
 
 
-def write_atomic(path: str, data: dict) -> None:
-    """Replace ``path`` with ``data`` as YAML; a reader sees the old file or the new one."""
+def _round_trip():
+    from ruamel.yaml import YAML
+    rt = YAML(typ="rt")
+    rt.preserve_quotes = True
+    rt.width = 4096                     # never re-wrap the user's long lines
+    return rt
+
+
+def edited_text(path: str, section: str, op: str, ident: str | None = None, item=None,
+                at: int | None = None) -> str:
+    """The file's text with the change made on its round-trip document (comments kept)."""
+    rt = _round_trip()
+    try:
+        with open(path, "rb") as f:
+            document = rt.load(f)
+    except OSError as exc:
+        raise HttpProblem(500, f"cannot read the config file {path}: {exc.strerror or exc}") from None
+    if document is None:
+        from ruamel.yaml.comments import CommentedMap
+        document = CommentedMap()
+    changed = edit(document, section, op, ident, item, at)
+    out = io.StringIO()
+    rt.dump(changed, out)
+    return out.getvalue()
+
+
+def check_writable(path: str) -> None:
+    """409 when the file must not or cannot be written: nothing is applied then."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise HttpProblem(409, f"the config file {path} cannot be written: {exc.strerror}") from None
+    if not mode & 0o222:
+        raise HttpProblem(409, f"the config file {path} is read-only (mode {mode & 0o777:o}): nothing "
+                               f"changed. A config mounted from a ConfigMap is changed by changing the "
+                               f"ConfigMap; with gateway_api.console_gateway set, routes are written "
+                               f"as HTTPRoutes instead")
+
+
+def write_atomic(path: str, data: dict | str) -> None:
+    """Replace ``path`` with ``data`` (a document, or the text to write); a reader sees the
+    old file or the new one. A file system that refuses the write is a 409 naming the file."""
+    try:
+        _write_atomic(path, data)
+    except OSError as exc:
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT):
+            raise HttpProblem(409, f"the config file {path} cannot be written: {exc.strerror}; "
+                                   f"nothing changed") from None
+        raise
+
+
+def _write_atomic(path: str, data: dict | str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
-    text = (f"# written by the gateway admin API at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n"
-            + yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True))
+    text = data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False, default_flow_style=False,
+                                                             allow_unicode=True)
     try:
         mode = os.stat(path).st_mode & 0o7777
     except FileNotFoundError:

@@ -398,6 +398,14 @@ class AdminServer:
     async def _change(self, req: Request, section: str, op: str, ident: str | None, item=None,
                       at: int | None = None) -> Response:
         gw = self.gateway
+        api_settings = gw.file_config.gateway_api
+        if section == "routes" and api_settings is not None and api_settings.console_gateway:
+            # Routes live in the cluster: every replica watching it gets the change.
+            from gateway.gatewayapi import console
+            async with self._lock:
+                answer = await console.change(gw, op, ident, item)
+            log.info("route changed through the admin API as an HTTPRoute", extra={"fields": answer})
+            return json_response(answer, 201 if op == "add" else 200, headers=self._etag())
         async with self._lock:
             self._check_version(req)
             path = views.config_path(gw)
@@ -409,7 +417,8 @@ class AdminServer:
                 config = parse_config(new_raw, path=path)
             except ConfigError as err:
                 raise HttpProblem(400, "invalid change: nothing applied", errors=err.errors) from None
-            changes.write_atomic(path, new_raw)
+            changes.check_writable(path)
+            changes.write_atomic(path, changes.edited_text(path, section, op, ident, item, at))
             gw.reload(config)
             name = ident or changes.identity(section, item)
             log.info("config changed through the admin API", extra={"fields": {

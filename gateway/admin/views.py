@@ -275,7 +275,25 @@ def _service(gw, svc: ServiceConfig) -> dict:
         "circuit_breakers": _plain(svc.circuit_breakers),
         # Priority levels, best first: each one's healthy capacity, share of requests and why.
         "levels": [lv.describe() for lv in gw.health.levels.get(svc.key, ())] if gw.health else [],
+        **({"port_conflict": conflict} if (conflict := port_conflict(gw, svc)) else {}),
     }
+
+
+def port_conflict(gw, svc: ServiceConfig) -> dict | None:
+    """Clusters whose Service of this name declares other ports (KEP-1645: ports merge by name,
+    so two clusters disagreeing on a name's number is a conflict): {cluster: {name: port}}."""
+    if gw.registry is None:
+        return None
+    declared = {}
+    for source in gw.registry.sources:
+        if source.kind != "kubernetes":
+            continue                    # static endpoints have no Service ports to disagree on
+        ports = source._services.get((svc.namespace, svc.name))
+        if ports is not None:
+            declared[source.name] = {p.name: p.port for p in ports}
+    if len({tuple(sorted(p.items())) for p in declared.values()}) <= 1:
+        return None
+    return declared
 
 
 def services(gw) -> list[dict]:
@@ -296,10 +314,32 @@ def _match(rc: RouteConfig) -> dict:
     m = rc.match
     path = ({"exact": m.path_exact} if m.path_exact is not None else
             {"regex": m.path_regex} if m.path_regex is not None else
+            {"segment_prefix": m.path_segment_prefix} if m.path_segment_prefix is not None else
             {"prefix": m.path_prefix or "/"})
-    return {"path": path, "hosts": list(m.hosts), "methods": list(m.methods),
-            "headers": [{k: v for k, v in dataclasses.asdict(h).items() if v is not None}
-                        for h in m.headers]}
+    match = {"path": path, "hosts": list(m.hosts), "methods": list(m.methods),
+             "headers": [{k: v for k, v in dataclasses.asdict(h).items() if v is not None}
+                         for h in m.headers]}
+    if m.queries:
+        match["query"] = [{k: v for k, v in dataclasses.asdict(q).items() if v is not None} for q in m.queries]
+    return match
+
+
+def _filters(rc: RouteConfig) -> dict:
+    """The route's filters, only those it has."""
+    out = {}
+    for key in ("request_headers", "response_headers", "redirect"):
+        value = getattr(rc, key)
+        if value is not None:
+            out[key] = _plain(value)
+    if rc.rewrite_full_path is not None:
+        out["rewrite_full_path"] = rc.rewrite_full_path
+    if rc.rewrite_host is not None:
+        out["rewrite_host"] = rc.rewrite_host
+    if rc.mirrors:
+        out["mirrors"] = list(rc.mirrors)
+    if rc.direct_status is not None:
+        out["direct_status"] = rc.direct_status
+    return out
 
 
 def _route_traffic(gw) -> dict[str, dict]:
@@ -313,6 +353,7 @@ def _route(rc: RouteConfig, index: int, traffic: dict | None) -> dict:
         "match": _match(rc),
         "backends": [{"service": b.service, "weight": b.weight} for b in rc.backends],
         "rewrite_prefix": rc.rewrite_prefix,
+        **({"filters": _filters(rc)} if rc.has_filters else {}),
         "timeout_s": rc.timeout,
         "retries": _plain(rc.retries),
         "requests": traffic["requests"] if traffic else 0,
@@ -392,16 +433,23 @@ def explain(gw, method: str, host: str | None, path: str,
         answer.update(route=None, status=404, reason="no route matches (the gateway answers 404)")
         return answer
     index = gw.dataplane.routes.index(matched)
-    rc = gw.config.routes[index]
+    rc = gw.dataplane.route_configs[index]     # in the router's order (route_order: precedence)
     answer["route"] = _route(rc, index, _route_traffic(gw).get(rc.name))
     # As _speedups/proxy.pyx sends it: a rewrite applies to the normalized path.
-    rewrites = rc.rewrite_prefix is not None and rc.match.path_prefix
+    prefix = rc.match.matched_prefix
+    rewrites = rc.rewrite_prefix is not None and prefix
     target = path if policy.forward_original and not rewrites else normalized_target
     if rewrites:
-        target = rc.rewrite_prefix + target[len(rc.match.path_prefix):]
+        target = rc.rewrite_prefix + target[len(prefix):]
         if target.startswith("//"):
             target = target[1:]
+    if rc.rewrite_full_path is not None:
+        query = target.partition("?")[2]
+        target = rc.rewrite_full_path + ("?" + query if query else "")
     answer["upstream_path"] = target
+    if rc.redirect is not None or rc.direct_status is not None:
+        answer.update(backends=[], status=rc.redirect.status if rc.redirect else rc.direct_status)
+        return answer
     total = sum(b.weight for b in rc.backends)
     backends = []
     configs = {s.key: s for s in gw.config.services}

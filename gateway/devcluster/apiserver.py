@@ -1,7 +1,9 @@
 """A local Kubernetes API server for the demo and the tests: HTTPS, bearer token, JSON.
 
-It serves namespaces, services and endpoints (v1) and endpointslices (discovery.k8s.io/v1) with
-the real API conventions, well enough for the official ``kubernetes`` Python client and
+It serves namespaces, services and endpoints (v1), endpointslices (discovery.k8s.io/v1), the
+Gateway API kinds (gateway.networking.k8s.io/v1 GatewayClass, Gateway, HTTPRoute; v1beta1
+ReferenceGrant) and the Multi-Cluster Services kinds (multicluster.x-k8s.io/v1alpha1
+ServiceExport, ServiceImport) with the real API conventions, well enough for the official ``kubernetes`` Python client and
 therefore for the gateway, which cannot tell it from a real server:
 
 * discovery documents (``/api``, ``/api/v1``, ``/apis``, ``/apis/discovery.k8s.io[/v1]``);
@@ -31,7 +33,11 @@ Differences from a real API server, on purpose or by omission:
 
 * loopback addresses (127.0.0.0/8) are accepted in Endpoints and EndpointSlices (a real server
   answers 422): the local pods live there;
-* only the four resources above; no status subresources, no admission, no RBAC (one token
+* the custom kinds are built in, as if their CRDs were installed: ``metadata.generation``
+  counts spec changes, ``/status`` subresources (Gateway API kinds, ServiceExport/Import)
+  write only the status while object writes keep it; their schemas are checked only in
+  part (required fields, enums, the CRDs' defaults such as a match's ``PathPrefix /``);
+* only the resources above; no admission, no RBAC (one token
   with every right), no managedFields, no server-side apply (415), no protobuf/CBOR (JSON
   only, YAML accepted on input), no aggregated discovery, no OpenAPI documents, no dry-run;
 * strategic merge patch replaces lists instead of merging them by key;
@@ -70,8 +76,8 @@ import yaml
 
 from . import _process, certs
 from .patch import PatchError, json_patch, merge_patch
-from .resources import (DISCOVERY_GROUP, ENDPOINT_SLICES, ENDPOINTS, NAMESPACES, SERVICES, Invalid,
-                        Resource, prepare)
+from .resources import (DISCOVERY_GROUP, ENDPOINT_SLICES, ENDPOINTS, GROUP_VERSIONS, NAMESPACED, NAMESPACES,
+                        SERVICES, Invalid, Resource, prepare)
 from . import resources
 from .selectors import SelectorError, both, parse_field_selector, parse_label_selector
 from .store import ADDED, DELETED, MODIFIED, Event, Expired, Store, key_of, with_rv
@@ -229,6 +235,7 @@ class Target:
     namespace: str | None
     name: str | None
     watch: bool                 # legacy /watch/ path
+    subresource: str | None = None      # "status"
 
 
 def parse_resource_path(path: str, with_slices: bool) -> Target | None:
@@ -237,6 +244,8 @@ def parse_resource_path(path: str, with_slices: bool) -> Target | None:
         table, rest = resources.CORE, parts[2:]
     elif parts[:3] == ["apis", DISCOVERY_GROUP, "v1"] and with_slices:
         table, rest = (ENDPOINT_SLICES,), parts[3:]
+    elif parts[:1] == ["apis"] and "/".join(parts[1:3]) in GROUP_VERSIONS:
+        table, rest = GROUP_VERSIONS["/".join(parts[1:3])], parts[3:]
     else:
         return None
     watch = bool(rest) and rest[0] == "watch"
@@ -247,12 +256,16 @@ def parse_resource_path(path: str, with_slices: bool) -> Target | None:
     if len(rest) >= 3 and rest[0] == "namespaces":
         namespace, rest = rest[1], rest[2:]
     resource = by_name.get(rest[0]) if rest else None
+    subresource = None
+    if resource is not None and len(rest) == 3 and rest[2] == "status" and resource.status_subresource \
+            and not watch:
+        subresource, rest = "status", rest[:2]
     if resource is None or len(rest) > 2 or (namespace is not None and not resource.namespaced):
         return None
     name = rest[1] if len(rest) == 2 else None
     if resource.namespaced and namespace is None and name is not None:
         return None
-    return Target(resource, namespace, name, watch)
+    return Target(resource, namespace, name, watch, subresource)
 
 
 # -- watches --------------------------------------------------------------------------------
@@ -513,6 +526,12 @@ class ApiServer:
             return resources.api_group(DISCOVERY_GROUP, "v1")
         if self.endpoint_slices and path == f"/apis/{DISCOVERY_GROUP}/v1":
             return resources.resource_list(f"{DISCOVERY_GROUP}/v1", (ENDPOINT_SLICES,))
+        group_version = path.removeprefix("/apis/")
+        if group_version in GROUP_VERSIONS:
+            return resources.resource_list(group_version, GROUP_VERSIONS[group_version])
+        versions = resources.custom_groups().get(group_version)
+        if versions:
+            return resources.api_group(group_version, *versions)
         return None
 
     def _handle_admin(self, path: str, request: Request) -> tuple[int, dict]:
@@ -538,6 +557,8 @@ class ApiServer:
 
     def _handle_resource(self, target: Target, request: Request) -> tuple[int, dict]:
         method, collection = request.method, target.name is None
+        if target.subresource is not None and method not in ("GET", "PUT", "PATCH"):
+            raise _method_not_allowed()
         if method == "GET":
             return 200, self._list(target, request) if collection else self._get(target)
         if method == "POST" and collection and (target.namespace or not target.resource.namespaced):
@@ -648,6 +669,10 @@ class ApiServer:
         if self.store.get(resource.name, key_of(obj)) is not None:
             raise ApiError(409, "AlreadyExists", f'{_qualified(resource)} "{meta["name"]}" already exists',
                            _details(resource, meta["name"]))
+        if resource.status_subresource:
+            obj.pop("status", None)      # a create cannot set status when /status is a subresource
+        if resource.group not in ("", DISCOVERY_GROUP):
+            meta["generation"] = 1       # as for every custom resource
         if resource is SERVICES:
             self._allocate_cluster_ip(obj)
         return self.store.create(resource.name, obj)
@@ -700,9 +725,10 @@ class ApiServer:
             if resource.create_on_update:
                 return 201, self._create(target, obj, request)
             raise not_found(resource, target.name)
-        return 200, self._replace(resource, obj, old, meta.get("resourceVersion"))
+        return 200, self._replace(resource, obj, old, meta.get("resourceVersion"), target.subresource)
 
-    def _replace(self, resource: Resource, obj: dict, old: dict, expected_rv: str | None) -> dict:
+    def _replace(self, resource: Resource, obj: dict, old: dict, expected_rv: str | None,
+                 subresource: str | None = None) -> dict:
         """Store ``obj`` in place of ``old`` unless it is stale (409) or changes nothing."""
         old_meta = old["metadata"]
         if expected_rv not in (None, "") and expected_rv != old_meta["resourceVersion"]:
@@ -710,10 +736,14 @@ class ApiServer:
                            f'"{old_meta["name"]}": the object has been modified; please apply your '
                            f'changes to the latest version and try again',
                            _details(resource, old_meta["name"]))
+        if resource.status_subresource:
+            obj = _split_status(obj, old, subresource)
         try:
             prepare(resource, obj, old)
         except Invalid as exc:
             raise _invalid(exc, resource) from None
+        if "generation" in old_meta:
+            obj = _with_generation(obj, old)
         server_owned = {k: old_meta[k] for k in ("uid", "creationTimestamp", "resourceVersion")}
         candidate = {**obj, "metadata": {**obj["metadata"], **server_owned}}
         candidate["metadata"].pop("managedFields", None)
@@ -744,14 +774,14 @@ class ApiServer:
             raise _invalid(Invalid(resource.kind, target.name,
                                    [("metadata.name", "Invalid value: field is immutable")]), resource)
         # A patch that sets metadata.resourceVersion makes it a precondition, as on a real server.
-        return self._replace(resource, patched, old, meta.get("resourceVersion"))
+        return self._replace(resource, patched, old, meta.get("resourceVersion"), target.subresource)
 
     def _delete(self, target: Target, request: Request) -> dict:
         resource = target.resource
         old = self._get(target)
         self._check_preconditions(resource, old, request)
         if resource is NAMESPACES:
-            for namespaced in (SERVICES, ENDPOINTS, ENDPOINT_SLICES):
+            for namespaced in NAMESPACED:
                 for obj in self.store.items(namespaced.name):
                     if obj["metadata"]["namespace"] == target.name:
                         self.store.delete(namespaced.name, obj)
@@ -897,6 +927,33 @@ class ApiServer:
         merged = {**old, **{k: v for k, v in obj.items() if k != "metadata"},
                   "metadata": {**old["metadata"], **obj["metadata"]}}
         self._replace(resource, merged, old, None)
+
+
+def _split_status(obj: dict, old: dict, subresource: str | None) -> dict:
+    """What a write stores when status is a subresource: through ``/status`` only the status
+    changes; through the object everything but the status."""
+    if subresource == "status":
+        stored = {k: v for k, v in old.items() if k != "status"}
+        if obj.get("status") is not None:
+            stored["status"] = obj["status"]
+        return stored
+    stored = {k: v for k, v in obj.items() if k != "status"}
+    if "status" in old:
+        stored["status"] = old["status"]
+    return stored
+
+
+def _with_generation(obj: dict, old: dict) -> dict:
+    """``obj`` with ``metadata.generation``: the old one, plus one if the spec (anything outside
+    metadata and status, compared after defaulting) changed."""
+    generation = old["metadata"].get("generation", 1)
+    if _content(obj) != _content(old):
+        generation += 1
+    return {**obj, "metadata": {**obj["metadata"], "generation": generation}}
+
+
+def _content(obj: dict) -> dict:
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status", "kind", "apiVersion")}
 
 
 _CONTINUE_EXPIRED = ("The provided continue parameter is too old to display a consistent list result. "

@@ -33,6 +33,10 @@ class Resource:
     fields: frozenset[str] = _BASIC_FIELDS        # what fieldSelector may use
     create_on_update: bool = False                # PUT of a missing object creates it
     return_deleted_object: bool = False           # DELETE answers the object, not a Status
+    # A custom resource with ``subresources: {status: {}}``: writes to the object leave
+    # ``status`` alone, writes to ``/status`` change only ``status``, and ``metadata.generation``
+    # counts changes to everything but metadata and status (what ``observedGeneration`` refers to).
+    status_subresource: bool = False
 
     @property
     def api_version(self) -> str:
@@ -49,6 +53,14 @@ class Resource:
             entry["shortNames"] = list(self.short_names)
         return entry
 
+    def discovery_entries(self) -> list[dict]:
+        """The resource and, as a real server lists it, its ``<name>/status`` subresource."""
+        entries = [self.discovery_entry()]
+        if self.status_subresource:
+            entries.append({"name": f"{self.name}/status", "singularName": "", "namespaced": self.namespaced,
+                            "kind": self.kind, "verbs": ["get", "patch", "update"]})
+        return entries
+
 
 NAMESPACES = Resource("namespaces", "namespace", "Namespace", "", "v1", False, ("ns",),
                       verbs=_NAMESPACE_VERBS, fields=_BASIC_FIELDS | {"status.phase"})
@@ -60,10 +72,35 @@ ENDPOINTS = Resource("endpoints", "endpoints", "Endpoints", "", "v1", True, ("ep
 ENDPOINT_SLICES = Resource("endpointslices", "endpointslice", "EndpointSlice", "discovery.k8s.io",
                            "v1", True, fields=_BASIC_FIELDS | {"addressType"})
 
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+MCS_GROUP = "multicluster.x-k8s.io"
+GATEWAY_CLASSES = Resource("gatewayclasses", "gatewayclass", "GatewayClass", GATEWAY_GROUP, "v1", False,
+                           ("gc",), status_subresource=True)
+GATEWAYS = Resource("gateways", "gateway", "Gateway", GATEWAY_GROUP, "v1", True, ("gtw",),
+                    status_subresource=True)
+HTTP_ROUTES = Resource("httproutes", "httproute", "HTTPRoute", GATEWAY_GROUP, "v1", True,
+                       status_subresource=True)
+# ReferenceGrant is v1beta1 in the standard channel (v1.0 to v1.2 of the Gateway API CRDs).
+REFERENCE_GRANTS = Resource("referencegrants", "referencegrant", "ReferenceGrant", GATEWAY_GROUP,
+                            "v1beta1", True, ("refgrant",))
+SERVICE_EXPORTS = Resource("serviceexports", "serviceexport", "ServiceExport", MCS_GROUP, "v1alpha1",
+                           True, ("svcex",), status_subresource=True)
+SERVICE_IMPORTS = Resource("serviceimports", "serviceimport", "ServiceImport", MCS_GROUP, "v1alpha1",
+                           True, ("svcim",), status_subresource=True)
+
 CORE = (NAMESPACES, SERVICES, ENDPOINTS)
 DISCOVERY_GROUP = "discovery.k8s.io"
-ALL = CORE + (ENDPOINT_SLICES,)
+# group/version -> the resources served there; the CRD groups as the Gateway API and MCS
+# installs define them (one version each).
+GROUP_VERSIONS: dict[str, tuple[Resource, ...]] = {
+    f"{GATEWAY_GROUP}/v1": (GATEWAY_CLASSES, GATEWAYS, HTTP_ROUTES),
+    f"{GATEWAY_GROUP}/v1beta1": (REFERENCE_GRANTS,),
+    f"{MCS_GROUP}/v1alpha1": (SERVICE_EXPORTS, SERVICE_IMPORTS),
+}
+CUSTOM = tuple(r for table in GROUP_VERSIONS.values() for r in table)
+ALL = CORE + (ENDPOINT_SLICES,) + CUSTOM
 BY_NAME = {r.name: r for r in ALL}
+NAMESPACED = tuple(r for r in ALL if r.namespaced and r is not NAMESPACES)
 
 
 # -- discovery documents ----------------------------------------------------------------------
@@ -78,18 +115,28 @@ def api_versions(server_address: str) -> dict:
 def resource_list(group_version: str, resources: tuple[Resource, ...]) -> dict:
     """GET /api/v1, /apis/<group>/<version>"""
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
-            "resources": [r.discovery_entry() for r in resources]}
+            "resources": [entry for r in resources for entry in r.discovery_entries()]}
 
 
-def api_group(name: str, version: str) -> dict:
-    gv = {"groupVersion": f"{name}/{version}", "version": version}
-    return {"kind": "APIGroup", "apiVersion": "v1", "name": name, "versions": [gv],
-            "preferredVersion": gv}
+def api_group(name: str, *versions: str) -> dict:
+    gvs = [{"groupVersion": f"{name}/{version}", "version": version} for version in versions]
+    return {"kind": "APIGroup", "apiVersion": "v1", "name": name, "versions": gvs,
+            "preferredVersion": gvs[0]}
+
+
+def custom_groups() -> dict[str, list[str]]:
+    """group -> its served versions, the preferred (first declared) first."""
+    groups: dict[str, list[str]] = {}
+    for group_version in GROUP_VERSIONS:
+        group, version = group_version.split("/")
+        groups.setdefault(group, []).append(version)
+    return groups
 
 
 def api_group_list(with_discovery_group: bool) -> dict:
     """GET /apis"""
     groups = [api_group(DISCOVERY_GROUP, "v1")] if with_discovery_group else []
+    groups += [api_group(name, *versions) for name, versions in custom_groups().items()]
     for group in groups:
         del group["kind"], group["apiVersion"]      # list members carry no type meta
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
@@ -267,8 +314,129 @@ def _endpoints(obj: dict, old: dict | None, causes: list) -> None:
         obj.pop("subsets", None)   # omitempty on Endpoints.subsets
 
 
+def _object(value: object, field: str, causes: list, required: bool = False) -> dict:
+    if value is None and not required:
+        return {}
+    if not isinstance(value, dict):
+        causes.append((field, "Required value" if value is None else "must be an object"))
+        return {}
+    return value
+
+
+def _spec(obj: dict, causes: list) -> dict:
+    return _object(obj.get("spec"), "spec", causes, required=True)
+
+
+def _enum(value: object, allowed: tuple[str, ...], field: str, causes: list) -> None:
+    if value not in allowed:
+        wanted = ", ".join(f'"{a}"' for a in allowed)
+        causes.append((field, f"Unsupported value: {value!r}: supported values: {wanted}"))
+
+
+# The CRDs' OpenAPI schemas check much more; these are the rules a gateway author is likely to
+# break and the defaults the CRDs fill in (so a reader sees what a real cluster would store).
+
+
+def _gateway_class(obj: dict, old: dict | None, causes: list) -> None:
+    spec = _spec(obj, causes)
+    if not spec.get("controllerName"):
+        causes.append(("spec.controllerName", "Required value"))
+    if old is not None and spec.get("controllerName") != old["spec"].get("controllerName"):
+        causes.append(("spec.controllerName", "Invalid value: Value is immutable"))
+
+
+_LISTENER_PROTOCOLS = ("HTTP", "HTTPS", "TLS", "TCP", "UDP")
+
+
+def _gateway(obj: dict, old: dict | None, causes: list) -> None:
+    spec = _spec(obj, causes)
+    if not spec.get("gatewayClassName"):
+        causes.append(("spec.gatewayClassName", "Required value"))
+    listeners = _items(spec.get("listeners"), "spec.listeners", causes)
+    if not listeners:
+        causes.append(("spec.listeners", "Required value"))
+    names = set()
+    for i, listener in enumerate(listeners):
+        field = f"spec.listeners[{i}]"
+        listener = _object(listener, field, causes, required=True)
+        if not listener.get("name") or listener["name"] in names:
+            causes.append((f"{field}.name", "Required value: a unique name"))
+        names.add(listener.get("name"))
+        _check_port(listener.get("port"), f"{field}.port", causes)
+        _enum(listener.get("protocol"), _LISTENER_PROTOCOLS, f"{field}.protocol", causes)
+        allowed = listener.setdefault("allowedRoutes", {"namespaces": {"from": "Same"}})
+        namespaces = _object(allowed, f"{field}.allowedRoutes", causes).setdefault("namespaces", {"from": "Same"})
+        namespaces.setdefault("from", "Same")
+        _enum(namespaces["from"], ("All", "Same", "Selector"), f"{field}.allowedRoutes.namespaces.from", causes)
+
+
+_PATH_TYPES = ("Exact", "PathPrefix", "RegularExpression")
+_VALUE_TYPES = ("Exact", "RegularExpression")
+
+
+def _http_route(obj: dict, old: dict | None, causes: list) -> None:
+    spec = _spec(obj, causes)
+    for i, ref in enumerate(_items(spec.get("parentRefs"), "spec.parentRefs", causes)):
+        if not _object(ref, f"spec.parentRefs[{i}]", causes, required=True).get("name"):
+            causes.append((f"spec.parentRefs[{i}].name", "Required value"))
+    rules = _items(spec.setdefault("rules", [{}]), "spec.rules", causes)
+    for i, rule in enumerate(rules):
+        rule = _object(rule, f"spec.rules[{i}]", causes, required=True)
+        matches = _items(rule.setdefault("matches", [{}]), f"spec.rules[{i}].matches", causes)
+        for j, match in enumerate(matches):
+            _http_route_match(_object(match, f"spec.rules[{i}].matches[{j}]", causes, required=True),
+                              f"spec.rules[{i}].matches[{j}]", causes)
+        for j, ref in enumerate(_items(rule.get("backendRefs"), f"spec.rules[{i}].backendRefs", causes)):
+            ref = _object(ref, f"spec.rules[{i}].backendRefs[{j}]", causes, required=True)
+            if not ref.get("name"):
+                causes.append((f"spec.rules[{i}].backendRefs[{j}].name", "Required value"))
+            ref.setdefault("group", "")
+            ref.setdefault("kind", "Service")
+            ref.setdefault("weight", 1)
+
+
+def _http_route_match(match: dict, field: str, causes: list) -> None:
+    path = match.setdefault("path", {"type": "PathPrefix", "value": "/"})
+    path = _object(path, f"{field}.path", causes)
+    path.setdefault("type", "PathPrefix")
+    path.setdefault("value", "/")
+    _enum(path.get("type"), _PATH_TYPES, f"{field}.path.type", causes)
+    if path.get("type") != "RegularExpression" and not str(path.get("value", "")).startswith("/"):
+        causes.append((f"{field}.path.value", 'Invalid value: must be an absolute path'))
+    for key in ("headers", "queryParams"):
+        for k, item in enumerate(_items(match.get(key), f"{field}.{key}", causes)):
+            item = _object(item, f"{field}.{key}[{k}]", causes, required=True)
+            item.setdefault("type", "Exact")
+            _enum(item["type"], _VALUE_TYPES, f"{field}.{key}[{k}].type", causes)
+            if not item.get("name"):
+                causes.append((f"{field}.{key}[{k}].name", "Required value"))
+
+
+def _reference_grant(obj: dict, old: dict | None, causes: list) -> None:
+    spec = _spec(obj, causes)
+    for key in ("from", "to"):
+        if not _items(spec.get(key), f"spec.{key}", causes):
+            causes.append((f"spec.{key}", "Required value"))
+
+
+def _service_export(obj: dict, old: dict | None, causes: list) -> None:
+    obj.setdefault("spec", {})
+
+
+def _service_import(obj: dict, old: dict | None, causes: list) -> None:
+    spec = _spec(obj, causes)
+    _enum(spec.setdefault("type", "ClusterSetIP"), ("ClusterSetIP", "Headless"), "spec.type", causes)
+    for i, port in enumerate(_items(spec.get("ports"), "spec.ports", causes)):
+        port = _object(port, f"spec.ports[{i}]", causes, required=True)
+        _check_port(port.get("port"), f"spec.ports[{i}].port", causes)
+        _check_protocol(port, f"spec.ports[{i}]", causes)
+
+
 _PREPARE = {"namespaces": _namespace, "services": _service,
-            "endpointslices": _endpoint_slice, "endpoints": _endpoints}
+            "endpointslices": _endpoint_slice, "endpoints": _endpoints,
+            "gatewayclasses": _gateway_class, "gateways": _gateway, "httproutes": _http_route,
+            "referencegrants": _reference_grant, "serviceexports": _service_export,
+            "serviceimports": _service_import}
 
 
 def prepare(resource: Resource, obj: dict, old: dict | None = None) -> dict:

@@ -23,6 +23,12 @@ a lookup costs the service's slices, not the cluster's.
 
 A service exists in this source while its Service object does: deleting the
 Service removes its addresses at once, even before its slices are collected.
+
+With ``multicluster: {merge: exported}`` (KEP-1645 Multi-Cluster Services) the source also
+watches ServiceExports (multicluster.x-k8s.io/v1alpha1), and a service exists in this cluster
+only while it has both its Service and a ServiceExport of the same name: "a Service without a
+ServiceExport in its local cluster will not be exported even if other clusters export the
+same name".
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Callable
 
 from gateway.config import SourceConfig
@@ -46,6 +53,7 @@ CONNECT_TIMEOUT = 3.0
 # them: a longer silence means it hangs, and the source is marked stale.
 READ_TIMEOUT = 90
 LIST_PAGE = 500
+MCS_GROUP, MCS_VERSION = "multicluster.x-k8s.io", "v1alpha1"
 BACKOFF_MIN, BACKOFF_MAX = 0.2, 10.0
 
 
@@ -110,9 +118,11 @@ def _service_ports(obj) -> tuple[_ServicePort, ...]:
 class KubernetesSource(Source):
     kind = "kubernetes"
 
-    def __init__(self, config: SourceConfig) -> None:
+    def __init__(self, config: SourceConfig, exported_only: bool = False) -> None:
         super().__init__(config.name, config.weight, config)
         self.config = config
+        self.exported_only = exported_only
+        self._exports: set[tuple[str, str]] = set()     # (namespace, name) with a ServiceExport
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -171,20 +181,12 @@ class KubernetesSource(Source):
                 self._spawn(f"endpoints/{ns or '*'}", fn, ns, self._replace_endpoints, self._endpoints_event)
             fn = core.list_namespaced_service if ns else core.list_service_for_all_namespaces
             self._spawn(f"services/{ns or '*'}", fn, ns, self._replace_services, self._service_event)
+            if self.exported_only:
+                self._spawn(f"serviceexports/{ns or '*'}", _export_lister(client.CustomObjectsApi(api)),
+                            ns, self._replace_exports, self._export_event)
 
     def _api_client(self):
-        from kubernetes import client, config as kconfig
-        configuration = client.Configuration()
-        if self.config.in_cluster:
-            kconfig.load_incluster_config(client_configuration=configuration)
-        else:
-            kconfig.load_kube_config(config_file=self.config.kubeconfig, context=self.config.context,
-                                     client_configuration=configuration)
-        # No urllib3 retries: they come at once, without backoff, and log a warning each
-        # ("Retrying (Retry(total=2...))", three per request while the API is down). The
-        # list+watch loop retries with backoff and jitter and warns once per outage.
-        configuration.retries = 0
-        return client.ApiClient(configuration)
+        return api_client(self.config)
 
     def _has_endpointslices(self, api) -> bool:
         from kubernetes import client
@@ -365,6 +367,21 @@ class KubernetesSource(Source):
             self._services[key] = _service_ports(obj)
         self._event({ServiceKey(*key)})
 
+    def _replace_exports(self, namespace, items, loop_name) -> None:
+        fresh = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in items}
+        scope = {k for k in self._exports if namespace is None or k[0] == namespace}
+        self._exports = (self._exports - scope) | fresh
+        self._changed({ServiceKey(*k) for k in scope ^ fresh})
+        self._synced(loop_name)
+
+    def _export_event(self, kind: str, obj) -> None:
+        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        if kind == "DELETED":
+            self._exports.discard(key)
+        else:
+            self._exports.add(key)
+        self._event({ServiceKey(*key)})
+
     def _event(self, touched: set[ServiceKey]) -> None:
         self.events += 1
         self.last_event = time.time()
@@ -402,6 +419,8 @@ class KubernetesSource(Source):
     # -- the Source interface ---------------------------------------------------
 
     def endpoints(self, service: ServiceKey, port: int | str) -> list[SourceEndpoint] | None:
+        if self.exported_only and (service.namespace, service.name) not in self._exports:
+            return None                     # not exported from this cluster: not in the clusterset
         svc_ports = self._services.get((service.namespace, service.name))
         if svc_ports is None:
             return None
@@ -417,10 +436,51 @@ class KubernetesSource(Source):
         return result
 
     def status(self) -> dict:
-        return {**super().status(), "services": len(self._services), "slices": len(self._slices),
+        extra = {"exported": len(self._exports)} if self.exported_only else {}
+        return {**super().status(), **extra, "services": len(self._services), "slices": len(self._slices),
                 "events": self.events, "lists": self.lists, "last_event": self.last_event,
                 "api": ("discovery.k8s.io/v1" if self.uses_endpointslices else
                         "v1/endpoints" if self.uses_endpointslices is False else None)}
+
+
+def _export_lister(custom):
+    """ServiceExports through CustomObjectsApi, shaped as the typed lists the loop reads
+    (``.items``, ``.metadata._continue``, ``.resource_version``); a watch gets the raw dicts."""
+    def list_exports(namespace=None, watch=False, **kwargs):
+        """ServiceExports of one namespace or all.
+
+        :return: object
+        """
+        # (The ":return:" line is what the client's Watch reads to decode events as dicts
+        # and to follow their resourceVersion; without it the resume point would not move.)
+        if namespace:
+            result = custom.list_namespaced_custom_object(MCS_GROUP, MCS_VERSION, namespace, "serviceexports",
+                                                          watch=watch, **kwargs)
+        else:
+            result = custom.list_cluster_custom_object(MCS_GROUP, MCS_VERSION, "serviceexports",
+                                                       watch=watch, **kwargs)
+        if watch or not isinstance(result, dict):
+            return result
+        meta = result.get("metadata") or {}
+        return SimpleNamespace(items=result.get("items") or [], metadata=SimpleNamespace(
+            _continue=meta.get("continue"), resource_version=meta.get("resourceVersion")))
+    return list_exports
+
+
+def api_client(config: SourceConfig):
+    """The official client's ApiClient for a kubernetes source (kubeconfig or in-cluster)."""
+    from kubernetes import client, config as kconfig
+    configuration = client.Configuration()
+    if config.in_cluster:
+        kconfig.load_incluster_config(client_configuration=configuration)
+    else:
+        kconfig.load_kube_config(config_file=config.kubeconfig, context=config.context,
+                                 client_configuration=configuration)
+    # No urllib3 retries: they come at once, without backoff, and log a warning each
+    # ("Retrying (Retry(total=2...))", three per request while the API is down). The
+    # list+watch loop retries with backoff and jitter and warns once per outage.
+    configuration.retries = 0
+    return client.ApiClient(configuration)
 
 
 def _describe(exc: Exception) -> str:

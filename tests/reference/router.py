@@ -9,16 +9,32 @@ conditions), and ``match`` takes any request head with ``method``, ``path``,
 from __future__ import annotations
 
 from typing import Any, Iterable
+from urllib.parse import unquote_to_bytes
+
+
+def query_value(target: bytes, name: bytes) -> bytes | None:
+    """The first ``name=`` parameter's value, decoded ("+" is a space), or None."""
+    _, sep, query = target.partition(b"?")
+    if not sep:
+        return None
+    for part in query.split(b"&"):
+        key, _, value = part.partition(b"=")
+        if unquote_to_bytes(key.replace(b"+", b" ")) == name:
+            return unquote_to_bytes(value.replace(b"+", b" "))
+    return None
 
 
 class ReferenceRoute:
     def __init__(self, index: int, target: Any, path_kind: str, path_value: Any,
                  hosts: Iterable[str] = (), methods: Iterable[str] = (),
-                 headers: Iterable[tuple] = ()) -> None:
-        if path_kind not in ("any", "prefix", "exact", "regex"):
+                 headers: Iterable[tuple] = (), queries: Iterable[tuple] = ()) -> None:
+        if path_kind not in ("any", "prefix", "exact", "regex", "segment_prefix"):
             raise KeyError(path_kind)
         self.index, self.target, self.path_kind = index, target, path_kind
         self.path = path_value if path_kind == "regex" else (path_value or "/").encode()
+        if path_kind == "segment_prefix":
+            self.path = self.path.rstrip(b"/")
+        self.queries = list(queries)    # (name bytes, exact|regex, value)
         hosts = list(hosts)
         self.hosts = {h.lower().encode() for h in hosts if not h.startswith("*.")}
         self.host_suffixes = [h[1:].lower().encode() for h in hosts if h.startswith("*.")]
@@ -31,6 +47,9 @@ class ReferenceRoute:
         if self.path_kind == "prefix" and not path.startswith(self.path):
             return False
         if self.path_kind == "exact" and path != self.path:
+            return False
+        if self.path_kind == "segment_prefix" and not (
+                path == self.path or path.startswith(self.path + b"/")):
             return False
         if self.path_kind == "regex" and not self.path.match(path.decode("latin-1")):
             return False
@@ -48,6 +67,11 @@ class ReferenceRoute:
             if kind == "exact" and value != expected:
                 return False
             if kind == "regex" and (value is None or not expected.search(value.decode("latin-1"))):
+                return False
+        for name, kind, expected in self.queries:
+            value = query_value(head.target, name)
+            if value is None or (kind == "exact" and value != expected) or (
+                    kind == "regex" and not expected.search(value.decode("latin-1"))):
                 return False
         return True
 

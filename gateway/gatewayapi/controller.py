@@ -1,0 +1,354 @@
+"""The Gateway API controller: watches the clusters, feeds the translation to the gateway,
+writes statuses back.
+
+Per cluster, one list+watch loop per kind in its own thread (the official client is
+synchronous), as ``gateway.sources.kubernetes`` does: list, watch from the list's
+resourceVersion with bookmarks, resume from the last version seen after a lost connection
+(backoff with jitter), relist only on 410 Gone. Events go to the event loop with
+``call_soon_threadsafe``; all state lives on the loop thread.
+
+What is watched:
+* in the clusters of ``gateway_api.sources``: GatewayClasses, Gateways, HTTPRoutes,
+  ReferenceGrants and Namespaces (for ``allowedRoutes`` selectors);
+* in every kubernetes source (every associated cluster): Services and ServiceImports, so
+  that a backendRef is resolved against the merged service, whichever cluster has it.
+
+A change schedules one translation a moment later (``SETTLE`` seconds: the events of one
+``kubectl apply`` arrive as a burst); a translation that gives other routes or services
+calls ``on_change``, which applies them through the gateway's reload path. Statuses are
+written only when they differ from what the object carries (so a status write, which comes
+back as a watch event, does not write again), from a worker thread, each to the cluster the
+object came from.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from typing import Callable
+
+from gateway.config import GatewayApiConfig, SourceConfig
+from gateway.gatewayapi.translate import GATEWAY_GROUP, MCS_GROUP, Translation, World, translate
+
+log = logging.getLogger("gateway.gatewayapi")
+
+SETTLE = 0.02
+WATCH_TIMEOUT = 240
+CONNECT_TIMEOUT, READ_TIMEOUT = 3.0, 90
+BACKOFF_MIN, BACKOFF_MAX = 0.2, 10.0
+
+# (store name, group, version, plural, namespaced); group None: the core API
+ROUTE_KINDS = (("classes", GATEWAY_GROUP, "v1", "gatewayclasses", False),
+               ("gateways", GATEWAY_GROUP, "v1", "gateways", True),
+               ("routes", GATEWAY_GROUP, "v1", "httproutes", True),
+               ("grants", GATEWAY_GROUP, "v1beta1", "referencegrants", True),
+               ("namespaces", None, "v1", "namespaces", False))
+SERVICE_KINDS = (("services", None, "v1", "services", True),
+                 ("imports", MCS_GROUP, "v1alpha1", "serviceimports", True))
+STATUS_KINDS = {"classes": ("gatewayclasses", "v1"), "gateways": ("gateways", "v1"),
+                "routes": ("httproutes", "v1")}
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _key(obj: dict) -> tuple[str, str]:
+    meta = obj["metadata"]
+    return meta.get("namespace", ""), meta["name"]
+
+
+class GatewayApiController:
+    def __init__(self, settings: GatewayApiConfig, sources: tuple[SourceConfig, ...],
+                 on_change: Callable[[Translation], None]) -> None:
+        self.settings = settings
+        self.route_clusters = [s for s in sources if s.name in settings.sources]
+        self.all_clusters = [s for s in sources if s.type == "kubernetes"]
+        self.on_change = on_change
+        self.translation: Translation | None = None
+        self.errors: dict[str, str] = {}
+        self.status_writes = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = threading.Event()
+        self._watches: list = []
+        self._apis: dict[str, object] = {}
+        # (cluster, store name) -> {key: object}
+        self._objects: dict[tuple[str, str], dict] = {}
+        self._loops: set[str] = set()
+        self._synced_loops: set[str] = set()
+        self._synced = asyncio.Event()
+        self._pending: asyncio.TimerHandle | None = None
+        self._file_services: dict = {}
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self, file_services: dict) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._file_services = file_services
+        for cluster in self.all_clusters:
+            kinds = SERVICE_KINDS + (ROUTE_KINDS if cluster in self.route_clusters else ())
+            for kind in kinds:
+                name = f"{cluster.name}/{kind[3]}"
+                self._loops.add(name)
+                threading.Thread(target=self._run, args=(cluster, kind, name), daemon=True,
+                                 name=f"gwapi-{name}").start()
+
+    async def wait_synced(self, timeout: float) -> list[str]:
+        """Wait until every loop listed once; the loops that did not, on timeout."""
+        try:
+            await asyncio.wait_for(self._synced.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        if self._pending is not None:           # translate now rather than a moment later
+            self._pending.cancel()
+            self._translate()
+        return sorted(self._loops - self._synced_loops)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for w in list(self._watches):
+            w.stop()
+        if self._pending is not None:
+            self._pending.cancel()
+
+    def set_file_services(self, file_services: dict) -> None:
+        """The file's services changed (a reload): backendRefs to them use the file's settings."""
+        self._file_services = file_services
+        self._schedule()
+
+    def api(self, cluster: str):
+        return self._apis.get(cluster)
+
+    # -- the list+watch loop (its thread) ---------------------------------------------
+
+    def _api_for(self, cluster: SourceConfig):
+        from gateway.sources.kubernetes import api_client
+        api = self._apis.get(cluster.name)
+        if api is None:
+            api = self._apis[cluster.name] = api_client(cluster)
+        return api
+
+    def _list_fn(self, api, group, version, plural):
+        from kubernetes import client
+        if group is None:
+            core = client.CoreV1Api(api)
+            return {"services": core.list_service_for_all_namespaces,
+                    "namespaces": core.list_namespace}[plural], {}
+        custom = client.CustomObjectsApi(api)
+        return custom.list_cluster_custom_object, {"group": group, "version": version, "plural": plural}
+
+    def _run(self, cluster: SourceConfig, kind: tuple, loop_name: str) -> None:
+        from kubernetes import watch
+        from kubernetes.client.rest import ApiException
+        store, group, version, plural, _ = kind
+        rv, failures = None, 0
+        while not self._stopping.is_set():
+            w = None
+            try:
+                api = self._api_for(cluster)
+                list_fn, kwargs = self._list_fn(api, group, version, plural)
+                if rv is None:
+                    items, rv = self._list_all(api, list_fn, kwargs)
+                    failures = 0
+                    self._post(self._replace, cluster.name, store, items, loop_name)
+                w = watch.Watch()
+                self._watches.append(w)
+                for event in w.stream(list_fn, resource_version=rv, allow_watch_bookmarks=True,
+                                      timeout_seconds=WATCH_TIMEOUT,
+                                      _request_timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), **kwargs):
+                    if self._stopping.is_set():
+                        break
+                    failures = 0
+                    if event["type"] != "BOOKMARK":
+                        obj = event["object"]
+                        if not isinstance(obj, dict):
+                            obj = api.sanitize_for_serialization(obj)
+                        self._post(self._event, cluster.name, store, event["type"], obj)
+                    rv = w.resource_version or rv
+            except ApiException as exc:
+                if self._stopping.is_set():
+                    break
+                if exc.status == 410:
+                    rv = None
+                    continue
+                failures += 1
+                self._post(self._failed, loop_name, f"API error {exc.status}: {exc.reason}")
+            except Exception as exc:
+                if self._stopping.is_set():
+                    break
+                failures += 1
+                self._post(self._failed, loop_name, f"{type(exc).__name__}: {exc}")
+            finally:
+                if w is not None:
+                    self._watches.remove(w)
+            if failures:
+                delay = min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
+                self._stopping.wait(delay)
+
+    @staticmethod
+    def _list_all(api, list_fn, kwargs) -> tuple[list[dict], str]:
+        items, token = [], None
+        while True:
+            page = list_fn(limit=500, _continue=token, _request_timeout=(CONNECT_TIMEOUT, 30), **kwargs)
+            if not isinstance(page, dict):
+                page = api.sanitize_for_serialization(page)
+            items.extend(page.get("items") or ())
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items, page["metadata"]["resourceVersion"]
+
+    def _post(self, fn, *args) -> None:
+        if self._stopping.is_set() or self._loop is None or self._loop.is_closed():
+            return
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            pass
+
+    # -- state (loop thread) ------------------------------------------------------------
+
+    def _replace(self, cluster: str, store: str, items: list[dict], loop_name: str) -> None:
+        self._objects[(cluster, store)] = {_key(obj): obj for obj in items}
+        self._synced_loops.add(loop_name)
+        self.errors.pop(loop_name, None)
+        if self._synced_loops >= self._loops:
+            self._synced.set()
+        self._schedule()
+
+    def _event(self, cluster: str, store: str, kind: str, obj: dict) -> None:
+        table = self._objects.setdefault((cluster, store), {})
+        if kind == "DELETED":
+            table.pop(_key(obj), None)
+        else:
+            table[_key(obj)] = obj
+        self._schedule()
+
+    def _failed(self, loop_name: str, error: str) -> None:
+        if self.errors.get(loop_name) != error:
+            log.warning("Gateway API watch failing", extra={"fields": {"loop": loop_name, "error": error}})
+        self.errors[loop_name] = error
+
+    def _schedule(self) -> None:
+        if self._pending is None and self._loop is not None:
+            self._pending = self._loop.call_later(SETTLE, self._translate)
+
+    def world(self) -> tuple[World, dict]:
+        """The objects of every cluster as one world, and each object's cluster (for status).
+
+        Route kinds: the first cluster of ``gateway_api.sources`` holding an object wins;
+        Services and ServiceImports: a key exists if any associated cluster has it."""
+        world = World(self.settings.controller_name)
+        origin: dict = {}
+        for cluster in self.all_clusters:
+            for store in ("services", "imports"):
+                for key, obj in self._objects.get((cluster.name, store), {}).items():
+                    if store == "services":
+                        world.services.setdefault(key, (obj.get("spec") or {}).get("ports") or [])
+                    else:
+                        world.imports.setdefault(key, obj)
+        for cluster in self.route_clusters:
+            for store in ("classes", "gateways", "routes", "grants"):
+                target = getattr(world, store)
+                for key, obj in self._objects.get((cluster.name, store), {}).items():
+                    name = key[1] if store == "classes" else key      # cluster-scoped: by name
+                    if name not in target:
+                        target[name] = obj
+                        origin[(store, key)] = cluster.name
+            for (_, name), obj in self._objects.get((cluster.name, "namespaces"), {}).items():
+                world.namespaces.setdefault(name, obj["metadata"].get("labels") or {})
+        return world, origin
+
+    def _translate(self) -> None:
+        self._pending = None
+        world, origin = self.world()
+        translation = translate(world, self._file_services)
+        previous = self.translation
+        self.translation = translation
+        if previous is None or (translation.routes, translation.services) != (previous.routes, previous.services):
+            try:
+                self.on_change(translation)
+            except Exception:
+                log.exception("applying the Gateway API routes failed")
+        if self.settings.write_status:
+            self._write_statuses(world, origin, translation)
+
+    # -- status ------------------------------------------------------------------------
+
+    def _write_statuses(self, world: World, origin: dict, t: Translation) -> None:
+        writes = []
+        for name, status in t.class_status.items():
+            writes.append(("classes", ("", name), world.classes[name], status))
+        for key, status in t.gateway_status.items():
+            writes.append(("gateways", key, world.gateways[key], status))
+        for key, parents in t.route_status.items():
+            route = world.routes[key]
+            others = [p for p in (route.get("status") or {}).get("parents") or ()
+                      if p.get("controllerName") != self.settings.controller_name]
+            writes.append(("routes", key, route, {"parents": parents + others}))
+        for store, key, obj, status in writes:
+            status = _with_transition_times(status, obj.get("status") or {})
+            if status != (obj.get("status") or {}):
+                cluster = origin.get((store, key))
+                if cluster is not None:
+                    self._loop.run_in_executor(None, self._write_status, cluster, store, key, status)
+
+    def _write_status(self, cluster: str, store: str, key: tuple[str, str], status: dict) -> None:
+        from kubernetes import client
+        from kubernetes.client.rest import ApiException
+        plural, version = STATUS_KINDS[store]
+        custom = client.CustomObjectsApi(self._apis[cluster])
+        try:
+            if key[0]:
+                custom.patch_namespaced_custom_object_status(GATEWAY_GROUP, version, key[0], plural, key[1],
+                                                             {"status": status})
+            else:
+                custom.patch_cluster_custom_object_status(GATEWAY_GROUP, version, plural, key[1],
+                                                          {"status": status})
+            self.status_writes += 1
+        except ApiException as exc:
+            if exc.status != 404:   # deleted meanwhile: nothing to report on
+                log.warning("status write failed", extra={"fields": {
+                    "cluster": cluster, "kind": plural, "name": "/".join(k for k in key if k),
+                    "error": f"{exc.status} {exc.reason}"}})
+        except Exception as exc:
+            log.warning("status write failed", extra={"fields": {"cluster": cluster, "error": str(exc)}})
+
+    def status(self) -> dict:
+        t = self.translation
+        return {"controller_name": self.settings.controller_name,
+                "clusters": [c.name for c in self.route_clusters],
+                "synced": self._synced.is_set(), "errors": dict(self.errors),
+                "routes": len(t.routes) if t else 0, "status_writes": self.status_writes}
+
+
+def _with_transition_times(status: dict, old: dict) -> dict:
+    """``status`` with each condition's lastTransitionTime: kept from ``old`` when that
+    condition's status did not change (the API convention), now otherwise."""
+    def conditions(new: list, before: list) -> list:
+        by_type = {c.get("type"): c for c in before or ()}
+        out = []
+        for c in new:
+            prev = by_type.get(c["type"])
+            same = prev is not None and prev.get("status") == c["status"]
+            out.append({**c, "lastTransitionTime": prev.get("lastTransitionTime") if same and
+                        prev.get("lastTransitionTime") else _now()})
+        return out
+
+    result = dict(status)
+    if "conditions" in status:
+        result["conditions"] = conditions(status["conditions"], old.get("conditions"))
+    if "listeners" in status:
+        before = {l.get("name"): l for l in old.get("listeners") or ()}
+        result["listeners"] = [{**l, "conditions": conditions(l["conditions"],
+                                                              (before.get(l["name"]) or {}).get("conditions"))}
+                               for l in status["listeners"]]
+    if "parents" in status:
+        before = {repr(sorted((p.get("parentRef") or {}).items())): p for p in old.get("parents") or ()}
+        result["parents"] = [p if "conditions" not in p or p.get("controllerName") is None else
+                             {**p, "conditions": conditions(
+                                 p["conditions"],
+                                 (before.get(repr(sorted(p["parentRef"].items()))) or {}).get("conditions"))}
+                             for p in status["parents"]]
+    return result

@@ -1,0 +1,457 @@
+"""Gateway API objects -> route configs, services and the statuses the spec asks for.
+
+Pure: no I/O, the same objects give the same answer (so two replicas write the same
+status, and a status write that changes nothing is never made). Objects are the dicts the
+API serves. The spec version followed is gateway.networking.k8s.io v1 (Gateway API v1.1+,
+standard channel); what is left out is listed in the README ("Gateway API support").
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from gateway.config import (HeaderFilter, HeaderMatch, QueryMatch, Redirect, RetryPolicy, RouteConfig,
+                            RouteMatch, ServiceConfig, WeightedBackend)
+from gateway.units import parse_duration
+
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+MCS_GROUP = "multicluster.x-k8s.io"
+_FRAMING_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "upgrade",
+                              "keep-alive", "te", "trailer", "proxy-connection"})
+_SUPPORTED_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite",
+                      "RequestMirror")
+
+Key = tuple[str, str]       # (namespace, name); namespace "" for cluster-scoped kinds
+
+
+@dataclass
+class World:
+    """Everything the translation reads, as the watches last saw it."""
+    controller_name: str
+    classes: dict[str, dict] = field(default_factory=dict)
+    gateways: dict[Key, dict] = field(default_factory=dict)
+    routes: dict[Key, dict] = field(default_factory=dict)
+    grants: dict[Key, dict] = field(default_factory=dict)
+    services: dict[Key, list[dict]] = field(default_factory=dict)       # ports, per existing Service
+    imports: dict[Key, dict] = field(default_factory=dict)              # ServiceImports
+    namespaces: dict[str, dict] = field(default_factory=dict)           # labels
+
+
+@dataclass
+class Translation:
+    routes: list[RouteConfig]
+    services: list[ServiceConfig]
+    class_status: dict[str, dict]
+    gateway_status: dict[Key, dict]
+    route_status: dict[Key, list[dict]]         # our status.parents entries per HTTPRoute
+
+
+def condition(type_: str, ok: bool, reason: str, message: str, generation: int) -> dict:
+    return {"type": type_, "status": "True" if ok else "False", "reason": reason, "message": message,
+            "observedGeneration": generation}
+
+
+def _key(obj: dict) -> Key:
+    return obj["metadata"].get("namespace", ""), obj["metadata"]["name"]
+
+
+def _generation(obj: dict) -> int:
+    return obj["metadata"].get("generation", 1)
+
+
+# -- hostnames ----------------------------------------------------------------------------
+
+
+def _covers(wildcard: str, host: str) -> bool:
+    """"*.example.com" covers "a.example.com", "a.b.example.com" and "*.a.example.com", not "example.com"."""
+    return wildcard.startswith("*.") and host.endswith(wildcard[1:]) and len(host) > len(wildcard) - 1
+
+
+def intersect_hostnames(listener: str | None, route: list[str]) -> list[str] | None:
+    """The hostnames a route serves on a listener: None for any host, [] for none at all."""
+    route = [h.lower() for h in route]
+    if not listener:
+        return route or None
+    listener = listener.lower()
+    if not route:
+        return [listener]
+    out = []
+    for host in route:
+        if host == listener or _covers(listener, host):
+            out.append(host)
+        elif _covers(host, listener):
+            out.append(listener)
+    return out
+
+
+# -- listeners and parents ----------------------------------------------------------------
+
+
+def _listener_allows(listener: dict, gateway_ns: str, route_ns: str, world: World) -> bool:
+    allowed = listener.get("allowedRoutes") or {}
+    kinds = allowed.get("kinds")
+    if kinds and not any(k.get("kind") == "HTTPRoute" and k.get("group", GATEWAY_GROUP) == GATEWAY_GROUP
+                         for k in kinds):
+        return False
+    namespaces = allowed.get("namespaces") or {}
+    source = namespaces.get("from", "Same")
+    if source == "All":
+        return True
+    if source == "Same":
+        return route_ns == gateway_ns
+    selector = namespaces.get("selector") or {}
+    labels = world.namespaces.get(route_ns, {})
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expr in selector.get("matchExpressions") or ():
+        present, value = expr.get("key") in labels, labels.get(expr.get("key"))
+        op, values = expr.get("operator"), expr.get("values") or []
+        if (op == "In" and value not in values) or (op == "NotIn" and value in values) or \
+                (op == "Exists" and not present) or (op == "DoesNotExist" and present):
+            return False
+    return True
+
+
+def _http_listener(listener: dict) -> bool:
+    return listener.get("protocol") in ("HTTP", "HTTPS")
+
+
+# -- backendRefs --------------------------------------------------------------------------
+
+
+def _granted(world: World, route_ns: str, target_ns: str, group: str, kind: str, name: str) -> bool:
+    """A ReferenceGrant in ``target_ns`` lets HTTPRoutes of ``route_ns`` refer to the object."""
+    for (ns, _), grant in world.grants.items():
+        if ns != target_ns:
+            continue
+        spec = grant.get("spec") or {}
+        if not any(f.get("group") == GATEWAY_GROUP and f.get("kind") == "HTTPRoute"
+                   and f.get("namespace") == route_ns for f in spec.get("from") or ()):
+            continue
+        if any(t.get("group", "") == group and t.get("kind") == kind and t.get("name") in (None, "", name)
+               for t in spec.get("to") or ()):
+            return True
+    return False
+
+
+@dataclass
+class _Ref:
+    key: str | None             # "namespace/name" of the service, None when unresolved
+    port: int | None
+    weight: int
+    problem: tuple[str, str] | None     # (reason, message) for ResolvedRefs=False
+
+
+def resolve_backend(world: World, route_ns: str, ref: dict) -> _Ref:
+    group, kind = ref.get("group", ""), ref.get("kind", "Service")
+    name, ns = ref.get("name", ""), ref.get("namespace") or route_ns
+    weight = ref.get("weight", 1)
+    port = ref.get("port")
+    if (group, kind) not in (("", "Service"), (MCS_GROUP, "ServiceImport")):
+        return _Ref(None, None, weight, ("InvalidKind", f"backendRef {group}/{kind} {name!r}: "
+                                                      f"only Service and ServiceImport are supported"))
+    if ns != route_ns and not _granted(world, route_ns, ns, group, kind, name):
+        return _Ref(None, None, weight, ("RefNotPermitted", f"backendRef {kind} {ns}/{name}: no "
+                                                           f"ReferenceGrant in {ns} allows it"))
+    if kind == "ServiceImport":
+        found = (ns, name) in world.imports or (ns, name) in world.services
+    else:
+        found = (ns, name) in world.services
+    if not found:
+        return _Ref(None, None, weight, ("BackendNotFound", f"{kind} {ns}/{name} not found in any "
+                                                           f"associated cluster"))
+    if port is None:
+        return _Ref(None, None, weight, ("BackendNotFound", f"backendRef {kind} {ns}/{name}: port is required"))
+    return _Ref(f"{ns}/{name}", int(port), weight, None)
+
+
+# -- rules --------------------------------------------------------------------------------
+
+
+def _match(m: dict, hosts: tuple[str, ...]) -> RouteMatch | None:
+    path = m.get("path") or {"type": "PathPrefix", "value": "/"}
+    kind, value = path.get("type", "PathPrefix"), path.get("value", "/")
+    kw: dict = {}
+    if kind == "Exact":
+        kw["path_exact"] = value
+    elif kind == "RegularExpression":
+        try:
+            re.compile(value)
+        except re.error:
+            return None
+        kw["path_regex"] = value
+    else:
+        kw["path_segment_prefix"] = value.rstrip("/") or "/"
+    headers = []
+    seen = set()
+    for h in m.get("headers") or ():
+        name = h["name"].lower()
+        if name in seen:        # the spec: only the first of equivalent names counts
+            continue
+        seen.add(name)
+        headers.append(HeaderMatch(name=name, regex=h["value"]) if h.get("type") == "RegularExpression"
+                       else HeaderMatch(name=name, exact=h.get("value", "")))
+    queries = []
+    seen = set()
+    for q in m.get("queryParams") or ():
+        if q["name"] in seen:
+            continue
+        seen.add(q["name"])
+        queries.append(QueryMatch(name=q["name"], regex=q["value"]) if q.get("type") == "RegularExpression"
+                       else QueryMatch(name=q["name"], exact=q.get("value", "")))
+    return RouteMatch(**kw, hosts=hosts, methods=(m["method"],) if m.get("method") else (),
+                      headers=tuple(headers), queries=tuple(queries))
+
+
+def _header_filter(spec: dict | None) -> HeaderFilter | None:
+    if not spec:
+        return None
+    def pairs(items):
+        return tuple((h["name"], h.get("value", "")) for h in items or ()
+                     if h["name"].lower() not in _FRAMING_HEADERS)
+    return HeaderFilter(set=pairs(spec.get("set")), add=pairs(spec.get("add")),
+                        remove=tuple(n.lower() for n in spec.get("remove") or () if n.lower() not in _FRAMING_HEADERS))
+
+
+def _duration(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        return None
+    return seconds or None          # "0s": no timeout
+
+
+def _retry(spec: dict | None, backend_timeout: float | None) -> RetryPolicy:
+    if not spec:
+        return RetryPolicy(per_try_timeout=backend_timeout)
+    codes = set(spec.get("codes") or ())
+    # attempts counts retries (HTTPRouteRetry, GEP-1731); RetryPolicy counts tries.
+    attempts = min(10, 1 + int(spec.get("attempts", 1)))
+    return RetryPolicy(attempts=attempts, on_5xx=bool(codes & {502, 503, 504}),
+                       per_try_timeout=backend_timeout)
+
+
+@dataclass
+class _Rule:
+    configs: list[RouteConfig]
+    problems: list[tuple[str, str]]      # ResolvedRefs problems
+    unsupported: str | None              # an Accepted=False UnsupportedValue message
+    services: dict[str, int]             # service key -> port
+
+
+def translate_rule(world: World, route: dict, index: int, rule: dict, hosts: tuple[str, ...]) -> _Rule:
+    ns, name = _key(route)
+    problems: list[tuple[str, str]] = []
+    services: dict[str, int] = {}
+    unsupported = None
+    request_headers = response_headers = redirect = None
+    rewrite: dict = {}
+    mirrors = []
+    for f in rule.get("filters") or ():
+        kind = f.get("type")
+        if kind not in _SUPPORTED_FILTERS:
+            unsupported = f"rules[{index}]: filter type {kind!r} is not supported"
+        elif kind == "RequestHeaderModifier":
+            request_headers = _header_filter(f.get("requestHeaderModifier"))
+        elif kind == "ResponseHeaderModifier":
+            response_headers = _header_filter(f.get("responseHeaderModifier"))
+        elif kind == "RequestRedirect":
+            redirect = f.get("requestRedirect") or {}
+        elif kind == "URLRewrite":
+            rewrite = f.get("urlRewrite") or {}
+        elif kind == "RequestMirror":
+            ref = resolve_backend(world, ns, (f.get("requestMirror") or {}).get("backendRef") or {})
+            if ref.problem:
+                problems.append(ref.problem)
+            else:
+                mirrors.append(ref.key)
+                services.setdefault(ref.key, ref.port)
+    backends = []
+    if redirect is None:
+        for ref_spec in rule.get("backendRefs") or ():
+            ref = resolve_backend(world, ns, ref_spec)
+            if ref.problem:
+                problems.append(ref.problem)
+            elif ref.weight > 0:
+                backends.append(WeightedBackend(ref.key, ref.weight))
+                services.setdefault(ref.key, ref.port)
+    timeouts = rule.get("timeouts") or {}
+    retries = _retry(rule.get("retry"), _duration(timeouts.get("backendRequest")))
+    configs = []
+    for j, m in enumerate(rule.get("matches") or [{}]):
+        match = _match(m, hosts)
+        if match is None:
+            unsupported = f"rules[{index}].matches[{j}]: invalid regular expression"
+            continue
+        kw: dict = {}
+        if redirect is not None:
+            kw["redirect"] = _redirect(redirect, match)
+        elif not backends:
+            kw["direct_status"] = 500   # the spec: no valid backend -> 500 for this rule's requests
+        path = rewrite.get("path") or {}
+        if path.get("type") == "ReplaceFullPath":
+            kw["rewrite_full_path"] = path.get("replaceFullPath", "/")
+        elif path.get("type") == "ReplacePrefixMatch" and match.matched_prefix is not None:
+            kw["rewrite_prefix"] = path.get("replacePrefixMatch", "/")
+        if rewrite.get("hostname"):
+            kw["rewrite_host"] = rewrite["hostname"].lower()
+        configs.append(RouteConfig(
+            name=f"{ns}.{name}.{index}.{j}", match=match, backends=tuple(backends),
+            timeout=_duration(timeouts.get("request")), retries=retries,
+            request_headers=request_headers, response_headers=response_headers,
+            mirrors=tuple(mirrors), **kw))
+    return _Rule(configs, problems, unsupported, services)
+
+
+def _redirect(spec: dict, match: RouteMatch) -> Redirect:
+    path = spec.get("path") or {}
+    full = path.get("replaceFullPath") if path.get("type") == "ReplaceFullPath" else None
+    prefix = path.get("replacePrefixMatch") if path.get("type") == "ReplacePrefixMatch" else None
+    if prefix is not None and match.matched_prefix is None:
+        prefix = None
+    return Redirect(scheme=spec.get("scheme"), host=(spec.get("hostname") or "").lower() or None,
+                    port=spec.get("port"), full_path=full, prefix=prefix,
+                    status=spec.get("statusCode", 302))
+
+
+# -- the whole world ----------------------------------------------------------------------
+
+
+def _our_gateways(world: World) -> tuple[set[str], dict[Key, dict]]:
+    classes = {name for name, gc in world.classes.items()
+               if (gc.get("spec") or {}).get("controllerName") == world.controller_name}
+    gateways = {key: gw for key, gw in world.gateways.items()
+                if (gw.get("spec") or {}).get("gatewayClassName") in classes}
+    return classes, gateways
+
+
+def _route_order(route: dict) -> tuple:
+    """The spec's tie-break: oldest first, then "namespace/name" alphabetically."""
+    ns, name = _key(route)
+    return route["metadata"].get("creationTimestamp", ""), f"{ns}/{name}"
+
+
+def translate(world: World, file_services: dict[str, ServiceConfig] | None = None) -> Translation:
+    file_services = file_services or {}
+    classes, gateways = _our_gateways(world)
+    attached: dict[tuple[Key, str], int] = {}
+    routes: list[RouteConfig] = []
+    service_ports: dict[str, int] = {}
+    route_status: dict[Key, list[dict]] = {}
+    for route in sorted(world.routes.values(), key=_route_order):
+        ns, _ = _key(route)
+        spec = route.get("spec") or {}
+        gen = _generation(route)
+        parents, hosts_all, any_host, accepted_somewhere = [], set(), False, False
+        rules = spec.get("rules") or [{}]
+        for ref in spec.get("parentRefs") or ():
+            if ref.get("group", GATEWAY_GROUP) != GATEWAY_GROUP or ref.get("kind", "Gateway") != "Gateway":
+                continue
+            gkey = (ref.get("namespace") or ns, ref["name"])
+            gateway = gateways.get(gkey)
+            if gateway is None:
+                continue        # not a Gateway of ours: its controller writes this parent's status
+            accepted, reason, message, hosts = _attach(world, gateway, gkey, ns, ref, spec, attached)
+            if accepted:
+                accepted_somewhere = True
+                if hosts is None:
+                    any_host = True
+                else:
+                    hosts_all.update(hosts)
+            parents.append({"parentRef": _parent_ref(ref, gkey), "controllerName": world.controller_name,
+                            "conditions": [condition("Accepted", accepted, reason, message, gen)]})
+        if not parents:
+            continue
+        hosts = () if any_host else tuple(sorted(hosts_all))
+        problems, unsupported, configs = [], None, []
+        for i, rule in enumerate(rules):
+            result = translate_rule(world, route, i, rule, hosts)
+            problems += result.problems
+            unsupported = unsupported or result.unsupported
+            configs += result.configs
+            for key, port in result.services.items():
+                service_ports.setdefault(key, port)
+        resolved = condition("ResolvedRefs", not problems, problems[0][0] if problems else "ResolvedRefs",
+                             problems[0][1] if problems else "all references resolved", gen)
+        for parent in parents:
+            accepted = parent["conditions"][0]
+            if unsupported and accepted["status"] == "True":
+                parent["conditions"][0] = condition("Accepted", False, "UnsupportedValue", unsupported, gen)
+            parent["conditions"].append(resolved)
+        route_status[_key(route)] = parents
+        if accepted_somewhere and not unsupported:
+            routes += configs
+    services = [file_services.get(key) or ServiceConfig(namespace=key.split("/")[0], name=key.split("/")[1],
+                                                        port=port)
+                for key, port in service_ports.items()]
+    return Translation(routes, services, _class_status(world, classes),
+                       _gateway_status(world, gateways, attached), route_status)
+
+
+def _parent_ref(ref: dict, gkey: Key) -> dict:
+    out = {"group": GATEWAY_GROUP, "kind": "Gateway", "namespace": gkey[0], "name": gkey[1]}
+    for optional in ("sectionName", "port"):
+        if ref.get(optional) is not None:
+            out[optional] = ref[optional]
+    return out
+
+
+def _attach(world: World, gateway: dict, gkey: Key, route_ns: str, ref: dict, spec: dict,
+            attached: dict) -> tuple[bool, str, str, list[str] | None]:
+    """(accepted, reason, message, hostnames or None for any) for one parentRef to our Gateway."""
+    listeners = [l for l in (gateway.get("spec") or {}).get("listeners") or () if _http_listener(l)
+                 and ref.get("sectionName") in (None, l.get("name"))
+                 and ref.get("port") in (None, l.get("port"))]
+    if not listeners:
+        return False, "NoMatchingParent", "no HTTP/HTTPS listener matches sectionName/port", None
+    allowed = [l for l in listeners if _listener_allows(l, gkey[0], route_ns, world)]
+    if not allowed:
+        return False, "NotAllowedByListeners", "the listeners' allowedRoutes do not allow this route", None
+    hosts: set[str] = set()
+    any_host = False
+    matched = False
+    for listener in allowed:
+        served = intersect_hostnames(listener.get("hostname"), spec.get("hostnames") or [])
+        if served == []:
+            continue
+        matched = True
+        attached[(gkey, listener["name"])] = attached.get((gkey, listener["name"]), 0) + 1
+        if served is None:
+            any_host = True
+        else:
+            hosts.update(served)
+    if not matched:
+        return False, "NoMatchingListenerHostname", "no hostname intersects the listeners' hostnames", None
+    return True, "Accepted", "accepted", None if any_host else sorted(hosts)
+
+
+def _class_status(world: World, classes: set[str]) -> dict[str, dict]:
+    return {name: {"conditions": [condition("Accepted", True, "Accepted", "handled by this gateway",
+                                            _generation(world.classes[name]))]}
+            for name in classes}
+
+
+def _gateway_status(world: World, gateways: dict[Key, dict], attached: dict) -> dict[Key, dict]:
+    out = {}
+    for gkey, gateway in gateways.items():
+        gen = _generation(gateway)
+        listeners = []
+        for l in (gateway.get("spec") or {}).get("listeners") or ():
+            ok = _http_listener(l)
+            reason = "Accepted" if ok else "UnsupportedProtocol"
+            message = "" if ok else f"protocol {l.get('protocol')} is not supported (HTTP and HTTPS are)"
+            listeners.append({
+                "name": l["name"], "attachedRoutes": attached.get((gkey, l["name"]), 0),
+                "supportedKinds": [{"group": GATEWAY_GROUP, "kind": "HTTPRoute"}] if ok else [],
+                "conditions": [condition("Accepted", ok, reason, message, gen),
+                               condition("ResolvedRefs", ok, "ResolvedRefs" if ok else "InvalidRouteKinds",
+                                         message, gen),
+                               condition("Programmed", ok, "Programmed" if ok else "Invalid", message, gen)]})
+        any_ok = any(l["conditions"][0]["status"] == "True" for l in listeners)
+        out[gkey] = {"conditions": [condition("Accepted", True, "Accepted", "", gen),
+                                    condition("Programmed", any_ok, "Programmed" if any_ok else "Invalid",
+                                              "" if any_ok else "no listener can be served", gen)],
+                     "listeners": listeners}
+    return out

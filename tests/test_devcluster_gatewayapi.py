@@ -1,0 +1,177 @@
+"""The local API server's Gateway API and Multi-Cluster Services kinds, through the official client.
+
+Custom objects go through ``CustomObjectsApi`` exactly as against a cluster with the CRDs
+installed: discovery, create/get/list/patch/replace/delete, the ``/status`` subresource,
+``metadata.generation`` and watch.
+"""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+
+from gateway.devcluster.apiserver import ApiServerProcess
+
+GW, MCS = "gateway.networking.k8s.io", "multicluster.x-k8s.io"
+
+
+@pytest.fixture(scope="module")
+def apiserver(tmp_path_factory):
+    server = ApiServerProcess(tmp_path_factory.mktemp("api"), name="gw", bookmark_interval=0.5).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def api(apiserver):
+    with config.new_client_from_config(config_file=str(apiserver.kubeconfig), context=apiserver.context) as c:
+        yield c
+
+
+@pytest.fixture
+def custom(api):
+    return client.CustomObjectsApi(api)
+
+
+@pytest.fixture
+def namespace(api):
+    name = f"g-{uuid.uuid4().hex[:8]}"
+    client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
+    return name
+
+
+def route(name: str, **spec) -> dict:
+    return {"apiVersion": f"{GW}/v1", "kind": "HTTPRoute", "metadata": {"name": name},
+            "spec": {"parentRefs": [{"name": "gw"}], **spec}}
+
+
+def test_discovery_lists_the_groups_kinds_and_status_subresources(api):
+    groups = {g.name: g for g in client.ApisApi(api).get_api_versions().groups}
+    assert [v.version for v in groups[GW].versions] == ["v1", "v1beta1"]
+    assert groups[GW].preferred_version.version == "v1"
+    assert groups[MCS].preferred_version.group_version == f"{MCS}/v1alpha1"
+    gw_v1 = client.CustomObjectsApi(api).get_api_resources(GW, "v1")
+    names = {r.name: r for r in gw_v1.resources}
+    assert set(names) == {"gatewayclasses", "gatewayclasses/status", "gateways", "gateways/status",
+                          "httproutes", "httproutes/status"}
+    assert not names["gatewayclasses"].namespaced and names["httproutes"].namespaced
+    assert names["httproutes/status"].verbs == ["get", "patch", "update"]
+    beta = client.CustomObjectsApi(api).get_api_resources(GW, "v1beta1")
+    assert [r.kind for r in beta.resources] == ["ReferenceGrant"]
+    mcs = client.CustomObjectsApi(api).get_api_resources(MCS, "v1alpha1")
+    assert {r.kind for r in mcs.resources} == {"ServiceExport", "ServiceImport"}
+
+
+def test_httproute_defaults_generation_and_status_subresource(custom, namespace):
+    created = custom.create_namespaced_custom_object(
+        GW, "v1", namespace, "httproutes",
+        {**route("r", rules=[{"backendRefs": [{"name": "web", "port": 80}]}]), "status": {"parents": ["x"]}})
+    assert created["metadata"]["generation"] == 1
+    assert "status" not in created                     # a create cannot set the status
+    rule = created["spec"]["rules"][0]
+    assert rule["matches"] == [{"path": {"type": "PathPrefix", "value": "/"}}]    # the CRD's default
+    assert rule["backendRefs"][0] == {"name": "web", "port": 80, "group": "", "kind": "Service", "weight": 1}
+
+    status = {"parents": [{"parentRef": {"name": "gw"}, "controllerName": "x.example/y",
+                           "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
+                                           "message": "", "observedGeneration": 1,
+                                           "lastTransitionTime": "2026-01-01T00:00:00Z"}]}]}
+    written = custom.patch_namespaced_custom_object_status(GW, "v1", namespace, "httproutes", "r",
+                                                           {"status": status, "spec": {"hostnames": ["x"]}})
+    assert written["status"] == status
+    assert "hostnames" not in written["spec"]          # /status changes only the status
+    assert written["metadata"]["generation"] == 1      # and is no spec change
+
+    spec_change = custom.patch_namespaced_custom_object(GW, "v1", namespace, "httproutes", "r",
+                                                        {"spec": {"hostnames": ["a.example"]},
+                                                         "status": {"parents": []}})
+    assert spec_change["metadata"]["generation"] == 2
+    assert spec_change["status"] == status             # an object write keeps the status
+    label_only = custom.patch_namespaced_custom_object(GW, "v1", namespace, "httproutes", "r",
+                                                       {"metadata": {"labels": {"a": "b"}}})
+    assert label_only["metadata"]["generation"] == 2   # metadata is not the spec
+
+    replaced = custom.replace_namespaced_custom_object_status(
+        GW, "v1", namespace, "httproutes", "r", {**label_only, "status": {"parents": []}})
+    assert replaced["status"] == {"parents": []}
+    # Unchanged defaults sent again (as a client that read the object does) are no spec change.
+    again = custom.replace_namespaced_custom_object(GW, "v1", namespace, "httproutes", "r", replaced)
+    assert again["metadata"]["generation"] == 2
+
+
+def test_stale_status_write_is_a_conflict(custom, namespace):
+    created = custom.create_namespaced_custom_object(GW, "v1", namespace, "httproutes", route("r"))
+    custom.patch_namespaced_custom_object(GW, "v1", namespace, "httproutes", "r", {"spec": {"hostnames": ["a"]}})
+    with pytest.raises(ApiException) as excinfo:
+        custom.replace_namespaced_custom_object_status(GW, "v1", namespace, "httproutes", "r",
+                                                       {**created, "status": {"parents": []}})
+    assert excinfo.value.status == 409
+
+
+def test_invalid_objects_name_the_field(custom, namespace):
+    bad = route("r", rules=[{"matches": [{"path": {"type": "Prefix", "value": "/"}}]}])
+    with pytest.raises(ApiException) as excinfo:
+        custom.create_namespaced_custom_object(GW, "v1", namespace, "httproutes", bad)
+    assert excinfo.value.status == 422
+    assert "spec.rules[0].matches[0].path.type" in excinfo.value.body
+    with pytest.raises(ApiException) as excinfo:
+        custom.create_namespaced_custom_object(GW, "v1", namespace, "gateways", {
+            "metadata": {"name": "g"}, "spec": {"gatewayClassName": "c",
+                                                "listeners": [{"name": "h", "port": 0, "protocol": "HTTP"}]}})
+    assert excinfo.value.status == 422 and "spec.listeners[0].port" in excinfo.value.body
+
+
+def test_cluster_scoped_gatewayclass_and_gateway_defaults(custom, namespace):
+    name = f"gc-{uuid.uuid4().hex[:6]}"
+    gc = custom.create_cluster_custom_object(GW, "v1", "gatewayclasses", {
+        "metadata": {"name": name}, "spec": {"controllerName": "gateway.example/multi-cluster"}})
+    assert "namespace" not in gc["metadata"]
+    status = {"conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted"}]}
+    assert custom.patch_cluster_custom_object_status(GW, "v1", "gatewayclasses", name,
+                                                     {"status": status})["status"] == status
+    with pytest.raises(ApiException) as excinfo:   # controllerName is immutable, as in the CRD
+        custom.patch_cluster_custom_object(GW, "v1", "gatewayclasses", name,
+                                           {"spec": {"controllerName": "other/x"}})
+    assert excinfo.value.status == 422
+    gateway = custom.create_namespaced_custom_object(GW, "v1", namespace, "gateways", {
+        "metadata": {"name": "gw"}, "spec": {"gatewayClassName": name,
+                                             "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}})
+    assert gateway["spec"]["listeners"][0]["allowedRoutes"] == {"namespaces": {"from": "Same"}}
+
+
+def test_reference_grant_and_mcs_kinds(custom, namespace):
+    grant = custom.create_namespaced_custom_object(GW, "v1beta1", namespace, "referencegrants", {
+        "metadata": {"name": "allow"},
+        "spec": {"from": [{"group": GW, "kind": "HTTPRoute", "namespace": "other"}],
+                 "to": [{"group": "", "kind": "Service"}]}})
+    assert grant["apiVersion"] == f"{GW}/v1beta1"
+    custom.create_namespaced_custom_object(MCS, "v1alpha1", namespace, "serviceexports",
+                                           {"metadata": {"name": "web"}})
+    imported = custom.create_namespaced_custom_object(MCS, "v1alpha1", namespace, "serviceimports", {
+        "metadata": {"name": "web"}, "spec": {"ports": [{"name": "http", "port": 80}]}})
+    assert imported["spec"] == {"type": "ClusterSetIP", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}
+    exports = custom.list_namespaced_custom_object(MCS, "v1alpha1", namespace, "serviceexports")
+    assert [e["metadata"]["name"] for e in exports["items"]] == ["web"]
+    client.CoreV1Api(custom.api_client).delete_namespace(namespace)      # deletes them with it
+    assert custom.list_namespaced_custom_object(MCS, "v1alpha1", namespace, "serviceimports")["items"] == []
+
+
+def test_watch_httproutes_from_a_resource_version(custom, namespace):
+    listed = custom.list_namespaced_custom_object(GW, "v1", namespace, "httproutes")
+    rv = listed["metadata"]["resourceVersion"]
+    custom.create_namespaced_custom_object(GW, "v1", namespace, "httproutes", route("a"))
+    custom.patch_namespaced_custom_object_status(GW, "v1", namespace, "httproutes", "a",
+                                                 {"status": {"parents": []}})
+    custom.delete_namespaced_custom_object(GW, "v1", namespace, "httproutes", "a")
+    events = []
+    stream = watch.Watch().stream(custom.list_namespaced_custom_object, GW, "v1", namespace, "httproutes",
+                                  resource_version=rv, timeout_seconds=2)
+    for event in stream:
+        events.append((event["type"], event["object"]["metadata"]["name"]))
+        if len(events) == 3:
+            break
+    assert events == [("ADDED", "a"), ("MODIFIED", "a"), ("DELETED", "a")]
