@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import threading
 import time
 from typing import Callable
@@ -35,9 +34,6 @@ from gateway.gatewayapi.translate import GATEWAY_GROUP, MCS_GROUP, Translation, 
 log = logging.getLogger("gateway.gatewayapi")
 
 SETTLE = 0.02
-WATCH_TIMEOUT = 240
-CONNECT_TIMEOUT, READ_TIMEOUT = 3.0, 90
-BACKOFF_MIN, BACKOFF_MAX = 0.2, 10.0
 
 # (store name, group, version, plural, namespaced); group None: the core API
 ROUTE_KINDS = (("classes", GATEWAY_GROUP, "v1", "gatewayclasses", False),
@@ -140,64 +136,28 @@ class GatewayApiController:
         return custom.list_cluster_custom_object, {"group": group, "version": version, "plural": plural}
 
     def _run(self, cluster: SourceConfig, kind: tuple, loop_name: str) -> None:
-        from kubernetes import watch
-        from kubernetes.client.rest import ApiException
+        from gateway.sources.listwatch import BACKOFF_MAX, Handlers, list_and_watch
         store, group, version, plural, _ = kind
-        rv, failures = None, 0
         while not self._stopping.is_set():
-            w = None
             try:
                 api = self._api_for(cluster)
-                list_fn, kwargs = self._list_fn(api, group, version, plural)
-                if rv is None:
-                    items, rv = self._list_all(api, list_fn, kwargs)
-                    failures = 0
-                    self._post(self._replace, cluster.name, store, items, loop_name)
-                w = watch.Watch()
-                self._watches.append(w)
-                for event in w.stream(list_fn, resource_version=rv, allow_watch_bookmarks=True,
-                                      timeout_seconds=WATCH_TIMEOUT,
-                                      _request_timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), **kwargs):
-                    if self._stopping.is_set():
-                        break
-                    failures = 0
-                    if event["type"] != "BOOKMARK":
-                        obj = event["object"]
-                        if not isinstance(obj, dict):
-                            obj = api.sanitize_for_serialization(obj)
-                        self._post(self._event, cluster.name, store, event["type"], obj)
-                    rv = w.resource_version or rv
-            except ApiException as exc:
-                if self._stopping.is_set():
-                    break
-                if exc.status == 410:
-                    rv = None
-                    continue
-                failures += 1
-                self._post(self._failed, loop_name, f"API error {exc.status}: {exc.reason}")
-            except Exception as exc:
-                if self._stopping.is_set():
-                    break
-                failures += 1
+                break
+            except Exception as exc:                # bad kubeconfig, unreachable at start ...
                 self._post(self._failed, loop_name, f"{type(exc).__name__}: {exc}")
-            finally:
-                if w is not None:
-                    self._watches.remove(w)
-            if failures:
-                delay = min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
-                self._stopping.wait(delay)
+                if self._stopping.wait(BACKOFF_MAX):
+                    return
+        else:
+            return
+        list_fn, kwargs = self._list_fn(api, group, version, plural)
 
-    @staticmethod
-    def _list_all(api, list_fn, kwargs) -> tuple[list[dict], str]:
-        items, token = [], None
-        while True:
-            page = list_fn(limit=500, _continue=token, _request_timeout=(CONNECT_TIMEOUT, 30), **kwargs)
-            if not isinstance(page, dict):
-                page = api.sanitize_for_serialization(page)
-            items.extend(page.get("items") or ())
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return items, page["metadata"]["resourceVersion"]
+        def plain(obj) -> dict:                     # core API models -> the dicts custom objects are
+            return obj if isinstance(obj, dict) else api.sanitize_for_serialization(obj)
+
+        list_and_watch(list_fn, kwargs, self._stopping, self._watches, Handlers(
+            listed=lambda items: self._post(self._replace, cluster.name, store,
+                                            [plain(o) for o in items], loop_name),
+            event=lambda kind_, obj: self._post(self._event, cluster.name, store, kind_, plain(obj)),
+            failed=lambda error: self._post(self._failed, loop_name, error)))
 
     def _post(self, fn, *args) -> None:
         if self._stopping.is_set() or self._loop is None or self._loop.is_closed():

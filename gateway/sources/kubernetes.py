@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import threading
 import time
 from dataclasses import dataclass
@@ -43,18 +42,13 @@ from typing import Callable
 
 from gateway.config import SourceConfig
 from gateway.sources.base import ServiceKey, Source, SourceEndpoint, SourceState
+from gateway.sources.listwatch import BACKOFF_MAX, CONNECT_TIMEOUT, Handlers, list_and_watch
 
 log = logging.getLogger("gateway.sources.kubernetes")
 
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-WATCH_TIMEOUT = 240             # seconds a watch request lasts before it is renewed
-CONNECT_TIMEOUT = 3.0
-# An API server sends a bookmark at least once a minute on a watch that asked for
-# them: a longer silence means it hangs, and the source is marked stale.
-READ_TIMEOUT = 90
-LIST_PAGE = 500
 MCS_GROUP, MCS_VERSION = "multicluster.x-k8s.io", "v1alpha1"
-BACKOFF_MIN, BACKOFF_MAX = 0.2, 10.0
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,64 +205,21 @@ class KubernetesSource(Source):
     # -- the list+watch loop (runs in its thread) -------------------------------
 
     def _list_watch(self, name, list_fn, namespace, replace, apply_event) -> None:
-        from kubernetes import watch
-        from kubernetes.client.rest import ApiException
         kwargs = {"namespace": namespace} if namespace else {}
-        failures = 0
-        rv = None
-        while not self._stopping.is_set():
-            w = None
-            try:
-                if rv is None:
-                    items, rv = self._list_all(list_fn, kwargs)
-                    self.lists += 1
-                    failures = 0
-                    self._post(replace, namespace, items, name)
-                w = watch.Watch()
-                self._watches.append(w)
-                for event in w.stream(list_fn, resource_version=rv, allow_watch_bookmarks=True,
-                                      timeout_seconds=WATCH_TIMEOUT,
-                                      _request_timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), **kwargs):
-                    if self._stopping.is_set():
-                        break
-                    if failures:                    # resumed after an outage, nothing missed
-                        failures = 0
-                        self._post(self._synced, name)
-                    if event["type"] != "BOOKMARK":
-                        self._post(apply_event, event["type"], event["object"])
-                    rv = w.resource_version or rv   # bookmarks move it too
-            except ApiException as exc:
-                if self._stopping.is_set():
-                    break
-                if exc.status == 410:               # our resourceVersion is too old: relist
-                    log.info("watch expired (410 Gone); relisting",
-                             extra={"fields": {"source": self.name, "resource": name}})
-                    rv = None
-                    continue
-                failures += 1
-                self._post(self._loop_failed, name, f"API error {exc.status}: {exc.reason}")
-            except Exception as exc:                # connection refused, reset, timeout, TLS ...
-                if self._stopping.is_set():
-                    break
-                failures += 1
-                self._post(self._loop_failed, name, f"{type(exc).__name__}: {exc}")
-            finally:
-                if w is not None:
-                    self._watches.remove(w)
-            if failures:
-                delay = min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
-                self._stopping.wait(delay)
 
-    @staticmethod
-    def _list_all(list_fn, kwargs) -> tuple[list, str]:
-        items, token = [], None
-        while True:
-            page = list_fn(limit=LIST_PAGE, _continue=token, _request_timeout=(CONNECT_TIMEOUT, 30),
-                           **kwargs)
-            items.extend(page.items or ())
-            token = page.metadata._continue
-            if not token:
-                return items, page.metadata.resource_version
+        def expired() -> None:
+            log.info("watch expired (410 Gone); relisting",
+                     extra={"fields": {"source": self.name, "resource": name}})
+
+        def counted() -> None:
+            self.lists += 1
+
+        list_and_watch(list_fn, kwargs, self._stopping, self._watches, Handlers(
+            listed=lambda items: self._post(replace, namespace, items, name),
+            event=lambda kind, obj: self._post(apply_event, kind, obj),
+            failed=lambda error: self._post(self._loop_failed, name, error),
+            resumed=lambda: self._post(self._synced, name),
+            expired=expired), on_list=counted)
 
     def _post(self, fn, *args) -> None:
         if self._stopping.is_set():
