@@ -608,21 +608,27 @@ def upstream_connections(pid: int, addresses: Iterable[str]) -> set[tuple[str, s
 class AdminClient:
     """Plain HTTP/1.1 to a gateway's admin port: (status, lower-case headers, body), JSON decoded."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, context=None, decode_json: bool = True) -> None:
         self.port = port
+        self.context = context              # an SSLContext: the admin API over HTTPS
+        self.decode_json = decode_json
 
     def request(self, method: str, path: str, body=None, headers: dict | None = None):
         import http.client
 
         import orjson
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        if self.context is not None:
+            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=10, context=self.context)
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
             data = orjson.dumps(body) if body is not None else None
             conn.request(method, path, body=data, headers=headers or {})
             resp = conn.getresponse()
             raw = resp.read()
             ctype = resp.getheader("content-type", "")
-            payload = orjson.loads(raw) if ctype.startswith("application/json") and raw else raw
+            json_body = self.decode_json and ctype.startswith("application/json") and raw
+            payload = orjson.loads(raw) if json_body else raw
             return resp.status, {k.lower(): v for k, v in resp.getheaders()}, payload
         finally:
             conn.close()

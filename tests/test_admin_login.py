@@ -18,7 +18,7 @@ import orjson
 import pytest
 import yaml
 
-from gatewaytest import GatewayProcess, free_port, static_source, wait_listening
+from gatewaytest import AdminClient, GatewayProcess, free_port, static_source, wait_listening
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -45,27 +45,16 @@ def token_files(work: Path, **tokens: str) -> dict:
     return out
 
 
-class Admin:
+class Admin(AdminClient):
+    """The admin API as the tests of sign-in see it: raw bodies, over HTTP or HTTPS."""
+
     def __init__(self, gw: GatewayProcess, port: int, context: ssl.SSLContext | None = None) -> None:
-        self.gw, self.port, self.context = gw, port, context
+        super().__init__(port, context, decode_json=False)
+        self.gw = gw
 
     @property
     def origin(self) -> str:
         return f"{'https' if self.context else 'http'}://127.0.0.1:{self.port}"
-
-    def request(self, method: str, path: str, body=None, headers: dict | None = None):
-        if self.context is not None:
-            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=10, context=self.context)
-        else:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            data = orjson.dumps(body) if body is not None else None
-            conn.request(method, path, body=data, headers=headers or {})
-            resp = conn.getresponse()
-            raw = resp.read()
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, raw
-        finally:
-            conn.close()
 
     def login(self, token: str) -> tuple[str, str]:
         """(cookie header value, CSRF token) of a new session."""
