@@ -45,6 +45,7 @@ from gateway.tls import ServerTls
 log = logging.getLogger("gateway.worker")
 
 MAINTENANCE_INTERVAL = 1.0      # seconds between pool clean-ups
+HANDSHAKE_GRACE = 0.05          # on shutdown, how long handshakes under way get to complete
 DRAIN_IDLE_GRACE = 1.0          # on shutdown, idle keep-alive connections close after this
 STATS_INTERVAL = 1.0
 MESSAGE_LIMIT = 256 * 1024 * 1024       # a full view of 100,000 endpoints is ~5 MiB
@@ -251,8 +252,11 @@ class Worker:
         Closing a listening socket resets the connections waiting in its accept queue
         (SO_REUSEPORT does not hand them to another worker), and their clients have
         written requests by then.  So first make the socket refuse new handshakes (a
-        socket filter that drops every packet: the client's SYN is retried a second later,
-        to another worker or refused), then accept what is queued and serve it, then close.
+        socket filter that drops SYNs: the client retries a second later, to another
+        worker or refused), give handshakes under way a moment to complete, then accept
+        what is queued and serve it, then close.  Dropping every packet instead would
+        drop the last ACK of a handshake under way, and its client, which already
+        counts as connected, would be reset.
         """
         loop = asyncio.get_running_loop()
         factory, extra = self.ctx.protocol_factory, {}
@@ -260,11 +264,18 @@ class Worker:
             factory = self.ctx.tls_protocol_factory
             extra = {"ssl": self.tls.default,
                      "ssl_handshake_timeout": self.config.timeouts.downstream_header}
-        accepted = []
-        for pseudo in server.sockets:
-            listener = socket.socket(fileno=os.dup(pseudo.fileno()))
+        listeners = [socket.socket(fileno=os.dup(pseudo.fileno())) for pseudo in server.sockets]
+        for listener in listeners:
             try:
-                _drop_all_packets(listener)
+                _refuse_handshakes(listener)
+            except OSError:
+                pass
+        # Handshakes that got their SYN-ACK before the filter finish meanwhile (and
+        # the server accepts them as usual).
+        await asyncio.sleep(HANDSHAKE_GRACE)
+        accepted = []
+        for listener in listeners:
+            try:
                 listener.setblocking(False)
                 while len(accepted) < 4096:
                     conn, _ = listener.accept()
@@ -318,10 +329,20 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
 
 
-def _drop_all_packets(sock: socket.socket) -> None:
-    """Attach a classic BPF program that keeps 0 bytes of every packet (BPF_RET|BPF_K 0)."""
-    insn = _SockFilter(0x06, 0, 0, 0)
-    prog = _SockFprog(1, ctypes.pointer(insn))
+def _refuse_handshakes(sock: socket.socket) -> None:
+    """Attach a classic BPF program that drops a TCP SYN (SYN set, ACK clear) and keeps the rest.
+
+    A socket filter on a TCP socket sees the packet from its TCP header (flags at
+    byte 13).  New handshakes stop here; the final ACK of one already under way still
+    gets through, so it completes into the accept queue instead of being reset.
+    """
+    insns = (_SockFilter * 5)(
+        _SockFilter(0x30, 0, 0, 13),            # ldb [13]          the TCP flags
+        _SockFilter(0x54, 0, 0, 0x12),          # and #(SYN|ACK)
+        _SockFilter(0x15, 0, 1, 0x02),          # jeq #SYN: next, else skip one
+        _SockFilter(0x06, 0, 0, 0),             # ret #0            drop
+        _SockFilter(0x06, 0, 0, 0xFFFFFFFF))    # ret #-1           keep the whole packet
+    prog = _SockFprog(len(insns), ctypes.cast(insns, ctypes.POINTER(_SockFilter)))
     sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, bytes(prog))
 
 
