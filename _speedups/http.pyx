@@ -358,16 +358,18 @@ cdef enum ChunkState:
     CH_SIZE_START, CH_SIZE, CH_EXT, CH_SIZE_LF, CH_DATA, CH_DATA_CR, CH_DATA_LF,
     CH_TRAILER_START, CH_TRAILER_NAME, CH_TRAILER, CH_TRAILER_LF, CH_END_LF, CH_DONE
 
-FRAMING_NONE = 0
-FRAMING_LENGTH = 1
-FRAMING_CHUNKED = 2
-FRAMING_UNTIL_CLOSE = 3
+# BodyFramer.mode: C constants in http.pxd (cimported by the request path), the same
+# values under these names for Python.
+FRAMING_NONE = MODE_NONE
+FRAMING_LENGTH = MODE_LENGTH
+FRAMING_CHUNKED = MODE_CHUNKED
+FRAMING_UNTIL_CLOSE = MODE_UNTIL_CLOSE
 
 
 cdef class BodyFramer:
     """Tracks where a message body ends, validating chunked framing on the way."""
 
-    def __init__(self, int mode=FRAMING_NONE, long long length=0, int error_status=400):
+    def __init__(self, int mode=MODE_NONE, long long length=0, int error_status=400):
         self.reset(mode, length)
         self.error_status = error_status
 
@@ -378,7 +380,7 @@ cdef class BodyFramer:
         self.size_digits = 0
         self.received = 0
         self.payload = 0
-        self.done = mode == FRAMING_NONE or (mode == FRAMING_LENGTH and length == 0)
+        self.done = mode == MODE_NONE or (mode == MODE_LENGTH and length == 0)
 
     cpdef Py_ssize_t feed(self, bytes data, Py_ssize_t start) except -2:
         """Consume body bytes from ``data[start:]``; return the offset where the body ends there.
@@ -389,7 +391,7 @@ cdef class BodyFramer:
         cdef Py_ssize_t n = PyBytes_GET_SIZE(data), take, end
         if self.done:
             return start
-        if self.mode == FRAMING_LENGTH:
+        if self.mode == MODE_LENGTH:
             take = n - start
             if take > self.remaining:
                 take = <Py_ssize_t>self.remaining
@@ -399,7 +401,7 @@ cdef class BodyFramer:
             if self.remaining == 0:
                 self.done = True
             return start + take
-        if self.mode == FRAMING_UNTIL_CLOSE:
+        if self.mode == MODE_UNTIL_CLOSE:
             self.received += n - start
             self.payload += n - start
             return n
@@ -496,12 +498,12 @@ cpdef int response_framing(ResponseHead head, bytes request_method) except -1:
     """How the body of ``head`` is delimited, per RFC 9112 section 6.3."""
     cdef int status = head.status
     if request_method == b"HEAD" or status < 200 or status == 204 or status == 304:
-        return FRAMING_NONE
+        return MODE_NONE
     if head.chunked:
-        return FRAMING_CHUNKED
+        return MODE_CHUNKED
     if head.content_length >= 0:
-        return FRAMING_LENGTH
-    return FRAMING_UNTIL_CLOSE
+        return MODE_LENGTH
+    return MODE_UNTIL_CLOSE
 
 
 # ---------------------------------------------------------------------------
@@ -554,7 +556,7 @@ cpdef bytes build_response_head(ResponseHead head, int framing, bint keep_alive)
     cdef list parts = [_status_line(head.status, head.reason)]
     for _, name, value in head.headers:
         parts += (name, COLON_SP, value, CRLF)
-    if framing == FRAMING_CHUNKED:
+    if framing == MODE_CHUNKED:
         parts.append(b"Transfer-Encoding: chunked\r\n")
     elif head.content_length >= 0:
         parts += (b"Content-Length: ", str(head.content_length).encode(), CRLF)

@@ -46,7 +46,7 @@ class AccessLog:
         self._timer = loop.call_later(flush_interval, self._periodic_flush)
 
     def log(self, entry: dict) -> None:
-        """Log a line made in Python (the request path renders its own, see _speedups.proxy)."""
+        """Log a line made in Python (the request path renders its own, see _speedups/accesslog.pyx)."""
         line = orjson.dumps(entry, option=_APPEND_NEWLINE)
         self.parts.append(line)
         self._size += len(line)
