@@ -100,7 +100,10 @@ cdef class Context:
         return self.log.access_log if self.log is not None else None
 
     def set_access_log(self, access_log):
-        """``access_log`` has ``parts`` (a list of lines), ``limit`` (bytes) and ``flush()``."""
+        """``access_log`` has ``parts`` (a list of lines), ``limit`` (bytes), ``flush()`` and
+        ``spill`` (set here).  Lines held for a log being replaced go to it first."""
+        if self.log is not None:
+            self.log.detach()
         self.log = LogBuffer(access_log) if access_log is not None else None
 
     def start_ticker(self, double interval=0.1):
