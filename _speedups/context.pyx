@@ -3,12 +3,14 @@
 access log's buffer, and the deadline ticker that checks every connection a few times a
 second (no timer object per request)."""
 import os as _os
-import time as _time
 
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdio cimport snprintf
+
+from _speedups.clock cimport monotonic
 from _speedups.stats cimport N_STATS
 from _speedups.stats import STAT_NAMES
 
-cdef object monotonic = _time.monotonic
 
 
 cdef class Connection:
@@ -148,8 +150,15 @@ cdef class Context:
         return moved
 
     cdef bytes next_request_id(self):
+        """The prefix and a counter in hex, made as one bytes object."""
+        cdef char buf[96]
+        cdef int n
         self.request_counter += 1
-        return self.request_id_prefix + b"%x" % self.request_counter
+        if PyBytes_GET_SIZE(self.request_id_prefix) > 64:
+            return self.request_id_prefix + b"%x" % self.request_counter
+        n = snprintf(buf, sizeof(buf), "%s%llx", PyBytes_AS_STRING(self.request_id_prefix),
+                     self.request_counter)
+        return PyBytes_FromStringAndSize(buf, n)
 
     def close_idle_connections(self):
         """For graceful shutdown: close client connections with no request in progress."""

@@ -7,8 +7,8 @@ answered in order.  Each request is an ``Exchange``, one object reused for the n
 request (no allocation per request); it answers through the ``Downstream`` methods here.
 """
 import logging
-import time as _time
 
+from _speedups.clock cimport monotonic
 from _speedups.context cimport Context
 from _speedups.exchange cimport PAUSE_PENDING, PAUSE_PIPELINE, PAUSE_UPSTREAM_FULL
 from _speedups.http cimport (
@@ -19,7 +19,6 @@ from _speedups.http import HttpError
 from _speedups.stats cimport ST_4XX, ST_5XX, ST_CONNECTIONS, ST_INTERNAL_ERRORS, ST_REFUSED
 
 cdef object _log = logging.getLogger("gateway.proxy")
-cdef object monotonic = _time.monotonic
 
 cdef enum:
     PIPELINE_LIMIT = 65536      # pipelined bytes buffered before reading pauses

@@ -63,7 +63,7 @@ cdef class Exchange(UpstreamOwner):
     cdef Upstream upstream
     cdef int endpoint_index
     cdef unsigned long long table_generation
-    cdef list tried                         # Upstreams tried, in order
+    cdef list tried                         # Upstreams tried, in order (tried_upstreams())
     cdef int attempts
     cdef bint budgeted_retry
     cdef bint budget_refused
@@ -114,6 +114,7 @@ cdef class Exchange(UpstreamOwner):
     cdef void finish_response(self)
     cdef void finish(self, bint completed)
     # failures
+    cdef list tried_upstreams(self)
     cdef void drop_upstream(self)
     cdef void report_failure(self, str kind)
     cdef void report_success(self)

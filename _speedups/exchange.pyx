@@ -19,9 +19,9 @@ X_RESPONDING ``upstream_body``, ``finish_response``; X_TUNNEL ``start_tunnel``;
 X_DONE ``finish``.
 """
 import logging
-import time as _time
 from asyncio import CancelledError
 
+from _speedups.clock cimport monotonic
 from _speedups.accesslog cimport dumps, json_string
 from _speedups.http cimport (
     MODE_LENGTH, MODE_UNTIL_CLOSE, BodyFramer, build_request_head, response_framing)
@@ -33,7 +33,6 @@ from _speedups.stats cimport (
 from _speedups.table cimport hash_bytes
 
 cdef object _log = logging.getLogger("gateway.proxy")
-cdef object monotonic = _time.monotonic
 
 cdef enum:
     PENDING_LIMIT = 262144      # bytes of request body held while connecting
@@ -352,7 +351,7 @@ cdef class Exchange(UpstreamOwner):
         cdef int index
         if service.hash_header is not None or service.hash_source_ip:
             self.set_hash_key(table)
-        if self.tried is None:
+        if self.attempts == 0:
             index = table.pick(None)
         else:
             if not self.breaker_retry:
@@ -369,13 +368,11 @@ cdef class Exchange(UpstreamOwner):
                 self.respond_error(502, self.error or "upstream failed")
             return
         upstream = <Upstream>table.endpoint(index)
+        if self.attempts:
+            self.tried_upstreams().append(upstream)
         self.attempts += 1
         self.endpoint_index = index
         self.upstream = upstream
-        if self.tried is None:
-            self.tried = [upstream]
-        else:
-            self.tried.append(upstream)
         if self.attempts > 1:
             self.ctx.counters[ST_RETRIES] += 1
         table.acquire(index)
@@ -661,6 +658,13 @@ cdef class Exchange(UpstreamOwner):
         self.upstream_failed(self.connect_id, self.upstream, KIND_RESET, reason, False)
         return True
 
+    cdef list tried_upstreams(self):
+        """The Upstreams tried, in order; made on the first retry (the first attempt's is
+        ``upstream``: no list for a request that goes through at once)."""
+        if self.tried is None:
+            self.tried = [self.upstream] if self.upstream is not None else []
+        return self.tried
+
     cdef void drop_upstream(self):
         """Abort the upstream connection in use, if any: what it would still say is unwanted."""
         if self.up is not None:
@@ -804,7 +808,7 @@ cdef class Exchange(UpstreamOwner):
         if self.client_ip is not self.downstream.client_bytes:
             extra += b',"peer":"' + self.downstream.client_bytes + b'"'
         if self.attempts > 1:
-            extra += b',"tried_hosts":' + dumps([u.host for u in self.tried])
+            extra += b',"tried_hosts":' + dumps([u.host for u in self.tried_upstreams()])
         if self.error is not None:
             extra += b',"error":' + dumps(self.error + (" (retry budget exhausted)" if self.budget_refused else ""))
         self.ctx.log.request_line(
@@ -854,11 +858,10 @@ cdef class RetryPolicy:
     cdef bint other_cluster_available(self, Exchange ex):
         """Is there a serving endpoint in a cluster this request has not tried?"""
         cdef EndpointTable table = ex.service.table
-        cdef Upstream u
+        cdef unsigned long long tried = _cluster_mask(table, ex.tried_upstreams())
         cdef int i
-        tried_clusters = {u.cluster for u in ex.tried}
         for i in range(len(table)):
-            if table.flags(i) == 0 and (<Upstream>table.endpoint(i)).cluster not in tried_clusters:
+            if table.flags(i) == 0 and not _in_mask(tried, table, i, ex.tried_upstreams()):
                 return True
         return False
 
@@ -866,16 +869,46 @@ cdef class RetryPolicy:
         """A retry goes to another cluster if one can take it, else to an endpoint not tried yet."""
         cdef Upstream u
         cdef int i, index
+        cdef unsigned long long tried = _cluster_mask(table, ex.tried_upstreams())
         # By identity: the table's indices may have moved since the last try.
-        tried_idx = [table.index_of(u.key) for u in ex.tried]
-        tried_clusters = {u.cluster for u in ex.tried}
-        same_clusters = [i for i in range(len(table)) if table.endpoint(i).cluster in tried_clusters]
+        tried_idx = [table.index_of(u.key) for u in ex.tried_upstreams()]
+        same_clusters = [i for i in range(len(table)) if _in_mask(tried, table, i, ex.tried_upstreams())]
         index = table.pick(tuple(same_clusters))
         if index < 0:
             index = table.pick(tuple(tried_idx))
         if index < 0:
             index = table.pick(None)        # every endpoint tried: any healthy one will do
         return index
+
+
+cdef unsigned long long _cluster_mask(EndpointTable table, list tried) except? 0:
+    """Bit i: the request tried an endpoint of ``table.clusters[i]`` (names compared once
+    per retry, then C indices per endpoint); all bits when the table has more than 64
+    clusters (_in_mask then compares names)."""
+    cdef unsigned long long mask = 0
+    cdef Upstream u
+    cdef int j
+    if len(table.clusters) > 64:
+        return ~(<unsigned long long>0)
+    for u in tried:
+        for j in range(len(table.clusters)):
+            if table.clusters[j] == u.cluster:
+                mask |= (<unsigned long long>1) << j
+                break
+    return mask
+
+
+cdef inline bint _in_mask(unsigned long long mask, EndpointTable table, int i,
+                          list tried) except -1:
+    """Was endpoint ``i``'s cluster tried?"""
+    cdef Upstream u
+    cdef int c = table.cluster_index(i)
+    if len(table.clusters) > 64:                # rare: by name
+        for u in tried:
+            if u.cluster == table.clusters[c]:
+                return True
+        return False
+    return (mask >> c) & 1
 
 
 cdef class PassiveHealth:
