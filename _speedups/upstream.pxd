@@ -73,3 +73,4 @@ cdef class UpstreamConnection:
     cdef void resume(self)
     cdef void close(self)
     cdef void abort(self)
+    cdef void end(self, bint abort)

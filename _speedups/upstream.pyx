@@ -258,15 +258,19 @@ cdef class UpstreamConnection:
             self.transport.resume_reading()
 
     cdef void close(self):
-        self.owner = None
-        if not self.closed:
-            self.closed = True
-            if self.transport is not None:
-                self.transport.close()
+        """End it cleanly (it is in sync: a response was read whole, or none was sent)."""
+        self.end(False)
 
     cdef void abort(self):
+        """End it at once (RST): what the upstream would still send is unwanted."""
+        self.end(True)
+
+    cdef void end(self, bint abort):
         self.owner = None
         if not self.closed:
             self.closed = True
             if self.transport is not None:
-                self.transport.abort()
+                if abort:
+                    self.transport.abort()
+                else:
+                    self.transport.close()

@@ -15,15 +15,15 @@ import json
 
 import pytest
 
-from tests.reference.exchange import FIXTURE, Harness, generate, run_case
+from tests.reference.exchange import FIXTURE, generate, harness, run_case
 
 RECORDED = json.loads(FIXTURE.read_text())
 CASES = RECORDED["cases"]
 
 
 @pytest.fixture(scope="module")
-def harness(tmp_path_factory):
-    with Harness(tmp_path_factory.mktemp("differential")) as h:
+def gateway(tmp_path_factory):
+    with harness(tmp_path_factory.mktemp("differential")) as h:
         yield h
 
 
@@ -34,7 +34,7 @@ def test_fixture_is_what_the_generator_draws():
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
-def test_replay_matches_recording(harness, case):
-    got = run_case(harness, case)
+def test_replay_matches_recording(gateway, case):
+    got = run_case(gateway, case)
     assert got["upstream"] == case["expect"]["upstream"], "the upstream received other bytes"
     assert got["client"] == case["expect"]["client"], "the client read other bytes"

@@ -23,6 +23,8 @@ import socket
 import sys
 import threading
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -156,31 +158,29 @@ def gateway_config(good: str, refused: str, failing: str) -> dict:
     }
 
 
+@dataclass
 class Harness:
     """A gateway process in front of the scripted backends, for ``run_case``."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.good = ScriptedBackend(GOOD)
-        self.failing = ScriptedBackend(FAILING, status=503)
+    gw: GatewayProcess
+    good: ScriptedBackend
+
+
+@contextmanager
+def harness(workdir: Path):
+    good = ScriptedBackend(GOOD)
+    failing = ScriptedBackend(FAILING, status=503)
+    try:
         refused = f"{REFUSED}:{free_port(REFUSED)}"
-        self.gw = GatewayProcess(gateway_config(self.good.address, refused, self.failing.address),
-                                 workdir, "differential")
-
-    def __enter__(self) -> "Harness":
+        gw = GatewayProcess(gateway_config(good.address, refused, failing.address), workdir,
+                            "differential").start()
         try:
-            self.gw.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.gw.stop()
-        self.good.stop()
-        self.failing.stop()
+            yield Harness(gw, good)
+        finally:
+            gw.stop()
+    finally:
+        good.stop()
+        failing.stop()
 
 
 # -- cases -------------------------------------------------------------------------------------
@@ -356,9 +356,9 @@ def run_case(harness: Harness, case: dict, timeout: float = 15.0) -> dict:
 def record(path: Path = FIXTURE) -> None:
     import tempfile
     cases = generate()
-    with tempfile.TemporaryDirectory() as tmp, Harness(Path(tmp)) as harness:
+    with tempfile.TemporaryDirectory() as tmp, harness(Path(tmp)) as h:
         for case in cases:
-            case["expect"] = run_case(harness, case)
+            case["expect"] = run_case(h, case)
     path.write_text(json.dumps({"seed": SEED, "cases": cases}, indent=1) + "\n")
     print(f"recorded {len(cases)} cases into {path}")
 
