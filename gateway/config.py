@@ -210,8 +210,10 @@ class SourceConfig:
 class HealthCheckConfig:
     """Active checks, run once per endpoint by the control plane."""
 
-    type: str = "http"                  # "http" (GET path, status in expected) or "tcp" (connect)
+    type: str = "http"                  # "http" (GET path, status in expected), "tcp" (connect)
+    #                                     or "grpc" (grpc.health.v1 Health/Check says SERVING)
     path: str = "/"
+    grpc_service: str = ""              # grpc: HealthCheckRequest.service ("": the whole server)
     host: str | None = None             # Host header; default: the endpoint address
     expected_statuses: tuple[tuple[int, int], ...] = ((200, 399),)   # inclusive ranges
     interval: float = 1.0
@@ -1205,7 +1207,8 @@ def _upstream_tls(value: Any, path: str, errs: _Errors) -> UpstreamTls | None:
 
 
 _HEALTH_KEYS = ("type", "path", "host", "expected_statuses", "interval", "timeout", "jitter",
-                "healthy_threshold", "unhealthy_threshold", "initially_healthy")
+                "healthy_threshold", "unhealthy_threshold", "initially_healthy", "grpc_service")
+HEALTH_CHECK_TYPES = ("http", "tcp", "grpc")
 _THRESHOLD = partial(_int, lo=1, hi=100)
 
 
@@ -1216,14 +1219,15 @@ def _health_check(value: Any, path: str, errs: _Errors) -> HealthCheckConfig | N
     kw = _kwargs(d, path, errs, {
         "path": _absolute_path, "host": _str, "expected_statuses": _status_ranges,
         "interval": _duration, "timeout": _duration, "healthy_threshold": _THRESHOLD,
-        "unhealthy_threshold": _THRESHOLD, "initially_healthy": _bool})
+        "unhealthy_threshold": _THRESHOLD, "initially_healthy": _bool,
+        "grpc_service": partial(_str, empty=True)})
     if "jitter" in d:
         kw["jitter"] = _duration(d["jitter"], _at(path, "jitter"), errs, zero=True)
     if "type" in d:
-        if d["type"] in ("http", "tcp"):
+        if d["type"] in HEALTH_CHECK_TYPES:
             kw["type"] = d["type"]
         else:
-            _err(errs, _at(path, "type"), f'must be "http" or "tcp", got {_show(d["type"])}')
+            _err(errs, _at(path, "type"), f'must be "http", "tcp" or "grpc", got {_show(d["type"])}')
     check = HealthCheckConfig(**{k: v for k, v in kw.items() if v is not None})
     if check.timeout >= check.interval:
         _err(errs, _at(path, "timeout"), "must be shorter than the interval")
