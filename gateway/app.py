@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import replace
 
-from gateway.config import AccessLogConfig, Config, ConfigError, load_config
+from gateway.config import AccessLogConfig, Config, ConfigError, TlsListener, load_config
 from gateway.dataplane import DataPlane, ProxyContext
 from gateway.health import HealthManager
 from gateway.registry import Registry
@@ -41,6 +41,15 @@ def build_source(config, exported_only: bool = False) -> Source:
         from gateway.sources.kubernetes import KubernetesSource
         return KubernetesSource(config, exported_only)
     raise ValueError(f"unknown source type {config.type!r}")
+
+
+def _with_certificates(tls: TlsListener | None, certificates: tuple) -> TlsListener | None:
+    """The file's HTTPS listener serving the Gateways' certificateRefs too (the file's first:
+    its first certificate stays the default); None while there is no certificate at all."""
+    if tls is None:
+        return None
+    tls = replace(tls, certificates=tls.certificates + certificates)
+    return tls if tls.certificates else None
 
 
 class Gateway:
@@ -149,7 +158,7 @@ class Gateway:
         services = file.services + tuple(s for s in t.services if s.key not in known)
         # One order for both: the spec's precedence across every route of the listener.
         return replace(file, routes=file.routes + tuple(t.routes), services=services,
-                       route_order="precedence")
+                       route_order="precedence", tls=_with_certificates(file.tls, t.certificates))
 
     def _routes_changed(self, translation) -> None:
         if not self._started:
