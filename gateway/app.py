@@ -18,6 +18,7 @@ from dataclasses import replace
 from gateway.config import AccessLogConfig, Config, ConfigError, TlsListener, load_config
 from gateway.dataplane import DataPlane, ProxyContext
 from gateway.health import HealthManager
+from gateway.mcs import ExportStatus
 from gateway.registry import Registry
 from gateway.snapshot import Delta
 from gateway.sources.base import Source
@@ -62,6 +63,7 @@ class Gateway:
         self.file_config = config
         self.config = config
         self.gatewayapi = None                  # gateway.gatewayapi.controller.GatewayApiController
+        self.export_status = ExportStatus()     # ServiceExport conditions (merge: exported)
         self._started = False
         self.log_level = log_level
         self.started = time.time()
@@ -110,7 +112,7 @@ class Gateway:
         self.health.start()
         exported = cfg.multicluster.merge == "exported"
         self.registry = Registry(cfg.services, [build_source(s, exported) for s in cfg.sources],
-                                 self.health.update)
+                                 self.health.update, self.export_status.merged if exported else None)
         self.registry.start()
         # Warm up before taking traffic (as Envoy warms clusters): listening with no
         # endpoints yet would answer the first requests 503.
@@ -289,7 +291,8 @@ class Gateway:
         kept = {s.config: s for s in old.sources if s.config in config.sources
                 and getattr(s, "exported_only", False) == (exported and s.config.type == "kubernetes")}
         sources = [kept.get(sc) or build_source(sc, exported) for sc in config.sources]
-        fresh = Registry(config.services, sources, self.health.update)
+        fresh = Registry(config.services, sources, self.health.update,
+                         self.export_status.merged if exported else None)
         fresh.version = old.version
         fresh.merged = dict(old.merged)         # publish only what the new sources change
         new_sources = [s for s in sources if s not in kept.values()]

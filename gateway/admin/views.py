@@ -280,20 +280,12 @@ def _service(gw, svc: ServiceConfig) -> dict:
 
 
 def port_conflict(gw, svc: ServiceConfig) -> dict | None:
-    """Clusters whose Service of this name declares other ports (KEP-1645: ports merge by name,
-    so two clusters disagreeing on a name's number is a conflict): {cluster: {name: port}}."""
+    """Clusters whose Service of this name declares other ports: {cluster: {name: port}}."""
     if gw.registry is None:
         return None
-    declared = {}
-    for source in gw.registry.sources:
-        if source.kind != "kubernetes":
-            continue                    # static endpoints have no Service ports to disagree on
-        ports = source._services.get((svc.namespace, svc.name))
-        if ports is not None:
-            declared[source.name] = {p.name: p.port for p in ports}
-    if len({tuple(sorted(p.items())) for p in declared.values()}) <= 1:
-        return None
-    return declared
+    from gateway.mcs import declared_ports, ports_conflict
+    declared = declared_ports(gw.registry.sources, svc.namespace, svc.name)
+    return declared if ports_conflict(declared) else None
 
 
 def services(gw) -> list[dict]:

@@ -270,7 +270,7 @@ class GatewayApiController:
                       if p.get("controllerName") != self.settings.controller_name]
             writes.append(("routes", key, route, {"parents": parents + others}))
         for store, key, obj, status in writes:
-            status = _with_transition_times(status, obj.get("status") or {})
+            status = with_transition_times(status, obj.get("status") or {})
             if status != (obj.get("status") or {}):
                 cluster = origin.get((store, key))
                 if cluster is not None:
@@ -330,7 +330,7 @@ def tls_secret(obj: dict) -> dict:
     return {"metadata": meta, "secret": TlsSecret(cert, key)}
 
 
-def _with_transition_times(status: dict, old: dict) -> dict:
+def with_transition_times(status: dict, old: dict) -> dict:
     """``status`` with each condition's lastTransitionTime: kept from ``old`` when that
     condition's status did not change (the API convention), now otherwise."""
     def conditions(new: list, before: list) -> list:
