@@ -363,6 +363,13 @@ class Redirect:
 
 
 @dataclass(frozen=True, slots=True)
+class MirrorConfig:
+    """A RequestMirror: ``service`` gets a copy of ``fraction`` of the route's requests."""
+    service: str                            # "namespace/name"
+    fraction: float = 1.0                   # 0..1 (the Gateway API's percent or fraction)
+
+
+@dataclass(frozen=True, slots=True)
 class RouteConfig:
     name: str
     match: RouteMatch
@@ -375,7 +382,7 @@ class RouteConfig:
     request_headers: HeaderFilter | None = None
     response_headers: HeaderFilter | None = None
     redirect: Redirect | None = None
-    mirrors: tuple[str, ...] = ()           # services that get a copy of each request
+    mirrors: tuple[MirrorConfig, ...] = ()  # services that get a copy of (a share of) the requests
     # The gateway's own answer instead of a backend: what the Gateway API asks for a rule
     # whose backendRefs are all invalid (500). Not a file key.
     direct_status: int | None = None
@@ -1515,9 +1522,22 @@ def _replace_path(value: Any, path: str, errs: _Errors, match: RouteMatch | None
     return {"full_path": text} if key == "full" else {"prefix": text}
 
 
-def _mirrors(value: Any, path: str, errs: _Errors, services: set[str]) -> tuple[str, ...]:
-    return tuple(key for p, text in _str_list(value, path, errs)
-                 if (key := _service_ref(text, p, errs, services)) is not None)
+def _mirrors(value: Any, path: str, errs: _Errors, services: set[str]) -> tuple[MirrorConfig, ...]:
+    """``[svc, {service: svc, percent: 10}]``: every request, or that share of them."""
+    out = []
+    for p, item in _list(value, path, errs):
+        if not isinstance(item, dict):
+            if (key := _service_ref(item, p, errs, services)) is not None:
+                out.append(MirrorConfig(key))
+            continue
+        d = _keys(item, p, errs, ("service", "percent"), required=("service",))
+        key = _service_ref(d.get("service"), _at(p, "service"), errs, services) if d else None
+        percent = d.get("percent", 100) if d else 100
+        if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 <= percent <= 100:
+            _err(errs, _at(p, "percent"), f"must be a number from 0 to 100, got {_show(percent)}")
+        elif key is not None:
+            out.append(MirrorConfig(key, percent / 100))
+    return tuple(out)
 
 
 def _hosts(value: Any, path: str, errs: _Errors) -> tuple[str, ...]:

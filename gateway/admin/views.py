@@ -328,7 +328,8 @@ def _filters(rc: RouteConfig) -> dict:
     if rc.rewrite_host is not None:
         out["rewrite_host"] = rc.rewrite_host
     if rc.mirrors:
-        out["mirrors"] = list(rc.mirrors)
+        out["mirrors"] = [m.service if m.fraction == 1 else {"service": m.service, "percent": m.fraction * 100}
+                          for m in rc.mirrors]
     if rc.direct_status is not None:
         out["direct_status"] = rc.direct_status
     return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from gateway.config import (Certificate, HeaderFilter, HeaderMatch, QueryMatch, Redirect, RetryPolicy, RouteConfig,
+from gateway.config import (Certificate, HeaderFilter, HeaderMatch, MirrorConfig, QueryMatch, Redirect, RetryPolicy, RouteConfig,
                             RouteMatch, ServiceConfig, WeightedBackend)
 from gateway.units import parse_duration
 
@@ -214,6 +214,18 @@ def _match(m: dict, hosts: tuple[str, ...]) -> RouteMatch | None:
                       headers=tuple(headers), queries=tuple(queries))
 
 
+def _mirror_fraction(spec: dict) -> float:
+    """RequestMirror ``percent`` (0..100) or ``fraction`` ({numerator, denominator: 100}); all
+    requests when neither is given (GEP-3171)."""
+    if spec.get("percent") is not None:
+        return min(max(float(spec["percent"]), 0.0), 100.0) / 100
+    fraction = spec.get("fraction")
+    if fraction:
+        denominator = fraction.get("denominator", 100) or 100
+        return min(max(fraction.get("numerator", 0) / denominator, 0.0), 1.0)
+    return 1.0
+
+
 def _header_filter(spec: dict | None) -> HeaderFilter | None:
     if not spec:
         return None
@@ -273,11 +285,12 @@ def translate_rule(world: World, route: dict, index: int, rule: dict, hosts: tup
         elif kind == "URLRewrite":
             rewrite = f.get("urlRewrite") or {}
         elif kind == "RequestMirror":
-            ref = resolve_backend(world, ns, (f.get("requestMirror") or {}).get("backendRef") or {})
+            spec = f.get("requestMirror") or {}
+            ref = resolve_backend(world, ns, spec.get("backendRef") or {})
             if ref.problem:
                 problems.append(ref.problem)
             else:
-                mirrors.append(ref.key)
+                mirrors.append(MirrorConfig(ref.key, _mirror_fraction(spec)))
                 services.setdefault(ref.key, ref.port)
     backends = []
     if redirect is None:
