@@ -72,11 +72,11 @@ def api(tmp_path_factory, backend_a, pairs):
 @pytest.fixture(scope="module")
 def gw(api, tmp_path_factory):
     server, _ = api
-    tls_port = free_port()
+    tls_port, admin = free_port(), free_port()
     proc = GatewayProcess({"workers": 2, "sources": [kube_source(server)], "gateway_api": {},
-                           "tls": {"listen": f"127.0.0.1:{tls_port}"}},
+                           "tls": {"listen": f"127.0.0.1:{tls_port}"}, "admin": f"127.0.0.1:{admin}"},
                           tmp_path_factory.mktemp("gw")).start()
-    proc.tls_port = tls_port
+    proc.tls_port, proc.admin = tls_port, admin
     yield proc
     proc.stop()
 
@@ -115,6 +115,18 @@ def test_https_listener_serves_the_secret_by_sni_on_both_workers(gw, api, pki, p
     assert resp.status == 200 and resp.json()["address"] == backend_a.address
     conditions = listener_conditions(api, "site")
     assert (conditions["ResolvedRefs"]["status"], conditions["Programmed"]["status"]) == ("True", "True")
+
+
+def test_admin_config_names_the_secret_never_its_key(gw, pki):
+    import json
+    import urllib.request
+    wait_for(lambda: _try(lambda: serials(gw, pki, "site.example.com")), timeout=20)
+    def config_text():
+        with urllib.request.urlopen(f"http://127.0.0.1:{gw.admin}/config", timeout=5) as r:
+            return r.read().decode()
+    text = wait_for(lambda: _try(config_text))
+    assert "PRIVATE KEY" not in text and "BEGIN CERTIFICATE" not in text
+    assert {"from": "Secret default/site", "names": ["site.example.com"]} in json.loads(text)["tls"]["certificates"]
 
 
 def test_a_rotated_secret_serves_new_handshakes_without_restart(gw, api, pki, pairs):

@@ -379,6 +379,10 @@ def config(gw) -> dict:
         ("metrics", gw.config.admin_options.metrics_token)) if token]
     plain["admin_session_ttl"] = options.get("session_ttl")
     plain["admin_tls"] = options.get("tls")
+    if gw.config.tls is not None:           # a Secret's PEM key never leaves the process
+        plain["tls"]["certificates"] = [
+            {"from": c.origin, "names": list(c.names)} if c.pem else {"cert": c.cert, "key": c.key}
+            for c in gw.config.tls.certificates]
     return plain
 
 
