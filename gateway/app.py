@@ -175,6 +175,8 @@ class Gateway:
         # The services this delta changed, as they are now (not the whole view: at 1,000
         # services a line per change would otherwise carry every endpoint).
         current = self.health.current
+        if not (delta.services or delta.flags):
+            return          # loads or slow-start weights only: a few a second while ramping
         log.info("endpoints changed", extra={"fields": {
             "version": delta.version,
             "endpoints": {key: None if key not in current else

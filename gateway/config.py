@@ -249,6 +249,23 @@ LB_POLICIES = ("round_robin", "least_request", "random", "ring_hash", "peak_ewma
 
 
 @dataclass(frozen=True, slots=True)
+class SlowStart:
+    """Envoy's slow_start_config: an endpoint that becomes healthy ramps its weight up."""
+
+    window: float                       # seconds from min_weight_percent to the full weight
+    aggression: float = 1.0             # 1: linear; > 1: more traffic early (Envoy's exponent)
+    min_weight_percent: float = 10.0    # of the weight, at once: it serves from the start
+
+    def factor(self, elapsed: float) -> float | None:
+        """The share of its weight an endpoint healthy for ``elapsed`` seconds gets; None once
+        the window is over.  Envoy: max(min_weight, (elapsed / window) ** (1 / aggression))."""
+        if elapsed >= self.window:
+            return None
+        time_share = max(elapsed, 0.0) / self.window
+        return max(self.min_weight_percent / 100, time_share ** (1 / self.aggression))
+
+
+@dataclass(frozen=True, slots=True)
 class CircuitBreakers:
     """Per-service limits (0: none); a request over one gets 503 and X-Gateway-Overloaded."""
 
@@ -277,6 +294,7 @@ class ServiceConfig:
     overprovisioning_factor: float = 1.4
     circuit_breakers: CircuitBreakers = field(default_factory=CircuitBreakers)
     lb: LbConfig = field(default_factory=LbConfig)
+    slow_start: SlowStart | None = None
 
     def priority_of(self, source: str) -> int:
         for name, level in self.priorities:
@@ -1054,7 +1072,8 @@ def _check_context(kubeconfig: str, context: str, path: str, errs: _Errors) -> N
 def _service(value: Any, path: str, errs: _Errors, sources: dict[str, int]) -> ServiceConfig | None:
     d = _keys(value, path, errs, ("name", "namespace", "port", "sources", "health_check",
                                   "outlier_detection", "panic_threshold", "tls", "prefer",
-                                  "priorities", "overprovisioning_factor", "circuit_breakers", "lb"),
+                                  "priorities", "overprovisioning_factor", "circuit_breakers", "lb",
+                                  "slow_start"),
               required=("name", "port"))
     if d is None:
         return None
@@ -1078,8 +1097,33 @@ def _service(value: Any, path: str, errs: _Errors, sources: dict[str, int]) -> S
     factor = _opt(d, "overprovisioning_factor", _factor, path, errs, 1.4)
     breakers = _opt(d, "circuit_breakers", _circuit_breakers, path, errs, CircuitBreakers())
     lb = _opt(d, "lb", _lb, path, errs, LbConfig())
+    slow_start = None
+    if not _is_off(d.get("slow_start")):
+        slow_start = _opt(d, "slow_start", _slow_start, path, errs)
+    if slow_start is not None and lb.policy == "ring_hash":
+        # A ramp would move the ring's points, and so keys, twice per recovery.
+        _err(errs, _at(path, "slow_start"), "not with lb policy ring_hash (it would remap keys)")
     return ServiceConfig(namespace, name, port, tuple(names), health, outlier, panic, tls,
-                         priorities, factor, breakers, lb)
+                         priorities, factor, breakers, lb, slow_start)
+
+
+def _slow_start(value: Any, path: str, errs: _Errors) -> SlowStart | None:
+    d = _keys(value, path, errs, ("window", "aggression", "min_weight_percent"), required=("window",))
+    if d is None:
+        return None
+    kw = _kwargs(d, path, errs, {"window": _duration,
+                                 "aggression": partial(_number, lo=0.1, hi=100.0),
+                                 "min_weight_percent": partial(_number, lo=0.0, hi=100.0)})
+    if any(v is None for v in kw.values()) or "window" not in kw:
+        return None
+    return SlowStart(**kw)
+
+
+def _number(value: Any, path: str, errs: _Errors, lo: float, hi: float) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        _err(errs, path, f"must be a number from {lo:g} to {hi:g}, got {_show(value)}")
+        return None
+    return float(value)
 
 
 def _lb(value: Any, path: str, errs: _Errors) -> LbConfig:
