@@ -97,7 +97,8 @@ class Gateway:
         cfg = self.config = self._effective()
         self.worker = Worker(cfg if not self.multi_worker else replace(cfg, access_log=_NO_LOG))
         self.worker.build()
-        self.health = HealthManager(cfg.services, self._publish, self._suspect)
+        self.health = HealthManager(cfg.services, self._publish, self._suspect,
+                                    lambda key, endpoints: self.refresh_stats().outcomes(key, endpoints))
         self.health.start()
         exported = cfg.multicluster.merge == "exported"
         self.registry = Registry(cfg.services, [build_source(s, exported) for s in cfg.sources],

@@ -223,6 +223,18 @@ class HealthCheckConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SuccessRate:
+    """Envoy's success-rate ejection: every ``interval``, among the endpoints with at least
+    ``request_volume`` tries in it (and only if there are ``minimum_hosts`` of them), eject
+    those whose success rate is below mean - ``stdev_factor`` x standard deviation."""
+
+    interval: float = 10.0
+    minimum_hosts: int = 5
+    request_volume: int = 100
+    stdev_factor: float = 1.9           # Envoy's success_rate_stdev_factor 1900, / 1000
+
+
+@dataclass(frozen=True, slots=True)
 class OutlierConfig:
     """Passive detection from the request path: eject after consecutive failures."""
 
@@ -233,6 +245,7 @@ class OutlierConfig:
     statuses: tuple[int, ...] = (502, 503, 504)
     base_ejection_time: float = 5.0     # first ejection; the n-th lasts n times as long ...
     max_ejection_time: float = 60.0     # ... up to this
+    success_rate: SuccessRate | None = None     # off unless set
 
 
 @dataclass(frozen=True, slots=True)
@@ -1276,17 +1289,29 @@ def _health_check(value: Any, path: str, errs: _Errors) -> HealthCheckConfig | N
 
 def _outlier(value: Any, path: str, errs: _Errors) -> OutlierConfig | None:
     d = _keys(value, path, errs, ("consecutive_failures", "consecutive_5xx",
-                                  "base_ejection_time", "max_ejection_time", "statuses"))
+                                  "base_ejection_time", "max_ejection_time", "statuses", "success_rate"))
     if d is None:
         return None
     kw = _kwargs(d, path, errs, {
         "consecutive_failures": partial(_int, lo=1, hi=1000), "consecutive_5xx": partial(_int, lo=0, hi=1000),
         "base_ejection_time": _duration, "max_ejection_time": _duration,
         "statuses": _list_of(partial(_int, lo=500, hi=599))})
+    if not _is_off(d.get("success_rate")):
+        kw["success_rate"] = _success_rate(d["success_rate"], _at(path, "success_rate"), errs)
     if kw.get("statuses") == ():
         _err(errs, _at(path, "statuses"), "must list at least one status from 500 to 599")
         kw.pop("statuses")
     return OutlierConfig(**{k: v for k, v in kw.items() if v is not None})
+
+
+def _success_rate(value: Any, path: str, errs: _Errors) -> SuccessRate | None:
+    d = _keys({} if value is True else value, path, errs, [f.name for f in fields(SuccessRate)])
+    if d is None:
+        return None
+    kw = _kwargs(d, path, errs, {"interval": _duration, "minimum_hosts": partial(_int, lo=1, hi=10_000),
+                                 "request_volume": partial(_int, lo=1, hi=10_000_000),
+                                 "stdev_factor": partial(_number, lo=0.0, hi=100.0)})
+    return SuccessRate(**{k: v for k, v in kw.items() if v is not None})
 
 
 def _absolute_path(value: Any, path: str, errs: _Errors) -> str | None:

@@ -22,9 +22,10 @@ import time
 from collections import deque
 from typing import Callable
 
-from gateway.config import ServiceConfig
+from gateway.config import ServiceConfig, SuccessRate
 from gateway.health.probe import ProbeTlsContexts, probe
 from gateway.health.state import EndpointHealth, Level, plan_levels
+from gateway.health.success_rate import outliers
 from gateway.registry import Changes
 from gateway.snapshot import Delta, Endpoints, EndpointSpec, Loads, Snapshot
 
@@ -43,13 +44,20 @@ FORGET_AFTER = 600.0            # health of an endpoint gone this long is droppe
 
 EndpointKey = tuple[str, str, int]          # (cluster, ip, port)
 _Key = tuple[str, EndpointKey]              # (service, endpoint key)
+Outcomes = Callable[[str, list[EndpointKey]], dict[EndpointKey, tuple[int, int]]]
 
 
 class HealthManager:
     def __init__(self, services: tuple[ServiceConfig, ...], publish: Callable[[Delta], None],
-                 suspect: Callable[[str, EndpointKey], None] | None = None) -> None:
+                 suspect: Callable[[str, EndpointKey], None] | None = None,
+                 outcomes: Outcomes | None = None) -> None:
+        """``outcomes(service, endpoint keys)``: each endpoint's (tries, failed) so far, summed
+        over the workers (gateway.stats.Stats.outcomes), for success-rate ejection."""
         self._publish = publish
         self._suspect = suspect
+        self._outcomes = outcomes
+        self._success_rate_timers: dict[str, asyncio.TimerHandle] = {}
+        self._outcomes_before: dict[str, dict[EndpointKey, tuple[int, int]]] = {}
         self.services = {s.key: s for s in services}
         self.states: dict[_Key, EndpointHealth] = {}
         self.source: dict[str, Endpoints] = {}      # membership, as merged by the registry
@@ -72,9 +80,10 @@ class HealthManager:
 
     def start(self) -> None:
         self._timer = asyncio.get_running_loop().call_later(EXPIRY_TICK, self._tick)
+        self._arm_success_rate()
 
     async def stop(self) -> None:
-        for timer in (self._timer, self._ramp_timer):
+        for timer in (self._timer, self._ramp_timer, *self._success_rate_timers.values()):
             if timer is not None:
                 timer.cancel()
         for task in self._probes.values():
@@ -99,6 +108,8 @@ class HealthManager:
                 self._stop_probe(key)
         changed = [k for k in self.source if old.get(k) != self.services.get(k)]
         self.update({k: self.source[k] for k in changed})
+        if self._timer is not None:             # started: the timers follow the new settings
+            self._arm_success_rate()
 
     # -- inputs -------------------------------------------------------------
 
@@ -201,6 +212,47 @@ class HealthManager:
                 del self._gone_since[key]
                 self.states.pop(key, None)
         self._timer = asyncio.get_running_loop().call_later(EXPIRY_TICK, self._tick)
+
+    # -- success-rate ejection ---------------------------------------------------
+
+    def _arm_success_rate(self) -> None:
+        """One timer per service with success_rate (its own interval); none for the others."""
+        for timer in self._success_rate_timers.values():
+            timer.cancel()
+        self._success_rate_timers.clear()
+        if self._outcomes is None:
+            return
+        for key, config in self.services.items():
+            rule = config.outlier_detection.success_rate if config.outlier_detection else None
+            if rule is not None:
+                self._success_rate_timers[key] = asyncio.get_running_loop().call_later(
+                    rule.interval, self._success_rate_tick, key, rule)
+
+    def _success_rate_tick(self, service_key: str, rule: SuccessRate) -> None:
+        """Judge the interval that just ended: each endpoint's tries and failures in it."""
+        self._success_rate_timers[service_key] = asyncio.get_running_loop().call_later(
+            rule.interval, self._success_rate_tick, service_key, rule)
+        totals = self._outcomes(service_key, [ep.key for ep in self.source.get(service_key, ())])
+        before = self._outcomes_before.get(service_key)
+        self._outcomes_before[service_key] = totals
+        if before is None:
+            return                  # the first interval starts now
+        samples = {key: (tries - before.get(key, (0, 0))[0], failed - before.get(key, (0, 0))[1])
+                   for key, (tries, failed) in totals.items()}
+        ejected, threshold = outliers(samples, rule)
+        now = time.monotonic()
+        for key in ejected:
+            state = self.states.get((service_key, key))
+            if state is None or not state.eject(now, "success_rate"):
+                continue
+            tries, failed = samples[key]
+            log.warning("endpoint ejected", extra={"fields": {
+                "service": service_key, "cluster": key[0], "endpoint": f"{key[1]}:{key[2]}",
+                "cause": "success_rate", "success_rate": round(1 - failed / tries, 4),
+                "threshold": round(threshold, 4), "ejection": state.ejections,
+                "seconds": round(state.ejected_until - now, 1)}})
+            heapq.heappush(self._expiries, (state.ejected_until, (service_key, key)))
+            self._health_changed(service_key)
 
     # -- output -------------------------------------------------------------
 

@@ -105,6 +105,15 @@ class EndpointHealth:
         self._eject(now)
         return True
 
+    def eject(self, now: float, cause: str) -> bool:
+        """Eject for ``cause`` (success-rate detection decides over all endpoints at once);
+        False when it is ejected already."""
+        if self.outlier is None or self.ejected_until:
+            return False
+        self.last_error = cause
+        self._eject(now)
+        return True
+
     def _eject(self, now: float) -> None:
         # An endpoint that behaved for a whole max_ejection_time starts its count afresh.
         if self.last_ejection_end and now - self.last_ejection_end > self.outlier.max_ejection_time:
