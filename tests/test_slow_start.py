@@ -16,12 +16,11 @@ from collections import Counter
 
 import pytest
 
-from gateway.config import ConfigError, ServiceConfig, SlowStart, parse_config
+from gateway.config import ConfigError, HealthCheckConfig, ServiceConfig, SlowStart, parse_config
 from gateway.health.manager import RAMP_SCALE, HealthManager
-from gateway.health.state import FLAG_ACTIVE_FAILED, EndpointHealth, plan_levels
-from gateway.config import HealthCheckConfig
+from gateway.health.state import EndpointHealth, plan_levels
 from gateway.snapshot import Delta, EndpointSpec
-from gatewaytest import AdminClient, GatewayProcess, free_port, start_backend, wait_listening
+from gatewaytest import AdminClient, GatewayProcess, start_with_admin, two_cluster_pods
 
 from _speedups.table import EndpointTable
 
@@ -171,24 +170,13 @@ def test_manager_sends_weight_deltas_only_while_ramping():
 
 @pytest.fixture(scope="module")
 def pods():
-    started = []
-    try:
-        for i in range(2):
-            started.append(start_backend(f"127.0.0.{2 + 2 * i}", "a", f"a-{i}"))
-            started.append(start_backend(f"127.0.0.{3 + 2 * i}", "b", f"b-{i}"))
-        yield started
-    finally:
-        for p in started:
-            p.send_signal(signal.SIGCONT)
-            p.stop()
+    yield from two_cluster_pods(2)
 
 
 def _gateway(tmp_path, pods, priority_b: int) -> tuple[GatewayProcess, AdminClient]:
-    admin_port = free_port()
     by_cluster = {"a": [p.address for p in pods[0::2]], "b": [p.address for p in pods[1::2]]}
     config = {
         "workers": 2,
-        "admin": f"127.0.0.1:{admin_port}",
         "sources": [{"name": f"cluster-{c}", "type": "static", "priority": 0 if c == "a" else priority_b,
                      "services": [{"name": "web", "endpoints": eps}]} for c, eps in by_cluster.items()],
         "services": [{"name": "web", "port": 8000, "slow_start": {"window": f"{WINDOW}s"},
@@ -198,18 +186,7 @@ def _gateway(tmp_path, pods, priority_b: int) -> tuple[GatewayProcess, AdminClie
         "routes": [{"name": "web", "match": {"path": {"prefix": "/"}}, "service": "web",
                     "retries": {"attempts": 3}}],
     }
-    gw = GatewayProcess(config, tmp_path, "slowstart").start()
-    try:
-        wait_listening("127.0.0.1", admin_port, 10, gw.proc)
-    except BaseException:
-        gw.stop()
-        raise
-    return gw, AdminClient(admin_port)
-
-
-def _serving(admin: AdminClient, cluster: str) -> list[bool]:
-    eps = admin.get("/services/default/web")["endpoints"]
-    return [e["serving"] for e in eps if e["cluster"] == cluster]
+    return start_with_admin(config, tmp_path, "slowstart")
 
 
 def _recover_a(gw, admin, pods) -> float:

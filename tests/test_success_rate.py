@@ -15,8 +15,7 @@ import pytest
 
 from gateway.config import ConfigError, SuccessRate, parse_config
 from gateway.health.success_rate import outliers, success_rates
-from gatewaytest import (AdminClient, GatewayProcess, TinyServer, free_port, read_request_head,
-                         start_backend, wait_listening)
+from gatewaytest import TinyServer, read_request_head, start_backend, start_with_admin
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -84,11 +83,9 @@ SERVICES = {"judged": {}, "few-hosts": {"minimum_hosts": 7}, "few-requests": {"r
 def gw(tmp_path_factory):
     backends = [start_backend(f"127.0.0.{2 + i}", "a", f"a-{i}") for i in range(5)]
     flaky = TinyServer("127.0.0.8", _flaky_handler())
-    admin_port = free_port()
     endpoints = [b.address for b in backends] + [flaky.address]
     config = {
         "workers": 2,
-        "admin": f"127.0.0.1:{admin_port}",
         "sources": [{"name": "a", "type": "static",
                      "services": [{"name": n, "endpoints": endpoints} for n in SERVICES]}],
         "services": [{"name": n, "port": 8000, "outlier_detection": {
@@ -98,10 +95,14 @@ def gw(tmp_path_factory):
         "routes": [{"name": n, "match": {"path": {"prefix": f"/{n}/"}}, "service": n,
                     "rewrite": {"prefix": "/"}} for n in SERVICES],
     }
-    g = GatewayProcess(config, tmp_path_factory.mktemp("success_rate"), "success_rate").start()
     try:
-        wait_listening("127.0.0.1", admin_port, 10, g.proc)
-        g.admin = AdminClient(admin_port)
+        g, g.admin = start_with_admin(config, tmp_path_factory.mktemp("success_rate"), "success_rate")
+    except BaseException:
+        flaky.stop()
+        for b in backends:
+            b.stop()
+        raise
+    try:
         yield g, flaky.address
     finally:
         g.stop()
