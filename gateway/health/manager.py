@@ -340,10 +340,12 @@ class HealthManager:
         if config.slow_start is None:
             self.ramping.pop(service_key, None)
             return None
-        now = time.monotonic()
+        # The weights hold until the next re-weigh: set them for the middle of that step, so
+        # that the share follows the ramp on average instead of lagging half a step behind.
+        at = time.monotonic() + _ramp_step(config.slow_start.window) / 2
         shares, ramping = [], {}
         for ep, state in zip(endpoints, states):
-            factor = state.ramp(now, config.slow_start) if state is not None else None
+            factor = state.ramp(at, config.slow_start) if state is not None else None
             shares.append(1.0 if factor is None else factor)
             if factor is not None:
                 ramping[ep.key] = factor
@@ -358,9 +360,7 @@ class HealthManager:
             return
         shortest = min(self.services[key].slow_start.window for key in self.ramping
                        if key in self.services and self.services[key].slow_start is not None)
-        low, high = RAMP_TICK_BOUNDS
-        self._ramp_timer = asyncio.get_running_loop().call_later(
-            min(high, max(low, shortest / RAMP_STEPS)), self._ramp_tick)
+        self._ramp_timer = asyncio.get_running_loop().call_later(_ramp_step(shortest), self._ramp_tick)
 
     def _ramp_tick(self) -> None:
         """Re-weigh the services with an endpoint ramping (nothing else: no work when none is)."""
@@ -398,6 +398,11 @@ class HealthManager:
                                  if factor is not None and since is not None else 100.0),
                 "remaining_s": (round(max(0.0, since + window - now), 2)
                                 if factor is not None and since is not None else 0.0)}
+
+
+def _ramp_step(window: float) -> float:
+    low, high = RAMP_TICK_BOUNDS
+    return min(high, max(low, window / RAMP_STEPS))
 
 
 def _basis_points(levels: list[Level]) -> Loads:
