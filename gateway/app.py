@@ -108,7 +108,8 @@ class Gateway:
         cfg = self.config = self._effective()
         self.worker = Worker(cfg if not self.multi_worker else replace(cfg, access_log=_NO_LOG))
         self.worker.build()
-        self.health = HealthManager(cfg.services, self._publish, self._suspect)
+        self.health = HealthManager(cfg.services, self._publish, self._suspect,
+                                    lambda key, endpoints: self.refresh_stats().outcomes(key, endpoints))
         self.health.start()
         exported = cfg.multicluster.merge == "exported"
         self.registry = Registry(cfg.services, [build_source(s, exported) for s in cfg.sources],
@@ -186,6 +187,8 @@ class Gateway:
         # The services this delta changed, as they are now (not the whole view: at 1,000
         # services a line per change would otherwise carry every endpoint).
         current = self.health.current
+        if not (delta.services or delta.flags):
+            return          # loads or slow-start weights only: a few a second while ramping
         log.info("endpoints changed", extra={"fields": {
             "version": delta.version,
             "endpoints": {key: None if key not in current else

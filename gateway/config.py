@@ -231,6 +231,18 @@ class HealthCheckConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SuccessRate:
+    """Envoy's success-rate ejection: every ``interval``, among the endpoints with at least
+    ``request_volume`` tries in it (and only if there are ``minimum_hosts`` of them), eject
+    those whose success rate is below mean - ``stdev_factor`` x standard deviation."""
+
+    interval: float = 10.0
+    minimum_hosts: int = 5
+    request_volume: int = 100
+    stdev_factor: float = 1.9           # Envoy's success_rate_stdev_factor 1900, / 1000
+
+
+@dataclass(frozen=True, slots=True)
 class OutlierConfig:
     """Passive detection from the request path: eject after consecutive failures."""
 
@@ -241,6 +253,7 @@ class OutlierConfig:
     statuses: tuple[int, ...] = (502, 503, 504)
     base_ejection_time: float = 5.0     # first ejection; the n-th lasts n times as long ...
     max_ejection_time: float = 60.0     # ... up to this
+    success_rate: SuccessRate | None = None     # off unless set
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +267,23 @@ class LbConfig:
 
 
 LB_POLICIES = ("round_robin", "least_request", "random", "ring_hash", "peak_ewma")
+
+
+@dataclass(frozen=True, slots=True)
+class SlowStart:
+    """Envoy's slow_start_config: an endpoint that becomes healthy ramps its weight up."""
+
+    window: float                       # seconds from min_weight_percent to the full weight
+    aggression: float = 1.0             # 1: linear; > 1: more traffic early (Envoy's exponent)
+    min_weight_percent: float = 10.0    # of the weight, at once: it serves from the start
+
+    def factor(self, elapsed: float) -> float | None:
+        """The share of its weight an endpoint healthy for ``elapsed`` seconds gets; None once
+        the window is over.  Envoy: max(min_weight, (elapsed / window) ** (1 / aggression))."""
+        if elapsed >= self.window:
+            return None
+        time_share = max(elapsed, 0.0) / self.window
+        return max(self.min_weight_percent / 100, time_share ** (1 / self.aggression))
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +315,7 @@ class ServiceConfig:
     overprovisioning_factor: float = 1.4
     circuit_breakers: CircuitBreakers = field(default_factory=CircuitBreakers)
     lb: LbConfig = field(default_factory=LbConfig)
+    slow_start: SlowStart | None = None
 
     def priority_of(self, source: str) -> int:
         for name, level in self.priorities:
@@ -1075,7 +1106,8 @@ def _check_context(kubeconfig: str, context: str, path: str, errs: _Errors) -> N
 def _service(value: Any, path: str, errs: _Errors, sources: dict[str, int]) -> ServiceConfig | None:
     d = _keys(value, path, errs, ("name", "namespace", "port", "sources", "health_check",
                                   "outlier_detection", "panic_threshold", "tls", "prefer",
-                                  "priorities", "overprovisioning_factor", "circuit_breakers", "lb"),
+                                  "priorities", "overprovisioning_factor", "circuit_breakers", "lb",
+                                  "slow_start"),
               required=("name", "port"))
     if d is None:
         return None
@@ -1099,8 +1131,33 @@ def _service(value: Any, path: str, errs: _Errors, sources: dict[str, int]) -> S
     factor = _opt(d, "overprovisioning_factor", _factor, path, errs, 1.4)
     breakers = _opt(d, "circuit_breakers", _circuit_breakers, path, errs, CircuitBreakers())
     lb = _opt(d, "lb", _lb, path, errs, LbConfig())
+    slow_start = None
+    if not _is_off(d.get("slow_start")):
+        slow_start = _opt(d, "slow_start", _slow_start, path, errs)
+    if slow_start is not None and lb.policy == "ring_hash":
+        # A ramp would move the ring's points, and so keys, twice per recovery.
+        _err(errs, _at(path, "slow_start"), "not with lb policy ring_hash (it would remap keys)")
     return ServiceConfig(namespace, name, port, tuple(names), health, outlier, panic, tls,
-                         priorities, factor, breakers, lb)
+                         priorities, factor, breakers, lb, slow_start)
+
+
+def _slow_start(value: Any, path: str, errs: _Errors) -> SlowStart | None:
+    d = _keys(value, path, errs, ("window", "aggression", "min_weight_percent"), required=("window",))
+    if d is None:
+        return None
+    kw = _kwargs(d, path, errs, {"window": _duration,
+                                 "aggression": partial(_number, lo=0.1, hi=100.0),
+                                 "min_weight_percent": partial(_number, lo=0.0, hi=100.0)})
+    if any(v is None for v in kw.values()) or "window" not in kw:
+        return None
+    return SlowStart(**kw)
+
+
+def _number(value: Any, path: str, errs: _Errors, lo: float, hi: float) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        _err(errs, path, f"must be a number from {lo:g} to {hi:g}, got {_show(value)}")
+        return None
+    return float(value)
 
 
 def _lb(value: Any, path: str, errs: _Errors) -> LbConfig:
@@ -1252,17 +1309,29 @@ def _health_check(value: Any, path: str, errs: _Errors) -> HealthCheckConfig | N
 
 def _outlier(value: Any, path: str, errs: _Errors) -> OutlierConfig | None:
     d = _keys(value, path, errs, ("consecutive_failures", "consecutive_5xx",
-                                  "base_ejection_time", "max_ejection_time", "statuses"))
+                                  "base_ejection_time", "max_ejection_time", "statuses", "success_rate"))
     if d is None:
         return None
     kw = _kwargs(d, path, errs, {
         "consecutive_failures": partial(_int, lo=1, hi=1000), "consecutive_5xx": partial(_int, lo=0, hi=1000),
         "base_ejection_time": _duration, "max_ejection_time": _duration,
         "statuses": _list_of(partial(_int, lo=500, hi=599))})
+    if not _is_off(d.get("success_rate")):
+        kw["success_rate"] = _success_rate(d["success_rate"], _at(path, "success_rate"), errs)
     if kw.get("statuses") == ():
         _err(errs, _at(path, "statuses"), "must list at least one status from 500 to 599")
         kw.pop("statuses")
     return OutlierConfig(**{k: v for k, v in kw.items() if v is not None})
+
+
+def _success_rate(value: Any, path: str, errs: _Errors) -> SuccessRate | None:
+    d = _keys({} if value is True else value, path, errs, [f.name for f in fields(SuccessRate)])
+    if d is None:
+        return None
+    kw = _kwargs(d, path, errs, {"interval": _duration, "minimum_hosts": partial(_int, lo=1, hi=10_000),
+                                 "request_volume": partial(_int, lo=1, hi=10_000_000),
+                                 "stdev_factor": partial(_number, lo=0.0, hi=100.0)})
+    return SuccessRate(**{k: v for k, v in kw.items() if v is not None})
 
 
 def _absolute_path(value: Any, path: str, errs: _Errors) -> str | None:

@@ -189,7 +189,7 @@ def _service_endpoints(gw, svc: ServiceConfig) -> list[dict]:
     for ep in described:
         if ep["serving"]:
             level = svc.priority_of(ep["cluster"])
-            serving_weight[level] = serving_weight.get(level, 0) + ep["weight"]
+            serving_weight[level] = serving_weight.get(level, 0) + ep["effective_weight"]
     out = []
     for ep in described:
         level = svc.priority_of(ep["cluster"])
@@ -205,11 +205,14 @@ def _service_endpoints(gw, svc: ServiceConfig) -> list[dict]:
             "causes": ep["causes"],
             "serving": ep["serving"],
             "priority": level,
-            "share": (_round(loads.get(level, 1.0) * ep["weight"] / level_weight)
+            # The table's weight: the weight, ramped in slow start (x RAMP_SCALE then).
+            "effective_weight": ep["effective_weight"],
+            "share": (_round(loads.get(level, 1.0) * ep["effective_weight"] / level_weight)
                       if ep["serving"] and level_weight else 0.0),
             "ejected_for_s": ep.get("ejected_for_s"),
             "ejections": ep.get("ejections", 0),
             "last_error": ep.get("last_error"),
+            **({"slow_start": ep["slow_start"]} if "slow_start" in ep else {}),
             "source_state": source_state,
             "requests": up["requests"] if up is not None else 0,
             "errors": up["failures"] if up is not None else 0,
@@ -273,6 +276,7 @@ def _service(gw, svc: ServiceConfig) -> dict:
         "clusters": _cluster_summary(gw, svc, endpoints),
         "overprovisioning_factor": svc.overprovisioning_factor,
         "circuit_breakers": _plain(svc.circuit_breakers),
+        "slow_start": _plain(svc.slow_start) if svc.slow_start is not None else None,
         # Priority levels, best first: each one's healthy capacity, share of requests and why.
         "levels": [lv.describe() for lv in gw.health.levels.get(svc.key, ())] if gw.health else [],
         **({"port_conflict": conflict} if (conflict := port_conflict(gw, svc)) else {}),
