@@ -279,7 +279,7 @@ def repair_cluster(scenario: str, cluster) -> None:
 DEMO_CONTROLLER = "gateway.example/multi-cluster"      # the gateway_api default controllerName
 
 
-def show_httproute(cluster, url: str, tail: "AccessLogTail") -> dict:
+def show_httproute(cluster, url: str, tail: "AccessLogTail", say) -> dict:
     """Apply the demo's HTTPRoute to cluster A and say when the gateway first served it."""
     httproute = apply_httproute(cluster, url.replace("/test", "/demo/get"))
     served = tail.wait_for(lambda e: e.get("path") == "/demo/get" and e.get("status") == 200, 1.0) or {}
@@ -365,7 +365,7 @@ def run_demo(scenario: str, duration: float, pods: int, state: Path, quiet: bool
         say(f"dashboard: http://{admin}/   (CLI: gateway services --admin http://{admin})")
         tail = AccessLogTail(state / "access.log")
         if config_from is None:         # a shipped config may not read Gateway API routes
-            httproute = show_httproute(a, url, tail)
+            httproute = show_httproute(a, url, tail, say)
         say(f"request loop: while :; do curl -s {url}; done\n")
         loop = RequestLoop(url)
         timeline.start = time.time()
