@@ -107,3 +107,4 @@ cdef class EndpointTable:
     cdef void _carry_loads(self, _Core *prev, _Core *c, list distinct)
     cpdef set_key(self, unsigned long long key)
     cpdef observe(self, int i, double seconds, double now)
+    cpdef set_weight(self, int i, int weight)

@@ -66,6 +66,8 @@ class EndpointTable:
         """(priority, load) per priority level, best first; () for one level."""
     def set_loads(self, loads: Iterable[tuple[int, int]]) -> None:
         """Each level's share of picks, as (priority, weight) pairs (basis points)."""
+    def set_weight(self, i: int, weight: int) -> None:
+        """Endpoint ``i``'s weight in place (slow start); not for ring_hash."""
     def set_key(self, key: int) -> None:
         """ring_hash: the key hash for the picks that follow."""
     def observe(self, i: int, seconds: float, now: float) -> None:

@@ -676,6 +676,34 @@ cdef class EndpointTable:
         cdef _Core *c = self._core
         return tuple((c.level_priority[l], c.level_load[l]) for l in range(c.nlevels))
 
+    cpdef set_weight(self, int i, int weight):
+        """Change endpoint ``i``'s weight in place (slow start re-weighs a ramping endpoint a
+        few times per window): no rebuild, the rotation and other endpoints' state stay.  In
+        EDF a scheduled endpoint is re-keyed to its new grid's next point after now."""
+        cdef _Core *c = self._core
+        cdef _Peer *x
+        cdef Py_ssize_t k
+        self._check(i)
+        if weight < 1:
+            raise ValueError(f"endpoint {i}: weight must be >= 1, got {weight}")
+        if c.policy == POLICY_RING_HASH:
+            raise ValueError("ring_hash weights are ring points: update() the table instead")
+        x = &c.peers[i]
+        if x.weight == weight:
+            return
+        if c.edf and x.heap_pos >= 0:
+            _heap_remove(c, i)
+            x.weight = weight
+            _due_after_now(c, x)
+            _heap_push(c, i)
+        else:
+            x.weight = weight
+        c.uniform = 1
+        for k in range(1, self._n):
+            if c.peers[k].weight != c.peers[0].weight:
+                c.uniform = 0
+                break
+
     cpdef set_key(self, unsigned long long key):
         """ring_hash: the request's key hash (hash_bytes) for the picks that follow."""
         self._core.key = key

@@ -144,8 +144,14 @@ class HttpConfig:
 
 @dataclass(frozen=True, slots=True)
 class Certificate:
-    cert: str                           # PEM chain file
-    key: str                            # PEM key file
+    """A certificate and its key: files (``tls.certificates``), or PEM text (``pem``: a Secret a
+    Gateway listener's certificateRefs name, carried to workers in the config message)."""
+
+    cert: str                           # PEM chain file, or the chain itself with pem
+    key: str = field(repr=False)        # PEM key file, or the key itself with pem
+    pem: bool = False
+    names: tuple[str, ...] = ()         # SNI names it serves; (): the certificate's own DNS names
+    origin: str = ""                    # where it came from, for logs ("Secret default/site")
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +159,7 @@ class TlsListener:
     """An HTTPS listener beside the plain one; SNI picks the certificate by its names."""
 
     listen: Address
-    certificates: tuple[Certificate, ...]   # the first is the default
+    certificates: tuple[Certificate, ...]   # the first is the default; () only with gateway_api
     min_version: str = "1.2"                # "1.2" or "1.3"
 
 
@@ -210,8 +216,10 @@ class SourceConfig:
 class HealthCheckConfig:
     """Active checks, run once per endpoint by the control plane."""
 
-    type: str = "http"                  # "http" (GET path, status in expected) or "tcp" (connect)
+    type: str = "http"                  # "http" (GET path, status in expected), "tcp" (connect)
+    #                                     or "grpc" (grpc.health.v1 Health/Check says SERVING)
     path: str = "/"
+    grpc_service: str = ""              # grpc: HealthCheckRequest.service ("": the whole server)
     host: str | None = None             # Host header; default: the endpoint address
     expected_statuses: tuple[tuple[int, int], ...] = ((200, 399),)   # inclusive ranges
     interval: float = 1.0
@@ -220,6 +228,18 @@ class HealthCheckConfig:
     healthy_threshold: int = 2          # consecutive passes to turn healthy
     unhealthy_threshold: int = 2        # consecutive failures to turn unhealthy
     initially_healthy: bool = True      # does a new endpoint serve before its first pass?
+
+
+@dataclass(frozen=True, slots=True)
+class SuccessRate:
+    """Envoy's success-rate ejection: every ``interval``, among the endpoints with at least
+    ``request_volume`` tries in it (and only if there are ``minimum_hosts`` of them), eject
+    those whose success rate is below mean - ``stdev_factor`` x standard deviation."""
+
+    interval: float = 10.0
+    minimum_hosts: int = 5
+    request_volume: int = 100
+    stdev_factor: float = 1.9           # Envoy's success_rate_stdev_factor 1900, / 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +253,7 @@ class OutlierConfig:
     statuses: tuple[int, ...] = (502, 503, 504)
     base_ejection_time: float = 5.0     # first ejection; the n-th lasts n times as long ...
     max_ejection_time: float = 60.0     # ... up to this
+    success_rate: SuccessRate | None = None     # off unless set
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +267,23 @@ class LbConfig:
 
 
 LB_POLICIES = ("round_robin", "least_request", "random", "ring_hash", "peak_ewma")
+
+
+@dataclass(frozen=True, slots=True)
+class SlowStart:
+    """Envoy's slow_start_config: an endpoint that becomes healthy ramps its weight up."""
+
+    window: float                       # seconds from min_weight_percent to the full weight
+    aggression: float = 1.0             # 1: linear; > 1: more traffic early (Envoy's exponent)
+    min_weight_percent: float = 10.0    # of the weight, at once: it serves from the start
+
+    def factor(self, elapsed: float) -> float | None:
+        """The share of its weight an endpoint healthy for ``elapsed`` seconds gets; None once
+        the window is over.  Envoy: max(min_weight, (elapsed / window) ** (1 / aggression))."""
+        if elapsed >= self.window:
+            return None
+        time_share = max(elapsed, 0.0) / self.window
+        return max(self.min_weight_percent / 100, time_share ** (1 / self.aggression))
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +315,7 @@ class ServiceConfig:
     overprovisioning_factor: float = 1.4
     circuit_breakers: CircuitBreakers = field(default_factory=CircuitBreakers)
     lb: LbConfig = field(default_factory=LbConfig)
+    slow_start: SlowStart | None = None
 
     def priority_of(self, source: str) -> int:
         for name, level in self.priorities:
@@ -357,6 +396,13 @@ class Redirect:
 
 
 @dataclass(frozen=True, slots=True)
+class MirrorConfig:
+    """A RequestMirror: ``service`` gets a copy of ``fraction`` of the route's requests."""
+    service: str                            # "namespace/name"
+    fraction: float = 1.0                   # 0..1 (the Gateway API's percent or fraction)
+
+
+@dataclass(frozen=True, slots=True)
 class RouteConfig:
     name: str
     match: RouteMatch
@@ -369,7 +415,7 @@ class RouteConfig:
     request_headers: HeaderFilter | None = None
     response_headers: HeaderFilter | None = None
     redirect: Redirect | None = None
-    mirrors: tuple[str, ...] = ()           # services that get a copy of each request
+    mirrors: tuple[MirrorConfig, ...] = ()  # services that get a copy of (a share of) the requests
     # The gateway's own answer instead of a backend: what the Gateway API asks for a rule
     # whose backendRefs are all invalid (500). Not a file key.
     direct_status: int | None = None
@@ -393,6 +439,8 @@ class GatewayApiConfig:
     # "namespace/name" of the Gateway console route changes attach to: with it, the admin API
     # writes routes as HTTPRoutes (every replica sees them); without it, to the file.
     console_gateway: str | None = None
+    # Namespaces whose TLS Secrets HTTPS listeners may name; (): all (then RBAC needs a ClusterRole)
+    secret_namespaces: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,6 +521,10 @@ def parse_config(data: object, path: str | None = None) -> Config:
         kubernetes_sources = [s.name for _, s in sources if s.type == "kubernetes"]
         top["gateway_api"] = _gateway_api(data["gateway_api"], "gateway_api", errs, kubernetes_sources)
 
+    tls = top.get("tls")
+    if tls is not None and not tls.certificates and top.get("gateway_api") is None:
+        _err(errs, "tls.certificates", "at least one certificate is needed (or gateway_api, whose "
+                                       "HTTPS listeners' certificateRefs give them)")
     top["document"] = data
     if errs:
         raise ConfigError(errs)
@@ -1054,7 +1106,8 @@ def _check_context(kubeconfig: str, context: str, path: str, errs: _Errors) -> N
 def _service(value: Any, path: str, errs: _Errors, sources: dict[str, int]) -> ServiceConfig | None:
     d = _keys(value, path, errs, ("name", "namespace", "port", "sources", "health_check",
                                   "outlier_detection", "panic_threshold", "tls", "prefer",
-                                  "priorities", "overprovisioning_factor", "circuit_breakers", "lb"),
+                                  "priorities", "overprovisioning_factor", "circuit_breakers", "lb",
+                                  "slow_start"),
               required=("name", "port"))
     if d is None:
         return None
@@ -1078,8 +1131,33 @@ def _service(value: Any, path: str, errs: _Errors, sources: dict[str, int]) -> S
     factor = _opt(d, "overprovisioning_factor", _factor, path, errs, 1.4)
     breakers = _opt(d, "circuit_breakers", _circuit_breakers, path, errs, CircuitBreakers())
     lb = _opt(d, "lb", _lb, path, errs, LbConfig())
+    slow_start = None
+    if not _is_off(d.get("slow_start")):
+        slow_start = _opt(d, "slow_start", _slow_start, path, errs)
+    if slow_start is not None and lb.policy == "ring_hash":
+        # A ramp would move the ring's points, and so keys, twice per recovery.
+        _err(errs, _at(path, "slow_start"), "not with lb policy ring_hash (it would remap keys)")
     return ServiceConfig(namespace, name, port, tuple(names), health, outlier, panic, tls,
-                         priorities, factor, breakers, lb)
+                         priorities, factor, breakers, lb, slow_start)
+
+
+def _slow_start(value: Any, path: str, errs: _Errors) -> SlowStart | None:
+    d = _keys(value, path, errs, ("window", "aggression", "min_weight_percent"), required=("window",))
+    if d is None:
+        return None
+    kw = _kwargs(d, path, errs, {"window": _duration,
+                                 "aggression": partial(_number, lo=0.1, hi=100.0),
+                                 "min_weight_percent": partial(_number, lo=0.0, hi=100.0)})
+    if any(v is None for v in kw.values()) or "window" not in kw:
+        return None
+    return SlowStart(**kw)
+
+
+def _number(value: Any, path: str, errs: _Errors, lo: float, hi: float) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        _err(errs, path, f"must be a number from {lo:g} to {hi:g}, got {_show(value)}")
+        return None
+    return float(value)
 
 
 def _lb(value: Any, path: str, errs: _Errors) -> LbConfig:
@@ -1162,13 +1240,12 @@ def _factor(value: Any, path: str, errs: _Errors) -> float | None:
 
 
 def _tls_listener(value: Any, path: str, errs: _Errors) -> TlsListener | None:
-    d = _keys(value, path, errs, ("listen", "certificates", "min_version"),
-              required=("listen", "certificates"))
+    d = _keys(value, path, errs, ("listen", "certificates", "min_version"), required=("listen",))
     if d is None:
         return None
     listen = _opt(d, "listen", _address, path, errs)
     certs = []
-    for p, item in _list(d.get("certificates"), _at(path, "certificates"), errs):
+    for p, item in _list(d.get("certificates") or [], _at(path, "certificates"), errs):
         c = _keys(item, p, errs, ("cert", "key"), required=("cert", "key"))
         if c is not None:
             cert = _opt(c, "cert", _existing_file, p, errs)
@@ -1176,12 +1253,10 @@ def _tls_listener(value: Any, path: str, errs: _Errors) -> TlsListener | None:
             if cert and key:
                 _check_certificate(cert, key, p, errs)
                 certs.append(Certificate(cert, key))
-    if not certs and d.get("certificates") is not None:
-        _err(errs, _at(path, "certificates"), "at least one certificate is needed")
     version = str(d.get("min_version", "1.2"))
     if version not in ("1.2", "1.3"):
         _err(errs, _at(path, "min_version"), f'must be "1.2" or "1.3", got {_show(d.get("min_version"))}')
-    if listen is None or not certs:
+    if listen is None or len(certs) != len(d.get("certificates") or ()):
         return None
     return TlsListener(listen, tuple(certs), version)
 
@@ -1205,7 +1280,8 @@ def _upstream_tls(value: Any, path: str, errs: _Errors) -> UpstreamTls | None:
 
 
 _HEALTH_KEYS = ("type", "path", "host", "expected_statuses", "interval", "timeout", "jitter",
-                "healthy_threshold", "unhealthy_threshold", "initially_healthy")
+                "healthy_threshold", "unhealthy_threshold", "initially_healthy", "grpc_service")
+HEALTH_CHECK_TYPES = ("http", "tcp", "grpc")
 _THRESHOLD = partial(_int, lo=1, hi=100)
 
 
@@ -1216,14 +1292,15 @@ def _health_check(value: Any, path: str, errs: _Errors) -> HealthCheckConfig | N
     kw = _kwargs(d, path, errs, {
         "path": _absolute_path, "host": _str, "expected_statuses": _status_ranges,
         "interval": _duration, "timeout": _duration, "healthy_threshold": _THRESHOLD,
-        "unhealthy_threshold": _THRESHOLD, "initially_healthy": _bool})
+        "unhealthy_threshold": _THRESHOLD, "initially_healthy": _bool,
+        "grpc_service": partial(_str, empty=True)})
     if "jitter" in d:
         kw["jitter"] = _duration(d["jitter"], _at(path, "jitter"), errs, zero=True)
     if "type" in d:
-        if d["type"] in ("http", "tcp"):
+        if d["type"] in HEALTH_CHECK_TYPES:
             kw["type"] = d["type"]
         else:
-            _err(errs, _at(path, "type"), f'must be "http" or "tcp", got {_show(d["type"])}')
+            _err(errs, _at(path, "type"), f'must be "http", "tcp" or "grpc", got {_show(d["type"])}')
     check = HealthCheckConfig(**{k: v for k, v in kw.items() if v is not None})
     if check.timeout >= check.interval:
         _err(errs, _at(path, "timeout"), "must be shorter than the interval")
@@ -1232,17 +1309,29 @@ def _health_check(value: Any, path: str, errs: _Errors) -> HealthCheckConfig | N
 
 def _outlier(value: Any, path: str, errs: _Errors) -> OutlierConfig | None:
     d = _keys(value, path, errs, ("consecutive_failures", "consecutive_5xx",
-                                  "base_ejection_time", "max_ejection_time", "statuses"))
+                                  "base_ejection_time", "max_ejection_time", "statuses", "success_rate"))
     if d is None:
         return None
     kw = _kwargs(d, path, errs, {
         "consecutive_failures": partial(_int, lo=1, hi=1000), "consecutive_5xx": partial(_int, lo=0, hi=1000),
         "base_ejection_time": _duration, "max_ejection_time": _duration,
         "statuses": _list_of(partial(_int, lo=500, hi=599))})
+    if not _is_off(d.get("success_rate")):
+        kw["success_rate"] = _success_rate(d["success_rate"], _at(path, "success_rate"), errs)
     if kw.get("statuses") == ():
         _err(errs, _at(path, "statuses"), "must list at least one status from 500 to 599")
         kw.pop("statuses")
     return OutlierConfig(**{k: v for k, v in kw.items() if v is not None})
+
+
+def _success_rate(value: Any, path: str, errs: _Errors) -> SuccessRate | None:
+    d = _keys({} if value is True else value, path, errs, [f.name for f in fields(SuccessRate)])
+    if d is None:
+        return None
+    kw = _kwargs(d, path, errs, {"interval": _duration, "minimum_hosts": partial(_int, lo=1, hi=10_000),
+                                 "request_volume": partial(_int, lo=1, hi=10_000_000),
+                                 "stdev_factor": partial(_number, lo=0.0, hi=100.0)})
+    return SuccessRate(**{k: v for k, v in kw.items() if v is not None})
 
 
 def _absolute_path(value: Any, path: str, errs: _Errors) -> str | None:
@@ -1324,7 +1413,8 @@ _CONTROLLER_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-
 def _gateway_api(value: Any, path: str, errs: _Errors, kubernetes_sources: list[str]) -> GatewayApiConfig | None:
     if value is True or value == {}:
         value = {}
-    d = _keys(value, path, errs, ("controller_name", "sources", "write_status", "console_gateway"))
+    d = _keys(value, path, errs, ("controller_name", "sources", "write_status", "console_gateway",
+                                  "secret_namespaces"))
     if d is None:
         return None
     name = _opt(d, "controller_name", _str, path, errs, DEFAULT_CONTROLLER_NAME)
@@ -1341,10 +1431,15 @@ def _gateway_api(value: Any, path: str, errs: _Errors, kubernetes_sources: list[
     console = _opt(d, "console_gateway", _str, path, errs)
     if console is not None and not (len(console.split("/")) == 2 and all(_LABEL.fullmatch(p) for p in console.split("/"))):
         _err(errs, _at(path, "console_gateway"), f'expected "namespace/name" of a Gateway, got "{console}"')
+    secret_namespaces = []
+    for p, text in _str_list(d.get("secret_namespaces") or [], _at(path, "secret_namespaces"), errs):
+        if not _LABEL.fullmatch(text):
+            _err(errs, p, f'expected a namespace name, got "{text}"')
+        secret_namespaces.append(text)
     return GatewayApiConfig(controller_name=name or DEFAULT_CONTROLLER_NAME,
                             sources=tuple(names) or tuple(kubernetes_sources),
                             write_status=_opt(d, "write_status", _bool, path, errs, True),
-                            console_gateway=console)
+                            console_gateway=console, secret_namespaces=tuple(secret_namespaces))
 
 
 def _multicluster(value: Any, path: str, errs: _Errors) -> MultiClusterConfig | None:
@@ -1500,9 +1595,22 @@ def _replace_path(value: Any, path: str, errs: _Errors, match: RouteMatch | None
     return {"full_path": text} if key == "full" else {"prefix": text}
 
 
-def _mirrors(value: Any, path: str, errs: _Errors, services: set[str]) -> tuple[str, ...]:
-    return tuple(key for p, text in _str_list(value, path, errs)
-                 if (key := _service_ref(text, p, errs, services)) is not None)
+def _mirrors(value: Any, path: str, errs: _Errors, services: set[str]) -> tuple[MirrorConfig, ...]:
+    """``[svc, {service: svc, percent: 10}]``: every request, or that share of them."""
+    out = []
+    for p, item in _list(value, path, errs):
+        if not isinstance(item, dict):
+            if (key := _service_ref(item, p, errs, services)) is not None:
+                out.append(MirrorConfig(key))
+            continue
+        d = _keys(item, p, errs, ("service", "percent"), required=("service",))
+        key = _service_ref(d.get("service"), _at(p, "service"), errs, services) if d else None
+        percent = d.get("percent", 100) if d else 100
+        if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 <= percent <= 100:
+            _err(errs, _at(p, "percent"), f"must be a number from 0 to 100, got {_show(percent)}")
+        elif key is not None:
+            out.append(MirrorConfig(key, percent / 100))
+    return tuple(out)
 
 
 def _hosts(value: Any, path: str, errs: _Errors) -> tuple[str, ...]:

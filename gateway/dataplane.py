@@ -15,7 +15,7 @@ from typing import NamedTuple
 from gateway.config import Config, HeaderFilter, RouteConfig
 from gateway.mirror import Mirror
 from gateway.routing import precedence_order
-from gateway.snapshot import Delta, Endpoints, EndpointSpec, Snapshot
+from gateway.snapshot import Delta, Endpoints, EndpointSpec, Snapshot, with_pairs
 
 try:
     from _speedups.filters import HeaderModifier, PathRewrite, Redirect, RouteFilters
@@ -139,7 +139,7 @@ class DataPlane:
                 path = PathRewrite(r.prefix, rc.match.matched_prefix)
             redirect = Redirect(r.status, r.scheme, r.host, r.port, path)
         rewrite_path = PathRewrite(rc.rewrite_full_path) if rc.rewrite_full_path is not None else None
-        mirrors = tuple(Mirror(self.ctx.loop, self.services[key]) for key in rc.mirrors)
+        mirrors = tuple(Mirror(self.ctx.loop, self.services[m.service], m.fraction) for m in rc.mirrors)
         return RouteFilters(_header_modifier(rc.request_headers), _header_modifier(rc.response_headers),
                             redirect, rewrite_path, rc.rewrite_host, mirrors, rc.direct_status or 0,
                             "no valid backend for this route rule" if rc.direct_status == 500 else None)
@@ -196,6 +196,8 @@ class DataPlane:
             self._set_flags(key, pairs)
         for key, loads in delta.loads.items():
             self._set_loads(key, loads)
+        for key, pairs in delta.weights.items():
+            self._set_weights(key, pairs)
         self.snapshot_version = delta.version
         return True
 
@@ -234,11 +236,7 @@ class DataPlane:
         self._set_users(key, [(pool, *spec.key) for spec in specs or ()])
 
     def _set_flags(self, key: str, pairs) -> None:
-        specs = list(self.view[key])
-        for i, flags in pairs:
-            s = specs[i]
-            specs[i] = s.with_flags(flags)
-        self.view[key] = tuple(specs)
+        self.view[key] = with_pairs(self.view[key], pairs, EndpointSpec.with_flags)
         service = self.services.get(key)
         if service is not None:
             table = service.table
@@ -246,6 +244,14 @@ class DataPlane:
             for i, flags in pairs:
                 table.set_flags(i, flags)
             self._redispatch(service, out)
+
+    def _set_weights(self, key: str, pairs) -> None:
+        """Slow start re-weighs ramping endpoints: the table's weights in place, nothing rebuilt."""
+        self.view[key] = with_pairs(self.view[key], pairs, EndpointSpec.with_weight)
+        service = self.services.get(key)
+        if service is not None:
+            for i, weight in pairs:
+                service.table.set_weight(i, weight)
 
     @staticmethod
     def _serving(service: Service) -> set[Upstream]:

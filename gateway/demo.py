@@ -7,6 +7,10 @@ Once a second it prints the requests per ``upstream_host`` and ``upstream_cluste
 of the way in it breaks cluster A, two thirds in it repairs it, and at the end it
 prints a summary. Exit status 3 if any request failed.
 
+Before the loop, one step shows routes from Kubernetes: an HTTPRoute (``/demo`` to httpbin)
+applied to cluster A with the official client, and how long until the gateway, which watches
+A's Gateway API objects, served the first request through it.
+
 Scenarios (what happens to cluster A):
   graceful  httpbin removed: Service and EndpointSlice deleted, pods stopped
   crash     the pods are killed (connections refused) while the API still lists them
@@ -55,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object last")
     parser.add_argument("--state-dir", help="keep clusters' files here (default: a temporary directory)")
     parser.add_argument("--quiet", action="store_true", help="no per-second lines")
+    parser.add_argument("--config-from", metavar="PATH",
+                        help="run the gateway with this config (a gateway.yaml, or a ConfigMap "
+                             "with one, such as deploy/kubernetes/configmap.yaml): its first two "
+                             "sources become clusters A and B, the rest is kept as written")
 
 
 # -- the request loop ---------------------------------------------------------------
@@ -143,6 +151,16 @@ class AccessLogTail:
         self.entries.extend(new)
         return new
 
+    def wait_for(self, predicate, timeout: float) -> dict | None:
+        """The first new entry ``predicate`` accepts (the log is flushed every 100 ms)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = next((e for e in self.read_new() if predicate(e)), None)
+            if found is not None:
+                return found
+            time.sleep(0.02)
+        return None
+
 
 def _epoch(entry: dict) -> float:
     t = entry["time"]           # 2026-11-25T09:05:10.341Z
@@ -172,6 +190,7 @@ def _write_config(state: Path, port: int, a, b) -> Path:
 listen: 127.0.0.1:{port}
 admin: 127.0.0.1:{free_port()}
 access_log: {{path: {state / 'access.log'}, flush_interval: 100ms}}
+gateway_api: {{sources: [cluster-a]}}     # HTTPRoutes in cluster A configure routes too
 sources:
   - {{name: cluster-a, type: kubernetes, kubeconfig: {a.kubeconfig}, namespaces: [default]}}
   - {{name: cluster-b, type: kubernetes, kubeconfig: {b.kubeconfig}, namespaces: [default]}}
@@ -189,6 +208,29 @@ routes:
     path = state / "gateway.yaml"
     path.write_text(config)
     return path
+
+
+def _adapt_config(state: Path, port: int, a, b, shipped: Path) -> tuple[Path, tuple[str, str]]:
+    """``shipped``'s gateway.yaml, run here: its first two sources point at clusters A and B,
+    it listens and logs on this machine (admin on loopback needs no token); workers, timeouts,
+    services and routes stay as written.  Returns the path and the two sources' names."""
+    import yaml
+    doc = yaml.safe_load(shipped.read_text())
+    if doc.get("kind") == "ConfigMap":
+        doc = yaml.safe_load(doc["data"]["gateway.yaml"])
+    sources = [s for s in doc.get("sources", ()) if s.get("type") == "kubernetes"][:2]
+    if len(sources) != 2:
+        raise ValueError(f"{shipped}: the demo needs two kubernetes sources")
+    for source, cluster in zip(sources, (a, b)):
+        source.pop("in_cluster", None)
+        source.pop("context", None)
+        source["kubeconfig"] = str(cluster.kubeconfig)
+    doc["listen"] = f"127.0.0.1:{port}"
+    doc["admin"] = f"127.0.0.1:{free_port()}"
+    doc["access_log"] = {"path": str(state / "access.log"), "flush_interval": "100ms"}
+    path = state / "gateway.yaml"
+    path.write_text("# written by `gateway demo` from " + str(shipped) + "\n" + yaml.safe_dump(doc))
+    return path, (sources[0]["name"], sources[1]["name"])
 
 
 def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
@@ -234,6 +276,56 @@ def repair_cluster(scenario: str, cluster) -> None:
         raise ValueError(f"unknown scenario {scenario!r}")
 
 
+DEMO_CONTROLLER = "gateway.example/multi-cluster"      # the gateway_api default controllerName
+
+
+def show_httproute(cluster, url: str, tail: "AccessLogTail", say) -> dict:
+    """Apply the demo's HTTPRoute to cluster A and say when the gateway first served it."""
+    httproute = apply_httproute(cluster, url.replace("/test", "/demo/get"))
+    served = tail.wait_for(lambda e: e.get("path") == "/demo/get" and e.get("status") == 200, 1.0) or {}
+    httproute["served_by_route"] = served.get("route")
+    tail.entries.clear()            # the loop's split counts the curl loop's requests only
+    say(f"HTTPRoute {httproute['route']} (/demo -> httpbin) applied to cluster A: "
+        + (f"first request served through it {httproute['to_first_request_ms']} ms later "
+           f"(access log: route {served.get('route')}, {served.get('upstream_host')})"
+           if httproute["status"] == 200 else f"not served (last status {httproute['status']})"))
+    return httproute
+
+
+def apply_httproute(cluster, url: str, timeout: float = 5.0) -> dict:
+    """Apply a GatewayClass, a Gateway and an HTTPRoute ``/demo`` -> httpbin to ``cluster`` (a
+    LocalCluster), as ``kubectl apply`` would; poll ``url`` until it is served through the route."""
+    import urllib.error
+    import urllib.request
+
+    from kubernetes import client
+    group, custom = "gateway.networking.k8s.io", client.CustomObjectsApi(cluster.api_client)
+    custom.create_cluster_custom_object(group, "v1", "gatewayclasses", {
+        "metadata": {"name": "demo"}, "spec": {"controllerName": DEMO_CONTROLLER}})
+    custom.create_namespaced_custom_object(group, "v1", "default", "gateways", {
+        "metadata": {"name": "demo"}, "spec": {"gatewayClassName": "demo", "listeners": [
+            {"name": "http", "port": 80, "protocol": "HTTP"}]}})
+    applied = time.monotonic()
+    custom.create_namespaced_custom_object(group, "v1", "default", "httproutes", {
+        "metadata": {"name": "httpbin-demo"}, "spec": {"parentRefs": [{"name": "demo"}], "rules": [{
+            "matches": [{"path": {"type": "PathPrefix", "value": "/demo"}}],
+            "backendRefs": [{"name": "httpbin", "port": cluster.port}]}]}})
+    status = None
+    while time.monotonic() - applied < timeout:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                status = resp.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code                   # 404 until the route arrives
+        except OSError:
+            status = None
+        if status == 200:
+            break
+        time.sleep(0.005)
+    return {"route": "default/httpbin-demo", "status": status,
+            "to_first_request_ms": round((time.monotonic() - applied) * 1000, 1) if status == 200 else None}
+
+
 def _live_line(t: float, phase: str, new: list[dict], loop: RequestLoop) -> str:
     by_host = collections.Counter((e.get("upstream_host"), e.get("upstream_cluster")) for e in new)
     hosts = "  ".join(f"{h} ({c}) {n:4d}" for (h, c), n in sorted(by_host.items(), key=lambda x: str(x[0])))
@@ -241,7 +333,8 @@ def _live_line(t: float, phase: str, new: list[dict], loop: RequestLoop) -> str:
             f"{hosts or '-'}")
 
 
-def run_demo(scenario: str, duration: float, pods: int, state: Path, quiet: bool) -> dict:
+def run_demo(scenario: str, duration: float, pods: int, state: Path, quiet: bool,
+             config_from: Path | None = None) -> dict:
     from gateway.devcluster.cluster import LocalCluster
 
     pods = max(1, min(pods, 4))
@@ -251,22 +344,29 @@ def run_demo(scenario: str, duration: float, pods: int, state: Path, quiet: bool
     say(f"starting cluster A (pods {', '.join(a_ips)}) and cluster B (pods {', '.join(b_ips)}) ...")
     a = LocalCluster("a", state / "cluster-a", a_ips, port=0)
     b = LocalCluster("b", state / "cluster-b", b_ips, port=0)
-    gateway = loop = None
+    gateway = loop = httproute = None
     timeline = Timeline()
     try:
         a.start()
         b.start()
         port = free_port()
-        config = _write_config(state, port, a, b)
+        names = ("cluster-a", "cluster-b")
+        if config_from is None:
+            config = _write_config(state, port, a, b)
+        else:
+            config, names = _adapt_config(state, port, a, b, config_from)
         gateway = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config)],
                                    stdout=subprocess.DEVNULL, stderr=open(state / "gateway.log", "wb"))
         wait_listening(port, gateway)
         url = f"http://127.0.0.1:{port}/test"
         say(f"gateway on {url}; config {config}; logs in {state}")
-        admin = next(line.split()[1] for line in config.read_text().splitlines() if line.startswith("admin:"))
+        admin = next(line.split()[1].strip("'\"") for line in config.read_text().splitlines()
+                     if line.startswith("admin:"))
         say(f"dashboard: http://{admin}/   (CLI: gateway services --admin http://{admin})")
-        say(f"request loop: while :; do curl -s {url}; done\n")
         tail = AccessLogTail(state / "access.log")
+        if config_from is None:         # a shipped config may not read Gateway API routes
+            httproute = show_httproute(a, url, tail, say)
+        say(f"request loop: while :; do curl -s {url}; done\n")
         loop = RequestLoop(url)
         timeline.start = time.time()
         timeline.fault = timeline.start + duration / 3
@@ -310,7 +410,8 @@ def run_demo(scenario: str, duration: float, pods: int, state: Path, quiet: bool
         b.close()
     time.sleep(0.05)
     tail.read_new()
-    return summarize(scenario, timeline, tail.entries, loop)
+    summary = summarize(scenario, timeline, tail.entries, loop, names)
+    return {**summary, "httproute": httproute} if httproute is not None else summary
 
 
 def _split(entries: list[dict]) -> dict:
@@ -322,15 +423,17 @@ def _split(entries: list[dict]) -> dict:
             "hosts": {h: {"requests": k, "share": round(k / n, 4)} for h, k in sorted(hosts.items())}}
 
 
-def summarize(scenario: str, tl: Timeline, entries: list[dict], loop: RequestLoop) -> dict:
+def summarize(scenario: str, tl: Timeline, entries: list[dict], loop: RequestLoop,
+              names: tuple[str, str] = ("cluster-a", "cluster-b")) -> dict:
+    a_name = names[0]
     timed = [(_epoch(e), e) for e in entries]
-    a_hosts = {e["upstream_host"] for e in entries if e.get("upstream_cluster") == "cluster-a"}
+    a_hosts = {e["upstream_host"] for e in entries if e.get("upstream_cluster") == a_name}
 
     def touched_a(e: dict) -> bool:   # served by A, or tried on A before a retry
-        return e.get("upstream_cluster") == "cluster-a" or bool(a_hosts.intersection(e.get("tried_hosts", ())))
+        return e.get("upstream_cluster") == a_name or bool(a_hosts.intersection(e.get("tried_hosts", ())))
 
     on_a_after_fault = [t for t, e in timed if tl.fault <= t < tl.repair and touched_a(e)]
-    first_a_after_repair = min((t for t, e in timed if t >= tl.repair and e.get("upstream_cluster") == "cluster-a"),
+    first_a_after_repair = min((t for t, e in timed if t >= tl.repair and e.get("upstream_cluster") == a_name),
                                default=None)
     last_a = max(on_a_after_fault, default=None)
     settled = first_a_after_repair if first_a_after_repair is not None else tl.end
@@ -346,6 +449,7 @@ def summarize(scenario: str, tl: Timeline, entries: list[dict], loop: RequestLoo
     durations = sorted(e["duration_ms"] for t, e in timed if tl.fault <= t < tl.repair)
     return {
         "scenario": scenario,
+        "clusters": list(names),
         "client": loop.client,
         "requests": len(loop.results),
         "failures": loop.failures(),
@@ -353,7 +457,7 @@ def summarize(scenario: str, tl: Timeline, entries: list[dict], loop: RequestLoo
         "fault_to_last_request_on_a_s": round(last_a - tl.fault, 3) if last_a is not None else 0.0,
         "requests_on_a_after_fault": len(on_a_after_fault),
         "served_by_a_after_fault": sum(1 for t, e in timed if tl.fault <= t < tl.repair
-                                       and e.get("upstream_cluster") == "cluster-a"),
+                                       and e.get("upstream_cluster") == a_name),
         "repair_to_first_request_on_a_s": (round(first_a_after_repair - tl.repair, 3)
                                            if first_a_after_repair is not None else None),
         "max_latency_during_ms": durations[-1] if durations else None,
@@ -367,12 +471,13 @@ def summarize(scenario: str, tl: Timeline, entries: list[dict], loop: RequestLoo
 def print_summary(s: dict) -> None:
     print(f"\nsummary: scenario {s['scenario']}, {s['requests']} requests by {s['client']}, "
           f"{s['failures']} failed")
-    print(f"{'phase':<8} {'requests':>8} {'failures':>8} {'cluster-a':>10} {'cluster-b':>10}")
+    a, b = s["clusters"]
+    print(f"{'phase':<8} {'requests':>8} {'failures':>8} {a:>10} {b:>10}")
     for name in ("before", "during", "after"):
         p = s["phases"][name]
         share = {c: v["share"] for c, v in p["clusters"].items()}
-        print(f"{name:<8} {p['requests']:>8} {p['failures']:>8} {share.get('cluster-a', 0):>10.1%} "
-              f"{share.get('cluster-b', 0):>10.1%}")
+        print(f"{name:<8} {p['requests']:>8} {p['failures']:>8} {share.get(a, 0):>10.1%} "
+              f"{share.get(b, 0):>10.1%}")
     print(f"last request sent to cluster A {s['fault_to_last_request_on_a_s']}s after the fault "
           f"({s['requests_on_a_after_fault']} tried on A after it, {s['served_by_a_after_fault']} answered by A)")
     rec = s["repair_to_first_request_on_a_s"]
@@ -386,7 +491,8 @@ def print_summary(s: dict) -> None:
 def main(args: argparse.Namespace) -> int:
     state = Path(args.state_dir) if args.state_dir else Path(tempfile.mkdtemp(prefix="gateway-demo-"))
     state.mkdir(parents=True, exist_ok=True)
-    summary = run_demo(args.scenario, args.duration, args.pods, state, args.quiet)
+    summary = run_demo(args.scenario, args.duration, args.pods, state, args.quiet,
+                       Path(args.config_from) if args.config_from else None)
     print_summary(summary)
     broken = summary["requests"] and not summary["access_log_lines"]
     if broken:

@@ -7,6 +7,9 @@ The data plane's view is a dict ``"namespace/name" -> endpoints``.  It changes b
   the service is gone; sent only for the services a watch event touched;
 * flags: ``(index, flags)`` pairs for a service whose membership did not change;
   a health flip is one small message, applied with ``EndpointTable.set_flags``;
+* weights: ``(index, weight)`` pairs for a service in slow start (gateway.health.manager:
+  an endpoint that became healthy ramps its weight up over a window, re-weighed a few
+  times per window); applied with ``EndpointTable.set_weight``;
 * loads: for a service with more than one priority level, each level's share of the
   requests as ``(priority, basis points)`` pairs (see gateway.health.state.plan_levels),
   sent with a membership change and whenever health moves them; applied with
@@ -38,6 +41,9 @@ class EndpointSpec:
     def with_flags(self, flags: int) -> "EndpointSpec":
         return EndpointSpec(self.cluster, self.ip, self.port, self.weight, flags, self.priority)
 
+    def with_weight(self, weight: int) -> "EndpointSpec":
+        return EndpointSpec(self.cluster, self.ip, self.port, weight, self.flags, self.priority)
+
     @property
     def key(self) -> tuple[str, str, int]:
         return (self.cluster, self.ip, self.port)
@@ -57,12 +63,12 @@ class Snapshot:
 
     def to_wire(self) -> dict:
         return {"t": "full", "v": self.version, "services": _services_to_wire(self.services),
-                "loads": _loads_to_wire(self.loads)}
+                "loads": _pairs_to_wire(self.loads)}
 
     @classmethod
     def from_wire(cls, message: dict) -> "Snapshot":
         return cls(message["v"], {k: _endpoints(e) for k, e in message["services"].items()},
-                   _loads(message.get("loads", {})))
+                   _pairs(message.get("loads", {})))
 
     def to_json(self) -> dict:
         return {"version": self.version,
@@ -79,22 +85,23 @@ class Delta:
     services: dict[str, Endpoints | None] = field(default_factory=dict)    # membership
     flags: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
     loads: dict[str, Loads] = field(default_factory=dict)
+    weights: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.services or self.flags or self.loads)
+        return bool(self.services or self.flags or self.loads or self.weights)
 
     def to_wire(self) -> dict:
         return {"t": "delta", "v": self.version,
                 "services": {k: None if e is None else _endpoint_rows(e) for k, e in self.services.items()},
-                "flags": {k: [list(p) for p in pairs] for k, pairs in self.flags.items()},
-                "loads": _loads_to_wire(self.loads)}
+                "flags": _pairs_to_wire(self.flags), "loads": _pairs_to_wire(self.loads),
+                "weights": _pairs_to_wire(self.weights)}
 
     @classmethod
     def from_wire(cls, message: dict) -> "Delta":
         return cls(message["v"],
                    {k: None if e is None else _endpoints(e) for k, e in message["services"].items()},
-                   {k: tuple((i, f) for i, f in pairs) for k, pairs in message["flags"].items()},
-                   _loads(message.get("loads", {})))
+                   _pairs(message["flags"]), _pairs(message.get("loads", {})),
+                   _pairs(message.get("weights", {})))
 
     def apply_to(self, services: dict[str, Endpoints]) -> None:
         """Change a view (a dict like ``Snapshot.services``) in place."""
@@ -104,21 +111,30 @@ class Delta:
             else:
                 services[key] = endpoints
         for key, pairs in self.flags.items():
-            endpoints = list(services[key])
-            for i, flags in pairs:
-                endpoints[i] = endpoints[i].with_flags(flags)
-            services[key] = tuple(endpoints)
+            services[key] = with_pairs(services[key], pairs, EndpointSpec.with_flags)
+        for key, pairs in self.weights.items():
+            services[key] = with_pairs(services[key], pairs, EndpointSpec.with_weight)
+
+
+def with_pairs(endpoints: Endpoints, pairs, change) -> Endpoints:
+    """``endpoints`` with ``change(endpoint, value)`` for each (index, value) of ``pairs``."""
+    changed = list(endpoints)
+    for i, value in pairs:
+        changed[i] = change(changed[i], value)
+    return tuple(changed)
 
 
 Loads = tuple[tuple[int, int], ...]     # (priority, basis points of the requests)
 
 
-def _loads_to_wire(loads: dict[str, Loads]) -> dict[str, list[list[int]]]:
-    return {k: [list(p) for p in pairs] for k, pairs in loads.items()}
+def _pairs_to_wire(pairs: dict[str, tuple[tuple[int, int], ...]]) -> dict[str, list[list[int]]]:
+    return {k: [list(p) for p in ps] for k, ps in pairs.items()}
 
 
-def _loads(wire: dict) -> dict[str, Loads]:
-    return {k: tuple((p, bp) for p, bp in pairs) for k, pairs in wire.items()}
+def _pairs(wire: dict) -> dict[str, tuple[tuple[int, int], ...]]:
+    return {k: tuple((i, v) for i, v in ps) for k, ps in wire.items()}
+
+
 
 
 def _endpoint_rows(endpoints: Endpoints) -> list[list]:

@@ -23,6 +23,7 @@ N_BUCKETS = len(LATENCY_BOUNDS) + 1
 TRAFFIC_LEN = 1 + 6 + N_BUCKETS + 1
 
 EndpointKey = tuple[str, str, int]          # (cluster, ip, port)
+_ANSWERED_5XX = 4 + 1 + 5                   # an upstream's list: traffic's by_class[5]
 
 
 def traffic_dict(values: list) -> dict:
@@ -97,6 +98,24 @@ class Stats:
                 _add_into(r.routes[name], values)
             else:
                 r.routes[name] = list(values)
+
+    def outcomes(self, service_key: str, endpoints: list[EndpointKey]) -> dict[EndpointKey, tuple[int, int]]:
+        """Per endpoint, totals so far over workers and pools (the shared one and the
+        service's own): (tries, failed ones), for success-rate outlier detection.  Failed:
+        gateway errors (connect failures, resets, timeouts) plus 5xx answers; a try that
+        failed and then was answered 502 counts twice, so failed is capped at tries."""
+        out = {}
+        workers = self._all()
+        for key in endpoints:
+            tries = failed = 0
+            for w in workers:
+                for pool in ("", service_key):
+                    values = w.upstreams.get((pool, *key))
+                    if values is not None:
+                        tries += values[0]
+                        failed += values[1] + values[_ANSWERED_5XX]
+            out[key] = (tries, min(failed, tries))
+        return out
 
     def take_answered(self) -> dict[EndpointKey, int]:
         """Requests answered per endpoint since the last call (for the traffic graphs)."""

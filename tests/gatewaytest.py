@@ -659,3 +659,29 @@ class AdminClient:
                 assert proc.poll() is None, f"gateway exited with {proc.returncode}"
                 assert time.monotonic() < deadline, "admin API did not come up"
                 time.sleep(0.05)
+
+
+def start_with_admin(config: dict, workdir: Path, name: str) -> tuple[GatewayProcess, AdminClient]:
+    """A gateway with its admin API on a free loopback port, started and answering."""
+    admin_port = free_port()
+    gw = GatewayProcess({**config, "admin": f"127.0.0.1:{admin_port}"}, workdir, name).start()
+    try:
+        wait_listening("127.0.0.1", admin_port, 10, gw.proc)
+    except BaseException:
+        gw.stop()
+        raise
+    return gw, AdminClient(admin_port)
+
+
+def two_cluster_pods(per_cluster: int):
+    """Backend processes, a fixture's body: cluster a on 127.0.0.2, .4, ..., b on .3, .5, ...,
+    listed a-0, b-0, a-1, b-1, ...; all stopped at the end (stop() thaws a frozen one)."""
+    started = []
+    try:
+        for i in range(per_cluster):
+            started.append(start_backend(f"127.0.0.{2 + 2 * i}", "a", f"a-{i}"))
+            started.append(start_backend(f"127.0.0.{3 + 2 * i}", "b", f"b-{i}"))
+        yield started
+    finally:
+        for p in started:
+            p.stop()

@@ -4,7 +4,8 @@ The demo starts two local clusters, the gateway and a ``curl`` loop (or its Pyth
 breaks cluster A a third of the way in and repairs it two thirds in.  Here it must lose no
 request, serve a reasonable number of them, and report a sane split: about half on each
 cluster before the fault, everything on B during it (once A's last request is done), and
-both clusters again after the repair.
+both clusters again after the repair. Before the loop, an HTTPRoute applied to cluster A must
+be served through within a moment.
 """
 from __future__ import annotations
 
@@ -37,9 +38,9 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def run_demo(scenario: str, state_dir) -> tuple[int, dict, str]:
-    argv = [PYTHON, "-m", "gateway", "demo", "--duration", "9", "--json", "--quiet",
-            "--scenario", scenario, "--state-dir", str(state_dir)]
+def run_demo(scenario: str, state_dir, *extra: str, duration: float = 9) -> tuple[int, dict, str]:
+    argv = [PYTHON, "-m", "gateway", "demo", "--duration", str(duration), "--json", "--quiet",
+            "--scenario", scenario, "--state-dir", str(state_dir), *extra]
     proc = subprocess.Popen(argv, cwd=str(REPO), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -98,3 +99,37 @@ def test_demo_short_run_loses_no_request(tmp_path, scenario):
     assert after["requests"] > 10, after
     assert after["clusters"]["cluster-a"]["share"] == pytest.approx(0.5, abs=0.15), after
     assert [e["what"] for e in s["events"]] and len(s["events"]) == 2, s["events"]
+    # Before the loop: an HTTPRoute applied to cluster A, served through by the gateway.
+    route = s["httproute"]
+    assert (route["status"], route["served_by_route"]) == (200, "default.httpbin-demo.0.0"), route
+    assert 0 < route["to_first_request_ms"] < 2000, route
+
+
+CONFIGMAP = REPO / "deploy" / "kubernetes" / "configmap.yaml"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("scenario", ["graceful", "crash", "down", "hang"])
+def test_shipped_configmap_loses_no_request(tmp_path, scenario):
+    """The deploy ConfigMap's gateway.yaml as shipped (workers: 2, its health check, outlier
+    detection, timeouts and route retries), its two sources pointed at the local clusters:
+    every scenario of the demo with 0 failed requests.  The hang runs longer: its fault must
+    outlast the active check's ejection (2 s interval x 2 + 0.5 s timeout + jitter), so that
+    the request it froze is re-dispatched, not thawed."""
+    hang = scenario == "hang"
+    code, s, output = run_demo(scenario, tmp_path / "demo", "--config-from", str(CONFIGMAP),
+                               "--pods", "2", duration=18 if hang else 9)
+    print(f"\nCONFIGMAP scenario={scenario} requests={s.get('requests')} failures={s.get('failures')} "
+          f"retried={s.get('retried_requests')} max_latency_during_ms={s.get('max_latency_during_ms')}")
+    assert s["clusters"] == ["local", "cluster-b"], s
+    assert s["failures"] == 0, f"{s['failures']} failed requests: {s['statuses']}\n{output}"
+    assert code == 0, output
+    assert s["requests"] > 100 and set(s["statuses"]) == {"200"}, s
+    during = s["phases"]["during"]
+    assert during["clusters"]["cluster-b"]["share"] > 0.9, during
+    assert s["repair_to_first_request_on_a_s"] is not None, "cluster A did not serve again"
+    if hang:
+        # Re-dispatched when the check ejected A's pods (not answered by A after the thaw),
+        # within interval x unhealthy_threshold + timeout + jitter + 1 s.
+        assert s["served_by_a_after_fault"] == 0, s
+        assert 0 < s["max_latency_during_ms"] <= 5_700, s

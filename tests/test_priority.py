@@ -14,7 +14,7 @@ import pytest
 
 from gateway.config import ConfigError, parse_config
 from gateway.health.state import level_loads, plan_levels
-from gatewaytest import AdminClient, GatewayProcess, free_port, start_backend, wait_listening
+from gatewaytest import AdminClient, GatewayProcess, start_backend, start_with_admin, two_cluster_pods
 
 from _speedups.table import EndpointTable
 
@@ -136,22 +136,12 @@ def test_table_rejects_mismatched_priorities():
 
 @pytest.fixture(scope="module")
 def pods():
-    started = []
-    try:
-        for i in range(3):
-            started.append(start_backend(f"127.0.0.{2 + 2 * i}", "a", f"a-{i}"))
-            started.append(start_backend(f"127.0.0.{3 + 2 * i}", "b", f"b-{i}"))
-        yield started
-    finally:
-        for p in started:
-            p.stop()
+    yield from two_cluster_pods(3)
 
 
 def _gateway(tmp_path, pods, service_extra: dict) -> tuple[GatewayProcess, AdminClient]:
-    admin_port = free_port()
     by_cluster = {"a": [p.address for p in pods[0::2]], "b": [p.address for p in pods[1::2]]}
     config = {
-        "admin": f"127.0.0.1:{admin_port}",
         "sources": [{"name": f"cluster-{c}", "type": "static", "priority": 0 if c == "a" else 1,
                      "services": [{"name": "web", "endpoints": eps}]} for c, eps in by_cluster.items()],
         "services": [{"name": "web", "port": 8000, **service_extra,
@@ -160,13 +150,7 @@ def _gateway(tmp_path, pods, service_extra: dict) -> tuple[GatewayProcess, Admin
         "routes": [{"name": "web", "match": {"path": {"prefix": "/"}}, "service": "web",
                     "retries": {"attempts": 3}}],
     }
-    gw = GatewayProcess(config, tmp_path, "priority").start()
-    try:
-        wait_listening("127.0.0.1", admin_port, 10, gw.proc)
-    except BaseException:
-        gw.stop()
-        raise
-    return gw, AdminClient(admin_port)
+    return start_with_admin(config, tmp_path, "priority")
 
 
 def _share_of_a(gw: GatewayProcess, n: int) -> float:

@@ -189,7 +189,7 @@ def _service_endpoints(gw, svc: ServiceConfig) -> list[dict]:
     for ep in described:
         if ep["serving"]:
             level = svc.priority_of(ep["cluster"])
-            serving_weight[level] = serving_weight.get(level, 0) + ep["weight"]
+            serving_weight[level] = serving_weight.get(level, 0) + ep["effective_weight"]
     out = []
     for ep in described:
         level = svc.priority_of(ep["cluster"])
@@ -205,11 +205,14 @@ def _service_endpoints(gw, svc: ServiceConfig) -> list[dict]:
             "causes": ep["causes"],
             "serving": ep["serving"],
             "priority": level,
-            "share": (_round(loads.get(level, 1.0) * ep["weight"] / level_weight)
+            # The table's weight: the weight, ramped in slow start (x RAMP_SCALE then).
+            "effective_weight": ep["effective_weight"],
+            "share": (_round(loads.get(level, 1.0) * ep["effective_weight"] / level_weight)
                       if ep["serving"] and level_weight else 0.0),
             "ejected_for_s": ep.get("ejected_for_s"),
             "ejections": ep.get("ejections", 0),
             "last_error": ep.get("last_error"),
+            **({"slow_start": ep["slow_start"]} if "slow_start" in ep else {}),
             "source_state": source_state,
             "requests": up["requests"] if up is not None else 0,
             "errors": up["failures"] if up is not None else 0,
@@ -273,6 +276,7 @@ def _service(gw, svc: ServiceConfig) -> dict:
         "clusters": _cluster_summary(gw, svc, endpoints),
         "overprovisioning_factor": svc.overprovisioning_factor,
         "circuit_breakers": _plain(svc.circuit_breakers),
+        "slow_start": _plain(svc.slow_start) if svc.slow_start is not None else None,
         # Priority levels, best first: each one's healthy capacity, share of requests and why.
         "levels": [lv.describe() for lv in gw.health.levels.get(svc.key, ())] if gw.health else [],
         **({"port_conflict": conflict} if (conflict := port_conflict(gw, svc)) else {}),
@@ -280,20 +284,12 @@ def _service(gw, svc: ServiceConfig) -> dict:
 
 
 def port_conflict(gw, svc: ServiceConfig) -> dict | None:
-    """Clusters whose Service of this name declares other ports (KEP-1645: ports merge by name,
-    so two clusters disagreeing on a name's number is a conflict): {cluster: {name: port}}."""
+    """Clusters whose Service of this name declares other ports: {cluster: {name: port}}."""
     if gw.registry is None:
         return None
-    declared = {}
-    for source in gw.registry.sources:
-        if source.kind != "kubernetes":
-            continue                    # static endpoints have no Service ports to disagree on
-        ports = source._services.get((svc.namespace, svc.name))
-        if ports is not None:
-            declared[source.name] = {p.name: p.port for p in ports}
-    if len({tuple(sorted(p.items())) for p in declared.values()}) <= 1:
-        return None
-    return declared
+    from gateway.mcs import declared_ports, ports_conflict
+    declared = declared_ports(gw.registry.sources, svc.namespace, svc.name)
+    return declared if ports_conflict(declared) else None
 
 
 def services(gw) -> list[dict]:
@@ -336,7 +332,8 @@ def _filters(rc: RouteConfig) -> dict:
     if rc.rewrite_host is not None:
         out["rewrite_host"] = rc.rewrite_host
     if rc.mirrors:
-        out["mirrors"] = list(rc.mirrors)
+        out["mirrors"] = [m.service if m.fraction == 1 else {"service": m.service, "percent": m.fraction * 100}
+                          for m in rc.mirrors]
     if rc.direct_status is not None:
         out["direct_status"] = rc.direct_status
     return out
@@ -386,6 +383,10 @@ def config(gw) -> dict:
         ("metrics", gw.config.admin_options.metrics_token)) if token]
     plain["admin_session_ttl"] = options.get("session_ttl")
     plain["admin_tls"] = options.get("tls")
+    if gw.config.tls is not None:           # a Secret's PEM key never leaves the process
+        plain["tls"]["certificates"] = [
+            {"from": c.origin, "names": list(c.names)} if c.pem else {"cert": c.cert, "key": c.key}
+            for c in gw.config.tls.certificates]
     return plain
 
 

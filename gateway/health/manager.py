@@ -22,26 +22,42 @@ import time
 from collections import deque
 from typing import Callable
 
-from gateway.config import ServiceConfig
+from gateway.config import ServiceConfig, SuccessRate
 from gateway.health.probe import ProbeTlsContexts, probe
 from gateway.health.state import EndpointHealth, Level, plan_levels
+from gateway.health.success_rate import outliers
 from gateway.registry import Changes
 from gateway.snapshot import Delta, Endpoints, EndpointSpec, Loads, Snapshot
 
 log = logging.getLogger("gateway.health")
 
 EXPIRY_TICK = 0.25              # how often ejections are checked for expiry
+# Slow start: ramping endpoints are re-weighed about ten times per window, at most once a
+# second and at least every 100 ms: a few small weight deltas per window, and only for the
+# services that have an endpoint ramping.
+RAMP_STEPS = 10
+RAMP_TICK_BOUNDS = (0.1, 1.0)
+# A slow-start service's table weights are its weights times this, so that a ramp has 1%
+# steps even for weight 1 (10^7 x 100 still fits the table's int).
+RAMP_SCALE = 100
 FORGET_AFTER = 600.0            # health of an endpoint gone this long is dropped
 
 EndpointKey = tuple[str, str, int]          # (cluster, ip, port)
 _Key = tuple[str, EndpointKey]              # (service, endpoint key)
+Outcomes = Callable[[str, list[EndpointKey]], dict[EndpointKey, tuple[int, int]]]
 
 
 class HealthManager:
     def __init__(self, services: tuple[ServiceConfig, ...], publish: Callable[[Delta], None],
-                 suspect: Callable[[str, EndpointKey], None] | None = None) -> None:
+                 suspect: Callable[[str, EndpointKey], None] | None = None,
+                 outcomes: Outcomes | None = None) -> None:
+        """``outcomes(service, endpoint keys)``: each endpoint's (tries, failed) so far, summed
+        over the workers (gateway.stats.Stats.outcomes), for success-rate ejection."""
         self._publish = publish
         self._suspect = suspect
+        self._outcomes = outcomes
+        self._success_rate_timers: dict[str, asyncio.TimerHandle] = {}
+        self._outcomes_before: dict[str, dict[EndpointKey, tuple[int, int]]] = {}
         self.services = {s.key: s for s in services}
         self.states: dict[_Key, EndpointHealth] = {}
         self.source: dict[str, Endpoints] = {}      # membership, as merged by the registry
@@ -58,14 +74,18 @@ class HealthManager:
         self._flags_changed: set[str] = set()
         self._scheduled = False
         self._timer: asyncio.TimerHandle | None = None
+        self.ramping: dict[str, dict[EndpointKey, float]] = {}     # service -> endpoint -> factor
+        self._ramp_timer: asyncio.TimerHandle | None = None
         self.probe_tls = ProbeTlsContexts()     # services with tls: are probed over TLS
 
     def start(self) -> None:
         self._timer = asyncio.get_running_loop().call_later(EXPIRY_TICK, self._tick)
+        self._arm_success_rate()
 
     async def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._ramp_timer, *self._success_rate_timers.values()):
+            if timer is not None:
+                timer.cancel()
         for task in self._probes.values():
             task.cancel()
         await asyncio.gather(*self._probes.values(), return_exceptions=True)
@@ -88,6 +108,8 @@ class HealthManager:
                 self._stop_probe(key)
         changed = [k for k in self.source if old.get(k) != self.services.get(k)]
         self.update({k: self.source[k] for k in changed})
+        if self._timer is not None:             # started: the timers follow the new settings
+            self._arm_success_rate()
 
     # -- inputs -------------------------------------------------------------
 
@@ -106,17 +128,19 @@ class HealthManager:
                 if ep.key not in present:
                     self._gone((service_key, ep.key), now)
             config = self.services.get(service_key)
+            joined = now if before else None        # a new pod, not the service's first view
             for ep in endpoints:
-                self._present((service_key, ep.key), ep, config)
+                self._present((service_key, ep.key), ep, config, joined)
             self._members_changed.add(service_key)
         self._flush()
 
-    def _present(self, key: _Key, ep: EndpointSpec, config: ServiceConfig | None) -> None:
+    def _present(self, key: _Key, ep: EndpointSpec, config: ServiceConfig | None,
+                 joined: float | None) -> None:
         self._gone_since.pop(key, None)
         if config is None:
             return
         if key not in self.states:
-            self.states[key] = EndpointHealth(config.health_check, config.outlier_detection)
+            self.states[key] = EndpointHealth(config.health_check, config.outlier_detection, joined)
         if config.health_check is not None and key not in self._probes:
             self._probes[key] = asyncio.ensure_future(self._probe_loop(key, ep, config))
 
@@ -189,6 +213,47 @@ class HealthManager:
                 self.states.pop(key, None)
         self._timer = asyncio.get_running_loop().call_later(EXPIRY_TICK, self._tick)
 
+    # -- success-rate ejection ---------------------------------------------------
+
+    def _arm_success_rate(self) -> None:
+        """One timer per service with success_rate (its own interval); none for the others."""
+        for timer in self._success_rate_timers.values():
+            timer.cancel()
+        self._success_rate_timers.clear()
+        if self._outcomes is None:
+            return
+        for key, config in self.services.items():
+            rule = config.outlier_detection.success_rate if config.outlier_detection else None
+            if rule is not None:
+                self._success_rate_timers[key] = asyncio.get_running_loop().call_later(
+                    rule.interval, self._success_rate_tick, key, rule)
+
+    def _success_rate_tick(self, service_key: str, rule: SuccessRate) -> None:
+        """Judge the interval that just ended: each endpoint's tries and failures in it."""
+        self._success_rate_timers[service_key] = asyncio.get_running_loop().call_later(
+            rule.interval, self._success_rate_tick, service_key, rule)
+        totals = self._outcomes(service_key, [ep.key for ep in self.source.get(service_key, ())])
+        before = self._outcomes_before.get(service_key)
+        self._outcomes_before[service_key] = totals
+        if before is None:
+            return                  # the first interval starts now
+        samples = {key: (tries - before.get(key, (0, 0))[0], failed - before.get(key, (0, 0))[1])
+                   for key, (tries, failed) in totals.items()}
+        ejected, threshold = outliers(samples, rule)
+        now = time.monotonic()
+        for key in ejected:
+            state = self.states.get((service_key, key))
+            if state is None or not state.eject(now, "success_rate"):
+                continue
+            tries, failed = samples[key]
+            log.warning("endpoint ejected", extra={"fields": {
+                "service": service_key, "cluster": key[0], "endpoint": f"{key[1]}:{key[2]}",
+                "cause": "success_rate", "success_rate": round(1 - failed / tries, 4),
+                "threshold": round(threshold, 4), "ejection": state.ejections,
+                "seconds": round(state.ejected_until - now, 1)}})
+            heapq.heappush(self._expiries, (state.ejected_until, (service_key, key)))
+            self._health_changed(service_key)
+
     # -- output -------------------------------------------------------------
 
     def _health_changed(self, service_key: str) -> None:
@@ -205,12 +270,14 @@ class HealthManager:
         delta_services: dict[str, Endpoints | None] = {}
         delta_flags: dict[str, tuple[tuple[int, int], ...]] = {}
         delta_loads: dict[str, Loads] = {}
+        delta_weights: dict[str, tuple[tuple[int, int], ...]] = {}
         for key in members:
             if key not in self.source:
                 self.current.pop(key, None)
                 self.panic.pop(key, None)
                 self.levels.pop(key, None)
                 self.loads.pop(key, None)
+                self.ramping.pop(key, None)
                 delta_services[key] = None
             else:
                 self.current[key] = delta_services[key] = self._effective(key, self.source[key])
@@ -222,14 +289,19 @@ class HealthManager:
             old_loads = self.loads.get(key)
             old, new = self.current[key], self._effective(key, self.source[key])
             pairs = tuple((i, n.flags) for i, (o, n) in enumerate(zip(old, new)) if o.flags != n.flags)
-            if pairs:
+            weights = tuple((i, n.weight) for i, (o, n) in enumerate(zip(old, new)) if o.weight != n.weight)
+            if pairs or weights:
                 self.current[key] = new
+            if pairs:
                 delta_flags[key] = pairs
+            if weights:
+                delta_weights[key] = weights
             if self.loads.get(key) != old_loads and key in self.loads:
                 delta_loads[key] = self.loads[key]
-        if delta_services or delta_flags or delta_loads:
+        if delta_services or delta_flags or delta_loads or delta_weights:
             self.version += 1
-            self._publish(Delta(self.version, delta_services, delta_flags, delta_loads))
+            self._publish(Delta(self.version, delta_services, delta_flags, delta_loads, delta_weights))
+        self._schedule_ramp()
 
     def _effective(self, service_key: str, endpoints: Endpoints) -> Endpoints:
         """The endpoints with their flags, panic routing applied."""
@@ -237,11 +309,12 @@ class HealthManager:
         if config is None:
             return endpoints
         states = self.states
-        raw = [states[(service_key, ep.key)].flags if (service_key, ep.key) in states else 0
-               for ep in endpoints]
+        found = [states.get((service_key, ep.key)) for ep in endpoints]
+        raw = [state.flags if state is not None else 0 for state in found]
+        ramps = self._ramps(service_key, endpoints, found, config)
         priorities = [config.priority_of(ep.cluster) for ep in endpoints]
         flags, levels = plan_levels(priorities, [ep.cluster for ep in endpoints], raw,
-                                    config.panic_threshold, config.overprovisioning_factor)
+                                    config.panic_threshold, config.overprovisioning_factor, ramps)
         panic = any(level.panic for level in levels)
         if panic != self.panic.get(service_key, False):
             log.warning("panic routing %s", "on" if panic else "off", extra={"fields": {
@@ -252,22 +325,84 @@ class HealthManager:
             self.loads[service_key] = _basis_points(levels)
         else:
             self.loads.pop(service_key, None)
-        return tuple(ep if (ep.flags, ep.priority) == (f, p)
-                     else EndpointSpec(ep.cluster, ep.ip, ep.port, ep.weight, f, p)
-                     for ep, f, p in zip(endpoints, flags, priorities))
+        weights = ([ep.weight for ep in endpoints] if ramps is None else
+                   [max(1, round(ep.weight * RAMP_SCALE * r)) for ep, r in zip(endpoints, ramps)])
+        return tuple(ep if (ep.flags, ep.priority, ep.weight) == (f, p, w)
+                     else EndpointSpec(ep.cluster, ep.ip, ep.port, w, f, p)
+                     for ep, f, p, w in zip(endpoints, flags, priorities, weights))
+
+    # -- slow start -------------------------------------------------------------
+
+    def _ramps(self, service_key: str, endpoints: Endpoints, states: list[EndpointHealth | None],
+               config: ServiceConfig) -> list[float] | None:
+        """Each endpoint's share of its weight now (1.0 unless it ramps); None without slow
+        start.  Notes the service's ramping endpoints, which the ramp timer re-weighs."""
+        if config.slow_start is None:
+            self.ramping.pop(service_key, None)
+            return None
+        # The weights hold until the next re-weigh: set them for the middle of that step, so
+        # that the share follows the ramp on average instead of lagging half a step behind.
+        at = time.monotonic() + _ramp_step(config.slow_start.window) / 2
+        shares, ramping = [], {}
+        for ep, state in zip(endpoints, states):
+            factor = state.ramp(at, config.slow_start) if state is not None else None
+            shares.append(1.0 if factor is None else factor)
+            if factor is not None:
+                ramping[ep.key] = factor
+        if ramping:
+            self.ramping[service_key] = ramping
+        else:
+            self.ramping.pop(service_key, None)
+        return shares
+
+    def _schedule_ramp(self) -> None:
+        if not self.ramping or self._ramp_timer is not None:
+            return
+        shortest = min(self.services[key].slow_start.window for key in self.ramping
+                       if key in self.services and self.services[key].slow_start is not None)
+        self._ramp_timer = asyncio.get_running_loop().call_later(_ramp_step(shortest), self._ramp_tick)
+
+    def _ramp_tick(self) -> None:
+        """Re-weigh the services with an endpoint ramping (nothing else: no work when none is)."""
+        self._ramp_timer = None
+        self._flags_changed.update(self.ramping)
+        self._flush()
 
     def describe(self, service_key: str) -> list[dict]:
         """Each endpoint with its health and why, for the admin API."""
         now = time.monotonic()
         out = []
-        effective = {ep.key: ep.flags for ep in self.current.get(service_key, ())}
+        config = self.services.get(service_key)
+        published = {ep.key: ep for ep in self.current.get(service_key, ())}
         for ep in self.source.get(service_key, ()):
             state = self.states.get((service_key, ep.key))
             info = state.describe(now) if state else {"healthy": True, "causes": []}
+            table = published.get(ep.key, ep)
             info.update(cluster=ep.cluster, address=ep.host, weight=ep.weight,
-                        serving=effective.get(ep.key, 0) == 0)
+                        effective_weight=table.weight, serving=table.flags == 0)
+            if config is not None and config.slow_start is not None:
+                info["slow_start"] = self._describe_ramp(service_key, ep, state, config, now)
             out.append(info)
         return out
+
+
+    def _describe_ramp(self, service_key: str, ep: EndpointSpec, state: EndpointHealth | None,
+                       config: ServiceConfig, now: float) -> dict:
+        """Its weight as the table has it and how far its ramp is (as last published)."""
+        factor = self.ramping.get(service_key, {}).get(ep.key)
+        since = state.healthy_since if state is not None else None
+        window = config.slow_start.window
+        return {"ramping": factor is not None,
+                "weight_pct": round(100 * (factor if factor is not None else 1.0), 1),
+                "progress_pct": (round(min(100.0, 100 * (now - since) / window), 1)
+                                 if factor is not None and since is not None else 100.0),
+                "remaining_s": (round(max(0.0, since + window - now), 2)
+                                if factor is not None and since is not None else 0.0)}
+
+
+def _ramp_step(window: float) -> float:
+    low, high = RAMP_TICK_BOUNDS
+    return min(high, max(low, window / RAMP_STEPS))
 
 
 def _basis_points(levels: list[Level]) -> Loads:

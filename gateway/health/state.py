@@ -10,7 +10,7 @@ exactly.
 """
 from __future__ import annotations
 
-from gateway.config import HealthCheckConfig, OutlierConfig
+from gateway.config import HealthCheckConfig, OutlierConfig, SlowStart
 
 FLAG_ACTIVE_FAILED = 1          # same bits as _speedups.table
 FLAG_EJECTED = 2
@@ -24,9 +24,12 @@ KIND_5XX = "upstream_5xx"
 class EndpointHealth:
     __slots__ = ("check", "outlier", "active_failed", "passes", "fails",
                  "consecutive_errors", "consecutive_5xx", "ejections", "ejected_until",
-                 "last_ejection_end", "last_probe", "last_error")
+                 "last_ejection_end", "last_probe", "last_error", "healthy_since", "ramps")
 
-    def __init__(self, check: HealthCheckConfig | None, outlier: OutlierConfig | None) -> None:
+    def __init__(self, check: HealthCheckConfig | None, outlier: OutlierConfig | None,
+                 joined: float | None = None) -> None:
+        """``joined``: when it joined a service that already had endpoints (a new pod);
+        None for the endpoints a service starts with."""
         self.check = check
         self.outlier = outlier
         self.active_failed = check is not None and not check.initially_healthy
@@ -39,6 +42,12 @@ class EndpointHealth:
         self.last_ejection_end = 0.0
         self.last_probe: float | None = None
         self.last_error: str | None = None
+        # Slow start: when it last became healthy (None: not since it was created).  Only an
+        # endpoint that served before, or joined a running service, ramps when it does: the
+        # endpoints a service starts with are all new together, and ramping them all (with
+        # initially_healthy: false, on their first passes) would only skew priority levels.
+        self.ramps = joined is not None or not self.flags
+        self.healthy_since = joined if joined is not None and not self.flags else None
 
     @property
     def flags(self) -> int:
@@ -61,6 +70,7 @@ class EndpointHealth:
                 if self.ejected_until:
                     self.ejected_until = 0.0
                     self.last_ejection_end = now
+                self._became_healthy(now)
                 return True
             return False
         self.passes = 0
@@ -95,6 +105,15 @@ class EndpointHealth:
         self._eject(now)
         return True
 
+    def eject(self, now: float, cause: str) -> bool:
+        """Eject for ``cause`` (success-rate detection decides over all endpoints at once);
+        False when it is ejected already."""
+        if self.outlier is None or self.ejected_until:
+            return False
+        self.last_error = cause
+        self._eject(now)
+        return True
+
     def _eject(self, now: float) -> None:
         # An endpoint that behaved for a whole max_ejection_time starts its count afresh.
         if self.last_ejection_end and now - self.last_ejection_end > self.outlier.max_ejection_time:
@@ -110,8 +129,26 @@ class EndpointHealth:
         if self.ejected_until and now >= self.ejected_until:
             self.ejected_until = 0.0
             self.last_ejection_end = now
+            self._became_healthy(now)
             return True
         return False
+
+    def _became_healthy(self, now: float) -> None:
+        if self.flags:
+            return
+        if self.ramps:
+            self.healthy_since = now
+        self.ramps = True
+
+    def ramp(self, now: float, slow_start: SlowStart | None) -> float | None:
+        """The share of its weight it gets now while it ramps up after becoming healthy;
+        None when it is not ramping (unhealthy, or healthy for a whole window)."""
+        if slow_start is None or self.healthy_since is None or self.flags:
+            return None
+        factor = slow_start.factor(now - self.healthy_since)
+        if factor is None:
+            self.healthy_since = None       # ramped: nothing to look at until the next recovery
+        return factor
 
     def describe(self, now: float) -> dict:
         causes = []
@@ -189,7 +226,7 @@ def level_loads(health: list[float]) -> list[float]:
 
 
 def plan_levels(priorities: list[int], clusters: list[str], raw: list[int], panic_threshold: float,
-                factor: float) -> tuple[list[int], list[Level]]:
+                factor: float, capacity: list[float] | None = None) -> tuple[list[int], list[Level]]:
     """The flags the endpoint table gets and each priority level's load.
 
     Panic, as Envoy applies it with priorities (docs: panic_threshold): only while the levels
@@ -198,6 +235,10 @@ def plan_levels(priorities: list[int], clusters: list[str], raw: list[int], pani
     a healthy endpoint (a cluster is a failure domain: see effective_flags).  A level with no
     healthy endpoint gets no load, so traffic never goes into a dead cluster while another
     has healthy endpoints; when no endpoint at all is healthy every endpoint is tried.
+
+    ``capacity``: per endpoint the share of its weight it has (below 1 while it ramps up in
+    slow start), so that a preferred level coming back takes its load back as its endpoints
+    ramp, not all at once; None: every endpoint counts fully.
     """
     if not raw:
         return [], []
@@ -208,8 +249,9 @@ def plan_levels(priorities: list[int], clusters: list[str], raw: list[int], pani
     for p in sorted(by_priority):
         members = by_priority[p]
         healthy = sum(1 for i in members if raw[i] == 0)
+        usable = healthy if capacity is None else sum(capacity[i] for i in members if raw[i] == 0)
         levels.append(Level(p, sorted({clusters[i] for i in members}), len(members), healthy,
-                            min(1.0, healthy / len(members) * factor)))
+                            min(1.0, usable / len(members) * factor)))
     for level, load in zip(levels, level_loads([lv.health for lv in levels])):
         level.load = load
     flags = list(raw)
