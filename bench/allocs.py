@@ -33,7 +33,10 @@ REPO = Path(__file__).resolve().parent.parent
 def _source_tree(argv: list[str]) -> Path:
     """--src DIR: import gateway and _speedups from that checkout (built in place)."""
     if "--src" in argv:
-        return Path(argv[argv.index("--src") + 1]).resolve()
+        src = Path(argv[argv.index("--src") + 1]).resolve()
+        if not (src / "gateway").is_dir():
+            sys.exit(f"allocs.py: no gateway/ in --src {src}")
+        return src
     return REPO
 
 
@@ -170,7 +173,10 @@ def main() -> None:
     args = ap.parse_args()
     result = uvloop.run(main_async(args.requests))
     import gateway
-    print(f"{Path(gateway.__file__).parent.parent}: per proxied keep-alive request "
+    measured = Path(gateway.__file__).resolve().parent.parent
+    if measured != _source_tree(sys.argv):      # an editable install can shadow sys.path
+        sys.exit(f"allocs.py: imported the gateway from {measured}, not {_source_tree(sys.argv)}")
+    print(f"{measured}: per proxied keep-alive request "
           f"({args.requests} requests, client and backend subtracted):")
     for mode in ("gateway", "gateway-nolog"):
         r = result[mode]

@@ -773,6 +773,7 @@ def main(argv=None) -> int:
 
     runs: list[dict] = []
     scaling: dict = {}
+    allocs = None
     interrupted = False
     try:
         bench.start_backend()
@@ -838,13 +839,14 @@ def main(argv=None) -> int:
 
         if args.workers:
             scaling = run_scaling(bench, args)
+        # Before cleanup: a --ref export lives in the temp dir.
+        allocs = run_allocs(bench.gateway_dir, args.allocs) if args.allocs else None
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: stopping everything", file=sys.stderr)
     finally:
         bench.cleanup()
 
-    allocs = run_allocs(bench.gateway_dir, args.allocs) if args.allocs and not interrupted else None
     info["loadavg_at_end"] = Path("/proc/loadavg").read_text().split()[:3]
     summary = summarize(runs, args.targets, args.cases)
     print(f"\nload average at end: {' '.join(info['loadavg_at_end'])}")
