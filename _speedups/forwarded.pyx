@@ -35,7 +35,8 @@ cdef extern from "arpa/inet.h" nogil:
     int AF_INET6
 
 
-DEF MAX_ADDRESS = 63                    # longer than any IPv6 text form: not an address
+cdef enum:
+    MAX_ADDRESS = 63                    # longer than any IPv6 text form: not an address
 
 
 cdef inline uint64_t _load_be(const unsigned char *b):

@@ -1,5 +1,12 @@
 # Typed interface of _speedups.http, so the proxy reads head fields at C speed.
 
+cdef enum Framing:                      # BodyFramer.mode (FRAMING_* in Python)
+    MODE_NONE = 0                       # no body
+    MODE_LENGTH = 1                     # Content-Length
+    MODE_CHUNKED = 2
+    MODE_UNTIL_CLOSE = 3                # the body ends when the connection does
+
+
 cdef class MessageHead:
     cdef public list headers            # [(lower-case name, name, value)], hop-by-hop removed
     cdef public int minor               # HTTP/1.<minor>

@@ -24,7 +24,8 @@ httptools (llhttp) is kept as an independent oracle in the tests.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.string cimport memchr, memcmp
 
-DEF MAX_CHUNK_SIZE_DIGITS = 15      # 16**15 bytes is far beyond any real chunk
+cdef enum:
+    MAX_CHUNK_SIZE_DIGITS = 15          # 16**15 bytes is far beyond any real chunk
 
 
 class HttpError(Exception):
@@ -89,6 +90,49 @@ cdef frozenset DROPPED_REQUEST = frozenset((
 cdef frozenset DROPPED_RESPONSE = frozenset((
     H_CONTENT_LENGTH, H_TRANSFER_ENCODING, H_CONNECTION, H_UPGRADE, H_KEEP_ALIVE,
     H_PROXY_CONNECTION, H_TE, H_TRAILER))
+
+# Common field names, as sent and in lower case: parsing reuses these objects instead of
+# making two bytes objects per field (the name and its lower case), and the lookups of
+# ``dropped`` hash each once.  Matched byte for byte, so what is forwarded is unchanged.
+cdef list _KNOWN_BY_LENGTH = [() for _ in range(33)]   # [length] -> ((as sent, lower case), ...)
+
+
+cdef void _init_known_names():
+    interned = {h: h for h in DROPPED_REQUEST | {H_EXPECT}}
+    for name in (b"Host", b"User-Agent", b"Accept", b"Accept-Encoding", b"Accept-Language",
+                 b"Connection", b"Content-Length", b"Content-Type", b"Transfer-Encoding",
+                 b"Cache-Control", b"Cookie", b"Set-Cookie", b"Authorization", b"Date", b"Server",
+                 b"Last-Modified", b"ETag", b"Expires", b"Vary", b"Location", b"Content-Encoding",
+                 b"Accept-Ranges", b"Referer", b"Origin", b"Keep-Alive", b"Upgrade", b"Expect",
+                 b"X-Request-Id", b"X-Forwarded-For", b"X-Real-IP", b"Via", b"Pragma",
+                 b"If-None-Match", b"If-Modified-Since", b"Content-Range", b"Range", b"Age"):
+        lname = interned.get(name.lower(), name.lower())
+        _KNOWN_BY_LENGTH[len(name)] += ((name, lname), (lname, lname))
+
+_init_known_names()
+
+# Methods and the reason phrase of nearly every response, reused the same way.
+cdef tuple _KNOWN_METHODS = (b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"PATCH")
+cdef bytes _REASON_OK = b"OK"
+
+
+cdef inline tuple _known_name(const char *p, Py_ssize_t n):
+    """(as sent, lower case) when ``p[:n]`` is a common field name as sent, else None."""
+    if n >= 33:
+        return None
+    for pair in <tuple>_KNOWN_BY_LENGTH[n]:
+        if memcmp(p, PyBytes_AS_STRING(<bytes>(<tuple>pair)[0]), n) == 0:
+            return <tuple>pair
+    return None
+
+
+cdef inline bytes _known_method(const char *p, Py_ssize_t n):
+    cdef bytes method
+    for method in _KNOWN_METHODS:
+        if PyBytes_GET_SIZE(method) == n and memcmp(p, PyBytes_AS_STRING(method), n) == 0:
+            return method
+    return None
+
 
 cdef dict _METHODS = {}             # interned method bytes -> str, filled lazily
 cdef frozenset IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
@@ -178,6 +222,7 @@ cdef Py_ssize_t _parse_fields(MessageHead head, const char *buf, Py_ssize_t pos,
     cdef Py_ssize_t eol, colon, vstart, vend, i, count = 0
     cdef unsigned char c
     cdef bytes lname, name, value
+    cdef tuple known
     cdef int host_count = 0, cl_count = 0
     cdef bint has_te = False
     cdef frozenset dropped = DROPPED_REQUEST if is_request else DROPPED_RESPONSE
@@ -207,19 +252,25 @@ cdef Py_ssize_t _parse_fields(MessageHead head, const char *buf, Py_ssize_t pos,
         count += 1
         if count > max_headers:
             raise HttpError(431, "too many header fields")
-        name = buf[pos:colon]
-        lname = name.lower()
-        value = buf[vstart:vend]
+        known = _known_name(buf + pos, colon - pos)
+        if known is not None:
+            name = <bytes>known[0]
+            lname = <bytes>known[1]
+        else:
+            name = buf[pos:colon]
+            lname = name.lower()
         pos = eol + 2
         if lname not in dropped:
-            head.headers.append((lname, name, value))
+            head.headers.append((lname, name, buf[vstart:vend]))
             continue
         if lname is H_CONTENT_LENGTH or lname == H_CONTENT_LENGTH:
             cl_count += 1
             if cl_count > 1:
                 raise HttpError(400, "duplicate Content-Length")
             head.content_length = _parse_content_length(buf + vstart, vend - vstart)
-        elif lname == H_TRANSFER_ENCODING:
+            continue                        # read in place: no bytes object for the value
+        value = buf[vstart:vend]
+        if lname == H_TRANSFER_ENCODING:
             if has_te or value.lower() != b"chunked":
                 raise HttpError(400 if is_request else 502, "unsupported Transfer-Encoding")
             has_te = True
@@ -304,7 +355,7 @@ cpdef RequestHead parse_request(bytes data, Py_ssize_t end, Py_ssize_t max_heade
     if buf[sp2 + 6] != b'1' or not (buf[sp2 + 8] == b'0' or buf[sp2 + 8] == b'1'):
         raise HttpError(505, "HTTP version not supported")
     head.minor = buf[sp2 + 8] - 48
-    head.method = buf[pos:sp1]
+    head.method = _known_method(buf + pos, sp1 - pos) or buf[pos:sp1]
     head.target = buf[sp1 + 1:sp2]
     i = head.target.find(b"?")
     head.path = head.target if i < 0 else head.target[:i]
@@ -342,7 +393,10 @@ cpdef ResponseHead parse_response(bytes data, Py_ssize_t end, Py_ssize_t max_hea
             raise HttpError(502, "invalid status code from upstream")
         head.status = status
         head.minor = 1 if buf[7] == b'1' else 0
-        head.reason = buf[13:eol] if eol > 13 else b""
+        if eol == 15 and buf[13] == b'O' and buf[14] == b'K':
+            head.reason = _REASON_OK
+        else:
+            head.reason = buf[13:eol] if eol > 13 else b""
         _parse_fields(head, buf, eol + 2, end, False, max_headers)
     except HttpError as err:
         raise HttpError(502, f"upstream sent a malformed response: {err.reason}") from None
@@ -358,16 +412,18 @@ cdef enum ChunkState:
     CH_SIZE_START, CH_SIZE, CH_EXT, CH_SIZE_LF, CH_DATA, CH_DATA_CR, CH_DATA_LF,
     CH_TRAILER_START, CH_TRAILER_NAME, CH_TRAILER, CH_TRAILER_LF, CH_END_LF, CH_DONE
 
-FRAMING_NONE = 0
-FRAMING_LENGTH = 1
-FRAMING_CHUNKED = 2
-FRAMING_UNTIL_CLOSE = 3
+# BodyFramer.mode: C constants in http.pxd (cimported by the request path), the same
+# values under these names for Python.
+FRAMING_NONE = MODE_NONE
+FRAMING_LENGTH = MODE_LENGTH
+FRAMING_CHUNKED = MODE_CHUNKED
+FRAMING_UNTIL_CLOSE = MODE_UNTIL_CLOSE
 
 
 cdef class BodyFramer:
     """Tracks where a message body ends, validating chunked framing on the way."""
 
-    def __init__(self, int mode=FRAMING_NONE, long long length=0, int error_status=400):
+    def __init__(self, int mode=MODE_NONE, long long length=0, int error_status=400):
         self.reset(mode, length)
         self.error_status = error_status
 
@@ -378,7 +434,7 @@ cdef class BodyFramer:
         self.size_digits = 0
         self.received = 0
         self.payload = 0
-        self.done = mode == FRAMING_NONE or (mode == FRAMING_LENGTH and length == 0)
+        self.done = mode == MODE_NONE or (mode == MODE_LENGTH and length == 0)
 
     cpdef Py_ssize_t feed(self, bytes data, Py_ssize_t start) except -2:
         """Consume body bytes from ``data[start:]``; return the offset where the body ends there.
@@ -389,7 +445,7 @@ cdef class BodyFramer:
         cdef Py_ssize_t n = PyBytes_GET_SIZE(data), take, end
         if self.done:
             return start
-        if self.mode == FRAMING_LENGTH:
+        if self.mode == MODE_LENGTH:
             take = n - start
             if take > self.remaining:
                 take = <Py_ssize_t>self.remaining
@@ -399,7 +455,7 @@ cdef class BodyFramer:
             if self.remaining == 0:
                 self.done = True
             return start + take
-        if self.mode == FRAMING_UNTIL_CLOSE:
+        if self.mode == MODE_UNTIL_CLOSE:
             self.received += n - start
             self.payload += n - start
             return n
@@ -496,12 +552,12 @@ cpdef int response_framing(ResponseHead head, bytes request_method) except -1:
     """How the body of ``head`` is delimited, per RFC 9112 section 6.3."""
     cdef int status = head.status
     if request_method == b"HEAD" or status < 200 or status == 204 or status == 304:
-        return FRAMING_NONE
+        return MODE_NONE
     if head.chunked:
-        return FRAMING_CHUNKED
+        return MODE_CHUNKED
     if head.content_length >= 0:
-        return FRAMING_LENGTH
-    return FRAMING_UNTIL_CLOSE
+        return MODE_LENGTH
+    return MODE_UNTIL_CLOSE
 
 
 # ---------------------------------------------------------------------------
@@ -509,6 +565,20 @@ cpdef int response_framing(ResponseHead head, bytes request_method) except -1:
 
 cdef bytes CRLF = b"\r\n"
 cdef bytes COLON_SP = b": "
+
+cdef list _DECIMALS = [None] * 4096     # Content-Length values as bytes, made once each
+
+
+cdef bytes _decimal(long long n):
+    """``str(n).encode()``; no new object for the small values most bodies have."""
+    cdef bytes out
+    if 0 <= n < 4096:
+        out = <bytes>_DECIMALS[n] if _DECIMALS[n] is not None else None
+        if out is None:
+            out = _DECIMALS[n] = str(n).encode()
+        return out
+    return str(n).encode()
+
 
 cpdef bytes build_request_head(RequestHead head, bytes target, bytes host, bytes client_ip,
                                bytes request_id, bytes via, bint upgrade, bytes proto=b"http",
@@ -524,7 +594,7 @@ cpdef bytes build_request_head(RequestHead head, bytes target, bytes host, bytes
     if head.chunked:
         parts.append(b"Transfer-Encoding: chunked\r\n")
     elif head.content_length >= 0:
-        parts += (b"Content-Length: ", str(head.content_length).encode(), CRLF)
+        parts += (b"Content-Length: ", _decimal(head.content_length), CRLF)
     parts += (b"X-Forwarded-For: ", client_ip if head.forwarded_for is None
               else head.forwarded_for + b", " + client_ip,
               b"\r\nX-Forwarded-Proto: ", proto, b"\r\nX-Forwarded-Host: ", head.host or host,
@@ -554,10 +624,10 @@ cpdef bytes build_response_head(ResponseHead head, int framing, bint keep_alive)
     cdef list parts = [_status_line(head.status, head.reason)]
     for _, name, value in head.headers:
         parts += (name, COLON_SP, value, CRLF)
-    if framing == FRAMING_CHUNKED:
+    if framing == MODE_CHUNKED:
         parts.append(b"Transfer-Encoding: chunked\r\n")
     elif head.content_length >= 0:
-        parts += (b"Content-Length: ", str(head.content_length).encode(), CRLF)
+        parts += (b"Content-Length: ", _decimal(head.content_length), CRLF)
     if head.status == 101:
         parts += (b"Connection: upgrade\r\nUpgrade: ", head.upgrade or b"", b"\r\n\r\n")
     elif keep_alive:

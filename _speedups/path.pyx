@@ -52,7 +52,8 @@ cdef void _init_tables():
 
 _init_tables()
 
-DEF STACK_BUFFER = 512              # most paths are shorter: no allocation for them
+cdef enum:
+    STACK_BUFFER = 512                  # most paths are shorter: no allocation for them
 
 _SLASH_NAMES = {"keep": SLASHES_KEEP, "reject": SLASHES_REJECT,
                 "unescape_and_redirect": SLASHES_REDIRECT}

@@ -12,6 +12,8 @@ cdef class RouteMatcher:
     cdef readonly frozenset methods
     cdef readonly tuple headers
     cdef readonly tuple queries
+    cdef tuple header_tests                 # headers with the kind as a C int (MATCH_*)
+    cdef tuple query_tests
     cdef bint matches(self, RequestHead head, bytes host, object path_str)
     cdef bint _queries_match(self, RequestHead head)
     cdef bint _host_matches(self, bytes host)

@@ -13,11 +13,26 @@ it plus the "unindexable" ones (regex or "/"), in declared order.
 """
 from _speedups.http cimport RequestHead
 
-DEF PATH_ANY = 0
-DEF PATH_PREFIX = 1
-DEF PATH_EXACT = 2
-DEF PATH_REGEX = 3
-DEF PATH_SEGMENT = 4        # whole segments: "/foo" matches "/foo" and "/foo/x", not "/foobar"
+cdef enum:                  # RouteMatcher.path_kind
+    PATH_ANY = 0
+    PATH_PREFIX = 1
+    PATH_EXACT = 2
+    PATH_REGEX = 3
+    PATH_SEGMENT = 4        # whole segments: "/foo" matches "/foo" and "/foo/x", not "/foobar"
+
+cdef enum:                  # how a header or query parameter is matched (the config's words, as C ints)
+    MATCH_EXACT = 0
+    MATCH_PRESENT = 1
+    MATCH_ABSENT = 2
+    MATCH_REGEX = 3
+
+cdef dict _MATCH_KINDS = {"exact": MATCH_EXACT, "present": MATCH_PRESENT, "absent": MATCH_ABSENT,
+                          "regex": MATCH_REGEX}
+
+
+cdef tuple _prepared(tests):
+    """(name, kind, value) with the kind as its MATCH_* int, once per snapshot."""
+    return tuple((name, _MATCH_KINDS[kind], value) for name, kind, value in tests)
 
 
 cdef bytes _query_value(bytes target, bytes name):
@@ -69,6 +84,8 @@ cdef class RouteMatcher:
         self.headers = tuple(headers)
         # queries: (name bytes, kind, value) with kind exact (bytes) | regex (re.Pattern over str)
         self.queries = tuple(queries)
+        self.header_tests = _prepared(self.headers)
+        self.query_tests = _prepared(self.queries)
 
     cdef bint matches(self, RequestHead head, bytes host, object path_str):
         cdef bytes path = head.path
@@ -89,18 +106,19 @@ cdef class RouteMatcher:
             return False
         if not self.any_host and not self._host_matches(host):
             return False
-        if self.headers and not self._headers_match(head):
+        if self.header_tests and not self._headers_match(head):
             return False
-        if self.queries and not self._queries_match(head):
+        if self.query_tests and not self._queries_match(head):
             return False
         return True
 
     cdef bint _queries_match(self, RequestHead head):
-        for name, kind, expected in self.queries:
+        cdef int kind
+        for name, kind, expected in self.query_tests:
             value = _query_value(head.target, name)
             if value is None:
                 return False
-            if kind == "exact":
+            if kind == MATCH_EXACT:
                 if value != expected:
                     return False
             elif expected.search(value.decode("latin-1")) is None:
@@ -117,17 +135,18 @@ cdef class RouteMatcher:
         return False
 
     cdef bint _headers_match(self, RequestHead head):
-        for lname, kind, expected in self.headers:
+        cdef int kind
+        for lname, kind, expected in self.header_tests:
             value = head.header(lname)
-            if kind == "present":
+            if kind == MATCH_PRESENT:
                 if value is None:
                     return False
-            elif kind == "absent":
+            elif kind == MATCH_ABSENT:
                 if value is not None:
                     return False
             elif value is None:
                 return False
-            elif kind == "exact":
+            elif kind == MATCH_EXACT:
                 if value != expected:
                     return False
             elif expected.search(value.decode("latin-1")) is None:

@@ -1,4 +1,5 @@
-"""Side-by-side benchmark: this gateway vs nginx, HAProxy and an aiohttp proxy, on one machine.
+"""Side-by-side benchmark: this gateway vs nginx, HAProxy, a bare uvloop proxy and an aiohttp
+proxy, on one machine, plus the gateway's Python allocations per request (bench/allocs.py).
 
     /work/venv/bin/python bench/run.py                 # default: 10 s runs, 3 repetitions
     /work/venv/bin/python bench/run.py --quick         # ~1-2 minutes, 1 repetition
@@ -62,8 +63,8 @@ CASES = {c.name: c for c in (
          about="10 connections, Connection: close (a new TCP connection per request)"),
 )}
 
-ALL_TARGETS = ["direct", "gateway", "gateway-nolog", "nginx", "nginx-nolog", "haproxy", "aiohttp"]
-DEFAULT_TARGETS = ["direct", "gateway", "gateway-nolog", "nginx", "haproxy", "aiohttp"]
+ALL_TARGETS = ["direct", "gateway", "gateway-nolog", "nginx", "nginx-nolog", "haproxy", "bare", "aiohttp"]
+DEFAULT_TARGETS = ["direct", "gateway", "gateway-nolog", "nginx", "haproxy", "bare", "aiohttp"]
 TARGET_ABOUT = {
     "direct": "wrk straight at one backend (no proxy); CPU column = the backend nginx",
     "gateway": "this gateway, 1 process, access log to a file (64 KiB buffer, 1 s flush)",
@@ -72,6 +73,8 @@ TARGET_ABOUT = {
              "(buffer=64k flush=1s)",
     "nginx-nolog": "nginx as above with access_log off",
     "haproxy": "HAProxy, nbthread 1, mode http, http-reuse always, roundrobin, no logging",
+    "bare": "bench/bare_proxy.py: uvloop + httptools callbacks, round robin, keep-alive pool, "
+            "no features (the floor for Python on uvloop)",
     "aiohttp": "bench/aiohttp_proxy.py: aiohttp server + shared ClientSession, uvloop",
 }
 
@@ -532,8 +535,9 @@ class Bench:
             conf = self.tmp / f"{label}.cfg"
             conf.write_text(haproxy_conf(port, bp))
             proc = self.spawn(label, ["haproxy", "-db", "-f", str(conf)], cpus)
-        elif name == "aiohttp":
-            proc = self.spawn(label, [PYTHON, str(REPO / "bench" / "aiohttp_proxy.py"),
+        elif name in ("aiohttp", "bare"):
+            script = "aiohttp_proxy.py" if name == "aiohttp" else "bare_proxy.py"
+            proc = self.spawn(label, [PYTHON, str(REPO / "bench" / script),
                                       "--listen", f"127.0.0.1:{port}",
                                       "--backend", f"127.0.0.2:{bp}", "--backend", f"127.0.0.3:{bp}"],
                               cpus)
@@ -632,7 +636,7 @@ def summarize(runs: list[dict], targets: list[str], cases: list[str]) -> dict:
         for target, row in summary[case].items():
             row["added_p50_us"] = (row["p50_us"] - direct if direct is not None and row["p50_us"] is not None
                                    and target != "direct" else None)
-            for ref in ("nginx", "aiohttp"):
+            for ref in ("nginx", "bare", "aiohttp"):
                 base = summary[case].get(ref)
                 for key, out in (("cpu_us_per_req", f"cpu_x_{ref}"), ("rps", f"rps_x_{ref}")):
                     ok = (base and base.get(key) and row.get(key) is not None and target != "direct")
@@ -646,7 +650,8 @@ def fmt(value, spec: str, none: str = "-") -> str:
 
 def render_table(summary: dict, targets: list[str]) -> str:
     head = (f"{'target':<14} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'+p50 µs':>8} {'CPU µs/req':>10} "
-            f"{'CPU%':>5} {'CPU×ngx':>7} {'rps×ngx':>7} {'CPU×aio':>7} {'rps×aio':>7} {'noise%':>6}  errors")
+            f"{'CPU%':>5} {'CPU×ngx':>7} {'rps×ngx':>7} {'CPU×bare':>8} {'CPU×aio':>7} {'rps×aio':>7} "
+            f"{'noise%':>6}  errors")
     lines = []
     for case, rows in summary.items():
         lines.append(f"== {case}: {CASES[case].about}")
@@ -674,12 +679,12 @@ def render_table(summary: dict, targets: list[str]) -> str:
                 f"{fmt(row['added_p50_us'], '+.0f'):>8} {cpu:>10} "
                 f"{fmt(row['cpu_util'] and row['cpu_util'] * 100, '.0f'):>5} "
                 f"{fmt(row['cpu_x_nginx'], '.2f'):>7} {fmt(row['rps_x_nginx'], '.2f'):>7} "
-                f"{fmt(row['cpu_x_aiohttp'], '.2f'):>7} {fmt(row['rps_x_aiohttp'], '.2f'):>7} "
+                f"{fmt(row['cpu_x_bare'], '.2f'):>8} {fmt(row['cpu_x_aiohttp'], '.2f'):>7} {fmt(row['rps_x_aiohttp'], '.2f'):>7} "
                 f"{fmt(row['cpu0_other_util'] and row['cpu0_other_util'] * 100, '.0f'):>6}  "
                 f"{' '.join(errs) or '-'}")
         lines.append("")
     lines.append("medians over repetitions; b = direct: CPU of the backend nginx (no proxy); "
-                 "+p50 = p50 - p50(direct);\n×ngx/×aio = ratio to nginx/aiohttp (CPU: lower is better); "
+                 "+p50 = p50 - p50(direct);\n×ngx/×bare/×aio = ratio to nginx/bare/aiohttp (CPU: lower is better); "
                  "CPU% = the target's CPU use (100 = one core); noise% = CPU 0 used by other processes")
     return "\n".join(lines)
 
@@ -701,6 +706,8 @@ def parse_args(argv=None):
     p.add_argument("--ref", help="benchmark this git commit (exported to the temp dir and built there) "
                                  "instead of the work tree, which others may be editing")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
+    p.add_argument("--allocs", type=int, default=20000, metavar="N",
+                   help="Python allocations per request over N requests (bench/allocs.py; 0: skip)")
     args = p.parse_args(argv)
     args.duration = args.duration or (3.0 if args.quick else 10.0)
     args.repeat = args.repeat or (1 if args.quick else 3)
@@ -766,6 +773,7 @@ def main(argv=None) -> int:
 
     runs: list[dict] = []
     scaling: dict = {}
+    allocs = None
     interrupted = False
     try:
         bench.start_backend()
@@ -831,6 +839,8 @@ def main(argv=None) -> int:
 
         if args.workers:
             scaling = run_scaling(bench, args)
+        # Before cleanup: a --ref export lives in the temp dir.
+        allocs = run_allocs(bench.gateway_dir, args.allocs) if args.allocs else None
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: stopping everything", file=sys.stderr)
@@ -844,16 +854,40 @@ def main(argv=None) -> int:
     if scaling:
         print()
         print(render_scaling(scaling))
+    if allocs:
+        print("\nPython allocations per proxied keep-alive request (bench/allocs.py, "
+              f"{allocs['requests']} requests): gateway {allocs['gateway']['allocs_per_request']:.1f}, "
+              f"gateway-nolog {allocs['gateway-nolog']['allocs_per_request']:.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "machine": info, "settings": {"duration_s": args.duration, "repeat": args.repeat,
                                           "targets": args.targets, "cases": args.cases,
                                           "target_about": {t: TARGET_ABOUT[t] for t in args.targets},
                                           "proxy_cpu": PROXY_CPU, "load_cpu": LOAD_CPU},
-            "summary": summary, "scaling": scaling, "runs": runs, "interrupted": interrupted},
+            "summary": summary, "scaling": scaling, "allocs": allocs, "runs": runs,
+            "interrupted": interrupted},
             indent=1, default=str))
         print(f"\nwrote {args.json}")
     return 130 if interrupted else 0
+
+
+def run_allocs(src: Path, requests: int) -> dict | None:
+    """bench/allocs.py (this tree's) against the build in ``src`` (the tree or a --ref export):
+    deterministic, so it runs after the timed runs, on any CPU."""
+    out = Path(tempfile.mkdtemp(prefix="gwallocs-")) / "allocs.json"
+    try:
+        res = subprocess.run([PYTHON, str(REPO / "bench" / "allocs.py"), "--src", str(src),
+                              "--requests", str(requests), "--json", str(out)],
+                             capture_output=True, text=True, timeout=600)
+        if res.returncode != 0:
+            print(f"!! allocs.py failed:\n{res.stderr[-2000:]}", file=sys.stderr)
+            return None
+        return json.loads(out.read_text())
+    except subprocess.TimeoutExpired:
+        print("!! allocs.py did not finish in 600 s", file=sys.stderr)
+        return None
+    finally:
+        shutil.rmtree(out.parent, ignore_errors=True)
 
 
 def run_scaling(bench: Bench, args) -> dict:

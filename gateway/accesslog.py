@@ -36,6 +36,9 @@ class AccessLog:
         self._interval = flush_interval
         self._max_backlog = max_backlog
         self.parts: list[bytes] = []     # the proxy appends rendered lines here directly
+        # Set by the request path (_speedups/accesslog.pyx): moves the lines it renders into
+        # its own buffer into ``parts``; called before every flush and Python-made line.
+        self.spill = None
         self._size = 0
         self._backlog = 0                   # bytes handed to the writer, not yet written
         self._lock = threading.Lock()
@@ -46,14 +49,18 @@ class AccessLog:
         self._timer = loop.call_later(flush_interval, self._periodic_flush)
 
     def log(self, entry: dict) -> None:
-        """Log a line made in Python (the request path renders its own, see _speedups.proxy)."""
+        """Log a line made in Python (the request path renders its own, see _speedups/accesslog.pyx)."""
         line = orjson.dumps(entry, option=_APPEND_NEWLINE)
+        if self.spill is not None:
+            self.spill()                # the request path's lines first: in order
         self.parts.append(line)
         self._size += len(line)
         if self._size >= self.limit:
             self.flush()
 
     def flush(self) -> None:
+        if self.spill is not None:
+            self.spill()
         if not self.parts:
             return
         data = b"".join(self.parts)

@@ -260,8 +260,8 @@ class DataPlane:
 
     def _redispatch(self, service: Service, taken_out) -> None:
         """Requests waiting for an answer from endpoints just taken out go elsewhere now
-        (see DownstreamProtocol.redispatch), after the table changed, so that they cannot
-        pick the same endpoint again."""
+        (see Exchange.redispatch_from in _speedups/exchange.pyx), after the table changed,
+        so that they cannot pick the same endpoint again."""
         if taken_out:
             moved = self.ctx.redispatch(service, taken_out)
             if moved:

@@ -603,7 +603,10 @@ def copy_build_sources(dest: Path) -> None:
 
 
 def run_stage_command(command: str, wheels: Path, cwd: Path, env: dict) -> None:
-    command = re.sub(r"--mount=\S+\s*", "", command).replace("/wheels", str(wheels))
+    # The stage's absolute paths go under the test's directory: on the host they would
+    # outlive the test (a second run's "mkdir /runtime-libs" failed on the first's).
+    command = (re.sub(r"--mount=\S+\s*", "", command).replace("/wheels", str(wheels))
+               .replace("/runtime-libs", str(wheels.parent / "runtime-libs")))
     result = subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=cwd, env=env,
                             capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, (command, result.stdout[-3000:], result.stderr[-3000:])

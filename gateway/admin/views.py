@@ -436,7 +436,7 @@ def explain(gw, method: str, host: str | None, path: str,
     index = gw.dataplane.routes.index(matched)
     rc = gw.dataplane.route_configs[index]     # in the router's order (route_order: precedence)
     answer["route"] = _route(rc, index, _route_traffic(gw).get(rc.name))
-    # As _speedups/proxy.pyx sends it: a rewrite applies to the normalized path.
+    # As _speedups/exchange.pyx sends it: a rewrite applies to the normalized path.
     prefix = rc.match.matched_prefix
     rewrites = rc.rewrite_prefix is not None and prefix
     target = path if policy.forward_original and not rewrites else normalized_target

@@ -15,7 +15,7 @@ from gateway.config import HealthCheckConfig, OutlierConfig, SlowStart
 FLAG_ACTIVE_FAILED = 1          # same bits as _speedups.table
 FLAG_EJECTED = 2
 
-# Failure kinds reported by the request path (see _speedups/proxy.pyx).
+# Failure kinds reported by the request path (see _speedups/exchange.pyx).
 GATEWAY_ERRORS = frozenset({"connect_failed", "connect_timeout", "upstream_reset",
                             "upstream_timeout", "bad_response"})
 KIND_5XX = "upstream_5xx"

@@ -1,0 +1,71 @@
+"""What every connection of a worker shares (compiled): settings, counters, the access
+log's buffer, the router, and the deadline ticker."""
+from _speedups.forwarded import TrustedProxies
+from _speedups.path import PathPolicy
+from _speedups.router import Router
+from _speedups.service import Service
+from typing import Any, Callable, Iterable
+
+class Connection:
+    """A client connection as the context drives it (deadlines, drain, redispatch)."""
+
+    def close(self) -> None: ...
+    def internal_error(self, exc: BaseException) -> None: ...
+
+class Context:
+    connect_timeout: float
+    response_timeout: float
+    idle_timeout: float
+    header_timeout: float
+    max_head_size: int
+    max_headers: int
+    max_uri: int
+    max_body: int
+    max_response_head: int
+    max_connections: int
+    max_requests_per_connection: int
+    body_idle_timeout: float
+    path_policy: PathPolicy
+    trusted_proxies: TrustedProxies | None
+    via: bytes
+    draining: bool
+    drain_grace: float
+    on_upstream_result: Callable[[Service, Any, str | None], None] | None
+    """f(service, upstream, failure kind or None for a recovery), passive health."""
+    requests_in_flight: int
+    retries_in_flight: int
+    retry_budget_ratio: float
+    retry_budget_min: int
+    def __init__(self, loop: Any, *, connect_timeout: float = 1.0, response_timeout: float = 15.0,
+                 idle_timeout: float = 60.0, header_timeout: float = 10.0,
+                 max_head_size: int = 65536, max_headers: int = 100, max_uri: int = 8192,
+                 max_body: int = 0, max_response_head: int = 65536, max_connections: int = 10000,
+                 max_requests_per_connection: int = 10000, body_idle_timeout: float = 30.0,
+                 access_log: Any = None, via: bytes = b"1.1 gateway",
+                 request_id_prefix: bytes | None = None) -> None: ...
+    @property
+    def loop(self) -> Any: ...
+    @property
+    def router(self) -> Router: ...
+    @property
+    def connections(self) -> set[Connection]: ...
+    @property
+    def touched(self) -> list: ...
+    @property
+    def stats(self) -> dict[str, int]: ...
+    @property
+    def access_log(self) -> Any: ...
+    def set_router(self, router: Router) -> None: ...
+    def counter_list(self) -> list[int]: ...
+    def take_touched(self) -> list:
+        """The Upstreams and Routes whose counters moved since the last call."""
+    def set_access_log(self, access_log: Any) -> None:
+        """``access_log`` has ``parts`` (a list of lines), ``limit`` (bytes) and ``flush()``."""
+    def start_ticker(self, interval: float = 0.1) -> None: ...
+    def stop_ticker(self) -> None: ...
+    def tick(self) -> None: ...
+    def redispatch(self, service: Service, upstreams: Iterable[Any]) -> int:
+        """Move ``service``'s requests waiting on these endpoints elsewhere; how many moved."""
+    def close_idle_connections(self) -> None: ...
+    def drain_idle_connections(self, grace: float) -> None: ...
+    def active_connections(self) -> int: ...

@@ -1,0 +1,180 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""What every connection of a worker shares: the current router, settings, counters, the
+access log's buffer, and the deadline ticker that checks every connection a few times a
+second (no timer object per request)."""
+import os as _os
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdio cimport snprintf
+
+from _speedups.clock cimport monotonic
+from _speedups.stats cimport N_STATS
+from _speedups.stats import STAT_NAMES
+
+
+
+cdef class Connection:
+
+    cdef void check_deadlines(self, double now):
+        pass
+
+    cdef bint is_idle(self):
+        return False
+
+    cdef void drain(self, double deadline):
+        pass
+
+    cdef int redispatch(self, Service service, set gone) except -1:
+        return 0
+
+    cpdef close(self):
+        pass
+
+    cpdef internal_error(self, object exc):
+        pass
+
+
+cdef class Context:
+
+    def __init__(self, loop, *, double connect_timeout=1.0, double response_timeout=15.0,
+                 double idle_timeout=60.0, double header_timeout=10.0,
+                 Py_ssize_t max_head_size=65536, Py_ssize_t max_headers=100,
+                 Py_ssize_t max_uri=8192, long long max_body=0, Py_ssize_t max_response_head=65536,
+                 Py_ssize_t max_connections=10000, long max_requests_per_connection=10000,
+                 double body_idle_timeout=30.0,
+                 access_log=None, via=b"1.1 gateway", request_id_prefix=None):
+        self.loop = loop
+        self.router = Router(())
+        self.connect_timeout = connect_timeout
+        self.response_timeout = response_timeout
+        self.idle_timeout = idle_timeout
+        self.header_timeout = header_timeout
+        self.max_head_size = max_head_size
+        self.max_headers = max_headers
+        self.max_uri = max_uri
+        self.max_body = max_body
+        self.max_response_head = max_response_head
+        self.max_connections = max_connections
+        self.max_requests_per_connection = max_requests_per_connection
+        self.body_idle_timeout = body_idle_timeout
+        self.path_policy = PathPolicy()
+        self.trusted_proxies = None
+        self.set_access_log(access_log)
+        self.via = via
+        # Random per process: ids stay unique across workers, restarts and replicas.
+        self.request_id_prefix = (request_id_prefix or _os.urandom(4).hex().encode()) + b"-"
+        self.request_counter = 0
+        self.connections = set()
+        self.draining = False
+        self.on_upstream_result = None
+        self.drain_grace = 1.0
+        self.touched = []
+        self.requests_in_flight = 0
+        self.retries_in_flight = 0
+        self.retry_budget_ratio = 0.2
+        self.retry_budget_min = 3
+        self.ticker = None
+        cdef int i
+        for i in range(<int>N_STATS):
+            self.counters[i] = 0
+
+    def set_router(self, Router router):
+        self.router = router
+
+    @property
+    def stats(self):
+        """The counters as a dict (built when asked: the request path bumps C integers)."""
+        return {name: self.counters[i] for i, name in enumerate(STAT_NAMES)}
+
+    def counter_list(self):
+        """The counters in STAT_NAMES order, for the worker's report."""
+        cdef int i
+        return [self.counters[i] for i in range(<int>N_STATS)]
+
+    def take_touched(self):
+        """The Upstreams and Routes whose counters moved since the last call."""
+        out = list(self.touched)
+        del self.touched[:]
+        return out
+
+    @property
+    def access_log(self):
+        return self.log.access_log if self.log is not None else None
+
+    def set_access_log(self, access_log):
+        """``access_log`` has ``parts`` (a list of lines), ``limit`` (bytes), ``flush()`` and
+        ``spill`` (set here).  Lines held for a log being replaced go to it first."""
+        if self.log is not None:
+            self.log.detach()
+        self.log = LogBuffer(access_log) if access_log is not None else None
+
+    def start_ticker(self, double interval=0.1):
+        """Check every connection's deadlines each ``interval`` seconds."""
+        self.tick_interval = interval
+        self.ticker = self.loop.call_later(interval, self.tick)
+
+    def stop_ticker(self):
+        if self.ticker is not None:
+            self.ticker.cancel()
+            self.ticker = None
+
+    def tick(self):
+        cdef Connection conn
+        cdef double now = monotonic()
+        for conn in list(self.connections):
+            try:
+                conn.check_deadlines(now)
+            except Exception as exc:
+                conn.internal_error(exc)
+        self.ticker = self.loop.call_later(self.tick_interval, self.tick)
+
+    def redispatch(self, Service service, upstreams):
+        """Send ``service``'s requests waiting on these (just ejected or removed) endpoints
+        elsewhere.  By service: health is per service, while an Upstream may be shared.
+
+        Called by the data plane when it applies flags that take an endpoint out or a
+        membership change that drops it, so rarely that a scan of the connections (as
+        tick() makes several times a second) beats keeping a per-endpoint set of waiting
+        requests on the hot path.  Returns how many requests moved.
+        """
+        cdef Connection conn
+        cdef int moved = 0
+        cdef set gone = set(upstreams)
+        if not gone:
+            return 0
+        for conn in list(self.connections):
+            try:
+                moved += conn.redispatch(service, gone)
+            except Exception as exc:
+                conn.internal_error(exc)
+        return moved
+
+    cdef bytes next_request_id(self):
+        """The prefix and a counter in hex, made as one bytes object."""
+        cdef char buf[96]
+        cdef int n
+        self.request_counter += 1
+        if PyBytes_GET_SIZE(self.request_id_prefix) > 64:
+            return self.request_id_prefix + b"%x" % self.request_counter
+        n = snprintf(buf, sizeof(buf), "%s%llx", PyBytes_AS_STRING(self.request_id_prefix),
+                     self.request_counter)
+        return PyBytes_FromStringAndSize(buf, n)
+
+    def close_idle_connections(self):
+        """For graceful shutdown: close client connections with no request in progress."""
+        cdef Connection conn
+        for conn in list(self.connections):
+            if conn.is_idle():
+                conn.close()
+
+    def drain_idle_connections(self, double grace):
+        """Shutting down: idle connections close within ``grace`` unless a request comes first."""
+        cdef Connection conn
+        cdef double deadline = monotonic() + grace
+        self.drain_grace = grace
+        for conn in list(self.connections):
+            if conn.is_idle():
+                conn.drain(deadline)
+
+    def active_connections(self):
+        return len(self.connections)

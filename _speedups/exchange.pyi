@@ -1,0 +1,13 @@
+"""One request/response as a state machine (compiled); C interfaces only."""
+from _speedups.context import Connection
+from _speedups.upstream import UpstreamOwner
+
+class Downstream(Connection):
+    """What an exchange answers through (a client connection)."""
+
+    @property
+    def proto(self) -> bytes: ...
+
+class Exchange(UpstreamOwner): ...
+class RetryPolicy: ...
+class PassiveHealth: ...

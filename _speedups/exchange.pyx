@@ -1,0 +1,924 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""One request and its response (an exchange), as a state machine (``ExchangeState``).
+
+The downstream connection hands the exchange a parsed head (``start``), the request body
+as framed chunks (``receive_body``, ``body_received``) and its own troubles (``fail``,
+``client_gone``); the exchange answers through the ``Downstream`` interface
+(``send_head``, ``send_body``, ``send_error``, ``exchange_done``).  It never touches the
+client's transport, so an HTTP/2 connection can drive several exchanges at once.
+
+Upstream, the exchange borrows an ``UpstreamConnection`` (pooled, or connected here: the
+only task on the request path), which parses the response and reports heads and body
+bytes.  What to do after a failure is asked of small policy objects, on failure only:
+``RetryPolicy`` (may it go again, and where) and ``PassiveHealth`` (what the control
+plane hears).
+
+States, and the methods that serve them: X_ROUTING ``route_request`` -> ``try_upstream``;
+X_CONNECTING ``connect`` / ``on_connected``; X_WAITING ``send_request``, ``on_final_head``;
+X_RESPONDING ``upstream_body``, ``finish_response``; X_TUNNEL ``start_tunnel``;
+X_DONE ``finish``.
+"""
+import logging
+from asyncio import CancelledError
+
+from _speedups.clock cimport monotonic
+from _speedups.accesslog cimport dumps, json_string
+from _speedups.http cimport (
+    MODE_LENGTH, MODE_UNTIL_CLOSE, BodyFramer, build_request_head, response_framing)
+from _speedups.path cimport NORM_OK, NORM_REDIRECT, PATH_FORWARD_ORIGINAL, outcome_reason
+from _speedups.stats cimport (
+    N_STATS, ST_CONNECT_FAILURES, ST_INTERNAL_ERRORS, ST_OVERFLOW_CONNECTIONS,
+    ST_OVERFLOW_PENDING, ST_OVERFLOW_REQUESTS, ST_OVERFLOW_RETRIES, ST_REDISPATCHED,
+    ST_REQUESTS, ST_RETRIES, ST_UPSTREAM_CONNECTS, status_class_stat)
+from _speedups.table cimport hash_bytes
+
+cdef object _log = logging.getLogger("gateway.proxy")
+
+cdef enum:
+    PENDING_LIMIT = 262144      # bytes of request body held while connecting
+    REPLAY_LIMIT = 65536        # bytes of request body kept so the request can be retried
+
+# Failure kinds reported to the context (passive health) and written to the log.
+cdef str KIND_CONNECT = "connect_failed"
+cdef str KIND_CONNECT_TIMEOUT = "connect_timeout"
+cdef str KIND_RESET = "upstream_reset"
+cdef str KIND_TIMEOUT = "upstream_timeout"
+cdef str KIND_BAD_RESPONSE = "bad_response"
+cdef str KIND_5XX = "upstream_5xx"
+
+cdef bytes EMPTY = b""
+
+
+cdef class Downstream(Connection):
+    """The interface only: ``downstream.Http1Connection`` implements it."""
+
+    cdef bint send_interim(self, Exchange ex, ResponseHead head) except -1:
+        return True
+
+    cdef bint send_head(self, Exchange ex, ResponseHead head, int framing) except -1:
+        return True
+
+    cdef bint send_body(self, Exchange ex, bytes data, long long holdable) except -1:
+        return True
+
+    cdef bint unsend(self, Exchange ex) except -1:
+        return False
+
+    cdef bint send_error(self, Exchange ex, int status, str message, bytes location,
+                         bytes extra_header) except -1:
+        return True
+
+    cdef bint open_tunnel(self, Exchange ex, ResponseHead head) except -1:
+        return True
+
+    cdef bint tunnel_data(self, bytes data) except -1:
+        return True
+
+    cdef void pause_body(self, int reason):
+        pass
+
+    cdef void resume_body(self, int reason):
+        pass
+
+    cdef void exchange_done(self, Exchange ex, bint completed):
+        pass
+
+    cdef void abort_connection(self):
+        pass
+
+
+cdef class Exchange(UpstreamOwner):
+    """One request/response.  A downstream may reuse one for its next request."""
+
+    def __init__(self, Context ctx, Downstream downstream):
+        self.ctx = ctx
+        self.downstream = downstream
+        self.state = X_IDLE
+        self.endpoint_index = -1
+
+    # -- driven by the downstream -----------------------------------------
+
+    cdef void start(self, RequestHead head, bint has_body, long long head_size):
+        cdef Context ctx = self.ctx
+        self.head = head
+        self.body_complete = not has_body
+        self.norm_target = None
+        self.client_ip = self.downstream.client_bytes
+        if ctx.trusted_proxies is not None and head.forwarded_for is not None:
+            self.client_ip = ctx.trusted_proxies.client(self.downstream.client_bytes, head.forwarded_for)
+        self.t_start = monotonic()
+        self.request_id = head.request_id if head.request_id is not None else ctx.next_request_id()
+        self.status = 0
+        self.error = None
+        self.attempts = 0
+        self.tried = None
+        self.response_started = False
+        self.resp_head = None
+        self.bytes_sent = 0
+        self.bytes_received = head_size
+        self.pending = None
+        self.pending_size = 0
+        self.replay = [] if has_body else None      # a bodiless request has nothing to replay
+        self.replay_size = 0
+        self.replayable = True
+        self.written_upstream = False
+        self.upstream = None
+        self.endpoint_index = -1
+        self.service = None
+        self.t_connect = -1.0
+        self.t_response = -1.0
+        self.route = None
+        self.response_deadline = 0
+        self.total_deadline = 0
+        self.budgeted_retry = False
+        self.budget_refused = False
+        self.breaker_service = None
+        self.breaker_retry = False
+        ctx.requests_in_flight += 1
+        ctx.counters[ST_REQUESTS] += 1
+        self.state = X_ROUTING
+        if ctx.max_body and head.content_length > ctx.max_body:
+            self.respond_error(413, f"request body larger than limits.max_body ({ctx.max_body} bytes)")
+            return
+        self.route_request()
+
+    cdef void receive_body(self, bytes chunk):
+        """A piece of the request body, as framed on the wire (chunked stays chunked)."""
+        if self.replay is not None:
+            if self.replay_size + len(chunk) <= REPLAY_LIMIT:
+                self.replay.append(chunk)
+                self.replay_size += len(chunk)
+            else:
+                self.replayable = False     # too large to keep: a sent request is not retried
+                self.replay = None
+        if self.up is not None:
+            self.up.write(chunk)
+            return
+        if self.pending is None:
+            self.pending = []
+        self.pending.append(chunk)
+        self.pending_size += len(chunk)
+        if self.pending_size > PENDING_LIMIT:
+            self.downstream.pause_body(PAUSE_PENDING)
+
+    cdef void body_received(self):
+        self.body_complete = True
+        if self.up is not None and self.resp_head is None:
+            self.arm_response_timer()
+
+    cdef void fail(self, int status, str reason):
+        """The request cannot be read on (a framing error in its body, a limit, a timeout)."""
+        self.drop_upstream()
+        self.downstream.keep_alive = False
+        if self.response_started:
+            self.error = reason
+            self.finish(False)
+            self.downstream.close()
+        else:
+            self.respond_error(status, reason)
+
+    cdef void client_gone(self):
+        """The client connection was lost with this exchange in progress."""
+        if self.state == X_IDLE or self.state == X_DONE:
+            return
+        self.drop_upstream()
+        if not self.response_started and self.state != X_TUNNEL:
+            self.status = 499               # nginx's "client closed request"
+            self.error = "client closed connection"
+        self.finish(False)
+
+    cdef void client_write_paused(self, bint paused):
+        """The client reads slowly: stop reading its response upstream, until it catches up."""
+        if self.up is not None:
+            if paused:
+                self.up.pause()
+            else:
+                self.up.resume()
+
+    cdef void tunnel_in(self, bytes data):
+        if self.up is not None:
+            self.up.write(data)
+
+    cdef bint tunnel_eof(self):
+        """The client half-closed a tunnel: pass it on (True) if the upstream can take it."""
+        if self.up is not None and self.up.transport.can_write_eof():
+            self.up.transport.write_eof()
+            return True
+        return False
+
+    cdef bint check_deadlines(self, double now) except -1:
+        """The route's timeout and the per-try response timeout; True when one fired."""
+        if self.state < X_ROUTING or self.state > X_RESPONDING:
+            return False
+        if self.total_deadline > 0 and now >= self.total_deadline:
+            self.total_deadline = 0
+            if self.response_started:
+                self.abort_response("route timeout during the response")
+            else:
+                self.upstream_timed_out(False, "route timeout")
+            return True
+        if self.response_deadline > 0 and now >= self.response_deadline:
+            self.response_deadline = 0
+            if not self.response_started and self.up is not None:
+                self.upstream_timed_out(True, "timed out")
+            return True
+        return False
+
+    cdef int redispatch_from(self, Service service, set gone) except -1:
+        """This request's endpoint was ejected while it waits for the response head: when it
+        is idempotent and has a retry left, send it to another endpoint (another cluster
+        first, as any retry) now rather than at its timeout.  A hung endpoint would hold it
+        for the whole response timeout; an ejected one is not expected to answer soon.
+        Nothing is reported to passive health: the endpoint is out already.  A request still
+        connecting is left to its (short) connect timeout; a non-idempotent one keeps
+        waiting, since the endpoint may yet process it.
+        """
+        cdef Upstream upstream = self.upstream
+        if (self.service is not service or upstream is None or upstream not in gone
+                or self.up is None or self.resp_head is not None or self.up.buf
+                or self.state < X_ROUTING or self.state > X_RESPONDING):
+            return 0
+        if not _retry.allowed(self, True):
+            return 0
+        self.error = f"upstream {upstream.host} was ejected while the request waited for its answer"
+        self.drop_upstream()
+        self.connect_id += 1
+        self.response_deadline = 0
+        self.release_endpoint()
+        self.ctx.counters[ST_REDISPATCHED] += 1
+        self.try_upstream()
+        return 1
+
+    cpdef internal_error(self, object exc):
+        self.downstream.internal_error(exc)
+
+    # -- X_ROUTING ----------------------------------------------------------
+
+    cdef void route_request(self):
+        cdef Context ctx = self.ctx
+        cdef RequestHead head = self.head
+        cdef Route route
+        cdef Service service
+        if not self.normalize_path(head):
+            return
+        found = ctx.router.match(head)
+        if found is None:
+            self.respond_error(404, "no route matches this request")
+            return
+        route = self.route = <Route>found
+        if route.filters is not None and self.answer_by_filters(route.filters, head):
+            return
+        service = self.service = route.pick_service()
+        if self.over_limit(service, service.max_requests, service.active_requests,
+                           b"max_requests", ST_OVERFLOW_REQUESTS):
+            return
+        self.breaker_service = service
+        service.active_requests += 1
+        target = head.target
+        # A rewrite replaces the prefix the route matched, which only the normalized path
+        # is known to start with: it applies to that one even when the original is forwarded.
+        if self.norm_target is not None and (route.rewrite_from is not None
+                                             or not ctx.path_policy.flags & PATH_FORWARD_ORIGINAL):
+            target = self.norm_target
+        self.upstream_target = route.rewrite_target(target)
+        if route.filters is not None:
+            self.apply_request_filters(route.filters, head)
+        if route.timeout > 0:
+            self.total_deadline = self.t_start + route.timeout
+        self.try_upstream()
+
+    cdef bint normalize_path(self, RequestHead head) except -1:
+        """Route on the normalized path (``_speedups/path.pyx``); False when answered here instead.
+
+        ``head.path`` becomes the normalized path; ``head.target`` stays as received,
+        for the access log and for ``forward: original``.
+        """
+        cdef int outcome = NORM_OK
+        cdef bytes path = head.path
+        cdef bytes normalized = self.ctx.path_policy.normalize(path, &outcome)
+        if outcome == NORM_OK and normalized is path:
+            return True                     # the common case: nothing to do, nothing allocated
+        if normalized is not None:
+            self.norm_target = normalized + head.target[len(path):]   # the query is untouched
+        if outcome == NORM_OK:
+            head.path = normalized
+            return True
+        if outcome == NORM_REDIRECT:
+            self.respond_error(307, "escaped slash in the request path: redirected",
+                               self.norm_target)
+        else:
+            self.respond_error(400, outcome_reason(outcome))
+        return False
+
+    cdef bint answer_by_filters(self, RouteFilters filters, RequestHead head) except -1:
+        """True when the route's filters answer the request here (redirect, or no valid backend)."""
+        if filters.direct_status:
+            self.respond_error(filters.direct_status, filters.direct_reason)
+            return True
+        if filters.redirect is not None:
+            self.respond_error(filters.redirect.status, "redirected",
+                               filters.redirect.location(head, self.downstream.proto))
+            return True
+        return False
+
+    cdef void apply_request_filters(self, RouteFilters filters, RequestHead head):
+        """URLRewrite's path, RequestHeaderModifier and RequestMirror, once per request (a
+        retry resends what they made)."""
+        if filters.rewrite_path is not None:
+            self.upstream_target = filters.rewrite_target(self.upstream_target)
+        if filters.request_headers is not None:
+            head.headers = filters.request_headers.apply(head.headers)
+        if filters.mirrors and head.content_length <= 0 and not head.chunked:
+            # Bodiless requests only: a copy of a body would have to be buffered or would
+            # hold the main request back. A mirror never fails this request: it only queues.
+            host = filters.rewrite_host or head.host or b""
+            copy = build_request_head(head, self.upstream_target, host, self.downstream.client_bytes,
+                                      self.request_id, self.ctx.via, False, self.downstream.proto,
+                                      self.client_ip)
+            for mirror in filters.mirrors:
+                try:
+                    mirror(copy)
+                except Exception:
+                    self.ctx.counters[ST_INTERNAL_ERRORS] += 1
+                    _log.exception("request mirror failed")
+
+    cdef void try_upstream(self):
+        """Pick an endpoint not tried yet and send the request to it."""
+        cdef Service service = self.service
+        cdef EndpointTable table = service.table
+        cdef Upstream upstream
+        cdef UpstreamConnection conn
+        cdef int index
+        if service.hash_header is not None or service.hash_source_ip:
+            self.set_hash_key(table)
+        if self.attempts == 0:
+            index = table.pick(None)
+        else:
+            if not self.breaker_retry:
+                if self.over_limit(service, service.max_retries, service.active_retries,
+                                   b"max_retries", ST_OVERFLOW_RETRIES):
+                    return
+                self.breaker_retry = True
+                service.active_retries += 1
+            index = _retry.pick(self, table)
+        if index < 0:
+            if self.attempts == 0:
+                self.respond_error(503, f"no healthy endpoint for service {service.key}")
+            else:
+                self.respond_error(502, self.error or "upstream failed")
+            return
+        upstream = <Upstream>table.endpoint(index)
+        if self.attempts:
+            self.tried_upstreams().append(upstream)
+        self.attempts += 1
+        self.endpoint_index = index
+        self.upstream = upstream
+        if self.attempts > 1:
+            self.ctx.counters[ST_RETRIES] += 1
+        table.acquire(index)
+        self.table_generation = table.generation
+        upstream.requests += 1
+        upstream.inflight += 1
+        upstream.touch()
+        conn = upstream.take_idle()
+        if conn is not None:
+            self.t_connect = 0.0
+            self.send_request(conn)
+        else:
+            self.connect(upstream)
+
+    cdef void set_hash_key(self, EndpointTable table):
+        """ring_hash: the key of this request, before every pick (another request may have
+        set its own in between).  No header: the request id, so such requests spread."""
+        cdef bytes value = None
+        if self.service.hash_source_ip:
+            value = self.client_ip
+        else:
+            value = self.head.header(self.service.hash_header)
+        table.set_key(hash_bytes(value if value is not None else self.request_id))
+
+    cdef bint over_limit(self, Service service, int limit, int count, bytes name, int stat):
+        """Answer 503 naming the circuit breaker when ``count`` is at ``limit`` (0: none)."""
+        if limit <= 0 or count < limit:
+            return False
+        self.ctx.counters[stat] += 1
+        self.respond_error(503, f"circuit breaker open: service {service.key} is at "
+                                f"{name.decode()} ({limit})", None, b"X-Gateway-Overloaded: " + name)
+        return True
+
+    # -- X_CONNECTING -------------------------------------------------------
+
+    cdef void connect(self, Upstream upstream):
+        cdef Context ctx = self.ctx
+        cdef Service service = self.service
+        cdef Py_ssize_t max_head = ctx.max_response_head, max_headers = ctx.max_headers
+        if self.over_limit(service, service.max_connections, service.connections,
+                           b"max_connections", ST_OVERFLOW_CONNECTIONS):
+            return
+        if self.over_limit(service, service.max_pending, service.pending,
+                           b"max_pending", ST_OVERFLOW_PENDING):
+            return
+        # Counted from the connect on: a connection being opened is one (as Envoy counts).
+        service.connections += 1
+        service.pending += 1
+        ctx.counters[ST_UPSTREAM_CONNECTS] += 1
+        self.state = X_CONNECTING
+        self.t_try = monotonic()
+        self.connect_id += 1
+        factory = lambda: UpstreamConnection(upstream, max_head, max_headers)
+        if upstream.ssl is None:
+            connecting = ctx.loop.create_connection(factory, upstream.ip, upstream.port)
+        else:
+            connecting = ctx.loop.create_connection(
+                factory, upstream.ip, upstream.port, ssl=upstream.ssl,
+                server_hostname=upstream.server_hostname, ssl_handshake_timeout=ctx.connect_timeout)
+        task = ctx.loop.create_task(connecting)
+        timer = ctx.loop.call_later(ctx.connect_timeout, task.cancel)
+        cdef int connect_id = self.connect_id
+        task.add_done_callback(lambda t: self.guarded_on_connected(t, timer, connect_id, upstream,
+                                                                   service))
+
+    def guarded_on_connected(self, task, timer, int connect_id, Upstream upstream, Service service):
+        # Each connect() is one pending slot and one connection until here; a connection
+        # that was made keeps its slot until it closes (UpstreamConnection.connection_lost).
+        service.pending -= 1
+        if task.cancelled() or task.exception() is not None:
+            service.connections -= 1
+        else:
+            (<UpstreamConnection>task.result()[1]).breaker = service
+        try:
+            self.on_connected(task, timer, connect_id, upstream)
+        except Exception as exc:
+            self.internal_error(exc)
+
+    cdef void on_connected(self, object task, object timer, int connect_id, Upstream upstream):
+        cdef UpstreamConnection conn
+        timer.cancel()
+        try:
+            conn = <UpstreamConnection>task.result()[1]
+        except CancelledError:
+            self.upstream_failed(connect_id, upstream, KIND_CONNECT_TIMEOUT,
+                                 f"connect to {upstream.host} timed out", True)
+            return
+        except OSError as exc:
+            self.upstream_failed(connect_id, upstream, KIND_CONNECT,
+                                 f"connect to {upstream.host} failed: {exc.strerror or exc}", True)
+            return
+        if connect_id != self.connect_id or self.downstream.closed or self.upstream is not upstream:
+            upstream.give_back(conn, monotonic())   # this request moved on; keep the connection
+            return
+        self.t_connect = monotonic() - self.t_try
+        self.send_request(conn)
+
+    # -- X_WAITING ------------------------------------------------------------
+
+    cdef void send_request(self, UpstreamConnection conn):
+        cdef RequestHead head = self.head
+        cdef Route route = self.route
+        conn.lend(self)
+        self.up = conn
+        self.state = X_WAITING
+        self.t_try = monotonic()
+        host = head.host if head.host is not None else self.upstream.host_bytes
+        if route.filters is not None and route.filters.rewrite_host is not None:
+            host = route.filters.rewrite_host     # URLRewrite; X-Forwarded-Host keeps the client's
+        conn.write(build_request_head(
+            head, self.upstream_target, host, self.downstream.client_bytes, self.request_id,
+            self.ctx.via, head.upgrade is not None, self.downstream.proto, self.client_ip))
+        # A retry after an attempt that wrote to its upstream resends the whole body so
+        # far (kept in ``replay``); otherwise ``pending`` holds all not yet written.
+        body = self.replay if self.written_upstream else self.pending
+        if body:
+            for chunk in body:
+                conn.write(chunk)
+        self.written_upstream = True
+        if self.pending is not None:
+            self.pending = None
+            self.pending_size = 0
+            self.downstream.resume_body(PAUSE_PENDING)
+        if self.body_complete:
+            self.arm_response_timer()
+
+    cdef void arm_response_timer(self):
+        cdef Route route = self.route
+        self.response_deadline = monotonic() + (route.per_try_timeout if route.per_try_timeout > 0
+                                                else self.ctx.response_timeout)
+
+    cdef bint upstream_interim(self, UpstreamConnection conn, ResponseHead head) except -1:
+        if conn is not self.up:
+            conn.close()
+            return False
+        self.downstream.send_interim(self, head)
+        return True
+
+    cdef bint upstream_head(self, UpstreamConnection conn, ResponseHead head) except -1:
+        if conn is not self.up:
+            conn.close()
+            return False
+        if head.status == 101:
+            if self.head.upgrade is None:
+                self.bad_response("101 Switching Protocols to a request that asked for no upgrade")
+                return False
+            return self.start_tunnel(conn, head)
+        return self.on_final_head(conn, head)
+
+    cdef bint on_final_head(self, UpstreamConnection conn, ResponseHead head) except -1:
+        """Take the final response head; False when the request went to another endpoint instead."""
+        cdef Route route = self.route
+        cdef Service service = self.service
+        cdef int framing = response_framing(head, self.head.method)
+        cdef double now = monotonic()
+        cdef int index
+        self.t_response = now - self.t_try
+        if service.observe_latency:
+            index = self.endpoint_index
+            if service.table.generation != self.table_generation:
+                index = service.table.index_of(self.upstream.key)
+            if index >= 0:
+                service.table.observe(index, self.t_response, now)
+        if head.status >= 500 and head.status in service.outlier_statuses:
+            self.report_failure(KIND_5XX)
+        if head.status == 502 or head.status == 503 or head.status == 504:
+            if route.retry_5xx and _retry.allowed(self, True):
+                self.retry_elsewhere(f"upstream {self.upstream.host} answered {head.status}")
+                return False
+        self.resp_head = head
+        self.status = head.status
+        self.response_started = True
+        self.response_deadline = 0
+        self.state = X_RESPONDING
+        if framing == MODE_UNTIL_CLOSE or not self.body_complete:
+            # The body ends when the upstream closes; or the client's would have to be drained.
+            self.downstream.keep_alive = False
+        conn.expect_body(framing, head.content_length)
+        if route.filters is not None and route.filters.response_headers is not None:
+            head.headers = route.filters.response_headers.apply(head.headers)
+        self.downstream.send_head(self, head, framing)
+        if head.status < 500:
+            self.report_success()
+        return True
+
+    # -- X_RESPONDING ---------------------------------------------------------
+
+    cdef bint upstream_body(self, UpstreamConnection conn, bytes data) except -1:
+        if conn is not self.up:
+            conn.close()
+            return False
+        cdef BodyFramer framer = conn.framer
+        self.bytes_sent += len(data)
+        self.downstream.send_body(
+            self, data, framer.remaining if framer.mode == MODE_LENGTH and not framer.done else -1)
+        if framer.done:
+            self.finish_response()
+        return True
+
+    cdef bint upstream_body_error(self, UpstreamConnection conn, str reason) except -1:
+        if self.downstream.unsend(self):    # nothing reached the client yet: it gets a 502
+            self.response_started = False
+            self.bad_response(reason)
+        else:
+            self.abort_response(reason)
+        return True
+
+    cdef void finish_response(self):
+        """The response is complete: return the upstream connection, then finish."""
+        cdef UpstreamConnection conn = self.up
+        cdef bint reusable
+        if not self.body_complete:
+            # The upstream answered before the request body was all sent: close both.
+            self.downstream.keep_alive = False
+        if conn is not None:
+            reusable = (self.resp_head.keep_alive and self.body_complete
+                        and conn.framer.mode != MODE_UNTIL_CLOSE and not conn.extra
+                        and self.head.minor == 1)
+            self.up = None
+            if reusable:
+                self.upstream.give_back(conn, monotonic())
+            else:
+                conn.close()
+        self.finish(True)
+
+    # -- X_TUNNEL ---------------------------------------------------------------
+
+    cdef bint start_tunnel(self, UpstreamConnection conn, ResponseHead head) except -1:
+        self.resp_head = head
+        self.status = 101
+        self.response_started = True
+        self.response_deadline = 0
+        self.total_deadline = 0
+        self.state = X_TUNNEL
+        conn.tunnel = True
+        self.downstream.open_tunnel(self, head)
+        return True
+
+    cdef bint upstream_tunnel_data(self, bytes data) except -1:
+        self.downstream.tunnel_data(data)
+        return True
+
+    # -- the upstream's troubles ------------------------------------------------
+
+    cdef bint upstream_bad(self, UpstreamConnection conn, str reason) except -1:
+        if conn is not self.up:
+            conn.close()
+            return False
+        self.bad_response(reason)
+        return True
+
+    cdef void upstream_write_paused(self, bint paused):
+        if paused:
+            self.downstream.pause_body(PAUSE_UPSTREAM_FULL)
+        else:
+            self.downstream.resume_body(PAUSE_UPSTREAM_FULL)
+
+    cdef bint upstream_gone(self, UpstreamConnection conn, object exc) except -1:
+        """The upstream connection ended (EOF or loss) while lent to this exchange."""
+        if conn is not self.up:
+            return False
+        if self.state == X_TUNNEL:
+            self.up = None
+            self.finish(False)
+            self.downstream.close()
+            return True
+        if self.resp_head is not None:
+            if conn.framer.mode == MODE_UNTIL_CLOSE:
+                self.up = None
+                self.downstream.send_body(self, EMPTY, -1)  # a head still held goes out now
+                self.finish_response()
+            elif self.downstream.unsend(self):      # held: nothing has reached the client
+                self.response_started = False
+                self.bad_response("upstream closed the connection mid-response")
+            else:
+                self.abort_response("upstream closed the connection mid-response")
+            return True
+        if conn.buf:
+            self.bad_response("upstream closed the connection mid-head")
+            return True
+        # No response byte: retry when the request was never sent or is idempotent.
+        reason = f"upstream {self.upstream.host} closed the connection before responding"
+        self.upstream_failed(self.connect_id, self.upstream, KIND_RESET, reason, False)
+        return True
+
+    cdef list tried_upstreams(self):
+        """The Upstreams tried, in order; made on the first retry (the first attempt's is
+        ``upstream``: no list for a request that goes through at once)."""
+        if self.tried is None:
+            self.tried = [self.upstream] if self.upstream is not None else []
+        return self.tried
+
+    cdef void drop_upstream(self):
+        """Abort the upstream connection in use, if any: what it would still say is unwanted."""
+        if self.up is not None:
+            self.up.abort()
+            self.up = None
+
+    cdef void report_failure(self, str kind):
+        """Passive health hears every failure ..."""
+        if self.upstream is not None:
+            self.upstream.report_success = True
+            _health.report(self, kind)
+
+    cdef void report_success(self):
+        """... and a success only when it ends a run of failures (rarely: no call otherwise)."""
+        if self.upstream is not None and self.upstream.report_success:
+            self.upstream.report_success = False
+            _health.report(self, None)
+
+    cdef void upstream_failed(self, int connect_id, Upstream upstream, str kind, str reason,
+                              bint before_send):
+        if connect_id != self.connect_id or self.downstream.closed or self.upstream is not upstream:
+            return
+        if kind is KIND_CONNECT or kind is KIND_CONNECT_TIMEOUT:
+            self.ctx.counters[ST_CONNECT_FAILURES] += 1
+        upstream.failures += 1
+        self.report_failure(kind)
+        self.drop_upstream()
+        self.release_endpoint()
+        self.error = reason
+        if _retry.allowed(self, not before_send):
+            self.try_upstream()
+        else:
+            self.respond_error(504 if kind is KIND_TIMEOUT else 502, reason)
+
+    cdef void upstream_timed_out(self, bint per_try, str what):
+        reason = f"upstream {self.upstream.host if self.upstream is not None else '-'} {what}"
+        self.error = reason
+        self.report_failure(KIND_TIMEOUT)
+        self.drop_upstream()
+        self.connect_id += 1                # a connect in progress no longer concerns us
+        if per_try and self.route.retry_timeout and _retry.allowed(self, True):
+            self.release_endpoint()
+            self.try_upstream()
+            return
+        self.respond_error(504, reason)
+
+    cdef void retry_elsewhere(self, str reason):
+        """An answer not to pass on (a 5xx the route retries): let go of the connection
+        (it stays in sync, so a clean close) and try another endpoint."""
+        self.up.close()
+        self.up = None
+        self.release_endpoint()
+        self.error = reason
+        self.try_upstream()
+
+    cdef void bad_response(self, str reason):
+        self.report_failure(KIND_BAD_RESPONSE)
+        self.drop_upstream()
+        self.respond_error(502, f"upstream {self.upstream.host} sent a malformed response ({reason})")
+
+    cdef void abort_response(self, str reason):
+        """The response started but cannot be completed: the client connection must end."""
+        self.error = reason
+        self.report_failure(KIND_BAD_RESPONSE)
+        self.drop_upstream()
+        self.downstream.keep_alive = False
+        self.finish(False)
+        self.downstream.abort_connection()
+
+    # -- X_DONE ---------------------------------------------------------------------
+
+    cdef void release_endpoint(self):
+        cdef EndpointTable table
+        cdef int index = self.endpoint_index
+        if index < 0 or self.service is None:
+            return
+        self.upstream.inflight -= 1
+        self.upstream.touch()
+        table = self.service.table
+        if table.generation != self.table_generation:
+            index = table.index_of(self.upstream.key)   # the table changed under this request
+        if index >= 0:
+            table.release(index)
+        self.endpoint_index = -1
+
+    cdef void respond_error(self, int status, str message, bytes location=None,
+                            bytes extra_header=None):
+        """Answer with the gateway's own error or redirect (before any response byte was sent)."""
+        self.status = status
+        if self.error is None:
+            self.error = message
+        if not self.body_complete:
+            self.downstream.keep_alive = False  # the rest of the body is unread: close after
+        self.downstream.send_error(self, status, message, location, extra_header)
+        self.response_started = True
+        self.drop_upstream()
+        self.connect_id += 1
+        self.finish(True)
+
+    cdef void finish(self, bint completed):
+        """Count, log, release; then the downstream goes on (next request, or close)."""
+        cdef Context ctx = self.ctx
+        cdef int status = self.status
+        cdef int stat = status_class_stat(status)
+        self.release_endpoint()
+        ctx.requests_in_flight -= 1
+        if self.breaker_service is not None:
+            self.breaker_service.active_requests -= 1
+            if self.breaker_retry:
+                self.breaker_service.active_retries -= 1
+            self.breaker_service = None
+            self.breaker_retry = False
+        if self.budgeted_retry:
+            ctx.retries_in_flight -= 1
+            self.budgeted_retry = False
+        if stat != N_STATS:
+            ctx.counters[stat] += 1
+        cdef double duration = monotonic() - self.t_start
+        if self.upstream is not None:
+            self.upstream.traffic.record(status, duration)
+            self.upstream.touch()
+        if self.route is not None:
+            self.route.traffic.record(status, duration)
+            self.route.touch()
+        if ctx.log is not None:
+            self.log_request(duration)
+        self.state = X_DONE
+        self.head = None
+        self.resp_head = None
+        self.replay = None
+        self.pending = None
+        self.route = None
+        self.downstream.exchange_done(self, completed)
+
+    cdef void log_request(self, double duration):
+        cdef RequestHead head = self.head
+        cdef Upstream upstream = self.upstream
+        cdef bytes extra = EMPTY
+        if self.norm_target is not None:
+            extra = b',"normalized_path":' + json_string(self.norm_target)
+        if self.client_ip is not self.downstream.client_bytes:
+            extra += b',"peer":"' + self.downstream.client_bytes + b'"'
+        if self.attempts > 1:
+            extra += b',"tried_hosts":' + dumps([u.host for u in self.tried_upstreams()])
+        if self.error is not None:
+            extra += b',"error":' + dumps(self.error + (" (retry budget exhausted)" if self.budget_refused else ""))
+        self.ctx.log.request_line(
+            self.request_id, self.client_ip, head.method, head.host, head.target, self.status,
+            self.bytes_sent, self.bytes_received, duration,
+            self.route.json_name if self.route is not None else b"null",
+            self.service.json_key if self.service is not None else b"null",
+            upstream.json_host if upstream is not None else b"null",
+            upstream.json_cluster if upstream is not None else b"null",
+            self.attempts, self.t_connect, self.t_response, extra)
+
+
+cdef class RetryPolicy:
+    """May a failed attempt go again, and where: asked after a failure only."""
+
+    cdef bint allowed(self, Exchange ex, bint sent):
+        """The retry rule: a request never sent may go elsewhere; a sent one only if idempotent.
+
+        Retries of sent requests within one cluster draw on a budget (a share of
+        the requests in flight, as Envoy's retry budget), so that retries cannot
+        multiply the load on a struggling service.  Two kinds are not budgeted:
+        a request never sent costs its upstream nothing, and a retry that fails
+        over to another cluster is the failover itself -- budgeting it made
+        concurrent requests caught by a hung cluster fail (at most one such
+        retry per request: later ones land in a tried cluster and are budgeted).
+        """
+        cdef Context ctx = ex.ctx
+        if ex.attempts >= ex.route.attempts or ex.response_started:
+            return False
+        if ex.written_upstream and not ex.replayable:
+            return False                    # part of the body is gone: it cannot be sent again
+        if not sent:
+            return True
+        if not ex.head.idempotent:
+            return False
+        if self.other_cluster_available(ex):
+            return True
+        if ctx.retries_in_flight >= max(ctx.retry_budget_min,
+                                        ctx.retry_budget_ratio * ctx.requests_in_flight):
+            ex.budget_refused = True
+            return False
+        if not ex.budgeted_retry:
+            ex.budgeted_retry = True
+            ctx.retries_in_flight += 1
+        return True
+
+    cdef bint other_cluster_available(self, Exchange ex):
+        """Is there a serving endpoint in a cluster this request has not tried?"""
+        cdef EndpointTable table = ex.service.table
+        cdef unsigned long long tried = _cluster_mask(table, ex.tried_upstreams())
+        cdef int i
+        for i in range(len(table)):
+            if table.flags(i) == 0 and not _in_mask(tried, table, i, ex.tried_upstreams()):
+                return True
+        return False
+
+    cdef int pick(self, Exchange ex, EndpointTable table) except -2:
+        """A retry goes to another cluster if one can take it, else to an endpoint not tried yet."""
+        cdef Upstream u
+        cdef int i, index
+        cdef unsigned long long tried = _cluster_mask(table, ex.tried_upstreams())
+        # By identity: the table's indices may have moved since the last try.
+        tried_idx = [table.index_of(u.key) for u in ex.tried_upstreams()]
+        same_clusters = [i for i in range(len(table)) if _in_mask(tried, table, i, ex.tried_upstreams())]
+        index = table.pick(tuple(same_clusters))
+        if index < 0:
+            index = table.pick(tuple(tried_idx))
+        if index < 0:
+            index = table.pick(None)        # every endpoint tried: any healthy one will do
+        return index
+
+
+cdef unsigned long long _cluster_mask(EndpointTable table, list tried) except? 0:
+    """Bit i: the request tried an endpoint of ``table.clusters[i]`` (names compared once
+    per retry, then C indices per endpoint); all bits when the table has more than 64
+    clusters (_in_mask then compares names)."""
+    cdef unsigned long long mask = 0
+    cdef Upstream u
+    cdef int j
+    if len(table.clusters) > 64:
+        return ~(<unsigned long long>0)
+    for u in tried:
+        for j in range(len(table.clusters)):
+            if table.clusters[j] == u.cluster:
+                mask |= (<unsigned long long>1) << j
+                break
+    return mask
+
+
+cdef inline bint _in_mask(unsigned long long mask, EndpointTable table, int i,
+                          list tried) except -1:
+    """Was endpoint ``i``'s cluster tried?"""
+    cdef Upstream u
+    cdef int c = table.cluster_index(i)
+    if len(table.clusters) > 64:                # rare: by name
+        for u in tried:
+            if u.cluster == table.clusters[c]:
+                return True
+        return False
+    return (mask >> c) & 1
+
+
+cdef class PassiveHealth:
+    """Tells the control plane (``Context.on_upstream_result``) what an attempt found."""
+
+    cdef void report(self, Exchange ex, object kind):
+        handler = ex.ctx.on_upstream_result
+        if handler is not None:
+            handler(ex.service, ex.upstream, kind)
+
+
+cdef RetryPolicy _retry = RetryPolicy()
+cdef PassiveHealth _health = PassiveHealth()

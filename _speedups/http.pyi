@@ -1,0 +1,89 @@
+"""HTTP/1.1 message heads and body framing (compiled): RFC 9112 parsing with the
+framing rules that keep request smuggling out, and the heads the proxy writes."""
+from typing import Final, final
+
+FRAMING_NONE: Final[int]
+"""No body."""
+FRAMING_LENGTH: Final[int]
+"""A Content-Length body."""
+FRAMING_CHUNKED: Final[int]
+FRAMING_UNTIL_CLOSE: Final[int]
+"""The body ends when the connection does (responses only)."""
+
+class HttpError(Exception):
+    """A message that cannot be read: ``status`` is the answer (400, 413, 431, 501, 502...)."""
+
+    status: int
+    reason: str
+    def __init__(self, status: int, reason: str) -> None: ...
+
+class MessageHead:
+    headers: list[tuple[bytes, bytes, bytes]]
+    """(lower-case name, name, value), hop-by-hop and proxy-set fields removed."""
+    minor: int
+    """HTTP/1.<minor>."""
+    content_length: int
+    """-1 when absent."""
+    chunked: bool
+    keep_alive: bool
+    connection: bytes | None
+    upgrade: bytes | None
+    """The Upgrade value when "Connection: upgrade" asks for it."""
+    extra_hop: frozenset[bytes] | None
+    """Names listed in Connection, dropped too."""
+    head_size: int
+
+@final
+class RequestHead(MessageHead):
+    method: bytes
+    target: bytes
+    """Path and query, as received."""
+    path: bytes
+    host: bytes | None
+    request_id: bytes | None
+    forwarded_for: bytes | None
+    via: bytes | None
+    expect_continue: bool
+    @property
+    def idempotent(self) -> bool: ...
+    def header(self, lname: bytes) -> bytes | None:
+        """The first value of the header with this lower-case name, or None."""
+
+@final
+class ResponseHead(MessageHead):
+    status: int
+    reason: bytes
+
+@final
+class BodyFramer:
+    """Where a body ends, fed as it arrives (chunked framing checked, not removed)."""
+
+    mode: int
+    remaining: int
+    received: int
+    """Bytes on the wire, framing included."""
+    payload: int
+    """Body bytes, without chunk framing."""
+    done: bool
+    def __init__(self, mode: int = ..., length: int = 0, error_status: int = 400) -> None: ...
+    def reset(self, mode: int, length: int) -> None:
+        """Frame a new body with this framer (no new object per message)."""
+    def feed(self, data: bytes, start: int) -> int:
+        """Consume ``data[start:]``; the offset where the body ends there (``len(data)`` while
+        it goes on).  Raises HttpError on bad framing."""
+
+def find_head_end(data: bytes, start: int) -> int:
+    """The offset just past the blank line ending a head, or -1; ``start``: where to resume."""
+def parse_request(data: bytes, end: int, max_headers: int = 100) -> RequestHead: ...
+def parse_response(data: bytes, end: int, max_headers: int = 100) -> ResponseHead: ...
+def response_framing(head: ResponseHead, request_method: bytes) -> int:
+    """How the response body is framed (RFC 9112 6.3), given the request's method."""
+def build_request_head(head: RequestHead, target: bytes, host: bytes, client_ip: bytes,
+                       request_id: bytes, via: bytes, upgrade: bool, proto: bytes = ...,
+                       real_ip: bytes | None = ...) -> bytes: ...
+def build_response_head(head: ResponseHead, framing: int, keep_alive: bool) -> bytes: ...
+def build_interim_head(head: ResponseHead) -> bytes: ...
+def build_error_response(status: int, message: str, request_id: bytes, keep_alive: bool,
+                         location: bytes | None = ..., with_body: bool = ...,
+                         extra_header: bytes | None = ...) -> bytes:
+    """The gateway's own answer: a short text body naming the reason and the request id."""

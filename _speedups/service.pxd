@@ -1,0 +1,40 @@
+from _speedups.filters cimport RouteFilters
+from _speedups.stats cimport Reported, TrafficStats
+from _speedups.table cimport EndpointTable
+
+
+cdef class Service:
+    cdef readonly str key
+    cdef readonly bytes json_key
+    cdef readonly EndpointTable table
+    # Circuit breakers (0: no limit), set from the config, and what they count.
+    cdef public int max_connections         # upstream connections opened for it, still open
+    cdef public int max_pending             # its requests waiting for a new connection
+    cdef public int max_requests            # its requests in flight
+    cdef public int max_retries             # its requests that are retrying, concurrently
+    cdef readonly int connections
+    cdef readonly int pending
+    cdef readonly int active_requests
+    cdef readonly int active_retries
+    cdef public frozenset outlier_statuses  # answers passive health counts as 5xx
+    cdef public bytes hash_header           # ring_hash on this request header (lower case) ...
+    cdef public bint hash_source_ip         # ... or on the client address
+    cdef public bint observe_latency        # peak_ewma: feed response times to the table
+
+
+cdef class Route(Reported):
+    cdef readonly str name
+    cdef readonly bytes json_name
+    cdef readonly tuple services            # of Service
+    cdef readonly EndpointTable split       # weighted choice among services; None for one
+    cdef readonly bytes rewrite_from
+    cdef readonly bytes rewrite_to
+    cdef readonly double timeout
+    cdef readonly int attempts
+    cdef readonly bint retry_5xx
+    cdef readonly bint retry_timeout
+    cdef readonly double per_try_timeout
+    cdef readonly TrafficStats traffic
+    cdef public RouteFilters filters        # None: no filters (the common, cheapest case)
+    cdef Service pick_service(self)
+    cdef bytes rewrite_target(self, bytes target)

@@ -1,0 +1,27 @@
+cdef enum:
+    N_BUCKETS = 14                      # len(LATENCY_BOUNDS) + 1 (+Inf)
+
+
+cdef enum:                              # Context.counters (STAT_NAMES in stats.pyx)
+    ST_REQUESTS, ST_2XX, ST_3XX, ST_4XX, ST_5XX, ST_RETRIES, ST_UPSTREAM_CONNECTS,
+    ST_CONNECT_FAILURES, ST_CONNECTIONS, ST_INTERNAL_ERRORS, ST_REFUSED, ST_REDISPATCHED,
+    ST_OVERFLOW_CONNECTIONS, ST_OVERFLOW_PENDING, ST_OVERFLOW_REQUESTS, ST_OVERFLOW_RETRIES, N_STATS
+
+
+cdef class TrafficStats:
+    cdef long long by_class[6]              # [0]: no status (client gone), [1..5]: 1xx..5xx
+    cdef long long buckets[N_BUCKETS]
+    cdef readonly double latency_sum
+    cdef readonly long long count
+    cdef void record(self, int status, double seconds)
+    cpdef list as_list(self)
+
+
+cdef class Reported:
+    """Counters a worker reports: ``touch()`` puts it in Context.touched once per report."""
+    cdef bint touched
+    cdef list touched_sink                  # Context.touched, or None
+    cdef void touch(self)
+
+
+cdef int status_class_stat(int status)

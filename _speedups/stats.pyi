@@ -1,0 +1,21 @@
+"""What the request path counts (compiled): worker counters by index, and per upstream
+and route the responses by status class and a latency histogram."""
+from typing import Final, final
+
+STAT_NAMES: Final[tuple[str, ...]]
+"""The worker's counters, in ``ProxyContext.counter_list()`` order."""
+LATENCY_BOUNDS: Final[tuple[float, ...]]
+"""Histogram bucket upper bounds in seconds; one more bucket (+Inf) follows."""
+
+@final
+class TrafficStats:
+    @property
+    def latency_sum(self) -> float: ...
+    @property
+    def count(self) -> int: ...
+    def as_list(self) -> list[float]:
+        """[count, by_class[0..5], buckets..., latency_sum], for the worker's report."""
+    def as_dict(self) -> dict: ...
+
+class Reported:
+    """Counters a worker reports; they join ``ProxyContext.touched`` when they move."""

@@ -1,0 +1,82 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""What the request path counts: the worker's counters (``Stat``, by index), and per
+upstream and route a ``TrafficStats`` (responses by class, latency histogram).  A worker
+reports only the ``Reported`` objects whose counters moved (``touch``)."""
+
+# Context.counters, by index (the enum in stats.pxd), and their names in .stats.
+STAT_NAMES = ("requests", "responses_2xx", "responses_3xx", "responses_4xx", "responses_5xx",
+              "retries", "upstream_connects", "connect_failures", "downstream_connections",
+              "internal_errors", "connections_refused", "redispatched",
+              "overflow_max_connections", "overflow_max_pending", "overflow_max_requests",
+              "overflow_max_retries")
+assert len(STAT_NAMES) == N_STATS
+
+# Latency histogram bucket upper bounds (seconds), Prometheus-style; the last is +Inf.
+LATENCY_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+cdef double[13] _BOUNDS = [    # LATENCY_BOUNDS as a C array, for record()
+   0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+assert len(LATENCY_BOUNDS) == N_BUCKETS - 1
+
+
+cdef int status_class_stat(int status):
+    """The counter of a response status (N_STATS: none, the client got no status)."""
+    if status >= 500:
+        return ST_5XX
+    if status >= 400:
+        return ST_4XX
+    if status >= 300:
+        return ST_3XX
+    if status >= 200:
+        return ST_2XX
+    return N_STATS
+
+
+cdef class TrafficStats:
+    """Counters of one upstream or route: responses by status class and a latency histogram."""
+
+    def __cinit__(self):
+        cdef int i
+        for i in range(6):
+            self.by_class[i] = 0
+        for i in range(N_BUCKETS):
+            self.buckets[i] = 0
+        self.latency_sum = 0.0
+        self.count = 0
+
+    cdef void record(self, int status, double seconds):
+        cdef int i = 0
+        self.count += 1
+        self.by_class[status // 100 if 100 <= status < 600 else 0] += 1
+        self.latency_sum += seconds
+        while i < N_BUCKETS - 1 and seconds > _BOUNDS[i]:
+            i += 1
+        self.buckets[i] += 1
+
+    cpdef list as_list(self):
+        """Flat, for the worker's report: [count, by_class[0..5], buckets..., latency_sum]
+        (gateway.stats.traffic_dict turns it into the as_dict shape)."""
+        cdef int i
+        out = [self.count]
+        for i in range(6):
+            out.append(self.by_class[i])
+        for i in range(N_BUCKETS):
+            out.append(self.buckets[i])
+        out.append(self.latency_sum)
+        return out
+
+    def as_dict(self):
+        return {"requests": self.count,
+                "responses": {f"{c}xx": self.by_class[c] for c in range(1, 6)},
+                "errors_no_status": self.by_class[0],
+                "latency_buckets": [self.buckets[i] for i in range(N_BUCKETS)],
+                "latency_sum": self.latency_sum}
+
+
+cdef class Reported:
+    """What a worker reports on: it joins ``touched_sink`` when its counters move, once
+    until the next report, so that a report costs what changed, not every endpoint."""
+
+    cdef void touch(self):
+        if not self.touched and self.touched_sink is not None:
+            self.touched = True
+            self.touched_sink.append(self)

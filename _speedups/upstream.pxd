@@ -1,0 +1,76 @@
+from _speedups.http cimport BodyFramer, ResponseHead
+from _speedups.service cimport Service
+from _speedups.stats cimport Reported, TrafficStats
+
+
+cdef class Upstream(Reported):
+    cdef readonly tuple key                 # (cluster, ip, port)
+    cdef readonly str pool                  # "" (shared) or the TLS service that owns it
+    cdef readonly str ip
+    cdef readonly int port
+    cdef public int weight
+    cdef readonly str cluster
+    cdef readonly str host                  # "ip:port", as logged
+    cdef readonly bytes host_bytes
+    cdef readonly bytes json_host           # JSON-encoded once, for the access log
+    cdef readonly bytes json_cluster
+    cdef list idle                          # pooled UpstreamConnection, LIFO
+    cdef public bint removed
+    cdef public long long requests
+    cdef public long long failures
+    cdef public int inflight                # requests sent (or being sent) to it now
+    # Passive health is decided by the control plane: every failure is reported, and a
+    # success only while this is set (after a failure here, or when the control plane
+    # asks because another worker reported one).
+    cdef public bint report_success
+    cdef public int max_idle
+    cdef public object ssl                  # SSLContext when the service speaks TLS, else None
+    cdef public str server_hostname
+    cdef readonly TrafficStats traffic
+    cdef UpstreamConnection take_idle(self)
+    cdef void give_back(self, UpstreamConnection conn, double now)
+    cpdef int close_idle(self, double older_than) except -1
+
+
+cdef class UpstreamOwner:
+    """What a lent upstream connection reports to (an exchange): the response as parsed."""
+    cdef bint upstream_interim(self, UpstreamConnection conn, ResponseHead head) except -1
+    # The final head (or a 101); False: the owner let go of the connection (a retry).
+    cdef bint upstream_head(self, UpstreamConnection conn, ResponseHead head) except -1
+    cdef bint upstream_body(self, UpstreamConnection conn, bytes data) except -1
+    cdef bint upstream_body_error(self, UpstreamConnection conn, str reason) except -1
+    cdef bint upstream_bad(self, UpstreamConnection conn, str reason) except -1
+    cdef bint upstream_tunnel_data(self, bytes data) except -1
+    cdef bint upstream_gone(self, UpstreamConnection conn, object exc) except -1
+    cdef void upstream_write_paused(self, bint paused)
+    cpdef internal_error(self, object exc)
+
+
+cdef class UpstreamConnection:
+    """A connection to one endpoint, lent to one exchange at a time; it reads the
+    response (head, interim heads, framed body) and hands it to its owner."""
+    cdef readonly Upstream upstream
+    cdef UpstreamOwner owner
+    cdef object transport
+    cdef bint closed
+    cdef bint eof
+    cdef bint extra                         # sent bytes past its response: out of sync
+    cdef bint paused                        # reading paused because the client is slow
+    cdef bint tunnel                        # after 101: bytes go through unparsed
+    cdef double idle_since
+    cdef Service breaker                    # counts this connection in max_connections
+    cdef Py_ssize_t max_head                # limits.max_response_head
+    cdef Py_ssize_t max_headers
+    cdef bytes buf                          # response head bytes not yet complete
+    cdef ResponseHead head                  # the final head, once read
+    cdef readonly BodyFramer framer         # the response body's, reset per response
+    cdef void lend(self, UpstreamOwner owner)
+    cdef void expect_body(self, int framing, long long length)
+    cdef void feed(self, bytes data)
+    cdef void read_body(self, bytes data)
+    cdef void write(self, bytes data)
+    cdef void pause(self)
+    cdef void resume(self)
+    cdef void close(self)
+    cdef void abort(self)
+    cdef void end(self, bint abort)

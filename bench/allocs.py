@@ -1,0 +1,190 @@
+"""Python allocations per proxied keep-alive request, in one process (deterministic enough
+to compare two builds on a busy machine, unlike CPU time).
+
+    .venv/bin/python bench/allocs.py                  # both modes, 20,000 requests each
+    .venv/bin/python bench/allocs.py --requests 5000 --json out.json
+    .venv/bin/python bench/allocs.py --src /tmp/main-export   # another checkout's build (before/after)
+
+One uvloop loop holds two backends (a fixed 20-byte answer), the gateway's data plane
+(``DataPlane`` from a parsed config: a route with a request-header rewrite, two endpoints
+in smooth WRR, health flags) on a listening socket, and a keep-alive client that sends the
+next request when an answer is complete.  The object allocator is wrapped by
+``bench/_alloccount.pyx`` (compiled here with pyximport) to count its calls; the same
+client run straight against a backend gives the client's and backend's own share, which is
+subtracted.  ``allocs/req`` is that difference; ``retained/req`` is the growth of
+``sys.getallocatedblocks()`` over the run (a leak shows there).  Modes: the JSON access log
+rendered into a buffer that is dropped when full (no writer thread to count), or off.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import re
+import sys
+from pathlib import Path
+
+import uvloop
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _source_tree(argv: list[str]) -> Path:
+    """--src DIR: import gateway and _speedups from that checkout (built in place)."""
+    if "--src" in argv:
+        src = Path(argv[argv.index("--src") + 1]).resolve()
+        if not (src / "gateway").is_dir():
+            sys.exit(f"allocs.py: no gateway/ in --src {src}")
+        return src
+    return REPO
+
+
+sys.path.insert(0, str(_source_tree(sys.argv)))
+
+import pyximport  # noqa: E402  (Cython's, a build requirement of the project)
+
+pyximport.install(language_level=3, build_dir=str(REPO / "build" / "pyxbld"))
+sys.path.insert(0, str(REPO / "bench"))
+import _alloccount  # noqa: E402
+
+from gateway.config import parse_config  # noqa: E402
+from gateway.dataplane import DataPlane, ProxyContext  # noqa: E402
+from gateway.snapshot import EndpointSpec, Snapshot  # noqa: E402
+
+ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 20\r\n\r\n0123456789abcdefghi\n"
+REQUEST = b"GET /small HTTP/1.1\r\nHost: bench\r\nUser-Agent: allocs\r\n\r\n"
+_LENGTH = re.compile(rb"\r\ncontent-length: *(\d+)", re.I)
+
+
+class Backend(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+        self.buf = b""
+
+    def data_received(self, data):
+        self.buf += data
+        while (end := self.buf.find(b"\r\n\r\n")) >= 0:
+            self.buf = self.buf[end + 4:]
+            self.transport.write(ANSWER)
+
+
+class Client(asyncio.Protocol):
+    """Keep-alive: the next request when the answer to the last one is complete."""
+
+    def __init__(self, left: int, done: asyncio.Future) -> None:
+        self.left = left
+        self.done = done
+        self.buf = b""
+
+    def connection_made(self, transport):
+        self.transport = transport
+        transport.write(REQUEST)
+
+    def data_received(self, data):
+        self.buf += data
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        size = end + 4 + int(_LENGTH.search(self.buf, 0, end + 2).group(1))
+        if len(self.buf) < size:
+            return
+        self.buf = self.buf[size:]
+        self.left -= 1
+        if self.left:
+            self.transport.write(REQUEST)
+        else:
+            self.transport.close()
+            self.done.set_result(None)
+
+
+class DroppedLog:
+    """An access log that keeps nothing: the request path renders and appends its lines,
+    ``flush`` drops them (the real one hands them to a writer thread)."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.limit = 64 * 1024
+
+    def flush(self) -> None:
+        self.parts.clear()
+
+
+async def _requests(port: int, n: int) -> None:
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    await loop.create_connection(lambda: Client(n, done), "127.0.0.1", port)
+    await done
+
+
+async def _measure(port: int, n: int) -> tuple[float, float]:
+    await _requests(port, 2000)         # warm: pools, free lists, caches
+    gc.collect()
+    blocks, calls = sys.getallocatedblocks(), _alloccount.count()
+    await _requests(port, n)
+    calls = _alloccount.count() - calls
+    gc.collect()
+    return calls / n, (sys.getallocatedblocks() - blocks) / n
+
+
+def _gateway(loop, ports: list[int], log: bool) -> ProxyContext:
+    config = parse_config({
+        "listen": "127.0.0.1:8080", "admin": None,   # not listened on: the server is made here
+        "sources": [{"name": "zone-a", "type": "static", "services": []}],
+        "services": [{"name": "svc", "namespace": "default", "port": 80, "outlier_detection": "off"}],
+        "routes": [{"name": "small", "match": {"path": {"prefix": "/small"}}, "service": "default/svc",
+                    "request_headers": {"set": [{"name": "X-Bench", "value": "1"}]}}],
+    })
+    # One client connection for the whole run (the default limit would close it at 10,000).
+    ctx = ProxyContext(loop, access_log=DroppedLog() if log else None,
+                       max_requests_per_connection=1 << 30)
+    plane = DataPlane(ctx)
+    plane.apply_config(config)
+    plane.apply_full(Snapshot(1, {"default/svc": tuple(
+        EndpointSpec("zone-a", "127.0.0.1", p, 1) for p in ports)}))
+    return ctx
+
+
+async def main_async(n: int) -> dict:
+    loop = asyncio.get_running_loop()
+    backends = [await loop.create_server(Backend, "127.0.0.1", 0) for _ in range(2)]
+    ports = [b.sockets[0].getsockname()[1] for b in backends]
+    _alloccount.start()
+    direct, direct_kept = await _measure(ports[0], n)
+    out = {"requests": n, "direct_allocs_per_request": round(direct, 2)}
+    for mode, log in (("gateway", True), ("gateway-nolog", False)):
+        ctx = _gateway(loop, ports, log)
+        server = await loop.create_server(ctx.protocol_factory, "127.0.0.1", 0)
+        calls, kept = await _measure(server.sockets[0].getsockname()[1], n)
+        assert ctx.stats["responses_2xx"] == n + 2000, ctx.stats    # all proxied, none refused
+        out[mode] = {"allocs_per_request": round(calls - direct, 2),
+                     "retained_blocks_per_request": round(kept - direct_kept, 3)}
+        server.close()
+    for b in backends:
+        b.close()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--requests", type=int, default=20000)
+    ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--src", help="the checkout whose build is measured (default: this one)")
+    args = ap.parse_args()
+    result = uvloop.run(main_async(args.requests))
+    import gateway
+    measured = Path(gateway.__file__).resolve().parent.parent
+    if measured != _source_tree(sys.argv):      # an editable install can shadow sys.path
+        sys.exit(f"allocs.py: imported the gateway from {measured}, not {_source_tree(sys.argv)}")
+    print(f"{measured}: per proxied keep-alive request "
+          f"({args.requests} requests, client and backend subtracted):")
+    for mode in ("gateway", "gateway-nolog"):
+        r = result[mode]
+        print(f"  {mode:14} {r['allocs_per_request']:7.2f} allocs/req  "
+              f"{r['retained_blocks_per_request']:6.3f} retained blocks/req")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
