@@ -76,7 +76,9 @@ cdef class Service:
     cdef readonly int active_retries
     cdef public frozenset outlier_statuses  # answers passive health counts as 5xx
     cdef public bytes hash_header           # ring_hash on this request header (lower case) ...
-    cdef public bint hash_source_ip         # ... or on the client address
+    cdef public bint hash_source_ip         # ... or on the client address ...
+    cdef public bytes hash_cookie           # ... or on this cookie, set when missing
+    cdef public bytes hash_cookie_attributes    # "; Path=/; Max-Age=..." after its value
     cdef public bint observe_latency        # peak_ewma: feed response times to the table
 
 
@@ -89,7 +91,8 @@ cdef class Route(Reported):
     cdef readonly bytes rewrite_to
     cdef readonly double timeout
     cdef readonly int attempts
-    cdef readonly bint retry_5xx
+    cdef readonly frozenset retry_statuses  # answers to retry on; None: none
+    cdef readonly double backoff            # before a retry after an answer or a timeout
     cdef readonly bint retry_timeout
     cdef readonly double per_try_timeout
     cdef readonly TrafficStats traffic
@@ -185,6 +188,9 @@ cdef class DownstreamProtocol:
     cdef unsigned long long table_generation
     cdef list tried                         # Upstreams tried, in order
     cdef int attempts
+    cdef object backoff_timer               # a retry waiting for its backoff, or None
+    cdef bytes set_cookie                   # ring_hash cookie for the response, or None
+    cdef bytes cookie_value                 # ... and the value it was hashed on
     cdef bint budgeted_retry
     cdef bint budget_refused
     cdef Service breaker_service            # counts this request in max_requests
@@ -223,6 +229,8 @@ cdef class DownstreamProtocol:
     cdef void apply_request_filters(self, RouteFilters filters, RequestHead head)
     cdef void try_upstream(self)
     cdef int pick_retry(self, EndpointTable table) except -2
+    cdef void retry_after_backoff(self)
+    cdef void cancel_backoff(self)
     cdef void connect(self, Upstream upstream)
     cdef void on_connected(self, object task, object timer, int connect_id, Upstream upstream)
     cdef void send_head(self, UpstreamProtocol conn)

@@ -238,9 +238,9 @@ cdef class Route(Reported):
     """A route of the snapshot, prepared for the request path."""
 
     def __init__(self, str name, tuple services, EndpointTable split, bytes rewrite_from,
-                 bytes rewrite_to, double timeout, int attempts, bint retry_5xx,
+                 bytes rewrite_to, double timeout, int attempts, frozenset retry_statuses,
                  bint retry_timeout, double per_try_timeout, TrafficStats traffic=None,
-                 list touched=None):
+                 list touched=None, double backoff=0.0):
         self.name = name
         self.json_name = _exact_json(name)
         self.services = services
@@ -249,7 +249,8 @@ cdef class Route(Reported):
         self.rewrite_to = rewrite_to
         self.timeout = timeout
         self.attempts = attempts
-        self.retry_5xx = retry_5xx
+        self.retry_statuses = retry_statuses if retry_statuses else None
+        self.backoff = backoff
         self.retry_timeout = retry_timeout
         self.per_try_timeout = per_try_timeout
         self.traffic = traffic if traffic is not None else TrafficStats()   # kept across reloads
@@ -742,6 +743,7 @@ cdef class DownstreamProtocol:
                            and self.requests_served < ctx.max_requests_per_connection)
         self.budgeted_retry = False
         self.budget_refused = False
+        self.set_cookie = None
         self.breaker_service = None
         self.breaker_retry = False
         ctx.requests_in_flight += 1
@@ -857,7 +859,8 @@ cdef class DownstreamProtocol:
         cdef Upstream upstream
         cdef UpstreamProtocol conn
         cdef int index
-        if self.service.hash_header is not None or self.service.hash_source_ip:
+        if (self.service.hash_header is not None or self.service.hash_source_ip
+                or self.service.hash_cookie is not None):
             self.set_hash_key(table)
         if self.tried is None:
             index = table.pick(None)
@@ -897,6 +900,30 @@ cdef class DownstreamProtocol:
         else:
             self.connect(upstream)
 
+    cdef void retry_after_backoff(self):
+        """Retry after an answer or a timeout: at once, or after the route's backoff.
+
+        The wait doubles with each retry (at most 10x); the request's own deadline keeps
+        running meanwhile.  Retries after a failed connect or an ejection do not wait:
+        that endpoint never had the request, or is out.
+        """
+        cdef double delay = self.route.backoff
+        if delay <= 0:
+            self.try_upstream()
+            return
+        delay = min(delay * (1 << min(self.attempts - 1, 4)), 10 * self.route.backoff)
+        self.backoff_timer = self.ctx.loop.call_later(delay, self.retry_now, self.connect_id)
+
+    def retry_now(self, int connect_id):
+        self.backoff_timer = None
+        if connect_id == self.connect_id and self.state != S_CLOSED and self.head is not None:
+            self.try_upstream()
+
+    cdef void cancel_backoff(self):
+        if self.backoff_timer is not None:
+            self.backoff_timer.cancel()
+            self.backoff_timer = None
+
     cdef int pick_retry(self, EndpointTable table) except -2:
         """A retry goes to another cluster if one can take it, else to an endpoint not tried yet."""
         cdef Upstream u
@@ -914,12 +941,23 @@ cdef class DownstreamProtocol:
 
     cdef void set_hash_key(self, EndpointTable table):
         """ring_hash: the key of this request, before every pick (another request may have
-        set its own in between).  No header: the request id, so such requests spread."""
+        set its own in between).  No header: the request id, so such requests spread.
+        No cookie: a new value, which the response sets, so the client's next requests
+        go where this one went."""
         cdef bytes value = None
-        if self.service.hash_source_ip:
+        cdef Service service = self.service
+        if service.hash_source_ip:
             value = self.client_ip
+        elif service.hash_cookie is not None:
+            if self.set_cookie is not None:     # a retry: the value chosen for the first try
+                value = self.cookie_value
+            else:
+                value = _cookie(self.head.header(b"cookie"), service.hash_cookie)
+                if value is None:
+                    value = self.cookie_value = _os.urandom(12).hex().encode()
+                    self.set_cookie = service.hash_cookie + b"=" + value + service.hash_cookie_attributes
         else:
-            value = self.head.header(self.service.hash_header)
+            value = self.head.header(service.hash_header)
         table.set_key(hash_bytes(value if value is not None else self.request_id))
 
     cdef bint over_limit(self, Service service, int limit, int count, bytes name, int stat):
@@ -1116,14 +1154,14 @@ cdef class DownstreamProtocol:
                 self.service.table.observe(index, self.t_response, now)
         if head.status >= 500 and head.status in self.service.outlier_statuses:
             self.report(KIND_5XX, False)
-        if head.status == 502 or head.status == 503 or head.status == 504:
-            if route.retry_5xx and self.retry_allowed(True):
+        if head.status >= 400 and route.retry_statuses is not None and head.status in route.retry_statuses:
+            if self.retry_allowed(True):
                 self.up.close()
                 self.up = None
                 self.release_endpoint()
                 self.error = f"upstream {self.upstream.host} answered {head.status}"
                 self.resp_buf = EMPTY
-                self.try_upstream()
+                self.retry_after_backoff()
                 return False
         self.resp_head = head
         self.status = head.status
@@ -1136,6 +1174,8 @@ cdef class DownstreamProtocol:
         self.resp_framer = BodyFramer(framing, head.content_length, 502)
         if route.filters is not None and route.filters.response_headers is not None:
             head.headers = route.filters.response_headers.apply(head.headers)
+        if self.set_cookie is not None:
+            head.headers.append((b"set-cookie", b"Set-Cookie", self.set_cookie))
         # Written with the first body bytes by forward_response_body: one syscall, not two.
         self.head_out = build_response_head(head, framing, self.keep_alive)
         if head.status < 500:
@@ -1388,7 +1428,7 @@ cdef class DownstreamProtocol:
         if per_try and self.route.retry_timeout and self.retry_allowed(True):
             self.release_endpoint()
             self.error = reason
-            self.try_upstream()
+            self.retry_after_backoff()
             return
         self.respond_error(504, reason)
 
@@ -1463,6 +1503,7 @@ cdef class DownstreamProtocol:
         """Log, count, release; then read the next request or close."""
         cdef ProxyContext ctx = self.ctx
         cdef int status = self.status
+        self.cancel_backoff()
         self.release_endpoint()
         ctx.requests_in_flight -= 1
         if self.breaker_service is not None:
@@ -1595,3 +1636,18 @@ cpdef bytes json_string(bytes value):
         if p[i] < 0x20 or p[i] >= 0x7f or p[i] == 34 or p[i] == 92:    # control, non-ASCII, " or \\
             return _orjson_dumps(value.decode("latin-1"))
     return b'"' + value + b'"'
+
+
+cdef bytes _cookie(bytes header, bytes name):
+    """The value of cookie ``name`` in a Cookie header ("a=1; b=2"), or None."""
+    cdef Py_ssize_t start = 0, end, n = len(name)
+    if header is None:
+        return None
+    while True:
+        start = header.find(name, start)
+        if start < 0:
+            return None
+        if (start == 0 or header[start - 1] in b" ;") and header[start + n:start + n + 1] == b"=":
+            end = header.find(b";", start)
+            return header[start + n + 1:end if end >= 0 else len(header)].strip()
+        start += n

@@ -34,6 +34,16 @@ __all__ = ["DataPlane", "PathPolicy", "ProxyContext", "TrustedProxies"]
 log = logging.getLogger("gateway.dataplane")
 
 
+def _hash_cookie(cookie) -> tuple[bytes | None, bytes | None]:
+    """ring_hash's cookie name, and the attributes of the Set-Cookie that the gateway sends."""
+    if cookie is None:
+        return None, None
+    attributes = f"; Path={cookie.path}"
+    if cookie.ttl is not None:
+        attributes += f"; Max-Age={int(cookie.ttl)}"
+    return cookie.name.encode(), (attributes + "; HttpOnly").encode()
+
+
 class _Backend(NamedTuple):
     """One weighted service of a route that splits traffic (an EndpointTable entry)."""
 
@@ -92,6 +102,7 @@ class DataPlane:
             service, limits = self.services[svc.key], svc.circuit_breakers
             service.hash_header = lb.header.lower().encode() if lb.header else None
             service.hash_source_ip = lb.source_ip
+            service.hash_cookie, service.hash_cookie_attributes = _hash_cookie(lb.cookie)
             service.observe_latency = lb.policy == "peak_ewma"
             service.max_connections, service.max_pending = limits.max_connections, limits.max_pending
             service.max_requests, service.max_retries = limits.max_requests, limits.max_retries
@@ -120,9 +131,10 @@ class DataPlane:
         rewrite_from = prefix.encode() if rc.rewrite_prefix is not None and prefix else None
         retries = rc.retries
         route = Route(rc.name, services, split, rewrite_from, rewrite_to, rc.timeout or 0.0,
-                      retries.attempts, retries.on_5xx, retries.on_timeout,
+                      retries.attempts, retries.retry_statuses, retries.on_timeout,
                       retries.per_try_timeout or 0.0,
-                      previous.traffic if previous is not None else None, self.ctx.touched)
+                      previous.traffic if previous is not None else None, self.ctx.touched,
+                      retries.backoff)
         if rc.has_filters:
             route.filters = self._filters(rc)
         return route

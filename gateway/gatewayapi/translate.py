@@ -226,10 +226,11 @@ def _duration(text: str | None) -> float | None:
 def _retry(spec: dict | None, backend_timeout: float | None) -> RetryPolicy:
     if not spec:
         return RetryPolicy(per_try_timeout=backend_timeout)
-    codes = set(spec.get("codes") or ())
+    codes = tuple(sorted({c for c in spec.get("codes") or () if isinstance(c, int) and 400 <= c <= 599}))
     # attempts counts retries (HTTPRouteRetry, GEP-1731); RetryPolicy counts tries.
     attempts = min(10, 1 + int(spec.get("attempts", 1)))
-    return RetryPolicy(attempts=attempts, on_5xx=bool(codes & {502, 503, 504}),
+    # GEP-1731: backoff is the minimum wait between attempts.
+    return RetryPolicy(attempts=attempts, statuses=codes, backoff=_duration(spec.get("backoff")) or 0.0,
                        per_try_timeout=backend_timeout)
 
 
