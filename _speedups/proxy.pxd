@@ -190,6 +190,7 @@ cdef class DownstreamProtocol:
     cdef int attempts
     cdef object backoff_timer               # a retry waiting for its backoff, or None
     cdef bytes set_cookie                   # ring_hash cookie for the response, or None
+    cdef bytes mirror_head                  # a mirror's copy waiting for the request body
     cdef bytes cookie_value                 # ... and the value it was hashed on
     cdef bint budgeted_retry
     cdef bint budget_refused
@@ -227,6 +228,7 @@ cdef class DownstreamProtocol:
     cdef bytes rewrite_target(self, bytes target)
     cdef bint answer_by_filters(self, RouteFilters filters, RequestHead head) except -1
     cdef void apply_request_filters(self, RouteFilters filters, RequestHead head)
+    cdef void mirror(self, bytes copy)
     cdef void try_upstream(self)
     cdef int pick_retry(self, EndpointTable table) except -2
     cdef void retry_after_backoff(self)

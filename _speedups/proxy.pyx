@@ -744,6 +744,7 @@ cdef class DownstreamProtocol:
         self.budgeted_retry = False
         self.budget_refused = False
         self.set_cookie = None
+        self.mirror_head = None
         self.breaker_service = None
         self.breaker_retry = False
         ctx.requests_in_flight += 1
@@ -829,18 +830,27 @@ cdef class DownstreamProtocol:
             self.upstream_target = filters.rewrite_target(self.upstream_target)
         if filters.request_headers is not None:
             head.headers = filters.request_headers.apply(head.headers)
-        if filters.mirrors and head.content_length <= 0 and not head.chunked:
-            # Bodiless requests only: a copy of a body would have to be buffered or would
-            # hold the main request back. A mirror never fails this request: it only queues.
+        if filters.mirrors and head.content_length <= REPLAY_LIMIT:
             host = filters.rewrite_host or head.host or b""
             copy = build_request_head(head, self.upstream_target, host, self.client_bytes,
                                       self.request_id, self.ctx.via, False, self.proto, self.client_ip)
-            for mirror in filters.mirrors:
-                try:
-                    mirror(copy)
-                except Exception:
-                    self.ctx.counters[ST_INTERNAL_ERRORS] += 1
-                    _log.exception("request mirror failed")
+            if self.state == S_BODY:
+                self.mirror_head = copy     # sent with the body once it is all here
+            else:
+                self.mirror(copy)
+
+    cdef void mirror(self, bytes copy):
+        """RequestMirror: a copy to each mirror service; it never fails or holds up this request.
+
+        A body is copied from the replay buffer, so only bodies up to REPLAY_LIMIT (64 KiB)
+        are mirrored (the head is mirrored with them; a larger body is not mirrored at all).
+        """
+        for mirror in self.route.filters.mirrors:
+            try:
+                mirror(copy)
+            except Exception:
+                self.ctx.counters[ST_INTERNAL_ERRORS] += 1
+                _log.exception("request mirror failed")
 
     cdef bytes rewrite_target(self, bytes target):
         cdef Route route = self.route
@@ -1073,6 +1083,10 @@ cdef class DownstreamProtocol:
 
     cdef void request_sent_whole(self):
         self.state = S_WAIT
+        if self.mirror_head is not None:
+            if self.replayable:
+                self.mirror(self.mirror_head + b"".join(self.replay))
+            self.mirror_head = None
         if self.up is not None and self.resp_head is None:
             self.arm_response_timer()
         if self.resp_head is not None and self.resp_framer is not None and self.resp_framer.done:
