@@ -20,6 +20,10 @@ if ANNOTATE:
     sys.argv.remove("--annotate")
 
 
+# C libraries a module links against (their -dev packages: scripts/setup.sh).
+LIBRARIES = {"h2": ["nghttp2"]}
+
+
 def extensions():
     from Cython.Build import cythonize
 
@@ -40,6 +44,7 @@ def extensions():
             [str(pyx.relative_to(HERE))],
             define_macros=macros,
             extra_compile_args=["-O2"],
+            libraries=LIBRARIES.get(pyx.stem, []),
         )
         for pyx in sorted((HERE / "_speedups").glob("*.pyx"))
     ]

@@ -15,9 +15,10 @@ import sys
 import time
 from dataclasses import replace
 
-from gateway.config import AccessLogConfig, Config, ConfigError, load_config
+from gateway.config import AccessLogConfig, Config, ConfigError, TlsListener, load_config
 from gateway.dataplane import DataPlane, ProxyContext
 from gateway.health import HealthManager
+from gateway.mcs import ExportStatus
 from gateway.registry import Registry
 from gateway.snapshot import Delta
 from gateway.sources.base import Source
@@ -43,6 +44,15 @@ def build_source(config, exported_only: bool = False) -> Source:
     raise ValueError(f"unknown source type {config.type!r}")
 
 
+def _with_certificates(tls: TlsListener | None, certificates: tuple) -> TlsListener | None:
+    """The file's HTTPS listener serving the Gateways' certificateRefs too (the file's first:
+    its first certificate stays the default); None while there is no certificate at all."""
+    if tls is None:
+        return None
+    tls = replace(tls, certificates=tls.certificates + certificates)
+    return tls if tls.certificates else None
+
+
 class Gateway:
     """The control plane of a gateway, and its data plane: in this process (``workers: 1``)
     or in worker processes (``workers: N``), whose counters ``stats`` adds up."""
@@ -53,6 +63,7 @@ class Gateway:
         self.file_config = config
         self.config = config
         self.gatewayapi = None                  # gateway.gatewayapi.controller.GatewayApiController
+        self.export_status = ExportStatus()     # ServiceExport conditions (merge: exported)
         self._started = False
         self.log_level = log_level
         self.started = time.time()
@@ -101,7 +112,7 @@ class Gateway:
         self.health.start()
         exported = cfg.multicluster.merge == "exported"
         self.registry = Registry(cfg.services, [build_source(s, exported) for s in cfg.sources],
-                                 self.health.update)
+                                 self.health.update, self.export_status.merged if exported else None)
         self.registry.start()
         # Warm up before taking traffic (as Envoy warms clusters): listening with no
         # endpoints yet would answer the first requests 503.
@@ -149,7 +160,7 @@ class Gateway:
         services = file.services + tuple(s for s in t.services if s.key not in known)
         # One order for both: the spec's precedence across every route of the listener.
         return replace(file, routes=file.routes + tuple(t.routes), services=services,
-                       route_order="precedence")
+                       route_order="precedence", tls=_with_certificates(file.tls, t.certificates))
 
     def _routes_changed(self, translation) -> None:
         if not self._started:
@@ -280,7 +291,8 @@ class Gateway:
         kept = {s.config: s for s in old.sources if s.config in config.sources
                 and getattr(s, "exported_only", False) == (exported and s.config.type == "kubernetes")}
         sources = [kept.get(sc) or build_source(sc, exported) for sc in config.sources]
-        fresh = Registry(config.services, sources, self.health.update)
+        fresh = Registry(config.services, sources, self.health.update,
+                         self.export_status.merged if exported else None)
         fresh.version = old.version
         fresh.merged = dict(old.merged)         # publish only what the new sources change
         new_sources = [s for s in sources if s not in kept.values()]

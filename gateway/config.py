@@ -144,8 +144,14 @@ class HttpConfig:
 
 @dataclass(frozen=True, slots=True)
 class Certificate:
-    cert: str                           # PEM chain file
-    key: str                            # PEM key file
+    """A certificate and its key: files (``tls.certificates``), or PEM text (``pem``: a Secret a
+    Gateway listener's certificateRefs name, carried to workers in the config message)."""
+
+    cert: str                           # PEM chain file, or the chain itself with pem
+    key: str = field(repr=False)        # PEM key file, or the key itself with pem
+    pem: bool = False
+    names: tuple[str, ...] = ()         # SNI names it serves; (): the certificate's own DNS names
+    origin: str = ""                    # where it came from, for logs ("Secret default/site")
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +159,7 @@ class TlsListener:
     """An HTTPS listener beside the plain one; SNI picks the certificate by its names."""
 
     listen: Address
-    certificates: tuple[Certificate, ...]   # the first is the default
+    certificates: tuple[Certificate, ...]   # the first is the default; () only with gateway_api
     min_version: str = "1.2"                # "1.2" or "1.3"
 
 
@@ -210,8 +216,10 @@ class SourceConfig:
 class HealthCheckConfig:
     """Active checks, run once per endpoint by the control plane."""
 
-    type: str = "http"                  # "http" (GET path, status in expected) or "tcp" (connect)
+    type: str = "http"                  # "http" (GET path, status in expected), "tcp" (connect)
+    #                                     or "grpc" (grpc.health.v1 Health/Check says SERVING)
     path: str = "/"
+    grpc_service: str = ""              # grpc: HealthCheckRequest.service ("": the whole server)
     host: str | None = None             # Host header; default: the endpoint address
     expected_statuses: tuple[tuple[int, int], ...] = ((200, 399),)   # inclusive ranges
     interval: float = 1.0
@@ -378,6 +386,13 @@ class Redirect:
 
 
 @dataclass(frozen=True, slots=True)
+class MirrorConfig:
+    """A RequestMirror: ``service`` gets a copy of ``fraction`` of the route's requests."""
+    service: str                            # "namespace/name"
+    fraction: float = 1.0                   # 0..1 (the Gateway API's percent or fraction)
+
+
+@dataclass(frozen=True, slots=True)
 class RouteConfig:
     name: str
     match: RouteMatch
@@ -390,7 +405,7 @@ class RouteConfig:
     request_headers: HeaderFilter | None = None
     response_headers: HeaderFilter | None = None
     redirect: Redirect | None = None
-    mirrors: tuple[str, ...] = ()           # services that get a copy of each request
+    mirrors: tuple[MirrorConfig, ...] = ()  # services that get a copy of (a share of) the requests
     # The gateway's own answer instead of a backend: what the Gateway API asks for a rule
     # whose backendRefs are all invalid (500). Not a file key.
     direct_status: int | None = None
@@ -414,6 +429,8 @@ class GatewayApiConfig:
     # "namespace/name" of the Gateway console route changes attach to: with it, the admin API
     # writes routes as HTTPRoutes (every replica sees them); without it, to the file.
     console_gateway: str | None = None
+    # Namespaces whose TLS Secrets HTTPS listeners may name; (): all (then RBAC needs a ClusterRole)
+    secret_namespaces: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,6 +511,10 @@ def parse_config(data: object, path: str | None = None) -> Config:
         kubernetes_sources = [s.name for _, s in sources if s.type == "kubernetes"]
         top["gateway_api"] = _gateway_api(data["gateway_api"], "gateway_api", errs, kubernetes_sources)
 
+    tls = top.get("tls")
+    if tls is not None and not tls.certificates and top.get("gateway_api") is None:
+        _err(errs, "tls.certificates", "at least one certificate is needed (or gateway_api, whose "
+                                       "HTTPS listeners' certificateRefs give them)")
     top["document"] = data
     if errs:
         raise ConfigError(errs)
@@ -1198,13 +1219,12 @@ def _factor(value: Any, path: str, errs: _Errors) -> float | None:
 
 
 def _tls_listener(value: Any, path: str, errs: _Errors) -> TlsListener | None:
-    d = _keys(value, path, errs, ("listen", "certificates", "min_version"),
-              required=("listen", "certificates"))
+    d = _keys(value, path, errs, ("listen", "certificates", "min_version"), required=("listen",))
     if d is None:
         return None
     listen = _opt(d, "listen", _address, path, errs)
     certs = []
-    for p, item in _list(d.get("certificates"), _at(path, "certificates"), errs):
+    for p, item in _list(d.get("certificates") or [], _at(path, "certificates"), errs):
         c = _keys(item, p, errs, ("cert", "key"), required=("cert", "key"))
         if c is not None:
             cert = _opt(c, "cert", _existing_file, p, errs)
@@ -1212,12 +1232,10 @@ def _tls_listener(value: Any, path: str, errs: _Errors) -> TlsListener | None:
             if cert and key:
                 _check_certificate(cert, key, p, errs)
                 certs.append(Certificate(cert, key))
-    if not certs and d.get("certificates") is not None:
-        _err(errs, _at(path, "certificates"), "at least one certificate is needed")
     version = str(d.get("min_version", "1.2"))
     if version not in ("1.2", "1.3"):
         _err(errs, _at(path, "min_version"), f'must be "1.2" or "1.3", got {_show(d.get("min_version"))}')
-    if listen is None or not certs:
+    if listen is None or len(certs) != len(d.get("certificates") or ()):
         return None
     return TlsListener(listen, tuple(certs), version)
 
@@ -1241,7 +1259,8 @@ def _upstream_tls(value: Any, path: str, errs: _Errors) -> UpstreamTls | None:
 
 
 _HEALTH_KEYS = ("type", "path", "host", "expected_statuses", "interval", "timeout", "jitter",
-                "healthy_threshold", "unhealthy_threshold", "initially_healthy")
+                "healthy_threshold", "unhealthy_threshold", "initially_healthy", "grpc_service")
+HEALTH_CHECK_TYPES = ("http", "tcp", "grpc")
 _THRESHOLD = partial(_int, lo=1, hi=100)
 
 
@@ -1252,14 +1271,15 @@ def _health_check(value: Any, path: str, errs: _Errors) -> HealthCheckConfig | N
     kw = _kwargs(d, path, errs, {
         "path": _absolute_path, "host": _str, "expected_statuses": _status_ranges,
         "interval": _duration, "timeout": _duration, "healthy_threshold": _THRESHOLD,
-        "unhealthy_threshold": _THRESHOLD, "initially_healthy": _bool})
+        "unhealthy_threshold": _THRESHOLD, "initially_healthy": _bool,
+        "grpc_service": partial(_str, empty=True)})
     if "jitter" in d:
         kw["jitter"] = _duration(d["jitter"], _at(path, "jitter"), errs, zero=True)
     if "type" in d:
-        if d["type"] in ("http", "tcp"):
+        if d["type"] in HEALTH_CHECK_TYPES:
             kw["type"] = d["type"]
         else:
-            _err(errs, _at(path, "type"), f'must be "http" or "tcp", got {_show(d["type"])}')
+            _err(errs, _at(path, "type"), f'must be "http", "tcp" or "grpc", got {_show(d["type"])}')
     check = HealthCheckConfig(**{k: v for k, v in kw.items() if v is not None})
     if check.timeout >= check.interval:
         _err(errs, _at(path, "timeout"), "must be shorter than the interval")
@@ -1360,7 +1380,8 @@ _CONTROLLER_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-
 def _gateway_api(value: Any, path: str, errs: _Errors, kubernetes_sources: list[str]) -> GatewayApiConfig | None:
     if value is True or value == {}:
         value = {}
-    d = _keys(value, path, errs, ("controller_name", "sources", "write_status", "console_gateway"))
+    d = _keys(value, path, errs, ("controller_name", "sources", "write_status", "console_gateway",
+                                  "secret_namespaces"))
     if d is None:
         return None
     name = _opt(d, "controller_name", _str, path, errs, DEFAULT_CONTROLLER_NAME)
@@ -1377,10 +1398,15 @@ def _gateway_api(value: Any, path: str, errs: _Errors, kubernetes_sources: list[
     console = _opt(d, "console_gateway", _str, path, errs)
     if console is not None and not (len(console.split("/")) == 2 and all(_LABEL.fullmatch(p) for p in console.split("/"))):
         _err(errs, _at(path, "console_gateway"), f'expected "namespace/name" of a Gateway, got "{console}"')
+    secret_namespaces = []
+    for p, text in _str_list(d.get("secret_namespaces") or [], _at(path, "secret_namespaces"), errs):
+        if not _LABEL.fullmatch(text):
+            _err(errs, p, f'expected a namespace name, got "{text}"')
+        secret_namespaces.append(text)
     return GatewayApiConfig(controller_name=name or DEFAULT_CONTROLLER_NAME,
                             sources=tuple(names) or tuple(kubernetes_sources),
                             write_status=_opt(d, "write_status", _bool, path, errs, True),
-                            console_gateway=console)
+                            console_gateway=console, secret_namespaces=tuple(secret_namespaces))
 
 
 def _multicluster(value: Any, path: str, errs: _Errors) -> MultiClusterConfig | None:
@@ -1536,9 +1562,22 @@ def _replace_path(value: Any, path: str, errs: _Errors, match: RouteMatch | None
     return {"full_path": text} if key == "full" else {"prefix": text}
 
 
-def _mirrors(value: Any, path: str, errs: _Errors, services: set[str]) -> tuple[str, ...]:
-    return tuple(key for p, text in _str_list(value, path, errs)
-                 if (key := _service_ref(text, p, errs, services)) is not None)
+def _mirrors(value: Any, path: str, errs: _Errors, services: set[str]) -> tuple[MirrorConfig, ...]:
+    """``[svc, {service: svc, percent: 10}]``: every request, or that share of them."""
+    out = []
+    for p, item in _list(value, path, errs):
+        if not isinstance(item, dict):
+            if (key := _service_ref(item, p, errs, services)) is not None:
+                out.append(MirrorConfig(key))
+            continue
+        d = _keys(item, p, errs, ("service", "percent"), required=("service",))
+        key = _service_ref(d.get("service"), _at(p, "service"), errs, services) if d else None
+        percent = d.get("percent", 100) if d else 100
+        if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 <= percent <= 100:
+            _err(errs, _at(p, "percent"), f"must be a number from 0 to 100, got {_show(percent)}")
+        elif key is not None:
+            out.append(MirrorConfig(key, percent / 100))
+    return tuple(out)
 
 
 def _hosts(value: Any, path: str, errs: _Errors) -> tuple[str, ...]:

@@ -151,7 +151,7 @@ class DataPlane:
                 path = PathRewrite(r.prefix, rc.match.matched_prefix)
             redirect = Redirect(r.status, r.scheme, r.host, r.port, path)
         rewrite_path = PathRewrite(rc.rewrite_full_path) if rc.rewrite_full_path is not None else None
-        mirrors = tuple(Mirror(self.ctx.loop, self.services[key]) for key in rc.mirrors)
+        mirrors = tuple(Mirror(self.ctx.loop, self.services[m.service], m.fraction) for m in rc.mirrors)
         return RouteFilters(_header_modifier(rc.request_headers), _header_modifier(rc.response_headers),
                             redirect, rewrite_path, rc.rewrite_host, mirrors, rc.direct_status or 0,
                             "no valid backend for this route rule" if rc.direct_status == 500 else None)

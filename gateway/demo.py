@@ -7,6 +7,10 @@ Once a second it prints the requests per ``upstream_host`` and ``upstream_cluste
 of the way in it breaks cluster A, two thirds in it repairs it, and at the end it
 prints a summary. Exit status 3 if any request failed.
 
+Before the loop, one step shows routes from Kubernetes: an HTTPRoute (``/demo`` to httpbin)
+applied to cluster A with the official client, and how long until the gateway, which watches
+A's Gateway API objects, served the first request through it.
+
 Scenarios (what happens to cluster A):
   graceful  httpbin removed: Service and EndpointSlice deleted, pods stopped
   crash     the pods are killed (connections refused) while the API still lists them
@@ -143,6 +147,16 @@ class AccessLogTail:
         self.entries.extend(new)
         return new
 
+    def wait_for(self, predicate, timeout: float) -> dict | None:
+        """The first new entry ``predicate`` accepts (the log is flushed every 100 ms)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = next((e for e in self.read_new() if predicate(e)), None)
+            if found is not None:
+                return found
+            time.sleep(0.02)
+        return None
+
 
 def _epoch(entry: dict) -> float:
     t = entry["time"]           # 2026-11-25T09:05:10.341Z
@@ -172,6 +186,7 @@ def _write_config(state: Path, port: int, a, b) -> Path:
 listen: 127.0.0.1:{port}
 admin: 127.0.0.1:{free_port()}
 access_log: {{path: {state / 'access.log'}, flush_interval: 100ms}}
+gateway_api: {{sources: [cluster-a]}}     # HTTPRoutes in cluster A configure routes too
 sources:
   - {{name: cluster-a, type: kubernetes, kubeconfig: {a.kubeconfig}, namespaces: [default]}}
   - {{name: cluster-b, type: kubernetes, kubeconfig: {b.kubeconfig}, namespaces: [default]}}
@@ -234,6 +249,43 @@ def repair_cluster(scenario: str, cluster) -> None:
         raise ValueError(f"unknown scenario {scenario!r}")
 
 
+DEMO_CONTROLLER = "gateway.example/multi-cluster"      # the gateway_api default controllerName
+
+
+def apply_httproute(cluster, url: str, timeout: float = 5.0) -> dict:
+    """Apply a GatewayClass, a Gateway and an HTTPRoute ``/demo`` -> httpbin to ``cluster`` (a
+    LocalCluster), as ``kubectl apply`` would; poll ``url`` until it is served through the route."""
+    import urllib.error
+    import urllib.request
+
+    from kubernetes import client
+    group, custom = "gateway.networking.k8s.io", client.CustomObjectsApi(cluster.api_client)
+    custom.create_cluster_custom_object(group, "v1", "gatewayclasses", {
+        "metadata": {"name": "demo"}, "spec": {"controllerName": DEMO_CONTROLLER}})
+    custom.create_namespaced_custom_object(group, "v1", "default", "gateways", {
+        "metadata": {"name": "demo"}, "spec": {"gatewayClassName": "demo", "listeners": [
+            {"name": "http", "port": 80, "protocol": "HTTP"}]}})
+    applied = time.monotonic()
+    custom.create_namespaced_custom_object(group, "v1", "default", "httproutes", {
+        "metadata": {"name": "httpbin-demo"}, "spec": {"parentRefs": [{"name": "demo"}], "rules": [{
+            "matches": [{"path": {"type": "PathPrefix", "value": "/demo"}}],
+            "backendRefs": [{"name": "httpbin", "port": cluster.port}]}]}})
+    status = None
+    while time.monotonic() - applied < timeout:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                status = resp.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code                   # 404 until the route arrives
+        except OSError:
+            status = None
+        if status == 200:
+            break
+        time.sleep(0.005)
+    return {"route": "default/httpbin-demo", "status": status,
+            "to_first_request_ms": round((time.monotonic() - applied) * 1000, 1) if status == 200 else None}
+
+
 def _live_line(t: float, phase: str, new: list[dict], loop: RequestLoop) -> str:
     by_host = collections.Counter((e.get("upstream_host"), e.get("upstream_cluster")) for e in new)
     hosts = "  ".join(f"{h} ({c}) {n:4d}" for (h, c), n in sorted(by_host.items(), key=lambda x: str(x[0])))
@@ -251,7 +303,7 @@ def run_demo(scenario: str, duration: float, pods: int, state: Path, quiet: bool
     say(f"starting cluster A (pods {', '.join(a_ips)}) and cluster B (pods {', '.join(b_ips)}) ...")
     a = LocalCluster("a", state / "cluster-a", a_ips, port=0)
     b = LocalCluster("b", state / "cluster-b", b_ips, port=0)
-    gateway = loop = None
+    gateway = loop = httproute = None
     timeline = Timeline()
     try:
         a.start()
@@ -265,8 +317,16 @@ def run_demo(scenario: str, duration: float, pods: int, state: Path, quiet: bool
         say(f"gateway on {url}; config {config}; logs in {state}")
         admin = next(line.split()[1] for line in config.read_text().splitlines() if line.startswith("admin:"))
         say(f"dashboard: http://{admin}/   (CLI: gateway services --admin http://{admin})")
-        say(f"request loop: while :; do curl -s {url}; done\n")
         tail = AccessLogTail(state / "access.log")
+        httproute = apply_httproute(a, url.replace("/test", "/demo/get"))
+        served = tail.wait_for(lambda e: e.get("path") == "/demo/get" and e.get("status") == 200, 1.0) or {}
+        httproute["served_by_route"] = served.get("route")
+        tail.entries.clear()            # the loop's split counts the curl loop's requests only
+        say(f"HTTPRoute {httproute['route']} (/demo -> httpbin) applied to cluster A: "
+            + (f"first request served through it {httproute['to_first_request_ms']} ms later "
+               f"(access log: route {served.get('route')}, {served.get('upstream_host')})"
+               if httproute["status"] == 200 else f"not served (last status {httproute['status']})"))
+        say(f"request loop: while :; do curl -s {url}; done\n")
         loop = RequestLoop(url)
         timeline.start = time.time()
         timeline.fault = timeline.start + duration / 3
@@ -310,7 +370,7 @@ def run_demo(scenario: str, duration: float, pods: int, state: Path, quiet: bool
         b.close()
     time.sleep(0.05)
     tail.read_new()
-    return summarize(scenario, timeline, tail.entries, loop)
+    return {**summarize(scenario, timeline, tail.entries, loop), "httproute": httproute}
 
 
 def _split(entries: list[dict]) -> dict:

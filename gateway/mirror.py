@@ -6,6 +6,10 @@ mirror service's table picks, writes the copy, reads until the answer's head (or
 connection's end) and closes. It is bounded so that a slow or dead mirror cannot pile up
 connections: at most ``max_in_flight`` copies per worker at once (more are dropped and
 counted) and ``timeout`` seconds each.
+
+A share below 1 (RequestMirror ``percent`` / ``fraction``) is kept exactly rather than drawn:
+each request adds the share to a credit and a copy goes whenever the credit reaches 1 (error
+diffusion), so 10% is every tenth request of a worker, with no random draw per request.
 """
 from __future__ import annotations
 
@@ -42,14 +46,21 @@ class _MirrorProtocol(asyncio.Protocol):
 class Mirror:
     """Callable the proxy calls with a request head; sends it to ``service``'s endpoints."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, service, max_in_flight: int = 64,
-                 timeout: float = 5.0) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, service, fraction: float = 1.0,
+                 max_in_flight: int = 64, timeout: float = 5.0) -> None:
         self.loop, self.service = loop, service
+        self.fraction, self._credit = fraction, 0.0
         self.max_in_flight, self.timeout = max_in_flight, timeout
         self.in_flight = 0
-        self.sent = self.dropped = self.failed = self.answered = 0
+        self.sent = self.dropped = self.failed = self.answered = self.skipped = 0
 
     def __call__(self, head: bytes) -> None:
+        if self.fraction < 1.0:
+            self._credit += self.fraction
+            if self._credit < 1.0:
+                self.skipped += 1       # not this request's turn
+                return
+            self._credit -= 1.0
         table = self.service.table
         index = table.pick(None)
         if index < 0 or self.in_flight >= self.max_in_flight:

@@ -48,9 +48,11 @@ class Registry:
     """The merged services, kept current by re-merging the services sources name."""
 
     def __init__(self, services: tuple[ServiceConfig, ...], sources: list[Source],
-                 publish: Callable[[Changes], None]) -> None:
+                 publish: Callable[[Changes], None],
+                 on_merged: Callable[["Registry", set[str]], None] | None = None) -> None:
         self.sources = sources
         self._publish = publish
+        self._on_merged = on_merged         # told which services were merged again (gateway.mcs)
         self.services: dict[str, ServiceConfig] = {}
         self._by_name: dict[ServiceKey, str] = {}
         self._set_services(services)
@@ -108,6 +110,8 @@ class Registry:
         if changes:
             self.version += 1
             self._publish(changes)
+        if self._on_merged is not None and dirty:
+            self._on_merged(self, dirty)
         return changes
 
     def rebuild(self) -> Changes:

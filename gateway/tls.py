@@ -2,9 +2,12 @@
 and TLS from the gateway to upstreams (verification on unless turned off)."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import ssl
+import tempfile
+from typing import Iterator
 
 from gateway.config import Certificate, TlsListener, UpstreamTls
 
@@ -22,6 +25,29 @@ def certificate_names(path: str) -> list[str]:
     return [n.lower() for n in names]
 
 
+@contextlib.contextmanager
+def pem_files(cert: Certificate) -> Iterator[tuple[str, str]]:
+    """(chain path, key path) of ``cert``: its files, or for PEM text two files that exist
+    only meanwhile (the ssl module loads certificates from paths only)."""
+    if not cert.pem:
+        yield cert.cert, cert.key
+        return
+    with tempfile.TemporaryDirectory(prefix="gateway-cert-") as tmp:     # mode 0700
+        paths = os.path.join(tmp, "chain.pem"), os.path.join(tmp, "key.pem")
+        for path, text in zip(paths, (cert.cert, cert.key)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+        yield paths
+
+
+def load_certificate(context: ssl.SSLContext, cert: Certificate) -> list[str]:
+    """Load ``cert`` into ``context``; the names it serves (raises ssl.SSLError, OSError, ValueError)."""
+    with pem_files(cert) as (chain, key):
+        context.load_cert_chain(chain, key)
+        return list(cert.names) or certificate_names(chain)
+
+
 class ServerTls:
     """The SSL contexts of one HTTPS listener.
 
@@ -33,9 +59,13 @@ class ServerTls:
 
     def __init__(self, config: TlsListener) -> None:
         self.config = config
-        self.contexts = [self._context(cert) for cert in config.certificates]
+        self.contexts: list[ssl.SSLContext] = []
+        self.names: list[list[str]] = []
+        for cert in config.certificates:
+            context, names = self._context(cert)
+            self.contexts.append(context)
+            self.names.append(names)
         self.by_name: dict[str, ssl.SSLContext] = {}
-        self.names = [certificate_names(cert.cert) for cert in config.certificates]
         self._mtimes: dict[str, float] = {}
         self._index_names()
         self._remember_mtimes()
@@ -45,12 +75,36 @@ class ServerTls:
     def default(self) -> ssl.SSLContext:
         return self.contexts[0]
 
-    def _context(self, cert: Certificate) -> ssl.SSLContext:
+    def _new_context(self) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = _VERSIONS[self.config.min_version]
         context.set_alpn_protocols(["http/1.1"])
-        context.load_cert_chain(cert.cert, cert.key)
         return context
+
+    def _context(self, cert: Certificate) -> tuple[ssl.SSLContext, list[str]]:
+        context = self._new_context()
+        return context, load_certificate(context, cert)
+
+    def replace_certificates(self, config: TlsListener) -> None:
+        """Serve ``config``'s certificates from the next handshake on (same address and
+        versions: a Secret rotated, a listener's certificateRefs changed). The default context
+        stays the listener's (the server holds it) and gets the first certificate."""
+        old = self.config
+        self.config = config
+        try:
+            contexts, names = [self.default], [load_certificate(self._new_context(), config.certificates[0])]
+            load_certificate(self.default, config.certificates[0])
+            for cert in config.certificates[1:]:
+                context, cert_names = self._context(cert)
+                contexts.append(context)
+                names.append(cert_names)
+        except (ssl.SSLError, OSError, ValueError) as exc:   # checked in the control plane; kept safe
+            self.config = old
+            log.error("certificates not replaced; keeping the loaded ones", extra={"fields": {"error": str(exc)}})
+            return
+        self.contexts, self.names = contexts, names
+        self._index_names()
+        self._remember_mtimes()
 
     def _index_names(self) -> None:
         self.by_name.clear()
@@ -69,20 +123,21 @@ class ServerTls:
             sslobj.context = context
 
     def _remember_mtimes(self) -> None:
-        for cert in self.config.certificates:
-            for path in (cert.cert, cert.key):
-                self._mtimes[path] = _mtime(path)
+        self._mtimes = {path: _mtime(path) for cert in self.config.certificates if not cert.pem
+                        for path in (cert.cert, cert.key)}
 
     def reload(self) -> None:
-        """Load every certificate again; a pair that fails to load keeps the old one."""
+        """Load every certificate file again; a pair that fails to load keeps the old one."""
         for i, (cert, context) in enumerate(zip(self.config.certificates, self.contexts)):
+            if cert.pem:
+                continue                # PEM text changes only with a new config
             try:
                 # Try the files on a scratch context first: a load_cert_chain that fails on the
                 # key (say, a new certificate beside the old key) has already replaced the live
                 # context's certificate, and every handshake on it would fail.  Read the names
                 # before touching the live context too (an unreadable file raises there).
                 self._context(cert)
-                names = certificate_names(cert.cert)
+                names = list(cert.names) or certificate_names(cert.cert)
                 context.load_cert_chain(cert.cert, cert.key)
                 self.names[i] = names
             except (ssl.SSLError, OSError, ValueError) as exc:

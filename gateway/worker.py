@@ -200,6 +200,9 @@ class Worker:
                 if config.tls is None:
                     self.tls_server.close()
                     self.tls_server = self.tls = None
+                elif self.tls is not None and (config.tls.listen, config.tls.min_version) == \
+                        (old.tls.listen, old.tls.min_version):
+                    self.tls.replace_certificates(config.tls)   # no rebind: a Secret rotated
                 else:
                     asyncio.ensure_future(self._bind_tls(config))
             elif self.tls is not None:

@@ -20,6 +20,8 @@ python3 -c "import venv, ensurepip" 2>/dev/null || apt_missing+=(python3-venv)
 python3 -c "import os, sys, sysconfig
 sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" \
     || apt_missing+=(python3-dev)
+# nghttp2's headers: _speedups/h2.pyx links against Debian's libnghttp2 (HTTP/2 framing).
+[ -f /usr/include/nghttp2/nghttp2.h ] || apt_missing+=(libnghttp2-dev)
 for extra in ${GATEWAY_APT_EXTRA:-}; do apt_missing+=("$extra"); done
 if ((${#apt_missing[@]})); then
     echo "setup: installing OS packages: ${apt_missing[*]}"

@@ -4,7 +4,8 @@ The demo starts two local clusters, the gateway and a ``curl`` loop (or its Pyth
 breaks cluster A a third of the way in and repairs it two thirds in.  Here it must lose no
 request, serve a reasonable number of them, and report a sane split: about half on each
 cluster before the fault, everything on B during it (once A's last request is done), and
-both clusters again after the repair.
+both clusters again after the repair. Before the loop, an HTTPRoute applied to cluster A must
+be served through within a moment.
 """
 from __future__ import annotations
 
@@ -98,3 +99,7 @@ def test_demo_short_run_loses_no_request(tmp_path, scenario):
     assert after["requests"] > 10, after
     assert after["clusters"]["cluster-a"]["share"] == pytest.approx(0.5, abs=0.15), after
     assert [e["what"] for e in s["events"]] and len(s["events"]) == 2, s["events"]
+    # Before the loop: an HTTPRoute applied to cluster A, served through by the gateway.
+    route = s["httproute"]
+    assert (route["status"], route["served_by_route"]) == (200, "default.httpbin-demo.0.0"), route
+    assert 0 < route["to_first_request_ms"] < 2000, route

@@ -138,6 +138,8 @@ READ = {"get", "list", "watch"}
 def test_rbac_grants_only_read_access_to_endpoints():
     role = the("ClusterRole", "gateway-endpoint-reader")
     grants = _grants(role)
+    # The one write: ServiceExport conditions (gateway.mcs, with merge: exported).
+    assert grants.pop(("multicluster.x-k8s.io", "serviceexports/status")) == {"patch", "update"}
     assert set(grants) == {("", "services"), ("", "endpoints"), ("discovery.k8s.io", "endpointslices"),
                            ("multicluster.x-k8s.io", "serviceexports"),
                            ("multicluster.x-k8s.io", "serviceimports")}
@@ -164,12 +166,13 @@ def test_route_controller_reads_gateway_api_writes_status_and_httproutes_only():
     for kind in ("gatewayclasses/status", "gateways/status", "httproutes/status"):
         assert grants[(gw, kind)] == {"patch", "update"}, kind
     assert grants[("", "namespaces")] == READ
+    assert grants[("", "secrets")] == READ          # HTTPS listeners' certificateRefs
     # The console writes routes as HTTPRoutes because the ConfigMap says console_gateway.
     assert configmap_gateway_yaml()["gateway_api"]["console_gateway"]
     assert grants[(gw, "httproutes")] == READ | {"create", "delete", "patch", "update"}
     assert set(grants) == {(gw, k) for k in ("gatewayclasses", "gateways", "httproutes", "referencegrants",
                                              "gatewayclasses/status", "gateways/status", "httproutes/status")} \
-        | {("", "namespaces")}
+        | {("", "namespaces"), ("", "secrets")}
 
 
 def test_rbac_covers_what_the_kubernetes_source_lists():
@@ -185,10 +188,10 @@ def test_rbac_covers_what_the_kubernetes_source_lists():
 
 
 def test_rbac_covers_what_the_gateway_api_controller_watches():
-    from gateway.gatewayapi.controller import ROUTE_KINDS, SERVICE_KINDS
+    from gateway.gatewayapi.controller import ROUTE_KINDS, SECRETS, SERVICE_KINDS
     routes = _grants(the("ClusterRole", "gateway-route-controller"))
     readers = _grants(the("ClusterRole", "gateway-endpoint-reader"))
-    for _, group, _, plural, _ in ROUTE_KINDS:
+    for _, group, _, plural, _ in ROUTE_KINDS + (SECRETS,):
         assert READ <= routes.get((group or "", plural), set()), plural
     for _, group, _, plural, _ in SERVICE_KINDS:
         assert READ <= readers.get((group or "", plural), set()), plural

@@ -285,6 +285,25 @@ def test_filters_header_modifiers_redirect_rewrite(gw, custom, backend_a):
     assert {k.lower(): v for k, v in body["headers"].items()}["host"] == "internal.svc"
 
 
+def test_request_mirror_fraction(gw, custom, backend_a, backend_b):
+    """RequestMirror fraction 1/4: svc-b gets a copy of 50 of 200 requests (within 10%)."""
+    name = unique("mirror")
+    create(custom, httproute(name, [{**rule(f"/{name}"), "filters": [
+        {"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "svc-b", "port": 80},
+                                                    "fraction": {"numerator": 1, "denominator": 4}}}]}]))
+    served_by(gw, f"/{name}/warm", backend_a)
+
+    def mirrored() -> int:
+        return backend_b.stats()["paths"].get(f"/{name}", 0)
+    before = mirrored()
+    with gw.client() as c:
+        for i in range(200):
+            assert c.request("GET", f"/{name}/{i}", host="gw.test").status == 200
+    wait_for(lambda: mirrored() - before >= 45, timeout=5)
+    time.sleep(0.3)                     # copies still in flight would count too
+    assert 45 <= mirrored() - before <= 55, mirrored() - before
+
+
 # -- references and their status ------------------------------------------------------------
 
 

@@ -143,3 +143,43 @@ def test_clusters_disagreeing_on_ports_show_a_conflict(clusters, backend_a, tmp_
             assert "port_conflict" not in json.loads(r.read())
     finally:
         gw.stop()
+
+
+def export_conditions(api, name: str) -> dict:
+    obj = client.CustomObjectsApi(api).get_namespaced_custom_object(MCS, "v1alpha1", "default",
+                                                                     "serviceexports", name)
+    return {c["type"]: (c["status"], c["reason"]) for c in (obj.get("status") or {}).get("conditions") or ()}
+
+
+def test_service_export_conditions_valid_ready_and_port_conflict(clusters, tmp_path):
+    """KEP-1645 / mcs-api: Valid, Ready and Conflict (PortConflict when the exporting clusters'
+    Services disagree on ports, on every exporting cluster's ServiceExport)."""
+    (a, api_a), (b, api_b) = clusters
+    custom = [client.CustomObjectsApi(api) for api in (api_a, api_b)]
+    client.CoreV1Api(api_a).create_namespaced_service("default", {
+        "metadata": {"name": "conf"}, "spec": {"ports": [{"name": "http", "port": 80}]}})
+    for c in custom:        # B exports a name it has no Service for yet
+        c.create_namespaced_custom_object(MCS, "v1alpha1", "default", "serviceexports", {"metadata": {"name": "conf"}})
+    gw = GatewayProcess({"multicluster": {"merge": "exported"},
+                         "sources": [source("cluster-a", a), source("cluster-b", b)],
+                         "services": [{"name": "conf", "port": "http"}],
+                         "routes": [{"name": "conf", "match": {}, "service": "conf"}]}, tmp_path).start()
+    try:
+        ok = {"Valid": ("True", "Valid"), "Ready": ("True", "Exported"), "Conflict": ("False", "NoConflicts")}
+        assert wait_for(lambda: export_conditions(api_a, "conf") == ok)
+        assert wait_for(lambda: export_conditions(api_b, "conf") == {
+            "Valid": ("False", "NoService"), "Ready": ("False", "Pending"), "Conflict": ("False", "NoConflicts")})
+        client.CoreV1Api(api_b).create_namespaced_service("default", {
+            "metadata": {"name": "conf"}, "spec": {"ports": [{"name": "http", "port": 8080}]}})
+        conflict = {**ok, "Conflict": ("True", "PortConflict")}
+        for api in (api_a, api_b):
+            assert wait_for(lambda: export_conditions(api, "conf") == conflict)
+        obj = custom[0].get_namespaced_custom_object(MCS, "v1alpha1", "default", "serviceexports", "conf")
+        (message,) = [c["message"] for c in obj["status"]["conditions"] if c["type"] == "Conflict"]
+        assert "cluster-a: http=80" in message and "cluster-b: http=8080" in message
+        client.CoreV1Api(api_b).patch_namespaced_service("conf", "default", {
+            "spec": {"ports": [{"name": "http", "port": 80}]}})
+        for api in (api_a, api_b):
+            assert wait_for(lambda: export_conditions(api, "conf") == ok)
+    finally:
+        gw.stop()

@@ -65,6 +65,8 @@ def gw(backend_a, backend_b, mirror_backend, tmp_path_factory):
                                                                                "host": "upstream.internal"}),
             route("rw-prefix", {"path": {"segment_prefix": "/rwpre"}}, rewrite={"prefix": "/"}),
             route("mirrored", {"path": {"segment_prefix": "/mirror"}}, mirrors=["svc-m"]),
+            route("mirror-share", {"path": {"segment_prefix": "/quarter"}},
+                  mirrors=[{"service": "svc-m", "percent": 25}]),
         ],
     }
     proc = GatewayProcess(config, tmp_path_factory.mktemp("filters")).start()
@@ -176,6 +178,21 @@ def test_request_mirror_gets_a_copy_and_the_main_request_is_unaffected(gw, backe
     while mirror_backend.stats()["paths"].get("/mirror", 0) < before + 5 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert mirror_backend.stats()["paths"].get("/mirror", 0) == before + 5
+
+
+def test_request_mirror_percent_copies_that_share(gw, backend_a, mirror_backend):
+    """RequestMirror percent: 25 of 400 requests' copies -> 100, within 10%."""
+    def mirrored() -> int:
+        return mirror_backend.stats()["paths"].get("/quarter", 0)
+    before = mirrored()
+    with gw.client() as client:
+        for i in range(400):
+            assert client.request("GET", f"/quarter/{i}").status == 200
+    deadline = time.monotonic() + 5
+    while mirrored() - before < 90 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)                     # copies still in flight would count too
+    assert 90 <= mirrored() - before <= 110, mirrored() - before
 
 
 def test_a_dead_mirror_never_fails_or_delays_the_main_request(backend_a, tmp_path):

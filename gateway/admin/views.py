@@ -280,20 +280,12 @@ def _service(gw, svc: ServiceConfig) -> dict:
 
 
 def port_conflict(gw, svc: ServiceConfig) -> dict | None:
-    """Clusters whose Service of this name declares other ports (KEP-1645: ports merge by name,
-    so two clusters disagreeing on a name's number is a conflict): {cluster: {name: port}}."""
+    """Clusters whose Service of this name declares other ports: {cluster: {name: port}}."""
     if gw.registry is None:
         return None
-    declared = {}
-    for source in gw.registry.sources:
-        if source.kind != "kubernetes":
-            continue                    # static endpoints have no Service ports to disagree on
-        ports = source._services.get((svc.namespace, svc.name))
-        if ports is not None:
-            declared[source.name] = {p.name: p.port for p in ports}
-    if len({tuple(sorted(p.items())) for p in declared.values()}) <= 1:
-        return None
-    return declared
+    from gateway.mcs import declared_ports, ports_conflict
+    declared = declared_ports(gw.registry.sources, svc.namespace, svc.name)
+    return declared if ports_conflict(declared) else None
 
 
 def services(gw) -> list[dict]:
@@ -336,7 +328,8 @@ def _filters(rc: RouteConfig) -> dict:
     if rc.rewrite_host is not None:
         out["rewrite_host"] = rc.rewrite_host
     if rc.mirrors:
-        out["mirrors"] = list(rc.mirrors)
+        out["mirrors"] = [m.service if m.fraction == 1 else {"service": m.service, "percent": m.fraction * 100}
+                          for m in rc.mirrors]
     if rc.direct_status is not None:
         out["direct_status"] = rc.direct_status
     return out
@@ -386,6 +379,10 @@ def config(gw) -> dict:
         ("metrics", gw.config.admin_options.metrics_token)) if token]
     plain["admin_session_ttl"] = options.get("session_ttl")
     plain["admin_tls"] = options.get("tls")
+    if gw.config.tls is not None:           # a Secret's PEM key never leaves the process
+        plain["tls"]["certificates"] = [
+            {"from": c.origin, "names": list(c.names)} if c.pem else {"cert": c.cert, "key": c.key}
+            for c in gw.config.tls.certificates]
     return plain
 
 

@@ -69,6 +69,7 @@ SERVICES = Resource("services", "service", "Service", "", "v1", True, ("svc",),
                     return_deleted_object=True)
 ENDPOINTS = Resource("endpoints", "endpoints", "Endpoints", "", "v1", True, ("ep",),
                      create_on_update=True)
+SECRETS = Resource("secrets", "secret", "Secret", "", "v1", True, fields=_BASIC_FIELDS | {"type"})
 ENDPOINT_SLICES = Resource("endpointslices", "endpointslice", "EndpointSlice", "discovery.k8s.io",
                            "v1", True, fields=_BASIC_FIELDS | {"addressType"})
 
@@ -88,7 +89,7 @@ SERVICE_EXPORTS = Resource("serviceexports", "serviceexport", "ServiceExport", M
 SERVICE_IMPORTS = Resource("serviceimports", "serviceimport", "ServiceImport", MCS_GROUP, "v1alpha1",
                            True, ("svcim",), status_subresource=True)
 
-CORE = (NAMESPACES, SERVICES, ENDPOINTS)
+CORE = (NAMESPACES, SERVICES, ENDPOINTS, SECRETS)
 DISCOVERY_GROUP = "discovery.k8s.io"
 # group/version -> the resources served there; the CRD groups as the Gateway API and MCS
 # installs define them (one version each).
@@ -314,6 +315,32 @@ def _endpoints(obj: dict, old: dict | None, causes: list) -> None:
         obj.pop("subsets", None)   # omitempty on Endpoints.subsets
 
 
+_TLS_SECRET_KEYS = ("tls.crt", "tls.key")
+
+
+def _secret(obj: dict, old: dict | None, causes: list) -> None:
+    """A real server checks the keys a typed Secret needs (kubernetes.io/tls: tls.crt, tls.key)
+    and that data values are base64; ``stringData`` is merged into ``data`` and not stored."""
+    import base64
+    import binascii
+    obj.setdefault("type", "Opaque")
+    if old is not None and obj["type"] != old.get("type"):
+        causes.append(("type", "Invalid value: field is immutable"))
+    data = _object(obj.get("data"), "data", causes)
+    for key, text in (_object(obj.pop("stringData", None), "stringData", causes)).items():
+        data[key] = base64.b64encode(str(text).encode()).decode()
+    for key, value in data.items():
+        try:
+            base64.b64decode(value, validate=True)
+        except (binascii.Error, TypeError):
+            causes.append((f"data[{key}]", "Invalid value: must be base64"))
+    if obj["type"] == "kubernetes.io/tls":
+        for key in _TLS_SECRET_KEYS:
+            if key not in data:
+                causes.append((f"data[{key}]", "Required value"))
+    obj["data"] = data
+
+
 def _object(value: object, field: str, causes: list, required: bool = False) -> dict:
     if value is None and not required:
         return {}
@@ -432,7 +459,7 @@ def _service_import(obj: dict, old: dict | None, causes: list) -> None:
         _check_protocol(port, f"spec.ports[{i}]", causes)
 
 
-_PREPARE = {"namespaces": _namespace, "services": _service,
+_PREPARE = {"namespaces": _namespace, "services": _service, "secrets": _secret,
             "endpointslices": _endpoint_slice, "endpoints": _endpoints,
             "gatewayclasses": _gateway_class, "gateways": _gateway, "httproutes": _http_route,
             "referencegrants": _reference_grant, "serviceexports": _service_export,

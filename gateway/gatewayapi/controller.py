@@ -9,7 +9,9 @@ resourceVersion with bookmarks, resume from the last version seen after a lost c
 
 What is watched:
 * in the clusters of ``gateway_api.sources``: GatewayClasses, Gateways, HTTPRoutes,
-  ReferenceGrants and Namespaces (for ``allowedRoutes`` selectors);
+  ReferenceGrants, Namespaces (for ``allowedRoutes`` selectors) and Secrets of type
+  kubernetes.io/tls (for HTTPS listeners' certificateRefs; all namespaces, or one loop per
+  ``gateway_api.secret_namespaces`` entry so that RBAC can be a Role in each);
 * in every kubernetes source (every associated cluster): Services and ServiceImports, so
   that a backendRef is resolved against the merged service, whichever cluster has it.
 
@@ -29,7 +31,7 @@ import time
 from typing import Callable
 
 from gateway.config import GatewayApiConfig, SourceConfig
-from gateway.gatewayapi.translate import GATEWAY_GROUP, MCS_GROUP, Translation, World, translate
+from gateway.gatewayapi.translate import GATEWAY_GROUP, MCS_GROUP, TlsSecret, Translation, World, translate
 
 log = logging.getLogger("gateway.gatewayapi")
 
@@ -43,6 +45,8 @@ ROUTE_KINDS = (("classes", GATEWAY_GROUP, "v1", "gatewayclasses", False),
                ("namespaces", None, "v1", "namespaces", False))
 SERVICE_KINDS = (("services", None, "v1", "services", True),
                  ("imports", MCS_GROUP, "v1alpha1", "serviceimports", True))
+SECRETS = ("secrets", None, "v1", "secrets", True)
+TLS_SECRET_TYPE = "kubernetes.io/tls"
 STATUS_KINDS = {"classes": ("gatewayclasses", "v1"), "gateways": ("gateways", "v1"),
                 "routes": ("httproutes", "v1")}
 
@@ -84,11 +88,14 @@ class GatewayApiController:
         self._loop = asyncio.get_running_loop()
         self._file_services = file_services
         for cluster in self.all_clusters:
-            kinds = SERVICE_KINDS + (ROUTE_KINDS if cluster in self.route_clusters else ())
-            for kind in kinds:
-                name = f"{cluster.name}/{kind[3]}"
+            kinds = [(kind, None) for kind in SERVICE_KINDS]
+            if cluster in self.route_clusters:
+                kinds += [(kind, None) for kind in ROUTE_KINDS]
+                kinds += [(SECRETS, ns) for ns in self.settings.secret_namespaces or (None,)]
+            for kind, namespace in kinds:
+                name = f"{cluster.name}/{kind[3]}" + (f"/{namespace}" if namespace else "")
                 self._loops.add(name)
-                threading.Thread(target=self._run, args=(cluster, kind, name), daemon=True,
+                threading.Thread(target=self._run, args=(cluster, kind, name, namespace), daemon=True,
                                  name=f"gwapi-{name}").start()
 
     async def wait_synced(self, timeout: float) -> list[str]:
@@ -126,8 +133,14 @@ class GatewayApiController:
             api = self._apis[cluster.name] = api_client(cluster)
         return api
 
-    def _list_fn(self, api, group, version, plural):
+    def _list_fn(self, api, group, version, plural, namespace):
         from kubernetes import client
+        if plural == "secrets":
+            # Only TLS Secrets: the API server filters, so other Secrets never reach us.
+            core, selector = client.CoreV1Api(api), {"field_selector": f"type={TLS_SECRET_TYPE}"}
+            if namespace:
+                return core.list_namespaced_secret, {"namespace": namespace, **selector}
+            return core.list_secret_for_all_namespaces, selector
         if group is None:
             core = client.CoreV1Api(api)
             return {"services": core.list_service_for_all_namespaces,
@@ -135,7 +148,7 @@ class GatewayApiController:
         custom = client.CustomObjectsApi(api)
         return custom.list_cluster_custom_object, {"group": group, "version": version, "plural": plural}
 
-    def _run(self, cluster: SourceConfig, kind: tuple, loop_name: str) -> None:
+    def _run(self, cluster: SourceConfig, kind: tuple, loop_name: str, namespace: str | None) -> None:
         from gateway.sources.listwatch import BACKOFF_MAX, Handlers, list_and_watch
         store, group, version, plural, _ = kind
         while not self._stopping.is_set():
@@ -148,14 +161,17 @@ class GatewayApiController:
                     return
         else:
             return
-        list_fn, kwargs = self._list_fn(api, group, version, plural)
+        list_fn, kwargs = self._list_fn(api, group, version, plural, namespace)
 
         def plain(obj) -> dict:                     # core API models -> the dicts custom objects are
-            return obj if isinstance(obj, dict) else api.sanitize_for_serialization(obj)
+            obj = obj if isinstance(obj, dict) else api.sanitize_for_serialization(obj)
+            # A Secret is read here, in the watch's thread, once per version: its key stays out
+            # of the loop's objects and the certificate is checked before any listener uses it.
+            return tls_secret(obj) if store == "secrets" else obj
 
         list_and_watch(list_fn, kwargs, self._stopping, self._watches, Handlers(
             listed=lambda items: self._post(self._replace, cluster.name, store,
-                                            [plain(o) for o in items], loop_name),
+                                            [plain(o) for o in items], loop_name, namespace),
             event=lambda kind_, obj: self._post(self._event, cluster.name, store, kind_, plain(obj)),
             failed=lambda error: self._post(self._failed, loop_name, error)))
 
@@ -169,8 +185,12 @@ class GatewayApiController:
 
     # -- state (loop thread) ------------------------------------------------------------
 
-    def _replace(self, cluster: str, store: str, items: list[dict], loop_name: str) -> None:
-        self._objects[(cluster, store)] = {_key(obj): obj for obj in items}
+    def _replace(self, cluster: str, store: str, items: list[dict], loop_name: str,
+                 namespace: str | None = None) -> None:
+        """The list of one loop; a namespaced loop replaces that namespace's objects only."""
+        kept = {} if namespace is None else {key: obj for key, obj in self._objects.get((cluster, store), {}).items()
+                                             if key[0] != namespace}
+        self._objects[(cluster, store)] = {**kept, **{_key(obj): obj for obj in items}}
         self._synced_loops.add(loop_name)
         self.errors.pop(loop_name, None)
         if self._synced_loops >= self._loops:
@@ -218,6 +238,8 @@ class GatewayApiController:
                         origin[(store, key)] = cluster.name
             for (_, name), obj in self._objects.get((cluster.name, "namespaces"), {}).items():
                 world.namespaces.setdefault(name, obj["metadata"].get("labels") or {})
+            for key, obj in self._objects.get((cluster.name, "secrets"), {}).items():
+                world.secrets.setdefault(key, obj["secret"])
         return world, origin
 
     def _translate(self) -> None:
@@ -226,7 +248,7 @@ class GatewayApiController:
         translation = translate(world, self._file_services)
         previous = self.translation
         self.translation = translation
-        if previous is None or (translation.routes, translation.services) != (previous.routes, previous.services):
+        if previous is None or _served(translation) != _served(previous):
             try:
                 self.on_change(translation)
             except Exception:
@@ -248,7 +270,7 @@ class GatewayApiController:
                       if p.get("controllerName") != self.settings.controller_name]
             writes.append(("routes", key, route, {"parents": parents + others}))
         for store, key, obj, status in writes:
-            status = _with_transition_times(status, obj.get("status") or {})
+            status = with_transition_times(status, obj.get("status") or {})
             if status != (obj.get("status") or {}):
                 cluster = origin.get((store, key))
                 if cluster is not None:
@@ -283,7 +305,32 @@ class GatewayApiController:
                 "routes": len(t.routes) if t else 0, "status_writes": self.status_writes}
 
 
-def _with_transition_times(status: dict, old: dict) -> dict:
+def _served(t: Translation) -> tuple:
+    """What of a translation the data plane uses (statuses aside)."""
+    return t.routes, t.services, t.certificates
+
+
+def tls_secret(obj: dict) -> dict:
+    """A watched Secret as the translation reads it: metadata and a TlsSecret (PEM pair or problem)."""
+    import base64
+    import ssl
+    from gateway.config import Certificate
+    from gateway.tls import load_certificate
+    data = obj.get("data") or {}
+    meta = {"namespace": obj["metadata"].get("namespace", ""), "name": obj["metadata"]["name"]}
+    if obj.get("type") != TLS_SECRET_TYPE:
+        return {"metadata": meta, "secret": TlsSecret(problem=f"type is {obj.get('type')!r}, not {TLS_SECRET_TYPE}")}
+    try:
+        cert, key = (base64.b64decode(data[k]).decode() for k in ("tls.crt", "tls.key"))
+        load_certificate(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), Certificate(cert, key, pem=True))
+    except KeyError as exc:
+        return {"metadata": meta, "secret": TlsSecret(problem=f"no {exc.args[0]} in data")}
+    except (ssl.SSLError, ValueError, OSError) as exc:     # ValueError: bad base64 or UTF-8
+        return {"metadata": meta, "secret": TlsSecret(problem=f"tls.crt/tls.key do not load: {exc}")}
+    return {"metadata": meta, "secret": TlsSecret(cert, key)}
+
+
+def with_transition_times(status: dict, old: dict) -> dict:
     """``status`` with each condition's lastTransitionTime: kept from ``old`` when that
     condition's status did not change (the API convention), now otherwise."""
     def conditions(new: list, before: list) -> list:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from gateway.config import (HeaderFilter, HeaderMatch, QueryMatch, Redirect, RetryPolicy, RouteConfig,
+from gateway.config import (Certificate, HeaderFilter, HeaderMatch, MirrorConfig, QueryMatch, Redirect, RetryPolicy, RouteConfig,
                             RouteMatch, ServiceConfig, WeightedBackend)
 from gateway.units import parse_duration
 
@@ -35,6 +35,15 @@ class World:
     services: dict[Key, list[dict]] = field(default_factory=dict)       # ports, per existing Service
     imports: dict[Key, dict] = field(default_factory=dict)              # ServiceImports
     namespaces: dict[str, dict] = field(default_factory=dict)           # labels
+    secrets: dict[Key, "TlsSecret"] = field(default_factory=dict)       # Secrets, read (controller)
+
+
+@dataclass(frozen=True)
+class TlsSecret:
+    """A Secret as a listener's certificateRef sees it: its PEM pair, or why it cannot serve."""
+    cert: str = ""
+    key: str = field(default="", repr=False)
+    problem: str | None = None          # None: a kubernetes.io/tls Secret whose pair loads
 
 
 @dataclass
@@ -44,6 +53,7 @@ class Translation:
     class_status: dict[str, dict]
     gateway_status: dict[Key, dict]
     route_status: dict[Key, list[dict]]         # our status.parents entries per HTTPRoute
+    certificates: tuple[Certificate, ...] = ()  # of our HTTPS listeners' certificateRefs
 
 
 def condition(type_: str, ok: bool, reason: str, message: str, generation: int) -> dict:
@@ -119,13 +129,14 @@ def _http_listener(listener: dict) -> bool:
 # -- backendRefs --------------------------------------------------------------------------
 
 
-def _granted(world: World, route_ns: str, target_ns: str, group: str, kind: str, name: str) -> bool:
-    """A ReferenceGrant in ``target_ns`` lets HTTPRoutes of ``route_ns`` refer to the object."""
+def _granted(world: World, route_ns: str, target_ns: str, group: str, kind: str, name: str,
+             from_kind: str = "HTTPRoute") -> bool:
+    """A ReferenceGrant in ``target_ns`` lets ``from_kind`` objects of ``route_ns`` refer to the object."""
     for (ns, _), grant in world.grants.items():
         if ns != target_ns:
             continue
         spec = grant.get("spec") or {}
-        if not any(f.get("group") == GATEWAY_GROUP and f.get("kind") == "HTTPRoute"
+        if not any(f.get("group") == GATEWAY_GROUP and f.get("kind") == from_kind
                    and f.get("namespace") == route_ns for f in spec.get("from") or ()):
             continue
         if any(t.get("group", "") == group and t.get("kind") == kind and t.get("name") in (None, "", name)
@@ -203,6 +214,18 @@ def _match(m: dict, hosts: tuple[str, ...]) -> RouteMatch | None:
                       headers=tuple(headers), queries=tuple(queries))
 
 
+def _mirror_fraction(spec: dict) -> float:
+    """RequestMirror ``percent`` (0..100) or ``fraction`` ({numerator, denominator: 100}); all
+    requests when neither is given (GEP-3171)."""
+    if spec.get("percent") is not None:
+        return min(max(float(spec["percent"]), 0.0), 100.0) / 100
+    fraction = spec.get("fraction")
+    if fraction:
+        denominator = fraction.get("denominator", 100) or 100
+        return min(max(fraction.get("numerator", 0) / denominator, 0.0), 1.0)
+    return 1.0
+
+
 def _header_filter(spec: dict | None) -> HeaderFilter | None:
     if not spec:
         return None
@@ -263,11 +286,12 @@ def translate_rule(world: World, route: dict, index: int, rule: dict, hosts: tup
         elif kind == "URLRewrite":
             rewrite = f.get("urlRewrite") or {}
         elif kind == "RequestMirror":
-            ref = resolve_backend(world, ns, (f.get("requestMirror") or {}).get("backendRef") or {})
+            spec = f.get("requestMirror") or {}
+            ref = resolve_backend(world, ns, spec.get("backendRef") or {})
             if ref.problem:
                 problems.append(ref.problem)
             else:
-                mirrors.append(ref.key)
+                mirrors.append(MirrorConfig(ref.key, _mirror_fraction(spec)))
                 services.setdefault(ref.key, ref.port)
     backends = []
     if redirect is None:
@@ -387,8 +411,9 @@ def translate(world: World, file_services: dict[str, ServiceConfig] | None = Non
     services = [file_services.get(key) or ServiceConfig(namespace=key.split("/")[0], name=key.split("/")[1],
                                                         port=port)
                 for key, port in service_ports.items()]
-    return Translation(routes, services, _class_status(world, classes),
-                       _gateway_status(world, gateways, attached), route_status)
+    gateway_status, certificates = _gateway_status(world, gateways, attached)
+    return Translation(routes, services, _class_status(world, classes), gateway_status, route_status,
+                       certificates)
 
 
 def _parent_ref(ref: dict, gkey: Key) -> dict:
@@ -434,25 +459,67 @@ def _class_status(world: World, classes: set[str]) -> dict[str, dict]:
             for name in classes}
 
 
-def _gateway_status(world: World, gateways: dict[Key, dict], attached: dict) -> dict[Key, dict]:
-    out = {}
-    for gkey, gateway in gateways.items():
+def _listener_certificates(world: World, gkey: Key, listener: dict) -> tuple[list[Certificate], tuple[str, str] | None]:
+    """An HTTPS listener's certificateRefs: the certificates that serve (SNI: the listener's
+    hostname, else the certificate's names) and the first problem as (reason, message)."""
+    certs, problem = [], None
+    hostname = (listener.get("hostname") or "").lower()
+    for ref in ((listener.get("tls") or {}).get("certificateRefs") or ()):
+        ns, name = ref.get("namespace") or gkey[0], ref.get("name", "")
+        if (ref.get("group") or "", ref.get("kind") or "Secret") != ("", "Secret"):
+            found = None, ("InvalidCertificateRef", f"certificateRef {ref.get('group')}/{ref.get('kind')} "
+                                                    f"{name!r}: only core Secrets are supported")
+        elif ns != gkey[0] and not _granted(world, gkey[0], ns, "", "Secret", name, from_kind="Gateway"):
+            found = None, ("RefNotPermitted", f"certificateRef Secret {ns}/{name}: no ReferenceGrant in "
+                                              f"{ns} allows it")
+        elif (secret := world.secrets.get((ns, name))) is None:
+            found = None, ("InvalidCertificateRef", f"Secret {ns}/{name} not found")
+        elif secret.problem:
+            found = None, ("InvalidCertificateRef", f"Secret {ns}/{name}: {secret.problem}")
+        else:
+            found = Certificate(secret.cert, secret.key, pem=True, names=(hostname,) if hostname else (),
+                                origin=f"Secret {ns}/{name}"), None
+        if found[0] is not None:
+            certs.append(found[0])
+        problem = problem or found[1]
+    return certs, problem
+
+
+def _listener_status(world: World, gkey: Key, listener: dict, attached: dict,
+                     gen: int) -> tuple[dict, list[Certificate]]:
+    ok = _http_listener(listener)
+    message = "" if ok else f"protocol {listener.get('protocol')} is not supported (HTTP and HTTPS are)"
+    resolved = ("ResolvedRefs" if ok else "InvalidRouteKinds", message)
+    certs: list[Certificate] = []
+    programmed = ok
+    if listener.get("protocol") == "HTTPS":
+        certs, problem = _listener_certificates(world, gkey, listener)
+        resolved = problem or resolved
+        # Without any certificate it serves nothing of its own (none named: the file's tls: does)
+        programmed = bool(certs) or problem is None
+    conditions = [condition("Accepted", ok, "Accepted" if ok else "UnsupportedProtocol", message, gen),
+                  condition("ResolvedRefs", ok and resolved[0] == "ResolvedRefs", *resolved, gen),
+                  condition("Programmed", programmed, "Programmed" if programmed else "Invalid",
+                            "" if programmed else resolved[1] or message, gen)]
+    return ({"name": listener["name"], "attachedRoutes": attached.get((gkey, listener["name"]), 0),
+             "supportedKinds": [{"group": GATEWAY_GROUP, "kind": "HTTPRoute"}] if ok else [],
+             "conditions": conditions}, certs)
+
+
+def _gateway_status(world: World, gateways: dict[Key, dict],
+                    attached: dict) -> tuple[dict[Key, dict], tuple[Certificate, ...]]:
+    out, certificates = {}, []
+    for gkey in sorted(gateways):
+        gateway = gateways[gkey]
         gen = _generation(gateway)
         listeners = []
-        for l in (gateway.get("spec") or {}).get("listeners") or ():
-            ok = _http_listener(l)
-            reason = "Accepted" if ok else "UnsupportedProtocol"
-            message = "" if ok else f"protocol {l.get('protocol')} is not supported (HTTP and HTTPS are)"
-            listeners.append({
-                "name": l["name"], "attachedRoutes": attached.get((gkey, l["name"]), 0),
-                "supportedKinds": [{"group": GATEWAY_GROUP, "kind": "HTTPRoute"}] if ok else [],
-                "conditions": [condition("Accepted", ok, reason, message, gen),
-                               condition("ResolvedRefs", ok, "ResolvedRefs" if ok else "InvalidRouteKinds",
-                                         message, gen),
-                               condition("Programmed", ok, "Programmed" if ok else "Invalid", message, gen)]})
+        for listener in (gateway.get("spec") or {}).get("listeners") or ():
+            status, certs = _listener_status(world, gkey, listener, attached, gen)
+            listeners.append(status)
+            certificates += certs
         any_ok = any(l["conditions"][0]["status"] == "True" for l in listeners)
         out[gkey] = {"conditions": [condition("Accepted", True, "Accepted", "", gen),
                                     condition("Programmed", any_ok, "Programmed" if any_ok else "Invalid",
                                               "" if any_ok else "no listener can be served", gen)],
                      "listeners": listeners}
-    return out
+    return out, tuple(certificates)

@@ -1,9 +1,12 @@
-"""Active probes: an HTTP GET or a TCP connect, bounded by a timeout.
+"""Active probes: an HTTP GET, a gRPC health check or a TCP connect, bounded by a timeout.
 
 A service with ``tls:`` is probed over TLS with the same settings (CA, SNI, verification)
 the data plane connects with (gateway.dataplane): a probe in plain text to a TLS-only
 endpoint fails every time, and every endpoint would be flagged.  A failed handshake is a
 failed probe, with the reason (wrong CA, name mismatch, not TLS) as its error.
+
+``type: grpc`` asks grpc.health.v1.Health/Check over HTTP/2 (h2c, or h2 by ALPN under
+TLS), as Envoy's and Kubernetes' gRPC probes do: it passes when the answer is SERVING.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from gateway.tls import upstream_context
 class ProbeTls(NamedTuple):
     context: ssl.SSLContext
     sni: str | None             # None: the endpoint's IP, as the data plane does
+    h2_context: ssl.SSLContext  # the same, offering only h2 by ALPN (gRPC probes)
 
 
 class ProbeTlsContexts:
@@ -33,7 +37,9 @@ class ProbeTlsContexts:
             return None
         found = self._contexts.get(config)
         if found is None:
-            found = self._contexts[config] = ProbeTls(upstream_context(config), config.sni)
+            h2 = upstream_context(config)
+            h2.set_alpn_protocols(["h2"])
+            found = self._contexts[config] = ProbeTls(upstream_context(config), config.sni, h2)
         return found
 
     def reset(self) -> None:
@@ -60,13 +66,16 @@ async def _probe(ip: str, port: int, check: HealthCheckConfig, tls: ProbeTls | N
     if tls is None:
         reader, writer = await asyncio.open_connection(ip, port)
     else:
-        reader, writer = await asyncio.open_connection(ip, port, ssl=tls.context,
+        context = tls.h2_context if check.type == "grpc" else tls.context
+        reader, writer = await asyncio.open_connection(ip, port, ssl=context,
                                                        server_hostname=tls.sni or ip)
     try:
         if check.type == "tcp":
             return None
         host = check.host or (tls.sni if tls is not None and tls.sni else None) or (
             f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}")
+        if check.type == "grpc":
+            return await grpc_health_check(reader, writer, host, check.grpc_service)
         writer.write(f"GET {check.path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: gateway-health-check\r\n"
                      "Connection: close\r\n\r\n".encode())
         line = await reader.readline()
@@ -79,3 +88,139 @@ async def _probe(ip: str, port: int, check: HealthCheckConfig, tls: ProbeTls | N
         return f"status {status}"
     finally:
         writer.close()
+
+
+# -- gRPC: grpc.health.v1.Health/Check ----------------------------------------------------------
+
+# HealthCheckResponse.ServingStatus (grpc/health/v1/health.proto)
+SERVING_STATUSES = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
+
+
+class _HealthAnswer:
+    """An H2Session handler that collects the one stream's answer."""
+
+    def __init__(self) -> None:
+        self.headers: dict[bytes, bytes] = {}
+        self.body = bytearray()
+        self.done = asyncio.get_running_loop().create_future()
+        self.session = None
+
+    def h2_headers(self, sid, headers, end_stream):
+        self.headers.update(headers)
+        if end_stream:
+            self._finish()
+
+    def h2_data(self, sid, data):
+        self.body += data
+        self.session.consume(sid, len(data))
+
+    def h2_trailers(self, sid, headers):
+        self.headers.update(headers)
+
+    def h2_end(self, sid):
+        self._finish()
+
+    def h2_close(self, sid, error_code):
+        if not self.done.done():
+            self.done.set_result(f"stream reset (HTTP/2 error {error_code})" if error_code else None)
+
+    def h2_drained(self, sid):
+        pass
+
+    def _finish(self):
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+async def grpc_health_check(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                            authority: str, service: str) -> str | None:
+    """One Health/Check call on a new HTTP/2 connection: None if SERVING, else why not."""
+    from _speedups.h2 import H2Error, H2Session
+
+    answer = _HealthAnswer()
+    session = answer.session = H2Session(answer, server=False)
+    sid = session.submit_request([
+        (b":method", b"POST"), (b":scheme", b"https" if writer.get_extra_info("sslcontext") else b"http"),
+        (b":authority", authority.encode()), (b":path", b"/grpc.health.v1.Health/Check"),
+        (b"content-type", b"application/grpc"), (b"te", b"trailers"),
+        (b"user-agent", b"gateway-health-check")])
+    session.send_data(sid, grpc_message(_health_request(service)), end_stream=True)
+    writer.write(session.output())
+    while not answer.done.done():
+        data = await reader.read(65536)
+        if not data:
+            return "connection closed without an answer"
+        try:
+            session.receive(data)
+        except H2Error as exc:
+            return f"not an HTTP/2 answer: {exc}"
+        writer.write(session.output())
+    problem = answer.done.result()
+    return problem if problem is not None else _health_verdict(answer.headers, bytes(answer.body))
+
+
+def _health_verdict(headers: dict[bytes, bytes], body: bytes) -> str | None:
+    status = headers.get(b":status", b"")
+    if status != b"200":
+        return f"status {status.decode() or 'missing'}"
+    code = headers.get(b"grpc-status")
+    if code is None:
+        return "no grpc-status"
+    if code != b"0":
+        message = headers.get(b"grpc-message", b"").decode(errors="replace")
+        return f"grpc-status {code.decode()}" + (f": {message}" if message else "")
+    serving = _serving_status(body)
+    return None if serving == 1 else SERVING_STATUSES.get(serving, f"serving status {serving}")
+
+
+def grpc_message(payload: bytes) -> bytes:
+    """A gRPC length-prefixed message, uncompressed."""
+    return b"\x00" + len(payload).to_bytes(4, "big") + payload
+
+
+def _health_request(service: str) -> bytes:
+    """HealthCheckRequest{service}: field 1, length-delimited (empty when "")."""
+    name = service.encode()
+    return b"\x0a" + _varint(len(name)) + name if name else b""
+
+
+def _serving_status(body: bytes) -> int | None:
+    """HealthCheckResponse.status (field 1, varint) from the first message; None if absent."""
+    if len(body) < 5:
+        return None
+    message = body[5:5 + int.from_bytes(body[1:5], "big")]
+    i = 0
+    while i < len(message):
+        key, i = _read_varint(message, i)
+        if key == 0x08:
+            value, i = _read_varint(message, i)
+            return value
+        if key & 7 == 0:
+            _, i = _read_varint(message, i)
+        elif key & 7 == 2:
+            length, i = _read_varint(message, i)
+            i += length
+        else:
+            return None         # not a HealthCheckResponse
+    return 0                    # proto3: a field at its default (UNKNOWN) is not sent
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _read_varint(data: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while i < len(data):
+        byte = data[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, i
+        shift += 7
+    raise ValueError("truncated varint")

@@ -116,7 +116,9 @@ class KubernetesSource(Source):
         super().__init__(config.name, config.weight, config)
         self.config = config
         self.exported_only = exported_only
-        self._exports: set[tuple[str, str]] = set()     # (namespace, name) with a ServiceExport
+        # (namespace, name) -> its ServiceExport (status and generation are read by gateway.mcs)
+        self._exports: dict[tuple[str, str], dict] = {}
+        self.api = None                     # the ApiClient, once built (gateway.mcs writes with it)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -155,7 +157,7 @@ class KubernetesSource(Source):
         # frames every BACKOFF_MAX seconds for as long as the source could not start.
         while True:
             try:
-                api = self._api_client()
+                api = self.api = self._api_client()
                 self.uses_endpointslices = self._has_endpointslices(api)
                 break
             except Exception as exc:                # bad kubeconfig, bad token, unreachable at start ...
@@ -319,19 +321,28 @@ class KubernetesSource(Source):
         self._event({ServiceKey(*key)})
 
     def _replace_exports(self, namespace, items, loop_name) -> None:
-        fresh = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in items}
+        fresh = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in items}
         scope = {k for k in self._exports if namespace is None or k[0] == namespace}
-        self._exports = (self._exports - scope) | fresh
-        self._changed({ServiceKey(*k) for k in scope ^ fresh})
+        self._exports = {**{k: o for k, o in self._exports.items() if k not in scope}, **fresh}
+        self._changed({ServiceKey(*k) for k in scope ^ fresh.keys()})
         self._synced(loop_name)
 
     def _export_event(self, kind: str, obj) -> None:
         key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
         if kind == "DELETED":
-            self._exports.discard(key)
+            self._exports.pop(key, None)
         else:
-            self._exports.add(key)
+            self._exports[key] = obj
         self._event({ServiceKey(*key)})
+
+    def export(self, namespace: str, name: str) -> dict | None:
+        """This cluster's ServiceExport of the service, as last seen (merge: exported only)."""
+        return self._exports.get((namespace, name))
+
+    def service_ports(self, namespace: str, name: str) -> dict[str, int] | None:
+        """The ports (name -> number) of this cluster's Service, None without one."""
+        ports = self._services.get((namespace, name))
+        return None if ports is None else {p.name: p.port for p in ports}
 
     def _event(self, touched: set[ServiceKey]) -> None:
         self.events += 1

@@ -1,0 +1,558 @@
+# cython: freethreading_compatible = False
+"""HTTP/2 framing: nghttp2 (the library nginx, curl and Apache use) behind a small session type.
+
+nghttp2 does the frame layer, HPACK, stream states, flow-control accounting and the
+protocol's validation (pseudo-headers, content-length, the rapid-reset and CONTINUATION
+limits); this module feeds it bytes and hands its events to a handler object:
+
+    h2_headers(stream_id, headers, end_stream)   a request (server) or response (client) head
+    h2_data(stream_id, data)                     a body chunk
+    h2_end(stream_id)                            the peer ended the stream (END_STREAM)
+    h2_trailers(stream_id, headers)              trailers (END_STREAM follows as h2_end)
+    h2_close(stream_id, error_code)              the stream is gone (0: cleanly)
+    h2_drained(stream_id)                        a stream's queued output fell to empty after
+                                                 ``send_data`` reported it over the limit
+
+``headers`` is a list of (name, value) bytes pairs, pseudo-headers first, as received.
+Windows are not opened by themselves: the handler calls ``consume(stream_id, n)`` once it
+has passed n body bytes on (an upstream took them), so a slow reader on one side stalls
+the writer on the other instead of the gateway buffering a whole body.
+
+Output is pulled: after ``receive`` or any ``submit_*``/``send_*``, ``output()`` returns
+the bytes to write (nghttp2_session_mem_send), or b"" when there is nothing.
+"""
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
+
+from time import monotonic
+
+cdef extern from "nghttp2/nghttp2.h":
+    ctypedef struct nghttp2_session:
+        pass
+    ctypedef struct nghttp2_session_callbacks:
+        pass
+    ctypedef struct nghttp2_option:
+        pass
+
+    ctypedef struct nghttp2_frame_hd:
+        size_t length
+        int32_t stream_id
+        uint8_t type
+        uint8_t flags
+
+    ctypedef enum nghttp2_headers_category:
+        NGHTTP2_HCAT_REQUEST
+        NGHTTP2_HCAT_RESPONSE
+        NGHTTP2_HCAT_PUSH_RESPONSE
+        NGHTTP2_HCAT_HEADERS
+
+    ctypedef struct nghttp2_headers:
+        nghttp2_frame_hd hd
+        nghttp2_headers_category cat
+
+    ctypedef union nghttp2_frame:
+        nghttp2_frame_hd hd
+        nghttp2_headers headers
+
+    ctypedef struct nghttp2_nv:
+        uint8_t *name
+        uint8_t *value
+        size_t namelen
+        size_t valuelen
+        uint8_t flags
+
+    ctypedef struct nghttp2_settings_entry:
+        int32_t settings_id
+        uint32_t value
+
+    ctypedef union nghttp2_data_source:
+        int fd
+        void *ptr
+
+    ctypedef ssize_t (*nghttp2_data_source_read_callback)(
+        nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
+        uint32_t *data_flags, nghttp2_data_source *source, void *user_data) noexcept
+
+    ctypedef struct nghttp2_data_provider:
+        nghttp2_data_source source
+        nghttp2_data_source_read_callback read_callback
+
+    enum:
+        NGHTTP2_DATA = 0
+        NGHTTP2_HEADERS = 1
+        NGHTTP2_RST_STREAM = 3
+        NGHTTP2_FLAG_NONE = 0
+        NGHTTP2_FLAG_END_STREAM = 1
+        NGHTTP2_DATA_FLAG_EOF = 1
+        NGHTTP2_DATA_FLAG_NO_END_STREAM = 2
+        NGHTTP2_NV_FLAG_NONE = 0
+        NGHTTP2_ERR_DEFERRED = -508
+        NGHTTP2_ERR_CALLBACK_FAILURE = -902
+        NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE = -521
+        NGHTTP2_SETTINGS_HEADER_TABLE_SIZE = 1
+        NGHTTP2_SETTINGS_ENABLE_PUSH = 2
+        NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS = 3
+        NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE = 4
+        NGHTTP2_SETTINGS_MAX_FRAME_SIZE = 5
+        NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE = 6
+
+    int nghttp2_session_callbacks_new(nghttp2_session_callbacks **callbacks_ptr)
+    void nghttp2_session_callbacks_del(nghttp2_session_callbacks *callbacks)
+    void nghttp2_session_callbacks_set_on_begin_headers_callback(
+        nghttp2_session_callbacks *cbs,
+        int (*cb)(nghttp2_session *, const nghttp2_frame *, void *) noexcept)
+    void nghttp2_session_callbacks_set_on_header_callback(
+        nghttp2_session_callbacks *cbs,
+        int (*cb)(nghttp2_session *, const nghttp2_frame *, const uint8_t *, size_t,
+                  const uint8_t *, size_t, uint8_t, void *) noexcept)
+    void nghttp2_session_callbacks_set_on_frame_recv_callback(
+        nghttp2_session_callbacks *cbs,
+        int (*cb)(nghttp2_session *, const nghttp2_frame *, void *) noexcept)
+    void nghttp2_session_callbacks_set_on_data_chunk_recv_callback(
+        nghttp2_session_callbacks *cbs,
+        int (*cb)(nghttp2_session *, uint8_t, int32_t, const uint8_t *, size_t, void *) noexcept)
+    void nghttp2_session_callbacks_set_on_stream_close_callback(
+        nghttp2_session_callbacks *cbs,
+        int (*cb)(nghttp2_session *, int32_t, uint32_t, void *) noexcept)
+
+    int nghttp2_option_new(nghttp2_option **option_ptr)
+    void nghttp2_option_del(nghttp2_option *option)
+    void nghttp2_option_set_no_auto_window_update(nghttp2_option *option, int val)
+    void nghttp2_option_set_max_settings(nghttp2_option *option, size_t val)
+    void nghttp2_option_set_stream_reset_rate_limit(nghttp2_option *option, uint64_t burst,
+                                                    uint64_t rate)
+    void nghttp2_option_set_max_continuations(nghttp2_option *option, size_t val)
+    void nghttp2_option_set_max_deflate_dynamic_table_size(nghttp2_option *option, size_t val)
+    void nghttp2_option_set_max_outbound_ack(nghttp2_option *option, size_t val)
+
+    int nghttp2_session_server_new2(nghttp2_session **session_ptr,
+                                    const nghttp2_session_callbacks *callbacks,
+                                    void *user_data, const nghttp2_option *option)
+    int nghttp2_session_client_new2(nghttp2_session **session_ptr,
+                                    const nghttp2_session_callbacks *callbacks,
+                                    void *user_data, const nghttp2_option *option)
+    void nghttp2_session_del(nghttp2_session *session)
+    ssize_t nghttp2_session_mem_recv(nghttp2_session *session, const uint8_t *data, size_t n)
+    ssize_t nghttp2_session_mem_send(nghttp2_session *session, const uint8_t **data_ptr)
+    int nghttp2_session_want_read(nghttp2_session *session)
+    int nghttp2_session_want_write(nghttp2_session *session)
+    int nghttp2_session_consume(nghttp2_session *session, int32_t stream_id, size_t size)
+    int nghttp2_session_resume_data(nghttp2_session *session, int32_t stream_id)
+    int32_t nghttp2_session_get_last_proc_stream_id(nghttp2_session *session)
+    int nghttp2_submit_settings(nghttp2_session *session, uint8_t flags,
+                                const nghttp2_settings_entry *iv, size_t niv)
+    int nghttp2_submit_response(nghttp2_session *session, int32_t stream_id,
+                                const nghttp2_nv *nva, size_t nvlen,
+                                const nghttp2_data_provider *data_prd)
+    int32_t nghttp2_submit_request(nghttp2_session *session, const void *pri_spec,
+                                   const nghttp2_nv *nva, size_t nvlen,
+                                   const nghttp2_data_provider *data_prd, void *stream_user_data)
+    int nghttp2_submit_trailer(nghttp2_session *session, int32_t stream_id,
+                               const nghttp2_nv *nva, size_t nvlen)
+    int nghttp2_submit_rst_stream(nghttp2_session *session, uint8_t flags, int32_t stream_id,
+                                  uint32_t error_code)
+    int nghttp2_submit_goaway(nghttp2_session *session, uint8_t flags, int32_t last_stream_id,
+                              uint32_t error_code, const uint8_t *opaque_data, size_t n)
+    const char *nghttp2_strerror(int lib_error_code)
+
+
+NO_ERROR = 0
+PROTOCOL_ERROR = 1
+INTERNAL_ERROR = 2
+REFUSED_STREAM = 7
+CANCEL = 8
+ENHANCE_YOUR_CALM = 11
+
+cdef double RESET_BURST = 1000     # the peer's stream resets allowed at once (nghttp2's default) ...
+cdef double RESET_RATE = 33        # ... and a second after that
+
+
+class H2Error(Exception):
+    """nghttp2 refused the peer's bytes (a connection error: answer GOAWAY, then close)."""
+
+
+cdef class _Outgoing:
+    """A stream's queued body bytes, read out by nghttp2 as its flow-control window allows."""
+    cdef bytearray buf
+    cdef Py_ssize_t offset
+    cdef bint eof
+    cdef bint over_limit        # send_data reported the queue over the limit: h2_drained owed
+    cdef list trailers
+
+    def __cinit__(self):
+        self.buf = bytearray()
+        self.offset = 0
+
+
+cdef class _Head:
+    """A header block being received, and its size as the limit counts it (RFC 9113 §6.5.2)."""
+    cdef list headers
+    cdef Py_ssize_t size
+
+    def __cinit__(self):
+        self.headers = []
+
+
+cdef class H2Session:
+    """One HTTP/2 connection, server or client side, without I/O of its own."""
+    cdef nghttp2_session *session
+    cdef object handler
+    cdef dict outgoing          # stream id -> _Outgoing
+    cdef dict heads             # stream id -> list of (name, value) being received
+    cdef object error           # an exception a handler raised inside a callback
+    cdef readonly bint server
+    cdef public Py_ssize_t queue_limit
+    cdef readonly str going_away    # why this side sent GOAWAY for a limit, or None
+    cdef Py_ssize_t max_header_list_size
+    cdef double reset_tokens        # the peer's stream resets: a bucket of RESET_BURST
+    cdef double reset_refilled
+
+    def __cinit__(self, handler, bint server=True, *, int max_concurrent_streams=100,
+                  int initial_window_size=65535, int max_header_list_size=65536,
+                  Py_ssize_t queue_limit=65536):
+        cdef nghttp2_session_callbacks *cbs
+        cdef nghttp2_option *opt
+        cdef int rc
+        self.handler, self.server = handler, server
+        self.outgoing, self.heads = {}, {}
+        self.queue_limit = queue_limit
+        self.max_header_list_size = max_header_list_size
+        self.reset_tokens, self.reset_refilled = RESET_BURST, monotonic()
+        nghttp2_session_callbacks_new(&cbs)
+        nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, _on_begin_headers)
+        nghttp2_session_callbacks_set_on_header_callback(cbs, _on_header)
+        nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, _on_frame_recv)
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, _on_data_chunk)
+        nghttp2_session_callbacks_set_on_stream_close_callback(cbs, _on_stream_close)
+        nghttp2_option_new(&opt)
+        nghttp2_option_set_no_auto_window_update(opt, 1)
+        nghttp2_option_set_max_settings(opt, 32)                # SETTINGS flood
+        nghttp2_option_set_max_outbound_ack(opt, 1000)          # PING/SETTINGS ack flood
+        nghttp2_option_set_stream_reset_rate_limit(opt, <uint64_t>RESET_BURST, <uint64_t>RESET_RATE)
+        nghttp2_option_set_max_continuations(opt, 8)            # CONTINUATION flood
+        nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096)
+        if server:
+            rc = nghttp2_session_server_new2(&self.session, cbs, <void *>self, opt)
+        else:
+            rc = nghttp2_session_client_new2(&self.session, cbs, <void *>self, opt)
+        nghttp2_option_del(opt)
+        nghttp2_session_callbacks_del(cbs)
+        if rc != 0:
+            raise MemoryError(nghttp2_strerror(rc).decode())
+        cdef nghttp2_settings_entry iv[4]
+        iv[0].settings_id, iv[0].value = NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, max_concurrent_streams
+        iv[1].settings_id, iv[1].value = NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, initial_window_size
+        iv[2].settings_id, iv[2].value = NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, max_header_list_size
+        iv[3].settings_id, iv[3].value = NGHTTP2_SETTINGS_ENABLE_PUSH, 0
+        _check(nghttp2_submit_settings(self.session, NGHTTP2_FLAG_NONE, iv, 4))
+
+    def __dealloc__(self):
+        if self.session is not NULL:
+            nghttp2_session_del(self.session)
+
+    # -- input ---------------------------------------------------------------------
+
+    def receive(self, const uint8_t[:] data not None) -> None:
+        """Feed the peer's bytes; the handler's methods run meanwhile."""
+        cdef ssize_t n = nghttp2_session_mem_recv(self.session, &data[0], data.shape[0]) \
+            if data.shape[0] else 0
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        if n < 0:
+            raise H2Error(nghttp2_strerror(<int>n).decode())
+        if self.going_away:
+            raise H2Error(self.going_away)
+
+    def consume(self, int32_t stream_id, size_t n) -> None:
+        """n body bytes of the stream were passed on: open the windows by that much."""
+        if n:
+            nghttp2_session_consume(self.session, stream_id, n)
+
+    # -- output --------------------------------------------------------------------
+
+    def output(self) -> bytes:
+        """What to write to the peer now (b"": nothing)."""
+        cdef const uint8_t *chunk
+        cdef ssize_t n = nghttp2_session_mem_send(self.session, &chunk)
+        if n <= 0:
+            self._raise_pending(n)
+            return b""
+        first = PyBytes_FromStringAndSize(<const char *>chunk, n)
+        n = nghttp2_session_mem_send(self.session, &chunk)
+        if n <= 0:
+            self._raise_pending(n)
+            return first
+        parts = [first]
+        while n > 0:
+            parts.append(PyBytes_FromStringAndSize(<const char *>chunk, n))
+            n = nghttp2_session_mem_send(self.session, &chunk)
+        self._raise_pending(n)
+        return b"".join(parts)
+
+    cdef _raise_pending(self, ssize_t rc):
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        if rc < 0:
+            raise H2Error(nghttp2_strerror(<int>rc).decode())
+
+    def submit_response(self, int32_t stream_id, list headers, bint end_stream=False) -> None:
+        _check(self._submit_head(stream_id, headers, end_stream))
+
+    def submit_request(self, list headers, bint end_stream=False) -> int:
+        """Open a stream (client side); its id."""
+        cdef int32_t stream_id = self._submit_head(-1, headers, end_stream)
+        _check(stream_id)
+        return stream_id
+
+    cdef int32_t _submit_head(self, int32_t stream_id, list headers, bint end_stream) except? -1:
+        cdef Py_ssize_t count = len(headers)
+        cdef nghttp2_nv *nva = <nghttp2_nv *>malloc(max(count, 1) * sizeof(nghttp2_nv))
+        cdef nghttp2_data_provider provider
+        cdef const nghttp2_data_provider *body = NULL
+        cdef int32_t rc
+        if nva is NULL:
+            raise MemoryError()
+        try:
+            _fill_nv(nva, headers)
+            if not end_stream:
+                provider.source.ptr = NULL
+                provider.read_callback = _read_body
+                body = &provider
+            if stream_id < 0:
+                rc = nghttp2_submit_request(self.session, NULL, nva, count, body, NULL)
+            else:
+                rc = nghttp2_submit_response(self.session, stream_id, nva, count, body)
+        finally:
+            free(nva)
+        if rc >= 0 and not end_stream:
+            self.outgoing[stream_id if stream_id >= 0 else rc] = _Outgoing()
+        return rc
+
+    def send_data(self, int32_t stream_id, data, bint end_stream=False) -> Py_ssize_t:
+        """Queue body bytes of a stream whose head was submitted without end_stream.
+
+        Returns the bytes now queued for it; over ``queue_limit`` the caller should stop
+        reading its source until ``h2_drained(stream_id)``.
+        """
+        cdef _Outgoing out = self.outgoing.get(stream_id)
+        if out is None:
+            return 0            # the stream was reset or closed meanwhile
+        if data:
+            out.buf += data
+        if end_stream:
+            out.eof = True
+        nghttp2_session_resume_data(self.session, stream_id)
+        cdef Py_ssize_t queued = len(out.buf) - out.offset
+        if queued > self.queue_limit:
+            out.over_limit = True
+        return queued
+
+    def send_trailers(self, int32_t stream_id, list headers) -> None:
+        """End the stream with trailers (after its data)."""
+        cdef _Outgoing out = self.outgoing.get(stream_id)
+        if out is None:
+            return
+        out.trailers = headers
+        out.eof = True
+        nghttp2_session_resume_data(self.session, stream_id)
+
+    def reset(self, int32_t stream_id, uint32_t error_code=CANCEL) -> None:
+        nghttp2_submit_rst_stream(self.session, NGHTTP2_FLAG_NONE, stream_id, error_code)
+
+    def goaway(self, uint32_t error_code=NO_ERROR) -> None:
+        """Tell the peer to open no more streams; those already open run to their end."""
+        last = nghttp2_session_get_last_proc_stream_id(self.session)
+        _check(nghttp2_submit_goaway(self.session, NGHTTP2_FLAG_NONE, last, error_code, NULL, 0))
+
+    cdef bint _reset_over_limit(self):
+        """Rapid reset (CVE-2023-44487): more resets than RESET_BURST, refilled RESET_RATE a second.
+
+        nghttp2 has the same limit, but keeps handing over the streams that follow in the
+        same read; here nothing after it reaches the handler.
+        """
+        now = monotonic()
+        self.reset_tokens = min(RESET_BURST, self.reset_tokens + (now - self.reset_refilled) * RESET_RATE)
+        self.reset_refilled = now
+        self.reset_tokens -= 1
+        if self.reset_tokens >= 0:
+            return False
+        self._go_away(ENHANCE_YOUR_CALM, "too many stream resets")
+        return True
+
+    cdef _go_away(self, uint32_t error_code, str why):
+        self.going_away = why
+        nghttp2_submit_goaway(self.session, NGHTTP2_FLAG_NONE,
+                              nghttp2_session_get_last_proc_stream_id(self.session),
+                              error_code, NULL, 0)
+
+    def want_read(self) -> bool:
+        return nghttp2_session_want_read(self.session) != 0
+
+    def want_write(self) -> bool:
+        return nghttp2_session_want_write(self.session) != 0
+
+    def queued(self, int32_t stream_id) -> Py_ssize_t:
+        cdef _Outgoing out = self.outgoing.get(stream_id)
+        return 0 if out is None else len(out.buf) - out.offset
+
+
+cdef inline void _check(int rc) except *:
+    if rc < 0:
+        raise H2Error(nghttp2_strerror(rc).decode())
+
+
+cdef void _fill_nv(nghttp2_nv *nva, list headers) except *:
+    cdef Py_ssize_t i = 0
+    cdef bytes name, value
+    for name, value in headers:
+        nva[i].name = <uint8_t *><char *>name
+        nva[i].namelen = len(name)
+        nva[i].value = <uint8_t *><char *>value
+        nva[i].valuelen = len(value)
+        nva[i].flags = NGHTTP2_NV_FLAG_NONE     # nghttp2 copies them
+        i += 1
+
+
+# -- nghttp2's callbacks: errors a handler raises are kept and raised after the call ------------
+
+cdef int _on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame,
+                           void *user_data) noexcept:
+    cdef H2Session self = <H2Session>user_data
+    if frame.hd.type == NGHTTP2_HEADERS:
+        self.heads[frame.hd.stream_id] = _Head()
+    return 0
+
+
+cdef int _on_header(nghttp2_session *session, const nghttp2_frame *frame,
+                    const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen,
+                    uint8_t flags, void *user_data) noexcept:
+    cdef H2Session self = <H2Session>user_data
+    cdef _Head head = self.heads.get(frame.hd.stream_id)
+    if head is None:
+        return 0
+    head.size += namelen + valuelen + 32
+    if head.size > self.max_header_list_size:
+        # An HPACK bomb (small on the wire, huge decoded) or just too much: this stream
+        # is reset, the connection goes on.
+        del self.heads[frame.hd.stream_id]
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE
+    head.headers.append((PyBytes_FromStringAndSize(<const char *>name, namelen),
+                         PyBytes_FromStringAndSize(<const char *>value, valuelen)))
+    return 0
+
+
+cdef int _on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame,
+                        void *user_data) noexcept:
+    cdef H2Session self = <H2Session>user_data
+    cdef int32_t stream_id = frame.hd.stream_id
+    cdef bint end = (frame.hd.flags & NGHTTP2_FLAG_END_STREAM) != 0
+    if self.going_away:
+        return 0                # the rest of the peer's bytes are not acted on
+    if frame.hd.type == NGHTTP2_RST_STREAM and self._reset_over_limit():
+        return 0
+    try:
+        if frame.hd.type == NGHTTP2_HEADERS:
+            head = self.heads.pop(stream_id, None)
+            if head is None:
+                return 0
+            headers = (<_Head>head).headers
+            if frame.headers.cat == NGHTTP2_HCAT_HEADERS and not _informational_before(headers):
+                self.handler.h2_trailers(stream_id, headers)
+                if end:
+                    self.handler.h2_end(stream_id)
+            else:
+                self.handler.h2_headers(stream_id, headers, end)
+        elif frame.hd.type == NGHTTP2_DATA and end:
+            self.handler.h2_end(stream_id)
+    except BaseException as exc:
+        self.error = exc
+        return NGHTTP2_ERR_CALLBACK_FAILURE
+    return 0
+
+
+cdef inline bint _informational_before(list head):
+    """A final response after a 1xx comes as a later HEADERS frame: a head, not trailers."""
+    return bool(head) and head[0][0] == b":status"
+
+
+cdef int _on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id,
+                        const uint8_t *data, size_t n, void *user_data) noexcept:
+    cdef H2Session self = <H2Session>user_data
+    if self.going_away:
+        return 0
+    try:
+        self.handler.h2_data(stream_id, PyBytes_FromStringAndSize(<const char *>data, n))
+    except BaseException as exc:
+        self.error = exc
+        return NGHTTP2_ERR_CALLBACK_FAILURE
+    return 0
+
+
+cdef int _on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code,
+                          void *user_data) noexcept:
+    cdef H2Session self = <H2Session>user_data
+    self.outgoing.pop(stream_id, None)
+    self.heads.pop(stream_id, None)
+    try:
+        self.handler.h2_close(stream_id, error_code)
+    except BaseException as exc:
+        self.error = exc
+        return NGHTTP2_ERR_CALLBACK_FAILURE
+    return 0
+
+
+cdef ssize_t _read_body(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
+                        size_t length, uint32_t *data_flags, nghttp2_data_source *source,
+                        void *user_data) noexcept:
+    cdef H2Session self = <H2Session>user_data
+    cdef _Outgoing out = self.outgoing.get(stream_id)
+    cdef Py_ssize_t available, n
+    cdef const char *start
+    if out is None:
+        data_flags[0] = NGHTTP2_DATA_FLAG_EOF
+        return 0
+    available = len(out.buf) - out.offset
+    if available == 0 and not out.eof:
+        return NGHTTP2_ERR_DEFERRED
+    n = min(<Py_ssize_t>length, available)
+    if n:
+        start = out.buf
+        memcpy(buf, start + out.offset, n)
+        out.offset += n
+        if out.offset == len(out.buf):
+            del out.buf[:]
+            out.offset = 0
+        elif out.offset > 65536:
+            del out.buf[:out.offset]
+            out.offset = 0
+    if out.eof and len(out.buf) == out.offset:
+        data_flags[0] = NGHTTP2_DATA_FLAG_EOF
+        if out.trailers is not None:
+            data_flags[0] |= NGHTTP2_DATA_FLAG_NO_END_STREAM
+            _submit_trailers(self, stream_id, out.trailers)
+    elif out.over_limit and len(out.buf) == out.offset:
+        out.over_limit = False
+        try:
+            self.handler.h2_drained(stream_id)
+        except BaseException as exc:
+            self.error = exc
+            return NGHTTP2_ERR_CALLBACK_FAILURE
+    return n
+
+
+cdef void _submit_trailers(H2Session self, int32_t stream_id, list headers) noexcept:
+    cdef Py_ssize_t count = len(headers)
+    cdef nghttp2_nv *nva = <nghttp2_nv *>malloc(max(count, 1) * sizeof(nghttp2_nv))
+    if nva is NULL:
+        return
+    try:
+        _fill_nv(nva, headers)
+        nghttp2_submit_trailer(self.session, stream_id, nva, count)
+    except BaseException as exc:
+        self.error = exc
+    finally:
+        free(nva)

@@ -1,0 +1,168 @@
+"""HTTP/2 and gRPC side by side: h2load and a grpcio client through nginx (and, once it speaks
+HTTP/2 downstream, the gateway), on one machine.
+
+    python bench/h2.py                      # 5 s per case, 2 repetitions (quiet machine only)
+    python bench/h2.py --duration 1 --repeat 1 --cases c1-m1    # a quick check that it runs
+
+Layout as bench/run.py: the proxy on CPU 0, load and backends on CPU 1.  HTTP/2 cases:
+h2load with prior knowledge (h2c) to the proxy, which speaks HTTP/1.1 to an nginx backend
+(a 13-byte file); ``cN-mM`` is N connections with M concurrent streams each.  gRPC: unary
+calls of gateway.devcluster.grpc_backend through ``grpc_pass`` by a grpcio client with 50
+calls in flight.  CPU per request is the proxy's utime+stime over the requests it served.
+
+A target that does not speak h2c (the gateway answers an HTTP/2 preface with 505 until
+issue #17's downstream lands) is reported as such, not measured.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.run import (NGINX_COMMON, NGINX_HTTP_COMMON, BenchError, Proc, backend_conf,  # noqa: E402
+                       cpu_delta_seconds, cpu_ticks, free_port, process_tree)
+
+CASES = {"c1-m1": (1, 1), "c1-m100": (1, 100), "c10-m100": (10, 100)}
+BODY = b"hello, world\n"
+
+
+def nginx_h2_conf(tmp: Path, port: int, backend_port: int, grpc_address: str) -> str:
+    return (f"daemon off;\nmaster_process on;\nuser root;\nworker_processes 1;\npid {tmp}/h2.pid;\n"
+            + NGINX_COMMON.format() + "http {\n" + NGINX_HTTP_COMMON.format(tmp=tmp) + f"""    access_log off;
+    http2_max_concurrent_streams 128;
+    upstream backends {{
+        server 127.0.0.2:{backend_port};
+        keepalive 64;
+    }}
+    upstream grpc_backends {{
+        server {grpc_address};
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port} http2 backlog=4096;
+        location /gateway.test.Echo/ {{
+            grpc_pass grpc://grpc_backends;
+        }}
+        location / {{
+            proxy_pass http://backends;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+""")
+
+
+def h2load(port: int, connections: int, streams: int, duration: float) -> int:
+    """Requests h2load completed with 2xx in ``duration`` seconds."""
+    out = subprocess.run(
+        ["taskset", "-c", "1", "h2load", "-c", str(connections), "-m", str(streams),
+         "-D", str(int(duration)), f"http://127.0.0.1:{port}/small"],
+        capture_output=True, text=True, timeout=duration + 30)
+    match = re.search(r"status codes: (\d+) 2xx", out.stdout)
+    if out.returncode or not match:
+        raise BenchError(f"h2load failed: {out.stdout[-800:]}{out.stderr[-400:]}")
+    return int(match.group(1))
+
+
+def grpc_unary(port: int, duration: float, in_flight: int = 50) -> int:
+    """Unary calls answered through the proxy in ``duration`` seconds, ``in_flight`` at a time."""
+    import grpc
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    call = channel.unary_unary("/gateway.test.Echo/Unary", request_serializer=bytes,
+                               response_deserializer=bytes)
+    done = 0
+    lock = threading.Lock()
+    stop = time.monotonic() + duration
+    slots = threading.Semaphore(in_flight)
+
+    def finished(future) -> None:
+        nonlocal done
+        if future.exception() is None:
+            with lock:
+                done += 1
+        slots.release()
+
+    while time.monotonic() < stop:
+        slots.acquire()
+        call.future(b"x", timeout=10).add_done_callback(finished)
+    for _ in range(in_flight):
+        slots.acquire()
+    channel.close()
+    return done
+
+
+def speaks_h2c(port: int) -> bool:
+    out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--http2-prior-knowledge",
+                          "--max-time", "3", f"http://127.0.0.1:{port}/small"], capture_output=True, text=True)
+    return out.stdout == "200"
+
+
+def measure(proxy: Proc, run) -> tuple[int, float]:
+    pids = process_tree(proxy.pid)
+    before = cpu_ticks(pids)
+    requests = run()
+    return requests, cpu_delta_seconds(before, cpu_ticks(pids))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--cases", default=",".join(CASES))
+    args = parser.parse_args(argv)
+    for tool in ("nginx", "h2load", "taskset", "curl"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"bench/h2.py needs {tool} (apt install nginx-light nghttp2-client util-linux curl)")
+    from gateway.devcluster.grpc_backend import GrpcBackendProcess
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-h2-"))
+    (tmp / "www").mkdir()
+    (tmp / "www" / "small").write_bytes(BODY)
+    procs: list[Proc] = []
+    grpc_pod = GrpcBackendProcess("127.0.0.3", 0, "b", "echo-b-0").start()
+    try:
+        backend_port = free_port("127.0.0.2", "127.0.0.3")
+        conf = tmp / "backend.conf"
+        conf.write_text(backend_conf(tmp, backend_port))
+        procs.append(Proc("backend", ["taskset", "-c", "1", "nginx", "-p", str(tmp), "-e", "stderr",
+                                      "-c", str(conf)], tmp))
+        port = free_port("127.0.0.1")
+        conf = tmp / "h2.conf"
+        conf.write_text(nginx_h2_conf(tmp, port, backend_port, grpc_pod.address))
+        nginx = Proc("nginx-h2", ["taskset", "-c", "0", "nginx", "-p", str(tmp), "-e", "stderr",
+                                  "-c", str(conf)], tmp)
+        procs.append(nginx)
+        deadline = time.monotonic() + 10
+        while not speaks_h2c(port):
+            if time.monotonic() > deadline:
+                raise BenchError(f"nginx h2c not ready:\n{nginx.log_tail()}")
+            time.sleep(0.1)
+        print(f"{'target':<10} {'case':<10} {'req/s':>9} {'CPU us/req':>11}")
+        for case in args.cases.split(","):
+            connections, streams = CASES[case]
+            for _ in range(args.repeat):
+                n, cpu = measure(nginx, lambda: h2load(port, connections, streams, args.duration))
+                print(f"{'nginx':<10} {case:<10} {n / args.duration:>9.0f} {cpu / n * 1e6:>11.1f}")
+        for _ in range(args.repeat):
+            n, cpu = measure(nginx, lambda: grpc_unary(port, args.duration))
+            print(f"{'nginx':<10} {'grpc-c50':<10} {n / args.duration:>9.0f} {cpu / n * 1e6:>11.1f}")
+        print("gateway    (not measured: no HTTP/2 downstream yet, issue #17)")
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+        grpc_pod.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,164 @@
+"""gRPC backends: the gRPC "pods" of the local clusters (grpcio, h2c).
+
+Each answers who it is, so a test can see which cluster served a call, without any
+generated code (messages are raw bytes; JSON for the identity):
+
+    /gateway.test.Echo/Unary         the identity JSON, with "request": the request as text
+    /gateway.test.Echo/ServerStream  the request is a count n: n identity messages
+    /gateway.test.Echo/ClientStream  one answer once the client is done: {"received": count}
+    /gateway.test.Echo/Bidi          each request echoed back with the identity as it comes
+    /gateway.test.Echo/Fail          the request is a gRPC status code: answers with it
+    grpc.health.v1.Health            SERVING for "" and "gateway.test.Echo"
+
+Run one with ``python -m gateway.devcluster.grpc_backend --host 127.0.0.2 --port 9000
+--cluster a --pod echo-a-0``; it prints ``READY 127.0.0.2:9000 cluster=a pod=echo-a-0 pid=N``.
+SIGTERM stops it gracefully (calls in progress get 1 s to end), as a pod's termination.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+
+import orjson
+
+from . import _process
+
+try:
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("gateway.devcluster.grpc_backend needs grpcio and grpcio-health-checking: "
+                      "pip install 'gateway[test]'") from exc
+
+SERVICE = "gateway.test.Echo"
+
+
+def _raw(data: bytes) -> bytes:
+    return data
+
+
+class EchoService:
+    """The Echo methods, answering as ``cluster``/``pod``."""
+
+    def __init__(self, address: str, cluster: str, pod: str) -> None:
+        self.identity = {"cluster": cluster, "pod": pod, "address": address}
+
+    def _answer(self, **extra) -> bytes:
+        return orjson.dumps({**self.identity, **extra})
+
+    async def unary(self, request: bytes, context) -> bytes:
+        return self._answer(request=request.decode(errors="replace"))
+
+    async def server_stream(self, request: bytes, context):
+        for i in range(int(request or b"1")):
+            yield self._answer(index=i)
+
+    async def client_stream(self, requests, context) -> bytes:
+        count = 0
+        async for _ in requests:
+            count += 1
+        return self._answer(received=count)
+
+    async def bidi(self, requests, context):
+        async for request in requests:
+            yield self._answer(request=request.decode(errors="replace"))
+
+    async def fail(self, request: bytes, context) -> bytes:
+        code = int(request or b"14")
+        await context.abort(grpc.StatusCode(_status_codes()[code]), f"failed with {code} as asked")
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        kw = {"request_deserializer": _raw, "response_serializer": _raw}
+        return grpc.method_handlers_generic_handler(SERVICE, {
+            "Unary": grpc.unary_unary_rpc_method_handler(self.unary, **kw),
+            "ServerStream": grpc.unary_stream_rpc_method_handler(self.server_stream, **kw),
+            "ClientStream": grpc.stream_unary_rpc_method_handler(self.client_stream, **kw),
+            "Bidi": grpc.stream_stream_rpc_method_handler(self.bidi, **kw),
+            "Fail": grpc.unary_unary_rpc_method_handler(self.fail, **kw),
+        })
+
+
+def _status_codes() -> dict[int, tuple]:
+    return {code.value[0]: code.value for code in grpc.StatusCode}
+
+
+async def start(host: str, port: int, cluster: str, pod: str):
+    """A started grpc.aio server and its port."""
+    server = grpc.aio.server()
+    bound = server.add_insecure_port(f"{host}:{port}")
+    server.add_generic_rpc_handlers((EchoService(f"{host}:{bound}", cluster, pod).handler(),))
+    servicer = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    for name in ("", SERVICE):
+        result = servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if asyncio.iscoroutine(result):
+            await result
+    await server.start()
+    return server, bound
+
+
+class GrpcBackendProcess:
+    """A gRPC backend in its own process, so a test can SIGKILL or SIGSTOP it."""
+
+    def __init__(self, host: str, port: int, cluster: str, pod: str) -> None:
+        self.host, self.port, self.cluster, self.pod = host, port, cluster, pod
+        self._proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 15.0) -> "GrpcBackendProcess":
+        args = ["--host", self.host, "--port", str(self.port), "--cluster", self.cluster, "--pod", self.pod]
+        self._proc, line = _process.spawn("gateway.devcluster.grpc_backend", args, timeout)
+        self.port = int(line.split()[0].rsplit(":", 1)[1])
+        return self
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None, "not started"
+        return self._proc.pid
+
+    def send_signal(self, sig: int) -> None:
+        """Deliver ``sig``; SIGKILL/SIGTERM also wait for (reap) the process."""
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        self._proc.send_signal(sig)
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            if sig != signal.SIGKILL:
+                self._proc.send_signal(signal.SIGCONT)
+            self._proc.wait(timeout=10)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._proc is not None:
+            _process.stop(self._proc, timeout)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    loop = asyncio.get_running_loop()
+    server, port = await start(args.host, args.port, args.cluster, args.pod)
+    done = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, done.set)
+    _process.watch_parent(loop, args.parent_pid, done.set)
+    _process.announce(f"{args.host}:{port} cluster={args.cluster} pod={args.pod} pid={os.getpid()}")
+    await done.wait()
+    await server.stop(grace=1.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="a gRPC backend pod of the local clusters (h2c)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--cluster", required=True)
+    parser.add_argument("--pod", required=True)
+    parser.add_argument("--parent-pid", type=int, help="exit when this process is gone")
+    asyncio.run(_serve(parser.parse_args(argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,285 @@
+"""_speedups.h2: nghttp2's framing behind H2Session, against other HTTP/2 implementations.
+
+The `h2` library (hyper-h2, pure Python) is the other side in memory, and crafts the
+attack frames; curl (libcurl's own HTTP/2 client code) talks to it over a real socket.
+"""
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import threading
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import pytest
+from hpack import Encoder
+from hyperframe.frame import ContinuationFrame, HeadersFrame, RstStreamFrame, SettingsFrame
+
+from _speedups.h2 import H2Error, H2Session
+
+REQUEST = [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"gw.test"),
+           (b":path", b"/up")]
+
+
+class Recorder:
+    """An H2Session handler that records events; ``consume`` decides whether windows reopen."""
+
+    def __init__(self, consume: bool = True) -> None:
+        self.session: H2Session | None = None
+        self.consume = consume
+        self.events: list[tuple] = []
+        self.body = bytearray()
+
+    def h2_headers(self, sid, headers, end):
+        self.events.append(("headers", sid, headers, end))
+
+    def h2_data(self, sid, data):
+        self.body += data
+        if self.consume:
+            self.session.consume(sid, len(data))
+
+    def h2_end(self, sid):
+        self.events.append(("end", sid))
+
+    def h2_trailers(self, sid, headers):
+        self.events.append(("trailers", sid, headers))
+
+    def h2_close(self, sid, code):
+        self.events.append(("close", sid, code))
+
+    def h2_drained(self, sid):
+        self.events.append(("drained", sid))
+
+
+def server(consume: bool = True, **settings) -> tuple[H2Session, Recorder]:
+    handler = Recorder(consume)
+    handler.session = H2Session(handler, server=True, **settings)
+    return handler.session, handler
+
+
+def h2_client() -> h2.connection.H2Connection:
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    return conn
+
+
+def exchange(client: h2.connection.H2Connection, session: H2Session, rounds: int = 20) -> list:
+    """Move bytes both ways until neither side has more; the client's events."""
+    events = []
+    for _ in range(rounds):
+        out = client.data_to_send()
+        if out:
+            session.receive(out)
+        back = session.output()
+        if back:
+            events += client.receive_data(back)
+        if not out and not back:
+            break
+    return events
+
+
+def test_a_request_body_larger_than_the_window_waits_for_consume():
+    session, handler = server(consume=False)
+    client = h2_client()
+    client.send_headers(1, REQUEST)
+    body = bytes(range(256)) * 800                      # 200 KiB, the window is 64 KiB
+    sent = 0
+    for _ in range(10):
+        while sent < len(body) and client.local_flow_control_window(1) > 0:
+            n = min(client.local_flow_control_window(1), client.max_outbound_frame_size,
+                    len(body) - sent)
+            client.send_data(1, body[sent:sent + n], end_stream=sent + n == len(body))
+            sent += n
+        exchange(client, session)
+        if handler.consume:
+            break
+        assert len(handler.body) == 65535, "the peer sent past the window it was given"
+        handler.consume = True
+        session.consume(1, len(handler.body))
+    for _ in range(10):
+        while sent < len(body) and client.local_flow_control_window(1) > 0:
+            n = min(client.local_flow_control_window(1), client.max_outbound_frame_size,
+                    len(body) - sent)
+            client.send_data(1, body[sent:sent + n], end_stream=sent + n == len(body))
+            sent += n
+        exchange(client, session)
+    assert bytes(handler.body) == body
+    assert handler.events[-1] == ("end", 1)
+
+
+def test_a_response_with_data_and_trailers_reaches_the_client():
+    session, handler = server()
+    client = h2_client()
+    client.send_headers(1, REQUEST, end_stream=True)
+    exchange(client, session)
+    assert handler.events[0] == ("headers", 1, REQUEST, True)
+    session.submit_response(1, [(b":status", b"200"), (b"content-type", b"application/grpc")])
+    session.send_data(1, b"\x00\x00\x00\x00\x02hi")
+    session.send_trailers(1, [(b"grpc-status", b"0"), (b"grpc-message", b"")])
+    events = exchange(client, session)
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[:3] == ["ResponseReceived", "DataReceived", "TrailersReceived"], kinds
+    assert events[1].data == b"\x00\x00\x00\x00\x02hi"
+    assert dict(events[2].headers)[b"grpc-status"] == b"0"
+    assert any(isinstance(e, h2.events.StreamEnded) for e in events)
+
+
+def test_client_and_server_sessions_talk_to_each_other_with_a_1xx_first():
+    session, handler = server()
+    up = Recorder()
+    up.session = client = H2Session(up, server=False)
+    sid = client.submit_request(REQUEST + [(b"expect", b"100-continue")])
+    for _ in range(5):
+        session.receive(client.output())
+        client.receive(session.output())
+    session.submit_response(sid, [(b":status", b"100")], end_stream=False)
+    session.submit_response(sid, [(b":status", b"204")], end_stream=True)
+    for _ in range(5):
+        client.receive(session.output())
+        session.receive(client.output())
+    heads = [e for e in up.events if e[0] == "headers"]
+    assert [dict(h[2])[b":status"] for h in heads] == [b"100", b"204"]
+    assert ("end", sid) in up.events or heads[-1][3]
+
+
+def test_output_over_the_queue_limit_reports_drained_once_written():
+    session, handler = server(queue_limit=1000)
+    client = h2_client()
+    client.send_headers(1, REQUEST, end_stream=True)
+    exchange(client, session)
+    session.submit_response(1, [(b":status", b"200")])
+    assert session.send_data(1, b"x" * 5000) == 5000      # over the limit: the caller pauses
+    events = exchange(client, session)
+    assert ("drained", 1) in handler.events
+    assert sum(len(e.data) for e in events if isinstance(e, h2.events.DataReceived)) == 5000
+
+
+def test_rapid_reset_ends_the_connection_and_what_follows_is_not_acted_on():
+    """CVE-2023-44487: streams opened and reset at once, faster than any client needs.
+
+    nghttp2 allows a burst of 1,000 resets (then 33 a second) and answers GOAWAY; the
+    20,000 streams behind them in the same read never reach the handler.
+    """
+    session, handler = server()
+    client = h2_client()
+    session.receive(client.data_to_send())
+    encoder = Encoder()
+    frames = b""
+    for sid in range(1, 40001, 2):
+        headers = HeadersFrame(sid, encoder.encode(REQUEST), flags=["END_HEADERS"])
+        frames += headers.serialize() + RstStreamFrame(sid, error_code=8).serialize()
+    with pytest.raises(H2Error):
+        session.receive(frames)
+    assert _goaway_code(session.output()) is not None
+    opened = sum(1 for e in handler.events if e[0] == "headers")
+    assert 900 < opened < 1100, opened
+
+
+def test_a_continuation_flood_is_refused():
+    """CVE-2024-27316 class: HEADERS without END_HEADERS and CONTINUATIONs without end."""
+    session, _ = server()
+    client = h2_client()
+    session.receive(client.data_to_send())
+    frames = HeadersFrame(1, Encoder().encode(REQUEST)).serialize()
+    frames += b"".join(ContinuationFrame(1, b"").serialize() for _ in range(100))
+    with pytest.raises(H2Error):
+        session.receive(frames)
+
+
+def test_a_settings_flood_is_refused():
+    session, _ = server()
+    client = h2_client()
+    session.receive(client.data_to_send())
+    flood = SettingsFrame(settings={SettingsFrame.INITIAL_WINDOW_SIZE: 65535}).serialize() * 5000
+    with pytest.raises(H2Error):
+        session.receive(flood)      # never reading the ACKs: nghttp2 stops queueing them
+
+
+def test_a_header_list_over_the_limit_resets_only_that_stream():
+    """An HPACK bomb: small on the wire, a huge header list once decoded."""
+    session, handler = server(max_header_list_size=16384)
+    client = h2_client()
+    session.receive(client.data_to_send())
+    encoder = Encoder()
+    big = REQUEST + [(b"x-bomb", b"a" * 4000)]
+    frames = HeadersFrame(1, encoder.encode(big), flags=["END_HEADERS", "END_STREAM"]).serialize()
+    # The same header again costs one byte each on the wire (an HPACK index).
+    frames += HeadersFrame(3, encoder.encode(REQUEST + [(b"x-bomb", b"a" * 4000)] * 40),
+                           flags=["END_HEADERS", "END_STREAM"]).serialize()
+    frames += HeadersFrame(5, encoder.encode(REQUEST), flags=["END_HEADERS", "END_STREAM"]).serialize()
+    try:
+        session.receive(frames)
+    except H2Error:
+        pass                        # a connection error is an acceptable answer too
+    heads = {e[1] for e in handler.events if e[0] == "headers"}
+    assert 3 not in heads
+    assert {1, 5} <= heads, "the streams beside the bomb were not served"
+
+
+def _goaway_code(data: bytes) -> int | None:
+    """The error code of the first GOAWAY frame in ``data``."""
+    i = 0
+    while i + 9 <= len(data):
+        length = int.from_bytes(data[i:i + 3], "big")
+        if data[i + 3] == 0x7:
+            return int.from_bytes(data[i + 13:i + 17], "big")
+        i += 9 + length
+    return None
+
+
+# -- over a real socket, against curl ------------------------------------------------------------
+
+
+class _EchoProtocol(asyncio.Protocol):
+    """h2c with prior knowledge: answers each request with its path and body length."""
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.handler = Recorder()
+        self.handler.h2_end = self.answer
+        self.session = self.handler.session = H2Session(self.handler, server=True)
+        transport.write(self.session.output())
+
+    def data_received(self, data):
+        try:
+            self.session.receive(data)
+        except H2Error:
+            self.transport.write(self.session.output())
+            self.transport.close()
+            return
+        self.transport.write(self.session.output())
+
+    def answer(self, sid):
+        head = dict(next(e[2] for e in self.handler.events if e[0] == "headers" and e[1] == sid))
+        body = f"{head[b':path'].decode()} {len(self.handler.body)}\n".encode()
+        self.session.submit_response(sid, [(b":status", b"200"), (b"content-length", str(len(body)).encode())])
+        self.session.send_data(sid, body, end_stream=True)
+        self.transport.write(self.session.output())
+
+
+@pytest.fixture
+def echo_server():
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(loop.create_server(_EchoProtocol, "127.0.0.1", 0))
+    port = server.sockets[0].getsockname()[1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield port
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    server.close()
+    loop.run_until_complete(server.wait_closed())
+    loop.close()
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="no curl")
+def test_curl_http2_prior_knowledge_gets_an_answer(echo_server):
+    out = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "--max-time", "5",
+                          "-d", "x" * 100000, "-w", "%{http_version}",
+                          f"http://127.0.0.1:{echo_server}/hello"],
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "/hello 100000\n2"
