@@ -263,10 +263,13 @@ cdef class Route(Reported):
         return self.traffic.as_list()
 
     cdef Service pick_service(self):
+        """A service by the split's weights; None for the share of invalid backendRefs."""
         cdef int i
         if self.split is None:
             return self.services[0]
         i = self.split.pick(None)
+        if i >= len(self.services):
+            return None
         return self.services[i if i >= 0 else 0]
 
 
@@ -771,6 +774,9 @@ cdef class DownstreamProtocol:
         if self.route.filters is not None and self.answer_by_filters(self.route.filters, head):
             return
         self.service = self.route.pick_service()
+        if self.service is None:
+            self.respond_error(500, "this request drew an invalid backendRef of its route rule")
+            return
         if self.over_limit(self.service, self.service.max_requests, self.service.active_requests,
                            b"max_requests", ST_OVERFLOW_REQUESTS):
             return

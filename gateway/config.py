@@ -409,6 +409,8 @@ class RouteConfig:
     # The gateway's own answer instead of a backend: what the Gateway API asks for a rule
     # whose backendRefs are all invalid (500). Not a file key.
     direct_status: int | None = None
+    # The weight of a rule's invalid backendRefs beside valid ones: that share gets 500.
+    invalid_weight: int = 0
 
     @property
     def has_filters(self) -> bool:

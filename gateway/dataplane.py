@@ -124,8 +124,10 @@ class DataPlane:
     def _route(self, rc: RouteConfig, previous: Route | None) -> Route:
         services = tuple(self.services[b.service] for b in rc.backends)
         split = None
-        if len(services) > 1:
-            split = EndpointTable([_Backend(b.service, b.weight, "") for b in rc.backends])
+        if len(services) > 1 or rc.invalid_weight:
+            # The share of invalid backendRefs is one more entry, after the services.
+            invalid = [_Backend("", rc.invalid_weight, "")] if rc.invalid_weight else []
+            split = EndpointTable([_Backend(b.service, b.weight, "") for b in rc.backends] + invalid)
         rewrite_to = rc.rewrite_prefix.encode() if rc.rewrite_prefix is not None else None
         prefix = rc.match.matched_prefix
         rewrite_from = prefix.encode() if rc.rewrite_prefix is not None and prefix else None
