@@ -60,6 +60,10 @@ cdef class Exchange(UpstreamOwner):
     cdef Route route
     cdef Service service
     cdef bytes upstream_target
+    cdef object backoff_timer               # a retry waiting for its backoff, or None
+    cdef bytes set_cookie                   # ring_hash cookie for the response, or None
+    cdef bytes cookie_value                 # ... and the value it was hashed on
+    cdef bytes mirror_head                  # a mirror's copy waiting for the request body
     cdef Upstream upstream
     cdef int endpoint_index
     cdef unsigned long long table_generation
@@ -104,6 +108,9 @@ cdef class Exchange(UpstreamOwner):
     cdef bint normalize_path(self, RequestHead head) except -1
     cdef bint answer_by_filters(self, RouteFilters filters, RequestHead head) except -1
     cdef void apply_request_filters(self, RouteFilters filters, RequestHead head)
+    cdef void mirror(self, bytes copy)
+    cdef void retry_after_backoff(self)
+    cdef void cancel_backoff(self)
     cdef void try_upstream(self)
     cdef void connect(self, Upstream upstream)
     cdef void on_connected(self, object task, object timer, int connect_id, Upstream upstream)

@@ -19,6 +19,7 @@ X_RESPONDING ``upstream_body``, ``finish_response``; X_TUNNEL ``start_tunnel``;
 X_DONE ``finish``.
 """
 import logging
+import os as _os
 from asyncio import CancelledError
 
 from _speedups.clock cimport monotonic
@@ -134,6 +135,8 @@ cdef class Exchange(UpstreamOwner):
         self.budget_refused = False
         self.breaker_service = None
         self.breaker_retry = False
+        self.set_cookie = None
+        self.mirror_head = None
         ctx.requests_in_flight += 1
         ctx.counters[ST_REQUESTS] += 1
         self.state = X_ROUTING
@@ -163,6 +166,10 @@ cdef class Exchange(UpstreamOwner):
 
     cdef void body_received(self):
         self.body_complete = True
+        if self.mirror_head is not None:
+            if self.replayable and self.replay is not None:
+                self.mirror(self.mirror_head + b"".join(self.replay))
+            self.mirror_head = None
         if self.up is not None and self.resp_head is None:
             self.arm_response_timer()
 
@@ -269,6 +276,9 @@ cdef class Exchange(UpstreamOwner):
         if route.filters is not None and self.answer_by_filters(route.filters, head):
             return
         service = self.service = route.pick_service()
+        if service is None:
+            self.respond_error(500, "this request drew an invalid backendRef of its route rule")
+            return
         if self.over_limit(service, service.max_requests, service.active_requests,
                            b"max_requests", ST_OVERFLOW_REQUESTS):
             return
@@ -328,19 +338,28 @@ cdef class Exchange(UpstreamOwner):
             self.upstream_target = filters.rewrite_target(self.upstream_target)
         if filters.request_headers is not None:
             head.headers = filters.request_headers.apply(head.headers)
-        if filters.mirrors and head.content_length <= 0 and not head.chunked:
-            # Bodiless requests only: a copy of a body would have to be buffered or would
-            # hold the main request back. A mirror never fails this request: it only queues.
+        if filters.mirrors and head.content_length <= REPLAY_LIMIT:
             host = filters.rewrite_host or head.host or b""
             copy = build_request_head(head, self.upstream_target, host, self.downstream.client_bytes,
                                       self.request_id, self.ctx.via, False, self.downstream.proto,
                                       self.client_ip)
-            for mirror in filters.mirrors:
-                try:
-                    mirror(copy)
-                except Exception:
-                    self.ctx.counters[ST_INTERNAL_ERRORS] += 1
-                    _log.exception("request mirror failed")
+            if self.body_complete:
+                self.mirror(copy)
+            else:
+                self.mirror_head = copy     # sent with the body once it is all here
+
+    cdef void mirror(self, bytes copy):
+        """RequestMirror: a copy to each mirror service; it never fails or holds up this request.
+
+        A body is copied from the replay buffer, so only bodies up to REPLAY_LIMIT (64 KiB)
+        are mirrored (with their head; a larger body is not mirrored at all).
+        """
+        for mirror in self.route.filters.mirrors:
+            try:
+                mirror(copy)
+            except Exception:
+                self.ctx.counters[ST_INTERNAL_ERRORS] += 1
+                _log.exception("request mirror failed")
 
     cdef void try_upstream(self):
         """Pick an endpoint not tried yet and send the request to it."""
@@ -349,7 +368,8 @@ cdef class Exchange(UpstreamOwner):
         cdef Upstream upstream
         cdef UpstreamConnection conn
         cdef int index
-        if service.hash_header is not None or service.hash_source_ip:
+        if (service.hash_header is not None or service.hash_source_ip
+                or service.hash_cookie is not None):
             self.set_hash_key(table)
         if self.attempts == 0:
             index = table.pick(None)
@@ -389,12 +409,23 @@ cdef class Exchange(UpstreamOwner):
 
     cdef void set_hash_key(self, EndpointTable table):
         """ring_hash: the key of this request, before every pick (another request may have
-        set its own in between).  No header: the request id, so such requests spread."""
+        set its own in between).  No header: the request id, so such requests spread.
+        No cookie: a new value, which the response sets, so the client's next requests
+        go where this one went."""
         cdef bytes value = None
-        if self.service.hash_source_ip:
+        cdef Service service = self.service
+        if service.hash_source_ip:
             value = self.client_ip
+        elif service.hash_cookie is not None:
+            if self.set_cookie is not None:     # a retry: the value chosen for the first try
+                value = self.cookie_value
+            else:
+                value = _cookie(self.head.header(b"cookie"), service.hash_cookie)
+                if value is None:
+                    value = self.cookie_value = _os.urandom(12).hex().encode()
+                    self.set_cookie = service.hash_cookie + b"=" + value + service.hash_cookie_attributes
         else:
-            value = self.head.header(self.service.hash_header)
+            value = self.head.header(service.hash_header)
         table.set_key(hash_bytes(value if value is not None else self.request_id))
 
     cdef bint over_limit(self, Service service, int limit, int count, bytes name, int stat):
@@ -538,8 +569,8 @@ cdef class Exchange(UpstreamOwner):
                 service.table.observe(index, self.t_response, now)
         if head.status >= 500 and head.status in service.outlier_statuses:
             self.report_failure(KIND_5XX)
-        if head.status == 502 or head.status == 503 or head.status == 504:
-            if route.retry_5xx and _retry.allowed(self, True):
+        if head.status >= 400 and route.retry_statuses is not None and head.status in route.retry_statuses:
+            if _retry.allowed(self, True):
                 self.retry_elsewhere(f"upstream {self.upstream.host} answered {head.status}")
                 return False
         self.resp_head = head
@@ -553,6 +584,8 @@ cdef class Exchange(UpstreamOwner):
         conn.expect_body(framing, head.content_length)
         if route.filters is not None and route.filters.response_headers is not None:
             head.headers = route.filters.response_headers.apply(head.headers)
+        if self.set_cookie is not None:
+            head.headers.append((b"set-cookie", b"Set-Cookie", self.set_cookie))
         self.downstream.send_head(self, head, framing)
         if head.status < 500:
             self.report_success()
@@ -707,9 +740,33 @@ cdef class Exchange(UpstreamOwner):
         self.connect_id += 1                # a connect in progress no longer concerns us
         if per_try and self.route.retry_timeout and _retry.allowed(self, True):
             self.release_endpoint()
-            self.try_upstream()
+            self.retry_after_backoff()
             return
         self.respond_error(504, reason)
+
+    cdef void retry_after_backoff(self):
+        """Retry after an answer or a timeout: at once, or after the route's backoff.
+
+        The wait doubles with each retry (at most 10x); the route's timeout keeps running
+        meanwhile.  Retries after a failed connect or an ejection do not wait: that
+        endpoint never had the request, or is out.
+        """
+        cdef double base = self.route.backoff
+        if base <= 0:
+            self.try_upstream()
+            return
+        delay = min(base * (1 << min(self.attempts - 1, 4)), 10 * base)
+        self.backoff_timer = self.ctx.loop.call_later(delay, self.retry_now, self.connect_id)
+
+    def retry_now(self, int connect_id):
+        self.backoff_timer = None
+        if connect_id == self.connect_id and X_ROUTING <= self.state <= X_WAITING and not self.downstream.closed:
+            self.try_upstream()
+
+    cdef void cancel_backoff(self):
+        if self.backoff_timer is not None:
+            self.backoff_timer.cancel()
+            self.backoff_timer = None
 
     cdef void retry_elsewhere(self, str reason):
         """An answer not to pass on (a 5xx the route retries): let go of the connection
@@ -718,7 +775,7 @@ cdef class Exchange(UpstreamOwner):
         self.up = None
         self.release_endpoint()
         self.error = reason
-        self.try_upstream()
+        self.retry_after_backoff()
 
     cdef void bad_response(self, str reason):
         self.report_failure(KIND_BAD_RESPONSE)
@@ -769,6 +826,7 @@ cdef class Exchange(UpstreamOwner):
         cdef Context ctx = self.ctx
         cdef int status = self.status
         cdef int stat = status_class_stat(status)
+        self.cancel_backoff()
         self.release_endpoint()
         ctx.requests_in_flight -= 1
         if self.breaker_service is not None:
@@ -922,3 +980,18 @@ cdef class PassiveHealth:
 
 cdef RetryPolicy _retry = RetryPolicy()
 cdef PassiveHealth _health = PassiveHealth()
+
+
+cdef bytes _cookie(bytes header, bytes name):
+    """The value of cookie ``name`` in a Cookie header ("a=1; b=2"), or None."""
+    cdef Py_ssize_t start = 0, end, n = len(name)
+    if header is None:
+        return None
+    while True:
+        start = header.find(name, start)
+        if start < 0:
+            return None
+        if (start == 0 or header[start - 1] in b" ;") and header[start + n:start + n + 1] == b"=":
+            end = header.find(b";", start)
+            return header[start + n + 1:end if end >= 0 else len(header)].strip()
+        start += n

@@ -18,7 +18,9 @@ cdef class Service:
     cdef readonly int active_retries
     cdef public frozenset outlier_statuses  # answers passive health counts as 5xx
     cdef public bytes hash_header           # ring_hash on this request header (lower case) ...
-    cdef public bint hash_source_ip         # ... or on the client address
+    cdef public bint hash_source_ip         # ... or on the client address ...
+    cdef public bytes hash_cookie           # ... or on this cookie, set when missing
+    cdef public bytes hash_cookie_attributes    # "; Path=/; Max-Age=..." after its value
     cdef public bint observe_latency        # peak_ewma: feed response times to the table
 
 
@@ -31,7 +33,8 @@ cdef class Route(Reported):
     cdef readonly bytes rewrite_to
     cdef readonly double timeout
     cdef readonly int attempts
-    cdef readonly bint retry_5xx
+    cdef readonly frozenset retry_statuses  # answers to retry idempotent requests on; None: none
+    cdef readonly double backoff            # before a retry after an answer or a timeout
     cdef readonly bint retry_timeout
     cdef readonly double per_try_timeout
     cdef readonly TrafficStats traffic

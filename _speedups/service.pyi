@@ -19,6 +19,8 @@ class Service:
     outlier_statuses: frozenset[int]
     hash_header: bytes | None
     hash_source_ip: bool
+    hash_cookie: bytes | None
+    hash_cookie_attributes: bytes | None
     observe_latency: bool
     def __init__(self, key: str, table: EndpointTable) -> None: ...
     @property
@@ -37,8 +39,9 @@ class Route(Reported):
     filters: RouteFilters | None
     def __init__(self, name: str, services: tuple[Service, ...], split: EndpointTable | None,
                  rewrite_from: bytes | None, rewrite_to: bytes | None, timeout: float,
-                 attempts: int, retry_5xx: bool, retry_timeout: bool, per_try_timeout: float,
-                 traffic: TrafficStats | None = None, touched: list | None = None) -> None: ...
+                 attempts: int, retry_statuses: frozenset[int], retry_timeout: bool,
+                 per_try_timeout: float, traffic: TrafficStats | None = None,
+                 touched: list | None = None, backoff: float = 0.0) -> None: ...
     @property
     def name(self) -> str: ...
     @property
@@ -56,7 +59,9 @@ class Route(Reported):
     @property
     def attempts(self) -> int: ...
     @property
-    def retry_5xx(self) -> bool: ...
+    def retry_statuses(self) -> frozenset[int] | None: ...
+    @property
+    def backoff(self) -> float: ...
     @property
     def retry_timeout(self) -> bool: ...
     @property

@@ -28,9 +28,9 @@ cdef class Route(Reported):
     """A route of the snapshot, prepared for the request path."""
 
     def __init__(self, str name, tuple services, EndpointTable split, bytes rewrite_from,
-                 bytes rewrite_to, double timeout, int attempts, bint retry_5xx,
+                 bytes rewrite_to, double timeout, int attempts, frozenset retry_statuses,
                  bint retry_timeout, double per_try_timeout, TrafficStats traffic=None,
-                 list touched=None):
+                 list touched=None, double backoff=0.0):
         self.name = name
         self.json_name = exact_json(name)
         self.services = services
@@ -39,7 +39,8 @@ cdef class Route(Reported):
         self.rewrite_to = rewrite_to
         self.timeout = timeout
         self.attempts = attempts
-        self.retry_5xx = retry_5xx
+        self.retry_statuses = retry_statuses if retry_statuses else None
+        self.backoff = backoff
         self.retry_timeout = retry_timeout
         self.per_try_timeout = per_try_timeout
         self.traffic = traffic if traffic is not None else TrafficStats()   # kept across reloads
@@ -52,10 +53,13 @@ cdef class Route(Reported):
         return self.traffic.as_list()
 
     cdef Service pick_service(self):
+        """A service by the split's weights; None for the share of invalid backendRefs."""
         cdef int i
         if self.split is None:
             return self.services[0]
         i = self.split.pick(None)
+        if i >= len(self.services):
+            return None
         return self.services[i if i >= 0 else 0]
 
     cdef bytes rewrite_target(self, bytes target):

@@ -257,12 +257,22 @@ class OutlierConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HashCookie:
+    """ring_hash on a cookie: a client without it gets one, so its next requests stick."""
+
+    name: str
+    ttl: float | None = None            # Max-Age; None: a session cookie
+    path: str = "/"
+
+
+@dataclass(frozen=True, slots=True)
 class LbConfig:
     """How a service picks among its endpoints (compiled, in _speedups/table.pyx)."""
 
     policy: str = "round_robin"         # | least_request | random | ring_hash | peak_ewma
     header: str | None = None           # ring_hash: key from this request header ...
-    source_ip: bool = False             # ... or from the client address
+    source_ip: bool = False             # ... or from the client address ...
+    cookie: HashCookie | None = None    # ... or from a cookie (set by the gateway when missing)
     decay: float = 10.0                 # peak_ewma: seconds for a faster latency to count fully
 
 
@@ -374,6 +384,17 @@ class RetryPolicy:
     on_5xx: bool = False                # retry idempotent requests answered 502/503/504
     on_timeout: bool = False            # retry idempotent requests whose try timed out
     per_try_timeout: float | None = None
+    statuses: tuple[int, ...] = ()      # more answers to retry idempotent requests on (400-599)
+    backoff: float = 0.0                # wait before a retry after an answer or a timeout:
+    #                                     backoff, then doubling, at most 10x (0: at once)
+
+    @property
+    def retry_statuses(self) -> frozenset[int]:
+        """Every status an idempotent request is retried on."""
+        return frozenset(self.statuses) | (RETRY_5XX if self.on_5xx else frozenset())
+
+
+RETRY_5XX = frozenset((502, 503, 504))
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,6 +440,8 @@ class RouteConfig:
     # The gateway's own answer instead of a backend: what the Gateway API asks for a rule
     # whose backendRefs are all invalid (500). Not a file key.
     direct_status: int | None = None
+    # The weight of a rule's invalid backendRefs beside valid ones: that share gets 500.
+    invalid_weight: int = 0
 
     @property
     def has_filters(self) -> bool:
@@ -1161,24 +1184,39 @@ def _number(value: Any, path: str, errs: _Errors, lo: float, hi: float) -> float
 
 
 def _lb(value: Any, path: str, errs: _Errors) -> LbConfig:
-    d = _keys(value, path, errs, ("policy", "header", "source_ip", "decay"))
+    d = _keys(value, path, errs, ("policy", "header", "source_ip", "cookie", "decay"))
     if d is None:
         return LbConfig()
     kw = {k: v for k, v in _kwargs(d, path, errs, {
         "policy": partial(_choice, choices=LB_POLICIES), "header": _token_name,
-        "source_ip": _bool, "decay": _duration}).items() if v is not None}
+        "source_ip": _bool, "cookie": _hash_cookie, "decay": _duration}).items() if v is not None}
     lb = LbConfig(**kw)
-    keyed = lb.header is not None or lb.source_ip
-    if lb.policy == "ring_hash" and lb.header is not None and lb.source_ip:
-        _err(errs, _at(path, "header"), "use header or source_ip, not both")
-    elif lb.policy == "ring_hash" and not keyed:
-        _err(errs, _at(path, "policy"), "ring_hash needs a key: header: <name> or source_ip: true")
-    elif lb.policy != "ring_hash" and keyed:
-        _err(errs, _at(path, "header" if lb.header is not None else "source_ip"),
-             f"only for policy ring_hash, not {lb.policy}")
+    keys = [k for k, given in (("header", lb.header is not None), ("source_ip", lb.source_ip),
+                               ("cookie", lb.cookie is not None)) if given]
+    if lb.policy == "ring_hash" and len(keys) > 1:
+        _err(errs, _at(path, keys[1]), f"use one key of header, source_ip and cookie, not {' and '.join(keys)}")
+    elif lb.policy == "ring_hash" and not keys:
+        _err(errs, _at(path, "policy"),
+             "ring_hash needs a key: header: <name>, source_ip: true or cookie: {name: <name>}")
+    elif lb.policy != "ring_hash" and keys:
+        _err(errs, _at(path, keys[0]), f"only for policy ring_hash, not {lb.policy}")
     if "decay" in d and lb.policy != "peak_ewma":
         _err(errs, _at(path, "decay"), f"only for policy peak_ewma, not {lb.policy}")
     return lb
+
+
+def _hash_cookie(value: Any, path: str, errs: _Errors) -> HashCookie | None:
+    d = _keys(value, path, errs, ("name", "ttl", "path"))
+    if d is None:
+        return None
+    if "name" not in d:
+        _err(errs, _at(path, "name"), "is required")
+        return None
+    kw = _kwargs(d, path, errs, {"name": partial(_token, what="cookie name"), "ttl": _duration,
+                                 "path": _absolute_path})
+    if kw.get("name") is None:
+        return None
+    return HashCookie(**{k: v for k, v in kw.items() if v is not None})
 
 
 def _token_name(value: Any, path: str, errs: _Errors) -> str | None:
@@ -1723,9 +1761,13 @@ def _rewrite(value: Any, path: str, errs: _Errors, match: RouteMatch | None) -> 
 
 
 def _retries(value: Any, path: str, errs: _Errors) -> RetryPolicy:
-    d = _keys(value, path, errs, ("attempts", "on_5xx", "on_timeout", "per_try_timeout"))
+    d = _keys(value, path, errs, ("attempts", "on_5xx", "on_timeout", "per_try_timeout",
+                                  "statuses", "backoff"))
     if d is None:
         return RetryPolicy()
-    return RetryPolicy(**_kwargs(d, path, errs, {"attempts": _ATTEMPTS, "on_5xx": _bool,
-                                                 "on_timeout": _bool,
-                                                 "per_try_timeout": _duration}))
+    kw = _kwargs(d, path, errs, {"attempts": _ATTEMPTS, "on_5xx": _bool, "on_timeout": _bool,
+                                 "per_try_timeout": _duration,
+                                 "statuses": _list_of(partial(_int, lo=400, hi=599))})
+    if "backoff" in d:
+        kw["backoff"] = _duration(d["backoff"], _at(path, "backoff"), errs, zero=True)
+    return RetryPolicy(**{k: v for k, v in kw.items() if v is not None})

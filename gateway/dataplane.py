@@ -34,6 +34,16 @@ __all__ = ["DataPlane", "PathPolicy", "ProxyContext", "TrustedProxies"]
 log = logging.getLogger("gateway.dataplane")
 
 
+def _hash_cookie(cookie) -> tuple[bytes | None, bytes | None]:
+    """ring_hash's cookie name, and the attributes of the Set-Cookie that the gateway sends."""
+    if cookie is None:
+        return None, None
+    attributes = f"; Path={cookie.path}"
+    if cookie.ttl is not None:
+        attributes += f"; Max-Age={int(cookie.ttl)}"
+    return cookie.name.encode(), (attributes + "; HttpOnly").encode()
+
+
 class _Backend(NamedTuple):
     """One weighted service of a route that splits traffic (an EndpointTable entry)."""
 
@@ -92,6 +102,7 @@ class DataPlane:
             service, limits = self.services[svc.key], svc.circuit_breakers
             service.hash_header = lb.header.lower().encode() if lb.header else None
             service.hash_source_ip = lb.source_ip
+            service.hash_cookie, service.hash_cookie_attributes = _hash_cookie(lb.cookie)
             service.observe_latency = lb.policy == "peak_ewma"
             service.max_connections, service.max_pending = limits.max_connections, limits.max_pending
             service.max_requests, service.max_retries = limits.max_requests, limits.max_retries
@@ -113,16 +124,19 @@ class DataPlane:
     def _route(self, rc: RouteConfig, previous: Route | None) -> Route:
         services = tuple(self.services[b.service] for b in rc.backends)
         split = None
-        if len(services) > 1:
-            split = EndpointTable([_Backend(b.service, b.weight, "") for b in rc.backends])
+        if len(services) > 1 or rc.invalid_weight:
+            # The share of invalid backendRefs is one more entry, after the services.
+            invalid = [_Backend("", rc.invalid_weight, "")] if rc.invalid_weight else []
+            split = EndpointTable([_Backend(b.service, b.weight, "") for b in rc.backends] + invalid)
         rewrite_to = rc.rewrite_prefix.encode() if rc.rewrite_prefix is not None else None
         prefix = rc.match.matched_prefix
         rewrite_from = prefix.encode() if rc.rewrite_prefix is not None and prefix else None
         retries = rc.retries
         route = Route(rc.name, services, split, rewrite_from, rewrite_to, rc.timeout or 0.0,
-                      retries.attempts, retries.on_5xx, retries.on_timeout,
+                      retries.attempts, retries.retry_statuses, retries.on_timeout,
                       retries.per_try_timeout or 0.0,
-                      previous.traffic if previous is not None else None, self.ctx.touched)
+                      previous.traffic if previous is not None else None, self.ctx.touched,
+                      retries.backoff)
         if rc.has_filters:
             route.filters = self._filters(rc)
         return route

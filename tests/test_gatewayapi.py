@@ -316,6 +316,18 @@ def test_unknown_backend_is_backend_not_found_and_500(gw, custom):
     assert wait_for(lambda: get(gw, f"/{name}").status == 500)
 
 
+def test_an_invalid_backend_beside_a_valid_one_gets_500_for_its_share(gw, custom):
+    """The spec: requests that would have gone to an invalid backendRef get 500; the rest
+    are served (weights 1:1 here, so about half of each)."""
+    name = unique("partly")
+    create(custom, httproute(name, [rule(f"/{name}", backends=(("svc-a", 1), ("no-such-service", 1)))]))
+    assert parent_status(custom, name)["ResolvedRefs"]["reason"] == "BackendNotFound"
+    assert wait_for(lambda: get(gw, f"/{name}").status in (200, 500))
+    statuses = [get(gw, f"/{name}").status for _ in range(200)]
+    assert set(statuses) == {200, 500}, set(statuses)
+    assert 0.4 <= statuses.count(500) / len(statuses) <= 0.6, statuses.count(500)
+
+
 def test_invalid_backend_kind(gw, custom):
     name = unique("kind")
     route = httproute(name, [rule(f"/{name}")])

@@ -138,9 +138,11 @@ def test_ring_is_the_same_in_every_process():
     ({"policy": "fastest"}, "services[0].lb.policy:"),
     ({"policy": "ring_hash"}, "services[0].lb.policy: ring_hash needs a key"),
     ({"policy": "random", "header": "x-user"}, "services[0].lb.header: only for policy ring_hash"),
-    ({"policy": "ring_hash", "header": "x-user", "source_ip": True}, "services[0].lb.header: use header"),
+    ({"policy": "ring_hash", "header": "x-user", "source_ip": True},
+     "services[0].lb.source_ip: use one key of header, source_ip and cookie"),
     ({"policy": "least_request", "decay": "5s"}, "services[0].lb.decay: only for policy peak_ewma"),
-    ({"policy": "ring_hash", "cookie": {"name": "s"}}, "services[0].lb: unknown key"),
+    ({"policy": "ring_hash", "cookie": {"name": "s", "domain": "x"}}, "services[0].lb.cookie"),
+    ({"policy": "random", "cookie": {"name": "s"}}, "services[0].lb.cookie: only for policy ring_hash"),
 ])
 def test_bad_lb_settings_name_the_key(lb, error):
     cfg = {"services": [{"name": "s", "port": 80, "lb": lb}]}

@@ -249,10 +249,11 @@ def _duration(text: str | None) -> float | None:
 def _retry(spec: dict | None, backend_timeout: float | None) -> RetryPolicy:
     if not spec:
         return RetryPolicy(per_try_timeout=backend_timeout)
-    codes = set(spec.get("codes") or ())
+    codes = tuple(sorted({c for c in spec.get("codes") or () if isinstance(c, int) and 400 <= c <= 599}))
     # attempts counts retries (HTTPRouteRetry, GEP-1731); RetryPolicy counts tries.
     attempts = min(10, 1 + int(spec.get("attempts", 1)))
-    return RetryPolicy(attempts=attempts, on_5xx=bool(codes & {502, 503, 504}),
+    # GEP-1731: backoff is the minimum wait between attempts.
+    return RetryPolicy(attempts=attempts, statuses=codes, backoff=_duration(spec.get("backoff")) or 0.0,
                        per_try_timeout=backend_timeout)
 
 
@@ -293,11 +294,13 @@ def translate_rule(world: World, route: dict, index: int, rule: dict, hosts: tup
                 mirrors.append(MirrorConfig(ref.key, _mirror_fraction(spec)))
                 services.setdefault(ref.key, ref.port)
     backends = []
+    invalid_weight = 0
     if redirect is None:
         for ref_spec in rule.get("backendRefs") or ():
             ref = resolve_backend(world, ns, ref_spec)
             if ref.problem:
                 problems.append(ref.problem)
+                invalid_weight += max(ref.weight, 0)
             elif ref.weight > 0:
                 backends.append(WeightedBackend(ref.key, ref.weight))
                 services.setdefault(ref.key, ref.port)
@@ -314,6 +317,8 @@ def translate_rule(world: World, route: dict, index: int, rule: dict, hosts: tup
             kw["redirect"] = _redirect(redirect, match)
         elif not backends:
             kw["direct_status"] = 500   # the spec: no valid backend -> 500 for this rule's requests
+        elif invalid_weight:
+            kw["invalid_weight"] = invalid_weight   # ... and 500 for an invalid backend's share
         path = rewrite.get("path") or {}
         if path.get("type") == "ReplaceFullPath":
             kw["rewrite_full_path"] = path.get("replaceFullPath", "/")
