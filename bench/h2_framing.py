@@ -29,8 +29,17 @@ def client_bytes(requests: int) -> list[bytes]:
     import h2.config
     import h2.connection
 
+    import h2.events
+    import h2.settings
+
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     conn.initiate_connection()
+    # The answers are never read: windows large enough that they never stop the server.
+    conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2 ** 31 - 1})
+    conn.increment_flow_control_window(2 ** 31 - 1 - 65535)
+    # A server that only opens the windows again, so that the client may go on sending.
+    peer = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    peer.initiate_connection()
     chunks = []
     for _ in range(requests // BATCH):
         for _ in range(BATCH):
@@ -38,6 +47,12 @@ def client_bytes(requests: int) -> list[bytes]:
             conn.send_headers(sid, REQUEST)
             conn.send_data(sid, MESSAGE, end_stream=True)
         chunks.append(conn.data_to_send())
+        for event in peer.receive_data(chunks[-1]):
+            if isinstance(event, h2.events.DataReceived):
+                peer.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.StreamEnded):
+                peer.reset_stream(event.stream_id)      # room for the next batch's streams
+        conn.receive_data(peer.data_to_send())
     return chunks
 
 
@@ -87,6 +102,7 @@ def run_h2(chunks: list[bytes]) -> int:
     import h2.config
     import h2.connection
     import h2.events
+    import h2.settings
 
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
     conn.initiate_connection()

@@ -1,8 +1,8 @@
 """HTTP/2 and gRPC side by side: h2load and a grpcio client through nginx (and, once it speaks
 HTTP/2 downstream, the gateway), on one machine.
 
-    python bench/h2.py                      # 5 s per case, 2 repetitions (quiet machine only)
-    python bench/h2.py --duration 1 --repeat 1 --cases c1-m1    # a quick check that it runs
+    python bench/h2_load.py                      # 5 s per case, 2 repetitions (quiet machine only)
+    python bench/h2_load.py --duration 1 --repeat 1 --cases c1-m1    # a quick check that it runs
 
 Layout as bench/run.py: the proxy on CPU 0, load and backends on CPU 1.  HTTP/2 cases:
 h2load with prior knowledge (h2c) to the proxy, which speaks HTTP/1.1 to an nginx backend
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     for tool in ("nginx", "h2load", "taskset", "curl"):
         if shutil.which(tool) is None:
-            raise SystemExit(f"bench/h2.py needs {tool} (apt install nginx-light nghttp2-client util-linux curl)")
+            raise SystemExit(f"bench/h2_load.py needs {tool} (apt install nginx-light nghttp2-client util-linux curl)")
     from gateway.devcluster.grpc_backend import GrpcBackendProcess
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-h2-"))
