@@ -81,30 +81,27 @@ def exchange(client: h2.connection.H2Connection, session: H2Session, rounds: int
     return events
 
 
+def send_what_fits(client: h2.connection.H2Connection, body: bytes, sent: int) -> int:
+    """Queue as much of ``body`` (from ``sent``) on stream 1 as the window allows."""
+    while sent < len(body) and client.local_flow_control_window(1) > 0:
+        n = min(client.local_flow_control_window(1), client.max_outbound_frame_size, len(body) - sent)
+        client.send_data(1, body[sent:sent + n], end_stream=sent + n == len(body))
+        sent += n
+    return sent
+
+
 def test_a_request_body_larger_than_the_window_waits_for_consume():
     session, handler = server(consume=False)
     client = h2_client()
     client.send_headers(1, REQUEST)
     body = bytes(range(256)) * 800                      # 200 KiB, the window is 64 KiB
-    sent = 0
+    sent = send_what_fits(client, body, 0)
+    exchange(client, session)
+    assert len(handler.body) == 65535, "the peer sent past the window it was given"
+    handler.consume = True
+    session.consume(1, len(handler.body))
     for _ in range(10):
-        while sent < len(body) and client.local_flow_control_window(1) > 0:
-            n = min(client.local_flow_control_window(1), client.max_outbound_frame_size,
-                    len(body) - sent)
-            client.send_data(1, body[sent:sent + n], end_stream=sent + n == len(body))
-            sent += n
-        exchange(client, session)
-        if handler.consume:
-            break
-        assert len(handler.body) == 65535, "the peer sent past the window it was given"
-        handler.consume = True
-        session.consume(1, len(handler.body))
-    for _ in range(10):
-        while sent < len(body) and client.local_flow_control_window(1) > 0:
-            n = min(client.local_flow_control_window(1), client.max_outbound_frame_size,
-                    len(body) - sent)
-            client.send_data(1, body[sent:sent + n], end_stream=sent + n == len(body))
-            sent += n
+        sent = send_what_fits(client, body, sent)
         exchange(client, session)
     assert bytes(handler.body) == body
     assert handler.events[-1] == ("end", 1)

@@ -7,11 +7,9 @@ an HTTP/1.1-only server fails the check.
 """
 from __future__ import annotations
 
-import http.client
 import time
 from concurrent import futures
 
-import orjson
 import pytest
 
 grpc = pytest.importorskip("grpc")
@@ -20,6 +18,7 @@ health_pb2 = pytest.importorskip("grpc_health.v1.health_pb2")
 health_pb2_grpc = pytest.importorskip("grpc_health.v1.health_pb2_grpc")
 
 from gatewaytest import GatewayProcess, free_port, static_source  # noqa: E402
+from test_health_tls import endpoint  # noqa: E402
 from test_tls import Pki  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
@@ -86,16 +85,6 @@ def setup(tmp_path_factory):
         secure.stop()
         web.shutdown()
         web.server_close()
-
-
-def endpoint(gw, service: str) -> dict:
-    conn = http.client.HTTPConnection("127.0.0.1", gw.admin_port, timeout=5)
-    try:
-        conn.request("GET", f"/services/default/{service}")
-        [ep] = orjson.loads(conn.getresponse().read())["endpoints"]
-        return ep
-    finally:
-        conn.close()
 
 
 def wait_for(gw, service: str, healthy: bool, timeout: float = 10.0) -> dict:

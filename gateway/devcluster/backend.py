@@ -554,6 +554,8 @@ class BackendProcess:
     ``port`` 0 lets the child pick one; ``port`` holds the real one after ``start()``.
     """
 
+    module = "gateway.devcluster.backend"       # what the child runs (python -m)
+
     def __init__(self, host: str, port: int, cluster: str, pod: str) -> None:
         self.host = host
         self.port = port
@@ -566,7 +568,7 @@ class BackendProcess:
                 "--cluster", self.cluster, "--pod", self.pod]
         if self._proc is not None:
             _process.stop(self._proc)     # reap a previous (killed) process and close its pipe
-        self._proc, line = _process.spawn("gateway.devcluster.backend", args, timeout)
+        self._proc, line = _process.spawn(self.module, args, timeout)
         self.port = int(line.split()[0].rsplit(":", 1)[1])
         return self
 

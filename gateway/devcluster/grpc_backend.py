@@ -20,11 +20,11 @@ import argparse
 import asyncio
 import os
 import signal
-import subprocess
 
 import orjson
 
 from . import _process
+from .backend import BackendProcess
 
 try:
     import grpc
@@ -100,41 +100,11 @@ async def start(host: str, port: int, cluster: str, pod: str):
     return server, bound
 
 
-class GrpcBackendProcess:
-    """A gRPC backend in its own process, so a test can SIGKILL or SIGSTOP it."""
+class GrpcBackendProcess(BackendProcess):
+    """A gRPC backend in its own process, so a test can SIGKILL or SIGSTOP it (its ``stats``
+    and ``url`` are the HTTP backend's and do not apply)."""
 
-    def __init__(self, host: str, port: int, cluster: str, pod: str) -> None:
-        self.host, self.port, self.cluster, self.pod = host, port, cluster, pod
-        self._proc: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 15.0) -> "GrpcBackendProcess":
-        args = ["--host", self.host, "--port", str(self.port), "--cluster", self.cluster, "--pod", self.pod]
-        self._proc, line = _process.spawn("gateway.devcluster.grpc_backend", args, timeout)
-        self.port = int(line.split()[0].rsplit(":", 1)[1])
-        return self
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self._proc is not None, "not started"
-        return self._proc.pid
-
-    def send_signal(self, sig: int) -> None:
-        """Deliver ``sig``; SIGKILL/SIGTERM also wait for (reap) the process."""
-        if self._proc is None or self._proc.poll() is not None:
-            return
-        self._proc.send_signal(sig)
-        if sig in (signal.SIGKILL, signal.SIGTERM):
-            if sig != signal.SIGKILL:
-                self._proc.send_signal(signal.SIGCONT)
-            self._proc.wait(timeout=10)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        if self._proc is not None:
-            _process.stop(self._proc, timeout)
+    module = "gateway.devcluster.grpc_backend"
 
 
 async def _serve(args: argparse.Namespace) -> None:
