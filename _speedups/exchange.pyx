@@ -769,8 +769,8 @@ cdef class Exchange(UpstreamOwner):
             self.backoff_timer = None
 
     cdef void retry_elsewhere(self, str reason):
-        """An answer not to pass on (a 5xx the route retries): let go of the connection
-        (it stays in sync, so a clean close) and try another endpoint."""
+        """An answer not to pass on (a status the route retries on): let go of the
+        connection (it stays in sync, so a clean close) and try another endpoint."""
         self.up.close()
         self.up = None
         self.release_endpoint()
