@@ -515,6 +515,14 @@ class TinyServer:
             t.join(timeout=5)
 
 
+def answering(status: int, body: bytes = b""):
+    """A TinyServer handler: every request on the connection gets ``status`` and ``body``."""
+    def handle(conn: socket.socket) -> None:
+        while read_request_head(conn):
+            conn.sendall(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n%s" % (status, len(body), body))
+    return handle
+
+
 def read_request_head(conn: socket.socket, limit: float = 5.0) -> bytes:
     """Read from ``conn`` up to the end of one request head (bounded); b"" if it closed."""
     data = b""

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from gateway.config import ConfigError, parse_config
-from gatewaytest import (AdminClient, GatewayProcess, TinyServer, free_port, read_request_head,
+from gatewaytest import (AdminClient, GatewayProcess, TinyServer, answering, free_port,
                          start_backend, wait_listening)
 
 pytestmark = pytest.mark.timeout(60)
@@ -20,15 +20,10 @@ pytestmark = pytest.mark.timeout(60)
 DELAY = 1.0
 
 
-def _answer_503(conn) -> None:
-    while read_request_head(conn):
-        conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
-
-
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory):
     backend = start_backend("127.0.0.2", "a", "a-0")
-    failing = TinyServer("127.0.0.4", _answer_503)
+    failing = TinyServer("127.0.0.4", answering(503))
     admin_port = free_port()
 
     def service(name: str, limits: dict | None, **extra) -> dict:

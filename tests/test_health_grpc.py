@@ -17,7 +17,7 @@ health = pytest.importorskip("grpc_health.v1.health")
 health_pb2 = pytest.importorskip("grpc_health.v1.health_pb2")
 health_pb2_grpc = pytest.importorskip("grpc_health.v1.health_pb2_grpc")
 
-from gatewaytest import GatewayProcess, free_port, static_source  # noqa: E402
+from gatewaytest import free_port, start_with_admin, static_source  # noqa: E402
 from test_health_tls import endpoint  # noqa: E402
 from test_tls import Pki  # noqa: E402
 
@@ -67,16 +67,13 @@ def setup(tmp_path_factory):
                 "whole": (plain.port, "", None), "unknown": (plain.port, "pkg.Nobody", None),
                 "secure": (secure.port, "pkg.Up", {"ca": str(pki.ca), "sni": "grpc.test"}),
                 "http1": (http1, "", None)}
-    admin = free_port()
     config = {
-        "admin": f"127.0.0.1:{admin}",
         "sources": [static_source("zone-a", {n: [f"127.0.0.1:{port}"] for n, (port, _, _) in services.items()})],
         "services": [{"name": n, "port": port, "health_check": {**CHECK, "grpc_service": svc},
                       **({"tls": tls} if tls else {})} for n, (port, svc, tls) in services.items()],
         "routes": [{"name": "up", "match": {"path": {"prefix": "/"}}, "service": "up"}],
     }
-    gw = GatewayProcess(config, tmp_path_factory.mktemp("gw"), "health-grpc").start()
-    gw.admin_port = admin
+    gw, gw.admin = start_with_admin(config, tmp_path_factory.mktemp("gw"), "health-grpc")
     try:
         yield gw, plain
     finally:

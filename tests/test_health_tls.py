@@ -8,13 +8,11 @@ and the admin API says why.
 """
 from __future__ import annotations
 
-import http.client
 import time
 
-import orjson
 import pytest
 
-from gatewaytest import GatewayProcess, free_port, static_source
+from gatewaytest import start_with_admin, static_source
 from test_tls import HttpsUpstream, Pki
 
 pytestmark = pytest.mark.timeout(60)
@@ -32,16 +30,13 @@ def setup(tmp_path_factory):
     tls = {"secure": {"ca": str(pki.ca), "sni": "upstream.test"},
            "wrong-ca": {"ca": str(other.ca), "sni": "upstream.test"},
            "wrong-sni": {"ca": str(pki.ca), "sni": "elsewhere.test"}}
-    admin = free_port()
     config = {
-        "admin": f"127.0.0.1:{admin}",
         "sources": [static_source("zone-a", {n: [upstream.address(i)] for i, n in enumerate(names)})],
         "services": [{"name": n, "port": 443, "health_check": CHECK, **({"tls": tls[n]} if n in tls else {})}
                      for n in names],
         "routes": [{"name": "secure", "match": {"path": {"prefix": "/"}}, "service": "secure"}],
     }
-    gw = GatewayProcess(config, tmp_path_factory.mktemp("gw"), "health-tls").start()
-    gw.admin_port = admin
+    gw, gw.admin = start_with_admin(config, tmp_path_factory.mktemp("gw"), "health-tls")
     try:
         yield gw, upstream
     finally:
@@ -50,13 +45,8 @@ def setup(tmp_path_factory):
 
 
 def endpoint(gw, service: str) -> dict:
-    conn = http.client.HTTPConnection("127.0.0.1", gw.admin_port, timeout=5)
-    try:
-        conn.request("GET", f"/services/default/{service}")
-        [ep] = orjson.loads(conn.getresponse().read())["endpoints"]
-        return ep
-    finally:
-        conn.close()
+    [ep] = gw.admin.get(f"/services/default/{service}")["endpoints"]
+    return ep
 
 
 def wait_unhealthy(gw, service: str, timeout: float = 10.0) -> dict:

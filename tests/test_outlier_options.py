@@ -7,21 +7,16 @@ from __future__ import annotations
 import pytest
 
 from gateway.config import ConfigError, parse_config
-from gatewaytest import (AdminClient, GatewayProcess, TinyServer, free_port, read_request_head,
+from gatewaytest import (AdminClient, GatewayProcess, TinyServer, answering, free_port,
                          start_backend, wait_listening)
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def _answer_500(conn) -> None:
-    while read_request_head(conn):
-        conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n")
-
-
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory):
     backend = start_backend("127.0.0.2", "a", "a-0")
-    failing = TinyServer("127.0.0.4", _answer_500)
+    failing = TinyServer("127.0.0.4", answering(500))
     admin_port = free_port()
     outlier = {"consecutive_5xx": 2, "base_ejection_time": "30s"}
     config = {

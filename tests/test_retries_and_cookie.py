@@ -15,18 +15,9 @@ import pytest
 
 from gateway.config import ConfigError, RetryPolicy, parse_config
 from gateway.gatewayapi.translate import _retry
-from gatewaytest import GatewayProcess, TinyServer, read_request_head, static_source
+from gatewaytest import GatewayProcess, TinyServer, answering, static_source
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def answering(status: int, name: str):
-    """A TinyServer handler: every request on the connection gets ``status`` and ``name``."""
-    def handle(conn):
-        while read_request_head(conn):
-            body = name.encode()
-            conn.sendall(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n%s" % (status, len(body), body))
-    return handle
 
 
 @pytest.fixture
@@ -35,8 +26,8 @@ def pair():
     servers = {}
 
     def make(status: int):
-        servers["bad"] = TinyServer("127.0.0.2", answering(status, "bad"))
-        servers["good"] = TinyServer("127.0.0.3", answering(200, "good"))
+        servers["bad"] = TinyServer("127.0.0.2", answering(status, b"bad"))
+        servers["good"] = TinyServer("127.0.0.3", answering(200, b"good"))
         return servers["bad"], servers["good"]
     yield make
     for server in servers.values():
