@@ -102,6 +102,17 @@ def watch_parent(loop, parent_pid: int | None, on_orphaned, interval: float = 1.
     loop.call_later(interval, check)
 
 
+def stop_requested(loop, parent_pid: int | None):
+    """In a child: an asyncio.Event set on SIGTERM or SIGINT, or once ``parent_pid`` is gone."""
+    import asyncio
+
+    done = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, done.set)
+    watch_parent(loop, parent_pid, done.set)
+    return done
+
+
 def announce(line: str) -> None:
     """Print the ready line the parent waits for."""
     sys.stdout.write(READY_PREFIX + line + "\n")

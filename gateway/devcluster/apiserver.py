@@ -1125,12 +1125,9 @@ async def _serve(args: argparse.Namespace) -> None:
                        watch_timeout=args.watch_timeout, log_requests=args.log_requests,
                        persist=not args.in_memory)
     await server.start()
-    done = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, done.set)
+    done = _process.stop_requested(loop, args.parent_pid)
     loop.add_signal_handler(signal.SIGUSR1, lambda: loop.create_task(server.pause()))
     loop.add_signal_handler(signal.SIGUSR2, lambda: loop.create_task(server.resume()))
-    _process.watch_parent(loop, args.parent_pid, done.set)
     _process.announce(f"{server.url} kubeconfig={server.kubeconfig_path} context={server.context} "
                       f"pid={os.getpid()}")
     await done.wait()

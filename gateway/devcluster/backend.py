@@ -631,10 +631,7 @@ class BackendProcess:
 async def _serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     backend = await start_backend(args.host, args.port, args.cluster, args.pod)
-    done = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, done.set)
-    _process.watch_parent(loop, args.parent_pid, done.set)
+    done = _process.stop_requested(loop, args.parent_pid)
     _process.announce(f"{backend.url} cluster={backend.cluster} pod={backend.pod} pid={os.getpid()}")
     await done.wait()
     backend.close()

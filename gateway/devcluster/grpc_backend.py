@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 
 import orjson
 
@@ -110,10 +109,7 @@ class GrpcBackendProcess(BackendProcess):
 async def _serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     server, port = await start(args.host, args.port, args.cluster, args.pod)
-    done = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, done.set)
-    _process.watch_parent(loop, args.parent_pid, done.set)
+    done = _process.stop_requested(loop, args.parent_pid)
     _process.announce(f"{args.host}:{port} cluster={args.cluster} pod={args.pod} pid={os.getpid()}")
     await done.wait()
     await server.stop(grace=1.0)
