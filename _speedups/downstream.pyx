@@ -127,12 +127,12 @@ cdef class Http1Connection(Downstream):
 
     # -- reading requests -------------------------------------------------
 
-    cdef void pause_body(self, int reason):
+    cdef void pause_body(self, Exchange ex, int reason):
         if self.read_paused == 0 and self.state != R_CLOSED:
             self.transport.pause_reading()
         self.read_paused |= reason
 
-    cdef void resume_body(self, int reason):
+    cdef void resume_body(self, Exchange ex, int reason):
         if self.read_paused == 0:
             return
         self.read_paused &= ~reason
@@ -151,7 +151,7 @@ cdef class Http1Connection(Downstream):
             else:
                 # R_WAIT: bytes now are pipelined requests; keep them for later.
                 if len(self.buf) > PIPELINE_LIMIT:
-                    self.pause_body(PAUSE_PIPELINE)
+                    self.pause_body(self.ex, PAUSE_PIPELINE)
                 return
 
     cdef bint read_head(self) except -1:
@@ -311,7 +311,7 @@ cdef class Http1Connection(Downstream):
         if self.buf:
             ex.tunnel_in(self.buf)
             self.buf = EMPTY
-        self.resume_body(PAUSE_PENDING | PAUSE_PIPELINE)
+        self.resume_body(self.ex, PAUSE_PENDING | PAUSE_PIPELINE)
         return True
 
     cdef bint tunnel_data(self, bytes data) except -1:
@@ -327,7 +327,7 @@ cdef class Http1Connection(Downstream):
             self.close()
             return
         self.state = R_HEAD
-        self.resume_body(PAUSE_PIPELINE | PAUSE_PENDING | PAUSE_UPSTREAM_FULL)
+        self.resume_body(self.ex, PAUSE_PIPELINE | PAUSE_PENDING | PAUSE_UPSTREAM_FULL)
         if self.buf:
             self.deadline_kind = D_NONE
             self.process()
@@ -340,8 +340,11 @@ cdef class Http1Connection(Downstream):
         else:
             self.set_deadline(D_IDLE, ctx.idle_timeout)
 
-    cdef void abort_connection(self):
-        self.transport.abort()
+    cdef void abort_exchange(self, Exchange ex, bint reset):
+        if reset:
+            self.transport.abort()
+        else:
+            self.close()
 
     # -- deadlines (Connection) -----------------------------------------------
     # Checked by Context.tick() a few times a second: no timer object is made per

@@ -40,15 +40,22 @@ cdef class Downstream(Connection):
                          bytes extra_header) except -1
     cdef bint open_tunnel(self, Exchange ex, ResponseHead head) except -1
     cdef bint tunnel_data(self, bytes data) except -1
-    cdef void pause_body(self, int reason)
-    cdef void resume_body(self, int reason)
+    # Trailers of the response (HTTP/2 upstreams); an HTTP/1.1 client gets them in the
+    # chunked body instead, so only HTTP/2 clients need this
+    cdef bint send_trailers(self, Exchange ex, list headers) except -1
+    cdef void pause_body(self, Exchange ex, int reason)
+    cdef void resume_body(self, Exchange ex, int reason)
     cdef void exchange_done(self, Exchange ex, bint completed)
-    cdef void abort_connection(self)
+    # the response cannot be completed: end what carries it (the connection, or a stream),
+    # at once (``reset``) or after what was written
+    cdef void abort_exchange(self, Exchange ex, bint reset)
 
 
 cdef class Exchange(UpstreamOwner):
     cdef Context ctx
     cdef Downstream downstream
+    cdef int stream_id                      # HTTP/2: its stream; 0 for HTTP/1
+    cdef double client_timeout              # a deadline the client asked for (grpc-timeout), 0: none
     cdef ExchangeState state
     cdef UpstreamConnection up
     cdef int connect_id                     # invalidates callbacks of abandoned connects

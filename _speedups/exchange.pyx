@@ -75,16 +75,19 @@ cdef class Downstream(Connection):
     cdef bint tunnel_data(self, bytes data) except -1:
         return True
 
-    cdef void pause_body(self, int reason):
+    cdef bint send_trailers(self, Exchange ex, list headers) except -1:
+        return True
+
+    cdef void pause_body(self, Exchange ex, int reason):
         pass
 
-    cdef void resume_body(self, int reason):
+    cdef void resume_body(self, Exchange ex, int reason):
         pass
 
     cdef void exchange_done(self, Exchange ex, bint completed):
         pass
 
-    cdef void abort_connection(self):
+    cdef void abort_exchange(self, Exchange ex, bint reset):
         pass
 
 
@@ -162,7 +165,7 @@ cdef class Exchange(UpstreamOwner):
         self.pending.append(chunk)
         self.pending_size += len(chunk)
         if self.pending_size > PENDING_LIMIT:
-            self.downstream.pause_body(PAUSE_PENDING)
+            self.downstream.pause_body(self, PAUSE_PENDING)
 
     cdef void body_received(self):
         self.body_complete = True
@@ -180,7 +183,7 @@ cdef class Exchange(UpstreamOwner):
         if self.response_started:
             self.error = reason
             self.finish(False)
-            self.downstream.close()
+            self.downstream.abort_exchange(self, False)
         else:
             self.respond_error(status, reason)
 
@@ -189,6 +192,7 @@ cdef class Exchange(UpstreamOwner):
         if self.state == X_IDLE or self.state == X_DONE:
             return
         self.drop_upstream()
+        self.connect_id += 1                # a connect under way is not for this exchange now
         if not self.response_started and self.state != X_TUNNEL:
             self.status = 499               # nginx's "client closed request"
             self.error = "client closed connection"
@@ -293,8 +297,11 @@ cdef class Exchange(UpstreamOwner):
         self.upstream_target = route.rewrite_target(target)
         if route.filters is not None:
             self.apply_request_filters(route.filters, head)
-        if route.timeout > 0:
-            self.total_deadline = self.t_start + route.timeout
+        timeout = route.timeout
+        if self.client_timeout > 0 and (timeout <= 0 or self.client_timeout < timeout):
+            timeout = self.client_timeout     # grpc-timeout: the client gives up then anyway
+        if timeout > 0:
+            self.total_deadline = self.t_start + timeout
         self.try_upstream()
 
     cdef bint normalize_path(self, RequestHead head) except -1:
@@ -526,7 +533,7 @@ cdef class Exchange(UpstreamOwner):
         if self.pending is not None:
             self.pending = None
             self.pending_size = 0
-            self.downstream.resume_body(PAUSE_PENDING)
+            self.downstream.resume_body(self, PAUSE_PENDING)
         if self.body_complete:
             self.arm_response_timer()
 
@@ -572,6 +579,10 @@ cdef class Exchange(UpstreamOwner):
         if head.status >= 400 and route.retry_statuses is not None and head.status in route.retry_statuses:
             if _retry.allowed(self, True):
                 self.retry_elsewhere(f"upstream {self.upstream.host} answered {head.status}")
+                return False
+        if route.idempotent and head.status == 200 and _grpc_unavailable(head):
+            if _retry.allowed(self, True):
+                self.retry_elsewhere(f"upstream {self.upstream.host} answered gRPC UNAVAILABLE")
                 return False
         self.resp_head = head
         self.status = head.status
@@ -648,6 +659,11 @@ cdef class Exchange(UpstreamOwner):
         self.downstream.tunnel_data(data)
         return True
 
+    cdef bint upstream_trailers(self, UpstreamConnection conn, list headers) except -1:
+        if conn is self.up:
+            self.downstream.send_trailers(self, headers)
+        return True
+
     # -- the upstream's troubles ------------------------------------------------
 
     cdef bint upstream_bad(self, UpstreamConnection conn, str reason) except -1:
@@ -659,9 +675,9 @@ cdef class Exchange(UpstreamOwner):
 
     cdef void upstream_write_paused(self, bint paused):
         if paused:
-            self.downstream.pause_body(PAUSE_UPSTREAM_FULL)
+            self.downstream.pause_body(self, PAUSE_UPSTREAM_FULL)
         else:
-            self.downstream.resume_body(PAUSE_UPSTREAM_FULL)
+            self.downstream.resume_body(self, PAUSE_UPSTREAM_FULL)
 
     cdef bint upstream_gone(self, UpstreamConnection conn, object exc) except -1:
         """The upstream connection ended (EOF or loss) while lent to this exchange."""
@@ -670,7 +686,7 @@ cdef class Exchange(UpstreamOwner):
         if self.state == X_TUNNEL:
             self.up = None
             self.finish(False)
-            self.downstream.close()
+            self.downstream.abort_exchange(self, False)
             return True
         if self.resp_head is not None:
             if conn.framer.mode == MODE_UNTIL_CLOSE:
@@ -789,7 +805,7 @@ cdef class Exchange(UpstreamOwner):
         self.drop_upstream()
         self.downstream.keep_alive = False
         self.finish(False)
-        self.downstream.abort_connection()
+        self.downstream.abort_exchange(self, True)
 
     # -- X_DONE ---------------------------------------------------------------------
 
@@ -900,7 +916,7 @@ cdef class RetryPolicy:
             return False                    # part of the body is gone: it cannot be sent again
         if not sent:
             return True
-        if not ex.head.idempotent:
+        if not ex.head.idempotent and not ex.route.idempotent:
             return False
         if self.other_cluster_available(ex):
             return True
@@ -980,6 +996,14 @@ cdef class PassiveHealth:
 
 cdef RetryPolicy _retry = RetryPolicy()
 cdef PassiveHealth _health = PassiveHealth()
+
+
+cdef bint _grpc_unavailable(ResponseHead head):
+    """A trailers-only gRPC answer of UNAVAILABLE (14): the server took no part of the call."""
+    for name, _, value in head.headers:
+        if name == b"grpc-status":
+            return value == b"14"
+    return False
 
 
 cdef bytes _cookie(bytes header, bytes name):

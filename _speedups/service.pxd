@@ -36,6 +36,7 @@ cdef class Route(Reported):
     cdef readonly frozenset retry_statuses  # answers to retry idempotent requests on; None: none
     cdef readonly double backoff            # before a retry after an answer or a timeout
     cdef readonly bint retry_timeout
+    cdef readonly bint idempotent           # retry sent requests whatever their method (gRPC)
     cdef readonly double per_try_timeout
     cdef readonly TrafficStats traffic
     cdef public RouteFilters filters        # None: no filters (the common, cheapest case)

@@ -30,7 +30,7 @@ cdef class Route(Reported):
     def __init__(self, str name, tuple services, EndpointTable split, bytes rewrite_from,
                  bytes rewrite_to, double timeout, int attempts, frozenset retry_statuses,
                  bint retry_timeout, double per_try_timeout, TrafficStats traffic=None,
-                 list touched=None, double backoff=0.0):
+                 list touched=None, double backoff=0.0, bint idempotent=False):
         self.name = name
         self.json_name = exact_json(name)
         self.services = services
@@ -42,6 +42,7 @@ cdef class Route(Reported):
         self.retry_statuses = retry_statuses if retry_statuses else None
         self.backoff = backoff
         self.retry_timeout = retry_timeout
+        self.idempotent = idempotent
         self.per_try_timeout = per_try_timeout
         self.traffic = traffic if traffic is not None else TrafficStats()   # kept across reloads
         self.touched = False

@@ -41,6 +41,8 @@ cdef class UpstreamOwner:
     cdef bint upstream_body_error(self, UpstreamConnection conn, str reason) except -1
     cdef bint upstream_bad(self, UpstreamConnection conn, str reason) except -1
     cdef bint upstream_tunnel_data(self, bytes data) except -1
+    # An HTTP/2 upstream's trailers, before the body's last upstream_body
+    cdef bint upstream_trailers(self, UpstreamConnection conn, list headers) except -1
     cdef bint upstream_gone(self, UpstreamConnection conn, object exc) except -1
     cdef void upstream_write_paused(self, bint paused)
     cpdef internal_error(self, object exc)

@@ -106,6 +106,9 @@ cdef class UpstreamOwner:
     cdef bint upstream_tunnel_data(self, bytes data) except -1:
         return True
 
+    cdef bint upstream_trailers(self, UpstreamConnection conn, list headers) except -1:
+        return True
+
     cdef bint upstream_gone(self, UpstreamConnection conn, object exc) except -1:
         return True
 

@@ -387,6 +387,9 @@ class RetryPolicy:
     statuses: tuple[int, ...] = ()      # more answers to retry idempotent requests on (400-599)
     backoff: float = 0.0                # wait before a retry after an answer or a timeout:
     #                                     backoff, then doubling, at most 10x (0: at once)
+    idempotent: bool = False            # the route's requests may be sent twice whatever their
+    #                                     method (gRPC calls are POSTs): retried as GETs are,
+    #                                     and on gRPC UNAVAILABLE
 
     @property
     def retry_statuses(self) -> frozenset[int]:
@@ -1762,10 +1765,11 @@ def _rewrite(value: Any, path: str, errs: _Errors, match: RouteMatch | None) -> 
 
 def _retries(value: Any, path: str, errs: _Errors) -> RetryPolicy:
     d = _keys(value, path, errs, ("attempts", "on_5xx", "on_timeout", "per_try_timeout",
-                                  "statuses", "backoff"))
+                                  "statuses", "backoff", "idempotent"))
     if d is None:
         return RetryPolicy()
     kw = _kwargs(d, path, errs, {"attempts": _ATTEMPTS, "on_5xx": _bool, "on_timeout": _bool,
+                                 "idempotent": _bool,
                                  "per_try_timeout": _duration,
                                  "statuses": _list_of(partial(_int, lo=400, hi=599))})
     if "backoff" in d:

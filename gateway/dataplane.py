@@ -136,7 +136,7 @@ class DataPlane:
                       retries.attempts, retries.retry_statuses, retries.on_timeout,
                       retries.per_try_timeout or 0.0,
                       previous.traffic if previous is not None else None, self.ctx.touched,
-                      retries.backoff)
+                      retries.backoff, retries.idempotent)
         if rc.has_filters:
             route.filters = self._filters(rc)
         return route
