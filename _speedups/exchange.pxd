@@ -120,7 +120,8 @@ cdef class Exchange(UpstreamOwner):
     cdef void cancel_backoff(self)
     cdef void try_upstream(self)
     cdef void connect(self, Upstream upstream)
-    cdef void on_connected(self, object task, object timer, int connect_id, Upstream upstream)
+    cdef void on_connected(self, object task, object timer, int connect_id, Upstream upstream,
+                           UpstreamConnection conn)
     cdef void send_request(self, UpstreamConnection conn)
     cdef void arm_response_timer(self)
     cdef bint on_final_head(self, UpstreamConnection conn, ResponseHead head) except -1

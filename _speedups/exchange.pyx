@@ -463,7 +463,12 @@ cdef class Exchange(UpstreamOwner):
         self.state = X_CONNECTING
         self.t_try = monotonic()
         self.connect_id += 1
-        factory = lambda: UpstreamConnection(upstream, max_head, max_headers)
+        # HTTP/2: a stream on a new connection, which later requests may share before it is up.
+        cdef UpstreamConnection conn = (UpstreamConnection(upstream, max_head, max_headers)
+                                        if upstream.streams is None
+                                        else upstream.streams.new_connection(max_head, max_headers))
+        protocol = conn.protocol()
+        factory = lambda: protocol
         if upstream.ssl is None:
             connecting = ctx.loop.create_connection(factory, upstream.ip, upstream.port)
         else:
@@ -474,26 +479,28 @@ cdef class Exchange(UpstreamOwner):
         timer = ctx.loop.call_later(ctx.connect_timeout, task.cancel)
         cdef int connect_id = self.connect_id
         task.add_done_callback(lambda t: self.guarded_on_connected(t, timer, connect_id, upstream,
-                                                                   service))
+                                                                   service, conn))
 
-    def guarded_on_connected(self, task, timer, int connect_id, Upstream upstream, Service service):
+    def guarded_on_connected(self, task, timer, int connect_id, Upstream upstream, Service service,
+                             UpstreamConnection conn):
         # Each connect() is one pending slot and one connection until here; a connection
         # that was made keeps its slot until it closes (UpstreamConnection.connection_lost).
         service.pending -= 1
         if task.cancelled() or task.exception() is not None:
             service.connections -= 1
+            conn.connect_failed()           # HTTP/2: other requests waiting on it go elsewhere
         else:
-            (<UpstreamConnection>task.result()[1]).breaker = service
+            conn.count_in(service)
         try:
-            self.on_connected(task, timer, connect_id, upstream)
+            self.on_connected(task, timer, connect_id, upstream, conn)
         except Exception as exc:
             self.internal_error(exc)
 
-    cdef void on_connected(self, object task, object timer, int connect_id, Upstream upstream):
-        cdef UpstreamConnection conn
+    cdef void on_connected(self, object task, object timer, int connect_id, Upstream upstream,
+                           UpstreamConnection conn):
         timer.cancel()
         try:
-            conn = <UpstreamConnection>task.result()[1]
+            task.result()
         except CancelledError:
             self.upstream_failed(connect_id, upstream, KIND_CONNECT_TIMEOUT,
                                  f"connect to {upstream.host} timed out", True)
@@ -507,6 +514,14 @@ cdef class Exchange(UpstreamOwner):
             return
         self.t_connect = monotonic() - self.t_try
         self.send_request(conn)
+
+    cdef bint upstream_refused(self, UpstreamConnection conn, str reason) except -1:
+        """The upstream did not process this request (see UpstreamOwner): as a failed connect."""
+        if conn is not self.up:
+            return False
+        self.up = None
+        self.upstream_failed(self.connect_id, self.upstream, KIND_RESET, reason, True)
+        return True
 
     # -- X_WAITING ------------------------------------------------------------
 

@@ -399,6 +399,28 @@ cdef class H2Session:
         cdef _Outgoing out = self.outgoing.get(stream_id)
         return 0 if out is None else len(out.buf) - out.offset
 
+    # -- the client side's view of the peer (upstream sessions) ----------------------
+
+    def remote_max_concurrent_streams(self) -> int:
+        """SETTINGS_MAX_CONCURRENT_STREAMS of the peer (nghttp2's assumption until it comes)."""
+        return nghttp2_session_get_remote_settings(self.session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)
+
+    def request_allowed(self) -> bool:
+        """May a new stream be opened (False once either side sent GOAWAY)?"""
+        return nghttp2_session_check_request_allowed(self.session) != 0
+
+    def set_connection_window(self, int32_t size) -> None:
+        """The connection's receive window (65535 by default), so that one stream whose
+        reader is slow cannot stall the others on the connection."""
+        _check(nghttp2_session_set_local_window_size(self.session, NGHTTP2_FLAG_NONE, 0, size))
+
+
+cdef extern from "nghttp2/nghttp2.h":
+    uint32_t nghttp2_session_get_remote_settings(nghttp2_session *session, int settings_id)
+    int nghttp2_session_check_request_allowed(nghttp2_session *session)
+    int nghttp2_session_set_local_window_size(nghttp2_session *session, uint8_t flags,
+                                              int32_t stream_id, int32_t window_size)
+
 
 cdef inline void _check(int rc) except *:
     if rc < 0:

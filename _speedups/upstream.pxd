@@ -3,6 +3,18 @@ from _speedups.service cimport Service
 from _speedups.stats cimport Reported, TrafficStats
 
 
+cdef class StreamPool:
+    """The pool of an endpoint spoken to over HTTP/2 (``h2_upstream.H2Pool``): its
+    connections carry many requests at once, so what is lent is a stream, not a connection."""
+    # A stream on a connection with room for one, or None: connect one (new_connection)
+    cdef UpstreamConnection take(self)
+    # A stream on a connection not made yet; the caller connects conn.protocol()
+    cdef UpstreamConnection new_connection(self, Py_ssize_t max_head, Py_ssize_t max_headers)
+    cdef void give_back(self, UpstreamConnection conn, double now)
+    cpdef int close_idle(self, double older_than) except -1
+    cpdef int idle_count(self)
+
+
 cdef class Upstream(Reported):
     cdef readonly tuple key                 # (cluster, ip, port)
     cdef readonly str pool                  # "" (shared) or the TLS service that owns it
@@ -27,6 +39,7 @@ cdef class Upstream(Reported):
     cdef public object ssl                  # SSLContext when the service speaks TLS, else None
     cdef public str server_hostname
     cdef readonly TrafficStats traffic
+    cdef public StreamPool streams          # HTTP/2 endpoints: their connections, else None
     cdef UpstreamConnection take_idle(self)
     cdef void give_back(self, UpstreamConnection conn, double now)
     cpdef int close_idle(self, double older_than) except -1
@@ -44,6 +57,9 @@ cdef class UpstreamOwner:
     # An HTTP/2 upstream's trailers, before the body's last upstream_body
     cdef bint upstream_trailers(self, UpstreamConnection conn, list headers) except -1
     cdef bint upstream_gone(self, UpstreamConnection conn, object exc) except -1
+    # The upstream did not process the request (HTTP/2 REFUSED_STREAM, GOAWAY, or the
+    # connection it waited for failed): it may go elsewhere, even when not idempotent
+    cdef bint upstream_refused(self, UpstreamConnection conn, str reason) except -1
     cdef void upstream_write_paused(self, bint paused)
     cpdef internal_error(self, object exc)
 
@@ -67,6 +83,9 @@ cdef class UpstreamConnection:
     cdef ResponseHead head                  # the final head, once read
     cdef readonly BodyFramer framer         # the response body's, reset per response
     cdef void lend(self, UpstreamOwner owner)
+    cdef object protocol(self)              # the asyncio protocol to connect (self for HTTP/1.1)
+    cdef void count_in(self, Service breaker)
+    cdef void connect_failed(self)
     cdef void expect_body(self, int framing, long long length)
     cdef void feed(self, bytes data)
     cdef void read_body(self, bytes data)

@@ -42,6 +42,7 @@ cdef class Upstream(Reported):
         self.ssl = None
         self.server_hostname = None
         self.traffic = TrafficStats()
+        self.streams = None
 
     def counters(self):
         """[requests, failures, inflight, idle, *traffic.as_list()], for the worker's report."""
@@ -50,6 +51,8 @@ cdef class Upstream(Reported):
 
     cdef UpstreamConnection take_idle(self):
         cdef UpstreamConnection conn
+        if self.streams is not None:
+            return self.streams.take()
         while self.idle:
             conn = self.idle.pop()          # LIFO: the warmest connection first
             if not conn.closed and not conn.eof:
@@ -57,6 +60,9 @@ cdef class Upstream(Reported):
         return None
 
     cdef void give_back(self, UpstreamConnection conn, double now):
+        if self.streams is not None:
+            self.streams.give_back(conn, now)
+            return
         if self.removed or len(self.idle) >= self.max_idle or conn.closed or conn.eof:
             conn.close()
             return
@@ -69,6 +75,8 @@ cdef class Upstream(Reported):
     cpdef int close_idle(self, double older_than) except -1:
         """Close pooled connections idle since before ``older_than`` (all when it is inf)."""
         cdef UpstreamConnection conn
+        if self.streams is not None:
+            return self.streams.close_idle(older_than)
         if not self.idle:
             return 0
         keep = []
@@ -83,7 +91,26 @@ cdef class Upstream(Reported):
         return len(keep)
 
     def idle_count(self):
-        return len(self.idle)
+        return len(self.idle) if self.streams is None else self.streams.idle_count()
+
+
+cdef class StreamPool:
+    """The interface only (see upstream.pxd); ``h2_upstream.H2Pool`` implements it."""
+
+    cdef UpstreamConnection take(self):
+        return None
+
+    cdef UpstreamConnection new_connection(self, Py_ssize_t max_head, Py_ssize_t max_headers):
+        return None
+
+    cdef void give_back(self, UpstreamConnection conn, double now):
+        pass
+
+    cpdef int close_idle(self, double older_than) except -1:
+        return 0
+
+    cpdef int idle_count(self):
+        return 0
 
 
 cdef class UpstreamOwner:
@@ -112,6 +139,9 @@ cdef class UpstreamOwner:
     cdef bint upstream_gone(self, UpstreamConnection conn, object exc) except -1:
         return True
 
+    cdef bint upstream_refused(self, UpstreamConnection conn, str reason) except -1:
+        return self.upstream_gone(conn, None)
+
     cdef void upstream_write_paused(self, bint paused):
         pass
 
@@ -139,6 +169,15 @@ cdef class UpstreamConnection:
         self.owner = owner
         self.buf = EMPTY
         self.head = None
+
+    cdef object protocol(self):
+        return self
+
+    cdef void count_in(self, Service breaker):
+        self.breaker = breaker              # released in connection_lost
+
+    cdef void connect_failed(self):
+        pass
 
     cdef void expect_body(self, int framing, long long length):
         self.framer.reset(framing, length)

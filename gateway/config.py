@@ -29,6 +29,8 @@ The file (durations: "250ms", "2s", "1m30s", "1h" or seconds; sizes: "64KiB", "1
       - {name: local, type: kubernetes, in_cluster: true}
     services:                           # port: number or port name; sources: default all
       - {name: httpbin, namespace: default, port: 8000, sources: [zone-a, cluster-a]}
+      - {name: echo, port: grpc, protocol: h2c}   # auto (appProtocol) | http1 | h2c | h2;
+                                        # http2_connections: per endpoint per worker (2)
     routes:
       - name: test
         match:                          # all optional; no path: prefix "/"
@@ -276,6 +278,7 @@ class LbConfig:
     decay: float = 10.0                 # peak_ewma: seconds for a faster latency to count fully
 
 
+PROTOCOLS = ("auto", "http1", "h2c", "h2")
 LB_POLICIES = ("round_robin", "least_request", "random", "ring_hash", "peak_ewma")
 
 
@@ -326,6 +329,10 @@ class ServiceConfig:
     circuit_breakers: CircuitBreakers = field(default_factory=CircuitBreakers)
     lb: LbConfig = field(default_factory=LbConfig)
     slow_start: SlowStart | None = None
+    # How endpoints are spoken to: http1, h2c (HTTP/2 without TLS), h2 (over TLS, ALPN h2),
+    # or auto: from the Kubernetes Service port's appProtocol (else http1).
+    protocol: str = "auto"
+    http2_connections: int = 2          # HTTP/2 connections per endpoint per worker
 
     def priority_of(self, source: str) -> int:
         for name, level in self.priorities:
@@ -1133,7 +1140,7 @@ def _service(value: Any, path: str, errs: _Errors, sources: dict[str, int]) -> S
     d = _keys(value, path, errs, ("name", "namespace", "port", "sources", "health_check",
                                   "outlier_detection", "panic_threshold", "tls", "prefer",
                                   "priorities", "overprovisioning_factor", "circuit_breakers", "lb",
-                                  "slow_start"),
+                                  "slow_start", "protocol", "http2_connections"),
               required=("name", "port"))
     if d is None:
         return None
@@ -1163,8 +1170,10 @@ def _service(value: Any, path: str, errs: _Errors, sources: dict[str, int]) -> S
     if slow_start is not None and lb.policy == "ring_hash":
         # A ramp would move the ring's points, and so keys, twice per recovery.
         _err(errs, _at(path, "slow_start"), "not with lb policy ring_hash (it would remap keys)")
+    protocol = _opt(d, "protocol", partial(_choice, choices=PROTOCOLS), path, errs, "auto")
+    connections = _opt(d, "http2_connections", partial(_int, lo=1, hi=64), path, errs, 2)
     return ServiceConfig(namespace, name, port, tuple(names), health, outlier, panic, tls,
-                         priorities, factor, breakers, lb, slow_start)
+                         priorities, factor, breakers, lb, slow_start, protocol, connections)
 
 
 def _slow_start(value: Any, path: str, errs: _Errors) -> SlowStart | None:

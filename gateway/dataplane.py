@@ -12,12 +12,13 @@ import logging
 import time
 from typing import NamedTuple
 
-from gateway.config import Config, HeaderFilter, RouteConfig
+from gateway.config import Config, HeaderFilter, RouteConfig, UpstreamTls
 from gateway.mirror import Mirror
 from gateway.routing import precedence_order
 from gateway.snapshot import Delta, Endpoints, EndpointSpec, Snapshot, with_pairs
 
 try:
+    from _speedups.h2_upstream import H2Pool
     from _speedups.filters import HeaderModifier, PathRewrite, Redirect, RouteFilters
     from _speedups.forwarded import TrustedProxies
     from _speedups.path import PathPolicy
@@ -74,6 +75,7 @@ class DataPlane:
         self._pooled: set[Upstream] = set()     # upstreams that may hold idle connections
         self.upstream_tls: dict[str, tuple[object, str | None]] = {}   # service -> (SSLContext, SNI)
         self.upstream_tls_config: dict = {}
+        self.protocols: dict[str, tuple[str, int]] = {}     # service -> (protocol, http2_connections)
         self.own_pool: set[str] = set()         # services with max_connections (see _set_members)
         self._decay: dict[str, float] = {}      # peak_ewma decay each service's table has
 
@@ -83,8 +85,13 @@ class DataPlane:
         from gateway.tls import upstream_context
         tls_before, own_before = self.upstream_tls_config, self.own_pool
         self.own_pool = {svc.key for svc in config.services if svc.circuit_breakers.max_connections}
-        self.upstream_tls_config = {svc.key: svc.tls for svc in config.services if svc.tls is not None}
-        self.upstream_tls = {key: (upstream_context(tls), tls.sni)
+        protocols_before, self.protocols = self.protocols, {
+            svc.key: (svc.protocol, svc.http2_connections) for svc in config.services}
+        # protocol h2 is TLS, with the service's settings or the defaults (system CAs, verified)
+        self.upstream_tls_config = {svc.key: svc.tls or UpstreamTls() for svc in config.services
+                                    if svc.tls is not None or svc.protocol == "h2"}
+        self.upstream_tls = {key: (upstream_context(tls, "h2" if self.protocols[key][0] == "h2"
+                                                    else "http/1.1"), tls.sni)
                              for key, tls in self.upstream_tls_config.items()}
         fresh = []
         for svc in config.services:
@@ -97,7 +104,9 @@ class DataPlane:
                                                                         decay=lb.decay))
                 self._decay[svc.key] = lb.decay
                 fresh.append(svc.key)
-            elif tls_before.get(svc.key) != svc.tls or (svc.key in own_before) != (svc.key in self.own_pool):
+            elif (tls_before.get(svc.key) != self.upstream_tls_config.get(svc.key)
+                  or (svc.key in own_before) != (svc.key in self.own_pool)
+                  or protocols_before.get(svc.key) != self.protocols[svc.key]):
                 fresh.append(svc.key)       # its upstreams (and pool) follow the new settings
             service, limits = self.services[svc.key], svc.circuit_breakers
             service.hash_header = lb.header.lower().encode() if lb.header else None
@@ -237,9 +246,14 @@ class DataPlane:
         # are never replaced by another service's, nor its pooled connections reused.
         # So does a service with max_connections: the connections it counts are then its own,
         # not pooled ones another service opened (nor its own lent to another service).
-        pool = key if tls is not None or key in self.own_pool else ""
+        # And HTTP/2 endpoints: their connections are not HTTP/1.1 ones.
+        setting, connections = self.protocols.get(key, ("auto", 2))
+        protocols = [setting if setting != "auto" else spec.protocol or "http1" for spec in specs or ()]
+        pools = [key if tls is not None or key in self.own_pool or protocol != "http1" else ""
+                 for protocol in protocols]
         serving_before = self._serving(service)
-        upstreams = [self._upstream(pool, spec, tls) for spec in specs or ()]
+        upstreams = [self._upstream(pool, spec, tls, protocol, connections)
+                     for pool, spec, protocol in zip(pools, specs or (), protocols)]
         priorities = [spec.priority for spec in specs or ()]
         service.table.update(upstreams, priorities if any(priorities) else None)
         if key in self.loads:
@@ -247,7 +261,7 @@ class DataPlane:
         for i, spec in enumerate(specs or ()):
             service.table.set_flags(i, spec.flags)
         self._redispatch(service, serving_before - self._serving(service))
-        self._set_users(key, [(pool, *spec.key) for spec in specs or ()])
+        self._set_users(key, [(pool, *spec.key) for pool, spec in zip(pools, specs or ())])
 
     def _set_flags(self, key: str, pairs) -> None:
         self.view[key] = with_pairs(self.view[key], pairs, EndpointSpec.with_flags)
@@ -304,7 +318,8 @@ class DataPlane:
                 del self._users[key]
                 self._retire_upstream(key)
 
-    def _upstream(self, pool: str, spec: EndpointSpec, tls: tuple | None) -> Upstream:
+    def _upstream(self, pool: str, spec: EndpointSpec, tls: tuple | None, protocol: str,
+                  http2_connections: int) -> Upstream:
         upstream = self.upstreams.get((pool, *spec.key))
         if upstream is None:
             upstream = self.upstreams[(pool, *spec.key)] = Upstream(
@@ -312,6 +327,12 @@ class DataPlane:
         upstream.weight = spec.weight
         if tls is not None:
             upstream.ssl, upstream.server_hostname = tls[0], tls[1] or spec.ip
+        http2 = protocol in ("h2c", "h2")
+        if http2 != (upstream.streams is not None):
+            upstream.close_idle(float("inf"))       # the other protocol's connections
+            upstream.streams = H2Pool(upstream, http2_connections, protocol == "h2") if http2 else None
+        elif http2:
+            upstream.streams.max_connections = http2_connections
         return upstream
 
     def _retire_upstream(self, key: tuple) -> None:

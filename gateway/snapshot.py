@@ -37,12 +37,15 @@ class EndpointSpec:
     weight: int
     flags: int = 0          # health flag bits (see _speedups.table); 0 = healthy
     priority: int = 0       # the service's priority level of this endpoint's cluster
+    protocol: str = ""      # "h2c" when its port's appProtocol says so (protocol: auto)
 
     def with_flags(self, flags: int) -> "EndpointSpec":
-        return EndpointSpec(self.cluster, self.ip, self.port, self.weight, flags, self.priority)
+        return EndpointSpec(self.cluster, self.ip, self.port, self.weight, flags, self.priority,
+                            self.protocol)
 
     def with_weight(self, weight: int) -> "EndpointSpec":
-        return EndpointSpec(self.cluster, self.ip, self.port, weight, self.flags, self.priority)
+        return EndpointSpec(self.cluster, self.ip, self.port, weight, self.flags, self.priority,
+                            self.protocol)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -138,7 +141,7 @@ def _pairs(wire: dict) -> dict[str, tuple[tuple[int, int], ...]]:
 
 
 def _endpoint_rows(endpoints: Endpoints) -> list[list]:
-    return [[e.cluster, e.ip, e.port, e.weight, e.flags, e.priority] for e in endpoints]
+    return [[e.cluster, e.ip, e.port, e.weight, e.flags, e.priority, e.protocol] for e in endpoints]
 
 
 def _services_to_wire(services: dict[str, Endpoints]) -> dict[str, list[list]]:

@@ -161,10 +161,11 @@ def _mtime(path: str) -> float:
         return -1.0
 
 
-def upstream_context(config: UpstreamTls) -> ssl.SSLContext:
+def upstream_context(config: UpstreamTls, alpn: str = "http/1.1") -> ssl.SSLContext:
+    """``alpn``: "h2" for services with ``protocol: h2``."""
     context = ssl.create_default_context(cafile=config.ca)
     if not config.verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    context.set_alpn_protocols(["http/1.1"])
+    context.set_alpn_protocols([alpn])
     return context

@@ -565,12 +565,16 @@ class BackendProcess:
 
     def start(self, timeout: float = 15.0) -> "BackendProcess":
         args = ["--host", self.host, "--port", str(self.port),
-                "--cluster", self.cluster, "--pod", self.pod]
+                "--cluster", self.cluster, "--pod", self.pod, *self.options()]
         if self._proc is not None:
             _process.stop(self._proc)     # reap a previous (killed) process and close its pipe
         self._proc, line = _process.spawn(self.module, args, timeout)
         self.port = int(line.split()[0].rsplit(":", 1)[1])
         return self
+
+    def options(self) -> list[str]:
+        """More command-line options of the child (a subclass's)."""
+        return []
 
     @property
     def pid(self) -> int:

@@ -328,7 +328,7 @@ class HealthManager:
         weights = ([ep.weight for ep in endpoints] if ramps is None else
                    [max(1, round(ep.weight * RAMP_SCALE * r)) for ep, r in zip(endpoints, ramps)])
         return tuple(ep if (ep.flags, ep.priority, ep.weight) == (f, p, w)
-                     else EndpointSpec(ep.cluster, ep.ip, ep.port, w, f, p)
+                     else EndpointSpec(ep.cluster, ep.ip, ep.port, w, f, p, ep.protocol)
                      for ep, f, p, w in zip(endpoints, flags, priorities, weights))
 
     # -- slow start -------------------------------------------------------------

@@ -1,0 +1,71 @@
+from _speedups.service cimport Service
+from _speedups.upstream cimport StreamPool, Upstream, UpstreamConnection
+
+
+cdef class H2Pool(StreamPool):
+    cdef Upstream upstream
+    cdef readonly list sessions             # H2UpstreamSession, connected or connecting
+    cdef public int max_connections         # per endpoint, per worker
+    cdef readonly bytes scheme              # :scheme: b"https" over TLS (protocol h2)
+    cdef Py_ssize_t max_head
+    cdef Py_ssize_t max_headers
+    cdef void forget(self, H2UpstreamSession session)
+
+
+cdef class H2UpstreamSession:
+    cdef H2Pool pool
+    cdef object h2                          # the H2Session (client side)
+    cdef object transport
+    cdef dict streams                       # stream id -> H2Stream, until the stream closes
+    cdef int reserved                       # streams lent but not yet sent (no id yet)
+    cdef bint connected
+    cdef bint closed
+    cdef bint write_paused                  # the socket's buffer is full: output waits
+    cdef public bint draining               # no new streams; closed when the last ends
+    cdef double idle_since
+    cdef Service breaker                    # counts this connection in max_connections
+    cdef int active(self)
+    cdef int max_streams(self)
+    cdef bint usable(self)
+    cdef H2Stream open_stream(self, Py_ssize_t max_head, Py_ssize_t max_headers)
+    cdef int submit(self, H2Stream stream, list headers, bint end_stream) except -1
+    cdef void unreserve(self)
+    cdef void stream_ended(self)
+    cdef void flush(self)
+    cdef void close(self)
+    cdef void connect_failed(self)
+
+
+cdef class _Dechunker:
+    cdef int state
+    cdef long long left
+    cdef bytes line                         # a size or trailer line split across reads
+    cdef list trailers
+    cdef bint done
+    cdef bytes feed(self, bytes data)
+
+
+cdef class H2Stream(UpstreamConnection):
+    cdef H2UpstreamSession session
+    cdef int stream_id                      # 0 until the head is sent
+    cdef bint released                      # the owner let go (end)
+    cdef bint request_ended                 # END_STREAM sent
+    cdef bint response_ended                # END_STREAM received
+    cdef bint stream_closed
+    cdef bint body_paused                   # upstream_write_paused(True) was said
+    cdef long long body_left                # Content-Length bytes of the request still to come
+    cdef _Dechunker dechunker               # a chunked request body's
+    cdef list held                          # DATA received while paused
+    cdef public list trailers               # the response's, once received
+    cdef void send_head(self, bytes head)
+    cdef void send_body(self, bytes data)
+    cdef void on_drained(self)
+    cdef void on_headers(self, list headers, bint end_stream)
+    cdef void on_data(self, bytes data)
+    cdef void pass_on(self, bytes data)
+    cdef void on_end(self)
+    cdef void end_body(self)
+    cdef void on_close(self, int error_code)
+    cdef void refused(self, str reason)
+    cdef void session_lost(self, exc)
+    cdef void guard_bad(self, str reason)

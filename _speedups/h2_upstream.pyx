@@ -1,0 +1,591 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""HTTP/2 to upstreams: connections that carry many requests (streams) at once.
+
+``H2Pool`` is an HTTP/2 endpoint's pool (``Upstream.streams``): a few ``H2UpstreamSession``
+connections, each an asyncio protocol around a client ``H2Session`` (nghttp2).  What an
+exchange borrows is an ``H2Stream``: an ``UpstreamConnection`` to it, so the exchange is the
+same for both protocols.  It writes the HTTP/1.1 request head and body framing the exchange
+makes; the stream turns them into HEADERS and DATA.  It hands back the response as an
+HTTP/1.1 connection would: a ``ResponseHead``, then body bytes in the framing the exchange
+chose (chunk framing when the response has no content-length, with the HTTP/2 trailers in
+the last chunk, so that an HTTP/1.1 client gets ``grpc-status`` too).
+
+Flow control: the request body is queued in nghttp2 only up to ``H2Session.queue_limit``
+per stream (then ``upstream_write_paused``); the response's DATA is ``consume``d, reopening
+the upstream's windows, only once the exchange has taken it, and not while it is paused.
+"""
+from _speedups.clock cimport monotonic
+from _speedups.http cimport MODE_CHUNKED, BodyFramer, ResponseHead
+from _speedups.http import HttpError
+from _speedups.service cimport Service
+from _speedups.upstream cimport StreamPool, Upstream, UpstreamConnection, UpstreamOwner
+
+from http import HTTPStatus
+
+from _speedups.h2 import CANCEL, REFUSED_STREAM, H2Error, H2Session
+
+cdef bytes EMPTY = b""
+cdef bytes CRLF = b"\r\n"
+cdef bytes LAST_CHUNK = b"0\r\n"
+
+# Connection-specific fields are not sent in HTTP/2 (RFC 9113 8.2.2); Host is :authority.
+cdef frozenset CONNECTION_SPECIFIC = frozenset((
+    b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",
+    b"te", b"host", b"trailer"))
+cdef tuple TE_TRAILERS = (b"te", b"trailers")   # gRPC servers require it
+
+# Receive windows: a stream's is what a paused one holds at most; the connection's is
+# larger, so that one slow client does not stall the other streams.
+cdef int STREAM_WINDOW = 256 * 1024
+cdef int CONNECTION_WINDOW = 16 * 1024 * 1024
+cdef int ASSUMED_MAX_STREAMS = 100      # until the peer's SETTINGS say (RFC 9113 6.5.2)
+
+cdef dict _REASONS = {}
+
+
+cdef bytes _reason(int status):
+    """The reason phrase an HTTP/1.1 status line gets (HTTP/2 has none)."""
+    cdef bytes reason = _REASONS.get(status)
+    if reason is None:
+        try:
+            reason = HTTPStatus(status).phrase.encode()
+        except ValueError:
+            reason = b"Unknown"
+        _REASONS[status] = reason
+    return reason
+
+
+cdef class H2Pool(StreamPool):
+    """An HTTP/2 endpoint's connections: at most ``max_connections`` per worker."""
+
+    def __init__(self, Upstream upstream, int max_connections=2, bint tls=False):
+        self.upstream = upstream
+        self.sessions = []
+        self.max_connections = max(1, max_connections)
+        self.scheme = b"https" if tls else b"http"
+        self.max_head = 65536
+        self.max_headers = 100
+
+    cdef UpstreamConnection take(self):
+        """A stream on the first connection with room (few connections, each well used);
+        None while another may be opened; past that, on the least busy connection, whose
+        nghttp2 holds the stream until the peer's concurrency limit lets it go."""
+        cdef H2UpstreamSession session, least = None
+        for session in self.sessions:
+            if session.usable():
+                if session.active() < session.max_streams():
+                    return session.open_stream(self.max_head, self.max_headers)
+                if least is None or session.active() < least.active():
+                    least = session
+        if len(self.sessions) < self.max_connections or least is None:
+            return None
+        return least.open_stream(self.max_head, self.max_headers)
+
+    cdef UpstreamConnection new_connection(self, Py_ssize_t max_head, Py_ssize_t max_headers):
+        cdef H2UpstreamSession session = H2UpstreamSession(self)
+        self.max_head, self.max_headers = max_head, max_headers
+        self.sessions.append(session)
+        return session.open_stream(max_head, max_headers)
+
+    cdef void give_back(self, UpstreamConnection conn, double now):
+        conn.close()                        # frees its stream; the connection stays
+
+    cpdef int close_idle(self, double older_than) except -1:
+        """Close connections without streams since before ``older_than``; at inf (the
+        endpoint is removed) the busy ones too, once their streams end."""
+        cdef H2UpstreamSession session
+        for session in list(self.sessions):
+            if session.active() == 0 and session.idle_since < older_than:
+                session.close()
+            elif older_than == float("inf"):
+                session.draining = True
+        return len(self.sessions)
+
+    cpdef int idle_count(self):
+        cdef H2UpstreamSession session
+        cdef int idle = 0
+        for session in self.sessions:
+            idle += session.active() == 0
+        return idle
+
+    cdef void forget(self, H2UpstreamSession session):
+        if session in self.sessions:
+            self.sessions.remove(session)
+            self.upstream.touch()
+
+
+cdef class H2UpstreamSession:
+    """One HTTP/2 connection to an endpoint (the asyncio protocol), carrying its streams."""
+
+    def __init__(self, H2Pool pool):
+        self.pool = pool
+        self.h2 = H2Session(self, False, initial_window_size=STREAM_WINDOW)
+        self.h2.set_connection_window(CONNECTION_WINDOW)
+        self.streams = {}
+        self.idle_since = monotonic()
+
+    cdef int active(self):
+        return len(self.streams) + self.reserved
+
+    cdef int max_streams(self):
+        cdef long long peer = self.h2.remote_max_concurrent_streams()
+        # nghttp2 reports 2**32-1 ("unlimited") until the peer's SETTINGS come.
+        return ASSUMED_MAX_STREAMS if peer >= 0x7fffffff else peer
+
+    cdef bint usable(self):
+        return not self.closed and not self.draining and self.h2.request_allowed()
+
+    cdef H2Stream open_stream(self, Py_ssize_t max_head, Py_ssize_t max_headers):
+        self.reserved += 1
+        return H2Stream(self, max_head, max_headers)
+
+    cdef int submit(self, H2Stream stream, list headers, bint end_stream) except -1:
+        cdef int stream_id = self.h2.submit_request(headers, end_stream)
+        self.reserved -= 1
+        self.streams[stream_id] = stream
+        return stream_id
+
+    cdef void unreserve(self):
+        self.reserved -= 1
+        self.stream_ended()
+
+    cdef void stream_ended(self):
+        if self.active() == 0:
+            self.idle_since = monotonic()
+            if self.draining:
+                self.close()
+
+    cdef void flush(self):
+        """Write what nghttp2 has for the peer (unless the socket is full: resume_writing)."""
+        if self.transport is None or self.closed or self.write_paused:
+            return
+        try:
+            out = self.h2.output()
+        except H2Error:
+            self.close()
+            return
+        if out:
+            self.transport.write(out)
+
+    cdef void close(self):
+        if self.closed:
+            return
+        self.closed = True
+        self.pool.forget(self)
+        if self.transport is not None:
+            if self.active() == 0:
+                self.h2.goaway()            # a clean end: the peer need not guess
+                out = self.h2.output()
+                if out:
+                    self.transport.write(out)
+            self.transport.close()
+
+    cdef void connect_failed(self):
+        """The connect failed: requests that took a stream on it meanwhile go elsewhere."""
+        cdef H2Stream stream
+        self.closed = True
+        self.pool.forget(self)
+        for stream in list(self.streams.values()):
+            stream.refused(f"connect to {self.pool.upstream.host} failed")
+        self.streams.clear()
+
+    # -- asyncio.Protocol ------------------------------------------------------------
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.connected = True
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None and ssl_object.selected_alpn_protocol() != "h2":
+            transport.abort()               # speaking HTTP/2 to it would be garbage
+            return
+        self.flush()
+
+    def data_received(self, bytes data):
+        try:
+            self.h2.receive(data)
+        except H2Error:
+            self.flush()                    # our GOAWAY says why
+            self.close()
+            return
+        self.flush()
+
+    def eof_received(self):
+        return False                        # the transport closes: connection_lost
+
+    def connection_lost(self, exc):
+        cdef H2Stream stream
+        self.closed = True
+        self.pool.forget(self)
+        if self.breaker is not None:
+            self.breaker.connections -= 1
+            self.breaker = None
+        streams, self.streams = self.streams, {}
+        for stream in streams.values():
+            stream.session_lost(exc)
+
+    def pause_writing(self):
+        self.write_paused = True
+
+    def resume_writing(self):
+        self.write_paused = False
+        self.flush()
+
+    # -- H2Session's handler ---------------------------------------------------------
+
+    def h2_headers(self, int stream_id, list headers, bint end_stream):
+        cdef H2Stream stream = self.streams.get(stream_id)
+        if stream is not None:
+            stream.on_headers(headers, end_stream)
+
+    def h2_data(self, int stream_id, bytes data):
+        cdef H2Stream stream = self.streams.get(stream_id)
+        if stream is None or stream.owner is None:
+            self.h2.consume(stream_id, len(data))   # nobody wants it: keep the windows open
+        else:
+            stream.on_data(data)
+
+    def h2_end(self, int stream_id):
+        cdef H2Stream stream = self.streams.get(stream_id)
+        if stream is not None:
+            stream.on_end()
+
+    def h2_trailers(self, int stream_id, list headers):
+        cdef H2Stream stream = self.streams.get(stream_id)
+        if stream is not None:
+            stream.trailers = [(name, value) for name, value in headers if name[:1] != b":"]
+
+    def h2_close(self, int stream_id, int error_code):
+        cdef H2Stream stream = self.streams.pop(stream_id, None)
+        if stream is not None:
+            stream.on_close(error_code)
+        self.stream_ended()
+
+    def h2_drained(self, int stream_id):
+        cdef H2Stream stream = self.streams.get(stream_id)
+        if stream is not None:
+            stream.on_drained()
+
+
+cdef class H2Stream(UpstreamConnection):
+    """One stream, lent to one exchange: to it, an HTTP/1.1 connection (see the module)."""
+
+    def __init__(self, H2UpstreamSession session, Py_ssize_t max_head=65536,
+                 Py_ssize_t max_headers=100):
+        UpstreamConnection.__init__(self, session.pool.upstream, max_head, max_headers)
+        self.session = session
+
+    cdef object protocol(self):
+        return self.session
+
+    cdef void count_in(self, Service breaker):
+        if self.session.closed:
+            breaker.connections -= 1        # lost already (its ALPN was not h2)
+        else:
+            self.session.breaker = breaker
+
+    cdef void connect_failed(self):
+        self.session.connect_failed()
+
+    # -- the request ----------------------------------------------------------------
+
+    cdef void write(self, bytes data):
+        if self.closed:
+            return
+        if self.stream_id == 0:
+            self.send_head(data)
+        elif not self.request_ended:
+            self.send_body(data)
+        self.session.flush()
+
+    cdef void send_head(self, bytes head):
+        cdef long long content_length = -1
+        cdef bint chunked = False
+        headers = _request_headers(head, self.session.pool.scheme, &content_length, &chunked)
+        if chunked:
+            self.dechunker = _Dechunker()
+        self.body_left = content_length
+        self.request_ended = not chunked and content_length <= 0
+        self.stream_id = self.session.submit(self, headers, self.request_ended)
+
+    cdef void send_body(self, bytes data):
+        """Body bytes in the head's framing: the payload goes out as DATA."""
+        cdef _Dechunker dechunker = self.dechunker
+        cdef bint ended
+        h2 = self.session.h2
+        if dechunker is not None:
+            data = dechunker.feed(data)
+            ended = dechunker.done
+        else:
+            self.body_left -= len(data)
+            ended = self.body_left <= 0
+        if ended and dechunker is not None and dechunker.trailers:
+            queued = h2.send_data(self.stream_id, data, False)
+            h2.send_trailers(self.stream_id, dechunker.trailers)
+        else:
+            queued = h2.send_data(self.stream_id, data, ended)
+        self.request_ended = ended
+        if queued > h2.queue_limit and not self.body_paused and self.owner is not None:
+            self.body_paused = True
+            self.owner.upstream_write_paused(True)
+
+    cdef void on_drained(self):
+        if self.body_paused:
+            self.body_paused = False
+            if self.owner is not None:
+                self.owner.upstream_write_paused(False)
+
+    # -- the response ---------------------------------------------------------------
+
+    cdef void on_headers(self, list headers, bint end_stream):
+        cdef UpstreamOwner owner = self.owner
+        cdef ResponseHead head
+        if owner is None:
+            return
+        try:
+            head = _response_head(headers, end_stream)
+        except HttpError as err:
+            self.guard_bad(err.reason)
+            return
+        try:
+            if head.status < 200:
+                owner.upstream_interim(self, head)
+                return
+            if not owner.upstream_head(self, head):
+                return                      # the owner let go of this stream (a retry)
+            self.head = head
+            if self.framer.done:            # no body (HEAD, 204, 304, content-length: 0)
+                owner.upstream_body(self, EMPTY)
+        except Exception as exc:
+            owner.internal_error(exc)
+
+    cdef void on_data(self, bytes data):
+        if not data or self.head is None:
+            self.session.h2.consume(self.stream_id, len(data))
+            return
+        if self.paused or self.held is not None:
+            if self.held is None:
+                self.held = []
+            self.held.append(data)          # at most the stream's window: it is not consumed
+            return
+        self.pass_on(data)
+
+    cdef void pass_on(self, bytes data):
+        """Body bytes to the owner, framed as it expects; the windows reopen by as many."""
+        cdef UpstreamOwner owner = self.owner
+        cdef Py_ssize_t n = len(data)
+        if self.framer.done:                # past its content-length: nghttp2 resets it
+            self.session.h2.consume(self.stream_id, n)
+            return
+        framed = b"%x\r\n%b\r\n" % (n, data) if self.framer.mode == MODE_CHUNKED else data
+        try:
+            self.framer.feed(framed, 0)
+            owner.upstream_body(self, framed)
+        except HttpError as err:
+            owner.upstream_body_error(self, err.reason)
+        except Exception as exc:
+            owner.internal_error(exc)
+        self.session.h2.consume(self.stream_id, n)
+
+    cdef void on_end(self):
+        self.response_ended = True
+        if self.owner is not None and self.held is None and not self.paused:
+            self.end_body()
+
+    cdef void end_body(self):
+        """END_STREAM: the last chunk (with the trailers), or a short body's error."""
+        cdef UpstreamOwner owner = self.owner
+        if self.head is None or self.framer.done:
+            return
+        try:
+            if self.trailers:
+                owner.upstream_trailers(self, self.trailers)
+                if self.owner is not owner:
+                    return
+            if self.framer.mode != MODE_CHUNKED:
+                owner.upstream_body_error(self, "upstream ended the stream before its content-length")
+                return
+            last = LAST_CHUNK + b"".join([name + b": " + value + CRLF
+                                          for name, value in self.trailers or ()]) + CRLF
+            self.framer.feed(last, 0)
+            owner.upstream_body(self, last)
+        except HttpError as err:
+            owner.upstream_body_error(self, err.reason)
+        except Exception as exc:
+            owner.internal_error(exc)
+
+    cdef void on_close(self, int error_code):
+        cdef UpstreamOwner owner = self.owner
+        self.stream_closed = True
+        if owner is None or self.response_ended:
+            return                          # done, or held DATA still to pass on
+        self.closed = self.eof = True
+        try:
+            if error_code == REFUSED_STREAM and self.head is None:
+                owner.upstream_refused(
+                    self, f"upstream {self.upstream.host} refused the stream (it was not processed)")
+            else:
+                owner.upstream_gone(self, None)
+        except Exception as exc:
+            owner.internal_error(exc)
+
+    cdef void refused(self, str reason):
+        cdef UpstreamOwner owner = self.owner
+        self.closed = self.eof = self.stream_closed = True
+        if owner is not None:
+            try:
+                owner.upstream_refused(self, reason)
+            except Exception as exc:
+                owner.internal_error(exc)
+
+    cdef void session_lost(self, exc):
+        cdef UpstreamOwner owner = self.owner
+        self.stream_closed = True
+        if owner is None or self.response_ended:
+            return
+        self.closed = self.eof = True
+        try:
+            owner.upstream_gone(self, exc)
+        except Exception as err:
+            owner.internal_error(err)
+
+    cdef void guard_bad(self, str reason):
+        try:
+            self.owner.upstream_bad(self, reason)
+        except Exception as exc:
+            self.owner.internal_error(exc)
+
+    # -- flow control and letting go ---------------------------------------------
+
+    cdef void pause(self):
+        self.paused = True
+
+    cdef void resume(self):
+        if not self.paused:
+            return
+        self.paused = False
+        while self.held and not self.paused and self.owner is not None:
+            self.pass_on(self.held.pop(0))
+        if not self.held:
+            self.held = None
+            if self.response_ended and not self.paused and self.owner is not None:
+                self.end_body()
+        self.session.flush()                # the window updates
+
+    cdef void end(self, bint abort):
+        """The owner lets go: a stream not finished both ways is reset (CANCEL)."""
+        cdef H2UpstreamSession session = self.session
+        cdef Py_ssize_t held = 0
+        self.owner = None
+        if self.released:
+            return
+        self.released = self.closed = True
+        if self.stream_id == 0:
+            session.unreserve()             # never sent: its slot is free again
+            return
+        if self.held:
+            for data in self.held:
+                held += len(data)
+            session.h2.consume(self.stream_id, held)
+            self.held = None
+        if not self.stream_closed and not (self.request_ended and self.response_ended):
+            session.h2.reset(self.stream_id, CANCEL)
+        session.flush()
+
+
+cdef list _request_headers(bytes head, bytes scheme, long long *content_length, bint *chunked):
+    """The HTTP/2 fields of an HTTP/1.1 request head the gateway built
+    (``http.build_request_head``).  Split here rather than by ``http.parse_request``,
+    which drops X-Forwarded-Proto/-Host and X-Real-IP as untrusted client fields: in
+    this head they are the gateway's own."""
+    lines = head.split(CRLF)
+    method, target, _ = lines[0].split(b" ", 2)
+    headers = [(b":method", method), (b":scheme", scheme), (b":authority", EMPTY), (b":path", target)]
+    for line in lines[1:]:
+        if not line:
+            break
+        name, _, value = line.partition(b":")
+        name = name.lower()
+        value = value.strip(b" \t")
+        if name == b"host":
+            headers[2] = (b":authority", value)
+        elif name == b"transfer-encoding":
+            chunked[0] = True
+        elif name not in CONNECTION_SPECIFIC:
+            if name == b"content-length":
+                content_length[0] = int(value)
+            headers.append((name, value))
+    headers.append(TE_TRAILERS)
+    return headers
+
+
+cdef ResponseHead _response_head(list headers, bint end_stream):
+    """An HTTP/2 response head as the exchange takes an HTTP/1.1 one."""
+    cdef ResponseHead head = ResponseHead.__new__(ResponseHead)
+    cdef int status = 0
+    head.minor = 1
+    head.keep_alive = True
+    for name, value in headers:
+        if name == b":status":
+            status = int(value) if value.isdigit() and len(value) == 3 else 0
+        elif name == b"content-length":
+            if not value.isdigit():
+                raise HttpError(502, "invalid content-length")
+            head.content_length = int(value)
+        elif name[:1] != b":" and name not in CONNECTION_SPECIFIC:
+            head.headers.append((name, name, value))
+    if status < 100 or status == 101:
+        raise HttpError(502, "invalid :status")
+    head.status = status
+    head.reason = _reason(status)
+    if head.content_length < 0:
+        if end_stream:
+            head.content_length = 0
+        else:
+            head.chunked = True             # HTTP/1.1 clients get it chunked
+    return head
+
+
+cdef enum DechunkState:
+    DC_SIZE, DC_DATA, DC_DATA_END, DC_TRAILERS, DC_DONE
+
+
+cdef class _Dechunker:
+    """The payload of a chunked body the downstream's framer validated already."""
+
+    def __cinit__(self):
+        self.line = EMPTY
+        self.trailers = []
+
+    cdef bytes feed(self, bytes data):
+        cdef Py_ssize_t pos = 0, n = len(data), take, eol
+        parts = []
+        while pos < n and self.state != DC_DONE:
+            if self.state == DC_DATA:
+                take = min(<long long>(n - pos), self.left)
+                parts.append(data[pos:pos + take])
+                pos += take
+                self.left -= take
+                if self.left == 0:
+                    self.state = DC_DATA_END
+                continue
+            eol = data.find(b"\n", pos)
+            if eol < 0:
+                self.line += data[pos:]
+                break
+            line = (self.line + data[pos:eol]).rstrip(b"\r")
+            self.line = EMPTY
+            pos = eol + 1
+            if self.state == DC_SIZE:
+                self.left = int(line.split(b";", 1)[0], 16)
+                self.state = DC_DATA if self.left else DC_TRAILERS
+            elif self.state == DC_DATA_END:
+                self.state = DC_SIZE
+            elif line:
+                name, _, value = line.partition(b":")
+                name = name.strip().lower()
+                if name not in CONNECTION_SPECIFIC:
+                    self.trailers.append((name, value.strip(b" \t")))
+            else:
+                self.state = DC_DONE
+        self.done = self.state == DC_DONE
+        return parts[0] if len(parts) == 1 else b"".join(parts)
