@@ -220,6 +220,7 @@ class Response:
     headers: list[tuple[str, str]]
     body: bytes = b""
     interim: list["Response"] = field(default_factory=list)
+    trailers: list[tuple[str, str]] = field(default_factory=list)   # a chunked body's
 
     def header(self, name: str) -> str | None:
         lname = name.lower()
@@ -386,8 +387,9 @@ class Client:
                 size_line = self.read_line()
                 size = int(size_line.split(b";")[0].strip(), 16)
                 if size == 0:
-                    while self.read_line():     # trailers up to the blank line
-                        pass
+                    while line := self.read_line():     # trailers up to the blank line
+                        name, _, value = line.decode("latin-1").partition(":")
+                        resp.trailers.append((name.strip(), value.strip()))
                     return total
                 deliver(size)
                 if self.read_line() != b"":

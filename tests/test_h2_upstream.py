@@ -1,0 +1,283 @@
+"""HTTP/2 to upstreams (``services[].protocol``): HTTP/1.1 clients through a real gateway
+process to h2c backends (``gateway.devcluster.h2_backend``, the ``h2`` library) and to a
+grpcio server; h2 over TLS; workers: 2.
+
+Each backend counts the TCP connections it accepted and the most streams it had at once
+on one connection, so multiplexing and the concurrency limit are read from the server side.
+"""
+from __future__ import annotations
+
+import hashlib
+import struct
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import orjson
+import pytest
+
+from gateway.devcluster.h2_backend import H2BackendProcess
+from gatewaytest import Client, GatewayProcess, encode_chunked, pattern_bytes, static_source
+
+pytestmark = pytest.mark.timeout(120)
+
+MiB = 1 << 20
+
+
+def _config(services: dict[str, tuple[list[str], dict]], **top) -> dict:
+    """One static source; service name -> (endpoints, its settings); routed by Host <name>.test."""
+    return {
+        "sources": [static_source("zone-a", {name: eps for name, (eps, _) in services.items()})],
+        "services": [{"name": name, "port": 1, **opts} for name, (_, opts) in services.items()],
+        "routes": [{"name": name, "match": {"host": f"{name}.test"}, "service": name,
+                    "retries": {"attempts": 3}}
+                   for name in services],
+        **top,
+    }
+
+
+def _stats(gw: GatewayProcess, host: str) -> dict:
+    """The backend's counters, asked through the gateway (so its connections are the gateway's)."""
+    return _get(gw, host, "/_backend/stats").json()
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def _get(gw: GatewayProcess, host: str, target: str, **kw):
+    with gw.client() as c:
+        return c.request(kw.pop("method", "GET"), target, host=host, **kw)
+
+
+@pytest.fixture(scope="module")
+def h2gw(tmp_path_factory):
+    """h2c backends: "wide" (100 streams, 2 connections per endpoint) and "narrow" (2 streams,
+    1 connection)."""
+    wide = H2BackendProcess("127.0.0.1", 0, "a", "wide-0").start()
+    narrow = H2BackendProcess("127.0.0.1", 0, "a", "narrow-0", max_streams=2).start()
+    gw = GatewayProcess(_config({
+        "wide": ([wide.address], {"protocol": "h2c", "http2_connections": 2}),
+        "narrow": ([narrow.address], {"protocol": "h2c", "http2_connections": 1}),
+    }), tmp_path_factory.mktemp("h2gw")).start()
+    try:
+        yield gw, wide, narrow
+    finally:
+        gw.stop()
+        wide.stop()
+        narrow.stop()
+
+
+def test_get_and_post_with_content_length_and_chunked_bodies(h2gw):
+    gw, _, _ = h2gw
+    with gw.client() as c:
+        r = c.request("GET", "/hello?x=1", host="wide.test", headers={"X-Custom": "yes"})
+        assert r.status == 200
+        seen = r.json()
+        assert seen["method"] == "GET" and seen["path"] == "/hello?x=1"
+        assert seen["headers"]["x-custom"] == "yes" and seen["headers"]["te"] == "trailers"
+        assert seen["headers"]["x-forwarded-proto"] == "http" and "via" in seen["headers"]
+        assert r.header("transfer-encoding") == "chunked"      # no content-length from it
+        body = pattern_bytes(0, 300_000)
+        for chunked in (False, True):
+            r = c.request("POST", "/upload", host="wide.test", body=body, chunked=chunked)
+            assert r.status == 200
+            assert r.json() == {"received": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+        c.send(Client.build("POST", "/echo", host="wide.test", chunked=False)[:-4]
+               + b"\r\nTransfer-Encoding: chunked\r\n\r\n" + encode_chunked([b"a" * 10, b"b" * 70000]))
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"a" * 10 + b"b" * 70000
+        r = c.request("GET", "/bytes/5000", host="wide.test")
+        assert r.status == 200 and r.header("content-length") == "5000"
+        assert r.body == pattern_bytes(0, 5000)
+        r = c.request("HEAD", "/bytes/10", host="wide.test")
+        assert r.status == 200 and r.header("content-length") == "10" and r.body == b""
+        r = c.request("GET", "/stream/100000", host="wide.test")
+        assert r.status == 200 and r.body == pattern_bytes(0, 100000)
+        # The HTTP/2 trailers reach an HTTP/1.1 client in the last chunk.
+        assert r.trailers == [("x-checksum", hashlib.sha256(r.body).hexdigest())]
+
+
+def test_large_bodies_both_ways_with_a_slow_reader_keep_memory_bounded(h2gw):
+    gw, _, _ = h2gw
+    size = 48 * MiB
+    before = _rss(gw.pid)
+    with gw.client(timeout=60) as c:
+        head = Client.build("POST", "/upload", host="wide.test", headers={"Content-Length": str(size)})
+        c.send(head)
+        digest = hashlib.sha256()
+        for offset in range(0, size, MiB):
+            piece = pattern_bytes(offset, MiB)
+            digest.update(piece)
+            c.send(piece)
+        r = c.read_response()
+        assert r.json() == {"received": size, "sha256": digest.hexdigest()}
+        c.send(Client.build("GET", f"/bytes/{size}", host="wide.test"))
+        resp = c.read_head()
+        assert resp.status == 200
+        got = hashlib.sha256()
+        n = c.read_body(resp, "GET", got.update, piece=256 * 1024, pace=lambda n: time.sleep(0.004))
+        assert n == size and got.hexdigest() == hashlib.sha256(pattern_bytes(0, size)).hexdigest()
+    grown = _rss(gw.pid) - before
+    print(f"{size // MiB} MiB up and down, slow reader: gateway RSS grew {grown / MiB:.1f} MiB")
+    assert grown < 16 * MiB, f"RSS grew by {grown / MiB:.1f} MiB for {size // MiB} MiB each way"
+
+
+def test_concurrent_requests_share_few_upstream_connections(h2gw):
+    gw, wide, _ = h2gw
+    before = _stats(gw, "wide.test")["connections"]
+    n = 150                         # the backend takes 100 streams per connection
+    with ThreadPoolExecutor(n) as pool:
+        answers = list(pool.map(lambda i: _get(gw, "wide.test", "/delay/1"), range(n)))
+    assert [r.status for r in answers] == [200] * n
+    used = {r.json()["connection"] for r in answers}
+    opened = _stats(gw, "wide.test")["connections"] - before
+    print(f"{n} concurrent requests: {len(used)} upstream connections used, {opened} opened")
+    assert len(used) <= 2 and opened <= 2
+
+
+def test_the_backends_max_concurrent_streams_is_respected(h2gw):
+    gw, _, narrow = h2gw
+    n = 10
+    started = time.monotonic()
+    with ThreadPoolExecutor(n) as pool:
+        answers = list(pool.map(lambda i: _get(gw, "narrow.test", "/delay/0.2"), range(n)))
+    elapsed = time.monotonic() - started
+    assert [r.status for r in answers] == [200] * n
+    stats = _stats(gw, "narrow.test")
+    assert stats["peak_streams"] <= 2, stats
+    assert elapsed >= (n / 2) * 0.2 * 0.9        # two at a time on one connection
+    assert len({r.json()["connection"] for r in answers}) == 1
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """Two h2c endpoints of one service, and a gateway in front."""
+    a = H2BackendProcess("127.0.0.2", 0, "a", "a-0").start()
+    b = H2BackendProcess("127.0.0.3", 0, "a", "b-0").start()
+    gw = GatewayProcess(_config({"svc": ([a.address, b.address], {"protocol": "h2c"})}),
+                        tmp_path).start()
+    try:
+        yield gw, a, b
+    finally:
+        gw.stop()
+        a.stop()
+        b.stop()
+
+
+def _load(gw: GatewayProcess, seconds: float, threads: int, method: str = "GET") -> list[int]:
+    """Requests in a loop from ``threads`` clients (keep-alive); every status."""
+    statuses: list[int] = []
+    deadline = time.monotonic() + seconds
+
+    def run():
+        with gw.client() as c:
+            while time.monotonic() < deadline:
+                statuses.append(c.request(method, "/delay/0.05", host="svc.test",
+                                          body=b"x" if method == "POST" else None).status)
+    workers = [threading.Thread(target=run) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    return statuses, workers
+
+
+def test_goaway_mid_traffic_loses_no_request(pair):
+    gw, a, b = pair
+    statuses, workers = _load(gw, 3.0, 8)
+    posts, post_workers = _load(gw, 3.0, 2, "POST")
+    for _ in range(5):
+        time.sleep(0.5)
+        a.go_away()                 # streams in flight on it were not processed: retried
+    for w in workers + post_workers:
+        w.join()
+    assert statuses and set(statuses) == {200}, sorted(set(statuses))
+    # Unprocessed (GOAWAY) is safe to retry even for POST.
+    assert posts and set(posts) == {200}, sorted(set(posts))
+    entries = gw.log.wait_count(len(statuses) + len(posts))
+    assert not [e for e in entries if e.get("status") != 200]
+    retried = [e for e in entries if e.get("attempts", 1) > 1]
+    print(f"GOAWAY x5 under load: {len(entries)} requests, {len(retried)} retried, "
+          f"{sum(e['method'] == 'POST' for e in retried)} of them POST")
+    assert retried                  # the GOAWAYs did catch requests in flight
+
+
+def test_a_crashed_backend_is_retried_elsewhere_then_502(pair):
+    gw, a, b = pair
+    assert {_get(gw, "svc.test", "/").json()["pod"] for _ in range(4)} == {"a-0", "b-0"}
+    with ThreadPoolExecutor(4) as pool:
+        pending = [pool.submit(_get, gw, "svc.test", "/delay/1") for _ in range(4)]
+        time.sleep(0.3)
+        a.kill()
+        assert [f.result().status for f in pending] == [200] * 4    # GET: retried on b
+    assert {_get(gw, "svc.test", "/").json()["pod"] for _ in range(4)} == {"b-0"}
+    b.kill()
+    r = _get(gw, "svc.test", "/")
+    assert r.status == 502 and b"failed" in r.body
+
+
+def test_grpc_call_from_an_http1_client(tmp_path):
+    grpc_backend = pytest.importorskip("gateway.devcluster.grpc_backend")
+    server = grpc_backend.GrpcBackendProcess("127.0.0.1", 0, "a", "echo-a-0").start()
+    gw = GatewayProcess(_config({"echo": ([server.address], {"protocol": "h2c"})}), tmp_path).start()
+    try:
+        message = b"hello"
+        frame = b"\x00" + struct.pack(">I", len(message)) + message
+        with gw.client() as c:
+            r = c.request("POST", "/gateway.test.Echo/Unary", host="echo.test", body=frame,
+                          headers={"Content-Type": "application/grpc", "TE": "trailers"})
+        assert r.status == 200 and r.header("content-type") == "application/grpc"
+        assert r.header("transfer-encoding") == "chunked"
+        length = struct.unpack(">I", r.body[1:5])[0]
+        answer = orjson.loads(r.body[5:5 + length])
+        assert answer["cluster"] == "a" and answer["request"] == "hello"
+        assert ("grpc-status", "0") in r.trailers, r.trailers
+    finally:
+        gw.stop()
+        server.stop()
+
+
+def test_workers_2(tmp_path):
+    backend = H2BackendProcess("127.0.0.1", 0, "a", "w-0").start()
+    gw = GatewayProcess(_config({"svc": ([backend.address], {"protocol": "h2c",
+                                                             "http2_connections": 1})},
+                                workers=2), tmp_path).start()
+    try:
+        n = 40
+        with ThreadPoolExecutor(20) as pool:
+            answers = list(pool.map(lambda i: _get(gw, "svc.test", "/delay/0.2"), range(n)))
+        assert [r.status for r in answers] == [200] * n
+        assert _stats(gw, "svc.test")["connections"] <= 2      # one per worker
+    finally:
+        gw.stop()
+        backend.stop()
+
+
+def test_h2_over_tls(tmp_path):
+    from test_tls import Pki
+    pki = Pki(tmp_path / "pki")
+    leaf = pki.leaf("h2.test")
+    backend = H2BackendProcess("127.0.0.1", 0, "a", "tls-0", cert=str(leaf.cert),
+                               key=str(leaf.key)).start()
+    gw = GatewayProcess(_config({"svc": ([backend.address], {
+        "protocol": "h2", "tls": {"ca": str(pki.ca), "sni": "h2.test"}})}), tmp_path / "gw").start()
+    try:
+        with gw.client() as c:
+            for _ in range(3):
+                r = c.request("GET", "/over-tls", host="svc.test")
+                assert r.status == 200 and r.json()["path"] == "/over-tls"
+        assert _stats(gw, "svc.test")["connections"] == 1
+    finally:
+        gw.stop()
+        backend.stop()
+
+
+def test_a_bad_protocol_names_its_key_path():
+    from gateway.config import ConfigError, parse_config
+    with pytest.raises(ConfigError, match=r"services\[0\]\.protocol: must be one of auto, http1, h2c, h2"):
+        parse_config(_config({"svc": (["127.0.0.1:1"], {"protocol": "h3"})}))
+    with pytest.raises(ConfigError, match=r"services\[0\]\.http2_connections"):
+        parse_config(_config({"svc": (["127.0.0.1:1"], {"http2_connections": 0})}))
