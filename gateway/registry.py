@@ -25,6 +25,11 @@ log = logging.getLogger("gateway.registry")
 
 Changes = dict[str, Endpoints | None]
 
+# appProtocol values that mean HTTP/2 with prior knowledge (services[].protocol: auto):
+# kubernetes.io/h2c (KEP-3726, Gateway API GEP-1911), and the bare names in use for it.
+# GEP-1911 defines no value for HTTP/2 over TLS: that is protocol: h2.
+H2C_APP_PROTOCOLS = frozenset(("kubernetes.io/h2c", "h2c", "grpc"))
+
 
 def merge_service(service: ServiceConfig, sources: Iterable[Source]) -> Endpoints:
     """The merged endpoint list of one service."""
@@ -39,8 +44,9 @@ def merge_service(service: ServiceConfig, sources: Iterable[Source]) -> Endpoint
                 continue                    # not ready or terminating: no new requests
             address = (ep.ip, ep.port)
             if address not in merged:
-                merged[address] = EndpointSpec(cluster=source.name, ip=ep.ip, port=ep.port,
-                                               weight=source.weight * ep.weight)
+                merged[address] = EndpointSpec(
+                    cluster=source.name, ip=ep.ip, port=ep.port, weight=source.weight * ep.weight,
+                    protocol="h2c" if ep.app_protocol in H2C_APP_PROTOCOLS else "")
     return tuple(merged.values())
 
 

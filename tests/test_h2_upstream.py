@@ -281,3 +281,71 @@ def test_a_bad_protocol_names_its_key_path():
         parse_config(_config({"svc": (["127.0.0.1:1"], {"protocol": "h3"})}))
     with pytest.raises(ConfigError, match=r"services\[0\]\.http2_connections"):
         parse_config(_config({"svc": (["127.0.0.1:1"], {"http2_connections": 0})}))
+
+
+def _k8s_service(name: str, port: int, app_protocol: str | None) -> dict:
+    port_spec = {"name": "web", "port": port, "targetPort": port, "protocol": "TCP"}
+    if app_protocol:
+        port_spec["appProtocol"] = app_protocol
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"ports": [port_spec]}}
+
+
+def _k8s_slice(service: str, ip: str, port: int, app_protocol: str | None) -> dict:
+    port_spec = {"name": "web", "port": port, "protocol": "TCP"}
+    if app_protocol:
+        port_spec["appProtocol"] = app_protocol
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": f"{service}-1", "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4", "endpoints": [{"addresses": [ip], "conditions": {"ready": True}}],
+            "ports": [port_spec]}
+
+
+def test_app_protocol_from_the_local_api_server_selects_h2c(tmp_path):
+    """protocol: auto follows the port's appProtocol: the EndpointSlice's, else the Service's."""
+    from kubernetes import client
+
+    from gateway.devcluster.apiserver import ApiServerProcess
+    from gateway.devcluster.backend import BackendProcess
+    from gateway.devcluster.cluster import api_client
+    api = ApiServerProcess(tmp_path / "api", name="k").start()
+    h2 = H2BackendProcess("127.0.0.2", 0, "k", "h2-0").start()
+    grpc_named = H2BackendProcess("127.0.0.3", 0, "k", "h2-1").start()
+    plain = BackendProcess("127.0.0.4", 0, "k", "http1-0").start()
+    kube = api_client(api.kubeconfig, api.context)
+    gw = None
+    try:
+        core, discovery = client.CoreV1Api(kube), client.DiscoveryV1Api(kube)
+        # (service, backend, appProtocol of the Service port, of the slice port)
+        for name, backend, on_service, on_slice in (("h2", h2, "kubernetes.io/h2c", "kubernetes.io/h2c"),
+                                                    ("grpc", grpc_named, "grpc", None),
+                                                    ("plain", plain, None, None)):
+            core.create_namespaced_service("default", _k8s_service(name, backend.port, on_service))
+            discovery.create_namespaced_endpoint_slice(
+                "default", _k8s_slice(name, backend.host, backend.port, on_slice))
+        stored = core.read_namespaced_service("h2", "default").spec.ports[0].app_protocol
+        assert stored == "kubernetes.io/h2c"
+        config = {
+            "sources": [{"name": "k", "type": "kubernetes", "kubeconfig": str(api.kubeconfig),
+                         "context": api.context, "namespaces": ["default"]}],
+            "services": [{"name": n, "port": "web"} for n in ("h2", "grpc", "plain")],
+            "routes": [{"name": n, "match": {"host": f"{n}.test"}, "service": n}
+                       for n in ("h2", "grpc", "plain")],
+        }
+        gw = GatewayProcess(config, tmp_path / "gw").start()
+        deadline = time.monotonic() + 15
+        while _get(gw, "h2.test", "/").status == 503 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for host, pod in (("h2.test", "h2-0"), ("grpc.test", "h2-1"), ("plain.test", "http1-0")):
+            r = _get(gw, host, "/who")
+            assert r.status == 200 and r.json()["pod"] == pod, (host, r.status, r.body)
+        # HTTP/2 was spoken to the h2c ones (an h2c server cannot answer HTTP/1.1).
+        assert _get(gw, "h2.test", "/who").json()["headers"]["te"] == "trailers"
+    finally:
+        if gw is not None:
+            gw.stop()
+        kube.close()
+        for proc in (h2, grpc_named, plain):
+            proc.stop()
+        api.stop()

@@ -35,6 +35,7 @@ class SourceEndpoint:
     serving: bool = True        # still answers (a terminating pod may be serving, not ready)
     terminating: bool = False
     zone: str | None = None
+    app_protocol: str | None = None     # its port's appProtocol (Kubernetes), for protocol: auto
 
 
 # on_change(source, keys): ``keys`` are the services whose endpoints may have changed.

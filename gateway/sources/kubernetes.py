@@ -55,6 +55,7 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 class _Port:
     name: str                   # "" when unnamed
     port: int
+    app_protocol: str | None = None     # appProtocol (the Service port's, copied by the controller)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,7 @@ class _ServicePort:
     name: str
     port: int
     target: int | str | None
+    app_protocol: str | None = None
 
 
 def _slice_view(obj) -> _SliceView | None:
@@ -78,7 +80,8 @@ def _slice_view(obj) -> _SliceView | None:
     service = labels.get(SERVICE_NAME_LABEL)
     if not service or obj.address_type not in ("IPv4", "IPv6"):
         return None
-    ports = tuple(_Port(p.name or "", p.port) for p in (obj.ports or ()) if p.port is not None)
+    ports = tuple(_Port(p.name or "", p.port, p.app_protocol) for p in (obj.ports or ())
+                  if p.port is not None)
     endpoints = []
     for ep in obj.endpoints or ():
         cond = ep.conditions
@@ -97,7 +100,7 @@ def _endpoints_view(obj) -> list[tuple[str, _SliceView]]:
     """v1 Endpoints as slices, one per subset (a subset has its own ports)."""
     views = []
     for i, subset in enumerate(obj.subsets or ()):
-        ports = tuple(_Port(p.name or "", p.port) for p in (subset.ports or ()))
+        ports = tuple(_Port(p.name or "", p.port, p.app_protocol) for p in (subset.ports or ()))
         eps = [SourceEndpoint(ip=a.ip, port=0) for a in (subset.addresses or ())]
         eps += [SourceEndpoint(ip=a.ip, port=0, ready=False, serving=False)
                 for a in (subset.not_ready_addresses or ())]
@@ -106,7 +109,8 @@ def _endpoints_view(obj) -> list[tuple[str, _SliceView]]:
 
 
 def _service_ports(obj) -> tuple[_ServicePort, ...]:
-    return tuple(_ServicePort(p.name or "", p.port, p.target_port) for p in (obj.spec.ports or ()))
+    return tuple(_ServicePort(p.name or "", p.port, p.target_port, p.app_protocol)
+                 for p in (obj.spec.ports or ()))
 
 
 class KubernetesSource(Source):
@@ -387,14 +391,17 @@ class KubernetesSource(Source):
         if svc_ports is None:
             return None
         wanted = _port_name(svc_ports, port)
+        service_protocol = _app_protocol(svc_ports, wanted, port)
         result = []
         for view in self._by_service.get((service.namespace, service.name), {}).values():
             target = _target_port(view.ports, wanted, port)
             if target is None:
                 continue
+            protocol = target.app_protocol or service_protocol
             for ep in view.endpoints:
-                result.append(SourceEndpoint(ip=ep.ip, port=target, ready=ep.ready, serving=ep.serving,
-                                             terminating=ep.terminating, zone=ep.zone))
+                result.append(SourceEndpoint(ip=ep.ip, port=target.port, ready=ep.ready, serving=ep.serving,
+                                             terminating=ep.terminating, zone=ep.zone,
+                                             app_protocol=protocol))
         return result
 
     def status(self) -> dict:
@@ -465,17 +472,26 @@ def _port_name(svc_ports: tuple[_ServicePort, ...], port: int | str) -> str | No
     return None
 
 
-def _target_port(ports: tuple[_Port, ...], name: str | None, configured: int | str) -> int | None:
+def _app_protocol(svc_ports: tuple[_ServicePort, ...], name: str | None,
+                  configured: int | str) -> str | None:
+    """The Service port's appProtocol (for slices whose port has none)."""
+    for p in svc_ports:
+        if (p.name == name) if name is not None else p.port == configured:
+            return p.app_protocol
+    return None
+
+
+def _target_port(ports: tuple[_Port, ...], name: str | None, configured: int | str) -> _Port | None:
     """The endpoints' port for the Service port: slices name their ports like the Service does."""
     if name is not None:
         for p in ports:
             if p.name == name:
-                return p.port
+                return p
         return None
     if isinstance(configured, int):
         if len(ports) == 1:
-            return ports[0].port
+            return ports[0]
         for p in ports:
             if p.port == configured:
-                return p.port
+                return p
     return None
