@@ -17,7 +17,8 @@ import orjson
 import pytest
 
 from gateway.devcluster.h2_backend import H2BackendProcess
-from gatewaytest import Client, GatewayProcess, encode_chunked, pattern_bytes, static_source
+from gatewaytest import (Client, GatewayProcess, encode_chunked, pattern_bytes, start_with_admin,
+                         static_source)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -333,7 +334,7 @@ def test_app_protocol_from_the_local_api_server_selects_h2c(tmp_path):
             "routes": [{"name": n, "match": {"host": f"{n}.test"}, "service": n}
                        for n in ("h2", "grpc", "plain")],
         }
-        gw = GatewayProcess(config, tmp_path / "gw").start()
+        gw, admin = start_with_admin(config, tmp_path / "gw", "k8s")
         deadline = time.monotonic() + 15
         while _get(gw, "h2.test", "/").status == 503 and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -342,6 +343,8 @@ def test_app_protocol_from_the_local_api_server_selects_h2c(tmp_path):
             assert r.status == 200 and r.json()["pod"] == pod, (host, r.status, r.body)
         # HTTP/2 was spoken to the h2c ones (an h2c server cannot answer HTTP/1.1).
         assert _get(gw, "h2.test", "/who").json()["headers"]["te"] == "trailers"
+        shown = {s["name"]: (s["protocol"], s["protocols_spoken"]) for s in admin.get("/services")}
+        assert shown == {"h2": ("auto", ["h2c"]), "grpc": ("auto", ["h2c"]), "plain": ("auto", ["http1"])}
     finally:
         if gw is not None:
             gw.stop()

@@ -265,6 +265,8 @@ def _service(gw, svc: ServiceConfig) -> dict:
         "namespace": svc.namespace,
         "name": svc.name,
         "port": svc.port,
+        "protocol": svc.protocol,
+        "protocols_spoken": _protocols_spoken(gw, svc),
         "sources": list(svc.sources) or [s.name for s in gw.config.sources],
         "panic": bool(gw.health.panic.get(svc.key, False)) if gw.health is not None else False,
         "panic_threshold": svc.panic_threshold,
@@ -281,6 +283,14 @@ def _service(gw, svc: ServiceConfig) -> dict:
         "levels": [lv.describe() for lv in gw.health.levels.get(svc.key, ())] if gw.health else [],
         **({"port_conflict": conflict} if (conflict := port_conflict(gw, svc)) else {}),
     }
+
+
+def _protocols_spoken(gw, svc: ServiceConfig) -> list[str]:
+    """What its endpoints are spoken to with: the setting, or with auto each one's appProtocol."""
+    if svc.protocol != "auto":
+        return [svc.protocol]
+    merged = gw.registry.merged.get(svc.key, ()) if gw.registry is not None else ()
+    return sorted({spec.protocol or "http1" for spec in merged})
 
 
 def port_conflict(gw, svc: ServiceConfig) -> dict | None:
