@@ -18,6 +18,8 @@ class Upstream(Reported):
     ssl: Any
     """An SSLContext when the service speaks TLS, else None."""
     server_hostname: str | None
+    streams: StreamPool | None
+    """HTTP/2 endpoints: their pool of multiplexed connections (h2_upstream.H2Pool), else None."""
     def __init__(self, key: tuple[str, str, int], ip: str, port: int, weight: int, cluster: str,
                  touched: list | None = None, pool: str = "") -> None: ...
     @property
@@ -47,10 +49,15 @@ class Upstream(Reported):
         """Close pooled connections idle since before ``older_than``; how many stay."""
     def idle_count(self) -> int: ...
 
+class StreamPool:
+    """The pool of an HTTP/2 endpoint: the interface (h2_upstream.H2Pool implements it)."""
+
+    def close_idle(self, older_than: float) -> int: ...
+    def idle_count(self) -> int: ...
+
 class UpstreamOwner:
     """What a lent upstream connection reports to (C methods only)."""
 
-@final
 class UpstreamConnection:
     """asyncio protocol of one upstream connection."""
 
