@@ -19,6 +19,8 @@ cdef class H2UpstreamSession:
     cdef dict streams                       # stream id -> H2Stream, until the stream closes
     cdef int reserved                       # streams lent but not yet sent (no id yet)
     cdef bint connected
+    cdef bint settled                       # the peer's first bytes (its SETTINGS) are read
+    cdef list waiting                       # H2Stream held back until then
     cdef bint closed
     cdef bint write_paused                  # the socket's buffer is full: output waits
     cdef public bint draining               # no new streams; closed when the last ends
@@ -34,6 +36,7 @@ cdef class H2UpstreamSession:
     cdef void flush(self)
     cdef void close(self)
     cdef void connect_failed(self)
+    cdef void settle(self)
 
 
 cdef class _Dechunker:
@@ -56,7 +59,9 @@ cdef class H2Stream(UpstreamConnection):
     cdef long long body_left                # Content-Length bytes of the request still to come
     cdef _Dechunker dechunker               # a chunked request body's
     cdef list held                          # DATA received while paused
+    cdef list unsent                        # writes held until the session is settled
     cdef public list trailers               # the response's, once received
+    cdef void hold(self, bytes data)
     cdef void send_head(self, bytes head)
     cdef void send_body(self, bytes data)
     cdef void on_drained(self)

@@ -20,10 +20,13 @@ from _speedups.http import HttpError
 from _speedups.service cimport Service
 from _speedups.upstream cimport StreamPool, Upstream, UpstreamConnection, UpstreamOwner
 
+import logging
+from asyncio import get_running_loop
 from http import HTTPStatus
 
 from _speedups.h2 import CANCEL, REFUSED_STREAM, H2Error, H2Session
 
+cdef object _log = logging.getLogger("gateway.proxy")
 cdef bytes EMPTY = b""
 cdef bytes CRLF = b"\r\n"
 cdef bytes LAST_CHUNK = b"0\r\n"
@@ -71,14 +74,16 @@ cdef class H2Pool(StreamPool):
         None while another may be opened; past that, on the least busy connection, whose
         nghttp2 holds the stream until the peer's concurrency limit lets it go."""
         cdef H2UpstreamSession session, least = None
+        cdef int usable = 0
         for session in self.sessions:
             if session.usable():
                 if session.active() < session.max_streams():
                     return session.open_stream(self.max_head, self.max_headers)
+                usable += 1
                 if least is None or session.active() < least.active():
                     least = session
-        if len(self.sessions) < self.max_connections or least is None:
-            return None
+        if usable < self.max_connections:
+            return None                     # (one going away does not count)
         return least.open_stream(self.max_head, self.max_headers)
 
     cdef UpstreamConnection new_connection(self, Py_ssize_t max_head, Py_ssize_t max_headers):
@@ -122,6 +127,7 @@ cdef class H2UpstreamSession:
         self.h2 = H2Session(self, False, initial_window_size=STREAM_WINDOW)
         self.h2.set_connection_window(CONNECTION_WINDOW)
         self.streams = {}
+        self.waiting = []
         self.idle_since = monotonic()
 
     cdef int active(self):
@@ -152,8 +158,13 @@ cdef class H2UpstreamSession:
     cdef void stream_ended(self):
         if self.active() == 0:
             self.idle_since = monotonic()
-            if self.draining:
-                self.close()
+            if self.draining or not self.h2.request_allowed():     # removed, or GOAWAY
+                # Not from inside nghttp2's callback (h2_close): it may not be re-entered.
+                get_running_loop().call_soon(self.close_if_idle)
+
+    def close_if_idle(self):
+        if self.active() == 0:
+            self.close()
 
     cdef void flush(self):
         """Write what nghttp2 has for the peer (unless the socket is full: resume_writing)."""
@@ -188,6 +199,13 @@ cdef class H2UpstreamSession:
         for stream in list(self.streams.values()):
             stream.refused(f"connect to {self.pool.upstream.host} failed")
         self.streams.clear()
+        self.refuse_waiting(f"connect to {self.pool.upstream.host} failed")
+
+    def refuse_waiting(self, str reason):
+        cdef H2Stream stream
+        waiting, self.waiting = self.waiting, []
+        for stream in waiting:
+            stream.refused(reason)
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
@@ -203,11 +221,26 @@ cdef class H2UpstreamSession:
     def data_received(self, bytes data):
         try:
             self.h2.receive(data)
+            if not self.settled:
+                self.settle()
         except H2Error:
             self.flush()                    # our GOAWAY says why
             self.close()
             return
+        except Exception:
+            _log.exception("HTTP/2 upstream session failed")
+            self.transport.abort()          # its streams' owners hear of it (connection_lost)
+            return
         self.flush()
+
+    cdef void settle(self):
+        """The peer's SETTINGS are known: the streams held back go out (nghttp2 keeps
+        those past its SETTINGS_MAX_CONCURRENT_STREAMS queued)."""
+        cdef H2Stream stream
+        self.settled = True
+        waiting, self.waiting = self.waiting, []
+        for stream in waiting:
+            stream.send_unsent()
 
     def eof_received(self):
         return False                        # the transport closes: connection_lost
@@ -222,6 +255,7 @@ cdef class H2UpstreamSession:
         streams, self.streams = self.streams, {}
         for stream in streams.values():
             stream.session_lost(exc)
+        self.refuse_waiting("the connection was lost before the request was sent")
 
     def pause_writing(self):
         self.write_paused = True
@@ -291,11 +325,42 @@ cdef class H2Stream(UpstreamConnection):
     cdef void write(self, bytes data):
         if self.closed:
             return
+        if self.session.closed:
+            # Lost between connect and this write (its ALPN was not h2, say): told once the
+            # exchange is done sending, as a lost HTTP/1.1 connection reports later too.
+            self.closed = True
+            get_running_loop().call_soon(self.lost_later)
+            return
+        if self.unsent is not None or (self.stream_id == 0 and not self.session.settled
+                                       and (self.session.streams or self.session.waiting)):
+            self.hold(data)
+            return
         if self.stream_id == 0:
             self.send_head(data)
         elif not self.request_ended:
             self.send_body(data)
         self.session.flush()
+
+    cdef void hold(self, bytes data):
+        """Until the peer's SETTINGS come, one stream goes out per connection (the peer's
+        limit may be below the 100 assumed until then): the others' writes wait here, the
+        client's body pausing past the queue limit as it would in nghttp2's queue."""
+        if self.unsent is None:
+            self.unsent = []
+            self.session.waiting.append(self)
+        self.unsent.append(data)
+        if (not self.body_paused and self.owner is not None
+                and sum([len(piece) for piece in self.unsent]) > self.session.h2.queue_limit):
+            self.body_paused = True
+            self.owner.upstream_write_paused(True)
+
+    def send_unsent(self):
+        cdef H2Stream stream = self         # (the owner may let go meanwhile)
+        unsent, stream.unsent = stream.unsent, None
+        for data in unsent or ():
+            stream.write(data)
+        if stream.body_paused and stream.session.h2.queued(stream.stream_id) <= stream.session.h2.queue_limit:
+            stream.on_drained()
 
     cdef void send_head(self, bytes head):
         cdef long long content_length = -1
@@ -327,6 +392,9 @@ cdef class H2Stream(UpstreamConnection):
         if queued > h2.queue_limit and not self.body_paused and self.owner is not None:
             self.body_paused = True
             self.owner.upstream_write_paused(True)
+
+    def lost_later(self):
+        self.session_lost(None)
 
     cdef void on_drained(self):
         if self.body_paused:
@@ -460,16 +528,19 @@ cdef class H2Stream(UpstreamConnection):
         self.paused = True
 
     cdef void resume(self):
-        if not self.paused:
+        # The exchange calls this on its ``up``, which it may clear while the body goes on
+        # (the response ends): ``stream`` keeps this object alive until the method returns.
+        cdef H2Stream stream = self
+        if not stream.paused:
             return
-        self.paused = False
-        while self.held and not self.paused and self.owner is not None:
-            self.pass_on(self.held.pop(0))
-        if not self.held:
-            self.held = None
-            if self.response_ended and not self.paused and self.owner is not None:
-                self.end_body()
-        self.session.flush()                # the window updates
+        stream.paused = False
+        while stream.held and not stream.paused and stream.owner is not None:
+            stream.pass_on(stream.held.pop(0))
+        if not stream.held:
+            stream.held = None
+            if stream.response_ended and not stream.paused and stream.owner is not None:
+                stream.end_body()
+        stream.session.flush()              # the window updates
 
     cdef void end(self, bint abort):
         """The owner lets go: a stream not finished both ways is reset (CANCEL)."""
@@ -480,6 +551,9 @@ cdef class H2Stream(UpstreamConnection):
             return
         self.released = self.closed = True
         if self.stream_id == 0:
+            if self.unsent is not None:
+                session.waiting.remove(self)
+                self.unsent = None
             session.unreserve()             # never sent: its slot is free again
             return
         if self.held:
@@ -487,7 +561,9 @@ cdef class H2Stream(UpstreamConnection):
                 held += len(data)
             session.h2.consume(self.stream_id, held)
             self.held = None
-        if not self.stream_closed and not (self.request_ended and self.response_ended):
+        # A response read whole (its content-length) is ended by the END_STREAM coming with it.
+        if not self.stream_closed and not (self.request_ended and (
+                self.response_ended or self.head is not None and self.framer.done)):
             session.h2.reset(self.stream_id, CANCEL)
         session.flush()
 

@@ -47,7 +47,7 @@ cdef class Upstream(Reported):
     def counters(self):
         """[requests, failures, inflight, idle, *traffic.as_list()], for the worker's report."""
         self.touched = False
-        return [self.requests, self.failures, self.inflight, len(self.idle), *self.traffic.as_list()]
+        return [self.requests, self.failures, self.inflight, self.idle_count(), *self.traffic.as_list()]
 
     cdef UpstreamConnection take_idle(self):
         cdef UpstreamConnection conn

@@ -28,6 +28,7 @@ import hashlib
 import os
 import signal
 import ssl
+import sys
 
 import orjson
 
@@ -103,7 +104,8 @@ class H2Server(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             events = self.conn.receive_data(data)
-        except h2.exceptions.ProtocolError:
+        except h2.exceptions.ProtocolError as exc:
+            print(f"h2_backend: closing a connection: {exc!r}", file=sys.stderr)
             self.flush()
             self.transport.close()
             return
