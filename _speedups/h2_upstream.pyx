@@ -214,7 +214,10 @@ cdef class H2UpstreamSession:
         self.connected = True
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None and ssl_object.selected_alpn_protocol() != "h2":
-            transport.abort()               # speaking HTTP/2 to it would be garbage
+            _log.warning("upstream %s did not agree to HTTP/2 by ALPN (protocol: h2)",
+                         self.pool.upstream.host)
+            self.closed = True              # speaking HTTP/2 to it would be garbage
+            transport.abort()
             return
         self.flush()
 

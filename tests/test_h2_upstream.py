@@ -259,22 +259,31 @@ def test_workers_2(tmp_path):
 
 
 def test_h2_over_tls(tmp_path):
-    from test_tls import Pki
+    """protocol: h2 is TLS with ALPN h2; a server that does not pick h2 is a 502, not garbage."""
+    from test_tls import HttpsUpstream, Pki
     pki = Pki(tmp_path / "pki")
     leaf = pki.leaf("h2.test")
     backend = H2BackendProcess("127.0.0.1", 0, "a", "tls-0", cert=str(leaf.cert),
                                key=str(leaf.key)).start()
-    gw = GatewayProcess(_config({"svc": ([backend.address], {
-        "protocol": "h2", "tls": {"ca": str(pki.ca), "sni": "h2.test"}})}), tmp_path / "gw").start()
+    http1_only = HttpsUpstream(leaf)            # TLS, no ALPN: HTTP/1.1
+    tls = {"ca": str(pki.ca), "sni": "h2.test"}
+    gw = GatewayProcess(_config({"svc": ([backend.address], {"protocol": "h2", "tls": tls}),
+                                 "old": ([http1_only.address()], {"protocol": "h2", "tls": tls})}),
+                        tmp_path / "gw").start()
     try:
         with gw.client() as c:
             for _ in range(3):
                 r = c.request("GET", "/over-tls", host="svc.test")
                 assert r.status == 200 and r.json()["path"] == "/over-tls"
         assert _stats(gw, "svc.test")["connections"] == 1
+        started = time.monotonic()
+        r = _get(gw, "old.test", "/")
+        assert r.status == 502 and time.monotonic() - started < 5
+        assert "did not agree to HTTP/2" in gw.output()
     finally:
         gw.stop()
         backend.stop()
+        http1_only.stop()
 
 
 def test_a_bad_protocol_names_its_key_path():
@@ -353,3 +362,23 @@ def test_app_protocol_from_the_local_api_server_selects_h2c(tmp_path):
         for proc in (h2, grpc_named, plain):
             proc.stop()
         api.stop()
+
+
+def test_idle_connections_close_after_upstream_idle(tmp_path):
+    backend = H2BackendProcess("127.0.0.1", 0, "a", "idle-0").start()
+    # "probe" reaches the same backend over its own connections (a pool per HTTP/2 service).
+    gw = GatewayProcess(_config({"svc": ([backend.address], {"protocol": "h2c"}),
+                                 "probe": ([backend.address], {"protocol": "h2c"})},
+                                timeouts={"upstream_idle": "1s"}), tmp_path).start()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            assert {r.status for r in pool.map(lambda i: _get(gw, "svc.test", "/delay/0.2"), range(4))} == {200}
+        assert _stats(gw, "probe.test")["open"] == 2
+        deadline = time.monotonic() + 10
+        while _stats(gw, "probe.test")["open"] != 1:     # the probe's own, new one
+            assert time.monotonic() < deadline, "the idle HTTP/2 connection was not closed"
+            time.sleep(1.2)
+        assert _get(gw, "svc.test", "/again").status == 200     # a new one is opened
+    finally:
+        gw.stop()
+        backend.stop()
