@@ -71,6 +71,5 @@ cdef class H2Stream(UpstreamConnection):
     cdef void on_end(self)
     cdef void end_body(self)
     cdef void on_close(self, int error_code)
-    cdef void refused(self, str reason)
     cdef void session_lost(self, exc)
     cdef void guard_bad(self, str reason)

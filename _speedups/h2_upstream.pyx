@@ -329,10 +329,10 @@ cdef class H2Stream(UpstreamConnection):
         if self.closed:
             return
         if self.session.closed:
-            # Lost between connect and this write (its ALPN was not h2, say): told once the
-            # exchange is done sending, as a lost HTTP/1.1 connection reports later too.
+            # Lost between connect and this write (its ALPN was not h2, say): nothing was
+            # sent, which the owner is told once it is done writing (not from inside write).
             self.closed = True
-            get_running_loop().call_soon(self.lost_later)
+            get_running_loop().call_soon(self.refused, "the connection closed before the request was sent")
             return
         if self.unsent is not None or (self.stream_id == 0 and not self.session.settled
                                        and (self.session.streams or self.session.waiting)):
@@ -395,9 +395,6 @@ cdef class H2Stream(UpstreamConnection):
         if queued > h2.queue_limit and not self.body_paused and self.owner is not None:
             self.body_paused = True
             self.owner.upstream_write_paused(True)
-
-    def lost_later(self):
-        self.session_lost(None)
 
     cdef void on_drained(self):
         if self.body_paused:
@@ -499,7 +496,7 @@ cdef class H2Stream(UpstreamConnection):
         except Exception as exc:
             owner.internal_error(exc)
 
-    cdef void refused(self, str reason):
+    def refused(self, str reason):
         cdef UpstreamOwner owner = self.owner
         self.closed = self.eof = self.stream_closed = True
         if owner is not None:
