@@ -1,5 +1,5 @@
 from _speedups.service cimport Service
-from _speedups.upstream cimport StreamPool, Upstream, UpstreamConnection
+from _speedups.upstream cimport StreamPool, Upstream, UpstreamConnection, UpstreamOwner
 
 
 cdef class H2Pool(StreamPool):
@@ -68,6 +68,7 @@ cdef class H2Stream(UpstreamConnection):
     cdef void on_headers(self, list headers, bint end_stream)
     cdef void on_data(self, bytes data)
     cdef void pass_on(self, bytes data)
+    cdef void give(self, UpstreamOwner owner, bytes framed)
     cdef void on_end(self)
     cdef void end_body(self)
     cdef void on_close(self, int error_code)

@@ -444,7 +444,11 @@ cdef class H2Stream(UpstreamConnection):
         if self.framer.done:                # past its content-length: nghttp2 resets it
             self.session.h2.consume(self.stream_id, n)
             return
-        framed = b"%x\r\n%b\r\n" % (n, data) if self.framer.mode == MODE_CHUNKED else data
+        self.give(owner, b"%x\r\n%b\r\n" % (n, data) if self.framer.mode == MODE_CHUNKED else data)
+        self.session.h2.consume(self.stream_id, n)
+
+    cdef void give(self, UpstreamOwner owner, bytes framed):
+        """Body bytes, in the framing the owner expects, through the framer to the owner."""
         try:
             self.framer.feed(framed, 0)
             owner.upstream_body(self, framed)
@@ -452,7 +456,6 @@ cdef class H2Stream(UpstreamConnection):
             owner.upstream_body_error(self, err.reason)
         except Exception as exc:
             owner.internal_error(exc)
-        self.session.h2.consume(self.stream_id, n)
 
     cdef void on_end(self):
         self.response_ended = True
@@ -472,14 +475,11 @@ cdef class H2Stream(UpstreamConnection):
             if self.framer.mode != MODE_CHUNKED:
                 owner.upstream_body_error(self, "upstream ended the stream before its content-length")
                 return
-            last = LAST_CHUNK + b"".join([name + b": " + value + CRLF
-                                          for name, value in self.trailers or ()]) + CRLF
-            self.framer.feed(last, 0)
-            owner.upstream_body(self, last)
-        except HttpError as err:
-            owner.upstream_body_error(self, err.reason)
         except Exception as exc:
             owner.internal_error(exc)
+            return
+        self.give(owner, LAST_CHUNK + b"".join([name + b": " + value + CRLF
+                                                for name, value in self.trailers or ()]) + CRLF)
 
     cdef void on_close(self, int error_code):
         cdef UpstreamOwner owner = self.owner

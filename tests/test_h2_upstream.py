@@ -12,6 +12,7 @@ import struct
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import orjson
 import pytest
@@ -51,6 +52,20 @@ def _rss(pid: int, field: str = "VmRSS") -> int:
     raise AssertionError(f"no {field}: the process is gone")
 
 
+@contextmanager
+def _in_front(config: dict, workdir, *processes):
+    """A gateway started with ``config`` in front of ``processes`` (started); all stopped after."""
+    gw = None
+    try:
+        gw = GatewayProcess(config, workdir).start()
+        yield gw
+    finally:
+        if gw is not None:
+            gw.stop()
+        for process in processes:
+            process.stop()
+
+
 def _get(gw: GatewayProcess, host: str, target: str, **kw):
     with gw.client() as c:
         return c.request(kw.pop("method", "GET"), target, host=host, **kw)
@@ -62,16 +77,11 @@ def h2gw(tmp_path_factory):
     1 connection)."""
     wide = H2BackendProcess("127.0.0.1", 0, "a", "wide-0").start()
     narrow = H2BackendProcess("127.0.0.1", 0, "a", "narrow-0", max_streams=2).start()
-    gw = GatewayProcess(_config({
+    with _in_front(_config({
         "wide": ([wide.address], {"protocol": "h2c", "http2_connections": 2}),
         "narrow": ([narrow.address], {"protocol": "h2c", "http2_connections": 1}),
-    }), tmp_path_factory.mktemp("h2gw")).start()
-    try:
+    }), tmp_path_factory.mktemp("h2gw"), wide, narrow) as gw:
         yield gw, wide, narrow
-    finally:
-        gw.stop()
-        wide.stop()
-        narrow.stop()
 
 
 def test_get_and_post_with_content_length_and_chunked_bodies(h2gw):
@@ -161,14 +171,8 @@ def pair(tmp_path):
     """Two h2c endpoints of one service, and a gateway in front."""
     a = H2BackendProcess("127.0.0.2", 0, "a", "a-0").start()
     b = H2BackendProcess("127.0.0.3", 0, "a", "b-0").start()
-    gw = GatewayProcess(_config({"svc": ([a.address, b.address], {"protocol": "h2c"})}),
-                        tmp_path).start()
-    try:
+    with _in_front(_config({"svc": ([a.address, b.address], {"protocol": "h2c"})}), tmp_path, a, b) as gw:
         yield gw, a, b
-    finally:
-        gw.stop()
-        a.stop()
-        b.stop()
 
 
 def _load(gw: GatewayProcess, seconds: float, threads: int, method: str = "GET") -> list[int]:
@@ -224,8 +228,7 @@ def test_a_crashed_backend_is_retried_elsewhere_then_502(pair):
 def test_grpc_call_from_an_http1_client(tmp_path):
     grpc_backend = pytest.importorskip("gateway.devcluster.grpc_backend")
     server = grpc_backend.GrpcBackendProcess("127.0.0.1", 0, "a", "echo-a-0").start()
-    gw = GatewayProcess(_config({"echo": ([server.address], {"protocol": "h2c"})}), tmp_path).start()
-    try:
+    with _in_front(_config({"echo": ([server.address], {"protocol": "h2c"})}), tmp_path, server) as gw:
         message = b"hello"
         frame = b"\x00" + struct.pack(">I", len(message)) + message
         with gw.client() as c:
@@ -237,25 +240,17 @@ def test_grpc_call_from_an_http1_client(tmp_path):
         answer = orjson.loads(r.body[5:5 + length])
         assert answer["cluster"] == "a" and answer["request"] == "hello"
         assert ("grpc-status", "0") in r.trailers, r.trailers
-    finally:
-        gw.stop()
-        server.stop()
 
 
 def test_workers_2(tmp_path):
     backend = H2BackendProcess("127.0.0.1", 0, "a", "w-0").start()
-    gw = GatewayProcess(_config({"svc": ([backend.address], {"protocol": "h2c",
-                                                             "http2_connections": 1})},
-                                workers=2), tmp_path).start()
-    try:
+    config = _config({"svc": ([backend.address], {"protocol": "h2c", "http2_connections": 1})}, workers=2)
+    with _in_front(config, tmp_path, backend) as gw:
         n = 40
         with ThreadPoolExecutor(20) as pool:
             answers = list(pool.map(lambda i: _get(gw, "svc.test", "/delay/0.2"), range(n)))
         assert [r.status for r in answers] == [200] * n
         assert _stats(gw, "svc.test")["connections"] <= 2      # one per worker
-    finally:
-        gw.stop()
-        backend.stop()
 
 
 def test_h2_over_tls(tmp_path):
@@ -267,10 +262,9 @@ def test_h2_over_tls(tmp_path):
                                key=str(leaf.key)).start()
     http1_only = HttpsUpstream(leaf)            # TLS, no ALPN: HTTP/1.1
     tls = {"ca": str(pki.ca), "sni": "h2.test"}
-    gw = GatewayProcess(_config({"svc": ([backend.address], {"protocol": "h2", "tls": tls}),
-                                 "old": ([http1_only.address()], {"protocol": "h2", "tls": tls})}),
-                        tmp_path / "gw").start()
-    try:
+    config = _config({"svc": ([backend.address], {"protocol": "h2", "tls": tls}),
+                      "old": ([http1_only.address()], {"protocol": "h2", "tls": tls})})
+    with _in_front(config, tmp_path / "gw", backend, http1_only) as gw:
         with gw.client() as c:
             for _ in range(3):
                 r = c.request("GET", "/over-tls", host="svc.test")
@@ -280,10 +274,6 @@ def test_h2_over_tls(tmp_path):
         r = _get(gw, "old.test", "/")
         assert r.status == 502 and time.monotonic() - started < 5
         assert "did not agree to HTTP/2" in gw.output()
-    finally:
-        gw.stop()
-        backend.stop()
-        http1_only.stop()
 
 
 def test_a_bad_protocol_names_its_key_path():
@@ -367,10 +357,9 @@ def test_app_protocol_from_the_local_api_server_selects_h2c(tmp_path):
 def test_idle_connections_close_after_upstream_idle(tmp_path):
     backend = H2BackendProcess("127.0.0.1", 0, "a", "idle-0").start()
     # "probe" reaches the same backend over its own connections (a pool per HTTP/2 service).
-    gw = GatewayProcess(_config({"svc": ([backend.address], {"protocol": "h2c"}),
-                                 "probe": ([backend.address], {"protocol": "h2c"})},
-                                timeouts={"upstream_idle": "1s"}), tmp_path).start()
-    try:
+    config = _config({"svc": ([backend.address], {"protocol": "h2c"}),
+                      "probe": ([backend.address], {"protocol": "h2c"})}, timeouts={"upstream_idle": "1s"})
+    with _in_front(config, tmp_path, backend) as gw:
         with ThreadPoolExecutor(4) as pool:
             assert {r.status for r in pool.map(lambda i: _get(gw, "svc.test", "/delay/0.2"), range(4))} == {200}
         assert _stats(gw, "probe.test")["open"] == 2
@@ -379,6 +368,3 @@ def test_idle_connections_close_after_upstream_idle(tmp_path):
             assert time.monotonic() < deadline, "the idle HTTP/2 connection was not closed"
             time.sleep(1.2)
         assert _get(gw, "svc.test", "/again").status == 200     # a new one is opened
-    finally:
-        gw.stop()
-        backend.stop()
