@@ -368,3 +368,36 @@ def test_idle_connections_close_after_upstream_idle(tmp_path):
             assert time.monotonic() < deadline, "the idle HTTP/2 connection was not closed"
             time.sleep(1.2)
         assert _get(gw, "svc.test", "/again").status == 200     # a new one is opened
+
+
+def test_a_removed_endpoints_connections_close_and_protocol_changes_on_reload(tmp_path):
+    import os
+    import signal
+
+    from test_workers import rewrite_config
+    a = H2BackendProcess("127.0.0.2", 0, "a", "a-0").start()
+    b = H2BackendProcess("127.0.0.3", 0, "a", "b-0").start()
+    from gateway.devcluster.backend import BackendProcess
+    plain = BackendProcess("127.0.0.4", 0, "a", "http1-0").start()
+    config = _config({"svc": ([a.address], {"protocol": "h2c"}),
+                      "probe": ([a.address], {"protocol": "h2c"})})
+    with _in_front(config, tmp_path, a, b, plain) as gw:
+        assert _get(gw, "svc.test", "/").json()["pod"] == "a-0"
+        assert _stats(gw, "probe.test")["open"] == 2
+        rewrite_config(gw, _config({"svc": ([b.address, plain.address], {"protocol": "h2c"}),
+                                    "probe": ([a.address], {"protocol": "h2c"})}))
+        os.kill(gw.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while _stats(gw, "probe.test")["open"] != 1:
+            assert time.monotonic() < deadline, "the removed endpoint's connection stayed open"
+            time.sleep(0.1)
+        # The new endpoint list: b speaks h2c; the HTTP/1.1 one cannot (502, retried on b).
+        assert {_get(gw, "svc.test", "/").json()["pod"] for _ in range(4)} == {"b-0"}
+        rewrite_config(gw, _config({"svc": ([plain.address], {"protocol": "http1"}),
+                                    "probe": ([a.address], {"protocol": "h2c"})}))
+        os.kill(gw.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while (r := _get(gw, "svc.test", "/")).status != 200:
+            assert time.monotonic() < deadline, r.body
+            time.sleep(0.1)
+        assert r.json()["pod"] == "http1-0"
