@@ -492,6 +492,8 @@ cdef class H2Connection(Downstream):
 
     cdef void check_deadlines(self, double now):
         cdef H2Stream stream
+        if self.ctx.draining and not self.goaway_sent:
+            self.go_away()                  # busy connections too: drain() is for idle ones
         if not self.streams:
             if now >= self.idle_deadline and not self.closed:
                 self.go_away()
