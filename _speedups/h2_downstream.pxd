@@ -55,5 +55,6 @@ cdef class H2Connection(Downstream):
     cdef Py_ssize_t submit_error(self, H2Stream stream, int status, str message, bytes request_id,
                                  bytes location, bytes extra_header, bint with_body) except -1
     cdef void submit_head(self, H2Stream stream, bint end_stream)
+    cdef void end_abruptly(self, H2Stream stream, Exchange ex)
     cdef void go_away(self)
     cdef void end_streams(self)

@@ -441,13 +441,17 @@ cdef class H2Connection(Downstream):
         cdef H2Stream stream = self.stream_of(ex)
         if stream is None or self.closed:
             return
+        if stream.unconsumed:               # what a pause held back: the connection's window
+            self.session.consume(stream.id, stream.unconsumed)
+            stream.unconsumed = 0
         if stream.finished:                 # answered by send_error, or aborted
             self.schedule_flush()
             return
-        stream.finished = True
         if not completed:
-            self.session.reset(stream.id, INTERNAL_ERROR)
-        elif stream.head_out is not None:
+            self.end_abruptly(stream, ex)
+            return
+        stream.finished = True
+        if stream.head_out is not None:
             self.submit_head(stream, stream.trailers is None)
             if stream.trailers is not None:
                 self.session.send_trailers(stream.id, stream.trailers)
@@ -455,17 +459,16 @@ cdef class H2Connection(Downstream):
             self.session.send_trailers(stream.id, stream.trailers)
         else:
             self.session.send_data(stream.id, EMPTY, True)
-        if stream.unconsumed:
-            self.session.consume(stream.id, stream.unconsumed)
-            stream.unconsumed = 0
         self.schedule_flush()
 
     cdef void abort_exchange(self, Exchange ex, bint reset):
+        cdef H2Stream stream = self.stream_of(ex)
+        if stream is not None and not stream.finished and not self.closed:
+            self.end_abruptly(stream, ex)
+
+    cdef void end_abruptly(self, H2Stream stream, Exchange ex):
         """The response cannot be completed: a gRPC call ends UNAVAILABLE (trailers, or a
         trailers-only answer when nothing was sent), any other request is reset."""
-        cdef H2Stream stream = self.stream_of(ex)
-        if stream is None or self.closed:
-            return
         stream.finished = True
         if stream.grpc:
             ex.grpc_status = GRPC_UNAVAILABLE
