@@ -316,7 +316,13 @@ cdef class H2Connection(Downstream):
         return self.streams.get(ex.stream_id)
 
     cdef bint send_interim(self, Exchange ex, ResponseHead head) except -1:
-        return True                         # 1xx are not forwarded over HTTP/2
+        """A 1xx (100 Continue to a client that sent Expect, 103 Early Hints) goes on."""
+        cdef H2Stream stream = self.stream_of(ex)
+        if stream is not None and not stream.finished and not stream.submitted:
+            self.session.submit_informational(
+                stream.id, [(b":status", b"%d" % head.status)] + [(n, v) for n, _, v in head.headers])
+            self.schedule_flush()
+        return True
 
     cdef bint send_head(self, Exchange ex, ResponseHead head, int framing) except -1:
         cdef H2Stream stream = self.stream_of(ex)

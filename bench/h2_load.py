@@ -67,6 +67,7 @@ def gateway_h2_conf(tmp: Path, port: int, backend_port: int, grpc_address: str) 
     """The gateway as nginx above: HTTP/1.1 to the file backend, h2c to the gRPC pod."""
     return yaml.safe_dump({
         "listen": f"127.0.0.1:{port}", "admin": "off", "timeouts": {"drain": "2s"},
+        "limits": {"max_requests_per_connection": 100_000_000},     # as nginx's keepalive_requests
         "access_log": {"path": f"{tmp}/gateway-h2-access.log", "buffer": "64KiB", "flush_interval": "1s"},
         "sources": [{"name": "bench", "type": "static", "services": [
             {"name": "backend", "namespace": "default", "endpoints": [f"127.0.0.2:{backend_port}"]},
@@ -146,6 +147,7 @@ def main(argv=None) -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--no-grpc", action="store_true", help="skip the grpcio unary case")
     args = parser.parse_args(argv)
     for tool in ("nginx", "h2load", "taskset", "curl"):
         if shutil.which(tool) is None:
@@ -185,7 +187,7 @@ def main(argv=None) -> int:
                 for name, (proc, port) in targets.items():      # side by side, alternating
                     n, cpu = measure(proc, lambda: h2load(port, connections, streams, args.duration))
                     print(f"{name:<10} {case:<10} {n / args.duration:>9.0f} {cpu / n * 1e6:>11.1f}")
-        for _ in range(args.repeat):
+        for _ in range(0 if args.no_grpc else args.repeat):
             for name, (proc, port) in targets.items():
                 n, cpu = measure(proc, lambda: grpc_unary(port, args.duration))
                 print(f"{name:<10} {'grpc-c50':<10} {n / args.duration:>9.0f} {cpu / n * 1e6:>11.1f}")

@@ -195,3 +195,13 @@ def test_with_two_workers(pods, tmp_path):
         assert clusters["a"] >= 20 and clusters["b"] >= 20, clusters
     finally:
         gw.stop()
+
+
+def test_100_continue_reaches_a_client_that_waits_for_it(gw):
+    # curl sends the body only after "100 Continue" (or its timeout: 5 s here).
+    started = time.monotonic()
+    got = curl("--http2-prior-knowledge", "-H", "Expect: 100-continue", "--expect100-timeout", "5",
+               "--data-binary", "b" * 2000, "-w", " %{http_code}", f"http://127.0.0.1:{gw.port}/upload")
+    took = time.monotonic() - started
+    assert got.stdout.endswith(b" 200") and b'"received":2000' in got.stdout, got
+    assert took < 2.0, took
