@@ -7,7 +7,6 @@ import time as _time
 
 from orjson import dumps as _orjson_dumps
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from libc.stdio cimport snprintf
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
 from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
@@ -81,15 +80,34 @@ cdef class LogBuffer:
         return self.put(b'"', 1)
 
     cdef int put_int(self, long long value) except -1:
+        # Digits by hand: snprintf's format parsing cost more than the rest of a field.
         cdef char digits[24]
-        return self.put(digits, snprintf(digits, sizeof(digits), "%lld", value))
+        cdef int i = 24
+        cdef unsigned long long v = -value if value < 0 else value
+        while True:
+            i -= 1
+            digits[i] = 48 + v % 10
+            v //= 10
+            if v == 0:
+                break
+        if value < 0:
+            i -= 1
+            digits[i] = 45              # "-"
+        return self.put(digits + i, 24 - i)
 
     cdef int put_ms(self, double seconds) except -1:
-        """Milliseconds with three decimals (as Python's ``b"%.3f"``), or null when negative."""
-        cdef char digits[48]
+        """Milliseconds with three decimals (a whole microsecond, rounded), or null when negative."""
+        cdef long long us
+        cdef char frac[4]
         if seconds < 0:
             return self.put(b"null", 4)
-        return self.put(digits, snprintf(digits, sizeof(digits), "%.3f", seconds * 1000.0))
+        us = <long long>(seconds * 1e6 + 0.5)
+        self.put_int(us // 1000)
+        frac[0] = 46                    # "."
+        frac[1] = 48 + (us // 100) % 10
+        frac[2] = 48 + (us // 10) % 10
+        frac[3] = 48 + us % 10
+        return self.put(frac, 4)
 
     cdef int put_time(self) except -1:
         """RFC 3339 with milliseconds, UTC; the seconds part is formatted once per second."""
@@ -98,12 +116,18 @@ cdef class LogBuffer:
         clock_gettime(CLOCK_REALTIME, &ts)          # time.time()'s clock, without an object
         cdef double now = ts.tv_sec + ts.tv_nsec * 1e-9
         cdef double second = <double>(<long long>now)
-        cdef char ms[8]
+        cdef int millis = <int>((now - second) * 1000.0)
+        cdef char ms[5]
         if second != _ts_second:
             _ts_second = second
             _ts_prefix = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(second)).encode()
         self.put_bytes(_ts_prefix)
-        return self.put(ms, snprintf(ms, sizeof(ms), ".%03dZ", <int>((now - second) * 1000.0)))
+        ms[0] = 46                      # ".000Z"
+        ms[1] = 48 + millis // 100
+        ms[2] = 48 + (millis // 10) % 10
+        ms[3] = 48 + millis % 10
+        ms[4] = 90
+        return self.put(ms, 5)
 
     cdef int end_line(self) except -1:
         self.put(b"}\n", 2)

@@ -34,6 +34,7 @@ cdef class Context:
     cdef public Py_ssize_t max_connections
     cdef public long max_requests_per_connection
     cdef public double body_idle_timeout
+    cdef public int max_concurrent_streams  # HTTP/2 streams a client may have open at once
     cdef public PathPolicy path_policy      # how paths are read before route matching
     cdef public TrustedProxies trusted_proxies  # whose X-Forwarded-For is believed; None: nobody's
     cdef LogBuffer log                      # None: no access log

@@ -52,6 +52,7 @@ cdef class Context:
         self.max_head_size = max_head_size
         self.max_headers = max_headers
         self.max_uri = max_uri
+        self.max_concurrent_streams = 100
         self.max_body = max_body
         self.max_response_head = max_response_head
         self.max_connections = max_connections

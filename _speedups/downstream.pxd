@@ -37,6 +37,7 @@ cdef class Http1Connection(Downstream):
     cdef void process(self)
     cdef bint read_head(self) except -1
     cdef bint read_body(self) except -1
+    cdef void hand_over_to_h2(self)
     cdef void reject(self, int status, str reason)
     cdef void start_request(self, RequestHead head, Py_ssize_t head_size)
     cdef void set_deadline(self, DeadlineKind kind, double delay)

@@ -16,6 +16,7 @@ from _speedups.http cimport (
     build_interim_head, build_response_head, find_head_end, parse_request)
 from _speedups.service cimport Service
 from _speedups.http import HttpError
+from _speedups.h2_downstream import PREFACE, H2Connection
 from _speedups.stats cimport ST_4XX, ST_5XX, ST_CONNECTIONS, ST_INTERNAL_ERRORS, ST_REFUSED
 
 cdef object _log = logging.getLogger("gateway.proxy")
@@ -66,6 +67,10 @@ cdef class Http1Connection(Downstream):
         ctx.connections.add(self)
         ctx.counters[ST_CONNECTIONS] += 1
         self.set_deadline(D_IDLE, ctx.idle_timeout)
+        if self.proto == b"https":
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+                self.hand_over_to_h2()
 
     def data_received(self, bytes data):
         if self.state == R_TUNNEL:
@@ -157,8 +162,14 @@ cdef class Http1Connection(Downstream):
     cdef bint read_head(self) except -1:
         """Parse a complete head from the buffer and start its request; False if incomplete."""
         cdef Context ctx = self.ctx
-        cdef Py_ssize_t end = find_head_end(self.buf, self.scan_from)
+        cdef Py_ssize_t end
         cdef RequestHead head
+        if self.requests_served == 0 and self.buf[0] == 80 and PREFACE.startswith(self.buf[:24]):
+            # "PRI * HTTP/2.0": h2c with prior knowledge (RFC 9113 3.3)
+            if len(self.buf) >= 24:
+                self.hand_over_to_h2()
+            return False
+        end = find_head_end(self.buf, self.scan_from)
         if end < 0:
             if len(self.buf) > ctx.max_head_size:
                 if self.buf.find(b"\n", 0, ctx.max_uri) < 0:
@@ -215,6 +226,16 @@ cdef class Http1Connection(Downstream):
         elif self.deadline_kind == D_BODY:
             self.deadline = monotonic() + ctx.body_idle_timeout
         return True
+
+    cdef void hand_over_to_h2(self):
+        """The client speaks HTTP/2: an H2Connection takes the transport (and what was read)."""
+        cdef bytes received = self.buf
+        h2 = H2Connection(self.ctx, self.proto)
+        self.ctx.connections.discard(self)
+        self.set_closed()
+        self.buf = EMPTY
+        self.transport.set_protocol(h2)
+        h2.take_over(self.transport, self.client, received)
 
     cdef void reject(self, int status, str reason):
         """Answer a request we cannot parse and close: its framing is unknown."""

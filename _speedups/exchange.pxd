@@ -56,6 +56,7 @@ cdef class Exchange(UpstreamOwner):
     cdef Downstream downstream
     cdef int stream_id                      # HTTP/2: its stream; 0 for HTTP/1
     cdef double client_timeout              # a deadline the client asked for (grpc-timeout), 0: none
+    cdef int grpc_status                    # a gRPC call's status, for the log; -1: none
     cdef ExchangeState state
     cdef UpstreamConnection up
     cdef int connect_id                     # invalidates callbacks of abandoned connects

@@ -99,6 +99,7 @@ cdef class Exchange(UpstreamOwner):
         self.downstream = downstream
         self.state = X_IDLE
         self.endpoint_index = -1
+        self.grpc_status = -1
 
     # -- driven by the downstream -----------------------------------------
 
@@ -898,6 +899,10 @@ cdef class Exchange(UpstreamOwner):
             extra += b',"peer":"' + self.downstream.client_bytes + b'"'
         if self.attempts > 1:
             extra += b',"tried_hosts":' + dumps([u.host for u in self.tried_upstreams()])
+        if self.stream_id:
+            extra += b',"protocol":"HTTP/2"'
+            if self.grpc_status >= 0:
+                extra += b',"grpc_status":%d' % self.grpc_status
         if self.error is not None:
             extra += b',"error":' + dumps(self.error + (" (retry budget exhausted)" if self.budget_refused else ""))
         self.ctx.log.request_line(

@@ -151,6 +151,9 @@ cdef extern from "nghttp2/nghttp2.h":
                                    const nghttp2_data_provider *data_prd, void *stream_user_data)
     int nghttp2_submit_trailer(nghttp2_session *session, int32_t stream_id,
                                const nghttp2_nv *nva, size_t nvlen)
+    int32_t nghttp2_submit_headers(nghttp2_session *session, uint8_t flags, int32_t stream_id,
+                                   const void *pri_spec, const nghttp2_nv *nva, size_t nvlen,
+                                   void *stream_user_data)
     int nghttp2_submit_rst_stream(nghttp2_session *session, uint8_t flags, int32_t stream_id,
                                   uint32_t error_code)
     int nghttp2_submit_goaway(nghttp2_session *session, uint8_t flags, int32_t last_stream_id,
@@ -331,6 +334,19 @@ cdef class H2Session:
         if rc >= 0 and not end_stream:
             self.outgoing[stream_id if stream_id >= 0 else rc] = _Outgoing()
         return rc
+
+    def submit_informational(self, int32_t stream_id, list headers) -> None:
+        """A 1xx head (":status" first) before the response (server side)."""
+        cdef Py_ssize_t count = len(headers)
+        cdef nghttp2_nv *nva = <nghttp2_nv *>malloc(max(count, 1) * sizeof(nghttp2_nv))
+        if nva is NULL:
+            raise MemoryError()
+        try:
+            _fill_nv(nva, headers)
+            rc = nghttp2_submit_headers(self.session, NGHTTP2_FLAG_NONE, stream_id, NULL, nva, count, NULL)
+        finally:
+            free(nva)
+        _check(rc)
 
     def send_data(self, int32_t stream_id, data, bint end_stream=False) -> Py_ssize_t:
         """Queue body bytes of a stream whose head was submitted without end_stream.

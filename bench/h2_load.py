@@ -1,5 +1,5 @@
-"""HTTP/2 and gRPC side by side: h2load and a grpcio client through nginx (and, once it speaks
-HTTP/2 downstream, the gateway), on one machine.
+"""HTTP/2 and gRPC side by side: h2load and a grpcio client through nginx and the gateway, on one
+machine.
 
     python bench/h2_load.py                      # 5 s per case, 2 repetitions (quiet machine only)
     python bench/h2_load.py --duration 1 --repeat 1 --cases c1-m1    # a quick check that it runs
@@ -8,10 +8,10 @@ Layout as bench/run.py: the proxy on CPU 0, load and backends on CPU 1.  HTTP/2 
 h2load with prior knowledge (h2c) to the proxy, which speaks HTTP/1.1 to an nginx backend
 (a 13-byte file); ``cN-mM`` is N connections with M concurrent streams each.  gRPC: unary
 calls of gateway.devcluster.grpc_backend through ``grpc_pass`` by a grpcio client with 50
-calls in flight.  CPU per request is the proxy's utime+stime over the requests it served.
-
-A target that does not speak h2c (the gateway answers an HTTP/2 preface with 505 until
-issue #17's downstream lands) is reported as such, not measured.
+calls in flight (nginx ``grpc_pass``; the gateway's service ``protocol: h2c``).  CPU per
+request is the proxy's utime+stime over the requests it served.  The gateway writes its JSON
+access log to a file; nginx's is off (as in bench/run.py's "nginx-nolog": a gateway at or
+under that line is at least as cheap).
 """
 from __future__ import annotations
 
@@ -25,10 +25,12 @@ import threading
 import time
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.run import (NGINX_COMMON, NGINX_HTTP_COMMON, BenchError, Proc, backend_conf,  # noqa: E402
-                       cpu_delta_seconds, cpu_ticks, free_port, process_tree)
+from bench.run import (NGINX_COMMON, NGINX_HTTP_COMMON, PYTHON, BenchError, Proc,  # noqa: E402
+                       backend_conf, cpu_delta_seconds, cpu_ticks, free_port, process_tree)
 
 CASES = {"c1-m1": (1, 1), "c1-m100": (1, 100), "c10-m100": (10, 100)}
 BODY = b"hello, world\n"
@@ -59,6 +61,32 @@ def nginx_h2_conf(tmp: Path, port: int, backend_port: int, grpc_address: str) ->
     }}
 }}
 """)
+
+
+def gateway_h2_conf(tmp: Path, port: int, backend_port: int, grpc_address: str) -> str:
+    """The gateway as nginx above: HTTP/1.1 to the file backend, h2c to the gRPC pod."""
+    return yaml.safe_dump({
+        "listen": f"127.0.0.1:{port}", "admin": "off", "timeouts": {"drain": "2s"},
+        "limits": {"max_requests_per_connection": 100_000_000},     # as nginx's keepalive_requests
+        "access_log": {"path": f"{tmp}/gateway-h2-access.log", "buffer": "64KiB", "flush_interval": "1s"},
+        "sources": [{"name": "bench", "type": "static", "services": [
+            {"name": "backend", "namespace": "default", "endpoints": [f"127.0.0.2:{backend_port}"]},
+            {"name": "echo", "namespace": "default", "endpoints": [grpc_address]}]}],
+        "services": [{"name": "backend", "namespace": "default", "port": backend_port},
+                     {"name": "echo", "namespace": "default", "port": int(grpc_address.rsplit(":", 1)[1]),
+                      "protocol": "h2c"}],
+        "routes": [{"name": "grpc", "match": {"path": {"prefix": "/gateway.test.Echo/"}},
+                    "service": "default/echo"},
+                   {"name": "all", "match": {"path": {"prefix": "/"}}, "service": "default/backend"}],
+    }, sort_keys=False)
+
+
+def wait_h2c(proc: Proc, port: int) -> None:
+    deadline = time.monotonic() + 20
+    while not speaks_h2c(port):
+        if time.monotonic() > deadline or not proc.alive():
+            raise BenchError(f"{proc.name} does not answer h2c:\n{proc.log_tail()}")
+        time.sleep(0.1)
 
 
 def h2load(port: int, connections: int, streams: int, duration: float) -> int:
@@ -119,6 +147,7 @@ def main(argv=None) -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--no-grpc", action="store_true", help="skip the grpcio unary case")
     args = parser.parse_args(argv)
     for tool in ("nginx", "h2load", "taskset", "curl"):
         if shutil.which(tool) is None:
@@ -136,27 +165,32 @@ def main(argv=None) -> int:
         conf.write_text(backend_conf(tmp, backend_port))
         procs.append(Proc("backend", ["taskset", "-c", "1", "nginx", "-p", str(tmp), "-e", "stderr",
                                       "-c", str(conf)], tmp))
+        targets = {}
         port = free_port("127.0.0.1")
         conf = tmp / "h2.conf"
         conf.write_text(nginx_h2_conf(tmp, port, backend_port, grpc_pod.address))
-        nginx = Proc("nginx-h2", ["taskset", "-c", "0", "nginx", "-p", str(tmp), "-e", "stderr",
-                                  "-c", str(conf)], tmp)
-        procs.append(nginx)
-        deadline = time.monotonic() + 10
-        while not speaks_h2c(port):
-            if time.monotonic() > deadline:
-                raise BenchError(f"nginx h2c not ready:\n{nginx.log_tail()}")
-            time.sleep(0.1)
+        targets["nginx"] = (Proc("nginx-h2", ["taskset", "-c", "0", "nginx", "-p", str(tmp), "-e", "stderr",
+                                              "-c", str(conf)], tmp), port)
+        port = free_port("127.0.0.1")
+        conf = tmp / "gateway-h2.yaml"
+        conf.write_text(gateway_h2_conf(tmp, port, backend_port, grpc_pod.address))
+        targets["gateway"] = (Proc("gateway-h2", ["taskset", "-c", "0", PYTHON, "-m", "gateway", "run",
+                                                  "--config", str(conf), "--log-level", "warning"], tmp,
+                                   cwd=Path(__file__).resolve().parent.parent), port)
+        procs += [proc for proc, _ in targets.values()]
+        for proc, port in targets.values():
+            wait_h2c(proc, port)
         print(f"{'target':<10} {'case':<10} {'req/s':>9} {'CPU us/req':>11}")
-        for case in args.cases.split(","):
-            connections, streams = CASES[case]
+        runs = [(case, *CASES[case]) for case in args.cases.split(",")]
+        for case, connections, streams in runs:
             for _ in range(args.repeat):
-                n, cpu = measure(nginx, lambda: h2load(port, connections, streams, args.duration))
-                print(f"{'nginx':<10} {case:<10} {n / args.duration:>9.0f} {cpu / n * 1e6:>11.1f}")
-        for _ in range(args.repeat):
-            n, cpu = measure(nginx, lambda: grpc_unary(port, args.duration))
-            print(f"{'nginx':<10} {'grpc-c50':<10} {n / args.duration:>9.0f} {cpu / n * 1e6:>11.1f}")
-        print("gateway    (not measured: no HTTP/2 downstream yet, issue #17)")
+                for name, (proc, port) in targets.items():      # side by side, alternating
+                    n, cpu = measure(proc, lambda: h2load(port, connections, streams, args.duration))
+                    print(f"{name:<10} {case:<10} {n / args.duration:>9.0f} {cpu / n * 1e6:>11.1f}")
+        for _ in range(0 if args.no_grpc else args.repeat):
+            for name, (proc, port) in targets.items():
+                n, cpu = measure(proc, lambda: grpc_unary(port, args.duration))
+                print(f"{name:<10} {'grpc-c50':<10} {n / args.duration:>9.0f} {cpu / n * 1e6:>11.1f}")
     finally:
         for proc in reversed(procs):
             proc.stop()

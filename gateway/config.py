@@ -113,7 +113,8 @@ class Limits:
     max_body: int = 1024 ** 3           # request body bytes -> 413 (0: no limit)
     max_response_head: int = 64 * 1024  # from an upstream -> 502
     max_connections: int = 10_000       # client connections per worker; more are closed at once
-    max_requests_per_connection: int = 10_000   # then "Connection: close"
+    max_requests_per_connection: int = 10_000   # then "Connection: close" (HTTP/2: GOAWAY)
+    max_concurrent_streams: int = 100   # HTTP/2 streams open at once per client connection
     # Retries of sent requests within one cluster, in flight per worker, are at most this
     # share of the requests in flight, or this many if that is more (Envoy's retry budget).
     retry_budget_share: float = 0.2
@@ -933,6 +934,7 @@ _LIMIT_PARSERS: dict[str, _Parser] = {
     "max_headers": partial(_int, lo=1, hi=10_000),
     "max_connections": partial(_int, lo=1, hi=1_000_000),
     "max_requests_per_connection": partial(_int, lo=1, hi=100_000_000),
+    "max_concurrent_streams": partial(_int, lo=1, hi=10_000),
     "retry_budget_share": lambda value, path, errs: _share(value, path, errs),   # defined below
     "retry_budget_min": partial(_int, lo=0, hi=1_000_000),
 }

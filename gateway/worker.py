@@ -148,6 +148,7 @@ class Worker:
         ctx.max_response_head = lim.max_response_head
         ctx.max_connections = lim.max_connections
         ctx.max_requests_per_connection = lim.max_requests_per_connection
+        ctx.max_concurrent_streams = lim.max_concurrent_streams
         ctx.retry_budget_ratio = lim.retry_budget_share
         ctx.retry_budget_min = lim.retry_budget_min
         path = cfg.http.path

@@ -22,6 +22,8 @@ sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Pyth
     || apt_missing+=(python3-dev)
 # nghttp2's headers: _speedups/h2.pyx links against Debian's libnghttp2 (HTTP/2 framing).
 [ -f /usr/include/nghttp2/nghttp2.h ] || apt_missing+=(libnghttp2-dev)
+# nghttp and h2load: HTTP/2 clients for the tests and bench/h2_load.py
+command -v nghttp >/dev/null || apt_missing+=(nghttp2-client)
 for extra in ${GATEWAY_APT_EXTRA:-}; do apt_missing+=("$extra"); done
 if ((${#apt_missing[@]})); then
     echo "setup: installing OS packages: ${apt_missing[*]}"

@@ -1,6 +1,8 @@
 """Request headers as the upstream sees them (the backend's /headers echoes what it received)."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from gatewaytest import GatewayProcess, static_source
@@ -64,6 +66,19 @@ def test_request_id_generated_when_absent_and_logged(gw):
     entries = gw.log.matching(lambda e: e.get("path") == "/headers?gen=1")
     assert len(entries) == 1
     assert entries[0]["request_id"] == rid
+
+
+def test_the_log_lines_numbers_are_written_as_json_numbers(gw):
+    upstream_headers(gw, [], target="/headers?fmt=1")
+    gw.log.matching(lambda e: e.get("path") == "/headers?fmt=1")
+    line = next(raw for raw in gw.log.path.read_text().splitlines() if '"/headers?fmt=1"' in raw)
+    # RFC 3339 with milliseconds; ms with exactly three decimals; integers without any
+    assert re.match(r'\{"time":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"', line), line
+    for field in ("duration_ms", "upstream_response_ms"):
+        assert re.search(rf'"{field}":(0|[1-9]\d*)\.\d{{3}}[,}}]', line), (field, line)
+    assert re.search(r'"upstream_connect_ms":(0|[1-9]\d*)\.\d{3}[,}]', line), line
+    for field in ("status", "bytes_sent", "bytes_received", "attempts"):
+        assert re.search(rf'"{field}":[1-9]\d*[,}}]', line), (field, line)
 
 
 def test_hop_by_hop_headers_not_forwarded(gw):

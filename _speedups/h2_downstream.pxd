@@ -1,0 +1,60 @@
+from _speedups.exchange cimport Downstream, Exchange
+from _speedups.http cimport RequestHead, ResponseHead
+from _speedups.service cimport Service
+
+
+cdef enum DechunkState:
+    DC_SIZE                 # the chunk-size line
+    DC_SIZE_END             # its extension, up to LF
+    DC_DATA
+    DC_DATA_END             # the CR LF after the data
+    DC_TRAILERS             # after the last chunk: no payload
+
+
+cdef class Dechunker:
+    cdef DechunkState state
+    cdef long long remaining
+    cpdef bytes payload(self, bytes data)
+
+
+cdef class H2Stream:
+    cdef int id
+    cdef Exchange ex                # None: refused before it became an exchange
+    cdef bint grpc                  # content-type application/grpc*: errors answered as gRPC
+    cdef double client_timeout      # grpc-timeout, in seconds (0: none)
+    cdef bint chunk_in              # no content-length: the body goes to the exchange chunk-framed
+    cdef bint ended_in              # the client ended its side (END_STREAM)
+    cdef int read_paused            # PauseReason bits: its window is not reopened meanwhile
+    cdef Py_ssize_t unconsumed      # body bytes taken while paused, to consume() on resume
+    cdef long long payload_in
+    cdef bint out_paused            # its response queue is over the limit: upstream paused
+    cdef list head_out              # response fields not yet submitted
+    cdef bint submitted             # the response head went to nghttp2
+    cdef Dechunker dechunk          # a chunked response body's payload, else None
+    cdef list trailers              # an HTTP/2 upstream's trailers, sent at the end
+    cdef bint finished              # the exchange is over (answered, aborted or gone)
+    cdef double body_deadline       # the request body must move on by then (0: not waiting)
+
+
+cdef class H2Connection(Downstream):
+    cdef object transport
+    cdef object session             # h2.H2Session
+    cdef dict streams               # stream id -> H2Stream, until nghttp2 closes it
+    cdef long started_streams
+    cdef bint write_paused
+    cdef bint flush_scheduled
+    cdef bint goaway_sent
+    cdef double idle_deadline
+    cpdef take_over(self, object transport, str client, bytes received)
+    cdef void flush(self)
+    cdef void schedule_flush(self)
+    cdef void protocol_error(self, str reason)
+    cdef RequestHead request_head(self, H2Stream stream, list headers, bint end_stream)
+    cdef void refuse(self, H2Stream stream, int status, str reason)
+    cdef H2Stream stream_of(self, Exchange ex)
+    cdef Py_ssize_t submit_error(self, H2Stream stream, int status, str message, bytes request_id,
+                                 bytes location, bytes extra_header, bint with_body) except -1
+    cdef void submit_head(self, H2Stream stream, bint end_stream)
+    cdef void end_abruptly(self, H2Stream stream, Exchange ex)
+    cdef void go_away(self)
+    cdef void end_streams(self)

@@ -1,0 +1,642 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""An HTTP/2 client connection: h2c with prior knowledge on the plain listener, or ALPN h2
+on the TLS one (``Http1Connection`` hands the connection over when it sees either).
+
+Each stream is an ``Exchange``, the same state machine an HTTP/1.1 request runs, so routing,
+balancing, retries, passive health and the access log are the same.  The exchange speaks
+HTTP/1.1 semantics; this module translates at the edge:
+
+* a request head becomes the HTTP/1.1 head it stands for and goes through the same parser
+  (``http.parse_request``), so one set of checks guards both protocols; a body without
+  content-length is chunk-framed for the exchange (HTTP/1.1 upstreams take it as it is);
+* a response head becomes HTTP/2 fields; a chunked body is de-chunked into DATA frames;
+  the HTTP/2 upstream's trailers end the stream (gRPC's grpc-status);
+* the gateway's own errors on a gRPC call are gRPC answers (grpc-status 14 UNAVAILABLE,
+  4 DEADLINE_EXCEEDED, ...), never a text page a gRPC client cannot read.
+
+Flow control is nghttp2's windows, opened (``consume``) only once the exchange took the
+bytes and no pause holds the stream; response bytes queue per stream up to the session's
+``queue_limit``, past which the stream's upstream stops being read until the queue drains.
+Output is written once per read or, for events from upstreams, once per loop turn.
+"""
+import logging
+
+from _speedups.clock cimport monotonic
+from _speedups.context cimport Context
+from _speedups.http cimport MODE_CHUNKED, parse_request
+from _speedups.stats cimport ST_4XX, ST_5XX, ST_CONNECTIONS, ST_INTERNAL_ERRORS, ST_REFUSED
+from _speedups.h2 import INTERNAL_ERROR, NO_ERROR, H2Error, H2Session
+from _speedups.http import HttpError
+
+cdef object _log = logging.getLogger("gateway.proxy")
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+cdef bytes EMPTY = b""
+cdef bytes CRLF = b"\r\n"
+cdef bytes LAST_CHUNK = b"0\r\n\r\n"
+cdef bytes GRPC_CONTENT_TYPE = b"application/grpc"
+
+# gRPC status codes for the gateway's own answers (HTTP status -> gRPC, after gRPC's
+# "HTTP to gRPC status code mapping"; 504 is the deadline that passed here).
+cdef dict GRPC_CODE = {400: 13, 401: 16, 403: 7, 404: 12, 408: 4, 413: 8, 429: 14, 431: 8,
+                       500: 13, 502: 14, 503: 14, 504: 4}
+cdef int GRPC_UNKNOWN = 2
+cdef int GRPC_UNAVAILABLE = 14
+
+# grpc-timeout units (gRPC over HTTP/2): hours, minutes, seconds, milli-, micro-, nanoseconds
+cdef dict TIMEOUT_UNIT = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
+
+
+cdef class H2Stream:
+    """One stream: its exchange, and what the translation keeps between events."""
+
+    def __cinit__(self, int stream_id):
+        self.id = stream_id
+        self.chunk_in = False
+        self.ended_in = False
+        self.read_paused = 0
+        self.unconsumed = 0
+        self.payload_in = 0
+        self.out_paused = False
+        self.head_out = None
+        self.submitted = False
+        self.dechunk = None
+        self.trailers = None
+        self.finished = False
+        self.body_deadline = 0
+
+
+cdef class H2Connection(Downstream):
+    """One HTTP/2 client connection (asyncio protocol)."""
+
+    def __init__(self, Context ctx, bytes proto=b"http"):
+        self.ctx = ctx
+        self.proto = proto
+        self.keep_alive = True
+        self.streams = {}
+        self.started_streams = 0
+        self.write_paused = False
+        self.flush_scheduled = False
+        self.goaway_sent = False
+        self.idle_deadline = 0
+        self.session = H2Session(self, True, max_concurrent_streams=ctx.max_concurrent_streams,
+                                 max_header_list_size=ctx.max_head_size)
+
+    # -- asyncio.Protocol ---------------------------------------------------------
+
+    def connection_made(self, transport):
+        """A listener made this connection for HTTP/2 directly (it counts it here)."""
+        cdef Context ctx = self.ctx
+        peer = transport.get_extra_info("peername")
+        if len(ctx.connections) >= ctx.max_connections:
+            ctx.counters[ST_REFUSED] += 1
+            _log.warning("connection refused: limits.max_connections reached (%d)", ctx.max_connections)
+            self.closed = True
+            transport.abort()
+            return
+        ctx.counters[ST_CONNECTIONS] += 1
+        self.take_over(transport, peer[0] if peer else "-", EMPTY)
+
+    cpdef take_over(self, object transport, str client, bytes received):
+        """Start on ``transport`` (counted already), with ``received`` its first bytes."""
+        self.transport = transport
+        self.client_bytes = client.encode()
+        self.ctx.connections.add(self)
+        self.idle_deadline = monotonic() + self.ctx.idle_timeout
+        self.flush()                        # the server's SETTINGS
+        if received:
+            self.data_received(received)
+
+    def data_received(self, bytes data):
+        if self.closed:
+            return
+        try:
+            self.session.receive(data)
+        except H2Error as err:
+            self.protocol_error(str(err))
+            return
+        except Exception as exc:
+            self.internal_error(exc)
+            return
+        self.flush()
+
+    def eof_received(self):
+        self.close()
+        return False
+
+    def connection_lost(self, exc):
+        self.ctx.connections.discard(self)
+        self.closed = True
+        self.end_streams()
+
+    def pause_writing(self):
+        self.write_paused = True            # nghttp2 keeps the frames until the client reads
+
+    def resume_writing(self):
+        self.write_paused = False
+        self.flush()
+
+    # -- output ---------------------------------------------------------------------
+
+    cdef void flush(self):
+        """Write what the session has to send now; close once drained and done."""
+        self.flush_scheduled = False
+        if self.closed or self.write_paused:
+            return
+        try:
+            out = self.session.output()
+        except H2Error as err:
+            self.protocol_error(str(err))
+            return
+        if out:
+            self.transport.write(out)
+        if self.goaway_sent and not self.streams and not self.session.want_write():
+            self.close()
+
+    cdef void schedule_flush(self):
+        if not self.flush_scheduled and not self.closed:
+            self.flush_scheduled = True
+            self.ctx.loop.call_soon(self.flush_later)
+
+    def flush_later(self):
+        self.flush()
+
+    cdef void protocol_error(self, str reason):
+        """The client broke the protocol or a limit: GOAWAY (nghttp2 made it), then close."""
+        cdef Context ctx = self.ctx
+        ctx.counters[ST_4XX] += 1
+        if ctx.log is not None:
+            ctx.log.error_line(self.client_bytes, 400, f"HTTP/2: {reason}")
+        try:
+            out = self.session.output()
+        except H2Error:
+            out = EMPTY
+        if out and not self.closed:
+            self.transport.write(out)
+        self.close()
+
+    # -- the session's events (h2.H2Handler) -------------------------------------------
+
+    def h2_headers(self, int stream_id, list headers, bint end_stream):
+        cdef H2Stream stream = H2Stream(stream_id)
+        cdef Exchange ex
+        cdef RequestHead head
+        self.streams[stream_id] = stream
+        self.started_streams += 1
+        if self.started_streams >= self.ctx.max_requests_per_connection or self.ctx.draining:
+            self.go_away()
+        try:
+            head = self.request_head(stream, headers, end_stream)
+        except HttpError as err:
+            self.refuse(stream, err.status, err.reason)
+            return
+        ex = stream.ex = Exchange(self.ctx, self)
+        ex.stream_id = stream_id
+        ex.client_timeout = stream.client_timeout
+        stream.ended_in = end_stream
+        if not end_stream:
+            stream.body_deadline = monotonic() + self.ctx.body_idle_timeout
+        ex.start(head, not end_stream, head.head_size)
+
+    cdef RequestHead request_head(self, H2Stream stream, list headers, bint end_stream):
+        """The HTTP/1.1 head this request stands for, parsed as one (RFC 9113 8.3.1)."""
+        cdef bytes method = None, path = None, authority = None, name, value
+        cdef list lines = []
+        cdef list cookies = None
+        cdef bint has_length = False
+        for name, value in headers:
+            if name[0] == 58:               # ":"
+                if name == b":method":
+                    method = value
+                elif name == b":path":
+                    path = value
+                elif name == b":authority":
+                    authority = value
+                continue
+            if name == b"cookie":           # may be split over fields in HTTP/2 (8.2.3)
+                if cookies is None:
+                    cookies = []
+                cookies.append(value)
+                continue
+            if name == b"host":
+                if authority is None:
+                    authority = value
+                continue
+            if name == b"content-length":
+                has_length = True
+            elif name == b"content-type" and value.startswith(GRPC_CONTENT_TYPE):
+                stream.grpc = True
+            elif name == b"grpc-timeout":
+                stream.client_timeout = _grpc_timeout(value)
+            lines += (name, b": ", value, CRLF)
+        if method == b"CONNECT":
+            raise HttpError(501, "CONNECT is not supported over HTTP/2")
+        if path is None or method is None:
+            raise HttpError(400, "missing :method or :path")
+        if authority is None:
+            raise HttpError(400, "missing :authority")
+        if cookies is not None:
+            lines += (b"cookie: ", b"; ".join(cookies), CRLF)
+        if not end_stream and not has_length:
+            stream.chunk_in = True          # the exchange forwards the body chunk-framed
+            lines.append(b"transfer-encoding: chunked\r\n")
+        data = b"".join([method, b" ", path, b" HTTP/1.1\r\nhost: ", authority, CRLF, *lines, CRLF])
+        if len(data) > self.ctx.max_head_size:
+            raise HttpError(431, "request head too large")
+        if len(path) > self.ctx.max_uri:
+            raise HttpError(414, "request target too long")
+        return parse_request(data, len(data), self.ctx.max_headers)
+
+    cdef void refuse(self, H2Stream stream, int status, str reason):
+        """A request that cannot be read as one: answered on its stream, the others go on."""
+        cdef Context ctx = self.ctx
+        ctx.counters[ST_4XX if status < 500 else ST_5XX] += 1
+        if ctx.log is not None:
+            ctx.log.error_line(self.client_bytes, status, reason)
+        stream.finished = True
+        self.submit_error(stream, status, reason, b"-", None, None, True)
+        self.schedule_flush()
+
+    def h2_data(self, int stream_id, bytes data):
+        cdef H2Stream stream = self.streams.get(stream_id)
+        cdef Exchange ex
+        cdef Context ctx = self.ctx
+        cdef Py_ssize_t n = len(data)
+        if stream is None or stream.finished or stream.ex is None:
+            self.session.consume(stream_id, n)  # nobody reads it: keep the windows open
+            return
+        ex = stream.ex
+        stream.payload_in += n
+        ex.bytes_received += n
+        if ctx.max_body and stream.payload_in > ctx.max_body:
+            self.session.consume(stream_id, n)
+            ex.fail(413, f"request body larger than limits.max_body ({ctx.max_body} bytes)")
+            return
+        stream.body_deadline = monotonic() + ctx.body_idle_timeout
+        if stream.chunk_in:
+            data = b"%x\r\n" % n + data + CRLF
+        ex.receive_body(data)
+        if stream.read_paused:
+            stream.unconsumed += n
+        else:
+            self.session.consume(stream_id, n)
+
+    def h2_end(self, int stream_id):
+        cdef H2Stream stream = self.streams.get(stream_id)
+        if stream is None or stream.finished or stream.ex is None or stream.ended_in:
+            return
+        stream.ended_in = True
+        stream.body_deadline = 0
+        if stream.chunk_in:
+            stream.ex.receive_body(LAST_CHUNK)
+        stream.ex.body_received()
+
+    def h2_trailers(self, int stream_id, list headers):
+        pass                                # request trailers are not forwarded (h2_end follows)
+
+    def h2_close(self, int stream_id, int error_code):
+        cdef H2Stream stream = self.streams.pop(stream_id, None)
+        if stream is not None and not stream.finished and stream.ex is not None:
+            stream.finished = True
+            stream.ex.client_gone()         # reset by the client (or the connection ended)
+        if self.goaway_sent and not self.streams:
+            self.schedule_flush()           # which closes the connection once written
+
+    def h2_drained(self, int stream_id):
+        cdef H2Stream stream = self.streams.get(stream_id)
+        if stream is not None and stream.out_paused:
+            stream.out_paused = False
+            if stream.ex is not None:
+                stream.ex.client_write_paused(False)
+
+    # -- the response (Downstream) -------------------------------------------------------
+
+    cdef inline H2Stream stream_of(self, Exchange ex):
+        return self.streams.get(ex.stream_id)
+
+    cdef bint send_interim(self, Exchange ex, ResponseHead head) except -1:
+        """A 1xx (100 Continue to a client that sent Expect, 103 Early Hints) goes on."""
+        cdef H2Stream stream = self.stream_of(ex)
+        if stream is not None and not stream.finished and not stream.submitted:
+            self.session.submit_informational(
+                stream.id, [(b":status", b"%d" % head.status)] + [(n, v) for n, _, v in head.headers])
+            self.schedule_flush()
+        return True
+
+    cdef bint send_head(self, Exchange ex, ResponseHead head, int framing) except -1:
+        cdef H2Stream stream = self.stream_of(ex)
+        cdef list fields
+        if stream is None:
+            return True
+        fields = [(b":status", b"%d" % head.status)]
+        for lname, _, value in head.headers:
+            fields.append((lname, value))
+            if stream.grpc and lname == b"grpc-status":
+                ex.grpc_status = _status_int(value)     # trailers-only answer
+        if framing == MODE_CHUNKED:
+            stream.dechunk = Dechunker()
+        elif head.content_length >= 0:
+            fields.append((b"content-length", b"%d" % head.content_length))
+        stream.head_out = fields            # submitted with the first body bytes, or at the end
+        return True
+
+    cdef bint send_body(self, Exchange ex, bytes data, long long holdable) except -1:
+        cdef H2Stream stream = self.stream_of(ex)
+        if stream is None or stream.finished:
+            return True
+        if stream.dechunk is not None and data:
+            data = stream.dechunk.payload(data)
+        if not data:
+            return True
+        self.submit_head(stream, False)
+        if self.session.send_data(stream.id, data) > self.session.queue_limit and not stream.out_paused:
+            stream.out_paused = True        # the client reads slowly: stop reading upstream
+            ex.client_write_paused(True)
+        self.schedule_flush()
+        return True
+
+    cdef bint send_trailers(self, Exchange ex, list headers) except -1:
+        cdef H2Stream stream = self.stream_of(ex)
+        if stream is not None:
+            stream.trailers = headers
+            for name, value in headers:
+                if name == b"grpc-status":
+                    ex.grpc_status = _status_int(value)
+        return True
+
+    cdef bint unsend(self, Exchange ex) except -1:
+        cdef H2Stream stream = self.stream_of(ex)
+        if stream is None or stream.submitted:
+            return False
+        stream.head_out = None
+        stream.dechunk = None
+        return True
+
+    cdef bint send_error(self, Exchange ex, int status, str message, bytes location,
+                         bytes extra_header) except -1:
+        cdef H2Stream stream = self.stream_of(ex)
+        if stream is None:
+            return True
+        if stream.grpc:
+            ex.grpc_status = GRPC_CODE.get(status, GRPC_UNKNOWN)
+        ex.bytes_sent = self.submit_error(stream, status, message, ex.request_id, location,
+                                          extra_header, ex.head is None or ex.head.method != b"HEAD")
+        stream.finished = True
+        self.schedule_flush()
+        return True
+
+    cdef Py_ssize_t submit_error(self, H2Stream stream, int status, str message, bytes request_id,
+                                 bytes location, bytes extra_header, bint with_body) except -1:
+        """The gateway's own answer: text for HTTP, trailers-only grpc-status for gRPC calls."""
+        cdef bytes body = message.encode() + b"\n"
+        cdef list fields
+        if stream.grpc:
+            fields = [(b":status", b"200"), (b"content-type", GRPC_CONTENT_TYPE),
+                      (b"grpc-status", b"%d" % GRPC_CODE.get(status, GRPC_UNKNOWN)),
+                      (b"grpc-message", _percent_encode(message.encode())),
+                      (b"x-request-id", request_id or b"-")]
+            self.session.submit_response(stream.id, fields, True)
+            stream.submitted = True
+            return 0
+        fields = [(b":status", b"%d" % status), (b"content-type", b"text/plain; charset=utf-8"),
+                  (b"content-length", b"%d" % len(body)), (b"x-request-id", request_id or b"-"),
+                  (b"server", b"gateway")]
+        if location is not None:
+            fields.append((b"location", location))
+        if extra_header is not None:
+            name, _, value = extra_header.partition(b": ")
+            fields.append((name.lower(), value))
+        self.session.submit_response(stream.id, fields, not with_body)
+        stream.submitted = True
+        if with_body:
+            self.session.send_data(stream.id, body, True)
+            return len(body)
+        return 0
+
+    cdef void submit_head(self, H2Stream stream, bint end_stream):
+        if stream.head_out is not None:
+            self.session.submit_response(stream.id, stream.head_out, end_stream)
+            stream.head_out = None
+            stream.submitted = True
+
+    cdef bint open_tunnel(self, Exchange ex, ResponseHead head) except -1:
+        self.abort_exchange(ex, True)       # no Upgrade in HTTP/2 (the exchange never asks)
+        return True
+
+    cdef bint tunnel_data(self, bytes data) except -1:
+        return True
+
+    cdef void pause_body(self, Exchange ex, int reason):
+        cdef H2Stream stream = self.stream_of(ex)
+        if stream is not None:
+            stream.read_paused |= reason    # its window stays shut: the client stops sending
+
+    cdef void resume_body(self, Exchange ex, int reason):
+        cdef H2Stream stream = self.stream_of(ex)
+        if stream is None or stream.read_paused == 0:
+            return
+        stream.read_paused &= ~reason
+        if stream.read_paused == 0 and stream.unconsumed:
+            self.session.consume(stream.id, stream.unconsumed)
+            stream.unconsumed = 0
+            self.schedule_flush()
+
+    cdef void exchange_done(self, Exchange ex, bint completed):
+        """The exchange is over: end its stream (a clean end only for a complete response)."""
+        cdef H2Stream stream = self.stream_of(ex)
+        if stream is None or self.closed:
+            return
+        if stream.unconsumed:               # what a pause held back: the connection's window
+            self.session.consume(stream.id, stream.unconsumed)
+            stream.unconsumed = 0
+        if stream.finished:                 # answered by send_error, or aborted
+            self.schedule_flush()
+            return
+        if not completed:
+            self.end_abruptly(stream, ex)
+            return
+        stream.finished = True
+        if stream.head_out is not None:
+            self.submit_head(stream, stream.trailers is None)
+            if stream.trailers is not None:
+                self.session.send_trailers(stream.id, stream.trailers)
+        elif stream.trailers is not None:
+            self.session.send_trailers(stream.id, stream.trailers)
+        else:
+            self.session.send_data(stream.id, EMPTY, True)
+        self.schedule_flush()
+
+    cdef void abort_exchange(self, Exchange ex, bint reset):
+        cdef H2Stream stream = self.stream_of(ex)
+        if stream is not None and not stream.finished and not self.closed:
+            self.end_abruptly(stream, ex)
+
+    cdef void end_abruptly(self, H2Stream stream, Exchange ex):
+        """The response cannot be completed: a gRPC call ends UNAVAILABLE (trailers, or a
+        trailers-only answer when nothing was sent), any other request is reset."""
+        stream.finished = True
+        if stream.grpc:
+            ex.grpc_status = GRPC_UNAVAILABLE
+            trailers = [(b"grpc-status", b"14"),
+                        (b"grpc-message", _percent_encode((ex.error or "upstream failed").encode()))]
+            if stream.submitted:
+                self.session.send_trailers(stream.id, trailers)
+            else:
+                self.session.submit_response(
+                    stream.id, [(b":status", b"200"), (b"content-type", GRPC_CONTENT_TYPE)] + trailers, True)
+                stream.submitted = True
+        else:
+            self.session.reset(stream.id, INTERNAL_ERROR)
+        self.schedule_flush()
+
+    # -- the connection (Connection) ------------------------------------------------------
+
+    cdef void go_away(self):
+        """No new streams (a drain, a reload, or its request limit); those open run to their end."""
+        if not self.goaway_sent and not self.closed:
+            self.goaway_sent = True
+            self.session.goaway(NO_ERROR)
+            self.schedule_flush()
+
+    cdef void check_deadlines(self, double now):
+        cdef H2Stream stream
+        if self.ctx.draining and not self.goaway_sent:
+            self.go_away()                  # busy connections too: drain() is for idle ones
+        if not self.streams:
+            if now >= self.idle_deadline and not self.closed:
+                self.go_away()
+            return
+        self.idle_deadline = now + self.ctx.idle_timeout
+        for stream in list(self.streams.values()):
+            if stream.finished or stream.ex is None:
+                continue
+            if stream.ex.check_deadlines(now):
+                continue
+            if stream.body_deadline and now >= stream.body_deadline and not stream.ended_in:
+                stream.body_deadline = 0
+                stream.ex.fail(408, "timed out reading the request body")
+
+    cdef bint is_idle(self):
+        return not self.streams
+
+    cdef void drain(self, double deadline):
+        self.go_away()
+
+    cdef int redispatch(self, Service service, set gone) except -1:
+        cdef H2Stream stream
+        cdef int moved = 0
+        for stream in list(self.streams.values()):
+            if not stream.finished and stream.ex is not None:
+                moved += stream.ex.redispatch_from(service, gone)
+        return moved
+
+    cdef void end_streams(self):
+        """The connection is gone: every exchange still running ends with it."""
+        cdef H2Stream stream
+        streams, self.streams = self.streams, {}
+        for stream in streams.values():
+            if not stream.finished and stream.ex is not None:
+                stream.finished = True
+                stream.ex.client_gone()
+
+    cpdef close(self):
+        if not self.closed:
+            self.closed = True
+            self.ctx.connections.discard(self)
+            if self.transport is not None:
+                self.transport.close()
+        self.end_streams()
+
+    cpdef internal_error(self, object exc):
+        _log.error("internal error on the HTTP/2 request path", exc_info=exc)
+        self.ctx.counters[ST_INTERNAL_ERRORS] += 1
+        if not self.closed:
+            try:
+                self.session.goaway(INTERNAL_ERROR)
+                out = self.session.output()
+                if out:
+                    self.transport.write(out)
+            except Exception:
+                pass
+        self.close()
+
+
+
+cdef class Dechunker:
+    """The payload of a chunked body, read from its wire bytes (already checked by the
+    upstream's framer, so this only has to find the data)."""
+
+    def __cinit__(self):
+        self.state = DC_SIZE
+        self.remaining = 0
+
+    cpdef bytes payload(self, bytes data):
+        cdef const unsigned char[:] buf = data
+        cdef Py_ssize_t pos = 0, n = len(data), take
+        cdef unsigned char c
+        cdef list parts = None
+        cdef bytes piece
+        while pos < n:
+            if self.state == DC_DATA:
+                take = min(<Py_ssize_t>self.remaining, n - pos)
+                piece = data[pos:pos + take] if take < n else data
+                if parts is None:
+                    parts = [piece]
+                else:
+                    parts.append(piece)
+                pos += take
+                self.remaining -= take
+                if self.remaining == 0:
+                    self.state = DC_DATA_END
+                continue
+            c = buf[pos]
+            pos += 1
+            if self.state == DC_SIZE:
+                if c == 10:                 # LF
+                    self.state = DC_DATA if self.remaining else DC_TRAILERS
+                elif c == 59 or c == 13 or c == 32 or c == 9:     # ; CR SP HT
+                    self.state = DC_SIZE_END
+                else:
+                    self.remaining = self.remaining * 16 + _hex(c)
+            elif self.state == DC_SIZE_END:
+                if c == 10:
+                    self.state = DC_DATA if self.remaining else DC_TRAILERS
+            elif self.state == DC_DATA_END:
+                if c == 10:
+                    self.state = DC_SIZE
+            else:
+                return b"".join(parts) if parts is not None else EMPTY     # trailers: no payload
+        if parts is None:
+            return EMPTY
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+cdef inline int _hex(unsigned char c):
+    if c <= 57:                             # '9'
+        return c - 48
+    return (c | 0x20) - 87
+
+
+cdef int _status_int(bytes value):
+    return int(value) if value.isdigit() and len(value) <= 3 else GRPC_UNKNOWN
+
+
+cdef double _grpc_timeout(bytes value):
+    """grpc-timeout ("100m", "5S", at most 8 digits and a unit) in seconds; 0 when malformed."""
+    cdef Py_ssize_t n = len(value)
+    cdef object unit = TIMEOUT_UNIT.get(value[n - 1:]) if n else None
+    if unit is None or not 1 < n <= 9 or not value[:n - 1].isdigit():
+        return 0
+    return int(value[:n - 1]) * <double>unit
+
+
+cdef bytes _percent_encode(bytes text):
+    """grpc-message: printable ASCII but '%' as is, the rest %XX (gRPC over HTTP/2)."""
+    cdef unsigned char c
+    for c in text:
+        if c < 0x20 or c > 0x7e or c == 0x25:
+            break
+    else:
+        return text
+    return b"".join([bytes((c,)) if 0x20 <= c <= 0x7e and c != 0x25 else b"%%%02X" % c for c in text])

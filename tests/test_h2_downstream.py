@@ -1,0 +1,207 @@
+"""HTTP/2 from clients: h2c with prior knowledge on the plain listener, ALPN h2 on the TLS one,
+each stream balanced on its own over both clusters' HTTP/1.1 pods.
+
+Real clients: curl (--http2-prior-knowledge, --http2 over TLS) and the ``h2`` library over a
+socket (tests/h2client.py), against a real gateway process and devcluster backends.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+
+import orjson
+import pytest
+
+from gatewaytest import GatewayProcess, free_port, pattern_bytes, static_source, two_cluster_pods
+from h2client import H2Client
+from test_tls import Pki, client_context
+
+pytestmark = pytest.mark.timeout(90)
+
+GRPC = [("content-type", "application/grpc"), ("te", "trailers")]
+
+
+def config(pods, **extra) -> dict:
+    a, b = pods
+    prefixes = ["/test", "/bytes", "/stream", "/echo", "/upload", "/delay", "/headers", "/status"]
+    return {
+        "sources": [static_source("a", {"demo/test": [a.address], "demo/empty": []}),
+                    static_source("b", {"demo/test": [b.address]})],
+        "services": [{"namespace": "demo", "name": "test", "port": 80},
+                     {"namespace": "demo", "name": "empty", "port": 80}],
+        "routes": [{"name": p.strip("/"), "match": {"path": {"prefix": p}}, "service": "demo/test"}
+                   for p in prefixes]
+        + [{"name": "empty", "match": {"path": {"prefix": "/empty"}}, "service": "demo/empty"}],
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def pods():
+    yield from two_cluster_pods(1)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Pki:
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def gw(pods, pki, tmp_path_factory):
+    leaf = pki.leaf("gw.test")
+    tls_port = free_port()
+    gw = GatewayProcess(config(pods, tls={"listen": f"127.0.0.1:{tls_port}",
+                                          "certificates": [{"cert": str(leaf.cert), "key": str(leaf.key)}]}),
+                        tmp_path_factory.mktemp("h2"), "h2").start()
+    gw.tls_port = tls_port
+    yield gw
+    gw.stop()
+
+
+def curl(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["curl", "-sS", "--max-time", "10", *args], capture_output=True, timeout=20)
+
+
+def test_curl_prior_knowledge_gets_and_posts_through_to_http1_pods(gw):
+    url = f"http://127.0.0.1:{gw.port}"
+    got = curl("--http2-prior-knowledge", "-w", "%{http_version}", f"{url}/test")
+    body, version = got.stdout[:-1], got.stdout[-1:]
+    assert got.returncode == 0 and version == b"2", got
+    seen = orjson.loads(body)
+    assert seen["method"] == "GET" and seen["headers"]["Host"] == f"127.0.0.1:{gw.port}"
+    assert seen["headers"]["X-Forwarded-Proto"] == "http"
+    # A sized body goes with its Content-Length; one of unknown length (-T -) chunked.
+    sized = orjson.loads(curl("--http2-prior-knowledge", "--data-binary", "a" * 5000, f"{url}/upload").stdout)
+    assert sized == {**sized, "received": 5000, "sha256": hashlib.sha256(b"a" * 5000).hexdigest()}
+    data = pattern_bytes(0, 300_000)
+    streamed = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-T", "-", f"{url}/upload"],
+                              input=data, capture_output=True, timeout=20)
+    assert orjson.loads(streamed.stdout)["sha256"] == hashlib.sha256(data).hexdigest(), streamed
+
+
+def test_alpn_h2_on_the_tls_listener(gw, pki):
+    got = curl("--http2", "--cacert", str(pki.ca), "--resolve", f"gw.test:{gw.tls_port}:127.0.0.1",
+               "-w", "%{http_version}", f"https://gw.test:{gw.tls_port}/headers")
+    assert got.returncode == 0 and got.stdout.endswith(b"2"), got
+    assert orjson.loads(got.stdout[:-1])["headers"]["X-Forwarded-Proto"] == "https"
+    with H2Client("127.0.0.1", gw.tls_port, client_context(pki.ca), "gw.test") as c:
+        assert c.get("/test").status == 200
+
+
+def test_the_streams_of_one_connection_are_balanced_over_both_clusters(gw):
+    with H2Client("127.0.0.1", gw.port) as c:
+        sids = [c.request("GET", f"/test?i={i}") for i in range(100)]   # all open at once
+        answers = c.wait(*sids)
+    assert [a.status for a in answers] == [200] * 100
+    clusters = Counter(orjson.loads(bytes(a.body))["cluster"] for a in answers)
+    assert clusters["a"] >= 30 and clusters["b"] >= 30, clusters
+
+
+def test_response_bodies_sized_and_chunked_arrive_whole(gw):
+    with H2Client("127.0.0.1", gw.port) as c:
+        sized, chunked = c.wait(c.request("GET", "/bytes/300000"), c.request("GET", "/stream/300000"))
+    assert sized.status == chunked.status == 200
+    assert bytes(sized.body) == bytes(chunked.body) == pattern_bytes(0, 300_000)
+    assert sized.headers["content-length"] == "300000"
+    assert "content-length" not in chunked.headers and "transfer-encoding" not in chunked.headers
+
+
+def test_a_request_body_of_unknown_length_is_echoed_back(gw):
+    body = os.urandom(1 << 20)
+    with H2Client("127.0.0.1", gw.port) as c:
+        sid = c.request("POST", "/echo", end=False)
+        c.send_body(sid, body)
+        answer, = c.wait(sid)
+    assert answer.status == 200 and bytes(answer.body) == body
+
+
+def test_the_gateways_errors_are_text_for_http_and_grpc_status_for_grpc_calls(gw):
+    with H2Client("127.0.0.1", gw.port) as c:
+        plain, grpc_404, plain_503, grpc_503 = c.wait(
+            c.request("GET", "/nowhere"), c.request("POST", "/nowhere", GRPC),
+            c.request("GET", "/empty"), c.request("POST", "/empty", GRPC))
+    assert plain.status == 404 and bytes(plain.body) == b"no route matches this request\n"
+    assert plain_503.status == 503 and plain.headers["content-type"].startswith("text/plain")
+    # gRPC clients read the status from a trailers-only answer: HTTP 200, grpc-status.
+    assert grpc_404.status == 200 and grpc_404.grpc_status == "12" and not grpc_404.body
+    assert grpc_503.status == 200 and grpc_503.grpc_status == "14"
+    assert grpc_503.headers["grpc-message"] == "no healthy endpoint for service demo/empty"
+    assert grpc_503.headers["content-type"] == "application/grpc"
+
+
+def test_grpc_timeout_is_the_deadline_and_ends_deadline_exceeded(gw):
+    with H2Client("127.0.0.1", gw.port) as c:
+        started = time.monotonic()
+        answer = c.get("/delay/3", [*GRPC, ("grpc-timeout", "300m")])
+        took = time.monotonic() - started
+    assert answer.grpc_status == "4", answer
+    assert 0.25 < took < 2.0, took
+    entry = gw.log.matching(lambda e: e["path"] == "/delay/3")[-1]
+    assert entry["protocol"] == "HTTP/2" and entry["grpc_status"] == 4 and entry["status"] == 504
+
+
+def test_a_stream_reset_by_the_client_ends_alone(gw):
+    with H2Client("127.0.0.1", gw.port) as c:
+        slow = c.request("GET", "/delay/2?reset-me")
+        time.sleep(0.2)
+        c.conn.reset_stream(slow)
+        c.flush()
+        assert c.get("/test").status == 200     # the connection goes on
+    entry = gw.log.matching(lambda e: e["path"] == "/delay/2?reset-me")[0]
+    assert entry["status"] == 499, entry
+
+
+def test_a_malformed_request_gets_its_4xx_and_its_neighbours_are_answered(gw):
+    with H2Client("127.0.0.1", gw.port) as c:
+        ok_before = c.request("GET", "/test")
+        bad = c.request("GET", "/test", [("x-big", "v" * 70_000)])   # over max_request_head
+        ok_after = c.request("GET", "/test")
+        before, rejected, after = c.wait(ok_before, bad, ok_after)
+    assert before.status == after.status == 200
+    assert rejected.reset is not None or rejected.status == 431, rejected
+
+
+def test_drain_sends_goaway_and_lets_the_streams_in_flight_finish(pods, tmp_path):
+    gw = GatewayProcess(config(pods, timeouts={"drain": "5s"}), tmp_path, "drain").start()
+    try:
+        # nghttp prints every frame (the h2 library drops a stream's answer after a GOAWAY)
+        client = subprocess.Popen(["nghttp", "-v", "-t", "10", f"http://127.0.0.1:{gw.port}/delay/1"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        time.sleep(0.3)
+        os.kill(gw.pid, signal.SIGTERM)
+        frames = client.communicate(timeout=15)[0].decode()
+        assert "recv GOAWAY frame" in frames and "error_code=NO_ERROR" in frames, frames
+        assert frames.index("recv GOAWAY frame") < frames.index(":status: 200"), frames
+        assert '"path":"/delay/1"' in frames     # the backend's answer, whole
+        gw.proc.wait(timeout=10)
+        assert gw.proc.returncode == 0
+    finally:
+        gw.stop()
+
+
+def test_with_two_workers(pods, tmp_path):
+    gw = GatewayProcess(config(pods, workers=2), tmp_path, "w2").start()
+    try:
+        clusters = Counter()
+        for _ in range(4):
+            with H2Client("127.0.0.1", gw.port) as c:
+                answers = c.wait(*[c.request("GET", "/test") for _ in range(20)])
+                assert [a.status for a in answers] == [200] * 20
+                clusters.update(orjson.loads(bytes(a.body))["cluster"] for a in answers)
+        assert clusters["a"] >= 20 and clusters["b"] >= 20, clusters
+    finally:
+        gw.stop()
+
+
+def test_100_continue_reaches_a_client_that_waits_for_it(gw):
+    # curl sends the body only after "100 Continue" (or its timeout: 5 s here).
+    started = time.monotonic()
+    got = curl("--http2-prior-knowledge", "-H", "Expect: 100-continue", "--expect100-timeout", "5",
+               "--data-binary", "b" * 2000, "-w", " %{http_code}", f"http://127.0.0.1:{gw.port}/upload")
+    took = time.monotonic() - started
+    assert got.stdout.endswith(b" 200") and b'"received":2000' in got.stdout, got
+    assert took < 2.0, took
