@@ -51,7 +51,7 @@ cdef class _Dechunker:
 cdef class H2Stream(UpstreamConnection):
     cdef H2UpstreamSession session
     cdef int stream_id                      # 0 until the head is sent
-    cdef bint released                      # the owner let go (end)
+    cdef bint released                      # its slot is free: the owner let go, or it was not sent
     cdef bint request_ended                 # END_STREAM sent
     cdef bint response_ended                # END_STREAM received
     cdef bint stream_closed

@@ -373,7 +373,13 @@ cdef class H2Stream(UpstreamConnection):
             self.dechunker = _Dechunker()
         self.body_left = content_length
         self.request_ended = not chunked and content_length <= 0
-        self.stream_id = self.session.submit(self, headers, self.request_ended)
+        try:
+            self.stream_id = self.session.submit(self, headers, self.request_ended)
+        except H2Error:
+            # The connection takes no new stream after all (a GOAWAY read with its SETTINGS).
+            self.released = self.closed = True
+            self.session.unreserve()
+            get_running_loop().call_soon(self.refused, "the connection no longer takes requests")
 
     cdef void send_body(self, bytes data):
         """Body bytes in the head's framing: the payload goes out as DATA."""

@@ -8,7 +8,9 @@ on one connection, so multiplexing and the concurrency limit are read from the s
 from __future__ import annotations
 
 import hashlib
+import shutil
 import struct
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -400,3 +402,24 @@ def test_a_removed_endpoints_connections_close_and_protocol_changes_on_reload(tm
         while (r := _get(gw, "svc.test", "/")).status != 200 or r.json()["pod"] != "http1-0":
             assert time.monotonic() < deadline, r.body      # b until the reload, then HTTP/1.1
             time.sleep(0.1)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+def test_http2_clients_to_h2c_upstreams(h2gw, tmp_path):
+    """HTTP/2 both sides (curl --http2-prior-knowledge): trailers and bodies go through."""
+    gw, _, _ = h2gw
+    base = f"http://127.0.0.1:{gw.port}"
+    body = tmp_path / "got"
+    out = subprocess.run(["curl", "-sS", "-v", "--http2-prior-knowledge", "-H", "Host: wide.test",
+                          "-o", str(body), f"{base}/stream/300000"], capture_output=True, text=True, timeout=30)
+    assert "< HTTP/2 200" in out.stderr
+    checksum = hashlib.sha256(pattern_bytes(0, 300000)).hexdigest()
+    assert f"< x-checksum: {checksum}" in out.stderr       # the trailer, as a trailer
+    assert body.read_bytes() == pattern_bytes(0, 300000)
+    upload = tmp_path / "up"
+    upload.write_bytes(pattern_bytes(0, 5 * MiB))
+    out = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-H", "Host: wide.test",
+                          "--data-binary", f"@{upload}", f"{base}/upload"],
+                         capture_output=True, text=True, timeout=30)
+    assert orjson.loads(out.stdout) == {"received": 5 * MiB,
+                                        "sha256": hashlib.sha256(upload.read_bytes()).hexdigest()}
