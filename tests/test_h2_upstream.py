@@ -423,3 +423,24 @@ def test_http2_clients_to_h2c_upstreams(h2gw, tmp_path):
                          capture_output=True, text=True, timeout=30)
     assert orjson.loads(out.stdout) == {"received": 5 * MiB,
                                         "sha256": hashlib.sha256(upload.read_bytes()).hexdigest()}
+
+
+def test_http_health_checks_of_http2_endpoints_are_made_over_http2(tmp_path):
+    """type: http to an h2c endpoint: the probe speaks HTTP/2 (an HTTP/1.1 GET would fail)."""
+    from gatewaytest import start_with_admin
+    up = H2BackendProcess("127.0.0.2", 0, "a", "up-0").start()
+    check = {"type": "http", "path": "/healthz", "interval": "300ms", "timeout": "250ms",
+             "jitter": "0s", "healthy_threshold": 1, "unhealthy_threshold": 1}
+    config = _config({"svc": ([up.address], {"protocol": "h2c", "health_check": check}),
+                      "bad": ([up.address], {"protocol": "h2c",
+                                             "health_check": {**check, "path": "/status/404"}})})
+    gw, admin = start_with_admin(config, tmp_path, "checks")
+    try:
+        def states(body):
+            return {s["name"]: [e["healthy"] for e in s["endpoints"]] for s in body}
+        seen = admin.wait("/services", lambda body: states(body) == {"svc": [True], "bad": [False]})
+        bad = next(s for s in seen if s["name"] == "bad")["endpoints"][0]
+        assert "status 404" in str(bad["causes"]) or "status 404" in str(bad), bad
+    finally:
+        gw.stop()
+        up.stop()

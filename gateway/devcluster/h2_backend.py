@@ -8,6 +8,7 @@ Endpoints (any method)::
     /echo              the request body streamed back as it comes (no content-length)
     /upload            consume the body, answer {"received": n, "sha256": hex}
     /delay/<seconds>   answer after <seconds>
+    /status/<code>     answer <code> (the identity JSON)
     /_backend/stats    {"connections", "open", "peak_streams", "requests"}
     anything else      200 {"cluster", "pod", "method", "path", "headers", "connection"}
 
@@ -181,8 +182,9 @@ class H2Server(asyncio.Protocol):
             else:
                 if parts[1] == "delay":
                     await asyncio.sleep(float(parts[2]))
+                status = int(parts[2]) if parts[1] == "status" else 200
                 body = await self.read_all(stream)
-                await self.respond(stream_id, 200, [("content-type", "application/json")], orjson.dumps(
+                await self.respond(stream_id, status, [("content-type", "application/json")], orjson.dumps(
                     {**self.identity, "method": stream.headers.get(":method"), "path": path,
                      "headers": {k: v for k, v in stream.headers.items() if not k.startswith(":")},
                      "connection": id(self), "received": len(body)}))

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from typing import Callable
 
-from gateway.config import ServiceConfig, SuccessRate
+from gateway.config import ServiceConfig, SuccessRate, UpstreamTls
 from gateway.health.probe import ProbeTlsContexts, probe
 from gateway.health.state import EndpointHealth, Level, plan_levels
 from gateway.health.success_rate import outliers
@@ -177,9 +177,12 @@ class HealthManager:
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
-            # The service's current TLS settings: a reload may change them, not the check.
-            tls = self.probe_tls.get(self.services.get(key[0], config).tls)
-            error = await probe(ep.ip, ep.port, check, tls)
+            # The service's current TLS settings and protocol: a reload may change them,
+            # not the check.
+            service = self.services.get(key[0], config)
+            http2 = service.protocol in ("h2c", "h2") or (service.protocol == "auto" and ep.protocol == "h2c")
+            tls = self.probe_tls.get(service.tls or (UpstreamTls() if service.protocol == "h2" else None))
+            error = await probe(ep.ip, ep.port, check, tls, http2)
             if state.record_probe(error is None, time.monotonic(), error):
                 log.warning("endpoint %s", "healthy" if error is None else "unhealthy",
                             extra={"fields": {"service": key[0], "cluster": ep.cluster,

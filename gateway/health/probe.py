@@ -48,10 +48,12 @@ class ProbeTlsContexts:
         self._contexts.clear()
 
 
-async def probe(ip: str, port: int, check: HealthCheckConfig, tls: ProbeTls | None = None) -> str | None:
-    """None when the endpoint passes, else a short reason."""
+async def probe(ip: str, port: int, check: HealthCheckConfig, tls: ProbeTls | None = None,
+                http2: bool = False) -> str | None:
+    """None when the endpoint passes, else a short reason.  ``http2``: the endpoint is spoken
+    to over HTTP/2 (services[].protocol), so a ``type: http`` check is made over HTTP/2 too."""
     try:
-        return await asyncio.wait_for(_probe(ip, port, check, tls), check.timeout)
+        return await asyncio.wait_for(_probe(ip, port, check, tls, http2), check.timeout)
     except asyncio.TimeoutError:
         return f"no answer within {check.timeout:g}s"
     except ssl.SSLCertVerificationError as exc:     # before OSError: it is one
@@ -62,11 +64,12 @@ async def probe(ip: str, port: int, check: HealthCheckConfig, tls: ProbeTls | No
         return exc.strerror or str(exc)
 
 
-async def _probe(ip: str, port: int, check: HealthCheckConfig, tls: ProbeTls | None) -> str | None:
+async def _probe(ip: str, port: int, check: HealthCheckConfig, tls: ProbeTls | None,
+                 http2: bool) -> str | None:
     if tls is None:
         reader, writer = await asyncio.open_connection(ip, port)
     else:
-        context = tls.h2_context if check.type == "grpc" else tls.context
+        context = tls.h2_context if check.type == "grpc" or http2 else tls.context
         reader, writer = await asyncio.open_connection(ip, port, ssl=context,
                                                        server_hostname=tls.sni or ip)
     try:
@@ -76,6 +79,8 @@ async def _probe(ip: str, port: int, check: HealthCheckConfig, tls: ProbeTls | N
             f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}")
         if check.type == "grpc":
             return await grpc_health_check(reader, writer, host, check.grpc_service)
+        if http2:
+            return await http2_health_check(reader, writer, host, check)
         writer.write(f"GET {check.path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: gateway-health-check\r\n"
                      "Connection: close\r\n\r\n".encode())
         line = await reader.readline()
@@ -135,28 +140,59 @@ class _HealthAnswer:
 async def grpc_health_check(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                             authority: str, service: str) -> str | None:
     """One Health/Check call on a new HTTP/2 connection: None if SERVING, else why not."""
+    answer = await _h2_request(reader, writer, [
+        (b":method", b"POST"), (b":scheme", _scheme(writer)),
+        (b":authority", authority.encode()), (b":path", b"/grpc.health.v1.Health/Check"),
+        (b"content-type", b"application/grpc"), (b"te", b"trailers"),
+        (b"user-agent", b"gateway-health-check")], grpc_message(_health_request(service)))
+    problem = answer.done.result()
+    return problem if problem is not None else _health_verdict(answer.headers, bytes(answer.body))
+
+
+async def http2_health_check(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                             authority: str, check: HealthCheckConfig) -> str | None:
+    """A ``type: http`` check of an endpoint spoken to over HTTP/2: GET the path, judge :status."""
+    answer = await _h2_request(reader, writer, [
+        (b":method", b"GET"), (b":scheme", _scheme(writer)), (b":authority", authority.encode()),
+        (b":path", check.path.encode()), (b"user-agent", b"gateway-health-check")], None)
+    problem = answer.done.result()
+    if problem is not None:
+        return problem
+    status = answer.headers.get(b":status", b"")
+    if not status.isdigit():
+        return "not an HTTP response"
+    if any(low <= int(status) <= high for low, high in check.expected_statuses):
+        return None
+    return f"status {int(status)}"
+
+
+def _scheme(writer: asyncio.StreamWriter) -> bytes:
+    return b"https" if writer.get_extra_info("sslcontext") else b"http"
+
+
+async def _h2_request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      headers: list, body: bytes | None) -> _HealthAnswer:
+    """One request on a new HTTP/2 connection; its answer once complete (or why not)."""
     from _speedups.h2 import H2Error, H2Session
 
     answer = _HealthAnswer()
     session = answer.session = H2Session(answer, server=False)
-    sid = session.submit_request([
-        (b":method", b"POST"), (b":scheme", b"https" if writer.get_extra_info("sslcontext") else b"http"),
-        (b":authority", authority.encode()), (b":path", b"/grpc.health.v1.Health/Check"),
-        (b"content-type", b"application/grpc"), (b"te", b"trailers"),
-        (b"user-agent", b"gateway-health-check")])
-    session.send_data(sid, grpc_message(_health_request(service)), end_stream=True)
+    sid = session.submit_request(headers, end_stream=body is None)
+    if body is not None:
+        session.send_data(sid, body, end_stream=True)
     writer.write(session.output())
     while not answer.done.done():
         data = await reader.read(65536)
         if not data:
-            return "connection closed without an answer"
+            answer.done.set_result("connection closed without an answer")
+            break
         try:
             session.receive(data)
         except H2Error as exc:
-            return f"not an HTTP/2 answer: {exc}"
+            answer.done.set_result(f"not an HTTP/2 answer: {exc}")
+            break
         writer.write(session.output())
-    problem = answer.done.result()
-    return problem if problem is not None else _health_verdict(answer.headers, bytes(answer.body))
+    return answer
 
 
 def _health_verdict(headers: dict[bytes, bytes], body: bytes) -> str | None:
