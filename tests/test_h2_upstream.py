@@ -444,3 +444,22 @@ def test_http_health_checks_of_http2_endpoints_are_made_over_http2(tmp_path):
     finally:
         gw.stop()
         up.stop()
+
+
+def test_a_client_that_stops_reading_stalls_only_its_own_stream(h2gw):
+    """narrow: one connection, two streams. A 32 MiB download nobody reads holds one stream
+    (its window, not the body); requests on the other stream keep going."""
+    gw, _, _ = h2gw
+    with gw.client(timeout=30) as stalled:
+        stalled.send(Client.build("GET", f"/bytes/{32 * MiB}", host="narrow.test"))
+        head = stalled.read_head()
+        assert head.status == 200
+        time.sleep(0.5)                             # the gateway and the backend fill up
+        before = _rss(gw.pid)
+        with gw.client() as c:
+            for i in range(20):
+                assert c.request("GET", f"/small/{i}", host="narrow.test").status == 200
+        assert _rss(gw.pid) - before < 8 * MiB
+        got = hashlib.sha256()
+        assert stalled.read_body(head, "GET", got.update) == 32 * MiB      # and it resumes
+        assert got.hexdigest() == hashlib.sha256(pattern_bytes(0, 32 * MiB)).hexdigest()
