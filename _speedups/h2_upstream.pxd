@@ -23,6 +23,8 @@ cdef class H2UpstreamSession:
     cdef list waiting                       # H2Stream held back until then
     cdef bint closed
     cdef bint write_paused                  # the socket's buffer is full: output waits
+    cdef bint busy                          # inside nghttp2 (receive, output): no flush now
+    cdef bint flush_again                   # a flush was asked for meanwhile
     cdef public bint draining               # no new streams; closed when the last ends
     cdef double idle_since
     cdef Service breaker                    # counts this connection in max_connections

@@ -135,7 +135,7 @@ cdef class H2UpstreamSession:
 
     cdef int max_streams(self):
         cdef long long peer = self.h2.remote_max_concurrent_streams()
-        # nghttp2 reports 2**32-1 ("unlimited") until the peer's SETTINGS come.
+        # 2**32-1 when the peer sets no limit: as many as nghttp2 assumes before SETTINGS.
         return ASSUMED_MAX_STREAMS if peer >= 0x7fffffff else peer
 
     cdef bint usable(self):
@@ -167,16 +167,29 @@ cdef class H2UpstreamSession:
             self.close()
 
     cdef void flush(self):
-        """Write what nghttp2 has for the peer (unless the socket is full: resume_writing)."""
+        """Write what nghttp2 has for the peer (unless the socket is full: resume_writing).
+
+        Not from inside nghttp2 (its callbacks reach the exchange, which may write a retry
+        or a body chunk here): then once the outer receive or output returns.
+        """
         if self.transport is None or self.closed or self.write_paused:
             return
-        try:
-            out = self.h2.output()
-        except H2Error:
-            self.close()
+        if self.busy:
+            self.flush_again = True
             return
-        if out:
-            self.transport.write(out)
+        self.busy = True
+        try:
+            self.flush_again = True
+            while self.flush_again and not self.write_paused and not self.closed:
+                self.flush_again = False
+                out = self.h2.output()
+                if out:
+                    self.transport.write(out)
+        except H2Error:
+            self.busy = False
+            self.close()
+        finally:
+            self.busy = False
 
     cdef void close(self):
         if self.closed:
@@ -184,7 +197,7 @@ cdef class H2UpstreamSession:
         self.closed = True
         self.pool.forget(self)
         if self.transport is not None:
-            if self.active() == 0:
+            if self.active() == 0 and not self.busy:
                 self.h2.goaway()            # a clean end: the peer need not guess
                 out = self.h2.output()
                 if out:
@@ -222,15 +235,19 @@ cdef class H2UpstreamSession:
         self.flush()
 
     def data_received(self, bytes data):
+        self.busy = True
         try:
             self.h2.receive(data)
+            self.busy = False
             if not self.settled:
                 self.settle()
         except H2Error:
+            self.busy = False
             self.flush()                    # our GOAWAY says why
             self.close()
             return
         except Exception:
+            self.busy = False
             _log.exception("HTTP/2 upstream session failed")
             self.transport.abort()          # its streams' owners hear of it (connection_lost)
             return
