@@ -346,11 +346,12 @@ cdef class H2Stream(UpstreamConnection):
         if self.closed:
             return
         if self.session.closed:
-            # Lost between connect and this write (its ALPN was not h2, say): nothing was
-            # sent, which the owner is told once it is done writing (not from inside write).
-            self.closed = True
-            get_running_loop().call_soon(self.refused, "the connection closed before the request was sent")
-            return
+            if self.stream_id == 0:
+                # Lost between connect and this write (its ALPN was not h2, say): nothing was
+                # sent, which the owner is told once it is done writing (not from inside write).
+                self.closed = True
+                get_running_loop().call_soon(self.refused, "the connection closed before the request was sent")
+            return                          # (else connection_lost tells the owner)
         if self.unsent is not None or (self.stream_id == 0 and not self.session.settled
                                        and (self.session.streams or self.session.waiting)):
             self.hold(data)
