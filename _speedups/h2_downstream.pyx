@@ -151,8 +151,9 @@ cdef class H2Connection(Downstream):
             return
         if out:
             self.transport.write(out)
-        if self.goaway_sent and not self.streams and not self.session.want_write():
-            self.close()
+        if not self.session.want_write() and (self.goaway_sent and not self.streams
+                                              or not self.session.want_read()):
+            self.close()    # nghttp2 ends the session by itself after some connection errors
 
     cdef void schedule_flush(self):
         if not self.flush_scheduled and not self.closed:
