@@ -91,6 +91,8 @@ cdef extern from "nghttp2/nghttp2.h":
         NGHTTP2_ERR_DEFERRED = -508
         NGHTTP2_ERR_CALLBACK_FAILURE = -902
         NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE = -521
+        NGHTTP2_ERR_FLOODED = -904
+        NGHTTP2_ERR_TOO_MANY_CONTINUATIONS = -905
         NGHTTP2_SETTINGS_HEADER_TABLE_SIZE = 1
         NGHTTP2_SETTINGS_ENABLE_PUSH = 2
         NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS = 3
@@ -265,7 +267,11 @@ cdef class H2Session:
             error, self.error = self.error, None
             raise error
         if n < 0:
-            raise H2Error(nghttp2_strerror(<int>n).decode())
+            # nghttp2 sends no GOAWAY after a fatal error of its own (a flood, too many
+            # CONTINUATION frames, a bad preface): this side says why before closing.
+            self._go_away(ENHANCE_YOUR_CALM if n == NGHTTP2_ERR_FLOODED or n == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS
+                          else PROTOCOL_ERROR, nghttp2_strerror(<int>n).decode())
+            raise H2Error(self.going_away)
         if self.going_away:
             raise H2Error(self.going_away)
 
