@@ -170,6 +170,13 @@ REFUSED_STREAM = 7
 CANCEL = 8
 ENHANCE_YOUR_CALM = 11
 
+# A server's nghttp2 takes this many streams past SETTINGS_MAX_CONCURRENT_STREAMS before its own
+# check: nghttp2 answers a stream over its limit with a connection error (GOAWAY PROTOCOL_ERROR:
+# every stream in flight is lost), where RFC 9113 §5.1.2 allows a stream error that clients
+# retry.  So the peer is told the limit, nghttp2 enforces the limit plus this, and the handler
+# refuses the streams in between (REFUSED_STREAM).
+cdef uint32_t STREAMS_PAST_LIMIT = 100
+
 cdef double RESET_BURST = 1000     # the peer's stream resets allowed at once (nghttp2's default) ...
 cdef double RESET_RATE = 33        # ... and a second after that
 
@@ -213,6 +220,7 @@ cdef class H2Session:
     cdef Py_ssize_t max_header_list_size
     cdef double reset_tokens        # the peer's stream resets: a bucket of RESET_BURST
     cdef double reset_refilled
+    cdef uint32_t advertised_streams    # patched into the first SETTINGS out (0: done, or a client)
 
     def __cinit__(self, handler, bint server=True, *, int max_concurrent_streams=100,
                   int initial_window_size=65535, int max_header_list_size=65536,
@@ -247,7 +255,11 @@ cdef class H2Session:
         if rc != 0:
             raise MemoryError(nghttp2_strerror(rc).decode())
         cdef nghttp2_settings_entry iv[4]
-        iv[0].settings_id, iv[0].value = NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, max_concurrent_streams
+        cdef uint32_t enforced_streams = max_concurrent_streams
+        if server:
+            self.advertised_streams = max_concurrent_streams
+            enforced_streams += STREAMS_PAST_LIMIT
+        iv[0].settings_id, iv[0].value = NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, enforced_streams
         iv[1].settings_id, iv[1].value = NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, initial_window_size
         iv[2].settings_id, iv[2].value = NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, max_header_list_size
         iv[3].settings_id, iv[3].value = NGHTTP2_SETTINGS_ENABLE_PUSH, 0
@@ -290,6 +302,8 @@ cdef class H2Session:
             self._raise_pending(n)
             return b""
         first = PyBytes_FromStringAndSize(<const char *>chunk, n)
+        if self.advertised_streams:
+            first = self._advertise_streams(first)
         n = nghttp2_session_mem_send(self.session, &chunk)
         if n <= 0:
             self._raise_pending(n)
@@ -300,6 +314,15 @@ cdef class H2Session:
             n = nghttp2_session_mem_send(self.session, &chunk)
         self._raise_pending(n)
         return b"".join(parts)
+
+    cdef bytes _advertise_streams(self, bytes frame):
+        """The server's first frame out, its SETTINGS (MAX_CONCURRENT_STREAMS the first entry),
+        with the limit the peer is told in place of nghttp2's (see STREAMS_PAST_LIMIT)."""
+        cdef uint32_t limit = self.advertised_streams
+        self.advertised_streams = 0
+        if len(frame) < 15 or frame[3] != 4 or frame[9:11] != b"\x00\x03":
+            return frame
+        return frame[:11] + limit.to_bytes(4, "big") + frame[15:]
 
     cdef _raise_pending(self, ssize_t rc):
         if self.error is not None:

@@ -25,7 +25,7 @@ from _speedups.clock cimport monotonic
 from _speedups.context cimport Context
 from _speedups.http cimport MODE_CHUNKED, parse_request
 from _speedups.stats cimport ST_4XX, ST_5XX, ST_CONNECTIONS, ST_INTERNAL_ERRORS, ST_REFUSED
-from _speedups.h2 import INTERNAL_ERROR, NO_ERROR, H2Error, H2Session
+from _speedups.h2 import INTERNAL_ERROR, NO_ERROR, REFUSED_STREAM, H2Error, H2Session
 from _speedups.http import HttpError
 
 cdef object _log = logging.getLogger("gateway.proxy")
@@ -180,9 +180,13 @@ cdef class H2Connection(Downstream):
     # -- the session's events (h2.H2Handler) -------------------------------------------
 
     def h2_headers(self, int stream_id, list headers, bint end_stream):
-        cdef H2Stream stream = H2Stream(stream_id)
+        cdef H2Stream stream
         cdef Exchange ex
         cdef RequestHead head
+        if len(self.streams) >= self.ctx.max_concurrent_streams:
+            self.session.reset(stream_id, REFUSED_STREAM)   # past the advertised limit (h2.pyx)
+            return
+        stream = H2Stream(stream_id)
         self.streams[stream_id] = stream
         self.started_streams += 1
         if self.started_streams >= self.ctx.max_requests_per_connection or self.ctx.draining:
