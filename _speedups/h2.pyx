@@ -12,6 +12,9 @@ limits); this module feeds it bytes and hands its events to a handler object:
     h2_close(stream_id, error_code)              the stream is gone (0: cleanly)
     h2_drained(stream_id)                        a stream's queued output fell to empty after
                                                  ``send_data`` reported it over the limit
+    h2_too_large(stream_id)                      (server) a request head past
+                                                 max_header_list_size once decoded: answer it
+                                                 (431); its fields were not kept
 
 ``headers`` is a list of (name, value) bytes pairs, pseudo-headers first, as received.
 Windows are not opened by themselves: the handler calls ``consume(stream_id, n)`` once it
@@ -202,6 +205,7 @@ cdef class _Head:
     """A header block being received, and its size as the limit counts it (RFC 9113 §6.5.2)."""
     cdef list headers
     cdef Py_ssize_t size
+    cdef bint too_large         # a server's request head past the limit: no fields kept
 
     def __cinit__(self):
         self.headers = []
@@ -479,10 +483,16 @@ cdef int _on_header(nghttp2_session *session, const nghttp2_frame *frame,
     cdef _Head head = self.heads.get(frame.hd.stream_id)
     if head is None:
         return 0
+    if head.too_large:
+        return 0
     head.size += namelen + valuelen + 32
     if head.size > self.max_header_list_size:
-        # An HPACK bomb (small on the wire, huge decoded) or just too much: this stream
-        # is reset, the connection goes on.
+        # An HPACK bomb (small on the wire, huge decoded) or just too much: a request is
+        # answered 431 (RFC 9113 §10.5.1), anything else reset; the connection goes on.
+        if self.server and frame.headers.cat == NGHTTP2_HCAT_REQUEST:
+            head.too_large = True
+            head.headers = None
+            return 0
         del self.heads[frame.hd.stream_id]
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE
     head.headers.append((PyBytes_FromStringAndSize(<const char *>name, namelen),
@@ -503,6 +513,9 @@ cdef int _on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame,
         if frame.hd.type == NGHTTP2_HEADERS:
             head = self.heads.pop(stream_id, None)
             if head is None:
+                return 0
+            if (<_Head>head).too_large:
+                self.handler.h2_too_large(stream_id)
                 return 0
             headers = (<_Head>head).headers
             if frame.headers.cat == NGHTTP2_HCAT_HEADERS and not _informational_before(headers):

@@ -53,6 +53,9 @@ class Recorder:
     def h2_drained(self, sid):
         self.events.append(("drained", sid))
 
+    def h2_too_large(self, sid):
+        self.events.append(("too_large", sid))
+
 
 def server(consume: bool = True, **settings) -> tuple[H2Session, Recorder]:
     handler = Recorder(consume)
@@ -213,6 +216,7 @@ def test_a_header_list_over_the_limit_resets_only_that_stream():
         pass                        # a connection error is an acceptable answer too
     heads = {e[1] for e in handler.events if e[0] == "headers"}
     assert 3 not in heads
+    assert ("too_large", 3) in handler.events, "the bomb's stream was not handed over to be answered 431"
     assert {1, 5} <= heads, "the streams beside the bomb were not served"
 
 
