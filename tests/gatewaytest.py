@@ -15,6 +15,7 @@ Every wait here is bounded in time; every process started is stopped by its pid.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
@@ -444,6 +445,32 @@ def pattern_bytes(offset: int, n: int) -> bytes:
     start = offset % 256
     reps = (start + n) // 256 + 1
     return (base * reps)[start:start + n]
+
+
+def expected_sha256(n: int) -> str:
+    """The sha256 of ``pattern_bytes(0, n)``, computed 64 KiB at a time."""
+    block = bytes(range(256)) * 256      # 64 KiB, a multiple of 256: the pattern continues
+    digest = hashlib.sha256()
+    full, rest = divmod(n, len(block))
+    for _ in range(full):
+        digest.update(block)
+    digest.update(block[:rest])
+    return digest.hexdigest()
+
+
+class Pacer:
+    """Sleeps so that reading proceeds at about ``rate`` bytes/s (a slow client)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.start = time.monotonic()
+        self.done = 0
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        ahead = self.done / self.rate - (time.monotonic() - self.start)
+        if ahead > 0:
+            time.sleep(min(ahead, 0.5))
 
 
 # -- tiny special-purpose upstreams --------------------------------------------------------------
