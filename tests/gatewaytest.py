@@ -565,6 +565,25 @@ def read_request_head(conn: socket.socket, limit: float = 5.0) -> bytes:
 # -- /proc readings ------------------------------------------------------------------------------
 
 
+def descendants(pid: int) -> list[int]:
+    """Pids of the living descendants of ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -574,12 +593,16 @@ def rss_bytes(pid: int) -> int:
 
 
 class RssSampler:
-    """Samples a process's VmRSS from a thread; ``peak`` is the largest value seen."""
+    """Samples a process's VmRSS from a thread; ``peak`` is the largest value seen.
 
-    def __init__(self, pid: int, interval: float = 0.02) -> None:
+    ``tree``: the sum over the process and its descendants then (a supervisor's workers).
+    """
+
+    def __init__(self, pid: int, interval: float = 0.02, tree: bool = False) -> None:
+        self.pids = [pid, *descendants(pid)] if tree else [pid]
         self.pid = pid
         self.interval = interval
-        self.baseline = rss_bytes(pid)
+        self.baseline = self.rss()
         self.peak = self.baseline
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -587,7 +610,7 @@ class RssSampler:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self.peak = max(self.peak, rss_bytes(self.pid))
+                self.peak = max(self.peak, self.rss())
             except (OSError, RuntimeError):
                 return
 
@@ -598,7 +621,10 @@ class RssSampler:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        self.peak = max(self.peak, rss_bytes(self.pid))
+        self.peak = max(self.peak, self.rss())
+
+    def rss(self) -> int:
+        return sum(rss_bytes(pid) for pid in self.pids)
 
     @property
     def growth(self) -> int:
