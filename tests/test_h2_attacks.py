@@ -4,7 +4,7 @@ For each one: the attacking connection gets what a production proxy answers (GOA
 the right error code, RST_STREAM, or a 431), the gateway's RSS stays bounded, and a
 bystander, a second client connection opened before the attack and used during it, keeps
 getting 200s, as does a connection opened after it.  Every attack loop is bounded in frames
-and in time.
+and in time.  All of it with workers: 1 and 2 (RSS summed over the supervisor and workers).
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import pytest
 from hpack import NeverIndexedHeaderTuple
 from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame, RstStreamFrame, SettingsFrame
 
-from gatewaytest import GatewayProcess, RssSampler, start_backend, static_source, upstream_connections
+from gatewaytest import (GatewayProcess, RssSampler, descendants, start_backend, static_source,
+                         upstream_connections)
 from h2frames import CANCEL, ENHANCE_YOUR_CALM, REFUSED_STREAM, H2Client
 
 MAX_STREAMS = 10                    # limits.max_concurrent_streams here
@@ -36,10 +37,11 @@ def backends():
     stall.stop()
 
 
-@pytest.fixture(scope="module")
-def gw(backends, tmp_path_factory):
+@pytest.fixture(scope="module", params=[1, 2], ids=["workers-1", "workers-2"])
+def gw(backends, tmp_path_factory, request):
     main, stall = backends
     config = {
+        "workers": request.param,
         "sources": [static_source("zone-a", {"httpbin": [main.address], "stall": [stall.address]})],
         "services": [{"name": "httpbin", "port": 80}, {"name": "stall", "port": 80}],
         "routes": [
@@ -131,11 +133,11 @@ def test_rapid_reset_ends_in_enhance_your_calm(gw, backends, bystander, connect)
     gateway answers GOAWAY ENHANCE_YOUR_CALM and closes; few of the streams reached the
     upstream (each reset one is dropped where it stands)."""
     main, _ = backends
-    before = main.stats()["requests"]
+    before, asked = main.stats()["requests"], bystander.answered
     attacker = connect()
     attacker.pump(1.0)                  # the server's SETTINGS
     pairs = 0
-    with RssSampler(gw.pid) as rss:
+    with RssSampler(gw.pid, tree=True) as rss:
         for _ in range(50):             # up to 5000 streams, 100 per write
             batch = []
             for _ in range(100):
@@ -156,7 +158,7 @@ def test_rapid_reset_ends_in_enhance_your_calm(gw, backends, bystander, connect)
         assert attacker.wait_closed(10), "the attacking connection was not closed"
     assert attacker.goaway is not None and attacker.goaway.error_code == ENHANCE_YOUR_CALM, attacker.goaway
     assert attacker.goaway.last_stream_id <= 2 * (RESET_BURST + 200), attacker.goaway.last_stream_id
-    upstream = main.stats()["requests"] - before - bystander.answered
+    upstream = main.stats()["requests"] - before - (bystander.answered - asked)
     print(f"rapid reset: {pairs} streams sent, GOAWAY after stream {attacker.goaway.last_stream_id}, "
           f"{upstream} upstream requests, RSS +{rss.growth / 2**20:.1f} MiB")
     assert upstream <= RESET_BURST + 100, upstream
@@ -171,7 +173,7 @@ def test_continuation_flood_is_a_connection_error(gw, bystander, connect):
     stream = attacker.open_stream()
     attacker.send(HeadersFrame(stream.id, attacker.head_block("/anything/continued"), flags=["END_STREAM"]))
     piece = ContinuationFrame(stream.id, attacker.encoder.encode([("x-more", "m" * 10)])).serialize()
-    with RssSampler(gw.pid) as rss:
+    with RssSampler(gw.pid, tree=True) as rss:
         batches = flood(attacker, piece * 10, 1000, 10.0, bystander)
         assert attacker.wait_closed(10), "the attacking connection was not closed"
     print(f"CONTINUATION flood: closed after {batches} batches of 10 frames, RSS +{rss.growth / 2**20:.1f} MiB")
@@ -201,7 +203,7 @@ def test_hpack_bomb_refuses_the_stream_only(gw, bystander, connect):
                                flags=["END_HEADERS", "END_STREAM"]))
     assert attacker.response(first).status == 200
     refused = []
-    with RssSampler(gw.pid) as rss:
+    with RssSampler(gw.pid, tree=True) as rss:
         for i in range(100):            # 400 MB decoded in all
             stream = attacker.open_stream()
             block = bomb_block(attacker, f"/anything/bomb-{i}", big, 1000)
@@ -226,7 +228,7 @@ def test_control_frame_flood_closes_the_connection(gw, bystander, connect, kind)
     attacker.pump(1.0)
     frame = (SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 65535}) if kind == "settings"
              else PingFrame(0, opaque_data=b"flooding"))
-    with RssSampler(gw.pid) as rss:
+    with RssSampler(gw.pid, tree=True) as rss:
         batches = flood(attacker, frame.serialize() * 1000, 2000, 20.0, bystander)
         closed = connection_ended(attacker) or attacker.wait_closed(10)
     print(f"{kind} flood: closed after {batches} batches of 1000 frames, RSS +{rss.growth / 2**20:.1f} MiB")
@@ -238,7 +240,8 @@ def test_control_frame_flood_closes_the_connection(gw, bystander, connect, kind)
 
 
 def stall_connections(gw, stall) -> int:
-    return len(upstream_connections(gw.pid, [stall.address]))
+    """Upstream connections to the stall backend, from the gateway or any of its workers."""
+    return sum(len(upstream_connections(pid, [stall.address])) for pid in [gw.pid, *descendants(gw.pid)])
 
 
 def test_zero_window_stall_is_bounded_and_released(gw, backends, bystander, connect):
@@ -247,7 +250,7 @@ def test_zero_window_stall_is_bounded_and_released(gw, backends, bystander, conn
     other clients go on, and once the client's connection closes the upstreams are let go."""
     _, stall = backends
     staller = connect(settings={SettingsFrame.INITIAL_WINDOW_SIZE: 0})
-    with RssSampler(gw.pid) as rss:
+    with RssSampler(gw.pid, tree=True) as rss:
         streams = [staller.request(f"/bytes/{STALL_SIZE}", authority="stall.test",
                                    headers=[("x-request-id", f"stall-{i}")]) for i in range(MAX_STREAMS)]
         deadline = time.monotonic() + 10

@@ -154,14 +154,18 @@ def test_reset_mid_response_releases_the_upstream(gw, backends):
     assert entry["bytes_sent"] < SIZE, entry
 
 
-def test_sigterm_drain_goaway(backends, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_drain_goaway(backends, tmp_path, workers):
     """SIGTERM: GOAWAY (NO_ERROR) naming the last stream taken; that stream, in flight,
-    completes; a stream opened after the GOAWAY is not taken; then the connection closes."""
+    completes; a stream opened after the GOAWAY is not taken; then the connection closes.
+    With workers: 2 the supervisor passes the drain on to the worker holding the connection."""
     config = gateway_config(*backends)
     config["timeouts"] = {"drain": "5s"}
+    config["workers"] = workers
     gw = GatewayProcess(config, tmp_path).start()
     try:
         with H2Client(gw.host, gw.port) as client:
+            assert client.get("/anything/ready").status == 200     # a worker serves by now
             in_flight = client.request("/delay/1", headers=[("x-request-id", "h2-in-flight")])
             client.pump(0.3)            # taken: the gateway reads it before the signal
             os.kill(gw.pid, signal.SIGTERM)
@@ -179,4 +183,4 @@ def test_sigterm_drain_goaway(backends, tmp_path):
         gw.proc.wait(timeout=10)
     finally:
         gw.stop()
-    assert [e["path"] for e in gw.log.entries()] == ["/delay/1"]
+    assert [e["path"] for e in gw.log.entries()] == ["/anything/ready", "/delay/1"]
