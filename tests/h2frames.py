@@ -114,6 +114,13 @@ class H2Client:
             self.send(DataFrame(stream.id, body, flags=["END_STREAM"] if end_stream else []))
         return stream
 
+    def request_all(self, paths: list[str]) -> list[H2Stream]:
+        """GET each of ``paths`` on a stream of its own, all the heads in one write."""
+        streams = [self.open_stream() for _ in paths]
+        self.send(*(HeadersFrame(s.id, self.head_block(path), flags=["END_HEADERS", "END_STREAM"])
+                    for s, path in zip(streams, paths)))
+        return streams
+
     def reset(self, stream_id: int, code: int = CANCEL) -> None:
         self.send(RstStreamFrame(stream_id, error_code=code))
 

@@ -13,7 +13,8 @@ import time
 
 import pytest
 from hpack import NeverIndexedHeaderTuple
-from hyperframe.frame import ContinuationFrame, HeadersFrame, PingFrame, RstStreamFrame, SettingsFrame
+from hyperframe.frame import (ContinuationFrame, HeadersFrame, PingFrame, RstStreamFrame, SettingsFrame,
+                              WindowUpdateFrame)
 
 from gatewaytest import (GatewayProcess, RssSampler, descendants, start_backend, static_source,
                          upstream_connections)
@@ -24,6 +25,7 @@ MAX_HEAD = 16 * 1024                # limits.max_request_head (SETTINGS_MAX_HEAD
 GROWTH_LIMIT = 32 * 1024 * 1024     # the gateway's RSS growth allowed during one attack
 RESET_BURST = 1000                  # the stream resets a client may make at once (h2.pyx)
 STALL_SIZE = 64 * 1024 * 1024
+MAX_WINDOW = 2 ** 31 - 1
 
 
 @pytest.fixture(scope="module")
@@ -244,14 +246,25 @@ def stall_connections(gw, stall) -> int:
     return sum(len(upstream_connections(pid, [stall.address])) for pid in [gw.pid, *descendants(gw.pid)])
 
 
-def test_zero_window_stall_is_bounded_and_released(gw, backends, bystander, connect):
-    """A client with SETTINGS_INITIAL_WINDOW_SIZE 0 asks for 64 MiB on each of its streams
-    and never reads: the gateway holds a bounded queue per stream (the upstreams are paused),
-    other clients go on, and once the client's connection closes the upstreams are let go."""
+def staller(connect, kind: str) -> H2Client:
+    """A client that takes no response bytes: a zero window, or all windows wide open
+    (2 GiB) and its socket never read."""
+    if kind == "zero-window":
+        return connect(settings={SettingsFrame.INITIAL_WINDOW_SIZE: 0}, auto_window=False)
+    client = connect(settings={SettingsFrame.INITIAL_WINDOW_SIZE: MAX_WINDOW}, rcvbuf=4096)
+    client.send(WindowUpdateFrame(0, window_increment=MAX_WINDOW - 65535))
+    return client
+
+
+@pytest.mark.parametrize("kind", ["zero-window", "unread-socket"])
+def test_stalled_client_is_bounded_and_released(gw, backends, bystander, connect, kind):
+    """A client that takes nothing asks for 64 MiB on each of its streams: the gateway holds
+    a bounded queue per stream (the upstreams are paused), other clients go on, and once the
+    client's connection closes the upstreams are let go."""
     _, stall = backends
-    staller = connect(settings={SettingsFrame.INITIAL_WINDOW_SIZE: 0})
+    client = staller(connect, kind)
     with RssSampler(gw.pid, tree=True) as rss:
-        streams = [staller.request(f"/bytes/{STALL_SIZE}", authority="stall.test",
+        streams = [client.request(f"/bytes/{STALL_SIZE}", authority="stall.test",
                                    headers=[("x-request-id", f"stall-{i}")]) for i in range(MAX_STREAMS)]
         deadline = time.monotonic() + 10
         while stall_connections(gw, stall) < MAX_STREAMS and time.monotonic() < deadline:
@@ -260,10 +273,13 @@ def test_zero_window_stall_is_bounded_and_released(gw, backends, bystander, conn
         for _ in range(20):             # 2 s of stall: the backends write as fast as they are let
             bystander.check()
             time.sleep(0.1)
-    print(f"zero window: {MAX_STREAMS} stalled 64 MiB downloads, RSS +{rss.growth / 2**20:.1f} MiB")
+    print(f"{kind}: {MAX_STREAMS} stalled 64 MiB downloads, RSS +{rss.growth / 2**20:.1f} MiB")
     assert rss.growth < GROWTH_LIMIT, rss.growth
-    assert not any(s.received for s in streams)
-    staller.close()
+    if kind == "zero-window":       # what did arrive: heads at most, no DATA past the window
+        for _ in range(5):
+            client.pump(0.1)
+        assert sum(s.received for s in streams) == 0
+    client.close()
     deadline = time.monotonic() + 10
     while stall_connections(gw, stall) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -277,11 +293,11 @@ def test_streams_past_the_limit_are_refused(gw, bystander, connect):
     REFUSED_STREAM (which a client may retry) while the others are answered, on the same
     connection, before and after the client acknowledged the SETTINGS."""
     client = connect()
-    early = [client.request("/delay/0.3") for _ in range(MAX_STREAMS + 3)]     # before the ack
+    early = client.request_all(["/delay/1"] * (MAX_STREAMS + 3))     # before the ack
     for stream in early:
         client.response(stream)
     assert client.server_settings[SettingsFrame.MAX_CONCURRENT_STREAMS] == MAX_STREAMS
-    late = [client.request("/delay/0.3") for _ in range(MAX_STREAMS + 5)]      # after it
+    late = client.request_all(["/delay/1"] * (MAX_STREAMS + 5))      # after it
     for stream in late:
         client.response(stream)
     for streams in (early, late):
