@@ -5,7 +5,7 @@ Frames are built and parsed with ``hyperframe`` and header blocks with ``hpack``
 never would (floods, endless CONTINUATION, resets, streams past the limit), and the flow tests
 open windows only as the bytes are read.
 
-* ``H2Client(host, port, settings=..., auto_window=...)``: connects and sends the preface;
+* ``FrameClient(host, port, settings=..., auto_window=...)``: connects and sends the preface;
   ``request`` opens a stream, ``response`` reads it to its end; ``pump`` reads what arrived.
 * Each stream is a ``H2Stream``: status, headers, body (or a ``sink``), reset code, ended.
 * The server's GOAWAY is kept in ``goaway`` (``error_code``, ``last_stream_id``); ``closed``
@@ -52,7 +52,7 @@ class H2Stream:
         return next((v for k, v in self.headers if k == name), None)
 
 
-class H2Client:
+class FrameClient:
     """One HTTP/2 connection; ``settings`` are this side's (e.g. {4: 0}: a zero window)."""
 
     def __init__(self, host: str, port: int, timeout: float = 10.0, settings: dict[int, int] | None = None,
@@ -76,7 +76,7 @@ class H2Client:
         self.pending_block: tuple[int, bytearray, bool] | None = None   # HEADERS awaiting CONTINUATION
         self.sock.sendall(PREFACE + SettingsFrame(0, settings=settings or {}).serialize())
 
-    def __enter__(self) -> "H2Client":
+    def __enter__(self) -> "FrameClient":
         return self
 
     def __exit__(self, *exc) -> None:

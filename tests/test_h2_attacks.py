@@ -18,7 +18,7 @@ from hyperframe.frame import (ContinuationFrame, HeadersFrame, PingFrame, RstStr
 
 from gatewaytest import (GatewayProcess, RssSampler, descendants, start_backend, static_source,
                          upstream_connections)
-from h2frames import CANCEL, ENHANCE_YOUR_CALM, REFUSED_STREAM, H2Client
+from h2frames import CANCEL, ENHANCE_YOUR_CALM, REFUSED_STREAM, FrameClient
 
 MAX_STREAMS = 10                    # limits.max_concurrent_streams here
 MAX_HEAD = 16 * 1024                # limits.max_request_head (SETTINGS_MAX_HEADER_LIST_SIZE)
@@ -62,7 +62,7 @@ class Bystander:
 
     def __init__(self, gw: GatewayProcess) -> None:
         self.gw = gw
-        self.client = H2Client(gw.host, gw.port)
+        self.client = FrameClient(gw.host, gw.port)
         self.answered = 0
 
     def check(self) -> None:
@@ -74,7 +74,7 @@ class Bystander:
         """Once more on its connection, and once on a fresh one."""
         self.check()
         self.client.close()
-        with H2Client(self.gw.host, self.gw.port) as fresh:
+        with FrameClient(self.gw.host, self.gw.port) as fresh:
             assert fresh.get("/anything/after-attack", timeout=5).status == 200
         assert self.gw.proc.poll() is None, "the gateway exited"
 
@@ -92,15 +92,15 @@ def connect(gw):
     """Opens client connections to the gateway, all closed at the end of the test."""
     opened = []
 
-    def open_client(**kw) -> H2Client:
-        opened.append(H2Client(gw.host, gw.port, **kw))
+    def open_client(**kw) -> FrameClient:
+        opened.append(FrameClient(gw.host, gw.port, **kw))
         return opened[-1]
     yield open_client
     for client in opened:
         client.close()
 
 
-def connection_ended(client: H2Client) -> bool:
+def connection_ended(client: FrameClient) -> bool:
     """Whether the server has closed the connection or sent something (GOAWAY) meanwhile,
     without reading: a peek, so a flood keeps the gateway's output unread."""
     client.sock.settimeout(0)
@@ -114,7 +114,7 @@ def connection_ended(client: H2Client) -> bool:
         client.sock.settimeout(client.timeout)
 
 
-def flood(client: H2Client, batch: bytes, batches: int, seconds: float, bystander: Bystander) -> int:
+def flood(client: FrameClient, batch: bytes, batches: int, seconds: float, bystander: Bystander) -> int:
     """Send ``batch`` up to ``batches`` times (or ``seconds``) without reading; the batches sent
     before the gateway closed the connection.  The bystander asks between batches."""
     deadline = time.monotonic() + seconds
@@ -184,7 +184,7 @@ def test_continuation_flood_is_a_connection_error(gw, bystander, connect):
     assert rss.growth < GROWTH_LIMIT, rss.growth
 
 
-def bomb_block(client: H2Client, path: str, big: tuple[str, str], copies: int) -> bytes:
+def bomb_block(client: FrameClient, path: str, big: tuple[str, str], copies: int) -> bytes:
     """A request head whose ``copies`` fields are one dynamic-table entry: about a byte each
     on the wire.  The pseudo-fields are never indexed, so they do not evict the entry."""
     fields = [NeverIndexedHeaderTuple(":method", "GET"), NeverIndexedHeaderTuple(":scheme", "http"),
@@ -246,7 +246,7 @@ def stall_connections(gw, stall) -> int:
     return sum(len(upstream_connections(pid, [stall.address])) for pid in [gw.pid, *descendants(gw.pid)])
 
 
-def staller(connect, kind: str) -> H2Client:
+def staller(connect, kind: str) -> FrameClient:
     """A client that takes no response bytes: a zero window, or all windows wide open
     (2 GiB) and its socket never read."""
     if kind == "zero-window":

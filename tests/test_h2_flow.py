@@ -20,7 +20,7 @@ import pytest
 
 from gatewaytest import (GatewayProcess, Pacer, RssSampler, expected_sha256, pattern_bytes, start_backend,
                          static_source, upstream_connections)
-from h2frames import CANCEL, NO_ERROR, H2Client
+from h2frames import CANCEL, NO_ERROR, FrameClient
 
 SIZE = 64 * 1024 * 1024
 RSS_LIMIT = 16 * 1024 * 1024
@@ -59,11 +59,11 @@ def gw(backends, tmp_path_factory):
 
 @pytest.fixture
 def client(gw):
-    with H2Client(gw.host, gw.port, timeout=30, auto_window=False) as conn:
+    with FrameClient(gw.host, gw.port, timeout=30, auto_window=False) as conn:
         yield conn
 
 
-def read_slowly(client: H2Client, stream, deadline: float) -> None:
+def read_slowly(client: FrameClient, stream, deadline: float) -> None:
     """Read ``stream`` to its end PIECE bytes at a time at about RATE, opening the windows
     by exactly what was read (the gateway may send no more than that ahead)."""
     pace = Pacer(RATE)
@@ -129,7 +129,7 @@ def test_reset_mid_response_releases_the_upstream(gw, backends):
     download after 1 MiB.  Its upstream connection is closed (an unfinished response cannot
     go back to the pool), the other download and the slow request complete."""
     _, big = backends
-    with H2Client(gw.host, gw.port, timeout=30) as client:
+    with FrameClient(gw.host, gw.port, timeout=30) as client:
         size = 8 * 1024 * 1024
         doomed = client.request(f"/bytes/{SIZE}", authority="big.test", headers=[("x-request-id", "h2-doomed")],
                                 sink=lambda b: None)
@@ -164,7 +164,7 @@ def test_sigterm_drain_goaway(backends, tmp_path, workers):
     config["workers"] = workers
     gw = GatewayProcess(config, tmp_path).start()
     try:
-        with H2Client(gw.host, gw.port) as client:
+        with FrameClient(gw.host, gw.port) as client:
             assert client.get("/anything/ready").status == 200     # a worker serves by now
             in_flight = client.request("/delay/1", headers=[("x-request-id", "h2-in-flight")])
             client.pump(0.3)            # taken: the gateway reads it before the signal
