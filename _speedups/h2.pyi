@@ -21,6 +21,9 @@ class H2Handler(Protocol):
     def h2_close(self, stream_id: int, error_code: int) -> None: ...
     def h2_drained(self, stream_id: int) -> None: ...
 
+class H2ServerHandler(H2Handler, Protocol):
+    def h2_too_large(self, stream_id: int) -> None: ...     # a request head past the limit
+
 @final
 class H2Session:
     server: bool

@@ -12,6 +12,9 @@ limits); this module feeds it bytes and hands its events to a handler object:
     h2_close(stream_id, error_code)              the stream is gone (0: cleanly)
     h2_drained(stream_id)                        a stream's queued output fell to empty after
                                                  ``send_data`` reported it over the limit
+    h2_too_large(stream_id)                      (server) a request head past
+                                                 max_header_list_size once decoded: answer it
+                                                 (431); its fields were not kept
 
 ``headers`` is a list of (name, value) bytes pairs, pseudo-headers first, as received.
 Windows are not opened by themselves: the handler calls ``consume(stream_id, n)`` once it
@@ -91,6 +94,8 @@ cdef extern from "nghttp2/nghttp2.h":
         NGHTTP2_ERR_DEFERRED = -508
         NGHTTP2_ERR_CALLBACK_FAILURE = -902
         NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE = -521
+        NGHTTP2_ERR_FLOODED = -904
+        NGHTTP2_ERR_TOO_MANY_CONTINUATIONS = -905
         NGHTTP2_SETTINGS_HEADER_TABLE_SIZE = 1
         NGHTTP2_SETTINGS_ENABLE_PUSH = 2
         NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS = 3
@@ -168,6 +173,13 @@ REFUSED_STREAM = 7
 CANCEL = 8
 ENHANCE_YOUR_CALM = 11
 
+# A server's nghttp2 takes this many streams past SETTINGS_MAX_CONCURRENT_STREAMS before its own
+# check: nghttp2 answers a stream over its limit with a connection error (GOAWAY PROTOCOL_ERROR:
+# every stream in flight is lost), where RFC 9113 §5.1.2 allows a stream error that clients
+# retry.  So the peer is told the limit, nghttp2 enforces the limit plus this, and the handler
+# refuses the streams in between (REFUSED_STREAM).
+cdef uint32_t STREAMS_PAST_LIMIT = 100
+
 cdef double RESET_BURST = 1000     # the peer's stream resets allowed at once (nghttp2's default) ...
 cdef double RESET_RATE = 33        # ... and a second after that
 
@@ -193,6 +205,7 @@ cdef class _Head:
     """A header block being received, and its size as the limit counts it (RFC 9113 §6.5.2)."""
     cdef list headers
     cdef Py_ssize_t size
+    cdef bint too_large         # a server's request head past the limit: no fields kept
 
     def __cinit__(self):
         self.headers = []
@@ -211,6 +224,7 @@ cdef class H2Session:
     cdef Py_ssize_t max_header_list_size
     cdef double reset_tokens        # the peer's stream resets: a bucket of RESET_BURST
     cdef double reset_refilled
+    cdef uint32_t advertised_streams    # patched into the first SETTINGS out (0: done, or a client)
 
     def __cinit__(self, handler, bint server=True, *, int max_concurrent_streams=100,
                   int initial_window_size=65535, int max_header_list_size=65536,
@@ -245,7 +259,11 @@ cdef class H2Session:
         if rc != 0:
             raise MemoryError(nghttp2_strerror(rc).decode())
         cdef nghttp2_settings_entry iv[4]
-        iv[0].settings_id, iv[0].value = NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, max_concurrent_streams
+        cdef uint32_t enforced_streams = max_concurrent_streams
+        if server:
+            self.advertised_streams = max_concurrent_streams
+            enforced_streams += STREAMS_PAST_LIMIT
+        iv[0].settings_id, iv[0].value = NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, enforced_streams
         iv[1].settings_id, iv[1].value = NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, initial_window_size
         iv[2].settings_id, iv[2].value = NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, max_header_list_size
         iv[3].settings_id, iv[3].value = NGHTTP2_SETTINGS_ENABLE_PUSH, 0
@@ -265,7 +283,11 @@ cdef class H2Session:
             error, self.error = self.error, None
             raise error
         if n < 0:
-            raise H2Error(nghttp2_strerror(<int>n).decode())
+            # nghttp2 sends no GOAWAY after a fatal error of its own (a flood, too many
+            # CONTINUATION frames, a bad preface): this side says why before closing.
+            self._go_away(ENHANCE_YOUR_CALM if n == NGHTTP2_ERR_FLOODED or n == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS
+                          else PROTOCOL_ERROR, nghttp2_strerror(<int>n).decode())
+            raise H2Error(self.going_away)
         if self.going_away:
             raise H2Error(self.going_away)
 
@@ -284,6 +306,8 @@ cdef class H2Session:
             self._raise_pending(n)
             return b""
         first = PyBytes_FromStringAndSize(<const char *>chunk, n)
+        if self.advertised_streams:
+            first = self._advertise_streams(first)
         n = nghttp2_session_mem_send(self.session, &chunk)
         if n <= 0:
             self._raise_pending(n)
@@ -294,6 +318,15 @@ cdef class H2Session:
             n = nghttp2_session_mem_send(self.session, &chunk)
         self._raise_pending(n)
         return b"".join(parts)
+
+    cdef bytes _advertise_streams(self, bytes frame):
+        """The server's first frame out, its SETTINGS (MAX_CONCURRENT_STREAMS the first entry),
+        with the limit the peer is told in place of nghttp2's (see STREAMS_PAST_LIMIT)."""
+        cdef uint32_t limit = self.advertised_streams
+        self.advertised_streams = 0
+        if len(frame) < 15 or frame[3] != 4 or frame[9:11] != b"\x00\x03":
+            return frame
+        return frame[:11] + limit.to_bytes(4, "big") + frame[15:]
 
     cdef _raise_pending(self, ssize_t rc):
         if self.error is not None:
@@ -472,10 +505,16 @@ cdef int _on_header(nghttp2_session *session, const nghttp2_frame *frame,
     cdef _Head head = self.heads.get(frame.hd.stream_id)
     if head is None:
         return 0
+    if head.too_large:
+        return 0
     head.size += namelen + valuelen + 32
     if head.size > self.max_header_list_size:
-        # An HPACK bomb (small on the wire, huge decoded) or just too much: this stream
-        # is reset, the connection goes on.
+        # An HPACK bomb (small on the wire, huge decoded) or just too much: a request is
+        # answered 431 (RFC 9113 §10.5.1), anything else reset; the connection goes on.
+        if self.server and frame.headers.cat == NGHTTP2_HCAT_REQUEST:
+            head.too_large = True
+            head.headers = None
+            return 0
         del self.heads[frame.hd.stream_id]
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE
     head.headers.append((PyBytes_FromStringAndSize(<const char *>name, namelen),
@@ -496,6 +535,9 @@ cdef int _on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame,
         if frame.hd.type == NGHTTP2_HEADERS:
             head = self.heads.pop(stream_id, None)
             if head is None:
+                return 0
+            if (<_Head>head).too_large:
+                self.handler.h2_too_large(stream_id)
                 return 0
             headers = (<_Head>head).headers
             if frame.headers.cat == NGHTTP2_HCAT_HEADERS and not _informational_before(headers):

@@ -46,6 +46,7 @@ cdef class H2Connection(Downstream):
     cdef bint goaway_sent
     cdef double idle_deadline
     cpdef take_over(self, object transport, str client, bytes received)
+    cdef H2Stream new_stream(self, int stream_id)
     cdef void flush(self)
     cdef void schedule_flush(self)
     cdef void protocol_error(self, str reason)

@@ -25,7 +25,7 @@ from _speedups.clock cimport monotonic
 from _speedups.context cimport Context
 from _speedups.http cimport MODE_CHUNKED, parse_request
 from _speedups.stats cimport ST_4XX, ST_5XX, ST_CONNECTIONS, ST_INTERNAL_ERRORS, ST_REFUSED
-from _speedups.h2 import INTERNAL_ERROR, NO_ERROR, H2Error, H2Session
+from _speedups.h2 import INTERNAL_ERROR, NO_ERROR, REFUSED_STREAM, H2Error, H2Session
 from _speedups.http import HttpError
 
 cdef object _log = logging.getLogger("gateway.proxy")
@@ -151,8 +151,9 @@ cdef class H2Connection(Downstream):
             return
         if out:
             self.transport.write(out)
-        if self.goaway_sent and not self.streams and not self.session.want_write():
-            self.close()
+        if not self.session.want_write() and (self.goaway_sent and not self.streams
+                                              or not self.session.want_read()):
+            self.close()    # nghttp2 ends the session by itself after some connection errors
 
     cdef void schedule_flush(self):
         if not self.flush_scheduled and not self.closed:
@@ -179,13 +180,11 @@ cdef class H2Connection(Downstream):
     # -- the session's events (h2.H2Handler) -------------------------------------------
 
     def h2_headers(self, int stream_id, list headers, bint end_stream):
-        cdef H2Stream stream = H2Stream(stream_id)
+        cdef H2Stream stream = self.new_stream(stream_id)
         cdef Exchange ex
         cdef RequestHead head
-        self.streams[stream_id] = stream
-        self.started_streams += 1
-        if self.started_streams >= self.ctx.max_requests_per_connection or self.ctx.draining:
-            self.go_away()
+        if stream is None:
+            return
         try:
             head = self.request_head(stream, headers, end_stream)
         except HttpError as err:
@@ -198,6 +197,25 @@ cdef class H2Connection(Downstream):
         if not end_stream:
             stream.body_deadline = monotonic() + self.ctx.body_idle_timeout
         ex.start(head, not end_stream, head.head_size)
+
+    def h2_too_large(self, int stream_id):
+        """A request head past limits.max_request_head once decoded (an HPACK bomb, say)."""
+        cdef H2Stream stream = self.new_stream(stream_id)
+        if stream is not None:
+            self.refuse(stream, 431, "request head too large")
+
+    cdef H2Stream new_stream(self, int stream_id):
+        """The stream for a request head, or None: refused, past the advertised limit (h2.pyx)."""
+        cdef H2Stream stream
+        if len(self.streams) >= self.ctx.max_concurrent_streams:
+            self.session.reset(stream_id, REFUSED_STREAM)
+            return None
+        stream = H2Stream(stream_id)
+        self.streams[stream_id] = stream
+        self.started_streams += 1
+        if self.started_streams >= self.ctx.max_requests_per_connection or self.ctx.draining:
+            self.go_away()
+        return stream
 
     cdef RequestHead request_head(self, H2Stream stream, list headers, bint end_stream):
         """The HTTP/1.1 head this request stands for, parsed as one (RFC 9113 8.3.1)."""

@@ -15,6 +15,7 @@ Every wait here is bounded in time; every process started is stopped by its pid.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
@@ -448,6 +449,32 @@ def pattern_bytes(offset: int, n: int) -> bytes:
     return (base * reps)[start:start + n]
 
 
+def expected_sha256(n: int) -> str:
+    """The sha256 of ``pattern_bytes(0, n)``, computed 64 KiB at a time."""
+    block = bytes(range(256)) * 256      # 64 KiB, a multiple of 256: the pattern continues
+    digest = hashlib.sha256()
+    full, rest = divmod(n, len(block))
+    for _ in range(full):
+        digest.update(block)
+    digest.update(block[:rest])
+    return digest.hexdigest()
+
+
+class Pacer:
+    """Sleeps so that reading proceeds at about ``rate`` bytes/s (a slow client)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.start = time.monotonic()
+        self.done = 0
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        ahead = self.done / self.rate - (time.monotonic() - self.start)
+        if ahead > 0:
+            time.sleep(min(ahead, 0.5))
+
+
 # -- tiny special-purpose upstreams --------------------------------------------------------------
 
 
@@ -540,6 +567,25 @@ def read_request_head(conn: socket.socket, limit: float = 5.0) -> bytes:
 # -- /proc readings ------------------------------------------------------------------------------
 
 
+def descendants(pid: int) -> list[int]:
+    """Pids of the living descendants of ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -549,12 +595,16 @@ def rss_bytes(pid: int) -> int:
 
 
 class RssSampler:
-    """Samples a process's VmRSS from a thread; ``peak`` is the largest value seen."""
+    """Samples a process's VmRSS from a thread; ``peak`` is the largest value seen.
 
-    def __init__(self, pid: int, interval: float = 0.02) -> None:
+    ``tree``: the sum over the process and its descendants then (a supervisor's workers).
+    """
+
+    def __init__(self, pid: int, interval: float = 0.02, tree: bool = False) -> None:
+        self.pids = [pid, *descendants(pid)] if tree else [pid]
         self.pid = pid
         self.interval = interval
-        self.baseline = rss_bytes(pid)
+        self.baseline = self.rss()
         self.peak = self.baseline
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -562,7 +612,7 @@ class RssSampler:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self.peak = max(self.peak, rss_bytes(self.pid))
+                self.peak = max(self.peak, self.rss())
             except (OSError, RuntimeError):
                 return
 
@@ -573,7 +623,10 @@ class RssSampler:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        self.peak = max(self.peak, rss_bytes(self.pid))
+        self.peak = max(self.peak, self.rss())
+
+    def rss(self) -> int:
+        return sum(rss_bytes(pid) for pid in self.pids)
 
     @property
     def growth(self) -> int:

@@ -16,26 +16,7 @@ import subprocess
 import orjson
 import pytest
 
-from gatewaytest import PYTHON, REPO
-
-
-def descendants(pid: int) -> list[int]:
-    """Pids of the living descendants of ``pid`` (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), ()):
-            out.append(child)
-            todo.append(child)
-    return out
+from gatewaytest import PYTHON, REPO, descendants
 
 
 def run_demo(scenario: str, state_dir, *extra: str, duration: float = 9) -> tuple[int, dict, str]:

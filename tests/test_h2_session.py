@@ -53,6 +53,9 @@ class Recorder:
     def h2_drained(self, sid):
         self.events.append(("drained", sid))
 
+    def h2_too_large(self, sid):
+        self.events.append(("too_large", sid))
+
 
 def server(consume: bool = True, **settings) -> tuple[H2Session, Recorder]:
     handler = Recorder(consume)
@@ -184,6 +187,22 @@ def test_a_continuation_flood_is_refused():
     frames += b"".join(ContinuationFrame(1, b"").serialize() for _ in range(100))
     with pytest.raises(H2Error):
         session.receive(frames)
+    assert _goaway_code(session.output()) == 11, "no GOAWAY ENHANCE_YOUR_CALM"
+
+
+def test_streams_past_the_advertised_limit_reach_the_handler():
+    """The peer is told max_concurrent_streams; streams past it (up to nghttp2's ceiling
+    above it) come to the handler, which refuses them one by one instead of nghttp2's
+    connection error (which would lose the streams in flight)."""
+    session, handler = server(max_concurrent_streams=3)
+    client = h2_client()
+    exchange(client, session)           # SETTINGS both ways, and their ACKs
+    assert client.remote_settings.max_concurrent_streams == 3
+    encoder = Encoder()
+    session.receive(b"".join(HeadersFrame(sid, encoder.encode(REQUEST), flags=["END_HEADERS"]).serialize()
+                             for sid in (1, 3, 5, 7, 9)))
+    assert [e[1] for e in handler.events if e[0] == "headers"] == [1, 3, 5, 7, 9]
+    assert _goaway_code(session.output()) is None
 
 
 def test_a_settings_flood_is_refused():
@@ -213,6 +232,7 @@ def test_a_header_list_over_the_limit_resets_only_that_stream():
         pass                        # a connection error is an acceptable answer too
     heads = {e[1] for e in handler.events if e[0] == "headers"}
     assert 3 not in heads
+    assert ("too_large", 3) in handler.events, "the bomb's stream was not handed over to be answered 431"
     assert {1, 5} <= heads, "the streams beside the bomb were not served"
 
 

@@ -13,7 +13,7 @@ import time
 import orjson
 import pytest
 
-from gatewaytest import GatewayProcess, RssSampler, encode_chunked, static_source
+from gatewaytest import GatewayProcess, Pacer, RssSampler, encode_chunked, expected_sha256, static_source
 
 SIZE = 64 * 1024 * 1024
 RSS_LIMIT = 32 * 1024 * 1024
@@ -36,34 +36,9 @@ def gw(backend_a, tmp_path_factory):
     proc.stop()
 
 
-def expected_sha256(n: int) -> str:
-    block = bytes(range(256)) * 256      # 64 KiB, a multiple of 256: the pattern continues
-    digest = hashlib.sha256()
-    full, rest = divmod(n, len(block))
-    for _ in range(full):
-        digest.update(block)
-    digest.update(block[:rest])
-    return digest.hexdigest()
-
-
 @pytest.fixture(scope="module")
 def pattern_digest():
     return expected_sha256(SIZE)
-
-
-class Pacer:
-    """Sleeps so that reading proceeds at about ``rate`` bytes/s (a slow client)."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.start = time.monotonic()
-        self.done = 0
-
-    def __call__(self, n: int) -> None:
-        self.done += n
-        ahead = self.done / self.rate - (time.monotonic() - self.start)
-        if ahead > 0:
-            time.sleep(min(ahead, 0.5))
 
 
 @pytest.mark.parametrize("path", ["/bytes", "/stream"])

@@ -10,7 +10,8 @@ Endpoints (any method unless noted)::
     /bytes/<n>         n bytes, Content-Length, written 64 KiB at a time under flow control
     /stream/<n>        n bytes, Transfer-Encoding: chunked, 16 KiB chunks under flow control
     /echo              the request body streamed back (same framing: Content-Length or chunked)
-    /upload            consume the body, answer {"received": n, "sha256": hex}
+    /upload            consume the body, answer {"received": n, "sha256": hex}; with
+                       ?rate=<bytes/s> no faster than that (an upstream that reads slowly)
     /close             answer with Connection: close, then close
     /headers           {"headers": {...}}
     /_backend/stats    request counters (not counted themselves); /_backend/reset zeroes them
@@ -479,9 +480,13 @@ async def _echo(conn: _Connection, req: _Request) -> None:
 async def _upload(conn: _Connection, req: _Request) -> None:
     digest = hashlib.sha256()
     received = 0
+    rate = _query_float(req.query, "rate")
+    start = conn.loop.time()
     while chunk := await conn.read_body(req):
         digest.update(chunk)
         received += len(chunk)
+        if rate:
+            await asyncio.sleep(max(0.0, received / rate - (conn.loop.time() - start)))
     body = {"received": received, "sha256": digest.hexdigest(),
             "cluster": conn.backend.cluster, "pod": conn.backend.pod}
     conn.send(req, 200, orjson.dumps(body))
@@ -505,6 +510,17 @@ async def _wait_body_end(conn: _Connection, req: _Request) -> None:
 
 def _bad_argument(path: str) -> Response:
     return 400, orjson.dumps({"error": f"bad argument in {path}"}), []
+
+
+def _query_float(query: str, name: str) -> float | None:
+    for part in query.split("&"):
+        key, _, value = part.partition("=")
+        if key == name:
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
 
 
 def _int_arg(path: str) -> int | None:
