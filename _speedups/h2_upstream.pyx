@@ -87,8 +87,8 @@ cdef class H2Pool(StreamPool):
         return least.open_stream(self.max_head, self.max_headers)
 
     cdef UpstreamConnection new_connection(self, Py_ssize_t max_head, Py_ssize_t max_headers):
-        cdef H2UpstreamSession session = H2UpstreamSession(self)
         self.max_head, self.max_headers = max_head, max_headers
+        cdef H2UpstreamSession session = H2UpstreamSession(self)
         self.sessions.append(session)
         return session.open_stream(max_head, max_headers)
 
@@ -124,7 +124,9 @@ cdef class H2UpstreamSession:
 
     def __init__(self, H2Pool pool):
         self.pool = pool
-        self.h2 = H2Session(self, False, initial_window_size=STREAM_WINDOW)
+        # limits.max_response_head bounds a response head decoded, as for HTTP/1.1.
+        self.h2 = H2Session(self, False, initial_window_size=STREAM_WINDOW,
+                            max_header_list_size=pool.max_head)
         self.h2.set_connection_window(CONNECTION_WINDOW)
         self.streams = {}
         self.waiting = []
@@ -541,10 +543,13 @@ cdef class H2Stream(UpstreamConnection):
             owner.internal_error(err)
 
     cdef void guard_bad(self, str reason):
+        cdef UpstreamOwner owner = self.owner
+        if owner is None:
+            return
         try:
-            self.owner.upstream_bad(self, reason)
+            owner.upstream_bad(self, reason)
         except Exception as exc:
-            self.owner.internal_error(exc)
+            owner.internal_error(exc)
 
     # -- flow control and letting go ---------------------------------------------
 

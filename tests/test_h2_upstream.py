@@ -116,6 +116,17 @@ def test_get_and_post_with_content_length_and_chunked_bodies(h2gw):
         assert r.trailers == [("x-checksum", hashlib.sha256(r.body).hexdigest())]
 
 
+def test_a_response_head_past_max_response_head_is_a_502_and_the_connection_goes_on(h2gw):
+    """limits.max_response_head (64 KiB) is the decoded header list's limit: nghttp2 resets
+    that stream; the others on the connection go on."""
+    gw, _, _ = h2gw
+    with gw.client() as c:
+        r = c.request("GET", "/big-head/70000", host="wide.test")
+        assert r.status == 502
+    assert _get(gw, "wide.test", "/big-head/1000").status == 200
+    assert _stats(gw, "wide.test")["connections"] == 1                # the same connection
+
+
 def test_large_bodies_both_ways_with_a_slow_reader_keep_memory_bounded(h2gw):
     gw, _, _ = h2gw
     size = 48 * MiB

@@ -9,6 +9,7 @@ Endpoints (any method)::
     /upload            consume the body, answer {"received": n, "sha256": hex}
     /delay/<seconds>   answer after <seconds>
     /status/<code>     answer <code> (the identity JSON)
+    /big-head/<n>      answer with header fields of n bytes in all (at most 8 KiB each)
     /_backend/stats    {"connections", "open", "peak_streams", "requests"}
     anything else      200 {"cluster", "pod", "method", "path", "headers", "connection"}
 
@@ -177,6 +178,11 @@ class H2Server(asyncio.Protocol):
                     n += len(chunk)
                 await self.respond(stream_id, 200, [], orjson.dumps({"received": n,
                                                                      "sha256": digest.hexdigest()}))
+            elif parts[1] == "big-head":
+                await self.read_all(stream)
+                n = int(parts[2])
+                fields = [(f"x-big-{i}", "x" * min(8192, n - i * 8192)) for i in range(-(-n // 8192))]
+                await self.respond(stream_id, 200, fields, b"big")
             elif path == "/_backend/stats":
                 await self.respond(stream_id, 200, [], self.stats.as_json())
             else:
