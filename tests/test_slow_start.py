@@ -177,6 +177,8 @@ def _gateway(tmp_path, pods, priority_b: int) -> tuple[GatewayProcess, AdminClie
     by_cluster = {"a": [p.address for p in pods[0::2]], "b": [p.address for p in pods[1::2]]}
     config = {
         "workers": 2,
+        # a few keep-alive connections carry every request, over 10,000 each when it runs fast
+        "limits": {"max_requests_per_connection": 1_000_000},
         "sources": [{"name": f"cluster-{c}", "type": "static", "priority": 0 if c == "a" else priority_b,
                      "services": [{"name": "web", "endpoints": eps}]} for c, eps in by_cluster.items()],
         "services": [{"name": "web", "port": 8000, "slow_start": {"window": f"{WINDOW}s"},

@@ -86,6 +86,8 @@ def gw(tmp_path_factory):
     endpoints = [b.address for b in backends] + [flaky.address]
     config = {
         "workers": 2,
+        # a few keep-alive connections carry every request, over 10,000 each when it runs fast
+        "limits": {"max_requests_per_connection": 1_000_000},
         "sources": [{"name": "a", "type": "static",
                      "services": [{"name": n, "endpoints": endpoints} for n in SERVICES]}],
         "services": [{"name": n, "port": 8000, "outlier_detection": {
