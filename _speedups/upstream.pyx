@@ -36,7 +36,9 @@ cdef class Upstream(Reported):
         self.failures = 0
         self.inflight = 0
         self.report_success = False
-        self.max_idle = 64
+        # Idle connections kept (they close after timeouts.upstream_idle anyway): as many as
+        # one client connection's HTTP/2 streams may need at once, and more
+        self.max_idle = 256
         self.touched = False
         self.touched_sink = touched
         self.ssl = None
