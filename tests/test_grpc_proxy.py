@@ -94,6 +94,7 @@ def test_one_channels_calls_split_over_both_clusters(setup):
     _, channel = setup
     unary = method(channel, "unary_unary", "Unary")
     clusters = Counter(orjson.loads(unary(b"n", timeout=5))["cluster"] for _ in range(200))
+    print(f"\none channel, 200 unary calls: {dict(clusters)}")
     assert 70 <= clusters["a"] <= 130 and clusters["a"] + clusters["b"] == 200, clusters
 
 
@@ -167,6 +168,9 @@ def test_cluster_a_going_away_fails_no_unary_call(how, tmp_path):
                     a.stop()                # SIGTERM: grpcio's graceful stop (GOAWAY, 1 s grace)
                 loop.wait_for(mark + 400)
             channel.close()
+            print(f"\n{how}: {len(loop.clusters)} unary calls ok, {len(loop.failures)} failed; "
+                  f"before: {dict(Counter(loop.clusters[:mark]))}, after: {dict(Counter(loop.clusters[mark:]))}, "
+                  f"retried: {sum(1 for e in gw.log.entries() if e.get('attempts', 1) > 1)}")
             assert loop.failures == []
             after = Counter(loop.clusters[mark + 50:])
             assert after["b"] >= 300 and after["a"] == 0, after
