@@ -52,19 +52,7 @@ cdef class H2Stream:
     """One stream: its exchange, and what the translation keeps between events."""
 
     def __cinit__(self, int stream_id):
-        self.id = stream_id
-        self.chunk_in = False
-        self.ended_in = False
-        self.read_paused = 0
-        self.unconsumed = 0
-        self.payload_in = 0
-        self.out_paused = False
-        self.head_out = None
-        self.submitted = False
-        self.dechunk = None
-        self.trailers = None
-        self.finished = False
-        self.body_deadline = 0
+        self.id = stream_id                 # the other fields start as 0, False or None
 
 
 cdef class H2Connection(Downstream):
