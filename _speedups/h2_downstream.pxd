@@ -1,20 +1,6 @@
 from _speedups.exchange cimport Downstream, Exchange
-from _speedups.http cimport RequestHead, ResponseHead
+from _speedups.http cimport Dechunker, RequestHead, ResponseHead
 from _speedups.service cimport Service
-
-
-cdef enum DechunkState:
-    DC_SIZE                 # the chunk-size line
-    DC_SIZE_END             # its extension, up to LF
-    DC_DATA
-    DC_DATA_END             # the CR LF after the data
-    DC_TRAILERS             # after the last chunk: no payload
-
-
-cdef class Dechunker:
-    cdef DechunkState state
-    cdef long long remaining
-    cpdef bytes payload(self, bytes data)
 
 
 cdef class H2Stream:

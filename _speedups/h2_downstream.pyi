@@ -7,11 +7,6 @@ from _speedups.exchange import Downstream
 PREFACE: bytes
 
 @final
-class Dechunker:
-    """The payload of a chunked body, from its (already checked) wire bytes."""
-    def payload(self, data: bytes) -> bytes: ...
-
-@final
 class H2Stream: ...
 
 @final

@@ -23,7 +23,7 @@ import logging
 
 from _speedups.clock cimport monotonic
 from _speedups.context cimport Context
-from _speedups.http cimport MODE_CHUNKED, parse_request
+from _speedups.http cimport MODE_CHUNKED, Dechunker, parse_request
 from _speedups.stats cimport ST_4XX, ST_5XX, ST_CONNECTIONS, ST_INTERNAL_ERRORS, ST_REFUSED
 from _speedups.h2 import INTERNAL_ERROR, NO_ERROR, REFUSED_STREAM, H2Error, H2Session
 from _speedups.http import HttpError
@@ -352,7 +352,9 @@ cdef class H2Connection(Downstream):
         if stream is None or stream.finished:
             return True
         if stream.dechunk is not None and data:
-            data = stream.dechunk.payload(data)
+            data = stream.dechunk.feed(data)
+            if stream.dechunk.done and stream.dechunk.trailers and stream.trailers is None:
+                stream.trailers = stream.dechunk.trailers   # an HTTP/1.1 upstream's trailers
         if not data:
             return True
         self.submit_head(stream, False)
@@ -567,61 +569,6 @@ cdef class H2Connection(Downstream):
                 pass
         self.close()
 
-
-
-cdef class Dechunker:
-    """The payload of a chunked body, read from its wire bytes (already checked by the
-    upstream's framer, so this only has to find the data)."""
-
-    def __cinit__(self):
-        self.state = DC_SIZE
-        self.remaining = 0
-
-    cpdef bytes payload(self, bytes data):
-        cdef const unsigned char[:] buf = data
-        cdef Py_ssize_t pos = 0, n = len(data), take
-        cdef unsigned char c
-        cdef list parts = None
-        cdef bytes piece
-        while pos < n:
-            if self.state == DC_DATA:
-                take = min(<Py_ssize_t>self.remaining, n - pos)
-                piece = data[pos:pos + take] if take < n else data
-                if parts is None:
-                    parts = [piece]
-                else:
-                    parts.append(piece)
-                pos += take
-                self.remaining -= take
-                if self.remaining == 0:
-                    self.state = DC_DATA_END
-                continue
-            c = buf[pos]
-            pos += 1
-            if self.state == DC_SIZE:
-                if c == 10:                 # LF
-                    self.state = DC_DATA if self.remaining else DC_TRAILERS
-                elif c == 59 or c == 13 or c == 32 or c == 9:     # ; CR SP HT
-                    self.state = DC_SIZE_END
-                else:
-                    self.remaining = self.remaining * 16 + _hex(c)
-            elif self.state == DC_SIZE_END:
-                if c == 10:
-                    self.state = DC_DATA if self.remaining else DC_TRAILERS
-            elif self.state == DC_DATA_END:
-                if c == 10:
-                    self.state = DC_SIZE
-            else:
-                return b"".join(parts) if parts is not None else EMPTY     # trailers: no payload
-        if parts is None:
-            return EMPTY
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-cdef inline int _hex(unsigned char c):
-    if c <= 57:                             # '9'
-        return c - 48
-    return (c | 0x20) - 87
 
 
 cdef int _status_int(bytes value):

@@ -1,3 +1,4 @@
+from _speedups.http cimport Dechunker
 from _speedups.service cimport Service
 from _speedups.upstream cimport StreamPool, Upstream, UpstreamConnection, UpstreamOwner
 
@@ -41,13 +42,6 @@ cdef class H2UpstreamSession:
     cdef void settle(self)
 
 
-cdef class _Dechunker:
-    cdef int state
-    cdef long long left
-    cdef bytes line                         # a size or trailer line split across reads
-    cdef list trailers
-    cdef bint done
-    cdef bytes feed(self, bytes data)
 
 
 cdef class H2Stream(UpstreamConnection):
@@ -59,7 +53,7 @@ cdef class H2Stream(UpstreamConnection):
     cdef bint stream_closed
     cdef bint body_paused                   # upstream_write_paused(True) was said
     cdef long long body_left                # Content-Length bytes of the request still to come
-    cdef _Dechunker dechunker               # a chunked request body's
+    cdef Dechunker dechunker               # a chunked request body's
     cdef list held                          # DATA received while paused
     cdef list unsent                        # writes held until the session is settled
     cdef public list trailers               # the response's, once received

@@ -15,7 +15,7 @@ per stream (then ``upstream_write_paused``); the response's DATA is ``consume``d
 the upstream's windows, only once the exchange has taken it, and not while it is paused.
 """
 from _speedups.clock cimport monotonic
-from _speedups.http cimport MODE_CHUNKED, BodyFramer, ResponseHead
+from _speedups.http cimport MODE_CHUNKED, BodyFramer, Dechunker, ResponseHead
 from _speedups.http import HttpError
 from _speedups.service cimport Service
 from _speedups.upstream cimport StreamPool, Upstream, UpstreamConnection, UpstreamOwner
@@ -390,7 +390,7 @@ cdef class H2Stream(UpstreamConnection):
         cdef bint chunked = False
         headers = _request_headers(head, self.session.pool.scheme, &content_length, &chunked)
         if chunked:
-            self.dechunker = _Dechunker()
+            self.dechunker = Dechunker()
         self.body_left = content_length
         self.request_ended = not chunked and content_length <= 0
         try:
@@ -403,7 +403,7 @@ cdef class H2Stream(UpstreamConnection):
 
     cdef void send_body(self, bytes data):
         """Body bytes in the head's framing: the payload goes out as DATA."""
-        cdef _Dechunker dechunker = self.dechunker
+        cdef Dechunker dechunker = self.dechunker
         cdef bint ended
         h2 = self.session.h2
         if dechunker is not None:
@@ -649,48 +649,3 @@ cdef ResponseHead _response_head(list headers, bint end_stream):
             head.chunked = True             # HTTP/1.1 clients get it chunked
     return head
 
-
-cdef enum DechunkState:
-    DC_SIZE, DC_DATA, DC_DATA_END, DC_TRAILERS, DC_DONE
-
-
-cdef class _Dechunker:
-    """The payload of a chunked body the downstream's framer validated already."""
-
-    def __cinit__(self):
-        self.line = EMPTY
-        self.trailers = []
-
-    cdef bytes feed(self, bytes data):
-        cdef Py_ssize_t pos = 0, n = len(data), take, eol
-        parts = []
-        while pos < n and self.state != DC_DONE:
-            if self.state == DC_DATA:
-                take = min(<long long>(n - pos), self.left)
-                parts.append(data[pos:pos + take])
-                pos += take
-                self.left -= take
-                if self.left == 0:
-                    self.state = DC_DATA_END
-                continue
-            eol = data.find(b"\n", pos)
-            if eol < 0:
-                self.line += data[pos:]
-                break
-            line = (self.line + data[pos:eol]).rstrip(b"\r")
-            self.line = EMPTY
-            pos = eol + 1
-            if self.state == DC_SIZE:
-                self.left = int(line.split(b";", 1)[0], 16)
-                self.state = DC_DATA if self.left else DC_TRAILERS
-            elif self.state == DC_DATA_END:
-                self.state = DC_SIZE
-            elif line:
-                name, _, value = line.partition(b":")
-                name = name.strip().lower()
-                if name not in CONNECTION_SPECIFIC:
-                    self.trailers.append((name, value.strip(b" \t")))
-            else:
-                self.state = DC_DONE
-        self.done = self.state == DC_DONE
-        return parts[0] if len(parts) == 1 else b"".join(parts)

@@ -57,3 +57,15 @@ cpdef bytes build_response_head(ResponseHead head, int framing, bint keep_alive)
 cpdef bytes build_interim_head(ResponseHead head)
 cpdef bytes build_error_response(int status, str message, bytes request_id, bint keep_alive,
                                  bytes location=*, bint with_body=*, bytes extra_header=*)
+
+
+cdef enum DechunkState:
+    DC_SIZE, DC_DATA, DC_DATA_END, DC_TRAILERS, DC_DONE
+
+cdef class Dechunker:
+    cdef int state
+    cdef long long left
+    cdef bytes line                         # a size or trailer line split across reads
+    cdef list trailers
+    cdef bint done
+    cdef bytes feed(self, bytes data)

@@ -87,3 +87,6 @@ def build_error_response(status: int, message: str, request_id: bytes, keep_aliv
                          location: bytes | None = ..., with_body: bool = ...,
                          extra_header: bytes | None = ...) -> bytes:
     """The gateway's own answer: a short text body naming the reason and the request id."""
+
+class Dechunker:
+    """The payload (and trailer fields) of a chunked body already validated; C interface only."""

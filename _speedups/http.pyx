@@ -671,3 +671,52 @@ cpdef bytes build_error_response(int status, str message, bytes request_id, bint
         b"\r\n" + extra_header if extra_header is not None else b"",
         b"\r\n" if keep_alive else b"\r\nConnection: close\r\n",
         b"Server: gateway\r\n\r\n", body if with_body else b""))
+
+
+# Not passed on from a chunked body's trailer section (RFC 9110 6.5.1, RFC 9113 8.2.2).
+cdef frozenset HOP_BY_HOP_TRAILERS = frozenset((
+    b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",
+    b"te", b"host", b"trailer", b"content-length"))
+
+
+cdef class Dechunker:
+    """The payload of a chunked body a BodyFramer validated already, and its trailer fields
+    (lower-case names; the hop-by-hop ones are left out)."""
+
+    def __cinit__(self):
+        self.line = b""
+        self.trailers = []
+
+    cdef bytes feed(self, bytes data):
+        cdef Py_ssize_t pos = 0, n = len(data), take, eol
+        parts = []
+        while pos < n and self.state != DC_DONE:
+            if self.state == DC_DATA:
+                take = min(<long long>(n - pos), self.left)
+                parts.append(data[pos:pos + take])
+                pos += take
+                self.left -= take
+                if self.left == 0:
+                    self.state = DC_DATA_END
+                continue
+            eol = data.find(b"\n", pos)
+            if eol < 0:
+                self.line += data[pos:]
+                break
+            line = (self.line + data[pos:eol]).rstrip(b"\r")
+            self.line = b""
+            pos = eol + 1
+            if self.state == DC_SIZE:
+                self.left = int(line.split(b";", 1)[0], 16)
+                self.state = DC_DATA if self.left else DC_TRAILERS
+            elif self.state == DC_DATA_END:
+                self.state = DC_SIZE
+            elif line:
+                name, _, value = line.partition(b":")
+                name = name.strip().lower()
+                if name not in HOP_BY_HOP_TRAILERS:
+                    self.trailers.append((name, value.strip(b" \t")))
+            else:
+                self.state = DC_DONE
+        self.done = self.state == DC_DONE
+        return parts[0] if len(parts) == 1 else b"".join(parts)

@@ -16,7 +16,8 @@ from collections import Counter
 import orjson
 import pytest
 
-from gatewaytest import GatewayProcess, free_port, pattern_bytes, static_source, two_cluster_pods
+from gatewaytest import (GatewayProcess, TinyServer, free_port, pattern_bytes, read_request_head,
+                         static_source, two_cluster_pods)
 from h2client import H2Client
 from test_tls import Pki, client_context
 
@@ -205,3 +206,24 @@ def test_100_continue_reaches_a_client_that_waits_for_it(gw):
     took = time.monotonic() - started
     assert got.stdout.endswith(b" 200") and b'"received":2000' in got.stdout, got
     assert took < 2.0, took
+
+
+def test_an_http1_upstreams_chunked_trailers_reach_an_http2_client(tmp_path):
+    def chunked_with_trailers(conn) -> None:
+        while read_request_head(conn):
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum\r\n\r\n"
+                         b"5\r\nhello\r\n6\r\n world\r\n0\r\nX-Checksum: abc123\r\nConnection: x\r\n\r\n")
+
+    server = TinyServer("127.0.0.2", chunked_with_trailers)
+    gw = GatewayProcess({"sources": [static_source("a", {"demo/t": [server.address]})],
+                         "services": [{"namespace": "demo", "name": "t", "port": 80}],
+                         "routes": [{"name": "t", "match": {"path": {"prefix": "/"}}, "service": "demo/t"}]},
+                        tmp_path, "trailers").start()
+    try:
+        with H2Client("127.0.0.1", gw.port) as c:
+            answer = c.get("/t")
+        assert answer.status == 200 and bytes(answer.body) == b"hello world"
+        assert answer.trailers == {"x-checksum": "abc123"}     # hop-by-hop "connection" left out
+    finally:
+        gw.stop()
+        server.stop()
