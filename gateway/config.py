@@ -44,6 +44,7 @@ The file (durations: "250ms", "2s", "1m30s", "1h" or seconds; sizes: "64KiB", "1
         rewrite: {prefix: /}            # replaces the matched path prefix
         timeout: 15s                    # whole request; default none
         retries: {attempts: 2, on_5xx: false, on_timeout: false, per_try_timeout: 2s}
+        # ... idempotent: true: sent requests of any method retried (gRPC: also on UNAVAILABLE)
 
 Names (sources, services, namespaces, routes) are DNS labels.  Hosts and header names are
 lower-cased, methods upper-cased.
