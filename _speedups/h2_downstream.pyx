@@ -10,7 +10,7 @@ HTTP/1.1 semantics; this module translates at the edge:
   (``http.parse_request``), so one set of checks guards both protocols; a body without
   content-length is chunk-framed for the exchange (HTTP/1.1 upstreams take it as it is);
 * a response head becomes HTTP/2 fields; a chunked body is de-chunked into DATA frames;
-  the HTTP/2 upstream's trailers end the stream (gRPC's grpc-status);
+  the upstream's trailers (an HTTP/2 upstream's, or a chunked body's) end the stream;
 * the gateway's own errors on a gRPC call are gRPC answers (grpc-status 14 UNAVAILABLE,
   4 DEADLINE_EXCEEDED, ...), never a text page a gRPC client cannot read.
 
