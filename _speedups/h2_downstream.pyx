@@ -36,6 +36,7 @@ cdef bytes EMPTY = b""
 cdef bytes CRLF = b"\r\n"
 cdef bytes LAST_CHUNK = b"0\r\n\r\n"
 cdef bytes GRPC_CONTENT_TYPE = b"application/grpc"
+cdef long long STREAM_WINDOW = 65535     # a client stream's receive window (SETTINGS default)
 
 # gRPC status codes for the gateway's own answers (HTTP status -> gRPC, after gRPC's
 # "HTTP to gRPC status code mapping"; 504 is the deadline that passed here).
@@ -70,6 +71,11 @@ cdef class H2Connection(Downstream):
         self.idle_deadline = 0
         self.session = H2Session(self, True, max_concurrent_streams=ctx.max_concurrent_streams,
                                  max_header_list_size=ctx.max_head_size)
+        # Room for every stream's window at once: a stream paused by a slow upstream keeps
+        # its window shut, and with the default connection window (64 KiB) it would shut the
+        # connection's too, stalling every other upload on it.  What is held stays bounded
+        # by the stream windows.
+        self.session.set_connection_window(min(ctx.max_concurrent_streams * STREAM_WINDOW, 0x7fffffff))
 
     # -- asyncio.Protocol ---------------------------------------------------------
 
