@@ -175,7 +175,7 @@ cdef class Exchange(UpstreamOwner):
                 self.mirror(self.mirror_head + b"".join(self.replay))
             self.mirror_head = None
         if self.up is not None and self.resp_head is None:
-            self.arm_response_timer()
+            self.arm_response_timer(monotonic())
 
     cdef void fail(self, int status, str reason):
         """The request cannot be read on (a framing error in its body, a limit, a timeout)."""
@@ -345,7 +345,7 @@ cdef class Exchange(UpstreamOwner):
         if filters.rewrite_path is not None:
             self.upstream_target = filters.rewrite_target(self.upstream_target)
         if filters.request_headers is not None:
-            head.headers = filters.request_headers.apply(head.headers)
+            head.set_fields(filters.request_headers.apply(head.fields()))
         if filters.mirrors and head.content_length <= REPLAY_LIMIT:
             host = filters.rewrite_host or head.host or b""
             copy = build_request_head(head, self.upstream_target, host, self.downstream.client_bytes,
@@ -551,11 +551,11 @@ cdef class Exchange(UpstreamOwner):
             self.pending_size = 0
             self.downstream.resume_body(self, PAUSE_PENDING)
         if self.body_complete:
-            self.arm_response_timer()
+            self.arm_response_timer(self.t_try)
 
-    cdef void arm_response_timer(self):
+    cdef void arm_response_timer(self, double now):
         cdef Route route = self.route
-        self.response_deadline = monotonic() + (route.per_try_timeout if route.per_try_timeout > 0
+        self.response_deadline = now + (route.per_try_timeout if route.per_try_timeout > 0
                                                 else self.ctx.response_timeout)
 
     cdef bint upstream_interim(self, UpstreamConnection conn, ResponseHead head) except -1:
@@ -610,9 +610,9 @@ cdef class Exchange(UpstreamOwner):
             self.downstream.keep_alive = False
         conn.expect_body(framing, head.content_length)
         if route.filters is not None and route.filters.response_headers is not None:
-            head.headers = route.filters.response_headers.apply(head.headers)
+            head.set_fields(route.filters.response_headers.apply(head.fields()))
         if self.set_cookie is not None:
-            head.headers.append((b"set-cookie", b"Set-Cookie", self.set_cookie))
+            head.fields().append((b"set-cookie", b"Set-Cookie", self.set_cookie))
         self.downstream.send_head(self, head, framing)
         if head.status < 500:
             self.report_success()
@@ -653,7 +653,7 @@ cdef class Exchange(UpstreamOwner):
                         and self.head.minor == 1)
             self.up = None
             if reusable:
-                self.upstream.give_back(conn, monotonic())
+                self.upstream.give_back(conn, self.t_try + self.t_response)  # when the head came
             else:
                 conn.close()
         self.finish(True)
@@ -1020,7 +1020,7 @@ cdef PassiveHealth _health = PassiveHealth()
 
 cdef bint _grpc_unavailable(ResponseHead head):
     """A trailers-only gRPC answer of UNAVAILABLE (14): the server took no part of the call."""
-    for name, _, value in head.headers:
+    for name, _, value in head.peek_fields():
         if name == b"grpc-status":
             return value == b"14"
     return False

@@ -332,7 +332,7 @@ cdef class H2Connection(Downstream):
         cdef H2Stream stream = self.stream_of(ex)
         if stream is not None and not stream.finished and not stream.submitted:
             self.session.submit_informational(
-                stream.id, [(b":status", b"%d" % head.status)] + [(n, v) for n, _, v in head.headers])
+                stream.id, [(b":status", b"%d" % head.status)] + [(n, v) for n, _, v in head.peek_fields()])
             self.schedule_flush()
         return True
 
@@ -342,7 +342,7 @@ cdef class H2Connection(Downstream):
         if stream is None:
             return True
         fields = [(b":status", b"%d" % head.status)]
-        for lname, _, value in head.headers:
+        for lname, _, value in head.peek_fields():
             fields.append((lname, value))
             if stream.grpc and lname == b"grpc-status":
                 ex.grpc_status = _status_int(value)     # trailers-only answer

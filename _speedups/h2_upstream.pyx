@@ -637,7 +637,7 @@ cdef ResponseHead _response_head(list headers, bint end_stream):
                 raise HttpError(502, "invalid content-length")
             head.content_length = int(value)
         elif name[:1] != b":" and name not in CONNECTION_SPECIFIC:
-            head.headers.append((name, name, value))
+            head.fields().append((name, name, value))
     if status < 100 or status == 101:
         raise HttpError(502, "invalid :status")
     head.status = status

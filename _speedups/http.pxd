@@ -1,4 +1,12 @@
 # Typed interface of _speedups.http, so the proxy reads head fields at C speed.
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+
+
+cdef inline bytes tail(bytes data, Py_ssize_t start):
+    """``data[start:]`` without a slice object; b"" when nothing is left."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+    return PyBytes_FromStringAndSize(PyBytes_AS_STRING(data) + start, n - start) if start < n else b""
+
 
 cdef enum Framing:                      # BodyFramer.mode (FRAMING_* in Python)
     MODE_NONE = 0                       # no body
@@ -8,7 +16,8 @@ cdef enum Framing:                      # BodyFramer.mode (FRAMING_* in Python)
 
 
 cdef class MessageHead:
-    cdef public list headers            # [(lower-case name, name, value)], hop-by-hop removed
+    cdef list _fields                   # [(lower-case name, name, value)], or None: not made yet
+    cdef public bytes field_lines       # the fields passed on, as forwarded; None once changed
     cdef public int minor               # HTTP/1.<minor>
     cdef public long long content_length  # -1 when absent
     cdef public bint chunked
@@ -17,6 +26,9 @@ cdef class MessageHead:
     cdef public bytes upgrade           # the Upgrade value when "Connection: upgrade" asks for it
     cdef public frozenset extra_hop     # names listed in Connection, dropped too
     cdef public Py_ssize_t head_size
+    cdef list fields(self)
+    cdef list peek_fields(self)
+    cdef void set_fields(self, list fields)
 
 cdef class RequestHead(MessageHead):
     cdef public bytes method
@@ -27,6 +39,7 @@ cdef class RequestHead(MessageHead):
     cdef public bytes forwarded_for
     cdef public bytes via
     cdef public bint expect_continue
+    cpdef bytes header(self, bytes lname)
 
 cdef class ResponseHead(MessageHead):
     cdef public int status

@@ -21,8 +21,9 @@ rule of RFC 9112 that matters for request smuggling is decided here, in one plac
 
 httptools (llhttp) is kept as an independent oracle in the tests.
 """
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from libc.string cimport memchr, memcmp
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.mem cimport PyMem_Realloc
+from libc.string cimport memchr, memcmp, memcpy
 
 cdef enum:
     MAX_CHUNK_SIZE_DIGITS = 15          # 16**15 bytes is far beyond any real chunk
@@ -64,41 +65,15 @@ cdef void _init_tables():
 
 _init_tables()
 
-# Header names are compared after lower-casing; these are interned once.
-cdef bytes H_HOST = b"host"
-cdef bytes H_CONTENT_LENGTH = b"content-length"
-cdef bytes H_TRANSFER_ENCODING = b"transfer-encoding"
-cdef bytes H_CONNECTION = b"connection"
-cdef bytes H_UPGRADE = b"upgrade"
-cdef bytes H_EXPECT = b"expect"
-cdef bytes H_REQUEST_ID = b"x-request-id"
-cdef bytes H_FORWARDED_FOR = b"x-forwarded-for"
-cdef bytes H_FORWARDED_PROTO = b"x-forwarded-proto"
-cdef bytes H_FORWARDED_HOST = b"x-forwarded-host"
-cdef bytes H_VIA = b"via"
-cdef bytes H_REAL_IP = b"x-real-ip"
-cdef bytes H_KEEP_ALIVE = b"keep-alive"
-cdef bytes H_PROXY_CONNECTION = b"proxy-connection"
-cdef bytes H_TE = b"te"
-cdef bytes H_TRAILER = b"trailer"
+# Header names the proxy acts on are told apart in C (``_field_kind``); these common
+# names, as sent and in lower case, are reused when a field list is made, instead of two
+# new bytes objects per field.  Matched byte for byte, so what is forwarded is unchanged.
+cdef bytes EMPTY = b""
 
-# Hop-by-hop fields (RFC 9110 section 7.6.1) and fields the proxy sets itself.
-cdef frozenset DROPPED_REQUEST = frozenset((
-    H_CONTENT_LENGTH, H_TRANSFER_ENCODING, H_CONNECTION, H_UPGRADE, H_KEEP_ALIVE,
-    H_PROXY_CONNECTION, H_TE, H_TRAILER, H_REQUEST_ID, H_FORWARDED_FOR,
-    H_FORWARDED_PROTO, H_FORWARDED_HOST, H_VIA, H_HOST, H_REAL_IP))
-cdef frozenset DROPPED_RESPONSE = frozenset((
-    H_CONTENT_LENGTH, H_TRANSFER_ENCODING, H_CONNECTION, H_UPGRADE, H_KEEP_ALIVE,
-    H_PROXY_CONNECTION, H_TE, H_TRAILER))
-
-# Common field names, as sent and in lower case: parsing reuses these objects instead of
-# making two bytes objects per field (the name and its lower case), and the lookups of
-# ``dropped`` hash each once.  Matched byte for byte, so what is forwarded is unchanged.
 cdef list _KNOWN_BY_LENGTH = [() for _ in range(33)]   # [length] -> ((as sent, lower case), ...)
 
 
 cdef void _init_known_names():
-    interned = {h: h for h in DROPPED_REQUEST | {H_EXPECT}}
     for name in (b"Host", b"User-Agent", b"Accept", b"Accept-Encoding", b"Accept-Language",
                  b"Connection", b"Content-Length", b"Content-Type", b"Transfer-Encoding",
                  b"Cache-Control", b"Cookie", b"Set-Cookie", b"Authorization", b"Date", b"Server",
@@ -106,7 +81,7 @@ cdef void _init_known_names():
                  b"Accept-Ranges", b"Referer", b"Origin", b"Keep-Alive", b"Upgrade", b"Expect",
                  b"X-Request-Id", b"X-Forwarded-For", b"X-Real-IP", b"Via", b"Pragma",
                  b"If-None-Match", b"If-Modified-Since", b"Content-Range", b"Range", b"Age"):
-        lname = interned.get(name.lower(), name.lower())
+        lname = name.lower()
         _KNOWN_BY_LENGTH[len(name)] += ((name, lname), (lname, lname))
 
 _init_known_names()
@@ -138,33 +113,163 @@ cdef dict _METHODS = {}             # interned method bytes -> str, filled lazil
 cdef frozenset IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 
 
+# ---------------------------------------------------------------------------
+# The bytes of a head being written: one buffer of the module's, reused by every head
+# (one is finished before the next is begun) and copied once into the bytes object.
+
+cdef char *_out_buf = NULL
+cdef Py_ssize_t _out_cap = 0
+cdef Py_ssize_t _out_len = 0
+
+
+cdef inline void _out_reset():
+    global _out_len
+    _out_len = 0
+
+
+cdef int _out_grow(Py_ssize_t need) except -1:
+    global _out_buf, _out_cap
+    cdef Py_ssize_t cap = max(need, 2 * _out_cap, 4096)
+    cdef char *grown = <char *>PyMem_Realloc(_out_buf, cap)
+    if grown == NULL:
+        raise MemoryError()
+    _out_buf = grown
+    _out_cap = cap
+    return 0
+
+
+cdef inline int _put(const char *p, Py_ssize_t n) except -1:
+    global _out_len
+    if _out_len + n > _out_cap:
+        _out_grow(_out_len + n)
+    memcpy(_out_buf + _out_len, p, n)
+    _out_len += n
+    return 0
+
+
+cdef inline int _put_bytes(bytes b) except -1:
+    return _put(PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b))
+
+
+cdef int _put_decimal(long long n) except -1:
+    cdef char digits[24]
+    cdef int i = 24
+    if n == 0:
+        return _put(b"0", 1)
+    while n > 0 and i > 0:
+        i -= 1
+        digits[i] = <char>(48 + n % 10)
+        n //= 10
+    return _put(digits + i, 24 - i)
+
+
+cdef inline bytes _out_take():
+    return PyBytes_FromStringAndSize(_out_buf, _out_len) if _out_len else EMPTY
+
+
 cdef class MessageHead:
-    """Fields common to requests and responses, after the head is parsed."""
+    """Fields common to requests and responses, after the head is parsed.
+
+    The fields a proxy passes on are kept as ``field_lines``, the bytes they are forwarded
+    as, so that the common request (no route matches a header, no filter changes one)
+    makes no Python object per field.  The list of (lower-case name, name, value) is made
+    from them when first asked for: ``peek_fields`` to read it, ``fields`` to change it,
+    after which the list is what is forwarded.
+    """
 
     def __cinit__(self):
-        self.headers = []
+        self._fields = None
+        self.field_lines = None
         self.content_length = -1
         self.extra_hop = None
 
+    cdef list fields(self):
+        """The field list, to change: from now on it is forwarded, not ``field_lines``."""
+        cdef list fields = self.peek_fields()
+        self.field_lines = None
+        return fields
+
+    cdef list peek_fields(self):
+        """The field list, not to be changed (``field_lines`` still stands for it)."""
+        if self._fields is None:
+            self._fields = _split_field_lines(self.field_lines) if self.field_lines else []
+        return self._fields
+
+    cdef void set_fields(self, list fields):
+        self._fields = fields
+        self.field_lines = None
+
+    @property
+    def headers(self):
+        """[(lower-case name, name, value)], hop-by-hop fields removed; may be changed."""
+        return self.fields()
+
+    @headers.setter
+    def headers(self, list fields):
+        self.set_fields(fields)
+
 
 cdef class RequestHead(MessageHead):
-    """A parsed request head.  ``headers`` excludes hop-by-hop and proxy-set fields."""
+    """A parsed request head.  Its fields exclude hop-by-hop and proxy-set ones."""
 
     @property
     def idempotent(self):
         return self.method in IDEMPOTENT
 
-    def header(self, bytes lname):
+    cpdef bytes header(self, bytes lname):
         """The value of the first field named ``lname`` (lower-case), or None."""
-        for name, _, value in self.headers:
+        if self.field_lines is not None:
+            return _find_field(self.field_lines, lname)
+        for name, _, value in self._fields or ():
             if name == lname:
                 return value
         return None
 
 
 cdef class ResponseHead(MessageHead):
-    """A parsed response head.  ``headers`` excludes hop-by-hop fields."""
+    """A parsed response head.  Its fields exclude hop-by-hop ones."""
     pass
+
+
+cdef inline bint _ieq(const char *p, const char *lower, Py_ssize_t n):
+    """``p[:n]`` equals the lower-case ``lower`` but for ASCII case."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        if LOWER[<unsigned char>p[i]] != <unsigned char>lower[i]:
+            return False
+    return True
+
+
+cdef list _split_field_lines(bytes lines):
+    """[(lower-case name, name, value)] from "Name: value\\r\\n" lines (as _parse_fields wrote them)."""
+    cdef const char *p = PyBytes_AS_STRING(lines)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(lines), pos = 0, colon, eol
+    cdef tuple known
+    cdef list out = []
+    while pos < n:
+        eol = <const char *>memchr(p + pos, b'\n', n - pos) - p
+        colon = <const char *>memchr(p + pos, b':', eol - pos) - p
+        known = _known_name(p + pos, colon - pos)
+        if known is not None:
+            out.append((known[1], known[0], lines[colon + 2:eol - 1]))
+        else:
+            name = lines[pos:colon]
+            out.append((name.lower(), name, lines[colon + 2:eol - 1]))
+        pos = eol + 1
+    return out
+
+
+cdef bytes _find_field(bytes lines, bytes lname):
+    """The value of the first of ``lines`` named ``lname`` (lower-case), or None."""
+    cdef const char *p = PyBytes_AS_STRING(lines)
+    cdef const char *want = PyBytes_AS_STRING(lname)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(lines), k = PyBytes_GET_SIZE(lname), pos = 0, eol
+    while pos < n:
+        eol = <const char *>memchr(p + pos, b'\n', n - pos) - p
+        if pos + k < eol and p[pos + k] == b':' and _ieq(p + pos, want, k):
+            return lines[pos + k + 2:eol - 1]
+        pos = eol + 1
+    return None
 
 
 cdef inline Py_ssize_t _find_line_end(const char *buf, Py_ssize_t pos, Py_ssize_t end) except -2:
@@ -186,14 +291,25 @@ cpdef Py_ssize_t find_head_end(bytes data, Py_ssize_t start) except -2:
 
     Also stops at a bare "\\n\\n" so that a head with bare LF line ends is
     refused at once instead of waiting for a CR LF CR LF that never comes.
+    Scans line feeds with memchr and stops at the first end: the bytes after it
+    are the body (a 16 KiB response body scanned here cost a third of the
+    gateway's CPU in a profile).
     """
-    cdef Py_ssize_t crlf = data.find(b"\r\n\r\n", start)
-    # Only up to the CR LF CR LF: the bytes after it are the body (a 16 KiB response
-    # body scanned here cost a third of the gateway's CPU in a profile).
-    cdef Py_ssize_t lflf = data.find(b"\n\n", start, crlf if crlf >= 0 else PyBytes_GET_SIZE(data))
-    if lflf >= 0:
-        return lflf + 2
-    return crlf + 4 if crlf >= 0 else -1
+    cdef const char *buf = PyBytes_AS_STRING(data)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data), i = start
+    cdef const char *lf
+    while i < n:
+        lf = <const char *>memchr(buf + i, b'\n', n - i)
+        if lf == NULL:
+            return -1
+        i = lf - buf
+        if i + 1 < n and buf[i + 1] == b'\n':
+            return i + 2                                # "\n\n"
+        if (i + 2 < n and i - 1 >= start and buf[i - 1] == b'\r' and buf[i + 1] == b'\r'
+                and buf[i + 2] == b'\n'):
+            return i + 3                                # "\r\n\r\n"
+        i += 1
+    return -1
 
 
 cdef long long _parse_content_length(const char *p, Py_ssize_t n) except -2:
@@ -208,25 +324,78 @@ cdef long long _parse_content_length(const char *p, Py_ssize_t n) except -2:
     return value
 
 
-cdef bint _token_in_list(bytes value, bytes token):
-    """Case-insensitive membership of ``token`` in a comma-separated field value."""
-    for item in value.lower().split(b","):
-        if item.strip(b" \t") == token:
-            return True
-    return False
+# What a field name means to the proxy, compared without Python objects.
+cdef enum FieldKind:
+    F_OTHER                                 # passed on
+    F_CONTENT_LENGTH                        # hop-by-hop or framing: never passed on
+    F_TRANSFER_ENCODING
+    F_CONNECTION
+    F_UPGRADE
+    F_KEEP_ALIVE
+    F_PROXY_CONNECTION
+    F_TE
+    F_TRAILER
+    F_HOST                                  # requests only: set by the proxy (below: dropped)
+    F_REQUEST_ID
+    F_FORWARDED_FOR
+    F_FORWARDED_PROTO
+    F_FORWARDED_HOST
+    F_VIA
+    F_REAL_IP
+    F_EXPECT                                # requests only, passed on
+
+
+cdef FieldKind _field_kind(const char *p, Py_ssize_t n):
+    if n == 2:
+        return F_TE if _ieq(p, b"te", 2) else F_OTHER
+    if n == 3:
+        return F_VIA if _ieq(p, b"via", 3) else F_OTHER
+    if n == 4:
+        return F_HOST if _ieq(p, b"host", 4) else F_OTHER
+    if n == 6:
+        return F_EXPECT if _ieq(p, b"expect", 6) else F_OTHER
+    if n == 7:
+        if _ieq(p, b"upgrade", 7):
+            return F_UPGRADE
+        return F_TRAILER if _ieq(p, b"trailer", 7) else F_OTHER
+    if n == 9:
+        return F_REAL_IP if _ieq(p, b"x-real-ip", 9) else F_OTHER
+    if n == 10:
+        if _ieq(p, b"connection", 10):
+            return F_CONNECTION
+        return F_KEEP_ALIVE if _ieq(p, b"keep-alive", 10) else F_OTHER
+    if n == 12:
+        return F_REQUEST_ID if _ieq(p, b"x-request-id", 12) else F_OTHER
+    if n == 14:
+        return F_CONTENT_LENGTH if _ieq(p, b"content-length", 14) else F_OTHER
+    if n == 15:
+        return F_FORWARDED_FOR if _ieq(p, b"x-forwarded-for", 15) else F_OTHER
+    if n == 16:
+        if _ieq(p, b"proxy-connection", 16):
+            return F_PROXY_CONNECTION
+        return F_FORWARDED_HOST if _ieq(p, b"x-forwarded-host", 16) else F_OTHER
+    if n == 17:
+        if _ieq(p, b"transfer-encoding", 17):
+            return F_TRANSFER_ENCODING
+        return F_FORWARDED_PROTO if _ieq(p, b"x-forwarded-proto", 17) else F_OTHER
+    return F_OTHER
 
 
 cdef Py_ssize_t _parse_fields(MessageHead head, const char *buf, Py_ssize_t pos,
                               Py_ssize_t end, bint is_request, Py_ssize_t max_headers) except -2:
-    """Parse header lines from ``pos`` up to the blank line; return the offset after it."""
+    """Parse header lines from ``pos`` up to the blank line; return the offset after it.
+
+    The fields passed on are written to ``head.field_lines`` as they are forwarded
+    ("Name: value\\r\\n", the value without surrounding whitespace).
+    """
     cdef Py_ssize_t eol, colon, vstart, vend, i, count = 0
     cdef unsigned char c
-    cdef bytes lname, name, value
-    cdef tuple known
+    cdef FieldKind kind
+    cdef bytes value
     cdef int host_count = 0, cl_count = 0
-    cdef bint has_te = False
-    cdef frozenset dropped = DROPPED_REQUEST if is_request else DROPPED_RESPONSE
+    cdef bint has_te = False, seen_expect = False
     cdef RequestHead req = head if is_request else None
+    _out_reset()
     while True:
         eol = _find_line_end(buf, pos, end)
         if eol == pos:                      # the blank line
@@ -252,86 +421,108 @@ cdef Py_ssize_t _parse_fields(MessageHead head, const char *buf, Py_ssize_t pos,
         count += 1
         if count > max_headers:
             raise HttpError(431, "too many header fields")
-        known = _known_name(buf + pos, colon - pos)
-        if known is not None:
-            name = <bytes>known[0]
-            lname = <bytes>known[1]
-        else:
-            name = buf[pos:colon]
-            lname = name.lower()
-        pos = eol + 2
-        if lname not in dropped:
-            head.headers.append((lname, name, buf[vstart:vend]))
+        kind = _field_kind(buf + pos, colon - pos)
+        if kind >= F_HOST and not is_request:
+            kind = F_OTHER
+        if kind == F_OTHER or kind == F_EXPECT:
+            if kind == F_EXPECT and not seen_expect:
+                seen_expect = True
+                req.expect_continue = (head.minor == 1 and vend - vstart == 12
+                                       and _ieq(buf + vstart, b"100-continue", 12))
+            _put(buf + pos, colon - pos)
+            _put(b": ", 2)
+            _put(buf + vstart, vend - vstart)
+            _put(b"\r\n", 2)
+            pos = eol + 2
             continue
-        if lname is H_CONTENT_LENGTH or lname == H_CONTENT_LENGTH:
+        pos = eol + 2
+        if kind == F_CONTENT_LENGTH:
             cl_count += 1
             if cl_count > 1:
                 raise HttpError(400, "duplicate Content-Length")
             head.content_length = _parse_content_length(buf + vstart, vend - vstart)
-            continue                        # read in place: no bytes object for the value
-        value = buf[vstart:vend]
-        if lname == H_TRANSFER_ENCODING:
-            if has_te or value.lower() != b"chunked":
+        elif kind == F_TRANSFER_ENCODING:
+            if has_te or not (vend - vstart == 7 and _ieq(buf + vstart, b"chunked", 7)):
                 raise HttpError(400 if is_request else 502, "unsupported Transfer-Encoding")
             has_te = True
             head.chunked = True
-        elif lname == H_CONNECTION:
-            head.connection = value
-        elif lname == H_UPGRADE:
-            head.upgrade = value
-        elif lname == H_KEEP_ALIVE or lname == H_PROXY_CONNECTION or lname == H_TE or lname == H_TRAILER:
-            pass
-        elif req is not None:
-            if lname == H_HOST:
-                host_count += 1
-                for i in range(vstart, vend):
-                    if not HOST[<unsigned char>buf[i]]:
-                        raise HttpError(400, "invalid Host header")
-                req.host = value
-            elif lname == H_REQUEST_ID:
-                req.request_id = value
-            elif lname == H_FORWARDED_FOR:
-                req.forwarded_for = value if req.forwarded_for is None else req.forwarded_for + b", " + value
-            elif lname == H_VIA:
-                req.via = value if req.via is None else req.via + b", " + value
-            # X-Forwarded-Proto/-Host and X-Real-IP from the client are not trusted: the
-            # proxy sets them.
+        elif kind == F_CONNECTION:
+            head.connection = buf[vstart:vend]
+        elif kind == F_UPGRADE:
+            head.upgrade = buf[vstart:vend]
+        elif kind == F_HOST:
+            host_count += 1
+            for i in range(vstart, vend):
+                if not HOST[<unsigned char>buf[i]]:
+                    raise HttpError(400, "invalid Host header")
+            req.host = buf[vstart:vend]
+        elif kind == F_REQUEST_ID:
+            req.request_id = buf[vstart:vend]
+        elif kind == F_FORWARDED_FOR:
+            value = buf[vstart:vend]
+            req.forwarded_for = value if req.forwarded_for is None else req.forwarded_for + b", " + value
+        elif kind == F_VIA:
+            value = buf[vstart:vend]
+            req.via = value if req.via is None else req.via + b", " + value
+        # Keep-Alive, Proxy-Connection, TE, Trailer: dropped.  X-Forwarded-Proto/-Host and
+        # X-Real-IP from the client are not trusted: the proxy sets them.
     if has_te and cl_count:
         raise HttpError(400, "both Content-Length and Transfer-Encoding")
     if is_request and host_count > 1:
         raise HttpError(400, "duplicate Host")
+    head.field_lines = _out_take()
     head.head_size = pos
     return pos
 
 
-cdef void _apply_connection(MessageHead head, bint http11):
+cdef int _apply_connection(MessageHead head, bint http11) except -1:
     """Keep-alive, upgrade and extra hop-by-hop names from the Connection field."""
     cdef bytes conn = head.connection
+    cdef const char *p
+    cdef Py_ssize_t n, pos = 0, start, stop
+    cdef bint upgrade_listed = False
+    cdef list extra = None
     head.keep_alive = http11
     if conn is None:
-        if head.upgrade is not None:
-            head.upgrade = None             # Upgrade without "Connection: upgrade" is ignored
-        return
-    cdef list extra = []
-    for item in conn.lower().split(b","):
-        token = item.strip(b" \t")
-        if token == b"close":
+        head.upgrade = None                 # Upgrade without "Connection: upgrade" is ignored
+        return 0
+    p = PyBytes_AS_STRING(conn)
+    n = PyBytes_GET_SIZE(conn)
+    while pos <= n:
+        stop = pos
+        while stop < n and p[stop] != b',':
+            stop += 1
+        start = pos
+        pos = stop + 1
+        while start < stop and (p[start] == b' ' or p[start] == b'\t'):
+            start += 1
+        while stop > start and (p[stop - 1] == b' ' or p[stop - 1] == b'\t'):
+            stop -= 1
+        if stop - start == 5 and _ieq(p + start, b"close", 5):
             head.keep_alive = False
-        elif token == b"keep-alive":
+        elif stop - start == 10 and _ieq(p + start, b"keep-alive", 10):
             head.keep_alive = head.keep_alive or not http11
-        elif token and token != b"upgrade":
-            extra.append(token)
-    if head.upgrade is not None and not _token_in_list(conn, b"upgrade"):
+        elif stop - start == 7 and _ieq(p + start, b"upgrade", 7):
+            upgrade_listed = True
+        elif stop > start:
+            if extra is None:
+                extra = []
+            extra.append(conn[start:stop].lower())
+    if not upgrade_listed:
         head.upgrade = None
-    if extra:
+    if extra is not None:
         head.extra_hop = frozenset(extra)
-        head.headers = [h for h in head.headers if h[0] not in head.extra_hop]
+        head.set_fields([h for h in head.fields() if h[0] not in head.extra_hop])
+        if isinstance(head, RequestHead) and b"expect" in head.extra_hop:
+            (<RequestHead>head).expect_continue = False
+    return 0
 
 
 cpdef RequestHead parse_request(bytes data, Py_ssize_t end, Py_ssize_t max_headers=100):
     """Parse the request head in ``data[:end]`` (``end`` from find_head_end)."""
     cdef const char *buf = PyBytes_AS_STRING(data)
-    cdef Py_ssize_t pos = 0, sp1, sp2, eol, i
+    cdef Py_ssize_t pos = 0, sp1, sp2, eol
+    cdef const char *query
     cdef RequestHead head = RequestHead.__new__(RequestHead)
     # RFC 9112 section 2.2: ignore empty lines before the request line.
     while pos + 1 < end and buf[pos] == b'\r' and buf[pos + 1] == b'\n':
@@ -357,21 +548,16 @@ cpdef RequestHead parse_request(bytes data, Py_ssize_t end, Py_ssize_t max_heade
     head.minor = buf[sp2 + 8] - 48
     head.method = _known_method(buf + pos, sp1 - pos) or buf[pos:sp1]
     head.target = buf[sp1 + 1:sp2]
-    i = head.target.find(b"?")
-    head.path = head.target if i < 0 else head.target[:i]
+    query = <const char *>memchr(buf + sp1 + 1, b'?', sp2 - sp1 - 1)
+    head.path = head.target if query == NULL else buf[sp1 + 1:query - buf]
     _parse_fields(head, buf, eol + 2, end, True, max_headers)
     if head.minor == 1 and head.host is None:
         raise HttpError(400, "missing Host header")
     if head.chunked and head.minor == 0:
         raise HttpError(400, "Transfer-Encoding in an HTTP/1.0 request")
     _apply_connection(head, head.minor == 1)
-    head.expect_continue = False
-    if head.minor == 1:
-        for lname, _, value in head.headers:
-            if lname == H_EXPECT:
-                head.expect_continue = value.lower() == b"100-continue"
-                break
     return head
+
 
 
 cpdef ResponseHead parse_response(bytes data, Py_ssize_t end, Py_ssize_t max_headers=100):
@@ -563,21 +749,26 @@ cpdef int response_framing(ResponseHead head, bytes request_method) except -1:
 # ---------------------------------------------------------------------------
 # Building heads.
 
-cdef bytes CRLF = b"\r\n"
-cdef bytes COLON_SP = b": "
+cdef int _put_fields(MessageHead head) except -1:
+    """The head's fields as forwarded: its ``field_lines``, or its (changed) field list."""
+    if head.field_lines is not None:
+        return _put_bytes(head.field_lines)
+    for _, name, value in head._fields or ():
+        _put_bytes(name)
+        _put(b": ", 2)
+        _put_bytes(value)
+        _put(b"\r\n", 2)
+    return 0
 
-cdef list _DECIMALS = [None] * 4096     # Content-Length values as bytes, made once each
 
-
-cdef bytes _decimal(long long n):
-    """``str(n).encode()``; no new object for the small values most bodies have."""
-    cdef bytes out
-    if 0 <= n < 4096:
-        out = <bytes>_DECIMALS[n] if _DECIMALS[n] is not None else None
-        if out is None:
-            out = _DECIMALS[n] = str(n).encode()
-        return out
-    return str(n).encode()
+cdef int _put_framing(MessageHead head, bint chunked) except -1:
+    if chunked:
+        _put(b"Transfer-Encoding: chunked\r\n", 28)
+    elif head.content_length >= 0:
+        _put(b"Content-Length: ", 16)
+        _put_decimal(head.content_length)
+        _put(b"\r\n", 2)
+    return 0
 
 
 cpdef bytes build_request_head(RequestHead head, bytes target, bytes host, bytes client_ip,
@@ -588,62 +779,80 @@ cpdef bytes build_request_head(RequestHead head, bytes target, bytes host, bytes
     ``client_ip`` is the peer, appended to X-Forwarded-For; ``real_ip`` (default: the peer)
     is the client address the gateway decided on (trusted proxies), sent as X-Real-IP.
     """
-    cdef list parts = [head.method, b" ", target, b" HTTP/1.1\r\nHost: ", host, CRLF]
-    for _, name, value in head.headers:
-        parts += (name, COLON_SP, value, CRLF)
-    if head.chunked:
-        parts.append(b"Transfer-Encoding: chunked\r\n")
-    elif head.content_length >= 0:
-        parts += (b"Content-Length: ", _decimal(head.content_length), CRLF)
-    parts += (b"X-Forwarded-For: ", client_ip if head.forwarded_for is None
-              else head.forwarded_for + b", " + client_ip,
-              b"\r\nX-Forwarded-Proto: ", proto, b"\r\nX-Forwarded-Host: ", head.host or host,
-              b"\r\nX-Real-IP: ", real_ip if real_ip is not None else client_ip,
-              b"\r\nX-Request-Id: ", request_id,
-              b"\r\nVia: ", via if head.via is None else head.via + b", " + via, CRLF)
+    _out_reset()
+    _put_bytes(head.method)
+    _put(b" ", 1)
+    _put_bytes(target)
+    _put(b" HTTP/1.1\r\nHost: ", 17)
+    _put_bytes(host)
+    _put(b"\r\n", 2)
+    _put_fields(head)
+    _put_framing(head, head.chunked)
+    _put(b"X-Forwarded-For: ", 17)
+    if head.forwarded_for is not None:
+        _put_bytes(head.forwarded_for)
+        _put(b", ", 2)
+    _put_bytes(client_ip)
+    _put(b"\r\nX-Forwarded-Proto: ", 21)
+    _put_bytes(proto)
+    _put(b"\r\nX-Forwarded-Host: ", 20)
+    _put_bytes(head.host if head.host else host)
+    _put(b"\r\nX-Real-IP: ", 13)
+    _put_bytes(real_ip if real_ip is not None else client_ip)
+    _put(b"\r\nX-Request-Id: ", 16)
+    _put_bytes(request_id)
+    _put(b"\r\nVia: ", 7)
+    if head.via is not None:
+        _put_bytes(head.via)
+        _put(b", ", 2)
+    _put_bytes(via)
     if upgrade:
-        parts += (b"Connection: upgrade\r\nUpgrade: ", head.upgrade, b"\r\n\r\n")
+        _put(b"\r\nConnection: upgrade\r\nUpgrade: ", 32)
+        _put_bytes(head.upgrade)
+    _put(b"\r\n\r\n", 4)
+    return _out_take()
+
+
+cdef int _put_status_line(int status, bytes reason) except -1:
+    cdef char line[13]
+    if 100 <= status <= 999:
+        memcpy(line, b"HTTP/1.1 ", 9)
+        line[9] = <char>(48 + status // 100)
+        line[10] = <char>(48 + status // 10 % 10)
+        line[11] = <char>(48 + status % 10)
+        line[12] = b' '
+        _put(line, 13)
     else:
-        parts.append(b"\r\n")
-    return b"".join(parts)
-
-
-cdef dict _STATUS_LINES = {}
-
-cdef bytes _status_line(int status, bytes reason):
-    cdef bytes line = _STATUS_LINES.get((status, reason))
-    if line is None:
-        line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
-        if len(_STATUS_LINES) < 1000:
-            _STATUS_LINES[(status, reason)] = line
-    return line
+        _put_bytes(b"HTTP/1.1 %d " % status)
+    _put_bytes(reason)
+    return _put(b"\r\n", 2)
 
 
 cpdef bytes build_response_head(ResponseHead head, int framing, bint keep_alive):
     """The head sent to the client.  ``keep_alive`` is the downstream decision."""
-    cdef list parts = [_status_line(head.status, head.reason)]
-    for _, name, value in head.headers:
-        parts += (name, COLON_SP, value, CRLF)
-    if framing == MODE_CHUNKED:
-        parts.append(b"Transfer-Encoding: chunked\r\n")
-    elif head.content_length >= 0:
-        parts += (b"Content-Length: ", _decimal(head.content_length), CRLF)
+    _out_reset()
+    _put_status_line(head.status, head.reason)
+    _put_fields(head)
+    _put_framing(head, framing == MODE_CHUNKED)
     if head.status == 101:
-        parts += (b"Connection: upgrade\r\nUpgrade: ", head.upgrade or b"", b"\r\n\r\n")
+        _put(b"Connection: upgrade\r\nUpgrade: ", 30)
+        _put_bytes(head.upgrade or b"")
+        _put(b"\r\n\r\n", 4)
     elif keep_alive:
-        parts.append(b"\r\n")               # HTTP/1.1 default; the client's version is 1.1
+        _put(b"\r\n", 2)                    # HTTP/1.1 default; the client's version is 1.1
     else:
-        parts.append(b"Connection: close\r\n\r\n")
-    return b"".join(parts)
+        _put(b"Connection: close\r\n\r\n", 21)
+    return _out_take()
 
 
 cpdef bytes build_interim_head(ResponseHead head):
     """A 1xx other than 101, forwarded as it came (minus hop-by-hop fields)."""
-    cdef list parts = [_status_line(head.status, head.reason)]
-    for _, name, value in head.headers:
-        parts += (name, COLON_SP, value, CRLF)
-    parts.append(CRLF)
-    return b"".join(parts)
+    _out_reset()
+    _put_status_line(head.status, head.reason)
+    _put_fields(head)
+    _put(b"\r\n", 2)
+    return _out_take()
+
 
 
 _REASONS = {301: b"Moved Permanently", 302: b"Found", 303: b"See Other", 307: b"Temporary Redirect",
