@@ -19,6 +19,7 @@ cdef enum DeadlineKind:     # what the connection's own deadline is for (the exc
 
 cdef class Http1Connection(Downstream):
     cdef object transport
+    cdef object transport_write             # transport.write, bound once
     cdef str client
     cdef ReadState state
     cdef bytes buf                          # received, not yet consumed

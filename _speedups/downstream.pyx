@@ -13,7 +13,7 @@ from _speedups.context cimport Context
 from _speedups.exchange cimport PAUSE_PENDING, PAUSE_PIPELINE, PAUSE_UPSTREAM_FULL
 from _speedups.http cimport (
     MODE_CHUNKED, MODE_LENGTH, MODE_NONE, ResponseHead, build_error_response,
-    build_interim_head, build_response_head, find_head_end, parse_request)
+    build_interim_head, build_response_head, find_head_end, parse_request, tail)
 from _speedups.service cimport Service
 from _speedups.http import HttpError
 from _speedups.h2_downstream import PREFACE, H2Connection
@@ -51,6 +51,7 @@ cdef class Http1Connection(Downstream):
     def connection_made(self, transport):
         cdef Context ctx = self.ctx
         self.transport = transport
+        self.transport_write = transport.write      # bound once: no method lookup per write
         peer = transport.get_extra_info("peername")
         self.client = peer[0] if peer else "-"
         self.client_bytes = self.client.encode()
@@ -193,7 +194,7 @@ cdef class Http1Connection(Downstream):
         if len(head.target) > ctx.max_uri:
             self.reject(414, "request target too long")
             return False
-        self.buf = self.buf[end:] if end < len(self.buf) else EMPTY
+        self.buf = tail(self.buf, end)
         self.start_request(head, end)
         return True
 
@@ -286,7 +287,7 @@ cdef class Http1Connection(Downstream):
         cdef bytes head_out = self.head_out
         if head_out is None:
             if data:
-                self.transport.write(data)
+                self.transport_write(data)
             return True
         if self.held_body is not None:
             data = self.held_body + data
@@ -300,9 +301,9 @@ cdef class Http1Connection(Downstream):
         self.head_out = None
         ex.bytes_sent += len(head_out)
         if not data:
-            self.transport.write(head_out)
+            self.transport_write(head_out)
         elif len(data) <= COALESCE_LIMIT:
-            self.transport.write(head_out + data)
+            self.transport_write(head_out + data)
         else:
             self.transport.writelines((head_out, data))    # one writev, no copy
         return True
@@ -336,7 +337,7 @@ cdef class Http1Connection(Downstream):
         return True
 
     cdef bint tunnel_data(self, bytes data) except -1:
-        self.transport.write(data)
+        self.transport_write(data)
         return True
 
     cdef void exchange_done(self, Exchange ex, bint completed):

@@ -124,7 +124,7 @@ cdef class Exchange(UpstreamOwner):
     cdef void on_connected(self, object task, object timer, int connect_id, Upstream upstream,
                            UpstreamConnection conn)
     cdef void send_request(self, UpstreamConnection conn)
-    cdef void arm_response_timer(self)
+    cdef void arm_response_timer(self, double now)
     cdef bint on_final_head(self, UpstreamConnection conn, ResponseHead head) except -1
     cdef bint start_tunnel(self, UpstreamConnection conn, ResponseHead head) except -1
     cdef void finish_response(self)

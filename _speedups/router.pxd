@@ -24,4 +24,5 @@ cdef class Router:
     cdef readonly tuple unindexed
     cdef readonly dict index
     cdef readonly bint has_regex
+    cdef readonly bint has_hosts            # some route names hosts: the Host value is needed
     cpdef object match(self, RequestHead head)

@@ -11,6 +11,9 @@ Large route sets: routes whose path is an exact or prefix match are indexed by
 their first path segment, so a request only tries the routes that could match
 it plus the "unindexable" ones (regex or "/"), in declared order.
 """
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.string cimport memchr, memcmp
+
 from _speedups.http cimport RequestHead
 
 cdef enum:                  # RouteMatcher.path_kind
@@ -90,13 +93,13 @@ cdef class RouteMatcher:
     cdef bint matches(self, RequestHead head, bytes host, object path_str):
         cdef bytes path = head.path
         if self.path_kind == PATH_PREFIX:
-            if not path.startswith(self.path_bytes):
+            if not _starts_with(path, self.path_bytes):
                 return False
         elif self.path_kind == PATH_EXACT:
             if path != self.path_bytes:
                 return False
         elif self.path_kind == PATH_SEGMENT:
-            if not path.startswith(self.path_bytes) or (
+            if not _starts_with(path, self.path_bytes) or (
                     len(path) > len(self.path_bytes) and path[len(self.path_bytes)] != 47):   # "/"
                 return False
         elif self.path_kind == PATH_REGEX:
@@ -154,10 +157,39 @@ cdef class RouteMatcher:
         return True
 
 
+cdef inline bint _starts_with(bytes text, bytes prefix):
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(prefix)
+    return (PyBytes_GET_SIZE(text) >= n
+            and memcmp(PyBytes_AS_STRING(text), PyBytes_AS_STRING(prefix), n) == 0)
+
+
 cdef bytes _first_segment(bytes path):
     """"/api/v1/x" -> b"api"; "/" -> b""."""
-    cdef Py_ssize_t end = path.find(b"/", 1)
-    return path[1:] if end < 0 else path[1:end]
+    cdef const char *p = PyBytes_AS_STRING(path)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(path)
+    if n <= 1:
+        return b""
+    cdef const char *end = <const char *>memchr(p + 1, b"/", n - 1)
+    return PyBytes_FromStringAndSize(p + 1, (end - p if end != NULL else n) - 1)
+
+
+cdef bytes _route_host(bytes host):
+    """The Host value as host rules compare it: without its port, in lower case."""
+    cdef const char *p = PyBytes_AS_STRING(host)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(host), i
+    cdef const char *colon = NULL
+    for i in range(n - 1, -1, -1):
+        if p[i] == b":":
+            colon = p + i
+            break
+        if p[i] == b"]":
+            break                           # an IPv6 literal with no port
+    if colon != NULL:
+        n = colon - p
+    for i in range(n):
+        if 65 <= p[i] <= 90:
+            return PyBytes_FromStringAndSize(p, n).lower()
+    return host if n == PyBytes_GET_SIZE(host) else PyBytes_FromStringAndSize(p, n)
 
 
 cdef class Router:
@@ -166,6 +198,7 @@ cdef class Router:
     def __init__(self, matchers):
         self.matchers = tuple(matchers)
         self.has_regex = any(m.path_kind == PATH_REGEX for m in self.matchers)
+        self.has_hosts = any(not m.any_host for m in self.matchers)
         # An indexed route is a prefix or exact route whose first segment is complete,
         # e.g. prefix "/api/" or exact "/api"; prefix "/ap" could match "/apple".
         index = {}
@@ -197,14 +230,10 @@ cdef class Router:
 
     cpdef object match(self, RequestHead head):
         """The target of the first route matching ``head``, or None."""
-        cdef bytes host = head.host or b""
-        cdef Py_ssize_t colon
+        cdef bytes host = b""
         cdef RouteMatcher m
-        if host:
-            colon = host.rfind(b":")
-            if colon >= 0 and host.find(b"]", colon) < 0:
-                host = host[:colon]
-            host = host.lower()
+        if self.has_hosts and head.host:
+            host = _route_host(head.host)
         path_str = head.path.decode("latin-1") if self.has_regex else None
         candidates = self.index.get(_first_segment(head.path), self.unindexed) if self.index else self.matchers
         for m in candidates:

@@ -70,6 +70,7 @@ cdef class UpstreamConnection:
     cdef readonly Upstream upstream
     cdef UpstreamOwner owner
     cdef object transport
+    cdef object transport_write             # transport.write, bound once
     cdef bint closed
     cdef bint eof
     cdef bint extra                         # sent bytes past its response: out of sync

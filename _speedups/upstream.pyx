@@ -3,7 +3,7 @@
 response's buffer, head parser and body framer, and reports to the exchange it is lent to
 (``UpstreamOwner``) in terms of heads and body bytes, never raw reads."""
 from _speedups.accesslog cimport exact_json
-from _speedups.http cimport BodyFramer, ResponseHead, find_head_end, parse_response
+from _speedups.http cimport BodyFramer, ResponseHead, find_head_end, parse_response, tail
 from _speedups.http import HttpError
 
 cdef bytes EMPTY = b""
@@ -188,6 +188,7 @@ cdef class UpstreamConnection:
 
     def connection_made(self, transport):
         self.transport = transport
+        self.transport_write = transport.write      # bound once: no method lookup per write
 
     def data_received(self, bytes data):
         cdef UpstreamOwner owner = self.owner
@@ -254,7 +255,7 @@ cdef class UpstreamConnection:
                     owner.upstream_bad(self, err.reason)
                     return
                 # No copy when the read ended with the head (the common case).
-                self.buf = self.buf[end:] if end < len(self.buf) else EMPTY
+                self.buf = tail(self.buf, end)
                 if head.status < 200 and head.status != 101:
                     owner.upstream_interim(self, head)
                     if self.owner is not owner:
@@ -289,7 +290,7 @@ cdef class UpstreamConnection:
     # -- writing and flow control -----------------------------------------
 
     cdef void write(self, bytes data):
-        self.transport.write(data)
+        self.transport_write(data)
 
     cdef void pause(self):
         if not self.paused and not self.closed:
