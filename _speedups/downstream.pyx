@@ -8,6 +8,9 @@ request (no allocation per request); it answers through the ``Downstream`` metho
 """
 import logging
 
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.string cimport memcpy
+
 from _speedups.clock cimport monotonic
 from _speedups.context cimport Context
 from _speedups.exchange cimport PAUSE_PENDING, PAUSE_PIPELINE, PAUSE_UPSTREAM_FULL
@@ -27,6 +30,24 @@ cdef enum:
     HOLD_LIMIT = 65536          # a sized response this small is written whole, in one write
 
 cdef bytes EMPTY = b""
+
+
+cdef bytes _joined(bytes head, bytes data, Py_ssize_t start):
+    """``head + data[start:]``, made once."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(head), m = PyBytes_GET_SIZE(data) - start
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, n + m)
+    memcpy(PyBytes_AS_STRING(out), PyBytes_AS_STRING(head), n)
+    memcpy(PyBytes_AS_STRING(out) + n, PyBytes_AS_STRING(data) + start, m)
+    return out
+
+
+cdef object _rest(bytes data, Py_ssize_t start):
+    """``data[start:]`` to write: a view when it is large (the transport copies nothing)."""
+    if start == 0:
+        return data
+    if PyBytes_GET_SIZE(data) - start > COALESCE_LIMIT:
+        return memoryview(data)[start:]
+    return tail(data, start)
 cdef bytes CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -283,29 +304,33 @@ cdef class Http1Connection(Downstream):
         self.head_out = build_response_head(head, framing, self.keep_alive)
         return True
 
-    cdef bint send_body(self, Exchange ex, bytes data, long long holdable) except -1:
+    cdef bint send_body(self, Exchange ex, bytes data, Py_ssize_t start,
+                        long long holdable) except -1:
         cdef bytes head_out = self.head_out
+        cdef Py_ssize_t size = len(data) - start
         if head_out is None:
-            if data:
-                self.transport_write(data)
+            if size > 0:
+                self.transport_write(data if start == 0 else _rest(data, start))
             return True
         if self.held_body is not None:
-            data = self.held_body + data
-        if holdable >= 0 and len(data) + holdable <= HOLD_LIMIT:
+            data = self.held_body + tail(data, start)
+            start = 0
+            size = len(data)
+        if holdable >= 0 and size + holdable <= HOLD_LIMIT:
             # A small response split over reads is written whole once complete, in one
             # syscall, as nginx's proxy buffering does; until then the client has seen
             # nothing, so a failing upstream still gets it a clean 502.
-            self.held_body = data
+            self.held_body = tail(data, start) if start else data
             return True
         self.held_body = None
         self.head_out = None
         ex.bytes_sent += len(head_out)
-        if not data:
+        if size == 0:
             self.transport_write(head_out)
-        elif len(data) <= COALESCE_LIMIT:
-            self.transport_write(head_out + data)
+        elif size <= COALESCE_LIMIT:
+            self.transport_write(_joined(head_out, data, start))
         else:
-            self.transport.writelines((head_out, data))    # one writev, no copy
+            self.transport.writelines((head_out, _rest(data, start)))    # one writev, no copy
         return True
 
     cdef bint unsend(self, Exchange ex) except -1:

@@ -32,9 +32,10 @@ cdef class Downstream(Connection):
     cdef bint keep_alive                    # the connection outlives this exchange (HTTP/1)
     cdef bint send_interim(self, Exchange ex, ResponseHead head) except -1
     cdef bint send_head(self, Exchange ex, ResponseHead head, int framing) except -1
-    # ``holdable``: body bytes still to come when the response may be held back whole
-    # (a small sized one), else -1
-    cdef bint send_body(self, Exchange ex, bytes data, long long holdable) except -1
+    # The body bytes data[start:]; ``holdable``: body bytes still to come when the response
+    # may be held back whole (a small sized one), else -1
+    cdef bint send_body(self, Exchange ex, bytes data, Py_ssize_t start,
+                        long long holdable) except -1
     cdef bint unsend(self, Exchange ex) except -1
     cdef bint send_error(self, Exchange ex, int status, str message, bytes location,
                          bytes extra_header) except -1

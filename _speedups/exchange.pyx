@@ -59,7 +59,8 @@ cdef class Downstream(Connection):
     cdef bint send_head(self, Exchange ex, ResponseHead head, int framing) except -1:
         return True
 
-    cdef bint send_body(self, Exchange ex, bytes data, long long holdable) except -1:
+    cdef bint send_body(self, Exchange ex, bytes data, Py_ssize_t start,
+                        long long holdable) except -1:
         return True
 
     cdef bint unsend(self, Exchange ex) except -1:
@@ -620,14 +621,14 @@ cdef class Exchange(UpstreamOwner):
 
     # -- X_RESPONDING ---------------------------------------------------------
 
-    cdef bint upstream_body(self, UpstreamConnection conn, bytes data) except -1:
+    cdef bint upstream_body(self, UpstreamConnection conn, bytes data, Py_ssize_t start) except -1:
         if conn is not self.up:
             conn.close()
             return False
         cdef BodyFramer framer = conn.framer
-        self.bytes_sent += len(data)
+        self.bytes_sent += len(data) - start
         self.downstream.send_body(
-            self, data, framer.remaining if framer.mode == MODE_LENGTH and not framer.done else -1)
+            self, data, start, framer.remaining if framer.mode == MODE_LENGTH and not framer.done else -1)
         if framer.done:
             self.finish_response()
         return True
@@ -707,7 +708,7 @@ cdef class Exchange(UpstreamOwner):
         if self.resp_head is not None:
             if conn.framer.mode == MODE_UNTIL_CLOSE:
                 self.up = None
-                self.downstream.send_body(self, EMPTY, -1)  # a head still held goes out now
+                self.downstream.send_body(self, EMPTY, 0, -1)  # a head still held goes out now
                 self.finish_response()
             elif self.downstream.unsend(self):      # held: nothing has reached the client
                 self.response_started = False

@@ -23,7 +23,7 @@ import logging
 
 from _speedups.clock cimport monotonic
 from _speedups.context cimport Context
-from _speedups.http cimport MODE_CHUNKED, Dechunker, parse_request
+from _speedups.http cimport MODE_CHUNKED, Dechunker, parse_request, tail
 from _speedups.stats cimport ST_4XX, ST_5XX, ST_CONNECTIONS, ST_INTERNAL_ERRORS, ST_REFUSED
 from _speedups.h2 import INTERNAL_ERROR, NO_ERROR, REFUSED_STREAM, H2Error, H2Session
 from _speedups.http import HttpError
@@ -353,10 +353,13 @@ cdef class H2Connection(Downstream):
         stream.head_out = fields            # submitted with the first body bytes, or at the end
         return True
 
-    cdef bint send_body(self, Exchange ex, bytes data, long long holdable) except -1:
+    cdef bint send_body(self, Exchange ex, bytes data, Py_ssize_t start,
+                        long long holdable) except -1:
         cdef H2Stream stream = self.stream_of(ex)
         if stream is None or stream.finished:
             return True
+        if start:
+            data = tail(data, start)
         if stream.dechunk is not None and data:
             data = stream.dechunk.feed(data)
             if stream.dechunk.done and stream.dechunk.trailers and stream.trailers is None:

@@ -448,7 +448,7 @@ cdef class H2Stream(UpstreamConnection):
                 return                      # the owner let go of this stream (a retry)
             self.head = head
             if self.framer.done:            # no body (HEAD, 204, 304, content-length: 0)
-                owner.upstream_body(self, EMPTY)
+                owner.upstream_body(self, EMPTY, 0)
         except Exception as exc:
             owner.internal_error(exc)
 
@@ -477,7 +477,7 @@ cdef class H2Stream(UpstreamConnection):
         """Body bytes, in the framing the owner expects, through the framer to the owner."""
         try:
             self.framer.feed(framed, 0)
-            owner.upstream_body(self, framed)
+            owner.upstream_body(self, framed, 0)
         except HttpError as err:
             owner.upstream_body_error(self, err.reason)
         except Exception as exc:

@@ -50,7 +50,8 @@ cdef class UpstreamOwner:
     cdef bint upstream_interim(self, UpstreamConnection conn, ResponseHead head) except -1
     # The final head (or a 101); False: the owner let go of the connection (a retry).
     cdef bint upstream_head(self, UpstreamConnection conn, ResponseHead head) except -1
-    cdef bint upstream_body(self, UpstreamConnection conn, bytes data) except -1
+    # Body bytes data[start:] (the head may have come in the same read: no copy of the rest)
+    cdef bint upstream_body(self, UpstreamConnection conn, bytes data, Py_ssize_t start) except -1
     cdef bint upstream_body_error(self, UpstreamConnection conn, str reason) except -1
     cdef bint upstream_bad(self, UpstreamConnection conn, str reason) except -1
     cdef bint upstream_tunnel_data(self, bytes data) except -1
@@ -89,7 +90,7 @@ cdef class UpstreamConnection:
     cdef void connect_failed(self)
     cdef void expect_body(self, int framing, long long length)
     cdef void feed(self, bytes data)
-    cdef void read_body(self, bytes data)
+    cdef void read_body(self, bytes data, Py_ssize_t start)
     cdef void write(self, bytes data)
     cdef void pause(self)
     cdef void resume(self)

@@ -123,7 +123,7 @@ cdef class UpstreamOwner:
     cdef bint upstream_head(self, UpstreamConnection conn, ResponseHead head) except -1:
         return False
 
-    cdef bint upstream_body(self, UpstreamConnection conn, bytes data) except -1:
+    cdef bint upstream_body(self, UpstreamConnection conn, bytes data, Py_ssize_t start) except -1:
         return True
 
     cdef bint upstream_body_error(self, UpstreamConnection conn, str reason) except -1:
@@ -237,7 +237,7 @@ cdef class UpstreamConnection:
         """Bytes from the upstream: heads until the final one, then its body."""
         cdef UpstreamOwner owner = self.owner
         cdef ResponseHead head
-        cdef Py_ssize_t end
+        cdef Py_ssize_t end, start = 0
         if self.tunnel:
             owner.upstream_tunnel_data(data)
             return
@@ -254,9 +254,8 @@ cdef class UpstreamConnection:
                 except HttpError as err:
                     owner.upstream_bad(self, err.reason)
                     return
-                # No copy when the read ended with the head (the common case).
-                self.buf = tail(self.buf, end)
                 if head.status < 200 and head.status != 101:
+                    self.buf = tail(self.buf, end)
                     owner.upstream_interim(self, head)
                     if self.owner is not owner:
                         return
@@ -264,28 +263,31 @@ cdef class UpstreamConnection:
                 if not owner.upstream_head(self, head):
                     return                  # the owner let go of this connection
                 self.head = head
+                start = end                 # the body follows in the same buffer: no copy
             data = self.buf
             self.buf = EMPTY
             if self.tunnel:
-                if data:
-                    owner.upstream_tunnel_data(data)
+                if start < len(data):
+                    owner.upstream_tunnel_data(tail(data, start))
                 return
-        self.read_body(data)
+        self.read_body(data, start)
 
-    cdef void read_body(self, bytes data):
-        """Frame body bytes (``EMPTY`` at the close of an until-close body) for the owner."""
-        cdef Py_ssize_t end = 0
-        if data and not self.framer.done:
+    cdef void read_body(self, bytes data, Py_ssize_t start):
+        """Frame the body bytes ``data[start:]`` (none at the close of an until-close body)
+        for the owner."""
+        cdef Py_ssize_t end = start
+        if start < len(data) and not self.framer.done:
             try:
-                end = self.framer.feed(data, 0)
+                end = self.framer.feed(data, start)
             except HttpError as err:
                 self.owner.upstream_body_error(self, err.reason)
                 return
         if end < len(data):
             # Bytes past the end of the response: this connection is out of sync.
             self.extra = True
-            data = data[:end]
-        self.owner.upstream_body(self, data)
+            data = data[start:end]
+            start = 0
+        self.owner.upstream_body(self, data, start)
 
     # -- writing and flow control -----------------------------------------
 
