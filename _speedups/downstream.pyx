@@ -138,6 +138,7 @@ cdef class Http1Connection(Downstream):
         self.deadline_kind = D_NONE
         if self.state != R_HEAD and self.state != R_CLOSED:
             self.ex.client_gone()
+        self.ex.forget_downstream()
         self.set_closed()
         self.buf = EMPTY
 
@@ -255,6 +256,7 @@ cdef class Http1Connection(Downstream):
         h2 = H2Connection(self.ctx, self.proto)
         self.ctx.connections.discard(self)
         self.set_closed()
+        self.ex.forget_downstream()
         self.buf = EMPTY
         self.transport.set_protocol(h2)
         h2.take_over(self.transport, self.client, received)

@@ -107,6 +107,7 @@ cdef class Exchange(UpstreamOwner):
     cdef void body_received(self)
     cdef void fail(self, int status, str reason)
     cdef void client_gone(self)
+    cdef void forget_downstream(self)
     cdef void client_write_paused(self, bint paused)
     cdef void tunnel_in(self, bytes data)
     cdef bint tunnel_eof(self)

@@ -200,6 +200,15 @@ cdef class Exchange(UpstreamOwner):
             self.error = "client closed connection"
         self.finish(False)
 
+    cdef void forget_downstream(self):
+        """The client connection is gone and done with this exchange: from now on a closed
+        stand-in answers for it.  The connection holds the exchange and the exchange held
+        the connection: a cycle, which only the cyclic collector could free (a collection
+        every few dozen connections at one request per connection); now reference
+        counting frees both when the connection goes.  Late callbacks (a connect that
+        completes) find ``downstream.closed`` as before."""
+        self.downstream = _LOST
+
     cdef void client_write_paused(self, bint paused):
         """The client reads slowly: stop reading its response upstream, until it catches up."""
         if self.up is not None:
@@ -263,7 +272,12 @@ cdef class Exchange(UpstreamOwner):
         return 1
 
     cpdef internal_error(self, object exc):
-        self.downstream.internal_error(exc)
+        if self.downstream is _LOST:
+            _log.error("internal error on the request path (its client connection was lost)",
+                       exc_info=exc)
+            self.ctx.counters[ST_INTERNAL_ERRORS] += 1
+        else:
+            self.downstream.internal_error(exc)
 
     # -- X_ROUTING ----------------------------------------------------------
 
@@ -1015,6 +1029,15 @@ cdef class PassiveHealth:
             handler(ex.service, ex.upstream, kind)
 
 
+cdef Downstream _lost_downstream():
+    cdef Downstream lost = Downstream()
+    lost.closed = True
+    lost.client_bytes = b"-"
+    lost.proto = b"http"
+    return lost
+
+
+cdef Downstream _LOST = _lost_downstream()     # what an exchange's lost connection leaves
 cdef RetryPolicy _retry = RetryPolicy()
 cdef PassiveHealth _health = PassiveHealth()
 
