@@ -19,7 +19,12 @@ class HttpError(Exception):
 
 class MessageHead:
     headers: list[tuple[bytes, bytes, bytes]]
-    """(lower-case name, name, value), hop-by-hop and proxy-set fields removed."""
+    """(lower-case name, name, value), hop-by-hop and proxy-set fields removed; made from
+    ``field_lines`` when first read.  Reading or setting it makes the list what is
+    forwarded (``field_lines`` becomes None)."""
+    field_lines: bytes | None
+    """The fields passed on, as they are forwarded ("Name: value\r\n" each), or None once
+    the list was taken to be changed."""
     minor: int
     """HTTP/1.<minor>."""
     content_length: int
