@@ -48,6 +48,8 @@ cdef object _rest(bytes data, Py_ssize_t start):
     if PyBytes_GET_SIZE(data) - start > COALESCE_LIMIT:
         return memoryview(data)[start:]
     return tail(data, start)
+
+
 cdef bytes CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -312,7 +314,7 @@ cdef class Http1Connection(Downstream):
         cdef Py_ssize_t size = len(data) - start
         if head_out is None:
             if size > 0:
-                self.transport_write(data if start == 0 else _rest(data, start))
+                self.transport_write(_rest(data, start))
             return True
         if self.held_body is not None:
             data = self.held_body + tail(data, start)

@@ -571,7 +571,7 @@ cdef class Exchange(UpstreamOwner):
     cdef void arm_response_timer(self, double now):
         cdef Route route = self.route
         self.response_deadline = now + (route.per_try_timeout if route.per_try_timeout > 0
-                                                else self.ctx.response_timeout)
+                                        else self.ctx.response_timeout)
 
     cdef bint upstream_interim(self, UpstreamConnection conn, ResponseHead head) except -1:
         if conn is not self.up:

@@ -109,7 +109,6 @@ cdef inline bytes _known_method(const char *p, Py_ssize_t n):
     return None
 
 
-cdef dict _METHODS = {}             # interned method bytes -> str, filled lazily
 cdef frozenset IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 
 
