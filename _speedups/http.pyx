@@ -115,6 +115,8 @@ cdef frozenset IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"
 # ---------------------------------------------------------------------------
 # The bytes of a head being written: one buffer of the module's, reused by every head
 # (one is finished before the next is begun) and copied once into the bytes object.
+# Heads are parsed and built on the event loop's thread only (no other thread of the
+# gateway touches HTTP/1.1), so no two ever share it.
 
 cdef char *_out_buf = NULL
 cdef Py_ssize_t _out_cap = 0
