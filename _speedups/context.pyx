@@ -11,8 +11,6 @@ from _speedups.clock cimport monotonic
 from _speedups.stats cimport N_STATS
 from _speedups.stats import STAT_NAMES
 
-
-
 cdef const char *HEX_DIGITS = b"0123456789abcdef"
 
 
@@ -157,7 +155,7 @@ cdef class Context:
         """The prefix and a counter in hex, made as one bytes object (digits by hand:
         snprintf's format parsing was most of this)."""
         cdef char buf[96]
-        cdef Py_ssize_t n = PyBytes_GET_SIZE(self.request_id_prefix), i = 0, k
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(self.request_id_prefix), i = 0
         cdef unsigned long long v
         cdef char digits[16]
         self.request_counter += 1

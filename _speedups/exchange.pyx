@@ -642,7 +642,8 @@ cdef class Exchange(UpstreamOwner):
         cdef BodyFramer framer = conn.framer
         self.bytes_sent += len(data) - start
         self.downstream.send_body(
-            self, data, start, framer.remaining if framer.mode == MODE_LENGTH and not framer.done else -1)
+            self, data, start,
+            framer.remaining if framer.mode == MODE_LENGTH and not framer.done else -1)
         if framer.done:
             self.finish_response()
         return True

@@ -332,7 +332,8 @@ cdef class H2Connection(Downstream):
         cdef H2Stream stream = self.stream_of(ex)
         if stream is not None and not stream.finished and not stream.submitted:
             self.session.submit_informational(
-                stream.id, [(b":status", b"%d" % head.status)] + [(n, v) for n, _, v in head.peek_fields()])
+                stream.id,
+                [(b":status", b"%d" % head.status)] + [(n, v) for n, _, v in head.peek_fields()])
             self.schedule_flush()
         return True
 

@@ -242,7 +242,8 @@ cdef inline bint _ieq(const char *p, const char *lower, Py_ssize_t n):
 
 
 cdef list _split_field_lines(bytes lines):
-    """[(lower-case name, name, value)] from "Name: value\\r\\n" lines (as _parse_fields wrote them)."""
+    """[(lower-case name, name, value)] from "Name: value\\r\\n" lines, as _parse_fields
+    wrote them."""
     cdef const char *p = PyBytes_AS_STRING(lines)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(lines), pos = 0, colon, eol
     cdef tuple known

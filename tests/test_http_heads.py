@@ -103,6 +103,7 @@ def test_response_head_round_trip():
 def test_expect_continue_is_read_from_the_first_expect_field():
     head = parsed(b"PUT / HTTP/1.1\r\nHost: h\r\nEXPECT: 100-Continue\r\nContent-Length: 1\r\n\r\n")
     assert head.expect_continue and head.header(b"expect") == b"100-Continue"
-    assert not parsed(b"PUT / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n").expect_continue
+    http10 = b"PUT / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n"
+    assert not parsed(http10).expect_continue
     named_hop = b"PUT / HTTP/1.1\r\nHost: h\r\nConnection: expect\r\nExpect: 100-continue\r\n\r\n"
     assert not parsed(named_hop).expect_continue
