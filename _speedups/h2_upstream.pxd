@@ -42,8 +42,6 @@ cdef class H2UpstreamSession:
     cdef void settle(self)
 
 
-
-
 cdef class H2Stream(UpstreamConnection):
     cdef H2UpstreamSession session
     cdef int stream_id                      # 0 until the head is sent
@@ -53,7 +51,7 @@ cdef class H2Stream(UpstreamConnection):
     cdef bint stream_closed
     cdef bint body_paused                   # upstream_write_paused(True) was said
     cdef long long body_left                # Content-Length bytes of the request still to come
-    cdef Dechunker dechunker               # a chunked request body's
+    cdef Dechunker dechunker                # a chunked request body's
     cdef list held                          # DATA received while paused
     cdef list unsent                        # writes held until the session is settled
     cdef public list trailers               # the response's, once received

@@ -352,7 +352,8 @@ cdef class H2Stream(UpstreamConnection):
                 # Lost between connect and this write (its ALPN was not h2, say): nothing was
                 # sent, which the owner is told once it is done writing (not from inside write).
                 self.closed = True
-                get_running_loop().call_soon(self.refused, "the connection closed before the request was sent")
+                get_running_loop().call_soon(self.refused,
+                                             "the connection closed before the request was sent")
             return                          # (else connection_lost tells the owner)
         if self.unsent is not None or (self.stream_id == 0 and not self.session.settled
                                        and (self.session.streams or self.session.waiting)):
@@ -627,6 +628,7 @@ cdef ResponseHead _response_head(list headers, bint end_stream):
     """An HTTP/2 response head as the exchange takes an HTTP/1.1 one."""
     cdef ResponseHead head = ResponseHead.__new__(ResponseHead)
     cdef int status = 0
+    cdef list fields = []
     head.minor = 1
     head.keep_alive = True
     for name, value in headers:
@@ -637,9 +639,10 @@ cdef ResponseHead _response_head(list headers, bint end_stream):
                 raise HttpError(502, "invalid content-length")
             head.content_length = int(value)
         elif name[:1] != b":" and name not in CONNECTION_SPECIFIC:
-            head.fields().append((name, name, value))
+            fields.append((name, name, value))
     if status < 100 or status == 101:
         raise HttpError(502, "invalid :status")
+    head.set_fields(fields)
     head.status = status
     head.reason = _reason(status)
     if head.content_length < 0:

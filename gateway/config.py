@@ -281,6 +281,11 @@ class LbConfig:
 
 
 PROTOCOLS = ("auto", "http1", "h2c", "h2")
+
+
+def spoken_protocol(setting: str, endpoint_protocol: str) -> str:
+    """services[].protocol applied to one endpoint: auto follows the endpoint's appProtocol."""
+    return setting if setting != "auto" else endpoint_protocol or "http1"
 LB_POLICIES = ("round_robin", "least_request", "random", "ring_hash", "peak_ewma")
 
 
@@ -335,6 +340,19 @@ class ServiceConfig:
     # or auto: from the Kubernetes Service port's appProtocol (else http1).
     protocol: str = "auto"
     http2_connections: int = 2          # HTTP/2 connections per endpoint per worker
+
+    def protocol_of(self, endpoint_protocol: str) -> str:
+        """How one endpoint is spoken to: the setting, or with auto what its port's
+        appProtocol says (EndpointSpec.protocol; none: http1)."""
+        return spoken_protocol(self.protocol, endpoint_protocol)
+
+    @property
+    def endpoint_tls(self) -> UpstreamTls | None:
+        """TLS to its endpoints: its ``tls``; protocol h2 is TLS even without one (defaults:
+        the system's CAs, verified)."""
+        if self.tls is None and self.protocol == "h2":
+            return UpstreamTls()
+        return self.tls
 
     def priority_of(self, source: str) -> int:
         for name, level in self.priorities:

@@ -12,7 +12,7 @@ import logging
 import time
 from typing import NamedTuple
 
-from gateway.config import Config, HeaderFilter, RouteConfig, UpstreamTls
+from gateway.config import Config, HeaderFilter, RouteConfig, spoken_protocol
 from gateway.mirror import Mirror
 from gateway.routing import precedence_order
 from gateway.snapshot import Delta, Endpoints, EndpointSpec, Snapshot, with_pairs
@@ -87,9 +87,8 @@ class DataPlane:
         self.own_pool = {svc.key for svc in config.services if svc.circuit_breakers.max_connections}
         protocols_before, self.protocols = self.protocols, {
             svc.key: (svc.protocol, svc.http2_connections) for svc in config.services}
-        # protocol h2 is TLS, with the service's settings or the defaults (system CAs, verified)
-        self.upstream_tls_config = {svc.key: svc.tls or UpstreamTls() for svc in config.services
-                                    if svc.tls is not None or svc.protocol == "h2"}
+        self.upstream_tls_config = {svc.key: svc.endpoint_tls for svc in config.services
+                                    if svc.endpoint_tls is not None}
         self.upstream_tls = {key: (upstream_context(tls, "h2" if self.protocols[key][0] == "h2"
                                                     else "http/1.1"), tls.sni)
                              for key, tls in self.upstream_tls_config.items()}
@@ -248,7 +247,7 @@ class DataPlane:
         # not pooled ones another service opened (nor its own lent to another service).
         # And HTTP/2 endpoints: their connections are not HTTP/1.1 ones.
         setting, connections = self.protocols.get(key, ("auto", 2))
-        protocols = [setting if setting != "auto" else spec.protocol or "http1" for spec in specs or ()]
+        protocols = [spoken_protocol(setting, spec.protocol) for spec in specs or ()]
         pools = [key if tls is not None or key in self.own_pool or protocol != "http1" else ""
                  for protocol in protocols]
         serving_before = self._serving(service)

@@ -230,9 +230,12 @@ def test_an_http1_upstreams_chunked_trailers_reach_an_http2_client(tmp_path):
 
 
 def test_an_upload_stalled_by_a_slow_upstream_does_not_stall_the_connections_other_uploads(gw):
-    # The stalled stream's window stays shut; the connection's must not shut with it.
+    # The stalled stream's window stays shut; the connection's must not shut with it.  With
+    # a connection window no larger than a stream's, the other upload would get the window
+    # back only as fast as the slow upstream reads (4 KiB/s): over a minute for its 300 KB,
+    # far past the answer's timeout.
     with H2Client("127.0.0.1", gw.port) as c:
-        slow = c.request("POST", "/upload?rate=65536", end=False)
+        slow = c.request("POST", "/upload?rate=4096", end=False)
         chunk = b"s" * 16384
         deadline = time.monotonic() + 20
         last_progress = time.monotonic()
@@ -247,11 +250,9 @@ def test_an_upload_stalled_by_a_slow_upstream_does_not_stall_the_connections_oth
                 except TimeoutError:
                     pass
         assert time.monotonic() < deadline, "the slow upload never stalled"
-        started = time.monotonic()
         fast = c.request("POST", "/upload", end=False)
         c.send_body(fast, b"f" * 300_000)
         answer, = c.wait(fast, timeout=10)
         assert answer.status == 200 and b'"received":300000' in bytes(answer.body)
-        assert time.monotonic() - started < 3
         c.conn.reset_stream(slow)
         c.flush()

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from typing import Callable
 
-from gateway.config import ServiceConfig, SuccessRate, UpstreamTls
+from gateway.config import ServiceConfig, SuccessRate
 from gateway.health.probe import ProbeTlsContexts, probe
 from gateway.health.state import EndpointHealth, Level, plan_levels
 from gateway.health.success_rate import outliers
@@ -180,9 +180,8 @@ class HealthManager:
             # The service's current TLS settings and protocol: a reload may change them,
             # not the check.
             service = self.services.get(key[0], config)
-            http2 = service.protocol in ("h2c", "h2") or (service.protocol == "auto" and ep.protocol == "h2c")
-            tls = self.probe_tls.get(service.tls or (UpstreamTls() if service.protocol == "h2" else None))
-            error = await probe(ep.ip, ep.port, check, tls, http2)
+            http2 = service.protocol_of(ep.protocol) in ("h2c", "h2")
+            error = await probe(ep.ip, ep.port, check, self.probe_tls.get(service.endpoint_tls), http2)
             if state.record_probe(error is None, time.monotonic(), error):
                 log.warning("endpoint %s", "healthy" if error is None else "unhealthy",
                             extra={"fields": {"service": key[0], "cluster": ep.cluster,
