@@ -611,9 +611,10 @@ cdef class Exchange(UpstreamOwner):
             if _retry.allowed(self, True):
                 self.retry_elsewhere(f"upstream {self.upstream.host} answered {head.status}")
                 return False
-        if route.idempotent and head.status == 200 and _grpc_unavailable(head):
-            if _retry.allowed(self, True):
-                self.retry_elsewhere(f"upstream {self.upstream.host} answered gRPC UNAVAILABLE")
+        if route.idempotent and head.status == 200:
+            refusal = _grpc_refusal(head)
+            if refusal is not None and _retry.allowed(self, True):
+                self.retry_elsewhere(f"upstream {self.upstream.host} answered gRPC {refusal}")
                 return False
         self.resp_head = head
         self.status = head.status
@@ -1043,12 +1044,16 @@ cdef RetryPolicy _retry = RetryPolicy()
 cdef PassiveHealth _health = PassiveHealth()
 
 
-cdef bint _grpc_unavailable(ResponseHead head):
-    """A trailers-only gRPC answer of UNAVAILABLE (14): the server took no part of the call."""
+cdef str _grpc_refusal(ResponseHead head):
+    """A trailers-only gRPC answer that says the server took no part in the call: its
+    status name, else None.  UNAVAILABLE (14); CANCELLED (1), which grpcio answers to a call
+    that arrives while the server stops (what Envoy's ``retry_on: cancelled`` is for)."""
     for name, _, value in head.peek_fields():
         if name == b"grpc-status":
-            return value == b"14"
-    return False
+            if value == b"14":
+                return "UNAVAILABLE"
+            return "CANCELLED" if value == b"1" else None
+    return None
 
 
 cdef bytes _cookie(bytes header, bytes name):

@@ -44,7 +44,8 @@ The file (durations: "250ms", "2s", "1m30s", "1h" or seconds; sizes: "64KiB", "1
         rewrite: {prefix: /}            # replaces the matched path prefix
         timeout: 15s                    # whole request; default none
         retries: {attempts: 2, on_5xx: false, on_timeout: false, per_try_timeout: 2s}
-        # ... idempotent: true: sent requests of any method retried (gRPC: also on UNAVAILABLE)
+        # ... idempotent: true: sent requests of any method retried (gRPC: also on
+        #     UNAVAILABLE and CANCELLED answered before any message)
 
 Names (sources, services, namespaces, routes) are DNS labels.  Hosts and header names are
 lower-cased, methods upper-cased.
@@ -416,7 +417,7 @@ class RetryPolicy:
     #                                     backoff, then doubling, at most 10x (0: at once)
     idempotent: bool = False            # the route's requests may be sent twice whatever their
     #                                     method (gRPC calls are POSTs): retried as GETs are,
-    #                                     and on gRPC UNAVAILABLE
+    #                                     and on trailers-only gRPC UNAVAILABLE or CANCELLED
 
     @property
     def retry_statuses(self) -> frozenset[int]:

@@ -88,6 +88,21 @@ def test_a_servers_status_and_message_reach_the_client(setup):
     assert err.value.details() == "failed with 5 as asked"
     entry = gw.log.matching(lambda e: e["path"].endswith("/Fail"))[-1]
     assert entry["grpc_status"] == 5 and entry["protocol"] == "HTTP/2" and entry["status"] == 200
+    assert entry["attempts"] == 1               # the server's own answer: not retried
+
+
+@pytest.mark.parametrize("code, status", [(14, grpc.StatusCode.UNAVAILABLE),
+                                          (1, grpc.StatusCode.CANCELLED)])
+def test_a_call_the_server_refused_is_retried_on_the_other_cluster(setup, code, status):
+    # Both pods refuse here, so the last answer reaches the client after every attempt;
+    # a pod that stops mid-traffic answers CANCELLED to calls arriving meanwhile.
+    gw, channel = setup
+    with pytest.raises(grpc.RpcError) as err:
+        method(channel, "unary_unary", "Fail")(str(code).encode(), timeout=5)
+    assert err.value.code() == status
+    entry = gw.log.matching(lambda e: e["path"].endswith("/Fail") and e["grpc_status"] == code)[-1]
+    assert entry["attempts"] == 3, entry        # retries: {attempts: 3, idempotent: true}
+    assert len(set(entry["tried_hosts"])) == 2, entry   # one pod per cluster: both were tried
 
 
 def test_one_channels_calls_split_over_both_clusters(setup):
