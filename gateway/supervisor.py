@@ -21,6 +21,7 @@ import time
 from typing import Callable
 
 from gateway.config import Address, Config
+from gateway.listeners import bind_listeners
 from gateway.snapshot import Delta, Snapshot
 from gateway.stats import Stats
 from gateway.worker import MESSAGE_LIMIT, encode, encode_spec, read_message, spawn_command
@@ -252,25 +253,14 @@ class Supervisor:
 
 
 def _bind_listener(address: Address) -> socket.socket | None:
-    """A listening socket as the worker's own ``create_server(reuse_port=True)`` would make
-    it, when the host resolves to exactly one address (else None: the worker binds)."""
-    infos = socket.getaddrinfo(address.host or None, address.port, type=socket.SOCK_STREAM,
-                               flags=socket.AI_PASSIVE)
-    if len({info[4] for info in infos}) != 1:
-        return None
-    family, kind, proto, _, sockaddr = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(sockaddr)
-        sock.listen(4096)
-    except OSError:
+    """A listening socket as the worker's own would be, when the host resolves to exactly
+    one address (else None: the worker binds)."""
+    socks = bind_listeners(address)
+    if len(socks) == 1:
+        return socks[0]
+    for sock in socks:
         sock.close()
-        raise
-    return sock
+    return None
 
 
 def _delays_ms(delays) -> dict | None:

@@ -36,9 +36,11 @@ from dataclasses import replace
 
 import orjson
 
+from _speedups.reactor import Reactor
 from gateway.accesslog import AccessLog, replace_access_log
 from gateway.config import AdminOptions, Config
 from gateway.dataplane import DataPlane, PathPolicy, ProxyContext, TrustedProxies, Upstream
+from gateway.listeners import PlainServer, bind_listeners
 from gateway.snapshot import Delta, Snapshot
 from gateway.tls import ServerTls
 
@@ -105,7 +107,8 @@ class Worker:
         self.ctx: ProxyContext | None = None
         self.dataplane: DataPlane | None = None
         self.access_log: AccessLog | None = None
-        self.server: asyncio.base_events.Server | None = None
+        self.reactor: Reactor | None = None            # the plain port's connections
+        self.server: PlainServer | None = None
         self.tls: ServerTls | None = None
         self.tls_server: asyncio.base_events.Server | None = None
         self._maintenance: asyncio.TimerHandle | None = None
@@ -128,7 +131,7 @@ class Worker:
 
     async def listen(self, sock: socket.socket | None = None) -> None:
         """Serve on ``sock`` (a listening socket the supervisor holds) or bind the config's address."""
-        self.server = await self._bind(self.config, sock)
+        self.server = self._bind(self.config, sock)
         if self.config.tls is not None:
             await self._bind_tls(self.config)
         self.ctx.start_ticker()
@@ -158,12 +161,12 @@ class Worker:
         ctx.trusted_proxies = (None if trusted is None
                                else TrustedProxies(trusted.cidrs, trusted.hops))   # parsed once here
 
-    async def _bind(self, cfg: Config, sock: socket.socket | None = None):
-        if sock is not None:
-            return await asyncio.get_running_loop().create_server(
-                self.ctx.protocol_factory, sock=sock, backlog=4096)
-        return await asyncio.get_running_loop().create_server(
-            self.ctx.protocol_factory, cfg.listen.host, cfg.listen.port, reuse_port=True, backlog=4096)
+    def _bind(self, cfg: Config, sock: socket.socket | None = None) -> PlainServer:
+        """Serve ``sock`` (the supervisor's) or sockets bound to the config's address."""
+        socks = [sock] if sock is not None else bind_listeners(cfg.listen)
+        if self.reactor is None:
+            self.reactor = Reactor(asyncio.get_running_loop())
+        return PlainServer(self.reactor, socks, self.ctx.protocol_factory)
 
     async def _bind_tls(self, cfg: Config) -> None:
         old = self.tls_server
@@ -211,7 +214,7 @@ class Worker:
 
     async def _rebind(self, config: Config) -> None:
         old = self.server
-        self.server = await self._bind(config)
+        self.server = self._bind(config)
         await self._close_listener(old)     # open connections keep being served
         log.info("listening on a new address", extra={"fields": {"listen": str(config.listen)}})
 
@@ -249,6 +252,8 @@ class Worker:
             self.dataplane.close_all_upstreams()
         if self.access_log is not None:
             self.access_log.close()
+        if self.reactor is not None:
+            self.reactor.close()
 
     async def _close_listener(self, server, tls: bool = False) -> None:
         """Stop listening without resetting connections the kernel has already accepted.
@@ -263,11 +268,8 @@ class Worker:
         counts as connected, would be reset.
         """
         loop = asyncio.get_running_loop()
-        factory, extra = self.ctx.protocol_factory, {}
-        if tls:
-            factory = self.ctx.tls_protocol_factory
-            extra = {"ssl": self.tls.default,
-                     "ssl_handshake_timeout": self.config.timeouts.downstream_header}
+        tls_options = {"ssl": self.tls.default,
+                       "ssl_handshake_timeout": self.config.timeouts.downstream_header} if tls else {}
         listeners = [socket.socket(fileno=os.dup(pseudo.fileno())) for pseudo in server.sockets]
         for listener in listeners:
             try:
@@ -296,9 +298,13 @@ class Worker:
                 conn.setsockopt(socket.SOL_SOCKET, _SO_DETACH_FILTER, 0)
             except OSError:
                 pass
+            if not tls:
+                server.adopt(conn)      # the reactor serves it as one it accepted
+                return
             conn.setblocking(False)
             try:
-                await loop.connect_accepted_socket(factory, conn, **extra)
+                await loop.connect_accepted_socket(self.ctx.tls_protocol_factory, conn,
+                                                   **tls_options)
             except OSError:         # reset meanwhile, or a failed TLS handshake
                 conn.close()
 

@@ -1,0 +1,90 @@
+cdef extern from "<sys/epoll.h>" nogil:
+    ctypedef union epoll_data_t:
+        int fd
+    struct epoll_event:
+        unsigned int events
+        epoll_data_t data
+    int epoll_create1(int flags)
+    int epoll_ctl(int epfd, int op, int fd, epoll_event *event)
+    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
+    enum:
+        EPOLLIN
+        EPOLLOUT
+        EPOLLERR
+        EPOLLHUP
+        EPOLL_CTL_ADD
+        EPOLL_CTL_MOD
+        EPOLL_CTL_DEL
+        EPOLL_CLOEXEC
+
+cdef extern from "<sys/socket.h>" nogil:
+    ctypedef unsigned int socklen_t
+    struct sockaddr:
+        unsigned short sa_family
+    struct sockaddr_storage:
+        unsigned short ss_family
+    int accept4(int fd, sockaddr *addr, socklen_t *addrlen, int flags)
+    int getpeername(int fd, sockaddr *addr, socklen_t *addrlen)
+    int getsockname(int fd, sockaddr *addr, socklen_t *addrlen)
+    int shutdown(int fd, int how)
+    enum:
+        SOCK_NONBLOCK
+        SOCK_CLOEXEC
+        SHUT_WR
+        AF_INET
+        AF_INET6
+
+
+cdef class Watched:
+    cdef void on_event(self, unsigned int events) except *
+
+
+cdef class Reactor:
+    cdef int epfd
+    cdef object loop
+    cdef list watched               # fd -> its Listener or SocketTransport (or None)
+    cdef list lost                  # (transport, exc) waiting for connection_lost
+    cdef bint lost_scheduled
+    cdef char *read_buf
+    cdef epoll_event *events
+
+    cdef int watch(self, int fd, Watched obj, unsigned int events, int op) except -1
+    cdef void unwatch(self, int fd)
+    cdef void forget(self, int fd)
+    cdef void lose_later(self, SocketTransport transport, object exc)
+    cdef void report(self, object exc, str what, object transport, object protocol)
+
+
+cdef class Listener(Watched):
+    cdef Reactor reactor
+    cdef object sock
+    cdef object factory
+    cdef int fd
+    cdef object resume              # the call_later that resumes accepting, while paused
+
+    cdef void start(self, int fd, sockaddr_storage *addr) except *
+    cdef void pause_accepting(self, int err) except *
+
+
+cdef class SocketTransport(Watched):
+    cdef Reactor reactor
+    cdef int fd                     # -1 once closed
+    cdef public object protocol
+    cdef sockaddr_storage addr      # the peer, from accept
+    cdef object peer                # its (host, port), made when first asked
+    cdef list pending               # bytes not yet written, in order
+    cdef Py_ssize_t first_sent      # of pending[0]
+    cdef Py_ssize_t pending_size
+    cdef Py_ssize_t high_water, low_water
+    cdef unsigned int watching      # the events epoll has for this fd
+    cdef bint parked                # out of the epoll set: hung up while not reading
+    cdef bint reading, read_eof, closing, eof_written, write_paused
+
+    cdef void init(self, Reactor reactor, int fd, sockaddr_storage *addr)
+    cdef void read_once(self) except *
+    cdef void park(self) except *
+    cdef void rewatch(self) except *
+    cdef void queue(self, object data, Py_ssize_t offset) except *
+    cdef void flush(self) except *
+    cdef void fail(self, object exc) except *
+    cdef void finish(self, object exc) except *

@@ -1,0 +1,589 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Plain-TCP client connections without uvloop's transports: accept, read and write in C.
+
+At one request per connection uvloop's own per-connection work was a quarter of the
+gateway's user time (issue #16, perf): a libuv handle and a transport object per socket, a
+``call_soon`` for ``connection_made`` and one for ``connection_lost``, an entry in a Python
+``WeakValueDictionary``, and TCP_NODELAY and getsockname calls.  Here one epoll set, which the
+loop watches as a single reader, holds the listening sockets and the connections they accept;
+a readable connection is read once into the reactor's buffer and its protocol gets the bytes.
+
+``SocketTransport`` is the part of ``asyncio.Transport`` the protocols use (write, writelines,
+close, abort, pause/resume reading, write_eof, buffer limits, set_protocol, peername), with
+asyncio's semantics: ``connection_lost`` comes in a later callback, a full write buffer pauses
+the protocol's writing.  TLS listeners keep uvloop (its ssl machinery needs transports).
+
+Events are dispatched by fd number, never by pointer: an event for a socket closed meanwhile
+finds nothing (or the socket that now has that number, which reads EAGAIN), so no event can
+reach a freed object.
+"""
+import socket as _socket
+
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.errno cimport EAGAIN, ECONNABORTED, EINTR, EMFILE, ENFILE, ENOBUFS, ENOMEM, errno
+from libc.stdlib cimport free, malloc
+from libc.string cimport memset, strerror
+from posix.uio cimport iovec, writev
+from posix.unistd cimport close, read, write
+
+
+cdef extern from "<netinet/in.h>" nogil:
+    struct in_addr:
+        pass
+    struct in6_addr:
+        pass
+    struct sockaddr_in:
+        unsigned short sin_port
+        in_addr sin_addr
+    struct sockaddr_in6:
+        unsigned short sin6_port
+        unsigned int sin6_flowinfo
+        in6_addr sin6_addr
+        unsigned int sin6_scope_id
+    unsigned short ntohs(unsigned short)
+    unsigned int ntohl(unsigned int)
+
+cdef extern from "<arpa/inet.h>" nogil:
+    const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
+
+
+cdef enum:
+    READ_SIZE = 262144          # one read per readiness, as uvloop's buffer
+    MAX_EVENTS = 128            # more ready sockets wait for the next loop iteration
+    MAX_ACCEPTS = 64            # per readiness of a listening socket
+    MAX_IOV = 64
+    HIGH_WATER = 65536          # asyncio's default write buffer limits
+    LOW_WATER = 16384
+
+cdef double ACCEPT_PAUSE = 0.1  # out of file descriptors: accept again after this long
+
+
+cdef object _os_error(int err):
+    return OSError(err, strerror(err).decode())
+
+
+cdef object _address(sockaddr_storage *addr):
+    """``(host, port)`` (IPv6: ``(host, port, flowinfo, scope_id)``), as asyncio reports it."""
+    cdef char text[64]
+    cdef sockaddr_in *v4
+    cdef sockaddr_in6 *v6
+    if addr.ss_family == AF_INET:
+        v4 = <sockaddr_in *>addr
+        inet_ntop(AF_INET, &v4.sin_addr, text, sizeof(text))
+        return (text.decode(), ntohs(v4.sin_port))
+    if addr.ss_family == AF_INET6:
+        v6 = <sockaddr_in6 *>addr
+        inet_ntop(AF_INET6, &v6.sin6_addr, text, sizeof(text))
+        return (text.decode(), ntohs(v6.sin6_port), ntohl(v6.sin6_flowinfo), v6.sin6_scope_id)
+    return None
+
+
+cdef class Watched:
+    """Something in the reactor's epoll set, found by its fd."""
+
+    cdef void on_event(self, unsigned int events) except *:
+        pass
+
+
+cdef class Reactor:
+    """One epoll set inside the running loop, for the listening sockets and connections."""
+
+    def __cinit__(self):
+        self.epfd = -1
+        self.read_buf = NULL
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.watched = []
+        self.lost = []
+        self.lost_scheduled = False
+        self.read_buf = <char *>malloc(READ_SIZE)
+        self.events = <epoll_event *>malloc(MAX_EVENTS * sizeof(epoll_event))
+        if self.read_buf == NULL or self.events == NULL:
+            raise MemoryError()
+        self.epfd = epoll_create1(EPOLL_CLOEXEC)
+        if self.epfd < 0:
+            raise _os_error(errno)
+        loop.add_reader(self.epfd, self.ready)
+
+    def __dealloc__(self):
+        if self.epfd >= 0:
+            close(self.epfd)
+        free(self.read_buf)
+        free(self.events)
+
+    def close(self):
+        """Stop watching; what is still open (its owners had their chance) is closed: the
+        listening sockets, and the connections (aborted)."""
+        if self.epfd >= 0:
+            for obj in list(self.watched):
+                if isinstance(obj, SocketTransport):
+                    obj.abort()
+                elif isinstance(obj, Listener):
+                    obj.close()
+            self.loop.remove_reader(self.epfd)
+            close(self.epfd)
+            self.epfd = -1
+
+    def listen(self, sock, protocol_factory):
+        """Serve ``sock`` (a listening socket): each connection gets ``protocol_factory()``."""
+        return Listener(self, sock, protocol_factory)
+
+    def ready(self):
+        """The epoll set has events: hand each to its listener or connection."""
+        cdef int n, i, fd
+        cdef Watched obj
+        if self.epfd < 0:
+            return
+        n = epoll_wait(self.epfd, self.events, MAX_EVENTS, 0)
+        for i in range(n):
+            fd = self.events[i].data.fd
+            if fd >= len(self.watched):
+                continue
+            obj = <Watched>self.watched[fd]
+            if obj is not None:
+                obj.on_event(self.events[i].events)
+
+    cdef int watch(self, int fd, Watched obj, unsigned int events, int op) except -1:
+        cdef epoll_event ev
+        memset(&ev, 0, sizeof(ev))
+        ev.events = events
+        ev.data.fd = fd
+        if epoll_ctl(self.epfd, op, fd, &ev) < 0:
+            raise _os_error(errno)
+        if op == EPOLL_CTL_ADD:
+            while fd >= len(self.watched):
+                self.watched.extend([None] * (fd + 64 - len(self.watched)))
+            self.watched[fd] = obj
+        return 0
+
+    cdef void unwatch(self, int fd):
+        """Events for ``fd`` stop (it stays known, as when a connection parks)."""
+        cdef epoll_event ev
+        epoll_ctl(self.epfd, EPOLL_CTL_DEL, fd, &ev)
+
+    cdef void forget(self, int fd):
+        """``fd`` is closing: an event still queued for it finds nothing."""
+        if fd < len(self.watched):
+            self.watched[fd] = None
+
+    cdef void lose_later(self, SocketTransport transport, object exc):
+        """``connection_lost`` in a later callback, as asyncio promises: one for all of them."""
+        self.lost.append((transport, exc))
+        if not self.lost_scheduled:
+            self.lost_scheduled = True
+            self.loop.call_soon(self.deliver_lost)
+
+    def deliver_lost(self):
+        cdef SocketTransport transport
+        lost, self.lost = self.lost, []
+        self.lost_scheduled = False
+        for transport, exc in lost:
+            protocol, transport.protocol = transport.protocol, None
+            try:
+                protocol.connection_lost(exc)
+            except Exception as error:
+                self.report(error, "protocol.connection_lost() failed", transport, protocol)
+
+    cdef void report(self, object exc, str what, object transport, object protocol):
+        self.loop.call_exception_handler({"message": what, "exception": exc,
+                                          "transport": transport, "protocol": protocol})
+
+
+cdef class Listener(Watched):
+    """A listening socket served by the reactor; ``sockets`` and ``close()`` as asyncio's Server."""
+
+    def __init__(self, Reactor reactor, sock, protocol_factory):
+        self.reactor = reactor
+        self.sock = sock
+        self.factory = protocol_factory
+        self.fd = sock.fileno()
+        self.resume = None
+        sock.setblocking(False)
+        # Accepted sockets inherit the option on Linux: no setsockopt per connection.
+        sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        reactor.watch(self.fd, self, EPOLLIN, EPOLL_CTL_ADD)
+
+    @property
+    def sockets(self):
+        return [self.sock] if self.fd >= 0 else []
+
+    def is_serving(self):
+        return self.fd >= 0
+
+    def close(self):
+        """Stop accepting; connections already accepted stay open."""
+        if self.fd < 0:
+            return
+        if self.resume is not None:
+            self.resume.cancel()
+        else:
+            # Explicitly: the worker holds a duplicate of this fd while it drains the queue,
+            # and a registration lasts as long as any duplicate does.
+            self.reactor.unwatch(self.fd)
+        self.reactor.forget(self.fd)
+        self.fd = -1
+        self.sock.close()
+
+    def adopt(self, sock):
+        """Serve a connection accepted elsewhere (a listener's queue emptied when it closes)."""
+        cdef sockaddr_storage addr
+        cdef socklen_t size = sizeof(addr)
+        sock.setblocking(False)
+        fd = sock.detach()
+        if getpeername(fd, <sockaddr *>&addr, &size) < 0:
+            addr.ss_family = 0
+        self.start(fd, &addr)
+
+    cdef void on_event(self, unsigned int events) except *:
+        cdef sockaddr_storage addr
+        cdef socklen_t size
+        cdef int fd, err
+        for _ in range(MAX_ACCEPTS):
+            if self.fd < 0:         # a protocol closed the listener
+                return
+            size = sizeof(addr)
+            fd = accept4(self.fd, <sockaddr *>&addr, &size, SOCK_NONBLOCK | SOCK_CLOEXEC)
+            if fd < 0:
+                err = errno
+                if err == EINTR or err == ECONNABORTED:
+                    continue
+                if err in (EMFILE, ENFILE, ENOBUFS, ENOMEM):
+                    self.pause_accepting(err)
+                return                  # EAGAIN: the queue is empty
+            self.start(fd, &addr)
+
+    cdef void start(self, int fd, sockaddr_storage *addr) except *:
+        cdef SocketTransport transport = SocketTransport.__new__(SocketTransport)
+        transport.init(self.reactor, fd, addr)
+        try:
+            transport.protocol = self.factory()
+            self.reactor.watch(fd, transport, EPOLLIN, EPOLL_CTL_ADD)
+        except Exception as exc:
+            close(fd)
+            self.reactor.report(exc, "accepting a connection failed", transport, None)
+            return
+        try:
+            transport.protocol.connection_made(transport)
+        except Exception as exc:
+            self.reactor.report(exc, "protocol.connection_made() failed", transport,
+                                transport.protocol)
+            transport.fail(exc)
+
+    cdef void pause_accepting(self, int err) except *:
+        """Out of descriptors: the queue stays readable, so stop watching it for a moment."""
+        self.reactor.report(_os_error(err), "accepting connections paused", self, None)
+        self.reactor.unwatch(self.fd)
+        self.resume = self.reactor.loop.call_later(ACCEPT_PAUSE, self.resume_accepting)
+
+    def resume_accepting(self):
+        self.resume = None
+        if self.fd >= 0:
+            self.reactor.watch(self.fd, self, EPOLLIN, EPOLL_CTL_ADD)
+
+
+cdef class SocketTransport(Watched):
+    """One accepted connection: asyncio's transport interface over a non-blocking fd."""
+
+    cdef void init(self, Reactor reactor, int fd, sockaddr_storage *addr):
+        self.reactor = reactor
+        self.fd = fd
+        self.addr = addr[0]
+        self.pending = []
+        self.first_sent = 0
+        self.pending_size = 0
+        self.watching = EPOLLIN
+        self.parked = False
+        self.reading = True
+        self.read_eof = False
+        self.closing = False
+        self.eof_written = False
+        self.write_paused = False
+        self.high_water = HIGH_WATER
+        self.low_water = LOW_WATER
+
+    # -- events -----------------------------------------------------------
+
+    cdef void on_event(self, unsigned int events) except *:
+        cdef object protocol = self.protocol
+        try:
+            if self.pending and events & (EPOLLOUT | EPOLLERR | EPOLLHUP):
+                self.flush()
+            if self.fd < 0:
+                return
+            if self.reading:
+                if events & (EPOLLIN | EPOLLERR | EPOLLHUP):
+                    self.read_once()
+            elif events & (EPOLLERR | EPOLLHUP) and not self.pending:
+                self.park()
+        except Exception as exc:
+            self.reactor.report(exc, "a protocol callback failed", self, protocol)
+            self.fail(exc)
+
+    cdef void read_once(self) except *:
+        cdef Py_ssize_t n = read(self.fd, self.reactor.read_buf, READ_SIZE)
+        if n > 0:
+            self.protocol.data_received(PyBytes_FromStringAndSize(self.reactor.read_buf, n))
+        elif n == 0:
+            self.read_eof = True
+            self.reading = False
+            self.rewatch()
+            if not self.protocol.eof_received():
+                self.close()
+        elif errno != EAGAIN and errno != EINTR:
+            self.fail(_os_error(errno))
+
+    cdef void park(self) except *:
+        """Hung up while not reading: leave the set until reading resumes (hang-ups cannot be
+        masked, and would wake the loop for nothing)."""
+        self.reactor.unwatch(self.fd)
+        self.parked = True
+
+    cdef void rewatch(self) except *:
+        cdef unsigned int want = 0
+        if self.fd < 0:
+            return
+        if self.reading:
+            want |= EPOLLIN
+        if self.pending:
+            want |= EPOLLOUT
+        if self.parked:
+            if want:
+                self.parked = False
+                self.watching = want
+                self.reactor.watch(self.fd, self, want, EPOLL_CTL_ADD)
+        elif want != self.watching:
+            self.watching = want
+            self.reactor.watch(self.fd, self, want, EPOLL_CTL_MOD)
+
+    # -- writing ----------------------------------------------------------
+
+    def write(self, data):
+        cdef Py_buffer view
+        cdef Py_ssize_t sent, size
+        if self.closing or self.fd < 0:
+            return
+        if self.pending:
+            self.queue(data, 0)
+            return
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        size = view.len
+        sent = _write_once(self.fd, view.buf, size) if size else 0
+        PyBuffer_Release(&view)
+        if sent < 0:
+            if errno != EAGAIN:
+                self.fail(_os_error(errno))
+                return
+            sent = 0
+        if sent < size:
+            self.queue(data, sent)
+
+    def writelines(self, list_of_data):
+        """One writev for all of them (a response head and a view of its body: no copy)."""
+        cdef iovec iov[MAX_IOV]
+        cdef Py_buffer views[MAX_IOV]
+        cdef Py_ssize_t sizes[MAX_IOV]
+        cdef int count = 0, i
+        cdef Py_ssize_t sent, total = 0
+        items = list_of_data if isinstance(list_of_data, (list, tuple)) else list(list_of_data)
+        if self.closing or self.fd < 0:
+            return
+        if self.pending or len(items) > MAX_IOV:
+            for data in items:
+                self.write(data)
+            return
+        try:
+            for data in items:
+                PyObject_GetBuffer(data, &views[count], PyBUF_SIMPLE)
+                iov[count].iov_base = views[count].buf
+                iov[count].iov_len = sizes[count] = views[count].len
+                total += sizes[count]
+                count += 1
+            sent = _writev_once(self.fd, iov, count) if total else 0
+        finally:
+            for i in range(count):
+                PyBuffer_Release(&views[i])
+        if sent < 0:
+            if errno != EAGAIN:
+                self.fail(_os_error(errno))
+                return
+            sent = 0
+        if sent == total:
+            return
+        for i in range(count):      # keep what did not go
+            if sent >= sizes[i]:
+                sent -= sizes[i]
+                continue
+            self.queue(items[i], sent)
+            sent = 0
+
+    cdef void queue(self, object data, Py_ssize_t offset) except *:
+        """Keep ``data[offset:]`` until writable (a copy unless bytes: a caller may reuse its
+        buffer)."""
+        cdef bytes rest
+        if type(data) is bytes:
+            rest = data[offset:] if offset else data
+        else:
+            rest = bytes(memoryview(data).cast("B")[offset:])
+        if not rest:
+            return
+        self.pending.append(rest)
+        self.pending_size += len(rest)
+        self.rewatch()
+        if not self.write_paused and self.pending_size > self.high_water:
+            self.write_paused = True
+            self.protocol.pause_writing()
+
+    cdef void flush(self) except *:
+        cdef iovec iov[MAX_IOV]
+        cdef int count = 0
+        cdef bytes data
+        cdef Py_ssize_t sent, n
+        for data in self.pending[:MAX_IOV]:
+            iov[count].iov_base = <char *>data
+            iov[count].iov_len = len(data)
+            count += 1
+        iov[0].iov_base = <char *>iov[0].iov_base + self.first_sent
+        iov[0].iov_len -= self.first_sent
+        sent = _writev_once(self.fd, iov, count)
+        if sent < 0:
+            if errno != EAGAIN and errno != EINTR:
+                self.fail(_os_error(errno))
+            return
+        self.pending_size -= sent
+        sent += self.first_sent
+        while self.pending:
+            n = len(<bytes>self.pending[0])
+            if sent < n:
+                break
+            sent -= n
+            del self.pending[0]
+        self.first_sent = sent
+        if self.pending:
+            return
+        self.first_sent = 0
+        if self.closing:
+            self.finish(None)
+            return
+        self.rewatch()
+        if self.eof_written:
+            shutdown(self.fd, SHUT_WR)
+        if self.write_paused and self.pending_size <= self.low_water:
+            self.write_paused = False
+            self.protocol.resume_writing()
+
+    def can_write_eof(self):
+        return True
+
+    def write_eof(self):
+        if self.closing or self.eof_written or self.fd < 0:
+            return
+        self.eof_written = True
+        if not self.pending:
+            shutdown(self.fd, SHUT_WR)
+
+    def get_write_buffer_size(self):
+        return self.pending_size
+
+    def get_write_buffer_limits(self):
+        return (self.low_water, self.high_water)
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        if high is None:
+            high = HIGH_WATER if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self.high_water, self.low_water = high, low
+
+    # -- reading ----------------------------------------------------------
+
+    def pause_reading(self):
+        if self.reading and not self.closing:
+            self.reading = False
+            self.rewatch()
+
+    def resume_reading(self):
+        if not self.reading and not self.closing and not self.read_eof:
+            self.reading = True
+            self.rewatch()
+
+    def is_reading(self):
+        return self.reading and not self.closing
+
+    # -- closing ----------------------------------------------------------
+
+    def close(self):
+        """Close once what is buffered is written; ``connection_lost(None)`` follows."""
+        if self.closing:
+            return
+        self.closing = True
+        self.reading = False
+        if self.pending:
+            self.rewatch()
+        else:
+            self.finish(None)
+
+    def abort(self):
+        """Close now, dropping what is buffered."""
+        self.closing = True
+        self.finish(None)
+
+    def is_closing(self):
+        return self.closing
+
+    cdef void fail(self, object exc) except *:
+        self.closing = True
+        self.finish(exc)
+
+    cdef void finish(self, object exc) except *:
+        if self.fd < 0:
+            return
+        self.reactor.forget(self.fd)            # closing the fd takes it out of the set
+        close(self.fd)
+        self.fd = -1
+        self.pending = []
+        self.pending_size = 0
+        self.reactor.lose_later(self, exc)
+
+    # -- the rest of asyncio.Transport --------------------------------------
+
+    def get_extra_info(self, name, default=None):
+        cdef sockaddr_storage addr
+        cdef socklen_t size = sizeof(addr)
+        if name == "peername":
+            if self.peer is None:
+                self.peer = _address(&self.addr)
+            return self.peer if self.peer is not None else default
+        if name == "sockname" and self.fd >= 0:
+            if getsockname(self.fd, <sockaddr *>&addr, &size) == 0:
+                return _address(&addr)
+        return default
+
+    def set_protocol(self, protocol):
+        self.protocol = protocol
+
+    def get_protocol(self):
+        return self.protocol
+
+    def __repr__(self):
+        return f"<SocketTransport fd={self.fd} peer={self.get_extra_info('peername')}>"
+
+
+cdef Py_ssize_t _write_once(int fd, const void *data, Py_ssize_t size):
+    """What one write() sends, retried on EINTR (-1 with errno when nothing went)."""
+    cdef Py_ssize_t n
+    while True:
+        n = write(fd, data, size)
+        if n >= 0 or errno != EINTR:
+            return n
+
+
+cdef Py_ssize_t _writev_once(int fd, iovec *iov, int count):
+    cdef Py_ssize_t n
+    while True:
+        n = writev(fd, iov, count)
+        if n >= 0 or errno != EINTR:
+            return n
