@@ -21,7 +21,7 @@ import socket as _socket
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from libc.errno cimport EAGAIN, ECONNABORTED, EINTR, EMFILE, ENFILE, ENOBUFS, ENOMEM, errno
+from libc.errno cimport EAGAIN, EINTR, EMFILE, ENFILE, ENOBUFS, ENOMEM, errno
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset, strerror
 from posix.uio cimport iovec, writev
@@ -247,11 +247,12 @@ cdef class Listener(Watched):
             fd = accept4(self.fd, <sockaddr *>&addr, &size, SOCK_NONBLOCK | SOCK_CLOEXEC)
             if fd < 0:
                 err = errno
-                if err == EINTR or err == ECONNABORTED:
-                    continue
+                if err == EAGAIN:       # the queue is empty
+                    return
                 if err in (EMFILE, ENFILE, ENOBUFS, ENOMEM):
                     self.pause_accepting(err)
-                return                  # EAGAIN: the queue is empty
+                    return
+                continue                # that connection failed (reset, network errors)
             self.start(fd, &addr)
 
     cdef void start(self, int fd, sockaddr_storage *addr) except *:
@@ -362,6 +363,8 @@ cdef class SocketTransport(Watched):
     def write(self, data):
         cdef Py_buffer view
         cdef Py_ssize_t sent, size
+        if self.eof_written:
+            raise RuntimeError("write() after write_eof()")
         if self.closing or self.fd < 0:
             return
         if self.pending:
@@ -387,6 +390,8 @@ cdef class SocketTransport(Watched):
         cdef int count = 0, i
         cdef Py_ssize_t sent, total = 0
         items = list_of_data if isinstance(list_of_data, (list, tuple)) else list(list_of_data)
+        if self.eof_written:
+            raise RuntimeError("writelines() after write_eof()")
         if self.closing or self.fd < 0:
             return
         if self.pending or len(items) > MAX_IOV:

@@ -1,15 +1,20 @@
 """A closed client connection is freed by reference counting: it leaves no cycle for the
 cyclic collector (which, at one request per connection, ran every few dozen connections).
-In one process: a uvloop loop with a backend and the gateway's data plane on real sockets."""
+In one process: a uvloop loop with a backend and the gateway's data plane on real sockets,
+the client connections served as the plain port serves them (the reactor) and as uvloop's
+transports do (the TLS port's)."""
 from __future__ import annotations
 
 import asyncio
 import gc
 
+import pytest
 import uvloop
 
-from gateway.config import parse_config
+from _speedups.reactor import Reactor
+from gateway.config import Address, parse_config
 from gateway.dataplane import DataPlane, ProxyContext
+from gateway.listeners import PlainServer, bind_listeners
 from gateway.snapshot import EndpointSpec, Snapshot
 
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -38,7 +43,8 @@ class OneRequest(asyncio.Protocol):
         self.done.set_result(self.received)
 
 
-async def garbage_per_connection(request: bytes, connections: int) -> tuple[float, list[bytes]]:
+async def garbage_per_connection(request: bytes, connections: int,
+                                 transports: str) -> tuple[float, list[bytes]]:
     loop = asyncio.get_running_loop()
     backend = await loop.create_server(Backend, "127.0.0.1", 0)
     config = parse_config({
@@ -52,7 +58,11 @@ async def garbage_per_connection(request: bytes, connections: int) -> tuple[floa
     plane.apply_config(config)
     plane.apply_full(Snapshot(1, {"default/svc": (
         EndpointSpec("zone-a", "127.0.0.1", backend.sockets[0].getsockname()[1], 1),)}))
-    server = await loop.create_server(ctx.protocol_factory, "127.0.0.1", 0)
+    if transports == "reactor":
+        reactor = Reactor(loop)
+        server = PlainServer(reactor, bind_listeners(Address("127.0.0.1", 0)), ctx.protocol_factory)
+    else:
+        server = await loop.create_server(ctx.protocol_factory, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
 
     async def one() -> bytes:
@@ -71,20 +81,27 @@ async def garbage_per_connection(request: bytes, connections: int) -> tuple[floa
     finally:
         gc.enable()
     server.close()
+    if transports == "reactor":
+        reactor.close()
     plane.close_all_upstreams()
     backend.close()
     await asyncio.sleep(0.05)
     return found / connections, answers
 
 
-def test_a_connection_closed_after_its_request_leaves_no_cycle():
+TRANSPORTS = pytest.mark.parametrize("transports", ["reactor", "uvloop"])
+
+
+@TRANSPORTS
+def test_a_connection_closed_after_its_request_leaves_no_cycle(transports):
     per_connection, answers = uvloop.run(garbage_per_connection(
-        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 200))
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 200, transports))
     assert all(a.startswith(b"HTTP/1.1 200 OK\r\n") and a.endswith(b"ok") for a in answers)
     assert per_connection < 0.05, f"{per_connection:.2f} unreachable objects per connection"
 
 
-def test_a_connection_refused_by_its_head_leaves_no_cycle():
-    per_connection, answers = uvloop.run(garbage_per_connection(b"BAD\r\n\r\n", 100))
+@TRANSPORTS
+def test_a_connection_refused_by_its_head_leaves_no_cycle(transports):
+    per_connection, answers = uvloop.run(garbage_per_connection(b"BAD\r\n\r\n", 100, transports))
     assert all(a.startswith(b"HTTP/1.1 400 ") for a in answers)
     assert per_connection < 0.05, f"{per_connection:.2f} unreachable objects per connection"

@@ -166,6 +166,8 @@ def test_half_close_both_ways():
         assert proto.data == b"request" and not proto.transport.is_closing()
         proto.transport.write(b"answer")
         proto.transport.write_eof()
+        with pytest.raises(RuntimeError):
+            proto.transport.write(b"after EOF")
         assert await receive_all(client, 100) == b"answer"  # then EOF
         proto.transport.close()
         assert await proto.lost is None
