@@ -92,6 +92,7 @@ cdef class Reactor:
     def __cinit__(self):
         self.epfd = -1
         self.read_buf = NULL
+        self.events = NULL
 
     def __init__(self, loop):
         self.loop = loop
@@ -375,8 +376,8 @@ cdef class SocketTransport(Watched):
         sent = _write_once(self.fd, view.buf, size) if size else 0
         PyBuffer_Release(&view)
         if sent < 0:
-            if errno != EAGAIN:
-                self.fail(_os_error(errno))
+            if -sent != EAGAIN:
+                self.fail(_os_error(-sent))
                 return
             sent = 0
         if sent < size:
@@ -410,8 +411,8 @@ cdef class SocketTransport(Watched):
             for i in range(count):
                 PyBuffer_Release(&views[i])
         if sent < 0:
-            if errno != EAGAIN:
-                self.fail(_os_error(errno))
+            if -sent != EAGAIN:
+                self.fail(_os_error(-sent))
                 return
             sent = 0
         if sent == total:
@@ -444,7 +445,7 @@ cdef class SocketTransport(Watched):
         cdef iovec iov[MAX_IOV]
         cdef int count = 0
         cdef bytes data
-        cdef Py_ssize_t sent, n
+        cdef Py_ssize_t sent, n, done
         for data in self.pending[:MAX_IOV]:
             iov[count].iov_base = <char *>data
             iov[count].iov_len = len(data)
@@ -453,27 +454,27 @@ cdef class SocketTransport(Watched):
         iov[0].iov_len -= self.first_sent
         sent = _writev_once(self.fd, iov, count)
         if sent < 0:
-            if errno != EAGAIN and errno != EINTR:
-                self.fail(_os_error(errno))
+            if -sent != EAGAIN:
+                self.fail(_os_error(-sent))
             return
         self.pending_size -= sent
         sent += self.first_sent
-        while self.pending:
-            n = len(<bytes>self.pending[0])
+        done = 0
+        for data in self.pending:
+            n = len(data)
             if sent < n:
                 break
             sent -= n
-            del self.pending[0]
+            done += 1
+        del self.pending[:done]
         self.first_sent = sent
-        if self.pending:
-            return
-        self.first_sent = 0
-        if self.closing:
-            self.finish(None)
-            return
-        self.rewatch()
-        if self.eof_written:
-            shutdown(self.fd, SHUT_WR)
+        if not self.pending:
+            if self.closing:
+                self.finish(None)
+                return
+            self.rewatch()
+            if self.eof_written:
+                shutdown(self.fd, SHUT_WR)
         if self.write_paused and self.pending_size <= self.low_water:
             self.write_paused = False
             self.protocol.resume_writing()
@@ -578,17 +579,22 @@ cdef class SocketTransport(Watched):
 
 
 cdef Py_ssize_t _write_once(int fd, const void *data, Py_ssize_t size):
-    """What one write() sends, retried on EINTR (-1 with errno when nothing went)."""
+    """What one write() sends, retried on EINTR; -errno when nothing went."""
     cdef Py_ssize_t n
     while True:
         n = write(fd, data, size)
-        if n >= 0 or errno != EINTR:
+        if n >= 0:
             return n
+        if errno != EINTR:
+            return -errno
 
 
 cdef Py_ssize_t _writev_once(int fd, iovec *iov, int count):
+    """As ``_write_once``, gathering."""
     cdef Py_ssize_t n
     while True:
         n = writev(fd, iov, count)
-        if n >= 0 or errno != EINTR:
+        if n >= 0:
             return n
+        if errno != EINTR:
+            return -errno

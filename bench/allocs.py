@@ -7,8 +7,8 @@ to compare two builds on a busy machine, unlike CPU time).
 
 One uvloop loop holds two backends (a fixed 20-byte answer), the gateway's data plane
 (``DataPlane`` from a parsed config: a route with a request-header rewrite, two endpoints
-in smooth WRR, health flags) on a listening socket, and a keep-alive client that sends the
-next request when an answer is complete.  The object allocator is wrapped by
+in smooth WRR, health flags) on a listening socket served as a worker serves it, and a
+keep-alive client that sends the next request when an answer is complete.  The object allocator is wrapped by
 ``bench/_alloccount.pyx`` (compiled here with pyximport) to count its calls; the same
 client run straight against a backend gives the client's and backend's own share, which is
 subtracted.  ``allocs/req`` is that difference; ``retained/req`` is the growth of
@@ -145,6 +145,21 @@ def _gateway(loop, ports: list[int], log: bool) -> ProxyContext:
     return ctx
 
 
+async def _serve(loop, ctx):
+    """The plain port as a worker serves it: through the reactor (uvloop's server in
+    checkouts from before it, for --src comparisons).  Returns (port, close)."""
+    try:
+        from _speedups.reactor import Reactor
+        from gateway.config import Address
+        from gateway.listeners import PlainServer, bind_listeners
+    except ImportError:
+        server = await loop.create_server(ctx.protocol_factory, "127.0.0.1", 0)
+        return server.sockets[0].getsockname()[1], server.close
+    reactor = Reactor(loop)
+    server = PlainServer(reactor, bind_listeners(Address("127.0.0.1", 0)), ctx.protocol_factory)
+    return server.sockets[0].getsockname()[1], reactor.close
+
+
 async def main_async(n: int) -> dict:
     loop = asyncio.get_running_loop()
     backends = [await loop.create_server(Backend, "127.0.0.1", 0) for _ in range(2)]
@@ -154,12 +169,12 @@ async def main_async(n: int) -> dict:
     out = {"requests": n, "direct_allocs_per_request": round(direct, 2)}
     for mode, log in (("gateway", True), ("gateway-nolog", False)):
         ctx = _gateway(loop, ports, log)
-        server = await loop.create_server(ctx.protocol_factory, "127.0.0.1", 0)
-        calls, kept = await _measure(server.sockets[0].getsockname()[1], n)
+        port, close = await _serve(loop, ctx)
+        calls, kept = await _measure(port, n)
         assert ctx.stats["responses_2xx"] == n + 2000, ctx.stats    # all proxied, none refused
         out[mode] = {"allocs_per_request": round(calls - direct, 2),
                      "retained_blocks_per_request": round(kept - direct_kept, 3)}
-        server.close()
+        close()
     for b in backends:
         b.close()
     return out

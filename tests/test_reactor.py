@@ -122,6 +122,23 @@ def test_a_full_buffer_pauses_writing_and_everything_arrives_in_order():
     run(main())
 
 
+def test_many_small_writes_to_a_stalled_reader_arrive_whole_and_in_order():
+    async def main():
+        reactor, server, client, proto = await serve()
+        chunks = [b"%07d:" % i + os.urandom(1000) for i in range(20000)]    # 20 MB
+        for chunk in chunks:                        # most of them queue, 64 per writev
+            proto.transport.write(chunk)
+        expected = b"".join(chunks)
+        assert proto.transport.get_write_buffer_size() > 0
+        got = await receive_all(client, len(expected))
+        assert got == expected
+        await until(lambda: proto.transport.get_write_buffer_size() == 0)
+        assert proto.events == ["made", "pause", "resume"]
+        client.close()
+        reactor.close()
+    run(main())
+
+
 def test_connection_lost_comes_in_a_later_callback_and_once():
     async def main():
         reactor, server, client, proto = await serve()
