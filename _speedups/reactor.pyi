@@ -6,6 +6,8 @@ from typing import Any, Callable, Iterable, final
 
 @final
 class Reactor:
+    wakeups: int
+    """Times the loop found the epoll set ready (a socket that wakes it for nothing shows here)."""
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None: ...
     def listen(self, sock: socket.socket,
                protocol_factory: Callable[[], asyncio.Protocol]) -> Listener:

@@ -25,7 +25,7 @@ from libc.errno cimport EAGAIN, EINTR, EMFILE, ENFILE, ENOBUFS, ENOMEM, errno
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset, strerror
 from posix.uio cimport iovec, writev
-from posix.unistd cimport close, read, write
+from posix.unistd cimport close, read
 
 
 cdef extern from "<netinet/in.h>" nogil:
@@ -137,6 +137,7 @@ cdef class Reactor:
         cdef Watched obj
         if self.epfd < 0:
             return
+        self.wakeups += 1
         n = epoll_wait(self.epfd, self.events, MAX_EVENTS, 0)
         for i in range(n):
             fd = self.events[i].data.fd
@@ -363,6 +364,7 @@ cdef class SocketTransport(Watched):
 
     def write(self, data):
         cdef Py_buffer view
+        cdef iovec one
         cdef Py_ssize_t sent, size
         if self.eof_written:
             raise RuntimeError("write() after write_eof()")
@@ -372,8 +374,9 @@ cdef class SocketTransport(Watched):
             self.queue(data, 0)
             return
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-        size = view.len
-        sent = _write_once(self.fd, view.buf, size) if size else 0
+        size = one.iov_len = view.len
+        one.iov_base = view.buf
+        sent = _writev_once(self.fd, &one, 1) if size else 0
         PyBuffer_Release(&view)
         if sent < 0:
             if -sent != EAGAIN:
@@ -578,19 +581,8 @@ cdef class SocketTransport(Watched):
         return f"<SocketTransport fd={self.fd} peer={self.get_extra_info('peername')}>"
 
 
-cdef Py_ssize_t _write_once(int fd, const void *data, Py_ssize_t size):
-    """What one write() sends, retried on EINTR; -errno when nothing went."""
-    cdef Py_ssize_t n
-    while True:
-        n = write(fd, data, size)
-        if n >= 0:
-            return n
-        if errno != EINTR:
-            return -errno
-
-
 cdef Py_ssize_t _writev_once(int fd, iovec *iov, int count):
-    """As ``_write_once``, gathering."""
+    """What one writev() sends, retried on EINTR; -errno when nothing went."""
     cdef Py_ssize_t n
     while True:
         n = writev(fd, iov, count)

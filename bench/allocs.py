@@ -8,8 +8,9 @@ to compare two builds on a busy machine, unlike CPU time).
 One uvloop loop holds two backends (a fixed 20-byte answer), the gateway's data plane
 (``DataPlane`` from a parsed config: a route with a request-header rewrite, two endpoints
 in smooth WRR, health flags) on a listening socket served as a worker serves it, and a
-keep-alive client that sends the next request when an answer is complete.  The object allocator is wrapped by
-``bench/_alloccount.pyx`` (compiled here with pyximport) to count its calls; the same
+keep-alive client that sends the next request when an answer is complete.  The object
+allocator is wrapped by ``bench/_alloccount.pyx`` (compiled here with pyximport) to count
+its calls; the same
 client run straight against a backend gives the client's and backend's own share, which is
 subtracted.  ``allocs/req`` is that difference; ``retained/req`` is the growth of
 ``sys.getallocatedblocks()`` over the run (a leak shows there).  Modes: the JSON access log

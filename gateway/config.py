@@ -282,12 +282,12 @@ class LbConfig:
 
 
 PROTOCOLS = ("auto", "http1", "h2c", "h2")
+LB_POLICIES = ("round_robin", "least_request", "random", "ring_hash", "peak_ewma")
 
 
 def spoken_protocol(setting: str, endpoint_protocol: str) -> str:
     """services[].protocol applied to one endpoint: auto follows the endpoint's appProtocol."""
     return setting if setting != "auto" else endpoint_protocol or "http1"
-LB_POLICIES = ("round_robin", "least_request", "random", "ring_hash", "peak_ewma")
 
 
 @dataclass(frozen=True, slots=True)
