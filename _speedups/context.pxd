@@ -6,6 +6,12 @@ from _speedups.service cimport Service
 from _speedups.stats cimport N_STATS
 
 
+cdef class Port:
+    """The routes of one listening address, read per request by the connections accepted
+    there; ``router`` is replaced whole when the config changes."""
+    cdef public Router router
+
+
 cdef class Connection:
     """A client connection as the context sees it: deadlines to check, idle or not, and
     requests to move off an ejected endpoint.  ``downstream.Http1Connection`` is one; an
@@ -21,7 +27,7 @@ cdef class Connection:
 
 cdef class Context:
     cdef readonly object loop
-    cdef readonly Router router
+    cdef readonly Port port                 # the file's listeners (listen, tls.listen)
     cdef public double connect_timeout
     cdef public double response_timeout
     cdef public double idle_timeout

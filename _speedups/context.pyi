@@ -6,6 +6,12 @@ from _speedups.router import Router
 from _speedups.service import Service
 from typing import Any, Callable, Iterable
 
+class Port:
+    """The routes of one listening address; connections accepted there read ``router``
+    per request, and a new config replaces it."""
+    router: Router
+    def __init__(self, router: Router | None = None) -> None: ...
+
 class Connection:
     """A client connection as the context drives it (deadlines, drain, redispatch)."""
 
@@ -46,7 +52,10 @@ class Context:
     @property
     def loop(self) -> Any: ...
     @property
-    def router(self) -> Router: ...
+    def port(self) -> Port: ...
+    @property
+    def router(self) -> Router:
+        """The file listeners' routes (``port.router``)."""
     @property
     def connections(self) -> set[Connection]: ...
     @property

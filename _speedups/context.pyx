@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""What every connection of a worker shares: the current router, settings, counters, the
+"""What every connection of a worker shares: the current routes (a Port per listening address), settings, counters, the
 access log's buffer, and the deadline ticker that checks every connection a few times a
 second (no timer object per request)."""
 import os as _os
@@ -8,10 +8,17 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from libc.string cimport memcpy
 
 from _speedups.clock cimport monotonic
+from _speedups.router cimport Router
 from _speedups.stats cimport N_STATS
 from _speedups.stats import STAT_NAMES
 
 cdef const char *HEX_DIGITS = b"0123456789abcdef"
+
+
+cdef class Port:
+
+    def __init__(self, Router router=None):
+        self.router = router if router is not None else Router(())
 
 
 cdef class Connection:
@@ -45,7 +52,7 @@ cdef class Context:
                  double body_idle_timeout=30.0,
                  access_log=None, via=b"1.1 gateway", request_id_prefix=None):
         self.loop = loop
-        self.router = Router(())
+        self.port = Port()
         self.connect_timeout = connect_timeout
         self.response_timeout = response_timeout
         self.idle_timeout = idle_timeout
@@ -81,7 +88,12 @@ cdef class Context:
             self.counters[i] = 0
 
     def set_router(self, Router router):
-        self.router = router
+        self.port.router = router
+
+    @property
+    def router(self):
+        """The file listeners' routes."""
+        return self.port.router
 
     @property
     def stats(self):

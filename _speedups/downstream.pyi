@@ -1,14 +1,14 @@
 """The HTTP/1.1 client connection (compiled)."""
 from typing import Any, final
 
-from _speedups.context import Context
+from _speedups.context import Context, Port
 from _speedups.exchange import Downstream
 
 @final
 class Http1Connection(Downstream):
     """asyncio protocol of one client connection; made by ``ProxyContext.protocol_factory``."""
 
-    def __init__(self, ctx: Context, proto: bytes = b"http") -> None: ...
+    def __init__(self, ctx: Context, proto: bytes = b"http", port: Port | None = None) -> None: ...
     def connection_made(self, transport: Any) -> None: ...
     def data_received(self, data: bytes) -> None: ...
     def eof_received(self) -> bool: ...

@@ -12,7 +12,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from libc.string cimport memcpy
 
 from _speedups.clock cimport monotonic
-from _speedups.context cimport Context
+from _speedups.context cimport Context, Port
 from _speedups.exchange cimport PAUSE_PENDING, PAUSE_PIPELINE, PAUSE_UPSTREAM_FULL
 from _speedups.http cimport (
     MODE_CHUNKED, MODE_LENGTH, MODE_NONE, ResponseHead, build_error_response,
@@ -56,9 +56,10 @@ cdef bytes CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 cdef class Http1Connection(Downstream):
     """One client connection (asyncio protocol)."""
 
-    def __init__(self, Context ctx, bytes proto=b"http"):
+    def __init__(self, Context ctx, bytes proto=b"http", Port port=None):
         self.ctx = ctx
         self.proto = proto
+        self.port = port if port is not None else ctx.port
         self.state = R_HEAD
         self.buf = EMPTY
         self.scan_from = 0
@@ -93,8 +94,11 @@ cdef class Http1Connection(Downstream):
         self.set_deadline(D_IDLE, ctx.idle_timeout)
         if self.proto == b"https":
             ssl_object = transport.get_extra_info("ssl_object")
-            if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
-                self.hand_over_to_h2()
+            if ssl_object is not None:
+                # Recorded by the SNI callback (gateway.tls.ServerTls) for the 421 check.
+                self.sni = getattr(ssl_object, "gateway_sni", None)
+                if ssl_object.selected_alpn_protocol() == "h2":
+                    self.hand_over_to_h2()
 
     def data_received(self, bytes data):
         if self.state == R_TUNNEL:
@@ -255,7 +259,8 @@ cdef class Http1Connection(Downstream):
     cdef void hand_over_to_h2(self):
         """The client speaks HTTP/2: an H2Connection takes the transport (and what was read)."""
         cdef bytes received = self.buf
-        h2 = H2Connection(self.ctx, self.proto)
+        h2 = H2Connection(self.ctx, self.proto, self.port)
+        h2.sni = self.sni
         self.ctx.connections.discard(self)
         self.set_closed()
         self.ex.forget_downstream()

@@ -1,4 +1,4 @@
-from _speedups.context cimport Connection, Context
+from _speedups.context cimport Connection, Context, Port
 from _speedups.filters cimport RouteFilters
 from _speedups.http cimport RequestHead, ResponseHead
 from _speedups.service cimport Route, Service
@@ -27,6 +27,8 @@ cdef class Downstream(Connection):
     response goes, and flow control of the request body.  One exchange at a time for
     HTTP/1.1; the interface names the exchange so that a connection may carry several."""
     cdef readonly bytes proto               # X-Forwarded-Proto: "https" behind a TLS listener
+    cdef Port port                          # the routes of the address it was accepted on
+    cdef bytes sni                          # TLS: the server name the client asked for, or None
     cdef bytes client_bytes                 # the peer's address
     cdef bint closed
     cdef bint keep_alive                    # the connection outlives this exchange (HTTP/1)

@@ -26,6 +26,7 @@ from _speedups.clock cimport monotonic
 from _speedups.accesslog cimport dumps, json_string
 from _speedups.http cimport (
     MODE_LENGTH, MODE_UNTIL_CLOSE, BodyFramer, build_request_head, response_framing)
+from _speedups.router cimport Router
 from _speedups.path cimport NORM_OK, NORM_REDIRECT, PATH_FORWARD_ORIGINAL, outcome_reason
 from _speedups.stats cimport (
     N_STATS, ST_CONNECT_FAILURES, ST_INTERNAL_ERRORS, ST_OVERFLOW_CONNECTIONS,
@@ -284,11 +285,16 @@ cdef class Exchange(UpstreamOwner):
     cdef void route_request(self):
         cdef Context ctx = self.ctx
         cdef RequestHead head = self.head
+        cdef Router router
         cdef Route route
         cdef Service service
         if not self.normalize_path(head):
             return
-        found = ctx.router.match(head)
+        router = self.downstream.port.router
+        if self.downstream.sni is not None and router.misdirected(head, self.downstream.sni):
+            self.respond_error(421, "the Host names another listener than the TLS server name")
+            return
+        found = router.match(head)
         if found is None:
             self.respond_error(404, "no route matches this request")
             return

@@ -22,7 +22,7 @@ Output is written once per read or, for events from upstreams, once per loop tur
 import logging
 
 from _speedups.clock cimport monotonic
-from _speedups.context cimport Context
+from _speedups.context cimport Context, Port
 from _speedups.http cimport MODE_CHUNKED, Dechunker, parse_request, tail
 from _speedups.stats cimport ST_4XX, ST_5XX, ST_CONNECTIONS, ST_INTERNAL_ERRORS, ST_REFUSED
 from _speedups.h2 import INTERNAL_ERROR, NO_ERROR, REFUSED_STREAM, H2Error, H2Session
@@ -59,9 +59,10 @@ cdef class H2Stream:
 cdef class H2Connection(Downstream):
     """One HTTP/2 client connection (asyncio protocol)."""
 
-    def __init__(self, Context ctx, bytes proto=b"http"):
+    def __init__(self, Context ctx, bytes proto=b"http", Port port=None):
         self.ctx = ctx
         self.proto = proto
+        self.port = port if port is not None else ctx.port
         self.keep_alive = True
         self.streams = {}
         self.started_streams = 0

@@ -859,7 +859,7 @@ cpdef bytes build_interim_head(ResponseHead head):
 
 _REASONS = {301: b"Moved Permanently", 302: b"Found", 303: b"See Other", 307: b"Temporary Redirect",
             308: b"Permanent Redirect", 400: b"Bad Request", 404: b"Not Found", 408: b"Request Timeout",
-            413: b"Content Too Large", 414: b"URI Too Long", 431: b"Request Header Fields Too Large",
+            413: b"Content Too Large", 414: b"URI Too Long", 421: b"Misdirected Request", 431: b"Request Header Fields Too Large",
             502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout",
             505: b"HTTP Version Not Supported", 500: b"Internal Server Error"}
 

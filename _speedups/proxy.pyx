@@ -21,6 +21,7 @@ The modules behind it, bottom up:
   passive-health policies, and the ``Downstream`` interface it answers through;
 * ``downstream``: ``Http1Connection``, the HTTP/1.1 client connection.
 """
+from _speedups.context cimport Port
 from _speedups.downstream cimport Http1Connection
 
 from _speedups.accesslog import json_string
@@ -41,3 +42,9 @@ cdef class ProxyContext(Context):
 
     def tls_protocol_factory(self):
         return Http1Connection(self, b"https")
+
+    def port_factory(self, Port port, bint tls):
+        """The protocol factory of a Gateway listener's socket: its connections route
+        with ``port``'s routes."""
+        cdef bytes proto = b"https" if tls else b"http"
+        return lambda: Http1Connection(self, proto, port)

@@ -25,4 +25,11 @@ cdef class Router:
     cdef readonly dict index
     cdef readonly bint has_regex
     cdef readonly bint has_hosts            # some route names hosts: the Host value is needed
+    # for_listeners: the listeners sharing a port, by hostname (see the module docstring)
+    cdef readonly bint dispatches
+    cdef readonly dict listener_exact       # hostname bytes -> Router
+    cdef readonly tuple listener_wildcards  # (".suffix" bytes, Router), longest first
+    cdef readonly Router listener_default   # the listener without a hostname, or None
+    cpdef Router listener_for(self, bytes host)
+    cpdef bint misdirected(self, RequestHead head, bytes sni)
     cpdef object match(self, RequestHead head)

@@ -23,5 +23,13 @@ class RouteMatcher:
 class Router:
     """First match wins, in the order given; indexed by first path segment."""
     matchers: tuple[RouteMatcher, ...]
+    dispatches: bool
     def __init__(self, matchers: Iterable[RouteMatcher]) -> None: ...
+    @staticmethod
+    def for_listeners(listeners: Iterable[tuple[str | None, Router]]) -> Router:
+        """A Router choosing one listener's Router by the request's Host (exact hostname,
+        then the longest wildcard, then the listener without hostname)."""
+    def listener_for(self, host: bytes) -> Router | None: ...
+    def misdirected(self, head: Any, sni: bytes | None) -> bool:
+        """HTTPS: the Host selects another listener than the SNI did (answer 421)."""
     def match(self, head: Any) -> Any | None: ...

@@ -10,6 +10,12 @@ Router is built, so matching allocates nothing but a str for regex paths.
 Large route sets: routes whose path is an exact or prefix match are indexed by
 their first path segment, so a request only tries the routes that could match
 it plus the "unindexable" ones (regex or "/"), in declared order.
+
+Listener isolation (Gateway API): a port where several listeners of one Gateway take
+connections gets a dispatching Router (``Router.for_listeners``): the request's Host picks
+one listener, exact hostname first, then the longest wildcard, then the listener without a
+hostname, and only that listener's routes are tried.  On HTTPS the SNI picks a listener the
+same way; a Host that picks another one is a misdirected request (RFC 9110 15.5.20: 421).
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memchr, memcmp
@@ -193,9 +199,11 @@ cdef bytes _route_host(bytes host):
 
 
 cdef class Router:
-    """First-match-wins route table with a first-segment index."""
+    """First-match-wins route table with a first-segment index; or, made by
+    ``for_listeners``, a choice among listeners' tables by hostname."""
 
     def __init__(self, matchers):
+        self.dispatches = False
         self.matchers = tuple(matchers)
         self.has_regex = any(m.path_kind == PATH_REGEX for m in self.matchers)
         self.has_hosts = any(not m.any_host for m in self.matchers)
@@ -228,10 +236,52 @@ cdef class Router:
     def _merge(routes, unindexed):
         return tuple(sorted(list(routes) + list(unindexed), key=lambda m: m.index))
 
+    @staticmethod
+    def for_listeners(listeners):
+        """A Router that hands each request to one listener's Router: ``listeners`` are
+        (hostname or None, Router) pairs of the listeners sharing a port."""
+        cdef Router router = Router(())
+        exact, wildcards = {}, []
+        for hostname, listener in listeners:
+            if not hostname:
+                router.listener_default = listener
+            elif hostname.startswith("*."):
+                wildcards.append((hostname[1:].lower().encode(), listener))
+            else:
+                exact[hostname.lower().encode()] = listener
+        router.listener_exact = exact
+        # Longest suffix first: "*.foo.example.com" before "*.example.com".
+        router.listener_wildcards = tuple(sorted(wildcards, key=lambda pair: -len(pair[0])))
+        router.dispatches = True
+        return router
+
+    cpdef Router listener_for(self, bytes host):
+        """The listener Router that ``host`` (lower case, no port) selects; None: none does."""
+        cdef Router listener
+        if not self.dispatches:
+            return self
+        listener = self.listener_exact.get(host)
+        if listener is not None:
+            return listener
+        for suffix, listener in self.listener_wildcards:
+            if host.endswith(suffix) and len(host) > len(suffix):
+                return listener
+        return self.listener_default
+
+    cpdef bint misdirected(self, RequestHead head, bytes sni):
+        """A TLS request whose Host selects another listener than its SNI did."""
+        if not self.dispatches or not sni:
+            return False
+        return self.listener_for(_route_host(head.host) if head.host else b"") is not self.listener_for(sni)
+
     cpdef object match(self, RequestHead head):
         """The target of the first route matching ``head``, or None."""
         cdef bytes host = b""
         cdef RouteMatcher m
+        cdef Router listener
+        if self.dispatches:
+            listener = self.listener_for(_route_host(head.host) if head.host else b"")
+            return None if listener is None else listener.match(head)
         if self.has_hosts and head.host:
             host = _route_host(head.host)
         path_str = head.path.decode("latin-1") if self.has_regex else None

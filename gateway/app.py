@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import replace
 
-from gateway.config import AccessLogConfig, Config, ConfigError, TlsListener, load_config
+from gateway.config import AccessLogConfig, Config, ConfigError, load_config
 from gateway.dataplane import DataPlane, ProxyContext
 from gateway.health import HealthManager
 from gateway.mcs import ExportStatus
@@ -44,13 +44,12 @@ def build_source(config, exported_only: bool = False) -> Source:
     raise ValueError(f"unknown source type {config.type!r}")
 
 
-def _with_certificates(tls: TlsListener | None, certificates: tuple) -> TlsListener | None:
-    """The file's HTTPS listener serving the Gateways' certificateRefs too (the file's first:
-    its first certificate stays the default); None while there is no certificate at all."""
-    if tls is None:
-        return None
-    tls = replace(tls, certificates=tls.certificates + certificates)
-    return tls if tls.certificates else None
+def _file_ports(config: Config) -> frozenset[tuple[str, int]]:
+    """The (address, port) pairs of the file's own listeners, which Gateways keep off."""
+    pairs = {(config.listen.host, config.listen.port)}
+    if config.tls is not None and config.tls.certificates:
+        pairs.add((config.tls.listen.host, config.tls.listen.port))
+    return frozenset(pairs)
 
 
 class Gateway:
@@ -144,7 +143,8 @@ class Gateway:
     async def _start_gatewayapi(self) -> None:
         from gateway.gatewayapi.controller import GatewayApiController
         cfg = self.file_config
-        self.gatewayapi = GatewayApiController(cfg.gateway_api, cfg.sources, self._routes_changed)
+        self.gatewayapi = GatewayApiController(cfg.gateway_api, cfg.sources, self._routes_changed,
+                                               _file_ports(cfg))
         self.gatewayapi.start({s.key: s for s in cfg.services})
         waiting = await self.gatewayapi.wait_synced(INITIAL_SYNC_TIMEOUT)
         if waiting:
@@ -152,16 +152,18 @@ class Gateway:
                         extra={"fields": {"watches": waiting}})
 
     def _effective(self) -> Config:
-        """The file's config plus the routes (and the services they name) of the HTTPRoutes."""
+        """The file's config plus the Gateways' listeners and the routes (and the services
+        they name) of the HTTPRoutes.  A file ``tls`` without certificates serves nothing."""
         file = self.file_config
+        tls = file.tls if file.tls is not None and file.tls.certificates else None
         t = self.gatewayapi.translation if self.gatewayapi is not None else None
         if t is None:
-            return file
+            return replace(file, tls=tls)
         known = {s.key for s in file.services}
         services = file.services + tuple(s for s in t.services if s.key not in known)
-        # One order for both: the spec's precedence across every route of the listener.
+        # One order for both: the spec's precedence across every route of a listener.
         return replace(file, routes=file.routes + tuple(t.routes), services=services,
-                       route_order="precedence", tls=_with_certificates(file.tls, t.certificates))
+                       route_order="precedence", tls=tls, listeners=t.listeners)
 
     def _routes_changed(self, translation) -> None:
         if not self._started:
@@ -253,7 +255,7 @@ class Gateway:
         Kubernetes added (see _effective)."""
         self.file_config = config
         if self.gatewayapi is not None:
-            self.gatewayapi.set_file_services({s.key: s for s in config.services})
+            self.gatewayapi.set_file({s.key: s for s in config.services}, _file_ports(config))
         self._apply(self._effective())
 
     def _apply(self, config: Config) -> None:

@@ -473,6 +473,9 @@ class RouteConfig:
     direct_status: int | None = None
     # The weight of a rule's invalid backendRefs beside valid ones: that share gets 500.
     invalid_weight: int = 0
+    # The Gateway listener whose connections it serves (GatewayListener.id); "": the file's
+    # listeners (listen, tls.listen).  Not a file key.
+    listener: str = ""
 
     @property
     def has_filters(self) -> bool:
@@ -482,6 +485,21 @@ class RouteConfig:
 
 
 DEFAULT_CONTROLLER_NAME = "gateway.example/multi-cluster"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayListener:
+    """A Gateway listener the data plane serves (from the Gateway API; not a file key).
+
+    The listeners of one (address, port) share a socket; a request's Host picks the
+    listener whose routes it is matched against (on HTTPS the SNI must pick the same one)."""
+
+    id: str                                 # "namespace/gateway/listener"
+    address: str
+    port: int
+    tls: bool                               # HTTPS: terminated with ``certificates``
+    hostname: str | None = None
+    certificates: tuple[Certificate, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -495,6 +513,9 @@ class GatewayApiConfig:
     console_gateway: str | None = None
     # Namespaces whose TLS Secrets HTTPS listeners may name; (): all (then RBAC needs a ClusterRole)
     secret_namespaces: tuple[str, ...] = ()
+    # The addresses Gateways are served on, in order; each Gateway gets one (see
+    # gateway.gatewayapi.addresses).  (): the file's listen host is the only one.
+    addresses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -523,6 +544,7 @@ class Config:
     route_order: str = "declared"
     gateway_api: GatewayApiConfig | None = None
     multicluster: MultiClusterConfig = field(default_factory=MultiClusterConfig)
+    listeners: tuple[GatewayListener, ...] = ()     # the Gateways' (not a file key)
     path: str | None = None                 # the file it was read from
     # The validated YAML document, so that worker processes get exactly this config
     # rather than whatever the file holds when they (re)start.
@@ -1486,7 +1508,7 @@ def _gateway_api(value: Any, path: str, errs: _Errors, kubernetes_sources: list[
     if value is True or value == {}:
         value = {}
     d = _keys(value, path, errs, ("controller_name", "sources", "write_status", "console_gateway",
-                                  "secret_namespaces"))
+                                  "secret_namespaces", "addresses"))
     if d is None:
         return None
     name = _opt(d, "controller_name", _str, path, errs, DEFAULT_CONTROLLER_NAME)
@@ -1511,7 +1533,32 @@ def _gateway_api(value: Any, path: str, errs: _Errors, kubernetes_sources: list[
     return GatewayApiConfig(controller_name=name or DEFAULT_CONTROLLER_NAME,
                             sources=tuple(names) or tuple(kubernetes_sources),
                             write_status=_opt(d, "write_status", _bool, path, errs, True),
-                            console_gateway=console, secret_namespaces=tuple(secret_namespaces))
+                            console_gateway=console, secret_namespaces=tuple(secret_namespaces),
+                            addresses=_address_pool(d.get("addresses") or [], _at(path, "addresses"), errs))
+
+
+MAX_ADDRESS_POOL = 4096
+
+
+def _address_pool(value: Any, path: str, errs: _Errors) -> tuple[str, ...]:
+    """IP addresses and "first-last" ranges, expanded in order, each address once."""
+    out: dict[str, None] = {}
+    for p, text in _str_list(value, path, errs):
+        first, _, last = text.partition("-")
+        try:
+            start, end = ipaddress.ip_address(first.strip()), ipaddress.ip_address((last or first).strip())
+        except ValueError:
+            _err(errs, p, f'expected an IP address or a range "first-last", got "{text}"')
+            continue
+        if start.version != end.version or int(end) < int(start):
+            _err(errs, p, f'range "{text}" is empty or mixes IPv4 and IPv6')
+            continue
+        if len(out) + int(end) - int(start) + 1 > MAX_ADDRESS_POOL:
+            _err(errs, p, f"the pool is limited to {MAX_ADDRESS_POOL} addresses")
+            break
+        for n in range(int(start), int(end) + 1):
+            out[str(ipaddress.ip_address(n) if start.version == 4 else ipaddress.IPv6Address(n))] = None
+    return tuple(out)
 
 
 def _multicluster(value: Any, path: str, errs: _Errors) -> MultiClusterConfig | None:

@@ -57,6 +57,18 @@ def _header_modifier(hf: HeaderFilter | None) -> HeaderModifier | None:
     return HeaderModifier(hf.set, hf.add, hf.remove) if hf else None
 
 
+def _port_routers(config: Config, matchers: dict[str, list]) -> dict[tuple[str, int], Router]:
+    """A Router per Gateway listener socket: the routes of its one listener, or, when
+    listeners share the port by hostname, a choice among theirs (listener isolation)."""
+    shared: dict[tuple[str, int], list[tuple[str | None, Router]]] = {}
+    for listener in config.listeners:
+        shared.setdefault((listener.address, listener.port), []).append(
+            (listener.hostname, Router(matchers.get(listener.id, ()))))
+    return {pair: listeners[0][1] if len(listeners) == 1 and not listeners[0][0]
+            else Router.for_listeners(listeners)
+            for pair, listeners in shared.items()}
+
+
 class DataPlane:
     """Owns the routing table, services and upstreams of one worker."""
 
@@ -67,6 +79,8 @@ class DataPlane:
         self.upstreams: dict[tuple[str, str, str, int], Upstream] = {}
         self.routes: list[Route] = []
         self.route_configs: list[RouteConfig] = []     # in the router's order, beside routes
+        # (address, port) of each Gateway listener socket -> the Router its connections use
+        self.port_routers: dict[tuple[str, int], Router] = {}
         self.snapshot_version = 0
         self.view: dict[str, Endpoints] = {}    # every service's endpoints, routed or not
         self.loads: dict[str, tuple] = {}       # multi-level services: (priority, basis points)
@@ -119,10 +133,13 @@ class DataPlane:
         previous = {route.name: route for route in self.routes}
         ordered = precedence_order(config.routes) if config.route_order == "precedence" else config.routes
         routes = [self._route(rc, previous.get(rc.name)) for rc in ordered]
-        matchers = [self._matcher(i, rc, route) for i, (rc, route) in enumerate(zip(ordered, routes))]
+        matchers: dict[str, list[RouteMatcher]] = {}        # per listener; "": the file's
+        for i, (rc, route) in enumerate(zip(ordered, routes)):
+            matchers.setdefault(rc.listener, []).append(self._matcher(i, rc, route))
         self.routes = routes
         self.route_configs = list(ordered)
-        self.ctx.set_router(Router(matchers))
+        self.ctx.set_router(Router(matchers.get("", ())))
+        self.port_routers = _port_routers(config, matchers)
         for key in set(self.services) - {svc.key for svc in config.services}:
             self._retire_service(key)
         for key in fresh:                   # endpoints known before the service was routed

@@ -1,8 +1,9 @@
-"""The plain-HTTP port: its listening sockets, served by the reactor.
+"""Listening sockets: the plain-HTTP ports, served by the reactor, and the control
+plane's hold on the Gateway listeners' ports.
 
 ``_speedups.reactor`` accepts, reads and writes these connections itself (no uvloop
 transport per connection); ``PlainServer`` is as much of ``asyncio.Server`` as the worker
-uses.  The TLS port stays on ``loop.create_server``.
+uses.  TLS ports stay on ``loop.create_server``.
 """
 from __future__ import annotations
 
@@ -61,3 +62,46 @@ class PlainServer:
     def adopt(self, conn: socket.socket) -> None:
         """Serve a connection accepted elsewhere (emptying a closing listener's queue)."""
         self.listeners[0].adopt(conn)
+
+
+class PortReservations:
+    """The Gateway listeners' (address, port) pairs, held by the control plane.
+
+    A socket bound (not listening) with SO_REUSEPORT keeps the pair for this gateway's
+    workers, which bind their own listening sockets beside it, and tells at once whether
+    the pair can be had at all: a listener is ``Programmed`` only once its pair is held here.
+    Bound-only sockets take no connections (the kernel hands them only to listening ones).
+    """
+
+    def __init__(self) -> None:
+        self.held: dict[tuple[str, int], socket.socket] = {}
+
+    def hold(self, wanted: set[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        """Hold exactly ``wanted``; the pairs that could not be bound, with the reason."""
+        for pair in [p for p in self.held if p not in wanted]:
+            self.held.pop(pair).close()
+        errors = {}
+        for address, port in sorted(wanted - self.held.keys()):
+            try:
+                self.held[(address, port)] = _reserve(address, port)
+            except OSError as exc:
+                errors[(address, port)] = exc.strerror or str(exc)
+        return errors
+
+    def close(self) -> None:
+        self.hold(set())
+
+
+def _reserve(address: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((address, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock

@@ -116,6 +116,9 @@ class ServerTls:
         if not server_name:
             return
         name = server_name.lower()
+        # For the request path: a Host that selects another Gateway listener than this
+        # name did is answered 421 (``Router.misdirected``).
+        sslobj.gateway_sni = name.encode()
         context = self.by_name.get(name)
         if context is None and "." in name:
             context = self.by_name.get("*." + name.split(".", 1)[1])

@@ -36,9 +36,10 @@ from dataclasses import replace
 
 import orjson
 
+from _speedups.context import Port
 from _speedups.reactor import Reactor
 from gateway.accesslog import AccessLog, replace_access_log
-from gateway.config import AdminOptions, Config
+from gateway.config import Address, AdminOptions, Config, GatewayListener, TlsListener
 from gateway.dataplane import DataPlane, PathPolicy, ProxyContext, TrustedProxies, Upstream
 from gateway.listeners import PlainServer, bind_listeners
 from gateway.snapshot import Delta, Snapshot
@@ -99,6 +100,35 @@ def spawn_command() -> list[str]:
     return [sys.executable, "-P", "-c", boot]
 
 
+class GatewayPort:
+    """The socket of one Gateway (address, port), shared by its listeners there; its
+    connections route with ``port.router``, which each new config replaces."""
+
+    def __init__(self, tls: bool) -> None:
+        self.port = Port()
+        self.tls_listener: TlsListener | None = None      # HTTPS: what ``tls`` was made from
+        self.tls: ServerTls | None = None
+        self.server = None                                 # PlainServer or asyncio.Server
+        self.factory = None                                # its protocol factory
+        self.is_tls = tls
+
+
+def _gateway_sockets(listeners: tuple[GatewayListener, ...],
+                     min_version: str) -> dict[tuple[str, int], TlsListener | None]:
+    """Each (address, port) of the Gateways' listeners: its TLS settings (every certificate
+    of its HTTPS listeners), or None for plain HTTP."""
+    out: dict[tuple[str, int], TlsListener | None] = {}
+    for listener in listeners:
+        pair = (listener.address, listener.port)
+        if not listener.tls:
+            out.setdefault(pair, None)
+            continue
+        before = out.get(pair)
+        certificates = (before.certificates if before else ()) + listener.certificates
+        out[pair] = TlsListener(Address(*pair), certificates, min_version)
+    return out
+
+
 class Worker:
     """Listener + proxy context + data plane + access log of one process."""
 
@@ -111,6 +141,8 @@ class Worker:
         self.server: PlainServer | None = None
         self.tls: ServerTls | None = None
         self.tls_server: asyncio.base_events.Server | None = None
+        self.gateway_ports: dict[tuple[str, int], GatewayPort] = {}
+        self._gateway_changes = asyncio.Lock()         # one config's sockets at a time
         self._maintenance: asyncio.TimerHandle | None = None
 
     def build(self) -> None:
@@ -134,6 +166,7 @@ class Worker:
         self.server = self._bind(self.config, sock)
         if self.config.tls is not None:
             await self._bind_tls(self.config)
+        await self._serve_gateways(self.config)
         self.ctx.start_ticker()
         self._maintenance = asyncio.get_running_loop().call_later(MAINTENANCE_INTERVAL, self._maintain)
 
@@ -211,6 +244,47 @@ class Worker:
                     asyncio.ensure_future(self._bind_tls(config))
             elif self.tls is not None:
                 self.tls.reload()           # a reload also picks up renewed certificates
+            asyncio.ensure_future(self._serve_gateways(config))
+
+    async def _serve_gateways(self, config: Config) -> None:
+        """A socket per Gateway (address, port): new ones bound, gone ones drained, the
+        others given their new routes (and certificates) in place."""
+        async with self._gateway_changes:
+            await self._serve_gateways_now(config)
+
+    async def _serve_gateways_now(self, config: Config) -> None:
+        min_version = config.tls.min_version if config.tls is not None else "1.2"
+        wanted = _gateway_sockets(config.listeners, min_version)
+        for pair in [p for p, gp in self.gateway_ports.items()
+                     if p not in wanted or gp.is_tls != (wanted[p] is not None)]:
+            gone = self.gateway_ports.pop(pair)
+            if gone.server is not None:
+                asyncio.ensure_future(self._close_listener(gone.server, gone.tls, gone.factory))
+        for pair, tls in wanted.items():
+            gp = self.gateway_ports.get(pair)
+            if gp is None:
+                gp = self.gateway_ports[pair] = GatewayPort(tls is not None)
+            gp.port.router = self.dataplane.port_routers.get(pair) or gp.port.router
+            if gp.server is None:
+                await self._open_gateway_port(pair, gp, tls)
+            elif tls is not None and tls != gp.tls_listener:
+                gp.tls.replace_certificates(tls)     # no rebind: a Secret rotated
+                gp.tls_listener = tls
+
+    async def _open_gateway_port(self, pair: tuple[str, int], gp: GatewayPort, tls: TlsListener | None) -> None:
+        factory = gp.factory = self.ctx.port_factory(gp.port, tls is not None)
+        try:
+            if tls is None:
+                gp.server = PlainServer(self.reactor, bind_listeners(Address(*pair)), factory)
+                return
+            gp.tls, gp.tls_listener = ServerTls(tls), tls
+            gp.server = await asyncio.get_running_loop().create_server(
+                factory, pair[0], pair[1], ssl=gp.tls.default, reuse_port=True, backlog=4096,
+                ssl_handshake_timeout=self.config.timeouts.downstream_header)
+        except OSError as exc:      # the control plane holds the port: this is rare (a race)
+            log.error("cannot listen for a Gateway", extra={"fields": {
+                "address": str(Address(*pair)), "error": exc.strerror or str(exc)}})
+            self.gateway_ports.pop(pair, None)
 
     async def _rebind(self, config: Config) -> None:
         old = self.server
@@ -238,7 +312,10 @@ class Worker:
         if self.server is not None:
             await self._close_listener(self.server)
         if self.tls_server is not None:
-            await self._close_listener(self.tls_server, tls=True)
+            await self._close_listener(self.tls_server, self.tls)
+        for gp in list(self.gateway_ports.values()):
+            if gp.server is not None:
+                await self._close_listener(gp.server, gp.tls, gp.factory)
         if ctx is not None:
             ctx.drain_idle_connections(DRAIN_IDLE_GRACE)
             while ctx.active_connections() and time.monotonic() < deadline:
@@ -255,7 +332,7 @@ class Worker:
         if self.reactor is not None:
             self.reactor.close()
 
-    async def _close_listener(self, server, tls: bool = False) -> None:
+    async def _close_listener(self, server, tls: ServerTls | None = None, factory=None) -> None:
         """Stop listening without resetting connections the kernel has already accepted.
 
         Closing a listening socket resets the connections waiting in its accept queue
@@ -268,7 +345,7 @@ class Worker:
         counts as connected, would be reset.
         """
         loop = asyncio.get_running_loop()
-        tls_options = {"ssl": self.tls.default,
+        tls_options = {"ssl": tls.default,
                        "ssl_handshake_timeout": self.config.timeouts.downstream_header} if tls else {}
         listeners = [socket.socket(fileno=os.dup(pseudo.fileno())) for pseudo in server.sockets]
         for listener in listeners:
@@ -298,12 +375,12 @@ class Worker:
                 conn.setsockopt(socket.SOL_SOCKET, _SO_DETACH_FILTER, 0)
             except OSError:
                 pass
-            if not tls:
+            if tls is None:
                 server.adopt(conn)      # the reactor serves it as one it accepted
                 return
             conn.setblocking(False)
             try:
-                await loop.connect_accepted_socket(self.ctx.tls_protocol_factory, conn,
+                await loop.connect_accepted_socket(factory or self.ctx.tls_protocol_factory, conn,
                                                    **tls_options)
             except OSError:         # reset meanwhile, or a failed TLS handshake
                 conn.close()

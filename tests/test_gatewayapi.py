@@ -16,7 +16,7 @@ from collections import Counter
 import pytest
 from kubernetes import client, config
 
-from gatewaytest import GatewayProcess
+from gatewaytest import Client, GatewayProcess, wait_listening
 from gateway.devcluster.apiserver import ApiServerProcess
 
 GW = "gateway.networking.k8s.io"
@@ -91,10 +91,18 @@ def kube_source(apiserver) -> dict:
             "context": apiserver.context}
 
 
+# Gateways get addresses from this pool (gateway_api.addresses); "gw" is the only one here.
+GW_ADDRESS = "127.0.20.1"
+
+
 @pytest.fixture(scope="module")
 def gw(api, apiserver, tmp_path_factory):
-    proc = GatewayProcess({"sources": [kube_source(apiserver)], "gateway_api": {}},
+    proc = GatewayProcess({"sources": [kube_source(apiserver)], "workers": 2,
+                           "gateway_api": {"addresses": [f"{GW_ADDRESS}-127.0.20.4"]}},
                           tmp_path_factory.mktemp("gw")).start()
+    # Requests go to the Gateway's own address and its "http" listener's port.
+    wait_listening(GW_ADDRESS, 80, 20, proc.proc)
+    proc.host, proc.port = GW_ADDRESS, 80
     yield proc
     proc.stop()
 
@@ -108,8 +116,9 @@ _ids = itertools.count()
 
 
 def get(gw, path, host="gw.test", headers=()):
+    """Through the listener the Host is for: "wild" (port 8080) for *.example.com, else "http"."""
     rid = f"ga-{next(_ids)}"
-    with gw.client() as c:
+    with Client(gw.host, 8080 if host.endswith(".example.com") else gw.port) as c:
         resp = c.request("GET", path, [("X-Request-Id", rid), *headers], host=host)
     return resp
 

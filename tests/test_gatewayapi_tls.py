@@ -72,11 +72,12 @@ def api(tmp_path_factory, backend_a, pairs):
 @pytest.fixture(scope="module")
 def gw(api, tmp_path_factory):
     server, _ = api
-    tls_port, admin = free_port(), free_port()
-    proc = GatewayProcess({"workers": 2, "sources": [kube_source(server)], "gateway_api": {},
-                           "tls": {"listen": f"127.0.0.1:{tls_port}"}, "admin": f"127.0.0.1:{admin}"},
+    admin = free_port()
+    # The Gateway gets 127.0.0.1 (the pool's one address); its HTTPS listeners share port 443.
+    proc = GatewayProcess({"workers": 2, "sources": [kube_source(server)],
+                           "gateway_api": {"addresses": ["127.0.0.1"]}, "admin": f"127.0.0.1:{admin}"},
                           tmp_path_factory.mktemp("gw")).start()
-    proc.tls_port, proc.admin = tls_port, admin
+    proc.tls_port, proc.admin = 443, admin
     yield proc
     proc.stop()
 
@@ -126,7 +127,9 @@ def test_admin_config_names_the_secret_never_its_key(gw, pki):
             return r.read().decode()
     text = wait_for(lambda: _try(config_text))
     assert "PRIVATE KEY" not in text and "BEGIN CERTIFICATE" not in text
-    assert {"from": "Secret default/site", "names": ["site.example.com"]} in json.loads(text)["tls"]["certificates"]
+    listeners = {l["id"]: l for l in json.loads(text)["listeners"]}
+    assert listeners["default/gw/site"]["certificates"] == [{"from": "Secret default/site",
+                                                             "names": ["site.example.com"]}]
 
 
 def test_a_rotated_secret_serves_new_handshakes_without_restart(gw, api, pki, pairs):

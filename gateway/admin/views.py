@@ -394,10 +394,14 @@ def config(gw) -> dict:
     plain["admin_session_ttl"] = options.get("session_ttl")
     plain["admin_tls"] = options.get("tls")
     if gw.config.tls is not None:           # a Secret's PEM key never leaves the process
-        plain["tls"]["certificates"] = [
-            {"from": c.origin, "names": list(c.names)} if c.pem else {"cert": c.cert, "key": c.key}
-            for c in gw.config.tls.certificates]
+        plain["tls"]["certificates"] = [_certificate(c) for c in gw.config.tls.certificates]
+    for shown, listener in zip(plain["listeners"], gw.config.listeners):
+        shown["certificates"] = [_certificate(c) for c in listener.certificates]
     return plain
+
+
+def _certificate(c) -> dict:
+    return {"from": c.origin, "names": list(c.names)} if c.pem else {"cert": c.cert, "key": c.key}
 
 
 # --- which route, which service, which endpoint ------------------------------------------

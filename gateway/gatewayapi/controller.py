@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from typing import Callable
 
 from gateway.config import GatewayApiConfig, SourceConfig
-from gateway.gatewayapi.translate import GATEWAY_GROUP, MCS_GROUP, TlsSecret, Translation, World, translate
+from gateway.gatewayapi.translate import (GATEWAY_GROUP, MCS_GROUP, UNSPECIFIED, Addressing, TlsSecret, Translation,
+                                          World, translate)
+from gateway.listeners import PortReservations
 
 log = logging.getLogger("gateway.gatewayapi")
 
@@ -62,8 +65,15 @@ def _key(obj: dict) -> tuple[str, str]:
 
 class GatewayApiController:
     def __init__(self, settings: GatewayApiConfig, sources: tuple[SourceConfig, ...],
-                 on_change: Callable[[Translation], None]) -> None:
+                 on_change: Callable[[Translation], None],
+                 taken: frozenset[tuple[str, int]] = frozenset()) -> None:
         self.settings = settings
+        self.taken = taken                      # the file's own (address, port) pairs
+        self.reservations = PortReservations()
+        self._unbindable: dict[tuple[str, int], str] = {}
+        # (store, key) -> (status we wrote, the resourceVersion our write made): until the
+        # watch shows that version, the object's status as we see it is older than ours.
+        self._written: dict[tuple[str, tuple[str, str]], tuple[dict, int]] = {}
         self.route_clusters = [s for s in sources if s.name in settings.sources]
         self.all_clusters = [s for s in sources if s.type == "kubernetes"]
         self.on_change = on_change
@@ -115,11 +125,20 @@ class GatewayApiController:
             w.stop()
         if self._pending is not None:
             self._pending.cancel()
+        self.reservations.close()
 
-    def set_file_services(self, file_services: dict) -> None:
-        """The file's services changed (a reload): backendRefs to them use the file's settings."""
+    def set_file(self, file_services: dict, taken: frozenset[tuple[str, int]]) -> None:
+        """The file changed (a reload): backendRefs to its services use the file's settings,
+        and Gateways keep off its listeners' ports."""
         self._file_services = file_services
+        self.taken = taken
         self._schedule()
+
+    def addressing(self) -> Addressing:
+        pool = self.settings.addresses or tuple(dict.fromkeys(host for host, _ in sorted(self.taken))) or ("0.0.0.0",)
+        pod_ip = os.environ.get("POD_IP")
+        return Addressing(pool=pool, taken=self.taken, unbindable=dict(self._unbindable),
+                          advertised={a: pod_ip for a in pool if a in UNSPECIFIED and pod_ip})
 
     def api(self, cluster: str):
         return self._apis.get(cluster)
@@ -199,11 +218,16 @@ class GatewayApiController:
 
     def _event(self, cluster: str, store: str, kind: str, obj: dict) -> None:
         table = self._objects.setdefault((cluster, store), {})
+        key = _key(obj)
+        before = table.get(key)
         if kind == "DELETED":
-            table.pop(_key(obj), None)
+            table.pop(key, None)
+            self._written.pop((store, key), None)
         else:
-            table[_key(obj)] = obj
-        self._schedule()
+            table[key] = obj
+        # A status write (ours, mostly) changes nothing the translation reads.
+        if kind == "DELETED" or before is None or _without_status(before) != _without_status(obj):
+            self._schedule()
 
     def _failed(self, loop_name: str, error: str) -> None:
         if self.errors.get(loop_name) != error:
@@ -245,7 +269,18 @@ class GatewayApiController:
     def _translate(self) -> None:
         self._pending = None
         world, origin = self.world()
-        translation = translate(world, self._file_services)
+        # Hold the listeners' ports; one that cannot be bound is not served, and its
+        # listener says why (a second translation with that fact).  Each translation tries
+        # every port again: one freed meanwhile is taken.
+        self._unbindable = {}
+        translation = translate(world, self._file_services, self.addressing())
+        unbindable = self.reservations.hold({(l.address, l.port) for l in translation.listeners})
+        if unbindable:
+            log.warning("cannot listen for Gateway listeners", extra={"fields": {
+                "ports": {f"{a}:{p}": why for (a, p), why in unbindable.items()}}})
+            self._unbindable = unbindable
+            translation = translate(world, self._file_services, self.addressing())
+            self.reservations.hold({(l.address, l.port) for l in translation.listeners})
         previous = self.translation
         self.translation = translation
         if previous is None or _served(translation) != _served(previous):
@@ -253,7 +288,7 @@ class GatewayApiController:
                 self.on_change(translation)
             except Exception:
                 log.exception("applying the Gateway API routes failed")
-        if self.settings.write_status:
+        if self.settings.write_status and self._synced.is_set():
             self._write_statuses(world, origin, translation)
 
     # -- status ------------------------------------------------------------------------
@@ -270,24 +305,52 @@ class GatewayApiController:
                       if p.get("controllerName") != self.settings.controller_name]
             writes.append(("routes", key, route, {"parents": parents + others}))
         for store, key, obj, status in writes:
-            status = with_transition_times(status, obj.get("status") or {})
-            if status != (obj.get("status") or {}):
+            current = self._current_status(store, key, obj)
+            status = with_transition_times(status, current)
+            if status != current:
                 cluster = origin.get((store, key))
                 if cluster is not None:
+                    self._written[(store, key)] = (status, 1 << 62)     # until the write answers
                     self._loop.run_in_executor(None, self._write_status, cluster, store, key, status)
+
+    def _current_status(self, store: str, key: tuple[str, str], obj: dict) -> dict:
+        """The object's status as it is on the server: what we last wrote while the watch
+        has not yet shown our write, else what the watch shows."""
+        seen = obj.get("status") or {}
+        written = self._written.get((store, key))
+        if written is None:
+            return seen
+        try:
+            if int(obj["metadata"].get("resourceVersion", "0")) >= written[1]:
+                del self._written[(store, key)]
+                return seen
+        except ValueError:          # not a number on this server: trust the watch
+            return seen
+        return written[0]
+
+    def _wrote(self, store: str, key: tuple[str, str], status: dict, result: dict | None) -> None:
+        """A status write answered (loop thread): ``result`` the object, None if it failed."""
+        if result is None:
+            self._written.pop((store, key), None)
+            return
+        try:
+            self._written[(store, key)] = (status, int(result["metadata"]["resourceVersion"]))
+        except (KeyError, TypeError, ValueError):
+            self._written.pop((store, key), None)
 
     def _write_status(self, cluster: str, store: str, key: tuple[str, str], status: dict) -> None:
         from kubernetes import client
         from kubernetes.client.rest import ApiException
         plural, version = STATUS_KINDS[store]
         custom = client.CustomObjectsApi(self._apis[cluster])
+        result = None
         try:
             if key[0]:
-                custom.patch_namespaced_custom_object_status(GATEWAY_GROUP, version, key[0], plural, key[1],
-                                                             {"status": status})
+                result = custom.patch_namespaced_custom_object_status(GATEWAY_GROUP, version, key[0], plural,
+                                                                      key[1], {"status": status})
             else:
-                custom.patch_cluster_custom_object_status(GATEWAY_GROUP, version, plural, key[1],
-                                                          {"status": status})
+                result = custom.patch_cluster_custom_object_status(GATEWAY_GROUP, version, plural, key[1],
+                                                                   {"status": status})
             self.status_writes += 1
         except ApiException as exc:
             if exc.status != 404:   # deleted meanwhile: nothing to report on
@@ -296,6 +359,8 @@ class GatewayApiController:
                     "error": f"{exc.status} {exc.reason}"}})
         except Exception as exc:
             log.warning("status write failed", extra={"fields": {"cluster": cluster, "error": str(exc)}})
+        finally:
+            self._post(self._wrote, store, key, status, result)
 
     def status(self) -> dict:
         t = self.translation
@@ -307,7 +372,13 @@ class GatewayApiController:
 
 def _served(t: Translation) -> tuple:
     """What of a translation the data plane uses (statuses aside)."""
-    return t.routes, t.services, t.certificates
+    return t.routes, t.services, t.listeners
+
+
+def _without_status(obj: dict) -> tuple:
+    """What of an object a translation reads: all but its status and bookkeeping."""
+    meta = {k: v for k, v in obj.get("metadata", {}).items() if k not in ("resourceVersion", "managedFields")}
+    return meta, {k: v for k, v in obj.items() if k not in ("metadata", "status")}
 
 
 def tls_secret(obj: dict) -> dict:

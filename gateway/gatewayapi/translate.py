@@ -8,10 +8,10 @@ standard channel); what is left out is listed in the README ("Gateway API suppor
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from gateway.config import (Certificate, HeaderFilter, HeaderMatch, MirrorConfig, QueryMatch, Redirect, RetryPolicy, RouteConfig,
-                            RouteMatch, ServiceConfig, WeightedBackend)
+from gateway.config import (Certificate, GatewayListener, HeaderFilter, HeaderMatch, MirrorConfig, QueryMatch, Redirect,
+                            RetryPolicy, RouteConfig, RouteMatch, ServiceConfig, WeightedBackend)
 from gateway.units import parse_duration
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
@@ -46,6 +46,20 @@ class TlsSecret:
     problem: str | None = None          # None: a kubernetes.io/tls Secret whose pair loads
 
 
+@dataclass(frozen=True)
+class Addressing:
+    """Where Gateways may be served: what the translation needs to give each one an address.
+
+    ``pool``: the addresses in order (an unspecified one, 0.0.0.0 or ::, is every address);
+    ``taken``: (address, port) pairs the file's own listeners hold; ``advertised``: the
+    address written to status for a pool entry that is not one itself (0.0.0.0 -> the pod's
+    IP); ``unbindable``: (address, port) -> why the last attempt to bind it failed."""
+    pool: tuple[str, ...] = ("0.0.0.0",)
+    taken: frozenset = frozenset()
+    advertised: dict = field(default_factory=dict)
+    unbindable: dict = field(default_factory=dict)
+
+
 @dataclass
 class Translation:
     routes: list[RouteConfig]
@@ -53,7 +67,7 @@ class Translation:
     class_status: dict[str, dict]
     gateway_status: dict[Key, dict]
     route_status: dict[Key, list[dict]]         # our status.parents entries per HTTPRoute
-    certificates: tuple[Certificate, ...] = ()  # of our HTTPS listeners' certificateRefs
+    listeners: tuple[GatewayListener, ...] = ()  # what the data plane serves, per Gateway listener
 
 
 def condition(type_: str, ok: bool, reason: str, message: str, generation: int) -> dict:
@@ -98,11 +112,8 @@ def intersect_hostnames(listener: str | None, route: list[str]) -> list[str] | N
 
 
 def _listener_allows(listener: dict, gateway_ns: str, route_ns: str, world: World) -> bool:
+    """The listener's allowedRoutes.namespaces admit a route of ``route_ns`` (kinds: _Listener)."""
     allowed = listener.get("allowedRoutes") or {}
-    kinds = allowed.get("kinds")
-    if kinds and not any(k.get("kind") == "HTTPRoute" and k.get("group", GATEWAY_GROUP) == GATEWAY_GROUP
-                         for k in kinds):
-        return False
     namespaces = allowed.get("namespaces") or {}
     source = namespaces.get("from", "Same")
     if source == "All":
@@ -120,10 +131,6 @@ def _listener_allows(listener: dict, gateway_ns: str, route_ns: str, world: Worl
                 (op == "Exists" and not present) or (op == "DoesNotExist" and present):
             return False
     return True
-
-
-def _http_listener(listener: dict) -> bool:
-    return listener.get("protocol") in ("HTTP", "HTTPS")
 
 
 # -- backendRefs --------------------------------------------------------------------------
@@ -345,7 +352,171 @@ def _redirect(spec: dict, match: RouteMatch) -> Redirect:
                     status=spec.get("statusCode", 302))
 
 
-# -- the whole world ----------------------------------------------------------------------
+# -- Gateways: listeners and addresses ------------------------------------------------------
+
+_PROTOCOLS = ("HTTP", "HTTPS")
+_HTTPROUTE = {"group": GATEWAY_GROUP, "kind": "HTTPRoute"}
+UNSPECIFIED = frozenset({"", "0.0.0.0", "::"})      # a socket bound there takes every address
+
+
+@dataclass
+class _Listener:
+    """One listener of one of our Gateways, as validated."""
+    spec: dict
+    id: str                                     # "namespace/gateway/listener"
+    kinds: list[dict]                           # status.supportedKinds
+    invalid_kinds: str | None = None            # ResolvedRefs=False InvalidRouteKinds message
+    problem: tuple[str, str] | None = None      # Accepted=False (reason, message)
+    conflict: tuple[str, str] | None = None     # Conflicted=True (reason, message)
+    certificates: list[Certificate] = field(default_factory=list)
+    cert_problem: tuple[str, str] | None = None
+    not_served: str | None = None              # Programmed=False message
+    attached: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.spec["name"]
+
+    @property
+    def port(self) -> int:
+        return self.spec.get("port")
+
+    @property
+    def valid(self) -> bool:
+        return self.problem is None and self.conflict is None
+
+    def attachable(self) -> bool:
+        return self.valid and any(k["kind"] == "HTTPRoute" for k in self.kinds)
+
+
+@dataclass
+class _Gateway:
+    key: Key
+    obj: dict
+    listeners: list[_Listener]
+    problem: tuple[str, str] | None = None              # Accepted=False
+    address: str | None = None
+    address_problem: tuple[str, str] | None = None      # Programmed=False
+
+    def listener(self, name: str) -> _Listener | None:
+        return next((l for l in self.listeners if l.name == name), None)
+
+
+def _route_kinds(spec: dict) -> tuple[list[dict], str | None]:
+    """supportedKinds from allowedRoutes.kinds (HTTPRoute when none are named), and the
+    message for the kinds that cannot be served."""
+    asked = (spec.get("allowedRoutes") or {}).get("kinds")
+    if not asked:
+        return [dict(_HTTPROUTE)], None
+    kinds, invalid = [], []
+    for k in asked:
+        if k.get("kind") == "HTTPRoute" and k.get("group", GATEWAY_GROUP) == GATEWAY_GROUP:
+            if _HTTPROUTE not in kinds:
+                kinds.append(dict(_HTTPROUTE))
+        else:
+            invalid.append(f"{k.get('group', GATEWAY_GROUP)}/{k.get('kind')}")
+    return kinds, (f"route kinds not supported: {', '.join(invalid)}" if invalid else None)
+
+
+def _plan_listeners(world: World, gkey: Key, gateway: dict) -> list[_Listener]:
+    out: list[_Listener] = []
+    first_protocol: dict[int, str] = {}
+    hostnames: set[tuple] = set()
+    for spec in (gateway.get("spec") or {}).get("listeners") or ():
+        listener = _Listener(spec, f"{gkey[0]}/{gkey[1]}/{spec['name']}", [])
+        out.append(listener)
+        protocol = spec.get("protocol")
+        if protocol not in _PROTOCOLS:
+            listener.problem = ("UnsupportedProtocol", f"protocol {protocol} is not supported (HTTP and HTTPS are)")
+            listener.invalid_kinds = listener.problem[1]
+            continue
+        listener.kinds, listener.invalid_kinds = _route_kinds(spec)
+        # The first listener on a port decides its protocol; a later one with another
+        # protocol, or the same hostname again, conflicts (it is not served).
+        port, hostname = spec.get("port"), (spec.get("hostname") or "").lower()
+        if first_protocol.setdefault(port, protocol) != protocol:
+            listener.conflict = ("ProtocolConflict", f"port {port} is served as {first_protocol[port]}")
+        elif (port, hostname) in hostnames:
+            listener.conflict = ("HostnameConflict", f"another listener on port {port} has hostname "
+                                                     f"{hostname or '(none)'}")
+        hostnames.add((port, hostname))
+        if protocol == "HTTPS":
+            listener.certificates, listener.cert_problem = _listener_certificates(world, gkey, spec)
+    return out
+
+
+def _plan_gateway(world: World, gkey: Key, gateway: dict) -> _Gateway:
+    spec = gateway.get("spec") or {}
+    planned = _Gateway(gkey, gateway, _plan_listeners(world, gkey, gateway))
+    params = (spec.get("infrastructure") or {}).get("parametersRef")
+    bad_types = [a.get("type") for a in spec.get("addresses") or () if a.get("type", "IPAddress") != "IPAddress"]
+    bad_values = [a.get("value") for a in spec.get("addresses") or ()
+                  if a.get("type", "IPAddress") == "IPAddress" and a.get("value") and not _is_ip(a["value"])]
+    if params:
+        planned.problem = ("InvalidParameters", f"infrastructure.parametersRef {params.get('group')}/"
+                                                f"{params.get('kind')} {params.get('name')!r}: this gateway "
+                                                f"takes no parameters")
+    elif bad_types:
+        planned.problem = ("UnsupportedAddress", f"address type {bad_types[0]!r} is not supported (IPAddress is)")
+    elif bad_values:
+        planned.problem = ("UnsupportedAddress", f"{bad_values[0]!r} is not an IP address")
+    elif not any(l.valid for l in planned.listeners):
+        planned.problem = ("ListenersNotValid", "no listener is valid")
+    return planned
+
+
+def _is_ip(text: str) -> bool:
+    import ipaddress
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _gateway_order(gateway: _Gateway) -> tuple:
+    return gateway.obj["metadata"].get("creationTimestamp", ""), f"{gateway.key[0]}/{gateway.key[1]}"
+
+
+def _assign_addresses(gateways: list[_Gateway], addressing: Addressing) -> None:
+    """One address for each accepted Gateway, oldest Gateway first: a ``spec.addresses``
+    value (it must be in the pool), else the address its status already shows, else the
+    first pool address where all its listener ports are free.  An unspecified address
+    (0.0.0.0) overlaps every other on the same port."""
+    used: set[tuple[str, int]] = set(addressing.taken)
+    pool = addressing.pool
+    by_advertised = {v: k for k, v in addressing.advertised.items()}
+
+    def free(address: str, port: int) -> bool:
+        return not any(p == port and (a == address or a in UNSPECIFIED or address in UNSPECIFIED)
+                       for a, p in used)
+
+    for gw in sorted(gateways, key=_gateway_order):
+        ports = {l.port for l in gw.listeners if l.valid}
+        if gw.problem is not None or not ports:
+            continue
+        wanted = [a["value"] for a in (gw.obj.get("spec") or {}).get("addresses") or () if a.get("value")]
+        if wanted:
+            unusable = [v for v in wanted if v not in pool]
+            if unusable:
+                gw.address_problem = ("AddressNotUsable", f"{unusable[0]} is not one of gateway_api.addresses")
+                continue
+            candidates = wanted
+        else:
+            shown = [by_advertised.get(a.get("value"), a.get("value"))
+                     for a in (gw.obj.get("status") or {}).get("addresses") or ()]
+            candidates = [a for a in shown if a in pool] + list(pool)
+        for address in candidates:
+            if all(free(address, port) for port in ports):
+                gw.address = address
+                used.update((address, port) for port in ports)
+                break
+        else:
+            gw.address_problem = ("AddressNotAssigned", f"no address of gateway_api.addresses has ports "
+                                                        f"{sorted(ports)} free")
+
+
+# -- routes on listeners -------------------------------------------------------------------
 
 
 def _our_gateways(world: World) -> tuple[set[str], dict[Key, dict]]:
@@ -362,10 +533,54 @@ def _route_order(route: dict) -> tuple:
     return route["metadata"].get("creationTimestamp", ""), f"{ns}/{name}"
 
 
-def translate(world: World, file_services: dict[str, ServiceConfig] | None = None) -> Translation:
+def _attach(world: World, gw: _Gateway, route_ns: str, ref: dict,
+            spec: dict) -> tuple[bool, str, str, list[tuple[_Listener, list[str] | None]]]:
+    """(accepted, reason, message, [(listener, its hostnames or None for any)]) for one
+    parentRef to our Gateway: the listeners that sectionName and port select, that allow
+    the route, and whose hostname intersects the route's."""
+    listeners = [l for l in gw.listeners if l.attachable()
+                 and ref.get("sectionName") in (None, l.name) and ref.get("port") in (None, l.port)]
+    if not listeners:
+        return False, "NoMatchingParent", "no HTTP/HTTPS listener matches sectionName/port", []
+    allowed = [l for l in listeners if _listener_allows(l.spec, gw.key[0], route_ns, world)]
+    if not allowed:
+        return False, "NotAllowedByListeners", "the listeners' allowedRoutes do not allow this route", []
+    served = []
+    for listener in allowed:
+        hosts = intersect_hostnames(listener.spec.get("hostname"), spec.get("hostnames") or [])
+        if hosts != []:
+            listener.attached += 1
+            served.append((listener, hosts))
+    if not served:
+        return False, "NoMatchingListenerHostname", "no hostname intersects the listeners' hostnames", []
+    return True, "Accepted", "accepted", served
+
+
+def _is_served(gw: _Gateway, listener: _Listener, addressing: Addressing) -> str | None:
+    """Why the listener has no socket, or None when it is served."""
+    if gw.problem is not None:
+        return f"the Gateway is not accepted: {gw.problem[1]}"
+    if not listener.valid:
+        return (listener.problem or listener.conflict)[1]
+    if gw.address is None:
+        return gw.address_problem[1] if gw.address_problem else "no address"
+    why = addressing.unbindable.get((gw.address, listener.port))
+    if why:
+        return f"cannot listen on {gw.address}:{listener.port}: {why}"
+    if listener.spec.get("protocol") == "HTTPS" and not listener.certificates:
+        return listener.cert_problem[1] if listener.cert_problem else "no certificateRefs"
+    return None
+
+
+def translate(world: World, file_services: dict[str, ServiceConfig] | None = None,
+              addressing: Addressing = Addressing()) -> Translation:
     file_services = file_services or {}
-    classes, gateways = _our_gateways(world)
-    attached: dict[tuple[Key, str], int] = {}
+    classes, ours = _our_gateways(world)
+    gateways = {key: _plan_gateway(world, key, obj) for key, obj in ours.items()}
+    _assign_addresses(list(gateways.values()), addressing)
+    for gw in gateways.values():
+        for listener in gw.listeners:
+            listener.not_served = _is_served(gw, listener, addressing)
     routes: list[RouteConfig] = []
     service_ports: dict[str, int] = {}
     route_status: dict[Key, list[dict]] = {}
@@ -373,35 +588,31 @@ def translate(world: World, file_services: dict[str, ServiceConfig] | None = Non
         ns, _ = _key(route)
         spec = route.get("spec") or {}
         gen = _generation(route)
-        parents, hosts_all, any_host, accepted_somewhere = [], set(), False, False
-        rules = spec.get("rules") or [{}]
+        parents, targets = [], []
         for ref in spec.get("parentRefs") or ():
             if ref.get("group", GATEWAY_GROUP) != GATEWAY_GROUP or ref.get("kind", "Gateway") != "Gateway":
                 continue
             gkey = (ref.get("namespace") or ns, ref["name"])
-            gateway = gateways.get(gkey)
-            if gateway is None:
+            gw = gateways.get(gkey)
+            if gw is None:
                 continue        # not a Gateway of ours: its controller writes this parent's status
-            accepted, reason, message, hosts = _attach(world, gateway, gkey, ns, ref, spec, attached)
-            if accepted:
-                accepted_somewhere = True
-                if hosts is None:
-                    any_host = True
-                else:
-                    hosts_all.update(hosts)
+            accepted, reason, message, served = _attach(world, gw, ns, ref, spec)
+            targets += [(l, hosts) for l, hosts in served
+                        if l.not_served is None and all(l is not t for t, _ in targets)]
             parents.append({"parentRef": _parent_ref(ref, gkey), "controllerName": world.controller_name,
                             "conditions": [condition("Accepted", accepted, reason, message, gen)]})
         if not parents:
             continue
-        hosts = () if any_host else tuple(sorted(hosts_all))
         problems, unsupported, configs = [], None, []
-        for i, rule in enumerate(rules):
-            result = translate_rule(world, route, i, rule, hosts)
+        for i, rule in enumerate(spec.get("rules") or [{}]):
+            result = translate_rule(world, route, i, rule, ())
             problems += result.problems
             unsupported = unsupported or result.unsupported
-            configs += result.configs
             for key, port in result.services.items():
                 service_ports.setdefault(key, port)
+            for listener, hosts in targets:
+                configs += [replace(c, listener=listener.id) for c in
+                            translate_rule(world, route, i, rule, tuple(sorted(hosts or ()))).configs]
         resolved = condition("ResolvedRefs", not problems, problems[0][0] if problems else "ResolvedRefs",
                              problems[0][1] if problems else "all references resolved", gen)
         for parent in parents:
@@ -410,14 +621,18 @@ def translate(world: World, file_services: dict[str, ServiceConfig] | None = Non
                 parent["conditions"][0] = condition("Accepted", False, "UnsupportedValue", unsupported, gen)
             parent["conditions"].append(resolved)
         route_status[_key(route)] = parents
-        if accepted_somewhere and not unsupported:
+        if not unsupported:
             routes += configs
     services = [file_services.get(key) or ServiceConfig(namespace=key.split("/")[0], name=key.split("/")[1],
                                                         port=port)
                 for key, port in service_ports.items()]
-    gateway_status, certificates = _gateway_status(world, gateways, attached)
+    gateway_status = {key: _gateway_status(gateways[key], addressing) for key in sorted(gateways)}
+    listeners = tuple(GatewayListener(l.id, gw.address, l.port, l.spec.get("protocol") == "HTTPS",
+                                      (l.spec.get("hostname") or "").lower() or None, tuple(l.certificates))
+                      for gw in sorted(gateways.values(), key=_gateway_order) for l in gw.listeners
+                      if l.not_served is None)
     return Translation(routes, services, _class_status(world, classes), gateway_status, route_status,
-                       certificates)
+                       listeners)
 
 
 def _parent_ref(ref: dict, gkey: Key) -> dict:
@@ -428,33 +643,7 @@ def _parent_ref(ref: dict, gkey: Key) -> dict:
     return out
 
 
-def _attach(world: World, gateway: dict, gkey: Key, route_ns: str, ref: dict, spec: dict,
-            attached: dict) -> tuple[bool, str, str, list[str] | None]:
-    """(accepted, reason, message, hostnames or None for any) for one parentRef to our Gateway."""
-    listeners = [l for l in (gateway.get("spec") or {}).get("listeners") or () if _http_listener(l)
-                 and ref.get("sectionName") in (None, l.get("name"))
-                 and ref.get("port") in (None, l.get("port"))]
-    if not listeners:
-        return False, "NoMatchingParent", "no HTTP/HTTPS listener matches sectionName/port", None
-    allowed = [l for l in listeners if _listener_allows(l, gkey[0], route_ns, world)]
-    if not allowed:
-        return False, "NotAllowedByListeners", "the listeners' allowedRoutes do not allow this route", None
-    hosts: set[str] = set()
-    any_host = False
-    matched = False
-    for listener in allowed:
-        served = intersect_hostnames(listener.get("hostname"), spec.get("hostnames") or [])
-        if served == []:
-            continue
-        matched = True
-        attached[(gkey, listener["name"])] = attached.get((gkey, listener["name"]), 0) + 1
-        if served is None:
-            any_host = True
-        else:
-            hosts.update(served)
-    if not matched:
-        return False, "NoMatchingListenerHostname", "no hostname intersects the listeners' hostnames", None
-    return True, "Accepted", "accepted", None if any_host else sorted(hosts)
+# -- status --------------------------------------------------------------------------------
 
 
 def _class_status(world: World, classes: set[str]) -> dict[str, dict]:
@@ -489,41 +678,42 @@ def _listener_certificates(world: World, gkey: Key, listener: dict) -> tuple[lis
     return certs, problem
 
 
-def _listener_status(world: World, gkey: Key, listener: dict, attached: dict,
-                     gen: int) -> tuple[dict, list[Certificate]]:
-    ok = _http_listener(listener)
-    message = "" if ok else f"protocol {listener.get('protocol')} is not supported (HTTP and HTTPS are)"
-    resolved = ("ResolvedRefs" if ok else "InvalidRouteKinds", message)
-    certs: list[Certificate] = []
-    programmed = ok
-    if listener.get("protocol") == "HTTPS":
-        certs, problem = _listener_certificates(world, gkey, listener)
-        resolved = problem or resolved
-        # Without any certificate it serves nothing of its own (none named: the file's tls: does)
-        programmed = bool(certs) or problem is None
-    conditions = [condition("Accepted", ok, "Accepted" if ok else "UnsupportedProtocol", message, gen),
-                  condition("ResolvedRefs", ok and resolved[0] == "ResolvedRefs", *resolved, gen),
-                  condition("Programmed", programmed, "Programmed" if programmed else "Invalid",
-                            "" if programmed else resolved[1] or message, gen)]
-    return ({"name": listener["name"], "attachedRoutes": attached.get((gkey, listener["name"]), 0),
-             "supportedKinds": [{"group": GATEWAY_GROUP, "kind": "HTTPRoute"}] if ok else [],
-             "conditions": conditions}, certs)
+def _listener_status(listener: _Listener, gen: int) -> dict:
+    accepted = listener.problem or (("Accepted", "") if listener.conflict is None else listener.conflict)
+    resolved = (("InvalidRouteKinds", listener.invalid_kinds) if listener.invalid_kinds
+                else listener.cert_problem or ("ResolvedRefs", ""))
+    conflicted = listener.conflict or ("NoConflicts", "")
+    programmed = listener.not_served is None
+    return {"name": listener.name, "attachedRoutes": listener.attached, "supportedKinds": listener.kinds,
+            "conditions": [
+                condition("Accepted", accepted[0] == "Accepted", *accepted, gen),
+                condition("ResolvedRefs", resolved[0] == "ResolvedRefs", *resolved, gen),
+                condition("Conflicted", listener.conflict is not None, *conflicted, gen),
+                condition("Programmed", programmed, "Programmed" if programmed else "Invalid",
+                          listener.not_served or "", gen)]}
 
 
-def _gateway_status(world: World, gateways: dict[Key, dict],
-                    attached: dict) -> tuple[dict[Key, dict], tuple[Certificate, ...]]:
-    out, certificates = {}, []
-    for gkey in sorted(gateways):
-        gateway = gateways[gkey]
-        gen = _generation(gateway)
-        listeners = []
-        for listener in (gateway.get("spec") or {}).get("listeners") or ():
-            status, certs = _listener_status(world, gkey, listener, attached, gen)
-            listeners.append(status)
-            certificates += certs
-        any_ok = any(l["conditions"][0]["status"] == "True" for l in listeners)
-        out[gkey] = {"conditions": [condition("Accepted", True, "Accepted", "", gen),
-                                    condition("Programmed", any_ok, "Programmed" if any_ok else "Invalid",
-                                              "" if any_ok else "no listener can be served", gen)],
-                     "listeners": listeners}
-    return out, tuple(certificates)
+def _gateway_status(gw: _Gateway, addressing: Addressing) -> dict:
+    gen = _generation(gw.obj)
+    valid = [l for l in gw.listeners if l.valid]
+    if gw.problem is not None:
+        accepted = (False, *gw.problem)
+    elif len(valid) < len(gw.listeners):
+        accepted = (True, "ListenersNotValid", "some listeners are not valid")
+    else:
+        accepted = (True, "Accepted", "")
+    serving = any(l.not_served is None for l in gw.listeners)
+    if not accepted[0]:
+        programmed = (False, "Invalid", "the Gateway is not accepted")
+    elif gw.address is None:
+        programmed = (False, *(gw.address_problem or ("AddressNotAssigned", "no address")))
+    elif not serving:
+        programmed = (False, "Invalid", "no listener can be served")
+    else:
+        programmed = (True, "Programmed", "")
+    status = {"conditions": [condition("Accepted", *accepted, gen), condition("Programmed", *programmed, gen)],
+              "listeners": [_listener_status(l, gen) for l in gw.listeners]}
+    shown = addressing.advertised.get(gw.address, gw.address) if gw.address is not None else None
+    if shown and shown not in UNSPECIFIED:
+        status["addresses"] = [{"type": "IPAddress", "value": shown}]
+    return status
