@@ -7,9 +7,11 @@ Once a second it prints the requests per ``upstream_host`` and ``upstream_cluste
 of the way in it breaks cluster A, two thirds in it repairs it, and at the end it
 prints a summary. Exit status 3 if any request failed.
 
-Before the loop, one step shows routes from Kubernetes: an HTTPRoute (``/demo`` to httpbin)
-applied to cluster A with the official client, and how long until the gateway, which watches
-A's Gateway API objects, served the first request through it.
+Before the loop, one step shows routes from Kubernetes: two Gateways applied to cluster A
+with the official client, "demo" and "internal", each served on its own address from the
+config's pool (port 80 on both), an HTTPRoute (``/demo`` to httpbin) attached to "demo" only,
+how long until the gateway served the first request through it, and that "internal" answers
+404 for ``/demo``: routes of one Gateway are never served by another.
 
 Scenarios (what happens to cluster A):
   graceful  httpbin removed: Service and EndpointSlice deleted, pods stopped
@@ -190,7 +192,9 @@ def _write_config(state: Path, port: int, a, b) -> Path:
 listen: 127.0.0.1:{port}
 admin: 127.0.0.1:{free_port()}
 access_log: {{path: {state / 'access.log'}, flush_interval: 100ms}}
-gateway_api: {{sources: [cluster-a]}}     # HTTPRoutes in cluster A configure routes too
+gateway_api:                            # HTTPRoutes in cluster A configure routes too
+  sources: [cluster-a]
+  addresses: [{DEMO_GATEWAYS[0]}-{DEMO_GATEWAYS[1]}]   # each Gateway gets one, port 80 on both
 sources:
   - {{name: cluster-a, type: kubernetes, kubeconfig: {a.kubeconfig}, namespaces: [default]}}
   - {{name: cluster-b, type: kubernetes, kubeconfig: {b.kubeconfig}, namespaces: [default]}}
@@ -277,34 +281,53 @@ def repair_cluster(scenario: str, cluster) -> None:
 
 
 DEMO_CONTROLLER = "gateway.example/multi-cluster"      # the gateway_api default controllerName
+# The pool of the demo's Gateways: "demo" gets the first address, "internal" the second.
+DEMO_GATEWAYS = ("127.0.9.1", "127.0.9.2")
 
 
-def show_httproute(cluster, url: str, tail: "AccessLogTail", say) -> dict:
-    """Apply the demo's HTTPRoute to cluster A and say when the gateway first served it."""
-    httproute = apply_httproute(cluster, url.replace("/test", "/demo/get"))
+def show_httproute(cluster, tail: "AccessLogTail", say) -> dict:
+    """Apply the demo's Gateways and HTTPRoute to cluster A and say when the gateway first
+    served it, and that the other Gateway does not."""
+    url = f"http://{DEMO_GATEWAYS[0]}/demo/get"
+    httproute = apply_httproute(cluster, url)
     served = tail.wait_for(lambda e: e.get("path") == "/demo/get" and e.get("status") == 200, 1.0) or {}
     httproute["served_by_route"] = served.get("route")
+    httproute["other_gateway_status"] = _status_of(f"http://{DEMO_GATEWAYS[1]}/demo/get")
     tail.entries.clear()            # the loop's split counts the curl loop's requests only
-    say(f"HTTPRoute {httproute['route']} (/demo -> httpbin) applied to cluster A: "
+    say(f"HTTPRoute {httproute['route']} (/demo -> httpbin) applied to cluster A, attached to Gateway "
+        f"default/demo ({DEMO_GATEWAYS[0]}:80): "
         + (f"first request served through it {httproute['to_first_request_ms']} ms later "
            f"(access log: route {served.get('route')}, {served.get('upstream_host')})"
            if httproute["status"] == 200 else f"not served (last status {httproute['status']})"))
+    say(f"Gateway default/internal ({DEMO_GATEWAYS[1]}:80) answers {httproute['other_gateway_status']} "
+        f"for /demo/get: its routes are its own")
     return httproute
 
 
-def apply_httproute(cluster, url: str, timeout: float = 5.0) -> dict:
-    """Apply a GatewayClass, a Gateway and an HTTPRoute ``/demo`` -> httpbin to ``cluster`` (a
-    LocalCluster), as ``kubectl apply`` would; poll ``url`` until it is served through the route."""
+def _status_of(url: str) -> int | None:
     import urllib.error
     import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
 
+
+def apply_httproute(cluster, url: str, timeout: float = 5.0) -> dict:
+    """Apply a GatewayClass, the Gateways "demo" and "internal" and an HTTPRoute ``/demo`` ->
+    httpbin on "demo" to ``cluster`` (a LocalCluster), as ``kubectl apply`` would; poll ``url``
+    until it is served through the route."""
     from kubernetes import client
     group, custom = "gateway.networking.k8s.io", client.CustomObjectsApi(cluster.api_client)
     custom.create_cluster_custom_object(group, "v1", "gatewayclasses", {
         "metadata": {"name": "demo"}, "spec": {"controllerName": DEMO_CONTROLLER}})
-    custom.create_namespaced_custom_object(group, "v1", "default", "gateways", {
-        "metadata": {"name": "demo"}, "spec": {"gatewayClassName": "demo", "listeners": [
-            {"name": "http", "port": 80, "protocol": "HTTP"}]}})
+    for name in ("demo", "internal"):
+        custom.create_namespaced_custom_object(group, "v1", "default", "gateways", {
+            "metadata": {"name": name}, "spec": {"gatewayClassName": "demo", "listeners": [
+                {"name": "http", "port": 80, "protocol": "HTTP"}]}})
     applied = time.monotonic()
     custom.create_namespaced_custom_object(group, "v1", "default", "httproutes", {
         "metadata": {"name": "httpbin-demo"}, "spec": {"parentRefs": [{"name": "demo"}], "rules": [{
@@ -312,13 +335,7 @@ def apply_httproute(cluster, url: str, timeout: float = 5.0) -> dict:
             "backendRefs": [{"name": "httpbin", "port": cluster.port}]}]}})
     status = None
     while time.monotonic() - applied < timeout:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                status = resp.status
-        except urllib.error.HTTPError as exc:
-            status = exc.code                   # 404 until the route arrives
-        except OSError:
-            status = None
+        status = _status_of(url)                # 404 (or refused) until the route arrives
         if status == 200:
             break
         time.sleep(0.005)
@@ -365,7 +382,7 @@ def run_demo(scenario: str, duration: float, pods: int, state: Path, quiet: bool
         say(f"dashboard: http://{admin}/   (CLI: gateway services --admin http://{admin})")
         tail = AccessLogTail(state / "access.log")
         if config_from is None:         # a shipped config may not read Gateway API routes
-            httproute = show_httproute(a, url, tail, say)
+            httproute = show_httproute(a, tail, say)
         say(f"request loop: while :; do curl -s {url}; done\n")
         loop = RequestLoop(url)
         timeline.start = time.time()

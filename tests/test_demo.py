@@ -84,6 +84,7 @@ def test_demo_short_run_loses_no_request(tmp_path, scenario):
     route = s["httproute"]
     assert (route["status"], route["served_by_route"]) == (200, "default.httpbin-demo.0.0"), route
     assert 0 < route["to_first_request_ms"] < 2000, route
+    assert route["other_gateway_status"] == 404, route      # the other Gateway: not its route
 
 
 CONFIGMAP = REPO / "deploy" / "kubernetes" / "configmap.yaml"
