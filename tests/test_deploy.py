@@ -326,8 +326,13 @@ def test_service_sends_port_80_to_the_listener(validatable_config):
     svc = the("Service")
     assert svc["spec"]["type"] == "LoadBalancer"
     assert svc["spec"]["externalTrafficPolicy"] == "Local"
-    (port,) = svc["spec"]["ports"]
+    port, gateway_port = svc["spec"]["ports"]
     assert port["port"] == 80 and container_port(port["targetPort"]) == config.listen.port == 8080
+    # The example Gateway's listener: its port on the Service, the pod and the Gateway alike.
+    example = yaml.safe_load_all((REPO / "deploy" / "gatewayapi" / "gateway.yaml").read_text())
+    gateway = next(doc for doc in example if doc and doc["kind"] == "Gateway")
+    (listener,) = gateway["spec"]["listeners"]
+    assert gateway_port["port"] == container_port(gateway_port["targetPort"]) == listener["port"] >= 1024
     labels = the("Deployment")["spec"]["template"]["metadata"]["labels"]
     for selector in (svc["spec"]["selector"], the("Deployment")["spec"]["selector"]["matchLabels"],
                      the("PodDisruptionBudget")["spec"]["selector"]["matchLabels"]):
