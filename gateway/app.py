@@ -137,6 +137,8 @@ class Gateway:
                                                   "routes": len(cfg.routes),
                                                   "services": len(cfg.services),
                                                   "sources": len(cfg.sources)}})
+        if self._effective() != cfg:        # Gateway API changes that came while starting
+            self._apply(self._effective())
 
     # -- routes from Kubernetes ----------------------------------------------
 

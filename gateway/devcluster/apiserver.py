@@ -24,7 +24,9 @@ therefore for the gateway, which cannot tell it from a real server:
 * one global resourceVersion counter; state (with the event history) persisted in the state
   directory, so a restart keeps objects and resourceVersions and watches can resume;
 * test hooks outside ``/api``: ``GET /_devcluster/state`` (with ``lists``: the LIST
-  requests served per resource since this process started, continue pages not counted), ``POST /_devcluster/expire-history``
+  requests served per resource since this process started, continue pages not counted;
+  ``writes``: the create/update/patch/delete requests per ``resource[/subresource]``, no-ops
+  and refused ones included), ``POST /_devcluster/expire-history``
   (every older resourceVersion now gets 410), ``POST /_devcluster/drop-watches[?graceful=true]``,
   ``POST /_devcluster/pause?seconds=N`` (stop listening and cut every connection for N seconds;
   SIGUSR1 / SIGUSR2 pause and resume the process indefinitely).
@@ -360,6 +362,7 @@ class ApiServer:
         self._watches: set[WatchStream] = set()
         self._resume_handle: asyncio.TimerHandle | None = None
         self.lists: dict[str, int] = {}     # resource name -> LIST calls (first pages)
+        self.writes: dict[str, int] = {}    # "resource[/subresource]" -> writes asked for (no-ops too)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -444,7 +447,8 @@ class ApiServer:
         return {"name": self.name, "url": self.url, "resourceVersion": str(self.store.rv),
                 "compactedResourceVersion": str(self.store.compacted_rv),
                 "watches": len(self._watches), "connections": len(self._connections),
-                "endpointSlices": self.endpoint_slices, "pid": os.getpid(), "lists": dict(self.lists)}
+                "endpointSlices": self.endpoint_slices, "pid": os.getpid(), "lists": dict(self.lists),
+                "writes": dict(self.writes)}
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -561,6 +565,8 @@ class ApiServer:
             raise _method_not_allowed()
         if method == "GET":
             return 200, self._list(target, request) if collection else self._get(target)
+        name = target.resource.name + (f"/{target.subresource}" if target.subresource else "")
+        self.writes[name] = self.writes.get(name, 0) + 1
         if method == "POST" and collection and (target.namespace or not target.resource.namespaced):
             return 201, self._create(target, self._body(request), request)
         if method == "PUT" and not collection:

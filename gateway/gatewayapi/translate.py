@@ -479,18 +479,25 @@ def _gateway_order(gateway: _Gateway) -> tuple:
 
 
 def _assign_addresses(gateways: list[_Gateway], addressing: Addressing) -> None:
-    """One address for each accepted Gateway, oldest Gateway first: a ``spec.addresses``
-    value (it must be in the pool), else the address its status already shows, else the
-    first pool address where all its listener ports are free.  An unspecified address
-    (0.0.0.0) overlaps every other on the same port."""
+    """One address for each accepted Gateway: a ``spec.addresses`` value (it must be in the
+    pool), else the address its status already shows (so a Gateway keeps its address when
+    an older one goes, and across restarts), else the first pool address where all its
+    listener ports are free; oldest Gateway first in each of the two rounds.  An
+    unspecified address (0.0.0.0) overlaps every other on the same port."""
     used: set[tuple[str, int]] = set(addressing.taken)
     pool = addressing.pool
     by_advertised = {v: k for k, v in addressing.advertised.items()}
 
-    def free(address: str, port: int) -> bool:
-        return not any(p == port and (a == address or a in UNSPECIFIED or address in UNSPECIFIED)
-                       for a, p in used)
+    def claim(gw: _Gateway, ports: set[int], candidates) -> bool:
+        for address in candidates:
+            if all(not any(p == port and (a == address or a in UNSPECIFIED or address in UNSPECIFIED)
+                           for a, p in used) for port in ports):
+                gw.address = address
+                used.update((address, port) for port in ports)
+                return True
+        return False
 
+    waiting = []
     for gw in sorted(gateways, key=_gateway_order):
         ports = {l.port for l in gw.listeners if l.valid}
         if gw.problem is not None or not ports:
@@ -500,18 +507,15 @@ def _assign_addresses(gateways: list[_Gateway], addressing: Addressing) -> None:
             unusable = [v for v in wanted if v not in pool]
             if unusable:
                 gw.address_problem = ("AddressNotUsable", f"{unusable[0]} is not one of gateway_api.addresses")
-                continue
-            candidates = wanted
-        else:
-            shown = [by_advertised.get(a.get("value"), a.get("value"))
-                     for a in (gw.obj.get("status") or {}).get("addresses") or ()]
-            candidates = [a for a in shown if a in pool] + list(pool)
-        for address in candidates:
-            if all(free(address, port) for port in ports):
-                gw.address = address
-                used.update((address, port) for port in ports)
-                break
-        else:
+            elif not claim(gw, ports, wanted):
+                gw.address_problem = ("AddressNotAssigned", f"ports {sorted(ports)} are taken on {', '.join(wanted)}")
+            continue
+        shown = [by_advertised.get(a.get("value"), a.get("value"))
+                 for a in (gw.obj.get("status") or {}).get("addresses") or ()]
+        if not claim(gw, ports, [a for a in shown if a in pool]):
+            waiting.append((gw, ports))
+    for gw, ports in waiting:
+        if not claim(gw, ports, pool):
             gw.address_problem = ("AddressNotAssigned", f"no address of gateway_api.addresses has ports "
                                                         f"{sorted(ports)} free")
 
