@@ -10,7 +10,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from gatewaytest import AdminClient, GatewayProcess, free_port, static_source
+from gatewaytest import AdminClient, Client, GatewayProcess, free_port, static_source
 from test_gatewayapi import GW, add_backend_service, kube_source, wait_for
 from gateway.devcluster.apiserver import ApiServerProcess
 
@@ -90,7 +90,7 @@ def cluster(tmp_path_factory, backend_a):
 
 
 def status_of(proc, path: str) -> int:
-    with proc.client() as c:
+    with Client(proc.gateway_address, 80) as c:
         return c.request("GET", path).status
 
 
@@ -99,9 +99,15 @@ def test_admin_route_add_reaches_every_replica(cluster, backend_a, tmp_path):
     replicas = []
     try:
         for i in range(2):
+            # Two replicas on one machine: each serves the Gateway on an address of its own
+            # (as pods do on theirs); the second writes no status (the first does).
             admin = free_port()
+            address = f"127.0.24.{i + 1}"
             proc = GatewayProcess({"admin": f"127.0.0.1:{admin}", "sources": [kube_source(server)],
-                                   "gateway_api": {"console_gateway": "default/gw"}}, tmp_path / f"r{i}").start()
+                                   "gateway_api": {"console_gateway": "default/gw", "addresses": [address],
+                                                   "write_status": i == 0}},
+                                  tmp_path / f"r{i}").start()
+            proc.gateway_address = address
             replicas.append((proc, AdminClient(admin)))
             replicas[-1][1].wait_up(proc.proc)
         (one, admin_one), (two, _) = replicas
@@ -111,7 +117,7 @@ def test_admin_route_add_reaches_every_replica(cluster, backend_a, tmp_path):
         assert status == 201, body
         assert body["httproute"] == "default/console"
         # The writer serves it when it answers; the other replica within the propagation time.
-        with one.client() as c:
+        with Client(one.gateway_address, 80) as c:
             assert c.request("GET", "/console/x").json()["address"] == backend_a.address
         wait_for(lambda: status_of(two, "/console/x") == 200)
         obj = custom.get_namespaced_custom_object(GW, "v1", "default", "httproutes", "console")

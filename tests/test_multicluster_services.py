@@ -44,8 +44,11 @@ def source(name, server):
 def spread(gw, n=40) -> Counter:
     """Which backends answered n requests; a gateway still without endpoints counts its 503s
     (callers wait for the spread they expect, which must not stop at the first 503)."""
-    with gw.client() as c:
-        answers = [c.request("GET", f"/web/{i}") for i in range(n)]
+    try:
+        with gw.client() as c:
+            answers = [c.request("GET", f"/web/{i}") for i in range(n)]
+    except ConnectionRefusedError:      # a Gateway's listener not bound yet
+        return Counter()
     return Counter(r.json()["address"] if r.status == 200 else r.status for r in answers)
 
 
@@ -112,8 +115,10 @@ def test_httproute_to_a_service_import_uses_the_merged_service(clusters, backend
         "spec": {"parentRefs": [{"name": "gw"}], "rules": [{
             "matches": [{"path": {"type": "PathPrefix", "value": "/web"}}],
             "backendRefs": [{"group": MCS, "kind": "ServiceImport", "name": "web", "port": 80}]}]}})
-    gw = GatewayProcess({"multicluster": {"merge": "exported"}, "gateway_api": {"sources": ["cluster-a"]},
+    gw = GatewayProcess({"multicluster": {"merge": "exported"},
+                         "gateway_api": {"sources": ["cluster-a"], "addresses": ["127.0.25.1"]},
                          "sources": [source("cluster-a", a), source("cluster-b", b)]}, tmp_path).start()
+    gw.host, gw.port = "127.0.25.1", 80                  # the Gateway's address and listener
     try:
         assert wait_for(lambda: set(spread(gw)) == {backend_a.address, backend_b.address})
     finally:
