@@ -47,7 +47,7 @@ def build_source(config, exported_only: bool = False) -> Source:
 def _file_ports(config: Config) -> frozenset[tuple[str, int]]:
     """The (address, port) pairs of the file's own listeners, which Gateways keep off."""
     pairs = {(config.listen.host, config.listen.port)}
-    if config.tls is not None and config.tls.certificates:
+    if config.tls is not None:
         pairs.add((config.tls.listen.host, config.tls.listen.port))
     return frozenset(pairs)
 
@@ -155,17 +155,16 @@ class Gateway:
 
     def _effective(self) -> Config:
         """The file's config plus the Gateways' listeners and the routes (and the services
-        they name) of the HTTPRoutes.  A file ``tls`` without certificates serves nothing."""
+        they name) of the HTTPRoutes."""
         file = self.file_config
-        tls = file.tls if file.tls is not None and file.tls.certificates else None
         t = self.gatewayapi.translation if self.gatewayapi is not None else None
         if t is None:
-            return replace(file, tls=tls)
+            return file
         known = {s.key for s in file.services}
         services = file.services + tuple(s for s in t.services if s.key not in known)
         # One order for both: the spec's precedence across every route of a listener.
         return replace(file, routes=file.routes + tuple(t.routes), services=services,
-                       route_order="precedence", tls=tls, listeners=t.listeners)
+                       route_order="precedence", listeners=t.listeners)
 
     def _routes_changed(self, translation) -> None:
         if not self._started:

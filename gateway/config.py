@@ -164,7 +164,7 @@ class TlsListener:
     """An HTTPS listener beside the plain one; SNI picks the certificate by its names."""
 
     listen: Address
-    certificates: tuple[Certificate, ...]   # the first is the default; () only with gateway_api
+    certificates: tuple[Certificate, ...]   # the first is the default
     min_version: str = "1.2"                # "1.2" or "1.3"
 
 
@@ -598,9 +598,9 @@ def parse_config(data: object, path: str | None = None) -> Config:
         top["gateway_api"] = _gateway_api(data["gateway_api"], "gateway_api", errs, kubernetes_sources)
 
     tls = top.get("tls")
-    if tls is not None and not tls.certificates and top.get("gateway_api") is None:
-        _err(errs, "tls.certificates", "at least one certificate is needed (or gateway_api, whose "
-                                       "HTTPS listeners' certificateRefs give them)")
+    if tls is not None and not tls.certificates:
+        _err(errs, "tls.certificates", "at least one certificate is needed (a Gateway's HTTPS listeners "
+                                       "are served on their own ports, not here)")
     top["document"] = data
     if errs:
         raise ConfigError(errs)
