@@ -144,7 +144,9 @@ def test_rbac_grants_only_read_access_to_endpoints():
                            ("multicluster.x-k8s.io", "serviceexports"),
                            ("multicluster.x-k8s.io", "serviceimports")}
     assert all(verbs == READ for verbs in grants.values()), grants
-    assert not [d for _, d in all_objects() if d["kind"] in ("Role", "RoleBinding")]
+    # The one namespaced grant: the leader election's Lease (below).
+    assert [d["metadata"]["name"] for _, d in all_objects() if d["kind"] in ("Role", "RoleBinding")] == \
+        ["gateway-leader-election"] * 2
 
     sa = the("ServiceAccount")
     pod = the("Deployment")["spec"]["template"]["spec"]
@@ -185,6 +187,23 @@ def test_rbac_covers_what_the_kubernetes_source_lists():
     granted = {r for rule in the("ClusterRole", "gateway-endpoint-reader")["rules"] for r in rule["resources"]}
     assert {resources[c] for c in calls} <= granted
     assert '"serviceexports"' in source and "serviceexports" in granted
+
+
+def test_leader_election_may_get_create_and_update_leases_in_its_namespace_only():
+    """What gateway.gatewayapi.leader calls on leases, granted by a Role in the gateway's
+    namespace and bound to its ServiceAccount."""
+    role, binding, sa = the("Role", "gateway-leader-election"), the("RoleBinding", "gateway-leader-election"), \
+        the("ServiceAccount")
+    source = (REPO / "gateway" / "gatewayapi" / "leader.py").read_text()
+    calls = set(re.findall(r"_leases\.(\w+)_namespaced_lease\b", source))
+    assert calls == {"read", "create", "replace"}, calls
+    verbs = {"read": "get", "create": "create", "replace": "update"}
+    assert _grants(role) == {("coordination.k8s.io", "leases"): {verbs[c] for c in calls}}
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == sa["metadata"]["namespace"]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": "gateway-leader-election"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
+                                    "namespace": sa["metadata"]["namespace"]}]
 
 
 def test_rbac_covers_what_the_gateway_api_controller_watches():

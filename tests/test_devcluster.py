@@ -155,6 +155,9 @@ def test_discovery_documents(api):
     slices = client.DiscoveryV1Api(api).get_api_resources()
     assert slices.group_version == "discovery.k8s.io/v1"
     assert [r.kind for r in slices.resources] == ["EndpointSlice"]
+    assert groups["coordination.k8s.io"].preferred_version.group_version == "coordination.k8s.io/v1"
+    leases = client.CoordinationV1Api(api).get_api_resources()
+    assert [(r.name, r.kind, r.namespaced) for r in leases.resources] == [("leases", "Lease", True)]
     assert client.VersionApi(api).get_code().major == "1"
 
 
@@ -264,6 +267,45 @@ def test_endpointslices_with_label_and_field_selectors(discovery, namespace):
     assert [e.addresses for e in updated.endpoints] == [["127.0.0.5"]]
     discovery.delete_namespaced_endpoint_slice("web-2", namespace)
     assert names(label_selector="kubernetes.io/service-name=web") == ["web-1"]
+
+
+def test_lease_create_update_conflict_patch_watch_delete(apiserver, api, namespace):
+    """What leader election relies on: a stale update is 409, and times are MicroTime in UTC."""
+    leases = client.CoordinationV1Api(api)
+    start_rv = leases.list_namespaced_lease(namespace).metadata.resource_version
+    created = leases.create_namespaced_lease(namespace, {
+        "metadata": {"name": "writer"},
+        "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15, "leaseTransitions": 0,
+                 "acquireTime": "2026-12-06T04:10:30.123456Z", "renewTime": "2026-12-06T06:10:31+02:00"}})
+    assert (created.kind, created.api_version) == ("Lease", "coordination.k8s.io/v1")
+    assert created.metadata.generation is None          # a built-in kind, not a custom resource
+    raw = api.sanitize_for_serialization(leases.read_namespaced_lease("writer", namespace))
+    _, stored = raw_request(apiserver, "GET", f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/writer",
+                            apiserver.token)     # as sent: the client's models parse the times
+    assert stored["spec"]["acquireTime"] == "2026-12-06T04:10:30.123456Z"
+    assert stored["spec"]["renewTime"] == "2026-12-06T04:10:31.000000Z"    # UTC, six digits
+
+    taken = dict(raw, spec={**raw["spec"], "holderIdentity": "b", "leaseTransitions": 1})
+    updated = leases.replace_namespaced_lease("writer", namespace, taken)
+    assert updated.spec.holder_identity == "b" and updated.spec.lease_transitions == 1
+    with pytest.raises(ApiException) as excinfo:        # the same resourceVersion again: stale
+        leases.replace_namespaced_lease("writer", namespace, dict(taken, spec={**taken["spec"],
+                                                                              "holderIdentity": "c"}))
+    assert (excinfo.value.status, json.loads(excinfo.value.body)["reason"]) == (409, "Conflict")
+    assert json.loads(excinfo.value.body)["details"] == {"name": "writer", "group": "coordination.k8s.io",
+                                                         "kind": "leases"}
+    patched = leases.patch_namespaced_lease("writer", namespace, {"spec": {"leaseDurationSeconds": 1}})
+    assert patched.spec.lease_duration_seconds == 1 and patched.spec.holder_identity == "b"
+    for bad in ({"leaseDurationSeconds": 0}, {"leaseTransitions": -1}, {"renewTime": "yesterday"}):
+        with pytest.raises(ApiException) as excinfo:
+            leases.patch_namespaced_lease("writer", namespace, {"spec": bad})
+        assert (excinfo.value.status, json.loads(excinfo.value.body)["reason"]) == (422, "Invalid")
+
+    leases.delete_namespaced_lease("writer", namespace)
+    events = collect_watch(leases.list_namespaced_lease, namespace, resource_version=start_rv,
+                           timeout_seconds=1)
+    assert [(e["type"], e["object"]["spec"]["holderIdentity"]) for e in events] == \
+        [("ADDED", "a"), ("MODIFIED", "b"), ("MODIFIED", "b"), ("DELETED", "b")]
 
 
 def test_list_pagination_is_a_consistent_snapshot(apiserver, core, namespace):

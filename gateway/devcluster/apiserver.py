@@ -1,12 +1,14 @@
 """A local Kubernetes API server for the demo and the tests: HTTPS, bearer token, JSON.
 
-It serves namespaces, services and endpoints (v1), endpointslices (discovery.k8s.io/v1), the
-Gateway API kinds (gateway.networking.k8s.io/v1 GatewayClass, Gateway, HTTPRoute; v1beta1
-ReferenceGrant) and the Multi-Cluster Services kinds (multicluster.x-k8s.io/v1alpha1
-ServiceExport, ServiceImport) with the real API conventions, well enough for the official ``kubernetes`` Python client and
+It serves namespaces, services, endpoints and secrets (v1), endpointslices (discovery.k8s.io/v1),
+leases (coordination.k8s.io/v1, for leader election), the Gateway API kinds
+(gateway.networking.k8s.io/v1 GatewayClass, Gateway, HTTPRoute; v1beta1 ReferenceGrant) and the
+Multi-Cluster Services kinds (multicluster.x-k8s.io/v1alpha1 ServiceExport, ServiceImport) with
+the real API conventions, well enough for the official ``kubernetes`` Python client and
 therefore for the gateway, which cannot tell it from a real server:
 
-* discovery documents (``/api``, ``/api/v1``, ``/apis``, ``/apis/discovery.k8s.io[/v1]``);
+* discovery documents (``/api``, ``/api/v1``, ``/apis``, ``/apis/discovery.k8s.io[/v1]``,
+  ``/apis/coordination.k8s.io[/v1]``, and each custom group's);
   ``endpoint_slices=False`` starts it without the discovery.k8s.io group (404 on its paths),
   like a pre-1.21 cluster, to exercise the v1 Endpoints fallback;
 * get, list (namespaced and all-namespace, ``labelSelector``, ``fieldSelector``, ``limit`` +
@@ -78,8 +80,8 @@ import yaml
 
 from . import _process, certs
 from .patch import PatchError, json_patch, merge_patch
-from .resources import (DISCOVERY_GROUP, ENDPOINT_SLICES, ENDPOINTS, GROUP_VERSIONS, NAMESPACED, NAMESPACES,
-                        SERVICES, Invalid, Resource, prepare)
+from .resources import (COORDINATION_GROUP, DISCOVERY_GROUP, ENDPOINT_SLICES, ENDPOINTS, GROUP_VERSIONS, LEASES,
+                        NAMESPACED, NAMESPACES, SERVICES, Invalid, Resource, prepare)
 from . import resources
 from .selectors import SelectorError, both, parse_field_selector, parse_label_selector
 from .store import ADDED, DELETED, MODIFIED, Event, Expired, Store, key_of, with_rv
@@ -246,6 +248,8 @@ def parse_resource_path(path: str, with_slices: bool) -> Target | None:
         table, rest = resources.CORE, parts[2:]
     elif parts[:3] == ["apis", DISCOVERY_GROUP, "v1"] and with_slices:
         table, rest = (ENDPOINT_SLICES,), parts[3:]
+    elif parts[:3] == ["apis", COORDINATION_GROUP, "v1"]:
+        table, rest = (LEASES,), parts[3:]
     elif parts[:1] == ["apis"] and "/".join(parts[1:3]) in GROUP_VERSIONS:
         table, rest = GROUP_VERSIONS["/".join(parts[1:3])], parts[3:]
     else:
@@ -530,6 +534,10 @@ class ApiServer:
             return resources.api_group(DISCOVERY_GROUP, "v1")
         if self.endpoint_slices and path == f"/apis/{DISCOVERY_GROUP}/v1":
             return resources.resource_list(f"{DISCOVERY_GROUP}/v1", (ENDPOINT_SLICES,))
+        if path == f"/apis/{COORDINATION_GROUP}":
+            return resources.api_group(COORDINATION_GROUP, "v1")
+        if path == f"/apis/{COORDINATION_GROUP}/v1":
+            return resources.resource_list(f"{COORDINATION_GROUP}/v1", (LEASES,))
         group_version = path.removeprefix("/apis/")
         if group_version in GROUP_VERSIONS:
             return resources.resource_list(group_version, GROUP_VERSIONS[group_version])
@@ -677,7 +685,7 @@ class ApiServer:
                            _details(resource, meta["name"]))
         if resource.status_subresource:
             obj.pop("status", None)      # a create cannot set status when /status is a subresource
-        if resource.group not in ("", DISCOVERY_GROUP):
+        if resource in resources.CUSTOM:
             meta["generation"] = 1       # as for every custom resource
         if resource is SERVICES:
             self._allocate_cluster_ip(obj)

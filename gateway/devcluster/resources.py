@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 _ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 _NAMESPACE_VERBS = ("create", "delete", "get", "list", "patch", "update", "watch")
@@ -72,6 +73,8 @@ ENDPOINTS = Resource("endpoints", "endpoints", "Endpoints", "", "v1", True, ("ep
 SECRETS = Resource("secrets", "secret", "Secret", "", "v1", True, fields=_BASIC_FIELDS | {"type"})
 ENDPOINT_SLICES = Resource("endpointslices", "endpointslice", "EndpointSlice", "discovery.k8s.io",
                            "v1", True, fields=_BASIC_FIELDS | {"addressType"})
+COORDINATION_GROUP = "coordination.k8s.io"
+LEASES = Resource("leases", "lease", "Lease", COORDINATION_GROUP, "v1", True)
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 MCS_GROUP = "multicluster.x-k8s.io"
@@ -99,7 +102,7 @@ GROUP_VERSIONS: dict[str, tuple[Resource, ...]] = {
     f"{MCS_GROUP}/v1alpha1": (SERVICE_EXPORTS, SERVICE_IMPORTS),
 }
 CUSTOM = tuple(r for table in GROUP_VERSIONS.values() for r in table)
-ALL = CORE + (ENDPOINT_SLICES,) + CUSTOM
+ALL = CORE + (ENDPOINT_SLICES, LEASES) + CUSTOM
 BY_NAME = {r.name: r for r in ALL}
 NAMESPACED = tuple(r for r in ALL if r.namespaced and r is not NAMESPACES)
 
@@ -135,8 +138,10 @@ def custom_groups() -> dict[str, list[str]]:
 
 
 def api_group_list(with_discovery_group: bool) -> dict:
-    """GET /apis"""
-    groups = [api_group(DISCOVERY_GROUP, "v1")] if with_discovery_group else []
+    """GET /apis: the built-in groups (in a real server's order), then the custom ones."""
+    groups = [api_group(COORDINATION_GROUP, "v1")]
+    if with_discovery_group:
+        groups.append(api_group(DISCOVERY_GROUP, "v1"))
     groups += [api_group(name, *versions) for name, versions in custom_groups().items()]
     for group in groups:
         del group["kind"], group["apiVersion"]      # list members carry no type meta
@@ -459,8 +464,43 @@ def _service_import(obj: dict, old: dict | None, causes: list) -> None:
         _check_protocol(port, f"spec.ports[{i}]", causes)
 
 
+_MICROTIME_FIELDS = ("acquireTime", "renewTime")
+
+
+def _lease(obj: dict, old: dict | None, causes: list) -> None:
+    """The real server's checks on what leader election writes: leaseDurationSeconds positive,
+    leaseTransitions not negative (not those on preferredHolder and strategy). The times are
+    MicroTime: served in UTC with exactly six fractional digits (``2026-12-06T04:10:30.123456Z``)
+    whatever offset or precision the client sent."""
+    spec = obj.setdefault("spec", {})
+    if not isinstance(spec, dict):
+        causes.append(("spec", "must be an object"))
+        return
+    if spec.get("holderIdentity") is not None and not isinstance(spec["holderIdentity"], str):
+        causes.append(("spec.holderIdentity", "must be a string"))
+    for field, lowest in (("leaseDurationSeconds", 1), ("leaseTransitions", 0)):
+        value = spec.get(field)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < lowest):
+            relation = "greater than 0" if lowest else "greater than or equal to 0"
+            causes.append((f"spec.{field}", f"Invalid value: {value!r}: must be {relation}"))
+    for field in _MICROTIME_FIELDS:
+        if spec.get(field) is not None:
+            # A real server fails to decode a bad time (400); a 422 names the field instead.
+            try:
+                spec[field] = _microtime(spec[field])
+            except (TypeError, ValueError):
+                causes.append((f"spec.{field}", f"Invalid value: {spec[field]!r}: must be an RFC3339 time"))
+
+
+def _microtime(text: str) -> str:
+    when = datetime.fromisoformat(text)     # 3.11: "Z", any offset, up to nine fractional digits
+    if when.tzinfo is None:
+        raise ValueError("no time zone")
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 _PREPARE = {"namespaces": _namespace, "services": _service, "secrets": _secret,
-            "endpointslices": _endpoint_slice, "endpoints": _endpoints,
+            "endpointslices": _endpoint_slice, "endpoints": _endpoints, "leases": _lease,
             "gatewayclasses": _gateway_class, "gateways": _gateway, "httproutes": _http_route,
             "referencegrants": _reference_grant, "serviceexports": _service_export,
             "serviceimports": _service_import}

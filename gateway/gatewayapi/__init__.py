@@ -3,5 +3,5 @@ turned into the same route config the file gives, with status written back.
 
 ``translate`` is the pure part (objects in, routes, services and statuses out);
 ``controller`` watches the clusters, applies the result through the gateway's reload
-path and writes the statuses.
+path and writes the statuses; ``leader`` elects, through a Lease, the one replica that writes.
 """
