@@ -503,6 +503,17 @@ class GatewayListener:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaderElection:
+    """Which replica writes status: the holder of a coordination.k8s.io Lease in the first
+    ``gateway_api.sources`` cluster (client-go's semantics, gateway.gatewayapi.leader)."""
+    namespace: str | None = None        # None: $POD_NAMESPACE, else "default"
+    name: str | None = None             # None: from the controller name ("...-status-writer")
+    lease_duration: float = 15.0        # client-go's defaults
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayApiConfig:
     """Routes from Kubernetes: the Gateway API objects of ``sources`` configure this gateway."""
     controller_name: str = DEFAULT_CONTROLLER_NAME   # GatewayClass.spec.controllerName we implement
@@ -514,8 +525,10 @@ class GatewayApiConfig:
     # Namespaces whose TLS Secrets HTTPS listeners may name; (): all (then RBAC needs a ClusterRole)
     secret_namespaces: tuple[str, ...] = ()
     # The addresses Gateways are served on, in order; each Gateway gets one (see
-    # gateway.gatewayapi.addresses).  (): the file's listen host is the only one.
+    # gateway.gatewayapi.translate).  (): the file's listen host is the only one.
     addresses: tuple[str, ...] = ()
+    # None ("leader_election: off"): this replica writes status whenever it differs.
+    leader_election: LeaderElection | None = field(default_factory=LeaderElection)
 
 
 @dataclass(frozen=True, slots=True)
@@ -627,6 +640,8 @@ _Errors = list[str]
 _Parser = Callable[[Any, str, _Errors], Any]
 
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+# An object name that is a DNS subdomain (RFC 1123), as a Lease's
+_DNS_NAME = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _HOSTNAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _ROUTE_HOST = re.compile(r"(\*\.)?" + _HOSTNAME.pattern)
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")     # RFC 9110 section 5.6.2
@@ -1508,7 +1523,7 @@ def _gateway_api(value: Any, path: str, errs: _Errors, kubernetes_sources: list[
     if value is True or value == {}:
         value = {}
     d = _keys(value, path, errs, ("controller_name", "sources", "write_status", "console_gateway",
-                                  "secret_namespaces", "addresses"))
+                                  "secret_namespaces", "addresses", "leader_election"))
     if d is None:
         return None
     name = _opt(d, "controller_name", _str, path, errs, DEFAULT_CONTROLLER_NAME)
@@ -1534,7 +1549,32 @@ def _gateway_api(value: Any, path: str, errs: _Errors, kubernetes_sources: list[
                             sources=tuple(names) or tuple(kubernetes_sources),
                             write_status=_opt(d, "write_status", _bool, path, errs, True),
                             console_gateway=console, secret_namespaces=tuple(secret_namespaces),
-                            addresses=_address_pool(d.get("addresses") or [], _at(path, "addresses"), errs))
+                            addresses=_address_pool(d.get("addresses") or [], _at(path, "addresses"), errs),
+                            leader_election=_leader_election(d.get("leader_election", {}),
+                                                             _at(path, "leader_election"), errs))
+
+
+def _leader_election(value: Any, path: str, errs: _Errors) -> LeaderElection | None:
+    if value is False or value == "off":
+        return None
+    d = _keys(value or {}, path, errs, ("namespace", "name", "lease_duration", "renew_deadline", "retry_period"))
+    if d is None:
+        return LeaderElection()
+    for key in ("namespace", "name"):
+        text = d.get(key)
+        if text is not None and not (isinstance(text, str) and _DNS_NAME.fullmatch(text)):
+            _err(errs, _at(path, key), f"must be a Kubernetes object name, got {_show(text)}")
+    election = LeaderElection(**_kwargs(d, path, errs, {
+        "namespace": _str, "name": _str, "lease_duration": _duration, "renew_deadline": _duration,
+        "retry_period": _duration}))
+    # client-go's checks: the leader gives up before its lease could be taken, and retries
+    # (jittered by up to 1.2x) in time; the Lease stores whole seconds.
+    if not (election.retry_period * 1.2 < election.renew_deadline < election.lease_duration):
+        _err(errs, path, f"needs retry_period x 1.2 < renew_deadline < lease_duration, got "
+                         f"{election.retry_period:g}s, {election.renew_deadline:g}s, {election.lease_duration:g}s")
+    if election.lease_duration != int(election.lease_duration):
+        _err(errs, _at(path, "lease_duration"), f"must be whole seconds, got {election.lease_duration:g}s")
+    return election
 
 
 MAX_ADDRESS_POOL = 4096

@@ -110,6 +110,8 @@ def status(gw) -> dict:
         "connections": stats.connections(),
         "requests_in_flight": stats.in_flight(),
         "stats": stats.counters(),
+        # Routes from Kubernetes, and which replica writes their status (leader election).
+        "gateway_api": gw.gatewayapi.status() if gw.gatewayapi is not None else None,
     }
 
 
@@ -636,4 +638,17 @@ def metric_families(gw) -> list[Family]:
         last = source.status().get("last_event")
         if last:
             age.samples.append(("", {"source": source.name}, round(now - last, 3)))
+
+    # Gateway API: which replica writes status.
+    if gw.gatewayapi is not None:
+        api = gw.gatewayapi.status()
+        election = api["leader_election"] or {}
+        family("gateway_gatewayapi_status_writer", "gauge",
+               "1 when this replica writes Gateway API status (the Lease's holder, or leader "
+               "election off).").samples.append(("", {}, 1 if api["writes_status"] else 0))
+        family("gateway_gatewayapi_status_writes_total", "counter",
+               "Gateway API status writes this replica made.").samples.append(("", {}, api["status_writes"]))
+        family("gateway_gatewayapi_leader_changes_total", "counter",
+               "Status writers this replica has seen take the Lease.").samples.append(
+            ("", {}, election.get("leader_changes", 0)))
     return fams

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import threading
 import time
 from typing import Callable
@@ -91,12 +92,15 @@ class GatewayApiController:
         self._synced = asyncio.Event()
         self._pending: asyncio.TimerHandle | None = None
         self._file_services: dict = {}
+        self.elector = None                     # gateway.gatewayapi.leader.LeaderElector
 
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self, file_services: dict) -> None:
         self._loop = asyncio.get_running_loop()
         self._file_services = file_services
+        if self.settings.write_status and self.settings.leader_election is not None and self.route_clusters:
+            threading.Thread(target=self._campaign, daemon=True, name="gwapi-leader").start()
         for cluster in self.all_clusters:
             kinds = [(kind, None) for kind in SERVICE_KINDS]
             if cluster in self.route_clusters:
@@ -126,6 +130,46 @@ class GatewayApiController:
         if self._pending is not None:
             self._pending.cancel()
         self.reservations.close()
+        if self.elector is not None:        # a successor need not wait for the lease to expire
+            await asyncio.to_thread(self.elector.stop)
+
+    # -- who writes status ---------------------------------------------------------------
+
+    def writes_status(self) -> bool:
+        """Status is written by the leader only (every replica serves); with leader_election
+        off, by every replica."""
+        if not self.settings.write_status:
+            return False
+        return self.settings.leader_election is None or (self.elector is not None and self.elector.is_leader)
+
+    def _campaign(self) -> None:
+        """(Its thread) Campaign for the status writer's Lease in the first Gateway API cluster."""
+        from gateway.gatewayapi.leader import LeaderElector
+        from gateway.sources.listwatch import BACKOFF_MAX
+        election, cluster = self.settings.leader_election, self.route_clusters[0]
+        while not self._stopping.is_set():
+            try:
+                api = self._api_for(cluster)
+                break
+            except Exception as exc:
+                self._post(self._failed, "leader-election", f"{type(exc).__name__}: {exc}")
+                if self._stopping.wait(BACKOFF_MAX):
+                    return
+        else:
+            return
+        self.elector = LeaderElector(
+            api, election.namespace or os.environ.get("POD_NAMESPACE") or "default",
+            election.name or lease_name(self.settings.controller_name),
+            lease_duration=election.lease_duration, renew_deadline=election.renew_deadline,
+            retry_period=election.retry_period, on_started_leading=self._started_leading,
+            on_new_leader=lambda who: log.info("status writer", extra={"fields": {"leader": who}}))
+        self.elector.start(self._loop)
+        if self._stopping.is_set():         # stopped meanwhile
+            self.elector.stop()
+
+    def _started_leading(self) -> None:
+        log.info("this replica writes status", extra={"fields": {"identity": self.elector.identity}})
+        self._schedule()                    # what the previous writer left undone
 
     def set_file(self, file_services: dict, taken: frozenset[tuple[str, int]]) -> None:
         """The file changed (a reload): backendRefs to its services use the file's settings,
@@ -288,7 +332,7 @@ class GatewayApiController:
                 self.on_change(translation)
             except Exception:
                 log.exception("applying the Gateway API routes failed")
-        if self.settings.write_status and self._synced.is_set():
+        if self._synced.is_set() and self.writes_status():
             self._write_statuses(world, origin, translation)
 
     # -- status ------------------------------------------------------------------------
@@ -344,6 +388,9 @@ class GatewayApiController:
         plural, version = STATUS_KINDS[store]
         custom = client.CustomObjectsApi(self._apis[cluster])
         result = None
+        if not self.writes_status():        # leadership lost since the write was queued
+            self._post(self._wrote, store, key, status, None)
+            return
         try:
             if key[0]:
                 result = custom.patch_namespaced_custom_object_status(GATEWAY_GROUP, version, key[0], plural,
@@ -367,7 +414,16 @@ class GatewayApiController:
         return {"controller_name": self.settings.controller_name,
                 "clusters": [c.name for c in self.route_clusters],
                 "synced": self._synced.is_set(), "errors": dict(self.errors),
-                "routes": len(t.routes) if t else 0, "status_writes": self.status_writes}
+                "routes": len(t.routes) if t else 0, "listeners": len(t.listeners) if t else 0,
+                "status_writes": self.status_writes, "writes_status": self.writes_status(),
+                "leader_election": self.elector.status() if self.elector is not None else None}
+
+
+def lease_name(controller_name: str) -> str:
+    """The status writer's Lease for a controller name: every version of one controller
+    (a rolling upgrade) campaigns for the same one."""
+    name = re.sub(r"[^a-z0-9.-]+", "-", controller_name.lower()).strip("-.")
+    return f"{name[:230]}-status-writer"
 
 
 def _served(t: Translation) -> tuple:

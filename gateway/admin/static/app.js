@@ -114,10 +114,19 @@ async function refreshStatus() {
       el("b", {text: `v${s.version}`}), ` up ${s.uptime_s.toFixed(0)}s · `,
       s.ready ? badge("ready", "ok") : badge("not ready", "bad"),
       ` · config ${s.config.version} · snapshot v${s.snapshot.version} · `,
-      `${s.stats.requests || 0} requests · ${s.connections} connections`);
+      `${s.stats.requests || 0} requests · ${s.connections} connections`,
+      ...statusWriter(s.gateway_api));
   } catch (e) {
     box.replaceChildren(el("span", {class: "error", text: `admin API unreachable (${e.message})`}));
   }
+}
+
+// Gateway API: whether this replica writes status, and who does (the Lease's holder).
+function statusWriter(g) {
+  if (!g) return [];
+  const election = g.leader_election;
+  const who = election ? (election.leader || "none yet") : "every replica (leader election off)";
+  return [" · status writer: ", g.writes_status ? badge("this replica", "ok") : el("span", {text: who})];
 }
 
 // -- tabs ------------------------------------------------------------------------------------
