@@ -176,6 +176,53 @@ def test_without_endpointslices_the_group_is_404(tmp_path):
         assert [e.metadata.name for e in endpoints] == ["kubernetes"]
 
 
+def test_absent_group_installed_then_removed(tmp_path):
+    """A cluster without the MCS CRDs: the group is absent from discovery and 404 on its paths;
+    installing it (hook) serves it; removing it deletes its objects (DELETED to watchers, whose
+    watches then end) and it is 404 again."""
+    mcs = "multicluster.x-k8s.io"
+    with ApiServerProcess(tmp_path, name="crds", absent_groups=(mcs,)) as server, \
+            config.new_client_from_config(config_file=str(server.kubeconfig)) as api_client:
+        apis, custom = client.ApisApi(api_client), client.CustomObjectsApi(api_client)
+
+        def groups() -> set[str]:
+            return {g.name for g in apis.get_api_versions().groups}
+
+        assert mcs not in groups() and {"discovery.k8s.io", "gateway.networking.k8s.io"} <= groups()
+        for call in (lambda: custom.get_api_resources(mcs, "v1alpha1"),
+                     lambda: custom.list_cluster_custom_object(mcs, "v1alpha1", "serviceexports")):
+            with pytest.raises(ApiException) as excinfo:
+                call()
+            assert excinfo.value.status == 404
+        assert server.state()["absentGroups"] == [mcs]
+
+        assert server.install_group(mcs)["absentGroups"] == []
+        assert mcs in groups()
+        assert {r.name for r in custom.get_api_resources(mcs, "v1alpha1").resources} >= {
+            "serviceexports", "serviceimports"}
+        custom.create_namespaced_custom_object(mcs, "v1alpha1", "default", "serviceexports",
+                                               {"metadata": {"name": "web"}})
+        listed = custom.list_cluster_custom_object(mcs, "v1alpha1", "serviceexports")
+        assert [o["metadata"]["name"] for o in listed["items"]] == ["web"]
+
+        events = []
+        stream = watch.Watch().stream(custom.list_cluster_custom_object, mcs, "v1alpha1", "serviceexports",
+                                      resource_version=listed["metadata"]["resourceVersion"],
+                                      timeout_seconds=30, _request_timeout=30)
+        remover = threading.Timer(0.3, lambda: events.append(server.remove_group(mcs)["deleted"]))
+        remover.start()
+        started = time.monotonic()
+        kinds = [(e["type"], e["object"]["metadata"]["name"]) for e in stream]   # ends with the group
+        remover.join()
+        assert kinds == [("DELETED", "web")] and events == [1] and time.monotonic() - started < 20
+        assert mcs not in groups()
+        with pytest.raises(ApiException) as excinfo:
+            custom.list_cluster_custom_object(mcs, "v1alpha1", "serviceexports")
+        assert excinfo.value.status == 404
+        with pytest.raises(RuntimeError, match="unknown API group"):
+            server.install_group("example.com")
+
+
 # -- API server: objects -----------------------------------------------------------------------
 
 

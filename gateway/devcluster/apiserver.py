@@ -7,10 +7,14 @@ Multi-Cluster Services kinds (multicluster.x-k8s.io/v1alpha1 ServiceExport, Serv
 the real API conventions, well enough for the official ``kubernetes`` Python client and
 therefore for the gateway, which cannot tell it from a real server:
 
-* discovery documents (``/api``, ``/api/v1``, ``/apis``, ``/apis/discovery.k8s.io[/v1]``,
-  ``/apis/coordination.k8s.io[/v1]``, and each custom group's);
+* discovery documents (``/api``, ``/api/v1``, ``/apis``, ``/apis/<group>[/<version>]``:
+  discovery.k8s.io, coordination.k8s.io and each custom group's);
   ``endpoint_slices=False`` starts it without the discovery.k8s.io group (404 on its paths),
-  like a pre-1.21 cluster, to exercise the v1 Endpoints fallback;
+  like a pre-1.21 cluster, to exercise the v1 Endpoints fallback; ``absent_groups`` (CLI:
+  ``--absent-group``, repeatable) starts it without those groups likewise, e.g.
+  ``("multicluster.x-k8s.io",)`` for a cluster without the MCS CRDs, or
+  ``gateway.networking.k8s.io`` without the Gateway API's: absent from ``/apis``, 404 on their
+  paths, as a real server answers before the CRDs are installed;
 * get, list (namespaced and all-namespace, ``labelSelector``, ``fieldSelector``, ``limit`` +
   ``continue`` over a consistent snapshot, ``resourceVersion`` + ``resourceVersionMatch``),
   create (201, 409 AlreadyExists, ``generateName``), update (409 Conflict on a stale
@@ -31,13 +35,18 @@ therefore for the gateway, which cannot tell it from a real server:
   and refused ones included), ``POST /_devcluster/expire-history``
   (every older resourceVersion now gets 410), ``POST /_devcluster/drop-watches[?graceful=true]``,
   ``POST /_devcluster/pause?seconds=N`` (stop listening and cut every connection for N seconds;
-  SIGUSR1 / SIGUSR2 pause and resume the process indefinitely).
+  SIGUSR1 / SIGUSR2 pause and resume the process indefinitely),
+  ``POST /_devcluster/install-group?group=G`` (an absent group is served from now on, as once its
+  CRDs are installed: listed in ``/apis``, its paths answer) and
+  ``POST /_devcluster/remove-group?group=G`` (as deleting its CRDs: its objects are deleted, with
+  DELETED events, open watches on them end, and the group is absent).
 
 Differences from a real API server, on purpose or by omission:
 
 * loopback addresses (127.0.0.0/8) are accepted in Endpoints and EndpointSlices (a real server
   answers 422): the local pods live there;
-* the custom kinds are built in, as if their CRDs were installed: ``metadata.generation``
+* the custom kinds are built in, as if their CRDs were installed (unless their group is absent:
+  installing or removing one is a hook, not a CRD object): ``metadata.generation``
   counts spec changes, ``/status`` subresources (Gateway API kinds, ServiceExport/Import)
   write only the status while object writes keep it; their schemas are checked only in
   part (required fields, enums, the CRDs' defaults such as a match's ``PathPrefix /``);
@@ -72,7 +81,7 @@ import sys
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection, Iterable
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import orjson
@@ -242,11 +251,13 @@ class Target:
     subresource: str | None = None      # "status"
 
 
-def parse_resource_path(path: str, with_slices: bool) -> Target | None:
+def parse_resource_path(path: str, absent_groups: Collection[str] = ()) -> Target | None:
     parts = [p for p in path.split("/") if p]
     if parts[:2] == ["api", "v1"]:
         table, rest = resources.CORE, parts[2:]
-    elif parts[:3] == ["apis", DISCOVERY_GROUP, "v1"] and with_slices:
+    elif parts[:1] == ["apis"] and len(parts) >= 3 and parts[1] in absent_groups:
+        return None
+    elif parts[:3] == ["apis", DISCOVERY_GROUP, "v1"]:
         table, rest = (ENDPOINT_SLICES,), parts[3:]
     elif parts[:3] == ["apis", COORDINATION_GROUP, "v1"]:
         table, rest = (LEASES,), parts[3:]
@@ -343,14 +354,19 @@ class ApiServer:
     """The API server in this process (asyncio). See the module docstring for what it does."""
 
     def __init__(self, state_dir: str | os.PathLike, *, name: str = "local", host: str = "127.0.0.1",
-                 port: int = 0, endpoint_slices: bool = True, bookmark_interval: float = 1.0,
+                 port: int = 0, endpoint_slices: bool = True, absent_groups: Iterable[str] = (),
+                 bookmark_interval: float = 1.0,
                  history_size: int = 1000, watch_timeout: float = DEFAULT_WATCH_TIMEOUT,
                  log_requests: bool = False, persist: bool = True) -> None:
         self.state_dir = Path(state_dir)
         self.name = name
         self.host = host
         self.port = port
-        self.endpoint_slices = endpoint_slices
+        # The API groups not served (their CRDs not installed); endpoint_slices=False is
+        # discovery.k8s.io among them.
+        self.absent_groups: set[str] = {_known_group(g) for g in absent_groups}
+        if not endpoint_slices:
+            self.absent_groups.add(DISCOVERY_GROUP)
         self.bookmark_interval = bookmark_interval
         self.watch_timeout = watch_timeout
         self.log_requests = log_requests
@@ -434,7 +450,30 @@ class ApiServer:
         if self._handlers:
             await asyncio.wait(self._handlers, timeout=2.0)
 
+    @property
+    def endpoint_slices(self) -> bool:
+        return DISCOVERY_GROUP not in self.absent_groups
+
     # -- test hooks ----------------------------------------------------------------------------
+
+    def install_group(self, group: str) -> None:
+        """Serve ``group`` from now on, as once its CRDs are installed."""
+        self.absent_groups.discard(_known_group(group))
+
+    def remove_group(self, group: str) -> int:
+        """Stop serving ``group``, as when its CRDs are deleted: its objects are deleted first
+        (watchers see DELETED events), then its watches end and its paths answer 404. Returns
+        the number of objects deleted."""
+        deleted = 0
+        for resource in resources.group_resources(_known_group(group)):
+            for obj in self.store.items(resource.name):
+                self.store.delete(resource.name, obj)
+                deleted += 1
+        self.absent_groups.add(group)
+        for stream in list(self._watches):
+            if stream.resource.group == group:
+                stream.drop(graceful=True)      # after the DELETED lines already queued
+        return deleted
 
     def expire_history(self) -> int:
         """Compact the history: every watch or exact list from an older resourceVersion gets 410."""
@@ -451,8 +490,8 @@ class ApiServer:
         return {"name": self.name, "url": self.url, "resourceVersion": str(self.store.rv),
                 "compactedResourceVersion": str(self.store.compacted_rv),
                 "watches": len(self._watches), "connections": len(self._connections),
-                "endpointSlices": self.endpoint_slices, "pid": os.getpid(), "lists": dict(self.lists),
-                "writes": dict(self.writes)}
+                "endpointSlices": self.endpoint_slices, "absentGroups": sorted(self.absent_groups),
+                "pid": os.getpid(), "lists": dict(self.lists), "writes": dict(self.writes)}
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -479,7 +518,7 @@ class ApiServer:
         try:
             if request.path not in _PUBLIC_PATHS:
                 self._authenticate(request)
-            target = parse_resource_path(request.path, self.endpoint_slices)
+            target = parse_resource_path(request.path, self.absent_groups)
             if target is not None and request.method == "GET" and (
                     target.watch or parse_bool(request.query.get("watch"))):
                 return await self._watch(target, request, reader, writer)
@@ -529,16 +568,18 @@ class ApiServer:
         if path == "/api/v1":
             return resources.resource_list("v1", resources.CORE)
         if path == "/apis":
-            return resources.api_group_list(self.endpoint_slices)
-        if self.endpoint_slices and path == f"/apis/{DISCOVERY_GROUP}":
+            return resources.api_group_list(self.absent_groups)
+        group_version = path.removeprefix("/apis/")
+        if group_version.split("/")[0] in self.absent_groups:
+            return None
+        if path == f"/apis/{DISCOVERY_GROUP}":
             return resources.api_group(DISCOVERY_GROUP, "v1")
-        if self.endpoint_slices and path == f"/apis/{DISCOVERY_GROUP}/v1":
+        if path == f"/apis/{DISCOVERY_GROUP}/v1":
             return resources.resource_list(f"{DISCOVERY_GROUP}/v1", (ENDPOINT_SLICES,))
         if path == f"/apis/{COORDINATION_GROUP}":
             return resources.api_group(COORDINATION_GROUP, "v1")
         if path == f"/apis/{COORDINATION_GROUP}/v1":
             return resources.resource_list(f"{COORDINATION_GROUP}/v1", (LEASES,))
-        group_version = path.removeprefix("/apis/")
         if group_version in GROUP_VERSIONS:
             return resources.resource_list(group_version, GROUP_VERSIONS[group_version])
         versions = resources.custom_groups().get(group_version)
@@ -563,6 +604,12 @@ class ApiServer:
             # After this answer is written: the pause cuts this connection too.
             request.after = lambda: self.pause_for(seconds)
             return 200, {"paused": seconds}
+        if path == "/_devcluster/install-group":
+            self.install_group(_group_param(request))
+            return 200, self.state()
+        if path == "/_devcluster/remove-group":
+            deleted = self.remove_group(_group_param(request))
+            return 200, {**self.state(), "deleted": deleted}
         raise ApiError(404, "NotFound", f"no admin hook {path}")
 
     # -- resources -----------------------------------------------------------------------------
@@ -987,6 +1034,21 @@ def _parse_continue(token: str) -> tuple[int, tuple[str, str]]:
         raise _bad_request("continue key is not valid") from None
 
 
+def _known_group(group: str) -> str:
+    """``group`` if this server has it (to install or leave out); ValueError otherwise."""
+    if not resources.group_resources(group):
+        known = ", ".join([DISCOVERY_GROUP, *resources.custom_groups()])
+        raise ValueError(f"unknown API group {group!r} (known: {known})")
+    return group
+
+
+def _group_param(request: Request) -> str:
+    try:
+        return _known_group(request.query.get("group", ""))
+    except ValueError as exc:
+        raise _bad_request(str(exc)) from None
+
+
 def _number(text: str | None, name: str) -> float:
     try:
         return float(text)
@@ -1005,12 +1067,15 @@ class ApiServerProcess:
     """
 
     def __init__(self, state_dir: str | os.PathLike, *, name: str = "local", port: int = 0,
-                 endpoint_slices: bool = True, bookmark_interval: float = 1.0,
+                 endpoint_slices: bool = True, absent_groups: Iterable[str] = (),
+                 bookmark_interval: float = 1.0,
                  history_size: int = 1000, host: str = "127.0.0.1", persist: bool = True) -> None:
         self.state_dir = Path(state_dir)
         self.persist = persist
         self.name, self.port, self.host = name, port, host
         self.endpoint_slices = endpoint_slices
+        # As started: a restart starts without these again (install_group is not remembered).
+        self.absent_groups = tuple(_known_group(g) for g in absent_groups)
         self.bookmark_interval = bookmark_interval
         self.history_size = history_size
         self._proc: subprocess.Popen | None = None
@@ -1021,6 +1086,8 @@ class ApiServerProcess:
                 "--history-size", str(self.history_size)]
         if not self.endpoint_slices:
             args.append("--no-endpointslices")
+        for group in self.absent_groups:
+            args += ["--absent-group", group]
         if not self.persist:
             args.append("--in-memory")
         if self._proc is not None:
@@ -1065,6 +1132,14 @@ class ApiServerProcess:
 
     def expire_history(self) -> dict:
         return self._admin("POST", "/_devcluster/expire-history")
+
+    def install_group(self, group: str) -> dict:
+        """Serve an absent API group from now on (as installing its CRDs)."""
+        return self._admin("POST", f"/_devcluster/install-group?group={group}")
+
+    def remove_group(self, group: str) -> dict:
+        """Stop serving an API group (as deleting its CRDs: its objects go first)."""
+        return self._admin("POST", f"/_devcluster/remove-group?group={group}")
 
     def drop_watches(self, graceful: bool = False) -> int:
         return self._admin("POST", f"/_devcluster/drop-watches?graceful={str(graceful).lower()}")["dropped"]
@@ -1134,7 +1209,7 @@ async def _serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(_quiet_exceptions)
     server = ApiServer(args.state_dir, name=args.name, host=args.host, port=args.port,
-                       endpoint_slices=not args.no_endpointslices,
+                       endpoint_slices=not args.no_endpointslices, absent_groups=args.absent_group,
                        bookmark_interval=args.bookmark_interval, history_size=args.history_size,
                        watch_timeout=args.watch_timeout, log_requests=args.log_requests,
                        persist=not args.in_memory)
@@ -1158,6 +1233,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0, help="0: any free port")
     parser.add_argument("--no-endpointslices", action="store_true",
                         help="serve without the discovery.k8s.io group (v1 Endpoints only)")
+    parser.add_argument("--absent-group", action="append", default=[], metavar="GROUP",
+                        help="serve without this API group, as if its CRDs were not installed "
+                             "(repeatable; e.g. multicluster.x-k8s.io)")
     parser.add_argument("--bookmark-interval", type=float, default=1.0, help="seconds")
     parser.add_argument("--history-size", type=int, default=1000, help="events kept for watches")
     parser.add_argument("--watch-timeout", type=float, default=DEFAULT_WATCH_TIMEOUT,

@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     up.add_argument("--api-port", type=int, default=0, help="the API server's port (default: any)")
     up.add_argument("--no-endpointslices", action="store_true",
                     help="serve without discovery.k8s.io (clients must use v1 Endpoints)")
+    up.add_argument("--absent-group", action="append", default=[], metavar="GROUP",
+                    help="serve without this API group, as if its CRDs were not installed "
+                         "(repeatable; e.g. multicluster.x-k8s.io)")
 
     for name, help_text in (("remove-service", "delete the Service, its EndpointSlices and Endpoints"),
                             ("restore-service", "recreate the Service and its endpoints")):
@@ -73,7 +76,8 @@ def _up(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     cluster = LocalCluster(args.name, args.state_dir, args.pods, args.port,
-                           endpoint_slices=not args.no_endpointslices, api_port=args.api_port)
+                           endpoint_slices=not args.no_endpointslices, api_port=args.api_port,
+                           absent_groups=args.absent_group)
     with cluster:
         pods = ", ".join(f"{pod.name}={pod.ip}:{cluster.port}" for pod in cluster.pods)
         print(f"cluster {args.name}: api {cluster.api_url}, context {cluster.context}, pods {pods}")

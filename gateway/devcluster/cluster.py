@@ -206,20 +206,22 @@ class LocalCluster:
     ``port`` is the pods' port (the same on every pod IP, as for a Deployment); 0 picks one
     free port on the first IP and uses it everywhere. ``pod_ips`` is the pool of addresses:
     the cluster starts with one pod on each; ``scale()`` shrinks to a prefix of it and grows
-    back along it (or onto new addresses given to it).
+    back along it (or onto new addresses given to it). ``endpoint_slices=False`` and
+    ``absent_groups`` start its API server without those API groups (see ``apiserver``).
 
     Use as a context manager, or call ``start()`` and ``close()``.
     """
 
     def __init__(self, name: str, state_dir: str | os.PathLike, pod_ips: Sequence[str],
                  port: int = 8000, *, endpoint_slices: bool = True, api_port: int = 0,
-                 bookmark_interval: float = 1.0) -> None:
+                 bookmark_interval: float = 1.0, absent_groups: Sequence[str] = ()) -> None:
         if not pod_ips:
             raise ValueError("a LocalCluster needs at least one pod IP")
         self.name = name
         self.state_dir = Path(state_dir)
         self.api = ApiServerProcess(self.state_dir, name=name, port=api_port,
-                                    endpoint_slices=endpoint_slices, bookmark_interval=bookmark_interval)
+                                    endpoint_slices=endpoint_slices, absent_groups=absent_groups,
+                                    bookmark_interval=bookmark_interval)
         self._pool = list(pod_ips)
         self.layout = ServiceLayout(name, port, [self._pod(i, ip) for i, ip in enumerate(pod_ips)])
         self._backends: dict[str, BackendProcess] = {}

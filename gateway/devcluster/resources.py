@@ -15,6 +15,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Collection
 
 _ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 _NAMESPACE_VERBS = ("create", "delete", "get", "list", "patch", "update", "watch")
@@ -128,6 +129,13 @@ def api_group(name: str, *versions: str) -> dict:
             "preferredVersion": gvs[0]}
 
 
+def group_resources(group: str) -> tuple[Resource, ...]:
+    """The resources of an API group (empty for an unknown one)."""
+    if group == DISCOVERY_GROUP:
+        return (ENDPOINT_SLICES,)
+    return tuple(r for r in CUSTOM if r.group == group)
+
+
 def custom_groups() -> dict[str, list[str]]:
     """group -> its served versions, the preferred (first declared) first."""
     groups: dict[str, list[str]] = {}
@@ -137,12 +145,14 @@ def custom_groups() -> dict[str, list[str]]:
     return groups
 
 
-def api_group_list(with_discovery_group: bool) -> dict:
-    """GET /apis: the built-in groups (in a real server's order), then the custom ones."""
+def api_group_list(absent_groups: Collection[str] = ()) -> dict:
+    """GET /apis: the built-in groups (in a real server's order), then the custom ones; none of
+    ``absent_groups`` (not installed)."""
     groups = [api_group(COORDINATION_GROUP, "v1")]
-    if with_discovery_group:
+    if DISCOVERY_GROUP not in absent_groups:
         groups.append(api_group(DISCOVERY_GROUP, "v1"))
-    groups += [api_group(name, *versions) for name, versions in custom_groups().items()]
+    groups += [api_group(name, *versions) for name, versions in custom_groups().items()
+               if name not in absent_groups]
     for group in groups:
         del group["kind"], group["apiVersion"]      # list members carry no type meta
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
