@@ -5,7 +5,9 @@
    and bookmark;
 3. on 410 Gone go back to 1; on any other failure back off with jitter and watch again from the
    last version seen: a LIST of a big cluster is the expensive call, and only 410 says the
-   history it would replay is gone.
+   history it would replay is gone;
+4. on 404, if the caller handles ``gone`` (an optional kind, ``gateway.sources.discovery``): the
+   cluster no longer serves the resource (its CRD was deleted), and the loop ends.
 
 Used by the Kubernetes endpoint source and the Gateway API controller; what they do with the
 objects is theirs (the callbacks run in this thread: post them to the event loop).
@@ -33,6 +35,9 @@ class Handlers:
     failed: Callable[[str], None]               # a failure, described in one line
     resumed: Callable[[], None] = lambda: None  # the first event after failures: nothing missed
     expired: Callable[[], None] = lambda: None  # a 410: about to relist
+    # A 404 on the list or watch: the resource is no longer served. None: a failure like others
+    # (a core kind is always served: a 404 there is a proxy or a server in trouble).
+    gone: Callable[[], None] | None = None
 
 
 def list_and_watch(list_fn, kwargs: dict, stopping: threading.Event, watches: list,
@@ -72,6 +77,9 @@ def list_and_watch(list_fn, kwargs: dict, stopping: threading.Event, watches: li
                 handlers.expired()
                 rv = None
                 continue
+            if exc.status == 404 and handlers.gone is not None:
+                handlers.gone()
+                return
             failures += 1
             handlers.failed(f"API error {exc.status}: {exc.reason}")
         except Exception as exc:                # connection refused, reset, timeout, TLS ...
