@@ -14,7 +14,9 @@ what became of them, with the condition types and reasons of the mcs-api
 Work follows the change: the registry says which services it merged again (a watch event on a
 Service, slice or ServiceExport of theirs); only their exports are looked at. A status is written
 only when it differs from what the object carries (our own write comes back as a watch event
-and then matches), from a worker thread, to the cluster the ServiceExport is in.
+and then matches), from a worker thread, to the cluster the ServiceExport is in. A cluster that
+does not serve the ServiceExport kind (no MCS CRDs, found by discovery) has no exports, so
+nothing is written to it.
 """
 from __future__ import annotations
 
@@ -23,10 +25,9 @@ import logging
 
 from gateway.gatewayapi.controller import with_transition_times
 from gateway.gatewayapi.translate import condition
+from gateway.sources.discovery import MCS_GROUP, MCS_VERSION
 
 log = logging.getLogger("gateway.mcs")
-
-MCS_GROUP, MCS_VERSION = "multicluster.x-k8s.io", "v1alpha1"
 
 
 def declared_ports(sources, namespace: str, name: str, exported: bool = False) -> dict[str, dict[str, int]]:

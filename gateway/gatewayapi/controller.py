@@ -97,23 +97,36 @@ class GatewayApiController:
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self, file_services: dict) -> None:
+        from gateway.sources.discovery import Kind, is_optional
         self._loop = asyncio.get_running_loop()
         self._file_services = file_services
         if self.settings.write_status and self.settings.leader_election is not None and self.route_clusters:
             threading.Thread(target=self._campaign, daemon=True, name="gwapi-leader").start()
+        self._kinds: dict[str, object] = {}     # cluster -> its OptionalKinds (discovery)
         for cluster in self.all_clusters:
             kinds = [(kind, None) for kind in SERVICE_KINDS]
             if cluster in self.route_clusters:
                 kinds += [(kind, None) for kind in ROUTE_KINDS]
                 kinds += [(SECRETS, ns) for ns in self.settings.secret_namespaces or (None,)]
+            optional = {}
             for kind, namespace in kinds:
                 name = f"{cluster.name}/{kind[3]}" + (f"/{namespace}" if namespace else "")
-                self._loops.add(name)
-                threading.Thread(target=self._run, args=(cluster, kind, name, namespace), daemon=True,
-                                 name=f"gwapi-{name}").start()
+                self._loops.add(name)       # an optional kind too, until discovery answers
+                if is_optional(kind[1]):
+                    optional[Kind(*kind[1:4])] = (kind, name)
+                else:
+                    self._spawn(cluster, kind, name, namespace)
+            if optional:
+                threading.Thread(target=self._discover, args=(cluster, optional), daemon=True,
+                                 name=f"gwapi-{cluster.name}/discovery").start()
+
+    def _spawn(self, cluster: SourceConfig, kind: tuple, name: str, namespace: str | None) -> None:
+        threading.Thread(target=self._run, args=(cluster, kind, name, namespace), daemon=True,
+                         name=f"gwapi-{name}").start()
 
     async def wait_synced(self, timeout: float) -> list[str]:
-        """Wait until every loop listed once; the loops that did not, on timeout."""
+        """Wait until every loop listed once (a kind the cluster does not serve, found by
+        discovery, is not waited for); the loops that did not, on timeout."""
         try:
             await asyncio.wait_for(self._synced.wait(), timeout)
         except asyncio.TimeoutError:
@@ -212,19 +225,18 @@ class GatewayApiController:
         return custom.list_cluster_custom_object, {"group": group, "version": version, "plural": plural}
 
     def _run(self, cluster: SourceConfig, kind: tuple, loop_name: str, namespace: str | None) -> None:
-        from gateway.sources.listwatch import BACKOFF_MAX, Handlers, list_and_watch
+        from gateway.sources.listwatch import Handlers, list_and_watch
+        from gateway.sources.discovery import Kind, is_optional
         store, group, version, plural, _ = kind
-        while not self._stopping.is_set():
-            try:
-                api = self._api_for(cluster)
-                break
-            except Exception as exc:                # bad kubeconfig, unreachable at start ...
-                self._post(self._failed, loop_name, f"{type(exc).__name__}: {exc}")
-                if self._stopping.wait(BACKOFF_MAX):
-                    return
-        else:
+        api = self._api_or_stop(cluster, loop_name)
+        if api is None:
             return
         list_fn, kwargs = self._list_fn(api, group, version, plural, namespace)
+        gone = None
+        if is_optional(group):
+            def gone() -> None:                     # its CRD was deleted: pending again
+                self._post(self._absent, cluster.name, store, loop_name)
+                self._kinds[cluster.name].lost(Kind(group, version, plural))
 
         def plain(obj) -> dict:                     # core API models -> the dicts custom objects are
             obj = obj if isinstance(obj, dict) else api.sanitize_for_serialization(obj)
@@ -236,7 +248,60 @@ class GatewayApiController:
             listed=lambda items: self._post(self._replace, cluster.name, store,
                                             [plain(o) for o in items], loop_name, namespace),
             event=lambda kind_, obj: self._post(self._event, cluster.name, store, kind_, plain(obj)),
-            failed=lambda error: self._post(self._failed, loop_name, error)))
+            failed=lambda error: self._post(self._failed, loop_name, error), gone=gone))
+
+    def _api_or_stop(self, cluster: SourceConfig, loop_name: str):
+        """The cluster's ApiClient, retried until it builds; None once stopping."""
+        from gateway.sources.listwatch import BACKOFF_MAX
+        while not self._stopping.is_set():
+            try:
+                return self._api_for(cluster)
+            except Exception as exc:                # bad kubeconfig, unreachable at start ...
+                self._post(self._failed, loop_name, f"{type(exc).__name__}: {exc}")
+                if self._stopping.wait(BACKOFF_MAX):
+                    return None
+        return None
+
+    # -- optional kinds: watched where the cluster serves them (gateway.sources.discovery) ---
+
+    def _discover(self, cluster: SourceConfig, optional: dict) -> None:
+        """(Its thread.) Start the loops of the optional kinds the cluster serves, now or once
+        their CRDs appear; a kind it does not serve is not waited for."""
+        from gateway.sources.discovery import OptionalKinds
+        name = f"{cluster.name}/discovery"
+        api = self._api_or_stop(cluster, name)
+        if api is None:
+            return
+
+        def served(kind) -> None:
+            (kind_, loop_name) = optional[kind]
+            self._post(self._loops.add, loop_name)      # before its list: waited for again
+            self._spawn(cluster, kind_, loop_name, None)
+
+        kinds = self._kinds[cluster.name] = OptionalKinds(
+            optional, on_served=served,
+            on_absent=lambda kind: self._post(self._absent, cluster.name, optional[kind][0][0], optional[kind][1]),
+            on_error=lambda error: self._post(self._discovery_failed, name, error))
+        kinds.run(api, self._stopping)
+
+    def _absent(self, cluster: str, store: str, loop_name: str) -> None:
+        """The cluster does not serve this kind (no CRD, or it was deleted): it has none of its
+        objects, and nothing waits for its list."""
+        log.info("kind not served by this cluster: watched once its CRD is installed",
+                 extra={"fields": {"loop": loop_name}})
+        self._loops.discard(loop_name)
+        self._synced_loops.discard(loop_name)
+        self.errors.pop(loop_name, None)
+        if self._objects.pop((cluster, store), None):
+            self._schedule()
+        if self._synced_loops >= self._loops:
+            self._synced.set()
+
+    def _discovery_failed(self, name: str, error: str | None) -> None:
+        if error is None:
+            self.errors.pop(name, None)             # answered again
+        else:
+            self._failed(name, error)
 
     def _post(self, fn, *args) -> None:
         if self._stopping.is_set() or self._loop is None or self._loop.is_closed():

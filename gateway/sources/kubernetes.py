@@ -28,7 +28,10 @@ With ``multicluster: {merge: exported}`` (KEP-1645 Multi-Cluster Services) the s
 watches ServiceExports (multicluster.x-k8s.io/v1alpha1), and a service exists in this cluster
 only while it has both its Service and a ServiceExport of the same name: "a Service without a
 ServiceExport in its local cluster will not be exported even if other clusters export the
-same name".
+same name". The ServiceExport kind is watched only where the cluster serves it (found by API
+discovery, ``gateway.sources.discovery``): a cluster without the MCS CRDs exports nothing, and
+the source does not wait for a kind it cannot list; its CRD installed later is found by the
+periodic re-check and then watched.
 """
 from __future__ import annotations
 
@@ -42,11 +45,13 @@ from typing import Callable
 
 from gateway.config import SourceConfig
 from gateway.sources.base import ServiceKey, Source, SourceEndpoint, SourceState
+from gateway.sources.discovery import MCS_GROUP, MCS_VERSION, SERVICE_EXPORTS, OptionalKinds
 from gateway.sources.listwatch import BACKOFF_MAX, CONNECT_TIMEOUT, Handlers, list_and_watch
 
 log = logging.getLogger("gateway.sources.kubernetes")
 
-MCS_GROUP, MCS_VERSION = "multicluster.x-k8s.io", "v1alpha1"
+# The name a source waits on until discovery says whether its cluster serves ServiceExports.
+_EXPORTS_DISCOVERY = "serviceexports/discovery"
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
@@ -123,6 +128,7 @@ class KubernetesSource(Source):
         # (namespace, name) -> its ServiceExport (status and generation are read by gateway.mcs)
         self._exports: dict[tuple[str, str], dict] = {}
         self.api = None                     # the ApiClient, once built (gateway.mcs writes with it)
+        self.kinds: OptionalKinds | None = None     # merge: exported: is ServiceExport served?
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -171,6 +177,8 @@ class KubernetesSource(Source):
         core = client.CoreV1Api(api)
         discovery = client.DiscoveryV1Api(api)
         scopes = list(self.config.namespaces) or [None]
+        if self.exported_only:
+            self._loop_names.append(_EXPORTS_DISCOVERY)     # waited for until discovery answers
         for ns in scopes:
             if self.uses_endpointslices:
                 fn = (discovery.list_namespaced_endpoint_slice if ns else
@@ -181,9 +189,12 @@ class KubernetesSource(Source):
                 self._spawn(f"endpoints/{ns or '*'}", fn, ns, self._replace_endpoints, self._endpoints_event)
             fn = core.list_namespaced_service if ns else core.list_service_for_all_namespaces
             self._spawn(f"services/{ns or '*'}", fn, ns, self._replace_services, self._service_event)
-            if self.exported_only:
-                self._spawn(f"serviceexports/{ns or '*'}", _export_lister(client.CustomObjectsApi(api)),
-                            ns, self._replace_exports, self._export_event)
+        if self.exported_only:
+            # This thread then re-checks discovery for as long as ServiceExports are not served.
+            self.kinds = OptionalKinds([SERVICE_EXPORTS], on_served=lambda _: self._spawn_exports(api, scopes),
+                                       on_absent=lambda _: self._post(self._exports_decided, False),
+                                       on_error=lambda error: self._post(self._discovery_failed, error))
+            self.kinds.run(api, self._stopping)
 
     def _api_client(self):
         return api_client(self.config)
@@ -201,16 +212,24 @@ class KubernetesSource(Source):
                 return False
             raise
 
-    def _spawn(self, name, list_fn, namespace, replace, apply_event) -> None:
+    def _spawn(self, name, list_fn, namespace, replace, apply_event, optional: bool = False) -> None:
         self._loop_names.append(name)
         thread = threading.Thread(target=self._list_watch, name=f"k8s-{self.name}-{name}",
-                                  args=(name, list_fn, namespace, replace, apply_event), daemon=True)
+                                  args=(name, list_fn, namespace, replace, apply_event, optional), daemon=True)
         thread.start()
         self._threads.append(thread)
 
+    def _spawn_exports(self, api, scopes) -> None:
+        """(The discovery thread.) The cluster serves ServiceExports: a loop per scope."""
+        from kubernetes import client
+        for ns in scopes:
+            self._spawn(f"serviceexports/{ns or '*'}", _export_lister(client.CustomObjectsApi(api)),
+                        ns, self._replace_exports, self._export_event, optional=True)
+        self._post(self._exports_decided, True)
+
     # -- the list+watch loop (runs in its thread) -------------------------------
 
-    def _list_watch(self, name, list_fn, namespace, replace, apply_event) -> None:
+    def _list_watch(self, name, list_fn, namespace, replace, apply_event, optional) -> None:
         kwargs = {"namespace": namespace} if namespace else {}
 
         def expired() -> None:
@@ -220,12 +239,16 @@ class KubernetesSource(Source):
         def counted() -> None:
             self.lists += 1
 
+        def gone() -> None:                         # its CRD was deleted: pending again
+            self._post(self._exports_gone, name)
+            self.kinds.lost(SERVICE_EXPORTS)
+
         list_and_watch(list_fn, kwargs, self._stopping, self._watches, Handlers(
             listed=lambda items: self._post(replace, namespace, items, name),
             event=lambda kind, obj: self._post(apply_event, kind, obj),
             failed=lambda error: self._post(self._loop_failed, name, error),
             resumed=lambda: self._post(self._synced, name),
-            expired=expired), on_list=counted)
+            expired=expired, gone=gone if optional else None), on_list=counted)
 
     def _post(self, fn, *args) -> None:
         if self._stopping.is_set():
@@ -339,6 +362,38 @@ class KubernetesSource(Source):
             self._exports[key] = obj
         self._event({ServiceKey(*key)})
 
+    def _exports_decided(self, served: bool) -> None:
+        """Discovery answered whether the cluster serves ServiceExports: stop waiting on it
+        (when served, on the export loops' lists instead)."""
+        if not served:
+            log.info("no ServiceExport kind in this cluster: it exports nothing until the MCS CRDs "
+                     "are installed", extra={"fields": {"source": self.name, "kind": str(SERVICE_EXPORTS)}})
+        if _EXPORTS_DISCOVERY in self._loop_names:
+            self._loop_names.remove(_EXPORTS_DISCOVERY)
+        self._failing.discard(_EXPORTS_DISCOVERY)
+        self._check_synced()
+
+    def _discovery_failed(self, error: str | None) -> None:
+        if error is not None:
+            self._loop_failed(_EXPORTS_DISCOVERY, error)
+        elif _EXPORTS_DISCOVERY in self._failing:
+            self._failing.discard(_EXPORTS_DISCOVERY)
+            if not self._failing:
+                log.info("cluster API reachable again", extra={"fields": {"source": self.name}})
+            self._check_synced()
+
+    def _exports_gone(self, loop_name: str) -> None:
+        """A ServiceExport loop got 404: the CRD was deleted, and with it every ServiceExport."""
+        log.info("the ServiceExport kind is gone from this cluster: it exports nothing until the MCS "
+                 "CRDs are installed again", extra={"fields": {"source": self.name}})
+        if loop_name in self._loop_names:
+            self._loop_names.remove(loop_name)
+        self._synced_loops.discard(loop_name)
+        self._failing.discard(loop_name)
+        gone, self._exports = set(self._exports), {}
+        self._changed({ServiceKey(*k) for k in gone})
+        self._check_synced()
+
     def export(self, namespace: str, name: str) -> dict | None:
         """This cluster's ServiceExport of the service, as last seen (merge: exported only)."""
         return self._exports.get((namespace, name))
@@ -359,10 +414,13 @@ class KubernetesSource(Source):
             self._failing.discard(loop_name)
             if not self._failing:
                 log.info("cluster API reachable again", extra={"fields": {"source": self.name}})
+        self._check_synced()
+        self.last_event = time.time()
+
+    def _check_synced(self) -> None:
         if not self._failing and self._synced_loops.issuperset(self._loop_names):
             self.state = SourceState.SYNCED
             self.error = None
-        self.last_event = time.time()
 
     def _loop_failed(self, loop_name: str, error: str) -> None:
         first = not self._failing
@@ -405,7 +463,8 @@ class KubernetesSource(Source):
         return result
 
     def status(self) -> dict:
-        extra = {"exported": len(self._exports)} if self.exported_only else {}
+        extra = {"exported": len(self._exports),
+                 "kinds": self.kinds.state() if self.kinds else {}} if self.exported_only else {}
         return {**super().status(), **extra, "services": len(self._services), "slices": len(self._slices),
                 "events": self.events, "lists": self.lists, "last_event": self.last_event,
                 "api": ("discovery.k8s.io/v1" if self.uses_endpointslices else
