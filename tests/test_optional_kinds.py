@@ -14,7 +14,7 @@ import time
 import pytest
 from kubernetes import client, config
 
-from gatewaytest import AdminClient, GatewayProcess, free_port
+from gatewaytest import AdminClient, Client, GatewayProcess, free_port
 from gateway.devcluster.apiserver import ApiServerProcess
 from test_gatewayapi import add_backend_service, kube_source, wait_for
 
@@ -22,6 +22,8 @@ MCS = "multicluster.x-k8s.io"
 GW = "gateway.networking.k8s.io"
 CONTROLLER = "gateway.example/multi-cluster"
 INTERVAL = 0.5          # GATEWAY_DISCOVERY_INTERVAL in these tests (seconds)
+# gateway_api.addresses of the test that creates a Gateway: its one Gateway listens there (port 80).
+GATEWAY_ADDRESS = "127.0.47.1"
 # Not waited for: what a gateway logged when it waited its sync timeout for a kind it could not list.
 TIMEOUT_SIGNS = ("sync timeout", "listening before these", "watch failing", "API error 404")
 
@@ -105,10 +107,14 @@ def gateway_config(server, **extra) -> dict:
             "routes": [{"name": "web", "match": {"path": {"prefix": "/web"}}, "service": "web"}], **extra}
 
 
-def status_of(gw, path: str = "/web") -> int | str:
-    """The status of one request (the backend's address when 200)."""
-    with gw.client() as c:
-        r = c.request("GET", path)
+def status_of(gw, path: str = "/web", at: tuple[str, int] | None = None) -> int | str:
+    """The status of one request to the file's listener, or ``at`` a Gateway's (the backend's
+    address when 200; "refused" while nothing listens there)."""
+    try:
+        with Client(*(at or (gw.host, gw.port))) as c:
+            r = c.request("GET", path)
+    except ConnectionRefusedError:
+        return "refused"
     return r.json()["address"] if r.status == 200 else r.status
 
 
@@ -160,9 +166,12 @@ def test_ready_as_fast_without_the_mcs_crds(servers, backend_a, tmp_path):
 def test_without_the_gateway_api_group_file_routes_serve_at_once(servers, backend_a, tmp_path, interval):
     """(b) No Gateway API CRDs: the gateway serves its file routes at once; the CRDs installed
     later are found by the re-check, and an HTTPRoute then serves; the CRDs deleted again stop
-    its routes and leave the kinds pending, so installing them once more is followed too."""
+    its routes (and its Gateway's listener) and leave the kinds pending, so installing them once
+    more is followed too."""
     server, api = servers("no-gwapi", absent=(GW,))
-    elapsed, gw = time_to_ready(gateway_config(server, gateway_api={}), tmp_path / "gw")
+    gateway = (GATEWAY_ADDRESS, 80)                 # the Gateway's address and its listener's port
+    elapsed, gw = time_to_ready(gateway_config(server, gateway_api={"addresses": [GATEWAY_ADDRESS]}),
+                                tmp_path / "gw")
     try:
         print(f"\nready without the Gateway API CRDs: {elapsed:.2f} s")
         assert elapsed < 8.0            # the sync timeout is 10 s
@@ -182,7 +191,7 @@ def test_without_the_gateway_api_group_file_routes_serve_at_once(servers, backen
                 "metadata": {"name": "later"}, "spec": {"parentRefs": [{"name": "gw"}], "rules": [{
                     "matches": [{"path": {"type": "PathPrefix", "value": "/later"}}],
                     "backendRefs": [{"name": "web", "port": 80}]}]}})
-            wait_for(lambda: status_of(gw, "/later") == backend_a.address, timeout=interval + 15)
+            wait_for(lambda: status_of(gw, "/later", gateway) == backend_a.address, timeout=interval + 15)
             return time.monotonic() - created
 
         followed = install_and_route()
@@ -190,8 +199,8 @@ def test_without_the_gateway_api_group_file_routes_serve_at_once(servers, backen
         assert followed <= interval + 5.0
         assert status_of(gw) == backend_a.address                 # the file route still serves
 
-        server.remove_group(GW)         # as deleting the CRDs: the route goes, the kinds are pending
-        assert wait_for(lambda: status_of(gw, "/later") == 404, timeout=15)
+        server.remove_group(GW)         # as deleting the CRDs: the Gateway and route go, the kinds are pending
+        assert wait_for(lambda: status_of(gw, "/later", gateway) in ("refused", 404), timeout=15)
         assert status_of(gw) == backend_a.address
         followed = install_and_route()
         print(f"and {followed:.2f} s after they were installed again")
