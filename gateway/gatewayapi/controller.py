@@ -158,17 +158,9 @@ class GatewayApiController:
     def _campaign(self) -> None:
         """(Its thread) Campaign for the status writer's Lease in the first Gateway API cluster."""
         from gateway.gatewayapi.leader import LeaderElector
-        from gateway.sources.listwatch import BACKOFF_MAX
-        election, cluster = self.settings.leader_election, self.route_clusters[0]
-        while not self._stopping.is_set():
-            try:
-                api = self._api_for(cluster)
-                break
-            except Exception as exc:
-                self._post(self._failed, "leader-election", f"{type(exc).__name__}: {exc}")
-                if self._stopping.wait(BACKOFF_MAX):
-                    return
-        else:
+        election = self.settings.leader_election
+        api = self._api_or_stop(self.route_clusters[0], "leader-election")
+        if api is None:
             return
         self.elector = LeaderElector(
             api, election.namespace or os.environ.get("POD_NAMESPACE") or "default",
