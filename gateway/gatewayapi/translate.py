@@ -12,10 +12,9 @@ from dataclasses import dataclass, field, replace
 
 from gateway.config import (Certificate, GatewayListener, HeaderFilter, HeaderMatch, MirrorConfig, QueryMatch, Redirect,
                             RetryPolicy, RouteConfig, RouteMatch, ServiceConfig, WeightedBackend)
+from gateway.sources.discovery import GATEWAY_GROUP, MCS_GROUP  # noqa: F401  (re-exported)
 from gateway.units import parse_duration
 
-GATEWAY_GROUP = "gateway.networking.k8s.io"
-MCS_GROUP = "multicluster.x-k8s.io"
 _FRAMING_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "upgrade",
                               "keep-alive", "te", "trailer", "proxy-connection"})
 _SUPPORTED_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite",
