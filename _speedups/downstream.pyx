@@ -259,8 +259,7 @@ cdef class Http1Connection(Downstream):
     cdef void hand_over_to_h2(self):
         """The client speaks HTTP/2: an H2Connection takes the transport (and what was read)."""
         cdef bytes received = self.buf
-        h2 = H2Connection(self.ctx, self.proto, self.port)
-        h2.sni = self.sni
+        h2 = H2Connection(self.ctx, self.proto, self.port, self.sni)
         self.ctx.connections.discard(self)
         self.set_closed()
         self.ex.forget_downstream()

@@ -59,10 +59,11 @@ cdef class H2Stream:
 cdef class H2Connection(Downstream):
     """One HTTP/2 client connection (asyncio protocol)."""
 
-    def __init__(self, Context ctx, bytes proto=b"http", Port port=None):
+    def __init__(self, Context ctx, bytes proto=b"http", Port port=None, bytes sni=None):
         self.ctx = ctx
         self.proto = proto
         self.port = port if port is not None else ctx.port
+        self.sni = sni                      # TLS: the server name (handed over by HTTP/1.1's ALPN)
         self.keep_alive = True
         self.streams = {}
         self.started_streams = 0

@@ -118,6 +118,22 @@ def test_https_listener_serves_the_secret_by_sni_on_both_workers(gw, api, pki, p
     assert (conditions["ResolvedRefs"]["status"], conditions["Programmed"]["status"]) == ("True", "True")
 
 
+def test_a_host_of_another_listener_than_the_sni_is_misdirected(gw, pki, backend_a):
+    """HTTPS listeners share port 443; the SNI picks one, and a Host that picks another (or
+    none) is answered 421, over HTTP/1.1 and over HTTP/2 (curl, ALPN h2)."""
+    import subprocess
+    wait_for(lambda: _try(lambda: serials(gw, pki, "site.example.com")), timeout=20)
+    with TlsClient(gw.tls_port, client_context(pki.ca), "site.example.com") as c:
+        assert c.request("GET", "/sni", host="site.example.com").status == 200
+        assert c.request("GET", "/sni", host="site.example.com:443").status == 200     # a port is no other host
+        assert c.request("GET", "/sni", host="elsewhere.example.com").status == 421
+    for host, status in (("site.example.com", "200"), ("elsewhere.example.com", "421")):
+        got = subprocess.run(["curl", "-sS", "--max-time", "10", "--http2", "--cacert", str(pki.ca), "-o", "/dev/null",
+                              "-w", "%{http_version} %{http_code}", "--resolve", "site.example.com:443:127.0.0.1",
+                              "-H", f"Host: {host}", "https://site.example.com/sni"], capture_output=True, timeout=20)
+        assert got.stdout.decode() == f"2 {status}", got
+
+
 def test_admin_config_names_the_secret_never_its_key(gw, pki):
     import json
     import urllib.request
