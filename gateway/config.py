@@ -640,6 +640,13 @@ _Errors = list[str]
 _Parser = Callable[[Any, str, _Errors], Any]
 
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def is_dns_label(text: str) -> bool:
+    """An RFC 1123 label: a route's name, a namespace."""
+    return bool(_LABEL.fullmatch(text))
+
+
 # An object name that is a DNS subdomain (RFC 1123), as a Lease's
 _DNS_NAME = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _HOSTNAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")

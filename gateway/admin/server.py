@@ -401,9 +401,9 @@ class AdminServer:
         api_settings = gw.file_config.gateway_api
         if section == "routes" and api_settings is not None and api_settings.console_gateway:
             # Routes live in the cluster: every replica watching it gets the change.
-            from gateway.gatewayapi import console
+            from gateway.admin import httproutes
             async with self._lock:
-                answer = await console.change(gw, op, ident, item)
+                answer = await httproutes.change(gw, op, ident, item)
             log.info("route changed through the admin API as an HTTPRoute", extra={"fields": answer})
             return json_response(answer, 201 if op == "add" else 200, headers=self._etag())
         async with self._lock:

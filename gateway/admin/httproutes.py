@@ -12,15 +12,15 @@ import asyncio
 import time
 
 from gateway.admin.http import HttpProblem
-from gateway.config import _LABEL
-from gateway.gatewayapi.translate import GATEWAY_GROUP
+from gateway.config import is_dns_label
+from gateway.sources.discovery import GATEWAY_GROUP
 
 APPLY_WAIT = 5.0        # seconds the writer waits to see its own change in its table
 
 
 def httproute(body: dict, namespace: str, gateway: tuple[str, str], ports: dict[str, int]) -> dict:
     """The HTTPRoute for a file-style route body; 400 naming the key for what it cannot say."""
-    if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not _LABEL.fullmatch(body["name"]):
+    if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not is_dns_label(body["name"]):
         raise HttpProblem(400, "invalid route: nothing applied", errors=["name: must be a DNS label"])
     match = body.get("match") or {}
     path = match.get("path") or {"prefix": "/"}
