@@ -17,6 +17,9 @@ Endpoints (any method unless noted)::
     /_backend/stats    request counters (not counted themselves); /_backend/reset zeroes them
     anything else      200 {"cluster", "pod", "address", "method", "path", "query", "headers"}
 
+With ``--namespace NS`` a backend answers instead as the Gateway API conformance suite's
+echo server, echo-basic (``gateway.devcluster.echo_basic``): a pod of that namespace.
+
 Body bytes of /bytes and /stream are deterministic: byte ``i`` is ``i % 256``.
 
 One connection serves its requests strictly in order (HTTP/1.1 pipelining); a request that
@@ -95,11 +98,13 @@ class BackendStats:
 class Backend:
     """A listening backend: identity, counters, open connections."""
 
-    def __init__(self, host: str, port: int, cluster: str, pod: str) -> None:
+    def __init__(self, host: str, port: int, cluster: str, pod: str, routes: "Routes | None" = None) -> None:
         self.host = host
         self.port = port
         self.cluster = cluster
         self.pod = pod
+        # What answers which path: this module's httpbin-like table, or echo-basic's.
+        self.routes = routes or Routes(_ROUTES, _anything)
         self.stats = BackendStats()
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[_Connection] = set()
@@ -135,9 +140,10 @@ class Backend:
         await self._server.serve_forever()
 
 
-async def start_backend(host: str, port: int, cluster: str, pod: str) -> Backend:
+async def start_backend(host: str, port: int, cluster: str, pod: str,
+                        routes: "Routes | None" = None) -> Backend:
     """Start a backend on the running loop and return it once it listens (``port`` 0: any)."""
-    return await Backend(host, port, cluster, pod).start()
+    return await Backend(host, port, cluster, pod, routes).start()
 
 
 async def run_backend(host: str, port: int, cluster: str, pod: str) -> None:
@@ -152,21 +158,24 @@ async def run_backend(host: str, port: int, cluster: str, pod: str) -> None:
 class _Request:
     __slots__ = ("method", "path", "query", "headers", "keep_alive", "content_length", "chunked",
                  "expect_continue", "handler", "wants_body", "complete", "chunks", "buffered",
-                 "waiter")
+                 "waiter", "target", "fields")
 
     def __init__(self, method: str, path: str, query: str, headers: dict[str, str],
-                 keep_alive: bool) -> None:
+                 keep_alive: bool, routes: "Routes", target: str = "",
+                 fields: list[tuple[str, str]] = ()) -> None:
         self.method = method
         self.path = path
         self.query = query
         self.headers = headers
+        self.target = target            # the request-target as sent ("/a?b=c")
+        self.fields = fields            # the header fields as sent, repeated names apart
         self.keep_alive = keep_alive
         lowered = {name.lower(): value for name, value in headers.items()}
         length = lowered.get("content-length")
         self.content_length = int(length) if length is not None else None
         self.chunked = "chunked" in lowered.get("transfer-encoding", "").lower()
         self.expect_continue = lowered.get("expect", "").lower() == "100-continue"
-        self.handler, self.wants_body = _route(path)
+        self.handler, self.wants_body = routes.find(path)
         self.complete = False
         self.chunks: deque[bytes] = deque()
         self.buffered = 0
@@ -249,7 +258,8 @@ class _Connection(asyncio.Protocol):
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         path = url.path.decode("latin-1")
         req = _Request(self.parser.get_method().decode("ascii"), path,
-                       (url.query or b"").decode("latin-1"), headers, self.parser.should_keep_alive())
+                       (url.query or b"").decode("latin-1"), headers, self.parser.should_keep_alive(),
+                       self.backend.routes, self._url.decode("latin-1"), self._header_list)
         if not path.startswith("/_backend/"):
             self.backend.stats.record(path)
         self._parsing = req
@@ -333,11 +343,13 @@ class _Connection(asyncio.Protocol):
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     def send(self, req: _Request, status: int, body: bytes,
-             extra: list[tuple[str, str]] = (), content_type: str = "application/json") -> None:
-        """Write a complete response with a known body."""
+             extra: list[tuple[str, str]] = (), content_type: str | None = "application/json") -> None:
+        """Write a complete response with a known body (``content_type`` None: no such field)."""
         headers = list(extra)
         if status not in _NO_BODY_STATUSES:
-            headers += [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+            if content_type is not None:
+                headers.append(("Content-Type", content_type))
+            headers.append(("Content-Length", str(len(body))))
         if not req.keep_alive and ("Connection", "close") not in headers:
             headers.append(("Connection", "close"))
         data = self.head(status, headers)
@@ -554,11 +566,21 @@ _ROUTES: tuple[tuple[str, Handler, bool], ...] = (
 )
 
 
-def _route(path: str) -> tuple[Handler, bool]:
-    for prefix, handler, wants_body in _ROUTES:
-        if path.startswith(prefix) and (prefix.endswith("/") or len(path) == len(prefix)):
-            return handler, wants_body
-    return _anything, False
+class Routes:
+    """A route table: (prefix, handler, wants_body) entries, the first match wins (a prefix
+    ending in "/" takes its subtree, any other only itself), else ``default``."""
+
+    __slots__ = ("table", "default")
+
+    def __init__(self, table: tuple[tuple[str, Handler, bool], ...], default: Handler) -> None:
+        self.table = table
+        self.default = default
+
+    def find(self, path: str) -> tuple[Handler, bool]:
+        for prefix, handler, wants_body in self.table:
+            if path.startswith(prefix) and (prefix.endswith("/") or len(path) == len(prefix)):
+                return handler, wants_body
+        return self.default, False
 
 
 # -- running it in a process ---------------------------------------------------------------
@@ -650,7 +672,11 @@ class BackendProcess:
 
 async def _serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
-    backend = await start_backend(args.host, args.port, args.cluster, args.pod)
+    routes = None
+    if args.namespace is not None:
+        from . import echo_basic
+        routes = echo_basic.routes(args.namespace, args.pod, args.log)
+    backend = await start_backend(args.host, args.port, args.cluster, args.pod, routes)
     done = _process.stop_requested(loop, args.parent_pid)
     _process.announce(f"{backend.url} cluster={backend.cluster} pod={backend.pod} pid={os.getpid()}")
     await done.wait()
@@ -665,6 +691,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--cluster", required=True)
     parser.add_argument("--pod", required=True)
+    parser.add_argument("--namespace", help="answer as the Gateway API conformance suite's echo-basic, "
+                                             "a pod of this namespace")
+    parser.add_argument("--log", help="with --namespace: append echo-basic's log lines to this file")
     parser.add_argument("--parent-pid", type=int, help="exit when this process is gone")
     uvloop.run(_serve(parser.parse_args(argv)))
 

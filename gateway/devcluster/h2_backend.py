@@ -11,7 +11,9 @@ Endpoints (any method)::
     /status/<code>     answer <code> (the identity JSON)
     /big-head/<n>      answer with header fields of n bytes in all (at most 8 KiB each)
     /_backend/stats    {"connections", "open", "peak_streams", "requests"}
-    anything else      200 {"cluster", "pod", "method", "path", "headers", "connection"}
+    anything else      200 {"cluster", "pod", "method", "path", "headers", "connection"}; with
+                       --namespace NS, the echo of the Gateway API conformance suite's echo-basic
+                       (gateway.devcluster.echo_basic), a pod of that namespace
 
 Body bytes are deterministic: byte ``i`` is ``i % 256``.  SIGUSR1 sends GOAWAY on every
 connection, naming the last stream answered: requests in flight were not processed (they
@@ -154,7 +156,11 @@ class H2Server(asyncio.Protocol):
         path = stream.headers.get(":path", "/")
         parts = path.split("?", 1)[0].split("/")
         try:
-            if parts[1] == "bytes":
+            if "namespace" in self.identity:       # echo-basic: every path is echoed
+                await self.read_all(stream)
+                await self.respond(stream_id, 200, [("content-type", "application/json")],
+                                   orjson.dumps(self.echo_basic(stream)))
+            elif parts[1] == "bytes":
                 await self.read_all(stream)
                 n = int(parts[2])
                 await self.respond(stream_id, 200, [("content-length", str(n))], _pattern(n))
@@ -198,6 +204,14 @@ class H2Server(asyncio.Protocol):
             pass
         finally:
             self.streams.pop(stream_id, None)
+
+    def echo_basic(self, stream: _Stream) -> dict:
+        from .echo_basic import assertions
+        fields = [(k, v) for k, v in stream.headers.items() if not k.startswith(":")]
+        return assertions(target=stream.headers.get(":path", "/"), host=stream.headers.get(":authority", ""),
+                          method=stream.headers.get(":method", ""), proto="HTTP/2.0", fields=fields,
+                          namespace=self.identity["namespace"], pod=self.identity["pod"],
+                          http_port=self.identity["address"].rsplit(":", 1)[1])
 
     async def read_all(self, stream: _Stream) -> bytes:
         parts = []
@@ -253,23 +267,27 @@ class H2BackendProcess(BackendProcess):
     module = "gateway.devcluster.h2_backend"
 
     def __init__(self, host: str, port: int, cluster: str, pod: str, max_streams: int = 100,
-                 cert: str | None = None, key: str | None = None) -> None:
+                 cert: str | None = None, key: str | None = None, namespace: str | None = None) -> None:
         super().__init__(host, port, cluster, pod)
         self.max_streams = max_streams
         self.cert, self.key = cert, key
+        self.namespace = namespace
 
     def options(self) -> list[str]:
         tls = ["--cert", self.cert, "--key", self.key] if self.cert else []
-        return ["--max-concurrent-streams", str(self.max_streams), *tls]
+        echo = ["--namespace", self.namespace] if self.namespace is not None else []
+        return ["--max-concurrent-streams", str(self.max_streams), *tls, *echo]
 
     def go_away(self) -> None:
         self.send_signal(signal.SIGUSR1)
 
 
 async def start(host: str, port: int, cluster: str, pod: str, max_streams: int = 100,
-                tls: ssl.SSLContext | None = None):
+                tls: ssl.SSLContext | None = None, namespace: str | None = None):
     stats = Stats()
     identity = {"cluster": cluster, "pod": pod, "address": f"{host}:{port}"}
+    if namespace is not None:
+        identity["namespace"] = namespace
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: H2Server(identity, stats, max_streams), host, port,
                                       ssl=tls)
@@ -285,7 +303,7 @@ async def _serve(args: argparse.Namespace) -> None:
         tls.load_cert_chain(args.cert, args.key)
         tls.set_alpn_protocols(["h2"])
     server, stats = await start(args.host, args.port, args.cluster, args.pod,
-                                args.max_concurrent_streams, tls)
+                                args.max_concurrent_streams, tls, args.namespace)
     loop.add_signal_handler(signal.SIGUSR1, lambda: [conn.go_away() for conn in list(stats.open)])
     done = _process.stop_requested(loop, args.parent_pid)
     port = server.sockets[0].getsockname()[1]
@@ -303,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-concurrent-streams", type=int, default=100)
     parser.add_argument("--cert")
     parser.add_argument("--key")
+    parser.add_argument("--namespace", help="answer as the Gateway API conformance suite's echo-basic, "
+                                             "a pod of this namespace")
     parser.add_argument("--parent-pid", type=int, help="exit when this process is gone")
     asyncio.run(_serve(parser.parse_args(argv)))
     return 0

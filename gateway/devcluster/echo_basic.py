@@ -1,0 +1,195 @@
+"""The Gateway API conformance suite's echo server, echo-basic, as a devcluster backend mode.
+
+The suite (kubernetes-sigs/gateway-api ``conformance/``) runs its backends from the image
+``gateway-api/conformance/echo-basic`` and reads what they answer: ``pod`` must start with the
+backend's name, ``namespace`` must be the expected one, and ``path``, ``host``, ``method`` and
+``headers`` are the request as the backend received it. This module answers the same way
+(the behaviour of echo-basic's ``echo-basic.go`` as of the suite's last copy of it,
+kubernetes-sigs/gateway-api 08eb09d67, Apache-2.0, Copyright The Kubernetes Authors):
+
+    /health            200 "OK"
+    /status/<NNN>      <NNN> with no body (400 unless the whole request-target is /status/NNN)
+    /retry/...         retry simulation: ?uuid=U&succeedAfter=N fails the first N requests of
+                       uuid U, by a TCP reset or, with ?responseCode=C, by answering C (after
+                       ?delayRetry=<Go duration>), then echoes
+    anything else      the echo: 200 application/json {"path", "host", "method", "proto",
+                       "headers", "httpPort", "namespace", "ingress", "service", "pod"};
+                       ?delay=<Go duration> waits first
+
+``path`` is the request-target as sent (query included), ``headers`` maps Go's canonical form of
+each field name ("x-foo" -> "X-Foo") to the list of its values, Host apart (it is ``host``).
+Request field ``X-Echo-Set-Header: Name:value,Other:value`` sets those response fields, and each
+echo is logged as echo-basic logs it ("Echoing back request made to <target> to client (<peer>)",
+one line appended to ``--log``), which the suite's mirror tests read as the pod's logs.
+
+Not played: the websocket handler at /ws, HTTPS on 8443, client certificates (the conformance
+tests that need them are out of this gateway's scope). HTTP/2 (h2c) echoes are answered by
+``gateway.devcluster.h2_backend --namespace`` with :func:`assertions`.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import struct
+from urllib.parse import parse_qs
+
+import orjson
+
+from .backend import BackendProcess, Routes, _Connection, _Request, _wait_body_end
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_STATUS = re.compile(r"^/status/(\d\d\d)$")
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def canonical(name: str) -> str:
+    """Go's textproto.CanonicalMIMEHeaderKey: "x-header-add" -> "X-Header-Add"; a name that is not
+    a token is left as it is."""
+    if not _TOKEN.match(name):
+        return name
+    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
+
+
+def go_duration(text: str) -> float:
+    """Go's time.ParseDuration ("300ms", "1s", "1m30s"), in seconds; ValueError otherwise."""
+    sign, body = (-1.0, text[1:]) if text.startswith("-") else (1.0, text.lstrip("+"))
+    if body == "0":
+        return 0.0
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(body):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if not body or pos != len(body):
+        raise ValueError(f"time: invalid duration {text!r}")
+    return sign * total
+
+
+def assertions(*, target: str, host: str, method: str, proto: str, fields, namespace: str, pod: str,
+               http_port: str) -> dict:
+    """echo-basic's RequestAssertions for one request (``fields``: (name, value) as received)."""
+    headers: dict[str, list[str]] = {}
+    for name, value in fields:
+        key = canonical(name)
+        if key != "Host":                       # Go moves it to Request.Host
+            headers.setdefault(key, []).append(value)
+    return {"path": target, "host": host, "method": method, "proto": proto, "headers": headers,
+            "httpPort": http_port, "namespace": namespace, "ingress": "", "service": "", "pod": pod}
+
+
+def echo_response_fields(fields) -> list[tuple[str, str]]:
+    """The response fields asked for by X-Echo-Set-Header (writeEchoResponseHeaders): each value
+    is "Name:value" pairs separated by commas; a name given twice gets its values joined by ","."""
+    out: dict[str, str] = {}
+    for name, value in fields:
+        if canonical(name) != "X-Echo-Set-Header":
+            continue
+        for pair in value.split(","):
+            key, _, val = pair.strip().partition(":")
+            if not key:                         # Go's Header.Write skips invalid (empty) names
+                continue
+            out[key] = f"{out[key]},{val.strip()}" if key in out else val
+    return list(out.items())
+
+
+class EchoBasic:
+    """One pod's identity and state: its namespace and name, the log, the retry counters."""
+
+    def __init__(self, namespace: str, pod: str, log_path: str | None) -> None:
+        self.namespace = namespace
+        self.pod = pod
+        self.log = open(log_path, "a", buffering=1) if log_path else None
+        self.attempts: dict[str, int] = {}
+        self.retry_lock = asyncio.Lock()       # echo-basic holds one mutex over a whole attempt
+
+
+def routes(namespace: str, pod: str, log_path: str | None = None) -> Routes:
+    """The backend route table of an echo-basic pod."""
+    ctx = EchoBasic(namespace, pod, log_path)
+
+    async def health(conn: _Connection, req: _Request) -> None:
+        await _wait_body_end(conn, req)
+        conn.send(req, 200, b"OK", content_type="text/plain; charset=utf-8")
+
+    async def status(conn: _Connection, req: _Request) -> None:
+        match = _STATUS.match(req.target)
+        await _wait_body_end(conn, req)
+        conn.send(req, int(match.group(1)) if match else 400, b"", content_type=None)
+
+    async def echo(conn: _Connection, req: _Request) -> None:
+        query = parse_qs(req.query)
+        if not await _delay(conn, req, query, "delay"):
+            return
+        peer = conn.transport.get_extra_info("peername") or ("", 0)
+        if ctx.log is not None:
+            ctx.log.write(f"Echoing back request made to {req.target} to client ({peer[0]}:{peer[1]})\n")
+        host = next((v for k, v in req.fields if k.lower() == "host"), "")
+        body = orjson.dumps(assertions(target=req.target, host=host, method=req.method, proto="HTTP/1.1",
+                                       fields=req.fields, namespace=ctx.namespace, pod=ctx.pod,
+                                       http_port=str(conn.backend.port)), option=orjson.OPT_INDENT_2)
+        await _wait_body_end(conn, req)
+        conn.send(req, 200, body, [*echo_response_fields(req.fields), ("X-Content-Type-Options", "nosniff")])
+
+    async def retry(conn: _Connection, req: _Request) -> None:
+        query = parse_qs(req.query)
+        uuid = (query.get("uuid") or [""])[0]
+        try:
+            succeed_after = int((query.get("succeedAfter") or [""])[0])
+        except ValueError:
+            succeed_after = None
+        if not uuid or succeed_after is None:
+            await _wait_body_end(conn, req)
+            conn.send(req, 400, b"uuid is required" if not uuid else b"succeedAfter is required",
+                      content_type="text/plain; charset=utf-8")
+            return
+        try:
+            code = int((query.get("responseCode") or [""])[0])
+        except ValueError:
+            code = None                         # TCP failure mode: reset the connection
+        async with ctx.retry_lock:
+            if ctx.attempts.get(uuid, 0) < succeed_after:
+                ctx.attempts[uuid] = ctx.attempts.get(uuid, 0) + 1
+                if not await _delay(conn, req, query, "delayRetry"):
+                    return
+                if code is None:
+                    sock = conn.transport.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    conn.transport.abort()      # SO_LINGER 0: the close sends RST
+                    raise ConnectionResetError("retry simulation: connection reset")
+                await _wait_body_end(conn, req)
+                conn.send(req, code, b"", content_type=None)
+                return
+        await echo(conn, req)
+
+    return Routes((("/health", health, False), ("/status/", status, False), ("/retry/", retry, False)), echo)
+
+
+async def _delay(conn: _Connection, req: _Request, query: dict, key: str) -> bool:
+    """Sleep for the Go duration in ``key``; False (after a 500 answer) when it does not parse."""
+    value = (query.get(key) or [""])[0]
+    if not value:
+        return True
+    try:
+        seconds = go_duration(value)
+    except ValueError as exc:
+        await _wait_body_end(conn, req)
+        conn.send(req, 500, orjson.dumps({"message": str(exc)}), [("X-Content-Type-Options", "nosniff")])
+        return False
+    await asyncio.sleep(max(seconds, 0.0))
+    return True
+
+
+class EchoBasicProcess(BackendProcess):
+    """An echo-basic pod in its own process: ``port`` as echo-basic's HTTP_PORT (3000), its echo
+    log appended to ``log``."""
+
+    def __init__(self, host: str, port: int, namespace: str, pod: str, log: str | None = None) -> None:
+        super().__init__(host, port, "conformance", pod)
+        self.namespace = namespace
+        self.log = log
+
+    def options(self) -> list[str]:
+        return ["--namespace", self.namespace, *(["--log", self.log] if self.log else [])]
