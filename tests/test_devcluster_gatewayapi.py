@@ -125,6 +125,20 @@ def test_invalid_objects_name_the_field(custom, namespace):
     assert excinfo.value.status == 422 and "spec.listeners[0].port" in excinfo.value.body
 
 
+def test_listener_protocol_is_a_pattern_not_an_enum(custom, namespace):
+    """The CRD's ProtocolType: any name of its pattern (the implementation then decides, as the
+    conformance test GatewayListenerUnsupportedProtocol's "INVALID" needs), not free text."""
+    def gateway(name: str, protocol: str) -> dict:
+        return {"metadata": {"name": name}, "spec": {"gatewayClassName": "c", "listeners": [
+            {"name": "l", "port": 1111, "protocol": protocol}]}}
+    for i, protocol in enumerate(("INVALID", "example.com/custom")):
+        custom.create_namespaced_custom_object(GW, "v1", namespace, "gateways", gateway(f"p{i}", protocol))
+    for protocol in ("", "not valid", "-HTTP"):
+        with pytest.raises(ApiException) as excinfo:
+            custom.create_namespaced_custom_object(GW, "v1", namespace, "gateways", gateway("bad", protocol))
+        assert excinfo.value.status == 422 and "spec.listeners[0].protocol" in excinfo.value.body
+
+
 def test_cluster_scoped_gatewayclass_and_gateway_defaults(custom, namespace):
     name = f"gc-{uuid.uuid4().hex[:6]}"
     gc = custom.create_cluster_custom_object(GW, "v1", "gatewayclasses", {

@@ -387,7 +387,11 @@ def _gateway_class(obj: dict, old: dict | None, causes: list) -> None:
         causes.append(("spec.controllerName", "Invalid value: Value is immutable"))
 
 
-_LISTENER_PROTOCOLS = ("HTTP", "HTTPS", "TLS", "TCP", "UDP")
+# ProtocolType is not an enum: the CRD allows any name matching this pattern (1-255 characters),
+# the implementation decides (listener Accepted=False, UnsupportedProtocol); Gateway API
+# apis/v1/gateway_types.go.
+_LISTENER_PROTOCOL = re.compile(r"^[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?$"
+                                r"|[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/[A-Za-z0-9]+$")
 
 
 def _gateway(obj: dict, old: dict | None, causes: list) -> None:
@@ -405,7 +409,9 @@ def _gateway(obj: dict, old: dict | None, causes: list) -> None:
             causes.append((f"{field}.name", "Required value: a unique name"))
         names.add(listener.get("name"))
         _check_port(listener.get("port"), f"{field}.port", causes)
-        _enum(listener.get("protocol"), _LISTENER_PROTOCOLS, f"{field}.protocol", causes)
+        protocol = listener.get("protocol")
+        if not isinstance(protocol, str) or not 1 <= len(protocol) <= 255 or not _LISTENER_PROTOCOL.search(protocol):
+            causes.append((f"{field}.protocol", f"Invalid value: {protocol!r}: must match the ProtocolType pattern"))
         allowed = listener.setdefault("allowedRoutes", {"namespaces": {"from": "Same"}})
         namespaces = _object(allowed, f"{field}.allowedRoutes", causes).setdefault("namespaces", {"from": "Same"})
         namespaces.setdefault("from", "Same")
