@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import copy
 import hashlib
 import random
 import socket
@@ -550,7 +551,7 @@ def prepare(obj: dict) -> dict:
     """The Applier's preparation: our GatewayClass name on Gateways, our controller on
     GatewayClasses, the static address pools over the PLACEHOLDER_* addresses, and the version
     this API server serves."""
-    obj = yaml.safe_load(yaml.safe_dump(obj))        # a deep copy
+    obj = copy.deepcopy(obj)
     kind = obj["kind"]
     if kind == "Gateway":
         obj["spec"]["gatewayClassName"] = GATEWAY_CLASS_NAME
