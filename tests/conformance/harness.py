@@ -71,12 +71,6 @@ ECHO_IMAGE = "gateway-api/conformance/echo-basic"
 ECHO_HTTP_PORT, ECHO_H2C_PORT = 3000, 3001
 H2C = "kubernetes.io/h2c"
 
-# GatewayStaticAddresses' pools (the suite's --usable-network-addresses and
-# --unusable-network-addresses), overlaid on its PLACEHOLDER_* addresses. With per-Gateway
-# addresses from gateway_api.addresses, "usable" must be one of that pool (kept in step with
-# gateway_config()) and "unusable" one the gateway can never bind (TEST-NET-1, RFC 5737).
-USABLE_ADDRESSES = [{"type": "IPAddress", "value": "127.0.10.30"}]
-UNUSABLE_ADDRESSES = [{"type": "IPAddress", "value": "192.0.2.1"}]
 
 
 # -- objects in the API server ---------------------------------------------------------------
@@ -241,7 +235,7 @@ class Cluster:
         self.kube = kube
         self.workdir = workdir
         self.deployments: dict[NN, Deployment] = {}
-        self._block = _free_block()
+        self.block = _free_block()          # the pods are 127.<block>.x.y
         self._next_ip = 0
         self._lock = threading.Lock()
 
@@ -249,7 +243,7 @@ class Cluster:
         with self._lock:
             self._next_ip += 1
             n = self._next_ip
-        return f"127.{self._block}.{n // 250}.{n % 250 + 1}"
+        return f"127.{self.block}.{n // 250}.{n % 250 + 1}"
 
     def pods(self, namespace: str, selector: dict[str, str] | None = None) -> list[Pod]:
         return [p for d in self.deployments.values() if d.namespace == namespace for p in d.pods
@@ -452,8 +446,9 @@ class Suite:
 
     def gateway_config(self) -> dict:
         """The gateway's config file (GatewayProcess adds ``listen`` on a free port, the access
-        log and ``admin: off``). Per-Gateway addresses: add ``gateway_api.addresses`` (a pool such
-        as ["127.0.10.1-127.0.10.30"]) here, and keep USABLE_ADDRESSES in that pool."""
+        log and ``admin: off``). Per-Gateway addresses: add ``gateway_api.addresses`` here, a pool
+        such as [f"127.{self.cluster.block}.200.1-127.{self.cluster.block}.200.30"] (in this run's
+        own 127.<block>/16, so that two runs on one machine do not meet)."""
         return {"workers": 2,
                 "sources": [{"name": "conformance", "type": "kubernetes",
                              "kubeconfig": str(self.apiserver.kubeconfig), "context": self.apiserver.context}],
@@ -487,6 +482,15 @@ class Suite:
             return f"{self.gateway.host}:{self.gateway.port}"
         return status.poll(ready, self.timeouts.condition, f"Gateway {gw} to have an address")
 
+    def static_addresses(self) -> tuple[list[dict], list[dict]]:
+        """GatewayStaticAddresses' usable and unusable addresses (the suite's
+        --usable-network-addresses and --unusable-network-addresses, overlaid on its
+        PLACEHOLDER_* addresses): the last address of the gateway's pool (127.0.10.30 while
+        ``gateway_config()`` has none), and one it can never serve (TEST-NET-1, RFC 5737)."""
+        pool = (self.gateway_config().get("gateway_api") or {}).get("addresses") or ["127.0.10.30"]
+        return ([{"type": "IPAddress", "value": pool[-1].rpartition("-")[2]}],
+                [{"type": "IPAddress", "value": "192.0.2.1"}])
+
     # manifests
 
     def apply(self, name: str) -> None:
@@ -507,7 +511,7 @@ class Suite:
             return
         if kind == "ConfigMap":
             return                                  # not served; see the module docstring
-        obj = prepare(obj)
+        obj = prepare(obj, *self.static_addresses())
         existing = self.kube.get(kind, nn)
         if existing is None:
             self.kube.create(obj)
@@ -547,7 +551,7 @@ class Suite:
         return base64.b64decode(data.get("tls.crt", "")), base64.b64decode(data.get("tls.key", ""))
 
 
-def prepare(obj: dict) -> dict:
+def prepare(obj: dict, usable: list[dict], unusable: list[dict]) -> dict:
     """The Applier's preparation: our GatewayClass name on Gateways, our controller on
     GatewayClasses, the static address pools over the PLACEHOLDER_* addresses, and the version
     this API server serves."""
@@ -560,9 +564,9 @@ def prepare(obj: dict) -> dict:
             overlay = [a for a in addresses if a.get("type") == "test/fake-invalid-type"]
             values = {a.get("value") for a in addresses}
             if "PLACEHOLDER_UNUSABLE_ADDRS" in values:
-                overlay += UNUSABLE_ADDRESSES
+                overlay += unusable
             if "PLACEHOLDER_USABLE_ADDRS" in values:
-                overlay += USABLE_ADDRESSES
+                overlay += usable
             # The overlay replaces the list: other entries are dropped, and an empty overlay is
             # a null list, which the real API server prunes (the field is not nullable).
             if overlay:

@@ -272,7 +272,7 @@ def test_GatewaySecretReferenceGrantSpecific(conformance):
                                        "UnsupportedAddress")
 def test_GatewayStaticAddresses(conformance):
     """gateway-static-addresses.go: addresses of an invalid type, an unusable one and a usable one
-    (harness USABLE_ADDRESSES / UNUSABLE_ADDRESSES); the Gateway is refused, then not
+    (Suite.static_addresses); the Gateway is refused, then not
     programmed, then programmed with only the usable address in status."""
     s = conformance
     s.apply("gateway-static-addresses.yaml")
