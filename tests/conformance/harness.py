@@ -45,7 +45,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from gatewaytest import GatewayProcess, free_port
+from gatewaytest import GatewayProcess
 from gateway.config import DEFAULT_CONTROLLER_NAME
 from gateway.devcluster.apiserver import ApiServerProcess
 from gateway.devcluster.echo_basic import EchoBasicProcess
@@ -400,7 +400,6 @@ class Suite:
         self.kube: Kube | None = None
         self.cluster: Cluster | None = None
         self.gateway: GatewayProcess | None = None
-        self.tls_port = free_port()
         self._cleanups: list[Callable[[], None]] = []
 
     # lifecycle
@@ -446,24 +445,25 @@ class Suite:
 
     def gateway_config(self) -> dict:
         """The gateway's config file (GatewayProcess adds ``listen`` on a free port, the access
-        log and ``admin: off``). Per-Gateway addresses: add ``gateway_api.addresses`` here, a pool
-        such as [f"127.{self.cluster.block}.200.1-127.{self.cluster.block}.200.30"] (in this run's
-        own 127.<block>/16, so that two runs on one machine do not meet)."""
+        log and ``admin: off``). Each Gateway gets an address of the pool ``gateway_api.addresses``
+        and is served there on its listeners' ports: 30 addresses in this run's own
+        127.<block>/16 (the pods' block), so that two runs on one machine do not meet. No
+        ``tls:``: HTTPS listeners are served on their Gateway's address (and a ``tls:`` without
+        certificates is refused)."""
+        block = self.cluster.block
         return {"workers": 2,
                 "sources": [{"name": "conformance", "type": "kubernetes",
                              "kubeconfig": str(self.apiserver.kubeconfig), "context": self.apiserver.context}],
-                "gateway_api": {},
-                "tls": {"listen": f"127.0.0.1:{self.tls_port}"}}
+                "gateway_api": {"addresses": [f"127.{block}.200.1-127.{block}.200.30"]}}
 
     def gateway_address(self, gw: NN, listener_name: str | None = None) -> str:
         """WaitForGatewayAddress: "host:port" where a Gateway's listener is reached.
 
         Waits for the Gateway's conditions to be at its generation, takes its first listener (or
-        the one named), and answers ``status.addresses[0].value`` with that listener's port when
-        the status has an address, as the suite does. Without one (today's main: a Gateway has no
-        address of its own), the gateway's file address serves every Gateway: ``listen`` for HTTP
-        listeners, ``tls.listen`` for HTTPS ones; but when ``gateway_config()`` gives an address
-        pool, an address is waited for as the suite waits for it."""
+        the one named), and answers ``status.addresses[0].value`` with that listener's port, as
+        the suite does; with an address pool in ``gateway_config()`` it waits for the address.
+        (Without a pool and without an address in status, a gateway that predates per-Gateway
+        addresses, the file's ``listen``, or ``tls.listen`` for HTTPS, served every Gateway.)"""
         pool = (self.gateway.config.get("gateway_api") or {}).get("addresses")
 
         def ready():
@@ -478,7 +478,7 @@ class Suite:
             if pool:
                 return None
             if listener.get("protocol") == "HTTPS":
-                return self.gateway.config["tls"]["listen"]
+                return self.gateway.config.get("tls", {}).get("listen")
             return f"{self.gateway.host}:{self.gateway.port}"
         return status.poll(ready, self.timeouts.condition, f"Gateway {gw} to have an address")
 

@@ -3,8 +3,7 @@ certificates and ReferenceGrants, addresses, generations).
 
 Each test is the upstream Go test of the same ShortName (kubernetes-sigs/gateway-api
 ``conformance/tests/<file>.go``, named in its docstring; Apache-2.0, Copyright The Kubernetes
-Authors), with its manifest from ``manifests/``. An ``xfail(strict=True)`` names the feature
-today's gateway lacks; it turns into a failure (to be removed) once the feature lands.
+Authors), with its manifest from ``manifests/``.
 """
 from __future__ import annotations
 
@@ -23,10 +22,6 @@ HTTPROUTE = [(k.GROUP, "HTTPRoute")]
 ACCEPTED_RESOLVED = [Condition("Accepted", "True"), Condition("ResolvedRefs", "True")]
 
 
-@pytest.mark.xfail(strict=True, reason="no HTTP listener isolation: a request is matched against the routes of "
-                                       "every listener whose hostname covers its Host, not only the most specific "
-                                       "listener's (e.g. bar.foo.example.com reaches the *.example.com listener's "
-                                       "route)")
 def test_GatewayHTTPListenerIsolation(conformance):
     """gateway-http-listener-isolation.go: four listeners on port 80 (no hostname, *.example.com,
     *.foo.example.com, abc.foo.example.com), a route on each; a request is served only by the
@@ -74,9 +69,6 @@ def test_GatewayHTTPListenerIsolation(conformance):
     ])                                  # one after the other upstream; two Gateways, so side by side here
 
 
-@pytest.mark.xfail(strict=True, reason="a Gateway whose listeners are not all valid is not marked: Accepted stays "
-                                       "True/Accepted where the suite expects reason ListenersNotValid (False when "
-                                       "no listener is valid); unsupported listeners' status is as expected")
 def test_GatewayListenerUnsupportedProtocol(conformance):
     """gateway-invalid-listeners-unsupported-protocol.go"""
     s = conformance
@@ -103,8 +95,6 @@ def test_GatewayListenerUnsupportedProtocol(conformance):
     ])
 
 
-@pytest.mark.xfail(strict=True, reason="spec.infrastructure.parametersRef is ignored: a Gateway naming a missing "
-                                       "parameters object is Accepted, not Accepted=False/InvalidParameters")
 def test_GatewayInvalidParametersRef(conformance):
     """gateway-invalid-parameters-ref.go"""
     s = conformance
@@ -114,10 +104,6 @@ def test_GatewayInvalidParametersRef(conformance):
     k.gateway_must_have_condition(s, gw, Condition("Accepted", "False", "InvalidParameters"))
 
 
-@pytest.mark.xfail(strict=True, reason="allowedRoutes.kinds is not checked on the listener: a listener naming "
-                                       "an unknown route kind keeps ResolvedRefs=True and supportedKinds "
-                                       "[HTTPRoute], not ResolvedRefs=False/InvalidRouteKinds with only the "
-                                       "valid kinds")
 def test_GatewayInvalidRouteKind(conformance):
     """gateway-invalid-route-kind.go"""
     s = conformance
@@ -218,8 +204,6 @@ def test_GatewayObservedGenerationBump(conformance):
         "generation should change after an update"
 
 
-@pytest.mark.xfail(strict=True, reason="no per-Gateway addresses: status.addresses is never written, so the "
-                                       "Gateway never gets the address the suite waits for")
 def test_GatewayOptionalAddressValue(conformance):
     """gateway-optional-address-value.go (provisional): the Gateway gets an address in status.
     (The suite's Applier drops spec.addresses entries that are neither placeholders nor of the
@@ -267,9 +251,6 @@ def test_GatewaySecretReferenceGrantSpecific(conformance):
                                             Condition("ResolvedRefs", "True")], 0)])
 
 
-@pytest.mark.xfail(strict=True, reason="spec.addresses is ignored (no static addresses): a Gateway with an "
-                                       "address of an unsupported type is Accepted, not Accepted=False/"
-                                       "UnsupportedAddress")
 def test_GatewayStaticAddresses(conformance):
     """gateway-static-addresses.go: addresses of an invalid type, an unusable one and a usable one
     (Suite.static_addresses); the Gateway is refused, then not

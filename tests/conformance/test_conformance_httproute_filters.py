@@ -36,20 +36,11 @@ def accepted(s, route: str) -> str:
 # -- redirects ---------------------------------------------------------------------------------
 
 
-# The spec: a redirect without a port takes the port of the request's listener (none written for
-# http on 80); the Gateways here listen on 80, but today's gateway serves them on its file
-# `listen` port and a redirect keeps the port the request came in on.
-LISTENER_PORT = ("per-listener ports are not served: the Gateway's listener is on port 80 but is reached on the "
-                 "gateway's file `listen` port, which a redirect without a port carries (Location http://host:<listen "
-                 "port>/..., where the suite expects port 80 or none)")
-
-
 def redirect(request_path: str, code: int, method: str = "", **location) -> E:
     return E(Req(path=request_path, method=method, unfollow_redirect=True), response=Res(code),
              redirect_request=RR(**location), namespace=NS)
 
 
-@pytest.mark.xfail(strict=True, reason=LISTENER_PORT)
 def test_HTTPRouteRedirectHostAndStatus(conformance):
     """httproute-redirect-host-and-status.go"""
     s = conformance
@@ -61,7 +52,6 @@ def test_HTTPRouteRedirectHostAndStatus(conformance):
     ])
 
 
-@pytest.mark.xfail(strict=True, reason=LISTENER_PORT)
 def test_HTTPRouteRedirectPath(conformance):
     """httproute-redirect-path.go"""
     s = conformance
@@ -103,7 +93,6 @@ def test_HTTPRouteRedirectScheme(conformance):
     ])
 
 
-@pytest.mark.xfail(strict=True, reason=LISTENER_PORT)
 def test_HTTPRoute303Redirect(conformance):
     """httproute-303-redirect.go (provisional)"""
     s = conformance
@@ -112,7 +101,6 @@ def test_HTTPRoute303Redirect(conformance):
     http.expect_responses(address, [redirect("/see-other", 303, method="POST", path="/see-other")])
 
 
-@pytest.mark.xfail(strict=True, reason=LISTENER_PORT)
 def test_HTTPRoute307Redirect(conformance):
     """httproute-307-redirect.go (provisional)"""
     s = conformance
@@ -121,7 +109,6 @@ def test_HTTPRoute307Redirect(conformance):
     http.expect_responses(address, [redirect("/temporary", 307, path="/temporary")])
 
 
-@pytest.mark.xfail(strict=True, reason=LISTENER_PORT)
 def test_HTTPRoute308Redirect(conformance):
     """httproute-308-redirect.go (provisional)"""
     s = conformance

@@ -3,8 +3,7 @@
 
 Each test is the upstream Go test of the same ShortName (kubernetes-sigs/gateway-api
 ``conformance/tests/<file>.go``, named in its docstring; Apache-2.0, Copyright The Kubernetes
-Authors), with its manifest from ``manifests/``. An ``xfail(strict=True)`` names the feature
-today's gateway lacks; it turns into a failure (to be removed) once the feature lands.
+Authors), with its manifest from ``manifests/``.
 """
 from __future__ import annotations
 
@@ -20,8 +19,6 @@ from status import NN, Condition, ListenerStatus, RouteParentStatus
 pytestmark = pytest.mark.timeout(300)
 
 HTTPROUTE_KIND = [(k.GROUP, "HTTPRoute")]
-NO_LISTENER_PORTS = ("per-listener ports are not served: every Gateway and listener is reached on the "
-                     "gateway's one file `listen` address (no per-Gateway address, no socket per listener port)")
 
 
 def test_HTTPRouteHostnameIntersection(conformance):
@@ -131,7 +128,6 @@ def test_HTTPRouteListenerHostnameMatching(conformance):
     ])
 
 
-@pytest.mark.xfail(strict=True, reason=NO_LISTENER_PORTS)
 def test_HTTPRouteListenerPortMatching(conformance):
     """httproute-listener-port-matching.go: listeners on 80, 8080 and 8090, a route per port; a
     request goes to the Gateway's address at the port its Host header names (80 when none)."""
@@ -161,9 +157,6 @@ def test_HTTPRouteListenerPortMatching(conformance):
         address_for(tc), tc)) for i, tc in enumerate(cases)])
 
 
-@pytest.mark.xfail(strict=True, reason="routes leak across Gateways: a route attached to one Gateway is "
-                                       "served on every Gateway's address (here same-namespace's '/' route "
-                                       "and all-namespaces' '/' route share one listener)")
 def test_HTTPRouteMultipleGateways(conformance):
     """httproute-multiple-gateways.go: a route shared by same-namespace and all-namespaces, and
     a dedicated '/' route on each that only its own Gateway serves."""
@@ -210,8 +203,6 @@ def test_HTTPRouteHTTPSListener(conformance):
     http.run_cases(subtests, parallel=False)
 
 
-@pytest.mark.xfail(strict=True, reason="no 421 Misdirected Request: a request whose Host belongs to "
-                                       "another HTTPS listener than the one its SNI chose is routed anyway")
 def test_HTTPRouteHTTPSListenerDetectMisdirectedRequests(conformance):
     """httproute-https-listener-detect-misdirected-requests.go: HTTP/2 over TLS with a server name
     (SNI) and a Host that differ; 421 when they belong to different listeners."""
@@ -252,8 +243,6 @@ def test_HTTPRouteHTTPSListenerDetectMisdirectedRequests(conformance):
     http.run_cases(subtests)           # sequential upstream; independent, so side by side here
 
 
-@pytest.mark.xfail(strict=True, reason=NO_LISTENER_PORTS + "; so the port-80 and port-8080 Gateways' "
-                                       "redirects cannot carry their listener's port")
 def test_HTTPRouteRedirectPortAndScheme(conformance):
     """httproute-redirect-port-and-scheme.go: redirects without a port take the listener's port
     (80, 8080, 443) unless a scheme is given, whose well-known port they take then."""
