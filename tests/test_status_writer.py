@@ -2,8 +2,9 @@
 Gateway API status, every replica serves.
 
 Three gateway processes (``workers: 2`` each) against one local API server, as three pods
-would be; the third is configured differently (another address pool: it computes another
-``status.addresses``), as a replica of another version is during a rolling upgrade.  Short
+would be; the third disagrees with the others: its credentials may not read Services (403,
+so every backendRef is BackendNotFound to it) and it has another address pool (another
+``status.addresses``), as a replica of another version or with less RBAC would.  Short
 lease timings keep the takeover quick; every wait is bounded.
 """
 from __future__ import annotations
@@ -54,10 +55,14 @@ def replicas(cluster, tmp_path_factory):
     started = []
     try:
         for i, pool in enumerate(POOLS):
+            workdir = tmp_path_factory.mktemp(f"replica{i}")
+            source = kube_source(server)
+            if i == 2:
+                source["kubeconfig"] = str(server.restricted_kubeconfig(workdir / "kubeconfig", ("services",)))
             started.append(start_with_admin(
-                {"workers": 2, "sources": [kube_source(server)],
+                {"workers": 2, "sources": [source],
                  "gateway_api": {"addresses": pool, "leader_election": LEASE}},
-                tmp_path_factory.mktemp(f"replica{i}"), f"replica{i}"))
+                workdir, f"replica{i}"))
         yield started
     finally:
         for proc, _ in started:
@@ -90,20 +95,24 @@ def test_one_replica_writes_and_disagreeing_replicas_do_not_fight(cluster, repli
     assert lease.spec.holder_identity == status["identity"] == status["leader"]
     for name in ("r0", "r1", "r2"):
         wait_for(lambda: route_generation_seen(custom, name))
-    # Every replica serves (each on its own pool's address).
-    for pool in {p[0] for p in POOLS}:
-        wait_listening(pool, 80, 20)
-        with Client(pool, 80) as c:
-            assert c.request("GET", "/r1").status == 200
-    # Settled: nobody writes status while nothing changes, though replica 2 would show
-    # another address than the others.
+    # The third replica is refused Services indeed (so it would write BackendNotFound).
+    errors = wait_for(lambda: replicas[2][1].get("/status")["gateway_api"]["errors"])
+    assert any("services" in loop and "403" in error for loop, error in errors.items()), errors
+    # ... and, not seeing every kind, it does not campaign for the Lease.
+    assert leaders != [2] and replicas[2][1].get("/status")["gateway_api"]["leader_election"] is None
+    # The replicas that can read Services serve.
+    wait_listening(POOLS[0][0], 80, 20)
+    with Client(POOLS[0][0], 80) as c:
+        assert c.request("GET", "/r1").status == 200
+    # Settled: nobody writes status while nothing changes, though replica 2 would write
+    # BackendNotFound and another address.
     before = status_writes(server)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         assert status_writes(server) - before <= 1, server.state()["writes"]
         time.sleep(0.2)
     after = status_writes(server)
-    print(f"\nthree replicas, settled: {after - before} status writes in 5 s")
+    print(f"\nthree replicas, one denied Services, settled: {after - before} status writes in 10 s")
     assert [i for i, (_, admin) in enumerate(replicas)
             if admin.get("/status")["gateway_api"]["status_writes"]] == leaders
 
@@ -122,6 +131,7 @@ def test_a_killed_leader_is_replaced_within_the_lease_duration(cluster, replicas
     took = time.monotonic() - killed
     alive = {i for i in range(len(replicas)) if i != leader}
     (successor,) = wait_for(lambda: writer(replicas, alive) or None)
+    assert successor != 2                   # the replica that cannot read Services never writes
     print(f"\nleader killed: the next status written by replica {successor} after {took:.2f} s")
     # Expiry is judged by local observation (client-go): up to a jittered retry to see the
     # last renewal, the lease duration, a jittered retry to take it, then the write.

@@ -34,6 +34,8 @@ therefore for the gateway, which cannot tell it from a real server:
   ``writes``: the create/update/patch/delete requests per ``resource[/subresource]``, no-ops
   and refused ones included), ``POST /_devcluster/expire-history``
   (every older resourceVersion now gets 410), ``POST /_devcluster/drop-watches[?graceful=true]``,
+  ``POST /_devcluster/restricted-token?deny=services,endpointslices`` (a second bearer
+  token, answered 403 Forbidden on those resources as RBAC would; in memory only),
   ``POST /_devcluster/pause?seconds=N`` (stop listening and cut every connection for N seconds;
   SIGUSR1 / SIGUSR2 pause and resume the process indefinitely),
   ``POST /_devcluster/install-group?group=G`` (an absent group is served from now on, as once its
@@ -51,7 +53,7 @@ Differences from a real API server, on purpose or by omission:
   write only the status while object writes keep it; their schemas are checked only in
   part (required fields, enums, the CRDs' defaults such as a match's ``PathPrefix /``);
 * only the resources above; no admission, no RBAC (one token
-  with every right), no managedFields, no server-side apply (415), no protobuf/CBOR (JSON
+  with every right, and restricted tokens a test asks for), no managedFields, no server-side apply (415), no protobuf/CBOR (JSON
   only, YAML accepted on input), no aggregated discovery, no OpenAPI documents, no dry-run;
 * strategic merge patch replaces lists instead of merging them by key;
 * deleting a namespace removes its objects and itself at once (no Terminating phase);
@@ -141,6 +143,17 @@ def _qualified(resource: Resource) -> str:
 def _method_not_allowed() -> ApiError:
     return ApiError(405, "MethodNotAllowed",
                     "the server does not allow this method on the requested resource")
+
+
+def _forbidden(target: "Target", request: "Request") -> ApiError:
+    """RBAC's answer, in its words."""
+    verb = {"GET": "list" if target.name is None else "get", "POST": "create", "PUT": "update",
+            "PATCH": "patch", "DELETE": "delete"}.get(request.method, request.method.lower())
+    scope = f'in the namespace "{target.namespace}"' if target.namespace else "at the cluster scope"
+    resource = target.resource
+    return ApiError(403, "Forbidden", f'{resource.name} is forbidden: User "restricted" cannot {verb} '
+                                      f'resource "{resource.name}" in API group "{resource.group}" {scope}',
+                    {"kind": resource.name, "group": resource.group})
 
 
 def _bad_request(message: str) -> ApiError:
@@ -383,6 +396,7 @@ class ApiServer:
         self._resume_handle: asyncio.TimerHandle | None = None
         self.lists: dict[str, int] = {}     # resource name -> LIST calls (first pages)
         self.writes: dict[str, int] = {}    # "resource[/subresource]" -> writes asked for (no-ops too)
+        self.restricted_tokens: dict[str, frozenset] = {}   # token -> resource names it is denied
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -516,9 +530,12 @@ class ApiServer:
         if self.log_requests:
             print(f"{request.method} {request.path} {request.query}", file=sys.stderr)
         try:
+            denied: frozenset = frozenset()
             if request.path not in _PUBLIC_PATHS:
-                self._authenticate(request)
+                denied = self._authenticate(request)
             target = parse_resource_path(request.path, self.absent_groups)
+            if target is not None and target.resource.name in denied:
+                raise _forbidden(target, request)
             if target is not None and request.method == "GET" and (
                     target.watch or parse_bool(request.query.get("watch"))):
                 return await self._watch(target, request, reader, writer)
@@ -538,10 +555,15 @@ class ApiServer:
             request.after()
         return request.keep_alive
 
-    def _authenticate(self, request: Request) -> None:
+    def _authenticate(self, request: Request) -> frozenset:
+        """The resources the request's token may not touch (none for the cluster's own)."""
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or token.strip() != self.token:
-            raise ApiError(401, "Unauthorized", "Unauthorized")
+        token = token.strip()
+        if scheme.lower() == "bearer" and token == self.token:
+            return frozenset()
+        if scheme.lower() == "bearer" and token in self.restricted_tokens:
+            return self.restricted_tokens[token]
+        raise ApiError(401, "Unauthorized", "Unauthorized")
 
     def _handle(self, target: Target | None, request: Request) -> tuple[int, dict | str]:
         if target is not None:
@@ -595,6 +617,13 @@ class ApiServer:
         if path == "/_devcluster/expire-history":
             self.expire_history()
             return 200, self.state()
+        if path == "/_devcluster/restricted-token":
+            # A second identity, denied the named resources (403 as RBAC would), e.g. a
+            # replica whose ServiceAccount may not read Services.  In memory only.
+            deny = frozenset(filter(None, (request.query.get("deny") or "").split(",")))
+            token = base64.urlsafe_b64encode(os.urandom(24)).decode().rstrip("=")
+            self.restricted_tokens[token] = deny
+            return 200, {"token": token, "deny": sorted(deny)}
         if path == "/_devcluster/drop-watches":
             return 200, {"dropped": self.drop_watches(parse_bool(request.query.get("graceful")))}
         if path == "/_devcluster/pause":
@@ -1146,6 +1175,15 @@ class ApiServerProcess:
 
     def state(self) -> dict:
         return self._admin("GET", "/_devcluster/state")
+
+    def restricted_kubeconfig(self, path: Path, deny: tuple[str, ...]) -> Path:
+        """A kubeconfig like the server's own whose token is denied ``deny`` (403, as RBAC)."""
+        token = self._admin("POST", f"/_devcluster/restricted-token?deny={','.join(deny)}")["token"]
+        doc = yaml.safe_load(self.kubeconfig.read_text())
+        for user in doc["users"]:
+            user["user"]["token"] = token
+        path.write_text(yaml.safe_dump(doc))
+        return path
 
     @property
     def pid(self) -> int:

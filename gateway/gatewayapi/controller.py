@@ -100,8 +100,6 @@ class GatewayApiController:
         from gateway.sources.discovery import Kind, is_optional
         self._loop = asyncio.get_running_loop()
         self._file_services = file_services
-        if self.settings.write_status and self.settings.leader_election is not None and self.route_clusters:
-            threading.Thread(target=self._campaign, daemon=True, name="gwapi-leader").start()
         self._kinds: dict[str, object] = {}     # cluster -> its OptionalKinds (discovery)
         for cluster in self.all_clusters:
             kinds = [(kind, None) for kind in SERVICE_KINDS]
@@ -287,7 +285,7 @@ class GatewayApiController:
         if self._objects.pop((cluster, store), None):
             self._schedule()
         if self._synced_loops >= self._loops:
-            self._synced.set()
+            self._set_synced()
 
     def _discovery_failed(self, name: str, error: str | None) -> None:
         if error is None:
@@ -314,8 +312,18 @@ class GatewayApiController:
         self._synced_loops.add(loop_name)
         self.errors.pop(loop_name, None)
         if self._synced_loops >= self._loops:
-            self._synced.set()
+            self._set_synced()
         self._schedule()
+
+    def _set_synced(self) -> None:
+        """Every watch has listed once: this replica sees the whole world, and only then
+        may it campaign to write status (one denied a kind, say Services by its RBAC, would
+        write what it cannot see, or hold the Lease and write nothing)."""
+        if self._synced.is_set():
+            return
+        self._synced.set()
+        if self.settings.write_status and self.settings.leader_election is not None and self.route_clusters:
+            threading.Thread(target=self._campaign, daemon=True, name="gwapi-leader").start()
 
     def _event(self, cluster: str, store: str, kind: str, obj: dict) -> None:
         table = self._objects.setdefault((cluster, store), {})
