@@ -2,6 +2,11 @@
 from _speedups.context import Connection
 from _speedups.upstream import UpstreamOwner
 
+GATEWAY_ERROR_KINDS: frozenset[str]
+"""Failure kinds of a try the gateway saw fail (connect, reset, timeout, bad response)."""
+UPSTREAM_5XX: str
+"""The failure kind of a 5xx answer."""
+
 class Downstream(Connection):
     """What an exchange answers through (a client connection)."""
 

@@ -47,6 +47,9 @@ cdef str KIND_RESET = "upstream_reset"
 cdef str KIND_TIMEOUT = "upstream_timeout"
 cdef str KIND_BAD_RESPONSE = "bad_response"
 cdef str KIND_5XX = "upstream_5xx"
+# The same kinds for the control plane's passive health (gateway.health.state), from here only.
+GATEWAY_ERROR_KINDS = frozenset((KIND_CONNECT, KIND_CONNECT_TIMEOUT, KIND_RESET, KIND_TIMEOUT, KIND_BAD_RESPONSE))
+UPSTREAM_5XX = KIND_5XX
 
 cdef bytes EMPTY = b""
 

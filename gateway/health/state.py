@@ -12,13 +12,10 @@ from __future__ import annotations
 
 from gateway.config import HealthCheckConfig, OutlierConfig, SlowStart
 
-FLAG_ACTIVE_FAILED = 1          # same bits as _speedups.table
-FLAG_EJECTED = 2
-
-# Failure kinds reported by the request path (see _speedups/exchange.pyx).
-GATEWAY_ERRORS = frozenset({"connect_failed", "connect_timeout", "upstream_reset",
-                            "upstream_timeout", "bad_response"})
-KIND_5XX = "upstream_5xx"
+# Health flag bits and the failure kinds the request path reports, defined where the
+# request path uses them.
+from _speedups.exchange import GATEWAY_ERROR_KINDS as GATEWAY_ERRORS, UPSTREAM_5XX as KIND_5XX
+from _speedups.table import FLAG_ACTIVE_FAILED, FLAG_EJECTED
 
 
 class EndpointHealth:
