@@ -56,6 +56,25 @@ def _workers_that_served(g, n: int) -> set[str]:
     return {e["request_id"].split("-")[0] for e in g.log.wait_count(n, timeout=10)}
 
 
+def one_connection_per_worker(g, workers: int, attempts: int = 200) -> tuple[dict, int]:
+    """Keep-alive clients, one accepted by each worker process, by the random prefix of
+    the request ids that worker makes (asked on a path no route takes); and how many
+    requests that took."""
+    found: dict[str, object] = {}
+    for asked in range(1, attempts + 1):
+        c = g.client()
+        prefix = c.request("GET", "/no-route-here").header("x-request-id").split("-")[0]
+        if prefix in found:
+            c.close()
+        else:
+            found[prefix] = c
+        if len(found) == workers:
+            return found, asked
+    for c in found.values():
+        c.close()
+    raise AssertionError(f"{attempts} connections reached only {len(found)} of {workers} workers")
+
+
 def _run(tmp_path, backend_a, backend_b, workers: int) -> tuple[dict, dict, set]:
     dead = f"127.0.0.1:{free_port()}"
     g, admin = start_gateway(tmp_path / f"w{workers}", _config(backend_a, backend_b, dead, workers))
@@ -132,16 +151,26 @@ def test_passive_ejection_counts_failures_across_workers(tmp_path, backend_a, ba
             svc = admin.get("/services/default/live")
             return next(e for e in svc["endpoints"] if e["address"] == dead)
 
+        # One keep-alive connection accepted by each worker (which worker accepts is the
+        # kernel's choice: found by the worker's request-id prefix on an unrouted path), then
+        # requests alternate over them, so both workers see the dead endpoint fail.
+        by_worker, probes = one_connection_per_worker(g, 2)
+        conns = list(by_worker.values())
         statuses = Counter()
-        for i in range(40):
-            with g.client() as c:
-                statuses[c.request("GET", f"/live/{i}").status] += 1
-            time.sleep(0.02)                # each report reaches the control plane first
-            if "ejected" in dead_row()["causes"]:
-                break
+        try:
+            for i in range(40):
+                statuses[conns[i % 2].request("GET", f"/live/{i}").status] += 1
+                time.sleep(0.02)            # each report reaches the control plane first
+                if "ejected" in dead_row()["causes"]:
+                    break
+        finally:
+            for c in conns:
+                c.close()
         assert statuses == {200: sum(statuses.values())}, "retries hide every failure"
         assert "ejected" in dead_row()["causes"]
-        assert len(_workers_that_served(g, sum(statuses.values()))) == 2
+        served = g.log.wait_count(probes + sum(statuses.values()))
+        assert {e["request_id"].split("-")[0] for e in served if e["path"].startswith("/live/")} == \
+            set(by_worker)                  # both workers saw the failures
         # The ejection was a delta: every worker acknowledged it, and /status says how fast.
         delays = [w["apply_ms"] for w in admin.get("/status")["workers"]]
         assert all(d and d["samples"] >= 1 and 0 < d["max"] < 1000 for d in delays), delays
