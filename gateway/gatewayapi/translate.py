@@ -7,6 +7,7 @@ standard channel); what is left out is listed in the README ("Gateway API suppor
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field, replace
 
@@ -369,7 +370,7 @@ class _Listener:
     conflict: tuple[str, str] | None = None     # Conflicted=True (reason, message)
     certificates: list[Certificate] = field(default_factory=list)
     cert_problem: tuple[str, str] | None = None
-    not_served: str | None = None              # Programmed=False message
+    not_served: str | None = None               # Programmed=False message
     attached: int = 0
 
     @property
@@ -396,9 +397,6 @@ class _Gateway:
     problem: tuple[str, str] | None = None              # Accepted=False
     address: str | None = None
     address_problem: tuple[str, str] | None = None      # Programmed=False
-
-    def listener(self, name: str) -> _Listener | None:
-        return next((l for l in self.listeners if l.name == name), None)
 
 
 def _route_kinds(spec: dict) -> tuple[list[dict], str | None]:
@@ -465,7 +463,6 @@ def _plan_gateway(world: World, gkey: Key, gateway: dict) -> _Gateway:
 
 
 def _is_ip(text: str) -> bool:
-    import ipaddress
     try:
         ipaddress.ip_address(text)
     except ValueError:
