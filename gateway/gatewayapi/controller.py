@@ -222,11 +222,9 @@ class GatewayApiController:
         if api is None:
             return
         list_fn, kwargs = self._list_fn(api, group, version, plural, namespace)
-        gone = None
-        if is_optional(group):
-            def gone() -> None:                     # its CRD was deleted: pending again
-                self._post(self._absent, cluster.name, store, loop_name)
-                self._kinds[cluster.name].lost(Kind(group, version, plural))
+        def gone() -> None:                         # its CRD was deleted: pending again
+            self._post(self._absent, cluster.name, store, loop_name)
+            self._kinds[cluster.name].lost(Kind(group, version, plural))
 
         def plain(obj) -> dict:                     # core API models -> the dicts custom objects are
             obj = obj if isinstance(obj, dict) else api.sanitize_for_serialization(obj)
@@ -238,7 +236,8 @@ class GatewayApiController:
             listed=lambda items: self._post(self._replace, cluster.name, store,
                                             [plain(o) for o in items], loop_name, namespace),
             event=lambda kind_, obj: self._post(self._event, cluster.name, store, kind_, plain(obj)),
-            failed=lambda error: self._post(self._failed, loop_name, error), gone=gone))
+            failed=lambda error: self._post(self._failed, loop_name, error),
+            gone=gone if is_optional(group) else None))
 
     def _api_or_stop(self, cluster: SourceConfig, loop_name: str):
         """The cluster's ApiClient, retried until it builds; None once stopping."""
