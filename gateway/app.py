@@ -162,8 +162,10 @@ class Gateway:
             return file
         known = {s.key for s in file.services}
         services = file.services + tuple(s for s in t.services if s.key not in known)
-        # One order for both: the spec's precedence across every route of a listener.
-        return replace(file, routes=file.routes + tuple(t.routes), services=services,
+        # One order for both: the spec's precedence across every route of a listener, the
+        # file's routes before the HTTPRoutes' on a tie (their ranks: (0, ...) and (1, ...)).
+        file_routes = tuple(rc if rc.rank else replace(rc, rank=(0, i)) for i, rc in enumerate(file.routes))
+        return replace(file, routes=file_routes + tuple(t.routes), services=services,
                        route_order="precedence", listeners=t.listeners)
 
     def _routes_changed(self, translation) -> None:

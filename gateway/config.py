@@ -476,6 +476,11 @@ class RouteConfig:
     # The Gateway listener whose connections it serves (GatewayListener.id); "": the file's
     # listeners (listen, tls.listen).  Not a file key.
     listener: str = ""
+    # Its place among routes of equal precedence, as its source orders them: (0, index) in
+    # the file, (1, creation time, "namespace/name", rule, listener, match) from an HTTPRoute.
+    # Every worker sorts by it, so a route added alone lands where a full rebuild puts it.
+    # Not a file key.
+    rank: tuple = ()
 
     @property
     def has_filters(self) -> bool:
@@ -619,7 +624,7 @@ def parse_config(data: object, path: str | None = None) -> Config:
         raise ConfigError(errs)
     return Config(**top, sources=tuple(s for _, s in sources),
                   services=tuple(s for _, s in services),
-                  routes=tuple(r for _, r in routes), path=path)
+                  routes=tuple(replace(r, rank=(0, i)) for i, (_, r) in enumerate(routes)), path=path)
 
 
 def _yaml_error(path: str, e: yaml.YAMLError) -> str:

@@ -23,7 +23,7 @@ from gateway.health.state import effective_flags
 from gateway.registry import Registry, merge_service
 from gateway.snapshot import Delta, Snapshot
 from gateway.sources.base import ServiceKey, Source, SourceEndpoint, SourceState
-from gateway.worker import encode, read_message
+from gateway.wire import encode, read_message
 
 SERVICES = ("a", "b", "c")
 ADDRESSES = [(f"127.0.0.{i}", 8000 + i % 2) for i in range(2, 8)]

@@ -449,9 +449,8 @@ def explain(gw, method: str, host: str | None, path: str,
     if matched is None:
         answer.update(route=None, status=404, reason="no route matches (the gateway answers 404)")
         return answer
-    index = gw.dataplane.routes.index(matched)
-    rc = gw.dataplane.route_configs[index]     # in the router's order (route_order: precedence)
-    answer["route"] = _route(rc, index, _route_traffic(gw).get(rc.name))
+    rc = gw.dataplane.route_config(matched)
+    answer["route"] = _route(rc, gw.config.routes.index(rc), _route_traffic(gw).get(rc.name))
     # As _speedups/exchange.pyx sends it: a rewrite applies to the normalized path.
     prefix = rc.match.matched_prefix
     rewrites = rc.rewrite_prefix is not None and prefix
