@@ -9,7 +9,10 @@ each), a gateway (``workers: 2``) watching them.  Measured:
   the new path is answered on 8 new connections in a row (the workers take connections by
   SO_REUSEPORT, so both have it by then), the status writes it caused, and the CPU time the
   gateway's processes (control plane and workers) spent per change;
-* the control plane's RSS once settled.
+* the control plane's RSS once settled;
+* ``start``: the gateway started again with every route there already, until the last
+  one is served (``start_served_s``), and the control plane's RSS then; the memory per
+  route is the difference between the largest and smallest route counts.
 
 Run alone on the machine (no tests or builds beside it)::
 
@@ -112,11 +115,12 @@ def run(routes: int, changes: int, workdir: Path, backend) -> dict:
             custom.create_namespaced_custom_object(GW, "v1", NS, "gateways", {
                 "metadata": {"name": "gw"}, "spec": {"gatewayClassName": "ours", "listeners": [
                     {"name": "http", "port": PORT, "protocol": "HTTP"}]}})
-            gateway = GatewayProcess({
+            settings = {
                 "workers": 2, "access_log": None,
                 "sources": [{"name": "local", "type": "kubernetes", "kubeconfig": str(server.kubeconfig),
                              "context": server.context}],
-                "gateway_api": {"addresses": [ADDRESS]}}, workdir / f"gw-{routes}").start()
+                "gateway_api": {"addresses": [ADDRESS]}}
+            gateway = GatewayProcess(settings, workdir / f"gw-{routes}").start()
             wait_listening(ADDRESS, PORT, 30, gateway.proc)
             writes_before = quiet_writes(server)
             cpu_before = gateway_cpu(gateway.pid)
@@ -140,11 +144,21 @@ def run(routes: int, changes: int, workdir: Path, backend) -> dict:
                 delays.append(time.monotonic() - t0)
                 writes.append(quiet_writes(server) - before_writes)
                 cpu.append(gateway_cpu(gateway.pid) - before_cpu)
+            # A start with every route there already: until the last one is served.
+            last_path = f"/changed-{routes - 1}" if changes >= routes else f"/r{routes - 1}"
+            gateway.stop()
+            t0 = time.monotonic()
+            gateway = GatewayProcess(settings, workdir / f"gw-{routes}-restart").start(timeout=120)
+            served_everywhere(last_path)
+            start_served = time.monotonic() - t0
+            start_rss = rss_bytes(gateway.pid)
             ordered = sorted(delays)
             return {
                 "routes": routes, "create_s": round(created, 2), "all_served_s": round(all_served, 2),
                 "settle_status_writes": settle_writes, "settle_cpu_s": round(settle_cpu, 2),
                 "control_plane_rss_mib": round(rss / 2 ** 20, 1),
+                "start_served_s": round(start_served, 2),
+                "start_rss_mib": round(start_rss / 2 ** 20, 1),
                 "change_p50_ms": round(statistics.median(delays) * 1000, 1),
                 "change_p90_ms": round(ordered[int(0.9 * (len(ordered) - 1))] * 1000, 1),
                 "change_status_writes_max": max(writes),
@@ -176,6 +190,12 @@ def main(argv=None) -> int:
         print(" | ".join(keys))
         for r in results:
             print(" | ".join(str(r[k]) for k in keys))
+        if len(results) > 1:
+            first, last = results[0], results[-1]
+            per_route = (last["start_rss_mib"] - first["start_rss_mib"]) * 1024 / (last["routes"] - first["routes"])
+            print(f"control plane memory per route (started with them): {per_route:.1f} KiB; CPU per change "
+                  f"{last['change_cpu_ms_median'] / max(first['change_cpu_ms_median'], 0.1):.2f}x the "
+                  f"{first['routes']}-route case")
     return 0
 
 
