@@ -12,7 +12,7 @@ import logging
 import time
 from typing import NamedTuple
 
-from gateway.config import Config, GatewayListener, HeaderFilter, RouteConfig, spoken_protocol
+from gateway.config import Config, GatewayListener, HeaderFilter, RouteConfig
 from gateway.mirror import Mirror
 from gateway.routing import precedence_key
 from gateway.snapshot import Delta, Endpoints, EndpointSpec, Snapshot, with_pairs
@@ -322,7 +322,7 @@ class DataPlane:
         # not pooled ones another service opened (nor its own lent to another service).
         # And HTTP/2 endpoints: their connections are not HTTP/1.1 ones.
         setting, connections = self.protocols.get(key, ("auto", 2))
-        protocols = [spoken_protocol(setting, spec.protocol) for spec in specs or ()]
+        protocols = [spec.spoken_with(setting) for spec in specs or ()]
         pools = [key if tls is not None or key in self.own_pool or protocol != "http1" else ""
                  for protocol in protocols]
         serving_before = self._serving(service)

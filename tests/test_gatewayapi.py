@@ -226,6 +226,23 @@ def test_exact_and_regex_paths(gw, custom, backend_a, backend_b):
     assert get(gw, f"/{name}/vx").status == 404
 
 
+@pytest.mark.parametrize("where", ["headers", "queryParams"])
+def test_an_invalid_header_or_query_regex_is_not_accepted_and_breaks_nothing(gw, custom, backend_a, where):
+    """The translation checks every regex as the file's loader does (one validator): the
+    route is Accepted=False, never handed to the data plane, and other routes keep serving."""
+    name = unique("badre")
+    create(custom, httproute(name, [
+        {"matches": [{"path": {"type": "PathPrefix", "value": f"/{name}"},
+                      where: [{"type": "RegularExpression", "name": "x", "value": "(["}]}],
+         "backendRefs": [{"name": "svc-a", "port": 80}]}]))
+    accepted = parent_status(custom, name)["Accepted"]
+    assert (accepted["status"], accepted["reason"]) == ("False", "UnsupportedValue")
+    assert "invalid regular expression" in accepted["message"]
+    good = unique("good")
+    create(custom, httproute(good, [rule(f"/{good}")]))
+    served_by(gw, f"/{good}", backend_a)
+
+
 def test_header_query_and_method_matches(gw, custom, backend_a, backend_b):
     name = unique("hqm")
     create(custom, httproute(name, [

@@ -292,7 +292,7 @@ def _protocols_spoken(gw, svc: ServiceConfig) -> list[str]:
     if svc.protocol != "auto":
         return [svc.protocol]
     merged = gw.registry.merged.get(svc.key, ()) if gw.registry is not None else ()
-    return sorted({svc.protocol_of(spec.protocol) for spec in merged})
+    return sorted({spec.spoken_with(svc.protocol) for spec in merged})
 
 
 def port_conflict(gw, svc: ServiceConfig) -> dict | None:

@@ -8,11 +8,10 @@ standard channel); what is left out is listed in the README ("Gateway API suppor
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass, field, replace
 
 from gateway.config import (Certificate, GatewayListener, HeaderFilter, HeaderMatch, MirrorConfig, QueryMatch, Redirect,
-                            RetryPolicy, RouteConfig, RouteMatch, ServiceConfig, WeightedBackend)
+                            RetryPolicy, RouteConfig, RouteMatch, ServiceConfig, WeightedBackend, regex_problem)
 from gateway.sources.discovery import GATEWAY_GROUP, MCS_GROUP  # noqa: F401  (re-exported)
 from gateway.units import parse_duration
 
@@ -203,9 +202,7 @@ def _match(m: dict, hosts: tuple[str, ...]) -> RouteMatch | None:
     if kind == "Exact":
         kw["path_exact"] = value
     elif kind == "RegularExpression":
-        try:
-            re.compile(value)
-        except re.error:
+        if regex_problem(value):
             return None
         kw["path_regex"] = value
     else:
@@ -217,6 +214,8 @@ def _match(m: dict, hosts: tuple[str, ...]) -> RouteMatch | None:
         if name in seen:        # the spec: only the first of equivalent names counts
             continue
         seen.add(name)
+        if h.get("type") == "RegularExpression" and regex_problem(h.get("value", "")):
+            return None
         headers.append(HeaderMatch(name=name, regex=h["value"]) if h.get("type") == "RegularExpression"
                        else HeaderMatch(name=name, exact=h.get("value", "")))
     queries = []
@@ -225,6 +224,8 @@ def _match(m: dict, hosts: tuple[str, ...]) -> RouteMatch | None:
         if q["name"] in seen:
             continue
         seen.add(q["name"])
+        if q.get("type") == "RegularExpression" and regex_problem(q.get("value", "")):
+            return None
         queries.append(QueryMatch(name=q["name"], regex=q["value"]) if q.get("type") == "RegularExpression"
                        else QueryMatch(name=q["name"], exact=q.get("value", "")))
     return RouteMatch(**kw, hosts=hosts, methods=(m["method"],) if m.get("method") else (),

@@ -180,7 +180,7 @@ class HealthManager:
             # The service's current TLS settings and protocol: a reload may change them,
             # not the check.
             service = self.services.get(key[0], config)
-            http2 = service.protocol_of(ep.protocol) in ("h2c", "h2")
+            http2 = ep.spoken_with(service.protocol) in ("h2c", "h2")
             error = await probe(ep.ip, ep.port, check, self.probe_tls.get(service.endpoint_tls), http2)
             if state.record_probe(error is None, time.monotonic(), error):
                 log.warning("endpoint %s", "healthy" if error is None else "unhealthy",
