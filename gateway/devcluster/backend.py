@@ -17,8 +17,8 @@ Endpoints (any method unless noted)::
     /_backend/stats    request counters (not counted themselves); /_backend/reset zeroes them
     anything else      200 {"cluster", "pod", "address", "method", "path", "query", "headers"}
 
-With ``--namespace NS`` a backend answers instead as the Gateway API conformance suite's
-echo server, echo-basic (``gateway.devcluster.echo_basic``): a pod of that namespace.
+``python -m gateway.devcluster.echo_basic ... --namespace NS`` runs one that answers instead
+as the Gateway API conformance suite's echo server, echo-basic: a pod of that namespace.
 
 Body bytes of /bytes and /stream are deterministic: byte ``i`` is ``i % 256``.
 
@@ -670,12 +670,8 @@ class BackendProcess:
         self.stop()
 
 
-async def _serve(args: argparse.Namespace) -> None:
+async def _serve(args: argparse.Namespace, routes: "Routes | None") -> None:
     loop = asyncio.get_running_loop()
-    routes = None
-    if args.namespace is not None:
-        from . import echo_basic
-        routes = echo_basic.routes(args.namespace, args.pod, args.log)
     backend = await start_backend(args.host, args.port, args.cluster, args.pod, routes)
     done = _process.stop_requested(loop, args.parent_pid)
     _process.announce(f"{backend.url} cluster={backend.cluster} pod={backend.pod} pid={os.getpid()}")
@@ -683,19 +679,22 @@ async def _serve(args: argparse.Namespace) -> None:
     backend.close()
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, *, description: str = __doc__.split("\n", 1)[0],
+         more_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+         routes: Callable[[argparse.Namespace], "Routes"] | None = None) -> None:
+    """A backend process; a mode (echo_basic) adds its options and its route table."""
     import uvloop
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--cluster", required=True)
     parser.add_argument("--pod", required=True)
-    parser.add_argument("--namespace", help="answer as the Gateway API conformance suite's echo-basic, "
-                                             "a pod of this namespace")
-    parser.add_argument("--log", help="with --namespace: append echo-basic's log lines to this file")
     parser.add_argument("--parent-pid", type=int, help="exit when this process is gone")
-    uvloop.run(_serve(parser.parse_args(argv)))
+    if more_arguments is not None:
+        more_arguments(parser)
+    args = parser.parse_args(argv)
+    uvloop.run(_serve(args, routes(args) if routes is not None else None))
 
 
 if __name__ == "__main__":
