@@ -56,7 +56,7 @@ class EndpointTable:
 
     def __init__(self, endpoints: Iterable[EndpointLike] = (),
                  edf_threshold: int = ..., policy: str = "round_robin",
-                 decay: float = 10.0) -> None:
+                 decay: float = 1.0) -> None:
         """Raises ValueError if ``edf_threshold`` < 0."""
     def __len__(self) -> int: ...
     @property
