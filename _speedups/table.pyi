@@ -21,6 +21,8 @@ FLAG_EJECTED: int
 """Ejected by passive outlier detection."""
 FLAG_DRAINING: int
 """Not ready or terminating."""
+FLAG_CLUSTER_DRAINED: int
+"""Its cluster is drained for the service (too few healthy endpoints there)."""
 
 class EndpointLike(Protocol):
     @property

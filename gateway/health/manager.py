@@ -23,11 +23,13 @@ from collections import deque
 from typing import Callable
 
 from gateway.config import ServiceConfig, SuccessRate
+from gateway.health import domains
 from gateway.health.probe import ProbeTlsContexts, probe
 from gateway.health.state import EndpointHealth, Level, plan_levels
 from gateway.health.success_rate import outliers
 from gateway.registry import Changes
 from gateway.snapshot import Delta, Endpoints, EndpointSpec, Loads, Snapshot
+from _speedups.table import FLAG_CLUSTER_DRAINED
 
 log = logging.getLogger("gateway.health")
 
@@ -77,6 +79,11 @@ class HealthManager:
         self.ramping: dict[str, dict[EndpointKey, float]] = {}     # service -> endpoint -> factor
         self._ramp_timer: asyncio.TimerHandle | None = None
         self.probe_tls = ProbeTlsContexts()     # services with tls: are probed over TLS
+        # The cluster as a health domain (domains.py): per service, each cluster's state,
+        # the clusters drained automatically, and since when a cluster is back (slow start).
+        self.domains: dict[str, dict[str, dict]] = {}
+        self.drained: dict[str, set[str]] = {}
+        self.undrained_at: dict[str, dict[str, float]] = {}
 
     def start(self) -> None:
         self._timer = asyncio.get_running_loop().call_later(EXPIRY_TICK, self._tick)
@@ -280,6 +287,9 @@ class HealthManager:
                 self.levels.pop(key, None)
                 self.loads.pop(key, None)
                 self.ramping.pop(key, None)
+                self.domains.pop(key, None)
+                self.drained.pop(key, None)
+                self.undrained_at.pop(key, None)
                 delta_services[key] = None
             else:
                 self.current[key] = delta_services[key] = self._effective(key, self.source[key])
@@ -313,6 +323,10 @@ class HealthManager:
         states = self.states
         found = [states.get((service_key, ep.key)) for ep in endpoints]
         raw = [state.flags if state is not None else 0 for state in found]
+        clusters = [ep.cluster for ep in endpoints]
+        drain = self._domains(service_key, clusters, raw, config)
+        if drain:
+            raw = [f | FLAG_CLUSTER_DRAINED if c in drain else f for c, f in zip(clusters, raw)]
         ramps = self._ramps(service_key, endpoints, found, config)
         priorities = [config.priority_of(ep.cluster) for ep in endpoints]
         flags, levels = plan_levels(priorities, [ep.cluster for ep in endpoints], raw,
@@ -333,6 +347,35 @@ class HealthManager:
                      else EndpointSpec(ep.cluster, ep.ip, ep.port, w, f, p, ep.protocol)
                      for ep, f, p, w in zip(endpoints, flags, priorities, weights))
 
+    # -- the cluster as a health domain ---------------------------------------------
+
+    def _domains(self, service_key: str, clusters: list[str], raw: list[int],
+                 config: ServiceConfig) -> set[str]:
+        """Each cluster's state for the service and which clusters to drain; logs the changes."""
+        drain, states = domains.plan_drain(clusters, raw)
+        before = self.drained.get(service_key, set())
+        now = time.monotonic()
+        for name in drain - before:
+            log.warning("cluster drained for a service: too few healthy endpoints", extra={"fields": {
+                "event": "cluster_drained", "service": service_key, "cluster": name,
+                "healthy": states[name]["healthy"], "endpoints": states[name]["endpoints"]}})
+        back = self.undrained_at.setdefault(service_key, {})
+        for name in before - drain:
+            log.warning("cluster back for a service", extra={"fields": {
+                "event": "cluster_undrained", "service": service_key, "cluster": name,
+                "healthy": states.get(name, {}).get("healthy"),
+                "slow_start": config.slow_start is not None}})
+            if config.slow_start is not None:
+                back[name] = now
+        for name in drain:
+            back.pop(name, None)
+        if drain:
+            self.drained[service_key] = drain
+        else:
+            self.drained.pop(service_key, None)
+        self.domains[service_key] = states
+        return drain
+
     # -- slow start -------------------------------------------------------------
 
     def _ramps(self, service_key: str, endpoints: Endpoints, states: list[EndpointHealth | None],
@@ -346,8 +389,15 @@ class HealthManager:
         # that the share follows the ramp on average instead of lagging half a step behind.
         at = time.monotonic() + _ramp_step(config.slow_start.window) / 2
         shares, ramping = [], {}
+        back = self.undrained_at.get(service_key) or {}
+        for name in [name for name, since in back.items() if at - since >= config.slow_start.window]:
+            del back[name]
         for ep, state in zip(endpoints, states):
             factor = state.ramp(at, config.slow_start) if state is not None else None
+            if ep.cluster in back:      # its cluster is back from a drain: it ramps too
+                cluster_factor = config.slow_start.factor(at - back[ep.cluster])
+                if cluster_factor is not None:
+                    factor = cluster_factor if factor is None else min(factor, cluster_factor)
             shares.append(1.0 if factor is None else factor)
             if factor is not None:
                 ramping[ep.key] = factor
