@@ -40,13 +40,13 @@ class Blackhole:
     def __init__(self, tag: str) -> None:
         n = os.getpid() % 200 + 20
         self.ns = f"gw-{tag}-{os.getpid()}"[:40]
-        self.veth = f"gwv{os.getpid() % 100000}{tag[:3]}"[:15]
+        self.veth = f"gw{os.getpid() % 100000}{tag[:3]}h"         # <= 11 characters
         self.peer = f"10.{n}.{len(tag) * 7 % 250}.1"
         self.address = f"10.{n}.{len(tag) * 7 % 250}.2"
         self.dropping = False
 
     def create(self) -> "Blackhole":
-        inner = self.veth[:-1] + "n"
+        inner = self.veth[:-1] + "n"                               # its peer, in the namespace
         _run("ip", "netns", "add", self.ns)
         try:
             _run("ip", "link", "add", self.veth, "type", "veth", "peer", "name", inner)
