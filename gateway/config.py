@@ -213,6 +213,9 @@ class SourceConfig:
     type: str                           # "static" | "kubernetes"
     weight: int = DEFAULT_SOURCE_WEIGHT
     priority: int = 0                   # 0 = most preferred; higher levels take spill-over
+    # Drained by the operator (`gateway source drain`): its endpoints get no new requests.
+    # Not compared: draining keeps the source (its watch) as it is; the health manager acts.
+    drained: bool = field(default=False, compare=False)
     # static
     services: tuple[StaticService, ...] = ()
     # kubernetes
@@ -888,7 +891,7 @@ def _address(value: Any, path: str, errs: _Errors) -> Address | None:
 _TOP_KEYS = ("listen", "tls", "workers", "admin", "access_log", "timeouts", "limits", "http",
              "sources", "services", "routes", "route_order", "gateway_api", "multicluster")
 _KUBERNETES_KEYS = ("kubeconfig", "context", "in_cluster", "namespaces")
-_SOURCE_KEYS = ("name", "type", "weight", "priority", "services", *_KUBERNETES_KEYS)
+_SOURCE_KEYS = ("name", "type", "weight", "priority", "drained", "services", *_KUBERNETES_KEYS)
 _ROUTE_KEYS = ("name", "match", "service", "backends", "rewrite", "timeout", "retries",
                "request_headers", "response_headers", "redirect", "mirrors")
 
@@ -1110,7 +1113,8 @@ def _source(value: Any, path: str, errs: _Errors) -> SourceConfig | None:
             _err(errs, _at(path, "type"), f'must be "static" or "kubernetes", got {_show(kind)}')
         # Still returned, so that references to its name do not add "unknown source" errors.
         source = SourceConfig(name, kind, weight)
-    return replace(source, priority=priority or 0)
+    drained = _opt(d, "drained", _bool, path, errs, False)
+    return replace(source, priority=priority or 0, drained=bool(drained))
 
 
 def _static_services(d: dict, path: str, errs: _Errors) -> tuple[StaticService, ...]:
