@@ -1224,7 +1224,7 @@ def _check_context(kubeconfig: str, context: str, path: str, errs: _Errors) -> N
 
 def _service(value: Any, path: str, errs: _Errors, sources: dict[str, int]) -> ServiceConfig | None:
     d = _keys(value, path, errs, ("name", "namespace", "port", "sources", "health_check",
-                                  "outlier_detection", "panic_threshold", "tls", "prefer",
+                                  "outlier_detection", "panic_threshold", "tls", "prefer", "failover",
                                   "priorities", "overprovisioning_factor", "circuit_breakers", "lb",
                                   "slow_start", "protocol", "http2_connections"),
               required=("name", "port"))
@@ -1337,11 +1337,24 @@ def _service_priorities(d: dict, path: str, errs: _Errors,
 
     ``prefer: [a, b]`` puts a at level 0, b at 1 and every other source after them (in
     its sources[].priority order), so each gateway replica can prefer its own zone's
-    cluster; ``priorities: {a: 0, b: 1}`` sets levels by name, the rest keep theirs.
+    cluster; ``priorities: {a: 0, b: 1}`` sets levels by name, the rest keep theirs;
+    ``failover: [b, c]``: the sources not listed keep their levels, then b on the next level,
+    c on the one after it -- ordered failover over any number of clusters.
     """
     levels = dict(sources)
-    if "prefer" in d and "priorities" in d:
+    if "failover" in d and ("prefer" in d or "priorities" in d):
+        _err(errs, _at(path, "failover"), "use one of prefer, priorities or failover")
+    elif "prefer" in d and "priorities" in d:
         _err(errs, _at(path, "prefer"), "use prefer or priorities, not both")
+    elif "failover" in d:
+        failover = _opt(d, "failover", _str_list, path, errs, [])
+        for p, name in failover:
+            if name not in sources:
+                _err(errs, p, f'unknown source "{name}"')
+        _unique(failover, "source", errs)
+        listed = [name for _, name in failover]
+        base = 1 + max((level for name, level in sources.items() if name not in listed), default=-1)
+        levels.update({name: base + i for i, name in enumerate(listed)})
     elif "prefer" in d:
         prefer = _opt(d, "prefer", _str_list, path, errs, [])
         for p, name in prefer:
