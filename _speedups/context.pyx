@@ -55,6 +55,7 @@ cdef class Context:
         self.port = Port()
         self.connect_timeout = connect_timeout
         self.response_timeout = response_timeout
+        self.upstream_unresponsive = 3.0
         self.idle_timeout = idle_timeout
         self.header_timeout = header_timeout
         self.max_head_size = max_head_size

@@ -18,6 +18,7 @@ from dataclasses import replace
 from gateway.config import AccessLogConfig, Config, ConfigError, load_config
 from gateway.dataplane import DataPlane, ProxyContext
 from gateway.health import HealthManager
+from gateway.health.manager import DEFAULT_DRAIN_OVER
 from gateway.mcs import ExportStatus
 from gateway.registry import Registry
 from gateway.snapshot import Delta
@@ -110,6 +111,7 @@ class Gateway:
         self.health = HealthManager(cfg.services, self._publish, self._suspect,
                                     lambda key, endpoints: self.refresh_stats().outcomes(key, endpoints))
         self.health.start()
+        self.health.sync_drains(cfg.sources, 0.0)       # sources[].drained: drained from the start
         exported = cfg.multicluster.merge == "exported"
         self.registry = Registry(cfg.services, [build_source(s, exported) for s in cfg.sources],
                                  self.health.update, self.export_status.merged if exported else None)
@@ -282,6 +284,8 @@ class Gateway:
             self.worker.apply_config(config)
         if config.services != old.services:
             self.health.replace_services(config.services)
+        # sources[].drained is not part of a source's identity (its watch stays): follow it here.
+        self.health.sync_drains(config.sources, DEFAULT_DRAIN_OVER)
         if (config.sources, config.multicluster) != (old.sources, old.multicluster):
             asyncio.ensure_future(self._replace_sources(config))
         else:

@@ -140,6 +140,7 @@ class Worker:
         ctx, t, lim = self.ctx, cfg.timeouts, cfg.limits
         ctx.connect_timeout = t.connect
         ctx.response_timeout = t.response_header
+        ctx.upstream_unresponsive = t.upstream_unresponsive
         ctx.idle_timeout = t.downstream_idle
         ctx.header_timeout = t.downstream_header
         ctx.body_idle_timeout = t.body_idle

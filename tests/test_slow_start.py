@@ -181,7 +181,10 @@ def _gateway(tmp_path, pods, priority_b: int) -> tuple[GatewayProcess, AdminClie
         "limits": {"max_requests_per_connection": 1_000_000},
         "sources": [{"name": f"cluster-{c}", "type": "static", "priority": 0 if c == "a" else priority_b,
                      "services": [{"name": "web", "endpoints": eps}]} for c, eps in by_cluster.items()],
+        # round_robin: the shares asserted are the weights' (smooth WRR follows them exactly;
+        # least_request, the default, adds the in-flight counts to the choice).
         "services": [{"name": "web", "port": 8000, "slow_start": {"window": f"{WINDOW}s"},
+                      "lb": {"policy": "round_robin"},
                       "health_check": {"path": "/healthz", "interval": "100ms", "timeout": "80ms",
                                        "jitter": "10ms", "unhealthy_threshold": 1,
                                        "healthy_threshold": 1}}],

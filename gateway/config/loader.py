@@ -43,7 +43,7 @@ The file (durations: "250ms", "2s", "1m30s", "1h" or seconds; sizes: "64KiB", "1
         # backends: [{service: httpbin, weight: 90}, {service: canary, weight: 10}]
         rewrite: {prefix: /}            # replaces the matched path prefix
         timeout: 15s                    # whole request; default none
-        retries: {attempts: 2, on_5xx: false, on_timeout: false, per_try_timeout: 2s}
+        retries: {attempts: 2, on_5xx: true, on_timeout: false, per_try_timeout: 2s}
         # ... idempotent: true: sent requests of any method retried (gRPC: also on
         #     UNAVAILABLE and CANCELLED answered before any message)
 
@@ -194,7 +194,7 @@ def _address(value: Any, path: str, errs: _Errors) -> Address | None:
 _TOP_KEYS = ("listen", "tls", "workers", "admin", "access_log", "timeouts", "limits", "http",
              "sources", "services", "routes", "route_order", "gateway_api", "multicluster")
 _KUBERNETES_KEYS = ("kubeconfig", "context", "in_cluster", "namespaces")
-_SOURCE_KEYS = ("name", "type", "weight", "priority", "services", *_KUBERNETES_KEYS)
+_SOURCE_KEYS = ("name", "type", "weight", "priority", "drained", "services", *_KUBERNETES_KEYS)
 _ROUTE_KEYS = ("name", "match", "service", "backends", "rewrite", "timeout", "retries",
                "request_headers", "response_headers", "redirect", "mirrors")
 
@@ -386,7 +386,8 @@ def _source(value: Any, path: str, errs: _Errors) -> SourceConfig | None:
             _err(errs, _at(path, "type"), f'must be "static" or "kubernetes", got {_show(kind)}')
         # Still returned, so that references to its name do not add "unknown source" errors.
         source = SourceConfig(name, kind, weight)
-    return replace(source, priority=priority or 0)
+    drained = _opt(d, "drained", _bool, path, errs, False)
+    return replace(source, priority=priority or 0, drained=bool(drained))
 
 
 def _static_services(d: dict, path: str, errs: _Errors) -> tuple[StaticService, ...]:
@@ -496,7 +497,7 @@ def _check_context(kubeconfig: str, context: str, path: str, errs: _Errors) -> N
 
 def _service(value: Any, path: str, errs: _Errors, sources: dict[str, int]) -> ServiceConfig | None:
     d = _keys(value, path, errs, ("name", "namespace", "port", "sources", "health_check",
-                                  "outlier_detection", "panic_threshold", "tls", "prefer",
+                                  "outlier_detection", "panic_threshold", "tls", "prefer", "failover",
                                   "priorities", "overprovisioning_factor", "circuit_breakers", "lb",
                                   "slow_start", "protocol", "http2_connections"),
               required=("name", "port"))
@@ -597,11 +598,24 @@ def _service_priorities(d: dict, path: str, errs: _Errors,
 
     ``prefer: [a, b]`` puts a at level 0, b at 1 and every other source after them (in
     its sources[].priority order), so each gateway replica can prefer its own zone's
-    cluster; ``priorities: {a: 0, b: 1}`` sets levels by name, the rest keep theirs.
+    cluster; ``priorities: {a: 0, b: 1}`` sets levels by name, the rest keep theirs;
+    ``failover: [b, c]``: the sources not listed keep their levels, then b on the next level,
+    c on the one after it -- ordered failover over any number of clusters.
     """
     levels = dict(sources)
-    if "prefer" in d and "priorities" in d:
+    if "failover" in d and ("prefer" in d or "priorities" in d):
+        _err(errs, _at(path, "failover"), "use one of prefer, priorities or failover")
+    elif "prefer" in d and "priorities" in d:
         _err(errs, _at(path, "prefer"), "use prefer or priorities, not both")
+    elif "failover" in d:
+        failover = _opt(d, "failover", _str_list, path, errs, [])
+        for p, name in failover:
+            if name not in sources:
+                _err(errs, p, f'unknown source "{name}"')
+        _unique(failover, "source", errs)
+        listed = [name for _, name in failover]
+        base = 1 + max((level for name, level in sources.items() if name not in listed), default=-1)
+        levels.update({name: base + i for i, name in enumerate(listed)})
     elif "prefer" in d:
         prefer = _opt(d, "prefer", _str_list, path, errs, [])
         for p, name in prefer:

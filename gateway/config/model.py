@@ -58,6 +58,11 @@ class Timeouts:
     upstream_idle: float = setting(60.0, _duration)     # pooled upstream connection unused
     body_idle: float = setting(30.0, _duration)         # request body: longest pause between two reads
     drain: float = setting(20.0, _duration)             # graceful shutdown deadline
+    # An upstream connection whose peer stops acknowledging (a vanished zone, a blackhole) is
+    # closed after about this long, even while a request waits on it: keepalive probes every
+    # second once it is idle 1 s, and TCP_USER_TIMEOUT for unacknowledged data.  A slow but
+    # live endpoint acknowledges (its kernel does), so slow answers are never cut by it.
+    upstream_unresponsive: float = setting(3.0, _duration)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +172,9 @@ class SourceConfig:
     type: str                           # "static" | "kubernetes"
     weight: int = DEFAULT_SOURCE_WEIGHT
     priority: int = 0                   # 0 = most preferred; higher levels take spill-over
+    # Drained by the operator (`gateway source drain`): its endpoints get no new requests.
+    # Not compared: draining keeps the source (its watch) as it is; the health manager acts.
+    drained: bool = field(default=False, compare=False)
     # static
     services: tuple[StaticService, ...] = ()
     # kubernetes
@@ -212,7 +220,10 @@ class OutlierConfig:
     """Passive detection from the request path: eject after consecutive failures."""
 
     consecutive_failures: int = 3       # connect failures, resets, timeouts, bad responses
-    consecutive_5xx: int = 0            # answers with a status in ``statuses``; 0: not counted
+    # Answers with a status in ``statuses`` in a row; 0: not counted.  On by default (Envoy's
+    # 5): a zone answering 503 leaves by itself.  There is no ejection cap (Envoy's 10% would
+    # keep a dead zone of two in); panic_threshold and the cluster-aware panic bound it.
+    consecutive_5xx: int = 5
     # What counts as a "5xx" for consecutive_5xx: the gateway-ish ones by default; a 500 is
     # most often the application's own error, so counting it is a choice (add 500).
     statuses: tuple[int, ...] = (502, 503, 504)
@@ -234,11 +245,17 @@ class HashCookie:
 class LbConfig:
     """How a service picks among its endpoints (compiled, in _speedups/table.pyx)."""
 
-    policy: str = "round_robin"         # | least_request | random | ring_hash | peak_ewma
+    # Default least_request, by measurement (bench/lb_slow_zone.py, README "Load balancing"):
+    # a zone 300 ms slower keeps ~0.2% of the traffic and gets its share back at once when
+    # fast again; round_robin keeps 50% on it.  Istio's default too.
+    policy: str = "least_request"       # | round_robin | random | ring_hash | peak_ewma
     header: str | None = None           # ring_hash: key from this request header ...
     source_ip: bool = False             # ... or from the client address ...
     cookie: HashCookie | None = None    # ... or from a cookie (set by the gateway when missing)
-    decay: float = 10.0                 # peak_ewma: seconds for a faster latency to count fully
+    # peak_ewma: the estimate's time constant (s).  1 s, not Finagle's 10 s: with the estimate
+    # decaying toward 0 without news, a zone that was 300 ms slow is back in 2 s at 1 s, in
+    # ~35 s at 10 s, and gets ~0.02% of requests while slow either way (bench/lb_slow_zone.py).
+    decay: float = 1.0
 
 
 PROTOCOLS = ("auto", "http1", "h2c", "h2")
@@ -351,7 +368,9 @@ class WeightedBackend:
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     attempts: int = 2                   # total tries, the first one included
-    on_5xx: bool = False                # retry idempotent requests answered 502/503/504
+    # Idempotent requests answered 502/503/504 are retried (another cluster first, within the
+    # retry budget) by default: a zone answering 503 to 30% then costs ~0 failed requests.
+    on_5xx: bool = True
     on_timeout: bool = False            # retry idempotent requests whose try timed out
     per_try_timeout: float | None = None
     statuses: tuple[int, ...] = ()      # more answers to retry idempotent requests on (400-599)

@@ -33,13 +33,15 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def spawn(module: str, args: list[str], timeout: float = 15.0) -> tuple[subprocess.Popen, str]:
+def spawn(module: str, args: list[str], timeout: float = 15.0,
+          prefix: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
     """Start ``python -m module *args`` and return it with its ready line (prefix stripped).
+    ``prefix``: a command that execs it, such as ``ip netns exec NS`` (the pid stays the child's).
 
     The child gets ``--parent-pid`` so it exits by itself if we die without stopping it
     (a killed pytest must not leave servers holding ports).
     """
-    argv = [sys.executable, "-m", module, *args, "--parent-pid", str(os.getpid())]
+    argv = [*prefix, sys.executable, "-m", module, *args, "--parent-pid", str(os.getpid())]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
                             env=child_env(), bufsize=0)
     try:
@@ -57,17 +59,17 @@ def _read_ready_line(proc: subprocess.Popen, timeout: float) -> str:
     while b"\n" not in data:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise ChildFailed(f"{proc.args[2]} (pid {proc.pid}) not ready after {timeout}s")
+            raise ChildFailed(f"{proc.args[proc.args.index('-m') + 1]} (pid {proc.pid}) not ready after {timeout}s")
         readable, _, _ = select.select([fd], [], [], remaining)
         if readable:
             chunk = os.read(fd, 4096)
             if not chunk:
                 code = proc.wait(timeout=5)
-                raise ChildFailed(f"{proc.args[2]} (pid {proc.pid}) exited with {code} before ready")
+                raise ChildFailed(f"{proc.args[proc.args.index('-m') + 1]} (pid {proc.pid}) exited with {code} before ready")
             data += chunk
     line = data.split(b"\n", 1)[0].decode()
     if not line.startswith(READY_PREFIX):
-        raise ChildFailed(f"{proc.args[2]}: unexpected first line {line!r}")
+        raise ChildFailed(f"{proc.args[proc.args.index('-m') + 1]}: unexpected first line {line!r}")
     return line[len(READY_PREFIX):]
 
 
