@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -33,7 +32,8 @@ for path in (REPO, REPO / "tests"):
 
 from kubernetes import client, config  # noqa: E402
 
-from gatewaytest import Client, GatewayProcess, descendants, rss_bytes, start_backend, wait_listening  # noqa: E402
+from support import (CLK_TCK, Client, GatewayProcess, cpu_ticks, process_tree, rss_bytes,  # noqa: E402
+                     start_backend, wait_listening)
 from gateway.devcluster.apiserver import ApiServerProcess  # noqa: E402
 
 GW = "gateway.networking.k8s.io"
@@ -42,13 +42,9 @@ ADDRESS = "127.0.30.1"
 PORT = 8000
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def gateway_cpu(pid: int) -> float:
-    return sum(cpu_seconds(p) for p in [pid, *descendants(pid)] if Path(f"/proc/{p}").exists())
+    """CPU seconds used so far by the gateway and its workers."""
+    return sum(cpu_ticks(process_tree(pid)).values()) / CLK_TCK
 
 
 def status_writes(server) -> int:
