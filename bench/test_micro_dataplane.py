@@ -44,7 +44,7 @@ def dataplane():
         "routes": [{"name": "all", "service": "default/big"}],
     })
     loop = asyncio.new_event_loop()
-    dp = DataPlane(ProxyContext(loop))
+    dp = DataPlane(ProxyContext(loop, config.limits, config.timeouts))
     dp.apply_config(config)
     yield dp
     dp.close_all_upstreams()

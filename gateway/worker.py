@@ -122,7 +122,7 @@ class Worker:
                 open(cfg.access_log.path, "ab").close()
             self.access_log = AccessLog(loop, cfg.access_log.path, cfg.access_log.buffer_bytes,
                                         cfg.access_log.flush_interval)
-        self.ctx = ProxyContext(loop, access_log=self.access_log)
+        self.ctx = ProxyContext(loop, cfg.limits, cfg.timeouts, access_log=self.access_log)
         self._apply_settings(cfg)
         self.dataplane = DataPlane(self.ctx)
         self.dataplane.apply_config(cfg)
@@ -137,23 +137,8 @@ class Worker:
         self._maintenance = asyncio.get_running_loop().call_later(MAINTENANCE_INTERVAL, self._maintain)
 
     def _apply_settings(self, cfg: Config) -> None:
-        ctx, t, lim = self.ctx, cfg.timeouts, cfg.limits
-        ctx.connect_timeout = t.connect
-        ctx.response_timeout = t.response_header
-        ctx.upstream_unresponsive = t.upstream_unresponsive
-        ctx.idle_timeout = t.downstream_idle
-        ctx.header_timeout = t.downstream_header
-        ctx.body_idle_timeout = t.body_idle
-        ctx.max_head_size = lim.max_request_head
-        ctx.max_headers = lim.max_headers
-        ctx.max_uri = lim.max_uri
-        ctx.max_body = lim.max_body
-        ctx.max_response_head = lim.max_response_head
-        ctx.max_connections = lim.max_connections
-        ctx.max_requests_per_connection = lim.max_requests_per_connection
-        ctx.max_concurrent_streams = lim.max_concurrent_streams
-        ctx.retry_budget_ratio = lim.retry_budget_share
-        ctx.retry_budget_min = lim.retry_budget_min
+        ctx = self.ctx
+        ctx.configure(cfg.limits, cfg.timeouts)
         path = cfg.http.path
         ctx.path_policy = PathPolicy(path.normalize, path.merge_slashes, path.escaped_slashes,
                                      path.forward == "original")
