@@ -30,10 +30,12 @@ def gw(backend_a, backend_b, tmp_path_factory):
             static_source("zone-b", {"equal": [b], "weighted": [{"address": b, "weight": 3}]}),
             static_source("zone-c", {"bysource": [b]}, weight=300),
         ],
+        # round_robin: the splits asserted are smooth WRR's exact ones (least_request, the
+        # default, also weighs what is in flight).
         "services": [
-            {"name": "equal", "port": 80, "sources": ["zone-a", "zone-b"]},
-            {"name": "weighted", "port": 80, "sources": ["zone-a", "zone-b"]},
-            {"name": "bysource", "port": 80, "sources": ["zone-a", "zone-c"]},
+            {"name": "equal", "port": 80, "sources": ["zone-a", "zone-b"], "lb": {"policy": "round_robin"}},
+            {"name": "weighted", "port": 80, "sources": ["zone-a", "zone-b"], "lb": {"policy": "round_robin"}},
+            {"name": "bysource", "port": 80, "sources": ["zone-a", "zone-c"], "lb": {"policy": "round_robin"}},
         ],
         "routes": [
             {"name": "equal", "match": {"path": {"prefix": "/equal"}}, "service": "equal"},
