@@ -83,6 +83,8 @@ cdef class Context:
         self.retry_budget_ratio = 0.2
         self.retry_budget_min = 3
         self.ticker = None
+        self.tracer = None
+        self.backend_stats = {}
         cdef int i
         for i in range(<int>N_STATS):
             self.counters[i] = 0

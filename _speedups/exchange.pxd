@@ -2,6 +2,7 @@ from _speedups.context cimport Connection, Context, Port
 from _speedups.filters cimport RouteFilters
 from _speedups.http cimport RequestHead, ResponseHead
 from _speedups.service cimport Route, Service
+from _speedups.stats cimport BackendStats
 from _speedups.table cimport EndpointTable
 from _speedups.upstream cimport Upstream, UpstreamConnection, UpstreamOwner
 
@@ -102,6 +103,17 @@ cdef class Exchange(UpstreamOwner):
     cdef double t_response
     cdef long long bytes_sent
     cdef long long bytes_received
+    # Tracing (ctx.tracer set; trace_id is None when off)
+    cdef bytes trace_id                     # 32 hex digits
+    cdef bytes parent_span                  # the client's span (traceparent, B3), or None
+    cdef bytes server_span                  # this request's span
+    cdef bytes trace_state
+    cdef bint trace_sampled
+    cdef bytes attempt_span                 # the attempt in progress (sent as the parent), or None
+    cdef double t_attempt
+    cdef list trace_attempts                # ended attempts to export, or None
+    cdef BackendStats failed_stats          # where the cause of a coming retry is counted
+    cdef int retry_cause
 
     # driven by the downstream
     cdef void start(self, RequestHead head, bint has_body, long long head_size)
@@ -148,6 +160,13 @@ cdef class Exchange(UpstreamOwner):
     cdef void release_endpoint(self)
     cdef void respond_error(self, int status, str message, bytes location=*, bytes extra_header=*)
     cdef void log_request(self, double duration)
+    # observability
+    cdef void trace_begin(self, RequestHead head)
+    cdef void trace_attempt(self, str kind, int status, bint keep)
+    cdef void trace_end(self, double duration)
+    cdef BackendStats backend(self, Upstream upstream)
+    cdef void record_backend(self, double duration)
+    cdef void attempt_failed(self, int cause, str kind, int status)
 
 
 cdef class RetryPolicy:

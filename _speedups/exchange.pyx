@@ -29,10 +29,12 @@ from _speedups.http cimport (
 from _speedups.router cimport Router
 from _speedups.path cimport NORM_OK, NORM_REDIRECT, PATH_FORWARD_ORIGINAL, outcome_reason
 from _speedups.stats cimport (
-    N_STATS, ST_CONNECT_FAILURES, ST_INTERNAL_ERRORS, ST_OVERFLOW_CONNECTIONS,
+    CAUSE_BAD_RESPONSE, CAUSE_CONNECT_FAILED, CAUSE_CONNECT_TIMEOUT, CAUSE_EJECTED, CAUSE_RESET,
+    CAUSE_STATUS, CAUSE_TIMEOUT, BackendStats, N_STATS, ST_CONNECT_FAILURES, ST_INTERNAL_ERRORS, ST_OVERFLOW_CONNECTIONS,
     ST_OVERFLOW_PENDING, ST_OVERFLOW_REQUESTS, ST_OVERFLOW_RETRIES, ST_REDISPATCHED,
     ST_REQUESTS, ST_RETRIES, ST_UPSTREAM_CONNECTS, status_class_stat)
 from _speedups.table cimport hash_bytes
+from _speedups.tracing cimport Tracer, pad_trace_id, parse_b3_single, parse_traceparent
 
 cdef object _log = logging.getLogger("gateway.proxy")
 
@@ -118,6 +120,10 @@ cdef class Exchange(UpstreamOwner):
             self.client_ip = ctx.trusted_proxies.client(self.downstream.client_bytes, head.forwarded_for)
         self.t_start = monotonic()
         self.request_id = head.request_id if head.request_id is not None else ctx.next_request_id()
+        self.failed_stats = None
+        self.trace_id = None
+        if ctx.tracer is not None:              # tracing off: this check is all it costs
+            self.trace_begin(head)
         self.status = 0
         self.error = None
         self.attempts = 0
@@ -267,6 +273,7 @@ cdef class Exchange(UpstreamOwner):
         if not _retry.allowed(self, True):
             return 0
         self.error = f"upstream {upstream.host} was ejected while the request waited for its answer"
+        self.attempt_failed(CAUSE_EJECTED, "ejected", 0)
         self.drop_upstream()
         self.connect_id += 1
         self.response_deadline = 0
@@ -427,6 +434,12 @@ cdef class Exchange(UpstreamOwner):
         self.upstream = upstream
         if self.attempts > 1:
             self.ctx.counters[ST_RETRIES] += 1
+            if self.failed_stats is not None:
+                self.failed_stats.retries[self.retry_cause] += 1
+                self.failed_stats = None
+        if self.trace_id is not None:
+            self.attempt_span = self.ctx.tracer.span_id()
+            self.t_attempt = monotonic()
         table.acquire(index)
         self.table_generation = table.generation
         upstream.requests += 1
@@ -560,9 +573,16 @@ cdef class Exchange(UpstreamOwner):
         host = head.host if head.host is not None else self.upstream.host_bytes
         if route.filters is not None and route.filters.rewrite_host is not None:
             host = route.filters.rewrite_host     # URLRewrite; X-Forwarded-Host keeps the client's
+        cdef bytes trace_fields = None
+        if self.trace_id is not None:
+            trace_fields = b"".join((b"traceparent: 00-", self.trace_id, b"-", self.attempt_span,
+                                     b"-01\r\n" if self.trace_sampled else b"-00\r\n"))
+            if self.trace_state is not None:
+                trace_fields += b"tracestate: " + self.trace_state + b"\r\n"
         conn.write(build_request_head(
             head, self.upstream_target, host, self.downstream.client_bytes, self.request_id,
-            self.ctx.via, head.upgrade is not None, self.downstream.proto, self.client_ip))
+            self.ctx.via, head.upgrade is not None, self.downstream.proto, self.client_ip,
+            trace_fields))
         # A retry after an attempt that wrote to its upstream resends the whole body so
         # far (kept in ``replay``); otherwise ``pending`` holds all not yet written.
         body = self.replay if self.written_upstream else self.pending
@@ -618,11 +638,13 @@ cdef class Exchange(UpstreamOwner):
             self.report_failure(KIND_5XX)
         if head.status >= 400 and route.retry_statuses is not None and head.status in route.retry_statuses:
             if _retry.allowed(self, True):
+                self.attempt_failed(CAUSE_STATUS, "status", head.status)
                 self.retry_elsewhere(f"upstream {self.upstream.host} answered {head.status}")
                 return False
         if route.idempotent and head.status == 200:
             refusal = _grpc_refusal(head)
             if refusal is not None and _retry.allowed(self, True):
+                self.attempt_failed(CAUSE_STATUS, "status", head.status)
                 self.retry_elsewhere(f"upstream {self.upstream.host} answered gRPC {refusal}")
                 return False
         self.resp_head = head
@@ -780,6 +802,9 @@ cdef class Exchange(UpstreamOwner):
             return
         if kind is KIND_CONNECT or kind is KIND_CONNECT_TIMEOUT:
             self.ctx.counters[ST_CONNECT_FAILURES] += 1
+        self.attempt_failed(CAUSE_CONNECT_FAILED if kind is KIND_CONNECT else
+                            CAUSE_CONNECT_TIMEOUT if kind is KIND_CONNECT_TIMEOUT else CAUSE_RESET,
+                            kind, 0)
         upstream.failures += 1
         self.report_failure(kind)
         self.drop_upstream()
@@ -794,6 +819,7 @@ cdef class Exchange(UpstreamOwner):
         reason = f"upstream {self.upstream.host if self.upstream is not None else '-'} {what}"
         self.error = reason
         self.report_failure(KIND_TIMEOUT)
+        self.attempt_failed(CAUSE_TIMEOUT, KIND_TIMEOUT, 0)
         self.drop_upstream()
         self.connect_id += 1                # a connect in progress no longer concerns us
         if per_try and self.route.retry_timeout and _retry.allowed(self, True):
@@ -837,6 +863,7 @@ cdef class Exchange(UpstreamOwner):
 
     cdef void bad_response(self, str reason):
         self.report_failure(KIND_BAD_RESPONSE)
+        self.attempt_failed(CAUSE_BAD_RESPONSE, KIND_BAD_RESPONSE, 0)
         self.drop_upstream()
         self.respond_error(502, f"upstream {self.upstream.host} sent a malformed response ({reason})")
 
@@ -844,6 +871,8 @@ cdef class Exchange(UpstreamOwner):
         """The response started but cannot be completed: the client connection must end."""
         self.error = reason
         self.report_failure(KIND_BAD_RESPONSE)
+        self.attempt_failed(CAUSE_BAD_RESPONSE, KIND_BAD_RESPONSE,
+                            self.resp_head.status if self.resp_head is not None else 0)
         self.drop_upstream()
         self.downstream.keep_alive = False
         self.finish(False)
@@ -905,6 +934,10 @@ cdef class Exchange(UpstreamOwner):
         if self.route is not None:
             self.route.traffic.record(status, duration)
             self.route.touch()
+            if self.service is not None:
+                self.record_backend(duration)
+        if self.trace_id is not None:
+            self.trace_end(duration)
         if ctx.log is not None:
             self.log_request(duration)
         self.state = X_DONE
@@ -931,14 +964,140 @@ cdef class Exchange(UpstreamOwner):
                 extra += b',"grpc_status":%d' % self.grpc_status
         if self.error is not None:
             extra += b',"error":' + dumps(self.error + (" (retry budget exhausted)" if self.budget_refused else ""))
+        cdef bytes trace_id = self.trace_id
+        if trace_id is None and head.traceparent is not None:     # tracing off: the client's
+            found = parse_traceparent(head.traceparent)
+            if found is not None:
+                trace_id = <bytes>(<tuple>found)[0]
         self.ctx.log.request_line(
-            self.request_id, self.client_ip, head.method, head.host, head.target, self.status,
+            self.request_id, trace_id, self.client_ip, head.method, head.host, head.target, self.status,
             self.bytes_sent, self.bytes_received, duration,
             self.route.json_name if self.route is not None else b"null",
             self.service.json_key if self.service is not None else b"null",
             upstream.json_host if upstream is not None else b"null",
             upstream.json_cluster if upstream is not None else b"null",
             self.attempts, self.t_connect, self.t_response, extra)
+
+
+    # -- observability ---------------------------------------------------------------
+
+    cdef void trace_begin(self, RequestHead head):
+        """The trace this request joins (traceparent, else B3) or starts, and whether it is
+        sampled: the parent's decision when there is one, else the ratio (parent-based)."""
+        cdef Tracer tracer = self.ctx.tracer
+        cdef object found = None
+        self.trace_state = None
+        self.trace_attempts = None
+        self.attempt_span = None
+        self.parent_span = None
+        if head.traceparent is not None:
+            found = parse_traceparent(head.traceparent)
+            if found is not None:
+                self.trace_state = head.tracestate
+        if found is None and head.b3:
+            found = _b3_context(head)
+        if found is not None:
+            self.trace_id = <bytes>found[0]
+            self.parent_span = <bytes>found[1]
+            self.trace_sampled = (found[2] if found[2] is not None
+                                  else tracer.sample(self.trace_id))
+        else:
+            self.trace_id = tracer.trace_id()
+            self.trace_sampled = tracer.sample(self.trace_id)
+        self.server_span = tracer.span_id()
+
+    cdef void trace_attempt(self, str kind, int status, bint keep):
+        """The attempt in progress ended; its record is kept when sampled or ``keep``
+        (a failed attempt: errors are always exported)."""
+        if keep or self.trace_sampled:
+            if self.trace_attempts is None:
+                self.trace_attempts = []
+            self.trace_attempts.append((self.attempt_span, self.upstream, self.attempts,
+                                        self.t_attempt, monotonic(), kind, status,
+                                        self.t_connect, self.t_response))
+        self.attempt_span = None
+
+    cdef void trace_end(self, double duration):
+        """Queue the request's spans when sampled, answered 5xx, or any attempt failed."""
+        cdef int status = self.status
+        cdef bint keep = self.trace_sampled or status >= 500 or self.trace_attempts is not None
+        cdef RequestHead head = self.head
+        if self.attempt_span is not None:
+            self.trace_attempt(None, self.resp_head.status if self.resp_head is not None else 0, keep)
+        if not keep:
+            return
+        self.ctx.tracer.push((
+            self.trace_id, self.server_span, self.parent_span, self.trace_state, self.t_start,
+            self.t_start + duration, head.method, head.host, head.target, status,
+            self.route.name if self.route is not None else None,
+            self.service.key if self.service is not None else None,
+            self.error, self.client_ip, self.stream_id != 0, self.trace_sampled,
+            self.trace_attempts, self.request_id, self.attempts))
+        self.trace_attempts = None
+
+    cdef BackendStats backend(self, Upstream upstream):
+        """The (route, service, cluster) counters: two lookups on cached hashes; made once."""
+        cdef Route route = self.route
+        cdef Service service = self.service
+        if route is None or service is None:
+            return None
+        cdef str cluster = upstream.cluster if upstream is not None else ""
+        by_cluster = route.backends.get(service)
+        if by_cluster is None:
+            by_cluster = route.backends[service] = {}
+        stats = (<dict>by_cluster).get(cluster)
+        if stats is None:
+            key = (route.name, service.key, cluster)
+            stats = self.ctx.backend_stats.get(key)
+            if stats is None:       # kept in the context: totals outlive a reload's new Route
+                stats = self.ctx.backend_stats[key] = BackendStats(key, self.ctx.touched)
+            by_cluster[cluster] = stats
+        return <BackendStats>stats
+
+    cdef void record_backend(self, double duration):
+        cdef BackendStats stats = self.backend(self.upstream)
+        if stats is None:
+            return
+        stats.duration.observe(duration)
+        if self.t_connect > 0:
+            stats.connect.observe(self.t_connect)
+        if self.t_response >= 0:
+            stats.response.observe(self.t_response)
+        stats.touch()
+
+    cdef void attempt_failed(self, int cause, str kind, int status):
+        """Count a failed attempt by cause (a retry after it is counted by the same cause)
+        and end its span."""
+        cdef BackendStats stats = self.backend(self.upstream)
+        if stats is not None:
+            stats.failures[cause] += 1
+            stats.touch()
+            self.failed_stats = stats
+            self.retry_cause = cause
+        if self.attempt_span is not None:
+            self.trace_attempt(kind, status, True)
+
+
+cdef tuple _b3_context(RequestHead head):
+    """B3, single header or multi: (trace id, span id, sampled or None), or None."""
+    cdef bytes value = head.header(b"b3")
+    cdef bytes trace, span, sampled
+    if value is not None:
+        return parse_b3_single(value)
+    value = head.header(b"x-b3-traceid")
+    span = head.header(b"x-b3-spanid")
+    if value is None or span is None:
+        return None
+    trace = pad_trace_id(value)
+    span = span.lower()
+    if trace is None or len(span) != 16:
+        return None
+    sampled = head.header(b"x-b3-sampled")
+    if head.header(b"x-b3-flags") == b"1":
+        return (trace, span, True)          # debug
+    if sampled is None:
+        return (trace, span, None)
+    return (trace, span, sampled in (b"1", b"true"))
 
 
 cdef class RetryPolicy:
