@@ -10,6 +10,9 @@ The file (durations: "250ms", "2s", "1m30s", "1h" or seconds; sizes: "64KiB", "1
     # admin: {listen: 0.0.0.0:9901, token_file: F, read_token_file: F, metrics_token_file: F,
     #         session_ttl: 12h, tls: {cert: F, key: F}}
     access_log: {path: stdout, buffer: 64KiB, flush_interval: 1s}   # stdout|stderr|/file|off
+    tracing: {endpoint: "http://127.0.0.1:4318/v1/traces",   # OTLP HTTP/protobuf; absent: off
+              sample_ratio: 0.01, service_name: gateway, max_queue: 4096, batch_size: 512,
+              flush_interval: 1s, timeout: 2s}      # errors are always kept, whatever the ratio
     timeouts: {connect: 1s, response_header: 15s, downstream_idle: 60s,
                downstream_header: 10s, upstream_idle: 60s, drain: 20s}
     http:
@@ -90,6 +93,18 @@ class AccessLogConfig:
     path: str | None = "stdout"        # "stdout", a file path, or None (off)
     buffer_bytes: int = 64 * 1024      # flushed when this full ...
     flush_interval: float = 1.0        # ... or this old (seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class TracingConfig:
+    """OpenTelemetry traces, exported as OTLP HTTP/protobuf (gateway.tracing)."""
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    sample_ratio: float = 0.01          # new traces; a parent's decision is followed
+    service_name: str = "gateway"       # the resource's service.name
+    max_queue: int = 4096               # requests' spans held per worker; more are dropped
+    batch_size: int = 512               # requests' spans per export request
+    flush_interval: float = 1.0         # export at least this often
+    timeout: float = 2.0                # per export request
 
 
 @dataclass(frozen=True, slots=True)
@@ -546,6 +561,7 @@ class Config:
     admin_token: str | None = field(default=None, repr=False)   # read from admin.token_file
     admin_options: AdminOptions = field(default_factory=AdminOptions)
     access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
+    tracing: TracingConfig | None = None    # None: off
     timeouts: Timeouts = field(default_factory=Timeouts)
     limits: Limits = field(default_factory=Limits)
     http: HttpConfig = field(default_factory=HttpConfig)
@@ -589,6 +605,7 @@ def parse_config(data: object, path: str | None = None) -> Config:
     _keys(data, "", errs, _TOP_KEYS)
     top = _kwargs(data, "", errs, {"listen": _address, "tls": _tls_listener, "workers": _workers,
                                    "access_log": _access_log, "route_order": _route_order,
+                                   "tracing": _tracing,
                                    "multicluster": _multicluster,
                                    "timeouts": _timeouts, "limits": _limits, "http": _http})
     if "admin" in data:  # absent: the default address; null or off: no admin API
@@ -870,7 +887,8 @@ def _address(value: Any, path: str, errs: _Errors) -> Address | None:
 # --- Sections -----------------------------------------------------------------------------------
 
 _TOP_KEYS = ("listen", "tls", "workers", "admin", "access_log", "timeouts", "limits", "http",
-             "sources", "services", "routes", "route_order", "gateway_api", "multicluster")
+             "sources", "services", "routes", "route_order", "gateway_api", "multicluster",
+             "tracing")
 _KUBERNETES_KEYS = ("kubeconfig", "context", "in_cluster", "namespaces")
 _SOURCE_KEYS = ("name", "type", "weight", "priority", "services", *_KUBERNETES_KEYS)
 _ROUTE_KEYS = ("name", "match", "service", "backends", "rewrite", "timeout", "retries",
@@ -985,6 +1003,39 @@ def _access_log(value: Any, path: str, errs: _Errors) -> AccessLogConfig:
         p = d["path"]
         kw["path"] = None if _is_off(p) else _str(p, _at(path, "path"), errs)
     return AccessLogConfig(**kw)
+
+
+_TRACING_PARSERS: dict[str, _Parser] = {
+    "endpoint": lambda value, path, errs: _otlp_endpoint(value, path, errs),
+    "sample_ratio": lambda value, path, errs: _share(value, path, errs),
+    "service_name": _str,
+    "max_queue": partial(_int, lo=1, hi=1_000_000),
+    "batch_size": partial(_int, lo=1, hi=100_000),
+    "flush_interval": lambda value, path, errs: _duration(value, path, errs),   # defined below
+    "timeout": lambda value, path, errs: _duration(value, path, errs),
+}
+
+
+def _tracing(value: Any, path: str, errs: _Errors) -> TracingConfig | None:
+    if _is_off(value):                      # `tracing: off`
+        return None
+    d = _keys(value, path, errs, _TRACING_PARSERS, required=("endpoint",))
+    if d is None:
+        return None
+    return TracingConfig(**_kwargs(d, path, errs, _TRACING_PARSERS))
+
+
+def _otlp_endpoint(value: Any, path: str, errs: _Errors) -> str | None:
+    text = _str(value, path, errs)
+    if text is None:
+        return None
+    from urllib.parse import urlsplit
+    url = urlsplit(text)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        _err(errs, path, f'must be an http:// or https:// URL (OTLP/HTTP, e.g. '
+                         f'"http://collector:4318/v1/traces"), got {_show(value)}')
+        return None
+    return text
 
 
 def _timeouts(value: Any, path: str, errs: _Errors) -> Timeouts:
