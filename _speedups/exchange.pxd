@@ -162,7 +162,7 @@ cdef class Exchange(UpstreamOwner):
     cdef void log_request(self, double duration)
     # observability
     cdef void trace_begin(self, RequestHead head)
-    cdef void trace_attempt(self, str kind, int status, bint keep)
+    cdef void trace_attempt(self, str kind, int status, bint keep, double end)
     cdef void trace_end(self, double duration)
     cdef BackendStats backend(self, Upstream upstream)
     cdef void record_backend(self, double duration)

@@ -1006,14 +1006,14 @@ cdef class Exchange(UpstreamOwner):
             self.trace_sampled = tracer.sample(self.trace_id)
         self.server_span = tracer.span_id()
 
-    cdef void trace_attempt(self, str kind, int status, bint keep):
+    cdef void trace_attempt(self, str kind, int status, bint keep, double end):
         """The attempt in progress ended; its record is kept when sampled or ``keep``
         (a failed attempt: errors are always exported)."""
         if keep or self.trace_sampled:
             if self.trace_attempts is None:
                 self.trace_attempts = []
             self.trace_attempts.append((self.attempt_span, self.upstream, self.attempts,
-                                        self.t_attempt, monotonic(), kind, status,
+                                        self.t_attempt, end, kind, status,
                                         self.t_connect, self.t_response))
         self.attempt_span = None
 
@@ -1023,7 +1023,8 @@ cdef class Exchange(UpstreamOwner):
         cdef bint keep = self.trace_sampled or status >= 500 or self.trace_attempts is not None
         cdef RequestHead head = self.head
         if self.attempt_span is not None:
-            self.trace_attempt(None, self.resp_head.status if self.resp_head is not None else 0, keep)
+            self.trace_attempt(None, self.resp_head.status if self.resp_head is not None else 0, keep,
+                               self.t_start + duration)     # the server span's end, not later
         if not keep:
             return
         self.ctx.tracer.push((
@@ -1075,7 +1076,7 @@ cdef class Exchange(UpstreamOwner):
             self.failed_stats = stats
             self.retry_cause = cause
         if self.attempt_span is not None:
-            self.trace_attempt(kind, status, True)
+            self.trace_attempt(kind, status, True, monotonic())
 
 
 cdef tuple _b3_context(RequestHead head):

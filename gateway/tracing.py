@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+import os
 import struct
 import threading
 from urllib.parse import urlsplit
@@ -104,7 +105,8 @@ def encode_request(spans: list[bytes], service_name: str) -> bytes:
     resource = (_attribute(1, "service.name", service_name)
                 + _attribute(1, "telemetry.sdk.name", "gateway")
                 + _attribute(1, "telemetry.sdk.language", "python")
-                + _attribute(1, "service.version", __version__))
+                + _attribute(1, "service.version", __version__)
+                + _attribute(1, "process.pid", os.getpid()))       # which worker served
     scope = _field(1, b"gateway") + _field(2, __version__.encode())
     scope_spans = _field(1, scope) + b"".join(_field(2, s) for s in spans)
     return _field(1, _field(1, resource) + _field(2, scope_spans))
