@@ -106,10 +106,10 @@ cdef class Exchange(UpstreamOwner):
     # Tracing (ctx.tracer set; trace_id is None when off)
     cdef bytes trace_id                     # 32 hex digits
     cdef bytes parent_span                  # the client's span (traceparent, B3), or None
-    cdef bytes server_span                  # this request's span
+    cdef bytes server_span                  # this request's span (made when it is kept)
     cdef bytes trace_state
     cdef bint trace_sampled
-    cdef bytes attempt_span                 # the attempt in progress (sent as the parent), or None
+    cdef bytes attempt_line                 # the attempt in progress: its traceparent line, or None
     cdef double t_attempt
     cdef list trace_attempts                # ended attempts to export, or None
     cdef BackendStats failed_stats          # where the cause of a coming retry is counted

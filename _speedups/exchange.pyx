@@ -34,7 +34,8 @@ from _speedups.stats cimport (
     ST_OVERFLOW_PENDING, ST_OVERFLOW_REQUESTS, ST_OVERFLOW_RETRIES, ST_REDISPATCHED,
     ST_REQUESTS, ST_RETRIES, ST_UPSTREAM_CONNECTS, status_class_stat)
 from _speedups.table cimport hash_bytes
-from _speedups.tracing cimport Tracer, pad_trace_id, parse_b3_single, parse_traceparent
+from _speedups.tracing cimport (
+    LINE_SPAN_END, LINE_SPAN_START, Tracer, pad_trace_id, parse_b3_single, parse_traceparent)
 
 cdef object _log = logging.getLogger("gateway.proxy")
 
@@ -438,7 +439,7 @@ cdef class Exchange(UpstreamOwner):
                 self.failed_stats.retries[self.retry_cause] += 1
                 self.failed_stats = None
         if self.trace_id is not None:
-            self.attempt_span = self.ctx.tracer.span_id()
+            self.attempt_line = self.ctx.tracer.traceparent_line(self.trace_id, self.trace_sampled)
             self.t_attempt = monotonic()
         table.acquire(index)
         self.table_generation = table.generation
@@ -573,12 +574,9 @@ cdef class Exchange(UpstreamOwner):
         host = head.host if head.host is not None else self.upstream.host_bytes
         if route.filters is not None and route.filters.rewrite_host is not None:
             host = route.filters.rewrite_host     # URLRewrite; X-Forwarded-Host keeps the client's
-        cdef bytes trace_fields = None
-        if self.trace_id is not None:
-            trace_fields = b"".join((b"traceparent: 00-", self.trace_id, b"-", self.attempt_span,
-                                     b"-01\r\n" if self.trace_sampled else b"-00\r\n"))
-            if self.trace_state is not None:
-                trace_fields += b"tracestate: " + self.trace_state + b"\r\n"
+        cdef bytes trace_fields = self.attempt_line       # None: tracing off
+        if trace_fields is not None and self.trace_state is not None:
+            trace_fields += b"tracestate: " + self.trace_state + b"\r\n"
         conn.write(build_request_head(
             head, self.upstream_target, host, self.downstream.client_bytes, self.request_id,
             self.ctx.via, head.upgrade is not None, self.downstream.proto, self.client_ip,
@@ -988,8 +986,9 @@ cdef class Exchange(UpstreamOwner):
         cdef object found = None
         self.trace_state = None
         self.trace_attempts = None
-        self.attempt_span = None
+        self.attempt_line = None
         self.parent_span = None
+        self.server_span = None
         if head.traceparent is not None:
             found = parse_traceparent(head.traceparent)
             if found is not None:
@@ -1004,7 +1003,6 @@ cdef class Exchange(UpstreamOwner):
         else:
             self.trace_id = tracer.trace_id()
             self.trace_sampled = tracer.sample(self.trace_id)
-        self.server_span = tracer.span_id()
 
     cdef void trace_attempt(self, str kind, int status, bint keep, double end):
         """The attempt in progress ended; its record is kept when sampled or ``keep``
@@ -1012,21 +1010,23 @@ cdef class Exchange(UpstreamOwner):
         if keep or self.trace_sampled:
             if self.trace_attempts is None:
                 self.trace_attempts = []
-            self.trace_attempts.append((self.attempt_span, self.upstream, self.attempts,
+            self.trace_attempts.append((self.attempt_line[LINE_SPAN_START:LINE_SPAN_END],
+                                        self.upstream, self.attempts,
                                         self.t_attempt, end, kind, status,
                                         self.t_connect, self.t_response))
-        self.attempt_span = None
+        self.attempt_line = None
 
     cdef void trace_end(self, double duration):
         """Queue the request's spans when sampled, answered 5xx, or any attempt failed."""
         cdef int status = self.status
         cdef bint keep = self.trace_sampled or status >= 500 or self.trace_attempts is not None
         cdef RequestHead head = self.head
-        if self.attempt_span is not None:
+        if self.attempt_line is not None:
             self.trace_attempt(None, self.resp_head.status if self.resp_head is not None else 0, keep,
                                self.t_start + duration)     # the server span's end, not later
         if not keep:
             return
+        self.server_span = self.ctx.tracer.span_id()
         self.ctx.tracer.push((
             self.trace_id, self.server_span, self.parent_span, self.trace_state, self.t_start,
             self.t_start + duration, head.method, head.host, head.target, status,
@@ -1075,7 +1075,7 @@ cdef class Exchange(UpstreamOwner):
             stats.touch()
             self.failed_stats = stats
             self.retry_cause = cause
-        if self.attempt_span is not None:
+        if self.attempt_line is not None:
             self.trace_attempt(kind, status, True, monotonic())
 
 

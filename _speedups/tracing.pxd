@@ -15,9 +15,16 @@ cdef class Tracer:
     cdef bytes _hex(self, int words)
     cdef bytes span_id(self)
     cdef bytes trace_id(self)
+    cdef bytes traceparent_line(self, bytes trace_id, bint sampled)
     cdef bint sample(self, bytes trace_id)
     cdef void push(self, tuple record)
 
+
+# "traceparent: 00-{trace id}-{span id}-0x\r\n": the span id's place in that line
+cdef enum:
+    LINE_SPAN_START = 49
+    LINE_SPAN_END = 65
+    LINE_SIZE = 70
 
 # (trace id, parent span id, sampled, tracestate) from the request's headers, or None
 cdef tuple parse_traceparent(bytes value)

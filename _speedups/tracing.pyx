@@ -17,6 +17,7 @@ import os as _os
 import time as _time
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.string cimport memcpy
 
 from _speedups.clock cimport monotonic
 
@@ -99,6 +100,24 @@ cdef class Tracer:
     cdef bytes trace_id(self):
         return self._hex(2)
 
+    cdef bytes traceparent_line(self, bytes trace_id, bint sampled):
+        """The traceparent field line of a new span (an upstream attempt), its id made in
+        place: one bytes object per attempt, the id sliced out only if the span is kept."""
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, LINE_SIZE)
+        cdef char *p = PyBytes_AS_STRING(out)
+        cdef unsigned long long v = self.next64()
+        cdef int i
+        if v == 0:
+            v = 1
+        memcpy(p, b"traceparent: 00-", 16)
+        memcpy(p + 16, PyBytes_AS_STRING(trace_id), 32)
+        p[48] = 45                                  # "-"
+        for i in range(16):
+            p[LINE_SPAN_END - 1 - i] = HEX[v & 15]
+            v >>= 4
+        memcpy(p + LINE_SPAN_END, b"-01\r\n" if sampled else b"-00\r\n", 5)
+        return out
+
     cdef bint sample(self, bytes trace_id):
         """TraceIdRatioBased: the last 16 hex digits (64 random bits) below the threshold."""
         cdef const char *p = PyBytes_AS_STRING(trace_id) + 16
@@ -137,6 +156,9 @@ cdef class Tracer:
 
     def new_span_id(self):
         return self.span_id()
+
+    def new_traceparent_line(self, bytes trace_id, bint sampled):
+        return self.traceparent_line(trace_id, sampled)
 
     def sampled(self, bytes trace_id):
         return self.sample(trace_id)
