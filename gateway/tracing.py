@@ -9,10 +9,13 @@ POSTs them to the collector (OTLP/HTTP, ``application/x-protobuf``).  A collecto
 down or slow costs spans, not request time: the POST blocks this thread only, the queue
 fills and the request path drops (and counts) what does not fit.
 
-The protobuf is written by hand (``_Proto``): OTLP's trace messages use five wire forms,
-and a dependency on ``protobuf`` + ``opentelemetry-proto`` at run time would be ~10 MiB
-per worker for them.  The tests decode every span with the official
-``opentelemetry-proto`` classes, so the encoding is checked against the real schema.
+The protobuf is written by hand: OTLP's trace messages use three wire forms, and a
+dependency on ``protobuf`` + ``opentelemetry-proto`` at run time would be ~10 MiB per
+worker for them.  The spans are written by ``_speedups.otlp.SpanEncoder`` (compiled: the
+export thread holds the GIL while it encodes, so the event loop waits meanwhile);
+``spans_of`` here is its plain Python reference, which the tests hold it to byte for
+byte.  The tests decode every span with the official ``opentelemetry-proto`` classes,
+so the encoding is checked against the real schema too.
 
 Attributes follow the OpenTelemetry HTTP semantic conventions (``http.request.method``,
 ``http.response.status_code``, ``server.address``, ``http.request.resend_count``,
@@ -28,6 +31,7 @@ import struct
 import threading
 from urllib.parse import urlsplit
 
+from _speedups.otlp import SpanEncoder
 from _speedups.tracing import Tracer
 from gateway import __version__
 from gateway.config import TracingConfig
@@ -100,15 +104,21 @@ def encode_span(trace_id: bytes, span_id: bytes, parent: bytes | None, trace_sta
     return b"".join(out)
 
 
-def encode_request(spans: list[bytes], service_name: str) -> bytes:
-    """collector.trace.v1.ExportTraceServiceRequest: one ResourceSpans, one ScopeSpans."""
+def frame_spans(spans: list[bytes]) -> bytes:
+    """Spans as the ``spans`` fields of a ScopeSpans (what SpanEncoder.encode returns)."""
+    return b"".join(_field(2, s) for s in spans)
+
+
+def encode_request(spans: bytes, service_name: str) -> bytes:
+    """collector.trace.v1.ExportTraceServiceRequest: one ResourceSpans, one ScopeSpans;
+    ``spans``: its spans fields (``frame_spans``, ``SpanEncoder.encode``)."""
     resource = (_attribute(1, "service.name", service_name)
                 + _attribute(1, "telemetry.sdk.name", "gateway")
                 + _attribute(1, "telemetry.sdk.language", "python")
                 + _attribute(1, "service.version", __version__)
                 + _attribute(1, "process.pid", os.getpid()))       # which worker served
     scope = _field(1, b"gateway") + _field(2, __version__.encode())
-    scope_spans = _field(1, scope) + b"".join(_field(2, s) for s in spans)
+    scope_spans = _field(1, scope) + spans
     return _field(1, _field(1, resource) + _field(2, scope_spans))
 
 
@@ -186,6 +196,7 @@ class SpanExporter:
         self._host, self._port = url.hostname, url.port or (443 if self._https else 80)
         self._path = (url.path or "/v1/traces") + (f"?{url.query}" if url.query else "")
         self._conn: http.client.HTTPConnection | None = None
+        self._encoder = SpanEncoder()
         self.spans_exported = 0
         self.requests_failed = 0        # requests' spans lost because an export failed
         self.export_failures = 0        # export POSTs that failed
@@ -220,14 +231,10 @@ class SpanExporter:
         for i in range(0, len(records), size):
             self._send(records[i:i + size])
 
-    def _wall_ns(self):
-        base = self.tracer.wall_base - self.tracer.mono_base
-        return lambda t: int((base + t) * 1e9)
-
     def _send(self, batch: list[tuple]) -> None:
-        wall_ns = self._wall_ns()
-        spans = [span for record in batch for span in spans_of(record, wall_ns)]
+        spans = self._encoder.encode(batch, self.tracer.wall_base - self.tracer.mono_base)
         body = encode_request(spans, self.cfg.service_name)
+        count = sum(1 + len(record[16] or ()) for record in batch)
         try:
             if self._conn is None:
                 cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
@@ -238,7 +245,7 @@ class SpanExporter:
             response.read()
             if not 200 <= response.status < 300:
                 raise OSError(f"collector answered {response.status}")
-            self.spans_exported += len(spans)
+            self.spans_exported += count
         except (OSError, http.client.HTTPException) as exc:
             if self._conn is not None:
                 self._conn.close()

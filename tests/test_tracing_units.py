@@ -11,7 +11,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from _speedups.http import build_request_head, find_head_end, parse_request
 from _speedups.tracing import Tracer, b3_fields, traceparent_fields
 from gateway.config import ConfigError, parse_config
-from gateway.tracing import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, encode_request, spans_of
+from _speedups.otlp import SpanEncoder
+from gateway.tracing import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, encode_request, frame_spans, spans_of
 
 TRACE = b"4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = b"00f067aa0ba902b7"
@@ -101,17 +102,46 @@ def test_config_section_defaults_and_errors():
     assert "tracing.endpoint: required" in err.value.errors
 
 
-class _Upstream:
-    ip, port, cluster, host = "10.0.0.7", 8080, "zone-b", "10.0.0.7:8080"
+def _upstream():
+    from _speedups.proxy import Upstream
+    return Upstream(("zone-b", "10.0.0.7", 8080), "10.0.0.7", 8080, 1, "zone-b")
+
+
+def _record(**changes):
+    fields = dict(
+        trace_id=TRACE, span=SPAN, parent=b"1111111111111111", state=b"k=v", start=100.0, end=100.5,
+        method=b"POST", host=b"example.com:8443", target=b"/x/y?z=1", status=502, route="r1",
+        service="default/web", error="upstream failed", client=b"10.1.1.1", h2=False, sampled=True,
+        attempts=[(b"2222222222222222", _upstream(), 1, 100.1, 100.2, "connect_failed", 0, -1.0, -1.0),
+                  (b"3333333333333333", _upstream(), 2, 100.2, 100.4, None, 502, 0.001, 0.1)],
+        request_id=b"req-1", n=2)
+    fields.update(changes)
+    return tuple(fields.values())
+
+
+RECORDS = [
+    _record(),
+    _record(parent=None, state=None, status=200, error=None, h2=True, host=b"[::1]:80",
+            target=b"/\xe9t\xe9", attempts=[(b"4444444444444444", _upstream(), 1, 100.0, 100.1,
+                                               None, 200, 0.0, 0.05)]),
+    _record(status=404, route=None, service=None, host=None, attempts=None, method=b"GET",
+            error="no route matches this request", n=0),
+    _record(status=0, error="client closed connection", host=b"h", client=b"\xff"),
+    _record(route="r\u00e9", status=503, attempts=[(b"5555555555555555", None, 1, 100.0, 100.1,
+                                                    None, 0, -1.0, -1.0)]),
+]
+
+
+def test_compiled_encoding_is_byte_for_byte_the_python_reference():
+    base = 1.7e9 - 12345.678
+    reference = frame_spans([s for r in RECORDS for s in spans_of(r, lambda t: int((base + t) * 1e9))])
+    assert SpanEncoder().encode(RECORDS, base) == reference
+    ExportTraceServiceRequest.FromString(encode_request(reference, "edge"))   # decodes (UTF-8 checked)
 
 
 def test_otlp_encoding_decodes_with_the_official_classes():
-    record = (TRACE, SPAN, b"1111111111111111", b"k=v", 100.0, 100.5, b"POST", b"example.com:8443",
-              b"/x/y?z=1", 502, "r1", "default/web", "upstream failed", b"10.1.1.1", False, True,
-              [(b"2222222222222222", _Upstream(), 1, 100.1, 100.2, "connect_failed", 0, -1.0, -1.0),
-               (b"3333333333333333", _Upstream(), 2, 100.2, 100.4, None, 502, 0.001, 0.1)],
-              b"req-1", 2)
-    body = encode_request(spans_of(record, lambda t: int(t * 1e9)), "edge")
+    record = RECORDS[0]
+    body = encode_request(SpanEncoder().encode([record], 0.0), "edge")
     req = ExportTraceServiceRequest.FromString(body)
     (rs,) = req.resource_spans
     assert {kv.key: kv.value.string_value for kv in rs.resource.attributes}["service.name"] == "edge"
