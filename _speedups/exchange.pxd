@@ -112,6 +112,8 @@ cdef class Exchange(UpstreamOwner):
     cdef bytes attempt_line                 # the attempt in progress: its traceparent line, or None
     cdef double t_attempt
     cdef list trace_attempts                # ended attempts to export, or None
+    cdef bytes mirror_line                  # the mirrors' copy: its traceparent line, or None
+    cdef list trace_mirrors                 # copies handed to mirrors: (span id, when, mirrors)
     cdef BackendStats failed_stats          # where the cause of a coming retry is counted
     cdef int retry_cause
 

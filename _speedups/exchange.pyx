@@ -378,11 +378,17 @@ cdef class Exchange(UpstreamOwner):
             self.upstream_target = filters.rewrite_target(self.upstream_target)
         if filters.request_headers is not None:
             head.set_fields(filters.request_headers.apply(head.fields()))
+        cdef bytes trace_fields = None
         if filters.mirrors and head.content_length <= REPLAY_LIMIT:
             host = filters.rewrite_host or head.host or b""
+            if self.trace_id is not None:       # the copy is a span of its own (one for all mirrors)
+                self.mirror_line = trace_fields = self.ctx.tracer.traceparent_line(
+                    self.trace_id, self.trace_sampled)
+                if self.trace_state is not None:
+                    trace_fields += b"tracestate: " + self.trace_state + b"\r\n"
             copy = build_request_head(head, self.upstream_target, host, self.downstream.client_bytes,
                                       self.request_id, self.ctx.via, False, self.downstream.proto,
-                                      self.client_ip)
+                                      self.client_ip, trace_fields)
             if self.body_complete:
                 self.mirror(copy)
             else:
@@ -400,6 +406,12 @@ cdef class Exchange(UpstreamOwner):
             except Exception:
                 self.ctx.counters[ST_INTERNAL_ERRORS] += 1
                 _log.exception("request mirror failed")
+        if self.mirror_line is not None:
+            if self.trace_mirrors is None:
+                self.trace_mirrors = []
+            self.trace_mirrors.append((self.mirror_line[LINE_SPAN_START:LINE_SPAN_END], monotonic(),
+                                       self.route.filters.mirrors))
+            self.mirror_line = None
 
     cdef void try_upstream(self):
         """Pick an endpoint not tried yet and send the request to it."""
@@ -987,6 +999,8 @@ cdef class Exchange(UpstreamOwner):
         self.trace_state = None
         self.trace_attempts = None
         self.attempt_line = None
+        self.mirror_line = None
+        self.trace_mirrors = None
         self.parent_span = None
         self.server_span = None
         if head.traceparent is not None:
@@ -1033,8 +1047,9 @@ cdef class Exchange(UpstreamOwner):
             self.route.name if self.route is not None else None,
             self.service.key if self.service is not None else None,
             self.error, self.client_ip, self.stream_id != 0, self.trace_sampled,
-            self.trace_attempts, self.request_id, self.attempts))
+            self.trace_attempts, self.request_id, self.attempts, self.trace_mirrors))
         self.trace_attempts = None
+        self.trace_mirrors = None
 
     cdef BackendStats backend(self, Upstream upstream):
         """The (route, service, cluster) counters: two lookups on cached hashes; made once."""

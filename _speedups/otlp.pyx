@@ -120,6 +120,15 @@ cdef class _Buf:
         self.varint(3 << 3 | 0)
         return self.varint(v)
 
+    cdef int attr_bool(self, bytes key, bint value) except -1:
+        self.varint(9 << 3 | 2)
+        self.varint(1 + _varint_size(len(key)) + len(key) + 1 + 1 + 2)
+        self.field(1, PyBytes_AS_STRING(key), len(key))
+        self.varint(2 << 3 | 2)
+        self.varint(2)
+        self.varint(2 << 3 | 0)
+        return self.varint(1 if value else 0)
+
     cdef int attr_double(self, bytes key, double value) except -1:
         cdef unsigned long long bits = (<unsigned long long *>&value)[0]
         self.varint(9 << 3 | 2)
@@ -292,5 +301,14 @@ cdef class SpanEncoder:
                     b.attr_text(b"error.type", str(a_status))
                 if kind is not None or a_status >= 400:
                     self.span_status(b, kind)
+                self.flush_span()
+            for mirror in record[19] or ():
+                self.span_head(b, trace_id, mirror[0], server_span, trace_state,
+                               f"{method_s} mirror", KIND_CLIENT, base, mirror[1], mirror[1])
+                b.attr_text(b"http.request.method", method)
+                if route is not None:
+                    b.attr_text(b"gateway.route", route)
+                b.attr_bool(b"gateway.mirror", True)
+                b.attr_text(b"gateway.service", ",".join([m.service.key for m in mirror[2]]))
                 self.flush_span()
         return PyBytes_FromStringAndSize(self.out.data, self.out.size)

@@ -137,7 +137,7 @@ def _split_host(host: bytes | None) -> tuple[str | None, int | None]:
 def spans_of(record: tuple, wall_ns) -> list[bytes]:
     """A request's record (``Exchange.trace_end``): its server span and attempt spans."""
     (trace_id, server_span, parent, trace_state, t_start, t_end, method, host, target, status,
-     route, service, error, client, h2, _sampled, attempts, request_id, n_attempts) = record
+     route, service, error, client, h2, _sampled, attempts, request_id, n_attempts, mirrors) = record
     method_s = method.decode("latin-1")
     path, _, query = target.partition(b"?")
     address, port = _split_host(host)
@@ -182,6 +182,14 @@ def spans_of(record: tuple, wall_ns) -> list[bytes]:
         out.append(encode_span(trace_id, span_id, server_span, trace_state, method_s,
                                SPAN_KIND_CLIENT, wall_ns(a_start), wall_ns(a_end), attrs,
                                STATUS_ERROR if bad else STATUS_UNSET, kind))
+    for span_id, when, targets in mirrors or ():
+        # Fire and forget (gateway.mirror): the span is the copy's hand-over; its answer is
+        # not waited for.  One copy (one span) goes to every mirror of the route.
+        attrs = {"http.request.method": method_s, "gateway.route": route, "gateway.mirror": True,
+                 "gateway.service": ",".join(m.service.key for m in targets)}
+        out.append(encode_span(trace_id, span_id, server_span, trace_state, f"{method_s} mirror",
+                               SPAN_KIND_CLIENT, wall_ns(when), wall_ns(when), attrs,
+                               STATUS_UNSET, None))
     return out
 
 
@@ -234,7 +242,7 @@ class SpanExporter:
     def _send(self, batch: list[tuple]) -> None:
         spans = self._encoder.encode(batch, self.tracer.wall_base - self.tracer.mono_base)
         body = encode_request(spans, self.cfg.service_name)
-        count = sum(1 + len(record[16] or ()) for record in batch)
+        count = sum(1 + len(record[16] or ()) + len(record[19] or ()) for record in batch)
         try:
             if self._conn is None:
                 cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection

@@ -18,6 +18,7 @@ import pytest
 
 from gatewaytest import Client, free_port, static_source
 from otlpreceiver import OtlpReceiver
+from test_mirror_bodies import Recorder
 from test_workers import start_gateway
 
 pytestmark = pytest.mark.timeout(120)
@@ -129,6 +130,34 @@ def test_spans_per_request_and_attempt_with_propagation_and_access_log(
         _wait_metric(admin, "gateway_tracing_spans_exported_total", lambda v: v >= 24)
     finally:
         g.stop()
+
+
+def test_a_mirrored_request_has_a_mirror_span_and_the_copy_carries_it(
+        tmp_path, backend_a, backend_b, receiver):
+    recorder = Recorder()           # the mirror: records the heads it gets
+    cfg = _config(backend_a, backend_b, receiver.endpoint, 1.0)
+    cfg["sources"].append(static_source("zone-m", {"shadow": [recorder.server.address]}))
+    cfg["services"].append({"name": "shadow", "port": 80})
+    cfg["routes"][0]["mirrors"] = ["default/shadow"]
+    try:
+        g, admin = start_gateway(tmp_path, cfg)
+        try:
+            with Client(g.host, g.port) as c:
+                assert c.request("GET", "/anything/mirrored", {"X-Request-Id": "m-1"}).status == 200
+            spans = receiver.wait(lambda spans: any(s["attributes"].get("gateway.mirror") for s in spans)
+                                  and any(s["kind"] == SERVER for s in spans))
+            (server,) = [s for s in spans if s["attributes"].get("gateway.request_id") == "m-1"]
+            (mirror,) = [s for s in spans if s["attributes"].get("gateway.mirror")]
+            assert mirror["parent_span_id"] == server["span_id"] and mirror["trace_id"] == server["trace_id"]
+            assert mirror["kind"] == CLIENT and mirror["name"] == "GET mirror"
+            assert mirror["attributes"]["gateway.service"] == "default/shadow"
+            # The mirror got the copy with the mirror span as its parent, not the attempt's.
+            [(head, _)] = recorder.wait(1)
+            assert f"traceparent: 00-{server['trace_id']}-{mirror['span_id']}-01".encode() in head
+        finally:
+            g.stop()
+    finally:
+        recorder.server.stop()
 
 
 def test_unsampled_parent_is_followed_and_not_exported(tmp_path, backend_a, backend_b, receiver):

@@ -107,6 +107,11 @@ def _upstream():
     return Upstream(("zone-b", "10.0.0.7", 8080), "10.0.0.7", 8080, 1, "zone-b")
 
 
+class _Mirror:
+    def __init__(self, key):
+        self.service = type("S", (), {"key": key})()
+
+
 def _record(**changes):
     fields = dict(
         trace_id=TRACE, span=SPAN, parent=b"1111111111111111", state=b"k=v", start=100.0, end=100.5,
@@ -114,7 +119,7 @@ def _record(**changes):
         service="default/web", error="upstream failed", client=b"10.1.1.1", h2=False, sampled=True,
         attempts=[(b"2222222222222222", _upstream(), 1, 100.1, 100.2, "connect_failed", 0, -1.0, -1.0),
                   (b"3333333333333333", _upstream(), 2, 100.2, 100.4, None, 502, 0.001, 0.1)],
-        request_id=b"req-1", n=2)
+        request_id=b"req-1", n=2, mirrors=None)
     fields.update(changes)
     return tuple(fields.values())
 
@@ -127,6 +132,8 @@ RECORDS = [
     _record(status=404, route=None, service=None, host=None, attempts=None, method=b"GET",
             error="no route matches this request", n=0),
     _record(status=0, error="client closed connection", host=b"h", client=b"\xff"),
+    _record(status=200, error=None, attempts=None,
+            mirrors=[(b"6666666666666666", 100.3, (_Mirror("default/shadow"), _Mirror("ns/b")))]),
     _record(route="r\u00e9", status=503, attempts=[(b"5555555555555555", None, 1, 100.0, 100.1,
                                                     None, 0, -1.0, -1.0)]),
 ]
