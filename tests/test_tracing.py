@@ -11,6 +11,7 @@ span), its backends see the propagated traceparent, its access log carries the t
 """
 from __future__ import annotations
 
+import os
 import socket
 import time
 
@@ -260,3 +261,35 @@ def test_a_collector_down_or_slow_never_slows_requests(tmp_path, backend_a, back
         g.stop()
         if hole:
             hole.close()
+
+
+def test_tracing_turns_on_and_off_with_a_reload(tmp_path, backend_a, backend_b, receiver):
+    import signal
+    from test_workers import rewrite_config
+    cfg = _config(backend_a, backend_b, receiver.endpoint, 1.0)
+    tracing = cfg.pop("tracing")
+    g, admin = start_gateway(tmp_path, cfg)
+    try:
+        def upstream_traceparent() -> str | None:
+            with Client(g.host, g.port) as c:
+                resp = c.request("GET", "/headers")
+            assert resp.status == 200
+            return {k.lower(): v for k, v in resp.json()["headers"].items()}.get("traceparent")
+
+        assert upstream_traceparent() is None
+        rewrite_config(g, {**cfg, "tracing": tracing})
+        os.kill(g.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while not receiver.snapshot():          # each worker traces once it has the new config
+            assert time.monotonic() < deadline, "no span after the reload turned tracing on"
+            upstream_traceparent()
+            time.sleep(0.1)
+        rewrite_config(g, cfg)
+        os.kill(g.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        quiet = 0
+        while quiet < 10:                       # ten in a row untraced: both workers have it off
+            assert time.monotonic() < deadline, "requests still traced after the reload turned it off"
+            quiet = quiet + 1 if upstream_traceparent() is None else 0
+    finally:
+        g.stop()
