@@ -178,18 +178,64 @@ cdef tuple _split_host(bytes host):
     return host, -1
 
 
+cdef enum:
+    CACHE_LIMIT = 4096          # names and hosts kept encoded; past it the caches start over
+
+
 cdef class SpanEncoder:
-    """Writes span records as ScopeSpans.spans fields (``encode``)."""
+    """Writes span records as ScopeSpans.spans fields (``encode``).  Route, service, cluster
+    and endpoint names, span names and Host values repeat from request to request: each is
+    encoded (or split) once and kept, bounded by CACHE_LIMIT."""
     cdef _Buf out
     cdef _Buf scratch
+    cdef dict texts                         # str -> its UTF-8 bytes
+    cdef dict names                         # (method, route) -> span name bytes
+    cdef dict hosts                         # Host value -> (address, port)
 
     def __init__(self):
         self.out = _Buf()
         self.scratch = _Buf()
+        self.texts = {}
+        self.names = {}
+        self.hosts = {}
+
+    cdef bytes utf8(self, str value):
+        cdef object found = self.texts.get(value)
+        if found is None:
+            if len(self.texts) >= CACHE_LIMIT:
+                self.texts.clear()
+            found = self.texts[value] = value.encode()
+        return <bytes>found
+
+    cdef int text(self, _Buf b, bytes key, object value) except -1:
+        cdef bytes data
+        if isinstance(value, str):
+            data = self.utf8(<str>value)        # UTF-8 already: no Latin-1 step
+            return b.attr_str(key, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+        return b.attr_text(key, value)
+
+    cdef tuple host(self, bytes value):
+        cdef object found = self.hosts.get(value)
+        if found is None:
+            if len(self.hosts) >= CACHE_LIMIT:
+                self.hosts.clear()
+            found = self.hosts[value] = _split_host(value)
+        return <tuple>found
+
+    cdef bytes name(self, bytes method, object route, str suffix):
+        """"{method} {route}" (the server span), "{method}" or "{method} mirror"."""
+        key = (method, route, suffix)
+        cdef object found = self.names.get(key)
+        if found is None:
+            if len(self.names) >= CACHE_LIMIT:
+                self.names.clear()
+            method_s = method.decode("latin-1")
+            text = (f"{method_s} {route}" if route else method_s) if suffix is None else f"{method_s}{suffix}"
+            found = self.names[key] = text.encode()
+        return <bytes>found
 
     cdef int span_head(self, _Buf b, bytes trace_id, bytes span_id, bytes parent, bytes trace_state,
-                       object name, int kind, double base, double start, double end) except -1:
-        cdef bytes name_bytes = name.encode() if isinstance(name, str) else name
+                       bytes name_bytes, int kind, double base, double start, double end) except -1:
         b.hex_field(1, trace_id)
         b.hex_field(2, span_id)
         if trace_state:
@@ -234,11 +280,9 @@ cdef class SpanEncoder:
             method, target = record[6], record[8]
             status = record[9]
             route, service, error = record[10], record[11], record[12]
-            method_s = method.decode("latin-1")
             failed = status >= 500 or status == 0
             self.span_head(b, trace_id, server_span, record[2], trace_state,
-                           f"{method_s} {route}" if route else method_s, KIND_SERVER, base,
-                           record[4], record[5])
+                           self.name(method, route, None), KIND_SERVER, base, record[4], record[5])
             b.attr_text(b"http.request.method", method)
             q = target.find(b"?")
             path = target[:q] if q >= 0 else target
@@ -246,7 +290,7 @@ cdef class SpanEncoder:
             b.attr_text(b"url.path", path)
             if query:
                 b.attr_text(b"url.query", query)
-            address, port = _split_host(record[7])
+            address, port = self.host(record[7]) if record[7] is not None else (None, -1)
             if address is not None:
                 b.attr_text(b"server.address", address)
             if port >= 0:
@@ -259,9 +303,9 @@ cdef class SpanEncoder:
             if status:
                 b.attr_int(b"http.response.status_code", status)
             if route is not None:
-                b.attr_text(b"gateway.route", route)
+                self.text(b, b"gateway.route", route)
             if service is not None:
-                b.attr_text(b"gateway.service", service)
+                self.text(b, b"gateway.service", service)
             b.attr_text(b"gateway.request_id", record[17])
             b.attr_int(b"gateway.attempts", record[18])
             if status >= 500:
@@ -272,27 +316,27 @@ cdef class SpanEncoder:
             for attempt in record[16] or ():
                 up = attempt[1]
                 number, kind, a_status, t_connect = attempt[2], attempt[5], attempt[6], attempt[7]
-                self.span_head(b, trace_id, attempt[0], server_span, trace_state, method_s,
-                               KIND_CLIENT, base, attempt[3], attempt[4])
+                self.span_head(b, trace_id, attempt[0], server_span, trace_state,
+                               self.name(method, None, ""), KIND_CLIENT, base, attempt[3], attempt[4])
                 b.attr_text(b"http.request.method", method)
                 if up is not None:
-                    b.attr_text(b"server.address", up.ip)
+                    self.text(b, b"server.address", up.ip)
                     b.attr_int(b"server.port", up.port)
-                    b.attr_text(b"network.peer.address", up.ip)
+                    self.text(b, b"network.peer.address", up.ip)
                 if a_status:
                     b.attr_int(b"http.response.status_code", a_status)
                 if number > 1:
                     b.attr_int(b"http.request.resend_count", number - 1)
                 if route is not None:
-                    b.attr_text(b"gateway.route", route)
+                    self.text(b, b"gateway.route", route)
                 if service is not None:
-                    b.attr_text(b"gateway.service", service)
+                    self.text(b, b"gateway.service", service)
                 if up is not None:
-                    b.attr_text(b"gateway.cluster", up.cluster)
-                    b.attr_text(b"gateway.endpoint", up.host)
+                    self.text(b, b"gateway.cluster", up.cluster)
+                    self.text(b, b"gateway.endpoint", up.host)
                 b.attr_int(b"gateway.attempt", number)
                 if kind is not None:
-                    b.attr_text(b"gateway.failure_kind", kind)
+                    self.text(b, b"gateway.failure_kind", kind)
                 if t_connect > 0:
                     b.attr_double(b"gateway.upstream_connect_ms", round(t_connect * 1000, 3))
                 if kind is not None:
@@ -304,7 +348,7 @@ cdef class SpanEncoder:
                 self.flush_span()
             for mirror in record[19] or ():
                 self.span_head(b, trace_id, mirror[0], server_span, trace_state,
-                               f"{method_s} mirror", KIND_CLIENT, base, mirror[1], mirror[1])
+                               self.name(method, None, " mirror"), KIND_CLIENT, base, mirror[1], mirror[1])
                 b.attr_text(b"http.request.method", method)
                 if route is not None:
                     b.attr_text(b"gateway.route", route)
