@@ -3,6 +3,7 @@ from _speedups.filters cimport RouteFilters
 from _speedups.http cimport RequestHead, ResponseHead
 from _speedups.service cimport Route, Service
 from _speedups.stats cimport BackendStats
+from _speedups.tracing cimport SpanRecord
 from _speedups.table cimport EndpointTable
 from _speedups.upstream cimport Upstream, UpstreamConnection, UpstreamOwner
 
@@ -111,9 +112,11 @@ cdef class Exchange(UpstreamOwner):
     cdef bint trace_sampled
     cdef bytes attempt_line                 # the attempt in progress: its traceparent line, or None
     cdef double t_attempt
-    cdef list trace_attempts                # ended attempts to export, or None
+    cdef SpanRecord trace_first             # spans to export (ended attempts, mirror copies) ...
+    cdef SpanRecord trace_last              # ... linked by ``next``, in the order they ended
+    cdef int trace_spans
+    cdef bint trace_failed                  # an attempt failed: the trace is kept, whatever the ratio
     cdef bytes mirror_line                  # the mirrors' copy: its traceparent line, or None
-    cdef list trace_mirrors                 # copies handed to mirrors: (span id, when, mirrors)
     cdef BackendStats failed_stats          # where the cause of a coming retry is counted
     cdef int retry_cause
 
@@ -165,6 +168,7 @@ cdef class Exchange(UpstreamOwner):
     # observability
     cdef void trace_begin(self, RequestHead head)
     cdef void trace_attempt(self, str kind, int status, bint keep, double end)
+    cdef void trace_span(self, SpanRecord span)
     cdef void trace_end(self, double duration)
     cdef BackendStats backend(self, Upstream upstream)
     cdef void record_backend(self, double duration)

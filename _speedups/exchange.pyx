@@ -35,7 +35,7 @@ from _speedups.stats cimport (
     ST_REQUESTS, ST_RETRIES, ST_UPSTREAM_CONNECTS, status_class_stat)
 from _speedups.table cimport hash_bytes
 from _speedups.tracing cimport (
-    LINE_SPAN_END, LINE_SPAN_START, Tracer, pad_trace_id, parse_b3_single, parse_traceparent)
+    RequestRecord, SpanRecord, Tracer, new_span, pad_trace_id, parse_b3_single, parse_traceparent)
 
 cdef object _log = logging.getLogger("gateway.proxy")
 
@@ -406,11 +406,11 @@ cdef class Exchange(UpstreamOwner):
             except Exception:
                 self.ctx.counters[ST_INTERNAL_ERRORS] += 1
                 _log.exception("request mirror failed")
+        cdef double now
         if self.mirror_line is not None:
-            if self.trace_mirrors is None:
-                self.trace_mirrors = []
-            self.trace_mirrors.append((self.mirror_line[LINE_SPAN_START:LINE_SPAN_END], monotonic(),
-                                       self.route.filters.mirrors))
+            now = monotonic()
+            self.trace_span(new_span(self.mirror_line, None, 0, now, now, None, 0, -1.0, -1.0,
+                                     self.route.filters.mirrors))
             self.mirror_line = None
 
     cdef void try_upstream(self):
@@ -997,10 +997,11 @@ cdef class Exchange(UpstreamOwner):
         cdef Tracer tracer = self.ctx.tracer
         cdef object found = None
         self.trace_state = None
-        self.trace_attempts = None
+        self.trace_first = self.trace_last = None
+        self.trace_spans = 0
+        self.trace_failed = False
         self.attempt_line = None
         self.mirror_line = None
-        self.trace_mirrors = None
         self.parent_span = None
         self.server_span = None
         if head.traceparent is not None:
@@ -1022,34 +1023,45 @@ cdef class Exchange(UpstreamOwner):
         """The attempt in progress ended; its record is kept when sampled or ``keep``
         (a failed attempt: errors are always exported)."""
         if keep or self.trace_sampled:
-            if self.trace_attempts is None:
-                self.trace_attempts = []
-            self.trace_attempts.append((self.attempt_line[LINE_SPAN_START:LINE_SPAN_END],
-                                        self.upstream, self.attempts,
-                                        self.t_attempt, end, kind, status,
-                                        self.t_connect, self.t_response))
+            self.trace_span(new_span(self.attempt_line, self.upstream, self.attempts, self.t_attempt,
+                                     end, kind, status, self.t_connect, self.t_response, None))
+        if kind is not None:
+            self.trace_failed = True
         self.attempt_line = None
+
+    cdef void trace_span(self, SpanRecord span):
+        if self.trace_last is None:
+            self.trace_first = span
+        else:
+            self.trace_last.next = span
+        self.trace_last = span
+        self.trace_spans += 1
 
     cdef void trace_end(self, double duration):
         """Queue the request's spans when sampled, answered 5xx, or any attempt failed."""
         cdef int status = self.status
-        cdef bint keep = self.trace_sampled or status >= 500 or self.trace_attempts is not None
+        cdef bint keep = self.trace_sampled or status >= 500 or self.trace_failed
         cdef RequestHead head = self.head
+        cdef RequestRecord record
         if self.attempt_line is not None:
             self.trace_attempt(None, self.resp_head.status if self.resp_head is not None else 0, keep,
                                self.t_start + duration)     # the server span's end, not later
         if not keep:
+            self.trace_first = self.trace_last = None
             return
-        self.server_span = self.ctx.tracer.span_id()
-        self.ctx.tracer.push((
-            self.trace_id, self.server_span, self.parent_span, self.trace_state, self.t_start,
-            self.t_start + duration, head.method, head.host, head.target, status,
-            self.route.name if self.route is not None else None,
-            self.service.key if self.service is not None else None,
-            self.error, self.client_ip, self.stream_id != 0, self.trace_sampled,
-            self.trace_attempts, self.request_id, self.attempts, self.trace_mirrors))
-        self.trace_attempts = None
-        self.trace_mirrors = None
+        record = RequestRecord.__new__(RequestRecord)
+        record.trace_id, record.parent_span, record.trace_state = self.trace_id, self.parent_span, self.trace_state
+        record.server_span = self.server_span = self.ctx.tracer.span_id()
+        record.start, record.end = self.t_start, self.t_start + duration
+        record.method, record.host, record.target = head.method, head.host, head.target
+        record.status, record.error = status, self.error
+        record.route = self.route.name if self.route is not None else None
+        record.service = self.service.key if self.service is not None else None
+        record.client, record.h2 = self.client_ip, self.stream_id != 0
+        record.request_id, record.attempts = self.request_id, self.attempts
+        record.spans, record.n_spans = self.trace_first, 1 + self.trace_spans
+        self.trace_first = self.trace_last = None
+        self.ctx.tracer.push(record)
 
     cdef BackendStats backend(self, Upstream upstream):
         """The (route, service, cluster) counters: two lookups on cached hashes; made once."""

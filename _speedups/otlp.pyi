@@ -3,6 +3,6 @@ from typing import final
 
 @final
 class SpanEncoder:
-    def encode(self, records: list[tuple], base: float) -> bytes:
+    def encode(self, records: list, base: float) -> bytes:
         """The records' spans as ScopeSpans ``spans`` fields (field 2, length-delimited);
         ``base``: wall clock minus monotonic clock, seconds."""

@@ -17,6 +17,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
 
+from _speedups.tracing cimport LINE_SPAN_START, RequestRecord, SpanRecord
 from _speedups.upstream cimport Upstream
 
 cdef enum:
@@ -75,10 +76,10 @@ cdef class _Buf:
         self.varint(n)
         return self.put(p, n)
 
-    cdef int hex_field(self, int number, bytes hexid) except -1:
-        """An id given as lower-case hex, sent raw."""
-        cdef const char *p = PyBytes_AS_STRING(hexid)
-        cdef Py_ssize_t i, n = PyBytes_GET_SIZE(hexid) // 2
+    cdef int hex_field(self, int number, bytes hexid, Py_ssize_t at, Py_ssize_t n) except -1:
+        """An id of ``n`` bytes given as lower-case hex at ``hexid[at:]``, sent raw."""
+        cdef const char *p = PyBytes_AS_STRING(hexid) + at
+        cdef Py_ssize_t i
         self.varint(number << 3 | 2)
         self.varint(n)
         self.reserve(n)
@@ -234,14 +235,16 @@ cdef class SpanEncoder:
             found = self.names[key] = text.encode()
         return <bytes>found
 
-    cdef int span_head(self, _Buf b, bytes trace_id, bytes span_id, bytes parent, bytes trace_state,
-                       bytes name_bytes, int kind, double base, double start, double end) except -1:
-        b.hex_field(1, trace_id)
-        b.hex_field(2, span_id)
+    cdef int span_head(self, _Buf b, bytes trace_id, bytes span_id, Py_ssize_t at, bytes parent,
+                       bytes trace_state, bytes name_bytes, int kind, double base, double start,
+                       double end) except -1:
+        """``span_id``: 16 hex digits at ``at`` (a traceparent line holds an attempt's)."""
+        b.hex_field(1, trace_id, 0, 16)
+        b.hex_field(2, span_id, at, 8)
         if trace_state:
             b.field(3, PyBytes_AS_STRING(trace_state), len(trace_state))
         if parent is not None:
-            b.hex_field(4, parent)
+            b.hex_field(4, parent, 0, 8)
         b.field(5, PyBytes_AS_STRING(name_bytes), len(name_bytes))
         b.varint(6 << 3 | 0)
         b.varint(kind)
@@ -268,21 +271,18 @@ cdef class SpanEncoder:
 
     cpdef bytes encode(self, list records, double base):
         """``records``' spans; ``base``: wall clock minus monotonic clock, in seconds."""
-        cdef tuple record, attempt
+        cdef RequestRecord r
+        cdef SpanRecord a
         cdef _Buf b = self.scratch
-        cdef int status, a_status, number
-        cdef bytes method, trace_id, server_span, trace_state, target, path, query
+        cdef int status
+        cdef bytes method, target, path, query, server_span
         cdef Upstream up
         cdef Py_ssize_t q
         self.out.size = 0
-        for record in records:
-            trace_id, server_span, trace_state = record[0], record[1], record[3]
-            method, target = record[6], record[8]
-            status = record[9]
-            route, service, error = record[10], record[11], record[12]
-            failed = status >= 500 or status == 0
-            self.span_head(b, trace_id, server_span, record[2], trace_state,
-                           self.name(method, route, None), KIND_SERVER, base, record[4], record[5])
+        for r in records:
+            status, method, target, server_span = r.status, r.method, r.target, r.server_span
+            self.span_head(b, r.trace_id, server_span, 0, r.parent_span, r.trace_state,
+                           self.name(method, r.route, None), KIND_SERVER, base, r.start, r.end)
             b.attr_text(b"http.request.method", method)
             q = target.find(b"?")
             path = target[:q] if q >= 0 else target
@@ -290,69 +290,78 @@ cdef class SpanEncoder:
             b.attr_text(b"url.path", path)
             if query:
                 b.attr_text(b"url.query", query)
-            address, port = self.host(record[7]) if record[7] is not None else (None, -1)
+            address, port = self.host(r.host) if r.host is not None else (None, -1)
             if address is not None:
                 b.attr_text(b"server.address", address)
             if port >= 0:
                 b.attr_int(b"server.port", port)
-            b.attr_text(b"client.address", record[13])
-            if record[14]:
+            b.attr_text(b"client.address", r.client)
+            if r.h2:
                 b.attr_str(b"network.protocol.version", b"2", 1)
             else:
                 b.attr_str(b"network.protocol.version", b"1.1", 3)
             if status:
                 b.attr_int(b"http.response.status_code", status)
-            if route is not None:
-                self.text(b, b"gateway.route", route)
-            if service is not None:
-                self.text(b, b"gateway.service", service)
-            b.attr_text(b"gateway.request_id", record[17])
-            b.attr_int(b"gateway.attempts", record[18])
+            if r.route is not None:
+                self.text(b, b"gateway.route", r.route)
+            if r.service is not None:
+                self.text(b, b"gateway.service", r.service)
+            b.attr_text(b"gateway.request_id", r.request_id)
+            b.attr_int(b"gateway.attempts", r.attempts)
             if status >= 500:
                 b.attr_text(b"error.type", str(status))
-            if failed:
-                self.span_status(b, error)
+            if status >= 500 or status == 0:
+                self.span_status(b, r.error)
             self.flush_span()
-            for attempt in record[16] or ():
-                up = attempt[1]
-                number, kind, a_status, t_connect = attempt[2], attempt[5], attempt[6], attempt[7]
-                self.span_head(b, trace_id, attempt[0], server_span, trace_state,
-                               self.name(method, None, ""), KIND_CLIENT, base, attempt[3], attempt[4])
-                b.attr_text(b"http.request.method", method)
-                if up is not None:
-                    self.text(b, b"server.address", up.ip)
-                    b.attr_int(b"server.port", up.port)
-                    self.text(b, b"network.peer.address", up.ip)
-                if a_status:
-                    b.attr_int(b"http.response.status_code", a_status)
-                if number > 1:
-                    b.attr_int(b"http.request.resend_count", number - 1)
-                if route is not None:
-                    self.text(b, b"gateway.route", route)
-                if service is not None:
-                    self.text(b, b"gateway.service", service)
-                if up is not None:
-                    self.text(b, b"gateway.cluster", up.cluster)
-                    self.text(b, b"gateway.endpoint", up.host)
-                b.attr_int(b"gateway.attempt", number)
-                if kind is not None:
-                    self.text(b, b"gateway.failure_kind", kind)
-                if t_connect > 0:
-                    b.attr_double(b"gateway.upstream_connect_ms", round(t_connect * 1000, 3))
-                if kind is not None:
-                    b.attr_text(b"error.type", kind)
-                elif a_status >= 400:
-                    b.attr_text(b"error.type", str(a_status))
-                if kind is not None or a_status >= 400:
-                    self.span_status(b, kind)
+            a = r.spans
+            while a is not None:
+                if a.number == 0:
+                    self.mirror_span(b, r, a, base)
+                else:
+                    self.attempt_span(b, r, a, base)
                 self.flush_span()
-            for mirror in record[19] or ():
-                self.span_head(b, trace_id, mirror[0], server_span, trace_state,
-                               self.name(method, None, " mirror"), KIND_CLIENT, base, mirror[1], mirror[1])
-                b.attr_text(b"http.request.method", method)
-                if route is not None:
-                    b.attr_text(b"gateway.route", route)
-                b.attr_bool(b"gateway.mirror", True)
-                b.attr_text(b"gateway.service", ",".join([m.service.key for m in mirror[2]]))
-                self.flush_span()
+                a = a.next
         return PyBytes_FromStringAndSize(self.out.data, self.out.size)
+
+    cdef int attempt_span(self, _Buf b, RequestRecord r, SpanRecord a, double base) except -1:
+        cdef Upstream up = a.upstream
+        cdef str kind = a.kind
+        self.span_head(b, r.trace_id, a.line, LINE_SPAN_START, r.server_span, r.trace_state,
+                       self.name(r.method, None, ""), KIND_CLIENT, base, a.start, a.end)
+        b.attr_text(b"http.request.method", r.method)
+        if up is not None:
+            self.text(b, b"server.address", up.ip)
+            b.attr_int(b"server.port", up.port)
+            self.text(b, b"network.peer.address", up.ip)
+        if a.status:
+            b.attr_int(b"http.response.status_code", a.status)
+        if a.number > 1:
+            b.attr_int(b"http.request.resend_count", a.number - 1)
+        if r.route is not None:
+            self.text(b, b"gateway.route", r.route)
+        if r.service is not None:
+            self.text(b, b"gateway.service", r.service)
+        if up is not None:
+            self.text(b, b"gateway.cluster", up.cluster)
+            self.text(b, b"gateway.endpoint", up.host)
+        b.attr_int(b"gateway.attempt", a.number)
+        if kind is not None:
+            self.text(b, b"gateway.failure_kind", kind)
+        if a.t_connect > 0:
+            b.attr_double(b"gateway.upstream_connect_ms", round(a.t_connect * 1000, 3))
+        if kind is not None:
+            self.text(b, b"error.type", kind)
+        elif a.status >= 400:
+            b.attr_text(b"error.type", str(a.status))
+        if kind is not None or a.status >= 400:
+            self.span_status(b, kind)
+        return 0
+
+    cdef int mirror_span(self, _Buf b, RequestRecord r, SpanRecord a, double base) except -1:
+        self.span_head(b, r.trace_id, a.line, LINE_SPAN_START, r.server_span, r.trace_state,
+                       self.name(r.method, None, " mirror"), KIND_CLIENT, base, a.start, a.end)
+        b.attr_text(b"http.request.method", r.method)
+        if r.route is not None:
+            self.text(b, b"gateway.route", r.route)
+        b.attr_bool(b"gateway.mirror", True)
+        return b.attr_text(b"gateway.service", ",".join([m.service.key for m in a.mirrors]))

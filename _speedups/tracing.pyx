@@ -48,6 +48,62 @@ cdef bint _is_hex(const char *p, Py_ssize_t n, bint allow_upper):
     return nonzero
 
 
+cdef class SpanRecord:
+
+    def __init__(self, bytes line, object upstream, int number, double start, double end,
+                 str kind=None, int status=0, double t_connect=-1.0, double t_response=-1.0,
+                 object mirrors=None):
+        """For tests and the Python side; the request path uses ``new_span``."""
+        self.line, self.upstream, self.number, self.start, self.end = line, upstream, number, start, end
+        self.kind, self.status, self.t_connect, self.t_response = kind, status, t_connect, t_response
+        self.mirrors = mirrors
+
+    @property
+    def span_id(self):
+        return self.line[LINE_SPAN_START:LINE_SPAN_END]
+
+
+cdef SpanRecord new_span(bytes line, object upstream, int number, double start, double end,
+                         str kind, int status, double t_connect, double t_response, object mirrors):
+    """One object per kept span: the times stay C doubles (a tuple held five floats)."""
+    cdef SpanRecord span = SpanRecord.__new__(SpanRecord)
+    span.line, span.upstream, span.number, span.start, span.end = line, upstream, number, start, end
+    span.kind, span.status, span.t_connect, span.t_response = kind, status, t_connect, t_response
+    span.mirrors = mirrors
+    return span
+
+
+cdef class RequestRecord:
+
+    def __init__(self, bytes trace_id, bytes server_span, bytes parent_span, bytes trace_state,
+                 double start, double end, bytes method, bytes host, bytes target, int status,
+                 str route, str service, str error, bytes client, bint h2, bytes request_id,
+                 int attempts, list spans=None):
+        """For tests and the Python side; the exchange fills one in directly."""
+        cdef SpanRecord span, last = None
+        self.trace_id, self.server_span, self.parent_span = trace_id, server_span, parent_span
+        self.trace_state, self.start, self.end = trace_state, start, end
+        self.method, self.host, self.target, self.status = method, host, target, status
+        self.route, self.service, self.error, self.client = route, service, error, client
+        self.h2, self.request_id, self.attempts = h2, request_id, attempts
+        self.n_spans = 1
+        for span in spans or ():
+            if last is None:
+                self.spans = span
+            else:
+                last.next = span
+            last = span
+            self.n_spans += 1
+
+    def span_list(self):
+        cdef SpanRecord span = self.spans
+        out = []
+        while span is not None:
+            out.append(span)
+            span = span.next
+        return out
+
+
 cdef class Tracer:
 
     def __init__(self, double sample_ratio=1.0, Py_ssize_t max_queue=4096,
@@ -129,7 +185,7 @@ cdef class Tracer:
             v = (v << 4) | <unsigned long long>_hexval(p[i])
         return v < self.threshold
 
-    cdef void push(self, tuple record):
+    cdef void push(self, RequestRecord record):
         if len(self.records) >= self.max_queue:
             self.dropped += 1
             return

@@ -1,8 +1,8 @@
 """OpenTelemetry traces: the exporter that takes what the request path recorded.
 
 The request path (``_speedups/exchange.pyx`` with ``_speedups/tracing.pyx``) only records:
-per request kept (sampled, answered 5xx, or with a failed attempt) one tuple, pushed onto
-the ``Tracer``'s bounded queue.  Here a thread of the worker process takes the queue every
+per request kept (sampled, answered 5xx, or with a failed attempt) one ``RequestRecord``
+(with a ``SpanRecord`` per attempt), pushed onto the ``Tracer``'s bounded queue.  Here a thread of the worker process takes the queue every
 ``flush_interval`` (or as soon as ``batch_size`` requests are held), turns each record into
 a server span and one client span per upstream attempt, encodes them as OTLP protobuf and
 POSTs them to the collector (OTLP/HTTP, ``application/x-protobuf``).  A collector that is
@@ -32,7 +32,7 @@ import threading
 from urllib.parse import urlsplit
 
 from _speedups.otlp import SpanEncoder
-from _speedups.tracing import Tracer
+from _speedups.tracing import RequestRecord, Tracer
 from gateway import __version__
 from gateway.config import TracingConfig
 
@@ -134,62 +134,63 @@ def _split_host(host: bytes | None) -> tuple[str | None, int | None]:
     return name, int(port) if port.isdigit() else None
 
 
-def spans_of(record: tuple, wall_ns) -> list[bytes]:
-    """A request's record (``Exchange.trace_end``): its server span and attempt spans."""
-    (trace_id, server_span, parent, trace_state, t_start, t_end, method, host, target, status,
-     route, service, error, client, h2, _sampled, attempts, request_id, n_attempts, mirrors) = record
-    method_s = method.decode("latin-1")
-    path, _, query = target.partition(b"?")
-    address, port = _split_host(host)
+def spans_of(r: RequestRecord, wall_ns) -> list[bytes]:
+    """A kept request (``Exchange.trace_end``): its server span, then its attempts' and
+    mirror copies' spans, in the order they ended."""
+    method_s = r.method.decode("latin-1")
+    path, _, query = r.target.partition(b"?")
+    address, port = _split_host(r.host)
     server_attrs = {
         "http.request.method": method_s,
         "url.path": path,
         "url.query": query or None,
         "server.address": address,
         "server.port": port,
-        "client.address": client,
-        "network.protocol.version": "2" if h2 else "1.1",
-        "http.response.status_code": status or None,
-        "gateway.route": route,
-        "gateway.service": service,
-        "gateway.request_id": request_id,
-        "gateway.attempts": n_attempts,
-        "error.type": (str(status) if status >= 500 else None),
+        "client.address": r.client,
+        "network.protocol.version": "2" if r.h2 else "1.1",
+        "http.response.status_code": r.status or None,
+        "gateway.route": r.route,
+        "gateway.service": r.service,
+        "gateway.request_id": r.request_id,
+        "gateway.attempts": r.attempts,
+        "error.type": (str(r.status) if r.status >= 500 else None),
     }
-    failed = status >= 500 or status == 0
-    out = [encode_span(trace_id, server_span, parent, trace_state,
-                       f"{method_s} {route}" if route else method_s, SPAN_KIND_SERVER,
-                       wall_ns(t_start), wall_ns(t_end), server_attrs,
-                       STATUS_ERROR if failed else STATUS_UNSET, error if failed else None)]
-    for (span_id, upstream, number, a_start, a_end, kind, a_status, t_connect, t_response) in attempts or ():
+    failed = r.status >= 500 or r.status == 0
+    out = [encode_span(r.trace_id, r.server_span, r.parent_span, r.trace_state,
+                       f"{method_s} {r.route}" if r.route else method_s, SPAN_KIND_SERVER,
+                       wall_ns(r.start), wall_ns(r.end), server_attrs,
+                       STATUS_ERROR if failed else STATUS_UNSET, r.error if failed else None)]
+    for a in r.span_list():
+        if a.number == 0:
+            # A mirror copy, fire and forget (gateway.mirror): the span is its hand-over; its
+            # answer is not waited for.  One copy (one span) goes to every mirror of the route.
+            attrs = {"http.request.method": method_s, "gateway.route": r.route, "gateway.mirror": True,
+                     "gateway.service": ",".join(m.service.key for m in a.mirrors)}
+            out.append(encode_span(r.trace_id, a.span_id, r.server_span, r.trace_state,
+                                   f"{method_s} mirror", SPAN_KIND_CLIENT, wall_ns(a.start),
+                                   wall_ns(a.end), attrs, STATUS_UNSET, None))
+            continue
+        up, kind = a.upstream, a.kind
         attrs = {
             "http.request.method": method_s,
-            "server.address": upstream.ip if upstream is not None else None,
-            "server.port": upstream.port if upstream is not None else None,
-            "network.peer.address": upstream.ip if upstream is not None else None,
-            "http.response.status_code": a_status or None,
-            "http.request.resend_count": number - 1 if number > 1 else None,
-            "gateway.route": route,
-            "gateway.service": service,
-            "gateway.cluster": upstream.cluster if upstream is not None else None,
-            "gateway.endpoint": upstream.host if upstream is not None else None,
-            "gateway.attempt": number,
+            "server.address": up.ip if up is not None else None,
+            "server.port": up.port if up is not None else None,
+            "network.peer.address": up.ip if up is not None else None,
+            "http.response.status_code": a.status or None,
+            "http.request.resend_count": a.number - 1 if a.number > 1 else None,
+            "gateway.route": r.route,
+            "gateway.service": r.service,
+            "gateway.cluster": up.cluster if up is not None else None,
+            "gateway.endpoint": up.host if up is not None else None,
+            "gateway.attempt": a.number,
             "gateway.failure_kind": kind,
-            "gateway.upstream_connect_ms": (round(t_connect * 1000, 3) if t_connect > 0 else None),
-            "error.type": kind if kind is not None else (str(a_status) if a_status >= 400 else None),
+            "gateway.upstream_connect_ms": (round(a.t_connect * 1000, 3) if a.t_connect > 0 else None),
+            "error.type": kind if kind is not None else (str(a.status) if a.status >= 400 else None),
         }
-        bad = kind is not None or a_status >= 400
-        out.append(encode_span(trace_id, span_id, server_span, trace_state, method_s,
-                               SPAN_KIND_CLIENT, wall_ns(a_start), wall_ns(a_end), attrs,
+        bad = kind is not None or a.status >= 400
+        out.append(encode_span(r.trace_id, a.span_id, r.server_span, r.trace_state, method_s,
+                               SPAN_KIND_CLIENT, wall_ns(a.start), wall_ns(a.end), attrs,
                                STATUS_ERROR if bad else STATUS_UNSET, kind))
-    for span_id, when, targets in mirrors or ():
-        # Fire and forget (gateway.mirror): the span is the copy's hand-over; its answer is
-        # not waited for.  One copy (one span) goes to every mirror of the route.
-        attrs = {"http.request.method": method_s, "gateway.route": route, "gateway.mirror": True,
-                 "gateway.service": ",".join(m.service.key for m in targets)}
-        out.append(encode_span(trace_id, span_id, server_span, trace_state, f"{method_s} mirror",
-                               SPAN_KIND_CLIENT, wall_ns(when), wall_ns(when), attrs,
-                               STATUS_UNSET, None))
     return out
 
 
@@ -239,10 +240,10 @@ class SpanExporter:
         for i in range(0, len(records), size):
             self._send(records[i:i + size])
 
-    def _send(self, batch: list[tuple]) -> None:
+    def _send(self, batch: list[RequestRecord]) -> None:
         spans = self._encoder.encode(batch, self.tracer.wall_base - self.tracer.mono_base)
         body = encode_request(spans, self.cfg.service_name)
-        count = sum(1 + len(record[16] or ()) + len(record[19] or ()) for record in batch)
+        count = sum(record.n_spans for record in batch)
         try:
             if self._conn is None:
                 cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection

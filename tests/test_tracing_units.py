@@ -9,7 +9,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from _speedups.http import build_request_head, find_head_end, parse_request
-from _speedups.tracing import Tracer, b3_fields, traceparent_fields
+from _speedups.tracing import RequestRecord, SpanRecord, Tracer, b3_fields, traceparent_fields
 from gateway.config import ConfigError, parse_config
 from _speedups.otlp import SpanEncoder
 from gateway.tracing import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, encode_request, frame_spans, spans_of
@@ -112,30 +112,41 @@ class _Mirror:
         self.service = type("S", (), {"key": key})()
 
 
+def _line(span: bytes) -> bytes:
+    return b"traceparent: 00-%s-%s-01\r\n" % (TRACE, span)
+
+
+def _attempt(span, number, start, end, kind=None, status=0, t_connect=-1.0, t_response=-1.0,
+             upstream=True):
+    return SpanRecord(_line(span), _upstream() if upstream else None, number, start, end, kind,
+                      status, t_connect, t_response)
+
+
 def _record(**changes):
     fields = dict(
-        trace_id=TRACE, span=SPAN, parent=b"1111111111111111", state=b"k=v", start=100.0, end=100.5,
-        method=b"POST", host=b"example.com:8443", target=b"/x/y?z=1", status=502, route="r1",
-        service="default/web", error="upstream failed", client=b"10.1.1.1", h2=False, sampled=True,
-        attempts=[(b"2222222222222222", _upstream(), 1, 100.1, 100.2, "connect_failed", 0, -1.0, -1.0),
-                  (b"3333333333333333", _upstream(), 2, 100.2, 100.4, None, 502, 0.001, 0.1)],
-        request_id=b"req-1", n=2, mirrors=None)
+        trace_id=TRACE, server_span=SPAN, parent_span=b"1111111111111111", trace_state=b"k=v",
+        start=100.0, end=100.5, method=b"POST", host=b"example.com:8443", target=b"/x/y?z=1",
+        status=502, route="r1", service="default/web", error="upstream failed", client=b"10.1.1.1",
+        h2=False, request_id=b"req-1", attempts=2,
+        spans=[_attempt(b"2222222222222222", 1, 100.1, 100.2, "connect_failed"),
+               _attempt(b"3333333333333333", 2, 100.2, 100.4, None, 502, 0.001, 0.1)])
     fields.update(changes)
-    return tuple(fields.values())
+    return RequestRecord(**fields)
 
 
 RECORDS = [
     _record(),
-    _record(parent=None, state=None, status=200, error=None, h2=True, host=b"[::1]:80",
-            target=b"/\xe9t\xe9", attempts=[(b"4444444444444444", _upstream(), 1, 100.0, 100.1,
-                                               None, 200, 0.0, 0.05)]),
-    _record(status=404, route=None, service=None, host=None, attempts=None, method=b"GET",
-            error="no route matches this request", n=0),
+    _record(parent_span=None, trace_state=None, status=200, error=None, h2=True, host=b"[::1]:80",
+            target=b"/\xe9t\xe9", spans=[_attempt(b"4444444444444444", 1, 100.0, 100.1, None, 200, 0.0, 0.05)]),
+    _record(status=404, route=None, service=None, host=None, spans=None, method=b"GET",
+            error="no route matches this request", attempts=0),
     _record(status=0, error="client closed connection", host=b"h", client=b"\xff"),
-    _record(status=200, error=None, attempts=None,
-            mirrors=[(b"6666666666666666", 100.3, (_Mirror("default/shadow"), _Mirror("ns/b")))]),
-    _record(route="r\u00e9", status=503, attempts=[(b"5555555555555555", None, 1, 100.0, 100.1,
-                                                    None, 0, -1.0, -1.0)]),
+    _record(status=200, error=None, spans=[
+        _attempt(b"4444444444444444", 1, 100.0, 100.1, None, 200),
+        SpanRecord(_line(b"6666666666666666"), None, 0, 100.3, 100.3,
+                   mirrors=(_Mirror("default/shadow"), _Mirror("ns/b")))]),
+    _record(route="r\u00e9", status=503, spans=[_attempt(b"5555555555555555", 1, 100.0, 100.1,
+                                                          upstream=False)]),
 ]
 
 
