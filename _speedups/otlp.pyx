@@ -191,7 +191,8 @@ cdef class SpanEncoder:
     cdef _Buf scratch
     cdef dict texts                         # str -> its UTF-8 bytes
     cdef dict names                         # (method, route) -> span name bytes
-    cdef dict hosts                         # Host value -> (address, port)
+    cdef dict hosts                         # Host value -> its server.address/port attributes
+    cdef dict blocks                        # (route, service[, Upstream]) -> their attributes
 
     def __init__(self):
         self.out = _Buf()
@@ -199,6 +200,7 @@ cdef class SpanEncoder:
         self.texts = {}
         self.names = {}
         self.hosts = {}
+        self.blocks = {}
 
     cdef bytes utf8(self, str value):
         cdef object found = self.texts.get(value)
@@ -215,13 +217,45 @@ cdef class SpanEncoder:
             return b.attr_str(key, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
         return b.attr_text(key, value)
 
-    cdef tuple host(self, bytes value):
+    cdef int host(self, _Buf b, bytes value) except -1:
+        """server.address and server.port from a Host value, encoded once per value."""
         cdef object found = self.hosts.get(value)
+        cdef _Buf block
         if found is None:
             if len(self.hosts) >= CACHE_LIMIT:
                 self.hosts.clear()
-            found = self.hosts[value] = _split_host(value)
-        return <tuple>found
+            address, port = _split_host(value)
+            block = _Buf()
+            if address is not None:
+                block.attr_text(b"server.address", address)
+            if port >= 0:
+                block.attr_int(b"server.port", port)
+            found = self.hosts[value] = PyBytes_FromStringAndSize(block.data, block.size)
+        return b.put(PyBytes_AS_STRING(<bytes>found), PyBytes_GET_SIZE(<bytes>found))
+
+    cdef int names_block(self, _Buf b, str route, str service, Upstream up) except -1:
+        """An attempt's endpoint attributes (``up`` given) or a server span's route and
+        service, encoded once per (route, service, endpoint)."""
+        key = (route, service, up)
+        cdef object found = self.blocks.get(key)
+        cdef _Buf block
+        if found is None:
+            if len(self.blocks) >= CACHE_LIMIT:
+                self.blocks.clear()
+            block = _Buf()
+            if up is not None:
+                self.text(block, b"server.address", up.ip)
+                block.attr_int(b"server.port", up.port)
+                self.text(block, b"network.peer.address", up.ip)
+            if route is not None:
+                self.text(block, b"gateway.route", route)
+            if service is not None:
+                self.text(block, b"gateway.service", service)
+            if up is not None:
+                self.text(block, b"gateway.cluster", up.cluster)
+                self.text(block, b"gateway.endpoint", up.host)
+            found = self.blocks[key] = PyBytes_FromStringAndSize(block.data, block.size)
+        return b.put(PyBytes_AS_STRING(<bytes>found), PyBytes_GET_SIZE(<bytes>found))
 
     cdef bytes name(self, bytes method, object route, str suffix):
         """"{method} {route}" (the server span), "{method}" or "{method} mirror"."""
@@ -290,11 +324,8 @@ cdef class SpanEncoder:
             b.attr_text(b"url.path", path)
             if query:
                 b.attr_text(b"url.query", query)
-            address, port = self.host(r.host) if r.host is not None else (None, -1)
-            if address is not None:
-                b.attr_text(b"server.address", address)
-            if port >= 0:
-                b.attr_int(b"server.port", port)
+            if r.host is not None:
+                self.host(b, r.host)
             b.attr_text(b"client.address", r.client)
             if r.h2:
                 b.attr_str(b"network.protocol.version", b"2", 1)
@@ -302,10 +333,7 @@ cdef class SpanEncoder:
                 b.attr_str(b"network.protocol.version", b"1.1", 3)
             if status:
                 b.attr_int(b"http.response.status_code", status)
-            if r.route is not None:
-                self.text(b, b"gateway.route", r.route)
-            if r.service is not None:
-                self.text(b, b"gateway.service", r.service)
+            self.names_block(b, r.route, r.service, None)
             b.attr_text(b"gateway.request_id", r.request_id)
             b.attr_int(b"gateway.attempts", r.attempts)
             if status >= 500:
@@ -329,21 +357,11 @@ cdef class SpanEncoder:
         self.span_head(b, r.trace_id, a.line, LINE_SPAN_START, r.server_span, r.trace_state,
                        self.name(r.method, None, ""), KIND_CLIENT, base, a.start, a.end)
         b.attr_text(b"http.request.method", r.method)
-        if up is not None:
-            self.text(b, b"server.address", up.ip)
-            b.attr_int(b"server.port", up.port)
-            self.text(b, b"network.peer.address", up.ip)
+        self.names_block(b, r.route, r.service, up)
         if a.status:
             b.attr_int(b"http.response.status_code", a.status)
         if a.number > 1:
             b.attr_int(b"http.request.resend_count", a.number - 1)
-        if r.route is not None:
-            self.text(b, b"gateway.route", r.route)
-        if r.service is not None:
-            self.text(b, b"gateway.service", r.service)
-        if up is not None:
-            self.text(b, b"gateway.cluster", up.cluster)
-            self.text(b, b"gateway.endpoint", up.host)
         b.attr_int(b"gateway.attempt", a.number)
         if kind is not None:
             self.text(b, b"gateway.failure_kind", kind)

@@ -171,17 +171,17 @@ def spans_of(r: RequestRecord, wall_ns) -> list[bytes]:
                                    wall_ns(a.end), attrs, STATUS_UNSET, None))
             continue
         up, kind = a.upstream, a.kind
-        attrs = {
+        attrs = {       # (the compiled encoder keeps the route's and endpoint's ones together)
             "http.request.method": method_s,
             "server.address": up.ip if up is not None else None,
             "server.port": up.port if up is not None else None,
             "network.peer.address": up.ip if up is not None else None,
-            "http.response.status_code": a.status or None,
-            "http.request.resend_count": a.number - 1 if a.number > 1 else None,
             "gateway.route": r.route,
             "gateway.service": r.service,
             "gateway.cluster": up.cluster if up is not None else None,
             "gateway.endpoint": up.host if up is not None else None,
+            "http.response.status_code": a.status or None,
+            "http.request.resend_count": a.number - 1 if a.number > 1 else None,
             "gateway.attempt": a.number,
             "gateway.failure_kind": kind,
             "gateway.upstream_connect_ms": (round(a.t_connect * 1000, 3) if a.t_connect > 0 else None),
