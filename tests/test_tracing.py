@@ -11,6 +11,7 @@ span), its backends see the propagated traceparent, its access log carries the t
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -291,5 +292,45 @@ def test_tracing_turns_on_and_off_with_a_reload(tmp_path, backend_a, backend_b, 
         while quiet < 10:                       # ten in a row untraced: both workers have it off
             assert time.monotonic() < deadline, "requests still traced after the reload turned it off"
             quiet = quiet + 1 if upstream_traceparent() is None else 0
+    finally:
+        g.stop()
+
+
+def test_an_http2_request_is_traced_as_http2(tmp_path, backend_a, backend_b, receiver):
+    import subprocess
+    g, admin = start_gateway(tmp_path, _config(backend_a, backend_b, receiver.endpoint, 1.0))
+    try:
+        got = subprocess.run(["curl", "-sS", "--max-time", "10", "--http2-prior-knowledge",
+                              "-H", "X-Request-Id: h2-1", f"http://127.0.0.1:{g.port}/headers"],
+                             capture_output=True, timeout=20)
+        assert got.returncode == 0, got
+        spans = receiver.wait(lambda spans: any(s["attributes"].get("gateway.request_id") == "h2-1"
+                                                for s in spans))
+        (server,) = [s for s in spans if s["attributes"].get("gateway.request_id") == "h2-1"]
+        assert server["attributes"]["network.protocol.version"] == "2"
+        (attempt,) = [s for s in spans if s["parent_span_id"] == server["span_id"]]
+        seen = {k.lower(): v for k, v in json.loads(got.stdout)["headers"].items()}
+        assert seen["traceparent"] == f"00-{server['trace_id']}-{attempt['span_id']}-01"
+    finally:
+        g.stop()
+
+
+def test_tracing_off_passes_trace_context_through_and_logs_the_clients_trace_id(
+        tmp_path, backend_a, backend_b):
+    cfg = _config(backend_a, backend_b, "http://127.0.0.1:9/v1/traces", 1.0)
+    del cfg["tracing"]
+    g, admin = start_gateway(tmp_path, cfg)
+    try:
+        parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        with Client(g.host, g.port) as c:
+            resp = c.request("GET", "/headers", {"traceparent": parent, "tracestate": "a=1",
+                                                 "X-Request-Id": "off-1"})
+            seen = {k.lower(): v for k, v in resp.json()["headers"].items()}
+            assert seen["traceparent"] == parent and seen["tracestate"] == "a=1"
+            c.request("GET", "/headers", {"X-Request-Id": "off-2"})
+        log = g.log.by_ids(["off-1", "off-2"])
+        assert log["off-1"]["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+        assert "trace_id" in log["off-2"] and log["off-2"]["trace_id"] is None
+        assert "gateway_tracing_" not in admin.request("GET", "/metrics")[2].decode()
     finally:
         g.stop()
