@@ -407,7 +407,7 @@ cdef class Exchange(UpstreamOwner):
                 self.ctx.counters[ST_INTERNAL_ERRORS] += 1
                 _log.exception("request mirror failed")
         cdef double now
-        if self.mirror_line is not None:
+        if self.mirror_line is not None and self.trace_id is not None:
             now = monotonic()
             self.trace_span(new_span(self.mirror_line, None, 0, now, now, None, 0, -1.0, -1.0,
                                      self.route.filters.mirrors))
@@ -586,7 +586,9 @@ cdef class Exchange(UpstreamOwner):
         host = head.host if head.host is not None else self.upstream.host_bytes
         if route.filters is not None and route.filters.rewrite_host is not None:
             host = route.filters.rewrite_host     # URLRewrite; X-Forwarded-Host keeps the client's
-        cdef bytes trace_fields = self.attempt_line       # None: tracing off
+        cdef bytes trace_fields = None
+        if self.trace_id is not None:                     # else the client's pass through
+            trace_fields = self.attempt_line
         if trace_fields is not None and self.trace_state is not None:
             trace_fields += b"tracestate: " + self.trace_state + b"\r\n"
         conn.write(build_request_head(
