@@ -117,6 +117,20 @@ def tracing_counters(admin_port: int) -> dict[str, float]:
     return out
 
 
+def _settled(admin_port: int, timeout: float = 10.0) -> dict[str, float]:
+    """The counters once the last batch is exported (stable over a flush and a report)."""
+    import time
+    deadline = time.monotonic() + timeout
+    before = tracing_counters(admin_port)
+    while time.monotonic() < deadline:
+        time.sleep(1.5)                 # > flush_interval (1 s) and the workers' report (1 s)
+        now = tracing_counters(admin_port)
+        if now == before:
+            return now
+        before = now
+    return before
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
@@ -166,7 +180,7 @@ def main(argv=None) -> int:
                           f"{r['rps']:>9.0f} req/s  {r['cpu_us_per_req']:6.1f} CPU us/req  "
                           f"p99 {r['p99_us'] / 1000:6.2f} ms  (CPU 0 busy with others: "
                           f"{r['cpu0_other_util'] * 100:.0f}%)", flush=True)
-        counters = {name: tracing_counters(admin_ports[name]) for name in names}
+        counters = {name: _settled(admin_ports[name]) for name in names}
     finally:
         bench.cleanup()
         sink.close()
@@ -190,6 +204,8 @@ def main(argv=None) -> int:
               f"{s['vs_off_pct']:>+7.1f}% {s['p99_us'] / 1000:>8.2f}")
     print()
     print("spans (from each gateway's /metrics; a request's spans are one server span and one per attempt):")
+    full_q = 'gateway_tracing_requests_dropped_total{reason="queue_full"}'
+    failed_q = 'gateway_tracing_requests_dropped_total{reason="export_failed"}'
     for name in names:
         c = counters[name]
         if VARIANTS[name] is None:
@@ -198,9 +214,7 @@ def main(argv=None) -> int:
         print(f"  {name:<5} requests {c.get('gateway_requests_total', 0):.0f}, recorded "
               f"{c.get('gateway_tracing_requests_recorded_total', 0):.0f}, spans exported "
               f"{c.get('gateway_tracing_spans_exported_total', 0):.0f}, dropped (queue full) "
-              f"{c.get('gateway_tracing_requests_dropped_total{reason=\"queue_full\"}', 0):.0f}, "
-              f"dropped (export failed) "
-              f"{c.get('gateway_tracing_requests_dropped_total{reason=\"export_failed\"}', 0):.0f}")
+              f"{c.get(full_q, 0):.0f}, dropped (export failed) {c.get(failed_q, 0):.0f}")
     print(f"  sink: {sink.requests} export requests, {sink.bytes / 1e6:.1f} MB")
     if args.json:
         Path(args.json).write_text(json.dumps({"runs": runs, "summary": summary,
