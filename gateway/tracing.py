@@ -197,8 +197,13 @@ def spans_of(r: RequestRecord, wall_ns) -> list[bytes]:
 class SpanExporter:
     """A worker's exporter thread: takes the Tracer's records, sends OTLP batches."""
 
-    def __init__(self, tracer: Tracer, cfg: TracingConfig) -> None:
+    def __init__(self, tracer: Tracer, cfg: TracingConfig,
+                 previous: "SpanExporter | None" = None) -> None:
+        """``previous``: the exporter this one replaces (a reload changed ``tracing``); its
+        counts carry on here, so that the worker's counters never go down."""
         self.tracer = tracer
+        self._previous = previous
+        self._base = [0] * 5
         self.cfg = cfg
         url = urlsplit(cfg.endpoint)
         self._https = url.scheme == "https"
@@ -219,8 +224,17 @@ class SpanExporter:
         """[recorded, dropped (queue full), spans exported, dropped (export failed),
         export failures]: absolute, for the worker's report (gateway.stats)."""
         t = self.tracer
-        return [t.recorded, t.dropped, self.spans_exported, self.requests_failed,
+        mine = [t.recorded, t.dropped, self.spans_exported, self.requests_failed,
                 self.export_failures]
+        previous = self._previous
+        if previous is not None:
+            counts = previous.counters()
+            if not previous._thread.is_alive():     # its last flush is done: fold it in
+                self._base = [a + b for a, b in zip(self._base, counts)]
+                self._previous = None
+                counts = [0] * 5
+            mine = [a + b for a, b in zip(mine, counts)]
+        return [a + b for a, b in zip(mine, self._base)]
 
     def _run(self) -> None:
         while not self._stopping:
@@ -285,4 +299,4 @@ def apply_tracing(ctx, exporter: SpanExporter | None, cfg: TracingConfig | None)
         return None
     tracer = Tracer(cfg.sample_ratio, cfg.max_queue, cfg.batch_size)
     ctx.tracer = tracer
-    return SpanExporter(tracer, cfg)
+    return SpanExporter(tracer, cfg, exporter)
