@@ -31,6 +31,7 @@ cdef class Context:
     cdef readonly Port port                 # the file's listeners (listen, tls.listen)
     cdef public double connect_timeout
     cdef public double response_timeout
+    cdef public double upstream_unresponsive   # s; 0: the kernel's defaults (see exchange.pyx)
     cdef public double idle_timeout
     cdef public double header_timeout
     cdef public Py_ssize_t max_head_size

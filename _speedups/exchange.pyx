@@ -20,6 +20,7 @@ X_DONE ``finish``.
 """
 import logging
 import os as _os
+import socket as _socket
 from asyncio import CancelledError
 
 from _speedups.clock cimport monotonic
@@ -55,6 +56,36 @@ GATEWAY_ERROR_KINDS = frozenset((KIND_CONNECT, KIND_CONNECT_TIMEOUT, KIND_RESET,
 UPSTREAM_5XX = KIND_5XX
 
 cdef bytes EMPTY = b""
+
+# Looked up once: the options that bound a connection to a vanished peer (see _bound_liveness).
+cdef int _SOL_SOCKET = _socket.SOL_SOCKET, _SO_KEEPALIVE = _socket.SO_KEEPALIVE
+cdef int _IPPROTO_TCP = _socket.IPPROTO_TCP
+cdef int _TCP_KEEPIDLE = _socket.TCP_KEEPIDLE, _TCP_KEEPINTVL = _socket.TCP_KEEPINTVL
+cdef int _TCP_USER_TIMEOUT = _socket.TCP_USER_TIMEOUT
+
+
+cdef void _bound_liveness(object transport, double seconds):
+    """Once per upstream connection: a peer that stops acknowledging for ``seconds`` (its zone
+    vanished, a blackhole) ends the connection with ETIMEDOUT, even while a request waits on
+    it -- without it, such a request waited for the whole response timeout (13 s measured in
+    issue #26).  Keepalive probes start after 1 s idle, one a second; TCP_USER_TIMEOUT aborts
+    once nothing was acknowledged for ``seconds`` (it also replaces keepalive's probe count,
+    Linux tcp_keepalive_timer).  A live peer's kernel acknowledges the probes, so a slow answer
+    is never cut; the cost is one small packet a second per idle connection.  The request
+    then fails as "reset before any response byte": retried elsewhere when idempotent.
+    """
+    if seconds <= 0:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(_SOL_SOCKET, _SO_KEEPALIVE, 1)
+        sock.setsockopt(_IPPROTO_TCP, _TCP_KEEPIDLE, 1)
+        sock.setsockopt(_IPPROTO_TCP, _TCP_KEEPINTVL, 1)
+        sock.setsockopt(_IPPROTO_TCP, _TCP_USER_TIMEOUT, <int>(seconds * 1000))
+    except OSError:
+        pass                                # not TCP (a test's unix socket): nothing to bound
 
 
 cdef class Downstream(Connection):
@@ -551,7 +582,7 @@ cdef class Exchange(UpstreamOwner):
                            UpstreamConnection conn):
         timer.cancel()
         try:
-            task.result()
+            transport = task.result()[0]
         except CancelledError:
             self.upstream_failed(connect_id, upstream, KIND_CONNECT_TIMEOUT,
                                  f"connect to {upstream.host} timed out", True)
@@ -560,6 +591,7 @@ cdef class Exchange(UpstreamOwner):
             self.upstream_failed(connect_id, upstream, KIND_CONNECT,
                                  f"connect to {upstream.host} failed: {exc.strerror or exc}", True)
             return
+        _bound_liveness(transport, self.ctx.upstream_unresponsive)
         if connect_id != self.connect_id or self.downstream.closed or self.upstream is not upstream:
             upstream.give_back(conn, monotonic())   # this request moved on; keep the connection
             return

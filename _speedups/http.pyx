@@ -25,6 +25,8 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.mem cimport PyMem_Realloc
 from libc.string cimport memchr, memcmp, memcpy
 
+from _speedups.path cimport HEXVAL     # hex digit values (chunk sizes), 255 for anything else
+
 cdef enum:
     MAX_CHUNK_SIZE_DIGITS = 15          # 16**15 bytes is far beyond any real chunk
 
@@ -44,7 +46,6 @@ cdef unsigned char FIELD_VALUE[256]  # VCHAR, obs-text, SP, HTAB
 cdef unsigned char TARGET[256]       # visible ASCII in a request-target
 cdef unsigned char HOST[256]         # RFC 3986 reg-name, IP-literal and port characters
 cdef unsigned char LOWER[256]
-cdef unsigned char HEXVAL[256]
 
 cdef void _init_tables():
     cdef int c
@@ -54,14 +55,6 @@ cdef void _init_tables():
         TARGET[c] = 0x21 <= c <= 0x7e
         HOST[c] = (48 <= c <= 58) or (65 <= c <= 90) or (97 <= c <= 122) or c in b"-._~!$&'()*+,;=%[]"
         LOWER[c] = c + 32 if 65 <= c <= 90 else c
-        if 48 <= c <= 57:
-            HEXVAL[c] = c - 48
-        elif 97 <= c <= 102:
-            HEXVAL[c] = c - 87
-        elif 65 <= c <= 70:
-            HEXVAL[c] = c - 55
-        else:
-            HEXVAL[c] = 255
 
 _init_tables()
 

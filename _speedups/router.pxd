@@ -1,7 +1,6 @@
 from _speedups.http cimport RequestHead
 
 cdef class RouteMatcher:
-    cdef readonly int index
     cdef readonly object target
     cdef readonly int path_kind
     cdef readonly bytes path_bytes

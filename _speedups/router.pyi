@@ -9,11 +9,10 @@ class RouteMatcher:
     ``headers``: (lower-case name, "exact" | "present" | "absent" | "regex", bytes | re.Pattern | None);
     ``queries``: (name, "exact" | "regex", bytes | re.Pattern), first of repeated names decides.
     """
-    index: int
     target: Any
     path_kind: int
     path_bytes: bytes
-    def __init__(self, index: int, target: Any,
+    def __init__(self, target: Any,
                  path_kind: Literal["any", "prefix", "segment_prefix", "exact", "regex"],
                  path_value: str | re.Pattern[str] | None, hosts: Iterable[str] = ...,
                  methods: Iterable[str] = ..., headers: Iterable[tuple] = ...,

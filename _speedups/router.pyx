@@ -69,9 +69,8 @@ cdef bytes _unquote(bytes text):
 cdef class RouteMatcher:
     """The conditions of one route; the route's target is any object in ``target``."""
 
-    def __init__(self, int index, object target, str path_kind, object path_value,
+    def __init__(self, object target, str path_kind, object path_value,
                  hosts=(), methods=(), headers=(), queries=()):
-        self.index = index
         self.target = target
         self.path_kind = {"any": PATH_ANY, "prefix": PATH_PREFIX, "exact": PATH_EXACT,
                           "regex": PATH_REGEX, "segment_prefix": PATH_SEGMENT}[path_kind]
@@ -179,6 +178,17 @@ cdef bytes _first_segment(bytes path):
     return PyBytes_FromStringAndSize(p + 1, (end - p if end != NULL else n) - 1)
 
 
+cdef object _segment_key(RouteMatcher m):
+    """The first path segment every path the route matches starts with; None: no such one."""
+    if m.path_kind == PATH_EXACT or m.path_kind == PATH_SEGMENT:
+        return _first_segment(m.path_bytes)     # segment "/api" and "/api/v1" both need "api" first
+    if m.path_kind == PATH_PREFIX:
+        end = m.path_bytes.find(b"/", 1)
+        if end > 0:
+            return m.path_bytes[1:end]
+    return None
+
+
 cdef bytes _route_host(bytes host):
     """The Host value as host rules compare it: without its port, in lower case."""
     cdef const char *p = PyBytes_AS_STRING(host)
@@ -203,38 +213,38 @@ cdef class Router:
     ``for_listeners``, a choice among listeners' tables by hostname."""
 
     def __init__(self, matchers):
+        cdef RouteMatcher m
+        cdef Py_ssize_t position = 0
+        cdef list entries
         self.dispatches = False
         self.matchers = tuple(matchers)
-        self.has_regex = any(m.path_kind == PATH_REGEX for m in self.matchers)
-        self.has_hosts = any(not m.any_host for m in self.matchers)
+        self.has_regex = self.has_hosts = False
         # An indexed route is a prefix or exact route whose first segment is complete,
-        # e.g. prefix "/api/" or exact "/api"; prefix "/ap" could match "/apple".
+        # e.g. prefix "/api/" or exact "/api"; prefix "/ap" could match "/apple".  Entries
+        # are (position, matcher): a segment's routes and the unindexed ones are merged back
+        # into the order given.  Built per route change: at 2,000 routes, a loop of typed
+        # steps costs ~1 ms where per-route Python calls (sorted, genexprs) cost ~14.
         index = {}
         unindexed = []
         for m in self.matchers:
-            seg = self._segment_key(m)
+            self.has_regex |= m.path_kind == PATH_REGEX
+            self.has_hosts |= not m.any_host
+            seg = _segment_key(m)
             if seg is None:
-                unindexed.append(m)
+                unindexed.append((position, m))
             else:
-                index.setdefault(seg, []).append(m)
-        self.unindexed = tuple(unindexed)
-        self.index = {seg: self._merge(routes, unindexed) for seg, routes in index.items()}
-
-    @staticmethod
-    def _segment_key(RouteMatcher m):
-        if m.path_kind == PATH_EXACT:
-            return _first_segment(m.path_bytes)
-        if m.path_kind == PATH_SEGMENT:
-            return _first_segment(m.path_bytes)     # "/api" and "/api/v1" both need "api" first
-        if m.path_kind == PATH_PREFIX:
-            end = m.path_bytes.find(b"/", 1)
-            if end > 0:
-                return m.path_bytes[1:end]
-        return None
-
-    @staticmethod
-    def _merge(routes, unindexed):
-        return tuple(sorted(list(routes) + list(unindexed), key=lambda m: m.index))
+                entries = index.get(seg)
+                if entries is None:
+                    index[seg] = [(position, m)]
+                else:
+                    entries.append((position, m))
+            position += 1
+        self.unindexed = tuple([entry[1] for entry in unindexed])
+        self.index = {}
+        for seg, entries in index.items():
+            if unindexed:
+                entries = sorted(entries + unindexed)   # positions are unique: never compares matchers
+            self.index[seg] = tuple([entry[1] for entry in entries])
 
     @staticmethod
     def for_listeners(listeners):

@@ -2,6 +2,23 @@ cdef enum:
     N_BUCKETS = 14                      # len(LATENCY_BOUNDS) + 1 (+Inf)
 
 
+# The worker's report lists, by position (gateway.stats reads them by these names).
+cpdef enum:                             # TrafficStats.as_list()
+    TRAFFIC_COUNT = 0
+    TRAFFIC_CLASSES = 1                 # by_class[0..5]: no status, 1xx .. 5xx
+    TRAFFIC_BUCKETS = 7                 # the latency histogram, N_BUCKETS of them
+    TRAFFIC_LATENCY_SUM = 7 + N_BUCKETS
+    TRAFFIC_LEN
+
+
+cpdef enum:                             # Upstream.counters(): these, then the traffic list
+    UPSTREAM_REQUESTS = 0
+    UPSTREAM_FAILURES = 1               # gateway errors: connect failures, resets, timeouts
+    UPSTREAM_IN_FLIGHT = 2              # gauges ...
+    UPSTREAM_IDLE = 3                   # ... (zero once the worker is gone)
+    UPSTREAM_TRAFFIC = 4
+
+
 cdef enum:                              # Context.counters (STAT_NAMES in stats.pyx)
     ST_REQUESTS, ST_2XX, ST_3XX, ST_4XX, ST_5XX, ST_RETRIES, ST_UPSTREAM_CONNECTS,
     ST_CONNECT_FAILURES, ST_CONNECTIONS, ST_INTERNAL_ERRORS, ST_REFUSED, ST_REDISPATCHED,

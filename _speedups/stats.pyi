@@ -7,6 +7,18 @@ STAT_NAMES: Final[tuple[str, ...]]
 LATENCY_BOUNDS: Final[tuple[float, ...]]
 """Histogram bucket upper bounds in seconds; one more bucket (+Inf) follows."""
 
+# Positions in the report lists: TrafficStats.as_list() and Upstream.counters().
+TRAFFIC_COUNT: Final[int]
+TRAFFIC_CLASSES: Final[int]
+TRAFFIC_BUCKETS: Final[int]
+TRAFFIC_LATENCY_SUM: Final[int]
+TRAFFIC_LEN: Final[int]
+UPSTREAM_REQUESTS: Final[int]
+UPSTREAM_FAILURES: Final[int]
+UPSTREAM_IN_FLIGHT: Final[int]
+UPSTREAM_IDLE: Final[int]
+UPSTREAM_TRAFFIC: Final[int]
+
 @final
 class TrafficStats:
     @property

@@ -16,6 +16,7 @@ LATENCY_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 cdef double[13] _BOUNDS = [    # LATENCY_BOUNDS as a C array, for record()
    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
 assert len(LATENCY_BOUNDS) == N_BUCKETS - 1
+assert TRAFFIC_LEN == 1 + 6 + N_BUCKETS + 1
 
 # BackendStats.failures / .retries, by index (the enum in stats.pxd): the exchange's failure
 # kinds (exchange.pyx KIND_*), "status" (a retried answer: retry_on statuses, gRPC refusals)
@@ -60,8 +61,9 @@ cdef class TrafficStats:
         self.buckets[i] += 1
 
     cpdef list as_list(self):
-        """Flat, for the worker's report: [count, by_class[0..5], buckets..., latency_sum]
-        (gateway.stats.traffic_dict turns it into the as_dict shape)."""
+        """Flat, for the worker's report, in the TRAFFIC_* order (stats.pxd): [count,
+        by_class[0..5], buckets..., latency_sum] (gateway.stats.traffic_dict turns it into
+        the as_dict shape)."""
         cdef int i
         out = [self.count]
         for i in range(6):

@@ -16,6 +16,7 @@ cpdef enum:
     FLAG_ACTIVE_FAILED = 1      # failed active health checks
     FLAG_EJECTED = 2            # passive outlier ejection
     FLAG_DRAINING = 4           # not ready / terminating
+    FLAG_CLUSTER_DRAINED = 8    # its cluster is drained for this service (gateway/health/domains.py)
 
 
 cpdef unsigned long long hash_bytes(bytes data)

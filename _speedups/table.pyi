@@ -21,6 +21,8 @@ FLAG_EJECTED: int
 """Ejected by passive outlier detection."""
 FLAG_DRAINING: int
 """Not ready or terminating."""
+FLAG_CLUSTER_DRAINED: int
+"""Its cluster is drained for the service (too few healthy endpoints there)."""
 
 class EndpointLike(Protocol):
     @property
@@ -56,7 +58,7 @@ class EndpointTable:
 
     def __init__(self, endpoints: Iterable[EndpointLike] = (),
                  edf_threshold: int = ..., policy: str = "round_robin",
-                 decay: float = 10.0) -> None:
+                 decay: float = 1.0) -> None:
         """Raises ValueError if ``edf_threshold`` < 0."""
     def __len__(self) -> int: ...
     @property

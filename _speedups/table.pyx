@@ -52,6 +52,8 @@ table whose endpoints are all at one level skips the level step.
 cimport cython
 from libc.limits cimport LLONG_MIN
 from libc.math cimport exp, log2
+
+from _speedups.clock cimport monotonic
 from libc.stdlib cimport calloc, free, malloc, qsort
 
 # pick() marks excluded endpoints with this bit, so that the WRR loop tests one
@@ -94,7 +96,7 @@ cdef _Core *_core_new(Py_ssize_t n, bint edf, int edf_threshold, int nlevels=1) 
         c.heap = <int *>malloc(m * sizeof(int))
         c.stack = <int *>malloc(m * sizeof(int))
     c.rng = 0x9E3779B97F4A7C15
-    c.decay = 10.0
+    c.decay = 1.0
     if (c.peers == NULL or c.marks == NULL or (edf and (c.heap == NULL or c.stack == NULL))
             or c.level_priority == NULL or c.level_load == NULL or c.level_current == NULL):
         _core_free(c)
@@ -365,19 +367,62 @@ cdef int _random_eligible(_Core *c, Py_ssize_t n, int level, int other) noexcept
     return -1
 
 
-cdef inline double _cost(_Core *c, _Peer *x) noexcept:
+cdef inline double _decayed(_Core *c, _Peer *x, double now) noexcept:
+    """peak_ewma's estimate now: decayed toward 0 with the time since its last update
+    (Finagle's and Linkerd's rule).  Without it an endpoint that was slow kept its estimate
+    until it answered again, and was never picked to answer: a zone fast again after 300 ms
+    answers kept 0% of the traffic for 25 s and more (issue #26).  Now a slow endpoint's
+    estimate halves every decay x ln 2 seconds without news, so it soon wins a draw, and
+    that probe's answer updates it."""
+    if now <= x.ewma_stamp:
+        return x.ewma
+    return x.ewma * exp(-(now - x.ewma_stamp) / c.decay)
+
+
+cdef inline double _cost(_Core *c, _Peer *x, double now) noexcept:
     # Weight is in the draw (see _pick_two_choices), so not in the cost again.
     cdef double load = x.inflight + 1.0
+    cdef double estimate
     if c.policy == POLICY_PEAK_EWMA:
         # An endpoint not measured yet costs as if answering in 1 ms: tried soon, not flooded.
-        return load * (x.ewma if x.ewma > 0 else 0.001)
+        estimate = _decayed(c, x, now) if x.ewma > 0 else 0.001
+        return load * estimate
     return load
+
+
+# Up to this many endpoints (equal weights) the cheapest of all is taken, ties drawn at
+# random: two random choices among two pods per zone draw both from a slow zone one time in
+# six, which kept 17% of the requests on a zone 300 ms slower (bench/lb_slow_zone.py); the
+# scan keeps ~1% there.  Above it, two choices, O(1) (Mitzenmacher's power of two choices).
+cdef enum:
+    _SCAN_MAX = 8
+
+
+cdef int _pick_least_cost(_Core *c, Py_ssize_t n, int level, double now) noexcept:
+    cdef Py_ssize_t j
+    cdef int best = -1
+    cdef unsigned long long ties = 0
+    cdef double cost, best_cost = 0.0
+    for j in range(n):
+        if _skip(&c.peers[j], level):
+            continue
+        cost = _cost(c, &c.peers[j], now)
+        if best < 0 or cost < best_cost:
+            best, best_cost, ties = <int>j, cost, 1
+        elif cost == best_cost:
+            ties += 1                       # reservoir sampling: each tie kept with 1 / ties
+            if _next_random(c) % ties == 0:
+                best = <int>j
+    return best
 
 
 cdef int _pick_two_choices(_Core *c, Py_ssize_t n, int level) noexcept:
     cdef int a, b
+    cdef double now = 0.0
     if n == 0:
         return -1
+    if c.policy == POLICY_PEAK_EWMA:
+        now = monotonic()               # one clock read per pick, for peak_ewma only
     if not c.uniform:
         # Unequal weights: both candidates drawn by weight (O(n)), so that an idle
         # service splits by weight, and the cost (load) decides between them.
@@ -385,14 +430,16 @@ cdef int _pick_two_choices(_Core *c, Py_ssize_t n, int level) noexcept:
         if a < 0:
             return -1
         b = _pick_random(c, n, level)
-        return b if _cost(c, &c.peers[b]) < _cost(c, &c.peers[a]) else a
+        return b if _cost(c, &c.peers[b], now) < _cost(c, &c.peers[a], now) else a
+    if n <= _SCAN_MAX:
+        return _pick_least_cost(c, n, level, now)
     a = _random_eligible(c, n, level, -1)
     if a < 0:
         return -1
     b = _random_eligible(c, n, level, a)
     if b < 0:
         return a
-    return b if _cost(c, &c.peers[b]) < _cost(c, &c.peers[a]) else a
+    return b if _cost(c, &c.peers[b], now) < _cost(c, &c.peers[a], now) else a
 
 
 cdef int _pick_ring(_Core *c, int level) noexcept:
@@ -517,7 +564,7 @@ cdef class EndpointTable:
         self.generation = 0
 
     def __init__(self, endpoints=(), int edf_threshold=EDF_THRESHOLD, str policy="round_robin",
-                 double decay=10.0):
+                 double decay=1.0):
         if edf_threshold < 0:
             raise ValueError(f"edf_threshold must be >= 0, got {edf_threshold}")
         if policy not in POLICIES:
@@ -714,14 +761,17 @@ cdef class EndpointTable:
         pulls the average down with weight 1 - exp(-elapsed / decay), so an endpoint recovers
         over about ``decay`` seconds, as Finagle's and Linkerd's peak EWMA."""
         cdef _Peer *x
-        cdef double w
+        cdef double w, current
         self._check(i)
         x = &self._core.peers[i]
-        if seconds > x.ewma:
+        # The estimate as pick() sees it (decayed toward 0 since the last update), then:
+        # slower is taken at once, faster averaged in with weight 1 - exp(-elapsed / decay).
+        current = _decayed(self._core, x, now)
+        if seconds > current:
             x.ewma = seconds
         else:
             w = exp(-(now - x.ewma_stamp) / self._core.decay) if now > x.ewma_stamp else 1.0
-            x.ewma = x.ewma * w + seconds * (1.0 - w)
+            x.ewma = current * w + seconds * (1.0 - w)
         x.ewma_stamp = now
 
     def ewma(self, int i):

@@ -47,7 +47,8 @@ cdef class Upstream(Reported):
         self.streams = None
 
     def counters(self):
-        """[requests, failures, inflight, idle, *traffic.as_list()], for the worker's report."""
+        """[requests, failures, inflight, idle, *traffic.as_list()] (the UPSTREAM_* order,
+        stats.pxd), for the worker's report."""
         self.touched = False
         return [self.requests, self.failures, self.inflight, self.idle_count(), *self.traffic.as_list()]
 

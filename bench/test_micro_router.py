@@ -34,10 +34,10 @@ def head_for(path: str):
 
 def route_args(n: int, kind: str):
     if kind == "prefix":
-        return [(i, i, "prefix", f"/svc-{i}/") for i in range(n)]
+        return [(i, "prefix", f"/svc-{i}/") for i in range(n)]
     if kind == "segment_query":
-        return [(i, i, "segment_prefix", f"/svc-{i}", (), (), (), [(b"v", "exact", b"2")]) for i in range(n)]
-    return [(i, i, "regex", re.compile(f"^/svc-{i}/[a-z]+$")) for i in range(n)]
+        return [(i, "segment_prefix", f"/svc-{i}", (), (), (), [(b"v", "exact", b"2")]) for i in range(n)]
+    return [(i, "regex", re.compile(f"^/svc-{i}/[a-z]+$")) for i in range(n)]
 
 
 def build(impl: str, n: int, kind: str):

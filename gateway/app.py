@@ -18,6 +18,7 @@ from dataclasses import replace
 from gateway.config import AccessLogConfig, Config, ConfigError, load_config
 from gateway.dataplane import DataPlane, ProxyContext
 from gateway.health import HealthManager
+from gateway.health.manager import DEFAULT_DRAIN_OVER
 from gateway.mcs import ExportStatus
 from gateway.registry import Registry
 from gateway.snapshot import Delta
@@ -112,6 +113,7 @@ class Gateway:
         self.health = HealthManager(cfg.services, self._publish, self._suspect,
                                     lambda key, endpoints: self.refresh_stats().outcomes(key, endpoints))
         self.health.start()
+        self.health.sync_drains(cfg.sources, 0.0)       # sources[].drained: drained from the start
         exported = cfg.multicluster.merge == "exported"
         self.registry = Registry(cfg.services, [build_source(s, exported) for s in cfg.sources],
                                  self.health.update, self.export_status.merged if exported else None)
@@ -164,8 +166,10 @@ class Gateway:
             return file
         known = {s.key for s in file.services}
         services = file.services + tuple(s for s in t.services if s.key not in known)
-        # One order for both: the spec's precedence across every route of a listener.
-        return replace(file, routes=file.routes + tuple(t.routes), services=services,
+        # One order for both: the spec's precedence across every route of a listener, the
+        # file's routes before the HTTPRoutes' on a tie (their ranks: (0, ...) and (1, ...)).
+        file_routes = tuple(rc if rc.rank else replace(rc, rank=(0, i)) for i, rc in enumerate(file.routes))
+        return replace(file, routes=file_routes + tuple(t.routes), services=services,
                        route_order="precedence", listeners=t.listeners)
 
     def _routes_changed(self, translation) -> None:
@@ -282,6 +286,8 @@ class Gateway:
             self.worker.apply_config(config)
         if config.services != old.services:
             self.health.replace_services(config.services)
+        # sources[].drained is not part of a source's identity (its watch stays): follow it here.
+        self.health.sync_drains(config.sources, DEFAULT_DRAIN_OVER)
         if (config.sources, config.multicluster) != (old.sources, old.multicluster):
             asyncio.ensure_future(self._replace_sources(config))
         else:

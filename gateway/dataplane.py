@@ -12,10 +12,11 @@ import logging
 import time
 from typing import NamedTuple
 
-from gateway.config import Config, HeaderFilter, RouteConfig, spoken_protocol
+from gateway.config import Config, GatewayListener, HeaderFilter, RouteConfig
 from gateway.mirror import Mirror
-from gateway.routing import precedence_order
+from gateway.routing import precedence_key
 from gateway.snapshot import Delta, Endpoints, EndpointSpec, Snapshot, with_pairs
+from gateway.wire import RouteKey, route_key
 
 try:
     from _speedups.h2_upstream import H2Pool
@@ -57,16 +58,17 @@ def _header_modifier(hf: HeaderFilter | None) -> HeaderModifier | None:
     return HeaderModifier(hf.set, hf.add, hf.remove) if hf else None
 
 
-def _port_routers(config: Config, matchers: dict[str, list]) -> dict[tuple[str, int], Router]:
-    """A Router per Gateway listener socket: the routes of its one listener, or, when
-    listeners share the port by hostname, a choice among theirs (listener isolation)."""
-    shared: dict[tuple[str, int], list[tuple[str | None, Router]]] = {}
-    for listener in config.listeners:
-        shared.setdefault((listener.address, listener.port), []).append(
-            (listener.hostname, Router(matchers.get(listener.id, ()))))
-    return {pair: listeners[0][1] if len(listeners) == 1 and not listeners[0][0]
-            else Router.for_listeners(listeners)
-            for pair, listeners in shared.items()}
+class _Placed(NamedTuple):
+    """A route as its listener's Router holds it."""
+
+    config: RouteConfig
+    route: Route
+    matcher: RouteMatcher
+    order: tuple            # its place among the listener's routes (see _order)
+
+
+def _order_of(placed: _Placed) -> tuple:
+    return placed.order
 
 
 class DataPlane:
@@ -77,8 +79,11 @@ class DataPlane:
         self.services: dict[str, Service] = {}
         # (TLS pool: "" or the service, cluster, ip, port) -> Upstream
         self.upstreams: dict[tuple[str, str, str, int], Upstream] = {}
-        self.routes: list[Route] = []
-        self.route_configs: list[RouteConfig] = []     # in the router's order, beside routes
+        # listener id ("": the file's listeners) -> its routes
+        self.placed: dict[str, dict[RouteKey, _Placed]] = {}
+        self.route_order = "declared"
+        self.routers: dict[str, Router] = {}            # listener id -> its routes' Router
+        self.listeners: tuple[GatewayListener, ...] = ()
         # (address, port) of each Gateway listener socket -> the Router its connections use
         self.port_routers: dict[tuple[str, int], Router] = {}
         self.snapshot_version = 0
@@ -130,21 +135,74 @@ class DataPlane:
             service.max_requests, service.max_retries = limits.max_requests, limits.max_retries
             outlier = svc.outlier_detection
             service.outlier_statuses = frozenset(outlier.statuses if outlier else (502, 503, 504))
-        previous = {route.name: route for route in self.routes}
-        ordered = precedence_order(config.routes) if config.route_order == "precedence" else config.routes
-        routes = [self._route(rc, previous.get(rc.name)) for rc in ordered]
-        matchers: dict[str, list[RouteMatcher]] = {}        # per listener; "": the file's
-        for i, (rc, route) in enumerate(zip(ordered, routes)):
-            matchers.setdefault(rc.listener, []).append(self._matcher(i, rc, route))
-        self.routes = routes
-        self.route_configs = list(ordered)
-        self.ctx.set_router(Router(matchers.get("", ())))
-        self.port_routers = _port_routers(config, matchers)
+        # Every route anew (its services, or their settings, may have changed); a route
+        # keeps its traffic counters by name.
+        previous = {p.config.name: p.route for placed in self.placed.values() for p in placed.values()}
+        self.route_order, self.listeners = config.route_order, config.listeners
+        self.placed, self.routers = {}, {}
+        for position, rc in enumerate(config.routes):
+            self._place(rc, position, previous.get(rc.name))
+        self._build_routers({"", *self.placed, *(listener.id for listener in config.listeners)})
         for key in set(self.services) - {svc.key for svc in config.services}:
             self._retire_service(key)
         for key in fresh:                   # endpoints known before the service was routed
             if key in self.view:
                 self._set_members(key, self.view[key])
+
+    def apply_routes(self, upserts: list[RouteConfig], removed: list[RouteKey]) -> None:
+        """Routes added, changed or removed, the rest of the config unchanged: only these
+        routes are built, and only their listeners' Routers."""
+        touched = set()
+        for listener, name in removed:
+            self.placed.get(listener, {}).pop((listener, name), None)
+            touched.add(listener)
+        for rc in upserts:
+            before = self.placed.get(rc.listener, {}).get(route_key(rc))
+            self._place(rc, 0, before.route if before is not None else None)
+            touched.add(rc.listener)
+        self._build_routers(touched)
+
+    def route_config(self, route: Route) -> RouteConfig | None:
+        """The config ``route`` was built from (the admin API explains a match with it)."""
+        for placed in self.placed.values():
+            for p in placed.values():
+                if p.route is route:
+                    return p.config
+        return None
+
+    def _place(self, rc: RouteConfig, position: int, previous: Route | None) -> None:
+        route = self._route(rc, previous)
+        self.placed.setdefault(rc.listener, {})[route_key(rc)] = _Placed(
+            rc, route, self._matcher(rc, route), self._order(rc, position))
+
+    def _order(self, rc: RouteConfig, position: int) -> tuple:
+        """First match wins among a listener's routes in this order: the Gateway API's
+        precedence when asked, then the rank the route's source gave it, then its position
+        in the config (which only configs built without ranks need)."""
+        if self.route_order == "precedence":
+            return precedence_key(rc.match), rc.rank, position
+        return rc.rank, position
+
+    def _build_routers(self, listeners: set[str]) -> None:
+        """The Routers of ``listeners``, and of the Gateway sockets where they are served."""
+        for listener in listeners:
+            placed = sorted(self.placed.get(listener, {}).values(), key=_order_of)
+            self.routers[listener] = Router([p.matcher for p in placed])
+        self.ctx.set_router(self.routers.get("") or Router(()))
+        shared: dict[tuple[str, int], list[GatewayListener]] = {}
+        for gl in self.listeners:
+            shared.setdefault((gl.address, gl.port), []).append(gl)
+        # A socket's Router: its one listener's, or, when listeners share the port by
+        # hostname, a choice among theirs (listener isolation).
+        self.port_routers = {pair: self.port_routers[pair] if pair in self.port_routers
+                             and not any(gl.id in listeners for gl in served)
+                             else self._port_router(served)
+                             for pair, served in shared.items()}
+
+    def _port_router(self, served: list[GatewayListener]) -> Router:
+        if len(served) == 1 and not served[0].hostname:
+            return self.routers.get(served[0].id) or Router(())
+        return Router.for_listeners([(gl.hostname, self.routers.get(gl.id) or Router(())) for gl in served])
 
     def _route(self, rc: RouteConfig, previous: Route | None) -> Route:
         services = tuple(self.services[b.service] for b in rc.backends)
@@ -184,7 +242,7 @@ class DataPlane:
                             "no valid backend for this route rule" if rc.direct_status == 500 else None)
 
     @staticmethod
-    def _matcher(index: int, rc: RouteConfig, route: Route) -> RouteMatcher:
+    def _matcher(rc: RouteConfig, route: Route) -> RouteMatcher:
         m = rc.match
         if m.path_regex is not None:
             import re
@@ -210,7 +268,7 @@ class DataPlane:
         import re
         queries = [(q.name.encode(), "exact", q.exact.encode()) if q.exact is not None
                    else (q.name.encode(), "regex", re.compile(q.regex)) for q in m.queries]
-        return RouteMatcher(index, route, kind, value, m.hosts, m.methods, headers, queries)
+        return RouteMatcher(route, kind, value, m.hosts, m.methods, headers, queries)
 
     # -- endpoints: the whole view, or deltas -----------------------------
 
@@ -264,7 +322,7 @@ class DataPlane:
         # not pooled ones another service opened (nor its own lent to another service).
         # And HTTP/2 endpoints: their connections are not HTTP/1.1 ones.
         setting, connections = self.protocols.get(key, ("auto", 2))
-        protocols = [spoken_protocol(setting, spec.protocol) for spec in specs or ()]
+        protocols = [spec.spoken_with(setting) for spec in specs or ()]
         pools = [key if tls is not None or key in self.own_pool or protocol != "http1" else ""
                  for protocol in protocols]
         serving_before = self._serving(service)

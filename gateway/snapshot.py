@@ -51,6 +51,11 @@ class EndpointSpec:
     def key(self) -> tuple[str, str, int]:
         return (self.cluster, self.ip, self.port)
 
+    def spoken_with(self, setting: str) -> str:
+        """How it is spoken to under its service's ``protocol`` setting: the setting, or
+        with auto what its port's appProtocol says (none: http1)."""
+        return setting if setting != "auto" else self.protocol or "http1"
+
     @property
     def host(self) -> str:
         return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"

@@ -15,16 +15,19 @@ from __future__ import annotations
 from collections import defaultdict
 
 from _speedups.proxy import LATENCY_BOUNDS, STAT_NAMES
-from _speedups.stats import CAUSE_NAMES
+from _speedups.stats import (CAUSE_NAMES, TRAFFIC_BUCKETS, TRAFFIC_CLASSES, TRAFFIC_COUNT,
+                             TRAFFIC_LATENCY_SUM, UPSTREAM_FAILURES, UPSTREAM_IDLE, UPSTREAM_IN_FLIGHT,
+                             UPSTREAM_REQUESTS, UPSTREAM_TRAFFIC)
 
-# An upstream's list: [requests, failures, inflight, idle, *traffic]; a route's: traffic.
-# traffic = [count, by_class[0..5], buckets[N_BUCKETS], latency_sum] (TrafficStats.as_list)
-UPSTREAM_GAUGES = (2, 3)
-N_BUCKETS = len(LATENCY_BOUNDS) + 1
-TRAFFIC_LEN = 1 + 6 + N_BUCKETS + 1
+# The lists of a report are laid out by the enums of _speedups/stats.pxd: an upstream's is
+# UPSTREAM_* then its traffic, a route's its traffic (TRAFFIC_*).
+UPSTREAM_GAUGES = (UPSTREAM_IN_FLIGHT, UPSTREAM_IDLE)
+_ANSWERED = UPSTREAM_TRAFFIC + TRAFFIC_COUNT                # an upstream's traffic: requests answered
+_ANSWERED_5XX = UPSTREAM_TRAFFIC + TRAFFIC_CLASSES + 5      # ... and of those, 5xx
 
 # A backend's list (BackendStats.counters): three histograms [count, buckets..., sum]
 # (duration, connect, response), then failed attempts and retries by cause (CAUSE_NAMES).
+N_BUCKETS = len(LATENCY_BOUNDS) + 1         # +Inf last
 HISTOGRAM_LEN = 1 + N_BUCKETS + 1
 BACKEND_HISTOGRAMS = ("duration", "connect", "response")
 # A worker's tracing list (gateway.tracing.SpanExporter.counters)
@@ -33,16 +36,15 @@ TRACING_NAMES = ("recorded", "dropped_queue_full", "spans_exported", "dropped_ex
 
 EndpointKey = tuple[str, str, int]          # (cluster, ip, port)
 BackendKey = tuple[str, str, str]           # (route, service, cluster)
-_ANSWERED_5XX = 4 + 1 + 5                   # an upstream's list: traffic's by_class[5]
 
 
 def traffic_dict(values: list) -> dict:
     """A traffic list in the shape of ``TrafficStats.as_dict()``."""
-    return {"requests": values[0],
-            "responses": {f"{c}xx": values[1 + c] for c in range(1, 6)},
-            "errors_no_status": values[1],
-            "latency_buckets": list(values[7:7 + N_BUCKETS]),
-            "latency_sum": values[7 + N_BUCKETS]}
+    return {"requests": values[TRAFFIC_COUNT],
+            "responses": {f"{c}xx": values[TRAFFIC_CLASSES + c] for c in range(1, 6)},
+            "errors_no_status": values[TRAFFIC_CLASSES],
+            "latency_buckets": list(values[TRAFFIC_BUCKETS:TRAFFIC_LATENCY_SUM]),
+            "latency_sum": values[TRAFFIC_LATENCY_SUM]}
 
 
 def _add_into(total: list, values: list) -> None:
@@ -85,7 +87,7 @@ class Stats:
         for row in report["upstreams"]:
             key, values = tuple(row[:4]), row[4:]
             before = w.upstreams.get(key)
-            answered = values[4] - (before[4] if before is not None else 0)
+            answered = values[_ANSWERED] - (before[_ANSWERED] if before is not None else 0)
             if answered > 0:
                 self._answered[key[1:]] += answered
             w.upstreams[key] = values
@@ -135,8 +137,8 @@ class Stats:
                 for pool in ("", service_key):
                     values = w.upstreams.get((pool, *key))
                     if values is not None:
-                        tries += values[0]
-                        failed += values[1] + values[_ANSWERED_5XX]
+                        tries += values[UPSTREAM_REQUESTS]
+                        failed += values[UPSTREAM_FAILURES] + values[_ANSWERED_5XX]
             out[key] = (tries, min(failed, tries))
         return out
 
@@ -172,8 +174,9 @@ class Stats:
                     _add_into(sums[endpoint], values)
                 else:
                     sums[endpoint] = list(values)
-        return {key: {"requests": v[0], "failures": v[1], "in_flight": v[2], "idle": v[3],
-                      "traffic": traffic_dict(v[4:])} for key, v in sums.items()}
+        return {key: {"requests": v[UPSTREAM_REQUESTS], "failures": v[UPSTREAM_FAILURES],
+                      "in_flight": v[UPSTREAM_IN_FLIGHT], "idle": v[UPSTREAM_IDLE],
+                      "traffic": traffic_dict(v[UPSTREAM_TRAFFIC:])} for key, v in sums.items()}
 
     def routes(self) -> dict[str, dict]:
         sums: dict[str, list] = {}

@@ -18,13 +18,15 @@ import logging
 import socket
 import subprocess
 import time
+from dataclasses import replace
 from typing import Callable
 
 from gateway.config import Address, Config
 from gateway.listeners import bind_listeners
 from gateway.snapshot import Delta, Snapshot
 from gateway.stats import Stats
-from gateway.worker import MESSAGE_LIMIT, encode, encode_spec, read_message, spawn_command
+from gateway.wire import MESSAGE_LIMIT, encode, read_message, route_changes, routes_message, spec_message
+from gateway.worker import spawn_command
 
 log = logging.getLogger("gateway.supervisor")
 
@@ -76,7 +78,7 @@ class Supervisor:
         self.stopping = False
         self.restarts = 0
         self._tasks: set[asyncio.Task] = set()
-        self._spec = encode_spec(config)
+        self._spec = spec_message(config)
         self._starting = False
         self._published: collections.OrderedDict[int, float] = collections.OrderedDict()
         self.listen: Address | None = None
@@ -115,6 +117,8 @@ class Supervisor:
         handle.ready = False
         reader, writer = await asyncio.open_connection(sock=parent, limit=MESSAGE_LIMIT)
         handle.writer = writer
+        if self._spec is None:
+            self._spec = spec_message(self.config)
         handle.send(self._spec)
         self._send_full(handle)
         task = asyncio.ensure_future(self._read(handle, reader))
@@ -220,12 +224,19 @@ class Supervisor:
                 handle.listener = None
 
     def reload(self, config: Config) -> None:
-        self.config = config
+        """Send workers the new spec; when only routes changed, only those routes."""
+        old, self.config = self.config, config
+        if replace(config, routes=()) == replace(old, routes=()):
+            self._spec = None
+            upserts, removed = route_changes(old.routes, config.routes)
+            if upserts or removed:
+                self.broadcast(routes_message(upserts, removed))
+            return
         if config.listen != self.listen:    # workers bind the new address themselves
             self._release_listeners()
             self.listen = config.listen
-        self._spec = encode_spec(config)
-        self.broadcast(self._spec)
+        self._spec = None                   # encoded when a worker (re)starts
+        self.broadcast(spec_message(config))
 
     def reopen_logs(self) -> None:
         """Each worker reopens its access log file (after logrotate moved it)."""

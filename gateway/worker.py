@@ -6,18 +6,17 @@ the data plane objects, the access log and the SO_REUSEPORT listener.  With
 plane; with more, the supervisor starts worker processes (``spawn_command``)
 that each run one and talk to the control plane over a socket pair:
 
-    control plane -> worker   config (the validated data-plane spec), full (the
-                              whole endpoint view), delta, suspect, drain,
-                              reopen (the access log)
+    control plane -> worker   config (the validated data-plane spec), routes (only
+                              routes changed), full (the whole endpoint view),
+                              delta, suspect, drain, reopen (the access log)
     worker -> control plane   ready, ack (view version), resync (a version gap:
                               send the whole view), report (passive health),
                               stats (what moved, every second)
 
-Each message is a frame: a 4-byte length, a codec byte, then orjson (or, for the
-config spec, a pickle of the frozen config objects, which carry no file paths to
-read again: the worker never parses or validates the config file).  A worker
-never waits for the control plane on the request path: it serves from the last
-view it got.
+The messages and their codec are gateway.wire's; the config spec is the validated
+config's data-plane part, which carries no file paths to read again (a worker
+never parses or validates the config file).  A worker never waits for the control
+plane on the request path: it serves from the last view it got.
 """
 from __future__ import annotations
 
@@ -26,26 +25,23 @@ import asyncio
 import ctypes
 import logging
 import os
-import pickle
 import signal
 import socket
-import struct
 import sys
 import time
 from dataclasses import replace
-
-import orjson
 
 from _speedups.context import Port
 from _speedups.reactor import Reactor
 from _speedups.stats import BackendStats
 from gateway.accesslog import AccessLog, replace_access_log
-from gateway.config import Address, AdminOptions, Config, GatewayListener, TlsListener
+from gateway.config import Address, Config, GatewayListener, RouteConfig, TlsListener
 from gateway.dataplane import DataPlane, PathPolicy, ProxyContext, TrustedProxies, Upstream
 from gateway.listeners import PlainServer, bind_listeners
 from gateway.snapshot import Delta, Snapshot
 from gateway.tls import ServerTls
 from gateway.tracing import SpanExporter, apply_tracing
+from gateway.wire import MESSAGE_LIMIT, RouteKey, decode_routes, decode_spec, encode, read_message, route_changes
 
 log = logging.getLogger("gateway.worker")
 
@@ -53,36 +49,6 @@ MAINTENANCE_INTERVAL = 1.0      # seconds between pool clean-ups
 HANDSHAKE_GRACE = 0.05          # on shutdown, how long handshakes under way get to complete
 DRAIN_IDLE_GRACE = 1.0          # on shutdown, idle keep-alive connections close after this
 STATS_INTERVAL = 1.0
-MESSAGE_LIMIT = 256 * 1024 * 1024       # a full view of 100,000 endpoints is ~5 MiB
-_FRAME = struct.Struct("!IB")           # payload length, codec
-_JSON, _PICKLE = 0, 1
-
-
-def encode(message: dict) -> bytes:
-    """One frame; encoded once, the same bytes go to every worker."""
-    payload = orjson.dumps(message)
-    return _FRAME.pack(len(payload), _JSON) + payload
-
-
-def encode_spec(config: Config) -> bytes:
-    """The config message: what a data plane needs, validated, with no file to read again."""
-    # No sources (kubeconfigs), no admin tokens: a worker has no use for them.
-    spec = replace(config, document=None, sources=(), admin_token=None, admin_options=AdminOptions())
-    payload = pickle.dumps({"t": "config", "spec": spec}, protocol=pickle.HIGHEST_PROTOCOL)
-    return _FRAME.pack(len(payload), _PICKLE) + payload
-
-
-async def read_message(reader: asyncio.StreamReader) -> dict | None:
-    try:
-        head = await reader.readexactly(_FRAME.size)
-        length, codec = _FRAME.unpack(head)
-        if length > MESSAGE_LIMIT:
-            raise ValueError(f"message of {length} bytes is over the limit")
-        payload = await reader.readexactly(length)
-    except asyncio.IncompleteReadError:
-        return None
-    # The peer is this gateway's own process (a socket pair made by the supervisor).
-    return pickle.loads(payload) if codec == _PICKLE else orjson.loads(payload)
 
 
 def spawn_command() -> list[str]:
@@ -159,7 +125,7 @@ class Worker:
                 open(cfg.access_log.path, "ab").close()
             self.access_log = AccessLog(loop, cfg.access_log.path, cfg.access_log.buffer_bytes,
                                         cfg.access_log.flush_interval)
-        self.ctx = ProxyContext(loop, access_log=self.access_log)
+        self.ctx = ProxyContext(loop, cfg.limits, cfg.timeouts, access_log=self.access_log)
         self.tracing = apply_tracing(self.ctx, None, cfg.tracing)
         self._apply_settings(cfg)
         self.dataplane = DataPlane(self.ctx)
@@ -175,22 +141,8 @@ class Worker:
         self._maintenance = asyncio.get_running_loop().call_later(MAINTENANCE_INTERVAL, self._maintain)
 
     def _apply_settings(self, cfg: Config) -> None:
-        ctx, t, lim = self.ctx, cfg.timeouts, cfg.limits
-        ctx.connect_timeout = t.connect
-        ctx.response_timeout = t.response_header
-        ctx.idle_timeout = t.downstream_idle
-        ctx.header_timeout = t.downstream_header
-        ctx.body_idle_timeout = t.body_idle
-        ctx.max_head_size = lim.max_request_head
-        ctx.max_headers = lim.max_headers
-        ctx.max_uri = lim.max_uri
-        ctx.max_body = lim.max_body
-        ctx.max_response_head = lim.max_response_head
-        ctx.max_connections = lim.max_connections
-        ctx.max_requests_per_connection = lim.max_requests_per_connection
-        ctx.max_concurrent_streams = lim.max_concurrent_streams
-        ctx.retry_budget_ratio = lim.retry_budget_share
-        ctx.retry_budget_min = lim.retry_budget_min
+        ctx = self.ctx
+        ctx.configure(cfg.limits, cfg.timeouts)
         path = cfg.http.path
         ctx.path_policy = PathPolicy(path.normalize, path.merge_slashes, path.escaped_slashes,
                                      path.forward == "original")
@@ -226,8 +178,12 @@ class Worker:
         return self.server.sockets[0].getsockname()[1]
 
     def apply_config(self, config: Config) -> None:
-        """Routes, services, timeouts and limits change in place; a new address is bound first."""
+        """Routes, services, timeouts and limits change in place; a new address is bound first.
+        When only routes changed, only they are built again (see apply_routes)."""
         old = self.config
+        if replace(config, routes=()) == replace(old, routes=()):
+            self.apply_routes(*route_changes(old.routes, config.routes), routes=config.routes)
+            return
         self.config = config
         self._apply_settings(config)
         self.dataplane.apply_config(config)
@@ -251,6 +207,18 @@ class Worker:
             elif self.tls is not None:
                 self.tls.reload()           # a reload also picks up renewed certificates
             asyncio.ensure_future(self._serve_gateways(config))
+
+    def apply_routes(self, upserts: list[RouteConfig], removed: list[RouteKey],
+                     routes: tuple[RouteConfig, ...] | None = None) -> None:
+        """Only routes changed: these are built, and the Routers of their listeners.
+        ``routes``: the whole new list when the caller has it (the control plane's worker,
+        whose config the admin API reads); a worker process keeps its first list, which
+        nothing there reads again."""
+        if routes is not None:
+            self.config = replace(self.config, routes=routes)
+        self.dataplane.apply_routes(upserts, removed)
+        for pair, gp in self.gateway_ports.items():
+            gp.port.router = self.dataplane.port_routers.get(pair) or gp.port.router
 
     async def _serve_gateways(self, config: Config) -> None:
         """A socket per Gateway (address, port): new ones bound, gone ones drained, the
@@ -482,13 +450,15 @@ async def run_worker(fd: int, worker_id: int, listen_fd: int | None = None) -> i
     while (message := await channel.receive()) is not None:
         kind = message["t"]
         if kind == "config":
-            config = message["spec"]
+            config = decode_spec(message)
             if worker is None:
                 worker = Worker(config)
                 worker.build()
                 worker.ctx.on_upstream_result = report
             else:
                 worker.apply_config(config)
+        elif kind == "routes":
+            worker.apply_routes(*decode_routes(message))
         elif kind == "delta":
             if resyncing:
                 continue                    # the whole view is on its way

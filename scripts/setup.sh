@@ -24,6 +24,9 @@ sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Pyth
 [ -f /usr/include/nghttp2/nghttp2.h ] || apt_missing+=(libnghttp2-dev)
 # nghttp and h2load: HTTP/2 clients for the tests and bench/h2_load.py
 command -v nghttp >/dev/null || apt_missing+=(nghttp2-client)
+# nft and ip: the failover tests and bench/failover.py blackhole a zone in a network namespace
+command -v nft >/dev/null || apt_missing+=(nftables)
+command -v ip >/dev/null || apt_missing+=(iproute2)
 for extra in ${GATEWAY_APT_EXTRA:-}; do apt_missing+=("$extra"); done
 if ((${#apt_missing[@]})); then
     echo "setup: installing OS packages: ${apt_missing[*]}"

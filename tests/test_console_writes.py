@@ -10,7 +10,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from gatewaytest import AdminClient, Client, GatewayProcess, free_port, static_source
+from support import AdminClient, Client, GatewayProcess, free_port, static_source
 from test_gatewayapi import GW, add_backend_service, kube_source, wait_for
 from gateway.devcluster.apiserver import ApiServerProcess
 
@@ -130,3 +130,39 @@ def test_admin_route_add_reaches_every_replica(cluster, backend_a, tmp_path):
     finally:
         for proc, _ in replicas:
             proc.stop()
+
+
+@pytest.mark.parametrize("body", [
+    {"name": "Not_A_Label", "match": {"path": {"prefix": "no-slash"}}, "service": "svc"},
+    {"name": "r", "match": {"path": {"regex": "("}, "headers": [{"name": "x", "regex": "["}]},
+     "backends": [{"service": "a/b/c"}]},
+    {"name": "r", "service": "svc", "backends": [{"service": "svc"}]},
+])
+def test_a_console_route_is_checked_as_the_files_routes_are(body):
+    """One validator: the console's HTTPRoute bodies get the file's errors, key path for key path."""
+    from gateway.admin.http import HttpProblem
+    from gateway.admin.httproutes import httproute
+    from gateway.config import ConfigError, parse_config
+    with pytest.raises(ConfigError) as file_error:
+        parse_config({"services": [{"name": "svc", "port": 80}], "routes": [body]})
+    expected = [e.removeprefix("routes[0].").removeprefix("routes[0]: ") for e in file_error.value.errors
+                if e.startswith("routes[0]")]
+    with pytest.raises(HttpProblem) as console_error:
+        httproute(body, "default", ("default", "gw"), {"default/svc": 80})
+    assert console_error.value.status == 400
+    assert expected and console_error.value.payload["errors"] == expected
+
+
+def test_a_console_route_says_what_an_httproute_cannot_hold():
+    from gateway.admin.http import HttpProblem
+    from gateway.admin.httproutes import httproute
+    with pytest.raises(HttpProblem) as error:
+        httproute({"name": "r", "service": "svc", "timeout": "1s",
+                   "match": {"method": ["GET", "HEAD"], "headers": [{"name": "x", "present": True}]}},
+                  "default", ("default", "gw"), {"default/svc": 80})
+    assert [e.split(":")[0] for e in error.value.payload["errors"]] == ["timeout", "match.method", "match.headers"]
+    route = httproute({"name": "r", "service": "other/svc", "port": 8080, "match": {"path": {"exact": "/x"}}},
+                      "default", ("default", "gw"), {})
+    assert route["spec"]["rules"] == [{"matches": [{"path": {"type": "Exact", "value": "/x"}}],
+                                       "backendRefs": [{"name": "svc", "port": 8080, "weight": 1,
+                                                        "namespace": "other"}]}]

@@ -632,11 +632,13 @@ def run_stage_command(command: str, wheels: Path, cwd: Path, env: dict) -> None:
     command = (re.sub(r"--mount=\S+\s*", "", command).replace("/wheels", str(wheels))
                .replace("/runtime-libs", str(wheels.parent / "runtime-libs")))
     result = subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=cwd, env=env,
-                            capture_output=True, text=True, timeout=240)
+                            capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, (command, result.stdout[-3000:], result.stderr[-3000:])
 
 
-@pytest.mark.timeout(300)   # slow-ish: compiles the Cython modules, about 60-80 s on 2 cores
+# Compiles the Cython modules: 60-80 s on 2 idle cores, over 240 s beside other work; the
+# bounds are there to end a hung build, not to time it.
+@pytest.mark.timeout(1200)
 def test_wheel_builds_and_installs_into_a_fresh_venv(tmp_path):
     """The Dockerfile's own build commands, run here against a copy of the build context."""
     src, wheels, venv = tmp_path / "src", tmp_path / "wheels", tmp_path / "venv"

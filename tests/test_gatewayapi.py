@@ -16,7 +16,7 @@ from collections import Counter
 import pytest
 from kubernetes import client, config
 
-from gatewaytest import Client, GatewayProcess, wait_listening
+from support import Client, GatewayProcess, wait_listening, wait_until
 from gateway.devcluster.apiserver import ApiServerProcess
 
 GW = "gateway.networking.k8s.io"
@@ -25,19 +25,8 @@ NS = "default"
 
 
 def wait_for(check, timeout: float = 10.0, interval: float = 0.05):
-    """``check()``'s first truthy value; fails after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except AssertionError as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out; last: {last!r}")
+    """``check()``'s first truthy value (an AssertionError inside it means "not yet")."""
+    return wait_until(check, timeout, "the check", interval, ignore=(AssertionError,))
 
 
 def service(name: str, backend_port: int) -> dict:
@@ -224,6 +213,23 @@ def test_exact_and_regex_paths(gw, custom, backend_a, backend_b):
     assert get(gw, f"/{name}/exact/more").status == 404
     served_by(gw, f"/{name}/v12", backend_a)
     assert get(gw, f"/{name}/vx").status == 404
+
+
+@pytest.mark.parametrize("where", ["headers", "queryParams"])
+def test_an_invalid_header_or_query_regex_is_not_accepted_and_breaks_nothing(gw, custom, backend_a, where):
+    """The translation checks every regex as the file's loader does (one validator): the
+    route is Accepted=False, never handed to the data plane, and other routes keep serving."""
+    name = unique("badre")
+    create(custom, httproute(name, [
+        {"matches": [{"path": {"type": "PathPrefix", "value": f"/{name}"},
+                      where: [{"type": "RegularExpression", "name": "x", "value": "(["}]}],
+         "backendRefs": [{"name": "svc-a", "port": 80}]}]))
+    accepted = parent_status(custom, name)["Accepted"]
+    assert (accepted["status"], accepted["reason"]) == ("False", "UnsupportedValue")
+    assert "invalid regular expression" in accepted["message"]
+    good = unique("good")
+    create(custom, httproute(good, [rule(f"/{good}")]))
+    served_by(gw, f"/{good}", backend_a)
 
 
 def test_header_query_and_method_matches(gw, custom, backend_a, backend_b):

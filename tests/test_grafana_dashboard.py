@@ -23,7 +23,7 @@ import urllib.request
 import pytest
 import yaml
 
-from gatewaytest import REPO, Client, PeerClosed, free_port, static_source, stop_process, wait_listening
+from support import REPO, Client, PeerClosed, free_port, static_source, stop_process, wait_listening
 from test_workers import start_gateway
 
 DASHBOARD = REPO / "deploy" / "grafana" / "gateway-dashboard.json"

@@ -15,7 +15,7 @@ from collections import Counter
 import pytest
 
 from gateway.config import ConfigError, parse_config
-from gatewaytest import GatewayProcess, TinyServer, read_request_head
+from support import GatewayProcess, TinyServer, read_request_head
 
 from _speedups.table import EndpointTable, hash_bytes
 
@@ -87,14 +87,30 @@ def test_least_request_prefers_fewer_in_flight():
 
 
 def test_peak_ewma_prefers_the_faster_and_takes_peaks_at_once():
+    # pick() decays the estimates with the monotonic clock: observations are stamped with it.
+    now = time.monotonic()
     t = EndpointTable(_eps(2), policy="peak_ewma", decay=1.0)
-    t.observe(0, 0.020, 100.0)
-    t.observe(1, 0.001, 100.0)
+    t.observe(0, 0.020, now)
+    t.observe(1, 0.001, now)
     assert {t.pick() for _ in range(100)} == {1}
-    t.observe(1, 0.050, 100.1)              # a peak counts in full, at once
+    t.observe(1, 0.050, now + 0.1)          # a peak counts in full, at once
     assert t.ewma(1) == 0.050
-    t.observe(1, 0.001, 110.0)              # ten decay times later the peak is forgotten
+    t.observe(1, 0.001, now + 10.0)         # ten decay times later the peak is forgotten
     assert t.ewma(1) < 0.002
+
+
+def test_peak_ewma_estimate_decays_without_news_so_a_recovered_endpoint_is_picked_again():
+    """Finagle's and Linkerd's rule (issue #26): an endpoint that was slow and got no request
+    since keeps a high estimate only for a while; then it wins the pick and can prove itself."""
+    now = time.monotonic()
+    t = EndpointTable(_eps(2), policy="peak_ewma", decay=1.0)
+    t.observe(0, 0.300, now)                # slow a moment ago: avoided
+    t.observe(1, 0.001, now)
+    assert {t.pick() for _ in range(100)} == {1}
+    t2 = EndpointTable(_eps(2), policy="peak_ewma", decay=1.0)
+    t2.observe(0, 0.300, now - 8.0)         # as slow, but 8 decay times ago: 0.3 e^-8 < 1 ms
+    t2.observe(1, 0.001, time.monotonic())
+    assert {t2.pick() for _ in range(100)} == {0}
 
 
 @pytest.mark.parametrize("n", [10, 100])

@@ -10,7 +10,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gatewaytest import Client, free_port, static_source
+from support import Client, free_port, static_source
 from test_workers import start_gateway
 
 pytestmark = pytest.mark.timeout(120)

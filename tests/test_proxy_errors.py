@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from gatewaytest import GatewayProcess, TinyServer, free_port, read_request_head, static_source
+from support import GatewayProcess, TinyServer, free_port, read_request_head, static_source
 
 REFUSED = f"127.0.0.4:{free_port('127.0.0.4')}"
 

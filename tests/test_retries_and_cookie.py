@@ -15,7 +15,7 @@ import pytest
 
 from gateway.config import ConfigError, RetryPolicy, parse_config
 from gateway.gatewayapi.translate import _retry
-from gatewaytest import GatewayProcess, TinyServer, answering, static_source
+from support import GatewayProcess, TinyServer, answering, static_source
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -100,8 +100,10 @@ def test_retry_settings_from_the_file_and_from_an_httproute():
                                     "retries": {"statuses": [429, 500], "backoff": "25ms", "on_5xx": True}}]})
     retries = cfg.routes[0].retries
     assert retries.retry_statuses == {429, 500, 502, 503, 504} and retries.backoff == 0.025
-    assert _retry({"attempts": 3, "codes": [500, 503], "backoff": "100ms"}, None) == RetryPolicy(
-        attempts=4, statuses=(500, 503), backoff=0.1)
+    # An HTTPRoute's codes are the ones retried (GEP-1731), not the file's default 502/503/504.
+    from_route = _retry({"attempts": 3, "codes": [500, 503], "backoff": "100ms"}, None)
+    assert from_route == RetryPolicy(attempts=4, statuses=(500, 503), backoff=0.1, on_5xx=False)
+    assert from_route.retry_statuses == {500, 503}
     with pytest.raises(ConfigError) as err:
         parse_config({"services": [{"name": "s", "port": 80}],
                       "routes": [{"name": "r", "service": "s", "retries": {"statuses": [200]}}]})

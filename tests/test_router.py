@@ -32,8 +32,8 @@ def request(method: str = "GET", target: str = "/", host: str | None = "example.
 
 def routers(specs):
     """Compiled and reference routers over the same specs; each route's target is its index."""
-    compiled = Router([RouteMatcher(i, i, *spec) for i, spec in enumerate(specs)])
-    reference = ReferenceRouter([ReferenceRoute(i, i, *spec) for i, spec in enumerate(specs)])
+    compiled = Router([RouteMatcher(i, *spec) for i, spec in enumerate(specs)])
+    reference = ReferenceRouter([ReferenceRoute(i, *spec) for i, spec in enumerate(specs)])
     return compiled, reference
 
 
@@ -66,8 +66,8 @@ def test_index_holds_indexed_routes_merged_with_unindexed_in_order():
              ("prefix", "/static/"), ("any", None)]
     compiled, _ = routers(specs)
     assert sorted(compiled.index) == [b"api", b"static"]
-    assert [m.index for m in compiled.index[b"api"]] == [0, 1, 2, 4]
-    assert [m.index for m in compiled.unindexed] == [1, 4]
+    assert [m.target for m in compiled.index[b"api"]] == [0, 1, 2, 4]     # targets are positions
+    assert [m.target for m in compiled.unindexed] == [1, 4]
     assert both(specs, request(target="/api")) == 2
     assert both(specs, request(target="/nothing")) == 4
 

@@ -18,9 +18,9 @@ import pytest
 
 from gateway.config import ConfigError, HealthCheckConfig, ServiceConfig, SlowStart, parse_config
 from gateway.health.manager import RAMP_SCALE, HealthManager
-from gateway.health.state import EndpointHealth, plan_levels
+from gateway.health.state import EndpointHealth, plan_levels, slow_start_share
 from gateway.snapshot import Delta, EndpointSpec
-from gatewaytest import AdminClient, GatewayProcess, start_with_admin, two_cluster_pods
+from support import AdminClient, GatewayProcess, start_with_admin, two_cluster_pods
 
 from _speedups.table import EndpointTable
 
@@ -33,13 +33,13 @@ SLICE = 0.5
 # -- the ramp --------------------------------------------------------------------------------
 
 
-def test_factor_is_envoys_formula():
+def test_share_is_envoys_formula():
     ramp = SlowStart(window=10.0)
-    assert [ramp.factor(t) for t in (0, 0.5, 1, 5, 9.9)] == pytest.approx([0.1, 0.1, 0.1, 0.5, 0.99])
-    assert ramp.factor(10) is None and ramp.factor(11) is None
+    assert [slow_start_share(ramp, t) for t in (0, 0.5, 1, 5, 9.9)] == pytest.approx([0.1, 0.1, 0.1, 0.5, 0.99])
+    assert slow_start_share(ramp, 10) is None and slow_start_share(ramp, 11) is None
     eager = SlowStart(window=10.0, aggression=2.0, min_weight_percent=0)
-    assert eager.factor(2.5) == pytest.approx(0.5)          # (0.25) ** (1 / 2)
-    assert eager.factor(0) == 0.0
+    assert slow_start_share(eager, 2.5) == pytest.approx(0.5)          # (0.25) ** (1 / 2)
+    assert slow_start_share(eager, 0) == 0.0
 
 
 def test_config_parses_and_names_bad_keys():
@@ -181,7 +181,10 @@ def _gateway(tmp_path, pods, priority_b: int) -> tuple[GatewayProcess, AdminClie
         "limits": {"max_requests_per_connection": 1_000_000},
         "sources": [{"name": f"cluster-{c}", "type": "static", "priority": 0 if c == "a" else priority_b,
                      "services": [{"name": "web", "endpoints": eps}]} for c, eps in by_cluster.items()],
+        # round_robin: the shares asserted are the weights' (smooth WRR follows them exactly;
+        # least_request, the default, adds the in-flight counts to the choice).
         "services": [{"name": "web", "port": 8000, "slow_start": {"window": f"{WINDOW}s"},
+                      "lb": {"policy": "round_robin"},
                       "health_check": {"path": "/healthz", "interval": "100ms", "timeout": "80ms",
                                        "jitter": "10ms", "unhealthy_threshold": 1,
                                        "healthy_threshold": 1}}],
@@ -232,7 +235,7 @@ def _shares_by_slice(gw, since: float, seconds: float) -> list[tuple[float, floa
 def _mean_share_a(ramp_to_share, t: float) -> float:
     """The expected share of A over the slice around ``t`` (the ramp moves within a slice)."""
     points = [t - SLICE / 2 + SLICE * (i + 0.5) / 10 for i in range(10)]
-    return sum(ramp_to_share(SlowStart(WINDOW).factor(p) or 1.0) for p in points) / len(points)
+    return sum(ramp_to_share(slow_start_share(SlowStart(WINDOW), p) or 1.0) for p in points) / len(points)
 
 
 @pytest.mark.parametrize("levels", [False, True], ids=["one_level", "a_preferred"])

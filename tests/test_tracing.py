@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from gatewaytest import Client, free_port, static_source
+from support import Client, free_port, static_source
 from otlpreceiver import OtlpReceiver
 from test_mirror_bodies import Recorder
 from test_workers import start_gateway

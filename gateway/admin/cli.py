@@ -275,6 +275,20 @@ def cmd_source_remove(args) -> int:
     return _change(args, "DELETE", f"/sources/{args.name}")
 
 
+def cmd_source_drain(args) -> int:
+    """``gateway source drain NAME --over 30s`` (and ``undrain``): gradual, persisted."""
+    action = "drain" if args.action == "drain" else "undrain"
+    answer = call(args.admin, "POST", f"/sources/{args.name}/{action}", {"over": args.over},
+                  if_match=args.if_match)
+    if args.json:
+        sys.stdout.write(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        what = "draining" if action == "drain" else "coming back"
+        print(f"source {args.name} {what} over {args.over}; config version {answer['version']} "
+              "(written to the config file)")
+    return 0
+
+
 def cmd_service_add(args) -> int:
     ns, name = _service_key(args.service).split("/")
     port = int(args.port) if args.port.isdigit() else args.port
@@ -353,7 +367,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", default="GET")
     p.add_argument("--header", action="append", default=[], metavar="NAME:VALUE")
 
-    src = sub.add_parser("source", help="add or remove a source").add_subparsers(dest="action", required=True)
+    src = sub.add_parser("source", help="add, remove, drain or undrain a source").add_subparsers(dest="action", required=True)
     p = command(src, "add", cmd_source_add, "add a source", (changing,))
     p.add_argument("--name", required=True)
     p.add_argument("--type", choices=["kubernetes", "static"], default="kubernetes")
@@ -366,6 +380,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--endpoint", action="append", default=[], help="static: ip:port (repeat)")
     p = command(src, "remove", cmd_source_remove, "remove a source", (changing,))
     p.add_argument("name")
+    for action, helptext in (("drain", "move new requests away from a source gradually (in-flight ones finish)"),
+                             ("undrain", "bring a drained source back, ramping up")):
+        p = command(src, action, cmd_source_drain, helptext, (changing,))
+        p.add_argument("name")
+        p.add_argument("--over", default="30s", help="how long the move takes (default %(default)s)")
 
     svc = sub.add_parser("service", help="add or remove a service").add_subparsers(dest="action", required=True)
     p = command(svc, "add", cmd_service_add, "add a service", (changing,))

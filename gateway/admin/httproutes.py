@@ -12,61 +12,78 @@ import asyncio
 import time
 
 from gateway.admin.http import HttpProblem
-from gateway.config import is_dns_label
+from gateway.config import ConfigError, RouteMatch
+from gateway.config.loader import parse_route
 from gateway.sources.discovery import GATEWAY_GROUP
 
 APPLY_WAIT = 5.0        # seconds the writer waits to see its own change in its table
 
 
 def httproute(body: dict, namespace: str, gateway: tuple[str, str], ports: dict[str, int]) -> dict:
-    """The HTTPRoute for a file-style route body; 400 naming the key for what it cannot say."""
-    if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not is_dns_label(body["name"]):
-        raise HttpProblem(400, "invalid route: nothing applied", errors=["name: must be a DNS label"])
-    match = body.get("match") or {}
-    path = match.get("path") or {"prefix": "/"}
-    kinds = {"prefix": "PathPrefix", "segment_prefix": "PathPrefix", "exact": "Exact", "regex": "RegularExpression"}
-    given = [k for k in kinds if k in path]
-    if len(given) != 1:
-        raise HttpProblem(400, "invalid route: nothing applied",
-                          errors=["match.path: needs exactly one of prefix, segment_prefix, exact, regex"])
-    m: dict = {"path": {"type": kinds[given[0]], "value": path[given[0]]}}
-    methods = match.get("method")
-    if methods:
-        methods = [methods] if isinstance(methods, str) else methods
-        if len(methods) != 1:
-            raise HttpProblem(400, "invalid route: nothing applied",
-                              errors=["match.method: an HTTPRoute match has one method"])
-        m["method"] = methods[0].upper()
-    headers = [{"type": "RegularExpression" if "regex" in h else "Exact", "name": h["name"],
-                "value": h.get("regex", h.get("exact", ""))} for h in match.get("headers") or ()]
-    if headers:
-        m["headers"] = headers
-    queries = [{"type": "RegularExpression" if "regex" in q else "Exact", "name": q["name"],
-                "value": q.get("regex", q.get("exact", ""))} for q in match.get("query") or ()]
-    if queries:
-        m["queryParams"] = queries
-    backends = body.get("backends") or ([{"service": body["service"]}] if body.get("service") else [])
+    """The HTTPRoute for a file-style route body, checked as the file's routes are; 400
+    naming each key it cannot have (ports aside: the only key a file route has not, as the
+    file's services carry theirs)."""
+    if not isinstance(body, dict):
+        raise HttpProblem(400, "invalid route: nothing applied", errors=["the route must be an object"])
+    route_port = body.get("port")
+    backend_ports = [b.get("port") if isinstance(b, dict) else None for b in body.get("backends") or ()]
+    plain = {k: v for k, v in body.items() if k != "port"}
+    if "backends" in plain and isinstance(plain["backends"], list):
+        plain["backends"] = [{k: v for k, v in b.items() if k != "port"} if isinstance(b, dict) else b
+                             for b in plain["backends"]]
+    try:
+        rc = parse_route(plain)
+    except ConfigError as err:
+        raise HttpProblem(400, "invalid route: nothing applied", errors=err.errors) from None
+    problems = [f"{key}: not supported for a console route (an HTTPRoute rule with a match and "
+                f"backendRefs)" for key in plain if key not in _CONSOLE_KEYS]
+    if len(rc.match.methods) > 1:
+        problems.append("match.method: an HTTPRoute match has one method")
+    if any(h.present is not None for h in rc.match.headers):
+        problems.append("match.headers: an HTTPRoute matches a header's value (exact or regex), not its presence")
     refs = []
-    for i, b in enumerate(backends):
-        ns, _, name = b["service"].rpartition("/")
-        port = b.get("port") or body.get("port") or ports.get(f"{ns or namespace}/{name}")
+    for i, backend in enumerate(rc.backends):
+        ns, name = backend.service.split("/")
+        port = (backend_ports[i] if i < len(backend_ports) else None) or route_port or ports.get(backend.service)
         if port is None:
-            raise HttpProblem(400, "invalid route: nothing applied",
-                              errors=[f"backends[{i}].port: required (the Service port number)"])
-        ref = {"name": name, "port": int(port), "weight": b.get("weight", 1)}
-        if ns and ns != namespace:
+            problems.append(f"backends[{i}].port: required (the Service port number)")
+            continue
+        ref = {"name": name, "port": int(port), "weight": backend.weight}
+        if ns != namespace:
             ref["namespace"] = ns
         refs.append(ref)
-    if not refs:
-        raise HttpProblem(400, "invalid route: nothing applied", errors=['needs "service" or "backends"'])
-    hosts = match.get("host")
+    if problems:
+        raise HttpProblem(400, "invalid route: nothing applied", errors=problems)
     spec = {"parentRefs": [{"name": gateway[1], "namespace": gateway[0]}],
-            "rules": [{"matches": [m], "backendRefs": refs}]}
-    if hosts:
-        spec["hostnames"] = [hosts] if isinstance(hosts, str) else list(hosts)
+            "rules": [{"matches": [_match(rc.match)], "backendRefs": refs}]}
+    if rc.match.hosts:
+        spec["hostnames"] = list(rc.match.hosts)
     return {"apiVersion": f"{GATEWAY_GROUP}/v1", "kind": "HTTPRoute",
-            "metadata": {"name": body["name"], "namespace": namespace,
+            "metadata": {"name": rc.name, "namespace": namespace,
                          "labels": {"app.kubernetes.io/managed-by": "gateway-console"}}, "spec": spec}
+
+
+_CONSOLE_KEYS = ("name", "match", "service", "backends")
+
+
+def _match(m: RouteMatch) -> dict:
+    """An HTTPRoute match for a file route's match (HTTPRouteMatch's words)."""
+    if m.path_exact is not None:
+        path = {"type": "Exact", "value": m.path_exact}
+    elif m.path_regex is not None:
+        path = {"type": "RegularExpression", "value": m.path_regex}
+    else:
+        path = {"type": "PathPrefix", "value": m.path_segment_prefix or m.path_prefix or "/"}
+    out: dict = {"path": path}
+    if m.methods:
+        out["method"] = m.methods[0]
+    if m.headers:
+        out["headers"] = [{"type": "RegularExpression" if h.regex is not None else "Exact", "name": h.name,
+                           "value": h.regex if h.regex is not None else h.exact} for h in m.headers]
+    if m.queries:
+        out["queryParams"] = [{"type": "RegularExpression" if q.regex is not None else "Exact", "name": q.name,
+                               "value": q.regex if q.regex is not None else q.exact} for q in m.queries]
+    return out
 
 
 def _prefix(namespace: str, name: str) -> str:

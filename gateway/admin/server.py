@@ -30,6 +30,8 @@ from typing import Awaitable, Callable
 from gateway.admin import auth, changes, metrics, views
 from gateway.admin.http import HttpProblem, HttpServer, Request, Response, json_response
 from gateway.config import ConfigError, load_config, parse_config
+from gateway.health.manager import DEFAULT_DRAIN_OVER
+from gateway.units import parse_duration
 
 log = logging.getLogger("gateway.admin")
 
@@ -151,6 +153,8 @@ class AdminServer:
             ("GET", "/sources", self.sources),
             ("POST", "/sources", self.add("sources")),
             ("PUT", f"/sources/{seg}", self.replace("sources")),
+            ("POST", f"/sources/{seg}/drain", self.drain(True)),
+            ("POST", f"/sources/{seg}/undrain", self.drain(False)),
             ("DELETE", f"/sources/{seg}", self.remove("sources")),
             ("GET", "/services", self.services),
             ("GET", f"/services/{seg}/{seg}", self.service),
@@ -378,6 +382,42 @@ class AdminServer:
     def replace(self, section: str):
         async def handler(req: Request, *ident: str) -> Response:
             return await self._change(req, section, "replace", "/".join(ident), req.json())
+        return handler
+
+    def drain(self, drained: bool):
+        """POST /sources/{name}/drain (or /undrain) {"over": "30s"}: move new requests away from
+        the source gradually (back: ramp up), and write ``drained: true`` (or remove it) on the
+        source in the config file, so that a restart keeps it; the source's watch stays."""
+        async def handler(req: Request, name: str) -> Response:
+            body = req.json() if req.body else {}
+            over_text = body.get("over", f"{DEFAULT_DRAIN_OVER:g}s") if isinstance(body, dict) else None
+            try:
+                over = parse_duration(str(over_text)) if over_text is not None else -1.0
+            except ValueError:
+                over = -1.0
+            if over < 0:
+                raise HttpProblem(400, "invalid drain", errors=[f"over: must be a duration such as 30s, got {over_text!r}"])
+            gw = self.gateway
+            path = views.config_path(gw)
+            if path is None:
+                raise HttpProblem(409, "the gateway runs without a config file: nothing to change")
+            entry = next((e for e in changes.read_raw(path).get("sources") or []
+                          if changes.identity("sources", e) == name), None)
+            if entry is None:
+                raise HttpProblem(404, f"no source {name!r} in the config")
+            item = {k: v for k, v in entry.items() if k != "drained"}
+            if drained:
+                item["drained"] = True
+            was = next((s.drained for s in gw.config.sources if s.name == name), False)
+            gw.health.drain_source(name, drained, over)     # before the reload: it keeps `over`
+            try:
+                answer = await self._change(req, "sources", "replace", name, item)
+            except BaseException:
+                gw.health.drain_source(name, was, 0.0)
+                raise
+            log.info("source drain changed through the admin API", extra={"fields": {
+                "source": name, "drained": drained, "over_s": over}})
+            return answer
         return handler
 
     def remove(self, section: str):

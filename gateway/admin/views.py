@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 from gateway import __version__
 from gateway.config import Address, Config, RouteConfig, ServiceConfig
+from gateway.health import domains
 from gateway.sources.base import ServiceKey, SourceState
 
 # --- helpers -----------------------------------------------------------------------------
@@ -153,8 +154,39 @@ def sources(gw) -> list[dict]:
             "services_known": info.get("services"),
             "services": has,            # configured services this source has
             "endpoints": endpoints,     # their ready endpoints here
+            "health_domain": source_domain(gw, source.name),
         })
     return out
+
+
+# --- the cluster as a health domain ------------------------------------------------------
+
+
+def cluster_states(gw, svc_key: str) -> dict[str, dict]:
+    """{cluster: {state, endpoints, healthy}} for one service (gateway/health/domains.py); a
+    cluster whose source lost its API server shows control-plane-lost while it still serves."""
+    if gw.health is None:
+        return {}
+    sources = _source_states(gw)
+    out = {}
+    for name, info in gw.health.domains.get(svc_key, {}).items():
+        row = dict(info)
+        if sources.get(name) == SourceState.STALE.value and row["state"] != domains.DRAINED:
+            row["state"] = domains.CONTROL_PLANE_LOST
+        out[name] = row
+    return out
+
+
+def source_domain(gw, source: str) -> dict:
+    """A source's health-domain state over its services: the worst of them, and each one."""
+    per = {}
+    for svc in gw.config.services:
+        row = cluster_states(gw, svc.key).get(source)
+        if row is not None:
+            per[svc.key] = row["state"]
+    order = (domains.DRAINED, domains.DRAINING, domains.CONTROL_PLANE_LOST, domains.DEGRADED, domains.HEALTHY)
+    worst = next((state for state in order if state in per.values()), None)
+    return {"state": worst, "services": per}
 
 
 # --- services and endpoints --------------------------------------------------------------
@@ -223,6 +255,9 @@ def _service_endpoints(gw, svc: ServiceConfig) -> list[dict]:
             "idle_connections": up["idle"] if up is not None else 0,
         }
         row["reason"] = _endpoint_reason(row, source_state)
+        if not row["serving"] and not row["causes"] and health is not None \
+                and ep["cluster"] in health.drained.get(svc.key, ()):
+            row["reason"] = "its cluster is drained for this service (under 25% of it healthy)"
         if row["serving"] and row["causes"]:
             row["reason"] = "panic routing: serving although " + ", ".join(row["causes"])
         out.append(row)
@@ -283,6 +318,8 @@ def _service(gw, svc: ServiceConfig) -> dict:
         "slow_start": _plain(svc.slow_start) if svc.slow_start is not None else None,
         # Priority levels, best first: each one's healthy capacity, share of requests and why.
         "levels": [lv.describe() for lv in gw.health.levels.get(svc.key, ())] if gw.health else [],
+        # Each cluster as a health domain: healthy, degraded, drained, control-plane-lost.
+        "cluster_states": cluster_states(gw, svc.key),
         **({"port_conflict": conflict} if (conflict := port_conflict(gw, svc)) else {}),
     }
 
@@ -292,7 +329,7 @@ def _protocols_spoken(gw, svc: ServiceConfig) -> list[str]:
     if svc.protocol != "auto":
         return [svc.protocol]
     merged = gw.registry.merged.get(svc.key, ()) if gw.registry is not None else ()
-    return sorted({svc.protocol_of(spec.protocol) for spec in merged})
+    return sorted({spec.spoken_with(svc.protocol) for spec in merged})
 
 
 def port_conflict(gw, svc: ServiceConfig) -> dict | None:
@@ -449,9 +486,8 @@ def explain(gw, method: str, host: str | None, path: str,
     if matched is None:
         answer.update(route=None, status=404, reason="no route matches (the gateway answers 404)")
         return answer
-    index = gw.dataplane.routes.index(matched)
-    rc = gw.dataplane.route_configs[index]     # in the router's order (route_order: precedence)
-    answer["route"] = _route(rc, index, _route_traffic(gw).get(rc.name))
+    rc = gw.dataplane.route_config(matched)
+    answer["route"] = _route(rc, gw.config.routes.index(rc), _route_traffic(gw).get(rc.name))
     # As _speedups/exchange.pyx sends it: a rewrite applies to the normalized path.
     prefix = rc.match.matched_prefix
     rewrites = rc.rewrite_prefix is not None and prefix
@@ -671,6 +707,15 @@ def metric_families(gw) -> list[Family]:
             ejections.samples.append(("", labels, ep.get("ejections", 0)))
         panic.samples.append(("", {"service": svc.key},
                               1 if health is not None and health.panic.get(svc.key) else 0))
+
+    cluster_state = family("gateway_cluster_state", "gauge",
+                           "1 for the state each cluster is in for a service (health domain).")
+    for svc in cfg.services:
+        for name, row in cluster_states(gw, svc.key).items():
+            for st in (domains.HEALTHY, domains.DEGRADED, domains.CONTROL_PLANE_LOST,
+                       domains.DRAINING, domains.DRAINED):
+                cluster_state.samples.append(("", {"service": svc.key, "cluster": name, "state": st},
+                                              1 if row["state"] == st else 0))
 
     # Sources.
     state = family("gateway_source_state", "gauge", "1 for the state each source is in.")

@@ -15,10 +15,13 @@ Endpoints (any method unless noted)::
     /close             answer with Connection: close, then close
     /headers           {"headers": {...}}
     /_backend/stats    request counters (not counted themselves); /_backend/reset zeroes them
+    /_backend/fault    a gray failure from now on, for every path but /_backend/*:
+                       ?status=503&share=0.3 answers 503 to 30% of requests (counted, not drawn:
+                       every 10 requests exactly 3), &delay=0.3 answers 300 ms late; no query: off
     anything else      200 {"cluster", "pod", "address", "method", "path", "query", "headers"}
 
-With ``--namespace NS`` a backend answers instead as the Gateway API conformance suite's
-echo server, echo-basic (``gateway.devcluster.echo_basic``): a pod of that namespace.
+``python -m gateway.devcluster.echo_basic ... --namespace NS`` runs one that answers instead
+as the Gateway API conformance suite's echo server, echo-basic: a pod of that namespace.
 
 Body bytes of /bytes and /stream are deterministic: byte ``i`` is ``i % 256``.
 
@@ -95,6 +98,24 @@ class BackendStats:
         return {"requests": self.total, "paths": dict(self.by_prefix)}
 
 
+class Fault:
+    """An injected gray failure (/_backend/fault): ``share`` of the requests answered
+    ``status`` (spread evenly by a counter, so a test's figures are exact), each request
+    answered ``delay`` seconds late."""
+
+    __slots__ = ("status", "share", "delay", "seen")
+
+    def __init__(self, status: int = 503, share: float = 0.0, delay: float = 0.0) -> None:
+        self.status = status
+        self.share = share
+        self.delay = delay
+        self.seen = 0
+
+    def fails_next(self) -> bool:
+        self.seen += 1
+        return int(self.seen * self.share) > int((self.seen - 1) * self.share)
+
+
 class Backend:
     """A listening backend: identity, counters, open connections."""
 
@@ -106,6 +127,7 @@ class Backend:
         # What answers which path: this module's httpbin-like table, or echo-basic's.
         self.routes = routes or Routes(_ROUTES, _anything)
         self.stats = BackendStats()
+        self.fault: Fault | None = None
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[_Connection] = set()
 
@@ -262,6 +284,9 @@ class _Connection(asyncio.Protocol):
                        self.backend.routes, self._url.decode("latin-1"), self._header_list)
         if not path.startswith("/_backend/"):
             self.backend.stats.record(path)
+            fault = self.backend.fault
+            if fault is not None:
+                req.handler = _faulty(req.handler, fault.status if fault.fails_next() else 0, fault.delay)
         self._parsing = req
         self._queue.append(req)
         self._maybe_start()
@@ -426,6 +451,37 @@ def _reset(conn: _Connection, req: _Request) -> Response:
     return _stats(conn, req)
 
 
+def _set_fault(conn: _Connection, req: _Request) -> Response:
+    status = _query_float(req.query, "status")
+    share = _query_float(req.query, "share")
+    delay = _query_float(req.query, "delay")
+    if status is None and delay is None:
+        conn.backend.fault = None
+        return 200, b'{"fault": null}', []
+    fault = Fault(int(status or 503), min(max(share or 0.0, 0.0), 1.0), max(delay or 0.0, 0.0))
+    conn.backend.fault = fault
+    return 200, orjson.dumps({"fault": {"status": fault.status, "share": fault.share,
+                                        "delay": fault.delay}}), []
+
+
+def _faulty(handler: Handler, status: int, delay: float) -> Handler:
+    """``handler`` behind a fault: answered ``status`` instead (0: not), ``delay`` s late."""
+    async def faulty(conn: _Connection, req: _Request) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if status:
+            await _wait_body_end(conn, req)
+            conn.send(req, status, orjson.dumps(conn.identity(req)), [])
+            return
+        answer = handler(conn, req)
+        if asyncio.iscoroutine(answer):
+            await answer
+        else:
+            await _wait_body_end(conn, req)
+            conn.send(req, *answer)
+    return faulty
+
+
 async def _delay(conn: _Connection, req: _Request) -> None:
     seconds = _float_arg(req.path)
     if seconds is None or seconds < 0:
@@ -563,6 +619,7 @@ _ROUTES: tuple[tuple[str, Handler, bool], ...] = (
     ("/headers", _headers, False),
     ("/_backend/stats", _stats, False),
     ("/_backend/reset", _reset, False),
+    ("/_backend/fault", _set_fault, False),
 )
 
 
@@ -594,11 +651,12 @@ class BackendProcess:
 
     module = "gateway.devcluster.backend"       # what the child runs (python -m)
 
-    def __init__(self, host: str, port: int, cluster: str, pod: str) -> None:
+    def __init__(self, host: str, port: int, cluster: str, pod: str, netns: str | None = None) -> None:
         self.host = host
         self.port = port
         self.cluster = cluster
         self.pod = pod
+        self.netns = netns              # run inside this network namespace (ip netns exec)
         self._proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 15.0) -> "BackendProcess":
@@ -606,7 +664,8 @@ class BackendProcess:
                 "--cluster", self.cluster, "--pod", self.pod, *self.options()]
         if self._proc is not None:
             _process.stop(self._proc)     # reap a previous (killed) process and close its pipe
-        self._proc, line = _process.spawn(self.module, args, timeout)
+        prefix = ("ip", "netns", "exec", self.netns) if self.netns else ()
+        self._proc, line = _process.spawn(self.module, args, timeout, prefix)
         self.port = int(line.split()[0].rsplit(":", 1)[1])
         return self
 
@@ -670,12 +729,8 @@ class BackendProcess:
         self.stop()
 
 
-async def _serve(args: argparse.Namespace) -> None:
+async def _serve(args: argparse.Namespace, routes: "Routes | None") -> None:
     loop = asyncio.get_running_loop()
-    routes = None
-    if args.namespace is not None:
-        from . import echo_basic
-        routes = echo_basic.routes(args.namespace, args.pod, args.log)
     backend = await start_backend(args.host, args.port, args.cluster, args.pod, routes)
     done = _process.stop_requested(loop, args.parent_pid)
     _process.announce(f"{backend.url} cluster={backend.cluster} pod={backend.pod} pid={os.getpid()}")
@@ -683,19 +738,22 @@ async def _serve(args: argparse.Namespace) -> None:
     backend.close()
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, *, description: str = __doc__.split("\n", 1)[0],
+         more_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+         routes: Callable[[argparse.Namespace], "Routes"] | None = None) -> None:
+    """A backend process; a mode (echo_basic) adds its options and its route table."""
     import uvloop
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--cluster", required=True)
     parser.add_argument("--pod", required=True)
-    parser.add_argument("--namespace", help="answer as the Gateway API conformance suite's echo-basic, "
-                                             "a pod of this namespace")
-    parser.add_argument("--log", help="with --namespace: append echo-basic's log lines to this file")
     parser.add_argument("--parent-pid", type=int, help="exit when this process is gone")
-    uvloop.run(_serve(parser.parse_args(argv)))
+    if more_arguments is not None:
+        more_arguments(parser)
+    args = parser.parse_args(argv)
+    uvloop.run(_serve(args, routes(args) if routes is not None else None))
 
 
 if __name__ == "__main__":

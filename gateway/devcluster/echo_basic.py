@@ -36,7 +36,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from .backend import BackendProcess, Routes, _Connection, _Request, _wait_body_end
+from .backend import BackendProcess, Routes, _Connection, _Request, _wait_body_end, main as backend_main
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _STATUS = re.compile(r"^/status/(\d\d\d)$")
@@ -186,6 +186,8 @@ class EchoBasicProcess(BackendProcess):
     """An echo-basic pod in its own process: ``port`` as echo-basic's HTTP_PORT (3000), its echo
     log appended to ``log``."""
 
+    module = "gateway.devcluster.echo_basic"
+
     def __init__(self, host: str, port: int, namespace: str, pod: str, log: str | None = None) -> None:
         super().__init__(host, port, "conformance", pod)
         self.namespace = namespace
@@ -193,3 +195,17 @@ class EchoBasicProcess(BackendProcess):
 
     def options(self) -> list[str]:
         return ["--namespace", self.namespace, *(["--log", self.log] if self.log else [])]
+
+
+def _arguments(parser) -> None:
+    parser.add_argument("--namespace", required=True, help="the namespace of the pod it plays")
+    parser.add_argument("--log", help="append echo-basic's log lines to this file")
+
+
+def main(argv: list[str] | None = None) -> None:
+    backend_main(argv, description=__doc__.split("\n", 1)[0], more_arguments=_arguments,
+                 routes=lambda args: routes(args.namespace, args.pod, args.log))
+
+
+if __name__ == "__main__":
+    main()

@@ -33,8 +33,8 @@ import time
 from typing import Callable
 
 from gateway.config import GatewayApiConfig, SourceConfig
-from gateway.gatewayapi.translate import (GATEWAY_GROUP, MCS_GROUP, UNSPECIFIED, Addressing, TlsSecret, Translation,
-                                          World, translate)
+from gateway.gatewayapi.translate import (GATEWAY_GROUP, MCS_GROUP, UNSPECIFIED, Addressing, RouteMemo, TlsSecret,
+                                          Translation, World, translate)
 from gateway.listeners import PortReservations
 
 log = logging.getLogger("gateway.gatewayapi")
@@ -92,6 +92,13 @@ class GatewayApiController:
         self._synced = asyncio.Event()
         self._pending: asyncio.TimerHandle | None = None
         self._file_services: dict = {}
+        # Bumped by every change but an HTTPRoute's (World.version): the routes' translations
+        # are kept while it stays (RouteMemo).
+        self._world_version = 0
+        self._memo = RouteMemo()
+        # ("routes", key) -> (the route, its translated status.parents) of the last status pass:
+        # a route and translation both unchanged since (the same objects) are not compared again.
+        self._status_checked: dict[tuple[str, tuple], tuple[dict, list]] = {}
         self.elector = None                     # gateway.gatewayapi.leader.LeaderElector
 
     # -- lifecycle ------------------------------------------------------------------
@@ -172,13 +179,15 @@ class GatewayApiController:
 
     def _started_leading(self) -> None:
         log.info("this replica writes status", extra={"fields": {"identity": self.elector.identity}})
-        self._schedule()                    # what the previous writer left undone
+        self._status_checked.clear()        # every status again: what the previous writer left undone
+        self._schedule()
 
     def set_file(self, file_services: dict, taken: frozenset[tuple[str, int]]) -> None:
         """The file changed (a reload): backendRefs to its services use the file's settings,
         and Gateways keep off its listeners' ports."""
         self._file_services = file_services
         self.taken = taken
+        self._world_version += 1
         self._schedule()
 
     def addressing(self) -> Addressing:
@@ -282,7 +291,7 @@ class GatewayApiController:
         self._synced_loops.discard(loop_name)
         self.errors.pop(loop_name, None)
         if self._objects.pop((cluster, store), None):
-            self._schedule()
+            self._world_changed(store)
         if self._synced_loops >= self._loops:
             self._set_synced()
 
@@ -312,7 +321,7 @@ class GatewayApiController:
         self.errors.pop(loop_name, None)
         if self._synced_loops >= self._loops:
             self._set_synced()
-        self._schedule()
+        self._world_changed(store)
 
     def _set_synced(self) -> None:
         """Every watch has listed once: this replica sees the whole world, and only then
@@ -333,9 +342,19 @@ class GatewayApiController:
             self._written.pop((store, key), None)
         else:
             table[key] = obj
-        # A status write (ours, mostly) changes nothing the translation reads.
+        # A status write (ours, mostly) changes nothing the translation reads: the route's
+        # translation stays good for the object that carries it.
         if kind == "DELETED" or before is None or _without_status(before) != _without_status(obj):
-            self._schedule()
+            self._world_changed(store)
+        elif store == "routes":
+            entry = self._memo.entries.get(key)
+            if entry is not None and entry[0] is before:
+                self._memo.entries[key] = (obj, *entry[1:])
+
+    def _world_changed(self, store: str) -> None:
+        if store != "routes":
+            self._world_version += 1
+        self._schedule()
 
     def _failed(self, loop_name: str, error: str) -> None:
         if self.errors.get(loop_name) != error:
@@ -351,7 +370,7 @@ class GatewayApiController:
 
         Route kinds: the first cluster of ``gateway_api.sources`` holding an object wins;
         Services and ServiceImports: a key exists if any associated cluster has it."""
-        world = World(self.settings.controller_name)
+        world = World(self.settings.controller_name, version=self._world_version)
         origin: dict = {}
         for cluster in self.all_clusters:
             for store in ("services", "imports"):
@@ -381,13 +400,13 @@ class GatewayApiController:
         # listener says why (a second translation with that fact).  Each translation tries
         # every port again: one freed meanwhile is taken.
         self._unbindable = {}
-        translation = translate(world, self._file_services, self.addressing())
+        translation = translate(world, self._file_services, self.addressing(), self._memo)
         unbindable = self.reservations.hold({(l.address, l.port) for l in translation.listeners})
         if unbindable:
             log.warning("cannot listen for Gateway listeners", extra={"fields": {
                 "ports": {f"{a}:{p}": why for (a, p), why in unbindable.items()}}})
             self._unbindable = unbindable
-            translation = translate(world, self._file_services, self.addressing())
+            translation = translate(world, self._file_services, self.addressing(), self._memo)
             self.reservations.hold({(l.address, l.port) for l in translation.listeners})
         previous = self.translation
         self.translation = translation
@@ -407,8 +426,13 @@ class GatewayApiController:
             writes.append(("classes", ("", name), world.classes[name], status))
         for key, status in t.gateway_status.items():
             writes.append(("gateways", key, world.gateways[key], status))
+        checked, self._status_checked = self._status_checked, {}
         for key, parents in t.route_status.items():
             route = world.routes[key]
+            self._status_checked[("routes", key)] = (route, parents)
+            last = checked.get(("routes", key))
+            if last is not None and last[0] is route and last[1] is parents:
+                continue            # neither the route nor its translation changed since
             others = [p for p in (route.get("status") or {}).get("parents") or ()
                       if p.get("controllerName") != self.settings.controller_name]
             writes.append(("routes", key, route, {"parents": parents + others}))
@@ -440,6 +464,7 @@ class GatewayApiController:
         """A status write answered (loop thread): ``result`` the object, None if it failed."""
         if result is None:
             self._written.pop((store, key), None)
+            self._status_checked.pop((store, key), None)    # to be tried again
             return
         try:
             self._written[(store, key)] = (status, int(result["metadata"]["resourceVersion"]))

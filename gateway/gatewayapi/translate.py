@@ -8,11 +8,10 @@ standard channel); what is left out is listed in the README ("Gateway API suppor
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass, field, replace
 
 from gateway.config import (Certificate, GatewayListener, HeaderFilter, HeaderMatch, MirrorConfig, QueryMatch, Redirect,
-                            RetryPolicy, RouteConfig, RouteMatch, ServiceConfig, WeightedBackend)
+                            RetryPolicy, RouteConfig, RouteMatch, ServiceConfig, WeightedBackend, regex_problem)
 from gateway.sources.discovery import GATEWAY_GROUP, MCS_GROUP  # noqa: F401  (re-exported)
 from gateway.units import parse_duration
 
@@ -36,6 +35,16 @@ class World:
     imports: dict[Key, dict] = field(default_factory=dict)              # ServiceImports
     namespaces: dict[str, dict] = field(default_factory=dict)           # labels
     secrets: dict[Key, "TlsSecret"] = field(default_factory=dict)       # Secrets, read (controller)
+    # Changes whenever anything but an HTTPRoute changed: a route's translation, which reads
+    # only the route and the rest, is kept while the route and this stay the same.
+    version: int = 0
+
+
+@dataclass
+class RouteMemo:
+    """Each HTTPRoute's last translation, kept across translations: a route change costs
+    that route (and identical configs let the data plane tell what changed by identity)."""
+    entries: dict[Key, tuple[dict, tuple, "_RouteResult"]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -193,9 +202,7 @@ def _match(m: dict, hosts: tuple[str, ...]) -> RouteMatch | None:
     if kind == "Exact":
         kw["path_exact"] = value
     elif kind == "RegularExpression":
-        try:
-            re.compile(value)
-        except re.error:
+        if regex_problem(value):
             return None
         kw["path_regex"] = value
     else:
@@ -207,6 +214,8 @@ def _match(m: dict, hosts: tuple[str, ...]) -> RouteMatch | None:
         if name in seen:        # the spec: only the first of equivalent names counts
             continue
         seen.add(name)
+        if h.get("type") == "RegularExpression" and regex_problem(h.get("value", "")):
+            return None
         headers.append(HeaderMatch(name=name, regex=h["value"]) if h.get("type") == "RegularExpression"
                        else HeaderMatch(name=name, exact=h.get("value", "")))
     queries = []
@@ -215,6 +224,8 @@ def _match(m: dict, hosts: tuple[str, ...]) -> RouteMatch | None:
         if q["name"] in seen:
             continue
         seen.add(q["name"])
+        if q.get("type") == "RegularExpression" and regex_problem(q.get("value", "")):
+            return None
         queries.append(QueryMatch(name=q["name"], regex=q["value"]) if q.get("type") == "RegularExpression"
                        else QueryMatch(name=q["name"], exact=q.get("value", "")))
     return RouteMatch(**kw, hosts=hosts, methods=(m["method"],) if m.get("method") else (),
@@ -260,7 +271,8 @@ def _retry(spec: dict | None, backend_timeout: float | None) -> RetryPolicy:
     # attempts counts retries (HTTPRouteRetry, GEP-1731); RetryPolicy counts tries.
     attempts = min(10, 1 + int(spec.get("attempts", 1)))
     # GEP-1731: backoff is the minimum wait between attempts.
-    return RetryPolicy(attempts=attempts, statuses=codes, backoff=_duration(spec.get("backoff")) or 0.0,
+    # GEP-1731: the listed codes are the ones retried (not the file's default 502/503/504).
+    return RetryPolicy(attempts=attempts, statuses=codes, on_5xx=False, backoff=_duration(spec.get("backoff")) or 0.0,
                        per_try_timeout=backend_timeout)
 
 
@@ -549,7 +561,6 @@ def _attach(world: World, gw: _Gateway, route_ns: str, ref: dict,
     for listener in allowed:
         hosts = intersect_hostnames(listener.spec.get("hostname"), spec.get("hostnames") or [])
         if hosts != []:
-            listener.attached += 1
             served.append((listener, hosts))
     if not served:
         return False, "NoMatchingListenerHostname", "no hostname intersects the listeners' hostnames", []
@@ -573,7 +584,7 @@ def _is_served(gw: _Gateway, listener: _Listener, addressing: Addressing) -> str
 
 
 def translate(world: World, file_services: dict[str, ServiceConfig] | None = None,
-              addressing: Addressing = Addressing()) -> Translation:
+              addressing: Addressing = Addressing(), memo: RouteMemo | None = None) -> Translation:
     file_services = file_services or {}
     classes, ours = _our_gateways(world)
     gateways = {key: _plan_gateway(world, key, obj) for key, obj in ours.items()}
@@ -584,45 +595,28 @@ def translate(world: World, file_services: dict[str, ServiceConfig] | None = Non
     routes: list[RouteConfig] = []
     service_ports: dict[str, int] = {}
     route_status: dict[Key, list[dict]] = {}
+    by_id = {l.id: l for gw in gateways.values() for l in gw.listeners}
+    # What a route's translation reads besides the route: the other objects and the listeners.
+    context = (world.version, tuple((l.id, l.not_served, l.attachable()) for l in by_id.values()))
+    memo = memo if memo is not None else RouteMemo()
+    kept: dict[Key, tuple[dict, tuple, _RouteResult]] = {}
     for route in sorted(world.routes.values(), key=_route_order):
-        ns, _ = _key(route)
-        spec = route.get("spec") or {}
-        gen = _generation(route)
-        parents, targets = [], []
-        for ref in spec.get("parentRefs") or ():
-            if ref.get("group", GATEWAY_GROUP) != GATEWAY_GROUP or ref.get("kind", "Gateway") != "Gateway":
-                continue
-            gkey = (ref.get("namespace") or ns, ref["name"])
-            gw = gateways.get(gkey)
-            if gw is None:
-                continue        # not a Gateway of ours: its controller writes this parent's status
-            accepted, reason, message, served = _attach(world, gw, ns, ref, spec)
-            targets += [(l, hosts) for l, hosts in served
-                        if l.not_served is None and all(l is not t for t, _ in targets)]
-            parents.append({"parentRef": _parent_ref(ref, gkey), "controllerName": world.controller_name,
-                            "conditions": [condition("Accepted", accepted, reason, message, gen)]})
-        if not parents:
-            continue
-        problems, unsupported, configs = [], None, []
-        for i, rule in enumerate(spec.get("rules") or [{}]):
-            result = translate_rule(world, route, i, rule, ())
-            problems += result.problems
-            unsupported = unsupported or result.unsupported
-            for key, port in result.services.items():
-                service_ports.setdefault(key, port)
-            for listener, hosts in targets:
-                configs += [replace(c, listener=listener.id) for c in
-                            translate_rule(world, route, i, rule, tuple(sorted(hosts or ()))).configs]
-        resolved = condition("ResolvedRefs", not problems, problems[0][0] if problems else "ResolvedRefs",
-                             problems[0][1] if problems else "all references resolved", gen)
-        for parent in parents:
-            accepted = parent["conditions"][0]
-            if unsupported and accepted["status"] == "True":
-                parent["conditions"][0] = condition("Accepted", False, "UnsupportedValue", unsupported, gen)
-            parent["conditions"].append(resolved)
-        route_status[_key(route)] = parents
-        if not unsupported:
-            routes += configs
+        key = _key(route)
+        entry = memo.entries.get(key)
+        if entry is not None and entry[0] is route and entry[1] == context:
+            result = entry[2]
+        else:
+            result = _translate_route(world, route, gateways)
+        kept[key] = (route, context, result)
+        if result.parents is None:
+            continue            # no parentRef to a Gateway of ours
+        for listener_id in result.attached:
+            by_id[listener_id].attached += 1
+        for service, port in result.service_ports:
+            service_ports.setdefault(service, port)
+        route_status[key] = result.parents
+        routes += result.configs
+    memo.entries = kept
     services = [file_services.get(key) or ServiceConfig(namespace=key.split("/")[0], name=key.split("/")[1],
                                                         port=port)
                 for key, port in service_ports.items()]
@@ -633,6 +627,58 @@ def translate(world: World, file_services: dict[str, ServiceConfig] | None = Non
                       if l.not_served is None)
     return Translation(routes, services, _class_status(world, classes), gateway_status, route_status,
                        listeners)
+
+
+@dataclass(frozen=True)
+class _RouteResult:
+    """One HTTPRoute translated: None parents when it names no Gateway of ours."""
+    parents: list[dict] | None
+    configs: tuple[RouteConfig, ...] = ()               # served (none while a rule is unsupported)
+    service_ports: tuple[tuple[str, int], ...] = ()
+    attached: tuple[str, ...] = ()                      # a listener id per attachment
+
+
+def _translate_route(world: World, route: dict, gateways: dict[Key, _Gateway]) -> _RouteResult:
+    ns, _ = _key(route)
+    spec = route.get("spec") or {}
+    gen = _generation(route)
+    parents, targets, attached = [], [], []
+    for ref in spec.get("parentRefs") or ():
+        if ref.get("group", GATEWAY_GROUP) != GATEWAY_GROUP or ref.get("kind", "Gateway") != "Gateway":
+            continue
+        gkey = (ref.get("namespace") or ns, ref["name"])
+        gw = gateways.get(gkey)
+        if gw is None:
+            continue        # not a Gateway of ours: its controller writes this parent's status
+        accepted, reason, message, served = _attach(world, gw, ns, ref, spec)
+        attached += [l.id for l, _ in served]
+        targets += [(l, hosts) for l, hosts in served
+                    if l.not_served is None and all(l is not t for t, _ in targets)]
+        parents.append({"parentRef": _parent_ref(ref, gkey), "controllerName": world.controller_name,
+                        "conditions": [condition("Accepted", accepted, reason, message, gen)]})
+    if not parents:
+        return _RouteResult(None)
+    problems, unsupported, configs = [], None, []
+    service_ports: dict[str, int] = {}
+    order = (1, *_route_order(route))
+    for i, rule in enumerate(spec.get("rules") or [{}]):
+        result = translate_rule(world, route, i, rule, ())
+        problems += result.problems
+        unsupported = unsupported or result.unsupported
+        for key, port in result.services.items():
+            service_ports.setdefault(key, port)
+        for t, (listener, hosts) in enumerate(targets):
+            configs += [replace(c, listener=listener.id, rank=(*order, i, t, j)) for j, c in
+                        enumerate(translate_rule(world, route, i, rule, tuple(sorted(hosts or ()))).configs)]
+    resolved = condition("ResolvedRefs", not problems, problems[0][0] if problems else "ResolvedRefs",
+                         problems[0][1] if problems else "all references resolved", gen)
+    for parent in parents:
+        accepted = parent["conditions"][0]
+        if unsupported and accepted["status"] == "True":
+            parent["conditions"][0] = condition("Accepted", False, "UnsupportedValue", unsupported, gen)
+        parent["conditions"].append(resolved)
+    return _RouteResult(parents, () if unsupported else tuple(configs), tuple(service_ports.items()),
+                        tuple(attached))
 
 
 def _parent_ref(ref: dict, gkey: Key) -> dict:

@@ -23,11 +23,13 @@ from collections import Counter, deque
 from typing import Callable
 
 from gateway.config import ServiceConfig, SuccessRate
+from gateway.health import domains
 from gateway.health.probe import ProbeTlsContexts, probe
-from gateway.health.state import EndpointHealth, Level, plan_levels
+from gateway.health.state import EndpointHealth, Level, plan_levels, slow_start_share
 from gateway.health.success_rate import outliers
 from gateway.registry import Changes
 from gateway.snapshot import Delta, Endpoints, EndpointSpec, Loads, Snapshot
+from _speedups.table import FLAG_CLUSTER_DRAINED
 
 log = logging.getLogger("gateway.health")
 
@@ -40,6 +42,8 @@ RAMP_TICK_BOUNDS = (0.1, 1.0)
 # A slow-start service's table weights are its weights times this, so that a ramp has 1%
 # steps even for weight 1 (10^7 x 100 still fits the table's int).
 RAMP_SCALE = 100
+DRAIN_TICK = 0.25               # operator drain: weights re-set this often while it moves
+DEFAULT_DRAIN_OVER = 30.0       # seconds, a drain (or undrain) asked for without --over
 FORGET_AFTER = 600.0            # health of an endpoint gone this long is dropped
 
 EndpointKey = tuple[str, str, int]          # (cluster, ip, port)
@@ -79,13 +83,23 @@ class HealthManager:
         self.ramping: dict[str, dict[EndpointKey, float]] = {}     # service -> endpoint -> factor
         self._ramp_timer: asyncio.TimerHandle | None = None
         self.probe_tls = ProbeTlsContexts()     # services with tls: are probed over TLS
+        # The cluster as a health domain (domains.py): per service, each cluster's state,
+        # the clusters drained automatically, and since when a cluster is back (slow start).
+        self.domains: dict[str, dict[str, dict]] = {}
+        self.drained: dict[str, set[str]] = {}
+        self.undrained_at: dict[str, dict[str, float]] = {}
+        # Operator drains (`gateway source drain`): per source (start, over, down, factor at
+        # start); the services that had its endpoints when the drain began (found once).
+        self.drains: dict[str, tuple[float, float, bool, float]] = {}
+        self._drain_services: dict[str, set[str]] = {}
+        self._drain_timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         self._timer = asyncio.get_running_loop().call_later(EXPIRY_TICK, self._tick)
         self._arm_success_rate()
 
     async def stop(self) -> None:
-        for timer in (self._timer, self._ramp_timer, *self._success_rate_timers.values()):
+        for timer in (self._timer, self._ramp_timer, self._drain_timer, *self._success_rate_timers.values()):
             if timer is not None:
                 timer.cancel()
         for task in self._probes.values():
@@ -183,7 +197,7 @@ class HealthManager:
             # The service's current TLS settings and protocol: a reload may change them,
             # not the check.
             service = self.services.get(key[0], config)
-            http2 = service.protocol_of(ep.protocol) in ("h2c", "h2")
+            http2 = ep.spoken_with(service.protocol) in ("h2c", "h2")
             error = await probe(ep.ip, ep.port, check, self.probe_tls.get(service.endpoint_tls), http2)
             if state.record_probe(error is None, time.monotonic(), error):
                 log.warning("endpoint %s", "healthy" if error is None else "unhealthy",
@@ -284,6 +298,9 @@ class HealthManager:
                 self.levels.pop(key, None)
                 self.loads.pop(key, None)
                 self.ramping.pop(key, None)
+                self.domains.pop(key, None)
+                self.drained.pop(key, None)
+                self.undrained_at.pop(key, None)
                 delta_services[key] = None
             else:
                 self.current[key] = delta_services[key] = self._effective(key, self.source[key])
@@ -317,7 +334,13 @@ class HealthManager:
         states = self.states
         found = [states.get((service_key, ep.key)) for ep in endpoints]
         raw = [state.flags if state is not None else 0 for state in found]
+        clusters = [ep.cluster for ep in endpoints]
+        drain = self._domains(service_key, clusters, raw, config)
+        if drain:
+            raw = [f | FLAG_CLUSTER_DRAINED if c in drain else f for c, f in zip(clusters, raw)]
         ramps = self._ramps(service_key, endpoints, found, config)
+        if self.drains:
+            raw, ramps = self._operator_drains(service_key, clusters, raw, ramps)
         priorities = [config.priority_of(ep.cluster) for ep in endpoints]
         flags, levels = plan_levels(priorities, [ep.cluster for ep in endpoints], raw,
                                     config.panic_threshold, config.overprovisioning_factor, ramps)
@@ -337,6 +360,119 @@ class HealthManager:
                      else EndpointSpec(ep.cluster, ep.ip, ep.port, w, f, p, ep.protocol)
                      for ep, f, p, w in zip(endpoints, flags, priorities, weights))
 
+    # -- the cluster as a health domain ---------------------------------------------
+
+    def _domains(self, service_key: str, clusters: list[str], raw: list[int],
+                 config: ServiceConfig) -> set[str]:
+        """Each cluster's state for the service and which clusters to drain; logs the changes."""
+        drain, states = domains.plan_drain(clusters, raw)
+        before = self.drained.get(service_key, set())
+        now = time.monotonic()
+        for name in drain - before:
+            log.warning("cluster drained for a service: too few healthy endpoints", extra={"fields": {
+                "event": "cluster_drained", "service": service_key, "cluster": name,
+                "healthy": states[name]["healthy"], "endpoints": states[name]["endpoints"]}})
+        back = self.undrained_at.setdefault(service_key, {})
+        for name in before - drain:
+            log.warning("cluster back for a service", extra={"fields": {
+                "event": "cluster_undrained", "service": service_key, "cluster": name,
+                "healthy": states.get(name, {}).get("healthy"),
+                "slow_start": config.slow_start is not None}})
+            if config.slow_start is not None:
+                back[name] = now
+        for name in drain:
+            back.pop(name, None)
+        if drain:
+            self.drained[service_key] = drain
+        else:
+            self.drained.pop(service_key, None)
+        self.domains[service_key] = states
+        return drain
+
+    # -- operator drain -----------------------------------------------------------
+
+    def sync_drains(self, sources, over: float) -> None:
+        """Follow the config's ``sources[].drained`` (at start: ``over`` 0, drained at once)."""
+        for source in sources:
+            draining = source.name in self.drains and self.drains[source.name][2]
+            if source.drained != draining:
+                self.drain_source(source.name, source.drained, over)
+
+    def drain_source(self, name: str, drain: bool, over: float) -> None:
+        """Move new requests away from source ``name`` over ``over`` seconds (its weight
+        falls linearly to 0, then its endpoints are flagged: requests in flight there finish),
+        or back (weights ramp up from where they are).  Work: the services with its endpoints,
+        found once here, then only those at each step."""
+        now = time.monotonic()
+        factor = self._drain_factor(name, now)
+        self.drains[name] = (now, max(over, 0.0), drain, 1.0 if factor is None else factor)
+        self._drain_services[name] = {key for key, eps in self.source.items()
+                                      if any(ep.cluster == name for ep in eps)}
+        log.warning("source drain started" if drain else "source undrain started", extra={"fields": {
+            "event": "source_drain" if drain else "source_undrain", "source": name, "over_s": over,
+            "services": len(self._drain_services[name])}})
+        self._drain_tick()
+
+    def _drain_factor(self, name: str, now: float) -> float | None:
+        """The share of its weight source ``name`` keeps now; None: not drained at all."""
+        d = self.drains.get(name)
+        if d is None:
+            return None
+        start, over, down, f0 = d
+        step = (now - start) / over if over > 0 else 1.0
+        if down:
+            return max(0.0, f0 - step)
+        f = f0 + step
+        return None if f >= 1.0 else max(f, 0.01)
+
+    def _drain_tick(self) -> None:
+        """Re-weigh the services of the sources whose drain is under way (only those)."""
+        self._drain_timer = None
+        now = time.monotonic()
+        moving = False
+        for name in list(self.drains):
+            start, over, down, _f0 = self.drains[name]
+            factor = self._drain_factor(name, now)
+            self._flags_changed.update(k for k in self._drain_services.get(name, ()) if k in self.source)
+            if factor is None:                      # back in full
+                del self.drains[name]
+                self._drain_services.pop(name, None)
+                log.warning("source back", extra={"fields": {"event": "source_undrained", "source": name}})
+            elif down and factor == 0.0 and now - start >= over:
+                if not self.drains[name][3] == 0.0:
+                    log.warning("source drained", extra={"fields": {"event": "source_drained", "source": name}})
+                    self.drains[name] = (start, over, down, 0.0)
+            else:
+                moving = True
+        self._flush()
+        if moving and self._drain_timer is None:
+            self._drain_timer = asyncio.get_running_loop().call_later(DRAIN_TICK, self._drain_tick)
+
+    def _operator_drains(self, service_key: str, clusters: list[str], raw: list[int],
+                         ramps: list[float] | None) -> tuple[list[int], list[float] | None]:
+        """Weights of drained sources' endpoints scaled down (the ramp list carries it, so the
+        table gets RAMP_SCALE weights), flagged once at 0 -- never the last serving ones."""
+        now = time.monotonic()
+        factors = {c: self._drain_factor(c, now) for c in set(clusters) if c in self.drains}
+        factors = {c: f for c, f in factors.items() if f is not None}
+        if not factors:
+            return raw, ramps
+        states = self.domains.get(service_key, {})
+        flagged = [f | FLAG_CLUSTER_DRAINED if factors.get(c) == 0.0 else f for c, f in zip(clusters, raw)]
+        if any(f == 0 for f in raw) and not any(f == 0 for f in flagged):
+            log.warning("not draining the last serving source of a service", extra={"fields": {
+                "service": service_key, "sources": sorted(factors)}})
+            flagged = raw
+        shares = list(ramps) if ramps is not None else [1.0] * len(raw)
+        for i, c in enumerate(clusters):
+            f = factors.get(c)
+            if f is not None and f > 0:
+                shares[i] *= f
+        for c, f in factors.items():
+            if c in states and self.drains[c][2]:
+                states[c]["state"] = domains.DRAINED if f == 0.0 else domains.DRAINING
+        return flagged, shares
+
     # -- slow start -------------------------------------------------------------
 
     def _ramps(self, service_key: str, endpoints: Endpoints, states: list[EndpointHealth | None],
@@ -350,8 +486,15 @@ class HealthManager:
         # that the share follows the ramp on average instead of lagging half a step behind.
         at = time.monotonic() + _ramp_step(config.slow_start.window) / 2
         shares, ramping = [], {}
+        back = self.undrained_at.get(service_key) or {}
+        for name in [name for name, since in back.items() if at - since >= config.slow_start.window]:
+            del back[name]
         for ep, state in zip(endpoints, states):
             factor = state.ramp(at, config.slow_start) if state is not None else None
+            if ep.cluster in back:      # its cluster is back from a drain: it ramps too
+                cluster_factor = slow_start_share(config.slow_start, at - back[ep.cluster])
+                if cluster_factor is not None:
+                    factor = cluster_factor if factor is None else min(factor, cluster_factor)
             shares.append(1.0 if factor is None else factor)
             if factor is not None:
                 ramping[ep.key] = factor

@@ -18,6 +18,15 @@ from _speedups.exchange import GATEWAY_ERROR_KINDS as GATEWAY_ERRORS, UPSTREAM_5
 from _speedups.table import FLAG_ACTIVE_FAILED, FLAG_EJECTED
 
 
+
+def slow_start_share(slow_start: SlowStart, elapsed: float) -> float | None:
+    """The share of its weight an endpoint healthy for ``elapsed`` seconds gets; None once
+    the window is over.  Envoy: max(min_weight, (elapsed / window) ** (1 / aggression))."""
+    if elapsed >= slow_start.window:
+        return None
+    time_share = max(elapsed, 0.0) / slow_start.window
+    return max(slow_start.min_weight_percent / 100, time_share ** (1 / slow_start.aggression))
+
 class EndpointHealth:
     __slots__ = ("check", "outlier", "active_failed", "passes", "fails",
                  "consecutive_errors", "consecutive_5xx", "ejections", "ejected_until",
@@ -142,7 +151,7 @@ class EndpointHealth:
         None when it is not ramping (unhealthy, or healthy for a whole window)."""
         if slow_start is None or self.healthy_since is None or self.flags:
             return None
-        factor = slow_start.factor(now - self.healthy_since)
+        factor = slow_start_share(slow_start, now - self.healthy_since)
         if factor is None:
             self.healthy_since = None       # ramped: nothing to look at until the next recovery
         return factor

@@ -2,7 +2,7 @@
 
 A loop over the routes in declared order that returns the first route whose
 conditions all hold; no index.  Routes are built from the same arguments as
-``RouteMatcher`` (index, target, path kind and value, hosts, methods, header
+``RouteMatcher`` (target, path kind and value, hosts, methods, header
 conditions), and ``match`` takes any request head with ``method``, ``path``,
 ``host`` and ``header(lname)`` (the compiled ``RequestHead`` has them).
 """
@@ -25,12 +25,12 @@ def query_value(target: bytes, name: bytes) -> bytes | None:
 
 
 class ReferenceRoute:
-    def __init__(self, index: int, target: Any, path_kind: str, path_value: Any,
+    def __init__(self, target: Any, path_kind: str, path_value: Any,
                  hosts: Iterable[str] = (), methods: Iterable[str] = (),
                  headers: Iterable[tuple] = (), queries: Iterable[tuple] = ()) -> None:
         if path_kind not in ("any", "prefix", "exact", "regex", "segment_prefix"):
             raise KeyError(path_kind)
-        self.index, self.target, self.path_kind = index, target, path_kind
+        self.target, self.path_kind = target, path_kind
         self.path = path_value if path_kind == "regex" else (path_value or "/").encode()
         if path_kind == "segment_prefix":
             self.path = self.path.rstrip(b"/")

@@ -1,4 +1,4 @@
-"""The gateway's configuration: one YAML file parsed into frozen, typed objects.
+"""The config file: YAML parsed and checked into the model (``gateway.config.model``).
 
 Every problem found is reported with its key path (``routes[0].match.path.prefix:
 must start with "/"``), all of them at once; nothing half-valid is returned.
@@ -46,7 +46,7 @@ The file (durations: "250ms", "2s", "1m30s", "1h" or seconds; sizes: "64KiB", "1
         # backends: [{service: httpbin, weight: 90}, {service: canary, weight: 10}]
         rewrite: {prefix: /}            # replaces the matched path prefix
         timeout: 15s                    # whole request; default none
-        retries: {attempts: 2, on_5xx: false, on_timeout: false, per_try_timeout: 2s}
+        retries: {attempts: 2, on_5xx: true, on_timeout: false, per_try_timeout: 2s}
         # ... idempotent: true: sent requests of any method retried (gRPC: also on
         #     UNAVAILABLE and CANCELLED answered before any message)
 
@@ -55,529 +55,28 @@ lower-cased, methods upper-cased.
 """
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import fields, replace
 from functools import partial
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import yaml
 
-from gateway.units import parse_duration, parse_size
-
-DEFAULT_NAMESPACE = "default"
-DEFAULT_SOURCE_WEIGHT = 100
-
-
-class ConfigError(Exception):
-    """The config is invalid; ``errors`` holds one ``key.path: problem`` line each."""
-
-    def __init__(self, errors: list[str]) -> None:
-        self.errors = list(errors)
-        super().__init__("\n".join(self.errors))
-
-
-@dataclass(frozen=True, slots=True)
-class Address:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class AccessLogConfig:
-    path: str | None = "stdout"        # "stdout", a file path, or None (off)
-    buffer_bytes: int = 64 * 1024      # flushed when this full ...
-    flush_interval: float = 1.0        # ... or this old (seconds)
-
-
-@dataclass(frozen=True, slots=True)
-class TracingConfig:
-    """OpenTelemetry traces, exported as OTLP HTTP/protobuf (gateway.tracing)."""
-    endpoint: str = "http://127.0.0.1:4318/v1/traces"
-    sample_ratio: float = 0.01          # new traces; a parent's decision is followed
-    service_name: str = "gateway"       # the resource's service.name
-    max_queue: int = 4096               # requests' spans held per worker; more are dropped
-    batch_size: int = 512               # requests' spans per export request
-    flush_interval: float = 1.0         # export at least this often
-    timeout: float = 2.0                # per export request
-
-
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    """Seconds.  ``connect`` is short on purpose: a black-holed cluster must fail fast."""
-
-    connect: float = 1.0
-    response_header: float = 15.0       # upstream: request sent -> response head
-    downstream_idle: float = 60.0       # keep-alive connection with no request
-    downstream_header: float = 10.0     # first byte of a request -> its complete head
-    upstream_idle: float = 60.0         # pooled upstream connection unused
-    body_idle: float = 30.0             # request body: longest pause between two reads
-    drain: float = 20.0                 # graceful shutdown deadline
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Per-request and per-worker bounds; each breach gets its status code and a log line."""
-
-    max_request_head: int = 64 * 1024   # request line + fields -> 431
-    max_uri: int = 8 * 1024             # request target -> 414
-    max_headers: int = 100              # field lines -> 431
-    max_body: int = 1024 ** 3           # request body bytes -> 413 (0: no limit)
-    max_response_head: int = 64 * 1024  # from an upstream -> 502
-    max_connections: int = 10_000       # client connections per worker; more are closed at once
-    max_requests_per_connection: int = 10_000   # then "Connection: close" (HTTP/2: GOAWAY)
-    max_concurrent_streams: int = 100   # HTTP/2 streams open at once per client connection
-    # Retries of sent requests within one cluster, in flight per worker, are at most this
-    # share of the requests in flight, or this many if that is more (Envoy's retry budget).
-    retry_budget_share: float = 0.2
-    retry_budget_min: int = 3
-
-
-@dataclass(frozen=True, slots=True)
-class PathConfig:
-    """How a request path is read before route matching (``_speedups/path.pyx`` says how)."""
-
-    normalize: bool = True              # decode %XX of unreserved bytes, remove dot segments
-    merge_slashes: bool = True          # "//" -> "/"
-    escaped_slashes: str = "reject"     # %2F, %5C, raw backslash: keep | reject | unescape_and_redirect
-    forward: str = "normalized"         # sent upstream: "normalized" | "original"
-
-
-@dataclass(frozen=True, slots=True)
-class TrustedProxies:
-    """Whose X-Forwarded-For is believed; exactly one of ``cidrs`` and ``hops`` is set."""
-
-    cidrs: tuple[str, ...] = ()         # peers in these networks are proxies; "10.0.0.0/8"
-    hops: int = 0                       # or: this many proxies in front, whatever their address
-
-
-@dataclass(frozen=True, slots=True)
-class HttpConfig:
-    path: PathConfig = field(default_factory=PathConfig)
-    trusted_proxies: TrustedProxies | None = None   # None: the peer is the client
-
-
-@dataclass(frozen=True, slots=True)
-class Certificate:
-    """A certificate and its key: files (``tls.certificates``), or PEM text (``pem``: a Secret a
-    Gateway listener's certificateRefs name, carried to workers in the config message)."""
-
-    cert: str                           # PEM chain file, or the chain itself with pem
-    key: str = field(repr=False)        # PEM key file, or the key itself with pem
-    pem: bool = False
-    names: tuple[str, ...] = ()         # SNI names it serves; (): the certificate's own DNS names
-    origin: str = ""                    # where it came from, for logs ("Secret default/site")
-
-
-@dataclass(frozen=True, slots=True)
-class TlsListener:
-    """An HTTPS listener beside the plain one; SNI picks the certificate by its names."""
-
-    listen: Address
-    certificates: tuple[Certificate, ...]   # the first is the default
-    min_version: str = "1.2"                # "1.2" or "1.3"
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamTls:
-    """TLS from the gateway to a service's endpoints; verification is on unless turned off."""
-
-    ca: str | None = None               # CA bundle; None: the system's
-    sni: str | None = None              # server name sent and verified
-    verify: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class AdminOptions:
-    """The admin API's other scopes, browser sessions and TLS (the write token is
-    ``Config.admin_token``).  Tokens are read from files and never shown."""
-
-    read_token: str | None = field(default=None, repr=False)      # GET/HEAD only
-    metrics_token: str | None = field(default=None, repr=False)   # GET /metrics only
-    session_ttl: float = 12 * 3600.0    # a dashboard login lasts this long (seconds)
-    tls: Certificate | None = None      # serve the admin API over HTTPS (cookies then Secure)
-
-
-@dataclass(frozen=True, slots=True)
-class StaticEndpoint:
-    host: str
-    port: int | None                    # None: the service's port
-    weight: int = 1
-
-
-@dataclass(frozen=True, slots=True)
-class StaticService:
-    namespace: str
-    name: str
-    endpoints: tuple[StaticEndpoint, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SourceConfig:
-    name: str
-    type: str                           # "static" | "kubernetes"
-    weight: int = DEFAULT_SOURCE_WEIGHT
-    priority: int = 0                   # 0 = most preferred; higher levels take spill-over
-    # static
-    services: tuple[StaticService, ...] = ()
-    # kubernetes
-    kubeconfig: str | None = None       # path, "~" expanded
-    context: str | None = None
-    in_cluster: bool = False
-    namespaces: tuple[str, ...] = ()    # empty: all namespaces
-
-
-@dataclass(frozen=True, slots=True)
-class HealthCheckConfig:
-    """Active checks, run once per endpoint by the control plane."""
-
-    type: str = "http"                  # "http" (GET path, status in expected), "tcp" (connect)
-    #                                     or "grpc" (grpc.health.v1 Health/Check says SERVING)
-    path: str = "/"
-    grpc_service: str = ""              # grpc: HealthCheckRequest.service ("": the whole server)
-    host: str | None = None             # Host header; default: the endpoint address
-    expected_statuses: tuple[tuple[int, int], ...] = ((200, 399),)   # inclusive ranges
-    interval: float = 1.0
-    timeout: float = 0.5
-    jitter: float = 0.1                 # up to this much added to each interval
-    healthy_threshold: int = 2          # consecutive passes to turn healthy
-    unhealthy_threshold: int = 2        # consecutive failures to turn unhealthy
-    initially_healthy: bool = True      # does a new endpoint serve before its first pass?
-
-
-@dataclass(frozen=True, slots=True)
-class SuccessRate:
-    """Envoy's success-rate ejection: every ``interval``, among the endpoints with at least
-    ``request_volume`` tries in it (and only if there are ``minimum_hosts`` of them), eject
-    those whose success rate is below mean - ``stdev_factor`` x standard deviation."""
-
-    interval: float = 10.0
-    minimum_hosts: int = 5
-    request_volume: int = 100
-    stdev_factor: float = 1.9           # Envoy's success_rate_stdev_factor 1900, / 1000
-
-
-@dataclass(frozen=True, slots=True)
-class OutlierConfig:
-    """Passive detection from the request path: eject after consecutive failures."""
-
-    consecutive_failures: int = 3       # connect failures, resets, timeouts, bad responses
-    consecutive_5xx: int = 0            # answers with a status in ``statuses``; 0: not counted
-    # What counts as a "5xx" for consecutive_5xx: the gateway-ish ones by default; a 500 is
-    # most often the application's own error, so counting it is a choice (add 500).
-    statuses: tuple[int, ...] = (502, 503, 504)
-    base_ejection_time: float = 5.0     # first ejection; the n-th lasts n times as long ...
-    max_ejection_time: float = 60.0     # ... up to this
-    success_rate: SuccessRate | None = None     # off unless set
-
-
-@dataclass(frozen=True, slots=True)
-class HashCookie:
-    """ring_hash on a cookie: a client without it gets one, so its next requests stick."""
-
-    name: str
-    ttl: float | None = None            # Max-Age; None: a session cookie
-    path: str = "/"
-
-
-@dataclass(frozen=True, slots=True)
-class LbConfig:
-    """How a service picks among its endpoints (compiled, in _speedups/table.pyx)."""
-
-    policy: str = "round_robin"         # | least_request | random | ring_hash | peak_ewma
-    header: str | None = None           # ring_hash: key from this request header ...
-    source_ip: bool = False             # ... or from the client address ...
-    cookie: HashCookie | None = None    # ... or from a cookie (set by the gateway when missing)
-    decay: float = 10.0                 # peak_ewma: seconds for a faster latency to count fully
-
-
-PROTOCOLS = ("auto", "http1", "h2c", "h2")
-LB_POLICIES = ("round_robin", "least_request", "random", "ring_hash", "peak_ewma")
-
-
-def spoken_protocol(setting: str, endpoint_protocol: str) -> str:
-    """services[].protocol applied to one endpoint: auto follows the endpoint's appProtocol."""
-    return setting if setting != "auto" else endpoint_protocol or "http1"
-
-
-@dataclass(frozen=True, slots=True)
-class SlowStart:
-    """Envoy's slow_start_config: an endpoint that becomes healthy ramps its weight up."""
-
-    window: float                       # seconds from min_weight_percent to the full weight
-    aggression: float = 1.0             # 1: linear; > 1: more traffic early (Envoy's exponent)
-    min_weight_percent: float = 10.0    # of the weight, at once: it serves from the start
-
-    def factor(self, elapsed: float) -> float | None:
-        """The share of its weight an endpoint healthy for ``elapsed`` seconds gets; None once
-        the window is over.  Envoy: max(min_weight, (elapsed / window) ** (1 / aggression))."""
-        if elapsed >= self.window:
-            return None
-        time_share = max(elapsed, 0.0) / self.window
-        return max(self.min_weight_percent / 100, time_share ** (1 / self.aggression))
-
-
-@dataclass(frozen=True, slots=True)
-class CircuitBreakers:
-    """Per-service limits (0: none); a request over one gets 503 and X-Gateway-Overloaded."""
-
-    max_connections: int = 0            # upstream connections opened for it and still open
-    max_pending: int = 0                # requests waiting for a new upstream connection
-    max_requests: int = 0               # requests in flight
-    max_retries: int = 0                # requests retrying at the same time
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceConfig:
-    namespace: str
-    name: str
-    port: int | str                     # Service port number or port name
-    sources: tuple[str, ...] = ()       # empty: every source
-    health_check: HealthCheckConfig | None = None
-    outlier_detection: OutlierConfig | None = field(default_factory=OutlierConfig)
-    panic_threshold: float = 0.5        # healthy share below which panic routing starts
-    tls: UpstreamTls | None = None      # connect to endpoints with TLS
-    # Priority level of each source for this service, resolved at parse time from
-    # sources[].priority and the service's prefer/priorities (sorted (source, level)
-    # pairs; a source not listed is level 0).  Empty: every source at level 0.
-    priorities: tuple[tuple[str, int], ...] = ()
-    # Envoy's overprovisioning factor: a level with healthy share h takes min(1, h * factor)
-    # of the load, so it keeps all of it until 1 / factor (71% at 1.4) of it is healthy.
-    overprovisioning_factor: float = 1.4
-    circuit_breakers: CircuitBreakers = field(default_factory=CircuitBreakers)
-    lb: LbConfig = field(default_factory=LbConfig)
-    slow_start: SlowStart | None = None
-    # How endpoints are spoken to: http1, h2c (HTTP/2 without TLS), h2 (over TLS, ALPN h2),
-    # or auto: from the Kubernetes Service port's appProtocol (else http1).
-    protocol: str = "auto"
-    http2_connections: int = 2          # HTTP/2 connections per endpoint per worker
-
-    def protocol_of(self, endpoint_protocol: str) -> str:
-        """How one endpoint is spoken to: the setting, or with auto what its port's
-        appProtocol says (EndpointSpec.protocol; none: http1)."""
-        return spoken_protocol(self.protocol, endpoint_protocol)
-
-    @property
-    def endpoint_tls(self) -> UpstreamTls | None:
-        """TLS to its endpoints: its ``tls``; protocol h2 is TLS even without one (defaults:
-        the system's CAs, verified)."""
-        if self.tls is None and self.protocol == "h2":
-            return UpstreamTls()
-        return self.tls
-
-    def priority_of(self, source: str) -> int:
-        for name, level in self.priorities:
-            if name == source:
-                return level
-        return 0
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-
-@dataclass(frozen=True, slots=True)
-class HeaderMatch:
-    name: str                           # lower-cased
-    exact: str | None = None
-    regex: str | None = None
-    present: bool | None = None         # True: must be present, False: must be absent
-
-
-@dataclass(frozen=True, slots=True)
-class QueryMatch:
-    name: str                           # case-sensitive, as the Gateway API says
-    exact: str | None = None
-    regex: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RouteMatch:
-    path_prefix: str | None = None
-    path_exact: str | None = None
-    path_regex: str | None = None
-    # The Gateway API's PathPrefix: whole segments, "/foo" matches "/foo" and "/foo/bar", not
-    # "/foobar" (Envoy's path_separated_prefix); kept without a trailing "/".
-    path_segment_prefix: str | None = None
-    hosts: tuple[str, ...] = ()         # exact "a.example.com" or wildcard "*.example.com"; lower-cased
-    methods: tuple[str, ...] = ()       # upper-cased
-    headers: tuple[HeaderMatch, ...] = ()
-    queries: tuple[QueryMatch, ...] = ()
-
-    @property
-    def matched_prefix(self) -> str | None:
-        """The prefix a prefix rewrite or redirect replaces."""
-        return self.path_segment_prefix if self.path_segment_prefix is not None else self.path_prefix
-
-
-@dataclass(frozen=True, slots=True)
-class WeightedBackend:
-    service: str                        # "namespace/name"
-    weight: int = 1
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    attempts: int = 2                   # total tries, the first one included
-    on_5xx: bool = False                # retry idempotent requests answered 502/503/504
-    on_timeout: bool = False            # retry idempotent requests whose try timed out
-    per_try_timeout: float | None = None
-    statuses: tuple[int, ...] = ()      # more answers to retry idempotent requests on (400-599)
-    backoff: float = 0.0                # wait before a retry after an answer or a timeout:
-    #                                     backoff, then doubling, at most 10x (0: at once)
-    idempotent: bool = False            # the route's requests may be sent twice whatever their
-    #                                     method (gRPC calls are POSTs): retried as GETs are,
-    #                                     and on trailers-only gRPC UNAVAILABLE or CANCELLED
-
-    @property
-    def retry_statuses(self) -> frozenset[int]:
-        """Every status an idempotent request is retried on."""
-        return frozenset(self.statuses) | (RETRY_5XX if self.on_5xx else frozenset())
-
-
-RETRY_5XX = frozenset((502, 503, 504))
-
-
-@dataclass(frozen=True, slots=True)
-class HeaderFilter:
-    """The Gateway API's Request/ResponseHeaderModifier: set replaces, add appends, remove drops."""
-    set: tuple[tuple[str, str], ...] = ()
-    add: tuple[tuple[str, str], ...] = ()
-    remove: tuple[str, ...] = ()            # lower-cased
-
-
-@dataclass(frozen=True, slots=True)
-class Redirect:
-    """The Gateway API's RequestRedirect; None fields keep the request's value."""
-    scheme: str | None = None
-    host: str | None = None
-    port: int | None = None
-    full_path: str | None = None
-    prefix: str | None = None               # replaces the matched prefix
-    status: int = 302
-
-
-@dataclass(frozen=True, slots=True)
-class MirrorConfig:
-    """A RequestMirror: ``service`` gets a copy of ``fraction`` of the route's requests."""
-    service: str                            # "namespace/name"
-    fraction: float = 1.0                   # 0..1 (the Gateway API's percent or fraction)
-
-
-@dataclass(frozen=True, slots=True)
-class RouteConfig:
-    name: str
-    match: RouteMatch
-    backends: tuple[WeightedBackend, ...]   # "service: x" is one backend of weight 1; () with redirect
-    rewrite_prefix: str | None = None
-    timeout: float | None = None            # whole request, seconds; None: no total limit
-    retries: RetryPolicy = field(default_factory=RetryPolicy)
-    rewrite_full_path: str | None = None
-    rewrite_host: str | None = None
-    request_headers: HeaderFilter | None = None
-    response_headers: HeaderFilter | None = None
-    redirect: Redirect | None = None
-    mirrors: tuple[MirrorConfig, ...] = ()  # services that get a copy of (a share of) the requests
-    # The gateway's own answer instead of a backend: what the Gateway API asks for a rule
-    # whose backendRefs are all invalid (500). Not a file key.
-    direct_status: int | None = None
-    # The weight of a rule's invalid backendRefs beside valid ones: that share gets 500.
-    invalid_weight: int = 0
-    # The Gateway listener whose connections it serves (GatewayListener.id); "": the file's
-    # listeners (listen, tls.listen).  Not a file key.
-    listener: str = ""
-
-    @property
-    def has_filters(self) -> bool:
-        return bool(self.request_headers or self.response_headers or self.redirect or self.mirrors
-                    or self.rewrite_host or self.rewrite_full_path is not None
-                    or self.direct_status is not None)
-
-
-DEFAULT_CONTROLLER_NAME = "gateway.example/multi-cluster"
-
-
-@dataclass(frozen=True, slots=True)
-class GatewayListener:
-    """A Gateway listener the data plane serves (from the Gateway API; not a file key).
-
-    The listeners of one (address, port) share a socket; a request's Host picks the
-    listener whose routes it is matched against (on HTTPS the SNI must pick the same one)."""
-
-    id: str                                 # "namespace/gateway/listener"
-    address: str
-    port: int
-    tls: bool                               # HTTPS: terminated with ``certificates``
-    hostname: str | None = None
-    certificates: tuple[Certificate, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class LeaderElection:
-    """Which replica writes status: the holder of a coordination.k8s.io Lease in the first
-    ``gateway_api.sources`` cluster (client-go's semantics, gateway.gatewayapi.leader)."""
-    namespace: str | None = None        # None: $POD_NAMESPACE, else "default"
-    name: str | None = None             # None: from the controller name ("...-status-writer")
-    lease_duration: float = 15.0        # client-go's defaults
-    renew_deadline: float = 10.0
-    retry_period: float = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class GatewayApiConfig:
-    """Routes from Kubernetes: the Gateway API objects of ``sources`` configure this gateway."""
-    controller_name: str = DEFAULT_CONTROLLER_NAME   # GatewayClass.spec.controllerName we implement
-    sources: tuple[str, ...] = ()       # kubernetes sources read for Gateway API objects; (): all
-    write_status: bool = True           # write HTTPRoute/Gateway/GatewayClass status back
-    # "namespace/name" of the Gateway console route changes attach to: with it, the admin API
-    # writes routes as HTTPRoutes (every replica sees them); without it, to the file.
-    console_gateway: str | None = None
-    # Namespaces whose TLS Secrets HTTPS listeners may name; (): all (then RBAC needs a ClusterRole)
-    secret_namespaces: tuple[str, ...] = ()
-    # The addresses Gateways are served on, in order; each Gateway gets one (see
-    # gateway.gatewayapi.translate).  (): the file's listen host is the only one.
-    addresses: tuple[str, ...] = ()
-    # None ("leader_election: off"): this replica writes status whenever it differs.
-    leader_election: LeaderElection | None = field(default_factory=LeaderElection)
-
-
-@dataclass(frozen=True, slots=True)
-class MultiClusterConfig:
-    """KEP-1645 Multi-Cluster Services: which clusters' endpoints join a merged service."""
-    merge: str = "all"          # "all": every same-name Service; "exported": only with a ServiceExport
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    listen: Address = Address("0.0.0.0", 8080)
-    tls: TlsListener | None = None
-    workers: int = 1                        # data-plane processes; "auto": one per CPU
-    admin: Address | None = Address("127.0.0.1", 9901)
-    admin_token: str | None = field(default=None, repr=False)   # read from admin.token_file
-    admin_options: AdminOptions = field(default_factory=AdminOptions)
-    access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
-    tracing: TracingConfig | None = None    # None: off
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    limits: Limits = field(default_factory=Limits)
-    http: HttpConfig = field(default_factory=HttpConfig)
-    sources: tuple[SourceConfig, ...] = ()
-    services: tuple[ServiceConfig, ...] = ()
-    routes: tuple[RouteConfig, ...] = ()
-    # "declared": first match in file order wins; "precedence": the Gateway API's order
-    # (gateway.routing.precedence_order), whatever the file order.
-    route_order: str = "declared"
-    gateway_api: GatewayApiConfig | None = None
-    multicluster: MultiClusterConfig = field(default_factory=MultiClusterConfig)
-    listeners: tuple[GatewayListener, ...] = ()     # the Gateways' (not a file key)
-    path: str | None = None                 # the file it was read from
-    # The validated YAML document, so that worker processes get exactly this config
-    # rather than whatever the file holds when they (re)start.
-    document: dict | None = field(default=None, repr=False, compare=False)
+from gateway.config.model import (Address, AccessLogConfig, TracingConfig, Timeouts, Limits, PathConfig, TrustedProxies,
+                                  HttpConfig, Certificate, TlsListener, UpstreamTls, AdminOptions,
+                                  StaticEndpoint, StaticService, SourceConfig, HealthCheckConfig,
+                                  SuccessRate, OutlierConfig, HashCookie, LbConfig, SlowStart,
+                                  CircuitBreakers, ServiceConfig, HeaderMatch, QueryMatch, RouteMatch,
+                                  WeightedBackend, RetryPolicy, HeaderFilter, Redirect, MirrorConfig,
+                                  RouteConfig, LeaderElection, GatewayApiConfig, MultiClusterConfig, Config,
+                                  DEFAULT_NAMESPACE, DEFAULT_SOURCE_WEIGHT, PROTOCOLS, LB_POLICIES,
+                                  DEFAULT_CONTROLLER_NAME)
+from gateway.config.validate import (_at, _bool, _choice, ConfigError, _DNS_NAME, _duration, _err, _Errors,
+                                     _HOSTNAME, _int, _is_off, _keys, _kwargs, _LABEL, _list, _list_of,
+                                     _name, _number, _opt, _parse_each, _regex, _ROUTE_HOST, _share, _show,
+                                     _size, _str, _str_list, _token, _unique)
 
 
 def load_config(path: str) -> Config:
@@ -636,7 +135,7 @@ def parse_config(data: object, path: str | None = None) -> Config:
         raise ConfigError(errs)
     return Config(**top, sources=tuple(s for _, s in sources),
                   services=tuple(s for _, s in services),
-                  routes=tuple(r for _, r in routes), path=path)
+                  routes=tuple(replace(r, rank=(0, i)) for i, (_, r) in enumerate(routes)), path=path)
 
 
 def _yaml_error(path: str, e: yaml.YAMLError) -> str:
@@ -645,196 +144,6 @@ def _yaml_error(path: str, e: yaml.YAMLError) -> str:
     problem = getattr(e, "problem", None) or " ".join(str(e).split())
     context = getattr(e, "context", None)
     return f"{path}: invalid YAML{where}: {problem}" + (f" ({context})" if context else "")
-
-
-# --- Reporting and typed helpers -------------------------------------------------------------
-#
-# Each helper takes (value, path, errs), appends "path: problem" for a bad value and returns
-# the parsed value, or None when it was bad: parsing goes on so that every error is reported,
-# and the Config is never built if there was one.
-
-_Errors = list[str]
-_Parser = Callable[[Any, str, _Errors], Any]
-
-_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-
-
-def is_dns_label(text: str) -> bool:
-    """An RFC 1123 label: a route's name, a namespace."""
-    return bool(_LABEL.fullmatch(text))
-
-
-# An object name that is a DNS subdomain (RFC 1123), as a Lease's
-_DNS_NAME = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_HOSTNAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_ROUTE_HOST = re.compile(r"(\*\.)?" + _HOSTNAME.pattern)
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")     # RFC 9110 section 5.6.2
-
-
-def _at(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _err(errs: _Errors, path: str, problem: str) -> None:
-    errs.append(f"{path}: {problem}" if path else problem)
-
-
-def _show(value: Any) -> str:
-    """A value as it was written in YAML, for "got ..." in messages."""
-    if isinstance(value, str):
-        return f'"{value}"'
-    if value is None or isinstance(value, bool):
-        return {None: "null", True: "true", False: "false"}[value]
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return repr(value)
-
-
-def _is_off(value: Any) -> bool:
-    # YAML 1.1 (PyYAML) reads a bare `off` as false.
-    return value is None or value is False or value == "off"
-
-
-def _keys(value: Any, path: str, errs: _Errors, allowed: Iterable[str],
-          required: Iterable[str] = ()) -> dict | None:
-    """A mapping with only ``allowed`` keys, ``required`` ones set; unknown keys get a hint."""
-    if not isinstance(value, dict):
-        _err(errs, path, f"must be a mapping, got {_show(value)}")
-        return None
-    allowed = list(allowed)
-    for key in value:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f' (did you mean "{close[0]}"?)' if close else ""
-            _err(errs, path, f'unknown key "{key}"{hint}')
-    for key in required:
-        if value.get(key) is None:
-            _err(errs, _at(path, key), "required")
-    return value
-
-
-def _opt(d: dict, key: str, parse: _Parser, path: str, errs: _Errors, default: Any = None) -> Any:
-    """``d[key]`` parsed; absent or null gives ``default`` (required keys are checked by _keys)."""
-    value = d.get(key)
-    return default if value is None else parse(value, _at(path, key), errs)
-
-
-def _kwargs(d: dict, path: str, errs: _Errors, parsers: dict[str, _Parser]) -> dict[str, Any]:
-    """The keys of ``d`` that are set, parsed; the dataclass supplies defaults for the rest."""
-    return {key: parse(d[key], _at(path, key), errs)
-            for key, parse in parsers.items() if d.get(key) is not None}
-
-
-def _str(value: Any, path: str, errs: _Errors, empty: bool = False) -> str | None:
-    if not isinstance(value, str):
-        _err(errs, path, f"must be a string, got {_show(value)}")
-        return None
-    if not value and not empty:
-        _err(errs, path, "must not be empty")
-        return None
-    return value
-
-
-def _int(value: Any, path: str, errs: _Errors, lo: int, hi: int) -> int | None:
-    # bool is an int in Python, but `weight: true` is a mistake, not 1.
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        _err(errs, path, f"must be an integer from {lo} to {hi}")
-        return None
-    return value
-
-
-def _bool(value: Any, path: str, errs: _Errors) -> bool | None:
-    if not isinstance(value, bool):
-        _err(errs, path, f"must be true or false, got {_show(value)}")
-        return None
-    return value
-
-
-def _duration(value: Any, path: str, errs: _Errors, zero: bool = False) -> float | None:
-    try:
-        seconds = parse_duration(value)
-    except ValueError as e:
-        _err(errs, path, str(e))
-        return None
-    if seconds < 0 or (seconds == 0 and not zero):
-        _err(errs, path, "must not be negative" if zero else "must be greater than 0")
-        return None
-    return seconds
-
-
-def _size(value: Any, path: str, errs: _Errors) -> int | None:
-    try:
-        return parse_size(value)
-    except ValueError as e:
-        _err(errs, path, str(e))
-        return None
-
-
-def _list(value: Any, path: str, errs: _Errors) -> list[tuple[str, Any]]:
-    """The items of a list, each with its path; [] (and an error) for anything else."""
-    if not isinstance(value, list):
-        _err(errs, path, f"must be a list, got {_show(value)}")
-        return []
-    return [(f"{path}[{i}]", item) for i, item in enumerate(value)]
-
-
-def _parse_each(value: Any, path: str, errs: _Errors, parse: _Parser) -> list[tuple[str, Any]]:
-    """(path, parsed) for each good item of a list; null is an empty list."""
-    items = [] if value is None else _list(value, path, errs)
-    return [(p, x) for p, item in items if (x := parse(item, p, errs)) is not None]
-
-
-def _list_of(parse: _Parser) -> _Parser:
-    """A parser of lists whose items ``parse`` parses (bad items are reported and left out)."""
-    def parse_list(value: Any, path: str, errs: _Errors) -> tuple:
-        return tuple(x for _, x in _parse_each(value, path, errs, parse))
-    return parse_list
-
-
-def _str_list(value: Any, path: str, errs: _Errors) -> list[tuple[str, str]]:
-    """A string or a list of strings, each with its path."""
-    items = [(path, value)] if isinstance(value, str) else _list(value, path, errs)
-    return [(p, s) for p, item in items if (s := _str(item, p, errs)) is not None]
-
-
-def _unique(keys: Iterable[tuple[str, Any]], what: str, errs: _Errors) -> None:
-    seen = set()
-    for path, key in keys:
-        if key in seen:
-            _err(errs, path, f'duplicate {what} "{key}"')
-        seen.add(key)
-
-
-def _name(value: Any, path: str, errs: _Errors) -> str | None:
-    """A Kubernetes-style DNS label, so names fit in metrics, logs and URLs unquoted."""
-    name = _str(value, path, errs)
-    if name is not None and not _LABEL.fullmatch(name):
-        _err(errs, path, f'must be a DNS label (lowercase letters, digits and "-", '
-                         f'at most 63), got "{name}"')
-        return None
-    return name
-
-
-def _token(value: Any, path: str, errs: _Errors, what: str) -> str | None:
-    text = _str(value, path, errs)
-    if text is not None and not _TOKEN.fullmatch(text):
-        _err(errs, path, f'invalid {what} "{text}" (must be an HTTP token)')
-        return None
-    return text
-
-
-def _regex(value: Any, path: str, errs: _Errors) -> str | None:
-    text = _str(value, path, errs)
-    if text is None:
-        return None
-    try:
-        re.compile(text)
-    except re.error as e:
-        _err(errs, path, f"invalid regex: {e}")
-        return None
-    return text
 
 
 # --- Addresses ---------------------------------------------------------------------------------
@@ -890,7 +199,7 @@ _TOP_KEYS = ("listen", "tls", "workers", "admin", "access_log", "timeouts", "lim
              "sources", "services", "routes", "route_order", "gateway_api", "multicluster",
              "tracing")
 _KUBERNETES_KEYS = ("kubeconfig", "context", "in_cluster", "namespaces")
-_SOURCE_KEYS = ("name", "type", "weight", "priority", "services", *_KUBERNETES_KEYS)
+_SOURCE_KEYS = ("name", "type", "weight", "priority", "drained", "services", *_KUBERNETES_KEYS)
 _ROUTE_KEYS = ("name", "match", "service", "backends", "rewrite", "timeout", "retries",
                "request_headers", "response_headers", "redirect", "mirrors")
 
@@ -1005,7 +314,7 @@ def _access_log(value: Any, path: str, errs: _Errors) -> AccessLogConfig:
     return AccessLogConfig(**kw)
 
 
-_TRACING_PARSERS: dict[str, _Parser] = {
+_TRACING_PARSERS: dict = {
     "endpoint": lambda value, path, errs: _otlp_endpoint(value, path, errs),
     "sample_ratio": lambda value, path, errs: _share(value, path, errs),
     "service_name": _str,
@@ -1038,33 +347,21 @@ def _otlp_endpoint(value: Any, path: str, errs: _Errors) -> str | None:
     return text
 
 
-def _timeouts(value: Any, path: str, errs: _Errors) -> Timeouts:
-    names = [f.name for f in fields(Timeouts)]
-    d = _keys(value, path, errs, names)
-    return Timeouts(**_kwargs(d, path, errs, dict.fromkeys(names, _duration))) if d else Timeouts()
-
-
-_LIMIT_PARSERS: dict[str, _Parser] = {
-    "max_request_head": _size, "max_uri": _size, "max_body": _size, "max_response_head": _size,
-    "max_headers": partial(_int, lo=1, hi=10_000),
-    "max_connections": partial(_int, lo=1, hi=1_000_000),
-    "max_requests_per_connection": partial(_int, lo=1, hi=100_000_000),
-    "max_concurrent_streams": partial(_int, lo=1, hi=10_000),
-    "retry_budget_share": lambda value, path, errs: _share(value, path, errs),   # defined below
-    "retry_budget_min": partial(_int, lo=0, hi=1_000_000),
-}
-
-
-def _limits(value: Any, path: str, errs: _Errors) -> Limits:
-    d = _keys(value, path, errs, _LIMIT_PARSERS)
+def _section(cls: type, value: Any, path: str, errs: _Errors) -> Any:
+    """A section whose fields are all declared with ``setting`` (gateway.config.model): its
+    keys, their parsers and defaults are the model's; a key given badly keeps its default
+    (the error is reported)."""
+    parsers = {f.name: f.metadata["parse"] for f in fields(cls)}
+    d = _keys(value, path, errs, parsers)
     if d is None:
-        return Limits()
-    kw = {k: v for k, v in _kwargs(d, path, errs, _LIMIT_PARSERS).items() if v is not None}
-    for key in ("max_request_head", "max_uri", "max_response_head"):
-        if kw.get(key) == 0:
-            _err(errs, _at(path, key), "must be greater than 0")
-            kw.pop(key)
-    return Limits(**kw)
+        return cls()
+    return cls(**{k: v for k, v in _kwargs(d, path, errs, parsers).items() if v is not None})
+
+
+_timeouts = partial(_section, Timeouts)
+_limits = partial(_section, Limits)
+_path_config = partial(_section, PathConfig)
+_circuit_breakers = partial(_section, CircuitBreakers)
 
 
 def _http(value: Any, path: str, errs: _Errors) -> HttpConfig:
@@ -1075,25 +372,7 @@ def _http(value: Any, path: str, errs: _Errors) -> HttpConfig:
                                                 "trusted_proxies": _trusted_proxies}))
 
 
-def _choice(value: Any, path: str, errs: _Errors, choices: tuple[str, ...]) -> str | None:
-    if value not in choices:
-        _err(errs, path, f"must be one of {', '.join(choices)}, got {_show(value)}")
-        return None
-    return value
 
-
-_PATH_PARSERS: dict[str, _Parser] = {
-    "normalize": _bool, "merge_slashes": _bool,
-    "escaped_slashes": partial(_choice, choices=("keep", "reject", "unescape_and_redirect")),
-    "forward": partial(_choice, choices=("normalized", "original")),
-}
-
-
-def _path_config(value: Any, path: str, errs: _Errors) -> PathConfig:
-    d = _keys(value, path, errs, _PATH_PARSERS)
-    if d is None:
-        return PathConfig()
-    return PathConfig(**{k: v for k, v in _kwargs(d, path, errs, _PATH_PARSERS).items() if v is not None})
 
 
 def _trusted_proxies(value: Any, path: str, errs: _Errors) -> TrustedProxies | None:
@@ -1145,7 +424,8 @@ def _source(value: Any, path: str, errs: _Errors) -> SourceConfig | None:
             _err(errs, _at(path, "type"), f'must be "static" or "kubernetes", got {_show(kind)}')
         # Still returned, so that references to its name do not add "unknown source" errors.
         source = SourceConfig(name, kind, weight)
-    return replace(source, priority=priority or 0)
+    drained = _opt(d, "drained", _bool, path, errs, False)
+    return replace(source, priority=priority or 0, drained=bool(drained))
 
 
 def _static_services(d: dict, path: str, errs: _Errors) -> tuple[StaticService, ...]:
@@ -1255,7 +535,7 @@ def _check_context(kubeconfig: str, context: str, path: str, errs: _Errors) -> N
 
 def _service(value: Any, path: str, errs: _Errors, sources: dict[str, int]) -> ServiceConfig | None:
     d = _keys(value, path, errs, ("name", "namespace", "port", "sources", "health_check",
-                                  "outlier_detection", "panic_threshold", "tls", "prefer",
+                                  "outlier_detection", "panic_threshold", "tls", "prefer", "failover",
                                   "priorities", "overprovisioning_factor", "circuit_breakers", "lb",
                                   "slow_start", "protocol", "http2_connections"),
               required=("name", "port"))
@@ -1305,11 +585,7 @@ def _slow_start(value: Any, path: str, errs: _Errors) -> SlowStart | None:
     return SlowStart(**kw)
 
 
-def _number(value: Any, path: str, errs: _Errors, lo: float, hi: float) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-        _err(errs, path, f"must be a number from {lo:g} to {hi:g}, got {_show(value)}")
-        return None
-    return float(value)
+
 
 
 def _lb(value: Any, path: str, errs: _Errors) -> LbConfig:
@@ -1352,14 +628,6 @@ def _token_name(value: Any, path: str, errs: _Errors) -> str | None:
     return _token(value, path, errs, "header name")
 
 
-_LIMIT = partial(_int, lo=1, hi=1_000_000)
-
-
-def _circuit_breakers(value: Any, path: str, errs: _Errors) -> CircuitBreakers:
-    d = _keys(value, path, errs, [f.name for f in fields(CircuitBreakers)])
-    if d is None:
-        return CircuitBreakers()
-    return CircuitBreakers(**_kwargs(d, path, errs, {f.name: _LIMIT for f in fields(CircuitBreakers)}))
 
 
 def _service_priorities(d: dict, path: str, errs: _Errors,
@@ -1368,11 +636,24 @@ def _service_priorities(d: dict, path: str, errs: _Errors,
 
     ``prefer: [a, b]`` puts a at level 0, b at 1 and every other source after them (in
     its sources[].priority order), so each gateway replica can prefer its own zone's
-    cluster; ``priorities: {a: 0, b: 1}`` sets levels by name, the rest keep theirs.
+    cluster; ``priorities: {a: 0, b: 1}`` sets levels by name, the rest keep theirs;
+    ``failover: [b, c]``: the sources not listed keep their levels, then b on the next level,
+    c on the one after it -- ordered failover over any number of clusters.
     """
     levels = dict(sources)
-    if "prefer" in d and "priorities" in d:
+    if "failover" in d and ("prefer" in d or "priorities" in d):
+        _err(errs, _at(path, "failover"), "use one of prefer, priorities or failover")
+    elif "prefer" in d and "priorities" in d:
         _err(errs, _at(path, "prefer"), "use prefer or priorities, not both")
+    elif "failover" in d:
+        failover = _opt(d, "failover", _str_list, path, errs, [])
+        for p, name in failover:
+            if name not in sources:
+                _err(errs, p, f'unknown source "{name}"')
+        _unique(failover, "source", errs)
+        listed = [name for _, name in failover]
+        base = 1 + max((level for name, level in sources.items() if name not in listed), default=-1)
+        levels.update({name: base + i for i, name in enumerate(listed)})
     elif "prefer" in d:
         prefer = _opt(d, "prefer", _str_list, path, errs, [])
         for p, name in prefer:
@@ -1491,14 +772,9 @@ def _outlier(value: Any, path: str, errs: _Errors) -> OutlierConfig | None:
     return OutlierConfig(**{k: v for k, v in kw.items() if v is not None})
 
 
-def _success_rate(value: Any, path: str, errs: _Errors) -> SuccessRate | None:
-    d = _keys({} if value is True else value, path, errs, [f.name for f in fields(SuccessRate)])
-    if d is None:
-        return None
-    kw = _kwargs(d, path, errs, {"interval": _duration, "minimum_hosts": partial(_int, lo=1, hi=10_000),
-                                 "request_volume": partial(_int, lo=1, hi=10_000_000),
-                                 "stdev_factor": partial(_number, lo=0.0, hi=100.0)})
-    return SuccessRate(**{k: v for k, v in kw.items() if v is not None})
+def _success_rate(value: Any, path: str, errs: _Errors) -> SuccessRate:
+    """``true`` (the defaults) or a section."""
+    return SuccessRate() if value is True else _section(SuccessRate, value, path, errs)
 
 
 def _absolute_path(value: Any, path: str, errs: _Errors) -> str | None:
@@ -1525,17 +801,7 @@ def _status_ranges(value: Any, path: str, errs: _Errors) -> tuple[tuple[int, int
     return tuple(ranges) or None
 
 
-def _share(value: Any, path: str, errs: _Errors) -> float | None:
-    """A fraction: 0.5 or "50%"."""
-    if isinstance(value, str) and value.endswith("%"):
-        try:
-            value = float(value[:-1]) / 100
-        except ValueError:
-            pass
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        _err(errs, path, f'must be a share from 0 to 1 or "0%" to "100%", got {_show(value)}')
-        return None
-    return float(value)
+
 
 
 
@@ -1551,7 +817,18 @@ def _port(value: Any, path: str, errs: _Errors) -> int | str | None:
     return None
 
 
-def _route(value: Any, path: str, errs: _Errors, services: set[str]) -> RouteConfig | None:
+def parse_route(value: Any, services: set[str] | None = None) -> RouteConfig:
+    """One route body, as a ``routes:`` entry of the file says it, checked as the file's are
+    (the admin console's HTTPRoutes use it); ConfigError names every problem.  ``services``:
+    the services it may name, None for any."""
+    errs: _Errors = []
+    route = _route(value, "", errs, services)
+    if errs:
+        raise ConfigError(errs)
+    return route
+
+
+def _route(value: Any, path: str, errs: _Errors, services: set[str] | None) -> RouteConfig | None:
     d = _keys(value, path, errs, _ROUTE_KEYS, required=("name",))
     if d is None:
         return None
@@ -1887,8 +1164,9 @@ def _backend(value: Any, path: str, errs: _Errors, services: set[str]) -> Weight
     return WeightedBackend(key, weight) if key else None
 
 
-def _service_ref(value: Any, path: str, errs: _Errors, services: set[str]) -> str | None:
-    """"namespace/name" or "name" (in the default namespace), which ``services`` must define."""
+def _service_ref(value: Any, path: str, errs: _Errors, services: set[str] | None) -> str | None:
+    """"namespace/name" or "name" (in the default namespace), which ``services`` must define
+    (None: any service, as a Kubernetes Service it names)."""
     text = _str(value, path, errs)
     if text is None:
         return None
@@ -1899,7 +1177,7 @@ def _service_ref(value: Any, path: str, errs: _Errors, services: set[str]) -> st
         _err(errs, path, f'expected "namespace/name" or "name", got "{text}"')
         return None
     key = "/".join(parts)
-    if key not in services:
+    if services is not None and key not in services:
         _err(errs, path, f'unknown service "{key}" (not in services)')
         return None
     return key

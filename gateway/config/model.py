@@ -1,0 +1,543 @@
+"""The configuration's model: frozen, typed objects, each field with its default.
+
+The loader (``gateway.config.loader``) builds them from the YAML file, reporting every
+problem with its key path; the Gateway API translation builds routes and listeners of the
+same types.  Nothing here reads a file or acts: what a setting does lives where it acts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from gateway.config.validate import _bool, _duration, _number, _positive_size, _share, _size, between, one_of
+
+__all__ = ["Address", "AccessLogConfig", "TracingConfig", "Timeouts", "Limits", "PathConfig", "TrustedProxies", "HttpConfig",
+           "Certificate", "TlsListener", "UpstreamTls", "AdminOptions", "StaticEndpoint", "StaticService",
+           "SourceConfig", "HealthCheckConfig", "SuccessRate", "OutlierConfig", "HashCookie", "LbConfig",
+           "SlowStart", "CircuitBreakers", "ServiceConfig", "HeaderMatch", "QueryMatch", "RouteMatch",
+           "WeightedBackend", "RetryPolicy", "HeaderFilter", "Redirect", "MirrorConfig", "RouteConfig",
+           "GatewayListener", "LeaderElection", "GatewayApiConfig", "MultiClusterConfig", "Config",
+           "DEFAULT_NAMESPACE", "DEFAULT_SOURCE_WEIGHT", "PROTOCOLS", "LB_POLICIES", "RETRY_5XX",
+           "DEFAULT_CONTROLLER_NAME"]
+
+DEFAULT_NAMESPACE = "default"
+DEFAULT_SOURCE_WEIGHT = 100
+
+
+def setting(default: Any, parse: Callable) -> Any:
+    """A file key of a flat section: its default and its parser (gateway.config.validate,
+    which holds the limits), declared once; the loader reads sections of these by their
+    fields (``loader._section``)."""
+    return field(default=default, metadata={"parse": parse})
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLogConfig:
+    path: str | None = "stdout"        # "stdout", a file path, or None (off)
+    buffer_bytes: int = 64 * 1024      # flushed when this full ...
+    flush_interval: float = 1.0        # ... or this old (seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class TracingConfig:
+    """OpenTelemetry traces, exported as OTLP HTTP/protobuf (gateway.tracing)."""
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    sample_ratio: float = 0.01          # new traces; a parent's decision is followed
+    service_name: str = "gateway"       # the resource's service.name
+    max_queue: int = 4096               # requests' spans held per worker; more are dropped
+    batch_size: int = 512               # requests' spans per export request
+    flush_interval: float = 1.0         # export at least this often
+    timeout: float = 2.0                # per export request
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds.  ``connect`` is short on purpose: a black-holed cluster must fail fast."""
+
+    connect: float = setting(1.0, _duration)
+    response_header: float = setting(15.0, _duration)   # upstream: request sent -> response head
+    downstream_idle: float = setting(60.0, _duration)   # keep-alive connection with no request
+    downstream_header: float = setting(10.0, _duration)  # first byte of a request -> its complete head
+    upstream_idle: float = setting(60.0, _duration)     # pooled upstream connection unused
+    body_idle: float = setting(30.0, _duration)         # request body: longest pause between two reads
+    drain: float = setting(20.0, _duration)             # graceful shutdown deadline
+    # An upstream connection whose peer stops acknowledging (a vanished zone, a blackhole) is
+    # closed after about this long, even while a request waits on it: keepalive probes every
+    # second once it is idle 1 s, and TCP_USER_TIMEOUT for unacknowledged data.  A slow but
+    # live endpoint acknowledges (its kernel does), so slow answers are never cut by it.
+    upstream_unresponsive: float = setting(3.0, _duration)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-request and per-worker bounds; each breach gets its status code and a log line."""
+
+    max_request_head: int = setting(64 * 1024, _positive_size)   # request line + fields -> 431
+    max_uri: int = setting(8 * 1024, _positive_size)             # request target -> 414
+    max_headers: int = setting(100, between(1, 10_000))         # field lines -> 431
+    max_body: int = setting(1024 ** 3, _size)                   # request body bytes -> 413 (0: no limit)
+    max_response_head: int = setting(64 * 1024, _positive_size)  # from an upstream -> 502
+    # Client connections per worker; more are closed at once.
+    max_connections: int = setting(10_000, between(1, 1_000_000))
+    # Then "Connection: close" (HTTP/2: GOAWAY).
+    max_requests_per_connection: int = setting(10_000, between(1, 100_000_000))
+    # HTTP/2 streams open at once per client connection.
+    max_concurrent_streams: int = setting(100, between(1, 10_000))
+    # Retries of sent requests within one cluster, in flight per worker, are at most this
+    # share of the requests in flight, or this many if that is more (Envoy's retry budget).
+    retry_budget_share: float = setting(0.2, _share)
+    retry_budget_min: int = setting(3, between(0, 1_000_000))
+
+
+@dataclass(frozen=True, slots=True)
+class PathConfig:
+    """How a request path is read before route matching (``_speedups/path.pyx`` says how)."""
+
+    normalize: bool = setting(True, _bool)          # decode %XX of unreserved bytes, remove dot segments
+    merge_slashes: bool = setting(True, _bool)      # "//" -> "/"
+    # %2F, %5C, raw backslash: keep | reject | unescape_and_redirect
+    escaped_slashes: str = setting("reject", one_of("keep", "reject", "unescape_and_redirect"))
+    forward: str = setting("normalized", one_of("normalized", "original"))   # what is sent upstream
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedProxies:
+    """Whose X-Forwarded-For is believed; exactly one of ``cidrs`` and ``hops`` is set."""
+
+    cidrs: tuple[str, ...] = ()         # peers in these networks are proxies; "10.0.0.0/8"
+    hops: int = 0                       # or: this many proxies in front, whatever their address
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    path: PathConfig = field(default_factory=PathConfig)
+    trusted_proxies: TrustedProxies | None = None   # None: the peer is the client
+
+
+@dataclass(frozen=True, slots=True)
+class Certificate:
+    """A certificate and its key: files (``tls.certificates``), or PEM text (``pem``: a Secret a
+    Gateway listener's certificateRefs name, carried to workers in the config message)."""
+
+    cert: str                           # PEM chain file, or the chain itself with pem
+    key: str = field(repr=False)        # PEM key file, or the key itself with pem
+    pem: bool = False
+    names: tuple[str, ...] = ()         # SNI names it serves; (): the certificate's own DNS names
+    origin: str = ""                    # where it came from, for logs ("Secret default/site")
+
+
+@dataclass(frozen=True, slots=True)
+class TlsListener:
+    """An HTTPS listener beside the plain one; SNI picks the certificate by its names."""
+
+    listen: Address
+    certificates: tuple[Certificate, ...]   # the first is the default
+    min_version: str = "1.2"                # "1.2" or "1.3"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTls:
+    """TLS from the gateway to a service's endpoints; verification is on unless turned off."""
+
+    ca: str | None = None               # CA bundle; None: the system's
+    sni: str | None = None              # server name sent and verified
+    verify: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class AdminOptions:
+    """The admin API's other scopes, browser sessions and TLS (the write token is
+    ``Config.admin_token``).  Tokens are read from files and never shown."""
+
+    read_token: str | None = field(default=None, repr=False)      # GET/HEAD only
+    metrics_token: str | None = field(default=None, repr=False)   # GET /metrics only
+    session_ttl: float = 12 * 3600.0    # a dashboard login lasts this long (seconds)
+    tls: Certificate | None = None      # serve the admin API over HTTPS (cookies then Secure)
+
+
+@dataclass(frozen=True, slots=True)
+class StaticEndpoint:
+    host: str
+    port: int | None                    # None: the service's port
+    weight: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class StaticService:
+    namespace: str
+    name: str
+    endpoints: tuple[StaticEndpoint, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    name: str
+    type: str                           # "static" | "kubernetes"
+    weight: int = DEFAULT_SOURCE_WEIGHT
+    priority: int = 0                   # 0 = most preferred; higher levels take spill-over
+    # Drained by the operator (`gateway source drain`): its endpoints get no new requests.
+    # Not compared: draining keeps the source (its watch) as it is; the health manager acts.
+    drained: bool = field(default=False, compare=False)
+    # static
+    services: tuple[StaticService, ...] = ()
+    # kubernetes
+    kubeconfig: str | None = None       # path, "~" expanded
+    context: str | None = None
+    in_cluster: bool = False
+    namespaces: tuple[str, ...] = ()    # empty: all namespaces
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheckConfig:
+    """Active checks, run once per endpoint by the control plane."""
+
+    type: str = "http"                  # "http" (GET path, status in expected), "tcp" (connect)
+    #                                     or "grpc" (grpc.health.v1 Health/Check says SERVING)
+    path: str = "/"
+    grpc_service: str = ""              # grpc: HealthCheckRequest.service ("": the whole server)
+    host: str | None = None             # Host header; default: the endpoint address
+    expected_statuses: tuple[tuple[int, int], ...] = ((200, 399),)   # inclusive ranges
+    interval: float = 1.0
+    timeout: float = 0.5
+    jitter: float = 0.1                 # up to this much added to each interval
+    healthy_threshold: int = 2          # consecutive passes to turn healthy
+    unhealthy_threshold: int = 2        # consecutive failures to turn unhealthy
+    initially_healthy: bool = True      # does a new endpoint serve before its first pass?
+
+
+@dataclass(frozen=True, slots=True)
+class SuccessRate:
+    """Envoy's success-rate ejection: every ``interval``, among the endpoints with at least
+    ``request_volume`` tries in it (and only if there are ``minimum_hosts`` of them), eject
+    those whose success rate is below mean - ``stdev_factor`` x standard deviation."""
+
+    interval: float = setting(10.0, _duration)
+    minimum_hosts: int = setting(5, between(1, 10_000))
+    request_volume: int = setting(100, between(1, 10_000_000))
+    # Envoy's success_rate_stdev_factor 1900, / 1000
+    stdev_factor: float = setting(1.9, between(0.0, 100.0, _number))
+
+
+@dataclass(frozen=True, slots=True)
+class OutlierConfig:
+    """Passive detection from the request path: eject after consecutive failures."""
+
+    consecutive_failures: int = 3       # connect failures, resets, timeouts, bad responses
+    # Answers with a status in ``statuses`` in a row; 0: not counted.  On by default (Envoy's
+    # 5): a zone answering 503 leaves by itself.  There is no ejection cap (Envoy's 10% would
+    # keep a dead zone of two in); panic_threshold and the cluster-aware panic bound it.
+    consecutive_5xx: int = 5
+    # What counts as a "5xx" for consecutive_5xx: the gateway-ish ones by default; a 500 is
+    # most often the application's own error, so counting it is a choice (add 500).
+    statuses: tuple[int, ...] = (502, 503, 504)
+    base_ejection_time: float = 5.0     # first ejection; the n-th lasts n times as long ...
+    max_ejection_time: float = 60.0     # ... up to this
+    success_rate: SuccessRate | None = None     # off unless set
+
+
+@dataclass(frozen=True, slots=True)
+class HashCookie:
+    """ring_hash on a cookie: a client without it gets one, so its next requests stick."""
+
+    name: str
+    ttl: float | None = None            # Max-Age; None: a session cookie
+    path: str = "/"
+
+
+@dataclass(frozen=True, slots=True)
+class LbConfig:
+    """How a service picks among its endpoints (compiled, in _speedups/table.pyx)."""
+
+    # Default least_request, by measurement (bench/lb_slow_zone.py, README "Load balancing"):
+    # a zone 300 ms slower keeps ~0.2% of the traffic and gets its share back at once when
+    # fast again; round_robin keeps 50% on it.  Istio's default too.
+    policy: str = "least_request"       # | round_robin | random | ring_hash | peak_ewma
+    header: str | None = None           # ring_hash: key from this request header ...
+    source_ip: bool = False             # ... or from the client address ...
+    cookie: HashCookie | None = None    # ... or from a cookie (set by the gateway when missing)
+    # peak_ewma: the estimate's time constant (s).  1 s, not Finagle's 10 s: with the estimate
+    # decaying toward 0 without news, a zone that was 300 ms slow is back in 2 s at 1 s, in
+    # ~35 s at 10 s, and gets ~0.02% of requests while slow either way (bench/lb_slow_zone.py).
+    decay: float = 1.0
+
+
+PROTOCOLS = ("auto", "http1", "h2c", "h2")
+LB_POLICIES = ("round_robin", "least_request", "random", "ring_hash", "peak_ewma")
+
+
+@dataclass(frozen=True, slots=True)
+class SlowStart:
+    """Envoy's slow_start_config: an endpoint that becomes healthy ramps its weight up."""
+
+    window: float                       # seconds from min_weight_percent to the full weight
+    aggression: float = 1.0             # 1: linear; > 1: more traffic early (Envoy's exponent)
+    min_weight_percent: float = 10.0    # of the weight, at once: it serves from the start
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreakers:
+    """Per-service limits (0: none); a request over one gets 503 and X-Gateway-Overloaded."""
+
+    max_connections: int = setting(0, between(1, 1_000_000))    # upstream connections opened for it, open
+    max_pending: int = setting(0, between(1, 1_000_000))        # requests waiting for a new connection
+    max_requests: int = setting(0, between(1, 1_000_000))       # requests in flight
+    max_retries: int = setting(0, between(1, 1_000_000))        # requests retrying at the same time
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    namespace: str
+    name: str
+    port: int | str                     # Service port number or port name
+    sources: tuple[str, ...] = ()       # empty: every source
+    health_check: HealthCheckConfig | None = None
+    outlier_detection: OutlierConfig | None = field(default_factory=OutlierConfig)
+    panic_threshold: float = 0.5        # healthy share below which panic routing starts
+    tls: UpstreamTls | None = None      # connect to endpoints with TLS
+    # Priority level of each source for this service, resolved at parse time from
+    # sources[].priority and the service's prefer/priorities (sorted (source, level)
+    # pairs; a source not listed is level 0).  Empty: every source at level 0.
+    priorities: tuple[tuple[str, int], ...] = ()
+    # Envoy's overprovisioning factor: a level with healthy share h takes min(1, h * factor)
+    # of the load, so it keeps all of it until 1 / factor (71% at 1.4) of it is healthy.
+    overprovisioning_factor: float = 1.4
+    circuit_breakers: CircuitBreakers = field(default_factory=CircuitBreakers)
+    lb: LbConfig = field(default_factory=LbConfig)
+    slow_start: SlowStart | None = None
+    # How endpoints are spoken to: http1, h2c (HTTP/2 without TLS), h2 (over TLS, ALPN h2),
+    # or auto: from the Kubernetes Service port's appProtocol (else http1).
+    protocol: str = "auto"
+    http2_connections: int = 2          # HTTP/2 connections per endpoint per worker
+
+    @property
+    def endpoint_tls(self) -> UpstreamTls | None:
+        """TLS to its endpoints: its ``tls``; protocol h2 is TLS even without one (defaults:
+        the system's CAs, verified)."""
+        if self.tls is None and self.protocol == "h2":
+            return UpstreamTls()
+        return self.tls
+
+    def priority_of(self, source: str) -> int:
+        for name, level in self.priorities:
+            if name == source:
+                return level
+        return 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderMatch:
+    name: str                           # lower-cased
+    exact: str | None = None
+    regex: str | None = None
+    present: bool | None = None         # True: must be present, False: must be absent
+
+
+@dataclass(frozen=True, slots=True)
+class QueryMatch:
+    name: str                           # case-sensitive, as the Gateway API says
+    exact: str | None = None
+    regex: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    path_prefix: str | None = None
+    path_exact: str | None = None
+    path_regex: str | None = None
+    # The Gateway API's PathPrefix: whole segments, "/foo" matches "/foo" and "/foo/bar", not
+    # "/foobar" (Envoy's path_separated_prefix); kept without a trailing "/".
+    path_segment_prefix: str | None = None
+    hosts: tuple[str, ...] = ()         # exact "a.example.com" or wildcard "*.example.com"; lower-cased
+    methods: tuple[str, ...] = ()       # upper-cased
+    headers: tuple[HeaderMatch, ...] = ()
+    queries: tuple[QueryMatch, ...] = ()
+
+    @property
+    def matched_prefix(self) -> str | None:
+        """The prefix a prefix rewrite or redirect replaces."""
+        return self.path_segment_prefix if self.path_segment_prefix is not None else self.path_prefix
+
+
+@dataclass(frozen=True, slots=True)
+class WeightedBackend:
+    service: str                        # "namespace/name"
+    weight: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = 2                   # total tries, the first one included
+    # Idempotent requests answered 502/503/504 are retried (another cluster first, within the
+    # retry budget) by default: a zone answering 503 to 30% then costs ~0 failed requests.
+    on_5xx: bool = True
+    on_timeout: bool = False            # retry idempotent requests whose try timed out
+    per_try_timeout: float | None = None
+    statuses: tuple[int, ...] = ()      # more answers to retry idempotent requests on (400-599)
+    backoff: float = 0.0                # wait before a retry after an answer or a timeout:
+    #                                     backoff, then doubling, at most 10x (0: at once)
+    idempotent: bool = False            # the route's requests may be sent twice whatever their
+    #                                     method (gRPC calls are POSTs): retried as GETs are,
+    #                                     and on trailers-only gRPC UNAVAILABLE or CANCELLED
+
+    @property
+    def retry_statuses(self) -> frozenset[int]:
+        """Every status an idempotent request is retried on."""
+        return frozenset(self.statuses) | (RETRY_5XX if self.on_5xx else frozenset())
+
+
+RETRY_5XX = frozenset((502, 503, 504))
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderFilter:
+    """The Gateway API's Request/ResponseHeaderModifier: set replaces, add appends, remove drops."""
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()            # lower-cased
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """The Gateway API's RequestRedirect; None fields keep the request's value."""
+    scheme: str | None = None
+    host: str | None = None
+    port: int | None = None
+    full_path: str | None = None
+    prefix: str | None = None               # replaces the matched prefix
+    status: int = 302
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorConfig:
+    """A RequestMirror: ``service`` gets a copy of ``fraction`` of the route's requests."""
+    service: str                            # "namespace/name"
+    fraction: float = 1.0                   # 0..1 (the Gateway API's percent or fraction)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfig:
+    name: str
+    match: RouteMatch
+    backends: tuple[WeightedBackend, ...]   # "service: x" is one backend of weight 1; () with redirect
+    rewrite_prefix: str | None = None
+    timeout: float | None = None            # whole request, seconds; None: no total limit
+    retries: RetryPolicy = field(default_factory=RetryPolicy)
+    rewrite_full_path: str | None = None
+    rewrite_host: str | None = None
+    request_headers: HeaderFilter | None = None
+    response_headers: HeaderFilter | None = None
+    redirect: Redirect | None = None
+    mirrors: tuple[MirrorConfig, ...] = ()  # services that get a copy of (a share of) the requests
+    # The gateway's own answer instead of a backend: what the Gateway API asks for a rule
+    # whose backendRefs are all invalid (500). Not a file key.
+    direct_status: int | None = None
+    # The weight of a rule's invalid backendRefs beside valid ones: that share gets 500.
+    invalid_weight: int = 0
+    # The Gateway listener whose connections it serves (GatewayListener.id); "": the file's
+    # listeners (listen, tls.listen).  Not a file key.
+    listener: str = ""
+    # Its place among routes of equal precedence, as its source orders them: (0, index) in
+    # the file, (1, creation time, "namespace/name", rule, listener, match) from an HTTPRoute.
+    # Every worker sorts by it, so a route added alone lands where a full rebuild puts it.
+    # Not a file key.
+    rank: tuple = ()
+
+    @property
+    def has_filters(self) -> bool:
+        return bool(self.request_headers or self.response_headers or self.redirect or self.mirrors
+                    or self.rewrite_host or self.rewrite_full_path is not None
+                    or self.direct_status is not None)
+
+
+DEFAULT_CONTROLLER_NAME = "gateway.example/multi-cluster"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayListener:
+    """A Gateway listener the data plane serves (from the Gateway API; not a file key).
+
+    The listeners of one (address, port) share a socket; a request's Host picks the
+    listener whose routes it is matched against (on HTTPS the SNI must pick the same one)."""
+
+    id: str                                 # "namespace/gateway/listener"
+    address: str
+    port: int
+    tls: bool                               # HTTPS: terminated with ``certificates``
+    hostname: str | None = None
+    certificates: tuple[Certificate, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderElection:
+    """Which replica writes status: the holder of a coordination.k8s.io Lease in the first
+    ``gateway_api.sources`` cluster (client-go's semantics, gateway.gatewayapi.leader)."""
+    namespace: str | None = None        # None: $POD_NAMESPACE, else "default"
+    name: str | None = None             # None: from the controller name ("...-status-writer")
+    lease_duration: float = 15.0        # client-go's defaults
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayApiConfig:
+    """Routes from Kubernetes: the Gateway API objects of ``sources`` configure this gateway."""
+    controller_name: str = DEFAULT_CONTROLLER_NAME   # GatewayClass.spec.controllerName we implement
+    sources: tuple[str, ...] = ()       # kubernetes sources read for Gateway API objects; (): all
+    write_status: bool = True           # write HTTPRoute/Gateway/GatewayClass status back
+    # "namespace/name" of the Gateway console route changes attach to: with it, the admin API
+    # writes routes as HTTPRoutes (every replica sees them); without it, to the file.
+    console_gateway: str | None = None
+    # Namespaces whose TLS Secrets HTTPS listeners may name; (): all (then RBAC needs a ClusterRole)
+    secret_namespaces: tuple[str, ...] = ()
+    # The addresses Gateways are served on, in order; each Gateway gets one (see
+    # gateway.gatewayapi.translate).  (): the file's listen host is the only one.
+    addresses: tuple[str, ...] = ()
+    # None ("leader_election: off"): this replica writes status whenever it differs.
+    leader_election: LeaderElection | None = field(default_factory=LeaderElection)
+
+
+@dataclass(frozen=True, slots=True)
+class MultiClusterConfig:
+    """KEP-1645 Multi-Cluster Services: which clusters' endpoints join a merged service."""
+    merge: str = "all"          # "all": every same-name Service; "exported": only with a ServiceExport
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    listen: Address = Address("0.0.0.0", 8080)
+    tls: TlsListener | None = None
+    workers: int = 1                        # data-plane processes; "auto": one per CPU
+    admin: Address | None = Address("127.0.0.1", 9901)
+    admin_token: str | None = field(default=None, repr=False)   # read from admin.token_file
+    admin_options: AdminOptions = field(default_factory=AdminOptions)
+    access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
+    tracing: TracingConfig | None = None    # None: off
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    limits: Limits = field(default_factory=Limits)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    sources: tuple[SourceConfig, ...] = ()
+    services: tuple[ServiceConfig, ...] = ()
+    routes: tuple[RouteConfig, ...] = ()
+    # "declared": first match in file order wins; "precedence": the Gateway API's order
+    # (gateway.routing.precedence_order), whatever the file order.
+    route_order: str = "declared"
+    gateway_api: GatewayApiConfig | None = None
+    multicluster: MultiClusterConfig = field(default_factory=MultiClusterConfig)
+    listeners: tuple[GatewayListener, ...] = ()     # the Gateways' (not a file key)
+    path: str | None = None                 # the file it was read from
+    # The validated YAML document, so that worker processes get exactly this config
+    # rather than whatever the file holds when they (re)start.
+    document: dict | None = field(default=None, repr=False, compare=False)
