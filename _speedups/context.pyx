@@ -66,6 +66,8 @@ cdef class Context:
         self.requests_in_flight = 0
         self.retries_in_flight = 0
         self.ticker = None
+        self.tracer = None
+        self.backend_stats = {}
         cdef int i
         for i in range(<int>N_STATS):
             self.counters[i] = 0
