@@ -67,6 +67,8 @@ def test_a_cluster_under_25_percent_is_drained_and_comes_back(tmp_path):
         status, _, metrics = admin.request("GET", "/metrics")
         assert ('gateway_cluster_state{service="default/web",cluster="zone-a",state="drained"} 1'
                 in metrics.decode())
+        assert ('gateway_cluster_drains_total{service="default/web",cluster="zone-a",cause="healthy_share"} 1'
+                in metrics.decode())
 
         load = Load(gw.host, gw.port, threads=2, max_requests=100).start()
         load.wait_count(200, timeout=30)

@@ -50,6 +50,8 @@ def test_drain_and_undrain_a_source_gradually_with_no_failed_request(tmp_path):
         assert t_drained - t_drain >= 1.0                      # gradual, not at once
         saved = yaml.safe_load(gw.config_path.read_text())
         assert next(s for s in saved["sources"] if s["name"] == "zone-a")["drained"] is True
+        _, _, metrics = admin.request("GET", "/metrics")
+        assert 'gateway_cluster_drains_total{service="",cluster="zone-a",cause="operator"} 1' in metrics.decode()
         while time.monotonic() < t_drained + 1.5:              # traffic while A is drained
             time.sleep(0.05)
         t_undrain = time.monotonic()

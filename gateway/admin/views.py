@@ -673,6 +673,11 @@ def metric_families(gw) -> list[Family]:
                              "Outlier ejections by service, cluster and cause.")
     for (service, cluster, cause), n in sorted(health.ejections_total.items() if health is not None else ()):
         ejections_total.samples.append(("", {"service": service, "cluster": cluster, "cause": cause}, n))
+    drains_total = family("gateway_cluster_drains_total", "counter",
+                          "Clusters drained, by cause: healthy_share (a service's, automatic) or operator "
+                          "(a whole source: service is empty).")
+    for (service, cluster, cause), n in sorted(health.drains_total.items() if health is not None else ()):
+        drains_total.samples.append(("", {"service": service, "cluster": cluster, "cause": cause}, n))
 
     # Tracing (per worker queue and exporter, summed).
     if cfg.tracing is not None:

@@ -69,6 +69,9 @@ class HealthManager:
         self.panic: dict[str, bool] = {}
         # Ejections so far by (service, cluster, cause), for /metrics (never reset)
         self.ejections_total: Counter[tuple[str, str, str]] = Counter()
+        # (service, cluster, cause) -> times drained: "healthy_share" (automatic) or
+        # "operator" (gateway source drain; the service is "" then: the whole source).
+        self.drains_total: Counter[tuple[str, str, str]] = Counter()
         self.levels: dict[str, list[Level]] = {}    # priority levels with load and why
         self.loads: dict[str, Loads] = {}           # multi-level services, as published
         self.version = 0
@@ -369,6 +372,7 @@ class HealthManager:
         before = self.drained.get(service_key, set())
         now = time.monotonic()
         for name in drain - before:
+            self.drains_total[service_key, name, "healthy_share"] += 1
             log.warning("cluster drained for a service: too few healthy endpoints", extra={"fields": {
                 "event": "cluster_drained", "service": service_key, "cluster": name,
                 "healthy": states[name]["healthy"], "endpoints": states[name]["endpoints"]}})
@@ -408,6 +412,8 @@ class HealthManager:
         self.drains[name] = (now, max(over, 0.0), drain, 1.0 if factor is None else factor)
         self._drain_services[name] = {key for key, eps in self.source.items()
                                       if any(ep.cluster == name for ep in eps)}
+        if drain:
+            self.drains_total["", name, "operator"] += 1
         log.warning("source drain started" if drain else "source undrain started", extra={"fields": {
             "event": "source_drain" if drain else "source_undrain", "source": name, "over_s": over,
             "services": len(self._drain_services[name])}})
