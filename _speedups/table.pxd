@@ -4,7 +4,7 @@ cimport cython
 
 # Health flag bits, one per cause (Envoy's idea): an endpoint is healthy iff
 # no bit is set.  cpdef: also plain ints at Python level.  Bit 30 is reserved
-# for pick()'s exclude marks (_EXCLUDED in table.pyx).
+# for pick()'s exclude marks (_EXCLUDED in table.pyx), bit 29 for its capacity marks (_FULL).
 cpdef enum:
     POLICY_ROUND_ROBIN = 0      # smooth WRR, EDF for big tables
     POLICY_LEAST_REQUEST = 1    # power of two choices by in-flight / weight
@@ -74,6 +74,10 @@ cdef struct _Core:
     int ring_len
     double decay                # peak_ewma: time constant (s)
     int uniform                 # every endpoint has the same weight
+    # Capacity spill-over: an endpoint with this many requests in flight is full; a pick
+    # passes over full endpoints to another level while one has room (0: no limit).
+    int max_inflight
+    int *level_room             # per level: an eligible endpoint with room (scratch of a pick)
 
 
 @cython.final
@@ -109,3 +113,4 @@ cdef class EndpointTable:
     cpdef set_key(self, unsigned long long key)
     cpdef observe(self, int i, double seconds, double now)
     cpdef set_weight(self, int i, int weight)
+    cpdef set_capacity(self, int max_inflight)

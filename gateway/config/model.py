@@ -14,7 +14,7 @@ from gateway.config.validate import _bool, _duration, _number, _positive_size, _
 __all__ = ["Address", "AccessLogConfig", "Timeouts", "Limits", "PathConfig", "TrustedProxies", "HttpConfig",
            "Certificate", "TlsListener", "UpstreamTls", "AdminOptions", "StaticEndpoint", "StaticService",
            "SourceConfig", "HealthCheckConfig", "SuccessRate", "OutlierConfig", "HashCookie", "LbConfig",
-           "SlowStart", "CircuitBreakers", "ServiceConfig", "HeaderMatch", "QueryMatch", "RouteMatch",
+           "SlowStart", "CircuitBreakers", "Capacity", "ServiceConfig", "HeaderMatch", "QueryMatch", "RouteMatch",
            "WeightedBackend", "RetryPolicy", "HeaderFilter", "Redirect", "MirrorConfig", "RouteConfig",
            "GatewayListener", "LeaderElection", "GatewayApiConfig", "MultiClusterConfig", "Config",
            "DEFAULT_NAMESPACE", "DEFAULT_SOURCE_WEIGHT", "PROTOCOLS", "LB_POLICIES", "RETRY_5XX",
@@ -282,6 +282,16 @@ class CircuitBreakers:
 
 
 @dataclass(frozen=True, slots=True)
+class Capacity:
+    """Capacity spill-over (0: off): an endpoint with this many requests in flight (per worker,
+    as the circuit breakers) is full; when every endpoint of a priority level is full, the
+    excess goes to the next level (cluster) with room, and comes back as soon as there is room.
+    Off by default: a limit needs knowing the endpoints' capacity."""
+
+    max_in_flight_per_endpoint: int = setting(0, between(1, 1_000_000))
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceConfig:
     namespace: str
     name: str
@@ -305,6 +315,7 @@ class ServiceConfig:
     # or auto: from the Kubernetes Service port's appProtocol (else http1).
     protocol: str = "auto"
     http2_connections: int = 2          # HTTP/2 connections per endpoint per worker
+    capacity: Capacity = field(default_factory=Capacity)
 
     @property
     def endpoint_tls(self) -> UpstreamTls | None:
