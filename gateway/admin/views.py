@@ -155,6 +155,8 @@ def sources(gw) -> list[dict]:
             "services": has,            # configured services this source has
             "endpoints": endpoints,     # their ready endpoints here
             "health_domain": source_domain(gw, source.name),
+            # Operator drain (gateway source drain / POST /sources/{name}/drain): set in the config.
+            "drained": bool(cfg.drained) if cfg else False,
         })
     return out
 
