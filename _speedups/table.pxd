@@ -40,6 +40,8 @@ cdef struct _Peer:
     int level                   # index into _Core.level_*, 0 in a one-level table
     double ewma                 # peak_ewma: decayed response time (s), peak-sensitive
     double ewma_stamp           # when ewma was last updated (monotonic s)
+    double tokens               # capacity spill-over by rate: a token bucket (requests) ...
+    double tokens_stamp         # ... last refilled then (monotonic s)
 
 
 # All C state of a table behind one pointer.  The EndpointTable object keeps the
@@ -78,6 +80,8 @@ cdef struct _Core:
     # passes over full endpoints to another level while one has room (0: no limit).
     int max_inflight
     int *level_room             # per level: an eligible endpoint with room (scratch of a pick)
+    double max_rate             # ... or at this many requests per second (0: no limit) ...
+    double burst                # ... with a bucket of this many requests (max(1, rate / 10))
 
 
 @cython.final
@@ -113,4 +117,4 @@ cdef class EndpointTable:
     cpdef set_key(self, unsigned long long key)
     cpdef observe(self, int i, double seconds, double now)
     cpdef set_weight(self, int i, int weight)
-    cpdef set_capacity(self, int max_inflight)
+    cpdef set_capacity(self, int max_inflight, double max_rate=*)

@@ -550,21 +550,30 @@ cdef inline int _pick_in(_Core *c, Py_ssize_t n, int level) noexcept:
 
 
 cdef int _pick_spill(_Core *c, Py_ssize_t n, int chosen) noexcept:
-    """Capacity spill-over: the endpoints at their in-flight limit are marked _FULL for
-    this pick; the chosen level if it has an eligible endpoint with room, else the first
-    level (best first) that has one.  -1 when every level is full: the marks are lifted
-    and the pick goes on as without a limit (the load's level, as before: no 503 for
-    being full everywhere).  One pass over the endpoints: the cost of a limit."""
+    """Capacity spill-over: the endpoints at their in-flight limit, or out of tokens (rate),
+    are marked _FULL for this pick; the chosen level if it has an eligible endpoint with
+    room, else the first level (best first) that has one.  -1 when every level is full: the
+    marks are lifted and the pick goes on as without a limit (the load's level, as before:
+    no 503 for being full everywhere).  One pass over the endpoints: the cost of a limit."""
     cdef Py_ssize_t j
     cdef int l, cap = c.max_inflight
+    cdef double now = 0.0, rate = c.max_rate
     cdef _Peer *x
+    if rate > 0:
+        now = monotonic()                   # one clock read per pick, with a rate limit only
     for l in range(c.nlevels):
         c.level_room[l] = 0
     for j in range(n):
         x = &c.peers[j]
+        if rate > 0:                        # refill every bucket, flagged or not
+            if now > x.tokens_stamp:
+                x.tokens += (now - x.tokens_stamp) * rate
+                if x.tokens > c.burst:
+                    x.tokens = c.burst
+            x.tokens_stamp = now
         if x.flags:                         # flagged or excluded: not a candidate anyway
             continue
-        if x.inflight >= cap:
+        if (cap > 0 and x.inflight >= cap) or (rate > 0 and x.tokens < 1.0):
             x.flags = _FULL                 # was 0; not in the EDF heap's order (flags only)
             c.marks[c.nmarks] = <int>j      # at most once: only unmarked endpoints get here
             c.nmarks += 1
@@ -583,17 +592,17 @@ cdef int _pick_spill(_Core *c, Py_ssize_t n, int chosen) noexcept:
 cdef int _pick_levels(_Core *c, Py_ssize_t n) noexcept:
     cdef int l, i = -1
     cdef int chosen = _pick_level(c)
-    if c.max_inflight > 0:
+    if c.max_inflight > 0 or c.max_rate > 0:
         i = _pick_spill(c, n, chosen)
-        if i >= 0:
-            return i
-    if chosen >= 0:
+    if i < 0 and chosen >= 0:
         i = _pick_in(c, n, chosen)
     for l in range(c.nlevels):      # nothing eligible there: the other levels, best first
         if i >= 0:
             break
         if l != chosen:
             i = _pick_in(c, n, l)
+    if i >= 0 and c.max_rate > 0:   # the request spends a token (none owed when full everywhere)
+        c.peers[i].tokens = c.peers[i].tokens - 1.0 if c.peers[i].tokens >= 1.0 else 0.0
     return i
 
 
@@ -669,7 +678,7 @@ cdef class EndpointTable:
         if c == NULL:
             raise MemoryError()
         c.policy, c.rng, c.decay, c.key = prev.policy, prev.rng, prev.decay, prev.key
-        c.max_inflight = prev.max_inflight
+        c.max_inflight, c.max_rate, c.burst = prev.max_inflight, prev.max_rate, prev.burst
         cdef _Peer *peers = c.peers
         cdef _Peer *q
         try:
@@ -698,6 +707,8 @@ cdef class EndpointTable:
                 peers[i].inflight = q.inflight
                 peers[i].ewma = q.ewma
                 peers[i].ewma_stamp = q.ewma_stamp
+                peers[i].tokens = q.tokens
+                peers[i].tokens_stamp = q.tokens_stamp
                 if not edf:
                     peers[i].current = q.current    # 0 if it was EDF: WRR starts afresh
                 elif carry_due and q.heap_pos >= 0 and q.weight == w:
@@ -799,20 +810,31 @@ cdef class EndpointTable:
                 c.uniform = 0
                 break
 
-    cpdef set_capacity(self, int max_inflight):
-        """Capacity spill-over (services[].capacity.max_in_flight_per_endpoint): with priority
-        levels, an endpoint with ``max_inflight`` requests in flight (acquire/release) is full;
-        when every endpoint of the level a pick would take is full, the pick goes to the next
-        level with room (best first), and back as soon as there is room.  When all are full,
-        the pick is as without a limit.  0: no limit; no effect on a one-level table."""
+    cpdef set_capacity(self, int max_inflight, double max_rate=0.0):
+        """Capacity spill-over (services[].capacity): with priority levels, an endpoint with
+        ``max_inflight`` requests in flight (acquire/release), or that was picked ``max_rate``
+        times per second (a token bucket of max(1, max_rate / 10) requests, refilled
+        continuously), is full; when every endpoint of the level a pick would take is full,
+        the pick goes to the next level with room (best first), and back as soon as there is
+        room.  When all are full, the pick is as without a limit.  0: no limit; no effect on
+        a one-level table."""
         if max_inflight < 0:
             raise ValueError(f"max_inflight must be >= 0, got {max_inflight}")
+        if not max_rate >= 0:
+            raise ValueError(f"max_rate must be >= 0, got {max_rate}")
         self._core.max_inflight = max_inflight
+        self._core.max_rate = max_rate
+        self._core.burst = max(1.0, max_rate / 10.0)
 
     @property
     def capacity(self):
         """The in-flight limit per endpoint of set_capacity (0: none)."""
         return self._core.max_inflight
+
+    @property
+    def max_rate(self):
+        """The requests-per-second limit per endpoint of set_capacity (0: none)."""
+        return self._core.max_rate
 
     cpdef set_key(self, unsigned long long key):
         """ring_hash: the request's key hash (hash_bytes) for the picks that follow."""

@@ -101,6 +101,24 @@ def test_flagged_endpoints_are_not_room_and_limit_survives_update():
         t.set_flags(0, 1 << 29)         # the capacity mark is not a health flag
 
 
+def test_rate_limit_spills_and_refills():
+    t, eps = _table("round_robin", 64, 0)
+    t.set_capacity(0, 10.0)             # 10 requests/s per endpoint, a bucket of 1
+    assert (t.capacity, t.max_rate) == (0, 10.0)
+    # A tight loop (well under 100 ms): A's two endpoints take one request each, then B's, C's.
+    got = [eps[t.pick()].cluster for _ in range(5)]
+    assert got == ["a", "a", "b", "b", "c"], got
+    # Every bucket empty: as without a limit (level 0), and no debt is kept.
+    assert eps[t.pick()].cluster == "a"
+    # A refills at 10/s: within a bounded wait, a pick goes back to A.
+    deadline = time.monotonic() + 5
+    while eps[t.pick()].cluster != "a":
+        assert time.monotonic() < deadline, "A's bucket never refilled"
+        time.sleep(0.01)
+    with pytest.raises(ValueError):
+        t.set_capacity(0, -1.0)
+
+
 SOURCES = [{"name": n, "type": "static", "services": []} for n in ("zone-a", "zone-b")]
 
 
@@ -110,11 +128,16 @@ def test_config_capacity_default_off_and_errors_name_the_key():
     cfg = parse_config({"sources": SOURCES, "services": [
         {"name": "w", "port": 80, "capacity": {"max_in_flight_per_endpoint": 8}}]})
     assert cfg.services[0].capacity.max_in_flight_per_endpoint == 8
+    assert cfg.services[0].capacity.max_rate_per_endpoint == 0.0
+    cfg = parse_config({"sources": SOURCES, "services": [
+        {"name": "w", "port": 80, "capacity": {"max_rate_per_endpoint": 250}}]})
+    assert cfg.services[0].capacity.max_rate_per_endpoint == 250.0
     for bad, error in [({"max_in_flight_per_endpoint": 0},
                         "services[0].capacity.max_in_flight_per_endpoint: must be an integer from 1"),
                        ({"max_in_flight_per_endpoint": "lots"},
                         "services[0].capacity.max_in_flight_per_endpoint: must be an integer"),
                        ({"max_inflight": 3}, 'services[0].capacity: unknown key "max_inflight"'),
+                       ({"max_rate_per_endpoint": 0}, "services[0].capacity.max_rate_per_endpoint: must be a number"),
                        ("x", "services[0].capacity: must be a mapping")]:
         with pytest.raises(ConfigError) as err:
             parse_config({"sources": SOURCES, "services": [{"name": "w", "port": 80, "capacity": bad}]})
@@ -159,7 +182,8 @@ def test_slow_cluster_spills_its_excess_to_the_next(tmp_path, limit):
                   "routes": [{"name": "web", "match": {"path": {"prefix": "/"}}, "service": "web"}]}
         gw, admin = start_with_admin(config, tmp_path, f"spill-{limit}")
         admin.wait("/services/default/web", lambda s: s["serving"] == 4, timeout=20)
-        assert admin.get("/services/default/web")["capacity"] == {"max_in_flight_per_endpoint": limit or 0}
+        assert admin.get("/services/default/web")["capacity"] == {"max_in_flight_per_endpoint": limit or 0,
+                                                                  "max_rate_per_endpoint": 0.0}
         load = Load(gw.host, gw.port, threads=8, deadline=60).start()
         load.wait_count(120, timeout=45)
         samples = load.stop()
@@ -179,6 +203,63 @@ def test_slow_cluster_spills_its_excess_to_the_next(tmp_path, limit):
     finally:
         if load is not None:
             load.stop()
+        if gw is not None:
+            gw.stop()
+        for p in [p for ps in pods.values() for p in ps]:
+            p.stop()
+
+
+def _paced(gw, threads: int, pause: float, seconds: float) -> list[tuple[int, str | None]]:
+    """(status, cluster) of requests from ``threads`` keep-alive clients, each pausing ``pause``
+    s between requests, for ``seconds`` (bounded: an offered load, not a closed loop at full speed)."""
+    import threading
+    from gatewaytest import Client
+    out: list[tuple[int, str | None]] = []
+    lock = threading.Lock()
+
+    def run() -> None:
+        end = time.monotonic() + seconds
+        with Client(gw.host, gw.port, timeout=10) as c:
+            while time.monotonic() < end:
+                r = c.request("GET", "/anything")
+                with lock:
+                    out.append((r.status, r.json().get("cluster") if r.status == 200 else None))
+                time.sleep(pause)
+
+    workers = [threading.Thread(target=run, daemon=True) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(timeout=seconds + 30)
+    return out
+
+
+def test_rate_limit_spills_with_real_processes(tmp_path):
+    """A limited to 30 requests/s per endpoint (per worker, workers: 2), B has room (3 pods):
+    2 clients offering ~90 requests/s for 4 s; A answers at most its rate, B the rest, none fails."""
+    pods = {"zone-a": [start_backend("127.0.0.46", "zone-a", "a-0")],
+            "zone-b": [start_backend(f"127.0.0.{47 + i}", "zone-b", f"b-{i}") for i in range(3)]}
+    gw = None
+    rate, seconds = 30.0, 4.0
+    try:
+        config = {"workers": 2,
+                  "sources": [static_source(z, {"web": [p.address for p in ps]}) for z, ps in pods.items()],
+                  "services": [{"name": "web", "port": 8000, "failover": ["zone-b"],
+                                "capacity": {"max_rate_per_endpoint": rate}}],
+                  "routes": [{"name": "web", "match": {"path": {"prefix": "/"}}, "service": "web"}]}
+        gw, admin = start_with_admin(config, tmp_path, "spill-rate")
+        admin.wait("/services/default/web", lambda s: s["serving"] == 4, timeout=20)
+        answers = _paced(gw, threads=2, pause=0.02, seconds=seconds)
+        assert answers and all(status == 200 for status, _ in answers), [a for a in answers if a[0] != 200][:5]
+        a = sum(1 for _, cluster in answers if cluster == "zone-a")
+        b = sum(1 for _, cluster in answers if cluster == "zone-b")
+        assert a + b == len(answers)
+        # At most both workers' rate over the run plus their buckets (3 requests each); more
+        # offered than that, so B took the excess.
+        assert 0 < a <= 2 * rate * seconds * 1.2 + 6, (a, b)
+        assert b > 0, (a, b)
+        print(f"rate spill: A {a}, B {b} in {seconds:g} s (A's limit {2 * rate * seconds:g})")
+    finally:
         if gw is not None:
             gw.stop()
         for p in [p for ps in pods.values() for p in ps]:

@@ -283,12 +283,14 @@ class CircuitBreakers:
 
 @dataclass(frozen=True, slots=True)
 class Capacity:
-    """Capacity spill-over (0: off): an endpoint with this many requests in flight (per worker,
-    as the circuit breakers) is full; when every endpoint of a priority level is full, the
-    excess goes to the next level (cluster) with room, and comes back as soon as there is room.
-    Off by default: a limit needs knowing the endpoints' capacity."""
+    """Capacity spill-over (0: off): an endpoint with this many requests in flight, or sent this
+    many requests per second (both per worker, as the circuit breakers), is full; when every
+    endpoint of a priority level is full, the excess goes to the next level (cluster) with room,
+    and comes back as soon as there is room.  Off by default: a limit needs knowing the
+    endpoints' capacity."""
 
     max_in_flight_per_endpoint: int = setting(0, between(1, 1_000_000))
+    max_rate_per_endpoint: float = setting(0.0, between(0.1, 1_000_000, _number))   # requests/s
 
 
 @dataclass(frozen=True, slots=True)
