@@ -126,11 +126,11 @@ def test_config_capacity_default_off_and_errors_name_the_key():
     cfg = parse_config({"sources": SOURCES, "services": [{"name": "w", "port": 80}]})
     assert cfg.services[0].capacity.max_in_flight_per_endpoint == 0
     cfg = parse_config({"sources": SOURCES, "services": [
-        {"name": "w", "port": 80, "capacity": {"max_in_flight_per_endpoint": 8}}]})
+        {"name": "w", "port": 80, "failover": ["zone-b"], "capacity": {"max_in_flight_per_endpoint": 8}}]})
     assert cfg.services[0].capacity.max_in_flight_per_endpoint == 8
     assert cfg.services[0].capacity.max_rate_per_endpoint == 0.0
     cfg = parse_config({"sources": SOURCES, "services": [
-        {"name": "w", "port": 80, "capacity": {"max_rate_per_endpoint": 250}}]})
+        {"name": "w", "port": 80, "failover": ["zone-b"], "capacity": {"max_rate_per_endpoint": 250}}]})
     assert cfg.services[0].capacity.max_rate_per_endpoint == 250.0
     for bad, error in [({"max_in_flight_per_endpoint": 0},
                         "services[0].capacity.max_in_flight_per_endpoint: must be an integer from 1"),
@@ -142,6 +142,20 @@ def test_config_capacity_default_off_and_errors_name_the_key():
         with pytest.raises(ConfigError) as err:
             parse_config({"sources": SOURCES, "services": [{"name": "w", "port": 80, "capacity": bad}]})
         assert error in str(err.value)
+    # One priority level: nowhere to spill to, so a limit is refused rather than ignored.
+    with pytest.raises(ConfigError) as err:
+        parse_config({"sources": SOURCES, "services": [
+            {"name": "w", "port": 80, "capacity": {"max_in_flight_per_endpoint": 4}}]})
+    assert "services[0].capacity: needs a second priority level to spill to" in str(err.value)
+    with pytest.raises(ConfigError) as err:     # two levels, but the service uses only one source
+        parse_config({"sources": SOURCES, "services": [
+            {"name": "w", "port": 80, "sources": ["zone-a"], "failover": ["zone-b"],
+             "capacity": {"max_rate_per_endpoint": 4}}]})
+    assert "services[0].capacity: needs a second priority level" in str(err.value)
+    prioritized = [{**SOURCES[0]}, {**SOURCES[1], "priority": 1}]
+    cfg = parse_config({"sources": prioritized, "services": [
+        {"name": "w", "port": 80, "capacity": {"max_in_flight_per_endpoint": 4}}]})
+    assert cfg.services[0].capacity.max_in_flight_per_endpoint == 4
 
 
 def _fault(backend, query: str) -> None:

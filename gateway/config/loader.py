@@ -533,6 +533,12 @@ def _service(value: Any, path: str, errs: _Errors, sources: dict[str, int]) -> S
     protocol = _opt(d, "protocol", partial(_choice, choices=PROTOCOLS), path, errs, "auto")
     connections = _opt(d, "http2_connections", partial(_int, lo=1, hi=64), path, errs, 2)
     capacity = _opt(d, "capacity", _capacity, path, errs, Capacity())
+    if capacity.max_in_flight_per_endpoint or capacity.max_rate_per_endpoint:
+        levels = dict(priorities)
+        if len({levels.get(name, 0) for name in (names or sources)}) < 2:
+            # The excess goes to the next level: with one, a limit would do nothing.
+            _err(errs, _at(path, "capacity"), "needs a second priority level to spill to "
+                                              "(failover, prefer, priorities or sources[].priority)")
     return ServiceConfig(namespace, name, port, tuple(names), health, outlier, panic, tls,
                          priorities, factor, breakers, lb, slow_start, protocol, connections, capacity)
 
