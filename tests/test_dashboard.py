@@ -318,7 +318,8 @@ def zones_gw(backend_a, backend_b, tmp_path_factory):
         "admin": f"127.0.0.1:{admin}",
         "sources": [static_source("zone-a", {"httpbin": [backend_a.address]}),
                     static_source("zone-b", {"httpbin": [backend_b.address]})],
-        "services": [{"name": "httpbin", "port": 80}],
+        "services": [{"name": "httpbin", "port": 80, "failover": ["zone-b"],
+                      "capacity": {"max_in_flight_per_endpoint": 50}}],
         "routes": [{"name": "test", "match": {"path": {"prefix": "/"}}, "service": "httpbin"}],
     }
     g = GatewayProcess(config, tmp_path_factory.mktemp("dashboard-zones"), "zones").start()
@@ -369,6 +370,8 @@ def test_dashboard_shows_health_domains_and_drains_a_source(zones_gw, browser):
         browser.get(f"http://127.0.0.1:{port}/#services")
         wait_for(lambda: _domain_states(browser, "services") == {"zone-a": "healthy", "zone-b": "healthy"}, 15,
                  "both clusters healthy in the Services view")
+        assert browser.find_element(By.CSS_SELECTOR, '#services .service[data-service="default/httpbin"] .capacity'
+                                    ).text == "spill over 50 in flight per endpoint per worker"
         browser.find_element(By.CSS_SELECTOR, 'nav button[data-tab="sources"]').click()
         wait_for(lambda: _domain_states(browser, "sources") == {"zone-a": "healthy", "zone-b": "healthy"}, 15,
                  "both sources healthy in the Sources view")

@@ -198,11 +198,20 @@ async function renderServices() {
     return el("div", {class: "card service", "data-service": svc.key},
       el("div", {class: "title"}, el("span", {class: "name", text: svc.key}),
          el("span", {class: "muted", text: `port ${svc.port} · ${svc.serving}/${svc.endpoints.length} endpoints serving`}),
-         svc.panic ? badge("panic routing", "warn") : null),
+         svc.panic ? badge("panic routing", "warn") : null, capacityText(svc.capacity)),
       levelList(svc.levels),
       clusters);
   });
   document.getElementById("services-list").replaceChildren(...cards);
+}
+
+// Capacity spill-over limits (services[].capacity), when set: beyond them, the next level.
+function capacityText(cap) {
+  if (!cap) return null;
+  const parts = [];
+  if (cap.max_in_flight_per_endpoint) parts.push(`${cap.max_in_flight_per_endpoint} in flight`);
+  if (cap.max_rate_per_endpoint) parts.push(`${cap.max_rate_per_endpoint}/s`);
+  return parts.length ? el("span", {class: "muted capacity", text: `spill over ${parts.join(", ")} per endpoint per worker`}) : null;
 }
 
 // Priority levels (only when a service has more than one): share of requests and why.
