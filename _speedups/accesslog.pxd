@@ -18,7 +18,7 @@ cdef class LogBuffer:
     cdef int end_line(self) except -1
     cdef void write(self, bytes line)
     cdef void error_line(self, bytes client, int status, str reason)
-    cdef void request_line(self, bytes request_id, bytes client, bytes method, bytes host,
+    cdef void request_line(self, bytes request_id, bytes trace_id, bytes client, bytes method, bytes host,
                            bytes target, int status, long long bytes_sent,
                            long long bytes_received, double duration, bytes json_route,
                            bytes json_service, bytes json_upstream, bytes json_cluster,

@@ -147,7 +147,7 @@ cdef class LogBuffer:
         self.write(b'{"time":"%s","client":"%s","status":%d,"error":%s}\n' % (
             _timestamp(wall_time()), client, status, dumps(reason)))
 
-    cdef void request_line(self, bytes request_id, bytes client, bytes method, bytes host,
+    cdef void request_line(self, bytes request_id, bytes trace_id, bytes client, bytes method, bytes host,
                            bytes target, int status, long long bytes_sent,
                            long long bytes_received, double duration, bytes json_route,
                            bytes json_service, bytes json_upstream, bytes json_cluster,
@@ -156,7 +156,12 @@ cdef class LogBuffer:
         self.put_time()
         self.put(b'","request_id":', 15)
         self.put_json(request_id)
-        self.put(b',"client":"', 11)
+        if trace_id is not None:            # 32 hex digits, checked where it was read
+            self.put(b',"trace_id":"', 13)
+            self.put_bytes(trace_id)
+            self.put(b'","client":"', 12)   # the trace id's closing quote, then the field
+        else:
+            self.put(b',"trace_id":null,"client":"', 27)
         self.put_bytes(client)
         self.put(b'","method":"', 12)
         self.put_bytes(method)

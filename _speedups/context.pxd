@@ -4,6 +4,7 @@ from _speedups.path cimport PathPolicy
 from _speedups.router cimport Router
 from _speedups.service cimport Service
 from _speedups.stats cimport N_STATS
+from _speedups.tracing cimport Tracer
 
 
 cdef class Port:
@@ -58,6 +59,8 @@ cdef class Context:
     cdef public long retries_in_flight      # sent requests being retried (budgeted)
     cdef public double retry_budget_ratio
     cdef public long retry_budget_min
+    cdef public Tracer tracer               # None: tracing off (the exchange's one check)
+    cdef readonly dict backend_stats        # (route, service, cluster) -> stats.BackendStats
     cdef object ticker
     cdef double tick_interval
     cdef bytes next_request_id(self)

@@ -42,13 +42,11 @@ class Context:
     retries_in_flight: int
     retry_budget_ratio: float
     retry_budget_min: int
-    def __init__(self, loop: Any, *, connect_timeout: float = 1.0, response_timeout: float = 15.0,
-                 idle_timeout: float = 60.0, header_timeout: float = 10.0,
-                 max_head_size: int = 65536, max_headers: int = 100, max_uri: int = 8192,
-                 max_body: int = 0, max_response_head: int = 65536, max_connections: int = 10000,
-                 max_requests_per_connection: int = 10000, body_idle_timeout: float = 30.0,
-                 access_log: Any = None, via: bytes = b"1.1 gateway",
-                 request_id_prefix: bytes | None = None) -> None: ...
+    def __init__(self, loop: Any, limits: Any, timeouts: Any, *, access_log: Any = None,
+                 via: bytes = b"1.1 gateway", request_id_prefix: bytes | None = None) -> None:
+        """``limits``, ``timeouts``: the config's ``Limits`` and ``Timeouts``."""
+    def configure(self, limits: Any, timeouts: Any) -> None:
+        """Take a config's ``Limits`` and ``Timeouts`` (at start and at each reload)."""
     @property
     def loop(self) -> Any: ...
     @property

@@ -44,29 +44,13 @@ cdef class Connection:
 
 cdef class Context:
 
-    def __init__(self, loop, *, double connect_timeout=1.0, double response_timeout=15.0,
-                 double idle_timeout=60.0, double header_timeout=10.0,
-                 Py_ssize_t max_head_size=65536, Py_ssize_t max_headers=100,
-                 Py_ssize_t max_uri=8192, long long max_body=0, Py_ssize_t max_response_head=65536,
-                 Py_ssize_t max_connections=10000, long max_requests_per_connection=10000,
-                 double body_idle_timeout=30.0,
-                 access_log=None, via=b"1.1 gateway", request_id_prefix=None):
+    def __init__(self, loop, limits, timeouts, *, access_log=None, via=b"1.1 gateway",
+                 request_id_prefix=None):
+        """``limits`` and ``timeouts``: the config's ``Limits`` and ``Timeouts`` (gateway.config.model),
+        where their defaults are written; nothing here has a default of its own."""
         self.loop = loop
         self.port = Port()
-        self.connect_timeout = connect_timeout
-        self.response_timeout = response_timeout
-        self.upstream_unresponsive = 3.0
-        self.idle_timeout = idle_timeout
-        self.header_timeout = header_timeout
-        self.max_head_size = max_head_size
-        self.max_headers = max_headers
-        self.max_uri = max_uri
-        self.max_concurrent_streams = 100
-        self.max_body = max_body
-        self.max_response_head = max_response_head
-        self.max_connections = max_connections
-        self.max_requests_per_connection = max_requests_per_connection
-        self.body_idle_timeout = body_idle_timeout
+        self.configure(limits, timeouts)
         self.path_policy = PathPolicy()
         self.trusted_proxies = None
         self.set_access_log(access_log)
@@ -81,12 +65,32 @@ cdef class Context:
         self.touched = []
         self.requests_in_flight = 0
         self.retries_in_flight = 0
-        self.retry_budget_ratio = 0.2
-        self.retry_budget_min = 3
         self.ticker = None
+        self.tracer = None
+        self.backend_stats = {}
         cdef int i
         for i in range(<int>N_STATS):
             self.counters[i] = 0
+
+    def configure(self, limits, timeouts):
+        """Take the bounds and timeouts of a config's ``Limits`` and ``Timeouts`` (at start and
+        at each reload): the one place their fields are mapped onto the request path's."""
+        self.connect_timeout = timeouts.connect
+        self.response_timeout = timeouts.response_header
+        self.upstream_unresponsive = timeouts.upstream_unresponsive
+        self.idle_timeout = timeouts.downstream_idle
+        self.header_timeout = timeouts.downstream_header
+        self.body_idle_timeout = timeouts.body_idle
+        self.max_head_size = limits.max_request_head
+        self.max_headers = limits.max_headers
+        self.max_uri = limits.max_uri
+        self.max_body = limits.max_body
+        self.max_response_head = limits.max_response_head
+        self.max_connections = limits.max_connections
+        self.max_requests_per_connection = limits.max_requests_per_connection
+        self.max_concurrent_streams = limits.max_concurrent_streams
+        self.retry_budget_ratio = limits.retry_budget_share
+        self.retry_budget_min = limits.retry_budget_min
 
     def set_router(self, Router router):
         self.port.router = router

@@ -2,6 +2,8 @@ from _speedups.context cimport Connection, Context, Port
 from _speedups.filters cimport RouteFilters
 from _speedups.http cimport RequestHead, ResponseHead
 from _speedups.service cimport Route, Service
+from _speedups.stats cimport BackendStats
+from _speedups.tracing cimport SpanRecord
 from _speedups.table cimport EndpointTable
 from _speedups.upstream cimport Upstream, UpstreamConnection, UpstreamOwner
 
@@ -102,6 +104,21 @@ cdef class Exchange(UpstreamOwner):
     cdef double t_response
     cdef long long bytes_sent
     cdef long long bytes_received
+    # Tracing (ctx.tracer set; trace_id is None when off)
+    cdef bytes trace_id                     # 32 hex digits
+    cdef bytes parent_span                  # the client's span (traceparent, B3), or None
+    cdef bytes server_span                  # this request's span (made when it is kept)
+    cdef bytes trace_state
+    cdef bint trace_sampled
+    cdef bytes attempt_line                 # the attempt in progress: its traceparent line, or None
+    cdef double t_attempt
+    cdef SpanRecord trace_first             # spans to export (ended attempts, mirror copies) ...
+    cdef SpanRecord trace_last              # ... linked by ``next``, in the order they ended
+    cdef int trace_spans
+    cdef bint trace_failed                  # an attempt failed: the trace is kept, whatever the ratio
+    cdef bytes mirror_line                  # the mirrors' copy: its traceparent line, or None
+    cdef BackendStats failed_stats          # where the cause of a coming retry is counted
+    cdef int retry_cause
 
     # driven by the downstream
     cdef void start(self, RequestHead head, bint has_body, long long head_size)
@@ -148,6 +165,14 @@ cdef class Exchange(UpstreamOwner):
     cdef void release_endpoint(self)
     cdef void respond_error(self, int status, str message, bytes location=*, bytes extra_header=*)
     cdef void log_request(self, double duration)
+    # observability
+    cdef void trace_begin(self, RequestHead head)
+    cdef void trace_attempt(self, str kind, int status, bint keep, double end)
+    cdef void trace_span(self, SpanRecord span)
+    cdef void trace_end(self, double duration)
+    cdef BackendStats backend(self, Upstream upstream)
+    cdef void record_backend(self, double duration)
+    cdef void attempt_failed(self, int cause, str kind, int status)
 
 
 cdef class RetryPolicy:

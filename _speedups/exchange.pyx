@@ -30,10 +30,13 @@ from _speedups.http cimport (
 from _speedups.router cimport Router
 from _speedups.path cimport NORM_OK, NORM_REDIRECT, PATH_FORWARD_ORIGINAL, outcome_reason
 from _speedups.stats cimport (
-    N_STATS, ST_CONNECT_FAILURES, ST_INTERNAL_ERRORS, ST_OVERFLOW_CONNECTIONS,
+    CAUSE_BAD_RESPONSE, CAUSE_CONNECT_FAILED, CAUSE_CONNECT_TIMEOUT, CAUSE_EJECTED, CAUSE_RESET,
+    CAUSE_STATUS, CAUSE_TIMEOUT, BackendStats, N_STATS, ST_CONNECT_FAILURES, ST_INTERNAL_ERRORS, ST_OVERFLOW_CONNECTIONS,
     ST_OVERFLOW_PENDING, ST_OVERFLOW_REQUESTS, ST_OVERFLOW_RETRIES, ST_REDISPATCHED,
     ST_REQUESTS, ST_RETRIES, ST_UPSTREAM_CONNECTS, status_class_stat)
 from _speedups.table cimport hash_bytes
+from _speedups.tracing cimport (
+    RequestRecord, SpanRecord, Tracer, new_span, pad_trace_id, parse_b3_single, parse_traceparent)
 
 cdef object _log = logging.getLogger("gateway.proxy")
 
@@ -149,6 +152,10 @@ cdef class Exchange(UpstreamOwner):
             self.client_ip = ctx.trusted_proxies.client(self.downstream.client_bytes, head.forwarded_for)
         self.t_start = monotonic()
         self.request_id = head.request_id if head.request_id is not None else ctx.next_request_id()
+        self.failed_stats = None
+        self.trace_id = None
+        if ctx.tracer is not None:              # tracing off: this check is all it costs
+            self.trace_begin(head)
         self.status = 0
         self.error = None
         self.attempts = 0
@@ -298,6 +305,7 @@ cdef class Exchange(UpstreamOwner):
         if not _retry.allowed(self, True):
             return 0
         self.error = f"upstream {upstream.host} was ejected while the request waited for its answer"
+        self.attempt_failed(CAUSE_EJECTED, "ejected", 0)
         self.drop_upstream()
         self.connect_id += 1
         self.response_deadline = 0
@@ -401,11 +409,17 @@ cdef class Exchange(UpstreamOwner):
             self.upstream_target = filters.rewrite_target(self.upstream_target)
         if filters.request_headers is not None:
             head.set_fields(filters.request_headers.apply(head.fields()))
+        cdef bytes trace_fields = None
         if filters.mirrors and head.content_length <= REPLAY_LIMIT:
             host = filters.rewrite_host or head.host or b""
+            if self.trace_id is not None:       # the copy is a span of its own (one for all mirrors)
+                self.mirror_line = trace_fields = self.ctx.tracer.traceparent_line(
+                    self.trace_id, self.trace_sampled)
+                if self.trace_state is not None:
+                    trace_fields += b"tracestate: " + self.trace_state + b"\r\n"
             copy = build_request_head(head, self.upstream_target, host, self.downstream.client_bytes,
                                       self.request_id, self.ctx.via, False, self.downstream.proto,
-                                      self.client_ip)
+                                      self.client_ip, trace_fields)
             if self.body_complete:
                 self.mirror(copy)
             else:
@@ -423,6 +437,12 @@ cdef class Exchange(UpstreamOwner):
             except Exception:
                 self.ctx.counters[ST_INTERNAL_ERRORS] += 1
                 _log.exception("request mirror failed")
+        cdef double now
+        if self.mirror_line is not None and self.trace_id is not None:
+            now = monotonic()
+            self.trace_span(new_span(self.mirror_line, None, 0, now, now, None, 0, -1.0, -1.0,
+                                     self.route.filters.mirrors))
+            self.mirror_line = None
 
     cdef void try_upstream(self):
         """Pick an endpoint not tried yet and send the request to it."""
@@ -458,6 +478,12 @@ cdef class Exchange(UpstreamOwner):
         self.upstream = upstream
         if self.attempts > 1:
             self.ctx.counters[ST_RETRIES] += 1
+            if self.failed_stats is not None:
+                self.failed_stats.retries[self.retry_cause] += 1
+                self.failed_stats = None
+        if self.trace_id is not None:
+            self.attempt_line = self.ctx.tracer.traceparent_line(self.trace_id, self.trace_sampled)
+            self.t_attempt = monotonic()
         table.acquire(index)
         self.table_generation = table.generation
         upstream.requests += 1
@@ -592,9 +618,15 @@ cdef class Exchange(UpstreamOwner):
         host = head.host if head.host is not None else self.upstream.host_bytes
         if route.filters is not None and route.filters.rewrite_host is not None:
             host = route.filters.rewrite_host     # URLRewrite; X-Forwarded-Host keeps the client's
+        cdef bytes trace_fields = None
+        if self.trace_id is not None:                     # else the client's pass through
+            trace_fields = self.attempt_line
+        if trace_fields is not None and self.trace_state is not None:
+            trace_fields += b"tracestate: " + self.trace_state + b"\r\n"
         conn.write(build_request_head(
             head, self.upstream_target, host, self.downstream.client_bytes, self.request_id,
-            self.ctx.via, head.upgrade is not None, self.downstream.proto, self.client_ip))
+            self.ctx.via, head.upgrade is not None, self.downstream.proto, self.client_ip,
+            trace_fields))
         # A retry after an attempt that wrote to its upstream resends the whole body so
         # far (kept in ``replay``); otherwise ``pending`` holds all not yet written.
         body = self.replay if self.written_upstream else self.pending
@@ -650,11 +682,13 @@ cdef class Exchange(UpstreamOwner):
             self.report_failure(KIND_5XX)
         if head.status >= 400 and route.retry_statuses is not None and head.status in route.retry_statuses:
             if _retry.allowed(self, True):
+                self.attempt_failed(CAUSE_STATUS, "status", head.status)
                 self.retry_elsewhere(f"upstream {self.upstream.host} answered {head.status}")
                 return False
         if route.idempotent and head.status == 200:
             refusal = _grpc_refusal(head)
             if refusal is not None and _retry.allowed(self, True):
+                self.attempt_failed(CAUSE_STATUS, "status", head.status)
                 self.retry_elsewhere(f"upstream {self.upstream.host} answered gRPC {refusal}")
                 return False
         self.resp_head = head
@@ -812,6 +846,9 @@ cdef class Exchange(UpstreamOwner):
             return
         if kind is KIND_CONNECT or kind is KIND_CONNECT_TIMEOUT:
             self.ctx.counters[ST_CONNECT_FAILURES] += 1
+        self.attempt_failed(CAUSE_CONNECT_FAILED if kind is KIND_CONNECT else
+                            CAUSE_CONNECT_TIMEOUT if kind is KIND_CONNECT_TIMEOUT else CAUSE_RESET,
+                            kind, 0)
         upstream.failures += 1
         self.report_failure(kind)
         self.drop_upstream()
@@ -826,6 +863,7 @@ cdef class Exchange(UpstreamOwner):
         reason = f"upstream {self.upstream.host if self.upstream is not None else '-'} {what}"
         self.error = reason
         self.report_failure(KIND_TIMEOUT)
+        self.attempt_failed(CAUSE_TIMEOUT, KIND_TIMEOUT, 0)
         self.drop_upstream()
         self.connect_id += 1                # a connect in progress no longer concerns us
         if per_try and self.route.retry_timeout and _retry.allowed(self, True):
@@ -869,6 +907,7 @@ cdef class Exchange(UpstreamOwner):
 
     cdef void bad_response(self, str reason):
         self.report_failure(KIND_BAD_RESPONSE)
+        self.attempt_failed(CAUSE_BAD_RESPONSE, KIND_BAD_RESPONSE, 0)
         self.drop_upstream()
         self.respond_error(502, f"upstream {self.upstream.host} sent a malformed response ({reason})")
 
@@ -876,6 +915,8 @@ cdef class Exchange(UpstreamOwner):
         """The response started but cannot be completed: the client connection must end."""
         self.error = reason
         self.report_failure(KIND_BAD_RESPONSE)
+        self.attempt_failed(CAUSE_BAD_RESPONSE, KIND_BAD_RESPONSE,
+                            self.resp_head.status if self.resp_head is not None else 0)
         self.drop_upstream()
         self.downstream.keep_alive = False
         self.finish(False)
@@ -937,6 +978,10 @@ cdef class Exchange(UpstreamOwner):
         if self.route is not None:
             self.route.traffic.record(status, duration)
             self.route.touch()
+            if self.service is not None:
+                self.record_backend(duration)
+        if self.trace_id is not None:
+            self.trace_end(duration)
         if ctx.log is not None:
             self.log_request(duration)
         self.state = X_DONE
@@ -963,14 +1008,158 @@ cdef class Exchange(UpstreamOwner):
                 extra += b',"grpc_status":%d' % self.grpc_status
         if self.error is not None:
             extra += b',"error":' + dumps(self.error + (" (retry budget exhausted)" if self.budget_refused else ""))
+        cdef bytes trace_id = self.trace_id
+        if trace_id is None and head.traceparent is not None:     # tracing off: the client's
+            found = parse_traceparent(head.traceparent)
+            if found is not None:
+                trace_id = <bytes>(<tuple>found)[0]
         self.ctx.log.request_line(
-            self.request_id, self.client_ip, head.method, head.host, head.target, self.status,
+            self.request_id, trace_id, self.client_ip, head.method, head.host, head.target, self.status,
             self.bytes_sent, self.bytes_received, duration,
             self.route.json_name if self.route is not None else b"null",
             self.service.json_key if self.service is not None else b"null",
             upstream.json_host if upstream is not None else b"null",
             upstream.json_cluster if upstream is not None else b"null",
             self.attempts, self.t_connect, self.t_response, extra)
+
+
+    # -- observability ---------------------------------------------------------------
+
+    cdef void trace_begin(self, RequestHead head):
+        """The trace this request joins (traceparent, else B3) or starts, and whether it is
+        sampled: the parent's decision when there is one, else the ratio (parent-based)."""
+        cdef Tracer tracer = self.ctx.tracer
+        cdef object found = None
+        self.trace_state = None
+        self.trace_first = self.trace_last = None
+        self.trace_spans = 0
+        self.trace_failed = False
+        self.attempt_line = None
+        self.mirror_line = None
+        self.parent_span = None
+        self.server_span = None
+        if head.traceparent is not None:
+            found = parse_traceparent(head.traceparent)
+            if found is not None:
+                self.trace_state = head.tracestate
+        if found is None and head.b3:
+            found = _b3_context(head)
+        if found is not None:
+            self.trace_id = <bytes>found[0]
+            self.parent_span = <bytes>found[1]
+            self.trace_sampled = (found[2] if found[2] is not None
+                                  else tracer.sample(self.trace_id))
+        else:
+            self.trace_id = tracer.trace_id()
+            self.trace_sampled = tracer.sample(self.trace_id)
+
+    cdef void trace_attempt(self, str kind, int status, bint keep, double end):
+        """The attempt in progress ended; its record is kept when sampled or ``keep``
+        (a failed attempt: errors are always exported)."""
+        if keep or self.trace_sampled:
+            self.trace_span(new_span(self.attempt_line, self.upstream, self.attempts, self.t_attempt,
+                                     end, kind, status, self.t_connect, self.t_response, None))
+        if kind is not None:
+            self.trace_failed = True
+        self.attempt_line = None
+
+    cdef void trace_span(self, SpanRecord span):
+        if self.trace_last is None:
+            self.trace_first = span
+        else:
+            self.trace_last.next = span
+        self.trace_last = span
+        self.trace_spans += 1
+
+    cdef void trace_end(self, double duration):
+        """Queue the request's spans when sampled, answered 5xx, or any attempt failed."""
+        cdef int status = self.status
+        cdef bint keep = self.trace_sampled or status >= 500 or self.trace_failed
+        cdef RequestHead head = self.head
+        cdef RequestRecord record
+        if self.attempt_line is not None:
+            self.trace_attempt(None, self.resp_head.status if self.resp_head is not None else 0, keep,
+                               self.t_start + duration)     # the server span's end, not later
+        if not keep:
+            self.trace_first = self.trace_last = None
+            return
+        record = RequestRecord.__new__(RequestRecord)
+        record.trace_id, record.parent_span, record.trace_state = self.trace_id, self.parent_span, self.trace_state
+        record.server_span = self.server_span = self.ctx.tracer.span_id()
+        record.start, record.end = self.t_start, self.t_start + duration
+        record.method, record.host, record.target = head.method, head.host, head.target
+        record.status, record.error = status, self.error
+        record.route = self.route.name if self.route is not None else None
+        record.service = self.service.key if self.service is not None else None
+        record.client, record.h2 = self.client_ip, self.stream_id != 0
+        record.request_id, record.attempts = self.request_id, self.attempts
+        record.spans, record.n_spans = self.trace_first, 1 + self.trace_spans
+        self.trace_first = self.trace_last = None
+        self.ctx.tracer.push(record)
+
+    cdef BackendStats backend(self, Upstream upstream):
+        """The (route, service, cluster) counters: two lookups on cached hashes; made once."""
+        cdef Route route = self.route
+        cdef Service service = self.service
+        if route is None or service is None:
+            return None
+        cdef str cluster = upstream.cluster if upstream is not None else ""
+        by_cluster = route.backends.get(service)
+        if by_cluster is None:
+            by_cluster = route.backends[service] = {}
+        stats = (<dict>by_cluster).get(cluster)
+        if stats is None:
+            key = (route.name, service.key, cluster)
+            stats = self.ctx.backend_stats.get(key)
+            if stats is None:       # kept in the context: totals outlive a reload's new Route
+                stats = self.ctx.backend_stats[key] = BackendStats(key, self.ctx.touched)
+            by_cluster[cluster] = stats
+        return <BackendStats>stats
+
+    cdef void record_backend(self, double duration):
+        cdef BackendStats stats = self.backend(self.upstream)
+        if stats is None:
+            return
+        stats.duration.observe(duration)
+        if self.t_connect > 0:
+            stats.connect.observe(self.t_connect)
+        if self.t_response >= 0:
+            stats.response.observe(self.t_response)
+        stats.touch()
+
+    cdef void attempt_failed(self, int cause, str kind, int status):
+        """Count a failed attempt by cause (a retry after it is counted by the same cause)
+        and end its span."""
+        cdef BackendStats stats = self.backend(self.upstream)
+        if stats is not None:
+            stats.failures[cause] += 1
+            stats.touch()
+            self.failed_stats = stats
+            self.retry_cause = cause
+        if self.attempt_line is not None:
+            self.trace_attempt(kind, status, True, monotonic())
+
+
+cdef tuple _b3_context(RequestHead head):
+    """B3, single header or multi: (trace id, span id, sampled or None), or None."""
+    cdef bytes value = head.header(b"b3")
+    cdef bytes trace, span, sampled
+    if value is not None:
+        return parse_b3_single(value)
+    value = head.header(b"x-b3-traceid")
+    span = head.header(b"x-b3-spanid")
+    if value is None or span is None:
+        return None
+    trace = pad_trace_id(value)
+    span = span.lower()
+    if trace is None or len(span) != 16:
+        return None
+    sampled = head.header(b"x-b3-sampled")
+    if head.header(b"x-b3-flags") == b"1":
+        return (trace, span, True)          # debug
+    if sampled is None:
+        return (trace, span, None)
+    return (trace, span, sampled in (b"1", b"true"))
 
 
 cdef class RetryPolicy:

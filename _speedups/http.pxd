@@ -39,6 +39,9 @@ cdef class RequestHead(MessageHead):
     cdef public bytes forwarded_for
     cdef public bytes via
     cdef public bint expect_continue
+    cdef public bytes traceparent       # W3C trace context, kept out of the forwarded fields
+    cdef public bytes tracestate
+    cdef public bint b3                 # a B3 header came (passed on; read when tracing)
     cpdef bytes header(self, bytes lname)
 
 cdef class ResponseHead(MessageHead):
@@ -65,7 +68,7 @@ cpdef ResponseHead parse_response(bytes data, Py_ssize_t end, Py_ssize_t max_hea
 cpdef int response_framing(ResponseHead head, bytes request_method) except -1
 cpdef bytes build_request_head(RequestHead head, bytes target, bytes host, bytes client_ip,
                                bytes request_id, bytes via, bint upgrade, bytes proto=*,
-                               bytes real_ip=*)
+                               bytes real_ip=*, bytes trace_fields=*)
 cpdef bytes build_response_head(ResponseHead head, int framing, bint keep_alive)
 cpdef bytes build_interim_head(ResponseHead head)
 cpdef bytes build_error_response(int status, str message, bytes request_id, bint keep_alive,

@@ -49,6 +49,9 @@ class RequestHead(MessageHead):
     forwarded_for: bytes | None
     via: bytes | None
     expect_continue: bool
+    traceparent: bytes | None
+    tracestate: bytes | None
+    b3: bool
     @property
     def idempotent(self) -> bool: ...
     def header(self, lname: bytes) -> bytes | None:
@@ -85,7 +88,7 @@ def response_framing(head: ResponseHead, request_method: bytes) -> int:
     """How the response body is framed (RFC 9112 6.3), given the request's method."""
 def build_request_head(head: RequestHead, target: bytes, host: bytes, client_ip: bytes,
                        request_id: bytes, via: bytes, upgrade: bool, proto: bytes = ...,
-                       real_ip: bytes | None = ...) -> bytes: ...
+                       real_ip: bytes | None = ..., trace_fields: bytes | None = ...) -> bytes: ...
 def build_response_head(head: ResponseHead, framing: int, keep_alive: bool) -> bytes: ...
 def build_interim_head(head: ResponseHead) -> bytes: ...
 def build_error_response(status: int, message: str, request_id: bytes, keep_alive: bool,

@@ -25,6 +25,8 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.mem cimport PyMem_Realloc
 from libc.string cimport memchr, memcmp, memcpy
 
+from _speedups.path cimport HEXVAL     # hex digit values (chunk sizes), 255 for anything else
+
 cdef enum:
     MAX_CHUNK_SIZE_DIGITS = 15          # 16**15 bytes is far beyond any real chunk
 
@@ -44,7 +46,6 @@ cdef unsigned char FIELD_VALUE[256]  # VCHAR, obs-text, SP, HTAB
 cdef unsigned char TARGET[256]       # visible ASCII in a request-target
 cdef unsigned char HOST[256]         # RFC 3986 reg-name, IP-literal and port characters
 cdef unsigned char LOWER[256]
-cdef unsigned char HEXVAL[256]
 
 cdef void _init_tables():
     cdef int c
@@ -54,14 +55,6 @@ cdef void _init_tables():
         TARGET[c] = 0x21 <= c <= 0x7e
         HOST[c] = (48 <= c <= 58) or (65 <= c <= 90) or (97 <= c <= 122) or c in b"-._~!$&'()*+,;=%[]"
         LOWER[c] = c + 32 if 65 <= c <= 90 else c
-        if 48 <= c <= 57:
-            HEXVAL[c] = c - 48
-        elif 97 <= c <= 102:
-            HEXVAL[c] = c - 87
-        elif 65 <= c <= 70:
-            HEXVAL[c] = c - 55
-        else:
-            HEXVAL[c] = 255
 
 _init_tables()
 
@@ -345,10 +338,15 @@ cdef enum FieldKind:
     F_VIA
     F_REAL_IP
     F_EXPECT                                # requests only, passed on
+    F_TRACEPARENT                           # requests only: kept aside, sent by build_request_head
+    F_TRACESTATE                            # (the client's, or the gateway's own span's)
+    F_B3                                    # requests only, passed on; noted (req.b3)
 
 
 cdef FieldKind _field_kind(const char *p, Py_ssize_t n):
     if n == 2:
+        if _ieq(p, b"b3", 2):
+            return F_B3
         return F_TE if _ieq(p, b"te", 2) else F_OTHER
     if n == 3:
         return F_VIA if _ieq(p, b"via", 3) else F_OTHER
@@ -365,8 +363,14 @@ cdef FieldKind _field_kind(const char *p, Py_ssize_t n):
     if n == 10:
         if _ieq(p, b"connection", 10):
             return F_CONNECTION
+        if _ieq(p, b"tracestate", 10):
+            return F_TRACESTATE
         return F_KEEP_ALIVE if _ieq(p, b"keep-alive", 10) else F_OTHER
+    if n == 11:
+        return F_TRACEPARENT if _ieq(p, b"traceparent", 11) else F_OTHER
     if n == 12:
+        if _ieq(p, b"x-b3-traceid", 12):
+            return F_B3
         return F_REQUEST_ID if _ieq(p, b"x-request-id", 12) else F_OTHER
     if n == 14:
         return F_CONTENT_LENGTH if _ieq(p, b"content-length", 14) else F_OTHER
@@ -426,8 +430,10 @@ cdef Py_ssize_t _parse_fields(MessageHead head, const char *buf, Py_ssize_t pos,
         kind = _field_kind(buf + pos, colon - pos)
         if kind >= F_HOST and not is_request:
             kind = F_OTHER
-        if kind == F_OTHER or kind == F_EXPECT:
-            if kind == F_EXPECT and not seen_expect:
+        if kind == F_OTHER or kind == F_EXPECT or kind == F_B3:
+            if kind == F_B3:
+                req.b3 = True
+            elif kind == F_EXPECT and not seen_expect:
                 seen_expect = True
                 req.expect_continue = (head.minor == 1 and vend - vstart == 12
                                        and _ieq(buf + vstart, b"100-continue", 12))
@@ -466,6 +472,12 @@ cdef Py_ssize_t _parse_fields(MessageHead head, const char *buf, Py_ssize_t pos,
         elif kind == F_VIA:
             value = buf[vstart:vend]
             req.via = value if req.via is None else req.via + b", " + value
+        elif kind == F_TRACEPARENT:
+            if req.traceparent is None:     # the spec: more than one is invalid; keep the first
+                req.traceparent = buf[vstart:vend]
+        elif kind == F_TRACESTATE:          # several are one list (the spec's section 3.3.1.1)
+            value = buf[vstart:vend]
+            req.tracestate = value if req.tracestate is None else req.tracestate + b"," + value
         # Keep-Alive, Proxy-Connection, TE, Trailer: dropped.  X-Forwarded-Proto/-Host and
         # X-Real-IP from the client are not trusted: the proxy sets them.
     if has_te and cl_count:
@@ -763,6 +775,19 @@ cdef int _put_fields(MessageHead head) except -1:
     return 0
 
 
+cdef int _put_trace_fields(RequestHead head) except -1:
+    """The client's trace context, passed on unchanged (tracing off)."""
+    if head.traceparent is not None:
+        _put(b"traceparent: ", 13)
+        _put_bytes(head.traceparent)
+        _put(b"\r\n", 2)
+    if head.tracestate is not None:
+        _put(b"tracestate: ", 12)
+        _put_bytes(head.tracestate)
+        _put(b"\r\n", 2)
+    return 0
+
+
 cdef int _put_framing(MessageHead head, bint chunked) except -1:
     if chunked:
         _put(b"Transfer-Encoding: chunked\r\n", 28)
@@ -775,11 +800,13 @@ cdef int _put_framing(MessageHead head, bint chunked) except -1:
 
 cpdef bytes build_request_head(RequestHead head, bytes target, bytes host, bytes client_ip,
                                bytes request_id, bytes via, bint upgrade, bytes proto=b"http",
-                               bytes real_ip=None):
+                               bytes real_ip=None, bytes trace_fields=None):
     """The head sent upstream: the client's fields minus hop-by-hop ones, plus proxy fields.
 
     ``client_ip`` is the peer, appended to X-Forwarded-For; ``real_ip`` (default: the peer)
     is the client address the gateway decided on (trusted proxies), sent as X-Real-IP.
+    ``trace_fields``: the traceparent (and tracestate) lines of the gateway's span, when
+    tracing; None passes on the client's own (kept aside by the parser).
     """
     _out_reset()
     _put_bytes(head.method)
@@ -789,6 +816,10 @@ cpdef bytes build_request_head(RequestHead head, bytes target, bytes host, bytes
     _put_bytes(host)
     _put(b"\r\n", 2)
     _put_fields(head)
+    if trace_fields is not None:
+        _put_bytes(trace_fields)
+    elif head.traceparent is not None or head.tracestate is not None:
+        _put_trace_fields(head)
     _put_framing(head, head.chunked)
     _put(b"X-Forwarded-For: ", 17)
     if head.forwarded_for is not None:

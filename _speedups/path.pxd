@@ -1,5 +1,10 @@
 # Typed interface of _speedups.path, so the proxy normalizes a request path at C speed.
 
+# The value of a hex digit byte (0-15), 255 for any other byte: the one table of the percent
+# decoding here and of chunk sizes in _speedups.http, which cimports it. Filled once when
+# _speedups.path is imported (cimporting it imports it first).
+cdef unsigned char HEXVAL[256]
+
 cdef enum:                              # PathPolicy.flags
     PATH_NORMALIZE = 1                  # decode unreserved %XX, remove dot segments (RFC 3986 6.2.2)
     PATH_MERGE_SLASHES = 2              # "//" -> "/"

@@ -33,13 +33,12 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.string cimport memcmp
 
-cdef unsigned char HEXVAL[256]      # hex digit value, 255 for anything else
 cdef unsigned char UNRESERVED[256]  # RFC 3986 section 2.3
 cdef const char *HEXUP = b"0123456789ABCDEF"
 
 cdef void _init_tables():
     cdef int c
-    for c in range(256):
+    for c in range(256):                # HEXVAL: declared in path.pxd, cimported by http.pyx too
         UNRESERVED[c] = (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122) or c in b"-._~"
         if 48 <= c <= 57:
             HEXVAL[c] = c - 48

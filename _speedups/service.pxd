@@ -40,5 +40,6 @@ cdef class Route(Reported):
     cdef readonly double per_try_timeout
     cdef readonly TrafficStats traffic
     cdef public RouteFilters filters        # None: no filters (the common, cheapest case)
+    cdef dict backends                      # Service -> {cluster: BackendStats} (found once)
     cdef Service pick_service(self)
     cdef bytes rewrite_target(self, bytes target)

@@ -47,6 +47,7 @@ cdef class Route(Reported):
         self.traffic = traffic if traffic is not None else TrafficStats()   # kept across reloads
         self.touched = False
         self.touched_sink = touched
+        self.backends = {}
 
     def counters(self):
         """``traffic.as_list()``, for the worker's report."""

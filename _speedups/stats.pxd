@@ -42,3 +42,25 @@ cdef class Reported:
 
 
 cdef int status_class_stat(int status)
+
+
+cdef enum:                              # BackendStats.failures / .retries, by cause (CAUSE_NAMES)
+    CAUSE_CONNECT_FAILED, CAUSE_CONNECT_TIMEOUT, CAUSE_RESET, CAUSE_TIMEOUT, CAUSE_BAD_RESPONSE,
+    CAUSE_STATUS, CAUSE_EJECTED, N_CAUSES
+
+
+cdef class Histogram:
+    cdef long long buckets[N_BUCKETS]       # LATENCY_BOUNDS, +Inf last (not cumulative)
+    cdef readonly double total
+    cdef readonly long long count
+    cdef void observe(self, double seconds)
+
+
+cdef class BackendStats(Reported):
+    """One (route, service, cluster): what its requests took and why attempts failed."""
+    cdef readonly tuple key                 # (route, service, cluster)
+    cdef Histogram duration                 # request, first byte in to last byte out
+    cdef Histogram connect                  # new upstream connections
+    cdef Histogram response                 # request sent to response head
+    cdef long long failures[N_CAUSES]       # failed attempts by cause
+    cdef long long retries[N_CAUSES]        # retries (and re-dispatches) by the cause before them

@@ -31,3 +31,24 @@ class TrafficStats:
 
 class Reported:
     """Counters a worker reports; they join ``ProxyContext.touched`` when they move."""
+
+CAUSE_NAMES: Final[tuple[str, ...]]
+"""Causes of failed attempts and retries, in ``BackendStats.counters()`` order."""
+
+@final
+class Histogram:
+    @property
+    def total(self) -> float: ...
+    @property
+    def count(self) -> int: ...
+    def as_list(self) -> list[float]:
+        """[count, buckets..., sum]"""
+
+@final
+class BackendStats(Reported):
+    """Per (route, service, cluster): duration, connect and response histograms, failed
+    attempts and retries by cause."""
+    @property
+    def key(self) -> tuple[str, str, str]: ...
+    def __init__(self, key: tuple[str, str, str], touched: list | None = None) -> None: ...
+    def counters(self) -> list[float]: ...

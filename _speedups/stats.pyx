@@ -18,6 +18,13 @@ cdef double[13] _BOUNDS = [    # LATENCY_BOUNDS as a C array, for record()
 assert len(LATENCY_BOUNDS) == N_BUCKETS - 1
 assert TRAFFIC_LEN == 1 + 6 + N_BUCKETS + 1
 
+# BackendStats.failures / .retries, by index (the enum in stats.pxd): the exchange's failure
+# kinds (exchange.pyx KIND_*), "status" (a retried answer: retry_on statuses, gRPC refusals)
+# and "ejected" (re-dispatched off an endpoint ejected while the request waited).
+CAUSE_NAMES = ("connect_failed", "connect_timeout", "upstream_reset", "upstream_timeout",
+               "bad_response", "status", "ejected")
+assert len(CAUSE_NAMES) == N_CAUSES
+
 
 cdef int status_class_stat(int status):
     """The counter of a response status (N_STATS: none, the client got no status)."""
@@ -82,3 +89,62 @@ cdef class Reported:
         if not self.touched and self.touched_sink is not None:
             self.touched = True
             self.touched_sink.append(self)
+
+
+cdef class Histogram:
+    """Prometheus-style buckets (LATENCY_BOUNDS) with sum and count."""
+
+    def __cinit__(self):
+        cdef int i
+        for i in range(N_BUCKETS):
+            self.buckets[i] = 0
+        self.total = 0.0
+        self.count = 0
+
+    cdef void observe(self, double seconds):
+        cdef int i = 0
+        self.count += 1
+        self.total += seconds
+        while i < N_BUCKETS - 1 and seconds > _BOUNDS[i]:
+            i += 1
+        self.buckets[i] += 1
+
+    def as_list(self):
+        """[count, buckets..., sum]"""
+        cdef int i
+        out = [self.count]
+        for i in range(N_BUCKETS):
+            out.append(self.buckets[i])
+        out.append(self.total)
+        return out
+
+
+cdef class BackendStats(Reported):
+    """Per (route, service, cluster), for the latency histograms of /metrics and the
+    dashboard: a route's own TrafficStats cannot say which cluster served, and an
+    Upstream's cannot say which route sent.  Found per request through two dict lookups
+    on keys whose hash is cached (``Route.backends``: Service, then cluster name)."""
+
+    def __init__(self, tuple key, list touched=None):
+        cdef int i
+        self.key = key
+        self.duration = Histogram()
+        self.connect = Histogram()
+        self.response = Histogram()
+        for i in range(N_CAUSES):
+            self.failures[i] = 0
+            self.retries[i] = 0
+        self.touched = False
+        self.touched_sink = touched
+
+    def counters(self):
+        """[duration..., connect..., response..., failures..., retries...] (each histogram
+        as Histogram.as_list), for the worker's report."""
+        cdef int i
+        self.touched = False
+        out = self.duration.as_list() + self.connect.as_list() + self.response.as_list()
+        for i in range(N_CAUSES):
+            out.append(self.failures[i])
+        for i in range(N_CAUSES):
+            out.append(self.retries[i])
+        return out

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import json
 import re
@@ -137,8 +138,12 @@ def _gateway(loop, ports: list[int], log: bool) -> ProxyContext:
                     "request_headers": {"set": [{"name": "X-Bench", "value": "1"}]}}],
     })
     # One client connection for the whole run (the default limit would close it at 10,000).
-    ctx = ProxyContext(loop, access_log=DroppedLog() if log else None,
-                       max_requests_per_connection=1 << 30)
+    limits = dataclasses.replace(config.limits, max_requests_per_connection=1 << 30)
+    access_log = DroppedLog() if log else None
+    try:
+        ctx = ProxyContext(loop, limits, config.timeouts, access_log=access_log)
+    except TypeError:           # a --src tree from before ProxyContext took the config's limits
+        ctx = ProxyContext(loop, access_log=access_log, max_requests_per_connection=1 << 30)
     plane = DataPlane(ctx)
     plane.apply_config(config)
     plane.apply_full(Snapshot(1, {"default/svc": tuple(

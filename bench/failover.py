@@ -49,7 +49,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
 from failoverload import Load, failures  # noqa: E402
-from gatewaytest import GatewayProcess, free_port, start_backend, static_source  # noqa: E402
+from support import GatewayProcess, free_port, start_backend, static_source  # noqa: E402
 
 from gateway.devcluster import blackhole  # noqa: E402
 from gateway.devcluster.backend import BackendProcess  # noqa: E402

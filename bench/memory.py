@@ -46,6 +46,7 @@ from collections import Counter
 from pathlib import Path
 
 from run import Proc, free_port, process_tree  # bench/run.py: one copy of the process helpers
+from support import MiB, rss_bytes  # tests/support, on sys.path since run is imported
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -60,10 +61,8 @@ class SetupError(Exception):
 # -- processes -------------------------------------------------------------------
 
 def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise SetupError(f"no VmRSS for pid {pid}")
+    """VmRSS of ``pid`` in MiB (tests/support/memory.py reads it)."""
+    return rss_bytes(pid) / MiB
 
 
 def open_fds(pid: int) -> int:

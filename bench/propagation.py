@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -34,10 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for path in (REPO, REPO / "tests"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
-from gateway.demo import free_port, wait_listening  # noqa: E402  (needs REPO on the path)
+from support import free_port, stop_process, wait_listening  # noqa: E402  (tests/support)
 
 DEFAULT_CHANGES = 50
 CHANGE_TIMEOUT = 5.0            # seconds one change may take to show before we give up
@@ -171,16 +170,6 @@ def measure(discovery, namespace: str, slice_name: str, host: str, port: int, pa
 # -- the standalone run ----------------------------------------------------------------------
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-
-
 def run(changes: int, state: Path, ips: tuple[str, str], quiet: bool = False) -> Result:
     from gateway.devcluster.cluster import LocalCluster
 
@@ -200,7 +189,7 @@ def run(changes: int, state: Path, ips: tuple[str, str], quiet: bool = False) ->
             gateway = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config)],
                                        cwd=str(REPO), stdin=subprocess.DEVNULL,
                                        stdout=subprocess.DEVNULL, stderr=err)
-        wait_listening(port, gateway)
+        wait_listening("127.0.0.1", port, 20.0, gateway)
         say = (lambda *a: None) if quiet else print
         say(f"cluster A: pods {', '.join(ips)}; gateway 127.0.0.1:{port}; {changes} changes")
         return measure(cluster.discovery_v1(), cluster.layout.namespace, cluster.layout.slice_name,
@@ -208,7 +197,7 @@ def run(changes: int, state: Path, ips: tuple[str, str], quiet: bool = False) ->
                        progress=lambda i, d: say(f"change {i + 1:3d}: {d * 1000:7.1f} ms"))
     finally:
         if gateway is not None:
-            _stop(gateway)
+            stop_process(gateway, timeout=15)
         cluster.close()
 
 

@@ -25,7 +25,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,8 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+for _path in (REPO, REPO / "tests"):              # tests/support (the process helpers) and the
+    if str(_path) not in sys.path:                # gateway package it imports free_port from
+        sys.path.insert(0, str(_path))
+
+from support import CLK_TCK, cpu_ticks, free_port, process_tree  # noqa: E402  (bench/*.py import them from here too)
+
 PYTHON = sys.executable
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 PROXY_CPU = "0"          # every proxy target
 LOAD_CPU = "1"           # wrk and the backends
@@ -97,46 +101,6 @@ class BenchError(Exception):
 
 
 # --------------------------------------------------------------------------- processes
-
-def proc_children_map() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        rest = data[data.rindex(b")") + 2:].split()
-        children.setdefault(int(rest[1]), []).append(int(entry))
-    return children
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants (nginx master + workers, a supervisor + workers, ...)."""
-    children = proc_children_map()
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, ()))
-    return out
-
-
-def cpu_ticks(pids: list[int]) -> dict[int, int]:
-    """utime+stime (clock ticks, all threads) of each live pid."""
-    out = {}
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        rest = data[data.rindex(b")") + 2:].split()
-        out[pid] = int(rest[11]) + int(rest[12])      # fields 14 and 15 of proc(5)
-    return out
-
 
 def cpu_delta_seconds(before: dict[int, int], after: dict[int, int]) -> float:
     ticks = sum(after.get(pid, t) - t for pid, t in before.items())
@@ -204,28 +168,6 @@ class Proc:
 
 
 # --------------------------------------------------------------------------- helpers
-
-_used_ports: set[int] = set()
-
-
-def free_port(*hosts: str) -> int:
-    """A port that is free on every one of ``hosts`` right now."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind((hosts[0], 0))
-            port = s.getsockname()[1]
-        if port in _used_ports:
-            continue
-        try:
-            for host in hosts[1:]:
-                with socket.socket() as s:
-                    s.bind((host, port))
-        except OSError:
-            continue
-        _used_ports.add(port)
-        return port
-    raise BenchError("no free port")
-
 
 def http_get(host: str, port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection(host, port, timeout=timeout)

@@ -45,6 +45,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import propagation  # noqa: E402
 from run import Proc, build_extensions, export_ref, free_port, process_tree  # noqa: E402
+from support import MiB, rss_bytes  # noqa: E402  (tests/support, on sys.path since run is imported)
 
 NS = "default"
 POD_PORT = 8000
@@ -158,14 +159,11 @@ def worker_apply_ms(admin: int) -> float | None:
 
 
 def rss_mib(pid: int) -> float:
+    """VmRSS of ``pid`` in MiB; 0 once it is gone."""
     try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+        return rss_bytes(pid) / MiB
+    except (OSError, RuntimeError):
+        return 0.0
 
 
 def cpu_seconds(pids: list[int]) -> float:

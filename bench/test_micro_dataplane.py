@@ -2,7 +2,7 @@
 
     python -m pytest bench/test_micro_dataplane.py --benchmark-only -p no:cacheprovider
 
-``DataPlane.apply_snapshot`` runs in every worker on every change a source
+``DataPlane.apply_full`` (and, per service, ``apply_delta``) runs in every worker on a change a source
 reports (a pod ready or gone): it finds or creates the ``Upstream`` of each
 endpoint, updates the service's ``EndpointTable`` by key (carrying schedule,
 flags and in-flight) and sets each endpoint's health flags.  Two cases, each
@@ -40,11 +40,12 @@ def dataplane():
     config = parse_config({
         "listen": "127.0.0.1:8080", "admin": None,          # nothing listens: no server here
         "sources": [{"name": "zone-a", "type": "static", "services": []}],
-        "services": [{"name": "big", "namespace": "default", "port": 8080}],
+        # round_robin: the EDF scheduler of a large weighted table is what is timed.
+        "services": [{"name": "big", "namespace": "default", "port": 8080, "lb": {"policy": "round_robin"}}],
         "routes": [{"name": "all", "service": "default/big"}],
     })
     loop = asyncio.new_event_loop()
-    dp = DataPlane(ProxyContext(loop))
+    dp = DataPlane(ProxyContext(loop, config.limits, config.timeouts))
     dp.apply_config(config)
     yield dp
     dp.close_all_upstreams()
@@ -57,9 +58,9 @@ def _alternate(dp: DataPlane, a: list[EndpointSpec], b: list[EndpointSpec]):
 
     def apply():
         state["i"] ^= 1
-        dp.apply_snapshot(snapshots[state["i"]])
+        dp.apply_full(snapshots[state["i"]])
 
-    dp.apply_snapshot(snapshots[0])
+    dp.apply_full(snapshots[0])
     return apply
 
 

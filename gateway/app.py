@@ -106,7 +106,9 @@ class Gateway:
         if self.file_config.gateway_api is not None:
             await self._start_gatewayapi()
         cfg = self.config = self._effective()
-        self.worker = Worker(cfg if not self.multi_worker else replace(cfg, access_log=_NO_LOG))
+        # Multi-worker: this process serves no request, so it neither logs nor traces.
+        self.worker = Worker(cfg if not self.multi_worker else replace(cfg, access_log=_NO_LOG,
+                                                                       tracing=None))
         self.worker.build()
         self.health = HealthManager(cfg.services, self._publish, self._suspect,
                                     lambda key, endpoints: self.refresh_stats().outcomes(key, endpoints))
@@ -278,7 +280,7 @@ class Gateway:
             config = replace(config, workers=old.workers)
         self.config = config
         if self.supervisor is not None:
-            self.worker.apply_config(replace(config, access_log=_NO_LOG))
+            self.worker.apply_config(replace(config, access_log=_NO_LOG, tracing=None))
             self.supervisor.reload(config)
         else:
             self.worker.apply_config(config)

@@ -27,7 +27,6 @@ import collections
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
+
+from .devcluster._process import free_port, wait_listening
 
 SCENARIOS = ("graceful", "crash", "down", "hang")
 FAULT_TEXT = {
@@ -181,12 +182,6 @@ class Timeline:
     events: list[tuple[float, str]] = field(default_factory=list)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _write_config(state: Path, port: int, a, b) -> Path:
     config = f"""# written by `gateway demo`
 listen: 127.0.0.1:{port}
@@ -235,19 +230,6 @@ def _adapt_config(state: Path, port: int, a, b, shipped: Path) -> tuple[Path, tu
     path = state / "gateway.yaml"
     path.write_text("# written by `gateway demo` from " + str(shipped) + "\n" + yaml.safe_dump(doc))
     return path, (sources[0]["name"], sources[1]["name"])
-
-
-def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the gateway exited with status {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("the gateway did not start listening")
 
 
 def break_cluster(scenario: str, cluster) -> None:
@@ -385,7 +367,7 @@ def run_demo(scenario: str, duration: float, pods: int, state: Path, quiet: bool
             config, names = _adapt_config(state, port, a, b, config_from)
         gateway = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config)],
                                    stdout=subprocess.DEVNULL, stderr=open(state / "gateway.log", "wb"))
-        wait_listening(port, gateway)
+        wait_listening("127.0.0.1", port, 20.0, gateway)
         url = f"http://127.0.0.1:{port}/test"
         say(f"gateway on {url}; config {config}; logs in {state}")
         admin = next(line.split()[1].strip("'\"") for line in config.read_text().splitlines()

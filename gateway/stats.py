@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from _speedups.proxy import STAT_NAMES
-from _speedups.stats import (TRAFFIC_BUCKETS, TRAFFIC_CLASSES, TRAFFIC_COUNT, TRAFFIC_LATENCY_SUM,
-                             UPSTREAM_FAILURES, UPSTREAM_IDLE, UPSTREAM_IN_FLIGHT, UPSTREAM_REQUESTS,
-                             UPSTREAM_TRAFFIC)
+from _speedups.proxy import LATENCY_BOUNDS, STAT_NAMES
+from _speedups.stats import (CAUSE_NAMES, TRAFFIC_BUCKETS, TRAFFIC_CLASSES, TRAFFIC_COUNT,
+                             TRAFFIC_LATENCY_SUM, UPSTREAM_FAILURES, UPSTREAM_IDLE, UPSTREAM_IN_FLIGHT,
+                             UPSTREAM_REQUESTS, UPSTREAM_TRAFFIC)
 
 # The lists of a report are laid out by the enums of _speedups/stats.pxd: an upstream's is
 # UPSTREAM_* then its traffic, a route's its traffic (TRAFFIC_*).
@@ -25,7 +25,17 @@ UPSTREAM_GAUGES = (UPSTREAM_IN_FLIGHT, UPSTREAM_IDLE)
 _ANSWERED = UPSTREAM_TRAFFIC + TRAFFIC_COUNT                # an upstream's traffic: requests answered
 _ANSWERED_5XX = UPSTREAM_TRAFFIC + TRAFFIC_CLASSES + 5      # ... and of those, 5xx
 
+# A backend's list (BackendStats.counters): three histograms [count, buckets..., sum]
+# (duration, connect, response), then failed attempts and retries by cause (CAUSE_NAMES).
+N_BUCKETS = len(LATENCY_BOUNDS) + 1         # +Inf last
+HISTOGRAM_LEN = 1 + N_BUCKETS + 1
+BACKEND_HISTOGRAMS = ("duration", "connect", "response")
+# A worker's tracing list (gateway.tracing.SpanExporter.counters)
+TRACING_NAMES = ("recorded", "dropped_queue_full", "spans_exported", "dropped_export_failed",
+                 "export_failures")
+
 EndpointKey = tuple[str, str, int]          # (cluster, ip, port)
+BackendKey = tuple[str, str, str]           # (route, service, cluster)
 
 
 def traffic_dict(values: list) -> dict:
@@ -45,7 +55,8 @@ def _add_into(total: list, values: list) -> None:
 class WorkerCounters:
     """The latest values one worker reported."""
 
-    __slots__ = ("counters", "connections", "in_flight", "snapshot", "upstreams", "routes")
+    __slots__ = ("counters", "connections", "in_flight", "snapshot", "upstreams", "routes",
+                 "backends", "tracing")
 
     def __init__(self) -> None:
         self.counters = [0] * len(STAT_NAMES)
@@ -54,6 +65,8 @@ class WorkerCounters:
         self.snapshot = 0
         self.upstreams: dict[tuple, list] = {}      # (pool, cluster, ip, port) -> values
         self.routes: dict[str, list] = {}
+        self.backends: dict[BackendKey, list] = {}
+        self.tracing = [0] * len(TRACING_NAMES)
 
 
 class Stats:
@@ -79,6 +92,10 @@ class Stats:
                 self._answered[key[1:]] += answered
             w.upstreams[key] = values
         w.routes.update(report["routes"])
+        for row in report.get("backends", ()):
+            w.backends[tuple(row[:3])] = row[3:]
+        if report.get("tracing") is not None:
+            w.tracing = report["tracing"]
 
     def retire(self, worker_id: int) -> None:
         """A worker is gone: keep its counters, drop its gauges."""
@@ -100,6 +117,12 @@ class Stats:
                 _add_into(r.routes[name], values)
             else:
                 r.routes[name] = list(values)
+        for key, values in w.backends.items():
+            if key in r.backends:
+                _add_into(r.backends[key], values)
+            else:
+                r.backends[key] = list(values)
+        _add_into(r.tracing, w.tracing)
 
     def outcomes(self, service_key: str, endpoints: list[EndpointKey]) -> dict[EndpointKey, tuple[int, int]]:
         """Per endpoint, totals so far over workers and pools (the shared one and the
@@ -164,3 +187,33 @@ class Stats:
                 else:
                     sums[name] = list(values)
         return {name: traffic_dict(v) for name, v in sums.items()}
+
+    def backends(self) -> dict[BackendKey, dict]:
+        """Per (route, service, cluster), summed over workers: the duration, connect and
+        response histograms ({"count", "buckets" (not cumulative), "sum"}), and failed
+        attempts and retries by cause."""
+        sums: dict[BackendKey, list] = {}
+        for w in self._all():
+            for key, values in w.backends.items():
+                if key in sums:
+                    _add_into(sums[key], values)
+                else:
+                    sums[key] = list(values)
+        out = {}
+        n = len(CAUSE_NAMES)
+        for key, v in sums.items():
+            entry: dict = {}
+            for i, name in enumerate(BACKEND_HISTOGRAMS):
+                h = v[i * HISTOGRAM_LEN:(i + 1) * HISTOGRAM_LEN]
+                entry[name] = {"count": h[0], "buckets": list(h[1:1 + N_BUCKETS]), "sum": h[-1]}
+            rest = v[3 * HISTOGRAM_LEN:]
+            entry["failures"] = dict(zip(CAUSE_NAMES, rest[:n]))
+            entry["retries"] = dict(zip(CAUSE_NAMES, rest[n:2 * n]))
+            out[key] = entry
+        return out
+
+    def tracing(self) -> dict[str, int]:
+        total = [0] * len(TRACING_NAMES)
+        for w in self._all():
+            _add_into(total, w.tracing)
+        return dict(zip(TRACING_NAMES, total))

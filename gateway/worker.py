@@ -33,12 +33,14 @@ from dataclasses import replace
 
 from _speedups.context import Port
 from _speedups.reactor import Reactor
+from _speedups.stats import BackendStats
 from gateway.accesslog import AccessLog, replace_access_log
 from gateway.config import Address, Config, GatewayListener, RouteConfig, TlsListener
 from gateway.dataplane import DataPlane, PathPolicy, ProxyContext, TrustedProxies, Upstream
 from gateway.listeners import PlainServer, bind_listeners
 from gateway.snapshot import Delta, Snapshot
 from gateway.tls import ServerTls
+from gateway.tracing import SpanExporter, apply_tracing
 from gateway.wire import MESSAGE_LIMIT, RouteKey, decode_routes, decode_spec, encode, read_message, route_changes
 
 log = logging.getLogger("gateway.worker")
@@ -110,6 +112,7 @@ class Worker:
         self.gateway_ports: dict[tuple[str, int], GatewayPort] = {}
         self._gateway_changes = asyncio.Lock()         # one config's sockets at a time
         self._maintenance: asyncio.TimerHandle | None = None
+        self.tracing: SpanExporter | None = None       # tracing on: its exporter thread
 
     def build(self) -> None:
         """Everything but the listener (the control plane of a multi-worker gateway stops here)."""
@@ -122,7 +125,8 @@ class Worker:
                 open(cfg.access_log.path, "ab").close()
             self.access_log = AccessLog(loop, cfg.access_log.path, cfg.access_log.buffer_bytes,
                                         cfg.access_log.flush_interval)
-        self.ctx = ProxyContext(loop, access_log=self.access_log)
+        self.ctx = ProxyContext(loop, cfg.limits, cfg.timeouts, access_log=self.access_log)
+        self.tracing = apply_tracing(self.ctx, None, cfg.tracing)
         self._apply_settings(cfg)
         self.dataplane = DataPlane(self.ctx)
         self.dataplane.apply_config(cfg)
@@ -137,23 +141,8 @@ class Worker:
         self._maintenance = asyncio.get_running_loop().call_later(MAINTENANCE_INTERVAL, self._maintain)
 
     def _apply_settings(self, cfg: Config) -> None:
-        ctx, t, lim = self.ctx, cfg.timeouts, cfg.limits
-        ctx.connect_timeout = t.connect
-        ctx.response_timeout = t.response_header
-        ctx.upstream_unresponsive = t.upstream_unresponsive
-        ctx.idle_timeout = t.downstream_idle
-        ctx.header_timeout = t.downstream_header
-        ctx.body_idle_timeout = t.body_idle
-        ctx.max_head_size = lim.max_request_head
-        ctx.max_headers = lim.max_headers
-        ctx.max_uri = lim.max_uri
-        ctx.max_body = lim.max_body
-        ctx.max_response_head = lim.max_response_head
-        ctx.max_connections = lim.max_connections
-        ctx.max_requests_per_connection = lim.max_requests_per_connection
-        ctx.max_concurrent_streams = lim.max_concurrent_streams
-        ctx.retry_budget_ratio = lim.retry_budget_share
-        ctx.retry_budget_min = lim.retry_budget_min
+        ctx = self.ctx
+        ctx.configure(cfg.limits, cfg.timeouts)
         path = cfg.http.path
         ctx.path_policy = PathPolicy(path.normalize, path.merge_slashes, path.escaped_slashes,
                                      path.forward == "original")
@@ -198,6 +187,8 @@ class Worker:
         self.config = config
         self._apply_settings(config)
         self.dataplane.apply_config(config)
+        if config.tracing != old.tracing:
+            self.tracing = apply_tracing(self.ctx, self.tracing, config.tracing)
         if config.access_log != old.access_log:
             self.access_log = replace_access_log(self.ctx, self.access_log, config.access_log,
                                                  asyncio.get_running_loop())
@@ -312,6 +303,8 @@ class Worker:
             self.dataplane.close_all_upstreams()
         if self.access_log is not None:
             self.access_log.close()
+        if self.tracing is not None:
+            self.tracing.close()            # what is queued goes out (bounded by its timeout)
         if self.reactor is not None:
             self.reactor.close()
 
@@ -373,17 +366,20 @@ class Worker:
     def report(self) -> dict:
         """What moved since the last report, for gateway.stats (which adds up every worker's)."""
         ctx = self.ctx
-        upstreams, routes = [], {}
+        upstreams, routes, backends = [], {}, []
         touched = ctx.take_touched()
         self.dataplane.note_touched(touched)
         for obj in touched:
             if isinstance(obj, Upstream):
                 upstreams.append([obj.pool, *obj.key, *obj.counters()])
+            elif isinstance(obj, BackendStats):
+                backends.append([*obj.key, *obj.counters()])
             else:
                 routes[obj.name] = obj.counters()
         return {"counters": ctx.counter_list(), "connections": ctx.active_connections(),
                 "in_flight": ctx.requests_in_flight, "snapshot": self.dataplane.snapshot_version,
-                "upstreams": upstreams, "routes": routes}
+                "upstreams": upstreams, "routes": routes, "backends": backends,
+                "tracing": self.tracing.counters() if self.tracing is not None else None}
 
 
 _SO_ATTACH_FILTER = 26

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from gatewaytest import start_backend
+from support import start_backend
 
 
 @pytest.fixture(scope="session")

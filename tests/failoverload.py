@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from gatewaytest import Client, PeerClosed
+from support import Client, PeerClosed
 
 
 @dataclass

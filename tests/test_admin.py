@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import pytest
 import yaml
 
-from gatewaytest import AdminClient as Admin, GatewayProcess, free_port
+from support import AdminClient as Admin, GatewayProcess, free_port
 
 pytestmark = pytest.mark.timeout(60)
 

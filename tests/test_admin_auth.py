@@ -16,7 +16,7 @@ import orjson
 import pytest
 import yaml
 
-from gatewaytest import PYTHON, REPO, GatewayProcess, free_port, static_source, wait_listening
+from support import PYTHON, REPO, GatewayProcess, free_port, static_source, wait_listening
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -18,7 +18,7 @@ import orjson
 import pytest
 import yaml
 
-from gatewaytest import AdminClient, GatewayProcess, free_port, static_source, wait_listening
+from support import AdminClient, GatewayProcess, free_port, static_source, wait_listening
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -299,7 +299,7 @@ def test_over_https_the_cookie_is_secure(backend_a, tmp_path):
 def validate(admin_value, tmp_path: Path) -> str:
     import subprocess
 
-    from gatewaytest import PYTHON, REPO
+    from support import PYTHON, REPO
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump({"listen": "127.0.0.1:8080", "admin": admin_value}))
     result = subprocess.run([PYTHON, "-m", "gateway", "validate", "--config", str(path)], cwd=str(REPO),

@@ -8,13 +8,12 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import time
 
 import orjson
 import pytest
 import yaml
 
-from gatewaytest import GatewayProcess, free_port, static_source, wait_listening
+from support import GatewayProcess, free_port, static_source, wait_listening, wait_until
 from test_admin_login import Admin, bearer
 
 pytestmark = pytest.mark.timeout(60)
@@ -30,14 +29,6 @@ def refused(port: int) -> bool:
             return False
     except ConnectionRefusedError:
         return True
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out after {timeout}s: {what}"
-        time.sleep(0.05)
-    return value
 
 
 def reload_with(gw: GatewayProcess, admin) -> None:

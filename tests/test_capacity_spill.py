@@ -19,7 +19,7 @@ import pytest
 from _speedups.table import POLICIES, EndpointTable
 from failoverload import Load, failures
 from gateway.config import ConfigError, parse_config
-from gatewaytest import start_backend, start_with_admin, static_source
+from support import start_backend, start_with_admin, static_source
 
 
 @dataclass(frozen=True)
@@ -227,7 +227,7 @@ def _paced(gw, threads: int, pause: float, seconds: float) -> list[tuple[int, st
     """(status, cluster) of requests from ``threads`` keep-alive clients, each pausing ``pause``
     s between requests, for ``seconds`` (bounded: an offered load, not a closed loop at full speed)."""
     import threading
-    from gatewaytest import Client
+    from support import Client
     out: list[tuple[int, str | None]] = []
     lock = threading.Lock()
 

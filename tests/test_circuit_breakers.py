@@ -12,7 +12,7 @@ import time
 import pytest
 
 from gateway.config import ConfigError, parse_config
-from gatewaytest import (AdminClient, GatewayProcess, TinyServer, answering, free_port,
+from support import (AdminClient, GatewayProcess, TinyServer, answering, free_port,
                          start_backend, wait_listening)
 
 pytestmark = pytest.mark.timeout(60)

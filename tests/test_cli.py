@@ -11,7 +11,7 @@ import time
 import pytest
 import yaml
 
-from gatewaytest import PYTHON, REPO, GatewayProcess, free_port, start_backend
+from support import PYTHON, REPO, GatewayProcess, free_port, start_backend
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -15,7 +15,7 @@ import pytest
 
 from gateway.devcluster.backend import BackendProcess
 from gateway.health.domains import DEGRADED, DRAINED, HEALTHY, plan_drain
-from gatewaytest import free_port, start_backend, start_with_admin, static_source
+from support import free_port, start_backend, start_with_admin, static_source
 from failoverload import Load
 
 

@@ -53,7 +53,7 @@ async def garbage_per_connection(request: bytes, connections: int,
         "services": [{"name": "svc", "namespace": "default", "port": 80}],
         "routes": [{"name": "all", "match": {"path": {"prefix": "/"}}, "service": "default/svc"}],
     })
-    ctx = ProxyContext(loop)
+    ctx = ProxyContext(loop, config.limits, config.timeouts)
     plane = DataPlane(ctx)
     plane.apply_config(config)
     plane.apply_full(Snapshot(1, {"default/svc": (

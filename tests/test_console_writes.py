@@ -10,7 +10,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from gatewaytest import AdminClient, Client, GatewayProcess, free_port, static_source
+from support import AdminClient, Client, GatewayProcess, free_port, static_source
 from test_gatewayapi import GW, add_backend_service, kube_source, wait_for
 from gateway.devcluster.apiserver import ApiServerProcess
 

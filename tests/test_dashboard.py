@@ -15,7 +15,7 @@ import time
 import orjson
 import pytest
 
-from gatewaytest import REPO, GatewayProcess, free_port
+from support import REPO, GatewayProcess, free_port, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -34,17 +34,10 @@ def admin_get(port: int, path: str):
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
+    """``predicate()``'s first truthy value; a page that redrew its rows between find and read
+    means "look again"."""
     from selenium.common.exceptions import StaleElementReferenceException
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-        except StaleElementReferenceException:
-            value = None            # the page redrew its rows between find and read: look again
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(interval)
+    return wait_until(predicate, timeout, what, interval, ignore=(StaleElementReferenceException,))
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +197,7 @@ READ_TOKEN = "dashboard-read-token-0123456789"
 
 @pytest.fixture(scope="module")
 def secured_gw(backend_a, tmp_path_factory):
-    from gatewaytest import static_source
+    from support import static_source
     work = tmp_path_factory.mktemp("dashboard-secured")
     (work / "write-token").write_text(WRITE_TOKEN + "\n")
     (work / "read-token").write_text(READ_TOKEN + "\n")
@@ -312,7 +305,7 @@ def test_console_behind_tokens_login_write_and_read_scopes(secured_gw, browser):
 
 @pytest.fixture(scope="module")
 def zones_gw(backend_a, backend_b, tmp_path_factory):
-    from gatewaytest import static_source
+    from support import static_source
     admin = free_port()
     config = {
         "admin": f"127.0.0.1:{admin}",

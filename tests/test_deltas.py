@@ -16,7 +16,7 @@ import asyncio
 
 from hypothesis import given, settings, strategies as st
 
-from gateway.config import Config, OutlierConfig, ServiceConfig
+from gateway.config import Config, Limits, OutlierConfig, ServiceConfig, Timeouts
 from gateway.dataplane import DataPlane, ProxyContext
 from gateway.health.manager import HealthManager
 from gateway.health.state import effective_flags
@@ -101,7 +101,7 @@ async def _scenario(ops) -> None:
     services = _configs(SERVICES)
     config = Config(services=services)
     sources = [MemorySource("zone-a", 100), MemorySource("zone-b", 300)]
-    planes = {name: DataPlane(ProxyContext(loop)) for name in ("in_process", "wire")}
+    planes = {name: DataPlane(ProxyContext(loop, Limits(), Timeouts())) for name in ("in_process", "wire")}
     for dp in planes.values():
         dp.apply_config(config)
     pending: list[Delta] = []
@@ -138,7 +138,7 @@ async def _scenario(ops) -> None:
             for _ in range(2 if kind == "fail" else 1):
                 health.report(key, target, "connect_failed" if kind == "fail" else None)
         elif kind == "join" and "late" not in planes:
-            late = DataPlane(ProxyContext(loop))
+            late = DataPlane(ProxyContext(loop, Limits(), Timeouts()))
             late.apply_config(config)
             late.apply_full(Snapshot.from_wire(health.snapshot().to_wire()))
             planes["late"] = late
@@ -163,7 +163,7 @@ def test_deltas_match_a_rebuild(ops):
 
 def test_a_version_gap_is_refused_and_a_full_view_repairs_it():
     async def scenario():
-        dp = DataPlane(ProxyContext(asyncio.get_running_loop()))
+        dp = DataPlane(ProxyContext(asyncio.get_running_loop(), Limits(), Timeouts()))
         dp.apply_config(Config(services=_configs(("a",))))
         spec = ("zone-a", "127.0.0.2", 8000)
         from gateway.snapshot import EndpointSpec
@@ -183,7 +183,7 @@ def test_suspect_asks_for_the_next_success_in_every_pool():
         from gateway.snapshot import EndpointSpec
         services = (ServiceConfig("default", "plain", 8000),
                     ServiceConfig("default", "tls", 8000, tls=UpstreamTls(verify=False)))
-        dp = DataPlane(ProxyContext(asyncio.get_running_loop()))
+        dp = DataPlane(ProxyContext(asyncio.get_running_loop(), Limits(), Timeouts()))
         dp.apply_config(Config(services=services))
         e = EndpointSpec("zone-a", "127.0.0.2", 8000, 1)
         dp.apply_delta(Delta(1, {"default/plain": (e,), "default/tls": (e,)}))

@@ -16,7 +16,7 @@ import subprocess
 import orjson
 import pytest
 
-from gatewaytest import PYTHON, REPO, descendants
+from support import PYTHON, REPO, descendants
 
 
 def run_demo(scenario: str, state_dir, *extra: str, duration: float = 9) -> tuple[int, dict, str]:

@@ -30,7 +30,8 @@ from gateway.devcluster.cluster import LocalCluster
 from gateway.devcluster.patch import PatchError, json_patch, merge_patch
 from gateway.devcluster.selectors import SelectorError, parse_field_selector, parse_label_selector
 from gateway.devcluster.store import Expired, Store
-from gateway.devcluster.testing import LoopThread, peak_rss, pid_alive, process_state, rss, stop_backend, wait_until
+from support import (LoopThread, peak_rss_bytes, pid_alive, process_state, rss_bytes, stop_backend,
+                     wait_until)
 
 # -- fixtures --------------------------------------------------------------------------------
 
@@ -676,7 +677,7 @@ def test_backend_pipelined_requests_answer_in_order(backend):
 @pytest.mark.timeout(60)
 def test_backend_streams_64_mib_without_buffering_it(backend):
     size = 64 * 1024 * 1024
-    before = rss(backend.pid)
+    before = rss_bytes(backend.pid)
     with socket.create_connection(("127.0.83.2", backend.port), timeout=10) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         sock.sendall(f"GET /bytes/{size} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
@@ -694,7 +695,7 @@ def test_backend_streams_64_mib_without_buffering_it(backend):
             digest.update(chunk)
     assert received == size
     assert digest.hexdigest() == hashlib.sha256(bytes(range(256)) * (size // 256)).hexdigest()
-    assert peak_rss(backend.pid) - before < 16 * 1024 * 1024
+    assert peak_rss_bytes(backend.pid) - before < 16 * 1024 * 1024
 
 
 def test_backend_chunked_stream_echo_and_upload(backend):

@@ -9,7 +9,7 @@ import time
 import orjson
 import pytest
 
-from gatewaytest import Client, PeerClosed
+from support import Client, PeerClosed
 from gateway.devcluster.echo_basic import EchoBasicProcess, canonical, go_duration
 from gateway.devcluster.h2_backend import H2BackendProcess
 from h2client import H2Client

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from gatewaytest import (Client, GatewayProcess, RssSampler, TinyServer, read_request_head, rss_bytes,
+from support import (Client, GatewayProcess, RssSampler, TinyServer, read_request_head, rss_bytes,
                          static_source)
 
 IDLE_CONNECTIONS = 2000

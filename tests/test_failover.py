@@ -24,7 +24,7 @@ import pytest
 
 from gateway.demo import break_cluster, repair_cluster
 from gateway.devcluster.cluster import LocalCluster
-from gatewaytest import Client, GatewayProcess
+from support import Client, GatewayProcess
 
 THREADS = 4
 RATE_PER_THREAD = 200                   # requests/s per client: ~800/s, leaving CPU for the rest

@@ -22,7 +22,7 @@ from gateway.config import parse_config
 from gateway.devcluster import blackhole
 from gateway.devcluster.backend import BackendProcess
 from failoverload import Load, failures, last_sent_to
-from gatewaytest import GatewayProcess, free_port, start_backend, static_source
+from support import GatewayProcess, free_port, start_backend, static_source
 
 REPO = Path(__file__).resolve().parent.parent
 GRAY_REQUESTS = 3000

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 from _speedups.http import FRAMING_CHUNKED, BodyFramer, HttpError, find_head_end, parse_request
 from _speedups.path import PathPolicy
-from gatewaytest import Client, GatewayProcess, PeerClosed, static_source
+from support import Client, GatewayProcess, PeerClosed, static_source
 from test_fuzz_parser import body_mutated_request, mutated_request, request
 from test_security_smuggling import RecordingUpstream
 

@@ -14,7 +14,7 @@ import time
 import pytest
 from kubernetes import client, config
 
-from gatewaytest import Client, GatewayProcess
+from support import Client, GatewayProcess
 from gateway.devcluster.apiserver import ApiServerProcess
 from test_gatewayapi import CONTROLLER, GW, NS, add_backend_service, kube_source, wait_for
 

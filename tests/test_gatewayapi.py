@@ -16,7 +16,7 @@ from collections import Counter
 import pytest
 from kubernetes import client, config
 
-from gatewaytest import Client, GatewayProcess, wait_listening
+from support import Client, GatewayProcess, wait_listening, wait_until
 from gateway.devcluster.apiserver import ApiServerProcess
 
 GW = "gateway.networking.k8s.io"
@@ -25,19 +25,8 @@ NS = "default"
 
 
 def wait_for(check, timeout: float = 10.0, interval: float = 0.05):
-    """``check()``'s first truthy value; fails after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except AssertionError as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out; last: {last!r}")
+    """``check()``'s first truthy value (an AssertionError inside it means "not yet")."""
+    return wait_until(check, timeout, "the check", interval, ignore=(AssertionError,))
 
 
 def service(name: str, backend_port: int) -> dict:

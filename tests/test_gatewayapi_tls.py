@@ -12,7 +12,7 @@ import base64
 import pytest
 from kubernetes import client, config
 
-from gatewaytest import GatewayProcess, free_port
+from support import GatewayProcess, free_port
 from gateway.devcluster.apiserver import ApiServerProcess
 from test_gatewayapi import CONTROLLER, GW, add_backend_service, kube_source, wait_for
 from test_tls import Pki, TlsClient, client_context, handshake

@@ -18,7 +18,7 @@ import pytest
 grpc = pytest.importorskip("grpc")
 
 from gateway.devcluster.grpc_backend import SERVICE, GrpcBackendProcess  # noqa: E402
-from gatewaytest import GatewayProcess, start_with_admin, static_source  # noqa: E402
+from support import GatewayProcess, start_with_admin, static_source  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -16,7 +16,7 @@ from hpack import NeverIndexedHeaderTuple
 from hyperframe.frame import (ContinuationFrame, HeadersFrame, PingFrame, RstStreamFrame, SettingsFrame,
                               WindowUpdateFrame)
 
-from gatewaytest import (GatewayProcess, RssSampler, descendants, start_backend, static_source,
+from support import (GatewayProcess, RssSampler, descendants, start_backend, static_source,
                          upstream_connections)
 from h2frames import CANCEL, ENHANCE_YOUR_CALM, REFUSED_STREAM, FrameClient
 

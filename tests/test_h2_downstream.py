@@ -16,7 +16,7 @@ from collections import Counter
 import orjson
 import pytest
 
-from gatewaytest import (GatewayProcess, TinyServer, free_port, pattern_bytes, read_request_head,
+from support import (GatewayProcess, TinyServer, free_port, pattern_bytes, read_request_head,
                          static_source, two_cluster_pods)
 from h2client import H2Client
 from test_tls import Pki, client_context

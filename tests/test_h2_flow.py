@@ -18,7 +18,7 @@ import time
 import orjson
 import pytest
 
-from gatewaytest import (GatewayProcess, Pacer, RssSampler, expected_sha256, pattern_bytes, start_backend,
+from support import (GatewayProcess, Pacer, RssSampler, expected_sha256, pattern_bytes, start_backend,
                          static_source, upstream_connections)
 from h2frames import CANCEL, NO_ERROR, FrameClient
 

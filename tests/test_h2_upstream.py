@@ -20,12 +20,10 @@ import orjson
 import pytest
 
 from gateway.devcluster.h2_backend import H2BackendProcess
-from gatewaytest import (Client, GatewayProcess, encode_chunked, pattern_bytes, start_with_admin,
-                         static_source)
+from support import (MiB, Client, GatewayProcess, encode_chunked, pattern_bytes, peak_rss_bytes, rss_bytes,
+                     start_with_admin, static_source)
 
 pytestmark = pytest.mark.timeout(120)
-
-MiB = 1 << 20
 
 
 def _config(services: dict[str, tuple[list[str], dict]], **top) -> dict:
@@ -43,15 +41,6 @@ def _config(services: dict[str, tuple[list[str], dict]], **top) -> dict:
 def _stats(gw: GatewayProcess, host: str) -> dict:
     """The backend's counters, asked through the gateway (so its connections are the gateway's)."""
     return _get(gw, host, "/_backend/stats").json()
-
-
-def _rss(pid: int, field: str = "VmRSS") -> int:
-    """Resident memory now (VmRSS), or its peak so far (VmHWM)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no {field}: the process is gone")
 
 
 @contextmanager
@@ -130,7 +119,7 @@ def test_a_response_head_past_max_response_head_is_a_502_and_the_connection_goes
 def test_large_bodies_both_ways_with_a_slow_reader_keep_memory_bounded(h2gw):
     gw, _, _ = h2gw
     size = 48 * MiB
-    before = _rss(gw.pid)
+    before = rss_bytes(gw.pid)
     with gw.client(timeout=60) as c:
         head = Client.build("POST", "/upload", host="wide.test", headers={"Content-Length": str(size)})
         c.send(head)
@@ -147,7 +136,7 @@ def test_large_bodies_both_ways_with_a_slow_reader_keep_memory_bounded(h2gw):
         got = hashlib.sha256()
         n = c.read_body(resp, "GET", got.update, piece=256 * 1024, pace=lambda n: time.sleep(0.004))
         assert n == size and got.hexdigest() == hashlib.sha256(pattern_bytes(0, size)).hexdigest()
-    grown = _rss(gw.pid, "VmHWM") - before
+    grown = peak_rss_bytes(gw.pid) - before
     print(f"{size // MiB} MiB up and down, slow reader: gateway peak RSS {grown / MiB:.1f} MiB above the start")
     assert grown < 16 * MiB, f"RSS grew by {grown / MiB:.1f} MiB for {size // MiB} MiB each way"
 
@@ -438,7 +427,7 @@ def test_http2_clients_to_h2c_upstreams(h2gw, tmp_path):
 
 def test_http_health_checks_of_http2_endpoints_are_made_over_http2(tmp_path):
     """type: http to an h2c endpoint: the probe speaks HTTP/2 (an HTTP/1.1 GET would fail)."""
-    from gatewaytest import start_with_admin
+    from support import start_with_admin
     up = H2BackendProcess("127.0.0.2", 0, "a", "up-0").start()
     check = {"type": "http", "path": "/healthz", "interval": "300ms", "timeout": "250ms",
              "jitter": "0s", "healthy_threshold": 1, "unhealthy_threshold": 1}
@@ -466,11 +455,11 @@ def test_a_client_that_stops_reading_stalls_only_its_own_stream(h2gw):
         head = stalled.read_head()
         assert head.status == 200
         time.sleep(0.5)                             # the gateway and the backend fill up
-        before = _rss(gw.pid)
+        before = rss_bytes(gw.pid)
         with gw.client() as c:
             for i in range(20):
                 assert c.request("GET", f"/small/{i}", host="narrow.test").status == 200
-        assert _rss(gw.pid) - before < 8 * MiB
+        assert rss_bytes(gw.pid) - before < 8 * MiB
         got = hashlib.sha256()
         assert stalled.read_body(head, "GET", got.update) == 32 * MiB      # and it resumes
         assert got.hexdigest() == hashlib.sha256(pattern_bytes(0, 32 * MiB)).hexdigest()

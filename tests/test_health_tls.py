@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from gatewaytest import start_with_admin, static_source
+from support import start_with_admin, static_source
 from test_tls import HttpsUpstream, Pki
 
 pytestmark = pytest.mark.timeout(60)

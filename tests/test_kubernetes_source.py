@@ -26,7 +26,7 @@ import orjson
 import pytest
 import yaml
 
-from gatewaytest import PYTHON, REPO, GatewayProcess
+from support import PYTHON, REPO, GatewayProcess
 from gateway.devcluster.cluster import LocalCluster
 
 A_IP, B_IP = "127.0.0.2", "127.0.0.3"

@@ -15,7 +15,7 @@ from collections import Counter
 import pytest
 
 from gateway.config import ConfigError, parse_config
-from gatewaytest import GatewayProcess, TinyServer, read_request_head
+from support import GatewayProcess, TinyServer, read_request_head
 
 from _speedups.table import EndpointTable, hash_bytes
 

@@ -22,7 +22,7 @@ from kubernetes import client, config, watch
 
 from gateway.devcluster import _process
 from gateway.devcluster.apiserver import ApiServerProcess
-from gateway.devcluster.testing import LoopThread, wait_until
+from support import LoopThread, wait_until
 from gateway.gatewayapi.leader import JITTER_FACTOR, LeaderElector, default_identity
 
 NS = "default"

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from gateway import logcenter
-from gatewaytest import PYTHON, REPO, GatewayProcess
+from support import PYTHON, REPO, GatewayProcess
 
 pytestmark = pytest.mark.timeout(60)
 

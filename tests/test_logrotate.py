@@ -23,7 +23,7 @@ import orjson
 import pytest
 import yaml
 
-from gatewaytest import PYTHON, REPO, Client, GatewayProcess, free_port, static_source
+from support import PYTHON, REPO, GatewayProcess, children, fd_targets, free_port, static_source, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -74,14 +74,6 @@ def ids(path: Path) -> list[str]:
     except FileNotFoundError:
         return []
     return [orjson.loads(line)["request_id"] for line in data.splitlines() if line.strip()]
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out after {timeout}s: {what}"
-        time.sleep(0.05)
-    return value
 
 
 def assert_each_once(sent: list[str], files: list[Path], timeout: float = 10.0) -> list[collections.Counter]:
@@ -164,30 +156,8 @@ def test_reopen_cli_errors(tmp_path):
 
 
 def open_files(pid: int) -> set[str]:
-    found = set()
-    for proc in [pid, *children(pid)]:
-        try:
-            for fd in os.listdir(f"/proc/{proc}/fd"):
-                try:
-                    found.add(os.readlink(f"/proc/{proc}/fd/{fd}"))
-                except OSError:
-                    pass
-        except FileNotFoundError:
-            pass
-    return found
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:     # field 4: the parent's pid
-                found.append(int(entry))
-    return found
+    """What the gateway and its workers have open."""
+    return {target for proc in [pid, *children(pid)] for target in fd_targets(proc)}
 
 
 @pytest.mark.parametrize("workers", [1, 2])

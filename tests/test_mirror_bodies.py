@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from gatewaytest import GatewayProcess, TinyServer, encode_chunked, static_source
+from support import GatewayProcess, TinyServer, encode_chunked, static_source
 
 pytestmark = pytest.mark.timeout(60)
 

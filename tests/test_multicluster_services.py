@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 from kubernetes import client, config
 
-from gatewaytest import GatewayProcess
+from support import GatewayProcess
 from gateway.devcluster.apiserver import ApiServerProcess
 from test_gatewayapi import add_backend_service, kube_source, wait_for
 
@@ -130,7 +130,7 @@ def test_httproute_to_a_service_import_uses_the_merged_service(clusters, backend
 def test_clusters_disagreeing_on_ports_show_a_conflict(clusters, backend_a, tmp_path):
     import json
     import urllib.request
-    from gatewaytest import free_port
+    from support import free_port
     (a, api_a), (b, api_b) = clusters
     for api, port in ((api_a, 80), (api_b, 81)):
         client.CoreV1Api(api).create_namespaced_service("default", {
@@ -141,7 +141,7 @@ def test_clusters_disagreeing_on_ports_show_a_conflict(clusters, backend_a, tmp_
                          "services": [{"name": "ports", "port": "http"}, {"name": "web", "port": 80}],
                          "routes": [{"name": "web", "match": {}, "service": "web"}]}, tmp_path).start()
     try:
-        from gatewaytest import AdminClient
+        from support import AdminClient
         AdminClient(admin).wait_up(gw.proc)     # the proxy listens before the admin API does
         def conflict():
             with urllib.request.urlopen(f"http://127.0.0.1:{admin}/services/default/ports", timeout=5) as r:

@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 
-from gatewaytest import free_port, static_source
+from support import free_port, static_source
 from test_workers import _scrape, _total, start_gateway
 
 pytestmark = pytest.mark.timeout(90)

@@ -12,7 +12,7 @@ import time
 import yaml
 
 from failoverload import Load, failures
-from gatewaytest import REPO, GatewayProcess, start_backend, start_with_admin, static_source
+from support import REPO, GatewayProcess, start_backend, start_with_admin, static_source
 
 
 def _cli(admin, *args: str) -> str:

@@ -14,7 +14,7 @@ import time
 import pytest
 from kubernetes import client, config
 
-from gatewaytest import AdminClient, Client, GatewayProcess, free_port
+from support import AdminClient, Client, GatewayProcess, free_port
 from gateway.devcluster.apiserver import ApiServerProcess
 from test_gatewayapi import add_backend_service, kube_source, wait_for
 

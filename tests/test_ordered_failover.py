@@ -11,7 +11,7 @@ import time
 import pytest
 
 from gateway.config import ConfigError, parse_config
-from gatewaytest import start_backend, start_with_admin, static_source
+from support import start_backend, start_with_admin, static_source
 from failoverload import Load, failures
 
 SOURCES = [{"name": n, "type": "static", "services": []} for n in ("zone-a", "zone-b", "zone-c")]

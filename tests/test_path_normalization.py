@@ -16,7 +16,7 @@ import time
 import pytest
 import yaml
 
-from gatewaytest import GatewayProcess, static_source
+from support import GatewayProcess, static_source
 
 
 def config(backend_a, backend_b, path_settings: dict | None = None) -> dict:

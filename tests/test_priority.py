@@ -14,7 +14,7 @@ import pytest
 
 from gateway.config import ConfigError, parse_config
 from gateway.health.state import level_loads, plan_levels
-from gatewaytest import AdminClient, GatewayProcess, start_backend, start_with_admin, two_cluster_pods
+from support import AdminClient, GatewayProcess, start_backend, start_with_admin, two_cluster_pods
 
 from _speedups.table import EndpointTable
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gatewaytest import PYTHON, REPO, AdminClient, Client, free_port, wait_listening
+from support import PYTHON, REPO, AdminClient, Client, free_port, wait_listening
 from test_workers import base_config
 
 

@@ -8,7 +8,7 @@ import time
 
 import yaml
 
-from gatewaytest import PYTHON, REPO, free_port, stop_process
+from support import PYTHON, REPO, free_port, stop_process
 
 BAD = {
     "listen": "127.0.0.1:{port}",

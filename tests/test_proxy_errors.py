@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from gatewaytest import GatewayProcess, TinyServer, free_port, read_request_head, static_source
+from support import GatewayProcess, TinyServer, free_port, read_request_head, static_source
 
 REFUSED = f"127.0.0.4:{free_port('127.0.0.4')}"
 
@@ -42,8 +42,9 @@ def gw(backend_a, backend_b, closer, tmp_path_factory):
             {"name": "httpbin", "port": 80, "sources": ["zone-a"]},
             {"name": "refused-only", "port": 80},
             # Passive ejection off: every other request keeps going to the refused endpoint.
-            {"name": "failover-get", "port": 80, "outlier_detection": "off"},
-            {"name": "failover-post", "port": 80, "outlier_detection": "off"},
+            # round_robin: smooth WRR 1:1 sends every other request to the refused endpoint.
+            {"name": "failover-get", "port": 80, "outlier_detection": "off", "lb": {"policy": "round_robin"}},
+            {"name": "failover-post", "port": 80, "outlier_detection": "off", "lb": {"policy": "round_robin"}},
             {"name": "failover-log", "port": 80, "outlier_detection": "off"},
             {"name": "failover-ejecting", "port": 80},      # default outlier detection
             {"name": "failover-big", "port": 80, "outlier_detection": "off"},

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from gatewaytest import GatewayProcess, static_source
+from support import GatewayProcess, static_source
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from gatewaytest import GatewayProcess, static_source, upstream_connections
+from support import GatewayProcess, static_source, upstream_connections
 
 CLIENTS = 10
 PER_CLIENT = 100

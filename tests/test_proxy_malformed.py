@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from gatewaytest import GatewayProcess, static_source
+from support import GatewayProcess, static_source
 
 MALFORMED = {
     "bare-lf": b"GET /anything HTTP/1.1\nHost: gw.test\n\n",

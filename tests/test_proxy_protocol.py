@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from gatewaytest import (GatewayProcess, TinyServer, encode_chunked, read_request_head,
+from support import (GatewayProcess, TinyServer, encode_chunked, read_request_head,
                          static_source)
 
 GREETING = b"hello-from-upstream"

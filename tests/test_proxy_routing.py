@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from gatewaytest import GatewayProcess, static_source
+from support import GatewayProcess, static_source
 
 
 def route(name, match, service="svc-a", **extra):

@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from gatewaytest import GatewayProcess, static_source
+from support import GatewayProcess, static_source
 
 RFC3339_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}(Z|[+-]\d{2}:\d{2})$")
 
@@ -30,10 +30,12 @@ def gw(backend_a, backend_b, tmp_path_factory):
             static_source("zone-b", {"equal": [b], "weighted": [{"address": b, "weight": 3}]}),
             static_source("zone-c", {"bysource": [b]}, weight=300),
         ],
+        # round_robin: the splits asserted are smooth WRR's exact ones (least_request, the
+        # default, also weighs what is in flight).
         "services": [
-            {"name": "equal", "port": 80, "sources": ["zone-a", "zone-b"]},
-            {"name": "weighted", "port": 80, "sources": ["zone-a", "zone-b"]},
-            {"name": "bysource", "port": 80, "sources": ["zone-a", "zone-c"]},
+            {"name": "equal", "port": 80, "sources": ["zone-a", "zone-b"], "lb": {"policy": "round_robin"}},
+            {"name": "weighted", "port": 80, "sources": ["zone-a", "zone-b"], "lb": {"policy": "round_robin"}},
+            {"name": "bysource", "port": 80, "sources": ["zone-a", "zone-c"], "lb": {"policy": "round_robin"}},
         ],
         "routes": [
             {"name": "equal", "match": {"path": {"prefix": "/equal"}}, "service": "equal"},

@@ -13,7 +13,7 @@ import time
 import orjson
 import pytest
 
-from gatewaytest import GatewayProcess, Pacer, RssSampler, encode_chunked, expected_sha256, static_source
+from support import GatewayProcess, Pacer, RssSampler, encode_chunked, expected_sha256, static_source
 
 SIZE = 64 * 1024 * 1024
 RSS_LIMIT = 32 * 1024 * 1024

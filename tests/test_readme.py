@@ -18,7 +18,7 @@ import orjson
 import pytest
 import yaml
 
-from gatewaytest import PYTHON, REPO, free_port, stop_process, wait_listening
+from support import PYTHON, REPO, free_port, stop_process, wait_listening
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from gatewaytest import AdminClient, GatewayProcess, free_port, start_backend, wait_listening
+from support import AdminClient, GatewayProcess, free_port, start_backend, wait_listening
 
 pytestmark = pytest.mark.timeout(90)
 

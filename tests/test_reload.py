@@ -15,8 +15,8 @@ from collections import Counter
 
 import pytest
 
-from gatewaytest import free_port, static_source
-from test_workers import Load, base_config, connection_owners, rewrite_config, start_gateway, worker_pids
+from support import connection_owners, free_port, static_source
+from test_workers import Load, base_config, rewrite_config, start_gateway, worker_pids
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -15,7 +15,7 @@ import pytest
 
 from gateway.config import ConfigError, RetryPolicy, parse_config
 from gateway.gatewayapi.translate import _retry
-from gatewaytest import GatewayProcess, TinyServer, answering, static_source
+from support import GatewayProcess, TinyServer, answering, static_source
 
 pytestmark = pytest.mark.timeout(60)
 

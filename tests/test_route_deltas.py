@@ -21,7 +21,8 @@ import orjson
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from gateway.config import Config, GatewayListener, RouteConfig, RouteMatch, ServiceConfig, WeightedBackend
+from gateway.config import (Config, GatewayListener, Limits, RouteConfig, RouteMatch, ServiceConfig, Timeouts,
+                            WeightedBackend)
 from gateway.dataplane import DataPlane, ProxyContext
 from gateway.wire import (SPEC_FIELDS, SPEC_VERSION, decode_routes, decode_spec, route_changes, routes_message,
                           spec_message)
@@ -116,7 +117,7 @@ def test_route_deltas_give_what_a_full_rebuild_gives(start, edits):
             unique = {(rc.listener, rc.name): rc for rc in routes}     # keys are unique
             return replace(base, routes=tuple(unique.values()))
         current = config(start)
-        incremental = DataPlane(ProxyContext(loop))
+        incremental = DataPlane(ProxyContext(loop, Limits(), Timeouts()))
         incremental.apply_config(current)
         for kind, value in edits:
             routes = list(current.routes)
@@ -127,7 +128,7 @@ def test_route_deltas_give_what_a_full_rebuild_gives(start, edits):
             changed = config(routes)
             incremental.apply_routes(*route_changes(current.routes, changed.routes))
             current = changed
-            rebuilt = DataPlane(ProxyContext(loop))
+            rebuilt = DataPlane(ProxyContext(loop, Limits(), Timeouts()))
             rebuilt.apply_config(current)
             assert _tables(incremental) == _tables(rebuilt)
     asyncio.run(run())

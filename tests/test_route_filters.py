@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from gatewaytest import GatewayProcess, start_backend, static_source
+from support import GatewayProcess, start_backend, static_source
 
 
 def route(name, match, service="svc-a", **extra):

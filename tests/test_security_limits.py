@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from gatewaytest import Client, GatewayProcess, PeerClosed, static_source
+from support import Client, GatewayProcess, PeerClosed, static_source
 from test_security_smuggling import RecordingUpstream
 
 MAX_REQUEST_HEAD = 4096

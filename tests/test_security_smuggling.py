@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from gatewaytest import REPO, Client, GatewayProcess, PeerClosed, TinyServer, static_source
+from support import REPO, Client, GatewayProcess, PeerClosed, TinyServer, static_source
 
 HOST = b"gw.test"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from gatewaytest import REPO
+from support import REPO
 
 pytestmark = pytest.mark.timeout(300)
 

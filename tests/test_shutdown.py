@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from test_workers import Load, base_config, gone, start_gateway, worker_pids
+from support import pid_alive
+from test_workers import Load, base_config, start_gateway, worker_pids
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -39,7 +40,7 @@ def test_signal_under_load_drains_every_accepted_request(tmp_path, backend_a, ba
                 time.sleep(0.01)
             exited = time.monotonic() - signalled
             code = g.proc.poll()
-            left = [p for p in pids if p != g.pid and not gone(p)]
+            left = [p for p in pids if p != g.pid and pid_alive(p)]
         finally:
             load.join(25)
     finally:

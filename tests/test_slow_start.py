@@ -20,7 +20,7 @@ from gateway.config import ConfigError, HealthCheckConfig, ServiceConfig, SlowSt
 from gateway.health.manager import RAMP_SCALE, HealthManager
 from gateway.health.state import EndpointHealth, plan_levels, slow_start_share
 from gateway.snapshot import Delta, EndpointSpec
-from gatewaytest import AdminClient, GatewayProcess, start_with_admin, two_cluster_pods
+from support import AdminClient, GatewayProcess, start_with_admin, two_cluster_pods
 
 from _speedups.table import EndpointTable
 

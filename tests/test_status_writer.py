@@ -16,7 +16,7 @@ import time
 import pytest
 from kubernetes import client, config
 
-from gatewaytest import Client, start_with_admin, wait_listening
+from support import Client, start_with_admin, wait_listening
 from gateway.devcluster.apiserver import ApiServerProcess
 from test_gatewayapi import CONTROLLER, GW, NS, add_backend_service, kube_source, wait_for
 

@@ -15,7 +15,7 @@ import pytest
 
 from gateway.config import ConfigError, SuccessRate, parse_config
 from gateway.health.success_rate import outliers, success_rates
-from gatewaytest import TinyServer, read_request_head, start_backend, start_with_admin
+from support import TinyServer, read_request_head, start_backend, start_with_admin
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -23,7 +23,7 @@ import orjson
 import pytest
 import yaml
 
-from gatewaytest import PYTHON, REPO, Client, GatewayProcess, free_port, static_source, wait_listening
+from support import PYTHON, REPO, Client, GatewayProcess, free_port, static_source, wait_listening
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -126,7 +126,7 @@ def sans(cert: dict) -> list[str]:
 
 
 class TlsClient(Client):
-    """gatewaytest's HTTP/1.1 client over a TLS connection."""
+    """support's HTTP/1.1 client over a TLS connection."""
 
     def __init__(self, port: int, ctx: ssl.SSLContext, server_name: str | None,
                  timeout: float = 10.0) -> None:

@@ -13,7 +13,7 @@ import itertools
 import orjson
 import pytest
 
-from gatewaytest import GatewayProcess, static_source
+from support import GatewayProcess, static_source
 
 LB = "127.0.0.5"                        # a trusted proxy
 STRANGER = "127.0.0.1"                  # not in the trusted networks

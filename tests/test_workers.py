@@ -24,7 +24,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from gatewaytest import AdminClient as Admin, Client, GatewayProcess, PeerClosed, free_port, static_source
+from support import (AdminClient as Admin, Client, GatewayProcess, PeerClosed, connection_owners, free_port,
+                     pid_alive, static_source)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -77,51 +78,6 @@ def rewrite_config(g: GatewayProcess, config: dict) -> None:
 
 def worker_pids(admin: Admin) -> list[int]:
     return [w["pid"] for w in admin.get("/status")["workers"]]
-
-
-def gone(pid: int) -> bool:
-    """The process no longer exists (or is a zombie nobody has reaped yet)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
-# -- who holds a connection ----------------------------------------------------------------------
-
-
-def _socket_inodes(pid: int) -> set[int]:
-    out = set()
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except FileNotFoundError:
-        return out
-    for fd in fds:
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            out.add(int(target[8:-1]))
-    return out
-
-
-def connection_owners(gateway_port: int, pids: list[int]) -> dict[int, int]:
-    """Client port -> pid of the gateway process holding the server side of that connection
-    (established connections to 127.0.0.1:``gateway_port`` only)."""
-    by_inode = {inode: pid for pid in pids for inode in _socket_inodes(pid)}
-    local = "0100007F:%04X" % gateway_port
-    owners = {}
-    with open("/proc/net/tcp") as f:
-        next(f)
-        for line in f:
-            parts = line.split()
-            if parts[1] == local and parts[3] == "01":
-                pid = by_inode.get(int(parts[9]))
-                if pid is not None:
-                    owners[int(parts[2].split(":")[1], 16)] = pid
-    return owners
 
 
 # -- the load ------------------------------------------------------------------------------------
@@ -327,7 +283,7 @@ def test_sigkill_worker_restarted_failures_bounded(tmp_path, backend_a, backend_
         assert status["worker_restarts"] == 1
         assert status["workers"][1]["pid"] == pids[1]
         new_pid = status["workers"][0]["pid"]
-        assert gone(victim)
+        assert not pid_alive(victim)
         failures = load.failures
         print(f"worker kill: {len(failures)} failed requests; {len(on_victim)} of "
               f"{len(load.stats)} connections were on the killed worker")

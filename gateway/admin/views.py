@@ -648,6 +648,51 @@ def metric_families(gw) -> list[Family]:
         up_fail.samples.append(("", labels, up["failures"]))
         up_idle.samples.append(("", labels, up["idle"]))
 
+    # Per route, service and cluster (the cluster that answered the request's last attempt;
+    # "" when none was tried).  No exemplars: they need the OpenMetrics format, and
+    # /metrics serves the Prometheus text format 0.0.4, which has no place for them.
+    backend_lat = family("gateway_request_duration_seconds", "histogram",
+                         "Request duration by route, service and the cluster that answered.")
+    connect_lat = family("gateway_upstream_connect_duration_seconds", "histogram",
+                         "Time to open an upstream connection (new connections only).")
+    response_lat = family("gateway_upstream_response_duration_seconds", "histogram",
+                          "Upstream response time: request sent to response head.")
+    attempt_fail = family("gateway_upstream_attempt_failures_total", "counter",
+                          "Failed upstream attempts by cause (the cluster that failed).")
+    retry_cause = family("gateway_retries_by_cause_total", "counter",
+                         "Retries and re-dispatches by the cause of the failed attempt before "
+                         "them (the cluster that failed).")
+    for (route, service, cluster), b in sorted(totals.backends().items()):
+        labels = {"route": route, "service": service, "cluster": cluster}
+        for fam, h in ((backend_lat, b["duration"]), (connect_lat, b["connect"]),
+                       (response_lat, b["response"])):
+            _histogram(fam, labels, {"latency_buckets": h["buckets"], "latency_sum": h["sum"],
+                                     "requests": h["count"]})
+        for cause, n in b["failures"].items():
+            attempt_fail.samples.append(("", {**labels, "cause": cause}, n))
+        for cause, n in b["retries"].items():
+            retry_cause.samples.append(("", {**labels, "cause": cause}, n))
+    ejections_total = family("gateway_endpoint_ejections_total", "counter",
+                             "Outlier ejections by service, cluster and cause.")
+    for (service, cluster, cause), n in sorted(health.ejections_total.items() if health is not None else ()):
+        ejections_total.samples.append(("", {"service": service, "cluster": cluster, "cause": cause}, n))
+
+    # Tracing (per worker queue and exporter, summed).
+    if cfg.tracing is not None:
+        tr = totals.tracing()
+        family("gateway_tracing_requests_recorded_total", "counter",
+               "Requests whose spans were queued for export (sampled, 5xx, or a failed attempt)."
+               ).samples.append(("", {}, tr["recorded"]))
+        dropped = family("gateway_tracing_requests_dropped_total", "counter",
+                         "Requests whose spans were dropped: the queue was full, or the export failed.")
+        dropped.samples.append(("", {"reason": "queue_full"}, tr["dropped_queue_full"]))
+        dropped.samples.append(("", {"reason": "export_failed"}, tr["dropped_export_failed"]))
+        family("gateway_tracing_spans_exported_total", "counter",
+               "Spans the collector accepted.").samples.append(("", {}, tr["spans_exported"]))
+        family("gateway_tracing_export_failures_total", "counter",
+               "Export requests that failed (collector down, slow or refusing).").samples.append(
+            ("", {}, tr["export_failures"]))
+
     # Endpoint health.
     serving = family("gateway_endpoint_serving", "gauge",
                      "1 when the endpoint receives new requests, 0 when not.")

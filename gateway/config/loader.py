@@ -10,6 +10,9 @@ The file (durations: "250ms", "2s", "1m30s", "1h" or seconds; sizes: "64KiB", "1
     # admin: {listen: 0.0.0.0:9901, token_file: F, read_token_file: F, metrics_token_file: F,
     #         session_ttl: 12h, tls: {cert: F, key: F}}
     access_log: {path: stdout, buffer: 64KiB, flush_interval: 1s}   # stdout|stderr|/file|off
+    tracing: {endpoint: "http://127.0.0.1:4318/v1/traces",   # OTLP HTTP/protobuf; absent: off
+              sample_ratio: 0.01, service_name: gateway, max_queue: 4096, batch_size: 512,
+              flush_interval: 1s, timeout: 2s}      # errors are always kept, whatever the ratio
     timeouts: {connect: 1s, response_header: 15s, downstream_idle: 60s,
                downstream_header: 10s, upstream_idle: 60s, drain: 20s}
     http:
@@ -61,7 +64,7 @@ from typing import Any
 
 import yaml
 
-from gateway.config.model import (Address, AccessLogConfig, Timeouts, Limits, PathConfig, TrustedProxies,
+from gateway.config.model import (Address, AccessLogConfig, TracingConfig, Timeouts, Limits, PathConfig, TrustedProxies,
                                   HttpConfig, Certificate, TlsListener, UpstreamTls, AdminOptions,
                                   StaticEndpoint, StaticService, SourceConfig, HealthCheckConfig,
                                   SuccessRate, OutlierConfig, HashCookie, LbConfig, SlowStart,
@@ -101,6 +104,7 @@ def parse_config(data: object, path: str | None = None) -> Config:
     _keys(data, "", errs, _TOP_KEYS)
     top = _kwargs(data, "", errs, {"listen": _address, "tls": _tls_listener, "workers": _workers,
                                    "access_log": _access_log, "route_order": _route_order,
+                                   "tracing": _tracing,
                                    "multicluster": _multicluster,
                                    "timeouts": _timeouts, "limits": _limits, "http": _http})
     if "admin" in data:  # absent: the default address; null or off: no admin API
@@ -192,7 +196,8 @@ def _address(value: Any, path: str, errs: _Errors) -> Address | None:
 # --- Sections -----------------------------------------------------------------------------------
 
 _TOP_KEYS = ("listen", "tls", "workers", "admin", "access_log", "timeouts", "limits", "http",
-             "sources", "services", "routes", "route_order", "gateway_api", "multicluster")
+             "sources", "services", "routes", "route_order", "gateway_api", "multicluster",
+             "tracing")
 _KUBERNETES_KEYS = ("kubeconfig", "context", "in_cluster", "namespaces")
 _SOURCE_KEYS = ("name", "type", "weight", "priority", "drained", "services", *_KUBERNETES_KEYS)
 _ROUTE_KEYS = ("name", "match", "service", "backends", "rewrite", "timeout", "retries",
@@ -307,6 +312,39 @@ def _access_log(value: Any, path: str, errs: _Errors) -> AccessLogConfig:
         p = d["path"]
         kw["path"] = None if _is_off(p) else _str(p, _at(path, "path"), errs)
     return AccessLogConfig(**kw)
+
+
+_TRACING_PARSERS: dict = {
+    "endpoint": lambda value, path, errs: _otlp_endpoint(value, path, errs),
+    "sample_ratio": lambda value, path, errs: _share(value, path, errs),
+    "service_name": _str,
+    "max_queue": partial(_int, lo=1, hi=1_000_000),
+    "batch_size": partial(_int, lo=1, hi=100_000),
+    "flush_interval": lambda value, path, errs: _duration(value, path, errs),   # defined below
+    "timeout": lambda value, path, errs: _duration(value, path, errs),
+}
+
+
+def _tracing(value: Any, path: str, errs: _Errors) -> TracingConfig | None:
+    if _is_off(value):                      # `tracing: off`
+        return None
+    d = _keys(value, path, errs, _TRACING_PARSERS, required=("endpoint",))
+    if d is None:
+        return None
+    return TracingConfig(**_kwargs(d, path, errs, _TRACING_PARSERS))
+
+
+def _otlp_endpoint(value: Any, path: str, errs: _Errors) -> str | None:
+    text = _str(value, path, errs)
+    if text is None:
+        return None
+    from urllib.parse import urlsplit
+    url = urlsplit(text)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        _err(errs, path, f'must be an http:// or https:// URL (OTLP/HTTP, e.g. '
+                         f'"http://collector:4318/v1/traces"), got {_show(value)}')
+        return None
+    return text
 
 
 def _section(cls: type, value: Any, path: str, errs: _Errors) -> Any:

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from gateway.config.validate import _bool, _duration, _number, _positive_size, _share, _size, between, one_of
 
-__all__ = ["Address", "AccessLogConfig", "Timeouts", "Limits", "PathConfig", "TrustedProxies", "HttpConfig",
+__all__ = ["Address", "AccessLogConfig", "TracingConfig", "Timeouts", "Limits", "PathConfig", "TrustedProxies", "HttpConfig",
            "Certificate", "TlsListener", "UpstreamTls", "AdminOptions", "StaticEndpoint", "StaticService",
            "SourceConfig", "HealthCheckConfig", "SuccessRate", "OutlierConfig", "HashCookie", "LbConfig",
            "SlowStart", "CircuitBreakers", "Capacity", "ServiceConfig", "HeaderMatch", "QueryMatch", "RouteMatch",
@@ -45,6 +45,18 @@ class AccessLogConfig:
     path: str | None = "stdout"        # "stdout", a file path, or None (off)
     buffer_bytes: int = 64 * 1024      # flushed when this full ...
     flush_interval: float = 1.0        # ... or this old (seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class TracingConfig:
+    """OpenTelemetry traces, exported as OTLP HTTP/protobuf (gateway.tracing)."""
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    sample_ratio: float = 0.01          # new traces; a parent's decision is followed
+    service_name: str = "gateway"       # the resource's service.name
+    max_queue: int = 4096               # requests' spans held per worker; more are dropped
+    batch_size: int = 512               # requests' spans per export request
+    flush_interval: float = 1.0         # export at least this often
+    timeout: float = 2.0                # per export request
 
 
 @dataclass(frozen=True, slots=True)
@@ -525,6 +537,7 @@ class Config:
     admin_token: str | None = field(default=None, repr=False)   # read from admin.token_file
     admin_options: AdminOptions = field(default_factory=AdminOptions)
     access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
+    tracing: TracingConfig | None = None    # None: off
     timeouts: Timeouts = field(default_factory=Timeouts)
     limits: Limits = field(default_factory=Limits)
     http: HttpConfig = field(default_factory=HttpConfig)

@@ -5,6 +5,6 @@ Everything is driven through the real ``kubernetes`` client, and nothing else in
 knows it is not a real cluster.
 
 Modules: ``backend`` (the pods), ``apiserver`` (the API server), ``cluster`` (``LocalCluster``:
-one API server and its pods), ``cli`` (``gateway devcluster ...``), ``testing`` (test helpers).
+one API server and its pods), ``cli`` (``gateway devcluster ...``); the test helpers are in ``tests/support``.
 Submodules are not imported here so that importing the package stays cheap.
 """

@@ -3,12 +3,18 @@
 Every devcluster server (API server, backend pod) runs as ``python -m gateway.devcluster.<x>``
 and prints exactly one line starting with ``READY`` on stdout once its socket listens. Tests
 need real processes because they kill them with SIGKILL and freeze them with SIGSTOP.
+
+Also the two port helpers of everything that starts a gateway on this machine (``gateway demo``,
+the tests through ``tests/support``, the benchmarks): ``free_port`` and ``wait_listening``.
+They are defined here, in the shipped package, because the demo uses them; the tests and the
+benchmarks import them from here (the shipped package never imports ``tests/``).
 """
 from __future__ import annotations
 
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +25,46 @@ READY_PREFIX = "READY "
 # The checkout (or site-packages) that holds the ``gateway`` package: children must import the
 # same code as their parent even when it is not installed.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+_handed_out: set[int] = set()
+
+
+def free_port(host: str = "127.0.0.1", *also: str) -> int:
+    """A TCP port that was free a moment ago on ``host`` and on each of ``also`` (nothing
+    listens on it now), never the same one twice in this process (so that ports taken before
+    anything binds them cannot collide)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port in _handed_out:
+            continue
+        try:
+            for other in also:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                    s.bind((other, port))
+        except OSError:
+            continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port on {(host, *also)}")
+
+
+def wait_listening(host: str, port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    """Until something accepts connections on ``host:port``; RuntimeError at once if ``proc``
+    exits first, TimeoutError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process {proc.pid} exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s") from None
+            time.sleep(0.05)
 
 
 class ChildFailed(RuntimeError):

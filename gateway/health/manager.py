@@ -19,7 +19,7 @@ import heapq
 import logging
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from typing import Callable
 
 from gateway.config import ServiceConfig, SuccessRate
@@ -67,6 +67,8 @@ class HealthManager:
         self.source: dict[str, Endpoints] = {}      # membership, as merged by the registry
         self.current: dict[str, Endpoints] = {}     # with effective flags, as published
         self.panic: dict[str, bool] = {}
+        # Ejections so far by (service, cluster, cause), for /metrics (never reset)
+        self.ejections_total: Counter[tuple[str, str, str]] = Counter()
         self.levels: dict[str, list[Level]] = {}    # priority levels with load and why
         self.loads: dict[str, Loads] = {}           # multi-level services, as published
         self.version = 0
@@ -176,6 +178,7 @@ class HealthManager:
                 "service": service_key, "cluster": endpoint_key[0],
                 "endpoint": f"{endpoint_key[1]}:{endpoint_key[2]}", "cause": kind,
                 "ejection": state.ejections, "seconds": round(state.ejected_until - now, 1)}})
+            self.ejections_total[service_key, endpoint_key[0], kind or "unknown"] += 1
             heapq.heappush(self._expiries, (state.ejected_until, (service_key, endpoint_key)))
             self._health_changed(service_key)
         elif clean and (state.consecutive_errors or state.consecutive_5xx) and self._suspect:
@@ -267,6 +270,7 @@ class HealthManager:
                 "cause": "success_rate", "success_rate": round(1 - failed / tries, 4),
                 "threshold": round(threshold, 4), "ejection": state.ejections,
                 "seconds": round(state.ejected_until - now, 1)}})
+            self.ejections_total[service_key, key[0], "success_rate"] += 1
             heapq.heappush(self._expiries, (state.ejected_until, (service_key, key)))
             self._health_changed(service_key)
 

@@ -45,7 +45,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from gatewaytest import GatewayProcess
+from support import GatewayProcess
 from gateway.config import DEFAULT_CONTROLLER_NAME
 from gateway.devcluster.apiserver import ApiServerProcess
 from gateway.devcluster.echo_basic import EchoBasicProcess

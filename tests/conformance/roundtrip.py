@@ -32,7 +32,7 @@ from urllib.parse import urlencode, urlsplit
 
 import orjson
 
-from gatewaytest import Client
+from support import Client
 from h2client import H2Client, StreamAnswer
 
 HTTPS = "HTTPS"

@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 FIXTURE = HERE / "exchange_cases.json"
 sys.path.insert(0, str(HERE.parent))
 
-from gatewaytest import GatewayProcess, TinyServer, free_port, pattern_bytes, static_source  # noqa: E402
+from support import GatewayProcess, TinyServer, free_port, pattern_bytes, static_source  # noqa: E402
 from test_security_smuggling import split_message  # noqa: E402
 
 SEED = 16

@@ -157,8 +157,9 @@ def parse_request(data: bytes, end: int, max_headers: int = 100) -> RequestHead:
 
 
 def build_request_head(head, target: bytes, host: bytes, client_ip: bytes, request_id: bytes,
-                       via: bytes, upgrade: bool, proto: bytes = b"http") -> bytes:
-    """The head sent upstream: the client's end-to-end fields plus the proxy's own."""
+                       via: bytes, upgrade: bool, proto: bytes = b"http", real_ip: bytes | None = None) -> bytes:
+    """The head sent upstream: the client's end-to-end fields plus the proxy's own; X-Real-IP
+    is ``real_ip`` (the client the gateway decided on, trusted proxies), else the peer."""
     lines = [b"%s %s HTTP/1.1" % (head.method, target), b"Host: " + host]
     lines += [name + b": " + value for _, name, value in head.headers]
     if head.chunked:
@@ -167,7 +168,8 @@ def build_request_head(head, target: bytes, host: bytes, client_ip: bytes, reque
         lines.append(b"Content-Length: %d" % head.content_length)
     forwarded_for = client_ip if head.forwarded_for is None else head.forwarded_for + b", " + client_ip
     lines += [b"X-Forwarded-For: " + forwarded_for, b"X-Forwarded-Proto: " + proto,
-              b"X-Forwarded-Host: " + (head.host or host), b"X-Request-Id: " + request_id,
+              b"X-Forwarded-Host: " + (head.host or host),
+              b"X-Real-IP: " + (real_ip if real_ip is not None else client_ip), b"X-Request-Id: " + request_id,
               b"Via: " + (via if head.via is None else head.via + b", " + via)]
     if upgrade:
         lines += [b"Connection: upgrade", b"Upgrade: " + head.upgrade]

@@ -1,4 +1,4 @@
-"""Helpers for tests that use the local cluster: an event loop thread, process probes, polling.
+"""An event loop in a thread, for synchronous tests that use in-process servers.
 
 ``LoopThread`` runs a uvloop loop in a daemon thread so that synchronous tests (and the
 synchronous ``kubernetes`` client) can use in-process servers::
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from typing import Awaitable, Callable, TypeVar
 
 T = TypeVar("T")
@@ -65,54 +64,3 @@ class LoopThread:
 async def stop_backend(backend) -> None:
     backend.close()
     await backend.wait_closed()
-
-
-def _status_field(pid: int, field: str) -> int:
-    """A ``kB`` field of /proc/<pid>/status, in bytes."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(field)
-
-
-def rss(pid: int) -> int:
-    """Resident memory of a process now, in bytes."""
-    return _status_field(pid, "VmRSS")
-
-
-def peak_rss(pid: int) -> int:
-    """The most resident memory the process ever had (VmHWM), in bytes."""
-    return _status_field(pid, "VmHWM")
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05,
-               message: str = "condition") -> T:
-    """Poll ``predicate`` until it returns something truthy; that value is returned."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{message} not met within {timeout}s")
-        time.sleep(interval)
-
-
-def process_state(pid: int) -> str:
-    """The one-letter state of a process (R, S, T for stopped, Z...)."""
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0]
-
-
-__all__ = ["LoopThread", "stop_backend", "rss", "peak_rss", "pid_alive", "wait_until",
-           "process_state"]

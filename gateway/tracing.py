@@ -1,0 +1,302 @@
+"""OpenTelemetry traces: the exporter that takes what the request path recorded.
+
+The request path (``_speedups/exchange.pyx`` with ``_speedups/tracing.pyx``) only records:
+per request kept (sampled, answered 5xx, or with a failed attempt) one ``RequestRecord``
+(with a ``SpanRecord`` per attempt), pushed onto the ``Tracer``'s bounded queue.  Here a thread of the worker process takes the queue every
+``flush_interval`` (or as soon as ``batch_size`` requests are held), turns each record into
+a server span and one client span per upstream attempt, encodes them as OTLP protobuf and
+POSTs them to the collector (OTLP/HTTP, ``application/x-protobuf``).  A collector that is
+down or slow costs spans, not request time: the POST blocks this thread only, the queue
+fills and the request path drops (and counts) what does not fit.
+
+The protobuf is written by hand: OTLP's trace messages use three wire forms, and a
+dependency on ``protobuf`` + ``opentelemetry-proto`` at run time would be ~10 MiB per
+worker for them.  The spans are written by ``_speedups.otlp.SpanEncoder`` (compiled: the
+export thread holds the GIL while it encodes, so the event loop waits meanwhile);
+``spans_of`` here is its plain Python reference, which the tests hold it to byte for
+byte.  The tests decode every span with the official ``opentelemetry-proto`` classes,
+so the encoding is checked against the real schema too.
+
+Attributes follow the OpenTelemetry HTTP semantic conventions (``http.request.method``,
+``http.response.status_code``, ``server.address``, ``http.request.resend_count``,
+``error.type`` ...) plus the gateway's own under ``gateway.*``: route, service, cluster,
+endpoint, attempt number and failure kind.
+"""
+from __future__ import annotations
+
+import http.client
+import logging
+import os
+import struct
+import threading
+from urllib.parse import urlsplit
+
+from _speedups.otlp import SpanEncoder
+from _speedups.tracing import RequestRecord, Tracer
+from gateway import __version__
+from gateway.config import TracingConfig
+
+log = logging.getLogger("gateway.tracing")
+
+# OTLP enums (opentelemetry/proto/trace/v1/trace.proto)
+SPAN_KIND_SERVER = 2
+SPAN_KIND_CLIENT = 3
+STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
+
+_FIXED64 = struct.Struct("<Q")
+_DOUBLE = struct.Struct("<d")
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (wire type 2): bytes, string, or an embedded message."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _any_value(value: object) -> bytes:
+    """common.v1.AnyValue: string_value 1, bool_value 2, int_value 3, double_value 4."""
+    if isinstance(value, bool):
+        return b"\x10" + (b"\x01" if value else b"\x00")
+    if isinstance(value, int):
+        return b"\x18" + _varint(value & 0xFFFFFFFFFFFFFFFF)    # int64: two's complement
+    if isinstance(value, float):
+        return b"\x21" + _DOUBLE.pack(value)
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    return _field(1, str(value).encode())
+
+
+def _attribute(number: int, key: str, value: object) -> bytes:
+    """A KeyValue (key 1, value 2) as field ``number`` of its message."""
+    return _field(number, _field(1, key.encode()) + _field(2, _any_value(value)))
+
+
+def encode_span(trace_id: bytes, span_id: bytes, parent: bytes | None, trace_state: bytes | None,
+                name: str, kind: int, start_ns: int, end_ns: int, attributes: dict,
+                status: int, message: str | None) -> bytes:
+    """trace.v1.Span (ids given as hex, sent as raw bytes)."""
+    out = [_field(1, bytes.fromhex(trace_id.decode())), _field(2, bytes.fromhex(span_id.decode()))]
+    if trace_state:
+        out.append(_field(3, trace_state))
+    if parent is not None:
+        out.append(_field(4, bytes.fromhex(parent.decode())))
+    out.append(_field(5, name.encode()))
+    out.append(b"\x30" + _varint(kind))                         # kind: field 6, varint
+    out.append(b"\x39" + _FIXED64.pack(start_ns))               # field 7, fixed64
+    out.append(b"\x41" + _FIXED64.pack(end_ns))                 # field 8, fixed64
+    for key, value in attributes.items():
+        if value is not None:
+            out.append(_attribute(9, key, value))
+    if status != STATUS_UNSET:
+        st = b""
+        if message:
+            st += _field(2, message.encode())
+        st += b"\x18" + _varint(status)                         # code: field 3
+        out.append(_field(15, st))
+    return b"".join(out)
+
+
+def frame_spans(spans: list[bytes]) -> bytes:
+    """Spans as the ``spans`` fields of a ScopeSpans (what SpanEncoder.encode returns)."""
+    return b"".join(_field(2, s) for s in spans)
+
+
+def encode_request(spans: bytes, service_name: str) -> bytes:
+    """collector.trace.v1.ExportTraceServiceRequest: one ResourceSpans, one ScopeSpans;
+    ``spans``: its spans fields (``frame_spans``, ``SpanEncoder.encode``)."""
+    resource = (_attribute(1, "service.name", service_name)
+                + _attribute(1, "telemetry.sdk.name", "gateway")
+                + _attribute(1, "telemetry.sdk.language", "python")
+                + _attribute(1, "service.version", __version__)
+                + _attribute(1, "process.pid", os.getpid()))       # which worker served
+    scope = _field(1, b"gateway") + _field(2, __version__.encode())
+    scope_spans = _field(1, scope) + spans
+    return _field(1, _field(1, resource) + _field(2, scope_spans))
+
+
+def _split_host(host: bytes | None) -> tuple[str | None, int | None]:
+    if not host:
+        return None, None
+    text = host.decode("latin-1")
+    if text.startswith("["):
+        end = text.find("]")
+        port = text[end + 2:] if text[end + 1:end + 2] == ":" else ""
+        return text[1:end], int(port) if port.isdigit() else None
+    name, _, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
+    return name, int(port) if port.isdigit() else None
+
+
+def spans_of(r: RequestRecord, wall_ns) -> list[bytes]:
+    """A kept request (``Exchange.trace_end``): its server span, then its attempts' and
+    mirror copies' spans, in the order they ended."""
+    method_s = r.method.decode("latin-1")
+    path, _, query = r.target.partition(b"?")
+    address, port = _split_host(r.host)
+    server_attrs = {
+        "http.request.method": method_s,
+        "url.path": path,
+        "url.query": query or None,
+        "server.address": address,
+        "server.port": port,
+        "client.address": r.client,
+        "network.protocol.version": "2" if r.h2 else "1.1",
+        "http.response.status_code": r.status or None,
+        "gateway.route": r.route,
+        "gateway.service": r.service,
+        "gateway.request_id": r.request_id,
+        "gateway.attempts": r.attempts,
+        "error.type": (str(r.status) if r.status >= 500 else None),
+    }
+    failed = r.status >= 500 or r.status == 0
+    out = [encode_span(r.trace_id, r.server_span, r.parent_span, r.trace_state,
+                       f"{method_s} {r.route}" if r.route else method_s, SPAN_KIND_SERVER,
+                       wall_ns(r.start), wall_ns(r.end), server_attrs,
+                       STATUS_ERROR if failed else STATUS_UNSET, r.error if failed else None)]
+    for a in r.span_list():
+        if a.number == 0:
+            # A mirror copy, fire and forget (gateway.mirror): the span is its hand-over; its
+            # answer is not waited for.  One copy (one span) goes to every mirror of the route.
+            attrs = {"http.request.method": method_s, "gateway.route": r.route, "gateway.mirror": True,
+                     "gateway.service": ",".join(m.service.key for m in a.mirrors)}
+            out.append(encode_span(r.trace_id, a.span_id, r.server_span, r.trace_state,
+                                   f"{method_s} mirror", SPAN_KIND_CLIENT, wall_ns(a.start),
+                                   wall_ns(a.end), attrs, STATUS_UNSET, None))
+            continue
+        up, kind = a.upstream, a.kind
+        attrs = {       # (the compiled encoder keeps the route's and endpoint's ones together)
+            "http.request.method": method_s,
+            "server.address": up.ip if up is not None else None,
+            "server.port": up.port if up is not None else None,
+            "network.peer.address": up.ip if up is not None else None,
+            "gateway.route": r.route,
+            "gateway.service": r.service,
+            "gateway.cluster": up.cluster if up is not None else None,
+            "gateway.endpoint": up.host if up is not None else None,
+            "http.response.status_code": a.status or None,
+            "http.request.resend_count": a.number - 1 if a.number > 1 else None,
+            "gateway.attempt": a.number,
+            "gateway.failure_kind": kind,
+            "gateway.upstream_connect_ms": (round(a.t_connect * 1000, 3) if a.t_connect > 0 else None),
+            "error.type": kind if kind is not None else (str(a.status) if a.status >= 400 else None),
+        }
+        bad = kind is not None or a.status >= 400
+        out.append(encode_span(r.trace_id, a.span_id, r.server_span, r.trace_state, method_s,
+                               SPAN_KIND_CLIENT, wall_ns(a.start), wall_ns(a.end), attrs,
+                               STATUS_ERROR if bad else STATUS_UNSET, kind))
+    return out
+
+
+class SpanExporter:
+    """A worker's exporter thread: takes the Tracer's records, sends OTLP batches."""
+
+    def __init__(self, tracer: Tracer, cfg: TracingConfig,
+                 previous: "SpanExporter | None" = None) -> None:
+        """``previous``: the exporter this one replaces (a reload changed ``tracing``); its
+        counts carry on here, so that the worker's counters never go down."""
+        self.tracer = tracer
+        self._previous = previous
+        self._base = [0] * 5
+        self.cfg = cfg
+        url = urlsplit(cfg.endpoint)
+        self._https = url.scheme == "https"
+        self._host, self._port = url.hostname, url.port or (443 if self._https else 80)
+        self._path = (url.path or "/v1/traces") + (f"?{url.query}" if url.query else "")
+        self._conn: http.client.HTTPConnection | None = None
+        self._encoder = SpanEncoder()
+        self.spans_exported = 0
+        self.requests_failed = 0        # requests' spans lost because an export failed
+        self.export_failures = 0        # export POSTs that failed
+        self._wake = threading.Event()
+        self._stopping = False
+        tracer.wake = self._wake.set
+        self._thread = threading.Thread(target=self._run, name="gateway-otlp", daemon=True)
+        self._thread.start()
+
+    def counters(self) -> list[int]:
+        """[recorded, dropped (queue full), spans exported, dropped (export failed),
+        export failures]: absolute, for the worker's report (gateway.stats)."""
+        t = self.tracer
+        mine = [t.recorded, t.dropped, self.spans_exported, self.requests_failed,
+                self.export_failures]
+        previous = self._previous
+        if previous is not None:
+            counts = previous.counters()
+            if not previous._thread.is_alive():     # its last flush is done: fold it in
+                self._base = [a + b for a, b in zip(self._base, counts)]
+                self._previous = None
+                counts = [0] * 5
+            mine = [a + b for a, b in zip(mine, counts)]
+        return [a + b for a, b in zip(mine, self._base)]
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait(self.cfg.flush_interval)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:       # never let the thread die: the queue would only fill
+                log.exception("span export failed")
+        self.flush()
+        if self._conn is not None:
+            self._conn.close()
+
+    def flush(self) -> None:
+        records = self.tracer.take()
+        size = self.cfg.batch_size
+        for i in range(0, len(records), size):
+            self._send(records[i:i + size])
+
+    def _send(self, batch: list[RequestRecord]) -> None:
+        spans = self._encoder.encode(batch, self.tracer.wall_base - self.tracer.mono_base)
+        body = encode_request(spans, self.cfg.service_name)
+        count = sum(record.n_spans for record in batch)
+        try:
+            if self._conn is None:
+                cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+                self._conn = cls(self._host, self._port, timeout=self.cfg.timeout)
+            self._conn.request("POST", self._path, body,
+                               {"Content-Type": "application/x-protobuf"})
+            response = self._conn.getresponse()
+            response.read()
+            if not 200 <= response.status < 300:
+                raise OSError(f"collector answered {response.status}")
+            self.spans_exported += count
+        except (OSError, http.client.HTTPException) as exc:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            if not self.export_failures:    # the first only: a collector down would flood the log
+                log.warning("cannot export spans", extra={"fields": {
+                    "endpoint": self.cfg.endpoint, "error": str(exc)}})
+            self.export_failures += 1
+            self.requests_failed += len(batch)
+
+    def stop(self) -> None:
+        """Stop after one last flush, without waiting for it."""
+        self._stopping = True
+        self._wake.set()
+
+    def close(self) -> None:
+        """Stop and wait for the last flush (at most about one export timeout)."""
+        self.stop()
+        self._thread.join(self.cfg.timeout + 1.0)
+
+
+def apply_tracing(ctx, exporter: SpanExporter | None, cfg: TracingConfig | None) -> SpanExporter | None:
+    """Tracing on, off or changed for a worker's context; returns the exporter now running."""
+    if exporter is not None:
+        exporter.stop()             # its queue is flushed by its thread, then it ends
+    if cfg is None:
+        ctx.tracer = None
+        return None
+    tracer = Tracer(cfg.sample_ratio, cfg.max_queue, cfg.batch_size)
+    ctx.tracer = tracer
+    return SpanExporter(tracer, cfg, exporter)
