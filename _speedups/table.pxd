@@ -4,7 +4,7 @@ cimport cython
 
 # Health flag bits, one per cause (Envoy's idea): an endpoint is healthy iff
 # no bit is set.  cpdef: also plain ints at Python level.  Bit 30 is reserved
-# for pick()'s exclude marks (_EXCLUDED in table.pyx).
+# for pick()'s exclude marks (_EXCLUDED in table.pyx), bit 29 for its capacity marks (_FULL).
 cpdef enum:
     POLICY_ROUND_ROBIN = 0      # smooth WRR, EDF for big tables
     POLICY_LEAST_REQUEST = 1    # power of two choices by in-flight / weight
@@ -40,6 +40,8 @@ cdef struct _Peer:
     int level                   # index into _Core.level_*, 0 in a one-level table
     double ewma                 # peak_ewma: decayed response time (s), peak-sensitive
     double ewma_stamp           # when ewma was last updated (monotonic s)
+    double tokens               # capacity spill-over by rate: a token bucket (requests) ...
+    double tokens_stamp         # ... last refilled then (monotonic s)
 
 
 # All C state of a table behind one pointer.  The EndpointTable object keeps the
@@ -74,6 +76,12 @@ cdef struct _Core:
     int ring_len
     double decay                # peak_ewma: time constant (s)
     int uniform                 # every endpoint has the same weight
+    # Capacity spill-over: an endpoint with this many requests in flight is full; a pick
+    # passes over full endpoints to another level while one has room (0: no limit).
+    int max_inflight
+    int *level_room             # per level: an eligible endpoint with room (scratch of a pick)
+    double max_rate             # ... or at this many requests per second (0: no limit) ...
+    double burst                # ... with a bucket of this many requests (max(1, rate / 10))
 
 
 @cython.final
@@ -109,3 +117,4 @@ cdef class EndpointTable:
     cpdef set_key(self, unsigned long long key)
     cpdef observe(self, int i, double seconds, double now)
     cpdef set_weight(self, int i, int weight)
+    cpdef set_capacity(self, int max_inflight, double max_rate=*)

@@ -48,6 +48,13 @@ window and not just on average, then the endpoint within the level by the
 table's scheduler restricted to it; a level with no eligible endpoint left
 (everything excluded by a retry) falls through to the others, best first.  A
 table whose endpoints are all at one level skips the level step.
+
+Capacity spill-over (set_capacity, off by default): with a limit of requests in
+flight per endpoint, a pick passes over the endpoints at the limit (one pass over
+the table, marking them as exclude does); when the level it would take has no
+endpoint with room, the next level with room takes the request (GKE's
+maxRatePerEndpoint spill, by requests in flight), and the level gets requests
+again as soon as one of its endpoints has room.  Full everywhere: as without a limit.
 """
 cimport cython
 from libc.limits cimport LLONG_MIN
@@ -61,6 +68,8 @@ from libc.stdlib cimport calloc, free, malloc, qsort
 # them again from the endpoints listed in _Core.marks.
 cdef enum:
     _EXCLUDED = 1 << 30
+    _FULL = 1 << 29             # capacity spill-over: at its in-flight limit (this pick only)
+    _MARKS = _EXCLUDED | _FULL
 
 # Above this many endpoints a table schedules by EDF.  Measured (bench/MICRO.md,
 # pick() from Python): smooth WRR costs ~25 ns + ~1.1 ns per endpoint, EDF
@@ -92,13 +101,15 @@ cdef _Core *_core_new(Py_ssize_t n, bint edf, int edf_threshold, int nlevels=1) 
     c.level_priority = <int *>calloc(nl, sizeof(int))
     c.level_load = <int *>calloc(nl, sizeof(int))
     c.level_current = <long long *>calloc(nl, sizeof(long long))
+    c.level_room = <int *>calloc(nl, sizeof(int))
     if edf:
         c.heap = <int *>malloc(m * sizeof(int))
         c.stack = <int *>malloc(m * sizeof(int))
     c.rng = 0x9E3779B97F4A7C15
     c.decay = 1.0
     if (c.peers == NULL or c.marks == NULL or (edf and (c.heap == NULL or c.stack == NULL))
-            or c.level_priority == NULL or c.level_load == NULL or c.level_current == NULL):
+            or c.level_priority == NULL or c.level_load == NULL or c.level_current == NULL
+            or c.level_room == NULL):
         _core_free(c)
         return NULL
     return c
@@ -113,6 +124,7 @@ cdef void _core_free(_Core *c) noexcept:
         free(c.level_priority)
         free(c.level_load)
         free(c.level_current)
+        free(c.level_room)
         free(c.ring)
         free(c)
 
@@ -120,7 +132,7 @@ cdef void _core_free(_Core *c) noexcept:
 cdef inline void _clear_marks(_Core *c) noexcept:
     cdef int k
     for k in range(c.nmarks):
-        c.peers[c.marks[k]].flags &= ~_EXCLUDED
+        c.peers[c.marks[k]].flags &= ~_MARKS
     c.nmarks = 0
 
 
@@ -537,16 +549,60 @@ cdef inline int _pick_in(_Core *c, Py_ssize_t n, int level) noexcept:
     return _pick_two_choices(c, n, level)
 
 
+cdef int _pick_spill(_Core *c, Py_ssize_t n, int chosen) noexcept:
+    """Capacity spill-over: the endpoints at their in-flight limit, or out of tokens (rate),
+    are marked _FULL for this pick; the chosen level if it has an eligible endpoint with
+    room, else the first level (best first) that has one.  -1 when every level is full: the
+    marks are lifted and the pick goes on as without a limit (the load's level, as before:
+    no 503 for being full everywhere).  One pass over the endpoints: the cost of a limit."""
+    cdef Py_ssize_t j
+    cdef int l, cap = c.max_inflight
+    cdef double now = 0.0, rate = c.max_rate
+    cdef _Peer *x
+    if rate > 0:
+        now = monotonic()                   # one clock read per pick, with a rate limit only
+    for l in range(c.nlevels):
+        c.level_room[l] = 0
+    for j in range(n):
+        x = &c.peers[j]
+        if rate > 0:                        # refill every bucket, flagged or not
+            if now > x.tokens_stamp:
+                x.tokens += (now - x.tokens_stamp) * rate
+                if x.tokens > c.burst:
+                    x.tokens = c.burst
+            x.tokens_stamp = now
+        if x.flags:                         # flagged or excluded: not a candidate anyway
+            continue
+        if (cap > 0 and x.inflight >= cap) or (rate > 0 and x.tokens < 1.0):
+            x.flags = _FULL                 # was 0; not in the EDF heap's order (flags only)
+            c.marks[c.nmarks] = <int>j      # at most once: only unmarked endpoints get here
+            c.nmarks += 1
+        else:
+            c.level_room[x.level] = 1
+    if chosen >= 0 and c.level_room[chosen]:
+        return _pick_in(c, n, chosen)
+    for l in range(c.nlevels):
+        if c.level_room[l]:
+            return _pick_in(c, n, l)
+    for j in range(c.nmarks):               # full everywhere: as if there were no limit
+        c.peers[c.marks[j]].flags &= ~_FULL
+    return -1
+
+
 cdef int _pick_levels(_Core *c, Py_ssize_t n) noexcept:
     cdef int l, i = -1
     cdef int chosen = _pick_level(c)
-    if chosen >= 0:
+    if c.max_inflight > 0 or c.max_rate > 0:
+        i = _pick_spill(c, n, chosen)
+    if i < 0 and chosen >= 0:
         i = _pick_in(c, n, chosen)
     for l in range(c.nlevels):      # nothing eligible there: the other levels, best first
         if i >= 0:
             break
         if l != chosen:
             i = _pick_in(c, n, l)
+    if i >= 0 and c.max_rate > 0:   # the request spends a token (none owed when full everywhere)
+        c.peers[i].tokens = c.peers[i].tokens - 1.0 if c.peers[i].tokens >= 1.0 else 0.0
     return i
 
 
@@ -622,6 +678,7 @@ cdef class EndpointTable:
         if c == NULL:
             raise MemoryError()
         c.policy, c.rng, c.decay, c.key = prev.policy, prev.rng, prev.decay, prev.key
+        c.max_inflight, c.max_rate, c.burst = prev.max_inflight, prev.max_rate, prev.burst
         cdef _Peer *peers = c.peers
         cdef _Peer *q
         try:
@@ -646,10 +703,12 @@ cdef class EndpointTable:
                 old = o
                 moved = moved or old != i
                 q = &prev.peers[old]
-                peers[i].flags = q.flags & ~_EXCLUDED
+                peers[i].flags = q.flags & ~_MARKS
                 peers[i].inflight = q.inflight
                 peers[i].ewma = q.ewma
                 peers[i].ewma_stamp = q.ewma_stamp
+                peers[i].tokens = q.tokens
+                peers[i].tokens_stamp = q.tokens_stamp
                 if not edf:
                     peers[i].current = q.current    # 0 if it was EDF: WRR starts afresh
                 elif carry_due and q.heap_pos >= 0 and q.weight == w:
@@ -751,6 +810,32 @@ cdef class EndpointTable:
                 c.uniform = 0
                 break
 
+    cpdef set_capacity(self, int max_inflight, double max_rate=0.0):
+        """Capacity spill-over (services[].capacity): with priority levels, an endpoint with
+        ``max_inflight`` requests in flight (acquire/release), or that was picked ``max_rate``
+        times per second (a token bucket of max(1, max_rate / 10) requests, refilled
+        continuously), is full; when every endpoint of the level a pick would take is full,
+        the pick goes to the next level with room (best first), and back as soon as there is
+        room.  When all are full, the pick is as without a limit.  0: no limit; no effect on
+        a one-level table."""
+        if max_inflight < 0:
+            raise ValueError(f"max_inflight must be >= 0, got {max_inflight}")
+        if not max_rate >= 0:
+            raise ValueError(f"max_rate must be >= 0, got {max_rate}")
+        self._core.max_inflight = max_inflight
+        self._core.max_rate = max_rate
+        self._core.burst = max(1.0, max_rate / 10.0)
+
+    @property
+    def capacity(self):
+        """The in-flight limit per endpoint of set_capacity (0: none)."""
+        return self._core.max_inflight
+
+    @property
+    def max_rate(self):
+        """The requests-per-second limit per endpoint of set_capacity (0: none)."""
+        return self._core.max_rate
+
     cpdef set_key(self, unsigned long long key):
         """ring_hash: the request's key hash (hash_bytes) for the picks that follow."""
         self._core.key = key
@@ -837,13 +922,13 @@ cdef class EndpointTable:
 
     cpdef set_flags(self, int i, int flags):
         self._check(i)
-        if flags < 0 or flags & _EXCLUDED:
+        if flags < 0 or flags & _MARKS:
             raise ValueError(f"invalid health flags {flags:#x}")
         self._set_flags(i, flags)
 
     cpdef add_flag(self, int i, int flag):
         self._check(i)
-        if flag < 0 or flag & _EXCLUDED:
+        if flag < 0 or flag & _MARKS:
             raise ValueError(f"invalid health flag {flag:#x}")
         self._set_flags(i, self._core.peers[i].flags | flag)
 

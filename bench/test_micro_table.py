@@ -11,7 +11,9 @@ regimes (``tests/reference/wrr.py``, ``edf.py``: heapq of Fraction deadlines).
 from __future__ import annotations
 
 import functools
+import importlib.util
 import itertools
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -24,6 +26,22 @@ from tests.reference.wrr import ReferenceTable
 
 IMPLEMENTATIONS = {"compiled": EndpointTable, "reference": ReferenceTable,
                    "compiled-wrr-forced": functools.partial(EndpointTable, edf_threshold=1 << 30)}
+
+
+def _before_table():
+    """BENCH_TABLE_BEFORE=/path/to/an/older/table.cpython-*.so: that build's EndpointTable too,
+    loaded beside this one, so before and after are measured in one run on the same machine
+    state (copy the .so aside before rebuilding)."""
+    path = os.environ.get("BENCH_TABLE_BEFORE")
+    if not path:
+        return None
+    spec = importlib.util.spec_from_file_location("_speedups_before.table", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.EndpointTable
+
+
+BEFORE = _before_table()
 
 
 @dataclass(frozen=True)
@@ -56,6 +74,31 @@ def test_pick_retry_exclude(benchmark, impl):
     benchmark.group = "pick n=100 weighted exclude=(3, 42)"
     table = IMPLEMENTATIONS[impl](endpoints(100, True))
     assert benchmark(table.pick, (3, 42)) >= 0
+
+
+# Two priority levels (clusters a and b, 4 endpoints each, all load on level 0) under each
+# policy: capacity spill-over off (the cost every service pays: two tests per pick), on with
+# room in level 0 (one pass over the endpoints to find the full ones, then the pick), and by
+# rate (the same pass, refilling each endpoint's bucket, one clock read).
+LEVEL_BUILDS = {"compiled": EndpointTable, **({"before": BEFORE} if BEFORE is not None else {})}
+
+
+@pytest.mark.parametrize("capacity", ["off", "on", "rate"])
+@pytest.mark.parametrize("build", LEVEL_BUILDS)
+@pytest.mark.parametrize("policy", ["round_robin", "least_request"])
+def test_pick_levels(benchmark, policy, build, capacity):
+    if capacity != "off" and build == "before":
+        pytest.skip("the build before has no capacity limit")
+    benchmark.group = f"pick n=8, 2 levels, {policy}"
+    eps = endpoints(8, False)
+    table = LEVEL_BUILDS[build](policy=policy)
+    table.update(eps, [0 if e.cluster == "a" else 1 for e in eps])
+    table.set_loads([(0, 10_000)])
+    if capacity == "on":
+        table.set_capacity(1_000)       # never reached: the cost of checking
+    elif capacity == "rate":
+        table.set_capacity(0, 1e9)      # never reached: a clock read and 8 refills per pick
+    assert benchmark(table.pick) >= 0
 
 
 @pytest.mark.parametrize("impl", ["compiled", "reference"])

@@ -133,6 +133,8 @@ class DataPlane:
             service.observe_latency = lb.policy == "peak_ewma"
             service.max_connections, service.max_pending = limits.max_connections, limits.max_pending
             service.max_requests, service.max_retries = limits.max_requests, limits.max_retries
+            service.table.set_capacity(svc.capacity.max_in_flight_per_endpoint,
+                                       svc.capacity.max_rate_per_endpoint)
             outlier = svc.outlier_detection
             service.outlier_statuses = frozenset(outlier.statuses if outlier else (502, 503, 504))
         # Every route anew (its services, or their settings, may have changed); a route

@@ -299,3 +299,93 @@ def test_console_behind_tokens_login_write_and_read_scopes(secured_gw, browser):
     wait_for(lambda: "POST /reload refused (403)" in browser.find_element(By.ID, "action-result").text, 10,
              "the refused reload")
     browser.save_screenshot(str(ARTIFACTS / "dashboard-read.png"))
+
+
+# -- the cluster as a health domain, and operator drain, from the dashboard ---------------------
+
+@pytest.fixture(scope="module")
+def zones_gw(backend_a, backend_b, tmp_path_factory):
+    from support import static_source
+    admin = free_port()
+    config = {
+        "admin": f"127.0.0.1:{admin}",
+        "sources": [static_source("zone-a", {"httpbin": [backend_a.address]}),
+                    static_source("zone-b", {"httpbin": [backend_b.address]})],
+        "services": [{"name": "httpbin", "port": 80, "failover": ["zone-b"],
+                      "capacity": {"max_in_flight_per_endpoint": 50}}],
+        "routes": [{"name": "test", "match": {"path": {"prefix": "/"}}, "service": "httpbin"}],
+    }
+    g = GatewayProcess(config, tmp_path_factory.mktemp("dashboard-zones"), "zones").start()
+    g.admin_port = admin
+    try:
+        wait_for(lambda: _ready(admin), 15, "the admin API to say ready")
+        yield g
+    finally:
+        g.stop()
+
+
+def _domain_states(browser, scope: str) -> dict[str, str]:
+    """{cluster or source: health-domain state} as the dashboard shows it."""
+    from selenium.webdriver.common.by import By
+    if scope == "sources":
+        rows = browser.find_elements(By.CSS_SELECTOR, "#sources-table tr[data-source]")
+        return {r.get_attribute("data-source"): r.find_element(By.CSS_SELECTOR, ".badge.domain").text
+                for r in rows if r.find_elements(By.CSS_SELECTOR, ".badge.domain")}
+    cards = browser.find_elements(By.CSS_SELECTOR, '#services .cluster[data-cluster]')
+    return {c.get_attribute("data-cluster"): c.find_element(By.CSS_SELECTOR, "h3 .badge.domain").text
+            for c in cards if c.find_elements(By.CSS_SELECTOR, "h3 .badge.domain")}
+
+
+def _drain_click(browser, source: str, action: str, over: str) -> str:
+    """Type ``over``, click the source's drain/undrain button, confirm; the console's answer."""
+    from selenium.webdriver.common.by import By
+    button = wait_for(lambda: [b for b in browser.find_elements(By.CSS_SELECTOR, f'button[data-drain="{source}"]')
+                               if b.get_attribute("data-action") == action], 10, f"the {action} button of {source}")[0]
+    field = browser.find_element(By.CSS_SELECTOR, f'input[data-drain-over="{source}"]')
+    field.clear()
+    field.send_keys(over)
+    button = browser.find_element(By.CSS_SELECTOR, f'button[data-drain="{source}"]')   # not redrawn while typing
+    assert button.get_attribute("data-action") == action
+    browser.execute_script("document.getElementById('action-result').textContent = ''")
+    button.click()
+    alert = wait_for(lambda: _alert(browser), 5, "the confirmation")
+    assert alert.text == f"{action} source {source} over {over}? (the config file is rewritten)"
+    alert.accept()
+    return wait_for(lambda: browser.find_element(By.ID, "action-result").text, 10, "the console's answer")
+
+
+def test_dashboard_shows_health_domains_and_drains_a_source(zones_gw, browser):
+    from selenium.webdriver.common.by import By
+    port = zones_gw.admin_port
+    browser.delete_all_cookies()
+    ARTIFACTS.mkdir(exist_ok=True)
+    with Load(zones_gw) as load:
+        browser.get(f"http://127.0.0.1:{port}/#services")
+        wait_for(lambda: _domain_states(browser, "services") == {"zone-a": "healthy", "zone-b": "healthy"}, 15,
+                 "both clusters healthy in the Services view")
+        assert browser.find_element(By.CSS_SELECTOR, '#services .service[data-service="default/httpbin"] .capacity'
+                                    ).text == "spill over 50 in flight per endpoint per worker"
+        browser.find_element(By.CSS_SELECTOR, 'nav button[data-tab="sources"]').click()
+        wait_for(lambda: _domain_states(browser, "sources") == {"zone-a": "healthy", "zone-b": "healthy"}, 15,
+                 "both sources healthy in the Sources view")
+
+        answer = _drain_click(browser, "zone-a", "drain", "1s")
+        assert answer.startswith("POST /sources/zone-a/drain: done"), answer
+        wait_for(lambda: _domain_states(browser, "sources").get("zone-a") == "drained", 15,
+                 "zone-a drained in the Sources view")
+        wait_for(lambda: browser.find_element(By.CSS_SELECTOR, 'button[data-drain="zone-a"]')
+                 .get_attribute("data-action") == "undrain", 10, "zone-a's button to offer undrain")
+        assert "drained: true" in zones_gw.config_path.read_text()
+        assert admin_get(port, "/services/default/httpbin")["cluster_states"]["zone-a"]["state"] == "drained"
+        browser.save_screenshot(str(ARTIFACTS / "dashboard-drained.png"))
+        browser.find_element(By.CSS_SELECTOR, 'nav button[data-tab="services"]').click()
+        wait_for(lambda: _domain_states(browser, "services") == {"zone-a": "drained", "zone-b": "healthy"}, 15,
+                 "zone-a drained in the Services view")
+
+        browser.find_element(By.CSS_SELECTOR, 'nav button[data-tab="sources"]').click()
+        answer = _drain_click(browser, "zone-a", "undrain", "1s")
+        assert answer.startswith("POST /sources/zone-a/undrain: done"), answer
+        wait_for(lambda: _domain_states(browser, "sources").get("zone-a") == "healthy", 15,
+                 "zone-a healthy again in the Sources view")
+        assert "drained" not in zones_gw.config_path.read_text()
+    assert load.statuses and set(load.statuses) == {200}, collections.Counter(load.statuses)

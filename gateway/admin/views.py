@@ -155,6 +155,8 @@ def sources(gw) -> list[dict]:
             "services": has,            # configured services this source has
             "endpoints": endpoints,     # their ready endpoints here
             "health_domain": source_domain(gw, source.name),
+            # Operator drain (gateway source drain / POST /sources/{name}/drain): set in the config.
+            "drained": bool(cfg.drained) if cfg else False,
         })
     return out
 
@@ -315,6 +317,7 @@ def _service(gw, svc: ServiceConfig) -> dict:
         "clusters": _cluster_summary(gw, svc, endpoints),
         "overprovisioning_factor": svc.overprovisioning_factor,
         "circuit_breakers": _plain(svc.circuit_breakers),
+        "capacity": _plain(svc.capacity),
         "slow_start": _plain(svc.slow_start) if svc.slow_start is not None else None,
         # Priority levels, best first: each one's healthy capacity, share of requests and why.
         "levels": [lv.describe() for lv in gw.health.levels.get(svc.key, ())] if gw.health else [],

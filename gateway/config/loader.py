@@ -68,7 +68,7 @@ from gateway.config.model import (Address, AccessLogConfig, TracingConfig, Timeo
                                   HttpConfig, Certificate, TlsListener, UpstreamTls, AdminOptions,
                                   StaticEndpoint, StaticService, SourceConfig, HealthCheckConfig,
                                   SuccessRate, OutlierConfig, HashCookie, LbConfig, SlowStart,
-                                  CircuitBreakers, ServiceConfig, HeaderMatch, QueryMatch, RouteMatch,
+                                  CircuitBreakers, Capacity, ServiceConfig, HeaderMatch, QueryMatch, RouteMatch,
                                   WeightedBackend, RetryPolicy, HeaderFilter, Redirect, MirrorConfig,
                                   RouteConfig, LeaderElection, GatewayApiConfig, MultiClusterConfig, Config,
                                   DEFAULT_NAMESPACE, DEFAULT_SOURCE_WEIGHT, PROTOCOLS, LB_POLICIES,
@@ -362,6 +362,7 @@ _timeouts = partial(_section, Timeouts)
 _limits = partial(_section, Limits)
 _path_config = partial(_section, PathConfig)
 _circuit_breakers = partial(_section, CircuitBreakers)
+_capacity = partial(_section, Capacity)
 
 
 def _http(value: Any, path: str, errs: _Errors) -> HttpConfig:
@@ -537,7 +538,7 @@ def _service(value: Any, path: str, errs: _Errors, sources: dict[str, int]) -> S
     d = _keys(value, path, errs, ("name", "namespace", "port", "sources", "health_check",
                                   "outlier_detection", "panic_threshold", "tls", "prefer", "failover",
                                   "priorities", "overprovisioning_factor", "circuit_breakers", "lb",
-                                  "slow_start", "protocol", "http2_connections"),
+                                  "slow_start", "protocol", "http2_connections", "capacity"),
               required=("name", "port"))
     if d is None:
         return None
@@ -569,8 +570,15 @@ def _service(value: Any, path: str, errs: _Errors, sources: dict[str, int]) -> S
         _err(errs, _at(path, "slow_start"), "not with lb policy ring_hash (it would remap keys)")
     protocol = _opt(d, "protocol", partial(_choice, choices=PROTOCOLS), path, errs, "auto")
     connections = _opt(d, "http2_connections", partial(_int, lo=1, hi=64), path, errs, 2)
+    capacity = _opt(d, "capacity", _capacity, path, errs, Capacity())
+    if capacity.max_in_flight_per_endpoint or capacity.max_rate_per_endpoint:
+        levels = dict(priorities)
+        if len({levels.get(name, 0) for name in (names or sources)}) < 2:
+            # The excess goes to the next level: with one, a limit would do nothing.
+            _err(errs, _at(path, "capacity"), "needs a second priority level to spill to "
+                                              "(failover, prefer, priorities or sources[].priority)")
     return ServiceConfig(namespace, name, port, tuple(names), health, outlier, panic, tls,
-                         priorities, factor, breakers, lb, slow_start, protocol, connections)
+                         priorities, factor, breakers, lb, slow_start, protocol, connections, capacity)
 
 
 def _slow_start(value: Any, path: str, errs: _Errors) -> SlowStart | None:

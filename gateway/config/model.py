@@ -14,7 +14,7 @@ from gateway.config.validate import _bool, _duration, _number, _positive_size, _
 __all__ = ["Address", "AccessLogConfig", "TracingConfig", "Timeouts", "Limits", "PathConfig", "TrustedProxies", "HttpConfig",
            "Certificate", "TlsListener", "UpstreamTls", "AdminOptions", "StaticEndpoint", "StaticService",
            "SourceConfig", "HealthCheckConfig", "SuccessRate", "OutlierConfig", "HashCookie", "LbConfig",
-           "SlowStart", "CircuitBreakers", "ServiceConfig", "HeaderMatch", "QueryMatch", "RouteMatch",
+           "SlowStart", "CircuitBreakers", "Capacity", "ServiceConfig", "HeaderMatch", "QueryMatch", "RouteMatch",
            "WeightedBackend", "RetryPolicy", "HeaderFilter", "Redirect", "MirrorConfig", "RouteConfig",
            "GatewayListener", "LeaderElection", "GatewayApiConfig", "MultiClusterConfig", "Config",
            "DEFAULT_NAMESPACE", "DEFAULT_SOURCE_WEIGHT", "PROTOCOLS", "LB_POLICIES", "RETRY_5XX",
@@ -294,6 +294,18 @@ class CircuitBreakers:
 
 
 @dataclass(frozen=True, slots=True)
+class Capacity:
+    """Capacity spill-over (0: off): an endpoint with this many requests in flight, or sent this
+    many requests per second (both per worker, as the circuit breakers), is full; when every
+    endpoint of a priority level is full, the excess goes to the next level (cluster) with room,
+    and comes back as soon as there is room.  Off by default: a limit needs knowing the
+    endpoints' capacity."""
+
+    max_in_flight_per_endpoint: int = setting(0, between(1, 1_000_000))
+    max_rate_per_endpoint: float = setting(0.0, between(0.1, 1_000_000, _number))   # requests/s
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceConfig:
     namespace: str
     name: str
@@ -317,6 +329,7 @@ class ServiceConfig:
     # or auto: from the Kubernetes Service port's appProtocol (else http1).
     protocol: str = "auto"
     http2_connections: int = 2          # HTTP/2 connections per endpoint per worker
+    capacity: Capacity = field(default_factory=Capacity)
 
     @property
     def endpoint_tls(self) -> UpstreamTls | None:

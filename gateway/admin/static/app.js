@@ -89,6 +89,17 @@ function stateBadge(state) {
   return badge(state, state === "synced" ? "ok" : state === "stale" || state === "starting" ? "warn" : "bad");
 }
 
+// A cluster as a health domain (gateway/health/domains.py): healthy, degraded, draining,
+// drained, control-plane-lost (its API server unreachable: endpoints kept, checks decide).
+function domainBadge(state) {
+  if (!state) return badge("no services", "muted");
+  const kind = state === "healthy" ? "ok" : state === "drained" ? "bad" : "warn";
+  const node = badge(state, kind);
+  node.classList.add("domain");
+  node.dataset.domain = state;
+  return node;
+}
+
 function shareBar(share) {
   const bar = el("span", {class: "share"}, el("span"));
   bar.firstChild.style.width = pct(share);
@@ -134,12 +145,27 @@ function statusWriter(g) {
 async function renderSources() {
   const rows = (await api("/sources")).map(s => el("tr", {"data-source": s.name},
     el("td", {text: s.name}), el("td", {text: s.type}), el("td", {class: "num", text: s.weight}),
-    el("td", {}, stateBadge(s.state)), el("td", {class: "num", text: s.services}),
+    el("td", {}, stateBadge(s.state)),
+    el("td", {title: Object.entries(s.health_domain.services).map(([k, v]) => `${k}: ${v}`).join("\n")},
+       domainBadge(s.health_domain.state)),
+    el("td", {}, drainControl(s)), el("td", {class: "num", text: s.services}),
     el("td", {class: "num", text: s.endpoints}), el("td", {text: age(s.last_event_age_s)}),
     el("td", {text: s.kubeconfig ? s.kubeconfig + (s.context ? ` (${s.context})` : "") : s.in_cluster ? "in-cluster" : "-"}),
     el("td", {class: "reason", text: s.error || ""})));
-  document.querySelector("#sources-table tbody").replaceChildren(...rows);
+  const typing = document.activeElement && document.activeElement.dataset.drainOver;
+  if (!typing) document.querySelector("#sources-table tbody").replaceChildren(...rows);  // keep the caret
 }
+
+// Operator drain: new requests move away from the source over the time given (in-flight ones
+// finish); undrain ramps it back.  POST /sources/{name}/drain|undrain {"over": "30s"}.
+function drainControl(s) {
+  return el("span", {class: "drain"},
+    el("input", {"data-drain-over": s.name, value: drainOver[s.name] || "30s", size: 4,
+                 "aria-label": `over how long to ${s.drained ? "undrain" : "drain"} ${s.name}`}),
+    el("button", {type: "button", "data-drain": s.name, "data-action": s.drained ? "undrain" : "drain",
+                  text: s.drained ? "undrain" : "drain"}));
+}
+const drainOver = {};     // what the operator typed, kept across the view's redraws
 
 function endpointRow(e) {
   const health = e.healthy ? badge("healthy", "ok") : e.causes.map(c => badge(c.replaceAll("_", " "), "bad"));
@@ -163,19 +189,29 @@ async function renderServices() {
                                           "Errors", "In flight", "Idle conns", "Why"].map(h => el("th", {text: h})))),
             el("tbody", {}, eps.map(endpointRow)))
         : el("div", {class: "muted", text: c.reason || "no endpoints"});
+      const domain = (svc.cluster_states || {})[c.cluster];
       return el("div", {class: "cluster", "data-cluster": c.cluster},
-        el("h3", {}, c.cluster, stateBadge(c.source_state || "unknown"),
+        el("h3", {}, c.cluster, stateBadge(c.source_state || "unknown"), domainBadge(domain && domain.state),
            el("span", {class: "muted", text: `${c.serving}/${c.endpoints} serving · share ${pct(c.share)}`})),
         body);
     });
     return el("div", {class: "card service", "data-service": svc.key},
       el("div", {class: "title"}, el("span", {class: "name", text: svc.key}),
          el("span", {class: "muted", text: `port ${svc.port} · ${svc.serving}/${svc.endpoints.length} endpoints serving`}),
-         svc.panic ? badge("panic routing", "warn") : null),
+         svc.panic ? badge("panic routing", "warn") : null, capacityText(svc.capacity)),
       levelList(svc.levels),
       clusters);
   });
   document.getElementById("services-list").replaceChildren(...cards);
+}
+
+// Capacity spill-over limits (services[].capacity), when set: beyond them, the next level.
+function capacityText(cap) {
+  if (!cap) return null;
+  const parts = [];
+  if (cap.max_in_flight_per_endpoint) parts.push(`${cap.max_in_flight_per_endpoint} in flight`);
+  if (cap.max_rate_per_endpoint) parts.push(`${cap.max_rate_per_endpoint}/s`);
+  return parts.length ? el("span", {class: "muted capacity", text: `spill over ${parts.join(", ")} per endpoint per worker`}) : null;
 }
 
 // Priority levels (only when a service has more than one): share of requests and why.
@@ -311,6 +347,19 @@ document.querySelector("#routes-table tbody").addEventListener("click", async e 
   const name = e.target.dataset.removeRoute;
   if (name && confirm(`Remove route ${name}? (the config file is rewritten)`)) {
     await change("DELETE", `/routes/${encodeURIComponent(name)}`);
+    refresh();
+  }
+});
+const sourcesBody = document.querySelector("#sources-table tbody");
+sourcesBody.addEventListener("input", e => {
+  if (e.target.dataset.drainOver) drainOver[e.target.dataset.drainOver] = e.target.value;
+});
+sourcesBody.addEventListener("click", async e => {
+  const name = e.target.dataset.drain, action = e.target.dataset.action;
+  if (!name) return;
+  const over = drainOver[name] || "30s";
+  if (confirm(`${action} source ${name} over ${over}? (the config file is rewritten)`)) {
+    await change("POST", `/sources/${encodeURIComponent(name)}/${action}`, {over});
     refresh();
   }
 });
