@@ -175,7 +175,7 @@ class Gateway:
     def _routes_changed(self, translation) -> None:
         if not self._started:
             return                      # start() reads the translation itself
-        self._apply(self._effective())
+        self._apply(self._effective(), routes_only=True)
         log.info("routes from the Gateway API applied", extra={"fields": {"routes": len(translation.routes)}})
 
     @property
@@ -265,13 +265,15 @@ class Gateway:
             self.gatewayapi.set_file({s.key: s for s in config.services}, _file_ports(config))
         self._apply(self._effective())
 
-    def _apply(self, config: Config) -> None:
+    def _apply(self, config: Config, routes_only: bool = False) -> None:
         """Apply a new valid config without dropping a request.
 
         Routes and services change in place (in-flight requests keep the objects
         they hold); health state of unchanged services is kept; unchanged sources
         keep watching, and new ones warm up before they are used; a new listen
-        address is bound before the old one stops accepting.
+        address is bound before the old one stops accepting.  ``routes_only``: the
+        Gateway API's routes changed, so when nothing else did, workers get only those
+        routes; a reload (the file, SIGHUP) is always whole: it also re-reads certificates.
         """
         old = self.config
         if config.workers != old.workers:
@@ -280,10 +282,10 @@ class Gateway:
             config = replace(config, workers=old.workers)
         self.config = config
         if self.supervisor is not None:
-            self.worker.apply_config(replace(config, access_log=_NO_LOG, tracing=None))
-            self.supervisor.reload(config)
+            self.worker.apply_config(replace(config, access_log=_NO_LOG, tracing=None), routes_only)
+            self.supervisor.reload(config, routes_only)
         else:
-            self.worker.apply_config(config)
+            self.worker.apply_config(config, routes_only)
         if config.services != old.services:
             self.health.replace_services(config.services)
         # sources[].drained is not part of a source's identity (its watch stays): follow it here.

@@ -223,10 +223,12 @@ class Supervisor:
                 handle.listener.close()
                 handle.listener = None
 
-    def reload(self, config: Config) -> None:
-        """Send workers the new spec; when only routes changed, only those routes."""
+    def reload(self, config: Config, routes_only: bool = False) -> None:
+        """Send workers the new spec; with ``routes_only`` (Gateway API route changes) and
+        nothing else changed, only those routes.  A reload is always the whole spec: each
+        worker then re-reads its certificates too."""
         old, self.config = self.config, config
-        if replace(config, routes=()) == replace(old, routes=()):
+        if routes_only and replace(config, routes=()) == replace(old, routes=()):
             self._spec = None
             upserts, removed = route_changes(old.routes, config.routes)
             if upserts or removed:

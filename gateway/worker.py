@@ -177,11 +177,12 @@ class Worker:
     def port(self) -> int:
         return self.server.sockets[0].getsockname()[1]
 
-    def apply_config(self, config: Config) -> None:
+    def apply_config(self, config: Config, routes_only: bool = False) -> None:
         """Routes, services, timeouts and limits change in place; a new address is bound first.
-        When only routes changed, only they are built again (see apply_routes)."""
+        ``routes_only`` (Gateway API route changes): when only routes changed, only they are
+        built again (see apply_routes); otherwise, and always on a reload, all of it is."""
         old = self.config
-        if replace(config, routes=()) == replace(old, routes=()):
+        if routes_only and replace(config, routes=()) == replace(old, routes=()):
             self.apply_routes(*route_changes(old.routes, config.routes), routes=config.routes)
             return
         self.config = config

@@ -105,9 +105,12 @@ def gw(clusters, tmp_path_factory):
     a, b = clusters
     config = {
         "sources": [_kube_source("cluster-a", a), _kube_source("cluster-b", b)],
-        "services": [{"name": "httpbin", "port": "http"},
-                     {"name": "web", "port": WEB_SERVICE_PORT},
-                     {"name": "prop", "port": PROP_SERVICE_PORT, "sources": ["cluster-a"]}],
+        # round_robin: the tests assert smooth WRR's exact splits (least_request, the default,
+        # also weighs what is in flight).
+        "services": [{"name": "httpbin", "port": "http", "lb": {"policy": "round_robin"}},
+                     {"name": "web", "port": WEB_SERVICE_PORT, "lb": {"policy": "round_robin"}},
+                     {"name": "prop", "port": PROP_SERVICE_PORT, "sources": ["cluster-a"],
+                      "lb": {"policy": "round_robin"}}],
         "routes": [{"name": "httpbin", "match": {"path": {"prefix": "/httpbin"}}, "service": "httpbin"},
                    {"name": "web", "match": {"path": {"prefix": "/web"}}, "service": "web"},
                    {"name": "prop", "match": {"path": {"prefix": "/prop"}}, "service": "prop"}],
@@ -315,7 +318,7 @@ def test_source_weights_100_300_split_250_750(clusters, tmp_path):
     a, b = clusters
     config = {
         "sources": [_kube_source("cluster-a", a, weight=100), _kube_source("cluster-b", b, weight=300)],
-        "services": [{"name": "httpbin", "port": "http"}],
+        "services": [{"name": "httpbin", "port": "http", "lb": {"policy": "round_robin"}}],   # exact WRR
         "routes": [{"name": "all", "match": {"path": {"prefix": "/"}}, "service": "httpbin"}],
     }
     proc = GatewayProcess(config, tmp_path, "weights").start()
