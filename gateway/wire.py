@@ -153,9 +153,9 @@ def _is_plain(hint: Any) -> bool:
 
 def _dataclass_decoder(cls: type) -> Callable[[dict], Any]:
     hints = typing.get_type_hints(cls)
-    fields = [(f.name, None) for f in dataclasses.fields(cls) if f.init]
-    _decoders[cls] = lambda value: build(value)     # a placeholder while the fields' own are made
-    fields = [(name, _decoder(hints[name])) for name, _ in fields]
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    _decoders[cls] = lambda value: build(value)     # found by a field of its own type meanwhile
+    fields = [(name, _decoder(hints[name])) for name in names]
 
     def build(value: dict) -> Any:
         return cls(**{name: decode(value[name]) for name, decode in fields if name in value})
