@@ -19,6 +19,27 @@ cpdef enum:                             # Upstream.counters(): these, then the t
     UPSTREAM_TRAFFIC = 4
 
 
+cdef enum:                              # BackendStats.failures / .retries, by cause (CAUSE_NAMES)
+    CAUSE_CONNECT_FAILED, CAUSE_CONNECT_TIMEOUT, CAUSE_RESET, CAUSE_TIMEOUT, CAUSE_BAD_RESPONSE,
+    CAUSE_STATUS, CAUSE_EJECTED, N_CAUSES
+
+
+cpdef enum:                             # Histogram.as_list()
+    HISTOGRAM_COUNT = 0
+    HISTOGRAM_BUCKETS = 1               # N_BUCKETS of them, not cumulative
+    HISTOGRAM_SUM = 1 + N_BUCKETS
+    HISTOGRAM_LEN
+
+
+cpdef enum:                             # BackendStats.counters(): three histograms, then by cause
+    BACKEND_DURATION = 0
+    BACKEND_CONNECT = HISTOGRAM_LEN
+    BACKEND_RESPONSE = 2 * HISTOGRAM_LEN
+    BACKEND_FAILURES = 3 * HISTOGRAM_LEN            # N_CAUSES of them
+    BACKEND_RETRIES = 3 * HISTOGRAM_LEN + N_CAUSES  # N_CAUSES of them
+    BACKEND_LEN = 3 * HISTOGRAM_LEN + 2 * N_CAUSES
+
+
 cdef enum:                              # Context.counters (STAT_NAMES in stats.pyx)
     ST_REQUESTS, ST_2XX, ST_3XX, ST_4XX, ST_5XX, ST_RETRIES, ST_UPSTREAM_CONNECTS,
     ST_CONNECT_FAILURES, ST_CONNECTIONS, ST_INTERNAL_ERRORS, ST_REFUSED, ST_REDISPATCHED,
@@ -42,11 +63,6 @@ cdef class Reported:
 
 
 cdef int status_class_stat(int status)
-
-
-cdef enum:                              # BackendStats.failures / .retries, by cause (CAUSE_NAMES)
-    CAUSE_CONNECT_FAILED, CAUSE_CONNECT_TIMEOUT, CAUSE_RESET, CAUSE_TIMEOUT, CAUSE_BAD_RESPONSE,
-    CAUSE_STATUS, CAUSE_EJECTED, N_CAUSES
 
 
 cdef class Histogram:

@@ -18,6 +18,17 @@ UPSTREAM_FAILURES: Final[int]
 UPSTREAM_IN_FLIGHT: Final[int]
 UPSTREAM_IDLE: Final[int]
 UPSTREAM_TRAFFIC: Final[int]
+# ... Histogram.as_list() and BackendStats.counters().
+HISTOGRAM_COUNT: Final[int]
+HISTOGRAM_BUCKETS: Final[int]
+HISTOGRAM_SUM: Final[int]
+HISTOGRAM_LEN: Final[int]
+BACKEND_DURATION: Final[int]
+BACKEND_CONNECT: Final[int]
+BACKEND_RESPONSE: Final[int]
+BACKEND_FAILURES: Final[int]
+BACKEND_RETRIES: Final[int]
+BACKEND_LEN: Final[int]
 
 @final
 class TrafficStats:

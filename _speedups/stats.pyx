@@ -24,6 +24,7 @@ assert TRAFFIC_LEN == 1 + 6 + N_BUCKETS + 1
 CAUSE_NAMES = ("connect_failed", "connect_timeout", "upstream_reset", "upstream_timeout",
                "bad_response", "status", "ejected")
 assert len(CAUSE_NAMES) == N_CAUSES
+assert BACKEND_LEN == 3 * (1 + N_BUCKETS + 1) + 2 * N_CAUSES
 
 
 cdef int status_class_stat(int status):
@@ -110,7 +111,7 @@ cdef class Histogram:
         self.buckets[i] += 1
 
     def as_list(self):
-        """[count, buckets..., sum]"""
+        """[count, buckets..., sum]: the HISTOGRAM_* positions (stats.pxd)."""
         cdef int i
         out = [self.count]
         for i in range(N_BUCKETS):
@@ -139,7 +140,7 @@ cdef class BackendStats(Reported):
 
     def counters(self):
         """[duration..., connect..., response..., failures..., retries...] (each histogram
-        as Histogram.as_list), for the worker's report."""
+        as Histogram.as_list): the BACKEND_* positions (stats.pxd), for the worker's report."""
         cdef int i
         self.touched = False
         out = self.duration.as_list() + self.connect.as_list() + self.response.as_list()

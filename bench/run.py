@@ -358,14 +358,16 @@ backend be
 
 
 def gateway_conf(tmp: Path, name: str, port: int, backend_port: int, access_log: bool,
-                 workers: int | None) -> str:
+                 workers: int | None, admin: str = "off", extra: str = "") -> str:
+    """The benches' gateway: two static backends, one route; ``extra``: more top-level YAML
+    lines (bench/tracing.py's ``tracing:``)."""
     log = f"{{path: {tmp}/{name}-access.log, buffer: 64KiB, flush_interval: 1s}}" if access_log else "{path: off}"
     return f"""listen: 127.0.0.1:{port}
-admin: off
+admin: {admin}
 access_log: {log}
 {f"workers: {workers}" if workers is not None else ""}
 timeouts: {{drain: 2s}}
-sources:
+{extra}sources:
   - name: bench
     type: static
     services:

@@ -83,23 +83,8 @@ def gateway_conf(tmp: Path, name: str, port: int, admin_port: int, backend_port:
     tracing = ("" if ratio is None else
                f"tracing: {{endpoint: \"http://127.0.0.1:{sink_port}/v1/traces\", "
                f"sample_ratio: {ratio}}}\n")
-    return f"""listen: 127.0.0.1:{port}
-admin: 127.0.0.1:{admin_port}
-access_log: {{path: {tmp}/{name}-access.log, buffer: 64KiB, flush_interval: 1s}}
-workers: 1
-timeouts: {{drain: 2s}}
-{tracing}sources:
-  - name: bench
-    type: static
-    services:
-      - {{name: backend, namespace: default, endpoints: ["127.0.0.2:{backend_port}", "127.0.0.3:{backend_port}"]}}
-services:
-  - {{name: backend, namespace: default, port: {backend_port}}}
-routes:
-  - name: all
-    match: {{path: {{prefix: /}}}}
-    service: default/backend
-"""
+    return base.gateway_conf(tmp, name, port, backend_port, access_log=True, workers=1,
+                             admin=f"127.0.0.1:{admin_port}", extra=tracing)
 
 
 def tracing_counters(admin_port: int) -> dict[str, float]:

@@ -14,22 +14,21 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from _speedups.proxy import LATENCY_BOUNDS, STAT_NAMES
-from _speedups.stats import (CAUSE_NAMES, TRAFFIC_BUCKETS, TRAFFIC_CLASSES, TRAFFIC_COUNT,
-                             TRAFFIC_LATENCY_SUM, UPSTREAM_FAILURES, UPSTREAM_IDLE, UPSTREAM_IN_FLIGHT,
-                             UPSTREAM_REQUESTS, UPSTREAM_TRAFFIC)
+from _speedups.proxy import STAT_NAMES
+from _speedups.stats import (BACKEND_CONNECT, BACKEND_DURATION, BACKEND_FAILURES, BACKEND_LEN, BACKEND_RESPONSE,
+                             BACKEND_RETRIES, CAUSE_NAMES, HISTOGRAM_BUCKETS, HISTOGRAM_COUNT, HISTOGRAM_SUM,
+                             TRAFFIC_BUCKETS, TRAFFIC_CLASSES, TRAFFIC_COUNT, TRAFFIC_LATENCY_SUM,
+                             UPSTREAM_FAILURES, UPSTREAM_IDLE, UPSTREAM_IN_FLIGHT, UPSTREAM_REQUESTS,
+                             UPSTREAM_TRAFFIC)
 
 # The lists of a report are laid out by the enums of _speedups/stats.pxd: an upstream's is
-# UPSTREAM_* then its traffic, a route's its traffic (TRAFFIC_*).
+# UPSTREAM_* then its traffic, a route's its traffic (TRAFFIC_*), a backend's BACKEND_*
+# (three histograms, HISTOGRAM_* each, then failed attempts and retries by cause).
 UPSTREAM_GAUGES = (UPSTREAM_IN_FLIGHT, UPSTREAM_IDLE)
 _ANSWERED = UPSTREAM_TRAFFIC + TRAFFIC_COUNT                # an upstream's traffic: requests answered
 _ANSWERED_5XX = UPSTREAM_TRAFFIC + TRAFFIC_CLASSES + 5      # ... and of those, 5xx
-
-# A backend's list (BackendStats.counters): three histograms [count, buckets..., sum]
-# (duration, connect, response), then failed attempts and retries by cause (CAUSE_NAMES).
-N_BUCKETS = len(LATENCY_BOUNDS) + 1         # +Inf last
-HISTOGRAM_LEN = 1 + N_BUCKETS + 1
-BACKEND_HISTOGRAMS = ("duration", "connect", "response")
+BACKEND_HISTOGRAMS = (("duration", BACKEND_DURATION), ("connect", BACKEND_CONNECT),
+                      ("response", BACKEND_RESPONSE))
 # A worker's tracing list (gateway.tracing.SpanExporter.counters)
 TRACING_NAMES = ("recorded", "dropped_queue_full", "spans_exported", "dropped_export_failed",
                  "export_failures")
@@ -50,6 +49,22 @@ def traffic_dict(values: list) -> dict:
 def _add_into(total: list, values: list) -> None:
     for i, v in enumerate(values):
         total[i] += v
+
+
+def _merge_into(sums: dict, table: dict, key=None) -> dict:
+    """Add ``table``'s lists into ``sums`` by key (``key`` maps a table's key to the sum's)."""
+    for k, values in table.items():
+        if key is not None:
+            k = key(k)
+        if k in sums:
+            _add_into(sums[k], values)
+        else:
+            sums[k] = list(values)
+    return sums
+
+
+def _endpoint(upstream_key: tuple) -> EndpointKey:
+    return upstream_key[1:]             # (pool, cluster, ip, port): summed over pools
 
 
 class WorkerCounters:
@@ -104,24 +119,12 @@ class Stats:
             return
         r = self.retired
         _add_into(r.counters, w.counters)
-        for key, values in w.upstreams.items():
-            kept = list(values)
+        for values in w.upstreams.values():
             for i in UPSTREAM_GAUGES:
-                kept[i] = 0
-            if key in r.upstreams:
-                _add_into(r.upstreams[key], kept)
-            else:
-                r.upstreams[key] = kept
-        for name, values in w.routes.items():
-            if name in r.routes:
-                _add_into(r.routes[name], values)
-            else:
-                r.routes[name] = list(values)
-        for key, values in w.backends.items():
-            if key in r.backends:
-                _add_into(r.backends[key], values)
-            else:
-                r.backends[key] = list(values)
+                values[i] = 0
+        _merge_into(r.upstreams, w.upstreams)
+        _merge_into(r.routes, w.routes)
+        _merge_into(r.backends, w.backends)
         _add_into(r.tracing, w.tracing)
 
     def outcomes(self, service_key: str, endpoints: list[EndpointKey]) -> dict[EndpointKey, tuple[int, int]]:
@@ -168,12 +171,7 @@ class Stats:
         """Per endpoint (summed over pools and workers): requests, failures, in_flight, idle, traffic."""
         sums: dict[EndpointKey, list] = {}
         for w in self._all():
-            for key, values in w.upstreams.items():
-                endpoint = key[1:]
-                if endpoint in sums:
-                    _add_into(sums[endpoint], values)
-                else:
-                    sums[endpoint] = list(values)
+            _merge_into(sums, w.upstreams, _endpoint)
         return {key: {"requests": v[UPSTREAM_REQUESTS], "failures": v[UPSTREAM_FAILURES],
                       "in_flight": v[UPSTREAM_IN_FLIGHT], "idle": v[UPSTREAM_IDLE],
                       "traffic": traffic_dict(v[UPSTREAM_TRAFFIC:])} for key, v in sums.items()}
@@ -181,11 +179,7 @@ class Stats:
     def routes(self) -> dict[str, dict]:
         sums: dict[str, list] = {}
         for w in self._all():
-            for name, values in w.routes.items():
-                if name in sums:
-                    _add_into(sums[name], values)
-                else:
-                    sums[name] = list(values)
+            _merge_into(sums, w.routes)
         return {name: traffic_dict(v) for name, v in sums.items()}
 
     def backends(self) -> dict[BackendKey, dict]:
@@ -194,21 +188,14 @@ class Stats:
         attempts and retries by cause."""
         sums: dict[BackendKey, list] = {}
         for w in self._all():
-            for key, values in w.backends.items():
-                if key in sums:
-                    _add_into(sums[key], values)
-                else:
-                    sums[key] = list(values)
+            _merge_into(sums, w.backends)
         out = {}
-        n = len(CAUSE_NAMES)
         for key, v in sums.items():
-            entry: dict = {}
-            for i, name in enumerate(BACKEND_HISTOGRAMS):
-                h = v[i * HISTOGRAM_LEN:(i + 1) * HISTOGRAM_LEN]
-                entry[name] = {"count": h[0], "buckets": list(h[1:1 + N_BUCKETS]), "sum": h[-1]}
-            rest = v[3 * HISTOGRAM_LEN:]
-            entry["failures"] = dict(zip(CAUSE_NAMES, rest[:n]))
-            entry["retries"] = dict(zip(CAUSE_NAMES, rest[n:2 * n]))
+            entry: dict = {name: {"count": v[at + HISTOGRAM_COUNT],
+                                  "buckets": list(v[at + HISTOGRAM_BUCKETS:at + HISTOGRAM_SUM]),
+                                  "sum": v[at + HISTOGRAM_SUM]} for name, at in BACKEND_HISTOGRAMS}
+            entry["failures"] = dict(zip(CAUSE_NAMES, v[BACKEND_FAILURES:BACKEND_RETRIES]))
+            entry["retries"] = dict(zip(CAUSE_NAMES, v[BACKEND_RETRIES:BACKEND_LEN]))
             out[key] = entry
         return out
 
