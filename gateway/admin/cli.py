@@ -244,7 +244,10 @@ def _change(args, method: str, path: str, body=None) -> int:
         sys.stdout.write(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         what = {"POST": "added", "PUT": "replaced", "DELETE": "removed"}[method]
-        print(f"{what}; config version {answer['version']} (applied and written to the config file)")
+        if "httproute" in answer:       # gateway_api.console_gateway: the route lives in the cluster
+            print(f"{what} as HTTPRoute {answer['httproute']} (served by every replica watching the cluster)")
+        else:
+            print(f"{what}; config version {answer['version']} (applied and written to the config file)")
     return 0
 
 
