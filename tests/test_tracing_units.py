@@ -12,7 +12,8 @@ from _speedups.http import build_request_head, find_head_end, parse_request
 from _speedups.tracing import RequestRecord, SpanRecord, Tracer, b3_fields, traceparent_fields
 from gateway.config import ConfigError, parse_config
 from _speedups.otlp import SpanEncoder
-from gateway.tracing import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, encode_request, frame_spans, spans_of
+from gateway.tracing import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, encode_request
+from tests.reference.otlp import frame_spans, spans_of
 
 TRACE = b"4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = b"00f067aa0ba902b7"
