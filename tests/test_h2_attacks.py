@@ -179,7 +179,11 @@ def test_continuation_flood_is_a_connection_error(gw, bystander, connect):
         batches = flood(attacker, piece * 10, 1000, 10.0, bystander)
         assert attacker.wait_closed(10), "the attacking connection was not closed"
     print(f"CONTINUATION flood: closed after {batches} batches of 10 frames, RSS +{rss.growth / 2**20:.1f} MiB")
-    assert batches < 100
+    # The gateway's limit is 8 CONTINUATION frames (h2.pyx), which ENHANCE_YOUR_CALM shows; the
+    # batches the client got out before the close are what the kernel's socket buffers took
+    # meanwhile (201 with both cores busy, under 100 on an idle machine): the flood must just
+    # not have run to its end.
+    assert batches < 1000
     assert attacker.goaway is not None and attacker.goaway.error_code == ENHANCE_YOUR_CALM, attacker.goaway
     assert rss.growth < GROWTH_LIMIT, rss.growth
 
