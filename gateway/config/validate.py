@@ -4,7 +4,7 @@ Each parser takes (value, path, errs), appends "path: problem" to ``errs`` for a
 and returns the parsed value, or None when it was bad: parsing goes on, so every error is
 reported, and nothing is built if there was one.  The loader uses them for the file; the
 admin console (route bodies) and the Gateway API translation use the same checks
-(``is_dns_label``, ``regex_problem``), so a value is valid or not wherever it comes from.
+(``loader.parse_route``, ``regex_problem``), so a value is valid or not wherever it comes from.
 """
 from __future__ import annotations
 
@@ -33,11 +33,6 @@ _Errors = list[str]
 _Parser = Callable[[Any, str, _Errors], Any]
 
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-
-
-def is_dns_label(text: str) -> bool:
-    """An RFC 1123 label: a route's name, a namespace."""
-    return bool(_LABEL.fullmatch(text))
 
 
 # An object name that is a DNS subdomain (RFC 1123), as a Lease's
