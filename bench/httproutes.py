@@ -136,6 +136,7 @@ def run(routes: int, changes: int, workdir: Path, backend) -> dict:
             time.sleep(IDLE_WINDOW)
             idle_rate = (gateway_cpu(gateway.pid) - idle_cpu) / (time.monotonic() - idle_from)
             delays, writes = [], []
+            last_path = f"/r{routes - 1}"           # the last route's path, for the start below
             changes_from, changes_cpu = time.monotonic(), gateway_cpu(gateway.pid)
             for k in range(changes):
                 before_writes = status_writes(server)
@@ -144,13 +145,14 @@ def run(routes: int, changes: int, workdir: Path, backend) -> dict:
                 custom.patch_namespaced_custom_object(GW, "v1", NS, "httproutes", f"r{k % routes}",
                                                       {"spec": httproute("", path)["spec"]})
                 served_everywhere(path)
+                if k % routes == routes - 1:
+                    last_path = path
                 delays.append(time.monotonic() - t0)
                 writes.append(quiet_writes(server) - before_writes)
             # Over all the changes: the clock ticks of /proc are 10 ms, coarser than one change.
             change_cpu = (gateway_cpu(gateway.pid) - changes_cpu
                           - idle_rate * (time.monotonic() - changes_from)) / changes
             # A start with every route there already: until the last one is served.
-            last_path = f"/changed-{routes - 1}" if changes >= routes else f"/r{routes - 1}"
             gateway.stop()
             t0 = time.monotonic()
             gateway = GatewayProcess(settings, workdir / f"gw-{routes}-restart").start(timeout=120)

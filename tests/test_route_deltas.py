@@ -142,3 +142,23 @@ def test_unchanged_routes_are_not_sent_again():
     changed = replace(b, match=RouteMatch(path_prefix="/b"))
     assert route_changes((a, b), (a, changed)) == ([changed], [])
     assert route_changes((a, b), (b,)) == ([], [("", "a")])
+
+
+@settings(max_examples=200, deadline=None)
+@given(before=st.lists(route, max_size=8), after=st.lists(route, max_size=8), shuffle=st.randoms())
+def test_route_changes_name_every_difference(before, after, shuffle):
+    """Applied to ``before``, the changes give ``after``; a config not changed is not sent
+    (the same keys at the same positions, the changes' usual shape, included)."""
+    def unique(routes):
+        return list({(rc.listener, rc.name): rc for rc in routes}.values())
+    before = unique(before)
+    after = unique(after) if shuffle.random() < 0.5 else [
+        replace(rc, match=RouteMatch(path_prefix="/moved")) if shuffle.random() < 0.3 else rc for rc in before]
+    upserts, removed = route_changes(before, after)
+    state = {(rc.listener, rc.name): rc for rc in before}
+    for key in removed:
+        del state[key]
+    for rc in upserts:
+        state[(rc.listener, rc.name)] = rc
+    assert state == {(rc.listener, rc.name): rc for rc in after}
+    assert not any(rc in before for rc in upserts)

@@ -53,6 +53,14 @@ SECRETS = ("secrets", None, "v1", "secrets", True)
 TLS_SECRET_TYPE = "kubernetes.io/tls"
 STATUS_KINDS = {"classes": ("gatewayclasses", "v1"), "gateways": ("gateways", "v1"),
                 "routes": ("httproutes", "v1")}
+# What the translation's World holds of a watched object, per store (the object itself when
+# not named), and the stores merged from every associated cluster rather than the route ones.
+_WORLD_VALUE = {"services": lambda obj: (obj.get("spec") or {}).get("ports") or [],
+                "namespaces": lambda obj: obj["metadata"].get("labels") or {},
+                "secrets": lambda obj: obj["secret"]}
+_EVERY_CLUSTER = ("services", "imports")
+_BY_NAME = ("classes", "namespaces")                   # cluster-scoped: keyed by name
+WORLD_STORES = ("classes", "gateways", "routes", "grants", "services", "imports", "namespaces", "secrets")
 
 
 def _now() -> str:
@@ -87,6 +95,11 @@ class GatewayApiController:
         self._apis: dict[str, object] = {}
         # (cluster, store name) -> {key: object}
         self._objects: dict[tuple[str, str], dict] = {}
+        # store -> (its objects merged across clusters, key -> the cluster each came from):
+        # an event changes its key's entry, a list the whole store.  A World built from them
+        # is current, not a snapshot: it is read at once, on this thread, and not kept.
+        self._merged: dict[str, tuple[dict, dict]] = {}
+        self._unmerged: set[str] = set(WORLD_STORES)
         self._loops: set[str] = set()
         self._synced_loops: set[str] = set()
         self._synced = asyncio.Event()
@@ -96,9 +109,9 @@ class GatewayApiController:
         # are kept while it stays (RouteMemo).
         self._world_version = 0
         self._memo = RouteMemo()
-        # ("routes", key) -> (the route, its translated status.parents) of the last status pass:
-        # a route and translation both unchanged since (the same objects) are not compared again.
-        self._status_checked: dict[tuple[str, tuple], tuple[dict, list]] = {}
+        # HTTPRoutes whose status to compare at the next status pass besides those the
+        # translation changed (a write failed, another writer's status came); None: all.
+        self._status_due: set[tuple[str, str]] | None = None
         self.elector = None                     # gateway.gatewayapi.leader.LeaderElector
 
     # -- lifecycle ------------------------------------------------------------------
@@ -179,7 +192,7 @@ class GatewayApiController:
 
     def _started_leading(self) -> None:
         log.info("this replica writes status", extra={"fields": {"identity": self.elector.identity}})
-        self._status_checked.clear()        # every status again: what the previous writer left undone
+        self._status_due = None             # every status again: what the previous writer left undone
         self._schedule()
 
     def set_file(self, file_services: dict, taken: frozenset[tuple[str, int]]) -> None:
@@ -317,6 +330,7 @@ class GatewayApiController:
         kept = {} if namespace is None else {key: obj for key, obj in self._objects.get((cluster, store), {}).items()
                                              if key[0] != namespace}
         self._objects[(cluster, store)] = {**kept, **{_key(obj): obj for obj in items}}
+        self._unmerged.add(store)
         self._synced_loops.add(loop_name)
         self.errors.pop(loop_name, None)
         if self._synced_loops >= self._loops:
@@ -342,14 +356,15 @@ class GatewayApiController:
             self._written.pop((store, key), None)
         else:
             table[key] = obj
+        self._merge_key(store, key)
         # A status write (ours, mostly) changes nothing the translation reads: the route's
         # translation stays good for the object that carries it.
         if kind == "DELETED" or before is None or _without_status(before) != _without_status(obj):
             self._world_changed(store)
         elif store == "routes":
-            entry = self._memo.entries.get(key)
-            if entry is not None and entry[0] is before:
-                self._memo.entries[key] = (obj, *entry[1:])
+            self._memo.carry(key, before, obj)
+            if self._status_due is not None:
+                self._status_due.add(key)       # someone else's write: ours may need writing again
 
     def _world_changed(self, store: str) -> None:
         if store != "routes":
@@ -366,32 +381,48 @@ class GatewayApiController:
             self._pending = self._loop.call_later(SETTLE, self._translate)
 
     def world(self) -> tuple[World, dict]:
-        """The objects of every cluster as one world, and each object's cluster (for status).
+        """The objects of every cluster as one world, and per store each object's cluster
+        (for status).
 
         Route kinds: the first cluster of ``gateway_api.sources`` holding an object wins;
         Services and ServiceImports: a key exists if any associated cluster has it."""
-        world = World(self.settings.controller_name, version=self._world_version)
-        origin: dict = {}
-        for cluster in self.all_clusters:
-            for store in ("services", "imports"):
-                for key, obj in self._objects.get((cluster.name, store), {}).items():
-                    if store == "services":
-                        world.services.setdefault(key, (obj.get("spec") or {}).get("ports") or [])
-                    else:
-                        world.imports.setdefault(key, obj)
-        for cluster in self.route_clusters:
-            for store in ("classes", "gateways", "routes", "grants"):
-                target = getattr(world, store)
-                for key, obj in self._objects.get((cluster.name, store), {}).items():
-                    name = key[1] if store == "classes" else key      # cluster-scoped: by name
-                    if name not in target:
-                        target[name] = obj
-                        origin[(store, key)] = cluster.name
-            for (_, name), obj in self._objects.get((cluster.name, "namespaces"), {}).items():
-                world.namespaces.setdefault(name, obj["metadata"].get("labels") or {})
-            for key, obj in self._objects.get((cluster.name, "secrets"), {}).items():
-                world.secrets.setdefault(key, obj["secret"])
-        return world, origin
+        for store in self._unmerged:
+            self._merged[store] = self._merge(store)
+        self._unmerged.clear()
+        world = World(self.settings.controller_name, version=self._world_version,
+                      **{store: self._merged[store][0] for store in WORLD_STORES})
+        return world, {store: self._merged[store][1] for store in WORLD_STORES}
+
+    def _merge_key(self, store: str, key: tuple[str, str]) -> None:
+        """One object of ``store`` changed in one cluster: the world's entry for its key."""
+        if store in self._unmerged:
+            return                              # merged whole at the next translation
+        merged, origin = self._merged[store]
+        name = key[1] if store in _BY_NAME else key
+        value = _WORLD_VALUE.get(store)
+        for cluster in self._clusters_of(store):
+            obj = self._objects.get((cluster.name, store), {}).get(key)
+            if obj is not None:
+                merged[name] = obj if value is None else value(obj)
+                origin[name] = cluster.name
+                return
+        merged.pop(name, None)
+        origin.pop(name, None)
+
+    def _clusters_of(self, store: str) -> list[SourceConfig]:
+        return self.all_clusters if store in _EVERY_CLUSTER else self.route_clusters
+
+    def _merge(self, store: str) -> tuple[dict, dict]:
+        merged, origin = {}, {}
+        value = _WORLD_VALUE.get(store)
+        by_name = store in _BY_NAME
+        for cluster in self._clusters_of(store):
+            for key, obj in self._objects.get((cluster.name, store), {}).items():
+                name = key[1] if by_name else key
+                if name not in merged:
+                    merged[name] = obj if value is None else value(obj)
+                    origin[name] = cluster.name
+        return merged, origin
 
     def _translate(self) -> None:
         self._pending = None
@@ -417,6 +448,8 @@ class GatewayApiController:
                 log.exception("applying the Gateway API routes failed")
         if self._synced.is_set() and self.writes_status():
             self._write_statuses(world, origin, translation)
+        else:
+            self._status_due = None             # this translation's changes are not written
 
     # -- status ------------------------------------------------------------------------
 
@@ -426,13 +459,12 @@ class GatewayApiController:
             writes.append(("classes", ("", name), world.classes[name], status))
         for key, status in t.gateway_status.items():
             writes.append(("gateways", key, world.gateways[key], status))
-        checked, self._status_checked = self._status_checked, {}
-        for key, parents in t.route_status.items():
+        due, self._status_due = self._status_due, set()
+        for key in t.route_status if t.changed is None or due is None else t.changed | due:
+            parents = t.route_status.get(key)
+            if parents is None:
+                continue            # gone, or no parentRef to a Gateway of ours
             route = world.routes[key]
-            self._status_checked[("routes", key)] = (route, parents)
-            last = checked.get(("routes", key))
-            if last is not None and last[0] is route and last[1] is parents:
-                continue            # neither the route nor its translation changed since
             others = [p for p in (route.get("status") or {}).get("parents") or ()
                       if p.get("controllerName") != self.settings.controller_name]
             writes.append(("routes", key, route, {"parents": parents + others}))
@@ -440,7 +472,7 @@ class GatewayApiController:
             current = self._current_status(store, key, obj)
             status = with_transition_times(status, current)
             if status != current:
-                cluster = origin.get((store, key))
+                cluster = origin[store].get(key[1] if store in _BY_NAME else key)
                 if cluster is not None:
                     self._written[(store, key)] = (status, 1 << 62)     # until the write answers
                     self._loop.run_in_executor(None, self._write_status, cluster, store, key, status)
@@ -464,7 +496,8 @@ class GatewayApiController:
         """A status write answered (loop thread): ``result`` the object, None if it failed."""
         if result is None:
             self._written.pop((store, key), None)
-            self._status_checked.pop((store, key), None)    # to be tried again
+            if store == "routes" and self._status_due is not None:
+                self._status_due.add(key)                   # to be tried again
             return
         try:
             self._written[(store, key)] = (status, int(result["metadata"]["resourceVersion"]))
