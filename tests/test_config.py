@@ -633,3 +633,41 @@ def test_parse_size(text: str | int, size: int) -> None:
 def test_parse_size_invalid(value: object) -> None:
     with pytest.raises(ValueError):
         parse_size(value)  # type: ignore[arg-type]
+
+
+# -- each section's keys, defaults and parsers come from the model, declared once ---------------
+
+def _declared_sections():
+    import dataclasses
+    from gateway.config import model
+    return [cls for cls in vars(model).values() if dataclasses.is_dataclass(cls) and isinstance(cls, type)
+            and any("parse" in f.metadata for f in dataclasses.fields(cls))]
+
+
+@pytest.mark.parametrize("cls", _declared_sections(), ids=lambda cls: cls.__name__)
+def test_a_section_reads_its_keys_defaults_and_parsers_from_the_model(cls):
+    import dataclasses
+    from gateway.config.validate import section
+    declared = {f.metadata.get("key", f.name): f for f in dataclasses.fields(cls) if "parse" in f.metadata}
+    required = {key: f for key, f in declared.items() if f.default is dataclasses.MISSING}
+    errs: list[str] = []
+    got = section(cls, {}, "s", errs)
+    if required:        # a required key missing: named, nothing built
+        assert got is None and errs == [f"s.{key}: required" for key in required]
+        return
+    assert got == cls() and errs == []
+    for key, f in declared.items():
+        errs = []
+        kept = section(cls, {key: {"not": "a value"}}, "s", errs)
+        assert errs and all(e.startswith(f"s.{key}: ") for e in errs), (key, errs)
+        assert getattr(kept, f.name) == f.default       # a bad key keeps its default
+    errs = []
+    section(cls, {"no_such_key": 1}, "s", errs)
+    assert errs == ['s: unknown key "no_such_key"'] or errs[0].startswith('s: unknown key "no_such_key" (did')
+
+
+def test_every_flat_section_of_the_model_is_declared_with_its_parser():
+    """The sections the loader reads by their fields; more join as they are declared."""
+    names = {cls.__name__ for cls in _declared_sections()}
+    assert {"Timeouts", "Limits", "PathConfig", "SuccessRate", "CircuitBreakers", "Capacity", "AccessLogConfig",
+            "TracingConfig", "HealthCheckConfig", "OutlierConfig", "SlowStart", "LeaderElection"} <= names

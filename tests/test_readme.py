@@ -61,6 +61,41 @@ def test_every_key_of_the_config_example_exists():
     assert not others, others
 
 
+# Sections of the README's example whose values are the model's defaults, but the keys named
+# (example values); the model declares each default once (gateway.config.model.setting).
+DOCUMENTED_DEFAULTS = [
+    (("timeouts",), "Timeouts", ()),
+    (("limits",), "Limits", ()),
+    (("http", "path"), "PathConfig", ()),
+    (("access_log",), "AccessLogConfig", ()),
+    (("tracing",), "TracingConfig", ("endpoint",)),
+    (("services", 0, "health_check"), "HealthCheckConfig", ("path",)),
+    (("services", 0, "outlier_detection"), "OutlierConfig", ("success_rate",)),
+    (("services", 0, "outlier_detection", "success_rate"), "SuccessRate", ()),
+    (("services", 0, "slow_start"), "SlowStart", ("window",)),
+]
+
+
+@pytest.mark.parametrize("where, name, examples", DOCUMENTED_DEFAULTS, ids=lambda v: str(v))
+def test_the_config_example_shows_the_models_defaults(where, name, examples):
+    import dataclasses
+    from gateway.config import model
+    from gateway.config.validate import section
+    (example,) = blocks("## Configuration", "yaml")
+    value = yaml.safe_load(example)
+    for key in where:
+        value = value[key]
+    cls = getattr(model, name)
+    errs: list[str] = []
+    parsed = section(cls, value, ".".join(map(str, where)), errs)
+    assert errs == [] and parsed is not None
+    fields = {f.metadata.get("key", f.name): f for f in dataclasses.fields(cls)}
+    shown = [key for key in value if key not in examples]
+    assert shown, "the README shows none of this section's keys"
+    for key in shown:
+        assert getattr(parsed, fields[key].name) == fields[key].default, f"README {where} {key}"
+
+
 def test_running_it_yourself_and_the_console_commands(tmp_path):
     import os
     (block,) = blocks("## Running it yourself")

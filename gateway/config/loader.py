@@ -58,7 +58,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from dataclasses import fields, replace
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -67,16 +67,16 @@ import yaml
 from gateway.config.model import (Address, AccessLogConfig, TracingConfig, Timeouts, Limits, PathConfig, TrustedProxies,
                                   HttpConfig, Certificate, TlsListener, UpstreamTls, AdminOptions,
                                   StaticEndpoint, StaticService, SourceConfig, HealthCheckConfig,
-                                  SuccessRate, OutlierConfig, HashCookie, LbConfig, SlowStart,
+                                  OutlierConfig, HashCookie, LbConfig, SlowStart,
                                   CircuitBreakers, Capacity, ServiceConfig, HeaderMatch, QueryMatch, RouteMatch,
                                   WeightedBackend, RetryPolicy, HeaderFilter, Redirect, MirrorConfig,
                                   RouteConfig, LeaderElection, GatewayApiConfig, MultiClusterConfig, Config,
                                   DEFAULT_NAMESPACE, DEFAULT_SOURCE_WEIGHT, PROTOCOLS, LB_POLICIES,
                                   DEFAULT_CONTROLLER_NAME)
-from gateway.config.validate import (_at, _bool, _choice, ConfigError, _DNS_NAME, _duration, _err, _Errors,
+from gateway.config.validate import (_at, _bool, _choice, ConfigError, _duration, _err, _Errors,
                                      _HOSTNAME, _int, _is_off, _keys, _kwargs, _LABEL, _list, _list_of,
-                                     _name, _number, _opt, _parse_each, _regex, _ROUTE_HOST, _share, _show,
-                                     _size, _str, _str_list, _token, _unique)
+                                     _name, _opt, _parse_each, _regex, _ROUTE_HOST, _share, _show,
+                                     _str, _str_list, _token, _unique, absolute_path, section)
 
 
 def load_config(path: str) -> Config:
@@ -302,67 +302,22 @@ def _workers(value: Any, path: str, errs: _Errors) -> int | None:
 def _access_log(value: Any, path: str, errs: _Errors) -> AccessLogConfig:
     if _is_off(value):                      # `access_log: off`
         return AccessLogConfig(path=None)
-    d = _keys(value, path, errs, ("path", "buffer", "flush_interval"))
-    if d is None:
-        return AccessLogConfig()
-    kw = _kwargs(d, path, errs, {"buffer": _size, "flush_interval": _duration})
-    if "buffer" in kw:
-        kw["buffer_bytes"] = kw.pop("buffer")
-    if "path" in d:
-        p = d["path"]
-        kw["path"] = None if _is_off(p) else _str(p, _at(path, "path"), errs)
-    return AccessLogConfig(**kw)
-
-
-_TRACING_PARSERS: dict = {
-    "endpoint": lambda value, path, errs: _otlp_endpoint(value, path, errs),
-    "sample_ratio": lambda value, path, errs: _share(value, path, errs),
-    "service_name": _str,
-    "max_queue": partial(_int, lo=1, hi=1_000_000),
-    "batch_size": partial(_int, lo=1, hi=100_000),
-    "flush_interval": lambda value, path, errs: _duration(value, path, errs),   # defined below
-    "timeout": lambda value, path, errs: _duration(value, path, errs),
-}
+    if isinstance(value, dict) and "path" in value and value["path"] is None:
+        value = {**value, "path": "off"}    # `path: null`
+    return section(AccessLogConfig, value, path, errs)
 
 
 def _tracing(value: Any, path: str, errs: _Errors) -> TracingConfig | None:
     if _is_off(value):                      # `tracing: off`
         return None
-    d = _keys(value, path, errs, _TRACING_PARSERS, required=("endpoint",))
-    if d is None:
-        return None
-    return TracingConfig(**_kwargs(d, path, errs, _TRACING_PARSERS))
+    return section(TracingConfig, value, path, errs, required=("endpoint",))
 
 
-def _otlp_endpoint(value: Any, path: str, errs: _Errors) -> str | None:
-    text = _str(value, path, errs)
-    if text is None:
-        return None
-    from urllib.parse import urlsplit
-    url = urlsplit(text)
-    if url.scheme not in ("http", "https") or not url.hostname:
-        _err(errs, path, f'must be an http:// or https:// URL (OTLP/HTTP, e.g. '
-                         f'"http://collector:4318/v1/traces"), got {_show(value)}')
-        return None
-    return text
-
-
-def _section(cls: type, value: Any, path: str, errs: _Errors) -> Any:
-    """A section whose fields are all declared with ``setting`` (gateway.config.model): its
-    keys, their parsers and defaults are the model's; a key given badly keeps its default
-    (the error is reported)."""
-    parsers = {f.name: f.metadata["parse"] for f in fields(cls)}
-    d = _keys(value, path, errs, parsers)
-    if d is None:
-        return cls()
-    return cls(**{k: v for k, v in _kwargs(d, path, errs, parsers).items() if v is not None})
-
-
-_timeouts = partial(_section, Timeouts)
-_limits = partial(_section, Limits)
-_path_config = partial(_section, PathConfig)
-_circuit_breakers = partial(_section, CircuitBreakers)
-_capacity = partial(_section, Capacity)
+_timeouts = partial(section, Timeouts)
+_limits = partial(section, Limits)
+_path_config = partial(section, PathConfig)
+_circuit_breakers = partial(section, CircuitBreakers)
+_capacity = partial(section, Capacity)
 
 
 def _http(value: Any, path: str, errs: _Errors) -> HttpConfig:
@@ -582,18 +537,7 @@ def _service(value: Any, path: str, errs: _Errors, sources: dict[str, int]) -> S
 
 
 def _slow_start(value: Any, path: str, errs: _Errors) -> SlowStart | None:
-    d = _keys(value, path, errs, ("window", "aggression", "min_weight_percent"), required=("window",))
-    if d is None:
-        return None
-    kw = _kwargs(d, path, errs, {"window": _duration,
-                                 "aggression": partial(_number, lo=0.1, hi=100.0),
-                                 "min_weight_percent": partial(_number, lo=0.0, hi=100.0)})
-    if any(v is None for v in kw.values()) or "window" not in kw:
-        return None
-    return SlowStart(**kw)
-
-
-
+    return section(SlowStart, value, path, errs)
 
 
 def _lb(value: Any, path: str, errs: _Errors) -> LbConfig:
@@ -626,7 +570,7 @@ def _hash_cookie(value: Any, path: str, errs: _Errors) -> HashCookie | None:
         _err(errs, _at(path, "name"), "is required")
         return None
     kw = _kwargs(d, path, errs, {"name": partial(_token, what="cookie name"), "ttl": _duration,
-                                 "path": _absolute_path})
+                                 "path": absolute_path})
     if kw.get("name") is None:
         return None
     return HashCookie(**{k: v for k, v in kw.items() if v is not None})
@@ -735,82 +679,15 @@ def _upstream_tls(value: Any, path: str, errs: _Errors) -> UpstreamTls | None:
     return UpstreamTls(**{k: v for k, v in kw.items() if v is not None})
 
 
-_HEALTH_KEYS = ("type", "path", "host", "expected_statuses", "interval", "timeout", "jitter",
-                "healthy_threshold", "unhealthy_threshold", "initially_healthy", "grpc_service")
-HEALTH_CHECK_TYPES = ("http", "tcp", "grpc")
-_THRESHOLD = partial(_int, lo=1, hi=100)
-
-
 def _health_check(value: Any, path: str, errs: _Errors) -> HealthCheckConfig | None:
-    d = _keys(value, path, errs, _HEALTH_KEYS)
-    if d is None:
-        return None
-    kw = _kwargs(d, path, errs, {
-        "path": _absolute_path, "host": _str, "expected_statuses": _status_ranges,
-        "interval": _duration, "timeout": _duration, "healthy_threshold": _THRESHOLD,
-        "unhealthy_threshold": _THRESHOLD, "initially_healthy": _bool,
-        "grpc_service": partial(_str, empty=True)})
-    if "jitter" in d:
-        kw["jitter"] = _duration(d["jitter"], _at(path, "jitter"), errs, zero=True)
-    if "type" in d:
-        if d["type"] in HEALTH_CHECK_TYPES:
-            kw["type"] = d["type"]
-        else:
-            _err(errs, _at(path, "type"), f'must be "http", "tcp" or "grpc", got {_show(d["type"])}')
-    check = HealthCheckConfig(**{k: v for k, v in kw.items() if v is not None})
-    if check.timeout >= check.interval:
+    check = section(HealthCheckConfig, value, path, errs)
+    if check is not None and check.timeout >= check.interval:
         _err(errs, _at(path, "timeout"), "must be shorter than the interval")
     return check
 
 
 def _outlier(value: Any, path: str, errs: _Errors) -> OutlierConfig | None:
-    d = _keys(value, path, errs, ("consecutive_failures", "consecutive_5xx",
-                                  "base_ejection_time", "max_ejection_time", "statuses", "success_rate"))
-    if d is None:
-        return None
-    kw = _kwargs(d, path, errs, {
-        "consecutive_failures": partial(_int, lo=1, hi=1000), "consecutive_5xx": partial(_int, lo=0, hi=1000),
-        "base_ejection_time": _duration, "max_ejection_time": _duration,
-        "statuses": _list_of(partial(_int, lo=500, hi=599))})
-    if not _is_off(d.get("success_rate")):
-        kw["success_rate"] = _success_rate(d["success_rate"], _at(path, "success_rate"), errs)
-    if kw.get("statuses") == ():
-        _err(errs, _at(path, "statuses"), "must list at least one status from 500 to 599")
-        kw.pop("statuses")
-    return OutlierConfig(**{k: v for k, v in kw.items() if v is not None})
-
-
-def _success_rate(value: Any, path: str, errs: _Errors) -> SuccessRate:
-    """``true`` (the defaults) or a section."""
-    return SuccessRate() if value is True else _section(SuccessRate, value, path, errs)
-
-
-def _absolute_path(value: Any, path: str, errs: _Errors) -> str | None:
-    text = _str(value, path, errs)
-    if text is not None and not text.startswith("/"):
-        _err(errs, path, 'must start with "/"')
-        return None
-    return text
-
-
-def _status_ranges(value: Any, path: str, errs: _Errors) -> tuple[tuple[int, int], ...] | None:
-    """[200, "200-299", ...] as inclusive (low, high) ranges."""
-    ranges = []
-    for p, item in _list(value, path, errs):
-        low = high = None
-        if isinstance(item, int) and not isinstance(item, bool):
-            low = high = item
-        elif isinstance(item, str) and re.fullmatch(r"\d{3}-\d{3}", item):
-            low, high = (int(x) for x in item.split("-"))
-        if low is None or not 100 <= low <= high <= 599:
-            _err(errs, p, f'must be a status code or a range like "200-299", got {_show(item)}')
-        else:
-            ranges.append((low, high))
-    return tuple(ranges) or None
-
-
-
-
+    return section(OutlierConfig, value, path, errs)
 
 
 def _port(value: Any, path: str, errs: _Errors) -> int | str | None:
@@ -900,16 +777,7 @@ def _gateway_api(value: Any, path: str, errs: _Errors, kubernetes_sources: list[
 def _leader_election(value: Any, path: str, errs: _Errors) -> LeaderElection | None:
     if value is False or value == "off":
         return None
-    d = _keys(value or {}, path, errs, ("namespace", "name", "lease_duration", "renew_deadline", "retry_period"))
-    if d is None:
-        return LeaderElection()
-    for key in ("namespace", "name"):
-        text = d.get(key)
-        if text is not None and not (isinstance(text, str) and _DNS_NAME.fullmatch(text)):
-            _err(errs, _at(path, key), f"must be a Kubernetes object name, got {_show(text)}")
-    election = LeaderElection(**_kwargs(d, path, errs, {
-        "namespace": _str, "name": _str, "lease_duration": _duration, "renew_deadline": _duration,
-        "retry_period": _duration}))
+    election = section(LeaderElection, value or {}, path, errs) or LeaderElection()
     # client-go's checks: the leader gives up before its lease could be taken, and retries
     # (jittered by up to 1.2x) in time; the Lease stores whole seconds.
     if not (election.retry_period * 1.2 < election.renew_deadline < election.lease_duration):

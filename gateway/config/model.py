@@ -6,10 +6,12 @@ same types.  Nothing here reads a file or acts: what a setting does lives where 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from typing import Any, Callable
 
-from gateway.config.validate import _bool, _duration, _number, _positive_size, _share, _size, between, one_of
+from gateway.config.validate import (_bool, _duration, _number, _positive_size, _share, _size, _str, absolute_path,
+                                     between, log_path, object_name, one_of, otlp_endpoint, section, some_text,
+                                     status_ranges, statuses_5xx)
 
 __all__ = ["Address", "AccessLogConfig", "TracingConfig", "Timeouts", "Limits", "PathConfig", "TrustedProxies", "HttpConfig",
            "Certificate", "TlsListener", "UpstreamTls", "AdminOptions", "StaticEndpoint", "StaticService",
@@ -24,11 +26,16 @@ DEFAULT_NAMESPACE = "default"
 DEFAULT_SOURCE_WEIGHT = 100
 
 
-def setting(default: Any, parse: Callable) -> Any:
-    """A file key of a flat section: its default and its parser (gateway.config.validate,
-    which holds the limits), declared once; the loader reads sections of these by their
-    fields (``loader._section``)."""
-    return field(default=default, metadata={"parse": parse})
+def setting(default: Any = MISSING, parse: Callable = None, key: str | None = None) -> Any:
+    """A file key of a section: its default (none: required) and its parser
+    (gateway.config.validate, which holds the limits), declared once; ``key``: the file's
+    name for it when not the field's.  The loader reads sections of these by their fields
+    (``validate.section``), and checks what spans keys where the section is read."""
+    return field(default=default, metadata={"parse": parse, **({"key": key} if key else {})})
+
+
+def _duration_or_zero(value: Any, path: str, errs: list) -> float | None:
+    return _duration(value, path, errs, zero=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,21 +49,21 @@ class Address:
 
 @dataclass(frozen=True, slots=True)
 class AccessLogConfig:
-    path: str | None = "stdout"        # "stdout", a file path, or None (off)
-    buffer_bytes: int = 64 * 1024      # flushed when this full ...
-    flush_interval: float = 1.0        # ... or this old (seconds)
+    path: str | None = setting("stdout", log_path)      # "stdout", "stderr", a file, or None (off)
+    buffer_bytes: int = setting(64 * 1024, _size, key="buffer")     # flushed when this full ...
+    flush_interval: float = setting(1.0, _duration)     # ... or this old (seconds)
 
 
 @dataclass(frozen=True, slots=True)
 class TracingConfig:
     """OpenTelemetry traces, exported as OTLP HTTP/protobuf (gateway.tracing)."""
-    endpoint: str = "http://127.0.0.1:4318/v1/traces"
-    sample_ratio: float = 0.01          # new traces; a parent's decision is followed
-    service_name: str = "gateway"       # the resource's service.name
-    max_queue: int = 4096               # requests' spans held per worker; more are dropped
-    batch_size: int = 512               # requests' spans per export request
-    flush_interval: float = 1.0         # export at least this often
-    timeout: float = 2.0                # per export request
+    endpoint: str = setting("http://127.0.0.1:4318/v1/traces", otlp_endpoint)   # required in the file
+    sample_ratio: float = setting(0.01, _share)     # new traces; a parent's decision is followed
+    service_name: str = setting("gateway", _str)    # the resource's service.name
+    max_queue: int = setting(4096, between(1, 1_000_000))   # requests' spans held per worker; more dropped
+    batch_size: int = setting(512, between(1, 100_000))     # requests' spans per export request
+    flush_interval: float = setting(1.0, _duration)         # export at least this often
+    timeout: float = setting(2.0, _duration)                # per export request
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,18 +207,19 @@ class SourceConfig:
 class HealthCheckConfig:
     """Active checks, run once per endpoint by the control plane."""
 
-    type: str = "http"                  # "http" (GET path, status in expected), "tcp" (connect)
-    #                                     or "grpc" (grpc.health.v1 Health/Check says SERVING)
-    path: str = "/"
-    grpc_service: str = ""              # grpc: HealthCheckRequest.service ("": the whole server)
-    host: str | None = None             # Host header; default: the endpoint address
-    expected_statuses: tuple[tuple[int, int], ...] = ((200, 399),)   # inclusive ranges
-    interval: float = 1.0
-    timeout: float = 0.5
-    jitter: float = 0.1                 # up to this much added to each interval
-    healthy_threshold: int = 2          # consecutive passes to turn healthy
-    unhealthy_threshold: int = 2        # consecutive failures to turn unhealthy
-    initially_healthy: bool = True      # does a new endpoint serve before its first pass?
+    # "http" (GET path, status in expected), "tcp" (connect) or "grpc" (grpc.health.v1
+    # Health/Check says SERVING)
+    type: str = setting("http", one_of("http", "tcp", "grpc"))
+    path: str = setting("/", absolute_path)
+    grpc_service: str = setting("", some_text)      # grpc: HealthCheckRequest.service ("": the whole server)
+    host: str | None = setting(None, _str)          # Host header; default: the endpoint address
+    expected_statuses: tuple[tuple[int, int], ...] = setting(((200, 399),), status_ranges)   # inclusive
+    interval: float = setting(1.0, _duration)
+    timeout: float = setting(0.5, _duration)        # shorter than the interval
+    jitter: float = setting(0.1, _duration_or_zero)     # up to this much added to each interval
+    healthy_threshold: int = setting(2, between(1, 100))    # consecutive passes to turn healthy
+    unhealthy_threshold: int = setting(2, between(1, 100))  # consecutive failures to turn unhealthy
+    initially_healthy: bool = setting(True, _bool)  # does a new endpoint serve before its first pass?
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,21 +235,28 @@ class SuccessRate:
     stdev_factor: float = setting(1.9, between(0.0, 100.0, _number))
 
 
+def _success_rate(value: Any, path: str, errs: list) -> SuccessRate | None:
+    """``true`` (the defaults), off, or a section."""
+    if value is True or value is False or value == "off":
+        return SuccessRate() if value is True else None
+    return section(SuccessRate, value, path, errs)
+
+
 @dataclass(frozen=True, slots=True)
 class OutlierConfig:
     """Passive detection from the request path: eject after consecutive failures."""
 
-    consecutive_failures: int = 3       # connect failures, resets, timeouts, bad responses
+    consecutive_failures: int = setting(3, between(1, 1000))    # connect failures, resets, timeouts, bad responses
     # Answers with a status in ``statuses`` in a row; 0: not counted.  On by default (Envoy's
     # 5): a zone answering 503 leaves by itself.  There is no ejection cap (Envoy's 10% would
     # keep a dead zone of two in); panic_threshold and the cluster-aware panic bound it.
-    consecutive_5xx: int = 5
+    consecutive_5xx: int = setting(5, between(0, 1000))
     # What counts as a "5xx" for consecutive_5xx: the gateway-ish ones by default; a 500 is
     # most often the application's own error, so counting it is a choice (add 500).
-    statuses: tuple[int, ...] = (502, 503, 504)
-    base_ejection_time: float = 5.0     # first ejection; the n-th lasts n times as long ...
-    max_ejection_time: float = 60.0     # ... up to this
-    success_rate: SuccessRate | None = None     # off unless set
+    statuses: tuple[int, ...] = setting((502, 503, 504), statuses_5xx)
+    base_ejection_time: float = setting(5.0, _duration)     # first ejection; the n-th lasts n times as long ...
+    max_ejection_time: float = setting(60.0, _duration)     # ... up to this
+    success_rate: SuccessRate | None = setting(None, lambda value, path, errs: _success_rate(value, path, errs))
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,9 +293,9 @@ LB_POLICIES = ("round_robin", "least_request", "random", "ring_hash", "peak_ewma
 class SlowStart:
     """Envoy's slow_start_config: an endpoint that becomes healthy ramps its weight up."""
 
-    window: float                       # seconds from min_weight_percent to the full weight
-    aggression: float = 1.0             # 1: linear; > 1: more traffic early (Envoy's exponent)
-    min_weight_percent: float = 10.0    # of the weight, at once: it serves from the start
+    window: float = setting(parse=_duration)    # from min_weight_percent to the full weight
+    aggression: float = setting(1.0, between(0.1, 100.0, _number))  # 1: linear; > 1: more traffic early
+    min_weight_percent: float = setting(10.0, between(0.0, 100.0, _number))  # of the weight, at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -497,11 +512,13 @@ class GatewayListener:
 class LeaderElection:
     """Which replica writes status: the holder of a coordination.k8s.io Lease in the first
     ``gateway_api.sources`` cluster (client-go's semantics, gateway.gatewayapi.leader)."""
-    namespace: str | None = None        # None: $POD_NAMESPACE, else "default"
-    name: str | None = None             # None: from the controller name ("...-status-writer")
-    lease_duration: float = 15.0        # client-go's defaults
-    renew_deadline: float = 10.0
-    retry_period: float = 2.0
+    namespace: str | None = setting(None, object_name)  # None: $POD_NAMESPACE, else "default"
+    name: str | None = setting(None, object_name)       # None: from the controller name ("...-status-writer")
+    # client-go's defaults and checks (where the section is read): retry_period x 1.2 <
+    # renew_deadline < lease_duration, in whole seconds
+    lease_duration: float = setting(15.0, _duration)
+    renew_deadline: float = setting(10.0, _duration)
+    retry_period: float = setting(2.0, _duration)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import MISSING, fields
 from typing import Any, Callable, Iterable
 
 from gateway.units import parse_duration, parse_size
@@ -259,3 +260,88 @@ def between(lo: float, hi: float, parse: Callable = None) -> Callable:
 
 def one_of(*choices: str) -> Callable:
     return lambda value, path, errs: _choice(value, path, errs, choices)
+
+
+def section(cls: type, value: Any, path: str, errs: _Errors, required: Iterable[str] = ()) -> Any:
+    """A section whose keys are the fields of ``cls`` declared with ``model.setting``: their
+    file keys, parsers and defaults are the model's.  A key given badly keeps its default
+    (its error is reported); a missing required key (a field without default, or named in
+    ``required``) gives None."""
+    declared = {f.metadata.get("key", f.name): f for f in fields(cls) if "parse" in f.metadata}
+    required = [*required, *(key for key, f in declared.items()
+                             if f.default is MISSING and f.default_factory is MISSING)]
+    d = _keys(value, path, errs, declared, required)
+    if d is None:
+        return None if required else cls()
+    kw = {}
+    for key, f in declared.items():
+        if d.get(key) is not None:
+            before = len(errs)
+            parsed = f.metadata["parse"](d[key], _at(path, key), errs)
+            if len(errs) == before:         # None may be a value (a key turned off)
+                kw[f.name] = parsed
+    if any(declared[key].name not in kw for key in required):
+        return None
+    return cls(**kw)
+
+
+def absolute_path(value: Any, path: str, errs: _Errors) -> str | None:
+    text = _str(value, path, errs)
+    if text is not None and not text.startswith("/"):
+        _err(errs, path, 'must start with "/"')
+        return None
+    return text
+
+
+def status_ranges(value: Any, path: str, errs: _Errors) -> tuple[tuple[int, int], ...] | None:
+    """[200, "200-299", ...] as inclusive (low, high) ranges."""
+    ranges = []
+    for p, item in _list(value, path, errs):
+        low = high = None
+        if isinstance(item, int) and not isinstance(item, bool):
+            low = high = item
+        elif isinstance(item, str) and re.fullmatch(r"\d{3}-\d{3}", item):
+            low, high = (int(x) for x in item.split("-"))
+        if low is None or not 100 <= low <= high <= 599:
+            _err(errs, p, f'must be a status code or a range like "200-299", got {_show(item)}')
+        else:
+            ranges.append((low, high))
+    return tuple(ranges) or None
+
+
+def otlp_endpoint(value: Any, path: str, errs: _Errors) -> str | None:
+    text = _str(value, path, errs)
+    if text is None:
+        return None
+    from urllib.parse import urlsplit
+    url = urlsplit(text)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        _err(errs, path, f'must be an http:// or https:// URL (OTLP/HTTP, e.g. '
+                         f'"http://collector:4318/v1/traces"), got {_show(value)}')
+        return None
+    return text
+
+
+def object_name(value: Any, path: str, errs: _Errors) -> str | None:
+    """A Kubernetes object name that is a DNS subdomain (a Lease's, say)."""
+    if not (isinstance(value, str) and _DNS_NAME.fullmatch(value)):
+        _err(errs, path, f"must be a Kubernetes object name, got {_show(value)}")
+        return None
+    return value
+
+
+def log_path(value: Any, path: str, errs: _Errors) -> str | None:
+    """"stdout", "stderr", a file, or off (None)."""
+    return None if _is_off(value) else _str(value, path, errs)
+
+
+def some_text(value: Any, path: str, errs: _Errors) -> str | None:
+    return _str(value, path, errs, empty=True)
+
+
+def statuses_5xx(value: Any, path: str, errs: _Errors) -> tuple[int, ...] | None:
+    codes = _list_of(between(500, 599))(value, path, errs)
+    if codes == ():
+        _err(errs, path, "must list at least one status from 500 to 599")
+        return None
+    return codes
