@@ -96,8 +96,11 @@ cdef class Exchange(UpstreamOwner):
     cdef bint written_upstream              # some attempt wrote to an upstream
     cdef int status
     cdef str error
+    cdef int failed_status                  # the answer when no endpoint is left to try; 0: 502
     cdef double response_deadline           # 0: none (per try, for the response head)
     cdef double total_deadline              # 0: none (route timeout)
+    cdef object deadline_timer              # a deadline the route set, fired when due; or None
+    cdef double deadline_due                # when deadline_timer fires
     cdef double t_start
     cdef double t_try
     cdef double t_connect
@@ -140,6 +143,8 @@ cdef class Exchange(UpstreamOwner):
     cdef void mirror(self, bytes copy)
     cdef void retry_after_backoff(self)
     cdef void cancel_backoff(self)
+    cdef void arm_deadline(self, double deadline)
+    cdef void cancel_deadline(self)
     cdef void try_upstream(self)
     cdef void connect(self, Upstream upstream)
     cdef void on_connected(self, object task, object timer, int connect_id, Upstream upstream,

@@ -158,6 +158,7 @@ cdef class Exchange(UpstreamOwner):
             self.trace_begin(head)
         self.status = 0
         self.error = None
+        self.failed_status = 0
         self.attempts = 0
         self.tried = None
         self.response_started = False
@@ -366,6 +367,7 @@ cdef class Exchange(UpstreamOwner):
             timeout = self.client_timeout     # grpc-timeout: the client gives up then anyway
         if timeout > 0:
             self.total_deadline = self.t_start + timeout
+            self.arm_deadline(self.total_deadline)
         self.try_upstream()
 
     cdef bint normalize_path(self, RequestHead head) except -1:
@@ -468,7 +470,7 @@ cdef class Exchange(UpstreamOwner):
             if self.attempts == 0:
                 self.respond_error(503, f"no healthy endpoint for service {service.key}")
             else:
-                self.respond_error(502, self.error or "upstream failed")
+                self.respond_error(self.failed_status or 502, self.error or "upstream failed")
             return
         upstream = <Upstream>table.endpoint(index)
         if self.attempts:
@@ -643,8 +645,42 @@ cdef class Exchange(UpstreamOwner):
 
     cdef void arm_response_timer(self, double now):
         cdef Route route = self.route
-        self.response_deadline = now + (route.per_try_timeout if route.per_try_timeout > 0
-                                        else self.ctx.response_timeout)
+        if route.per_try_timeout > 0:
+            self.response_deadline = now + route.per_try_timeout
+            self.arm_deadline(self.response_deadline)
+        else:
+            self.response_deadline = now + self.ctx.response_timeout     # the ticker's to check
+
+    cdef void arm_deadline(self, double deadline):
+        """A deadline the route set (its timeout, a per-try timeout) fires when due, by a
+        timer: the ticker, which checks every deadline a few times a second, would let a
+        400 ms timeout run to 500 (Gateway API's conformance times them to the millisecond).
+        One timer, for the earliest: the next is armed when it fires."""
+        if self.deadline_timer is not None:
+            if self.deadline_due <= deadline:
+                return
+            self.deadline_timer.cancel()
+        self.deadline_due = deadline
+        self.deadline_timer = self.ctx.loop.call_later(max(deadline - monotonic(), 0.0), self.deadline_fired)
+
+    def deadline_fired(self):
+        self.deadline_timer = None
+        cdef double now = monotonic()
+        if now < self.deadline_due:         # the loop's clock is coarser than ours: not yet
+            self.arm_deadline(self.deadline_due)
+            return
+        try:
+            self.check_deadlines(now)
+        except Exception as exc:
+            self.internal_error(exc)
+            return
+        if self.total_deadline > 0 and X_ROUTING <= self.state <= X_RESPONDING:
+            self.arm_deadline(self.total_deadline)      # after a per-try one, the route's
+
+    cdef void cancel_deadline(self):
+        if self.deadline_timer is not None:
+            self.deadline_timer.cancel()
+            self.deadline_timer = None
 
     cdef bint upstream_interim(self, UpstreamConnection conn, ResponseHead head) except -1:
         if conn is not self.up:
@@ -854,14 +890,18 @@ cdef class Exchange(UpstreamOwner):
         self.drop_upstream()
         self.release_endpoint()
         self.error = reason
+        # Not reached, or reset before a response byte: the service is unavailable (503, as
+        # Envoy answers and Gateway API's conformance expects); 502 is for answers unusable.
+        self.failed_status = 504 if kind is KIND_TIMEOUT else 503
         if _retry.allowed(self, not before_send):
             self.try_upstream()
         else:
-            self.respond_error(504 if kind is KIND_TIMEOUT else 502, reason)
+            self.respond_error(self.failed_status, reason)
 
     cdef void upstream_timed_out(self, bint per_try, str what):
         reason = f"upstream {self.upstream.host if self.upstream is not None else '-'} {what}"
         self.error = reason
+        self.failed_status = 504
         self.report_failure(KIND_TIMEOUT)
         self.attempt_failed(CAUSE_TIMEOUT, KIND_TIMEOUT, 0)
         self.drop_upstream()
@@ -903,6 +943,7 @@ cdef class Exchange(UpstreamOwner):
         self.up = None
         self.release_endpoint()
         self.error = reason
+        self.failed_status = 502
         self.retry_after_backoff()
 
     cdef void bad_response(self, str reason):
@@ -958,6 +999,7 @@ cdef class Exchange(UpstreamOwner):
         cdef int status = self.status
         cdef int stat = status_class_stat(status)
         self.cancel_backoff()
+        self.cancel_deadline()
         self.release_endpoint()
         ctx.requests_in_flight -= 1
         if self.breaker_service is not None:

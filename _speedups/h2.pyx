@@ -12,9 +12,10 @@ limits); this module feeds it bytes and hands its events to a handler object:
     h2_close(stream_id, error_code)              the stream is gone (0: cleanly)
     h2_drained(stream_id)                        a stream's queued output fell to empty after
                                                  ``send_data`` reported it over the limit
-    h2_too_large(stream_id)                      (server) a request head past
-                                                 max_header_list_size once decoded: answer it
-                                                 (431); its fields were not kept
+    h2_too_large(stream_id)                      a request head (server) or response head
+                                                 (client) past max_header_list_size once
+                                                 decoded: answer it 431 (server), reset it
+                                                 (client); its fields were not kept
 
 ``headers`` is a list of (name, value) bytes pairs, pseudo-headers first, as received.
 Windows are not opened by themselves: the handler calls ``consume(stream_id, n)`` once it
@@ -510,8 +511,9 @@ cdef int _on_header(nghttp2_session *session, const nghttp2_frame *frame,
     head.size += namelen + valuelen + 32
     if head.size > self.max_header_list_size:
         # An HPACK bomb (small on the wire, huge decoded) or just too much: a request is
-        # answered 431 (RFC 9113 §10.5.1), anything else reset; the connection goes on.
-        if self.server and frame.headers.cat == NGHTTP2_HCAT_REQUEST:
+        # answered 431 (RFC 9113 §10.5.1), a response is a bad one (the client resets the
+        # stream), trailers are reset; the connection goes on.
+        if frame.headers.cat == (NGHTTP2_HCAT_REQUEST if self.server else NGHTTP2_HCAT_RESPONSE):
             head.too_large = True
             head.headers = None
             return 0

@@ -293,6 +293,14 @@ cdef class H2UpstreamSession:
         if stream is not None:
             stream.on_headers(headers, end_stream)
 
+    def h2_too_large(self, int stream_id):
+        """A response head past limits.max_response_head: a bad response, as over HTTP/1.1."""
+        cdef H2Stream stream = self.streams.get(stream_id)
+        self.h2.reset(stream_id)
+        self.flush()
+        if stream is not None:
+            stream.guard_bad("response head too large")
+
     def h2_data(self, int stream_id, bytes data):
         cdef H2Stream stream = self.streams.get(stream_id)
         if stream is None or stream.owner is None:

@@ -213,7 +213,7 @@ def test_goaway_mid_traffic_loses_no_request(pair):
     assert retried                  # the GOAWAYs did catch requests in flight
 
 
-def test_a_crashed_backend_is_retried_elsewhere_then_502(pair):
+def test_a_crashed_backend_is_retried_elsewhere_then_503(pair):
     gw, a, b = pair
     assert {_get(gw, "svc.test", "/").json()["pod"] for _ in range(4)} == {"a-0", "b-0"}
     with ThreadPoolExecutor(4) as pool:
@@ -224,7 +224,7 @@ def test_a_crashed_backend_is_retried_elsewhere_then_502(pair):
     assert {_get(gw, "svc.test", "/").json()["pod"] for _ in range(4)} == {"b-0"}
     b.kill()
     r = _get(gw, "svc.test", "/")
-    assert r.status == 502 and b"failed" in r.body
+    assert r.status == 503 and b"failed" in r.body
 
 
 def test_grpc_call_from_an_http1_client(tmp_path):
@@ -256,7 +256,8 @@ def test_workers_2(tmp_path):
 
 
 def test_h2_over_tls(tmp_path):
-    """protocol: h2 is TLS with ALPN h2; a server that does not pick h2 is a 502, not garbage."""
+    """protocol: h2 is TLS with ALPN h2; a server that does not pick h2 cannot be spoken to
+    (503, as a failed connect), and is not sent garbage."""
     from test_tls import HttpsUpstream, Pki
     pki = Pki(tmp_path / "pki")
     leaf = pki.leaf("h2.test")
@@ -274,7 +275,7 @@ def test_h2_over_tls(tmp_path):
         assert _stats(gw, "svc.test")["connections"] == 1
         started = time.monotonic()
         r = _get(gw, "old.test", "/")
-        assert r.status == 502 and time.monotonic() - started < 5
+        assert r.status == 503 and time.monotonic() - started < 5
         assert "did not agree to HTTP/2" in gw.output()
 
 

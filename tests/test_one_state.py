@@ -81,7 +81,7 @@ def _run(tmp_path, backend_a, backend_b, workers: int) -> tuple[dict, dict, set]
     try:
         assert _send_spread(g, "/live", N) == {200: N}
         assert _send_spread(g, "/other", N) == {200: N}
-        assert _send_spread(g, "/dead", N) == {502: N}
+        assert _send_spread(g, "/dead", N) == {503: N}
         served = _workers_that_served(g, 3 * N)
         # Workers report once a second: wait until every request is counted.
         admin.wait("/status", lambda s: s["stats"].get("requests") == 3 * N, timeout=5)

@@ -102,7 +102,8 @@ def test_retry_settings_from_the_file_and_from_an_httproute():
     assert retries.retry_statuses == {429, 500, 502, 503, 504} and retries.backoff == 0.025
     # An HTTPRoute's codes are the ones retried (GEP-1731), not the file's default 502/503/504.
     from_route = _retry({"attempts": 3, "codes": [500, 503], "backoff": "100ms"}, None)
-    assert from_route == RetryPolicy(attempts=4, statuses=(500, 503), backoff=0.1, on_5xx=False)
+    # ... and a try past timeouts.backendRequest is retried (HTTPRouteRetryWithTimeouts).
+    assert from_route == RetryPolicy(attempts=4, statuses=(500, 503), backoff=0.1, on_5xx=False, on_timeout=True)
     assert from_route.retry_statuses == {500, 503}
     with pytest.raises(ConfigError) as err:
         parse_config({"services": [{"name": "s", "port": 80}],

@@ -388,12 +388,13 @@ def test_upstream_tls_with_the_right_ca(setup):
     assert {e["upstream_host"] for e in entries.values()} == {setup.upstream.address(0)}
 
 
-def test_upstream_tls_with_a_wrong_ca_is_a_502(setup):
+def test_upstream_tls_with_a_wrong_ca_is_a_503(setup):
+    """A handshake that fails verification is a failed connect (503, as Envoy answers)."""
     with setup.gw.client() as client:
         resp = client.request("GET", "/wrong-ca/x", {"X-Request-Id": "tls-wrong-ca"})
-    assert resp.status == 502, resp.body[:300]
+    assert resp.status == 503, resp.body[:300]
     (entry,) = setup.gw.log.by_ids(["tls-wrong-ca"]).values()
-    assert entry["status"] == 502
+    assert entry["status"] == 503
     error = entry.get("error", "")
     assert f"connect to {setup.upstream.address(1)} failed" in error, entry
     assert "CERTIFICATE_VERIFY_FAILED" in error, entry
@@ -403,7 +404,7 @@ def test_upstream_tls_verifies_against_the_system_cas_by_default(setup):
     """``tls: true``: the system's CAs, which do not include the test CA."""
     with setup.gw.client() as client:
         resp = client.request("GET", "/system-ca/x", {"X-Request-Id": "tls-system-ca"})
-    assert resp.status == 502, resp.body[:300]
+    assert resp.status == 503, resp.body[:300]
     (entry,) = setup.gw.log.by_ids(["tls-system-ca"]).values()
     assert "CERTIFICATE_VERIFY_FAILED" in entry.get("error", ""), entry
 
@@ -419,7 +420,7 @@ def test_same_endpoint_in_two_services_keeps_each_services_tls_settings(setup):
     with setup.gw.client() as client:
         no_verify = client.request("GET", "/shared-no-verify/x").status
         wrong_ca = client.request("GET", "/shared-wrong-ca/x").status
-    assert (no_verify, wrong_ca) == (200, 502)
+    assert (no_verify, wrong_ca) == (200, 503)
 
 
 # -- certificate renewal without a restart -------------------------------------------------------

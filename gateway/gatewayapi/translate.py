@@ -350,8 +350,9 @@ def _retry(spec: dict | None, backend_timeout: float | None) -> RetryPolicy:
     attempts = min(10, 1 + int(spec.get("attempts", 1)))
     # GEP-1731: backoff is the minimum wait between attempts.
     # GEP-1731: the listed codes are the ones retried (not the file's default 502/503/504).
+    # A try that outlives timeouts.backendRequest is retried too (HTTPRouteRetryWithTimeouts).
     return RetryPolicy(attempts=attempts, statuses=codes, on_5xx=False, backoff=_duration(spec.get("backoff")) or 0.0,
-                       per_try_timeout=backend_timeout)
+                       per_try_timeout=backend_timeout, on_timeout=True)
 
 
 @dataclass

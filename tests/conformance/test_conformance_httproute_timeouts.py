@@ -110,9 +110,6 @@ def test_HTTPRouteRetry(conformance):
     ])
 
 
-@pytest.mark.xfail(strict=True, reason="gateway bug: when every attempt ends in a connection reset the "
-                                       "request is answered 502 (access log: attempts 4, 'closed the connection "
-                                       "before responding'); the suite expects 500 or 503")
 def test_HTTPRouteRetryConnectionError(conformance):
     """httproute-retry-connection-error.go: the simulation resets the connection (no status)."""
     s = conformance
@@ -127,11 +124,6 @@ def test_HTTPRouteRetryConnectionError(conformance):
     ], parallel=False)
 
 
-@pytest.mark.xfail(strict=True, reason="gateway bugs: a per-try timeout (timeouts.backendRequest) is never "
-                                       "retried, the request ends 504 after 1 attempt although retry.attempts allows "
-                                       "more; and deadlines fire up to ~100 ms late (a 200 ms backendRequest timed "
-                                       "out after 230-300 ms, and a 400 ms request timeout let a fifth attempt "
-                                       "answer 200 at 405 ms instead of 504)")
 def test_HTTPRouteRetryWithTimeouts(conformance):
     """httproute-retry-with-timeouts.go"""
     s = conformance
