@@ -109,6 +109,9 @@ cdef extern from "nghttp2/nghttp2.h":
     void nghttp2_session_callbacks_set_on_begin_headers_callback(
         nghttp2_session_callbacks *cbs,
         int (*cb)(nghttp2_session *, const nghttp2_frame *, void *) noexcept)
+    void nghttp2_session_callbacks_set_on_begin_frame_callback(
+        nghttp2_session_callbacks *cbs,
+        int (*cb)(nghttp2_session *, const nghttp2_frame_hd *, void *) noexcept)
     void nghttp2_session_callbacks_set_on_header_callback(
         nghttp2_session_callbacks *cbs,
         int (*cb)(nghttp2_session *, const nghttp2_frame *, const uint8_t *, size_t,
@@ -226,6 +229,12 @@ cdef class H2Session:
     cdef double reset_tokens        # the peer's stream resets: a bucket of RESET_BURST
     cdef double reset_refilled
     cdef uint32_t advertised_streams    # patched into the first SETTINGS out (0: done, or a client)
+    # (server) The highest stream id a client's HEADERS opened, and the ids it skipped, as
+    # (first, last) ranges: RFC 9113 §5.1.1 closes them, and HEADERS on one is a connection
+    # error, which nghttp2 leaves undetected (it ignores the frame).  Clients skip rarely:
+    # a few ranges are kept, the oldest dropped past SKIPPED_RANGES.
+    cdef int32_t last_client_stream
+    cdef list skipped
 
     def __cinit__(self, handler, bint server=True, *, int max_concurrent_streams=100,
                   int initial_window_size=65535, int max_header_list_size=65536,
@@ -240,6 +249,9 @@ cdef class H2Session:
         self.reset_tokens, self.reset_refilled = RESET_BURST, monotonic()
         nghttp2_session_callbacks_new(&cbs)
         nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, _on_begin_headers)
+        if server:
+            self.last_client_stream, self.skipped = -1, []
+            nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, _on_begin_frame)
         nghttp2_session_callbacks_set_on_header_callback(cbs, _on_header)
         nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, _on_frame_recv)
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, _on_data_chunk)
@@ -490,6 +502,31 @@ cdef void _fill_nv(nghttp2_nv *nva, list headers) except *:
 
 
 # -- nghttp2's callbacks: errors a handler raises are kept and raised after the call ------------
+
+cdef enum:
+    SKIPPED_RANGES = 16
+
+
+cdef int _on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, void *user_data) noexcept:
+    """(server) A client's HEADERS on a stream id it skipped: PROTOCOL_ERROR (RFC 9113 §5.1.1)."""
+    cdef H2Session self = <H2Session>user_data
+    cdef int32_t sid = hd.stream_id
+    if hd.type != NGHTTP2_HEADERS or not sid & 1 or self.going_away:
+        return 0
+    if sid > self.last_client_stream:
+        if sid > self.last_client_stream + 2:
+            if len(self.skipped) == SKIPPED_RANGES:
+                del self.skipped[0]
+            self.skipped.append((self.last_client_stream + 2, sid - 2))
+        self.last_client_stream = sid
+        return 0
+    for first, last in self.skipped:
+        if first <= sid <= last:
+            self._go_away(PROTOCOL_ERROR, f"HEADERS on stream {sid}, below stream {self.last_client_stream} "
+                                          f"already opened (RFC 9113 §5.1.1)")
+            break
+    return 0
+
 
 cdef int _on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame,
                            void *user_data) noexcept:

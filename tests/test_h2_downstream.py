@@ -256,3 +256,29 @@ def test_an_upload_stalled_by_a_slow_upstream_does_not_stall_the_connections_oth
         assert answer.status == 200 and b'"received":300000' in bytes(answer.body)
         c.conn.reset_stream(slow)
         c.flush()
+
+
+def test_headers_on_a_stream_id_the_client_skipped_is_a_connection_error(gw):
+    """RFC 9113 §5.1.1: opening stream 5 closes idle streams 1 and 3; HEADERS on 3 afterwards
+    is a connection error PROTOCOL_ERROR (h2spec 5.1.1/2).  Trailers on a stream still open
+    below the highest one are not: its HEADERS were seen."""
+    from hyperframe.frame import DataFrame, HeadersFrame
+    from h2frames import PROTOCOL_ERROR, FrameClient
+    with FrameClient(gw.host, gw.port, auto_window=False) as c:     # no writes after the GOAWAY
+        c.next_id = 5
+        first = c.request("/test/five")
+        c.send(HeadersFrame(3, c.head_block("/test/three"), flags=["END_HEADERS", "END_STREAM"]))
+        deadline = time.monotonic() + 10
+        while c.goaway is None and not c.closed and time.monotonic() < deadline:
+            c.pump(1)
+        assert c.goaway is not None and c.goaway.error_code == PROTOCOL_ERROR, (c.goaway, first)
+        assert c.goaway.last_stream_id == 5
+    with FrameClient(gw.host, gw.port) as c:
+        upload = c.request("/echo", method="POST", body=b"part", end_stream=False)
+        later = c.request("/test/later")
+        c.send(DataFrame(upload.id, b"-rest"),
+               HeadersFrame(upload.id, c.encoder.encode([("x-trailer", "1")]), flags=["END_HEADERS", "END_STREAM"]))
+        c.response(later, timeout=10)
+        c.response(upload, timeout=10)
+        assert (later.status, upload.status, c.goaway) == (200, 200, None)
+        assert bytes(upload.body) == b"part-rest"
