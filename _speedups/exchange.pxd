@@ -97,6 +97,7 @@ cdef class Exchange(UpstreamOwner):
     cdef int status
     cdef str error
     cdef int failed_status                  # the answer when no endpoint is left to try; 0: 502
+    cdef list cors_fields                   # the CORS filter's fields for the answer, or None
     cdef double response_deadline           # 0: none (per try, for the response head)
     cdef double total_deadline              # 0: none (route timeout)
     cdef object deadline_timer              # a deadline the route set, fired when due; or None

@@ -159,6 +159,7 @@ cdef class Exchange(UpstreamOwner):
         self.status = 0
         self.error = None
         self.failed_status = 0
+        self.cors_fields = None
         self.attempts = 0
         self.tried = None
         self.response_started = False
@@ -394,7 +395,18 @@ cdef class Exchange(UpstreamOwner):
         return False
 
     cdef bint answer_by_filters(self, RouteFilters filters, RequestHead head) except -1:
-        """True when the route's filters answer the request here (redirect, or no valid backend)."""
+        """True when the route's filters answer the request here (a CORS preflight, a
+        redirect, or no valid backend)."""
+        cdef bytes origin
+        if filters.cors is not None:
+            origin = head.header(b"origin")
+            if origin is not None:
+                if head.method == b"OPTIONS" and head.header(b"access-control-request-method") is not None:
+                    # Answered here, allowed or not (then without CORS fields: the browser
+                    # refuses the request it was asking about).
+                    self.respond_error(200, "", None, filters.cors.preflight_fields(origin, head))
+                    return True
+                self.cors_fields = filters.cors.response_fields(origin)
         if filters.direct_status:
             self.respond_error(filters.direct_status, filters.direct_reason)
             return True
@@ -738,6 +750,9 @@ cdef class Exchange(UpstreamOwner):
         conn.expect_body(framing, head.content_length)
         if route.filters is not None and route.filters.response_headers is not None:
             head.set_fields(route.filters.response_headers.apply(head.fields()))
+        if self.cors_fields is not None:        # the route's CORS fields, not the upstream's
+            head.set_fields([f for f in head.fields() if not (<bytes>f[0]).startswith(b"access-control-")]
+                            + self.cors_fields)
         if self.set_cookie is not None:
             head.fields().append((b"set-cookie", b"Set-Cookie", self.set_cookie))
         self.downstream.send_head(self, head, framing)
@@ -983,7 +998,7 @@ cdef class Exchange(UpstreamOwner):
                             bytes extra_header=None):
         """Answer with the gateway's own error or redirect (before any response byte was sent)."""
         self.status = status
-        if self.error is None:
+        if self.error is None and message:
             self.error = message
         if not self.body_complete:
             self.downstream.keep_alive = False  # the rest of the body is unread: close after

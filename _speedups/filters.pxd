@@ -20,6 +20,19 @@ cdef class Redirect:
     cdef readonly PathRewrite path_rewrite
     cpdef bytes location(self, RequestHead head, bytes request_scheme)
 
+cdef class Cors:
+    cdef readonly bint any_origin
+    cdef readonly frozenset origins         # exact, lower-case bytes
+    cdef readonly tuple wildcards           # (scheme "://", host suffix ".example.com"), lower-case
+    cdef readonly bytes methods             # "GET, POST" as configured; None: any ("*")
+    cdef readonly bytes headers             # None: any ("*")
+    cdef readonly bytes expose              # None: none
+    cdef readonly bint credentials
+    cdef readonly bytes max_age
+    cdef bint allows(self, bytes origin)
+    cpdef bytes preflight_fields(self, bytes origin, RequestHead head)
+    cpdef list response_fields(self, bytes origin)
+
 cdef class RouteFilters:
     cdef readonly HeaderModifier request_headers
     cdef readonly HeaderModifier response_headers
@@ -29,4 +42,5 @@ cdef class RouteFilters:
     cdef readonly tuple mirrors             # callables(head bytes), fire and forget
     cdef readonly int direct_status         # 0: none; else the gateway answers it (500: no backend)
     cdef readonly str direct_reason
+    cdef readonly Cors cors                 # None: no CORS filter
     cpdef bytes rewrite_target(self, bytes target)

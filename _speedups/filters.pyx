@@ -99,12 +99,81 @@ cdef class Redirect:
         return b"%s://%s:%s%s%s" % (scheme, host, port, path, query)
 
 
+cdef bytes _join(tuple items):
+    return ", ".join(items).encode() if items and "*" not in items else None
+
+
+cdef class Cors:
+    """The CORS filter (Gateway API HTTPRoute, Fetch standard): which origins a route
+    allows, and the fields of a preflight's answer and of an allowed request's answer.
+    The allowed Origin is echoed, never "*": that is valid with credentials too, and a
+    cache keys on it (Vary: Origin)."""
+
+    def __init__(self, allow_origins=(), allow_methods=(), allow_headers=(), expose_headers=(),
+                 bint allow_credentials=False, int max_age=5):
+        origins = [o.lower() for o in allow_origins]
+        self.any_origin = "*" in origins
+        self.origins = frozenset(o.encode() for o in origins if "*" not in o)
+        self.wildcards = tuple((o.split("*", 1)[0].encode(), o.split("*", 1)[1].encode())
+                               for o in origins if o != "*" and "*" in o)
+        self.methods = _join(tuple(allow_methods))
+        self.headers = _join(tuple(allow_headers))
+        self.expose = ", ".join(expose_headers).encode() if expose_headers else None
+        self.credentials = allow_credentials
+        self.max_age = str(max_age).encode()
+
+    cdef bint allows(self, bytes origin):
+        cdef bytes lower = origin.lower()
+        if self.any_origin or lower in self.origins:
+            return True
+        for prefix, suffix in self.wildcards:
+            # "https://*.bar.com": one label or more before ".bar.com", no port after it
+            if (lower.startswith(prefix) and lower.endswith(suffix)
+                    and len(lower) > len(prefix) + len(suffix) and b"/" not in lower[len(prefix):]):
+                return True
+        return False
+
+    cpdef bytes preflight_fields(self, bytes origin, RequestHead head):
+        """The answer's fields ("Name: value" lines joined by CRLF) to a preflight from
+        ``origin``; None when the origin is not allowed (the answer then has none)."""
+        if not self.allows(origin):
+            return None
+        cdef bytes method = head.header(b"access-control-request-method") or b""
+        cdef bytes asked = head.header(b"access-control-request-headers")
+        cdef list lines = [b"Access-Control-Allow-Origin: " + origin,
+                           b"Access-Control-Allow-Methods: " + (self.methods if self.methods is not None else method)]
+        if self.headers is not None:
+            lines.append(b"Access-Control-Allow-Headers: " + self.headers)
+        elif asked:
+            lines.append(b"Access-Control-Allow-Headers: " + asked)
+        if self.expose is not None:
+            lines.append(b"Access-Control-Expose-Headers: " + self.expose)
+        if self.credentials:
+            lines.append(b"Access-Control-Allow-Credentials: true")
+        lines.append(b"Access-Control-Max-Age: " + self.max_age)
+        lines.append(b"Vary: Origin")
+        return b"\r\n".join(lines)
+
+    cpdef list response_fields(self, bytes origin):
+        """Fields for the answer to a request from ``origin`` ([(lower name, name, value)]);
+        None when the origin is not allowed."""
+        if not self.allows(origin):
+            return None
+        cdef list fields = [(b"access-control-allow-origin", b"Access-Control-Allow-Origin", origin),
+                            (b"vary", b"Vary", b"Origin")]
+        if self.credentials:
+            fields.append((b"access-control-allow-credentials", b"Access-Control-Allow-Credentials", b"true"))
+        if self.expose is not None:
+            fields.append((b"access-control-expose-headers", b"Access-Control-Expose-Headers", self.expose))
+        return fields
+
+
 cdef class RouteFilters:
     """Everything a route does besides matching and choosing a backend; None parts are off."""
 
     def __init__(self, HeaderModifier request_headers=None, HeaderModifier response_headers=None,
                  Redirect redirect=None, PathRewrite rewrite_path=None, str rewrite_host=None,
-                 tuple mirrors=(), int direct_status=0, str direct_reason=None):
+                 tuple mirrors=(), int direct_status=0, str direct_reason=None, Cors cors=None):
         self.request_headers = request_headers
         self.response_headers = response_headers
         self.redirect = redirect
@@ -113,6 +182,7 @@ cdef class RouteFilters:
         self.mirrors = mirrors
         self.direct_status = direct_status
         self.direct_reason = direct_reason or ""
+        self.cors = cors
 
     cpdef bytes rewrite_target(self, bytes target):
         """``target`` (path and query) with the path rewritten; the query is kept."""

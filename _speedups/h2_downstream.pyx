@@ -409,7 +409,7 @@ cdef class H2Connection(Downstream):
     cdef Py_ssize_t submit_error(self, H2Stream stream, int status, str message, bytes request_id,
                                  bytes location, bytes extra_header, bint with_body) except -1:
         """The gateway's own answer: text for HTTP, trailers-only grpc-status for gRPC calls."""
-        cdef bytes body = message.encode() + b"\n"
+        cdef bytes body = message.encode() + b"\n" if message else b""
         cdef list fields
         if stream.grpc:
             fields = [(b":status", b"200"), (b"content-type", GRPC_CONTENT_TYPE),
@@ -419,14 +419,17 @@ cdef class H2Connection(Downstream):
             self.session.submit_response(stream.id, fields, True)
             stream.submitted = True
             return 0
-        fields = [(b":status", b"%d" % status), (b"content-type", b"text/plain; charset=utf-8"),
-                  (b"content-length", b"%d" % len(body)), (b"x-request-id", request_id or b"-"),
-                  (b"server", b"gateway")]
+        fields = [(b":status", b"%d" % status), (b"content-length", b"%d" % len(body)),
+                  (b"x-request-id", request_id or b"-"), (b"server", b"gateway")]
+        if body:
+            fields.insert(1, (b"content-type", b"text/plain; charset=utf-8"))
         if location is not None:
             fields.append((b"location", location))
         if extra_header is not None:
-            name, _, value = extra_header.partition(b": ")
-            fields.append((name.lower(), value))
+            for line in extra_header.split(b"\r\n"):
+                name, _, value = line.partition(b": ")
+                fields.append((name.lower(), value))
+        with_body = with_body and bool(body)
         self.session.submit_response(stream.id, fields, not with_body)
         stream.submitted = True
         if with_body:

@@ -902,12 +902,14 @@ cpdef bytes build_error_response(int status, str message, bytes request_id, bint
     ``location`` (a redirect's target) must be a path the gateway made: visible ASCII only.
     ``with_body`` is false for an answer to HEAD: Content-Length says the size, no body
     follows (RFC 9110 9.3.2), or a keep-alive client would read it as the next response.
-    ``extra_header``: one more "Name: value" line the gateway made (no CR/LF in it).
+    ``extra_header``: more "Name: value" lines the gateway made, joined by CRLF.  An empty
+    ``message``: no body (a CORS preflight's answer).
     """
-    cdef bytes body = message.encode() + b"\n"
+    cdef bytes body = message.encode() + b"\n" if message else b""
     return b"".join((
         b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Error")),
-        b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: ", str(len(body)).encode(),
+        b"Content-Type: text/plain; charset=utf-8\r\n" if body else b"",
+        b"Content-Length: ", str(len(body)).encode(),
         b"\r\nX-Request-Id: ", request_id or b"-",
         b"\r\nLocation: " + location if location is not None else b"",
         b"\r\n" + extra_header if extra_header is not None else b"",

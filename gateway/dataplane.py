@@ -21,7 +21,7 @@ from gateway.wire import RouteKey, route_key
 
 try:
     from _speedups.h2_upstream import H2Pool
-    from _speedups.filters import HeaderModifier, PathRewrite, Redirect, RouteFilters
+    from _speedups.filters import Cors, HeaderModifier, PathRewrite, Redirect, RouteFilters
     from _speedups.forwarded import TrustedProxies
     from _speedups.path import PathPolicy
     from _speedups.proxy import ProxyContext, Route, Service, Upstream
@@ -254,9 +254,14 @@ class DataPlane:
             redirect = Redirect(r.status, r.scheme, r.host, r.port, path)
         rewrite_path = PathRewrite(rc.rewrite_full_path) if rc.rewrite_full_path is not None else None
         mirrors = tuple(Mirror(self.ctx.loop, self.services[m.service], m.fraction) for m in rc.mirrors)
+        cors = None
+        if rc.cors is not None:
+            c = rc.cors
+            cors = Cors(c.allow_origins, c.allow_methods, c.allow_headers, c.expose_headers,
+                        c.allow_credentials, c.max_age)
         return RouteFilters(_header_modifier(rc.request_headers), _header_modifier(rc.response_headers),
                             redirect, rewrite_path, rc.rewrite_host, mirrors, rc.direct_status or 0,
-                            "no valid backend for this route rule" if rc.direct_status == 500 else None)
+                            "no valid backend for this route rule" if rc.direct_status == 500 else None, cors)
 
     @staticmethod
     def _matcher(rc: RouteConfig, route: Route) -> RouteMatcher:

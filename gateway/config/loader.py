@@ -70,7 +70,7 @@ from gateway.config.model import (Address, AccessLogConfig, TracingConfig, Timeo
                                   OutlierConfig, HashCookie, LbConfig, SlowStart,
                                   CircuitBreakers, Capacity, ServiceConfig, HeaderMatch, QueryMatch, RouteMatch,
                                   WeightedBackend, RetryPolicy, HeaderFilter, Redirect, MirrorConfig,
-                                  RouteConfig, LeaderElection, GatewayApiConfig, MultiClusterConfig, Config,
+                                  CorsPolicy, RouteConfig, LeaderElection, GatewayApiConfig, MultiClusterConfig, Config,
                                   DEFAULT_NAMESPACE, DEFAULT_SOURCE_WEIGHT, PROTOCOLS, LB_POLICIES,
                                   DEFAULT_CONTROLLER_NAME)
 from gateway.config.validate import (_at, _bool, _choice, ConfigError, _duration, _err, _Errors,
@@ -201,7 +201,7 @@ _TOP_KEYS = ("listen", "tls", "workers", "admin", "access_log", "timeouts", "lim
 _KUBERNETES_KEYS = ("kubeconfig", "context", "in_cluster", "namespaces")
 _SOURCE_KEYS = ("name", "type", "weight", "priority", "drained", "services", *_KUBERNETES_KEYS)
 _ROUTE_KEYS = ("name", "match", "service", "backends", "rewrite", "timeout", "retries",
-               "request_headers", "response_headers", "redirect", "mirrors")
+               "request_headers", "response_headers", "redirect", "mirrors", "cors")
 
 _SOURCE_WEIGHT = partial(_int, lo=1, hi=10_000)
 _PRIORITY = partial(_int, lo=0, hi=100)
@@ -733,7 +733,8 @@ def _route(value: Any, path: str, errs: _Errors, services: set[str] | None) -> R
                        request_headers=_opt(d, "request_headers", _header_filter, path, errs),
                        response_headers=_opt(d, "response_headers", _header_filter, path, errs),
                        redirect=redirect,
-                       mirrors=_opt(d, "mirrors", partial(_mirrors, services=services), path, errs, ()))
+                       mirrors=_opt(d, "mirrors", partial(_mirrors, services=services), path, errs, ()),
+                       cors=_opt(d, "cors", partial(section, CorsPolicy), path, errs))
 
 
 _CONTROLLER_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/[A-Za-z0-9/\-._~%!$&'()*+,;=:]+")

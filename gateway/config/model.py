@@ -10,14 +10,14 @@ from dataclasses import MISSING, dataclass, field
 from typing import Any, Callable
 
 from gateway.config.validate import (_bool, _duration, _number, _positive_size, _share, _size, _str, absolute_path,
-                                     between, log_path, object_name, one_of, otlp_endpoint, section, some_text,
-                                     status_ranges, statuses_5xx)
+                                     between, cors_origins, cors_tokens, log_path, object_name, one_of,
+                                     otlp_endpoint, section, some_text, status_ranges, statuses_5xx)
 
 __all__ = ["Address", "AccessLogConfig", "TracingConfig", "Timeouts", "Limits", "PathConfig", "TrustedProxies", "HttpConfig",
            "Certificate", "TlsListener", "UpstreamTls", "AdminOptions", "StaticEndpoint", "StaticService",
            "SourceConfig", "HealthCheckConfig", "SuccessRate", "OutlierConfig", "HashCookie", "LbConfig",
            "SlowStart", "CircuitBreakers", "Capacity", "ServiceConfig", "HeaderMatch", "QueryMatch", "RouteMatch",
-           "WeightedBackend", "RetryPolicy", "HeaderFilter", "Redirect", "MirrorConfig", "RouteConfig",
+           "WeightedBackend", "RetryPolicy", "HeaderFilter", "Redirect", "MirrorConfig", "CorsPolicy", "RouteConfig",
            "GatewayListener", "LeaderElection", "GatewayApiConfig", "MultiClusterConfig", "Config",
            "DEFAULT_NAMESPACE", "DEFAULT_SOURCE_WEIGHT", "PROTOCOLS", "LB_POLICIES", "RETRY_5XX",
            "DEFAULT_CONTROLLER_NAME"]
@@ -456,6 +456,21 @@ class MirrorConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CorsPolicy:
+    """Cross-origin requests a route allows (the Gateway API's HTTPRoute CORS filter, a file
+    route's ``cors``): the gateway answers their preflights itself and adds the
+    Access-Control-Allow-* fields to the answers for an allowed Origin."""
+
+    # "https://www.example.com", "https://*.example.com" (any number of labels), or "*"
+    allow_origins: tuple[str, ...] = setting((), cors_origins)
+    allow_methods: tuple[str, ...] = setting((), cors_tokens)       # "*": any
+    allow_headers: tuple[str, ...] = setting((), cors_tokens)       # "*": any
+    expose_headers: tuple[str, ...] = setting((), cors_tokens)
+    allow_credentials: bool = setting(False, _bool)
+    max_age: int = setting(5, between(0, 86_400))   # seconds a browser may keep a preflight's answer
+
+
+@dataclass(frozen=True, slots=True)
 class RouteConfig:
     name: str
     match: RouteMatch
@@ -469,6 +484,7 @@ class RouteConfig:
     response_headers: HeaderFilter | None = None
     redirect: Redirect | None = None
     mirrors: tuple[MirrorConfig, ...] = ()  # services that get a copy of (a share of) the requests
+    cors: CorsPolicy | None = None
     # The gateway's own answer instead of a backend: what the Gateway API asks for a rule
     # whose backendRefs are all invalid (500). Not a file key.
     direct_status: int | None = None
@@ -486,7 +502,7 @@ class RouteConfig:
     @property
     def has_filters(self) -> bool:
         return bool(self.request_headers or self.response_headers or self.redirect or self.mirrors
-                    or self.rewrite_host or self.rewrite_full_path is not None
+                    or self.cors or self.rewrite_host or self.rewrite_full_path is not None
                     or self.direct_status is not None)
 
 

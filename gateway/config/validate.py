@@ -345,3 +345,30 @@ def statuses_5xx(value: Any, path: str, errs: _Errors) -> tuple[int, ...] | None
         _err(errs, path, "must list at least one status from 500 to 599")
         return None
     return codes
+
+
+_ORIGIN = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>(\*\.)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?|\[[0-9a-f:.]+\])"
+                     r"(:(?P<port>[0-9]{1,5}))?")
+
+
+def cors_origins(value: Any, path: str, errs: _Errors) -> tuple[str, ...] | None:
+    """CORS allowOrigins: "*", or scheme://host[:port] with an optional "*." before the host."""
+    origins = []
+    for p, text in _str_list(value, path, errs):
+        if text != "*" and not _ORIGIN.fullmatch(text.lower()):
+            _err(errs, p, f'must be "*" or an origin like "https://www.example.com" or '
+                          f'"https://*.example.com", got {_show(text)}')
+        else:
+            origins.append(text.lower())
+    return tuple(origins) if len(origins) == len(_list(value, path, [])) else None
+
+
+def cors_tokens(value: Any, path: str, errs: _Errors) -> tuple[str, ...] | None:
+    """Methods or header names (tokens), or "*" for any."""
+    out = []
+    for p, text in _str_list(value, path, errs):
+        if text != "*" and not _TOKEN.fullmatch(text):
+            _err(errs, p, f'must be "*" or a token (a method or header name), got {_show(text)}')
+        else:
+            out.append(text)
+    return tuple(out) if len(out) == len(_list(value, path, [])) else None

@@ -11,15 +11,20 @@ import bisect
 import ipaddress
 from dataclasses import dataclass, field, replace
 
-from gateway.config import (Certificate, GatewayListener, HeaderFilter, HeaderMatch, MirrorConfig, QueryMatch, Redirect,
-                            RetryPolicy, RouteConfig, RouteMatch, ServiceConfig, WeightedBackend, regex_problem)
+from gateway.config import (Certificate, CorsPolicy, GatewayListener, HeaderFilter, HeaderMatch, MirrorConfig,
+                            QueryMatch, Redirect, RetryPolicy, RouteConfig, RouteMatch, ServiceConfig, WeightedBackend,
+                            regex_problem)
+from gateway.config.validate import section
 from gateway.sources.discovery import GATEWAY_GROUP, MCS_GROUP  # noqa: F401  (re-exported)
 from gateway.units import parse_duration
 
 _FRAMING_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "upgrade",
                               "keep-alive", "te", "trailer", "proxy-connection"})
 _SUPPORTED_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite",
-                      "RequestMirror")
+                      "RequestMirror", "CORS")
+# HTTPCORSFilter's fields, as a file route's ``cors`` names them (one model and validator).
+_CORS_KEYS = {"allowOrigins": "allow_origins", "allowMethods": "allow_methods", "allowHeaders": "allow_headers",
+              "exposeHeaders": "expose_headers", "allowCredentials": "allow_credentials", "maxAge": "max_age"}
 
 Key = tuple[str, str]       # (namespace, name); namespace "" for cluster-scoped kinds
 
@@ -371,6 +376,7 @@ def translate_rule(world: World, route: dict, index: int, rule: dict, hosts: tup
     request_headers = response_headers = redirect = None
     rewrite: dict = {}
     mirrors = []
+    cors = None
     for f in rule.get("filters") or ():
         kind = f.get("type")
         if kind not in _SUPPORTED_FILTERS:
@@ -383,6 +389,9 @@ def translate_rule(world: World, route: dict, index: int, rule: dict, hosts: tup
             redirect = f.get("requestRedirect") or {}
         elif kind == "URLRewrite":
             rewrite = f.get("urlRewrite") or {}
+        elif kind == "CORS":
+            cors, problem = _cors(f.get("cors") or {}, f"rules[{index}].filters.cors")
+            unsupported = unsupported or problem
         elif kind == "RequestMirror":
             spec = f.get("requestMirror") or {}
             ref = resolve_backend(world, ns, spec.get("backendRef") or {})
@@ -428,8 +437,16 @@ def translate_rule(world: World, route: dict, index: int, rule: dict, hosts: tup
             name=f"{ns}.{name}.{index}.{j}", match=match, backends=tuple(backends),
             timeout=_duration(timeouts.get("request")), retries=retries,
             request_headers=request_headers, response_headers=response_headers,
-            mirrors=tuple(mirrors), **kw))
+            mirrors=tuple(mirrors), cors=cors, **kw))
     return _Rule(configs, problems, unsupported, services)
+
+
+def _cors(spec: dict, path: str) -> tuple[CorsPolicy | None, str | None]:
+    """An HTTPRoute CORS filter, checked as a file route's ``cors`` is; (policy, None) or
+    (None, the first problem)."""
+    errs: list[str] = []
+    policy = section(CorsPolicy, {_CORS_KEYS.get(k, k): v for k, v in spec.items()}, path, errs)
+    return (policy, None) if not errs else (None, errs[0])
 
 
 def _redirect(spec: dict, match: RouteMatch) -> Redirect:
