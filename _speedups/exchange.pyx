@@ -160,6 +160,7 @@ cdef class Exchange(UpstreamOwner):
         self.error = None
         self.failed_status = 0
         self.cors_fields = None
+        self.backend_response = None
         self.attempts = 0
         self.tried = None
         self.response_started = False
@@ -332,6 +333,7 @@ cdef class Exchange(UpstreamOwner):
         cdef Router router
         cdef Route route
         cdef Service service
+        cdef int picked
         if not self.normalize_path(head):
             return
         router = self.downstream.port.router
@@ -345,7 +347,7 @@ cdef class Exchange(UpstreamOwner):
         route = self.route = <Route>found
         if route.filters is not None and self.answer_by_filters(route.filters, head):
             return
-        service = self.service = route.pick_service()
+        service = self.service = route.pick_service(&picked)
         if service is None:
             self.respond_error(500, "this request drew an invalid backendRef of its route rule")
             return
@@ -363,6 +365,8 @@ cdef class Exchange(UpstreamOwner):
         self.upstream_target = route.rewrite_target(target)
         if route.filters is not None:
             self.apply_request_filters(route.filters, head)
+        if route.backend_filters is not None:
+            self.apply_backend_filters(<tuple>route.backend_filters[picked], head)
         timeout = route.timeout
         if self.client_timeout > 0 and (timeout <= 0 or self.client_timeout < timeout):
             timeout = self.client_timeout     # grpc-timeout: the client gives up then anyway
@@ -393,6 +397,14 @@ cdef class Exchange(UpstreamOwner):
         else:
             self.respond_error(400, outcome_reason(outcome))
         return False
+
+    cdef void apply_backend_filters(self, tuple filters, RequestHead head):
+        """The picked backendRef's header modifiers: the request's now, the response's later."""
+        if filters is None:
+            return
+        if filters[0] is not None:
+            head.set_fields((<HeaderModifier>filters[0]).apply(head.fields()))
+        self.backend_response = filters[1]
 
     cdef bint answer_by_filters(self, RouteFilters filters, RequestHead head) except -1:
         """True when the route's filters answer the request here (a CORS preflight, a
@@ -750,6 +762,8 @@ cdef class Exchange(UpstreamOwner):
         conn.expect_body(framing, head.content_length)
         if route.filters is not None and route.filters.response_headers is not None:
             head.set_fields(route.filters.response_headers.apply(head.fields()))
+        if self.backend_response is not None:
+            head.set_fields(self.backend_response.apply(head.fields()))
         if self.cors_fields is not None:        # the route's CORS fields, not the upstream's
             head.set_fields([f for f in head.fields() if not (<bytes>f[0]).startswith(b"access-control-")]
                             + self.cors_fields)

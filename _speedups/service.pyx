@@ -54,15 +54,18 @@ cdef class Route(Reported):
         self.touched = False
         return self.traffic.as_list()
 
-    cdef Service pick_service(self):
-        """A service by the split's weights; None for the share of invalid backendRefs."""
+    cdef Service pick_service(self, int *index):
+        """A service by the split's weights (``index``: its place in ``services``); None for
+        the share of invalid backendRefs."""
         cdef int i
+        index[0] = 0
         if self.split is None:
             return self.services[0]
         i = self.split.pick(None)
         if i >= len(self.services):
             return None
-        return self.services[i if i >= 0 else 0]
+        index[0] = i if i >= 0 else 0
+        return self.services[index[0]]
 
     cdef bytes rewrite_target(self, bytes target):
         """``rewrite: {prefix: ...}``: the matched prefix replaced, one slash between."""

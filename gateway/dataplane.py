@@ -239,6 +239,10 @@ class DataPlane:
                       retries.backoff, retries.idempotent)
         if rc.has_filters:
             route.filters = self._filters(rc)
+        if any(b.request_headers or b.response_headers for b in rc.backends):
+            route.backend_filters = tuple(
+                (_header_modifier(b.request_headers), _header_modifier(b.response_headers))
+                if b.request_headers or b.response_headers else None for b in rc.backends)
         return route
 
     def _filters(self, rc: RouteConfig) -> RouteFilters:

@@ -67,6 +67,14 @@ def gw(backend_a, backend_b, mirror_backend, tmp_path_factory):
             route("mirrored", {"path": {"segment_prefix": "/mirror"}}, mirrors=["svc-m"]),
             route("mirror-share", {"path": {"segment_prefix": "/quarter"}},
                   mirrors=[{"service": "svc-m", "percent": 25}]),
+            {"name": "per-backend", "match": {"path": {"segment_prefix": "/perbackend"}},
+             "request_headers": {"set": [{"name": "X-Route", "value": "r"}]},
+             "backends": [{"service": "svc-a", "weight": 1,
+                           "request_headers": {"set": [{"name": "X-Backend", "value": "a"}]},
+                           "response_headers": {"set": [{"name": "X-Answered-By", "value": "a"}]}},
+                          {"service": "svc-b", "weight": 1,
+                           "request_headers": {"set": [{"name": "X-Backend", "value": "b"}],
+                                               "remove": ["X-Route"]}}]},
         ],
     }
     proc = GatewayProcess(config, tmp_path_factory.mktemp("filters")).start()
@@ -130,6 +138,23 @@ def test_request_header_modifier_set_add_remove(gw):
     assert headers["x-set"] == "set"                    # replaced
     assert headers["x-add"] == "client, added"          # appended
     assert "x-drop" not in headers
+
+
+def test_a_backends_header_modifiers_apply_to_the_requests_it_gets(gw, backend_a, backend_b):
+    """HTTPRoute backendRef filters (RequestHeaderModifier, ResponseHeaderModifier): after the
+    route's, for the backend the weights picked."""
+    seen = set()
+    for _ in range(40):
+        resp, name = call(gw, "GET", "/perbackend")
+        body = resp.json()
+        headers = {k.lower(): v for k, v in body["headers"].items()}
+        if body["address"] == backend_a.address:
+            assert (headers.get("x-backend"), headers.get("x-route"), resp.header("X-Answered-By")) == ("a", "r", "a")
+        else:
+            assert body["address"] == backend_b.address
+            assert (headers.get("x-backend"), headers.get("x-route"), resp.header("X-Answered-By")) == ("b", None, None)
+        seen.add(body["address"])
+    assert seen == {backend_a.address, backend_b.address}
 
 
 def test_response_header_modifier_set_add_remove(gw):

@@ -1033,12 +1033,13 @@ def _backends(d: dict, path: str, errs: _Errors, services: set[str]) -> tuple[We
 
 
 def _backend(value: Any, path: str, errs: _Errors, services: set[str]) -> WeightedBackend | None:
-    d = _keys(value, path, errs, ("service", "weight"), required=("service",))
+    d = _keys(value, path, errs, ("service", "weight", "request_headers", "response_headers"), required=("service",))
     if d is None:
         return None
     key = _opt(d, "service", partial(_service_ref, services=services), path, errs)
     weight = _opt(d, "weight", _BACKEND_WEIGHT, path, errs, 1)
-    return WeightedBackend(key, weight) if key else None
+    return WeightedBackend(key, weight, _opt(d, "request_headers", _header_filter, path, errs),
+                           _opt(d, "response_headers", _header_filter, path, errs)) if key else None
 
 
 def _service_ref(value: Any, path: str, errs: _Errors, services: set[str] | None) -> str | None:

@@ -403,6 +403,10 @@ class RouteMatch:
 class WeightedBackend:
     service: str                        # "namespace/name"
     weight: int = 1
+    # Applied to the requests this backend gets, after the route's (an HTTPRoute backendRef's
+    # header modifier filters; a file route's backends[].request_headers/response_headers)
+    request_headers: "HeaderFilter | None" = None
+    response_headers: "HeaderFilter | None" = None
 
 
 @dataclass(frozen=True, slots=True)

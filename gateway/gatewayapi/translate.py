@@ -403,13 +403,15 @@ def translate_rule(world: World, route: dict, index: int, rule: dict, hosts: tup
     backends = []
     invalid_weight = 0
     if redirect is None:
-        for ref_spec in rule.get("backendRefs") or ():
+        for j, ref_spec in enumerate(rule.get("backendRefs") or ()):
             ref = resolve_backend(world, ns, ref_spec)
+            headers, problem = _backend_filters(ref_spec.get("filters") or (), f"rules[{index}].backendRefs[{j}]")
+            unsupported = unsupported or problem
             if ref.problem:
                 problems.append(ref.problem)
                 invalid_weight += max(ref.weight, 0)
             elif ref.weight > 0:
-                backends.append(WeightedBackend(ref.key, ref.weight))
+                backends.append(WeightedBackend(ref.key, ref.weight, *headers))
                 services.setdefault(ref.key, ref.port)
     timeouts = rule.get("timeouts") or {}
     retries = _retry(rule.get("retry"), _duration(timeouts.get("backendRequest")))
@@ -439,6 +441,20 @@ def translate_rule(world: World, route: dict, index: int, rule: dict, hosts: tup
             request_headers=request_headers, response_headers=response_headers,
             mirrors=tuple(mirrors), cors=cors, **kw))
     return _Rule(configs, problems, unsupported, services)
+
+
+def _backend_filters(filters, path: str) -> tuple[tuple[HeaderFilter | None, HeaderFilter | None], str | None]:
+    """A backendRef's header modifiers (request, response), or the first filter not supported there."""
+    request = response = None
+    for f in filters:
+        kind = f.get("type")
+        if kind == "RequestHeaderModifier":
+            request = _header_filter(f.get("requestHeaderModifier"))
+        elif kind == "ResponseHeaderModifier":
+            response = _header_filter(f.get("responseHeaderModifier"))
+        else:
+            return (None, None), f"{path}: filter type {kind!r} is not supported on a backendRef"
+    return (request, response), None
 
 
 def _cors(spec: dict, path: str) -> tuple[CorsPolicy | None, str | None]:

@@ -121,10 +121,36 @@ def test_HTTPRoute308Redirect(conformance):
 
 
 def test_HTTPRouteRequestHeaderModifier(conformance):
-    """httproute-request-header-modifier.go (HTTPRouteRequestHeaderModifier; its sibling
-    HTTPRouteBackendRequestHeaderModifier, filters on a backendRef, is out of scope)"""
+    """httproute-request-header-modifier.go (HTTPRouteRequestHeaderModifier)"""
+    request_header_modifier(conformance, "httproute-request-header-modifier.yaml")
+
+
+def test_HTTPRouteBackendRequestHeaderModifier(conformance):
+    """httproute-request-header-modifier.go (HTTPRouteBackendRequestHeaderModifier): the same
+    test, its filters on each rule's backendRef"""
+    request_header_modifier(conformance, "httproute-request-header-modifier-backend.yaml")
+
+
+def test_HTTPRouteRequestHeaderModifierBackendWeights(conformance):
+    """httproute-request-header-modifier-backend-weights.go: two backendRefs of weight 10, each
+    setting "Backend" to its own name; 100 requests, each must reach the pod its header names."""
     s = conformance
-    s.apply("httproute-request-header-modifier.yaml")
+    s.apply("httproute-request-header-modifier-backend-weights.yaml")
+    address = accepted(s, "request-header-modifier-backend-weights")
+    expected = E(Req(path="/"), response=Res(200), namespace=NS)
+    request = http.make_request(expected, address, "HTTP", "http")
+    http.make_request_and_expect_eventually_consistent_response(address, expected)
+    for _ in range(100):
+        captured, _ = http.round_trip(request)
+        backends = (captured.headers or {}).get("Backend") or []
+        assert len(backends) == 1, f"expected a single 'Backend' header to have been set, got {len(backends)}"
+        assert captured.pod.startswith(backends[0]), (
+            f"expected the backendRef to have set the correct headers and sent the request to the correct pod, "
+            f"got {captured.pod!r}, want {backends[0]!r}")
+
+
+def request_header_modifier(s, manifest: str) -> None:
+    s.apply(manifest)
     address = accepted(s, "request-header-modifier")
     http.expect_responses(address, [
         E(Req(path="/set", headers={"Some-Other-Header": "val"}),
