@@ -227,6 +227,11 @@ class _Connection(asyncio.Protocol):
         self._read_paused = False
         self._write_paused = False
         self._drain_waiter: asyncio.Future | None = None
+        # An upgraded connection (a handler that ``takes_upgrade`` switched it): its bytes go
+        # to ``upgraded``, not to the HTTP parser.
+        self.upgraded: Callable[[bytes], None] | None = None
+        self._upgrade_rest = b""
+        self._lost: asyncio.Future | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -236,15 +241,23 @@ class _Connection(asyncio.Protocol):
         self.backend._connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.upgraded is not None:
+            self.upgraded(data)
+            return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(400, "upgrade not supported")
+        except httptools.HttpParserUpgrade as exc:
+            if self._queue and getattr(self._queue[-1].handler, "takes_upgrade", False):
+                self._upgrade_rest = data[exc.args[0]:]     # its handler switches the protocol
+            else:
+                self._fail(400, "upgrade not supported")
         except httptools.HttpParserError as exc:
             self._fail(400, f"bad request: {exc}")
 
     def connection_lost(self, exc) -> None:
         self._closing = True
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
         self.backend._connections.discard(self)
         if self._task is not None:
             self._task.cancel()
@@ -347,6 +360,15 @@ class _Connection(asyncio.Protocol):
             self.close()
         elif self._task is None:
             self._maybe_start()
+
+    async def switch_protocol(self, feed: Callable[[bytes], None]) -> None:
+        """After an upgrade's 101: the connection's bytes go to ``feed`` until it closes."""
+        self.upgraded = feed
+        rest, self._upgrade_rest = self._upgrade_rest, b""
+        if rest:
+            feed(rest)
+        self._lost = self.loop.create_future()
+        await self._lost
 
     def close(self) -> None:
         self._closing = True

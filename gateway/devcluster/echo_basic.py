@@ -22,13 +22,18 @@ Request field ``X-Echo-Set-Header: Name:value,Other:value`` sets those response 
 echo is logged as echo-basic logs it ("Echoing back request made to <target> to client (<peer>)",
 one line appended to ``--log``), which the suite's mirror tests read as the pod's logs.
 
-Not played: the websocket handler at /ws, HTTPS on 8443, client certificates (the conformance
+``/ws`` is echo-basic's WebSocket handler (RFC 6455): each text or binary frame comes back as
+it was sent, pings are answered, a close is returned.
+
+Not played: HTTPS on 8443, client certificates (the conformance
 tests that need them are out of this gateway's scope). HTTP/2 (h2c) echoes are answered by
 ``gateway.devcluster.h2_backend --namespace`` with :func:`assertions`.
 """
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import re
 import socket
 import struct
@@ -164,7 +169,83 @@ def routes(namespace: str, pod: str, log_path: str | None = None) -> Routes:
                 return
         await echo(conn, req)
 
-    return Routes((("/health", health, False), ("/status/", status, False), ("/retry/", retry, False)), echo)
+    return Routes((("/health", health, False), ("/status/", status, False), ("/retry/", retry, False),
+                   ("/ws", websocket, False)), echo)
+
+
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+async def websocket(conn: _Connection, req: _Request) -> None:
+    """The WebSocket handshake (RFC 6455 §4.2.2), then an echo of every frame until closed."""
+    fields = {k.lower(): v for k, v in req.fields}
+    key = fields.get("sec-websocket-key", "")
+    if fields.get("upgrade", "").lower() != "websocket" or not key:
+        await _wait_body_end(conn, req)
+        conn.send(req, 400, b"a WebSocket handshake is expected here", content_type="text/plain; charset=utf-8")
+        return
+    accept = base64.b64encode(hashlib.sha1(key.encode() + _WS_GUID).digest()).decode()
+    conn.transport.write(conn.head(101, [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+                                         ("Sec-WebSocket-Accept", accept)]))
+    await conn.switch_protocol(_WebSocketEcho(conn.transport).feed)
+
+
+websocket.takes_upgrade = True
+
+
+class _WebSocketEcho:
+    """Client frames in (masked), the same frames out (unmasked); ping -> pong, close -> close."""
+
+    def __init__(self, transport) -> None:
+        self.transport = transport
+        self.buf = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        self.buf += data
+        while True:
+            frame = self._frame()
+            if frame is None:
+                return
+            first, payload = frame
+            opcode = first & 0x0F
+            if opcode == 0x8:                   # close: answer it, then end
+                self.transport.write(self._encode(first, payload[:2]))
+                self.transport.close()
+                return
+            self.transport.write(self._encode(0x8A if opcode == 0x9 else first, payload))
+
+    def _frame(self) -> tuple[int, bytes] | None:
+        if len(self.buf) < 2:
+            return None
+        first, second = self.buf[0], self.buf[1]
+        size, at = second & 0x7F, 2
+        if size == 126:
+            if len(self.buf) < 4:
+                return None
+            size, at = struct.unpack(">H", self.buf[2:4])[0], 4
+        elif size == 127:
+            if len(self.buf) < 10:
+                return None
+            size, at = struct.unpack(">Q", self.buf[2:10])[0], 10
+        mask = b""
+        if second & 0x80:
+            mask, at = bytes(self.buf[at:at + 4]), at + 4
+        if len(self.buf) < at + size:
+            return None
+        payload = bytes(self.buf[at:at + size])
+        del self.buf[:at + size]
+        if mask:
+            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        return first, payload
+
+    @staticmethod
+    def _encode(first: int, payload: bytes) -> bytes:
+        n = len(payload)
+        if n < 126:
+            return bytes((first, n)) + payload
+        if n < 1 << 16:
+            return bytes((first, 126)) + struct.pack(">H", n) + payload
+        return bytes((first, 127)) + struct.pack(">Q", n) + payload
 
 
 async def _delay(conn: _Connection, req: _Request, query: dict, key: str) -> bool:

@@ -267,3 +267,35 @@ def test_HTTPRouteBackendProtocolH2C(conformance):
     http.make_request_and_expect_eventually_consistent_response(address, E(
         Req(path="/", protocol=http.H2C_PRIOR_KNOWLEDGE), response=Res(200), backend=V1, namespace=NS))
 
+
+
+def test_HTTPRouteBackendProtocolWebSocket(conformance):
+    """httproute-backend-protocol-websocket.go: a WebSocket through a backendRef whose Service
+    port has appProtocol kubernetes.io/ws (infra-backend-v1:8082 -> 3000, echo-basic's /ws): a
+    text and a binary message each come back as sent (golang.org/x/net/websocket's Dial there,
+    the websocket-client library here)."""
+    import websocket
+    s = conformance
+    s.apply("httproute-backend-protocol-websocket.yaml")
+    address = k.gateway_and_httproutes_must_be_accepted(s, k.gateway_ref(SAME_NAMESPACE),
+                                                        NN(NS, "backend-protocol-ws"))
+
+    def check(elapsed: float) -> str | None:
+        try:
+            ws = websocket.create_connection(f"ws://{address}/ws", timeout=5,
+                                             origin="ws://gateway/TestConformance/HTTPRouteBackendProtocolWebSocket")
+        except (OSError, websocket.WebSocketException) as exc:
+            return f"failed to dial: {exc}"
+        try:
+            ws.send("Websocket Support!")
+            if (reply := ws.recv()) != "Websocket Support!":
+                return f"unexpected reply - want: 'Websocket Support!' got: {reply!r}"
+            ws.send_binary(bytes([1, 2, 3, 4, 5, 6, 7]))
+            if (reply := ws.recv()) != bytes([1, 2, 3, 4, 5, 6, 7]):
+                return f"unexpected reply - want: b'\\x01..\\x07' got: {reply!r}"
+            return None
+        except (OSError, websocket.WebSocketException) as exc:
+            return f"failed to exchange frames: {exc}"
+        finally:
+            ws.close()
+    http.await_convergence(check)
