@@ -1,5 +1,5 @@
 from _speedups.context cimport Connection, Context, Port
-from _speedups.filters cimport HeaderModifier, RouteFilters
+from _speedups.filters cimport BackendFilters, RouteFilters
 from _speedups.http cimport RequestHead, ResponseHead
 from _speedups.service cimport Route, Service
 from _speedups.stats cimport BackendStats
@@ -98,7 +98,7 @@ cdef class Exchange(UpstreamOwner):
     cdef str error
     cdef int failed_status                  # the answer when no endpoint is left to try; 0: 502
     cdef list cors_fields                   # the CORS filter's fields for the answer, or None
-    cdef HeaderModifier backend_response    # the picked backendRef's response filter, or None
+    cdef BackendFilters backend_filters     # the picked backend's filters, or None
     cdef double response_deadline           # 0: none (per try, for the response head)
     cdef double total_deadline              # 0: none (route timeout)
     cdef object deadline_timer              # a deadline the route set, fired when due; or None
@@ -142,7 +142,7 @@ cdef class Exchange(UpstreamOwner):
     cdef bint normalize_path(self, RequestHead head) except -1
     cdef bint answer_by_filters(self, RouteFilters filters, RequestHead head) except -1
     cdef void apply_request_filters(self, RouteFilters filters, RequestHead head)
-    cdef void apply_backend_filters(self, tuple filters, RequestHead head)
+    cdef bint apply_backend_filters(self, BackendFilters filters, RequestHead head) except -1
     cdef void mirror(self, bytes copy)
     cdef void retry_after_backoff(self)
     cdef void cancel_backoff(self)

@@ -28,6 +28,7 @@ from _speedups.accesslog cimport dumps, json_string
 from _speedups.http cimport (
     MODE_LENGTH, MODE_UNTIL_CLOSE, BodyFramer, build_request_head, response_framing)
 from _speedups.router cimport Router
+from _speedups.filters cimport rewrite_target
 from _speedups.path cimport NORM_OK, NORM_REDIRECT, PATH_FORWARD_ORIGINAL, outcome_reason
 from _speedups.stats cimport (
     CAUSE_BAD_RESPONSE, CAUSE_CONNECT_FAILED, CAUSE_CONNECT_TIMEOUT, CAUSE_EJECTED, CAUSE_RESET,
@@ -160,7 +161,7 @@ cdef class Exchange(UpstreamOwner):
         self.error = None
         self.failed_status = 0
         self.cors_fields = None
-        self.backend_response = None
+        self.backend_filters = None
         self.attempts = 0
         self.tried = None
         self.response_started = False
@@ -365,8 +366,9 @@ cdef class Exchange(UpstreamOwner):
         self.upstream_target = route.rewrite_target(target)
         if route.filters is not None:
             self.apply_request_filters(route.filters, head)
-        if route.backend_filters is not None:
-            self.apply_backend_filters(<tuple>route.backend_filters[picked], head)
+        if route.backend_filters is not None and route.backend_filters[picked] is not None:
+            if self.apply_backend_filters(<BackendFilters>route.backend_filters[picked], head):
+                return
         timeout = route.timeout
         if self.client_timeout > 0 and (timeout <= 0 or self.client_timeout < timeout):
             timeout = self.client_timeout     # grpc-timeout: the client gives up then anyway
@@ -398,13 +400,18 @@ cdef class Exchange(UpstreamOwner):
             self.respond_error(400, outcome_reason(outcome))
         return False
 
-    cdef void apply_backend_filters(self, tuple filters, RequestHead head):
-        """The picked backendRef's header modifiers: the request's now, the response's later."""
-        if filters is None:
-            return
-        if filters[0] is not None:
-            head.set_fields((<HeaderModifier>filters[0]).apply(head.fields()))
-        self.backend_response = filters[1]
+    cdef bint apply_backend_filters(self, BackendFilters filters, RequestHead head) except -1:
+        """The picked backend's filters, after the route's: True when its redirect answered."""
+        if filters.redirect is not None:
+            self.respond_error(filters.redirect.status, "redirected",
+                               filters.redirect.location(head, self.downstream.proto))
+            return True
+        if filters.request_headers is not None:
+            head.set_fields(filters.request_headers.apply(head.fields()))
+        if filters.rewrite_path is not None:
+            self.upstream_target = rewrite_target(filters.rewrite_path, self.upstream_target)
+        self.backend_filters = filters          # its host rewrite and response filter come later
+        return False
 
     cdef bint answer_by_filters(self, RouteFilters filters, RequestHead head) except -1:
         """True when the route's filters answer the request here (a CORS preflight, a
@@ -644,6 +651,8 @@ cdef class Exchange(UpstreamOwner):
         host = head.host if head.host is not None else self.upstream.host_bytes
         if route.filters is not None and route.filters.rewrite_host is not None:
             host = route.filters.rewrite_host     # URLRewrite; X-Forwarded-Host keeps the client's
+        if self.backend_filters is not None and self.backend_filters.rewrite_host is not None:
+            host = self.backend_filters.rewrite_host     # a backendRef's URLRewrite, after the route's
         cdef bytes trace_fields = None
         if self.trace_id is not None:                     # else the client's pass through
             trace_fields = self.attempt_line
@@ -762,8 +771,8 @@ cdef class Exchange(UpstreamOwner):
         conn.expect_body(framing, head.content_length)
         if route.filters is not None and route.filters.response_headers is not None:
             head.set_fields(route.filters.response_headers.apply(head.fields()))
-        if self.backend_response is not None:
-            head.set_fields(self.backend_response.apply(head.fields()))
+        if self.backend_filters is not None and self.backend_filters.response_headers is not None:
+            head.set_fields(self.backend_filters.response_headers.apply(head.fields()))
         if self.cors_fields is not None:        # the route's CORS fields, not the upstream's
             head.set_fields([f for f in head.fields() if not (<bytes>f[0]).startswith(b"access-control-")]
                             + self.cors_fields)

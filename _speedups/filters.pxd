@@ -33,6 +33,15 @@ cdef class Cors:
     cpdef bytes preflight_fields(self, bytes origin, RequestHead head)
     cpdef list response_fields(self, bytes origin)
 
+cdef class BackendFilters:
+    cdef readonly HeaderModifier request_headers
+    cdef readonly HeaderModifier response_headers
+    cdef readonly PathRewrite rewrite_path
+    cdef readonly bytes rewrite_host
+    cdef readonly Redirect redirect
+
+cpdef bytes rewrite_target(PathRewrite rewrite, bytes target)
+
 cdef class RouteFilters:
     cdef readonly HeaderModifier request_headers
     cdef readonly HeaderModifier response_headers

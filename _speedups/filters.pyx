@@ -168,6 +168,27 @@ cdef class Cors:
         return fields
 
 
+cpdef bytes rewrite_target(PathRewrite rewrite, bytes target):
+    """``target`` (path and query) with the path rewritten; the query is kept."""
+    cdef Py_ssize_t q = target.find(b"?")
+    if q < 0:
+        return rewrite.path(target)
+    return rewrite.path(target[:q]) + target[q:]
+
+
+cdef class BackendFilters:
+    """What one backend of a route does to the requests the weights give it, after the
+    route's filters (an HTTPRoute backendRef's filters); None parts are off."""
+
+    def __init__(self, HeaderModifier request_headers=None, HeaderModifier response_headers=None,
+                 PathRewrite rewrite_path=None, str rewrite_host=None, Redirect redirect=None):
+        self.request_headers = request_headers
+        self.response_headers = response_headers
+        self.rewrite_path = rewrite_path
+        self.rewrite_host = rewrite_host.encode() if rewrite_host is not None else None
+        self.redirect = redirect
+
+
 cdef class RouteFilters:
     """Everything a route does besides matching and choosing a backend; None parts are off."""
 
@@ -186,7 +207,4 @@ cdef class RouteFilters:
 
     cpdef bytes rewrite_target(self, bytes target):
         """``target`` (path and query) with the path rewritten; the query is kept."""
-        cdef Py_ssize_t q = target.find(b"?")
-        if q < 0:
-            return self.rewrite_path.path(target)
-        return self.rewrite_path.path(target[:q]) + target[q:]
+        return rewrite_target(self.rewrite_path, target)

@@ -40,7 +40,7 @@ cdef class Route(Reported):
     cdef readonly double per_try_timeout
     cdef readonly TrafficStats traffic
     cdef public RouteFilters filters        # None: no filters (the common, cheapest case)
-    # Per service, its backendRef's (request, response) HeaderModifiers or None; None: none has
+    # Per service, its backend's BackendFilters or None; None: no backend has any
     cdef public tuple backend_filters
     cdef dict backends                      # Service -> {cluster: BackendStats} (found once)
     cdef Service pick_service(self, int *index)

@@ -21,7 +21,7 @@ from gateway.wire import RouteKey, route_key
 
 try:
     from _speedups.h2_upstream import H2Pool
-    from _speedups.filters import Cors, HeaderModifier, PathRewrite, Redirect, RouteFilters
+    from _speedups.filters import BackendFilters, Cors, HeaderModifier, PathRewrite, Redirect, RouteFilters
     from _speedups.forwarded import TrustedProxies
     from _speedups.path import PathPolicy
     from _speedups.proxy import ProxyContext, Route, Service, Upstream
@@ -57,6 +57,26 @@ class _Backend(NamedTuple):
 
 def _header_modifier(hf: HeaderFilter | None) -> HeaderModifier | None:
     return HeaderModifier(hf.set, hf.add, hf.remove) if hf else None
+
+
+def _redirect(r, matched_prefix: str | None) -> Redirect:
+    path = None
+    if r.full_path is not None:
+        path = PathRewrite(r.full_path)
+    elif r.prefix is not None and matched_prefix is not None:
+        path = PathRewrite(r.prefix, matched_prefix)
+    return Redirect(r.status, r.scheme, r.host, r.port, path)
+
+
+def _backend_filters(f, matched_prefix: str | None) -> BackendFilters:
+    """A backend's filters for the request path; a prefix rewrite replaces its route's match."""
+    rewrite = None
+    if f.rewrite_full_path is not None:
+        rewrite = PathRewrite(f.rewrite_full_path)
+    elif f.rewrite_prefix is not None and matched_prefix is not None:
+        rewrite = PathRewrite(f.rewrite_prefix, matched_prefix)
+    return BackendFilters(_header_modifier(f.request_headers), _header_modifier(f.response_headers), rewrite,
+                          f.rewrite_host, _redirect(f.redirect, matched_prefix) if f.redirect else None)
 
 
 class _Placed(NamedTuple):
@@ -239,23 +259,14 @@ class DataPlane:
                       retries.backoff, retries.idempotent)
         if rc.has_filters:
             route.filters = self._filters(rc)
-        if any(b.request_headers or b.response_headers for b in rc.backends):
-            route.backend_filters = tuple(
-                (_header_modifier(b.request_headers), _header_modifier(b.response_headers))
-                if b.request_headers or b.response_headers else None for b in rc.backends)
+        if any(b.filters for b in rc.backends):
+            route.backend_filters = tuple(_backend_filters(b.filters, rc.match.matched_prefix) if b.filters else None
+                                          for b in rc.backends)
         return route
 
     def _filters(self, rc: RouteConfig) -> RouteFilters:
         """The route's filters, prepared for the request path (see _speedups/filters.pyx)."""
-        redirect = None
-        if rc.redirect is not None:
-            r = rc.redirect
-            path = None
-            if r.full_path is not None:
-                path = PathRewrite(r.full_path)
-            elif r.prefix is not None:
-                path = PathRewrite(r.prefix, rc.match.matched_prefix)
-            redirect = Redirect(r.status, r.scheme, r.host, r.port, path)
+        redirect = _redirect(rc.redirect, rc.match.matched_prefix) if rc.redirect is not None else None
         rewrite_path = PathRewrite(rc.rewrite_full_path) if rc.rewrite_full_path is not None else None
         mirrors = tuple(Mirror(self.ctx.loop, self.services[m.service], m.fraction) for m in rc.mirrors)
         cors = None

@@ -70,7 +70,7 @@ from gateway.config.model import (Address, AccessLogConfig, TracingConfig, Timeo
                                   OutlierConfig, HashCookie, LbConfig, SlowStart,
                                   CircuitBreakers, Capacity, ServiceConfig, HeaderMatch, QueryMatch, RouteMatch,
                                   WeightedBackend, RetryPolicy, HeaderFilter, Redirect, MirrorConfig,
-                                  CorsPolicy, RouteConfig, LeaderElection, GatewayApiConfig, MultiClusterConfig, Config,
+                                  BackendFilters, CorsPolicy, RouteConfig, LeaderElection, GatewayApiConfig, MultiClusterConfig, Config,
                                   DEFAULT_NAMESPACE, DEFAULT_SOURCE_WEIGHT, PROTOCOLS, LB_POLICIES,
                                   DEFAULT_CONTROLLER_NAME)
 from gateway.config.validate import (_at, _bool, _choice, ConfigError, _duration, _err, _Errors,
@@ -1038,8 +1038,10 @@ def _backend(value: Any, path: str, errs: _Errors, services: set[str]) -> Weight
         return None
     key = _opt(d, "service", partial(_service_ref, services=services), path, errs)
     weight = _opt(d, "weight", _BACKEND_WEIGHT, path, errs, 1)
-    return WeightedBackend(key, weight, _opt(d, "request_headers", _header_filter, path, errs),
-                           _opt(d, "response_headers", _header_filter, path, errs)) if key else None
+    request = _opt(d, "request_headers", _header_filter, path, errs)
+    response = _opt(d, "response_headers", _header_filter, path, errs)
+    filters = BackendFilters(request, response) if request or response else None
+    return WeightedBackend(key, weight, filters) if key else None
 
 
 def _service_ref(value: Any, path: str, errs: _Errors, services: set[str] | None) -> str | None:

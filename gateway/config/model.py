@@ -17,7 +17,7 @@ __all__ = ["Address", "AccessLogConfig", "TracingConfig", "Timeouts", "Limits", 
            "Certificate", "TlsListener", "UpstreamTls", "AdminOptions", "StaticEndpoint", "StaticService",
            "SourceConfig", "HealthCheckConfig", "SuccessRate", "OutlierConfig", "HashCookie", "LbConfig",
            "SlowStart", "CircuitBreakers", "Capacity", "ServiceConfig", "HeaderMatch", "QueryMatch", "RouteMatch",
-           "WeightedBackend", "RetryPolicy", "HeaderFilter", "Redirect", "MirrorConfig", "CorsPolicy", "RouteConfig",
+           "WeightedBackend", "BackendFilters", "RetryPolicy", "HeaderFilter", "Redirect", "MirrorConfig", "CorsPolicy", "RouteConfig",
            "GatewayListener", "LeaderElection", "GatewayApiConfig", "MultiClusterConfig", "Config",
            "DEFAULT_NAMESPACE", "DEFAULT_SOURCE_WEIGHT", "PROTOCOLS", "LB_POLICIES", "RETRY_5XX",
            "DEFAULT_CONTROLLER_NAME"]
@@ -403,10 +403,19 @@ class RouteMatch:
 class WeightedBackend:
     service: str                        # "namespace/name"
     weight: int = 1
-    # Applied to the requests this backend gets, after the route's (an HTTPRoute backendRef's
-    # header modifier filters; a file route's backends[].request_headers/response_headers)
+    filters: "BackendFilters | None" = None     # for the requests the weights give this backend
+
+
+@dataclass(frozen=True, slots=True)
+class BackendFilters:
+    """An HTTPRoute backendRef's filters (a file route's backends[].request_headers and
+    response_headers), applied after the route's to the requests its backend gets."""
     request_headers: "HeaderFilter | None" = None
     response_headers: "HeaderFilter | None" = None
+    rewrite_full_path: str | None = None
+    rewrite_prefix: str | None = None       # replaces the route's matched prefix
+    rewrite_host: str | None = None
+    redirect: "Redirect | None" = None      # answered by the gateway instead
 
 
 @dataclass(frozen=True, slots=True)

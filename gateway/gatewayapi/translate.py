@@ -11,7 +11,7 @@ import bisect
 import ipaddress
 from dataclasses import dataclass, field, replace
 
-from gateway.config import (Certificate, CorsPolicy, GatewayListener, HeaderFilter, HeaderMatch, MirrorConfig,
+from gateway.config import (BackendFilters, Certificate, CorsPolicy, GatewayListener, HeaderFilter, HeaderMatch, MirrorConfig,
                             QueryMatch, Redirect, RetryPolicy, RouteConfig, RouteMatch, ServiceConfig, WeightedBackend,
                             regex_problem)
 from gateway.config.validate import section
@@ -405,13 +405,13 @@ def translate_rule(world: World, route: dict, index: int, rule: dict, hosts: tup
     if redirect is None:
         for j, ref_spec in enumerate(rule.get("backendRefs") or ()):
             ref = resolve_backend(world, ns, ref_spec)
-            headers, problem = _backend_filters(ref_spec.get("filters") or (), f"rules[{index}].backendRefs[{j}]")
+            filters, problem = _backend_filters(ref_spec.get("filters") or (), f"rules[{index}].backendRefs[{j}]")
             unsupported = unsupported or problem
             if ref.problem:
                 problems.append(ref.problem)
                 invalid_weight += max(ref.weight, 0)
             elif ref.weight > 0:
-                backends.append(WeightedBackend(ref.key, ref.weight, *headers))
+                backends.append(WeightedBackend(ref.key, ref.weight, filters))
                 services.setdefault(ref.key, ref.port)
     timeouts = rule.get("timeouts") or {}
     retries = _retry(rule.get("retry"), _duration(timeouts.get("backendRequest")))
@@ -443,18 +443,29 @@ def translate_rule(world: World, route: dict, index: int, rule: dict, hosts: tup
     return _Rule(configs, problems, unsupported, services)
 
 
-def _backend_filters(filters, path: str) -> tuple[tuple[HeaderFilter | None, HeaderFilter | None], str | None]:
-    """A backendRef's header modifiers (request, response), or the first filter not supported there."""
-    request = response = None
+def _backend_filters(filters, path: str) -> tuple[BackendFilters | None, str | None]:
+    """A backendRef's filters, or the first one not supported there (mirrors, ExtensionRef)."""
+    kw: dict = {}
     for f in filters:
         kind = f.get("type")
         if kind == "RequestHeaderModifier":
-            request = _header_filter(f.get("requestHeaderModifier"))
+            kw["request_headers"] = _header_filter(f.get("requestHeaderModifier"))
         elif kind == "ResponseHeaderModifier":
-            response = _header_filter(f.get("responseHeaderModifier"))
+            kw["response_headers"] = _header_filter(f.get("responseHeaderModifier"))
+        elif kind == "URLRewrite":
+            spec = f.get("urlRewrite") or {}
+            rewrite = spec.get("path") or {}
+            if rewrite.get("type") == "ReplaceFullPath":
+                kw["rewrite_full_path"] = rewrite.get("replaceFullPath", "/")
+            elif rewrite.get("type") == "ReplacePrefixMatch":
+                kw["rewrite_prefix"] = rewrite.get("replacePrefixMatch", "/")
+            if spec.get("hostname"):
+                kw["rewrite_host"] = spec["hostname"].lower()
+        elif kind == "RequestRedirect":
+            kw["redirect"] = _redirect(f.get("requestRedirect") or {}, RouteMatch(path_prefix="/"))
         else:
-            return (None, None), f"{path}: filter type {kind!r} is not supported on a backendRef"
-    return (request, response), None
+            return None, f"{path}: filter type {kind!r} is not supported on a backendRef"
+    return (BackendFilters(**kw) if kw else None), None
 
 
 def _cors(spec: dict, path: str) -> tuple[CorsPolicy | None, str | None]:

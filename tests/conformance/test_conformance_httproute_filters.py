@@ -296,6 +296,31 @@ def test_HTTPRouteRewritePath(conformance):
     ])
 
 
+def test_HTTPRouteBackendURLRewrite(conformance):
+    """httproute-backend-url-rewrite.go: URLRewrite on a backendRef"""
+    s = conformance
+    s.apply("httproute-backend-url-rewrite.yaml")
+    address = accepted(s, "backend-url-rewrite")
+    http.expect_responses(address, [
+        E(Req(path="/full/original"), expected_request=ER(path="/rewritten-full"), backend=V1, namespace=NS),
+        E(Req(path="/prefix/original"), expected_request=ER(path="/rewritten-prefix/original"), backend=V1,
+          namespace=NS),
+    ])
+
+
+def test_HTTPRouteBackendRequestRedirect(conformance):
+    """httproute-backend-request-redirect.go: RequestRedirect on a backendRef"""
+    s = conformance
+    s.apply("httproute-backend-request-redirect.yaml")
+    address = accepted(s, "backend-request-redirect")
+    http.expect_responses(address, [
+        E(Req(path="/full/original", unfollow_redirect=True), response=Res(302),
+          redirect_request=RR(path="/redirected-full"), namespace=NS),
+        E(Req(path="/prefix/original", unfollow_redirect=True), response=Res(302),
+          redirect_request=RR(path="/redirected-prefix/original"), namespace=NS),
+    ])
+
+
 # -- request mirrors -------------------------------------------------------------------------------
 
 
