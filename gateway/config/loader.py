@@ -70,7 +70,8 @@ from gateway.config.model import (Address, AccessLogConfig, TracingConfig, Timeo
                                   OutlierConfig, HashCookie, LbConfig, SlowStart,
                                   CircuitBreakers, Capacity, ServiceConfig, HeaderMatch, QueryMatch, RouteMatch,
                                   WeightedBackend, RetryPolicy, HeaderFilter, Redirect, MirrorConfig,
-                                  BackendFilters, CorsPolicy, RouteConfig, LeaderElection, GatewayApiConfig, MultiClusterConfig, Config,
+                                  BackendFilters, CorsPolicy, RouteConfig, LeaderElection, GatewayApiConfig,
+                                  MultiClusterConfig, Config,
                                   DEFAULT_NAMESPACE, DEFAULT_SOURCE_WEIGHT, PROTOCOLS, LB_POLICIES,
                                   DEFAULT_CONTROLLER_NAME)
 from gateway.config.validate import (_at, _bool, _choice, ConfigError, _duration, _err, _Errors,

@@ -11,9 +11,9 @@ import bisect
 import ipaddress
 from dataclasses import dataclass, field, replace
 
-from gateway.config import (BackendFilters, Certificate, CorsPolicy, GatewayListener, HeaderFilter, HeaderMatch, MirrorConfig,
-                            QueryMatch, Redirect, RetryPolicy, RouteConfig, RouteMatch, ServiceConfig, WeightedBackend,
-                            regex_problem)
+from gateway.config import (BackendFilters, Certificate, CorsPolicy, GatewayListener, HeaderFilter, HeaderMatch,
+                            MirrorConfig, QueryMatch, Redirect, RetryPolicy, RouteConfig, RouteMatch, ServiceConfig,
+                            WeightedBackend, regex_problem)
 from gateway.config.validate import section
 from gateway.sources.discovery import GATEWAY_GROUP, MCS_GROUP  # noqa: F401  (re-exported)
 from gateway.units import parse_duration
@@ -462,7 +462,7 @@ def _backend_filters(filters, path: str) -> tuple[BackendFilters | None, str | N
             if spec.get("hostname"):
                 kw["rewrite_host"] = spec["hostname"].lower()
         elif kind == "RequestRedirect":
-            kw["redirect"] = _redirect(f.get("requestRedirect") or {}, RouteMatch(path_prefix="/"))
+            kw["redirect"] = _redirect(f.get("requestRedirect") or {}, None)   # the data plane: per match
         else:
             return None, f"{path}: filter type {kind!r} is not supported on a backendRef"
     return (BackendFilters(**kw) if kw else None), None
@@ -476,11 +476,12 @@ def _cors(spec: dict, path: str) -> tuple[CorsPolicy | None, str | None]:
     return (policy, None) if not errs else (None, errs[0])
 
 
-def _redirect(spec: dict, match: RouteMatch) -> Redirect:
+def _redirect(spec: dict, match: RouteMatch | None) -> Redirect:
+    """``match``: the prefix replaced is its matched prefix (none: a prefix replacement is dropped)."""
     path = spec.get("path") or {}
     full = path.get("replaceFullPath") if path.get("type") == "ReplaceFullPath" else None
     prefix = path.get("replacePrefixMatch") if path.get("type") == "ReplacePrefixMatch" else None
-    if prefix is not None and match.matched_prefix is None:
+    if prefix is not None and match is not None and match.matched_prefix is None:
         prefix = None
     return Redirect(scheme=spec.get("scheme"), host=(spec.get("hostname") or "").lower() or None,
                     port=spec.get("port"), full_path=full, prefix=prefix,
