@@ -273,8 +273,10 @@ def test_sigkill_worker_restarted_failures_bounded(tmp_path, backend_a, backend_
             owners = connection_owners(g.port, pids)
             victim = pids[0]
             on_victim = {p for p in load.open_ports() if owners.get(p) == victim}
-            os.kill(victim, signal.SIGKILL)
+            # Read before the signal: on a busy machine the load thread can see the first
+            # failures before this thread runs again after os.kill.
             killed_at = time.monotonic()
+            os.kill(victim, signal.SIGKILL)
             # Restarted: a new pid in the same slot, and ready again.
             status = admin.wait("/status", lambda s: s["workers"][0]["pid"] != victim
                                 and all(w["ready"] for w in s["workers"]), timeout=10)
