@@ -171,3 +171,31 @@ def test_a_console_route_says_what_an_httproute_cannot_hold():
     assert route["spec"]["rules"] == [{"matches": [{"path": {"type": "Exact", "value": "/x"}}],
                                        "backendRefs": [{"name": "svc", "port": 8080, "weight": 1,
                                                         "namespace": "other"}]}]
+
+
+def test_a_console_routes_cors_and_backend_headers_translate_back_to_the_same_route():
+    """cors and backends[].request_headers/response_headers become the HTTPRoute's CORS filter and
+    backendRef header modifiers, and the translation of that HTTPRoute gives them back equal."""
+    from gateway.admin.httproutes import httproute
+    from gateway.config import parse_route
+    from gateway.gatewayapi.translate import World, translate
+    body = {"name": "r", "match": {"path": {"prefix": "/api"}},
+            "cors": {"allow_origins": ["https://app.example.com", "https://*.example.org"], "allow_methods": ["GET"],
+                     "allow_headers": ["*"], "expose_headers": ["x-id"], "allow_credentials": True, "max_age": 60},
+            "backends": [{"service": "svc", "weight": 3,
+                          "request_headers": {"set": [{"name": "X-Backend", "value": "svc"}], "remove": ["x-drop"]},
+                          "response_headers": {"add": [{"name": "X-From", "value": "svc"}]}}]}
+    route = httproute(body, "default", ("default", "gw"), {"default/svc": 80})
+    controller = "gateway.example/multi-cluster"
+    world = World(controller)
+    world.classes["c"] = {"metadata": {"name": "c"}, "spec": {"controllerName": controller}}
+    world.gateways[("default", "gw")] = {"metadata": {"name": "gw", "namespace": "default", "generation": 1},
+                                         "spec": {"gatewayClassName": "c",
+                                                  "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}}
+    world.services[("default", "svc")] = [{"name": "http", "port": 80}]
+    world.routes[("default", "r")] = {**route, "metadata": {**route["metadata"], "generation": 1,
+                                                          "creationTimestamp": "2026-12-06T00:00:00Z"}}
+    (config,) = translate(world).routes
+    wanted = parse_route(body)
+    assert config.cors == wanted.cors and config.cors is not None
+    assert config.backends[0].filters == wanted.backends[0].filters and config.backends[0].weight == 3

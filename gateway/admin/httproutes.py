@@ -12,8 +12,9 @@ import asyncio
 import time
 
 from gateway.admin.http import HttpProblem
-from gateway.config import ConfigError, RouteMatch
+from gateway.config import ConfigError, CorsPolicy, HeaderFilter, RouteMatch
 from gateway.config.loader import parse_route
+from gateway.gatewayapi.translate import CORS_KEYS
 from gateway.sources.discovery import GATEWAY_GROUP
 
 APPLY_WAIT = 5.0        # seconds the writer waits to see its own change in its table
@@ -51,11 +52,15 @@ def httproute(body: dict, namespace: str, gateway: tuple[str, str], ports: dict[
         ref = {"name": name, "port": int(port), "weight": backend.weight}
         if ns != namespace:
             ref["namespace"] = ns
+        if backend.filters is not None:
+            ref["filters"] = _header_modifiers(backend.filters.request_headers, backend.filters.response_headers)
         refs.append(ref)
     if problems:
         raise HttpProblem(400, "invalid route: nothing applied", errors=problems)
-    spec = {"parentRefs": [{"name": gateway[1], "namespace": gateway[0]}],
-            "rules": [{"matches": [_match(rc.match)], "backendRefs": refs}]}
+    rule = {"matches": [_match(rc.match)], "backendRefs": refs}
+    if rc.cors is not None:
+        rule["filters"] = [{"type": "CORS", "cors": _cors(rc.cors)}]
+    spec = {"parentRefs": [{"name": gateway[1], "namespace": gateway[0]}], "rules": [rule]}
     if rc.match.hosts:
         spec["hostnames"] = list(rc.match.hosts)
     return {"apiVersion": f"{GATEWAY_GROUP}/v1", "kind": "HTTPRoute",
@@ -63,7 +68,26 @@ def httproute(body: dict, namespace: str, gateway: tuple[str, str], ports: dict[
                          "labels": {"app.kubernetes.io/managed-by": "gateway-console"}}, "spec": spec}
 
 
-_CONSOLE_KEYS = ("name", "match", "service", "backends")
+_CONSOLE_KEYS = ("name", "match", "service", "backends", "cors")
+
+
+def _cors(policy: CorsPolicy) -> dict:
+    """The HTTPRoute CORS filter for a route's ``cors`` (the same fields, HTTPCORSFilter's names)."""
+    return {upstream: getattr(policy, ours) if not isinstance(getattr(policy, ours), tuple)
+            else list(getattr(policy, ours)) for upstream, ours in CORS_KEYS.items()}
+
+
+def _header_modifiers(request: HeaderFilter | None, response: HeaderFilter | None) -> list[dict]:
+    """A backend's request_headers / response_headers as backendRef header modifier filters."""
+    def modifier(f: HeaderFilter) -> dict:
+        return {"set": [{"name": n, "value": v} for n, v in f.set], "add": [{"name": n, "value": v} for n, v in f.add],
+                "remove": list(f.remove)}
+    filters = []
+    if request is not None:
+        filters.append({"type": "RequestHeaderModifier", "requestHeaderModifier": modifier(request)})
+    if response is not None:
+        filters.append({"type": "ResponseHeaderModifier", "responseHeaderModifier": modifier(response)})
+    return filters
 
 
 def _match(m: RouteMatch) -> dict:

@@ -23,7 +23,7 @@ _FRAMING_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "co
 _SUPPORTED_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite",
                       "RequestMirror", "CORS")
 # HTTPCORSFilter's fields, as a file route's ``cors`` names them (one model and validator).
-_CORS_KEYS = {"allowOrigins": "allow_origins", "allowMethods": "allow_methods", "allowHeaders": "allow_headers",
+CORS_KEYS = {"allowOrigins": "allow_origins", "allowMethods": "allow_methods", "allowHeaders": "allow_headers",
               "exposeHeaders": "expose_headers", "allowCredentials": "allow_credentials", "maxAge": "max_age"}
 
 Key = tuple[str, str]       # (namespace, name); namespace "" for cluster-scoped kinds
@@ -472,7 +472,7 @@ def _cors(spec: dict, path: str) -> tuple[CorsPolicy | None, str | None]:
     """An HTTPRoute CORS filter, checked as a file route's ``cors`` is; (policy, None) or
     (None, the first problem)."""
     errs: list[str] = []
-    policy = section(CorsPolicy, {_CORS_KEYS.get(k, k): v for k, v in spec.items()}, path, errs)
+    policy = section(CorsPolicy, {CORS_KEYS.get(k, k): v for k, v in spec.items()}, path, errs)
     return (policy, None) if not errs else (None, errs[0])
 
 
