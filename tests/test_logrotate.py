@@ -19,11 +19,11 @@ import threading
 import time
 from pathlib import Path
 
-import orjson
 import pytest
 import yaml
 
-from support import PYTHON, REPO, GatewayProcess, children, fd_targets, free_port, static_source, wait_until
+from support import (PYTHON, REPO, AccessLog, GatewayProcess, children, fd_targets, free_port, static_source,
+                     wait_until)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -69,11 +69,9 @@ class Traffic:
 
 
 def ids(path: Path) -> list[str]:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    return [orjson.loads(line)["request_id"] for line in data.splitlines() if line.strip()]
+    """The request ids of the file's complete lines (the writer may be mid-line when it is
+    read: a loaded run saw half a line)."""
+    return [entry["request_id"] for entry in AccessLog(path).entries()]
 
 
 def assert_each_once(sent: list[str], files: list[Path], timeout: float = 10.0) -> list[collections.Counter]:
