@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from gateway.gatewayapi.translate import RouteMemo, World, translate
 
@@ -69,6 +69,9 @@ def _served(t) -> tuple:
 
 @settings(max_examples=150, deadline=None)
 @given(steps=st.lists(step, min_size=1, max_size=14))
+@example(steps=[("put", _route(0, 0, "gw", None, "/", "s1", 80, [])),      # found by a loaded CI run:
+                ("put", _route(1, 0, "gw", None, "/", "s1", 81, [])),      # r0 moves after r1 in the
+                ("put", _route(0, 1, "gw", None, "/", "s1", 80, []))])     # order, so s1's port is r1's
 def test_the_memo_gives_what_a_translation_from_scratch_gives(steps):
     world, memo = _world(), RouteMemo()
     before = translate(world, memo=memo)

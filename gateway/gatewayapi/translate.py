@@ -79,12 +79,17 @@ class RouteMemo:
             changed |= {key for key in entries if key not in world.routes}
         services_moved = False
         for key in changed:
+            before_order = self.entries[key][2] if key in self.entries else None
             before = self._drop(key)
             route = world.routes.get(key)
             after = _translate_route(world, route, gateways) if route is not None else None
             if after is not None:
                 self._put(key, route, after)
-            services_moved |= _service_ports(before) != _service_ports(after)
+            # The first route in order naming a Service gives its port: a route that names one
+            # and moved in the order (recreated, say) may change it as much as new ports do.
+            ports = _service_ports(after)
+            services_moved |= _service_ports(before) != ports or bool(
+                ports and before_order != (self.entries[key][2] if key in self.entries else None))
         if services_moved:
             self._sum_service_ports()
         return changed
