@@ -359,9 +359,13 @@ def test_dashboard_shows_health_domains_and_drains_a_source(zones_gw, browser):
     port = zones_gw.admin_port
     browser.delete_all_cookies()
     ARTIFACTS.mkdir(exist_ok=True)
+    # The event first (the gateway says both healthy: on a busy machine its first checks take
+    # longer), then what the page shows of it.
+    wait_for(lambda: {k: v["state"] for k, v in admin_get(port, "/services/default/httpbin")["cluster_states"].items()}
+             == {"zone-a": "healthy", "zone-b": "healthy"}, 60, "both clusters healthy in /services")
     with Load(zones_gw) as load:
         browser.get(f"http://127.0.0.1:{port}/#services")
-        wait_for(lambda: _domain_states(browser, "services") == {"zone-a": "healthy", "zone-b": "healthy"}, 15,
+        wait_for(lambda: _domain_states(browser, "services") == {"zone-a": "healthy", "zone-b": "healthy"}, 30,
                  "both clusters healthy in the Services view")
         assert browser.find_element(By.CSS_SELECTOR, '#services .service[data-service="default/httpbin"] .capacity'
                                     ).text == "spill over 50 in flight per endpoint per worker"
