@@ -59,24 +59,24 @@ def _header_modifier(hf: HeaderFilter | None) -> HeaderModifier | None:
     return HeaderModifier(hf.set, hf.add, hf.remove) if hf else None
 
 
+def _path_rewrite(full_path: str | None, prefix: str | None, matched_prefix: str | None) -> PathRewrite | None:
+    """A full-path replacement, or one of the route's matched prefix (none without one)."""
+    if full_path is not None:
+        return PathRewrite(full_path)
+    if prefix is not None and matched_prefix is not None:
+        return PathRewrite(prefix, matched_prefix)
+    return None
+
+
 def _redirect(r, matched_prefix: str | None) -> Redirect:
-    path = None
-    if r.full_path is not None:
-        path = PathRewrite(r.full_path)
-    elif r.prefix is not None and matched_prefix is not None:
-        path = PathRewrite(r.prefix, matched_prefix)
-    return Redirect(r.status, r.scheme, r.host, r.port, path)
+    return Redirect(r.status, r.scheme, r.host, r.port, _path_rewrite(r.full_path, r.prefix, matched_prefix))
 
 
 def _backend_filters(f, matched_prefix: str | None) -> BackendFilters:
     """A backend's filters for the request path; a prefix rewrite replaces its route's match."""
-    rewrite = None
-    if f.rewrite_full_path is not None:
-        rewrite = PathRewrite(f.rewrite_full_path)
-    elif f.rewrite_prefix is not None and matched_prefix is not None:
-        rewrite = PathRewrite(f.rewrite_prefix, matched_prefix)
-    return BackendFilters(_header_modifier(f.request_headers), _header_modifier(f.response_headers), rewrite,
-                          f.rewrite_host, _redirect(f.redirect, matched_prefix) if f.redirect else None)
+    return BackendFilters(_header_modifier(f.request_headers), _header_modifier(f.response_headers),
+                          _path_rewrite(f.rewrite_full_path, f.rewrite_prefix, matched_prefix), f.rewrite_host,
+                          _redirect(f.redirect, matched_prefix) if f.redirect else None)
 
 
 class _Placed(NamedTuple):
