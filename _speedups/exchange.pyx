@@ -30,6 +30,7 @@ from _speedups.http cimport (
 from _speedups.router cimport Router
 from _speedups.filters cimport rewrite_target
 from _speedups.path cimport NORM_OK, NORM_REDIRECT, PATH_FORWARD_ORIGINAL, outcome_reason
+from _speedups.policy cimport Denial
 from _speedups.stats cimport (
     CAUSE_BAD_RESPONSE, CAUSE_CONNECT_FAILED, CAUSE_CONNECT_TIMEOUT, CAUSE_EJECTED, CAUSE_RESET,
     CAUSE_STATUS, CAUSE_TIMEOUT, BackendStats, N_STATS, ST_CONNECT_FAILURES, ST_INTERNAL_ERRORS, ST_OVERFLOW_CONNECTIONS,
@@ -414,9 +415,10 @@ cdef class Exchange(UpstreamOwner):
         return False
 
     cdef bint answer_by_filters(self, RouteFilters filters, RequestHead head) except -1:
-        """True when the route's filters answer the request here (a CORS preflight, a
-        redirect, or no valid backend)."""
+        """True when the route's filters answer the request here (a CORS preflight, its edge
+        policy's denial, a redirect, or no valid backend)."""
         cdef bytes origin
+        cdef Denial denial
         if filters.cors is not None:
             origin = head.header(b"origin")
             if origin is not None:
@@ -426,6 +428,12 @@ cdef class Exchange(UpstreamOwner):
                     self.respond_error(200, "", None, filters.cors.preflight_fields(origin, head))
                     return True
                 self.cors_fields = filters.cors.response_fields(origin)
+        if filters.policy is not None:
+            denial = filters.policy.check(head, self.client_ip)
+            if denial is not None:
+                self.route.traffic.deny(denial.kind)
+                self.respond_error(denial.status, denial.reason, None, denial.fields)
+                return True
         if filters.direct_status:
             self.respond_error(filters.direct_status, filters.direct_reason)
             return True

@@ -1,5 +1,6 @@
 # Typed interface of _speedups.filters, so the proxy applies a route's filters at C speed.
 from _speedups.http cimport RequestHead
+from _speedups.policy cimport RoutePolicy
 
 cdef class HeaderModifier:
     cdef readonly tuple set_fields          # ((lower name, name, value), ...) as bytes
@@ -52,4 +53,5 @@ cdef class RouteFilters:
     cdef readonly int direct_status         # 0: none; else the gateway answers it (500: no backend)
     cdef readonly str direct_reason
     cdef readonly Cors cors                 # None: no CORS filter
+    cdef readonly RoutePolicy policy        # None: no IP filter, authentication or rate limit
     cpdef bytes rewrite_target(self, bytes target)

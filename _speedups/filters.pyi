@@ -1,6 +1,8 @@
 """Route filters (Gateway API HTTPRoute filters), prepared once per snapshot (compiled)."""
 from typing import Callable, Iterable, final
 
+from _speedups.policy import RoutePolicy
+
 @final
 class HeaderModifier:
     """``set`` replaces every field of the name, ``add`` appends one, ``remove`` drops them."""
@@ -27,6 +29,13 @@ class Redirect:
     def location(self, head: object, request_scheme: bytes) -> bytes: ...
 
 @final
+class Cors:
+    """The CORS filter: which origins a route allows, and the fields its answers get."""
+    def __init__(self, allow_origins: Iterable[str] = (), allow_methods: Iterable[str] = (),
+                 allow_headers: Iterable[str] = (), expose_headers: Iterable[str] = (),
+                 allow_credentials: bool = False, max_age: int = 5) -> None: ...
+
+@final
 class RouteFilters:
     request_headers: HeaderModifier | None
     response_headers: HeaderModifier | None
@@ -36,9 +45,12 @@ class RouteFilters:
     mirrors: tuple[Callable[[bytes], None], ...]
     direct_status: int
     direct_reason: str
+    cors: Cors | None
+    policy: RoutePolicy | None
     def __init__(self, request_headers: HeaderModifier | None = None,
                  response_headers: HeaderModifier | None = None, redirect: Redirect | None = None,
                  rewrite_path: PathRewrite | None = None, rewrite_host: str | None = None,
                  mirrors: tuple[Callable[[bytes], None], ...] = (), direct_status: int = 0,
-                 direct_reason: str | None = None) -> None: ...
+                 direct_reason: str | None = None, cors: Cors | None = None,
+                 policy: RoutePolicy | None = None) -> None: ...
     def rewrite_target(self, target: bytes) -> bytes: ...

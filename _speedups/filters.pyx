@@ -7,6 +7,7 @@ so a request pays for the filters of its route and nothing else.  Every name and
 encoded and lower-cased here, at snapshot time, not per request.
 """
 from _speedups.http cimport RequestHead
+from _speedups.policy cimport RoutePolicy
 
 cdef bytes _EMPTY = b""
 
@@ -194,7 +195,8 @@ cdef class RouteFilters:
 
     def __init__(self, HeaderModifier request_headers=None, HeaderModifier response_headers=None,
                  Redirect redirect=None, PathRewrite rewrite_path=None, str rewrite_host=None,
-                 tuple mirrors=(), int direct_status=0, str direct_reason=None, Cors cors=None):
+                 tuple mirrors=(), int direct_status=0, str direct_reason=None, Cors cors=None,
+                 RoutePolicy policy=None):
         self.request_headers = request_headers
         self.response_headers = response_headers
         self.redirect = redirect
@@ -204,6 +206,7 @@ cdef class RouteFilters:
         self.direct_status = direct_status
         self.direct_reason = direct_reason or ""
         self.cors = cors
+        self.policy = policy
 
     cpdef bytes rewrite_target(self, bytes target):
         """``target`` (path and query) with the path rewritten; the query is kept."""

@@ -2,6 +2,13 @@
 from typing import Iterable, final
 
 @final
+class Networks:
+    """IP networks (CIDRs); IPv4 also matches as its IPv4-mapped IPv6 form."""
+    cidrs: tuple[str, ...]
+    def __init__(self, cidrs: Iterable[str] = ()) -> None: ...
+    def __contains__(self, address: str) -> bool: ...
+
+@final
 class TrustedProxies:
     """Exactly one of ``cidrs`` (networks whose addresses are proxies) and ``hops`` (> 0)."""
 

@@ -106,20 +106,17 @@ cdef bint _parse(const unsigned char *text, Py_ssize_t n, uint64_t *hi, uint64_t
     return True
 
 
-cdef class TrustedProxies:
-    """Trusted proxies of one config: networks (``cidrs``) or a number of ``hops``."""
+cdef class Networks:
+    """A set of IP networks (CIDRs), parsed once into 128-bit (address, mask) pairs."""
 
     def __cinit__(self):
         self.nets = NULL
         self.count = 0
 
-    def __init__(self, cidrs=(), int hops=0):
+    def __init__(self, cidrs=()):
         cdef Py_ssize_t i
         networks = [ipaddress.ip_network(c) for c in cidrs]
         self.cidrs = tuple(str(n) for n in networks)
-        self.hops = hops
-        if (not networks) == (hops <= 0):
-            raise ValueError("exactly one of cidrs and hops")
         self.nets = <uint64_t *>PyMem_Malloc(sizeof(uint64_t) * 4 * max(len(networks), 1))
         if self.nets == NULL:
             raise MemoryError()
@@ -141,8 +138,8 @@ cdef class TrustedProxies:
         if self.nets != NULL:
             PyMem_Free(self.nets)
 
-    cdef bint trusted(self, const unsigned char *text, Py_ssize_t n, bint *valid):
-        """Is ``text`` (an address) in a trusted network?  ``valid``: was it an address at all."""
+    cdef bint contains(self, const unsigned char *text, Py_ssize_t n, bint *valid):
+        """Is ``text`` (an address) in one of the networks?  ``valid``: was it an address at all."""
         cdef uint64_t hi, lo
         cdef Py_ssize_t i, s, e
         cdef uint64_t *net
@@ -154,6 +151,25 @@ cdef class TrustedProxies:
             if (hi & net[2]) == net[0] and (lo & net[3]) == net[1]:
                 return True
         return False
+
+    def __contains__(self, str address):
+        cdef bint valid
+        data = address.encode("latin-1")
+        return self.contains(<const unsigned char *>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), &valid)
+
+
+cdef class TrustedProxies:
+    """Trusted proxies of one config: networks (``cidrs``) or a number of ``hops``."""
+
+    def __init__(self, cidrs=(), int hops=0):
+        self.networks = Networks(cidrs)
+        self.cidrs = self.networks.cidrs
+        self.hops = hops
+        if (not self.cidrs) == (hops <= 0):
+            raise ValueError("exactly one of cidrs and hops")
+
+    cdef bint trusted(self, const unsigned char *text, Py_ssize_t n, bint *valid):
+        return self.networks.contains(text, n, valid)
 
     cdef bytes client(self, bytes peer, bytes forwarded_for):
         """The client's address for a request from ``peer`` carrying ``forwarded_for`` (or None)."""

@@ -2,13 +2,18 @@ cdef enum:
     N_BUCKETS = 14                      # len(LATENCY_BOUNDS) + 1 (+Inf)
 
 
+cpdef enum:                             # TrafficStats.denied: why the route's edge policy answered
+    DENY_RATE_LIMITED, DENY_UNAUTHENTICATED, DENY_FORBIDDEN, N_DENIALS      # DENIAL_NAMES
+
+
 # The worker's report lists, by position (gateway.stats reads them by these names).
 cpdef enum:                             # TrafficStats.as_list()
     TRAFFIC_COUNT = 0
     TRAFFIC_CLASSES = 1                 # by_class[0..5]: no status, 1xx .. 5xx
     TRAFFIC_BUCKETS = 7                 # the latency histogram, N_BUCKETS of them
     TRAFFIC_LATENCY_SUM = 7 + N_BUCKETS
-    TRAFFIC_LEN
+    TRAFFIC_DENIED = 8 + N_BUCKETS      # N_DENIALS of them
+    TRAFFIC_LEN = 8 + N_BUCKETS + N_DENIALS
 
 
 cpdef enum:                             # Upstream.counters(): these, then the traffic list
@@ -51,7 +56,9 @@ cdef class TrafficStats:
     cdef long long buckets[N_BUCKETS]
     cdef readonly double latency_sum
     cdef readonly long long count
+    cdef long long denied[N_DENIALS]
     cdef void record(self, int status, double seconds)
+    cdef void deny(self, int kind)
     cpdef list as_list(self)
 
 

@@ -11,12 +11,16 @@ STAT_NAMES = ("requests", "responses_2xx", "responses_3xx", "responses_4xx", "re
               "overflow_max_retries")
 assert len(STAT_NAMES) == N_STATS
 
+# TrafficStats.denied, by index (the DENY_* enum in stats.pxd)
+DENIAL_NAMES = ("rate_limited", "unauthenticated", "forbidden")
+assert len(DENIAL_NAMES) == N_DENIALS
+
 # Latency histogram bucket upper bounds (seconds), Prometheus-style; the last is +Inf.
 LATENCY_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 cdef double[13] _BOUNDS = [    # LATENCY_BOUNDS as a C array, for record()
    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
 assert len(LATENCY_BOUNDS) == N_BUCKETS - 1
-assert TRAFFIC_LEN == 1 + 6 + N_BUCKETS + 1
+assert TRAFFIC_LEN == 1 + 6 + N_BUCKETS + 1 + N_DENIALS
 
 # BackendStats.failures / .retries, by index (the enum in stats.pxd): the exchange's failure
 # kinds (exchange.pyx KIND_*), "status" (a retried answer: retry_on statuses, gRPC refusals)
@@ -49,8 +53,14 @@ cdef class TrafficStats:
             self.by_class[i] = 0
         for i in range(N_BUCKETS):
             self.buckets[i] = 0
+        for i in range(N_DENIALS):
+            self.denied[i] = 0
         self.latency_sum = 0.0
         self.count = 0
+
+    cdef void deny(self, int kind):
+        """A request the route's edge policy answered (its record() comes as well)."""
+        self.denied[kind] += 1
 
     cdef void record(self, int status, double seconds):
         cdef int i = 0
@@ -63,8 +73,8 @@ cdef class TrafficStats:
 
     cpdef list as_list(self):
         """Flat, for the worker's report, in the TRAFFIC_* order (stats.pxd): [count,
-        by_class[0..5], buckets..., latency_sum] (gateway.stats.traffic_dict turns it into
-        the as_dict shape)."""
+        by_class[0..5], buckets..., latency_sum, denied...] (gateway.stats.traffic_dict
+        turns it into the as_dict shape)."""
         cdef int i
         out = [self.count]
         for i in range(6):
@@ -72,6 +82,8 @@ cdef class TrafficStats:
         for i in range(N_BUCKETS):
             out.append(self.buckets[i])
         out.append(self.latency_sum)
+        for i in range(N_DENIALS):
+            out.append(self.denied[i])
         return out
 
     def as_dict(self):
@@ -79,7 +91,8 @@ cdef class TrafficStats:
                 "responses": {f"{c}xx": self.by_class[c] for c in range(1, 6)},
                 "errors_no_status": self.by_class[0],
                 "latency_buckets": [self.buckets[i] for i in range(N_BUCKETS)],
-                "latency_sum": self.latency_sum}
+                "latency_sum": self.latency_sum,
+                "denied": dict(zip(DENIAL_NAMES, (self.denied[i] for i in range(N_DENIALS))))}
 
 
 cdef class Reported:

@@ -117,6 +117,7 @@ class Gateway:
             await self._start_gatewayapi()
         cfg = self.config = self._effective()
         self.worker = Worker(cfg if not self.multi_worker else self._routing_config(cfg))
+        buckets = self.worker.buckets       # rate limits: the workers share the replica's
         self.worker.build()
         self.health = HealthManager(cfg.services, self._publish, self._suspect,
                                     lambda key, endpoints: self.refresh_stats().outcomes(key, endpoints))
@@ -134,7 +135,7 @@ class Gateway:
         if self.multi_worker:
             self.supervisor = Supervisor(cfg.workers, cfg, self.log_level, on_report=self.health.report,
                                          stats=self.stats, snapshot=self.health.snapshot,
-                                         on_fatal=self._fatal)
+                                         on_fatal=self._fatal, buckets_fd=buckets.fd)
             await self.supervisor.start()
         else:
             self.ctx.on_upstream_result = self._upstream_result

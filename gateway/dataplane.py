@@ -22,6 +22,7 @@ from gateway.wire import RouteKey, route_key
 try:
     from _speedups.h2_upstream import H2Pool
     from _speedups.filters import BackendFilters, Cors, HeaderModifier, PathRewrite, Redirect, RouteFilters
+    from _speedups.policy import IpFilter, RateLimit, RoutePolicy, SharedBuckets
     from _speedups.forwarded import TrustedProxies
     from _speedups.path import PathPolicy
     from _speedups.proxy import ProxyContext, Route, Service, Upstream
@@ -95,8 +96,9 @@ def _order_of(placed: _Placed) -> tuple:
 class DataPlane:
     """Owns the routing table, services and upstreams of one worker."""
 
-    def __init__(self, ctx: ProxyContext) -> None:
+    def __init__(self, ctx: ProxyContext, buckets: SharedBuckets | None = None) -> None:
         self.ctx = ctx
+        self.buckets = buckets                  # rate limits' (None: a data plane without them)
         self.services: dict[str, Service] = {}
         # (TLS pool: "" or the service, cluster, ip, port) -> Upstream
         self.upstreams: dict[tuple[str, str, str, int], Upstream] = {}
@@ -276,7 +278,19 @@ class DataPlane:
                         c.allow_credentials, c.max_age)
         return RouteFilters(_header_modifier(rc.request_headers), _header_modifier(rc.response_headers),
                             redirect, rewrite_path, rc.rewrite_host, mirrors, rc.direct_status or 0,
-                            "no valid backend for this route rule" if rc.direct_status == 500 else None, cors)
+                            "no valid backend for this route rule" if rc.direct_status == 500 else None, cors,
+                            self._policy(rc) if rc.has_policy else None)
+
+    def _policy(self, rc: RouteConfig) -> RoutePolicy:
+        """The route's IP filter and rate limit (_speedups/policy.pyx)."""
+        ip_filter = IpFilter(rc.ip_filter.allow, rc.ip_filter.deny) if rc.ip_filter is not None else None
+        rate_limit = None
+        if rc.rate_limit is not None:
+            if self.buckets is None:
+                self.buckets = SharedBuckets()
+            r = rc.rate_limit
+            rate_limit = RateLimit(self.buckets, rc.name, r.requests, r.per, r.bucket, r.key)
+        return RoutePolicy(rc.name, ip_filter, None, rate_limit)
 
     @staticmethod
     def _matcher(rc: RouteConfig, route: Route) -> RouteMatcher:

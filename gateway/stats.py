@@ -16,8 +16,8 @@ from collections import defaultdict
 
 from _speedups.proxy import STAT_NAMES
 from _speedups.stats import (BACKEND_CONNECT, BACKEND_DURATION, BACKEND_FAILURES, BACKEND_LEN, BACKEND_RESPONSE,
-                             BACKEND_RETRIES, CAUSE_NAMES, HISTOGRAM_BUCKETS, HISTOGRAM_COUNT, HISTOGRAM_SUM,
-                             TRAFFIC_BUCKETS, TRAFFIC_CLASSES, TRAFFIC_COUNT, TRAFFIC_LATENCY_SUM,
+                             BACKEND_RETRIES, CAUSE_NAMES, DENIAL_NAMES, HISTOGRAM_BUCKETS, HISTOGRAM_COUNT, HISTOGRAM_SUM,
+                             TRAFFIC_BUCKETS, TRAFFIC_CLASSES, TRAFFIC_COUNT, TRAFFIC_DENIED, TRAFFIC_LATENCY_SUM,
                              UPSTREAM_FAILURES, UPSTREAM_IDLE, UPSTREAM_IN_FLIGHT, UPSTREAM_REQUESTS,
                              UPSTREAM_TRAFFIC)
 
@@ -43,7 +43,8 @@ def traffic_dict(values: list) -> dict:
             "responses": {f"{c}xx": values[TRAFFIC_CLASSES + c] for c in range(1, 6)},
             "errors_no_status": values[TRAFFIC_CLASSES],
             "latency_buckets": list(values[TRAFFIC_BUCKETS:TRAFFIC_LATENCY_SUM]),
-            "latency_sum": values[TRAFFIC_LATENCY_SUM]}
+            "latency_sum": values[TRAFFIC_LATENCY_SUM],
+            "denied": dict(zip(DENIAL_NAMES, values[TRAFFIC_DENIED:TRAFFIC_DENIED + len(DENIAL_NAMES)]))}
 
 
 def _add_into(total: list, values: list) -> None:

@@ -66,8 +66,9 @@ class Supervisor:
     def __init__(self, count: int, config: Config, log_level: str, *,
                  on_report: Callable[[str, tuple, str | None], None], stats: Stats,
                  snapshot: Callable[[], Snapshot],
-                 on_fatal: Callable[[str], None] | None = None) -> None:
+                 on_fatal: Callable[[str], None] | None = None, buckets_fd: int | None = None) -> None:
         self.count = count
+        self.buckets_fd = buckets_fd        # the replica's rate-limit buckets, every worker maps them
         self.config = config
         self.log_level = log_level
         self.on_report = on_report
@@ -107,6 +108,9 @@ class Supervisor:
         args = [*spawn_command(), "--fd", str(child.fileno()),
                 "--id", str(handle.id), "--log-level", self.log_level]
         fds = [child.fileno()]
+        if self.buckets_fd is not None:
+            args += ["--buckets-fd", str(self.buckets_fd)]
+            fds.append(self.buckets_fd)
         listener = self._listener(handle)
         if listener is not None:
             args += ["--listen-fd", str(listener.fileno())]

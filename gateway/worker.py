@@ -32,6 +32,7 @@ import time
 from dataclasses import replace
 
 from _speedups.context import Port
+from _speedups.policy import SharedBuckets
 from _speedups.reactor import Reactor
 from _speedups.stats import BackendStats
 from gateway.accesslog import AccessLog, replace_access_log
@@ -100,8 +101,11 @@ def _gateway_sockets(listeners: tuple[GatewayListener, ...],
 class Worker:
     """Listener + proxy context + data plane + access log of one process."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, buckets: SharedBuckets | None = None) -> None:
         self.config = config
+        # Rate-limit buckets: the replica's, shared with its other workers (None: this
+        # process is the replica's only data plane, and gets its own).
+        self.buckets = buckets if buckets is not None else SharedBuckets()
         self.ctx: ProxyContext | None = None
         self.dataplane: DataPlane | None = None
         self.access_log: AccessLog | None = None
@@ -128,7 +132,7 @@ class Worker:
         self.ctx = ProxyContext(loop, cfg.limits, cfg.timeouts, access_log=self.access_log)
         self.tracing = apply_tracing(self.ctx, None, cfg.tracing)
         self._apply_settings(cfg)
-        self.dataplane = DataPlane(self.ctx)
+        self.dataplane = DataPlane(self.ctx, self.buckets)
         self.dataplane.apply_config(cfg)
 
     async def listen(self, sock: socket.socket | None = None) -> None:
@@ -431,7 +435,8 @@ class _Channel:
         return await read_message(self.reader)
 
 
-async def run_worker(fd: int, worker_id: int, listen_fd: int | None = None) -> int:
+async def run_worker(fd: int, worker_id: int, listen_fd: int | None = None,
+                     buckets_fd: int | None = None) -> int:
     sock = socket.socket(fileno=fd)
     reader, writer = await asyncio.open_connection(sock=sock, limit=MESSAGE_LIMIT)
     channel = _Channel(reader, writer)
@@ -453,7 +458,7 @@ async def run_worker(fd: int, worker_id: int, listen_fd: int | None = None) -> i
         if kind == "config":
             config = decode_spec(message)
             if worker is None:
-                worker = Worker(config)
+                worker = Worker(config, SharedBuckets(buckets_fd) if buckets_fd is not None else None)
                 worker.build()
                 worker.ctx.on_upstream_result = report
             else:
@@ -507,11 +512,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen-fd", type=int, default=None,
                         help="a listening socket to serve on (held by the supervisor)")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--buckets-fd", type=int, default=None,
+                        help="the replica's rate-limit buckets (a memfd the supervisor holds)")
     args = parser.parse_args(argv)
     from gateway.logs import setup_logging
     setup_logging(args.log_level)
     import uvloop
-    return uvloop.run(run_worker(args.fd, args.id, args.listen_fd))
+    return uvloop.run(run_worker(args.fd, args.id, args.listen_fd, args.buckets_fd))
 
 
 if __name__ == "__main__":

@@ -618,12 +618,18 @@ def metric_families(gw) -> list[Family]:
                        "Requests answered per route, by response status class.")
     route_lat = family("gateway_route_request_duration_seconds", "histogram",
                        "Request duration per route (first byte in to last byte out).")
+    route_denied = family("gateway_route_denied_total", "counter",
+                          "Requests the route's edge policy answered itself (429 rate_limited, "
+                          "401 unauthenticated, 403 forbidden).")
     route_traffic = totals.routes()
     for rc in cfg.routes:
         t = route_traffic.get(rc.name)
         if t is not None:
             _by_class(route_req, {"route": rc.name}, t)
             _histogram(route_lat, {"route": rc.name}, t)
+            if rc.has_policy:
+                for reason, n in t["denied"].items():
+                    route_denied.samples.append(("", {"route": rc.name, "reason": reason}, n))
 
     # Per upstream endpoint (those the current view has).
     owner: dict[tuple, str] = {}

@@ -70,14 +70,15 @@ from gateway.config.model import (Address, AccessLogConfig, TracingConfig, Timeo
                                   OutlierConfig, HashCookie, LbConfig, SlowStart,
                                   CircuitBreakers, Capacity, ServiceConfig, HeaderMatch, QueryMatch, RouteMatch,
                                   WeightedBackend, RetryPolicy, HeaderFilter, Redirect, MirrorConfig,
-                                  BackendFilters, CorsPolicy, RouteConfig, LeaderElection, GatewayApiConfig,
+                                  BackendFilters, CorsPolicy, IpFilterPolicy, RateLimitPolicy, RouteConfig,
+                                  LeaderElection, GatewayApiConfig,
                                   MultiClusterConfig, Config,
                                   DEFAULT_NAMESPACE, DEFAULT_SOURCE_WEIGHT, PROTOCOLS, LB_POLICIES,
-                                  DEFAULT_CONTROLLER_NAME)
+                                  DEFAULT_CONTROLLER_NAME, MAX_RATE_WINDOW)
 from gateway.config.validate import (_at, _bool, _choice, ConfigError, _duration, _err, _Errors,
                                      _HOSTNAME, _int, _is_off, _keys, _kwargs, _LABEL, _list, _list_of,
                                      _name, _opt, _parse_each, _regex, _ROUTE_HOST, _share, _show,
-                                     _str, _str_list, _token, _unique, absolute_path, section)
+                                     _str, _str_list, _token, _unique, absolute_path, networks, section)
 
 
 def load_config(path: str) -> Config:
@@ -202,7 +203,8 @@ _TOP_KEYS = ("listen", "tls", "workers", "admin", "access_log", "timeouts", "lim
 _KUBERNETES_KEYS = ("kubeconfig", "context", "in_cluster", "namespaces")
 _SOURCE_KEYS = ("name", "type", "weight", "priority", "drained", "services", *_KUBERNETES_KEYS)
 _ROUTE_KEYS = ("name", "match", "service", "backends", "rewrite", "timeout", "retries",
-               "request_headers", "response_headers", "redirect", "mirrors", "cors")
+               "request_headers", "response_headers", "redirect", "mirrors", "cors",
+               "ip_filter", "rate_limit")
 
 _SOURCE_WEIGHT = partial(_int, lo=1, hi=10_000)
 _PRIORITY = partial(_int, lo=0, hi=100)
@@ -345,23 +347,8 @@ def _trusted_proxies(value: Any, path: str, errs: _Errors) -> TrustedProxies | N
     p = _at(path, "cidrs")
     if d["cidrs"] == []:
         _err(errs, p, "must not be empty")
-    items = _str_list(d["cidrs"], p, errs)
-    cidrs = []
-    for item_path, text in items:
-        try:
-            cidrs.append(str(ipaddress.ip_network(text.strip(), strict=True)))
-        except ValueError as e:
-            loose = _loose_network(text)
-            hint = f" (did you mean {loose}?)" if loose else ""
-            _err(errs, item_path, f'invalid network "{text}": {e}{hint}')
-    return TrustedProxies(cidrs=tuple(cidrs)) if cidrs and len(cidrs) == len(items) else None
-
-
-def _loose_network(text: str) -> str | None:
-    try:
-        return str(ipaddress.ip_network(text.strip(), strict=False))
-    except ValueError:
-        return None
+    cidrs = networks(d["cidrs"], p, errs)
+    return TrustedProxies(cidrs=cidrs) if cidrs else None
 
 
 def _source(value: Any, path: str, errs: _Errors) -> SourceConfig | None:
@@ -735,7 +722,24 @@ def _route(value: Any, path: str, errs: _Errors, services: set[str] | None) -> R
                        response_headers=_opt(d, "response_headers", _header_filter, path, errs),
                        redirect=redirect,
                        mirrors=_opt(d, "mirrors", partial(_mirrors, services=services), path, errs, ()),
-                       cors=_opt(d, "cors", partial(section, CorsPolicy), path, errs))
+                       cors=_opt(d, "cors", partial(section, CorsPolicy), path, errs),
+                       ip_filter=_opt(d, "ip_filter", _ip_filter, path, errs),
+                       rate_limit=_opt(d, "rate_limit", _rate_limit, path, errs))
+
+
+def _ip_filter(value: Any, path: str, errs: _Errors) -> IpFilterPolicy | None:
+    policy = section(IpFilterPolicy, value, path, errs)
+    if policy is not None and not policy.allow and not policy.deny:
+        _err(errs, path, "needs allow or deny networks")
+    return policy
+
+
+def _rate_limit(value: Any, path: str, errs: _Errors) -> RateLimitPolicy | None:
+    policy = section(RateLimitPolicy, value, path, errs)
+    if policy is not None and policy.bucket * policy.per / policy.requests > MAX_RATE_WINDOW:
+        _err(errs, path, f"burst x per / requests must be at most {MAX_RATE_WINDOW:g} seconds "
+                         f"(a bucket empties and fills within a day)")
+    return policy
 
 
 _CONTROLLER_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/[A-Za-z0-9/\-._~%!$&'()*+,;=:]+")

@@ -10,18 +10,19 @@ from dataclasses import MISSING, dataclass, field
 from typing import Any, Callable
 
 from gateway.config.validate import (_bool, _duration, _number, _positive_size, _share, _size, _str, absolute_path,
-                                     between, cors_origins, cors_tokens, log_path, object_name, one_of,
-                                     otlp_endpoint, section, some_text, status_ranges, statuses_5xx)
+                                     between, cors_origins, cors_tokens, log_path, networks, object_name, one_of,
+                                     otlp_endpoint, rate_limit_key, section, some_text, status_ranges,
+                                     statuses_5xx)
 
 __all__ = ["Address", "AccessLogConfig", "TracingConfig", "Timeouts", "Limits", "PathConfig", "TrustedProxies", "HttpConfig",
            "Certificate", "TlsListener", "UpstreamTls", "AdminOptions", "StaticEndpoint", "StaticService",
            "SourceConfig", "HealthCheckConfig", "SuccessRate", "OutlierConfig", "HashCookie", "LbConfig",
            "SlowStart", "CircuitBreakers", "Capacity", "ServiceConfig", "HeaderMatch", "QueryMatch", "RouteMatch",
            "WeightedBackend", "BackendFilters", "RetryPolicy", "HeaderFilter", "Redirect", "MirrorConfig",
-           "CorsPolicy", "RouteConfig",
+           "CorsPolicy", "RateLimitPolicy", "IpFilterPolicy", "RouteConfig",
            "GatewayListener", "LeaderElection", "GatewayApiConfig", "MultiClusterConfig", "Config",
            "DEFAULT_NAMESPACE", "DEFAULT_SOURCE_WEIGHT", "PROTOCOLS", "LB_POLICIES", "RETRY_5XX",
-           "DEFAULT_CONTROLLER_NAME"]
+           "DEFAULT_CONTROLLER_NAME", "MAX_RATE_WINDOW"]
 
 DEFAULT_NAMESPACE = "default"
 DEFAULT_SOURCE_WEIGHT = 100
@@ -484,6 +485,34 @@ class CorsPolicy:
     max_age: int = setting(5, between(0, 86_400))   # seconds a browser may keep a preflight's answer
 
 
+MAX_RATE_WINDOW = 86_400.0     # seconds a bucket takes to fill (_speedups/policy.pyx relies on it)
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitPolicy:
+    """A route's rate limit (``routes[].rate_limit``): a token bucket of ``burst`` requests
+    refilled at ``requests`` per ``per``, one per value of ``key``, shared by the replica's
+    workers (gateway docs: "Edge policy").  Over it: 429 with Retry-After."""
+    requests: int = setting(parse=between(1, 1_000_000_000))
+    per: float = setting(1.0, _duration)
+    burst: int = setting(0, between(0, 1_000_000_000))     # 0: ``requests``
+    # "none": one bucket for the route; "client": per client address (after trusted_proxies);
+    # "path"; "header:<name>" (a missing header is one more key)
+    key: str = setting("none", rate_limit_key)
+
+    @property
+    def bucket(self) -> int:
+        return self.burst or self.requests
+
+
+@dataclass(frozen=True, slots=True)
+class IpFilterPolicy:
+    """Client networks a route allows and denies (``routes[].ip_filter``), by the client
+    address after trusted_proxies: in ``deny``, or outside a non-empty ``allow``: 403."""
+    allow: tuple[str, ...] = setting((), networks)
+    deny: tuple[str, ...] = setting((), networks)
+
+
 @dataclass(frozen=True, slots=True)
 class RouteConfig:
     name: str
@@ -499,6 +528,8 @@ class RouteConfig:
     redirect: Redirect | None = None
     mirrors: tuple[MirrorConfig, ...] = ()  # services that get a copy of (a share of) the requests
     cors: CorsPolicy | None = None
+    ip_filter: IpFilterPolicy | None = None
+    rate_limit: RateLimitPolicy | None = None
     # The gateway's own answer instead of a backend: what the Gateway API asks for a rule
     # whose backendRefs are all invalid (500). Not a file key.
     direct_status: int | None = None
@@ -516,8 +547,14 @@ class RouteConfig:
     @property
     def has_filters(self) -> bool:
         return bool(self.request_headers or self.response_headers or self.redirect or self.mirrors
-                    or self.cors or self.rewrite_host or self.rewrite_full_path is not None
+                    or self.cors or self.has_policy or self.rewrite_host or self.rewrite_full_path is not None
                     or self.direct_status is not None)
+
+
+    @property
+    def has_policy(self) -> bool:
+        """Edge policy: checked before the request goes anywhere (_speedups/policy.pyx)."""
+        return self.ip_filter is not None or self.rate_limit is not None
 
 
 DEFAULT_CONTROLLER_NAME = "gateway.example/multi-cluster"

@@ -9,6 +9,7 @@ admin console (route bodies) and the Gateway API translation use the same checks
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 from dataclasses import MISSING, fields
 from typing import Any, Callable, Iterable
@@ -372,3 +373,36 @@ def cors_tokens(value: Any, path: str, errs: _Errors) -> tuple[str, ...] | None:
         else:
             out.append(text)
     return tuple(out) if len(out) == len(_list(value, path, [])) else None
+
+
+def networks(value: Any, path: str, errs: _Errors) -> tuple[str, ...] | None:
+    """IP networks ("10.0.0.0/8", "2001:db8::/32"; an address alone is one host), canonical."""
+    items = _str_list(value, path, errs)
+    cidrs = []
+    for item_path, text in items:
+        try:
+            cidrs.append(str(ipaddress.ip_network(text.strip(), strict=True)))
+        except ValueError as e:
+            loose = _loose_network(text)
+            hint = f" (did you mean {loose}?)" if loose else ""
+            _err(errs, item_path, f'invalid network "{text}": {e}{hint}')
+    return tuple(cidrs) if len(cidrs) == len(items) else None
+
+
+def _loose_network(text: str) -> str | None:
+    try:
+        return str(ipaddress.ip_network(text.strip(), strict=False))
+    except ValueError:
+        return None
+
+
+_RATE_KEY = re.compile(r"none|client|path|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def rate_limit_key(value: Any, path: str, errs: _Errors) -> str | None:
+    """What a rate limit counts by: "none" (the route), "client", "path", "header:<name>"."""
+    text = _str(value, path, errs)
+    if text is not None and not _RATE_KEY.fullmatch(text):
+        _err(errs, path, f'must be "none", "client", "path" or "header:<name>", got {_show(text)}')
+        return None
+    return text

@@ -1,0 +1,45 @@
+# Typed interface of _speedups.policy, so the exchange checks a route's edge policy at C speed.
+from libc.stdint cimport int64_t, uint64_t
+
+from _speedups.forwarded cimport Networks
+from _speedups.http cimport RequestHead
+from _speedups.stats cimport DENY_FORBIDDEN, DENY_RATE_LIMITED, DENY_UNAUTHENTICATED
+
+cdef class SharedBuckets:
+    cdef readonly int fd                    # the memfd: passed to worker processes
+    cdef readonly Py_ssize_t slots
+    cdef uint64_t mask
+    cdef object memory                      # the mmap, kept alive while words points into it
+    cdef uint64_t *words
+    cdef bint take(self, uint64_t h, int64_t interval, int64_t window, int64_t *wait, int64_t *left) noexcept
+
+cdef class Denial:
+    cdef readonly int status
+    cdef readonly str reason
+    cdef readonly bytes fields              # "Name: value" lines joined by CRLF, or None
+    cdef readonly int kind                  # DENY_* (stats.pxd): the route's counter
+
+cdef class RateLimit:
+    cdef SharedBuckets buckets
+    cdef uint64_t seed                      # the route and policy: its buckets are its own
+    cdef readonly int64_t interval          # 128 ns units per request
+    cdef readonly int64_t window            # burst x interval
+    cdef bint per_client
+    cdef bint key_path
+    cdef bytes key_header                   # lower-case; None: not keyed by a header
+    cdef bytes policy_field
+    cdef bytes name
+    cdef str reason
+    cdef Denial take(self, RequestHead head, bytes client)
+
+cdef class IpFilter:
+    cdef readonly Networks allow            # None: any
+    cdef readonly Networks deny             # None: none
+    cdef bint permits(self, bytes client)
+
+cdef class RoutePolicy:
+    cdef readonly IpFilter ip_filter
+    cdef readonly object auth
+    cdef readonly RateLimit rate_limit
+    cdef Denial ip_denial
+    cdef Denial check(self, RequestHead head, bytes client)

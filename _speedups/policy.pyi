@@ -1,0 +1,42 @@
+"""Edge policy on a route (compiled): IP filter, authentication hook, shared rate limits."""
+from typing import Any, Iterable, final
+
+DEFAULT_SLOTS: int
+UNITS_PER_SECOND: float
+MAX_WINDOW_SECONDS: float
+
+@final
+class SharedBuckets:
+    """Rate-limit buckets in a memfd (``fd`` -1: a new one) that a replica's workers share."""
+    fd: int
+    slots: int
+    def __init__(self, fd: int = -1, slots: int = ...) -> None: ...
+
+@final
+class Denial:
+    status: int
+    reason: str
+    fields: bytes | None
+    kind: int
+    def __init__(self, status: int, reason: str, fields: bytes | None = None, kind: int = ...) -> None: ...
+
+@final
+class RateLimit:
+    interval: int
+    window: int
+    def __init__(self, buckets: SharedBuckets, name: str, requests: int, seconds: float, burst: int,
+                 key: str = "none") -> None: ...
+    def __call__(self, head: Any, client: bytes = b"") -> Denial | None: ...
+
+@final
+class IpFilter:
+    def __init__(self, allow: Iterable[str] = (), deny: Iterable[str] = ()) -> None: ...
+
+@final
+class RoutePolicy:
+    ip_filter: IpFilter | None
+    auth: Any
+    rate_limit: RateLimit | None
+    def __init__(self, route: str, ip_filter: IpFilter | None = None, auth: Any = None,
+                 rate_limit: RateLimit | None = None) -> None: ...
+    def __call__(self, head: Any, client: bytes = b"") -> Denial | None: ...

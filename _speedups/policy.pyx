@@ -1,0 +1,237 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Edge policy on a route: who may call it (IP filter, authentication) and how often
+(rate limit), checked before the request is sent anywhere.
+
+Rate limits are GCRA token buckets (the generic cell rate algorithm: one timestamp per
+bucket, the "theoretical arrival time", is the whole state) in memory that every worker
+of a replica maps (``SharedBuckets``, a memfd the control plane creates), so ``workers: N``
+share one budget.  A bucket is one 64-bit word, updated by compare-and-swap: a 20-bit
+fingerprint of its key beside 44 bits of TAT in 128 ns units (26 days, compared modulo
+that, so the clock may wrap).  A bucket whose TAT has passed is full, the same as no
+bucket: an expired slot is free to reuse without losing anything.
+"""
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.stdint cimport int64_t, uint64_t
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+
+from _speedups.forwarded cimport Networks
+from _speedups.http cimport RequestHead
+from _speedups.stats cimport DENY_FORBIDDEN, DENY_RATE_LIMITED, DENY_UNAUTHENTICATED
+
+import mmap
+import os
+
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    static inline int gw_cas64(uint64_t *p, uint64_t expected, uint64_t desired) {
+        return __atomic_compare_exchange_n(p, &expected, desired, 0,
+                                           __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+    }
+    static inline uint64_t gw_load64(uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+    """
+    bint gw_cas64(uint64_t *p, uint64_t expected, uint64_t desired) nogil
+    uint64_t gw_load64(uint64_t *p) nogil
+
+
+cdef enum:
+    UNIT_SHIFT = 7                      # TAT units: 2**7 ns
+    TAT_BITS = 44
+    PROBES = 8                          # slots looked at per key (linear probing)
+    CAS_TRIES = 64
+
+cdef uint64_t FNV_PRIME = <uint64_t>0x100000001b3
+cdef uint64_t FNV_OFFSET = <uint64_t>0xcbf29ce484222325
+cdef uint64_t TAT_MASK = (<uint64_t>1 << TAT_BITS) - 1
+cdef int64_t TAT_HALF = <int64_t>1 << (TAT_BITS - 1)
+# No bucket takes longer to fill (gateway.config.model.MAX_RATE_WINDOW refuses more): a TAT
+# further ahead is left from before a wrap of the 26-day clock.
+MAX_WINDOW_SECONDS = 86_400.0
+cdef int64_t MAX_WINDOW_UNITS = <int64_t>(MAX_WINDOW_SECONDS * 1e9) >> UNIT_SHIFT
+
+DEFAULT_SLOTS = 1 << 20                 # 8 MiB of buckets per replica, touched as used
+UNITS_PER_SECOND = 1e9 / (1 << 7)
+
+
+
+cdef inline int64_t _now_units() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return (<int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec) >> UNIT_SHIFT
+
+
+cdef inline int64_t _ahead(uint64_t word, int64_t now) noexcept nogil:
+    """How far a slot's TAT is ahead of ``now`` (0: the bucket is full, or the slot free)."""
+    cdef int64_t ahead
+    if word == 0:
+        return 0
+    ahead = <int64_t>(((word & TAT_MASK) - <uint64_t>now) & TAT_MASK)
+    if ahead >= TAT_HALF:
+        ahead -= <int64_t>1 << TAT_BITS
+    if ahead <= 0 or ahead > MAX_WINDOW_UNITS:     # passed, or left from before a wrap of the clock
+        return 0
+    return ahead
+
+
+cdef inline uint64_t _fnv1a(uint64_t h, const unsigned char *p, Py_ssize_t n) noexcept nogil:
+    """FNV-1a: the same in every process (Python's hash() of bytes is salted per process)."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        h = (h ^ p[i]) * FNV_PRIME
+    return h
+
+
+cdef inline uint64_t _hash_bytes(uint64_t seed, bytes data):
+    return _fnv1a(seed, <const unsigned char *>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+
+
+cdef class SharedBuckets:
+    """The replica's rate-limit buckets: ``slots`` words in a memfd every worker maps."""
+
+    def __init__(self, int fd=-1, Py_ssize_t slots=DEFAULT_SLOTS):
+        if slots <= 0 or slots & (slots - 1):
+            raise ValueError("slots must be a power of two")
+        if fd < 0:
+            fd = os.memfd_create("gateway-rate-limits", os.MFD_CLOEXEC)
+            os.ftruncate(fd, slots * 8)
+        self.fd = fd
+        self.slots = slots
+        self.mask = slots - 1
+        self.memory = mmap.mmap(fd, slots * 8)
+        cdef unsigned char[::1] view = self.memory
+        self.words = <uint64_t *>&view[0]
+
+    cdef bint take(self, uint64_t h, int64_t interval, int64_t window, int64_t *wait, int64_t *left) noexcept:
+        """One request from the bucket ``h``: True if allowed (``left``: requests the bucket
+        still holds), else False (``wait``: units until one is).  ``interval``: units per
+        request; ``window``: burst x interval."""
+        cdef uint64_t fp = ((h >> TAT_BITS) | 1) << TAT_BITS     # never 0: 0 is an empty slot
+        cdef uint64_t *slot
+        cdef uint64_t *best
+        cdef uint64_t word
+        cdef int64_t now, ahead, best_ahead, new_ahead
+        cdef int i, tries
+        for tries in range(CAS_TRIES):
+            now = _now_units()
+            best = NULL
+            best_ahead = TAT_HALF
+            for i in range(PROBES):
+                slot = self.words + ((h + <uint64_t>i) & self.mask)
+                word = gw_load64(slot)
+                ahead = _ahead(word, now)
+                if word & ~TAT_MASK == fp:
+                    best, best_ahead = slot, ahead
+                    break
+                if ahead < best_ahead:  # free (0), or the nearest to full: reused if no slot is ours
+                    best, best_ahead = slot, ahead
+            word = gw_load64(best)
+            ahead = _ahead(word, now) if word & ~TAT_MASK == fp else 0
+            new_ahead = ahead + interval
+            if new_ahead > window:
+                wait[0] = new_ahead - window
+                left[0] = 0
+                return False
+            if gw_cas64(best, word, fp | (<uint64_t>(now + new_ahead) & TAT_MASK)):
+                left[0] = (window - new_ahead) // interval
+                return True
+        left[0] = 0                     # the slot kept changing under us: never seen in practice
+        return True
+
+
+cdef class Denial:
+    """The gateway's answer instead of the upstream's: status, reason (logged), fields."""
+
+    def __init__(self, int status, str reason, bytes fields=None, int kind=DENY_FORBIDDEN):
+        self.status = status
+        self.reason = reason
+        self.fields = fields
+        self.kind = kind
+
+
+cdef class RateLimit:
+    """A token bucket per key (or one for the route): ``requests`` per ``seconds``, up to ``burst``."""
+
+    def __init__(self, SharedBuckets buckets, str name, int requests, double seconds, int burst,
+                 str key="none"):
+        self.buckets = buckets
+        self.seed = _hash_bytes(FNV_OFFSET, f"{name}\0{requests}/{seconds!r}/{burst}\0{key}".encode())
+        self.interval = max(1, <int64_t>(seconds * UNITS_PER_SECOND / requests))
+        self.window = self.interval * burst
+        self.per_client = key == "client"
+        self.key_path = key == "path"
+        self.key_header = key[len("header:"):].lower().encode() if key.startswith("header:") else None
+        window = f"{seconds:g}"
+        self.policy_field = f'RateLimit-Policy: "{name}";q={requests};w={window}'.encode()
+        self.reason = f"rate limited: route {name}, {requests} per {window}s" + (
+            f" by {key}" if key != "none" else "")
+        self.name = name.encode()
+
+    cdef Denial take(self, RequestHead head, bytes client):
+        cdef bytes key = b""
+        cdef int64_t wait = 0, left = 0
+        if self.per_client:
+            key = client
+        elif self.key_path:
+            key = head.path
+        elif self.key_header is not None:
+            key = head.header(self.key_header) or b""
+        if self.buckets.take(_hash_bytes(self.seed, key), self.interval, self.window, &wait, &left):
+            return None
+        seconds = int(-(-wait // <int64_t>UNITS_PER_SECOND)) or 1       # rounded up, at least 1
+        return Denial(429, self.reason,
+                      b"Retry-After: %d\r\n%s\r\nRateLimit: \"%s\";r=0;t=%d"
+                      % (seconds, self.policy_field, self.name, seconds), DENY_RATE_LIMITED)
+
+    def __call__(self, RequestHead head, bytes client=b""):
+        """Take one request (for tests): None when allowed, else the Denial."""
+        return self.take(head, client)
+
+
+cdef class IpFilter:
+    """Allowed and denied networks of a route: a client in ``deny`` is refused; with
+    ``allow``, a client outside it is too."""
+
+    def __init__(self, allow=(), deny=()):
+        self.allow = Networks(allow) if allow else None
+        self.deny = Networks(deny) if deny else None
+
+    cdef bint permits(self, bytes client):
+        cdef bint valid
+        cdef const unsigned char *text = <const unsigned char *>PyBytes_AS_STRING(client)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(client)
+        if self.deny is not None and self.deny.contains(text, n, &valid):
+            return False
+        if self.allow is not None:
+            return self.allow.contains(text, n, &valid)
+        return True
+
+
+cdef class RoutePolicy:
+    """A route's edge policy, in the order it is checked: IP filter, authentication
+    (a Python object: ``authenticate(head)`` returns a Denial, or the fields to add to
+    the request), rate limit.  None parts are off."""
+
+    def __init__(self, str route, IpFilter ip_filter=None, object auth=None, RateLimit rate_limit=None):
+        self.ip_filter = ip_filter
+        self.auth = auth
+        self.rate_limit = rate_limit
+        self.ip_denial = Denial(403, f"forbidden: the client address is not allowed on route {route}",
+                                None, DENY_FORBIDDEN)
+
+    cdef Denial check(self, RequestHead head, bytes client):
+        cdef object verdict
+        if self.ip_filter is not None and not self.ip_filter.permits(client):
+            return self.ip_denial
+        if self.auth is not None:
+            verdict = self.auth.authenticate(head)
+            if verdict is not None:
+                if isinstance(verdict, Denial):
+                    return <Denial>verdict
+                head.set_fields(head.fields() + verdict)
+        if self.rate_limit is not None:
+            return self.rate_limit.take(head, client)
+        return None
+
+    def __call__(self, RequestHead head, bytes client=b""):
+        return self.check(head, client)
