@@ -40,6 +40,7 @@ cdef class IpFilter:
 cdef class RoutePolicy:
     cdef readonly IpFilter ip_filter
     cdef readonly object auth
+    cdef frozenset auth_owned               # the request fields authentication sets (lower names)
     cdef readonly RateLimit rate_limit
     cdef Denial ip_denial
     cdef Denial check(self, RequestHead head, bytes client)

@@ -209,12 +209,14 @@ cdef class IpFilter:
 
 cdef class RoutePolicy:
     """A route's edge policy, in the order it is checked: IP filter, authentication
-    (a Python object: ``authenticate(head)`` returns a Denial, or the fields to add to
-    the request), rate limit.  None parts are off."""
+    (gateway.auth: ``authenticate(head)`` returns a Denial, or the fields to set on the
+    request once those named in its ``owned`` are dropped), rate limit.  None parts are off.
+    A rate limit keyed by a header sees the fields authentication set (a JWT claim)."""
 
     def __init__(self, str route, IpFilter ip_filter=None, object auth=None, RateLimit rate_limit=None):
         self.ip_filter = ip_filter
         self.auth = auth
+        self.auth_owned = auth.owned if auth is not None else frozenset()
         self.rate_limit = rate_limit
         self.ip_denial = Denial(403, f"forbidden: the client address is not allowed on route {route}",
                                 None, DENY_FORBIDDEN)
@@ -225,9 +227,11 @@ cdef class RoutePolicy:
             return self.ip_denial
         if self.auth is not None:
             verdict = self.auth.authenticate(head)
-            if verdict is not None:
-                if isinstance(verdict, Denial):
-                    return <Denial>verdict
+            if isinstance(verdict, Denial):
+                return <Denial>verdict
+            if self.auth_owned:
+                head.set_fields([f for f in head.fields() if f[0] not in self.auth_owned] + verdict)
+            elif verdict:
                 head.set_fields(head.fields() + verdict)
         if self.rate_limit is not None:
             return self.rate_limit.take(head, client)

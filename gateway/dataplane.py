@@ -13,7 +13,8 @@ import logging
 import time
 from typing import NamedTuple
 
-from gateway.config import Config, GatewayListener, HeaderFilter, RouteConfig
+from gateway.auth import JwksFetcher, JwksKeys, authenticator
+from gateway.config import Config, GatewayListener, HeaderFilter, JwtAuth, RouteConfig
 from gateway.mirror import Mirror
 from gateway.routing import precedence_key
 from gateway.snapshot import Delta, Endpoints, EndpointSpec, Snapshot, with_pairs
@@ -99,6 +100,7 @@ class DataPlane:
     def __init__(self, ctx: ProxyContext, buckets: SharedBuckets | None = None) -> None:
         self.ctx = ctx
         self.buckets = buckets                  # rate limits' (None: a data plane without them)
+        self.jwks_fetchers: dict[tuple, JwksFetcher] = {}     # (url, CA file, refresh) -> its keys
         self.services: dict[str, Service] = {}
         # (TLS pool: "" or the service, cluster, ip, port) -> Upstream
         self.upstreams: dict[tuple[str, str, str, int], Upstream] = {}
@@ -175,6 +177,13 @@ class DataPlane:
         for key in fresh:                   # endpoints known before the service was routed
             if key in self.view:
                 self._set_members(key, self.view[key])
+        self._close_unused_fetchers(config.routes)
+
+    def _close_unused_fetchers(self, routes) -> None:
+        used = {(j.jwks_url, j.jwks_ca_file, j.jwks_refresh) for rc in routes
+                if rc.auth is not None and (j := rc.auth.jwt) is not None and j.jwks_url is not None}
+        for key in set(self.jwks_fetchers) - used:
+            self.jwks_fetchers.pop(key).close()
 
     def apply_routes(self, upserts: list[RouteConfig], removed: list[RouteKey]) -> None:
         """Routes added, changed or removed, the rest of the config unchanged: only these
@@ -282,7 +291,7 @@ class DataPlane:
                             self._policy(rc) if rc.has_policy else None)
 
     def _policy(self, rc: RouteConfig) -> RoutePolicy:
-        """The route's IP filter and rate limit (_speedups/policy.pyx)."""
+        """The route's IP filter, authentication and rate limit (_speedups/policy.pyx)."""
         ip_filter = IpFilter(rc.ip_filter.allow, rc.ip_filter.deny) if rc.ip_filter is not None else None
         rate_limit = None
         if rc.rate_limit is not None:
@@ -290,7 +299,21 @@ class DataPlane:
                 self.buckets = SharedBuckets()
             r = rc.rate_limit
             rate_limit = RateLimit(self.buckets, rc.name, r.requests, r.per, r.bucket, r.key)
-        return RoutePolicy(rc.name, ip_filter, None, rate_limit)
+        auth = authenticator(rc.name, rc.auth, self._jwks(rc.auth.jwt)) if rc.auth is not None else None
+        return RoutePolicy(rc.name, ip_filter, auth, rate_limit)
+
+    def _jwks(self, cfg: JwtAuth | None) -> JwksKeys | None:
+        """A JWT method's keys: its file's, or the fetcher of its URL (one per URL, kept
+        while a route names it; see apply_config)."""
+        if cfg is None:
+            return None
+        if cfg.jwks_url is None:
+            return JwksKeys(cfg.jwks)
+        key = (cfg.jwks_url, cfg.jwks_ca_file, cfg.jwks_refresh)
+        fetcher = self.jwks_fetchers.get(key)
+        if fetcher is None:
+            fetcher = self.jwks_fetchers[key] = JwksFetcher(self.ctx.loop, *key)
+        return fetcher
 
     @staticmethod
     def _matcher(rc: RouteConfig, route: Route) -> RouteMatcher:

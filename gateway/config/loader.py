@@ -70,7 +70,7 @@ from gateway.config.model import (Address, AccessLogConfig, TracingConfig, Timeo
                                   OutlierConfig, HashCookie, LbConfig, SlowStart,
                                   CircuitBreakers, Capacity, ServiceConfig, HeaderMatch, QueryMatch, RouteMatch,
                                   WeightedBackend, RetryPolicy, HeaderFilter, Redirect, MirrorConfig,
-                                  BackendFilters, CorsPolicy, IpFilterPolicy, RateLimitPolicy, RouteConfig,
+                                  BackendFilters, CorsPolicy, IpFilterPolicy, RateLimitPolicy, AuthPolicy, RouteConfig,
                                   LeaderElection, GatewayApiConfig,
                                   MultiClusterConfig, Config,
                                   DEFAULT_NAMESPACE, DEFAULT_SOURCE_WEIGHT, PROTOCOLS, LB_POLICIES,
@@ -204,7 +204,7 @@ _KUBERNETES_KEYS = ("kubeconfig", "context", "in_cluster", "namespaces")
 _SOURCE_KEYS = ("name", "type", "weight", "priority", "drained", "services", *_KUBERNETES_KEYS)
 _ROUTE_KEYS = ("name", "match", "service", "backends", "rewrite", "timeout", "retries",
                "request_headers", "response_headers", "redirect", "mirrors", "cors",
-               "ip_filter", "rate_limit")
+               "ip_filter", "rate_limit", "auth")
 
 _SOURCE_WEIGHT = partial(_int, lo=1, hi=10_000)
 _PRIORITY = partial(_int, lo=0, hi=100)
@@ -724,7 +724,21 @@ def _route(value: Any, path: str, errs: _Errors, services: set[str] | None) -> R
                        mirrors=_opt(d, "mirrors", partial(_mirrors, services=services), path, errs, ()),
                        cors=_opt(d, "cors", partial(section, CorsPolicy), path, errs),
                        ip_filter=_opt(d, "ip_filter", _ip_filter, path, errs),
-                       rate_limit=_opt(d, "rate_limit", _rate_limit, path, errs))
+                       rate_limit=_opt(d, "rate_limit", _rate_limit, path, errs),
+                       auth=_opt(d, "auth", _auth, path, errs))
+
+
+def _auth(value: Any, path: str, errs: _Errors) -> AuthPolicy | None:
+    before = len(errs)
+    policy = section(AuthPolicy, value, path, errs)
+    if policy is None or len(errs) > before:
+        return policy
+    methods = [m for m in ("basic", "api_key", "jwt") if getattr(policy, m) is not None]
+    if len(methods) != 1:
+        _err(errs, path, f"needs exactly one of basic, api_key, jwt (got {', '.join(methods) or 'none'})")
+    if policy.jwt is not None and (policy.jwt.jwks is None) == (policy.jwt.jwks_url is None):
+        _err(errs, _at(path, "jwt"), "needs exactly one of jwks_file, jwks_url")
+    return policy
 
 
 def _ip_filter(value: Any, path: str, errs: _Errors) -> IpFilterPolicy | None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, field
 from typing import Any, Callable
 
-from gateway.config.validate import (_bool, _duration, _number, _positive_size, _share, _size, _str, absolute_path,
+from gateway.config import credentials
+from gateway.config.validate import (_bool, _duration, _list, _str_list, _number, _positive_size, _share, _size, _str, absolute_path,
                                      between, cors_origins, cors_tokens, log_path, networks, object_name, one_of,
-                                     otlp_endpoint, rate_limit_key, section, some_text, status_ranges,
+                                     otlp_endpoint, rate_limit_key, header_name, https_url, section, some_text, status_ranges,
                                      statuses_5xx)
 
 __all__ = ["Address", "AccessLogConfig", "TracingConfig", "Timeouts", "Limits", "PathConfig", "TrustedProxies", "HttpConfig",
@@ -19,7 +20,8 @@ __all__ = ["Address", "AccessLogConfig", "TracingConfig", "Timeouts", "Limits", 
            "SourceConfig", "HealthCheckConfig", "SuccessRate", "OutlierConfig", "HashCookie", "LbConfig",
            "SlowStart", "CircuitBreakers", "Capacity", "ServiceConfig", "HeaderMatch", "QueryMatch", "RouteMatch",
            "WeightedBackend", "BackendFilters", "RetryPolicy", "HeaderFilter", "Redirect", "MirrorConfig",
-           "CorsPolicy", "RateLimitPolicy", "IpFilterPolicy", "RouteConfig",
+           "CorsPolicy", "RateLimitPolicy", "IpFilterPolicy", "BasicAuth", "ApiKeyAuth", "ClaimHeader",
+           "JwtAuth", "AuthPolicy", "RouteConfig",
            "GatewayListener", "LeaderElection", "GatewayApiConfig", "MultiClusterConfig", "Config",
            "DEFAULT_NAMESPACE", "DEFAULT_SOURCE_WEIGHT", "PROTOCOLS", "LB_POLICIES", "RETRY_5XX",
            "DEFAULT_CONTROLLER_NAME", "MAX_RATE_WINDOW"]
@@ -514,6 +516,54 @@ class IpFilterPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class BasicAuth:
+    """HTTP Basic (RFC 7617) against an htpasswd file (bcrypt or {SHA} hashes)."""
+    users: tuple[tuple[str, str], ...] = setting(parse=credentials.htpasswd, key="htpasswd")
+    realm: str = setting("gateway", _str)
+    forward_username: str | None = setting(None, header_name)      # set to the user; None: not sent
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyAuth:
+    """API keys ("client:key" lines of a file) in a header or a query parameter."""
+    keys: tuple[tuple[str, str], ...] = setting(parse=credentials.api_keys, key="keys_file")
+    header: str | None = setting("x-api-key", header_name)
+    query: str | None = setting(None, _str)                 # also looked for in this query parameter
+    forward_client: str | None = setting(None, header_name)  # set to the key's client name
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimHeader:
+    claim: str = setting(parse=_str)
+    header: str = setting(parse=header_name)
+
+
+@dataclass(frozen=True, slots=True)
+class JwtAuth:
+    """Bearer JWTs (RS256/384/512, PS256.., ES256/384, EdDSA) verified with a JWKS from a file
+    or a URL (fetched off the request path every ``jwks_refresh``; the last good keys stay)."""
+    jwks: str | None = setting(None, credentials.jwks, key="jwks_file")     # the JWKS JSON text
+    jwks_url: str | None = setting(None, https_url)
+    jwks_ca_file: str | None = setting(None, _str)      # a private CA for jwks_url
+    jwks_refresh: float = setting(300.0, _duration)
+    issuer: str | None = setting(None, _str)
+    audiences: tuple[str, ...] = setting((), lambda v, p, e: tuple(s for _, s in _str_list(v, p, e)))
+    clock_skew: float = setting(30.0, _duration_or_zero)
+    claims_to_headers: tuple[ClaimHeader, ...] = setting((), lambda v, p, e: tuple(
+        c for i, item in enumerate(_list(v, p, e)) if (c := section(ClaimHeader, item[1], item[0], e))))
+
+
+@dataclass(frozen=True, slots=True)
+class AuthPolicy:
+    """Who may call a route (``routes[].auth``): one of basic, api_key, jwt.  ``required``
+    false lets a request without credentials through (wrong credentials still get 401)."""
+    required: bool = setting(True, _bool)
+    basic: BasicAuth | None = setting(None, lambda v, p, e: section(BasicAuth, v, p, e))
+    api_key: ApiKeyAuth | None = setting(None, lambda v, p, e: section(ApiKeyAuth, v, p, e))
+    jwt: JwtAuth | None = setting(None, lambda v, p, e: section(JwtAuth, v, p, e))
+
+
+@dataclass(frozen=True, slots=True)
 class RouteConfig:
     name: str
     match: RouteMatch
@@ -530,6 +580,7 @@ class RouteConfig:
     cors: CorsPolicy | None = None
     ip_filter: IpFilterPolicy | None = None
     rate_limit: RateLimitPolicy | None = None
+    auth: AuthPolicy | None = None
     # The gateway's own answer instead of a backend: what the Gateway API asks for a rule
     # whose backendRefs are all invalid (500). Not a file key.
     direct_status: int | None = None
@@ -554,7 +605,7 @@ class RouteConfig:
     @property
     def has_policy(self) -> bool:
         """Edge policy: checked before the request goes anywhere (_speedups/policy.pyx)."""
-        return self.ip_filter is not None or self.rate_limit is not None
+        return self.ip_filter is not None or self.rate_limit is not None or self.auth is not None
 
 
 DEFAULT_CONTROLLER_NAME = "gateway.example/multi-cluster"

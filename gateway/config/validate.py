@@ -396,6 +396,23 @@ def _loose_network(text: str) -> str | None:
         return None
 
 
+def header_name(value: Any, path: str, errs: _Errors) -> str | None:
+    """A header field name (a token), lower-cased."""
+    text = _str(value, path, errs)
+    if text is not None and not _TOKEN.fullmatch(text):
+        _err(errs, path, f"must be a header name, got {_show(text)}")
+        return None
+    return text.lower() if text is not None else None
+
+
+def https_url(value: Any, path: str, errs: _Errors) -> str | None:
+    text = _str(value, path, errs)
+    if text is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", text):
+        _err(errs, path, f'must be an http(s) URL, got {_show(text)}')
+        return None
+    return text
+
+
 _RATE_KEY = re.compile(r"none|client|path|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 

@@ -12,6 +12,7 @@ Modules (each name below is exported here too):
 * ``upstreams``: ``start_backend``, ``two_cluster_pods``, ``TinyServer`` and its handlers.
 * ``gateways``: ``GatewayProcess``, ``AccessLog``, ``AdminClient``, ``start_with_admin``,
   ``static_source``, ``REPO``, ``PYTHON``.
+* ``pki``: ``Pki`` (a CA and its leaf certificates, by the openssl CLI) and its ``Pair``.
 * ``loop``: ``LoopThread`` (a uvloop loop in a thread) and ``stop_backend``.
 
 tests/ is on ``sys.path`` under pytest (rootdir conftest) and the benchmarks put it there, so
@@ -25,6 +26,7 @@ from .gateways import (PYTHON, REPO, AccessLog, AdminClient, GatewayProcess, sta
 from .loop import LoopThread, stop_backend
 from .memory import MiB, RssSampler, peak_rss_bytes, rss_bytes, status_bytes
 from .net import connection_owners, free_port, socket_inodes, upstream_connections, wait_listening
+from .pki import Pair, Pki
 from .processes import (CLK_TCK, children, children_map, cpu_ticks, descendants, fd_targets, pid_alive,
                         process_state, process_tree, stop_process)
 from .upstreams import TinyServer, answering, read_request_head, start_backend, two_cluster_pods
@@ -36,6 +38,7 @@ __all__ = [
     "LoopThread", "stop_backend",
     "MiB", "RssSampler", "peak_rss_bytes", "rss_bytes", "status_bytes",
     "connection_owners", "free_port", "socket_inodes", "upstream_connections", "wait_listening",
+    "Pair", "Pki",
     "CLK_TCK", "children", "children_map", "cpu_ticks", "descendants", "fd_targets", "pid_alive",
     "process_state", "process_tree", "stop_process",
     "TinyServer", "answering", "read_request_head", "start_backend", "two_cluster_pods",
