@@ -96,6 +96,27 @@ def test_the_config_example_shows_the_models_defaults(where, name, examples):
         assert getattr(parsed, fields[key].name) == fields[key].default, f"README {where} {key}"
 
 
+def test_the_edge_policy_example_loads(tmp_path):
+    """The README's edge-policy routes parse, once the credential files they name exist."""
+    import base64
+    import hashlib
+    import bcrypt
+    from gateway.config import parse_route
+    from support import Pki
+    (example,) = blocks("## Edge policy", "yaml")
+    pki = Pki(tmp_path / "pki")
+    files = {"htpasswd": "alice:" + bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode() + "\n"
+                         "bob:{SHA}" + base64.b64encode(hashlib.sha1(b"pw").digest()).decode() + "\n",
+             "api-keys": "billing:0123456789abcdef0123\n", "idp-ca.pem": pki.ca.read_text()}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    routes = yaml.safe_load(example.replace("/etc/gateway/", f"{tmp_path}/"))["routes"]
+    parsed = [parse_route(route) for route in routes]
+    assert [r.auth.jwt.jwks_url for r in parsed if r.auth.jwt] == ["https://idp.example.com/.well-known/jwks.json"]
+    assert parsed[0].rate_limit.key == "header:x-user" and parsed[0].ip_filter.deny == ("10.9.0.0/16",)
+    assert parsed[1].auth.required is False and [u for u, _ in parsed[1].auth.basic.users] == ["alice", "bob"]
+
+
 def test_running_it_yourself_and_the_console_commands(tmp_path):
     import os
     (block,) = blocks("## Running it yourself")

@@ -3,7 +3,8 @@
 * ``model``: the objects (every field once, with its default);
 * ``validate``: the value checks, each problem reported with its key path, all at once;
   the admin console and the Gateway API translation use the same ones;
-* ``loader``: the file (YAML) to the model, through those checks.
+* ``loader``: the file (YAML) to the model, through those checks;
+* ``credentials``: the credential files a route's ``auth`` names, read and checked at load.
 
 The names below are the package's face; importers need not know which module holds one.
 """

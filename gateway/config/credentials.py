@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import ssl
 from typing import Any
 
 from gateway.config.validate import _err, _Errors, _str
@@ -75,6 +76,19 @@ def api_keys(value: Any, path: str, errs: _Errors) -> tuple[tuple[str, str], ...
     if len(errs) == before and not keys:
         _err(errs, path, "has no keys")
     return tuple(keys) if len(errs) == before else None
+
+
+def ca_file(value: Any, path: str, errs: _Errors) -> str | None:
+    """A PEM file of CA certificates (for fetching from a private HTTPS server)."""
+    name = _str(value, path, errs)
+    if name is None:
+        return None
+    try:
+        ssl.create_default_context(cafile=os.path.expanduser(name))
+    except (OSError, ssl.SSLError) as exc:
+        _err(errs, path, f"not a readable PEM CA file: {exc}")
+        return None
+    return os.path.expanduser(name)
 
 
 def jwks(value: Any, path: str, errs: _Errors) -> str | None:

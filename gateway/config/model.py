@@ -544,7 +544,7 @@ class JwtAuth:
     or a URL (fetched off the request path every ``jwks_refresh``; the last good keys stay)."""
     jwks: str | None = setting(None, credentials.jwks, key="jwks_file")     # the JWKS JSON text
     jwks_url: str | None = setting(None, https_url)
-    jwks_ca_file: str | None = setting(None, _str)      # a private CA for jwks_url
+    jwks_ca_file: str | None = setting(None, credentials.ca_file)      # a private CA for jwks_url
     jwks_refresh: float = setting(300.0, _duration)
     issuer: str | None = setting(None, _str)
     audiences: tuple[str, ...] = setting((), lambda v, p, e: tuple(s for _, s in _str_list(v, p, e)))
