@@ -129,6 +129,7 @@ def gw(tmp_path_factory, keys):
         ],
     }
     proc, admin = start_with_admin(config, root, "auth")
+    proc.admin = admin
     yield proc, jwks_server
     proc.stop()
     backend.stop()
@@ -254,6 +255,19 @@ def test_jwks_url_rotation_and_outage(gw, keys):
     wait_until(lambda: jwks_server.fetches >= fetches + 4, timeout=20, message="failed refreshes")
     assert [get(g, "/rotating", bearer(new)).status for _ in range(10)] == [200] * 10
     assert "JWKS fetch failed" in g.output()
+
+
+def test_the_console_shows_the_policy_and_no_credential(gw):
+    g, _ = gw
+    shown = g.admin.get("/routes/per-user")
+    assert shown["policy"]["auth"] == {"method": "jwt", "required": True, "jwks_url": None, "issuer": ISSUER,
+                                       "audiences": ["orders"], "claims_to_headers": {"sub": "x-user"}}
+    assert shown["policy"]["rate_limit"] == {"requests": 2, "per_s": 3600.0, "burst": 2, "key": "header:x-user"}
+    assert set(shown["denied"]) == {"rate_limited", "unauthenticated", "forbidden"}
+    assert g.admin.get("/routes/basic")["policy"]["auth"]["users"] == 2
+    config = json.dumps(g.admin.get("/config"))
+    assert "$2y$" not in config and "{SHA}" not in config
+    assert hashlib.sha256(API_KEY.encode()).hexdigest() not in config
 
 
 @pytest.mark.parametrize("auth, error", [

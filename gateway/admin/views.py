@@ -20,6 +20,7 @@ from gateway import __version__
 from gateway.config import Address, Config, RouteConfig, ServiceConfig
 from gateway.health import domains
 from gateway.sources.base import ServiceKey, SourceState
+from gateway.stats import DENIAL_NAMES
 
 # --- helpers -----------------------------------------------------------------------------
 
@@ -407,7 +408,33 @@ def _route(rc: RouteConfig, index: int, traffic: dict | None) -> dict:
         "retries": _plain(rc.retries),
         "requests": traffic["requests"] if traffic else 0,
         "responses": traffic["responses"] if traffic else {},
+        **({"policy": _policy(rc), "denied": traffic["denied"] if traffic else dict.fromkeys(DENIAL_NAMES, 0)}
+           if rc.has_policy else {}),
     }
+
+
+def _policy(rc: RouteConfig) -> dict:
+    """The route's edge policy as the console shows it: what applies, never a credential
+    (no password hash, key digest or JWKS)."""
+    out: dict = {}
+    if rc.ip_filter is not None:
+        out["ip_filter"] = {"allow": list(rc.ip_filter.allow), "deny": list(rc.ip_filter.deny)}
+    if rc.rate_limit is not None:
+        r = rc.rate_limit
+        out["rate_limit"] = {"requests": r.requests, "per_s": r.per, "burst": r.bucket, "key": r.key}
+    if rc.auth is not None:
+        a = rc.auth
+        method = "basic" if a.basic else "api_key" if a.api_key else "jwt"
+        auth = {"method": method, "required": a.required}
+        if a.basic:
+            auth.update(realm=a.basic.realm, users=len(a.basic.users))
+        elif a.api_key:
+            auth.update(header=a.api_key.header, query=a.api_key.query, keys=len(a.api_key.keys))
+        else:
+            auth.update(jwks_url=a.jwt.jwks_url, issuer=a.jwt.issuer, audiences=list(a.jwt.audiences),
+                        claims_to_headers={c.claim: c.header for c in a.jwt.claims_to_headers})
+        out["auth"] = auth
+    return out
 
 
 def routes(gw) -> list[dict]:
@@ -439,6 +466,9 @@ def config(gw) -> dict:
         plain["tls"]["certificates"] = [_certificate(c) for c in gw.config.tls.certificates]
     for shown, listener in zip(plain["listeners"], gw.config.listeners):
         shown["certificates"] = [_certificate(c) for c in listener.certificates]
+    for shown, rc in zip(plain["routes"], gw.config.routes):
+        if rc.auth is not None:             # no password hash or key digest leaves the process
+            shown["auth"] = _policy(rc)["auth"]
     return plain
 
 
