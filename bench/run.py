@@ -493,7 +493,8 @@ class Bench:
 
     # -- one wrk run
 
-    def run_wrk(self, target: Target, case: Case, duration: float) -> dict:
+    def run_wrk(self, target: Target, case: Case, duration: float, headers: tuple[str, ...] = ()) -> dict:
+        """``headers``: "Name: value" fields every request carries (bench/edge_policy.py's tokens)."""
         measured = target.proc.pid if target.proc is not None else self.backend.pid
         pids = process_tree(measured)
         bpids = process_tree(self.backend.pid)
@@ -501,6 +502,8 @@ class Bench:
                 "--latency", "--timeout", "2s", "-s", str(self.lua)]
         if case.close:
             argv += ["-H", "Connection: close"]
+        for header in headers:
+            argv += ["-H", header]
         argv.append(f"http://{target.host}:{target.port}{case.path}")
         cpu0 = cpu_ticks(pids)
         bcpu0 = cpu_ticks(bpids)

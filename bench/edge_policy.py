@@ -1,0 +1,126 @@
+"""What edge policy costs: the gateway's CPU per request with no policy, a per-replica rate
+limit (keyed by client, never reached), a cached JWT (RS256, the same token every request)
+and an API key, side by side in one run (issue #27's budget: a rate limit <= +3%, a cached
+JWT <= +5%).
+
+Same layout and measurement as bench/tracing.py (bench/run.py's machinery): nginx backends
+and wrk on CPU 1, each gateway (``workers: 1``, access log to a file) pinned to CPU 0; CPU
+microseconds per request = utime+stime of the gateway's processes over the requests wrk
+completed.  The gateways run at once and are measured in turn, round robin, the order
+rotated each repetition.  A run with any non-2xx answer is an error (a policy that refused
+the load would look cheap).
+
+    python bench/edge_policy.py --quick         # 3 s runs, 1 repetition: does it work
+    python bench/edge_policy.py                 # 10 s runs, 5 repetitions (~4 min)
+
+Everything started here is stopped by pid in a ``finally``; every wrk run is bounded.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run as base  # noqa: E402  (bench/run.py: processes, wrk, CPU accounting)
+
+API_KEY = "bench-key-0123456789abcdef"
+
+
+def variants(tmp: Path) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """name -> (the route's policy lines, the headers wrk sends)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    (tmp / "jwks.json").write_text(json.dumps({"keys": [{**public, "kid": "k1", "alg": "RS256"}]}))
+    (tmp / "keys").write_text(f"bench:{API_KEY}\n")
+    token = jwt.encode({"sub": "bench", "aud": "bench", "exp": time.time() + 3600}, key, algorithm="RS256",
+                       headers={"kid": "k1"})
+    return {
+        "none": ("", ()),
+        "rate-limit": ("    rate_limit: {requests: 1000000000, per: 1s, key: client}\n", ()),
+        "jwt": (f"    auth: {{jwt: {{jwks_file: {tmp}/jwks.json, audiences: [bench],"
+                f" claims_to_headers: [{{claim: sub, header: x-user}}]}}}}\n", (f"Authorization: Bearer {token}",)),
+        "api-key": (f"    auth: {{api_key: {{keys_file: {tmp}/keys}}}}\n", (f"X-Api-Key: {API_KEY}",)),
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="3 s runs, 1 repetition")
+    ap.add_argument("--cases", default="c50-small", help=f"of {', '.join(base.CASES)}")
+    ap.add_argument("--json", help="write every run and the summary here")
+    ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--keep-tmp", action="store_true")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.duration, args.repeat = 3.0, 1
+    cases = [base.CASES[c] for c in args.cases.split(",")]
+    base.check_tools()
+    if not args.no_build:
+        base.build_extensions(base.REPO)
+    bench = base.Bench(argparse.Namespace(keep_tmp=args.keep_tmp))
+    runs: list[dict] = []
+    try:
+        bench.start_backend()
+        policies = variants(bench.tmp)
+        targets: dict[str, base.Target] = {}
+        for name, (lines, _) in policies.items():
+            label = f"gw-policy-{name}"
+            port = base.free_port("127.0.0.1")
+            conf = base.gateway_conf(bench.tmp, label, port, bench.backend_port, access_log=True, workers=1)
+            conf = conf.replace("    service: default/backend\n", "    service: default/backend\n" + lines)
+            path = bench.tmp / f"{label}.yaml"
+            path.write_text(conf)
+            proc = bench.spawn(label, [base.PYTHON, "-m", "gateway", "run", "--config", str(path),
+                                       "--log-level", "warning"], base.PROXY_CPU, cwd=base.REPO)
+            base.wait_ready(proc, "127.0.0.1", port, timeout=30)
+            targets[name] = base.Target(label, "127.0.0.1", port, proc)
+        names = list(policies)
+        for name in names:                  # warm up (imports, pools, the first verifications)
+            bench.run_wrk(targets[name], base.CASES["c50-small"], 2, policies[name][1])
+        for rep in range(args.repeat):
+            order = names[rep % len(names):] + names[:rep % len(names)]
+            for case in cases:
+                for name in order:
+                    r = bench.run_wrk(targets[name], case, args.duration, policies[name][1])
+                    if r["non2xx"] or any(r["socket_errors"].values()):
+                        raise base.BenchError(f"{name}: {r['non2xx']} non-2xx answers, {r['socket_errors']}")
+                    r.update(variant=name, case=case.name, repetition=rep)
+                    runs.append(r)
+                    print(f"rep {rep + 1}/{args.repeat} {case.name:<14} {name:<10} {r['rps']:>9.0f} req/s  "
+                          f"{r['cpu_us_per_req']:6.1f} CPU us/req  p99 {r['p99_us'] / 1000:6.2f} ms  "
+                          f"(CPU 0 busy with others: {r['cpu0_other_util'] * 100:.0f}%)", flush=True)
+    finally:
+        bench.cleanup()
+
+    summary = {}
+    for case in cases:
+        base_cpu = statistics.median(r["cpu_us_per_req"] for r in runs if r["variant"] == "none" and r["case"] == case.name)
+        for name in names:
+            sel = [r for r in runs if r["variant"] == name and r["case"] == case.name]
+            cpu = statistics.median(r["cpu_us_per_req"] for r in sel)
+            summary[f"{case.name}/{name}"] = {"cpu_us_per_req": cpu, "vs_none_pct": (cpu / base_cpu - 1) * 100,
+                                              "rps": statistics.median(r["rps"] for r in sel),
+                                              "p50_us": statistics.median(r["p50_us"] for r in sel),
+                                              "p99_us": statistics.median(r["p99_us"] for r in sel)}
+    print()
+    print(f"{'case':<14} {'policy':<10} {'req/s':>9} {'CPU us/req':>11} {'vs none':>8} {'p50 ms':>7} {'p99 ms':>7}")
+    for key, s in summary.items():
+        case, name = key.split("/")
+        print(f"{case:<14} {name:<10} {s['rps']:>9.0f} {s['cpu_us_per_req']:>11.1f} {s['vs_none_pct']:>+7.1f}% "
+              f"{s['p50_us'] / 1000:>7.2f} {s['p99_us'] / 1000:>7.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"runs": runs, "summary": summary}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
