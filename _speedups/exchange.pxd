@@ -1,6 +1,7 @@
 from _speedups.context cimport Connection, Context, Port
 from _speedups.filters cimport BackendFilters, RouteFilters
 from _speedups.http cimport RequestHead, ResponseHead
+from _speedups.policy cimport Denial
 from _speedups.service cimport Route, Service
 from _speedups.stats cimport BackendStats
 from _speedups.tracing cimport SpanRecord
@@ -139,8 +140,12 @@ cdef class Exchange(UpstreamOwner):
     cdef int redispatch_from(self, Service service, set gone) except -1
     # states
     cdef void route_request(self)
+    cdef void dispatch(self)
     cdef bint normalize_path(self, RequestHead head) except -1
     cdef bint answer_by_filters(self, RouteFilters filters, RequestHead head) except -1
+    cdef void deny(self, Denial denial)
+    cdef void store_answered(self, int connect_id, object answer)
+    cdef bint answer_by_route_filters(self, RouteFilters filters, RequestHead head) except -1
     cdef void apply_request_filters(self, RouteFilters filters, RequestHead head)
     cdef bint apply_backend_filters(self, BackendFilters filters, RequestHead head) except -1
     cdef void mirror(self, bytes copy)

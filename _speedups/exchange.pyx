@@ -30,7 +30,7 @@ from _speedups.http cimport (
 from _speedups.router cimport Router
 from _speedups.filters cimport rewrite_target
 from _speedups.path cimport NORM_OK, NORM_REDIRECT, PATH_FORWARD_ORIGINAL, outcome_reason
-from _speedups.policy cimport Denial
+from _speedups.policy cimport RateLimit
 from _speedups.stats cimport (
     CAUSE_BAD_RESPONSE, CAUSE_CONNECT_FAILED, CAUSE_CONNECT_TIMEOUT, CAUSE_EJECTED, CAUSE_RESET,
     CAUSE_STATUS, CAUSE_TIMEOUT, BackendStats, N_STATS, ST_CONNECT_FAILURES, ST_INTERNAL_ERRORS, ST_OVERFLOW_CONNECTIONS,
@@ -334,8 +334,6 @@ cdef class Exchange(UpstreamOwner):
         cdef RequestHead head = self.head
         cdef Router router
         cdef Route route
-        cdef Service service
-        cdef int picked
         if not self.normalize_path(head):
             return
         router = self.downstream.port.router
@@ -349,6 +347,15 @@ cdef class Exchange(UpstreamOwner):
         route = self.route = <Route>found
         if route.filters is not None and self.answer_by_filters(route.filters, head):
             return
+        self.dispatch()
+
+    cdef void dispatch(self):
+        """The routed request to one of its route's backends (after its filters let it)."""
+        cdef Context ctx = self.ctx
+        cdef RequestHead head = self.head
+        cdef Route route = self.route
+        cdef Service service
+        cdef int picked
         service = self.service = route.pick_service(&picked)
         if service is None:
             self.respond_error(500, "this request drew an invalid backendRef of its route rule")
@@ -419,6 +426,8 @@ cdef class Exchange(UpstreamOwner):
         policy's denial, a redirect, or no valid backend)."""
         cdef bytes origin
         cdef Denial denial
+        cdef RateLimit limit
+        cdef int connect_id
         if filters.cors is not None:
             origin = head.header(b"origin")
             if origin is not None:
@@ -431,9 +440,39 @@ cdef class Exchange(UpstreamOwner):
         if filters.policy is not None:
             denial = filters.policy.check(head, self.client_ip)
             if denial is not None:
-                self.route.traffic.deny(denial.kind)
-                self.respond_error(denial.status, denial.reason, None, denial.fields)
+                self.deny(denial)
                 return True
+            limit = filters.policy.rate_limit
+            if limit is not None and limit.store is not None:
+                connect_id = self.connect_id
+                limit.ask(head, self.client_ip, lambda answer: self.store_answered(connect_id, answer))
+                return True                 # routing goes on when the store answers
+        return self.answer_by_route_filters(filters, head)
+
+    cdef void deny(self, Denial denial):
+        self.route.traffic.deny(denial.kind)
+        self.respond_error(denial.status, denial.reason, None, denial.fields)
+
+    cdef void store_answered(self, int connect_id, object answer):
+        """The global limit's answer: (allowed, left or wait microseconds), or None when the
+        store could not say (its failure_mode decides)."""
+        cdef RateLimit limit
+        if connect_id != self.connect_id or self.state != X_ROUTING or self.downstream.closed:
+            return                          # the client left meanwhile
+        limit = self.route.filters.policy.rate_limit
+        if answer is None:
+            limit.store.failed()
+            if not limit.store.fail_open:
+                self.respond_error(503, "rate limit store unavailable (redis.failure_mode: closed)")
+                return
+        elif not answer[0]:
+            self.deny(limit.over(answer[1] / 1e6))
+            return
+        if not self.answer_by_route_filters(self.route.filters, self.head):
+            self.dispatch()
+
+    cdef bint answer_by_route_filters(self, RouteFilters filters, RequestHead head) except -1:
+        """True when the route answers itself: no valid backend, or a redirect."""
         if filters.direct_status:
             self.respond_error(filters.direct_status, filters.direct_reason)
             return True

@@ -21,6 +21,9 @@ cdef class Denial:
 
 cdef class RateLimit:
     cdef SharedBuckets buckets
+    cdef readonly object store              # a global limit's RedisStore; None: the replica's buckets
+    cdef readonly int64_t interval_us       # the same, in microseconds (the store's unit)
+    cdef readonly int64_t window_us
     cdef uint64_t seed                      # the route and policy: its buckets are its own
     cdef readonly int64_t interval          # 128 ns units per request
     cdef readonly int64_t window            # burst x interval
@@ -30,7 +33,10 @@ cdef class RateLimit:
     cdef bytes policy_field
     cdef bytes name
     cdef str reason
+    cdef uint64_t bucket(self, RequestHead head, bytes client)
     cdef Denial take(self, RequestHead head, bytes client)
+    cdef void ask(self, RequestHead head, bytes client, object answer)
+    cdef Denial over(self, double wait_seconds)
 
 cdef class IpFilter:
     cdef readonly Networks allow            # None: any

@@ -24,8 +24,9 @@ class Denial:
 class RateLimit:
     interval: int
     window: int
+    store: Any
     def __init__(self, buckets: SharedBuckets, name: str, requests: int, seconds: float, burst: int,
-                 key: str = "none") -> None: ...
+                 key: str = "none", store: Any = None) -> None: ...
     def __call__(self, head: Any, client: bytes = b"") -> Denial | None: ...
 
 @final

@@ -153,8 +153,11 @@ cdef class RateLimit:
     """A token bucket per key (or one for the route): ``requests`` per ``seconds``, up to ``burst``."""
 
     def __init__(self, SharedBuckets buckets, str name, int requests, double seconds, int burst,
-                 str key="none"):
+                 str key="none", object store=None):
         self.buckets = buckets
+        self.store = store
+        self.interval_us = max(1, <int64_t>(seconds * 1e6 / requests))
+        self.window_us = self.interval_us * burst
         self.seed = _hash_bytes(FNV_OFFSET, f"{name}\0{requests}/{seconds!r}/{burst}\0{key}".encode())
         self.interval = max(1, <int64_t>(seconds * UNITS_PER_SECOND / requests))
         self.window = self.interval * burst
@@ -167,18 +170,32 @@ cdef class RateLimit:
             f" by {key}" if key != "none" else "")
         self.name = name.encode()
 
-    cdef Denial take(self, RequestHead head, bytes client):
+    cdef uint64_t bucket(self, RequestHead head, bytes client):
+        """The bucket of this request: the limit's, and its key's value."""
         cdef bytes key = b""
-        cdef int64_t wait = 0, left = 0
         if self.per_client:
             key = client
         elif self.key_path:
             key = head.path
         elif self.key_header is not None:
             key = head.header(self.key_header) or b""
-        if self.buckets.take(_hash_bytes(self.seed, key), self.interval, self.window, &wait, &left):
+        return _hash_bytes(self.seed, key)
+
+    cdef Denial take(self, RequestHead head, bytes client):
+        """The replica's bucket: None when allowed, else the 429."""
+        cdef int64_t wait = 0, left = 0
+        if self.buckets.take(self.bucket(head, client), self.interval, self.window, &wait, &left):
             return None
-        seconds = int(-(-wait // <int64_t>UNITS_PER_SECOND)) or 1       # rounded up, at least 1
+        return self.over(wait / UNITS_PER_SECOND)
+
+    cdef void ask(self, RequestHead head, bytes client, object answer):
+        """The global bucket, in Redis: ``answer`` gets the store's reply (ratelimit_store)."""
+        self.store.take(self.name + b":%016x" % self.bucket(head, client), self.interval_us,
+                        self.window_us, answer)
+
+    cdef Denial over(self, double wait_seconds):
+        """The 429 for a request that would have waited ``wait_seconds`` for its token."""
+        cdef long long seconds = max(1, <long long>(wait_seconds + 0.999999))   # rounded up, at least 1
         return Denial(429, self.reason,
                       b"Retry-After: %d\r\n%s\r\nRateLimit: \"%s\";r=0;t=%d"
                       % (seconds, self.policy_field, self.name, seconds), DENY_RATE_LIMITED)
@@ -233,9 +250,9 @@ cdef class RoutePolicy:
                 head.set_fields([f for f in head.fields() if f[0] not in self.auth_owned] + verdict)
             elif verdict:
                 head.set_fields(head.fields() + verdict)
-        if self.rate_limit is not None:
+        if self.rate_limit is not None and self.rate_limit.store is None:
             return self.rate_limit.take(head, client)
-        return None
+        return None             # a global limit: the exchange asks the store (RateLimit.ask)
 
     def __call__(self, RequestHead head, bytes client=b""):
         return self.check(head, client)

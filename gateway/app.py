@@ -183,8 +183,9 @@ class Gateway:
 
     @staticmethod
     def _routing_config(config: Config) -> Config:
-        """The control plane's routing-only copy serves nothing: it neither logs nor traces."""
-        return replace(config, access_log=_NO_LOG, tracing=None)
+        """The control plane's routing-only copy serves nothing: it neither logs, traces nor
+        asks Redis."""
+        return replace(config, access_log=_NO_LOG, tracing=None, redis=None)
 
     def _routes_changed(self, translation) -> None:
         if not self._started:

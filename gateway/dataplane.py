@@ -101,6 +101,7 @@ class DataPlane:
         self.ctx = ctx
         self.buckets = buckets                  # rate limits' (None: a data plane without them)
         self.jwks_fetchers: dict[tuple, JwksFetcher] = {}     # (url, CA file, refresh) -> its keys
+        self.ratelimit_store = None             # the worker's RedisStore (global limits), or None
         self.services: dict[str, Service] = {}
         # (TLS pool: "" or the service, cluster, ip, port) -> Upstream
         self.upstreams: dict[tuple[str, str, str, int], Upstream] = {}
@@ -298,7 +299,8 @@ class DataPlane:
             if self.buckets is None:
                 self.buckets = SharedBuckets()
             r = rc.rate_limit
-            rate_limit = RateLimit(self.buckets, rc.name, r.requests, r.per, r.bucket, r.key)
+            store = self.ratelimit_store if r.scope == "global" else None
+            rate_limit = RateLimit(self.buckets, rc.name, r.requests, r.per, r.bucket, r.key, store)
         auth = authenticator(rc.name, rc.auth, self._jwks(rc.auth.jwt)) if rc.auth is not None else None
         return RoutePolicy(rc.name, ip_filter, auth, rate_limit)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from _speedups.proxy import STAT_NAMES
+from gateway.ratelimit_store import COUNTER_NAMES
 from _speedups.stats import (BACKEND_CONNECT, BACKEND_DURATION, BACKEND_FAILURES, BACKEND_LEN, BACKEND_RESPONSE,
                              BACKEND_RETRIES, CAUSE_NAMES, DENIAL_NAMES, HISTOGRAM_BUCKETS, HISTOGRAM_COUNT, HISTOGRAM_SUM,
                              TRAFFIC_BUCKETS, TRAFFIC_CLASSES, TRAFFIC_COUNT, TRAFFIC_DENIED, TRAFFIC_LATENCY_SUM,
@@ -72,7 +73,7 @@ class WorkerCounters:
     """The latest values one worker reported."""
 
     __slots__ = ("counters", "connections", "in_flight", "snapshot", "upstreams", "routes",
-                 "backends", "tracing")
+                 "backends", "tracing", "ratelimit_store")
 
     def __init__(self) -> None:
         self.counters = [0] * len(STAT_NAMES)
@@ -83,6 +84,7 @@ class WorkerCounters:
         self.routes: dict[str, list] = {}
         self.backends: dict[BackendKey, list] = {}
         self.tracing = [0] * len(TRACING_NAMES)
+        self.ratelimit_store: dict | None = None    # its RedisStore.status(), global limits on
 
 
 class Stats:
@@ -112,6 +114,7 @@ class Stats:
             w.backends[tuple(row[:3])] = row[3:]
         if report.get("tracing") is not None:
             w.tracing = report["tracing"]
+        w.ratelimit_store = report.get("ratelimit_store")
 
     def retire(self, worker_id: int) -> None:
         """A worker is gone: keep its counters, drop its gauges."""
@@ -198,6 +201,19 @@ class Stats:
             entry["failures"] = dict(zip(CAUSE_NAMES, v[BACKEND_FAILURES:BACKEND_RETRIES]))
             entry["retries"] = dict(zip(CAUSE_NAMES, v[BACKEND_RETRIES:BACKEND_LEN]))
             out[key] = entry
+        return out
+
+    def ratelimit_store(self) -> dict | None:
+        """The global limits' store as the live workers see it (None: no ``redis``): counters
+        summed, how many workers are connected, the last error one of them saw."""
+        seen = [w.ratelimit_store for w in self.workers.values() if w.ratelimit_store is not None]
+        if not seen:
+            return None
+        out = {"redis": seen[0]["redis"], "failure_mode": seen[0]["failure_mode"],
+               "workers_connected": sum(s["connected"] for s in seen), "workers": len(seen),
+               "error": next((s["error"] for s in seen if s["error"]), None)}
+        for name in COUNTER_NAMES:
+            out[name] = sum(s[name] for s in seen)
         return out
 
     def tracing(self) -> dict[str, int]:

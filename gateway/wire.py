@@ -29,10 +29,10 @@ import orjson
 
 from gateway.config import Config, RouteConfig
 
-SPEC_VERSION = 2                        # 2: tracing
+SPEC_VERSION = 3                        # 2: tracing; 3: routes' edge policy, redis
 # What a worker reads of a Config; the other fields keep their defaults in a worker.
 SPEC_FIELDS = ("listen", "tls", "workers", "access_log", "tracing", "timeouts", "limits", "http",
-               "services", "routes", "route_order", "listeners")
+               "services", "routes", "route_order", "listeners", "redis")
 MESSAGE_LIMIT = 256 * 1024 * 1024       # a full view of 100,000 endpoints is ~5 MiB
 _LENGTH = struct.Struct("!I")
 

@@ -41,6 +41,7 @@ from gateway.dataplane import DataPlane, PathPolicy, ProxyContext, TrustedProxie
 from gateway.listeners import PlainServer, bind_listeners
 from gateway.snapshot import Delta, Snapshot
 from gateway.tls import ServerTls
+from gateway.ratelimit_store import RedisStore
 from gateway.tracing import SpanExporter, apply_tracing
 from gateway.wire import MESSAGE_LIMIT, RouteKey, decode_routes, decode_spec, encode, read_message, route_changes
 
@@ -117,6 +118,7 @@ class Worker:
         self._gateway_changes = asyncio.Lock()         # one config's sockets at a time
         self._maintenance: asyncio.TimerHandle | None = None
         self.tracing: SpanExporter | None = None       # tracing on: its exporter thread
+        self.ratelimit_store: RedisStore | None = None  # global rate limits: this worker's Redis connection
 
     def build(self) -> None:
         """Everything but the listener (the control plane of a multi-worker gateway stops here)."""
@@ -133,6 +135,7 @@ class Worker:
         self.tracing = apply_tracing(self.ctx, None, cfg.tracing)
         self._apply_settings(cfg)
         self.dataplane = DataPlane(self.ctx, self.buckets)
+        self._apply_store(cfg, None)
         self.dataplane.apply_config(cfg)
 
     async def listen(self, sock: socket.socket | None = None) -> None:
@@ -191,6 +194,7 @@ class Worker:
             return
         self.config = config
         self._apply_settings(config)
+        self._apply_store(config, old)
         self.dataplane.apply_config(config)
         if config.tracing != old.tracing:
             self.tracing = apply_tracing(self.ctx, self.tracing, config.tracing)
@@ -310,6 +314,8 @@ class Worker:
             self.access_log.close()
         if self.tracing is not None:
             self.tracing.close()            # what is queued goes out (bounded by its timeout)
+        if self.ratelimit_store is not None:
+            self.ratelimit_store.close()
         if self.reactor is not None:
             self.reactor.close()
 
@@ -384,7 +390,18 @@ class Worker:
         return {"counters": ctx.counter_list(), "connections": ctx.active_connections(),
                 "in_flight": ctx.requests_in_flight, "snapshot": self.dataplane.snapshot_version,
                 "upstreams": upstreams, "routes": routes, "backends": backends,
-                "tracing": self.tracing.counters() if self.tracing is not None else None}
+                "tracing": self.tracing.counters() if self.tracing is not None else None,
+                "ratelimit_store": self.ratelimit_store.status() if self.ratelimit_store is not None else None}
+
+    def _apply_store(self, config: Config, old: Config | None) -> None:
+        """The global limits' Redis connection: opened, replaced or closed with ``redis``."""
+        if old is not None and config.redis == old.redis:
+            return
+        if self.ratelimit_store is not None:
+            self.ratelimit_store.close()
+        self.ratelimit_store = (RedisStore(asyncio.get_running_loop(), config.redis)
+                                if config.redis is not None else None)
+        self.dataplane.ratelimit_store = self.ratelimit_store
 
 
 _SO_ATTACH_FILTER = 26

@@ -27,6 +27,8 @@ command -v nghttp >/dev/null || apt_missing+=(nghttp2-client)
 # nft and ip: the failover tests and bench/failover.py blackhole a zone in a network namespace
 command -v nft >/dev/null || apt_missing+=(nftables)
 command -v ip >/dev/null || apt_missing+=(iproute2)
+# redis-server: the global rate limit's store; the tests start their own on a free port
+command -v redis-server >/dev/null || apt_missing+=(redis-server)
 for extra in ${GATEWAY_APT_EXTRA:-}; do apt_missing+=("$extra"); done
 if ((${#apt_missing[@]})); then
     echo "setup: installing OS packages: ${apt_missing[*]}"

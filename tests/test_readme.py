@@ -103,7 +103,7 @@ def test_the_edge_policy_example_loads(tmp_path):
     import bcrypt
     from gateway.config import parse_route
     from support import Pki
-    (example,) = blocks("## Edge policy", "yaml")
+    example, global_example = blocks("## Edge policy", "yaml")
     pki = Pki(tmp_path / "pki")
     files = {"htpasswd": "alice:" + bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode() + "\n"
                          "bob:{SHA}" + base64.b64encode(hashlib.sha1(b"pw").digest()).decode() + "\n",
@@ -115,6 +115,11 @@ def test_the_edge_policy_example_loads(tmp_path):
     assert [r.auth.jwt.jwks_url for r in parsed if r.auth.jwt] == ["https://idp.example.com/.well-known/jwks.json"]
     assert parsed[0].rate_limit.key == "header:x-user" and parsed[0].ip_filter.deny == ("10.9.0.0/16",)
     assert parsed[1].auth.required is False and [u for u, _ in parsed[1].auth.basic.users] == ["alice", "bob"]
+    from gateway.config import parse_config
+    doc = yaml.safe_load(global_example)
+    doc["services"] = [{"name": "search", "port": 80}]
+    config = parse_config(doc)
+    assert config.redis.address == ("127.0.0.1", 6379) and config.routes[0].rate_limit.scope == "global"
 
 
 def test_running_it_yourself_and_the_console_commands(tmp_path):

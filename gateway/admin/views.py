@@ -114,6 +114,8 @@ def status(gw) -> dict:
         "stats": stats.counters(),
         # Routes from Kubernetes, and which replica writes their status (leader election).
         "gateway_api": gw.gatewayapi.status() if gw.gatewayapi is not None else None,
+        # Global rate limits' Redis, as the workers see it (None: no redis section).
+        "ratelimit_store": stats.ratelimit_store(),
     }
 
 
@@ -733,6 +735,20 @@ def metric_families(gw) -> list[Family]:
         family("gateway_tracing_export_failures_total", "counter",
                "Export requests that failed (collector down, slow or refusing).").samples.append(
             ("", {}, tr["export_failures"]))
+
+    # Global rate limits' store (per worker connection, summed).
+    store = totals.ratelimit_store()
+    if store is not None:
+        family("gateway_ratelimit_store_connected_workers", "gauge",
+               "Workers whose connection to the global limits' Redis is up.").samples.append(
+            ("", {"failure_mode": store["failure_mode"]}, store["workers_connected"]))
+        family("gateway_ratelimit_store_checks_total", "counter",
+               "Requests under a global limit asked of Redis.").samples.append(("", {}, store["checks"]))
+        failed = family("gateway_ratelimit_store_failures_total", "counter",
+                        "Global-limit checks Redis did not answer, by what the failure mode did "
+                        "(open: let through, closed: answered 503).")
+        failed.samples.append(("", {"action": "let_through"}, store["failed_open"]))
+        failed.samples.append(("", {"action": "refused"}, store["failed_closed"]))
 
     # Endpoint health.
     serving = family("gateway_endpoint_serving", "gauge",

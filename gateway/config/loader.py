@@ -70,7 +70,7 @@ from gateway.config.model import (Address, AccessLogConfig, TracingConfig, Timeo
                                   OutlierConfig, HashCookie, LbConfig, SlowStart,
                                   CircuitBreakers, Capacity, ServiceConfig, HeaderMatch, QueryMatch, RouteMatch,
                                   WeightedBackend, RetryPolicy, HeaderFilter, Redirect, MirrorConfig,
-                                  BackendFilters, CorsPolicy, IpFilterPolicy, RateLimitPolicy, AuthPolicy, RouteConfig,
+                                  BackendFilters, CorsPolicy, IpFilterPolicy, RateLimitPolicy, RedisConfig, AuthPolicy, RouteConfig,
                                   LeaderElection, GatewayApiConfig,
                                   MultiClusterConfig, Config,
                                   DEFAULT_NAMESPACE, DEFAULT_SOURCE_WEIGHT, PROTOCOLS, LB_POLICIES,
@@ -106,7 +106,7 @@ def parse_config(data: object, path: str | None = None) -> Config:
     _keys(data, "", errs, _TOP_KEYS)
     top = _kwargs(data, "", errs, {"listen": _address, "tls": _tls_listener, "workers": _workers,
                                    "access_log": _access_log, "route_order": _route_order,
-                                   "tracing": _tracing,
+                                   "tracing": _tracing, "redis": partial(section, RedisConfig),
                                    "multicluster": _multicluster,
                                    "timeouts": _timeouts, "limits": _limits, "http": _http})
     if "admin" in data:  # absent: the default address; null or off: no admin API
@@ -123,6 +123,9 @@ def parse_config(data: object, path: str | None = None) -> Config:
     service_keys = {s.key for _, s in services}
 
     routes = _parse_each(data.get("routes"), "routes", errs, partial(_route, services=service_keys))
+    for p, r in routes:
+        if r.rate_limit is not None and r.rate_limit.scope == "global" and data.get("redis") is None:
+            _err(errs, f"{p}.rate_limit.scope", 'a global limit needs the top-level "redis" section')
     _unique(((f"{p}.name", r.name) for p, r in routes), "route name", errs)
     if data.get("gateway_api") is not None:
         kubernetes_sources = [s.name for _, s in sources if s.type == "kubernetes"]
@@ -199,7 +202,7 @@ def _address(value: Any, path: str, errs: _Errors) -> Address | None:
 
 _TOP_KEYS = ("listen", "tls", "workers", "admin", "access_log", "timeouts", "limits", "http",
              "sources", "services", "routes", "route_order", "gateway_api", "multicluster",
-             "tracing")
+             "tracing", "redis")
 _KUBERNETES_KEYS = ("kubeconfig", "context", "in_cluster", "namespaces")
 _SOURCE_KEYS = ("name", "type", "weight", "priority", "drained", "services", *_KUBERNETES_KEYS)
 _ROUTE_KEYS = ("name", "match", "service", "backends", "rewrite", "timeout", "retries",

@@ -12,7 +12,7 @@ from typing import Any, Callable
 from gateway.config import credentials
 from gateway.config.validate import (_bool, _duration, _list, _str_list, _number, _positive_size, _share, _size, _str, absolute_path,
                                      between, cors_origins, cors_tokens, log_path, networks, object_name, one_of,
-                                     otlp_endpoint, rate_limit_key, header_name, https_url, section, some_text, status_ranges,
+                                     otlp_endpoint, rate_limit_key, header_name, host_port, https_url, section, some_text, status_ranges,
                                      statuses_5xx)
 
 __all__ = ["Address", "AccessLogConfig", "TracingConfig", "Timeouts", "Limits", "PathConfig", "TrustedProxies", "HttpConfig",
@@ -20,7 +20,7 @@ __all__ = ["Address", "AccessLogConfig", "TracingConfig", "Timeouts", "Limits", 
            "SourceConfig", "HealthCheckConfig", "SuccessRate", "OutlierConfig", "HashCookie", "LbConfig",
            "SlowStart", "CircuitBreakers", "Capacity", "ServiceConfig", "HeaderMatch", "QueryMatch", "RouteMatch",
            "WeightedBackend", "BackendFilters", "RetryPolicy", "HeaderFilter", "Redirect", "MirrorConfig",
-           "CorsPolicy", "RateLimitPolicy", "IpFilterPolicy", "BasicAuth", "ApiKeyAuth", "ClaimHeader",
+           "CorsPolicy", "RateLimitPolicy", "RedisConfig", "IpFilterPolicy", "BasicAuth", "ApiKeyAuth", "ClaimHeader",
            "JwtAuth", "AuthPolicy", "RouteConfig",
            "GatewayListener", "LeaderElection", "GatewayApiConfig", "MultiClusterConfig", "Config",
            "DEFAULT_NAMESPACE", "DEFAULT_SOURCE_WEIGHT", "PROTOCOLS", "LB_POLICIES", "RETRY_5XX",
@@ -501,10 +501,24 @@ class RateLimitPolicy:
     # "none": one bucket for the route; "client": per client address (after trusted_proxies);
     # "path"; "header:<name>" (a missing header is one more key)
     key: str = setting("none", rate_limit_key)
+    # "replica": this replica's workers share the buckets; "global": every replica shares
+    # them, in Redis (the top-level ``redis`` section)
+    scope: str = setting("replica", one_of("replica", "global"))
 
     @property
     def bucket(self) -> int:
         return self.burst or self.requests
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConfig:
+    """Where global rate limits keep their buckets (gateway.ratelimit_store): one Redis that
+    every replica reaches; each worker keeps one pipelined connection to it."""
+    address: tuple[str, int] = setting(parse=host_port)   # "host:port" in the file
+    timeout: float = setting(0.1, _duration)        # an answer later than this: failure_mode decides
+    # "open": a request goes through when Redis cannot answer; "closed": 503
+    failure_mode: str = setting("open", one_of("open", "closed"))
+    key_prefix: str = setting("gateway:rl:", _str)
 
 
 @dataclass(frozen=True, slots=True)
@@ -673,6 +687,7 @@ class Config:
     admin_options: AdminOptions = field(default_factory=AdminOptions)
     access_log: AccessLogConfig = field(default_factory=AccessLogConfig)
     tracing: TracingConfig | None = None    # None: off
+    redis: RedisConfig | None = None        # the global rate limits' store; None: none
     timeouts: Timeouts = field(default_factory=Timeouts)
     limits: Limits = field(default_factory=Limits)
     http: HttpConfig = field(default_factory=HttpConfig)

@@ -413,6 +413,17 @@ def https_url(value: Any, path: str, errs: _Errors) -> str | None:
     return text
 
 
+def host_port(value: Any, path: str, errs: _Errors) -> tuple[str, int] | None:
+    """A server to connect to: "host:port" ("[::1]:6379" for IPv6) -> (host, port)."""
+    m = re.fullmatch(r"\[(?P<v6>[0-9a-fA-F:.]+)\]:(?P<p1>\d{1,5})|(?P<host>[A-Za-z0-9.-]+):(?P<p2>\d{1,5})",
+                     value) if isinstance(value, str) else None
+    port = int(m.group("p1") or m.group("p2")) if m else 0
+    if not m or not 1 <= port <= 65535:
+        _err(errs, path, f'expected "host:port", got {_show(value)}')
+        return None
+    return (m.group("v6") or m.group("host")).lower(), port
+
+
 _RATE_KEY = re.compile(r"none|client|path|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
