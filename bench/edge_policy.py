@@ -1,7 +1,8 @@
 """What edge policy costs: the gateway's CPU per request with no policy, a per-replica rate
-limit (keyed by client, never reached), a cached JWT (RS256, the same token every request)
-and an API key, side by side in one run (issue #27's budget: a rate limit <= +3%, a cached
-JWT <= +5%).
+limit (keyed by client, never reached), a global one (in Redis: one round trip per request,
+its latency shows in p50/p99), a cached JWT (RS256, the same token every request) and an API
+key, side by side in one run (issue #27's budget: a rate limit <= +3%, a cached JWT <= +5%).
+Redis (Debian's redis-server) runs on the load CPU, beside wrk and the backends.
 
 Same layout and measurement as bench/tracing.py (bench/run.py's machinery): nginx backends
 and wrk on CPU 1, each gateway (``workers: 1``, access log to a file) pinned to CPU 0; CPU
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import statistics
 import sys
 import time
@@ -33,8 +35,8 @@ import run as base  # noqa: E402  (bench/run.py: processes, wrk, CPU accounting)
 API_KEY = "bench-key-0123456789abcdef"
 
 
-def variants(tmp: Path) -> dict[str, tuple[str, tuple[str, ...]]]:
-    """name -> (the route's policy lines, the headers wrk sends)."""
+def variants(tmp: Path, redis_port: int) -> dict[str, tuple[str, tuple[str, ...], str]]:
+    """name -> (the route's policy lines, the headers wrk sends, top-level lines)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
     (tmp / "jwks.json").write_text(json.dumps({"keys": [{**public, "kid": "k1", "alg": "RS256"}]}))
@@ -42,12 +44,27 @@ def variants(tmp: Path) -> dict[str, tuple[str, tuple[str, ...]]]:
     token = jwt.encode({"sub": "bench", "aud": "bench", "exp": time.time() + 3600}, key, algorithm="RS256",
                        headers={"kid": "k1"})
     return {
-        "none": ("", ()),
-        "rate-limit": ("    rate_limit: {requests: 1000000000, per: 1s, key: client}\n", ()),
+        "none": ("", (), ""),
+        "rate-limit": ("    rate_limit: {requests: 1000000000, per: 1s, key: client}\n", (), ""),
+        "global": ("    rate_limit: {requests: 1000000000, per: 1s, key: client, scope: global}\n", (),
+                   f"redis: {{address: 127.0.0.1:{redis_port}}}\n"),
         "jwt": (f"    auth: {{jwt: {{jwks_file: {tmp}/jwks.json, audiences: [bench],"
-                f" claims_to_headers: [{{claim: sub, header: x-user}}]}}}}\n", (f"Authorization: Bearer {token}",)),
-        "api-key": (f"    auth: {{api_key: {{keys_file: {tmp}/keys}}}}\n", (f"X-Api-Key: {API_KEY}",)),
+                f" claims_to_headers: [{{claim: sub, header: x-user}}]}}}}\n", (f"Authorization: Bearer {token}",), ""),
+        "api-key": (f"    auth: {{api_key: {{keys_file: {tmp}/keys}}}}\n", (f"X-Api-Key: {API_KEY}",), ""),
     }
+
+
+def wait_listening(proc: base.Proc, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise base.BenchError(f"{proc.name} exited:\n{proc.log_tail()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise base.BenchError(f"{proc.name} not listening on {port} within {timeout:g}s")
 
 
 def main(argv=None) -> int:
@@ -70,12 +87,17 @@ def main(argv=None) -> int:
     runs: list[dict] = []
     try:
         bench.start_backend()
-        policies = variants(bench.tmp)
+        redis_port = base.free_port("127.0.0.1")
+        redis = bench.spawn("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no", "--dir", str(bench.tmp)], base.LOAD_CPU)
+        wait_listening(redis, redis_port)
+        policies = variants(bench.tmp, redis_port)
         targets: dict[str, base.Target] = {}
-        for name, (lines, _) in policies.items():
+        for name, (lines, _, top) in policies.items():
             label = f"gw-policy-{name}"
             port = base.free_port("127.0.0.1")
-            conf = base.gateway_conf(bench.tmp, label, port, bench.backend_port, access_log=True, workers=1)
+            conf = base.gateway_conf(bench.tmp, label, port, bench.backend_port, access_log=True, workers=1,
+                                     extra=top)
             conf = conf.replace("    service: default/backend\n", "    service: default/backend\n" + lines)
             path = bench.tmp / f"{label}.yaml"
             path.write_text(conf)

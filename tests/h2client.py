@@ -34,8 +34,10 @@ class StreamAnswer:
 
 class H2Client:
     def __init__(self, host: str, port: int, tls: ssl.SSLContext | None = None,
-                 server_name: str | None = None, timeout: float = 10.0, auto_ack: bool = True) -> None:
-        raw = socket.create_connection((host, port), timeout=timeout)
+                 server_name: str | None = None, timeout: float = 10.0, auto_ack: bool = True,
+                 source: str | None = None) -> None:
+        raw = socket.create_connection((host, port), timeout=timeout,
+                                       source_address=(source, 0) if source is not None else None)
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if tls is not None:
             tls.set_alpn_protocols(["h2"])

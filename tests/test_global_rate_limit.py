@@ -18,6 +18,7 @@ import pytest
 
 from support import free_port, start_backend, start_with_admin, static_source, stop_process, wait_listening, wait_until
 from gateway.config import ConfigError, parse_config
+from h2client import H2Client
 
 pytestmark = [pytest.mark.timeout(120),
               pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server (scripts/setup.sh)")]
@@ -109,6 +110,17 @@ def test_a_client_key_is_one_bucket_across_replicas(replicas):
             with g.client(source=source) as c:
                 statuses.append(c.request("GET", "/per-client").status)
         assert statuses == [200, 200, 200, 429, 429], (source, statuses)
+
+
+def test_http2_streams_wait_for_the_store_together(replicas):
+    """Several streams of one HTTP/2 connection under a global limit, in flight at once:
+    each waits for its own answer, and the connection goes on serving."""
+    g, _ = replicas[0]
+    with H2Client(g.host, g.port, source="127.0.0.10") as c:
+        sids = [c.request("GET", f"/per-client/h2-{i}") for i in range(5)]
+        answers = c.wait(*sids)
+        assert sorted(a.status for a in answers) == [200, 200, 200, 429, 429]
+        assert c.get("/elsewhere").status == 200
 
 
 def test_redis_outage_follows_the_failure_mode_and_shows(tmp_path, replicas, redis):
