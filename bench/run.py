@@ -381,6 +381,23 @@ routes:
 """
 
 
+def variant_args(description: str, argv=None) -> argparse.Namespace:
+    """The options of the benches that compare variants of the gateway side by side
+    (bench/tracing.py, bench/edge_policy.py)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="3 s runs, 1 repetition")
+    ap.add_argument("--cases", default="c50-small", help=f"of {', '.join(CASES)}")
+    ap.add_argument("--json", help="write every run and the summary here")
+    ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--keep-tmp", action="store_true")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.duration, args.repeat = 3.0, 1
+    return args
+
+
 # --------------------------------------------------------------------------- targets
 
 @dataclass

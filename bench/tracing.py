@@ -117,17 +117,7 @@ def _settled(admin_port: int, timeout: float = 10.0) -> dict[str, float]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
-    ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--quick", action="store_true", help="3 s runs, 1 repetition")
-    ap.add_argument("--cases", default="c50-small", help=f"of {', '.join(base.CASES)}")
-    ap.add_argument("--json", help="write every run and the summary here")
-    ap.add_argument("--no-build", action="store_true")
-    ap.add_argument("--keep-tmp", action="store_true")
-    args = ap.parse_args(argv)
-    if args.quick:
-        args.duration, args.repeat = 3.0, 1
+    args = base.variant_args(__doc__.split("\n\n")[0], argv)
     cases = [base.CASES[c] for c in args.cases.split(",")]
     base.check_tools()
     os.sched_setaffinity(0, {int(base.LOAD_CPU)})     # the sink's threads: off the gateways' CPU
