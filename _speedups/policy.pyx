@@ -150,7 +150,9 @@ cdef class Denial:
 
 
 cdef class RateLimit:
-    """A token bucket per key (or one for the route): ``requests`` per ``seconds``, up to ``burst``."""
+    """A token bucket per key (or one for the route): ``requests`` per ``seconds``, up to
+    ``burst``; in the replica's SharedBuckets, or with ``store`` (gateway.ratelimit_store)
+    in Redis, for every replica."""
 
     def __init__(self, SharedBuckets buckets, str name, int requests, double seconds, int burst,
                  str key="none", object store=None):
