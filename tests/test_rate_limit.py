@@ -157,3 +157,28 @@ def test_a_bad_policy_names_its_key(section, error):
     with pytest.raises(ConfigError) as e:
         parse_route({"name": "r", "service": "web", **section})
     assert error in str(e.value), str(e.value)
+
+
+def test_processes_racing_for_one_bucket_take_exactly_its_burst():
+    """Two processes take from one shared bucket at once, as fast as they can: together they
+    get exactly the burst (every take is one compare-and-swap on the shared word)."""
+    import subprocess
+    import sys
+    from _speedups.policy import SharedBuckets
+    buckets = SharedBuckets(slots=1024)
+    script = (
+        "import sys\n"
+        "from _speedups.http import find_head_end, parse_request\n"
+        "from _speedups.policy import RateLimit, SharedBuckets\n"
+        "data = b'GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n'\n"
+        "head = parse_request(data, find_head_end(data, 0), 100)\n"
+        "limit = RateLimit(SharedBuckets(int(sys.argv[1]), 1024), 'race', 20000, 86400.0, 20000)\n"
+        "sys.stdin.readline()\n"                    # start together
+        "print(sum(limit(head, b'') is None for _ in range(30000)))\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(buckets.fd)], pass_fds=[buckets.fd],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    allowed = [int(p.communicate(timeout=60)[0]) for p in procs]
+    assert sum(allowed) == 20000 and min(allowed) > 0, allowed
