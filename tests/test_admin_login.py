@@ -268,7 +268,7 @@ def test_a_session_expires(backend_a, tmp_path):
 
 
 def test_over_https_the_cookie_is_secure(backend_a, tmp_path):
-    from test_tls import Pki
+    from support import Pki
     pki = Pki(tmp_path / "pki")
     pair = pki.leaf("admin.test")
     port = free_port()

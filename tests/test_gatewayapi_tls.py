@@ -15,7 +15,8 @@ from kubernetes import client, config
 from support import GatewayProcess, free_port
 from gateway.devcluster.apiserver import ApiServerProcess
 from test_gatewayapi import CONTROLLER, GW, add_backend_service, kube_source, wait_for
-from test_tls import Pki, TlsClient, client_context, handshake
+from support import Pki
+from test_tls import TlsClient, client_context, handshake
 
 pytestmark = pytest.mark.timeout(90)
 

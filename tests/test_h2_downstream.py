@@ -19,7 +19,8 @@ import pytest
 from support import (GatewayProcess, TinyServer, free_port, pattern_bytes, read_request_head,
                          static_source, two_cluster_pods)
 from h2client import H2Client
-from test_tls import Pki, client_context
+from support import Pki
+from test_tls import client_context
 
 pytestmark = pytest.mark.timeout(90)
 

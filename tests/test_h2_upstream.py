@@ -258,7 +258,8 @@ def test_workers_2(tmp_path):
 def test_h2_over_tls(tmp_path):
     """protocol: h2 is TLS with ALPN h2; a server that does not pick h2 cannot be spoken to
     (503, as a failed connect), and is not sent garbage."""
-    from test_tls import HttpsUpstream, Pki
+    from support import Pki
+    from test_tls import HttpsUpstream
     pki = Pki(tmp_path / "pki")
     leaf = pki.leaf("h2.test")
     backend = H2BackendProcess("127.0.0.1", 0, "a", "tls-0", cert=str(leaf.cert),

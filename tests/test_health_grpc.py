@@ -19,7 +19,7 @@ health_pb2_grpc = pytest.importorskip("grpc_health.v1.health_pb2_grpc")
 
 from support import free_port, start_with_admin, static_source  # noqa: E402
 from test_health_tls import endpoint  # noqa: E402
-from test_tls import Pki  # noqa: E402
+from support import Pki  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
 
