@@ -193,6 +193,15 @@ cdef class MessageHead:
         self._fields = fields
         self.field_lines = None
 
+    cdef void append_fields(self, list fields):
+        """Fields added at the end ([(lower name, name, value)]); while the fields are still
+        forwarded as ``field_lines``, as lines added to those (nothing split)."""
+        if self.field_lines is not None:
+            self.field_lines += b"".join([f[1] + b": " + f[2] + b"\r\n" for f in fields])
+            self._fields = None         # a peeked list is stale now
+        else:
+            self._fields = self._fields + fields
+
     @property
     def headers(self):
         """[(lower-case name, name, value)], hop-by-hop fields removed; may be changed."""

@@ -50,3 +50,4 @@ cdef class RoutePolicy:
     cdef readonly RateLimit rate_limit
     cdef Denial ip_denial
     cdef Denial check(self, RequestHead head, bytes client)
+    cdef bint client_sent_owned(self, RequestHead head)

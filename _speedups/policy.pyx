@@ -248,13 +248,20 @@ cdef class RoutePolicy:
             verdict = self.auth.authenticate(head)
             if isinstance(verdict, Denial):
                 return <Denial>verdict
-            if self.auth_owned:
+            if self.auth_owned and self.client_sent_owned(head):
                 head.set_fields([f for f in head.fields() if f[0] not in self.auth_owned] + verdict)
             elif verdict:
-                head.set_fields(head.fields() + verdict)
+                head.append_fields(verdict)     # the common case: the raw field lines stay
         if self.rate_limit is not None and self.rate_limit.store is None:
             return self.rate_limit.take(head, client)
         return None             # a global limit: the exchange asks the store (RateLimit.ask)
+
+    cdef bint client_sent_owned(self, RequestHead head):
+        """Did the request come with a field authentication sets (then dropped first)?"""
+        for name in self.auth_owned:
+            if head.header(name) is not None:
+                return True
+        return False
 
     def __call__(self, RequestHead head, bytes client=b""):
         return self.check(head, client)

@@ -48,9 +48,12 @@ def variants(tmp: Path, redis_port: int) -> dict[str, tuple[str, tuple[str, ...]
         "rate-limit": ("    rate_limit: {requests: 1000000000, per: 1s, key: client}\n", (), ""),
         "global": ("    rate_limit: {requests: 1000000000, per: 1s, key: client, scope: global}\n", (),
                    f"redis: {{address: 127.0.0.1:{redis_port}}}\n"),
-        "jwt": (f"    auth: {{jwt: {{jwks_file: {tmp}/jwks.json, audiences: [bench],"
+        # required: false only so that the readiness probe (no credentials) passes; wrk's
+        # requests carry them, and present credentials are verified the same either way.
+        "jwt": (f"    auth: {{required: false, jwt: {{jwks_file: {tmp}/jwks.json, audiences: [bench],"
                 f" claims_to_headers: [{{claim: sub, header: x-user}}]}}}}\n", (f"Authorization: Bearer {token}",), ""),
-        "api-key": (f"    auth: {{api_key: {{keys_file: {tmp}/keys}}}}\n", (f"X-Api-Key: {API_KEY}",), ""),
+        "api-key": (f"    auth: {{required: false, api_key: {{keys_file: {tmp}/keys}}}}\n", (f"X-Api-Key: {API_KEY}",),
+                    ""),
     }
 
 

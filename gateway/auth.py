@@ -246,24 +246,26 @@ class JwtAuthenticator(_Authenticator):
 
     def authenticate(self, head) -> list | Denial:
         value = head.header(b"authorization")
-        if value is None or value[:7].lower() != b"bearer ":
+        if value is None:
             return self.missing()
-        token = value[7:].strip()
         if self.version != self.keys.version:       # new keys: what they verified may differ now
             self.cache.clear()
             self.version = self.keys.version
-        hit = self.cache.get(token)
+        hit = self.cache.get(value)                 # by the whole field: a repeat is one lookup
         if hit is not None:
             expires, verdict = hit
             if expires is None or time.time() <= expires + self.skew:
                 return verdict
-        return self._verify(token)
+        if value[:7].lower() != b"bearer ":
+            return self.missing()
+        return self._verify(value, value[7:].strip())
 
-    def _verify(self, token: bytes) -> list | Denial:
+    def _verify(self, value: bytes, token: bytes) -> list | Denial:
+        """``token`` checked; the verdict is remembered under the field's ``value``."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.DecodeError:
-            return self.remember(token, (None, self._invalid("malformed token")))[1]
+            return self.remember(value, (None, self._invalid("malformed token")))[1]
         alg = header.get("alg")
         keys = self.keys.find(header.get("kid"), alg) if alg in JWT_ALGORITHMS else []
         if not keys:
@@ -275,17 +277,17 @@ class JwtAuthenticator(_Authenticator):
             claims = self._decode(token, keys, alg)
         except (jwt.InvalidAudienceError, jwt.InvalidIssuerError) as exc:
             why = "wrong audience" if isinstance(exc, jwt.InvalidAudienceError) else "wrong issuer"
-            return self.remember(token, (None, self.deny(403, why)))[1]
+            return self.remember(value, (None, self.deny(403, why)))[1]
         except jwt.PyJWTError as exc:
             why = next((text for cls, text in _REASONS if isinstance(exc, cls)), "invalid token")
             denial = self._invalid(why)
             if not isinstance(exc, (jwt.ExpiredSignatureError, jwt.ImmatureSignatureError)):
-                self.remember(token, (None, denial))    # time will not make it valid
+                self.remember(value, (None, denial))    # time will not make it valid
             return denial
         fields = [(header_name, header_name, str(claims[claim]).encode())
                   for claim, header_name in self.claims if claim in claims]
         expires = claims.get("exp") if isinstance(claims.get("exp"), (int, float)) else None
-        return self.remember(token, (expires, fields))[1]
+        return self.remember(value, (expires, fields))[1]
 
     def _decode(self, token: bytes, keys: list, alg: str) -> dict:
         error: jwt.PyJWTError | None = None

@@ -172,13 +172,16 @@ def test_processes_racing_for_one_bucket_take_exactly_its_burst():
         "from _speedups.policy import RateLimit, SharedBuckets\n"
         "data = b'GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n'\n"
         "head = parse_request(data, find_head_end(data, 0), 100)\n"
-        "limit = RateLimit(SharedBuckets(int(sys.argv[1]), 1024), 'race', 20000, 86400.0, 20000)\n"
+        "limit = RateLimit(SharedBuckets(int(sys.argv[1]), 1024), 'race', 200000, 86400.0, 200000)\n"
+        "print('ready', flush=True)\n"
         "sys.stdin.readline()\n"                    # start together
-        "print(sum(limit(head, b'') is None for _ in range(30000)))\n")
+        "print(sum(limit(head, b'') is None for _ in range(300000)))\n")
     procs = [subprocess.Popen([sys.executable, "-c", script, str(buckets.fd)], pass_fds=[buckets.fd],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in procs:
+        assert p.stdout.readline() == "ready\n"
     for p in procs:
         p.stdin.write("go\n")
         p.stdin.flush()
     allowed = [int(p.communicate(timeout=60)[0]) for p in procs]
-    assert sum(allowed) == 20000 and min(allowed) > 0, allowed
+    assert sum(allowed) == 200000 and min(allowed) > 0, allowed
