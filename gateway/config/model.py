@@ -10,10 +10,10 @@ from dataclasses import MISSING, dataclass, field
 from typing import Any, Callable
 
 from gateway.config import credentials
-from gateway.config.validate import (_bool, _duration, _list, _str_list, _number, _positive_size, _share, _size, _str, absolute_path,
-                                     between, cors_origins, cors_tokens, log_path, networks, object_name, one_of,
-                                     otlp_endpoint, rate_limit_key, header_name, host_port, https_url, section, some_text, status_ranges,
-                                     statuses_5xx)
+from gateway.config.validate import (_bool, _duration, _list_of, _number, _positive_size, _share, _size, _str,
+                                     _str_list, absolute_path, between, cors_origins, cors_tokens, header_name,
+                                     host_port, https_url, log_path, networks, object_name, one_of, otlp_endpoint,
+                                     rate_limit_key, section, some_text, status_ranges, statuses_5xx)
 
 __all__ = ["Address", "AccessLogConfig", "TracingConfig", "Timeouts", "Limits", "PathConfig", "TrustedProxies", "HttpConfig",
            "Certificate", "TlsListener", "UpstreamTls", "AdminOptions", "StaticEndpoint", "StaticService",
@@ -494,7 +494,7 @@ MAX_RATE_WINDOW = 86_400.0     # seconds a bucket takes to fill (_speedups/polic
 class RateLimitPolicy:
     """A route's rate limit (``routes[].rate_limit``): a token bucket of ``burst`` requests
     refilled at ``requests`` per ``per``, one per value of ``key``, shared by the replica's
-    workers (gateway docs: "Edge policy").  Over it: 429 with Retry-After."""
+    workers (README: "Edge policy").  Over it: 429 with Retry-After."""
     requests: int = setting(parse=between(1, 1_000_000_000))
     per: float = setting(1.0, _duration)
     burst: int = setting(0, between(0, 1_000_000_000))     # 0: ``requests``
@@ -563,8 +563,7 @@ class JwtAuth:
     issuer: str | None = setting(None, _str)
     audiences: tuple[str, ...] = setting((), lambda v, p, e: tuple(s for _, s in _str_list(v, p, e)))
     clock_skew: float = setting(30.0, _duration_or_zero)
-    claims_to_headers: tuple[ClaimHeader, ...] = setting((), lambda v, p, e: tuple(
-        c for i, item in enumerate(_list(v, p, e)) if (c := section(ClaimHeader, item[1], item[0], e))))
+    claims_to_headers: tuple[ClaimHeader, ...] = setting((), _list_of(lambda v, p, e: section(ClaimHeader, v, p, e)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -614,7 +613,6 @@ class RouteConfig:
         return bool(self.request_headers or self.response_headers or self.redirect or self.mirrors
                     or self.cors or self.has_policy or self.rewrite_host or self.rewrite_full_path is not None
                     or self.direct_status is not None)
-
 
     @property
     def has_policy(self) -> bool:
