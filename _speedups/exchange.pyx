@@ -450,8 +450,14 @@ cdef class Exchange(UpstreamOwner):
         return self.answer_by_route_filters(filters, head)
 
     cdef void deny(self, Denial denial):
+        """The edge policy's answer; with the route's CORS fields for an allowed Origin, so
+        that a browser's script can read why (a 401's challenge, a 429's Retry-After)."""
+        cdef bytes fields = denial.fields
         self.route.traffic.deny(denial.kind)
-        self.respond_error(denial.status, denial.reason, None, denial.fields)
+        if self.cors_fields is not None:
+            cors = b"\r\n".join([f[1] + b": " + f[2] for f in self.cors_fields])
+            fields = cors if fields is None else fields + b"\r\n" + cors
+        self.respond_error(denial.status, denial.reason, None, fields)
 
     cdef void store_answered(self, int connect_id, object answer):
         """The global limit's answer: (allowed, left or wait microseconds), or None when the
