@@ -30,7 +30,7 @@ from _speedups.http cimport (
 from _speedups.router cimport Router
 from _speedups.filters cimport rewrite_target
 from _speedups.path cimport NORM_OK, NORM_REDIRECT, PATH_FORWARD_ORIGINAL, outcome_reason
-from _speedups.policy cimport RateLimit
+from _speedups.policy cimport RateLimit, RoutePolicy
 from _speedups.stats cimport (
     CAUSE_BAD_RESPONSE, CAUSE_CONNECT_FAILED, CAUSE_CONNECT_TIMEOUT, CAUSE_EJECTED, CAUSE_RESET,
     CAUSE_STATUS, CAUSE_TIMEOUT, BackendStats, N_STATS, ST_CONNECT_FAILURES, ST_INTERNAL_ERRORS, ST_OVERFLOW_CONNECTIONS,
@@ -426,7 +426,6 @@ cdef class Exchange(UpstreamOwner):
         policy's denial, a redirect, or no valid backend)."""
         cdef bytes origin
         cdef Denial denial
-        cdef RateLimit limit
         cdef int connect_id
         if filters.cors is not None:
             origin = head.header(b"origin")
@@ -442,12 +441,45 @@ cdef class Exchange(UpstreamOwner):
             if denial is not None:
                 self.deny(denial)
                 return True
-            limit = filters.policy.rate_limit
-            if limit is not None and limit.store is not None:
+            if filters.policy.ext_authz is not None:
+                connect_id = self.connect_id
+                filters.policy.ext_authz.ask(head, self.client_ip,
+                                             lambda answer: self.authz_answered(connect_id, answer))
+                return True                 # routing goes on when the service answers
+            return self.answer_by_limit(filters, head)
+        return self.answer_by_route_filters(filters, head)
+
+    cdef bint answer_by_limit(self, RouteFilters filters, RequestHead head) except -1:
+        """The route's rate limit, once the request is authenticated: True when it answers
+        (429), or when the global store was asked (routing goes on in store_answered)."""
+        cdef Denial denial
+        cdef int connect_id
+        cdef RateLimit limit = filters.policy.rate_limit
+        if limit is not None:
+            if limit.store is not None:
                 connect_id = self.connect_id
                 limit.ask(head, self.client_ip, lambda answer: self.store_answered(connect_id, answer))
-                return True                 # routing goes on when the store answers
+                return True
+            denial = limit.take(head, self.client_ip)
+            if denial is not None:
+                self.deny(denial)
+                return True
         return self.answer_by_route_filters(filters, head)
+
+    cdef void authz_answered(self, int connect_id, object answer):
+        """The authorization service's answer (gateway.ext_authz): a Denial to pass on, or
+        the fields to set on the request before it goes on."""
+        cdef RoutePolicy policy
+        if connect_id != self.connect_id or self.state != X_ROUTING or self.downstream.closed:
+            return                          # the client left meanwhile
+        policy = self.route.filters.policy
+        verdict = policy.ext_authz.verdict(answer)
+        if isinstance(verdict, Denial):
+            self.deny(<Denial>verdict)
+            return
+        policy.identify(self.head, verdict, policy.ext_authz.owned)
+        if not self.answer_by_limit(self.route.filters, self.head):
+            self.dispatch()
 
     cdef void deny(self, Denial denial):
         """The edge policy's answer; with the route's CORS fields for an allowed Origin, so
@@ -457,7 +489,9 @@ cdef class Exchange(UpstreamOwner):
         if self.cors_fields is not None:
             cors = b"\r\n".join([f[1] + b": " + f[2] for f in self.cors_fields])
             fields = cors if fields is None else fields + b"\r\n" + cors
-        self.respond_error(denial.status, denial.reason, None, fields)
+        if denial.body is not None:
+            self.error = denial.reason      # logged; the client gets the body
+        self.respond_error(denial.status, denial.body if denial.body is not None else denial.reason, None, fields)
 
     cdef void store_answered(self, int connect_id, object answer):
         """The global limit's answer: (allowed, left or wait microseconds), or None when the

@@ -18,6 +18,7 @@ cdef class Denial:
     cdef readonly str reason
     cdef readonly bytes fields              # "Name: value" lines joined by CRLF, or None
     cdef readonly int kind                  # DENY_* (stats.pxd): the route's counter
+    cdef readonly str body                  # None: the reason is the body
 
 cdef class RateLimit:
     cdef SharedBuckets buckets
@@ -48,6 +49,8 @@ cdef class RoutePolicy:
     cdef readonly object auth
     cdef frozenset auth_owned               # the request fields authentication sets (lower names)
     cdef readonly RateLimit rate_limit
+    cdef readonly object ext_authz          # gateway.ext_authz.ExtAuthorizer; None: off
     cdef Denial ip_denial
     cdef Denial check(self, RequestHead head, bytes client)
-    cdef bint client_sent_owned(self, RequestHead head)
+    cdef void identify(self, RequestHead head, list fields, frozenset owned)
+    cdef bint client_sent(self, RequestHead head, frozenset owned)

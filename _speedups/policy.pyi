@@ -18,7 +18,9 @@ class Denial:
     reason: str
     fields: bytes | None
     kind: int
-    def __init__(self, status: int, reason: str, fields: bytes | None = None, kind: int = ...) -> None: ...
+    body: str | None
+    def __init__(self, status: int, reason: str, fields: bytes | None = None, kind: int = ...,
+                 body: str | None = None) -> None: ...
 
 @final
 class RateLimit:
@@ -38,6 +40,7 @@ class RoutePolicy:
     ip_filter: IpFilter | None
     auth: Any
     rate_limit: RateLimit | None
+    ext_authz: Any
     def __init__(self, route: str, ip_filter: IpFilter | None = None, auth: Any = None,
-                 rate_limit: RateLimit | None = None) -> None: ...
+                 rate_limit: RateLimit | None = None, ext_authz: Any = None) -> None: ...
     def __call__(self, head: Any, client: bytes = b"") -> Denial | None: ...

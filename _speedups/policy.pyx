@@ -140,13 +140,15 @@ cdef class SharedBuckets:
 
 
 cdef class Denial:
-    """The gateway's answer instead of the upstream's: status, reason (logged), fields."""
+    """The gateway's answer instead of the upstream's: status, reason (logged; the body too
+    unless ``body`` is given), fields."""
 
-    def __init__(self, int status, str reason, bytes fields=None, int kind=DENY_FORBIDDEN):
+    def __init__(self, int status, str reason, bytes fields=None, int kind=DENY_FORBIDDEN, str body=None):
         self.status = status
         self.reason = reason
         self.fields = fields
         self.kind = kind
+        self.body = body
 
 
 cdef class RateLimit:
@@ -229,12 +231,16 @@ cdef class IpFilter:
 cdef class RoutePolicy:
     """A route's edge policy, in the order it is checked: IP filter, authentication
     (gateway.auth: ``authenticate(head)`` returns a Denial, or the fields to set on the
-    request once those named in its ``owned`` are dropped), rate limit.  None parts are off.
-    A rate limit keyed by a header sees the fields authentication set (a JWT claim)."""
+    request once those named in its ``owned`` are dropped; or ``ext_authz``, which the
+    exchange asks and waits for), rate limit (the exchange's, after authentication: a
+    limit keyed by a header sees the fields authentication set, a JWT claim).  None parts
+    are off."""
 
-    def __init__(self, str route, IpFilter ip_filter=None, object auth=None, RateLimit rate_limit=None):
+    def __init__(self, str route, IpFilter ip_filter=None, object auth=None, RateLimit rate_limit=None,
+                 object ext_authz=None):
         self.ip_filter = ip_filter
         self.auth = auth
+        self.ext_authz = ext_authz
         self.auth_owned = auth.owned if auth is not None else frozenset()
         self.rate_limit = rate_limit
         self.ip_denial = Denial(403, f"forbidden: the client address is not allowed on route {route}",
@@ -248,20 +254,26 @@ cdef class RoutePolicy:
             verdict = self.auth.authenticate(head)
             if isinstance(verdict, Denial):
                 return <Denial>verdict
-            if self.auth_owned and self.client_sent_owned(head):
-                head.set_fields([f for f in head.fields() if f[0] not in self.auth_owned] + verdict)
-            elif verdict:
-                head.append_fields(verdict)     # the common case: the raw field lines stay
-        if self.rate_limit is not None and self.rate_limit.store is None:
-            return self.rate_limit.take(head, client)
-        return None             # a global limit: the exchange asks the store (RateLimit.ask)
+            self.identify(head, verdict, self.auth_owned)
+        return None
 
-    cdef bint client_sent_owned(self, RequestHead head):
-        """Did the request come with a field authentication sets (then dropped first)?"""
-        for name in self.auth_owned:
+    cdef void identify(self, RequestHead head, list fields, frozenset owned):
+        """Authentication's fields set on the request; a client's own copies dropped first."""
+        if owned and self.client_sent(head, owned):
+            head.set_fields([f for f in head.fields() if f[0] not in owned] + fields)
+        elif fields:
+            head.append_fields(fields)      # the common case: the raw field lines stay
+
+    cdef bint client_sent(self, RequestHead head, frozenset owned):
+        """Did the request come with a field authentication sets?"""
+        for name in owned:
             if head.header(name) is not None:
                 return True
         return False
 
     def __call__(self, RequestHead head, bytes client=b""):
-        return self.check(head, client)
+        """IP filter and authentication, then the replica's rate limit (for tests and benches)."""
+        denial = self.check(head, client)
+        if denial is None and self.rate_limit is not None:
+            return self.rate_limit.take(head, client)
+        return denial

@@ -14,7 +14,8 @@ import time
 from typing import NamedTuple
 
 from gateway.auth import JwksFetcher, JwksKeys, authenticator
-from gateway.config import Config, GatewayListener, HeaderFilter, JwtAuth, RouteConfig
+from gateway.config import Config, ExtAuthz, GatewayListener, HeaderFilter, JwtAuth, RouteConfig
+from gateway.ext_authz import ExtAuthorizer, ExtAuthzClient
 from gateway.mirror import Mirror
 from gateway.routing import precedence_key
 from gateway.snapshot import Delta, Endpoints, EndpointSpec, Snapshot, with_pairs
@@ -101,6 +102,7 @@ class DataPlane:
         self.ctx = ctx
         self.buckets = buckets                  # rate limits' (None: a data plane without them)
         self.jwks_fetchers: dict[tuple, JwksFetcher] = {}     # (url, CA file, refresh) -> its keys
+        self.authz_clients: dict[tuple, ExtAuthzClient] = {}  # (url, CA file) -> its connections
         self.ratelimit_store = None             # the worker's RedisStore (global limits), or None
         self.services: dict[str, Service] = {}
         # (TLS pool: "" or the service, cluster, ip, port) -> Upstream
@@ -178,13 +180,17 @@ class DataPlane:
         for key in fresh:                   # endpoints known before the service was routed
             if key in self.view:
                 self._set_members(key, self.view[key])
-        self._close_unused_fetchers(config.routes)
+        self._close_unused_clients(config.routes)
 
-    def _close_unused_fetchers(self, routes) -> None:
+    def _close_unused_clients(self, routes) -> None:
+        """JWKS fetchers and authorization services no route names any more."""
         used = {(j.jwks_url, j.jwks_ca_file, j.jwks_refresh) for rc in routes
                 if rc.auth is not None and (j := rc.auth.jwt) is not None and j.jwks_url is not None}
         for key in set(self.jwks_fetchers) - used:
             self.jwks_fetchers.pop(key).close()
+        used = {(a.url, a.ca_file) for rc in routes if rc.auth is not None and (a := rc.auth.ext_authz) is not None}
+        for key in set(self.authz_clients) - used:
+            self.authz_clients.pop(key).close()
 
     def apply_routes(self, upserts: list[RouteConfig], removed: list[RouteKey]) -> None:
         """Routes added, changed or removed, the rest of the config unchanged: only these
@@ -301,8 +307,20 @@ class DataPlane:
             r = rc.rate_limit
             store = self.ratelimit_store if r.scope == "global" else None
             rate_limit = RateLimit(self.buckets, rc.name, r.requests, r.per, r.bucket, r.key, store)
-        auth = authenticator(rc.name, rc.auth, self._jwks(rc.auth.jwt)) if rc.auth is not None else None
-        return RoutePolicy(rc.name, ip_filter, auth, rate_limit)
+        auth = ext_authz = None
+        if rc.auth is not None and rc.auth.ext_authz is not None:
+            ext_authz = ExtAuthorizer(rc.name, rc.auth.ext_authz, self._authz_client(rc.auth.ext_authz))
+        elif rc.auth is not None:
+            auth = authenticator(rc.name, rc.auth, self._jwks(rc.auth.jwt))
+        return RoutePolicy(rc.name, ip_filter, auth, rate_limit, ext_authz)
+
+    def _authz_client(self, cfg: ExtAuthz) -> ExtAuthzClient:
+        """One client (keep-alive connections) per authorization service, shared by routes."""
+        key = (cfg.url, cfg.ca_file)
+        client = self.authz_clients.get(key)
+        if client is None:
+            client = self.authz_clients[key] = ExtAuthzClient(self.ctx.loop, *key)
+        return client
 
     def _jwks(self, cfg: JwtAuth | None) -> JwksKeys | None:
         """A JWT method's keys: its file's, or the fetcher of its URL (one per URL, kept

@@ -275,7 +275,7 @@ def test_the_console_shows_the_policy_and_no_credential(gw):
      "auth.basic.htpasswd: cannot read /nonexistent/htpasswd: No such file or directory"),
     ({"jwt": {"jwks_url": "ftp://x"}}, "auth.jwt.jwks_url: must be an http(s) URL"),
     ({"jwt": {"issuer": "x"}}, "auth.jwt: needs exactly one of jwks_file, jwks_url"),
-    ({}, "auth: needs exactly one of basic, api_key, jwt (got none)"),
+    ({}, "auth: needs exactly one of basic, api_key, jwt, ext_authz (got none)"),
 ])
 def test_bad_auth_config_names_its_key(auth, error):
     with pytest.raises(ConfigError) as e:

@@ -115,6 +115,7 @@ def test_the_edge_policy_example_loads(tmp_path):
     assert [r.auth.jwt.jwks_url for r in parsed if r.auth.jwt] == ["https://idp.example.com/.well-known/jwks.json"]
     assert parsed[0].rate_limit.key == "header:x-user" and parsed[0].ip_filter.deny == ("10.9.0.0/16",)
     assert parsed[1].auth.required is False and [u for u, _ in parsed[1].auth.basic.users] == ["alice", "bob"]
+    assert parsed[3].auth.ext_authz.forward_headers == ("x-user", "x-tenant")
     from gateway.config import parse_config
     doc = yaml.safe_load(global_example)
     doc["services"] = [{"name": "search", "port": 80}]

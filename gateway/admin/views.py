@@ -426,12 +426,14 @@ def _policy(rc: RouteConfig) -> dict:
         out["rate_limit"] = {"requests": r.requests, "per_s": r.per, "burst": r.bucket, "key": r.key}
     if rc.auth is not None:
         a = rc.auth
-        method = "basic" if a.basic else "api_key" if a.api_key else "jwt"
+        method = next(m for m in ("basic", "api_key", "jwt", "ext_authz") if getattr(a, m) is not None)
         auth = {"method": method, "required": a.required}
         if a.basic:
             auth.update(realm=a.basic.realm, users=len(a.basic.users))
         elif a.api_key:
             auth.update(header=a.api_key.header, query=a.api_key.query, keys=len(a.api_key.keys))
+        elif a.ext_authz:
+            auth.update(url=a.ext_authz.url, failure_mode=a.ext_authz.failure_mode, timeout_s=a.ext_authz.timeout)
         else:
             auth.update(jwks_url=a.jwt.jwks_url, issuer=a.jwt.issuer, audiences=list(a.jwt.audiences),
                         claims_to_headers={c.claim: c.header for c in a.jwt.claims_to_headers})

@@ -736,9 +736,9 @@ def _auth(value: Any, path: str, errs: _Errors) -> AuthPolicy | None:
     policy = section(AuthPolicy, value, path, errs)
     if policy is None or len(errs) > before:
         return policy
-    methods = [m for m in ("basic", "api_key", "jwt") if getattr(policy, m) is not None]
+    methods = [m for m in ("basic", "api_key", "jwt", "ext_authz") if getattr(policy, m) is not None]
     if len(methods) != 1:
-        _err(errs, path, f"needs exactly one of basic, api_key, jwt (got {', '.join(methods) or 'none'})")
+        _err(errs, path, f"needs exactly one of basic, api_key, jwt, ext_authz (got {', '.join(methods) or 'none'})")
     if policy.jwt is not None and (policy.jwt.jwks is None) == (policy.jwt.jwks_url is None):
         _err(errs, _at(path, "jwt"), "needs exactly one of jwks_file, jwks_url")
     return policy

@@ -21,7 +21,7 @@ __all__ = ["Address", "AccessLogConfig", "TracingConfig", "Timeouts", "Limits", 
            "SlowStart", "CircuitBreakers", "Capacity", "ServiceConfig", "HeaderMatch", "QueryMatch", "RouteMatch",
            "WeightedBackend", "BackendFilters", "RetryPolicy", "HeaderFilter", "Redirect", "MirrorConfig",
            "CorsPolicy", "RateLimitPolicy", "RedisConfig", "IpFilterPolicy", "BasicAuth", "ApiKeyAuth", "ClaimHeader",
-           "JwtAuth", "AuthPolicy", "RouteConfig",
+           "JwtAuth", "ExtAuthz", "AuthPolicy", "RouteConfig",
            "GatewayListener", "LeaderElection", "GatewayApiConfig", "MultiClusterConfig", "Config",
            "DEFAULT_NAMESPACE", "DEFAULT_SOURCE_WEIGHT", "PROTOCOLS", "LB_POLICIES", "RETRY_5XX",
            "DEFAULT_CONTROLLER_NAME", "MAX_RATE_WINDOW"]
@@ -567,13 +567,28 @@ class JwtAuth:
 
 
 @dataclass(frozen=True, slots=True)
+class ExtAuthz:
+    """External authorization over HTTP (gateway.ext_authz): each request is first asked of
+    ``url``; a 2xx answer lets it through, any other is the client's answer."""
+    url: str = setting(parse=https_url)     # the request's path and query are appended to its path
+    ca_file: str | None = setting(None, credentials.ca_file)     # a private CA for an https url
+    headers: tuple[str, ...] = setting(("authorization", "cookie"), _list_of(header_name))   # sent along
+    forward_headers: tuple[str, ...] = setting((), _list_of(header_name))   # from a 2xx answer, upstream
+    timeout: float = setting(0.2, _duration)
+    # "closed": 403 when the service does not answer in time; "open": the request goes on
+    failure_mode: str = setting("closed", one_of("open", "closed"))
+
+
+@dataclass(frozen=True, slots=True)
 class AuthPolicy:
-    """Who may call a route (``routes[].auth``): one of basic, api_key, jwt.  ``required``
-    false lets a request without credentials through (wrong credentials still get 401)."""
+    """Who may call a route (``routes[].auth``): one of basic, api_key, jwt, ext_authz.
+    ``required`` false lets a request without credentials through (wrong credentials still
+    get 401; ext_authz decides for itself)."""
     required: bool = setting(True, _bool)
     basic: BasicAuth | None = setting(None, lambda v, p, e: section(BasicAuth, v, p, e))
     api_key: ApiKeyAuth | None = setting(None, lambda v, p, e: section(ApiKeyAuth, v, p, e))
     jwt: JwtAuth | None = setting(None, lambda v, p, e: section(JwtAuth, v, p, e))
+    ext_authz: ExtAuthz | None = setting(None, lambda v, p, e: section(ExtAuthz, v, p, e))
 
 
 @dataclass(frozen=True, slots=True)
