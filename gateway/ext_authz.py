@@ -43,12 +43,17 @@ class _Connection(asyncio.Protocol):
         self.body = bytearray()
         self.done = False
         self.keep_alive = True
+        self.request = b""
+        self.uses = 0                   # checks sent on it: a reused one may have been closed meanwhile
+        self.received = False
 
     def connection_made(self, transport) -> None:
         self.transport = transport
 
     def send(self, request: bytes, answer: Answer, timeout: float) -> None:
         self.answer, self.headers, self.body, self.done = answer, [], bytearray(), False
+        self.request, self.received = request, False
+        self.uses += 1
         self.parser = httptools.HttpResponseParser(self)
         self.timer = self.client.loop.call_later(timeout, self.fail, "no answer in time")
         self.transport.write(request)
@@ -65,6 +70,7 @@ class _Connection(asyncio.Protocol):
         self.done = True
 
     def data_received(self, data: bytes) -> None:
+        self.received = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -82,8 +88,13 @@ class _Connection(asyncio.Protocol):
             answer, self.answer = self.answer, None
             if self.timer is not None:
                 self.timer.cancel()
-            self.client.error = why
-            answer(None)
+            if self.uses > 1 and not self.received and why != "no answer in time":
+                # A kept-alive connection the service closed while it was idle: not an answer;
+                # the check goes again on a new connection.
+                self.client.dial(self.request, answer, self.client.timeout_left(self.timer))
+            else:
+                self.client.error = why
+                answer(None)
         self.keep_alive = False
         if self.transport is not None:
             self.transport.abort()
@@ -119,8 +130,14 @@ class ExtAuthzClient:
             self.error = f"{MAX_CONNECTIONS} checks in flight already"
             answer(None)
             return
+        self.dial(request_head, answer, timeout)
+
+    def dial(self, request_head: bytes, answer: Answer, timeout: float) -> None:
         task = self.loop.create_task(self._dial(request_head, answer, timeout))
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+    def timeout_left(self, timer: asyncio.TimerHandle | None) -> float:
+        return max(0.01, timer.when() - self.loop.time()) if timer is not None else 0.01
 
     async def _dial(self, request_head: bytes, answer: Answer, timeout: float) -> None:
         conn = _Connection(self)

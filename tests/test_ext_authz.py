@@ -26,10 +26,21 @@ class AuthzService:
     def __init__(self) -> None:
         self.seen: list[tuple[str, str, dict]] = []
         self.delay = 0.0
+        self.opened = 0
+        self.closed = 0                 # connections the service ended (idle for 0.3 s)
         service = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            timeout = 0.3
+
+            def setup(self):
+                super().setup()
+                service.opened += 1
+
+            def finish(self):
+                super().finish()
+                service.closed += 1
 
             def do_GET(self):           # noqa: N802 - the stdlib's name
                 service.seen.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}))
@@ -139,6 +150,15 @@ def test_the_service_away_follows_the_failure_mode(gw):
         "forbidden: the authorization service did not answer")
     r = get(g, "/open/x", {"X-User": "mallory"})
     assert r.status == 200 and "x-user" not in r.json()["headers"]
+
+
+def test_connections_the_service_closes_when_idle_are_no_failures(gw):
+    g, service = gw
+    good = {"Authorization": "Bearer good"}
+    assert get(g, "/ext/a", good).status == 200
+    wait_until(lambda: service.closed == service.opened, timeout=10,
+               message="the service closing every idle connection")
+    assert [get(g, "/ext/b", good).status for _ in range(6)] == [200] * 6
 
 
 def test_a_slow_service_is_a_failure(gw):
