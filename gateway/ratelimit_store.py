@@ -109,6 +109,8 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        if self.store.conn is not self:
+            return                      # a connection given up on: its late replies are no one's
         try:
             replies = self.reader.feed(data)
         except ValueError as exc:
@@ -198,10 +200,11 @@ class RedisStore:
         """Answers overdue: fail them, and drop the connection (later replies would go to
         the wrong requests)."""
         now = time.monotonic()
-        if self.waiting and self.waiting[0][1] < now and self.conn is not None:
-            self.broken(self.conn, f"no answer within {self.cfg.timeout * 1000:g} ms")
-            if self.conn is not None and self.conn.transport is not None:
-                self.conn.transport.abort()
+        conn = self.conn
+        if self.waiting and self.waiting[0][1] < now and conn is not None:
+            self.broken(conn, f"no answer within {self.cfg.timeout * 1000:g} ms")
+            if conn.transport is not None:
+                conn.transport.abort()
         if not self.closed:
             self.watchdog = self.loop.call_later(self.cfg.timeout / 2, self._expire)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 import subprocess
 
 import pytest
@@ -33,8 +34,10 @@ class Redis:
         self.proc = None
 
     def start(self) -> "Redis":
+        # DEBUG SLEEP (a slow Redis) needs the debug command, off by default since Redis 7
         self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no", "--dir", str(self.workdir)],
+                                      "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
+                                      "--enable-debug-command", "local"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_listening("127.0.0.1", self.port, 10, self.proc)
         return self
@@ -43,6 +46,17 @@ class Redis:
         if self.proc is not None:
             stop_process(self.proc)
             self.proc = None
+
+
+def _answers_ping(port: int) -> bool:
+    """Does Redis answer a PING within 100 ms?"""
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+        s.settimeout(0.1)
+        s.sendall(b"PING\r\n")
+        try:
+            return s.recv(16).startswith(b"+PONG")
+        except TimeoutError:
+            return False
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +135,29 @@ def test_http2_streams_wait_for_the_store_together(replicas):
         answers = c.wait(*sids)
         assert sorted(a.status for a in answers) == [200, 200, 200, 429, 429]
         assert c.get("/elsewhere").status == 200
+
+
+def test_a_slow_redis_is_a_failure_and_late_answers_go_nowhere(replicas, redis):
+    """Redis blocked for a second (DEBUG SLEEP): checks past the 200 ms timeout follow the
+    failure mode; the connection is given up on (its late replies must not answer the next
+    requests) and dialled again; then the limit holds as before."""
+    g, admin = replicas[0]
+    failures = admin.get("/status")["ratelimit_store"]["store_failures"]
+    sleeper = subprocess.Popen(["redis-cli", "-p", str(redis.port), "DEBUG", "SLEEP", "1.5"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: not _answers_ping(redis.port), timeout=10, message="Redis asleep")
+        with g.client(source="127.0.0.11") as c:
+            r = c.request("GET", "/per-client/slow")
+        assert r.status == 200                  # failure_mode open: through
+    finally:
+        sleeper.wait(timeout=10)
+    wait_until(lambda: admin.get("/status")["ratelimit_store"]["store_failures"] > failures, timeout=10,
+               message="the timed-out check counted")
+    wait_until(lambda: admin.get("/status")["ratelimit_store"]["workers_connected"] == 2, timeout=20,
+               message="workers dialled again")
+    with g.client(source="127.0.0.12") as c:
+        assert [c.request("GET", "/per-client/after").status for _ in range(5)] == [200, 200, 200, 429, 429]
 
 
 def test_redis_outage_follows_the_failure_mode_and_shows(tmp_path, replicas, redis):
