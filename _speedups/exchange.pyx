@@ -467,7 +467,7 @@ cdef class Exchange(UpstreamOwner):
         return self.answer_by_route_filters(filters, head)
 
     cdef void authz_answered(self, int connect_id, object answer):
-        """The authorization service's answer (gateway.ext_authz): a Denial to pass on, or
+        """The authorization service's answer (gateway.policy.ext_authz): a Denial to pass on, or
         the fields to set on the request before it goes on."""
         cdef RoutePolicy policy
         if connect_id != self.connect_id or self.state != X_ROUTING or self.downstream.closed:

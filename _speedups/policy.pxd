@@ -49,7 +49,7 @@ cdef class RoutePolicy:
     cdef readonly object auth
     cdef frozenset auth_owned               # the request fields authentication sets (lower names)
     cdef readonly RateLimit rate_limit
-    cdef readonly object ext_authz          # gateway.ext_authz.ExtAuthorizer; None: off
+    cdef readonly object ext_authz          # gateway.policy.ext_authz.ExtAuthorizer; None: off
     cdef Denial ip_denial
     cdef Denial check(self, RequestHead head, bytes client)
     cdef void identify(self, RequestHead head, list fields, frozenset owned)

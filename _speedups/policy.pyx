@@ -153,7 +153,7 @@ cdef class Denial:
 
 cdef class RateLimit:
     """A token bucket per key (or one for the route): ``requests`` per ``seconds``, up to
-    ``burst``; in the replica's SharedBuckets, or with ``store`` (gateway.ratelimit_store)
+    ``burst``; in the replica's SharedBuckets, or with ``store`` (gateway.policy.redis_store)
     in Redis, for every replica."""
 
     def __init__(self, SharedBuckets buckets, str name, int requests, double seconds, int burst,
@@ -193,7 +193,7 @@ cdef class RateLimit:
         return self.over(wait / UNITS_PER_SECOND)
 
     cdef void ask(self, RequestHead head, bytes client, object answer):
-        """The global bucket, in Redis: ``answer`` gets the store's reply (ratelimit_store)."""
+        """The global bucket, in Redis: ``answer`` gets the store's reply (gateway.policy.redis_store)."""
         self.store.take(self.name + b":%016x" % self.bucket(head, client), self.interval_us,
                         self.window_us, answer)
 
@@ -230,7 +230,7 @@ cdef class IpFilter:
 
 cdef class RoutePolicy:
     """A route's edge policy, in the order it is checked: IP filter, authentication
-    (gateway.auth: ``authenticate(head)`` returns a Denial, or the fields to set on the
+    (gateway.policy.auth: ``authenticate(head)`` returns a Denial, or the fields to set on the
     request once those named in its ``owned`` are dropped; or ``ext_authz``, which the
     exchange asks and waits for), rate limit (the exchange's, after authentication: a
     limit keyed by a header sees the fields authentication set, a JWT claim).  None parts

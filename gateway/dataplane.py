@@ -13,9 +13,9 @@ import logging
 import time
 from typing import NamedTuple
 
-from gateway.auth import JwksFetcher, JwksKeys, authenticator
+from gateway.policy.auth import JwksFetcher, JwksKeys, authenticator
 from gateway.config import Config, ExtAuthz, GatewayListener, HeaderFilter, JwtAuth, RouteConfig
-from gateway.ext_authz import ExtAuthorizer, ExtAuthzClient
+from gateway.policy.ext_authz import ExtAuthorizer, ExtAuthzClient
 from gateway.mirror import Mirror
 from gateway.routing import precedence_key
 from gateway.snapshot import Delta, Endpoints, EndpointSpec, Snapshot, with_pairs

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from _speedups.proxy import STAT_NAMES
-from gateway.ratelimit_store import COUNTER_NAMES
+from gateway.policy.redis_store import COUNTER_NAMES
 from _speedups.stats import (BACKEND_CONNECT, BACKEND_DURATION, BACKEND_FAILURES, BACKEND_LEN, BACKEND_RESPONSE,
                              BACKEND_RETRIES, CAUSE_NAMES, DENIAL_NAMES, HISTOGRAM_BUCKETS, HISTOGRAM_COUNT, HISTOGRAM_SUM,
                              TRAFFIC_BUCKETS, TRAFFIC_CLASSES, TRAFFIC_COUNT, TRAFFIC_DENIED, TRAFFIC_LATENCY_SUM,

@@ -41,7 +41,7 @@ from gateway.dataplane import DataPlane, PathPolicy, ProxyContext, TrustedProxie
 from gateway.listeners import PlainServer, bind_listeners
 from gateway.snapshot import Delta, Snapshot
 from gateway.tls import ServerTls
-from gateway.ratelimit_store import RedisStore
+from gateway.policy.redis_store import RedisStore
 from gateway.tracing import SpanExporter, apply_tracing
 from gateway.wire import MESSAGE_LIMIT, RouteKey, decode_routes, decode_spec, encode, read_message, route_changes
 

@@ -1,7 +1,7 @@
 """Credential files a route's ``auth`` names, read and checked when the config is: an
 unreadable or malformed file is a config error naming its key (and line), never a surprise
 on the request path.  Each parser keeps the validate.py contract: (value, path, errs), None
-when bad.  gateway.auth verifies requests against what these return.
+when bad.  gateway.policy.auth verifies requests against what these return.
 """
 from __future__ import annotations
 

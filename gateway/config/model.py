@@ -512,7 +512,7 @@ class RateLimitPolicy:
 
 @dataclass(frozen=True, slots=True)
 class RedisConfig:
-    """Where global rate limits keep their buckets (gateway.ratelimit_store): one Redis that
+    """Where global rate limits keep their buckets (gateway.policy.redis_store): one Redis that
     every replica reaches; each worker keeps one pipelined connection to it."""
     address: tuple[str, int] = setting(parse=host_port)   # "host:port" in the file
     timeout: float = setting(0.1, _duration)        # an answer later than this: failure_mode decides
@@ -568,7 +568,7 @@ class JwtAuth:
 
 @dataclass(frozen=True, slots=True)
 class ExtAuthz:
-    """External authorization over HTTP (gateway.ext_authz): each request is first asked of
+    """External authorization over HTTP (gateway.policy.ext_authz): each request is first asked of
     ``url``; a 2xx answer lets it through, any other is the client's answer."""
     url: str = setting(parse=https_url)     # the request's path and query are appended to its path
     ca_file: str | None = setting(None, credentials.ca_file)     # a private CA for an https url

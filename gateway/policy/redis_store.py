@@ -21,7 +21,7 @@ from typing import Callable
 
 from gateway.config import RedisConfig
 
-log = logging.getLogger("gateway.ratelimit")
+log = logging.getLogger("gateway.policy.redis_store")
 
 # KEYS[1]: the bucket; ARGV: microseconds per request, burst x that.  Answers {1, left}
 # (allowed) or {0, microseconds until a request is}.

@@ -30,7 +30,7 @@ from _speedups.stats import DENY_FORBIDDEN, DENY_UNAUTHENTICATED
 from gateway.config import ApiKeyAuth, AuthPolicy, BasicAuth, JwtAuth
 from gateway.config.credentials import jwks_problem
 
-log = logging.getLogger("gateway.auth")
+log = logging.getLogger("gateway.policy.auth")
 
 CACHE_SIZE = 10_000             # credentials remembered per route and worker
 # Asymmetric algorithms only: a JWKS holds public keys, and an HS256 token "signed" with

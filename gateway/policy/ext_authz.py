@@ -23,7 +23,7 @@ from _speedups.policy import Denial
 from _speedups.stats import DENY_FORBIDDEN, DENY_UNAUTHENTICATED
 from gateway.config import ExtAuthz
 
-log = logging.getLogger("gateway.ext_authz")
+log = logging.getLogger("gateway.policy.ext_authz")
 
 MAX_CONNECTIONS = 256           # per worker and service; more checks at once fail (failure_mode)
 MAX_BODY = 4096                 # of a denial's body passed to the client
