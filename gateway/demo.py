@@ -102,7 +102,9 @@ class RequestLoop:
             self._run_python()
 
     def _run_curl(self) -> None:
-        script = f'while :; do curl -s -o /dev/null -m 10 -w "%{{http_code}}\\n" {self.url}; done'
+        # Bounded by this process's life: a demo killed outright must not leave the loop behind.
+        script = (f'while kill -0 {os.getpid()} 2>/dev/null; do '
+                  f'curl -s -o /dev/null -m 10 -w "%{{http_code}}\\n" {self.url}; done')
         self._proc = subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE,
                                       start_new_session=True, text=True)
         for line in self._proc.stdout:
