@@ -152,10 +152,14 @@ class JwksKeys:
         self.by_kid: dict[str, jwt.PyJWK] = {}
         self.unnamed: list[jwt.PyJWK] = []
         self.version = 0
+        self.text: str | None = None
         if text is not None:
             self.load(text)
 
     def load(self, text: str) -> None:
+        if text == self.text:
+            return                      # the same keys: what they verified stays verified
+        self.text = text
         by_kid, unnamed = {}, []
         for key in jwt.PyJWKSet.from_json(text).keys:
             if key.algorithm_name in JWT_ALGORITHMS:
@@ -187,6 +191,7 @@ class JwksFetcher(JwksKeys):
         self.last_fetch = 0.0
         self.fetching = False
         self.timer: asyncio.TimerHandle | None = None
+        self.closed = False
         self.fetch()
 
     def fetch(self) -> None:
@@ -212,6 +217,8 @@ class JwksFetcher(JwksKeys):
         except Exception as exc:    # noqa: BLE001 - any failure keeps the last good keys
             log.warning("JWKS fetch failed; the last good keys stay",
                         extra={"fields": {"url": self.url, "error": str(exc)[:200]}})
+        if self.closed:
+            return
         if self.timer is None or self.timer.when() <= self.loop.time():
             self.timer = self.loop.call_later(self.refresh, self._tick)
 
@@ -224,6 +231,8 @@ class JwksFetcher(JwksKeys):
             self.fetch()
 
     def close(self) -> None:
+        """No route names the URL any more: no more fetches (one under way ends there)."""
+        self.closed = True
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
