@@ -11,7 +11,7 @@ cdef class SharedBuckets:
     cdef uint64_t mask
     cdef object memory                      # the mmap, kept alive while words points into it
     cdef uint64_t *words
-    cdef bint take(self, uint64_t h, int64_t interval, int64_t window, int64_t *wait, int64_t *left) noexcept
+    cdef bint take(self, uint64_t h, int64_t interval, int64_t window, int64_t *wait) noexcept
 
 cdef class Denial:
     cdef readonly int status

@@ -102,10 +102,9 @@ cdef class SharedBuckets:
         cdef unsigned char[::1] view = self.memory
         self.words = <uint64_t *>&view[0]
 
-    cdef bint take(self, uint64_t h, int64_t interval, int64_t window, int64_t *wait, int64_t *left) noexcept:
-        """One request from the bucket ``h``: True if allowed (``left``: requests the bucket
-        still holds), else False (``wait``: units until one is).  ``interval``: units per
-        request; ``window``: burst x interval."""
+    cdef bint take(self, uint64_t h, int64_t interval, int64_t window, int64_t *wait) noexcept:
+        """One request from the bucket ``h``: True if allowed, else False (``wait``: units
+        until one is).  ``interval``: units per request; ``window``: burst x interval."""
         cdef uint64_t fp = ((h >> TAT_BITS) | 1) << TAT_BITS     # never 0: 0 is an empty slot
         cdef uint64_t *slot
         cdef uint64_t *best
@@ -130,13 +129,10 @@ cdef class SharedBuckets:
             new_ahead = ahead + interval
             if new_ahead > window:
                 wait[0] = new_ahead - window
-                left[0] = 0
                 return False
             if gw_cas64(best, word, fp | (<uint64_t>(now + new_ahead) & TAT_MASK)):
-                left[0] = (window - new_ahead) // interval
                 return True
-        left[0] = 0                     # the slot kept changing under us: never seen in practice
-        return True
+        return True                     # the slot kept changing under us: never seen in practice
 
 
 cdef class Denial:
@@ -187,8 +183,8 @@ cdef class RateLimit:
 
     cdef Denial take(self, RequestHead head, bytes client):
         """The replica's bucket: None when allowed, else the 429."""
-        cdef int64_t wait = 0, left = 0
-        if self.buckets.take(self.bucket(head, client), self.interval, self.window, &wait, &left):
+        cdef int64_t wait = 0
+        if self.buckets.take(self.bucket(head, client), self.interval, self.window, &wait):
             return None
         return self.over(wait / UNITS_PER_SECOND)
 

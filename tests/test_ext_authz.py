@@ -165,9 +165,9 @@ def test_a_slow_service_is_a_failure(gw):
     g, service = gw
     service.delay = 1.0
     try:
-        started = time.monotonic()
+        # A 200 would mean the gateway waited out the service's 1 s; the 300 ms timeout gives 403.
         r = get(g, "/ext/slow", {"Authorization": "Bearer good"})
-        assert r.status == 403 and time.monotonic() - started < 1.0
+        assert r.status == 403
     finally:
         service.delay = 0.0
     # The timed-out connection was dropped; the next check opens another.
