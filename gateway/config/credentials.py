@@ -39,8 +39,11 @@ def _lines(text: str):
 def htpasswd(value: Any, path: str, errs: _Errors) -> tuple[tuple[str, str], ...] | None:
     """An htpasswd file: "user:hash" lines -> ((user, hash), ...)."""
     text = _read(value, path, errs)
-    if text is None:
-        return None
+    return None if text is None else htpasswd_users(text, path, errs)
+
+
+def htpasswd_users(text: str, path: str, errs: _Errors) -> tuple[tuple[str, str], ...] | None:
+    """htpasswd text (a file's, a Secret's) -> ((user, hash), ...)."""
     users, before = [], len(errs)
     for number, line in _lines(text):
         user, sep, hashed = line.partition(":")
@@ -62,15 +65,24 @@ def api_keys(value: Any, path: str, errs: _Errors) -> tuple[tuple[str, str], ...
     text = _read(value, path, errs)
     if text is None:
         return None
-    keys, seen, before = [], set(), len(errs)
+    entries = []
     for number, line in _lines(text):
         client, sep, key = line.partition(":")
-        if not sep or not client or len(key) < 16:
-            _err(errs, path, f'line {number}: must be "client:key" with a key of 16 characters or more')
+        entries.append((f"line {number}", client if sep else "", key))
+    return key_digests(entries, path, errs, 'must be "client:key" with a key of 16 characters or more')
+
+
+def key_digests(entries, path: str, errs: _Errors, form: str) -> tuple[tuple[str, str], ...] | None:
+    """(where, client, key) entries -> ((client, sha256 of the key), ...); ``form`` says what an
+    entry must look like."""
+    keys, seen, before = [], set(), len(errs)
+    for where, client, key in entries:
+        if not client or len(key) < 16:
+            _err(errs, path, f"{where}: {form}")
             continue
         digest = hashlib.sha256(key.encode()).hexdigest()
         if digest in seen:
-            _err(errs, path, f"line {number} (client {client}): the same key as an earlier line")
+            _err(errs, path, f"{where} (client {client}): the same key as an earlier one")
         seen.add(digest)
         keys.append((client, digest))
     if len(errs) == before and not keys:

@@ -726,32 +726,41 @@ def _route(value: Any, path: str, errs: _Errors, services: set[str] | None) -> R
                        redirect=redirect,
                        mirrors=_opt(d, "mirrors", partial(_mirrors, services=services), path, errs, ()),
                        cors=_opt(d, "cors", partial(section, CorsPolicy), path, errs),
-                       ip_filter=_opt(d, "ip_filter", _ip_filter, path, errs),
-                       rate_limit=_opt(d, "rate_limit", _rate_limit, path, errs),
+                       ip_filter=_opt(d, "ip_filter", ip_filter, path, errs),
+                       rate_limit=_opt(d, "rate_limit", rate_limit, path, errs),
                        auth=_opt(d, "auth", _auth, path, errs))
 
 
 def _auth(value: Any, path: str, errs: _Errors) -> AuthPolicy | None:
     before = len(errs)
     policy = section(AuthPolicy, value, path, errs)
-    if policy is None or len(errs) > before:
-        return policy
-    methods = [m for m in ("basic", "api_key", "jwt", "ext_authz") if getattr(policy, m) is not None]
-    if len(methods) != 1:
-        _err(errs, path, f"needs exactly one of basic, api_key, jwt, ext_authz (got {', '.join(methods) or 'none'})")
-    if policy.jwt is not None and (policy.jwt.jwks is None) == (policy.jwt.jwks_url is None):
-        _err(errs, _at(path, "jwt"), "needs exactly one of jwks_file, jwks_url")
+    if policy is not None and len(errs) == before:
+        check_auth(policy, path, errs)
     return policy
 
 
-def _ip_filter(value: Any, path: str, errs: _Errors) -> IpFilterPolicy | None:
+def check_auth(policy: AuthPolicy, path: str, errs: _Errors,
+               spelled: dict[str, str] | None = None) -> None:
+    """What spans an auth section's keys: one method, and a JWT's keys from one place.
+    ``spelled``: names of keys as the caller's format writes them (a Kubernetes policy's)."""
+    name = (spelled or {}).get
+    methods = [m for m in ("basic", "api_key", "jwt", "ext_authz") if getattr(policy, m) is not None]
+    if len(methods) != 1:
+        _err(errs, path, f"needs exactly one of {', '.join(name(m, m) for m in ('basic', 'api_key', 'jwt', 'ext_authz'))} "
+                         f"(got {', '.join(name(m, m) for m in methods) or 'none'})")
+    if policy.jwt is not None and (policy.jwt.jwks is None) == (policy.jwt.jwks_url is None):
+        _err(errs, _at(path, name("jwt", "jwt")),
+             f"needs exactly one of {name('jwks_file', 'jwks_file')}, {name('jwks_url', 'jwks_url')}")
+
+
+def ip_filter(value: Any, path: str, errs: _Errors) -> IpFilterPolicy | None:
     policy = section(IpFilterPolicy, value, path, errs)
     if policy is not None and not policy.allow and not policy.deny:
         _err(errs, path, "needs allow or deny networks")
     return policy
 
 
-def _rate_limit(value: Any, path: str, errs: _Errors) -> RateLimitPolicy | None:
+def rate_limit(value: Any, path: str, errs: _Errors) -> RateLimitPolicy | None:
     policy = section(RateLimitPolicy, value, path, errs)
     if policy is not None and policy.bucket * policy.per / policy.requests > MAX_RATE_WINDOW:
         _err(errs, path, f"burst x per / requests must be at most {MAX_RATE_WINDOW:g} seconds "

@@ -263,17 +263,20 @@ def one_of(*choices: str) -> Callable:
     return lambda value, path, errs: _choice(value, path, errs, choices)
 
 
-def section(cls: type, value: Any, path: str, errs: _Errors, required: Iterable[str] = ()) -> Any:
+def section(cls: type, value: Any, path: str, errs: _Errors, required: Iterable[str] = (),
+            given: dict[str, Any] | None = None) -> Any:
     """A section whose keys are the fields of ``cls`` declared with ``model.setting``: their
     file keys, parsers and defaults are the model's.  A key given badly keeps its default
     (its error is reported); a missing required key (a field without default, or named in
-    ``required``) gives None."""
-    declared = {f.metadata.get("key", f.name): f for f in fields(cls) if "parse" in f.metadata}
+    ``required``) gives None.  ``given``: field name -> a value found elsewhere (a Secret's
+    content rather than a file's); those fields are not keys of this section."""
+    given = given or {}
+    declared = {f.metadata.get("key", f.name): f for f in fields(cls) if "parse" in f.metadata and f.name not in given}
     required = [*required, *(key for key, f in declared.items()
                              if f.default is MISSING and f.default_factory is MISSING)]
     d = _keys(value, path, errs, declared, required)
     if d is None:
-        return None if required else cls()
+        return None if required else cls(**given)
     kw = {}
     for key, f in declared.items():
         if d.get(key) is not None:
@@ -283,7 +286,7 @@ def section(cls: type, value: Any, path: str, errs: _Errors, required: Iterable[
                 kw[f.name] = parsed
     if any(declared[key].name not in kw for key in required):
         return None
-    return cls(**kw)
+    return cls(**kw, **given)
 
 
 def absolute_path(value: Any, path: str, errs: _Errors) -> str | None:
