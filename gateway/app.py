@@ -159,7 +159,7 @@ class Gateway:
         from gateway.gatewayapi.controller import GatewayApiController
         cfg = self.file_config
         self.gatewayapi = GatewayApiController(cfg.gateway_api, cfg.sources, self._routes_changed,
-                                               _file_ports(cfg))
+                                               _file_ports(cfg), global_limits=cfg.redis is not None)
         self.gatewayapi.start({s.key: s for s in cfg.services})
         waiting = await self.gatewayapi.wait_synced(INITIAL_SYNC_TIMEOUT)
         if waiting:
@@ -277,7 +277,8 @@ class Gateway:
         Kubernetes added (see _effective)."""
         self.file_config = config
         if self.gatewayapi is not None:
-            self.gatewayapi.set_file({s.key: s for s in config.services}, _file_ports(config))
+            self.gatewayapi.set_file({s.key: s for s in config.services}, _file_ports(config),
+                                     global_limits=config.redis is not None)
         self._apply(self._effective())
 
     def _apply(self, config: Config, routes_only: bool = False) -> None:

@@ -62,6 +62,13 @@ def _header_modifier(hf: HeaderFilter | None) -> HeaderModifier | None:
     return HeaderModifier(hf.set, hf.add, hf.remove) if hf else None
 
 
+def _direct_reason(rc: RouteConfig) -> str | None:
+    """Why the gateway answers a route itself, for the access log."""
+    if rc.direct_reason is not None or rc.direct_status != 500:
+        return rc.direct_reason
+    return "no valid backend for this route rule"
+
+
 def _path_rewrite(full_path: str | None, prefix: str | None, matched_prefix: str | None) -> PathRewrite | None:
     """A full-path replacement, or one of the route's matched prefix (none without one)."""
     if full_path is not None:
@@ -294,8 +301,7 @@ class DataPlane:
                         c.allow_credentials, c.max_age)
         return RouteFilters(_header_modifier(rc.request_headers), _header_modifier(rc.response_headers),
                             redirect, rewrite_path, rc.rewrite_host, mirrors, rc.direct_status or 0,
-                            "no valid backend for this route rule" if rc.direct_status == 500 else None, cors,
-                            self._policy(rc) if rc.has_policy else None)
+                            _direct_reason(rc), cors, self._policy(rc) if rc.has_policy else None)
 
     def _policy(self, rc: RouteConfig) -> RoutePolicy:
         """The route's IP filter, authentication and rate limit (_speedups/policy.pyx)."""

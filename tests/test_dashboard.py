@@ -208,7 +208,8 @@ def secured_gw(backend_a, tmp_path_factory):
         "sources": [static_source("zone-a", {"httpbin": [backend_a.address]})],
         "services": [{"name": "httpbin", "port": 80}],
         "routes": [{"name": "extra", "match": {"path": {"prefix": "/extra"}}, "service": "httpbin"},
-                   {"name": "all", "match": {"path": {"prefix": "/"}}, "service": "httpbin"}],
+                   {"name": "all", "match": {"path": {"prefix": "/"}}, "service": "httpbin",
+                    "rate_limit": {"requests": 1000, "per": "1s", "key": "client"}}],
     }
     g = GatewayProcess(config, work, "secured").start()
     g.admin_port = admin
@@ -275,6 +276,11 @@ def test_console_behind_tokens_login_write_and_read_scopes(secured_gw, browser):
     cookie = browser.get_cookie("gateway_session")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     assert browser.execute_script("return document.cookie") == ""      # no script can read it
+    # The routes view says which edge policy applies to a route.
+    browser.find_element(By.CSS_SELECTOR, 'nav button[data-tab="routes"]').click()
+    policy = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, 'tr[data-route="all"] td.policy'), 10,
+                      "the routes view")[0]
+    assert policy.text == "1000 per 1s by client"
     answer = remove_route(browser, "extra")
     assert answer.startswith("DELETE /routes/extra: done"), answer
     assert "name: extra" not in secured_gw.config_path.read_text()

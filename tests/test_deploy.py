@@ -168,13 +168,17 @@ def test_route_controller_reads_gateway_api_writes_status_and_httproutes_only():
     for kind in ("gatewayclasses/status", "gateways/status", "httproutes/status"):
         assert grants[(gw, kind)] == {"patch", "update"}, kind
     assert grants[("", "namespaces")] == READ
-    assert grants[("", "secrets")] == READ          # HTTPS listeners' certificateRefs
+    assert grants[("", "secrets")] == READ          # certificateRefs, and the credentials policies name
+    policy = "policy.gateway.example"               # the gateway's own policy kinds
+    for kind in ("securitypolicies", "ratelimitpolicies"):
+        assert grants[(policy, kind)] == READ and grants[(policy, f"{kind}/status")] == {"patch", "update"}
     # The console writes routes as HTTPRoutes because the ConfigMap says console_gateway.
     assert configmap_gateway_yaml()["gateway_api"]["console_gateway"]
     assert grants[(gw, "httproutes")] == READ | {"create", "delete", "patch", "update"}
     assert set(grants) == {(gw, k) for k in ("gatewayclasses", "gateways", "httproutes", "referencegrants",
                                              "gatewayclasses/status", "gateways/status", "httproutes/status")} \
-        | {("", "namespaces"), ("", "secrets")}
+        | {(policy, k) for k in ("securitypolicies", "ratelimitpolicies", "securitypolicies/status",
+                                 "ratelimitpolicies/status")} | {("", "namespaces"), ("", "secrets")}
 
 
 def test_rbac_covers_what_the_kubernetes_source_lists():
@@ -207,13 +211,33 @@ def test_leader_election_may_get_create_and_update_leases_in_its_namespace_only(
 
 
 def test_rbac_covers_what_the_gateway_api_controller_watches():
-    from gateway.gatewayapi.controller import ROUTE_KINDS, SECRETS, SERVICE_KINDS
+    from gateway.gatewayapi.controller import CREDENTIALS, ROUTE_KINDS, SECRETS, SERVICE_KINDS, STATUS_KINDS
     routes = _grants(the("ClusterRole", "gateway-route-controller"))
     readers = _grants(the("ClusterRole", "gateway-endpoint-reader"))
-    for _, group, _, plural, _ in ROUTE_KINDS + (SECRETS,):
+    for _, group, _, plural, _ in ROUTE_KINDS + (SECRETS, CREDENTIALS):
         assert READ <= routes.get((group or "", plural), set()), plural
     for _, group, _, plural, _ in SERVICE_KINDS:
         assert READ <= readers.get((group or "", plural), set()), plural
+    for group, _, plural in STATUS_KINDS.values():        # status writes, policies' included
+        assert "patch" in routes.get((group, f"{plural}/status"), set()), plural
+
+
+def test_policy_crds_define_the_kinds_the_gateway_watches():
+    """deploy/gatewayapi/policy-crds.yaml: one CRD per policy kind the controller watches, with
+    the group, version, plural, scope and status subresource it reads and writes."""
+    from gateway.gatewayapi.controller import ROUTE_KINDS
+    from gateway.gatewayapi.policies import POLICY_GROUP
+    crds = {d["spec"]["names"]["plural"]: d for d in yaml.safe_load_all(
+        (REPO / "deploy/gatewayapi/policy-crds.yaml").read_text())}
+    watched = {plural: version for _, group, version, plural, _ in ROUTE_KINDS if group == POLICY_GROUP}
+    assert set(crds) == set(watched) == {"securitypolicies", "ratelimitpolicies"}
+    for plural, crd in crds.items():
+        spec = crd["spec"]
+        assert crd["metadata"]["name"] == f"{plural}.{POLICY_GROUP}" and spec["group"] == POLICY_GROUP
+        assert spec["scope"] == "Namespaced"
+        (version,) = spec["versions"]
+        assert version["name"] == watched[plural] and version["subresources"] == {"status": {}}
+        assert version["schema"]["openAPIV3Schema"]["properties"]["spec"]["required"] == ["targetRefs"]
 
 
 # --- the ConfigMap's gateway.yaml ------------------------------------------------------------

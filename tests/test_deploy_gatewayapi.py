@@ -8,7 +8,9 @@ what differs off a pod changed (kubeconfigs, token files, loopback addresses).
 * a console route added with the CLI and the write token is an HTTPRoute that every replica
   serves: its backend lives in another namespace, which the shipped ReferenceGrant allows
   (without it: RefNotPermitted, 500);
-* the example route changed in the cluster is served at its new path by both replicas.
+* the example route changed in the cluster is served at its new path by both replicas;
+* ``deploy/gatewayapi/policies.yaml`` applied (its key replaced): the example route wants the
+  API key on both replicas, the rate limit's headers come back, both policies are Accepted.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ from support import PYTHON, REPO, AdminClient, Client, GatewayProcess, free_port
 from gateway.devcluster.cluster import LocalCluster
 
 GW = "gateway.networking.k8s.io"
+POLICY = "policy.gateway.example"
+API_KEY = "deploy-test-key-5e8c1a9d3f7b"
 PLURALS = {"GatewayClass": "gatewayclasses", "Gateway": "gateways", "HTTPRoute": "httproutes",
            "ReferenceGrant": "referencegrants"}
 TOKENS = {"token_file": "write-token-0123456789abcdef", "read_token_file": "read-token-0123456789abcdef",
@@ -71,9 +75,23 @@ def replica_config(tmp_path, i: int, a: LocalCluster, b: LocalCluster, admin_por
     return cfg
 
 
-def status_of(address: str, path: str) -> int:
+def apply_policies(cluster: LocalCluster) -> None:
+    """deploy/gatewayapi/policies.yaml with its placeholder key replaced, as `kubectl apply -f`
+    would (the local API server serves the policy kinds as if policy-crds.yaml were applied)."""
+    custom = client.CustomObjectsApi(cluster.api_client)
+    for doc in yaml.safe_load_all((REPO / "deploy/gatewayapi/policies.yaml").read_text()):
+        if doc["kind"] == "Secret":
+            assert doc["stringData"] == {"ci": "REPLACE-WITH-A-LONG-RANDOM-KEY"}
+            doc["stringData"]["ci"] = API_KEY
+            cluster.core_v1().create_namespaced_secret(doc["metadata"]["namespace"], doc)
+        else:
+            plural = {"SecurityPolicy": "securitypolicies", "RateLimitPolicy": "ratelimitpolicies"}[doc["kind"]]
+            custom.create_namespaced_custom_object(POLICY, "v1alpha1", doc["metadata"]["namespace"], plural, doc)
+
+
+def status_of(address: str, path: str, headers=()) -> int:
     with Client(address, 8000) as c:
-        return c.request("GET", path).status
+        return c.request("GET", path, list(headers)).status
 
 
 def served_everywhere(address: str, path: str) -> bool:
@@ -137,6 +155,23 @@ def test_shipped_gatewayapi_setup_with_two_replicas(clusters, tmp_path):
                                                       "httpbin-api")["status"]["parents"]
         accepted = {c["type"]: c for c in parents[0]["conditions"]}["Accepted"]
         assert accepted["status"] == "True", json.dumps(parents)
+
+        apply_policies(a)
+        key = [("X-Api-Key", API_KEY)]
+        for _, admin, address in replicas:
+            wait_until(lambda: all(status_of(address, "/v2/x") == 401 for _ in range(8)), 30, "the SecurityPolicy")
+            with Client(address, 8000) as c:
+                resp = c.request("GET", "/v2/x", key)
+            assert resp.status == 200 and resp.json()["headers"]["x-client"] == "ci"
+            _, _, routes = admin.request("GET", "/routes", headers=READ)
+            (shown,) = [r for r in routes if r["name"].startswith("default.httpbin-api.")]
+            assert shown["policy"]["from"] == ["SecurityPolicy default/httpbin-api-keys",
+                                               "RateLimitPolicy default/httpbin-api-per-client"], shown
+            assert shown["policy"]["rate_limit"] == {"requests": 100, "per_s": 1.0, "burst": 200, "key": "client"}
+        for plural, name in (("securitypolicies", "httpbin-api-keys"), ("ratelimitpolicies", "httpbin-api-per-client")):
+            ancestors = wait_until(lambda: (custom.get_namespaced_custom_object(
+                POLICY, "v1alpha1", "default", plural, name).get("status") or {}).get("ancestors"), 30, "policy status")
+            assert [c["status"] for c in ancestors[0]["conditions"]] == ["True"], json.dumps(ancestors)
     finally:
         for proc, _, _ in replicas:
             proc.stop()

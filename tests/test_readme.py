@@ -103,7 +103,7 @@ def test_the_edge_policy_example_loads(tmp_path):
     import bcrypt
     from gateway.config import parse_route
     from support import Pki
-    example, global_example = blocks("## Edge policy", "yaml")
+    example, global_example, _ = blocks("## Edge policy", "yaml")
     pki = Pki(tmp_path / "pki")
     files = {"htpasswd": "alice:" + bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode() + "\n"
                          "bob:{SHA}" + base64.b64encode(hashlib.sha1(b"pw").digest()).decode() + "\n",
@@ -121,6 +121,23 @@ def test_the_edge_policy_example_loads(tmp_path):
     doc["services"] = [{"name": "search", "port": 80}]
     config = parse_config(doc)
     assert config.redis.address == ("127.0.0.1", 6379) and config.routes[0].rate_limit.scope == "global"
+
+
+def test_the_kubernetes_policy_example_is_read_as_written():
+    """The README's SecurityPolicy and RateLimitPolicy, read as the controller reads them, with
+    the Secret they name present: accepted, and what they apply."""
+    import bcrypt
+    from gateway.gatewayapi.policies import read_policy
+    *_, kube_example = blocks("## Edge policy", "yaml")
+    security, limit = yaml.safe_load_all(kube_example)
+    htpasswd = {".htpasswd": "alice:" + bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()}
+    read = read_policy("security_policies", ("shop", "orders-auth"), security,
+                       {("shop", "orders-htpasswd"): htpasswd}, global_limits=False)
+    assert read.problem is None and read.targets == (("HTTPRoute", "shop", "orders", None),)
+    assert read.value["auth"].basic.forward_username == "x-user" and read.value["ip_filter"].allow == ("10.0.0.0/8",)
+    read = read_policy("rate_limit_policies", ("shop", "orders-limit"), limit, {}, global_limits=False)
+    assert read.problem is None and read.targets == (("Gateway", "shop", "edge", "https"),)
+    assert (read.value["rate_limit"].bucket, read.value["rate_limit"].key) == (200, "client")
 
 
 def test_running_it_yourself_and_the_console_commands(tmp_path):

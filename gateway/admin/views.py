@@ -416,9 +416,9 @@ def _route(rc: RouteConfig, index: int, traffic: dict | None) -> dict:
 
 
 def _policy(rc: RouteConfig) -> dict:
-    """The route's edge policy as the console shows it: what applies, never a credential
-    (no password hash, key digest or JWKS)."""
-    out: dict = {}
+    """The route's edge policy as the console shows it: what applies and which Kubernetes
+    policies it comes from, never a credential (no password hash, key digest or JWKS)."""
+    out: dict = {"from": list(rc.policy_sources)} if rc.policy_sources else {}
     if rc.ip_filter is not None:
         out["ip_filter"] = {"allow": list(rc.ip_filter.allow), "deny": list(rc.ip_filter.deny)}
     if rc.rate_limit is not None:

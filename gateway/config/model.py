@@ -609,9 +609,13 @@ class RouteConfig:
     ip_filter: IpFilterPolicy | None = None
     rate_limit: RateLimitPolicy | None = None
     auth: AuthPolicy | None = None
+    # The Kubernetes policies its ip_filter, rate_limit and auth come from ("SecurityPolicy
+    # namespace/name", ...), for the console.  Not a file key.
+    policy_sources: tuple[str, ...] = ()
     # The gateway's own answer instead of a backend: what the Gateway API asks for a rule
     # whose backendRefs are all invalid (500). Not a file key.
     direct_status: int | None = None
+    direct_reason: str | None = None        # why, in the access log (not a file key)
     # The weight of a rule's invalid backendRefs beside valid ones: that share gets 500.
     invalid_weight: int = 0
     # The Gateway listener whose connections it serves (GatewayListener.id); "": the file's

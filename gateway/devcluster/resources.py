@@ -93,6 +93,13 @@ SERVICE_EXPORTS = Resource("serviceexports", "serviceexport", "ServiceExport", M
 SERVICE_IMPORTS = Resource("serviceimports", "serviceimport", "ServiceImport", MCS_GROUP, "v1alpha1",
                            True, ("svcim",), status_subresource=True)
 
+# This project's policy CRDs (deploy/gatewayapi/policy-crds.yaml).
+POLICY_GROUP = "policy.gateway.example"
+SECURITY_POLICIES = Resource("securitypolicies", "securitypolicy", "SecurityPolicy", POLICY_GROUP, "v1alpha1",
+                             True, ("secpol",), status_subresource=True)
+RATE_LIMIT_POLICIES = Resource("ratelimitpolicies", "ratelimitpolicy", "RateLimitPolicy", POLICY_GROUP,
+                               "v1alpha1", True, ("rlpol",), status_subresource=True)
+
 CORE = (NAMESPACES, SERVICES, ENDPOINTS, SECRETS)
 DISCOVERY_GROUP = "discovery.k8s.io"
 # group/version -> the resources served there; the CRD groups as the Gateway API and MCS
@@ -101,6 +108,7 @@ GROUP_VERSIONS: dict[str, tuple[Resource, ...]] = {
     f"{GATEWAY_GROUP}/v1": (GATEWAY_CLASSES, GATEWAYS, HTTP_ROUTES),
     f"{GATEWAY_GROUP}/v1beta1": (REFERENCE_GRANTS,),
     f"{MCS_GROUP}/v1alpha1": (SERVICE_EXPORTS, SERVICE_IMPORTS),
+    f"{POLICY_GROUP}/v1alpha1": (SECURITY_POLICIES, RATE_LIMIT_POLICIES),
 }
 CUSTOM = tuple(r for table in GROUP_VERSIONS.values() for r in table)
 ALL = CORE + (ENDPOINT_SLICES, LEASES) + CUSTOM
@@ -480,6 +488,21 @@ def _service_import(obj: dict, old: dict | None, causes: list) -> None:
         _check_protocol(port, f"spec.ports[{i}]", causes)
 
 
+def _policy(obj: dict, old: dict | None, causes: list) -> None:
+    """What the policy CRDs' schemas (deploy/gatewayapi/policy-crds.yaml) require: 1 to 16
+    targetRefs, each with a kind and a name. The rest of the spec is the gateway's to check
+    (its status says what is wrong)."""
+    spec = _spec(obj, causes)
+    refs = _items(spec.get("targetRefs"), "spec.targetRefs", causes)
+    if not 1 <= len(refs) <= 16:
+        causes.append(("spec.targetRefs", f"Invalid value: {len(refs)}: must have 1 to 16 items"))
+    for i, ref in enumerate(refs):
+        ref = _object(ref, f"spec.targetRefs[{i}]", causes, required=True)
+        for field in ("kind", "name"):
+            if not isinstance(ref.get(field), str) or not ref[field]:
+                causes.append((f"spec.targetRefs[{i}].{field}", "Required value"))
+
+
 _MICROTIME_FIELDS = ("acquireTime", "renewTime")
 
 
@@ -519,7 +542,7 @@ _PREPARE = {"namespaces": _namespace, "services": _service, "secrets": _secret,
             "endpointslices": _endpoint_slice, "endpoints": _endpoints, "leases": _lease,
             "gatewayclasses": _gateway_class, "gateways": _gateway, "httproutes": _http_route,
             "referencegrants": _reference_grant, "serviceexports": _service_export,
-            "serviceimports": _service_import}
+            "serviceimports": _service_import, "securitypolicies": _policy, "ratelimitpolicies": _policy}
 
 
 def prepare(resource: Resource, obj: dict, old: dict | None = None) -> dict:

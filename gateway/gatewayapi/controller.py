@@ -9,9 +9,11 @@ resourceVersion with bookmarks, resume from the last version seen after a lost c
 
 What is watched:
 * in the clusters of ``gateway_api.sources``: GatewayClasses, Gateways, HTTPRoutes,
-  ReferenceGrants, Namespaces (for ``allowedRoutes`` selectors) and Secrets of type
-  kubernetes.io/tls (for HTTPS listeners' certificateRefs; all namespaces, or one loop per
-  ``gateway_api.secret_namespaces`` entry so that RBAC can be a Role in each);
+  ReferenceGrants, Namespaces (for ``allowedRoutes`` selectors), SecurityPolicies and
+  RateLimitPolicies (``gateway.gatewayapi.policies``), Secrets of type kubernetes.io/tls (for
+  HTTPS listeners' certificateRefs) and of type Opaque (the credentials policies name); all
+  namespaces, or one loop per ``gateway_api.secret_namespaces`` entry so that RBAC can be a
+  Role in each;
 * in every kubernetes source (every associated cluster): Services and ServiceImports, so
   that a backendRef is resolved against the merged service, whichever cluster has it.
 
@@ -33,6 +35,7 @@ import time
 from typing import Callable
 
 from gateway.config import GatewayApiConfig, SourceConfig
+from gateway.gatewayapi.policies import PLURALS as POLICY_PLURALS, POLICY_GROUP, POLICY_VERSION, PolicyMemo
 from gateway.gatewayapi.translate import (GATEWAY_GROUP, MCS_GROUP, UNSPECIFIED, Addressing, RouteMemo, TlsSecret,
                                           Translation, World, translate)
 from gateway.listeners import PortReservations
@@ -46,21 +49,27 @@ ROUTE_KINDS = (("classes", GATEWAY_GROUP, "v1", "gatewayclasses", False),
                ("gateways", GATEWAY_GROUP, "v1", "gateways", True),
                ("routes", GATEWAY_GROUP, "v1", "httproutes", True),
                ("grants", GATEWAY_GROUP, "v1beta1", "referencegrants", True),
-               ("namespaces", None, "v1", "namespaces", False))
+               ("namespaces", None, "v1", "namespaces", False),
+               *((store, POLICY_GROUP, POLICY_VERSION, plural, True) for store, plural in POLICY_PLURALS.items()))
 SERVICE_KINDS = (("services", None, "v1", "services", True),
                  ("imports", MCS_GROUP, "v1alpha1", "serviceimports", True))
 SECRETS = ("secrets", None, "v1", "secrets", True)
-TLS_SECRET_TYPE = "kubernetes.io/tls"
-STATUS_KINDS = {"classes": ("gatewayclasses", "v1"), "gateways": ("gateways", "v1"),
-                "routes": ("httproutes", "v1")}
+CREDENTIALS = ("credentials", None, "v1", "secrets", True)      # Opaque Secrets
+TLS_SECRET_TYPE, CREDENTIALS_TYPE = "kubernetes.io/tls", "Opaque"
+# store -> (group, version, plural) of the kinds whose status we write
+STATUS_KINDS = {"classes": (GATEWAY_GROUP, "v1", "gatewayclasses"), "gateways": (GATEWAY_GROUP, "v1", "gateways"),
+                "routes": (GATEWAY_GROUP, "v1", "httproutes"),
+                **{store: (POLICY_GROUP, POLICY_VERSION, plural) for store, plural in POLICY_PLURALS.items()}}
 # What the translation's World holds of a watched object, per store (the object itself when
 # not named), and the stores merged from every associated cluster rather than the route ones.
 _WORLD_VALUE = {"services": lambda obj: (obj.get("spec") or {}).get("ports") or [],
                 "namespaces": lambda obj: obj["metadata"].get("labels") or {},
-                "secrets": lambda obj: obj["secret"]}
+                "secrets": lambda obj: obj["secret"],
+                "credentials": lambda obj: obj["data"]}
 _EVERY_CLUSTER = ("services", "imports")
 _BY_NAME = ("classes", "namespaces")                   # cluster-scoped: keyed by name
-WORLD_STORES = ("classes", "gateways", "routes", "grants", "services", "imports", "namespaces", "secrets")
+WORLD_STORES = ("classes", "gateways", "routes", "grants", "services", "imports", "namespaces", "secrets",
+                *POLICY_PLURALS, "credentials")
 
 
 def _now() -> str:
@@ -75,9 +84,10 @@ def _key(obj: dict) -> tuple[str, str]:
 class GatewayApiController:
     def __init__(self, settings: GatewayApiConfig, sources: tuple[SourceConfig, ...],
                  on_change: Callable[[Translation], None],
-                 taken: frozenset[tuple[str, int]] = frozenset()) -> None:
+                 taken: frozenset[tuple[str, int]] = frozenset(), global_limits: bool = False) -> None:
         self.settings = settings
         self.taken = taken                      # the file's own (address, port) pairs
+        self.global_limits = global_limits      # the file has "redis": global rate limits can be kept
         self.reservations = PortReservations()
         self._unbindable: dict[tuple[str, int], str] = {}
         # (store, key) -> (status we wrote, the resourceVersion our write made): until the
@@ -109,6 +119,7 @@ class GatewayApiController:
         # are kept while it stays (RouteMemo).
         self._world_version = 0
         self._memo = RouteMemo()
+        self._policy_memo = PolicyMemo()
         # HTTPRoutes whose status to compare at the next status pass besides those the
         # translation changed (a write failed, another writer's status came); None: all.
         self._status_due: set[tuple[str, str]] | None = None
@@ -125,10 +136,11 @@ class GatewayApiController:
             kinds = [(kind, None) for kind in SERVICE_KINDS]
             if cluster in self.route_clusters:
                 kinds += [(kind, None) for kind in ROUTE_KINDS]
-                kinds += [(SECRETS, ns) for ns in self.settings.secret_namespaces or (None,)]
+                kinds += [(secrets, ns) for ns in self.settings.secret_namespaces or (None,)
+                          for secrets in (SECRETS, CREDENTIALS)]
             optional = {}
             for kind, namespace in kinds:
-                name = f"{cluster.name}/{kind[3]}" + (f"/{namespace}" if namespace else "")
+                name = f"{cluster.name}/{_loop_label(kind)}" + (f"/{namespace}" if namespace else "")
                 self._loops.add(name)       # an optional kind too, until discovery answers
                 if is_optional(kind[1]):
                     optional[Kind(*kind[1:4])] = (kind, name)
@@ -195,11 +207,12 @@ class GatewayApiController:
         self._status_due = None             # every status again: what the previous writer left undone
         self._schedule()
 
-    def set_file(self, file_services: dict, taken: frozenset[tuple[str, int]]) -> None:
+    def set_file(self, file_services: dict, taken: frozenset[tuple[str, int]], global_limits: bool) -> None:
         """The file changed (a reload): backendRefs to its services use the file's settings,
-        and Gateways keep off its listeners' ports."""
+        Gateways keep off its listeners' ports, global rate limits follow its "redis"."""
         self._file_services = file_services
         self.taken = taken
+        self.global_limits = global_limits
         self._world_version += 1
         self._schedule()
 
@@ -221,11 +234,13 @@ class GatewayApiController:
             api = self._apis[cluster.name] = api_client(cluster)
         return api
 
-    def _list_fn(self, api, group, version, plural, namespace):
+    def _list_fn(self, api, store, group, version, plural, namespace):
         from kubernetes import client
         if plural == "secrets":
-            # Only TLS Secrets: the API server filters, so other Secrets never reach us.
-            core, selector = client.CoreV1Api(api), {"field_selector": f"type={TLS_SECRET_TYPE}"}
+            # Only TLS and Opaque Secrets: the API server filters, so service account tokens
+            # and the like never reach us.
+            secret_type = CREDENTIALS_TYPE if store == "credentials" else TLS_SECRET_TYPE
+            core, selector = client.CoreV1Api(api), {"field_selector": f"type={secret_type}"}
             if namespace:
                 return core.list_namespaced_secret, {"namespace": namespace, **selector}
             return core.list_secret_for_all_namespaces, selector
@@ -243,7 +258,7 @@ class GatewayApiController:
         api = self._api_or_stop(cluster, loop_name)
         if api is None:
             return
-        list_fn, kwargs = self._list_fn(api, group, version, plural, namespace)
+        list_fn, kwargs = self._list_fn(api, store, group, version, plural, namespace)
         def gone() -> None:                         # its CRD was deleted: pending again
             self._post(self._absent, cluster.name, store, loop_name)
             self._kinds[cluster.name].lost(Kind(group, version, plural))
@@ -252,7 +267,9 @@ class GatewayApiController:
             obj = obj if isinstance(obj, dict) else api.sanitize_for_serialization(obj)
             # A Secret is read here, in the watch's thread, once per version: its key stays out
             # of the loop's objects and the certificate is checked before any listener uses it.
-            return tls_secret(obj) if store == "secrets" else obj
+            if store == "secrets":
+                return tls_secret(obj)
+            return credential_secret(obj) if store == "credentials" else obj
 
         list_and_watch(list_fn, kwargs, self._stopping, self._watches, Handlers(
             listed=lambda items: self._post(self._replace, cluster.name, store,
@@ -357,6 +374,8 @@ class GatewayApiController:
         else:
             table[key] = obj
         self._merge_key(store, key)
+        if store == "credentials" and key not in self._policy_memo.secrets_read:
+            return          # no policy names it: nothing to translate again
         # A status write (ours, mostly) changes nothing the translation reads: the route's
         # translation stays good for the object that carries it.
         if kind == "DELETED" or before is None or _without_status(before) != _without_status(obj):
@@ -389,7 +408,7 @@ class GatewayApiController:
         for store in self._unmerged:
             self._merged[store] = self._merge(store)
         self._unmerged.clear()
-        world = World(self.settings.controller_name, version=self._world_version,
+        world = World(self.settings.controller_name, version=self._world_version, global_limits=self.global_limits,
                       **{store: self._merged[store][0] for store in WORLD_STORES})
         return world, {store: self._merged[store][1] for store in WORLD_STORES}
 
@@ -431,13 +450,13 @@ class GatewayApiController:
         # listener says why (a second translation with that fact).  Each translation tries
         # every port again: one freed meanwhile is taken.
         self._unbindable = {}
-        translation = translate(world, self._file_services, self.addressing(), self._memo)
+        translation = translate(world, self._file_services, self.addressing(), self._memo, self._policy_memo)
         unbindable = self.reservations.hold({(l.address, l.port) for l in translation.listeners})
         if unbindable:
             log.warning("cannot listen for Gateway listeners", extra={"fields": {
                 "ports": {f"{a}:{p}": why for (a, p), why in unbindable.items()}}})
             self._unbindable = unbindable
-            translation = translate(world, self._file_services, self.addressing(), self._memo)
+            translation = translate(world, self._file_services, self.addressing(), self._memo, self._policy_memo)
             self.reservations.hold({(l.address, l.port) for l in translation.listeners})
         previous = self.translation
         self.translation = translation
@@ -468,6 +487,11 @@ class GatewayApiController:
             others = [p for p in (route.get("status") or {}).get("parents") or ()
                       if p.get("controllerName") != self.settings.controller_name]
             writes.append(("routes", key, route, {"parents": parents + others}))
+        for (store, key), status in t.policy_status.items():
+            policy = getattr(world, store)[key]
+            others = [a for a in (policy.get("status") or {}).get("ancestors") or ()
+                      if a.get("controllerName") != self.settings.controller_name]
+            writes.append((store, key, policy, {"ancestors": status["ancestors"] + others}))
         for store, key, obj, status in writes:
             current = self._current_status(store, key, obj)
             status = with_transition_times(status, current)
@@ -507,7 +531,7 @@ class GatewayApiController:
     def _write_status(self, cluster: str, store: str, key: tuple[str, str], status: dict) -> None:
         from kubernetes import client
         from kubernetes.client.rest import ApiException
-        plural, version = STATUS_KINDS[store]
+        group, version, plural = STATUS_KINDS[store]
         custom = client.CustomObjectsApi(self._apis[cluster])
         result = None
         if not self.writes_status():        # leadership lost since the write was queued
@@ -515,10 +539,10 @@ class GatewayApiController:
             return
         try:
             if key[0]:
-                result = custom.patch_namespaced_custom_object_status(GATEWAY_GROUP, version, key[0], plural,
+                result = custom.patch_namespaced_custom_object_status(group, version, key[0], plural,
                                                                       key[1], {"status": status})
             else:
-                result = custom.patch_cluster_custom_object_status(GATEWAY_GROUP, version, plural, key[1],
+                result = custom.patch_cluster_custom_object_status(group, version, plural, key[1],
                                                                    {"status": status})
             self.status_writes += 1
         except ApiException as exc:
@@ -539,6 +563,11 @@ class GatewayApiController:
                 "routes": len(t.routes) if t else 0, "listeners": len(t.listeners) if t else 0,
                 "status_writes": self.status_writes, "writes_status": self.writes_status(),
                 "leader_election": self.elector.status() if self.elector is not None else None}
+
+
+def _loop_label(kind: tuple) -> str:
+    """A watch loop's name in logs and errors: the kind's plural (Opaque Secrets told apart)."""
+    return "secrets-opaque" if kind is CREDENTIALS else kind[3]
 
 
 def lease_name(controller_name: str) -> str:
@@ -579,6 +608,20 @@ def tls_secret(obj: dict) -> dict:
     return {"metadata": meta, "secret": TlsSecret(cert, key)}
 
 
+def credential_secret(obj: dict) -> dict:
+    """A watched Opaque Secret as policies read it: metadata and its data decoded (a value that
+    is not UTF-8 text is left out: no credential format here is binary)."""
+    import base64
+    data = {}
+    for name, value in (obj.get("data") or {}).items():
+        try:
+            data[name] = base64.b64decode(value).decode()
+        except (ValueError, UnicodeDecodeError):
+            continue
+    meta = {"namespace": obj["metadata"].get("namespace", ""), "name": obj["metadata"]["name"]}
+    return {"metadata": meta, "data": data}
+
+
 def with_transition_times(status: dict, old: dict) -> dict:
     """``status`` with each condition's lastTransitionTime: kept from ``old`` when that
     condition's status did not change (the API convention), now otherwise."""
@@ -600,11 +643,13 @@ def with_transition_times(status: dict, old: dict) -> dict:
         result["listeners"] = [{**l, "conditions": conditions(l["conditions"],
                                                               (before.get(l["name"]) or {}).get("conditions"))}
                                for l in status["listeners"]]
-    if "parents" in status:
-        before = {repr(sorted((p.get("parentRef") or {}).items())): p for p in old.get("parents") or ()}
-        result["parents"] = [p if "conditions" not in p or p.get("controllerName") is None else
-                             {**p, "conditions": conditions(
-                                 p["conditions"],
-                                 (before.get(repr(sorted(p["parentRef"].items()))) or {}).get("conditions"))}
-                             for p in status["parents"]]
+    # A route's parents, a policy's ancestors: conditions per referenced Gateway.
+    for entries, ref in (("parents", "parentRef"), ("ancestors", "ancestorRef")):
+        if entries not in status:
+            continue
+        before = {repr(sorted((p.get(ref) or {}).items())): p for p in old.get(entries) or ()}
+        result[entries] = [p if "conditions" not in p or p.get("controllerName") is None else
+                           {**p, "conditions": conditions(
+                               p["conditions"], (before.get(repr(sorted(p[ref].items()))) or {}).get("conditions"))}
+                           for p in status[entries]]
     return result

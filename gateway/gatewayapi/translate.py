@@ -15,6 +15,7 @@ from gateway.config import (BackendFilters, Certificate, CorsPolicy, GatewayList
                             MirrorConfig, QueryMatch, Redirect, RetryPolicy, RouteConfig, RouteMatch, ServiceConfig,
                             WeightedBackend, regex_problem)
 from gateway.config.validate import section
+from gateway.gatewayapi.policies import PolicyIndex, PolicyMemo
 from gateway.sources.discovery import GATEWAY_GROUP, MCS_GROUP  # noqa: F401  (re-exported)
 from gateway.units import parse_duration
 
@@ -40,7 +41,11 @@ class World:
     services: dict[Key, list[dict]] = field(default_factory=dict)       # ports, per existing Service
     imports: dict[Key, dict] = field(default_factory=dict)              # ServiceImports
     namespaces: dict[str, dict] = field(default_factory=dict)           # labels
-    secrets: dict[Key, "TlsSecret"] = field(default_factory=dict)       # Secrets, read (controller)
+    secrets: dict[Key, "TlsSecret"] = field(default_factory=dict)       # TLS Secrets, read (controller)
+    security_policies: dict[Key, dict] = field(default_factory=dict)    # gatewayapi.policies
+    rate_limit_policies: dict[Key, dict] = field(default_factory=dict)
+    credentials: dict[Key, dict[str, str]] = field(default_factory=dict)   # Opaque Secrets' data, decoded
+    global_limits: bool = False         # the file has a "redis" section: global rate limits can be kept
     # Changes whenever anything but an HTTPRoute changed: a route's translation, which reads
     # only the route and the rest, is kept while the route and this stay the same.
     version: int = 0
@@ -62,14 +67,15 @@ class RouteMemo:
         self.route_status: dict[Key, list[dict]] = {}
         self.service_ports: dict[str, int] = {}
 
-    def update(self, world: World, gateways: dict[Key, "_Gateway"], context: tuple) -> set[Key] | None:
+    def update(self, world: World, gateways: dict[Key, "_Gateway"], context: tuple,
+               edges: PolicyIndex) -> set[Key] | None:
         """Translate the routes that changed since the last update: the keys of those (and
         of the routes gone), or None when every route was translated again (``context``
         changed)."""
         if context != self.context:
             self.__init__(context)
             for key, route in world.routes.items():
-                self._put(key, route, _translate_route(world, route, gateways))
+                self._put(key, route, _translate_route(world, route, gateways, edges))
             self._sum_service_ports()
             return None
         entries = self.entries
@@ -82,7 +88,7 @@ class RouteMemo:
             before_order = self.entries[key][2] if key in self.entries else None
             before = self._drop(key)
             route = world.routes.get(key)
-            after = _translate_route(world, route, gateways) if route is not None else None
+            after = _translate_route(world, route, gateways, edges) if route is not None else None
             if after is not None:
                 self._put(key, route, after)
             # The first route in order naming a Service gives its port: a route that names one
@@ -165,6 +171,8 @@ class Translation:
     # The HTTPRoutes translated again since the previous translation (with the memo): their
     # configs and status may have changed, no other route's did.  None: any may have.
     changed: set[Key] | None = None
+    # (world store, key) -> status of each SecurityPolicy/RateLimitPolicy naming a target of ours
+    policy_status: dict[tuple[str, Key], dict] = field(default_factory=dict)
 
 
 def condition(type_: str, ok: bool, reason: str, message: str, generation: int) -> dict:
@@ -513,6 +521,7 @@ class _Listener:
     cert_problem: tuple[str, str] | None = None
     not_served: str | None = None               # Programmed=False message
     attached: int = 0
+    gateway: Key = ("", "")
 
     @property
     def name(self) -> str:
@@ -561,7 +570,7 @@ def _plan_listeners(world: World, gkey: Key, gateway: dict) -> list[_Listener]:
     first_protocol: dict[int, str] = {}
     hostnames: set[tuple] = set()
     for spec in (gateway.get("spec") or {}).get("listeners") or ():
-        listener = _Listener(spec, f"{gkey[0]}/{gkey[1]}/{spec['name']}", [])
+        listener = _Listener(spec, f"{gkey[0]}/{gkey[1]}/{spec['name']}", [], gateway=gkey)
         out.append(listener)
         protocol = spec.get("protocol")
         if protocol not in _PROTOCOLS:
@@ -713,7 +722,8 @@ def _is_served(gw: _Gateway, listener: _Listener, addressing: Addressing) -> str
 
 
 def translate(world: World, file_services: dict[str, ServiceConfig] | None = None,
-              addressing: Addressing = Addressing(), memo: RouteMemo | None = None) -> Translation:
+              addressing: Addressing = Addressing(), memo: RouteMemo | None = None,
+              policy_memo: PolicyMemo | None = None) -> Translation:
     file_services = file_services or {}
     classes, ours = _our_gateways(world)
     gateways = {key: _plan_gateway(world, key, obj) for key, obj in ours.items()}
@@ -725,7 +735,8 @@ def translate(world: World, file_services: dict[str, ServiceConfig] | None = Non
     # What a route's translation reads besides the route: the other objects and the listeners.
     context = (world.version, tuple((l.id, l.not_served, l.attachable()) for l in by_id.values()))
     memo = memo if memo is not None else RouteMemo()
-    changed = memo.update(world, gateways, context)
+    edges = PolicyIndex((policy_memo if policy_memo is not None else PolicyMemo()).policies(world))
+    changed = memo.update(world, gateways, context, edges)
     for listener_id, count in memo.attached.items():
         by_id[listener_id].attached = count
     service_ports = memo.service_ports
@@ -738,7 +749,8 @@ def translate(world: World, file_services: dict[str, ServiceConfig] | None = Non
                       for gw in sorted(gateways.values(), key=_gateway_order) for l in gw.listeners
                       if l.not_served is None)
     return Translation(memo.routes(), services, _class_status(world, classes), gateway_status,
-                       dict(memo.route_status), listeners, changed)
+                       dict(memo.route_status), listeners, changed,
+                       edges.status(world, gateways, memo.route_status, world.controller_name))
 
 
 @dataclass(frozen=True)
@@ -750,8 +762,8 @@ class _RouteResult:
     attached: tuple[str, ...] = ()                      # a listener id per attachment
 
 
-def _translate_route(world: World, route: dict, gateways: dict[Key, _Gateway]) -> _RouteResult:
-    ns, _ = _key(route)
+def _translate_route(world: World, route: dict, gateways: dict[Key, _Gateway], edges: PolicyIndex) -> _RouteResult:
+    ns, route_name = _key(route)
     spec = route.get("spec") or {}
     gen = _generation(route)
     parents, targets, attached = [], [], []
@@ -780,7 +792,8 @@ def _translate_route(world: World, route: dict, gateways: dict[Key, _Gateway]) -
         for key, port in result.services.items():
             service_ports.setdefault(key, port)
         for t, (listener, hosts) in enumerate(targets):
-            configs += [replace(c, listener=listener.id, rank=(*order, i, t, j)) for j, c in
+            edge = edges.edge(listener.gateway, listener.name, (ns, route_name), rule.get("name")).fields()
+            configs += [replace(c, listener=listener.id, rank=(*order, i, t, j), **edge) for j, c in
                         enumerate(translate_rule(world, route, i, rule, tuple(sorted(hosts or ()))).configs)]
     resolved = condition("ResolvedRefs", not problems, problems[0][0] if problems else "ResolvedRefs",
                          problems[0][1] if problems else "all references resolved", gen)

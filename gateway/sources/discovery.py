@@ -1,8 +1,9 @@
 """Which optional kinds a cluster serves, found by API discovery, and when a missing one appears.
 
-The Gateway API kinds (gateway.networking.k8s.io) and the Multi-Cluster Services kinds
-(multicluster.x-k8s.io) come with CRDs that most clusters do not install. A list+watch loop for
-a kind the cluster does not serve gets 404 for ever, and whoever waits for its first list waits
+The Gateway API kinds (gateway.networking.k8s.io), the Multi-Cluster Services kinds
+(multicluster.x-k8s.io) and this project's policies (policy.gateway.example) come with CRDs
+that most clusters do not install. A list+watch loop for a kind the cluster does not serve
+gets 404 for ever, and whoever waits for its first list waits
 its whole timeout: every replica started 10 s late (``app.INITIAL_SYNC_TIMEOUT``) in a cluster
 without the MCS CRDs. So an optional kind's loop is started only once discovery says the cluster
 serves it:
@@ -36,7 +37,8 @@ from gateway.sources.listwatch import BACKOFF_MAX, BACKOFF_MIN, CONNECT_TIMEOUT
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 MCS_GROUP, MCS_VERSION = "multicluster.x-k8s.io", "v1alpha1"
-OPTIONAL_GROUPS = frozenset({GATEWAY_GROUP, MCS_GROUP})
+POLICY_GROUP, POLICY_VERSION = "policy.gateway.example", "v1alpha1"    # this project's policy CRDs
+OPTIONAL_GROUPS = frozenset({GATEWAY_GROUP, MCS_GROUP, POLICY_GROUP})
 
 
 def _interval() -> float:

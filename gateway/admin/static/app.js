@@ -222,10 +222,21 @@ function levelList(levels) {
           `load ${lv.load_pct}%${lv.panic ? " PANIC" : ""} -- ${lv.why}`})));
 }
 
+// A route's edge policy in a few words, and the Kubernetes policies it comes from.
+function policyText(p) {
+  if (!p) return "";
+  const parts = [];
+  if (p.auth) parts.push(p.auth.method.replace("_", " ") + (p.auth.required ? "" : " (optional)"));
+  if (p.rate_limit) parts.push(`${p.rate_limit.requests} per ${p.rate_limit.per_s}s by ${p.rate_limit.key}`);
+  if (p.ip_filter) parts.push("ip filter");
+  return parts.join(", ") + (p.from ? ` from ${p.from.join(", ")}` : "");
+}
+
 async function renderRoutes() {
   const rows = (await api("/routes")).map(r => el("tr", {"data-route": r.name},
     el("td", {class: "num", text: r.index}), el("td", {text: r.name}), el("td", {text: matchText(r.match)}),
     el("td", {text: r.backends.map(b => b.service + (r.backends.length > 1 ? ` (${b.weight})` : "")).join(", ")}),
+    el("td", {class: "policy", text: policyText(r.policy)}),
     el("td", {class: "num", text: r.requests}), el("td", {class: "num", text: r.responses["2xx"] || 0}),
     el("td", {class: "num", text: r.responses["4xx"] || 0}), el("td", {class: "num", text: r.responses["5xx"] || 0}),
     el("td", {}, el("button", {type: "button", class: "remove", "data-remove-route": r.name, text: "remove"}))));
