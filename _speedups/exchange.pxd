@@ -144,7 +144,7 @@ cdef class Exchange(UpstreamOwner):
     cdef bint normalize_path(self, RequestHead head) except -1
     cdef bint answer_by_filters(self, RouteFilters filters, RequestHead head) except -1
     cdef bint answer_by_limit(self, RouteFilters filters, RequestHead head) except -1
-    cdef void authz_answered(self, int connect_id, object answer)
+    cdef void authz_answered(self, int connect_id, object checker, object answer)
     cdef void deny(self, Denial denial)
     cdef void store_answered(self, int connect_id, object answer)
     cdef bint answer_by_route_filters(self, RouteFilters filters, RequestHead head) except -1

@@ -30,7 +30,7 @@ from _speedups.http cimport (
 from _speedups.router cimport Router
 from _speedups.filters cimport rewrite_target
 from _speedups.path cimport NORM_OK, NORM_REDIRECT, PATH_FORWARD_ORIGINAL, outcome_reason
-from _speedups.policy cimport RateLimit, RoutePolicy
+from _speedups.policy cimport DEFERRED, RateLimit, RoutePolicy
 from _speedups.stats cimport (
     CAUSE_BAD_RESPONSE, CAUSE_CONNECT_FAILED, CAUSE_CONNECT_TIMEOUT, CAUSE_EJECTED, CAUSE_RESET,
     CAUSE_STATUS, CAUSE_TIMEOUT, BackendStats, N_STATS, ST_CONNECT_FAILURES, ST_INTERNAL_ERRORS, ST_OVERFLOW_CONNECTIONS,
@@ -427,6 +427,7 @@ cdef class Exchange(UpstreamOwner):
         cdef bytes origin
         cdef Denial denial
         cdef int connect_id
+        cdef object checker
         if filters.cors is not None:
             origin = head.header(b"origin")
             if origin is not None:
@@ -438,15 +439,18 @@ cdef class Exchange(UpstreamOwner):
                 self.cors_fields = filters.cors.response_fields(origin)
         if filters.policy is not None:
             denial = filters.policy.check(head, self.client_ip)
-            if denial is not None:
+            if denial is DEFERRED:          # a password hash checked off the event loop
+                checker = filters.policy.auth
+            elif denial is not None:
                 self.deny(denial)
                 return True
-            if filters.policy.ext_authz is not None:
-                connect_id = self.connect_id
-                filters.policy.ext_authz.ask(head, self.client_ip,
-                                             lambda answer: self.authz_answered(connect_id, answer))
-                return True                 # routing goes on when the service answers
-            return self.answer_by_limit(filters, head)
+            elif filters.policy.ext_authz is not None:
+                checker = filters.policy.ext_authz
+            else:
+                return self.answer_by_limit(filters, head)
+            connect_id = self.connect_id
+            checker.ask(head, self.client_ip, lambda answer: self.authz_answered(connect_id, checker, answer))
+            return True                     # routing goes on when the checker answers
         return self.answer_by_route_filters(filters, head)
 
     cdef bint answer_by_limit(self, RouteFilters filters, RequestHead head) except -1:
@@ -466,18 +470,19 @@ cdef class Exchange(UpstreamOwner):
                 return True
         return self.answer_by_route_filters(filters, head)
 
-    cdef void authz_answered(self, int connect_id, object answer):
-        """The authorization service's answer (gateway.policy.ext_authz): a Denial to pass on, or
-        the fields to set on the request before it goes on."""
+    cdef void authz_answered(self, int connect_id, object checker, object answer):
+        """A checker's answer (gateway.policy.ext_authz's service, or an authenticator that
+        decided off the event loop): a Denial to pass on, or the fields to set on the request
+        before it goes on."""
         cdef RoutePolicy policy
         if connect_id != self.connect_id or self.state != X_ROUTING or self.downstream.closed:
             return                          # the client left meanwhile
         policy = self.route.filters.policy
-        verdict = policy.ext_authz.verdict(answer)
+        verdict = checker.verdict(answer)
         if isinstance(verdict, Denial):
             self.deny(<Denial>verdict)
             return
-        policy.identify(self.head, verdict, policy.ext_authz.owned)
+        policy.identify(self.head, verdict, checker.owned)
         if not self.answer_by_limit(self.route.filters, self.head):
             self.dispatch()
 

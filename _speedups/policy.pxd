@@ -54,3 +54,6 @@ cdef class RoutePolicy:
     cdef Denial check(self, RequestHead head, bytes client)
     cdef void identify(self, RequestHead head, list fields, frozenset owned)
     cdef bint client_sent(self, RequestHead head, frozenset owned)
+
+# check()'s answer when authentication decides later: the exchange calls auth.ask and waits.
+cdef Denial DEFERRED

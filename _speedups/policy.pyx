@@ -147,6 +147,9 @@ cdef class Denial:
         self.body = body
 
 
+DEFERRED = Denial(0, "authentication decides later")
+
+
 cdef class RateLimit:
     """A token bucket per key (or one for the route): ``requests`` per ``seconds``, up to
     ``burst``; in the replica's SharedBuckets, or with ``store`` (gateway.policy.redis_store)
@@ -227,8 +230,9 @@ cdef class IpFilter:
 cdef class RoutePolicy:
     """A route's edge policy, in the order it is checked: IP filter, authentication
     (gateway.policy.auth: ``authenticate(head)`` returns a Denial, or the fields to set on the
-    request once those named in its ``owned`` are dropped; or ``ext_authz``, which the
-    exchange asks and waits for), rate limit (the exchange's, after authentication: a
+    request once those named in its ``owned`` are dropped, or None when its verdict comes
+    later: check() answers DEFERRED and the exchange asks ``auth.ask`` and waits, as it does
+    ``ext_authz``), rate limit (the exchange's, after authentication: a
     limit keyed by a header sees the fields authentication set, a JWT claim).  None parts
     are off."""
 
@@ -248,6 +252,8 @@ cdef class RoutePolicy:
             return self.ip_denial
         if self.auth is not None:
             verdict = self.auth.authenticate(head)
+            if verdict is None:
+                return DEFERRED
             if isinstance(verdict, Denial):
                 return <Denial>verdict
             self.identify(head, verdict, self.auth_owned)

@@ -317,7 +317,7 @@ class DataPlane:
         if rc.auth is not None and rc.auth.ext_authz is not None:
             ext_authz = ExtAuthorizer(rc.name, rc.auth.ext_authz, self._authz_client(rc.auth.ext_authz))
         elif rc.auth is not None:
-            auth = authenticator(rc.name, rc.auth, self._jwks(rc.auth.jwt))
+            auth = authenticator(rc.name, rc.auth, self._jwks(rc.auth.jwt), self.ctx.loop)
         return RoutePolicy(rc.name, ip_filter, auth, rate_limit, ext_authz)
 
     def _authz_client(self, cfg: ExtAuthz) -> ExtAuthzClient:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import http.server
 import json
 import ssl
@@ -25,7 +26,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from support import Pki, start_backend, start_with_admin, static_source, wait_until
+from support import Client, Pki, start_backend, start_with_admin, static_source, wait_until
 from gateway.config import ConfigError, parse_route
 
 pytestmark = pytest.mark.timeout(90)
@@ -162,6 +163,40 @@ def test_basic_auth(gw):
         assert r.json()["headers"]["x-user"] == user       # the client's own X-User is dropped
     entries = g.log.by_ids(["basic-alice"])
     assert "s3cret" not in json.dumps(entries) and "czNjcmV0" not in g.log_path.read_text()
+
+
+def test_a_bcrypt_check_does_not_hold_up_the_workers_other_requests(tmp_path):
+    """bcrypt at cost 14 takes the better part of a second: checked on the event loop, every
+    other request of the worker would wait for it. One worker; the slow check is seen to
+    start (the worker's hashing thread appears), then another connection's request is answered
+    while it runs, and the check's own answer comes after."""
+    import select
+    from support import children, static_source as source, start_backend as backend_at, start_with_admin as start
+    slow = bcrypt.hashpw(b"right-pw", bcrypt.gensalt(rounds=14)).decode()
+    (tmp_path / "htpasswd").write_text(f"carol:{slow}\n")
+    upstream = backend_at("127.0.0.2", "zone-a", "auth-slow-0")
+    config = {"workers": 1, "sources": [source("zone-a", {"web": [upstream.address]})],
+              "services": [{"name": "web", "port": 80}],
+              "routes": [{"name": "slow", "match": {"path": {"prefix": "/slow"}}, "service": "web",
+                          "auth": {"basic": {"htpasswd": str(tmp_path / "htpasswd")}}},
+                         {"name": "rest", "match": {"path": {"prefix": "/"}}, "service": "web"}]}
+    g, _ = start(config, tmp_path, "auth-slow")
+    try:
+        worker = g.proc.pid             # workers: 1 serves in the gateway's own process
+        assert children(worker) == []
+        threads = lambda: len(os.listdir(f"/proc/{worker}/task"))     # noqa: E731
+        assert get(g, "/warm").status == 200
+        before = threads()
+        with g.client() as checking, g.client() as other:
+            checking.send(Client.build("GET", "/slow", basic("carol", "wrong-pw")))
+            wait_until(lambda: threads() > before, 10, "the hashing thread")
+            assert other.request("GET", "/other").status == 200
+            assert select.select([checking.sock], [], [], 0)[0] == [], "the check answered before the other request"
+            assert checking.read_response().status == 401
+        assert get(g, "/slow", basic("carol", "right-pw")).status == 200
+    finally:
+        g.stop()
+        upstream.stop()
 
 
 def test_api_keys_in_a_header_or_the_query(gw):

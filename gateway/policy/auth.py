@@ -6,13 +6,16 @@ on the route's authenticator.  It returns a ``Denial`` (401 with a challenge, or
 list of header fields to set on the request (the identity it forwards) after dropping every
 field named in ``owned``, so a client cannot send its own ``X-User``.  A credential seen
 before costs a dict lookup: verdicts are cached by the credential's bytes, bounded (a full
-cache is emptied and refills).  Crypto is PyJWT with cryptography, and bcrypt; nothing here
+cache is emptied and refills).  A bcrypt password, which costs milliseconds of CPU, is checked
+in a thread instead (``authenticate`` answers None and the exchange waits for ``ask``): one
+client sending new passwords does not stall the worker's other requests.  Crypto is PyJWT with cryptography, and bcrypt; nothing here
 logs a credential: reasons name what was wrong, never the value.
 """
 from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import binascii
 import hashlib
 import hmac
@@ -37,6 +40,16 @@ CACHE_SIZE = 10_000             # credentials remembered per route and worker
 # one of them must not pass (the classic algorithm confusion).
 JWT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 UNKNOWN_KID_REFETCH = 10.0      # seconds: a token naming an unknown key fetches the JWKS again, this seldom
+HASHING_THREADS = 2             # per worker: bcrypt releases the GIL, so they run beside the loop
+MAX_HASHING = 256               # distinct passwords waiting for a check per route; past it: 503
+_hashing_pool = None
+
+
+def _hashing() -> concurrent.futures.ThreadPoolExecutor:
+    global _hashing_pool
+    if _hashing_pool is None:
+        _hashing_pool = concurrent.futures.ThreadPoolExecutor(HASHING_THREADS, thread_name_prefix="bcrypt")
+    return _hashing_pool
 
 
 class _Authenticator:
@@ -68,21 +81,63 @@ class _Authenticator:
 
 
 class BasicAuthenticator(_Authenticator):
-    def __init__(self, route: str, required: bool, cfg: BasicAuth) -> None:
+    """``loop``: bcrypt hashes are checked in a thread, the verdict given on the loop (None:
+    checked at once, for tests and benchmarks)."""
+
+    def __init__(self, route: str, required: bool, cfg: BasicAuth,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
         super().__init__(route, required, f'Basic realm="{cfg.realm}", charset="UTF-8"', (cfg.forward_username,))
         self.users = dict(cfg.users)
         self.forward = cfg.forward_username.encode() if cfg.forward_username else None
+        self.loop = loop
+        self.hashing: dict[bytes, list] = {}        # credential -> the answers waiting for its check
+        self.busy = Denial(503, f"too many passwords being checked (route {route})", None, DENY_UNAUTHENTICATED)
 
-    def authenticate(self, head) -> list | Denial:
+    def authenticate(self, head) -> list | Denial | None:
         value = head.header(b"authorization")
         if value is None:
             return self.missing()
         verdict = self.cache.get(value)
-        if verdict is None:
-            verdict = self.remember(value, self._verify(value))
-        return verdict
+        if verdict is not None:
+            return verdict
+        found = self._user(value)
+        if isinstance(found, Denial):
+            return self.remember(value, found)
+        user, password, hashed = found
+        if hashed.startswith("{SHA}"):
+            return self.remember(value, self._outcome(user, _sha_matches(password, hashed)))
+        if self.loop is not None:
+            return None                             # ask() checks it in a thread
+        return self.remember(value, self._outcome(user, _bcrypt_matches(password, hashed)))
 
-    def _verify(self, value: bytes) -> list | Denial:
+    def ask(self, head, client_ip: bytes, answer) -> None:
+        """Check a bcrypt password in a thread; ``answer(verdict)`` on the loop. Requests with
+        the same credential meanwhile wait for the same check."""
+        value = head.header(b"authorization")
+        waiting = self.hashing.get(value)
+        if waiting is not None:
+            waiting.append(answer)
+            return
+        if len(self.hashing) >= MAX_HASHING:
+            answer(self.busy)
+            return
+        self.hashing[value] = [answer]
+        user, password, hashed = self._user(value)
+        future = self.loop.run_in_executor(_hashing(), _bcrypt_matches, password, hashed)
+        future.add_done_callback(lambda done: self._checked(value, user, done))
+
+    def _checked(self, value: bytes, user: str, done: asyncio.Future) -> None:
+        matched = not done.cancelled() and done.exception() is None and done.result()
+        verdict = self.remember(value, self._outcome(user, matched))
+        for answer in self.hashing.pop(value, ()):
+            answer(verdict)
+
+    @staticmethod
+    def verdict(answer: list | Denial) -> list | Denial:
+        return answer
+
+    def _user(self, value: bytes) -> tuple[str, str, str] | Denial:
+        """(user, password, the user's hash) from an Authorization value, or why not."""
         scheme, _, encoded = value.partition(b" ")
         if scheme.lower() != b"basic":
             return self.deny(401, "not Basic credentials")
@@ -91,17 +146,27 @@ class BasicAuthenticator(_Authenticator):
         except (binascii.Error, UnicodeDecodeError):
             return self.deny(401, "malformed Basic credentials")
         hashed = self.users.get(user) if sep else None
-        if hashed is None or not _password_matches(password, hashed):
+        if hashed is None:
+            return self.deny(401, "wrong user or password")
+        return user, password, hashed
+
+    def _outcome(self, user: str, matched: bool) -> list | Denial:
+        if not matched:
             return self.deny(401, "wrong user or password")
         return [(self.forward, self.forward, user.encode())] if self.forward else []
 
 
-def _password_matches(password: str, hashed: str) -> bool:
-    if hashed.startswith("{SHA}"):
-        digest = base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()
-        return hmac.compare_digest(digest, hashed[5:])
+def _sha_matches(password: str, hashed: str) -> bool:
+    digest = base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()
+    return hmac.compare_digest(digest, hashed[5:])
+
+
+def _bcrypt_matches(password: str, hashed: str) -> bool:
     import bcrypt
-    return bcrypt.checkpw(password.encode(), hashed.encode())
+    try:
+        return bcrypt.checkpw(password.encode(), hashed.encode())
+    except ValueError:          # a hash bcrypt cannot read (checked at load; never a 500)
+        return False
 
 
 class ApiKeyAuthenticator(_Authenticator):
@@ -313,11 +378,13 @@ class JwtAuthenticator(_Authenticator):
                                    f'error_description="{why}"'.encode())
 
 
-def authenticator(route: str, policy: AuthPolicy, jwks: JwksKeys | None = None):
+def authenticator(route: str, policy: AuthPolicy, jwks: JwksKeys | None = None,
+                  loop: asyncio.AbstractEventLoop | None = None):
     """The route's authenticator; ``jwks``: the keys of its JWT method (a JwksKeys of the
-    file, or the data plane's JwksFetcher of the URL)."""
+    file, or the data plane's JwksFetcher of the URL); ``loop``: where a bcrypt check's
+    verdict is given (None: checked at once)."""
     if policy.basic is not None:
-        return BasicAuthenticator(route, policy.required, policy.basic)
+        return BasicAuthenticator(route, policy.required, policy.basic, loop)
     if policy.api_key is not None:
         return ApiKeyAuthenticator(route, policy.required, policy.api_key)
     return JwtAuthenticator(route, policy.required, policy.jwt, jwks)
