@@ -177,7 +177,7 @@ def test_gateway_status_listeners_and_programmed(gw, custom):
     conditions = {c["type"]: c for c in s["conditions"]}
     assert conditions["Programmed"]["status"] == "True" and conditions["Accepted"]["status"] == "True"
     listeners = {l["name"]: l for l in s["listeners"]}
-    assert listeners["http"]["supportedKinds"] == [{"group": GW, "kind": "HTTPRoute"}]
+    assert listeners["http"]["supportedKinds"] == [{"group": GW, "kind": "HTTPRoute"}, {"group": GW, "kind": "GRPCRoute"}]
     tcp = {c["type"]: c for c in listeners["tcp"]["conditions"]}
     assert (tcp["Accepted"]["status"], tcp["Accepted"]["reason"]) == ("False", "UnsupportedProtocol")
 
@@ -349,6 +349,30 @@ def test_invalid_backend_kind(gw, custom):
     route["spec"]["rules"][0]["backendRefs"][0].update(group="example.com", kind="Bucket")
     create(custom, route)
     assert parent_status(custom, name)["ResolvedRefs"]["reason"] == "InvalidKind"
+
+
+def test_grpcroute_status_accepted_and_an_unsupported_filter(gw, custom):
+    """GRPCRoutes get their status as HTTPRoutes do (served: tests/conformance, GRPCRoute tests);
+    a filter this gateway does not apply makes the route not accepted, naming the filter."""
+    def grpc_status(name: str) -> dict:
+        def written():
+            obj = custom.get_namespaced_custom_object(GW, "v1", NS, "grpcroutes", name)
+            ours = [p for p in (obj.get("status") or {}).get("parents") or () if p["controllerName"] == CONTROLLER]
+            return {c["type"]: c for c in ours[0]["conditions"]} if ours else None
+        return wait_for(written)
+    good, odd = unique("grpc"), unique("grpc-ext")
+    rule_ = {"matches": [{"method": {"service": "gateway.test.Echo", "method": "Unary"}}],
+             "backendRefs": [{"name": "svc-a", "port": 80}]}
+    for name, extra in ((good, {}), (odd, {"filters": [{"type": "ExtensionRef", "extensionRef": {
+            "group": "example.com", "kind": "Thing", "name": "x"}}]})):
+        custom.create_namespaced_custom_object(GW, "v1", NS, "grpcroutes", {
+            "metadata": {"name": name}, "spec": {"parentRefs": [{"name": "gw", "sectionName": "http"}],
+                                                 "rules": [{**rule_, **extra}]}})
+    conditions = grpc_status(good)
+    assert conditions["Accepted"]["status"] == "True" and conditions["ResolvedRefs"]["status"] == "True"
+    conditions = grpc_status(odd)
+    assert (conditions["Accepted"]["status"], conditions["Accepted"]["reason"]) == ("False", "UnsupportedValue")
+    assert "ExtensionRef" in conditions["Accepted"]["message"]
 
 
 def test_cross_namespace_backend_needs_a_reference_grant(gw, custom, backend_b):

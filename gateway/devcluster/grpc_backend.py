@@ -10,6 +10,12 @@ generated code (messages are raw bytes; JSON for the identity):
     /gateway.test.Echo/Fail          the request is a gRPC status code: answers with it
     grpc.health.v1.Health            SERVING for "" and "gateway.test.Echo"
 
+and the Gateway API conformance suite's gRPC echo (echo-basic with GRPC_ECHO_SERVER), for its
+GRPCRoute tests: ``gateway_api_conformance.echo_basic.grpcecho.GrpcEcho`` Echo and EchoTwo
+answer an EchoResponse whose assertions name the method, the request's headers, its
+authority and the pod (``--namespace``), EchoThree is not implemented. Its messages are
+encoded here (``grpcecho_response``), the proto's field numbers by hand.
+
 Run one with ``python -m gateway.devcluster.grpc_backend --host 127.0.0.2 --port 9000
 --cluster a --pod echo-a-0``; it prints ``READY 127.0.0.2:9000 cluster=a pod=echo-a-0 pid=N``.
 SIGTERM stops it gracefully (calls in progress get 1 s to end), as a pod's termination.
@@ -80,15 +86,57 @@ class EchoService:
         })
 
 
+GRPC_ECHO = "gateway_api_conformance.echo_basic.grpcecho.GrpcEcho"
+
+
+def _field(number: int, data: bytes) -> bytes:
+    """A length-delimited protobuf field (strings and messages)."""
+    size, out = len(data), bytearray([number << 3 | 2])
+    while True:
+        out.append(size & 0x7F | (0x80 if size > 0x7F else 0))
+        size >>= 7
+        if not size:
+            return bytes(out) + data
+
+
+def grpcecho_response(method: str, headers: list[tuple[str, str]], authority: str, namespace: str, pod: str) -> bytes:
+    """EchoResponse{assertions: Assertions{fully_qualified_method=1, headers=2 (Header{key=1,
+    value=2}), authority=3, context=4 (Context{namespace=1, pod=4})}, request=2 (empty)}."""
+    assertions = _field(1, method.encode()) + b"".join(
+        _field(2, _field(1, k.encode()) + _field(2, v.encode())) for k, v in headers)
+    assertions += _field(3, authority.encode()) + _field(4, _field(1, namespace.encode()) + _field(4, pod.encode()))
+    return _field(1, assertions) + _field(2, b"")
+
+
+class GrpcEchoService:
+    """The conformance suite's GrpcEcho, as pod ``pod`` of ``namespace``."""
+
+    def __init__(self, namespace: str, pod: str) -> None:
+        self.namespace, self.pod = namespace, pod
+
+    def method(self, name: str):
+        async def echo(request: bytes, context) -> bytes:
+            metadata = [(k, v) for k, v in context.invocation_metadata() if isinstance(v, str)]
+            authority = next((v for k, v in metadata if k == ":authority"), "")
+            return grpcecho_response(f"/{GRPC_ECHO}/{name}", metadata, authority, self.namespace, self.pod)
+        return echo
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        kw = {"request_deserializer": _raw, "response_serializer": _raw}
+        return grpc.method_handlers_generic_handler(GRPC_ECHO, {
+            name: grpc.unary_unary_rpc_method_handler(self.method(name), **kw) for name in ("Echo", "EchoTwo")})
+
+
 def _status_codes() -> dict[int, tuple]:
     return {code.value[0]: code.value for code in grpc.StatusCode}
 
 
-async def start(host: str, port: int, cluster: str, pod: str):
+async def start(host: str, port: int, cluster: str, pod: str, namespace: str = "default"):
     """A started grpc.aio server and its port."""
     server = grpc.aio.server()
     bound = server.add_insecure_port(f"{host}:{port}")
-    server.add_generic_rpc_handlers((EchoService(f"{host}:{bound}", cluster, pod).handler(),))
+    server.add_generic_rpc_handlers((EchoService(f"{host}:{bound}", cluster, pod).handler(),
+                                     GrpcEchoService(namespace, pod).handler()))
     servicer = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     for name in ("", SERVICE):
@@ -105,10 +153,17 @@ class GrpcBackendProcess(BackendProcess):
 
     module = "gateway.devcluster.grpc_backend"
 
+    def __init__(self, host: str, port: int, cluster: str, pod: str, namespace: str = "default") -> None:
+        super().__init__(host, port, cluster, pod)
+        self.namespace = namespace
+
+    def options(self) -> list[str]:
+        return ["--namespace", self.namespace]
+
 
 async def _serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
-    server, port = await start(args.host, args.port, args.cluster, args.pod)
+    server, port = await start(args.host, args.port, args.cluster, args.pod, args.namespace)
     done = _process.stop_requested(loop, args.parent_pid)
     _process.announce(f"{args.host}:{port} cluster={args.cluster} pod={args.pod} pid={os.getpid()}")
     await done.wait()
@@ -121,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--cluster", required=True)
     parser.add_argument("--pod", required=True)
+    parser.add_argument("--namespace", default="default", help="GrpcEcho's namespace in its answers")
     parser.add_argument("--parent-pid", type=int, help="exit when this process is gone")
     asyncio.run(_serve(parser.parse_args(argv)))
     return 0

@@ -85,6 +85,8 @@ GATEWAYS = Resource("gateways", "gateway", "Gateway", GATEWAY_GROUP, "v1", True,
                     status_subresource=True)
 HTTP_ROUTES = Resource("httproutes", "httproute", "HTTPRoute", GATEWAY_GROUP, "v1", True,
                        status_subresource=True)
+GRPC_ROUTES = Resource("grpcroutes", "grpcroute", "GRPCRoute", GATEWAY_GROUP, "v1", True,
+                       status_subresource=True)
 # ReferenceGrant is v1beta1 in the standard channel (v1.0 to v1.2 of the Gateway API CRDs).
 REFERENCE_GRANTS = Resource("referencegrants", "referencegrant", "ReferenceGrant", GATEWAY_GROUP,
                             "v1beta1", True, ("refgrant",))
@@ -105,7 +107,7 @@ DISCOVERY_GROUP = "discovery.k8s.io"
 # group/version -> the resources served there; the CRD groups as the Gateway API and MCS
 # installs define them (one version each).
 GROUP_VERSIONS: dict[str, tuple[Resource, ...]] = {
-    f"{GATEWAY_GROUP}/v1": (GATEWAY_CLASSES, GATEWAYS, HTTP_ROUTES),
+    f"{GATEWAY_GROUP}/v1": (GATEWAY_CLASSES, GATEWAYS, HTTP_ROUTES, GRPC_ROUTES),
     f"{GATEWAY_GROUP}/v1beta1": (REFERENCE_GRANTS,),
     f"{MCS_GROUP}/v1alpha1": (SERVICE_EXPORTS, SERVICE_IMPORTS),
     f"{POLICY_GROUP}/v1alpha1": (SECURITY_POLICIES, RATE_LIMIT_POLICIES),
@@ -468,6 +470,37 @@ def _http_route_match(match: dict, field: str, causes: list) -> None:
                 causes.append((f"{field}.{key}[{k}].name", "Required value"))
 
 
+def _grpc_route(obj: dict, old: dict | None, causes: list) -> None:
+    """The GRPCRoute CRD's defaults and the rules a route author is likely to break: a method
+    match names a service or a method (or both), types Exact or RegularExpression."""
+    spec = _spec(obj, causes)
+    for i, ref in enumerate(_items(spec.get("parentRefs"), "spec.parentRefs", causes)):
+        if not _object(ref, f"spec.parentRefs[{i}]", causes, required=True).get("name"):
+            causes.append((f"spec.parentRefs[{i}].name", "Required value"))
+    for i, rule in enumerate(_items(spec.get("rules"), "spec.rules", causes)):
+        rule = _object(rule, f"spec.rules[{i}]", causes, required=True)
+        for j, match in enumerate(_items(rule.get("matches"), f"spec.rules[{i}].matches", causes)):
+            field = f"spec.rules[{i}].matches[{j}]"
+            method = _object(_object(match, field, causes, required=True).get("method"), f"{field}.method", causes)
+            if method:
+                method.setdefault("type", "Exact")
+                _enum(method["type"], _VALUE_TYPES, f"{field}.method.type", causes)
+                if not method.get("service") and not method.get("method"):
+                    causes.append((f"{field}.method", "Invalid value: one or both of 'service' or 'method' "
+                                                      "must be specified"))
+            for k, item in enumerate(_items(match.get("headers"), f"{field}.headers", causes)):
+                item = _object(item, f"{field}.headers[{k}]", causes, required=True)
+                item.setdefault("type", "Exact")
+                _enum(item["type"], _VALUE_TYPES, f"{field}.headers[{k}].type", causes)
+        for j, ref in enumerate(_items(rule.get("backendRefs"), f"spec.rules[{i}].backendRefs", causes)):
+            ref = _object(ref, f"spec.rules[{i}].backendRefs[{j}]", causes, required=True)
+            if not ref.get("name"):
+                causes.append((f"spec.rules[{i}].backendRefs[{j}].name", "Required value"))
+            ref.setdefault("group", "")
+            ref.setdefault("kind", "Service")
+            ref.setdefault("weight", 1)
+
+
 def _reference_grant(obj: dict, old: dict | None, causes: list) -> None:
     spec = _spec(obj, causes)
     for key in ("from", "to"):
@@ -540,7 +573,7 @@ def _microtime(text: str) -> str:
 
 _PREPARE = {"namespaces": _namespace, "services": _service, "secrets": _secret,
             "endpointslices": _endpoint_slice, "endpoints": _endpoints, "leases": _lease,
-            "gatewayclasses": _gateway_class, "gateways": _gateway, "httproutes": _http_route,
+            "gatewayclasses": _gateway_class, "gateways": _gateway, "httproutes": _http_route, "grpcroutes": _grpc_route,
             "referencegrants": _reference_grant, "serviceexports": _service_export,
             "serviceimports": _service_import, "securitypolicies": _policy, "ratelimitpolicies": _policy}
 

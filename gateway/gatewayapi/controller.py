@@ -9,7 +9,7 @@ resourceVersion with bookmarks, resume from the last version seen after a lost c
 
 What is watched:
 * in the clusters of ``gateway_api.sources``: GatewayClasses, Gateways, HTTPRoutes,
-  ReferenceGrants, Namespaces (for ``allowedRoutes`` selectors), SecurityPolicies and
+  GRPCRoutes, ReferenceGrants, Namespaces (for ``allowedRoutes`` selectors), SecurityPolicies and
   RateLimitPolicies (``gateway.gatewayapi.policies``), Secrets of type kubernetes.io/tls (for
   HTTPS listeners' certificateRefs) and of type Opaque (the credentials policies name); all
   namespaces, or one loop per ``gateway_api.secret_namespaces`` entry so that RBAC can be a
@@ -48,6 +48,7 @@ SETTLE = 0.02
 ROUTE_KINDS = (("classes", GATEWAY_GROUP, "v1", "gatewayclasses", False),
                ("gateways", GATEWAY_GROUP, "v1", "gateways", True),
                ("routes", GATEWAY_GROUP, "v1", "httproutes", True),
+               ("grpc_routes", GATEWAY_GROUP, "v1", "grpcroutes", True),
                ("grants", GATEWAY_GROUP, "v1beta1", "referencegrants", True),
                ("namespaces", None, "v1", "namespaces", False),
                *((store, POLICY_GROUP, POLICY_VERSION, plural, True) for store, plural in POLICY_PLURALS.items()))
@@ -58,7 +59,7 @@ CREDENTIALS = ("credentials", None, "v1", "secrets", True)      # Opaque Secrets
 TLS_SECRET_TYPE, CREDENTIALS_TYPE = "kubernetes.io/tls", "Opaque"
 # store -> (group, version, plural) of the kinds whose status we write
 STATUS_KINDS = {"classes": (GATEWAY_GROUP, "v1", "gatewayclasses"), "gateways": (GATEWAY_GROUP, "v1", "gateways"),
-                "routes": (GATEWAY_GROUP, "v1", "httproutes"),
+                "routes": (GATEWAY_GROUP, "v1", "httproutes"), "grpc_routes": (GATEWAY_GROUP, "v1", "grpcroutes"),
                 **{store: (POLICY_GROUP, POLICY_VERSION, plural) for store, plural in POLICY_PLURALS.items()}}
 # What the translation's World holds of a watched object, per store (the object itself when
 # not named), and the stores merged from every associated cluster rather than the route ones.
@@ -68,7 +69,7 @@ _WORLD_VALUE = {"services": lambda obj: (obj.get("spec") or {}).get("ports") or 
                 "credentials": lambda obj: obj["data"]}
 _EVERY_CLUSTER = ("services", "imports")
 _BY_NAME = ("classes", "namespaces")                   # cluster-scoped: keyed by name
-WORLD_STORES = ("classes", "gateways", "routes", "grants", "services", "imports", "namespaces", "secrets",
+WORLD_STORES = ("classes", "gateways", "routes", "grpc_routes", "grants", "services", "imports", "namespaces", "secrets",
                 *POLICY_PLURALS, "credentials")
 
 
@@ -487,6 +488,11 @@ class GatewayApiController:
             others = [p for p in (route.get("status") or {}).get("parents") or ()
                       if p.get("controllerName") != self.settings.controller_name]
             writes.append(("routes", key, route, {"parents": parents + others}))
+        for key, parents in t.grpc_route_status.items():
+            route = world.grpc_routes[key]
+            others = [p for p in (route.get("status") or {}).get("parents") or ()
+                      if p.get("controllerName") != self.settings.controller_name]
+            writes.append(("grpc_routes", key, route, {"parents": parents + others}))
         for (store, key), status in t.policy_status.items():
             policy = getattr(world, store)[key]
             others = [a for a in (policy.get("status") or {}).get("ancestors") or ()

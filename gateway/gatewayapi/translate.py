@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
+import re
 from dataclasses import dataclass, field, replace
 
 from gateway.config import (BackendFilters, Certificate, CorsPolicy, GatewayListener, HeaderFilter, HeaderMatch,
@@ -23,6 +24,7 @@ _FRAMING_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "co
                               "keep-alive", "te", "trailer", "proxy-connection"})
 _SUPPORTED_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite",
                       "RequestMirror", "CORS")
+_GRPC_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestMirror")
 # HTTPCORSFilter's fields, as a file route's ``cors`` names them (one model and validator).
 CORS_KEYS = {"allowOrigins": "allow_origins", "allowMethods": "allow_methods", "allowHeaders": "allow_headers",
               "exposeHeaders": "expose_headers", "allowCredentials": "allow_credentials", "maxAge": "max_age"}
@@ -37,6 +39,7 @@ class World:
     classes: dict[str, dict] = field(default_factory=dict)
     gateways: dict[Key, dict] = field(default_factory=dict)
     routes: dict[Key, dict] = field(default_factory=dict)
+    grpc_routes: dict[Key, dict] = field(default_factory=dict)         # GRPCRoutes
     grants: dict[Key, dict] = field(default_factory=dict)
     services: dict[Key, list[dict]] = field(default_factory=dict)       # ports, per existing Service
     imports: dict[Key, dict] = field(default_factory=dict)              # ServiceImports
@@ -173,6 +176,7 @@ class Translation:
     changed: set[Key] | None = None
     # (world store, key) -> status of each SecurityPolicy/RateLimitPolicy naming a target of ours
     policy_status: dict[tuple[str, Key], dict] = field(default_factory=dict)
+    grpc_route_status: dict[Key, list[dict]] = field(default_factory=dict)     # as route_status
 
 
 def condition(type_: str, ok: bool, reason: str, message: str, generation: int) -> dict:
@@ -381,8 +385,11 @@ class _Rule:
     services: dict[str, int]             # service key -> port
 
 
-def translate_rule(world: World, route: dict, index: int, rule: dict, hosts: tuple[str, ...]) -> _Rule:
+def translate_rule(world: World, route: dict, index: int, rule: dict, hosts: tuple[str, ...],
+                   kind: str = "HTTPRoute") -> _Rule:
+    """One rule of an HTTPRoute, or of a GRPCRoute whose matches ``_grpc_rule`` made HTTP ones."""
     ns, name = _key(route)
+    supported = _SUPPORTED_FILTERS if kind == "HTTPRoute" else _GRPC_FILTERS
     problems: list[tuple[str, str]] = []
     services: dict[str, int] = {}
     unsupported = None
@@ -391,21 +398,21 @@ def translate_rule(world: World, route: dict, index: int, rule: dict, hosts: tup
     mirrors = []
     cors = None
     for f in rule.get("filters") or ():
-        kind = f.get("type")
-        if kind not in _SUPPORTED_FILTERS:
-            unsupported = f"rules[{index}]: filter type {kind!r} is not supported"
-        elif kind == "RequestHeaderModifier":
+        filter_type = f.get("type")
+        if filter_type not in supported:
+            unsupported = f"rules[{index}]: filter type {filter_type!r} is not supported"
+        elif filter_type == "RequestHeaderModifier":
             request_headers = _header_filter(f.get("requestHeaderModifier"))
-        elif kind == "ResponseHeaderModifier":
+        elif filter_type == "ResponseHeaderModifier":
             response_headers = _header_filter(f.get("responseHeaderModifier"))
-        elif kind == "RequestRedirect":
+        elif filter_type == "RequestRedirect":
             redirect = f.get("requestRedirect") or {}
-        elif kind == "URLRewrite":
+        elif filter_type == "URLRewrite":
             rewrite = f.get("urlRewrite") or {}
-        elif kind == "CORS":
+        elif filter_type == "CORS":
             cors, problem = _cors(f.get("cors") or {}, f"rules[{index}].filters.cors")
             unsupported = unsupported or problem
-        elif kind == "RequestMirror":
+        elif filter_type == "RequestMirror":
             spec = f.get("requestMirror") or {}
             ref = resolve_backend(world, ns, spec.get("backendRef") or {})
             if ref.problem:
@@ -449,7 +456,8 @@ def translate_rule(world: World, route: dict, index: int, rule: dict, hosts: tup
         if rewrite.get("hostname"):
             kw["rewrite_host"] = rewrite["hostname"].lower()
         configs.append(RouteConfig(
-            name=f"{ns}.{name}.{index}.{j}", match=match, backends=tuple(backends),
+            name=f"{'' if kind == 'HTTPRoute' else 'grpcroute:'}{ns}.{name}.{index}.{j}", match=match,
+            backends=tuple(backends),
             timeout=_duration(timeouts.get("request")), retries=retries,
             request_headers=request_headers, response_headers=response_headers,
             mirrors=tuple(mirrors), cors=cors, **kw))
@@ -505,6 +513,8 @@ def _redirect(spec: dict, match: RouteMatch | None) -> Redirect:
 
 _PROTOCOLS = ("HTTP", "HTTPS")
 _HTTPROUTE = {"group": GATEWAY_GROUP, "kind": "HTTPRoute"}
+_GRPCROUTE = {"group": GATEWAY_GROUP, "kind": "GRPCRoute"}
+ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")       # what HTTP and HTTPS listeners take
 UNSPECIFIED = frozenset({"", "0.0.0.0", "::"})      # a socket bound there takes every address
 
 
@@ -535,8 +545,8 @@ class _Listener:
     def valid(self) -> bool:
         return self.problem is None and self.conflict is None
 
-    def attachable(self) -> bool:
-        return self.valid and any(k["kind"] == "HTTPRoute" for k in self.kinds)
+    def attachable(self, kind: str = "HTTPRoute") -> bool:
+        return self.valid and any(k["kind"] == kind for k in self.kinds)
 
 
 @dataclass
@@ -550,16 +560,17 @@ class _Gateway:
 
 
 def _route_kinds(spec: dict) -> tuple[list[dict], str | None]:
-    """supportedKinds from allowedRoutes.kinds (HTTPRoute when none are named), and the
-    message for the kinds that cannot be served."""
+    """supportedKinds from allowedRoutes.kinds (HTTPRoute and GRPCRoute when none are named),
+    and the message for the kinds that cannot be served."""
     asked = (spec.get("allowedRoutes") or {}).get("kinds")
     if not asked:
-        return [dict(_HTTPROUTE)], None
+        return [dict(_HTTPROUTE), dict(_GRPCROUTE)], None
     kinds, invalid = [], []
     for k in asked:
-        if k.get("kind") == "HTTPRoute" and k.get("group", GATEWAY_GROUP) == GATEWAY_GROUP:
-            if _HTTPROUTE not in kinds:
-                kinds.append(dict(_HTTPROUTE))
+        if k.get("kind") in ROUTE_KINDS and k.get("group", GATEWAY_GROUP) == GATEWAY_GROUP:
+            kind = {"group": GATEWAY_GROUP, "kind": k["kind"]}
+            if kind not in kinds:
+                kinds.append(kind)
         else:
             invalid.append(f"{k.get('group', GATEWAY_GROUP)}/{k.get('kind')}")
     return kinds, (f"route kinds not supported: {', '.join(invalid)}" if invalid else None)
@@ -683,15 +694,18 @@ def _route_order(route: dict) -> tuple:
     return route["metadata"].get("creationTimestamp", ""), f"{ns}/{name}"
 
 
-def _attach(world: World, gw: _Gateway, route_ns: str, ref: dict,
-            spec: dict) -> tuple[bool, str, str, list[tuple[_Listener, list[str] | None]]]:
+def _attach(world: World, gw: _Gateway, route_ns: str, ref: dict, spec: dict,
+            kind: str) -> tuple[bool, str, str, list[tuple[_Listener, list[str] | None]]]:
     """(accepted, reason, message, [(listener, its hostnames or None for any)]) for one
-    parentRef to our Gateway: the listeners that sectionName and port select, that allow
-    the route, and whose hostname intersects the route's."""
-    listeners = [l for l in gw.listeners if l.attachable()
-                 and ref.get("sectionName") in (None, l.name) and ref.get("port") in (None, l.port)]
-    if not listeners:
+    parentRef of a ``kind`` route to our Gateway: the listeners that sectionName and port
+    select, that take the kind and allow the route, and whose hostname intersects the route's."""
+    selected = [l for l in gw.listeners if l.attachable(kind) or l.attachable("HTTPRoute")
+                if ref.get("sectionName") in (None, l.name) and ref.get("port") in (None, l.port)]
+    if not selected:
         return False, "NoMatchingParent", "no HTTP/HTTPS listener matches sectionName/port", []
+    listeners = [l for l in selected if l.attachable(kind)]
+    if not listeners:
+        return False, "NotAllowedByListeners", f"the listeners' allowedRoutes.kinds do not take {kind}", []
     allowed = [l for l in listeners if _listener_allows(l.spec, gw.key[0], route_ns, world)]
     if not allowed:
         return False, "NotAllowedByListeners", "the listeners' allowedRoutes do not allow this route", []
@@ -739,7 +753,15 @@ def translate(world: World, file_services: dict[str, ServiceConfig] | None = Non
     changed = memo.update(world, gateways, context, edges)
     for listener_id, count in memo.attached.items():
         by_id[listener_id].attached = count
-    service_ports = memo.service_ports
+    # GRPCRoutes: few beside HTTPRoutes, translated whole each time (a change bumps the version).
+    grpc = {key: result for key, route in world.grpc_routes.items()
+            if (result := _translate_route(world, route, gateways, edges, "GRPCRoute")).parents is not None}
+    service_ports = dict(memo.service_ports)
+    for result in sorted(grpc.values(), key=lambda r: r.configs[0].rank if r.configs else ()):
+        for listener_id in result.attached:
+            by_id[listener_id].attached += 1
+        for service, port in result.service_ports:
+            service_ports.setdefault(service, port)
     services = [file_services.get(key) or ServiceConfig(namespace=key.split("/")[0], name=key.split("/")[1],
                                                         port=port)
                 for key, port in service_ports.items()]
@@ -748,9 +770,11 @@ def translate(world: World, file_services: dict[str, ServiceConfig] | None = Non
                                       (l.spec.get("hostname") or "").lower() or None, tuple(l.certificates))
                       for gw in sorted(gateways.values(), key=_gateway_order) for l in gw.listeners
                       if l.not_served is None)
-    return Translation(memo.routes(), services, _class_status(world, classes), gateway_status,
+    routes = memo.routes() + [rc for result in grpc.values() for rc in result.configs]
+    return Translation(routes, services, _class_status(world, classes), gateway_status,
                        dict(memo.route_status), listeners, changed,
-                       edges.status(world, gateways, memo.route_status, world.controller_name))
+                       edges.status(world, gateways, memo.route_status, world.controller_name),
+                       {key: result.parents for key, result in grpc.items()})
 
 
 @dataclass(frozen=True)
@@ -762,9 +786,13 @@ class _RouteResult:
     attached: tuple[str, ...] = ()                      # a listener id per attachment
 
 
-def _translate_route(world: World, route: dict, gateways: dict[Key, _Gateway], edges: PolicyIndex) -> _RouteResult:
+def _translate_route(world: World, route: dict, gateways: dict[Key, _Gateway], edges: PolicyIndex,
+                     kind: str = "HTTPRoute") -> _RouteResult:
     ns, route_name = _key(route)
     spec = route.get("spec") or {}
+    rules = spec.get("rules") or [{}]
+    if kind == "GRPCRoute":
+        rules = [_grpc_rule(rule) for rule in rules]
     gen = _generation(route)
     parents, targets, attached = [], [], []
     for ref in spec.get("parentRefs") or ():
@@ -774,7 +802,7 @@ def _translate_route(world: World, route: dict, gateways: dict[Key, _Gateway], e
         gw = gateways.get(gkey)
         if gw is None:
             continue        # not a Gateway of ours: its controller writes this parent's status
-        accepted, reason, message, served = _attach(world, gw, ns, ref, spec)
+        accepted, reason, message, served = _attach(world, gw, ns, ref, spec, kind)
         attached += [l.id for l, _ in served]
         targets += [(l, hosts) for l, hosts in served
                     if l.not_served is None and all(l is not t for t, _ in targets)]
@@ -785,8 +813,10 @@ def _translate_route(world: World, route: dict, gateways: dict[Key, _Gateway], e
     problems, unsupported, configs = [], None, []
     service_ports: dict[str, int] = {}
     order = (1, *_route_order(route))
-    for i, rule in enumerate(spec.get("rules") or [{}]):
-        result = translate_rule(world, route, i, rule, ())
+    if kind == "GRPCRoute":         # the same shape as an HTTPRoute's, never equal to one
+        order = (*order[:2], order[2] + "#grpc")
+    for i, rule in enumerate(rules):
+        result = translate_rule(world, route, i, rule, (), kind)
         problems += result.problems
         unsupported = unsupported or result.unsupported
         for key, port in result.services.items():
@@ -794,7 +824,7 @@ def _translate_route(world: World, route: dict, gateways: dict[Key, _Gateway], e
         for t, (listener, hosts) in enumerate(targets):
             edge = edges.edge(listener.gateway, listener.name, (ns, route_name), rule.get("name")).fields()
             configs += [replace(c, listener=listener.id, rank=(*order, i, t, j), **edge) for j, c in
-                        enumerate(translate_rule(world, route, i, rule, tuple(sorted(hosts or ()))).configs)]
+                        enumerate(translate_rule(world, route, i, rule, tuple(sorted(hosts or ())), kind).configs)]
     resolved = condition("ResolvedRefs", not problems, problems[0][0] if problems else "ResolvedRefs",
                          problems[0][1] if problems else "all references resolved", gen)
     for parent in parents:
@@ -804,6 +834,28 @@ def _translate_route(world: World, route: dict, gateways: dict[Key, _Gateway], e
         parent["conditions"].append(resolved)
     return _RouteResult(parents, () if unsupported else tuple(configs), tuple(service_ports.items()),
                         tuple(attached))
+
+
+def _grpc_rule(rule: dict) -> dict:
+    """A GRPCRoute rule as the HTTPRoute rule it routes like: a method match is a match on the
+    request path ``/<service>/<method>``; headers match alike."""
+    return {**rule, "matches": [_grpc_match(m) for m in rule.get("matches") or [{}]]}
+
+
+def _grpc_match(m: dict) -> dict:
+    method = m.get("method") or {}
+    service, name = method.get("service"), method.get("method")
+    if method.get("type", "Exact") == "RegularExpression":
+        path = {"type": "RegularExpression", "value": f"/{service or '[^/]+'}/{name or '[^/]+'}"}
+    elif service and name:
+        path = {"type": "Exact", "value": f"/{service}/{name}"}
+    elif service:
+        path = {"type": "PathPrefix", "value": f"/{service}"}
+    elif name:
+        path = {"type": "RegularExpression", "value": f"/[^/]+/{re.escape(name)}"}
+    else:
+        path = {"type": "PathPrefix", "value": "/"}
+    return {"path": path, "headers": m.get("headers") or []}
 
 
 def _service_ports(result: _RouteResult | None) -> tuple[tuple[str, int], ...]:

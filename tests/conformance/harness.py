@@ -14,9 +14,10 @@ harness plays on one machine:
 * the pods: each echo-basic Deployment becomes ``replicas`` backend processes in echo-basic mode
   (``gateway.devcluster.echo_basic``), each on its own loopback address with echo-basic's ports
   (HTTP on 3000, h2c on 3001 where a Service port targets it), named like Deployment pods
-  ("<deployment>-<template hash>-<n>", which the suite's weight test takes apart). Deployments
-  of other images or modes (gRPC, TCP, UDP, TLS backends, coredns) serve out-of-scope tests and
-  are not played.
+  ("<deployment>-<template hash>-<n>", which the suite's weight test takes apart). Those in
+  gRPC mode (GRPC_ECHO_SERVER) run the devcluster's gRPC backend instead, whose GrpcEcho answers
+  as echo-basic's does, on 3000 (h2c). Deployments of other images or modes (TCP, UDP, TLS
+  backends, coredns) serve out-of-scope tests and are not played.
 * the controllers: the EndpointSlice controller (a slice per Service with a selector, listing the
   played pods it selects), and ``kubectl logs`` for the mirror tests (each pod's echo log file).
 * the gateway: ``python -m gateway run`` with ``gateway_config()``, one per session, waited for
@@ -49,6 +50,7 @@ from support import GatewayProcess
 from gateway.config import DEFAULT_CONTROLLER_NAME
 from gateway.devcluster.apiserver import ApiServerProcess
 from gateway.devcluster.echo_basic import EchoBasicProcess
+from gateway.devcluster.grpc_backend import GrpcBackendProcess
 from gateway.devcluster.h2_backend import H2BackendProcess
 import status
 from roundtrip import TIMEOUTS, Timeouts
@@ -92,6 +94,7 @@ KINDS = {
     "GatewayClass": Kind(GROUP, "v1", "gatewayclasses", False),
     "Gateway": Kind(GROUP, "v1", "gateways", True),
     "HTTPRoute": Kind(GROUP, "v1", "httproutes", True),
+    "GRPCRoute": Kind(GROUP, "v1", "grpcroutes", True),
     "ReferenceGrant": Kind(GROUP, "v1beta1", "referencegrants", True),
 }
 
@@ -220,12 +223,22 @@ def _selects(selector: dict[str, str] | None, labels: dict[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
-def playable(deployment: dict) -> bool:
-    """An echo-basic Deployment in its plain HTTP mode (what the in-scope tests route to)."""
+def echo_mode(deployment: dict) -> str | None:
+    """How an echo-basic Deployment is played: "http" in its plain HTTP mode, "grpc" as the gRPC
+    echo (GRPC_ECHO_SERVER; its plain h2c port only), None when not played (TCP, UDP, TLS)."""
     containers = deployment["spec"]["template"]["spec"]["containers"]
     env = {e["name"] for c in containers for e in c.get("env") or ()}
-    return (all(ECHO_IMAGE in c.get("image", "") for c in containers)
-            and not env & {"GRPC_ECHO_SERVER", "TCP_ECHO_SERVER", "UDP_ECHO_SERVER", "TLS_SERVER_CERT"})
+    if not all(ECHO_IMAGE in c.get("image", "") for c in containers):
+        return None
+    if "GRPC_ECHO_SERVER" in env:
+        return "grpc"
+    if env & {"TCP_ECHO_SERVER", "UDP_ECHO_SERVER", "TLS_SERVER_CERT"}:
+        return None
+    return "http"
+
+
+def playable(deployment: dict) -> bool:
+    return echo_mode(deployment) is not None
 
 
 class Cluster:
@@ -263,9 +276,15 @@ class Cluster:
                     self.workdir / f"{nn.namespace}.{nn.name}-{i}.log")
                 for i in range(spec.get("replicas", 1))]
         starts = []
+        grpc = echo_mode(deployment) == "grpc"
         for pod in pods:
-            pod.processes.append(EchoBasicProcess(pod.ip, ECHO_HTTP_PORT, pod.namespace, pod.name, str(pod.log)))
-            if h2c:
+            if grpc:
+                pod.processes.append(GrpcBackendProcess(pod.ip, ECHO_HTTP_PORT, "conformance", pod.name,
+                                                        namespace=pod.namespace))
+            else:
+                pod.processes.append(EchoBasicProcess(pod.ip, ECHO_HTTP_PORT, pod.namespace, pod.name,
+                                                      str(pod.log)))
+            if h2c and not grpc:
                 pod.processes.append(H2BackendProcess(pod.ip, ECHO_H2C_PORT, "conformance", pod.name,
                                                       namespace=pod.namespace))
             starts += pod.processes

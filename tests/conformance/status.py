@@ -211,13 +211,18 @@ def gateway_listeners_must_have_conditions(suite, gw, conditions: list[Condition
 def gateway_and_httproutes_must_be_accepted(suite, ref: GatewayRef, *routes) -> str:
     """GatewayAndHTTPRoutesMustBeAccepted: the Gateway's address, each route's parent Accepted by
     it, and every listener Accepted, ResolvedRefs and Programmed."""
+    return gateway_and_routes_must_be_accepted(suite, ref, "HTTPRoute", *routes)
+
+
+def gateway_and_routes_must_be_accepted(suite, ref: GatewayRef, kind: str, *routes) -> str:
+    """GatewayAndRoutesMustBeAccepted: as above, for routes of ``kind`` (HTTPRoute, GRPCRoute)."""
     address = suite.gateway_address(ref.nn, ref.listener_names[0])
     ns = ref.nn.namespace
     for route in routes:
         parents = [RouteParentStatus({"group": GROUP, "kind": "Gateway", "name": ref.nn.name, "namespace": ns},
                                      suite.controller_name, [Condition("Accepted", "True", "Accepted")])
                    for _ in ref.listener_names]
-        httproute_must_have_parents(suite, route, parents, namespace_required=route.namespace != ns)
+        httproute_must_have_parents(suite, route, parents, namespace_required=route.namespace != ns, kind=kind)
     gateway_listeners_must_have_conditions(suite, ref.nn, [Condition("ResolvedRefs", "True"),
                                                            Condition("Accepted", "True"),
                                                            Condition("Programmed", "True")])
@@ -308,18 +313,19 @@ def _parents_match(expected: list[RouteParentStatus], actual: list[dict], namesp
     return None
 
 
-def httproute_must_have_parents(suite, route, parents: list[RouteParentStatus], namespace_required: bool) -> None:
-    """HTTPRouteMustHaveParents (RouteMustHaveParents)."""
+def httproute_must_have_parents(suite, route, parents: list[RouteParentStatus], namespace_required: bool,
+                                kind: str = "HTTPRoute") -> None:
+    """HTTPRouteMustHaveParents (RouteMustHaveParents, for a route of ``kind``)."""
     def check():
-        obj = suite.kube.get("HTTPRoute", route)
+        obj = suite.kube.get(kind, route)
         if obj is None:
-            return NotYet("no such HTTPRoute")
+            return NotYet(f"no such {kind}")
         actual = _status(obj).get("parents") or []
         for parent in actual:
             if (stale := _latest(obj, parent.get("conditions"))) is not None:
                 return stale
         return done_unless(_parents_match(parents, actual, namespace_required))
-    poll(check, suite.timeouts.condition, f"HTTPRoute {route} to have the expected parents")
+    poll(check, suite.timeouts.condition, f"{kind} {route} to have the expected parents")
 
 
 def httproute_must_have_condition(suite, route, gw, condition: Condition) -> None:
