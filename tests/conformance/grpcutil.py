@@ -64,6 +64,9 @@ class ExpectedResponse:
     code: grpc.StatusCode = grpc.StatusCode.OK
     backend: str = ""
     namespace: str = ""
+    # Response.Headers: the metadata the test states; compareResponse does not read it
+    headers: dict[str, list[str]] = field(default_factory=dict)
+    test_case_name: str = ""
 
     @property
     def fully_qualified_method(self) -> str:
@@ -71,6 +74,8 @@ class ExpectedResponse:
 
     def case_name(self, i: int) -> str:
         """GetTestCaseName."""
+        if self.test_case_name:
+            return self.test_case_name
         rm = self.request_metadata
         headers = ""
         if rm is not None and rm.metadata:

@@ -100,3 +100,54 @@ def test_GRPCRouteWeight(conformance):
             return
         failures.append(failure)
     pytest.fail(f"Weighted distribution tests failed: {failures}")
+
+
+def test_GRPCRouteNamedRule(conformance):
+    """grpcroute-named-rule.go (provisional): a rule with a name is served as any other."""
+    s = conformance
+    s.apply("grpcroute-named-rule.yaml")
+    address = k.gateway_and_routes_must_be_accepted(s, k.gateway_ref(NN(NS, "same-namespace")), "GRPCRoute",
+                                                    NN(NS, "grpc-named-rules"))
+    grpcutil.expect_responses(address, [E("Echo", backend=V1, namespace=NS), E("EchoTwo", backend=V2, namespace=NS)])
+
+
+GRPC_AUTHORITY = "gateway_api_conformance.echo_basic.grpcecho.GrpcEcho"
+
+
+def test_GRPCRouteRequestHeaderModifier(conformance):
+    """grpcroute-request-header-modifier.go: set, add and remove on the calls' metadata. The
+    cases state the metadata the backend should see; upstream's compareResponse checks the
+    code, method, namespace and pod, and so does this replay."""
+    s = conformance
+    s.apply("grpcroute-request-header-modifier.yaml")
+    address = k.gateway_and_routes_must_be_accepted(s, k.gateway_ref(NN(NS, "same-namespace")), "GRPCRoute",
+                                                    NN(NS, "grpc-request-header-modifier"))
+
+    def case(name: str, method: str, sent: dict, seen: dict, backend: str) -> E:
+        return E(method, M(GRPC_AUTHORITY, sent), backend=backend, namespace=NS, headers=seen, test_case_name=name)
+    other = {"Some-Other-Header": "this-header-should-be-set"}
+    grpcutil.expect_responses(address, [
+        case("Set headers -- X-Header-Set should have the original value", "Echo", other,
+             {"Some-Other-Header": ["this-header-should-be-set"], "X-Header-Set": ["set-overwrites-values"]}, V1),
+        case("Set headers -- X-Header-Set should get overwritten with the original value", "Echo",
+             {**other, "X-Header-Set": "this-value-should-be-overwritten"},
+             {"Some-Other-Header": ["this-header-should-be-set"], "X-Header-Set": ["set-overwrites-values"]}, V1),
+        case("Add headers -- X-Header-Add should have the original value", "Echo", other,
+             {"Some-Other-Header": ["this-header-should-be-set"], "X-Header-Add": ["add-appends-values"]}, V1),
+        case("Add headers -- X-Header-Add should append the new value to the original value", "Echo",
+             {**other, "X-Header-Add": "this-value-should-be-appended"},
+             {"Some-Other-Header": ["this-header-should-be-set"],
+              "X-Header-Add": ["this-value-should-be-appended", "add-appends-values"]}, V1),
+        case("Remove headers -- X-Header-Remove should be removed", "Echo",
+             {"X-Header-Remove": "this-should-be-removed"}, {}, V1),
+        case("Multiple operations - all header operations should be applied", "EchoTwo",
+             {"X-Header-Set-2": "set-header-2", "X-Header-Add-2": "add-header-2",
+              "X-Header-Remove-2": "should-be-removed-2", "Some-Other-Header": "another-header-val"},
+             {"X-Header-Set-1": ["header-set-1"], "X-Header-Set-2": ["header-set-2"], "X-Header-Add-1": ["header-add-1"],
+              "X-Header-Add-2": ["header-add-1,add-header-2"], "Some-Other-Header": ["another-header-val"]}, V2),
+        case("Case sensitivity check for header names", "EchoTwo",
+             {"x-header-set-1": "original-set-1", "x-header-add-1": "existing-add-1",
+              "x-header-remove-1": "should-be-removed-1"},
+             {"X-Header-Set-1": ["set-overwrites-values"], "X-Header-Set-2": ["header-set-2"],
+              "X-Header-Add-1": ["existing-add-1", "add-appends-values"], "X-Header-Add-2": ["header-add-2"]}, V2),
+    ])
