@@ -17,9 +17,13 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# conformance/utils/suite/profiles.go: each profile's core features and extended feature sets
 PROFILE_SETS = {"GATEWAY-HTTP": {"core": ("SupportGateway", "SupportReferenceGrant", "SupportHTTPRoute"),
                                  "extended": ("GatewayExtendedFeatures", "HTTPRouteExtendedFeatures",
-                                              "BackendTLSPolicyCoreFeatures", "BackendTLSPolicyExtendedFeatures")}}
+                                              "BackendTLSPolicyCoreFeatures", "BackendTLSPolicyExtendedFeatures")},
+                "GATEWAY-GRPC": {"core": ("SupportGateway", "SupportReferenceGrant", "SupportGRPCRoute"),
+                                 "extended": ("GatewayExtendedFeatures", "BackendTLSPolicyCoreFeatures",
+                                              "BackendTLSPolicyExtendedFeatures")}}
 
 
 def _show(repo: Path, commit: str, path: str) -> str:

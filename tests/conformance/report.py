@@ -1,6 +1,7 @@
 """docs/conformance.md: what the replayed Gateway API conformance tests say of this gateway, in
-the shape of the upstream conformance reports (a profile, its core and extended results, the
-extended features supported), and the result of each upstream test of the profile.
+the shape of the upstream conformance reports (per profile, GATEWAY-HTTP and GATEWAY-GRPC: its
+core and extended results, the extended features supported), and the result of each upstream
+test of each profile.
 
     python tests/conformance/report.py            # runs tests/conformance, writes the report
     python tests/conformance/report.py --junit F  # from a run already made (pytest --junitxml F)
@@ -25,7 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 REPORT = REPO / "docs" / "conformance.md"
-PROFILE = "GATEWAY-HTTP"
+PROFILES = ("GATEWAY-HTTP", "GATEWAY-GRPC")
 
 
 def upstream() -> dict:
@@ -53,14 +54,14 @@ def outcomes_from_junit(path: Path) -> dict[str, str]:
     return out
 
 
-def _tests_of(up: dict) -> tuple[set[str], dict[str, list[str]], dict[str, list[str]]]:
-    profile = up["profiles"][PROFILE]
+def _tests_of(up: dict, profile_name: str) -> tuple[set[str], dict[str, list[str]], dict[str, list[str]]]:
+    profile = up["profiles"][profile_name]
     core, extended = set(profile["core"]), set(profile["extended"])
     core_tests, extended_tests = {}, {}
     for name, test in up["tests"].items():
         features = set(test["features"])
         if not features or not features <= core | extended:
-            continue                        # another profile's test (GRPCRoute, TLSRoute, mesh)
+            continue                        # another profile's test (TLSRoute, mesh, ...)
         if features <= core:
             core_tests[name] = sorted(features)
         else:
@@ -78,15 +79,53 @@ def _result(stats: dict[str, int]) -> str:
     return "failure" if stats["Failed"] else "partial" if stats["Skipped"] else "success"
 
 
-def render(outcomes: dict[str, str]) -> str:
-    up = upstream()
-    extended, core_tests, extended_tests = _tests_of(up)
+def _profile(up: dict, name: str, outcomes: dict[str, str]) -> tuple[list[str], list[str]]:
+    """One profile: its ConformanceReport entry (YAML lines) and its results (Markdown lines)."""
+    extended, core_tests, extended_tests = _tests_of(up, name)
     core_stats, ext_stats = _stats(core_tests, outcomes), _stats(extended_tests, outcomes)
     supported = sorted(f for f in extended
                        if any(f in feats for feats in extended_tests.values())
                        and all(outcomes.get(t) == "passed" for t, feats in extended_tests.items() if f in feats))
     unsupported = sorted(extended - set(supported))
     skipped = sorted(t for t in core_tests if t not in outcomes)
+    entry = [
+        f"- name: {name}",
+        "  core:",
+        f"    result: {_result(core_stats)}",
+        "    statistics:",
+        *[f"      {k}: {v}" for k, v in core_stats.items()],
+        *(["    skippedTests:"] + [f"    - {t}" for t in skipped] if skipped else []),
+        "  extended:",
+        f"    result: {_result(ext_stats)}",
+        "    statistics:",
+        *[f"      {k}: {v}" for k, v in ext_stats.items()],
+        "    supportedFeatures:",
+        *[f"    - {f}" for f in supported],
+        "    unsupportedFeatures:",
+        *[f"    - {f}" for f in unsupported],
+    ]
+    table = [
+        f"## {name}",
+        "",
+        f"Core: {core_stats['Passed']} of {len(core_tests)} tests pass. Extended: {len(supported)} of "
+        f"{len(extended)} features supported, {ext_stats['Passed']} of {len(extended_tests)} tests pass.",
+        "",
+        "| test | extended features | result |",
+        "|---|---|---|",
+    ]
+    for test in sorted({**core_tests, **extended_tests}):
+        feats = ", ".join(extended_tests.get(test, [])) or "(core)"
+        table.append(f"| {test} | {feats} | {outcomes.get(test, 'not replayed')} |")
+    return entry, table
+
+
+def render(outcomes: dict[str, str]) -> str:
+    up = upstream()
+    entries, tables = [], []
+    for name in PROFILES:
+        entry, table = _profile(up, name, outcomes)
+        entries += entry
+        tables += ["", *table]
     lines = [
         "# Gateway API conformance",
         "",
@@ -101,31 +140,10 @@ def render(outcomes: dict[str, str]) -> str:
         "  project: gateway",
         "mode: default",
         "profiles:",
-        f"- name: {PROFILE}",
-        "  core:",
-        f"    result: {_result(core_stats)}",
-        "    statistics:",
-        *[f"      {k}: {v}" for k, v in core_stats.items()],
-        *(["    skippedTests:"] + [f"    - {t}" for t in skipped] if skipped else []),
-        "  extended:",
-        f"    result: {_result(ext_stats)}",
-        "    statistics:",
-        *[f"      {k}: {v}" for k, v in ext_stats.items()],
-        "    supportedFeatures:",
-        *[f"    - {f}" for f in supported],
-        "    unsupportedFeatures:",
-        *[f"    - {f}" for f in unsupported],
+        *entries,
         "```",
-        "",
-        f"Core: {core_stats['Passed']} of {len(core_tests)} tests pass. Extended: {len(supported)} of "
-        f"{len(extended)} features supported, {ext_stats['Passed']} of {len(extended_tests)} tests pass.",
-        "",
-        "| test | extended features | result |",
-        "|---|---|---|",
+        *tables,
     ]
-    for name in sorted({**core_tests, **extended_tests}):
-        feats = ", ".join(extended_tests.get(name, [])) or "(core)"
-        lines.append(f"| {name} | {feats} | {outcomes.get(name, 'not replayed')} |")
     return "\n".join(lines) + "\n"
 
 
