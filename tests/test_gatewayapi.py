@@ -71,7 +71,12 @@ def api(apiserver, backend_a, backend_b):
                 {"name": "http", "port": 80, "protocol": "HTTP"},
                 {"name": "wild", "port": 8080, "protocol": "HTTP", "hostname": "*.example.com",
                  "allowedRoutes": {"namespaces": {"from": "All"}}},
-                {"name": "tcp", "port": 9000, "protocol": "TCP"}]}})
+                {"name": "tcp", "port": 9000, "protocol": "TCP"},
+                # GRPCRoutes only; and one for both kinds that no other test uses (an HTTPRoute and
+                # a GRPCRoute whose hostnames meet on a listener: the spec accepts the older only)
+                {"name": "grpc", "port": 8081, "protocol": "HTTP",
+                 "allowedRoutes": {"kinds": [{"kind": "GRPCRoute"}]}},
+                {"name": "mixed", "port": 8082, "protocol": "HTTP", "hostname": "*.mixed.test"}]}})
         yield c
 
 
@@ -363,16 +368,52 @@ def test_grpcroute_status_accepted_and_an_unsupported_filter(gw, custom):
     good, odd = unique("grpc"), unique("grpc-ext")
     rule_ = {"matches": [{"method": {"service": "gateway.test.Echo", "method": "Unary"}}],
              "backendRefs": [{"name": "svc-a", "port": 80}]}
+    # A hostname of their own: a GRPCRoute for any host would take the listener from every
+    # newer HTTPRoute (the spec's HTTPRoute/GRPCRoute conflict rule, tested below).
     for name, extra in ((good, {}), (odd, {"filters": [{"type": "ExtensionRef", "extensionRef": {
             "group": "example.com", "kind": "Thing", "name": "x"}}]})):
         custom.create_namespaced_custom_object(GW, "v1", NS, "grpcroutes", {
-            "metadata": {"name": name}, "spec": {"parentRefs": [{"name": "gw", "sectionName": "http"}],
+            "metadata": {"name": name}, "spec": {"parentRefs": [{"name": "gw", "sectionName": "grpc"}],
                                                  "rules": [{**rule_, **extra}]}})
     conditions = grpc_status(good)
     assert conditions["Accepted"]["status"] == "True" and conditions["ResolvedRefs"]["status"] == "True"
     conditions = grpc_status(odd)
     assert (conditions["Accepted"]["status"], conditions["Accepted"]["reason"]) == ("False", "UnsupportedValue")
     assert "ExtensionRef" in conditions["Accepted"]["message"]
+    # An HTTPRoute to a listener that takes GRPCRoutes only.
+    name = unique("http-on-grpc")
+    create(custom, httproute(name, [rule(f"/{name}")], parent={"name": "gw", "sectionName": "grpc"}))
+    accepted = parent_status(custom, name)["Accepted"]
+    assert (accepted["status"], accepted["reason"]) == ("False", "NotAllowedByListeners")
+
+
+def test_an_httproute_and_an_older_grpcroute_on_one_hostname(gw, custom, backend_a, backend_b):
+    """The spec accepts exactly one of an HTTPRoute and a GRPCRoute whose hostnames intersect on
+    a listener: the older. The newer HTTPRoute is not accepted and not served there; once the
+    GRPCRoute is gone it is. (Listener "mixed", *.mixed.test on port 8082, is this test's.)"""
+    host = f"{unique('both')}.mixed.test"
+    # Created within one second, the two tie on age: then "namespace/name" decides, so the
+    # GRPCRoute's name sorts first too.
+    grpc_name, http_name = unique("a-older-grpc"), unique("b-newer-http")
+    mixed = {"name": "gw", "sectionName": "mixed"}
+
+    def answered_by() -> str | int:
+        with Client(gw.host, 8082) as c:
+            resp = c.request("GET", "/only-http", [], host=host)
+        return resp.json()["address"] if resp.status == 200 else resp.status
+    custom.create_namespaced_custom_object(GW, "v1", NS, "grpcroutes", {
+        "metadata": {"name": grpc_name},
+        "spec": {"parentRefs": [mixed], "hostnames": [host], "rules": [{"backendRefs": [{"name": "svc-a", "port": 80}]}]}})
+    wait_for(lambda: answered_by() == backend_a.address)
+    create(custom, httproute(http_name, [rule("/only-http", "Exact", backends=(("svc-b", 1),))], parent=mixed,
+                             hostnames=[host]))
+    accepted = parent_status(custom, http_name)["Accepted"]
+    assert (accepted["status"], accepted["reason"]) == ("False", "HostnameConflict")
+    assert grpc_name in accepted["message"]
+    assert answered_by() == backend_a.address           # the GRPCRoute's
+    custom.delete_namespaced_custom_object(GW, "v1", NS, "grpcroutes", grpc_name)
+    wait_for(lambda: answered_by() == backend_b.address)
+    wait_for(lambda: parent_status(custom, http_name)["Accepted"]["status"] == "True")
 
 
 def test_cross_namespace_backend_needs_a_reference_grant(gw, custom, backend_b):

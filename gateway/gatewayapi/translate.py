@@ -699,8 +699,8 @@ def _attach(world: World, gw: _Gateway, route_ns: str, ref: dict, spec: dict,
     """(accepted, reason, message, [(listener, its hostnames or None for any)]) for one
     parentRef of a ``kind`` route to our Gateway: the listeners that sectionName and port
     select, that take the kind and allow the route, and whose hostname intersects the route's."""
-    selected = [l for l in gw.listeners if l.attachable(kind) or l.attachable("HTTPRoute")
-                if ref.get("sectionName") in (None, l.name) and ref.get("port") in (None, l.port)]
+    selected = [l for l in gw.listeners if any(l.attachable(k) for k in ROUTE_KINDS)
+                and ref.get("sectionName") in (None, l.name) and ref.get("port") in (None, l.port)]
     if not selected:
         return False, "NoMatchingParent", "no HTTP/HTTPS listener matches sectionName/port", []
     listeners = [l for l in selected if l.attachable(kind)]
@@ -762,6 +762,14 @@ def translate(world: World, file_services: dict[str, ServiceConfig] | None = Non
             by_id[listener_id].attached += 1
         for service, port in result.service_ports:
             service_ports.setdefault(service, port)
+    conflicts = _KindConflicts(world, by_id, memo, grpc) if grpc else None
+    route_status = dict(memo.route_status)
+    grpc_status = {key: result.parents for key, result in grpc.items()}
+    if conflicts:
+        conflicts.apply(route_status, grpc_status, gen_of=lambda kind, key: _generation(
+            (world.routes if kind == "HTTPRoute" else world.grpc_routes)[key]))
+        if changed is not None:
+            changed |= {key for kind, key, _ in conflicts.losers if kind == "HTTPRoute"}
     services = [file_services.get(key) or ServiceConfig(namespace=key.split("/")[0], name=key.split("/")[1],
                                                         port=port)
                 for key, port in service_ports.items()]
@@ -771,10 +779,11 @@ def translate(world: World, file_services: dict[str, ServiceConfig] | None = Non
                       for gw in sorted(gateways.values(), key=_gateway_order) for l in gw.listeners
                       if l.not_served is None)
     routes = memo.routes() + [rc for result in grpc.values() for rc in result.configs]
+    if conflicts:
+        routes = [rc for rc in routes if id(rc) not in conflicts.dropped]
     return Translation(routes, services, _class_status(world, classes), gateway_status,
-                       dict(memo.route_status), listeners, changed,
-                       edges.status(world, gateways, memo.route_status, world.controller_name),
-                       {key: result.parents for key, result in grpc.items()})
+                       route_status, listeners, changed,
+                       edges.status(world, gateways, memo.route_status, world.controller_name), grpc_status)
 
 
 @dataclass(frozen=True)
@@ -834,6 +843,70 @@ def _translate_route(world: World, route: dict, gateways: dict[Key, _Gateway], e
         parent["conditions"].append(resolved)
     return _RouteResult(parents, () if unsupported else tuple(configs), tuple(service_ports.items()),
                         tuple(attached))
+
+
+class _KindConflicts:
+    """An HTTPRoute and a GRPCRoute on one listener whose hostnames intersect: the spec accepts
+    exactly one, the older (then the first by "namespace/name"); the other loses that listener
+    (its configs there are dropped, its parent for that Gateway is not accepted)."""
+
+    def __init__(self, world: World, by_id: dict, memo: RouteMemo, grpc: dict) -> None:
+        self.losers: dict[tuple[str, Key, str], str] = {}   # (kind, key, listener id) -> why
+        self.dropped: set[int] = set()                      # ids of the configs no longer served
+        self.by_id = by_id
+        grpc_on: dict[str, list] = {}
+        for key, result in grpc.items():
+            for listener_id in set(result.attached):
+                grpc_on.setdefault(listener_id, []).append(("GRPCRoute", key, world.grpc_routes[key], result))
+        if not grpc_on:
+            return
+        for key, (route, result, _) in memo.entries.items():
+            if result.parents is None:
+                continue
+            for listener_id in set(result.attached) & grpc_on.keys():
+                for other in grpc_on[listener_id]:
+                    self._settle(listener_id, ("HTTPRoute", key, route, result), other)
+
+    def __bool__(self) -> bool:
+        return bool(self.losers)
+
+    def _settle(self, listener_id: str, a: tuple, b: tuple) -> None:
+        hostname = self.by_id[listener_id].spec.get("hostname")
+        hosts = [intersect_hostnames(hostname, (route.get("spec") or {}).get("hostnames") or [])
+                 for _, _, route, _ in (a, b)]
+        if not _hosts_overlap(*hosts):
+            return
+        winner, loser = sorted((a, b), key=lambda r: _route_order(r[2]))
+        kind, key, _, result = loser
+        if (kind, key, listener_id) in self.losers:
+            return
+        self.losers[(kind, key, listener_id)] = (f"{winner[0]} {winner[1][0]}/{winner[1][1]}, older, serves "
+                                                 f"hostnames of this route on listener {self.by_id[listener_id].name}")
+        self.dropped |= {id(rc) for rc in result.configs if rc.listener == listener_id}
+        self.by_id[listener_id].attached -= 1
+
+    def apply(self, route_status: dict, grpc_status: dict, gen_of) -> None:
+        """The losers' parent entries for the listeners' Gateways: Accepted=False."""
+        for (kind, key, listener_id), why in self.losers.items():
+            statuses = route_status if kind == "HTTPRoute" else grpc_status
+            listener = self.by_id[listener_id]
+            parents = []
+            for parent in statuses[key]:
+                ref = parent["parentRef"]
+                if (ref["namespace"], ref["name"]) == listener.gateway and ref.get("sectionName") in (None, listener.name):
+                    conditions = [condition("Accepted", False, "HostnameConflict", why, gen_of(kind, key))
+                                  if c["type"] == "Accepted" else c
+                                  for c in parent["conditions"]]
+                    parent = {**parent, "conditions": conditions}
+                parents.append(parent)
+            statuses[key] = parents
+
+
+def _hosts_overlap(a: list[str] | None, b: list[str] | None) -> bool:
+    """Two routes' hostnames on one listener (None: any) have a host in common."""
+    if a is None or b is None:
+        return True
+    return any(x == y or _covers(x, y) or _covers(y, x) for x in a for y in b)
 
 
 def _grpc_rule(rule: dict) -> dict:
