@@ -434,9 +434,7 @@ _VALUE_TYPES = ("Exact", "RegularExpression")
 
 def _http_route(obj: dict, old: dict | None, causes: list) -> None:
     spec = _spec(obj, causes)
-    for i, ref in enumerate(_items(spec.get("parentRefs"), "spec.parentRefs", causes)):
-        if not _object(ref, f"spec.parentRefs[{i}]", causes, required=True).get("name"):
-            causes.append((f"spec.parentRefs[{i}].name", "Required value"))
+    _parent_refs(spec, causes)
     rules = _items(spec.setdefault("rules", [{}]), "spec.rules", causes)
     for i, rule in enumerate(rules):
         rule = _object(rule, f"spec.rules[{i}]", causes, required=True)
@@ -444,13 +442,24 @@ def _http_route(obj: dict, old: dict | None, causes: list) -> None:
         for j, match in enumerate(matches):
             _http_route_match(_object(match, f"spec.rules[{i}].matches[{j}]", causes, required=True),
                               f"spec.rules[{i}].matches[{j}]", causes)
-        for j, ref in enumerate(_items(rule.get("backendRefs"), f"spec.rules[{i}].backendRefs", causes)):
-            ref = _object(ref, f"spec.rules[{i}].backendRefs[{j}]", causes, required=True)
-            if not ref.get("name"):
-                causes.append((f"spec.rules[{i}].backendRefs[{j}].name", "Required value"))
-            ref.setdefault("group", "")
-            ref.setdefault("kind", "Service")
-            ref.setdefault("weight", 1)
+        _backend_refs(rule, f"spec.rules[{i}]", causes)
+
+
+def _parent_refs(spec: dict, causes: list) -> None:
+    for i, ref in enumerate(_items(spec.get("parentRefs"), "spec.parentRefs", causes)):
+        if not _object(ref, f"spec.parentRefs[{i}]", causes, required=True).get("name"):
+            causes.append((f"spec.parentRefs[{i}].name", "Required value"))
+
+
+def _backend_refs(rule: dict, field: str, causes: list) -> None:
+    """A route rule's backendRefs: a name each; group, kind and weight defaulted."""
+    for j, ref in enumerate(_items(rule.get("backendRefs"), f"{field}.backendRefs", causes)):
+        ref = _object(ref, f"{field}.backendRefs[{j}]", causes, required=True)
+        if not ref.get("name"):
+            causes.append((f"{field}.backendRefs[{j}].name", "Required value"))
+        ref.setdefault("group", "")
+        ref.setdefault("kind", "Service")
+        ref.setdefault("weight", 1)
 
 
 def _http_route_match(match: dict, field: str, causes: list) -> None:
@@ -474,9 +483,7 @@ def _grpc_route(obj: dict, old: dict | None, causes: list) -> None:
     """The GRPCRoute CRD's defaults and the rules a route author is likely to break: a method
     match names a service or a method (or both), types Exact or RegularExpression."""
     spec = _spec(obj, causes)
-    for i, ref in enumerate(_items(spec.get("parentRefs"), "spec.parentRefs", causes)):
-        if not _object(ref, f"spec.parentRefs[{i}]", causes, required=True).get("name"):
-            causes.append((f"spec.parentRefs[{i}].name", "Required value"))
+    _parent_refs(spec, causes)
     for i, rule in enumerate(_items(spec.get("rules"), "spec.rules", causes)):
         rule = _object(rule, f"spec.rules[{i}]", causes, required=True)
         for j, match in enumerate(_items(rule.get("matches"), f"spec.rules[{i}].matches", causes)):
@@ -492,13 +499,7 @@ def _grpc_route(obj: dict, old: dict | None, causes: list) -> None:
                 item = _object(item, f"{field}.headers[{k}]", causes, required=True)
                 item.setdefault("type", "Exact")
                 _enum(item["type"], _VALUE_TYPES, f"{field}.headers[{k}].type", causes)
-        for j, ref in enumerate(_items(rule.get("backendRefs"), f"spec.rules[{i}].backendRefs", causes)):
-            ref = _object(ref, f"spec.rules[{i}].backendRefs[{j}]", causes, required=True)
-            if not ref.get("name"):
-                causes.append((f"spec.rules[{i}].backendRefs[{j}].name", "Required value"))
-            ref.setdefault("group", "")
-            ref.setdefault("kind", "Service")
-            ref.setdefault("weight", 1)
+        _backend_refs(rule, f"spec.rules[{i}]", causes)
 
 
 def _reference_grant(obj: dict, old: dict | None, causes: list) -> None:
