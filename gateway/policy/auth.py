@@ -40,6 +40,8 @@ CACHE_SIZE = 10_000             # credentials remembered per route and worker
 # one of them must not pass (the classic algorithm confusion).
 JWT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 UNKNOWN_KID_REFETCH = 10.0      # seconds: a token naming an unknown key fetches the JWKS again, this seldom
+_FOREVER = float("inf")         # a cached JWT verdict that time does not change
+_now = time.time
 HASHING_THREADS = 2             # per worker: bcrypt releases the GIL, so they run beside the loop
 MAX_HASHING = 256               # distinct passwords waiting for a check per route; past it: 503
 _hashing_pool = None
@@ -327,8 +329,8 @@ class JwtAuthenticator(_Authenticator):
             self.version = self.keys.version
         hit = self.cache.get(value)                 # by the whole field: a repeat is one lookup
         if hit is not None:
-            expires, verdict = hit
-            if expires is None or time.time() <= expires + self.skew:
+            until, verdict = hit
+            if _now() <= until:
                 return verdict
         if value[:7].lower() != b"bearer ":
             return self.missing()
@@ -339,7 +341,7 @@ class JwtAuthenticator(_Authenticator):
         try:
             header = jwt.get_unverified_header(token)
         except jwt.DecodeError:
-            return self.remember(value, (None, self._invalid("malformed token")))[1]
+            return self.remember(value, (_FOREVER, self._invalid("malformed token")))[1]
         alg = header.get("alg")
         keys = self.keys.find(header.get("kid"), alg) if alg in JWT_ALGORITHMS else []
         if not keys:
@@ -351,17 +353,18 @@ class JwtAuthenticator(_Authenticator):
             claims = self._decode(token, keys, alg)
         except (jwt.InvalidAudienceError, jwt.InvalidIssuerError) as exc:
             why = "wrong audience" if isinstance(exc, jwt.InvalidAudienceError) else "wrong issuer"
-            return self.remember(value, (None, self.deny(403, why)))[1]
+            return self.remember(value, (_FOREVER, self.deny(403, why)))[1]
         except jwt.PyJWTError as exc:
             why = next((text for cls, text in _REASONS if isinstance(exc, cls)), "invalid token")
             denial = self._invalid(why)
             if not isinstance(exc, (jwt.ExpiredSignatureError, jwt.ImmatureSignatureError)):
-                self.remember(value, (None, denial))    # time will not make it valid
+                self.remember(value, (_FOREVER, denial))    # time will not make it valid
             return denial
         fields = [(header_name, header_name, str(claims[claim]).encode())
                   for claim, header_name in self.claims if claim in claims]
-        expires = claims.get("exp") if isinstance(claims.get("exp"), (int, float)) else None
-        return self.remember(value, (expires, fields))[1]
+        expires = claims.get("exp")
+        until = expires + self.skew if isinstance(expires, (int, float)) else _FOREVER
+        return self.remember(value, (until, fields))[1]
 
     def _decode(self, token: bytes, keys: list, alg: str) -> dict:
         error: jwt.PyJWTError | None = None
