@@ -27,7 +27,6 @@ from __future__ import annotations
 import http.client
 import logging
 import os
-import struct
 import threading
 from urllib.parse import urlsplit
 
@@ -35,6 +34,7 @@ from _speedups.otlp import SpanEncoder
 from _speedups.tracing import RequestRecord, Tracer
 from gateway import __version__
 from gateway.config import TracingConfig
+from gateway.protobuf import attribute, field
 
 log = logging.getLogger("gateway.tracing")
 
@@ -43,53 +43,18 @@ SPAN_KIND_SERVER = 2
 SPAN_KIND_CLIENT = 3
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
 
-_FIXED64 = struct.Struct("<Q")
-_DOUBLE = struct.Struct("<d")
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited field (wire type 2): bytes, string, or an embedded message."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _any_value(value: object) -> bytes:
-    """common.v1.AnyValue: string_value 1, bool_value 2, int_value 3, double_value 4."""
-    if isinstance(value, bool):
-        return b"\x10" + (b"\x01" if value else b"\x00")
-    if isinstance(value, int):
-        return b"\x18" + _varint(value & 0xFFFFFFFFFFFFFFFF)    # int64: two's complement
-    if isinstance(value, float):
-        return b"\x21" + _DOUBLE.pack(value)
-    if isinstance(value, bytes):
-        value = value.decode("latin-1")
-    return _field(1, str(value).encode())
-
-
-def _attribute(number: int, key: str, value: object) -> bytes:
-    """A KeyValue (key 1, value 2) as field ``number`` of its message."""
-    return _field(number, _field(1, key.encode()) + _field(2, _any_value(value)))
-
 
 def encode_request(spans: bytes, service_name: str) -> bytes:
     """collector.trace.v1.ExportTraceServiceRequest: one ResourceSpans, one ScopeSpans;
     ``spans``: its spans fields (``SpanEncoder.encode``)."""
-    resource = (_attribute(1, "service.name", service_name)
-                + _attribute(1, "telemetry.sdk.name", "gateway")
-                + _attribute(1, "telemetry.sdk.language", "python")
-                + _attribute(1, "service.version", __version__)
-                + _attribute(1, "process.pid", os.getpid()))       # which worker served
-    scope = _field(1, b"gateway") + _field(2, __version__.encode())
-    scope_spans = _field(1, scope) + spans
-    return _field(1, _field(1, resource) + _field(2, scope_spans))
+    resource = (attribute(1, "service.name", service_name)
+                + attribute(1, "telemetry.sdk.name", "gateway")
+                + attribute(1, "telemetry.sdk.language", "python")
+                + attribute(1, "service.version", __version__)
+                + attribute(1, "process.pid", os.getpid()))       # which worker served
+    scope = field(1, b"gateway") + field(2, __version__.encode())
+    scope_spans = field(1, scope) + spans
+    return field(1, field(1, resource) + field(2, scope_spans))
 
 
 class SpanExporter:

@@ -28,6 +28,8 @@ import os
 
 import orjson
 
+from gateway.protobuf import field
+
 from . import _process
 from .backend import BackendProcess
 
@@ -89,23 +91,13 @@ class EchoService:
 GRPC_ECHO = "gateway_api_conformance.echo_basic.grpcecho.GrpcEcho"
 
 
-def _field(number: int, data: bytes) -> bytes:
-    """A length-delimited protobuf field (strings and messages)."""
-    size, out = len(data), bytearray([number << 3 | 2])
-    while True:
-        out.append(size & 0x7F | (0x80 if size > 0x7F else 0))
-        size >>= 7
-        if not size:
-            return bytes(out) + data
-
-
 def grpcecho_response(method: str, headers: list[tuple[str, str]], authority: str, namespace: str, pod: str) -> bytes:
     """EchoResponse{assertions: Assertions{fully_qualified_method=1, headers=2 (Header{key=1,
     value=2}), authority=3, context=4 (Context{namespace=1, pod=4})}, request=2 (empty)}."""
-    assertions = _field(1, method.encode()) + b"".join(
-        _field(2, _field(1, k.encode()) + _field(2, v.encode())) for k, v in headers)
-    assertions += _field(3, authority.encode()) + _field(4, _field(1, namespace.encode()) + _field(4, pod.encode()))
-    return _field(1, assertions) + _field(2, b"")
+    assertions = field(1, method.encode()) + b"".join(
+        field(2, field(1, k.encode()) + field(2, v.encode())) for k, v in headers)
+    assertions += field(3, authority.encode()) + field(4, field(1, namespace.encode()) + field(4, pod.encode()))
+    return field(1, assertions) + field(2, b"")
 
 
 class GrpcEchoService:

@@ -15,6 +15,7 @@ import ssl
 from typing import NamedTuple
 
 from gateway.config import HealthCheckConfig, UpstreamTls
+from gateway.protobuf import read_varint, varint
 from gateway.tls import upstream_context
 
 
@@ -217,7 +218,7 @@ def grpc_message(payload: bytes) -> bytes:
 def _health_request(service: str) -> bytes:
     """HealthCheckRequest{service}: field 1, length-delimited (empty when "")."""
     name = service.encode()
-    return b"\x0a" + _varint(len(name)) + name if name else b""
+    return b"\x0a" + varint(len(name)) + name if name else b""
 
 
 def _serving_status(body: bytes) -> int | None:
@@ -227,36 +228,17 @@ def _serving_status(body: bytes) -> int | None:
     message = body[5:5 + int.from_bytes(body[1:5], "big")]
     i = 0
     while i < len(message):
-        key, i = _read_varint(message, i)
+        key, i = read_varint(message, i)
         if key == 0x08:
-            value, i = _read_varint(message, i)
+            value, i = read_varint(message, i)
             return value
         if key & 7 == 0:
-            _, i = _read_varint(message, i)
+            _, i = read_varint(message, i)
         elif key & 7 == 2:
-            length, i = _read_varint(message, i)
+            length, i = read_varint(message, i)
             i += length
         else:
             return None         # not a HealthCheckResponse
     return 0                    # proto3: a field at its default (UNKNOWN) is not sent
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _read_varint(data: bytes, i: int) -> tuple[int, int]:
-    value = shift = 0
-    while i < len(data):
-        byte = data[i]
-        i += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, i
-        shift += 7
-    raise ValueError("truncated varint")
