@@ -6,6 +6,9 @@ memory and handed to a writer thread when the buffer passes its size or every
 request path.  If the writer falls behind by more than ``max_backlog`` bytes,
 new lines are dropped and counted rather than growing memory without bound.
 
+With ``otlp_endpoint``, the writer hands each chunk it wrote to a gateway.otlplogs exporter
+too (its own thread and bounded queue: a slow collector never holds the file).
+
 ``reopen()`` (SIGUSR1, for logrotate) and ``replace_access_log`` (a reload with new
 access_log settings) lose no line and write none twice: what was logged before goes,
 in order, to the file that was open; what is logged after, to the new one.  Both work
@@ -29,8 +32,11 @@ log = logging.getLogger("gateway.accesslog")
 
 class AccessLog:
     def __init__(self, loop, path: str, buffer_bytes: int = 64 * 1024,
-                 flush_interval: float = 1.0, max_backlog: int = 64 * 1024 * 1024) -> None:
+                 flush_interval: float = 1.0, max_backlog: int = 64 * 1024 * 1024,
+                 otlp_endpoint: str | None = None) -> None:
+        from gateway.otlplogs import LogExporter
         self._loop = loop
+        self.exporter = LogExporter(otlp_endpoint) if otlp_endpoint else None
         self._path = path
         self.limit = buffer_bytes
         self._interval = flush_interval
@@ -117,9 +123,13 @@ class AccessLog:
                     self.dropped += data.count(b"\n")   # e.g. stdout closed by the reader
                 with self._lock:
                     self._backlog -= len(data)
+                if self.exporter is not None:
+                    self.exporter.offer(data)
         finally:
             if owned:
                 out.close()
+            if self.exporter is not None:
+                self.exporter.close()
 
     def _reopen(self, out: BinaryIO, owned: bool) -> tuple[BinaryIO, bool]:
         if not owned:
@@ -139,7 +149,8 @@ def replace_access_log(ctx, current: AccessLog | None, config, loop) -> AccessLo
     and the old one writes what it holds, then closes its file (no line lost, none twice)."""
     fresh = None
     if config.path is not None:
-        fresh = AccessLog(loop, config.path, config.buffer_bytes, config.flush_interval)
+        fresh = AccessLog(loop, config.path, config.buffer_bytes, config.flush_interval,
+                          otlp_endpoint=config.otlp_endpoint)
     ctx.set_access_log(fresh)           # first: lines logged from here on go to the new one
     if current is not None:
         current.close(wait=False)

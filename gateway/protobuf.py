@@ -8,6 +8,7 @@ from __future__ import annotations
 import struct
 
 _DOUBLE = struct.Struct("<d")
+FIXED64 = struct.Struct("<Q")           # fixed64 fields (OTLP's nanosecond times): FIXED64.pack(n)
 
 
 def varint(n: int) -> bytes:

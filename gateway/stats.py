@@ -33,6 +33,8 @@ BACKEND_HISTOGRAMS = (("duration", BACKEND_DURATION), ("connect", BACKEND_CONNEC
 # A worker's tracing list (gateway.tracing.SpanExporter.counters)
 TRACING_NAMES = ("recorded", "dropped_queue_full", "spans_exported", "dropped_export_failed",
                  "export_failures")
+# A worker's access-log export list (gateway.otlplogs.LogExporter.counters)
+OTLP_LOG_NAMES = ("exported", "dropped", "export_failures")
 
 EndpointKey = tuple[str, str, int]          # (cluster, ip, port)
 BackendKey = tuple[str, str, str]           # (route, service, cluster)
@@ -73,7 +75,7 @@ class WorkerCounters:
     """The latest values one worker reported."""
 
     __slots__ = ("counters", "connections", "in_flight", "snapshot", "upstreams", "routes",
-                 "backends", "tracing", "ratelimit_store")
+                 "backends", "tracing", "otlp_logs", "ratelimit_store")
 
     def __init__(self) -> None:
         self.counters = [0] * len(STAT_NAMES)
@@ -84,6 +86,7 @@ class WorkerCounters:
         self.routes: dict[str, list] = {}
         self.backends: dict[BackendKey, list] = {}
         self.tracing = [0] * len(TRACING_NAMES)
+        self.otlp_logs = [0] * len(OTLP_LOG_NAMES)
         self.ratelimit_store: dict | None = None    # its RedisStore.status(), global limits on
 
 
@@ -114,6 +117,8 @@ class Stats:
             w.backends[tuple(row[:3])] = row[3:]
         if report.get("tracing") is not None:
             w.tracing = report["tracing"]
+        if report.get("otlp_logs") is not None:
+            w.otlp_logs = report["otlp_logs"]
         w.ratelimit_store = report.get("ratelimit_store")
 
     def retire(self, worker_id: int) -> None:
@@ -130,6 +135,7 @@ class Stats:
         _merge_into(r.routes, w.routes)
         _merge_into(r.backends, w.backends)
         _add_into(r.tracing, w.tracing)
+        _add_into(r.otlp_logs, w.otlp_logs)
 
     def outcomes(self, service_key: str, endpoints: list[EndpointKey]) -> dict[EndpointKey, tuple[int, int]]:
         """Per endpoint, totals so far over workers and pools (the shared one and the
@@ -221,3 +227,9 @@ class Stats:
         for w in self._all():
             _add_into(total, w.tracing)
         return dict(zip(TRACING_NAMES, total))
+
+    def otlp_logs(self) -> dict[str, int]:
+        total = [0] * len(OTLP_LOG_NAMES)
+        for w in self._all():
+            _add_into(total, w.otlp_logs)
+        return dict(zip(OTLP_LOG_NAMES, total))

@@ -118,6 +118,7 @@ class Worker:
         self._gateway_changes = asyncio.Lock()         # one config's sockets at a time
         self._maintenance: asyncio.TimerHandle | None = None
         self.tracing: SpanExporter | None = None       # tracing on: its exporter thread
+        self._otlp_logs_before = [0, 0, 0]             # access-log exporters replaced by reloads
         self.ratelimit_store: RedisStore | None = None  # global rate limits: this worker's Redis connection
 
     def build(self) -> None:
@@ -130,7 +131,7 @@ class Worker:
                 # later, and its failure would only lose every line, silently.
                 open(cfg.access_log.path, "ab").close()
             self.access_log = AccessLog(loop, cfg.access_log.path, cfg.access_log.buffer_bytes,
-                                        cfg.access_log.flush_interval)
+                                        cfg.access_log.flush_interval, otlp_endpoint=cfg.access_log.otlp_endpoint)
         self.ctx = ProxyContext(loop, cfg.limits, cfg.timeouts, access_log=self.access_log)
         self.tracing = apply_tracing(self.ctx, None, cfg.tracing)
         self._apply_settings(cfg)
@@ -199,6 +200,9 @@ class Worker:
         if config.tracing != old.tracing:
             self.tracing = apply_tracing(self.ctx, self.tracing, config.tracing)
         if config.access_log != old.access_log:
+            if self.access_log is not None and self.access_log.exporter is not None:
+                self._otlp_logs_before = [a + b for a, b in zip(self._otlp_logs_before,
+                                                                self.access_log.exporter.counters())]
             self.access_log = replace_access_log(self.ctx, self.access_log, config.access_log,
                                                  asyncio.get_running_loop())
         if self.server is not None and config.listen != old.listen:
@@ -391,7 +395,17 @@ class Worker:
                 "in_flight": ctx.requests_in_flight, "snapshot": self.dataplane.snapshot_version,
                 "upstreams": upstreams, "routes": routes, "backends": backends,
                 "tracing": self.tracing.counters() if self.tracing is not None else None,
+                "otlp_logs": self._otlp_log_counters(),
                 "ratelimit_store": self.ratelimit_store.status() if self.ratelimit_store is not None else None}
+
+    def _otlp_log_counters(self) -> list[int] | None:
+        """The access log's OTLP export, counted since start (an exporter a reload replaced
+        is folded into ``_otlp_logs_before``)."""
+        exporter = self.access_log.exporter if self.access_log is not None else None
+        if exporter is None and not any(self._otlp_logs_before):
+            return None
+        counts = exporter.counters() if exporter is not None else [0, 0, 0]
+        return [a + b for a, b in zip(counts, self._otlp_logs_before)]
 
     def _apply_store(self, config: Config, old: Config | None) -> None:
         """The global limits' Redis connection: opened, replaced or closed with ``redis``."""

@@ -1,6 +1,6 @@
-"""A real OTLP/HTTP trace receiver for the tests: POST /v1/traces, protobuf bodies decoded
-with the official ``opentelemetry-proto`` classes (so the gateway's hand-written encoding is
-checked against the schema), every span kept as a flat dict.
+"""A real OTLP/HTTP receiver for the tests: POST /v1/traces and /v1/logs, protobuf bodies
+decoded with the official ``opentelemetry-proto`` classes (so the gateway's hand-written
+encoding is checked against the schema), every span and log record kept as a flat dict.
 
 ``mode``: "ok" answers 200; "fail" answers 503; "slow" holds each request ``delay`` seconds
 before answering (a collector that cannot keep up).
@@ -11,6 +11,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest, ExportLogsServiceResponse)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest, ExportTraceServiceResponse)
 
@@ -25,6 +27,7 @@ class OtlpReceiver:
         self.mode = mode
         self.delay = delay
         self.spans: list[dict] = []
+        self.logs: list[dict] = []
         self.requests = 0
         self._lock = threading.Lock()
         receiver = self
@@ -42,7 +45,8 @@ class OtlpReceiver:
                     self.end_headers()
                     return
                 receiver.take(self.path, self.headers.get("Content-Type"), body)
-                out = ExportTraceServiceResponse().SerializeToString()
+                answer = ExportLogsServiceResponse() if self.path == "/v1/logs" else ExportTraceServiceResponse()
+                out = answer.SerializeToString()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", str(len(out)))
@@ -56,11 +60,15 @@ class OtlpReceiver:
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.endpoint = f"http://127.0.0.1:{self.port}/v1/traces"
+        self.logs_endpoint = f"http://127.0.0.1:{self.port}/v1/logs"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 
     def take(self, path: str, content_type: str, body: bytes) -> None:
-        assert path == "/v1/traces" and content_type == "application/x-protobuf", (path, content_type)
+        assert path in ("/v1/traces", "/v1/logs") and content_type == "application/x-protobuf", (path, content_type)
+        if path == "/v1/logs":
+            self.take_logs(ExportLogsServiceRequest.FromString(body))
+            return
         request = ExportTraceServiceRequest.FromString(body)
         out = []
         for rs in request.resource_spans:
@@ -79,6 +87,27 @@ class OtlpReceiver:
         with self._lock:
             self.requests += 1
             self.spans.extend(out)
+
+    def take_logs(self, request) -> None:
+        out = []
+        for rl in request.resource_logs:
+            resource = {kv.key: _value(kv.value) for kv in rl.resource.attributes}
+            for sl in rl.scope_logs:
+                for record in sl.log_records:
+                    out.append({
+                        "resource": resource, "scope": sl.scope.name, "time": record.time_unix_nano,
+                        "observed_time": record.observed_time_unix_nano,
+                        "severity": record.severity_number, "severity_text": record.severity_text,
+                        "body": _value(record.body), "trace_id": record.trace_id.hex(),
+                        "attributes": {kv.key: _value(kv.value) for kv in record.attributes},
+                    })
+        with self._lock:
+            self.requests += 1
+            self.logs.extend(out)
+
+    def log_records(self) -> list[dict]:
+        with self._lock:
+            return list(self.logs)
 
     def snapshot(self) -> list[dict]:
         with self._lock:

@@ -15,10 +15,11 @@ import json
 import os
 import socket
 import time
+from datetime import datetime
 
 import pytest
 
-from support import Client, free_port, static_source
+from support import Client, free_port, static_source, wait_until
 from otlpreceiver import OtlpReceiver
 from test_mirror_bodies import Recorder
 from test_workers import start_gateway
@@ -311,6 +312,63 @@ def test_an_http2_request_is_traced_as_http2(tmp_path, backend_a, backend_b, rec
         (attempt,) = [s for s in spans if s["parent_span_id"] == server["span_id"]]
         seen = {k.lower(): v for k, v in json.loads(got.stdout)["headers"].items()}
         assert seen["traceparent"] == f"00-{server['trace_id']}-{attempt['span_id']}-01"
+    finally:
+        g.stop()
+
+
+def test_the_access_log_as_otlp_log_records(tmp_path, backend_a, backend_b, receiver):
+    """``access_log.otlp_endpoint``: each line the file gets also reaches the collector as a
+    LogRecord (decoded by opentelemetry-proto): the line as its body, its trace id, time,
+    severity by status and the HTTP attributes; from both workers."""
+    cfg = _config(backend_a, backend_b, receiver.endpoint, 1.0)
+    cfg["access_log"] = {"otlp_endpoint": receiver.logs_endpoint}
+    g, admin = start_gateway(tmp_path, cfg)
+    try:
+        ids = [f"otlp-log-{i}" for i in range(20)]
+        for i, rid in enumerate(ids):           # a connection each: both workers serve some
+            with Client(g.host, g.port) as c:
+                path = "/status/503" if i % 5 == 0 else "/get"
+                assert c.request("GET", path, {"X-Request-Id": rid}).status in (200, 503)
+        lines = g.log.by_ids(ids)
+
+        def records_by_id() -> dict[str, dict]:
+            found = {}
+            for record in receiver.log_records():
+                entry = json.loads(record["body"])
+                if entry.get("request_id") in lines:
+                    found[entry["request_id"]] = (entry, record)
+            return found if len(found) == len(ids) else None
+        found = wait_until(records_by_id, 20, "every line as a log record")
+        for rid, line in lines.items():
+            entry, record = found[rid]
+            assert entry == line                                    # the line, as the file has it
+            assert record["trace_id"] == line["trace_id"] and len(record["trace_id"]) == 32
+            assert record["severity_text"] == ("ERROR" if line["status"] == 503 else "INFO")
+            assert record["attributes"]["http.response.status_code"] == line["status"]
+            assert record["attributes"]["http.route"] == "all" and record["attributes"]["url.path"] == line["path"]
+            assert record["attributes"]["gateway.upstream.cluster"] == line["upstream_cluster"]
+            assert abs(record["time"] / 1e9 - datetime.fromisoformat(line["time"]).timestamp()) < 0.002
+            assert record["resource"]["service.name"] == "gateway" and record["scope"] == "gateway.accesslog"
+        assert len({record["resource"]["process.pid"] for _, record in found.values()}) == 2     # both workers
+        _wait_metric(admin, "gateway_accesslog_otlp_records_total", lambda v: v >= len(ids), outcome="exported")
+    finally:
+        g.stop()
+
+
+def test_an_access_log_collector_down_costs_records_not_lines(tmp_path, backend_a, backend_b):
+    cfg = _config(backend_a, backend_b, "http://127.0.0.1:9/v1/traces", 1.0)
+    del cfg["tracing"]
+    cfg["access_log"] = {"otlp_endpoint": f"http://127.0.0.1:{free_port()}/v1/logs"}
+    g, admin = start_gateway(tmp_path, cfg)
+    try:
+        ids = [f"down-{i}" for i in range(50)]
+        with Client(g.host, g.port) as c:
+            for rid in ids:
+                assert c.request("GET", "/get", {"X-Request-Id": rid}).status == 200
+        assert len(g.log.by_ids(ids)) == len(ids)           # the file has every line
+        _wait_metric(admin, "gateway_accesslog_otlp_records_total", lambda v: v >= len(ids), outcome="dropped")
+        assert _wait_metric(admin, "gateway_accesslog_otlp_export_failures_total", lambda v: v > 0) > 0
+        assert _metric(admin, "gateway_accesslog_otlp_records_total", outcome="exported") == 0
     finally:
         g.stop()
 

@@ -738,6 +738,18 @@ def metric_families(gw) -> list[Family]:
                "Export requests that failed (collector down, slow or refusing).").samples.append(
             ("", {}, tr["export_failures"]))
 
+    # The access log's OTLP export (per worker exporter, summed).
+    if cfg.access_log.otlp_endpoint is not None:
+        ol = totals.otlp_logs()
+        records = family("gateway_accesslog_otlp_records_total", "counter",
+                         "Access-log lines sent as OTLP log records, by outcome (dropped: the queue "
+                         "was full or the export failed).")
+        records.samples.append(("", {"outcome": "exported"}, ol["exported"]))
+        records.samples.append(("", {"outcome": "dropped"}, ol["dropped"]))
+        family("gateway_accesslog_otlp_export_failures_total", "counter",
+               "Access-log export requests that failed (collector down, slow or refusing).").samples.append(
+            ("", {}, ol["export_failures"]))
+
     # Global rate limits' store (per worker connection, summed).
     store = totals.ratelimit_store()
     if store is not None:

@@ -56,6 +56,8 @@ class AccessLogConfig:
     path: str | None = setting("stdout", log_path)      # "stdout", "stderr", a file, or None (off)
     buffer_bytes: int = setting(64 * 1024, _size, key="buffer")     # flushed when this full ...
     flush_interval: float = setting(1.0, _duration)     # ... or this old (seconds)
+    # Each line also sent as an OTLP log record (OTLP/HTTP protobuf, gateway.otlplogs)
+    otlp_endpoint: str | None = setting(None, otlp_endpoint)    # e.g. "http://collector:4318/v1/logs"
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,43 +3,44 @@
 ``spans_of`` turns a kept request (``Exchange.trace_end``'s ``RequestRecord``) into its
 encoded spans field by field, as trace.proto says; tests/test_tracing_units.py holds the
 compiled encoder to it byte for byte and decodes both with the official classes.  The
-protobuf primitives and the request envelope are the shipped ones (``gateway.tracing``).
+protobuf primitives and the request envelope are the shipped ones (``gateway.protobuf``,
+``gateway.tracing``).
 """
 from __future__ import annotations
 
 from _speedups.tracing import RequestRecord
-from gateway.tracing import (_FIXED64, SPAN_KIND_CLIENT, SPAN_KIND_SERVER, STATUS_ERROR, STATUS_UNSET,
-                             _attribute, _field, _varint)
+from gateway.protobuf import FIXED64, attribute, field, varint
+from gateway.tracing import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, STATUS_ERROR, STATUS_UNSET
 
 
 def encode_span(trace_id: bytes, span_id: bytes, parent: bytes | None, trace_state: bytes | None,
                 name: str, kind: int, start_ns: int, end_ns: int, attributes: dict,
                 status: int, message: str | None) -> bytes:
     """trace.v1.Span (ids given as hex, sent as raw bytes)."""
-    out = [_field(1, bytes.fromhex(trace_id.decode())), _field(2, bytes.fromhex(span_id.decode()))]
+    out = [field(1, bytes.fromhex(trace_id.decode())), field(2, bytes.fromhex(span_id.decode()))]
     if trace_state:
-        out.append(_field(3, trace_state))
+        out.append(field(3, trace_state))
     if parent is not None:
-        out.append(_field(4, bytes.fromhex(parent.decode())))
-    out.append(_field(5, name.encode()))
-    out.append(b"\x30" + _varint(kind))                         # kind: field 6, varint
-    out.append(b"\x39" + _FIXED64.pack(start_ns))               # field 7, fixed64
-    out.append(b"\x41" + _FIXED64.pack(end_ns))                 # field 8, fixed64
+        out.append(field(4, bytes.fromhex(parent.decode())))
+    out.append(field(5, name.encode()))
+    out.append(b"\x30" + varint(kind))                         # kind: field 6, varint
+    out.append(b"\x39" + FIXED64.pack(start_ns))               # field 7, fixed64
+    out.append(b"\x41" + FIXED64.pack(end_ns))                 # field 8, fixed64
     for key, value in attributes.items():
         if value is not None:
-            out.append(_attribute(9, key, value))
+            out.append(attribute(9, key, value))
     if status != STATUS_UNSET:
         st = b""
         if message:
-            st += _field(2, message.encode())
-        st += b"\x18" + _varint(status)                         # code: field 3
-        out.append(_field(15, st))
+            st += field(2, message.encode())
+        st += b"\x18" + varint(status)                         # code: field 3
+        out.append(field(15, st))
     return b"".join(out)
 
 
 def frame_spans(spans: list[bytes]) -> bytes:
     """Spans as the ``spans`` fields of a ScopeSpans (what SpanEncoder.encode returns)."""
-    return b"".join(_field(2, s) for s in spans)
+    return b"".join(field(2, s) for s in spans)
 
 
 def _split_host(host: bytes | None) -> tuple[str | None, int | None]:

@@ -103,7 +103,7 @@ class GatewayProcess:
         cfg = dict(config)
         cfg["listen"] = f"127.0.0.1:{self.port}"
         cfg.setdefault("admin", "off")
-        cfg["access_log"] = {"path": str(self.log_path), "flush_interval": "100ms"}
+        cfg["access_log"] = {**(config.get("access_log") or {}), "path": str(self.log_path), "flush_interval": "100ms"}
         timeouts = {"drain": "2s"}
         timeouts.update(cfg.get("timeouts") or {})
         cfg["timeouts"] = timeouts
