@@ -24,7 +24,7 @@ import asyncio
 import logging
 
 from gateway.gatewayapi.controller import with_transition_times
-from gateway.gatewayapi.translate import condition
+from gateway.gatewayapi.conditions import condition
 from gateway.sources.discovery import MCS_GROUP, MCS_VERSION
 
 log = logging.getLogger("gateway.mcs")

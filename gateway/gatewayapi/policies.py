@@ -31,6 +31,7 @@ from gateway.config import (ApiKeyAuth, AuthPolicy, BasicAuth, ExtAuthz, IpFilte
 from gateway.config import credentials
 from gateway.config.loader import check_auth, ip_filter, rate_limit
 from gateway.config.validate import _err, _keys, section
+from gateway.gatewayapi.conditions import condition
 from gateway.sources.discovery import GATEWAY_GROUP, POLICY_GROUP, POLICY_VERSION  # noqa: F401 (re-exported)
 
 SECURITY, RATE_LIMIT = "SecurityPolicy", "RateLimitPolicy"
@@ -360,7 +361,6 @@ class PolicyIndex:
                controller: str) -> dict[tuple[str, Key], dict]:
         """Each policy's ``status.ancestors`` entries of ours: per Gateway of ours its targets
         reach, whether it is accepted there."""
-        from gateway.gatewayapi.translate import condition
         out = {}
         for policy in self.policies:
             gen = policy.obj["metadata"].get("generation", 1)

@@ -16,6 +16,7 @@ from gateway.config import (BackendFilters, Certificate, CorsPolicy, GatewayList
                             MirrorConfig, QueryMatch, Redirect, RetryPolicy, RouteConfig, RouteMatch, ServiceConfig,
                             WeightedBackend, regex_problem)
 from gateway.config.validate import section
+from gateway.gatewayapi.conditions import condition
 from gateway.gatewayapi.policies import PolicyIndex, PolicyMemo
 from gateway.sources.discovery import GATEWAY_GROUP, MCS_GROUP  # noqa: F401  (re-exported)
 from gateway.units import parse_duration
@@ -177,11 +178,6 @@ class Translation:
     # (world store, key) -> status of each SecurityPolicy/RateLimitPolicy naming a target of ours
     policy_status: dict[tuple[str, Key], dict] = field(default_factory=dict)
     grpc_route_status: dict[Key, list[dict]] = field(default_factory=dict)     # as route_status
-
-
-def condition(type_: str, ok: bool, reason: str, message: str, generation: int) -> dict:
-    return {"type": type_, "status": "True" if ok else "False", "reason": reason, "message": message,
-            "observedGeneration": generation}
 
 
 def _key(obj: dict) -> Key:
