@@ -23,6 +23,7 @@ from _speedups.h2_downstream import PREFACE, H2Connection
 from _speedups.stats cimport ST_4XX, ST_5XX, ST_CONNECTIONS, ST_INTERNAL_ERRORS, ST_REFUSED
 
 cdef object _log = logging.getLogger("gateway.proxy")
+cdef Py_ssize_t H2_REQUEST_LINE = 16      # "PRI * HTTP/2.0\r\n": no HTTP/1.1 request starts so
 
 cdef enum:
     PIPELINE_LIMIT = 65536      # pipelined bytes buffered before reading pauses
@@ -193,9 +194,11 @@ cdef class Http1Connection(Downstream):
         cdef Context ctx = self.ctx
         cdef Py_ssize_t end
         cdef RequestHead head
-        if self.requests_served == 0 and self.buf[0] == 80 and PREFACE.startswith(self.buf[:24]):
-            # "PRI * HTTP/2.0": h2c with prior knowledge (RFC 9113 3.3)
-            if len(self.buf) >= 24:
+        if self.requests_served == 0 and self.buf[0] == 80 and PREFACE.startswith(self.buf[:H2_REQUEST_LINE]):
+            # "PRI * HTTP/2.0": h2c with prior knowledge (RFC 9113 3.3). The rest of the 24
+            # bytes is HTTP/2's to check: a wrong one gets GOAWAY(PROTOCOL_ERROR), not an
+            # HTTP/1.1 answer to a client that does not speak it.
+            if len(self.buf) >= len(PREFACE):
                 self.hand_over_to_h2()
             return False
         end = find_head_end(self.buf, self.scan_from)

@@ -167,6 +167,51 @@ def test_a_malformed_request_gets_its_4xx_and_its_neighbours_are_answered(gw):
     assert rejected.status == 431, rejected          # RFC 9113 10.5.1, that stream alone
 
 
+def _until_closed(client) -> list:
+    """The frames the server sends until it closes the connection (bounded)."""
+    frames, deadline = [], time.monotonic() + 5
+    while not client.closed and time.monotonic() < deadline:
+        frames += client.pump(0.5)
+    return frames
+
+
+def test_a_stream_id_lower_than_an_earlier_one_is_a_connection_error(gw):
+    """RFC 9113 5.1.1: HEADERS on stream 3 after stream 5 opened: GOAWAY(PROTOCOL_ERROR)."""
+    from h2frames import PROTOCOL_ERROR, FrameClient
+    from hyperframe.frame import HeadersFrame
+    with FrameClient("127.0.0.1", gw.port) as c:
+        c.send(HeadersFrame(5, c.head_block("/test"), flags=["END_HEADERS", "END_STREAM"]),
+               HeadersFrame(3, c.head_block("/test"), flags=["END_HEADERS", "END_STREAM"]))
+        _until_closed(c)
+        assert c.goaway is not None and c.goaway.error_code == PROTOCOL_ERROR
+
+
+def test_an_http2_request_line_with_a_wrong_preface_gets_goaway_an_http1_one_a_400(gw):
+    """RFC 9113 3.4: a client that starts HTTP/2's preface and gets the rest wrong gets a
+    connection error PROTOCOL_ERROR; a line that is not HTTP/2's stays an HTTP/1.1 request."""
+    import socket
+    from h2frames import PROTOCOL_ERROR
+    from hyperframe.frame import Frame, GoAwayFrame
+
+    def answer(data: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as s:
+            s.sendall(data)
+            out = b""
+            while chunk := s.recv(65536):
+                out += chunk
+        return out
+    out = answer(b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n")
+    frames = []
+    while len(out) >= 9:
+        frame, length = Frame.parse_frame_header(out[:9])
+        frame.parse_body(memoryview(out[9:9 + length]))
+        frames.append(frame)
+        out = out[9 + length:]
+    goaway = [f for f in frames if isinstance(f, GoAwayFrame)]
+    assert goaway and goaway[0].error_code == PROTOCOL_ERROR, frames
+    assert answer(b"INVALID CONNECTION PREFACE\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+
+
 def test_drain_sends_goaway_and_lets_the_streams_in_flight_finish(pods, tmp_path):
     gw = GatewayProcess(config(pods, timeouts={"drain": "5s"}), tmp_path, "drain").start()
     try:
