@@ -99,7 +99,7 @@ class PolicyMemo:
 
     def __init__(self) -> None:
         self.parsed: dict[tuple[str, Key], tuple[dict, tuple, bool, Policy]] = {}
-        self.last_valid: dict[tuple[str, Key], tuple[dict, dict]] = {}    # -> (spec, value)
+        self.last_valid: dict[tuple[str, Key], dict] = {}     # -> the Edge fields it applied
         self.secrets_read: set[Key] = set()
 
     def policies(self, world) -> list[Policy]:
@@ -123,9 +123,9 @@ class PolicyMemo:
         """A valid policy is remembered; an invalid one applies its last valid spec."""
         slot = (policy.store, policy.key)
         if policy.problem is None:
-            self.last_valid[slot] = (policy.obj.get("spec"), policy.value)
+            self.last_valid[slot] = policy.value
         elif slot in self.last_valid:
-            policy.value, policy.stale = self.last_valid[slot][1], True
+            policy.value, policy.stale = self.last_valid[slot], True
 
 
 def _still(entry: tuple, obj: dict, world) -> bool:
@@ -169,8 +169,11 @@ def read_policy(store: str, key: Key, obj: dict, secrets: dict[Key, dict], globa
     errs: list[str] = []
     reads: list[Key] = []
     spec = obj.get("spec")
-    body = {k: v for k, v in spec.items() if k != "targetRefs"} if isinstance(spec, dict) else spec
-    targets = _target_refs((spec or {}).get("targetRefs") if isinstance(spec, dict) else None, key[0], errs)
+    if isinstance(spec, dict):
+        body, refs = {k: v for k, v in spec.items() if k != "targetRefs"}, spec.get("targetRefs")
+    else:
+        body, refs = spec, None             # not a mapping: the checks below say so
+    targets = _target_refs(refs, key[0], errs)
     read = _Secrets(key[0], secrets, reads)
     if store == "security_policies":
         value = _security(body, "spec", errs, read)
