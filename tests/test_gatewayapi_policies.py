@@ -216,9 +216,13 @@ def test_jwt_with_jwks_from_a_secret_and_claims_to_headers(gw, custom, core):
 
 def test_an_older_policy_on_the_same_target_wins_and_the_newer_is_conflicted(gw, custom, core):
     name = route(custom, "/conflict")
-    older = policy(custom, "SecurityPolicy", on_route(name), {"ipFilter": {"deny": ["127.0.0.0/8"]}})
+    # Created within one second the two tie on age, and "namespace/name" decides: the older
+    # one's name sorts first too.
+    older = policy(custom, "SecurityPolicy", on_route(name), {"ipFilter": {"deny": ["127.0.0.0/8"]}},
+                   name=unique("a-older"))
     wait_for(lambda: status_of("/conflict") == 403)
-    newer = policy(custom, "SecurityPolicy", on_route(name), {"ipFilter": {"allow": ["127.0.0.0/8"]}})
+    newer = policy(custom, "SecurityPolicy", on_route(name), {"ipFilter": {"allow": ["127.0.0.0/8"]}},
+                   name=unique("b-newer"))
     (cond,) = accepted(custom, "SecurityPolicy", newer)
     assert (cond["status"], cond["reason"]) == ("False", "Conflicted") and older in cond["message"]
     assert status_of("/conflict") == 403
