@@ -24,6 +24,8 @@ from typing import BinaryIO
 
 import orjson
 
+from gateway.otlplogs import LogExporter
+
 _APPEND_NEWLINE = orjson.OPT_APPEND_NEWLINE
 _REOPEN = object()                  # queued: close the file and open the path again
 
@@ -34,7 +36,6 @@ class AccessLog:
     def __init__(self, loop, path: str, buffer_bytes: int = 64 * 1024,
                  flush_interval: float = 1.0, max_backlog: int = 64 * 1024 * 1024,
                  otlp_endpoint: str | None = None) -> None:
-        from gateway.otlplogs import LogExporter
         self._loop = loop
         self.exporter = LogExporter(otlp_endpoint) if otlp_endpoint else None
         self._path = path
