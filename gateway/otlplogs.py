@@ -14,17 +14,16 @@ OpenTelemetry HTTP conventions (``http.request.method``, ``url.path``,
 """
 from __future__ import annotations
 
-import http.client
 import logging
 import os
 import threading
 from collections import deque
 from datetime import datetime
-from urllib.parse import urlsplit
 
 import orjson
 
 from gateway import __version__
+from gateway.collector import Collector
 from gateway.protobuf import FIXED64, any_value, attribute, field, varint
 
 log = logging.getLogger("gateway.otlplogs")
@@ -94,13 +93,9 @@ class LogExporter:
     """A worker's access-log exporter: ``offer(chunk)`` from the access log's writer thread."""
 
     def __init__(self, endpoint: str, service_name: str = "gateway") -> None:
-        url = urlsplit(endpoint)
         self.endpoint = endpoint
         self.service_name = service_name
-        self._https = url.scheme == "https"
-        self._host, self._port = url.hostname, url.port or (443 if self._https else 80)
-        self._path = (url.path or "/v1/logs") + (f"?{url.query}" if url.query else "")
-        self._conn: http.client.HTTPConnection | None = None
+        self._collector = Collector(endpoint, "/v1/logs", TIMEOUT)
         self._chunks: deque[bytes] = deque()
         self._queued = 0
         self._lock = threading.Lock()
@@ -138,8 +133,7 @@ class LogExporter:
             except Exception:       # never let the thread die: the queue would only fill
                 log.exception("access log export failed")
         self.flush()
-        if self._conn is not None:
-            self._conn.close()
+        self._collector.close()
 
     def flush(self) -> None:
         lines = self._take()
@@ -149,21 +143,10 @@ class LogExporter:
                 self._send(records)
 
     def _send(self, records: list[bytes]) -> None:
-        body = encode_request(records, self.service_name)
         try:
-            if self._conn is None:
-                cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-                self._conn = cls(self._host, self._port, timeout=TIMEOUT)
-            self._conn.request("POST", self._path, body, {"Content-Type": "application/x-protobuf"})
-            response = self._conn.getresponse()
-            response.read()
-            if not 200 <= response.status < 300:
-                raise OSError(f"collector answered {response.status}")
+            self._collector.post(encode_request(records, self.service_name))
             self.exported += len(records)
-        except (OSError, http.client.HTTPException) as exc:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        except OSError as exc:
             if not self.failures:       # the first only: a collector down would flood the log
                 log.warning("cannot export the access log", extra={"fields": {
                     "endpoint": self.endpoint, "error": str(exc)}})

@@ -24,15 +24,14 @@ endpoint, attempt number and failure kind.
 """
 from __future__ import annotations
 
-import http.client
 import logging
 import os
 import threading
-from urllib.parse import urlsplit
 
 from _speedups.otlp import SpanEncoder
 from _speedups.tracing import RequestRecord, Tracer
 from gateway import __version__
+from gateway.collector import Collector
 from gateway.config import TracingConfig
 from gateway.protobuf import attribute, field
 
@@ -68,11 +67,7 @@ class SpanExporter:
         self._previous = previous
         self._base = [0] * 5
         self.cfg = cfg
-        url = urlsplit(cfg.endpoint)
-        self._https = url.scheme == "https"
-        self._host, self._port = url.hostname, url.port or (443 if self._https else 80)
-        self._path = (url.path or "/v1/traces") + (f"?{url.query}" if url.query else "")
-        self._conn: http.client.HTTPConnection | None = None
+        self._collector = Collector(cfg.endpoint, "/v1/traces", cfg.timeout)
         self._encoder = SpanEncoder()
         self.spans_exported = 0
         self.requests_failed = 0        # requests' spans lost because an export failed
@@ -108,8 +103,7 @@ class SpanExporter:
             except Exception:       # never let the thread die: the queue would only fill
                 log.exception("span export failed")
         self.flush()
-        if self._conn is not None:
-            self._conn.close()
+        self._collector.close()
 
     def flush(self) -> None:
         records = self.tracer.take()
@@ -122,20 +116,9 @@ class SpanExporter:
         body = encode_request(spans, self.cfg.service_name)
         count = sum(record.n_spans for record in batch)
         try:
-            if self._conn is None:
-                cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-                self._conn = cls(self._host, self._port, timeout=self.cfg.timeout)
-            self._conn.request("POST", self._path, body,
-                               {"Content-Type": "application/x-protobuf"})
-            response = self._conn.getresponse()
-            response.read()
-            if not 200 <= response.status < 300:
-                raise OSError(f"collector answered {response.status}")
+            self._collector.post(body)
             self.spans_exported += count
-        except (OSError, http.client.HTTPException) as exc:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        except OSError as exc:
             if not self.export_failures:    # the first only: a collector down would flood the log
                 log.warning("cannot export spans", extra={"fields": {
                     "endpoint": self.cfg.endpoint, "error": str(exc)}})
