@@ -30,7 +30,7 @@ from _speedups.http cimport (
 from _speedups.router cimport Router
 from _speedups.filters cimport rewrite_target
 from _speedups.path cimport NORM_OK, NORM_REDIRECT, PATH_FORWARD_ORIGINAL, outcome_reason
-from _speedups.policy cimport DEFERRED, RateLimit, RoutePolicy
+from _speedups.policy cimport DEFERRED, Identity, RateLimit, RoutePolicy
 from _speedups.stats cimport (
     CAUSE_BAD_RESPONSE, CAUSE_CONNECT_FAILED, CAUSE_CONNECT_TIMEOUT, CAUSE_EJECTED, CAUSE_RESET,
     CAUSE_STATUS, CAUSE_TIMEOUT, BackendStats, N_STATS, ST_CONNECT_FAILURES, ST_INTERNAL_ERRORS, ST_OVERFLOW_CONNECTIONS,
@@ -472,8 +472,8 @@ cdef class Exchange(UpstreamOwner):
 
     cdef void authz_answered(self, int connect_id, object checker, object answer):
         """A checker's answer (gateway.policy.ext_authz's service, or an authenticator that
-        decided off the event loop): a Denial to pass on, or the fields to set on the request
-        before it goes on."""
+        decided off the event loop): a Denial to pass on, or the Identity to set on the
+        request before it goes on."""
         cdef RoutePolicy policy
         if connect_id != self.connect_id or self.state != X_ROUTING or self.downstream.closed:
             return                          # the client left meanwhile
@@ -482,7 +482,7 @@ cdef class Exchange(UpstreamOwner):
         if isinstance(verdict, Denial):
             self.deny(<Denial>verdict)
             return
-        policy.identify(self.head, verdict, checker.owned)
+        policy.identify(self.head, <Identity?>verdict, checker.owned)
         if not self.answer_by_limit(self.route.filters, self.head):
             self.dispatch()
 

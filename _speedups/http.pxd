@@ -29,7 +29,7 @@ cdef class MessageHead:
     cdef list fields(self)
     cdef list peek_fields(self)
     cdef void set_fields(self, list fields)
-    cdef void append_fields(self, list fields)
+    cdef void append_fields(self, list fields, bytes lines)
 
 cdef class RequestHead(MessageHead):
     cdef public bytes method

@@ -218,11 +218,12 @@ cdef class MessageHead:
         self._fields = fields
         self.field_lines = None
 
-    cdef void append_fields(self, list fields):
-        """Fields added at the end ([(lower name, name, value)]); while the fields are still
-        forwarded as ``field_lines``, as lines added to those (nothing split)."""
+    cdef void append_fields(self, list fields, bytes lines):
+        """Fields added at the end ([(lower name, name, value)], and the same as ``lines``,
+        "Name: value\r\n" each); while the fields are still forwarded as ``field_lines``, as
+        lines added to those (nothing split)."""
         if self.field_lines is not None:
-            self.field_lines += b"".join([f[1] + b": " + f[2] + b"\r\n" for f in fields])
+            self.field_lines += lines
             self._fields = None         # a peeked list is stale now
         else:
             self._fields = self._fields + fields

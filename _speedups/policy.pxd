@@ -20,6 +20,17 @@ cdef class Denial:
     cdef readonly int kind                  # DENY_* (stats.pxd): the route's counter
     cdef readonly str body                  # None: the reason is the body
 
+cdef class Identity:
+    cdef readonly list fields               # [(lower name, name, value)]
+    cdef readonly bytes lines               # the same, "Name: value\r\n" each
+
+cdef class Verdicts:
+    cdef object __weakref__                 # JWT keys clear the caches of their authenticators
+    cdef readonly bytes field               # the credential's field (lower-case); None: no fast path
+    cdef dict entries                       # credential -> (until, Identity or Denial)
+    cdef Py_ssize_t size
+    cdef object find(self, RequestHead head)
+
 cdef class RateLimit:
     cdef SharedBuckets buckets
     cdef readonly object store              # a global limit's RedisStore; None: the replica's buckets
@@ -47,12 +58,13 @@ cdef class IpFilter:
 cdef class RoutePolicy:
     cdef readonly IpFilter ip_filter
     cdef readonly object auth
+    cdef Verdicts verdicts                  # the authenticator's, looked up before calling it
     cdef frozenset auth_owned               # the request fields authentication sets (lower names)
     cdef readonly RateLimit rate_limit
     cdef readonly object ext_authz          # gateway.policy.ext_authz.ExtAuthorizer; None: off
     cdef Denial ip_denial
     cdef Denial check(self, RequestHead head, bytes client)
-    cdef void identify(self, RequestHead head, list fields, frozenset owned)
+    cdef void identify(self, RequestHead head, Identity identity, frozenset owned)
     cdef bint client_sent(self, RequestHead head, frozenset owned)
 
 # check()'s answer when authentication decides later: the exchange calls auth.ask and waits.

@@ -23,6 +23,25 @@ class Denial:
                  body: str | None = None) -> None: ...
 
 @final
+class Identity:
+    """The fields authentication sets on a request it lets through."""
+    fields: list[tuple[bytes, bytes, bytes]]
+    lines: bytes
+    def __init__(self, fields: Iterable[tuple[bytes, bytes, bytes]] = ()) -> None: ...
+
+CACHE_SIZE: int
+
+@final
+class Verdicts:
+    """Verdicts (Identity or Denial) by credential, each good until a wall-clock time."""
+    field: bytes | None
+    def __init__(self, field: bytes | None = None, size: int = ...) -> None: ...
+    def lookup(self, credential: bytes) -> Identity | Denial | None: ...
+    def remember(self, credential: bytes, verdict: Identity | Denial, until: float = ...) -> Identity | Denial: ...
+    def clear(self) -> None: ...
+    def __len__(self) -> int: ...
+
+@final
 class RateLimit:
     interval: int
     window: int

@@ -11,8 +11,11 @@ that, so the clock may wrap).  A bucket whose TAT has passed is full, the same a
 bucket: an expired slot is free to reuse without losing anything.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_GetItem
+from cpython.object cimport PyObject
+from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.stdint cimport int64_t, uint64_t
-from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
 
 from _speedups.forwarded cimport Networks
 from _speedups.http cimport RequestHead
@@ -150,6 +153,73 @@ cdef class Denial:
 DEFERRED = Denial(0, "authentication decides later")
 
 
+cdef class Identity:
+    """What authentication lets through: the fields to set on the request, and the same as
+    header lines, joined once per verdict instead of once per request."""
+
+    def __init__(self, fields=()):
+        self.fields = list(fields)
+        self.lines = b"".join([f[1] + b": " + f[2] + b"\r\n" for f in self.fields])
+
+
+cdef double FOREVER = float("inf")
+CACHE_SIZE = 10_000                     # credentials remembered per route and worker
+
+
+cdef class Verdicts:
+    """An authenticator's verdicts (an Identity or a Denial) by credential, the whole value of
+    the field ``field`` (None: found otherwise, by the authenticator itself), each good until
+    a wall-clock time (a JWT's exp).  RoutePolicy.check looks here first: a credential seen
+    before costs a field lookup and a dict lookup, with no call into Python.  Bounded: a full
+    cache is emptied and refills."""
+
+    def __init__(self, bytes field=None, Py_ssize_t size=CACHE_SIZE):
+        self.field = field
+        self.entries = {}
+        self.size = size
+
+    cdef object find(self, RequestHead head):
+        """The verdict for the request's credential, or None (not seen, expired, or no field)."""
+        cdef PyObject *entry
+        cdef bytes value
+        if self.field is None:
+            return None
+        value = head.header(self.field)
+        if value is None:
+            return None
+        entry = PyDict_GetItem(self.entries, value)
+        if entry is NULL:
+            return None
+        if <double>(<object>PyTuple_GET_ITEM(<object>entry, 0)) < _wall_clock():
+            return None
+        return <object>PyTuple_GET_ITEM(<object>entry, 1)
+
+    def lookup(self, bytes credential):
+        """The verdict remembered for ``credential``, if it is still good; else None."""
+        entry = self.entries.get(credential)
+        if entry is None or entry[0] < _wall_clock():
+            return None
+        return entry[1]
+
+    def remember(self, bytes credential, verdict, double until=FOREVER):
+        if len(self.entries) >= self.size:
+            self.entries.clear()
+        self.entries[credential] = (until, verdict)
+        return verdict
+
+    def clear(self):
+        self.entries.clear()
+
+    def __len__(self):
+        return len(self.entries)
+
+
+cdef inline double _wall_clock() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
 cdef class RateLimit:
     """A token bucket per key (or one for the route): ``requests`` per ``seconds``, up to
     ``burst``; in the replica's SharedBuckets, or with ``store`` (gateway.policy.redis_store)
@@ -229,10 +299,10 @@ cdef class IpFilter:
 
 cdef class RoutePolicy:
     """A route's edge policy, in the order it is checked: IP filter, authentication
-    (gateway.policy.auth: ``authenticate(head)`` returns a Denial, or the fields to set on the
-    request once those named in its ``owned`` are dropped, or None when its verdict comes
-    later: check() answers DEFERRED and the exchange asks ``auth.ask`` and waits, as it does
-    ``ext_authz``), rate limit (the exchange's, after authentication: a
+    (gateway.policy.auth: its ``verdicts`` first, then ``authenticate(head)``, which returns a
+    Denial, or the Identity to set on the request once the fields named in its ``owned`` are
+    dropped, or None when its verdict comes later: check() answers DEFERRED and the exchange
+    asks ``auth.ask`` and waits, as it does ``ext_authz``), rate limit (the exchange's, after authentication: a
     limit keyed by a header sees the fields authentication set, a JWT claim).  None parts
     are off."""
 
@@ -240,6 +310,7 @@ cdef class RoutePolicy:
                  object ext_authz=None):
         self.ip_filter = ip_filter
         self.auth = auth
+        self.verdicts = auth.verdicts if auth is not None else None
         self.ext_authz = ext_authz
         self.auth_owned = auth.owned if auth is not None else frozenset()
         self.rate_limit = rate_limit
@@ -251,20 +322,22 @@ cdef class RoutePolicy:
         if self.ip_filter is not None and not self.ip_filter.permits(client):
             return self.ip_denial
         if self.auth is not None:
-            verdict = self.auth.authenticate(head)
+            verdict = self.verdicts.find(head)
             if verdict is None:
-                return DEFERRED
+                verdict = self.auth.authenticate(head)
+                if verdict is None:
+                    return DEFERRED
             if isinstance(verdict, Denial):
                 return <Denial>verdict
-            self.identify(head, verdict, self.auth_owned)
+            self.identify(head, <Identity?>verdict, self.auth_owned)
         return None
 
-    cdef void identify(self, RequestHead head, list fields, frozenset owned):
+    cdef void identify(self, RequestHead head, Identity identity, frozenset owned):
         """Authentication's fields set on the request; a client's own copies dropped first."""
         if owned and self.client_sent(head, owned):
-            head.set_fields([f for f in head.fields() if f[0] not in owned] + fields)
-        elif fields:
-            head.append_fields(fields)      # the common case: the raw field lines stay
+            head.set_fields([f for f in head.fields() if f[0] not in owned] + identity.fields)
+        elif identity.fields:
+            head.append_fields(identity.fields, identity.lines)     # the raw field lines stay
 
     cdef bint client_sent(self, RequestHead head, frozenset owned):
         """Did the request come with a field authentication sets?"""

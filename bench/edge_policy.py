@@ -17,6 +17,8 @@ the load would look cheap).
 
 Besides each policy's median, "paired" is the median over repetitions of its CPU per request
 against the no-policy gateway's in the same repetition: a noisy minute hits both sides.
+"same req" is the same, against a no-policy gateway sent the same requests ("token": the
+JWT's Authorization field), when one runs: the policy's cost apart from its credential's.
 
 Everything started here is stopped by pid in a ``finally``; every wrk run is bounded.
 """
@@ -47,15 +49,19 @@ def variants(tmp: Path, redis_port: int) -> dict[str, tuple[str, tuple[str, ...]
     (tmp / "keys").write_text(f"bench:{API_KEY}\n")
     token = jwt.encode({"sub": "bench", "aud": "bench", "exp": time.time() + 3600}, key, algorithm="RS256",
                        headers={"kid": "k1"})
+    bearer = (f"Authorization: Bearer {token}",)
     return {
         "none": ("", (), ""),
+        # No policy, but the JWT's requests: what carrying a 600-byte token costs (parsed,
+        # forwarded) apart from checking it; the jwt row's "same req" column is against this.
+        "token": ("", bearer, ""),
         "rate-limit": ("    rate_limit: {requests: 1000000000, per: 1s, key: client}\n", (), ""),
         "global": ("    rate_limit: {requests: 1000000000, per: 1s, key: client, scope: global}\n", (),
                    f"redis: {{address: 127.0.0.1:{redis_port}}}\n"),
         # required: false only so that the readiness probe (no credentials) passes; wrk's
         # requests carry them, and present credentials are verified the same either way.
         "jwt": (f"    auth: {{required: false, jwt: {{jwks_file: {tmp}/jwks.json, audiences: [bench],"
-                f" claims_to_headers: [{{claim: sub, header: x-user}}]}}}}\n", (f"Authorization: Bearer {token}",), ""),
+                f" claims_to_headers: [{{claim: sub, header: x-user}}]}}}}\n", bearer, ""),
         "api-key": (f"    auth: {{required: false, api_key: {{keys_file: {tmp}/keys}}}}\n", (f"X-Api-Key: {API_KEY}",),
                     ""),
     }
@@ -76,7 +82,7 @@ def wait_listening(proc: base.Proc, port: int, timeout: float = 10.0) -> None:
 
 def main(argv=None) -> int:
     own = argparse.ArgumentParser(add_help=False)
-    own.add_argument("--policies", help="comma-separated, from none, rate-limit, global, jwt, api-key "
+    own.add_argument("--policies", help="comma-separated, from none, token, rate-limit, global, jwt, api-key "
                                         "(none is always run: the baseline)")
     chosen, rest = own.parse_known_args(argv)
     args = base.variant_args(__doc__.split("\n\n")[0], rest)
@@ -135,18 +141,24 @@ def main(argv=None) -> int:
             cpu = statistics.median(r["cpu_us_per_req"] for r in sel)
             paired = [r["cpu_us_per_req"] / b["cpu_us_per_req"] - 1 for r in sel for b in runs
                       if b["variant"] == "none" and b["case"] == case.name and b["repetition"] == r["repetition"]]
+            twin = next((t for t in names if t != name and not policies[t][0] and policies[name][0]
+                         and policies[t][1] == policies[name][1]), None)
+            same = [r["cpu_us_per_req"] / b["cpu_us_per_req"] - 1 for r in sel for b in runs
+                    if b["variant"] == twin and b["case"] == case.name and b["repetition"] == r["repetition"]]
             summary[f"{case.name}/{name}"] = {"cpu_us_per_req": cpu, "vs_none_pct": (cpu / base_cpu - 1) * 100,
                                               "paired_pct": statistics.median(paired) * 100,
+                                              "same_request_pct": statistics.median(same) * 100 if same else None,
                                               "rps": statistics.median(r["rps"] for r in sel),
                                               "p50_us": statistics.median(r["p50_us"] for r in sel),
                                               "p99_us": statistics.median(r["p99_us"] for r in sel)}
     print()
     print(f"{'case':<14} {'policy':<10} {'req/s':>9} {'CPU us/req':>11} {'vs none':>8} {'paired':>8} "
-          f"{'p50 ms':>7} {'p99 ms':>7}")
+          f"{'same req':>8} {'p50 ms':>7} {'p99 ms':>7}")
     for key, s in summary.items():
         case, name = key.split("/")
+        same = f"{s['same_request_pct']:>+7.1f}%" if s["same_request_pct"] is not None else f"{'':>8}"
         print(f"{case:<14} {name:<10} {s['rps']:>9.0f} {s['cpu_us_per_req']:>11.1f} {s['vs_none_pct']:>+7.1f}% "
-              f"{s['paired_pct']:>+7.1f}% {s['p50_us'] / 1000:>7.2f} {s['p99_us'] / 1000:>7.2f}")
+              f"{s['paired_pct']:>+7.1f}% {same} {s['p50_us'] / 1000:>7.2f} {s['p99_us'] / 1000:>7.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"runs": runs, "summary": summary}, indent=2))
     return 0

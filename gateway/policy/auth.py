@@ -2,11 +2,12 @@
 API keys, and JWTs verified with a JWKS.
 
 The compiled request path (``_speedups/policy.pyx`` RoutePolicy) calls ``authenticate(head)``
-on the route's authenticator.  It returns a ``Denial`` (401 with a challenge, or 403), or a
-list of header fields to set on the request (the identity it forwards) after dropping every
-field named in ``owned``, so a client cannot send its own ``X-User``.  A credential seen
-before costs a dict lookup: verdicts are cached by the credential's bytes, bounded (a full
-cache is emptied and refills).  A bcrypt password, which costs milliseconds of CPU, is checked
+on the route's authenticator.  It returns a ``Denial`` (401 with a challenge, or 403), or an
+``Identity``: the header fields to set on the request (the identity it forwards) after
+dropping every field named in ``owned``, so a client cannot send its own ``X-User``.  A
+credential seen before costs a field and a dict lookup in compiled code, no call here: every
+verdict is remembered in the authenticator's ``verdicts`` (``_speedups.policy.Verdicts``) by
+the credential's bytes, bounded.  A bcrypt password, which costs milliseconds of CPU, is checked
 in a thread instead (``authenticate`` answers None and the exchange waits for ``ask``): one
 client sending new passwords does not stall the worker's other requests.  Crypto is PyJWT with cryptography, and bcrypt; nothing here
 logs a credential: reasons name what was wrong, never the value.
@@ -24,27 +25,25 @@ import ssl
 import time
 import urllib.parse
 import urllib.request
-from typing import Any
+import weakref
 
 import jwt
 
-from _speedups.policy import Denial
+from _speedups.policy import Denial, Identity, Verdicts
 from _speedups.stats import DENY_FORBIDDEN, DENY_UNAUTHENTICATED
 from gateway.config import ApiKeyAuth, AuthPolicy, BasicAuth, JwtAuth
 from gateway.config.credentials import jwks_problem
 
 log = logging.getLogger("gateway.policy.auth")
 
-CACHE_SIZE = 10_000             # credentials remembered per route and worker
 # Asymmetric algorithms only: a JWKS holds public keys, and an HS256 token "signed" with
 # one of them must not pass (the classic algorithm confusion).
 JWT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 UNKNOWN_KID_REFETCH = 10.0      # seconds: a token naming an unknown key fetches the JWKS again, this seldom
-_FOREVER = float("inf")         # a cached JWT verdict that time does not change
-_now = time.time
 HASHING_THREADS = 2             # per worker: bcrypt releases the GIL, so they run beside the loop
 MAX_HASHING = 256               # distinct passwords waiting for a check per route; past it: 503
 _hashing_pool = None
+ANONYMOUS = Identity()          # let through, nothing to forward (optional auth, no forwarded name)
 
 
 def _hashing() -> concurrent.futures.ThreadPoolExecutor:
@@ -55,31 +54,27 @@ def _hashing() -> concurrent.futures.ThreadPoolExecutor:
 
 
 class _Authenticator:
-    """What the three methods share: the cache, the challenge, optional credentials."""
+    """What the three methods share: the verdicts, the challenge, optional credentials.
+    ``field``: the request field a credential comes in, where the compiled check finds it."""
 
-    def __init__(self, route: str, required: bool, challenge: str, owned: tuple[str | None, ...]) -> None:
+    def __init__(self, route: str, required: bool, challenge: str, owned: tuple[str | None, ...],
+                 field: bytes | None) -> None:
         self.route = route
         self.required = required
         self.challenge = f"WWW-Authenticate: {challenge}".encode()
         self.owned = frozenset(name.encode() for name in owned if name)
-        self.cache: dict[bytes, Any] = {}
+        self.verdicts = Verdicts(field)
 
-    def missing(self) -> list | Denial:
+    def missing(self) -> Identity | Denial:
         """No credentials: through without an identity when optional, else 401."""
         if not self.required:
-            return []
+            return ANONYMOUS
         return self.deny(401, "no credentials")
 
     def deny(self, status: int, why: str, challenge: bytes | None = None) -> Denial:
         kind = DENY_UNAUTHENTICATED if status == 401 else DENY_FORBIDDEN
         return Denial(status, f"{'unauthenticated' if status == 401 else 'forbidden'}: {why} (route {self.route})",
                       (challenge or self.challenge) if status == 401 else None, kind)
-
-    def remember(self, credential: bytes, verdict: Any) -> Any:
-        if len(self.cache) >= CACHE_SIZE:
-            self.cache.clear()
-        self.cache[credential] = verdict
-        return verdict
 
 
 class BasicAuthenticator(_Authenticator):
@@ -88,29 +83,30 @@ class BasicAuthenticator(_Authenticator):
 
     def __init__(self, route: str, required: bool, cfg: BasicAuth,
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
-        super().__init__(route, required, f'Basic realm="{cfg.realm}", charset="UTF-8"', (cfg.forward_username,))
+        super().__init__(route, required, f'Basic realm="{cfg.realm}", charset="UTF-8"', (cfg.forward_username,),
+                         b"authorization")
         self.users = dict(cfg.users)
         self.forward = cfg.forward_username.encode() if cfg.forward_username else None
         self.loop = loop
         self.hashing: dict[bytes, list] = {}        # credential -> the answers waiting for its check
         self.busy = Denial(503, f"too many passwords being checked (route {route})", None, DENY_UNAUTHENTICATED)
 
-    def authenticate(self, head) -> list | Denial | None:
+    def authenticate(self, head) -> Identity | Denial | None:
         value = head.header(b"authorization")
         if value is None:
             return self.missing()
-        verdict = self.cache.get(value)
+        verdict = self.verdicts.lookup(value)
         if verdict is not None:
             return verdict
         found = self._user(value)
         if isinstance(found, Denial):
-            return self.remember(value, found)
+            return self.verdicts.remember(value, found)
         user, password, hashed = found
         if hashed.startswith("{SHA}"):
-            return self.remember(value, self._outcome(user, _sha_matches(password, hashed)))
+            return self.verdicts.remember(value, self._outcome(user, _sha_matches(password, hashed)))
         if self.loop is not None:
             return None                             # ask() checks it in a thread
-        return self.remember(value, self._outcome(user, _bcrypt_matches(password, hashed)))
+        return self.verdicts.remember(value, self._outcome(user, _bcrypt_matches(password, hashed)))
 
     def ask(self, head, client_ip: bytes, answer) -> None:
         """Check a bcrypt password in a thread; ``answer(verdict)`` on the loop. Requests with
@@ -130,12 +126,12 @@ class BasicAuthenticator(_Authenticator):
 
     def _checked(self, value: bytes, user: str, done: asyncio.Future) -> None:
         matched = not done.cancelled() and done.exception() is None and done.result()
-        verdict = self.remember(value, self._outcome(user, matched))
+        verdict = self.verdicts.remember(value, self._outcome(user, matched))
         for answer in self.hashing.pop(value, ()):
             answer(verdict)
 
     @staticmethod
-    def verdict(answer: list | Denial) -> list | Denial:
+    def verdict(answer: Identity | Denial) -> Identity | Denial:
         return answer
 
     def _user(self, value: bytes) -> tuple[str, str, str] | Denial:
@@ -152,10 +148,10 @@ class BasicAuthenticator(_Authenticator):
             return self.deny(401, "wrong user or password")
         return user, password, hashed
 
-    def _outcome(self, user: str, matched: bool) -> list | Denial:
+    def _outcome(self, user: str, matched: bool) -> Identity | Denial:
         if not matched:
             return self.deny(401, "wrong user or password")
-        return [(self.forward, self.forward, user.encode())] if self.forward else []
+        return Identity([(self.forward, self.forward, user.encode())]) if self.forward else ANONYMOUS
 
 
 def _sha_matches(password: str, hashed: str) -> bool:
@@ -173,26 +169,27 @@ def _bcrypt_matches(password: str, hashed: str) -> bool:
 
 class ApiKeyAuthenticator(_Authenticator):
     def __init__(self, route: str, required: bool, cfg: ApiKeyAuth) -> None:
-        super().__init__(route, required, f'ApiKey realm="{route}"', (cfg.forward_client, cfg.header))
+        header = cfg.header.encode() if cfg.header else None
+        super().__init__(route, required, f'ApiKey realm="{route}"', (cfg.forward_client, cfg.header), header)
         self.clients = {digest: client for client, digest in cfg.keys}
-        self.header = cfg.header.encode() if cfg.header else None
+        self.header = header
         self.query = cfg.query.encode() + b"=" if cfg.query else None
         self.forward = cfg.forward_client.encode() if cfg.forward_client else None
 
-    def authenticate(self, head) -> list | Denial:
+    def authenticate(self, head) -> Identity | Denial:
         key = head.header(self.header) if self.header is not None else None
         if key is None and self.query is not None:
             key = self._from_query(head)
         if key is None:
             return self.missing()
-        verdict = self.cache.get(key)
+        verdict = self.verdicts.lookup(key)
         if verdict is None:
             client = self.clients.get(hashlib.sha256(key).hexdigest())
             if client is None:
                 verdict = self.deny(401, "unknown API key")
             else:
-                verdict = [(self.forward, self.forward, client.encode())] if self.forward else []
-            self.remember(key, verdict)
+                verdict = Identity([(self.forward, self.forward, client.encode())]) if self.forward else ANONYMOUS
+            self.verdicts.remember(key, verdict)
         return verdict
 
     def _from_query(self, head) -> bytes | None:
@@ -213,13 +210,14 @@ class ApiKeyAuthenticator(_Authenticator):
 
 
 class JwksKeys:
-    """The keys a JWT is checked with, by ``kid``; ``version`` moves when they change."""
+    """The keys a JWT is checked with, by ``kid``.  New keys empty the ``verdicts`` of every
+    authenticator using them: what the old keys verified may differ now."""
 
     def __init__(self, text: str | None = None) -> None:
         self.by_kid: dict[str, jwt.PyJWK] = {}
         self.unnamed: list[jwt.PyJWK] = []
-        self.version = 0
         self.text: str | None = None
+        self.users: weakref.WeakSet[Verdicts] = weakref.WeakSet()
         if text is not None:
             self.load(text)
 
@@ -235,7 +233,8 @@ class JwksKeys:
                 else:
                     unnamed.append(key)
         self.by_kid, self.unnamed = by_kid, unnamed
-        self.version += 1
+        for verdicts in list(self.users):
+            verdicts.clear()
 
     def find(self, kid: str | None, alg: str) -> list[jwt.PyJWK]:
         if kid is not None:
@@ -312,36 +311,32 @@ _REASONS = [(jwt.ExpiredSignatureError, "token expired"), (jwt.ImmatureSignature
 
 class JwtAuthenticator(_Authenticator):
     def __init__(self, route: str, required: bool, cfg: JwtAuth, keys: JwksKeys) -> None:
-        super().__init__(route, required, f'Bearer realm="{route}"', tuple(c.header for c in cfg.claims_to_headers))
+        super().__init__(route, required, f'Bearer realm="{route}"', tuple(c.header for c in cfg.claims_to_headers),
+                         b"authorization")
         self.keys = keys
-        self.version = keys.version
+        keys.users.add(self.verdicts)
         self.issuer = cfg.issuer
         self.audiences = list(cfg.audiences) or None
         self.skew = cfg.clock_skew
         self.claims = [(c.claim, c.header.encode()) for c in cfg.claims_to_headers]
 
-    def authenticate(self, head) -> list | Denial:
+    def authenticate(self, head) -> Identity | Denial:
         value = head.header(b"authorization")
         if value is None:
             return self.missing()
-        if self.version != self.keys.version:       # new keys: what they verified may differ now
-            self.cache.clear()
-            self.version = self.keys.version
-        hit = self.cache.get(value)                 # by the whole field: a repeat is one lookup
-        if hit is not None:
-            until, verdict = hit
-            if _now() <= until:
-                return verdict
+        verdict = self.verdicts.lookup(value)      # by the whole field: a repeat is one lookup
+        if verdict is not None:
+            return verdict
         if value[:7].lower() != b"bearer ":
             return self.missing()
         return self._verify(value, value[7:].strip())
 
-    def _verify(self, value: bytes, token: bytes) -> list | Denial:
+    def _verify(self, value: bytes, token: bytes) -> Identity | Denial:
         """``token`` checked; the verdict is remembered under the field's ``value``."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.DecodeError:
-            return self.remember(value, (_FOREVER, self._invalid("malformed token")))[1]
+            return self.verdicts.remember(value, self._invalid("malformed token"))
         alg = header.get("alg")
         keys = self.keys.find(header.get("kid"), alg) if alg in JWT_ALGORITHMS else []
         if not keys:
@@ -353,18 +348,19 @@ class JwtAuthenticator(_Authenticator):
             claims = self._decode(token, keys, alg)
         except (jwt.InvalidAudienceError, jwt.InvalidIssuerError) as exc:
             why = "wrong audience" if isinstance(exc, jwt.InvalidAudienceError) else "wrong issuer"
-            return self.remember(value, (_FOREVER, self.deny(403, why)))[1]
+            return self.verdicts.remember(value, self.deny(403, why))
         except jwt.PyJWTError as exc:
             why = next((text for cls, text in _REASONS if isinstance(exc, cls)), "invalid token")
             denial = self._invalid(why)
             if not isinstance(exc, (jwt.ExpiredSignatureError, jwt.ImmatureSignatureError)):
-                self.remember(value, (_FOREVER, denial))    # time will not make it valid
+                self.verdicts.remember(value, denial)       # time will not make it valid
             return denial
-        fields = [(header_name, header_name, str(claims[claim]).encode())
-                  for claim, header_name in self.claims if claim in claims]
+        identity = Identity([(header_name, header_name, str(claims[claim]).encode())
+                             for claim, header_name in self.claims if claim in claims])
         expires = claims.get("exp")
-        until = expires + self.skew if isinstance(expires, (int, float)) else _FOREVER
-        return self.remember(value, (until, fields))[1]
+        if isinstance(expires, (int, float)):
+            return self.verdicts.remember(value, identity, expires + self.skew)
+        return self.verdicts.remember(value, identity)
 
     def _decode(self, token: bytes, keys: list, alg: str) -> dict:
         error: jwt.PyJWTError | None = None

@@ -19,7 +19,7 @@ from typing import Callable
 
 import httptools
 
-from _speedups.policy import Denial
+from _speedups.policy import Denial, Identity
 from _speedups.stats import DENY_FORBIDDEN, DENY_UNAUTHENTICATED
 from gateway.config import ExtAuthz
 
@@ -191,14 +191,14 @@ class ExtAuthorizer:
         lines.append(b"\r\n")
         self.client.check(b"".join(lines), answer, self.cfg.timeout)
 
-    def verdict(self, answer) -> list | Denial:
+    def verdict(self, answer) -> Identity | Denial:
         """The fields to set (allowed; none when the service did not answer and failure_mode
         is open), or the Denial to answer."""
         if answer is None:
-            return [] if self.fail_open else self.unavailable
+            return Identity() if self.fail_open else self.unavailable
         status, headers, body = answer
         if 200 <= status < 300:
-            return [(name, name, value) for name, value in headers if name in self.forwarded]
+            return Identity([(name, name, value) for name, value in headers if name in self.forwarded])
         shown = b"\r\n".join(name + b": " + value for name, value in headers if name in PASSED_TO_CLIENT)
         kind = DENY_UNAUTHENTICATED if status == 401 else DENY_FORBIDDEN
         return Denial(status, f"denied by the authorization service: {status} (route {self.route})",
