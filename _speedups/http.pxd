@@ -44,6 +44,7 @@ cdef class RequestHead(MessageHead):
     cdef public bytes tracestate
     cdef public bint b3                 # a B3 header came (passed on; read when tracing)
     cpdef bytes header(self, bytes lname)
+    cdef Py_ssize_t header_span(self, bytes lname, const char **value)
 
 cdef class ResponseHead(MessageHead):
     cdef public int status

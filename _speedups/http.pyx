@@ -247,12 +247,29 @@ cdef class RequestHead(MessageHead):
 
     cpdef bytes header(self, bytes lname):
         """The value of the first field named ``lname`` (lower-case), or None."""
+        cdef Py_ssize_t start, n
         if self.field_lines is not None:
-            return _find_field(self.field_lines, lname)
+            n = _find_field(self.field_lines, lname, &start)
+            return PyBytes_FromStringAndSize(PyBytes_AS_STRING(self.field_lines) + start, n) if n >= 0 else None
         for name, _, value in self._fields or ():
             if name == lname:
                 return value
         return None
+
+    cdef Py_ssize_t header_span(self, bytes lname, const char **value):
+        """Where the first field named ``lname`` has its value, without copying it: its length,
+        ``value`` pointing at it (valid while the head is not changed); -1 if absent."""
+        cdef Py_ssize_t start, n
+        if self.field_lines is not None:
+            n = _find_field(self.field_lines, lname, &start)
+            if n >= 0:
+                value[0] = PyBytes_AS_STRING(self.field_lines) + start
+            return n
+        found = self.header(lname)
+        if found is None:
+            return -1
+        value[0] = PyBytes_AS_STRING(found)     # the bytes stays alive in the field list
+        return PyBytes_GET_SIZE(found)
 
 
 cdef class ResponseHead(MessageHead):
@@ -289,17 +306,19 @@ cdef list _split_field_lines(bytes lines):
     return out
 
 
-cdef bytes _find_field(bytes lines, bytes lname):
-    """The value of the first of ``lines`` named ``lname`` (lower-case), or None."""
+cdef Py_ssize_t _find_field(bytes lines, bytes lname, Py_ssize_t *start):
+    """The length of the value of the first of ``lines`` named ``lname`` (lower-case), which
+    starts at ``start``; -1 if there is none."""
     cdef const char *p = PyBytes_AS_STRING(lines)
     cdef const char *want = PyBytes_AS_STRING(lname)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(lines), k = PyBytes_GET_SIZE(lname), pos = 0, eol
     while pos < n:
         eol = <const char *>memchr(p + pos, b'\n', n - pos) - p
         if pos + k < eol and p[pos + k] == b':' and _ieq(p + pos, want, k):
-            return lines[pos + k + 2:eol - 1]
+            start[0] = pos + k + 2
+            return eol - 1 - start[0]
         pos = eol + 1
-    return None
+    return -1
 
 
 cdef inline Py_ssize_t _find_line_end(const char *buf, Py_ssize_t pos, Py_ssize_t end) except -2:

@@ -1,4 +1,5 @@
 # Typed interface of _speedups.policy, so the exchange checks a route's edge policy at C speed.
+from cpython.object cimport PyObject
 from libc.stdint cimport int64_t, uint64_t
 
 from _speedups.forwarded cimport Networks
@@ -27,9 +28,10 @@ cdef class Identity:
 cdef class Verdicts:
     cdef object __weakref__                 # JWT keys clear the caches of their authenticators
     cdef readonly bytes field               # the credential's field (lower-case); None: no fast path
-    cdef dict entries                       # credential -> (until, Identity or Denial)
+    cdef dict entries                       # its last bytes -> (credential, until, Identity or Denial)
     cdef Py_ssize_t size
     cdef object find(self, RequestHead head)
+    cdef object _found(self, PyObject *entry, const char *credential, Py_ssize_t n)
 
 cdef class RateLimit:
     cdef SharedBuckets buckets

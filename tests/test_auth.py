@@ -223,6 +223,24 @@ def test_jwt_from_a_jwks_file(gw, keys):
     assert r.status == 401 and r.header("www-authenticate") == 'Bearer realm="jwt"'
 
 
+def test_a_token_with_a_genuine_signature_but_other_claims_is_refused(gw, keys):
+    """Verdicts are cached by the credential's last bytes (a JWT's signature) and hold the
+    whole credential: a forged payload under the genuine signature, sent on one connection
+    right after the genuine token passed, and the genuine token again after it, each get
+    their own verdict."""
+    g, _ = gw
+    genuine = token(keys["rsa"], "r1", "RS256", sub="carol")
+    header, _, signature = genuine.split(".")
+    claims = base64.urlsafe_b64encode(json.dumps({"iss": ISSUER, "aud": "orders", "sub": "mallory",
+                                                  "exp": time.time() + 300}).encode()).rstrip(b"=").decode()
+    forged = f"{header}.{claims}.{signature}"
+    with g.client() as c:
+        answers = [c.request("GET", "/jwt", bearer(t)) for t in (genuine, forged, genuine, forged)]
+    assert [r.status for r in answers] == [200, 401, 200, 401]
+    assert [r.json()["headers"]["x-user"] for r in answers[::2]] == ["carol", "carol"]
+    assert answers[1].header("www-authenticate").endswith('error_description="bad token signature"')
+
+
 @pytest.mark.parametrize("case, status, reason", [
     ("expired", 401, "token expired"),
     ("not yet valid", 401, "token not yet valid"),
