@@ -30,6 +30,7 @@ cdef class MessageHead:
     cdef list peek_fields(self)
     cdef void set_fields(self, list fields)
     cdef void append_fields(self, list fields, bytes lines)
+    cdef void replace_fields(self, frozenset names, list fields, bytes lines)
 
 cdef class RequestHead(MessageHead):
     cdef public bytes method

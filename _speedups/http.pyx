@@ -228,6 +228,34 @@ cdef class MessageHead:
         else:
             self._fields = self._fields + fields
 
+    cdef void replace_fields(self, frozenset names, list fields, bytes lines):
+        """The fields named in ``names`` (lower-case) dropped, then ``fields`` (the same as
+        ``lines``) added at the end; while ``field_lines`` stands, by cutting those lines out
+        of it (nothing split)."""
+        cdef const char *p
+        cdef Py_ssize_t n, pos = 0, eol, k, kept = 0
+        cdef list pieces = []
+        if self.field_lines is None:
+            self.set_fields([f for f in self._fields if f[0] not in names] + fields)
+            return
+        p = PyBytes_AS_STRING(self.field_lines)
+        n = PyBytes_GET_SIZE(self.field_lines)
+        while pos < n:
+            eol = <const char *>memchr(p + pos, b'\n', n - pos) - p + 1
+            for name in names:
+                k = PyBytes_GET_SIZE(name)
+                if pos + k < eol and p[pos + k] == b':' and _ieq(p + pos, PyBytes_AS_STRING(name), k):
+                    if kept < pos:
+                        pieces.append(PyBytes_FromStringAndSize(p + kept, pos - kept))
+                    kept = eol
+                    break
+            pos = eol
+        if kept < n:
+            pieces.append(PyBytes_FromStringAndSize(p + kept, n - kept))
+        pieces.append(lines)
+        self.field_lines = b"".join(pieces)
+        self._fields = None             # a peeked list is stale now
+
     @property
     def headers(self):
         """[(lower-case name, name, value)], hop-by-hop fields removed; may be changed."""

@@ -353,7 +353,7 @@ cdef class RoutePolicy:
     cdef void identify(self, RequestHead head, Identity identity, frozenset owned):
         """Authentication's fields set on the request; a client's own copies dropped first."""
         if owned and self.client_sent(head, owned):
-            head.set_fields([f for f in head.fields() if f[0] not in owned] + identity.fields)
+            head.replace_fields(owned, identity.fields, identity.lines)
         elif identity.fields:
             head.append_fields(identity.fields, identity.lines)     # the raw field lines stay
 

@@ -112,8 +112,7 @@ def test_allowed_goes_on_with_the_services_headers(gw):
     before = len(service.seen)
     r = get(g, "/ext/orders?id=7", {"Authorization": "Bearer good", "X-User": "mallory", "X-Secret": "s"})
     assert r.status == 200, r.body
-    seen_upstream = r.json()["headers"]
-    assert seen_upstream["x-user"] == "alice" and "x-internal" not in seen_upstream
+    assert r.upstream_saw("x-user") == ["alice"] and r.upstream_saw("x-internal") == []
     method, path, headers = service.seen[before]
     assert (method, path) == ("GET", "/check/ext/orders?id=7")
     assert headers["authorization"] == "Bearer good" and "x-secret" not in headers and "x-user" not in headers
@@ -149,7 +148,7 @@ def test_the_service_away_follows_the_failure_mode(gw):
     assert g.log.by_ids(["authz-closed"])["authz-closed"]["error"].startswith(
         "forbidden: the authorization service did not answer")
     r = get(g, "/open/x", {"X-User": "mallory"})
-    assert r.status == 200 and "x-user" not in r.json()["headers"]
+    assert r.status == 200 and r.upstream_saw("x-user") == []
 
 
 def test_connections_the_service_closes_when_idle_are_no_failures(gw):

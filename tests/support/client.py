@@ -43,6 +43,12 @@ class Response:
     def json(self):
         return orjson.loads(self.body)
 
+    def upstream_saw(self, name: str) -> list[str]:
+        """The values of the field ``name`` (any case) that the devcluster backend's echo says
+        it received; the echo keys fields as sent, so "X-User" and "x-user" are two entries."""
+        lname = name.lower()
+        return [v for k, v in self.json()["headers"].items() if k.lower() == lname]
+
     @property
     def closes(self) -> bool:
         conn = (self.header("connection") or "").lower()
