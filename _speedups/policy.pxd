@@ -28,7 +28,7 @@ cdef class Identity:
 cdef class Verdicts:
     cdef object __weakref__                 # JWT keys clear the caches of their authenticators
     cdef readonly bytes field               # the credential's field (lower-case); None: no fast path
-    cdef dict entries                       # its last bytes -> (credential, until, Identity or Denial)
+    cdef dict entries                       # its last 8 bytes -> (credential, until, Identity or Denial)
     cdef Py_ssize_t size
     cdef object find(self, RequestHead head)
     cdef object _found(self, PyObject *entry, const char *credential, Py_ssize_t n)
