@@ -13,6 +13,7 @@ varint key (number << 3 | wire type), then a varint (0), 8 bytes little-endian (
 varint length and that many bytes (2).  A span's length is known only once it is
 written, so each span is written into ``scratch`` first, then copied after its length.
 """
+cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
@@ -26,45 +27,55 @@ cdef enum:
     STATUS_ERROR = 2
 
 
+@cython.final
 cdef class _Buf:
+    """A growing C buffer.  Each write reserves its whole size once, then writes without
+    checks (``_raw_*``): per byte checks were a quarter of the encoder's time."""
     cdef char *data
     cdef Py_ssize_t size, capacity
 
     def __dealloc__(self):
         free(self.data)
 
-    cdef int reserve(self, Py_ssize_t n) except -1:
-        cdef Py_ssize_t capacity
-        cdef char *grown
+    cdef inline int reserve(self, Py_ssize_t n) except -1:
         if self.size + n <= self.capacity:
             return 0
-        capacity = max(self.capacity * 2, self.size + n, 4096)
-        grown = <char *>realloc(self.data, capacity)
+        return self._grow(n)
+
+    cdef int _grow(self, Py_ssize_t n) except -1:
+        cdef Py_ssize_t capacity = max(self.capacity * 2, self.size + n, 4096)
+        cdef char *grown = <char *>realloc(self.data, capacity)
         if grown == NULL:
             raise MemoryError()
         self.data, self.capacity = grown, capacity
         return 0
 
-    cdef int put(self, const char *p, Py_ssize_t n) except -1:
-        self.reserve(n)
-        memcpy(self.data + self.size, p, n)
-        self.size += n
-        return 0
-
-    cdef int varint(self, unsigned long long v) except -1:
-        self.reserve(10)
+    cdef inline void _raw_varint(self, unsigned long long v) noexcept:
         while v > 0x7F:
             self.data[self.size] = <char>((v & 0x7F) | 0x80)
             self.size += 1
             v >>= 7
         self.data[self.size] = <char>v
         self.size += 1
+
+    cdef inline void _raw_put(self, const char *p, Py_ssize_t n) noexcept:
+        memcpy(self.data + self.size, p, n)
+        self.size += n
+
+    cdef int put(self, const char *p, Py_ssize_t n) except -1:
+        self.reserve(n)
+        self._raw_put(p, n)
+        return 0
+
+    cdef int varint(self, unsigned long long v) except -1:
+        self.reserve(10)
+        self._raw_varint(v)
         return 0
 
     cdef int fixed64(self, int number, unsigned long long v) except -1:
         cdef int i
-        self.varint(number << 3 | 1)
-        self.reserve(8)
+        self.reserve(18)
+        self._raw_varint(number << 3 | 1)
         for i in range(8):
             self.data[self.size + i] = <char>(v & 0xFF)
             v >>= 8
@@ -72,32 +83,43 @@ cdef class _Buf:
         return 0
 
     cdef int field(self, int number, const char *p, Py_ssize_t n) except -1:
-        self.varint(number << 3 | 2)
-        self.varint(n)
-        return self.put(p, n)
+        self.reserve(20 + n)
+        self._raw_varint(number << 3 | 2)
+        self._raw_varint(n)
+        self._raw_put(p, n)
+        return 0
 
     cdef int hex_field(self, int number, bytes hexid, Py_ssize_t at, Py_ssize_t n) except -1:
         """An id of ``n`` bytes given as lower-case hex at ``hexid[at:]``, sent raw."""
         cdef const char *p = PyBytes_AS_STRING(hexid) + at
         cdef Py_ssize_t i
-        self.varint(number << 3 | 2)
-        self.varint(n)
-        self.reserve(n)
-        for i in range(n):
-            self.data[self.size + i] = <char>(_nibble(p[2 * i]) << 4 | _nibble(p[2 * i + 1]))
+        cdef char *q
+        self.reserve(20 + n)
+        self._raw_varint(number << 3 | 2)
+        self._raw_varint(n)
+        q = self.data + self.size           # a local pointer: writes through self.data made
+        for i in range(n):                  # the compiler reload self.size for every byte
+            q[i] = <char>(_nibble(p[2 * i]) << 4 | _nibble(p[2 * i + 1]))
         self.size += n
         return 0
 
     # KeyValue{1: key, 2: AnyValue{...}} as field 9 of a Span
     cdef int attr_str(self, bytes key, const char *p, Py_ssize_t n) except -1:
+        cdef Py_ssize_t keylen = PyBytes_GET_SIZE(key)
         cdef Py_ssize_t anylen = 1 + _varint_size(n) + n
-        cdef Py_ssize_t kvlen = 1 + _varint_size(len(key)) + len(key) + 1 + _varint_size(anylen) + anylen
-        self.varint(9 << 3 | 2)
-        self.varint(kvlen)
-        self.field(1, PyBytes_AS_STRING(key), len(key))
-        self.varint(2 << 3 | 2)
-        self.varint(anylen)
-        return self.field(1, p, n)
+        cdef Py_ssize_t kvlen = 1 + _varint_size(keylen) + keylen + 1 + _varint_size(anylen) + anylen
+        self.reserve(1 + 10 + kvlen)
+        self._raw_varint(9 << 3 | 2)
+        self._raw_varint(kvlen)
+        self._raw_varint(1 << 3 | 2)
+        self._raw_varint(keylen)
+        self._raw_put(PyBytes_AS_STRING(key), keylen)
+        self._raw_varint(2 << 3 | 2)
+        self._raw_varint(anylen)
+        self._raw_varint(1 << 3 | 2)
+        self._raw_varint(n)
+        self._raw_put(p, n)
+        return 0
 
     cdef int attr_text(self, bytes key, object value) except -1:
         """A str or bytes (Latin-1, as HTTP has it) value as an OTLP string (UTF-8)."""
@@ -303,7 +325,36 @@ cdef class SpanEncoder:
         self.scratch.size = 0
         return 0
 
+    cpdef bytes export_request(self, list records, double base, bytes resource, bytes scope):
+        """A whole collector.trace.v1.ExportTraceServiceRequest of ``records``: one
+        ResourceSpans (``resource``: its Resource message) with one ScopeSpans (``scope``: its
+        InstrumentationScope), in one allocation: a batch is ~1 MB, and building it by
+        concatenation copied it four times."""
+        cdef Py_ssize_t spans, scope_spans, resource_spans, total
+        cdef _Buf head = _Buf()
+        cdef bytes out
+        self.encode_spans(records, base)
+        spans = self.out.size
+        scope_spans = 1 + _varint_size(len(scope)) + len(scope) + spans
+        resource_spans = 1 + _varint_size(len(resource)) + len(resource) + 1 + _varint_size(scope_spans) + scope_spans
+        head.varint(1 << 3 | 2)                     # ExportTraceServiceRequest.resource_spans
+        head.varint(resource_spans)
+        head.field(1, PyBytes_AS_STRING(resource), len(resource))     # ResourceSpans.resource
+        head.varint(2 << 3 | 2)                     # ResourceSpans.scope_spans
+        head.varint(scope_spans)
+        head.field(1, PyBytes_AS_STRING(scope), len(scope))           # ScopeSpans.scope
+        total = head.size + spans
+        out = PyBytes_FromStringAndSize(NULL, total)
+        memcpy(PyBytes_AS_STRING(out), head.data, head.size)
+        memcpy(PyBytes_AS_STRING(out) + head.size, self.out.data, spans)
+        return out
+
     cpdef bytes encode(self, list records, double base):
+        """``records``' spans, as the ``spans`` fields of a ScopeSpans."""
+        self.encode_spans(records, base)
+        return PyBytes_FromStringAndSize(self.out.data, self.out.size)
+
+    cdef int encode_spans(self, list records, double base) except -1:
         """``records``' spans; ``base``: wall clock minus monotonic clock, in seconds."""
         cdef RequestRecord r
         cdef SpanRecord a
@@ -349,7 +400,7 @@ cdef class SpanEncoder:
                     self.attempt_span(b, r, a, base)
                 self.flush_span()
                 a = a.next
-        return PyBytes_FromStringAndSize(self.out.data, self.out.size)
+        return 0
 
     cdef int attempt_span(self, _Buf b, RequestRecord r, SpanRecord a, double base) except -1:
         cdef Upstream up = a.upstream

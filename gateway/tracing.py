@@ -43,17 +43,22 @@ SPAN_KIND_CLIENT = 3
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
 
 
-def encode_request(spans: bytes, service_name: str) -> bytes:
-    """collector.trace.v1.ExportTraceServiceRequest: one ResourceSpans, one ScopeSpans;
-    ``spans``: its spans fields (``SpanEncoder.encode``)."""
+def resource_and_scope(service_name: str) -> tuple[bytes, bytes]:
+    """The Resource and InstrumentationScope messages of this worker's spans."""
     resource = (attribute(1, "service.name", service_name)
                 + attribute(1, "telemetry.sdk.name", "gateway")
                 + attribute(1, "telemetry.sdk.language", "python")
                 + attribute(1, "service.version", __version__)
                 + attribute(1, "process.pid", os.getpid()))       # which worker served
-    scope = field(1, b"gateway") + field(2, __version__.encode())
-    scope_spans = field(1, scope) + spans
-    return field(1, field(1, resource) + field(2, scope_spans))
+    return resource, field(1, b"gateway") + field(2, __version__.encode())
+
+
+def encode_request(spans: bytes, service_name: str) -> bytes:
+    """collector.trace.v1.ExportTraceServiceRequest: one ResourceSpans, one ScopeSpans;
+    ``spans``: its spans fields (``SpanEncoder.encode``).  The plain form of
+    ``SpanEncoder.export_request``, which the tests hold it to."""
+    resource, scope = resource_and_scope(service_name)
+    return field(1, field(1, resource) + field(2, field(1, scope) + spans))
 
 
 class SpanExporter:
@@ -69,6 +74,7 @@ class SpanExporter:
         self.cfg = cfg
         self._collector = Collector(cfg.endpoint, "/v1/traces", cfg.timeout)
         self._encoder = SpanEncoder()
+        self._resource_and_scope = resource_and_scope(cfg.service_name)
         self.spans_exported = 0
         self.requests_failed = 0        # requests' spans lost because an export failed
         self.export_failures = 0        # export POSTs that failed
@@ -112,8 +118,8 @@ class SpanExporter:
             self._send(records[i:i + size])
 
     def _send(self, batch: list[RequestRecord]) -> None:
-        spans = self._encoder.encode(batch, self.tracer.wall_base - self.tracer.mono_base)
-        body = encode_request(spans, self.cfg.service_name)
+        body = self._encoder.export_request(batch, self.tracer.wall_base - self.tracer.mono_base,
+                                            *self._resource_and_scope)
         count = sum(record.n_spans for record in batch)
         try:
             self._collector.post(body)

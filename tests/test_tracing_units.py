@@ -12,7 +12,7 @@ from _speedups.http import build_request_head, find_head_end, parse_request
 from _speedups.tracing import RequestRecord, SpanRecord, Tracer, b3_fields, traceparent_fields
 from gateway.config import ConfigError, parse_config
 from _speedups.otlp import SpanEncoder
-from gateway.tracing import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, encode_request
+from gateway.tracing import SPAN_KIND_CLIENT, SPAN_KIND_SERVER, encode_request, resource_and_scope
 from tests.reference.otlp import frame_spans, spans_of
 
 TRACE = b"4bf92f3577b34da6a3ce929d0e0e4736"
@@ -156,6 +156,8 @@ def test_compiled_encoding_is_byte_for_byte_the_python_reference():
     reference = frame_spans([s for r in RECORDS for s in spans_of(r, lambda t: int((base + t) * 1e9))])
     assert SpanEncoder().encode(RECORDS, base) == reference
     ExportTraceServiceRequest.FromString(encode_request(reference, "edge"))   # decodes (UTF-8 checked)
+    # the whole export request, written in one allocation, is the concatenated one
+    assert SpanEncoder().export_request(RECORDS, base, *resource_and_scope("edge")) == encode_request(reference, "edge")
 
 
 def test_otlp_encoding_decodes_with_the_official_classes():
