@@ -10,7 +10,7 @@ fingerprint of its key beside 44 bits of TAT in 128 ns units (26 days, compared 
 that, so the clock may wrap).  A bucket whose TAT has passed is full, the same as no
 bucket: an expired slot is free to reuse without losing anything.
 """
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItem
 from cpython.long cimport PyLong_FromUnsignedLongLong
 from cpython.object cimport PyObject
@@ -166,12 +166,17 @@ cdef class Identity:
 
 cdef double FOREVER = float("inf")
 CACHE_SIZE = 10_000                     # credentials remembered per route and worker
+
+
 cdef inline object _key(const char *credential, Py_ssize_t n):
     """The cache key of a credential: its last eight bytes (a JWT's signature) and its length,
     as an int, not all of it, so that a lookup hashes one word instead of a 600-byte token;
     the entry holds the whole credential, compared before its verdict is used."""
     cdef uint64_t tail = 0
-    memcpy(&tail, credential + n - 8, 8) if n >= 8 else memcpy(&tail, credential, n)
+    if n >= 8:
+        memcpy(&tail, credential + n - 8, 8)
+    else:
+        memcpy(&tail, credential, n)
     return PyLong_FromUnsignedLongLong(tail ^ (<uint64_t>n * FNV_PRIME))
 
 
@@ -319,9 +324,9 @@ cdef class RoutePolicy:
     (gateway.policy.auth: its ``verdicts`` first, then ``authenticate(head)``, which returns a
     Denial, or the Identity to set on the request once the fields named in its ``owned`` are
     dropped, or None when its verdict comes later: check() answers DEFERRED and the exchange
-    asks ``auth.ask`` and waits, as it does ``ext_authz``), rate limit (the exchange's, after authentication: a
-    limit keyed by a header sees the fields authentication set, a JWT claim).  None parts
-    are off."""
+    asks ``auth.ask`` and waits, as it does ``ext_authz``), rate limit (the exchange's, after
+    authentication: a limit keyed by a header sees the fields authentication set, a JWT
+    claim).  None parts are off."""
 
     def __init__(self, str route, IpFilter ip_filter=None, object auth=None, RateLimit rate_limit=None,
                  object ext_authz=None):
