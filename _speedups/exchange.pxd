@@ -4,7 +4,7 @@ from _speedups.http cimport RequestHead, ResponseHead
 from _speedups.policy cimport Denial
 from _speedups.service cimport Route, Service
 from _speedups.stats cimport BackendStats
-from _speedups.tracing cimport SpanRecord
+from _speedups.tracing cimport SpanRecord, Tracer
 from _speedups.table cimport EndpointTable
 from _speedups.upstream cimport Upstream, UpstreamConnection, UpstreamOwner
 
@@ -111,6 +111,7 @@ cdef class Exchange(UpstreamOwner):
     cdef long long bytes_sent
     cdef long long bytes_received
     # Tracing (ctx.tracer set; trace_id is None when off)
+    cdef Tracer tracer                      # ctx.tracer when the request began (None: off)
     cdef bytes trace_id                     # 32 hex digits
     cdef bytes parent_span                  # the client's span (traceparent, B3), or None
     cdef bytes server_span                  # this request's span (made when it is kept)

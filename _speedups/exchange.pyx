@@ -156,7 +156,8 @@ cdef class Exchange(UpstreamOwner):
         self.request_id = head.request_id if head.request_id is not None else ctx.next_request_id()
         self.failed_stats = None
         self.trace_id = None
-        if ctx.tracer is not None:              # tracing off: this check is all it costs
+        self.tracer = ctx.tracer                # kept: a reload may turn tracing off meanwhile
+        if self.tracer is not None:             # tracing off: this check is all it costs
             self.trace_begin(head)
         self.status = 0
         self.error = None
@@ -538,7 +539,7 @@ cdef class Exchange(UpstreamOwner):
         if filters.mirrors and head.content_length <= REPLAY_LIMIT:
             host = filters.rewrite_host or head.host or b""
             if self.trace_id is not None:       # the copy is a span of its own (one for all mirrors)
-                self.mirror_line = trace_fields = self.ctx.tracer.traceparent_line(
+                self.mirror_line = trace_fields = self.tracer.traceparent_line(
                     self.trace_id, self.trace_sampled)
                 if self.trace_state is not None:
                     trace_fields += b"tracestate: " + self.trace_state + b"\r\n"
@@ -607,7 +608,7 @@ cdef class Exchange(UpstreamOwner):
                 self.failed_stats.retries[self.retry_cause] += 1
                 self.failed_stats = None
         if self.trace_id is not None:
-            self.attempt_line = self.ctx.tracer.traceparent_line(self.trace_id, self.trace_sampled)
+            self.attempt_line = self.tracer.traceparent_line(self.trace_id, self.trace_sampled)
             self.t_attempt = monotonic()
         table.acquire(index)
         self.table_generation = table.generation
@@ -1200,7 +1201,7 @@ cdef class Exchange(UpstreamOwner):
     cdef void trace_begin(self, RequestHead head):
         """The trace this request joins (traceparent, else B3) or starts, and whether it is
         sampled: the parent's decision when there is one, else the ratio (parent-based)."""
-        cdef Tracer tracer = self.ctx.tracer
+        cdef Tracer tracer = self.tracer
         cdef object found = None
         self.trace_state = None
         self.trace_first = self.trace_last = None
@@ -1257,7 +1258,7 @@ cdef class Exchange(UpstreamOwner):
             return
         record = RequestRecord.__new__(RequestRecord)
         record.trace_id, record.parent_span, record.trace_state = self.trace_id, self.parent_span, self.trace_state
-        record.server_span = self.server_span = self.ctx.tracer.span_id()
+        record.server_span = self.server_span = self.tracer.span_id()
         record.start, record.end = self.t_start, self.t_start + duration
         record.method, record.host, record.target = head.method, head.host, head.target
         record.status, record.error = status, self.error
@@ -1267,7 +1268,7 @@ cdef class Exchange(UpstreamOwner):
         record.request_id, record.attempts = self.request_id, self.attempts
         record.spans, record.n_spans = self.trace_first, 1 + self.trace_spans
         self.trace_first = self.trace_last = None
-        self.ctx.tracer.push(record)
+        self.tracer.push(record)
 
     cdef BackendStats backend(self, Upstream upstream):
         """The (route, service, cluster) counters: two lookups on cached hashes; made once."""
@@ -1293,6 +1294,9 @@ cdef class Exchange(UpstreamOwner):
         if stats is None:
             return
         stats.duration.observe(duration)
+        if self.trace_id is not None and self.trace_sampled:    # its bucket's exemplar
+            stats.exemplify(duration, self.trace_id,
+                            self.tracer.wall_base + self.t_start + duration - self.tracer.mono_base)
         if self.t_connect > 0:
             stats.connect.observe(self.t_connect)
         if self.t_response >= 0:

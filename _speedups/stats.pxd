@@ -87,3 +87,5 @@ cdef class BackendStats(Reported):
     cdef Histogram response                 # request sent to response head
     cdef long long failures[N_CAUSES]       # failed attempts by cause
     cdef long long retries[N_CAUSES]        # retries (and re-dispatches) by the cause before them
+    cdef list exemplars                     # per duration bucket (trace id, seconds, wall time) or None
+    cdef void exemplify(self, double seconds, bytes trace_id, double wall_time)

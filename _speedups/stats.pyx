@@ -105,6 +105,14 @@ cdef class Reported:
             self.touched_sink.append(self)
 
 
+cdef inline int bucket_of(double seconds) noexcept:
+    """The histogram bucket ``seconds`` falls in: the first bound it does not exceed."""
+    cdef int i = 0
+    while i < N_BUCKETS - 1 and seconds > _BOUNDS[i]:
+        i += 1
+    return i
+
+
 cdef class Histogram:
     """Prometheus-style buckets (LATENCY_BOUNDS) with sum and count."""
 
@@ -116,12 +124,9 @@ cdef class Histogram:
         self.count = 0
 
     cdef void observe(self, double seconds):
-        cdef int i = 0
         self.count += 1
         self.total += seconds
-        while i < N_BUCKETS - 1 and seconds > _BOUNDS[i]:
-            i += 1
-        self.buckets[i] += 1
+        self.buckets[bucket_of(seconds)] += 1
 
     def as_list(self):
         """[count, buckets..., sum]: the HISTOGRAM_* positions (stats.pxd)."""
@@ -150,6 +155,22 @@ cdef class BackendStats(Reported):
             self.retries[i] = 0
         self.touched = False
         self.touched_sink = touched
+        self.exemplars = None
+
+    cdef void exemplify(self, double seconds, bytes trace_id, double wall_time):
+        """A traced request's duration as its bucket's exemplar (OpenMetrics: the trace a
+        dashboard's latency point links to); the latest per bucket until the next report."""
+        if self.exemplars is None:
+            self.exemplars = [None] * N_BUCKETS
+        self.exemplars[bucket_of(seconds)] = (trace_id, seconds, wall_time)
+
+    def take_exemplars(self):
+        """[(bucket, trace id, seconds, wall time)] set since the last call, for the report."""
+        if self.exemplars is None:
+            return []
+        out = [(i, e[0].decode(), e[1], e[2]) for i, e in enumerate(self.exemplars) if e is not None]
+        self.exemplars = None
+        return out
 
     def counters(self):
         """[duration..., connect..., response..., failures..., retries...] (each histogram

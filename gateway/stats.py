@@ -96,6 +96,9 @@ class Stats:
         self.retired = WorkerCounters()
         # Requests answered per endpoint since the traffic sampler last took them.
         self._answered: dict[EndpointKey, int] = defaultdict(int)
+        # The latest traced request per (backend, duration bucket), whichever worker served
+        # it: (trace id, seconds, wall time), the exemplars of /metrics in OpenMetrics.
+        self.exemplars: dict[BackendKey, dict[int, tuple[str, float, float]]] = {}
 
     def receive(self, worker_id: int, report: dict) -> None:
         w = self.workers.get(worker_id)
@@ -115,6 +118,10 @@ class Stats:
         w.routes.update(report["routes"])
         for row in report.get("backends", ()):
             w.backends[tuple(row[:3])] = row[3:]
+        for *key, bucket, trace_id, seconds, wall_time in report.get("exemplars", ()):
+            kept = self.exemplars.setdefault(tuple(key), {})
+            if bucket not in kept or kept[bucket][2] <= wall_time:
+                kept[bucket] = (trace_id, seconds, wall_time)
         if report.get("tracing") is not None:
             w.tracing = report["tracing"]
         if report.get("otlp_logs") is not None:
@@ -194,8 +201,8 @@ class Stats:
 
     def backends(self) -> dict[BackendKey, dict]:
         """Per (route, service, cluster), summed over workers: the duration, connect and
-        response histograms ({"count", "buckets" (not cumulative), "sum"}), and failed
-        attempts and retries by cause."""
+        response histograms ({"count", "buckets" (not cumulative), "sum"}; the duration's
+        with its "exemplars" by bucket), and failed attempts and retries by cause."""
         sums: dict[BackendKey, list] = {}
         for w in self._all():
             _merge_into(sums, w.backends)
@@ -204,6 +211,7 @@ class Stats:
             entry: dict = {name: {"count": v[at + HISTOGRAM_COUNT],
                                   "buckets": list(v[at + HISTOGRAM_BUCKETS:at + HISTOGRAM_SUM]),
                                   "sum": v[at + HISTOGRAM_SUM]} for name, at in BACKEND_HISTOGRAMS}
+            entry["duration"]["exemplars"] = self.exemplars.get(key, {})
             entry["failures"] = dict(zip(CAUSE_NAMES, v[BACKEND_FAILURES:BACKEND_RETRIES]))
             entry["retries"] = dict(zip(CAUSE_NAMES, v[BACKEND_RETRIES:BACKEND_LEN]))
             out[key] = entry

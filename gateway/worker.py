@@ -381,7 +381,7 @@ class Worker:
     def report(self) -> dict:
         """What moved since the last report, for gateway.stats (which adds up every worker's)."""
         ctx = self.ctx
-        upstreams, routes, backends = [], {}, []
+        upstreams, routes, backends, exemplars = [], {}, [], []
         touched = ctx.take_touched()
         self.dataplane.note_touched(touched)
         for obj in touched:
@@ -389,11 +389,12 @@ class Worker:
                 upstreams.append([obj.pool, *obj.key, *obj.counters()])
             elif isinstance(obj, BackendStats):
                 backends.append([*obj.key, *obj.counters()])
+                exemplars.extend([*obj.key, *e] for e in obj.take_exemplars())
             else:
                 routes[obj.name] = obj.counters()
         return {"counters": ctx.counter_list(), "connections": ctx.active_connections(),
                 "in_flight": ctx.requests_in_flight, "snapshot": self.dataplane.snapshot_version,
-                "upstreams": upstreams, "routes": routes, "backends": backends,
+                "upstreams": upstreams, "routes": routes, "backends": backends, "exemplars": exemplars,
                 "tracing": self.tracing.counters() if self.tracing is not None else None,
                 "otlp_logs": self._otlp_log_counters(),
                 "ratelimit_store": self.ratelimit_store.status() if self.ratelimit_store is not None else None}

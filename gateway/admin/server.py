@@ -283,7 +283,10 @@ class AdminServer:
         return json_response(found, headers=self._etag())
 
     async def metrics(self, req: Request) -> Response:
-        return Response(200, metrics.render(views.metric_families(self.gateway)), metrics.CONTENT_TYPE)
+        families = views.metric_families(self.gateway)
+        if metrics.wants_openmetrics(req.headers.get("accept")):
+            return Response(200, metrics.render_openmetrics(families), metrics.OPENMETRICS_CONTENT_TYPE)
+        return Response(200, metrics.render(families), metrics.CONTENT_TYPE)
 
     async def traffic_series(self, req: Request) -> Response:
         try:

@@ -576,24 +576,28 @@ def traffic_answered(gw) -> dict[str, tuple[str, int]]:
 
 
 class Family(NamedTuple):
-    """One Prometheus metric family: samples are (name suffix, labels, value)."""
+    """One Prometheus metric family: samples are (name suffix, labels, value), or with a
+    fourth item, an exemplar (trace id, value, wall time) that only OpenMetrics shows."""
 
     name: str
     type: str
     help: str
-    samples: list[tuple[str, dict[str, str], float]]
+    samples: list[tuple]
 
 
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 
 
-def _histogram(fam: Family, labels: dict, traffic: dict) -> None:
+def _histogram(fam: Family, labels: dict, traffic: dict, exemplars: dict | None = None) -> None:
+    """``exemplars``: by bucket index, the traced request each bucket links to."""
     from _speedups.proxy import LATENCY_BOUNDS
     cumulative = 0
-    for bound, n in zip((*LATENCY_BOUNDS, float("inf")), traffic["latency_buckets"]):
+    for i, (bound, n) in enumerate(zip((*LATENCY_BOUNDS, float("inf")), traffic["latency_buckets"])):
         cumulative += n
-        fam.samples.append(("_bucket", {**labels, "le": "+Inf" if bound == float("inf") else repr(bound)},
-                            cumulative))
+        sample = ("_bucket", {**labels, "le": "+Inf" if bound == float("inf") else repr(bound)}, cumulative)
+        if exemplars and i in exemplars:
+            sample += (exemplars[i],)
+        fam.samples.append(sample)
     fam.samples.append(("_sum", labels, traffic["latency_sum"]))
     fam.samples.append(("_count", labels, traffic["requests"]))
 
@@ -689,8 +693,8 @@ def metric_families(gw) -> list[Family]:
         up_idle.samples.append(("", labels, up["idle"]))
 
     # Per route, service and cluster (the cluster that answered the request's last attempt;
-    # "" when none was tried).  No exemplars: they need the OpenMetrics format, and
-    # /metrics serves the Prometheus text format 0.0.4, which has no place for them.
+    # "" when none was tried).  The duration's buckets carry exemplars (a sampled request's
+    # trace id), shown when the scraper asks for OpenMetrics.
     backend_lat = family("gateway_request_duration_seconds", "histogram",
                          "Request duration by route, service and the cluster that answered.")
     connect_lat = family("gateway_upstream_connect_duration_seconds", "histogram",
@@ -707,7 +711,7 @@ def metric_families(gw) -> list[Family]:
         for fam, h in ((backend_lat, b["duration"]), (connect_lat, b["connect"]),
                        (response_lat, b["response"])):
             _histogram(fam, labels, {"latency_buckets": h["buckets"], "latency_sum": h["sum"],
-                                     "requests": h["count"]})
+                                     "requests": h["count"]}, h.get("exemplars"))
         for cause, n in b["failures"].items():
             attempt_fail.samples.append(("", {**labels, "cause": cause}, n))
         for cause, n in b["retries"].items():
