@@ -53,6 +53,9 @@ def test_dashboard_is_importable_json():
                    "Request duration p99 per cluster", "Errors by cause", "Ejected endpoints", "Retry rate"):
         assert wanted in titles
     assert len({p["id"] for p in dash["panels"]}) == len(titles)
+    for panel in dash["panels"]:        # the latency panels show exemplars (trace links)
+        if panel["title"].startswith("Request duration"):
+            assert all(t.get("exemplar") is True for t in panel["targets"]), panel["title"]
     assert dash["__inputs"][0]["pluginId"] == "prometheus"
 
 
