@@ -17,8 +17,9 @@ from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcmp, memcpy
-from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
+from _speedups.clock cimport wall_clock
 from _speedups.forwarded cimport Networks
 from _speedups.http cimport RequestHead
 from _speedups.stats cimport DENY_FORBIDDEN, DENY_RATE_LIMITED, DENY_UNAUTHENTICATED
@@ -212,7 +213,7 @@ cdef class Verdicts:
         held = <bytes>PyTuple_GET_ITEM(<object>entry, 0)
         if PyBytes_GET_SIZE(held) != n or memcmp(PyBytes_AS_STRING(held), credential, n) != 0:
             return None                 # another credential with the same last bytes
-        if <double>(<object>PyTuple_GET_ITEM(<object>entry, 1)) < _wall_clock():
+        if <double>(<object>PyTuple_GET_ITEM(<object>entry, 1)) < wall_clock():
             return None
         return <object>PyTuple_GET_ITEM(<object>entry, 2)
 
@@ -234,12 +235,6 @@ cdef class Verdicts:
 
     def __len__(self):
         return len(self.entries)
-
-
-cdef inline double _wall_clock() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return ts.tv_sec + ts.tv_nsec * 1e-9
 
 
 cdef class RateLimit:

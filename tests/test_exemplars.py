@@ -22,8 +22,9 @@ import yaml
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from prometheus_client.parser import text_string_to_metric_families as text_004_families
 
-from support import Client, free_port, static_source, stop_process, wait_listening, wait_until
+from support import Client, free_port, stop_process, wait_listening, wait_until
 from test_grafana_dashboard import _wait_ready
+from test_tracing import _config as tracing_config
 from test_workers import start_gateway
 
 PROMETHEUS = shutil.which("prometheus")
@@ -38,16 +39,8 @@ def traced(tmp_path_factory, backend_a, backend_b):
     """A gateway (2 workers, every request traced, spans to a port where nothing listens)
     and the trace ids of requests sent through it."""
     tmp = tmp_path_factory.mktemp("exemplars")
-    cfg = {
-        "workers": 2,
-        "admin": f"127.0.0.1:{free_port()}",
-        "sources": [static_source("zone-a", {"httpbin": [backend_a.address]}),
-                    static_source("zone-b", {"httpbin": [backend_b.address]})],
-        "services": [{"name": "httpbin", "port": 8000}],
-        "routes": [{"name": "all", "match": {"path": {"prefix": "/"}}, "service": "httpbin"}],
-        "tracing": {"endpoint": f"http://127.0.0.1:{free_port()}/v1/traces", "sample_ratio": 1.0},
-    }
-    g, admin = start_gateway(tmp, cfg)
+    nowhere = f"http://127.0.0.1:{free_port()}/v1/traces"
+    g, admin = start_gateway(tmp, tracing_config(backend_a, backend_b, nowhere, 1.0))
     sent = set()
 
     def send(n: int) -> None:

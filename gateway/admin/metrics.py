@@ -19,11 +19,17 @@ OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset
 
 
 def wants_openmetrics(accept: str | None) -> bool:
-    """Does an Accept field ask for OpenMetrics (at any q above 0)?"""
+    """Does an Accept field ask for OpenMetrics (at a q above 0)?"""
     for part in (accept or "").split(","):
         media, *params = (p.strip() for p in part.split(";"))
-        if media == "application/openmetrics-text" and not any(p.replace(" ", "") in ("q=0", "q=0.0") for p in params):
-            return True
+        if media != "application/openmetrics-text":
+            continue
+        q = next((p[2:].strip() for p in params if p.replace(" ", "").startswith("q=")), "1")
+        try:
+            if float(q) > 0:
+                return True
+        except ValueError:
+            pass                        # a malformed q: this part asks for nothing
     return False
 
 
@@ -78,7 +84,7 @@ def render_openmetrics(families: Iterable[Family]) -> bytes:
                 name = name[:-6]            # the family; its samples are <family>_total
             else:
                 kind = "unknown"            # the base name is a gauge's too: kept whole, untyped
-        out.append(f"# HELP {name} {_escape_help(fam.help).replace(chr(34), chr(92) + chr(34))}")
+        out.append(f"# HELP {name} {_escape_label(fam.help)}")     # escaped as a label value there
         out.append(f"# TYPE {name} {kind}")
         for suffix, labels, value, *exemplar in fam.samples:
             line = f"{fam.name}{suffix}{_labels(labels)} {_number(value)}"
