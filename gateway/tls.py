@@ -9,7 +9,8 @@ import ssl
 import tempfile
 from typing import Iterator
 
-from gateway.config import Certificate, TlsListener, UpstreamTls
+from _speedups.tls import report_refusals, request_client_certificate_unverified
+from gateway.config import Certificate, ClientValidation, TlsListener, UpstreamTls
 
 log = logging.getLogger("gateway.tls")
 
@@ -48,6 +49,32 @@ def load_certificate(context: ssl.SSLContext, cert: Certificate) -> list[str]:
         return list(cert.names) or certificate_names(chain)
 
 
+def certificates_only_differ(a: TlsListener, b: TlsListener) -> bool:
+    """``a`` becomes ``b`` by ``ServerTls.replace_certificates``: the same address, versions and
+    client validation (a context's trusted CAs can be added to, never taken away: a change
+    there is a new listening socket)."""
+    return (a.listen, a.min_version, a.client_validation) == (b.listen, b.min_version, b.client_validation)
+
+
+def require_client_certificates(context: ssl.SSLContext, validation: ClientValidation) -> None:
+    """Ask ``context``'s clients for a certificate and verify it against the validation's CAs.
+    Every context of a listener gets the same: a handshake starts on the default one (which
+    decides whether a certificate is asked for) and SNI may move it to another (whose CAs then
+    verify)."""
+    context.load_verify_locations(cadata=validation.ca)
+    if validation.insecure_fallback:
+        request_client_certificate_unverified(context)
+    else:
+        context.verify_mode = ssl.CERT_REQUIRED
+        report_refusals(context, _log_refusal)
+
+
+def _log_refusal(alert: str, verify_error: str | None, server_name: str | None) -> None:
+    """A handshake refused for its client certificate (or another fatal alert on an mTLS port)."""
+    log.info("TLS handshake refused", extra={"fields": {
+        "alert": alert, "verify_error": verify_error, "server_name": server_name}})
+
+
 class ServerTls:
     """The SSL contexts of one HTTPS listener.
 
@@ -79,6 +106,8 @@ class ServerTls:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = _VERSIONS[self.config.min_version]
         context.set_alpn_protocols(["h2", "http/1.1"])     # h2: _speedups/h2_downstream.pyx
+        if self.config.client_validation is not None:
+            require_client_certificates(context, self.config.client_validation)
         return context
 
     def _context(self, cert: Certificate) -> tuple[ssl.SSLContext, list[str]]:
@@ -86,8 +115,8 @@ class ServerTls:
         return context, load_certificate(context, cert)
 
     def replace_certificates(self, config: TlsListener) -> None:
-        """Serve ``config``'s certificates from the next handshake on (same address and
-        versions: a Secret rotated, a listener's certificateRefs changed). The default context
+        """Serve ``config``'s certificates from the next handshake on (``certificates_only_differ``:
+        a Secret rotated, a listener's certificateRefs changed). The default context
         stays the listener's (the server holds it) and gets the first certificate."""
         old = self.config
         self.config = config

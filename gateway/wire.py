@@ -29,7 +29,8 @@ import orjson
 
 from gateway.config import Config, RouteConfig
 
-SPEC_VERSION = 5                        # 2: tracing; 3: routes' edge policy, redis; 4: direct_reason; 5: access_log.otlp_endpoint
+SPEC_VERSION = 6                        # 2: tracing; 3: routes' edge policy, redis; 4: direct_reason; 5: access_log.otlp_endpoint;
+                                        # 6: listeners' client_validation
 # What a worker reads of a Config; the other fields keep their defaults in a worker.
 SPEC_FIELDS = ("listen", "tls", "workers", "access_log", "tracing", "timeouts", "limits", "http",
                "services", "routes", "route_order", "listeners", "redis")

@@ -40,7 +40,7 @@ from gateway.config import Address, Config, GatewayListener, RouteConfig, TlsLis
 from gateway.dataplane import DataPlane, PathPolicy, ProxyContext, TrustedProxies, Upstream
 from gateway.listeners import PlainServer, bind_listeners
 from gateway.snapshot import Delta, Snapshot
-from gateway.tls import ServerTls
+from gateway.tls import ServerTls, certificates_only_differ
 from gateway.policy.redis_store import RedisStore
 from gateway.tracing import SpanExporter, apply_tracing
 from gateway.wire import MESSAGE_LIMIT, RouteKey, decode_routes, decode_spec, encode, read_message, route_changes
@@ -95,7 +95,8 @@ def _gateway_sockets(listeners: tuple[GatewayListener, ...],
             continue
         before = out.get(pair)
         certificates = (before.certificates if before else ()) + listener.certificates
-        out[pair] = TlsListener(Address(*pair), certificates, min_version)
+        # Client validation is per port (the Gateway's spec.tls.frontend): the same on each.
+        out[pair] = TlsListener(Address(*pair), certificates, min_version, listener.client_validation)
     return out
 
 
@@ -212,8 +213,7 @@ class Worker:
                 if config.tls is None:
                     self.tls_server.close()
                     self.tls_server = self.tls = None
-                elif self.tls is not None and (config.tls.listen, config.tls.min_version) == \
-                        (old.tls.listen, old.tls.min_version):
+                elif self.tls is not None and certificates_only_differ(old.tls, config.tls):
                     self.tls.replace_certificates(config.tls)   # no rebind: a Secret rotated
                 else:
                     asyncio.ensure_future(self._bind_tls(config))
@@ -243,7 +243,8 @@ class Worker:
         min_version = config.tls.min_version if config.tls is not None else "1.2"
         wanted = _gateway_sockets(config.listeners, min_version)
         for pair in [p for p, gp in self.gateway_ports.items()
-                     if p not in wanted or gp.is_tls != (wanted[p] is not None)]:
+                     if p not in wanted or gp.is_tls != (wanted[p] is not None)
+                     or (gp.tls_listener and not certificates_only_differ(gp.tls_listener, wanted[p]))]:
             gone = self.gateway_ports.pop(pair)
             if gone.server is not None:
                 asyncio.ensure_future(self._close_listener(gone.server, gone.tls, gone.factory))

@@ -22,6 +22,8 @@ sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Pyth
     || apt_missing+=(python3-dev)
 # nghttp2's headers: _speedups/h2.pyx links against Debian's libnghttp2 (HTTP/2 framing).
 [ -f /usr/include/nghttp2/nghttp2.h ] || apt_missing+=(libnghttp2-dev)
+# OpenSSL's headers: _speedups/tls.pyx links the libssl the ssl module uses.
+[ -f /usr/include/openssl/ssl.h ] || apt_missing+=(libssl-dev)
 # nghttp and h2load: HTTP/2 clients for the tests and bench/h2_load.py
 command -v nghttp >/dev/null || apt_missing+=(nghttp2-client)
 # nft and ip: the failover tests and bench/failover.py blackhole a zone in a network namespace

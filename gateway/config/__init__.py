@@ -11,7 +11,7 @@ The names below are the package's face; importers need not know which module hol
 from gateway.config.loader import load_config, parse_config, parse_route
 from gateway.config.model import *  # noqa: F401,F403
 from gateway.config.model import __all__ as _model_names
-from gateway.config.validate import ConfigError, regex_problem
+from gateway.config.validate import ConfigError, ca_bundle_problem, regex_problem
 
-__all__ = ["ConfigError", "load_config", "parse_config", "parse_route", "regex_problem",
+__all__ = ["ConfigError", "ca_bundle_problem", "load_config", "parse_config", "parse_route", "regex_problem",
            *_model_names]

@@ -65,7 +65,7 @@ from typing import Any
 import yaml
 
 from gateway.config.model import (Address, AccessLogConfig, TracingConfig, Timeouts, Limits, PathConfig, TrustedProxies,
-                                  HttpConfig, Certificate, TlsListener, UpstreamTls, AdminOptions,
+                                  HttpConfig, Certificate, ClientValidation, TlsListener, UpstreamTls, AdminOptions,
                                   StaticEndpoint, StaticService, SourceConfig, HealthCheckConfig,
                                   OutlierConfig, HashCookie, LbConfig, SlowStart,
                                   CircuitBreakers, Capacity, ServiceConfig, HeaderMatch, QueryMatch, RouteMatch,
@@ -78,7 +78,8 @@ from gateway.config.model import (Address, AccessLogConfig, TracingConfig, Timeo
 from gateway.config.validate import (_at, _bool, _choice, ConfigError, _duration, _err, _Errors,
                                      _HOSTNAME, _int, _is_off, _keys, _kwargs, _LABEL, _list, _list_of,
                                      _name, _opt, _parse_each, _regex, _ROUTE_HOST, _share, _show,
-                                     _str, _str_list, _token, _unique, absolute_path, networks, section)
+                                     _str, _str_list, _token, _unique, absolute_path, ca_bundle_problem, networks,
+                                     section)
 
 
 def load_config(path: str) -> Config:
@@ -631,7 +632,8 @@ def _factor(value: Any, path: str, errs: _Errors) -> float | None:
 
 
 def _tls_listener(value: Any, path: str, errs: _Errors) -> TlsListener | None:
-    d = _keys(value, path, errs, ("listen", "certificates", "min_version"), required=("listen",))
+    d = _keys(value, path, errs, ("listen", "certificates", "min_version", "client_validation"),
+              required=("listen",))
     if d is None:
         return None
     listen = _opt(d, "listen", _address, path, errs)
@@ -647,9 +649,39 @@ def _tls_listener(value: Any, path: str, errs: _Errors) -> TlsListener | None:
     version = str(d.get("min_version", "1.2"))
     if version not in ("1.2", "1.3"):
         _err(errs, _at(path, "min_version"), f'must be "1.2" or "1.3", got {_show(d.get("min_version"))}')
+    validation = _opt(d, "client_validation", _client_validation, path, errs)
     if listen is None or len(certs) != len(d.get("certificates") or ()):
         return None
-    return TlsListener(listen, tuple(certs), version)
+    return TlsListener(listen, tuple(certs), version, validation)
+
+
+CLIENT_VALIDATION_MODES = {"required": False, "allow_insecure_fallback": True}
+
+
+def _client_validation(value: Any, path: str, errs: _Errors) -> ClientValidation | None:
+    """``{ca_file: F, mode: required | allow_insecure_fallback}``: the CAs client certificates
+    are verified against (read now: a reload reads the file again)."""
+    d = _keys(value, path, errs, ("ca_file", "mode"), required=("ca_file",))
+    if d is None:
+        return None
+    mode = d.get("mode", "required")
+    if mode not in CLIENT_VALIDATION_MODES:
+        _err(errs, _at(path, "mode"), f'must be "required" or "allow_insecure_fallback", got {_show(mode)}')
+        return None
+    ca_file = _opt(d, "ca_file", _existing_file, path, errs)
+    if ca_file is None:
+        return None
+    try:
+        with open(ca_file) as f:
+            ca = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        _err(errs, _at(path, "ca_file"), f"cannot read {ca_file}: {exc}")
+        return None
+    problem = ca_bundle_problem(ca)
+    if problem:
+        _err(errs, _at(path, "ca_file"), f"{ca_file}: {problem}")
+        return None
+    return ClientValidation(ca, CLIENT_VALIDATION_MODES[mode], origin=ca_file)
 
 
 def _check_certificate(cert: str, key: str, path: str, errs: _Errors) -> None:

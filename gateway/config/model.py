@@ -16,7 +16,7 @@ from gateway.config.validate import (_bool, _duration, _list_of, _number, _posit
                                      rate_limit_key, section, some_text, status_ranges, statuses_5xx)
 
 __all__ = ["Address", "AccessLogConfig", "TracingConfig", "Timeouts", "Limits", "PathConfig", "TrustedProxies", "HttpConfig",
-           "Certificate", "TlsListener", "UpstreamTls", "AdminOptions", "StaticEndpoint", "StaticService",
+           "Certificate", "ClientValidation", "TlsListener", "UpstreamTls", "AdminOptions", "StaticEndpoint", "StaticService",
            "SourceConfig", "HealthCheckConfig", "SuccessRate", "OutlierConfig", "HashCookie", "LbConfig",
            "SlowStart", "CircuitBreakers", "Capacity", "ServiceConfig", "HeaderMatch", "QueryMatch", "RouteMatch",
            "WeightedBackend", "BackendFilters", "RetryPolicy", "HeaderFilter", "Redirect", "MirrorConfig",
@@ -149,12 +149,24 @@ class Certificate:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientValidation:
+    """Client certificates an HTTPS listener asks for (mutual TLS): verified against ``ca``,
+    and a handshake without a valid one fails, unless ``insecure_fallback`` (the Gateway API's
+    ``AllowInsecureFallback``: asked for, never required)."""
+
+    ca: str                             # PEM text of the trusted CA certificates
+    insecure_fallback: bool = False
+    origin: str = ""                    # where the CAs came from, for logs ("ConfigMap infra/ca")
+
+
+@dataclass(frozen=True, slots=True)
 class TlsListener:
     """An HTTPS listener beside the plain one; SNI picks the certificate by its names."""
 
     listen: Address
     certificates: tuple[Certificate, ...]   # the first is the default
     min_version: str = "1.2"                # "1.2" or "1.3"
+    client_validation: ClientValidation | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -657,6 +669,7 @@ class GatewayListener:
     tls: bool                               # HTTPS: terminated with ``certificates``
     hostname: str | None = None
     certificates: tuple[Certificate, ...] = ()
+    client_validation: ClientValidation | None = None   # the Gateway's spec.tls.frontend for this port
 
 
 @dataclass(frozen=True, slots=True)

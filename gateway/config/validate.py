@@ -207,6 +207,16 @@ def regex_problem(text: str) -> str | None:
     return None
 
 
+def ca_bundle_problem(pem: str) -> str | None:
+    """Why ``pem`` is not a bundle of CA certificates a TLS context can trust, or None."""
+    import ssl
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cadata=pem)
+    except (ssl.SSLError, ValueError) as exc:       # ValueError: empty
+        return f"not a PEM CA certificate bundle: {getattr(exc, 'reason', None) or exc}"
+    return None
+
+
 def _regex(value: Any, path: str, errs: _Errors) -> str | None:
     text = _str(value, path, errs)
     if text is None:

@@ -51,6 +51,20 @@ class Pki:
         return Pair(cert, key, serial)
 
 
+    def client(self, name: str) -> Pair:
+        """A client certificate (clientAuth) for ``name``, with a fresh serial number."""
+        serial = next(self._serials)
+        base = self.root / f"client-{name}-{serial:x}"
+        key, csr, cert, ext = (base.with_suffix(s) for s in (".key", ".csr", ".pem", ".ext"))
+        ext.write_text("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                       "extendedKeyUsage=clientAuth\n")
+        _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                 "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={name}")
+        _openssl("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.ca_key,
+                 "-set_serial", str(serial), "-days", "2", "-extfile", ext, "-out", cert)
+        return Pair(cert, key, serial)
+
+
 def _openssl(*args) -> None:
     result = subprocess.run(["openssl", *map(str, args)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr

@@ -1,0 +1,6 @@
+import ssl
+from typing import Callable
+
+def request_client_certificate_unverified(context: ssl.SSLContext) -> None: ...
+def report_refusals(context: ssl.SSLContext,
+                    callback: Callable[[str, str | None, str | None], object]) -> None: ...
