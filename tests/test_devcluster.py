@@ -877,3 +877,16 @@ def cluster_state(kubeconfig: str) -> dict:
         return json.loads(conn.getresponse().read())
     finally:
         conn.close()
+
+
+def test_configmaps_keep_string_data_and_refuse_bad_keys_and_base64(core, namespace):
+    created = core.create_namespaced_config_map(namespace, {"metadata": {"name": "ca"},
+                                                            "data": {"ca.crt": "-----BEGIN CERTIFICATE-----\n"}})
+    assert core.read_namespaced_config_map("ca", namespace).data == {"ca.crt": "-----BEGIN CERTIFICATE-----\n"}
+    assert created.metadata.resource_version
+    for bad, field in (({"data": {"bad key": "x"}}, "data[bad key]"),
+                       ({"binaryData": {"k": "not base64!"}}, "binaryData[k]"),
+                       ({"data": {"k": "a"}, "binaryData": {"k": "YQ=="}}, "data[k]")):
+        with pytest.raises(ApiException) as excinfo:
+            core.create_namespaced_config_map(namespace, {"metadata": {"name": "bad"}, **bad})
+        assert excinfo.value.status == 422 and field in excinfo.value.body, excinfo.value.body

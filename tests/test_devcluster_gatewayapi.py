@@ -189,3 +189,25 @@ def test_watch_httproutes_from_a_resource_version(custom, namespace):
         if len(events) == 3:
             break
     assert events == [("ADDED", "a"), ("MODIFIED", "a"), ("DELETED", "a")]
+
+
+def test_frontend_tls_validation_is_checked_and_defaulted(custom, namespace):
+    """The CRD's rules for spec.tls.frontend: a mode is defaulted to AllowValidOnly, perPort ports
+    are unique, caCertificateRefs has 1 to 16 items, the mode is one of two."""
+    def gateway(name: str, frontend: dict) -> dict:
+        return {"metadata": {"name": name}, "spec": {"gatewayClassName": "c", "tls": {"frontend": frontend},
+                                                     "listeners": [{"name": "l", "port": 443, "protocol": "HTTPS"}]}}
+    ref = {"kind": "ConfigMap", "group": "", "name": "ca"}
+    made = custom.create_namespaced_custom_object(GW, "v1", namespace, "gateways", gateway(
+        "ok", {"default": {"validation": {"caCertificateRefs": [ref]}}}))
+    assert made["spec"]["tls"]["frontend"]["default"]["validation"]["mode"] == "AllowValidOnly"
+    port = {"port": 8443, "tls": {"validation": {"caCertificateRefs": [ref]}}}
+    for frontend, field in (
+            ({"default": {}, "perPort": [port, port]}, "spec.tls.frontend.perPort"),
+            ({"default": {"validation": {"caCertificateRefs": []}}}, "spec.tls.frontend.default.validation"),
+            ({"default": {"validation": {"caCertificateRefs": [ref], "mode": "Sometimes"}}},
+             "spec.tls.frontend.default.validation.mode"),
+            ({"perPort": [port]}, "spec.tls.frontend.default")):
+        with pytest.raises(ApiException) as excinfo:
+            custom.create_namespaced_custom_object(GW, "v1", namespace, "gateways", gateway("bad", frontend))
+        assert excinfo.value.status == 422 and field in excinfo.value.body, excinfo.value.body

@@ -1,6 +1,6 @@
 """A local Kubernetes API server for the demo and the tests: HTTPS, bearer token, JSON.
 
-It serves namespaces, services, endpoints and secrets (v1), endpointslices (discovery.k8s.io/v1),
+It serves namespaces, services, endpoints, secrets and configmaps (v1), endpointslices (discovery.k8s.io/v1),
 leases (coordination.k8s.io/v1, for leader election), the Gateway API kinds
 (gateway.networking.k8s.io/v1 GatewayClass, Gateway, HTTPRoute; v1beta1 ReferenceGrant) and the
 Multi-Cluster Services kinds (multicluster.x-k8s.io/v1alpha1 ServiceExport, ServiceImport) with

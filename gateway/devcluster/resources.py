@@ -72,6 +72,7 @@ SERVICES = Resource("services", "service", "Service", "", "v1", True, ("svc",),
 ENDPOINTS = Resource("endpoints", "endpoints", "Endpoints", "", "v1", True, ("ep",),
                      create_on_update=True)
 SECRETS = Resource("secrets", "secret", "Secret", "", "v1", True, fields=_BASIC_FIELDS | {"type"})
+CONFIG_MAPS = Resource("configmaps", "configmap", "ConfigMap", "", "v1", True, ("cm",))
 ENDPOINT_SLICES = Resource("endpointslices", "endpointslice", "EndpointSlice", "discovery.k8s.io",
                            "v1", True, fields=_BASIC_FIELDS | {"addressType"})
 COORDINATION_GROUP = "coordination.k8s.io"
@@ -102,7 +103,7 @@ SECURITY_POLICIES = Resource("securitypolicies", "securitypolicy", "SecurityPoli
 RATE_LIMIT_POLICIES = Resource("ratelimitpolicies", "ratelimitpolicy", "RateLimitPolicy", POLICY_GROUP,
                                "v1alpha1", True, ("rlpol",), status_subresource=True)
 
-CORE = (NAMESPACES, SERVICES, ENDPOINTS, SECRETS)
+CORE = (NAMESPACES, SERVICES, ENDPOINTS, SECRETS, CONFIG_MAPS)
 DISCOVERY_GROUP = "discovery.k8s.io"
 # group/version -> the resources served there; the CRD groups as the Gateway API and MCS
 # installs define them (one version each).
@@ -366,6 +367,30 @@ def _secret(obj: dict, old: dict | None, causes: list) -> None:
     obj["data"] = data
 
 
+_CONFIG_MAP_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+
+
+def _config_map(obj: dict, old: dict | None, causes: list) -> None:
+    """A real server checks that ``data`` maps valid keys to strings and ``binaryData`` to base64."""
+    import base64
+    import binascii
+    data, binary = _object(obj.get("data"), "data", causes), _object(obj.get("binaryData"), "binaryData", causes)
+    for field, values in (("data", data), ("binaryData", binary)):
+        for key, value in values.items():
+            if not _CONFIG_MAP_KEY.fullmatch(str(key)) or len(str(key)) > 253:
+                causes.append((f"{field}[{key}]", "Invalid value: a valid config key must consist of alphanumeric "
+                                                 "characters, '-', '_' or '.'"))
+            elif not isinstance(value, str):
+                causes.append((f"{field}[{key}]", "Invalid value: must be a string"))
+            elif field == "binaryData":
+                try:
+                    base64.b64decode(value, validate=True)
+                except binascii.Error:
+                    causes.append((f"binaryData[{key}]", "Invalid value: must be base64"))
+    for key in data.keys() & binary.keys():
+        causes.append((f"data[{key}]", "Invalid value: duplicate of key present in binaryData"))
+
+
 def _object(value: object, field: str, causes: list, required: bool = False) -> dict:
     if value is None and not required:
         return {}
@@ -426,6 +451,37 @@ def _gateway(obj: dict, old: dict | None, causes: list) -> None:
         namespaces = _object(allowed, f"{field}.allowedRoutes", causes).setdefault("namespaces", {"from": "Same"})
         namespaces.setdefault("from", "Same")
         _enum(namespaces["from"], ("All", "Same", "Selector"), f"{field}.allowedRoutes.namespaces.from", causes)
+    _frontend_tls(_object(_object(spec.get("tls"), "spec.tls", causes).get("frontend"), "spec.tls.frontend", causes),
+                  causes)
+
+
+def _frontend_tls(frontend: dict, causes: list) -> None:
+    """The CRD's checks and defaults of ``spec.tls.frontend``: ``default`` required, ports of
+    ``perPort`` unique, each validation with 1 to 16 caCertificateRefs and a mode (AllowValidOnly)."""
+    if not frontend:
+        return
+    if "default" not in frontend:
+        causes.append(("spec.tls.frontend.default", "Required value"))
+    configs = [("spec.tls.frontend.default", frontend.get("default"))]
+    ports = set()
+    for i, entry in enumerate(_items(frontend.get("perPort"), "spec.tls.frontend.perPort", causes)):
+        entry = _object(entry, f"spec.tls.frontend.perPort[{i}]", causes, required=True)
+        _check_port(entry.get("port"), f"spec.tls.frontend.perPort[{i}].port", causes)
+        if entry.get("port") in ports:
+            causes.append(("spec.tls.frontend.perPort", "Invalid value: Port for TLS configuration must be "
+                                                        "unique within the Gateway"))
+        ports.add(entry.get("port"))
+        configs.append((f"spec.tls.frontend.perPort[{i}].tls", entry.get("tls")))
+    for field, config in configs:
+        validation = _object(config, field, causes).get("validation")
+        if validation is None:
+            continue
+        validation = _object(validation, f"{field}.validation", causes)
+        refs = _items(validation.get("caCertificateRefs"), f"{field}.validation.caCertificateRefs", causes)
+        if not 1 <= len(refs) <= 16:
+            causes.append((f"{field}.validation.caCertificateRefs", "Invalid value: must have 1 to 16 items"))
+        validation.setdefault("mode", "AllowValidOnly")
+        _enum(validation["mode"], ("AllowValidOnly", "AllowInsecureFallback"), f"{field}.validation.mode", causes)
 
 
 _PATH_TYPES = ("Exact", "PathPrefix", "RegularExpression")
@@ -572,7 +628,7 @@ def _microtime(text: str) -> str:
     return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-_PREPARE = {"namespaces": _namespace, "services": _service, "secrets": _secret,
+_PREPARE = {"namespaces": _namespace, "services": _service, "secrets": _secret, "configmaps": _config_map,
             "endpointslices": _endpoint_slice, "endpoints": _endpoints, "leases": _lease,
             "gatewayclasses": _gateway_class, "gateways": _gateway, "httproutes": _http_route, "grpcroutes": _grpc_route,
             "referencegrants": _reference_grant, "serviceexports": _service_export,
