@@ -169,6 +169,7 @@ def test_route_controller_reads_gateway_api_writes_status_and_httproutes_only():
         assert grants[(gw, kind)] == {"patch", "update"}, kind
     assert grants[("", "namespaces")] == READ
     assert grants[("", "secrets")] == READ          # certificateRefs, and the credentials policies name
+    assert grants[("", "configmaps")] == READ       # CA certificates of client certificate validation
     policy = "policy.gateway.example"               # the gateway's own policy kinds
     for kind in ("securitypolicies", "ratelimitpolicies"):
         assert grants[(policy, kind)] == READ and grants[(policy, f"{kind}/status")] == {"patch", "update"}
@@ -179,7 +180,7 @@ def test_route_controller_reads_gateway_api_writes_status_and_httproutes_only():
                                              "referencegrants", "gatewayclasses/status", "gateways/status",
                                              "httproutes/status", "grpcroutes/status")} \
         | {(policy, k) for k in ("securitypolicies", "ratelimitpolicies", "securitypolicies/status",
-                                 "ratelimitpolicies/status")} | {("", "namespaces"), ("", "secrets")}
+                                 "ratelimitpolicies/status")} | {("", "namespaces"), ("", "secrets"), ("", "configmaps")}
 
 
 def test_rbac_covers_what_the_kubernetes_source_lists():

@@ -177,3 +177,42 @@ def test_cross_namespace_secret_needs_a_reference_grant(gw, api, pki, pairs):
                  "to": [{"group": "", "kind": "Secret"}]}})
     assert wait_for(lambda: serials(gw, pki, "shared.example.com") == {pairs["shared"].serial}, timeout=10)
     wait_for(lambda: listener_conditions(api, "shared")["ResolvedRefs"]["status"] == "True")
+
+
+def _served_with(gw, pki, client_pair) -> bool:
+    """One request on site.example.com with ``client_pair``'s certificate (None: none) answered."""
+    ctx = client_context(pki.ca)
+    if client_pair is not None:
+        ctx.load_cert_chain(str(client_pair.cert), str(client_pair.key))
+    try:
+        with TlsClient(gw.tls_port, ctx, "site.example.com") as c:
+            return c.request("GET", "/anything/mtls", host="site.example.com").status == 200
+    except OSError:
+        return False
+
+
+def test_client_certificates_from_a_configmap_follow_its_rotation(gw, api, pki, tmp_path):
+    """spec.tls.frontend: the CA ConfigMap's clients are served by both workers, others and
+    clients without a certificate refused; a rotated ConfigMap trusts its new CA from the next
+    handshake; taking the frontend away serves everyone again. (The status side and the
+    insecure fallback are the replayed conformance tests'.)"""
+    core, first, second = client.CoreV1Api(api[1]), Pki(tmp_path / "a", "Clients A"), Pki(tmp_path / "b", "Clients B")
+    alice, bob = first.client("alice"), second.client("bob")
+    core.create_namespaced_config_map(NS, {"metadata": {"name": "clients-ca"},
+                                           "data": {"ca.crt": first.ca.read_text()}})
+    frontend = {"default": {"validation": {"caCertificateRefs": [{"kind": "ConfigMap", "group": "",
+                                                                  "name": "clients-ca"}]}}}
+    custom(api).patch_namespaced_custom_object(GW, "v1", NS, "gateways", "gw", {"spec": {"tls": {"frontend": frontend}}})
+    try:
+        wait_for(lambda: not _served_with(gw, pki, None), timeout=10)
+        assert [_served_with(gw, pki, alice) for _ in range(CONNECTIONS)] == [True] * CONNECTIONS
+        assert not _served_with(gw, pki, bob)
+        assert listener_conditions(api, "site")["ResolvedRefs"]["status"] == "True"
+        core.replace_namespaced_config_map("clients-ca", NS, {"metadata": {"name": "clients-ca"},
+                                                              "data": {"ca.crt": second.ca.read_text()}})
+        wait_for(lambda: _served_with(gw, pki, bob), timeout=10)
+        assert not _served_with(gw, pki, alice) and not _served_with(gw, pki, None)
+    finally:
+        custom(api).patch_namespaced_custom_object(GW, "v1", NS, "gateways", "gw", {"spec": {"tls": None}})
+        core.delete_namespaced_config_map("clients-ca", NS)
+    wait_for(lambda: _served_with(gw, pki, None), timeout=10)

@@ -11,9 +11,10 @@ What is watched:
 * in the clusters of ``gateway_api.sources``: GatewayClasses, Gateways, HTTPRoutes,
   GRPCRoutes, ReferenceGrants, Namespaces (for ``allowedRoutes`` selectors), SecurityPolicies and
   RateLimitPolicies (``gateway.gatewayapi.policies``), Secrets of type kubernetes.io/tls (for
-  HTTPS listeners' certificateRefs) and of type Opaque (the credentials policies name); all
-  namespaces, or one loop per ``gateway_api.secret_namespaces`` entry so that RBAC can be a
-  Role in each;
+  HTTPS listeners' certificateRefs) and of type Opaque (the credentials policies name), and
+  ConfigMaps (the CA certificates of Gateways' client certificate validation, only their
+  ``ca.crt`` kept); all namespaces, or one loop per ``gateway_api.secret_namespaces`` entry
+  so that RBAC can be a Role in each;
 * in every kubernetes source (every associated cluster): Services and ServiceImports, so
   that a backendRef is resolved against the merged service, whichever cluster has it.
 
@@ -36,8 +37,8 @@ from typing import Callable
 
 from gateway.config import GatewayApiConfig, SourceConfig
 from gateway.gatewayapi.policies import PLURALS as POLICY_PLURALS, POLICY_GROUP, POLICY_VERSION, PolicyMemo
-from gateway.gatewayapi.translate import (GATEWAY_GROUP, MCS_GROUP, UNSPECIFIED, Addressing, RouteMemo, TlsSecret,
-                                          Translation, World, translate)
+from gateway.gatewayapi.translate import (GATEWAY_GROUP, MCS_GROUP, UNSPECIFIED, Addressing, CaBundle, RouteMemo,
+                                          TlsSecret, Translation, World, translate)
 from gateway.listeners import PortReservations
 
 log = logging.getLogger("gateway.gatewayapi")
@@ -56,6 +57,7 @@ SERVICE_KINDS = (("services", None, "v1", "services", True),
                  ("imports", MCS_GROUP, "v1alpha1", "serviceimports", True))
 SECRETS = ("secrets", None, "v1", "secrets", True)
 CREDENTIALS = ("credentials", None, "v1", "secrets", True)      # Opaque Secrets
+CA_MAPS = ("ca_maps", None, "v1", "configmaps", True)           # ConfigMaps, for their ca.crt
 TLS_SECRET_TYPE, CREDENTIALS_TYPE = "kubernetes.io/tls", "Opaque"
 # store -> (group, version, plural) of the kinds whose status we write
 STATUS_KINDS = {"classes": (GATEWAY_GROUP, "v1", "gatewayclasses"), "gateways": (GATEWAY_GROUP, "v1", "gateways"),
@@ -66,11 +68,12 @@ STATUS_KINDS = {"classes": (GATEWAY_GROUP, "v1", "gatewayclasses"), "gateways": 
 _WORLD_VALUE = {"services": lambda obj: (obj.get("spec") or {}).get("ports") or [],
                 "namespaces": lambda obj: obj["metadata"].get("labels") or {},
                 "secrets": lambda obj: obj["secret"],
-                "credentials": lambda obj: obj["data"]}
+                "credentials": lambda obj: obj["data"],
+                "ca_maps": lambda obj: obj["bundle"]}
 _EVERY_CLUSTER = ("services", "imports")
 _BY_NAME = ("classes", "namespaces")                   # cluster-scoped: keyed by name
 WORLD_STORES = ("classes", "gateways", "routes", "grpc_routes", "grants", "services", "imports", "namespaces", "secrets",
-                *POLICY_PLURALS, "credentials")
+                *POLICY_PLURALS, "credentials", "ca_maps")
 
 
 def _now() -> str:
@@ -138,7 +141,7 @@ class GatewayApiController:
             if cluster in self.route_clusters:
                 kinds += [(kind, None) for kind in ROUTE_KINDS]
                 kinds += [(secrets, ns) for ns in self.settings.secret_namespaces or (None,)
-                          for secrets in (SECRETS, CREDENTIALS)]
+                          for secrets in (SECRETS, CREDENTIALS, CA_MAPS)]
             optional = {}
             for kind, namespace in kinds:
                 name = f"{cluster.name}/{_loop_label(kind)}" + (f"/{namespace}" if namespace else "")
@@ -245,6 +248,11 @@ class GatewayApiController:
             if namespace:
                 return core.list_namespaced_secret, {"namespace": namespace, **selector}
             return core.list_secret_for_all_namespaces, selector
+        if plural == "configmaps":
+            core = client.CoreV1Api(api)
+            if namespace:
+                return core.list_namespaced_config_map, {"namespace": namespace}
+            return core.list_config_map_for_all_namespaces, {}
         if group is None:
             core = client.CoreV1Api(api)
             return {"services": core.list_service_for_all_namespaces,
@@ -270,6 +278,8 @@ class GatewayApiController:
             # of the loop's objects and the certificate is checked before any listener uses it.
             if store == "secrets":
                 return tls_secret(obj)
+            if store == "ca_maps":
+                return ca_config_map(obj)
             return credential_secret(obj) if store == "credentials" else obj
 
         list_and_watch(list_fn, kwargs, self._stopping, self._watches, Handlers(
@@ -377,6 +387,8 @@ class GatewayApiController:
         self._merge_key(store, key)
         if store == "credentials" and key not in self._policy_memo.secrets_read:
             return          # no policy names it: nothing to translate again
+        if store == "ca_maps" and (self.translation is None or key not in self.translation.ca_maps_read):
+            return          # no Gateway's client validation names it
         # A status write (ours, mostly) changes nothing the translation reads: the route's
         # translation stays good for the object that carries it.
         if kind == "DELETED" or before is None or _without_status(before) != _without_status(obj):
@@ -612,6 +624,18 @@ def tls_secret(obj: dict) -> dict:
     except (ssl.SSLError, ValueError, OSError) as exc:     # ValueError: bad base64 or UTF-8
         return {"metadata": meta, "secret": TlsSecret(problem=f"tls.crt/tls.key do not load: {exc}")}
     return {"metadata": meta, "secret": TlsSecret(cert, key)}
+
+
+def ca_config_map(obj: dict) -> dict:
+    """A watched ConfigMap as a caCertificateRef sees it: metadata and a CaBundle (its
+    ``ca.crt``, checked to load, or the problem); nothing else of it is kept."""
+    from gateway.config import ca_bundle_problem
+    meta = {"namespace": obj["metadata"].get("namespace", ""), "name": obj["metadata"]["name"]}
+    ca = (obj.get("data") or {}).get("ca.crt")
+    if ca is None:
+        return {"metadata": meta, "bundle": CaBundle(problem="no ca.crt in data")}
+    problem = ca_bundle_problem(ca)
+    return {"metadata": meta, "bundle": CaBundle(problem=f"ca.crt: {problem}") if problem else CaBundle(ca)}
 
 
 def credential_secret(obj: dict) -> dict:

@@ -12,7 +12,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field, replace
 
-from gateway.config import (BackendFilters, Certificate, CorsPolicy, GatewayListener, HeaderFilter, HeaderMatch,
+from gateway.config import (BackendFilters, Certificate, ClientValidation, CorsPolicy, GatewayListener, HeaderFilter, HeaderMatch,
                             MirrorConfig, QueryMatch, Redirect, RetryPolicy, RouteConfig, RouteMatch, ServiceConfig,
                             WeightedBackend, regex_problem)
 from gateway.config.validate import section
@@ -46,6 +46,7 @@ class World:
     imports: dict[Key, dict] = field(default_factory=dict)              # ServiceImports
     namespaces: dict[str, dict] = field(default_factory=dict)           # labels
     secrets: dict[Key, "TlsSecret"] = field(default_factory=dict)       # TLS Secrets, read (controller)
+    ca_maps: dict[Key, "CaBundle"] = field(default_factory=dict)        # ConfigMaps' ca.crt, read (controller)
     security_policies: dict[Key, dict] = field(default_factory=dict)    # gatewayapi.policies
     rate_limit_policies: dict[Key, dict] = field(default_factory=dict)
     credentials: dict[Key, dict[str, str]] = field(default_factory=dict)   # Opaque Secrets' data, decoded
@@ -151,6 +152,14 @@ class TlsSecret:
 
 
 @dataclass(frozen=True)
+class CaBundle:
+    """A ConfigMap as a frontend validation's caCertificateRef sees it: its ``ca.crt``, or why
+    it cannot be trusted."""
+    ca: str = ""
+    problem: str | None = None          # None: a ca.crt that loads as PEM CA certificates
+
+
+@dataclass(frozen=True)
 class Addressing:
     """Where Gateways may be served: what the translation needs to give each one an address.
 
@@ -178,6 +187,7 @@ class Translation:
     # (world store, key) -> status of each SecurityPolicy/RateLimitPolicy naming a target of ours
     policy_status: dict[tuple[str, Key], dict] = field(default_factory=dict)
     grpc_route_status: dict[Key, list[dict]] = field(default_factory=dict)     # as route_status
+    ca_maps_read: frozenset[Key] = frozenset()      # the ConfigMaps our Gateways' frontend validation names
 
 
 def _key(obj: dict) -> Key:
@@ -525,6 +535,8 @@ class _Listener:
     conflict: tuple[str, str] | None = None     # Conflicted=True (reason, message)
     certificates: list[Certificate] = field(default_factory=list)
     cert_problem: tuple[str, str] | None = None
+    client_validation: ClientValidation | None = None   # HTTPS: the Gateway's spec.tls.frontend for its port
+    ca_problem: tuple[str, str] | None = None           # ResolvedRefs=False (reason, message)
     not_served: str | None = None               # Programmed=False message
     attached: int = 0
     gateway: Key = ("", "")
@@ -596,7 +608,64 @@ def _plan_listeners(world: World, gkey: Key, gateway: dict) -> list[_Listener]:
         hostnames.add((port, hostname))
         if protocol == "HTTPS":
             listener.certificates, listener.cert_problem = _listener_certificates(world, gkey, spec)
+            _plan_client_validation(world, gkey, gateway, listener)
     return out
+
+
+def frontend_validation(gateway: dict, port: int) -> dict | None:
+    """The Gateway's ``spec.tls.frontend`` validation for a port: its ``perPort`` entry's,
+    else the default's (None: no client certificates)."""
+    frontend = ((gateway.get("spec") or {}).get("tls") or {}).get("frontend") or {}
+    for entry in frontend.get("perPort") or ():
+        if entry.get("port") == port:
+            return (entry.get("tls") or {}).get("validation")
+    return (frontend.get("default") or {}).get("validation")
+
+
+def _plan_client_validation(world: World, gkey: Key, gateway: dict, listener: _Listener) -> None:
+    """An HTTPS listener's client certificate validation from its caCertificateRefs: the CAs of
+    the valid ones; a bad one is ResolvedRefs=False, all bad is Accepted=False
+    ``NoValidCACertificate`` (the listener is not served rather than served without it)."""
+    validation = frontend_validation(gateway, listener.port)
+    if not validation:
+        return
+    bundles, problems = [], []
+    for ref in validation.get("caCertificateRefs") or ():
+        ns, name = ref.get("namespace") or gkey[0], ref.get("name", "")
+        if (ref.get("group") or "", ref.get("kind")) != ("", "ConfigMap"):
+            problems.append(("InvalidCACertificateKind", f"caCertificateRef {ref.get('group') or 'core'}/"
+                                                         f"{ref.get('kind')} {name!r}: only ConfigMaps are supported"))
+        elif ns != gkey[0] and not _granted(world, gkey[0], ns, "", "ConfigMap", name, from_kind="Gateway"):
+            problems.append(("RefNotPermitted", f"caCertificateRef ConfigMap {ns}/{name}: no ReferenceGrant in "
+                                                f"{ns} allows it"))
+        elif (bundle := world.ca_maps.get((ns, name))) is None:
+            problems.append(("InvalidCACertificateRef", f"ConfigMap {ns}/{name} not found"))
+        elif bundle.problem:
+            problems.append(("InvalidCACertificateRef", f"ConfigMap {ns}/{name}: {bundle.problem}"))
+        else:
+            bundles.append((f"ConfigMap {ns}/{name}", bundle.ca))
+    listener.ca_problem = problems[0] if problems else None
+    if not bundles:
+        listener.problem = ("NoValidCACertificate", f"no caCertificateRef of port {listener.port}'s client "
+                                                    f"validation is valid: {problems[0][1]}")
+        return
+    listener.client_validation = ClientValidation(
+        "".join(ca if ca.endswith("\n") else ca + "\n" for _, ca in bundles),
+        insecure_fallback=validation.get("mode") == "AllowInsecureFallback",
+        origin=", ".join(origin for origin, _ in bundles))
+
+
+def _ca_maps_named(gateways: dict[Key, "_Gateway"]) -> frozenset[Key]:
+    """The ConfigMaps our Gateways' client validations name (a change to another one is not
+    translated)."""
+    named = set()
+    for (ns, _), gw in gateways.items():
+        frontend = ((gw.obj.get("spec") or {}).get("tls") or {}).get("frontend") or {}
+        configs = [frontend.get("default") or {}, *((e.get("tls") or {}) for e in frontend.get("perPort") or ())]
+        for config in configs:
+            for ref in (config.get("validation") or {}).get("caCertificateRefs") or ():
+                named.add((ref.get("namespace") or ns, ref.get("name", "")))
+    return frozenset(named)
 
 
 def _plan_gateway(world: World, gkey: Key, gateway: dict) -> _Gateway:
@@ -771,7 +840,8 @@ def translate(world: World, file_services: dict[str, ServiceConfig] | None = Non
                 for key, port in service_ports.items()]
     gateway_status = {key: _gateway_status(gateways[key], addressing) for key in sorted(gateways)}
     listeners = tuple(GatewayListener(l.id, gw.address, l.port, l.spec.get("protocol") == "HTTPS",
-                                      (l.spec.get("hostname") or "").lower() or None, tuple(l.certificates))
+                                      (l.spec.get("hostname") or "").lower() or None, tuple(l.certificates),
+                                      l.client_validation)
                       for gw in sorted(gateways.values(), key=_gateway_order) for l in gw.listeners
                       if l.not_served is None)
     routes = memo.routes() + [rc for result in grpc.values() for rc in result.configs]
@@ -779,7 +849,8 @@ def translate(world: World, file_services: dict[str, ServiceConfig] | None = Non
         routes = [rc for rc in routes if id(rc) not in conflicts.dropped]
     return Translation(routes, services, _class_status(world, classes), gateway_status,
                        route_status, listeners, changed,
-                       edges.status(world, gateways, memo.route_status, world.controller_name), grpc_status)
+                       edges.status(world, gateways, memo.route_status, world.controller_name), grpc_status,
+                       _ca_maps_named(gateways))
 
 
 @dataclass(frozen=True)
@@ -977,7 +1048,7 @@ def _listener_certificates(world: World, gkey: Key, listener: dict) -> tuple[lis
 def _listener_status(listener: _Listener, gen: int) -> dict:
     accepted = listener.problem or (("Accepted", "") if listener.conflict is None else listener.conflict)
     resolved = (("InvalidRouteKinds", listener.invalid_kinds) if listener.invalid_kinds
-                else listener.cert_problem or ("ResolvedRefs", ""))
+                else listener.cert_problem or listener.ca_problem or ("ResolvedRefs", ""))
     conflicted = listener.conflict or ("NoConflicts", "")
     programmed = listener.not_served is None
     return {"name": listener.name, "attachedRoutes": listener.attached, "supportedKinds": listener.kinds,
@@ -1007,7 +1078,13 @@ def _gateway_status(gw: _Gateway, addressing: Addressing) -> dict:
         programmed = (False, "Invalid", "no listener can be served")
     else:
         programmed = (True, "Programmed", "")
-    status = {"conditions": [condition("Accepted", *accepted, gen), condition("Programmed", *programmed, gen)],
+    conditions = [condition("Accepted", *accepted, gen), condition("Programmed", *programmed, gen)]
+    insecure = [str(l.port) for l in gw.listeners if l.client_validation and l.client_validation.insecure_fallback]
+    if insecure:        # removed again once every port is back to AllowValidOnly
+        conditions.append(condition("InsecureFrontendValidationMode", True, "ConfigurationChanged",
+                                    f"client certificates are asked for, not required, on port(s) "
+                                    f"{', '.join(sorted(set(insecure)))} (AllowInsecureFallback)", gen))
+    status = {"conditions": conditions,
               "listeners": [_listener_status(l, gen) for l in gw.listeners]}
     shown = addressing.advertised.get(gw.address, gw.address) if gw.address is not None else None
     if shown and shown not in UNSPECIFIED:
