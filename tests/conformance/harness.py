@@ -7,10 +7,9 @@ expected answers and status conditions. What the upstream suite gets from a real
 harness plays on one machine:
 
 * the cluster: the local Kubernetes API server (``gateway.devcluster.apiserver``), driven with the
-  official ``kubernetes`` client. It serves Namespaces, Services, Secrets, EndpointSlices and the
-  Gateway API kinds; ReferenceGrants only at v1beta1 (the manifests say v1; the object is the
-  same, so it is written at the version the server has). ConfigMaps are not served: the suite's
-  only ones feed TLS-backend and UDP tests, which are out of scope.
+  official ``kubernetes`` client. It serves Namespaces, Services, Secrets, ConfigMaps,
+  EndpointSlices and the Gateway API kinds; ReferenceGrants only at v1beta1 (the manifests say
+  v1; the object is the same, so it is written at the version the server has).
 * the pods: each echo-basic Deployment becomes ``replicas`` backend processes in echo-basic mode
   (``gateway.devcluster.echo_basic``), each on its own loopback address with echo-basic's ports
   (HTTP on 3000, h2c on 3001 where a Service port targets it), named like Deployment pods
@@ -90,6 +89,7 @@ KINDS = {
     "Namespace": Kind("", "v1", "namespaces", False),
     "Service": Kind("", "v1", "services", True),
     "Secret": Kind("", "v1", "secrets", True),
+    "ConfigMap": Kind("", "v1", "configmaps", True),
     "EndpointSlice": Kind("discovery.k8s.io", "v1", "endpointslices", True),
     "GatewayClass": Kind(GROUP, "v1", "gatewayclasses", False),
     "Gateway": Kind(GROUP, "v1", "gateways", True),
@@ -114,7 +114,7 @@ class Kube:
     def _typed(self, kind: str, verb: str):
         """The typed API method for a core/discovery kind: ``read_namespaced_service`` and the like."""
         singular = {"Namespace": "namespace", "Service": "service", "Secret": "secret",
-                    "EndpointSlice": "endpoint_slice"}[kind]
+                    "ConfigMap": "config_map", "EndpointSlice": "endpoint_slice"}[kind]
         api = self.discovery if kind == "EndpointSlice" else self.core
         scope = "" if kind == "Namespace" else "namespaced_"
         if verb == "list":
@@ -397,6 +397,40 @@ def self_signed_secret(workdir: Path, namespace: str, name: str, hosts: list[str
                      "tls.key": base64.b64encode(key.read_bytes()).decode()}}
 
 
+def ca_config_map(workdir: Path, namespace: str, name: str) -> dict:
+    """MustCreateCACertConfigMap: an RSA 2048 CA (Go's template: the same subject for every CA
+    the suite makes, CA:TRUE, digitalSignature and keyCertSign, clientAuth and serverAuth) as a
+    ConfigMap's ``ca.crt``; its key stays in ``workdir`` for ``ca_signed_client_secret``."""
+    key, cert = workdir / f"{namespace}.{name}.key", workdir / f"{namespace}.{name}.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "365",
+                    "-subj", "/C=US/O=Kubernetes Gateway API/CN=gatewayapi", "-keyout", str(key), "-out", str(cert),
+                    "-addext", "basicConstraints=critical,CA:TRUE",
+                    "-addext", "keyUsage=critical,digitalSignature,keyCertSign",
+                    "-addext", "extendedKeyUsage=clientAuth,serverAuth"],
+                   check=True, capture_output=True, timeout=60)
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"namespace": namespace, "name": name},
+            "data": {"ca.crt": cert.read_text()}}
+
+
+def ca_signed_client_secret(workdir: Path, namespace: str, name: str, ca_name: str) -> dict:
+    """MustCreateCASignedClientCertSecret: an RSA 2048 clientAuth certificate with no names,
+    signed by the CA ``ca_config_map`` made as ``ca_name`` in the same namespace."""
+    key, csr, cert = (workdir / f"{namespace}.{name}.{ext}" for ext in ("key", "csr", "crt"))
+    ext = workdir / f"{namespace}.{name}.ext"
+    ext.write_text("basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature, keyEncipherment\n"
+                   "extendedKeyUsage = clientAuth\n")
+    ca = workdir / f"{namespace}.{ca_name}"
+    subprocess.run(["openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/O=Acme Co/CN=default",
+                    "-keyout", str(key), "-out", str(csr)], check=True, capture_output=True, timeout=60)
+    subprocess.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+                    "-set_serial", str(random.getrandbits(127)), "-days", "365", "-extfile", str(ext),
+                    "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"namespace": namespace, "name": name},
+            "data": {"tls.crt": base64.b64encode(cert.read_bytes()).decode(),
+                     "tls.key": base64.b64encode(key.read_bytes()).decode()}}
+
+
 # -- the suite -----------------------------------------------------------------------------------
 
 
@@ -439,6 +473,12 @@ class Suite:
         self.kube.create(self_signed_secret(self.workdir, WEB_BACKEND_NS, "certificate", ["*"]))
         self.kube.create(self_signed_secret(self.workdir, INFRA_NS, "tls-validity-checks-certificate",
                                             ["*", "*.org", "*.wildcard.org"]))
+        self.kube.create(ca_config_map(self.workdir, WEB_BACKEND_NS, "web-backend-cm"))
+        # The client certificates of the frontend validation tests, each pair under its own CA.
+        for prefix in ("tls-validity-checks", "tls-validity-checks-per-port"):
+            self.kube.create(ca_config_map(self.workdir, INFRA_NS, f"{prefix}-ca-certificate"))
+            self.kube.create(ca_signed_client_secret(self.workdir, INFRA_NS, f"{prefix}-client-certificate",
+                                                     f"{prefix}-ca-certificate"))
         self.gateway = GatewayProcess(self.gateway_config(), self.workdir / "gateway").start(timeout=60)
         # Its workers take connections before the gateway has finished starting, and a Gateway
         # API change that arrives in between is applied only with the next one (gateway/app.py
@@ -528,8 +568,6 @@ class Suite:
                 if cleanup:
                     self._cleanups.append(lambda: self.cluster.stop(nn))
             return
-        if kind == "ConfigMap":
-            return                                  # not served; see the module docstring
         obj = prepare(obj, *self.static_addresses())
         existing = self.kube.get(kind, nn)
         if existing is None:

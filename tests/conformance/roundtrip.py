@@ -183,6 +183,11 @@ class RtRequest:
     body: str = ""
     server_name: str = ""
     server_certificate: bytes = b""
+    # tls.go's client certificate, given when the server asks for one (GetClientCertificateHook),
+    # and ``certificate_requested`` set when it did
+    client_certificate: bytes = b""
+    client_key: bytes = field(default=b"", repr=False)
+    certificate_requested: threading.Event = field(default_factory=threading.Event, repr=False)
 
 
 @dataclass
@@ -278,12 +283,24 @@ def _verify_peer(sock: ssl.SSLSocket, request: RtRequest) -> None:
         raise ssl.SSLError(f"x509: certificate is not valid for {request.server_name}")
 
 
-def _tls_context(alpn: list[str] | None = None) -> ssl.SSLContext:
+def _tls_context(request: RtRequest, alpn: list[str] | None = None) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False          # checked by _verify_peer, with Go's rules
     ctx.verify_mode = ssl.CERT_NONE
     if alpn:
         ctx.set_alpn_protocols(alpn)
+    if request.client_certificate:
+        with tempfile.TemporaryDirectory() as tmp:
+            cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+            for path, pem in ((cert, request.client_certificate), (key, request.client_key)):
+                with open(path, "wb") as f:
+                    f.write(pem)
+            ctx.load_cert_chain(cert, key)
+        # Go calls GetClientCertificateHook when a CertificateRequest arrives; OpenSSL's message
+        # callback sees the (decrypted) handshake messages.
+        ctx._msg_callback = lambda _conn, direction, _version, _type, msg_type, _data: (
+            request.certificate_requested.set()
+            if direction == "read" and msg_type == ssl._TLSMessageType.CERTIFICATE_REQUEST else None)
     return ctx
 
 
@@ -324,7 +341,7 @@ def _h1_round_trip(request: RtRequest) -> tuple[int, str, dict[str, list[str]], 
     client = Client(host, port, timeout=TIMEOUTS.request)
     try:
         if request.protocol == HTTPS:
-            client.sock = _tls_context().wrap_socket(client.sock, server_hostname=request.server_name or None)
+            client.sock = _tls_context(request).wrap_socket(client.sock, server_hostname=request.server_name or None)
             _verify_peer(client.sock, request)
         fields = [("User-Agent", "Go-http-client/1.1")]
         body = request.body.encode()
@@ -346,7 +363,7 @@ def _h1_round_trip(request: RtRequest) -> tuple[int, str, dict[str, list[str]], 
 
 def _h2_round_trip(request: RtRequest) -> tuple[int, str, dict[str, list[str]], bytes]:
     host, port = _connect_target(request)
-    tls = _tls_context(["h2"]) if request.protocol == H2 else None
+    tls = _tls_context(request, ["h2"]) if request.protocol == H2 else None
     try:
         client = H2Client(host, port, tls=tls, server_name=request.server_name or None, timeout=TIMEOUTS.request)
     except AssertionError as exc:       # h2client asserts that ALPN chose h2
@@ -510,14 +527,45 @@ def make_request_and_expect_eventually_consistent_response(address: str, expecte
     wait_for_consistent_response(make_request(expected, address, "HTTP", "http"), expected, timeouts)
 
 
-def make_tls_request_and_expect_eventually_consistent_response(address: str, server_certificate: bytes,
-                                                               server_name: str, expected: ExpectedResponse,
-                                                               timeouts: Timeouts = TIMEOUTS) -> None:
-    """tls.MakeTLSRequestAndExpectEventuallyConsistentResponse (no client certificate)."""
+def _tls_request(expected: ExpectedResponse, address: str, server_certificate: bytes, client_certificate: bytes,
+                 client_key: bytes, server_name: str) -> RtRequest:
     request = make_request(expected, address, HTTPS, "https")
     request.server_name = server_name
     request.server_certificate = server_certificate
+    request.client_certificate, request.client_key = client_certificate or b"", client_key or b""
+    return request
+
+
+def _certificate_was_presented(request: RtRequest) -> None:
+    """tls.go's closing check: a client certificate given was asked for (and so presented)."""
+    if request.client_certificate:
+        assert request.certificate_requested.is_set(), "client certificate was not presented during the handshake"
+
+
+def make_tls_request_and_expect_eventually_consistent_response(
+        address: str, server_certificate: bytes, server_name: str, expected: ExpectedResponse,
+        timeouts: Timeouts = TIMEOUTS, client_certificate: bytes = b"", client_key: bytes = b"") -> None:
+    """tls.MakeTLSRequestAndExpectEventuallyConsistentResponse."""
+    request = _tls_request(expected, address, server_certificate, client_certificate, client_key, server_name)
     wait_for_consistent_response(request, expected, timeouts)
+    _certificate_was_presented(request)
+
+
+def make_tls_request_and_expect_eventually_consistent_failure_response(
+        address: str, server_certificate: bytes, server_name: str, expected: ExpectedResponse,
+        timeouts: Timeouts = TIMEOUTS, client_certificate: bytes = b"", client_key: bytes = b"") -> None:
+    """tls.MakeTLSRequestAndExpectEventuallyConsistentFailureResponse: until the request fails
+    (any error before a response) consistently; an answer, whatever its status, is not a failure."""
+    request = _tls_request(expected, address, server_certificate, client_certificate, client_key, server_name)
+
+    def check(elapsed: float) -> str | None:
+        try:
+            round_trip(request)
+        except (OSError, ssl.SSLError, ValueError):
+            return None
+        return f"request unexpectedly succeeded, not ready yet (after {elapsed:.1f}s)"
+    await_convergence(check, timeouts)
+    _certificate_was_presented(request)
 
 
 # -- test cases side by side (Go's t.Parallel subtests) ----------------------------------------
