@@ -65,12 +65,16 @@ def nginx_h2_conf(tmp: Path, port: int, backend_port: int, grpc_address: str) ->
 """)
 
 
-def gateway_h2_conf(tmp: Path, port: int, backend_port: int, grpc_address: str) -> str:
-    """The gateway as nginx above: HTTP/1.1 to the file backend, h2c to the gRPC pod."""
+def gateway_h2_conf(tmp: Path, port: int, backend_port: int, grpc_address: str, idle_pool: int | None = None,
+                    name: str = "gateway-h2") -> str:
+    """The gateway as nginx above: HTTP/1.1 to the file backend, h2c to the gRPC pod.
+    ``idle_pool``: its limits.max_idle_upstream_connections (None: the default)."""
+    limits = {"max_requests_per_connection": 100_000_000}           # as nginx's keepalive_requests
+    if idle_pool is not None:
+        limits["max_idle_upstream_connections"] = idle_pool
     return yaml.safe_dump({
-        "listen": f"127.0.0.1:{port}", "admin": "off", "timeouts": {"drain": "2s"},
-        "limits": {"max_requests_per_connection": 100_000_000},     # as nginx's keepalive_requests
-        "access_log": {"path": f"{tmp}/gateway-h2-access.log", "buffer": "64KiB", "flush_interval": "1s"},
+        "listen": f"127.0.0.1:{port}", "admin": "off", "timeouts": {"drain": "2s"}, "limits": limits,
+        "access_log": {"path": f"{tmp}/{name}-access.log", "buffer": "64KiB", "flush_interval": "1s"},
         "sources": [{"name": "bench", "type": "static", "services": [
             {"name": "backend", "namespace": "default", "endpoints": [f"127.0.0.2:{backend_port}"]},
             {"name": "echo", "namespace": "default", "endpoints": [grpc_address]}]}],
@@ -150,6 +154,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--no-grpc", action="store_true", help="skip the grpcio unary case")
+    parser.add_argument("--also-idle-pool", type=int, metavar="N",
+                        help="a second gateway beside, keeping N idle upstream connections per endpoint")
     args = parser.parse_args(argv)
     for tool in ("nginx", "h2load", "taskset", "curl"):
         if shutil.which(tool) is None:
@@ -179,6 +185,13 @@ def main(argv=None) -> int:
         targets["gateway"] = (Proc("gateway-h2", ["taskset", "-c", "0", PYTHON, "-m", "gateway", "run",
                                                   "--config", str(conf), "--log-level", "warning"], tmp,
                                    cwd=Path(__file__).resolve().parent.parent), port)
+        if args.also_idle_pool is not None:
+            name, port = f"gw-pool{args.also_idle_pool}", free_port("127.0.0.1")
+            conf = tmp / f"{name}.yaml"
+            conf.write_text(gateway_h2_conf(tmp, port, backend_port, grpc_pod.address, args.also_idle_pool, name))
+            targets[name] = (Proc(name, ["taskset", "-c", "0", PYTHON, "-m", "gateway", "run", "--config", str(conf),
+                                         "--log-level", "warning"], tmp, cwd=Path(__file__).resolve().parent.parent),
+                             port)
         procs += [proc for proc, _ in targets.values()]
         for proc, port in targets.values():
             wait_h2c(proc, port)

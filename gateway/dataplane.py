@@ -14,7 +14,7 @@ import time
 from typing import NamedTuple
 
 from gateway.policy.auth import JwksFetcher, JwksKeys, authenticator
-from gateway.config import Config, ExtAuthz, GatewayListener, HeaderFilter, JwtAuth, RouteConfig
+from gateway.config import Config, ExtAuthz, GatewayListener, HeaderFilter, JwtAuth, Limits, RouteConfig
 from gateway.policy.ext_authz import ExtAuthorizer, ExtAuthzClient
 from gateway.mirror import Mirror
 from gateway.routing import precedence_key
@@ -114,6 +114,7 @@ class DataPlane:
         self.services: dict[str, Service] = {}
         # (TLS pool: "" or the service, cluster, ip, port) -> Upstream
         self.upstreams: dict[tuple[str, str, str, int], Upstream] = {}
+        self.max_idle_upstream = Limits().max_idle_upstream_connections     # idle connections per upstream
         # listener id ("": the file's listeners) -> its routes, by key and in their order
         self.placed: dict[str, dict[RouteKey, _Placed]] = {}
         self.ordered: dict[str, list[_Placed]] = {}
@@ -138,6 +139,10 @@ class DataPlane:
 
     def apply_config(self, config: Config) -> None:
         from gateway.tls import upstream_context
+        if config.limits.max_idle_upstream_connections != self.max_idle_upstream:
+            self.max_idle_upstream = config.limits.max_idle_upstream_connections
+            for upstream in self.upstreams.values():
+                upstream.max_idle = self.max_idle_upstream
         tls_before, own_before = self.upstream_tls_config, self.own_pool
         self.own_pool = {svc.key for svc in config.services if svc.circuit_breakers.max_connections}
         protocols_before, self.protocols = self.protocols, {
@@ -499,6 +504,7 @@ class DataPlane:
             upstream = self.upstreams[(pool, *spec.key)] = Upstream(
                 spec.key, spec.ip, spec.port, spec.weight, spec.cluster, self.ctx.touched, pool)
         upstream.weight = spec.weight
+        upstream.max_idle = self.max_idle_upstream
         if tls is not None:
             upstream.ssl, upstream.server_hostname = tls[0], tls[1] or spec.ip
         http2 = protocol in ("h2c", "h2")

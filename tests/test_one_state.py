@@ -7,6 +7,7 @@ worker count.  Real gateway and worker processes, real backends, a refused port.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from collections import Counter
 
@@ -202,5 +203,34 @@ def test_idle_upstream_connections_are_closed_and_shown(tmp_path, backend_a, bac
             assert [c.request("GET", f"/live/{i}").status for i in range(5)] == [200] * 5
         admin.wait("/services/default/live", lambda s: idle() >= 1, timeout=5)
         admin.wait("/services/default/live", lambda s: idle() == 0, timeout=6)
+    finally:
+        g.stop()
+
+
+@pytest.mark.parametrize("limit", [None, 2])
+def test_idle_upstream_connections_are_kept_up_to_the_limit(tmp_path, backend_a, limit):
+    """``limits.max_idle_upstream_connections``: after 10 requests in flight at once to one
+    endpoint, each worker keeps that many of their connections (default 1,024: all 10), no more."""
+    cfg = {"workers": 2, "admin": f"127.0.0.1:{free_port()}", "timeouts": {"drain": "2s"},
+           "sources": [static_source("zone-a", {"live": [backend_a.address]})],
+           "services": [{"name": "live", "port": 8000}],
+           "routes": [{"name": "all", "match": {"path": {"prefix": "/"}}, "service": "live"}]}
+    if limit is not None:
+        cfg["limits"] = {"max_idle_upstream_connections": limit}
+    g, admin = start_gateway(tmp_path, cfg)
+    try:
+        def in_flight(i: int) -> int:
+            with g.client() as c:
+                return c.request("GET", "/delay/1").status
+        with concurrent.futures.ThreadPoolExecutor(10) as pool:
+            assert list(pool.map(in_flight, range(10))) == [200] * 10
+
+        def idle(svc: dict) -> int:
+            return sum(e["idle_connections"] for e in svc["endpoints"])
+        if limit is None:
+            admin.wait("/services/default/live", lambda s: idle(s) == 10, timeout=5)
+        else:
+            admin.wait("/services/default/live", lambda s: idle(s) >= 1, timeout=5)
+            assert idle(admin.get("/services/default/live")) <= 2 * limit
     finally:
         g.stop()

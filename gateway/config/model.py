@@ -109,6 +109,10 @@ class Limits:
     # share of the requests in flight, or this many if that is more (Envoy's retry budget).
     retry_budget_share: float = setting(0.2, _share)
     retry_budget_min: int = setting(3, between(0, 1_000_000))
+    # Idle HTTP/1.1 connections a worker keeps per upstream endpoint for the next request; one
+    # more is closed when its request ends. Below the requests in flight to one endpoint, the
+    # gateway connects and closes all the time (Envoy's default connection limit: 1,024).
+    max_idle_upstream_connections: int = setting(1024, between(0, 1_000_000))
 
 
 @dataclass(frozen=True, slots=True)
