@@ -57,7 +57,8 @@ def test_discovery_lists_the_groups_kinds_and_status_subresources(api):
     gw_v1 = client.CustomObjectsApi(api).get_api_resources(GW, "v1")
     names = {r.name: r for r in gw_v1.resources}
     assert set(names) == {"gatewayclasses", "gatewayclasses/status", "gateways", "gateways/status",
-                          "httproutes", "httproutes/status", "grpcroutes", "grpcroutes/status"}
+                          "httproutes", "httproutes/status", "grpcroutes", "grpcroutes/status",
+                          "backendtlspolicies", "backendtlspolicies/status"}
     assert not names["gatewayclasses"].namespaced and names["httproutes"].namespaced
     assert names["httproutes/status"].verbs == ["get", "patch", "update"]
     beta = client.CustomObjectsApi(api).get_api_resources(GW, "v1beta1")

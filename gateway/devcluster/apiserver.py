@@ -1,10 +1,11 @@
 """A local Kubernetes API server for the demo and the tests: HTTPS, bearer token, JSON.
 
-It serves namespaces, services, endpoints, secrets and configmaps (v1), endpointslices (discovery.k8s.io/v1),
-leases (coordination.k8s.io/v1, for leader election), the Gateway API kinds
-(gateway.networking.k8s.io/v1 GatewayClass, Gateway, HTTPRoute; v1beta1 ReferenceGrant) and the
-Multi-Cluster Services kinds (multicluster.x-k8s.io/v1alpha1 ServiceExport, ServiceImport) with
-the real API conventions, well enough for the official ``kubernetes`` Python client and
+It serves namespaces, services, endpoints, secrets and configmaps (v1), endpointslices
+(discovery.k8s.io/v1), leases (coordination.k8s.io/v1, for leader election), the Gateway API
+kinds (gateway.networking.k8s.io/v1 GatewayClass, Gateway, HTTPRoute, GRPCRoute,
+BackendTLSPolicy; v1beta1 ReferenceGrant) and the Multi-Cluster Services kinds
+(multicluster.x-k8s.io/v1alpha1 ServiceExport, ServiceImport) with the real API conventions,
+well enough for the official ``kubernetes`` Python client and
 therefore for the gateway, which cannot tell it from a real server:
 
 * discovery documents (``/api``, ``/api/v1``, ``/apis``, ``/apis/<group>[/<version>]``:

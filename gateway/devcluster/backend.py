@@ -31,6 +31,9 @@ whole: reading pauses when 1 MiB is queued unread, writing waits for ``resume_wr
 
 Run one with ``python -m gateway.devcluster.backend --host 127.0.0.2 --port 8000 --cluster a
 --pod httpbin-a-0``; it prints ``READY http://127.0.0.2:8000 cluster=a pod=httpbin-a-0 pid=N``.
+With ``--tls-cert F --tls-key F`` it serves HTTPS (``--tls-client-ca F``: a client certificate
+is asked for and verified if given, as echo-basic's TLS_CLIENT_CACERTS does); the server name
+each client asked for is kept on its connection's SSL object (``requested_server_name``).
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ import argparse
 import asyncio
 import hashlib
 import http.client
+import ssl
 import os
 import signal
 import subprocess
@@ -119,8 +123,10 @@ class Fault:
 class Backend:
     """A listening backend: identity, counters, open connections."""
 
-    def __init__(self, host: str, port: int, cluster: str, pod: str, routes: "Routes | None" = None) -> None:
+    def __init__(self, host: str, port: int, cluster: str, pod: str, routes: "Routes | None" = None,
+                 tls: "ssl.SSLContext | None" = None) -> None:
         self.host = host
+        self.tls = tls
         self.port = port
         self.cluster = cluster
         self.pod = pod
@@ -137,12 +143,12 @@ class Backend:
 
     @property
     def url(self) -> str:
-        return f"http://{self.address}"
+        return f"{'https' if self.tls else 'http'}://{self.address}"
 
     async def start(self) -> "Backend":
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _Connection(self), self.host, self.port, reuse_address=True, backlog=1024)
+            lambda: _Connection(self), self.host, self.port, reuse_address=True, backlog=1024, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -163,9 +169,24 @@ class Backend:
 
 
 async def start_backend(host: str, port: int, cluster: str, pod: str,
-                        routes: "Routes | None" = None) -> Backend:
+                        routes: "Routes | None" = None, tls: "ssl.SSLContext | None" = None) -> Backend:
     """Start a backend on the running loop and return it once it listens (``port`` 0: any)."""
-    return await Backend(host, port, cluster, pod, routes).start()
+    return await Backend(host, port, cluster, pod, routes, tls).start()
+
+
+def server_tls(cert: str, key: str, client_ca: str | None = None) -> ssl.SSLContext:
+    """An HTTPS backend's context: the pair, and with ``client_ca`` a client certificate asked
+    for and verified when one comes (Go's VerifyClientCertIfGiven)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    if client_ca:
+        context.load_verify_locations(client_ca)
+        context.verify_mode = ssl.CERT_OPTIONAL
+
+    def remember(sslobj, server_name, _context) -> None:
+        sslobj.requested_server_name = server_name or ""
+    context.sni_callback = remember
+    return context
 
 
 async def run_backend(host: str, port: int, cluster: str, pod: str) -> None:
@@ -673,17 +694,22 @@ class BackendProcess:
 
     module = "gateway.devcluster.backend"       # what the child runs (python -m)
 
-    def __init__(self, host: str, port: int, cluster: str, pod: str, netns: str | None = None) -> None:
+    def __init__(self, host: str, port: int, cluster: str, pod: str, netns: str | None = None,
+                 tls: tuple[str, str, str | None] | None = None) -> None:
         self.host = host
         self.port = port
         self.cluster = cluster
         self.pod = pod
         self.netns = netns              # run inside this network namespace (ip netns exec)
+        self.tls = tls                  # (certificate file, key file, client CA file or None): HTTPS
         self._proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 15.0) -> "BackendProcess":
         args = ["--host", self.host, "--port", str(self.port),
                 "--cluster", self.cluster, "--pod", self.pod, *self.options()]
+        if self.tls is not None:
+            cert, key, client_ca = self.tls
+            args += ["--tls-cert", cert, "--tls-key", key, *(["--tls-client-ca", client_ca] if client_ca else [])]
         if self._proc is not None:
             _process.stop(self._proc)     # reap a previous (killed) process and close its pipe
         prefix = ("ip", "netns", "exec", self.netns) if self.netns else ()
@@ -753,7 +779,8 @@ class BackendProcess:
 
 async def _serve(args: argparse.Namespace, routes: "Routes | None") -> None:
     loop = asyncio.get_running_loop()
-    backend = await start_backend(args.host, args.port, args.cluster, args.pod, routes)
+    tls = server_tls(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
+    backend = await start_backend(args.host, args.port, args.cluster, args.pod, routes, tls)
     done = _process.stop_requested(loop, args.parent_pid)
     _process.announce(f"{backend.url} cluster={backend.cluster} pod={backend.pod} pid={os.getpid()}")
     await done.wait()
@@ -772,6 +799,9 @@ def main(argv: list[str] | None = None, *, description: str = __doc__.split("\n"
     parser.add_argument("--cluster", required=True)
     parser.add_argument("--pod", required=True)
     parser.add_argument("--parent-pid", type=int, help="exit when this process is gone")
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate chain (PEM file)")
+    parser.add_argument("--tls-key", help="... and this key")
+    parser.add_argument("--tls-client-ca", help="verify client certificates given against these CAs")
     if more_arguments is not None:
         more_arguments(parser)
     args = parser.parse_args(argv)

@@ -25,8 +25,9 @@ one line appended to ``--log``), which the suite's mirror tests read as the pod'
 ``/ws`` is echo-basic's WebSocket handler (RFC 6455): each text or binary frame comes back as
 it was sent, pings are answered, a close is returned.
 
-Not played: HTTPS on 8443, client certificates (the conformance
-tests that need them are out of this gateway's scope). HTTP/2 (h2c) echoes are answered by
+HTTPS (echo-basic's 8443 with TLS_SERVER_CERT) is this mode with the backend's ``--tls-cert``:
+every echo then carries echo-basic's ``tls`` object (version, the server name the client asked
+for, cipher, ALPN, the client's certificate as PEM). HTTP/2 (h2c) echoes are answered by
 ``gateway.devcluster.h2_backend --namespace`` with :func:`assertions`.
 """
 from __future__ import annotations
@@ -36,6 +37,7 @@ import base64
 import hashlib
 import re
 import socket
+import ssl
 import struct
 from urllib.parse import parse_qs
 
@@ -74,15 +76,33 @@ def go_duration(text: str) -> float:
 
 
 def assertions(*, target: str, host: str, method: str, proto: str, fields, namespace: str, pod: str,
-               http_port: str) -> dict:
+               http_port: str, tls: dict | None = None) -> dict:
     """echo-basic's RequestAssertions for one request (``fields``: (name, value) as received)."""
     headers: dict[str, list[str]] = {}
     for name, value in fields:
         key = canonical(name)
         if key != "Host":                       # Go moves it to Request.Host
             headers.setdefault(key, []).append(value)
-    return {"path": target, "host": host, "method": method, "proto": proto, "headers": headers,
-            "httpPort": http_port, "namespace": namespace, "ingress": "", "service": "", "pod": pod}
+    out = {"path": target, "host": host, "method": method, "proto": proto, "headers": headers,
+           "httpPort": http_port, "namespace": namespace, "ingress": "", "service": "", "pod": pod}
+    if tls is not None:
+        out["tls"] = tls
+    return out
+
+
+def tls_assertions(sslobj) -> dict | None:
+    """echo-basic's TLSAssertions of a connection (None: plain): the version, the server name the
+    client asked for, ALPN's protocol, the cipher, the client's certificate as PEM."""
+    if sslobj is None:
+        return None
+    out = {"version": sslobj.version(), "serverName": getattr(sslobj, "requested_server_name", ""),
+           "cipherSuite": sslobj.cipher()[0]}
+    peer = sslobj.getpeercert(binary_form=True)
+    if peer:
+        out["peerCertificates"] = [ssl.DER_cert_to_PEM_cert(peer)]
+    if sslobj.selected_alpn_protocol():
+        out["negotiatedProtocol"] = sslobj.selected_alpn_protocol()
+    return out
 
 
 def echo_response_fields(fields) -> list[tuple[str, str]]:
@@ -134,7 +154,9 @@ def routes(namespace: str, pod: str, log_path: str | None = None) -> Routes:
         host = next((v for k, v in req.fields if k.lower() == "host"), "")
         body = orjson.dumps(assertions(target=req.target, host=host, method=req.method, proto="HTTP/1.1",
                                        fields=req.fields, namespace=ctx.namespace, pod=ctx.pod,
-                                       http_port=str(conn.backend.port)), option=orjson.OPT_INDENT_2)
+                                       http_port=str(conn.backend.port),
+                                       tls=tls_assertions(conn.transport.get_extra_info("ssl_object"))),
+                            option=orjson.OPT_INDENT_2)
         await _wait_body_end(conn, req)
         conn.send(req, 200, body, [*echo_response_fields(req.fields), ("X-Content-Type-Options", "nosniff")])
 
@@ -269,8 +291,9 @@ class EchoBasicProcess(BackendProcess):
 
     module = "gateway.devcluster.echo_basic"
 
-    def __init__(self, host: str, port: int, namespace: str, pod: str, log: str | None = None) -> None:
-        super().__init__(host, port, "conformance", pod)
+    def __init__(self, host: str, port: int, namespace: str, pod: str, log: str | None = None,
+                 tls: tuple[str, str, str | None] | None = None) -> None:
+        super().__init__(host, port, "conformance", pod, tls=tls)
         self.namespace = namespace
         self.log = log
 

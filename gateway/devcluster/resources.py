@@ -88,6 +88,8 @@ HTTP_ROUTES = Resource("httproutes", "httproute", "HTTPRoute", GATEWAY_GROUP, "v
                        status_subresource=True)
 GRPC_ROUTES = Resource("grpcroutes", "grpcroute", "GRPCRoute", GATEWAY_GROUP, "v1", True,
                        status_subresource=True)
+BACKEND_TLS_POLICIES = Resource("backendtlspolicies", "backendtlspolicy", "BackendTLSPolicy", GATEWAY_GROUP, "v1",
+                                True, ("btlspolicy",), status_subresource=True)
 # ReferenceGrant is v1beta1 in the standard channel (v1.0 to v1.2 of the Gateway API CRDs).
 REFERENCE_GRANTS = Resource("referencegrants", "referencegrant", "ReferenceGrant", GATEWAY_GROUP,
                             "v1beta1", True, ("refgrant",))
@@ -108,7 +110,7 @@ DISCOVERY_GROUP = "discovery.k8s.io"
 # group/version -> the resources served there; the CRD groups as the Gateway API and MCS
 # installs define them (one version each).
 GROUP_VERSIONS: dict[str, tuple[Resource, ...]] = {
-    f"{GATEWAY_GROUP}/v1": (GATEWAY_CLASSES, GATEWAYS, HTTP_ROUTES, GRPC_ROUTES),
+    f"{GATEWAY_GROUP}/v1": (GATEWAY_CLASSES, GATEWAYS, HTTP_ROUTES, GRPC_ROUTES, BACKEND_TLS_POLICIES),
     f"{GATEWAY_GROUP}/v1beta1": (REFERENCE_GRANTS,),
     f"{MCS_GROUP}/v1alpha1": (SERVICE_EXPORTS, SERVICE_IMPORTS),
     f"{POLICY_GROUP}/v1alpha1": (SECURITY_POLICIES, RATE_LIMIT_POLICIES),
@@ -484,6 +486,38 @@ def _frontend_tls(frontend: dict, causes: list) -> None:
         _enum(validation["mode"], ("AllowValidOnly", "AllowInsecureFallback"), f"{field}.validation.mode", causes)
 
 
+def _backend_tls_policy(obj: dict, old: dict | None, causes: list) -> None:
+    """The CRD's checks: 1 to 16 targetRefs, a validation with a hostname and exactly one of
+    caCertificateRefs (at most 8) and wellKnownCACertificates, subjectAltNames of their type."""
+    spec = _spec(obj, causes)
+    refs = _items(spec.get("targetRefs"), "spec.targetRefs", causes)
+    if not 1 <= len(refs) <= 16:
+        causes.append(("spec.targetRefs", "Invalid value: must have 1 to 16 items"))
+    for i, ref in enumerate(refs):
+        ref = _object(ref, f"spec.targetRefs[{i}]", causes, required=True)
+        for key in ("kind", "name"):
+            if not ref.get(key):
+                causes.append((f"spec.targetRefs[{i}].{key}", "Required value"))
+    validation = _object(spec.get("validation"), "spec.validation", causes, required=True)
+    if not validation.get("hostname"):
+        causes.append(("spec.validation.hostname", "Required value"))
+    cas = _items(validation.get("caCertificateRefs"), "spec.validation.caCertificateRefs", causes)
+    if len(cas) > 8:
+        causes.append(("spec.validation.caCertificateRefs", "Too many: must have at most 8 items"))
+    if bool(cas) == bool(validation.get("wellKnownCACertificates")):
+        causes.append(("spec.validation", "Invalid value: must specify either CACertificateRefs or "
+                                          "WellKnownCACertificates, not both"))
+    for i, san in enumerate(_items(validation.get("subjectAltNames"), "spec.validation.subjectAltNames", causes)):
+        san = _object(san, f"spec.validation.subjectAltNames[{i}]", causes, required=True)
+        field = {"Hostname": "hostname", "URI": "uri"}.get(san.get("type"))
+        if field is None:
+            causes.append((f"spec.validation.subjectAltNames[{i}].type", 'Unsupported value: must be "Hostname" '
+                                                                        'or "URI"'))
+        elif not san.get(field) or any(san.get(k) for k in ("hostname", "uri") if k != field):
+            causes.append((f"spec.validation.subjectAltNames[{i}]", f"Invalid value: SubjectAltName element must "
+                                                                    f"contain only {field} when type is {san['type']}"))
+
+
 _PATH_TYPES = ("Exact", "PathPrefix", "RegularExpression")
 _VALUE_TYPES = ("Exact", "RegularExpression")
 
@@ -631,6 +665,7 @@ def _microtime(text: str) -> str:
 _PREPARE = {"namespaces": _namespace, "services": _service, "secrets": _secret, "configmaps": _config_map,
             "endpointslices": _endpoint_slice, "endpoints": _endpoints, "leases": _lease,
             "gatewayclasses": _gateway_class, "gateways": _gateway, "httproutes": _http_route, "grpcroutes": _grpc_route,
+            "backendtlspolicies": _backend_tls_policy,
             "referencegrants": _reference_grant, "serviceexports": _service_export,
             "serviceimports": _service_import, "securitypolicies": _policy, "ratelimitpolicies": _policy}
 
