@@ -2,14 +2,17 @@
 """What the ``ssl`` module cannot ask of OpenSSL: a server context that requests a client
 certificate and accepts the handshake whatever comes of its verification (the Gateway API's
 ``AllowInsecureFallback`` client validation mode; ``ssl.CERT_OPTIONAL`` requests one too, but
-fails the handshake when a presented certificate does not verify), and word of a handshake
-this side refused (a client certificate that failed, or none where one is required).
+fails the handshake when a presented certificate does not verify), word of a handshake this
+side refused (a client certificate that failed, or none where one is required), and a peer
+authenticated by any of several subjectAltNames, URIs among them (the ssl module checks one
+host name).
 
 The ``SSL_CTX`` is read from the ``ssl.SSLContext`` object: CPython's ``_ssl.c`` declares
 ``PySSLContext`` as ``PyObject_HEAD`` followed by ``SSL_CTX *ctx`` (3.7 to 3.13).  This module
 links the libssl that ``_ssl`` links (setup.py; Debian's libssl3)."""
 
 import ssl
+import weakref
 
 cdef extern from "openssl/ssl.h":
     ctypedef struct SSL_CTX
@@ -27,8 +30,36 @@ cdef extern from "openssl/ssl.h":
     const char *SSL_get_servername(const SSL *conn, int type) nogil
 
 cdef extern from "openssl/x509.h":
+    ctypedef struct X509
+    ctypedef struct ASN1_STRING
     long X509_V_OK
+    long X509_V_ERR_HOSTNAME_MISMATCH
     const char *X509_verify_cert_error_string(long n) nogil
+    int X509_STORE_CTX_get_error_depth(const X509_STORE_CTX *store) nogil
+    X509 *X509_STORE_CTX_get_current_cert(const X509_STORE_CTX *store) nogil
+    void X509_STORE_CTX_set_error(X509_STORE_CTX *store, int error) nogil
+    void *X509_STORE_CTX_get_ex_data(const X509_STORE_CTX *store, int idx) nogil
+    const unsigned char *ASN1_STRING_get0_data(const ASN1_STRING *string) nogil
+    int ASN1_STRING_length(const ASN1_STRING *string) nogil
+    int OPENSSL_sk_num(const void *stack) nogil
+    void *OPENSSL_sk_value(const void *stack, int i) nogil
+
+cdef extern from "openssl/ssl.h":
+    int SSL_get_ex_data_X509_STORE_CTX_idx() nogil
+    SSL_CTX *SSL_get_SSL_CTX(const SSL *conn) nogil
+
+cdef extern from "openssl/x509v3.h":
+    ctypedef union _GeneralNameValue:
+        ASN1_STRING *uniformResourceIdentifier
+    ctypedef struct GENERAL_NAME:
+        int type
+        _GeneralNameValue d
+    ctypedef struct GENERAL_NAMES
+    int GEN_URI
+    int NID_subject_alt_name
+    void *X509_get_ext_d2i(const X509 *cert, int nid, int *crit, int *idx) nogil
+    void GENERAL_NAMES_free(GENERAL_NAMES *names) nogil
+    int X509_check_host(X509 *cert, const char *name, size_t length, unsigned int flags, char **peername) nogil
 
 cdef extern from *:
     """
@@ -85,3 +116,54 @@ def request_client_certificate_unverified(context: ssl.SSLContext) -> None:
     """Ask every client of ``context`` for a certificate and go on with the handshake whether
     it presents none, one that verifies, or one that does not."""
     SSL_CTX_set_verify(_ssl_ctx(context), SSL_VERIFY_PEER, _accept_any)
+
+
+# SSL_CTX address -> (DNS names, URIs) its peers' leaf certificates must show one of
+cdef dict _wanted_names = {}
+
+
+def require_subject_alt_names(context: ssl.SSLContext, names) -> None:
+    """Accept a peer only if its certificate (verified as the context says) has one of
+    ``names`` ("DNS:host", "URI:uri") among its subjectAltNames: a DNS name as OpenSSL
+    matches a host name (wildcards included), a URI exactly. The Gateway API's
+    BackendTLSPolicy ``subjectAltNames``, which then authenticate instead of the hostname."""
+    cdef SSL_CTX *ctx = _ssl_ctx(context)
+    dns = tuple(n[4:].encode() for n in names if n.startswith("DNS:"))
+    uris = tuple(n[4:].encode() for n in names if n.startswith("URI:"))
+    _wanted_names[<size_t> ctx] = (dns, uris)
+    weakref.finalize(context, _wanted_names.pop, <size_t> ctx, None)
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, _verify_names)
+
+
+cdef int _verify_names(int ok, X509_STORE_CTX *store) noexcept nogil:
+    if not ok or X509_STORE_CTX_get_error_depth(store) != 0:
+        return ok                   # the chain's own verdict; names are the leaf's
+    return _leaf_has_a_wanted_name(store)
+
+
+cdef int _leaf_has_a_wanted_name(X509_STORE_CTX *store) noexcept with gil:
+    cdef const SSL *conn = <const SSL *> X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx())
+    cdef X509 *cert = X509_STORE_CTX_get_current_cert(store)
+    cdef GENERAL_NAMES *names
+    cdef GENERAL_NAME *name
+    cdef int i
+    wanted = _wanted_names.get(<size_t> SSL_get_SSL_CTX(conn))
+    if wanted is None:
+        return 1
+    dns, uris = wanted
+    for host in dns:
+        if X509_check_host(cert, <const char *> host, len(host), 0, NULL) == 1:
+            return 1
+    if uris:
+        names = <GENERAL_NAMES *> X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL)
+        if names != NULL:
+            try:
+                for i in range(OPENSSL_sk_num(names)):
+                    name = <GENERAL_NAME *> OPENSSL_sk_value(names, i)
+                    if name.type == GEN_URI and (<bytes> ASN1_STRING_get0_data(name.d.uniformResourceIdentifier)[
+                            :ASN1_STRING_length(name.d.uniformResourceIdentifier)]) in uris:
+                        return 1
+            finally:
+                GENERAL_NAMES_free(names)
+    X509_STORE_CTX_set_error(store, X509_V_ERR_HOSTNAME_MISMATCH)
+    return 0

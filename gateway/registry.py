@@ -60,7 +60,7 @@ class Registry:
         self._publish = publish
         self._on_merged = on_merged         # told which services were merged again (gateway.mcs)
         self.services: dict[str, ServiceConfig] = {}
-        self._by_name: dict[ServiceKey, str] = {}
+        self._by_name: dict[ServiceKey, list[str]] = {}     # several: a Service's other ports
         self._set_services(services)
         self.merged: dict[str, Endpoints] = {}
         self._dirty: set[str] = set()
@@ -70,7 +70,9 @@ class Registry:
 
     def _set_services(self, services: tuple[ServiceConfig, ...]) -> None:
         self.services = {svc.key: svc for svc in services}
-        self._by_name = {ServiceKey(svc.namespace, svc.name): svc.key for svc in services}
+        self._by_name = {}
+        for svc in services:
+            self._by_name.setdefault(ServiceKey(svc.namespace, svc.name), []).append(svc.key)
 
     def start(self) -> None:
         for source in self.sources:
@@ -93,7 +95,7 @@ class Registry:
     def changed(self, source: Source, keys: frozenset[ServiceKey]) -> None:
         """A source's view of ``keys`` changed; bursts of watch events merge once per iteration."""
         by_name = self._by_name
-        self._dirty.update(by_name[k] for k in keys if k in by_name)
+        self._dirty.update(key for k in keys for key in by_name.get(k, ()))
         if self._dirty and not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self.flush)

@@ -9,7 +9,7 @@ import ssl
 import tempfile
 from typing import Iterator
 
-from _speedups.tls import report_refusals, request_client_certificate_unverified
+from _speedups.tls import report_refusals, request_client_certificate_unverified, require_subject_alt_names
 from gateway.config import Certificate, ClientValidation, TlsListener, UpstreamTls
 
 log = logging.getLogger("gateway.tls")
@@ -195,9 +195,17 @@ def _mtime(path: str) -> float:
 
 def upstream_context(config: UpstreamTls, alpn: str = "http/1.1") -> ssl.SSLContext:
     """``alpn``: "h2" for services with ``protocol: h2``."""
-    context = ssl.create_default_context(cafile=config.ca)
+    if config.ca_pem == "":
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)      # verifies against no CA at all
+    else:
+        context = ssl.create_default_context(cafile=config.ca, cadata=config.ca_pem)
     if not config.verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+    elif config.subject_alt_names:
+        context.check_hostname = False          # the names below authenticate, not the SNI
+        require_subject_alt_names(context, config.subject_alt_names)
+    if config.client_certificate is not None:
+        load_certificate(context, config.client_certificate)
     context.set_alpn_protocols([alpn])
     return context

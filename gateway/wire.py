@@ -30,7 +30,7 @@ import orjson
 from gateway.config import Config, RouteConfig
 
 SPEC_VERSION = 6                        # 2: tracing; 3: routes' edge policy, redis; 4: direct_reason; 5: access_log.otlp_endpoint;
-                                        # 6: listeners' client_validation
+                                        # 6: listeners' client_validation, services' port_in_key, BackendTLSPolicy TLS
 # What a worker reads of a Config; the other fields keep their defaults in a worker.
 SPEC_FIELDS = ("listen", "tls", "workers", "access_log", "tracing", "timeouts", "limits", "http",
                "services", "routes", "route_order", "listeners", "redis")

@@ -163,9 +163,10 @@ def test_rbac_grants_only_read_access_to_endpoints():
 def test_route_controller_reads_gateway_api_writes_status_and_httproutes_only():
     grants = _grants(the("ClusterRole", "gateway-route-controller"))
     gw = "gateway.networking.k8s.io"
-    for kind in ("gatewayclasses", "gateways", "grpcroutes", "referencegrants"):
+    for kind in ("gatewayclasses", "gateways", "grpcroutes", "backendtlspolicies", "referencegrants"):
         assert grants[(gw, kind)] == READ, kind
-    for kind in ("gatewayclasses/status", "gateways/status", "httproutes/status", "grpcroutes/status"):
+    for kind in ("gatewayclasses/status", "gateways/status", "httproutes/status", "grpcroutes/status",
+                 "backendtlspolicies/status"):
         assert grants[(gw, kind)] == {"patch", "update"}, kind
     assert grants[("", "namespaces")] == READ
     assert grants[("", "secrets")] == READ          # certificateRefs, and the credentials policies name
@@ -177,8 +178,9 @@ def test_route_controller_reads_gateway_api_writes_status_and_httproutes_only():
     assert configmap_gateway_yaml()["gateway_api"]["console_gateway"]
     assert grants[(gw, "httproutes")] == READ | {"create", "delete", "patch", "update"}
     assert set(grants) == {(gw, k) for k in ("gatewayclasses", "gateways", "httproutes", "grpcroutes",
-                                             "referencegrants", "gatewayclasses/status", "gateways/status",
-                                             "httproutes/status", "grpcroutes/status")} \
+                                             "backendtlspolicies", "referencegrants", "gatewayclasses/status",
+                                             "gateways/status", "httproutes/status", "grpcroutes/status",
+                                             "backendtlspolicies/status")} \
         | {(policy, k) for k in ("securitypolicies", "ratelimitpolicies", "securitypolicies/status",
                                  "ratelimitpolicies/status")} | {("", "namespaces"), ("", "secrets"), ("", "configmaps")}
 

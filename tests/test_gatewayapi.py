@@ -486,3 +486,28 @@ def test_propagation_httproute_change_to_first_request(gw, custom, backend_a, ba
     print(f"\nHTTPRoute change -> first request: median {statistics.median(delays) * 1000:.0f} ms, "
           f"max {max(delays) * 1000:.0f} ms over {len(delays)} changes")
     assert max(delays) < 5.0
+
+
+def test_two_ports_of_one_service_are_two_services(gw, custom, api, backend_a, backend_b):
+    """Rules to ports 80 and 81 of one Service reach each its own port's endpoints (a port
+    other than the Service's first is the service "namespace/name:port" in the data plane)."""
+    name = unique("two-ports")
+    core, discovery = client.CoreV1Api(api), client.DiscoveryV1Api(api)
+    core.create_namespaced_service(NS, {"metadata": {"name": name}, "spec": {"ports": [
+        {"name": "a", "port": 80, "targetPort": "a"}, {"name": "b", "port": 81, "targetPort": "b"}]}})
+    for port_name, backend in (("a", backend_a), ("b", backend_b)):
+        ip, port = backend.address.rsplit(":", 1)
+        discovery.create_namespaced_endpoint_slice(NS, {
+            "metadata": {"name": f"{name}-{port_name}", "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4", "endpoints": [{"addresses": [ip], "conditions": {"ready": True}}],
+            "ports": [{"name": port_name, "port": int(port)}]})
+    route = unique("r-two-ports")
+    create(custom, httproute(route, [
+        {"matches": [{"path": {"type": "PathPrefix", "value": f"/{route}/a"}}],
+         "backendRefs": [{"name": name, "port": 80}]},
+        {"matches": [{"path": {"type": "PathPrefix", "value": f"/{route}/b"}}],
+         "backendRefs": [{"name": name, "port": 81}]}]))
+    served_by(gw, f"/{route}/a", backend_a)
+    served_by(gw, f"/{route}/b", backend_b)
+    assert {address(gw, f"/{route}/{p}") for p in "ab" for _ in range(3)} == {backend_a.address, backend_b.address}
+    assert parent_status(custom, route)["ResolvedRefs"]["status"] == "True"

@@ -470,6 +470,9 @@ def config(gw) -> dict:
         plain["tls"]["certificates"] = [_certificate(c) for c in gw.config.tls.certificates]
     for shown, listener in zip(plain["listeners"], gw.config.listeners):
         shown["certificates"] = [_certificate(c) for c in listener.certificates]
+    for shown, svc in zip(plain["services"], gw.config.services):
+        if svc.tls is not None and svc.tls.client_certificate is not None:
+            shown["tls"]["client_certificate"] = _certificate(svc.tls.client_certificate)
     for shown, rc in zip(plain["routes"], gw.config.routes):
         if rc.auth is not None:             # no password hash or key digest leaves the process
             shown["auth"] = _policy(rc)["auth"]

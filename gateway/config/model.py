@@ -177,9 +177,15 @@ class TlsListener:
 class UpstreamTls:
     """TLS from the gateway to a service's endpoints; verification is on unless turned off."""
 
-    ca: str | None = None               # CA bundle; None: the system's
+    ca: str | None = None               # CA bundle file; None: the system's
     sni: str | None = None              # server name sent and verified
     verify: bool = True
+    # From a BackendTLSPolicy (not file keys): the CA bundle's PEM text ("": trust nothing, so
+    # every handshake fails: a policy without a valid CA), and the subjectAltNames ("DNS:host",
+    # "URI:uri") one of which the certificate must have, which then authenticate instead of sni.
+    ca_pem: str | None = None
+    subject_alt_names: tuple[str, ...] = ()
+    client_certificate: Certificate | None = None       # presented to the endpoints (a Gateway's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,6 +373,9 @@ class ServiceConfig:
     protocol: str = "auto"
     http2_connections: int = 2          # HTTP/2 connections per endpoint per worker
     capacity: Capacity = field(default_factory=Capacity)
+    # Not a file key: a Gateway API backendRef to another port than a Service's first is a
+    # service of its own, keyed "namespace/name:port" (its endpoints, TLS and pool are that port's).
+    port_in_key: bool = False
 
     @property
     def endpoint_tls(self) -> UpstreamTls | None:
@@ -384,7 +393,7 @@ class ServiceConfig:
 
     @property
     def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+        return f"{self.namespace}/{self.name}:{self.port}" if self.port_in_key else f"{self.namespace}/{self.name}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ resourceVersion with bookmarks, resume from the last version seen after a lost c
 
 What is watched:
 * in the clusters of ``gateway_api.sources``: GatewayClasses, Gateways, HTTPRoutes,
-  GRPCRoutes, ReferenceGrants, Namespaces (for ``allowedRoutes`` selectors), SecurityPolicies and
+  GRPCRoutes, BackendTLSPolicies (``gateway.gatewayapi.backend_tls``), ReferenceGrants, Namespaces (for ``allowedRoutes`` selectors), SecurityPolicies and
   RateLimitPolicies (``gateway.gatewayapi.policies``), Secrets of type kubernetes.io/tls (for
   HTTPS listeners' certificateRefs) and of type Opaque (the credentials policies name), and
   ConfigMaps (the CA certificates of Gateways' client certificate validation, only their
@@ -50,6 +50,7 @@ ROUTE_KINDS = (("classes", GATEWAY_GROUP, "v1", "gatewayclasses", False),
                ("gateways", GATEWAY_GROUP, "v1", "gateways", True),
                ("routes", GATEWAY_GROUP, "v1", "httproutes", True),
                ("grpc_routes", GATEWAY_GROUP, "v1", "grpcroutes", True),
+               ("backend_tls_policies", GATEWAY_GROUP, "v1", "backendtlspolicies", True),
                ("grants", GATEWAY_GROUP, "v1beta1", "referencegrants", True),
                ("namespaces", None, "v1", "namespaces", False),
                *((store, POLICY_GROUP, POLICY_VERSION, plural, True) for store, plural in POLICY_PLURALS.items()))
@@ -62,6 +63,7 @@ TLS_SECRET_TYPE, CREDENTIALS_TYPE = "kubernetes.io/tls", "Opaque"
 # store -> (group, version, plural) of the kinds whose status we write
 STATUS_KINDS = {"classes": (GATEWAY_GROUP, "v1", "gatewayclasses"), "gateways": (GATEWAY_GROUP, "v1", "gateways"),
                 "routes": (GATEWAY_GROUP, "v1", "httproutes"), "grpc_routes": (GATEWAY_GROUP, "v1", "grpcroutes"),
+                "backend_tls_policies": (GATEWAY_GROUP, "v1", "backendtlspolicies"),
                 **{store: (POLICY_GROUP, POLICY_VERSION, plural) for store, plural in POLICY_PLURALS.items()}}
 # What the translation's World holds of a watched object, per store (the object itself when
 # not named), and the stores merged from every associated cluster rather than the route ones.
@@ -72,8 +74,8 @@ _WORLD_VALUE = {"services": lambda obj: (obj.get("spec") or {}).get("ports") or 
                 "ca_maps": lambda obj: obj["bundle"]}
 _EVERY_CLUSTER = ("services", "imports")
 _BY_NAME = ("classes", "namespaces")                   # cluster-scoped: keyed by name
-WORLD_STORES = ("classes", "gateways", "routes", "grpc_routes", "grants", "services", "imports", "namespaces", "secrets",
-                *POLICY_PLURALS, "credentials", "ca_maps")
+WORLD_STORES = ("classes", "gateways", "routes", "grpc_routes", "backend_tls_policies", "grants", "services",
+                "imports", "namespaces", "secrets", *POLICY_PLURALS, "credentials", "ca_maps")
 
 
 def _now() -> str:

@@ -16,6 +16,7 @@ from gateway.config import (BackendFilters, Certificate, ClientValidation, CorsP
                             MirrorConfig, QueryMatch, Redirect, RetryPolicy, RouteConfig, RouteMatch, ServiceConfig,
                             WeightedBackend, regex_problem)
 from gateway.config.validate import section
+from gateway.gatewayapi.backend_tls import BackendTls
 from gateway.gatewayapi.conditions import condition
 from gateway.gatewayapi.policies import PolicyIndex, PolicyMemo
 from gateway.sources.discovery import GATEWAY_GROUP, MCS_GROUP  # noqa: F401  (re-exported)
@@ -47,6 +48,7 @@ class World:
     namespaces: dict[str, dict] = field(default_factory=dict)           # labels
     secrets: dict[Key, "TlsSecret"] = field(default_factory=dict)       # TLS Secrets, read (controller)
     ca_maps: dict[Key, "CaBundle"] = field(default_factory=dict)        # ConfigMaps' ca.crt, read (controller)
+    backend_tls_policies: dict[Key, dict] = field(default_factory=dict)  # gatewayapi.backend_tls
     security_policies: dict[Key, dict] = field(default_factory=dict)    # gatewayapi.policies
     rate_limit_policies: dict[Key, dict] = field(default_factory=dict)
     credentials: dict[Key, dict[str, str]] = field(default_factory=dict)   # Opaque Secrets' data, decoded
@@ -295,7 +297,15 @@ def resolve_backend(world: World, route_ns: str, ref: dict) -> _Ref:
                                                            f"associated cluster"))
     if port is None:
         return _Ref(None, None, weight, ("BackendNotFound", f"backendRef {kind} {ns}/{name}: port is required"))
-    return _Ref(f"{ns}/{name}", int(port), weight, None)
+    return _Ref(service_key(world, ns, name, int(port)), int(port), weight, None)
+
+
+def service_key(world: World, ns: str, name: str, port: int) -> str:
+    """A backendRef's service: "namespace/name" for the Service's first port (or a port it does
+    not list), "namespace/name:port" for another, a service of its own (ServiceConfig.port_in_key):
+    two routes to two ports of one Service reach each its port."""
+    ports = [p.get("port") for p in world.services.get((ns, name)) or ()]
+    return f"{ns}/{name}:{port}" if ports and port != ports[0] and port in ports else f"{ns}/{name}"
 
 
 # -- rules --------------------------------------------------------------------------------
@@ -565,6 +575,10 @@ class _Gateway:
     problem: tuple[str, str] | None = None              # Accepted=False
     address: str | None = None
     address_problem: tuple[str, str] | None = None      # Programmed=False
+    # spec.tls.backend.clientCertificateRef: what it presents to TLS backends, or why it cannot
+    # (ResolvedRefs=False); both None when the Gateway names none.
+    backend_certificate: Certificate | None = None
+    backend_certificate_problem: tuple[str, str] | None = None
 
 
 def _route_kinds(spec: dict) -> tuple[list[dict], str | None]:
@@ -671,6 +685,9 @@ def _ca_maps_named(gateways: dict[Key, "_Gateway"]) -> frozenset[Key]:
 def _plan_gateway(world: World, gkey: Key, gateway: dict) -> _Gateway:
     spec = gateway.get("spec") or {}
     planned = _Gateway(gkey, gateway, _plan_listeners(world, gkey, gateway))
+    ref = ((spec.get("tls") or {}).get("backend") or {}).get("clientCertificateRef")
+    if ref:
+        planned.backend_certificate, planned.backend_certificate_problem = _backend_certificate(world, gkey, ref)
     params = (spec.get("infrastructure") or {}).get("parametersRef")
     bad_types = [a.get("type") for a in spec.get("addresses") or () if a.get("type", "IPAddress") != "IPAddress"]
     bad_values = [a.get("value") for a in spec.get("addresses") or ()
@@ -686,6 +703,21 @@ def _plan_gateway(world: World, gkey: Key, gateway: dict) -> _Gateway:
     elif not any(l.valid for l in planned.listeners):
         planned.problem = ("ListenersNotValid", "no listener is valid")
     return planned
+
+
+def _backend_certificate(world: World, gkey: Key, ref: dict) -> tuple[Certificate | None, tuple[str, str] | None]:
+    """The Gateway's client certificate for TLS backends (a kubernetes.io/tls Secret)."""
+    ns, name = ref.get("namespace") or gkey[0], ref.get("name", "")
+    if (ref.get("group") or "", ref.get("kind") or "Secret") != ("", "Secret"):
+        return None, ("InvalidClientCertificateRef", f"clientCertificateRef {ref.get('group')}/{ref.get('kind')} "
+                                                     f"{name!r}: only core Secrets are supported")
+    if ns != gkey[0] and not _granted(world, gkey[0], ns, "", "Secret", name, from_kind="Gateway"):
+        return None, ("RefNotPermitted", f"clientCertificateRef Secret {ns}/{name}: no ReferenceGrant in {ns} allows it")
+    secret = world.secrets.get((ns, name))
+    if secret is None or secret.problem:
+        why = "not found" if secret is None else secret.problem
+        return None, ("InvalidClientCertificateRef", f"clientCertificateRef Secret {ns}/{name}: {why}")
+    return Certificate(secret.cert, secret.key, pem=True, origin=f"Secret {ns}/{name}"), None
 
 
 def _is_ip(text: str) -> bool:
@@ -835,9 +867,7 @@ def translate(world: World, file_services: dict[str, ServiceConfig] | None = Non
             (world.routes if kind == "HTTPRoute" else world.grpc_routes)[key]))
         if changed is not None:
             changed |= {key for kind, key, _ in conflicts.losers if kind == "HTTPRoute"}
-    services = [file_services.get(key) or ServiceConfig(namespace=key.split("/")[0], name=key.split("/")[1],
-                                                        port=port)
-                for key, port in service_ports.items()]
+    backend_tls = BackendTls(world)
     gateway_status = {key: _gateway_status(gateways[key], addressing) for key in sorted(gateways)}
     listeners = tuple(GatewayListener(l.id, gw.address, l.port, l.spec.get("protocol") == "HTTPS",
                                       (l.spec.get("hostname") or "").lower() or None, tuple(l.certificates),
@@ -847,10 +877,54 @@ def translate(world: World, file_services: dict[str, ServiceConfig] | None = Non
     routes = memo.routes() + [rc for result in grpc.values() for rc in result.configs]
     if conflicts:
         routes = [rc for rc in routes if id(rc) not in conflicts.dropped]
+    reached = _gateways_reaching(routes) if world.backend_tls_policies else {}
+    services = [_service(key, port, file_services, backend_tls, _client_certificate(key, reached, gateways))
+                for key, port in service_ports.items()]
+    policy_status = edges.status(world, gateways, memo.route_status, world.controller_name)
+    if world.backend_tls_policies:
+        policy_status.update(backend_tls.status(reached, world.controller_name))
     return Translation(routes, services, _class_status(world, classes), gateway_status,
-                       route_status, listeners, changed,
-                       edges.status(world, gateways, memo.route_status, world.controller_name), grpc_status,
-                       _ca_maps_named(gateways))
+                       route_status, listeners, changed, policy_status, grpc_status,
+                       _ca_maps_named(gateways) | backend_tls.ca_maps_named())
+
+
+def _client_certificate(key: str, reached: dict[str, set[Key]], gateways: dict[Key, _Gateway]) -> Certificate | None:
+    """The backend client certificate of the oldest Gateway with one whose routes reach the
+    service (the data plane keeps one TLS setting per service: Gateways that reach the same
+    Service with different certificates get the oldest's)."""
+    reaching = sorted((gateways[g] for g in reached.get(key.partition(":")[0], ()) if g in gateways),
+                      key=_gateway_order)
+    return next((gw.backend_certificate for gw in reaching if gw.backend_certificate is not None), None)
+
+
+def _service(key: str, port: int, file_services: dict[str, ServiceConfig], backend_tls: BackendTls,
+             client_certificate: Certificate | None = None) -> ServiceConfig:
+    """A backendRef's service (``service_key``): the file's settings where it declares the
+    Service (another port of it: the same, on that port), with the BackendTLSPolicy's TLS (and
+    the reaching Gateway's client certificate) unless the file sets ``tls`` itself."""
+    base, _, other_port = key.partition(":")
+    ns, name = base.split("/", 1)
+    declared = file_services.get(base)
+    if other_port:
+        service = (replace(declared, port=port, port_in_key=True) if declared
+                   else ServiceConfig(namespace=ns, name=name, port=port, port_in_key=True))
+    else:
+        service = declared or ServiceConfig(namespace=ns, name=name, port=port)
+    tls = backend_tls.tls_for(ns, name, port)
+    if tls is None or service.tls is not None:
+        return service
+    return replace(service, tls=replace(tls, client_certificate=client_certificate) if client_certificate else tls)
+
+
+def _gateways_reaching(routes: list[RouteConfig]) -> dict[str, set[Key]]:
+    """"namespace/name" of a Service -> the Gateways whose routes send it requests (or mirror
+    them to it), on any of its ports."""
+    reached: dict[str, set[Key]] = {}
+    for rc in routes:
+        ns, gateway, _ = rc.listener.split("/", 2)
+        for service in [b.service for b in rc.backends] + [m.service for m in rc.mirrors]:
+            reached.setdefault(service.partition(":")[0], set()).add((ns, gateway))
+    return reached
 
 
 @dataclass(frozen=True)
@@ -1079,6 +1153,9 @@ def _gateway_status(gw: _Gateway, addressing: Addressing) -> dict:
     else:
         programmed = (True, "Programmed", "")
     conditions = [condition("Accepted", *accepted, gen), condition("Programmed", *programmed, gen)]
+    if gw.backend_certificate is not None or gw.backend_certificate_problem is not None:
+        resolved = gw.backend_certificate_problem or ("ResolvedRefs", "the backend client certificate is loaded")
+        conditions.append(condition("ResolvedRefs", gw.backend_certificate_problem is None, *resolved, gen))
     insecure = [str(l.port) for l in gw.listeners if l.client_validation and l.client_validation.insecure_fallback]
     if insecure:        # removed again once every port is back to AllowValidOnly
         conditions.append(condition("InsecureFrontendValidationMode", True, "ConfigurationChanged",

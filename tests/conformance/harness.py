@@ -15,8 +15,10 @@ harness plays on one machine:
   (HTTP on 3000, h2c on 3001 where a Service port targets it), named like Deployment pods
   ("<deployment>-<template hash>-<n>", which the suite's weight test takes apart). Those in
   gRPC mode (GRPC_ECHO_SERVER) run the devcluster's gRPC backend instead, whose GrpcEcho answers
-  as echo-basic's does, on 3000 (h2c). Deployments of other images or modes (TCP, UDP, TLS
-  backends, coredns) serve out-of-scope tests and are not played.
+  as echo-basic's does, on 3000 (h2c). TLS backends (TLS_SERVER_CERT) also serve HTTPS on 8443
+  with their mounted Secret (and TLS_CLIENT_CACERTS, from a ConfigMap volume), after the
+  suite's programmatic Secrets exist. Deployments of other images or modes (TCP, UDP, gRPC over
+  TLS, coredns) serve out-of-scope tests and are not played.
 * the controllers: the EndpointSlice controller (a slice per Service with a selector, listing the
   played pods it selects), and ``kubectl logs`` for the mirror tests (each pod's echo log file).
 * the gateway: ``python -m gateway run`` with ``gateway_config()``, one per session, waited for
@@ -69,7 +71,7 @@ GATEWAY_CLASS_NAME = "gateway-conformance"
 CONTROLLER_NAME = DEFAULT_CONTROLLER_NAME
 GROUP = "gateway.networking.k8s.io"
 ECHO_IMAGE = "gateway-api/conformance/echo-basic"
-ECHO_HTTP_PORT, ECHO_H2C_PORT = 3000, 3001
+ECHO_HTTP_PORT, ECHO_H2C_PORT, ECHO_HTTPS_PORT = 3000, 3001, 8443
 H2C = "kubernetes.io/h2c"
 
 
@@ -95,6 +97,7 @@ KINDS = {
     "Gateway": Kind(GROUP, "v1", "gateways", True),
     "HTTPRoute": Kind(GROUP, "v1", "httproutes", True),
     "GRPCRoute": Kind(GROUP, "v1", "grpcroutes", True),
+    "BackendTLSPolicy": Kind(GROUP, "v1", "backendtlspolicies", True),
     "ReferenceGrant": Kind(GROUP, "v1beta1", "referencegrants", True),
 }
 
@@ -224,17 +227,18 @@ def _selects(selector: dict[str, str] | None, labels: dict[str, str]) -> bool:
 
 
 def echo_mode(deployment: dict) -> str | None:
-    """How an echo-basic Deployment is played: "http" in its plain HTTP mode, "grpc" as the gRPC
-    echo (GRPC_ECHO_SERVER; its plain h2c port only), None when not played (TCP, UDP, TLS)."""
+    """How an echo-basic Deployment is played: "http" in its plain HTTP mode, "https" with
+    HTTPS on 8443 besides (TLS_SERVER_CERT), "grpc" as the gRPC echo (GRPC_ECHO_SERVER; its plain
+    h2c port only), None when not played (TCP, UDP)."""
     containers = deployment["spec"]["template"]["spec"]["containers"]
     env = {e["name"] for c in containers for e in c.get("env") or ()}
     if not all(ECHO_IMAGE in c.get("image", "") for c in containers):
         return None
     if "GRPC_ECHO_SERVER" in env:
         return "grpc"
-    if env & {"TCP_ECHO_SERVER", "UDP_ECHO_SERVER", "TLS_SERVER_CERT"}:
+    if env & {"TCP_ECHO_SERVER", "UDP_ECHO_SERVER"}:
         return None
-    return "http"
+    return "https" if "TLS_SERVER_CERT" in env else "http"
 
 
 def playable(deployment: dict) -> bool:
@@ -276,7 +280,9 @@ class Cluster:
                     self.workdir / f"{nn.namespace}.{nn.name}-{i}.log")
                 for i in range(spec.get("replicas", 1))]
         starts = []
-        grpc = echo_mode(deployment) == "grpc"
+        mode = echo_mode(deployment)
+        grpc = mode == "grpc"
+        tls = self._tls_files(deployment) if mode == "https" else None
         for pod in pods:
             if grpc:
                 pod.processes.append(GrpcBackendProcess(pod.ip, ECHO_HTTP_PORT, "conformance", pod.name,
@@ -284,6 +290,9 @@ class Cluster:
             else:
                 pod.processes.append(EchoBasicProcess(pod.ip, ECHO_HTTP_PORT, pod.namespace, pod.name,
                                                       str(pod.log)))
+            if tls is not None:
+                pod.processes.append(EchoBasicProcess(pod.ip, ECHO_HTTPS_PORT, pod.namespace, pod.name,
+                                                      str(pod.log), tls=tls))
             if h2c and not grpc:
                 pod.processes.append(H2BackendProcess(pod.ip, ECHO_H2C_PORT, "conformance", pod.name,
                                                       namespace=pod.namespace))
@@ -293,6 +302,38 @@ class Cluster:
             for future in [pool.submit(p.start, 30.0) for p in starts]:
                 future.result()
         self.sync_namespace(nn.namespace)
+
+    def _tls_files(self, deployment: dict) -> tuple[str, str, str | None]:
+        """A TLS echo-basic's files, as its pod would mount them: TLS_SERVER_CERT and
+        TLS_SERVER_PRIVKEY (and TLS_CLIENT_CACERTS) are paths into Secret (ConfigMap) volumes;
+        each is written here from the key the volume's items map to that path."""
+        pod = deployment["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        env = {e["name"]: e.get("value", "") for e in container.get("env") or ()}
+        mounts = {m["name"]: m["mountPath"] for m in container.get("volumeMounts") or ()}
+        files: dict[str, Path] = {}
+        ns = deployment["metadata"]["namespace"]
+        for volume in pod.get("volumes") or ():
+            if volume["name"] not in mounts:
+                continue
+            if "secret" in volume:
+                source = volume["secret"]
+                data = {k: base64.b64decode(v) for k, v in
+                        ((self.kube.get("Secret", NN(ns, source["secretName"])) or {}).get("data") or {}).items()}
+            elif "configMap" in volume:
+                source = volume["configMap"]
+                data = {k: v.encode() for k, v in
+                        ((self.kube.get("ConfigMap", NN(ns, source["name"])) or {}).get("data") or {}).items()}
+            else:
+                continue
+            for item in source.get("items") or ():
+                path = f"{mounts[volume['name']].rstrip('/')}/{item['path']}"
+                local = self.workdir / f"{deployment['metadata']['name']}{path.replace('/', '.')}"
+                local.write_bytes(data.get(item["key"], b""))
+                files[path] = local
+        cert, key = files[env["TLS_SERVER_CERT"]], files[env["TLS_SERVER_PRIVKEY"]]
+        client_ca = files.get(env.get("TLS_CLIENT_CACERTS", ""))
+        return str(cert), str(key), str(client_ca) if client_ca else None
 
     def stop(self, nn: NN) -> None:
         deployment = self.deployments.pop(nn, None)
@@ -415,11 +456,25 @@ def ca_config_map(workdir: Path, namespace: str, name: str) -> dict:
 def ca_signed_client_secret(workdir: Path, namespace: str, name: str, ca_name: str) -> dict:
     """MustCreateCASignedClientCertSecret: an RSA 2048 clientAuth certificate with no names,
     signed by the CA ``ca_config_map`` made as ``ca_name`` in the same namespace."""
+    return _ca_signed_secret(workdir, namespace, name, ca_name, "clientAuth", [])
+
+
+def ca_signed_server_secret(workdir: Path, namespace: str, name: str, ca_name: str, hosts: list[str],
+                            ca_namespace: str | None = None) -> dict:
+    """MustCreateCASignedCertSecret: an RSA 2048 serverAuth certificate for ``hosts`` (a DNS
+    name, or a URI for one with "://"), signed by the CA made as ``ca_name`` (in ``ca_namespace``,
+    by default the same)."""
+    return _ca_signed_secret(workdir, namespace, name, ca_name, "serverAuth", hosts, ca_namespace)
+
+
+def _ca_signed_secret(workdir: Path, namespace: str, name: str, ca_name: str, usage: str, hosts: list[str],
+                      ca_namespace: str | None = None) -> dict:
     key, csr, cert = (workdir / f"{namespace}.{name}.{ext}" for ext in ("key", "csr", "crt"))
     ext = workdir / f"{namespace}.{name}.ext"
+    sans = ",".join(f"URI:{h}" if "://" in h else f"DNS:{h}" for h in hosts)
     ext.write_text("basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature, keyEncipherment\n"
-                   "extendedKeyUsage = clientAuth\n")
-    ca = workdir / f"{namespace}.{ca_name}"
+                   f"extendedKeyUsage = {usage}\n" + (f"subjectAltName = {sans}\n" if sans else ""))
+    ca = workdir / f"{ca_namespace or namespace}.{ca_name}"
     subprocess.run(["openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/O=Acme Co/CN=default",
                     "-keyout", str(key), "-out", str(csr)], check=True, capture_output=True, timeout=60)
     subprocess.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
@@ -467,8 +522,13 @@ class Suite:
         # The implementation's GatewayClass, which the suite expects to exist (--gateway-class).
         self.kube.create({"apiVersion": f"{GROUP}/v1", "kind": "GatewayClass",
                           "metadata": {"name": GATEWAY_CLASS_NAME}, "spec": {"controllerName": CONTROLLER_NAME}})
+        # TLS echo-basic pods mount Secrets the programmatic setup below makes: started after it.
+        tls_pods = []
         for obj in load_manifest("base-manifests.yaml"):
-            self._apply_object(obj, cleanup=False)
+            if obj["kind"] == "Deployment" and echo_mode(obj) == "https":
+                tls_pods.append(obj)
+            else:
+                self._apply_object(obj, cleanup=False)
         # The programmatic resources of the suite's setup that in-scope tests use.
         self.kube.create(self_signed_secret(self.workdir, WEB_BACKEND_NS, "certificate", ["*"]))
         self.kube.create(self_signed_secret(self.workdir, INFRA_NS, "tls-validity-checks-certificate",
@@ -479,6 +539,20 @@ class Suite:
             self.kube.create(ca_config_map(self.workdir, INFRA_NS, f"{prefix}-ca-certificate"))
             self.kube.create(ca_signed_client_secret(self.workdir, INFRA_NS, f"{prefix}-client-certificate",
                                                      f"{prefix}-ca-certificate"))
+        # The TLS backends' (BackendTLSPolicy tests): a serving certificate under its own CA.
+        self.kube.create(ca_config_map(self.workdir, INFRA_NS, "tls-checks-ca-certificate"))
+        self.kube.create(ca_signed_server_secret(self.workdir, INFRA_NS, "tls-checks-certificate",
+                                                 "tls-checks-ca-certificate",
+                                                 ["abc.example.com", "spiffe://abc.example.com/test-identity",
+                                                  "other.example.com"]))
+        self.kube.create(ca_signed_client_secret(self.workdir, INFRA_NS, "tls-checks-client-certificate",
+                                                 "tls-checks-ca-certificate"))
+        for ns in (INFRA_NS, APP_BACKEND_NS):       # the TLSRoute tests' TLS backends
+            self.kube.create(ca_signed_server_secret(self.workdir, ns, "tls-passthrough-checks-certificate",
+                                                     "tls-checks-ca-certificate", ["abc.example.com"], INFRA_NS))
+        self.kube.create(ca_config_map(self.workdir, INFRA_NS, "mismatch-ca-certificate"))
+        for obj in tls_pods:
+            self._apply_object(obj, cleanup=False)
         self.gateway = GatewayProcess(self.gateway_config(), self.workdir / "gateway").start(timeout=60)
         # Its workers take connections before the gateway has finished starting, and a Gateway
         # API change that arrives in between is applied only with the next one (gateway/app.py
@@ -556,6 +630,11 @@ class Suite:
         """MustApplyWithCleanup: create (or update) every object of ``manifests/<name>``; deleted,
         last first, after the test (``cleanup``)."""
         for obj in load_manifest(name):
+            self._apply_object(obj, cleanup=True)
+
+    def apply_objects(self, objects: list[dict]) -> None:
+        """MustApplyObjectsWithCleanup: as ``apply``, for objects the test made."""
+        for obj in objects:
             self._apply_object(obj, cleanup=True)
 
     def _apply_object(self, obj: dict, cleanup: bool) -> None:

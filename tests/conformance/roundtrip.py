@@ -79,6 +79,8 @@ class Request:
     unfollow_redirect: bool = False
     protocol: str = ""
     body: str = ""
+    sni: str = ""                       # as expected: the server name the backend was asked for
+    client_cert: str = ""               # as expected: a PEM certificate the backend was shown
 
 
 @dataclass
@@ -200,6 +202,8 @@ class CapturedRequest:
     http_port: str = ""
     namespace: str = ""
     pod: str = ""
+    tls_server_name: str = ""           # echo-basic's "tls" object, when the backend spoke TLS
+    tls_peer_certificates: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -314,10 +318,13 @@ def round_trip(request: RtRequest) -> tuple[CapturedRequest, CapturedResponse]:
     content_type = (headers.get("content-type") or [""])[0]
     if content_type == "application/json":
         data = orjson.loads(body)       # invalid JSON: an error, the request is "not ready"
+        tls = data.get("tls") or {}
         captured = CapturedRequest(path=data.get("path", ""), host=data.get("host", ""),
                                    method=data.get("method", ""), protocol=data.get("proto", ""),
                                    headers=data.get("headers"), http_port=data.get("httpPort", ""),
-                                   namespace=data.get("namespace", ""), pod=data.get("pod", ""))
+                                   namespace=data.get("namespace", ""), pod=data.get("pod", ""),
+                                   tls_server_name=tls.get("serverName", ""),
+                                   tls_peer_certificates=tls.get("peerCertificates") or [])
     else:
         captured.method = request.method    # "assume it made the right request"
     response = CapturedResponse(status, proto, headers)
@@ -416,7 +423,8 @@ def compare_round_trip(request: RtRequest, c_req: CapturedRequest, c_res: Captur
         if want is None:
             r = expected.request
             want = ExpectedRequest(host=r.host, method=r.method, path=r.path, headers=r.headers,
-                                   unfollow_redirect=r.unfollow_redirect, protocol=r.protocol, body=r.body)
+                                   unfollow_redirect=r.unfollow_redirect, protocol=r.protocol, body=r.body,
+                                   sni=r.sni, client_cert=r.client_cert)
         method = want.method or "GET"
         if want.host and want.host != c_req.host:
             return f"expected host to be {want.host}, got {c_req.host}"
@@ -460,6 +468,10 @@ def compare_round_trip(request: RtRequest, c_req: CapturedRequest, c_res: Captur
                 return f"expected {name} header to not be set, got {req_headers[name.lower()]}"
         if not c_req.pod.startswith(expected.backend):
             return f"expected pod name to start with {expected.backend}, got {c_req.pod}"
+        if want.sni and want.sni != c_req.tls_server_name:
+            return f"expected SNI {c_req.tls_server_name!r} to be equal to {want.sni!r}"
+        if want.client_cert and want.client_cert not in c_req.tls_peer_certificates:
+            return "expected client certiifcate was not captured"
     elif is_redirect(c_res.status_code):
         want = expected.redirect_request
         if want is None:
@@ -549,6 +561,23 @@ def make_tls_request_and_expect_eventually_consistent_response(
     request = _tls_request(expected, address, server_certificate, client_certificate, client_key, server_name)
     wait_for_consistent_response(request, expected, timeouts)
     _certificate_was_presented(request)
+
+
+def make_request_and_expect_failure(address: str, expected: ExpectedResponse, timeouts: Timeouts = TIMEOUTS) -> None:
+    """MakeRequestAndExpectFailure (WaitForConsistentFailureResponse): until every answer is
+    neither an error nor a timeout status; a 200 at any time fails the test at once."""
+    request = make_request(expected, address, "HTTP", "http")
+
+    def check(elapsed: float) -> str | None:
+        try:
+            _, c_res = round_trip(request)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            return f"request failed, not ready yet: {type(exc).__name__}: {exc} (after {elapsed:.1f}s)"
+        if is_timeout_error(c_res.status_code):
+            return f"answered {c_res.status_code}, not ready yet (after {elapsed:.1f}s)"
+        assert c_res.status_code != 200, f"request {request.path} should fail, answered 200 instead"
+        return None
+    await_convergence(check, timeouts)
 
 
 def make_tls_request_and_expect_eventually_consistent_failure_response(

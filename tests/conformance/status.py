@@ -388,3 +388,31 @@ def wait_for_gateway_address(suite, gw, listener_name: str = "") -> str:
                 return f"{address['value']}:{listener['port']}"
         return NotYet(f"status.addresses: {_status(gateway).get('addresses')}")
     return poll(check, suite.timeouts.condition, f"Gateway {gw} to have at least one IP address in status")
+
+
+# -- BackendTLSPolicy -----------------------------------------------------------------------
+
+
+def backend_tls_policy_must_have_condition(suite, policy, gw, condition: Condition) -> None:
+    """BackendTLSPolicyMustHaveCondition: every ancestor's conditions at the policy's generation,
+    and the one naming ``gw`` has ``condition``."""
+    def check():
+        obj = suite.kube.get("BackendTLSPolicy", policy)
+        if obj is None:
+            return NotYet("no such BackendTLSPolicy")
+        for ancestor in _status(obj).get("ancestors") or ():
+            if (stale := _latest(obj, ancestor.get("conditions"))) is not None:
+                return stale
+            ref = ancestor.get("ancestorRef") or {}
+            if ref.get("name") == gw.name and ref.get("namespace") in (None, gw.namespace) and \
+                    find_condition(ancestor.get("conditions"), condition.type, condition.status, condition.reason):
+                return True
+        return NotYet(f"ancestors: {_status(obj).get('ancestors')}")
+    poll(check, suite.timeouts.condition, f"BackendTLSPolicy {policy} to have {condition} for Gateway {gw}")
+
+
+def backend_tls_policy_must_have_latest_conditions(obj: dict) -> None:
+    """BackendTLSPolicyMustHaveLatestConditions: fails at once on a stale ancestor condition."""
+    for ancestor in _status(obj).get("ancestors") or ():
+        stale = _latest(obj, ancestor.get("conditions"))
+        assert stale is None, f"BackendTLSPolicy ancestor {ancestor.get('ancestorRef')}: {stale}"
