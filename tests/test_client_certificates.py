@@ -18,21 +18,11 @@ import pytest
 import yaml
 
 from support import PYTHON, REPO, GatewayProcess, Pair, Pki, free_port, static_source, wait_listening
-from test_tls import TlsClient
+from test_tls import TlsClient, other_pki, pki  # noqa: F401 (the two CAs' fixtures)
 
 pytestmark = pytest.mark.timeout(60)
 
 REFUSED = '"message":"TLS handshake refused"'
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> Pki:
-    return Pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
-def other_pki(tmp_path_factory) -> Pki:
-    return Pki(tmp_path_factory.mktemp("other-pki"), "Another CA")
 
 
 def _config(pki: Pki, server: Pair, port: int, backend: str, token_file: str, **validation) -> dict:

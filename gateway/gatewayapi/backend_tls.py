@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.config import UpstreamTls
+from gateway.gatewayapi.ca_refs import resolve_ca_refs
 from gateway.gatewayapi.conditions import condition
 
 Key = tuple[str, str]
@@ -50,23 +51,12 @@ def _read(world, ns: str, policy: dict) -> _Verdict:
             return _Verdict(UpstreamTls(sni=hostname, ca_pem=""), ("Invalid", f"wellKnownCACertificates "
                             f"{well_known!r} is not supported (System is)"), ("ResolvedRefs", ""))
         return _Verdict(UpstreamTls(sni=hostname, subject_alt_names=sans), ("Accepted", ""), ("ResolvedRefs", ""))
-    bundles, problems = [], []
-    for ref in refs:
-        name = ref.get("name", "")
-        if (ref.get("group") or "", ref.get("kind")) != ("", "ConfigMap"):
-            problems.append(("InvalidKind", f"caCertificateRef {ref.get('group') or 'core'}/{ref.get('kind')} "
-                                            f"{name!r}: only ConfigMaps are supported"))
-        elif (bundle := world.ca_maps.get((ns, name))) is None:
-            problems.append(("InvalidCACertificateRef", f"ConfigMap {ns}/{name} not found"))
-        elif bundle.problem:
-            problems.append(("InvalidCACertificateRef", f"ConfigMap {ns}/{name}: {bundle.problem}"))
-        else:
-            bundles.append(bundle.ca if bundle.ca.endswith("\n") else bundle.ca + "\n")
+    bundles, problems = resolve_ca_refs(world.ca_maps, ns, refs, "InvalidKind")
     resolved = problems[0] if problems else ("ResolvedRefs", "")
     if not bundles:
         return _Verdict(UpstreamTls(sni=hostname, ca_pem=""),
                         ("NoValidCACertificate", f"no caCertificateRef is valid: {problems[0][1]}"), resolved)
-    return _Verdict(UpstreamTls(sni=hostname, ca_pem="".join(bundles), subject_alt_names=sans),
+    return _Verdict(UpstreamTls(sni=hostname, ca_pem="".join(ca for _, ca in bundles), subject_alt_names=sans),
                     ("Accepted", ""), resolved)
 
 

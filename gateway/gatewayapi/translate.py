@@ -12,11 +12,12 @@ import ipaddress
 import re
 from dataclasses import dataclass, field, replace
 
-from gateway.config import (BackendFilters, Certificate, ClientValidation, CorsPolicy, GatewayListener, HeaderFilter, HeaderMatch,
-                            MirrorConfig, QueryMatch, Redirect, RetryPolicy, RouteConfig, RouteMatch, ServiceConfig,
-                            WeightedBackend, regex_problem)
+from gateway.config import (BackendFilters, Certificate, ClientValidation, CorsPolicy, GatewayListener, HeaderFilter,
+                            HeaderMatch, MirrorConfig, QueryMatch, Redirect, RetryPolicy, RouteConfig, RouteMatch,
+                            ServiceConfig, WeightedBackend, regex_problem)
 from gateway.config.validate import section
 from gateway.gatewayapi.backend_tls import BackendTls
+from gateway.gatewayapi.ca_refs import resolve_ca_refs
 from gateway.gatewayapi.conditions import condition
 from gateway.gatewayapi.policies import PolicyIndex, PolicyMemo
 from gateway.sources.discovery import GATEWAY_GROUP, MCS_GROUP  # noqa: F401  (re-exported)
@@ -155,8 +156,8 @@ class TlsSecret:
 
 @dataclass(frozen=True)
 class CaBundle:
-    """A ConfigMap as a frontend validation's caCertificateRef sees it: its ``ca.crt``, or why
-    it cannot be trusted."""
+    """A ConfigMap as a caCertificateRef (a Gateway's client validation, a BackendTLSPolicy)
+    sees it: its ``ca.crt``, or why it cannot be trusted."""
     ca: str = ""
     problem: str | None = None          # None: a ca.crt that loads as PEM CA certificates
 
@@ -189,7 +190,7 @@ class Translation:
     # (world store, key) -> status of each SecurityPolicy/RateLimitPolicy naming a target of ours
     policy_status: dict[tuple[str, Key], dict] = field(default_factory=dict)
     grpc_route_status: dict[Key, list[dict]] = field(default_factory=dict)     # as route_status
-    ca_maps_read: frozenset[Key] = frozenset()      # the ConfigMaps our Gateways' frontend validation names
+    ca_maps_read: frozenset[Key] = frozenset()      # the ConfigMaps client validations and BackendTLSPolicies name
 
 
 def _key(obj: dict) -> Key:
@@ -643,29 +644,16 @@ def _plan_client_validation(world: World, gkey: Key, gateway: dict, listener: _L
     validation = frontend_validation(gateway, listener.port)
     if not validation:
         return
-    bundles, problems = [], []
-    for ref in validation.get("caCertificateRefs") or ():
-        ns, name = ref.get("namespace") or gkey[0], ref.get("name", "")
-        if (ref.get("group") or "", ref.get("kind")) != ("", "ConfigMap"):
-            problems.append(("InvalidCACertificateKind", f"caCertificateRef {ref.get('group') or 'core'}/"
-                                                         f"{ref.get('kind')} {name!r}: only ConfigMaps are supported"))
-        elif ns != gkey[0] and not _granted(world, gkey[0], ns, "", "ConfigMap", name, from_kind="Gateway"):
-            problems.append(("RefNotPermitted", f"caCertificateRef ConfigMap {ns}/{name}: no ReferenceGrant in "
-                                                f"{ns} allows it"))
-        elif (bundle := world.ca_maps.get((ns, name))) is None:
-            problems.append(("InvalidCACertificateRef", f"ConfigMap {ns}/{name} not found"))
-        elif bundle.problem:
-            problems.append(("InvalidCACertificateRef", f"ConfigMap {ns}/{name}: {bundle.problem}"))
-        else:
-            bundles.append((f"ConfigMap {ns}/{name}", bundle.ca))
+    bundles, problems = resolve_ca_refs(
+        world.ca_maps, gkey[0], validation.get("caCertificateRefs"), "InvalidCACertificateKind",
+        permitted=lambda ns, name: _granted(world, gkey[0], ns, "", "ConfigMap", name, from_kind="Gateway"))
     listener.ca_problem = problems[0] if problems else None
     if not bundles:
         listener.problem = ("NoValidCACertificate", f"no caCertificateRef of port {listener.port}'s client "
                                                     f"validation is valid: {problems[0][1]}")
         return
     listener.client_validation = ClientValidation(
-        "".join(ca if ca.endswith("\n") else ca + "\n" for _, ca in bundles),
-        insecure_fallback=validation.get("mode") == "AllowInsecureFallback",
+        "".join(ca for _, ca in bundles), insecure_fallback=validation.get("mode") == "AllowInsecureFallback",
         origin=", ".join(origin for origin, _ in bundles))
 
 

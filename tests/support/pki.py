@@ -37,29 +37,24 @@ class Pki:
 
     def leaf(self, *dns_names: str, tag: str | None = None) -> Pair:
         """A server certificate for ``dns_names`` (subjectAltName) with a fresh serial number."""
-        serial = next(self._serials)
-        base = self.root / f"{tag or dns_names[0].replace('*', 'star')}-{serial:x}"
-        key, csr, cert, ext = (base.with_suffix(s) for s in (".key", ".csr", ".pem", ".ext"))
-        ext.write_text("subjectAltName=" + ",".join(f"DNS:{n}" for n in dns_names) + "\n"
-                       "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-                       "extendedKeyUsage=serverAuth\nsubjectKeyIdentifier=hash\n"
-                       "authorityKeyIdentifier=keyid,issuer\n")
-        _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                 "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={dns_names[0]}")
-        _openssl("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.ca_key,
-                 "-set_serial", str(serial), "-days", "2", "-extfile", ext, "-out", cert)
-        return Pair(cert, key, serial)
-
+        return self._issue(tag or dns_names[0].replace("*", "star"), dns_names[0],
+                           "subjectAltName=" + ",".join(f"DNS:{n}" for n in dns_names) + "\n"
+                           "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                           "extendedKeyUsage=serverAuth\nsubjectKeyIdentifier=hash\n"
+                           "authorityKeyIdentifier=keyid,issuer\n")
 
     def client(self, name: str) -> Pair:
         """A client certificate (clientAuth) for ``name``, with a fresh serial number."""
+        return self._issue(f"client-{name}", name, "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                                                    "extendedKeyUsage=clientAuth\n")
+
+    def _issue(self, tag: str, common_name: str, extensions: str) -> Pair:
         serial = next(self._serials)
-        base = self.root / f"client-{name}-{serial:x}"
+        base = self.root / f"{tag}-{serial:x}"
         key, csr, cert, ext = (base.with_suffix(s) for s in (".key", ".csr", ".pem", ".ext"))
-        ext.write_text("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-                       "extendedKeyUsage=clientAuth\n")
+        ext.write_text(extensions)
         _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                 "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={name}")
+                 "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={common_name}")
         _openssl("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", self.ca_key,
                  "-set_serial", str(serial), "-days", "2", "-extfile", ext, "-out", cert)
         return Pair(cert, key, serial)
