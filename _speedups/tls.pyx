@@ -167,3 +167,87 @@ cdef int _leaf_has_a_wanted_name(X509_STORE_CTX *store) noexcept with gil:
                 GENERAL_NAMES_free(names)
     X509_STORE_CTX_set_error(store, X509_V_ERR_HOSTNAME_MISMATCH)
     return 0
+
+
+# -- session tickets: one key ring per process, set by whoever owns it (gateway.tls.TicketKeys) --
+
+cdef extern from *:
+    """
+    #include <string.h>
+    #include <openssl/evp.h>
+    #include <openssl/rand.h>
+    #include <openssl/core_names.h>
+    #include <openssl/params.h>
+
+    #define GW_TICKET_KEY_SIZE 80          /* name 16, HMAC-SHA256 key 32, AES-256 key 32 */
+    #define GW_TICKET_KEYS_MAX 8
+    static unsigned char gw_ticket_keys[GW_TICKET_KEYS_MAX][GW_TICKET_KEY_SIZE];
+    static int gw_ticket_count = 0;
+
+    /* OpenSSL's ticket key callback: a new ticket under the first key, an old one under the
+       key its name says (2: decrypted, issue a new one under the first key), 0: no such key. */
+    static int gw_ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv,
+                            EVP_CIPHER_CTX *cipher, EVP_MAC_CTX *mac, int encrypt) {
+        const unsigned char *key = NULL;
+        OSSL_PARAM params[3];
+        int i;
+        if (encrypt) {
+            if (gw_ticket_count == 0 || RAND_bytes(iv, 16) <= 0)
+                return -1;
+            key = gw_ticket_keys[0];
+            memcpy(name, key, 16);
+        } else {
+            for (i = 0; i < gw_ticket_count && key == NULL; i++)
+                if (memcmp(name, gw_ticket_keys[i], 16) == 0)
+                    key = gw_ticket_keys[i];
+            if (key == NULL)
+                return 0;
+        }
+        params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)(key + 16), 32);
+        params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
+        params[2] = OSSL_PARAM_construct_end();
+        if (!EVP_MAC_CTX_set_params(mac, params))
+            return -1;
+        if (encrypt)
+            return EVP_EncryptInit_ex(cipher, EVP_aes_256_cbc(), NULL, key + 48, iv) ? 1 : -1;
+        if (!EVP_DecryptInit_ex(cipher, EVP_aes_256_cbc(), NULL, key + 48, iv))
+            return -1;
+        return key == gw_ticket_keys[0] ? 1 : 2;
+    }
+
+    static void gw_set_ticket_key(int i, const unsigned char *key) {
+        memcpy(gw_ticket_keys[i], key, GW_TICKET_KEY_SIZE);
+    }
+
+    static void gw_use_ticket_keys(SSL_CTX *ctx) {
+        SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, gw_ticket_cb);
+    }
+    """
+    int GW_TICKET_KEY_SIZE
+    int GW_TICKET_KEYS_MAX
+    int gw_ticket_count
+    void gw_set_ticket_key(int i, const unsigned char *key)
+    void gw_use_ticket_keys(SSL_CTX *ctx)
+
+
+TICKET_KEY_SIZE = GW_TICKET_KEY_SIZE
+
+
+def set_ticket_keys(keys) -> None:
+    """This process's session ticket keys (80 random bytes each): the first encrypts new
+    tickets, every one decrypts (a ticket under another than the first is renewed). Handshakes
+    run on the event loop's thread, as this call does: no lock."""
+    global gw_ticket_count
+    keys = list(keys)
+    if not 1 <= len(keys) <= GW_TICKET_KEYS_MAX or any(len(k) != GW_TICKET_KEY_SIZE for k in keys):
+        raise ValueError(f"1 to {GW_TICKET_KEYS_MAX} keys of {GW_TICKET_KEY_SIZE} bytes are needed")
+    for i, key in enumerate(keys):
+        gw_set_ticket_key(i, key)
+    gw_ticket_count = len(keys)
+
+
+def use_ticket_keys(context: ssl.SSLContext) -> None:
+    """Issue and accept ``context``'s session tickets under this process's keys (set_ticket_keys)
+    instead of the context's own random ones: every worker given the same keys resumes the
+    sessions of every other."""
+    gw_use_ticket_keys(_ssl_ctx(context))

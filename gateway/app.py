@@ -26,6 +26,8 @@ from gateway.sources.base import Source
 from gateway.sources.static import StaticSource
 from gateway.stats import Stats
 from gateway.supervisor import Supervisor, WorkerStartError
+from gateway.tls import TicketKeys, set_ticket_keys
+from gateway.wire import encode
 from gateway.worker import STATS_INTERVAL, Worker
 
 log = logging.getLogger("gateway")
@@ -80,6 +82,8 @@ class Gateway:
         self.health: HealthManager | None = None
         self.admin = None                       # gateway.admin.server.AdminServer
         self._stats_timer: asyncio.TimerHandle | None = None
+        self.ticket_keys = TicketKeys()         # every worker's and listener's session tickets
+        self._ticket_timer: asyncio.TimerHandle | None = None
         self._stopped = asyncio.Event()
 
     # The admin views read these, in either mode.
@@ -132,10 +136,13 @@ class Gateway:
         waiting = await self.registry.wait_synced(INITIAL_SYNC_TIMEOUT)
         if waiting:
             log.warning("listening before these sources synced", extra={"fields": {"sources": waiting}})
+        set_ticket_keys(self.ticket_keys.keys)
+        self._ticket_timer = asyncio.get_running_loop().call_later(TicketKeys.ROTATION, self._rotate_ticket_keys)
         if self.multi_worker:
             self.supervisor = Supervisor(cfg.workers, cfg, self.log_level, on_report=self.health.report,
                                          stats=self.stats, snapshot=self.health.snapshot,
-                                         on_fatal=self._fatal, buckets_fd=buckets.fd)
+                                         on_fatal=self._fatal, buckets_fd=buckets.fd,
+                                         ticket_keys=self.ticket_keys)
             await self.supervisor.start()
         else:
             self.ctx.on_upstream_result = self._upstream_result
@@ -238,6 +245,14 @@ class Gateway:
         self.refresh_stats()
         self._stats_timer = asyncio.get_running_loop().call_later(STATS_INTERVAL, self._collect_stats)
 
+    def _rotate_ticket_keys(self) -> None:
+        self.ticket_keys.rotate()
+        set_ticket_keys(self.ticket_keys.keys)
+        if self.supervisor is not None:
+            self.supervisor.broadcast(encode(self.ticket_keys.message()))
+        log.info("session ticket keys rotated", extra={"fields": {"keys": len(self.ticket_keys.keys)}})
+        self._ticket_timer = asyncio.get_running_loop().call_later(TicketKeys.ROTATION, self._rotate_ticket_keys)
+
     def _fatal(self, message: str) -> None:
         """The data plane cannot run: stop, and exit non-zero."""
         print(f"gateway: {message}", file=sys.stderr)
@@ -256,6 +271,8 @@ class Gateway:
         timeout = self.config.timeouts.drain if drain_timeout is None else drain_timeout
         if self._stats_timer is not None:
             self._stats_timer.cancel()
+        if self._ticket_timer is not None:
+            self._ticket_timer.cancel()
         if self.supervisor is not None:
             await self.supervisor.stop(timeout)
         if self.worker is not None:

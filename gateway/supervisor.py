@@ -66,8 +66,10 @@ class Supervisor:
     def __init__(self, count: int, config: Config, log_level: str, *,
                  on_report: Callable[[str, tuple, str | None], None], stats: Stats,
                  snapshot: Callable[[], Snapshot],
-                 on_fatal: Callable[[str], None] | None = None, buckets_fd: int | None = None) -> None:
+                 on_fatal: Callable[[str], None] | None = None, buckets_fd: int | None = None,
+                 ticket_keys=None) -> None:
         self.count = count
+        self.ticket_keys = ticket_keys      # gateway.tls.TicketKeys: sent to each worker it starts
         self.buckets_fd = buckets_fd        # the replica's rate-limit buckets, every worker maps them
         self.config = config
         self.log_level = log_level
@@ -124,6 +126,8 @@ class Supervisor:
         if self._spec is None:
             self._spec = spec_message(self.config)
         handle.send(self._spec)
+        if self.ticket_keys is not None:
+            handle.send(encode(self.ticket_keys.message()))
         self._send_full(handle)
         task = asyncio.ensure_future(self._read(handle, reader))
         self._tasks.add(task)

@@ -9,7 +9,8 @@ import ssl
 import tempfile
 from typing import Iterator
 
-from _speedups.tls import report_refusals, request_client_certificate_unverified, require_subject_alt_names
+from _speedups.tls import (TICKET_KEY_SIZE, report_refusals, request_client_certificate_unverified,
+                           require_subject_alt_names, set_ticket_keys, use_ticket_keys)
 from gateway.config import Certificate, ClientValidation, TlsListener, UpstreamTls
 
 log = logging.getLogger("gateway.tls")
@@ -47,6 +48,38 @@ def load_certificate(context: ssl.SSLContext, cert: Certificate) -> list[str]:
     with pem_files(cert) as (chain, key):
         context.load_cert_chain(chain, key)
         return list(cert.names) or certificate_names(chain)
+
+
+def _rotation_interval() -> float:
+    text = os.environ.get("GATEWAY_TICKET_ROTATION")     # seconds; the tests set it small
+    return float(text) if text else 3600.0
+
+
+class TicketKeys:
+    """The session ticket keys of one replica, which every worker and every HTTPS listener
+    share: a client resumes its session whichever worker its next connection reaches (each
+    SSL context's own random keys resumed one in N with N workers).
+
+    A new key every ``ROTATION`` seconds encrypts the new tickets; the ``KEEP - 1`` before it
+    still decrypt (then the ticket is renewed), so a ticket stays good for two rotations at
+    least (OpenSSL gives TLS 1.3 tickets two hours). The keys live in the control plane and
+    reach the workers as a message; they are never written anywhere."""
+
+    ROTATION = _rotation_interval()
+    KEEP = 3
+
+    def __init__(self) -> None:
+        self.keys = [os.urandom(TICKET_KEY_SIZE)]
+
+    def rotate(self) -> None:
+        self.keys = [os.urandom(TICKET_KEY_SIZE), *self.keys][:self.KEEP]
+
+    def message(self) -> dict:
+        return {"t": "ticket_keys", "keys": [key.hex() for key in self.keys]}
+
+
+# Until the control plane's keys arrive (and in a process without one): keys of its own.
+set_ticket_keys([os.urandom(TICKET_KEY_SIZE)])
 
 
 def certificates_only_differ(a: TlsListener, b: TlsListener) -> bool:
@@ -106,6 +139,7 @@ class ServerTls:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = _VERSIONS[self.config.min_version]
         context.set_alpn_protocols(["h2", "http/1.1"])     # h2: _speedups/h2_downstream.pyx
+        use_ticket_keys(context)                            # the replica's (TicketKeys)
         if self.config.client_validation is not None:
             require_client_certificates(context, self.config.client_validation)
         return context

@@ -40,7 +40,7 @@ from gateway.config import Address, Config, GatewayListener, RouteConfig, TlsLis
 from gateway.dataplane import DataPlane, PathPolicy, ProxyContext, TrustedProxies, Upstream
 from gateway.listeners import PlainServer, bind_listeners
 from gateway.snapshot import Delta, Snapshot
-from gateway.tls import ServerTls, certificates_only_differ
+from gateway.tls import ServerTls, certificates_only_differ, set_ticket_keys
 from gateway.policy.redis_store import RedisStore
 from gateway.tracing import SpanExporter, apply_tracing
 from gateway.wire import MESSAGE_LIMIT, RouteKey, decode_routes, decode_spec, encode, read_message, route_changes
@@ -516,6 +516,8 @@ async def run_worker(fd: int, worker_id: int, listen_fd: int | None = None,
                 send_stats()
         elif kind == "suspect":
             worker.dataplane.suspect(message["s"], tuple(message["e"]))
+        elif kind == "ticket_keys":         # the replica's session ticket keys (gateway.tls.TicketKeys)
+            set_ticket_keys([bytes.fromhex(key) for key in message["keys"]])
         elif kind == "reopen":             # SIGUSR1 to the main process: logrotate moved the file
             if worker is not None and worker.access_log is not None:
                 worker.access_log.reopen()

@@ -77,10 +77,10 @@ class TlsClient(Client):
     """support's HTTP/1.1 client over a TLS connection."""
 
     def __init__(self, port: int, ctx: ssl.SSLContext, server_name: str | None,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, session: ssl.SSLSession | None = None) -> None:
         raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock = ctx.wrap_socket(raw, server_hostname=server_name)
+        self.sock = ctx.wrap_socket(raw, server_hostname=server_name, session=session)
         self.buf = bytearray()
         self.timeout = timeout
 

@@ -5,6 +5,7 @@ static source from "ns/name" -> endpoints).
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -112,12 +113,14 @@ class GatewayProcess:
         self.log = AccessLog(self.log_path)
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 20.0, args: Iterable[str] = ()) -> "GatewayProcess":
-        """``args``: more options of ``gateway run`` (``--pid-file``, say)."""
+    def start(self, timeout: float = 20.0, args: Iterable[str] = (), env: dict | None = None) -> "GatewayProcess":
+        """``args``: more options of ``gateway run`` (``--pid-file``, say); ``env``: more
+        environment variables."""
         with open(self.out_path, "wb") as out:
             self.proc = subprocess.Popen(
                 [PYTHON, "-m", "gateway", "run", "--config", str(self.config_path), *args],
-                cwd=str(REPO), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+                cwd=str(REPO), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                env={**os.environ, **env} if env else None)
         try:
             wait_listening(self.host, self.port, timeout, self.proc)
         except BaseException:
