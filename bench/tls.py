@@ -167,6 +167,8 @@ def main(argv=None) -> int:
                 if time.monotonic() > deadline or not proc.alive():
                     raise BenchError(f"{proc.name} does not answer HTTPS:\n{proc.log_tail()}")
                 time.sleep(0.1)
+        for _, port in targets.values():        # warm up (the gateway's first seconds cost more)
+            h2load_keepalive(port, 2)
         print(f"{'target':<10} {'case':<12} {'per s':>9} {'CPU us':>9}")
         for case in args.cases.split(","):
             for _ in range(args.repeat):
