@@ -123,10 +123,15 @@ def _status_codes() -> dict[int, tuple]:
     return {code.value[0]: code.value for code in grpc.StatusCode}
 
 
-async def start(host: str, port: int, cluster: str, pod: str, namespace: str = "default"):
-    """A started grpc.aio server and its port."""
+async def start(host: str, port: int, cluster: str, pod: str, namespace: str = "default",
+                tls: tuple[str, str] | None = None):
+    """A started grpc.aio server and its port; with ``tls`` (certificate and key files) over TLS."""
     server = grpc.aio.server()
-    bound = server.add_insecure_port(f"{host}:{port}")
+    if tls is None:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    else:
+        pair = tuple(open(path, "rb").read() for path in (tls[1], tls[0]))      # (key, chain)
+        bound = server.add_secure_port(f"{host}:{port}", grpc.ssl_server_credentials([pair]))
     server.add_generic_rpc_handlers((EchoService(f"{host}:{bound}", cluster, pod).handler(),
                                      GrpcEchoService(namespace, pod).handler()))
     servicer = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
@@ -145,8 +150,9 @@ class GrpcBackendProcess(BackendProcess):
 
     module = "gateway.devcluster.grpc_backend"
 
-    def __init__(self, host: str, port: int, cluster: str, pod: str, namespace: str = "default") -> None:
-        super().__init__(host, port, cluster, pod)
+    def __init__(self, host: str, port: int, cluster: str, pod: str, namespace: str = "default",
+                 tls: tuple[str, str, str | None] | None = None) -> None:
+        super().__init__(host, port, cluster, pod, tls=tls)
         self.namespace = namespace
 
     def options(self) -> list[str]:
@@ -155,7 +161,8 @@ class GrpcBackendProcess(BackendProcess):
 
 async def _serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
-    server, port = await start(args.host, args.port, args.cluster, args.pod, args.namespace)
+    tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
+    server, port = await start(args.host, args.port, args.cluster, args.pod, args.namespace, tls)
     done = _process.stop_requested(loop, args.parent_pid)
     _process.announce(f"{args.host}:{port} cluster={args.cluster} pod={args.pod} pid={os.getpid()}")
     await done.wait()
@@ -170,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pod", required=True)
     parser.add_argument("--namespace", default="default", help="GrpcEcho's namespace in its answers")
     parser.add_argument("--parent-pid", type=int, help="exit when this process is gone")
+    parser.add_argument("--tls-cert", help="serve gRPC over TLS with this certificate chain (PEM file)")
+    parser.add_argument("--tls-key", help="... and this key")
+    parser.add_argument("--tls-client-ca", help="(accepted for the HTTP backend's options; not used)")
     asyncio.run(_serve(parser.parse_args(argv)))
     return 0
 

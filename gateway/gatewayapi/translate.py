@@ -866,7 +866,11 @@ def translate(world: World, file_services: dict[str, ServiceConfig] | None = Non
     if conflicts:
         routes = [rc for rc in routes if id(rc) not in conflicts.dropped]
     reached = _gateways_reaching(routes) if world.backend_tls_policies else {}
-    services = [_service(key, port, file_services, backend_tls, _client_certificate(key, reached, gateways))
+    # Services only GRPCRoutes send to: HTTP/2 (one shared with an HTTPRoute keeps its appProtocol).
+    grpc_only = ({b.service for result in grpc.values() for rc in result.configs for b in rc.backends}
+                 - set(memo.service_ports))
+    services = [_service(key, port, file_services, backend_tls, _client_certificate(key, reached, gateways),
+                         key in grpc_only)
                 for key, port in service_ports.items()]
     policy_status = edges.status(world, gateways, memo.route_status, world.controller_name)
     if world.backend_tls_policies:
@@ -886,10 +890,12 @@ def _client_certificate(key: str, reached: dict[str, set[Key]], gateways: dict[K
 
 
 def _service(key: str, port: int, file_services: dict[str, ServiceConfig], backend_tls: BackendTls,
-             client_certificate: Certificate | None = None) -> ServiceConfig:
+             client_certificate: Certificate | None = None, grpc: bool = False) -> ServiceConfig:
     """A backendRef's service (``service_key``): the file's settings where it declares the
     Service (another port of it: the same, on that port), with the BackendTLSPolicy's TLS (and
-    the reaching Gateway's client certificate) unless the file sets ``tls`` itself."""
+    the reaching Gateway's client certificate) unless the file sets ``tls`` itself. ``grpc``: only
+    GRPCRoutes send to it, so it is spoken to in HTTP/2 (h2 with TLS, else h2c) whatever the
+    Service port's appProtocol, unless the file sets ``protocol``."""
     base, _, other_port = key.partition(":")
     ns, name = base.split("/", 1)
     declared = file_services.get(base)
@@ -899,9 +905,11 @@ def _service(key: str, port: int, file_services: dict[str, ServiceConfig], backe
     else:
         service = declared or ServiceConfig(namespace=ns, name=name, port=port)
     tls = backend_tls.tls_for(ns, name, port)
-    if tls is None or service.tls is not None:
-        return service
-    return replace(service, tls=replace(tls, client_certificate=client_certificate) if client_certificate else tls)
+    if tls is not None and service.tls is None:
+        service = replace(service, tls=replace(tls, client_certificate=client_certificate) if client_certificate else tls)
+    if grpc and service.protocol == "auto":
+        service = replace(service, protocol="h2" if service.tls is not None else "h2c")
+    return service
 
 
 def _gateways_reaching(routes: list[RouteConfig]) -> dict[str, set[Key]]:

@@ -124,6 +124,17 @@ def make_request_and_expect_eventually_consistent_response(address: str, expecte
     await_convergence(check, timeouts)
 
 
+def make_request_and_expect_eventually_consistent_failure(address: str, expected: ExpectedResponse,
+                                                          timeouts: Timeouts = TIMEOUTS) -> None:
+    """MakeRequestAndExpectEventuallyConsistentFailure (gRPC): until calls consistently end in
+    a status other than OK; an OK at any time fails the test at once."""
+    def check(elapsed: float) -> str | None:
+        code, _ = send_rpc(address, expected, max(1.0, timeouts.consistency - elapsed))
+        assert code != grpc.StatusCode.OK, "Request should have failed, but got status OK"
+        return None
+    await_convergence(check, timeouts)
+
+
 def add_entropy(expected: ExpectedResponse) -> ExpectedResponse:
     """AddEntropy: half of the calls get a random x-jitter metadata pair."""
     rm = expected.request_metadata or RequestMetadata()

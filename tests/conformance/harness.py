@@ -15,10 +15,10 @@ harness plays on one machine:
   (HTTP on 3000, h2c on 3001 where a Service port targets it), named like Deployment pods
   ("<deployment>-<template hash>-<n>", which the suite's weight test takes apart). Those in
   gRPC mode (GRPC_ECHO_SERVER) run the devcluster's gRPC backend instead, whose GrpcEcho answers
-  as echo-basic's does, on 3000 (h2c). TLS backends (TLS_SERVER_CERT) also serve HTTPS on 8443
-  with their mounted Secret (and TLS_CLIENT_CACERTS, from a ConfigMap volume), after the
-  suite's programmatic Secrets exist. Deployments of other images or modes (TCP, UDP, gRPC over
-  TLS, coredns) serve out-of-scope tests and are not played.
+  as echo-basic's does, on 3000 (h2c). TLS backends (TLS_SERVER_CERT) also serve HTTPS (the gRPC
+  ones gRPC over TLS) on 8443 with their mounted Secret (and TLS_CLIENT_CACERTS, from a ConfigMap
+  volume), after the suite's programmatic Secrets exist. Deployments of other images or modes
+  (TCP, UDP, coredns) serve out-of-scope tests and are not played.
 * the controllers: the EndpointSlice controller (a slice per Service with a selector, listing the
   played pods it selects), and ``kubectl logs`` for the mirror tests (each pod's echo log file).
 * the gateway: ``python -m gateway run`` with ``gateway_config()``, one per session, waited for
@@ -241,6 +241,11 @@ def echo_mode(deployment: dict) -> str | None:
     return "https" if "TLS_SERVER_CERT" in env else "http"
 
 
+def _serves_tls(deployment: dict) -> bool:
+    return any(e["name"] == "TLS_SERVER_CERT" for c in deployment["spec"]["template"]["spec"]["containers"]
+               for e in c.get("env") or ())
+
+
 def playable(deployment: dict) -> bool:
     return echo_mode(deployment) is not None
 
@@ -282,7 +287,7 @@ class Cluster:
         starts = []
         mode = echo_mode(deployment)
         grpc = mode == "grpc"
-        tls = self._tls_files(deployment) if mode == "https" else None
+        tls = self._tls_files(deployment) if mode == "https" or (grpc and _serves_tls(deployment)) else None
         for pod in pods:
             if grpc:
                 pod.processes.append(GrpcBackendProcess(pod.ip, ECHO_HTTP_PORT, "conformance", pod.name,
@@ -290,7 +295,10 @@ class Cluster:
             else:
                 pod.processes.append(EchoBasicProcess(pod.ip, ECHO_HTTP_PORT, pod.namespace, pod.name,
                                                       str(pod.log)))
-            if tls is not None:
+            if tls is not None and grpc:
+                pod.processes.append(GrpcBackendProcess(pod.ip, ECHO_HTTPS_PORT, "conformance", pod.name,
+                                                        namespace=pod.namespace, tls=tls))
+            elif tls is not None:
                 pod.processes.append(EchoBasicProcess(pod.ip, ECHO_HTTPS_PORT, pod.namespace, pod.name,
                                                       str(pod.log), tls=tls))
             if h2c and not grpc:
@@ -331,7 +339,9 @@ class Cluster:
                 local = self.workdir / f"{deployment['metadata']['name']}{path.replace('/', '.')}"
                 local.write_bytes(data.get(item["key"], b""))
                 files[path] = local
-        cert, key = files[env["TLS_SERVER_CERT"]], files[env["TLS_SERVER_PRIVKEY"]]
+        # The gRPC echo's manifests spell the key's variable TLS_SERVER_PRIV_KEY.
+        key_variable = "TLS_SERVER_PRIVKEY" if "TLS_SERVER_PRIVKEY" in env else "TLS_SERVER_PRIV_KEY"
+        cert, key = files[env["TLS_SERVER_CERT"]], files[env[key_variable]]
         client_ca = files.get(env.get("TLS_CLIENT_CACERTS", ""))
         return str(cert), str(key), str(client_ca) if client_ca else None
 
@@ -525,7 +535,7 @@ class Suite:
         # TLS echo-basic pods mount Secrets the programmatic setup below makes: started after it.
         tls_pods = []
         for obj in load_manifest("base-manifests.yaml"):
-            if obj["kind"] == "Deployment" and echo_mode(obj) == "https":
+            if obj["kind"] == "Deployment" and playable(obj) and _serves_tls(obj):
                 tls_pods.append(obj)
             else:
                 self._apply_object(obj, cleanup=False)

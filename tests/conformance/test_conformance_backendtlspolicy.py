@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import pytest
 
+import grpcutil
 import roundtrip as http
 import status as k
+from grpcutil import ExpectedResponse as G, RequestMetadata as M
 from harness import INFRA_NS as NS
 from roundtrip import ExpectedRequest as ER, ExpectedResponse as E, Request as Req, Response as Res
 from status import NN, Condition
@@ -261,3 +263,37 @@ def test_GatewayInvalidTLSBackendConfiguration(conformance):
         k.gateway_must_have_condition(s, gw, Condition("ResolvedRefs", "False", reason))
         k.gateway_must_have_condition(s, gw, Condition("Accepted", "True", "Accepted"))
     http.run_cases([(title, lambda name=name, reason=reason: case(name, reason)) for title, name, reason in cases])
+
+
+def test_BackendTLSPolicyGRPCRoute(conformance):
+    """backendtlspolicy-grpcroute.go: a GRPCRoute's backend with a valid policy is called over TLS
+    (gRPC over TLS on the pod's 8443); a policy whose hostname the certificate does not name, or
+    with another CA, makes calls fail."""
+    s = conformance
+    s.apply("backendtlspolicy-grpcroute.yaml")
+    k.namespaces_must_be_ready(s, [NS])
+    route = NN(NS, "backendtlspolicy-grpcroute")
+    address = k.gateway_and_routes_must_be_accepted(s, k.gateway_ref(SAME_NAMESPACE), "GRPCRoute", route)
+
+    def valid() -> None:
+        _policy_has(s, "grpc-normative-test", ACCEPTED, RESOLVED)
+        grpcutil.make_request_and_expect_eventually_consistent_response(address, G(
+            "Echo", M(authority="abc.example.com"), backend="grpc-infra-backend-v1", namespace=NS))
+
+    def host_mismatch() -> None:
+        _policy_has(s, "grpc-host-mismatch", ACCEPTED, RESOLVED)
+        grpcutil.make_request_and_expect_eventually_consistent_failure(address, G(
+            "EchoTwo", M(authority="abc.example.com")))
+
+    def cert_mismatch() -> None:
+        k.gateway_and_routes_must_be_accepted(s, k.gateway_ref(SAME_NAMESPACE), "GRPCRoute",
+                                              NN(NS, "backendtlspolicy-grpcroute-cert-mismatch"))
+        _policy_has(s, "grpc-cert-mismatch", ACCEPTED, RESOLVED)
+        grpcutil.make_request_and_expect_eventually_consistent_failure(address, G(
+            "Echo", M(authority="cert-mismatch.example.com")))
+    http.run_cases([
+        ("gRPC request sent to Service with valid BackendTLSPolicy should succeed", valid),
+        ("gRPC request sent to Service targeted by BackendTLSPolicy with mismatched hostname should fail",
+         host_mismatch),
+        ("gRPC request sent to Service targeted by BackendTLSPolicy with mismatched cert should fail",
+         cert_mismatch)], parallel=False)
