@@ -154,6 +154,7 @@ class Gateway:
             await self.admin.start()
         self._started = True
         log.info("listening", extra={"fields": {"listen": str(cfg.listen), "workers": cfg.workers,
+                                                  **({"tls_listen": str(cfg.tls.listen)} if cfg.tls else {}),
                                                   "routes": len(cfg.routes),
                                                   "services": len(cfg.services),
                                                   "sources": len(cfg.sources)}})

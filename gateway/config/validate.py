@@ -213,7 +213,8 @@ def ca_bundle_problem(pem: str) -> str | None:
     try:
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cadata=pem)
     except (ssl.SSLError, ValueError) as exc:       # ValueError: empty
-        return f"not a PEM CA certificate bundle: {getattr(exc, 'reason', None) or exc}"
+        # OpenSSL's words without the "(_ssl.c:NNNN)" that locates them in CPython's source
+        return f"not a PEM CA certificate bundle: {re.sub(r' [(]_ssl[.]c:[0-9]+[)]$', '', str(exc))}"
     return None
 
 
