@@ -35,6 +35,7 @@ TRACING_NAMES = ("recorded", "dropped_queue_full", "spans_exported", "dropped_ex
                  "export_failures")
 # A worker's access-log export list (gateway.otlplogs.LogExporter.counters)
 OTLP_LOG_NAMES = ("exported", "dropped", "export_failures")
+TLS_REFUSAL_NAMES = ("certificate_rejected", "no_certificate", "other")     # gateway.tls.TLS_REFUSAL_REASONS
 
 EndpointKey = tuple[str, str, int]          # (cluster, ip, port)
 BackendKey = tuple[str, str, str]           # (route, service, cluster)
@@ -75,7 +76,7 @@ class WorkerCounters:
     """The latest values one worker reported."""
 
     __slots__ = ("counters", "connections", "in_flight", "snapshot", "upstreams", "routes",
-                 "backends", "tracing", "otlp_logs", "ratelimit_store")
+                 "backends", "tracing", "otlp_logs", "tls_refusals", "ratelimit_store")
 
     def __init__(self) -> None:
         self.counters = [0] * len(STAT_NAMES)
@@ -87,6 +88,7 @@ class WorkerCounters:
         self.backends: dict[BackendKey, list] = {}
         self.tracing = [0] * len(TRACING_NAMES)
         self.otlp_logs = [0] * len(OTLP_LOG_NAMES)
+        self.tls_refusals = [0] * len(TLS_REFUSAL_NAMES)
         self.ratelimit_store: dict | None = None    # its RedisStore.status(), global limits on
 
 
@@ -126,6 +128,8 @@ class Stats:
             w.tracing = report["tracing"]
         if report.get("otlp_logs") is not None:
             w.otlp_logs = report["otlp_logs"]
+        if report.get("tls_refusals") is not None:
+            w.tls_refusals = report["tls_refusals"]
         w.ratelimit_store = report.get("ratelimit_store")
 
     def retire(self, worker_id: int) -> None:
@@ -143,6 +147,7 @@ class Stats:
         _merge_into(r.backends, w.backends)
         _add_into(r.tracing, w.tracing)
         _add_into(r.otlp_logs, w.otlp_logs)
+        _add_into(r.tls_refusals, w.tls_refusals)
 
     def outcomes(self, service_key: str, endpoints: list[EndpointKey]) -> dict[EndpointKey, tuple[int, int]]:
         """Per endpoint, totals so far over workers and pools (the shared one and the
@@ -241,3 +246,9 @@ class Stats:
         for w in self._all():
             _add_into(total, w.otlp_logs)
         return dict(zip(OTLP_LOG_NAMES, total))
+
+    def tls_refusals(self) -> dict[str, int]:
+        total = [0] * len(TLS_REFUSAL_NAMES)
+        for w in self._all():
+            _add_into(total, w.tls_refusals)
+        return dict(zip(TLS_REFUSAL_NAMES, total))

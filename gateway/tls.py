@@ -102,8 +102,15 @@ def require_client_certificates(context: ssl.SSLContext, validation: ClientValid
         report_refusals(context, _log_refusal)
 
 
+# Handshakes this process refused on mutual-TLS ports, by reason (gateway_tls_handshakes_refused_total)
+TLS_REFUSAL_REASONS = ("certificate_rejected", "no_certificate", "other")
+tls_refusals = [0] * len(TLS_REFUSAL_REASONS)
+
+
 def _log_refusal(alert: str, verify_error: str | None, server_name: str | None) -> None:
     """A handshake refused for its client certificate (or another fatal alert on an mTLS port)."""
+    reason = 0 if verify_error else 1 if alert == "certificate required" else 2
+    tls_refusals[reason] += 1
     log.info("TLS handshake refused", extra={"fields": {
         "alert": alert, "verify_error": verify_error, "server_name": server_name}})
 

@@ -40,7 +40,7 @@ from gateway.config import Address, Config, GatewayListener, RouteConfig, TlsLis
 from gateway.dataplane import DataPlane, PathPolicy, ProxyContext, TrustedProxies, Upstream
 from gateway.listeners import PlainServer, bind_listeners
 from gateway.snapshot import Delta, Snapshot
-from gateway.tls import ServerTls, certificates_only_differ, set_ticket_keys
+from gateway.tls import ServerTls, certificates_only_differ, set_ticket_keys, tls_refusals
 from gateway.policy.redis_store import RedisStore
 from gateway.tracing import SpanExporter, apply_tracing
 from gateway.wire import MESSAGE_LIMIT, RouteKey, decode_routes, decode_spec, encode, read_message, route_changes
@@ -397,7 +397,7 @@ class Worker:
                 "in_flight": ctx.requests_in_flight, "snapshot": self.dataplane.snapshot_version,
                 "upstreams": upstreams, "routes": routes, "backends": backends, "exemplars": exemplars,
                 "tracing": self.tracing.counters() if self.tracing is not None else None,
-                "otlp_logs": self._otlp_log_counters(),
+                "otlp_logs": self._otlp_log_counters(), "tls_refusals": list(tls_refusals),
                 "ratelimit_store": self.ratelimit_store.status() if self.ratelimit_store is not None else None}
 
     def _otlp_log_counters(self) -> list[int] | None:

@@ -12,6 +12,7 @@ import signal
 import ssl
 import subprocess
 import time
+import urllib.request
 
 import orjson
 import pytest
@@ -93,9 +94,10 @@ def _refused_lines(gw: GatewayProcess) -> list[dict]:
 def test_required_client_certificate(mtls):
     """A client with a certificate of the CA is served, by either worker; one without a
     certificate, or with one of another CA, is refused in the handshake, and each refusal is
-    logged with its alert and the verification's error."""
+    logged with its alert and the verification's error, and counted in /metrics."""
     mtls.reload(ca_file=str(mtls.pki.ca))
     before = len(_refused_lines(mtls.gw))
+    counted = {reason: _refused_metric(mtls, reason) for reason in ("certificate_rejected", "no_certificate")}
     assert [mtls.get(mtls.good, f"/anything/{i}") for i in range(6)] == [200] * 6
     for client in (None, mtls.foreign):
         with pytest.raises(OSError):
@@ -106,6 +108,19 @@ def test_required_client_certificate(mtls):
     foreign = next(r for r in refusals if r["alert"] == "unknown CA")
     assert foreign["verify_error"] == "unable to get local issuer certificate"
     assert all(r["server_name"] == "mtls.test" for r in refusals)
+    # Counted too, summed over the workers (each reports once a second).
+    wait_for(lambda: all(_refused_metric(mtls, reason) >= before_count + 1
+                         for reason, before_count in counted.items()), "the refusals in /metrics")
+
+
+def _refused_metric(mtls: Mtls, reason: str) -> int:
+    admin = yaml.safe_load(mtls.gw.config_path.read_text())["admin"]["listen"]
+    request = urllib.request.Request(f"http://{admin}/metrics",
+                                     headers={"Authorization": "Bearer s3cret-admin-token"})
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        text = resp.read().decode()
+    line = f'gateway_tls_handshakes_refused_total{{reason="{reason}"}} '
+    return next(int(float(l[len(line):])) for l in text.splitlines() if l.startswith(line))
 
 
 def test_insecure_fallback_asks_and_serves_everyone(mtls):

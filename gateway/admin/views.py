@@ -757,6 +757,15 @@ def metric_families(gw) -> list[Family]:
                "Access-log export requests that failed (collector down, slow or refusing).").samples.append(
             ("", {}, ol["export_failures"]))
 
+    # Mutual TLS: handshakes refused for their client certificate (per worker, summed).
+    if (cfg.tls is not None and cfg.tls.client_validation is not None) or \
+            any(listener.client_validation is not None for listener in cfg.listeners):
+        refused = family("gateway_tls_handshakes_refused_total", "counter",
+                         "TLS handshakes refused on listeners that ask for client certificates, by "
+                         "reason (certificate_rejected: it did not verify; no_certificate: none given).")
+        for reason, count in totals.tls_refusals().items():
+            refused.samples.append(("", {"reason": reason}, count))
+
     # Global rate limits' store (per worker connection, summed).
     store = totals.ratelimit_store()
     if store is not None:
