@@ -32,7 +32,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.run import (NGINX_COMMON, NGINX_HTTP_COMMON, PYTHON, BenchError, Proc,  # noqa: E402
-                       backend_conf, cpu_delta_seconds, cpu_ticks, free_port, process_tree)
+                       backend_conf, free_port, measure)
 
 CASES = {"c1-m1": (1, 1), "c1-m100": (1, 100), "c10-m100": (10, 100)}
 BODY = b"hello, world\n"
@@ -139,13 +139,6 @@ def speaks_h2c(port: int) -> bool:
     out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--http2-prior-knowledge",
                           "--max-time", "3", f"http://127.0.0.1:{port}/small"], capture_output=True, text=True)
     return out.stdout == "200"
-
-
-def measure(proxy: Proc, run) -> tuple[int, float]:
-    pids = process_tree(proxy.pid)
-    before = cpu_ticks(pids)
-    requests = run()
-    return requests, cpu_delta_seconds(before, cpu_ticks(pids))
 
 
 def main(argv=None) -> int:

@@ -108,6 +108,15 @@ def cpu_delta_seconds(before: dict[int, int], after: dict[int, int]) -> float:
     return ticks / CLK_TCK
 
 
+def measure(proxy: "Proc", run) -> tuple[int, float]:
+    """(what ``run()`` returns: requests or connections done, CPU seconds the proxy's
+    processes spent meanwhile)."""
+    pids = process_tree(proxy.pid)
+    before = cpu_ticks(pids)
+    done = run()
+    return done, cpu_delta_seconds(before, cpu_ticks(pids))
+
+
 def cpu0_times() -> tuple[int, int]:
     """(busy, steal) clock ticks of the proxy CPU, from /proc/stat."""
     with open("/proc/stat") as f:

@@ -34,7 +34,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.run import (NGINX_COMMON, NGINX_HTTP_COMMON, PYTHON, BenchError, Proc,  # noqa: E402
-                       backend_conf, cpu_delta_seconds, cpu_ticks, free_port, process_tree)
+                       backend_conf, free_port, measure)
 
 BODY = b"hello, world\n"
 CIPHERS = {"1.3": ["-ciphersuites", "TLS_AES_128_GCM_SHA256"], "1.2": ["-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"]}
@@ -119,13 +119,6 @@ def answers(port: int) -> bool:
     out = subprocess.run(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3",
                           f"https://127.0.0.1:{port}/small"], capture_output=True, text=True)
     return out.stdout == "200"
-
-
-def measure(proxy: Proc, run) -> tuple[int, float]:
-    pids = process_tree(proxy.pid)
-    before = cpu_ticks(pids)
-    done = run()
-    return done, cpu_delta_seconds(before, cpu_ticks(pids))
 
 
 def main(argv=None) -> int:

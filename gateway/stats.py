@@ -16,6 +16,7 @@ from collections import defaultdict
 
 from _speedups.proxy import STAT_NAMES
 from gateway.policy.redis_store import COUNTER_NAMES
+from gateway.tls import TLS_REFUSAL_REASONS
 from _speedups.stats import (BACKEND_CONNECT, BACKEND_DURATION, BACKEND_FAILURES, BACKEND_LEN, BACKEND_RESPONSE,
                              BACKEND_RETRIES, CAUSE_NAMES, DENIAL_NAMES, HISTOGRAM_BUCKETS, HISTOGRAM_COUNT, HISTOGRAM_SUM,
                              TRAFFIC_BUCKETS, TRAFFIC_CLASSES, TRAFFIC_COUNT, TRAFFIC_DENIED, TRAFFIC_LATENCY_SUM,
@@ -35,7 +36,6 @@ TRACING_NAMES = ("recorded", "dropped_queue_full", "spans_exported", "dropped_ex
                  "export_failures")
 # A worker's access-log export list (gateway.otlplogs.LogExporter.counters)
 OTLP_LOG_NAMES = ("exported", "dropped", "export_failures")
-TLS_REFUSAL_NAMES = ("certificate_rejected", "no_certificate", "other")     # gateway.tls.TLS_REFUSAL_REASONS
 
 EndpointKey = tuple[str, str, int]          # (cluster, ip, port)
 BackendKey = tuple[str, str, str]           # (route, service, cluster)
@@ -88,7 +88,7 @@ class WorkerCounters:
         self.backends: dict[BackendKey, list] = {}
         self.tracing = [0] * len(TRACING_NAMES)
         self.otlp_logs = [0] * len(OTLP_LOG_NAMES)
-        self.tls_refusals = [0] * len(TLS_REFUSAL_NAMES)
+        self.tls_refusals = [0] * len(TLS_REFUSAL_REASONS)
         self.ratelimit_store: dict | None = None    # its RedisStore.status(), global limits on
 
 
@@ -248,7 +248,7 @@ class Stats:
         return dict(zip(OTLP_LOG_NAMES, total))
 
     def tls_refusals(self) -> dict[str, int]:
-        total = [0] * len(TLS_REFUSAL_NAMES)
+        total = [0] * len(TLS_REFUSAL_REASONS)
         for w in self._all():
             _add_into(total, w.tls_refusals)
-        return dict(zip(TLS_REFUSAL_NAMES, total))
+        return dict(zip(TLS_REFUSAL_REASONS, total))

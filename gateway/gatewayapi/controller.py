@@ -9,11 +9,12 @@ resourceVersion with bookmarks, resume from the last version seen after a lost c
 
 What is watched:
 * in the clusters of ``gateway_api.sources``: GatewayClasses, Gateways, HTTPRoutes,
-  GRPCRoutes, BackendTLSPolicies (``gateway.gatewayapi.backend_tls``), ReferenceGrants, Namespaces (for ``allowedRoutes`` selectors), SecurityPolicies and
+  GRPCRoutes, BackendTLSPolicies (``gateway.gatewayapi.backend_tls``), ReferenceGrants,
+  Namespaces (for ``allowedRoutes`` selectors), SecurityPolicies and
   RateLimitPolicies (``gateway.gatewayapi.policies``), Secrets of type kubernetes.io/tls (for
   HTTPS listeners' certificateRefs) and of type Opaque (the credentials policies name), and
-  ConfigMaps (the CA certificates of Gateways' client certificate validation, only their
-  ``ca.crt`` kept); all namespaces, or one loop per ``gateway_api.secret_namespaces`` entry
+  ConfigMaps (the CA certificates of client certificate validation and BackendTLSPolicies,
+  only their ``ca.crt`` kept); all namespaces, or one loop per ``gateway_api.secret_namespaces`` entry
   so that RBAC can be a Role in each;
 * in every kubernetes source (every associated cluster): Services and ServiceImports, so
   that a backendRef is resolved against the merged service, whichever cluster has it.
