@@ -58,7 +58,7 @@ def test_discovery_lists_the_groups_kinds_and_status_subresources(api):
     names = {r.name: r for r in gw_v1.resources}
     assert set(names) == {"gatewayclasses", "gatewayclasses/status", "gateways", "gateways/status",
                           "httproutes", "httproutes/status", "grpcroutes", "grpcroutes/status",
-                          "backendtlspolicies", "backendtlspolicies/status"}
+                          "tlsroutes", "tlsroutes/status", "backendtlspolicies", "backendtlspolicies/status"}
     assert not names["gatewayclasses"].namespaced and names["httproutes"].namespaced
     assert names["httproutes/status"].verbs == ["get", "patch", "update"]
     beta = client.CustomObjectsApi(api).get_api_resources(GW, "v1beta1")
@@ -212,3 +212,44 @@ def test_frontend_tls_validation_is_checked_and_defaulted(custom, namespace):
         with pytest.raises(ApiException) as excinfo:
             custom.create_namespaced_custom_object(GW, "v1", namespace, "gateways", gateway("bad", frontend))
         assert excinfo.value.status == 422 and field in excinfo.value.body, excinfo.value.body
+
+
+def test_tlsroute_defaults_checks_and_status_subresource(custom, namespace):
+    """The TLSRoute CRD (v1): backendRefs defaulted as other routes', hostnames required (RFC 1123,
+    a wildcard only as the first label, no IPs), exactly one rule, a Service's ref needs a port;
+    the status is a subresource and a spec change bumps the generation."""
+    def tls_route(name: str, hostnames: list, rules: list | None = None) -> dict:
+        return {"apiVersion": f"{GW}/v1", "kind": "TLSRoute", "metadata": {"name": name},
+                "spec": {"parentRefs": [{"name": "gw"}], "hostnames": hostnames,
+                         "rules": rules if rules is not None else [{"backendRefs": [{"name": "tls", "port": 443}]}]}}
+    made = custom.create_namespaced_custom_object(GW, "v1", namespace, "tlsroutes",
+                                                  {**tls_route("r", ["abc.example.com", "*.example.com"]),
+                                                   "status": {"parents": ["x"]}})
+    assert made["metadata"]["generation"] == 1 and "status" not in made
+    assert made["spec"]["rules"][0]["backendRefs"] == [{"name": "tls", "port": 443, "group": "", "kind": "Service",
+                                                        "weight": 1}]
+    status = {"parents": [{"parentRef": {"name": "gw"}, "controllerName": "x.example/y",
+                           "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
+                                           "observedGeneration": 1, "lastTransitionTime": "2026-01-01T00:00:00Z",
+                                           "message": ""}]}]}
+    written = custom.patch_namespaced_custom_object_status(GW, "v1", namespace, "tlsroutes", "r", {"status": status})
+    assert written["status"] == status and written["metadata"]["generation"] == 1
+    patched = custom.patch_namespaced_custom_object(GW, "v1", namespace, "tlsroutes", "r",
+                                                    {"spec": {"hostnames": ["other.example.com"]}})
+    assert patched["metadata"]["generation"] == 2 and patched["status"] == status
+    for name, spec, field in (
+            ("no-hostnames", tls_route("x", []), "spec.hostnames"),
+            ("ip", tls_route("x", ["10.0.0.1"]), "spec.hostnames[0]"),
+            ("mid-wildcard", tls_route("x", ["a.*.example.com"]), "spec.hostnames[0]"),
+            ("bare-wildcard", tls_route("x", ["*"]), "spec.hostnames[0]"),
+            ("two-rules", tls_route("x", ["a.example.com"], [{"backendRefs": [{"name": "a", "port": 1}]}] * 2),
+             "spec.rules"),
+            ("no-backends", tls_route("x", ["a.example.com"], [{"backendRefs": []}]), "spec.rules[0].backendRefs"),
+            ("no-port", tls_route("x", ["a.example.com"], [{"backendRefs": [{"name": "a"}]}]),
+             "spec.rules[0].backendRefs[0]")):
+        with pytest.raises(ApiException) as excinfo:
+            custom.create_namespaced_custom_object(GW, "v1", namespace, "tlsroutes", spec)
+        assert excinfo.value.status == 422 and field in excinfo.value.body, (name, excinfo.value.body)
+    other_kind = tls_route("x", ["a.example.com"], [{"backendRefs": [{"group": "example.com", "kind": "Thing",
+                                                                      "name": "a"}]}])
+    assert custom.create_namespaced_custom_object(GW, "v1", namespace, "tlsroutes", other_kind)

@@ -88,6 +88,7 @@ HTTP_ROUTES = Resource("httproutes", "httproute", "HTTPRoute", GATEWAY_GROUP, "v
                        status_subresource=True)
 GRPC_ROUTES = Resource("grpcroutes", "grpcroute", "GRPCRoute", GATEWAY_GROUP, "v1", True,
                        status_subresource=True)
+TLS_ROUTES = Resource("tlsroutes", "tlsroute", "TLSRoute", GATEWAY_GROUP, "v1", True, status_subresource=True)
 BACKEND_TLS_POLICIES = Resource("backendtlspolicies", "backendtlspolicy", "BackendTLSPolicy", GATEWAY_GROUP, "v1",
                                 True, ("btlspolicy",), status_subresource=True)
 # ReferenceGrant is v1beta1 in the standard channel (v1.0 to v1.2 of the Gateway API CRDs).
@@ -110,7 +111,7 @@ DISCOVERY_GROUP = "discovery.k8s.io"
 # group/version -> the resources served there; the CRD groups as the Gateway API and MCS
 # installs define them (one version each).
 GROUP_VERSIONS: dict[str, tuple[Resource, ...]] = {
-    f"{GATEWAY_GROUP}/v1": (GATEWAY_CLASSES, GATEWAYS, HTTP_ROUTES, GRPC_ROUTES, BACKEND_TLS_POLICIES),
+    f"{GATEWAY_GROUP}/v1": (GATEWAY_CLASSES, GATEWAYS, HTTP_ROUTES, GRPC_ROUTES, TLS_ROUTES, BACKEND_TLS_POLICIES),
     f"{GATEWAY_GROUP}/v1beta1": (REFERENCE_GRANTS,),
     f"{MCS_GROUP}/v1alpha1": (SERVICE_EXPORTS, SERVICE_IMPORTS),
     f"{POLICY_GROUP}/v1alpha1": (SECURITY_POLICIES, RATE_LIMIT_POLICIES),
@@ -592,6 +593,42 @@ def _grpc_route(obj: dict, old: dict | None, causes: list) -> None:
         _backend_refs(rule, f"spec.rules[{i}]", causes)
 
 
+def _tls_route(obj: dict, old: dict | None, causes: list) -> None:
+    """The TLSRoute CRD's (v1) defaults and checks: 1 to 1024 hostnames, each an RFC 1123 name
+    or one with a leading ``*.`` label, never an IP address (SNI carries no IPs); exactly one
+    rule, with 1 to 16 backendRefs (group, kind and weight defaulted; a Service's needs a port)."""
+    spec = _spec(obj, causes)
+    _parent_refs(spec, causes)
+    hostnames = _items(spec.get("hostnames"), "spec.hostnames", causes)
+    if not 1 <= len(hostnames) <= 1024:
+        causes.append(("spec.hostnames", "Invalid value: must have 1 to 1024 items"))
+    for i, hostname in enumerate(hostnames):
+        name = hostname[2:] if isinstance(hostname, str) and hostname.startswith("*.") else hostname
+        if not isinstance(name, str) or len(hostname) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(name):
+            causes.append((f"spec.hostnames[{i}]", f"Invalid value: {hostname!r}: Hostnames must be valid based on "
+                                                   "RFC-1123 (a wildcard only as the whole first label)"))
+            continue
+        try:
+            ipaddress.ip_address(hostname)
+        except ValueError:
+            continue
+        causes.append((f"spec.hostnames[{i}]", f"Invalid value: {hostname!r}: Hostnames cannot contain an IP"))
+    rules = _items(spec.get("rules"), "spec.rules", causes)
+    if len(rules) != 1:
+        causes.append(("spec.rules", "Invalid value: must have exactly 1 item"))
+    for i, rule in enumerate(rules):
+        rule = _object(rule, f"spec.rules[{i}]", causes, required=True)
+        refs = _items(rule.get("backendRefs"), f"spec.rules[{i}].backendRefs", causes)
+        if not 1 <= len(refs) <= 16:
+            causes.append((f"spec.rules[{i}].backendRefs", "Invalid value: must have 1 to 16 items"))
+        _backend_refs(rule, f"spec.rules[{i}]", causes)
+        for j, ref in enumerate(refs):
+            if isinstance(ref, dict) and ref.get("group") == "" and ref.get("kind") == "Service" \
+                    and ref.get("port") is None:
+                causes.append((f"spec.rules[{i}].backendRefs[{j}]", "Invalid value: Must have port for Service "
+                                                                    "reference"))
+
+
 def _reference_grant(obj: dict, old: dict | None, causes: list) -> None:
     spec = _spec(obj, causes)
     for key in ("from", "to"):
@@ -665,7 +702,7 @@ def _microtime(text: str) -> str:
 _PREPARE = {"namespaces": _namespace, "services": _service, "secrets": _secret, "configmaps": _config_map,
             "endpointslices": _endpoint_slice, "endpoints": _endpoints, "leases": _lease,
             "gatewayclasses": _gateway_class, "gateways": _gateway, "httproutes": _http_route, "grpcroutes": _grpc_route,
-            "backendtlspolicies": _backend_tls_policy,
+            "tlsroutes": _tls_route, "backendtlspolicies": _backend_tls_policy,
             "referencegrants": _reference_grant, "serviceexports": _service_export,
             "serviceimports": _service_import, "securitypolicies": _policy, "ratelimitpolicies": _policy}
 
