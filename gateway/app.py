@@ -187,7 +187,7 @@ class Gateway:
         # file's routes before the HTTPRoutes' on a tie (their ranks: (0, ...) and (1, ...)).
         file_routes = tuple(rc if rc.rank else replace(rc, rank=(0, i)) for i, rc in enumerate(file.routes))
         return replace(file, routes=file_routes + tuple(t.routes), services=services,
-                       route_order="precedence", listeners=t.listeners)
+                       route_order="precedence", listeners=t.listeners, tls_routes=t.tls_routes)
 
     @staticmethod
     def _routing_config(config: Config) -> Config:

@@ -19,6 +19,7 @@ from gateway.policy.ext_authz import ExtAuthorizer, ExtAuthzClient
 from gateway.mirror import Mirror
 from gateway.routing import precedence_key
 from gateway.snapshot import Delta, Endpoints, EndpointSpec, Snapshot, with_pairs
+from gateway.streams import StreamTable, build_tables
 from gateway.wire import RouteKey, route_key
 
 try:
@@ -123,6 +124,8 @@ class DataPlane:
         self.listeners: tuple[GatewayListener, ...] = ()
         # (address, port) of each Gateway listener socket -> the Router its connections use
         self.port_routers: dict[tuple[str, int], Router] = {}
+        # (address, port) of each TLS listener socket -> its TLSRoutes (gateway.streams)
+        self.stream_tables: dict[tuple[str, int], StreamTable] = {}
         self.snapshot_version = 0
         self.view: dict[str, Endpoints] = {}    # every service's endpoints, routed or not
         self.loads: dict[str, tuple] = {}       # multi-level services: (priority, basis points)
@@ -187,6 +190,8 @@ class DataPlane:
             self._place(rc, position, previous.get(rc.name))
         self.ordered = {listener: sorted(placed.values(), key=_order_of) for listener, placed in self.placed.items()}
         self._build_routers({"", *self.placed, *(listener.id for listener in config.listeners)})
+        self.stream_tables = build_tables(config.listeners, config.tls_routes, self.services,
+                                          lambda entries: EndpointTable([_Backend(*e) for e in entries]))
         for key in set(self.services) - {svc.key for svc in config.services}:
             self._retire_service(key)
         for key in fresh:                   # endpoints known before the service was routed

@@ -16,6 +16,7 @@ from collections import defaultdict
 
 from _speedups.proxy import STAT_NAMES
 from gateway.policy.redis_store import COUNTER_NAMES
+from gateway.streams import RESULTS as TLS_ROUTE_RESULTS
 from gateway.tls import TLS_REFUSAL_REASONS
 from _speedups.stats import (BACKEND_CONNECT, BACKEND_DURATION, BACKEND_FAILURES, BACKEND_LEN, BACKEND_RESPONSE,
                              BACKEND_RETRIES, CAUSE_NAMES, DENIAL_NAMES, HISTOGRAM_BUCKETS, HISTOGRAM_COUNT, HISTOGRAM_SUM,
@@ -76,7 +77,8 @@ class WorkerCounters:
     """The latest values one worker reported."""
 
     __slots__ = ("counters", "connections", "in_flight", "snapshot", "upstreams", "routes",
-                 "backends", "tracing", "otlp_logs", "tls_refusals", "ratelimit_store")
+                 "backends", "tracing", "otlp_logs", "tls_refusals", "tls_route_connections",
+                 "ratelimit_store")
 
     def __init__(self) -> None:
         self.counters = [0] * len(STAT_NAMES)
@@ -89,6 +91,7 @@ class WorkerCounters:
         self.tracing = [0] * len(TRACING_NAMES)
         self.otlp_logs = [0] * len(OTLP_LOG_NAMES)
         self.tls_refusals = [0] * len(TLS_REFUSAL_REASONS)
+        self.tls_route_connections = [0] * len(TLS_ROUTE_RESULTS)
         self.ratelimit_store: dict | None = None    # its RedisStore.status(), global limits on
 
 
@@ -130,6 +133,8 @@ class Stats:
             w.otlp_logs = report["otlp_logs"]
         if report.get("tls_refusals") is not None:
             w.tls_refusals = report["tls_refusals"]
+        if report.get("tls_route_connections") is not None:
+            w.tls_route_connections = report["tls_route_connections"]
         w.ratelimit_store = report.get("ratelimit_store")
 
     def retire(self, worker_id: int) -> None:
@@ -148,6 +153,7 @@ class Stats:
         _add_into(r.tracing, w.tracing)
         _add_into(r.otlp_logs, w.otlp_logs)
         _add_into(r.tls_refusals, w.tls_refusals)
+        _add_into(r.tls_route_connections, w.tls_route_connections)
 
     def outcomes(self, service_key: str, endpoints: list[EndpointKey]) -> dict[EndpointKey, tuple[int, int]]:
         """Per endpoint, totals so far over workers and pools (the shared one and the
@@ -252,3 +258,9 @@ class Stats:
         for w in self._all():
             _add_into(total, w.tls_refusals)
         return dict(zip(TLS_REFUSAL_REASONS, total))
+
+    def tls_route_connections(self) -> dict[str, int]:
+        total = [0] * len(TLS_ROUTE_RESULTS)
+        for w in self._all():
+            _add_into(total, w.tls_route_connections)
+        return dict(zip(TLS_ROUTE_RESULTS, total))

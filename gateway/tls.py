@@ -124,8 +124,9 @@ class ServerTls:
     so renewed certificates apply to new handshakes with no restart.
     """
 
-    def __init__(self, config: TlsListener) -> None:
+    def __init__(self, config: TlsListener, alpn: bool = True) -> None:
         self.config = config
+        self.alpn = alpn                # HTTPS offers h2 and http/1.1; a TLS listener (streams) nothing
         self.contexts: list[ssl.SSLContext] = []
         self.names: list[list[str]] = []
         for cert in config.certificates:
@@ -145,7 +146,8 @@ class ServerTls:
     def _new_context(self) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = _VERSIONS[self.config.min_version]
-        context.set_alpn_protocols(["h2", "http/1.1"])     # h2: _speedups/h2_downstream.pyx
+        if self.alpn:
+            context.set_alpn_protocols(["h2", "http/1.1"])     # h2: _speedups/h2_downstream.pyx
         use_ticket_keys(context)                            # the replica's (TicketKeys)
         if self.config.client_validation is not None:
             require_client_certificates(context, self.config.client_validation)

@@ -40,6 +40,8 @@ from gateway.config import Address, Config, GatewayListener, RouteConfig, TlsLis
 from gateway.dataplane import DataPlane, PathPolicy, ProxyContext, TrustedProxies, Upstream
 from gateway.listeners import PlainServer, bind_listeners
 from gateway.snapshot import Delta, Snapshot
+from gateway import streams
+from gateway.streams import StreamPort
 from gateway.tls import ServerTls, certificates_only_differ, set_ticket_keys, tls_refusals
 from gateway.policy.redis_store import RedisStore
 from gateway.tracing import SpanExporter, apply_tracing
@@ -72,15 +74,17 @@ def spawn_command() -> list[str]:
 
 class GatewayPort:
     """The socket of one Gateway (address, port), shared by its listeners there; its
-    connections route with ``port.router``, which each new config replaces."""
+    connections route with ``port.router``, which each new config replaces, or, on a TLS
+    listener's socket (TLSRoutes), with ``stream.table`` (gateway.streams)."""
 
-    def __init__(self, tls: bool) -> None:
+    def __init__(self, tls: bool, stream: StreamPort | None = None) -> None:
         self.port = Port()
         self.tls_listener: TlsListener | None = None      # HTTPS: what ``tls`` was made from
         self.tls: ServerTls | None = None
         self.server = None                                 # PlainServer or asyncio.Server
         self.factory = None                                # its protocol factory
         self.is_tls = tls
+        self.stream = stream
 
 
 def _gateway_sockets(listeners: tuple[GatewayListener, ...],
@@ -242,17 +246,24 @@ class Worker:
     async def _serve_gateways_now(self, config: Config) -> None:
         min_version = config.tls.min_version if config.tls is not None else "1.2"
         wanted = _gateway_sockets(config.listeners, min_version)
+        tables = self.dataplane.stream_tables
         for pair in [p for p, gp in self.gateway_ports.items()
                      if p not in wanted or gp.is_tls != (wanted[p] is not None)
+                     or (gp.stream is not None) != (p in tables)
                      or (gp.tls_listener and not certificates_only_differ(gp.tls_listener, wanted[p]))]:
             gone = self.gateway_ports.pop(pair)
             if gone.server is not None:
                 asyncio.ensure_future(self._close_listener(gone.server, gone.tls, gone.factory))
+            if gone.stream is not None:
+                gone.stream.close_all()     # a TLS socket no more: its streams end with it
         for pair, tls in wanted.items():
             gp = self.gateway_ports.get(pair)
             if gp is None:
-                gp = self.gateway_ports[pair] = GatewayPort(tls is not None)
+                stream = StreamPort(self.ctx, tables[pair]) if pair in tables else None
+                gp = self.gateway_ports[pair] = GatewayPort(tls is not None, stream)
             gp.port.router = self.dataplane.port_routers.get(pair) or gp.port.router
+            if gp.stream is not None:
+                gp.stream.table = tables[pair]
             if gp.server is None:
                 await self._open_gateway_port(pair, gp, tls)
             elif tls is not None and tls != gp.tls_listener:
@@ -260,12 +271,20 @@ class Worker:
                 gp.tls_listener = tls
 
     async def _open_gateway_port(self, pair: tuple[str, int], gp: GatewayPort, tls: TlsListener | None) -> None:
-        factory = gp.factory = self.ctx.port_factory(gp.port, tls is not None)
+        if gp.stream is not None:
+            factory = gp.factory = gp.stream.factory
+        else:
+            factory = gp.factory = self.ctx.port_factory(gp.port, tls is not None)
         try:
-            if tls is None:
+            if tls is None and gp.stream is None:
                 gp.server = PlainServer(self.reactor, bind_listeners(Address(*pair)), factory)
                 return
-            gp.tls, gp.tls_listener = ServerTls(tls), tls
+            if tls is None:         # TLS passthrough: the bytes are not ours to decrypt
+                gp.server = await asyncio.get_running_loop().create_server(
+                    factory, pair[0], pair[1], reuse_port=True, backlog=4096)
+                return
+            # HTTPS offers h2 and http/1.1; a TLS listener's streams are not HTTP: no ALPN
+            gp.tls, gp.tls_listener = ServerTls(tls, alpn=gp.stream is None), tls
             gp.server = await asyncio.get_running_loop().create_server(
                 factory, pair[0], pair[1], ssl=gp.tls.default, reuse_port=True, backlog=4096,
                 ssl_handshake_timeout=self.config.timeouts.downstream_header)
@@ -304,12 +323,16 @@ class Worker:
         for gp in list(self.gateway_ports.values()):
             if gp.server is not None:
                 await self._close_listener(gp.server, gp.tls, gp.factory)
+        streams = [gp.stream for gp in self.gateway_ports.values() if gp.stream is not None]
         if ctx is not None:
             ctx.drain_idle_connections(DRAIN_IDLE_GRACE)
-            while ctx.active_connections() and time.monotonic() < deadline:
+            while ((ctx.active_connections() or any(s.connections for s in streams))
+                   and time.monotonic() < deadline):
                 await asyncio.sleep(0.05)
             for conn in list(ctx.connections):
                 conn.close()
+            for stream in streams:
+                stream.close_all()
             ctx.stop_ticker()
         if self._maintenance is not None:
             self._maintenance.cancel()
@@ -367,7 +390,7 @@ class Worker:
                 conn.setsockopt(socket.SOL_SOCKET, _SO_DETACH_FILTER, 0)
             except OSError:
                 pass
-            if tls is None:
+            if isinstance(server, PlainServer):
                 server.adopt(conn)      # the reactor serves it as one it accepted
                 return
             conn.setblocking(False)
@@ -398,6 +421,7 @@ class Worker:
                 "upstreams": upstreams, "routes": routes, "backends": backends, "exemplars": exemplars,
                 "tracing": self.tracing.counters() if self.tracing is not None else None,
                 "otlp_logs": self._otlp_log_counters(), "tls_refusals": list(tls_refusals),
+                "tls_route_connections": list(streams.counts),
                 "ratelimit_store": self.ratelimit_store.status() if self.ratelimit_store is not None else None}
 
     def _otlp_log_counters(self) -> list[int] | None:

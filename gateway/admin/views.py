@@ -766,6 +766,14 @@ def metric_families(gw) -> list[Family]:
         for reason, count in totals.tls_refusals().items():
             refused.samples.append(("", {"reason": reason}, count))
 
+    # TLS listeners (TLSRoutes): connections by how they ended up (per worker, summed).
+    if any(listener.streams for listener in cfg.listeners):
+        streams = family("gateway_tls_route_connections_total", "counter",
+                         "Connections to TLS listeners (TLSRoutes), by result: routed to a backend, or "
+                         "closed for no route for the SNI, no valid backend, failed connects or a bad ClientHello.")
+        for result, count in totals.tls_route_connections().items():
+            streams.samples.append(("", {"result": result}, count))
+
     # Global rate limits' store (per worker connection, summed).
     store = totals.ratelimit_store()
     if store is not None:

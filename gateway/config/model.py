@@ -22,7 +22,7 @@ __all__ = ["Address", "AccessLogConfig", "TracingConfig", "Timeouts", "Limits", 
            "WeightedBackend", "BackendFilters", "RetryPolicy", "HeaderFilter", "Redirect", "MirrorConfig",
            "CorsPolicy", "RateLimitPolicy", "RedisConfig", "IpFilterPolicy", "BasicAuth", "ApiKeyAuth", "ClaimHeader",
            "JwtAuth", "ExtAuthz", "AuthPolicy", "RouteConfig",
-           "GatewayListener", "LeaderElection", "GatewayApiConfig", "MultiClusterConfig", "Config",
+           "GatewayListener", "TlsRouteConfig", "LeaderElection", "GatewayApiConfig", "MultiClusterConfig", "Config",
            "DEFAULT_NAMESPACE", "DEFAULT_SOURCE_WEIGHT", "PROTOCOLS", "LB_POLICIES", "RETRY_5XX",
            "DEFAULT_CONTROLLER_NAME", "MAX_RATE_WINDOW"]
 
@@ -683,6 +683,27 @@ class GatewayListener:
     hostname: str | None = None
     certificates: tuple[Certificate, ...] = ()
     client_validation: ClientValidation | None = None   # the Gateway's spec.tls.frontend for this port
+    # Protocol TLS (TLSRoutes, not HTTP): "Passthrough" (the ClientHello's SNI picks the route,
+    # bytes go to the backend undecrypted) or "Terminate" (``certificates``, then plain bytes).
+    tls_mode: str | None = None
+
+    @property
+    def streams(self) -> bool:
+        """Its connections are byte streams routed by SNI (gateway.streams), not HTTP."""
+        return self.tls_mode is not None
+
+
+@dataclass(frozen=True, slots=True)
+class TlsRouteConfig:
+    """A TLSRoute on one Gateway listener (from the Gateway API; not a file key): connections
+    whose SNI it serves go to its backends, by weight."""
+
+    name: str                               # "namespace/name"
+    listener: str                           # GatewayListener.id
+    hostnames: tuple[str, ...] = ()         # exact or "*.domain"; (): any the listener takes
+    backends: tuple[WeightedBackend, ...] = ()
+    invalid_weight: int = 0                 # the share of invalid backendRefs: refused
+    rank: tuple = ()                        # oldest route first among equal hostnames
 
 
 @dataclass(frozen=True, slots=True)
@@ -745,6 +766,7 @@ class Config:
     gateway_api: GatewayApiConfig | None = None
     multicluster: MultiClusterConfig = field(default_factory=MultiClusterConfig)
     listeners: tuple[GatewayListener, ...] = ()     # the Gateways' (not a file key)
+    tls_routes: tuple[TlsRouteConfig, ...] = ()     # the TLSRoutes' (not a file key)
     path: str | None = None                 # the file it was read from
     # The validated YAML document, so that worker processes get exactly this config
     # rather than whatever the file holds when they (re)start.

@@ -9,7 +9,7 @@ resourceVersion with bookmarks, resume from the last version seen after a lost c
 
 What is watched:
 * in the clusters of ``gateway_api.sources``: GatewayClasses, Gateways, HTTPRoutes,
-  GRPCRoutes, BackendTLSPolicies (``gateway.gatewayapi.backend_tls``), ReferenceGrants,
+  GRPCRoutes, TLSRoutes, BackendTLSPolicies (``gateway.gatewayapi.backend_tls``), ReferenceGrants,
   Namespaces (for ``allowedRoutes`` selectors), SecurityPolicies and
   RateLimitPolicies (``gateway.gatewayapi.policies``), Secrets of type kubernetes.io/tls (for
   HTTPS listeners' certificateRefs) and of type Opaque (the credentials policies name), and
@@ -51,6 +51,7 @@ ROUTE_KINDS = (("classes", GATEWAY_GROUP, "v1", "gatewayclasses", False),
                ("gateways", GATEWAY_GROUP, "v1", "gateways", True),
                ("routes", GATEWAY_GROUP, "v1", "httproutes", True),
                ("grpc_routes", GATEWAY_GROUP, "v1", "grpcroutes", True),
+               ("tls_routes", GATEWAY_GROUP, "v1", "tlsroutes", True),
                ("backend_tls_policies", GATEWAY_GROUP, "v1", "backendtlspolicies", True),
                ("grants", GATEWAY_GROUP, "v1beta1", "referencegrants", True),
                ("namespaces", None, "v1", "namespaces", False),
@@ -64,6 +65,7 @@ TLS_SECRET_TYPE, CREDENTIALS_TYPE = "kubernetes.io/tls", "Opaque"
 # store -> (group, version, plural) of the kinds whose status we write
 STATUS_KINDS = {"classes": (GATEWAY_GROUP, "v1", "gatewayclasses"), "gateways": (GATEWAY_GROUP, "v1", "gateways"),
                 "routes": (GATEWAY_GROUP, "v1", "httproutes"), "grpc_routes": (GATEWAY_GROUP, "v1", "grpcroutes"),
+                "tls_routes": (GATEWAY_GROUP, "v1", "tlsroutes"),
                 "backend_tls_policies": (GATEWAY_GROUP, "v1", "backendtlspolicies"),
                 **{store: (POLICY_GROUP, POLICY_VERSION, plural) for store, plural in POLICY_PLURALS.items()}}
 # What the translation's World holds of a watched object, per store (the object itself when
@@ -75,7 +77,7 @@ _WORLD_VALUE = {"services": lambda obj: (obj.get("spec") or {}).get("ports") or 
                 "ca_maps": lambda obj: obj["bundle"]}
 _EVERY_CLUSTER = ("services", "imports")
 _BY_NAME = ("classes", "namespaces")                   # cluster-scoped: keyed by name
-WORLD_STORES = ("classes", "gateways", "routes", "grpc_routes", "backend_tls_policies", "grants", "services",
+WORLD_STORES = ("classes", "gateways", "routes", "grpc_routes", "tls_routes", "backend_tls_policies", "grants", "services",
                 "imports", "namespaces", "secrets", *POLICY_PLURALS, "credentials", "ca_maps")
 
 
@@ -503,11 +505,12 @@ class GatewayApiController:
             others = [p for p in (route.get("status") or {}).get("parents") or ()
                       if p.get("controllerName") != self.settings.controller_name]
             writes.append(("routes", key, route, {"parents": parents + others}))
-        for key, parents in t.grpc_route_status.items():
-            route = world.grpc_routes[key]
-            others = [p for p in (route.get("status") or {}).get("parents") or ()
-                      if p.get("controllerName") != self.settings.controller_name]
-            writes.append(("grpc_routes", key, route, {"parents": parents + others}))
+        for store, statuses in (("grpc_routes", t.grpc_route_status), ("tls_routes", t.tls_route_status)):
+            for key, parents in statuses.items():
+                route = getattr(world, store)[key]
+                others = [p for p in (route.get("status") or {}).get("parents") or ()
+                          if p.get("controllerName") != self.settings.controller_name]
+                writes.append((store, key, route, {"parents": parents + others}))
         for (store, key), status in t.policy_status.items():
             policy = getattr(world, store)[key]
             others = [a for a in (policy.get("status") or {}).get("ancestors") or ()
@@ -600,7 +603,7 @@ def lease_name(controller_name: str) -> str:
 
 def _served(t: Translation) -> tuple:
     """What of a translation the data plane uses (statuses aside)."""
-    return t.routes, t.services, t.listeners
+    return t.routes, t.services, t.listeners, t.tls_routes
 
 
 def _without_status(obj: dict) -> tuple:

@@ -11,10 +11,11 @@ import bisect
 import ipaddress
 import re
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from gateway.config import (BackendFilters, Certificate, ClientValidation, CorsPolicy, GatewayListener, HeaderFilter,
                             HeaderMatch, MirrorConfig, QueryMatch, Redirect, RetryPolicy, RouteConfig, RouteMatch,
-                            ServiceConfig, WeightedBackend, regex_problem)
+                            ServiceConfig, TlsRouteConfig, WeightedBackend, regex_problem)
 from gateway.config.validate import section
 from gateway.gatewayapi.backend_tls import BackendTls
 from gateway.gatewayapi.ca_refs import resolve_ca_refs
@@ -43,6 +44,7 @@ class World:
     gateways: dict[Key, dict] = field(default_factory=dict)
     routes: dict[Key, dict] = field(default_factory=dict)
     grpc_routes: dict[Key, dict] = field(default_factory=dict)         # GRPCRoutes
+    tls_routes: dict[Key, dict] = field(default_factory=dict)          # TLSRoutes
     grants: dict[Key, dict] = field(default_factory=dict)
     services: dict[Key, list[dict]] = field(default_factory=dict)       # ports, per existing Service
     imports: dict[Key, dict] = field(default_factory=dict)              # ServiceImports
@@ -191,6 +193,8 @@ class Translation:
     policy_status: dict[tuple[str, Key], dict] = field(default_factory=dict)
     grpc_route_status: dict[Key, list[dict]] = field(default_factory=dict)     # as route_status
     ca_maps_read: frozenset[Key] = frozenset()      # the ConfigMaps client validations and BackendTLSPolicies name
+    tls_routes: tuple[TlsRouteConfig, ...] = ()     # what TLS listeners serve
+    tls_route_status: dict[Key, list[dict]] = field(default_factory=dict)      # as route_status
 
 
 def _key(obj: dict) -> Key:
@@ -278,7 +282,7 @@ class _Ref:
     problem: tuple[str, str] | None     # (reason, message) for ResolvedRefs=False
 
 
-def resolve_backend(world: World, route_ns: str, ref: dict) -> _Ref:
+def resolve_backend(world: World, route_ns: str, ref: dict, route_kind: str = "HTTPRoute") -> _Ref:
     group, kind = ref.get("group", ""), ref.get("kind", "Service")
     name, ns = ref.get("name", ""), ref.get("namespace") or route_ns
     weight = ref.get("weight", 1)
@@ -286,7 +290,7 @@ def resolve_backend(world: World, route_ns: str, ref: dict) -> _Ref:
     if (group, kind) not in (("", "Service"), (MCS_GROUP, "ServiceImport")):
         return _Ref(None, None, weight, ("InvalidKind", f"backendRef {group}/{kind} {name!r}: "
                                                       f"only Service and ServiceImport are supported"))
-    if ns != route_ns and not _granted(world, route_ns, ns, group, kind, name):
+    if ns != route_ns and not _granted(world, route_ns, ns, group, kind, name, from_kind=route_kind):
         return _Ref(None, None, weight, ("RefNotPermitted", f"backendRef {kind} {ns}/{name}: no "
                                                            f"ReferenceGrant in {ns} allows it"))
     if kind == "ServiceImport":
@@ -431,7 +435,7 @@ def translate_rule(world: World, route: dict, index: int, rule: dict, hosts: tup
             unsupported = unsupported or problem
         elif filter_type == "RequestMirror":
             spec = f.get("requestMirror") or {}
-            ref = resolve_backend(world, ns, spec.get("backendRef") or {})
+            ref = resolve_backend(world, ns, spec.get("backendRef") or {}, kind)
             if ref.problem:
                 problems.append(ref.problem)
             else:
@@ -441,7 +445,7 @@ def translate_rule(world: World, route: dict, index: int, rule: dict, hosts: tup
     invalid_weight = 0
     if redirect is None:
         for j, ref_spec in enumerate(rule.get("backendRefs") or ()):
-            ref = resolve_backend(world, ns, ref_spec)
+            ref = resolve_backend(world, ns, ref_spec, kind)
             filters, problem = _backend_filters(ref_spec.get("filters") or (), f"rules[{index}].backendRefs[{j}]")
             unsupported = unsupported or problem
             if ref.problem:
@@ -528,10 +532,10 @@ def _redirect(spec: dict, match: RouteMatch | None) -> Redirect:
 
 # -- Gateways: listeners and addresses ------------------------------------------------------
 
-_PROTOCOLS = ("HTTP", "HTTPS")
-_HTTPROUTE = {"group": GATEWAY_GROUP, "kind": "HTTPRoute"}
-_GRPCROUTE = {"group": GATEWAY_GROUP, "kind": "GRPCRoute"}
 ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")       # what HTTP and HTTPS listeners take
+# The route kinds each listener protocol takes (TLS: TLSRoutes, Passthrough or Terminate)
+_PROTOCOL_KINDS = {"HTTP": ROUTE_KINDS, "HTTPS": ROUTE_KINDS, "TLS": ("TLSRoute",)}
+TLS_MODES = ("Passthrough", "Terminate")
 UNSPECIFIED = frozenset({"", "0.0.0.0", "::"})      # a socket bound there takes every address
 
 
@@ -561,6 +565,21 @@ class _Listener:
         return self.spec.get("port")
 
     @property
+    def protocol(self) -> str:
+        return self.spec.get("protocol")
+
+    @property
+    def tls_mode(self) -> str | None:
+        """A TLS listener's mode (Terminate when not given), None for HTTP and HTTPS."""
+        if self.protocol != "TLS":
+            return None
+        return (self.spec.get("tls") or {}).get("mode") or "Terminate"
+
+    @property
+    def terminates_tls(self) -> bool:
+        return self.protocol == "HTTPS" or self.tls_mode == "Terminate"
+
+    @property
     def valid(self) -> bool:
         return self.problem is None and self.conflict is None
 
@@ -583,14 +602,15 @@ class _Gateway:
 
 
 def _route_kinds(spec: dict) -> tuple[list[dict], str | None]:
-    """supportedKinds from allowedRoutes.kinds (HTTPRoute and GRPCRoute when none are named),
-    and the message for the kinds that cannot be served."""
+    """supportedKinds from allowedRoutes.kinds (every kind the protocol takes when none are
+    named), and the message for the kinds that cannot be served."""
+    takes = _PROTOCOL_KINDS[spec.get("protocol")]
     asked = (spec.get("allowedRoutes") or {}).get("kinds")
     if not asked:
-        return [dict(_HTTPROUTE), dict(_GRPCROUTE)], None
+        return [{"group": GATEWAY_GROUP, "kind": kind} for kind in takes], None
     kinds, invalid = [], []
     for k in asked:
-        if k.get("kind") in ROUTE_KINDS and k.get("group", GATEWAY_GROUP) == GATEWAY_GROUP:
+        if k.get("kind") in takes and k.get("group", GATEWAY_GROUP) == GATEWAY_GROUP:
             kind = {"group": GATEWAY_GROUP, "kind": k["kind"]}
             if kind not in kinds:
                 kinds.append(kind)
@@ -607,9 +627,14 @@ def _plan_listeners(world: World, gkey: Key, gateway: dict) -> list[_Listener]:
         listener = _Listener(spec, f"{gkey[0]}/{gkey[1]}/{spec['name']}", [], gateway=gkey)
         out.append(listener)
         protocol = spec.get("protocol")
-        if protocol not in _PROTOCOLS:
-            listener.problem = ("UnsupportedProtocol", f"protocol {protocol} is not supported (HTTP and HTTPS are)")
+        if protocol not in _PROTOCOL_KINDS:
+            listener.problem = ("UnsupportedProtocol", f"protocol {protocol} is not supported "
+                                                       f"(HTTP, HTTPS and TLS are)")
             listener.invalid_kinds = listener.problem[1]
+            continue
+        if listener.tls_mode not in (None, *TLS_MODES):
+            listener.problem = ("UnsupportedValue", f"tls.mode {listener.tls_mode!r} is not supported "
+                                                    f"(Passthrough and Terminate are)")
             continue
         listener.kinds, listener.invalid_kinds = _route_kinds(spec)
         # The first listener on a port decides its protocol; a later one with another
@@ -621,10 +646,23 @@ def _plan_listeners(world: World, gkey: Key, gateway: dict) -> list[_Listener]:
             listener.conflict = ("HostnameConflict", f"another listener on port {port} has hostname "
                                                      f"{hostname or '(none)'}")
         hostnames.add((port, hostname))
-        if protocol == "HTTPS":
+        if listener.terminates_tls:
             listener.certificates, listener.cert_problem = _listener_certificates(world, gkey, spec)
             _plan_client_validation(world, gkey, gateway, listener)
+    _refuse_mixed_tls_modes(out)
     return out
+
+
+def _refuse_mixed_tls_modes(listeners: list[_Listener]) -> None:
+    """TLS listeners of one port in both modes: all of them conflict (TLSRouteModeMixed, which
+    would decide per SNI whether to terminate, is not supported)."""
+    modes: dict[int, set[str]] = {}
+    for l in listeners:
+        if l.tls_mode is not None and l.problem is None:
+            modes.setdefault(l.port, set()).add(l.tls_mode)
+    for l in listeners:
+        if l.tls_mode is not None and len(modes.get(l.port, ())) > 1:
+            l.conflict = ("ProtocolConflict", f"TLS listeners on port {l.port} mix Passthrough and Terminate")
 
 
 def frontend_validation(gateway: dict, port: int) -> dict | None:
@@ -784,10 +822,10 @@ def _attach(world: World, gw: _Gateway, route_ns: str, ref: dict, spec: dict,
     """(accepted, reason, message, [(listener, its hostnames or None for any)]) for one
     parentRef of a ``kind`` route to our Gateway: the listeners that sectionName and port
     select, that take the kind and allow the route, and whose hostname intersects the route's."""
-    selected = [l for l in gw.listeners if any(l.attachable(k) for k in ROUTE_KINDS)
+    selected = [l for l in gw.listeners if l.valid and l.kinds
                 and ref.get("sectionName") in (None, l.name) and ref.get("port") in (None, l.port)]
     if not selected:
-        return False, "NoMatchingParent", "no HTTP/HTTPS listener matches sectionName/port", []
+        return False, "NoMatchingParent", "no listener matches sectionName/port", []
     listeners = [l for l in selected if l.attachable(kind)]
     if not listeners:
         return False, "NotAllowedByListeners", f"the listeners' allowedRoutes.kinds do not take {kind}", []
@@ -815,7 +853,7 @@ def _is_served(gw: _Gateway, listener: _Listener, addressing: Addressing) -> str
     why = addressing.unbindable.get((gw.address, listener.port))
     if why:
         return f"cannot listen on {gw.address}:{listener.port}: {why}"
-    if listener.spec.get("protocol") == "HTTPS" and not listener.certificates:
+    if listener.terminates_tls and not listener.certificates:
         return listener.cert_problem[1] if listener.cert_problem else "no certificateRefs"
     return None
 
@@ -847,6 +885,14 @@ def translate(world: World, file_services: dict[str, ServiceConfig] | None = Non
             by_id[listener_id].attached += 1
         for service, port in result.service_ports:
             service_ports.setdefault(service, port)
+    tls = {key: result for key, route in world.tls_routes.items()
+           if (result := _translate_tls_route(world, route, gateways)).parents is not None}
+    for key in sorted(tls, key=lambda key: _route_order(world.tls_routes[key])):
+        for listener_id in tls[key].attached:
+            by_id[listener_id].attached += 1
+        for service, port in tls[key].service_ports:
+            service_ports.setdefault(service, port)
+    tls_routes = tuple(sorted((c for result in tls.values() for c in result.configs), key=lambda c: c.rank))
     conflicts = _KindConflicts(world, by_id, memo, grpc) if grpc else None
     route_status = dict(memo.route_status)
     grpc_status = {key: result.parents for key, result in grpc.items()}
@@ -857,15 +903,15 @@ def translate(world: World, file_services: dict[str, ServiceConfig] | None = Non
             changed |= {key for kind, key, _ in conflicts.losers if kind == "HTTPRoute"}
     backend_tls = BackendTls(world)
     gateway_status = {key: _gateway_status(gateways[key], addressing) for key in sorted(gateways)}
-    listeners = tuple(GatewayListener(l.id, gw.address, l.port, l.spec.get("protocol") == "HTTPS",
+    listeners = tuple(GatewayListener(l.id, gw.address, l.port, l.terminates_tls,
                                       (l.spec.get("hostname") or "").lower() or None, tuple(l.certificates),
-                                      l.client_validation)
+                                      l.client_validation, l.tls_mode)
                       for gw in sorted(gateways.values(), key=_gateway_order) for l in gw.listeners
                       if l.not_served is None)
     routes = memo.routes() + [rc for result in grpc.values() for rc in result.configs]
     if conflicts:
         routes = [rc for rc in routes if id(rc) not in conflicts.dropped]
-    reached = _gateways_reaching(routes) if world.backend_tls_policies else {}
+    reached = _gateways_reaching([*routes, *tls_routes]) if world.backend_tls_policies else {}
     # Services only GRPCRoutes send to: HTTP/2 (one shared with an HTTPRoute keeps its appProtocol).
     grpc_only = ({b.service for result in grpc.values() for rc in result.configs for b in rc.backends}
                  - set(memo.service_ports))
@@ -877,7 +923,8 @@ def translate(world: World, file_services: dict[str, ServiceConfig] | None = Non
         policy_status.update(backend_tls.status(reached, world.controller_name))
     return Translation(routes, services, _class_status(world, classes), gateway_status,
                        route_status, listeners, changed, policy_status, grpc_status,
-                       _ca_maps_named(gateways) | backend_tls.ca_maps_named())
+                       _ca_maps_named(gateways) | backend_tls.ca_maps_named(), tls_routes,
+                       {key: result.parents for key, result in tls.items()})
 
 
 def _client_certificate(key: str, reached: dict[str, set[Key]], gateways: dict[Key, _Gateway]) -> Certificate | None:
@@ -912,33 +959,37 @@ def _service(key: str, port: int, file_services: dict[str, ServiceConfig], backe
     return service
 
 
-def _gateways_reaching(routes: list[RouteConfig]) -> dict[str, set[Key]]:
+def _gateways_reaching(routes: list[RouteConfig | TlsRouteConfig]) -> dict[str, set[Key]]:
     """"namespace/name" of a Service -> the Gateways whose routes send it requests (or mirror
-    them to it), on any of its ports."""
+    them to it), or TLS connections, on any of its ports."""
     reached: dict[str, set[Key]] = {}
     for rc in routes:
         ns, gateway, _ = rc.listener.split("/", 2)
-        for service in [b.service for b in rc.backends] + [m.service for m in rc.mirrors]:
+        for service in [b.service for b in rc.backends] + [m.service for m in getattr(rc, "mirrors", ())]:
             reached.setdefault(service.partition(":")[0], set()).add((ns, gateway))
     return reached
 
 
 @dataclass(frozen=True)
 class _RouteResult:
-    """One HTTPRoute translated: None parents when it names no Gateway of ours."""
+    """One route translated: None parents when it names no Gateway of ours."""
     parents: list[dict] | None
-    configs: tuple[RouteConfig, ...] = ()               # served (none while a rule is unsupported)
+    configs: tuple = ()         # RouteConfigs or TlsRouteConfigs served (none while a rule is unsupported)
     service_ports: tuple[tuple[str, int], ...] = ()
     attached: tuple[str, ...] = ()                      # a listener id per attachment
 
 
-def _translate_route(world: World, route: dict, gateways: dict[Key, _Gateway], edges: PolicyIndex,
-                     kind: str = "HTTPRoute") -> _RouteResult:
-    ns, route_name = _key(route)
+class _Parents(NamedTuple):
+    """A route's parentRefs to our Gateways: their status entries (Accepted so far), the
+    served listeners it attached to with its hostnames there, a listener id per attachment."""
+    entries: list[dict]
+    targets: list[tuple[_Listener, list[str] | None]]
+    attached: list[str]
+
+
+def _parents(world: World, route: dict, gateways: dict[Key, _Gateway], kind: str) -> _Parents:
+    ns, _ = _key(route)
     spec = route.get("spec") or {}
-    rules = spec.get("rules") or [{}]
-    if kind == "GRPCRoute":
-        rules = [_grpc_rule(rule) for rule in rules]
     gen = _generation(route)
     parents, targets, attached = [], [], []
     for ref in spec.get("parentRefs") or ():
@@ -954,6 +1005,23 @@ def _translate_route(world: World, route: dict, gateways: dict[Key, _Gateway], e
                     if l.not_served is None and all(l is not t for t, _ in targets)]
         parents.append({"parentRef": _parent_ref(ref, gkey), "controllerName": world.controller_name,
                         "conditions": [condition("Accepted", accepted, reason, message, gen)]})
+    return _Parents(parents, targets, attached)
+
+
+def _resolved_refs(problems: list[tuple[str, str]], gen: int) -> dict:
+    return condition("ResolvedRefs", not problems, problems[0][0] if problems else "ResolvedRefs",
+                     problems[0][1] if problems else "all references resolved", gen)
+
+
+def _translate_route(world: World, route: dict, gateways: dict[Key, _Gateway], edges: PolicyIndex,
+                     kind: str = "HTTPRoute") -> _RouteResult:
+    ns, route_name = _key(route)
+    spec = route.get("spec") or {}
+    rules = spec.get("rules") or [{}]
+    if kind == "GRPCRoute":
+        rules = [_grpc_rule(rule) for rule in rules]
+    gen = _generation(route)
+    parents, targets, attached = _parents(world, route, gateways, kind)
     if not parents:
         return _RouteResult(None)
     problems, unsupported, configs = [], None, []
@@ -971,8 +1039,7 @@ def _translate_route(world: World, route: dict, gateways: dict[Key, _Gateway], e
             edge = edges.edge(listener.gateway, listener.name, (ns, route_name), rule.get("name")).fields()
             configs += [replace(c, listener=listener.id, rank=(*order, i, t, j), **edge) for j, c in
                         enumerate(translate_rule(world, route, i, rule, tuple(sorted(hosts or ())), kind).configs)]
-    resolved = condition("ResolvedRefs", not problems, problems[0][0] if problems else "ResolvedRefs",
-                         problems[0][1] if problems else "all references resolved", gen)
+    resolved = _resolved_refs(problems, gen)
     for parent in parents:
         accepted = parent["conditions"][0]
         if unsupported and accepted["status"] == "True":
@@ -980,6 +1047,33 @@ def _translate_route(world: World, route: dict, gateways: dict[Key, _Gateway], e
         parent["conditions"].append(resolved)
     return _RouteResult(parents, () if unsupported else tuple(configs), tuple(service_ports.items()),
                         tuple(attached))
+
+
+def _translate_tls_route(world: World, route: dict, gateways: dict[Key, _Gateway]) -> _RouteResult:
+    """A TLSRoute: on each TLS listener it attaches to, its hostnames there and the union of
+    its rules' backendRefs (a TLSRoute matches nothing but the SNI)."""
+    ns, name = _key(route)
+    gen = _generation(route)
+    parents, targets, attached = _parents(world, route, gateways, "TLSRoute")
+    if not parents:
+        return _RouteResult(None)
+    backends, problems, invalid_weight, services = [], [], 0, {}
+    for rule in (route.get("spec") or {}).get("rules") or ():
+        for ref_spec in rule.get("backendRefs") or ():
+            ref = resolve_backend(world, ns, ref_spec, "TLSRoute")
+            if ref.problem:
+                problems.append(ref.problem)
+                invalid_weight += max(ref.weight, 0)
+            elif ref.weight > 0:
+                backends.append(WeightedBackend(ref.key, ref.weight))
+                services.setdefault(ref.key, ref.port)
+    resolved = _resolved_refs(problems, gen)
+    for parent in parents:
+        parent["conditions"].append(resolved)
+    configs = tuple(TlsRouteConfig(f"{ns}/{name}", listener.id, tuple(sorted(hosts or ())), tuple(backends),
+                                   invalid_weight, _route_order(route))
+                    for listener, hosts in targets)
+    return _RouteResult(parents, configs, tuple(services.items()), tuple(attached))
 
 
 class _KindConflicts:
