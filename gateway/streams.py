@@ -10,7 +10,9 @@ A connection picks a service by the backendRefs' weights and an endpoint of it f
 service's EndpointTable, as a request does (health, ejections, both clusters); a connect that
 fails or times out tells passive health and tries another endpoint, up to CONNECT_ATTEMPTS.
 No route for the SNI, no valid backend or no endpoint left: the connection is closed and
-counted (``gateway_tls_route_connections_total{result}``).
+counted (``gateway_tls_route_connections_total{result}``). Each connection is one access-log
+line when it ends (``protocol`` "tls-passthrough" or "tls-terminate", its ``server_name``,
+``result``, bytes each way and the upstream_host and upstream_cluster it went to).
 
 These are long-lived byte streams, so a connection costs two asyncio protocols and, while
 connecting, one Task: nothing here is on the HTTP request path.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 from typing import NamedTuple
 
 from gateway.config import GatewayListener, TlsRouteConfig
@@ -204,6 +207,10 @@ class ClientSide(asyncio.Protocol):
         self.deadline: asyncio.TimerHandle | None = None
         self.closed = False
         self.eof = False
+        self.result: int | None = None      # ROUTED, or why it was refused
+        self.started = time.monotonic()
+        self.bytes_received = 0             # from the client
+        self.bytes_sent = 0                 # to the client
 
     # asyncio.Protocol
 
@@ -220,6 +227,7 @@ class ClientSide(asyncio.Protocol):
                 self.port.ctx.header_timeout, self._client_hello_timed_out)
 
     def data_received(self, data: bytes) -> None:
+        self.bytes_received += len(data)
         if self.upstream is not None and self.upstream.transport is not None:
             self.upstream.transport.write(data)
             return
@@ -245,6 +253,23 @@ class ClientSide(asyncio.Protocol):
             self.deadline.cancel()
         if self.upstream is not None:
             self.upstream.close_after_writes()
+        access_log = self.port.ctx.access_log
+        if access_log is not None and self.result is not None:
+            access_log.log(self._log_entry())
+
+    def _log_entry(self) -> dict:
+        peer = self.transport.get_extra_info("peername")
+        upstream = self.upstream.upstream if self.upstream is not None else None
+        return {"time": _now(), "client": peer[0] if peer else None,
+                "protocol": "tls-terminate" if self.port.table.terminate else "tls-passthrough",
+                "server_name": self.server_name, "result": RESULTS[self.result],
+                "bytes_sent": self.bytes_sent, "bytes_received": self.bytes_received,
+                "duration_ms": round((time.monotonic() - self.started) * 1000, 3),
+                "route": self.route.name if self.route is not None else None,
+                "upstream_service": self.service.key if self.service is not None else None,
+                "upstream_host": upstream.host if upstream is not None else None,
+                "upstream_cluster": upstream.cluster if upstream is not None else None,
+                "attempts": len(self.tried)}
 
     def pause_writing(self) -> None:
         if self.upstream is not None and self.upstream.transport is not None:
@@ -320,6 +345,7 @@ class ClientSide(asyncio.Protocol):
             side.transport.close()
             return
         self.upstream = side
+        self.result = ROUTED
         counts[ROUTED] += 1
         if side.upstream.report_success:        # ends a run of failures: passive health hears it
             side.upstream.report_success = False
@@ -343,6 +369,7 @@ class ClientSide(asyncio.Protocol):
         self._refuse(BAD_CLIENT_HELLO, "no complete ClientHello in time")
 
     def _refuse(self, result: int, why: str) -> None:
+        self.result = result
         counts[result] += 1
         log.debug("TLS connection refused", extra={"fields": {
             "result": RESULTS[result], "server_name": self.server_name, "reason": why}})
@@ -390,6 +417,7 @@ class UpstreamSide(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         client = self.client
         if not client.closed:
+            client.bytes_sent += len(data)
             client.transport.write(data)
 
     def eof_received(self) -> bool:
@@ -421,6 +449,12 @@ class UpstreamSide(asyncio.Protocol):
     def close_after_writes(self) -> None:
         if self.transport is not None and not self.closed:
             self.transport.close()
+
+
+def _now() -> str:
+    """The access log's time format (UTC, milliseconds), as the request path writes it."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
 
 
 # -- building the tables -------------------------------------------------------------------------------

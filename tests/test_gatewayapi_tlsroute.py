@@ -183,6 +183,13 @@ def test_passthrough_reaches_both_clusters_by_sni_undecrypted(gw, clusters, pki)
     context = ssl.create_default_context(cafile=str(pki.ca))
     seen = wait_for(lambda: served(443, "secure.example.com", context, wanted={"A", "B"}), timeout=20)
     assert sum(seen.values()) == CONNECTIONS, seen
+    # One access-log line per connection, naming the endpoint and its cluster.
+    lines = gw.log.matching(lambda e: e.get("server_name") == "secure.example.com", n=CONNECTIONS)
+    assert {e["upstream_cluster"] for e in lines} == {"tlsr-a", "tlsr-b"}
+    line = lines[-1]
+    assert (line["protocol"], line["result"], line["route"], line["upstream_service"]) == (
+        "tls-passthrough", "routed", "default/secure", "default/secure")
+    assert line["bytes_received"] > 5 + 200 and line["bytes_sent"] > 0     # a ClientHello and more
 
 
 def test_terminate_serves_the_listener_certificate_and_sends_plain_bytes(gw, clusters, pki):
@@ -199,6 +206,8 @@ def test_a_server_name_no_route_serves_is_closed_and_counted(gw, clusters, pki):
     assert refused(443, "secure.example.org", context)         # under no listener hostname
     wait_for(lambda: metric(gw, "gateway_tls_route_connections_total", 'result="no_route"') >= before + 2,
              timeout=10)
+    refusal = gw.log.matching(lambda e: e.get("server_name") == "other.example.com")[0]
+    assert (refusal["result"], refusal["upstream_host"]) == ("no_route", None)
     # Its neighbours keep working.
     assert names(443, "secure.example.com", context, 2).total() == 2
 
