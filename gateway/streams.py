@@ -176,19 +176,43 @@ class StreamTable:
 
 class StreamPort:
     """What a TLS socket's connections read: its current table (a new config replaces it),
-    the worker's context (timeouts, passive health) and its open connections (for draining)."""
+    the worker's context (timeouts, passive health), the idle timeout, and its open
+    connections (for draining, and for one sweep that closes idle ones: no timer per
+    connection, at most a tenth of the timeout late)."""
 
-    def __init__(self, ctx, table: StreamTable) -> None:
+    def __init__(self, ctx, table: StreamTable, idle_timeout: float) -> None:
         self.ctx = ctx
         self.table = table
+        self.idle_timeout = idle_timeout
         self.connections: set[ClientSide] = set()
+        self._sweep: asyncio.TimerHandle | None = None
 
     def factory(self) -> "ClientSide":
         return ClientSide(self)
 
+    def opened(self, conn: "ClientSide") -> None:
+        self.connections.add(conn)
+        if self._sweep is None:
+            self._schedule_sweep()
+
+    def _schedule_sweep(self) -> None:
+        interval = min(max(self.idle_timeout / 10, 0.05), 60.0)
+        self._sweep = self.ctx.loop.call_later(interval, self._close_idle)
+
+    def _close_idle(self) -> None:
+        self._sweep = None
+        quiet_since = time.monotonic() - self.idle_timeout
+        for conn in [c for c in self.connections if c.active < quiet_since]:
+            conn.close()
+        if self.connections:
+            self._schedule_sweep()
+
     def close_all(self) -> None:
         for conn in list(self.connections):
             conn.close()
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
 
 
 class ClientSide(asyncio.Protocol):
@@ -208,7 +232,7 @@ class ClientSide(asyncio.Protocol):
         self.closed = False
         self.eof = False
         self.result: int | None = None      # ROUTED, or why it was refused
-        self.started = time.monotonic()
+        self.started = self.active = time.monotonic()      # active: the last bytes either way
         self.bytes_received = 0             # from the client
         self.bytes_sent = 0                 # to the client
 
@@ -216,7 +240,7 @@ class ClientSide(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self.transport = transport
-        self.port.connections.add(self)
+        self.port.opened(self)
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:          # terminated: the handshake is done, its SNI known
             sni = getattr(ssl_object, "gateway_sni", None)
@@ -228,6 +252,7 @@ class ClientSide(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.bytes_received += len(data)
+        self.active = time.monotonic()
         if self.upstream is not None and self.upstream.transport is not None:
             self.upstream.transport.write(data)
             return
@@ -418,6 +443,7 @@ class UpstreamSide(asyncio.Protocol):
         client = self.client
         if not client.closed:
             client.bytes_sent += len(data)
+            client.active = time.monotonic()
             client.transport.write(data)
 
     def eof_received(self) -> bool:

@@ -259,11 +259,11 @@ class Worker:
         for pair, tls in wanted.items():
             gp = self.gateway_ports.get(pair)
             if gp is None:
-                stream = StreamPort(self.ctx, tables[pair]) if pair in tables else None
+                stream = StreamPort(self.ctx, tables[pair], config.timeouts.stream_idle) if pair in tables else None
                 gp = self.gateway_ports[pair] = GatewayPort(tls is not None, stream)
             gp.port.router = self.dataplane.port_routers.get(pair) or gp.port.router
             if gp.stream is not None:
-                gp.stream.table = tables[pair]
+                gp.stream.table, gp.stream.idle_timeout = tables[pair], config.timeouts.stream_idle
             if gp.server is None:
                 await self._open_gateway_port(pair, gp, tls)
             elif tls is not None and tls != gp.tls_listener:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import socket
 import ssl
+import time
 import urllib.request
 from collections import Counter
 
@@ -28,6 +29,7 @@ pytestmark = pytest.mark.timeout(120)
 NS = "default"
 ADDRESS = "127.0.31.1"          # the Gateway's (gateway_api.addresses)
 CONNECTIONS = 20                # per check: both workers and both clusters take some
+IDLE = 1.0                      # timeouts.stream_idle
 
 
 def tls_echo(name: str, pair) -> TinyServer:
@@ -116,7 +118,7 @@ def clusters(tmp_path_factory, backends, pki):
 def gw(clusters, tmp_path_factory):
     servers, _ = clusters
     admin = free_port()
-    proc = GatewayProcess({"workers": 2, "admin": f"127.0.0.1:{admin}",
+    proc = GatewayProcess({"workers": 2, "admin": f"127.0.0.1:{admin}", "timeouts": {"stream_idle": f"{IDLE}s"},
                            "sources": [source(name, server) for name, server in servers.items()],
                            "gateway_api": {"sources": ["tlsr-a"], "addresses": [ADDRESS]}},
                           tmp_path_factory.mktemp("gw")).start()
@@ -210,6 +212,27 @@ def test_a_server_name_no_route_serves_is_closed_and_counted(gw, clusters, pki):
     assert (refusal["result"], refusal["upstream_host"]) == ("no_route", None)
     # Its neighbours keep working.
     assert names(443, "secure.example.com", context, 2).total() == 2
+
+
+def test_a_connection_quiet_for_stream_idle_is_closed_and_a_talking_one_is_not(gw, clusters, pki):
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    wait_for(lambda: served(443, "secure.example.com", context, 1), timeout=20)
+    with context.wrap_socket(socket.create_connection((ADDRESS, 443), timeout=5),
+                             server_hostname="secure.example.com") as quiet, \
+            context.wrap_socket(socket.create_connection((ADDRESS, 443), timeout=5),
+                                server_hostname="secure.example.com") as talking:
+        quiet_lines, talking_lines = quiet.makefile("rb"), talking.makefile("rb")
+        assert quiet_lines.readline() and talking_lines.readline()
+        opened = time.monotonic()
+        for _ in range(int(2 * IDLE / 0.25)):          # talks every 0.25 s for twice the timeout
+            talking.sendall(b"still here\n")
+            assert talking_lines.readline() == b"still here\n"
+            time.sleep(0.25)
+        quiet.settimeout(IDLE * 3)
+        assert quiet_lines.readline() == b""            # closed (EOF), not timed out here
+        assert time.monotonic() - opened < IDLE * 3
+        talking.sendall(b"last\n")
+        assert talking_lines.readline() == b"last\n"
 
 
 def test_a_cluster_whose_backend_stops_loses_its_connections_and_none_fail(gw, clusters, backends, pki):

@@ -88,6 +88,8 @@ class Timeouts:
     # second once it is idle 1 s, and TCP_USER_TIMEOUT for unacknowledged data.  A slow but
     # live endpoint acknowledges (its kernel does), so slow answers are never cut by it.
     upstream_unresponsive: float = setting(3.0, _duration)
+    # A TLS listener's connection (TLSRoutes, gateway.streams) with no bytes either way is closed.
+    stream_idle: float = setting(3600.0, _duration)
 
 
 @dataclass(frozen=True, slots=True)
