@@ -161,12 +161,18 @@ def test_rbac_grants_only_read_access_to_endpoints():
 
 
 def test_route_controller_reads_gateway_api_writes_status_and_httproutes_only():
+    """What the controller watches (ROUTE_KINDS) is readable, what it writes status of
+    (STATUS_KINDS) patchable, and nothing more: the lists come from the controller itself."""
+    from gateway.gatewayapi.controller import ROUTE_KINDS, STATUS_KINDS
     grants = _grants(the("ClusterRole", "gateway-route-controller"))
     gw = "gateway.networking.k8s.io"
-    for kind in ("gatewayclasses", "gateways", "grpcroutes", "backendtlspolicies", "referencegrants"):
-        assert grants[(gw, kind)] == READ, kind
-    for kind in ("gatewayclasses/status", "gateways/status", "httproutes/status", "grpcroutes/status",
-                 "backendtlspolicies/status"):
+    watched = [plural for _, group, _, plural, _ in ROUTE_KINDS if group == gw]
+    statuses = [f"{plural}/status" for group, _, plural in STATUS_KINDS.values() if group == gw]
+    assert "tlsroutes" in watched and "tlsroutes/status" in statuses
+    for kind in watched:
+        if kind != "httproutes":
+            assert grants[(gw, kind)] == READ, kind
+    for kind in statuses:
         assert grants[(gw, kind)] == {"patch", "update"}, kind
     assert grants[("", "namespaces")] == READ
     assert grants[("", "secrets")] == READ          # certificateRefs, and the credentials policies name
@@ -177,10 +183,7 @@ def test_route_controller_reads_gateway_api_writes_status_and_httproutes_only():
     # The console writes routes as HTTPRoutes because the ConfigMap says console_gateway.
     assert configmap_gateway_yaml()["gateway_api"]["console_gateway"]
     assert grants[(gw, "httproutes")] == READ | {"create", "delete", "patch", "update"}
-    assert set(grants) == {(gw, k) for k in ("gatewayclasses", "gateways", "httproutes", "grpcroutes",
-                                             "backendtlspolicies", "referencegrants", "gatewayclasses/status",
-                                             "gateways/status", "httproutes/status", "grpcroutes/status",
-                                             "backendtlspolicies/status")} \
+    assert set(grants) == {(gw, k) for k in (*watched, *statuses)} \
         | {(policy, k) for k in ("securitypolicies", "ratelimitpolicies", "securitypolicies/status",
                                  "ratelimitpolicies/status")} | {("", "namespaces"), ("", "secrets"), ("", "configmaps")}
 
