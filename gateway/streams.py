@@ -215,13 +215,31 @@ class StreamPort:
             self._sweep = None
 
 
-class ClientSide(asyncio.Protocol):
+class _Side(asyncio.Protocol):
+    """One end of a spliced connection: its transport, and how it is closed."""
+
+    transport: asyncio.Transport | None = None
+    closed = False
+    eof = False                 # the peer on this side said it has no more to send
+
+    def half_close(self) -> None:
+        """The other side has no more to say: tell this one (TLS has no half close: close)."""
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        else:
+            self.transport.close()
+
+    def close_after_writes(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.close()          # what is buffered is still written
+
+
+class ClientSide(_Side):
     """The client's connection: peek the SNI (passthrough) or take it from the handshake
     (terminate), connect a backend, then copy bytes both ways with flow control."""
 
     def __init__(self, port: StreamPort) -> None:
         self.port = port
-        self.transport: asyncio.Transport | None = None
         self.upstream: UpstreamSide | None = None
         self.buffer = bytearray()           # read before the backend connection is up
         self.server_name: str | None = None
@@ -229,8 +247,6 @@ class ClientSide(asyncio.Protocol):
         self.tried: list[int] = []          # endpoint indexes tried, in the service's table
         self.service = None
         self.deadline: asyncio.TimerHandle | None = None
-        self.closed = False
-        self.eof = False
         self.result: int | None = None      # ROUTED, or why it was refused
         self.started = self.active = time.monotonic()      # active: the last bytes either way
         self.bytes_received = 0             # from the client
@@ -402,39 +418,24 @@ class ClientSide(asyncio.Protocol):
 
     # closing
 
-    def half_close(self) -> None:
-        """The backend has no more to say: tell the client (TLS has no half close: close)."""
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
-        else:
-            self.transport.close()
-
     def _keep_open(self) -> bool:
         """After the client's EOF: keep the transport while the backend still talks."""
         if self.upstream.eof:
             self.close()
         return True
 
-    def close_after_writes(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.close()          # what is buffered is still written
-
     def close(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.close()
+        self.close_after_writes()
         if self.upstream is not None:
             self.upstream.close_after_writes()
 
 
-class UpstreamSide(asyncio.Protocol):
+class UpstreamSide(_Side):
     """The backend's connection: its bytes go to the client."""
 
     def __init__(self, client: ClientSide, upstream) -> None:
         self.client = client
         self.upstream = upstream            # _speedups Upstream: ip, port, cluster, ssl
-        self.transport: asyncio.Transport | None = None
-        self.eof = False
-        self.closed = False
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -465,16 +466,6 @@ class UpstreamSide(asyncio.Protocol):
     def resume_writing(self) -> None:
         if not self.client.closed:
             self.client.transport.resume_reading()
-
-    def half_close(self) -> None:
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
-        else:
-            self.transport.close()
-
-    def close_after_writes(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.close()
 
 
 def _now() -> str:
