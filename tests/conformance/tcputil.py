@@ -127,17 +127,21 @@ class _Lines:
 def _eventually(attempt, timeouts: Timeouts, what: str) -> None:
     """testify's assert.Eventually(condition, MaxTimeToConsistency, DefaultPollInterval): the
     condition is first tried one tick after the start; "Condition never satisfied" once the time
-    is up. ``attempt(remaining)`` answers None when satisfied, else why not."""
+    is up. ``attempt(remaining)`` answers None when satisfied, else why not (the failure names
+    the last answer and the first few different ones)."""
     deadline = time.monotonic() + timeouts.consistency
+    seen: dict[str, None] = {}
     last = "never tried"
     while True:
         time.sleep(timeouts.poll)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise AssertionError(f"Condition never satisfied ({what}); last: {last}")
+            raise AssertionError(f"Condition never satisfied ({what}); last: {last}; "
+                                 f"seen: {' | '.join(list(seen)[:5])}")
         last = attempt(remaining)
         if last is None:
             return
+        seen.setdefault(last)
 
 
 # -- tcp.MakeTCPRequestAndExpectEventuallyValidResponse ----------------------------------------
