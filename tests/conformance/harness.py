@@ -17,8 +17,11 @@ harness plays on one machine:
   gRPC mode (GRPC_ECHO_SERVER) run the devcluster's gRPC backend instead, whose GrpcEcho answers
   as echo-basic's does, on 3000 (h2c). TLS backends (TLS_SERVER_CERT) also serve HTTPS (the gRPC
   ones gRPC over TLS) on 8443 with their mounted Secret (and TLS_CLIENT_CACERTS, from a ConfigMap
-  volume), after the suite's programmatic Secrets exist. Deployments of other images or modes
-  (TCP, UDP, coredns) serve out-of-scope tests and are not played.
+  volume), after the suite's programmatic Secrets exist. Those in TCP mode (TCP_ECHO_SERVER, the
+  TLSRoute tests' tcp-backend) run ``gateway.devcluster.tcp_echo``: plain TCP on TCP_PORT (3000)
+  and, with TLS_SERVER_CERT and TLS_SERVER_PRIV_KEY, TLS on TLS_PORT (8443), one process each.
+  Deployments of other images or modes (UDP, coredns) serve out-of-scope tests and are not
+  played.
 * the controllers: the EndpointSlice controller (a slice per Service with a selector, listing the
   played pods it selects), and ``kubectl logs`` for the mirror tests (each pod's echo log file).
 * the gateway: ``python -m gateway run`` with ``gateway_config()``, one per session, waited for
@@ -53,6 +56,7 @@ from gateway.devcluster.apiserver import ApiServerProcess
 from gateway.devcluster.echo_basic import EchoBasicProcess
 from gateway.devcluster.grpc_backend import GrpcBackendProcess
 from gateway.devcluster.h2_backend import H2BackendProcess
+from gateway.devcluster.tcp_echo import TcpEchoProcess
 import status
 from roundtrip import TIMEOUTS, Timeouts
 from status import NN
@@ -97,6 +101,7 @@ KINDS = {
     "Gateway": Kind(GROUP, "v1", "gateways", True),
     "HTTPRoute": Kind(GROUP, "v1", "httproutes", True),
     "GRPCRoute": Kind(GROUP, "v1", "grpcroutes", True),
+    "TLSRoute": Kind(GROUP, "v1", "tlsroutes", True),
     "BackendTLSPolicy": Kind(GROUP, "v1", "backendtlspolicies", True),
     "ReferenceGrant": Kind(GROUP, "v1beta1", "referencegrants", True),
 }
@@ -229,21 +234,29 @@ def _selects(selector: dict[str, str] | None, labels: dict[str, str]) -> bool:
 def echo_mode(deployment: dict) -> str | None:
     """How an echo-basic Deployment is played: "http" in its plain HTTP mode, "https" with
     HTTPS on 8443 besides (TLS_SERVER_CERT), "grpc" as the gRPC echo (GRPC_ECHO_SERVER; its plain
-    h2c port only), None when not played (TCP, UDP)."""
+    h2c port only), "tcp" as the TCP echo (TCP_ECHO_SERVER), None when not played (UDP)."""
     containers = deployment["spec"]["template"]["spec"]["containers"]
     env = {e["name"] for c in containers for e in c.get("env") or ()}
     if not all(ECHO_IMAGE in c.get("image", "") for c in containers):
         return None
     if "GRPC_ECHO_SERVER" in env:
         return "grpc"
-    if env & {"TCP_ECHO_SERVER", "UDP_ECHO_SERVER"}:
+    if "UDP_ECHO_SERVER" in env:
         return None
+    if "TCP_ECHO_SERVER" in env:
+        return "tcp"
     return "https" if "TLS_SERVER_CERT" in env else "http"
 
 
 def _serves_tls(deployment: dict) -> bool:
     return any(e["name"] == "TLS_SERVER_CERT" for c in deployment["spec"]["template"]["spec"]["containers"]
                for e in c.get("env") or ())
+
+
+def _env(deployment: dict) -> dict[str, str]:
+    """The (first) container's environment variables that have a value."""
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e["value"] for e in container.get("env") or () if "value" in e}
 
 
 def playable(deployment: dict) -> bool:
@@ -286,9 +299,23 @@ class Cluster:
                 for i in range(spec.get("replicas", 1))]
         starts = []
         mode = echo_mode(deployment)
-        grpc = mode == "grpc"
-        tls = self._tls_files(deployment) if mode == "https" or (grpc and _serves_tls(deployment)) else None
+        grpc, tcp = mode == "grpc", mode == "tcp"
+        env = _env(deployment)
+        # The TCP echo serves TLS only when given both files (tcpserver's newTLSConfig).
+        tcp_tls = tcp and {"TLS_SERVER_CERT", "TLS_SERVER_PRIV_KEY"} <= env.keys()
+        tls = self._tls_files(deployment) if mode == "https" or (grpc and _serves_tls(deployment)) or tcp_tls \
+            else None
+        tcp_port, tls_port = env.get("TCP_PORT") or "3000", env.get("TLS_PORT") or "8443"
         for pod in pods:
+            if tcp:
+                reset = env.get("TCP_MODE") == "RESET"
+                pod.processes.append(TcpEchoProcess(pod.ip, int(tcp_port), pod.namespace, pod.name,
+                                                    tcp_port=tcp_port, tls_port=tls_port, reset=reset))
+                if tls is not None:
+                    pod.processes.append(TcpEchoProcess(pod.ip, int(tls_port), pod.namespace, pod.name, tls=tls,
+                                                        tcp_port=tcp_port, tls_port=tls_port, reset=reset))
+                starts += pod.processes
+                continue
             if grpc:
                 pod.processes.append(GrpcBackendProcess(pod.ip, ECHO_HTTP_PORT, "conformance", pod.name,
                                                         namespace=pod.namespace))
@@ -557,9 +584,12 @@ class Suite:
                                                   "other.example.com"]))
         self.kube.create(ca_signed_client_secret(self.workdir, INFRA_NS, "tls-checks-client-certificate",
                                                  "tls-checks-ca-certificate"))
-        for ns in (INFRA_NS, APP_BACKEND_NS):       # the TLSRoute tests' TLS backends
+        for ns in (INFRA_NS, APP_BACKEND_NS):       # the TLSRoute tests' TLS backends (tcp-backend's)
             self.kube.create(ca_signed_server_secret(self.workdir, ns, "tls-passthrough-checks-certificate",
                                                      "tls-checks-ca-certificate", ["abc.example.com"], INFRA_NS))
+        # The certificate of the TLSRoute tests' Terminate listeners.
+        self.kube.create(ca_signed_server_secret(self.workdir, INFRA_NS, "tls-terminate-checks-certificate",
+                                                 "tls-checks-ca-certificate", ["tls.example.com"]))
         self.kube.create(ca_config_map(self.workdir, INFRA_NS, "mismatch-ca-certificate"))
         for obj in tls_pods:
             self._apply_object(obj, cleanup=False)
