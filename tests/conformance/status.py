@@ -328,10 +328,11 @@ def httproute_must_have_parents(suite, route, parents: list[RouteParentStatus], 
     poll(check, suite.timeouts.condition, f"{kind} {route} to have the expected parents")
 
 
-def httproute_must_have_condition(suite, route, gw, condition: Condition) -> None:
-    """HTTPRouteMustHaveCondition: the parent entry naming ``gw`` has ``condition``."""
+def httproute_must_have_condition(suite, route, gw, condition: Condition, kind: str = "HTTPRoute") -> None:
+    """HTTPRouteMustHaveCondition (TLSRouteMustHaveCondition for ``kind`` TLSRoute: the same
+    check): the parent entry naming ``gw`` has ``condition``."""
     def check():
-        obj = suite.kube.get("HTTPRoute", route)
+        obj = suite.kube.get(kind, route)
         found = False
         for parent in _status(obj).get("parents") or ():
             if (stale := _latest(obj, parent.get("conditions"))) is not None:
@@ -341,21 +342,22 @@ def httproute_must_have_condition(suite, route, gw, condition: Condition) -> Non
                 if find_condition(parent.get("conditions"), condition.type, condition.status, condition.reason):
                     found = True
         return found or NotYet(f"parents: {_status(obj).get('parents')}")
-    poll(check, suite.timeouts.condition, f"HTTPRoute {route} to have {condition} for Gateway {gw}")
+    poll(check, suite.timeouts.condition, f"{kind} {route} to have {condition} for Gateway {gw}")
 
 
 def httproute_must_have_resolved_refs_conditions_true(suite, route, gw) -> None:
     httproute_must_have_condition(suite, route, gw, Condition("ResolvedRefs", "True", "ResolvedRefs"))
 
 
-def httproute_must_have_no_accepted_parents(suite, route) -> None:
-    """HTTPRouteMustHaveNoAcceptedParents: no parents (seen twice) or one not Accepted; polled
-    every second as upstream does for this negative check."""
+def httproute_must_have_no_accepted_parents(suite, route, kind: str = "HTTPRoute") -> None:
+    """HTTPRouteMustHaveNoAcceptedParents (TLSRouteMustHaveNoAcceptedParents for ``kind``
+    TLSRoute: the same check): no parents (seen twice) or one not Accepted; polled every second
+    as upstream does for this negative check."""
     empty_checked = False
 
     def check():
         nonlocal empty_checked
-        obj = suite.kube.get("HTTPRoute", route)
+        obj = suite.kube.get(kind, route)
         actual = _status(obj).get("parents") or []
         if not actual:
             if not empty_checked:
@@ -368,7 +370,7 @@ def httproute_must_have_no_accepted_parents(suite, route) -> None:
             return stale
         return conditions_match([Condition("Accepted", "False")], actual[0].get("conditions")) or \
             NotYet(f"parent: {actual[0]}")
-    poll(check, suite.timeouts.condition, f"HTTPRoute {route} to have no accepted parents", interval=1.0)
+    poll(check, suite.timeouts.condition, f"{kind} {route} to have no accepted parents", interval=1.0)
 
 
 def wait_for_gateway_address(suite, gw, listener_name: str = "") -> str:
@@ -388,6 +390,59 @@ def wait_for_gateway_address(suite, gw, listener_name: str = "") -> str:
                 return f"{address['value']}:{listener['port']}"
         return NotYet(f"status.addresses: {_status(gateway).get('addresses')}")
     return poll(check, suite.timeouts.condition, f"Gateway {gw} to have at least one IP address in status")
+
+
+# -- TLSRoute -----------------------------------------------------------------------------------
+
+
+def tlsroute_must_have_parents(suite, route, parents: list[RouteParentStatus], namespace_required: bool) -> dict:
+    """TLSRouteMustHaveParents: the route's status parents match ``parents``; the route. (Unlike
+    RouteMustHaveParents, upstream's TLSRoute wait does not look at the conditions' generations,
+    and neither does this one.)"""
+    def check():
+        obj = suite.kube.get("TLSRoute", route)
+        if obj is None:
+            return NotYet("no such TLSRoute")
+        return done_unless(_parents_match(parents, _status(obj).get("parents") or [], namespace_required)) and obj
+    return poll(check, suite.timeouts.condition, f"TLSRoute {route} to have the expected parents")
+
+
+def gateway_and_tlsroutes_must_be_accepted(suite, ref: GatewayRef, *routes) -> tuple[str, list[str]]:
+    """GatewayAndTLSRoutesMustBeAccepted: the Gateway's address (with its first, or first named,
+    listener's port) and each route's parent Accepted by it; the hostnames of the last route's
+    spec. (Unlike the HTTPRoute wait, nothing is asked of the listeners.)"""
+    address = suite.gateway_address(ref.nn, ref.listener_names[0])
+    hostnames: list[str] = []
+    for route in routes:
+        parents = [RouteParentStatus({"group": GROUP, "kind": "Gateway", "name": ref.nn.name,
+                                      "namespace": ref.nn.namespace},
+                                     suite.controller_name, [Condition("Accepted", "True", "Accepted")])
+                   for _ in ref.listener_names]
+        obj = tlsroute_must_have_parents(suite, route, parents, namespace_required=route.namespace != ref.nn.namespace)
+        hostnames = list(obj["spec"].get("hostnames") or [])
+    return address, hostnames
+
+
+def tlsroute_must_have_condition(suite, route, gw, condition: Condition) -> None:
+    """TLSRouteMustHaveCondition."""
+    httproute_must_have_condition(suite, route, gw, condition, kind="TLSRoute")
+
+
+def tlsroute_must_have_resolved_refs_conditions_true(suite, route, gw) -> None:
+    """TLSRouteMustHaveResolvedRefsConditionsTrue."""
+    tlsroute_must_have_condition(suite, route, gw, Condition("ResolvedRefs", "True", "ResolvedRefs"))
+
+
+def tlsroute_must_have_no_accepted_parents(suite, route) -> None:
+    """TLSRouteMustHaveNoAcceptedParents."""
+    httproute_must_have_no_accepted_parents(suite, route, kind="TLSRoute")
+
+
+def get_config_map_data(suite, nn) -> dict[str, str]:
+    """GetConfigMapData: the ConfigMap's data (AssertionError if there is no such ConfigMap)."""
+    obj = suite.kube.get("ConfigMap", nn)
+    assert obj is not None, f"error fetching ConfigMap: {nn} not found"
+    return obj.get("data") or {}
 
 
 # -- BackendTLSPolicy -----------------------------------------------------------------------
