@@ -1,7 +1,7 @@
 """What the upstream conformance suite declares, read once from a gateway-api checkout into
 ``upstream.json`` (committed beside it): each test's ShortName and features, each feature's
-name, and the GATEWAY-HTTP profile's core and extended features.  ``report.py`` builds
-docs/conformance.md from it and a run of the replayed tests.
+name, and the core and extended features of the profiles GATEWAY-HTTP, GATEWAY-GRPC and
+GATEWAY-TLS.  ``report.py`` builds docs/conformance.md from it and a run of the replayed tests.
 
     python tests/conformance/extract_upstream.py /path/to/gateway-api [commit]
 
@@ -23,7 +23,10 @@ PROFILE_SETS = {"GATEWAY-HTTP": {"core": ("SupportGateway", "SupportReferenceGra
                                               "BackendTLSPolicyCoreFeatures", "BackendTLSPolicyExtendedFeatures")},
                 "GATEWAY-GRPC": {"core": ("SupportGateway", "SupportReferenceGrant", "SupportGRPCRoute"),
                                  "extended": ("GatewayExtendedFeatures", "BackendTLSPolicyCoreFeatures",
-                                              "BackendTLSPolicyExtendedFeatures")}}
+                                              "BackendTLSPolicyExtendedFeatures")},
+                "GATEWAY-TLS": {"core": ("SupportGateway", "SupportReferenceGrant", "SupportTLSRoute"),
+                                "extended": ("GatewayExtendedFeatures", "TLSRouteExtendedFeatures",
+                                             "BackendTLSPolicyCoreFeatures", "BackendTLSPolicyExtendedFeatures")}}
 
 
 def _show(repo: Path, commit: str, path: str) -> str:

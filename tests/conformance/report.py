@@ -1,14 +1,16 @@
 """docs/conformance.md: what the replayed Gateway API conformance tests say of this gateway, in
-the shape of the upstream conformance reports (per profile, GATEWAY-HTTP and GATEWAY-GRPC: its
-core and extended results, the extended features supported), and the result of each upstream
-test of each profile.
+the shape of the upstream conformance reports (per profile, GATEWAY-HTTP, GATEWAY-GRPC and
+GATEWAY-TLS: its core and extended results, the extended features supported), and the result of
+each upstream test of each profile.
 
     python tests/conformance/report.py            # runs tests/conformance, writes the report
     python tests/conformance/report.py --junit F  # from a run already made (pytest --junitxml F)
 
 A replayed test counts for its upstream ShortName (``test_<ShortName>``); an upstream test not
-replayed here is "skipped", as the upstream suite skips what an implementation does not claim.
-An extended feature is supported when every test of the profile that needs it passed.
+replayed here is "skipped", as the upstream suite skips what an implementation does not claim,
+and so is a replayed test that needs a feature the replay does not claim (``features.UNCLAIMED``).
+An extended feature is supported when it is claimed and every test of the profile that needs it
+passed (but those skipped for another feature not claimed).
 ``tests/test_conformance_report.py`` checks that the committed report is the one the replayed
 tests give when they pass (CI runs them all: a failure fails CI before the report could lie).
 """
@@ -23,10 +25,12 @@ import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from features import UNCLAIMED
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 REPORT = REPO / "docs" / "conformance.md"
-PROFILES = ("GATEWAY-HTTP", "GATEWAY-GRPC")
+PROFILES = ("GATEWAY-HTTP", "GATEWAY-GRPC", "GATEWAY-TLS")
 
 
 def upstream() -> dict:
@@ -83,9 +87,10 @@ def _profile(up: dict, name: str, outcomes: dict[str, str]) -> tuple[list[str], 
     """One profile: its ConformanceReport entry (YAML lines) and its results (Markdown lines)."""
     extended, core_tests, extended_tests = _tests_of(up, name)
     core_stats, ext_stats = _stats(core_tests, outcomes), _stats(extended_tests, outcomes)
-    supported = sorted(f for f in extended
-                       if any(f in feats for feats in extended_tests.values())
-                       and all(outcomes.get(t) == "passed" for t, feats in extended_tests.items() if f in feats))
+    claimed_tests = {t: feats for t, feats in extended_tests.items() if not set(feats) & UNCLAIMED}
+    supported = sorted(f for f in extended - UNCLAIMED
+                       if any(f in feats for feats in claimed_tests.values())
+                       and all(outcomes.get(t) == "passed" for t, feats in claimed_tests.items() if f in feats))
     unsupported = sorted(extended - set(supported))
     skipped = sorted(t for t in core_tests if t not in outcomes)
     entry = [
@@ -121,6 +126,9 @@ def _profile(up: dict, name: str, outcomes: dict[str, str]) -> tuple[list[str], 
 
 def render(outcomes: dict[str, str]) -> str:
     up = upstream()
+    # A replayed test that needs a feature not claimed is skipped whatever the run says.
+    outcomes = {name: "skipped" if set(up["tests"].get(name, {}).get("features", ())) & UNCLAIMED else result
+                for name, result in outcomes.items()}
     entries, tables = [], []
     for name in PROFILES:
         entry, table = _profile(up, name, outcomes)
