@@ -663,6 +663,7 @@ def _refuse_mixed_tls_modes(listeners: list[_Listener]) -> None:
     for l in listeners:
         if l.tls_mode is not None and len(modes.get(l.port, ())) > 1:
             l.conflict = ("ProtocolConflict", f"TLS listeners on port {l.port} mix Passthrough and Terminate")
+            l.kinds = []            # it takes no route of any kind (the conformance test's status)
 
 
 def frontend_validation(gateway: dict, port: int) -> dict | None:
