@@ -56,6 +56,18 @@ def test_HTTPRouteInvalidCrossNamespaceParentRef(conformance):
     k.gateway_must_have_zero_routes(s, SAME_NAMESPACE)
 
 
+def test_HTTPRouteDisallowedKind(conformance):
+    """httproute-disallowed-kind.go"""
+    s = conformance
+    s.apply("httproute-disallowed-kind.yaml")
+    k.namespaces_must_be_ready(s, [NS])
+    route, gw = NN(NS, "disallowed-kind"), NN(NS, "tlsroutes-only")
+    k.httproute_must_have_resolved_refs_conditions_true(s, route, gw)
+    k.httproute_must_have_condition(s, route, gw, Condition("Accepted", "False", "NotAllowedByListeners"))
+    k.httproute_must_have_no_accepted_parents(s, route)
+    k.gateway_must_have_zero_routes(s, gw)
+
+
 def test_HTTPRouteInvalidNonExistentBackendRef(conformance):
     """httproute-invalid-nonexistent-backendref.go"""
     s = conformance
