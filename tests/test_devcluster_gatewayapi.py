@@ -58,7 +58,8 @@ def test_discovery_lists_the_groups_kinds_and_status_subresources(api):
     names = {r.name: r for r in gw_v1.resources}
     assert set(names) == {"gatewayclasses", "gatewayclasses/status", "gateways", "gateways/status",
                           "httproutes", "httproutes/status", "grpcroutes", "grpcroutes/status",
-                          "tlsroutes", "tlsroutes/status", "backendtlspolicies", "backendtlspolicies/status"}
+                          "tlsroutes", "tlsroutes/status", "listenersets", "listenersets/status",
+                          "backendtlspolicies", "backendtlspolicies/status"}
     assert not names["gatewayclasses"].namespaced and names["httproutes"].namespaced
     assert names["httproutes/status"].verbs == ["get", "patch", "update"]
     beta = client.CustomObjectsApi(api).get_api_resources(GW, "v1beta1")
@@ -253,3 +254,85 @@ def test_tlsroute_defaults_checks_and_status_subresource(custom, namespace):
     other_kind = tls_route("x", ["a.example.com"], [{"backendRefs": [{"group": "example.com", "kind": "Thing",
                                                                       "name": "a"}]}])
     assert custom.create_namespaced_custom_object(GW, "v1", namespace, "tlsroutes", other_kind)
+
+
+def test_listenerset_defaults_checks_and_status_subresource(custom, namespace):
+    """The ListenerSet CRD (v1): the parentRef's group and kind defaulted to a Gateway's, listeners
+    as a Gateway's (allowedRoutes Same, route kinds' group, certificateRefs core Secrets, tls mode
+    Terminate) and the CRD's rules on them; the status is a subresource and a spec change bumps
+    the generation."""
+    def listener_set(name: str, *listeners: dict, parent: dict | None = None) -> dict:
+        return {"apiVersion": f"{GW}/v1", "kind": "ListenerSet", "metadata": {"name": name},
+                "spec": {"parentRef": parent if parent is not None else {"name": "gw"}, "listeners": list(listeners)}}
+    http = {"name": "http", "port": 80, "protocol": "HTTP", "hostname": "a.example.com"}
+    https = {"name": "https", "port": 443, "protocol": "HTTPS", "hostname": "*.example.com",
+             "tls": {"certificateRefs": [{"name": "cert", "namespace": "other"}]},
+             "allowedRoutes": {"kinds": [{"kind": "HTTPRoute"}], "namespaces": {"from": "All"}}}
+    made = custom.create_namespaced_custom_object(GW, "v1", namespace, "listenersets",
+                                                  {**listener_set("ls", http, https), "status": {"listeners": ["x"]}})
+    assert made["metadata"]["generation"] == 1 and "status" not in made
+    assert made["spec"]["parentRef"] == {"name": "gw", "group": GW, "kind": "Gateway"}
+    first, second = made["spec"]["listeners"]
+    assert first["allowedRoutes"] == {"namespaces": {"from": "Same"}}
+    assert second["allowedRoutes"] == {"kinds": [{"kind": "HTTPRoute", "group": GW}], "namespaces": {"from": "All"}}
+    assert second["tls"] == {"certificateRefs": [{"name": "cert", "namespace": "other", "group": "",
+                                                  "kind": "Secret"}], "mode": "Terminate"}
+    status = {"conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "",
+                              "observedGeneration": 1, "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+              "listeners": [{"name": "http", "attachedRoutes": 0, "supportedKinds": [], "conditions": []}]}
+    written = custom.patch_namespaced_custom_object_status(GW, "v1", namespace, "listenersets", "ls",
+                                                           {"status": status})
+    assert written["status"] == status and written["metadata"]["generation"] == 1
+    patched = custom.patch_namespaced_custom_object(GW, "v1", namespace, "listenersets", "ls",
+                                                    {"spec": {"listeners": [http]}})
+    assert patched["metadata"]["generation"] == 2 and patched["status"] == status
+    passthrough = {"name": "tls", "port": 443, "protocol": "TLS", "tls": {"mode": "Passthrough"}}
+    tcp = {"name": "tcp", "port": 80, "protocol": "TCP"}
+    assert custom.create_namespaced_custom_object(GW, "v1", namespace, "listenersets",
+                                                  listener_set("ok", passthrough, tcp))
+    for name, spec, field in (
+            ("no-listeners", listener_set("x"), "spec.listeners"),
+            ("no-parent-name", listener_set("x", http, parent={"kind": "Gateway"}), "spec.parentRef.name"),
+            ("same-name", listener_set("x", http, {**tcp, "name": "http"}), "spec.listeners[1].name"),
+            ("bad-name", listener_set("x", {**http, "name": "Upper"}), "spec.listeners[0].name"),
+            ("bad-hostname", listener_set("x", {**http, "hostname": "a.*.example.com"}), "spec.listeners[0].hostname"),
+            ("port", listener_set("x", {**http, "port": 0}), "spec.listeners[0].port"),
+            ("from", listener_set("x", {**http, "allowedRoutes": {"namespaces": {"from": "Some"}}}),
+             "spec.listeners[0].allowedRoutes.namespaces.from"),
+            ("tls-on-http", listener_set("x", {**http, "tls": {"mode": "Passthrough"}}), "tls must not be specified"),
+            ("tls-missing", listener_set("x", {**passthrough, "tls": None}), "spec.listeners[0].tls"),
+            ("no-tls", listener_set("x", {k: v for k, v in passthrough.items() if k != "tls"}),
+             "tls mode must be set for protocol TLS"),
+            ("https-passthrough", listener_set("x", {**https, "tls": {"mode": "Passthrough"}}),
+             "tls mode must be Terminate for protocol HTTPS"),
+            ("terminate-without-certificates", listener_set("x", {**https, "tls": {}}),
+             "certificateRefs or options must be specified when mode is Terminate"),
+            ("tcp-hostname", listener_set("x", {**tcp, "hostname": "a.example.com"}),
+             "hostname must not be specified"),
+            ("same-port-protocol-hostname", listener_set("x", http, {**http, "name": "other"}),
+             "Combination of port, protocol and hostname must be unique")):
+        with pytest.raises(ApiException) as excinfo:
+            custom.create_namespaced_custom_object(GW, "v1", namespace, "listenersets", spec)
+        assert excinfo.value.status == 422 and field in excinfo.value.body, (name, excinfo.value.body)
+
+
+def test_gateway_allowed_listeners_kept_and_defaulted(custom, namespace):
+    """A Gateway's spec.allowedListeners is stored (the CRD defaults namespaces.from to None when
+    it is given; absent, it stays absent) and from is one of All, Selector, Same, None."""
+    def gateway(name: str, **spec) -> dict:
+        return {"metadata": {"name": name}, "spec": {"gatewayClassName": "c", **spec, "listeners": [
+            {"name": "l", "port": 80, "protocol": "HTTP"}]}}
+    selector = {"namespaces": {"from": "Selector", "selector": {"matchLabels": {"allowed": "ns"}}}}
+    made = custom.create_namespaced_custom_object(GW, "v1", namespace, "gateways",
+                                                  gateway("selector", allowedListeners=selector))
+    assert made["spec"]["allowedListeners"] == selector
+    for name, given in (("empty", {}), ("no-from", {"namespaces": {}})):
+        made = custom.create_namespaced_custom_object(GW, "v1", namespace, "gateways",
+                                                      gateway(name, allowedListeners=given))
+        assert made["spec"]["allowedListeners"] == {"namespaces": {"from": "None"}}, name
+    assert "allowedListeners" not in custom.create_namespaced_custom_object(GW, "v1", namespace, "gateways",
+                                                                            gateway("absent"))["spec"]
+    with pytest.raises(ApiException) as excinfo:
+        custom.create_namespaced_custom_object(GW, "v1", namespace, "gateways",
+                                               gateway("bad", allowedListeners={"namespaces": {"from": "Some"}}))
+    assert excinfo.value.status == 422 and "spec.allowedListeners.namespaces.from" in excinfo.value.body

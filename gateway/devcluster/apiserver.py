@@ -3,7 +3,7 @@
 It serves namespaces, services, endpoints, secrets and configmaps (v1), endpointslices
 (discovery.k8s.io/v1), leases (coordination.k8s.io/v1, for leader election), the Gateway API
 kinds (gateway.networking.k8s.io/v1 GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute,
-BackendTLSPolicy; v1beta1 ReferenceGrant) and the Multi-Cluster Services kinds
+ListenerSet, BackendTLSPolicy; v1beta1 ReferenceGrant) and the Multi-Cluster Services kinds
 (multicluster.x-k8s.io/v1alpha1 ServiceExport, ServiceImport) with the real API conventions,
 well enough for the official ``kubernetes`` Python client and
 therefore for the gateway, which cannot tell it from a real server:

@@ -89,6 +89,8 @@ HTTP_ROUTES = Resource("httproutes", "httproute", "HTTPRoute", GATEWAY_GROUP, "v
 GRPC_ROUTES = Resource("grpcroutes", "grpcroute", "GRPCRoute", GATEWAY_GROUP, "v1", True,
                        status_subresource=True)
 TLS_ROUTES = Resource("tlsroutes", "tlsroute", "TLSRoute", GATEWAY_GROUP, "v1", True, status_subresource=True)
+LISTENER_SETS = Resource("listenersets", "listenerset", "ListenerSet", GATEWAY_GROUP, "v1", True, ("lset",),
+                         status_subresource=True)
 BACKEND_TLS_POLICIES = Resource("backendtlspolicies", "backendtlspolicy", "BackendTLSPolicy", GATEWAY_GROUP, "v1",
                                 True, ("btlspolicy",), status_subresource=True)
 # ReferenceGrant is v1beta1 in the standard channel (v1.0 to v1.2 of the Gateway API CRDs).
@@ -111,7 +113,8 @@ DISCOVERY_GROUP = "discovery.k8s.io"
 # group/version -> the resources served there; the CRD groups as the Gateway API and MCS
 # installs define them (one version each).
 GROUP_VERSIONS: dict[str, tuple[Resource, ...]] = {
-    f"{GATEWAY_GROUP}/v1": (GATEWAY_CLASSES, GATEWAYS, HTTP_ROUTES, GRPC_ROUTES, TLS_ROUTES, BACKEND_TLS_POLICIES),
+    f"{GATEWAY_GROUP}/v1": (GATEWAY_CLASSES, GATEWAYS, HTTP_ROUTES, GRPC_ROUTES, TLS_ROUTES, LISTENER_SETS,
+                            BACKEND_TLS_POLICIES),
     f"{GATEWAY_GROUP}/v1beta1": (REFERENCE_GRANTS,),
     f"{MCS_GROUP}/v1alpha1": (SERVICE_EXPORTS, SERVICE_IMPORTS),
     f"{POLICY_GROUP}/v1alpha1": (SECURITY_POLICIES, RATE_LIMIT_POLICIES),
@@ -439,6 +442,23 @@ def _gateway(obj: dict, old: dict | None, causes: list) -> None:
     listeners = _items(spec.get("listeners"), "spec.listeners", causes)
     if not listeners:
         causes.append(("spec.listeners", "Required value"))
+    _listeners(listeners, causes)
+    # allowedListeners: which ListenerSets may attach; the CRD defaults what is given (absent,
+    # it stays absent, which means None).
+    if spec.get("allowedListeners") is not None:
+        allowed = _object(spec["allowedListeners"], "spec.allowedListeners", causes)
+        namespaces = _object(allowed.setdefault("namespaces", {"from": "None"}), "spec.allowedListeners.namespaces",
+                             causes)
+        namespaces.setdefault("from", "None")
+        _enum(namespaces.get("from"), ("All", "Selector", "Same", "None"), "spec.allowedListeners.namespaces.from",
+              causes)
+    _frontend_tls(_object(_object(spec.get("tls"), "spec.tls", causes).get("frontend"), "spec.tls.frontend", causes),
+                  causes)
+
+
+def _listeners(listeners: list, causes: list) -> None:
+    """A Gateway's or a ListenerSet's listeners: unique names, a port, a protocol of the
+    ProtocolType pattern, ``allowedRoutes`` defaulted to routes of the same namespace."""
     names = set()
     for i, listener in enumerate(listeners):
         field = f"spec.listeners[{i}]"
@@ -454,8 +474,84 @@ def _gateway(obj: dict, old: dict | None, causes: list) -> None:
         namespaces = _object(allowed, f"{field}.allowedRoutes", causes).setdefault("namespaces", {"from": "Same"})
         namespaces.setdefault("from", "Same")
         _enum(namespaces["from"], ("All", "Same", "Selector"), f"{field}.allowedRoutes.namespaces.from", causes)
-    _frontend_tls(_object(_object(spec.get("tls"), "spec.tls", causes).get("frontend"), "spec.tls.frontend", causes),
-                  causes)
+
+
+_LISTENER_HOSTNAME = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _listener_set(obj: dict, old: dict | None, causes: list) -> None:
+    """The ListenerSet CRD's (v1) defaults and checks: a parentRef with a name (group and kind
+    defaulted to a Gateway's); 1 to 64 listeners as a Gateway's (unique names, a port, a
+    protocol, allowedRoutes defaulted to Same), each name an RFC 1123 subdomain, a hostname of the
+    listener hostname pattern and none on TCP or UDP, route kinds' group defaulted; ``tls``
+    (certificateRefs defaulted to core Secrets, mode to Terminate, which needs a certificateRef
+    or options) never on HTTP, TCP or UDP, required on TLS, Terminate on HTTPS; port, protocol
+    and hostname unique together."""
+    spec = _spec(obj, causes)
+    parent = _object(spec.get("parentRef"), "spec.parentRef", causes, required=True)
+    if not parent.get("name"):
+        causes.append(("spec.parentRef.name", "Required value"))
+    parent.setdefault("group", GATEWAY_GROUP)
+    parent.setdefault("kind", "Gateway")
+    listeners = _items(spec.get("listeners"), "spec.listeners", causes)
+    if not 1 <= len(listeners) <= 64:
+        causes.append(("spec.listeners", "Invalid value: must have 1 to 64 items"))
+    _listeners(listeners, causes)
+    seen = set()
+    for i, listener in enumerate(listeners):
+        if not isinstance(listener, dict):
+            continue
+        field, protocol, hostname = f"spec.listeners[{i}]", listener.get("protocol"), listener.get("hostname")
+        name = listener.get("name")
+        if isinstance(name, str) and (len(name) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(name)):
+            causes.append((f"{field}.name", f"Invalid value: {name!r}: must be an RFC 1123 subdomain"))
+        if hostname is not None and (not isinstance(hostname, str) or not 1 <= len(hostname) <= 253
+                                     or not _LISTENER_HOSTNAME.fullmatch(hostname)):
+            causes.append((f"{field}.hostname", f"Invalid value: {hostname!r}: must match the Hostname pattern"))
+        if protocol in ("TCP", "UDP") and hostname:
+            causes.append(("spec.listeners", "Invalid value: hostname must not be specified for protocols "
+                                             "['TCP', 'UDP']"))
+        allowed = listener.get("allowedRoutes")
+        kinds = _items(allowed.get("kinds") if isinstance(allowed, dict) else None,
+                       f"{field}.allowedRoutes.kinds", causes)
+        if len(kinds) > 8:
+            causes.append((f"{field}.allowedRoutes.kinds", "Too many: must have at most 8 items"))
+        for j, kind in enumerate(kinds):
+            kind = _object(kind, f"{field}.allowedRoutes.kinds[{j}]", causes, required=True)
+            if not kind.get("kind"):
+                causes.append((f"{field}.allowedRoutes.kinds[{j}].kind", "Required value"))
+            kind.setdefault("group", GATEWAY_GROUP)
+        if "tls" in listener:
+            tls = _object(listener["tls"], f"{field}.tls", causes, required=True)
+            _listener_tls(tls, f"{field}.tls", causes)
+            if protocol in ("HTTP", "TCP", "UDP"):
+                causes.append(("spec.listeners", "Invalid value: tls must not be specified for protocols "
+                                                 "['HTTP', 'TCP', 'UDP']"))
+            if protocol == "HTTPS" and tls.get("mode") not in ("", "Terminate"):
+                causes.append(("spec.listeners", "Invalid value: tls mode must be Terminate for protocol HTTPS"))
+        elif protocol == "TLS":
+            causes.append(("spec.listeners", "Invalid value: tls mode must be set for protocol TLS"))
+        key = (listener.get("port"), protocol, hostname)
+        if listener.get("port") is not None and key in seen:
+            causes.append(("spec.listeners", "Invalid value: Combination of port, protocol and hostname must be "
+                                             "unique for each listener"))
+        seen.add(key)
+
+
+def _listener_tls(tls: dict, field: str, causes: list) -> None:
+    refs = _items(tls.get("certificateRefs"), f"{field}.certificateRefs", causes)
+    if len(refs) > 64:
+        causes.append((f"{field}.certificateRefs", "Too many: must have at most 64 items"))
+    for j, ref in enumerate(refs):
+        ref = _object(ref, f"{field}.certificateRefs[{j}]", causes, required=True)
+        if not ref.get("name"):
+            causes.append((f"{field}.certificateRefs[{j}].name", "Required value"))
+        ref.setdefault("group", "")
+        ref.setdefault("kind", "Secret")
+    tls.setdefault("mode", "Terminate")
+    _enum(tls["mode"], ("Terminate", "Passthrough"), f"{field}.mode", causes)
+    if tls["mode"] == "Terminate" and not refs and not tls.get("options"):
+        causes.append((field, "Invalid value: certificateRefs or options must be specified when mode is Terminate"))
 
 
 def _frontend_tls(frontend: dict, causes: list) -> None:
@@ -702,7 +798,7 @@ def _microtime(text: str) -> str:
 _PREPARE = {"namespaces": _namespace, "services": _service, "secrets": _secret, "configmaps": _config_map,
             "endpointslices": _endpoint_slice, "endpoints": _endpoints, "leases": _lease,
             "gatewayclasses": _gateway_class, "gateways": _gateway, "httproutes": _http_route, "grpcroutes": _grpc_route,
-            "tlsroutes": _tls_route, "backendtlspolicies": _backend_tls_policy,
+            "tlsroutes": _tls_route, "listenersets": _listener_set, "backendtlspolicies": _backend_tls_policy,
             "referencegrants": _reference_grant, "serviceexports": _service_export,
             "serviceimports": _service_import, "securitypolicies": _policy, "ratelimitpolicies": _policy}
 
