@@ -9,7 +9,7 @@ resourceVersion with bookmarks, resume from the last version seen after a lost c
 
 What is watched:
 * in the clusters of ``gateway_api.sources``: GatewayClasses, Gateways, HTTPRoutes,
-  GRPCRoutes, TLSRoutes, BackendTLSPolicies (``gateway.gatewayapi.backend_tls``), ReferenceGrants,
+  GRPCRoutes, TLSRoutes, ListenerSets, BackendTLSPolicies (``gateway.gatewayapi.backend_tls``), ReferenceGrants,
   Namespaces (for ``allowedRoutes`` selectors), SecurityPolicies and
   RateLimitPolicies (``gateway.gatewayapi.policies``), Secrets of type kubernetes.io/tls (for
   HTTPS listeners' certificateRefs) and of type Opaque (the credentials policies name), and
@@ -52,6 +52,7 @@ ROUTE_KINDS = (("classes", GATEWAY_GROUP, "v1", "gatewayclasses", False),
                ("routes", GATEWAY_GROUP, "v1", "httproutes", True),
                ("grpc_routes", GATEWAY_GROUP, "v1", "grpcroutes", True),
                ("tls_routes", GATEWAY_GROUP, "v1", "tlsroutes", True),
+               ("listener_sets", GATEWAY_GROUP, "v1", "listenersets", True),
                ("backend_tls_policies", GATEWAY_GROUP, "v1", "backendtlspolicies", True),
                ("grants", GATEWAY_GROUP, "v1beta1", "referencegrants", True),
                ("namespaces", None, "v1", "namespaces", False),
@@ -66,6 +67,7 @@ TLS_SECRET_TYPE, CREDENTIALS_TYPE = "kubernetes.io/tls", "Opaque"
 STATUS_KINDS = {"classes": (GATEWAY_GROUP, "v1", "gatewayclasses"), "gateways": (GATEWAY_GROUP, "v1", "gateways"),
                 "routes": (GATEWAY_GROUP, "v1", "httproutes"), "grpc_routes": (GATEWAY_GROUP, "v1", "grpcroutes"),
                 "tls_routes": (GATEWAY_GROUP, "v1", "tlsroutes"),
+                "listener_sets": (GATEWAY_GROUP, "v1", "listenersets"),
                 "backend_tls_policies": (GATEWAY_GROUP, "v1", "backendtlspolicies"),
                 **{store: (POLICY_GROUP, POLICY_VERSION, plural) for store, plural in POLICY_PLURALS.items()}}
 # What the translation's World holds of a watched object, per store (the object itself when
@@ -77,7 +79,7 @@ _WORLD_VALUE = {"services": lambda obj: (obj.get("spec") or {}).get("ports") or 
                 "ca_maps": lambda obj: obj["bundle"]}
 _EVERY_CLUSTER = ("services", "imports")
 _BY_NAME = ("classes", "namespaces")                   # cluster-scoped: keyed by name
-WORLD_STORES = ("classes", "gateways", "routes", "grpc_routes", "tls_routes", "backend_tls_policies", "grants", "services",
+WORLD_STORES = ("classes", "gateways", "routes", "grpc_routes", "tls_routes", "listener_sets", "backend_tls_policies", "grants", "services",
                 "imports", "namespaces", "secrets", *POLICY_PLURALS, "credentials", "ca_maps")
 
 
@@ -496,6 +498,8 @@ class GatewayApiController:
             writes.append(("classes", ("", name), world.classes[name], status))
         for key, status in t.gateway_status.items():
             writes.append(("gateways", key, world.gateways[key], status))
+        for key, status in t.listener_set_status.items():
+            writes.append(("listener_sets", key, world.listener_sets[key], status))
         due, self._status_due = self._status_due, set()
         for key in t.route_status if t.changed is None or due is None else t.changed | due:
             parents = t.route_status.get(key)

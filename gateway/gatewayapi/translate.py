@@ -45,6 +45,7 @@ class World:
     routes: dict[Key, dict] = field(default_factory=dict)
     grpc_routes: dict[Key, dict] = field(default_factory=dict)         # GRPCRoutes
     tls_routes: dict[Key, dict] = field(default_factory=dict)          # TLSRoutes
+    listener_sets: dict[Key, dict] = field(default_factory=dict)       # ListenerSets
     grants: dict[Key, dict] = field(default_factory=dict)
     services: dict[Key, list[dict]] = field(default_factory=dict)       # ports, per existing Service
     imports: dict[Key, dict] = field(default_factory=dict)              # ServiceImports
@@ -195,6 +196,7 @@ class Translation:
     ca_maps_read: frozenset[Key] = frozenset()      # the ConfigMaps client validations and BackendTLSPolicies name
     tls_routes: tuple[TlsRouteConfig, ...] = ()     # what TLS listeners serve
     tls_route_status: dict[Key, list[dict]] = field(default_factory=dict)      # as route_status
+    listener_set_status: dict[Key, dict] = field(default_factory=dict)         # of ListenerSets naming ours
 
 
 def _key(obj: dict) -> Key:
@@ -235,15 +237,22 @@ def intersect_hostnames(listener: str | None, route: list[str]) -> list[str] | N
 
 def _listener_allows(listener: dict, gateway_ns: str, route_ns: str, world: World) -> bool:
     """The listener's allowedRoutes.namespaces admit a route of ``route_ns`` (kinds: _Listener)."""
-    allowed = listener.get("allowedRoutes") or {}
-    namespaces = allowed.get("namespaces") or {}
-    source = namespaces.get("from", "Same")
+    return _namespaces_admit((listener.get("allowedRoutes") or {}).get("namespaces") or {}, "Same",
+                             gateway_ns, route_ns, world)
+
+
+def _namespaces_admit(namespaces: dict, default: str, own_ns: str, other_ns: str, world: World) -> bool:
+    """A ``namespaces: {from, selector}`` (allowedRoutes', allowedListeners') admits an object of
+    ``other_ns`` on an object of ``own_ns``."""
+    source = namespaces.get("from", default)
     if source == "All":
         return True
+    if source == "None":
+        return False
     if source == "Same":
-        return route_ns == gateway_ns
+        return other_ns == own_ns
     selector = namespaces.get("selector") or {}
-    labels = world.namespaces.get(route_ns, {})
+    labels = world.namespaces.get(other_ns, {})
     if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
         return False
     for expr in selector.get("matchExpressions") or ():
@@ -555,6 +564,12 @@ class _Listener:
     not_served: str | None = None               # Programmed=False message
     attached: int = 0
     gateway: Key = ("", "")
+    owner: Key | None = None                    # its ListenerSet; None: the Gateway's own
+
+    @property
+    def namespace(self) -> str:
+        """Where "Same" namespace means (allowedRoutes) and refs default to: its owner's."""
+        return (self.owner or self.gateway)[0]
 
     @property
     def name(self) -> str:
@@ -588,10 +603,20 @@ class _Listener:
 
 
 @dataclass
+class _ListenerSet:
+    """A ListenerSet whose parentRef is one of our Gateways."""
+    key: Key
+    obj: dict
+    gateway: Key
+    listeners: list[_Listener] = field(default_factory=list)
+    problem: tuple[str, str] | None = None          # Accepted=False (reason, message)
+
+
+@dataclass
 class _Gateway:
     key: Key
     obj: dict
-    listeners: list[_Listener]
+    listeners: list[_Listener]          # its own, then those of the ListenerSets it takes
     problem: tuple[str, str] | None = None              # Accepted=False
     address: str | None = None
     address_problem: tuple[str, str] | None = None      # Programmed=False
@@ -599,6 +624,11 @@ class _Gateway:
     # (ResolvedRefs=False); both None when the Gateway names none.
     backend_certificate: Certificate | None = None
     backend_certificate_problem: tuple[str, str] | None = None
+    listener_sets: list[_ListenerSet] = field(default_factory=list)     # naming it, oldest first
+
+    @property
+    def own_listeners(self) -> list[_Listener]:
+        return [l for l in self.listeners if l.owner is None]
 
 
 def _route_kinds(spec: dict) -> tuple[list[dict], str | None]:
@@ -619,35 +649,54 @@ def _route_kinds(spec: dict) -> tuple[list[dict], str | None]:
     return kinds, (f"route kinds not supported: {', '.join(invalid)}" if invalid else None)
 
 
-def _plan_listeners(world: World, gkey: Key, gateway: dict) -> list[_Listener]:
+class _PortClaims:
+    """What the listeners planned so far hold, across a Gateway and its ListenerSets (the
+    Gateway's listeners first, then each ListenerSet's, oldest first: GEP-1713's precedence):
+    the first listener on a port decides its protocol, a (port, hostname) is had once."""
+
+    def __init__(self) -> None:
+        self.protocols: dict[int, str] = {}
+        self.hostnames: set[tuple[int, str]] = set()
+
+    def conflict(self, port: int, protocol: str, hostname: str) -> tuple[str, str] | None:
+        if self.protocols.setdefault(port, protocol) != protocol:
+            return "ProtocolConflict", f"port {port} is served as {self.protocols[port]}"
+        if (port, hostname) in self.hostnames:
+            return "HostnameConflict", f"another listener on port {port} has hostname {hostname or '(none)'}"
+        self.hostnames.add((port, hostname))
+        return None
+
+
+def _plan_listeners(world: World, gkey: Key, gateway: dict, claims: _PortClaims,
+                    owner: dict | None = None) -> list[_Listener]:
+    """The listeners of the Gateway, or of ``owner`` (a ListenerSet taken by it)."""
+    source = owner if owner is not None else gateway
+    owner_key = _key(owner) if owner is not None else None
+    prefix = f"{gkey[0]}/{gkey[1]}/" + (f"{owner_key[0]}/{owner_key[1]}/" if owner_key else "")
     out: list[_Listener] = []
-    first_protocol: dict[int, str] = {}
-    hostnames: set[tuple] = set()
-    for spec in (gateway.get("spec") or {}).get("listeners") or ():
-        listener = _Listener(spec, f"{gkey[0]}/{gkey[1]}/{spec['name']}", [], gateway=gkey)
+    for spec in (source.get("spec") or {}).get("listeners") or ():
+        listener = _Listener(spec, prefix + spec["name"], [], gateway=gkey, owner=owner_key)
         out.append(listener)
         protocol = spec.get("protocol")
+        port, hostname = spec.get("port"), (spec.get("hostname") or "").lower()
         if protocol not in _PROTOCOL_KINDS:
-            listener.problem = ("UnsupportedProtocol", f"protocol {protocol} is not supported "
-                                                       f"(HTTP, HTTPS and TLS are)")
-            listener.invalid_kinds = listener.problem[1]
+            # Another protocol on a port a listener holds conflicts with it; alone, it is unsupported.
+            if claims.protocols.get(port, protocol) != protocol:
+                listener.conflict = ("ProtocolConflict", f"port {port} is served as {claims.protocols[port]}")
+            else:
+                listener.problem = ("UnsupportedProtocol", f"protocol {protocol} is not supported "
+                                                           f"(HTTP, HTTPS and TLS are)")
+            listener.invalid_kinds = f"protocol {protocol} takes no route kind this gateway serves"
             continue
         if listener.tls_mode not in (None, *TLS_MODES):
             listener.problem = ("UnsupportedValue", f"tls.mode {listener.tls_mode!r} is not supported "
                                                     f"(Passthrough and Terminate are)")
             continue
         listener.kinds, listener.invalid_kinds = _route_kinds(spec)
-        # The first listener on a port decides its protocol; a later one with another
-        # protocol, or the same hostname again, conflicts (it is not served).
-        port, hostname = spec.get("port"), (spec.get("hostname") or "").lower()
-        if first_protocol.setdefault(port, protocol) != protocol:
-            listener.conflict = ("ProtocolConflict", f"port {port} is served as {first_protocol[port]}")
-        elif (port, hostname) in hostnames:
-            listener.conflict = ("HostnameConflict", f"another listener on port {port} has hostname "
-                                                     f"{hostname or '(none)'}")
-        hostnames.add((port, hostname))
+        listener.conflict = claims.conflict(port, protocol, hostname)      # a conflicted one is not served
         if listener.terminates_tls:
-            listener.certificates, listener.cert_problem = _listener_certificates(world, gkey, spec)
+            listener.certificates, listener.cert_problem = _listener_certificates(
+                world, listener.namespace, spec, "ListenerSet" if owner is not None else "Gateway")
             _plan_client_validation(world, gkey, gateway, listener)
     _refuse_mixed_tls_modes(out)
     return out
@@ -709,9 +758,11 @@ def _ca_maps_named(gateways: dict[Key, "_Gateway"]) -> frozenset[Key]:
     return frozenset(named)
 
 
-def _plan_gateway(world: World, gkey: Key, gateway: dict) -> _Gateway:
+def _plan_gateway(world: World, gkey: Key, gateway: dict, listener_sets: list[dict]) -> _Gateway:
+    """``listener_sets``: those whose parentRef names this Gateway, oldest first."""
     spec = gateway.get("spec") or {}
-    planned = _Gateway(gkey, gateway, _plan_listeners(world, gkey, gateway))
+    claims = _PortClaims()
+    planned = _Gateway(gkey, gateway, _plan_listeners(world, gkey, gateway, claims))
     ref = ((spec.get("tls") or {}).get("backend") or {}).get("clientCertificateRef")
     if ref:
         planned.backend_certificate, planned.backend_certificate_problem = _backend_certificate(world, gkey, ref)
@@ -729,7 +780,40 @@ def _plan_gateway(world: World, gkey: Key, gateway: dict) -> _Gateway:
         planned.problem = ("UnsupportedAddress", f"{bad_values[0]!r} is not an IP address")
     elif not any(l.valid for l in planned.listeners):
         planned.problem = ("ListenersNotValid", "no listener is valid")
+    for obj in listener_sets:
+        planned.listener_sets.append(_plan_listener_set(world, planned, obj, claims))
     return planned
+
+
+def _plan_listener_set(world: World, gw: _Gateway, obj: dict, claims: _PortClaims) -> _ListenerSet:
+    """A ListenerSet naming ``gw``: its listeners join the Gateway's (its address, after the
+    Gateway's own and older ListenerSets') if ``spec.allowedListeners`` admits it (default: none)."""
+    planned = _ListenerSet(_key(obj), obj, gw.key)
+    allowed = ((gw.obj.get("spec") or {}).get("allowedListeners") or {}).get("namespaces") or {}
+    if gw.problem is not None:
+        planned.problem = ("ParentNotAccepted", f"the Gateway is not accepted: {gw.problem[1]}")
+    elif not _namespaces_admit(allowed, "None", gw.key[0], planned.key[0], world):
+        planned.problem = ("NotAllowed", f"Gateway {gw.key[0]}/{gw.key[1]}'s allowedListeners do not admit "
+                                         f"ListenerSets of namespace {planned.key[0]}")
+    else:
+        planned.listeners = _plan_listeners(world, gw.key, gw.obj, claims, owner=obj)
+        gw.listeners += planned.listeners
+        if not any(l.valid and not (l.terminates_tls and not l.certificates) for l in planned.listeners):
+            planned.problem = ("ListenersNotValid", "no listener is valid")
+    return planned
+
+
+def _listener_sets_by_gateway(world: World, gateways: dict[Key, dict]) -> dict[Key, list[dict]]:
+    """The ListenerSets whose parentRef is one of ``gateways``, per Gateway, oldest first."""
+    out: dict[Key, list[dict]] = {}
+    for key, obj in sorted(world.listener_sets.items(), key=lambda item: _route_order(item[1])):
+        ref = (obj.get("spec") or {}).get("parentRef") or {}
+        if ref.get("group", GATEWAY_GROUP) != GATEWAY_GROUP or ref.get("kind", "Gateway") != "Gateway":
+            continue
+        gkey = (ref.get("namespace") or key[0], ref.get("name", ""))
+        if gkey in gateways:
+            out.setdefault(gkey, []).append(obj)
+    return out
 
 
 def _backend_certificate(world: World, gkey: Key, ref: dict) -> tuple[Certificate | None, tuple[str, str] | None]:
@@ -818,19 +902,20 @@ def _route_order(route: dict) -> tuple:
     return route["metadata"].get("creationTimestamp", ""), f"{ns}/{name}"
 
 
-def _attach(world: World, gw: _Gateway, route_ns: str, ref: dict, spec: dict,
+def _attach(world: World, candidates: list[_Listener], route_ns: str, ref: dict, spec: dict,
             kind: str) -> tuple[bool, str, str, list[tuple[_Listener, list[str] | None]]]:
     """(accepted, reason, message, [(listener, its hostnames or None for any)]) for one
-    parentRef of a ``kind`` route to our Gateway: the listeners that sectionName and port
-    select, that take the kind and allow the route, and whose hostname intersects the route's."""
-    selected = [l for l in gw.listeners if l.valid and l.kinds
+    parentRef of a ``kind`` route to our Gateway or ListenerSet (``candidates``: its own
+    listeners): the listeners that sectionName and port select, that take the kind and allow
+    the route, and whose hostname intersects the route's."""
+    selected = [l for l in candidates if l.valid and l.kinds
                 and ref.get("sectionName") in (None, l.name) and ref.get("port") in (None, l.port)]
     if not selected:
         return False, "NoMatchingParent", "no listener matches sectionName/port", []
     listeners = [l for l in selected if l.attachable(kind)]
     if not listeners:
         return False, "NotAllowedByListeners", f"the listeners' allowedRoutes.kinds do not take {kind}", []
-    allowed = [l for l in listeners if _listener_allows(l.spec, gw.key[0], route_ns, world)]
+    allowed = [l for l in listeners if _listener_allows(l.spec, l.namespace, route_ns, world)]
     if not allowed:
         return False, "NotAllowedByListeners", "the listeners' allowedRoutes do not allow this route", []
     served = []
@@ -864,7 +949,8 @@ def translate(world: World, file_services: dict[str, ServiceConfig] | None = Non
               policy_memo: PolicyMemo | None = None) -> Translation:
     file_services = file_services or {}
     classes, ours = _our_gateways(world)
-    gateways = {key: _plan_gateway(world, key, obj) for key, obj in ours.items()}
+    sets = _listener_sets_by_gateway(world, ours) if world.listener_sets else {}
+    gateways = {key: _plan_gateway(world, key, obj, sets.get(key, [])) for key, obj in ours.items()}
     _assign_addresses(list(gateways.values()), addressing)
     for gw in gateways.values():
         for listener in gw.listeners:
@@ -904,6 +990,8 @@ def translate(world: World, file_services: dict[str, ServiceConfig] | None = Non
             changed |= {key for kind, key, _ in conflicts.losers if kind == "HTTPRoute"}
     backend_tls = BackendTls(world)
     gateway_status = {key: _gateway_status(gateways[key], addressing) for key in sorted(gateways)}
+    listener_set_status = {ls.key: _listener_set_status(ls, gateways[ls.gateway]) for gw in gateways.values()
+                           for ls in gw.listener_sets}
     listeners = tuple(GatewayListener(l.id, gw.address, l.port, l.terminates_tls,
                                       (l.spec.get("hostname") or "").lower() or None, tuple(l.certificates),
                                       l.client_validation, l.tls_mode)
@@ -925,7 +1013,7 @@ def translate(world: World, file_services: dict[str, ServiceConfig] | None = Non
     return Translation(routes, services, _class_status(world, classes), gateway_status,
                        route_status, listeners, changed, policy_status, grpc_status,
                        _ca_maps_named(gateways) | backend_tls.ca_maps_named(), tls_routes,
-                       {key: result.parents for key, result in tls.items()})
+                       {key: result.parents for key, result in tls.items()}, listener_set_status)
 
 
 def _client_certificate(key: str, reached: dict[str, set[Key]], gateways: dict[Key, _Gateway]) -> Certificate | None:
@@ -994,19 +1082,36 @@ def _parents(world: World, route: dict, gateways: dict[Key, _Gateway], kind: str
     gen = _generation(route)
     parents, targets, attached = [], [], []
     for ref in spec.get("parentRefs") or ():
-        if ref.get("group", GATEWAY_GROUP) != GATEWAY_GROUP or ref.get("kind", "Gateway") != "Gateway":
+        parent_kind = ref.get("kind", "Gateway")
+        if ref.get("group", GATEWAY_GROUP) != GATEWAY_GROUP or parent_kind not in ("Gateway", "ListenerSet"):
             continue
-        gkey = (ref.get("namespace") or ns, ref["name"])
-        gw = gateways.get(gkey)
-        if gw is None:
-            continue        # not a Gateway of ours: its controller writes this parent's status
-        accepted, reason, message, served = _attach(world, gw, ns, ref, spec, kind)
+        key = (ref.get("namespace") or ns, ref["name"])
+        if parent_kind == "Gateway":
+            gw = gateways.get(key)
+            candidates = gw.own_listeners if gw is not None else None
+            unaccepted = None
+        else:
+            listener_set = _listener_set(gateways, key)
+            candidates = listener_set.listeners if listener_set is not None else None
+            unaccepted = listener_set.problem if listener_set is not None else None
+        if candidates is None:
+            continue        # not a parent of ours: its controller writes this parent's status
+        if unaccepted is not None:
+            accepted, reason, message, served = False, "NoMatchingParent", f"the ListenerSet is not accepted: " \
+                                                                           f"{unaccepted[1]}", []
+        else:
+            accepted, reason, message, served = _attach(world, candidates, ns, ref, spec, kind)
         attached += [l.id for l, _ in served]
         targets += [(l, hosts) for l, hosts in served
                     if l.not_served is None and all(l is not t for t, _ in targets)]
-        parents.append({"parentRef": _parent_ref(ref, gkey), "controllerName": world.controller_name,
+        parents.append({"parentRef": _parent_ref(ref, key, parent_kind), "controllerName": world.controller_name,
                         "conditions": [condition("Accepted", accepted, reason, message, gen)]})
     return _Parents(parents, targets, attached)
+
+
+def _listener_set(gateways: dict[Key, _Gateway], key: Key) -> _ListenerSet | None:
+    """Our ListenerSet ``key`` (one whose parentRef is one of our Gateways), or None."""
+    return next((ls for gw in gateways.values() for ls in gw.listener_sets if ls.key == key), None)
 
 
 def _resolved_refs(problems: list[tuple[str, str]], gen: int) -> dict:
@@ -1122,10 +1227,13 @@ class _KindConflicts:
         for (kind, key, listener_id), why in self.losers.items():
             statuses = route_status if kind == "HTTPRoute" else grpc_status
             listener = self.by_id[listener_id]
+            # the parentRef that attached the route there: the listener's Gateway or ListenerSet
+            attached_by = ("ListenerSet", *listener.owner) if listener.owner else ("Gateway", *listener.gateway)
             parents = []
             for parent in statuses[key]:
                 ref = parent["parentRef"]
-                if (ref["namespace"], ref["name"]) == listener.gateway and ref.get("sectionName") in (None, listener.name):
+                if (ref["kind"], ref["namespace"], ref["name"]) == attached_by and \
+                        ref.get("sectionName") in (None, listener.name):
                     conditions = [condition("Accepted", False, "HostnameConflict", why, gen_of(kind, key))
                                   if c["type"] == "Accepted" else c
                                   for c in parent["conditions"]]
@@ -1167,8 +1275,8 @@ def _service_ports(result: _RouteResult | None) -> tuple[tuple[str, int], ...]:
     return result.service_ports if result is not None and result.parents is not None else ()
 
 
-def _parent_ref(ref: dict, gkey: Key) -> dict:
-    out = {"group": GATEWAY_GROUP, "kind": "Gateway", "namespace": gkey[0], "name": gkey[1]}
+def _parent_ref(ref: dict, key: Key, kind: str = "Gateway") -> dict:
+    out = {"group": GATEWAY_GROUP, "kind": kind, "namespace": key[0], "name": key[1]}
     for optional in ("sectionName", "port"):
         if ref.get(optional) is not None:
             out[optional] = ref[optional]
@@ -1184,17 +1292,19 @@ def _class_status(world: World, classes: set[str]) -> dict[str, dict]:
             for name in classes}
 
 
-def _listener_certificates(world: World, gkey: Key, listener: dict) -> tuple[list[Certificate], tuple[str, str] | None]:
-    """An HTTPS listener's certificateRefs: the certificates that serve (SNI: the listener's
+def _listener_certificates(world: World, own_ns: str, listener: dict,
+                           from_kind: str = "Gateway") -> tuple[list[Certificate], tuple[str, str] | None]:
+    """An HTTPS listener's certificateRefs (relative to ``own_ns``, that of the Gateway or
+    ListenerSet, ``from_kind``, declaring it): the certificates that serve (SNI: the listener's
     hostname, else the certificate's names) and the first problem as (reason, message)."""
     certs, problem = [], None
     hostname = (listener.get("hostname") or "").lower()
     for ref in ((listener.get("tls") or {}).get("certificateRefs") or ()):
-        ns, name = ref.get("namespace") or gkey[0], ref.get("name", "")
+        ns, name = ref.get("namespace") or own_ns, ref.get("name", "")
         if (ref.get("group") or "", ref.get("kind") or "Secret") != ("", "Secret"):
             found = None, ("InvalidCertificateRef", f"certificateRef {ref.get('group')}/{ref.get('kind')} "
                                                     f"{name!r}: only core Secrets are supported")
-        elif ns != gkey[0] and not _granted(world, gkey[0], ns, "", "Secret", name, from_kind="Gateway"):
+        elif ns != own_ns and not _granted(world, own_ns, ns, "", "Secret", name, from_kind=from_kind):
             found = None, ("RefNotPermitted", f"certificateRef Secret {ns}/{name}: no ReferenceGrant in "
                                               f"{ns} allows it")
         elif (secret := world.secrets.get((ns, name))) is None:
@@ -1221,16 +1331,17 @@ def _listener_status(listener: _Listener, gen: int) -> dict:
                 condition("Accepted", accepted[0] == "Accepted", *accepted, gen),
                 condition("ResolvedRefs", resolved[0] == "ResolvedRefs", *resolved, gen),
                 condition("Conflicted", listener.conflict is not None, *conflicted, gen),
-                condition("Programmed", programmed, "Programmed" if programmed else "Invalid",
-                          listener.not_served or "", gen)]}
+                condition("Programmed", programmed, "Programmed" if programmed else
+                          listener.conflict[0] if listener.conflict else "Invalid", listener.not_served or "", gen)]}
 
 
 def _gateway_status(gw: _Gateway, addressing: Addressing) -> dict:
     gen = _generation(gw.obj)
-    valid = [l for l in gw.listeners if l.valid]
+    own = gw.own_listeners
+    valid = [l for l in own if l.valid]
     if gw.problem is not None:
         accepted = (False, *gw.problem)
-    elif len(valid) < len(gw.listeners):
+    elif len(valid) < len(own):
         accepted = (True, "ListenersNotValid", "some listeners are not valid")
     else:
         accepted = (True, "Accepted", "")
@@ -1253,8 +1364,24 @@ def _gateway_status(gw: _Gateway, addressing: Addressing) -> dict:
                                     f"client certificates are asked for, not required, on port(s) "
                                     f"{', '.join(sorted(set(insecure)))} (AllowInsecureFallback)", gen))
     status = {"conditions": conditions,
-              "listeners": [_listener_status(l, gen) for l in gw.listeners]}
+              "listeners": [_listener_status(l, gen) for l in own]}
     shown = addressing.advertised.get(gw.address, gw.address) if gw.address is not None else None
     if shown and shown not in UNSPECIFIED:
         status["addresses"] = [{"type": "IPAddress", "value": shown}]
+    if (gw.obj.get("spec") or {}).get("allowedListeners"):     # a Gateway that takes ListenerSets
+        status["attachedListenerSets"] = sum(ls.problem is None for ls in gw.listener_sets)
     return status
+
+
+def _listener_set_status(ls: _ListenerSet, gw: _Gateway) -> dict:
+    """A ListenerSet's status: Accepted and Programmed (the same reason when not accepted), and
+    its listeners' as a Gateway's listeners' status."""
+    gen = _generation(ls.obj)
+    if ls.problem is not None:
+        accepted = programmed = (False, *ls.problem)
+    else:
+        accepted = (True, "Accepted", f"attached to Gateway {gw.key[0]}/{gw.key[1]}")
+        served = any(l.not_served is None for l in ls.listeners)
+        programmed = (True, "Programmed", "") if served else (False, "Invalid", "no listener can be served")
+    return {"conditions": [condition("Accepted", *accepted, gen), condition("Programmed", *programmed, gen)],
+            "listeners": [_listener_status(l, gen) for l in ls.listeners]}
