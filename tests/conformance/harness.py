@@ -102,6 +102,7 @@ KINDS = {
     "HTTPRoute": Kind(GROUP, "v1", "httproutes", True),
     "GRPCRoute": Kind(GROUP, "v1", "grpcroutes", True),
     "TLSRoute": Kind(GROUP, "v1", "tlsroutes", True),
+    "ListenerSet": Kind(GROUP, "v1", "listenersets", True),
     "BackendTLSPolicy": Kind(GROUP, "v1", "backendtlspolicies", True),
     "ReferenceGrant": Kind(GROUP, "v1beta1", "referencegrants", True),
 }
@@ -546,6 +547,7 @@ class Suite:
         self.cluster: Cluster | None = None
         self.gateway: GatewayProcess | None = None
         self._cleanups: list[Callable[[], None]] = []
+        self.errors: list[str] = []         # the running test's t.Errorf failures (conftest.py)
 
     # lifecycle
 
@@ -717,6 +719,13 @@ class Suite:
                 errors.append(exc)
         if errors:
             raise errors[0]
+
+    # failures that do not stop the test
+
+    def errorf(self, message: str) -> None:
+        """t.Errorf: the test is marked failed and goes on; it fails with every such message
+        once it has run to its end (conftest.py)."""
+        self.errors.append(message)
 
     # what tests read
 

@@ -6,6 +6,10 @@ fields, polled every ``poll`` seconds up to the harness's deadlines.
 One deliberate difference: where Go's poll function returns an error for conditions that are
 not yet at the object's generation (GatewayMustHaveCondition), which ends the wait at once,
 these keep polling: a stale condition is "not yet", never a pass.
+
+Most waits end the test when they time out (Go's ``require``); the few that only mark it failed
+and let it go on (Go's ``t.Errorf``: GatewayMustHaveAttachedListeners) call ``suite.errorf``,
+and the test fails once it has run to its end (tests/conformance/conftest.py).
 """
 from __future__ import annotations
 
@@ -85,6 +89,19 @@ class GatewayRef:
 
 def gateway_ref(nn, *listener_names: str) -> GatewayRef:
     return GatewayRef(nn, list(listener_names) or [""])
+
+
+@dataclass
+class ResourceRef:
+    """kubernetes.NewResourceRef: a Gateway or a ListenerSet (group, kind) and listener names."""
+    group: str
+    kind: str
+    nn: tuple
+    listener_names: list[str] = field(default_factory=lambda: [""])
+
+
+def resource_ref(group_kind: tuple[str, str], nn, *listener_names: str) -> ResourceRef:
+    return ResourceRef(group_kind[0], group_kind[1], nn, list(listener_names) or [""])
 
 
 def _generation(obj: dict) -> int:
@@ -217,16 +234,57 @@ def gateway_and_httproutes_must_be_accepted(suite, ref: GatewayRef, *routes) -> 
 def gateway_and_routes_must_be_accepted(suite, ref: GatewayRef, kind: str, *routes) -> str:
     """GatewayAndRoutesMustBeAccepted: as above, for routes of ``kind`` (HTTPRoute, GRPCRoute)."""
     address = suite.gateway_address(ref.nn, ref.listener_names[0])
+    routes_and_parent_must_be_accepted(suite, ResourceRef(GROUP, "Gateway", ref.nn, ref.listener_names), kind,
+                                       *routes)
+    return address
+
+
+_LISTENER_READY = [Condition("ResolvedRefs", "True"), Condition("Accepted", "True"), Condition("Programmed", "True")]
+
+
+def routes_and_parent_must_be_accepted(suite, ref: ResourceRef, kind: str, *routes) -> None:
+    """RoutesAndParentMustBeAccepted: each route (of ``kind``) has a parent naming the resource
+    (its group, kind, name and namespace; the namespace required when the route is in another)
+    Accepted by our controller, and every listener of the resource (a Gateway or a ListenerSet)
+    is ResolvedRefs, Accepted and Programmed."""
     ns = ref.nn.namespace
     for route in routes:
-        parents = [RouteParentStatus({"group": GROUP, "kind": "Gateway", "name": ref.nn.name, "namespace": ns},
+        parents = [RouteParentStatus({"group": ref.group, "kind": ref.kind, "name": ref.nn.name, "namespace": ns},
                                      suite.controller_name, [Condition("Accepted", "True", "Accepted")])
                    for _ in ref.listener_names]
         httproute_must_have_parents(suite, route, parents, namespace_required=route.namespace != ns, kind=kind)
-    gateway_listeners_must_have_conditions(suite, ref.nn, [Condition("ResolvedRefs", "True"),
-                                                           Condition("Accepted", "True"),
-                                                           Condition("Programmed", "True")])
-    return address
+    resource_listeners_must_have_conditions(suite, ref, _LISTENER_READY)
+
+
+def resource_listeners_must_have_conditions(suite, ref: ResourceRef, conditions: list[Condition]) -> None:
+    """ResourceListenersMustHaveConditions: every listener of the Gateway or ListenerSet."""
+    if ref.kind == "Gateway":
+        gateway_listeners_must_have_conditions(suite, ref.nn, conditions)
+    elif ref.kind == "ListenerSet":
+        listenerset_listeners_must_have_conditions(suite, ref.nn, conditions)
+    else:
+        suite.errorf(f"received unsupported resource kind {ref.kind}. Supported kinds are `Gateway` and "
+                     f"`ListenerSet`")
+
+
+def gateway_must_have_attached_listeners(suite, gw, expected: int) -> None:
+    """GatewayMustHaveAttachedListeners: the Gateway's conditions at its generation and
+    ``status.attachedListenerSets`` (absent: 0) is ``expected``. As upstream, a timeout marks
+    the test failed (t.Errorf) and lets it go on."""
+    def check():
+        gateway = suite.kube.get("Gateway", gw)
+        if gateway is None:
+            return NotYet("failed to get gateway")
+        if (stale := _latest(gateway, _status(gateway).get("conditions"))) is not None:
+            return stale
+        attached = _status(gateway).get("attachedListenerSets") or 0
+        return attached == expected or NotYet(f"gateway {gw} got {attached} listeners, want {expected}")
+    try:
+        poll(check, suite.timeouts.condition, f"Gateway {gw} to have {expected} attached ListenerSets")
+    except AssertionError as exc:
+        gateway = suite.kube.get("Gateway", gw)
+        suite.errorf(f"Error waiting for gateway, got Gateway Status {_status(gateway)}, want {expected} "
+                     f"listeners ({exc})")
 
 
 def gateway_must_have_zero_routes(suite, gw) -> None:
@@ -245,9 +303,9 @@ def gateway_must_have_zero_routes(suite, gw) -> None:
 
 
 def _listeners_match(expected: list[ListenerStatus], actual: list[dict]) -> NotYet | None:
-    """gatewayListenersMatch."""
+    """gatewayListenersMatch (and listenerSetListenersMatch, the same for a ListenerSet's)."""
     if len(expected) != len(actual):
-        return NotYet(f"expected {len(expected)} Gateway status listeners, got {len(actual)}: {actual}")
+        return NotYet(f"expected {len(expected)} status listeners, got {len(actual)}: {actual}")
     for e in expected:
         a = next((l for l in actual if l.get("name") == e.name), None)
         if a is None:
@@ -275,6 +333,62 @@ def gateway_status_must_have_listeners(suite, gw, listeners: list[ListenerStatus
             return stale
         return done_unless(_listeners_match(listeners, _status(gateway).get("listeners") or []))
     poll(check, suite.timeouts.condition, f"Gateway {gw} status listeners to match")
+
+
+# -- ListenerSet ------------------------------------------------------------------------------
+
+
+def listenerset_must_have_condition(suite, ls, expected: Condition) -> None:
+    """ListenerSetMustHaveCondition: the ListenerSet's conditions at its generation, one of them
+    ``expected``."""
+    def check():
+        obj = suite.kube.get("ListenerSet", ls)
+        if obj is None:
+            return NotYet("error fetching ListenerSet: not found")
+        conditions = _status(obj).get("conditions")
+        if (stale := _latest(obj, conditions)) is not None:
+            return stale
+        return find_condition(conditions, expected.type, expected.status, expected.reason) or \
+            NotYet(f"conditions: {conditions}")
+    poll(check, suite.timeouts.condition, f"ListenerSet {ls} status to have {expected}")
+
+
+def listenerset_listeners_must_have_conditions(suite, ls, conditions: list[Condition],
+                                               listener_names: tuple[str, ...] = ()) -> None:
+    """ListenerSetListenersMustHaveConditions: the ListenerSet's conditions at its generation,
+    and each named listener (none named: every listener in status) has every condition."""
+    def check():
+        obj = suite.kube.get("ListenerSet", ls)
+        if obj is None:
+            return NotYet("error fetching ListenerSet: not found")
+        if (stale := _latest(obj, _status(obj).get("conditions"))) is not None:
+            return stale
+        pending = set(listener_names)
+        for condition in conditions:
+            for listener in _status(obj).get("listeners") or ():
+                if listener_names and listener["name"] not in listener_names:
+                    continue
+                if not find_condition(listener.get("conditions"), condition.type, condition.status,
+                                      condition.reason):
+                    return NotYet(f"listener set {ls.name} doesn't have {condition} on {listener['name']} "
+                                  f"listener: {listener.get('conditions')}")
+                pending.discard(listener["name"])
+        return NotYet(f"listeners {sorted(pending)} have no status") if pending else True
+    poll(check, suite.timeouts.condition, f"ListenerSet {ls} listeners to have {conditions}")
+
+
+def listenerset_status_must_have_listeners(suite, ls, listeners: list[ListenerStatus]) -> None:
+    """ListenerSetStatusMustHaveListeners: the ListenerSet's conditions at its generation and its
+    status listeners exactly these (by name: supportedKinds including the expected ones,
+    attachedRoutes, conditions)."""
+    def check():
+        obj = suite.kube.get("ListenerSet", ls)
+        if obj is None:
+            return NotYet("error fetching ListenerSet: not found")
+        if (stale := _latest(obj, _status(obj).get("conditions"))) is not None:
+            return stale
+        return done_unless(_listeners_match(listeners, _status(obj).get("listeners") or []))
+    poll(check, suite.timeouts.condition, f"ListenerSet {ls} status listeners to match")
 
 
 # -- HTTPRoute --------------------------------------------------------------------------------
