@@ -86,9 +86,10 @@ def gateway_conf(tmp: Path, port: int, backend_port: int, cert: Path, key: Path)
     }, sort_keys=False)
 
 
-def s_time(port: int, version: str, reuse: bool, duration: float) -> int:
+def s_time(port: int, version: str, reuse: bool, duration: float, server_name: str | None = None) -> int:
     """Connections ``openssl s_time`` completed (a handshake and GET /small each) in ``duration``."""
-    out = subprocess.run(["taskset", "-c", "1", "openssl", "s_time", "-connect", f"127.0.0.1:{port}",
+    sni = ["-servername", server_name] if server_name else []
+    out = subprocess.run(["taskset", "-c", "1", "openssl", "s_time", "-connect", f"127.0.0.1:{port}", *sni,
                           "-reuse" if reuse else "-new", f"-tls{version.replace('.', '_')}", *CIPHERS[version],
                           "-time", str(int(duration)), "-www", "/small"],
                          capture_output=True, text=True, timeout=duration + 30)
