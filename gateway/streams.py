@@ -5,6 +5,8 @@ connection then goes to the route's backend, ClientHello first, and the TLS sess
 client's with the backend (the gateway never decrypts). Terminate: the listener's
 certificates end TLS (``gateway.tls.ServerTls``, the SNI choosing the certificate) and the
 plain bytes go to the backend, re-encrypted when a BackendTLSPolicy gives its Service TLS.
+A port with listeners of both modes (TLSRouteModeMixed) peeks every ClientHello and ends TLS
+itself, through memory BIOs (``_TlsEnd``), for the routes of its Terminate listeners.
 
 A connection picks a service by the backendRefs' weights and an endpoint of it from the
 service's EndpointTable, as a request does (health, ejections, both clusters); a connect that
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import struct
 import time
 from typing import NamedTuple
@@ -33,9 +36,9 @@ CONNECT_ATTEMPTS = 3
 MAX_CLIENT_HELLO = 65536            # bytes read before giving up on finding the SNI
 PENDING_LIMIT = 262144              # client bytes held while connecting, before reading pauses
 # Connections by how they ended up (gateway_tls_route_connections_total{result}), this process
-RESULTS = ("routed", "no_route", "no_backend", "upstream_failed", "bad_client_hello")
+RESULTS = ("routed", "no_route", "no_backend", "upstream_failed", "bad_client_hello", "handshake_failed")
 counts = [0] * len(RESULTS)
-ROUTED, NO_ROUTE, NO_BACKEND, UPSTREAM_FAILED, BAD_CLIENT_HELLO = range(len(RESULTS))
+ROUTED, NO_ROUTE, NO_BACKEND, UPSTREAM_FAILED, BAD_CLIENT_HELLO, HANDSHAKE_FAILED = range(len(RESULTS))
 KIND_CONNECT, KIND_CONNECT_TIMEOUT = "connect_failed", "connect_timeout"     # as passive health knows them
 
 
@@ -140,10 +143,12 @@ def _specificity(pattern: str | None) -> tuple:
 class StreamRoute(NamedTuple):
     """A TLSRoute on one listener, ready for connections: its services (the data plane's
     Service objects) and, when there are several or invalid backendRefs, the weighted split
-    (an EndpointTable of indexes into ``services``; one past them: refused)."""
+    (an EndpointTable of indexes into ``services``; one past them: refused); ``terminate``:
+    its listener ends TLS."""
     name: str
     services: tuple
     split: object | None
+    terminate: bool = False
 
 
 class StreamTable:
@@ -153,7 +158,9 @@ class StreamTable:
     def __init__(self, listeners: list[tuple[GatewayListener, list[tuple[TlsRouteConfig, StreamRoute]]]]) -> None:
         self.listeners = sorted(((gl.hostname, self._entries(routes)) for gl, routes in listeners),
                                 key=lambda item: _specificity(item[0]))
-        self.terminate = any(gl.tls_mode == "Terminate" for gl, _ in listeners)
+        modes = {gl.tls_mode for gl, _ in listeners}
+        self.terminate = modes == {"Terminate"}     # the socket ends TLS (an SSL server)
+        self.mixed = len(modes) > 1                 # a plain socket; Terminate routes end it here
 
     @staticmethod
     def _entries(routes) -> list[tuple[str | None, StreamRoute]]:
@@ -184,6 +191,7 @@ class StreamPort:
         self.ctx = ctx
         self.table = table
         self.idle_timeout = idle_timeout
+        self.tls = None                 # a mixed port's Terminate listeners' ServerTls
         self.connections: set[ClientSide] = set()
         self._sweep: asyncio.TimerHandle | None = None
 
@@ -251,6 +259,8 @@ class ClientSide(_Side):
         self.started = self.active = time.monotonic()      # active: the last bytes either way
         self.bytes_received = 0             # from the client
         self.bytes_sent = 0                 # to the client
+        self.tls_end: _TlsEnd | None = None     # TLS ended here on a mixed port
+        self.connecting = False
 
     # asyncio.Protocol
 
@@ -269,14 +279,31 @@ class ClientSide(_Side):
     def data_received(self, data: bytes) -> None:
         self.bytes_received += len(data)
         self.active = time.monotonic()
+        if self.tls_end is not None:
+            data = self.tls_end.feed(data)
+            if data is None:
+                self._refuse(HANDSHAKE_FAILED, self.tls_end.error)
+                return
+            if self.tls_end.handshaken and not self.connecting:
+                self._connect_now()
         if self.upstream is not None and self.upstream.transport is not None:
-            self.upstream.transport.write(data)
+            if data:
+                self.upstream.transport.write(data)
             return
         self.buffer += data
         if self.route is None and self.transport.get_extra_info("ssl_object") is None:
             self._peek()
         elif len(self.buffer) > PENDING_LIMIT:
             self.transport.pause_reading()  # resumed once connected
+
+    def send(self, data: bytes) -> None:
+        """The backend's bytes to the client (encrypted here on a mixed port's Terminate route)."""
+        self.bytes_sent += len(data)
+        self.active = time.monotonic()
+        if self.tls_end is not None:
+            self.tls_end.send(data)
+        else:
+            self.transport.write(data)
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -298,11 +325,14 @@ class ClientSide(_Side):
         if access_log is not None and self.result is not None:
             access_log.log(self._log_entry())
 
+    def _terminated(self) -> bool:
+        return self.route.terminate if self.route is not None else self.port.table.terminate
+
     def _log_entry(self) -> dict:
         peer = self.transport.get_extra_info("peername")
         upstream = self.upstream.upstream if self.upstream is not None else None
         return {"time": _now(), "client": peer[0] if peer else None,
-                "protocol": "tls-terminate" if self.port.table.terminate else "tls-passthrough",
+                "protocol": "tls-terminate" if self._terminated() else "tls-passthrough",
                 "server_name": self.server_name, "result": RESULTS[self.result],
                 "bytes_sent": self.bytes_sent, "bytes_received": self.bytes_received,
                 "duration_ms": round((time.monotonic() - self.started) * 1000, 3),
@@ -346,6 +376,26 @@ class ClientSide(_Side):
         if self.service is None:
             self._refuse(NO_BACKEND, "the route's backendRefs are not valid")
             return
+        if self.route.terminate and self.port.table.mixed:
+            self._end_tls_here()
+            return
+        self._connect_now()
+
+    def _end_tls_here(self) -> None:
+        """A mixed port's Terminate route: the handshake from the ClientHello already read; the
+        backend is connected once it is done (a backend that speaks first must find it done)."""
+        self.tls_end = _TlsEnd(self.port.tls.default, self.transport)
+        self.deadline = self.port.ctx.loop.call_later(self.port.ctx.header_timeout, self._handshake_timed_out)
+        hello = bytes(self.buffer)
+        self.buffer.clear()
+        self.bytes_received -= len(hello)       # counted again as data_received's
+        self.data_received(hello)
+
+    def _connect_now(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+        self.connecting = True
         self._connect()
 
     def _pick_service(self):
@@ -367,7 +417,7 @@ class ClientSide(_Side):
         ctx = self.port.ctx
         side = UpstreamSide(self, upstream)
         tls = {}
-        if self.port.table.terminate and upstream.ssl is not None:     # re-encrypted (BackendTLSPolicy)
+        if self.route.terminate and upstream.ssl is not None:     # re-encrypted (BackendTLSPolicy)
             tls = {"ssl": upstream.ssl, "server_hostname": upstream.server_hostname,
                    "ssl_handshake_timeout": ctx.connect_timeout}
         task = ctx.loop.create_task(ctx.loop.create_connection(lambda: side, upstream.ip, upstream.port, **tls))
@@ -409,6 +459,10 @@ class ClientSide(_Side):
         self.deadline = None
         self._refuse(BAD_CLIENT_HELLO, "no complete ClientHello in time")
 
+    def _handshake_timed_out(self) -> None:
+        self.deadline = None
+        self._refuse(HANDSHAKE_FAILED, "no complete handshake in time")
+
     def _refuse(self, result: int, why: str) -> None:
         self.result = result
         counts[result] += 1
@@ -417,6 +471,12 @@ class ClientSide(_Side):
         self.close()
 
     # closing
+
+    def half_close(self) -> None:
+        if self.tls_end is not None:        # TLS has no half close (and not plain TCP's under it)
+            self.close_after_writes()
+        else:
+            super().half_close()
 
     def _keep_open(self) -> bool:
         """After the client's EOF: keep the transport while the backend still talks."""
@@ -441,11 +501,8 @@ class UpstreamSide(_Side):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        client = self.client
-        if not client.closed:
-            client.bytes_sent += len(data)
-            client.active = time.monotonic()
-            client.transport.write(data)
+        if not self.client.closed:
+            self.client.send(data)
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -468,6 +525,48 @@ class UpstreamSide(_Side):
             self.client.transport.resume_reading()
 
 
+class _TlsEnd:
+    """TLS ended on a connection whose first bytes were read before its mode was known (a port
+    with Passthrough and Terminate listeners): the handshake and the records through memory
+    BIOs, the listener's contexts (SNI picks the certificate) as an SSL server's."""
+
+    def __init__(self, context: ssl.SSLContext, transport: asyncio.Transport) -> None:
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        self.transport = transport
+        self.handshaken = False
+        self.error = ""
+
+    def feed(self, data: bytes) -> bytes | None:
+        """The application bytes ``data`` carried (b"" while the handshake goes on); None when
+        the handshake failed (``error`` says why)."""
+        self.incoming.write(data)
+        plain = bytearray()
+        try:
+            if not self.handshaken:
+                self.obj.do_handshake()
+                self.handshaken = True
+            while chunk := self.obj.read(65536):
+                plain += chunk
+        except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+            pass                            # more to come; or the client's close_notify
+        except ssl.SSLError as exc:
+            self.error = f"TLS handshake failed: {exc.reason or exc}"
+            return None
+        finally:
+            self._flush()
+        return bytes(plain)
+
+    def send(self, data: bytes) -> None:
+        self.obj.write(data)
+        self._flush()
+
+    def _flush(self) -> None:
+        out = self.outgoing.read()
+        if out:
+            self.transport.write(out)
+
+
 def _now() -> str:
     """The access log's time format (UTC, milliseconds), as the request path writes it."""
     now = time.time()
@@ -480,9 +579,11 @@ def build_tables(listeners: tuple[GatewayListener, ...], routes: tuple[TlsRouteC
                  split_table) -> dict[tuple[str, int], StreamTable]:
     """(address, port) of each TLS socket -> its StreamTable. ``services``: the data plane's
     Service objects by key; ``split_table(entries)``: an EndpointTable of (key, weight, cluster)."""
+    modes = {gl.id: gl.tls_mode for gl in listeners}
     by_listener: dict[str, list] = {}
     for rc in routes:
-        by_listener.setdefault(rc.listener, []).append((rc, _stream_route(rc, services, split_table)))
+        route = _stream_route(rc, services, split_table, modes.get(rc.listener) == "Terminate")
+        by_listener.setdefault(rc.listener, []).append((rc, route))
     sockets: dict[tuple[str, int], list] = {}
     for gl in listeners:
         if gl.streams:
@@ -490,10 +591,10 @@ def build_tables(listeners: tuple[GatewayListener, ...], routes: tuple[TlsRouteC
     return {pair: StreamTable(served) for pair, served in sockets.items()}
 
 
-def _stream_route(rc: TlsRouteConfig, services: dict, split_table) -> StreamRoute:
+def _stream_route(rc: TlsRouteConfig, services: dict, split_table, terminate: bool) -> StreamRoute:
     found = tuple(services[b.service] for b in rc.backends if b.service in services)
     split = None
     if len(found) > 1 or rc.invalid_weight:
         entries = [(b.service, b.weight, "") for b in rc.backends if b.service in services]
         split = split_table(entries + ([("", rc.invalid_weight, "")] if rc.invalid_weight else []))
-    return StreamRoute(rc.name, found, split)
+    return StreamRoute(rc.name, found, split, terminate)

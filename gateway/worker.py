@@ -86,6 +86,11 @@ class GatewayPort:
         self.is_tls = tls
         self.stream = stream
 
+    @property
+    def socket_tls(self) -> ServerTls | None:
+        """The TLS its listening socket does itself (a port peeking ClientHellos does none)."""
+        return self.tls if self.stream is None or self.stream.table.terminate else None
+
 
 def _gateway_sockets(listeners: tuple[GatewayListener, ...],
                      min_version: str) -> dict[tuple[str, int], TlsListener | None]:
@@ -250,10 +255,11 @@ class Worker:
         for pair in [p for p, gp in self.gateway_ports.items()
                      if p not in wanted or gp.is_tls != (wanted[p] is not None)
                      or (gp.stream is not None) != (p in tables)
+                     or (gp.stream is not None and gp.stream.table.mixed != tables[p].mixed)
                      or (gp.tls_listener and not certificates_only_differ(gp.tls_listener, wanted[p]))]:
             gone = self.gateway_ports.pop(pair)
             if gone.server is not None:
-                asyncio.ensure_future(self._close_listener(gone.server, gone.tls, gone.factory))
+                asyncio.ensure_future(self._close_listener(gone.server, gone.socket_tls, gone.factory))
             if gone.stream is not None:
                 gone.stream.close_all()     # a TLS socket no more: its streams end with it
         for pair, tls in wanted.items():
@@ -279,12 +285,16 @@ class Worker:
             if tls is None and gp.stream is None:
                 gp.server = PlainServer(self.reactor, bind_listeners(Address(*pair)), factory)
                 return
-            if tls is None:         # TLS passthrough: the bytes are not ours to decrypt
+            if tls is not None:
+                # HTTPS offers h2 and http/1.1; a TLS listener's streams are not HTTP: no ALPN
+                gp.tls, gp.tls_listener = ServerTls(tls, alpn=gp.stream is None), tls
+            if gp.stream is not None and (tls is None or gp.stream.table.mixed):
+                # Passthrough (the bytes are not ours to decrypt), or Passthrough and Terminate
+                # listeners on one port: each ClientHello is read first (gateway.streams).
+                gp.stream.tls = gp.tls
                 gp.server = await asyncio.get_running_loop().create_server(
                     factory, pair[0], pair[1], reuse_port=True, backlog=4096)
                 return
-            # HTTPS offers h2 and http/1.1; a TLS listener's streams are not HTTP: no ALPN
-            gp.tls, gp.tls_listener = ServerTls(tls, alpn=gp.stream is None), tls
             gp.server = await asyncio.get_running_loop().create_server(
                 factory, pair[0], pair[1], ssl=gp.tls.default, reuse_port=True, backlog=4096,
                 ssl_handshake_timeout=self.config.timeouts.downstream_header)
@@ -322,7 +332,7 @@ class Worker:
             await self._close_listener(self.tls_server, self.tls)
         for gp in list(self.gateway_ports.values()):
             if gp.server is not None:
-                await self._close_listener(gp.server, gp.tls, gp.factory)
+                await self._close_listener(gp.server, gp.socket_tls, gp.factory)
         streams = [gp.stream for gp in self.gateway_ports.values() if gp.stream is not None]
         if ctx is not None:
             ctx.drain_idle_connections(DRAIN_IDLE_GRACE)

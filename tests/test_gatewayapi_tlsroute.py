@@ -30,6 +30,7 @@ NS = "default"
 ADDRESS = "127.0.31.1"          # the Gateway's (gateway_api.addresses)
 CONNECTIONS = 20                # per check: both workers and both clusters take some
 IDLE = 1.0                      # timeouts.stream_idle
+MIXED_PORT = 9443               # a Passthrough and a Terminate listener
 
 
 def tls_echo(name: str, pair) -> TinyServer:
@@ -100,9 +101,17 @@ def clusters(tmp_path_factory, backends, pki):
             {"name": "passthrough", "port": 443, "protocol": "TLS", "hostname": "*.example.com",
              "tls": {"mode": "Passthrough"}},
             {"name": "terminate", "port": 8443, "protocol": "TLS", "hostname": "plain.example.com",
+             "tls": {"mode": "Terminate", "certificateRefs": [{"name": "plain-cert"}]}},
+            # TLSRouteModeMixed: one port, a listener of each mode
+            {"name": "mixed-passthrough", "port": MIXED_PORT, "protocol": "TLS", "hostname": "secure.example.com",
+             "tls": {"mode": "Passthrough"}},
+            {"name": "mixed-terminate", "port": MIXED_PORT, "protocol": "TLS", "hostname": "plain.example.com",
              "tls": {"mode": "Terminate", "certificateRefs": [{"name": "plain-cert"}]}}]}})
-    for name, section, host, service, port in (("secure", "passthrough", "secure.example.com", "secure", 443),
-                                               ("plain", "terminate", "plain.example.com", "plain", 3000)):
+    for name, section, host, service, port in (
+            ("secure", "passthrough", "secure.example.com", "secure", 443),
+            ("plain", "terminate", "plain.example.com", "plain", 3000),
+            ("secure-mixed", "mixed-passthrough", "secure.example.com", "secure", 443),
+            ("plain-mixed", "mixed-terminate", "plain.example.com", "plain", 3000)):
         custom.create_namespaced_custom_object(GW, "v1", NS, "tlsroutes", {
             "metadata": {"name": name}, "spec": {
                 "parentRefs": [{"name": "gw", "sectionName": section}], "hostnames": [host],
@@ -197,6 +206,26 @@ def test_passthrough_reaches_both_clusters_by_sni_undecrypted(gw, clusters, pki)
 def test_terminate_serves_the_listener_certificate_and_sends_plain_bytes(gw, clusters, pki):
     context = ssl.create_default_context(cafile=str(pki.ca))
     assert wait_for(lambda: served(8443, "plain.example.com", context, 4), timeout=20) == {"plain": 4}
+
+
+def test_one_port_passes_one_name_through_and_terminates_another(gw, clusters, pki):
+    """TLSRouteModeMixed: the ClientHello's SNI picks the listener, and with it whether the
+    backend's certificate answers (passthrough) or the listener's (terminated, plain bytes to a
+    backend that speaks first)."""
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    assert wait_for(lambda: served(MIXED_PORT, "secure.example.com", context, wanted={"A", "B"}),
+                    timeout=20).total() == CONNECTIONS
+    assert served(MIXED_PORT, "plain.example.com", context, 4) == {"plain": 4}
+    with socket.create_connection((ADDRESS, MIXED_PORT), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname="plain.example.com") as conn:
+        assert conn.getpeercert()["subject"] == ((("commonName", "plain.example.com"),),)
+        lines = conn.makefile("rb")
+        assert lines.readline() == b"plain\n"
+        conn.sendall(b"x" * 100_000 + b"\n")         # many records each way
+        assert lines.readline() == b"x" * 100_000 + b"\n"
+    lines = gw.log.matching(lambda e: e.get("server_name") == "plain.example.com"
+                            and e.get("route") == "default/plain-mixed", n=5)
+    assert {(e["protocol"], e["result"]) for e in lines} == {("tls-terminate", "routed")}
 
 
 def test_a_server_name_no_route_serves_is_closed_and_counted(gw, clusters, pki):

@@ -770,7 +770,8 @@ def metric_families(gw) -> list[Family]:
     if any(listener.streams for listener in cfg.listeners):
         streams = family("gateway_tls_route_connections_total", "counter",
                          "Connections to TLS listeners (TLSRoutes), by result: routed to a backend, or "
-                         "closed for no route for the SNI, no valid backend, failed connects or a bad ClientHello.")
+                         "closed for no route for the SNI, no valid backend, failed connects, a bad ClientHello or "
+                         "a failed handshake (a port that terminates some routes and passes others through).")
         for result, count in totals.tls_route_connections().items():
             streams.samples.append(("", {"result": result}, count))
 

@@ -698,21 +698,7 @@ def _plan_listeners(world: World, gkey: Key, gateway: dict, claims: _PortClaims,
             listener.certificates, listener.cert_problem = _listener_certificates(
                 world, listener.namespace, spec, "ListenerSet" if owner is not None else "Gateway")
             _plan_client_validation(world, gkey, gateway, listener)
-    _refuse_mixed_tls_modes(out)
     return out
-
-
-def _refuse_mixed_tls_modes(listeners: list[_Listener]) -> None:
-    """TLS listeners of one port in both modes: all of them conflict (TLSRouteModeMixed, which
-    would decide per SNI whether to terminate, is not supported)."""
-    modes: dict[int, set[str]] = {}
-    for l in listeners:
-        if l.tls_mode is not None and l.problem is None:
-            modes.setdefault(l.port, set()).add(l.tls_mode)
-    for l in listeners:
-        if l.tls_mode is not None and len(modes.get(l.port, ())) > 1:
-            l.conflict = ("ProtocolConflict", f"TLS listeners on port {l.port} mix Passthrough and Terminate")
-            l.kinds = []            # it takes no route of any kind (the conformance test's status)
 
 
 def frontend_validation(gateway: dict, port: int) -> dict | None:
