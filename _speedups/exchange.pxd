@@ -2,7 +2,7 @@ from _speedups.context cimport Connection, Context, Port
 from _speedups.filters cimport BackendFilters, RouteFilters
 from _speedups.http cimport RequestHead, ResponseHead
 from _speedups.policy cimport Denial
-from _speedups.service cimport Route, Service
+from _speedups.service cimport Route, Service, SessionPolicy
 from _speedups.stats cimport BackendStats
 from _speedups.tracing cimport SpanRecord, Tracer
 from _speedups.table cimport EndpointTable
@@ -77,6 +77,7 @@ cdef class Exchange(UpstreamOwner):
     cdef object backoff_timer               # a retry waiting for its backoff, or None
     cdef bytes set_cookie                   # ring_hash cookie for the response, or None
     cdef bytes cookie_value                 # ... and the value it was hashed on
+    cdef tuple session                      # sessionPersistence: (endpoint key, start) the request's token named, or None
     cdef bytes mirror_head                  # a mirror's copy waiting for the request body
     cdef Upstream upstream
     cdef int endpoint_index
@@ -171,6 +172,8 @@ cdef class Exchange(UpstreamOwner):
     cdef void drop_upstream(self)
     cdef void report_failure(self, str kind)
     cdef void report_success(self)
+    cdef int session_pick(self, EndpointTable table) except -2
+    cdef void add_session_token(self, ResponseHead head)
     cdef void set_hash_key(self, EndpointTable table)
     cdef bint over_limit(self, Service service, int limit, int count, bytes name, int stat)
     cdef void upstream_failed(self, int connect_id, Upstream upstream, str kind, str reason, bint before_send)

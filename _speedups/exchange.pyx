@@ -21,6 +21,7 @@ X_DONE ``finish``.
 import logging
 import os as _os
 import socket as _socket
+from time import time as _wall_time
 from asyncio import CancelledError
 
 from _speedups.clock cimport monotonic
@@ -189,6 +190,7 @@ cdef class Exchange(UpstreamOwner):
         self.breaker_service = None
         self.breaker_retry = False
         self.set_cookie = None
+        self.session = None
         self.mirror_head = None
         ctx.requests_in_flight += 1
         ctx.counters[ST_REQUESTS] += 1
@@ -581,7 +583,9 @@ cdef class Exchange(UpstreamOwner):
                 or service.hash_cookie is not None):
             self.set_hash_key(table)
         if self.attempts == 0:
-            index = table.pick(None)
+            index = self.session_pick(table) if self.route.session is not None else -1
+            if index < 0:
+                index = table.pick(None)
         else:
             if not self.breaker_retry:
                 if self.over_limit(service, service.max_retries, service.active_retries,
@@ -621,6 +625,42 @@ cdef class Exchange(UpstreamOwner):
             self.send_request(conn)
         else:
             self.connect(upstream)
+
+    cdef int session_pick(self, EndpointTable table) except -2:
+        """sessionPersistence: the endpoint the request's token names, if it still serves; -1
+        (then balanced as any request, and a new session begins) otherwise."""
+        cdef SessionPolicy policy = self.route.session
+        cdef bytes token
+        cdef int index
+        if policy.header:
+            token = self.head.header(policy.lookup)
+        else:
+            token = _cookie(self.head.header(b"cookie"), policy.lookup)
+        if token is None:
+            return -1
+        self.session = policy.endpoint(token, _wall_time())
+        if self.session is None:
+            return -1
+        index = table.index_of(self.session[0])
+        if index < 0 or table.flags(index) != 0:
+            self.session = None
+            return -1
+        return index
+
+    cdef void add_session_token(self, ResponseHead head):
+        """The answer names the endpoint that gave it: a new session's token, or the same
+        session's again when it went elsewhere or its idle time is counted."""
+        cdef SessionPolicy policy = self.route.session
+        cdef Upstream upstream = self.upstream
+        cdef double now
+        if self.session is not None and self.session[0] == upstream.key and policy.idle <= 0:
+            return                          # the token the client holds stays right
+        now = _wall_time()
+        token = policy.token(upstream.key, self.session[1] if self.session is not None else now, now)
+        if policy.header:
+            head.fields().append((policy.lookup, policy.name, token))
+        else:
+            head.fields().append((b"set-cookie", b"Set-Cookie", policy.name + b"=" + token + policy.cookie_attributes))
 
     cdef void set_hash_key(self, EndpointTable table):
         """ring_hash: the key of this request, before every pick (another request may have
@@ -871,6 +911,8 @@ cdef class Exchange(UpstreamOwner):
                             + self.cors_fields)
         if self.set_cookie is not None:
             head.fields().append((b"set-cookie", b"Set-Cookie", self.set_cookie))
+        if route.session is not None and self.upstream is not None:
+            self.add_session_token(head)
         self.downstream.send_head(self, head, framing)
         if head.status < 500:
             self.report_success()

@@ -24,6 +24,17 @@ cdef class Service:
     cdef public bint observe_latency        # peak_ewma: feed response times to the table
 
 
+cdef class SessionPolicy:
+    cdef readonly bytes name                # the cookie's name, or the header's (as sent)
+    cdef readonly bytes lookup              # what the request is searched for: the cookie's name, the header's in lower case
+    cdef readonly bint header               # the token travels in a header, not a cookie
+    cdef readonly double absolute           # seconds a session lasts (0: no end)
+    cdef readonly double idle               # seconds a session may go unused (0: no end)
+    cdef readonly bytes cookie_attributes   # "; Path=/; HttpOnly" (and Max-Age when permanent)
+    cdef tuple endpoint(self, bytes token, double now)
+    cdef bytes token(self, tuple key, double created, double now)
+
+
 cdef class Route(Reported):
     cdef readonly str name
     cdef readonly bytes json_name
@@ -43,5 +54,6 @@ cdef class Route(Reported):
     # Per service, its backend's BackendFilters or None; None: no backend has any
     cdef public tuple backend_filters
     cdef dict backends                      # Service -> {cluster: BackendStats} (found once)
+    cdef public SessionPolicy session       # sessionPersistence; None: none
     cdef Service pick_service(self, int *index)
     cdef bytes rewrite_target(self, bytes target)

@@ -3,6 +3,8 @@
 timeouts, retry settings, filters, traffic counters) and a ``Service`` (its endpoint
 table and circuit breakers).  Built by ``gateway.dataplane`` per snapshot, never per
 request; the request path only reads them (and bumps their counters)."""
+import base64 as _base64
+
 from _speedups.accesslog cimport exact_json
 from _speedups.stats cimport TrafficStats
 
@@ -22,6 +24,49 @@ cdef class Service:
                 "max_pending": (self.pending, self.max_pending),
                 "max_requests": (self.active_requests, self.max_requests),
                 "max_retries": (self.active_retries, self.max_retries)}
+
+
+cdef class SessionPolicy:
+    """A route's session persistence: the token naming the endpoint a session's requests go to,
+    "cluster ip port created last-used" (wall-clock seconds: tokens outlive a process and are
+    read by every replica), base64url in a cookie or a header. Not signed: a client that
+    forges one only chooses among the endpoints that serve, as it could by retrying."""
+
+    def __init__(self, str name, bint header=False, double absolute=0.0, double idle=0.0, bint permanent=False):
+        self.name = name.encode()
+        self.lookup = self.name.lower() if header else self.name
+        self.header = header
+        self.absolute = absolute
+        self.idle = idle
+        max_age = f"; Max-Age={int(absolute)}" if permanent and absolute > 0 else ""
+        self.cookie_attributes = f"; Path=/{max_age}; HttpOnly".encode()
+
+    cdef tuple endpoint(self, bytes token, double now):
+        """(the endpoint key, the session's start) the token names, or None when it names none
+        or its session has ended."""
+        try:
+            fields = _base64.urlsafe_b64decode(token + b"=" * ((4 - len(token) % 4) % 4)).split(b"\x1f")  # (cdivision: no negative modulo)
+            cluster, ip, port, created, used = fields
+            key = (cluster.decode(), ip.decode(), int(port))
+            started, last = float(created), float(used)
+        except (ValueError, TypeError, UnicodeDecodeError):
+            return None
+        if (self.absolute > 0 and now - started > self.absolute) or (self.idle > 0 and now - last > self.idle):
+            return None
+        return key, started
+
+    cdef bytes token(self, tuple key, double created, double now):
+        cluster, ip, port = key
+        raw = b"\x1f".join((cluster.encode(), ip.encode(), str(port).encode(),
+                            str(int(created)).encode(), str(int(now)).encode()))
+        return _base64.urlsafe_b64encode(raw).rstrip(b"=")
+
+    def endpoint_of(self, bytes token, double now):
+        """``endpoint`` for Python (tests)."""
+        return self.endpoint(token, now)
+
+    def token_for(self, tuple key, double created, double now):
+        return self.token(key, created, now)
 
 
 cdef class Route(Reported):
@@ -48,6 +93,7 @@ cdef class Route(Reported):
         self.touched = False
         self.touched_sink = touched
         self.backends = {}
+        self.session = None
 
     def counters(self):
         """``traffic.as_list()``, for the worker's report."""

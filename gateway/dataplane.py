@@ -30,6 +30,7 @@ try:
     from _speedups.path import PathPolicy
     from _speedups.proxy import ProxyContext, Route, Service, Upstream
     from _speedups.router import RouteMatcher, Router
+    from _speedups.service import SessionPolicy
     from _speedups.table import EndpointTable
 except ImportError as exc:  # pragma: no cover - depends on the build
     raise ImportError(
@@ -294,6 +295,10 @@ class DataPlane:
                       retries.backoff, retries.idempotent)
         if rc.has_filters:
             route.filters = self._filters(rc)
+        if rc.session is not None:
+            s = rc.session
+            route.session = SessionPolicy(s.name, s.type == "header", s.absolute_timeout or 0.0,
+                                          s.idle_timeout or 0.0, s.permanent)
         if any(b.filters for b in rc.backends):
             route.backend_filters = tuple(_backend_filters(b.filters, rc.match.matched_prefix) if b.filters else None
                                           for b in rc.backends)

@@ -29,9 +29,9 @@ import orjson
 
 from gateway.config import Config, RouteConfig
 
-SPEC_VERSION = 7                        # 2: tracing; 3: routes' edge policy, redis; 4: direct_reason; 5: access_log.otlp_endpoint;
+SPEC_VERSION = 8                        # 2: tracing; 3: routes' edge policy, redis; 4: direct_reason; 5: access_log.otlp_endpoint;
                                         # 6: listeners' client_validation, services' port_in_key, BackendTLSPolicy TLS;
-                                        # 7: TLS listeners (tls_mode) and tls_routes
+                                        # 7: TLS listeners (tls_mode) and tls_routes; 8: routes' session persistence
 # What a worker reads of a Config; the other fields keep their defaults in a worker.
 SPEC_FIELDS = ("listen", "tls", "workers", "access_log", "tracing", "timeouts", "limits", "http",
                "services", "routes", "route_order", "listeners", "tls_routes", "redis")

@@ -70,7 +70,7 @@ from gateway.config.model import (Address, AccessLogConfig, TracingConfig, Timeo
                                   OutlierConfig, HashCookie, LbConfig, SlowStart,
                                   CircuitBreakers, Capacity, ServiceConfig, HeaderMatch, QueryMatch, RouteMatch,
                                   WeightedBackend, RetryPolicy, HeaderFilter, Redirect, MirrorConfig,
-                                  BackendFilters, CorsPolicy, IpFilterPolicy, RateLimitPolicy, RedisConfig, AuthPolicy, RouteConfig,
+                                  BackendFilters, CorsPolicy, SessionPersistence, IpFilterPolicy, RateLimitPolicy, RedisConfig, AuthPolicy, RouteConfig,
                                   LeaderElection, GatewayApiConfig,
                                   MultiClusterConfig, Config,
                                   DEFAULT_NAMESPACE, DEFAULT_SOURCE_WEIGHT, PROTOCOLS, LB_POLICIES,
@@ -208,7 +208,7 @@ _KUBERNETES_KEYS = ("kubeconfig", "context", "in_cluster", "namespaces")
 _SOURCE_KEYS = ("name", "type", "weight", "priority", "drained", "services", *_KUBERNETES_KEYS)
 _ROUTE_KEYS = ("name", "match", "service", "backends", "rewrite", "timeout", "retries",
                "request_headers", "response_headers", "redirect", "mirrors", "cors",
-               "ip_filter", "rate_limit", "auth")
+               "session_persistence", "ip_filter", "rate_limit", "auth")
 
 _SOURCE_WEIGHT = partial(_int, lo=1, hi=10_000)
 _PRIORITY = partial(_int, lo=0, hi=100)
@@ -758,6 +758,7 @@ def _route(value: Any, path: str, errs: _Errors, services: set[str] | None) -> R
                        redirect=redirect,
                        mirrors=_opt(d, "mirrors", partial(_mirrors, services=services), path, errs, ()),
                        cors=_opt(d, "cors", partial(section, CorsPolicy), path, errs),
+                       session=_opt(d, "session_persistence", partial(section, SessionPersistence), path, errs),
                        ip_filter=_opt(d, "ip_filter", ip_filter, path, errs),
                        rate_limit=_opt(d, "rate_limit", rate_limit, path, errs),
                        auth=_opt(d, "auth", _auth, path, errs))

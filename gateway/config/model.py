@@ -11,7 +11,8 @@ from typing import Any, Callable
 
 from gateway.config import credentials
 from gateway.config.validate import (_bool, _duration, _list_of, _number, _positive_size, _share, _size, _str,
-                                     _str_list, absolute_path, between, cors_origins, cors_tokens, header_name,
+                                     _str_list, absolute_path, between, cookie_name, cors_origins, cors_tokens,
+                                     header_name,
                                      host_port, https_url, log_path, networks, object_name, one_of, otlp_endpoint,
                                      rate_limit_key, section, some_text, status_ranges, statuses_5xx)
 
@@ -20,7 +21,7 @@ __all__ = ["Address", "AccessLogConfig", "TracingConfig", "Timeouts", "Limits", 
            "SourceConfig", "HealthCheckConfig", "SuccessRate", "OutlierConfig", "HashCookie", "LbConfig",
            "SlowStart", "CircuitBreakers", "Capacity", "ServiceConfig", "HeaderMatch", "QueryMatch", "RouteMatch",
            "WeightedBackend", "BackendFilters", "RetryPolicy", "HeaderFilter", "Redirect", "MirrorConfig",
-           "CorsPolicy", "RateLimitPolicy", "RedisConfig", "IpFilterPolicy", "BasicAuth", "ApiKeyAuth", "ClaimHeader",
+           "CorsPolicy", "SessionPersistence", "RateLimitPolicy", "RedisConfig", "IpFilterPolicy", "BasicAuth", "ApiKeyAuth", "ClaimHeader",
            "JwtAuth", "ExtAuthz", "AuthPolicy", "RouteConfig",
            "GatewayListener", "TlsRouteConfig", "LeaderElection", "GatewayApiConfig", "MultiClusterConfig", "Config",
            "DEFAULT_NAMESPACE", "DEFAULT_SOURCE_WEIGHT", "PROTOCOLS", "LB_POLICIES", "RETRY_5XX",
@@ -516,6 +517,21 @@ class CorsPolicy:
     max_age: int = setting(5, between(0, 86_400))   # seconds a browser may keep a preflight's answer
 
 
+@dataclass(frozen=True, slots=True)
+class SessionPersistence:
+    """A client's requests stay on the endpoint its first one went to (GEP-1619: an HTTPRoute or
+    GRPCRoute rule's ``sessionPersistence``, a file route's ``session_persistence``): the answer
+    carries a token naming the endpoint, in a cookie or a header, and a request bringing it back
+    goes there while that endpoint serves (else it is balanced as any, and gets a new token)."""
+
+    name: str = setting("gateway-session", cookie_name)     # the cookie's, or the header's
+    type: str = setting("cookie", one_of("cookie", "header"))
+    absolute_timeout: float | None = setting(None, _duration)   # a session this old starts again
+    idle_timeout: float | None = setting(None, _duration)       # ... or one unused this long
+    # The cookie lasts absolute_timeout (Max-Age) rather than the browser session.
+    permanent: bool = setting(False, _bool)
+
+
 MAX_RATE_WINDOW = 86_400.0     # seconds a bucket takes to fill (_speedups/policy.pyx relies on it)
 
 
@@ -635,6 +651,7 @@ class RouteConfig:
     redirect: Redirect | None = None
     mirrors: tuple[MirrorConfig, ...] = ()  # services that get a copy of (a share of) the requests
     cors: CorsPolicy | None = None
+    session: SessionPersistence | None = None     # a file route's ``session_persistence``
     ip_filter: IpFilterPolicy | None = None
     rate_limit: RateLimitPolicy | None = None
     auth: AuthPolicy | None = None

@@ -410,6 +410,15 @@ def _loose_network(text: str) -> str | None:
         return None
 
 
+def cookie_name(value: Any, path: str, errs: _Errors) -> str | None:
+    """A cookie (or header) name: an HTTP token, its case kept."""
+    text = _str(value, path, errs)
+    if text is not None and not _TOKEN.fullmatch(text):
+        _err(errs, path, f"must be a token (letters, digits and !#$%&'*+-.^_`|~), got {_show(text)}")
+        return None
+    return text
+
+
 def header_name(value: Any, path: str, errs: _Errors) -> str | None:
     """A header field name (a token), lower-cased."""
     text = _str(value, path, errs)

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from gateway.config import (BackendFilters, Certificate, ClientValidation, CorsPolicy, GatewayListener, HeaderFilter,
                             HeaderMatch, MirrorConfig, QueryMatch, Redirect, RetryPolicy, RouteConfig, RouteMatch,
-                            ServiceConfig, TlsRouteConfig, WeightedBackend, regex_problem)
+                            ServiceConfig, SessionPersistence, TlsRouteConfig, WeightedBackend, regex_problem)
 from gateway.config.validate import section
 from gateway.gatewayapi.backend_tls import BackendTls
 from gateway.gatewayapi.ca_refs import resolve_ca_refs
@@ -465,6 +465,8 @@ def translate_rule(world: World, route: dict, index: int, rule: dict, hosts: tup
                 services.setdefault(ref.key, ref.port)
     timeouts = rule.get("timeouts") or {}
     retries = _retry(rule.get("retry"), _duration(timeouts.get("backendRequest")))
+    session, problem = _session(rule.get("sessionPersistence"), f"rules[{index}].sessionPersistence")
+    unsupported = unsupported or problem
     configs = []
     for j, m in enumerate(rule.get("matches") or [{}]):
         match = _match(m, hosts)
@@ -490,8 +492,30 @@ def translate_rule(world: World, route: dict, index: int, rule: dict, hosts: tup
             backends=tuple(backends),
             timeout=_duration(timeouts.get("request")), retries=retries,
             request_headers=request_headers, response_headers=response_headers,
-            mirrors=tuple(mirrors), cors=cors, **kw))
+            mirrors=tuple(mirrors), cors=cors, session=session, **kw))
     return _Rule(configs, problems, unsupported, services)
+
+
+def _session(spec: dict | None, path: str) -> tuple[SessionPersistence | None, str | None]:
+    """A rule's sessionPersistence (GEP-1619), checked as a file route's ``session_persistence``
+    is; (policy or None, the first problem)."""
+    if not spec:
+        return None, None
+    lifetime = (spec.get("cookieConfig") or {}).get("lifetimeType", "Session")
+    if lifetime not in ("Session", "Permanent"):
+        return None, f"{path}.cookieConfig.lifetimeType: {lifetime!r} is not Session or Permanent"
+    if lifetime == "Permanent" and not spec.get("absoluteTimeout"):
+        return None, f"{path}.cookieConfig.lifetimeType Permanent needs an absoluteTimeout (the cookie's Max-Age)"
+    fields = {"name": spec.get("sessionName"), "type": (spec.get("type") or "Cookie").lower(),
+              "absolute_timeout": spec.get("absoluteTimeout"), "idle_timeout": spec.get("idleTimeout"),
+              "permanent": lifetime == "Permanent"}
+    errs: list[str] = []
+    policy = section(SessionPersistence, {k: v for k, v in fields.items() if v is not None}, path, errs)
+    if not errs:
+        return policy, None
+    spelled = {"name": "sessionName", "type": "type", "absolute_timeout": "absoluteTimeout",
+               "idle_timeout": "idleTimeout"}
+    return None, re.sub(rf"^{re.escape(path)}\.(\w+)", lambda m: f"{path}.{spelled.get(m[1], m[1])}", errs[0])
 
 
 def _backend_filters(filters, path: str) -> tuple[BackendFilters | None, str | None]:
