@@ -24,6 +24,7 @@ cdef class H2Stream:
     cdef bint tunnel                # :protocol websocket: the stream becomes a tunnel
     cdef bint tunnel_open           # the upstream's 101 came: DATA goes through raw
     cdef bytes ws_key               # the Sec-WebSocket-Key sent upstream (its Accept is checked)
+    cdef bint client_key            # ... the client's own (RFC 8441 has none): the Accept goes back
     cdef list early                 # DATA before the 101, held (its window stays shut)
 
 

@@ -15,7 +15,8 @@ HTTP/1.1 semantics; this module translates at the edge:
   4 DEADLINE_EXCEEDED, ...), never a text page a gRPC client cannot read;
 * WebSocket over HTTP/2 (RFC 8441): the session advertises SETTINGS_ENABLE_CONNECT_PROTOCOL;
   an extended CONNECT (``:protocol websocket``) becomes the HTTP/1.1 Upgrade request it
-  stands for (GET, a fresh Sec-WebSocket-Key), the upstream's 101 becomes ``:status 200``
+  stands for (GET, a fresh Sec-WebSocket-Key unless the client sent one), the upstream's
+  101 becomes ``:status 200``
   (its Sec-WebSocket-Accept checked), and the stream is then a tunnel: DATA payload to the
   upstream raw, the upstream's bytes as DATA, END_STREAM as the half-close either way, a
   reset for a reset.  A plain CONNECT is answered 501.
@@ -242,8 +243,12 @@ cdef class H2Connection(Downstream):
                 elif name == b":protocol":
                     protocol = value
                 continue
-            if protocol is not None:        # an extended CONNECT: no body, the gateway's own key
-                if name == b"content-length" or name == b"sec-websocket-key":
+            if protocol is not None:        # an extended CONNECT: no body, the key sent apart
+                if name == b"content-length":
+                    continue
+                if name == b"sec-websocket-key":
+                    stream.ws_key = value   # some clients send one anyway (and want the Accept)
+                    stream.client_key = True
                     continue
                 if name == b"sec-websocket-version":
                     has_version = True
@@ -270,7 +275,8 @@ cdef class H2Connection(Downstream):
                 raise HttpError(501, f"extended CONNECT for {protocol.decode('latin-1')!r} is not supported")
             method = b"GET"
             stream.tunnel = True
-            stream.ws_key = base64.b64encode(os.urandom(16))
+            if stream.ws_key is None:
+                stream.ws_key = base64.b64encode(os.urandom(16))
             lines += (b"connection: upgrade\r\nupgrade: websocket\r\nsec-websocket-key: ", stream.ws_key, CRLF)
             if not has_version:
                 lines.append(b"sec-websocket-version: 13\r\n")
@@ -482,8 +488,9 @@ cdef class H2Connection(Downstream):
 
     cdef bint open_tunnel(self, Exchange ex, ResponseHead head) except -1:
         """The upstream's 101 to an extended CONNECT: :status 200 (RFC 8441 §5) with its
-        fields (Sec-WebSocket-Protocol, -Extensions, ...) but the Accept, checked here
-        against the key sent; then the DATA held meanwhile goes up."""
+        fields (Sec-WebSocket-Protocol, -Extensions, ...); the Accept is checked here against
+        the key sent, and passed back only to a client that sent that key itself.  Then the
+        DATA held meanwhile goes up."""
         cdef H2Stream stream = self.stream_of(ex)
         cdef list fields = [(b":status", b"200")]
         cdef bytes accept = None, data
@@ -496,6 +503,8 @@ cdef class H2Connection(Downstream):
         for lname, _, value in head.peek_fields():
             if lname == b"sec-websocket-accept":
                 accept = value
+                if stream.client_key:
+                    fields.append((lname, value))
             else:
                 fields.append((lname, value))
         if accept != base64.b64encode(hashlib.sha1(stream.ws_key + WS_GUID).digest()):

@@ -9,6 +9,7 @@ framing the messages, and headless Chromium on the TLS listener (ALPN h2).
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import shutil
 import socket
@@ -22,7 +23,8 @@ from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Message, TextMessage
 
 from h2frames import CANCEL, FrameClient, H2Stream
-from support import GatewayProcess, LoopThread, Pki, free_port, rss_bytes, static_source, wait_until
+from support import (GatewayProcess, LoopThread, Pki, TinyServer, free_port, read_request_head, rss_bytes,
+                     static_source, wait_until)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -156,14 +158,30 @@ def pki(tmp_path_factory) -> Pki:
     return Pki(tmp_path_factory.mktemp("pki"))
 
 
+def _wrong_accept(conn: socket.socket) -> None:
+    """A 101 whose Sec-WebSocket-Accept is not the one for the key sent."""
+    if read_request_head(conn):
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+        conn.recv(1)
+
+
 @pytest.fixture(scope="module")
-def gw(upstream, pki, tmp_path_factory):
+def wrong_accept():
+    server = TinyServer("127.0.0.7", _wrong_accept)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(upstream, wrong_accept, pki, tmp_path_factory):
     leaf = pki.leaf("gw.test")
     tls_port = free_port()
     config = {
-        "sources": [static_source("a", {"ws": [upstream.address]})],
-        "services": [{"name": "ws", "port": 80}],
-        "routes": [{"name": "ws", "match": {"path": {"prefix": "/"}}, "service": "ws"}],
+        "sources": [static_source("a", {"ws": [upstream.address], "wrong": [wrong_accept.address]})],
+        "services": [{"name": "ws", "port": 80}, {"name": "wrong", "port": 80}],
+        "routes": [{"name": "wrong", "match": {"path": {"prefix": "/wrong-accept"}}, "service": "wrong"},
+                   {"name": "ws", "match": {"path": {"prefix": "/"}}, "service": "ws"}],
         "tls": {"listen": f"127.0.0.1:{tls_port}",
                 "certificates": [{"cert": str(leaf.cert), "key": str(leaf.key)}]},
     }
@@ -303,6 +321,30 @@ def test_messages_echo_both_ways_and_the_upstream_sees_an_upgrade(gw, upstream):
     assert entry["status"] == 200 and entry["protocol"] == "HTTP/2", entry
     assert entry["path"] == "/ws/echo?x=1" and entry["method"] == "GET", entry
     assert entry["bytes_sent"] > 2000 and entry["bytes_received"] > 2000, entry
+
+
+def test_a_key_the_client_sent_is_used_and_its_accept_passed_back(gw, upstream):
+    """RFC 8441 clients send no Sec-WebSocket-Key, but some do (niquests) and check the
+    Accept: their key goes upstream and the Accept comes back; without one, no Accept."""
+    key = base64.b64encode(b"sixteen byte key").decode()
+    with connect(gw) as c:
+        ws = WsStream(c, "/ws/echo", "ws-key", headers=[("sec-websocket-key", key)])
+        head = ws.wait_head()
+        assert head.status == 200
+        accept = base64.b64encode(hashlib.sha1(key.encode() + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        assert head.header(b"sec-websocket-accept") == accept
+        ws.send("keyed")
+        assert ws.receive() == ["keyed"]
+        c.reset(ws.stream.id, CANCEL)
+    assert upstream.requests["ws-key"]["sec-websocket-key"] == key
+
+
+def test_a_101_with_the_wrong_accept_is_a_502(gw):
+    with connect(gw) as c:
+        ws = WsStream(c, "/wrong-accept", "ws-wrong")
+        head = wait_done(c, ws.wait_head())
+        assert head.status == 502 and b"Sec-WebSocket-Accept" in bytes(head.body), bytes(head.body)
+    assert gw.log.by_ids(["ws-wrong"])["ws-wrong"]["status"] == 502
 
 
 def test_messages_larger_than_the_windows_arrive_whole(gw):
@@ -491,8 +533,6 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 def _spki_sha256(cert_path) -> str:
     """The certificate's SPKI hash as --ignore-certificate-errors-spki-list takes it."""
-    import base64
-
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
