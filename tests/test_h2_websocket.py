@@ -459,6 +459,38 @@ def test_tunnels_and_requests_side_by_side_on_one_connection(gw):
             assert ws.stream.ended and ws.stream.reset is None
 
 
+def test_the_h2_library_over_tls_opens_an_extended_connect(gw, pki):
+    """The ``h2`` state machine (which allows :protocol only after the server's SETTINGS
+    enabled it) on the TLS listener, ALPN h2, with wsproto framing the messages."""
+    from h2client import H2Client
+    from test_tls import client_context
+    ws = Connection(ConnectionType.CLIENT)
+    with H2Client("127.0.0.1", gw.tls_port, client_context(pki.ca), "gw.test") as c:
+        deadline = time.monotonic() + 5
+        while not c.conn.remote_settings.enable_connect_protocol:
+            assert time.monotonic() < deadline and c.read_some(deadline), "SETTINGS without ENABLE_CONNECT_PROTOCOL"
+        sid = c.request("CONNECT", "/ws/echo?lib=h2", [(":protocol", "websocket"),
+                                                      ("sec-websocket-version", "13"),
+                                                      ("x-request-id", "ws-h2lib")], end=False)
+        answer = c.answers[sid]
+        while answer.status is None:
+            assert time.monotonic() < deadline and not answer.done and c.read_some(deadline)
+        assert answer.status == 200, answer
+        c.send_body(sid, ws.send(TextMessage(data="over TLS")), end=False)
+        got: list = []
+        while not got:
+            assert time.monotonic() < deadline and c.read_some(deadline)
+            ws.receive_data(bytes(answer.body))
+            answer.body.clear()
+            got += [e.data for e in ws.events() if isinstance(e, TextMessage)]
+        assert got == ["over TLS"]
+        c.send_body(sid, ws.send(CloseConnection(code=1000)), end=True)
+        c.wait(sid)
+        assert answer.ended and answer.reset is None
+    entry = gw.log.by_ids(["ws-h2lib"])["ws-h2lib"]
+    assert entry["status"] == 200 and entry["protocol"] == "HTTP/2", entry
+
+
 MiB = 1 << 20
 
 
