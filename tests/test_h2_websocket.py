@@ -174,13 +174,24 @@ def wrong_accept():
 
 
 @pytest.fixture(scope="module")
-def gw(upstream, wrong_accept, pki, tmp_path_factory):
+def h2_upstream():
+    from gateway.devcluster.h2_backend import H2BackendProcess
+    backend = H2BackendProcess("127.0.0.7", 0, "a", "h2-0").start()
+    yield backend
+    backend.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(upstream, wrong_accept, h2_upstream, pki, tmp_path_factory):
     leaf = pki.leaf("gw.test")
     tls_port = free_port()
     config = {
-        "sources": [static_source("a", {"ws": [upstream.address], "wrong": [wrong_accept.address]})],
-        "services": [{"name": "ws", "port": 80}, {"name": "wrong", "port": 80}],
+        "sources": [static_source("a", {"ws": [upstream.address], "wrong": [wrong_accept.address],
+                                        "h2up": [h2_upstream.address]})],
+        "services": [{"name": "ws", "port": 80}, {"name": "wrong", "port": 80},
+                     {"name": "h2up", "port": 80, "protocol": "h2c"}],
         "routes": [{"name": "wrong", "match": {"path": {"prefix": "/wrong-accept"}}, "service": "wrong"},
+                   {"name": "h2up", "match": {"path": {"prefix": "/h2up"}}, "service": "h2up"},
                    {"name": "ws", "match": {"path": {"prefix": "/"}}, "service": "ws"}],
         "tls": {"listen": f"127.0.0.1:{tls_port}",
                 "certificates": [{"cert": str(leaf.cert), "key": str(leaf.key)}]},
@@ -345,6 +356,15 @@ def test_a_101_with_the_wrong_accept_is_a_502(gw):
         head = wait_done(c, ws.wait_head())
         assert head.status == 502 and b"Sec-WebSocket-Accept" in bytes(head.body), bytes(head.body)
     assert gw.log.by_ids(["ws-wrong"])["ws-wrong"]["status"] == 502
+
+
+def test_a_websocket_to_an_h2_upstream_is_not_passed_off_as_opened(gw):
+    """Not done: extended CONNECT to HTTP/2 upstreams.  The request goes as a plain GET
+    and that upstream's 200 is no upgrade: 502, never a 200 the client would take for open."""
+    with connect(gw) as c:
+        ws = WsStream(c, "/h2up/ws", "ws-h2up")
+        head = wait_done(c, ws.wait_head())
+        assert head.status == 502 and b"not 101" in bytes(head.body), bytes(head.body)
 
 
 def test_messages_larger_than_the_windows_arrive_whole(gw):
