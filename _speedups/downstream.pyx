@@ -372,7 +372,7 @@ cdef class Http1Connection(Downstream):
         self.resume_body(self.ex, PAUSE_PENDING | PAUSE_PIPELINE)
         return True
 
-    cdef bint tunnel_data(self, bytes data) except -1:
+    cdef bint tunnel_data(self, Exchange ex, bytes data) except -1:
         self.transport_write(data)
         return True
 

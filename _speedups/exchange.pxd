@@ -44,8 +44,10 @@ cdef class Downstream(Connection):
     cdef bint unsend(self, Exchange ex) except -1
     cdef bint send_error(self, Exchange ex, int status, str message, bytes location,
                          bytes extra_header) except -1
+    # The upstream's 101: the exchange is a tunnel from now on; False when the downstream
+    # refused it (and answered the exchange itself)
     cdef bint open_tunnel(self, Exchange ex, ResponseHead head) except -1
-    cdef bint tunnel_data(self, bytes data) except -1
+    cdef bint tunnel_data(self, Exchange ex, bytes data) except -1
     # Trailers of the response (HTTP/2 upstreams); an HTTP/1.1 client gets them in the
     # chunked body instead, so only HTTP/2 clients need this
     cdef bint send_trailers(self, Exchange ex, list headers) except -1

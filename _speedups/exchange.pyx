@@ -114,7 +114,7 @@ cdef class Downstream(Connection):
     cdef bint open_tunnel(self, Exchange ex, ResponseHead head) except -1:
         return True
 
-    cdef bint tunnel_data(self, bytes data) except -1:
+    cdef bint tunnel_data(self, Exchange ex, bytes data) except -1:
         return True
 
     cdef bint send_trailers(self, Exchange ex, list headers) except -1:
@@ -269,6 +269,7 @@ cdef class Exchange(UpstreamOwner):
 
     cdef void tunnel_in(self, bytes data):
         if self.up is not None:
+            self.bytes_received += len(data)
             self.up.write(data)
 
     cdef bint tunnel_eof(self):
@@ -864,6 +865,13 @@ cdef class Exchange(UpstreamOwner):
                 self.bad_response("101 Switching Protocols to a request that asked for no upgrade")
                 return False
             return self.start_tunnel(conn, head)
+        if self.stream_id and self.head.upgrade is not None and head.status < 300:
+            # An HTTP/2 client takes any 2xx to its extended CONNECT for the tunnel opened
+            # (RFC 8441 §5): an upstream that answers the upgrade without taking it is no
+            # WebSocket server there.  Not a failure of the endpoint (passive health).
+            self.respond_error(502, f"upstream {self.upstream.host} answered the WebSocket "
+                                    f"upgrade with {head.status}, not 101")
+            return False
         return self.on_final_head(conn, head)
 
     cdef bint on_final_head(self, UpstreamConnection conn, ResponseHead head) except -1:
@@ -969,11 +977,12 @@ cdef class Exchange(UpstreamOwner):
         self.total_deadline = 0
         self.state = X_TUNNEL
         conn.tunnel = True
-        self.downstream.open_tunnel(self, head)
-        return True
+        return self.downstream.open_tunnel(self, head)
 
     cdef bint upstream_tunnel_data(self, bytes data) except -1:
-        self.downstream.tunnel_data(data)
+        if self.state == X_TUNNEL:
+            self.bytes_sent += len(data)
+            self.downstream.tunnel_data(self, data)
         return True
 
     cdef bint upstream_trailers(self, UpstreamConnection conn, list headers) except -1:
@@ -1002,6 +1011,8 @@ cdef class Exchange(UpstreamOwner):
             return False
         if self.state == X_TUNNEL:
             self.up = None
+            if exc is not None:             # a reset, not a close: an HTTP/2 stream says so
+                self.error = f"upstream {self.upstream.host} reset the tunnel: {exc}"
             self.finish(False)
             self.downstream.abort_exchange(self, False)
             return True

@@ -6,6 +6,7 @@ PROTOCOL_ERROR: int
 INTERNAL_ERROR: int
 REFUSED_STREAM: int
 CANCEL: int
+CONNECT_ERROR: int
 ENHANCE_YOUR_CALM: int
 
 Headers = list[tuple[bytes, bytes]]
@@ -31,7 +32,7 @@ class H2Session:
     going_away: str | None
     def __init__(self, handler: H2Handler, server: bool = True, *, max_concurrent_streams: int = 100,
                  initial_window_size: int = 65535, max_header_list_size: int = 65536,
-                 queue_limit: int = 65536) -> None: ...
+                 queue_limit: int = 65536, connect_protocol: bool = False) -> None: ...
     def receive(self, data: bytes | bytearray | memoryview) -> None: ...
     def consume(self, stream_id: int, n: int) -> None: ...
     def output(self) -> bytes: ...

@@ -103,6 +103,7 @@ cdef extern from "nghttp2/nghttp2.h":
         NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE = 4
         NGHTTP2_SETTINGS_MAX_FRAME_SIZE = 5
         NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE = 6
+        NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL = 8
 
     int nghttp2_session_callbacks_new(nghttp2_session_callbacks **callbacks_ptr)
     void nghttp2_session_callbacks_del(nghttp2_session_callbacks *callbacks)
@@ -175,6 +176,7 @@ PROTOCOL_ERROR = 1
 INTERNAL_ERROR = 2
 REFUSED_STREAM = 7
 CANCEL = 8
+CONNECT_ERROR = 10          # a tunnel's TCP connection failed (RFC 9113 8.5)
 ENHANCE_YOUR_CALM = 11
 
 # A server's nghttp2 takes this many streams past SETTINGS_MAX_CONCURRENT_STREAMS before its own
@@ -238,7 +240,7 @@ cdef class H2Session:
 
     def __cinit__(self, handler, bint server=True, *, int max_concurrent_streams=100,
                   int initial_window_size=65535, int max_header_list_size=65536,
-                  Py_ssize_t queue_limit=65536):
+                  Py_ssize_t queue_limit=65536, bint connect_protocol=False):
         cdef nghttp2_session_callbacks *cbs
         cdef nghttp2_option *opt
         cdef int rc
@@ -271,7 +273,8 @@ cdef class H2Session:
         nghttp2_session_callbacks_del(cbs)
         if rc != 0:
             raise MemoryError(nghttp2_strerror(rc).decode())
-        cdef nghttp2_settings_entry iv[4]
+        cdef nghttp2_settings_entry iv[5]
+        cdef size_t niv = 4
         cdef uint32_t enforced_streams = max_concurrent_streams
         if server:
             self.advertised_streams = max_concurrent_streams
@@ -280,7 +283,12 @@ cdef class H2Session:
         iv[1].settings_id, iv[1].value = NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, initial_window_size
         iv[2].settings_id, iv[2].value = NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, max_header_list_size
         iv[3].settings_id, iv[3].value = NGHTTP2_SETTINGS_ENABLE_PUSH, 0
-        _check(nghttp2_submit_settings(self.session, NGHTTP2_FLAG_NONE, iv, 4))
+        if server and connect_protocol:
+            # RFC 8441: the client may open extended CONNECT streams (":protocol", for
+            # WebSocket); nghttp2 accepts the pseudo-header from here on, before the ACK.
+            iv[4].settings_id, iv[4].value = NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1
+            niv = 5
+        _check(nghttp2_submit_settings(self.session, NGHTTP2_FLAG_NONE, iv, niv))
 
     def __dealloc__(self):
         if self.session is not NULL:

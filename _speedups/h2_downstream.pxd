@@ -20,6 +20,12 @@ cdef class H2Stream:
     cdef list trailers              # an HTTP/2 upstream's trailers, sent at the end
     cdef bint finished              # the exchange is over (answered, aborted or gone)
     cdef double body_deadline       # the request body must move on by then (0: not waiting)
+    # WebSocket over HTTP/2 (RFC 8441): an extended CONNECT, sent upstream as an Upgrade
+    cdef bint tunnel                # :protocol websocket: the stream becomes a tunnel
+    cdef bint tunnel_open           # the upstream's 101 came: DATA goes through raw
+    cdef bytes ws_key               # the Sec-WebSocket-Key sent upstream (its Accept is checked)
+    cdef bint client_key            # ... the client's own (RFC 8441 has none): the Accept goes back
+    cdef list early                 # DATA before the 101, held (its window stays shut)
 
 
 cdef class H2Connection(Downstream):
@@ -43,5 +49,7 @@ cdef class H2Connection(Downstream):
                                  bytes location, bytes extra_header, bint with_body) except -1
     cdef void submit_head(self, H2Stream stream, bint end_stream)
     cdef void end_abruptly(self, H2Stream stream, Exchange ex)
+    cdef void tunnel_in(self, H2Stream stream, Exchange ex, bytes data)
+    cdef void end_tunnel(self, H2Stream stream, Exchange ex)
     cdef void go_away(self)
     cdef void end_streams(self)

@@ -12,20 +12,30 @@ HTTP/1.1 semantics; this module translates at the edge:
 * a response head becomes HTTP/2 fields; a chunked body is de-chunked into DATA frames;
   the upstream's trailers (an HTTP/2 upstream's, or a chunked body's) end the stream;
 * the gateway's own errors on a gRPC call are gRPC answers (grpc-status 14 UNAVAILABLE,
-  4 DEADLINE_EXCEEDED, ...), never a text page a gRPC client cannot read.
+  4 DEADLINE_EXCEEDED, ...), never a text page a gRPC client cannot read;
+* WebSocket over HTTP/2 (RFC 8441): the session advertises SETTINGS_ENABLE_CONNECT_PROTOCOL;
+  an extended CONNECT (``:protocol websocket``) becomes the HTTP/1.1 Upgrade request it
+  stands for (GET, a fresh Sec-WebSocket-Key unless the client sent one), the upstream's
+  101 becomes ``:status 200``
+  (its Sec-WebSocket-Accept checked), and the stream is then a tunnel: DATA payload to the
+  upstream raw, the upstream's bytes as DATA, END_STREAM as the half-close either way, a
+  reset for a reset.  A plain CONNECT is answered 501.
 
 Flow control is nghttp2's windows, opened (``consume``) only once the exchange took the
 bytes and no pause holds the stream; response bytes queue per stream up to the session's
 ``queue_limit``, past which the stream's upstream stops being read until the queue drains.
 Output is written once per read or, for events from upstreams, once per loop turn.
 """
+import base64
+import hashlib
 import logging
+import os
 
 from _speedups.clock cimport monotonic
 from _speedups.context cimport Context, Port
 from _speedups.http cimport MODE_CHUNKED, Dechunker, parse_request, tail
 from _speedups.stats cimport ST_4XX, ST_5XX, ST_CONNECTIONS, ST_INTERNAL_ERRORS, ST_REFUSED
-from _speedups.h2 import INTERNAL_ERROR, NO_ERROR, REFUSED_STREAM, H2Error, H2Session
+from _speedups.h2 import CONNECT_ERROR, INTERNAL_ERROR, NO_ERROR, REFUSED_STREAM, H2Error, H2Session
 from _speedups.http import HttpError
 
 cdef object _log = logging.getLogger("gateway.proxy")
@@ -37,6 +47,8 @@ cdef bytes CRLF = b"\r\n"
 cdef bytes LAST_CHUNK = b"0\r\n\r\n"
 cdef bytes GRPC_CONTENT_TYPE = b"application/grpc"
 cdef long long STREAM_WINDOW = 65535     # a client stream's receive window (SETTINGS default)
+cdef bytes WEBSOCKET = b"websocket"
+cdef bytes WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"   # RFC 6455 §1.3
 
 # gRPC status codes for the gateway's own answers (HTTP status -> gRPC, after gRPC's
 # "HTTP to gRPC status code mapping"; 504 is the deadline that passed here).
@@ -72,7 +84,7 @@ cdef class H2Connection(Downstream):
         self.goaway_sent = False
         self.idle_deadline = 0
         self.session = H2Session(self, True, max_concurrent_streams=ctx.max_concurrent_streams,
-                                 max_header_list_size=ctx.max_head_size)
+                                 max_header_list_size=ctx.max_head_size, connect_protocol=True)
         # Room for every stream's window at once: a stream paused by a slow upstream keeps
         # its window shut, and with the default connection window (64 KiB) it would shut the
         # connection's too, stalling every other upload on it.  What is held stays bounded
@@ -190,9 +202,9 @@ cdef class H2Connection(Downstream):
         ex.stream_id = stream_id
         ex.client_timeout = stream.client_timeout
         stream.ended_in = end_stream
-        if not end_stream:
+        if not end_stream and not stream.tunnel:
             stream.body_deadline = monotonic() + self.ctx.body_idle_timeout
-        ex.start(head, not end_stream, head.head_size)
+        ex.start(head, not end_stream and not stream.tunnel, head.head_size)
 
     def h2_too_large(self, int stream_id):
         """A request head past limits.max_request_head once decoded (an HPACK bomb, say)."""
@@ -214,20 +226,32 @@ cdef class H2Connection(Downstream):
         return stream
 
     cdef RequestHead request_head(self, H2Stream stream, list headers, bint end_stream):
-        """The HTTP/1.1 head this request stands for, parsed as one (RFC 9113 8.3.1)."""
-        cdef bytes method = None, path = None, authority = None, name, value
+        """The HTTP/1.1 head this request stands for, parsed as one (RFC 9113 8.3.1); an
+        extended CONNECT's is a WebSocket Upgrade request (RFC 8441 §5)."""
+        cdef bytes method = None, path = None, authority = None, protocol = None, name, value
         cdef list lines = []
         cdef list cookies = None
-        cdef bint has_length = False
+        cdef bint has_length = False, has_version = False
         for name, value in headers:
-            if name[0] == 58:               # ":"
+            if name[0] == 58:               # ":" (nghttp2 has them all come first)
                 if name == b":method":
                     method = value
                 elif name == b":path":
                     path = value
                 elif name == b":authority":
                     authority = value
+                elif name == b":protocol":
+                    protocol = value
                 continue
+            if protocol is not None:        # an extended CONNECT: no body, the key sent apart
+                if name == b"content-length":
+                    continue
+                if name == b"sec-websocket-key":
+                    stream.ws_key = value   # some clients send one anyway (and want the Accept)
+                    stream.client_key = True
+                    continue
+                if name == b"sec-websocket-version":
+                    has_version = True
             if name == b"cookie":           # may be split over fields in HTTP/2 (8.2.3)
                 if cookies is None:
                     cookies = []
@@ -245,14 +269,26 @@ cdef class H2Connection(Downstream):
                 stream.client_timeout = _grpc_timeout(value)
             lines += (name, b": ", value, CRLF)
         if method == b"CONNECT":
-            raise HttpError(501, "CONNECT is not supported over HTTP/2")
+            if protocol is None:
+                raise HttpError(501, "CONNECT is not supported over HTTP/2")
+            if protocol.lower() != WEBSOCKET:
+                raise HttpError(501, f"extended CONNECT for {protocol.decode('latin-1')!r} is not supported")
+            method = b"GET"
+            stream.tunnel = True
+            if stream.ws_key is None:
+                stream.ws_key = base64.b64encode(os.urandom(16))
+            lines += (b"connection: upgrade\r\nupgrade: websocket\r\nsec-websocket-key: ", stream.ws_key, CRLF)
+            if not has_version:
+                lines.append(b"sec-websocket-version: 13\r\n")
+        elif protocol is not None:
+            raise HttpError(400, ":protocol without CONNECT")
         if path is None or method is None:
             raise HttpError(400, "missing :method or :path")
         if authority is None:
             raise HttpError(400, "missing :authority")
         if cookies is not None:
             lines += (b"cookie: ", b"; ".join(cookies), CRLF)
-        if not end_stream and not has_length:
+        if not end_stream and not has_length and not stream.tunnel:
             stream.chunk_in = True          # the exchange forwards the body chunk-framed
             lines.append(b"transfer-encoding: chunked\r\n")
         data = b"".join([method, b" ", path, b" HTTP/1.1\r\nhost: ", authority, CRLF, *lines, CRLF])
@@ -281,6 +317,9 @@ cdef class H2Connection(Downstream):
             self.session.consume(stream_id, n)  # nobody reads it: keep the windows open
             return
         ex = stream.ex
+        if stream.tunnel:
+            self.tunnel_in(stream, ex, data)
+            return
         stream.payload_in += n
         ex.bytes_received += n
         if ctx.max_body and stream.payload_in > ctx.max_body:
@@ -301,6 +340,10 @@ cdef class H2Connection(Downstream):
         if stream is None or stream.finished or stream.ex is None or stream.ended_in:
             return
         stream.ended_in = True
+        if stream.tunnel:                   # a half-close, passed on once the tunnel is open
+            if stream.tunnel_open and not stream.ex.tunnel_eof():
+                stream.ex.client_gone()     # the upstream cannot half-close (TLS): it ends
+            return
         stream.body_deadline = 0
         if stream.chunk_in:
             stream.ex.receive_body(LAST_CHUNK)
@@ -444,11 +487,82 @@ cdef class H2Connection(Downstream):
             stream.submitted = True
 
     cdef bint open_tunnel(self, Exchange ex, ResponseHead head) except -1:
-        self.abort_exchange(ex, True)       # no Upgrade in HTTP/2 (the exchange never asks)
+        """The upstream's 101 to an extended CONNECT: :status 200 (RFC 8441 §5) with its
+        fields (Sec-WebSocket-Protocol, -Extensions, ...); the Accept is checked here against
+        the key sent, and passed back only to a client that sent that key itself.  Then the
+        DATA held meanwhile goes up."""
+        cdef H2Stream stream = self.stream_of(ex)
+        cdef list fields = [(b":status", b"200")]
+        cdef bytes accept = None, data
+        if stream is None:
+            ex.client_gone()
+            return False
+        if not stream.tunnel:               # (only an extended CONNECT asks for an upgrade)
+            ex.bad_response("101 Switching Protocols to a request that asked for no upgrade")
+            return False
+        for lname, _, value in head.peek_fields():
+            if lname == b"sec-websocket-accept":
+                accept = value
+                if stream.client_key:
+                    fields.append((lname, value))
+            else:
+                fields.append((lname, value))
+        if accept != base64.b64encode(hashlib.sha1(stream.ws_key + WS_GUID).digest()):
+            ex.bad_response("a 101 without the Sec-WebSocket-Accept of the key sent")
+            return False
+        ex.status = 200                     # what the client was answered
+        self.session.submit_response(stream.id, fields, False)
+        stream.submitted = True
+        stream.tunnel_open = True
+        early, stream.early = stream.early, None
+        if early is not None:
+            for data in early:
+                ex.tunnel_in(data)
+            if not stream.read_paused:
+                self.session.consume(stream.id, stream.unconsumed)
+                stream.unconsumed = 0
+        self.schedule_flush()
+        if stream.ended_in and not ex.tunnel_eof():
+            ex.client_gone()
         return True
 
-    cdef bint tunnel_data(self, bytes data) except -1:
+    cdef bint tunnel_data(self, Exchange ex, bytes data) except -1:
+        """The upstream's bytes: DATA, as the client's window allows; past the queue limit
+        the upstream is not read until the queue drains (h2_drained)."""
+        cdef H2Stream stream = self.stream_of(ex)
+        if stream is None or stream.finished or not data:
+            return True
+        if self.session.send_data(stream.id, data) > self.session.queue_limit and not stream.out_paused:
+            stream.out_paused = True
+            ex.client_write_paused(True)
+        self.schedule_flush()
         return True
+
+    cdef void tunnel_in(self, H2Stream stream, Exchange ex, bytes data):
+        """The client's DATA on a tunnel: raw to the upstream, its window reopened once
+        written (not while the upstream's buffer is full); before the 101, held."""
+        cdef Py_ssize_t n = len(data)
+        if not stream.tunnel_open:
+            if stream.early is None:
+                stream.early = []
+            stream.early.append(data)       # at most the stream's window: it is not consumed
+            stream.unconsumed += n
+            return
+        ex.tunnel_in(data)
+        if stream.read_paused:
+            stream.unconsumed += n
+        else:
+            self.session.consume(stream.id, n)
+
+    cdef void end_tunnel(self, H2Stream stream, Exchange ex):
+        """The upstream ended the tunnel: END_STREAM after what it sent; a reset of its
+        connection is a reset of the stream (CONNECT_ERROR, RFC 9113 8.5)."""
+        stream.finished = True
+        if ex.error is None:
+            self.session.send_data(stream.id, EMPTY, True)
+        else:
+            self.session.reset(stream.id, CONNECT_ERROR)
+        self.schedule_flush()
 
     cdef void pause_body(self, Exchange ex, int reason):
         cdef H2Stream stream = self.stream_of(ex)
@@ -460,7 +574,7 @@ cdef class H2Connection(Downstream):
         if stream is None or stream.read_paused == 0:
             return
         stream.read_paused &= ~reason
-        if stream.read_paused == 0 and stream.unconsumed:
+        if stream.read_paused == 0 and stream.unconsumed and (stream.tunnel_open or not stream.tunnel):
             self.session.consume(stream.id, stream.unconsumed)
             stream.unconsumed = 0
             self.schedule_flush()
@@ -473,6 +587,10 @@ cdef class H2Connection(Downstream):
         if stream.unconsumed:               # what a pause held back: the connection's window
             self.session.consume(stream.id, stream.unconsumed)
             stream.unconsumed = 0
+            stream.early = None
+        if stream.tunnel_open and not stream.finished:
+            self.end_tunnel(stream, ex)
+            return
         if stream.finished:                 # answered by send_error, or aborted
             self.schedule_flush()
             return

@@ -137,6 +137,8 @@ def test_upgrade_tunnel_echoes_both_ways(gw, ws_upstream):
     entry = gw.log.by_ids(["ws-1"])["ws-1"]
     assert entry["status"] == 101
     assert entry["upstream_host"] == ws_upstream.address
+    # the tunnel's bytes are counted, both ways (200,000 of them each way, and the rest)
+    assert entry["bytes_sent"] > 200_000 and entry["bytes_received"] > 200_000, entry
 
 
 def test_head_has_no_body_and_keeps_connection(gw):
