@@ -271,3 +271,11 @@ def test_a_cluster_whose_backend_stops_loses_its_connections_and_none_fail(gw, c
     wait_for(lambda: served(443, "secure.example.com", context, wanted={"A", "B"}), timeout=20)
     backends["A"].stop()
     assert names(443, "secure.example.com", context, 2 * CONNECTIONS) == {"B": 2 * CONNECTIONS}
+
+
+def test_failed_connects_are_reported_in_the_kinds_passive_health_counts():
+    """gateway.streams names its connect failures as the request path does; passive health
+    (gateway.health.state) counts only the kinds it knows."""
+    from _speedups.exchange import GATEWAY_ERROR_KINDS
+    from gateway import streams
+    assert {streams.KIND_CONNECT, streams.KIND_CONNECT_TIMEOUT} <= GATEWAY_ERROR_KINDS
