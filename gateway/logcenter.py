@@ -11,8 +11,9 @@ optionally per second or minute::
     gateway logs --by route --json                           # the running gateway's log file
 
 With no file and no piped input, the log file of the running gateway is found through its
-admin API (``--admin``).  Lines that are not access-log entries (not JSON, or no status)
-are skipped and counted.
+admin API (``--admin``).  A TLS listener's connection (TLSRoutes) is an entry too, with its
+``server_name`` and ``result`` and no status.  Lines that are not access-log entries (not
+JSON, or neither a status nor a server_name) are skipped and counted.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from typing import IO, Iterable, Iterator
 import orjson
 
 GROUP_FIELDS = ("upstream_host", "upstream_cluster", "status", "route", "upstream_service",
-                "method", "client", "host")
+                "method", "client", "host", "server_name", "protocol", "result")
 ALIASES = {"service": "upstream_service", "cluster": "upstream_cluster", "host_header": "host"}
 PERIODS = {"second": 1, "minute": 60, "hour": 3600}
 PERCENTILES = (50, 90, 99)
@@ -75,7 +76,7 @@ class Reader:
                 except orjson.JSONDecodeError:
                     self.skipped += 1
                     continue
-                if not isinstance(entry, dict) or "status" not in entry:
+                if not isinstance(entry, dict) or ("status" not in entry and "server_name" not in entry):
                     self.skipped += 1       # e.g. a control-plane log line on the same stream
                     continue
                 yield entry

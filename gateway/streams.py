@@ -36,9 +36,11 @@ CONNECT_ATTEMPTS = 3
 MAX_CLIENT_HELLO = 65536            # bytes read before giving up on finding the SNI
 PENDING_LIMIT = 262144              # client bytes held while connecting, before reading pauses
 # Connections by how they ended up (gateway_tls_route_connections_total{result}), this process
-RESULTS = ("routed", "no_route", "no_backend", "upstream_failed", "bad_client_hello", "handshake_failed")
+RESULTS = ("routed", "no_route", "no_backend", "upstream_failed", "bad_client_hello", "handshake_failed",
+           "client_closed")
 counts = [0] * len(RESULTS)
-ROUTED, NO_ROUTE, NO_BACKEND, UPSTREAM_FAILED, BAD_CLIENT_HELLO, HANDSHAKE_FAILED = range(len(RESULTS))
+(ROUTED, NO_ROUTE, NO_BACKEND, UPSTREAM_FAILED, BAD_CLIENT_HELLO, HANDSHAKE_FAILED,
+ CLIENT_CLOSED) = range(len(RESULTS))
 KIND_CONNECT, KIND_CONNECT_TIMEOUT = "connect_failed", "connect_timeout"     # as passive health knows them
 
 
@@ -261,11 +263,15 @@ class ClientSide(_Side):
         self.bytes_sent = 0                 # to the client
         self.tls_end: _TlsEnd | None = None     # TLS ended here on a mixed port
         self.connecting = False
+        self.peer: str | None = None
+        self.last_tried = None              # the endpoint of the latest connect
 
     # asyncio.Protocol
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if peer else None
         self.port.opened(self)
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:          # terminated: the handshake is done, its SNI known
@@ -309,10 +315,11 @@ class ClientSide(_Side):
         self.eof = True
         if self.upstream is not None and self.upstream.transport is not None:
             self.upstream.half_close()
-            return self._keep_open()
-        if self.route is None:              # the client gave up before its ClientHello ended
+            self._close_if_both_ended()
+        elif self.route is None:            # the client gave up before its ClientHello ended
             self.close()
-        return True
+        # A plain transport stays open for the backend's last bytes; a TLS one cannot half-close.
+        return self.transport.get_extra_info("ssl_object") is None
 
     def connection_lost(self, exc) -> None:
         self.closed = True
@@ -321,17 +328,19 @@ class ClientSide(_Side):
             self.deadline.cancel()
         if self.upstream is not None:
             self.upstream.close_after_writes()
+        if self.result is None:             # it went before anything was decided or connected
+            self.result = CLIENT_CLOSED
+            counts[CLIENT_CLOSED] += 1
         access_log = self.port.ctx.access_log
-        if access_log is not None and self.result is not None:
+        if access_log is not None:
             access_log.log(self._log_entry())
 
     def _terminated(self) -> bool:
         return self.route.terminate if self.route is not None else self.port.table.terminate
 
     def _log_entry(self) -> dict:
-        peer = self.transport.get_extra_info("peername")
-        upstream = self.upstream.upstream if self.upstream is not None else None
-        return {"time": _now(), "client": peer[0] if peer else None,
+        upstream = self.upstream.upstream if self.upstream is not None else self.last_tried
+        return {"time": _now(), "client": self.peer,
                 "protocol": "tls-terminate" if self._terminated() else "tls-passthrough",
                 "server_name": self.server_name, "result": RESULTS[self.result],
                 "bytes_sent": self.bytes_sent, "bytes_received": self.bytes_received,
@@ -413,7 +422,7 @@ class ClientSide(_Side):
             self._refuse(UPSTREAM_FAILED if self.tried else NO_BACKEND, why)
             return
         self.tried.append(i)
-        upstream = table.endpoint(i)
+        upstream = self.last_tried = table.endpoint(i)
         ctx = self.port.ctx
         side = UpstreamSide(self, upstream)
         tls = {}
@@ -478,11 +487,10 @@ class ClientSide(_Side):
         else:
             super().half_close()
 
-    def _keep_open(self) -> bool:
+    def _close_if_both_ended(self) -> None:
         """After the client's EOF: keep the transport while the backend still talks."""
         if self.upstream.eof:
             self.close()
-        return True
 
     def close(self) -> None:
         self.close_after_writes()

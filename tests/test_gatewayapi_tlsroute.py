@@ -208,6 +208,33 @@ def test_terminate_serves_the_listener_certificate_and_sends_plain_bytes(gw, clu
     assert wait_for(lambda: served(8443, "plain.example.com", context, 4), timeout=20) == {"plain": 4}
 
 
+def test_every_connection_is_one_log_line_even_one_closed_at_once(gw, clusters, pki):
+    """Clients that close right after the handshake (before or after the backend connect
+    completes) are logged once each, with their address, and counted; the log center reads
+    these lines. They connect from an address of their own, to tell their lines apart."""
+    from gateway.logcenter import Reader, summarize
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    wait_for(lambda: served(8443, "plain.example.com", context, 1), timeout=20)
+    source = "127.0.0.77"
+
+    def counted() -> float:
+        return sum(metric(gw, "gateway_tls_route_connections_total", f'result="{r}"')
+                   for r in ("routed", "client_closed"))
+    before = counted()
+    for _ in range(3):
+        with context.wrap_socket(socket.create_connection((ADDRESS, 8443), timeout=5, source_address=(source, 0)),
+                                 server_hostname="plain.example.com"):
+            pass                                    # closed without a byte
+    lines = gw.log.matching(lambda e: e.get("client") == source, n=3)
+    assert len(lines) == 3 and {e["route"] for e in lines} == {"default/plain"}
+    assert {e["result"] for e in lines} <= {"routed", "client_closed"}
+    wait_for(lambda: counted() >= before + 3, timeout=10)
+    reader = Reader()
+    with open(gw.log.path, "rb") as log:
+        summary = summarize(reader.entries([log]), by="server_name")
+    assert {g["key"] for g in summary["groups"]} >= {"plain.example.com", "secure.example.com"}
+
+
 def test_one_port_passes_one_name_through_and_terminates_another(gw, clusters, pki):
     """TLSRouteModeMixed: the ClientHello's SNI picks the listener, and with it whether the
     backend's certificate answers (passthrough) or the listener's (terminated, plain bytes to a
