@@ -202,7 +202,12 @@ def test_a_killed_leader_is_replaced_once_its_lease_expired(apiserver, candidate
     finally:
         child.stop()
 
-    winner = wait_until(lambda: the_leader(followers), timeout=15, message="a follower leads")
+    def started_leader() -> Candidate | None:
+        """The follower that leads once its on_started_leading ran (is_leader turns True first,
+        the callback is posted to the loop: a CI run read ``started`` in between)."""
+        leader = the_leader(followers)
+        return leader if leader is not None and leader.started else None
+    winner = wait_until(started_leader, timeout=15, message="a follower leads")
     took = winner.started[0] - killed_at
     # A follower notices the child's last renewal up to one jittered retry after it, the lease
     # expires lease_duration later, and the takeover comes at the next jittered retry:
