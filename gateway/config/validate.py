@@ -412,11 +412,7 @@ def _loose_network(text: str) -> str | None:
 
 def cookie_name(value: Any, path: str, errs: _Errors) -> str | None:
     """A cookie (or header) name: an HTTP token, its case kept."""
-    text = _str(value, path, errs)
-    if text is not None and not _TOKEN.fullmatch(text):
-        _err(errs, path, f"must be a token (letters, digits and !#$%&'*+-.^_`|~), got {_show(text)}")
-        return None
-    return text
+    return _token(value, path, errs, "cookie or header name")
 
 
 def header_name(value: Any, path: str, errs: _Errors) -> str | None:
