@@ -81,7 +81,7 @@ def secured(backend_a, tmp_path_factory):
 # Every endpoint of gateway/admin/server.py, with a body where one is needed.
 NEW_ROUTE = {"name": "added", "match": {"path": {"prefix": "/added"}}, "service": "httpbin"}
 READS = ["/", "/static/app.js", "/status", "/config", "/metrics", "/traffic", "/debug/route?path=/x",
-         "/sources", "/services", "/services/default/httpbin", "/routes", "/routes/all"]
+         "/sources", "/services", "/services/default/httpbin", "/routes", "/routes/all", "/tls-routes"]
 CHANGES = [
     ("POST", "/reload", None),
     ("POST", "/sources", {"name": "zone-z", "type": "static",

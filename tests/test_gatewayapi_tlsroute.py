@@ -255,6 +255,28 @@ def test_one_port_passes_one_name_through_and_terminates_another(gw, clusters, p
     assert {(e["protocol"], e["result"]) for e in lines} == {("tls-terminate", "routed")}
 
 
+def test_the_admin_api_and_cli_list_the_tls_routes(gw, clusters):
+    """GET /tls-routes and ``gateway tls-routes``: each TLSRoute on its listener, with its mode,
+    address, hostnames and services."""
+    import json as json_module
+    import subprocess
+    import sys
+
+    def listed():
+        with urllib.request.urlopen(f"http://127.0.0.1:{gw.admin}/tls-routes", timeout=5) as resp:
+            routes = json_module.loads(resp.read())
+        return routes if len(routes) == 4 else None
+    routes = {(r["name"], r["mode"]): r for r in wait_for(listed, timeout=20)}
+    secure = routes[("default/secure", "Passthrough")]
+    assert (secure["address"], secure["hostnames"], secure["backends"]) == (
+        f"{ADDRESS}:443", ["secure.example.com"], [{"service": "default/secure", "weight": 1}])
+    assert routes[("default/plain-mixed", "Terminate")]["address"] == f"{ADDRESS}:{MIXED_PORT}"
+    out = subprocess.run([sys.executable, "-m", "gateway", "tls-routes", "--admin", f"http://127.0.0.1:{gw.admin}"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "default/secure" in out.stdout and "Passthrough" in out.stdout and "secure.example.com" in out.stdout
+
+
 def test_a_server_name_no_route_serves_is_closed_and_counted(gw, clusters, pki):
     context = ssl.create_default_context(cafile=str(pki.ca))
     context.check_hostname = False

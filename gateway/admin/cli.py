@@ -225,6 +225,17 @@ def cmd_routes(args) -> int:
     return _get(args, "/routes", print_routes)
 
 
+def print_tls_routes(routes: list[dict]) -> None:
+    rows = [[r["name"], r["mode"] or "-", r["address"] or "-", ", ".join(r["hostnames"]) or "*",
+             ", ".join(b["service"] + (f" ({b['weight']})" if len(r["backends"]) > 1 else "") for b in r["backends"])
+             or "-"] for r in routes]
+    print(table(["NAME", "MODE", "ADDRESS", "HOSTNAMES", "SERVICE"], rows))
+
+
+def cmd_tls_routes(args) -> int:
+    return _get(args, "/tls-routes", print_tls_routes)
+
+
 def cmd_explain(args) -> int:
     query = [("path", args.path), ("method", args.method)]
     if args.host:
@@ -364,6 +375,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "services", cmd_services, "merged services: each cluster's endpoints and health")
     p.add_argument("service", nargs="?", help="only this service (ns/name)")
     command(sub, "routes", cmd_routes, "routes, their match and request counts")
+    command(sub, "tls-routes", cmd_tls_routes, "TLSRoutes: their TLS listener, mode, hostnames and services")
     p = command(sub, "explain", cmd_explain, "which route, service and endpoints a request would get")
     p.add_argument("path", help="request path, e.g. /test")
     p.add_argument("--host", help="Host header")

@@ -4,7 +4,7 @@ Handlers are thin: they read the gateway only through ``gateway.admin.views`` an
 it only through ``gateway.reload(config)`` after the change was validated and written to
 the config file (``gateway.admin.changes``).
 
-    GET  /status /sources /services /services/{ns}/{name} /routes /routes/{name}
+    GET  /status /sources /services /services/{ns}/{name} /routes /routes/{name} /tls-routes
          /config /ready /healthz /metrics /traffic /debug/route?path=&host=&method=
     POST /sources /services /routes          (add; ?at=N inserts a route at index N)
     PUT, DELETE /sources/{name} /services/{ns}/{name} /routes/{name}
@@ -162,6 +162,7 @@ class AdminServer:
             ("PUT", f"/services/{seg}/{seg}", self.replace("services")),
             ("DELETE", f"/services/{seg}/{seg}", self.remove("services")),
             ("GET", "/routes", self.routes),
+            ("GET", "/tls-routes", self.tls_routes),
             ("GET", f"/routes/{seg}", self.route),
             ("POST", "/routes", self.add("routes")),
             ("PUT", f"/routes/{seg}", self.replace("routes")),
@@ -275,6 +276,9 @@ class AdminServer:
 
     async def routes(self, req: Request) -> Response:
         return json_response(views.routes(self.gateway), headers=self._etag())
+
+    async def tls_routes(self, req: Request) -> Response:
+        return json_response(views.tls_routes(self.gateway), headers=self._etag())
 
     async def route(self, req: Request, name: str) -> Response:
         found = views.route(self.gateway, name)

@@ -446,6 +446,20 @@ def routes(gw) -> list[dict]:
     return [_route(rc, i, traffic.get(rc.name)) for i, rc in enumerate(gw.config.routes)]
 
 
+def tls_routes(gw) -> list[dict]:
+    """The TLSRoutes the TLS listeners serve (their traffic: the access log and
+    gateway_tls_route_connections_total; a connection is not a request)."""
+    listeners = {gl.id: gl for gl in gw.config.listeners}
+    out = []
+    for rc in gw.config.tls_routes:
+        gl = listeners.get(rc.listener)
+        out.append({"name": rc.name, "listener": rc.listener, "mode": gl.tls_mode if gl else None,
+                    "address": f"{gl.address}:{gl.port}" if gl else None, "hostnames": list(rc.hostnames),
+                    "backends": [{"service": b.service, "weight": b.weight} for b in rc.backends],
+                    "invalid_weight": rc.invalid_weight})
+    return out
+
+
 def route(gw, name: str) -> dict | None:
     for i, rc in enumerate(gw.config.routes):
         if rc.name == name:
