@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
@@ -25,7 +24,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.h2_load import grpc_unary  # noqa: E402
-from bench.run import PYTHON, BenchError, Proc, free_port, measure  # noqa: E402
+from bench.run import Proc, free_port, gateway_on_cpu0, measure, wait_answering  # noqa: E402
 
 GROUP = "gateway.networking.k8s.io"
 
@@ -97,29 +96,19 @@ def main(argv=None) -> int:
     grpc_pod = GrpcBackendProcess("127.0.0.3", 0, "b", "echo-b-0").start()
     procs: list[Proc] = []
     server = None
-    root = Path(__file__).resolve().parent.parent
     try:
         targets = {}
         port = free_port("127.0.0.1")
         conf = tmp / "file-route.yaml"
         conf.write_text(file_route_conf(tmp, port, grpc_pod.address))
-        targets["file-route"] = (Proc("file-route", ["taskset", "-c", "0", PYTHON, "-m", "gateway", "run",
-                                                     "--config", str(conf), "--log-level", "warning"], tmp,
-                                      cwd=root), port)
+        targets["file-route"] = (gateway_on_cpu0("file-route", conf, tmp), port)
         port = free_port("127.0.0.1")
         server = cluster(tmp, port, grpc_pod.address)
         conf = tmp / "grpcroute.yaml"
         conf.write_text(grpcroute_conf(tmp, server))
-        targets["grpcroute"] = (Proc("grpcroute", ["taskset", "-c", "0", PYTHON, "-m", "gateway", "run",
-                                                   "--config", str(conf), "--log-level", "warning"], tmp,
-                                     cwd=root), port)
+        targets["grpcroute"] = (gateway_on_cpu0("grpcroute", conf, tmp), port)
         procs += [proc for proc, _ in targets.values()]
-        for proc, port in targets.values():
-            deadline = time.monotonic() + 30
-            while not answers(port):
-                if time.monotonic() > deadline or not proc.alive():
-                    raise BenchError(f"{proc.name} does not answer gRPC:\n{proc.log_tail()}")
-                time.sleep(0.2)
+        wait_answering(targets, answers, "answer gRPC", interval=0.2)
         for _, port in targets.values():        # warm up
             grpc_unary(port, 2)
         print(f"{'target':<12} {'calls/s':>9} {'CPU us/call':>12}")

@@ -211,6 +211,23 @@ def wait_ready(proc: Proc, host: str, port: int, timeout: float = 20.0) -> None:
     raise BenchError(f"{proc.name} not ready after {timeout:.0f}s ({last}):\n{proc.log_tail()}")
 
 
+def gateway_on_cpu0(name: str, conf: Path, logdir: Path) -> Proc:
+    """``gateway run --config conf`` on the proxy CPU, from this checkout."""
+    return Proc(name, ["taskset", "-c", str(PROXY_CPU), PYTHON, "-m", "gateway", "run", "--config", str(conf),
+                       "--log-level", "warning"], logdir, cwd=Path(__file__).resolve().parent.parent)
+
+
+def wait_answering(targets: dict, answers, what: str, timeout: float = 30.0, interval: float = 0.1) -> None:
+    """Until ``answers(port)`` for every (proc, port) of ``targets``; a proc that exits or stays
+    silent is a BenchError saying it does not ``what``."""
+    for proc, port in targets.values():
+        deadline = time.monotonic() + timeout
+        while not answers(port):
+            if time.monotonic() > deadline or not proc.alive():
+                raise BenchError(f"{proc.name} does not {what}:\n{proc.log_tail()}")
+            time.sleep(interval)
+
+
 def cmd_output(argv: list[str]) -> str:
     try:
         res = subprocess.run(argv, capture_output=True, text=True, timeout=20)

@@ -26,15 +26,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.run import (NGINX_COMMON, NGINX_HTTP_COMMON, PYTHON, BenchError, Proc,  # noqa: E402
-                       backend_conf, free_port, measure)
+from bench.run import (NGINX_COMMON, NGINX_HTTP_COMMON, BenchError, Proc, backend_conf,  # noqa: E402
+                       free_port, gateway_on_cpu0, measure, wait_answering)
 
 BODY = b"hello, world\n"
 CIPHERS = {"1.3": ["-ciphersuites", "TLS_AES_128_GCM_SHA256"], "1.2": ["-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"]}
@@ -151,16 +150,9 @@ def main(argv=None) -> int:
         port = free_port("127.0.0.1")
         conf = tmp / "gateway-tls.yaml"
         conf.write_text(gateway_conf(tmp, port, backend_port, cert, key))
-        targets["gateway"] = (Proc("gateway-tls", ["taskset", "-c", "0", PYTHON, "-m", "gateway", "run",
-                                                   "--config", str(conf), "--log-level", "warning"], tmp,
-                                   cwd=Path(__file__).resolve().parent.parent), port)
+        targets["gateway"] = (gateway_on_cpu0("gateway-tls", conf, tmp), port)
         procs += [proc for proc, _ in targets.values()]
-        for proc, port in targets.values():
-            deadline = time.monotonic() + 20
-            while not answers(port):
-                if time.monotonic() > deadline or not proc.alive():
-                    raise BenchError(f"{proc.name} does not answer HTTPS:\n{proc.log_tail()}")
-                time.sleep(0.1)
+        wait_answering(targets, answers, "answer HTTPS", timeout=20)
         for _, port in targets.values():        # warm up (the gateway's first seconds cost more)
             h2load_keepalive(port, 2)
         print(f"{'target':<10} {'case':<12} {'per s':>9} {'CPU us':>9}")

@@ -34,7 +34,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.run import NGINX_COMMON, NGINX_HTTP_COMMON, PYTHON, BenchError, Proc, free_port, measure  # noqa: E402
+from bench.run import (NGINX_COMMON, NGINX_HTTP_COMMON, PYTHON, BenchError, Proc, free_port,  # noqa: E402
+                       gateway_on_cpu0, measure, wait_answering)
 from bench.tls import BODY, certificate  # noqa: E402
 
 SNI = "bench.test"
@@ -201,16 +202,9 @@ def main(argv=None) -> int:
         server = cluster(tmp, port, backend_port)
         conf = tmp / "gateway.yaml"
         conf.write_text(gateway_conf(tmp, server))
-        targets["gateway"] = (Proc("gateway", ["taskset", "-c", "0", PYTHON, "-m", "gateway", "run",
-                                               "--config", str(conf), "--log-level", "warning"], tmp,
-                                   cwd=Path(__file__).resolve().parent.parent), port)
+        targets["gateway"] = (gateway_on_cpu0("gateway", conf, tmp), port)
         procs += [proc for proc, _ in targets.values()]
-        for proc, port in targets.values():
-            deadline = time.monotonic() + 30
-            while not answers(port):
-                if time.monotonic() > deadline or not proc.alive():
-                    raise BenchError(f"{proc.name} does not pass TLS through:\n{proc.log_tail()}")
-                time.sleep(0.1)
+        wait_answering(targets, answers, "pass TLS through")
         for _, port in targets.values():        # warm up
             h2load_keepalive(port, 2)
         print(f"{'target':<10} {'case':<12} {'per s':>9} {'CPU us':>9}")

@@ -241,26 +241,21 @@ class Stats:
             out[name] = sum(s[name] for s in seen)
         return out
 
-    def tracing(self) -> dict[str, int]:
-        total = [0] * len(TRACING_NAMES)
+    def _summed(self, field: str, names: tuple[str, ...]) -> dict[str, int]:
+        """A per-worker counter list (``WorkerCounters.<field>``) summed over the workers, by name."""
+        total = [0] * len(names)
         for w in self._all():
-            _add_into(total, w.tracing)
-        return dict(zip(TRACING_NAMES, total))
+            _add_into(total, getattr(w, field))
+        return dict(zip(names, total))
+
+    def tracing(self) -> dict[str, int]:
+        return self._summed("tracing", TRACING_NAMES)
 
     def otlp_logs(self) -> dict[str, int]:
-        total = [0] * len(OTLP_LOG_NAMES)
-        for w in self._all():
-            _add_into(total, w.otlp_logs)
-        return dict(zip(OTLP_LOG_NAMES, total))
+        return self._summed("otlp_logs", OTLP_LOG_NAMES)
 
     def tls_refusals(self) -> dict[str, int]:
-        total = [0] * len(TLS_REFUSAL_REASONS)
-        for w in self._all():
-            _add_into(total, w.tls_refusals)
-        return dict(zip(TLS_REFUSAL_REASONS, total))
+        return self._summed("tls_refusals", TLS_REFUSAL_REASONS)
 
     def tls_route_connections(self) -> dict[str, int]:
-        total = [0] * len(TLS_ROUTE_RESULTS)
-        for w in self._all():
-            _add_into(total, w.tls_route_connections)
-        return dict(zip(TLS_ROUTE_RESULTS, total))
+        return self._summed("tls_route_connections", TLS_ROUTE_RESULTS)
