@@ -241,10 +241,11 @@ def test_with_two_workers(pods, tmp_path):
         clusters = Counter()
         for _ in range(4):
             with H2Client("127.0.0.1", gw.port) as c:
-                answers = c.wait(*[c.request("GET", "/test") for _ in range(20)])
+                answers = c.wait(*[c.request("GET", "/rr") for _ in range(20)])
                 assert [a.status for a in answers] == [200] * 20
                 clusters.update(orjson.loads(bytes(a.body))["cluster"] for a in answers)
-        assert clusters["a"] >= 20 and clusters["b"] >= 20, clusters
+        # round_robin per worker: 20 streams alternate, whichever worker took the connection.
+        assert clusters == {"a": 40, "b": 40}, clusters
     finally:
         gw.stop()
 
