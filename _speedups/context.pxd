@@ -7,6 +7,13 @@ from _speedups.stats cimport N_STATS
 from _speedups.tracing cimport Tracer
 
 
+cdef inline double earliest(double a, double b) noexcept:
+    """The earlier of two deadlines, 0 meaning none."""
+    if a == 0 or (b != 0 and b < a):
+        return b
+    return a
+
+
 cdef class Port:
     """The routes of one listening address, read per request by the connections accepted
     there; ``router`` is replaced whole when the config changes."""
@@ -15,12 +22,15 @@ cdef class Port:
 
 cdef class Connection:
     """A client connection as the context sees it: deadlines to check, idle or not, and
-    requests to move off an ejected endpoint.  ``downstream.Http1Connection`` is one; an
-    HTTP/2 connection (several exchanges at once) would be another."""
+    requests to move off an ejected endpoint.  ``downstream.Http1Connection`` is one,
+    ``h2_downstream.H2Connection`` (several exchanges at once) another."""
     cdef Context ctx
-    cdef void check_deadlines(self, double now)
+    cdef double timer_due                   # when the context's timers look at it next ...
+    cdef Py_ssize_t timer_slot              # ... from this place in their heap + 1; 0: not there
+    # Act on the deadlines that are due; return the earliest still to come (0: none).
+    cdef double check_deadlines(self, double now)
     cdef bint is_idle(self)                 # no request in progress, nothing buffered
-    cdef void drain(self, double deadline)  # idle: close by then unless a request comes
+    cdef void drain(self, double deadline)  # shutting down: idle ones close by then (or go away)
     cdef int redispatch(self, Service service, set gone) except -1
     cpdef close(self)
     cpdef internal_error(self, object exc)
@@ -61,6 +71,14 @@ cdef class Context:
     cdef public long retry_budget_min
     cdef public Tracer tracer               # None: tracing off (the exchange's one check)
     cdef readonly dict backend_stats        # (route, service, cluster) -> stats.BackendStats
-    cdef object ticker
-    cdef double tick_interval
+    cdef list timer_heap                    # Connections by timer_due, earliest first
+    cdef object timer_handle                # the loop's one timer, for the heap's first
+    cdef double timer_armed                 # ... due then (0: none)
+    cdef bint timers_running
+    cdef void wake_at(self, Connection conn, double due)
+    cdef void forget(self, Connection conn)
+    cdef void heap_remove(self, Py_ssize_t i)
+    cdef void heap_up(self, Py_ssize_t i, Connection conn)
+    cdef void heap_down(self, Py_ssize_t i, Connection conn)
+    cdef void arm_timer(self, double due)
     cdef bytes next_request_id(self)

@@ -1,5 +1,5 @@
 """What every connection of a worker shares (compiled): settings, counters, the access
-log's buffer, the router, and the deadline ticker."""
+log's buffer, the router, and the connections' deadline timers."""
 from _speedups.forwarded import TrustedProxies
 from _speedups.path import PathPolicy
 from _speedups.router import Router
@@ -68,11 +68,14 @@ class Context:
         """The Upstreams and Routes whose counters moved since the last call."""
     def set_access_log(self, access_log: Any) -> None:
         """``access_log`` has ``parts`` (a list of lines), ``limit`` (bytes) and ``flush()``."""
-    def start_ticker(self, interval: float = 0.1) -> None: ...
-    def stop_ticker(self) -> None: ...
-    def tick(self) -> None: ...
+    def run_timers(self) -> None:
+        """The loop's timer callback: look at the connections whose deadlines are due."""
+    def stop_timers(self) -> None: ...
+    def timers_pending(self) -> int:
+        """How many connections wait for a deadline."""
     def redispatch(self, service: Service, upstreams: Iterable[Any]) -> int:
         """Move ``service``'s requests waiting on these endpoints elsewhere; how many moved."""
     def close_idle_connections(self) -> None: ...
-    def drain_idle_connections(self, grace: float) -> None: ...
+    def drain_connections(self, grace: float) -> None:
+        """Shutting down: idle HTTP/1 connections close within ``grace``, HTTP/2 ones go away."""
     def active_connections(self) -> int: ...

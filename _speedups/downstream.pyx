@@ -12,7 +12,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from libc.string cimport memcpy
 
 from _speedups.clock cimport monotonic
-from _speedups.context cimport Context, Port
+from _speedups.context cimport Context, Port, earliest
 from _speedups.exchange cimport PAUSE_PENDING, PAUSE_PIPELINE, PAUSE_UPSTREAM_FULL
 from _speedups.http cimport (
     MODE_CHUNKED, MODE_LENGTH, MODE_NONE, ResponseHead, build_error_response,
@@ -141,7 +141,7 @@ cdef class Http1Connection(Downstream):
         return True
 
     def connection_lost(self, exc):
-        self.ctx.connections.discard(self)
+        self.ctx.forget(self)
         self.deadline_kind = D_NONE
         if self.state != R_HEAD and self.state != R_CLOSED:
             self.ex.client_gone()
@@ -263,7 +263,7 @@ cdef class Http1Connection(Downstream):
         """The client speaks HTTP/2: an H2Connection takes the transport (and what was read)."""
         cdef bytes received = self.buf
         h2 = H2Connection(self.ctx, self.proto, self.port, self.sni)
-        self.ctx.connections.discard(self)
+        self.ctx.forget(self)
         self.set_closed()
         self.ex.forget_downstream()
         self.buf = EMPTY
@@ -405,37 +405,44 @@ cdef class Http1Connection(Downstream):
             self.close()
 
     # -- deadlines (Connection) -----------------------------------------------
-    # Checked by Context.tick() a few times a second: no timer object is made per
-    # request, and a timeout fires within one tick of its deadline.
+    # One deadline of the connection's own (idle, head, body) and the exchange's; the
+    # context's timer heap looks at them when the earliest is due (context.pyx).
 
     cdef void set_deadline(self, DeadlineKind kind, double delay):
         self.deadline_kind = kind
         self.deadline = monotonic() + delay
+        self.ctx.wake_at(self, self.deadline)
 
-    cdef void check_deadlines(self, double now):
+    cdef double check_deadlines(self, double now):
         cdef DeadlineKind kind = self.deadline_kind
-        if self.ex.check_deadlines(now):
-            return
-        if kind == D_NONE or now < self.deadline:
-            return
-        self.deadline_kind = D_NONE
-        if kind == D_IDLE:
-            if self.state == R_HEAD and not self.buf:
-                self.close()
-        elif kind == D_HEADER:
-            if self.state == R_HEAD:
-                self.reject(408, "timed out reading the request head")
-        elif kind == D_BODY:
-            if self.state == R_BODY:
-                self.ex.fail(408, "timed out reading the request body")
+        if self.state == R_CLOSED:
+            return 0
+        if not self.ex.check_deadlines(now) and kind != D_NONE and now >= self.deadline:
+            self.deadline_kind = D_NONE
+            if kind == D_IDLE:
+                if self.state == R_HEAD and not self.buf:
+                    self.close()
+            elif kind == D_HEADER:
+                if self.state == R_HEAD:
+                    self.reject(408, "timed out reading the request head")
+            elif kind == D_BODY:
+                if self.state == R_BODY:
+                    self.ex.fail(408, "timed out reading the request body")
+        if self.state == R_CLOSED:
+            return 0
+        return earliest(self.ex.next_deadline(),
+                        self.deadline if self.deadline_kind != D_NONE else 0)
 
     cdef bint is_idle(self):
         return self.state == R_HEAD and not self.buf
 
     cdef void drain(self, double deadline):
+        if not self.is_idle():
+            return                          # closes after its response (ctx.draining)
         if self.deadline_kind != D_IDLE or self.deadline > deadline:
             self.deadline_kind = D_IDLE
             self.deadline = deadline
+            self.ctx.wake_at(self, deadline)
 
     cdef int redispatch(self, Service service, set gone) except -1:
         return self.ex.redispatch_from(service, gone)

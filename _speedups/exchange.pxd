@@ -105,8 +105,6 @@ cdef class Exchange(UpstreamOwner):
     cdef BackendFilters backend_filters     # the picked backend's filters, or None
     cdef double response_deadline           # 0: none (per try, for the response head)
     cdef double total_deadline              # 0: none (route timeout)
-    cdef object deadline_timer              # a deadline the route set, fired when due; or None
-    cdef double deadline_due                # when deadline_timer fires
     cdef double t_start
     cdef double t_try
     cdef double t_connect
@@ -140,6 +138,7 @@ cdef class Exchange(UpstreamOwner):
     cdef void client_write_paused(self, bint paused)
     cdef void tunnel_in(self, bytes data)
     cdef bint tunnel_eof(self)
+    cdef double next_deadline(self)
     cdef bint check_deadlines(self, double now) except -1
     cdef int redispatch_from(self, Service service, set gone) except -1
     # states
@@ -157,8 +156,6 @@ cdef class Exchange(UpstreamOwner):
     cdef void mirror(self, bytes copy)
     cdef void retry_after_backoff(self)
     cdef void cancel_backoff(self)
-    cdef void arm_deadline(self, double deadline)
-    cdef void cancel_deadline(self)
     cdef void try_upstream(self)
     cdef void connect(self, Upstream upstream)
     cdef void on_connected(self, object task, object timer, int connect_id, Upstream upstream,

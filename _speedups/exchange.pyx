@@ -28,6 +28,7 @@ from _speedups.clock cimport monotonic
 from _speedups.accesslog cimport dumps, json_string
 from _speedups.http cimport (
     MODE_LENGTH, MODE_UNTIL_CLOSE, BodyFramer, build_request_head, response_framing)
+from _speedups.context cimport earliest
 from _speedups.router cimport Router
 from _speedups.filters cimport rewrite_target
 from _speedups.path cimport NORM_OK, NORM_REDIRECT, PATH_FORWARD_ORIGINAL, outcome_reason
@@ -279,6 +280,12 @@ cdef class Exchange(UpstreamOwner):
             return True
         return False
 
+    cdef double next_deadline(self):
+        """The earliest deadline this exchange waits for (0: none), for its connection's timer."""
+        if self.state < X_ROUTING or self.state > X_RESPONDING:
+            return 0
+        return earliest(self.total_deadline, self.response_deadline)
+
     cdef bint check_deadlines(self, double now) except -1:
         """The route's timeout and the per-try response timeout; True when one fired."""
         if self.state < X_ROUTING or self.state > X_RESPONDING:
@@ -386,7 +393,7 @@ cdef class Exchange(UpstreamOwner):
             timeout = self.client_timeout     # grpc-timeout: the client gives up then anyway
         if timeout > 0:
             self.total_deadline = self.t_start + timeout
-            self.arm_deadline(self.total_deadline)
+            self.ctx.wake_at(self.downstream, self.total_deadline)
         self.try_upstream()
 
     cdef bint normalize_path(self, RequestHead head) except -1:
@@ -812,42 +819,9 @@ cdef class Exchange(UpstreamOwner):
 
     cdef void arm_response_timer(self, double now):
         cdef Route route = self.route
-        if route.per_try_timeout > 0:
-            self.response_deadline = now + route.per_try_timeout
-            self.arm_deadline(self.response_deadline)
-        else:
-            self.response_deadline = now + self.ctx.response_timeout     # the ticker's to check
-
-    cdef void arm_deadline(self, double deadline):
-        """A deadline the route set (its timeout, a per-try timeout) fires when due, by a
-        timer: the ticker, which checks every deadline a few times a second, would let a
-        400 ms timeout run to 500 (Gateway API's conformance times them to the millisecond).
-        One timer, for the earliest: the next is armed when it fires."""
-        if self.deadline_timer is not None:
-            if self.deadline_due <= deadline:
-                return
-            self.deadline_timer.cancel()
-        self.deadline_due = deadline
-        self.deadline_timer = self.ctx.loop.call_later(max(deadline - monotonic(), 0.0), self.deadline_fired)
-
-    def deadline_fired(self):
-        self.deadline_timer = None
-        cdef double now = monotonic()
-        if now < self.deadline_due:         # the loop's clock is coarser than ours: not yet
-            self.arm_deadline(self.deadline_due)
-            return
-        try:
-            self.check_deadlines(now)
-        except Exception as exc:
-            self.internal_error(exc)
-            return
-        if self.total_deadline > 0 and X_ROUTING <= self.state <= X_RESPONDING:
-            self.arm_deadline(self.total_deadline)      # after a per-try one, the route's
-
-    cdef void cancel_deadline(self):
-        if self.deadline_timer is not None:
-            self.deadline_timer.cancel()
-            self.deadline_timer = None
+        self.response_deadline = now + (route.per_try_timeout if route.per_try_timeout > 0
+                                        else self.ctx.response_timeout)
+        self.ctx.wake_at(self.downstream, self.response_deadline)
 
     cdef bint upstream_interim(self, UpstreamConnection conn, ResponseHead head) except -1:
         if conn is not self.up:
@@ -1183,7 +1157,6 @@ cdef class Exchange(UpstreamOwner):
         cdef int status = self.status
         cdef int stat = status_class_stat(status)
         self.cancel_backoff()
-        self.cancel_deadline()
         self.release_endpoint()
         ctx.requests_in_flight -= 1
         if self.breaker_service is not None:

@@ -52,4 +52,5 @@ cdef class H2Connection(Downstream):
     cdef void tunnel_in(self, H2Stream stream, Exchange ex, bytes data)
     cdef void end_tunnel(self, H2Stream stream, Exchange ex)
     cdef void go_away(self)
+    cdef void idle_from(self, double now)
     cdef void end_streams(self)

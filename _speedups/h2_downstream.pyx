@@ -32,7 +32,7 @@ import logging
 import os
 
 from _speedups.clock cimport monotonic
-from _speedups.context cimport Context, Port
+from _speedups.context cimport Context, Port, earliest
 from _speedups.http cimport MODE_CHUNKED, Dechunker, parse_request, tail
 from _speedups.stats cimport ST_4XX, ST_5XX, ST_CONNECTIONS, ST_INTERNAL_ERRORS, ST_REFUSED
 from _speedups.h2 import CONNECT_ERROR, INTERNAL_ERROR, NO_ERROR, REFUSED_STREAM, H2Error, H2Session
@@ -111,7 +111,7 @@ cdef class H2Connection(Downstream):
         self.transport = transport
         self.client_bytes = client.encode()
         self.ctx.connections.add(self)
-        self.idle_deadline = monotonic() + self.ctx.idle_timeout
+        self.idle_from(monotonic())
         self.flush()                        # the server's SETTINGS
         if received:
             self.data_received(received)
@@ -134,7 +134,7 @@ cdef class H2Connection(Downstream):
         return False
 
     def connection_lost(self, exc):
-        self.ctx.connections.discard(self)
+        self.ctx.forget(self)
         self.closed = True
         self.end_streams()
 
@@ -204,6 +204,7 @@ cdef class H2Connection(Downstream):
         stream.ended_in = end_stream
         if not end_stream and not stream.tunnel:
             stream.body_deadline = monotonic() + self.ctx.body_idle_timeout
+            self.ctx.wake_at(self, stream.body_deadline)
         ex.start(head, not end_stream and not stream.tunnel, head.head_size)
 
     def h2_too_large(self, int stream_id):
@@ -357,8 +358,11 @@ cdef class H2Connection(Downstream):
         if stream is not None and not stream.finished and stream.ex is not None:
             stream.finished = True
             stream.ex.client_gone()         # reset by the client (or the connection ended)
-        if self.goaway_sent and not self.streams:
-            self.schedule_flush()           # which closes the connection once written
+        if not self.streams:
+            if self.goaway_sent:
+                self.schedule_flush()       # which closes the connection once written
+            else:
+                self.idle_from(monotonic())
 
     def h2_drained(self, int stream_id):
         cdef H2Stream stream = self.streams.get(stream_id)
@@ -640,29 +644,42 @@ cdef class H2Connection(Downstream):
             self.session.goaway(NO_ERROR)
             self.schedule_flush()
 
-    cdef void check_deadlines(self, double now):
-        cdef H2Stream stream
-        if self.ctx.draining and not self.goaway_sent:
-            self.go_away()                  # busy connections too: drain() is for idle ones
-        if not self.streams:
-            if now >= self.idle_deadline and not self.closed:
-                self.go_away()
-            return
+    cdef void idle_from(self, double now):
+        """No stream open: the connection goes away after timeouts.downstream_idle without one."""
         self.idle_deadline = now + self.ctx.idle_timeout
+        self.ctx.wake_at(self, self.idle_deadline)
+
+    cdef double check_deadlines(self, double now):
+        cdef H2Stream stream
+        cdef double due = 0
+        if self.closed:
+            return 0
+        if not self.streams:
+            if now < self.idle_deadline:
+                return self.idle_deadline
+            self.go_away()
+            return 0
         for stream in list(self.streams.values()):
             if stream.finished or stream.ex is None:
                 continue
             if stream.ex.check_deadlines(now):
-                continue
-            if stream.body_deadline and now >= stream.body_deadline and not stream.ended_in:
+                pass
+            elif stream.body_deadline and now >= stream.body_deadline and not stream.ended_in:
                 stream.body_deadline = 0
                 stream.ex.fail(408, "timed out reading the request body")
+            if stream.ex is not None and not stream.finished:
+                due = earliest(due, stream.ex.next_deadline())
+                if stream.body_deadline and not stream.ended_in:
+                    due = earliest(due, stream.body_deadline)
+        if not self.streams and not self.closed:
+            due = earliest(due, self.idle_deadline)
+        return due
 
     cdef bint is_idle(self):
         return not self.streams
 
     cdef void drain(self, double deadline):
-        self.go_away()
+        self.go_away()                      # idle or not: no new streams
 
     cdef int redispatch(self, Service service, set gone) except -1:
         cdef H2Stream stream
@@ -684,7 +701,7 @@ cdef class H2Connection(Downstream):
     cpdef close(self):
         if not self.closed:
             self.closed = True
-            self.ctx.connections.discard(self)
+            self.ctx.forget(self)
             if self.transport is not None:
                 self.transport.close()
         self.end_streams()

@@ -15,7 +15,7 @@ The modules behind it, bottom up:
 * ``service``: ``Route`` and ``Service`` (snapshot objects, read-only on the request path);
 * ``upstream``: ``Upstream`` (an endpoint and its keep-alive pool) and
   ``UpstreamConnection`` (parses the response: head, interim heads, framed body);
-* ``context``: ``Context`` (settings, counters, deadline ticker) and the ``Connection``
+* ``context``: ``Context`` (settings, counters, deadline timers) and the ``Connection``
   interface it drives;
 * ``exchange``: ``Exchange``, one request/response as a state machine, with its retry and
   passive-health policies, and the ``Downstream`` interface it answers through;

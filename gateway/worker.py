@@ -155,7 +155,6 @@ class Worker:
         if self.config.tls is not None:
             await self._bind_tls(self.config)
         await self._serve_gateways(self.config)
-        self.ctx.start_ticker()
         self._maintenance = asyncio.get_running_loop().call_later(MAINTENANCE_INTERVAL, self._maintain)
 
     def _apply_settings(self, cfg: Config) -> None:
@@ -335,7 +334,7 @@ class Worker:
                 await self._close_listener(gp.server, gp.socket_tls, gp.factory)
         streams = [gp.stream for gp in self.gateway_ports.values() if gp.stream is not None]
         if ctx is not None:
-            ctx.drain_idle_connections(DRAIN_IDLE_GRACE)
+            ctx.drain_connections(DRAIN_IDLE_GRACE)
             while ((ctx.active_connections() or any(s.connections for s in streams))
                    and time.monotonic() < deadline):
                 await asyncio.sleep(0.05)
@@ -343,7 +342,7 @@ class Worker:
                 conn.close()
             for stream in streams:
                 stream.close_all()
-            ctx.stop_ticker()
+            ctx.stop_timers()
         if self._maintenance is not None:
             self._maintenance.cancel()
         if self.dataplane is not None:

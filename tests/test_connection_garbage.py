@@ -1,5 +1,6 @@
 """A closed client connection is freed by reference counting: it leaves no cycle for the
-cyclic collector (which, at one request per connection, ran every few dozen connections).
+cyclic collector (which, at one request per connection, ran every few dozen connections),
+and nothing in the context's deadline heap (which would hold it to its idle deadline).
 In one process: a uvloop loop with a backend and the gateway's data plane on real sockets,
 the client connections served as the plain port serves them (the reactor) and as uvloop's
 transports do (the TLS port's)."""
@@ -44,7 +45,7 @@ class OneRequest(asyncio.Protocol):
 
 
 async def garbage_per_connection(request: bytes, connections: int,
-                                 transports: str) -> tuple[float, list[bytes]]:
+                                 transports: str) -> tuple[float, list[bytes], int]:
     loop = asyncio.get_running_loop()
     backend = await loop.create_server(Backend, "127.0.0.1", 0)
     config = parse_config({
@@ -78,6 +79,7 @@ async def garbage_per_connection(request: bytes, connections: int,
         answers += [await one() for _ in range(connections)]
         await asyncio.sleep(0.05)                    # every connection_lost has run
         found = gc.collect()
+        timers_left = ctx.timers_pending()
     finally:
         gc.enable()
     server.close()
@@ -86,7 +88,7 @@ async def garbage_per_connection(request: bytes, connections: int,
     plane.close_all_upstreams()
     backend.close()
     await asyncio.sleep(0.05)
-    return found / connections, answers
+    return found / connections, answers, timers_left
 
 
 TRANSPORTS = pytest.mark.parametrize("transports", ["reactor", "uvloop"])
@@ -94,14 +96,16 @@ TRANSPORTS = pytest.mark.parametrize("transports", ["reactor", "uvloop"])
 
 @TRANSPORTS
 def test_a_connection_closed_after_its_request_leaves_no_cycle(transports):
-    per_connection, answers = uvloop.run(garbage_per_connection(
+    per_connection, answers, timers_left = uvloop.run(garbage_per_connection(
         b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 200, transports))
     assert all(a.startswith(b"HTTP/1.1 200 OK\r\n") and a.endswith(b"ok") for a in answers)
     assert per_connection < 0.05, f"{per_connection:.2f} unreachable objects per connection"
+    assert timers_left == 0
 
 
 @TRANSPORTS
 def test_a_connection_refused_by_its_head_leaves_no_cycle(transports):
-    per_connection, answers = uvloop.run(garbage_per_connection(b"BAD\r\n\r\n", 100, transports))
+    per_connection, answers, timers_left = uvloop.run(garbage_per_connection(b"BAD\r\n\r\n", 100, transports))
     assert all(a.startswith(b"HTTP/1.1 400 ") for a in answers)
     assert per_connection < 0.05, f"{per_connection:.2f} unreachable objects per connection"
+    assert timers_left == 0
