@@ -18,6 +18,7 @@ cdef class H2Stream:
     cdef bint submitted             # the response head went to nghttp2
     cdef Dechunker dechunk          # a chunked response body's payload, else None
     cdef list trailers              # an HTTP/2 upstream's trailers, sent at the end
+    cdef bytes trailers_in          # the client's trailers as chunk trailer lines, or None
     cdef bint finished              # the exchange is over (answered, aborted or gone)
     cdef double body_deadline       # the request body must move on by then (0: not waiting)
     # WebSocket over HTTP/2 (RFC 8441): an extended CONNECT, sent upstream as an Upgrade

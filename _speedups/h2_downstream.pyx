@@ -45,6 +45,10 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 cdef bytes EMPTY = b""
 cdef bytes CRLF = b"\r\n"
 cdef bytes LAST_CHUNK = b"0\r\n\r\n"
+# Fields that frame, route or control a message: never taken from a client's trailers.
+cdef frozenset NOT_TRAILERS = frozenset((b"content-length", b"transfer-encoding", b"host",
+                                         b"connection", b"keep-alive", b"proxy-connection", b"te",
+                                         b"trailer", b"upgrade", b"content-type", b"authorization"))
 cdef bytes GRPC_CONTENT_TYPE = b"application/grpc"
 cdef long long STREAM_WINDOW = 65535     # a client stream's receive window (SETTINGS default)
 cdef bytes WEBSOCKET = b"websocket"
@@ -347,11 +351,21 @@ cdef class H2Connection(Downstream):
             return
         stream.body_deadline = 0
         if stream.chunk_in:
-            stream.ex.receive_body(LAST_CHUNK)
+            stream.ex.receive_body(LAST_CHUNK if stream.trailers_in is None
+                                   else b"0\r\n" + stream.trailers_in + CRLF)
         stream.ex.body_received()
 
     def h2_trailers(self, int stream_id, list headers):
-        pass                                # request trailers are not forwarded (h2_end follows)
+        """The client's trailers (h2_end follows): forwarded in the last chunk of a body sent
+        chunked (an HTTP/2 upstream sends them as trailers: client-streaming gRPC), dropped
+        after a body of known length, which HTTP/1.1 cannot follow with any.  Fields that
+        frame or route a message are not trailers (RFC 9110 6.5.1) and are dropped; nghttp2
+        has checked names and values."""
+        cdef H2Stream stream = self.streams.get(stream_id)
+        if stream is None or stream.finished or stream.ex is None or not stream.chunk_in:
+            return
+        stream.trailers_in = b"".join([name + b": " + value + CRLF for name, value in headers
+                                       if name[:1] != b":" and name not in NOT_TRAILERS])
 
     def h2_close(self, int stream_id, int error_code):
         cdef H2Stream stream = self.streams.pop(stream_id, None)

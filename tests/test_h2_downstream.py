@@ -281,6 +281,41 @@ def test_an_http1_upstreams_chunked_trailers_reach_an_http2_client(tmp_path):
         server.stop()
 
 
+def test_an_http2_clients_trailers_reach_an_http1_upstream_in_the_last_chunk(tmp_path):
+    received = []
+
+    def record_chunked_request(conn) -> None:
+        head, _, body = read_request_head(conn).partition(b"\r\n\r\n")
+        while b"0\r\n" not in body or not body.endswith(b"\r\n\r\n"):     # to the last chunk's end
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            body += chunk
+        received.append((head, body))
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    server = TinyServer("127.0.0.2", record_chunked_request)
+    gw = GatewayProcess({"sources": [static_source("a", {"demo/t": [server.address]})],
+                         "services": [{"namespace": "demo", "name": "t", "port": 80}],
+                         "routes": [{"name": "t", "match": {"path": {"prefix": "/"}}, "service": "demo/t"}]},
+                        tmp_path, "trailers-in").start()
+    try:
+        with H2Client("127.0.0.1", gw.port) as c:
+            sid = c.request("POST", "/t", [("te", "trailers")], b"hello", end=False)
+            c.conn.send_headers(sid, [("x-checksum", "abc123"), ("authorization", "Bearer late")],
+                                end_stream=True)
+            c.flush()
+            answer, = c.wait(sid)
+        assert answer.status == 200 and bytes(answer.body) == b"ok"
+        head, body = received[0]
+        assert b"transfer-encoding: chunked" in head.lower()
+        # the trailer in the last chunk; authorization is no trailer (RFC 9110 6.5.1): left out
+        assert body == b"5\r\nhello\r\n0\r\nx-checksum: abc123\r\n\r\n", body
+    finally:
+        gw.stop()
+        server.stop()
+
+
 def test_an_upload_stalled_by_a_slow_upstream_does_not_stall_the_connections_other_uploads(gw):
     # The stalled stream's window stays shut; the connection's must not shut with it.  With
     # a connection window no larger than a stream's, the other upload would get the window

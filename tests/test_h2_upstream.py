@@ -20,6 +20,7 @@ import orjson
 import pytest
 
 from gateway.devcluster.h2_backend import H2BackendProcess
+from h2client import H2Client
 from support import (MiB, Client, GatewayProcess, encode_chunked, pattern_bytes, peak_rss_bytes, rss_bytes,
                      start_with_admin, static_source)
 
@@ -89,7 +90,8 @@ def test_get_and_post_with_content_length_and_chunked_bodies(h2gw):
         for chunked in (False, True):
             r = c.request("POST", "/upload", host="wide.test", body=body, chunked=chunked)
             assert r.status == 200
-            assert r.json() == {"received": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+            assert r.json() == {"received": len(body), "sha256": hashlib.sha256(body).hexdigest(),
+                                "trailers": {}}
         c.send(Client.build("POST", "/echo", host="wide.test", chunked=False)[:-4]
                + b"\r\nTransfer-Encoding: chunked\r\n\r\n" + encode_chunked([b"a" * 10, b"b" * 70000]))
         r = c.read_response()
@@ -129,7 +131,7 @@ def test_large_bodies_both_ways_with_a_slow_reader_keep_memory_bounded(h2gw):
             digest.update(piece)
             c.send(piece)
         r = c.read_response()
-        assert r.json() == {"received": size, "sha256": digest.hexdigest()}
+        assert r.json() == {"received": size, "sha256": digest.hexdigest(), "trailers": {}}
         c.send(Client.build("GET", f"/bytes/{size}", host="wide.test"))
         resp = c.read_head()
         assert resp.status == 200
@@ -424,7 +426,26 @@ def test_http2_clients_to_h2c_upstreams(h2gw, tmp_path):
                           "--data-binary", f"@{upload}", f"{base}/upload"],
                          capture_output=True, text=True, timeout=30)
     assert orjson.loads(out.stdout) == {"received": 5 * MiB,
-                                        "sha256": hashlib.sha256(upload.read_bytes()).hexdigest()}
+                                        "sha256": hashlib.sha256(upload.read_bytes()).hexdigest(),
+                                        "trailers": {}}
+
+
+def test_request_trailers_reach_an_h2c_upstream_as_trailers(h2gw):
+    """Client-streaming over HTTP/2 both sides: the client's trailers arrive as trailers, after
+    the body; fields that frame or route a message are not taken from them."""
+    gw, _, _ = h2gw
+    body = pattern_bytes(0, 200_000)
+    with H2Client("127.0.0.1", gw.port) as c:
+        c.authority = "wide.test"
+        sid = c.request("POST", "/upload", [], body, end=False)
+        c.conn.send_headers(sid, [("x-checksum", hashlib.sha256(body).hexdigest()), ("x-count", "1"),
+                                  ("content-type", "text/evil")], end_stream=True)
+        c.flush()
+        answer, = c.wait(sid)
+    assert answer.status == 200, answer
+    assert orjson.loads(bytes(answer.body)) == {
+        "received": len(body), "sha256": hashlib.sha256(body).hexdigest(),
+        "trailers": {"x-checksum": hashlib.sha256(body).hexdigest(), "x-count": "1"}}
 
 
 def test_http_health_checks_of_http2_endpoints_are_made_over_http2(tmp_path):

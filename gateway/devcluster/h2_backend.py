@@ -6,7 +6,7 @@ Endpoints (any method)::
     /bytes/<n>         n bytes with content-length, under flow control
     /stream/<n>        n bytes without content-length, then trailers (x-checksum: sha256)
     /echo              the request body streamed back as it comes (no content-length)
-    /upload            consume the body, answer {"received": n, "sha256": hex}
+    /upload            consume the body, answer {"received": n, "sha256": hex, "trailers": {...}}
     /delay/<seconds>   answer after <seconds>
     /status/<code>     answer <code> (the identity JSON)
     /big-head/<n>      answer with header fields of n bytes in all (at most 8 KiB each)
@@ -68,6 +68,7 @@ class _Stream:
     def __init__(self, headers: dict[str, str]) -> None:
         self.headers = headers
         self.body = asyncio.Queue()     # bytes, then None at the end of the request
+        self.trailers: dict[str, str] = {}
         self.task: asyncio.Task | None = None
 
 
@@ -125,6 +126,10 @@ class H2Server(asyncio.Protocol):
             stream = self.streams.get(event.stream_id)
             if stream is not None:
                 stream.body.put_nowait(event.data)
+        elif isinstance(event, h2.events.TrailersReceived):
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                stream.trailers = {k.decode(): v.decode() for k, v in event.headers}
         elif isinstance(event, h2.events.StreamEnded):
             stream = self.streams.get(event.stream_id)
             if stream is not None:
@@ -182,8 +187,8 @@ class H2Server(asyncio.Protocol):
                 while (chunk := await stream.body.get()) is not None:
                     digest.update(chunk)
                     n += len(chunk)
-                await self.respond(stream_id, 200, [], orjson.dumps({"received": n,
-                                                                     "sha256": digest.hexdigest()}))
+                await self.respond(stream_id, 200, [], orjson.dumps({
+                    "received": n, "sha256": digest.hexdigest(), "trailers": stream.trailers}))
             elif parts[1] == "big-head":
                 await self.read_all(stream)
                 n = int(parts[2])
