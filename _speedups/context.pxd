@@ -1,6 +1,7 @@
 from _speedups.accesslog cimport LogBuffer
 from _speedups.forwarded cimport TrustedProxies
 from _speedups.path cimport PathPolicy
+from _speedups.reactor cimport Reactor
 from _speedups.router cimport Router
 from _speedups.service cimport Service
 from _speedups.stats cimport N_STATS
@@ -38,6 +39,7 @@ cdef class Connection:
 
 cdef class Context:
     cdef readonly object loop
+    cdef public Reactor reactor             # plain upstream connections are made on it (None: uvloop's)
     cdef readonly Port port                 # the file's listeners (listen, tls.listen)
     cdef public double connect_timeout
     cdef public double response_timeout

@@ -57,6 +57,7 @@ cdef class Context:
         """``limits`` and ``timeouts``: the config's ``Limits`` and ``Timeouts`` (gateway.config.model),
         where their defaults are written; nothing here has a default of its own."""
         self.loop = loop
+        self.reactor = None
         self.port = Port()
         self.configure(limits, timeouts)
         self.path_policy = PathPolicy()

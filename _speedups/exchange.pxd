@@ -158,7 +158,9 @@ cdef class Exchange(UpstreamOwner):
     cdef void cancel_backoff(self)
     cdef void try_upstream(self)
     cdef void connect(self, Upstream upstream)
-    cdef void on_connected(self, object task, object timer, int connect_id, Upstream upstream,
+    cdef void connect_done(self, object transport, object exc, int connect_id, Upstream upstream,
+                           Service service, UpstreamConnection conn)
+    cdef void on_connected(self, object transport, object exc, int connect_id, Upstream upstream,
                            UpstreamConnection conn)
     cdef void send_request(self, UpstreamConnection conn)
     cdef void arm_response_timer(self, double now)

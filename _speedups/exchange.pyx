@@ -23,12 +23,14 @@ import os as _os
 import socket as _socket
 from time import time as _wall_time
 from asyncio import CancelledError
+from errno import ETIMEDOUT
 
 from _speedups.clock cimport monotonic
 from _speedups.accesslog cimport dumps, json_string
 from _speedups.http cimport (
     MODE_LENGTH, MODE_UNTIL_CLOSE, BodyFramer, build_request_head, response_framing)
 from _speedups.context cimport earliest
+from _speedups.reactor cimport SocketTransport
 from _speedups.router cimport Router
 from _speedups.filters cimport rewrite_target
 from _speedups.path cimport NORM_OK, NORM_REDIRECT, PATH_FORWARD_ORIGINAL, outcome_reason
@@ -79,6 +81,14 @@ cdef void _bound_liveness(object transport, double seconds):
     then fails as "reset before any response byte": retried elsewhere when idempotent.
     """
     if seconds <= 0:
+        return
+    cdef SocketTransport own
+    if isinstance(transport, SocketTransport):      # made by the reactor: no socket object
+        own = transport
+        own.set_option(_SOL_SOCKET, _SO_KEEPALIVE, 1)
+        own.set_option(_IPPROTO_TCP, _TCP_KEEPIDLE, 1)
+        own.set_option(_IPPROTO_TCP, _TCP_KEEPINTVL, 1)
+        own.set_option(_IPPROTO_TCP, _TCP_USER_TIMEOUT, <int>(seconds * 1000))
         return
     sock = transport.get_extra_info("socket")
     if sock is None:
@@ -724,6 +734,11 @@ cdef class Exchange(UpstreamOwner):
                                         if upstream.streams is None
                                         else upstream.streams.new_connection(max_head, max_headers))
         protocol = conn.protocol()
+        cdef int connect_id = self.connect_id
+        if upstream.ssl is None and ctx.reactor is not None and ctx.reactor.connect(
+                upstream.ip, upstream.port, protocol, ctx.connect_timeout, self.reactor_connected,
+                (connect_id, upstream, service, conn)) is not None:
+            return
         factory = lambda: protocol
         if upstream.ssl is None:
             connecting = ctx.loop.create_connection(factory, upstream.ip, upstream.port)
@@ -733,37 +748,53 @@ cdef class Exchange(UpstreamOwner):
                 server_hostname=upstream.server_hostname, ssl_handshake_timeout=ctx.connect_timeout)
         task = ctx.loop.create_task(connecting)
         timer = ctx.loop.call_later(ctx.connect_timeout, task.cancel)
-        cdef int connect_id = self.connect_id
-        task.add_done_callback(lambda t: self.guarded_on_connected(t, timer, connect_id, upstream,
-                                                                   service, conn))
+        task.add_done_callback(lambda t: self.task_connected(t, timer, connect_id, upstream,
+                                                             service, conn))
 
-    def guarded_on_connected(self, task, timer, int connect_id, Upstream upstream, Service service,
-                             UpstreamConnection conn):
+    def reactor_connected(self, connector, transport, exc):
+        """Reactor.connect's callback: the token is what task_connected gets from its closure."""
+        connect_id, upstream, service, conn = connector.token
+        self.connect_done(transport, exc, connect_id, upstream, service, conn)
+
+    def task_connected(self, task, timer, int connect_id, Upstream upstream, Service service,
+                       UpstreamConnection conn):
+        """uvloop's connect (TLS, or a name to resolve) is done: its outcome as the reactor's."""
+        timer.cancel()
+        transport, exc = None, None
+        try:
+            transport = task.result()[0]
+        except CancelledError:
+            exc = TimeoutError(ETIMEDOUT, "timed out")
+        except OSError as error:
+            exc = error
+        self.connect_done(transport, exc, connect_id, upstream, service, conn)
+
+    cdef void connect_done(self, object transport, object exc, int connect_id, Upstream upstream,
+                           Service service, UpstreamConnection conn):
         # Each connect() is one pending slot and one connection until here; a connection
         # that was made keeps its slot until it closes (UpstreamConnection.connection_lost).
         service.pending -= 1
-        if task.cancelled() or task.exception() is not None:
+        if transport is None:
             service.connections -= 1
             conn.connect_failed()           # HTTP/2: other requests waiting on it go elsewhere
         else:
             conn.count_in(service)
         try:
-            self.on_connected(task, timer, connect_id, upstream, conn)
-        except Exception as exc:
-            self.internal_error(exc)
+            self.on_connected(transport, exc, connect_id, upstream, conn)
+        except Exception as error:
+            self.internal_error(error)
 
-    cdef void on_connected(self, object task, object timer, int connect_id, Upstream upstream,
+    cdef void on_connected(self, object transport, object exc, int connect_id, Upstream upstream,
                            UpstreamConnection conn):
-        timer.cancel()
-        try:
-            transport = task.result()[0]
-        except CancelledError:
-            self.upstream_failed(connect_id, upstream, KIND_CONNECT_TIMEOUT,
-                                 f"connect to {upstream.host} timed out", True)
-            return
-        except OSError as exc:
-            self.upstream_failed(connect_id, upstream, KIND_CONNECT,
-                                 f"connect to {upstream.host} failed: {exc.strerror or exc}", True)
+        if transport is None:
+            if isinstance(exc, OSError) and exc.errno == ETIMEDOUT:
+                self.upstream_failed(connect_id, upstream, KIND_CONNECT_TIMEOUT,
+                                     f"connect to {upstream.host} timed out", True)
+            elif isinstance(exc, OSError):
+                self.upstream_failed(connect_id, upstream, KIND_CONNECT,
+                                     f"connect to {upstream.host} failed: {exc.strerror or exc}", True)
+            else:
+                raise exc
             return
         _bound_liveness(transport, self.ctx.upstream_unresponsive)
         if connect_id != self.connect_id or self.downstream.closed or self.upstream is not upstream:

@@ -24,12 +24,19 @@ cdef extern from "<sys/socket.h>" nogil:
     struct sockaddr_storage:
         unsigned short ss_family
     int accept4(int fd, sockaddr *addr, socklen_t *addrlen, int flags)
+    int socket(int domain, int type, int protocol)
+    int connect(int fd, const sockaddr *addr, socklen_t addrlen)
+    int getsockopt(int fd, int level, int optname, void *optval, socklen_t *optlen)
+    int setsockopt(int fd, int level, int optname, const void *optval, socklen_t optlen)
     int getpeername(int fd, sockaddr *addr, socklen_t *addrlen)
     int getsockname(int fd, sockaddr *addr, socklen_t *addrlen)
     int shutdown(int fd, int how)
     enum:
+        SOCK_STREAM
         SOCK_NONBLOCK
         SOCK_CLOEXEC
+        SOL_SOCKET
+        SO_ERROR
         SHUT_WR
         AF_INET
         AF_INET6
@@ -54,6 +61,8 @@ cdef class Reactor:
     cdef void unwatch(self, int fd)
     cdef void forget(self, int fd)
     cdef void lose_later(self, SocketTransport transport, object exc)
+    cpdef Connector connect(self, str ip, int port, object protocol, double timeout,
+                            object on_done, object token)
     cdef void report(self, object exc, str what, object transport, object protocol)
 
 
@@ -66,6 +75,18 @@ cdef class Listener(Watched):
 
     cdef void start(self, int fd, sockaddr_storage *addr) except *
     cdef void pause_accepting(self, int err) except *
+
+
+cdef class Connector(Watched):
+    cdef Reactor reactor
+    cdef int fd                     # -1 once connected, failed or cancelled
+    cdef sockaddr_storage addr
+    cdef object protocol
+    cdef object on_done             # on_done(connector, transport or None, OSError or None)
+    cdef readonly object token      # the caller's, for on_done
+    cdef object timer
+
+    cdef void done(self, object transport, object exc) except *
 
 
 cdef class SocketTransport(Watched):
@@ -83,6 +104,7 @@ cdef class SocketTransport(Watched):
     cdef bint reading, read_eof, closing, eof_written, write_paused
 
     cdef void init(self, Reactor reactor, int fd, sockaddr_storage *addr)
+    cpdef int set_option(self, int level, int option, int value) except -1
     cdef void read_once(self) except *
     cdef void park(self) except *
     cdef void rewatch(self) except *

@@ -7,6 +7,8 @@ gateway's user time (issue #16, perf): a libuv handle and a transport object per
 ``WeakValueDictionary``, and TCP_NODELAY and getsockname calls.  Here one epoll set, which the
 loop watches as a single reader, holds the listening sockets and the connections they accept;
 a readable connection is read once into the reactor's buffer and its protocol gets the bytes.
+Upstream connections are made here too (``Reactor.connect``: a non-blocking connect, its
+deadline a loop timer), so that both ends of a plain request share one engine.
 
 ``SocketTransport`` is the part of ``asyncio.Transport`` the protocols use (write, writelines,
 close, abort, pause/resume reading, write_eof, buffer limits, set_protocol, peername), with
@@ -21,7 +23,7 @@ import socket as _socket
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from libc.errno cimport EAGAIN, EINTR, EMFILE, ENFILE, ENOBUFS, ENOMEM, errno
+from libc.errno cimport EAGAIN, EINPROGRESS, EINTR, EMFILE, ENFILE, ENOBUFS, ENOMEM, ETIMEDOUT, errno
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset, strerror
 from posix.uio cimport iovec, writev
@@ -34,18 +36,30 @@ cdef extern from "<netinet/in.h>" nogil:
     struct in6_addr:
         pass
     struct sockaddr_in:
+        unsigned short sin_family
         unsigned short sin_port
         in_addr sin_addr
     struct sockaddr_in6:
+        unsigned short sin6_family
         unsigned short sin6_port
         unsigned int sin6_flowinfo
         in6_addr sin6_addr
         unsigned int sin6_scope_id
     unsigned short ntohs(unsigned short)
+    unsigned short htons(unsigned short)
     unsigned int ntohl(unsigned int)
 
 cdef extern from "<arpa/inet.h>" nogil:
     const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
+    int inet_pton(int af, const char *src, void *dst)
+
+cdef extern from "<netinet/tcp.h>" nogil:
+    enum:
+        TCP_NODELAY
+
+cdef extern from "<netinet/in.h>" nogil:
+    enum:
+        IPPROTO_TCP
 
 
 cdef enum:
@@ -123,6 +137,8 @@ cdef class Reactor:
                     obj.abort()
                 elif isinstance(obj, Listener):
                     obj.close()
+                elif isinstance(obj, Connector):
+                    obj.cancel()
             self.loop.remove_reader(self.epfd)
             close(self.epfd)
             self.epfd = -1
@@ -130,6 +146,49 @@ cdef class Reactor:
     def listen(self, sock, protocol_factory):
         """Serve ``sock`` (a listening socket): each connection gets ``protocol_factory()``."""
         return Listener(self, sock, protocol_factory)
+
+    cpdef Connector connect(self, str ip, int port, object protocol, double timeout,
+                            object on_done, object token):
+        """Connect to ``ip``:``port`` (a numeric address) without blocking; ``protocol`` gets
+        the connection, as from ``loop.create_connection``, then ``on_done(connector,
+        transport, None)`` is called -- or ``on_done(connector, None, OSError)`` when it is
+        refused or not made within ``timeout`` (``errno.ETIMEDOUT``).  Always in a later
+        callback.  ``token`` is the caller's, read back from the connector (no closure per
+        connect).  In place of uvloop's create_connection: a coroutine, a Task, a transport
+        with a libuv handle, a call_soon for connection_made.  None when ``ip`` is not a
+        numeric address (a name is the loop's to resolve)."""
+        cdef Connector c = Connector.__new__(Connector)
+        cdef sockaddr_in *v4 = <sockaddr_in *>&c.addr
+        cdef sockaddr_in6 *v6 = <sockaddr_in6 *>&c.addr
+        cdef socklen_t size
+        cdef int one = 1, fd, family
+        cdef bytes text = ip.encode()
+        memset(&c.addr, 0, sizeof(c.addr))
+        if inet_pton(AF_INET, text, &v4.sin_addr) == 1:
+            family, size = AF_INET, sizeof(sockaddr_in)
+            v4.sin_family = AF_INET
+            v4.sin_port = htons(port)
+        elif inet_pton(AF_INET6, text, &v6.sin6_addr) == 1:
+            family, size = AF_INET6, sizeof(sockaddr_in6)
+            v6.sin6_family = AF_INET6
+            v6.sin6_port = htons(port)
+        else:
+            return None
+        fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
+        if fd < 0:
+            raise _os_error(errno)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one))
+        c.reactor, c.fd, c.protocol, c.on_done, c.token = self, fd, protocol, on_done, token
+        if connect(fd, <sockaddr *>&c.addr, size) < 0 and errno != EINPROGRESS:
+            c.fd = -1
+            close(fd)
+            self.loop.call_soon(c.deliver_failure, _os_error(errno))
+            return c
+        # Writable once connected or failed: also when connect() returned 0 at once, so the
+        # caller hears in a later callback either way.
+        self.watch(fd, c, EPOLLOUT, EPOLL_CTL_ADD)
+        c.timer = self.loop.call_later(timeout, c.time_out)
+        return c
 
     def ready(self):
         """The epoll set has events: hand each to its listener or connection."""
@@ -286,8 +345,70 @@ cdef class Listener(Watched):
             self.reactor.watch(self.fd, self, EPOLLIN, EPOLL_CTL_ADD)
 
 
+cdef class Connector(Watched):
+    """A connect in progress (Reactor.connect): writable means connected or failed."""
+
+    cdef void on_event(self, unsigned int events) except *:
+        cdef int err = 0, fd = self.fd
+        cdef socklen_t size = sizeof(err)
+        cdef SocketTransport transport
+        if fd < 0:
+            return
+        if getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &size) < 0:
+            err = errno
+        if err == EINPROGRESS:
+            return
+        self.fd = -1
+        self.timer.cancel()
+        if err:
+            self.reactor.forget(fd)
+            close(fd)
+            self.done(None, _os_error(err))
+            return
+        transport = SocketTransport.__new__(SocketTransport)
+        transport.init(self.reactor, fd, &self.addr)
+        transport.protocol = self.protocol
+        self.reactor.watched[fd] = transport
+        self.reactor.watch(fd, transport, EPOLLIN, EPOLL_CTL_MOD)
+        try:
+            self.protocol.connection_made(transport)
+        except Exception as exc:
+            self.reactor.report(exc, "protocol.connection_made() failed", transport, self.protocol)
+            transport.fail(exc)
+            self.done(None, exc)
+            return
+        self.done(transport, None)
+
+    cdef void done(self, object transport, object exc) except *:
+        on_done, self.on_done, self.protocol = self.on_done, None, None
+        try:
+            on_done(self, transport, exc)
+        except Exception as error:
+            self.reactor.report(error, "a connect callback failed", transport, None)
+
+    def time_out(self):
+        if self.fd >= 0:
+            self.close_socket()
+            self.done(None, _os_error(ETIMEDOUT))
+
+    def deliver_failure(self, exc):
+        self.done(None, exc)
+
+    def cancel(self):
+        """Give up (the reactor closes): no callback follows."""
+        if self.fd >= 0:
+            self.close_socket()
+            self.timer.cancel()
+        self.on_done = self.protocol = None
+
+    def close_socket(self):
+        self.reactor.forget(self.fd)
+        close(self.fd)
+        self.fd = -1
+
+
 cdef class SocketTransport(Watched):
-    """One accepted connection: asyncio's transport interface over a non-blocking fd."""
+    """One connection, accepted or made: asyncio's transport interface over a non-blocking fd."""
 
     cdef void init(self, Reactor reactor, int fd, sockaddr_storage *addr):
         self.reactor = reactor
@@ -570,6 +691,12 @@ cdef class SocketTransport(Watched):
             if getsockname(self.fd, <sockaddr *>&addr, &size) == 0:
                 return _address(&addr)
         return default
+
+    cpdef int set_option(self, int level, int option, int value) except -1:
+        """setsockopt() with an int value (the upstream liveness options)."""
+        if self.fd >= 0 and setsockopt(self.fd, level, option, &value, sizeof(value)) < 0:
+            raise _os_error(errno)
+        return 0
 
     def set_protocol(self, protocol):
         self.protocol = protocol

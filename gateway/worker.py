@@ -120,7 +120,7 @@ class Worker:
         self.ctx: ProxyContext | None = None
         self.dataplane: DataPlane | None = None
         self.access_log: AccessLog | None = None
-        self.reactor: Reactor | None = None            # the plain port's connections
+        self.reactor: Reactor | None = None            # the plain ports' clients, plain upstream connections
         self.server: PlainServer | None = None
         self.tls: ServerTls | None = None
         self.tls_server: asyncio.base_events.Server | None = None
@@ -143,6 +143,8 @@ class Worker:
             self.access_log = AccessLog(loop, cfg.access_log.path, cfg.access_log.buffer_bytes,
                                         cfg.access_log.flush_interval, otlp_endpoint=cfg.access_log.otlp_endpoint)
         self.ctx = ProxyContext(loop, cfg.limits, cfg.timeouts, access_log=self.access_log)
+        # One epoll set for the plain port's clients and every plain upstream connection.
+        self.reactor = self.ctx.reactor = Reactor(loop)
         self.tracing = apply_tracing(self.ctx, None, cfg.tracing)
         self._apply_settings(cfg)
         self.dataplane = DataPlane(self.ctx, self.buckets)
@@ -170,8 +172,6 @@ class Worker:
     def _bind(self, cfg: Config, sock: socket.socket | None = None) -> PlainServer:
         """Serve ``sock`` (the supervisor's) or sockets bound to the config's address."""
         socks = [sock] if sock is not None else bind_listeners(cfg.listen)
-        if self.reactor is None:
-            self.reactor = Reactor(asyncio.get_running_loop())
         return PlainServer(self.reactor, socks, self.ctx.protocol_factory)
 
     async def _bind_tls(self, cfg: Config) -> None:

@@ -2,8 +2,8 @@
 cyclic collector (which, at one request per connection, ran every few dozen connections),
 and nothing in the context's deadline heap (which would hold it to its idle deadline).
 In one process: a uvloop loop with a backend and the gateway's data plane on real sockets,
-the client connections served as the plain port serves them (the reactor) and as uvloop's
-transports do (the TLS port's)."""
+the client connections served as the plain port serves them (the reactor, which makes the
+upstream connections too) and as uvloop's transports do (the TLS port's)."""
 from __future__ import annotations
 
 import asyncio
@@ -60,7 +60,7 @@ async def garbage_per_connection(request: bytes, connections: int,
     plane.apply_full(Snapshot(1, {"default/svc": (
         EndpointSpec("zone-a", "127.0.0.1", backend.sockets[0].getsockname()[1], 1),)}))
     if transports == "reactor":
-        reactor = Reactor(loop)
+        reactor = ctx.reactor = Reactor(loop)       # upstream connections made on it too
         server = PlainServer(reactor, bind_listeners(Address("127.0.0.1", 0)), ctx.protocol_factory)
     else:
         server = await loop.create_server(ctx.protocol_factory, "127.0.0.1", 0)
