@@ -8,6 +8,12 @@ from _speedups.stats cimport N_STATS
 from _speedups.tracing cimport Tracer
 
 
+cdef enum:
+    CLEARTEXT_AUTO      # HTTP/1.1, and HTTP/2 after its preface's request line
+    CLEARTEXT_HTTP1
+    CLEARTEXT_H2C       # HTTP/2 only: other first bytes are nghttp2's bad preface (GOAWAY)
+
+
 cdef inline double earliest(double a, double b) noexcept:
     """The earlier of two deadlines, 0 meaning none."""
     if a == 0 or (b != 0 and b < a):
@@ -56,6 +62,7 @@ cdef class Context:
     cdef public double body_idle_timeout
     cdef public int max_concurrent_streams  # HTTP/2 streams a client may have open at once
     cdef public PathPolicy path_policy      # how paths are read before route matching
+    cdef public int cleartext               # the plain ports speak: CLEARTEXT_AUTO | _HTTP1 | _H2C
     cdef public TrustedProxies trusted_proxies  # whose X-Forwarded-For is believed; None: nobody's
     cdef LogBuffer log                      # None: no access log
     cdef public bytes via

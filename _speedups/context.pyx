@@ -61,6 +61,7 @@ cdef class Context:
         self.port = Port()
         self.configure(limits, timeouts)
         self.path_policy = PathPolicy()
+        self.cleartext = CLEARTEXT_AUTO
         self.trusted_proxies = None
         self.set_access_log(access_log)
         self.via = via
@@ -103,6 +104,10 @@ cdef class Context:
         self.max_concurrent_streams = limits.max_concurrent_streams
         self.retry_budget_ratio = limits.retry_budget_share
         self.retry_budget_min = limits.retry_budget_min
+
+    def set_cleartext(self, str mode):
+        """``http.cleartext``: "auto", "http1" or "h2c"."""
+        self.cleartext = ("auto", "http1", "h2c").index(mode)
 
     def set_router(self, Router router):
         self.port.router = router

@@ -12,7 +12,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from libc.string cimport memcpy
 
 from _speedups.clock cimport monotonic
-from _speedups.context cimport Context, Port, earliest
+from _speedups.context cimport CLEARTEXT_H2C, CLEARTEXT_HTTP1, Context, Port, earliest
 from _speedups.exchange cimport PAUSE_PENDING, PAUSE_PIPELINE, PAUSE_UPSTREAM_FULL
 from _speedups.http cimport (
     MODE_CHUNKED, MODE_LENGTH, MODE_NONE, ResponseHead, build_error_response,
@@ -194,11 +194,14 @@ cdef class Http1Connection(Downstream):
         cdef Context ctx = self.ctx
         cdef Py_ssize_t end
         cdef RequestHead head
-        if self.requests_served == 0 and self.buf[0] == 80 and PREFACE.startswith(self.buf[:H2_REQUEST_LINE]):
+        if self.requests_served == 0 and ctx.cleartext != CLEARTEXT_HTTP1 and (
+                ctx.cleartext == CLEARTEXT_H2C
+                or (self.buf[0] == 80 and PREFACE.startswith(self.buf[:H2_REQUEST_LINE]))):
             # "PRI * HTTP/2.0": h2c with prior knowledge (RFC 9113 3.3). The rest of the 24
             # bytes is HTTP/2's to check: a wrong one gets GOAWAY(PROTOCOL_ERROR), not an
-            # HTTP/1.1 answer to a client that does not speak it.
-            if len(self.buf) >= len(PREFACE):
+            # HTTP/1.1 answer to a client that does not speak it.  On an h2c-only port every
+            # client is one, whatever its first line.
+            if len(self.buf) >= len(PREFACE) or not PREFACE.startswith(self.buf):
                 self.hand_over_to_h2()
             return False
         end = find_head_end(self.buf, self.scan_from)

@@ -165,6 +165,7 @@ class Worker:
         path = cfg.http.path
         ctx.path_policy = PathPolicy(path.normalize, path.merge_slashes, path.escaped_slashes,
                                      path.forward == "original")
+        ctx.set_cleartext(cfg.http.cleartext)
         trusted = cfg.http.trusted_proxies
         ctx.trusted_proxies = (None if trusted is None
                                else TrustedProxies(trusted.cidrs, trusted.hops))   # parsed once here

@@ -210,6 +210,7 @@ def test_minimal_documents() -> None:
      HttpConfig(trusted_proxies=TrustedProxies(cidrs=("10.0.0.0/8", "192.0.2.1/32", "2001:db8::/32")))),
     ({"http": {"trusted_proxies": {"cidrs": "10.0.0.0/8"}}}, "http",
      HttpConfig(trusted_proxies=TrustedProxies(cidrs=("10.0.0.0/8",)))),
+    ({"http": {"cleartext": "h2c"}}, "http", HttpConfig(cleartext="h2c")),
     ({"http": {"trusted_proxies": {"hops": 2}}}, "http", HttpConfig(trusted_proxies=TrustedProxies(hops=2))),
 ])
 def test_top_level_values(changes: dict, attr: str, expected: object) -> None:
@@ -434,6 +435,7 @@ INVALID = [
     ({"http": {"path": {"escaped_slashes": "decode"}}},
      'http.path.escaped_slashes: must be one of keep, reject, unescape_and_redirect, got "decode"'),
     ({"http": {"path": {"forward": "raw"}}}, 'http.path.forward: must be one of normalized, original, got "raw"'),
+    ({"http": {"cleartext": "h2"}}, 'http.cleartext: must be one of auto, http1, h2c, got "h2"'),
     ({"http": {"path": {"normalise": True}}}, 'http.path: unknown key "normalise" (did you mean "normalize"?)'),
     ({"http": {"trusted_proxies": {}}}, "http.trusted_proxies: needs exactly one of cidrs, hops"),
     ({"http": {"trusted_proxies": {"cidrs": ["10.0.0.0/8"], "hops": 1}}},

@@ -191,30 +191,57 @@ def test_a_stream_id_lower_than_an_earlier_one_is_a_connection_error(gw):
         assert c.goaway is not None and c.goaway.error_code == PROTOCOL_ERROR
 
 
-def test_an_http2_request_line_with_a_wrong_preface_gets_goaway_an_http1_one_a_400(gw):
-    """RFC 9113 3.4: a client that starts HTTP/2's preface and gets the rest wrong gets a
-    connection error PROTOCOL_ERROR; a line that is not HTTP/2's stays an HTTP/1.1 request."""
+def answer_to(port: int, data: bytes) -> bytes:
+    """All a connection sent back after ``data``, to its close."""
     import socket
-    from h2frames import PROTOCOL_ERROR
-    from hyperframe.frame import Frame, GoAwayFrame
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(data)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out
 
-    def answer(data: bytes) -> bytes:
-        with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as s:
-            s.sendall(data)
-            out = b""
-            while chunk := s.recv(65536):
-                out += chunk
-        return out
-    out = answer(b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n")
-    frames = []
+
+def goaway_code(out: bytes) -> int | None:
+    """The error code of the GOAWAY among ``out``'s HTTP/2 frames (None: no GOAWAY, or not frames)."""
+    from hyperframe.frame import Frame, GoAwayFrame
     while len(out) >= 9:
         frame, length = Frame.parse_frame_header(out[:9])
         frame.parse_body(memoryview(out[9:9 + length]))
-        frames.append(frame)
+        if isinstance(frame, GoAwayFrame):
+            return frame.error_code
         out = out[9 + length:]
-    goaway = [f for f in frames if isinstance(f, GoAwayFrame)]
-    assert goaway and goaway[0].error_code == PROTOCOL_ERROR, frames
-    assert answer(b"INVALID CONNECTION PREFACE\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+    return None
+
+
+def test_an_http2_request_line_with_a_wrong_preface_gets_goaway_an_http1_one_a_400(gw):
+    """RFC 9113 3.4: a client that starts HTTP/2's preface and gets the rest wrong gets a
+    connection error PROTOCOL_ERROR; a line that is not HTTP/2's stays an HTTP/1.1 request."""
+    from h2frames import PROTOCOL_ERROR
+    assert goaway_code(answer_to(gw.port, b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n")) == PROTOCOL_ERROR
+    assert answer_to(gw.port, b"INVALID CONNECTION PREFACE\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+
+
+@pytest.mark.parametrize("cleartext", ["h2c", "http1"])
+def test_http_cleartext_makes_the_plain_port_speak_one_protocol(pods, tmp_path, cleartext):
+    """``http.cleartext: h2c``: every client is an HTTP/2 one, so any other first bytes are a
+    bad preface (GOAWAY PROTOCOL_ERROR, as h2spec's 3.5 case 2 wants of an h2c server);
+    ``http1``: HTTP/2's preface is only a request line HTTP/1.1 does not know."""
+    from h2frames import PROTOCOL_ERROR
+    gw = GatewayProcess(config(pods, http={"cleartext": cleartext}), tmp_path, cleartext).start()
+    try:
+        invalid = answer_to(gw.port, b"INVALID CONNECTION PREFACE\r\n\r\n")
+        http1 = answer_to(gw.port, b"GET /test HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        if cleartext == "h2c":
+            assert goaway_code(invalid) == goaway_code(http1) == PROTOCOL_ERROR, (invalid, http1)
+            with H2Client("127.0.0.1", gw.port) as c:
+                assert c.get("/test").status == 200
+        else:
+            assert invalid.startswith(b"HTTP/1.1 400 ") and http1.startswith(b"HTTP/1.1 200 ")
+            preface = answer_to(gw.port, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            assert preface.startswith(b"HTTP/1.1 ") and not preface.startswith(b"HTTP/1.1 2"), preface
+    finally:
+        gw.stop()
 
 
 def test_drain_sends_goaway_and_lets_the_streams_in_flight_finish(pods, tmp_path):

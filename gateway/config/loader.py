@@ -73,13 +73,13 @@ from gateway.config.model import (Address, AccessLogConfig, TracingConfig, Timeo
                                   BackendFilters, CorsPolicy, SessionPersistence, IpFilterPolicy, RateLimitPolicy, RedisConfig, AuthPolicy, RouteConfig,
                                   LeaderElection, GatewayApiConfig,
                                   MultiClusterConfig, Config,
-                                  DEFAULT_NAMESPACE, DEFAULT_SOURCE_WEIGHT, PROTOCOLS, LB_POLICIES,
+                                  CLEARTEXT, DEFAULT_NAMESPACE, DEFAULT_SOURCE_WEIGHT, PROTOCOLS, LB_POLICIES,
                                   DEFAULT_CONTROLLER_NAME, MAX_RATE_WINDOW)
 from gateway.config.validate import (_at, _bool, _choice, ConfigError, _duration, _err, _Errors,
                                      _HOSTNAME, _int, _is_off, _keys, _kwargs, _LABEL, _list, _list_of,
                                      _name, _opt, _parse_each, _regex, _ROUTE_HOST, _share, _show,
                                      _str, _str_list, _token, _unique, absolute_path, ca_bundle_problem, networks,
-                                     section)
+                                     one_of, section)
 
 
 def load_config(path: str) -> Config:
@@ -328,11 +328,12 @@ _capacity = partial(section, Capacity)
 
 
 def _http(value: Any, path: str, errs: _Errors) -> HttpConfig:
-    d = _keys(value, path, errs, ("path", "trusted_proxies"))
+    d = _keys(value, path, errs, ("path", "trusted_proxies", "cleartext"))
     if d is None:
         return HttpConfig()
     return HttpConfig(**_kwargs(d, path, errs, {"path": _path_config,
-                                                "trusted_proxies": _trusted_proxies}))
+                                                "trusted_proxies": _trusted_proxies,
+                                                "cleartext": one_of(*CLEARTEXT)}))
 
 
 

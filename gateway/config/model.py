@@ -137,10 +137,17 @@ class TrustedProxies:
     hops: int = 0                       # or: this many proxies in front, whatever their address
 
 
+CLEARTEXT = ("auto", "http1", "h2c")
+
+
 @dataclass(frozen=True, slots=True)
 class HttpConfig:
     path: PathConfig = field(default_factory=PathConfig)
     trusted_proxies: TrustedProxies | None = None   # None: the peer is the client
+    # What the plain (non-TLS) listeners speak, as Envoy's codec_type: auto: HTTP/1.1, and
+    # HTTP/2 from a client whose first line is HTTP/2's preface (prior knowledge); http1:
+    # HTTP/1.1 only; h2c: HTTP/2 only, any other first bytes a connection error (GOAWAY).
+    cleartext: str = "auto"
 
 
 @dataclass(frozen=True, slots=True)
