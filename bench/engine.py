@@ -11,11 +11,11 @@ The gateways run at once, each alone on CPU 0 while measured, in turn, the order
 repetition; wrk and the backends on CPU 1 (bench/run.py's layout and accounting).
 
     python bench/engine.py --ref HEAD~1              # quiet machine only: ~2 minutes
+    python bench/engine.py --ref A,B --repeat 5      # several commits and this tree
     python bench/engine.py --quick                   # a check that it runs (this tree only)
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -55,23 +55,11 @@ CASES = {"keep-alive": "/small", "upstream-close": "/close/small"}
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--ref", help="also measure this commit (exported and built in the temp dir)")
-    ap.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run")
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="2 s runs, 1 repetition")
-    ap.add_argument("--keep-tmp", action="store_true")
-    args = ap.parse_args(argv)
-    if args.quick:
-        args.duration, args.repeat = 2.0, 1
+    args = base.ref_args(__doc__.split("\n\n")[0], 8.0, argv)
     bench = base.Bench(args)
     try:
         base.check_tools()
-        trees = {"this tree": base.REPO}
-        if args.ref:
-            src = base.export_ref(args.ref, bench.tmp / "ref")
-            base.build_extensions(src)
-            trees = {args.ref: src, **trees}
+        trees = base.source_trees(bench, args.ref)
         bench.start_backend()
         close_port = base.free_port("127.0.0.2", "127.0.0.3")
         conf = bench.tmp / "closing.conf"
@@ -80,19 +68,12 @@ def main(argv=None) -> int:
                               base.LOAD_CPU)
         for host in ("127.0.0.2", "127.0.0.3"):
             base.wait_ready(closing, host, close_port)
-        gateways = {}
-        for i, (label, src) in enumerate(trees.items()):
-            port = base.free_port("127.0.0.1")
-            path = bench.tmp / f"gateway-{i}.yaml"
-            path.write_text(gateway_conf(port, bench.backend_port, close_port))
-            proc = bench.spawn(f"gateway-{i}", [base.PYTHON, "-m", "gateway", "run", "--config", str(path),
-                                               "--log-level", "warning"], base.PROXY_CPU, cwd=src)
-            base.wait_ready(proc, "127.0.0.1", port, timeout=30)
-            gateways[label] = base.Target("gateway", "127.0.0.1", port, proc)
+        gateways = {label: base.start_gateway_from(bench, f"gateway-{i}", src,
+                                                   lambda port: gateway_conf(port, bench.backend_port, close_port))
+                    for i, (label, src) in enumerate(trees.items())}
         labels = list(gateways)
         print(f"CPU us per request, wrk -c50, {args.duration:g} s runs, median of {args.repeat}")
-        print(f"{'case':<16}" + "".join(f"{label:>14}" for label in labels)
-              + (" tree/ref" if len(labels) == 2 else ""))
+        print(f"{'case':<16}" + "".join(f"{label:>14}" for label in labels) + "  tree/first")
         for name, url in CASES.items():
             case = base.Case(name, 50, url)
             runs: dict[str, list[float]] = {label: [] for label in labels}
@@ -103,8 +84,7 @@ def main(argv=None) -> int:
                         raise base.BenchError(f"{label} {name}: errors\n{got['wrk_output']}")
                     runs[label].append(got["cpu_us_per_req"])
             medians = [statistics.median(runs[label]) for label in labels]
-            ratio = f"{medians[1] / medians[0]:9.2f}" if len(medians) == 2 else ""
-            print(f"{name:<16}" + "".join(f"{m:>14.2f}" for m in medians) + ratio)
+            print(f"{name:<16}" + "".join(f"{m:>14.2f}" for m in medians) + f"{medians[-1] / medians[0]:12.2f}")
         return 0
     except base.BenchError as exc:
         print(f"bench failed: {exc}", file=sys.stderr)

@@ -424,6 +424,44 @@ def variant_args(description: str, argv=None) -> argparse.Namespace:
     return args
 
 
+def ref_args(description: str, duration: float, argv=None) -> argparse.Namespace:
+    """The options of the benches that set this work tree beside earlier commits
+    (bench/engine.py, bench/timers.py)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--ref", help="also measure these commits (comma-separated; each exported and "
+                                  "built in the temp dir)")
+    ap.add_argument("--duration", type=float, default=duration, help="seconds per wrk run")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="1 s runs, 1 repetition")
+    ap.add_argument("--keep-tmp", action="store_true")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.duration, args.repeat = 1.0, 1
+    return args
+
+
+def source_trees(bench: "Bench", refs: str | None) -> dict[str, Path]:
+    """label -> source directory: each of ``refs`` (comma-separated commits) exported and built
+    in the bench's temp dir, then this work tree."""
+    trees = {}
+    for i, ref in enumerate(filter(None, (refs or "").split(","))):
+        trees[ref] = export_ref(ref, bench.tmp / f"ref-{i}")
+        build_extensions(trees[ref])
+    trees["this tree"] = REPO
+    return trees
+
+
+def start_gateway_from(bench: "Bench", name: str, src: Path, conf) -> "Target":
+    """``python -m gateway run`` from ``src`` on the proxy CPU, with the YAML ``conf(port)``."""
+    port = free_port("127.0.0.1")
+    path = bench.tmp / f"{name}.yaml"
+    path.write_text(conf(port))
+    proc = bench.spawn(name, [PYTHON, "-m", "gateway", "run", "--config", str(path), "--log-level", "warning"],
+                       PROXY_CPU, cwd=src)
+    wait_ready(proc, "127.0.0.1", port, timeout=30)
+    return Target("gateway", "127.0.0.1", port, proc)
+
+
 # --------------------------------------------------------------------------- targets
 
 @dataclass

@@ -11,12 +11,11 @@ backends), on a route with a 5 s ``timeout`` (a deadline armed per request) and 
 Layout as bench/run.py: each gateway (one process) on CPU 0; wrk, the nginx backends and the
 slow backend (gateway.devcluster.backend, for answers that do not come) on CPU 1.
 
-    python bench/timers.py --ref HEAD~3              # quiet machine only: ~2 minutes
+    python bench/timers.py --ref HEAD~3              # quiet machine only: ~2 minutes (--ref A,B: several)
     python bench/timers.py --quick                   # a check that it runs (this tree only)
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import sys
@@ -104,37 +103,18 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--ref", help="also measure this commit (exported and built in the temp dir)")
-    ap.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="1 s runs, 1 repetition")
-    ap.add_argument("--keep-tmp", action="store_true")
-    args = ap.parse_args(argv)
-    if args.quick:
-        args.duration, args.repeat = 1.0, 1
+    args = base.ref_args(__doc__.split("\n\n")[0], 5.0, argv)
     bench = base.Bench(args)
     slow = None
     try:
         base.check_tools()
-        trees = {"this tree": base.REPO}
-        if args.ref:
-            src = base.export_ref(args.ref, bench.tmp / "ref")
-            base.build_extensions(src)
-            trees = {args.ref: src, **trees}
+        trees = base.source_trees(bench, args.ref)
         bench.start_backend()
         from gateway.devcluster.backend import BackendProcess
         slow = BackendProcess("127.0.0.4", 0, "slow", "slow-0").start()
-        gateways = {}
-        for label, src in trees.items():
-            port = base.free_port("127.0.0.1")
-            conf = bench.tmp / f"{len(gateways)}.yaml"
-            conf.write_text(gateway_conf(port, bench.backend_port, slow.address))
-            proc = bench.spawn(f"gateway-{len(gateways)}", [base.PYTHON, "-m", "gateway", "run", "--config",
-                                                           str(conf), "--log-level", "warning"],
-                               base.PROXY_CPU, cwd=src)
-            base.wait_ready(proc, "127.0.0.1", port, timeout=30)
-            gateways[label] = base.Target("gateway", "127.0.0.1", port, proc)
+        gateways = {label: base.start_gateway_from(bench, f"gateway-{i}", src,
+                                                   lambda port: gateway_conf(port, bench.backend_port, slow.address))
+                    for i, (label, src) in enumerate(trees.items())}
 
         print(f"Lateness (ms) of a {TIMEOUT * 1000:g} ms deadline, {SAMPLES} connections "
               f"{STAGGER * 1000:g} ms apart: p50 / p90 / max")
