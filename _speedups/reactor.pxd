@@ -85,8 +85,10 @@ cdef class Connector(Watched):
     cdef object on_done             # on_done(connector, transport or None, OSError or None)
     cdef readonly object token      # the caller's, for on_done
     cdef object timer
+    cdef double deadline            # monotonic: the timer may come early, the connect fails then
 
     cdef void done(self, object transport, object exc) except *
+    cdef void close_socket(self)
 
 
 cdef class SocketTransport(Watched):

@@ -12,6 +12,11 @@ class Reactor:
     def listen(self, sock: socket.socket,
                protocol_factory: Callable[[], asyncio.Protocol]) -> Listener:
         """Serve ``sock`` (listening): each connection gets ``protocol_factory()``."""
+    def connect(self, ip: str, port: int, protocol: asyncio.Protocol, timeout: float,
+                on_done: Callable[[Connector, SocketTransport | None, BaseException | None], None],
+                token: Any) -> Connector | None:
+        """Connect without blocking; ``on_done`` in a later callback (OSError ETIMEDOUT past
+        ``timeout``).  None when ``ip`` is not numeric (the loop's to resolve)."""
     def ready(self) -> None:
         """The loop's reader callback: dispatch what the epoll set has."""
     def deliver_lost(self) -> None: ...
@@ -28,6 +33,15 @@ class Listener:
     def adopt(self, sock: socket.socket) -> None:
         """Serve a connection accepted elsewhere."""
     def resume_accepting(self) -> None: ...
+
+@final
+class Connector:
+    """A connect in progress."""
+    token: Any
+    def time_out(self) -> None: ...
+    def deliver_failure(self, exc: BaseException) -> None: ...
+    def cancel(self) -> None:
+        """Give up: the socket closes, no callback follows."""
 
 @final
 class SocketTransport:
@@ -47,5 +61,7 @@ class SocketTransport:
     def abort(self) -> None: ...
     def is_closing(self) -> bool: ...
     def get_extra_info(self, name: str, default: Any = None) -> Any: ...
+    def set_option(self, level: int, option: int, value: int) -> int:
+        """setsockopt() with an int value."""
     def set_protocol(self, protocol: asyncio.Protocol) -> None: ...
     def get_protocol(self) -> asyncio.Protocol | None: ...

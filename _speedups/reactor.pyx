@@ -24,10 +24,13 @@ import socket as _socket
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.errno cimport EAGAIN, EINPROGRESS, EINTR, EMFILE, ENFILE, ENOBUFS, ENOMEM, ETIMEDOUT, errno
+from libc.math cimport ceil
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset, strerror
 from posix.uio cimport iovec, writev
 from posix.unistd cimport close, read
+
+from _speedups.clock cimport monotonic
 
 
 cdef extern from "<netinet/in.h>" nogil:
@@ -187,6 +190,7 @@ cdef class Reactor:
         # Writable once connected or failed: also when connect() returned 0 at once, so the
         # caller hears in a later callback either way.
         self.watch(fd, c, EPOLLOUT, EPOLL_CTL_ADD)
+        c.deadline = monotonic() + timeout
         c.timer = self.loop.call_later(timeout, c.time_out)
         return c
 
@@ -387,9 +391,14 @@ cdef class Connector(Watched):
             self.reactor.report(error, "a connect callback failed", transport, None)
 
     def time_out(self):
-        if self.fd >= 0:
-            self.close_socket()
-            self.done(None, _os_error(ETIMEDOUT))
+        cdef double left = self.deadline - monotonic()
+        if self.fd < 0:
+            return
+        if left > 0:        # the loop's clock, read before this iteration's work, ran ahead
+            self.timer = self.reactor.loop.call_later(ceil(left * 1000.0) / 1000.0, self.time_out)
+            return
+        self.close_socket()
+        self.done(None, _os_error(ETIMEDOUT))
 
     def deliver_failure(self, exc):
         self.done(None, exc)
@@ -401,7 +410,7 @@ cdef class Connector(Watched):
             self.timer.cancel()
         self.on_done = self.protocol = None
 
-    def close_socket(self):
+    cdef void close_socket(self):
         self.reactor.forget(self.fd)
         close(self.fd)
         self.fd = -1
