@@ -115,10 +115,13 @@ class GatewayProcess:
 
     def start(self, timeout: float = 20.0, args: Iterable[str] = (), env: dict | None = None) -> "GatewayProcess":
         """``args``: more options of ``gateway run`` (``--pid-file``, say); ``env``: more
-        environment variables."""
+        environment variables.  The gateway gets SIGTERM if this process dies first (a test
+        run killed before its teardown), through util-linux's setpriv, which execs it: its pid
+        is the gateway's."""
         with open(self.out_path, "wb") as out:
             self.proc = subprocess.Popen(
-                [PYTHON, "-m", "gateway", "run", "--config", str(self.config_path), *args],
+                ["setpriv", "--pdeathsig", "TERM", "--",
+                 PYTHON, "-m", "gateway", "run", "--config", str(self.config_path), *args],
                 cwd=str(REPO), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 env={**os.environ, **env} if env else None)
         try:
