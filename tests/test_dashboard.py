@@ -240,11 +240,24 @@ def remove_route(browser, name: str) -> str:
     """Click the route's remove button, confirm, and return what the console says."""
     from selenium.webdriver.common.by import By
     browser.find_element(By.CSS_SELECTOR, 'nav button[data-tab="routes"]').click()
-    button = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, f'button[data-remove-route="{name}"]'),
-                      10, f"route {name}'s remove button")[0]
-    button.click()
+    wait_for(lambda: _click(browser, f'button[data-remove-route="{name}"]'), 10, f"route {name}'s remove button")
     wait_for(lambda: _alert(browser), 5, "the confirmation").accept()
     return wait_for(lambda: browser.find_element(By.ID, "action-result").text, 10, "the console's answer")
+
+
+def _click(browser, selector: str) -> bool:
+    """Click the element if it is there; False (look again) when it is not, or when the view
+    was redrawn between finding and clicking it (the dashboard refreshes on its own)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    found = browser.find_elements(By.CSS_SELECTOR, selector)
+    if not found:
+        return False
+    try:
+        found[0].click()
+    except StaleElementReferenceException:
+        return False
+    return True
 
 
 def _alert(browser):
