@@ -119,6 +119,8 @@ cdef class H2Connection(Downstream):
         self.flush()                        # the server's SETTINGS
         if received:
             self.data_received(received)
+        if self.ctx.draining:
+            self.go_away()                  # came while shutting down: drain_connections is past
 
     def data_received(self, bytes data):
         if self.closed:
