@@ -22,6 +22,7 @@ connecting, one Task: nothing here is on the HTTP request path.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import ssl
 import struct
@@ -425,19 +426,31 @@ class ClientSide(_Side):
         upstream = self.last_tried = table.endpoint(i)
         ctx = self.port.ctx
         side = UpstreamSide(self, upstream)
+        reencrypt = self.route.terminate and upstream.ssl is not None      # BackendTLSPolicy
+        # Plain TCP to the backend on the reactor, as the HTTP upstreams: no Task per connect.
+        if not reencrypt and ctx.reactor is not None and ctx.reactor.connect(
+                upstream.ip, upstream.port, side, ctx.connect_timeout, self._reactor_connected, side) is not None:
+            return
         tls = {}
-        if self.route.terminate and upstream.ssl is not None:     # re-encrypted (BackendTLSPolicy)
+        if reencrypt:
             tls = {"ssl": upstream.ssl, "server_hostname": upstream.server_hostname,
                    "ssl_handshake_timeout": ctx.connect_timeout}
         task = ctx.loop.create_task(ctx.loop.create_connection(lambda: side, upstream.ip, upstream.port, **tls))
         timer = ctx.loop.call_later(ctx.connect_timeout, task.cancel)
-        task.add_done_callback(lambda t: self._connected(t, timer, side))
+        task.add_done_callback(lambda t: self._task_connected(t, timer, side))
 
-    def _connected(self, task: asyncio.Task, timer: asyncio.TimerHandle, side: "UpstreamSide") -> None:
+    def _reactor_connected(self, connector, transport, exc: BaseException | None) -> None:
+        timed_out = isinstance(exc, OSError) and exc.errno == errno.ETIMEDOUT
+        self._connect_done(connector.token, transport is not None, timed_out)
+
+    def _task_connected(self, task: asyncio.Task, timer: asyncio.TimerHandle, side: "UpstreamSide") -> None:
         timer.cancel()
-        if task.cancelled() or task.exception() is not None:
-            kind = KIND_CONNECT_TIMEOUT if task.cancelled() else KIND_CONNECT
-            self._report(side.upstream, kind)
+        made = not task.cancelled() and task.exception() is None
+        self._connect_done(side, made, task.cancelled())
+
+    def _connect_done(self, side: "UpstreamSide", made: bool, timed_out: bool) -> None:
+        if not made:
+            self._report(side.upstream, KIND_CONNECT_TIMEOUT if timed_out else KIND_CONNECT)
             if not self.closed:
                 self._connect()
             return
