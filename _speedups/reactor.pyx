@@ -189,7 +189,12 @@ cdef class Reactor:
             return c
         # Writable once connected or failed: also when connect() returned 0 at once, so the
         # caller hears in a later callback either way.
-        self.watch(fd, c, EPOLLOUT, EPOLL_CTL_ADD)
+        try:
+            self.watch(fd, c, EPOLLOUT, EPOLL_CTL_ADD)
+        except OSError:
+            c.fd = -1
+            close(fd)
+            raise
         c.deadline = monotonic() + timeout
         c.timer = self.loop.call_later(timeout, c.time_out)
         return c
@@ -385,6 +390,8 @@ cdef class Connector(Watched):
 
     cdef void done(self, object transport, object exc) except *:
         on_done, self.on_done, self.protocol = self.on_done, None, None
+        if on_done is None:                 # cancelled meanwhile
+            return
         try:
             on_done(self, transport, exc)
         except Exception as error:
