@@ -79,8 +79,8 @@ def read_until_closed(s: socket.socket) -> bytes:
 def answer_after(gw, sent: bytes) -> tuple[float, bytes]:
     """Send ``sent`` and time the gateway's whole answer (it closes after it)."""
     with connect(gw) as s:
+        start = time.monotonic()        # before sending: the gateway's clock starts later still
         s.sendall(sent)
-        start = time.monotonic()
         got = read_until_closed(s)
         return time.monotonic() - start, got
 
