@@ -22,7 +22,6 @@ import logging
 import os as _os
 import socket as _socket
 from time import time as _wall_time
-from asyncio import CancelledError
 from errno import ETIMEDOUT
 
 from _speedups.clock cimport monotonic
@@ -30,7 +29,7 @@ from _speedups.accesslog cimport dumps, json_string
 from _speedups.http cimport (
     MODE_LENGTH, MODE_UNTIL_CLOSE, BodyFramer, build_request_head, response_framing)
 from _speedups.context cimport earliest
-from _speedups.reactor cimport SocketTransport
+from _speedups.reactor cimport SocketTransport, open_connection
 from _speedups.router cimport Router
 from _speedups.filters cimport rewrite_target
 from _speedups.path cimport NORM_OK, NORM_REDIRECT, PATH_FORWARD_ORIGINAL, outcome_reason
@@ -733,40 +732,13 @@ cdef class Exchange(UpstreamOwner):
         cdef UpstreamConnection conn = (UpstreamConnection(upstream, max_head, max_headers)
                                         if upstream.streams is None
                                         else upstream.streams.new_connection(max_head, max_headers))
-        protocol = conn.protocol()
-        cdef int connect_id = self.connect_id
-        if upstream.ssl is None and ctx.reactor is not None and ctx.reactor.connect(
-                upstream.ip, upstream.port, protocol, ctx.connect_timeout, self.reactor_connected,
-                (connect_id, upstream, service, conn)) is not None:
-            return
-        factory = lambda: protocol
-        if upstream.ssl is None:
-            connecting = ctx.loop.create_connection(factory, upstream.ip, upstream.port)
-        else:
-            connecting = ctx.loop.create_connection(
-                factory, upstream.ip, upstream.port, ssl=upstream.ssl,
-                server_hostname=upstream.server_hostname, ssl_handshake_timeout=ctx.connect_timeout)
-        task = ctx.loop.create_task(connecting)
-        timer = ctx.loop.call_later(ctx.connect_timeout, task.cancel)
-        task.add_done_callback(lambda t: self.task_connected(t, timer, connect_id, upstream,
-                                                             service, conn))
+        open_connection(ctx.reactor, ctx.loop, upstream.ip, upstream.port, conn.protocol(),
+                        ctx.connect_timeout, self.connected, (self.connect_id, upstream, service, conn),
+                        upstream.ssl, upstream.server_hostname)
 
-    def reactor_connected(self, connector, transport, exc):
-        """Reactor.connect's callback: the token is what task_connected gets from its closure."""
-        connect_id, upstream, service, conn = connector.token
-        self.connect_done(transport, exc, connect_id, upstream, service, conn)
-
-    def task_connected(self, task, timer, int connect_id, Upstream upstream, Service service,
-                       UpstreamConnection conn):
-        """uvloop's connect (TLS, or a name to resolve) is done: its outcome as the reactor's."""
-        timer.cancel()
-        transport, exc = None, None
-        try:
-            transport = task.result()[0]
-        except CancelledError:
-            exc = TimeoutError(ETIMEDOUT, "timed out")
-        except OSError as error:
-            exc = error
+    def connected(self, tuple token, transport, exc):
+        """``open_connection``'s callback."""
+        connect_id, upstream, service, conn = token
         self.connect_done(transport, exc, connect_id, upstream, service, conn)
 
     cdef void connect_done(self, object transport, object exc, int connect_id, Upstream upstream,

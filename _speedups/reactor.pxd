@@ -82,7 +82,7 @@ cdef class Connector(Watched):
     cdef int fd                     # -1 once connected, failed or cancelled
     cdef sockaddr_storage addr
     cdef object protocol
-    cdef object on_done             # on_done(connector, transport or None, OSError or None)
+    cdef object on_done             # on_done(token, transport or None, OSError or None)
     cdef readonly object token      # the caller's, for on_done
     cdef object timer
     cdef double deadline            # monotonic: the timer may come early, the connect fails then
@@ -114,3 +114,7 @@ cdef class SocketTransport(Watched):
     cdef void flush(self) except *
     cdef void fail(self, object exc) except *
     cdef void finish(self, object exc) except *
+
+
+cpdef open_connection(Reactor reactor, object loop, str ip, int port, object protocol, double timeout,
+                      object on_done, object token, object ssl=*, str server_hostname=*)

@@ -13,10 +13,11 @@ class Reactor:
                protocol_factory: Callable[[], asyncio.Protocol]) -> Listener:
         """Serve ``sock`` (listening): each connection gets ``protocol_factory()``."""
     def connect(self, ip: str, port: int, protocol: asyncio.Protocol, timeout: float,
-                on_done: Callable[[Connector, SocketTransport | None, BaseException | None], None],
+                on_done: Callable[[Any, SocketTransport | None, BaseException | None], None],
                 token: Any) -> Connector | None:
-        """Connect without blocking; ``on_done`` in a later callback (OSError ETIMEDOUT past
-        ``timeout``).  None when ``ip`` is not numeric (the loop's to resolve)."""
+        """Connect without blocking; ``on_done(token, transport, exc)`` in a later callback
+        (OSError ETIMEDOUT past ``timeout``).  None when ``ip`` is not numeric (the loop's
+        to resolve)."""
     def ready(self) -> None:
         """The loop's reader callback: dispatch what the epoll set has."""
     def deliver_lost(self) -> None: ...
@@ -65,3 +66,10 @@ class SocketTransport:
         """setsockopt() with an int value."""
     def set_protocol(self, protocol: asyncio.Protocol) -> None: ...
     def get_protocol(self) -> asyncio.Protocol | None: ...
+
+def open_connection(reactor: Reactor | None, loop: asyncio.AbstractEventLoop, ip: str, port: int,
+                    protocol: asyncio.Protocol, timeout: float,
+                    on_done: Callable[[Any, Any, BaseException | None], None], token: Any,
+                    ssl: Any = None, server_hostname: str | None = None) -> None:
+    """Connect ``protocol``: on the reactor when it can (plain TCP, numeric address), else on the
+    loop; ``on_done(token, transport, exc)`` later either way (ETIMEDOUT past ``timeout``)."""

@@ -20,6 +20,7 @@ finds nothing (or the socket that now has that number, which reads EAGAIN), so n
 reach a freed object.
 """
 import socket as _socket
+from asyncio import CancelledError
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_FromStringAndSize
@@ -153,11 +154,10 @@ cdef class Reactor:
     cpdef Connector connect(self, str ip, int port, object protocol, double timeout,
                             object on_done, object token):
         """Connect to ``ip``:``port`` (a numeric address) without blocking; ``protocol`` gets
-        the connection, as from ``loop.create_connection``, then ``on_done(connector,
-        transport, None)`` is called -- or ``on_done(connector, None, OSError)`` when it is
-        refused or not made within ``timeout`` (``errno.ETIMEDOUT``).  Always in a later
-        callback.  ``token`` is the caller's, read back from the connector (no closure per
-        connect).  In place of uvloop's create_connection: a coroutine, a Task, a transport
+        the connection, as from ``loop.create_connection``, then ``on_done(token, transport,
+        None)`` is called -- or ``on_done(token, None, OSError)`` when it is refused or not
+        made within ``timeout`` (``errno.ETIMEDOUT``).  Always in a later callback.
+        ``token`` is the caller's (no closure per connect).  In place of uvloop's create_connection: a coroutine, a Task, a transport
         with a libuv handle, a call_soon for connection_made.  None when ``ip`` is not a
         numeric address (a name is the loop's to resolve)."""
         cdef Connector c = Connector.__new__(Connector)
@@ -393,7 +393,7 @@ cdef class Connector(Watched):
         if on_done is None:                 # cancelled meanwhile
             return
         try:
-            on_done(self, transport, exc)
+            on_done(self.token, transport, exc)
         except Exception as error:
             self.reactor.report(error, "a connect callback failed", transport, None)
 
@@ -733,3 +733,41 @@ cdef Py_ssize_t _writev_once(int fd, iovec *iov, int count):
             return n
         if errno != EINTR:
             return -errno
+
+
+cpdef open_connection(Reactor reactor, object loop, str ip, int port, object protocol, double timeout,
+                      object on_done, object token, object ssl=None, str server_hostname=None):
+    """Connect ``protocol`` to ``ip``:``port``; then ``on_done(token, transport, None)``, or
+    ``on_done(token, None, exc)``: an OSError (errno ETIMEDOUT past ``timeout``, which bounds
+    a TLS handshake too) or what else the connect raised.  Plain TCP to a numeric address is
+    made on the reactor (no coroutine, Task, timer or libuv transport); TLS and a name to
+    resolve on the loop (its ssl machinery needs its own transports)."""
+    if ssl is None and reactor is not None and reactor.connect(
+            ip, port, protocol, timeout, on_done, token) is not None:
+        return
+    _connect_on_loop(loop, ip, port, protocol, timeout, on_done, token, ssl, server_hostname)
+
+
+def _connect_on_loop(loop, str ip, int port, protocol, double timeout, on_done, token, ssl,
+                     str server_hostname):
+    factory = lambda: protocol
+    if ssl is None:
+        connecting = loop.create_connection(factory, ip, port)
+    else:
+        connecting = loop.create_connection(factory, ip, port, ssl=ssl, server_hostname=server_hostname,
+                                            ssl_handshake_timeout=timeout)
+    task = loop.create_task(connecting)
+    timer = loop.call_later(timeout, task.cancel)
+    task.add_done_callback(lambda done: _task_connected(done, timer, on_done, token))
+
+
+def _task_connected(task, timer, on_done, token):
+    timer.cancel()
+    transport = exc = None
+    try:
+        transport = task.result()[0]
+    except CancelledError:
+        exc = TimeoutError(ETIMEDOUT, "timed out")
+    except Exception as error:
+        exc = error
+    on_done(token, transport, exc)

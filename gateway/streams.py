@@ -29,6 +29,7 @@ import struct
 import time
 from typing import NamedTuple
 
+from _speedups.reactor import open_connection
 from gateway.config import GatewayListener, TlsRouteConfig
 
 log = logging.getLogger("gateway.streams")
@@ -427,26 +428,13 @@ class ClientSide(_Side):
         ctx = self.port.ctx
         side = UpstreamSide(self, upstream)
         reencrypt = self.route.terminate and upstream.ssl is not None      # BackendTLSPolicy
-        # Plain TCP to the backend on the reactor, as the HTTP upstreams: no Task per connect.
-        if not reencrypt and ctx.reactor is not None and ctx.reactor.connect(
-                upstream.ip, upstream.port, side, ctx.connect_timeout, self._reactor_connected, side) is not None:
-            return
-        tls = {}
-        if reencrypt:
-            tls = {"ssl": upstream.ssl, "server_hostname": upstream.server_hostname,
-                   "ssl_handshake_timeout": ctx.connect_timeout}
-        task = ctx.loop.create_task(ctx.loop.create_connection(lambda: side, upstream.ip, upstream.port, **tls))
-        timer = ctx.loop.call_later(ctx.connect_timeout, task.cancel)
-        task.add_done_callback(lambda t: self._task_connected(t, timer, side))
+        open_connection(ctx.reactor, ctx.loop, upstream.ip, upstream.port, side, ctx.connect_timeout,
+                        self._connected, side, upstream.ssl if reencrypt else None,
+                        upstream.server_hostname)
 
-    def _reactor_connected(self, connector, transport, exc: BaseException | None) -> None:
+    def _connected(self, side: "UpstreamSide", transport, exc: BaseException | None) -> None:
         timed_out = isinstance(exc, OSError) and exc.errno == errno.ETIMEDOUT
-        self._connect_done(connector.token, transport is not None, timed_out)
-
-    def _task_connected(self, task: asyncio.Task, timer: asyncio.TimerHandle, side: "UpstreamSide") -> None:
-        timer.cancel()
-        made = not task.cancelled() and task.exception() is None
-        self._connect_done(side, made, task.cancelled())
+        self._connect_done(side, transport is not None, timed_out)
 
     def _connect_done(self, side: "UpstreamSide", made: bool, timed_out: bool) -> None:
         if not made:

@@ -44,7 +44,7 @@ async def connect(reactor: Reactor, host: str, port: int, timeout: float = 5.0):
     done = asyncio.get_running_loop().create_future()
     protocol = Client()
     connector = reactor.connect(host, port, protocol, timeout,
-                                lambda c, transport, exc: done.set_result((c, transport, exc)),
+                                lambda token, transport, exc: done.set_result((token, transport, exc)),
                                 ("token", 7))
     return connector, done, protocol, done.done()
 
@@ -56,8 +56,8 @@ def test_a_connection_is_made_and_carries_bytes_both_ways():
         port = server.sockets[0].getsockname()[1]
         reactor = Reactor(loop)
         connector, done, protocol, early = await connect(reactor, "127.0.0.1", port)
-        c, transport, exc = await asyncio.wait_for(done, 5)
-        assert not early and c is connector and c.token == ("token", 7) and exc is None
+        token, transport, exc = await asyncio.wait_for(done, 5)
+        assert not early and connector is not None and token == ("token", 7) and exc is None
         assert protocol.events == ["connection_made"]           # before on_done
         assert transport.get_extra_info("peername") == ("127.0.0.1", port)
         transport.write(b"hello")
