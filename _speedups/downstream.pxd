@@ -33,6 +33,8 @@ cdef class Http1Connection(Downstream):
     cdef BodyFramer req_framer              # the request body's, reset per request
     cdef bytes head_out                     # response head not yet written (joins the body)
     cdef bytes held_body                    # body of a small response, held to go out with it
+    cdef bint chunk_out                     # a MODE_STREAM body: chunk-framed here
+    cdef list trailers_out                  # ... and the trailers its last chunk carries
 
     cdef void set_closed(self)
     cdef void process(self)

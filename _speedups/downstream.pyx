@@ -15,7 +15,7 @@ from _speedups.clock cimport monotonic
 from _speedups.context cimport CLEARTEXT_H2C, CLEARTEXT_HTTP1, Context, Port, earliest
 from _speedups.exchange cimport PAUSE_PENDING, PAUSE_PIPELINE, PAUSE_UPSTREAM_FULL
 from _speedups.http cimport (
-    MODE_CHUNKED, MODE_LENGTH, MODE_NONE, ResponseHead, build_error_response,
+    MODE_CHUNKED, MODE_LENGTH, MODE_NONE, MODE_STREAM, ResponseHead, build_error_response,
     build_interim_head, build_response_head, find_head_end, parse_request, tail)
 from _speedups.service cimport Service
 from _speedups.http import HttpError
@@ -52,6 +52,8 @@ cdef object _rest(bytes data, Py_ssize_t start):
 
 
 cdef bytes CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+cdef bytes LAST_CHUNK = b"0\r\n"
+cdef bytes CRLF = b"\r\n"
 
 
 cdef class Http1Connection(Downstream):
@@ -316,12 +318,18 @@ cdef class Http1Connection(Downstream):
         # Written with the first body bytes by send_body: one syscall, not two.
         self.deadline_kind = D_NONE         # the rest of the request body no longer matters
         self.head_out = build_response_head(head, framing, self.keep_alive)
+        self.chunk_out = framing == MODE_STREAM
+        self.trailers_out = None
         return True
 
     cdef bint send_body(self, Exchange ex, bytes data, Py_ssize_t start,
                         long long holdable) except -1:
         cdef bytes head_out = self.head_out
         cdef Py_ssize_t size = len(data) - start
+        if self.chunk_out and size > 0:
+            data = b"%x\r\n%b\r\n" % (size, tail(data, start) if start else data)
+            start = 0
+            size = len(data)
         if head_out is None:
             if size > 0:
                 self.transport_write(_rest(data, start))
@@ -345,6 +353,22 @@ cdef class Http1Connection(Downstream):
             self.transport_write(_joined(head_out, data, start))
         else:
             self.transport.writelines((head_out, _rest(data, start)))    # one writev, no copy
+        return True
+
+    cdef bint send_trailers(self, Exchange ex, list headers) except -1:
+        self.trailers_out = headers
+        return True
+
+    cdef bint end_body(self, Exchange ex) except -1:
+        """The last chunk, with the trailers (and the head, when no body came)."""
+        cdef list lines = [self.head_out] if self.head_out is not None else []
+        lines.append(LAST_CHUNK)
+        for name, value in self.trailers_out or ():
+            lines += (name, b": ", value, CRLF)
+        lines.append(CRLF)
+        self.head_out = None
+        self.trailers_out = None
+        self.transport_write(b"".join(lines))
         return True
 
     cdef bint unsend(self, Exchange ex) except -1:

@@ -48,9 +48,11 @@ cdef class Downstream(Connection):
     # refused it (and answered the exchange itself)
     cdef bint open_tunnel(self, Exchange ex, ResponseHead head) except -1
     cdef bint tunnel_data(self, Exchange ex, bytes data) except -1
-    # Trailers of the response (HTTP/2 upstreams); an HTTP/1.1 client gets them in the
-    # chunked body instead, so only HTTP/2 clients need this
+    # The response's trailers (an HTTP/2 upstream's), before its end
     cdef bint send_trailers(self, Exchange ex, list headers) except -1
+    # The end of a MODE_STREAM body (payload only, ended by its codec): HTTP/1.1 writes
+    # the last chunk, with the trailers
+    cdef bint end_body(self, Exchange ex) except -1
     cdef void pause_body(self, Exchange ex, int reason)
     cdef void resume_body(self, Exchange ex, int reason)
     cdef void exchange_done(self, Exchange ex, bint completed)
@@ -81,6 +83,7 @@ cdef class Exchange(UpstreamOwner):
     cdef bytes cookie_value                 # ... and the value it was hashed on
     cdef tuple session                      # sessionPersistence: (endpoint key, start) the request's token named, or None
     cdef bytes mirror_head                  # a mirror's copy waiting for the request body
+    cdef list request_trailers              # a streamed body's (HTTP/2 client), or None
     cdef Upstream upstream
     cdef int endpoint_index
     cdef unsigned long long table_generation
@@ -131,7 +134,9 @@ cdef class Exchange(UpstreamOwner):
     # driven by the downstream
     cdef void start(self, RequestHead head, bint has_body, long long head_size)
     cdef void receive_body(self, bytes chunk)
+    cdef void receive_trailers(self, list trailers)
     cdef void body_received(self)
+    cdef bytes replay_as_sent(self)
     cdef void fail(self, int status, str reason)
     cdef void client_gone(self)
     cdef void forget_downstream(self)

@@ -1,17 +1,22 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """One request and its response (an exchange), as a state machine (``ExchangeState``).
 
-The downstream connection hands the exchange a parsed head (``start``), the request body
-as framed chunks (``receive_body``, ``body_received``) and its own troubles (``fail``,
-``client_gone``); the exchange answers through the ``Downstream`` interface
-(``send_head``, ``send_body``, ``send_error``, ``exchange_done``).  It never touches the
+The exchange passes messages between two codecs: a head (a field list), body pieces, the
+end of the body with its trailers.  The downstream connection hands it a checked head
+(``start``), the request body (``receive_body``, ``receive_trailers``, ``body_received``)
+and its own troubles (``fail``, ``client_gone``); the exchange answers through the
+``Downstream`` interface (``send_head``, ``send_body``, ``send_trailers``, ``end_body``,
+``send_error``, ``exchange_done``).  Framing is each codec's: a body comes in its head's
+framing, HTTP/1.1's wire form passed through between two HTTP/1.1 sides (a sized or
+chunked body is not re-framed), payload when the head is ``streamed`` (MODE_STREAM: an
+HTTP/2 message without content-length, ended by its codec).  It never touches the
 client's transport, so an HTTP/2 connection can drive several exchanges at once.
 
-Upstream, the exchange borrows an ``UpstreamConnection`` (pooled, or connected here: the
-only task on the request path), which parses the response and reports heads and body
-bytes.  What to do after a failure is asked of small policy objects, on failure only:
-``RetryPolicy`` (may it go again, and where) and ``PassiveHealth`` (what the control
-plane hears).
+Upstream, the exchange borrows an ``UpstreamConnection`` (pooled, or connected by
+``reactor.open_connection``), to which it sends the request (``send_head``,
+``write_body``, ``end_body``) and which reports the response's head and body.  What to
+do after a failure is asked of small policy objects, on failure only: ``RetryPolicy``
+(may it go again, and where) and ``PassiveHealth`` (what the control plane hears).
 
 States, and the methods that serve them: X_ROUTING ``route_request`` -> ``try_upstream``;
 X_CONNECTING ``connect`` / ``on_connected``; X_WAITING ``send_request``, ``on_final_head``;
@@ -27,7 +32,7 @@ from errno import ETIMEDOUT
 from _speedups.clock cimport monotonic
 from _speedups.accesslog cimport dumps, json_string
 from _speedups.http cimport (
-    MODE_LENGTH, MODE_UNTIL_CLOSE, BodyFramer, build_request_head, response_framing)
+    MODE_LENGTH, MODE_STREAM, MODE_UNTIL_CLOSE, BodyFramer, build_request_head, response_framing)
 from _speedups.context cimport earliest
 from _speedups.reactor cimport SocketTransport, open_connection
 from _speedups.router cimport Router
@@ -130,6 +135,9 @@ cdef class Downstream(Connection):
     cdef bint send_trailers(self, Exchange ex, list headers) except -1:
         return True
 
+    cdef bint end_body(self, Exchange ex) except -1:
+        return True
+
     cdef void pause_body(self, Exchange ex, int reason):
         pass
 
@@ -202,6 +210,7 @@ cdef class Exchange(UpstreamOwner):
         self.set_cookie = None
         self.session = None
         self.mirror_head = None
+        self.request_trailers = None
         ctx.requests_in_flight += 1
         ctx.counters[ST_REQUESTS] += 1
         self.state = X_ROUTING
@@ -211,7 +220,8 @@ cdef class Exchange(UpstreamOwner):
         self.route_request()
 
     cdef void receive_body(self, bytes chunk):
-        """A piece of the request body, as framed on the wire (chunked stays chunked)."""
+        """A piece of the request body, in the head's framing: as framed on the wire
+        (chunked stays chunked), or payload when the head is ``streamed`` (HTTP/2)."""
         if self.replay is not None:
             if self.replay_size + len(chunk) <= REPLAY_LIMIT:
                 self.replay.append(chunk)
@@ -220,7 +230,7 @@ cdef class Exchange(UpstreamOwner):
                 self.replayable = False     # too large to keep: a sent request is not retried
                 self.replay = None
         if self.up is not None:
-            self.up.write(chunk)
+            self.up.write_body(chunk)
             return
         if self.pending is None:
             self.pending = []
@@ -229,14 +239,28 @@ cdef class Exchange(UpstreamOwner):
         if self.pending_size > PENDING_LIMIT:
             self.downstream.pause_body(self, PAUSE_PENDING)
 
+    cdef void receive_trailers(self, list trailers):
+        """The trailers of a ``streamed`` body (HTTP/2), sent with its end."""
+        self.request_trailers = trailers
+
     cdef void body_received(self):
         self.body_complete = True
         if self.mirror_head is not None:
             if self.replayable and self.replay is not None:
-                self.mirror(self.mirror_head + b"".join(self.replay))
+                self.mirror(self.mirror_head + self.replay_as_sent())
             self.mirror_head = None
-        if self.up is not None and self.resp_head is None:
-            self.arm_response_timer(monotonic())
+        if self.up is not None:
+            if self.head.streamed:
+                self.up.end_body(self.request_trailers)
+            if self.resp_head is None:
+                self.arm_response_timer(monotonic())
+
+    cdef bytes replay_as_sent(self):
+        """The body kept for a retry as an HTTP/1.1 request carries it (a mirror's copy)."""
+        cdef bytes body = b"".join(self.replay)
+        if not self.head.streamed:
+            return body
+        return (b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body)) if body else b"0\r\n\r\n"
 
     cdef void fail(self, int status, str reason):
         """The request cannot be read on (a framing error in its body, a limit, a timeout)."""
@@ -284,10 +308,7 @@ cdef class Exchange(UpstreamOwner):
 
     cdef bint tunnel_eof(self):
         """The client half-closed a tunnel: pass it on (True) if the upstream can take it."""
-        if self.up is not None and self.up.transport.can_write_eof():
-            self.up.transport.write_eof()
-            return True
-        return False
+        return self.up is not None and self.up.half_close()
 
     cdef double next_deadline(self):
         """The earliest deadline this exchange waits for (0: none), for its connection's timer."""
@@ -775,6 +796,12 @@ cdef class Exchange(UpstreamOwner):
         self.t_connect = monotonic() - self.t_try
         self.send_request(conn)
 
+    cdef bint upstream_unable(self, UpstreamConnection conn, str reason) except -1:
+        if conn is not self.up:
+            return False
+        self.respond_error(502, reason)
+        return True
+
     cdef bint upstream_refused(self, UpstreamConnection conn, str reason) except -1:
         """The upstream did not process this request (see UpstreamOwner): as a failed connect."""
         if conn is not self.up:
@@ -802,16 +829,17 @@ cdef class Exchange(UpstreamOwner):
             trace_fields = self.attempt_line
         if trace_fields is not None and self.trace_state is not None:
             trace_fields += b"tracestate: " + self.trace_state + b"\r\n"
-        conn.write(build_request_head(
-            head, self.upstream_target, host, self.downstream.client_bytes, self.request_id,
-            self.ctx.via, head.upgrade is not None, self.downstream.proto, self.client_ip,
-            trace_fields))
+        conn.send_head(head, self.upstream_target, host, self.downstream.client_bytes,
+                       self.request_id, self.ctx.via, head.upgrade is not None,
+                       self.downstream.proto, self.client_ip, trace_fields)
         # A retry after an attempt that wrote to its upstream resends the whole body so
         # far (kept in ``replay``); otherwise ``pending`` holds all not yet written.
         body = self.replay if self.written_upstream else self.pending
         if body:
             for chunk in body:
-                conn.write(chunk)
+                conn.write_body(chunk)
+        if self.body_complete and head.streamed:
+            conn.end_body(self.request_trailers)
         self.written_upstream = True
         if self.pending is not None:
             self.pending = None
@@ -911,9 +939,12 @@ cdef class Exchange(UpstreamOwner):
             return False
         cdef BodyFramer framer = conn.framer
         self.bytes_sent += len(data) - start
-        self.downstream.send_body(
-            self, data, start,
-            framer.remaining if framer.mode == MODE_LENGTH and not framer.done else -1)
+        if framer.mode == MODE_STREAM and framer.done:
+            self.downstream.end_body(self)      # its codec said so: no bytes come with the end
+        else:
+            self.downstream.send_body(
+                self, data, start,
+                framer.remaining if framer.mode == MODE_LENGTH and not framer.done else -1)
         if framer.done:
             self.finish_response()
         return True

@@ -475,6 +475,10 @@ cdef class H2Session:
         """SETTINGS_MAX_CONCURRENT_STREAMS of the peer (nghttp2's assumption until it comes)."""
         return nghttp2_session_get_remote_settings(self.session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)
 
+    def remote_allows_extended_connect(self) -> bool:
+        """SETTINGS_ENABLE_CONNECT_PROTOCOL of the peer (RFC 8441 §3): a WebSocket may go to it."""
+        return nghttp2_session_get_remote_settings(self.session, NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL) == 1
+
     def request_allowed(self) -> bool:
         """May a new stream be opened (False once either side sent GOAWAY)?"""
         return nghttp2_session_check_request_allowed(self.session) != 0

@@ -8,7 +8,6 @@ cdef class H2Stream:
     cdef Exchange ex                # None: refused before it became an exchange
     cdef bint grpc                  # content-type application/grpc*: errors answered as gRPC
     cdef double client_timeout      # grpc-timeout, in seconds (0: none)
-    cdef bint chunk_in              # no content-length: the body goes to the exchange chunk-framed
     cdef bint ended_in              # the client ended its side (END_STREAM)
     cdef int read_paused            # PauseReason bits: its window is not reopened meanwhile
     cdef Py_ssize_t unconsumed      # body bytes taken while paused, to consume() on resume
@@ -18,7 +17,6 @@ cdef class H2Stream:
     cdef bint submitted             # the response head went to nghttp2
     cdef Dechunker dechunk          # a chunked response body's payload, else None
     cdef list trailers              # an HTTP/2 upstream's trailers, sent at the end
-    cdef bytes trailers_in          # the client's trailers as chunk trailer lines, or None
     cdef bint finished              # the exchange is over (answered, aborted or gone)
     cdef double body_deadline       # the request body must move on by then (0: not waiting)
     # WebSocket over HTTP/2 (RFC 8441): an extended CONNECT, sent upstream as an Upgrade

@@ -3,14 +3,15 @@
 on the TLS one (``Http1Connection`` hands the connection over when it sees either).
 
 Each stream is an ``Exchange``, the same state machine an HTTP/1.1 request runs, so routing,
-balancing, retries, passive health and the access log are the same.  The exchange speaks
-HTTP/1.1 semantics; this module translates at the edge:
+balancing, retries, passive health and the access log are the same.  The exchange passes
+messages (heads as field lists, body payload, trailers); this codec frames them:
 
-* a request head becomes the HTTP/1.1 head it stands for and goes through the same parser
-  (``http.parse_request``), so one set of checks guards both protocols; a body without
-  content-length is chunk-framed for the exchange (HTTP/1.1 upstreams take it as it is);
-* a response head becomes HTTP/2 fields; a chunked body is de-chunked into DATA frames;
-  the upstream's trailers (an HTTP/2 upstream's, or a chunked body's) end the stream;
+* a request head's fields go through the checks an HTTP/1.1 head's do
+  (``http.request_from_fields``) and stay a list; a body without content-length is
+  ``streamed``: payload, ended (with the client's trailers) by END_STREAM;
+* a response head becomes HTTP/2 fields; a chunked body (an HTTP/1.1 upstream's) is
+  de-chunked into DATA frames, any other body is DATA as it comes; the upstream's trailers
+  (an HTTP/2 upstream's, or a chunked body's) end the stream;
 * the gateway's own errors on a gRPC call are gRPC answers (grpc-status 14 UNAVAILABLE,
   4 DEADLINE_EXCEEDED, ...), never a text page a gRPC client cannot read;
 * WebSocket over HTTP/2 (RFC 8441): the session advertises SETTINGS_ENABLE_CONNECT_PROTOCOL;
@@ -33,7 +34,7 @@ import os
 
 from _speedups.clock cimport monotonic
 from _speedups.context cimport Context, Port, earliest
-from _speedups.http cimport MODE_CHUNKED, Dechunker, parse_request, tail
+from _speedups.http cimport MODE_CHUNKED, Dechunker, request_from_fields, tail
 from _speedups.stats cimport ST_4XX, ST_5XX, ST_CONNECTIONS, ST_INTERNAL_ERRORS, ST_REFUSED
 from _speedups.h2 import CONNECT_ERROR, INTERNAL_ERROR, NO_ERROR, REFUSED_STREAM, H2Error, H2Session
 from _speedups.http import HttpError
@@ -43,8 +44,6 @@ cdef object _log = logging.getLogger("gateway.proxy")
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 cdef bytes EMPTY = b""
-cdef bytes CRLF = b"\r\n"
-cdef bytes LAST_CHUNK = b"0\r\n\r\n"
 # Fields that frame, route or control a message: never taken from a client's trailers.
 cdef frozenset NOT_TRAILERS = frozenset((b"content-length", b"transfer-encoding", b"host",
                                          b"connection", b"keep-alive", b"proxy-connection", b"te",
@@ -233,12 +232,14 @@ cdef class H2Connection(Downstream):
         return stream
 
     cdef RequestHead request_head(self, H2Stream stream, list headers, bint end_stream):
-        """The HTTP/1.1 head this request stands for, parsed as one (RFC 9113 8.3.1); an
-        extended CONNECT's is a WebSocket Upgrade request (RFC 8441 §5)."""
+        """The request's head (RFC 9113 8.3.1), its fields checked as an HTTP/1.1 head's
+        (``http.request_from_fields``); an extended CONNECT's is a WebSocket Upgrade request
+        (RFC 8441 §5)."""
         cdef bytes method = None, path = None, authority = None, protocol = None, name, value
-        cdef list lines = []
+        cdef list fields = []
         cdef list cookies = None
         cdef bint has_length = False, has_version = False
+        cdef RequestHead head
         for name, value in headers:
             if name[0] == 58:               # ":" (nghttp2 has them all come first)
                 if name == b":method":
@@ -274,7 +275,7 @@ cdef class H2Connection(Downstream):
                 stream.grpc = True
             elif name == b"grpc-timeout":
                 stream.client_timeout = _grpc_timeout(value)
-            lines += (name, b": ", value, CRLF)
+            fields.append((name, value))
         if method == b"CONNECT":
             if protocol is None:
                 raise HttpError(501, "CONNECT is not supported over HTTP/2")
@@ -284,26 +285,26 @@ cdef class H2Connection(Downstream):
             stream.tunnel = True
             if stream.ws_key is None:
                 stream.ws_key = base64.b64encode(os.urandom(16))
-            lines += (b"connection: upgrade\r\nupgrade: websocket\r\nsec-websocket-key: ", stream.ws_key, CRLF)
+            fields += ((b"connection", b"upgrade"), (b"upgrade", b"websocket"),
+                       (b"sec-websocket-key", stream.ws_key))
             if not has_version:
-                lines.append(b"sec-websocket-version: 13\r\n")
+                fields.append((b"sec-websocket-version", b"13"))
         elif protocol is not None:
             raise HttpError(400, ":protocol without CONNECT")
         if path is None or method is None:
             raise HttpError(400, "missing :method or :path")
         if authority is None:
             raise HttpError(400, "missing :authority")
-        if cookies is not None:
-            lines += (b"cookie: ", b"; ".join(cookies), CRLF)
-        if not end_stream and not has_length and not stream.tunnel:
-            stream.chunk_in = True          # the exchange forwards the body chunk-framed
-            lines.append(b"transfer-encoding: chunked\r\n")
-        data = b"".join([method, b" ", path, b" HTTP/1.1\r\nhost: ", authority, CRLF, *lines, CRLF])
-        if len(data) > self.ctx.max_head_size:
-            raise HttpError(431, "request head too large")
         if len(path) > self.ctx.max_uri:
             raise HttpError(414, "request target too long")
-        return parse_request(data, len(data), self.ctx.max_headers)
+        if cookies is not None:
+            fields.append((b"cookie", b"; ".join(cookies)))
+        head = request_from_fields(method, path, authority, fields, self.ctx.max_headers)
+        if head.head_size > self.ctx.max_head_size:
+            raise HttpError(431, "request head too large")
+        # A body of unknown length is payload the upstream's codec frames (MODE_STREAM).
+        head.streamed = not end_stream and not has_length and not stream.tunnel
+        return head
 
     cdef void refuse(self, H2Stream stream, int status, str reason):
         """A request that cannot be read as one: answered on its stream, the others go on."""
@@ -334,8 +335,6 @@ cdef class H2Connection(Downstream):
             ex.fail(413, f"request body larger than limits.max_body ({ctx.max_body} bytes)")
             return
         stream.body_deadline = monotonic() + ctx.body_idle_timeout
-        if stream.chunk_in:
-            data = b"%x\r\n" % n + data + CRLF
         ex.receive_body(data)
         if stream.read_paused:
             stream.unconsumed += n
@@ -352,22 +351,19 @@ cdef class H2Connection(Downstream):
                 stream.ex.client_gone()     # the upstream cannot half-close (TLS): it ends
             return
         stream.body_deadline = 0
-        if stream.chunk_in:
-            stream.ex.receive_body(LAST_CHUNK if stream.trailers_in is None
-                                   else b"0\r\n" + stream.trailers_in + CRLF)
         stream.ex.body_received()
 
     def h2_trailers(self, int stream_id, list headers):
-        """The client's trailers (h2_end follows): forwarded in the last chunk of a body sent
-        chunked (an HTTP/2 upstream sends them as trailers: client-streaming gRPC), dropped
-        after a body of known length, which HTTP/1.1 cannot follow with any.  Fields that
-        frame or route a message are not trailers (RFC 9110 6.5.1) and are dropped; nghttp2
-        has checked names and values."""
+        """The client's trailers (h2_end follows): sent with the end of a body of unknown
+        length (as trailers to an HTTP/2 upstream: client-streaming gRPC; in the last chunk
+        to an HTTP/1.1 one), dropped after a body of known length, which HTTP/1.1 cannot
+        follow with any.  Fields that frame or route a message are not trailers (RFC 9110
+        6.5.1) and are dropped; nghttp2 has checked names and values."""
         cdef H2Stream stream = self.streams.get(stream_id)
-        if stream is None or stream.finished or stream.ex is None or not stream.chunk_in:
+        if stream is None or stream.finished or stream.ex is None or not stream.ex.head.streamed:
             return
-        stream.trailers_in = b"".join([name + b": " + value + CRLF for name, value in headers
-                                       if name[:1] != b":" and name not in NOT_TRAILERS])
+        stream.ex.receive_trailers([(name, value) for name, value in headers
+                                    if name[:1] != b":" and name not in NOT_TRAILERS])
 
     def h2_close(self, int stream_id, int error_code):
         cdef H2Stream stream = self.streams.pop(stream_id, None)

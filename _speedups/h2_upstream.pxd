@@ -1,4 +1,4 @@
-from _speedups.http cimport Dechunker
+from _speedups.http cimport Dechunker, RequestHead
 from _speedups.service cimport Service
 from _speedups.upstream cimport StreamPool, Upstream, UpstreamConnection, UpstreamOwner
 
@@ -55,16 +55,20 @@ cdef class H2Stream(UpstreamConnection):
     cdef list held                          # DATA received while paused
     cdef list unsent                        # writes held until the session is settled
     cdef public list trailers               # the response's, once received
-    cdef void hold(self, bytes data)
-    cdef void send_head(self, bytes head)
+    cdef bytes ws_accept                    # an extended CONNECT's: the Accept its key stands for
+    cdef list extended_connect(self, RequestHead head, list fields)
+    cdef void put(self, object piece)
+    cdef void hold(self, object piece)
+    cdef void submit_head(self, list fields)
     cdef void send_body(self, bytes data)
+    cdef void send_end(self, list trailers)
     cdef void on_drained(self)
     cdef void on_headers(self, list headers, bint end_stream)
     cdef void on_data(self, bytes data)
     cdef void pass_on(self, bytes data)
-    cdef void give(self, UpstreamOwner owner, bytes framed)
+    cdef void give(self, UpstreamOwner owner, bytes data)
     cdef void on_end(self)
-    cdef void end_body(self)
+    cdef void pass_end(self)
     cdef void on_close(self, int error_code)
     cdef void session_lost(self, exc)
     cdef void guard_bad(self, str reason)

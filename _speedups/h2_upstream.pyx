@@ -4,22 +4,25 @@
 ``H2Pool`` is an HTTP/2 endpoint's pool (``Upstream.streams``): a few ``H2UpstreamSession``
 connections, each an asyncio protocol around a client ``H2Session`` (nghttp2).  What an
 exchange borrows is an ``H2Stream``: an ``UpstreamConnection`` to it, so the exchange is the
-same for both protocols.  It writes the HTTP/1.1 request head and body framing the exchange
-makes; the stream turns them into HEADERS and DATA.  It hands back the response as an
-HTTP/1.1 connection would: a ``ResponseHead``, then body bytes in the framing the exchange
-chose (chunk framing when the response has no content-length, with the HTTP/2 trailers in
-the last chunk, so that an HTTP/1.1 client gets ``grpc-status`` too).
+same for both protocols.  The request comes as messages: the head, whose fields become
+HEADERS (``http.request_fields``), body payload as DATA (an HTTP/1.1 client's chunked body
+de-chunked), the end of a streamed body with the client's trailers.  The response goes back
+as a ``ResponseHead`` and payload: sized by its content-length, or ``streamed`` (MODE_STREAM)
+and ended by END_STREAM after the trailers (``upstream_trailers``), which the client's codec
+frames: DATA and trailers for HTTP/2, chunks and a trailer section for HTTP/1.1.
 
 Flow control: the request body is queued in nghttp2 only up to ``H2Session.queue_limit``
 per stream (then ``upstream_write_paused``); the response's DATA is ``consume``d, reopening
 the upstream's windows, only once the exchange has taken it, and not while it is paused.
 """
 from _speedups.clock cimport monotonic
-from _speedups.http cimport MODE_CHUNKED, BodyFramer, Dechunker, ResponseHead
-from _speedups.http import HttpError
+from _speedups.http cimport MODE_STREAM, BodyFramer, Dechunker, RequestHead, ResponseHead, request_fields
+from _speedups.http import CONNECTION_SPECIFIC as _CONNECTION_SPECIFIC, HttpError
 from _speedups.service cimport Service
 from _speedups.upstream cimport StreamPool, Upstream, UpstreamConnection, UpstreamOwner
 
+import base64
+import hashlib
 import logging
 from asyncio import get_running_loop
 from http import HTTPStatus
@@ -28,14 +31,11 @@ from _speedups.h2 import CANCEL, REFUSED_STREAM, H2Error, H2Session
 
 cdef object _log = logging.getLogger("gateway.proxy")
 cdef bytes EMPTY = b""
-cdef bytes CRLF = b"\r\n"
-cdef bytes LAST_CHUNK = b"0\r\n"
-
-# Connection-specific fields are not sent in HTTP/2 (RFC 9113 8.2.2); Host is :authority.
-cdef frozenset CONNECTION_SPECIFIC = frozenset((
-    b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",
-    b"te", b"host", b"trailer"))
-cdef tuple TE_TRAILERS = (b"te", b"trailers")   # gRPC servers require it
+cdef frozenset CONNECTION_SPECIFIC = _CONNECTION_SPECIFIC  # dropped from response heads
+cdef bytes WEBSOCKET = b"websocket"
+cdef bytes WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"     # RFC 6455 §1.3
+# An HTTP/1.1 Upgrade's fields that have no place in an extended CONNECT (RFC 8441 §5)
+cdef frozenset NOT_IN_EXTENDED_CONNECT = frozenset((b"sec-websocket-key", b"te", b"content-length"))
 
 # Receive windows: a stream's is what a paused one holds at most; the connection's is
 # larger, so that one slow client does not stall the other streams.
@@ -352,7 +352,45 @@ cdef class H2Stream(UpstreamConnection):
 
     # -- the request ----------------------------------------------------------------
 
+    cdef void send_head(self, RequestHead head, bytes target, bytes host, bytes client_ip,
+                        bytes request_id, bytes via, bint upgrade, bytes proto, bytes real_ip,
+                        bytes trace_fields):
+        """HEADERS, from the head's fields (``http.request_fields``).  The body ends with its
+        content-length, its chunked framing (an HTTP/1.1 client's, removed here), or
+        ``end_body`` (MODE_STREAM: an HTTP/2 client's)."""
+        cdef list fields = request_fields(head, self.session.pool.scheme, target, host, client_ip,
+                                          request_id, via, proto, real_ip, trace_fields)
+        self.dechunker = Dechunker() if head.chunked else None
+        self.body_left = head.content_length
+        self.request_ended = not head.chunked and not head.streamed and head.content_length <= 0
+        self.ws_accept = None
+        if upgrade and head.upgrade.lower() == WEBSOCKET:     # (another goes as a plain request)
+            fields = self.extended_connect(head, fields)
+        self.put(fields)
+
+    cdef list extended_connect(self, RequestHead head, list fields):
+        """A WebSocket upgrade as RFC 8441 has it: CONNECT with ``:protocol websocket``, no
+        key (the Accept an HTTP/1.1 client wants is made here, ``websocket_head``); once
+        answered 2xx the stream is the tunnel.  Only to a peer that enabled it (submit_head)."""
+        key = head.header(b"sec-websocket-key") or b""
+        self.ws_accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
+        self.request_ended = False
+        self.body_left = -1
+        return [(b":method", b"CONNECT"), (b":protocol", WEBSOCKET)] + [
+            field for field in fields[1:] if field[0] not in NOT_IN_EXTENDED_CONNECT]
+
+    cdef void write_body(self, bytes data):
+        self.put(data)
+
+    cdef void end_body(self, list trailers):
+        self.put((trailers,))
+
     cdef void write(self, bytes data):
+        self.put(data)
+
+    cdef void put(self, object piece):
+        """A piece of the request, in order: its fields (a list), payload (bytes), or the end
+        of a MODE_STREAM body (a 1-tuple of its trailers)."""
         if self.closed:
             return
         if self.session.closed:
@@ -363,47 +401,54 @@ cdef class H2Stream(UpstreamConnection):
                 get_running_loop().call_soon(self.refused,
                                              "the connection closed before the request was sent")
             return                          # (else connection_lost tells the owner)
-        if self.unsent is not None or (self.stream_id == 0 and not self.session.settled
-                                       and (self.session.streams or self.session.waiting)):
-            self.hold(data)
+        if self.unsent is not None or (self.stream_id == 0 and not self.session.settled and (
+                self.ws_accept is not None or self.session.streams or self.session.waiting)):
+            self.hold(piece)                # (an extended CONNECT waits for the peer's SETTINGS)
             return
-        if self.stream_id == 0:
-            self.send_head(data)
-        elif not self.request_ended:
-            self.send_body(data)
+        if type(piece) is list:
+            self.submit_head(<list>piece)
+        elif self.request_ended:
+            return
+        elif type(piece) is bytes:
+            self.send_body(<bytes>piece)
+        else:
+            self.send_end((<tuple>piece)[0])
         self.session.flush()
 
-    cdef void hold(self, bytes data):
+    cdef void hold(self, object piece):
         """Until the peer's SETTINGS come, one stream goes out per connection (the peer's
-        limit may be below the 100 assumed until then): the others' writes wait here, the
+        limit may be below the 100 assumed until then): the others' pieces wait here, the
         client's body pausing past the queue limit as it would in nghttp2's queue."""
+        cdef Py_ssize_t size = 0
         if self.unsent is None:
             self.unsent = []
             self.session.waiting.append(self)
-        self.unsent.append(data)
-        if (not self.body_paused and self.owner is not None
-                and sum([len(piece) for piece in self.unsent]) > self.session.h2.queue_limit):
+        self.unsent.append(piece)
+        for piece in self.unsent:
+            if type(piece) is bytes:
+                size += len(<bytes>piece)
+        if not self.body_paused and self.owner is not None and size > self.session.h2.queue_limit:
             self.body_paused = True
             self.owner.upstream_write_paused(True)
 
     def send_unsent(self):
         cdef H2Stream stream = self         # (the owner may let go meanwhile)
         unsent, stream.unsent = stream.unsent, None
-        for data in unsent or ():
-            stream.write(data)
+        for piece in unsent or ():
+            stream.put(piece)
         if stream.body_paused and stream.session.h2.queued(stream.stream_id) <= stream.session.h2.queue_limit:
             stream.on_drained()
 
-    cdef void send_head(self, bytes head):
-        cdef long long content_length = -1
-        cdef bint chunked = False
-        headers = _request_headers(head, self.session.pool.scheme, &content_length, &chunked)
-        if chunked:
-            self.dechunker = Dechunker()
-        self.body_left = content_length
-        self.request_ended = not chunked and content_length <= 0
+    cdef void submit_head(self, list fields):
+        if self.ws_accept is not None and not self.session.h2.remote_allows_extended_connect():
+            self.released = self.closed = True
+            self.session.unreserve()
+            get_running_loop().call_soon(self.unable, (
+                f"upstream {self.upstream.host} does not take WebSockets over HTTP/2 "
+                "(its SETTINGS do not enable extended CONNECT, RFC 8441)"))
+            return
         try:
-            self.stream_id = self.session.submit(self, headers, self.request_ended)
+            self.stream_id = self.session.submit(self, fields, self.request_ended)
         except H2Error:
             # The connection takes no new stream after all (a GOAWAY read with its SETTINGS).
             self.released = self.closed = True
@@ -413,12 +458,12 @@ cdef class H2Stream(UpstreamConnection):
     cdef void send_body(self, bytes data):
         """Body bytes in the head's framing: the payload goes out as DATA."""
         cdef Dechunker dechunker = self.dechunker
-        cdef bint ended
+        cdef bint ended = False
         h2 = self.session.h2
         if dechunker is not None:
             data = dechunker.feed(data)
             ended = dechunker.done
-        else:
+        elif self.body_left >= 0:
             self.body_left -= len(data)
             ended = self.body_left <= 0
         if ended and dechunker is not None and dechunker.trailers:
@@ -430,6 +475,14 @@ cdef class H2Stream(UpstreamConnection):
         if queued > h2.queue_limit and not self.body_paused and self.owner is not None:
             self.body_paused = True
             self.owner.upstream_write_paused(True)
+
+    cdef void send_end(self, list trailers):
+        """END_STREAM after a MODE_STREAM body: with the client's trailers, when it sent any."""
+        if trailers:
+            self.session.h2.send_trailers(self.stream_id, trailers)
+        else:
+            self.session.h2.send_data(self.stream_id, EMPTY, True)
+        self.request_ended = True
 
     cdef void on_drained(self):
         if self.body_paused:
@@ -453,9 +506,13 @@ cdef class H2Stream(UpstreamConnection):
             if head.status < 200:
                 owner.upstream_interim(self, head)
                 return
+            if self.ws_accept is not None and head.status < 300:
+                head = websocket_head(head, self.ws_accept)
             if not owner.upstream_head(self, head):
                 return                      # the owner let go of this stream (a retry)
             self.head = head
+            if self.tunnel:                 # the stream carries the WebSocket from now on
+                return
             if self.framer.done:            # no body (HEAD, 204, 304, content-length: 0)
                 owner.upstream_body(self, EMPTY, 0)
         except Exception as exc:
@@ -476,17 +533,24 @@ cdef class H2Stream(UpstreamConnection):
         """Body bytes to the owner, framed as it expects; the windows reopen by as many."""
         cdef UpstreamOwner owner = self.owner
         cdef Py_ssize_t n = len(data)
+        if self.tunnel:
+            self.session.h2.consume(self.stream_id, n)
+            try:
+                owner.upstream_tunnel_data(data)
+            except Exception as exc:
+                owner.internal_error(exc)
+            return
         if self.framer.done:                # past its content-length: nghttp2 resets it
             self.session.h2.consume(self.stream_id, n)
             return
-        self.give(owner, b"%x\r\n%b\r\n" % (n, data) if self.framer.mode == MODE_CHUNKED else data)
+        self.give(owner, data)
         self.session.h2.consume(self.stream_id, n)
 
-    cdef void give(self, UpstreamOwner owner, bytes framed):
-        """Body bytes, in the framing the owner expects, through the framer to the owner."""
+    cdef void give(self, UpstreamOwner owner, bytes data):
+        """Payload, through the framer (which checks a content-length) to the owner."""
         try:
-            self.framer.feed(framed, 0)
-            owner.upstream_body(self, framed, 0)
+            self.framer.feed(data, 0)
+            owner.upstream_body(self, data, 0)
         except HttpError as err:
             owner.upstream_body_error(self, err.reason)
         except Exception as exc:
@@ -495,11 +559,19 @@ cdef class H2Stream(UpstreamConnection):
     cdef void on_end(self):
         self.response_ended = True
         if self.owner is not None and self.held is None and not self.paused:
-            self.end_body()
+            self.pass_end()
 
-    cdef void end_body(self):
-        """END_STREAM: the last chunk (with the trailers), or a short body's error."""
+    cdef void pass_end(self):
+        """END_STREAM: the trailers, then the end of a body of unknown length (or a short
+        body's error)."""
         cdef UpstreamOwner owner = self.owner
+        if self.tunnel:                     # the upstream's half-close ends the tunnel
+            self.closed = self.eof = True
+            try:
+                owner.upstream_gone(self, None)
+            except Exception as exc:
+                owner.internal_error(exc)
+            return
         if self.head is None or self.framer.done:
             return
         try:
@@ -507,14 +579,13 @@ cdef class H2Stream(UpstreamConnection):
                 owner.upstream_trailers(self, self.trailers)
                 if self.owner is not owner:
                     return
-            if self.framer.mode != MODE_CHUNKED:
+            if self.framer.mode != MODE_STREAM:
                 owner.upstream_body_error(self, "upstream ended the stream before its content-length")
                 return
+            self.framer.done = True
+            owner.upstream_body(self, EMPTY, 0)
         except Exception as exc:
             owner.internal_error(exc)
-            return
-        self.give(owner, LAST_CHUNK + b"".join([name + b": " + value + CRLF
-                                                for name, value in self.trailers or ()]) + CRLF)
 
     cdef void on_close(self, int error_code):
         cdef UpstreamOwner owner = self.owner
@@ -527,9 +598,24 @@ cdef class H2Stream(UpstreamConnection):
                 owner.upstream_refused(
                     self, f"upstream {self.upstream.host} refused the stream (it was not processed)")
             else:
-                owner.upstream_gone(self, None)
+                owner.upstream_gone(self, ConnectionResetError(f"stream reset ({error_code})")
+                                    if self.tunnel else None)
         except Exception as exc:
             owner.internal_error(exc)
+
+    def unable(self, str reason):
+        cdef UpstreamOwner owner = self.owner
+        self.closed = self.eof = self.stream_closed = True
+        if owner is not None:
+            try:
+                owner.upstream_unable(self, reason)
+            except Exception as exc:
+                owner.internal_error(exc)
+
+    cdef bint half_close(self):
+        """The client half-closed the tunnel: END_STREAM."""
+        self.put((None,))
+        return True
 
     def refused(self, str reason):
         cdef UpstreamOwner owner = self.owner
@@ -577,7 +663,7 @@ cdef class H2Stream(UpstreamConnection):
         if not stream.held:
             stream.held = None
             if stream.response_ended and not stream.paused and stream.owner is not None:
-                stream.end_body()
+                stream.pass_end()
         stream.session.flush()              # the window updates
 
     cdef void end(self, bint abort):
@@ -606,30 +692,18 @@ cdef class H2Stream(UpstreamConnection):
         session.flush()
 
 
-cdef list _request_headers(bytes head, bytes scheme, long long *content_length, bint *chunked):
-    """The HTTP/2 fields of an HTTP/1.1 request head the gateway built
-    (``http.build_request_head``).  Split here rather than by ``http.parse_request``,
-    which drops X-Forwarded-Proto/-Host and X-Real-IP as untrusted client fields: in
-    this head they are the gateway's own."""
-    lines = head.split(CRLF)
-    method, target, _ = lines[0].split(b" ", 2)
-    headers = [(b":method", method), (b":scheme", scheme), (b":authority", EMPTY), (b":path", target)]
-    for line in lines[1:]:
-        if not line:
-            break
-        name, _, value = line.partition(b":")
-        name = name.lower()
-        value = value.strip(b" \t")
-        if name == b"host":
-            headers[2] = (b":authority", value)
-        elif name == b"transfer-encoding":
-            chunked[0] = True
-        elif name not in CONNECTION_SPECIFIC:
-            if name == b"content-length":
-                content_length[0] = int(value)
-            headers.append((name, value))
-    headers.append(TE_TRAILERS)
-    return headers
+cdef ResponseHead websocket_head(ResponseHead head, bytes accept):
+    """A 2xx to an extended CONNECT as the exchange takes a WebSocket's opening: a 101
+    with the Accept of the key the request had (RFC 8441 §5 has none of its own)."""
+    cdef ResponseHead opened = ResponseHead.__new__(ResponseHead)
+    opened.minor = 1
+    opened.keep_alive = True
+    opened.status = 101
+    opened.reason = b"Switching Protocols"
+    opened.upgrade = WEBSOCKET
+    opened.set_fields([field for field in head.peek_fields() if field[0] != b"sec-websocket-accept"]
+                      + [(b"sec-websocket-accept", b"Sec-WebSocket-Accept", accept)])
+    return opened
 
 
 cdef ResponseHead _response_head(list headers, bint end_stream):
@@ -657,6 +731,6 @@ cdef ResponseHead _response_head(list headers, bint end_stream):
         if end_stream:
             head.content_length = 0
         else:
-            head.chunked = True             # HTTP/1.1 clients get it chunked
+            head.streamed = True            # HTTP/1.1 clients get it chunked
     return head
 

@@ -13,6 +13,8 @@ cdef enum Framing:                      # BodyFramer.mode (FRAMING_* in Python)
     MODE_LENGTH = 1                     # Content-Length
     MODE_CHUNKED = 2
     MODE_UNTIL_CLOSE = 3                # the body ends when the connection does
+    MODE_STREAM = 4                     # payload only; its codec says where it ends (an
+                                        # HTTP/2 stream's END_STREAM), HTTP/1.1 chunks it
 
 
 cdef class MessageHead:
@@ -21,6 +23,7 @@ cdef class MessageHead:
     cdef public int minor               # HTTP/1.<minor>
     cdef public long long content_length  # -1 when absent
     cdef public bint chunked
+    cdef public bint streamed           # HTTP/2, no content-length: the body is MODE_STREAM
     cdef public bint keep_alive
     cdef public bytes connection
     cdef public bytes upgrade           # the Upgrade value when "Connection: upgrade" asks for it
@@ -67,11 +70,16 @@ cdef class BodyFramer:
 
 cpdef Py_ssize_t find_head_end(bytes data, Py_ssize_t start) except -2
 cpdef RequestHead parse_request(bytes data, Py_ssize_t end, Py_ssize_t max_headers=*)
+cpdef RequestHead request_from_fields(bytes method, bytes path, bytes authority, list fields,
+                                      Py_ssize_t max_headers=*)
 cpdef ResponseHead parse_response(bytes data, Py_ssize_t end, Py_ssize_t max_headers=*)
 cpdef int response_framing(ResponseHead head, bytes request_method) except -1
 cpdef bytes build_request_head(RequestHead head, bytes target, bytes host, bytes client_ip,
                                bytes request_id, bytes via, bint upgrade, bytes proto=*,
                                bytes real_ip=*, bytes trace_fields=*)
+cpdef list request_fields(RequestHead head, bytes scheme, bytes target, bytes host,
+                          bytes client_ip, bytes request_id, bytes via, bytes proto=*,
+                          bytes real_ip=*, bytes trace_fields=*)
 cpdef bytes build_response_head(ResponseHead head, int framing, bint keep_alive)
 cpdef bytes build_interim_head(ResponseHead head)
 cpdef bytes build_error_response(int status, str message, bytes request_id, bint keep_alive,

@@ -9,6 +9,8 @@ FRAMING_LENGTH: Final[int]
 FRAMING_CHUNKED: Final[int]
 FRAMING_UNTIL_CLOSE: Final[int]
 """The body ends when the connection does (responses only)."""
+FRAMING_STREAM: Final[int]
+"""Payload only, ended by its codec (an HTTP/2 stream's END_STREAM); chunked for HTTP/1.1."""
 
 class HttpError(Exception):
     """A message that cannot be read: ``status`` is the answer (400, 413, 431, 501, 502...)."""
@@ -30,6 +32,8 @@ class MessageHead:
     content_length: int
     """-1 when absent."""
     chunked: bool
+    streamed: bool
+    """An HTTP/2 message without content-length: its body is FRAMING_STREAM."""
     keep_alive: bool
     connection: bytes | None
     upgrade: bytes | None
@@ -83,12 +87,19 @@ class BodyFramer:
 def find_head_end(data: bytes, start: int) -> int:
     """The offset just past the blank line ending a head, or -1; ``start``: where to resume."""
 def parse_request(data: bytes, end: int, max_headers: int = 100) -> RequestHead: ...
+def request_from_fields(method: bytes, path: bytes, authority: bytes,
+                        fields: list[tuple[bytes, bytes]], max_headers: int = 100) -> RequestHead:
+    """An HTTP/2 request's head, its fields checked as an HTTP/1.1 head's are."""
 def parse_response(data: bytes, end: int, max_headers: int = 100) -> ResponseHead: ...
 def response_framing(head: ResponseHead, request_method: bytes) -> int:
     """How the response body is framed (RFC 9112 6.3), given the request's method."""
 def build_request_head(head: RequestHead, target: bytes, host: bytes, client_ip: bytes,
                        request_id: bytes, via: bytes, upgrade: bool, proto: bytes = ...,
                        real_ip: bytes | None = ..., trace_fields: bytes | None = ...) -> bytes: ...
+def request_fields(head: RequestHead, scheme: bytes, target: bytes, host: bytes, client_ip: bytes,
+                   request_id: bytes, via: bytes, proto: bytes = ..., real_ip: bytes | None = ...,
+                   trace_fields: bytes | None = ...) -> list[tuple[bytes, bytes]]:
+    """The HTTP/2 fields of the request sent upstream (build_request_head's, as fields)."""
 def build_response_head(head: ResponseHead, framing: int, keep_alive: bool) -> bytes: ...
 def build_interim_head(head: ResponseHead) -> bytes: ...
 def build_error_response(status: int, message: str, request_id: bytes, keep_alive: bool,

@@ -24,7 +24,7 @@ httptools (llhttp) is kept as an independent oracle in the tests.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Realloc
 from libc.stdint cimport uint64_t
-from libc.string cimport memchr, memcmp, memcpy
+from libc.string cimport memchr, memcmp, memcpy, memset
 
 from _speedups.path cimport HEXVAL     # hex digit values (chunk sizes), 255 for anything else
 
@@ -469,6 +469,89 @@ cdef FieldKind _field_kind(const char *p, Py_ssize_t n):
     return F_OTHER
 
 
+cdef struct FieldCount:                     # what one field tells about the next (per head)
+    int fields
+    int host
+    int content_length
+    bint transfer_encoding
+    bint expect
+
+
+cdef bint _take_field(MessageHead head, const char *name, Py_ssize_t nlen, const char *value,
+                      Py_ssize_t vlen, bint is_request, Py_ssize_t max_headers,
+                      FieldCount *seen) except -1:
+    """The checks and meaning of one field, for HTTP/1.1 and HTTP/2 alike; True when it is
+    passed on as it came (the caller keeps it, as a line or in a list)."""
+    cdef FieldKind kind
+    cdef bytes text
+    cdef RequestHead req = head if is_request else None
+    cdef Py_ssize_t i
+    if not _valid_field_value(value, vlen):
+        raise HttpError(400, "invalid character in header value")
+    seen.fields += 1
+    if seen.fields > max_headers:
+        raise HttpError(431, "too many header fields")
+    kind = _field_kind(name, nlen)
+    if kind >= F_HOST and not is_request:
+        kind = F_OTHER
+    if kind == F_OTHER:
+        return True
+    if kind == F_B3:
+        req.b3 = True
+        return True
+    if kind == F_EXPECT:
+        if not seen.expect:
+            seen.expect = True
+            req.expect_continue = head.minor == 1 and vlen == 12 and _ieq(value, b"100-continue", 12)
+        return True
+    if kind == F_CONTENT_LENGTH:
+        seen.content_length += 1
+        if seen.content_length > 1:
+            raise HttpError(400, "duplicate Content-Length")
+        head.content_length = _parse_content_length(value, vlen)
+    elif kind == F_TRANSFER_ENCODING:
+        if seen.transfer_encoding or not (vlen == 7 and _ieq(value, b"chunked", 7)):
+            raise HttpError(400 if is_request else 502, "unsupported Transfer-Encoding")
+        seen.transfer_encoding = True
+        head.chunked = True
+    elif kind == F_CONNECTION:
+        head.connection = PyBytes_FromStringAndSize(value, vlen)
+    elif kind == F_UPGRADE:
+        head.upgrade = PyBytes_FromStringAndSize(value, vlen)
+    elif kind == F_HOST:
+        seen.host += 1
+        for i in range(vlen):
+            if not HOST[<unsigned char>value[i]]:
+                raise HttpError(400, "invalid Host header")
+        req.host = PyBytes_FromStringAndSize(value, vlen)
+    elif kind == F_REQUEST_ID:
+        req.request_id = PyBytes_FromStringAndSize(value, vlen)
+    elif kind == F_FORWARDED_FOR:
+        text = PyBytes_FromStringAndSize(value, vlen)
+        req.forwarded_for = text if req.forwarded_for is None else req.forwarded_for + b", " + text
+    elif kind == F_VIA:
+        text = PyBytes_FromStringAndSize(value, vlen)
+        req.via = text if req.via is None else req.via + b", " + text
+    elif kind == F_TRACEPARENT:
+        if req.traceparent is None:         # the spec: more than one is invalid; keep the first
+            req.traceparent = PyBytes_FromStringAndSize(value, vlen)
+    elif kind == F_TRACESTATE:              # several are one list (the spec's section 3.3.1.1)
+        text = PyBytes_FromStringAndSize(value, vlen)
+        req.tracestate = text if req.tracestate is None else req.tracestate + b"," + text
+    # Keep-Alive, Proxy-Connection, TE, Trailer: dropped.  X-Forwarded-Proto/-Host and
+    # X-Real-IP from the client are not trusted: the proxy sets them.
+    return False
+
+
+cdef int _end_fields(MessageHead head, bint is_request, FieldCount *seen) except -1:
+    """The checks across fields, once all are taken."""
+    if seen.transfer_encoding and seen.content_length:
+        raise HttpError(400, "both Content-Length and Transfer-Encoding")
+    if is_request and seen.host > 1:
+        raise HttpError(400, "duplicate Host")
+    return 0
+
+
 cdef Py_ssize_t _parse_fields(MessageHead head, const char *buf, Py_ssize_t pos,
                               Py_ssize_t end, bint is_request, Py_ssize_t max_headers) except -2:
     """Parse header lines from ``pos`` up to the blank line; return the offset after it.
@@ -476,13 +559,10 @@ cdef Py_ssize_t _parse_fields(MessageHead head, const char *buf, Py_ssize_t pos,
     The fields passed on are written to ``head.field_lines`` as they are forwarded
     ("Name: value\\r\\n", the value without surrounding whitespace).
     """
-    cdef Py_ssize_t eol, colon, vstart, vend, i, count = 0
+    cdef Py_ssize_t eol, colon, vstart, vend
     cdef unsigned char c
-    cdef FieldKind kind
-    cdef bytes value
-    cdef int host_count = 0, cl_count = 0
-    cdef bint has_te = False, seen_expect = False
-    cdef RequestHead req = head if is_request else None
+    cdef FieldCount seen
+    memset(&seen, 0, sizeof(seen))
     _out_reset()
     while True:
         eol = _find_line_end(buf, pos, end)
@@ -503,68 +583,14 @@ cdef Py_ssize_t _parse_fields(MessageHead head, const char *buf, Py_ssize_t pos,
         vend = eol
         while vend > vstart and (buf[vend - 1] == b' ' or buf[vend - 1] == b'\t'):
             vend -= 1
-        if not _valid_field_value(buf + vstart, vend - vstart):
-            raise HttpError(400, "invalid character in header value")
-        count += 1
-        if count > max_headers:
-            raise HttpError(431, "too many header fields")
-        kind = _field_kind(buf + pos, colon - pos)
-        if kind >= F_HOST and not is_request:
-            kind = F_OTHER
-        if kind == F_OTHER or kind == F_EXPECT or kind == F_B3:
-            if kind == F_B3:
-                req.b3 = True
-            elif kind == F_EXPECT and not seen_expect:
-                seen_expect = True
-                req.expect_continue = (head.minor == 1 and vend - vstart == 12
-                                       and _ieq(buf + vstart, b"100-continue", 12))
+        if _take_field(head, buf + pos, colon - pos, buf + vstart, vend - vstart, is_request,
+                       max_headers, &seen):
             _put(buf + pos, colon - pos)
             _put(b": ", 2)
             _put(buf + vstart, vend - vstart)
             _put(b"\r\n", 2)
-            pos = eol + 2
-            continue
         pos = eol + 2
-        if kind == F_CONTENT_LENGTH:
-            cl_count += 1
-            if cl_count > 1:
-                raise HttpError(400, "duplicate Content-Length")
-            head.content_length = _parse_content_length(buf + vstart, vend - vstart)
-        elif kind == F_TRANSFER_ENCODING:
-            if has_te or not (vend - vstart == 7 and _ieq(buf + vstart, b"chunked", 7)):
-                raise HttpError(400 if is_request else 502, "unsupported Transfer-Encoding")
-            has_te = True
-            head.chunked = True
-        elif kind == F_CONNECTION:
-            head.connection = buf[vstart:vend]
-        elif kind == F_UPGRADE:
-            head.upgrade = buf[vstart:vend]
-        elif kind == F_HOST:
-            host_count += 1
-            for i in range(vstart, vend):
-                if not HOST[<unsigned char>buf[i]]:
-                    raise HttpError(400, "invalid Host header")
-            req.host = buf[vstart:vend]
-        elif kind == F_REQUEST_ID:
-            req.request_id = buf[vstart:vend]
-        elif kind == F_FORWARDED_FOR:
-            value = buf[vstart:vend]
-            req.forwarded_for = value if req.forwarded_for is None else req.forwarded_for + b", " + value
-        elif kind == F_VIA:
-            value = buf[vstart:vend]
-            req.via = value if req.via is None else req.via + b", " + value
-        elif kind == F_TRACEPARENT:
-            if req.traceparent is None:     # the spec: more than one is invalid; keep the first
-                req.traceparent = buf[vstart:vend]
-        elif kind == F_TRACESTATE:          # several are one list (the spec's section 3.3.1.1)
-            value = buf[vstart:vend]
-            req.tracestate = value if req.tracestate is None else req.tracestate + b"," + value
-        # Keep-Alive, Proxy-Connection, TE, Trailer: dropped.  X-Forwarded-Proto/-Host and
-        # X-Real-IP from the client are not trusted: the proxy sets them.
-    if has_te and cl_count:
-        raise HttpError(400, "both Content-Length and Transfer-Encoding")
-    if is_request and host_count > 1:
-        raise HttpError(400, "duplicate Host")
+    _end_fields(head, is_request, &seen)
     head.field_lines = _out_take()
     head.head_size = pos
     return pos
@@ -655,6 +681,50 @@ cpdef RequestHead parse_request(bytes data, Py_ssize_t end, Py_ssize_t max_heade
 
 
 
+cpdef RequestHead request_from_fields(bytes method, bytes path, bytes authority, list fields,
+                                      Py_ssize_t max_headers=100):
+    """An HTTP/2 request (RFC 9113 8.3.1) as the exchange takes a head: its fields through
+    the checks an HTTP/1.1 head's go through (``_take_field``), kept as the list they came
+    in, nothing made text.  ``fields``: (lower-case name, value), pseudo-fields and Host
+    taken out (``authority`` stands for both), Cookie fields joined."""
+    cdef RequestHead head = RequestHead.__new__(RequestHead)
+    cdef const char *p = PyBytes_AS_STRING(path)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(path), i
+    cdef const char *query
+    cdef list forwarded = []
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(method) + n + PyBytes_GET_SIZE(authority) + 20
+    cdef FieldCount seen
+    cdef bytes name, value
+    memset(&seen, 0, sizeof(seen))
+    head.minor = 1
+    for i in range(PyBytes_GET_SIZE(method)):
+        if not TOKEN[<unsigned char>PyBytes_AS_STRING(method)[i]]:
+            raise HttpError(400, "invalid method")
+    for i in range(n):
+        if not TARGET[<unsigned char>p[i]]:
+            raise HttpError(400, "invalid request target")
+    if n == 0 or p[0] != b'/':
+        raise HttpError(400, "only origin-form request targets are accepted")
+    head.method = _known_method(PyBytes_AS_STRING(method), PyBytes_GET_SIZE(method)) or method
+    head.target = path
+    query = <const char *>memchr(p, b'?', n)
+    head.path = path if query == NULL else path[:query - p]
+    _take_field(head, b"host", 4, PyBytes_AS_STRING(authority), PyBytes_GET_SIZE(authority),
+                True, max_headers, &seen)
+    for name, value in fields:
+        if _take_field(head, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), PyBytes_AS_STRING(value),
+                       PyBytes_GET_SIZE(value), True, max_headers, &seen):
+            forwarded.append((name, name, value))
+        size += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4
+    _end_fields(head, True, &seen)
+    if head.chunked:                        # nghttp2 refuses it first (8.2.2)
+        raise HttpError(400, "Transfer-Encoding in an HTTP/2 request")
+    _apply_connection(head, True)           # only an extended CONNECT's "connection: upgrade"
+    head._fields = forwarded
+    head.head_size = size
+    return head
+
+
 cpdef ResponseHead parse_response(bytes data, Py_ssize_t end, Py_ssize_t max_headers=100):
     """Parse the response head in ``data[:end]``; framing errors are 502 (bad gateway)."""
     cdef const char *buf = PyBytes_AS_STRING(data)
@@ -699,6 +769,7 @@ FRAMING_NONE = MODE_NONE
 FRAMING_LENGTH = MODE_LENGTH
 FRAMING_CHUNKED = MODE_CHUNKED
 FRAMING_UNTIL_CLOSE = MODE_UNTIL_CLOSE
+FRAMING_STREAM = MODE_STREAM
 
 
 cdef class BodyFramer:
@@ -736,7 +807,7 @@ cdef class BodyFramer:
             if self.remaining == 0:
                 self.done = True
             return start + take
-        if self.mode == MODE_UNTIL_CLOSE:
+        if self.mode == MODE_UNTIL_CLOSE or self.mode == MODE_STREAM:
             self.received += n - start
             self.payload += n - start
             return n
@@ -838,6 +909,8 @@ cpdef int response_framing(ResponseHead head, bytes request_method) except -1:
         return MODE_CHUNKED
     if head.content_length >= 0:
         return MODE_LENGTH
+    if head.streamed:
+        return MODE_STREAM
     return MODE_UNTIL_CLOSE
 
 
@@ -901,7 +974,7 @@ cpdef bytes build_request_head(RequestHead head, bytes target, bytes host, bytes
         _put_bytes(trace_fields)
     elif head.traceparent is not None or head.tracestate is not None:
         _put_trace_fields(head)
-    _put_framing(head, head.chunked)
+    _put_framing(head, head.chunked or head.streamed)
     _put(b"X-Forwarded-For: ", 17)
     if head.forwarded_for is not None:
         _put_bytes(head.forwarded_for)
@@ -927,6 +1000,49 @@ cpdef bytes build_request_head(RequestHead head, bytes target, bytes host, bytes
     return _out_take()
 
 
+# Connection-specific fields are not sent in HTTP/2 (RFC 9113 8.2.2); Host is :authority.
+CONNECTION_SPECIFIC = frozenset((
+    b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",
+    b"te", b"host", b"trailer"))
+cdef frozenset _CONNECTION_SPECIFIC = CONNECTION_SPECIFIC
+
+
+cpdef list request_fields(RequestHead head, bytes scheme, bytes target, bytes host,
+                          bytes client_ip, bytes request_id, bytes via, bytes proto=b"http",
+                          bytes real_ip=None, bytes trace_fields=None):
+    """The HTTP/2 fields of the request sent upstream: the fields ``build_request_head``
+    writes as HTTP/1.1 text, as (lower-case name, value), pseudo-fields first and nothing
+    connection-specific; ``te: trailers`` last (gRPC servers require it).  The two are held
+    to the same fields by tests/test_http_fields.py."""
+    cdef list fields = [(b":method", head.method), (b":scheme", scheme), (b":authority", host),
+                        (b":path", target)]
+    for lname, _, value in head.peek_fields():
+        if lname not in _CONNECTION_SPECIFIC:
+            fields.append((lname, value))
+    if trace_fields is not None:
+        for line in trace_fields.split(b"\r\n"):
+            if line:
+                name, _, value = line.partition(b": ")
+                fields.append((name, value))
+    else:
+        if head.traceparent is not None:
+            fields.append((b"traceparent", head.traceparent))
+        if head.tracestate is not None:
+            fields.append((b"tracestate", head.tracestate))
+    if head.content_length >= 0:
+        fields.append((b"content-length", b"%d" % head.content_length))
+    fields += (
+        (b"x-forwarded-for", client_ip if head.forwarded_for is None
+                             else head.forwarded_for + b", " + client_ip),
+        (b"x-forwarded-proto", proto),
+        (b"x-forwarded-host", head.host if head.host else host),
+        (b"x-real-ip", real_ip if real_ip is not None else client_ip),
+        (b"x-request-id", request_id),
+        (b"via", via if head.via is None else head.via + b", " + via),
+        (b"te", b"trailers"))
+    return fields
+
+
 cdef int _put_status_line(int status, bytes reason) except -1:
     cdef char line[13]
     if 100 <= status <= 999:
@@ -947,7 +1063,7 @@ cpdef bytes build_response_head(ResponseHead head, int framing, bint keep_alive)
     _out_reset()
     _put_status_line(head.status, head.reason)
     _put_fields(head)
-    _put_framing(head, framing == MODE_CHUNKED)
+    _put_framing(head, framing == MODE_CHUNKED or framing == MODE_STREAM)
     if head.status == 101:
         _put(b"Connection: upgrade\r\nUpgrade: ", 30)
         _put_bytes(head.upgrade or b"")

@@ -1,4 +1,4 @@
-from _speedups.http cimport BodyFramer, ResponseHead
+from _speedups.http cimport BodyFramer, RequestHead, ResponseHead
 from _speedups.service cimport Service
 from _speedups.stats cimport Reported, TrafficStats
 
@@ -61,6 +61,9 @@ cdef class UpstreamOwner:
     # The upstream did not process the request (HTTP/2 REFUSED_STREAM, GOAWAY, or the
     # connection it waited for failed): it may go elsewhere, even when not idempotent
     cdef bint upstream_refused(self, UpstreamConnection conn, str reason) except -1
+    # The upstream cannot take the request as asked (a WebSocket to an HTTP/2 upstream that
+    # did not enable extended CONNECT): a 502, the endpoint not at fault
+    cdef bint upstream_unable(self, UpstreamConnection conn, str reason) except -1
     cdef void upstream_write_paused(self, bint paused)
     cpdef internal_error(self, object exc)
 
@@ -91,7 +94,16 @@ cdef class UpstreamConnection:
     cdef void expect_body(self, int framing, long long length)
     cdef void feed(self, bytes data)
     cdef void read_body(self, bytes data, Py_ssize_t start)
-    cdef void write(self, bytes data)
+    cdef bint chunk_body                    # the request's body is MODE_STREAM: chunk it here
+    # The request as messages: its head (the client's, and what the proxy adds), body
+    # payload in the head's framing, and the end of a MODE_STREAM body with its trailers
+    cdef void send_head(self, RequestHead head, bytes target, bytes host, bytes client_ip,
+                        bytes request_id, bytes via, bint upgrade, bytes proto, bytes real_ip,
+                        bytes trace_fields)
+    cdef void write_body(self, bytes data)
+    cdef void end_body(self, list trailers)
+    cdef void write(self, bytes data)       # bytes as they are (a tunnel's)
+    cdef bint half_close(self)              # a tunnel's client half-closed; False: cannot pass it on
     cdef void pause(self)
     cdef void resume(self)
     cdef void close(self)

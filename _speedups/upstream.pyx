@@ -3,10 +3,13 @@
 response's buffer, head parser and body framer, and reports to the exchange it is lent to
 (``UpstreamOwner``) in terms of heads and body bytes, never raw reads."""
 from _speedups.accesslog cimport exact_json
-from _speedups.http cimport BodyFramer, ResponseHead, find_head_end, parse_response, tail
+from _speedups.http cimport (
+    BodyFramer, RequestHead, ResponseHead, build_request_head, find_head_end, parse_response, tail)
 from _speedups.http import HttpError
 
 cdef bytes EMPTY = b""
+cdef bytes LAST_CHUNK = b"0\r\n"
+cdef bytes CRLF = b"\r\n"
 
 
 cdef class Upstream(Reported):
@@ -143,6 +146,9 @@ cdef class UpstreamOwner:
         return True
 
     cdef bint upstream_refused(self, UpstreamConnection conn, str reason) except -1:
+        return self.upstream_gone(conn, None)
+
+    cdef bint upstream_unable(self, UpstreamConnection conn, str reason) except -1:
         return self.upstream_gone(conn, None)
 
     cdef void upstream_write_paused(self, bint paused):
@@ -292,8 +298,38 @@ cdef class UpstreamConnection:
 
     # -- writing and flow control -----------------------------------------
 
+    cdef void send_head(self, RequestHead head, bytes target, bytes host, bytes client_ip,
+                        bytes request_id, bytes via, bint upgrade, bytes proto, bytes real_ip,
+                        bytes trace_fields):
+        self.chunk_body = head.streamed
+        self.transport_write(build_request_head(head, target, host, client_ip, request_id, via,
+                                                upgrade, proto, real_ip, trace_fields))
+
+    cdef void write_body(self, bytes data):
+        if self.chunk_body:
+            data = b"%x\r\n%b\r\n" % (len(data), data)
+        self.transport_write(data)
+
+    cdef void end_body(self, list trailers):
+        """The last chunk of a body chunked here, with the client's trailers."""
+        cdef list lines
+        if not self.chunk_body:
+            return
+        lines = [LAST_CHUNK]
+        for name, value in trailers or ():
+            lines += (name, b": ", value, CRLF)
+        lines.append(CRLF)
+        self.transport_write(b"".join(lines))
+
     cdef void write(self, bytes data):
         self.transport_write(data)
+
+    cdef bint half_close(self):
+        """The client half-closed a tunnel: pass it on (True) if this connection can (TLS cannot)."""
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            return True
+        return False
 
     cdef void pause(self):
         if not self.paused and not self.closed:

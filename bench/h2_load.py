@@ -3,6 +3,7 @@ machine.
 
     python bench/h2_load.py                      # 5 s per case, 2 repetitions (quiet machine only)
     python bench/h2_load.py --duration 1 --repeat 1 --cases c1-m1    # a quick check that it runs
+    python bench/h2_load.py --ref 4e1f2a0            # also that commit's gateway, in the same runs
 
 Layout as bench/run.py: the proxy on CPU 0, load and backends on CPU 1.  HTTP/2 cases:
 h2load with prior knowledge (h2c) to the proxy, which speaks HTTP/1.1 to an nginx backend
@@ -32,7 +33,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.run import (NGINX_COMMON, NGINX_HTTP_COMMON, PYTHON, BenchError, Proc,  # noqa: E402
-                       backend_conf, free_port, measure)
+                       backend_conf, build_extensions, export_ref, free_port, measure)
 
 CASES = {"c1-m1": (1, 1), "c1-m100": (1, 100), "c10-m100": (10, 100)}
 BODY = b"hello, world\n"
@@ -149,6 +150,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-grpc", action="store_true", help="skip the grpcio unary case")
     parser.add_argument("--also-idle-pool", type=int, metavar="N",
                         help="a second gateway beside, keeping N idle upstream connections per endpoint")
+    parser.add_argument("--ref", help="also measure the gateway of these commits (comma-separated; each "
+                                      "exported and built in the temp dir)")
     args = parser.parse_args(argv)
     for tool in ("nginx", "h2load", "taskset", "curl"):
         if shutil.which(tool) is None:
@@ -178,6 +181,14 @@ def main(argv=None) -> int:
         targets["gateway"] = (Proc("gateway-h2", ["taskset", "-c", "0", PYTHON, "-m", "gateway", "run",
                                                   "--config", str(conf), "--log-level", "warning"], tmp,
                                    cwd=Path(__file__).resolve().parent.parent), port)
+        for i, ref in enumerate(filter(None, (args.ref or "").split(","))):
+            src = export_ref(ref, tmp / f"ref-{i}")
+            build_extensions(src)
+            name, port = f"gw@{ref[:7]}", free_port("127.0.0.1")
+            conf = tmp / f"gw-ref-{i}.yaml"
+            conf.write_text(gateway_h2_conf(tmp, port, backend_port, grpc_pod.address, name=f"gw-ref-{i}"))
+            targets[name] = (Proc(name, ["taskset", "-c", "0", PYTHON, "-m", "gateway", "run", "--config",
+                                         str(conf), "--log-level", "warning"], tmp, cwd=src), port)
         if args.also_idle_pool is not None:
             name, port = f"gw-pool{args.also_idle_pool}", free_port("127.0.0.1")
             conf = tmp / f"{name}.yaml"

@@ -1,8 +1,11 @@
-"""WebSocket over HTTP/2 (RFC 8441) from clients to HTTP/1.1 WebSocket upstreams.
+"""WebSocket over HTTP/2 (RFC 8441) from clients to HTTP/1.1 WebSocket upstreams, and to
+HTTP/2 upstreams that enable it.
 
 The gateway's h2 listeners advertise SETTINGS_ENABLE_CONNECT_PROTOCOL; an extended CONNECT
 (``:protocol websocket``) goes upstream as an HTTP/1.1 Upgrade and the stream then carries
-the WebSocket's bytes both ways.  The upstream is a real WebSocket server (the ``websockets``
+the WebSocket's bytes both ways.  To an HTTP/2 upstream (gateway.devcluster.h2_backend,
+built on the ``h2`` library) a WebSocket, from either kind of client, goes as an extended
+CONNECT when the upstream's SETTINGS enable it, and is answered 502 when they do not.  The upstream is a real WebSocket server (the ``websockets``
 library) in a thread; the clients are tests/h2frames.py (frame by frame) with ``wsproto``
 framing the messages, and headless Chromium on the TLS listener (ALPN h2).
 """
@@ -182,16 +185,27 @@ def h2_upstream():
 
 
 @pytest.fixture(scope="module")
-def gw(upstream, wrong_accept, h2_upstream, pki, tmp_path_factory):
+def h2_upstream_without_websocket():
+    from gateway.devcluster.h2_backend import H2BackendProcess
+    backend = H2BackendProcess("127.0.0.7", 0, "a", "h2-plain-0", websocket=False).start()
+    yield backend
+    backend.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(upstream, wrong_accept, h2_upstream, h2_upstream_without_websocket, pki, tmp_path_factory):
     leaf = pki.leaf("gw.test")
     tls_port = free_port()
     config = {
         "sources": [static_source("a", {"ws": [upstream.address], "wrong": [wrong_accept.address],
-                                        "h2up": [h2_upstream.address]})],
+                                        "h2up": [h2_upstream.address],
+                                        "h2plain": [h2_upstream_without_websocket.address]})],
         "services": [{"name": "ws", "port": 80}, {"name": "wrong", "port": 80},
-                     {"name": "h2up", "port": 80, "protocol": "h2c"}],
+                     {"name": "h2up", "port": 80, "protocol": "h2c"},
+                     {"name": "h2plain", "port": 80, "protocol": "h2c"}],
         "routes": [{"name": "wrong", "match": {"path": {"prefix": "/wrong-accept"}}, "service": "wrong"},
                    {"name": "h2up", "match": {"path": {"prefix": "/h2up"}}, "service": "h2up"},
+                   {"name": "h2plain", "match": {"path": {"prefix": "/h2plain"}}, "service": "h2plain"},
                    {"name": "ws", "match": {"path": {"prefix": "/"}}, "service": "ws"}],
         "tls": {"listen": f"127.0.0.1:{tls_port}",
                 "certificates": [{"cert": str(leaf.cert), "key": str(leaf.key)}]},
@@ -358,13 +372,55 @@ def test_a_101_with_the_wrong_accept_is_a_502(gw):
     assert gw.log.by_ids(["ws-wrong"])["ws-wrong"]["status"] == 502
 
 
-def test_a_websocket_to_an_h2_upstream_is_not_passed_off_as_opened(gw):
-    """Not done: extended CONNECT to HTTP/2 upstreams.  The request goes as a plain GET
-    and that upstream's 200 is no upgrade: 502, never a 200 the client would take for open."""
+def test_a_websocket_goes_to_an_http2_upstream_as_an_extended_connect(gw):
+    """RFC 8441 on both sides: the upstream's 200 opens the tunnel, messages larger than the
+    windows echo whole, the closing handshake and END_STREAM end it cleanly."""
     with connect(gw) as c:
-        ws = WsStream(c, "/h2up/ws", "ws-h2up")
-        head = wait_done(c, ws.wait_head())
-        assert head.status == 502 and b"not 101" in bytes(head.body), bytes(head.body)
+        ws = WsStream(c, "/h2up/ws?x=1", "ws-h2up", protocols=["chat"])
+        head = ws.wait_head()
+        assert head.status == 200 and not head.done, (head.status, bytes(head.body))
+        assert head.header(b"sec-websocket-protocol") == b"chat"
+        assert head.header(b"sec-websocket-accept") is None     # the client sent no key
+        for message in ("hello h2", b"\x00\x01" * 150_000, "é" * 1000):
+            ws.send(message)
+            assert ws.receive(timeout=20) == [message]
+        ws.close()
+        wait_done(c, ws.stream)
+        assert ws.stream.ended and ws.stream.reset is None
+        assert ws.closed is not None and ws.closed.code == 1000
+    entry = gw.log.by_ids(["ws-h2up"])["ws-h2up"]
+    assert entry["status"] == 200 and entry["protocol"] == "HTTP/2" and entry["method"] == "GET", entry
+    assert entry["bytes_sent"] > 300_000 and entry["bytes_received"] > 300_000, entry
+
+
+def test_an_http1_websocket_client_reaches_an_http2_upstream(gw):
+    """The ``websockets`` client's Upgrade becomes an extended CONNECT; its 101 carries the
+    Accept of its key (the library checks it), the subprotocol the upstream chose."""
+    from websockets.sync.client import connect as ws_connect
+    with ws_connect(f"ws://127.0.0.1:{gw.port}/h2up/ws", subprotocols=["chat"],
+                    additional_headers={"x-request-id": "ws-h1-to-h2"}, open_timeout=10) as ws:
+        assert ws.subprotocol == "chat"
+        for message in ("from HTTP/1.1", b"\xff" * 70_000):
+            ws.send(message)
+            assert ws.recv(timeout=10) == message
+    entry = gw.log.by_ids(["ws-h1-to-h2"])["ws-h1-to-h2"]
+    assert entry["status"] == 101 and "protocol" not in entry, entry     # (logged for HTTP/2 only)
+
+
+def test_an_http2_upstream_that_does_not_enable_extended_connect_is_a_502(gw):
+    """Its SETTINGS leave ENABLE_CONNECT_PROTOCOL out: the WebSocket is answered 502 saying
+    so, from HTTP/2 and HTTP/1.1 clients alike; its plain requests go on (not a failure)."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect as ws_connect
+    with connect(gw) as c:
+        head = wait_done(c, WsStream(c, "/h2plain/ws", "ws-h2plain").wait_head())
+        assert head.status == 502 and b"RFC 8441" in bytes(head.body), bytes(head.body)
+        assert c.get("/h2plain/status/200").status == 200
+    with pytest.raises(InvalidStatus) as refused:
+        ws_connect(f"ws://127.0.0.1:{gw.port}/h2plain/ws", open_timeout=10)
+    assert refused.value.response.status_code == 502
+    entry = gw.log.by_ids(["ws-h2plain"])["ws-h2plain"]
+    assert entry["status"] == 502 and "extended CONNECT" in entry["error"], entry
 
 
 def test_messages_larger_than_the_windows_arrive_whole(gw):

@@ -10,6 +10,10 @@ Endpoints (any method)::
     /delay/<seconds>   answer after <seconds>
     /status/<code>     answer <code> (the identity JSON)
     /big-head/<n>      answer with header fields of n bytes in all (at most 8 KiB each)
+    extended CONNECT   (``:protocol websocket``, RFC 8441; not with --no-websocket, which leaves
+                       SETTINGS_ENABLE_CONNECT_PROTOCOL out) a WebSocket server on the stream:
+                       every message back, the subprotocol "chat" when offered, a close
+                       answered with a close, then END_STREAM
     /_backend/stats    {"connections", "open", "peak_streams", "requests"}
     anything else      200 {"cluster", "pod", "method", "path", "headers", "connection"}; with
                        --namespace NS, the echo of the Gateway API conformance suite's echo-basic
@@ -75,10 +79,11 @@ class _Stream:
 class H2Server(asyncio.Protocol):
     """One client connection; a task per stream (a test server: clarity over speed)."""
 
-    def __init__(self, identity: dict, stats: Stats, max_streams: int) -> None:
+    def __init__(self, identity: dict, stats: Stats, max_streams: int, websocket: bool = True) -> None:
         self.identity = identity
         self.stats = stats
         self.max_streams = max_streams
+        self.websocket = websocket
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
         self.streams: dict[int, _Stream] = {}
         self.window_open = asyncio.Event()
@@ -91,7 +96,10 @@ class H2Server(asyncio.Protocol):
         self.stats.connections += 1
         self.stats.open.add(self)
         self.conn.initiate_connection()
-        self.conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.max_streams})
+        settings = {h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.max_streams}
+        if self.websocket:
+            settings[h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL] = 1
+        self.conn.update_settings(settings)
         self.flush()
 
     def connection_lost(self, exc) -> None:
@@ -161,7 +169,9 @@ class H2Server(asyncio.Protocol):
         path = stream.headers.get(":path", "/")
         parts = path.split("?", 1)[0].split("/")
         try:
-            if "namespace" in self.identity:       # echo-basic: every path is echoed
+            if stream.headers.get(":protocol") == "websocket":
+                await self.websocket_echo(stream_id, stream)
+            elif "namespace" in self.identity:     # echo-basic: every path is echoed
                 await self.read_all(stream)
                 await self.respond(stream_id, 200, [("content-type", "application/json")],
                                    orjson.dumps(self.echo_basic(stream)))
@@ -209,6 +219,31 @@ class H2Server(asyncio.Protocol):
             pass
         finally:
             self.streams.pop(stream_id, None)
+
+    async def websocket_echo(self, stream_id: int, stream: _Stream) -> None:
+        """RFC 8441: 200 opens the tunnel; the stream's DATA is the WebSocket's bytes."""
+        from wsproto.frame_protocol import CloseReason, FrameProtocol, Opcode
+
+        offered = [p.strip() for p in stream.headers.get("sec-websocket-protocol", "").split(",")]
+        self.send_headers(stream_id, 200, [("sec-websocket-protocol", "chat")] if "chat" in offered else [])
+        frames = FrameProtocol(client=False, extensions=[])
+        message: list = []
+        while (chunk := await stream.body.get()) is not None:
+            frames.receive_bytes(chunk)
+            for frame in frames.received_frames():
+                if frame.opcode is Opcode.CLOSE:
+                    code, reason = frame.payload
+                    await self.send_body(stream_id, bytes(frames.close(code or CloseReason.NORMAL_CLOSURE, reason)),
+                                         end=False)
+                elif frame.opcode is Opcode.PING:
+                    await self.send_body(stream_id, bytes(frames.pong(frame.payload)), end=False)
+                elif frame.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONTINUATION):
+                    message.append(frame.payload)
+                    if frame.message_finished:
+                        whole = "".join(message) if isinstance(message[0], str) else b"".join(message)
+                        message = []
+                        await self.send_body(stream_id, bytes(frames.send_data(whole, fin=True)), end=False)
+        await self.send_body(stream_id, b"", end=True)
 
     def echo_basic(self, stream: _Stream) -> dict:
         from .echo_basic import assertions
@@ -272,29 +307,32 @@ class H2BackendProcess(BackendProcess):
     module = "gateway.devcluster.h2_backend"
 
     def __init__(self, host: str, port: int, cluster: str, pod: str, max_streams: int = 100,
-                 cert: str | None = None, key: str | None = None, namespace: str | None = None) -> None:
+                 cert: str | None = None, key: str | None = None, namespace: str | None = None,
+                 websocket: bool = True) -> None:
         super().__init__(host, port, cluster, pod)
         self.max_streams = max_streams
         self.cert, self.key = cert, key
         self.namespace = namespace
+        self.websocket = websocket
 
     def options(self) -> list[str]:
         tls = ["--cert", self.cert, "--key", self.key] if self.cert else []
         echo = ["--namespace", self.namespace] if self.namespace is not None else []
-        return ["--max-concurrent-streams", str(self.max_streams), *tls, *echo]
+        websocket = [] if self.websocket else ["--no-websocket"]
+        return ["--max-concurrent-streams", str(self.max_streams), *tls, *echo, *websocket]
 
     def go_away(self) -> None:
         self.send_signal(signal.SIGUSR1)
 
 
 async def start(host: str, port: int, cluster: str, pod: str, max_streams: int = 100,
-                tls: ssl.SSLContext | None = None, namespace: str | None = None):
+                tls: ssl.SSLContext | None = None, namespace: str | None = None, websocket: bool = True):
     stats = Stats()
     identity = {"cluster": cluster, "pod": pod, "address": f"{host}:{port}"}
     if namespace is not None:
         identity["namespace"] = namespace
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: H2Server(identity, stats, max_streams), host, port,
+    server = await loop.create_server(lambda: H2Server(identity, stats, max_streams, websocket), host, port,
                                       ssl=tls)
     identity["address"] = f"{host}:{server.sockets[0].getsockname()[1]}"
     return server, stats
@@ -308,7 +346,7 @@ async def _serve(args: argparse.Namespace) -> None:
         tls.load_cert_chain(args.cert, args.key)
         tls.set_alpn_protocols(["h2"])
     server, stats = await start(args.host, args.port, args.cluster, args.pod,
-                                args.max_concurrent_streams, tls, args.namespace)
+                                args.max_concurrent_streams, tls, args.namespace, not args.no_websocket)
     loop.add_signal_handler(signal.SIGUSR1, lambda: [conn.go_away() for conn in list(stats.open)])
     done = _process.stop_requested(loop, args.parent_pid)
     port = server.sockets[0].getsockname()[1]
@@ -326,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-concurrent-streams", type=int, default=100)
     parser.add_argument("--cert")
     parser.add_argument("--key")
+    parser.add_argument("--no-websocket", action="store_true",
+                        help="leave SETTINGS_ENABLE_CONNECT_PROTOCOL out: no WebSocket over HTTP/2")
     parser.add_argument("--namespace", help="answer as the Gateway API conformance suite's echo-basic, "
                                              "a pod of this namespace")
     parser.add_argument("--parent-pid", type=int, help="exit when this process is gone")
