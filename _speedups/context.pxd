@@ -9,7 +9,8 @@ from _speedups.tracing cimport Tracer
 
 
 cdef enum:
-    CLEARTEXT_AUTO      # HTTP/1.1, and HTTP/2 after its preface's request line
+    CLEARTEXT_AUTO      # HTTP/1.1, and HTTP/2 after its preface's request line (in the order
+                        # of gateway.config.model.CLEARTEXT, which names them)
     CLEARTEXT_HTTP1
     CLEARTEXT_H2C       # HTTP/2 only: other first bytes are nghttp2's bad preface (GOAWAY)
 

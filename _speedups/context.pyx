@@ -105,10 +105,6 @@ cdef class Context:
         self.retry_budget_ratio = limits.retry_budget_share
         self.retry_budget_min = limits.retry_budget_min
 
-    def set_cleartext(self, str mode):
-        """``http.cleartext``: "auto", "http1" or "h2c"."""
-        self.cleartext = ("auto", "http1", "h2c").index(mode)
-
     def set_router(self, Router router):
         self.port.router = router
 

@@ -37,6 +37,7 @@ from _speedups.reactor import Reactor
 from _speedups.stats import BackendStats
 from gateway.accesslog import AccessLog, replace_access_log
 from gateway.config import Address, Config, GatewayListener, RouteConfig, TlsListener
+from gateway.config.model import CLEARTEXT
 from gateway.dataplane import DataPlane, PathPolicy, ProxyContext, TrustedProxies, Upstream
 from gateway.listeners import PlainServer, bind_listeners
 from gateway.snapshot import Delta, Snapshot
@@ -165,7 +166,7 @@ class Worker:
         path = cfg.http.path
         ctx.path_policy = PathPolicy(path.normalize, path.merge_slashes, path.escaped_slashes,
                                      path.forward == "original")
-        ctx.set_cleartext(cfg.http.cleartext)
+        ctx.cleartext = CLEARTEXT.index(cfg.http.cleartext)
         trusted = cfg.http.trusted_proxies
         ctx.trusted_proxies = (None if trusted is None
                                else TrustedProxies(trusted.cidrs, trusted.hops))   # parsed once here
