@@ -37,7 +37,8 @@ FLOOD_MESSAGE = 256 * 1024
 
 PAGE = b"""<!doctype html><title>loading</title><script>
 const sizes = [5, 70000, 300000];
-const ws = new WebSocket("wss://" + location.host + "/ws/echo?from=chromium", ["chat"]);
+const path = new URLSearchParams(location.search).get("ws") || "/ws/echo?from=chromium";
+const ws = new WebSocket("wss://" + location.host + path, ["chat"]);
 ws.binaryType = "arraybuffer";
 let got = [];
 function noise(n) {   // not compressible: the byte counts stay what was sent
@@ -649,9 +650,8 @@ def _spki_sha256(cert_path) -> str:
     return base64.b64encode(hashlib.sha256(spki).digest()).decode()
 
 
-def test_chromium_opens_its_websocket_over_the_h2_connection(gw):
-    """A page loaded over h2 (ALPN on the TLS listener) opens wss:// to the same origin:
-    Chromium sends it as an extended CONNECT on that connection, since the SETTINGS allow it."""
+def chromium_title(gw, page: str) -> str:
+    """The title the page at ``page`` ends with in headless Chromium (the TLS listener, h2)."""
     if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
         pytest.skip(f"{CHROMIUM} or {CHROMEDRIVER} missing: install Debian's chromium and chromium-driver")
     from selenium import webdriver
@@ -666,11 +666,17 @@ def test_chromium_opens_its_websocket_over_the_h2_connection(gw):
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(20)
     try:
-        driver.get(f"https://gw.test:{gw.tls_port}/page")
+        driver.get(f"https://gw.test:{gw.tls_port}{page}")
         wait_until(lambda: driver.title.startswith(("closed", "error")), timeout=20)
-        title = driver.title
+        return driver.title
     finally:
         driver.quit()
+
+
+def test_chromium_opens_its_websocket_over_the_h2_connection(gw):
+    """A page loaded over h2 (ALPN on the TLS listener) opens wss:// to the same origin:
+    Chromium sends it as an extended CONNECT on that connection, since the SETTINGS allow it."""
+    title = chromium_title(gw, "/page")
     # the subprotocol and permessage-deflate were negotiated through the gateway
     assert title == 'closed 1000 chat permessage-deflate ["hello from chromium",5,70000,300000]', title
     page, = gw.log.matching(lambda e: e.get("path") == "/page")
@@ -678,3 +684,13 @@ def test_chromium_opens_its_websocket_over_the_h2_connection(gw):
     assert page.get("protocol") == "HTTP/2", page
     assert ws.get("protocol") == "HTTP/2" and ws["status"] == 200, ws
     assert ws["bytes_received"] > 300_000 and ws["bytes_sent"] > 300_000, ws   # (deflated)
+
+
+def test_chromium_reaches_an_http2_websocket_upstream(gw):
+    """The same page's WebSocket routed to the HTTP/2 upstream: RFC 8441 on both legs (that
+    upstream offers no permessage-deflate, so the messages go as they are)."""
+    title = chromium_title(gw, "/page?ws=/h2up/ws?from=chromium")
+    assert title == 'closed 1000 chat ["hello from chromium",5,70000,300000]', title   # no extension
+    ws, = gw.log.matching(lambda e: e.get("path") == "/h2up/ws?from=chromium")
+    assert ws.get("protocol") == "HTTP/2" and ws["status"] == 200, ws
+    assert ws["bytes_received"] > 370_000 and ws["bytes_sent"] > 370_000, ws
