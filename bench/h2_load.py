@@ -200,7 +200,7 @@ def main(argv=None) -> int:
         for proc, port in targets.values():
             wait_h2c(proc, port)
         print(f"{'target':<10} {'case':<10} {'req/s':>9} {'CPU us/req':>11}")
-        runs = [(case, *CASES[case]) for case in args.cases.split(",")]
+        runs = [(case, *CASES[case]) for case in filter(None, args.cases.split(","))]   # "": gRPC only
         for case, connections, streams in runs:
             for _ in range(args.repeat):
                 for name, (proc, port) in targets.items():      # side by side, alternating
