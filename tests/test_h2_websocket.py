@@ -399,13 +399,18 @@ def test_an_http1_websocket_client_reaches_an_http2_upstream(gw):
     Accept of its key (the library checks it), the subprotocol the upstream chose."""
     from websockets.sync.client import connect as ws_connect
     with ws_connect(f"ws://127.0.0.1:{gw.port}/h2up/ws", subprotocols=["chat"],
-                    additional_headers={"x-request-id": "ws-h1-to-h2"}, open_timeout=10) as ws:
+                    additional_headers={"x-request-id": "ws-h1-to-h2"}, open_timeout=10,
+                    close_timeout=60) as ws:
         assert ws.subprotocol == "chat"
         for message in ("from HTTP/1.1", b"\xff" * 70_000):
             ws.send(message)
             assert ws.recv(timeout=10) == message
+    assert ws.close_code == 1000
     entry = gw.log.by_ids(["ws-h1-to-h2"])["ws-h1-to-h2"]
     assert entry["status"] == 101 and "protocol" not in entry, entry     # (logged for HTTP/2 only)
+    # The upstream's END_STREAM after its close frame closed the client's TCP connection:
+    # the client did not wait out its close_timeout (it did, for 10 s, before the backend sent it).
+    assert entry["duration_ms"] < 30_000, entry
 
 
 def test_an_http2_upstream_that_does_not_enable_extended_connect_is_a_502(gw):

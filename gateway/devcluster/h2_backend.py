@@ -13,7 +13,7 @@ Endpoints (any method)::
     extended CONNECT   (``:protocol websocket``, RFC 8441; not with --no-websocket, which leaves
                        SETTINGS_ENABLE_CONNECT_PROTOCOL out) a WebSocket server on the stream:
                        every message back, the subprotocol "chat" when offered, a close
-                       answered with a close, then END_STREAM
+                       answered with a close and END_STREAM (as a server closes TCP)
     /_backend/stats    {"connections", "open", "peak_streams", "requests"}
     anything else      200 {"cluster", "pod", "method", "path", "headers", "connection"}; with
                        --namespace NS, the echo of the Gateway API conformance suite's echo-basic
@@ -231,10 +231,11 @@ class H2Server(asyncio.Protocol):
         while (chunk := await stream.body.get()) is not None:
             frames.receive_bytes(chunk)
             for frame in frames.received_frames():
-                if frame.opcode is Opcode.CLOSE:
+                if frame.opcode is Opcode.CLOSE:      # answered, then END_STREAM: RFC 8441's TCP close
                     code, reason = frame.payload
                     await self.send_body(stream_id, bytes(frames.close(code or CloseReason.NORMAL_CLOSURE, reason)),
-                                         end=False)
+                                         end=True)
+                    return
                 elif frame.opcode is Opcode.PING:
                     await self.send_body(stream_id, bytes(frames.pong(frame.payload)), end=False)
                 elif frame.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONTINUATION):
