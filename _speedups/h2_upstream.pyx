@@ -443,9 +443,9 @@ cdef class H2Stream(UpstreamConnection):
         if self.ws_accept is not None and not self.session.h2.remote_allows_extended_connect():
             self.released = self.closed = True
             self.session.unreserve()
-            get_running_loop().call_soon(self.unable, (
+            get_running_loop().call_soon(self.refused, (
                 f"upstream {self.upstream.host} does not take WebSockets over HTTP/2 "
-                "(its SETTINGS do not enable extended CONNECT, RFC 8441)"))
+                "(its SETTINGS do not enable extended CONNECT, RFC 8441)"), True)
             return
         try:
             self.stream_id = self.session.submit(self, fields, self.request_ended)
@@ -603,26 +603,22 @@ cdef class H2Stream(UpstreamConnection):
         except Exception as exc:
             owner.internal_error(exc)
 
-    def unable(self, str reason):
-        cdef UpstreamOwner owner = self.owner
-        self.closed = self.eof = self.stream_closed = True
-        if owner is not None:
-            try:
-                owner.upstream_unable(self, reason)
-            except Exception as exc:
-                owner.internal_error(exc)
-
     cdef bint half_close(self):
         """The client half-closed the tunnel: END_STREAM."""
         self.put((None,))
         return True
 
-    def refused(self, str reason):
+    def refused(self, str reason, bint unable=False):
+        """Nothing of the request went out: it may go elsewhere (``upstream_refused``), or,
+        ``unable``, this upstream cannot take it as asked (``upstream_unable``)."""
         cdef UpstreamOwner owner = self.owner
         self.closed = self.eof = self.stream_closed = True
         if owner is not None:
             try:
-                owner.upstream_refused(self, reason)
+                if unable:
+                    owner.upstream_unable(self, reason)
+                else:
+                    owner.upstream_refused(self, reason)
             except Exception as exc:
                 owner.internal_error(exc)
 
