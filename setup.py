@@ -21,7 +21,7 @@ if ANNOTATE:
 
 
 # C libraries a module links against (their -dev packages: scripts/setup.sh).
-LIBRARIES = {"h2": ["nghttp2"], "tls": ["ssl", "crypto"]}
+LIBRARIES = {"h2": ["nghttp2"], "tls": ["ssl", "crypto"], "tls_transport": ["ssl", "crypto"]}
 
 
 def extensions():

@@ -42,6 +42,10 @@ cdef extern from "<sys/socket.h>" nogil:
         AF_INET6
 
 
+cdef enum:
+    READ_SIZE = 262144              # one read per readiness, as uvloop's buffer
+
+
 cdef class Watched:
     cdef void on_event(self, unsigned int events) except *
 
@@ -109,6 +113,7 @@ cdef class SocketTransport(Watched):
     cpdef int set_option(self, int level, int option, int value) except -1
     cdef void read_once(self) except *
     cdef void park(self) except *
+    cdef unsigned int wanted(self)
     cdef void rewatch(self) except *
     cdef void queue(self, object data, Py_ssize_t offset) except *
     cdef void flush(self) except *

@@ -24,7 +24,6 @@ class Reactor:
     def close(self) -> None:
         """Stop watching; connections still open are aborted."""
 
-@final
 class Listener:
     @property
     def sockets(self) -> list[socket.socket]: ...
@@ -44,7 +43,6 @@ class Connector:
     def cancel(self) -> None:
         """Give up: the socket closes, no callback follows."""
 
-@final
 class SocketTransport:
     """The part of ``asyncio.Transport`` the gateway's protocols use."""
     protocol: asyncio.Protocol | None

@@ -13,7 +13,8 @@ deadline a loop timer), so that both ends of a plain request share one engine.
 ``SocketTransport`` is the part of ``asyncio.Transport`` the protocols use (write, writelines,
 close, abort, pause/resume reading, write_eof, buffer limits, set_protocol, peername), with
 asyncio's semantics: ``connection_lost`` comes in a later callback, a full write buffer pauses
-the protocol's writing.  TLS listeners keep uvloop (its ssl machinery needs transports).
+the protocol's writing.  HTTPS listeners are served here too: ``_speedups.tls_transport``
+drives OpenSSL on the socket itself.
 
 Events are dispatched by fd number, never by pointer: an event for a socket closed meanwhile
 finds nothing (or the socket that now has that number, which reads EAGAIN), so no event can
@@ -67,7 +68,6 @@ cdef extern from "<netinet/in.h>" nogil:
 
 
 cdef enum:
-    READ_SIZE = 262144          # one read per readiness, as uvloop's buffer
     MAX_EVENTS = 128            # more ready sockets wait for the next loop iteration
     MAX_ACCEPTS = 64            # per readiness of a listening socket
     MAX_IOV = 64
@@ -480,14 +480,15 @@ cdef class SocketTransport(Watched):
         self.reactor.unwatch(self.fd)
         self.parked = True
 
+    cdef unsigned int wanted(self):
+        """The events this connection waits for now."""
+        return (EPOLLIN if self.reading else 0) | (EPOLLOUT if self.pending else 0)
+
     cdef void rewatch(self) except *:
-        cdef unsigned int want = 0
+        cdef unsigned int want
         if self.fd < 0:
             return
-        if self.reading:
-            want |= EPOLLIN
-        if self.pending:
-            want |= EPOLLOUT
+        want = self.wanted()
         if self.parked:
             if want:
                 self.parked = False
@@ -692,7 +693,8 @@ cdef class SocketTransport(Watched):
         self.fd = -1
         self.pending = []
         self.pending_size = 0
-        self.reactor.lose_later(self, exc)
+        if self.protocol is not None:           # None: a TLS handshake that never completed
+            self.reactor.lose_later(self, exc)
 
     # -- the rest of asyncio.Transport --------------------------------------
 

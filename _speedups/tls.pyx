@@ -15,8 +15,6 @@ import ssl
 import weakref
 
 cdef extern from "openssl/ssl.h":
-    ctypedef struct SSL_CTX
-    ctypedef struct SSL
     ctypedef struct X509_STORE_CTX
     ctypedef int (*verify_callback)(int, X509_STORE_CTX *) noexcept nogil
     ctypedef void (*info_callback)(const SSL *, int, int) noexcept nogil
@@ -68,6 +66,15 @@ cdef extern from *:
     ctypedef struct gateway_PySSLContext:
         SSL_CTX *ctx
 
+cdef extern from "openssl/ssl.h":
+    ctypedef int (*servername_callback)(SSL *conn, int *alert, void *arg) noexcept
+    int SSL_TLSEXT_ERR_OK
+    long SSL_CTX_set_tlsext_servername_callback(SSL_CTX *ctx, servername_callback callback)
+    long SSL_CTX_set_tlsext_servername_arg(SSL_CTX *ctx, void *arg)
+    SSL_CTX *SSL_set_SSL_CTX(SSL *conn, SSL_CTX *ctx)
+    long SSL_MODE_NO_AUTO_CHAIN
+    long SSL_CTX_set_mode(SSL_CTX *ctx, long mode)
+
 
 cdef int _accept_any(int preverified, X509_STORE_CTX *store) noexcept nogil:
     return 1
@@ -99,23 +106,72 @@ cdef void _report_refusal(const SSL *conn, int alert) noexcept with gil:
 def report_refusals(context: ssl.SSLContext, callback) -> None:
     """Call ``callback(alert, verify_error or None, server_name or None)`` whenever a handshake
     on ``context`` ends with a fatal alert from this side (the last callback given is used).
-    uvloop closes such a connection without sending the alert (its SSL transport aborts on a
-    failed handshake): this is the only trace of why."""
+    The client gets the alert; this is the server's trace of why."""
     global _refused
     _refused = callback
-    SSL_CTX_set_info_callback(_ssl_ctx(context), _on_info)
+    SSL_CTX_set_info_callback(ssl_ctx_of(context), _on_info)
 
 
-cdef SSL_CTX *_ssl_ctx(context) except NULL:
+cdef SSL_CTX *ssl_ctx_of(context) except NULL:
     if not isinstance(context, ssl.SSLContext):
         raise TypeError("an ssl.SSLContext is needed")
     return (<gateway_PySSLContext *> <void *> context).ctx
 
 
+# -- SNI: the certificate a handshake is served with, by the name the client asked for --
+
+cdef dict _contexts_by_name = {}    # a listener's default SSL_CTX address -> its {name: SSLContext}
+
+
+def select_by_server_name(default: ssl.SSLContext, by_name: dict) -> None:
+    """Serve each handshake that starts on ``default`` from ``by_name``'s context for the
+    server name the client sent (exact, then "*." and the name's parent; lowercase keys), or
+    from ``default``.  ``by_name`` is read at each handshake: its owner may change it in
+    place.  In C, unlike ``SSLContext.sni_callback``, so it serves handshakes OpenSSL runs on
+    a socket of its own (``_speedups.tls_transport``) as well as the ``ssl`` module's."""
+    cdef SSL_CTX *ctx = ssl_ctx_of(default)
+    _contexts_by_name[<size_t> ctx] = by_name
+    weakref.finalize(default, _contexts_by_name.pop, <size_t> ctx, None)
+    SSL_CTX_set_tlsext_servername_arg(ctx, <void *> ctx)
+    SSL_CTX_set_tlsext_servername_callback(ctx, _on_server_name)
+
+
+cdef int _on_server_name(SSL *conn, int *alert, void *default_ctx) noexcept with gil:
+    cdef const char *sent = SSL_get_servername(conn, TLSEXT_NAMETYPE_host_name)
+    cdef SSL_CTX *chosen
+    if sent == NULL:
+        return SSL_TLSEXT_ERR_OK
+    try:
+        by_name = _contexts_by_name.get(<size_t> default_ctx)
+        if not by_name:
+            return SSL_TLSEXT_ERR_OK
+        name = sent.decode("ascii", "replace").lower()
+        context = by_name.get(name)
+        if context is None and "." in name:
+            context = by_name.get("*." + name.split(".", 1)[1])
+        if context is not None:
+            chosen = ssl_ctx_of(context)
+            if chosen != SSL_get_SSL_CTX(conn):
+                SSL_set_SSL_CTX(conn, chosen)
+    except BaseException:
+        pass                        # the default certificate, rather than a broken C stack
+    return SSL_TLSEXT_ERR_OK
+
+
+
+def send_chain_as_loaded(context: ssl.SSLContext) -> None:
+    """Send the certificate chain as the files give it, as nginx does: without this OpenSSL
+    builds a chain for a certificate loaded without one at every handshake (a verification
+    of the leaf against the context's store: a tenth of a full TLS 1.3 handshake's CPU for a
+    self-signed certificate), and finds nothing to add, since a server context's store holds
+    only client-validation CAs."""
+    SSL_CTX_set_mode(ssl_ctx_of(context), SSL_MODE_NO_AUTO_CHAIN)
+
+
 def request_client_certificate_unverified(context: ssl.SSLContext) -> None:
     """Ask every client of ``context`` for a certificate and go on with the handshake whether
     it presents none, one that verifies, or one that does not."""
-    SSL_CTX_set_verify(_ssl_ctx(context), SSL_VERIFY_PEER, _accept_any)
+    SSL_CTX_set_verify(ssl_ctx_of(context), SSL_VERIFY_PEER, _accept_any)
 
 
 # SSL_CTX address -> (DNS names, URIs) its peers' leaf certificates must show one of
@@ -127,7 +183,7 @@ def require_subject_alt_names(context: ssl.SSLContext, names) -> None:
     ``names`` ("DNS:host", "URI:uri") among its subjectAltNames: a DNS name as OpenSSL
     matches a host name (wildcards included), a URI exactly. The Gateway API's
     BackendTLSPolicy ``subjectAltNames``, which then authenticate instead of the hostname."""
-    cdef SSL_CTX *ctx = _ssl_ctx(context)
+    cdef SSL_CTX *ctx = ssl_ctx_of(context)
     dns = tuple(n[4:].encode() for n in names if n.startswith("DNS:"))
     uris = tuple(n[4:].encode() for n in names if n.startswith("URI:"))
     _wanted_names[<size_t> ctx] = (dns, uris)
@@ -250,4 +306,4 @@ def use_ticket_keys(context: ssl.SSLContext) -> None:
     """Issue and accept ``context``'s session tickets under this process's keys (set_ticket_keys)
     instead of the context's own random ones: every worker given the same keys resumes the
     sessions of every other."""
-    gw_use_ticket_keys(_ssl_ctx(context))
+    gw_use_ticket_keys(ssl_ctx_of(context))

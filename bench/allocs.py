@@ -157,12 +157,12 @@ async def _serve(loop, ctx):
     try:
         from _speedups.reactor import Reactor
         from gateway.config import Address
-        from gateway.listeners import PlainServer, bind_listeners
+        from gateway.listeners import ReactorServer, bind_listeners
     except ImportError:
         server = await loop.create_server(ctx.protocol_factory, "127.0.0.1", 0)
         return server.sockets[0].getsockname()[1], server.close
     reactor = Reactor(loop)
-    server = PlainServer(reactor, bind_listeners(Address("127.0.0.1", 0)), ctx.protocol_factory)
+    server = ReactorServer(reactor, bind_listeners(Address("127.0.0.1", 0)), ctx.protocol_factory)
     return server.sockets[0].getsockname()[1], reactor.close
 
 

@@ -1,16 +1,20 @@
-"""Listening sockets: the plain-HTTP ports, served by the reactor, and the control
+"""Listening sockets: the HTTP and HTTPS ports, served by the reactor, and the control
 plane's hold on the Gateway listeners' ports.
 
 ``_speedups.reactor`` accepts, reads and writes these connections itself (no uvloop
-transport per connection); ``PlainServer`` is as much of ``asyncio.Server`` as the worker
-uses.  TLS ports stay on ``loop.create_server``.
+transport per connection), and ``_speedups.tls_transport`` the TLS ones through OpenSSL;
+``ReactorServer`` is as much of ``asyncio.Server`` as the worker uses.  Only a port that
+reads ClientHellos before it knows whether to end TLS (``gateway.streams``) stays on
+``loop.create_server``.
 """
 from __future__ import annotations
 
 import socket
+import ssl
 from typing import Callable
 
 from _speedups.reactor import Listener, Reactor
+from _speedups.tls_transport import TlsListener
 from gateway.config import Address
 
 BACKLOG = 4096
@@ -43,12 +47,17 @@ def bind_listeners(address: Address) -> list[socket.socket]:
     return socks
 
 
-class PlainServer:
-    """Listening sockets whose connections get ``protocol_factory()``, through ``reactor``."""
+class ReactorServer:
+    """Listening sockets whose connections get ``protocol_factory()``, through ``reactor``;
+    with ``tls``, once their handshake on that context completes (within ``handshake_timeout``
+    seconds)."""
 
-    def __init__(self, reactor: Reactor, socks: list[socket.socket],
-                 protocol_factory: Callable[[], object]) -> None:
-        self.listeners: list[Listener] = [reactor.listen(sock, protocol_factory) for sock in socks]
+    def __init__(self, reactor: Reactor, socks: list[socket.socket], protocol_factory: Callable[[], object],
+                 tls: ssl.SSLContext | None = None, handshake_timeout: float = 60.0) -> None:
+        if tls is None:
+            self.listeners: list[Listener] = [reactor.listen(sock, protocol_factory) for sock in socks]
+        else:
+            self.listeners = [TlsListener(reactor, sock, protocol_factory, tls, handshake_timeout) for sock in socks]
 
     @property
     def sockets(self) -> list[socket.socket]:

@@ -10,7 +10,8 @@ import tempfile
 from typing import Iterator
 
 from _speedups.tls import (TICKET_KEY_SIZE, report_refusals, request_client_certificate_unverified,
-                           require_subject_alt_names, set_ticket_keys, use_ticket_keys)
+                           require_subject_alt_names, select_by_server_name, send_chain_as_loaded,
+                           set_ticket_keys, use_ticket_keys)
 from gateway.config import Certificate, ClientValidation, TlsListener, UpstreamTls
 
 log = logging.getLogger("gateway.tls")
@@ -137,7 +138,7 @@ class ServerTls:
         self._mtimes: dict[str, float] = {}
         self._index_names()
         self._remember_mtimes()
-        self.default.sni_callback = self._select
+        select_by_server_name(self.default, self.by_name)     # read at each handshake
 
     @property
     def default(self) -> ssl.SSLContext:
@@ -149,6 +150,7 @@ class ServerTls:
         if self.alpn:
             context.set_alpn_protocols(["h2", "http/1.1"])     # h2: _speedups/h2_downstream.pyx
         use_ticket_keys(context)                            # the replica's (TicketKeys)
+        send_chain_as_loaded(context)
         if self.config.client_validation is not None:
             require_client_certificates(context, self.config.client_validation)
         return context
@@ -183,19 +185,6 @@ class ServerTls:
         for names, context in zip(self.names, self.contexts):
             for name in names:
                 self.by_name.setdefault(name, context)
-
-    def _select(self, sslobj: ssl.SSLObject, server_name: str | None, _ctx) -> None:
-        if not server_name:
-            return
-        name = server_name.lower()
-        # For the request path: a Host that selects another Gateway listener than this
-        # name did is answered 421 (``Router.misdirected``).
-        sslobj.gateway_sni = name.encode()
-        context = self.by_name.get(name)
-        if context is None and "." in name:
-            context = self.by_name.get("*." + name.split(".", 1)[1])
-        if context is not None and context is not sslobj.context:
-            sslobj.context = context
 
     def _remember_mtimes(self) -> None:
         self._mtimes = {path: _mtime(path) for cert in self.config.certificates if not cert.pem

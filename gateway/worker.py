@@ -39,7 +39,7 @@ from gateway.accesslog import AccessLog, replace_access_log
 from gateway.config import Address, Config, GatewayListener, RouteConfig, TlsListener
 from gateway.config.model import CLEARTEXT
 from gateway.dataplane import DataPlane, PathPolicy, ProxyContext, TrustedProxies, Upstream
-from gateway.listeners import PlainServer, bind_listeners
+from gateway.listeners import ReactorServer, bind_listeners
 from gateway.snapshot import Delta, Snapshot
 from gateway import streams
 from gateway.streams import StreamPort
@@ -82,15 +82,10 @@ class GatewayPort:
         self.port = Port()
         self.tls_listener: TlsListener | None = None      # HTTPS: what ``tls`` was made from
         self.tls: ServerTls | None = None
-        self.server = None                                 # PlainServer or asyncio.Server
+        self.server = None                                 # ReactorServer, or asyncio.Server for streams
         self.factory = None                                # its protocol factory
         self.is_tls = tls
         self.stream = stream
-
-    @property
-    def socket_tls(self) -> ServerTls | None:
-        """The TLS its listening socket does itself (a port peeking ClientHellos does none)."""
-        return self.tls if self.stream is None or self.stream.table.terminate else None
 
 
 def _gateway_sockets(listeners: tuple[GatewayListener, ...],
@@ -121,10 +116,10 @@ class Worker:
         self.ctx: ProxyContext | None = None
         self.dataplane: DataPlane | None = None
         self.access_log: AccessLog | None = None
-        self.reactor: Reactor | None = None            # the plain ports' clients, plain upstream connections
-        self.server: PlainServer | None = None
+        self.reactor: Reactor | None = None            # HTTP(S) clients, plain upstream connections
+        self.server: ReactorServer | None = None
         self.tls: ServerTls | None = None
-        self.tls_server: asyncio.base_events.Server | None = None
+        self.tls_server: ReactorServer | None = None
         self.gateway_ports: dict[tuple[str, int], GatewayPort] = {}
         self._gateway_changes = asyncio.Lock()         # one config's sockets at a time
         self._maintenance: asyncio.TimerHandle | None = None
@@ -171,18 +166,16 @@ class Worker:
         ctx.trusted_proxies = (None if trusted is None
                                else TrustedProxies(trusted.cidrs, trusted.hops))   # parsed once here
 
-    def _bind(self, cfg: Config, sock: socket.socket | None = None) -> PlainServer:
+    def _bind(self, cfg: Config, sock: socket.socket | None = None) -> ReactorServer:
         """Serve ``sock`` (the supervisor's) or sockets bound to the config's address."""
         socks = [sock] if sock is not None else bind_listeners(cfg.listen)
-        return PlainServer(self.reactor, socks, self.ctx.protocol_factory)
+        return ReactorServer(self.reactor, socks, self.ctx.protocol_factory)
 
     async def _bind_tls(self, cfg: Config) -> None:
         old = self.tls_server
         self.tls = ServerTls(cfg.tls)
-        self.tls_server = await asyncio.get_running_loop().create_server(
-            self.ctx.tls_protocol_factory, cfg.tls.listen.host, cfg.tls.listen.port,
-            ssl=self.tls.default, ssl_handshake_timeout=cfg.timeouts.downstream_header,
-            reuse_port=True, backlog=4096)
+        self.tls_server = ReactorServer(self.reactor, bind_listeners(cfg.tls.listen), self.ctx.tls_protocol_factory,
+                                        self.tls.default, cfg.timeouts.downstream_header)
         if old is not None:
             old.close()
 
@@ -260,7 +253,7 @@ class Worker:
                      or (gp.tls_listener and not certificates_only_differ(gp.tls_listener, wanted[p]))]:
             gone = self.gateway_ports.pop(pair)
             if gone.server is not None:
-                asyncio.ensure_future(self._close_listener(gone.server, gone.socket_tls, gone.factory))
+                asyncio.ensure_future(self._close_listener(gone.server, gone.factory))
             if gone.stream is not None:
                 gone.stream.close_all()     # a TLS socket no more: its streams end with it
         for pair, tls in wanted.items():
@@ -284,7 +277,7 @@ class Worker:
             factory = gp.factory = self.ctx.port_factory(gp.port, tls is not None)
         try:
             if tls is None and gp.stream is None:
-                gp.server = PlainServer(self.reactor, bind_listeners(Address(*pair)), factory)
+                gp.server = ReactorServer(self.reactor, bind_listeners(Address(*pair)), factory)
                 return
             if tls is not None:
                 # HTTPS offers h2 and http/1.1; a TLS listener's streams are not HTTP: no ALPN
@@ -296,9 +289,8 @@ class Worker:
                 gp.server = await asyncio.get_running_loop().create_server(
                     factory, pair[0], pair[1], reuse_port=True, backlog=4096)
                 return
-            gp.server = await asyncio.get_running_loop().create_server(
-                factory, pair[0], pair[1], ssl=gp.tls.default, reuse_port=True, backlog=4096,
-                ssl_handshake_timeout=self.config.timeouts.downstream_header)
+            gp.server = ReactorServer(self.reactor, bind_listeners(Address(*pair)), factory, gp.tls.default,
+                                      self.config.timeouts.downstream_header)
         except OSError as exc:      # the control plane holds the port: this is rare (a race)
             log.error("cannot listen for a Gateway", extra={"fields": {
                 "address": str(Address(*pair)), "error": exc.strerror or str(exc)}})
@@ -330,10 +322,10 @@ class Worker:
         if self.server is not None:
             await self._close_listener(self.server)
         if self.tls_server is not None:
-            await self._close_listener(self.tls_server, self.tls)
+            await self._close_listener(self.tls_server)
         for gp in list(self.gateway_ports.values()):
             if gp.server is not None:
-                await self._close_listener(gp.server, gp.socket_tls, gp.factory)
+                await self._close_listener(gp.server, gp.factory)
         streams = [gp.stream for gp in self.gateway_ports.values() if gp.stream is not None]
         if ctx is not None:
             ctx.drain_connections(DRAIN_IDLE_GRACE)
@@ -358,7 +350,7 @@ class Worker:
         if self.reactor is not None:
             self.reactor.close()
 
-    async def _close_listener(self, server, tls: ServerTls | None = None, factory=None) -> None:
+    async def _close_listener(self, server, factory=None) -> None:
         """Stop listening without resetting connections the kernel has already accepted.
 
         Closing a listening socket resets the connections waiting in its accept queue
@@ -368,11 +360,10 @@ class Worker:
         worker or refused), give handshakes under way a moment to complete, then accept
         what is queued and serve it, then close.  Dropping every packet instead would
         drop the last ACK of a handshake under way, and its client, which already
-        counts as connected, would be reset.
+        counts as connected, would be reset.  (``factory``: a port of ``gateway.streams``, on
+        the loop's own server.)
         """
         loop = asyncio.get_running_loop()
-        tls_options = {"ssl": tls.default,
-                       "ssl_handshake_timeout": self.config.timeouts.downstream_header} if tls else {}
         listeners = [socket.socket(fileno=os.dup(pseudo.fileno())) for pseudo in server.sockets]
         for listener in listeners:
             try:
@@ -401,14 +392,13 @@ class Worker:
                 conn.setsockopt(socket.SOL_SOCKET, _SO_DETACH_FILTER, 0)
             except OSError:
                 pass
-            if isinstance(server, PlainServer):
-                server.adopt(conn)      # the reactor serves it as one it accepted
+            if isinstance(server, ReactorServer):
+                server.adopt(conn)      # the reactor serves it as one it accepted (TLS: handshake and all)
                 return
             conn.setblocking(False)
             try:
-                await loop.connect_accepted_socket(factory or self.ctx.tls_protocol_factory, conn,
-                                                   **tls_options)
-            except OSError:         # reset meanwhile, or a failed TLS handshake
+                await loop.connect_accepted_socket(factory, conn)
+            except OSError:         # reset meanwhile
                 conn.close()
 
         await asyncio.gather(*(adopt(conn) for conn in accepted))

@@ -15,7 +15,7 @@ import uvloop
 from _speedups.reactor import Reactor
 from gateway.config import Address, parse_config
 from gateway.dataplane import DataPlane, ProxyContext
-from gateway.listeners import PlainServer, bind_listeners
+from gateway.listeners import ReactorServer, bind_listeners
 from gateway.snapshot import EndpointSpec, Snapshot
 
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -61,7 +61,7 @@ async def garbage_per_connection(request: bytes, connections: int,
         EndpointSpec("zone-a", "127.0.0.1", backend.sockets[0].getsockname()[1], 1),)}))
     if transports == "reactor":
         reactor = ctx.reactor = Reactor(loop)       # upstream connections made on it too
-        server = PlainServer(reactor, bind_listeners(Address("127.0.0.1", 0)), ctx.protocol_factory)
+        server = ReactorServer(reactor, bind_listeners(Address("127.0.0.1", 0)), ctx.protocol_factory)
     else:
         server = await loop.create_server(ctx.protocol_factory, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]

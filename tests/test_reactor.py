@@ -18,7 +18,7 @@ import uvloop
 
 from _speedups.reactor import Reactor
 from gateway.config import Address
-from gateway.listeners import PlainServer, bind_listeners
+from gateway.listeners import ReactorServer, bind_listeners
 
 
 class Recorder(asyncio.Protocol):
@@ -66,7 +66,7 @@ async def serve(host="127.0.0.1", protocols=None):
         return protocols[-1]
 
     reactor = Reactor(loop)
-    server = PlainServer(reactor, bind_listeners(Address(host, 0)), factory)
+    server = ReactorServer(reactor, bind_listeners(Address(host, 0)), factory)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     client = socket.socket(family)
     client.setblocking(False)
@@ -297,7 +297,7 @@ def test_running_out_of_descriptors_pauses_accepting_then_resumes():
         import asyncio, os, resource, socket, uvloop
         from _speedups.reactor import Reactor
         from gateway.config import Address
-        from gateway.listeners import PlainServer, bind_listeners
+        from gateway.listeners import ReactorServer, bind_listeners
 
         class Echo(asyncio.Protocol):
             def connection_made(self, t): self.t = t
@@ -308,7 +308,7 @@ def test_running_out_of_descriptors_pauses_accepting_then_resumes():
             errors = []
             loop.set_exception_handler(lambda l, c: errors.append(c["message"]))
             reactor = Reactor(loop)
-            server = PlainServer(reactor, bind_listeners(Address("127.0.0.1", 0)), Echo)
+            server = ReactorServer(reactor, bind_listeners(Address("127.0.0.1", 0)), Echo)
             address = server.sockets[0].getsockname()
             spare = [socket.socket() for _ in range(6)]     # freed later, for accepting
             clients = [socket.socket() for _ in range(6)]
