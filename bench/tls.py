@@ -2,6 +2,7 @@
 
     python bench/tls.py                          # 5 s per case, 2 repetitions (quiet machine only)
     python bench/tls.py --duration 1 --repeat 1 --cases full-1.3     # a quick check that it runs
+    python bench/tls.py --ref 45d6811            # also that commit's gateway, in the same runs
 
 Layout as bench/run.py: each proxy on CPU 0 (nginx with one worker, the gateway with
 ``workers: 1``), clients and the nginx backend (a 13-byte file) on CPU 1. Both present the
@@ -32,8 +33,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.run import (NGINX_COMMON, NGINX_HTTP_COMMON, BenchError, Proc, backend_conf,  # noqa: E402
-                       free_port, gateway_on_cpu0, measure, wait_answering)
+from bench.run import (NGINX_COMMON, NGINX_HTTP_COMMON, PROXY_CPU, PYTHON, BenchError, Proc,  # noqa: E402
+                       backend_conf, build_extensions, export_ref, free_port, gateway_on_cpu0, measure,
+                       wait_answering)
 
 BODY = b"hello, world\n"
 CIPHERS = {"1.3": ["-ciphersuites", "TLS_AES_128_GCM_SHA256"], "1.2": ["-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"]}
@@ -72,12 +74,12 @@ def nginx_conf(tmp: Path, port: int, backend_port: int, cert: Path, key: Path) -
 """)
 
 
-def gateway_conf(tmp: Path, port: int, backend_port: int, cert: Path, key: Path) -> str:
+def gateway_conf(tmp: Path, port: int, backend_port: int, cert: Path, key: Path, name: str = "gateway-tls") -> str:
     return yaml.safe_dump({
         "listen": f"127.0.0.1:{free_port('127.0.0.1')}", "admin": "off", "workers": 1,
         "timeouts": {"drain": "2s"}, "limits": {"max_requests_per_connection": 100_000_000},
         "tls": {"listen": f"127.0.0.1:{port}", "certificates": [{"cert": str(cert), "key": str(key)}]},
-        "access_log": {"path": f"{tmp}/gateway-tls-access.log", "buffer": "64KiB", "flush_interval": "1s"},
+        "access_log": {"path": f"{tmp}/{name}-access.log", "buffer": "64KiB", "flush_interval": "1s"},
         "sources": [{"name": "bench", "type": "static", "services": [
             {"name": "backend", "namespace": "default", "endpoints": [f"127.0.0.2:{backend_port}"]}]}],
         "services": [{"name": "backend", "namespace": "default", "port": backend_port}],
@@ -126,6 +128,8 @@ def main(argv=None) -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--ref", help="also measure the gateway of these commits (comma-separated; each "
+                                      "exported and built in the temp dir)")
     args = parser.parse_args(argv)
     for tool in ("nginx", "h2load", "taskset", "curl", "openssl"):
         if shutil.which(tool) is None:
@@ -151,6 +155,14 @@ def main(argv=None) -> int:
         conf = tmp / "gateway-tls.yaml"
         conf.write_text(gateway_conf(tmp, port, backend_port, cert, key))
         targets["gateway"] = (gateway_on_cpu0("gateway-tls", conf, tmp), port)
+        for i, ref in enumerate(filter(None, (args.ref or "").split(","))):
+            src = export_ref(ref, tmp / f"ref-{i}")
+            build_extensions(src)
+            name, port = f"gw@{ref[:7]}", free_port("127.0.0.1")
+            conf = tmp / f"gw-ref-{i}.yaml"
+            conf.write_text(gateway_conf(tmp, port, backend_port, cert, key, f"gw-ref-{i}"))
+            targets[name] = (Proc(name, ["taskset", "-c", str(PROXY_CPU), PYTHON, "-m", "gateway", "run", "--config",
+                                         str(conf), "--log-level", "warning"], tmp, cwd=src), port)
         procs += [proc for proc, _ in targets.values()]
         wait_answering(targets, answers, "answer HTTPS", timeout=20)
         for _, port in targets.values():        # warm up (the gateway's first seconds cost more)
