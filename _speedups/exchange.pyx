@@ -965,9 +965,10 @@ cdef class Exchange(UpstreamOwner):
             # The upstream answered before the request body was all sent: close both.
             self.downstream.keep_alive = False
         if conn is not None:
+            # The client's version and Connection are its own hop's: the upstream was asked
+            # in HTTP/1.1 and says itself whether its connection stays.
             reusable = (self.resp_head.keep_alive and self.body_complete
-                        and conn.framer.mode != MODE_UNTIL_CLOSE and not conn.extra
-                        and self.head.minor == 1)
+                        and conn.framer.mode != MODE_UNTIL_CLOSE and not conn.extra)
             self.up = None
             if reusable:
                 self.upstream.give_back(conn, self.t_try + self.t_response)  # when the head came

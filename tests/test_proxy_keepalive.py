@@ -77,3 +77,19 @@ def test_1000_requests_over_10_connections_reuse_upstream_connections(gw, backen
     # Most requests went over a pooled connection (connect time 0 when reused).
     reused = sum(1 for e in entries if e["upstream_connect_ms"] == 0)
     assert reused >= 1000 - 20
+
+
+def test_http_1_0_clients_reuse_upstream_connections_too(gw):
+    """An HTTP/1.0 client (ab, openssl s_time) closes after each response; the upstream was
+    asked in HTTP/1.1 and its connection goes back to the pool (one upstream connect in all,
+    not one per request: nginx's ``proxy_http_version 1.1`` with ``Connection ""``)."""
+    ids = [f"http10-{i}" for i in range(20)]
+    for rid in ids:
+        with gw.client() as client:
+            client.send(f"GET /http10/{rid} HTTP/1.0\r\nHost: gw.test\r\nX-Request-Id: {rid}\r\n\r\n".encode())
+            resp = client.read_response()
+            assert resp.status == 200 and resp.closes
+    entries = gw.log.by_ids(ids).values()
+    assert len(entries) == len(ids)
+    # Two endpoints: the first request to each may connect; every other reuses a connection.
+    assert sum(1 for e in entries if e["upstream_connect_ms"] != 0) <= 2
