@@ -52,10 +52,12 @@ def _both_workers_serve(port: int, ctx: ssl.SSLContext, attempts: int = 200) -> 
     raise AssertionError(f"{attempts} connections reached one worker only")
 
 
-def test_a_session_resumes_on_every_worker(pki, backend_a, tmp_path):
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2])
+def test_a_session_resumes_on_every_worker(pki, backend_a, tmp_path, version):
+    """By its ticket alone (the workers keep no session cache), in TLS 1.3 and 1.2."""
     gw, port = _gateway(pki, backend_a, tmp_path)
     try:
-        ctx = client_context(pki.ca)
+        ctx = client_context(pki.ca, hi=version)
         _both_workers_serve(port, ctx)
         session, reused, _ = _request(port, ctx)
         assert not reused
