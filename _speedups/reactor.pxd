@@ -117,6 +117,7 @@ cdef class SocketTransport(Watched):
     cdef void rewatch(self) except *
     cdef void queue(self, object data, Py_ssize_t offset) except *
     cdef void flush(self) except *
+    cdef void flushed(self) except *
     cdef void fail(self, object exc) except *
     cdef void finish(self, object exc) except *
 

@@ -609,6 +609,12 @@ cdef class SocketTransport(Watched):
             done += 1
         del self.pending[:done]
         self.first_sent = sent
+        self.flushed()
+
+    cdef void flushed(self) except *:
+        """After writing from the queue: once it is empty, close if closing, else watch for
+        what is wanted now (and end the sending side if asked); below the low mark the
+        protocol may write again."""
         if not self.pending:
             if self.closing:
                 self.finish(None)

@@ -333,13 +333,7 @@ cdef class TlsTransport(SocketTransport):
                 return
             del self.pending[0]
             self.pending_size -= len(data)
-        if self.closing:
-            self.finish(None)
-            return
-        self.rewatch()
-        if self.write_paused and self.pending_size <= self.low_water:
-            self.write_paused = False
-            self.protocol.resume_writing()
+        self.flushed()
 
     def can_write_eof(self):
         return False
