@@ -1,5 +1,5 @@
 from _speedups.exchange cimport Downstream, Exchange
-from _speedups.http cimport BodyFramer, RequestHead
+from _speedups.http cimport Dechunker, BodyFramer, RequestHead
 
 
 cdef enum ReadState:
@@ -35,6 +35,7 @@ cdef class Http1Connection(Downstream):
     cdef bytes held_body                    # body of a small response, held to go out with it
     cdef bint chunk_out                     # a MODE_STREAM body: chunk-framed here
     cdef list trailers_out                  # ... and the trailers its last chunk carries
+    cdef Dechunker dechunk_out              # a chunked body to an HTTP/1.0 client: payload only
 
     cdef void set_closed(self)
     cdef void process(self)

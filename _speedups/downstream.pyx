@@ -15,8 +15,8 @@ from _speedups.clock cimport monotonic
 from _speedups.context cimport CLEARTEXT_H2C, CLEARTEXT_HTTP1, Context, Port, earliest
 from _speedups.exchange cimport PAUSE_PENDING, PAUSE_PIPELINE, PAUSE_UPSTREAM_FULL
 from _speedups.http cimport (
-    MODE_CHUNKED, MODE_LENGTH, MODE_NONE, MODE_STREAM, ResponseHead, build_error_response,
-    build_interim_head, build_response_head, find_head_end, parse_request, tail)
+    MODE_CHUNKED, MODE_LENGTH, MODE_NONE, MODE_STREAM, MODE_UNTIL_CLOSE, Dechunker, ResponseHead,
+    build_error_response, build_interim_head, build_response_head, find_head_end, parse_request, tail)
 from _speedups.service cimport Service
 from _speedups.http import HttpError
 from _speedups.h2_downstream import PREFACE, H2Connection
@@ -317,6 +317,14 @@ cdef class Http1Connection(Downstream):
     cdef bint send_head(self, Exchange ex, ResponseHead head, int framing) except -1:
         # Written with the first body bytes by send_body: one syscall, not two.
         self.deadline_kind = D_NONE         # the rest of the request body no longer matters
+        self.dechunk_out = None
+        if ex.head.minor == 0 and (framing == MODE_CHUNKED or framing == MODE_STREAM):
+            # HTTP/1.0 has no chunked coding (RFC 9112 6.1): the payload as it comes, ended
+            # by closing the connection (the trailers go nowhere).
+            self.keep_alive = False
+            if framing == MODE_CHUNKED:
+                self.dechunk_out = Dechunker()
+            framing = MODE_UNTIL_CLOSE
         self.head_out = build_response_head(head, framing, self.keep_alive)
         self.chunk_out = framing == MODE_STREAM
         self.trailers_out = None
@@ -325,7 +333,11 @@ cdef class Http1Connection(Downstream):
     cdef bint send_body(self, Exchange ex, bytes data, Py_ssize_t start,
                         long long holdable) except -1:
         cdef bytes head_out = self.head_out
-        cdef Py_ssize_t size = len(data) - start
+        cdef Py_ssize_t size
+        if self.dechunk_out is not None:
+            data = self.dechunk_out.feed(tail(data, start) if start else data)
+            start = 0
+        size = len(data) - start
         if self.chunk_out and size > 0:
             data = b"%x\r\n%b\r\n" % (size, tail(data, start) if start else data)
             start = 0
@@ -360,8 +372,14 @@ cdef class Http1Connection(Downstream):
         return True
 
     cdef bint end_body(self, Exchange ex) except -1:
-        """The last chunk, with the trailers (and the head, when no body came)."""
+        """The last chunk, with the trailers (and the head, when no body came); for an
+        HTTP/1.0 client only the head, if still held: the close ends its body."""
         cdef list lines = [self.head_out] if self.head_out is not None else []
+        if not self.chunk_out:
+            self.head_out = self.trailers_out = None
+            if lines:
+                self.transport_write(lines[0])
+            return True
         lines.append(LAST_CHUNK)
         for name, value in self.trailers_out or ():
             lines += (name, b": ", value, CRLF)

@@ -21,7 +21,7 @@ import pytest
 
 from gateway.devcluster.h2_backend import H2BackendProcess
 from h2client import H2Client
-from support import (MiB, Client, GatewayProcess, encode_chunked, pattern_bytes, peak_rss_bytes, rss_bytes,
+from support import (MiB, Client, GatewayProcess, encode_chunked, http10_get, pattern_bytes, peak_rss_bytes, rss_bytes,
                      start_with_admin, static_source)
 
 pytestmark = pytest.mark.timeout(120)
@@ -105,6 +105,16 @@ def test_get_and_post_with_content_length_and_chunked_bodies(h2gw):
         assert r.status == 200 and r.body == pattern_bytes(0, 100000)
         # The HTTP/2 trailers reach an HTTP/1.1 client in the last chunk.
         assert r.trailers == [("x-checksum", hashlib.sha256(r.body).hexdigest())]
+
+
+def test_an_http10_client_gets_an_http2_upstreams_body_of_unknown_length_unframed(h2gw):
+    """No content-length from the HTTP/2 upstream and an HTTP/1.0 client: no chunked coding
+    for it (RFC 9112 6.1), the payload as it comes, ended by the close; the trailers go nowhere."""
+    gw, _, _ = h2gw
+    head, body = http10_get(gw.port, "/stream/100000", host="wide.test")
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    assert b"transfer-encoding" not in head.lower() and b"content-length" not in head.lower()
+    assert body == pattern_bytes(0, 100000)
 
 
 def test_a_response_head_past_max_response_head_is_a_502_and_the_connection_goes_on(h2gw):

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from support import (GatewayProcess, TinyServer, encode_chunked, read_request_head,
-                         static_source)
+from support import (GatewayProcess, TinyServer, encode_chunked, http10_get, pattern_bytes,
+                     read_request_head, static_source)
 
 GREETING = b"hello-from-upstream"
 
@@ -82,6 +82,16 @@ def test_http10_request_answered_and_closed(gw):
         assert resp.json()["path"] == "/anything/http10"
         assert resp.closes
         assert client.wait_closed(5.0), "HTTP/1.0 connection without keep-alive was not closed"
+
+
+def test_a_chunked_response_reaches_an_http10_client_as_payload(gw):
+    """HTTP/1.0 has no chunked coding (RFC 9112 6.1): the upstream's chunks are unwrapped and
+    the close ends the body."""
+    head, body = http10_get(gw.port, "/stream/70000")
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    assert b"transfer-encoding" not in head.lower() and b"content-length" not in head.lower()
+    assert b"connection: close" in head.lower()
+    assert body == pattern_bytes(0, 70000)
 
 
 def test_connection_close_honoured(gw):

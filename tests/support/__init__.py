@@ -20,7 +20,8 @@ both write ``from support import ...``.  The shipped package never imports this 
 """
 from __future__ import annotations
 
-from .client import Client, Pacer, PeerClosed, Response, encode_chunked, expected_sha256, pattern_bytes
+from .client import (Client, Pacer, PeerClosed, Response, encode_chunked, expected_sha256, http10_get,
+                     pattern_bytes)
 from .gateways import (PYTHON, REPO, AccessLog, AdminClient, GatewayProcess, start_with_admin,
                       static_source)
 from .loop import LoopThread, stop_backend
@@ -33,7 +34,7 @@ from .upstreams import TinyServer, answering, read_request_head, start_backend, 
 from .waiting import WaitTimeout, wait_until
 
 __all__ = [
-    "Client", "Pacer", "PeerClosed", "Response", "encode_chunked", "expected_sha256", "pattern_bytes",
+    "Client", "Pacer", "PeerClosed", "Response", "encode_chunked", "expected_sha256", "http10_get", "pattern_bytes",
     "PYTHON", "REPO", "AccessLog", "AdminClient", "GatewayProcess", "start_with_admin", "static_source",
     "LoopThread", "stop_backend",
     "MiB", "RssSampler", "peak_rss_bytes", "rss_bytes", "status_bytes",

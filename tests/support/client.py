@@ -247,6 +247,18 @@ class Client:
             self.sock.settimeout(self.timeout)
 
 
+def http10_get(port: int, target: str, host: str = "gw.test") -> tuple[bytes, bytes]:
+    """(head, body) of an HTTP/1.0 GET to 127.0.0.1:``port``, the body read until the server
+    closes (what an HTTP/1.0 client knows of a body without a length)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET {target} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+        data = bytearray()
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    return head, body
+
+
 def encode_chunked(pieces: Iterable[bytes]) -> bytes:
     out = [b"%x\r\n%s\r\n" % (len(p), p) for p in pieces if p]
     out.append(b"0\r\n\r\n")
