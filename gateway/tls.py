@@ -192,6 +192,7 @@ class ServerTls:
 
     def reload(self) -> None:
         """Load every certificate file again; a pair that fails to load keeps the old one."""
+        kept = []
         for i, (cert, context) in enumerate(zip(self.config.certificates, self.contexts)):
             if cert.pem:
                 continue                # PEM text changes only with a new config
@@ -207,9 +208,14 @@ class ServerTls:
             except (ssl.SSLError, OSError, ValueError) as exc:
                 log.error("certificate reload failed; keeping the loaded one",
                           extra={"fields": {"cert": cert.cert, "error": str(exc)}})
+                kept.append(cert.cert)
         self._index_names()
         self._remember_mtimes()
-        log.info("certificates reloaded", extra={"fields": {"names": sorted(self.by_name)}})
+        if kept:        # not "reloaded" right after a failure: a reader would take it for success
+            log.warning("certificates reloaded but for those that failed, which keep their loaded pair",
+                        extra={"fields": {"kept": kept, "names": sorted(self.by_name)}})
+        else:
+            log.info("certificates reloaded", extra={"fields": {"names": sorted(self.by_name)}})
 
     def reload_if_changed(self) -> bool:
         if any(_mtime(path) != mtime for path, mtime in self._mtimes.items()):

@@ -491,6 +491,9 @@ def test_a_new_certificate_without_its_key_keeps_the_old_one(renewal):
     for _ in range(3):
         assert renewal.serial() == old.serial_hex, "handshakes must go on with the old pair"
     assert str(renewal.cert) in renewal.gw.output()
+    # What follows the failure says so, rather than a bare "certificates reloaded".
+    after = [line for line in renewal.gw.output().rsplit(FAILED, 1)[1].splitlines() if "certificates reloaded" in line]
+    assert after and "certificates reloaded but for those that failed" in after[0], after
     # And once the key arrives too, the new pair is used.
     renewal.install(mismatched, cert=False)
     assert renewal.wait_serial(mismatched, timeout=4) <= 2.5
