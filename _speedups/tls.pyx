@@ -39,8 +39,9 @@ cdef extern from "openssl/x509.h":
     void *X509_STORE_CTX_get_ex_data(const X509_STORE_CTX *store, int idx) nogil
     const unsigned char *ASN1_STRING_get0_data(const ASN1_STRING *string) nogil
     int ASN1_STRING_length(const ASN1_STRING *string) nogil
-    int OPENSSL_sk_num(const void *stack) nogil
-    void *OPENSSL_sk_value(const void *stack, int i) nogil
+    ctypedef struct OPENSSL_STACK
+    int OPENSSL_sk_num(const OPENSSL_STACK *stack) nogil
+    void *OPENSSL_sk_value(const OPENSSL_STACK *stack, int i) nogil
 
 cdef extern from "openssl/ssl.h":
     int SSL_get_ex_data_X509_STORE_CTX_idx() nogil
@@ -216,8 +217,8 @@ cdef int _leaf_has_a_wanted_name(X509_STORE_CTX *store) noexcept with gil:
         names = <GENERAL_NAMES *> X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL)
         if names != NULL:
             try:
-                for i in range(OPENSSL_sk_num(names)):
-                    name = <GENERAL_NAME *> OPENSSL_sk_value(names, i)
+                for i in range(OPENSSL_sk_num(<OPENSSL_STACK *> names)):
+                    name = <GENERAL_NAME *> OPENSSL_sk_value(<OPENSSL_STACK *> names, i)
                     if name.type == GEN_URI and (<bytes> ASN1_STRING_get0_data(name.d.uniformResourceIdentifier)[
                             :ASN1_STRING_length(name.d.uniformResourceIdentifier)]) in uris:
                         return 1
