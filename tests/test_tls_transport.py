@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import socket
 import ssl
+import subprocess
 import termios
 
 import pytest
@@ -21,7 +22,8 @@ import uvloop
 from _speedups.reactor import Reactor
 from gateway.config import Address
 from gateway.listeners import ReactorServer, bind_listeners
-from support import GatewayProcess, Pki, free_port, static_source, wait_listening
+from support import (PYTHON, REPO, AdminClient, GatewayProcess, Pki, free_port, start_with_admin, static_source,
+                     wait_listening)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -31,6 +33,7 @@ PATTERN = bytes(range(256))         # the backend's /bytes/N: byte i is i % 256
 class Gateway:
     gw: GatewayProcess
     port: int
+    admin: AdminClient
     client_ctx: ssl.SSLContext
 
 
@@ -47,12 +50,11 @@ def gateway(backend_a, tmp_path_factory):
         "services": [{"name": "httpbin", "port": 80}],
         "routes": [{"name": "all", "match": {"path": {"prefix": "/"}}, "service": "httpbin"}],
     }
-    gw = GatewayProcess(config, tmp_path_factory.mktemp("tls-transport"), "tls-transport")
+    gw, admin = start_with_admin(config, tmp_path_factory.mktemp("tls-transport"), "tls-transport")
     try:
-        gw.start()
         wait_listening("127.0.0.1", port, 10, gw.proc)
         setup = Gateway()
-        setup.gw, setup.port = gw, port
+        setup.gw, setup.port, setup.admin = gw, port, admin
         setup.client_ctx = ssl.create_default_context(cafile=str(pki.ca))
         yield setup
     finally:
@@ -87,6 +89,15 @@ def get(gateway: Gateway, path: str) -> bytes:
         head, body = split_response(read_until_closed(tls))
     assert head.startswith(b"HTTP/1.1 200 "), head
     return body
+
+
+def test_gateway_status_shows_the_https_listener(gateway):
+    status, _, body = gateway.admin.request("GET", "/status")
+    assert status == 200 and body["tls_listen"] == f"127.0.0.1:{gateway.port}"
+    out = subprocess.run([PYTHON, "-m", "gateway", "status", "--admin", f"http://127.0.0.1:{gateway.admin.port}"],
+                         cwd=str(REPO), capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr
+    assert f"https 127.0.0.1:{gateway.port}" in out.stdout, out.stdout
 
 
 def test_a_body_the_client_reads_slowly_arrives_whole(gateway):

@@ -101,7 +101,8 @@ def _match_text(m: dict) -> str:
 def print_status(s: dict) -> None:
     up = s["uptime_s"]
     print(f"gateway {s['version']}  pid {s['pid']}  up {up:.0f}s  {'ready' if s['ready'] else 'NOT READY'}")
-    print(f"listen    {s['listen']}   admin {s['admin']}")
+    tls = f"   https {s['tls_listen']}" if s.get("tls_listen") else ""
+    print(f"listen    {s['listen']}{tls}   admin {s['admin']}")
     c = s["config"]
     print(f"config    {c['path']}  version {c['version']}  "
           f"({c['sources']} sources, {c['services']} services, {c['routes']} routes)")

@@ -99,6 +99,7 @@ def status(gw) -> dict:
         "ready": ready,
         "listen": str(cfg.listen),
         "port": gw.port if gw.server is not None or gw.supervisor is not None else None,
+        "tls_listen": str(cfg.tls.listen) if cfg.tls is not None else None,     # the file's HTTPS listener
         "admin": str(cfg.admin) if cfg.admin is not None else None,
         "config": {"path": cfg.path, "version": config_version(gw),
                    "sources": len(cfg.sources), "services": len(cfg.services),
