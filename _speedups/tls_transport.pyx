@@ -145,11 +145,12 @@ cdef class TlsTransport(SocketTransport):
 
     cdef void on_event(self, unsigned int events) except *:
         cdef object protocol = self.protocol
+        cdef unsigned int owed = self.tls_wants         # a write waiting to read, or the reverse
         try:
             if not self.handshaken:
                 self.handshake()
                 return
-            owed, self.tls_wants = self.tls_wants, 0     # a write waiting to read, or the reverse
+            self.tls_wants = 0
             if self.pending and events & (EPOLLOUT | EPOLLERR | EPOLLHUP | (owed & EPOLLIN)):
                 self.flush()
             if self.fd < 0:
