@@ -56,6 +56,7 @@ cdef class Reactor:
     cdef list watched               # fd -> its Listener or SocketTransport (or None)
     cdef list lost                  # (transport, exc) waiting for connection_lost
     cdef bint lost_scheduled
+    cdef bint dispatching           # inside ready(): what is lost goes when it returns
     cdef readonly unsigned long long wakeups    # times the loop found the set ready (a busy
     #                                             loop shows here)
     cdef char *read_buf

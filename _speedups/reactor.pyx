@@ -207,13 +207,19 @@ cdef class Reactor:
             return
         self.wakeups += 1
         n = epoll_wait(self.epfd, self.events, MAX_EVENTS, 0)
-        for i in range(n):
-            fd = self.events[i].data.fd
-            if fd >= len(self.watched):
-                continue
-            obj = <Watched>self.watched[fd]
-            if obj is not None:
-                obj.on_event(self.events[i].events)
+        self.dispatching = True
+        try:
+            for i in range(n):
+                fd = self.events[i].data.fd
+                if fd >= len(self.watched):
+                    continue
+                obj = <Watched>self.watched[fd]
+                if obj is not None:
+                    obj.on_event(self.events[i].events)
+        finally:
+            self.dispatching = False
+        if self.lost and not self.lost_scheduled:
+            self.deliver_lost()
 
     cdef int watch(self, int fd, Watched obj, unsigned int events, int op) except -1:
         cdef epoll_event ev
@@ -239,9 +245,11 @@ cdef class Reactor:
             self.watched[fd] = None
 
     cdef void lose_later(self, SocketTransport transport, object exc):
-        """``connection_lost`` in a later callback, as asyncio promises: one for all of them."""
+        """``connection_lost`` in a later callback, as asyncio promises: one for all of them.
+        Closed while the reactor dispatches events: once they are all handled (the close came
+        from inside a protocol's callback, which has returned by then), with no loop callback."""
         self.lost.append((transport, exc))
-        if not self.lost_scheduled:
+        if not self.lost_scheduled and not self.dispatching:
             self.lost_scheduled = True
             self.loop.call_soon(self.deliver_lost)
 
