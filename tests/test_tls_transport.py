@@ -284,3 +284,58 @@ async def _held_records_reach_a_protocol_that_resumes(pki: Pki) -> None:
 
 def test_records_openssl_holds_reach_a_protocol_that_resumes_reading(tmp_path):
     uvloop.run(_held_records_reach_a_protocol_that_resumes(Pki(tmp_path / "pki")))
+
+
+class Echo(asyncio.Protocol):
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+async def _deadlines_close_only_unfinished_handshakes(pki: Pki) -> None:
+    loop = asyncio.get_running_loop()
+    leaf = pki.leaf("tls.test")
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(str(leaf.cert), str(leaf.key))
+    client_ctx = ssl.create_default_context(cafile=str(pki.ca))
+    reactor = Reactor(loop)
+    timeout = 0.5
+    server = ReactorServer(reactor, bind_listeners(Address("127.0.0.1", 0)), Echo, server_ctx, timeout)
+    host, port = server.sockets[0].getsockname()[:2]
+
+    async def finished():
+        return await asyncio.open_connection(host, port, ssl=client_ctx, server_hostname="tls.test")
+
+    async def silent():
+        return await asyncio.open_connection(host, port), loop.time()
+
+    async def closed_at(reader) -> float:
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        return loop.time()
+
+    try:
+        # In accept order (the listener's queue): finished, silent, finished, silent.
+        first = await finished()
+        (early, early_writer), early_at = await silent()       # (a writer let go closes)
+        second = await finished()
+        (late, late_writer), late_at = await silent()
+        server.close()                      # accepted connections keep their deadlines
+        assert await closed_at(early) - early_at >= timeout
+        assert await closed_at(late) - late_at >= timeout
+        for reader, writer in (first, second):      # past both deadlines, still served
+            writer.write(b"ping")
+            assert await asyncio.wait_for(reader.readexactly(4), 10) == b"ping"
+        for _, writer in (first, second, (None, early_writer), (None, late_writer)):
+            writer.close()
+    finally:
+        server.close()
+        reactor.close()
+
+
+def test_handshake_deadlines_close_only_the_unfinished_ones(tmp_path):
+    """One timer per listener serves every handshake's deadline (they come in accept order):
+    the silent connections are closed, no sooner than their deadline, even after the
+    listener closed; the finished handshakes before and between them are left alone."""
+    uvloop.run(_deadlines_close_only_unfinished_handshakes(Pki(tmp_path / "pki")))
