@@ -25,7 +25,8 @@ the writer on the other instead of the gateway buffering a whole body.
 Output is pulled: after ``receive`` or any ``submit_*``/``send_*``, ``output()`` returns
 the bytes to write (nghttp2_session_mem_send), or b"" when there is nothing.
 """
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
@@ -33,8 +34,6 @@ from libc.string cimport memcpy
 from time import monotonic
 
 cdef extern from "nghttp2/nghttp2.h":
-    ctypedef struct nghttp2_session:
-        pass
     ctypedef struct nghttp2_session_callbacks:
         pass
     ctypedef struct nghttp2_option:
@@ -217,26 +216,63 @@ cdef class _Head:
         self.headers = []
 
 
+cdef class H2Handler:
+    """Where a session's events go (the module's docstring lists them), as C calls: the
+    gateway's own handlers subclass this; any other object is wrapped (``_PythonHandler``)."""
+
+    cdef void h2_headers(self, int32_t stream_id, list headers, bint end_stream) except *:
+        pass
+
+    cdef void h2_data(self, int32_t stream_id, bytes data) except *:
+        pass
+
+    cdef void h2_end(self, int32_t stream_id) except *:
+        pass
+
+    cdef void h2_trailers(self, int32_t stream_id, list headers) except *:
+        pass
+
+    cdef void h2_close(self, int32_t stream_id, uint32_t error_code) except *:
+        pass
+
+    cdef void h2_drained(self, int32_t stream_id) except *:
+        pass
+
+    cdef void h2_too_large(self, int32_t stream_id) except *:
+        pass
+
+
+cdef class _PythonHandler(H2Handler):
+    """A Python object's methods of the same names (the health probe's, tests')."""
+    cdef object target
+
+    def __cinit__(self, target):
+        self.target = target
+
+    cdef void h2_headers(self, int32_t stream_id, list headers, bint end_stream) except *:
+        self.target.h2_headers(stream_id, headers, end_stream)
+
+    cdef void h2_data(self, int32_t stream_id, bytes data) except *:
+        self.target.h2_data(stream_id, data)
+
+    cdef void h2_end(self, int32_t stream_id) except *:
+        self.target.h2_end(stream_id)
+
+    cdef void h2_trailers(self, int32_t stream_id, list headers) except *:
+        self.target.h2_trailers(stream_id, headers)
+
+    cdef void h2_close(self, int32_t stream_id, uint32_t error_code) except *:
+        self.target.h2_close(stream_id, error_code)
+
+    cdef void h2_drained(self, int32_t stream_id) except *:
+        self.target.h2_drained(stream_id)
+
+    cdef void h2_too_large(self, int32_t stream_id) except *:
+        self.target.h2_too_large(stream_id)
+
+
 cdef class H2Session:
     """One HTTP/2 connection, server or client side, without I/O of its own."""
-    cdef nghttp2_session *session
-    cdef object handler
-    cdef dict outgoing          # stream id -> _Outgoing
-    cdef dict heads             # stream id -> list of (name, value) being received
-    cdef object error           # an exception a handler raised inside a callback
-    cdef readonly bint server
-    cdef public Py_ssize_t queue_limit
-    cdef readonly str going_away    # why this side sent GOAWAY for a limit, or None
-    cdef Py_ssize_t max_header_list_size
-    cdef double reset_tokens        # the peer's stream resets: a bucket of RESET_BURST
-    cdef double reset_refilled
-    cdef uint32_t advertised_streams    # patched into the first SETTINGS out (0: done, or a client)
-    # (server) The highest stream id a client's HEADERS opened, and the ids it skipped, as
-    # (first, last) ranges: RFC 9113 §5.1.1 closes them, and HEADERS on one is a connection
-    # error, which nghttp2 leaves undetected (it ignores the frame).  Clients skip rarely:
-    # a few ranges are kept, the oldest dropped past SKIPPED_RANGES.
-    cdef int32_t last_client_stream
-    cdef list skipped
 
     def __cinit__(self, handler, bint server=True, *, int max_concurrent_streams=100,
                   int initial_window_size=65535, int max_header_list_size=65536,
@@ -244,7 +280,8 @@ cdef class H2Session:
         cdef nghttp2_session_callbacks *cbs
         cdef nghttp2_option *opt
         cdef int rc
-        self.handler, self.server = handler, server
+        self.handler = handler if isinstance(handler, H2Handler) else _PythonHandler(handler)
+        self.server = server
         self.outgoing, self.heads = {}, {}
         self.queue_limit = queue_limit
         self.max_header_list_size = max_header_list_size
@@ -296,10 +333,21 @@ cdef class H2Session:
 
     # -- input ---------------------------------------------------------------------
 
-    def receive(self, const uint8_t[:] data not None) -> None:
+    cpdef receive(self, data):
         """Feed the peer's bytes; the handler's methods run meanwhile."""
-        cdef ssize_t n = nghttp2_session_mem_recv(self.session, &data[0], data.shape[0]) \
-            if data.shape[0] else 0
+        cdef ssize_t n = 0
+        cdef Py_buffer view
+        if type(data) is bytes:             # what transports deliver: no buffer view to make
+            if PyBytes_GET_SIZE(data):
+                n = nghttp2_session_mem_recv(self.session, <const uint8_t *>PyBytes_AS_STRING(data),
+                                             PyBytes_GET_SIZE(data))
+        else:
+            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+            try:
+                if view.len:
+                    n = nghttp2_session_mem_recv(self.session, <const uint8_t *>view.buf, view.len)
+            finally:
+                PyBuffer_Release(&view)
         if self.error is not None:
             error, self.error = self.error, None
             raise error
@@ -312,14 +360,14 @@ cdef class H2Session:
         if self.going_away:
             raise H2Error(self.going_away)
 
-    def consume(self, int32_t stream_id, size_t n) -> None:
+    cpdef consume(self, int32_t stream_id, size_t n):
         """n body bytes of the stream were passed on: open the windows by that much."""
         if n:
             nghttp2_session_consume(self.session, stream_id, n)
 
     # -- output --------------------------------------------------------------------
 
-    def output(self) -> bytes:
+    cpdef bytes output(self):
         """What to write to the peer now (b"": nothing)."""
         cdef const uint8_t *chunk
         cdef ssize_t n = nghttp2_session_mem_send(self.session, &chunk)
@@ -356,10 +404,10 @@ cdef class H2Session:
         if rc < 0:
             raise H2Error(nghttp2_strerror(<int>rc).decode())
 
-    def submit_response(self, int32_t stream_id, list headers, bint end_stream=False) -> None:
+    cpdef submit_response(self, int32_t stream_id, list headers, bint end_stream=False):
         _check(self._submit_head(stream_id, headers, end_stream))
 
-    def submit_request(self, list headers, bint end_stream=False) -> int:
+    cpdef int32_t submit_request(self, list headers, bint end_stream=False) except? -1:
         """Open a stream (client side); its id."""
         cdef int32_t stream_id = self._submit_head(-1, headers, end_stream)
         _check(stream_id)
@@ -389,7 +437,7 @@ cdef class H2Session:
             self.outgoing[stream_id if stream_id >= 0 else rc] = _Outgoing()
         return rc
 
-    def submit_informational(self, int32_t stream_id, list headers) -> None:
+    cpdef submit_informational(self, int32_t stream_id, list headers):
         """A 1xx head (":status" first) before the response (server side)."""
         cdef Py_ssize_t count = len(headers)
         cdef nghttp2_nv *nva = <nghttp2_nv *>malloc(max(count, 1) * sizeof(nghttp2_nv))
@@ -402,7 +450,7 @@ cdef class H2Session:
             free(nva)
         _check(rc)
 
-    def send_data(self, int32_t stream_id, data, bint end_stream=False) -> Py_ssize_t:
+    cpdef Py_ssize_t send_data(self, int32_t stream_id, data, bint end_stream=False) except -1:
         """Queue body bytes of a stream whose head was submitted without end_stream.
 
         Returns the bytes now queued for it; over ``queue_limit`` the caller should stop
@@ -421,7 +469,7 @@ cdef class H2Session:
             out.over_limit = True
         return queued
 
-    def send_trailers(self, int32_t stream_id, list headers) -> None:
+    cpdef send_trailers(self, int32_t stream_id, list headers):
         """End the stream with trailers (after its data)."""
         cdef _Outgoing out = self.outgoing.get(stream_id)
         if out is None:
@@ -430,10 +478,10 @@ cdef class H2Session:
         out.eof = True
         nghttp2_session_resume_data(self.session, stream_id)
 
-    def reset(self, int32_t stream_id, uint32_t error_code=CANCEL) -> None:
+    cpdef reset(self, int32_t stream_id, uint32_t error_code=CANCEL):
         nghttp2_submit_rst_stream(self.session, NGHTTP2_FLAG_NONE, stream_id, error_code)
 
-    def goaway(self, uint32_t error_code=NO_ERROR) -> None:
+    cpdef goaway(self, uint32_t error_code=NO_ERROR):
         """Tell the peer to open no more streams; those already open run to their end."""
         last = nghttp2_session_get_last_proc_stream_id(self.session)
         _check(nghttp2_submit_goaway(self.session, NGHTTP2_FLAG_NONE, last, error_code, NULL, 0))
@@ -459,31 +507,31 @@ cdef class H2Session:
                               nghttp2_session_get_last_proc_stream_id(self.session),
                               error_code, NULL, 0)
 
-    def want_read(self) -> bool:
+    cpdef bint want_read(self):
         return nghttp2_session_want_read(self.session) != 0
 
-    def want_write(self) -> bool:
+    cpdef bint want_write(self):
         return nghttp2_session_want_write(self.session) != 0
 
-    def queued(self, int32_t stream_id) -> Py_ssize_t:
+    cpdef Py_ssize_t queued(self, int32_t stream_id):
         cdef _Outgoing out = self.outgoing.get(stream_id)
         return 0 if out is None else len(out.buf) - out.offset
 
     # -- the client side's view of the peer (upstream sessions) ----------------------
 
-    def remote_max_concurrent_streams(self) -> int:
+    cpdef long long remote_max_concurrent_streams(self):
         """SETTINGS_MAX_CONCURRENT_STREAMS of the peer (nghttp2's assumption until it comes)."""
         return nghttp2_session_get_remote_settings(self.session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)
 
-    def remote_allows_extended_connect(self) -> bool:
+    cpdef bint remote_allows_extended_connect(self):
         """SETTINGS_ENABLE_CONNECT_PROTOCOL of the peer (RFC 8441 §3): a WebSocket may go to it."""
         return nghttp2_session_get_remote_settings(self.session, NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL) == 1
 
-    def request_allowed(self) -> bool:
+    cpdef bint request_allowed(self):
         """May a new stream be opened (False once either side sent GOAWAY)?"""
         return nghttp2_session_check_request_allowed(self.session) != 0
 
-    def set_connection_window(self, int32_t size) -> None:
+    cpdef set_connection_window(self, int32_t size):
         """The connection's receive window (65535 by default), so that one stream whose
         reader is slow cannot stall the others on the connection."""
         _check(nghttp2_session_set_local_window_size(self.session, NGHTTP2_FLAG_NONE, 0, size))

@@ -1,4 +1,7 @@
+from libc.stdint cimport int32_t, uint32_t
+
 from _speedups.exchange cimport Downstream, Exchange
+from _speedups.h2 cimport H2Handler, H2Session
 from _speedups.http cimport Dechunker, RequestHead, ResponseHead
 from _speedups.service cimport Service
 
@@ -29,7 +32,7 @@ cdef class H2Stream:
 
 cdef class H2Connection(Downstream):
     cdef object transport
-    cdef object session             # h2.H2Session
+    cdef H2Session session
     cdef dict streams               # stream id -> H2Stream, until nghttp2 closes it
     cdef long started_streams
     cdef bint write_paused
@@ -53,3 +56,11 @@ cdef class H2Connection(Downstream):
     cdef void go_away(self)
     cdef void idle_from(self, double now)
     cdef void end_streams(self)
+    # the session's events (through _Events: this class's base is Downstream)
+    cdef void h2_headers(self, int32_t stream_id, list headers, bint end_stream) except *
+    cdef void h2_data(self, int32_t stream_id, bytes data) except *
+    cdef void h2_end(self, int32_t stream_id) except *
+    cdef void h2_trailers(self, int32_t stream_id, list headers) except *
+    cdef void h2_close(self, int32_t stream_id, uint32_t error_code) except *
+    cdef void h2_drained(self, int32_t stream_id) except *
+    cdef void h2_too_large(self, int32_t stream_id) except *

@@ -34,9 +34,9 @@ import os
 
 from _speedups.clock cimport monotonic
 from _speedups.context cimport Context, Port, earliest
-from _speedups.http cimport MODE_CHUNKED, Dechunker, request_from_fields, tail
+from _speedups.http cimport MODE_CHUNKED, Dechunker, decimal, request_from_fields, tail
 from _speedups.stats cimport ST_4XX, ST_5XX, ST_CONNECTIONS, ST_INTERNAL_ERRORS, ST_REFUSED
-from _speedups.h2 import CONNECT_ERROR, INTERNAL_ERROR, NO_ERROR, REFUSED_STREAM, H2Error, H2Session
+from _speedups.h2 import CONNECT_ERROR, INTERNAL_ERROR, NO_ERROR, REFUSED_STREAM, H2Error
 from _speedups.http import HttpError
 
 cdef object _log = logging.getLogger("gateway.proxy")
@@ -71,6 +71,35 @@ cdef class H2Stream:
         self.id = stream_id                 # the other fields start as 0, False or None
 
 
+cdef class _Events(H2Handler):
+    """A connection's session events, passed on as C calls (H2Connection's base is Downstream)."""
+    cdef H2Connection conn
+
+    def __cinit__(self, H2Connection conn):
+        self.conn = conn
+
+    cdef void h2_headers(self, int32_t stream_id, list headers, bint end_stream) except *:
+        self.conn.h2_headers(stream_id, headers, end_stream)
+
+    cdef void h2_data(self, int32_t stream_id, bytes data) except *:
+        self.conn.h2_data(stream_id, data)
+
+    cdef void h2_end(self, int32_t stream_id) except *:
+        self.conn.h2_end(stream_id)
+
+    cdef void h2_trailers(self, int32_t stream_id, list headers) except *:
+        self.conn.h2_trailers(stream_id, headers)
+
+    cdef void h2_close(self, int32_t stream_id, uint32_t error_code) except *:
+        self.conn.h2_close(stream_id, error_code)
+
+    cdef void h2_drained(self, int32_t stream_id) except *:
+        self.conn.h2_drained(stream_id)
+
+    cdef void h2_too_large(self, int32_t stream_id) except *:
+        self.conn.h2_too_large(stream_id)
+
+
 cdef class H2Connection(Downstream):
     """One HTTP/2 client connection (asyncio protocol)."""
 
@@ -86,7 +115,7 @@ cdef class H2Connection(Downstream):
         self.flush_scheduled = False
         self.goaway_sent = False
         self.idle_deadline = 0
-        self.session = H2Session(self, True, max_concurrent_streams=ctx.max_concurrent_streams,
+        self.session = H2Session(_Events(self), True, max_concurrent_streams=ctx.max_concurrent_streams,
                                  max_header_list_size=ctx.max_head_size, connect_protocol=True)
         # Room for every stream's window at once: a stream paused by a slow upstream keeps
         # its window shut, and with the default connection window (64 KiB) it would shut the
@@ -192,7 +221,7 @@ cdef class H2Connection(Downstream):
 
     # -- the session's events (h2.H2Handler) -------------------------------------------
 
-    def h2_headers(self, int stream_id, list headers, bint end_stream):
+    cdef void h2_headers(self, int32_t stream_id, list headers, bint end_stream) except *:
         cdef H2Stream stream = self.new_stream(stream_id)
         cdef Exchange ex
         cdef RequestHead head
@@ -212,7 +241,7 @@ cdef class H2Connection(Downstream):
             self.ctx.wake_at(self, stream.body_deadline)
         ex.start(head, not end_stream and not stream.tunnel, head.head_size)
 
-    def h2_too_large(self, int stream_id):
+    cdef void h2_too_large(self, int32_t stream_id) except *:
         """A request head past limits.max_request_head once decoded (an HPACK bomb, say)."""
         cdef H2Stream stream = self.new_stream(stream_id)
         if stream is not None:
@@ -316,7 +345,7 @@ cdef class H2Connection(Downstream):
         self.submit_error(stream, status, reason, b"-", None, None, True)
         self.schedule_flush()
 
-    def h2_data(self, int stream_id, bytes data):
+    cdef void h2_data(self, int32_t stream_id, bytes data) except *:
         cdef H2Stream stream = self.streams.get(stream_id)
         cdef Exchange ex
         cdef Context ctx = self.ctx
@@ -341,7 +370,7 @@ cdef class H2Connection(Downstream):
         else:
             self.session.consume(stream_id, n)
 
-    def h2_end(self, int stream_id):
+    cdef void h2_end(self, int32_t stream_id) except *:
         cdef H2Stream stream = self.streams.get(stream_id)
         if stream is None or stream.finished or stream.ex is None or stream.ended_in:
             return
@@ -353,7 +382,7 @@ cdef class H2Connection(Downstream):
         stream.body_deadline = 0
         stream.ex.body_received()
 
-    def h2_trailers(self, int stream_id, list headers):
+    cdef void h2_trailers(self, int32_t stream_id, list headers) except *:
         """The client's trailers (h2_end follows): sent with the end of a body of unknown
         length (as trailers to an HTTP/2 upstream: client-streaming gRPC; in the last chunk
         to an HTTP/1.1 one), dropped after a body of known length, which HTTP/1.1 cannot
@@ -365,7 +394,7 @@ cdef class H2Connection(Downstream):
         stream.ex.receive_trailers([(name, value) for name, value in headers
                                     if name[:1] != b":" and name not in NOT_TRAILERS])
 
-    def h2_close(self, int stream_id, int error_code):
+    cdef void h2_close(self, int32_t stream_id, uint32_t error_code) except *:
         cdef H2Stream stream = self.streams.pop(stream_id, None)
         if stream is not None and not stream.finished and stream.ex is not None:
             stream.finished = True
@@ -376,7 +405,7 @@ cdef class H2Connection(Downstream):
             else:
                 self.idle_from(monotonic())
 
-    def h2_drained(self, int stream_id):
+    cdef void h2_drained(self, int32_t stream_id) except *:
         cdef H2Stream stream = self.streams.get(stream_id)
         if stream is not None and stream.out_paused:
             stream.out_paused = False
@@ -394,7 +423,7 @@ cdef class H2Connection(Downstream):
         if stream is not None and not stream.finished and not stream.submitted:
             self.session.submit_informational(
                 stream.id,
-                [(b":status", b"%d" % head.status)] + [(n, v) for n, _, v in head.peek_fields()])
+                [(b":status", decimal(head.status))] + [(n, v) for n, _, v in head.peek_fields()])
             self.schedule_flush()
         return True
 
@@ -403,7 +432,7 @@ cdef class H2Connection(Downstream):
         cdef list fields
         if stream is None:
             return True
-        fields = [(b":status", b"%d" % head.status)]
+        fields = [(b":status", decimal(head.status))]
         for lname, _, value in head.peek_fields():
             fields.append((lname, value))
             if stream.grpc and lname == b"grpc-status":
@@ -411,7 +440,7 @@ cdef class H2Connection(Downstream):
         if framing == MODE_CHUNKED:
             stream.dechunk = Dechunker()
         elif head.content_length >= 0:
-            fields.append((b"content-length", b"%d" % head.content_length))
+            fields.append((b"content-length", decimal(head.content_length)))
         stream.head_out = fields            # submitted with the first body bytes, or at the end
         return True
 
@@ -478,7 +507,7 @@ cdef class H2Connection(Downstream):
             self.session.submit_response(stream.id, fields, True)
             stream.submitted = True
             return 0
-        fields = [(b":status", b"%d" % status), (b"content-length", b"%d" % len(body)),
+        fields = [(b":status", decimal(status)), (b"content-length", decimal(len(body))),
                   (b"x-request-id", request_id or b"-"), (b"server", b"gateway")]
         if body:
             fields.insert(1, (b"content-type", b"text/plain; charset=utf-8"))

@@ -1,3 +1,4 @@
+from _speedups.h2 cimport H2Handler, H2Session
 from _speedups.http cimport Dechunker, RequestHead
 from _speedups.service cimport Service
 from _speedups.upstream cimport StreamPool, Upstream, UpstreamConnection, UpstreamOwner
@@ -13,9 +14,9 @@ cdef class H2Pool(StreamPool):
     cdef void forget(self, H2UpstreamSession session)
 
 
-cdef class H2UpstreamSession:
+cdef class H2UpstreamSession(H2Handler):
     cdef H2Pool pool
-    cdef object h2                          # the H2Session (client side)
+    cdef H2Session h2                       # the client side
     cdef object transport
     cdef dict streams                       # stream id -> H2Stream, until the stream closes
     cdef int reserved                       # streams lent but not yet sent (no id yet)

@@ -15,6 +15,8 @@ Flow control: the request body is queued in nghttp2 only up to ``H2Session.queue
 per stream (then ``upstream_write_paused``); the response's DATA is ``consume``d, reopening
 the upstream's windows, only once the exchange has taken it, and not while it is paused.
 """
+from libc.stdint cimport int32_t, uint32_t
+
 from _speedups.clock cimport monotonic
 from _speedups.http cimport MODE_STREAM, BodyFramer, Dechunker, RequestHead, ResponseHead, request_fields
 from _speedups.http import CONNECTION_SPECIFIC as _CONNECTION_SPECIFIC, HttpError
@@ -27,7 +29,7 @@ import logging
 from asyncio import get_running_loop
 from http import HTTPStatus
 
-from _speedups.h2 import CANCEL, REFUSED_STREAM, H2Error, H2Session
+from _speedups.h2 import CANCEL, REFUSED_STREAM, H2Error
 
 cdef object _log = logging.getLogger("gateway.proxy")
 cdef bytes EMPTY = b""
@@ -119,7 +121,7 @@ cdef class H2Pool(StreamPool):
             self.upstream.touch()
 
 
-cdef class H2UpstreamSession:
+cdef class H2UpstreamSession(H2Handler):
     """One HTTP/2 connection to an endpoint (the asyncio protocol), carrying its streams."""
 
     def __init__(self, H2Pool pool):
@@ -288,12 +290,12 @@ cdef class H2UpstreamSession:
 
     # -- H2Session's handler ---------------------------------------------------------
 
-    def h2_headers(self, int stream_id, list headers, bint end_stream):
+    cdef void h2_headers(self, int32_t stream_id, list headers, bint end_stream) except *:
         cdef H2Stream stream = self.streams.get(stream_id)
         if stream is not None:
             stream.on_headers(headers, end_stream)
 
-    def h2_too_large(self, int stream_id):
+    cdef void h2_too_large(self, int32_t stream_id) except *:
         """A response head past limits.max_response_head: a bad response, as over HTTP/1.1."""
         cdef H2Stream stream = self.streams.get(stream_id)
         self.h2.reset(stream_id)
@@ -301,30 +303,30 @@ cdef class H2UpstreamSession:
         if stream is not None:
             stream.guard_bad("response head too large")
 
-    def h2_data(self, int stream_id, bytes data):
+    cdef void h2_data(self, int32_t stream_id, bytes data) except *:
         cdef H2Stream stream = self.streams.get(stream_id)
         if stream is None or stream.owner is None:
             self.h2.consume(stream_id, len(data))   # nobody wants it: keep the windows open
         else:
             stream.on_data(data)
 
-    def h2_end(self, int stream_id):
+    cdef void h2_end(self, int32_t stream_id) except *:
         cdef H2Stream stream = self.streams.get(stream_id)
         if stream is not None:
             stream.on_end()
 
-    def h2_trailers(self, int stream_id, list headers):
+    cdef void h2_trailers(self, int32_t stream_id, list headers) except *:
         cdef H2Stream stream = self.streams.get(stream_id)
         if stream is not None:
             stream.trailers = [(name, value) for name, value in headers if name[:1] != b":"]
 
-    def h2_close(self, int stream_id, int error_code):
+    cdef void h2_close(self, int32_t stream_id, uint32_t error_code) except *:
         cdef H2Stream stream = self.streams.pop(stream_id, None)
         if stream is not None:
             stream.on_close(error_code)
         self.stream_ended()
 
-    def h2_drained(self, int stream_id):
+    cdef void h2_drained(self, int32_t stream_id) except *:
         cdef H2Stream stream = self.streams.get(stream_id)
         if stream is not None:
             stream.on_drained()
@@ -459,7 +461,7 @@ cdef class H2Stream(UpstreamConnection):
         """Body bytes in the head's framing: the payload goes out as DATA."""
         cdef Dechunker dechunker = self.dechunker
         cdef bint ended = False
-        h2 = self.session.h2
+        cdef H2Session h2 = self.session.h2
         if dechunker is not None:
             data = dechunker.feed(data)
             ended = dechunker.done

@@ -182,6 +182,22 @@ cdef int _put_decimal(long long n) except -1:
     return _put(digits + i, 24 - i)
 
 
+cdef tuple _SMALL_DECIMALS = tuple(str(i).encode() for i in range(1000))
+
+
+cdef bytes decimal(long long n):
+    """``b"%d" % n`` for n >= 0 without the format machinery (status codes, content-lengths)."""
+    cdef char digits[24]
+    cdef int i = 24
+    if n < 1000:
+        return <bytes>_SMALL_DECIMALS[n]
+    while n > 0:
+        i -= 1
+        digits[i] = <char>(48 + n % 10)
+        n //= 10
+    return PyBytes_FromStringAndSize(digits + i, 24 - i)
+
+
 cdef inline bytes _out_take():
     return PyBytes_FromStringAndSize(_out_buf, _out_len) if _out_len else EMPTY
 
@@ -1030,7 +1046,7 @@ cpdef list request_fields(RequestHead head, bytes scheme, bytes target, bytes ho
         if head.tracestate is not None:
             fields.append((b"tracestate", head.tracestate))
     if head.content_length >= 0:
-        fields.append((b"content-length", b"%d" % head.content_length))
+        fields.append((b"content-length", decimal(head.content_length)))
     fields += (
         (b"x-forwarded-for", client_ip if head.forwarded_for is None
                              else head.forwarded_for + b", " + client_ip),
