@@ -15,6 +15,11 @@ client run straight against a backend gives the client's and backend's own share
 subtracted.  ``allocs/req`` is that difference; ``retained/req`` is the growth of
 ``sys.getallocatedblocks()`` over the run (a leak shows there).  Modes: the JSON access log
 rendered into a buffer that is dropped when full (no writer thread to count), or off.
+
+HTTP/2 (when ``h2load`` is installed): h2load, in its own process, sends the requests over h2c
+with prior knowledge on one connection, 1 or 100 streams at a time, through the gateway (log
+on) to the same backends; ``h2load --h1`` straight to a backend gives the backend's own share,
+which is subtracted.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import dataclasses
 import gc
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -129,6 +135,25 @@ async def _measure(port: int, n: int) -> tuple[float, float]:
     return calls / n, (sys.getallocatedblocks() - blocks) / n
 
 
+async def _h2load(port: int, n: int, streams: int, h1: bool = False) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        "h2load", "-n", str(n), "-c", "1", "-m", str(streams), *(["--h1"] if h1 else []),
+        f"http://127.0.0.1:{port}/small", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    if proc.returncode or f"status codes: {n} 2xx".encode() not in out:
+        raise SystemExit(f"allocs.py: h2load failed:\n{out.decode(errors='replace')[-800:]}")
+
+
+async def _measure_h2load(port: int, n: int, streams: int, h1: bool = False) -> tuple[float, float]:
+    await _h2load(port, 2000, streams, h1)      # warm
+    gc.collect()
+    blocks, calls = sys.getallocatedblocks(), _alloccount.count()
+    await _h2load(port, n, streams, h1)
+    calls = _alloccount.count() - calls
+    gc.collect()
+    return calls / n, (sys.getallocatedblocks() - blocks) / n
+
+
 def _gateway(loop, ports: list[int], log: bool) -> ProxyContext:
     config = parse_config({
         "listen": "127.0.0.1:8080", "admin": None,   # not listened on: the server is made here
@@ -181,6 +206,15 @@ async def main_async(n: int) -> dict:
         out[mode] = {"allocs_per_request": round(calls - direct, 2),
                      "retained_blocks_per_request": round(kept - direct_kept, 3)}
         close()
+    if shutil.which("h2load"):
+        backend, backend_kept = await _measure_h2load(ports[0], n, 1, h1=True)
+        ctx = _gateway(loop, ports, True)
+        port, close = await _serve(loop, ctx)
+        for streams in (1, 100):
+            calls, kept = await _measure_h2load(port, n, streams)
+            out[f"h2-m{streams}"] = {"allocs_per_request": round(calls - backend, 2),
+                                     "retained_blocks_per_request": round(kept - backend_kept, 3)}
+        close()
     for b in backends:
         b.close()
     return out
@@ -199,7 +233,9 @@ def main() -> None:
         sys.exit(f"allocs.py: imported the gateway from {measured}, not {_source_tree(sys.argv)}")
     print(f"{measured}: per proxied keep-alive request "
           f"({args.requests} requests, client and backend subtracted):")
-    for mode in ("gateway", "gateway-nolog"):
+    for mode in ("gateway", "gateway-nolog", "h2-m1", "h2-m100"):
+        if mode not in result:
+            continue
         r = result[mode]
         print(f"  {mode:14} {r['allocs_per_request']:7.2f} allocs/req  "
               f"{r['retained_blocks_per_request']:6.3f} retained blocks/req")

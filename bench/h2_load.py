@@ -9,8 +9,10 @@ Layout as bench/run.py: the proxy on CPU 0, load and backends on CPU 1.  HTTP/2 
 h2load with prior knowledge (h2c) to the proxy, which speaks HTTP/1.1 to an nginx backend
 (a 13-byte file); ``cN-mM`` is N connections with M concurrent streams each.  gRPC: unary
 calls of gateway.devcluster.grpc_backend through ``grpc_pass`` by a grpcio client with 50
-calls in flight (nginx ``grpc_pass``; the gateway's service ``protocol: h2c``).  CPU per
-request is the proxy's utime+stime over the requests it served.  The gateway writes its JSON
+calls in flight (nginx ``grpc_pass``; the gateway's service ``protocol: h2c``); ``grpc-bidi``:
+its bidirectional streaming Echo, 10 calls held open with 8 messages in flight each (a line's
+"req" is then a message echoed).  CPU per request is the proxy's utime+stime over the
+requests it served.  The gateway writes its JSON
 access log to a file; nginx's is off (as in bench/run.py's "nginx-nolog": a gateway at or
 under that line is at least as cheap).  nginx keeps up to 1,024 idle upstream connections:
 10 x 100 streams need ~1,000 at once, and with 64 it reconnected all the time (49 us per
@@ -136,6 +138,38 @@ def grpc_unary(port: int, duration: float, in_flight: int = 50) -> int:
     return done
 
 
+def grpc_bidi(port: int, duration: float, calls: int = 10, window: int = 8) -> int:
+    """Messages echoed through the proxy in ``duration`` seconds on ``calls`` bidirectional
+    streams (one gRPC call each, held open), each with ``window`` messages in flight."""
+    import grpc
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    call = channel.stream_stream("/gateway.test.Echo/Bidi", request_serializer=bytes,
+                                 response_deserializer=bytes)
+    stop = time.monotonic() + duration
+    counts = [0] * calls
+
+    def one_call(i: int) -> None:
+        room = threading.Semaphore(window)
+
+        def requests():
+            while time.monotonic() < stop:
+                room.acquire()
+                yield b"x"
+
+        for _ in call(requests(), timeout=duration + 30):
+            counts[i] += 1
+            room.release()
+
+    threads = [threading.Thread(target=one_call, args=(i,)) for i in range(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    channel.close()
+    return sum(counts)
+
+
 def speaks_h2c(port: int) -> bool:
     out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--http2-prior-knowledge",
                           "--max-time", "3", f"http://127.0.0.1:{port}/small"], capture_output=True, text=True)
@@ -206,10 +240,11 @@ def main(argv=None) -> int:
                 for name, (proc, port) in targets.items():      # side by side, alternating
                     n, cpu = measure(proc, lambda: h2load(port, connections, streams, args.duration))
                     print(f"{name:<10} {case:<10} {n / args.duration:>9.0f} {cpu / n * 1e6:>11.1f}")
-        for _ in range(0 if args.no_grpc else args.repeat):
-            for name, (proc, port) in targets.items():
-                n, cpu = measure(proc, lambda: grpc_unary(port, args.duration))
-                print(f"{name:<10} {'grpc-c50':<10} {n / args.duration:>9.0f} {cpu / n * 1e6:>11.1f}")
+        for case, run in ((("grpc-c50", grpc_unary), ("grpc-bidi", grpc_bidi)) if not args.no_grpc else ()):
+            for _ in range(args.repeat):
+                for name, (proc, port) in targets.items():
+                    n, cpu = measure(proc, lambda: run(port, args.duration))
+                    print(f"{name:<10} {case:<10} {n / args.duration:>9.0f} {cpu / n * 1e6:>11.1f}")
     finally:
         for proc in reversed(procs):
             proc.stop()
