@@ -29,7 +29,7 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 
 from time import monotonic
 
@@ -561,6 +561,42 @@ cdef void _fill_nv(nghttp2_nv *nva, list headers) except *:
         i += 1
 
 
+# -- header fields as bytes objects ----------------------------------------------------------
+
+# HPACK's static table (RFC 7541 Appendix A): its names and values, plus the names gRPC and
+# browsers send on every request.  A field spelled like one of them gets that bytes object
+# instead of a new one: most of a request's names, and its method and scheme, cost nothing.
+cdef tuple _COMMON = tuple(sorted({text.encode() for text in (
+    ":authority :method :path :scheme :status :protocol accept-charset accept-encoding "
+    "accept-language accept-ranges accept access-control-allow-origin age allow authorization "
+    "cache-control content-disposition content-encoding content-language content-length "
+    "content-location content-range content-type cookie date etag expect expires from host "
+    "if-match if-modified-since if-none-match if-range if-unmodified-since last-modified link "
+    "location max-forwards proxy-authenticate proxy-authorization range referer refresh "
+    "retry-after server set-cookie strict-transport-security transfer-encoding user-agent vary "
+    "via www-authenticate te trailers grpc-timeout grpc-encoding grpc-accept-encoding "
+    "grpc-status grpc-message origin sec-websocket-version sec-websocket-protocol "
+    "sec-websocket-extensions sec-websocket-key upgrade-insecure-requests x-forwarded-for "
+    "x-request-id traceparent tracestate application/grpc GET POST PUT DELETE HEAD OPTIONS "
+    "PATCH CONNECT websocket http https / /index.html 200 204 206 304 400 404 500"
+).split()} | {b"gzip, deflate", b"*/*"}, key=len))
+cdef Py_ssize_t _COMMON_LONGEST = max([len(known) for known in _COMMON])
+
+
+cdef bytes _field_bytes(const uint8_t *data, size_t n):
+    """``data`` as bytes: the shared object when it is one of _COMMON."""
+    cdef bytes known
+    cdef Py_ssize_t size
+    if <Py_ssize_t>n <= _COMMON_LONGEST:
+        for known in _COMMON:
+            size = PyBytes_GET_SIZE(known)
+            if size > <Py_ssize_t>n:
+                break
+            if size == <Py_ssize_t>n and memcmp(PyBytes_AS_STRING(known), data, n) == 0:
+                return known
+    return PyBytes_FromStringAndSize(<const char *>data, n)
+
+
 # -- nghttp2's callbacks: errors a handler raises are kept and raised after the call ------------
 
 cdef enum:
@@ -616,8 +652,7 @@ cdef int _on_header(nghttp2_session *session, const nghttp2_frame *frame,
             return 0
         del self.heads[frame.hd.stream_id]
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE
-    head.headers.append((PyBytes_FromStringAndSize(<const char *>name, namelen),
-                         PyBytes_FromStringAndSize(<const char *>value, valuelen)))
+    head.headers.append((_field_bytes(name, namelen), _field_bytes(value, valuelen)))
     return 0
 
 
