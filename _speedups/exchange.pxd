@@ -65,6 +65,7 @@ cdef class Exchange(UpstreamOwner):
     cdef Context ctx
     cdef Downstream downstream
     cdef int stream_id                      # HTTP/2: its stream; 0 for HTTP/1
+    cdef object stream_key                  # HTTP/2: stream_id boxed once (its connection's map key)
     cdef double client_timeout              # a deadline the client asked for (grpc-timeout), 0: none
     cdef int grpc_status                    # a gRPC call's status, for the log; -1: none
     cdef ExchangeState state

@@ -21,7 +21,10 @@ cdef class H2Session:
     cdef nghttp2_session *session
     cdef H2Handler handler
     cdef dict outgoing          # stream id -> _Outgoing
-    cdef dict heads             # stream id -> _Head being received
+    # The header block being received (HTTP/2 sends one block at a time, contiguous: RFC 9113
+    # §4.3), so one slot, not a map by stream id: an _Head, or None
+    cdef object receiving
+    cdef int32_t receiving_id
     cdef object error           # an exception a handler raised inside a callback
     cdef readonly bint server
     cdef public Py_ssize_t queue_limit

@@ -282,7 +282,7 @@ cdef class H2Session:
         cdef int rc
         self.handler = handler if isinstance(handler, H2Handler) else _PythonHandler(handler)
         self.server = server
-        self.outgoing, self.heads = {}, {}
+        self.outgoing = {}
         self.queue_limit = queue_limit
         self.max_header_list_size = max_header_list_size
         self.reset_tokens, self.reset_refilled = RESET_BURST, monotonic()
@@ -418,13 +418,17 @@ cdef class H2Session:
         cdef nghttp2_nv *nva = <nghttp2_nv *>malloc(max(count, 1) * sizeof(nghttp2_nv))
         cdef nghttp2_data_provider provider
         cdef const nghttp2_data_provider *body = NULL
+        cdef _Outgoing out = None
         cdef int32_t rc
         if nva is NULL:
             raise MemoryError()
         try:
             _fill_nv(nva, headers)
             if not end_stream:
-                provider.source.ptr = NULL
+                # _read_body finds the queue here; self.outgoing keeps it alive until the
+                # stream closes, after which nghttp2 reads no more of it.
+                out = _Outgoing()
+                provider.source.ptr = <void *>out
                 provider.read_callback = _read_body
                 body = &provider
             if stream_id < 0:
@@ -433,8 +437,8 @@ cdef class H2Session:
                 rc = nghttp2_submit_response(self.session, stream_id, nva, count, body)
         finally:
             free(nva)
-        if rc >= 0 and not end_stream:
-            self.outgoing[stream_id if stream_id >= 0 else rc] = _Outgoing()
+        if rc >= 0 and out is not None:
+            self.outgoing[stream_id if stream_id >= 0 else rc] = out
         return rc
 
     cpdef submit_informational(self, int32_t stream_id, list headers):
@@ -628,7 +632,7 @@ cdef int _on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame,
                            void *user_data) noexcept:
     cdef H2Session self = <H2Session>user_data
     if frame.hd.type == NGHTTP2_HEADERS:
-        self.heads[frame.hd.stream_id] = _Head()
+        self.receiving, self.receiving_id = _Head(), frame.hd.stream_id
     return 0
 
 
@@ -636,8 +640,8 @@ cdef int _on_header(nghttp2_session *session, const nghttp2_frame *frame,
                     const uint8_t *name, size_t namelen, const uint8_t *value, size_t valuelen,
                     uint8_t flags, void *user_data) noexcept:
     cdef H2Session self = <H2Session>user_data
-    cdef _Head head = self.heads.get(frame.hd.stream_id)
-    if head is None:
+    cdef _Head head = self.receiving
+    if head is None or self.receiving_id != frame.hd.stream_id:
         return 0
     if head.too_large:
         return 0
@@ -650,7 +654,7 @@ cdef int _on_header(nghttp2_session *session, const nghttp2_frame *frame,
             head.too_large = True
             head.headers = None
             return 0
-        del self.heads[frame.hd.stream_id]
+        self.receiving = None
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE
     head.headers.append((_field_bytes(name, namelen), _field_bytes(value, valuelen)))
     return 0
@@ -667,9 +671,10 @@ cdef int _on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame,
         return 0
     try:
         if frame.hd.type == NGHTTP2_HEADERS:
-            head = self.heads.pop(stream_id, None)
-            if head is None:
+            head = self.receiving
+            if head is None or self.receiving_id != stream_id:
                 return 0
+            self.receiving = None
             if (<_Head>head).too_large:
                 self.handler.h2_too_large(stream_id)
                 return 0
@@ -710,7 +715,8 @@ cdef int _on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t 
                           void *user_data) noexcept:
     cdef H2Session self = <H2Session>user_data
     self.outgoing.pop(stream_id, None)
-    self.heads.pop(stream_id, None)
+    if self.receiving_id == stream_id:
+        self.receiving = None
     try:
         self.handler.h2_close(stream_id, error_code)
     except BaseException as exc:
@@ -723,12 +729,9 @@ cdef ssize_t _read_body(nghttp2_session *session, int32_t stream_id, uint8_t *bu
                         size_t length, uint32_t *data_flags, nghttp2_data_source *source,
                         void *user_data) noexcept:
     cdef H2Session self = <H2Session>user_data
-    cdef _Outgoing out = self.outgoing.get(stream_id)
+    cdef _Outgoing out = <_Outgoing>source.ptr
     cdef Py_ssize_t available, n
     cdef const char *start
-    if out is None:
-        data_flags[0] = NGHTTP2_DATA_FLAG_EOF
-        return 0
     available = len(out.buf) - out.offset
     if available == 0 and not out.eof:
         return NGHTTP2_ERR_DEFERRED

@@ -8,6 +8,7 @@ from _speedups.service cimport Service
 
 cdef class H2Stream:
     cdef int id
+    cdef object key                 # id as the int H2Connection.streams is keyed by (boxed once)
     cdef Exchange ex                # None: refused before it became an exchange
     cdef bint grpc                  # content-type application/grpc*: errors answered as gRPC
     cdef double client_timeout      # grpc-timeout, in seconds (0: none)

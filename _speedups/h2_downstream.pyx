@@ -233,7 +233,7 @@ cdef class H2Connection(Downstream):
             self.refuse(stream, err.status, err.reason)
             return
         ex = stream.ex = Exchange(self.ctx, self)
-        ex.stream_id = stream_id
+        ex.stream_id, ex.stream_key = stream_id, stream.key
         ex.client_timeout = stream.client_timeout
         stream.ended_in = end_stream
         if not end_stream and not stream.tunnel:
@@ -254,7 +254,8 @@ cdef class H2Connection(Downstream):
             self.session.reset(stream_id, REFUSED_STREAM)
             return None
         stream = H2Stream(stream_id)
-        self.streams[stream_id] = stream
+        stream.key = stream_id
+        self.streams[stream.key] = stream
         self.started_streams += 1
         if self.started_streams >= self.ctx.max_requests_per_connection or self.ctx.draining:
             self.go_away()
@@ -415,7 +416,7 @@ cdef class H2Connection(Downstream):
     # -- the response (Downstream) -------------------------------------------------------
 
     cdef inline H2Stream stream_of(self, Exchange ex):
-        return self.streams.get(ex.stream_id)
+        return self.streams.get(ex.stream_key)
 
     cdef bint send_interim(self, Exchange ex, ResponseHead head) except -1:
         """A 1xx (100 Continue to a client that sent Expect, 103 Early Hints) goes on."""
