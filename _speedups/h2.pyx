@@ -584,19 +584,17 @@ cdef tuple _COMMON = tuple(sorted({text.encode() for text in (
     "x-request-id traceparent tracestate application/grpc GET POST PUT DELETE HEAD OPTIONS "
     "PATCH CONNECT websocket http https / /index.html 200 204 206 304 400 404 500"
 ).split()} | {b"gzip, deflate", b"*/*"}, key=len))
-cdef Py_ssize_t _COMMON_LONGEST = max([len(known) for known in _COMMON])
+# _BY_LENGTH[n]: those of length n
+cdef tuple _BY_LENGTH = tuple(tuple(known for known in _COMMON if len(known) == n)
+                              for n in range(max([len(known) for known in _COMMON]) + 1))
 
 
 cdef bytes _field_bytes(const uint8_t *data, size_t n):
     """``data`` as bytes: the shared object when it is one of _COMMON."""
     cdef bytes known
-    cdef Py_ssize_t size
-    if <Py_ssize_t>n <= _COMMON_LONGEST:
-        for known in _COMMON:
-            size = PyBytes_GET_SIZE(known)
-            if size > <Py_ssize_t>n:
-                break
-            if size == <Py_ssize_t>n and memcmp(PyBytes_AS_STRING(known), data, n) == 0:
+    if n < <size_t>len(_BY_LENGTH):
+        for known in <tuple>_BY_LENGTH[n]:
+            if memcmp(PyBytes_AS_STRING(known), data, n) == 0:
                 return known
     return PyBytes_FromStringAndSize(<const char *>data, n)
 

@@ -32,6 +32,8 @@ import hashlib
 import logging
 import os
 
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+
 from _speedups.clock cimport monotonic
 from _speedups.context cimport Context, Port, earliest
 from _speedups.http cimport MODE_CHUNKED, Dechunker, decimal, request_from_fields, tail
@@ -61,7 +63,6 @@ cdef int GRPC_UNKNOWN = 2
 cdef int GRPC_UNAVAILABLE = 14
 
 # grpc-timeout units (gRPC over HTTP/2): hours, minutes, seconds, milli-, micro-, nanoseconds
-cdef dict TIMEOUT_UNIT = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 
 
 cdef class H2Stream:
@@ -769,11 +770,35 @@ cdef int _status_int(bytes value):
 
 cdef double _grpc_timeout(bytes value):
     """grpc-timeout ("100m", "5S", at most 8 digits and a unit) in seconds; 0 when malformed."""
-    cdef Py_ssize_t n = len(value)
-    cdef object unit = TIMEOUT_UNIT.get(value[n - 1:]) if n else None
-    if unit is None or not 1 < n <= 9 or not value[:n - 1].isdigit():
+    cdef const char *text = PyBytes_AS_STRING(value)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(value), i
+    cdef double unit
+    cdef long long digits = 0
+    if not 1 < n <= 9:
         return 0
-    return int(value[:n - 1]) * <double>unit
+    unit = _timeout_unit(text[n - 1])
+    for i in range(n - 1):
+        if not c'0' <= text[i] <= c'9':
+            return 0
+        digits = digits * 10 + (text[i] - c'0')
+    return digits * unit
+
+
+cdef inline double _timeout_unit(char unit):
+    """Seconds per grpc-timeout unit (hours, minutes, seconds, milli-, micro-, nanoseconds)."""
+    if unit == c'H':
+        return 3600.0
+    if unit == c'M':
+        return 60.0
+    if unit == c'S':
+        return 1.0
+    if unit == c'm':
+        return 1e-3
+    if unit == c'u':
+        return 1e-6
+    if unit == c'n':
+        return 1e-9
+    return 0
 
 
 cdef bytes _percent_encode(bytes text):
