@@ -231,12 +231,17 @@ async def _until(condition, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-async def _held_records_reach_a_protocol_that_resumes(pki: Pki) -> None:
-    loop = asyncio.get_running_loop()
+def _contexts(pki: Pki) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context for tls.test, and a client's that trusts it."""
     leaf = pki.leaf("tls.test")
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(str(leaf.cert), str(leaf.key))
-    client_ctx = ssl.create_default_context(cafile=str(pki.ca))
+    return server_ctx, ssl.create_default_context(cafile=str(pki.ca))
+
+
+async def _held_records_reach_a_protocol_that_resumes(pki: Pki) -> None:
+    loop = asyncio.get_running_loop()
+    server_ctx, client_ctx = _contexts(pki)
     reactor = Reactor(loop)
     protocols: list[Pausing] = []
     socks = bind_listeners(Address("127.0.0.1", 0))
@@ -296,10 +301,7 @@ class Echo(asyncio.Protocol):
 
 async def _deadlines_close_only_unfinished_handshakes(pki: Pki) -> None:
     loop = asyncio.get_running_loop()
-    leaf = pki.leaf("tls.test")
-    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_ctx.load_cert_chain(str(leaf.cert), str(leaf.key))
-    client_ctx = ssl.create_default_context(cafile=str(pki.ca))
+    server_ctx, client_ctx = _contexts(pki)
     reactor = Reactor(loop)
     timeout = 0.5
     server = ReactorServer(reactor, bind_listeners(Address("127.0.0.1", 0)), Echo, server_ctx, timeout)
