@@ -62,8 +62,6 @@ cdef dict GRPC_CODE = {400: 13, 401: 16, 403: 7, 404: 12, 408: 4, 413: 8, 429: 1
 cdef int GRPC_UNKNOWN = 2
 cdef int GRPC_UNAVAILABLE = 14
 
-# grpc-timeout units (gRPC over HTTP/2): hours, minutes, seconds, milli-, micro-, nanoseconds
-
 
 cdef class H2Stream:
     """One stream: its exchange, and what the translation keeps between events."""
