@@ -10,11 +10,12 @@ from _speedups.reactor import Listener, Reactor, SocketTransport
 class TlsListener(Listener):
     def __init__(self, reactor: Reactor, sock: socket.socket, protocol_factory: Callable[[], asyncio.Protocol],
                  context: ssl.SSLContext, handshake_timeout: float) -> None: ...
+    def time_out_handshakes(self) -> None:
+        """(its timer) Close the connections whose handshake is past its deadline."""
 
 @final
 class TlsTransport(SocketTransport):
     """A TLS connection: ``get_extra_info("ssl_object")`` is its ``TlsSession``."""
-    def handshake_timed_out(self) -> None: ...
     def read_held(self) -> None: ...
 
 @final
