@@ -77,6 +77,7 @@ cdef class Listener(Watched):
     cdef object factory
     cdef int fd
     cdef object resume              # the call_later that resumes accepting, while paused
+    cdef unsigned long long ready_at    # the reactor's wakeup that last found it ready
 
     cdef void start(self, int fd, sockaddr_storage *addr) except *
     cdef void pause_accepting(self, int err) except *

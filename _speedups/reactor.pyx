@@ -315,10 +315,17 @@ cdef class Listener(Watched):
         self.start(fd, &addr)
 
     cdef void on_event(self, unsigned int events) except *:
+        """Accept one connection, or, when the queue was not empty at the last wakeup either
+        (a burst), up to MAX_ACCEPTS until it is.  One at a time, a second accept() would
+        only find the queue empty: a system call per connection for nothing (nginx's
+        default, multi_accept off, is one per event).  The listener is level-triggered:
+        what is left in the queue wakes the loop again."""
         cdef sockaddr_storage addr
         cdef socklen_t size
         cdef int fd, err
-        for _ in range(MAX_ACCEPTS):
+        cdef int limit = MAX_ACCEPTS if self.ready_at + 1 == self.reactor.wakeups else 1
+        self.ready_at = self.reactor.wakeups
+        for _ in range(limit):
             if self.fd < 0:         # a protocol closed the listener
                 return
             size = sizeof(addr)

@@ -291,6 +291,28 @@ def test_a_closed_listener_accepts_nothing_and_adopts_what_was_queued():
     run(main())
 
 
+def test_a_burst_of_connections_is_accepted_in_a_few_wakeups():
+    """One connection is accepted per readiness while they come one at a time; a listener
+    still ready at the next wakeup takes its queue in a batch, not one per loop turn."""
+    async def main():
+        protocols = []
+        reactor, server, client, proto = await serve(protocols=protocols)
+        address = server.sockets[0].getsockname()
+        burst = []
+        for _ in range(150):                    # queued by the kernel, none accepted yet
+            sock = socket.socket()
+            sock.connect(address)
+            burst.append(sock)
+        woken = reactor.wakeups
+        await until(lambda: len(protocols) == 1 + len(burst))
+        assert reactor.wakeups - woken <= 8, reactor.wakeups - woken    # one at a time: 150
+        for sock in burst:
+            sock.close()
+        client.close()
+        reactor.close()
+    run(main())
+
+
 def test_running_out_of_descriptors_pauses_accepting_then_resumes():
     # In a child: the file descriptor limit is lowered there only.
     script = textwrap.dedent("""
