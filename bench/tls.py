@@ -17,7 +17,9 @@ TLS 1.2 ECDHE-ECDSA-AES128-GCM-SHA256): neither server's preference decides it. 
 
 Each line is CPU us of the proxy's processes per request (per connection for the handshake
 cases). The gateway writes its JSON access log to a file; nginx's is off (bench/run.py's
-"nginx-nolog" line); both keep sessions (nginx: tickets on and a shared cache).
+"nginx-nolog" line).  Both resume sessions by tickets; ``nginx`` also keeps a shared session
+cache (``ssl_session_cache shared``: every new session stored, a TLS 1.3 resumption's too),
+``nginx-tkt`` does not (nginx's default, ``none``, and the gateway's way): like with like.
 """
 from __future__ import annotations
 
@@ -50,8 +52,11 @@ def certificate(tmp: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def nginx_conf(tmp: Path, port: int, backend_port: int, cert: Path, key: Path) -> str:
-    return (f"daemon off;\nmaster_process on;\nuser root;\nworker_processes 1;\npid {tmp}/tls.pid;\n"
+def nginx_conf(tmp: Path, port: int, backend_port: int, cert: Path, key: Path, cache: bool = True,
+               name: str = "tls") -> str:
+    """``cache``: a shared session cache beside the tickets (else ``none``, nginx's default,
+    as the gateway: tickets are the only resumption)."""
+    return (f"daemon off;\nmaster_process on;\nuser root;\nworker_processes 1;\npid {tmp}/{name}.pid;\n"
             + NGINX_COMMON.format() + "http {\n" + NGINX_HTTP_COMMON.format(tmp=tmp) + f"""    access_log off;
     upstream backends {{
         server 127.0.0.2:{backend_port};
@@ -62,7 +67,7 @@ def nginx_conf(tmp: Path, port: int, backend_port: int, cert: Path, key: Path) -
         ssl_certificate {cert};
         ssl_certificate_key {key};
         ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_session_cache shared:SSL:10m;
+        ssl_session_cache {"shared:SSL:10m" if cache else "none"};
         ssl_session_tickets on;
         location / {{
             proxy_pass http://backends;
@@ -151,6 +156,11 @@ def main(argv=None) -> int:
         conf.write_text(nginx_conf(tmp, port, backend_port, cert, key))
         targets["nginx"] = (Proc("nginx-tls", ["taskset", "-c", "0", "nginx", "-p", str(tmp), "-e", "stderr",
                                                "-c", str(conf)], tmp), port)
+        port = free_port("127.0.0.1")
+        conf = tmp / "tls-tickets.conf"
+        conf.write_text(nginx_conf(tmp, port, backend_port, cert, key, cache=False, name="tls-tickets"))
+        targets["nginx-tkt"] = (Proc("nginx-tls-tickets", ["taskset", "-c", "0", "nginx", "-p", str(tmp), "-e",
+                                                           "stderr", "-c", str(conf)], tmp), port)
         port = free_port("127.0.0.1")
         conf = tmp / "gateway-tls.yaml"
         conf.write_text(gateway_conf(tmp, port, backend_port, cert, key))
