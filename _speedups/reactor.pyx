@@ -218,8 +218,8 @@ cdef class Reactor:
                     obj.on_event(self.events[i].events)
         finally:
             self.dispatching = False
-        if self.lost and not self.lost_scheduled:
-            self.deliver_lost()
+            if self.lost and not self.lost_scheduled:
+                self.deliver_lost()
 
     cdef int watch(self, int fd, Watched obj, unsigned int events, int op) except -1:
         cdef epoll_event ev
