@@ -50,7 +50,10 @@ def _source_tree(argv: list[str]) -> Path:
 
 sys.path.insert(0, str(_source_tree(sys.argv)))
 
-import pyximport  # noqa: E402  (Cython's, a build requirement of the project)
+try:
+    import pyximport  # noqa: E402  (Cython's: the counter below is compiled on import)
+except ImportError:
+    sys.exit("bench/allocs.py needs Cython in this environment: pip install -e '.[bench]'")
 
 pyximport.install(language_level=3, build_dir=str(REPO / "build" / "pyxbld"))
 sys.path.insert(0, str(REPO / "bench"))
