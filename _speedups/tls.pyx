@@ -237,6 +237,7 @@ cdef extern from *:
     #include <openssl/rand.h>
     #include <openssl/core_names.h>
     #include <openssl/params.h>
+    #include <openssl/ssl.h>
 
     #define GW_TICKET_KEY_SIZE 80          /* name 16, HMAC-SHA256 key 32, AES-256 key 32 */
     #define GW_TICKET_KEYS_MAX 8
@@ -244,7 +245,10 @@ cdef extern from *:
     static int gw_ticket_count = 0;
 
     /* OpenSSL's ticket key callback: a new ticket under the first key, an old one under the
-       key its name says (2: decrypted, issue a new one under the first key), 0: no such key. */
+       key its name says (2: decrypted, issue a new one under the first key), 0: no such key.
+       TLS 1.3 renews every ticket it resumes: clients use a ticket once (RFC 8446 C.4), and
+       with 1 returned OpenSSL sent none after a resumption, so a browser's resumptions ran out
+       with the full handshake's two tickets (OpenSSL's own keys, nginx's default, renew). */
     static int gw_ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv,
                             EVP_CIPHER_CTX *cipher, EVP_MAC_CTX *mac, int encrypt) {
         const unsigned char *key = NULL;
@@ -271,7 +275,7 @@ cdef extern from *:
             return EVP_EncryptInit_ex(cipher, EVP_aes_256_cbc(), NULL, key + 48, iv) ? 1 : -1;
         if (!EVP_DecryptInit_ex(cipher, EVP_aes_256_cbc(), NULL, key + 48, iv))
             return -1;
-        return key == gw_ticket_keys[0] ? 1 : 2;
+        return key == gw_ticket_keys[0] && SSL_version(ssl) != TLS1_3_VERSION ? 1 : 2;
     }
 
     static void gw_set_ticket_key(int i, const unsigned char *key) {

@@ -69,6 +69,23 @@ def test_a_session_resumes_on_every_worker(pki, backend_a, tmp_path, version):
         gw.stop()
 
 
+def test_a_resumed_tls13_connection_gets_a_fresh_ticket(pki, backend_a, tmp_path):
+    """TLS 1.3 clients use a ticket once (RFC 8446 C.4: browsers do): each resumption brings a
+    new ticket (as nginx's OpenSSL defaults do), so a client resumes on and on, not just as many
+    times as the full handshake's two tickets allow."""
+    gw, port = _gateway(pki, backend_a, tmp_path)
+    try:
+        ctx = client_context(pki.ca, hi=ssl.TLSVersion.TLSv1_3)
+        session, _, _ = _request(port, ctx)
+        for _ in range(5):
+            fresh, reused, _ = _request(port, ctx, session)
+            assert reused
+            assert fresh.id != session.id, "the resumed connection brought no new ticket"
+            session = fresh
+    finally:
+        gw.stop()
+
+
 def test_rotated_keys_keep_two_generations_of_sessions(pki, backend_a, tmp_path):
     """A new key every rotation (GATEWAY_TICKET_ROTATION, seconds): a session from before one or
     two rotations still resumes; one from before the third is a full handshake (still served)."""
