@@ -148,6 +148,7 @@ def grpc_bidi(port: int, duration: float, calls: int = 10, window: int = 8) -> i
                                  response_deserializer=bytes)
     stop = time.monotonic() + duration
     counts = [0] * calls
+    errors: list[BaseException] = []
 
     def one_call(i: int) -> None:
         room = threading.Semaphore(window)
@@ -157,9 +158,12 @@ def grpc_bidi(port: int, duration: float, calls: int = 10, window: int = 8) -> i
                 room.acquire()
                 yield b"x"
 
-        for _ in call(requests(), timeout=duration + 30):
-            counts[i] += 1
-            room.release()
+        try:
+            for _ in call(requests(), timeout=duration + 30):
+                counts[i] += 1
+                room.release()
+        except BaseException as exc:        # reported below, not lost in the thread
+            errors.append(exc)
 
     threads = [threading.Thread(target=one_call, args=(i,)) for i in range(calls)]
     for thread in threads:
@@ -167,6 +171,8 @@ def grpc_bidi(port: int, duration: float, calls: int = 10, window: int = 8) -> i
     for thread in threads:
         thread.join()
     channel.close()
+    if errors:
+        raise BenchError(f"grpc-bidi: {errors[0]!r}")
     return sum(counts)
 
 
