@@ -570,7 +570,7 @@ cdef void _fill_nv(nghttp2_nv *nva, list headers) except *:
 # HPACK's static table (RFC 7541 Appendix A): its names and values, plus the names gRPC and
 # browsers send on every request.  A field spelled like one of them gets that bytes object
 # instead of a new one: most of a request's names, and its method and scheme, cost nothing.
-cdef tuple _COMMON = tuple(sorted({text.encode() for text in (
+cdef frozenset _COMMON = frozenset({text.encode() for text in (
     ":authority :method :path :scheme :status :protocol accept-charset accept-encoding "
     "accept-language accept-ranges accept access-control-allow-origin age allow authorization "
     "cache-control content-disposition content-encoding content-language content-length "
@@ -583,8 +583,8 @@ cdef tuple _COMMON = tuple(sorted({text.encode() for text in (
     "sec-websocket-extensions sec-websocket-key upgrade-insecure-requests x-forwarded-for "
     "x-request-id traceparent tracestate application/grpc GET POST PUT DELETE HEAD OPTIONS "
     "PATCH CONNECT websocket http https / /index.html 200 204 206 304 400 404 500"
-).split()} | {b"gzip, deflate", b"*/*"}, key=len))
-# _BY_LENGTH[n]: those of length n
+).split()} | {b"gzip, deflate", b"*/*"})
+# _BY_LENGTH[n]: those of length n (a field is compared with those only)
 cdef tuple _BY_LENGTH = tuple(tuple(known for known in _COMMON if len(known) == n)
                               for n in range(max([len(known) for known in _COMMON]) + 1))
 
