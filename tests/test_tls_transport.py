@@ -15,6 +15,7 @@ import socket
 import ssl
 import subprocess
 import termios
+import time
 
 import pytest
 import uvloop
@@ -311,27 +312,33 @@ async def _deadlines_close_only_unfinished_handshakes(pki: Pki) -> None:
         return await asyncio.open_connection(host, port, ssl=client_ctx, server_hostname="tls.test")
 
     async def silent():
-        return await asyncio.open_connection(host, port), loop.time()
+        # Timed from before the connect: the server may accept before the client hears of it.
+        started = time.monotonic()
+        return await asyncio.open_connection(host, port), started
 
     async def closed_at(reader) -> float:
         assert await asyncio.wait_for(reader.read(), 10) == b""
-        return loop.time()
+        return time.monotonic()
 
+    writers = []
     try:
-        # In accept order (the listener's queue): finished, silent, finished, silent.
+        # In accept order (the listener's queue): finished, silent, finished, silent, finished
+        # (the last one's handshake shows the silent one before it was accepted).
         first = await finished()
-        (early, early_writer), early_at = await silent()       # (a writer let go closes)
+        (early, early_writer), early_at = await silent()
         second = await finished()
         (late, late_writer), late_at = await silent()
+        third = await finished()
+        writers += [early_writer, late_writer] + [writer for _, writer in (first, second, third)]
         server.close()                      # accepted connections keep their deadlines
         assert await closed_at(early) - early_at >= timeout
         assert await closed_at(late) - late_at >= timeout
-        for reader, writer in (first, second):      # past both deadlines, still served
+        for reader, writer in (first, second, third):   # past both deadlines, still served
             writer.write(b"ping")
             assert await asyncio.wait_for(reader.readexactly(4), 10) == b"ping"
-        for _, writer in (first, second, (None, early_writer), (None, late_writer)):
-            writer.close()
     finally:
+        for writer in writers:              # (a writer let go closes its connection)
+            writer.close()
         server.close()
         reactor.close()
 
