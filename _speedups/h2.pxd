@@ -43,7 +43,7 @@ cdef class H2Session:
     cpdef receive(self, data)
     cpdef consume(self, int32_t stream_id, size_t n)
     cpdef bytes output(self)
-    cpdef submit_response(self, int32_t stream_id, list headers, bint end_stream=*)
+    cpdef submit_response(self, int32_t stream_id, list headers, bint end_stream=*, bytes lines=*)
     cpdef int32_t submit_request(self, list headers, bint end_stream=*) except? -1
     cpdef submit_informational(self, int32_t stream_id, list headers)
     cpdef Py_ssize_t send_data(self, int32_t stream_id, data, bint end_stream=*) except -1
@@ -59,6 +59,6 @@ cdef class H2Session:
     cpdef set_connection_window(self, int32_t size)
     cdef bytes _advertise_streams(self, bytes frame)
     cdef _raise_pending(self, ssize_t rc)
-    cdef int32_t _submit_head(self, int32_t stream_id, list headers, bint end_stream) except? -1
+    cdef int32_t _submit_head(self, int32_t stream_id, list headers, bytes lines, bint end_stream) except? -1
     cdef bint _reset_over_limit(self)
     cdef _go_away(self, uint32_t error_code, str why)

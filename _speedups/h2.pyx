@@ -29,7 +29,7 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memchr, memcmp, memcpy
 
 from time import monotonic
 
@@ -404,17 +404,22 @@ cdef class H2Session:
         if rc < 0:
             raise H2Error(nghttp2_strerror(<int>rc).decode())
 
-    cpdef submit_response(self, int32_t stream_id, list headers, bint end_stream=False):
-        _check(self._submit_head(stream_id, headers, end_stream))
+    cpdef submit_response(self, int32_t stream_id, list headers, bint end_stream=False,
+                          bytes lines=None):
+        """``headers`` [(name, value)], then the fields of ``lines`` ("Name: value\\r\\n" each,
+        as an HTTP/1.1 head's field lines are kept): a response passed on unchanged makes no
+        Python object per field.  nghttp2 copies the names in lower case."""
+        _check(self._submit_head(stream_id, headers, lines, end_stream))
 
     cpdef int32_t submit_request(self, list headers, bint end_stream=False) except? -1:
         """Open a stream (client side); its id."""
-        cdef int32_t stream_id = self._submit_head(-1, headers, end_stream)
+        cdef int32_t stream_id = self._submit_head(-1, headers, None, end_stream)
         _check(stream_id)
         return stream_id
 
-    cdef int32_t _submit_head(self, int32_t stream_id, list headers, bint end_stream) except? -1:
-        cdef Py_ssize_t count = len(headers)
+    cdef int32_t _submit_head(self, int32_t stream_id, list headers, bytes lines,
+                              bint end_stream) except? -1:
+        cdef Py_ssize_t count = len(headers) + (_count_lines(lines) if lines else 0)
         cdef nghttp2_nv *nva = <nghttp2_nv *>malloc(max(count, 1) * sizeof(nghttp2_nv))
         cdef nghttp2_data_provider provider
         cdef const nghttp2_data_provider *body = NULL
@@ -424,6 +429,8 @@ cdef class H2Session:
             raise MemoryError()
         try:
             _fill_nv(nva, headers)
+            if lines:
+                _fill_nv_lines(nva + len(headers), lines)
             if not end_stream:
                 # _read_body finds the queue here; self.outgoing keeps it alive until the
                 # stream closes, after which nghttp2 reads no more of it.
@@ -563,6 +570,35 @@ cdef void _fill_nv(nghttp2_nv *nva, list headers) except *:
         nva[i].valuelen = len(value)
         nva[i].flags = NGHTTP2_NV_FLAG_NONE     # nghttp2 copies them
         i += 1
+
+
+cdef Py_ssize_t _count_lines(bytes lines):
+    cdef const char *p = PyBytes_AS_STRING(lines)
+    cdef const char *end = p + PyBytes_GET_SIZE(lines)
+    cdef Py_ssize_t count = 0
+    while p < end:
+        p = <const char *>memchr(p, b'\n', end - p) + 1
+        count += 1
+    return count
+
+
+cdef void _fill_nv_lines(nghttp2_nv *nva, bytes lines):
+    """One entry per "Name: value\\r\\n" line, pointing into ``lines`` (nghttp2 copies them
+    before the submit returns)."""
+    cdef const char *p = PyBytes_AS_STRING(lines)
+    cdef const char *end = p + PyBytes_GET_SIZE(lines)
+    cdef const char *eol
+    cdef const char *colon
+    while p < end:
+        eol = <const char *>memchr(p, b'\n', end - p)
+        colon = <const char *>memchr(p, b':', eol - p)
+        nva.name = <uint8_t *>p
+        nva.namelen = colon - p
+        nva.value = <uint8_t *>colon + 2
+        nva.valuelen = eol - 1 - (colon + 2)
+        nva.flags = NGHTTP2_NV_FLAG_NONE
+        nva += 1
+        p = eol + 1
 
 
 # -- header fields as bytes objects ----------------------------------------------------------

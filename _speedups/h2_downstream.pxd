@@ -18,6 +18,7 @@ cdef class H2Stream:
     cdef long long payload_in
     cdef bint out_paused            # its response queue is over the limit: upstream paused
     cdef list head_out              # response fields not yet submitted
+    cdef bytes head_lines           # ... and after them an HTTP/1.1 upstream's field lines
     cdef bint submitted             # the response head went to nghttp2
     cdef Dechunker dechunk          # a chunked response body's payload, else None
     cdef list trailers              # an HTTP/2 upstream's trailers, sent at the end

@@ -37,6 +37,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from _speedups.clock cimport monotonic
 from _speedups.context cimport Context, Port, earliest
 from _speedups.http cimport MODE_CHUNKED, Dechunker, decimal, request_from_fields, tail
+from _speedups.reactor cimport Reactor
 from _speedups.stats cimport ST_4XX, ST_5XX, ST_CONNECTIONS, ST_INTERNAL_ERRORS, ST_REFUSED
 from _speedups.h2 import CONNECT_ERROR, INTERNAL_ERROR, NO_ERROR, REFUSED_STREAM, H2Error
 from _speedups.http import HttpError
@@ -197,9 +198,13 @@ cdef class H2Connection(Downstream):
             self.close()    # nghttp2 ends the session by itself after some connection errors
 
     cdef void schedule_flush(self):
+        """Once the events in hand are handled: one write for every frame they made."""
+        cdef Reactor reactor
         if not self.flush_scheduled and not self.closed:
             self.flush_scheduled = True
-            self.ctx.loop.call_soon(self.flush_later)
+            reactor = self.ctx.reactor
+            if reactor is None or not reactor.defer(self.flush_later):
+                self.ctx.loop.call_soon(self.flush_later)
 
     def flush_later(self):
         self.flush()
@@ -433,10 +438,13 @@ cdef class H2Connection(Downstream):
         if stream is None:
             return True
         fields = [(b":status", decimal(head.status))]
-        for lname, _, value in head.peek_fields():
-            fields.append((lname, value))
-            if stream.grpc and lname == b"grpc-status":
-                ex.grpc_status = _status_int(value)     # trailers-only answer
+        if head.field_lines is not None and not stream.grpc:
+            stream.head_lines = head.field_lines    # as they came: nothing split
+        else:
+            for lname, _, value in head.peek_fields():
+                fields.append((lname, value))
+                if stream.grpc and lname == b"grpc-status":
+                    ex.grpc_status = _status_int(value)     # trailers-only answer
         if framing == MODE_CHUNKED:
             stream.dechunk = Dechunker()
         elif head.content_length >= 0:
@@ -477,7 +485,7 @@ cdef class H2Connection(Downstream):
         cdef H2Stream stream = self.stream_of(ex)
         if stream is None or stream.submitted:
             return False
-        stream.head_out = None
+        stream.head_out = stream.head_lines = None
         stream.dechunk = None
         return True
 
@@ -527,8 +535,8 @@ cdef class H2Connection(Downstream):
 
     cdef void submit_head(self, H2Stream stream, bint end_stream):
         if stream.head_out is not None:
-            self.session.submit_response(stream.id, stream.head_out, end_stream)
-            stream.head_out = None
+            self.session.submit_response(stream.id, stream.head_out, end_stream, stream.head_lines)
+            stream.head_out = stream.head_lines = None
             stream.submitted = True
 
     cdef bint open_tunnel(self, Exchange ex, ResponseHead head) except -1:

@@ -57,6 +57,7 @@ cdef class Reactor:
     cdef list lost                  # (transport, exc) waiting for connection_lost
     cdef bint lost_scheduled
     cdef bint dispatching           # inside ready(): what is lost goes when it returns
+    cdef list deferred              # callbacks to run once the events in hand are handled
     cdef readonly unsigned long long wakeups    # times the loop found the set ready (a busy
     #                                             loop shows here)
     cdef char *read_buf
@@ -66,6 +67,8 @@ cdef class Reactor:
     cdef void unwatch(self, int fd)
     cdef void forget(self, int fd)
     cdef void lose_later(self, SocketTransport transport, object exc)
+    cdef bint defer(self, object callback)
+    cdef void run_deferred(self)
     cpdef Connector connect(self, str ip, int port, object protocol, double timeout,
                             object on_done, object token)
     cdef void report(self, object exc, str what, object transport, object protocol)

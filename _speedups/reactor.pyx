@@ -116,6 +116,7 @@ cdef class Reactor:
         self.loop = loop
         self.watched = []
         self.lost = []
+        self.deferred = []
         self.lost_scheduled = False
         self.read_buf = <char *>malloc(READ_SIZE)
         self.events = <epoll_event *>malloc(MAX_EVENTS * sizeof(epoll_event))
@@ -217,9 +218,34 @@ cdef class Reactor:
                 if obj is not None:
                     obj.on_event(self.events[i].events)
         finally:
+            if self.deferred:
+                self.run_deferred()
             self.dispatching = False
             if self.lost and not self.lost_scheduled:
                 self.deliver_lost()
+
+    cdef bint defer(self, object callback):
+        """``callback()`` once every event in hand is handled, with no loop callback: an
+        HTTP/2 connection writes the frames of all the responses one wakeup brought at once.
+        False outside a dispatch: the caller asks the loop instead."""
+        if not self.dispatching:
+            return False
+        self.deferred.append(callback)
+        return True
+
+    cdef void run_deferred(self):
+        """Those deferred while these run go too (still inside the dispatch)."""
+        cdef Py_ssize_t i = 0
+        cdef list deferred = self.deferred
+        while i < len(deferred):
+            callback = deferred[i]
+            i += 1
+            try:
+                callback()
+            except Exception as error:
+                self.loop.call_exception_handler({"message": "a deferred callback failed",
+                                                  "exception": error, "callback": callback})
+        del deferred[:]
 
     cdef int watch(self, int fd, Watched obj, unsigned int events, int op) except -1:
         cdef epoll_event ev

@@ -17,6 +17,7 @@ import h2.events
 class StreamAnswer:
     status: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    fields: list[tuple[str, str]] = field(default_factory=list)     # the head as it came
     body: bytearray = field(default_factory=bytearray)
     trailers: dict[str, str] = field(default_factory=dict)
     reset: int | None = None            # RST_STREAM error code
@@ -104,6 +105,7 @@ class H2Client:
     def handle(self, event) -> None:
         answer = self.answers.get(getattr(event, "stream_id", 0))
         if isinstance(event, h2.events.ResponseReceived):
+            answer.fields = list(event.headers)
             answer.headers = dict(event.headers)
             answer.status = int(answer.headers.pop(":status"))
         elif isinstance(event, h2.events.DataReceived):

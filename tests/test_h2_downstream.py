@@ -308,6 +308,39 @@ def test_an_http1_upstreams_chunked_trailers_reach_an_http2_client(tmp_path):
         server.stop()
 
 
+def test_an_http1_upstreams_head_reaches_an_http2_client_field_by_field(tmp_path):
+    """Names lower-cased (RFC 9113 §8.2.2: the client's h2 library refuses any other), repeated
+    fields each in its place, hop-by-hop ones left out: a head passed on as it came (its field
+    lines straight to the HPACK encoder) and one the proxy changed (a Connection-listed name)."""
+    heads = {b"/as-it-came": b"", b"/changed": b"Connection: X-Hop\r\nX-Hop: 1\r\n"}
+
+    def mixed_case_head(conn) -> None:
+        while head := read_request_head(conn):
+            path = head.split(b" ", 2)[1]
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nSet-Cookie: a=1\r\n"
+                         b"X-Mixed-Case:  padded value \t\r\nKeep-Alive: timeout=5\r\n"
+                         + heads[path] + b"SET-COOKIE: b=2\r\nVary: Accept\r\n\r\nok")
+
+    server = TinyServer("127.0.0.2", mixed_case_head)
+    gw = GatewayProcess({"sources": [static_source("a", {"demo/t": [server.address]})],
+                         "services": [{"namespace": "demo", "name": "t", "port": 80}],
+                         "routes": [{"name": "t", "match": {"path": {"prefix": "/"}}, "service": "demo/t"}]},
+                        tmp_path, "h1-head").start()
+    try:
+        with H2Client("127.0.0.1", gw.port) as c:
+            for path in heads:
+                answer = c.get(path.decode())
+                assert answer.status == 200 and bytes(answer.body) == b"ok"
+                assert sorted(answer.fields[1:]) == sorted([
+                    ("content-length", "2"), ("set-cookie", "a=1"), ("x-mixed-case", "padded value"),
+                    ("set-cookie", "b=2"), ("vary", "Accept")]), (path, answer.fields)
+                cookies = [value for name, value in answer.fields if name == "set-cookie"]
+                assert cookies == ["a=1", "b=2"], cookies
+    finally:
+        gw.stop()
+        server.stop()
+
+
 def test_an_http2_clients_trailers_reach_an_http1_upstream_in_the_last_chunk(tmp_path):
     received = []
 
