@@ -91,6 +91,7 @@ cdef extern from "nghttp2/nghttp2.h":
         NGHTTP2_DATA_FLAG_EOF = 1
         NGHTTP2_DATA_FLAG_NO_END_STREAM = 2
         NGHTTP2_NV_FLAG_NONE = 0
+        NGHTTP2_NV_FLAG_NO_INDEX = 1
         NGHTTP2_ERR_DEFERRED = -508
         NGHTTP2_ERR_CALLBACK_FAILURE = -902
         NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE = -521
@@ -568,8 +569,20 @@ cdef void _fill_nv(nghttp2_nv *nva, list headers) except *:
         nva[i].namelen = len(name)
         nva[i].value = <uint8_t *><char *>value
         nva[i].valuelen = len(value)
-        nva[i].flags = NGHTTP2_NV_FLAG_NONE     # nghttp2 copies them
+        nva[i].flags = _index_flag(nva[i].name, nva[i].namelen)     # nghttp2 copies them
         i += 1
+
+
+cdef inline uint8_t _index_flag(const uint8_t *name, size_t n) noexcept:
+    """Fields whose value is new in every request are not put in the HPACK table: each
+    would push out an entry that is used again, and nghttp2's encoder keeps a table's
+    entries of one name in one chain, so every later field of that name compared its value
+    with all of them (~50 x-request-ids in a 4 KiB table: ~150 memcmp per gRPC call)."""
+    if n == 12 and memcmp(name, b"x-request-id", 12) == 0:
+        return NGHTTP2_NV_FLAG_NO_INDEX
+    if n == 11 and memcmp(name, b"traceparent", 11) == 0:
+        return NGHTTP2_NV_FLAG_NO_INDEX
+    return NGHTTP2_NV_FLAG_NONE
 
 
 cdef Py_ssize_t _count_lines(bytes lines):
@@ -620,17 +633,24 @@ cdef frozenset _COMMON = frozenset({text.encode() for text in (
     "x-request-id traceparent tracestate application/grpc GET POST PUT DELETE HEAD OPTIONS "
     "PATCH CONNECT websocket http https / /index.html 200 204 206 304 400 404 500"
 ).split()} | {b"gzip, deflate", b"*/*"})
-# _BY_LENGTH[n]: those of length n (a field is compared with those only)
-cdef tuple _BY_LENGTH = tuple(tuple(known for known in _COMMON if len(known) == n)
-                              for n in range(max([len(known) for known in _COMMON]) + 1))
+
+
+cdef inline size_t _slot(const uint8_t *data, size_t n) noexcept:
+    return (n * 31 + data[0] * 7 + data[n - 1]) & 255
+
+
+# _SLOTS[_slot(field)]: the shared objects that may be spelled like it (mostly one or none)
+cdef list _SLOTS = [() for _ in range(256)]
+for _known in sorted(_COMMON):
+    _SLOTS[_slot(<const uint8_t *><const char *>_known, len(_known))] += (_known,)
 
 
 cdef bytes _field_bytes(const uint8_t *data, size_t n):
     """``data`` as bytes: the shared object when it is one of _COMMON."""
     cdef bytes known
-    if n < <size_t>len(_BY_LENGTH):
-        for known in <tuple>_BY_LENGTH[n]:
-            if memcmp(PyBytes_AS_STRING(known), data, n) == 0:
+    if n:
+        for known in <tuple>_SLOTS[_slot(data, n)]:
+            if <size_t>PyBytes_GET_SIZE(known) == n and memcmp(PyBytes_AS_STRING(known), data, n) == 0:
                 return known
     return PyBytes_FromStringAndSize(<const char *>data, n)
 

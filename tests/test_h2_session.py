@@ -300,3 +300,46 @@ def test_curl_http2_prior_knowledge_gets_an_answer(echo_server):
                          capture_output=True, text=True, timeout=10)
     assert out.returncode == 0, out.stderr
     assert out.stdout == "/hello 100000\n2"
+
+
+def test_common_names_and_values_arrive_as_shared_objects_others_as_they_came():
+    """HPACK's static table, gRPC's and browsers' usual fields are one bytes object each (no
+    allocation per field); anything else, however close, arrives with its own spelling."""
+    session, handler = server()
+    client = h2_client()
+    fields = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"gw.test"),
+              (b":path", b"/"), (b"content-type", b"application/grpc"), (b"te", b"trailers"),
+              (b"x-request-id", b"abc"), (b"x-custom", b"GET"), (b"accept", b"*/*"),
+              (b"x-requesd-id", b"application/grpd"), (b"conten-type", b"/index.htm")]
+    for sid in (1, 3):
+        client.send_headers(sid, fields, end_stream=True)
+    exchange(client, session)
+    first, second = (event[2] for event in handler.events if event[0] == "headers")
+    assert first == second == fields
+    common = {b":method", b"GET", b":scheme", b"https", b":authority", b":path", b"/",
+              b"content-type", b"application/grpc", b"te", b"trailers", b"x-request-id",
+              b"accept", b"*/*"}
+    for (name1, value1), (name2, value2) in zip(first, second):
+        assert (name1 is name2) == (name1 in common), name1
+        assert (value1 is value2) == (value1 in common), value1
+
+
+def test_request_ids_and_trace_ids_stay_out_of_the_hpack_table():
+    """A value new in every request would only push useful entries out of the table: it goes
+    as a literal never indexed; the rest of the head is indexed and costs a byte next time."""
+    up = Recorder()
+    up.session = client = H2Session(up, server=False)
+    origin = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    origin.initiate_connection()
+    received = []
+    for n in range(2):
+        client.submit_request(REQUEST + [(b"x-request-id", b"id-%d" % n),
+                                         (b"traceparent", b"00-%032x-%016x-01" % (n, n)),
+                                         (b"x-tenant", b"blue")], end_stream=True)
+        wire = client.output()
+        received += [e for e in origin.receive_data(wire) if isinstance(e, h2.events.RequestReceived)]
+        client.receive(origin.data_to_send())
+    for request in received:
+        kinds = {bytes(field[0]): type(field).__name__ for field in request.headers}
+        assert kinds[b"x-request-id"] == kinds[b"traceparent"] == "NeverIndexedHeaderTuple", kinds
+        assert kinds[b"x-tenant"] == kinds[b":path"] == "HeaderTuple", kinds
