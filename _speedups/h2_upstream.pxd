@@ -27,6 +27,7 @@ cdef class H2UpstreamSession(H2Handler):
     cdef bint write_paused                  # the socket's buffer is full: output waits
     cdef bint busy                          # inside nghttp2 (receive, output): no flush now
     cdef bint flush_again                   # a flush was asked for meanwhile
+    cdef bint flush_deferred                # one waits for the reactor's dispatch to end
     cdef public bint draining               # no new streams; closed when the last ends
     cdef double idle_since
     cdef Service breaker                    # counts this connection in max_connections
@@ -38,6 +39,7 @@ cdef class H2UpstreamSession(H2Handler):
     cdef void unreserve(self)
     cdef void stream_ended(self)
     cdef void flush(self)
+    cdef void flush_soon(self)
     cdef void close(self)
     cdef void connect_failed(self)
     cdef void settle(self)

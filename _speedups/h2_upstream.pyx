@@ -18,6 +18,7 @@ the upstream's windows, only once the exchange has taken it, and not while it is
 from libc.stdint cimport int32_t, uint32_t
 
 from _speedups.clock cimport monotonic
+from _speedups.reactor cimport SocketTransport
 from _speedups.http cimport MODE_STREAM, BodyFramer, Dechunker, RequestHead, ResponseHead, request_fields
 from _speedups.http import CONNECTION_SPECIFIC as _CONNECTION_SPECIFIC, HttpError
 from _speedups.service cimport Service
@@ -194,6 +195,22 @@ cdef class H2UpstreamSession(H2Handler):
             self.close()
         finally:
             self.busy = False
+
+    cdef void flush_soon(self):
+        """A stream's writes: once the events in hand are handled, when a reactor dispatches
+        them (the HEADERS and DATA of a request that came in one read leave in one write, as
+        do the window updates of all the responses read), else now."""
+        if self.flush_deferred:
+            return
+        if type(self.transport) is SocketTransport and \
+                (<SocketTransport>self.transport).reactor.defer(self.flush_later):
+            self.flush_deferred = True
+            return
+        self.flush()
+
+    def flush_later(self):
+        self.flush_deferred = False
+        self.flush()
 
     cdef void close(self):
         if self.closed:
@@ -415,7 +432,7 @@ cdef class H2Stream(UpstreamConnection):
             self.send_body(<bytes>piece)
         else:
             self.send_end((<tuple>piece)[0])
-        self.session.flush()
+        self.session.flush_soon()
 
     cdef void hold(self, object piece):
         """Until the peer's SETTINGS come, one stream goes out per connection (the peer's
@@ -662,7 +679,7 @@ cdef class H2Stream(UpstreamConnection):
             stream.held = None
             if stream.response_ended and not stream.paused and stream.owner is not None:
                 stream.pass_end()
-        stream.session.flush()              # the window updates
+        stream.session.flush_soon()         # the window updates
 
     cdef void end(self, bint abort):
         """The owner lets go: a stream not finished both ways is reset (CANCEL)."""
@@ -687,7 +704,7 @@ cdef class H2Stream(UpstreamConnection):
         if not self.stream_closed and not (self.request_ended and (
                 self.response_ended or self.head is not None and self.framer.done)):
             session.h2.reset(self.stream_id, CANCEL)
-        session.flush()
+        session.flush_soon()
 
 
 cdef ResponseHead websocket_head(ResponseHead head, bytes accept):
