@@ -383,6 +383,13 @@ backend be
 """
 
 
+def gateway_access_log(tmp: Path, name: str, on: bool) -> dict:
+    """A bench gateway's ``access_log``: JSON lines to a file, buffered as deployed, or off."""
+    if not on:
+        return {"path": "off"}
+    return {"path": f"{tmp}/{name}-access.log", "buffer": "64KiB", "flush_interval": "1s"}
+
+
 def gateway_conf(tmp: Path, name: str, port: int, backend_port: int, access_log: bool,
                  workers: int | None, admin: str = "off", extra: str = "") -> str:
     """The benches' gateway: two static backends, one route; ``extra``: more top-level YAML

@@ -16,8 +16,8 @@ TLS 1.2 ECDHE-ECDSA-AES128-GCM-SHA256): neither server's preference decides it. 
   connection's session resumed (a TLS 1.3 ticket; a TLS 1.2 ticket).
 
 Each line is CPU us of the proxy's processes per request (per connection for the handshake
-cases). The gateway writes its JSON access log to a file; nginx's is off (bench/run.py's
-"nginx-nolog" line).  Both resume sessions by tickets; ``nginx`` also keeps a shared session
+cases). Access logs are off on both (``--access-log``: the gateway writes its JSON access
+log to a file, nginx's stays off, the conservative line of earlier runs).  Both resume sessions by tickets; ``nginx`` also keeps a shared session
 cache (``ssl_session_cache shared``: every new session stored, a TLS 1.3 resumption's too),
 ``nginx-tkt`` does not (nginx's default, ``none``, and the gateway's way): like with like.
 """
@@ -36,8 +36,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.run import (NGINX_COMMON, NGINX_HTTP_COMMON, PROXY_CPU, PYTHON, BenchError, Proc,  # noqa: E402
-                       backend_conf, build_extensions, export_ref, free_port, gateway_on_cpu0, measure,
-                       wait_answering)
+                       backend_conf, build_extensions, export_ref, free_port, gateway_access_log,
+                       gateway_on_cpu0, measure, wait_answering)
 
 BODY = b"hello, world\n"
 CIPHERS = {"1.3": ["-ciphersuites", "TLS_AES_128_GCM_SHA256"], "1.2": ["-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"]}
@@ -79,12 +79,13 @@ def nginx_conf(tmp: Path, port: int, backend_port: int, cert: Path, key: Path, c
 """)
 
 
-def gateway_conf(tmp: Path, port: int, backend_port: int, cert: Path, key: Path, name: str = "gateway-tls") -> str:
+def gateway_conf(tmp: Path, port: int, backend_port: int, cert: Path, key: Path, name: str = "gateway-tls",
+                 access_log: bool = False) -> str:
     return yaml.safe_dump({
         "listen": f"127.0.0.1:{free_port('127.0.0.1')}", "admin": "off", "workers": 1,
         "timeouts": {"drain": "2s"}, "limits": {"max_requests_per_connection": 100_000_000},
         "tls": {"listen": f"127.0.0.1:{port}", "certificates": [{"cert": str(cert), "key": str(key)}]},
-        "access_log": {"path": f"{tmp}/{name}-access.log", "buffer": "64KiB", "flush_interval": "1s"},
+        "access_log": gateway_access_log(tmp, name, access_log),
         "sources": [{"name": "bench", "type": "static", "services": [
             {"name": "backend", "namespace": "default", "endpoints": [f"127.0.0.2:{backend_port}"]}]}],
         "services": [{"name": "backend", "namespace": "default", "port": backend_port}],
@@ -133,6 +134,8 @@ def main(argv=None) -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--access-log", action="store_true",
+                        help="the gateways write their JSON access log to a file (nginx's stays off)")
     parser.add_argument("--ref", help="also measure the gateway of these commits (comma-separated; each "
                                       "exported and built in the temp dir)")
     args = parser.parse_args(argv)
@@ -163,14 +166,14 @@ def main(argv=None) -> int:
                                                            "stderr", "-c", str(conf)], tmp), port)
         port = free_port("127.0.0.1")
         conf = tmp / "gateway-tls.yaml"
-        conf.write_text(gateway_conf(tmp, port, backend_port, cert, key))
+        conf.write_text(gateway_conf(tmp, port, backend_port, cert, key, access_log=args.access_log))
         targets["gateway"] = (gateway_on_cpu0("gateway-tls", conf, tmp), port)
         for i, ref in enumerate(filter(None, (args.ref or "").split(","))):
             src = export_ref(ref, tmp / f"ref-{i}")
             build_extensions(src)
             name, port = f"gw@{ref[:7]}", free_port("127.0.0.1")
             conf = tmp / f"gw-ref-{i}.yaml"
-            conf.write_text(gateway_conf(tmp, port, backend_port, cert, key, f"gw-ref-{i}"))
+            conf.write_text(gateway_conf(tmp, port, backend_port, cert, key, f"gw-ref-{i}", args.access_log))
             targets[name] = (Proc(name, ["taskset", "-c", str(PROXY_CPU), PYTHON, "-m", "gateway", "run", "--config",
                                          str(conf), "--log-level", "warning"], tmp, cwd=src), port)
         procs += [proc for proc, _ in targets.values()]
