@@ -24,7 +24,7 @@ class H2UpstreamSession:
 
 @final
 class H2Stream(UpstreamConnection):
-    """One stream, lent to one exchange as an HTTP/1.1 connection would be."""
+    """One stream, lent to one exchange as an HTTP/1.1 connection would be (made by its
+    session, not from Python)."""
 
     trailers: list[tuple[bytes, bytes]] | None
-    def __init__(self, session: H2UpstreamSession, max_head: int = 65536, max_headers: int = 100) -> None: ...

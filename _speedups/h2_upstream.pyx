@@ -147,8 +147,11 @@ cdef class H2UpstreamSession(H2Handler):
         return not self.closed and not self.draining and self.h2.request_allowed()
 
     cdef H2Stream open_stream(self, Py_ssize_t max_head, Py_ssize_t max_headers):
+        cdef H2Stream stream = H2Stream.__new__(H2Stream)     # (no Python call per stream)
+        stream.init(self.pool.upstream, max_head, max_headers)
+        stream.session = self
         self.reserved += 1
-        return H2Stream(self, max_head, max_headers)
+        return stream
 
     cdef int submit(self, H2Stream stream, list headers, bint end_stream) except -1:
         cdef int stream_id = self.h2.submit_request(headers, end_stream)
@@ -350,12 +353,8 @@ cdef class H2UpstreamSession(H2Handler):
 
 
 cdef class H2Stream(UpstreamConnection):
-    """One stream, lent to one exchange: to it, an HTTP/1.1 connection (see the module)."""
-
-    def __init__(self, H2UpstreamSession session, Py_ssize_t max_head=65536,
-                 Py_ssize_t max_headers=100):
-        UpstreamConnection.__init__(self, session.pool.upstream, max_head, max_headers)
-        self.session = session
+    """One stream, lent to one exchange: to it, an HTTP/1.1 connection (see the module).
+    Made by ``H2UpstreamSession.open_stream``."""
 
     cdef object protocol(self):
         return self.session

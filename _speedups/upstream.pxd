@@ -87,6 +87,7 @@ cdef class UpstreamConnection:
     cdef bytes buf                          # response head bytes not yet complete
     cdef ResponseHead head                  # the final head, once read
     cdef readonly BodyFramer framer         # the response body's, reset per response
+    cdef void init(self, Upstream upstream, Py_ssize_t max_head, Py_ssize_t max_headers)
     cdef void lend(self, UpstreamOwner owner)
     cdef object protocol(self)              # the asyncio protocol to connect (self for HTTP/1.1)
     cdef void count_in(self, Service breaker)

@@ -161,6 +161,10 @@ cdef class UpstreamOwner:
 cdef class UpstreamConnection:
 
     def __init__(self, Upstream upstream, Py_ssize_t max_head=65536, Py_ssize_t max_headers=100):
+        self.init(upstream, max_head, max_headers)
+
+    cdef void init(self, Upstream upstream, Py_ssize_t max_head, Py_ssize_t max_headers):
+        """(A subclass's __init__ calls this, not __init__: no Python call per stream.)"""
         self.upstream = upstream
         self.owner = None
         self.transport = None
