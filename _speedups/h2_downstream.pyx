@@ -274,7 +274,9 @@ cdef class H2Connection(Downstream):
         cdef list cookies = None
         cdef bint has_length = False, has_version = False
         cdef RequestHead head
-        for name, value in headers:
+        cdef tuple field
+        for field in headers:
+            name, value = <bytes>field[0], <bytes>field[1]
             if name[0] == 58:               # ":" (nghttp2 has them all come first)
                 if name == b":method":
                     method = value
@@ -309,7 +311,7 @@ cdef class H2Connection(Downstream):
                 stream.grpc = True
             elif name == b"grpc-timeout":
                 stream.client_timeout = _grpc_timeout(value)
-            fields.append((name, value))
+            fields.append(field)            # (name, value) as received
         if method == b"CONNECT":
             if protocol is None:
                 raise HttpError(501, "CONNECT is not supported over HTTP/2")
