@@ -422,6 +422,7 @@ cdef class H2Session:
                               bint end_stream) except? -1:
         cdef Py_ssize_t count = len(headers) + (_count_lines(lines) if lines else 0)
         cdef nghttp2_nv *nva = <nghttp2_nv *>malloc(max(count, 1) * sizeof(nghttp2_nv))
+        count = len(headers)
         cdef nghttp2_data_provider provider
         cdef const nghttp2_data_provider *body = NULL
         cdef _Outgoing out = None
@@ -431,7 +432,7 @@ cdef class H2Session:
         try:
             _fill_nv(nva, headers)
             if lines:
-                _fill_nv_lines(nva + len(headers), lines)
+                count += _fill_nv_lines(nva + count, lines)
             if not end_stream:
                 # _read_body finds the queue here; self.outgoing keeps it alive until the
                 # stream closes, after which nghttp2 reads no more of it.
@@ -586,32 +587,40 @@ cdef inline uint8_t _index_flag(const uint8_t *name, size_t n) noexcept:
 
 
 cdef Py_ssize_t _count_lines(bytes lines):
+    """At most the fields ``_fill_nv_lines`` finds in ``lines``."""
     cdef const char *p = PyBytes_AS_STRING(lines)
     cdef const char *end = p + PyBytes_GET_SIZE(lines)
     cdef Py_ssize_t count = 0
-    while p < end:
-        p = <const char *>memchr(p, b'\n', end - p) + 1
+    while p != NULL and p < end:
+        p = <const char *>memchr(p, b'\n', end - p)
+        if p != NULL:
+            p += 1
         count += 1
     return count
 
 
-cdef void _fill_nv_lines(nghttp2_nv *nva, bytes lines):
-    """One entry per "Name: value\\r\\n" line, pointing into ``lines`` (nghttp2 copies them
-    before the submit returns)."""
+cdef Py_ssize_t _fill_nv_lines(nghttp2_nv *nva, bytes lines):
+    """One entry per "Name: value\\r\\n" line (as MessageHead keeps them), pointing into
+    ``lines`` (nghttp2 copies them before the submit returns); how many."""
     cdef const char *p = PyBytes_AS_STRING(lines)
     cdef const char *end = p + PyBytes_GET_SIZE(lines)
     cdef const char *eol
     cdef const char *colon
+    cdef Py_ssize_t count = 0
     while p < end:
         eol = <const char *>memchr(p, b'\n', end - p)
+        if eol == NULL:
+            break
         colon = <const char *>memchr(p, b':', eol - p)
-        nva.name = <uint8_t *>p
-        nva.namelen = colon - p
-        nva.value = <uint8_t *>colon + 2
-        nva.valuelen = eol - 1 - (colon + 2)
-        nva.flags = NGHTTP2_NV_FLAG_NONE
-        nva += 1
+        if colon != NULL and colon + 2 < eol:
+            nva[count].name = <uint8_t *>p
+            nva[count].namelen = colon - p
+            nva[count].value = <uint8_t *>colon + 2
+            nva[count].valuelen = eol - 1 - (colon + 2)
+            nva[count].flags = NGHTTP2_NV_FLAG_NONE
+            count += 1
         p = eol + 1
+    return count
 
 
 # -- header fields as bytes objects ----------------------------------------------------------

@@ -237,15 +237,17 @@ cdef class Reactor:
         """Those deferred while these run go too (still inside the dispatch)."""
         cdef Py_ssize_t i = 0
         cdef list deferred = self.deferred
-        while i < len(deferred):
-            callback = deferred[i]
-            i += 1
-            try:
-                callback()
-            except Exception as error:
-                self.loop.call_exception_handler({"message": "a deferred callback failed",
-                                                  "exception": error, "callback": callback})
-        del deferred[:]
+        try:
+            while i < len(deferred):
+                callback = deferred[i]
+                i += 1
+                try:
+                    callback()
+                except Exception as error:
+                    self.loop.call_exception_handler({"message": "a deferred callback failed",
+                                                      "exception": error, "callback": callback})
+        finally:
+            del deferred[:]
 
     cdef int watch(self, int fd, Watched obj, unsigned int events, int op) except -1:
         cdef epoll_event ev

@@ -343,3 +343,19 @@ def test_request_ids_and_trace_ids_stay_out_of_the_hpack_table():
         kinds = {bytes(field[0]): type(field).__name__ for field in request.headers}
         assert kinds[b"x-request-id"] == kinds[b"traceparent"] == "NeverIndexedHeaderTuple", kinds
         assert kinds[b"x-tenant"] == kinds[b":path"] == "HeaderTuple", kinds
+
+
+def test_a_response_head_given_as_field_lines_reaches_the_client_field_by_field():
+    """``lines`` as an HTTP/1.1 head's fields are kept ("Name: value\\r\\n"): names lower-cased,
+    an empty value kept, a line that is no field (no colon) left out, order kept."""
+    session, handler = server()
+    client = h2_client()
+    client.send_headers(1, REQUEST, end_stream=True)
+    exchange(client, session)
+    lines = (b"Content-Type: text/plain\r\nX-Empty: \r\nnot a field\r\n"
+             b"Set-Cookie: a=1\r\nSET-COOKIE: b=2\r\n")
+    session.submit_response(1, [(b":status", b"200"), (b"content-length", b"0")], True, lines)
+    head = next(e for e in exchange(client, session) if isinstance(e, h2.events.ResponseReceived))
+    assert head.headers == [(b":status", b"200"), (b"content-length", b"0"),
+                            (b"content-type", b"text/plain"), (b"x-empty", b""),
+                            (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")]
