@@ -17,9 +17,10 @@ TLS 1.2 ECDHE-ECDSA-AES128-GCM-SHA256): neither server's preference decides it. 
 
 Each line is CPU us of the proxy's processes per request (per connection for the handshake
 cases). Access logs are off on both (``--access-log``: the gateway writes its JSON access
-log to a file, nginx's stays off, the conservative line of earlier runs).  Both resume sessions by tickets; ``nginx`` also keeps a shared session
-cache (``ssl_session_cache shared``: every new session stored, a TLS 1.3 resumption's too),
-``nginx-tkt`` does not (nginx's default, ``none``, and the gateway's way): like with like.
+log to a file, nginx's stays off, the conservative line of earlier runs).  Both resume
+sessions by tickets; ``nginx`` also keeps a shared session cache (``ssl_session_cache
+shared``: every new session stored, a TLS 1.3 resumption's too), ``nginx-tkt`` does not
+(nginx's default, ``none``, and the gateway's way): like with like.
 """
 from __future__ import annotations
 
