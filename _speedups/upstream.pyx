@@ -164,7 +164,8 @@ cdef class UpstreamConnection:
         self.init(upstream, max_head, max_headers)
 
     cdef void init(self, Upstream upstream, Py_ssize_t max_head, Py_ssize_t max_headers):
-        """(A subclass's __init__ calls this, not __init__: no Python call per stream.)"""
+        """The fields __init__ sets; H2UpstreamSession.open_stream calls it on a stream made
+        with __new__ (no Python call per stream)."""
         self.upstream = upstream
         self.owner = None
         self.transport = None
