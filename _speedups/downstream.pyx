@@ -13,7 +13,7 @@ from libc.string cimport memcpy
 
 from _speedups.clock cimport monotonic
 from _speedups.context cimport CLEARTEXT_H2C, CLEARTEXT_HTTP1, Context, Port, earliest
-from _speedups.exchange cimport PAUSE_PENDING, PAUSE_PIPELINE, PAUSE_UPSTREAM_FULL
+from _speedups.exchange cimport PAUSE_PENDING, PAUSE_PIPELINE, PAUSE_UPSTREAM_FULL, new_exchange
 from _speedups.http cimport (
     MODE_CHUNKED, MODE_LENGTH, MODE_NONE, MODE_STREAM, MODE_UNTIL_CLOSE, Dechunker, ResponseHead,
     build_error_response, build_interim_head, build_response_head, find_head_end, parse_request, tail)
@@ -70,7 +70,7 @@ cdef class Http1Connection(Downstream):
         self.requests_served = 0
         self.deadline_kind = D_NONE
         self.client_eof = False
-        self.ex = Exchange(ctx, self)
+        self.ex = new_exchange(ctx, self)
         self.req_framer = BodyFramer(MODE_NONE, 0, 400)
 
     # -- asyncio.Protocol -------------------------------------------------

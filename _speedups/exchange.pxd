@@ -201,6 +201,9 @@ cdef class Exchange(UpstreamOwner):
     cdef void attempt_failed(self, int cause, str kind, int status)
 
 
+cdef Exchange new_exchange(Context ctx, Downstream downstream)
+
+
 cdef class RetryPolicy:
     cdef bint allowed(self, Exchange ex, bint sent)
     cdef bint other_cluster_available(self, Exchange ex)

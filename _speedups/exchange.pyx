@@ -151,15 +151,21 @@ cdef class Downstream(Connection):
         pass
 
 
-cdef class Exchange(UpstreamOwner):
-    """One request/response.  A downstream may reuse one for its next request."""
+cdef Exchange new_exchange(Context ctx, Downstream downstream):
+    """An exchange for ``downstream``'s requests, made without a Python call (one per HTTP/2
+    stream)."""
+    cdef Exchange ex = Exchange.__new__(Exchange)
+    ex.ctx = ctx
+    ex.downstream = downstream
+    ex.state = X_IDLE
+    ex.endpoint_index = -1
+    ex.grpc_status = -1
+    return ex
 
-    def __init__(self, Context ctx, Downstream downstream):
-        self.ctx = ctx
-        self.downstream = downstream
-        self.state = X_IDLE
-        self.endpoint_index = -1
-        self.grpc_status = -1
+
+cdef class Exchange(UpstreamOwner):
+    """One request/response (made by ``new_exchange``).  A downstream may reuse one for its
+    next request."""
 
     # -- driven by the downstream -----------------------------------------
 

@@ -25,6 +25,7 @@ the writer on the other instead of the gateway buffering a whole body.
 Output is pulled: after ``receive`` or any ``submit_*``/``send_*``, ``output()`` returns
 the bytes to write (nghttp2_session_mem_send), or b"" when there is nothing.
 """
+from cpython.bytearray cimport PyByteArray_FromStringAndSize
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t
@@ -203,8 +204,7 @@ cdef class _Outgoing:
     cdef list trailers
 
     def __cinit__(self):
-        self.buf = bytearray()
-        self.offset = 0
+        self.buf = PyByteArray_FromStringAndSize(NULL, 0)     # no Python call: one per stream
 
 
 cdef class _Head:
@@ -436,7 +436,7 @@ cdef class H2Session:
             if not end_stream:
                 # _read_body finds the queue here; self.outgoing keeps it alive until the
                 # stream closes, after which nghttp2 reads no more of it.
-                out = _Outgoing()
+                out = _Outgoing.__new__(_Outgoing)
                 provider.source.ptr = <void *>out
                 provider.read_callback = _read_body
                 body = &provider
@@ -695,7 +695,7 @@ cdef int _on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame,
                            void *user_data) noexcept:
     cdef H2Session self = <H2Session>user_data
     if frame.hd.type == NGHTTP2_HEADERS:
-        self.receiving, self.receiving_id = _Head(), frame.hd.stream_id
+        self.receiving, self.receiving_id = _Head.__new__(_Head), frame.hd.stream_id
     return 0
 
 

@@ -36,6 +36,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 
 from _speedups.clock cimport monotonic
 from _speedups.context cimport Context, Port, earliest
+from _speedups.exchange cimport new_exchange
 from _speedups.http cimport MODE_CHUNKED, Dechunker, decimal, request_from_fields, tail
 from _speedups.reactor cimport Reactor
 from _speedups.stats cimport ST_4XX, ST_5XX, ST_CONNECTIONS, ST_INTERNAL_ERRORS, ST_REFUSED
@@ -65,10 +66,8 @@ cdef int GRPC_UNAVAILABLE = 14
 
 
 cdef class H2Stream:
-    """One stream: its exchange, and what the translation keeps between events."""
-
-    def __cinit__(self, int stream_id):
-        self.id = stream_id                 # the other fields start as 0, False or None
+    """One stream: its exchange, and what the translation keeps between events (made by
+    ``new_stream``; its fields start as 0, False or None)."""
 
 
 cdef class _Events(H2Handler):
@@ -236,7 +235,7 @@ cdef class H2Connection(Downstream):
         except HttpError as err:
             self.refuse(stream, err.status, err.reason)
             return
-        ex = stream.ex = Exchange(self.ctx, self)
+        ex = stream.ex = new_exchange(self.ctx, self)
         ex.stream_id, ex.stream_key = stream_id, stream.key
         ex.client_timeout = stream.client_timeout
         stream.ended_in = end_stream
@@ -257,8 +256,8 @@ cdef class H2Connection(Downstream):
         if len(self.streams) >= self.ctx.max_concurrent_streams:
             self.session.reset(stream_id, REFUSED_STREAM)
             return None
-        stream = H2Stream(stream_id)
-        stream.key = stream_id
+        stream = H2Stream.__new__(H2Stream)    # no Python call: one per stream
+        stream.id = stream.key = stream_id
         self.streams[stream.key] = stream
         self.started_streams += 1
         if self.started_streams >= self.ctx.max_requests_per_connection or self.ctx.draining:
