@@ -3,11 +3,12 @@ forwarded as (``field_lines``), the field list is made only when asked for, and 
 form builds the same head.  Also ``find_head_end``'s scan against its definition."""
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from _speedups.http import (
-    FRAMING_LENGTH, build_request_head, build_response_head, find_head_end, parse_request,
+    FRAMING_LENGTH, HttpError, build_request_head, build_response_head, find_head_end, parse_request,
     parse_response)
 
 FAST = settings(max_examples=400, deadline=None, derandomize=True,
@@ -107,3 +108,32 @@ def test_expect_continue_is_read_from_the_first_expect_field():
     assert not parsed(http10).expect_continue
     named_hop = b"PUT / HTTP/1.1\r\nHost: h\r\nConnection: expect\r\nExpect: 100-continue\r\n\r\n"
     assert not parsed(named_hop).expect_continue
+
+
+WHITESPACE = st.sampled_from([b"", b" ", b"  ", b"\t", b" \t "])
+VALUE = st.binary(min_size=1, max_size=12).map(
+    lambda b: bytes(b"ab=;/,\"x \t"[x % 10] for x in b).strip(b" \t") or b"v")
+
+
+@FAST
+@given(st.lists(st.tuples(st.sampled_from([b"Server", b"x-a", b"ETag", b"Keep-Alive", b"TE", b"Trailer"]),
+                          WHITESPACE, VALUE, WHITESPACE), max_size=8))
+def test_response_field_lines_are_the_kept_fields_normalized(fields):
+    """Lines already spelled "Name: value" are copied as they came (a run of them at once),
+    the others rebuilt: either way the same bytes as field by field."""
+    raw = (b"HTTP/1.1 200 OK\r\n" + b"".join(name + b":" + before + value + after + b"\r\n"
+                                              for name, before, value, after in fields) + b"\r\n")
+    head = parse_response(raw, find_head_end(raw, 0))
+    dropped = {b"keep-alive", b"te", b"trailer"}
+    assert head.field_lines == b"".join(name + b": " + value + b"\r\n" for name, _, value, _ in fields
+                                        if name.lower() not in dropped)
+
+
+@pytest.mark.parametrize("parse, first_line", [(parse_request, b"GET / HTTP/1.1\r\nHost: h\r\n"),
+                                               (parse_response, b"HTTP/1.1 200 OK\r\n")])
+def test_a_bare_cr_anywhere_in_a_field_line_is_refused(parse, first_line):
+    line = b"X-Name: some value\r\n"
+    for at in range(len(line) - 1):         # before each byte of the line but its LF
+        raw = first_line + line[:at] + b"\r" + line[at:] + b"Server: s\r\n\r\n"
+        with pytest.raises(HttpError):
+            parse(raw, find_head_end(raw, 0))
