@@ -1,7 +1,7 @@
 from _speedups.accesslog cimport LogBuffer
 from _speedups.forwarded cimport TrustedProxies
 from _speedups.path cimport PathPolicy
-from _speedups.reactor cimport Reactor
+from _speedups.reactor cimport Protocol, Reactor
 from _speedups.router cimport Router
 from _speedups.service cimport Service
 from _speedups.stats cimport N_STATS
@@ -28,7 +28,7 @@ cdef class Port:
     cdef public Router router
 
 
-cdef class Connection:
+cdef class Connection(Protocol):
     """A client connection as the context sees it: deadlines to check, idle or not, and
     requests to move off an ejected endpoint.  ``downstream.Http1Connection`` is one,
     ``h2_downstream.H2Connection`` (several exchanges at once) another."""

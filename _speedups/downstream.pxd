@@ -19,7 +19,6 @@ cdef enum DeadlineKind:     # what the connection's own deadline is for (the exc
 
 cdef class Http1Connection(Downstream):
     cdef object transport
-    cdef object transport_write             # transport.write, bound once
     cdef str client
     cdef ReadState state
     cdef bytes buf                          # received, not yet consumed
@@ -37,6 +36,7 @@ cdef class Http1Connection(Downstream):
     cdef list trailers_out                  # ... and the trailers its last chunk carries
     cdef Dechunker dechunk_out              # a chunked body to an HTTP/1.0 client: payload only
 
+    cdef void received(self, bytes data) except *
     cdef void set_closed(self)
     cdef void process(self)
     cdef bint read_head(self) except -1

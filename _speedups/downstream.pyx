@@ -78,7 +78,7 @@ cdef class Http1Connection(Downstream):
     def connection_made(self, transport):
         cdef Context ctx = self.ctx
         self.transport = transport
-        self.transport_write = transport.write      # bound once: no method lookup per write
+        self.use_transport(transport)
         peer = transport.get_extra_info("peername")
         self.client = peer[0] if peer else "-"
         self.client_bytes = self.client.encode()
@@ -104,6 +104,9 @@ cdef class Http1Connection(Downstream):
                     self.hand_over_to_h2()
 
     def data_received(self, bytes data):
+        self.received(data)
+
+    cdef void received(self, bytes data) except *:
         if self.state == R_TUNNEL:
             self.ex.tunnel_in(data)
             return
@@ -344,7 +347,7 @@ cdef class Http1Connection(Downstream):
             size = len(data)
         if head_out is None:
             if size > 0:
-                self.transport_write(_rest(data, start))
+                self.send(_rest(data, start))
             return True
         if self.held_body is not None:
             data = self.held_body + tail(data, start)
@@ -360,9 +363,9 @@ cdef class Http1Connection(Downstream):
         self.head_out = None
         ex.bytes_sent += len(head_out)
         if size == 0:
-            self.transport_write(head_out)
+            self.send(head_out)
         elif size <= COALESCE_LIMIT:
-            self.transport_write(_joined(head_out, data, start))
+            self.send(_joined(head_out, data, start))
         else:
             self.transport.writelines((head_out, _rest(data, start)))    # one writev, no copy
         return True
@@ -378,7 +381,7 @@ cdef class Http1Connection(Downstream):
         if not self.chunk_out:
             self.head_out = self.trailers_out = None
             if lines:
-                self.transport_write(lines[0])
+                self.send(lines[0])
             return True
         lines.append(LAST_CHUNK)
         for name, value in self.trailers_out or ():
@@ -386,7 +389,7 @@ cdef class Http1Connection(Downstream):
         lines.append(CRLF)
         self.head_out = None
         self.trailers_out = None
-        self.transport_write(b"".join(lines))
+        self.send(b"".join(lines))
         return True
 
     cdef bint unsend(self, Exchange ex) except -1:
@@ -418,7 +421,7 @@ cdef class Http1Connection(Downstream):
         return True
 
     cdef bint tunnel_data(self, Exchange ex, bytes data) except -1:
-        self.transport_write(data)
+        self.send(data)
         return True
 
     cdef void exchange_done(self, Exchange ex, bint completed):

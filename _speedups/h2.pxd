@@ -2,12 +2,14 @@
 # the handler its events go to (a subclass of H2Handler; a Python object is wrapped).
 from libc.stdint cimport int32_t, uint32_t
 
+from _speedups.reactor cimport Protocol
+
 cdef extern from "nghttp2/nghttp2.h":
     ctypedef struct nghttp2_session:
         pass
 
 
-cdef class H2Handler:
+cdef class H2Handler(Protocol):            # a Protocol too: an h2 upstream session is both
     cdef void h2_headers(self, int32_t stream_id, list headers, bint end_stream) except *
     cdef void h2_data(self, int32_t stream_id, bytes data) except *
     cdef void h2_end(self, int32_t stream_id) except *

@@ -43,6 +43,8 @@ cdef class H2Connection(Downstream):
     cdef double idle_deadline
     cpdef take_over(self, object transport, str client, bytes received)
     cdef H2Stream new_stream(self, int stream_id)
+    cdef void received(self, bytes data) except *
+    cdef void deferred(self) except *
     cdef void flush(self)
     cdef void schedule_flush(self)
     cdef void protocol_error(self, str reason)

@@ -140,6 +140,7 @@ cdef class H2Connection(Downstream):
     cpdef take_over(self, object transport, str client, bytes received):
         """Start on ``transport`` (counted already), with ``received`` its first bytes."""
         self.transport = transport
+        self.use_transport(transport)
         self.client_bytes = client.encode()
         self.ctx.connections.add(self)
         self.idle_from(monotonic())
@@ -150,6 +151,9 @@ cdef class H2Connection(Downstream):
             self.go_away()                  # came while shutting down: drain_connections is past
 
     def data_received(self, bytes data):
+        self.received(data)
+
+    cdef void received(self, bytes data) except *:
         if self.closed:
             return
         try:
@@ -191,7 +195,7 @@ cdef class H2Connection(Downstream):
             self.protocol_error(str(err))
             return
         if out:
-            self.transport.write(out)
+            self.send(out)
         if not self.session.want_write() and (self.goaway_sent and not self.streams
                                               or not self.session.want_read()):
             self.close()    # nghttp2 ends the session by itself after some connection errors
@@ -202,8 +206,11 @@ cdef class H2Connection(Downstream):
         if not self.flush_scheduled and not self.closed:
             self.flush_scheduled = True
             reactor = self.ctx.reactor
-            if reactor is None or not reactor.defer(self.flush_later):
+            if reactor is None or not reactor.defer(self):
                 self.ctx.loop.call_soon(self.flush_later)
+
+    cdef void deferred(self) except *:
+        self.flush()
 
     def flush_later(self):
         self.flush()

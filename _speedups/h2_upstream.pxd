@@ -43,6 +43,8 @@ cdef class H2UpstreamSession(H2Handler):
     cdef void close(self)
     cdef void connect_failed(self)
     cdef void settle(self)
+    cdef void received(self, bytes data) except *
+    cdef void deferred(self) except *
 
 
 cdef class H2Stream(UpstreamConnection):

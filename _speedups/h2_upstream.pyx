@@ -192,7 +192,7 @@ cdef class H2UpstreamSession(H2Handler):
                 self.flush_again = False
                 out = self.h2.output()
                 if out:
-                    self.transport.write(out)
+                    self.send(out)
         except H2Error:
             self.busy = False
             self.close()
@@ -206,12 +206,12 @@ cdef class H2UpstreamSession(H2Handler):
         if self.flush_deferred:
             return
         if type(self.transport) is SocketTransport and \
-                (<SocketTransport>self.transport).reactor.defer(self.flush_later):
+                (<SocketTransport>self.transport).reactor.defer(self):
             self.flush_deferred = True
             return
         self.flush()
 
-    def flush_later(self):
+    cdef void deferred(self) except *:
         self.flush_deferred = False
         self.flush()
 
@@ -248,6 +248,7 @@ cdef class H2UpstreamSession(H2Handler):
 
     def connection_made(self, transport):
         self.transport = transport
+        self.use_transport(transport)
         self.connected = True
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None and ssl_object.selected_alpn_protocol() != "h2":
@@ -259,6 +260,9 @@ cdef class H2UpstreamSession(H2Handler):
         self.flush()
 
     def data_received(self, bytes data):
+        self.received(data)
+
+    cdef void received(self, bytes data) except *:
         self.busy = True
         try:
             self.h2.receive(data)

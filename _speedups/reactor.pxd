@@ -46,6 +46,21 @@ cdef enum:
     READ_SIZE = 262144              # one read per readiness, as uvloop's buffer
 
 
+cdef class SocketTransport
+
+
+cdef class Protocol:
+    """A connection's protocol that the reactor calls in C (the gateway's own); any other
+    object is called as an asyncio protocol, by method name.  It writes to the reactor's
+    transports in C too (``send``)."""
+    cdef SocketTransport socket                     # its transport when it is the reactor's
+    cdef object transport_write                     # else that transport's write, bound once
+    cdef void received(self, bytes data) except *   # its data_received
+    cdef void deferred(self) except *               # once the wakeup's events are handled
+    cdef void use_transport(self, object transport)
+    cdef void send(self, object data) except *
+
+
 cdef class Watched:
     cdef void on_event(self, unsigned int events) except *
 
@@ -57,7 +72,7 @@ cdef class Reactor:
     cdef list lost                  # (transport, exc) waiting for connection_lost
     cdef bint lost_scheduled
     cdef bint dispatching           # inside ready(): what is lost goes when it returns
-    cdef list deferred              # callbacks to run once the events in hand are handled
+    cdef list deferred              # Protocols to call once the events in hand are handled
     cdef readonly unsigned long long wakeups    # times the loop found the set ready (a busy
     #                                             loop shows here)
     cdef char *read_buf
@@ -67,7 +82,7 @@ cdef class Reactor:
     cdef void unwatch(self, int fd)
     cdef void forget(self, int fd)
     cdef void lose_later(self, SocketTransport transport, object exc)
-    cdef bint defer(self, object callback)
+    cdef bint defer(self, Protocol protocol)
     cdef void run_deferred(self)
     cpdef Connector connect(self, str ip, int port, object protocol, double timeout,
                             object on_done, object token)
@@ -115,6 +130,7 @@ cdef class SocketTransport(Watched):
     cdef bint reading, read_eof, closing, eof_written, write_paused
 
     cdef void init(self, Reactor reactor, int fd, sockaddr_storage *addr)
+    cpdef write(self, data)
     cpdef int set_option(self, int level, int option, int value) except -1
     cdef void read_once(self) except *
     cdef void park(self) except *

@@ -316,7 +316,7 @@ cdef class TlsTransport(SocketTransport):
 
     # -- writing -----------------------------------------------------------
 
-    def write(self, data):
+    cpdef write(self, data):
         cdef Py_buffer view
         cdef size_t written
         cdef int result

@@ -1,4 +1,5 @@
 from _speedups.http cimport BodyFramer, RequestHead, ResponseHead
+from _speedups.reactor cimport Protocol
 from _speedups.service cimport Service
 from _speedups.stats cimport Reported, TrafficStats
 
@@ -68,13 +69,12 @@ cdef class UpstreamOwner:
     cpdef internal_error(self, object exc)
 
 
-cdef class UpstreamConnection:
+cdef class UpstreamConnection(Protocol):
     """A connection to one endpoint, lent to one exchange at a time; it reads the
     response (head, interim heads, framed body) and hands it to its owner."""
     cdef readonly Upstream upstream
     cdef UpstreamOwner owner
     cdef object transport
-    cdef object transport_write             # transport.write, bound once
     cdef bint closed
     cdef bint eof
     cdef bint extra                         # sent bytes past its response: out of sync
@@ -93,6 +93,7 @@ cdef class UpstreamConnection:
     cdef void count_in(self, Service breaker)
     cdef void connect_failed(self)
     cdef void expect_body(self, int framing, long long length)
+    cdef void received(self, bytes data) except *
     cdef void feed(self, bytes data)
     cdef void read_body(self, bytes data, Py_ssize_t start)
     cdef bint chunk_body                    # the request's body is MODE_STREAM: chunk it here

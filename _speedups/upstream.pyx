@@ -200,9 +200,12 @@ cdef class UpstreamConnection:
 
     def connection_made(self, transport):
         self.transport = transport
-        self.transport_write = transport.write      # bound once: no method lookup per write
+        self.use_transport(transport)
 
     def data_received(self, bytes data):
+        self.received(data)
+
+    cdef void received(self, bytes data) except *:
         cdef UpstreamOwner owner = self.owner
         if owner is None:
             self.close()                    # bytes on an idle connection: it is out of sync
@@ -307,13 +310,13 @@ cdef class UpstreamConnection:
                         bytes request_id, bytes via, bint upgrade, bytes proto, bytes real_ip,
                         bytes trace_fields):
         self.chunk_body = head.streamed
-        self.transport_write(build_request_head(head, target, host, client_ip, request_id, via,
+        self.send(build_request_head(head, target, host, client_ip, request_id, via,
                                                 upgrade, proto, real_ip, trace_fields))
 
     cdef void write_body(self, bytes data):
         if self.chunk_body:
             data = b"%x\r\n%b\r\n" % (len(data), data)
-        self.transport_write(data)
+        self.send(data)
 
     cdef void end_body(self, list trailers):
         """The last chunk of a body chunked here, with the client's trailers."""
@@ -324,10 +327,10 @@ cdef class UpstreamConnection:
         for name, value in trailers or ():
             lines += (name, b": ", value, CRLF)
         lines.append(CRLF)
-        self.transport_write(b"".join(lines))
+        self.send(b"".join(lines))
 
     cdef void write(self, bytes data):
-        self.transport_write(data)
+        self.send(data)
 
     cdef bint half_close(self):
         """The client half-closed a tunnel: pass it on (True) if this connection can (TLS cannot)."""
