@@ -93,6 +93,8 @@ cdef extern from "nghttp2/nghttp2.h":
         NGHTTP2_DATA_FLAG_NO_END_STREAM = 2
         NGHTTP2_NV_FLAG_NONE = 0
         NGHTTP2_NV_FLAG_NO_INDEX = 1
+        NGHTTP2_NV_FLAG_NO_COPY_NAME = 2
+        NGHTTP2_NV_FLAG_NO_COPY_VALUE = 4
         NGHTTP2_ERR_DEFERRED = -508
         NGHTTP2_ERR_CALLBACK_FAILURE = -902
         NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE = -521
@@ -202,6 +204,9 @@ cdef class _Outgoing:
     cdef bint eof
     cdef bint over_limit        # send_data reported the queue over the limit: h2_drained owed
     cdef list trailers
+    # The head's fields: nghttp2 reads them uncopied until the stream closes (_fill_nv)
+    cdef list head_fields
+    cdef bytes head_lines
 
     def __cinit__(self):
         self.buf = PyByteArray_FromStringAndSize(NULL, 0)     # no Python call: one per stream
@@ -409,11 +414,14 @@ cdef class H2Session:
                           bytes lines=None):
         """``headers`` [(name, value)], then the fields of ``lines`` ("Name: value\\r\\n" each,
         as an HTTP/1.1 head's field lines are kept): a response passed on unchanged makes no
-        Python object per field.  nghttp2 copies the names in lower case."""
+        Python object per field.  Neither may change afterwards: with a body to follow,
+        nghttp2 reads them in place until the stream closes (names not in lower case it
+        copies, lowered)."""
         _check(self._submit_head(stream_id, headers, lines, end_stream))
 
     cpdef int32_t submit_request(self, list headers, bint end_stream=False) except? -1:
-        """Open a stream (client side); its id."""
+        """Open a stream (client side); its id.  ``headers`` may not change afterwards (as
+        ``submit_response``'s)."""
         cdef int32_t stream_id = self._submit_head(-1, headers, None, end_stream)
         _check(stream_id)
         return stream_id
@@ -430,13 +438,15 @@ cdef class H2Session:
         if nva is NULL:
             raise MemoryError()
         try:
-            _fill_nv(nva, headers)
+            # With a body, its queue keeps the head's bytes alive too: nghttp2 need not copy them
+            _fill_nv(nva, headers, not end_stream)
             if lines:
-                count += _fill_nv_lines(nva + count, lines)
+                count += _fill_nv_lines(nva + count, lines, not end_stream)
             if not end_stream:
                 # _read_body finds the queue here; self.outgoing keeps it alive until the
                 # stream closes, after which nghttp2 reads no more of it.
                 out = _Outgoing.__new__(_Outgoing)
+                out.head_fields, out.head_lines = headers, lines
                 provider.source.ptr = <void *>out
                 provider.read_callback = _read_body
                 body = &provider
@@ -457,7 +467,7 @@ cdef class H2Session:
         if nva is NULL:
             raise MemoryError()
         try:
-            _fill_nv(nva, headers)
+            _fill_nv(nva, headers, False)
             rc = nghttp2_submit_headers(self.session, NGHTTP2_FLAG_NONE, stream_id, NULL, nva, count, NULL)
         finally:
             free(nva)
@@ -562,7 +572,10 @@ cdef inline void _check(int rc) except *:
         raise H2Error(nghttp2_strerror(rc).decode())
 
 
-cdef void _fill_nv(nghttp2_nv *nva, list headers) except *:
+cdef void _fill_nv(nghttp2_nv *nva, list headers, bint kept) except *:
+    """``nva`` pointing at ``headers``' bytes.  ``kept``: they stay alive until the stream
+    closes (its _Outgoing holds them), so nghttp2 reads them where they are; else it copies
+    them before the submit returns."""
     cdef Py_ssize_t i = 0
     cdef bytes name, value
     for name, value in headers:
@@ -570,8 +583,40 @@ cdef void _fill_nv(nghttp2_nv *nva, list headers) except *:
         nva[i].namelen = len(name)
         nva[i].value = <uint8_t *><char *>value
         nva[i].valuelen = len(value)
-        nva[i].flags = _index_flag(nva[i].name, nva[i].namelen)     # nghttp2 copies them
+        nva[i].flags = _index_flag(nva[i].name, nva[i].namelen) | _copy_flags(nva[i].name, nva[i].namelen, kept)
         i += 1
+
+
+cdef inline uint8_t _copy_flags(const uint8_t *name, size_t n, bint kept) noexcept:
+    """What nghttp2 need not copy of a field whose bytes are ``kept``: the value, and the name
+    when in lower case already (a copied name is lowered by nghttp2)."""
+    if not kept:
+        return NGHTTP2_NV_FLAG_NONE
+    if _has_upper(name, n):
+        return NGHTTP2_NV_FLAG_NO_COPY_VALUE
+    return NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE
+
+
+cdef uint64_t ONES = <uint64_t>0x0101010101010101
+cdef uint64_t HIGHS = <uint64_t>0x8080808080808080
+
+
+cdef inline bint _has_upper(const uint8_t *p, size_t n) noexcept:
+    """A byte of ``p[:n]`` (an ASCII token: a field name) is in A-Z.  Eight at a time: adding
+    128 - 'A' to a byte sets its high bit when it is 'A' or above, adding 128 - '[' when it is
+    past 'Z' (no carry between bytes below 128)."""
+    cdef uint64_t word
+    cdef size_t i = 0
+    while i + 8 <= n:
+        memcpy(&word, p + i, 8)
+        if (word + ONES * (128 - 65)) & ~(word + ONES * (128 - 91)) & HIGHS:
+            return True
+        i += 8
+    while i < n:
+        if 65 <= p[i] <= 90:
+            return True
+        i += 1
+    return False
 
 
 cdef inline uint8_t _index_flag(const uint8_t *name, size_t n) noexcept:
@@ -599,9 +644,9 @@ cdef Py_ssize_t _count_lines(bytes lines):
     return count
 
 
-cdef Py_ssize_t _fill_nv_lines(nghttp2_nv *nva, bytes lines):
+cdef Py_ssize_t _fill_nv_lines(nghttp2_nv *nva, bytes lines, bint kept):
     """One entry per "Name: value\\r\\n" line (as MessageHead keeps them), pointing into
-    ``lines`` (nghttp2 copies them before the submit returns); how many."""
+    ``lines`` (``kept``: as ``_fill_nv``); how many."""
     cdef const char *p = PyBytes_AS_STRING(lines)
     cdef const char *end = p + PyBytes_GET_SIZE(lines)
     cdef const char *eol
@@ -617,7 +662,7 @@ cdef Py_ssize_t _fill_nv_lines(nghttp2_nv *nva, bytes lines):
             nva[count].namelen = colon - p
             nva[count].value = <uint8_t *>colon + 2
             nva[count].valuelen = eol - 1 - (colon + 2)
-            nva[count].flags = NGHTTP2_NV_FLAG_NONE
+            nva[count].flags = _copy_flags(nva[count].name, nva[count].namelen, kept)
             count += 1
         p = eol + 1
     return count
@@ -830,7 +875,7 @@ cdef void _submit_trailers(H2Session self, int32_t stream_id, list headers) noex
     if nva is NULL:
         return
     try:
-        _fill_nv(nva, headers)
+        _fill_nv(nva, headers, True)           # kept by the stream's _Outgoing (its trailers)
         nghttp2_submit_trailer(self.session, stream_id, nva, count)
     except BaseException as exc:
         self.error = exc

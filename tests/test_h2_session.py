@@ -359,3 +359,22 @@ def test_a_response_head_given_as_field_lines_reaches_the_client_field_by_field(
     assert head.headers == [(b":status", b"200"), (b"content-length", b"0"),
                             (b"content-type", b"text/plain"), (b"x-empty", b""),
                             (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")]
+
+
+def test_a_head_with_a_body_to_follow_is_read_in_place_and_kept_alive():
+    """With a body to follow nghttp2 reads the head's names and values where they are, not
+    copies: the session keeps them alive until the stream closes, whatever the caller drops.
+    Here the caller keeps nothing, and new objects of the same sizes take the memory it
+    freed: the fields still arrive as submitted (upper-case names still lowered)."""
+    session, handler = server()
+    client = h2_client()
+    client.send_headers(1, REQUEST, end_stream=True)
+    exchange(client, session)
+    session.submit_response(1, [(b":status", b"200"), (b"x-kept", bytes(bytearray(b"kept-value-7")))],
+                            False, bytes(bytearray(b"X-Line: line-value\r\nx-lower: lower\r\n")))
+    junk = [bytes(bytearray(b"Z" * n)) for n in range(1, 80) for _ in range(20)]
+    session.send_data(1, b"body", True)
+    head = next(e for e in exchange(client, session) if isinstance(e, h2.events.ResponseReceived))
+    assert head.headers == [(b":status", b"200"), (b"x-kept", b"kept-value-7"),
+                            (b"x-line", b"line-value"), (b"x-lower", b"lower")]
+    del junk                                # (held until the head was written)
