@@ -37,7 +37,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from _speedups.clock cimport monotonic
 from _speedups.context cimport Context, Port, earliest
 from _speedups.exchange cimport new_exchange
-from _speedups.http cimport MODE_CHUNKED, Dechunker, decimal, request_from_fields, tail
+from _speedups.http cimport MODE_CHUNKED, Dechunker, decimal, digits_value, request_from_fields, tail
 from _speedups.reactor cimport Reactor
 from _speedups.stats cimport ST_4XX, ST_5XX, ST_CONNECTIONS, ST_INTERNAL_ERRORS, ST_REFUSED
 from _speedups.h2 import CONNECT_ERROR, INTERNAL_ERROR, NO_ERROR, REFUSED_STREAM, H2Error
@@ -779,7 +779,8 @@ cdef class H2Connection(Downstream):
 
 
 cdef int _status_int(bytes value):
-    return int(value) if value.isdigit() and len(value) <= 3 else GRPC_UNKNOWN
+    cdef long long status = digits_value(value, 3)
+    return status if status >= 0 else GRPC_UNKNOWN
 
 
 cdef double _grpc_timeout(bytes value):

@@ -15,11 +15,13 @@ Flow control: the request body is queued in nghttp2 only up to ``H2Session.queue
 per stream (then ``upstream_write_paused``); the response's DATA is ``consume``d, reopening
 the upstream's windows, only once the exchange has taken it, and not while it is paused.
 """
+from cpython.bytes cimport PyBytes_AS_STRING
 from libc.stdint cimport int32_t, uint32_t
 
 from _speedups.clock cimport monotonic
 from _speedups.reactor cimport SocketTransport
-from _speedups.http cimport MODE_STREAM, BodyFramer, Dechunker, RequestHead, ResponseHead, request_fields
+from _speedups.http cimport (MODE_STREAM, BodyFramer, Dechunker, RequestHead, ResponseHead, digits_value,
+                             request_fields)
 from _speedups.http import CONNECTION_SPECIFIC as _CONNECTION_SPECIFIC, HttpError
 from _speedups.service cimport Service
 from _speedups.upstream cimport StreamPool, Upstream, UpstreamConnection, UpstreamOwner
@@ -729,16 +731,17 @@ cdef ResponseHead _response_head(list headers, bint end_stream):
     cdef ResponseHead head = ResponseHead.__new__(ResponseHead)
     cdef int status = 0
     cdef list fields = []
+    cdef bytes name, value
     head.minor = 1
     head.keep_alive = True
     for name, value in headers:
         if name == b":status":
-            status = int(value) if value.isdigit() and len(value) == 3 else 0
+            status = digits_value(value, 3) if len(value) == 3 else 0
         elif name == b"content-length":
-            if not value.isdigit():
+            head.content_length = digits_value(value, 18)
+            if head.content_length < 0:
                 raise HttpError(502, "invalid content-length")
-            head.content_length = int(value)
-        elif name[:1] != b":" and name not in CONNECTION_SPECIFIC:
+        elif PyBytes_AS_STRING(name)[0] != b':' and name not in CONNECTION_SPECIFIC:
             fields.append((name, name, value))
     if status < 100 or status == 101:
         raise HttpError(502, "invalid :status")

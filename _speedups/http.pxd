@@ -69,6 +69,7 @@ cdef class BodyFramer:
     cdef int _fail(self, str reason) except -1
 
 cdef bytes decimal(long long n)
+cdef long long digits_value(bytes text, Py_ssize_t max_digits) noexcept
 cpdef Py_ssize_t find_head_end(bytes data, Py_ssize_t start) except -2
 cpdef RequestHead parse_request(bytes data, Py_ssize_t end, Py_ssize_t max_headers=*)
 cpdef RequestHead request_from_fields(bytes method, bytes path, bytes authority, list fields,

@@ -407,15 +407,28 @@ cpdef Py_ssize_t find_head_end(bytes data, Py_ssize_t start) except -2:
     return -1
 
 
-cdef long long _parse_content_length(const char *p, Py_ssize_t n) except -2:
+cdef long long _parse_digits(const char *p, Py_ssize_t n, Py_ssize_t max_digits) noexcept:
+    """The value of 1 to ``max_digits`` (at most 18) ASCII digits; -1 for anything else."""
     cdef long long value = 0
     cdef Py_ssize_t i
-    if n == 0 or n > 18:
-        raise HttpError(400, "invalid Content-Length")
+    if n == 0 or n > max_digits:
+        return -1
     for i in range(n):
         if not (b'0' <= p[i] <= b'9'):
-            raise HttpError(400, "invalid Content-Length")
+            return -1
         value = value * 10 + (p[i] - 48)
+    return value
+
+
+cdef long long digits_value(bytes text, Py_ssize_t max_digits) noexcept:
+    """``_parse_digits`` of a bytes object (an HTTP/2 :status, content-length, grpc-status)."""
+    return _parse_digits(PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text), max_digits)
+
+
+cdef long long _parse_content_length(const char *p, Py_ssize_t n) except -2:
+    cdef long long value = _parse_digits(p, n, 18)
+    if value < 0:
+        raise HttpError(400, "invalid Content-Length")
     return value
 
 
