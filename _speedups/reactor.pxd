@@ -133,6 +133,7 @@ cdef class SocketTransport(Watched):
     cpdef write(self, data)
     cpdef int set_option(self, int level, int option, int value) except -1
     cdef void read_once(self) except *
+    cdef void deliver(self, bytes data) except *
     cdef void park(self) except *
     cdef unsigned int wanted(self)
     cdef void rewatch(self) except *

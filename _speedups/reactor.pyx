@@ -535,11 +535,7 @@ cdef class SocketTransport(Watched):
     cdef void read_once(self) except *:
         cdef Py_ssize_t n = read(self.fd, self.reactor.read_buf, READ_SIZE)
         if n > 0:
-            data = PyBytes_FromStringAndSize(self.reactor.read_buf, n)
-            if isinstance(self.protocol, Protocol):
-                (<Protocol>self.protocol).received(data)
-            else:
-                self.protocol.data_received(data)
+            self.deliver(PyBytes_FromStringAndSize(self.reactor.read_buf, n))
         elif n == 0:
             self.read_eof = True
             self.reading = False
@@ -548,6 +544,13 @@ cdef class SocketTransport(Watched):
                 self.close()
         elif errno != EAGAIN and errno != EINTR:
             self.fail(_os_error(errno))
+
+    cdef void deliver(self, bytes data) except *:
+        """Bytes read to the protocol: in C to the gateway's own, by name to any other."""
+        if isinstance(self.protocol, Protocol):
+            (<Protocol>self.protocol).received(data)
+        else:
+            self.protocol.data_received(data)
 
     cdef void park(self) except *:
         """Hung up while not reading: leave the set until reading resumes (hang-ups cannot be

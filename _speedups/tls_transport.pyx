@@ -247,7 +247,7 @@ cdef class TlsTransport(SocketTransport):
         while True:
             err = self.decrypt(&got)
             if got:
-                self.protocol.data_received(PyBytes_FromStringAndSize(self.reactor.read_buf, got))
+                self.deliver(PyBytes_FromStringAndSize(self.reactor.read_buf, got))
                 if self.fd < 0 or not self.reading:
                     return              # resume_reading() delivers what OpenSSL still holds
             if err == SSL_ERROR_NONE and SSL_has_pending(self.conn):
