@@ -41,6 +41,13 @@ cdef class H2Session:
     # a few ranges are kept, the oldest dropped past SKIPPED_RANGES.
     cdef int32_t last_client_stream
     cdef list skipped
+    # The last stream id boxed by key(), and its int: the maps by stream id (here and in the
+    # handler) are keyed and looked up with that one object while its stream is the current
+    # one, so a lookup finds its key by identity, with no int made or compared.
+    cdef int32_t key_id
+    cdef object key_int
+
+    cdef object key(self, int32_t stream_id)
 
     cpdef receive(self, data)
     cpdef consume(self, int32_t stream_id, size_t n)

@@ -403,6 +403,12 @@ cdef class H2Session:
             return frame
         return frame[:11] + limit.to_bytes(4, "big") + frame[15:]
 
+    cdef object key(self, int32_t stream_id):
+        """``stream_id`` as the int the maps by stream id are keyed by (see h2.pxd)."""
+        if stream_id != self.key_id or self.key_int is None:
+            self.key_id, self.key_int = stream_id, stream_id
+        return self.key_int
+
     cdef _raise_pending(self, ssize_t rc):
         if self.error is not None:
             error, self.error = self.error, None
@@ -457,7 +463,7 @@ cdef class H2Session:
         finally:
             free(nva)
         if rc >= 0 and out is not None:
-            self.outgoing[stream_id if stream_id >= 0 else rc] = out
+            self.outgoing[self.key(stream_id if stream_id >= 0 else rc)] = out
         return rc
 
     cpdef submit_informational(self, int32_t stream_id, list headers):
@@ -479,7 +485,7 @@ cdef class H2Session:
         Returns the bytes now queued for it; over ``queue_limit`` the caller should stop
         reading its source until ``h2_drained(stream_id)``.
         """
-        cdef _Outgoing out = self.outgoing.get(stream_id)
+        cdef _Outgoing out = self.outgoing.get(self.key(stream_id))
         if out is None:
             return 0            # the stream was reset or closed meanwhile
         if data:
@@ -494,7 +500,7 @@ cdef class H2Session:
 
     cpdef send_trailers(self, int32_t stream_id, list headers):
         """End the stream with trailers (after its data)."""
-        cdef _Outgoing out = self.outgoing.get(stream_id)
+        cdef _Outgoing out = self.outgoing.get(self.key(stream_id))
         if out is None:
             return
         out.trailers = headers
@@ -537,7 +543,7 @@ cdef class H2Session:
         return nghttp2_session_want_write(self.session) != 0
 
     cpdef Py_ssize_t queued(self, int32_t stream_id):
-        cdef _Outgoing out = self.outgoing.get(stream_id)
+        cdef _Outgoing out = self.outgoing.get(self.key(stream_id))
         return 0 if out is None else len(out.buf) - out.offset
 
     # -- the client side's view of the peer (upstream sessions) ----------------------
@@ -822,7 +828,7 @@ cdef int _on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_
 cdef int _on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code,
                           void *user_data) noexcept:
     cdef H2Session self = <H2Session>user_data
-    self.outgoing.pop(stream_id, None)
+    self.outgoing.pop(self.key(stream_id), None)
     if self.receiving_id == stream_id:
         self.receiving = None
     try:

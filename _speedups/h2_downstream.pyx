@@ -264,7 +264,8 @@ cdef class H2Connection(Downstream):
             self.session.reset(stream_id, REFUSED_STREAM)
             return None
         stream = H2Stream.__new__(H2Stream)    # no Python call: one per stream
-        stream.id = stream.key = stream_id
+        stream.id = stream_id
+        stream.key = self.session.key(stream_id)
         self.streams[stream.key] = stream
         self.started_streams += 1
         if self.started_streams >= self.ctx.max_requests_per_connection or self.ctx.draining:
@@ -359,7 +360,7 @@ cdef class H2Connection(Downstream):
         self.schedule_flush()
 
     cdef void h2_data(self, int32_t stream_id, bytes data) except *:
-        cdef H2Stream stream = self.streams.get(stream_id)
+        cdef H2Stream stream = self.streams.get(self.session.key(stream_id))
         cdef Exchange ex
         cdef Context ctx = self.ctx
         cdef Py_ssize_t n = len(data)
@@ -384,7 +385,7 @@ cdef class H2Connection(Downstream):
             self.session.consume(stream_id, n)
 
     cdef void h2_end(self, int32_t stream_id) except *:
-        cdef H2Stream stream = self.streams.get(stream_id)
+        cdef H2Stream stream = self.streams.get(self.session.key(stream_id))
         if stream is None or stream.finished or stream.ex is None or stream.ended_in:
             return
         stream.ended_in = True
@@ -401,14 +402,14 @@ cdef class H2Connection(Downstream):
         to an HTTP/1.1 one), dropped after a body of known length, which HTTP/1.1 cannot
         follow with any.  Fields that frame or route a message are not trailers (RFC 9110
         6.5.1) and are dropped; nghttp2 has checked names and values."""
-        cdef H2Stream stream = self.streams.get(stream_id)
+        cdef H2Stream stream = self.streams.get(self.session.key(stream_id))
         if stream is None or stream.finished or stream.ex is None or not stream.ex.head.streamed:
             return
         stream.ex.receive_trailers([(name, value) for name, value in headers
                                     if name[:1] != b":" and name not in NOT_TRAILERS])
 
     cdef void h2_close(self, int32_t stream_id, uint32_t error_code) except *:
-        cdef H2Stream stream = self.streams.pop(stream_id, None)
+        cdef H2Stream stream = self.streams.pop(self.session.key(stream_id), None)
         if stream is not None and not stream.finished and stream.ex is not None:
             stream.finished = True
             stream.ex.client_gone()         # reset by the client (or the connection ended)
@@ -419,7 +420,7 @@ cdef class H2Connection(Downstream):
                 self.idle_from(monotonic())
 
     cdef void h2_drained(self, int32_t stream_id) except *:
-        cdef H2Stream stream = self.streams.get(stream_id)
+        cdef H2Stream stream = self.streams.get(self.session.key(stream_id))
         if stream is not None and stream.out_paused:
             stream.out_paused = False
             if stream.ex is not None:

@@ -158,7 +158,7 @@ cdef class H2UpstreamSession(H2Handler):
     cdef int submit(self, H2Stream stream, list headers, bint end_stream) except -1:
         cdef int stream_id = self.h2.submit_request(headers, end_stream)
         self.reserved -= 1
-        self.streams[stream_id] = stream
+        self.streams[self.h2.key(stream_id)] = stream
         return stream_id
 
     cdef void unreserve(self):
@@ -317,43 +317,43 @@ cdef class H2UpstreamSession(H2Handler):
     # -- H2Session's handler ---------------------------------------------------------
 
     cdef void h2_headers(self, int32_t stream_id, list headers, bint end_stream) except *:
-        cdef H2Stream stream = self.streams.get(stream_id)
+        cdef H2Stream stream = self.streams.get(self.h2.key(stream_id))
         if stream is not None:
             stream.on_headers(headers, end_stream)
 
     cdef void h2_too_large(self, int32_t stream_id) except *:
         """A response head past limits.max_response_head: a bad response, as over HTTP/1.1."""
-        cdef H2Stream stream = self.streams.get(stream_id)
+        cdef H2Stream stream = self.streams.get(self.h2.key(stream_id))
         self.h2.reset(stream_id)
         self.flush()
         if stream is not None:
             stream.guard_bad("response head too large")
 
     cdef void h2_data(self, int32_t stream_id, bytes data) except *:
-        cdef H2Stream stream = self.streams.get(stream_id)
+        cdef H2Stream stream = self.streams.get(self.h2.key(stream_id))
         if stream is None or stream.owner is None:
             self.h2.consume(stream_id, len(data))   # nobody wants it: keep the windows open
         else:
             stream.on_data(data)
 
     cdef void h2_end(self, int32_t stream_id) except *:
-        cdef H2Stream stream = self.streams.get(stream_id)
+        cdef H2Stream stream = self.streams.get(self.h2.key(stream_id))
         if stream is not None:
             stream.on_end()
 
     cdef void h2_trailers(self, int32_t stream_id, list headers) except *:
-        cdef H2Stream stream = self.streams.get(stream_id)
+        cdef H2Stream stream = self.streams.get(self.h2.key(stream_id))
         if stream is not None:
             stream.trailers = [(name, value) for name, value in headers if name[:1] != b":"]
 
     cdef void h2_close(self, int32_t stream_id, uint32_t error_code) except *:
-        cdef H2Stream stream = self.streams.pop(stream_id, None)
+        cdef H2Stream stream = self.streams.pop(self.h2.key(stream_id), None)
         if stream is not None:
             stream.on_close(error_code)
         self.stream_ended()
 
     cdef void h2_drained(self, int32_t stream_id) except *:
-        cdef H2Stream stream = self.streams.get(stream_id)
+        cdef H2Stream stream = self.streams.get(self.h2.key(stream_id))
         if stream is not None:
             stream.on_drained()
 
