@@ -25,6 +25,7 @@ the writer on the other instead of the gateway buffering a whole body.
 Output is pulled: after ``receive`` or any ``submit_*``/``send_*``, ``output()`` returns
 the bytes to write (nghttp2_session_mem_send), or b"" when there is nothing.
 """
+cimport cython
 from cpython.bytearray cimport PyByteArray_FromStringAndSize
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -197,6 +198,8 @@ class H2Error(Exception):
     """nghttp2 refused the peer's bytes (a connection error: answer GOAWAY, then close)."""
 
 
+@cython.no_gc                  # bytes, a bytearray, lists of bytes tuples
+@cython.freelist(16)
 cdef class _Outgoing:
     """A stream's queued body bytes, read out by nghttp2 as its flow-control window allows."""
     cdef bytearray buf
@@ -212,6 +215,8 @@ cdef class _Outgoing:
         self.buf = PyByteArray_FromStringAndSize(NULL, 0)     # no Python call: one per stream
 
 
+@cython.no_gc
+@cython.freelist(4)
 cdef class _Head:
     """A header block being received, and its size as the limit counts it (RFC 9113 §6.5.2)."""
     cdef list headers

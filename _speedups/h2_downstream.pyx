@@ -32,6 +32,7 @@ import hashlib
 import logging
 import os
 
+cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 
 from _speedups.clock cimport monotonic
@@ -65,6 +66,7 @@ cdef int GRPC_UNKNOWN = 2
 cdef int GRPC_UNAVAILABLE = 14
 
 
+@cython.freelist(16)
 cdef class H2Stream:
     """One stream: its exchange, and what the translation keeps between events (made by
     ``new_stream``; its fields start as 0, False or None)."""

@@ -21,6 +21,7 @@ rule of RFC 9112 that matters for request smuggling is decided here, in one plac
 
 httptools (llhttp) is kept as an independent oracle in the tests.
 """
+cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Realloc
 from libc.stdint cimport uint64_t
@@ -202,6 +203,7 @@ cdef inline bytes _out_take():
     return PyBytes_FromStringAndSize(_out_buf, _out_len) if _out_len else EMPTY
 
 
+@cython.no_gc                  # bytes and lists of bytes tuples: no cycle to collect
 cdef class MessageHead:
     """Fields common to requests and responses, after the head is parsed.
 
@@ -282,6 +284,8 @@ cdef class MessageHead:
         self.set_fields(fields)
 
 
+@cython.no_gc
+@cython.freelist(16)
 cdef class RequestHead(MessageHead):
     """A parsed request head.  Its fields exclude hop-by-hop and proxy-set ones."""
 
@@ -316,6 +320,8 @@ cdef class RequestHead(MessageHead):
         return PyBytes_GET_SIZE(found)
 
 
+@cython.no_gc
+@cython.freelist(16)
 cdef class ResponseHead(MessageHead):
     """A parsed response head.  Its fields exclude hop-by-hop ones."""
     pass
