@@ -66,7 +66,7 @@ cdef class H2Session:
     cpdef bint remote_allows_extended_connect(self)
     cpdef bint request_allowed(self)
     cpdef set_connection_window(self, int32_t size)
-    cdef bytes _advertise_streams(self, bytes frame)
+    cdef void _advertise_streams(self, char *frame, Py_ssize_t n)
     cdef _raise_pending(self, ssize_t rc)
     cdef int32_t _submit_head(self, int32_t stream_id, list headers, bytes lines, bint end_stream) except? -1
     cdef bint _reset_over_limit(self)

@@ -27,6 +27,7 @@ the bytes to write (nghttp2_session_mem_send), or b"" when there is nothing.
 """
 cimport cython
 from cpython.bytearray cimport PyByteArray_FromStringAndSize
+from cpython.mem cimport PyMem_Realloc
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t
@@ -379,34 +380,35 @@ cdef class H2Session:
     # -- output --------------------------------------------------------------------
 
     cpdef bytes output(self):
-        """What to write to the peer now (b"": nothing)."""
+        """What to write to the peer now (b"": nothing): nghttp2's frames, gathered in one
+        buffer (each chunk it hands out is valid until the next call) and made one bytes."""
         cdef const uint8_t *chunk
         cdef ssize_t n = nghttp2_session_mem_send(self.session, &chunk)
+        cdef Py_ssize_t size = 0
         if n <= 0:
             self._raise_pending(n)
             return b""
-        first = PyBytes_FromStringAndSize(<const char *>chunk, n)
-        if self.advertised_streams:
-            first = self._advertise_streams(first)
-        n = nghttp2_session_mem_send(self.session, &chunk)
-        if n <= 0:
-            self._raise_pending(n)
-            return first
-        parts = [first]
         while n > 0:
-            parts.append(PyBytes_FromStringAndSize(<const char *>chunk, n))
+            if size + n > _frames_cap:
+                _frames_grow(size + n)
+            memcpy(_frames + size, chunk, n)
+            if self.advertised_streams:
+                self._advertise_streams(_frames + size, n)
+            size += n
             n = nghttp2_session_mem_send(self.session, &chunk)
         self._raise_pending(n)
-        return b"".join(parts)
+        return PyBytes_FromStringAndSize(_frames, size)
 
-    cdef bytes _advertise_streams(self, bytes frame):
+    cdef void _advertise_streams(self, char *frame, Py_ssize_t n):
         """The server's first frame out, its SETTINGS (MAX_CONCURRENT_STREAMS the first entry),
-        with the limit the peer is told in place of nghttp2's (see STREAMS_PAST_LIMIT)."""
+        given the limit the peer is told in place of nghttp2's (see STREAMS_PAST_LIMIT)."""
         cdef uint32_t limit = self.advertised_streams
+        cdef int i
         self.advertised_streams = 0
-        if len(frame) < 15 or frame[3] != 4 or frame[9:11] != b"\x00\x03":
-            return frame
-        return frame[:11] + limit.to_bytes(4, "big") + frame[15:]
+        if n < 15 or frame[3] != 4 or frame[9] != 0 or frame[10] != 3:
+            return
+        for i in range(4):
+            frame[11 + i] = (limit >> (24 - 8 * i)) & 0xFF
 
     cdef object key(self, int32_t stream_id):
         """``stream_id`` as the int the maps by stream id are keyed by (see h2.pxd)."""
@@ -606,6 +608,21 @@ cdef inline uint8_t _copy_flags(const uint8_t *name, size_t n, bint kept) noexce
     if _has_upper(name, n):
         return NGHTTP2_NV_FLAG_NO_COPY_VALUE
     return NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE
+
+
+# output()'s frames, gathered (one session writes at a time: the loop is single-threaded)
+cdef char *_frames = NULL
+cdef Py_ssize_t _frames_cap = 0
+
+
+cdef int _frames_grow(Py_ssize_t need) except -1:
+    global _frames, _frames_cap
+    cdef Py_ssize_t cap = max(need, 2 * _frames_cap, 16384)
+    cdef char *grown = <char *>PyMem_Realloc(_frames, cap)
+    if grown is NULL:
+        raise MemoryError()
+    _frames, _frames_cap = grown, cap
+    return 0
 
 
 cdef uint64_t ONES = <uint64_t>0x0101010101010101
