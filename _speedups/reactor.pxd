@@ -55,6 +55,7 @@ cdef class Protocol:
     transports in C too (``send``)."""
     cdef SocketTransport socket                     # its transport when it is the reactor's
     cdef object transport_write                     # else that transport's write, bound once
+    cdef Protocol next_deferred                     # the one deferred after it (Reactor.defer)
     cdef void received(self, bytes data) except *   # its data_received
     cdef void deferred(self) except *               # once the wakeup's events are handled
     cdef void use_transport(self, object transport)
@@ -72,7 +73,8 @@ cdef class Reactor:
     cdef list lost                  # (transport, exc) waiting for connection_lost
     cdef bint lost_scheduled
     cdef bint dispatching           # inside ready(): what is lost goes when it returns
-    cdef list deferred              # Protocols to call once the events in hand are handled
+    # Protocols to call once the events in hand are handled, chained by next_deferred
+    cdef Protocol deferred_first, deferred_last
     cdef readonly unsigned long long wakeups    # times the loop found the set ready (a busy
     #                                             loop shows here)
     cdef char *read_buf

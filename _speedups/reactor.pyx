@@ -25,7 +25,6 @@ from asyncio import CancelledError
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from cpython.ref cimport PyObject
 from libc.errno cimport EAGAIN, EINPROGRESS, EINTR, EMFILE, ENFILE, ENOBUFS, ENOMEM, ETIMEDOUT, errno
 from libc.math cimport ceil
 from libc.stdlib cimport free, malloc
@@ -35,10 +34,6 @@ from posix.unistd cimport close, read
 
 from _speedups.clock cimport monotonic
 
-
-cdef extern from "Python.h":
-    # cpython.list's declaration takes no NULL (a slice deleted without a slice object)
-    int PyList_SetSlice(object list, Py_ssize_t low, Py_ssize_t high, PyObject *items) except -1
 
 cdef extern from "<netinet/in.h>" nogil:
     struct in_addr:
@@ -143,7 +138,6 @@ cdef class Reactor:
         self.loop = loop
         self.watched = []
         self.lost = []
-        self.deferred = []
         self.lost_scheduled = False
         self.read_buf = <char *>malloc(READ_SIZE)
         self.events = <epoll_event *>malloc(MAX_EVENTS * sizeof(epoll_event))
@@ -245,7 +239,7 @@ cdef class Reactor:
                 if obj is not None:
                     obj.on_event(self.events[i].events)
         finally:
-            if self.deferred:
+            if self.deferred_first is not None:
                 self.run_deferred()
             self.dispatching = False
             if self.lost and not self.lost_scheduled:
@@ -257,25 +251,28 @@ cdef class Reactor:
         once.  False outside a dispatch: the caller asks the loop instead."""
         if not self.dispatching:
             return False
-        self.deferred.append(protocol)
+        if protocol.next_deferred is not None or protocol is self.deferred_last:
+            return True                                 # once is enough
+        if self.deferred_last is None:
+            self.deferred_first = protocol
+        else:
+            self.deferred_last.next_deferred = protocol
+        self.deferred_last = protocol
         return True
 
     cdef void run_deferred(self):
         """Those deferred while these run go too (still inside the dispatch)."""
-        cdef Py_ssize_t i = 0
-        cdef list deferred = self.deferred
         cdef Protocol protocol
-        try:
-            while i < len(deferred):
-                protocol = <Protocol>deferred[i]
-                i += 1
-                try:
-                    protocol.deferred()
-                except Exception as error:
-                    self.loop.call_exception_handler({"message": "a deferred call failed",
-                                                      "exception": error, "protocol": protocol})
-        finally:
-            PyList_SetSlice(deferred, 0, len(deferred), NULL)
+        while self.deferred_first is not None:
+            protocol = self.deferred_first
+            self.deferred_first, protocol.next_deferred = protocol.next_deferred, None
+            if self.deferred_first is None:
+                self.deferred_last = None
+            try:
+                protocol.deferred()
+            except Exception as error:
+                self.loop.call_exception_handler({"message": "a deferred call failed",
+                                                  "exception": error, "protocol": protocol})
 
     cdef int watch(self, int fd, Watched obj, unsigned int events, int op) except -1:
         cdef epoll_event ev
