@@ -23,8 +23,6 @@ X_CONNECTING ``connect`` / ``on_connected``; X_WAITING ``send_request``, ``on_fi
 X_RESPONDING ``upstream_body``, ``finish_response``; X_TUNNEL ``start_tunnel``;
 X_DONE ``finish``.
 """
-cimport cython
-
 import logging
 import os as _os
 import socket as _socket
@@ -165,7 +163,6 @@ cdef Exchange new_exchange(Context ctx, Downstream downstream):
     return ex
 
 
-@cython.freelist(16)
 cdef class Exchange(UpstreamOwner):
     """One request/response (made by ``new_exchange``).  A downstream may reuse one for its
     next request."""

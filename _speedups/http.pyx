@@ -285,7 +285,6 @@ cdef class MessageHead:
 
 
 @cython.no_gc
-@cython.freelist(16)
 cdef class RequestHead(MessageHead):
     """A parsed request head.  Its fields exclude hop-by-hop and proxy-set ones."""
 
@@ -321,7 +320,6 @@ cdef class RequestHead(MessageHead):
 
 
 @cython.no_gc
-@cython.freelist(16)
 cdef class ResponseHead(MessageHead):
     """A parsed response head.  Its fields exclude hop-by-hop ones."""
     pass
