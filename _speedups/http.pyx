@@ -108,6 +108,7 @@ _init_known_names()
 # Methods and the reason phrase of nearly every response, reused the same way.
 cdef tuple _KNOWN_METHODS = (b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"PATCH")
 cdef bytes _REASON_OK = b"OK"
+cdef bytes _KEEP_ALIVE = b"keep-alive"
 
 
 cdef inline tuple _known_name(const char *p, Py_ssize_t n):
@@ -550,7 +551,10 @@ cdef bint _take_field(MessageHead head, const char *name, Py_ssize_t nlen, const
         seen.transfer_encoding = True
         head.chunked = True
     elif kind == F_CONNECTION:
-        head.connection = PyBytes_FromStringAndSize(value, vlen)
+        if vlen == 10 and memcmp(value, b"keep-alive", 10) == 0:
+            head.connection = _KEEP_ALIVE               # nearly every one: no new object
+        else:
+            head.connection = PyBytes_FromStringAndSize(value, vlen)
     elif kind == F_UPGRADE:
         head.upgrade = PyBytes_FromStringAndSize(value, vlen)
     elif kind == F_HOST:
