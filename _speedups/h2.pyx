@@ -580,6 +580,21 @@ cdef extern from "nghttp2/nghttp2.h":
                                               int32_t stream_id, int32_t window_size)
 
 
+# output()'s frames, gathered (one session writes at a time: the loop is single-threaded)
+cdef char *_frames = NULL
+cdef Py_ssize_t _frames_cap = 0
+
+
+cdef int _frames_grow(Py_ssize_t need) except -1:
+    global _frames, _frames_cap
+    cdef Py_ssize_t cap = max(need, 2 * _frames_cap, 16384)
+    cdef char *grown = <char *>PyMem_Realloc(_frames, cap)
+    if grown is NULL:
+        raise MemoryError()
+    _frames, _frames_cap = grown, cap
+    return 0
+
+
 cdef inline void _check(int rc) except *:
     if rc < 0:
         raise H2Error(nghttp2_strerror(rc).decode())
@@ -596,7 +611,8 @@ cdef void _fill_nv(nghttp2_nv *nva, list headers, bint kept) except *:
         nva[i].namelen = len(name)
         nva[i].value = <uint8_t *><char *>value
         nva[i].valuelen = len(value)
-        nva[i].flags = _index_flag(nva[i].name, nva[i].namelen) | _copy_flags(nva[i].name, nva[i].namelen, kept)
+        nva[i].flags = (_index_flag(nva[i].name, nva[i].namelen)
+                        | _copy_flags(nva[i].name, nva[i].namelen, kept))
         i += 1
 
 
@@ -608,21 +624,6 @@ cdef inline uint8_t _copy_flags(const uint8_t *name, size_t n, bint kept) noexce
     if _has_upper(name, n):
         return NGHTTP2_NV_FLAG_NO_COPY_VALUE
     return NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE
-
-
-# output()'s frames, gathered (one session writes at a time: the loop is single-threaded)
-cdef char *_frames = NULL
-cdef Py_ssize_t _frames_cap = 0
-
-
-cdef int _frames_grow(Py_ssize_t need) except -1:
-    global _frames, _frames_cap
-    cdef Py_ssize_t cap = max(need, 2 * _frames_cap, 16384)
-    cdef char *grown = <char *>PyMem_Realloc(_frames, cap)
-    if grown is NULL:
-        raise MemoryError()
-    _frames, _frames_cap = grown, cap
-    return 0
 
 
 cdef uint64_t ONES = <uint64_t>0x0101010101010101

@@ -310,8 +310,8 @@ cdef class UpstreamConnection:
                         bytes request_id, bytes via, bint upgrade, bytes proto, bytes real_ip,
                         bytes trace_fields):
         self.chunk_body = head.streamed
-        self.send(build_request_head(head, target, host, client_ip, request_id, via,
-                                                upgrade, proto, real_ip, trace_fields))
+        self.send(build_request_head(head, target, host, client_ip, request_id, via, upgrade,
+                                     proto, real_ip, trace_fields))
 
     cdef void write_body(self, bytes data):
         if self.chunk_body:
