@@ -20,6 +20,7 @@ cdef enum Framing:                      # BodyFramer.mode (FRAMING_* in Python)
 cdef class MessageHead:
     cdef list _fields                   # [(lower-case name, name, value)], or None: not made yet
     cdef public bytes field_lines       # the fields passed on, as forwarded; None once changed
+    cdef list pairs                     # HTTP/2: the same as [(lower-case name, value)], or None
     cdef public int minor               # HTTP/1.<minor>
     cdef public long long content_length  # -1 when absent
     cdef public bint chunked

@@ -210,9 +210,10 @@ cdef class MessageHead:
 
     The fields a proxy passes on are kept as ``field_lines``, the bytes they are forwarded
     as, so that the common request (no route matches a header, no filter changes one)
-    makes no Python object per field.  The list of (lower-case name, name, value) is made
-    from them when first asked for: ``peek_fields`` to read it, ``fields`` to change it,
-    after which the list is what is forwarded.
+    makes no Python object per field.  An HTTP/2 request's fields are kept the same way as
+    ``pairs``, the (name, value) tuples they came in.  The list of (lower-case name, name,
+    value) is made from either when first asked for: ``peek_fields`` to read it, ``fields``
+    to change it, after which the list is what is forwarded.
     """
 
     def __cinit__(self):
@@ -222,20 +223,26 @@ cdef class MessageHead:
         self.extra_hop = None
 
     cdef list fields(self):
-        """The field list, to change: from now on it is forwarded, not ``field_lines``."""
+        """The field list, to change: from now on it is forwarded, not ``field_lines`` or
+        ``pairs``."""
         cdef list fields = self.peek_fields()
-        self.field_lines = None
+        self.field_lines = self.pairs = None
         return fields
 
     cdef list peek_fields(self):
-        """The field list, not to be changed (``field_lines`` still stands for it)."""
+        """The field list, not to be changed (``field_lines`` or ``pairs`` still stand for it)."""
         if self._fields is None:
-            self._fields = _split_field_lines(self.field_lines) if self.field_lines else []
+            if self.field_lines:
+                self._fields = _split_field_lines(self.field_lines)
+            elif self.pairs is not None:
+                self._fields = [(name, name, value) for name, value in self.pairs]
+            else:
+                self._fields = []
         return self._fields
 
     cdef void set_fields(self, list fields):
         self._fields = fields
-        self.field_lines = None
+        self.field_lines = self.pairs = None
 
     cdef void append_fields(self, list fields, bytes lines):
         """Fields added at the end ([(lower name, name, value)], and the same as ``lines``,
@@ -245,7 +252,7 @@ cdef class MessageHead:
             self.field_lines += lines
             self._fields = None         # a peeked list is stale now
         else:
-            self._fields = self._fields + fields
+            self.set_fields(self.peek_fields() + fields)
 
     cdef void replace_fields(self, frozenset names, list fields, bytes lines):
         """The fields named in ``names`` (lower-case) dropped, then ``fields`` (the same as
@@ -255,7 +262,7 @@ cdef class MessageHead:
         cdef Py_ssize_t n, pos = 0, eol, k, kept = 0
         cdef list pieces = []
         if self.field_lines is None:
-            self.set_fields([f for f in self._fields if f[0] not in names] + fields)
+            self.set_fields([f for f in self.peek_fields() if f[0] not in names] + fields)
             return
         p = PyBytes_AS_STRING(self.field_lines)
         n = PyBytes_GET_SIZE(self.field_lines)
@@ -299,6 +306,11 @@ cdef class RequestHead(MessageHead):
         if self.field_lines is not None:
             n = _find_field(self.field_lines, lname, &start)
             return PyBytes_FromStringAndSize(PyBytes_AS_STRING(self.field_lines) + start, n) if n >= 0 else None
+        if self.pairs is not None:
+            for name, value in self.pairs:
+                if name == lname:
+                    return value
+            return None
         for name, _, value in self._fields or ():
             if name == lname:
                 return value
@@ -736,8 +748,8 @@ cpdef RequestHead parse_request(bytes data, Py_ssize_t end, Py_ssize_t max_heade
 cpdef RequestHead request_from_fields(bytes method, bytes path, bytes authority, list fields,
                                       Py_ssize_t max_headers=100):
     """An HTTP/2 request (RFC 9113 8.3.1) as the exchange takes a head: its fields through
-    the checks an HTTP/1.1 head's go through (``_take_field``), kept as the list they came
-    in, nothing made text.  ``fields``: (lower-case name, value), pseudo-fields and Host
+    the checks an HTTP/1.1 head's go through (``_take_field``), kept as the tuples they came
+    in (``pairs``), nothing made text.  ``fields``: (lower-case name, value), pseudo-fields and Host
     taken out (``authority`` stands for both), Cookie fields joined."""
     cdef RequestHead head = RequestHead.__new__(RequestHead)
     cdef const char *p = PyBytes_AS_STRING(path)
@@ -763,16 +775,17 @@ cpdef RequestHead request_from_fields(bytes method, bytes path, bytes authority,
     head.path = path if query == NULL else path[:query - p]
     _take_field(head, b"host", 4, PyBytes_AS_STRING(authority), PyBytes_GET_SIZE(authority),
                 True, max_headers, &seen)
-    for name, value in fields:
+    for field in fields:
+        name, value = field
         if _take_field(head, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), PyBytes_AS_STRING(value),
                        PyBytes_GET_SIZE(value), True, max_headers, &seen):
-            forwarded.append((name, name, value))
+            forwarded.append(field)         # the tuple as it came: nothing made per field
         size += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4
     _end_fields(head, True, &seen)
     if head.chunked:                        # nghttp2 refuses it first (8.2.2)
         raise HttpError(400, "Transfer-Encoding in an HTTP/2 request")
+    head.pairs = forwarded
     _apply_connection(head, True)           # only an extended CONNECT's "connection: upgrade"
-    head._fields = forwarded
     head.head_size = size
     return head
 
@@ -971,14 +984,23 @@ cpdef int response_framing(ResponseHead head, bytes request_method) except -1:
 
 cdef int _put_fields(MessageHead head) except -1:
     """The head's fields as forwarded: its ``field_lines``, or its (changed) field list."""
+    cdef bytes name, value
     if head.field_lines is not None:
         return _put_bytes(head.field_lines)
+    if head.pairs is not None:
+        for name, value in head.pairs:
+            _put_field(name, value)
+        return 0
     for _, name, value in head._fields or ():
-        _put_bytes(name)
-        _put(b": ", 2)
-        _put_bytes(value)
-        _put(b"\r\n", 2)
+        _put_field(name, value)
     return 0
+
+
+cdef inline int _put_field(bytes name, bytes value) except -1:
+    _put_bytes(name)
+    _put(b": ", 2)
+    _put_bytes(value)
+    return _put(b"\r\n", 2)
 
 
 cdef int _put_trace_fields(RequestHead head) except -1:
@@ -1068,9 +1090,12 @@ cpdef list request_fields(RequestHead head, bytes scheme, bytes target, bytes ho
     to the same fields by tests/test_http_fields.py."""
     cdef list fields = [(b":method", head.method), (b":scheme", scheme), (b":authority", host),
                         (b":path", target)]
-    for lname, _, value in head.peek_fields():
-        if lname not in _CONNECTION_SPECIFIC:
-            fields.append((lname, value))
+    if head.pairs is not None:              # an HTTP/2 client's, as they came (none is
+        fields += head.pairs                # connection-specific: request_from_fields)
+    else:
+        for lname, _, value in head.peek_fields():
+            if lname not in _CONNECTION_SPECIFIC:
+                fields.append((lname, value))
     if trace_fields is not None:
         for line in trace_fields.split(b"\r\n"):
             if line:

@@ -123,3 +123,22 @@ def test_http2_upstreams_get_the_fields_http1_upstreams_get(fields, streamed, tr
         f for f in sent if f[0] not in framing]
     assert h2[-1] == (b"te", b"trailers")
     assert (b"transfer-encoding", b"chunked") in sent or not head.streamed
+
+
+@FAST
+@given(FIELDS, st.sampled_from([None, b"traceparent: 00-1-2-01\r\n"]))
+def test_an_http2_heads_fields_go_on_as_they_came_or_as_a_list(fields, trace_fields):
+    """An HTTP/2 head forwards the field tuples it came with (``pairs``) until its field list
+    is asked for to change it: both builders write the same either way."""
+    try:
+        as_came = request_from_fields(b"POST", b"/in", b"example.com", list(fields))
+    except HttpError:
+        return
+    as_list = request_from_fields(b"POST", b"/in", b"example.com", list(fields))
+    as_list.headers = list(as_list.headers)     # the list form from now on
+    args = (b"/up", b"backend.local", b"10.1.2.3", b"req-1", b"1.1 gateway")
+    assert (request_fields(as_came, b"http", *args, trace_fields=trace_fields)
+            == request_fields(as_list, b"http", *args, trace_fields=trace_fields))
+    assert (build_request_head(as_came, *args, False, trace_fields=trace_fields)
+            == build_request_head(as_list, *args, False, trace_fields=trace_fields))
+    assert as_came.header(b"x-custom") == as_list.header(b"x-custom")
