@@ -27,7 +27,7 @@ the bytes to write (nghttp2_session_mem_send), or b"" when there is nothing.
 """
 cimport cython
 from cpython.bytearray cimport PyByteArray_FromStringAndSize
-from cpython.mem cimport PyMem_Realloc
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t
@@ -381,23 +381,34 @@ cdef class H2Session:
 
     cpdef bytes output(self):
         """What to write to the peer now (b"": nothing): nghttp2's frames, gathered in one
-        buffer (each chunk it hands out is valid until the next call) and made one bytes."""
+        buffer (each chunk it hands out is valid until the next call) and made one bytes.
+        The module's buffer, unless another session's output() is gathering in it: a
+        callback of that one (a stream drained, its upstream resumed) may flush this one."""
+        global _frames_busy
         cdef const uint8_t *chunk
         cdef ssize_t n = nghttp2_session_mem_send(self.session, &chunk)
-        cdef Py_ssize_t size = 0
+        cdef Frames own
+        cdef Frames *frames = &own
         if n <= 0:
             self._raise_pending(n)
             return b""
-        while n > 0:
-            if size + n > _frames_cap:
-                _frames_grow(size + n)
-            memcpy(_frames + size, chunk, n)
-            if self.advertised_streams:
-                self._advertise_streams(_frames + size, n)
-            size += n
-            n = nghttp2_session_mem_send(self.session, &chunk)
-        self._raise_pending(n)
-        return PyBytes_FromStringAndSize(_frames, size)
+        own.data, own.size, own.cap = NULL, 0, 0
+        if not _frames_busy:
+            _frames_busy, frames = True, &_frames
+            _frames.size = 0
+        try:
+            while n > 0:
+                _frames_add(frames, chunk, n)
+                if self.advertised_streams:
+                    self._advertise_streams(frames.data + frames.size - n, n)
+                n = nghttp2_session_mem_send(self.session, &chunk)
+            self._raise_pending(n)
+            return PyBytes_FromStringAndSize(frames.data, frames.size)
+        finally:
+            if frames == &_frames:
+                _frames_busy = False
+            else:
+                PyMem_Free(own.data)
 
     cdef void _advertise_streams(self, char *frame, Py_ssize_t n):
         """The server's first frame out, its SETTINGS (MAX_CONCURRENT_STREAMS the first entry),
@@ -580,18 +591,27 @@ cdef extern from "nghttp2/nghttp2.h":
                                               int32_t stream_id, int32_t window_size)
 
 
-# output()'s frames, gathered (one session writes at a time: the loop is single-threaded)
-cdef char *_frames = NULL
-cdef Py_ssize_t _frames_cap = 0
+# output()'s frames, gathered: in the module's buffer (the loop is single-threaded), or in
+# one of their own for a session flushed from inside another's output()
+cdef struct Frames:
+    char *data
+    Py_ssize_t size, cap
+
+cdef Frames _frames
+cdef bint _frames_busy = False
 
 
-cdef int _frames_grow(Py_ssize_t need) except -1:
-    global _frames, _frames_cap
-    cdef Py_ssize_t cap = max(need, 2 * _frames_cap, 16384)
-    cdef char *grown = <char *>PyMem_Realloc(_frames, cap)
-    if grown is NULL:
-        raise MemoryError()
-    _frames, _frames_cap = grown, cap
+cdef int _frames_add(Frames *frames, const uint8_t *chunk, Py_ssize_t n) except -1:
+    cdef Py_ssize_t cap
+    cdef char *grown
+    if frames.size + n > frames.cap:
+        cap = max(frames.size + n, 2 * frames.cap, 16384)
+        grown = <char *>PyMem_Realloc(frames.data, cap)
+        if grown is NULL:
+            raise MemoryError()
+        frames.data, frames.cap = grown, cap
+    memcpy(frames.data + frames.size, chunk, n)
+    frames.size += n
     return 0
 
 

@@ -378,3 +378,34 @@ def test_a_head_with_a_body_to_follow_is_read_in_place_and_kept_alive():
     assert head.headers == [(b":status", b"200"), (b"x-kept", b"kept-value-7"),
                             (b"x-line", b"line-value"), (b"x-lower", b"lower")]
     del junk                                # (held until the head was written)
+
+
+def test_a_session_flushed_from_inside_anothers_output_writes_its_own_frames():
+    """output() gathers frames in a buffer the module shares; a handler called from inside one
+    session's output() (its stream's queue drained, an upstream resumed) may flush another
+    session then: each writes its own frames, neither the other's."""
+    a, handler_a = server()
+    b, _ = server()
+    client_a, client_b = h2_client(), h2_client()
+    for client, session in ((client_a, a), (client_b, b)):
+        client.send_headers(1, REQUEST, end_stream=True)
+        exchange(client, session)
+    nested = []
+
+    def drained(stream_id):                 # called by a.output(), mid-way
+        b.submit_response(1, [(b":status", b"204")], True)
+        nested.append(b.output())
+
+    handler_a.h2_drained = drained
+    a.queue_limit = 10
+    a.submit_response(1, [(b":status", b"200"), (b"x-side", b"a")])
+    assert a.send_data(1, b"a" * 100) > a.queue_limit       # drained is owed once it is read
+    events_a = client_a.receive_data(a.output())
+    assert len(nested) == 1
+    events_b = client_b.receive_data(nested[0])
+    head_a = next(e for e in events_a if isinstance(e, h2.events.ResponseReceived))
+    assert head_a.headers[:2] == [(b":status", b"200"), (b"x-side", b"a")]
+    assert b"".join(e.data for e in events_a if isinstance(e, h2.events.DataReceived)) == b"a" * 100
+    head_b = next(e for e in events_b if isinstance(e, h2.events.ResponseReceived))
+    assert head_b.headers[0] == (b":status", b"204")
+    assert any(isinstance(e, h2.events.StreamEnded) for e in events_b)
