@@ -18,7 +18,6 @@ cdef enum DeadlineKind:     # what the connection's own deadline is for (the exc
 
 
 cdef class Http1Connection(Downstream):
-    cdef object transport
     cdef str client
     cdef ReadState state
     cdef bytes buf                          # received, not yet consumed

@@ -77,7 +77,6 @@ cdef class Http1Connection(Downstream):
 
     def connection_made(self, transport):
         cdef Context ctx = self.ctx
-        self.transport = transport
         self.use_transport(transport)
         peer = transport.get_extra_info("peername")
         self.client = peer[0] if peer else "-"

@@ -33,7 +33,6 @@ cdef class H2Stream:
 
 
 cdef class H2Connection(Downstream):
-    cdef object transport
     cdef H2Session session
     cdef dict streams               # stream id -> H2Stream, until nghttp2 closes it
     cdef long started_streams

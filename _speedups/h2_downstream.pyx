@@ -141,7 +141,6 @@ cdef class H2Connection(Downstream):
 
     cpdef take_over(self, object transport, str client, bytes received):
         """Start on ``transport`` (counted already), with ``received`` its first bytes."""
-        self.transport = transport
         self.use_transport(transport)
         self.client_bytes = client.encode()
         self.ctx.connections.add(self)

@@ -17,7 +17,6 @@ cdef class H2Pool(StreamPool):
 cdef class H2UpstreamSession(H2Handler):
     cdef H2Pool pool
     cdef H2Session h2                       # the client side
-    cdef object transport
     cdef dict streams                       # stream id -> H2Stream, until the stream closes
     cdef int reserved                       # streams lent but not yet sent (no id yet)
     cdef bint connected

@@ -249,7 +249,6 @@ cdef class H2UpstreamSession(H2Handler):
     # -- asyncio.Protocol ------------------------------------------------------------
 
     def connection_made(self, transport):
-        self.transport = transport
         self.use_transport(transport)
         self.connected = True
         ssl_object = transport.get_extra_info("ssl_object")

@@ -53,8 +53,9 @@ cdef class Protocol:
     """A connection's protocol that the reactor calls in C (the gateway's own); any other
     object is called as an asyncio protocol, by method name.  It writes to the reactor's
     transports in C too (``send``)."""
-    cdef SocketTransport socket                     # its transport when it is the reactor's
-    cdef object transport_write                     # else that transport's write, bound once
+    cdef object transport                           # asyncio's interface (use_transport)
+    cdef SocketTransport socket                     # the same when it is the reactor's
+    cdef object transport_write                     # else its write, bound once
     cdef Protocol next_deferred                     # the one deferred after it (Reactor.defer)
     cdef void received(self, bytes data) except *   # its data_received
     cdef void deferred(self) except *               # once the wakeup's events are handled

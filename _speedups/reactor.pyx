@@ -108,7 +108,8 @@ cdef class Protocol:
         pass
 
     cdef void use_transport(self, object transport):
-        """``send`` writes to ``transport`` from now on."""
+        """The connection's transport from now on (``send`` writes to it)."""
+        self.transport = transport
         self.socket = transport if isinstance(transport, SocketTransport) else None
         self.transport_write = transport.write
 

@@ -74,7 +74,6 @@ cdef class UpstreamConnection(Protocol):
     response (head, interim heads, framed body) and hands it to its owner."""
     cdef readonly Upstream upstream
     cdef UpstreamOwner owner
-    cdef object transport
     cdef bint closed
     cdef bint eof
     cdef bint extra                         # sent bytes past its response: out of sync

@@ -199,7 +199,6 @@ cdef class UpstreamConnection:
     # -- asyncio.Protocol -------------------------------------------------
 
     def connection_made(self, transport):
-        self.transport = transport
         self.use_transport(transport)
 
     def data_received(self, bytes data):
